@@ -1,0 +1,3 @@
+from kopilka.cli import main
+
+raise SystemExit(main())

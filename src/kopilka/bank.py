@@ -1,0 +1,195 @@
+"""The calls the shell and the one-shot commands make, the same embedded or over HTTP.
+
+`Bank` is the protocol; `EmbeddedBank` runs the engine in this process on a
+background event loop; `kopilka.client.Client` speaks to a server. Refusals are
+raised as KopilkaError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import Future
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from kopilka.domain.model import (
+    DEFAULT_LEDGER,
+    Account,
+    Command,
+    Deposit,
+    OpenAccount,
+    Operation,
+    Outcome,
+    SetLimits,
+    Transfer,
+    Withdraw,
+)
+from kopilka.domain.statement import Statement
+from kopilka.engine import Engine
+from kopilka.errors import KopilkaError
+from kopilka.store import open_store
+from kopilka.store.protocol import Store
+
+T = TypeVar("T")
+
+
+class Bank(Protocol):
+    def deposit(
+        self, client: str, amount_cents: int, description: str, idempotency_key: str
+    ) -> Operation: ...
+
+    def withdraw(
+        self, client: str, amount_cents: int, description: str, idempotency_key: str
+    ) -> Operation: ...
+
+    def transfer(
+        self,
+        from_client: str,
+        to_client: str,
+        amount_cents: int,
+        description: str,
+        idempotency_key: str,
+    ) -> Operation: ...
+
+    def open_account(
+        self, client: str, min_balance_cents: int = 0, max_balance_cents: int | None = None
+    ) -> Account: ...
+
+    def set_limits(
+        self,
+        client: str,
+        min_balance_cents: int | None = None,
+        max_balance_cents: int | None = None,
+        clear_max: bool = False,
+    ) -> Account: ...
+
+    def account(self, client: str) -> Account: ...
+
+    def accounts(self) -> list[Account]: ...
+
+    def statement(self, client: str, since: datetime | None, till: datetime) -> Statement: ...
+
+    def close(self) -> None: ...
+
+
+class EmbeddedBank:
+    """The engine and a store in this process; calls block until committed."""
+
+    def __init__(self, store: Store | str, ledger: str = DEFAULT_LEDGER) -> None:
+        self.ledger = ledger
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="kopilka-engine", daemon=True
+        )
+        self._thread.start()
+        self.engine = Engine(open_store(store) if isinstance(store, str) else store)
+        try:
+            self._run(self.engine.start())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        return future.result()
+
+    def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
+        """A whole list at once, one outcome each (errors are returned, not raised)."""
+        return self._run(self.engine.submit_many(commands))
+
+    def _execute(self, command: Command) -> Outcome:
+        outcome = self._run(self.engine.execute(command))
+        if isinstance(outcome, KopilkaError):
+            raise outcome
+        return outcome
+
+    def _operation(self, command: Command) -> Operation:
+        outcome = self._execute(command)
+        assert isinstance(outcome, Operation)
+        return outcome
+
+    def _account(self, command: Command) -> Account:
+        outcome = self._execute(command)
+        assert isinstance(outcome, Account)
+        return outcome
+
+    def deposit(
+        self, client: str, amount_cents: int, description: str, idempotency_key: str
+    ) -> Operation:
+        return self._operation(
+            Deposit(client, amount_cents, description, idempotency_key, self.ledger)
+        )
+
+    def withdraw(
+        self, client: str, amount_cents: int, description: str, idempotency_key: str
+    ) -> Operation:
+        return self._operation(
+            Withdraw(client, amount_cents, description, idempotency_key, self.ledger)
+        )
+
+    def transfer(
+        self,
+        from_client: str,
+        to_client: str,
+        amount_cents: int,
+        description: str,
+        idempotency_key: str,
+    ) -> Operation:
+        return self._operation(
+            Transfer(
+                from_client, to_client, amount_cents, description, idempotency_key, self.ledger
+            )
+        )
+
+    def open_account(
+        self, client: str, min_balance_cents: int = 0, max_balance_cents: int | None = None
+    ) -> Account:
+        return self._account(OpenAccount(client, min_balance_cents, max_balance_cents, self.ledger))
+
+    def set_limits(
+        self,
+        client: str,
+        min_balance_cents: int | None = None,
+        max_balance_cents: int | None = None,
+        clear_max: bool = False,
+    ) -> Account:
+        return self._account(
+            SetLimits(client, min_balance_cents, max_balance_cents, clear_max, self.ledger)
+        )
+
+    def account(self, client: str) -> Account:
+        return self._run(self.engine.get_account(self.ledger, client))
+
+    def accounts(self) -> list[Account]:
+        async def every_page() -> list[Account]:
+            found: list[Account] = []
+            while True:
+                after = found[-1].client if found else None
+                page = await self.engine.list_accounts(self.ledger, after_client=after)
+                found.extend(page)
+                if not page:
+                    return found
+
+        return self._run(every_page())
+
+    def statement(self, client: str, since: datetime | None, till: datetime) -> Statement:
+        return self._run(self.engine.statement(self.ledger, client, since, till))
+
+    def close(self) -> None:
+        try:
+            self._run(self.engine.close())
+        finally:
+            self._stop_loop()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> EmbeddedBank:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

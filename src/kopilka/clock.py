@@ -1,0 +1,36 @@
+"""UTC timestamps at microsecond precision that never go backwards within a process."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(moment: datetime) -> int:
+    """Aware datetime -> integer microseconds since the epoch (exact, no float)."""
+    assert moment.tzinfo is not None
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+class MonotonicClock:
+    """Statements order by time: a wall clock stepping back must not reorder them."""
+
+    def __init__(self) -> None:
+        self._last = _EPOCH
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            current = datetime.now(UTC)
+            if current <= self._last:
+                current = self._last + _ONE_MICROSECOND
+            self._last = current
+            return current

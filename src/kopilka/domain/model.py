@@ -1,0 +1,123 @@
+"""Accounts, the commands that change them and the operations they record.
+
+Money is always integer cents (`*_cents`). Commands are imperatives and
+immutable; an Operation is the recorded fact of one applied money command.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, TypeAlias
+
+from kopilka.errors import KopilkaError
+
+DEFAULT_LEDGER = "main"
+OperationKind: TypeAlias = Literal["deposit", "withdrawal", "transfer"]
+
+
+@dataclass(slots=True)
+class Account:
+    ledger: str
+    client: str
+    balance_cents: int
+    min_balance_cents: int
+    max_balance_cents: int | None
+    created_at: datetime
+    id: int = 0  # assigned by the store when the account is first written
+
+    def available_cents(self) -> int:
+        """How much may leave the account before it hits its floor."""
+        return self.balance_cents - self.min_balance_cents
+
+
+@dataclass(frozen=True, slots=True)
+class Deposit:
+    client: str
+    amount_cents: int
+    description: str
+    idempotency_key: str
+    ledger: str = DEFAULT_LEDGER
+    # The shell's first deposit opens the account; the API asks for it explicitly.
+    open_account: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Withdraw:
+    client: str
+    amount_cents: int
+    description: str
+    idempotency_key: str
+    ledger: str = DEFAULT_LEDGER
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    from_client: str
+    to_client: str
+    amount_cents: int
+    description: str
+    idempotency_key: str
+    ledger: str = DEFAULT_LEDGER
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAccount:
+    client: str
+    min_balance_cents: int = 0
+    max_balance_cents: int | None = None
+    ledger: str = DEFAULT_LEDGER
+
+
+@dataclass(frozen=True, slots=True)
+class SetLimits:
+    """Change a floor and/or a cap. None leaves a bound as it is; clear_max removes the cap."""
+
+    client: str
+    min_balance_cents: int | None = None
+    max_balance_cents: int | None = None
+    clear_max: bool = False
+    ledger: str = DEFAULT_LEDGER
+
+
+MoneyCommand: TypeAlias = Deposit | Withdraw | Transfer
+Command: TypeAlias = Deposit | Withdraw | Transfer | OpenAccount | SetLimits
+
+
+@dataclass(slots=True)
+class Operation:
+    """An applied deposit, withdrawal or transfer, with the balances it left behind."""
+
+    ledger: str
+    idempotency_key: str
+    kind: OperationKind
+    amount_cents: int
+    debit_client: str | None  # the account money left (withdrawal, transfer)
+    credit_client: str | None  # the account money reached (deposit, transfer)
+    description: str
+    created_at: datetime
+    debit_balance_after_cents: int | None
+    credit_balance_after_cents: int | None
+    id: int = 0  # assigned by the store
+    replayed: bool = False  # True when answered from an earlier request with the same key
+
+
+@dataclass(slots=True)
+class Entry:
+    """One account's side of an operation: signed amount and the balance after it."""
+
+    account: Account
+    operation: Operation
+    amount_cents: int
+    balance_after_cents: int
+
+
+Outcome: TypeAlias = Operation | Account | KopilkaError
+
+
+def command_kind(command: MoneyCommand) -> OperationKind:
+    if isinstance(command, Deposit):
+        return "deposit"
+    if isinstance(command, Withdraw):
+        return "withdrawal"
+    return "transfer"

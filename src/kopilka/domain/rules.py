@@ -1,0 +1,370 @@
+"""The ledger's rules, applied to a whole batch of commands in memory.
+
+A store loads the accounts and known idempotency keys a batch touches, calls
+`plan_batch`, and writes what the plan says in one transaction. Every store
+shares this one implementation of the rules, so they cannot drift apart.
+
+Rejection codes, in order of precedence for a money command:
+  invalid_amount, invalid_client, invalid_description, invalid_idempotency_key,
+  same_account, idempotency_key_reused, account_not_found, insufficient_funds,
+  cap_exceeded.
+A rejected command changes nothing and does not affect the rest of its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from kopilka.domain.model import (
+    Account,
+    Command,
+    Deposit,
+    Entry,
+    MoneyCommand,
+    OpenAccount,
+    Operation,
+    Outcome,
+    SetLimits,
+    Transfer,
+    Withdraw,
+    command_kind,
+)
+from kopilka.errors import Conflict, InvalidInput, KopilkaError, NotFound, Rejected
+from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX, format_money
+
+CLIENT_NAME_LENGTH_MAX = 200
+DESCRIPTION_LENGTH_MAX = 500
+IDEMPOTENCY_KEY_LENGTH_MAX = 200
+
+AccountKey = tuple[str, str]  # (ledger, client)
+OperationKey = tuple[str, str]  # (ledger, idempotency key)
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """What one batch does: an outcome per command, and the rows to write."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    new_accounts: list[Account] = field(default_factory=list)
+    changed_accounts: list[Account] = field(default_factory=list)
+    operations: list[Operation] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
+    # Replays of operations first made in this same batch: (outcome index, original).
+    # Their ids exist only once the store has written the batch; see resolve_replays.
+    pending_replays: list[tuple[int, Operation]] = field(default_factory=list)
+    # Snapshots of accounts opened in this batch, paired with the account the store writes.
+    pending_account_ids: list[tuple[Account, Account]] = field(default_factory=list)
+
+    def resolve_ids(self) -> None:
+        """Call after the store assigned ids: give them to the answers made before that."""
+        for index, original in self.pending_replays:
+            assert original.id != 0
+            self.outcomes[index] = replace(original, replayed=True)
+        for snapshot, account in self.pending_account_ids:
+            assert account.id != 0
+            snapshot.id = account.id
+
+
+def accounts_touched(commands: Iterable[Command]) -> set[AccountKey]:
+    """Every (ledger, client) a batch reads or writes: what a store must load and lock."""
+    keys: set[AccountKey] = set()
+    for command in commands:
+        if isinstance(command, Transfer):
+            keys.add((command.ledger, command.from_client))
+            keys.add((command.ledger, command.to_client))
+        else:
+            keys.add((command.ledger, command.client))
+    return keys
+
+
+def operation_keys(commands: Iterable[Command]) -> set[OperationKey]:
+    return {
+        (command.ledger, command.idempotency_key)
+        for command in commands
+        if isinstance(command, Deposit | Withdraw | Transfer)
+    }
+
+
+def plan_batch(
+    commands: Sequence[Command],
+    accounts: dict[AccountKey, Account],
+    known_operations: dict[OperationKey, Operation],
+    now: datetime,
+) -> BatchPlan:
+    """Apply commands one by one, in order; a later command sees an earlier one's effect.
+
+    `accounts` and `known_operations` are the store's fresh copies: the plan
+    mutates the accounts and adds new ones and new operations to the dicts.
+    """
+    planner = _Planner(accounts, known_operations, now)
+    for command in commands:
+        try:
+            planner.plan.outcomes.append(planner.apply(command))
+        except KopilkaError as error:
+            planner.plan.outcomes.append(error)
+    planner.plan.changed_accounts = [a for a in planner.touched.values() if a.id != 0]
+    assert len(planner.plan.outcomes) == len(commands)
+    return planner.plan
+
+
+class _Planner:
+    def __init__(
+        self,
+        accounts: dict[AccountKey, Account],
+        known_operations: dict[OperationKey, Operation],
+        now: datetime,
+    ) -> None:
+        self.accounts = accounts
+        self.known_operations = known_operations
+        self.now = now
+        self.plan = BatchPlan()
+        self.touched: dict[int, Account] = {}  # by id(account): existing accounts to rewrite
+
+    def apply(self, command: Command) -> Outcome:
+        if isinstance(command, Deposit | Withdraw | Transfer):
+            return self._apply_money(command)
+        if isinstance(command, OpenAccount):
+            return self._open_account(command)
+        return self._set_limits(command)
+
+    def _apply_money(self, command: MoneyCommand) -> Operation:
+        validate_money_command(command)
+        known = self.known_operations.get((command.ledger, command.idempotency_key))
+        if known is not None:
+            replayed = _replay(known, command)
+            if known.id == 0:
+                self.plan.pending_replays.append((len(self.plan.outcomes), known))
+            return replayed
+        if isinstance(command, Deposit):
+            return self._deposit(command)
+        if isinstance(command, Withdraw):
+            return self._withdraw(command)
+        return self._transfer(command)
+
+    def _deposit(self, command: Deposit) -> Operation:
+        account = self.accounts.get((command.ledger, command.client))
+        if account is None:
+            if not command.open_account:
+                raise _not_found(command.client)
+            account = self._new_account(command.ledger, command.client, 0, None)
+        _check_credit(account, command.amount_cents, "deposit")
+        return self._record(command, debit=None, credit=account)
+
+    def _withdraw(self, command: Withdraw) -> Operation:
+        account = self._existing(command.ledger, command.client)
+        _check_debit(account, command.amount_cents)
+        return self._record(command, debit=account, credit=None)
+
+    def _transfer(self, command: Transfer) -> Operation:
+        sender = self._existing(command.ledger, command.from_client)
+        receiver = self._existing(command.ledger, command.to_client)
+        _check_debit(sender, command.amount_cents)
+        _check_credit(receiver, command.amount_cents, "transfer")
+        return self._record(command, debit=sender, credit=receiver)
+
+    def _record(
+        self, command: MoneyCommand, *, debit: Account | None, credit: Account | None
+    ) -> Operation:
+        amount = command.amount_cents
+        operation = Operation(
+            ledger=command.ledger,
+            idempotency_key=command.idempotency_key,
+            kind=command_kind(command),
+            amount_cents=amount,
+            debit_client=None if debit is None else debit.client,
+            credit_client=None if credit is None else credit.client,
+            description=command.description,
+            created_at=self.now,
+            debit_balance_after_cents=None,
+            credit_balance_after_cents=None,
+        )
+        entries = self.plan.entries
+        if debit is not None:
+            debit.balance_cents -= amount
+            operation.debit_balance_after_cents = debit.balance_cents
+            entries.append(Entry(debit, operation, -amount, debit.balance_cents))
+            self._touch(debit)
+        if credit is not None:
+            credit.balance_cents += amount
+            operation.credit_balance_after_cents = credit.balance_cents
+            entries.append(Entry(credit, operation, amount, credit.balance_cents))
+            self._touch(credit)
+        self.plan.operations.append(operation)
+        self.known_operations[(command.ledger, command.idempotency_key)] = operation
+        return operation
+
+    def _open_account(self, command: OpenAccount) -> Account:
+        validate_client(command.client)
+        _validate_limits(command.min_balance_cents, command.max_balance_cents)
+        if (command.ledger, command.client) in self.accounts:
+            raise Conflict("account_exists", f"client {command.client!r} already has an account")
+        if command.min_balance_cents > 0:
+            raise Rejected(
+                "floor_above_balance",
+                f"a new account starts at $0.00, so its floor must be at most $0.00, "
+                f"not {format_money(command.min_balance_cents)}",
+            )
+        if command.max_balance_cents is not None and command.max_balance_cents < 0:
+            raise Rejected(
+                "cap_below_balance",
+                "a new account starts at $0.00, so its cap "
+                f"may not be {format_money(command.max_balance_cents)}",
+            )
+        account = self._new_account(
+            command.ledger, command.client, command.min_balance_cents, command.max_balance_cents
+        )
+        return self._snapshot(account)
+
+    def _set_limits(self, command: SetLimits) -> Account:
+        validate_client(command.client)
+        account = self._existing(command.ledger, command.client)
+        floor = (
+            account.min_balance_cents
+            if command.min_balance_cents is None
+            else command.min_balance_cents
+        )
+        cap = (
+            None
+            if command.clear_max
+            else (
+                account.max_balance_cents
+                if command.max_balance_cents is None
+                else command.max_balance_cents
+            )
+        )
+        _validate_limits(floor, cap)
+        if floor > account.balance_cents:
+            raise Rejected(
+                "floor_above_balance",
+                f"the floor {format_money(floor)} would be above the balance "
+                f"{format_money(account.balance_cents)} of {account.client}",
+            )
+        if cap is not None and cap < account.balance_cents:
+            raise Rejected(
+                "cap_below_balance",
+                f"the cap {format_money(cap)} would be below the balance "
+                f"{format_money(account.balance_cents)} of {account.client}",
+            )
+        account.min_balance_cents = floor
+        account.max_balance_cents = cap
+        self._touch(account)
+        return self._snapshot(account)
+
+    def _snapshot(self, account: Account) -> Account:
+        """The account as this command left it; later commands in the batch may change it."""
+        snapshot = replace(account)
+        if account.id == 0:
+            self.plan.pending_account_ids.append((snapshot, account))
+        return snapshot
+
+    def _new_account(self, ledger: str, client: str, floor: int, cap: int | None) -> Account:
+        account = Account(ledger, client, 0, floor, cap, self.now)
+        self.accounts[(ledger, client)] = account
+        self.plan.new_accounts.append(account)
+        return account
+
+    def _existing(self, ledger: str, client: str) -> Account:
+        account = self.accounts.get((ledger, client))
+        if account is None:
+            raise _not_found(client)
+        return account
+
+    def _touch(self, account: Account) -> None:
+        if account.id != 0:
+            self.touched[id(account)] = account
+
+
+def validate_client(client: str) -> None:
+    if not client or not client.strip():
+        raise InvalidInput("invalid_client", "client name is empty")
+    if len(client) > CLIENT_NAME_LENGTH_MAX:
+        raise InvalidInput(
+            "invalid_client", f"client name is longer than {CLIENT_NAME_LENGTH_MAX} characters"
+        )
+    if not client.isprintable():
+        raise InvalidInput("invalid_client", "client name has control characters")
+
+
+def validate_money_command(command: MoneyCommand) -> None:
+    amount = command.amount_cents
+    if type(amount) is not int or amount <= 0 or amount > AMOUNT_CENTS_MAX:
+        raise InvalidInput(
+            "invalid_amount",
+            f"amount must be more than $0.00 and at most {format_money(AMOUNT_CENTS_MAX)}",
+        )
+    if isinstance(command, Transfer):
+        validate_client(command.from_client)
+        validate_client(command.to_client)
+    else:
+        validate_client(command.client)
+    if len(command.description) > DESCRIPTION_LENGTH_MAX:
+        raise InvalidInput(
+            "invalid_description",
+            f"description is longer than {DESCRIPTION_LENGTH_MAX} characters",
+        )
+    key = command.idempotency_key
+    if not key or len(key) > IDEMPOTENCY_KEY_LENGTH_MAX:
+        raise InvalidInput(
+            "invalid_idempotency_key",
+            f"idempotency key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} characters",
+        )
+    if isinstance(command, Transfer) and command.from_client == command.to_client:
+        raise InvalidInput("same_account", "cannot transfer from a client to the same client")
+
+
+def _validate_limits(floor: int, cap: int | None) -> None:
+    if abs(floor) > BALANCE_CENTS_MAX or (cap is not None and abs(cap) > BALANCE_CENTS_MAX):
+        raise InvalidInput("invalid_limit", "limit is out of range")
+    if cap is not None and cap < floor:
+        raise InvalidInput(
+            "invalid_limit",
+            f"the cap {format_money(cap)} is below the floor {format_money(floor)}",
+        )
+
+
+def _check_debit(account: Account, amount_cents: int) -> None:
+    if account.balance_cents - amount_cents < account.min_balance_cents:
+        raise Rejected(
+            "insufficient_funds",
+            f"insufficient funds: {account.client} has "
+            f"{format_money(max(account.available_cents(), 0))} available",
+        )
+
+
+def _check_credit(account: Account, amount_cents: int, what: str) -> None:
+    cap = account.max_balance_cents
+    if cap is not None and account.balance_cents + amount_cents > cap:
+        raise Rejected(
+            "cap_exceeded",
+            f"the {what} would take {account.client} above the cap of {format_money(cap)} "
+            f"(balance {format_money(account.balance_cents)})",
+        )
+
+
+def _replay(known: Operation, command: MoneyCommand) -> Operation:
+    """A repeated key returns the first result, but only for the very same request."""
+    if isinstance(command, Transfer):
+        debit, credit = command.from_client, command.to_client
+    elif isinstance(command, Deposit):
+        debit, credit = None, command.client
+    else:
+        debit, credit = command.client, None
+    same = (
+        known.kind == command_kind(command)
+        and known.amount_cents == command.amount_cents
+        and known.debit_client == debit
+        and known.credit_client == credit
+        and known.description == command.description
+    )
+    if not same:
+        raise Conflict(
+            "idempotency_key_reused",
+            f"idempotency key {command.idempotency_key!r} was already used for another request",
+        )
+    return replace(known, replayed=True)
+
+
+def _not_found(client: str) -> NotFound:
+    return NotFound("account_not_found", f"no account for client {client!r}")

@@ -1,0 +1,58 @@
+"""A bank statement: opening balance, each operation with its running balance, totals."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from kopilka.domain.model import OperationKind
+
+
+@dataclass(frozen=True, slots=True)
+class StatementLine:
+    entry_id: int
+    created_at: datetime
+    kind: OperationKind
+    description: str
+    amount_cents: int  # signed: negative leaves the account
+    balance_after_cents: int
+    counterparty: str | None  # the other client of a transfer
+
+    @property
+    def text(self) -> str:
+        """What a person reads: transfers name the other side."""
+        if self.kind != "transfer" or self.counterparty is None:
+            return self.description
+        direction = "to" if self.amount_cents < 0 else "from"
+        label = f"Transfer {direction} {self.counterparty}"
+        return f"{label}: {self.description}" if self.description else label
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    client: str
+    since: datetime | None
+    till: datetime
+    opening_balance_cents: int
+    lines: Sequence[StatementLine]
+    withdrawals_cents: int
+    deposits_cents: int
+    closing_balance_cents: int
+
+
+def build_statement(
+    client: str,
+    since: datetime | None,
+    till: datetime,
+    opening_balance_cents: int,
+    lines: Sequence[StatementLine],
+) -> Statement:
+    withdrawals = sum(-line.amount_cents for line in lines if line.amount_cents < 0)
+    deposits = sum(line.amount_cents for line in lines if line.amount_cents > 0)
+    closing = lines[-1].balance_after_cents if lines else opening_balance_cents
+    # The running balances must add up: a cheap check on every statement we print.
+    assert opening_balance_cents - withdrawals + deposits == closing
+    return Statement(
+        client, since, till, opening_balance_cents, lines, withdrawals, deposits, closing
+    )

@@ -1,0 +1,247 @@
+"""The ledger engine: callers queue commands, a writer applies them in batches.
+
+One writer per process drains whatever is waiting (up to a bound) and hands it
+to the store as ONE transaction, so the cost of a commit (an fsync) is shared
+by every operation in it. Each caller is answered only after the commit, with
+its own outcome. At low load a batch is one command and nothing waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kopilka.domain.model import Account, Command, Outcome
+from kopilka.domain.statement import Statement, StatementLine, build_statement
+from kopilka.errors import (
+    Busy,
+    InvalidInput,
+    KopilkaError,
+    NotFound,
+    RetryableStoreError,
+    Unavailable,
+)
+from kopilka.limits import Limits
+from kopilka.store.protocol import Store
+
+logger = logging.getLogger(__name__)
+
+
+class EngineState(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class _Request:
+    commands: Sequence[Command]
+    future: asyncio.Future[list[Outcome]]
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """Counters for metrics: how big batches are is how well group commit works."""
+
+    batches: int = 0
+    operations: int = 0
+    size_histogram: dict[int, int] = field(default_factory=dict)  # power-of-two bucket -> count
+
+    def record(self, size: int) -> None:
+        self.batches += 1
+        self.operations += size
+        bucket = 1 << (size - 1).bit_length()
+        self.size_histogram[bucket] = self.size_histogram.get(bucket, 0) + 1
+
+
+class Engine:
+    def __init__(self, store: Store, limits: Limits | None = None) -> None:
+        self.store = store
+        self.limits = limits or Limits()
+        self.state = EngineState.CREATED
+        self.stats = BatchStats()
+        self._pending: deque[_Request] = deque()
+        self._pending_operations = 0
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(max(1, store.concurrent_batches_max))
+
+    async def start(self) -> None:
+        assert self.state is EngineState.CREATED
+        await self.store.open()
+        self.state = EngineState.RUNNING
+        self._writer = asyncio.create_task(self._run(), name="kopilka-writer")
+
+    async def close(self) -> None:
+        """Stop taking work, finish and answer everything queued, close the store."""
+        if self.state in (EngineState.CLOSING, EngineState.CLOSED):
+            return
+        self.state = EngineState.CLOSING
+        self._wakeup.set()
+        if self._writer is not None:
+            await self._writer
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight)
+        await self.store.close()
+        self.state = EngineState.CLOSED
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- writes ---------------------------------------------------------------
+
+    async def execute(self, command: Command) -> Outcome:
+        """One command; its outcome is an Operation, an Account, or a KopilkaError."""
+        (outcome,) = await self.submit_many((command,))
+        return outcome
+
+    async def submit_many(self, commands: Sequence[Command]) -> list[Outcome]:
+        """Many commands at once, one outcome each, in order (each succeeds or fails alone)."""
+        if self.state is not EngineState.RUNNING:
+            raise Unavailable("shutting_down", "the ledger is shutting down; try again")
+        if len(commands) > self.limits.request_operations_max:
+            raise InvalidInput(
+                "too_many_operations",
+                f"at most {self.limits.request_operations_max} operations per request",
+            )
+        if self._pending_operations + len(commands) > self.limits.queue_depth_max:
+            raise Busy("busy", "the ledger is busy; try again shortly")
+        if not commands:
+            return []
+        loop = asyncio.get_running_loop()
+        chunk = self.limits.batch_operations_max
+        requests = [
+            _Request(commands[start : start + chunk], loop.create_future())
+            for start in range(0, len(commands), chunk)
+        ]
+        self._pending.extend(requests)
+        self._pending_operations += len(commands)
+        self._wakeup.set()
+        outcomes: list[Outcome] = []
+        for request in requests:
+            outcomes.extend(await request.future)
+        return outcomes
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self.state is not EngineState.RUNNING:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._slots.acquire()
+            batch = self._take_batch()
+            task = asyncio.create_task(self._apply(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    def _take_batch(self) -> list[_Request]:
+        batch: list[_Request] = []
+        size = 0
+        while self._pending:
+            request = self._pending[0]
+            if batch and size + len(request.commands) > self.limits.batch_operations_max:
+                break
+            self._pending.popleft()
+            batch.append(request)
+            size += len(request.commands)
+        self._pending_operations -= size
+        return batch
+
+    async def _apply(self, batch: list[_Request]) -> None:
+        try:
+            commands = [command for request in batch for command in request.commands]
+            try:
+                outcomes = await self._apply_with_retries(commands)
+            except KopilkaError as error:
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(error)
+                return
+            except Exception as error:  # a bug or an unexpected store failure
+                logger.exception("batch of %d operations failed", len(commands))
+                failure = Unavailable(
+                    "internal_error", f"the ledger could not apply this: {type(error).__name__}"
+                )
+                for request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(failure)
+                return
+            assert len(outcomes) == len(commands)
+            self.stats.record(len(commands))
+            start = 0
+            for request in batch:
+                end = start + len(request.commands)
+                if not request.future.done():  # a caller may have been cancelled
+                    request.future.set_result(outcomes[start:end])
+                start = end
+        finally:
+            self._slots.release()
+
+    async def _apply_with_retries(self, commands: list[Command]) -> list[Outcome]:
+        delay_seconds = 0.001
+        for attempt in range(1, self.limits.batch_attempts_max + 1):
+            try:
+                return await self.store.apply(commands)
+            except RetryableStoreError:
+                if attempt == self.limits.batch_attempts_max:
+                    break
+                await asyncio.sleep(delay_seconds)
+                delay_seconds = min(delay_seconds * 2, 0.1)
+        raise Unavailable("store_busy", "the ledger is busy; nothing was applied, try again")
+
+    # -- reads ----------------------------------------------------------------
+
+    async def get_account(self, ledger: str, client: str) -> Account:
+        account = await self.store.get_account(ledger, client)
+        if account is None:
+            raise NotFound("account_not_found", f"no account for client {client!r}")
+        return account
+
+    async def list_accounts(
+        self, ledger: str, *, after_client: str | None = None, limit: int = 1_000
+    ) -> list[Account]:
+        return await self.store.list_accounts(ledger, after_client=after_client, limit=limit)
+
+    async def statement(
+        self, ledger: str, client: str, since: datetime | None, till: datetime
+    ) -> Statement:
+        """The whole statement of a period (for long periods, see statement_lines)."""
+        account, opening = await self.statement_header(ledger, client, since, till)
+        lines = [line async for line in self.statement_lines(account.id, since, till)]
+        return build_statement(client, since, till, opening, lines)
+
+    async def statement_header(
+        self, ledger: str, client: str, since: datetime | None, till: datetime
+    ) -> tuple[Account, int]:
+        if since is not None and since > till:
+            raise InvalidInput("invalid_period", "the start of the period is after its end")
+        account = await self.get_account(ledger, client)
+        opening = 0 if since is None else await self.store.opening_balance(account.id, since)
+        return account, opening
+
+    async def statement_lines(
+        self, account_id: int, since: datetime | None, till: datetime
+    ) -> AsyncIterator[StatementLine]:
+        """Lines page by page from the store, so a long period never sits in memory whole."""
+        after = 0
+        page_rows = self.limits.statement_page_rows
+        while True:
+            page = await self.store.statement_page(account_id, since, till, after, page_rows)
+            for line in page:
+                yield line
+            if len(page) < page_rows:
+                return
+            after = page[-1].entry_id

@@ -1,0 +1,77 @@
+"""One hierarchy of errors a user can see: a machine code, a human message, an HTTP status.
+
+Operating errors (a refusal, bad input, a busy store) are KopilkaError and are
+answered; programmer errors are anything else and crash loudly.
+"""
+
+from __future__ import annotations
+
+
+class KopilkaError(Exception):
+    """Base of every error a user may see. `code` is stable; `message` is for people."""
+
+    http_status = 400
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(other) is type(self)
+            and isinstance(other, KopilkaError)
+            and (other.code, other.message) == (self.code, self.message)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.code, self.message))
+
+
+class InvalidInput(KopilkaError):
+    """The request itself is malformed: bad amount, empty name, unknown option."""
+
+    http_status = 422
+
+
+class NotFound(KopilkaError):
+    http_status = 404
+
+
+class Rejected(KopilkaError):
+    """Well-formed, but the ledger's rules refuse it: funds, caps, limits."""
+
+    http_status = 422
+
+
+class Conflict(KopilkaError):
+    """Clashes with existing state: account exists, idempotency key reused differently."""
+
+    http_status = 409
+
+
+class Unauthorized(KopilkaError):
+    http_status = 401
+
+
+class Forbidden(KopilkaError):
+    http_status = 403
+
+
+class Busy(KopilkaError):
+    """Too much work queued; the caller should retry later."""
+
+    http_status = 429
+
+
+class Unavailable(KopilkaError):
+    """The store cannot be reached right now; nothing was applied, or it is settled later."""
+
+    http_status = 503
+
+
+class RetryableStoreError(Exception):
+    """A transient store failure (deadlock, serialization, SQLite busy): retried inside."""

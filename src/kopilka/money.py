@@ -1,0 +1,81 @@
+"""Money as exact integer cents: parsing user text and formatting for people.
+
+No float is ever involved: text is checked with a strict pattern and converted
+with integer arithmetic, so "0.1" is exactly 10 cents.
+"""
+
+from __future__ import annotations
+
+import re
+
+from kopilka.errors import InvalidInput
+
+CENTS_PER_DOLLAR = 100
+# The largest amount one operation may carry: 1,000,000,000,000.00.
+AMOUNT_CENTS_MAX = 1_000_000_000_000 * CENTS_PER_DOLLAR
+# Balances and limits share the bound so a sum of two never overflows BIGINT.
+BALANCE_CENTS_MAX = AMOUNT_CENTS_MAX * 1_000
+
+# Digits with optional "," or "_" thousands separators, optional 1-2 decimals.
+_AMOUNT_PATTERN = re.compile(
+    r"(?P<sign>[-+]?)"
+    r"(?P<whole>\d{1,3}(?:,\d{3})+|\d{1,3}(?:_\d{3})+|\d+)"
+    r"(?:\.(?P<fraction>\d{1,2}))?"
+)
+
+
+def parse_cents(text: str, *, allow_negative: bool = False, allow_zero: bool = False) -> int:
+    """Parse '1,234.56' into 123456 cents, or raise InvalidInput with a clear reason."""
+    candidate = text.strip().removeprefix("$") if text else ""
+    if not candidate:
+        raise InvalidInput("invalid_amount", "amount is empty")
+    match = _AMOUNT_PATTERN.fullmatch(candidate)
+    if match is None:
+        if re.fullmatch(r"[-+]?[\d,_]*\.\d{3,}", candidate):
+            raise InvalidInput("invalid_amount", f"amount {text!r} has more than two decimals")
+        raise InvalidInput(
+            "invalid_amount", f"amount {text!r} is not a number like 100 or 1,000.25"
+        )
+    whole = int(match["whole"].replace(",", "").replace("_", ""))
+    fraction = (match["fraction"] or "").ljust(2, "0")
+    cents = whole * CENTS_PER_DOLLAR + int(fraction)
+    if match["sign"] == "-":
+        cents = -cents
+    if cents < 0 and not allow_negative:
+        raise InvalidInput("invalid_amount", f"amount {text!r} must be positive")
+    if cents == 0 and not allow_zero:
+        raise InvalidInput("invalid_amount", "amount must be greater than zero")
+    return cents
+
+
+def parse_amount(text: str) -> int:
+    """An operation's amount: positive, at most two decimals, at most 1 trillion dollars."""
+    cents = parse_cents(text)
+    if cents > AMOUNT_CENTS_MAX:
+        raise InvalidInput(
+            "invalid_amount",
+            f"amount {text!r} is above the maximum {format_money(AMOUNT_CENTS_MAX)}",
+        )
+    return cents
+
+
+def parse_limit(text: str) -> int:
+    """A floor or cap: may be zero or negative (an overdraft floor)."""
+    cents = parse_cents(text, allow_negative=True, allow_zero=True)
+    if abs(cents) > BALANCE_CENTS_MAX:
+        raise InvalidInput("invalid_amount", f"limit {text!r} is out of range")
+    return cents
+
+
+def format_money(cents: int) -> str:
+    """123456 -> '$1,234.56'; -500 -> '-$5.00'."""
+    sign = "-" if cents < 0 else ""
+    dollars, remainder = divmod(abs(cents), CENTS_PER_DOLLAR)
+    return f"{sign}${dollars:,}.{remainder:02d}"
+
+
+def format_plain(cents: int) -> str:
+    """123456 -> '1234.56': the exact decimal text used in JSON and CSV."""
+    sign = "-" if cents < 0 else ""
+    dollars, remainder = divmod(abs(cents), CENTS_PER_DOLLAR)
+    return f"{sign}{dollars}.{remainder:02d}"

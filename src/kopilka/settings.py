@@ -1,0 +1,121 @@
+"""Where kopilka keeps its state and how it is configured.
+
+Precedence: command-line flags, then environment variables (KOPILKA_*), then
+the file `kopilka.toml` (in the working directory, or KOPILKA_HOME, or --config),
+then defaults. A password inside a database URL is never printed: use
+`redact_url` for anything shown to people or logs.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import platformdirs
+
+from kopilka.errors import InvalidInput
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8888
+
+
+def home() -> Path:
+    """KOPILKA_HOME, or the user's data directory: the database, history, tokens."""
+    configured = os.environ.get("KOPILKA_HOME")
+    return Path(configured) if configured else Path(platformdirs.user_data_dir("kopilka"))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db: str  # 'memory:', a SQLite path, or a postgresql:// URL
+    url: str | None  # a server's base URL: set means "talk to a server"
+    host: str
+    port: int
+    workers: int
+    ledger: str
+    home: Path
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_path: str | Path | None = None,
+) -> Settings:
+    """Merge flags (None means "not given"), environment and file, in that order."""
+    flags = {key: value for key, value in (flags or {}).items() if value is not None}
+    environ = os.environ if environ is None else environ
+    base = Path(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
+    file_values = _read_file(config_path or environ.get("KOPILKA_CONFIG"), base)
+
+    def pick(name: str, default: Any) -> Any:
+        if name in flags:
+            return flags[name]
+        env_value = environ.get(f"KOPILKA_{name.upper()}")
+        if env_value:
+            return env_value
+        return file_values.get(name, default)
+
+    db = str(pick("db", str(base / "kopilka.db")))
+    if db.startswith("postgres") and environ.get("KOPILKA_DB_PASSWORD_FILE"):
+        db = _with_password(db, Path(environ["KOPILKA_DB_PASSWORD_FILE"]).read_text().strip())
+    try:
+        port = int(pick("port", DEFAULT_PORT))
+        workers = int(pick("workers", 1))
+    except ValueError as error:
+        raise InvalidInput(
+            "invalid_setting", f"port and workers must be numbers: {error}"
+        ) from error
+    if not 0 < port < 65536:
+        raise InvalidInput("invalid_setting", f"port {port} is out of range")
+    if not 1 <= workers <= 64:
+        raise InvalidInput("invalid_setting", "workers must be 1 to 64")
+    return Settings(
+        db=db,
+        url=pick("url", None),
+        host=str(pick("host", DEFAULT_HOST)),
+        port=port,
+        workers=workers,
+        ledger=str(pick("ledger", "main")),
+        home=base,
+    )
+
+
+def _read_file(config_path: str | Path | None, base: Path) -> dict[str, Any]:
+    candidates = (
+        [Path(config_path)] if config_path else [Path("kopilka.toml"), base / "kopilka.toml"]
+    )
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                with candidate.open("rb") as handle:
+                    return tomllib.load(handle)
+            except tomllib.TOMLDecodeError as error:
+                raise InvalidInput("invalid_setting", f"{candidate}: {error}") from error
+        if config_path:
+            raise InvalidInput("invalid_setting", f"config file {candidate} does not exist")
+    return {}
+
+
+def _with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    from urllib.parse import quote
+
+    netloc = f"{quote(user)}:{quote(password, safe='')}@{host}{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by '***', safe to print and log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

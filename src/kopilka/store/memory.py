@@ -1,0 +1,152 @@
+"""The in-memory store: a real backend for sandboxes and tests, with no durability.
+
+It keeps the same rows as the SQL stores (accounts, operations, entries) and
+applies a batch all-or-nothing: the plan is made on copies and only then
+published, so a failure half-way leaves the state untouched.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from kopilka.clock import MonotonicClock
+from kopilka.domain.model import Account, Command, Operation, Outcome
+from kopilka.domain.rules import (
+    AccountKey,
+    OperationKey,
+    accounts_touched,
+    operation_keys,
+    plan_batch,
+)
+from kopilka.domain.statement import StatementLine
+from kopilka.tokens import TokenRecord
+
+
+class MemoryStore:
+    concurrent_batches_max = 1
+
+    def __init__(self, clock: MonotonicClock | None = None) -> None:
+        self._clock = clock or MonotonicClock()
+        self._accounts: dict[AccountKey, Account] = {}
+        self._accounts_by_id: dict[int, Account] = {}
+        self._operations: dict[OperationKey, Operation] = {}
+        # Per account: statement lines in order, and their (created_at, id) sort keys.
+        self._lines: dict[int, list[StatementLine]] = {}
+        self._line_keys: dict[int, list[tuple[datetime, int]]] = {}
+        self._tokens: dict[str, TokenRecord] = {}
+        self._account_ids = itertools.count(1)
+        self._operation_ids = itertools.count(1)
+        self._entry_ids = itertools.count(1)
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
+        keys = accounts_touched(commands)
+        accounts = {key: replace(self._accounts[key]) for key in keys if key in self._accounts}
+        known = {
+            key: self._operations[key]
+            for key in operation_keys(commands)
+            if key in self._operations
+        }
+        plan = plan_batch(commands, accounts, known, self._clock.now())
+        for account in plan.new_accounts:
+            account.id = next(self._account_ids)
+        for operation in plan.operations:
+            operation.id = next(self._operation_ids)
+        plan.resolve_ids()
+        # Publish: nothing above touched shared state.
+        for account in (*plan.new_accounts, *plan.changed_accounts):
+            self._accounts[(account.ledger, account.client)] = account
+            self._accounts_by_id[account.id] = account
+        for operation in plan.operations:
+            self._operations[(operation.ledger, operation.idempotency_key)] = operation
+        for entry in plan.entries:
+            operation = entry.operation
+            counterparty = (
+                operation.credit_client if entry.amount_cents < 0 else operation.debit_client
+            )
+            line = StatementLine(
+                next(self._entry_ids),
+                operation.created_at,
+                operation.kind,
+                operation.description,
+                entry.amount_cents,
+                entry.balance_after_cents,
+                counterparty,
+            )
+            self._lines.setdefault(entry.account.id, []).append(line)
+            self._line_keys.setdefault(entry.account.id, []).append(
+                (line.created_at, line.entry_id)
+            )
+        return plan.outcomes
+
+    async def get_account(self, ledger: str, client: str) -> Account | None:
+        account = self._accounts.get((ledger, client))
+        return None if account is None else replace(account)
+
+    async def list_accounts(
+        self, ledger: str, *, after_client: str | None = None, limit: int = 1_000
+    ) -> list[Account]:
+        names = sorted(
+            client
+            for (account_ledger, client) in self._accounts
+            if account_ledger == ledger and (after_client is None or client > after_client)
+        )
+        return [replace(self._accounts[(ledger, name)]) for name in names[:limit]]
+
+    async def opening_balance(self, account_id: int, before: datetime) -> int:
+        keys = self._line_keys.get(account_id, [])
+        index = bisect.bisect_left(keys, (before, 0))
+        return self._lines[account_id][index - 1].balance_after_cents if index else 0
+
+    async def statement_page(
+        self,
+        account_id: int,
+        since: datetime | None,
+        till: datetime,
+        after_entry_id: int,
+        limit: int,
+    ) -> list[StatementLine]:
+        lines = self._lines.get(account_id, [])
+        keys = self._line_keys.get(account_id, [])
+        start = 0 if since is None else bisect.bisect_left(keys, (since, 0))
+        page: list[StatementLine] = []
+        for line in itertools.islice(lines, start, None):
+            if line.created_at > till or len(page) == limit:
+                break
+            if line.entry_id > after_entry_id:
+                page.append(line)
+        return page
+
+    async def drop_ledger(self, ledger: str) -> None:
+        for key in [key for key in self._accounts if key[0] == ledger]:
+            account = self._accounts.pop(key)
+            self._accounts_by_id.pop(account.id, None)
+            self._lines.pop(account.id, None)
+            self._line_keys.pop(account.id, None)
+        for key in [key for key in self._operations if key[0] == ledger]:
+            del self._operations[key]
+
+    async def put_token(self, record: TokenRecord) -> None:
+        self._tokens[record.id] = record
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        return self._tokens.get(token_id)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        record = self._tokens.get(token_id)
+        if record is None or record.revoked:
+            return False
+        self._tokens[token_id] = replace(record, revoked=True)
+        return True
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        return sorted(self._tokens.values(), key=lambda record: record.created_at)

@@ -1,0 +1,60 @@
+"""The one protocol every store implements; tests/contract runs one suite against all."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from kopilka.domain.model import Account, Command, Outcome
+from kopilka.domain.statement import StatementLine
+from kopilka.tokens import TokenRecord
+
+
+class Store(Protocol):
+    # How many batches the engine may have in flight at once (1 for a single writer).
+    concurrent_batches_max: int
+
+    async def open(self) -> None:
+        """Connect and check the schema (create it where the backend does so itself)."""
+
+    async def close(self) -> None: ...
+
+    async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
+        """Apply a batch in ONE transaction; one outcome per command, in order.
+
+        Durable when it returns. Raises RetryableStoreError for a transient
+        failure (nothing applied) and Unavailable when the store is unreachable.
+        """
+
+    async def get_account(self, ledger: str, client: str) -> Account | None: ...
+
+    async def list_accounts(
+        self, ledger: str, *, after_client: str | None = None, limit: int = 1_000
+    ) -> list[Account]:
+        """Accounts ordered by client name, starting after `after_client` (keyset paging)."""
+
+    async def opening_balance(self, account_id: int, before: datetime) -> int:
+        """The balance just before `before`: one index lookup."""
+
+    async def statement_page(
+        self,
+        account_id: int,
+        since: datetime | None,
+        till: datetime,
+        after_entry_id: int,
+        limit: int,
+    ) -> list[StatementLine]:
+        """Entries with since <= created_at <= till, in order, after entry `after_entry_id`."""
+
+    async def drop_ledger(self, ledger: str) -> None:
+        """Remove a (sandbox) ledger with all its accounts and history."""
+
+    async def put_token(self, record: TokenRecord) -> None: ...
+
+    async def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    async def revoke_token(self, token_id: str) -> bool:
+        """True when a live token was revoked."""
+
+    async def list_tokens(self) -> list[TokenRecord]: ...

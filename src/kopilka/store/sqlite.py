@@ -1,0 +1,445 @@
+"""SQLite store: one file, WAL, synchronous=FULL; a batch is one IMMEDIATE transaction.
+
+All writes run on one dedicated thread with one connection (SQLite has one
+writer anyway); reads use a second connection on their own thread, which WAL
+lets run beside a commit. Several processes may share the file: BEGIN
+IMMEDIATE serialises their batches and everything is re-read inside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kopilka.clock import MonotonicClock, from_micros, to_micros
+from kopilka.domain.model import Account, Command, Operation, Outcome
+from kopilka.domain.rules import (
+    AccountKey,
+    BatchPlan,
+    OperationKey,
+    accounts_touched,
+    operation_keys,
+    plan_batch,
+)
+from kopilka.domain.statement import StatementLine
+from kopilka.errors import RetryableStoreError, Unavailable
+from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from kopilka.tokens import TokenRecord
+
+T = TypeVar("T")
+# Bound values per statement, safely below SQLite's SQLITE_MAX_VARIABLE_NUMBER.
+_VARIABLES_MAX = 900
+_BUSY_TIMEOUT_MS = 10_000
+
+_ACCOUNT_COLUMNS = "id, ledger, client, balance, min_balance, max_balance, created_at"
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(
+        ledger=row[1],
+        client=row[2],
+        balance_cents=row[3],
+        min_balance_cents=row[4],
+        max_balance_cents=row[5],
+        created_at=from_micros(row[6]),
+        id=row[0],
+    )
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection with the durability and integrity settings every caller needs."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+    connection.execute("PRAGMA journal_mode = WAL")
+    # FULL: a commit is on disk when it returns, power loss included. Never lowered.
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.execute("PRAGMA foreign_keys = ON")
+    return connection
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Create or upgrade the schema; refuse a newer one this version does not know."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise Unavailable(
+                "unknown_schema",
+                f"the database has schema version {version}, newer than this kopilka "
+                f"knows ({SCHEMA_VERSION}); upgrade kopilka",
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[number - 1].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {number}")
+        connection.execute("COMMIT")
+        return int(version)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
+class SqliteStore:
+    concurrent_batches_max = 1
+
+    def __init__(self, path: str | Path, clock: MonotonicClock | None = None) -> None:
+        self.path = str(path)
+        self._clock = clock or MonotonicClock()
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-writer")
+        self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-reader")
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._write(lambda: self._open_writer())
+        self._reader = await self._read(lambda: connect(self.path))
+
+    def _open_writer(self) -> sqlite3.Connection:
+        try:
+            connection = connect(self.path)
+        except sqlite3.Error as error:
+            raise Unavailable("store_unavailable", f"cannot open {self.path}: {error}") from error
+        migrate(connection)
+        return connection
+
+    async def close(self) -> None:
+        for connection, run in ((self._writer, self._write), (self._reader, self._read)):
+            if connection is not None:
+                await run(connection.close)
+        self._writer = self._reader = None
+        self._writer_thread.shutdown(wait=True)
+        self._reader_thread.shutdown(wait=True)
+
+    async def _write(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, work)
+
+    async def _read(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reader_thread, work)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        assert self._writer is not None, "store is not open"
+        return self._writer
+
+    @property
+    def _read_db(self) -> sqlite3.Connection:
+        assert self._reader is not None, "store is not open"
+        return self._reader
+
+    # -- the batch ------------------------------------------------------------
+
+    async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
+        return await self._write(lambda: self._apply(commands))
+
+    def _apply(self, commands: Sequence[Command]) -> list[Outcome]:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            raise RetryableStoreError(str(error)) from error
+        try:
+            accounts = self._load_accounts(accounts_touched(commands))
+            known = self._load_operations(operation_keys(commands))
+            # The time is taken under the write lock, so it orders batches across processes.
+            plan = plan_batch(commands, accounts, known, self._clock.now())
+            self._write_plan(plan)
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            db.execute("ROLLBACK")
+            raise RetryableStoreError(str(error)) from error
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return plan.outcomes
+
+    def _load_accounts(self, keys: set[AccountKey]) -> dict[AccountKey, Account]:
+        by_ledger: dict[str, list[str]] = {}
+        for ledger, client in keys:
+            by_ledger.setdefault(ledger, []).append(client)
+        accounts: dict[AccountKey, Account] = {}
+        for ledger, clients in by_ledger.items():
+            for chunk in _chunks(clients, _VARIABLES_MAX):
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    f"SELECT {_ACCOUNT_COLUMNS} FROM accounts "
+                    f"WHERE ledger = ? AND client IN ({marks})",
+                    (ledger, *chunk),
+                )
+                for row in rows:
+                    accounts[(ledger, row[2])] = _account(row)
+        return accounts
+
+    def _load_operations(self, keys: set[OperationKey]) -> dict[OperationKey, Operation]:
+        by_ledger: dict[str, list[str]] = {}
+        for ledger, key in keys:
+            by_ledger.setdefault(ledger, []).append(key)
+        known: dict[OperationKey, Operation] = {}
+        for ledger, idempotency_keys in by_ledger.items():
+            for chunk in _chunks(idempotency_keys, _VARIABLES_MAX):
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    "SELECT o.id, o.idempotency_key, o.kind, o.amount, d.client, c.client,"
+                    " o.description, o.created_at,"
+                    " (SELECT balance_after FROM entries WHERE account_id = o.debit_account_id"
+                    "   AND created_at = o.created_at AND operation_id = o.id),"
+                    " (SELECT balance_after FROM entries WHERE account_id = o.credit_account_id"
+                    "   AND created_at = o.created_at AND operation_id = o.id)"
+                    " FROM operations o"
+                    " LEFT JOIN accounts d ON d.id = o.debit_account_id"
+                    " LEFT JOIN accounts c ON c.id = o.credit_account_id"
+                    f" WHERE o.ledger = ? AND o.idempotency_key IN ({marks})",
+                    (ledger, *chunk),
+                )
+                for row in rows:
+                    known[(ledger, row[1])] = Operation(
+                        ledger=ledger,
+                        idempotency_key=row[1],
+                        kind=row[2],
+                        amount_cents=row[3],
+                        debit_client=row[4],
+                        credit_client=row[5],
+                        description=row[6],
+                        created_at=from_micros(row[7]),
+                        debit_balance_after_cents=row[8],
+                        credit_balance_after_cents=row[9],
+                        id=row[0],
+                    )
+        return known
+
+    def _write_plan(self, plan: BatchPlan) -> None:
+        db = self._db
+        if plan.new_accounts:
+            next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM accounts").fetchone()[0]
+            for offset, account in enumerate(plan.new_accounts):
+                account.id = next_id + offset
+            db.executemany(
+                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        a.id,
+                        a.ledger,
+                        a.client,
+                        a.balance_cents,
+                        a.min_balance_cents,
+                        a.max_balance_cents,
+                        to_micros(a.created_at),
+                    )
+                    for a in plan.new_accounts
+                ],
+            )
+        if plan.operations:
+            next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM operations").fetchone()[0]
+            for offset, operation in enumerate(plan.operations):
+                operation.id = next_id + offset
+            micros = to_micros(plan.operations[0].created_at)  # one time per batch
+            db.executemany(
+                "INSERT INTO operations (id, ledger, idempotency_key, kind, amount,"
+                " debit_account_id, credit_account_id, description, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        o.id,
+                        o.ledger,
+                        o.idempotency_key,
+                        o.kind,
+                        o.amount_cents,
+                        debit_id,
+                        credit_id,
+                        o.description,
+                        micros,
+                    )
+                    for o, debit_id, credit_id in _operation_rows(plan)
+                ],
+            )
+            db.executemany(
+                "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (e.operation.id, e.account.id, e.amount_cents, e.balance_after_cents, micros)
+                    for e in plan.entries
+                ],
+            )
+        if plan.changed_accounts:
+            db.executemany(
+                "UPDATE accounts SET balance = ?, min_balance = ?, max_balance = ? WHERE id = ?",
+                [
+                    (a.balance_cents, a.min_balance_cents, a.max_balance_cents, a.id)
+                    for a in plan.changed_accounts
+                ],
+            )
+        plan.resolve_ids()
+
+    # -- reads ----------------------------------------------------------------
+
+    async def get_account(self, ledger: str, client: str) -> Account | None:
+        def read() -> Account | None:
+            row = self._read_db.execute(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE ledger = ? AND client = ?",
+                (ledger, client),
+            ).fetchone()
+            return None if row is None else _account(row)
+
+        return await self._read(read)
+
+    async def list_accounts(
+        self, ledger: str, *, after_client: str | None = None, limit: int = 1_000
+    ) -> list[Account]:
+        def read() -> list[Account]:
+            rows = self._read_db.execute(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE ledger = ? AND client > ?"
+                " ORDER BY client LIMIT ?",
+                (ledger, after_client or "", limit),
+            )
+            return [_account(row) for row in rows]
+
+        return await self._read(read)
+
+    async def opening_balance(self, account_id: int, before: datetime) -> int:
+        def read() -> int:
+            row = self._read_db.execute(
+                "SELECT balance_after FROM entries WHERE account_id = ? AND created_at < ?"
+                " ORDER BY created_at DESC, id DESC LIMIT 1",
+                (account_id, to_micros(before)),
+            ).fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._read(read)
+
+    async def statement_page(
+        self,
+        account_id: int,
+        since: datetime | None,
+        till: datetime,
+        after_entry_id: int,
+        limit: int,
+    ) -> list[StatementLine]:
+        def read() -> list[StatementLine]:
+            rows = self._read_db.execute(
+                "SELECT e.id, e.created_at, o.kind, o.description, e.amount, e.balance_after,"
+                " CASE WHEN e.amount < 0 THEN c.client ELSE d.client END"
+                " FROM entries e JOIN operations o ON o.id = e.operation_id"
+                " LEFT JOIN accounts d ON d.id = o.debit_account_id"
+                " LEFT JOIN accounts c ON c.id = o.credit_account_id"
+                " WHERE e.account_id = ? AND e.created_at >= ? AND e.created_at <= ?"
+                " AND e.id > ? ORDER BY e.created_at, e.id LIMIT ?",
+                (
+                    account_id,
+                    -(2**62) if since is None else to_micros(since),
+                    to_micros(till),
+                    after_entry_id,
+                    limit,
+                ),
+            )
+            return [
+                StatementLine(row[0], from_micros(row[1]), row[2], row[3], row[4], row[5], row[6])
+                for row in rows
+            ]
+
+        return await self._read(read)
+
+    async def drop_ledger(self, ledger: str) -> None:
+        def write() -> None:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "DELETE FROM entries WHERE account_id IN"
+                    " (SELECT id FROM accounts WHERE ledger = ?)",
+                    (ledger,),
+                )
+                db.execute("DELETE FROM operations WHERE ledger = ?", (ledger,))
+                db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+        await self._write(write)
+
+    # -- tokens ---------------------------------------------------------------
+
+    async def put_token(self, record: TokenRecord) -> None:
+        await self._write(
+            lambda: self._db.execute(
+                "INSERT INTO tokens (id, token_hash, role, client, ledger, created_at, revoked)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.id,
+                    record.token_hash,
+                    record.role,
+                    record.client,
+                    record.ledger,
+                    to_micros(record.created_at),
+                    int(record.revoked),
+                ),
+            )
+        )
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        def read() -> TokenRecord | None:
+            row = self._read_db.execute(
+                "SELECT id, token_hash, role, client, ledger, created_at, revoked"
+                " FROM tokens WHERE id = ?",
+                (token_id,),
+            ).fetchone()
+            return None if row is None else _token(row)
+
+        return await self._read(read)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        def write() -> bool:
+            cursor = self._db.execute(
+                "UPDATE tokens SET revoked = 1 WHERE id = ? AND revoked = 0", (token_id,)
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(write)
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        def read() -> list[TokenRecord]:
+            rows = self._read_db.execute(
+                "SELECT id, token_hash, role, client, ledger, created_at, revoked"
+                " FROM tokens ORDER BY created_at"
+            )
+            return [_token(row) for row in rows]
+
+        return await self._read(read)
+
+
+def _token(row: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(row[0], row[1], row[2], row[3], row[4], from_micros(row[5]), bool(row[6]))
+
+
+def _operation_rows(plan: BatchPlan) -> Iterable[tuple[Operation, int | None, int | None]]:
+    """Each new operation with its debit and credit account ids, read off its entries.
+
+    The plan appends an operation's entries together, debit before credit.
+    """
+    entries = plan.entries
+    index = 0
+    for operation in plan.operations:
+        debit_id = credit_id = None
+        while index < len(entries) and entries[index].operation is operation:
+            entry = entries[index]
+            if entry.amount_cents < 0:
+                debit_id = entry.account.id
+            else:
+                credit_id = entry.account.id
+            index += 1
+        yield operation, debit_id, credit_id
+    assert index == len(entries)

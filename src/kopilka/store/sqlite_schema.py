@@ -1,0 +1,61 @@
+"""SQLite schema as numbered migrations, tracked in PRAGMA user_version.
+
+Amounts are INTEGER cents (64-bit); times are INTEGER microseconds since the
+epoch, UTC, so range scans compare integers. The CHECK constraints repeat the
+floor and cap rules as the database's own last guard.
+"""
+
+from __future__ import annotations
+
+# Statements are split on ";", so comments inside must not contain one.
+MIGRATIONS: tuple[str, ...] = (
+    # 1: accounts, operations, entries, tokens
+    """
+    CREATE TABLE accounts (
+        id INTEGER PRIMARY KEY,
+        ledger TEXT NOT NULL,
+        client TEXT NOT NULL,
+        balance INTEGER NOT NULL,
+        min_balance INTEGER NOT NULL DEFAULT 0,
+        max_balance INTEGER,
+        created_at INTEGER NOT NULL,
+        UNIQUE (ledger, client),
+        CHECK (balance >= min_balance),
+        CHECK (max_balance IS NULL OR balance <= max_balance)
+    );
+    CREATE TABLE operations (
+        id INTEGER PRIMARY KEY,
+        ledger TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('deposit', 'withdrawal', 'transfer')),
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        debit_account_id INTEGER REFERENCES accounts (id),
+        credit_account_id INTEGER REFERENCES accounts (id),
+        description TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (ledger, idempotency_key),
+        CHECK (debit_account_id IS NOT NULL OR credit_account_id IS NOT NULL)
+    );
+    CREATE TABLE entries (
+        id INTEGER PRIMARY KEY,
+        operation_id INTEGER NOT NULL REFERENCES operations (id),
+        account_id INTEGER NOT NULL REFERENCES accounts (id),
+        amount INTEGER NOT NULL CHECK (amount <> 0),
+        balance_after INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    -- A statement is one range scan, its opening balance one lookup just before it.
+    CREATE INDEX entries_by_account_time ON entries (account_id, created_at, id);
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'teller', 'client')),
+        client TEXT,
+        ledger TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,51 @@
+"""API tokens: generated at random, stored only as a SHA-256 digest, compared in constant time.
+
+Tokens carry 256 bits of randomness, so a fast hash is enough: there is nothing
+to brute-force, unlike a password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, TypeAlias
+
+Role: TypeAlias = Literal["admin", "teller", "client"]
+ROLES: tuple[Role, ...] = ("admin", "teller", "client")
+TOKEN_PREFIX = "kop_"  # noqa: S105 - a public prefix, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    id: str  # public handle, safe to print and to revoke by
+    token_hash: str  # hex SHA-256 of the secret
+    role: Role
+    client: str | None  # set only for the client role
+    ledger: str
+    created_at: datetime
+    revoked: bool = False
+
+
+def new_secret() -> tuple[str, str]:
+    """A fresh (token id, secret). The secret is shown once and never stored."""
+    token_id = secrets.token_hex(8)
+    return token_id, f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def token_id_of(secret: str) -> str | None:
+    """The id embedded in a secret, used to find its record without scanning."""
+    if not secret.startswith(TOKEN_PREFIX):
+        return None
+    token_id, _, rest = secret.removeprefix(TOKEN_PREFIX).partition("_")
+    return token_id if token_id and rest else None
+
+
+def secret_matches(secret: str, record: TokenRecord) -> bool:
+    return hmac.compare_digest(hash_secret(secret), record.token_hash)
