@@ -142,6 +142,26 @@ def _ensure_system_user(name: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
+def _check_traversable(path: Path, uid: int, gid: int) -> None:
+    """Raise unless ``uid``/``gid`` can reach ``path`` (x on it and on every parent)."""
+    import stat
+
+    for directory in (path, *path.parents):
+        st = directory.stat()
+        if st.st_uid == uid:
+            ok = bool(st.st_mode & stat.S_IXUSR)
+        elif st.st_gid == gid:
+            ok = bool(st.st_mode & stat.S_IXGRP)
+        else:
+            ok = bool(st.st_mode & stat.S_IXOTH)
+        if not ok:
+            raise PostgresServerError(
+                f"the server runs as uid {uid} ({SYSTEM_USER}), which cannot traverse "
+                f"{directory} (mode {stat.filemode(st.st_mode)}) on the way to {path}; "
+                "use a world-traversable base_dir (e.g. /tmp) or chmod o+x it"
+            )
+
+
 def _validate_db_name(name: str) -> str:
     if not _DB_NAME_RE.fullmatch(name):
         raise ValueError(f"unsupported database name {name!r} (want [A-Za-z_][A-Za-z0-9_]*)")
@@ -497,6 +517,8 @@ class PostgresTestServer:
         tmp = Path(tempfile.mkdtemp(prefix="kopilka-pg-", dir=base))
         try:
             if self._run_as is not None:
+                _check_traversable(tmp.parent, *self._run_as)
+                _check_traversable(bin_dir, *self._run_as)
                 # mkdtemp makes a 0700 root-owned dir: hand it to the server user (it needs
                 # to create data/ and the unix socket in it).  Every parent directory must be
                 # traversable by that user (true for /tmp).

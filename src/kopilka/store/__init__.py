@@ -1,4 +1,8 @@
-"""Storage backends behind one protocol; see `protocol.Store`."""
+"""Storage backends behind one protocol; see `protocol.Store`.
+
+Opening a store creates or upgrades its schema; a schema newer than this
+version knows is refused (Unavailable, code `unknown_schema`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ from kopilka.store.protocol import Store
 
 
 def open_store(url: str) -> Store:
-    """A store for a URL: 'memory:', a SQLite path ('sqlite:///path' or a bare path),
-    or 'postgresql://...'."""
+    """A store for a URL: 'memory:', a SQLite path ('sqlite:///abs/path', 'sqlite:rel/path'
+    or a bare path), or 'postgresql://...'."""
     if url in ("memory:", ":memory:"):
         from kopilka.store.memory import MemoryStore
 
@@ -15,14 +19,20 @@ def open_store(url: str) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from kopilka.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        store: Store = PostgresStore(url)
+        return store
     from kopilka.store.sqlite import SqliteStore
 
-    return SqliteStore(
-        url.removeprefix("sqlite://").removeprefix("/")
-        if url.startswith("sqlite:///")
-        else url.removeprefix("sqlite:")
-    )
+    if url.startswith("sqlite:///"):
+        return SqliteStore("/" + url.removeprefix("sqlite:///"))
+    return SqliteStore(url.removeprefix("sqlite:"))
 
 
-__all__ = ["Store", "open_store"]
+async def initialize_schema(url: str) -> None:
+    """`kopilka init`: create or upgrade the schema, idempotently."""
+    store = open_store(url)
+    await store.open()
+    await store.close()
+
+
+__all__ = ["Store", "initialize_schema", "open_store"]
