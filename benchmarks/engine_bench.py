@@ -27,13 +27,23 @@ from kopilka.limits import Limits
 from kopilka.store import open_store
 
 
+import itertools, os
+
+_seq = itertools.count()
+KEY = (
+    (lambda: uuid.uuid4().hex)
+    if os.environ.get("KEYS") == "uuid4"
+    else (lambda: f"{next(_seq):016d}")
+)
+
+
 def _transfers(accounts: int, count: int, seed: int) -> list[Transfer]:
     rnd = random.Random(seed)
     commands = []
     for _ in range(count):
         sender, receiver = rnd.sample(range(accounts), 2)
         commands.append(
-            Transfer(f"c{sender}", f"c{receiver}", rnd.randrange(1, 10_000), "bench", uuid.uuid4().hex)
+            Transfer(f"c{sender}", f"c{receiver}", rnd.randrange(1, 10_000), "bench", KEY())
         )
     return commands
 
@@ -100,7 +110,9 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("scenario", choices=["batch", "concurrent"])
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--transfers", type=int, default=200_000)

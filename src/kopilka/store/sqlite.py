@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -93,9 +94,20 @@ def migrate(connection: sqlite3.Connection) -> int:
 class SqliteStore:
     concurrent_batches_max = 1
 
-    def __init__(self, path: str | Path, clock: MonotonicClock | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        clock: MonotonicClock | None = None,
+        account_cache_max: int = 50_000,
+    ) -> None:
         self.path = str(path)
         self._clock = clock or MonotonicClock()
+        # The writer's view of recently used accounts, so a batch need not re-read them.
+        # Valid only while no other connection has committed (checked per batch with
+        # PRAGMA data_version); bounded, so memory stays flat however many accounts exist.
+        self._account_cache: OrderedDict[AccountKey, Account] = OrderedDict()
+        self._account_cache_max = account_cache_max
+        self._data_version = -1
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-writer")
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
@@ -147,25 +159,61 @@ class SqliteStore:
         return await self._write(lambda: self._apply(commands))
 
     def _apply(self, commands: Sequence[Command]) -> list[Outcome]:
+        try:
+            return self._apply_once(commands, check_keys=False)
+        except _KeyAlreadyUsed:
+            # Rare: a retried request. Run the batch again, reading its keys first.
+            return self._apply_once(commands, check_keys=True)
+
+    def _apply_once(self, commands: Sequence[Command], *, check_keys: bool) -> list[Outcome]:
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as error:
             raise RetryableStoreError(str(error)) from error
         try:
-            accounts = self._load_accounts(accounts_touched(commands))
-            known = self._load_operations(operation_keys(commands))
+            self._check_cache()
+            accounts = self._accounts_for(accounts_touched(commands))
+            known = self._load_operations(operation_keys(commands)) if check_keys else {}
             # The time is taken under the write lock, so it orders batches across processes.
             plan = plan_batch(commands, accounts, known, self._clock.now())
             self._write_plan(plan)
             db.execute("COMMIT")
-        except sqlite3.OperationalError as error:
+        except BaseException as error:
             db.execute("ROLLBACK")
-            raise RetryableStoreError(str(error)) from error
-        except BaseException:
-            db.execute("ROLLBACK")
+            # The plan changed cached accounts in place: they are no longer the truth.
+            self._account_cache.clear()
+            if isinstance(error, sqlite3.OperationalError):
+                raise RetryableStoreError(str(error)) from error
             raise
+        self._remember(plan)
         return plan.outcomes
+
+    def _check_cache(self) -> None:
+        """Forget cached accounts if another connection (process) committed since our last."""
+        version = self._db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._account_cache.clear()
+            self._data_version = version
+
+    def _accounts_for(self, keys: set[AccountKey]) -> dict[AccountKey, Account]:
+        cache = self._account_cache
+        accounts = {key: cache[key] for key in keys if key in cache}
+        if len(accounts) < len(keys):
+            accounts.update(self._load_accounts(keys - accounts.keys()))
+        return accounts
+
+    def _remember(self, plan: BatchPlan) -> None:
+        cache = self._account_cache
+        for entry in plan.entries:
+            account = entry.account
+            key = (account.ledger, account.client)
+            cache[key] = account
+            cache.move_to_end(key)
+        for account in (*plan.new_accounts, *plan.changed_accounts):
+            cache[(account.ledger, account.client)] = account
+        while len(cache) > self._account_cache_max:
+            cache.popitem(last=False)
 
     def _load_accounts(self, keys: set[AccountKey]) -> dict[AccountKey, Account]:
         by_ledger: dict[str, list[str]] = {}
@@ -247,10 +295,13 @@ class SqliteStore:
             for offset, operation in enumerate(plan.operations):
                 operation.id = next_id + offset
             micros = to_micros(plan.operations[0].created_at)  # one time per batch
-            db.executemany(
+            # Keys are checked by the unique index itself: a conflict means a retried
+            # request, and the batch is redone with its keys read first.
+            inserted = db.executemany(
                 "INSERT INTO operations (id, ledger, idempotency_key, kind, amount,"
                 " debit_account_id, credit_account_id, description, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (ledger, idempotency_key) DO NOTHING",
                 [
                     (
                         o.id,
@@ -265,7 +316,9 @@ class SqliteStore:
                     )
                     for o, debit_id, credit_id in _operation_rows(plan)
                 ],
-            )
+            ).rowcount
+            if inserted != len(plan.operations):
+                raise _KeyAlreadyUsed
             db.executemany(
                 "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -365,6 +418,7 @@ class SqliteStore:
                 db.execute("DELETE FROM operations WHERE ledger = ?", (ledger,))
                 db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
                 db.execute("COMMIT")
+                self._account_cache.clear()
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -419,6 +473,10 @@ class SqliteStore:
             return [_token(row) for row in rows]
 
         return await self._read(read)
+
+
+class _KeyAlreadyUsed(Exception):
+    """A batch met an idempotency key that is already in the database."""
 
 
 def _token(row: Sequence[Any]) -> TokenRecord:
