@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import random
 import tempfile
@@ -26,24 +27,21 @@ from kopilka.engine import Engine
 from kopilka.limits import Limits
 from kopilka.store import open_store
 
-
-import itertools, os
-
-_seq = itertools.count()
-KEY = (
-    (lambda: uuid.uuid4().hex)
-    if os.environ.get("KEYS") == "uuid4"
-    else (lambda: f"{next(_seq):016d}")
-)
+_sequence = itertools.count()
 
 
-def _transfers(accounts: int, count: int, seed: int) -> list[Transfer]:
+def _key(kind: str) -> str:
+    """Time-ordered keys (what kopilka's own clients make) or random uuid4 keys."""
+    return uuid.uuid4().hex if kind == "uuid4" else f"{next(_sequence):020d}"
+
+
+def _transfers(accounts: int, count: int, seed: int, keys: str) -> list[Transfer]:
     rnd = random.Random(seed)
     commands = []
     for _ in range(count):
         sender, receiver = rnd.sample(range(accounts), 2)
         commands.append(
-            Transfer(f"c{sender}", f"c{receiver}", rnd.randrange(1, 10_000), "bench", KEY())
+            Transfer(f"c{sender}", f"c{receiver}", rnd.randrange(1, 10_000), "bench", _key(keys))
         )
     return commands
 
@@ -54,7 +52,7 @@ async def _fund(engine: Engine, accounts: int) -> None:
 
 
 async def run_batch(engine: Engine, args: argparse.Namespace) -> dict[str, object]:
-    commands = _transfers(args.accounts, args.transfers, 1)
+    commands = _transfers(args.accounts, args.transfers, 1, args.keys)
     started = time.perf_counter()
     applied = 0
     for start in range(0, len(commands), args.batch):
@@ -65,7 +63,7 @@ async def run_batch(engine: Engine, args: argparse.Namespace) -> dict[str, objec
 
 
 async def run_concurrent(engine: Engine, args: argparse.Namespace) -> dict[str, object]:
-    commands = _transfers(args.accounts, args.transfers, 2)
+    commands = _transfers(args.accounts, args.transfers, 2, args.keys)
     per_task = len(commands) // args.tasks
     latencies: list[float] = []
 
@@ -104,6 +102,7 @@ async def main(args: argparse.Namespace) -> None:
             transfers=args.transfers,
             batch=args.batch if args.scenario == "batch" else None,
             tasks=args.tasks if args.scenario == "concurrent" else None,
+            keys=args.keys,
             batch_sizes=dict(sorted(engine.stats.size_histogram.items())),
         )
     print(json.dumps(result))
@@ -119,6 +118,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=4_000)
     parser.add_argument("--batch-max", type=int, default=8_000)
     parser.add_argument("--tasks", type=int, default=64)
+    parser.add_argument("--keys", choices=["ordered", "uuid4"], default="ordered")
     parser.add_argument("--db", help="store URL (default: a fresh SQLite file)")
     parser.add_argument("--dir", help="directory for the SQLite file")
     asyncio.run(main(parser.parse_args()))
