@@ -1,0 +1,528 @@
+"""The ledger's rules, through plan_batch alone: no store, no engine, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from kopilka.domain.model import (
+    Account,
+    Command,
+    Deposit,
+    OpenAccount,
+    Operation,
+    SetLimits,
+    Transfer,
+    Withdraw,
+)
+from kopilka.domain.rules import (
+    CLIENT_NAME_LENGTH_MAX,
+    DESCRIPTION_LENGTH_MAX,
+    IDEMPOTENCY_KEY_LENGTH_MAX,
+    AccountKey,
+    BatchPlan,
+    OperationKey,
+    accounts_touched,
+    operation_keys,
+    plan_batch,
+)
+from kopilka.errors import Conflict, InvalidInput, KopilkaError, NotFound, Rejected
+from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX
+
+NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+
+class Ledger:
+    """The state a store would load for a batch: accounts and known operations."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[AccountKey, Account] = {}
+        self.known: dict[OperationKey, Operation] = {}
+        self._next_id = 1
+
+    def add(self, client: str, balance: int = 0, floor: int = 0, cap: int | None = None) -> Account:
+        account = Account("main", client, balance, floor, cap, NOW, id=self._next_id)
+        self._next_id += 1
+        self.accounts[("main", client)] = account
+        return account
+
+    def plan(self, *commands: Command) -> BatchPlan:
+        return plan_batch(commands, self.accounts, self.known, NOW)
+
+    def balance(self, client: str) -> int:
+        return self.accounts[("main", client)].balance_cents
+
+
+def code_of(outcome: object) -> str:
+    assert isinstance(outcome, KopilkaError), outcome
+    return outcome.code
+
+
+def codes(outcomes: Sequence[object]) -> list[str]:
+    return ["ok" if not isinstance(o, KopilkaError) else o.code for o in outcomes]
+
+
+def deposit(client: str, cents: int, key: str, description: str = "cash") -> Deposit:
+    return Deposit(client, cents, description, key)
+
+
+def withdraw(client: str, cents: int, key: str, description: str = "cash") -> Withdraw:
+    return Withdraw(client, cents, description, key)
+
+
+def transfer(source: str, target: str, cents: int, key: str, description: str = "rent") -> Transfer:
+    return Transfer(source, target, cents, description, key)
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    ledger = Ledger()
+    ledger.add("John Jones", balance=10_000)
+    ledger.add("Jane Doe", balance=0, cap=20_000)
+    return ledger
+
+
+# -- successes ------------------------------------------------------------------
+
+
+def test_deposit_opens_account(ledger: Ledger) -> None:
+    plan = ledger.plan(deposit("Ann", 500, "k1"))
+    (operation,) = plan.outcomes
+    assert isinstance(operation, Operation)
+    assert operation.kind == "deposit"
+    assert operation.credit_client == "Ann"
+    assert operation.debit_client is None
+    assert operation.credit_balance_after_cents == 500
+    assert [a.client for a in plan.new_accounts] == ["Ann"]
+    assert plan.new_accounts[0].min_balance_cents == 0
+    assert plan.new_accounts[0].max_balance_cents is None
+    assert ledger.balance("Ann") == 500
+
+
+def test_transfer_moves_money_and_records_both_sides(ledger: Ledger) -> None:
+    plan = ledger.plan(transfer("John Jones", "Jane Doe", 2_500, "t1"))
+    (operation,) = plan.outcomes
+    assert isinstance(operation, Operation)
+    assert (operation.debit_balance_after_cents, operation.credit_balance_after_cents) == (
+        7_500,
+        2_500,
+    )
+    assert [(e.account.client, e.amount_cents, e.balance_after_cents) for e in plan.entries] == [
+        ("John Jones", -2_500, 7_500),
+        ("Jane Doe", 2_500, 2_500),
+    ]
+    assert sorted(a.client for a in plan.changed_accounts) == ["Jane Doe", "John Jones"]
+    assert plan.operations == [operation]
+
+
+def test_later_commands_see_earlier_effects(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        deposit("Ann", 1_000, "a"),
+        transfer("Ann", "Jane Doe", 1_000, "b"),
+        withdraw("Jane Doe", 400, "c"),
+        withdraw("Ann", 1, "d"),
+    )
+    assert codes(plan.outcomes) == ["ok", "ok", "ok", "insufficient_funds"]
+    assert ledger.balance("Ann") == 0
+    assert ledger.balance("Jane Doe") == 600
+
+
+def test_rejected_command_does_not_spoil_its_batch(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        deposit("John Jones", 100, "a"),
+        withdraw("John Jones", 1_000_000, "b"),
+        transfer("John Jones", "Nobody", 5, "c"),
+        deposit("John Jones", 100, "d"),
+    )
+    assert codes(plan.outcomes) == ["ok", "insufficient_funds", "account_not_found", "ok"]
+    assert ledger.balance("John Jones") == 10_200
+    assert [o.idempotency_key for o in plan.operations] == ["a", "d"]
+    assert len(plan.entries) == 2
+
+
+def test_rejection_changes_nothing(ledger: Ledger) -> None:
+    ledger.accounts[("main", "Jane Doe")].max_balance_cents = 5_000
+    plan = ledger.plan(
+        transfer("John Jones", "Jane Doe", 30_000, "a"),
+        transfer("John Jones", "Jane Doe", 10_000, "b"),
+        withdraw("Jane Doe", 10_000, "c"),
+    )
+    assert codes(plan.outcomes) == ["insufficient_funds", "cap_exceeded", "insufficient_funds"]
+    assert (ledger.balance("John Jones"), ledger.balance("Jane Doe")) == (10_000, 0)
+    assert plan.operations == []
+    assert plan.entries == []
+    assert plan.changed_accounts == []
+    assert ledger.known == {}
+
+
+def test_rejected_key_is_not_remembered(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        withdraw("John Jones", 50_000, "same-key"),
+        deposit("John Jones", 5, "same-key"),
+    )
+    assert codes(plan.outcomes) == ["insufficient_funds", "ok"]
+
+
+def test_overdraft_floor_allows_negative_balance() -> None:
+    ledger = Ledger()
+    ledger.add("Ann", balance=2_000, floor=-5_000)
+    plan = ledger.plan(withdraw("Ann", 7_000, "a"), withdraw("Ann", 1, "b"))
+    assert codes(plan.outcomes) == ["ok", "insufficient_funds"]
+    assert ledger.balance("Ann") == -5_000
+    error = plan.outcomes[1]
+    assert isinstance(error, Rejected)
+    assert "Ann has $0.00 available" in error.message
+
+
+def test_overdraft_transfer_available_counts_the_floor() -> None:
+    ledger = Ledger()
+    ledger.add("Ann", balance=2_000, floor=-5_000)
+    ledger.add("Bob")
+    (error,) = ledger.plan(transfer("Ann", "Bob", 7_001, "a")).outcomes
+    assert code_of(error) == "insufficient_funds"
+    assert isinstance(error, Rejected)
+    assert "Ann has $70.00 available" in error.message
+
+
+def test_deposit_up_to_cap_exactly(ledger: Ledger) -> None:
+    plan = ledger.plan(deposit("Jane Doe", 20_000, "a"), deposit("Jane Doe", 1, "b"))
+    assert codes(plan.outcomes) == ["ok", "cap_exceeded"]
+    assert ledger.balance("Jane Doe") == 20_000
+
+
+# -- idempotency -------------------------------------------------------------------
+
+
+def test_replay_from_earlier_batch_returns_first_result(ledger: Ledger) -> None:
+    first = ledger.plan(withdraw("John Jones", 10_000, "w"))
+    (original,) = first.outcomes
+    assert isinstance(original, Operation)
+    original.id = 41  # as a store would after writing it
+    second = ledger.plan(withdraw("John Jones", 10_000, "w"))
+    (replayed,) = second.outcomes
+    assert isinstance(replayed, Operation)
+    assert replayed.replayed is True
+    assert replayed.id == 41
+    assert replayed.debit_balance_after_cents == 0
+    assert second.operations == []
+    assert second.entries == []
+    assert ledger.balance("John Jones") == 0
+
+
+def test_replay_wins_over_insufficient_funds(ledger: Ledger) -> None:
+    ledger.plan(withdraw("John Jones", 10_000, "w"))
+    (outcome,) = ledger.plan(withdraw("John Jones", 10_000, "w")).outcomes
+    assert isinstance(outcome, Operation)
+    assert outcome.replayed
+
+
+def test_in_batch_replay_applies_once(ledger: Ledger) -> None:
+    command = transfer("John Jones", "Jane Doe", 1_000, "t")
+    plan = ledger.plan(command, command, command)
+    first, second, third = plan.outcomes
+    assert isinstance(first, Operation)
+    assert isinstance(second, Operation)
+    assert isinstance(third, Operation)
+    assert not first.replayed
+    assert second.replayed
+    assert third.replayed
+    assert len(plan.operations) == 1
+    assert ledger.balance("Jane Doe") == 1_000
+    plan.operations[0].id = 7
+    plan.resolve_ids()
+    assert [o.id for o in plan.outcomes] == [7, 7, 7]  # type: ignore[union-attr]
+    assert [o.replayed for o in plan.outcomes] == [False, True, True]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "different",
+    [
+        deposit("John Jones", 101, "k"),
+        deposit("John Jones", 100, "k", description="other"),
+        deposit("Jane Doe", 100, "k"),
+        withdraw("John Jones", 100, "k"),
+        transfer("John Jones", "Jane Doe", 100, "k"),
+    ],
+)
+def test_key_reused_with_different_params(ledger: Ledger, different: Command) -> None:
+    plan = ledger.plan(deposit("John Jones", 100, "k"), different)
+    assert codes(plan.outcomes) == ["ok", "idempotency_key_reused"]
+    assert isinstance(plan.outcomes[1], Conflict)
+    assert ledger.balance("John Jones") == 10_100
+
+
+def test_keys_are_per_ledger(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        Deposit("Ann", 100, "x", "k", ledger="main"),
+        Deposit("Ann", 100, "x", "k", ledger="sandbox"),
+    )
+    assert codes(plan.outcomes) == ["ok", "ok"]
+    assert not any(o.replayed for o in plan.outcomes)  # type: ignore[union-attr]
+    assert {a.ledger for a in plan.new_accounts} == {"main", "sandbox"}
+
+
+# -- one negative test per rejection code --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        deposit("John Jones", 0, "k"),
+        deposit("John Jones", -1, "k"),
+        deposit("John Jones", AMOUNT_CENTS_MAX + 1, "k"),
+        Deposit("John Jones", 1.5, "x", "k"),  # type: ignore[arg-type]
+        Deposit("John Jones", True, "x", "k"),
+        withdraw("John Jones", 0, "k"),
+        transfer("John Jones", "Jane Doe", 0, "k"),
+    ],
+)
+def test_invalid_amount(ledger: Ledger, command: Command) -> None:
+    (error,) = ledger.plan(command).outcomes
+    assert code_of(error) == "invalid_amount"
+    assert isinstance(error, InvalidInput)
+
+
+def test_maximum_amount_accepted(ledger: Ledger) -> None:
+    (outcome,) = ledger.plan(deposit("Rich", AMOUNT_CENTS_MAX, "k")).outcomes
+    assert isinstance(outcome, Operation)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        deposit("", 100, "k"),
+        deposit("   ", 100, "k"),
+        deposit("x" * (CLIENT_NAME_LENGTH_MAX + 1), 100, "k"),
+        deposit("John\nJones", 100, "k"),
+        withdraw("", 100, "k"),
+        transfer("John Jones", "", 100, "k"),
+        transfer("", "Jane Doe", 100, "k"),
+        OpenAccount(""),
+        SetLimits(" "),
+    ],
+)
+def test_invalid_client(ledger: Ledger, command: Command) -> None:
+    (error,) = ledger.plan(command).outcomes
+    assert code_of(error) == "invalid_client"
+
+
+def test_unicode_names_accepted(ledger: Ledger) -> None:
+    plan = ledger.plan(deposit("Jürgen Øster 王", 100, "k"), OpenAccount("Ёжик"))
+    assert codes(plan.outcomes) == ["ok", "ok"]
+
+
+def test_invalid_description(ledger: Ledger) -> None:
+    longest = "d" * DESCRIPTION_LENGTH_MAX
+    plan = ledger.plan(
+        deposit("John Jones", 1, "a", description=longest),
+        deposit("John Jones", 1, "b", description=longest + "d"),
+    )
+    assert codes(plan.outcomes) == ["ok", "invalid_description"]
+
+
+@pytest.mark.parametrize("key", ["", "k" * (IDEMPOTENCY_KEY_LENGTH_MAX + 1)])
+def test_invalid_idempotency_key(ledger: Ledger, key: str) -> None:
+    (error,) = ledger.plan(deposit("John Jones", 1, key)).outcomes
+    assert code_of(error) == "invalid_idempotency_key"
+
+
+def test_same_account(ledger: Ledger) -> None:
+    (error,) = ledger.plan(transfer("John Jones", "John Jones", 1, "k")).outcomes
+    assert code_of(error) == "same_account"
+    assert ledger.balance("John Jones") == 10_000
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        withdraw("Nobody", 1, "k"),
+        transfer("Nobody", "Jane Doe", 1, "k"),
+        transfer("John Jones", "Nobody", 1, "k"),
+        Deposit("Nobody", 1, "x", "k", open_account=False),
+        SetLimits("Nobody", min_balance_cents=0),
+    ],
+)
+def test_account_not_found(ledger: Ledger, command: Command) -> None:
+    (error,) = ledger.plan(command).outcomes
+    assert code_of(error) == "account_not_found"
+    assert isinstance(error, NotFound)
+    assert "Nobody" in error.message
+    assert ("main", "Nobody") not in ledger.accounts
+
+
+def test_insufficient_funds_says_how_much_is_available(ledger: Ledger) -> None:
+    (error,) = ledger.plan(withdraw("John Jones", 10_001, "k")).outcomes
+    assert code_of(error) == "insufficient_funds"
+    assert isinstance(error, Rejected)
+    assert "John Jones has $100.00 available" in error.message
+
+
+def test_cap_exceeded_names_the_cap(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        transfer("John Jones", "Jane Doe", 10_000, "a"),
+        deposit("Jane Doe", 10_001, "b"),
+    )
+    assert codes(plan.outcomes) == ["ok", "cap_exceeded"]
+    error = plan.outcomes[1]
+    assert isinstance(error, Rejected)
+    assert "cap of $200.00" in error.message
+    assert ledger.balance("Jane Doe") == 10_000
+
+
+def test_account_exists(ledger: Ledger) -> None:
+    plan = ledger.plan(OpenAccount("Ann"), OpenAccount("Ann"), OpenAccount("John Jones"))
+    assert codes(plan.outcomes) == ["ok", "account_exists", "account_exists"]
+    assert isinstance(plan.outcomes[1], Conflict)
+    assert len(plan.new_accounts) == 1
+
+
+def test_open_account_with_limits(ledger: Ledger) -> None:
+    (account,) = ledger.plan(
+        OpenAccount("Ann", min_balance_cents=-1_000, max_balance_cents=5_000)
+    ).outcomes
+    assert isinstance(account, Account)
+    assert (account.balance_cents, account.min_balance_cents, account.max_balance_cents) == (
+        0,
+        -1_000,
+        5_000,
+    )
+
+
+def test_open_account_snapshot_keeps_its_state(ledger: Ledger) -> None:
+    plan = ledger.plan(OpenAccount("Ann"), deposit("Ann", 300, "k"))
+    account, _ = plan.outcomes
+    assert isinstance(account, Account)
+    assert account.balance_cents == 0
+    plan.new_accounts[0].id = 99
+    plan.resolve_ids()
+    assert account.id == 99
+
+
+def test_floor_above_balance(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        OpenAccount("Ann", min_balance_cents=1),
+        SetLimits("John Jones", min_balance_cents=10_001),
+        SetLimits("John Jones", min_balance_cents=10_000),
+    )
+    assert codes(plan.outcomes) == ["floor_above_balance", "floor_above_balance", "ok"]
+    assert ledger.accounts[("main", "John Jones")].min_balance_cents == 10_000
+    assert ("main", "Ann") not in ledger.accounts
+
+
+def test_cap_below_balance(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        OpenAccount("Ann", min_balance_cents=-100, max_balance_cents=-1),
+        SetLimits("John Jones", max_balance_cents=9_999),
+        SetLimits("John Jones", max_balance_cents=10_000),
+    )
+    assert codes(plan.outcomes) == ["cap_below_balance", "cap_below_balance", "ok"]
+    assert ledger.accounts[("main", "John Jones")].max_balance_cents == 10_000
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        OpenAccount("Ann", min_balance_cents=-100, max_balance_cents=-200),
+        OpenAccount("Ann", min_balance_cents=-(BALANCE_CENTS_MAX + 1)),
+        OpenAccount("Ann", max_balance_cents=BALANCE_CENTS_MAX + 1),
+        SetLimits("John Jones", min_balance_cents=-(BALANCE_CENTS_MAX + 1)),
+        SetLimits("John Jones", min_balance_cents=-500, max_balance_cents=-600),
+        SetLimits("Jane Doe", min_balance_cents=-100, max_balance_cents=-200),
+    ],
+)
+def test_invalid_limit(ledger: Ledger, command: Command) -> None:
+    (error,) = ledger.plan(command).outcomes
+    assert code_of(error) == "invalid_limit"
+
+
+def test_set_limits_keeps_unnamed_bound_and_clears_cap(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        SetLimits("Jane Doe", min_balance_cents=-500),
+        SetLimits("Jane Doe", clear_max=True),
+        deposit("Jane Doe", 1_000_000, "k"),
+    )
+    first, second, _ = plan.outcomes
+    assert isinstance(first, Account)
+    assert isinstance(second, Account)
+    assert (first.min_balance_cents, first.max_balance_cents) == (-500, 20_000)
+    assert (second.min_balance_cents, second.max_balance_cents) == (-500, None)
+    assert codes(plan.outcomes) == ["ok", "ok", "ok"]
+
+
+def test_lowered_floor_lets_later_withdrawal_through(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        withdraw("John Jones", 12_000, "a"),
+        SetLimits("John Jones", min_balance_cents=-2_000),
+        withdraw("John Jones", 12_000, "b"),
+        SetLimits("John Jones", min_balance_cents=0),
+    )
+    assert codes(plan.outcomes) == ["insufficient_funds", "ok", "ok", "floor_above_balance"]
+    assert ledger.balance("John Jones") == -2_000
+
+
+# -- precedence: the first applicable code wins ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (deposit("", 0, "k"), "invalid_amount"),
+        (deposit("", 1, "k", description="d" * 501), "invalid_client"),
+        (deposit("John Jones", 1, "", description="d" * 501), "invalid_description"),
+        (transfer("John Jones", "John Jones", 1, ""), "invalid_idempotency_key"),
+        (transfer("Nobody", "Nobody", 1, "k"), "same_account"),
+        (transfer("John Jones", "Nobody", 1, "used"), "idempotency_key_reused"),
+        (transfer("Jane Doe", "Nobody", 1, "k"), "account_not_found"),
+        (transfer("Jane Doe", "John Jones", 1, "k"), "insufficient_funds"),
+        (transfer("John Jones", "Capped", 20_000, "k"), "insufficient_funds"),
+        (transfer("John Jones", "Capped", 600, "k"), "cap_exceeded"),
+    ],
+)
+def test_precedence(ledger: Ledger, command: Command, code: str) -> None:
+    ledger.add("Capped", balance=0, cap=500)
+    first = ledger.plan(deposit("John Jones", 1, "used"))
+    assert codes(first.outcomes) == ["ok"]
+    (error,) = ledger.plan(command).outcomes
+    assert code_of(error) == code
+
+
+def test_open_account_precedence(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        OpenAccount("", min_balance_cents=1),
+        OpenAccount("John Jones", min_balance_cents=5, max_balance_cents=1),
+        OpenAccount("John Jones", min_balance_cents=5),
+    )
+    assert codes(plan.outcomes) == ["invalid_client", "invalid_limit", "account_exists"]
+
+
+# -- what a store must load ---------------------------------------------------------------
+
+
+def test_accounts_touched_and_operation_keys() -> None:
+    commands: list[Command] = [
+        deposit("A", 1, "k1"),
+        transfer("B", "C", 1, "k2"),
+        OpenAccount("D", ledger="other"),
+        SetLimits("E"),
+    ]
+    assert accounts_touched(commands) == {
+        ("main", "A"),
+        ("main", "B"),
+        ("main", "C"),
+        ("other", "D"),
+        ("main", "E"),
+    }
+    assert operation_keys(commands) == {("main", "k1"), ("main", "k2")}
+
+
+def test_outcome_per_command_in_order(ledger: Ledger) -> None:
+    commands: list[Command] = [
+        deposit("X", 1, f"k{i}") if i % 3 else withdraw("X", 5, f"k{i}") for i in range(30)
+    ]
+    plan = ledger.plan(*commands)
+    assert len(plan.outcomes) == 30
+    for command, outcome in zip(commands, plan.outcomes, strict=True):
+        if isinstance(outcome, Operation):
+            assert outcome.idempotency_key == command.idempotency_key  # type: ignore[union-attr]

@@ -1,0 +1,89 @@
+"""Settings: flags over environment over file over defaults; passwords never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kopilka.errors import InvalidInput
+from kopilka.settings import DEFAULT_HOST, DEFAULT_PORT, load_settings, redact_url
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kopilka.toml in the working directory would be read: work somewhere empty.
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_live_under_home(tmp_path: Path) -> None:
+    settings = load_settings(environ={"KOPILKA_HOME": str(tmp_path / "home")})
+    assert settings.home == tmp_path / "home"
+    assert settings.db == str(tmp_path / "home" / "kopilka.db")
+    assert (settings.host, settings.port, settings.workers) == (DEFAULT_HOST, DEFAULT_PORT, 1)
+    assert settings.ledger == "main"
+    assert settings.url is None
+
+
+def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
+    config = tmp_path / "kopilka.toml"
+    config.write_text('port = 7000\nhost = "0.0.0.0"\nledger = "from-file"\nworkers = 3\n')
+    environ = {"KOPILKA_HOME": str(tmp_path), "KOPILKA_PORT": "7100", "KOPILKA_LEDGER": "env"}
+    settings = load_settings(flags={"port": 7200, "host": None}, environ=environ)
+    assert settings.port == 7200  # flag
+    assert settings.ledger == "env"  # environment
+    assert settings.host == "0.0.0.0"  # file, since the flag was not given
+    assert settings.workers == 3
+
+
+def test_config_file_in_home_and_explicit(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "kopilka.toml").write_text('ledger = "home-ledger"\n')
+    other = tmp_path / "other.toml"
+    other.write_text('ledger = "explicit"\n')
+    assert load_settings(environ={"KOPILKA_HOME": str(home)}).ledger == "home-ledger"
+    explicit = load_settings(environ={"KOPILKA_HOME": str(home)}, config_path=other)
+    assert explicit.ledger == "explicit"
+
+
+def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="does not exist"):
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path=tmp_path / "no.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = \n")
+    with pytest.raises(InvalidInput) as info:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path=broken)
+    assert info.value.code == "invalid_setting"
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"KOPILKA_PORT": "0"},
+        {"KOPILKA_PORT": "70000"},
+        {"KOPILKA_PORT": "http"},
+        {"KOPILKA_WORKERS": "0"},
+    ],
+)
+def test_bad_numbers_refused(tmp_path: Path, environ: dict[str, str]) -> None:
+    with pytest.raises(InvalidInput) as info:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path), **environ})
+    assert info.value.code == "invalid_setting"
+
+
+def test_password_file_joins_postgres_url(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("p@ss:w/rd\n")
+    settings = load_settings(
+        flags={"db": "postgresql://kopilka@db.example:5433/bank"},
+        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_DB_PASSWORD_FILE": str(secret)},
+    )
+    assert settings.db == "postgresql://kopilka:p%40ss%3Aw%2Frd@db.example:5433/bank"
+    assert "p%40ss" not in redact_url(settings.db)
+
+
+def test_redact_url() -> None:
+    assert redact_url("postgresql://u:secret@host/db") == "postgresql://u:***@host/db"
+    assert redact_url("postgresql://u@host/db") == "postgresql://u@host/db"
+    assert redact_url("/var/lib/kopilka.db") == "/var/lib/kopilka.db"

@@ -1,0 +1,54 @@
+"""API tokens: random secrets, stored only as digests, found by their embedded id."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from kopilka.tokens import (
+    TOKEN_PREFIX,
+    TokenRecord,
+    hash_secret,
+    new_secret,
+    secret_matches,
+    token_id_of,
+)
+
+
+def _record(secret: str, token_id: str) -> TokenRecord:
+    return TokenRecord(token_id, hash_secret(secret), "teller", None, "main", datetime.now(UTC))
+
+
+def test_new_secret_embeds_its_id() -> None:
+    token_id, secret = new_secret()
+    assert secret.startswith(TOKEN_PREFIX)
+    assert token_id_of(secret) == token_id
+    assert len(secret) > 40
+
+
+def test_secrets_are_unique() -> None:
+    assert len({new_secret()[1] for _ in range(100)}) == 100
+
+
+def test_hash_is_not_the_secret() -> None:
+    _, secret = new_secret()
+    digest = hash_secret(secret)
+    assert secret not in digest
+    assert len(digest) == 64
+    assert digest == hash_secret(secret)
+
+
+def test_secret_matches_only_its_record() -> None:
+    token_id, secret = new_secret()
+    _, other = new_secret()
+    record = _record(secret, token_id)
+    assert secret_matches(secret, record)
+    assert not secret_matches(other, record)
+    assert not secret_matches(secret + "x", record)
+
+
+def test_token_id_of_rejects_foreign_text() -> None:
+    assert token_id_of("Bearer abc") is None
+    assert token_id_of(TOKEN_PREFIX) is None
+    assert token_id_of(f"{TOKEN_PREFIX}abc") is None
+    assert token_id_of(f"{TOKEN_PREFIX}_rest") is None
+    assert token_id_of(f"{TOKEN_PREFIX}abc_rest") == "abc"
