@@ -1,0 +1,112 @@
+"""A statement on a big ledger: 100,000 accounts, 1,000,000 operations, durable SQLite.
+
+Fills the database through the engine (batches of transfers; one account in a
+hundred transfers involves the client "hot", so it has a long history), then
+times 100-row statements over random periods of that client's history, and
+reports the process's resident memory as the ledger grows: it must stay flat,
+since accounts are not all held in memory.
+
+Usage:
+  python benchmarks/statement_bench.py --accounts 100000 --operations 1000000
+Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from kopilka.domain.model import Deposit, Transfer
+from kopilka.engine import Engine
+from kopilka.store import open_store
+
+HOT = "hot"
+
+
+def resident_megabytes() -> float:
+    """Current resident set size (not the peak), from /proc."""
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return round(pages * 4096 / 2**20, 1)
+
+
+async def fill(engine: Engine, accounts: int, operations: int, batch: int) -> list[float]:
+    await engine.submit_many(
+        [Deposit(f"c{i}", 10**12, "opening", f"open-{i}") for i in range(accounts)]
+        + [Deposit(HOT, 10**12, "opening", "open-hot")]
+    )
+    rnd = random.Random(7)
+    memory = []
+    for start in range(0, operations, batch):
+        commands = []
+        for number in range(start, min(start + batch, operations)):
+            sender, receiver = (f"c{i}" for i in rnd.sample(range(accounts), 2))
+            if number % 100 == 0:
+                sender = HOT
+            commands.append(
+                Transfer(sender, receiver, rnd.randrange(1, 10_000), "t", f"{number:020d}")
+            )
+        await engine.submit_many(commands)
+        if (start + batch) % (operations // 4) < batch:
+            memory.append(resident_megabytes())
+    return memory
+
+
+async def time_statements(engine: Engine, samples: int) -> dict[str, float | int]:
+    account = await engine.get_account("main", HOT)
+    lines = [
+        line
+        async for line in engine.statement_lines(
+            account.id, None, account.created_at.max.replace(tzinfo=account.created_at.tzinfo)
+        )
+    ]
+    rnd = random.Random(3)
+    timings = []
+    rows = 0
+    for _ in range(samples):
+        start = rnd.randrange(1, len(lines) - 100)
+        since, till = lines[start].created_at, lines[start + 99].created_at
+        began = time.perf_counter()
+        statement = await engine.statement("main", HOT, since, till)
+        timings.append(time.perf_counter() - began)
+        rows = len(statement.lines)
+    timings.sort()
+    return {
+        "statement_rows": rows,
+        "history_rows": len(lines),
+        "p50_ms": round(timings[len(timings) // 2] * 1000, 2),
+        "p99_ms": round(timings[int(len(timings) * 0.99)] * 1000, 2),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    directory = Path(args.dir or tempfile.mkdtemp(prefix="kopilka-statement-"))
+    async with Engine(open_store(str(directory / "big.db"))) as engine:
+        started = time.perf_counter()
+        memory = await fill(engine, args.accounts, args.operations, args.batch)
+        fill_seconds = round(time.perf_counter() - started, 1)
+        result = await time_statements(engine, args.samples)
+    result.update(
+        accounts=args.accounts,
+        operations=args.operations,
+        fill_seconds=fill_seconds,
+        resident_mb_at_quarters=memory,
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--operations", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=8_000)
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--dir", help="directory for the database (default: a new temp dir)")
+    asyncio.run(main(parser.parse_args()))
