@@ -1,0 +1,194 @@
+"""The `kopilka` command: the shell, one-shot commands, and the server's subcommands.
+
+    kopilka [shell] [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [PORT]
+    kopilka deposit --client="John Jones" --amount=100 --description="ATM Deposit"
+    kopilka init | add-user | transfer | get | ...   (see `kopilka help`)
+    kopilka serve ... | kopilka token ...
+
+Global options (`--db`, `--url`, `--token`, `--ledger`, `--config`, `--sandbox`)
+may come before or after the command. A one-shot command exits 0 on success
+and 1 on a refusal, with `Error: ...` on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kopilka import __version__
+from kopilka.errors import InvalidInput, KopilkaError, Unavailable
+from kopilka.settings import Settings, load_settings, redact_url
+from kopilka.shell.commands import execute, needs_bank
+from kopilka.shell.connect import Target, open_bank
+from kopilka.shell.output import Output
+from kopilka.shell.parser import parse_words
+from kopilka.shell.render import help_overview
+from kopilka.shell.repl import run_piped, run_terminal
+from kopilka.store import initialize_schema
+
+_GLOBAL_VALUES = ("db", "url", "token", "ledger", "config")
+# Subcommands with their own option parsers, loaded only when asked for.
+_DELEGATED = {
+    "serve": ("kopilka.server", "serve_main"),
+    "token": ("kopilka.token_cli", "token_main"),
+}
+SHELL_USAGE = "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [PORT]"
+USAGE = f"""Usage:
+  {SHELL_USAGE}
+  kopilka COMMAND [OPTIONS]         run one command and exit (0 done, 1 refused)
+  kopilka init                      create or upgrade the database schema
+  kopilka serve [--host H] [--port P] [--db URL] [--workers N]
+  kopilka token create|revoke ...
+Global options, before or after the command:
+  --db PATH|URL  --url URL  --token TOKEN  --ledger NAME  --config FILE  --sandbox
+"""
+
+
+@dataclass(slots=True)
+class GlobalOptions:
+    values: dict[str, str] = field(default_factory=dict)
+    sandbox: bool = False
+
+
+def split_globals(arguments: list[str]) -> tuple[GlobalOptions, list[str]]:
+    """Take the global options out of the arguments, wherever they stand."""
+    options = GlobalOptions()
+    rest: list[str] = []
+    index = 0
+    while index < len(arguments):
+        word = arguments[index]
+        index += 1
+        spelling, has_value, value = word.partition("=")
+        name = spelling.removeprefix("--")
+        if spelling == "--sandbox" and not has_value:
+            options.sandbox = True
+        elif spelling.startswith("--") and name in _GLOBAL_VALUES:
+            if not has_value:
+                if index >= len(arguments):
+                    raise InvalidInput("missing_value", f"option {spelling} needs a value")
+                value = arguments[index]
+                index += 1
+            options.values[name] = value
+        else:
+            rest.append(word)
+    return options, rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _dispatch(arguments)
+    except KopilkaError as error:
+        print(f"Error: {error.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(arguments: list[str]) -> int:
+    options, words = split_globals(arguments)
+    command = words[0] if words else "shell"
+    if command in _DELEGATED:
+        passed_on = list(arguments)
+        passed_on.remove(command)
+        module_name, function_name = _DELEGATED[command]
+        entry: Callable[[list[str]], int] = getattr(
+            importlib.import_module(module_name), function_name
+        )
+        return entry(passed_on)
+    if command in ("--help", "-h"):
+        print(USAGE + "\n" + help_overview(oneshot=True))
+        return 0
+    if command == "--version":
+        print(f"kopilka {__version__}")
+        return 0
+    if command == "shell":
+        return _shell(options, words[1:])
+    if command == "init":
+        return _init(options, words[1:])
+    return _oneshot(options, words)
+
+
+def _target(options: GlobalOptions, port: int | None = None) -> Target:
+    flags = {name: options.values.get(name) for name in ("db", "url", "ledger")}
+    settings = load_settings(flags, config_path=options.values.get("config"))
+    url = options.values.get("url")
+    if port is not None:
+        if url is not None:
+            raise InvalidInput("invalid_option", "give either --url or a port, not both")
+        url = f"http://127.0.0.1:{port}"
+    # An explicit --db means "this database", even when KOPILKA_URL is set.
+    if url is None and "db" not in options.values:
+        url = settings.url
+    token = options.values.get("token") or os.environ.get("KOPILKA_TOKEN") or None
+    return Target(settings, url, token, options.sandbox)
+
+
+def _shell(options: GlobalOptions, words: list[str]) -> int:
+    if any(word in ("--help", "-h") for word in words):
+        print(f"Usage: {SHELL_USAGE}")
+        return 0
+    if len(words) > 1 or (words and not words[0].isdigit()):
+        raise InvalidInput("unexpected_argument", f"usage: {SHELL_USAGE}")
+    port = int(words[0]) if words else None
+    if port is not None and not 0 < port < 65536:
+        raise InvalidInput("invalid_option", f"port {port} is out of range")
+    target = _target(options, port)
+    bank = open_bank(target)
+    try:
+        if sys.stdin.isatty():
+            greeting = (
+                f"kopilka shell on {target.describe()}. "
+                "Type 'help' for the commands, 'exit' or Ctrl-D to leave."
+            )
+            output = Output.for_streams(sys.stdout)
+            return run_terminal(bank, output, target.settings.home / "history", greeting)
+        # Piped input: plain text even when stdout is a terminal, so scripts see one form.
+        return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stdout, terminal=False))
+    finally:
+        bank.close()
+
+
+def _oneshot(options: GlobalOptions, words: list[str]) -> int:
+    parsed = parse_words(words, oneshot=True)
+    output = Output.for_streams(sys.stdout, sys.stderr)
+    if not needs_bank(parsed):
+        output.show(execute(parsed, None, oneshot=True))
+        return 0
+    bank = open_bank(_target(options))
+    try:
+        reply = execute(parsed, bank, oneshot=True)
+    except KopilkaError as error:
+        output.error(error.message)
+        return 1
+    finally:
+        bank.close()
+    output.show(reply)
+    return 0
+
+
+def _init(options: GlobalOptions, words: list[str]) -> int:
+    if words:
+        raise InvalidInput("unexpected_argument", "init takes no arguments (usage: kopilka init)")
+    settings = _target(options).settings
+    _create_home(settings)
+    try:
+        asyncio.run(initialize_schema(settings.db))
+    except KopilkaError:
+        raise
+    except Exception as error:
+        # As when opening a bank: one line naming the database, whatever the driver raised.
+        raise Unavailable(
+            "store_unavailable", f"cannot open the database {redact_url(settings.db)}: {error}"
+        ) from error
+    print(f"Schema is up to date in {redact_url(settings.db)}.")
+    return 0
+
+
+def _create_home(settings: Settings) -> None:
+    if settings.db == str(settings.home / "kopilka.db"):
+        settings.home.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,51 @@
+"""The `--since`/`--till` of a statement, read in the user's own time zone.
+
+Accepted: "YYYY-MM-DD" (a whole day: since is its first moment, till its
+last), "YYYY-MM-DD HH:MM:SS", and ISO 8601 with an offset. A time without an
+offset is local time (the TZ environment variable is honoured); the result is
+always an aware UTC datetime, as the store keeps times in UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from kopilka.errors import InvalidInput
+
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TEXT_LENGTH_MAX = 64
+_EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"
+
+
+def parse_moment(text: str, *, end_of_day: bool) -> datetime:
+    """One moment; a bare date is its first moment, or its last with end_of_day."""
+    candidate = text.strip()
+    if not candidate or len(candidate) > _TEXT_LENGTH_MAX:
+        raise InvalidInput("invalid_period", f"{text[:_TEXT_LENGTH_MAX]!r} is not a date")
+    try:
+        moment = datetime.fromisoformat(candidate)
+    except ValueError as error:
+        raise InvalidInput(
+            "invalid_period", f"{candidate!r} is not a date like {_EXAMPLES}"
+        ) from error
+    if end_of_day and _DATE_ONLY.fullmatch(candidate):
+        moment = moment.replace(hour=23, minute=59, second=59, microsecond=999_999)
+    try:
+        # A naive datetime's astimezone() reads it as local time, DST included.
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError, OSError) as error:
+        raise InvalidInput("invalid_period", f"{candidate!r} is out of range") from error
+
+
+def parse_period(
+    since: str | None, till: str | None, *, now: datetime | None = None
+) -> tuple[datetime | None, datetime]:
+    """(since or None for "from the beginning", till or now), both inclusive."""
+    start = None if since is None else parse_moment(since, end_of_day=False)
+    end = (now or datetime.now(UTC)) if till is None else parse_moment(till, end_of_day=True)
+    if start is not None and start > end:
+        raise InvalidInput(
+            "invalid_period", "the start of the period (--since) is after its end (--till)"
+        )
+    return start, end

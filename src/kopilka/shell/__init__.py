@@ -1,0 +1,1 @@
+"""The interactive shell: grammar (specs, parser), commands, rendering, the REPL."""

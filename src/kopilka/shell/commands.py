@@ -1,0 +1,212 @@
+"""Run a parsed command against a Bank and say what happened.
+
+The same code serves the shell and the one-shot commands, embedded or over
+HTTP: it only turns text into cents, names and periods, calls the Bank, and
+builds a reply. The ledger's rules live in the engine, not here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from kopilka.bank import Bank
+from kopilka.domain.rules import validate_client
+from kopilka.errors import InvalidInput, Rejected
+from kopilka.money import format_money, parse_amount, parse_cents, parse_limit
+from kopilka.periods import parse_period
+from kopilka.shell.output import Block, Exit, Message, Reply
+from kopilka.shell.parser import ParsedCommand, unknown_command
+from kopilka.shell.render import (
+    account_details,
+    accounts_table,
+    help_command,
+    help_overview,
+    limits_text,
+    statement_csv,
+    statement_json,
+    statement_table,
+)
+from kopilka.shell.specs import find_command
+
+STATEMENT_FORMATS = ("table", "csv", "json")
+OPENING_DESCRIPTION = "Opening balance"
+
+Handler = Callable[[ParsedCommand, Bank], Reply]
+
+
+def needs_bank(parsed: ParsedCommand) -> bool:
+    """help and exit answer without opening a database or a connection."""
+    return parsed.spec.name not in ("help", "exit")
+
+
+def execute(parsed: ParsedCommand, bank: Bank | None, *, oneshot: bool = False) -> Reply:
+    """The reply to one command; a refusal is raised as KopilkaError."""
+    if parsed.spec.name == "help":
+        return _help(parsed, oneshot=oneshot)
+    if parsed.spec.name == "exit":
+        return Exit()
+    assert bank is not None, f"{parsed.spec.name} needs a bank"
+    return _HANDLERS[parsed.spec.name](parsed, bank)
+
+
+def _help(parsed: ParsedCommand, *, oneshot: bool) -> Reply:
+    name = parsed.get("command")
+    if name is None:
+        return Block(help_overview(oneshot=oneshot))
+    spec = find_command(name, oneshot=oneshot)
+    if spec is None:
+        raise unknown_command(name, oneshot=oneshot)
+    return Block(help_command(spec))
+
+
+def _key(parsed: ParsedCommand) -> str:
+    # One fresh key per command line: a retried line is a new request, a replayed key is not.
+    return parsed.get("idempotency-key") or str(uuid.uuid4())
+
+
+def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:
+    amount = parse_amount(parsed.require("amount"))
+    bank.deposit(parsed.require("client"), amount, parsed.require("description"), _key(parsed))
+    return Message("Deposit operation was successful!")
+
+
+def _withdraw(parsed: ParsedCommand, bank: Bank) -> Reply:
+    amount = parse_amount(parsed.require("amount"))
+    bank.withdraw(parsed.require("client"), amount, parsed.require("description"), _key(parsed))
+    return Message("Withdrawal operation was successful!")
+
+
+def _transfer(parsed: ParsedCommand, bank: Bank) -> Reply:
+    amount = parse_amount(parsed.require("amount"))
+    bank.transfer(
+        parsed.require("from"),
+        parsed.require("to"),
+        amount,
+        parsed.get("description") or "",
+        _key(parsed),
+    )
+    return Message("Transfer operation was successful!")
+
+
+def _statement(parsed: ParsedCommand, bank: Bank) -> Reply:
+    client = parsed.require("client")
+    validate_client(client)
+    output_format = (parsed.get("format") or "table").lower()
+    if output_format not in STATEMENT_FORMATS:
+        raise InvalidInput(
+            "invalid_format",
+            f"format {output_format!r} is not one of {', '.join(STATEMENT_FORMATS)}",
+        )
+    since, till = parse_period(parsed.get("since"), parsed.get("till"))
+    statement = bank.statement(client, since, till)
+    if output_format == "csv":
+        return Block(statement_csv(statement))
+    if output_format == "json":
+        return Block(statement_json(statement))
+    return statement_table(statement)
+
+
+def _cap(text: str | None) -> int | None:
+    """A cap: an amount, or None when not given or given as 'none'."""
+    if text is None or text.strip().lower() == "none":
+        return None
+    return parse_limit(text)
+
+
+def _open_account(parsed: ParsedCommand, bank: Bank) -> Reply:
+    floor_text = parsed.get("min-balance")
+    account = bank.open_account(
+        parsed.require("client"),
+        0 if floor_text is None else parse_limit(floor_text),
+        _cap(parsed.get("max-balance")),
+    )
+    return Message(f"Account opened for {account.client}: {limits_text(account)}.")
+
+
+def _set_limits(parsed: ParsedCommand, bank: Bank) -> Reply:
+    floor_text, cap_text = parsed.get("min-balance"), parsed.get("max-balance")
+    if floor_text is None and cap_text is None:
+        raise InvalidInput("missing_option", "set_limits needs --min-balance or --max-balance")
+    cap = _cap(cap_text)
+    account = bank.set_limits(
+        parsed.require("client"),
+        min_balance_cents=None if floor_text is None else parse_limit(floor_text),
+        max_balance_cents=cap,
+        clear_max=cap_text is not None and cap is None,
+    )
+    return Message(f"Limits of {account.client}: {limits_text(account)}.")
+
+
+def _balance(parsed: ParsedCommand, bank: Bank) -> Reply:
+    client = parsed.require("client")
+    validate_client(client)
+    account = bank.account(client)
+    return Message(f"Balance of {account.client}: {format_money(account.balance_cents)}")
+
+
+def _accounts(parsed: ParsedCommand, bank: Bank) -> Reply:
+    accounts = bank.accounts()
+    return accounts_table(accounts) if accounts else Message("No accounts yet.")
+
+
+def _opening_cents(text: str | None) -> int:
+    """add-user -c: like an amount, but zero (the default) is allowed."""
+    if text is None:
+        return 0
+    cents = parse_cents(text, allow_zero=True)
+    return 0 if cents == 0 else parse_amount(text)
+
+
+def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
+    name = parsed.require("name")
+    validate_client(name)
+    floor = parse_limit(parsed.get("min") or "0")
+    cap = _cap(parsed.require("max"))
+    opening = _opening_cents(parsed.get("credit"))
+    # Checked before anything is written, so a refused add-user leaves no account behind.
+    if cap is not None and cap < floor:
+        raise InvalidInput(
+            "invalid_limit", f"the cap {format_money(cap)} is below the floor {format_money(floor)}"
+        )
+    if opening < floor:
+        raise Rejected(
+            "floor_above_balance",
+            f"the opening balance {format_money(opening)} is below the floor {format_money(floor)}",
+        )
+    if cap is not None and opening > cap:
+        raise Rejected(
+            "cap_exceeded",
+            f"the opening balance {format_money(opening)} is above the cap of {format_money(cap)}",
+        )
+    # A new account starts at $0.00, so a positive floor is set once the money is in.
+    account = bank.open_account(name, min(floor, 0), cap)
+    if opening:
+        bank.deposit(name, opening, OPENING_DESCRIPTION, str(uuid.uuid4()))
+    if floor > 0:
+        account = bank.set_limits(name, min_balance_cents=floor)
+    return Message(
+        f"Added user {account.client}: balance {format_money(opening)}, {limits_text(account)}."
+    )
+
+
+def _get(parsed: ParsedCommand, bank: Bank) -> Reply:
+    name = parsed.get("name")
+    if name is None:
+        return _accounts(parsed, bank)
+    validate_client(name)
+    return Block(account_details(bank.account(name)))
+
+
+_HANDLERS: dict[str, Handler] = {
+    "deposit": _deposit,
+    "withdraw": _withdraw,
+    "transfer": _transfer,
+    "show_bank_statement": _statement,
+    "open_account": _open_account,
+    "set_limits": _set_limits,
+    "balance": _balance,
+    "accounts": _accounts,
+    "add-user": _add_user,
+    "get": _get,
+}

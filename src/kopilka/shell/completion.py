@@ -1,0 +1,114 @@
+"""Tab completion of command names, their options and known client names."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Iterable
+
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.document import Document
+
+from kopilka.shell.specs import CommandSpec, command_names, find_command
+
+
+class KnownClients:
+    """Client names from the bank, read again only after a command may have added one."""
+
+    def __init__(self, load: Callable[[], list[str]]) -> None:
+        self._load = load
+        self._names: list[str] | None = None
+
+    def invalidate(self) -> None:
+        self._names = None
+
+    def names(self) -> list[str]:
+        if self._names is None:
+            try:
+                self._names = sorted(self._load())
+            except Exception:  # completion must never break the prompt, whatever the bank says
+                return []
+        return self._names
+
+
+def quote_word(word: str) -> str:
+    """A word as the parser reads it back: bare when safe, else in double quotes."""
+    if word and shlex.quote(word) == word:
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def current_word_start(text: str) -> int:
+    """Where the word under the cursor starts, with quotes taken into account."""
+    start, quote = 0, ""
+    for index, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char.isspace():
+            start = index + 1
+    return start
+
+
+def _unquote(raw: str) -> str:
+    """What a half-typed word means so far ('"Jo' -> 'Jo')."""
+    for closing in ("", '"', "'"):
+        try:
+            words = shlex.split(raw + closing)
+        except ValueError:
+            continue
+        return words[0] if words else ""
+    return raw
+
+
+class ShellCompleter(Completer):
+    def __init__(self, clients: KnownClients) -> None:
+        self._clients = clients
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        start = current_word_start(text)
+        raw = text[start:]
+        earlier = _unquote_all(text[:start])
+        if not earlier:
+            yield from _matching(command_names(), raw, raw)
+            return
+        spec = find_command(earlier[0])
+        if spec is None:
+            return
+        spelling, has_equals, value = raw.partition("=")
+        if has_equals and _names_client(spec, spelling):
+            names = [f"{spelling}={quote_word(name)}" for name in self._clients.names()]
+            yield from _matching(names, f"{spelling}={_unquote(value)}", raw, unquoted=True)
+        elif len(earlier) > 1 and _names_client(spec, earlier[-1]):
+            names = [quote_word(name) for name in self._clients.names()]
+            yield from _matching(names, _unquote(raw), raw, unquoted=True)
+        elif raw.startswith("-") or not raw:
+            options = [
+                s + "=" if s.startswith("--") else s for o in spec.options for s in o.spellings
+            ]
+            yield from _matching(options, raw, raw)
+
+
+def _unquote_all(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def _names_client(spec: CommandSpec, spelling: str) -> bool:
+    option = spec.option(spelling)
+    return option is not None and option.names_client
+
+
+def _matching(
+    candidates: Iterable[str], typed: str, raw: str, *, unquoted: bool = False
+) -> Iterable[Completion]:
+    """Candidates extending what was typed; they replace the raw word under the cursor."""
+    for candidate in candidates:
+        plain = _unquote(candidate) if unquoted else candidate
+        if plain.startswith(typed):
+            yield Completion(candidate, start_position=-len(raw))

@@ -1,0 +1,74 @@
+"""Which Bank the shell and the one-shot commands talk to.
+
+A server when a URL is given (flag, KOPILKA_URL or kopilka.toml); otherwise
+the engine in this process over the configured database, or over memory for
+a sandbox.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from kopilka.bank import Bank, EmbeddedBank
+from kopilka.errors import KopilkaError, Unavailable
+from kopilka.settings import Settings, redact_url
+
+
+class ConnectBank(Protocol):
+    """`kopilka.client.connect_bank`: a Bank that speaks to a server over HTTP."""
+
+    def __call__(self, url: str, *, token: str | None = None, sandbox: bool = False) -> Bank: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where commands go, as settled from flags, environment and file."""
+
+    settings: Settings
+    url: str | None
+    token: str | None
+    sandbox: bool
+
+    def describe(self) -> str:
+        if self.url is not None:
+            where = self.url
+        elif self.sandbox:
+            where = "a sandbox in memory (gone when the shell ends)"
+        else:
+            where = redact_url(self.settings.db)
+        return f"{where}, ledger {self.settings.ledger!r}"
+
+
+def open_bank(target: Target) -> Bank:
+    if target.url is not None:
+        return _connect(target)
+    if target.sandbox:
+        return EmbeddedBank("memory:", target.settings.ledger)
+    db = target.settings.db
+    if db == str(target.settings.home / "kopilka.db"):
+        target.settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        return EmbeddedBank(db, target.settings.ledger)
+    except KopilkaError:
+        raise
+    except Exception as error:
+        # sqlite3, asyncpg and the OS each raise their own types for "cannot open":
+        # the user needs one line naming the database, never a traceback.
+        raise Unavailable(
+            "store_unavailable", f"cannot open the database {redact_url(db)}: {error}"
+        ) from error
+
+
+def _connect(target: Target) -> Bank:
+    assert target.url is not None
+    try:
+        # Loaded only here: the embedded path needs none of the HTTP stack.
+        module = importlib.import_module("kopilka.client")
+    except ImportError as error:
+        raise Unavailable(
+            "client_unavailable", f"this installation cannot talk to a server: {error}"
+        ) from error
+    connect_bank: ConnectBank = module.connect_bank
+    return connect_bank(target.url, token=target.token, sandbox=target.sandbox)

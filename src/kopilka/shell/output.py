@@ -1,0 +1,83 @@
+"""What a command answers, and writing it for a terminal or for a pipe.
+
+On a terminal, rich draws tables and colours messages. Anywhere else the
+output is plain text, one result per command, so it can be scripted and
+compared exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TextIO
+
+from rich.console import Console
+from rich.text import Text
+
+from kopilka.shell.render import Table, plain_table, rich_table
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A one-line answer, such as `Deposit operation was successful!`."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Text shown exactly as it is (csv, json, help), never wrapped or coloured."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """Leave the shell."""
+
+
+Reply = Message | Block | Table | Exit
+
+
+class Output:
+    def __init__(self, stream: TextIO, errors: TextIO, *, terminal: bool) -> None:
+        self._stream = stream
+        self._errors = errors
+        self.terminal = terminal
+        self._console = Console(file=stream, highlight=False) if terminal else None
+        self._error_console = Console(file=errors, highlight=False) if terminal else None
+
+    @classmethod
+    def for_streams(cls, stream: TextIO, errors: TextIO | None = None) -> Output:
+        """Rich output only when the answers go to a terminal."""
+        return cls(stream, errors or stream, terminal=stream.isatty())
+
+    def show(self, reply: Reply) -> None:
+        if isinstance(reply, Exit):
+            return
+        if self._console is None:
+            text = plain_table(reply) if isinstance(reply, Table) else reply.text
+            self._write(self._stream, text)
+        elif isinstance(reply, Table):
+            self._console.print(rich_table(reply))
+        elif isinstance(reply, Message):
+            self._console.print(Text(reply.text, style="green"))
+        else:
+            self._write(self._stream, reply.text)
+
+    def error(self, message: str) -> None:
+        line = f"Error: {message}"
+        if self._error_console is None:
+            self._write(self._errors, line)
+        else:
+            self._error_console.print(Text(line, style="bold red"))
+
+    def note(self, text: str) -> None:
+        """Something for a person at a terminal only (a greeting); pipes never see it."""
+        if self._console is not None:
+            self._console.print(Text(text, style="dim"))
+
+    @staticmethod
+    def _write(stream: TextIO, text: str) -> None:
+        stream.write(text + "\n")
+        # Flushed per result, so a program driving the shell over a pipe sees each answer.
+        stream.flush()

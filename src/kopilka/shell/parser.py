@@ -1,0 +1,127 @@
+"""The command-line grammar: `deposit --client="John Jones" --amount=100`.
+
+Words are split by shlex in POSIX mode (single and double quotes, backslash
+escapes). Options are `--opt=value` or `--opt value`, plus the short aliases
+a command declares (`-f value`). Every mistake is an InvalidInput with a
+one-line message, so the shell prints `Error: ...` and keeps going.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from kopilka.errors import InvalidInput
+from kopilka.shell.specs import CommandSpec, command_names, find_command
+
+# A word that is an option rather than a value: "--x" or "-x" (but "-5" is a value).
+_OPTION_WORD = re.compile(r"--.*|-[A-Za-z]\w*(=.*)?")
+LINE_LENGTH_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCommand:
+    spec: CommandSpec
+    values: dict[str, str] = field(default_factory=dict)  # canonical option name -> text
+
+    def get(self, name: str) -> str | None:
+        return self.values.get(name)
+
+    def require(self, name: str) -> str:
+        value = self.values.get(name)
+        assert value is not None, f"{self.spec.name} declares --{name} as required"
+        return value
+
+
+def split_line(line: str) -> list[str]:
+    """Shell words of a line; blank lines and `#` comments give no words."""
+    if len(line) > LINE_LENGTH_MAX:
+        raise InvalidInput("invalid_command", f"line is longer than {LINE_LENGTH_MAX} characters")
+    if not line.strip() or line.lstrip().startswith("#"):
+        return []
+    try:
+        return shlex.split(line, comments=False, posix=True)
+    except ValueError as error:  # shlex: "No closing quotation", "No escaped character"
+        raise InvalidInput("invalid_command", f"cannot read the line: {error}") from error
+
+
+def parse_line(line: str) -> ParsedCommand | None:
+    """A command of the shell, or None for a line with nothing to do."""
+    words = split_line(line)
+    return parse_words(words) if words else None
+
+
+def parse_words(words: list[str], *, oneshot: bool = False) -> ParsedCommand:
+    """A command from words already split (by shlex, or by the OS shell for one-shots)."""
+    assert words, "a command needs at least its name"
+    name, arguments = words[0], words[1:]
+    spec = find_command(name, oneshot=oneshot)
+    if spec is None:
+        raise unknown_command(name, oneshot=oneshot)
+    if spec.name != "help" and ("--help" in arguments or "-h" in arguments):
+        help_spec = find_command("help", oneshot=oneshot)
+        assert help_spec is not None
+        return ParsedCommand(help_spec, {"command": spec.name})
+    values = _read_options(spec, arguments)
+    missing = [o for o in spec.options if o.required and o.name not in values]
+    if missing:
+        listed = ", ".join(o.spellings[0] for o in missing)
+        raise InvalidInput("missing_option", f"{spec.name} needs {listed} (usage: {spec.usage})")
+    return ParsedCommand(spec, values)
+
+
+def unknown_command(name: str, *, oneshot: bool = False) -> InvalidInput:
+    """An error naming the closest known command, if one is close enough."""
+    close = difflib.get_close_matches(name, command_names(oneshot=oneshot), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "type 'help' to list the commands"
+    return InvalidInput("unknown_command", f"unknown command {name!r}; {hint}")
+
+
+def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        if not _OPTION_WORD.fullmatch(word):
+            _store(spec, values, _positional_name(spec, word), word)
+            continue
+        spelling, has_value, value = word.partition("=")
+        option = spec.option(spelling)
+        if option is None:
+            raise _unknown_option(spec, spelling)
+        if not has_value:
+            if index >= len(words) or _OPTION_WORD.fullmatch(words[index]):
+                raise InvalidInput(
+                    "missing_value", f"option {spelling} needs a value ({option.metavar})"
+                )
+            value = words[index]
+            index += 1
+        _store(spec, values, option.name, value)
+    return values
+
+
+def _positional_name(spec: CommandSpec, word: str) -> str:
+    if spec.positional is None:
+        raise InvalidInput(
+            "unexpected_argument",
+            f"{spec.name} takes no bare argument {word!r}; options look like --name=value",
+        )
+    return spec.positional
+
+
+def _store(spec: CommandSpec, values: dict[str, str], name: str, value: str) -> None:
+    if name in values:
+        raise InvalidInput("repeated_option", f"{spec.name} got --{name} twice")
+    values[name] = value
+
+
+def _unknown_option(spec: CommandSpec, spelling: str) -> InvalidInput:
+    known = [s for option in spec.options for s in option.spellings]
+    if not known:
+        return InvalidInput("unknown_option", f"{spec.name} takes no options, not {spelling}")
+    close = difflib.get_close_matches(spelling, known, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"it takes {', '.join(known)}"
+    return InvalidInput("unknown_option", f"{spec.name} has no option {spelling}; {hint}")

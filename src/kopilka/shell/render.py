@@ -1,0 +1,236 @@
+"""How results look: statement and account tables, csv and json, help text.
+
+A `Table` is plain data; `plain_table` draws it in the `|` form used when
+output is not a terminal (stable, easy to diff and to script against), and
+`rich_table` draws it for a terminal. Times are shown in the user's local zone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from rich import box
+from rich.table import Table as RichTable
+
+from kopilka.domain.model import Account
+from kopilka.domain.statement import Statement
+from kopilka.money import format_money, format_plain
+from kopilka.shell.specs import COMMANDS, CommandSpec
+
+LOCAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+STATEMENT_HEADERS = ("Date", "Description", "Withdrawals", "Deposits", "Balance")
+ACCOUNT_HEADERS = ("Client", "Balance", "Floor", "Cap")
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: Sequence[tuple[str, ...]]
+    right_aligned: frozenset[int] = frozenset()  # column indexes holding money
+    # Rows at the start and end that summarise rather than list (drawn apart on a terminal).
+    header_rows: int = 0
+    footer_rows: int = 0
+    title: str | None = field(default=None)
+
+
+def local_time(moment: datetime) -> str:
+    """A stored UTC time as the user's wall-clock time (honours TZ)."""
+    return moment.astimezone().strftime(LOCAL_TIME_FORMAT)
+
+
+def _money_or_blank(cents: int) -> str:
+    return format_money(cents) if cents else ""
+
+
+def statement_table(statement: Statement) -> Table:
+    rows: list[tuple[str, ...]] = [
+        ("", "Previous balance", "", "", format_money(statement.opening_balance_cents))
+    ]
+    for line in statement.lines:
+        amount = line.amount_cents
+        rows.append(
+            (
+                local_time(line.created_at),
+                line.text,
+                _money_or_blank(-amount if amount < 0 else 0),
+                _money_or_blank(amount if amount > 0 else 0),
+                format_money(line.balance_after_cents),
+            )
+        )
+    rows.append(
+        (
+            "",
+            "Totals",
+            format_money(statement.withdrawals_cents),
+            format_money(statement.deposits_cents),
+            format_money(statement.closing_balance_cents),
+        )
+    )
+    return Table(
+        STATEMENT_HEADERS,
+        rows,
+        frozenset({2, 3, 4}),
+        header_rows=1,
+        footer_rows=1,
+        title=f"Statement of {statement.client}",
+    )
+
+
+def accounts_table(accounts: Sequence[Account]) -> Table:
+    rows = [
+        (
+            account.client,
+            format_money(account.balance_cents),
+            format_money(account.min_balance_cents),
+            _cap_text(account.max_balance_cents),
+        )
+        for account in accounts
+    ]
+    return Table(ACCOUNT_HEADERS, rows, frozenset({1, 2, 3}), title="Accounts")
+
+
+def _cap_text(cap_cents: int | None) -> str:
+    return "none" if cap_cents is None else format_money(cap_cents)
+
+
+def account_details(account: Account) -> str:
+    return "\n".join(
+        (
+            f"Name:    {account.client}",
+            f"Balance: {format_money(account.balance_cents)}",
+            f"Floor:   {format_money(account.min_balance_cents)}",
+            f"Cap:     {_cap_text(account.max_balance_cents)}",
+        )
+    )
+
+
+def limits_text(account: Account) -> str:
+    return (
+        f"floor {format_money(account.min_balance_cents)}, "
+        f"cap {_cap_text(account.max_balance_cents)}"
+    )
+
+
+def plain_table(table: Table) -> str:
+    """The `|` table: columns as wide as their content, money right-aligned."""
+    widths = [len(header) for header in table.headers]
+    for row in table.rows:
+        assert len(row) == len(widths)
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+
+    def draw(cells: tuple[str, ...], align_right: frozenset[int]) -> str:
+        padded = (
+            cell.rjust(width) if index in align_right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    lines = [draw(table.headers, frozenset()), separator]
+    lines.extend(draw(row, table.right_aligned) for row in table.rows)
+    return "\n".join(lines)
+
+
+def rich_table(table: Table) -> RichTable:
+    drawn = RichTable(title=table.title, box=box.ROUNDED, header_style="bold")
+    for index, header in enumerate(table.headers):
+        drawn.add_column(header, justify="right" if index in table.right_aligned else "left")
+    last = len(table.rows) - 1
+    for index, row in enumerate(table.rows):
+        summary = index < table.header_rows or index > last - table.footer_rows
+        drawn.add_row(
+            *row,
+            style="bold" if summary else None,
+            end_section=index == table.header_rows - 1 or index == last - table.footer_rows,
+        )
+    return drawn
+
+
+def statement_csv(statement: Statement) -> str:
+    """The table's rows with plain decimal amounts and ISO 8601 local times."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([header.lower() for header in STATEMENT_HEADERS])
+    writer.writerow(["", "Previous balance", "", "", format_plain(statement.opening_balance_cents)])
+    for line in statement.lines:
+        amount = line.amount_cents
+        writer.writerow(
+            [
+                line.created_at.astimezone().isoformat(),
+                line.text,
+                format_plain(-amount) if amount < 0 else "",
+                format_plain(amount) if amount > 0 else "",
+                format_plain(line.balance_after_cents),
+            ]
+        )
+    writer.writerow(
+        [
+            "",
+            "Totals",
+            format_plain(statement.withdrawals_cents),
+            format_plain(statement.deposits_cents),
+            format_plain(statement.closing_balance_cents),
+        ]
+    )
+    return buffer.getvalue().rstrip("\n")
+
+
+def statement_json(statement: Statement) -> str:
+    """The same shape as the HTTP API's statement, so scripts can use either."""
+    document = {
+        "client": statement.client,
+        "since": None if statement.since is None else statement.since.isoformat(),
+        "till": statement.till.isoformat(),
+        "opening_balance": format_plain(statement.opening_balance_cents),
+        "lines": [
+            {
+                "id": line.entry_id,
+                "created_at": line.created_at.isoformat(),
+                "kind": line.kind,
+                "description": line.description,
+                "text": line.text,
+                "amount": format_plain(line.amount_cents),
+                "balance_after": format_plain(line.balance_after_cents),
+                "counterparty": line.counterparty,
+            }
+            for line in statement.lines
+        ],
+        "withdrawals": format_plain(statement.withdrawals_cents),
+        "deposits": format_plain(statement.deposits_cents),
+        "closing_balance": format_plain(statement.closing_balance_cents),
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2)
+
+
+def help_overview(*, oneshot: bool = False) -> str:
+    offered = [spec for spec in COMMANDS if (spec.oneshot if oneshot else spec.shell)]
+    width = max(len(spec.name) for spec in offered)
+    lines = ["Commands:"]
+    for spec in offered:
+        lines.append(f"  {spec.name.ljust(width)}  {spec.summary}")
+        lines.extend(f"  {' ' * width}    e.g. {example}" for example in spec.examples[:1])
+    lines.append("Type 'help COMMAND' for a command's options and examples.")
+    return "\n".join(lines)
+
+
+def help_command(spec: CommandSpec) -> str:
+    lines = [f"{spec.name}: {spec.summary}", f"Usage: {spec.usage}"]
+    if spec.aliases:
+        lines.append(f"Also called: {', '.join(spec.aliases)}")
+    if spec.options:
+        lines.append("Options:")
+        spellings = [", ".join(sorted(o.spellings, key=len)) for o in spec.options]
+        labels = [f"{text} {o.metavar}" for text, o in zip(spellings, spec.options, strict=True)]
+        width = max(len(label) for label in labels)
+        for label, option in zip(labels, spec.options, strict=True):
+            required = " (required)" if option.required else ""
+            lines.append(f"  {label.ljust(width)}  {option.help}{required}")
+    if spec.examples:
+        lines.append("Examples:")
+        lines.extend(f"  {example}" for example in spec.examples)
+    return "\n".join(lines)

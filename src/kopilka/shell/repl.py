@@ -1,0 +1,76 @@
+"""The shell's loop: a prompt with history and completion on a terminal, or lines from a pipe.
+
+Piped input gets no prompt and no colours and exactly one result per command
+line; blank lines and `#` comments get none. Both end with status 0 at the
+end of input or at `exit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+
+from kopilka.bank import Bank
+from kopilka.errors import KopilkaError
+from kopilka.shell.commands import execute
+from kopilka.shell.completion import KnownClients, ShellCompleter
+from kopilka.shell.output import Exit, Output
+from kopilka.shell.parser import parse_line
+
+PROMPT = "> "
+# Commands after which the list of client names may have grown.
+_ADDS_CLIENTS = frozenset({"deposit", "open_account", "add-user"})
+
+
+def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None = None) -> bool:
+    """Run one line and show its one result; False when the shell should end."""
+    try:
+        parsed = parse_line(line)
+        if parsed is None:
+            return True
+        reply = execute(parsed, bank)
+    except KopilkaError as error:
+        output.error(error.message)
+        return True
+    output.show(reply)
+    if clients is not None and parsed.spec.name in _ADDS_CLIENTS:
+        clients.invalidate()
+    return not isinstance(reply, Exit)
+
+
+def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
+    for line in lines:
+        if not run_line(line.rstrip("\r\n"), bank, output):
+            break
+    return 0
+
+
+def run_terminal(bank: Bank, output: Output, history_path: Path, greeting: str) -> int:
+    clients = KnownClients(lambda: [account.client for account in bank.accounts()])
+    session: PromptSession[str] = PromptSession(
+        history=_history(history_path),
+        completer=ShellCompleter(clients),
+        complete_while_typing=False,
+    )
+    output.note(greeting)
+    while True:
+        try:
+            line = session.prompt(PROMPT)
+        except KeyboardInterrupt:
+            continue  # Ctrl-C drops the line being typed, as in other shells
+        except EOFError:
+            return 0  # Ctrl-D
+        if not run_line(line, bank, output, clients):
+            return 0
+
+
+def _history(path: Path) -> History:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(exist_ok=True)
+    except OSError:
+        return InMemoryHistory()  # a read-only home still gets a working shell
+    return FileHistory(str(path))
