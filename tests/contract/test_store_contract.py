@@ -1,0 +1,550 @@
+"""The store contract: every backend passes the same suite, through the engine and directly."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tests.contract.conftest import Backend
+
+from kopilka.domain.model import (
+    Account,
+    Command,
+    Deposit,
+    OpenAccount,
+    Operation,
+    Outcome,
+    SetLimits,
+    Transfer,
+    Withdraw,
+)
+from kopilka.domain.statement import StatementLine
+from kopilka.engine import Engine
+from kopilka.errors import KopilkaError
+from kopilka.limits import Limits
+from kopilka.tokens import TokenRecord, hash_secret
+
+FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+JOHN = "John Jones"
+JANE = "Jane Doe"
+
+
+async def applied(engine: Engine, command: Command) -> Operation:
+    outcome = await engine.execute(command)
+    assert isinstance(outcome, Operation), outcome
+    return outcome
+
+
+async def refused(engine: Engine, command: Command, code: str) -> KopilkaError:
+    outcome = await engine.execute(command)
+    assert isinstance(outcome, KopilkaError), outcome
+    assert outcome.code == code, outcome
+    return outcome
+
+
+async def balance(engine: Engine, client: str, ledger: str = "main") -> int:
+    return (await engine.get_account(ledger, client)).balance_cents
+
+
+async def lines_of(engine: Engine, client: str, ledger: str = "main") -> list[StatementLine]:
+    statement = await engine.statement(ledger, client, None, FAR_FUTURE)
+    return list(statement.lines)
+
+
+def codes(outcomes: list[Outcome]) -> list[str]:
+    return ["ok" if not isinstance(o, KopilkaError) else o.code for o in outcomes]
+
+
+# -- money commands ---------------------------------------------------------------------
+
+
+async def test_deposit_opens_account(engine: Engine) -> None:
+    assert await engine.store.get_account("main", JOHN) is None
+    operation = await applied(engine, Deposit(JOHN, 10_000, "ATM Deposit", "d1"))
+    assert operation.id > 0
+    assert not operation.replayed
+    assert operation.credit_balance_after_cents == 10_000
+    account = await engine.get_account("main", JOHN)
+    assert account.id > 0
+    assert (account.balance_cents, account.min_balance_cents, account.max_balance_cents) == (
+        10_000,
+        0,
+        None,
+    )
+
+
+async def test_unknown_client_not_found(engine: Engine) -> None:
+    with pytest.raises(KopilkaError) as info:
+        await engine.get_account("main", "Nobody")
+    assert info.value.code == "account_not_found"
+    await refused(engine, Withdraw("Nobody", 1, "x", "w"), "account_not_found")
+    await refused(engine, Deposit("Nobody", 1, "x", "d", open_account=False), "account_not_found")
+    assert await engine.store.get_account("main", "Nobody") is None
+
+
+async def test_withdraw_and_transfer(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 10_000, "pay", "d1"))
+    await applied(engine, Deposit(JANE, 1, "open", "d2"))
+    withdrawal = await applied(engine, Withdraw(JOHN, 2_500, "ATM", "w1"))
+    assert withdrawal.debit_balance_after_cents == 7_500
+    transfer = await applied(engine, Transfer(JOHN, JANE, 7_500, "rent", "t1"))
+    assert transfer.kind == "transfer"
+    assert (transfer.debit_balance_after_cents, transfer.credit_balance_after_cents) == (0, 7_501)
+    assert (await balance(engine, JOHN), await balance(engine, JANE)) == (0, 7_501)
+
+
+async def test_floor_enforced_and_refusal_changes_nothing(engine: Engine) -> None:
+    opened = await engine.execute(OpenAccount(JOHN, min_balance_cents=-5_000))
+    assert isinstance(opened, Account)
+    assert opened.id > 0
+    await applied(engine, Deposit(JANE, 100, "open", "d0"))
+    await applied(engine, Withdraw(JOHN, 4_000, "overdraft", "w1"))
+    error = await refused(engine, Withdraw(JOHN, 1_001, "too far", "w2"), "insufficient_funds")
+    assert "$10.00 available" in error.message
+    await refused(engine, Transfer(JOHN, JANE, 1_001, "too far", "t1"), "insufficient_funds")
+    assert await balance(engine, JOHN) == -4_000
+    assert await balance(engine, JANE) == 100
+    assert [line.amount_cents for line in await lines_of(engine, JOHN)] == [-4_000]
+    await applied(engine, Withdraw(JOHN, 1_000, "to the floor", "w3"))
+    assert await balance(engine, JOHN) == -5_000
+
+
+async def test_cap_enforced_and_refusal_changes_nothing(engine: Engine) -> None:
+    await engine.execute(OpenAccount(JANE, max_balance_cents=10_000))
+    await applied(engine, Deposit(JOHN, 50_000, "pay", "d0"))
+    await applied(engine, Deposit(JANE, 6_000, "pay", "d1"))
+    error = await refused(engine, Deposit(JANE, 4_001, "too much", "d2"), "cap_exceeded")
+    assert "$100.00" in error.message
+    await refused(engine, Transfer(JOHN, JANE, 4_001, "too much", "t1"), "cap_exceeded")
+    assert (await balance(engine, JOHN), await balance(engine, JANE)) == (50_000, 6_000)
+    await applied(engine, Transfer(JOHN, JANE, 4_000, "to the cap", "t2"))
+    assert (await balance(engine, JOHN), await balance(engine, JANE)) == (46_000, 10_000)
+
+
+async def test_open_account_exists(engine: Engine) -> None:
+    first = await engine.execute(OpenAccount(JOHN, -100, 500))
+    assert isinstance(first, Account)
+    assert (first.min_balance_cents, first.max_balance_cents) == (-100, 500)
+    await refused(engine, OpenAccount(JOHN), "account_exists")
+    account = await engine.get_account("main", JOHN)
+    assert account.id == first.id
+    assert (account.min_balance_cents, account.max_balance_cents) == (-100, 500)
+
+
+# -- idempotency --------------------------------------------------------------------------
+
+
+async def test_replay_returns_first_result_and_applies_once(engine: Engine) -> None:
+    command = Deposit(JOHN, 10_000, "pay", "key-1")
+    first = await applied(engine, command)
+    await applied(engine, Deposit(JOHN, 5, "later", "key-2"))
+    again = await applied(engine, command)
+    assert again.replayed
+    assert again.id == first.id
+    assert again.credit_balance_after_cents == first.credit_balance_after_cents == 10_000
+    assert again.created_at == first.created_at
+    assert await balance(engine, JOHN) == 10_005
+    assert len(await lines_of(engine, JOHN)) == 2
+
+
+async def test_key_reused_with_different_params_conflicts(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 10_000, "pay", "key"))
+    error = await refused(engine, Deposit(JOHN, 20_000, "pay", "key"), "idempotency_key_reused")
+    assert error.http_status == 409
+    await refused(engine, Withdraw(JOHN, 10_000, "pay", "key"), "idempotency_key_reused")
+    assert await balance(engine, JOHN) == 10_000
+
+
+async def test_refused_key_can_be_used_again(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 100, "pay", "d1"))
+    await refused(engine, Withdraw(JOHN, 500, "cash", "w1"), "insufficient_funds")
+    await applied(engine, Deposit(JOHN, 400, "pay", "d2"))
+    retried = await applied(engine, Withdraw(JOHN, 500, "cash", "w1"))
+    assert not retried.replayed
+    assert await balance(engine, JOHN) == 0
+
+
+async def test_in_batch_duplicate_keys(engine: Engine) -> None:
+    command = Deposit(JOHN, 700, "pay", "dup")
+    outcomes = await engine.submit_many([command, Deposit(JOHN, 1, "x", "other"), command])
+    first, _, again = outcomes
+    assert isinstance(first, Operation)
+    assert isinstance(again, Operation)
+    assert not first.replayed
+    assert again.replayed
+    assert again.id == first.id > 0
+    assert await balance(engine, JOHN) == 701
+
+
+async def test_batch_mixes_replays_new_work_and_conflicts(engine: Engine) -> None:
+    old = await applied(engine, Deposit(JOHN, 1_000, "pay", "old"))
+    outcomes = await engine.store.apply(
+        [
+            Deposit(JANE, 50, "new", "new-1"),
+            Deposit(JOHN, 1_000, "pay", "old"),
+            Deposit(JOHN, 999, "pay", "old"),
+            Transfer(JOHN, JANE, 300, "rent", "new-2"),
+        ]
+    )
+    assert codes(outcomes) == ["ok", "ok", "idempotency_key_reused", "ok"]
+    replay = outcomes[1]
+    assert isinstance(replay, Operation)
+    assert replay.replayed
+    assert replay.id == old.id
+    assert (await balance(engine, JOHN), await balance(engine, JANE)) == (700, 350)
+
+
+async def test_batch_with_mixed_successes_and_failures(engine: Engine) -> None:
+    await engine.execute(OpenAccount(JANE, max_balance_cents=1_000))
+    commands: list[Command] = [
+        Deposit(JOHN, 5_000, "pay", "b1"),
+        Withdraw(JOHN, 6_000, "too much", "b2"),
+        Transfer(JOHN, JANE, 2_000, "over cap", "b3"),
+        Transfer(JOHN, JANE, 1_000, "rent", "b4"),
+        Transfer(JOHN, "Nobody", 1, "lost", "b5"),
+        Deposit("", 1, "no name", "b6"),
+        Withdraw(JOHN, 4_000, "rest", "b7"),
+    ]
+    outcomes = await engine.submit_many(commands)
+    assert codes(outcomes) == [
+        "ok",
+        "insufficient_funds",
+        "cap_exceeded",
+        "ok",
+        "account_not_found",
+        "invalid_client",
+        "ok",
+    ]
+    assert (await balance(engine, JOHN), await balance(engine, JANE)) == (0, 1_000)
+    assert [line.balance_after_cents for line in await lines_of(engine, JOHN)] == [
+        5_000,
+        4_000,
+        0,
+    ]
+
+
+async def test_store_apply_directly(backend: Backend) -> None:
+    store = backend.open()
+    await store.open()
+    try:
+        outcomes = await store.apply(
+            [Deposit(JOHN, 100, "a", "k1"), Withdraw(JOHN, 100, "b", "k2"), OpenAccount(JANE)]
+        )
+        assert codes(outcomes) == ["ok", "ok", "ok"]
+        assert all(o.id > 0 for o in outcomes)  # type: ignore[union-attr]
+        account = await store.get_account("main", JOHN)
+        assert account is not None
+        assert account.balance_cents == 0
+    finally:
+        await store.close()
+
+
+# -- statements -------------------------------------------------------------------------
+
+
+async def test_statement_period_opening_balance_and_running_balances(engine: Engine) -> None:
+    first = await applied(engine, Deposit(JOHN, 10_000, "ATM Deposit", "s1"))
+    second = await applied(engine, Withdraw(JOHN, 3_000, "ATM Withdrawal", "s2"))
+    third = await applied(engine, Deposit(JOHN, 5_000, "Salary", "s3"))
+    await applied(engine, Withdraw(JOHN, 2_000, "Groceries", "s4"))
+    assert first.created_at < second.created_at < third.created_at
+
+    statement = await engine.statement("main", JOHN, second.created_at, third.created_at)
+    assert statement.opening_balance_cents == 10_000
+    assert [line.description for line in statement.lines] == ["ATM Withdrawal", "Salary"]
+    assert [line.amount_cents for line in statement.lines] == [-3_000, 5_000]
+    assert [line.balance_after_cents for line in statement.lines] == [7_000, 12_000]
+    assert [line.created_at for line in statement.lines] == [second.created_at, third.created_at]
+    assert (statement.withdrawals_cents, statement.deposits_cents) == (3_000, 5_000)
+    assert statement.closing_balance_cents == 12_000
+
+    whole = await engine.statement("main", JOHN, None, FAR_FUTURE)
+    assert whole.opening_balance_cents == 0
+    assert [line.balance_after_cents for line in whole.lines] == [10_000, 7_000, 12_000, 10_000]
+    assert whole.closing_balance_cents == await balance(engine, JOHN)
+
+
+async def test_opening_balance_is_balance_just_before(engine: Engine) -> None:
+    first = await applied(engine, Deposit(JOHN, 10_000, "a", "o1"))
+    second = await applied(engine, Withdraw(JOHN, 4_000, "b", "o2"))
+    account = await engine.get_account("main", JOHN)
+    store = engine.store
+    assert await store.opening_balance(account.id, first.created_at) == 0
+    assert await store.opening_balance(account.id, second.created_at) == 10_000
+    assert (
+        await store.opening_balance(account.id, second.created_at + timedelta(microseconds=1))
+        == 6_000
+    )
+    assert await store.opening_balance(account.id, FAR_FUTURE) == 6_000
+
+
+async def test_empty_period_still_has_opening_and_closing(engine: Engine) -> None:
+    operation = await applied(engine, Deposit(JOHN, 2_500, "a", "e1"))
+    later = operation.created_at + timedelta(days=1)
+    statement = await engine.statement("main", JOHN, later, later + timedelta(days=1))
+    assert list(statement.lines) == []
+    assert statement.opening_balance_cents == statement.closing_balance_cents == 2_500
+    earlier = await engine.statement(
+        "main",
+        JOHN,
+        operation.created_at - timedelta(days=2),
+        operation.created_at - timedelta(days=1),
+    )
+    assert list(earlier.lines) == []
+    assert earlier.opening_balance_cents == earlier.closing_balance_cents == 0
+
+
+async def test_since_after_till_refused(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 1, "a", "p1"))
+    with pytest.raises(KopilkaError) as info:
+        await engine.statement("main", JOHN, FAR_FUTURE, FAR_FUTURE - timedelta(seconds=1))
+    assert info.value.code == "invalid_period"
+
+
+async def test_lines_of_one_batch_keep_their_order(engine: Engine) -> None:
+    outcomes = await engine.submit_many(
+        [
+            Deposit(JOHN, 10_000, "one", "b1"),
+            Withdraw(JOHN, 3_000, "two", "b2"),
+            Deposit(JOHN, 500, "three", "b3"),
+            Withdraw(JOHN, 7_500, "four", "b4"),
+        ]
+    )
+    assert codes(outcomes) == ["ok"] * 4
+    lines = await lines_of(engine, JOHN)
+    assert [line.description for line in lines] == ["one", "two", "three", "four"]
+    assert [line.balance_after_cents for line in lines] == [10_000, 7_000, 7_500, 0]
+    assert [line.entry_id for line in lines] == sorted({line.entry_id for line in lines})
+
+
+async def test_statement_page_after_entry_id(engine: Engine) -> None:
+    await engine.submit_many([Deposit(JOHN, 100 + n, f"d{n}", f"k{n}") for n in range(5)])
+    await engine.submit_many([Deposit(JOHN, 200 + n, f"e{n}", f"j{n}") for n in range(4)])
+    account = await engine.get_account("main", JOHN)
+    everything = await engine.store.statement_page(account.id, None, FAR_FUTURE, 0, 1_000)
+    assert len(everything) == 9
+    pages: list[list[StatementLine]] = []
+    after = 0
+    while True:
+        page = await engine.store.statement_page(account.id, None, FAR_FUTURE, after, 2)
+        if not page:
+            break
+        assert len(page) <= 2
+        pages.append(page)
+        after = page[-1].entry_id
+    assert [line for page in pages for line in page] == everything
+    assert len(pages) == 5
+
+
+async def test_engine_statement_reads_many_pages(backend: Backend) -> None:
+    engine = await backend.start_engine(Limits(statement_page_rows=3))
+    try:
+        await engine.submit_many([Deposit(JOHN, 10, f"d{n}", f"k{n}") for n in range(10)])
+        statement = await engine.statement("main", JOHN, None, FAR_FUTURE)
+        assert [line.balance_after_cents for line in statement.lines] == list(range(10, 101, 10))
+    finally:
+        await engine.close()
+
+
+async def test_transfer_lines_name_the_counterparty(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 10_000, "pay", "d1"))
+    await applied(engine, Deposit(JANE, 1, "open", "d2"))
+    await applied(engine, Transfer(JOHN, JANE, 2_500, "rent", "t1"))
+    await applied(engine, Transfer(JANE, JOHN, 500, "", "t2"))
+    john = await lines_of(engine, JOHN)
+    jane = await lines_of(engine, JANE)
+    assert [line.text for line in john] == [
+        "pay",
+        "Transfer to Jane Doe: rent",
+        "Transfer from Jane Doe",
+    ]
+    assert [line.text for line in jane] == [
+        "open",
+        "Transfer from John Jones: rent",
+        "Transfer to John Jones",
+    ]
+    assert john[1].counterparty == JANE
+    assert jane[1].counterparty == JOHN
+    assert (john[1].amount_cents, jane[1].amount_cents) == (-2_500, 2_500)
+
+
+# -- accounts and limits ------------------------------------------------------------------
+
+
+async def test_list_accounts_keyset_paging(engine: Engine) -> None:
+    names = ["Eve", "Ann", "Dora", "Carl", "Bob"]
+    await engine.submit_many([OpenAccount(name) for name in names])
+    await engine.execute(OpenAccount("Zed", ledger="elsewhere"))
+    every = await engine.list_accounts("main")
+    assert [a.client for a in every] == sorted(names)
+    pages: list[list[str]] = []
+    after: str | None = None
+    while page := await engine.list_accounts("main", after_client=after, limit=2):
+        pages.append([a.client for a in page])
+        after = page[-1].client
+    assert pages == [["Ann", "Bob"], ["Carl", "Dora"], ["Eve"]]
+    assert await engine.list_accounts("main", after_client="Eve") == []
+
+
+async def test_set_limits(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 5_000, "pay", "d1"))
+    changed = await engine.execute(
+        SetLimits(JOHN, min_balance_cents=-1_000, max_balance_cents=8_000)
+    )
+    assert isinstance(changed, Account)
+    assert (changed.min_balance_cents, changed.max_balance_cents) == (-1_000, 8_000)
+    account = await engine.get_account("main", JOHN)
+    assert (account.min_balance_cents, account.max_balance_cents, account.balance_cents) == (
+        -1_000,
+        8_000,
+        5_000,
+    )
+    await refused(engine, Deposit(JOHN, 3_001, "over", "d2"), "cap_exceeded")
+    await applied(engine, Withdraw(JOHN, 6_000, "overdraft", "w1"))
+    await refused(engine, SetLimits(JOHN, max_balance_cents=-1_001), "invalid_limit")
+    await refused(engine, SetLimits(JOHN, min_balance_cents=0), "floor_above_balance")
+    await refused(
+        engine,
+        SetLimits(JOHN, max_balance_cents=-1_001, min_balance_cents=-2_000),
+        "cap_below_balance",
+    )
+    cleared = await engine.execute(SetLimits(JOHN, clear_max=True))
+    assert isinstance(cleared, Account)
+    assert cleared.max_balance_cents is None
+    account = await engine.get_account("main", JOHN)
+    assert (account.min_balance_cents, account.max_balance_cents, account.balance_cents) == (
+        -1_000,
+        None,
+        -1_000,
+    )
+
+
+# -- ledgers --------------------------------------------------------------------------------
+
+
+async def test_ledgers_are_isolated_and_dropped_alone(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 100, "main pay", "same-key"))
+    await applied(engine, Deposit(JOHN, 900, "sandbox pay", "same-key", ledger="sandbox"))
+    await applied(engine, Deposit(JANE, 5, "sandbox", "other", ledger="sandbox"))
+    assert await balance(engine, JOHN) == 100
+    assert await balance(engine, JOHN, "sandbox") == 900
+    assert [a.client for a in await engine.list_accounts("main")] == [JOHN]
+
+    await engine.store.drop_ledger("sandbox")
+    assert await engine.store.get_account("sandbox", JOHN) is None
+    assert await engine.list_accounts("sandbox") == []
+    assert await balance(engine, JOHN) == 100
+    assert [line.description for line in await lines_of(engine, JOHN)] == ["main pay"]
+    # The dropped ledger forgot its keys; the kept one still remembers.
+    fresh = await applied(engine, Deposit(JOHN, 1, "new", "same-key", ledger="sandbox"))
+    assert not fresh.replayed
+    assert (await applied(engine, Deposit(JOHN, 100, "main pay", "same-key"))).replayed
+    assert [line.description for line in await lines_of(engine, JOHN, "sandbox")] == ["new"]
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+
+async def test_tokens_put_get_revoke_list(engine: Engine) -> None:
+    store = engine.store
+    base = datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)
+    admin = TokenRecord("a1", hash_secret("s1"), "admin", None, "main", base)
+    client = TokenRecord(
+        "c1", hash_secret("s2"), "client", JOHN, "main", base + timedelta(seconds=1)
+    )
+    await store.put_token(client)
+    await store.put_token(admin)
+    assert await store.get_token("a1") == admin
+    assert await store.get_token("missing") is None
+    assert [t.id for t in await store.list_tokens()] == ["a1", "c1"]
+    assert await store.revoke_token("c1") is True
+    assert await store.revoke_token("c1") is False
+    assert await store.revoke_token("missing") is False
+    revoked = await store.get_token("c1")
+    assert revoked is not None
+    assert revoked.revoked
+    assert revoked.client == JOHN
+    assert (await store.get_token("a1")) == admin
+
+
+# -- durability and the database's own guard ---------------------------------------------------
+
+
+async def test_data_survives_close_and_reopen(backend: Backend) -> None:
+    if not backend.durable:
+        pytest.skip("the memory store keeps nothing after close")
+    engine = await backend.start_engine()
+    first = await applied(engine, Deposit(JOHN, 10_000, "pay", "k1"))
+    await engine.execute(OpenAccount(JANE, max_balance_cents=50_000))
+    await applied(engine, Transfer(JOHN, JANE, 2_500, "rent", "k2"))
+    token = TokenRecord("t1", hash_secret("s"), "teller", None, "main", first.created_at)
+    await engine.store.put_token(token)
+    before = await lines_of(engine, JOHN)
+    await engine.close()
+
+    reopened = await backend.start_engine()
+    try:
+        assert await balance(reopened, JOHN) == 7_500
+        assert (await reopened.get_account("main", JANE)).max_balance_cents == 50_000
+        assert await lines_of(reopened, JOHN) == before
+        replay = await applied(reopened, Deposit(JOHN, 10_000, "pay", "k1"))
+        assert replay.replayed
+        assert replay.id == first.id
+        await refused(reopened, Deposit(JOHN, 1, "pay", "k1"), "idempotency_key_reused")
+        assert await balance(reopened, JOHN) == 7_500
+        assert await reopened.store.get_token("t1") == token
+    finally:
+        await reopened.close()
+
+
+async def test_database_checks_floor_and_cap(backend: Backend) -> None:
+    if not backend.durable:
+        pytest.skip("the memory store has no database constraints")
+    engine = await backend.start_engine()
+    await engine.execute(OpenAccount(JOHN, min_balance_cents=-100, max_balance_cents=1_000))
+    await engine.close()
+
+    if backend.kind == "sqlite":
+        _break_sqlite_bounds(backend)
+    else:
+        await _break_postgres_bounds(backend)
+
+    reopened = await backend.start_engine()
+    try:
+        assert await balance(reopened, JOHN) == 0
+    finally:
+        await reopened.close()
+
+
+def _break_sqlite_bounds(backend: Backend) -> None:
+    assert backend.path is not None
+    connection = sqlite3.connect(backend.path)
+    try:
+        for balance_sql in ("min_balance - 1", "max_balance + 1"):
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+                connection.execute(
+                    f"UPDATE accounts SET balance = {balance_sql} WHERE client = ?", (JOHN,)
+                )
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            connection.execute(
+                "INSERT INTO accounts (ledger, client, balance, min_balance, max_balance,"
+                " created_at) VALUES ('main', 'Raw', -1, 0, NULL, 0)"
+            )
+        connection.commit()
+    finally:
+        connection.close()
+
+
+async def _break_postgres_bounds(backend: Backend) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(backend.url)
+    try:
+        for balance_sql in ("min_balance - 1", "max_balance + 1"):
+            with pytest.raises(asyncpg.CheckViolationError):
+                await connection.execute(
+                    f"UPDATE accounts SET balance = {balance_sql} WHERE client = $1", JOHN
+                )
+    finally:
+        await connection.close()
