@@ -8,12 +8,12 @@ compared exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TextIO
-
-from rich.console import Console
-from rich.text import Text
+from typing import TYPE_CHECKING, TextIO
 
 from kopilka.shell.render import Table, plain_table, rich_table
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +43,14 @@ class Output:
         self._stream = stream
         self._errors = errors
         self.terminal = terminal
-        self._console = Console(file=stream, highlight=False) if terminal else None
-        self._error_console = Console(file=errors, highlight=False) if terminal else None
+        self._console: Console | None = None
+        self._error_console: Console | None = None
+        if terminal:
+            # rich is loaded only for a terminal: piped and scripted runs start faster.
+            from rich.console import Console
+
+            self._console = Console(file=stream, highlight=False)
+            self._error_console = Console(file=errors, highlight=False)
 
     @classmethod
     def for_streams(cls, stream: TextIO, errors: TextIO | None = None) -> Output:
@@ -60,7 +66,7 @@ class Output:
         elif isinstance(reply, Table):
             self._console.print(rich_table(reply))
         elif isinstance(reply, Message):
-            self._console.print(Text(reply.text, style="green"))
+            self._console.print(reply.text, style="green", markup=False)
         else:
             self._write(self._stream, reply.text)
 
@@ -69,12 +75,12 @@ class Output:
         if self._error_console is None:
             self._write(self._errors, line)
         else:
-            self._error_console.print(Text(line, style="bold red"))
+            self._error_console.print(line, style="bold red", markup=False)
 
     def note(self, text: str) -> None:
         """Something for a person at a terminal only (a greeting); pipes never see it."""
         if self._console is not None:
-            self._console.print(Text(text, style="dim"))
+            self._console.print(text, style="dim", markup=False)
 
     @staticmethod
     def _write(stream: TextIO, text: str) -> None:

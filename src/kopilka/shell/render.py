@@ -13,14 +13,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-
-from rich import box
-from rich.table import Table as RichTable
+from typing import TYPE_CHECKING
 
 from kopilka.domain.model import Account
 from kopilka.domain.statement import Statement
 from kopilka.money import format_money, format_plain
 from kopilka.shell.specs import COMMANDS, CommandSpec
+
+if TYPE_CHECKING:
+    from rich.table import Table as RichTable
 
 LOCAL_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 STATEMENT_HEADERS = ("Date", "Description", "Withdrawals", "Deposits", "Balance")
@@ -137,6 +138,9 @@ def plain_table(table: Table) -> str:
 
 
 def rich_table(table: Table) -> RichTable:
+    from rich import box
+    from rich.table import Table as RichTable
+
     drawn = RichTable(title=table.title, box=box.ROUNDED, header_style="bold")
     for index, header in enumerate(table.headers):
         drawn.add_column(header, justify="right" if index in table.right_aligned else "left")

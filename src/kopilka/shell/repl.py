@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-
-from prompt_toolkit import PromptSession
-from prompt_toolkit.history import FileHistory, History, InMemoryHistory
+from typing import TYPE_CHECKING
 
 from kopilka.bank import Bank
 from kopilka.errors import KopilkaError
 from kopilka.shell.commands import execute
-from kopilka.shell.completion import KnownClients, ShellCompleter
 from kopilka.shell.output import Exit, Output
 from kopilka.shell.parser import parse_line
+
+if TYPE_CHECKING:
+    from prompt_toolkit.history import History
+
+    from kopilka.shell.completion import KnownClients
 
 PROMPT = "> "
 # Commands after which the list of client names may have grown.
@@ -49,6 +51,11 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
 
 
 def run_terminal(bank: Bank, output: Output, history_path: Path, greeting: str) -> int:
+    # prompt_toolkit is loaded only for a person at a terminal: pipes start faster without it.
+    from prompt_toolkit import PromptSession
+
+    from kopilka.shell.completion import KnownClients, ShellCompleter
+
     clients = KnownClients(lambda: [account.client for account in bank.accounts()])
     session: PromptSession[str] = PromptSession(
         history=_history(history_path),
@@ -68,6 +75,8 @@ def run_terminal(bank: Bank, output: Output, history_path: Path, greeting: str) 
 
 
 def _history(path: Path) -> History:
+    from prompt_toolkit.history import FileHistory, InMemoryHistory
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(exist_ok=True)

@@ -1,0 +1,136 @@
+"""The real shell, stdin piped, on a real SQLite file: every scenario, sandbox, persistence."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from tests.e2e.conftest import RunKopilka, shell_runner
+from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenario, run_scenarios
+
+
+@pytest.fixture(scope="module")
+def scenario_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """Every scenario in one shell session (one process start), answers split by scenario."""
+    home = tmp_path_factory.mktemp("scenarios") / "home"
+    return run_scenarios(shell_runner(home), SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda scenario: scenario.name)
+def test_scenario(scenario: Scenario, scenario_outputs: dict[str, list[str]]) -> None:
+    check(scenario, scenario_outputs[scenario.name])
+
+
+def test_the_sample_session_in_a_session_of_its_own(run_shell: Callable[[str], str]) -> None:
+    run_scenario(run_shell, SCENARIOS[0])
+
+
+def test_a_wrong_answer_fails_the_check() -> None:
+    wrong = Scenario("wrong", "> balance --client=A\nBalance of A: $1.00")
+    with pytest.raises(AssertionError):
+        check(wrong, ["Balance of A: $2.00"])
+    with pytest.raises(AssertionError):
+        check(wrong, ["Balance of A: $1.00", "an extra line"])
+
+
+def test_state_persists_across_runs(run_shell: Callable[[str], str], kopilka_home: Path) -> None:
+    assert run_shell("deposit --client=Per --amount=7 --description=x\n") == (
+        "Deposit operation was successful!\n"
+    )
+    assert (kopilka_home / "kopilka.db").is_file()
+    assert run_shell("balance --client=Per\n") == "Balance of Per: $7.00\n"
+
+
+def test_sandbox_state_is_gone_next_run(kopilka: RunKopilka) -> None:
+    lines = "deposit --client=San --amount=7 --description=x\nbalance --client=San\n"
+    first = kopilka("shell", "--sandbox", stdin=lines)
+    assert first.stdout == "Deposit operation was successful!\nBalance of San: $7.00\n"
+    second = kopilka("shell", "--sandbox", stdin="balance --client=San\n")
+    assert second.stdout == "Error: no account for client 'San'\n"
+    on_disk = kopilka("shell", stdin="balance --client=San\n")
+    assert on_disk.stdout == "Error: no account for client 'San'\n"
+
+
+@pytest.mark.parametrize("word", ["exit", "quit"])
+def test_exit_mid_input_ends_the_session(run_shell: Callable[[str], str], word: str) -> None:
+    deposit = "deposit --client=Ex --amount=1 --description=x"
+    assert run_shell(f"{deposit}\n{word}\n{deposit}\n") == "Deposit operation was successful!\n"
+    assert run_shell("balance --client=Ex\n") == "Balance of Ex: $1.00\n"
+
+
+def test_refusals_keep_the_shell_going_and_exit_zero(kopilka: RunKopilka) -> None:
+    result = kopilka("shell", stdin="withdraw --client=No --amount=1 --description=x\nhelp exit\n")
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[0] == "Error: no account for client 'No'"
+    assert result.stdout.splitlines()[1] == "exit: leave the shell (also: quit, Ctrl-D)"
+
+
+def test_empty_input_is_a_clean_session(kopilka: RunKopilka) -> None:
+    result = kopilka(stdin="")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_db_option_points_at_another_file(kopilka: RunKopilka, tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    result = kopilka(
+        "shell", "--db", str(other), stdin="deposit --client=O --amount=1 --description=x\n"
+    )
+    assert result.stdout == "Deposit operation was successful!\n"
+    assert other.is_file()
+    assert kopilka(stdin="balance --client=O\n").stdout == "Error: no account for client 'O'\n"
+    from_env = kopilka(stdin="balance --client=O\n", env={"KOPILKA_DB": str(other)})
+    assert from_env.stdout == "Balance of O: $1.00\n"
+
+
+def test_a_database_that_cannot_be_opened_is_one_line(kopilka: RunKopilka, tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "a-file"
+    not_a_directory.write_text("")
+    missing = not_a_directory / "x.db"
+    result = kopilka("shell", "--db", str(missing), stdin="accounts\n")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Error: cannot open the database {missing}")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_statement_as_csv_and_json(run_shell: Callable[[str], str]) -> None:
+    output = run_shell(
+        "deposit --client='Cs Vee' --amount=1,000.5 --description='a, \"quoted\" one'\n"
+        "statement --client='Cs Vee' --format=csv\n"
+        "statement --client='Cs Vee' --format=json\n"
+    )
+    _, rest = output.split("\n", 1)
+    csv_text, json_text = rest.split("{", 1)
+    rows = list(csv.reader(io.StringIO(csv_text)))
+    assert rows[0] == ["date", "description", "withdrawals", "deposits", "balance"]
+    assert rows[2][1:] == ['a, "quoted" one', "", "1000.50", "1000.50"]
+    assert rows[2][0].endswith("+00:00")
+    assert rows[3] == ["", "Totals", "0.00", "1000.50", "1000.50"]
+    document = json.loads("{" + json_text)
+    assert document["lines"][0]["amount"] == "1000.50"
+    assert document["closing_balance"] == "1000.50"
+
+
+def test_accounts_lists_every_client(run_shell: Callable[[str], str]) -> None:
+    assert run_shell("accounts\n") == "No accounts yet.\n"
+    output = run_shell(
+        "open_account --client=Bea --min-balance=-10 --max-balance=50\n"
+        "deposit --client=Al --amount=3 --description=x\n"
+        "accounts\n"
+    )
+    assert output.splitlines()[2:] == [
+        "| Client | Balance | Floor   | Cap    |",
+        "|--------|---------|---------|--------|",
+        "| Al     |   $3.00 |   $0.00 |   none |",
+        "| Bea    |   $0.00 | -$10.00 | $50.00 |",
+    ]
+
+
+def test_help_lists_commands_and_explains_one(run_shell: Callable[[str], str]) -> None:
+    output = run_shell("help\nhelp statement\nhelp nope\n")
+    assert output.startswith("Commands:\n  deposit ")
+    assert "show_bank_statement: a client's operations" in output
+    assert output.endswith("Error: unknown command 'nope'; type 'help' to list the commands\n")

@@ -1,0 +1,95 @@
+"""--since/--till: accepted forms, whole days, the user's time zone, and refusals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from kopilka.errors import InvalidInput
+from kopilka.periods import parse_moment, parse_period
+
+
+@pytest.fixture
+def time_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Run in a zone two hours ahead of UTC in January ("EET", POSIX rules, no tzdata needed)."""
+    monkeypatch.setenv("TZ", "EET-2EEST,M3.5.0/3,M10.5.0/4")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_date_since_is_the_first_moment_of_the_day(utc: None) -> None:
+    assert parse_moment("2024-01-31", end_of_day=False) == datetime(2024, 1, 31, tzinfo=UTC)
+
+
+def test_a_date_till_is_the_last_moment_of_the_day(utc: None) -> None:
+    expected = datetime(2024, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    assert parse_moment("2024-01-31", end_of_day=True) == expected
+
+
+def test_a_time_is_exact_even_as_till(utc: None) -> None:
+    expected = datetime(2024, 1, 31, 18, 30, tzinfo=UTC)
+    assert parse_moment("2024-01-31 18:30:00", end_of_day=True) == expected
+
+
+def test_naive_times_are_local(time_zone: None) -> None:
+    assert parse_moment("2024-01-31 18:30:00", end_of_day=False) == datetime(
+        2024, 1, 31, 16, 30, tzinfo=UTC
+    )
+    assert parse_moment("2024-01-31", end_of_day=False) == datetime(2024, 1, 30, 22, 0, tzinfo=UTC)
+
+
+def test_daylight_saving_time_is_honoured(time_zone: None) -> None:
+    # EEST in July is three hours ahead of UTC.
+    assert parse_moment("2024-07-01 12:00:00", end_of_day=False) == datetime(
+        2024, 7, 1, 9, 0, tzinfo=UTC
+    )
+
+
+def test_an_offset_wins_over_the_local_zone(time_zone: None) -> None:
+    moment = parse_moment("2024-01-31T18:30:00+05:00", end_of_day=True)
+    assert moment == datetime(2024, 1, 31, 13, 30, tzinfo=UTC)
+    assert moment.tzinfo is UTC
+
+
+@pytest.mark.parametrize("text", ["", "  ", "yesterday", "2024-13-01", "2024-01-32", "31.01.2024"])
+def test_not_dates(text: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_moment(text, end_of_day=False)
+    assert caught.value.code == "invalid_period"
+
+
+def test_an_overlong_text_is_refused_without_being_echoed_whole() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_moment("2" * 1000, end_of_day=False)
+    assert len(caught.value.message) < 100
+
+
+def test_period_defaults_from_the_beginning_until_now(utc: None) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert parse_period(None, None, now=now) == (None, now)
+
+
+def test_one_day_is_a_valid_period(utc: None) -> None:
+    since, till = parse_period("2024-01-31", "2024-01-31")
+    assert since is not None
+    assert since < till
+
+
+def test_since_after_till_is_refused(utc: None) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_period("2024-02-01", "2024-01-31")
+    assert "after" in caught.value.message

@@ -1,0 +1,139 @@
+"""How statements and accounts look: the exact `|` table, csv, json and help."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from kopilka.domain.model import Account, OperationKind
+from kopilka.domain.statement import Statement, StatementLine, build_statement
+from kopilka.shell.render import (
+    accounts_table,
+    help_command,
+    help_overview,
+    plain_table,
+    statement_csv,
+    statement_json,
+    statement_table,
+)
+from kopilka.shell.specs import COMMANDS
+
+SAMPLE_TABLE = """\
+| Date                | Description      | Withdrawals | Deposits | Balance |
+|---------------------|------------------|-------------|----------|---------|
+|                     | Previous balance |             |          |   $0.00 |
+| 2026-11-22 10:00:01 | ATM Deposit      |             |  $100.00 | $100.00 |
+| 2026-11-22 10:00:09 | ATM Withdrawal   |     $100.00 |          |   $0.00 |
+|                     | Totals           |     $100.00 |  $100.00 |   $0.00 |"""
+
+
+@pytest.fixture(autouse=True)
+def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def line(
+    entry_id: int, seconds: int, description: str, amount_cents: int, balance: int
+) -> StatementLine:
+    moment = datetime(2026, 11, 22, 10, 0, seconds, 123_456, tzinfo=UTC)
+    kind: OperationKind = "deposit" if amount_cents > 0 else "withdrawal"
+    return StatementLine(entry_id, moment, kind, description, amount_cents, balance, None)
+
+
+def sample() -> Statement:
+    return build_statement(
+        "John Jones",
+        datetime(2021, 1, 1, tzinfo=UTC),
+        datetime(2031, 1, 1, tzinfo=UTC),
+        0,
+        [line(1, 1, "ATM Deposit", 10_000, 10_000), line(2, 9, "ATM Withdrawal", -10_000, 0)],
+    )
+
+
+def test_the_sample_statement_table_exactly() -> None:
+    assert plain_table(statement_table(sample())) == SAMPLE_TABLE
+
+
+def test_dates_are_shown_in_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "EET-2")
+    time.tzset()
+    assert "| 2026-11-22 12:00:01 | ATM Deposit" in plain_table(statement_table(sample()))
+
+
+def test_an_empty_period_still_has_previous_balance_and_totals() -> None:
+    statement = build_statement("A", None, datetime(2031, 1, 1, tzinfo=UTC), 123_456, [])
+    assert plain_table(statement_table(statement)).splitlines()[2:] == [
+        "|      | Previous balance |             |          | $1,234.56 |",
+        "|      | Totals           |       $0.00 |    $0.00 | $1,234.56 |",
+    ]
+
+
+def test_transfers_name_the_other_side_and_columns_grow() -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    transfer = StatementLine(7, moment, "transfer", "rent", -123_456_789, -23_456_789, "Jane Doe")
+    statement = build_statement("John", None, moment, 100_000_000, [transfer])
+    rows = plain_table(statement_table(statement)).splitlines()
+    assert rows[3] == (
+        "| 2026-01-01 00:00:00 | Transfer to Jane Doe: rent | $1,234,567.89 |          "
+        "|  -$234,567.89 |"
+    )
+    assert len({len(row) for row in rows}) == 1
+
+
+def test_csv_has_plain_decimal_amounts() -> None:
+    rows = list(csv.reader(io.StringIO(statement_csv(sample()))))
+    assert rows[0] == ["date", "description", "withdrawals", "deposits", "balance"]
+    assert rows[1] == ["", "Previous balance", "", "", "0.00"]
+    assert rows[2] == ["2026-11-22T10:00:01.123456+00:00", "ATM Deposit", "", "100.00", "100.00"]
+    assert rows[3][2:] == ["100.00", "", "0.00"]
+    assert rows[4] == ["", "Totals", "100.00", "100.00", "0.00"]
+
+
+def test_json_has_the_api_shape_with_string_amounts() -> None:
+    document = json.loads(statement_json(sample()))
+    assert document["client"] == "John Jones"
+    assert document["opening_balance"] == "0.00"
+    assert [entry["amount"] for entry in document["lines"]] == ["100.00", "-100.00"]
+    assert document["lines"][0]["created_at"] == "2026-11-22T10:00:01.123456+00:00"
+    assert (document["withdrawals"], document["deposits"], document["closing_balance"]) == (
+        "100.00",
+        "100.00",
+        "0.00",
+    )
+
+
+def test_accounts_table_shows_floors_and_caps() -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    accounts = [
+        Account("main", "Jane Doe", 50_000, -10_000, None, moment),
+        Account("main", "Ёжик", 0, 0, 100_000, moment),
+    ]
+    assert plain_table(accounts_table(accounts)) == (
+        "| Client   | Balance | Floor    | Cap       |\n"
+        "|----------|---------|----------|-----------|\n"
+        "| Jane Doe | $500.00 | -$100.00 |      none |\n"
+        "| Ёжик     |   $0.00 |    $0.00 | $1,000.00 |"
+    )
+
+
+def test_help_lists_every_shell_command_with_an_example() -> None:
+    overview = help_overview()
+    for spec in COMMANDS:
+        assert (f"  {spec.name} " in overview) is spec.shell
+    assert 'deposit --client="John Jones" --amount=100' in overview
+
+
+def test_help_for_a_command_lists_its_options() -> None:
+    text = help_command(next(spec for spec in COMMANDS if spec.name == "transfer"))
+    assert "-f, --from NAME" in text
+    assert "transfer -f" in text

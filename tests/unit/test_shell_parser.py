@@ -1,0 +1,134 @@
+"""The shell's command grammar: quoting, option forms, aliases and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from kopilka.errors import InvalidInput
+from kopilka.shell.parser import parse_line, parse_words, split_line
+
+
+def values(line: str) -> dict[str, str]:
+    parsed = parse_line(line)
+    assert parsed is not None
+    return parsed.values
+
+
+def refusal(line: str) -> str:
+    with pytest.raises(InvalidInput) as caught:
+        parse_line(line)
+    assert "\n" not in caught.value.message
+    return caught.value.message
+
+
+def test_the_sample_deposit_line() -> None:
+    parsed = parse_line('deposit --client="John Jones" --amount=100 --description="ATM Deposit"')
+    assert parsed is not None
+    assert parsed.spec.name == "deposit"
+    assert parsed.values == {"client": "John Jones", "amount": "100", "description": "ATM Deposit"}
+
+
+def test_options_may_be_followed_by_their_value_as_the_next_word() -> None:
+    assert values("deposit --client 'Jane Doe' --amount 5 --description rent") == {
+        "client": "Jane Doe",
+        "amount": "5",
+        "description": "rent",
+    }
+
+
+def test_single_quotes_keep_double_quotes_and_escapes_work() -> None:
+    line = """deposit --client='Jo "JJ" Jones' --amount=1 --description="a \\"b\\" c" """
+    assert values(line)["client"] == 'Jo "JJ" Jones'
+    assert values(line)["description"] == 'a "b" c'
+
+
+def test_unicode_names() -> None:
+    assert values("balance --client='Ёжик Иванов'") == {"client": "Ёжик Иванов"}
+    assert values("balance --client=山田太郎") == {"client": "山田太郎"}
+
+
+def test_an_empty_value_is_a_value() -> None:
+    assert values('deposit --client=A --amount=1 --description=""')["description"] == ""
+
+
+def test_negative_numbers_are_values_not_options() -> None:
+    assert values("open_account --client A --min-balance -100")["min-balance"] == "-100"
+
+
+def test_the_ewallet_transfer_form_with_short_aliases_and_a_bare_amount() -> None:
+    assert values('transfer -f "John Jones" -t Jane 50.25 -d rent') == {
+        "from": "John Jones",
+        "to": "Jane",
+        "amount": "50.25",
+        "description": "rent",
+    }
+
+
+def test_blank_lines_and_comments_are_nothing_to_do() -> None:
+    assert parse_line("") is None
+    assert parse_line("   ") is None
+    assert parse_line("  # deposit --client=A") is None
+
+
+def test_statement_is_an_alias_of_show_bank_statement() -> None:
+    parsed = parse_line("statement --client=A")
+    assert parsed is not None
+    assert parsed.spec.name == "show_bank_statement"
+
+
+def test_unknown_command_suggests_the_closest() -> None:
+    assert refusal("depost --client=A") == "unknown command 'depost'; did you mean 'deposit'?"
+    assert refusal("withdrawl") == "unknown command 'withdrawl'; did you mean 'withdraw'?"
+
+
+def test_unknown_command_with_nothing_close_points_to_help() -> None:
+    assert refusal("xyzzy") == "unknown command 'xyzzy'; type 'help' to list the commands"
+
+
+def test_unknown_option_suggests_the_closest() -> None:
+    message = refusal("deposit --clent=A --amount=1 --description=x")
+    assert message == "deposit has no option --clent; did you mean --client?"
+
+
+def test_missing_required_options_are_named() -> None:
+    message = refusal("deposit --client=A")
+    assert message.startswith("deposit needs --amount, --description")
+
+
+def test_an_option_without_its_value() -> None:
+    assert refusal("balance --client") == "option --client needs a value (NAME)"
+    assert refusal("balance --client --amount=1").startswith("option --client needs a value")
+
+
+def test_a_repeated_option_is_refused() -> None:
+    assert refusal("balance --client=A --client=B") == "balance got --client twice"
+    assert refusal("transfer -f A -t B 5 --amount=6") == "transfer got --amount twice"
+
+
+def test_a_bare_word_where_none_is_taken() -> None:
+    assert refusal("balance A").startswith("balance takes no bare argument 'A'")
+
+
+def test_an_unclosed_quote_is_one_clear_line() -> None:
+    assert refusal('deposit --client="John').startswith("cannot read the line:")
+
+
+def test_help_option_turns_into_help_for_the_command() -> None:
+    parsed = parse_line("transfer --help")
+    assert parsed is not None
+    assert (parsed.spec.name, parsed.values) == ("help", {"command": "transfer"})
+
+
+def test_oneshot_words_skip_shlex_and_know_init_but_not_exit() -> None:
+    parsed = parse_words(["deposit", "--client=John Jones", "--amount", "1", "--description", ""])
+    assert parsed.values["client"] == "John Jones"
+    assert parse_words(["init"], oneshot=True).spec.name == "init"
+    with pytest.raises(InvalidInput):
+        parse_words(["exit"], oneshot=True)
+    with pytest.raises(InvalidInput):
+        parse_words(["init"])
+
+
+def test_an_absurdly_long_line_is_refused_before_splitting() -> None:
+    with pytest.raises(InvalidInput):
+        split_line("balance --client=" + "x" * 20_000)
