@@ -1,0 +1,287 @@
+"""The ASGI application: one Engine behind every endpoint, started in the lifespan.
+
+Money writes (deposits, withdrawals, transfers) take a lean path straight from
+the ASGI scope: no middleware, one header scan, one msgspec decode, one engine
+call, one encode. Everything else is routed in `handlers.py` with Starlette's
+request and response helpers. No request is logged: a log line per request
+would cost more than the request, and headers carry bearer tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+from starlette.types import Receive, Scope, Send
+
+from kopilka.api import handlers
+from kopilka.api.auth import (
+    TOKEN_CACHE_TTL_SECONDS,
+    Principal,
+    TokenCache,
+    check_ledger,
+    effective_role,
+    ensure_admin_token,
+)
+from kopilka.api.errors import ApiError, decode_error, error_body
+from kopilka.api.metrics import Metrics
+from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
+from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
+from kopilka.domain.model import Deposit, MoneyCommand, Operation, Transfer, Withdraw
+from kopilka.engine import Engine
+from kopilka.errors import Forbidden, InvalidInput, KopilkaError
+from kopilka.limits import Limits
+from kopilka.money import parse_amount
+from kopilka.settings import Settings
+from kopilka.store import open_store
+from kopilka.store.protocol import Store
+
+logger = logging.getLogger(__name__)
+
+MoneyKind = Literal["deposit", "withdrawal", "transfer"]
+_MONEY_PATHS: dict[str, MoneyKind] = {
+    "/v1/deposits": "deposit",
+    "/v1/withdrawals": "withdrawal",
+    "/v1/transfers": "transfer",
+}
+BODY_BYTES_MAX = 64 * 1024
+BATCH_BODY_BYTES_MAX = 8 * 1024 * 1024
+HEADERS_BYTES_MAX = 16 * 1024
+BODY_SECONDS_MAX = 10.0
+_JSON = (b"content-type", b"application/json")
+_REPLAYED = (b"idempotent-replayed", b"true")
+_LEDGER_NAME_LENGTH_MAX = 100
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
+
+_encoder = msgspec.json.Encoder()
+_transfer_decoder = msgspec.json.Decoder(TransferIn)
+_deposit_decoder = msgspec.json.Decoder(DepositIn)
+_withdrawal_decoder = msgspec.json.Decoder(WithdrawalIn)
+
+
+class RequestHeaders:
+    """The few headers kopilka reads, found in one pass over the ASGI header list."""
+
+    __slots__ = ("authorization", "content_length", "idempotency_key", "ledger")
+
+    def __init__(self, scope: Scope) -> None:
+        self.authorization: bytes | None = None
+        self.idempotency_key: bytes | None = None
+        self.ledger: bytes | None = None
+        self.content_length: int | None = None
+        size = 0
+        for name, value in scope["headers"]:
+            size += len(name) + len(value)
+            if name == b"authorization":
+                self.authorization = value
+            elif name == b"idempotency-key":
+                self.idempotency_key = value
+            elif name == b"kopilka-ledger":
+                self.ledger = value
+            elif name == b"content-length" and value.isdigit():
+                self.content_length = int(value)
+        if size > HEADERS_BYTES_MAX:
+            raise ApiError(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes")
+
+
+class KopilkaApp:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        limits: Limits | None = None,
+        token_ttl_seconds: float = TOKEN_CACHE_TTL_SECONDS,
+        sandbox_idle_seconds: float = SANDBOX_IDLE_SECONDS,
+        admin_token_path: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.admin_token_path = admin_token_path
+        self.admin_token_created = False
+        self.engine = Engine(store, limits)
+        self.tokens = TokenCache(store, token_ttl_seconds)
+        self.sandboxes = Sandboxes(store, sandbox_idle_seconds)
+        self.metrics = Metrics(self.engine)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if scope["method"] == "POST":
+                kind = _MONEY_PATHS.get(scope["path"])
+                if kind is not None:
+                    await self._money(scope, receive, send, kind)
+                    return
+            await handlers.dispatch(self, scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.engine.start()
+                    if self.admin_token_path is not None:
+                        self.admin_token_created = await ensure_admin_token(
+                            self.store, self.admin_token_path
+                        )
+                    self.sandboxes.start()
+                except Exception as error:
+                    await send({"type": "lifespan.startup.failed", "message": str(error)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # uvicorn has stopped accepting and let requests in flight finish;
+                # the engine now answers whatever is still queued, then closes the store.
+                await self.sandboxes.close()
+                await self.engine.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def authorize(self, headers: RequestHeaders) -> tuple[Principal, str]:
+        """The caller and the ledger it works in (Kopilka-Ledger, else its own)."""
+        principal = await self.tokens.authenticate(headers.authorization)
+        if headers.ledger is None:
+            ledger = principal.ledger
+        else:
+            ledger = headers.ledger.decode("latin-1").strip()
+            if not ledger or len(ledger) > _LEDGER_NAME_LENGTH_MAX or not ledger.isprintable():
+                raise InvalidInput("invalid_ledger", "Kopilka-Ledger must be 1 to 100 characters")
+        check_ledger(principal, ledger)
+        self.sandboxes.touch(ledger)
+        return principal, ledger
+
+    async def _money(self, scope: Scope, receive: Receive, send: Send, kind: MoneyKind) -> None:
+        started = time.perf_counter()
+        headers: list[tuple[bytes, bytes]] = [_JSON]
+        try:
+            request_headers = RequestHeaders(scope)
+            principal, ledger = await self.authorize(request_headers)
+            body = await read_body(receive, request_headers.content_length, BODY_BYTES_MAX)
+            key = request_headers.idempotency_key
+            command = money_command(
+                kind,
+                body,
+                uuid.uuid4().hex if key is None else key.decode("latin-1"),
+                ledger,
+                principal,
+            )
+            outcome = await self.engine.execute(command)
+            if isinstance(outcome, KopilkaError):
+                raise outcome
+            assert isinstance(outcome, Operation)
+            status, payload, result = 201, _encoder.encode(operation_out(outcome)), "ok"
+            if outcome.replayed:
+                headers.append(_REPLAYED)
+        except KopilkaError as error:
+            status, payload, result = error.http_status, error_body(error), error.code
+            if status == 413:
+                headers.append((b"connection", b"close"))
+        headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+        self.metrics.operation(kind, result)
+        self.metrics.latency(kind, time.perf_counter() - started)
+
+
+def money_command(
+    kind: MoneyKind, body: bytes, key: str, ledger: str, principal: Principal
+) -> MoneyCommand:
+    """Decode a body into a command, and check this caller may make it."""
+    role = effective_role(principal, ledger)
+    try:
+        if kind == "transfer":
+            transfer = _transfer_decoder.decode(body)
+            if role == "client" and transfer.from_client != principal.client:
+                raise Forbidden("forbidden", "a client token may only move its own money")
+            amount = parse_amount(transfer.amount)
+            return Transfer(
+                transfer.from_client, transfer.to_client, amount, transfer.description, key, ledger
+            )
+        if kind == "withdrawal":
+            withdrawal = _withdrawal_decoder.decode(body)
+            if role == "client" and withdrawal.client != principal.client:
+                raise Forbidden("forbidden", "a client token may only move its own money")
+            amount = parse_amount(withdrawal.amount)
+            return Withdraw(withdrawal.client, amount, withdrawal.description, key, ledger)
+        deposit = _deposit_decoder.decode(body)
+    except msgspec.DecodeError as error:
+        raise decode_error(error) from None
+    if role == "client":
+        raise Forbidden("forbidden", "deposits are made by a teller or an admin")
+    amount = parse_amount(deposit.amount)
+    return Deposit(deposit.client, amount, deposit.description, key, ledger, deposit.open_account)
+
+
+async def read_body(receive: Receive, content_length: int | None, bytes_max: int) -> bytes:
+    """The whole body, refused past `bytes_max` (413) or when it trickles in too slowly (408)."""
+    if content_length is not None and content_length > bytes_max:
+        raise ApiError(413, "body_too_large", f"the request body is over {bytes_max} bytes")
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "disconnected", "the client went away")
+        return body
+    # A body in several pieces: bound the wait, so a slow client cannot hold a slot.
+    chunks = [body]
+    size = len(body)
+    try:
+        async with asyncio.timeout(BODY_SECONDS_MAX):
+            while message.get("more_body", False):
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ApiError(400, "disconnected", "the client went away")
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > bytes_max:
+                    raise ApiError(
+                        413, "body_too_large", f"the request body is over {bytes_max} bytes"
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", "the request body arrived too slowly") from None
+    return b"".join(chunks)
+
+
+def create_app(
+    source: Settings | Store | str,
+    *,
+    limits: Limits | None = None,
+    token_ttl_seconds: float = TOKEN_CACHE_TTL_SECONDS,
+    sandbox_idle_seconds: float | None = None,
+    admin_token_path: Path | None = None,
+) -> KopilkaApp:
+    """The app over settings (their db), a store URL, or a store object."""
+    if isinstance(source, Settings):
+        store = open_store(source.db)
+    elif isinstance(source, str):
+        store = open_store(source)
+    else:
+        store = source
+    if sandbox_idle_seconds is None:
+        sandbox_idle_seconds = float(
+            os.environ.get("KOPILKA_SANDBOX_IDLE_SECONDS", SANDBOX_IDLE_SECONDS)
+        )
+    return KopilkaApp(
+        store,
+        limits=limits,
+        token_ttl_seconds=token_ttl_seconds,
+        sandbox_idle_seconds=sandbox_idle_seconds,
+        admin_token_path=admin_token_path,
+    )
+
+
+def create_app_from_environment() -> KopilkaApp:
+    """The factory uvicorn calls in each worker process (`--workers N`)."""
+    from kopilka.settings import load_settings
+
+    settings = load_settings({"db": os.environ.get("KOPILKA_DB")})
+    return create_app(settings, admin_token_path=settings.home / ADMIN_TOKEN_FILE)
+
+
+__all__ = ["KopilkaApp", "create_app", "create_app_from_environment"]

@@ -1,0 +1,213 @@
+"""Bearer tokens: who is calling, and what that role may do.
+
+The hot path must not read the store per request, so verified token records
+are kept in a small in-process cache for a short TTL (1 s by default). A
+secret is hashed once, when first seen; later requests compare the presented
+secret with the verified one in constant time. Revoking through this process
+drops the entry at once; other processes (workers, the `kopilka token` CLI)
+reach this one within the TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kopilka.domain.rules import validate_client
+from kopilka.errors import Forbidden, InvalidInput, Unauthorized
+from kopilka.store.protocol import Store
+from kopilka.tokens import (
+    ROLES,
+    Role,
+    TokenRecord,
+    hash_secret,
+    new_secret,
+    secret_matches,
+    token_id_of,
+)
+
+TOKEN_CACHE_TTL_SECONDS = 1.0
+TOKEN_CACHE_ENTRIES_MAX = 10_000
+SANDBOX_PREFIX = "sandbox-"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    token_id: str
+    role: Role
+    client: str | None  # the one account of a client token
+    ledger: str  # the ledger a request without Kopilka-Ledger uses
+
+
+@dataclass(slots=True)
+class _Entry:
+    record: TokenRecord | None  # None: no such token (cached too, so junk cannot flood the store)
+    principal: Principal | None
+    verified_secret: bytes | None  # the secret that matched the stored hash
+    expires_at: float
+
+
+class TokenCache:
+    def __init__(
+        self,
+        store: Store,
+        ttl_seconds: float = TOKEN_CACHE_TTL_SECONDS,
+        entries_max: int = TOKEN_CACHE_ENTRIES_MAX,
+    ) -> None:
+        assert 0 <= ttl_seconds <= 60
+        assert entries_max >= 1
+        self._store = store
+        self._ttl_seconds = ttl_seconds
+        self._entries_max = entries_max
+        self._entries: dict[str, _Entry] = {}
+        self._loading: dict[str, asyncio.Future[_Entry]] = {}
+
+    async def authenticate(self, authorization: bytes | None) -> Principal:
+        if authorization is None:
+            raise Unauthorized("unauthorized", "missing Authorization: Bearer token")
+        scheme, _, secret_bytes = authorization.partition(b" ")
+        if scheme.lower() != b"bearer" or not secret_bytes:
+            raise Unauthorized("unauthorized", "the Authorization header must be 'Bearer TOKEN'")
+        secret = secret_bytes.strip().decode("latin-1")
+        token_id = token_id_of(secret)
+        if token_id is None:
+            raise Unauthorized("unauthorized", "invalid token")
+        entry = self._entries.get(token_id)
+        if entry is None or entry.expires_at < time.monotonic():
+            entry = await self._load(token_id)
+        return self._verify(entry, secret)
+
+    def _verify(self, entry: _Entry, secret: str) -> Principal:
+        record, principal = entry.record, entry.principal
+        if record is None or principal is None:
+            raise Unauthorized("unauthorized", "invalid token")
+        presented = secret.encode("latin-1")
+        if entry.verified_secret is not None:
+            matches = hmac.compare_digest(presented, entry.verified_secret)
+        else:
+            matches = secret_matches(secret, record)
+            if matches:
+                entry.verified_secret = presented
+        if not matches:
+            raise Unauthorized("unauthorized", "invalid token")
+        if record.revoked:
+            raise Unauthorized("unauthorized", "this token has been revoked")
+        return principal
+
+    async def _load(self, token_id: str) -> _Entry:
+        """One store read per token per TTL, shared by the requests that wait for it."""
+        pending = self._loading.get(token_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
+        self._loading[token_id] = future
+        try:
+            record = await self._store.get_token(token_id)
+            entry = _Entry(record, _principal(record), None, time.monotonic() + self._ttl_seconds)
+            old = self._entries.get(token_id)
+            if old is not None and old.record == record:
+                entry.verified_secret = old.verified_secret  # unchanged record: keep the proof
+            if len(self._entries) >= self._entries_max:
+                self._entries.clear()  # crude but bounded; a refill costs one read per token
+            self._entries[token_id] = entry
+            future.set_result(entry)
+            return entry
+        except BaseException as error:
+            future.set_exception(error)
+            future.exception()  # mark retrieved: the waiters, if any, see it themselves
+            raise
+        finally:
+            del self._loading[token_id]
+
+    def forget(self, token_id: str) -> None:
+        """Revoked here: take effect in this process at once."""
+        self._entries.pop(token_id, None)
+
+
+def _principal(record: TokenRecord | None) -> Principal | None:
+    if record is None:
+        return None
+    return Principal(record.id, record.role, record.client, record.ledger)
+
+
+def effective_role(principal: Principal, ledger: str) -> Role:
+    """A sandbox is a private play ledger: its owner may do anything in it."""
+    if is_sandbox_of(principal, ledger):
+        return "admin"
+    return principal.role
+
+
+def is_sandbox_of(principal: Principal, ledger: str) -> bool:
+    return ledger.startswith(f"{SANDBOX_PREFIX}{principal.token_id}-")
+
+
+def check_ledger(principal: Principal, ledger: str) -> None:
+    """Admins reach every ledger; others their own and their own sandboxes."""
+    if principal.role == "admin" or ledger == principal.ledger:
+        return
+    if is_sandbox_of(principal, ledger):
+        return
+    raise Forbidden("forbidden", f"this token may not use ledger {ledger!r}")
+
+
+def require_role(principal: Principal, ledger: str, *roles: Role) -> None:
+    if effective_role(principal, ledger) not in roles:
+        raise Forbidden("forbidden", f"a {principal.role} token may not do this")
+
+
+def check_client(principal: Principal, ledger: str, client: str) -> None:
+    """A client token sees and moves only its own account."""
+    if effective_role(principal, ledger) == "client" and client != principal.client:
+        raise Forbidden("forbidden", "a client token may only use its own account")
+
+
+def new_token_record(
+    role: str, client: str | None, ledger: str = "main"
+) -> tuple[TokenRecord, str]:
+    """A fresh record and its secret (shown once, stored only as a hash)."""
+    if role not in ROLES:
+        raise InvalidInput("invalid_role", f"role must be one of {', '.join(ROLES)}")
+    if role == "client":
+        if client is None:
+            raise InvalidInput("invalid_client", "a client token needs --client NAME")
+        validate_client(client)
+    elif client is not None:
+        raise InvalidInput("invalid_client", f"a {role} token is not bound to a client")
+    token_id, secret = new_secret()
+    record = TokenRecord(
+        id=token_id,
+        token_hash=hash_secret(secret),
+        role=role,  # checked against ROLES above
+        client=client,
+        ledger=ledger,
+        created_at=datetime.now(UTC),
+    )
+    return record, secret
+
+
+async def ensure_admin_token(store: Store, path: Path) -> bool:
+    """Keep a working admin token in `path` (mode 0600); True when a new one was made.
+
+    The file's token is kept while the store still honours it, so restarting
+    the server does not invalidate a shell that already read it.
+    """
+    if path.is_file():
+        secret = path.read_text().strip()
+        token_id = token_id_of(secret)
+        record = None if token_id is None else await store.get_token(token_id)
+        if record is not None and not record.revoked and secret_matches(secret, record):
+            return False
+    record, secret = new_token_record("admin", None)
+    await store.put_token(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{record.id}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secret + "\n")
+    os.replace(temporary, path)  # atomic: a reader sees the old token or the new one
+    return True

@@ -1,0 +1,51 @@
+"""KopilkaError -> {"error": {"code", "message"}} with the error's own HTTP status.
+
+Bad input of any kind is a KopilkaError before it reaches the engine, so a
+request can only earn a 500 through a bug, never through what it sent.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from kopilka.api.schemas import ErrorDetail, ErrorOut
+from kopilka.errors import InvalidInput, KopilkaError
+
+_encoder = msgspec.json.Encoder()
+
+
+class ApiError(KopilkaError):
+    """An HTTP-level refusal with an explicit status (400, 404, 405, 408, 413, 431)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.http_status = status
+
+
+def error_detail(error: KopilkaError) -> ErrorDetail:
+    return ErrorDetail(code=error.code, message=error.message)
+
+
+def error_body(error: KopilkaError) -> bytes:
+    return _encoder.encode(ErrorOut(error=error_detail(error)))
+
+
+def decode_error(error: msgspec.DecodeError) -> KopilkaError:
+    """Malformed JSON is 400; well-formed JSON of the wrong shape is 422."""
+    if isinstance(error, msgspec.ValidationError):
+        text = str(error)
+        if text.startswith("Expected `str`") and ("amount" in text or "balance" in text):
+            return InvalidInput(
+                "invalid_amount",
+                f'amounts are JSON strings like "100.50", never numbers ({text})',
+            )
+        return InvalidInput("invalid_request", f"invalid request body: {error}")
+    return ApiError(400, "malformed_json", f"the request body is not valid JSON: {error}")
+
+
+def not_found_route(path: str) -> ApiError:
+    return ApiError(404, "not_found", f"no such endpoint: {path[:200]}")
+
+
+def method_not_allowed(method: str, path: str) -> ApiError:
+    return ApiError(405, "method_not_allowed", f"{method} is not allowed on {path[:200]}")

@@ -1,0 +1,433 @@
+"""Every endpoint but the three money writes: accounts, statements, batch, tokens, sandboxes.
+
+Routing reads the raw path and unquotes each segment on its own, so a client
+name may hold any character, "/" included (sent as %2F).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
+
+import msgspec
+from starlette.datastructures import QueryParams
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from kopilka.api import openapi
+
+# Not kopilka.periods: the shell reads a time without an offset in the user's zone; a
+# server has no "user's zone", so here such a time is UTC. The formats are the same.
+from kopilka.api._periods import parse_period
+from kopilka.api.auth import Principal, check_client, new_token_record, require_role
+from kopilka.api.errors import (
+    ApiError,
+    decode_error,
+    error_body,
+    error_detail,
+    method_not_allowed,
+    not_found_route,
+)
+from kopilka.api.metrics import CONTENT_TYPE
+from kopilka.api.schemas import (
+    AccountPage,
+    BatchDeposit,
+    BatchIn,
+    BatchItem,
+    BatchOut,
+    BatchResult,
+    BatchTransfer,
+    HealthOut,
+    OpenAccountIn,
+    SandboxOut,
+    SetLimitsIn,
+    TokenIn,
+    TokenOut,
+    account_out,
+    operation_out,
+    statement_line_out,
+)
+from kopilka.domain.model import Account, Command, OpenAccount, Operation, SetLimits
+from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound
+from kopilka.money import format_plain, parse_limit
+from kopilka.tokens import TokenRecord
+
+if TYPE_CHECKING:
+    from kopilka.api.app import KopilkaApp, MoneyKind, RequestHeaders
+
+logger = logging.getLogger(__name__)
+_encoder = msgspec.json.Encoder()
+ACCOUNTS_PAGE_MAX = 1_000
+STATEMENT_CHUNK_LINES = 500
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(_encoder.encode(value), status_code=status, media_type="application/json")
+
+
+def error_response(error: KopilkaError) -> Response:
+    headers = {"connection": "close"} if error.http_status == 413 else None
+    return Response(
+        error_body(error),
+        status_code=error.http_status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def path_segments(scope: Scope) -> list[str]:
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    try:
+        return [unquote_to_bytes(part).decode() for part in raw.split(b"/")[1:]]
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_path", "the path is not valid UTF-8") from None
+
+
+async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) -> None:
+    started = time.perf_counter()
+    try:
+        response = await _route(app, scope, receive)
+    except KopilkaError as error:
+        response = error_response(error)
+    except Exception:  # a bug: answer 500 without echoing anything of the request
+        logger.exception("unexpected error on %s", scope["path"][:200])
+        response = json_response(
+            {"error": {"code": "internal_error", "message": "internal error"}}, 500
+        )
+    await response(scope, receive, send)
+    app.metrics.latency("other", time.perf_counter() - started)
+
+
+async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
+    from kopilka.api.app import RequestHeaders
+
+    method: str = scope["method"]
+    segments = path_segments(scope)
+    public = _public(app, method, segments)
+    if public is not None:
+        return public
+    if not segments or segments[0] != "v1" or len(segments) < 2:
+        raise not_found_route(scope["path"])
+    headers = RequestHeaders(scope)
+    call = Call(app, scope, receive, headers)
+    match segments[1:]:
+        case ["accounts"]:
+            return await call.on(method, GET=call.list_accounts, POST=call.open_account)
+        case ["accounts", client]:
+            return await call.on(
+                method, GET=lambda: call.account(client), PATCH=lambda: call.set_limits(client)
+            )
+        case ["accounts", client, "statement"]:
+            return await call.on(method, GET=lambda: call.statement(client))
+        case ["batch"]:
+            return await call.on(method, POST=call.batch)
+        case ["sandboxes"]:
+            return await call.on(method, POST=call.create_sandbox)
+        case ["sandboxes", ledger]:
+            return await call.on(method, DELETE=lambda: call.drop_sandbox(ledger))
+        case ["tokens"]:
+            return await call.on(method, GET=call.list_tokens, POST=call.create_token)
+        case ["tokens", token_id]:
+            return await call.on(method, DELETE=lambda: call.revoke_token(token_id))
+        case ["deposits"] | ["withdrawals"] | ["transfers"]:
+            raise method_not_allowed(method, scope["path"])
+    raise not_found_route(scope["path"])
+
+
+def _public(app: KopilkaApp, method: str, segments: list[str]) -> Response | None:
+    """Endpoints without a token: health, metrics, the API description."""
+    if method != "GET":
+        return None
+    if segments == ["v1", "health"]:
+        return json_response(HealthOut(status="ok", engine=app.engine.state.value))
+    if segments == ["metrics"]:
+        return Response(app.metrics.render(), media_type=CONTENT_TYPE)
+    if segments == ["openapi.json"]:
+        return Response(openapi.document_bytes(), media_type="application/json")
+    if segments == ["docs"]:
+        return HTMLResponse(openapi.docs_html())
+    return None
+
+
+class Call:
+    """One authenticated request to a non-hot endpoint."""
+
+    def __init__(
+        self, app: KopilkaApp, scope: Scope, receive: Receive, headers: RequestHeaders
+    ) -> None:
+        self.app = app
+        self.scope = scope
+        self.receive = receive
+        self.headers = headers
+        self.principal: Principal
+        self.ledger: str
+
+    async def on(self, method: str, **handlers: Any) -> Response:
+        handler = handlers.get(method)
+        if handler is None:
+            raise method_not_allowed(method, self.scope["path"])
+        self.principal, self.ledger = await self.app.authorize(self.headers)
+        response: Response = await handler()
+        return response
+
+    async def body(self, bytes_max: int | None = None) -> bytes:
+        from kopilka.api.app import BODY_BYTES_MAX, read_body
+
+        return await read_body(
+            self.receive, self.headers.content_length, bytes_max or BODY_BYTES_MAX
+        )
+
+    async def decode(self, kind: type[Any], bytes_max: int | None = None) -> Any:
+        body = await self.body(bytes_max)
+        try:
+            return msgspec.json.decode(body, type=kind)
+        except msgspec.DecodeError as error:
+            raise decode_error(error) from None
+
+    def query(self) -> QueryParams:
+        return QueryParams(self.scope["query_string"])
+
+    async def outcome(self, command: Command) -> Account:
+        outcome = await self.app.engine.execute(command)
+        if isinstance(outcome, KopilkaError):
+            raise outcome
+        assert isinstance(outcome, Account)
+        return outcome
+
+    # -- accounts -------------------------------------------------------------
+
+    async def open_account(self) -> Response:
+        require_role(self.principal, self.ledger, "admin", "teller")
+        request: OpenAccountIn = await self.decode(OpenAccountIn)
+        floor = parse_limit(request.min_balance)
+        cap = None if request.max_balance is None else parse_limit(request.max_balance)
+        account = await self.outcome(OpenAccount(request.client, floor, cap, self.ledger))
+        return json_response(account_out(account), 201)
+
+    async def set_limits(self, client: str) -> Response:
+        require_role(self.principal, self.ledger, "admin")
+        request: SetLimitsIn = await self.decode(SetLimitsIn)
+        floor = None if request.min_balance is None else parse_limit(request.min_balance)
+        clear_max = request.max_balance is None
+        cap = None
+        if isinstance(request.max_balance, str):
+            cap = parse_limit(request.max_balance)
+        account = await self.outcome(SetLimits(client, floor, cap, clear_max, self.ledger))
+        return json_response(account_out(account))
+
+    async def account(self, client: str) -> Response:
+        check_client(self.principal, self.ledger, client)
+        account = await self.app.engine.get_account(self.ledger, client)
+        return json_response(account_out(account))
+
+    async def list_accounts(self) -> Response:
+        require_role(self.principal, self.ledger, "admin", "teller")
+        query = self.query()
+        try:
+            limit = int(query.get("limit", "100"))
+        except ValueError:
+            raise InvalidInput("invalid_limit", "limit must be a whole number") from None
+        if not 1 <= limit <= ACCOUNTS_PAGE_MAX:
+            raise InvalidInput("invalid_limit", f"limit must be 1 to {ACCOUNTS_PAGE_MAX}")
+        accounts = await self.app.engine.list_accounts(
+            self.ledger, after_client=query.get("after"), limit=limit
+        )
+        next_after = accounts[-1].client if len(accounts) == limit else None
+        return json_response(AccountPage([account_out(a) for a in accounts], next_after))
+
+    async def statement(self, client: str) -> Response:
+        check_client(self.principal, self.ledger, client)
+        query = self.query()
+        form = query.get("format", "json")
+        if form not in ("json", "csv"):
+            raise InvalidInput("invalid_format", "format must be json or csv")
+        since, till = parse_period(query.get("since"), query.get("till"))
+        engine = self.app.engine
+        account, opening = await engine.statement_header(self.ledger, client, since, till)
+        if form == "csv":
+            return StreamingResponse(
+                _csv_statement(self.app, account, since, till), media_type="text/csv"
+            )
+        return StreamingResponse(
+            _json_statement(self.app, account, opening, since, till),
+            media_type="application/json",
+        )
+
+    # -- batch ----------------------------------------------------------------
+
+    async def batch(self) -> Response:
+        from kopilka.api.app import BATCH_BODY_BYTES_MAX
+
+        request: BatchIn = await self.decode(BatchIn, BATCH_BODY_BYTES_MAX)
+        base_key = self.headers.idempotency_key
+        prefix = uuid.uuid4().hex if base_key is None else base_key.decode("latin-1")
+        results: list[BatchResult | None] = [None] * len(request.operations)
+        commands: list[Command] = []
+        positions: list[int] = []
+        for index, item in enumerate(request.operations):
+            try:
+                commands.append(self._batch_command(item, f"{prefix}:{index}"))
+                positions.append(index)
+            except KopilkaError as error:
+                results[index] = BatchResult(error.http_status, error=error_detail(error))
+        outcomes = await self.app.engine.submit_many(commands)
+        metrics = self.app.metrics
+        for index, outcome in zip(positions, outcomes, strict=True):
+            kind = _item_kind(request.operations[index])
+            if isinstance(outcome, KopilkaError):
+                results[index] = BatchResult(outcome.http_status, error=error_detail(outcome))
+                metrics.operation(kind, outcome.code)
+            else:
+                assert isinstance(outcome, Operation)
+                results[index] = BatchResult(201, operation=operation_out(outcome))
+                metrics.operation(kind, "ok")
+        return json_response(BatchOut([r for r in results if r is not None]))
+
+    def _batch_command(self, item: BatchItem, default_key: str) -> Command:
+        from kopilka.api.app import money_command
+
+        key = item.idempotency_key or default_key
+        # Each item goes through the very checks of its single-operation endpoint.
+        fields = msgspec.structs.asdict(item)
+        del fields["idempotency_key"]
+        if isinstance(item, BatchTransfer):
+            fields["from"] = fields.pop("from_client")
+            fields["to"] = fields.pop("to_client")
+        body = _encoder.encode(fields)
+        return money_command(_item_kind(item), body, key, self.ledger, self.principal)
+
+    # -- sandboxes ------------------------------------------------------------
+
+    async def create_sandbox(self) -> Response:
+        ledger = self.app.sandboxes.create(self.principal)
+        idle = int(self.app.sandboxes.idle_seconds)
+        return json_response(SandboxOut(ledger, idle), 201)
+
+    async def drop_sandbox(self, ledger: str) -> Response:
+        from kopilka.api.auth import check_ledger
+
+        if not ledger.startswith("sandbox-"):
+            raise Forbidden("forbidden", f"{ledger!r} is not a sandbox ledger")
+        check_ledger(self.principal, ledger)
+        await self.app.sandboxes.drop(ledger)
+        return Response(status_code=204)
+
+    # -- tokens ---------------------------------------------------------------
+
+    async def create_token(self) -> Response:
+        self._require_admin()
+        request: TokenIn = await self.decode(TokenIn)
+        record, secret = new_token_record(request.role, request.client, request.ledger)
+        await self.app.store.put_token(record)
+        out = token_out(record)
+        out.secret = secret
+        return json_response(out, 201)
+
+    async def list_tokens(self) -> Response:
+        self._require_admin()
+        return json_response([token_out(r) for r in await self.app.store.list_tokens()])
+
+    async def revoke_token(self, token_id: str) -> Response:
+        self._require_admin()
+        revoked = await self.app.store.revoke_token(token_id)
+        self.app.tokens.forget(token_id)  # this process stops honouring it right now
+        if not revoked and await self.app.store.get_token(token_id) is None:
+            raise NotFound("token_not_found", f"no token {token_id!r}")
+        return Response(status_code=204)
+
+    def _require_admin(self) -> None:
+        if self.principal.role != "admin":
+            raise Forbidden("forbidden", "only an admin token may manage tokens")
+
+
+def token_out(record: TokenRecord) -> TokenOut:
+    return TokenOut(
+        id=record.id,
+        role=record.role,
+        ledger=record.ledger,
+        created_at=record.created_at.isoformat(),
+        client=record.client,
+        revoked=record.revoked,
+    )
+
+
+def _item_kind(item: BatchItem) -> MoneyKind:
+    if isinstance(item, BatchTransfer):
+        return "transfer"
+    return "deposit" if isinstance(item, BatchDeposit) else "withdrawal"
+
+
+async def _json_statement(
+    app: KopilkaApp, account: Account, opening: int, since: datetime | None, till: datetime
+) -> AsyncIterator[bytes]:
+    head = _encoder.encode(
+        {
+            "client": account.client,
+            "since": None if since is None else since.isoformat(),
+            "till": till.isoformat(),
+            "opening_balance": format_plain(opening),
+        }
+    )
+    yield head[:-1] + b',"lines":['
+    withdrawals = deposits = 0
+    closing = opening
+    chunk: list[bytes] = []
+    first = True
+    async for line in app.engine.statement_lines(account.id, since, till):
+        if line.amount_cents < 0:
+            withdrawals -= line.amount_cents
+        else:
+            deposits += line.amount_cents
+        closing = line.balance_after_cents
+        encoded = _encoder.encode(statement_line_out(line))
+        chunk.append(encoded if first else b"," + encoded)
+        first = False
+        if len(chunk) >= STATEMENT_CHUNK_LINES:
+            yield b"".join(chunk)
+            chunk.clear()
+    tail = {
+        "withdrawals": format_plain(withdrawals),
+        "deposits": format_plain(deposits),
+        "closing_balance": format_plain(closing),
+    }
+    yield b"".join(chunk) + b"]," + _encoder.encode(tail)[1:]
+
+
+async def _csv_statement(
+    app: KopilkaApp, account: Account, since: datetime | None, till: datetime
+) -> AsyncIterator[bytes]:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(
+        ["id", "created_at", "kind", "description", "amount", "balance_after", "counterparty"]
+    )
+    count = 0
+    async for line in app.engine.statement_lines(account.id, since, till):
+        writer.writerow(
+            [
+                line.entry_id,
+                line.created_at.isoformat(),
+                line.kind,
+                line.description,
+                format_plain(line.amount_cents),
+                format_plain(line.balance_after_cents),
+                line.counterparty or "",
+            ]
+        )
+        count += 1
+        if count % STATEMENT_CHUNK_LINES == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+__all__ = ["dispatch", "error_response", "json_response"]

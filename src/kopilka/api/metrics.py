@@ -1,0 +1,123 @@
+"""Prometheus metrics: operations by kind and result, latency, and batch sizes.
+
+Everything is plain counting on the hot path (the event loop is one thread, so
+no locks), turned into Prometheus families only when /metrics is scraped.
+Batch sizes come from the engine's own counters.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from kopilka.engine import Engine
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_LATENCY_BUCKETS_SECONDS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+_BATCH_BUCKETS_MAX = 1 << 17
+
+
+class _EngineCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._engine.stats
+        buckets: list[tuple[str, float]] = []
+        cumulative = 0
+        bound = 1
+        while bound <= _BATCH_BUCKETS_MAX:
+            cumulative += stats.size_histogram.get(bound, 0)
+            buckets.append((str(bound), cumulative))
+            bound <<= 1
+        buckets.append(("+Inf", stats.batches))
+        yield HistogramMetricFamily(
+            "kopilka_batch_size",
+            "Operations per database transaction (group commit at work)",
+            buckets=buckets,
+            sum_value=stats.operations,
+        )
+        yield GaugeMetricFamily(
+            "kopilka_engine_batches", "Batches committed since start", value=stats.batches
+        )
+
+
+class _Latency:
+    """A histogram as plain counts: one bisect and two additions per request, no lock
+    (the event loop is one thread), summed into Prometheus form only when scraped."""
+
+    __slots__ = ("counts", "total_seconds")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_LATENCY_BUCKETS_SECONDS) + 1)
+        self.total_seconds = 0.0
+
+
+class Metrics(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self._operations: dict[tuple[str, str], int] = {}
+        self._latency: dict[str, _Latency] = {}
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(self)
+        self.registry.register(_EngineCollector(engine))
+
+    def operation(self, kind: str, result: str, count: int = 1) -> None:
+        key = (kind, result)
+        self._operations[key] = self._operations.get(key, 0) + count
+
+    def latency(self, kind: str, seconds: float) -> None:
+        latency = self._latency.get(kind)
+        if latency is None:
+            latency = self._latency[kind] = _Latency()
+        latency.counts[bisect.bisect_left(_LATENCY_BUCKETS_SECONDS, seconds)] += 1
+        latency.total_seconds += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        operations = CounterMetricFamily(
+            "kopilka_operations",
+            "Money operations by kind and result (ok or an error code)",
+            labels=["kind", "result"],
+        )
+        for (kind, result), count in sorted(self._operations.items()):
+            operations.add_metric([kind, result], count)
+        yield operations
+        latency = HistogramMetricFamily(
+            "kopilka_request_seconds",
+            "Time from request to answer, by endpoint kind",
+            labels=["kind"],
+        )
+        for kind, histogram in sorted(self._latency.items()):
+            buckets: list[tuple[str, float]] = []
+            cumulative = 0
+            for bound, count in zip(_LATENCY_BUCKETS_SECONDS, histogram.counts, strict=False):
+                cumulative += count
+                buckets.append((str(bound), cumulative))
+            buckets.append(("+Inf", sum(histogram.counts)))
+            latency.add_metric([kind], buckets, histogram.total_seconds)
+        yield latency
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,223 @@
+"""Request and response bodies as msgspec Structs: one decode, one encode, no dicts.
+
+Amounts travel as JSON strings ("100.50"): a JSON number is refused, because a
+binary float cannot carry cents exactly. Unknown fields are refused too, so a
+typo ("ammount") is an error and not a silently ignored field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+from kopilka.domain.model import Account, Operation
+from kopilka.domain.statement import StatementLine
+from kopilka.money import format_plain
+
+Amount = Annotated[str, msgspec.Meta(description='Exact decimal text, e.g. "100.50"')]
+Client = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Description = Annotated[str, msgspec.Meta(max_length=500)]
+
+
+class _In(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class OpenAccountIn(_In):
+    client: Client
+    min_balance: Amount = "0.00"
+    max_balance: Amount | None = None
+
+
+class SetLimitsIn(_In):
+    """Change the floor and/or the cap; an explicit null cap removes it."""
+
+    min_balance: Amount | None = None
+    max_balance: Amount | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class DepositIn(_In):
+    client: Client
+    amount: Amount
+    description: Description = ""
+    # False: a deposit to an unknown client is refused (404). True: it opens the account.
+    open_account: bool = False
+
+
+class WithdrawalIn(_In):
+    client: Client
+    amount: Amount
+    description: Description = ""
+
+
+class TransferIn(_In):
+    from_client: Client = msgspec.field(name="from")
+    to_client: Client = msgspec.field(name="to")
+    amount: Amount
+    description: Description = ""
+
+
+class BatchDeposit(DepositIn, tag="deposit", tag_field="type"):
+    idempotency_key: str | None = None
+
+
+class BatchWithdrawal(WithdrawalIn, tag="withdrawal", tag_field="type"):
+    idempotency_key: str | None = None
+
+
+class BatchTransfer(TransferIn, tag="transfer", tag_field="type"):
+    idempotency_key: str | None = None
+
+
+BatchItem = BatchDeposit | BatchWithdrawal | BatchTransfer
+
+
+class BatchIn(_In):
+    operations: Annotated[list[BatchItem], msgspec.Meta(max_length=10_000)]
+
+
+class SandboxOut(msgspec.Struct):
+    ledger: str
+    idle_timeout_seconds: int
+
+
+class TokenIn(_In):
+    role: Literal["admin", "teller", "client"]
+    client: Client | None = None
+    ledger: str = "main"
+
+
+class TokenOut(msgspec.Struct, omit_defaults=True):
+    id: str
+    role: str
+    ledger: str
+    created_at: str
+    client: str | None = None
+    revoked: bool = False
+    secret: str | None = None  # only in the answer that creates the token
+
+
+class AccountOut(msgspec.Struct):
+    client: str
+    balance: str
+    min_balance: str
+    max_balance: str | None
+    created_at: str
+
+
+class AccountPage(msgspec.Struct):
+    accounts: list[AccountOut]
+    next_after: str | None  # pass as ?after= for the next page; null on the last page
+
+
+class OperationOut(msgspec.Struct, omit_defaults=True):
+    id: int
+    kind: Literal["deposit", "withdrawal", "transfer"]
+    amount: str
+    description: str
+    created_at: str
+    idempotency_key: str
+    client: str | None = None  # deposit and withdrawal
+    balance_after: str | None = None  # deposit and withdrawal
+    from_client: str | None = msgspec.field(default=None, name="from")  # transfer
+    to_client: str | None = msgspec.field(default=None, name="to")  # transfer
+    from_balance_after: str | None = None
+    to_balance_after: str | None = None
+
+
+class ErrorDetail(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorOut(msgspec.Struct):
+    error: ErrorDetail
+
+
+class BatchResult(msgspec.Struct, omit_defaults=True):
+    status: int  # the HTTP status this operation alone would have had
+    operation: OperationOut | None = None
+    error: ErrorDetail | None = None
+
+
+class BatchOut(msgspec.Struct):
+    results: list[BatchResult]
+
+
+class StatementLineOut(msgspec.Struct, omit_defaults=True):
+    id: int
+    created_at: str
+    kind: Literal["deposit", "withdrawal", "transfer"]
+    description: str
+    text: str  # what a person reads: transfers name the other side
+    amount: str  # signed: negative leaves the account
+    balance_after: str
+    counterparty: str | None = None
+
+
+class StatementOut(msgspec.Struct):
+    """The shape of the JSON statement (the server streams it in this field order)."""
+
+    client: str
+    since: str | None
+    till: str
+    opening_balance: str
+    lines: list[StatementLineOut]
+    withdrawals: str
+    deposits: str
+    closing_balance: str
+
+
+class HealthOut(msgspec.Struct):
+    status: str
+    engine: str
+
+
+def account_out(account: Account) -> AccountOut:
+    cap = account.max_balance_cents
+    return AccountOut(
+        client=account.client,
+        balance=format_plain(account.balance_cents),
+        min_balance=format_plain(account.min_balance_cents),
+        max_balance=None if cap is None else format_plain(cap),
+        created_at=account.created_at.isoformat(),
+    )
+
+
+def operation_out(operation: Operation) -> OperationOut:
+    out = OperationOut(
+        id=operation.id,
+        kind=operation.kind,
+        amount=format_plain(operation.amount_cents),
+        description=operation.description,
+        created_at=operation.created_at.isoformat(),
+        idempotency_key=operation.idempotency_key,
+    )
+    debit_after = operation.debit_balance_after_cents
+    credit_after = operation.credit_balance_after_cents
+    if operation.kind == "transfer":
+        out.from_client = operation.debit_client
+        out.to_client = operation.credit_client
+        out.from_balance_after = None if debit_after is None else format_plain(debit_after)
+        out.to_balance_after = None if credit_after is None else format_plain(credit_after)
+    elif operation.kind == "deposit":
+        out.client = operation.credit_client
+        out.balance_after = None if credit_after is None else format_plain(credit_after)
+    else:
+        out.client = operation.debit_client
+        out.balance_after = None if debit_after is None else format_plain(debit_after)
+    return out
+
+
+def statement_line_out(line: StatementLine) -> StatementLineOut:
+    return StatementLineOut(
+        id=line.entry_id,
+        created_at=line.created_at.isoformat(),
+        kind=line.kind,
+        description=line.description,
+        text=line.text,
+        amount=format_plain(line.amount_cents),
+        balance_after=format_plain(line.balance_after_cents),
+        counterparty=line.counterparty,
+    )

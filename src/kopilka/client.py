@@ -1,0 +1,399 @@
+"""The client library: the `Bank` calls over HTTP, so the shell works the same remotely.
+
+Refusals come back as the very KopilkaError the engine raised (same code, same
+message), rebuilt from the error JSON. One httpx connection pool is kept per
+client, so calls reuse a keep-alive connection. A money write is retried after
+a network failure or a 429/503 only with its own Idempotency-Key, so a retry
+can never apply it twice.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from kopilka.domain.model import (
+    DEFAULT_LEDGER,
+    Account,
+    Command,
+    Deposit,
+    Operation,
+    Outcome,
+    Transfer,
+    Withdraw,
+)
+from kopilka.domain.statement import Statement, StatementLine, build_statement
+from kopilka.errors import (
+    Busy,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    KopilkaError,
+    NotFound,
+    Rejected,
+    Unauthorized,
+    Unavailable,
+)
+from kopilka.money import format_plain, parse_cents
+from kopilka.settings import home
+
+ATTEMPTS_MAX = 4
+TIMEOUT_SECONDS = 30.0
+_REJECTION_CODES = frozenset(
+    {"insufficient_funds", "cap_exceeded", "floor_above_balance", "cap_below_balance"}
+)
+_ERRORS_BY_STATUS: dict[int, type[KopilkaError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    429: Busy,
+    503: Unavailable,
+}
+
+
+def error_from(status: int, payload: Any) -> KopilkaError:
+    """The KopilkaError a server answer stands for, with its code and message as sent."""
+    try:
+        code, message = str(payload["error"]["code"]), str(payload["error"]["message"])
+    except (KeyError, TypeError):
+        return Unavailable("bad_response", f"the server answered {status} without an error body")
+    if status == 422 and code in _REJECTION_CODES:
+        return Rejected(code, message)
+    return _ERRORS_BY_STATUS.get(status, InvalidInput)(code, message)
+
+
+def normalize_url(url: str) -> str:
+    """'8889' -> http://127.0.0.1:8889; 'host:8889' -> http://host:8889."""
+    url = url.strip()
+    if url.isdigit():
+        return f"http://127.0.0.1:{url}"
+    if "://" not in url:
+        return f"http://{url}"
+    return url.rstrip("/")
+
+
+class Client:
+    """A `Bank` over HTTP. Use as a context manager, or call close()."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        ledger: str | None = None,
+        timeout_seconds: float = TIMEOUT_SECONDS,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = normalize_url(url)
+        self.ledger = ledger or DEFAULT_LEDGER
+        headers = {"Authorization": f"Bearer {token}"}
+        if ledger is not None:
+            headers["Kopilka-Ledger"] = ledger
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout_seconds,
+            transport=transport,
+            limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
+        )
+        self._sandbox: str | None = None
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
+        retry: bool = True,
+    ) -> httpx.Response:
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        delay_seconds = 0.05
+        for attempt in range(1, ATTEMPTS_MAX + 1):
+            try:
+                response = self._http.request(
+                    method, path, json=json, params=params, headers=headers
+                )
+            except httpx.ConnectError as error:
+                # Never reached the server: safe to retry any request.
+                failure: Exception = error
+            except httpx.TransportError as error:
+                if not retry:
+                    raise _unreachable(self.url, error) from error
+                failure = error
+            else:
+                if response.status_code not in (429, 503) or not retry:
+                    return response
+                failure = error_from(response.status_code, _json(response))
+            if attempt == ATTEMPTS_MAX:
+                if isinstance(failure, KopilkaError):
+                    raise failure
+                raise _unreachable(self.url, failure) from failure
+            time.sleep(delay_seconds)
+            delay_seconds *= 2
+        raise AssertionError("unreachable")
+
+    def _call(self, method: str, path: str, **options: Any) -> Any:
+        response = self._send(method, path, **options)
+        if response.status_code >= 400:
+            raise error_from(response.status_code, _json(response))
+        return None if response.status_code == 204 else _json(response)
+
+    def _money(self, path: str, body: dict[str, Any], idempotency_key: str) -> Operation:
+        response = self._send("POST", path, json=body, idempotency_key=idempotency_key)
+        if response.status_code >= 400:
+            raise error_from(response.status_code, _json(response))
+        replayed = response.headers.get("idempotent-replayed") == "true"
+        return operation_from(_json(response), self.ledger, replayed)
+
+    # -- the Bank calls -------------------------------------------------------
+
+    def deposit(
+        self, client: str, amount_cents: int, description: str, idempotency_key: str
+    ) -> Operation:
+        # Like the embedded shell, the first deposit opens the account.
+        body = {
+            "client": client,
+            "amount": format_plain(amount_cents),
+            "description": description,
+            "open_account": True,
+        }
+        return self._money("/v1/deposits", body, idempotency_key)
+
+    def withdraw(
+        self, client: str, amount_cents: int, description: str, idempotency_key: str
+    ) -> Operation:
+        body = {"client": client, "amount": format_plain(amount_cents), "description": description}
+        return self._money("/v1/withdrawals", body, idempotency_key)
+
+    def transfer(
+        self,
+        from_client: str,
+        to_client: str,
+        amount_cents: int,
+        description: str,
+        idempotency_key: str,
+    ) -> Operation:
+        body = {
+            "from": from_client,
+            "to": to_client,
+            "amount": format_plain(amount_cents),
+            "description": description,
+        }
+        return self._money("/v1/transfers", body, idempotency_key)
+
+    def open_account(
+        self, client: str, min_balance_cents: int = 0, max_balance_cents: int | None = None
+    ) -> Account:
+        cap = None if max_balance_cents is None else format_plain(max_balance_cents)
+        body = {
+            "client": client,
+            "min_balance": format_plain(min_balance_cents),
+            "max_balance": cap,
+        }
+        # Not idempotent by key: retried only when the request never left (ConnectError).
+        return account_from(self._call("POST", "/v1/accounts", json=body, retry=False), self.ledger)
+
+    def set_limits(
+        self,
+        client: str,
+        min_balance_cents: int | None = None,
+        max_balance_cents: int | None = None,
+        clear_max: bool = False,
+    ) -> Account:
+        body: dict[str, Any] = {}
+        if min_balance_cents is not None:
+            body["min_balance"] = format_plain(min_balance_cents)
+        if clear_max:
+            body["max_balance"] = None
+        elif max_balance_cents is not None:
+            body["max_balance"] = format_plain(max_balance_cents)
+        answer = self._call("PATCH", _account_path(client), json=body)
+        return account_from(answer, self.ledger)
+
+    def account(self, client: str) -> Account:
+        return account_from(self._call("GET", _account_path(client)), self.ledger)
+
+    def accounts(self) -> list[Account]:
+        found: list[Account] = []
+        params = {"limit": "1000"}
+        while True:
+            page = self._call("GET", "/v1/accounts", params=params)
+            found.extend(account_from(item, self.ledger) for item in page["accounts"])
+            if page["next_after"] is None:
+                return found
+            params = {"limit": "1000", "after": page["next_after"]}
+
+    def statement(self, client: str, since: datetime | None, till: datetime) -> Statement:
+        params = {"till": till.isoformat(), "format": "json"}
+        if since is not None:
+            params["since"] = since.isoformat()
+        answer = self._call("GET", _account_path(client) + "/statement", params=params)
+        lines = [statement_line_from(line) for line in answer["lines"]]
+        return build_statement(client, since, till, _cents(answer["opening_balance"]), lines)
+
+    def execute_many(self, commands: Sequence[Command], idempotency_key: str) -> list[Outcome]:
+        """Money commands in one request (one engine batch); one outcome each, in order."""
+        items = [_batch_item(command) for command in commands]
+        answer = self._call(
+            "POST", "/v1/batch", json={"operations": items}, idempotency_key=idempotency_key
+        )
+        outcomes: list[Outcome] = []
+        for result in answer["results"]:
+            if "error" in result:
+                outcomes.append(error_from(result["status"], result))
+            else:
+                outcomes.append(operation_from(result["operation"], self.ledger, False))
+        return outcomes
+
+    def health(self) -> dict[str, Any]:
+        answer: dict[str, Any] = self._call("GET", "/v1/health")
+        return answer
+
+    def close(self) -> None:
+        try:
+            if self._sandbox is not None:
+                self._call("DELETE", f"/v1/sandboxes/{self._sandbox}")
+        except KopilkaError:
+            pass  # the server drops an idle sandbox by itself
+        finally:
+            self._sandbox = None
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def connect_bank(url: str, *, token: str | None = None, sandbox: bool = False) -> Client:
+    """A Client for `url`; the token comes from the argument, KOPILKA_TOKEN, or admin.token."""
+    secret = token or os.environ.get("KOPILKA_TOKEN") or _admin_token()
+    if not sandbox:
+        return Client(url, secret)
+    with Client(url, secret) as probe:
+        created = probe._call("POST", "/v1/sandboxes", retry=False)
+    client = Client(url, secret, ledger=created["ledger"])
+    client._sandbox = created["ledger"]
+    return client
+
+
+def _admin_token() -> str:
+    path = home() / "admin.token"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        raise Unauthorized(
+            "no_token",
+            f"no token: set KOPILKA_TOKEN, or start the server once to write {path}",
+        ) from None
+
+
+def _unreachable(url: str, error: Exception) -> Unavailable:
+    return Unavailable("server_unreachable", f"cannot reach the server at {url}: {error}")
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _account_path(client: str) -> str:
+    from urllib.parse import quote
+
+    return "/v1/accounts/" + quote(client, safe="")
+
+
+def _cents(text: str) -> int:
+    return parse_cents(text, allow_negative=True, allow_zero=True)
+
+
+def account_from(data: dict[str, Any], ledger: str) -> Account:
+    cap = data["max_balance"]
+    return Account(
+        ledger=ledger,
+        client=data["client"],
+        balance_cents=_cents(data["balance"]),
+        min_balance_cents=_cents(data["min_balance"]),
+        max_balance_cents=None if cap is None else _cents(cap),
+        created_at=datetime.fromisoformat(data["created_at"]),
+    )
+
+
+def operation_from(data: dict[str, Any], ledger: str, replayed: bool) -> Operation:
+    kind = data["kind"]
+    if kind == "transfer":
+        debit, credit = data["from"], data["to"]
+        debit_after, credit_after = data["from_balance_after"], data["to_balance_after"]
+    elif kind == "deposit":
+        debit, credit, debit_after, credit_after = None, data["client"], None, data["balance_after"]
+    else:
+        debit, credit, debit_after, credit_after = data["client"], None, data["balance_after"], None
+    return Operation(
+        ledger=ledger,
+        idempotency_key=data["idempotency_key"],
+        kind=kind,
+        amount_cents=_cents(data["amount"]),
+        debit_client=debit,
+        credit_client=credit,
+        description=data["description"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        debit_balance_after_cents=None if debit_after is None else _cents(debit_after),
+        credit_balance_after_cents=None if credit_after is None else _cents(credit_after),
+        id=data["id"],
+        replayed=replayed,
+    )
+
+
+def statement_line_from(data: dict[str, Any]) -> StatementLine:
+    return StatementLine(
+        entry_id=data["id"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        kind=data["kind"],
+        description=data["description"],
+        amount_cents=_cents(data["amount"]),
+        balance_after_cents=_cents(data["balance_after"]),
+        counterparty=data.get("counterparty"),
+    )
+
+
+def _batch_item(command: Command) -> dict[str, Any]:
+    if isinstance(command, Transfer):
+        return {
+            "type": "transfer",
+            "from": command.from_client,
+            "to": command.to_client,
+            "amount": format_plain(command.amount_cents),
+            "description": command.description,
+            "idempotency_key": command.idempotency_key,
+        }
+    if isinstance(command, Deposit):
+        return {
+            "type": "deposit",
+            "client": command.client,
+            "amount": format_plain(command.amount_cents),
+            "description": command.description,
+            "idempotency_key": command.idempotency_key,
+            "open_account": command.open_account,
+        }
+    if isinstance(command, Withdraw):
+        return {
+            "type": "withdrawal",
+            "client": command.client,
+            "amount": format_plain(command.amount_cents),
+            "description": command.description,
+            "idempotency_key": command.idempotency_key,
+        }
+    raise InvalidInput("invalid_command", "only deposits, withdrawals and transfers batch")

@@ -1,0 +1,152 @@
+"""`kopilka serve`: the HTTP API under uvicorn (uvloop + httptools), one engine per process.
+
+No access log: a line per request would cost more than the request and would
+sit next to bearer tokens. SIGINT/SIGTERM stop accepting, let requests in
+flight (and so their batches) finish and be answered, close the engine, and
+exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Any
+
+import uvicorn
+
+from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app
+from kopilka.errors import KopilkaError
+from kopilka.settings import Settings, load_settings, redact_url
+
+# Connections plus requests in flight; past this uvicorn answers 503 at once.
+CONNECTIONS_MAX = 2_048
+KEEP_ALIVE_SECONDS = 5
+GRACEFUL_SHUTDOWN_SECONDS = 15
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kopilka serve",
+        description="Serve the HTTP API. Example: kopilka serve --port 8888 --db memory:",
+    )
+    parser.add_argument("port_positional", nargs="?", metavar="PORT", type=int, help="port")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8888)")
+    parser.add_argument("--db", help="'memory:', a SQLite path or a postgresql:// URL")
+    parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+    return parser
+
+
+class _Server(uvicorn.Server):
+    """Says where it listens once the socket is bound and the engine has started."""
+
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            _announce(self.settings, self.config.loaded_app)
+
+
+def _announce(settings: Settings, app: Any) -> None:
+    token_path = settings.home / ADMIN_TOKEN_FILE
+    print(
+        f"kopilka listening on http://{settings.host}:{settings.port}"
+        f" (db: {redact_url(settings.db)})",
+        flush=True,
+    )
+    created = isinstance(app, KopilkaApp) and app.admin_token_created
+    print(f"admin token {'written to' if created else 'in'} {token_path}", flush=True)
+
+
+def _options(settings: Settings) -> dict[str, Any]:
+    """Every bound passed explicitly, so the server's limits are read here, not guessed."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "log_level": "warning",
+        "server_header": False,
+        "proxy_headers": False,  # X-Forwarded-* is not trusted: the client is the peer
+        "limit_concurrency": CONNECTIONS_MAX,
+        "backlog": CONNECTIONS_MAX,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    }
+
+
+def _ignore_signal(signum: int, frame: object) -> None:
+    """uvicorn re-raises the signal it shut down for; we have shut down cleanly already."""
+
+
+def serve_main(argv: list[str]) -> int:
+    arguments = _parser().parse_args(argv)
+    port = arguments.port if arguments.port is not None else arguments.port_positional
+    try:
+        settings = load_settings(
+            {
+                "host": arguments.host,
+                "port": port,
+                "db": arguments.db,
+                "workers": arguments.workers,
+            }
+        )
+    except KopilkaError as error:
+        print(f"Error: {error.message}", file=sys.stderr)
+        return 2
+    token_path = settings.home / ADMIN_TOKEN_FILE
+    signal.signal(signal.SIGTERM, _ignore_signal)
+    signal.signal(signal.SIGINT, _ignore_signal)
+    if settings.workers > 1:
+        return _serve_workers(settings)
+    app = create_app(settings, admin_token_path=token_path)
+    server = _Server(uvicorn.Config(app, **_options(settings)), settings)
+    server.run()
+    # uvicorn leaves `started` False when it could not bind or the engine did not start.
+    return 0 if server.started else 1
+
+
+def _serve_workers(settings: Settings) -> int:
+    """Several processes on one socket, each with its own engine (SQLite or PostgreSQL)."""
+    if settings.db in ("memory:", ":memory:"):
+        print("Error: --workers above 1 needs a shared database, not memory:", file=sys.stderr)
+        return 2
+    import asyncio
+
+    from kopilka.api.auth import ensure_admin_token
+    from kopilka.store import open_store
+
+    async def prepare() -> bool:
+        store = open_store(settings.db)
+        await store.open()
+        try:
+            return await ensure_admin_token(store, settings.home / ADMIN_TOKEN_FILE)
+        finally:
+            await store.close()
+
+    asyncio.run(prepare())
+    os.environ["KOPILKA_DB"] = settings.db
+    os.environ["KOPILKA_HOME"] = str(settings.home)
+    _announce(settings, None)
+    uvicorn.run(
+        "kopilka.api.app:create_app_from_environment",
+        factory=True,
+        workers=settings.workers,
+        **_options(settings),
+    )
+    return 0
+
+
+def main() -> None:
+    raise SystemExit(serve_main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
