@@ -1,0 +1,264 @@
+"""The engine under concurrency, on real SQLite files: batching, bounds, shutdown, threads."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from kopilka.bank import EmbeddedBank
+from kopilka.domain.model import (
+    Command,
+    Deposit,
+    OpenAccount,
+    Operation,
+    Outcome,
+    Transfer,
+    Withdraw,
+)
+from kopilka.engine import Engine, EngineState
+from kopilka.errors import Busy, InvalidInput, KopilkaError, Unavailable
+from kopilka.limits import Limits
+from kopilka.store import open_store
+
+FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+HOT_ACCOUNTS = {  # client: (floor, cap, opening deposit)
+    "Ann": (0, 40_000, 20_000),
+    "Bob": (-10_000, None, 5_000),
+    "Cid": (0, 25_000, 20_000),
+    "Dee": (-2_000, 30_000, 0),
+}
+TASKS = 64
+TRANSFERS_PER_TASK = 12
+
+
+async def open_engine(path: Path, limits: Limits | None = None) -> Engine:
+    engine = Engine(open_store(str(path)), limits)
+    await engine.start()
+    return engine
+
+
+async def open_hot_accounts(engine: Engine) -> int:
+    commands: list[Command] = []
+    for client, (floor, cap, opening) in HOT_ACCOUNTS.items():
+        commands.append(OpenAccount(client, floor, cap))
+        if opening:
+            commands.append(Deposit(client, opening, "opening", f"open-{client}"))
+    outcomes = await engine.submit_many(commands)
+    assert not any(isinstance(o, KopilkaError) for o in outcomes), outcomes
+    return sum(opening for _, _, opening in HOT_ACCOUNTS.values())
+
+
+async def transfer_randomly(engines: list[Engine], task: int) -> list[Outcome]:
+    chooser = random.Random(task)
+    names = list(HOT_ACCOUNTS)
+    outcomes: list[Outcome] = []
+    for number in range(TRANSFERS_PER_TASK):
+        source, target = chooser.sample(names, 2)
+        amount = chooser.choice([1, 500, 2_500, 7_000, 15_000])
+        command = Transfer(source, target, amount, "hot", f"t{task}-{number}")
+        outcomes.append(await engines[number % len(engines)].execute(command))
+    return outcomes
+
+
+async def check_hot_invariants(engine: Engine, total_cents: int, transfers: int) -> None:
+    accounts = await engine.list_accounts("main")
+    assert sum(a.balance_cents for a in accounts) == total_cents
+    lines = 0
+    for account in accounts:
+        floor, cap, _ = HOT_ACCOUNTS[account.client]
+        assert (account.min_balance_cents, account.max_balance_cents) == (floor, cap)
+        assert account.balance_cents >= floor
+        assert cap is None or account.balance_cents <= cap
+        statement = await engine.statement("main", account.client, None, FAR_FUTURE)
+        running = 0
+        for line in statement.lines:
+            running += line.amount_cents
+            assert line.balance_after_cents == running
+            assert line.balance_after_cents >= floor
+            assert cap is None or line.balance_after_cents <= cap
+        assert running == account.balance_cents
+        lines += sum(1 for line in statement.lines if line.kind == "transfer")
+    assert lines == 2 * transfers
+
+
+def successful_transfers(results: list[list[Outcome]]) -> int:
+    count = 0
+    for outcome in (o for outcomes in results for o in outcomes):
+        if isinstance(outcome, KopilkaError):
+            assert outcome.code in ("insufficient_funds", "cap_exceeded"), outcome
+        else:
+            assert isinstance(outcome, Operation)
+            count += 1
+    return count
+
+
+async def test_concurrent_conflicting_transfers_keep_invariants(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path / "kopilka.db")
+    try:
+        total = await open_hot_accounts(engine)
+        results = await asyncio.gather(*(transfer_randomly([engine], t) for t in range(TASKS)))
+        transfers = successful_transfers(results)
+        assert 0 < transfers < TASKS * TRANSFERS_PER_TASK  # some refused, some applied
+        await check_hot_invariants(engine, total, transfers)
+        assert engine.stats.operations >= TASKS * TRANSFERS_PER_TASK
+        assert max(engine.stats.size_histogram) > 1, engine.stats.size_histogram
+    finally:
+        await engine.close()
+
+
+async def test_two_engines_share_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "kopilka.db"
+    first = await open_engine(path)
+    second = await open_engine(path)
+    try:
+        total = await open_hot_accounts(first)
+        results = await asyncio.gather(
+            *(transfer_randomly([first, second], t) for t in range(TASKS // 2))
+        )
+        transfers = successful_transfers(results)
+        await check_hot_invariants(first, total, transfers)
+        await check_hot_invariants(second, total, transfers)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_close_drains_and_answers_queued_work(tmp_path: Path) -> None:
+    path = tmp_path / "kopilka.db"
+    engine = await open_engine(path)
+    tasks = [
+        asyncio.create_task(engine.execute(Deposit("Ann", 100, "queued", f"q{n}")))
+        for n in range(200)
+    ]
+    await asyncio.sleep(0)  # every task has queued its command
+    await engine.close()
+    assert engine.state is EngineState.CLOSED
+    outcomes = await asyncio.gather(*tasks)
+    assert all(isinstance(o, Operation) for o in outcomes)
+    reopened = await open_engine(path)
+    try:
+        assert (await reopened.get_account("main", "Ann")).balance_cents == 200 * 100
+    finally:
+        await reopened.close()
+
+
+async def test_submit_after_close_is_unavailable(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path / "kopilka.db")
+    await engine.close()
+    await engine.close()  # closing twice is harmless
+    with pytest.raises(Unavailable):
+        await engine.execute(Deposit("Ann", 100, "late", "late"))
+    with pytest.raises(Unavailable):
+        await engine.submit_many([Deposit("Ann", 100, "late", "late")])
+
+
+async def test_full_queue_refuses_with_busy(tmp_path: Path) -> None:
+    limits = Limits(batch_operations_max=2, queue_depth_max=4)
+    engine = await open_engine(tmp_path / "kopilka.db", limits)
+    try:
+        queued = [
+            asyncio.create_task(
+                engine.submit_many(
+                    [Deposit("Ann", 1, "q", f"q{n}a"), Deposit("Ann", 1, "q", f"q{n}b")]
+                )
+            )
+            for n in range(2)
+        ]
+        await asyncio.sleep(0)  # both requests wait in the queue; the writer has not run
+        with pytest.raises(Busy):
+            await engine.execute(Deposit("Ann", 1, "one too many", "extra"))
+        results = await asyncio.gather(*queued)
+        assert all(isinstance(o, Operation) for outcomes in results for o in outcomes)
+        accepted = await engine.execute(Deposit("Ann", 1, "room again", "extra"))
+        assert isinstance(accepted, Operation)
+        with pytest.raises(Busy):
+            await engine.submit_many([Deposit("Ann", 1, "x", f"big{n}") for n in range(5)])
+        assert (await engine.get_account("main", "Ann")).balance_cents == 5
+    finally:
+        await engine.close()
+
+
+async def test_request_size_is_bounded(tmp_path: Path) -> None:
+    limits = Limits(batch_operations_max=2, queue_depth_max=100, request_operations_max=3)
+    engine = await open_engine(tmp_path / "kopilka.db", limits)
+    try:
+        with pytest.raises(InvalidInput) as info:
+            await engine.submit_many([Deposit("Ann", 1, "x", f"k{n}") for n in range(4)])
+        assert info.value.code == "too_many_operations"
+        assert await engine.submit_many([]) == []
+    finally:
+        await engine.close()
+
+
+async def test_list_call_gives_one_outcome_per_operation_in_order(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path / "kopilka.db", Limits(batch_operations_max=3))
+    try:
+        commands: list[Command] = []
+        for n in range(10):
+            commands.append(Deposit("Ann", 100, f"in {n}", f"d{n}"))
+            commands.append(Withdraw("Ann", 150, f"out {n}", f"w{n}"))
+        outcomes = await engine.submit_many(commands)
+        assert len(outcomes) == len(commands)
+        balance = 0
+        for command, outcome in zip(commands, outcomes, strict=True):
+            if isinstance(command, Withdraw) and balance < command.amount_cents:
+                assert isinstance(outcome, KopilkaError)
+                assert outcome.code == "insufficient_funds"
+                continue
+            assert isinstance(outcome, Operation)
+            assert outcome.idempotency_key == command.idempotency_key
+            balance += (
+                command.amount_cents if isinstance(command, Deposit) else -command.amount_cents
+            )
+        assert (await engine.get_account("main", "Ann")).balance_cents == balance
+        assert engine.stats.batches >= 7  # 20 operations in batches of at most 3
+    finally:
+        await engine.close()
+
+
+def test_embedded_bank_works_from_a_plain_thread(tmp_path: Path) -> None:
+    path = str(tmp_path / "kopilka.db")
+    found: dict[str, object] = {}
+
+    def use_the_bank() -> None:
+        try:
+            with EmbeddedBank(path) as bank:
+                bank.deposit("John Jones", 10_000, "ATM Deposit", "k1")
+                bank.open_account("Jane Doe", max_balance_cents=5_000)
+                bank.transfer("John Jones", "Jane Doe", 2_500, "rent", "k2")
+                try:
+                    bank.transfer("John Jones", "Jane Doe", 2_501, "too much", "k3")
+                except KopilkaError as error:
+                    found["refusal"] = error.code
+                found["replay"] = bank.deposit("John Jones", 10_000, "ATM Deposit", "k1").replayed
+                found["many"] = bank.execute_many(
+                    [Withdraw("John Jones", 500, "cash", "k4"), Withdraw("Nobody", 1, "x", "k5")]
+                )
+                found["accounts"] = [(a.client, a.balance_cents) for a in bank.accounts()]
+                statement = bank.statement("Jane Doe", None, FAR_FUTURE)
+                found["jane"] = [line.text for line in statement.lines]
+        except BaseException as error:  # surfaced in the test thread below
+            found["crash"] = error
+
+    worker = threading.Thread(target=use_the_bank)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert "crash" not in found, found.get("crash")
+    assert found["refusal"] == "cap_exceeded"
+    assert found["replay"] is True
+    many = found["many"]
+    assert isinstance(many, list)
+    assert isinstance(many[0], Operation)
+    assert isinstance(many[1], KopilkaError)
+    assert many[1].code == "account_not_found"
+    assert found["accounts"] == [("Jane Doe", 2_500), ("John Jones", 7_000)]
+    assert found["jane"] == ["Transfer from John Jones: rent"]
+
+    with EmbeddedBank(path) as again:  # the data outlives the bank
+        assert again.account("John Jones").balance_cents == 7_000
