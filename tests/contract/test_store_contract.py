@@ -148,21 +148,7 @@ async def test_replay_returns_first_result_and_applies_once(engine: Engine) -> N
     assert len(await lines_of(engine, JOHN)) == 2
 
 
-SQLITE_REPLAY_BUG = (
-    "core bug: SqliteStore checks idempotency keys only when a new operation hits the "
-    "unique index, so a replay that the rules now refuse gets the refusal instead"
-)
-
-
-def expect_sqlite_replay_bug(request: pytest.FixtureRequest, backend: Backend) -> None:
-    if backend.kind == "sqlite":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SQLITE_REPLAY_BUG))
-
-
-async def test_replay_wins_over_a_refusal(
-    request: pytest.FixtureRequest, backend: Backend, engine: Engine
-) -> None:
-    expect_sqlite_replay_bug(request, backend)
+async def test_replay_wins_over_a_refusal(backend: Backend, engine: Engine) -> None:
     await applied(engine, Deposit(JOHN, 10_000, "pay", "d1"))
     withdrawal = Withdraw(JOHN, 10_000, "all of it", "w1")
     first = await applied(engine, withdrawal)
@@ -173,10 +159,7 @@ async def test_replay_wins_over_a_refusal(
     assert await balance(engine, JOHN) == 0
 
 
-async def test_reused_key_conflicts_even_when_refused(
-    request: pytest.FixtureRequest, backend: Backend, engine: Engine
-) -> None:
-    expect_sqlite_replay_bug(request, backend)
+async def test_reused_key_conflicts_even_when_refused(backend: Backend, engine: Engine) -> None:
     await applied(engine, Deposit(JOHN, 10_000, "pay", "d1"))
     await applied(engine, Withdraw(JOHN, 10_000, "all of it", "w1"))
     await refused(engine, Withdraw(JOHN, 5_000, "half", "w1"), "idempotency_key_reused")

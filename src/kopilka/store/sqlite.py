@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kopilka.clock import MonotonicClock, from_micros, to_micros
-from kopilka.domain.model import Account, Command, Operation, Outcome
+from kopilka.domain.model import (
+    Account,
+    Command,
+    Deposit,
+    Operation,
+    Outcome,
+    Transfer,
+    Withdraw,
+)
 from kopilka.domain.rules import (
     AccountKey,
     BatchPlan,
@@ -28,7 +36,7 @@ from kopilka.domain.rules import (
     plan_batch,
 )
 from kopilka.domain.statement import StatementLine
-from kopilka.errors import RetryableStoreError, Unavailable
+from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from kopilka.tokens import TokenRecord
 
@@ -177,6 +185,8 @@ class SqliteStore:
             known = self._load_operations(operation_keys(commands)) if check_keys else {}
             # The time is taken under the write lock, so it orders batches across processes.
             plan = plan_batch(commands, accounts, known, self._clock.now())
+            if not check_keys and self._refusal_may_be_a_retry(commands, plan):
+                raise _KeyAlreadyUsed
             self._write_plan(plan)
             db.execute("COMMIT")
         except BaseException as error:
@@ -188,6 +198,26 @@ class SqliteStore:
             raise
         self._remember(plan)
         return plan.outcomes
+
+    def _refusal_may_be_a_retry(self, commands: Sequence[Command], plan: BatchPlan) -> bool:
+        """A refused command whose key was applied before must answer with the replay.
+
+        Refusals are rare, so only their keys are looked up; finding one sends the batch
+        down the path that reads every key first.
+        """
+        refused = [
+            (command.ledger, command.idempotency_key)
+            for command, outcome in zip(commands, plan.outcomes, strict=True)
+            if isinstance(outcome, KopilkaError)
+            and isinstance(command, Deposit | Withdraw | Transfer)
+        ]
+        for ledger, key in refused:
+            found = self._db.execute(
+                "SELECT 1 FROM operations WHERE ledger = ? AND idempotency_key = ?", (ledger, key)
+            ).fetchone()
+            if found is not None:
+                return True
+        return False
 
     def _check_cache(self) -> None:
         """Forget cached accounts if another connection (process) committed since our last."""
