@@ -95,11 +95,7 @@ def _dispatch(arguments: list[str]) -> int:
     if command in _DELEGATED:
         passed_on = list(arguments)
         passed_on.remove(command)
-        module_name, function_name = _DELEGATED[command]
-        entry: Callable[[list[str]], int] = getattr(
-            importlib.import_module(module_name), function_name
-        )
-        return entry(passed_on)
+        return _delegate(command, passed_on)
     if command in ("--help", "-h"):
         print(USAGE + "\n" + help_overview(oneshot=True))
         return 0
@@ -111,6 +107,20 @@ def _dispatch(arguments: list[str]) -> int:
     if command == "init":
         return _init(options, words[1:])
     return _oneshot(options, words)
+
+
+def _delegate(command: str, arguments: list[str]) -> int:
+    module_name, function_name = _DELEGATED[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name != module_name:
+            raise  # a dependency of that module is missing: a real fault, shown in full
+        raise Unavailable(
+            "command_unavailable", f"'kopilka {command}' is not part of this installation"
+        ) from error
+    entry: Callable[[list[str]], int] = getattr(module, function_name)
+    return entry(arguments)
 
 
 def _target(options: GlobalOptions, port: int | None = None) -> Target:

@@ -1,0 +1,121 @@
+"""One-shot commands from the OS shell: exit codes, stdout and stderr, global options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.conftest import RunKopilka
+
+DEPOSIT = ("deposit", "--client=John Jones", "--amount=100", "--description=ATM Deposit")
+
+
+def test_success_exits_zero_with_the_message_on_stdout(kopilka: RunKopilka) -> None:
+    result = kopilka(*DEPOSIT)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        "Deposit operation was successful!\n",
+        "",
+    )
+    balance = kopilka("balance", "--client", "John Jones")
+    assert balance.stdout == "Balance of John Jones: $100.00\n"
+
+
+def test_a_refusal_exits_one_with_one_line_on_stderr(kopilka: RunKopilka) -> None:
+    result = kopilka("withdraw", "--client=Nobody", "--amount=1", "--description=x")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "Error: no account for client 'Nobody'\n",
+    )
+
+
+def test_grammar_errors_exit_one_without_a_traceback(kopilka: RunKopilka) -> None:
+    cases = {
+        ("depositt",): "Error: unknown command 'depositt'; did you mean 'deposit'?\n",
+        ("exit",): "Error: unknown command 'exit'; type 'help' to list the commands\n",
+        ("deposit", "--client=A", "--amount=5"): (
+            "Error: deposit needs --description "
+            "(usage: deposit --client=NAME --amount=AMOUNT --description=TEXT)\n"
+        ),
+        ("deposit", "--client=A", "--amount=1e3", "--description=x"): (
+            "Error: amount '1e3' is not a number like 100 or 1,000.25\n"
+        ),
+        ("balance", "--client=A", "--bogus=1"): (
+            "Error: balance has no option --bogus; it takes --client\n"
+        ),
+        ("shell", "extra"): (
+            "Error: usage: kopilka shell [--db PATH|URL] [--sandbox] [--url URL] "
+            "[--token TOKEN] [PORT]\n"
+        ),
+        ("accounts", "--db"): "Error: option --db needs a value\n",
+    }
+    for arguments, stderr in cases.items():
+        result = kopilka(*arguments)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", stderr), arguments
+
+
+def test_global_options_before_or_after_the_command(kopilka: RunKopilka, tmp_path: Path) -> None:
+    database = tmp_path / "global.db"
+    assert kopilka("--db", str(database), *DEPOSIT).returncode == 0
+    after = kopilka("balance", "--client=John Jones", f"--db={database}")
+    assert after.stdout == "Balance of John Jones: $100.00\n"
+    default = kopilka("balance", "--client=John Jones")
+    assert default.stderr == "Error: no account for client 'John Jones'\n"
+
+
+def test_ledgers_are_separate_namespaces(kopilka: RunKopilka) -> None:
+    assert kopilka("--ledger", "savings", *DEPOSIT).returncode == 0
+    assert kopilka("balance", "--client=John Jones").returncode == 1
+    savings = kopilka("balance", "--client=John Jones", "--ledger=savings")
+    assert savings.stdout == "Balance of John Jones: $100.00\n"
+
+
+def test_database_from_config_file_and_environment(kopilka: RunKopilka, tmp_path: Path) -> None:
+    from_file, from_env = tmp_path / "file.db", tmp_path / "env.db"
+    config = tmp_path / "custom.toml"
+    config.write_text(f'db = "{from_file}"\n')
+    assert kopilka("--config", str(config), *DEPOSIT).returncode == 0
+    assert from_file.is_file()
+    # The environment wins over the file, and a flag over both.
+    assert kopilka(*DEPOSIT, env={"KOPILKA_DB": str(from_env)}).returncode == 0
+    assert from_env.is_file()
+    assert kopilka("accounts", "--config", str(config), env={"KOPILKA_DB": str(from_env)}).stdout
+    missing = kopilka("accounts", "--config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 1
+    assert missing.stderr.startswith("Error: config file ")
+
+
+def test_statement_one_shot_prints_the_plain_table(kopilka: RunKopilka) -> None:
+    kopilka(*DEPOSIT)
+    result = kopilka("show_bank_statement", "--client=John Jones", "--since", "2021-01-01")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert (
+        lines[0] == "| Date                | Description      | Withdrawals | Deposits | Balance |"
+    )
+    assert lines[3].endswith("| ATM Deposit      |             |  $100.00 | $100.00 |")
+    assert (
+        lines[4] == "|                     | Totals           |       $0.00 |  $100.00 | $100.00 |"
+    )
+
+
+def test_a_repeated_idempotency_key_applies_once(kopilka: RunKopilka) -> None:
+    for _ in range(2):
+        assert kopilka(*DEPOSIT, "--idempotency-key=pay-1").returncode == 0
+    assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
+    other = kopilka(
+        "deposit", "--client=John Jones", "--amount=5", "--description=x", "--idempotency-key=pay-1"
+    )
+    assert other.returncode == 1
+    assert "was already used for another request" in other.stderr
+
+
+def test_help_and_version_need_no_database(kopilka: RunKopilka, kopilka_home: Path) -> None:
+    for arguments in (("help",), ("--help",), ("help", "transfer"), ("transfer", "--help")):
+        result = kopilka(*arguments)
+        assert result.returncode == 0, arguments
+        assert result.stderr == ""
+    assert "-f, --from NAME" in kopilka("transfer", "--help").stdout
+    assert "init" in kopilka("help").stdout
+    assert kopilka("--version").stdout.startswith("kopilka ")
+    assert not (kopilka_home / "kopilka.db").exists()
