@@ -300,27 +300,21 @@ RETRY_AFTER_FUNDS_ARE_GONE = [
     ([("deposit", "Ann", 100), ("withdraw", "Ann", 100)], False),
     ([("replay", 1)], False),
 ]
-SQLITE_REPLAY_BUG = (
-    "core bug: SqliteStore checks idempotency keys only when a new operation hits the "
-    "unique index, so a replay (or a reused key) that the rules now refuse is answered "
-    "with the refusal (e.g. insufficient_funds) instead of the first result"
-)
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 @settings(
     max_examples=60,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 @example(drawn=RETRY_AFTER_FUNDS_ARE_GONE)
 @given(drawn=batches)
 def test_random_operations_keep_invariants(
-    request: pytest.FixtureRequest, kind: str, drawn: list[tuple[list[tuple[object, ...]], bool]]
+    kind: str, drawn: list[tuple[list[tuple[object, ...]], bool]]
 ) -> None:
     if kind == "memory":
         asyncio.run(run_scenario("memory:", drawn))
         return
-    request.applymarker(pytest.mark.xfail(strict=True, reason=SQLITE_REPLAY_BUG))
     with tempfile.TemporaryDirectory() as directory:
         asyncio.run(run_scenario(str(Path(directory) / "kopilka.db"), drawn))
