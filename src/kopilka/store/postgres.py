@@ -1,0 +1,702 @@
+"""PostgreSQL store: asyncpg with a connection pool; a batch is one transaction.
+
+A batch locks the existing accounts it touches in id order (SELECT ... FOR
+UPDATE), so batches from any number of processes serialise per account and
+never deadlock on each other; the rules run in memory (`plan_batch`); the
+plan is written with array (unnest) statements in a few round trips; then
+COMMIT. Transient failures (deadlock, serialization, a lost connection before
+COMMIT) surface as RetryableStoreError, which the engine retries. A connection
+lost *during* COMMIT is settled by asking the server whether the transaction
+committed (pg_xact_status), so a batch is never applied twice nor reported
+lost when it was not. An unreachable database is Unavailable (HTTP 503) at
+once, and the pool reconnects by itself when the server is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+
+from kopilka.clock import MonotonicClock
+from kopilka.domain.model import (
+    Account,
+    Command,
+    Deposit,
+    Operation,
+    Outcome,
+    Transfer,
+    Withdraw,
+)
+from kopilka.domain.rules import (
+    AccountKey,
+    BatchPlan,
+    OperationKey,
+    accounts_touched,
+    operation_keys,
+    plan_batch,
+)
+from kopilka.domain.statement import StatementLine
+from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
+from kopilka.settings import redact_url
+from kopilka.store.postgres_schema import (
+    MIGRATION_LOCK_KEY,
+    MIGRATIONS,
+    SCHEMA_MIGRATIONS_TABLE,
+    SCHEMA_VERSION,
+)
+from kopilka.tokens import TokenRecord
+
+T = TypeVar("T")
+Connection = Any  # asyncpg ships no type hints
+
+SERVER_VERSION_MIN = 13
+_BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
+
+# The connection or the server went away: the statement did not complete here.
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,  # class 08: connection exceptions
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, crash, cancel
+    asyncpg.InterfaceError,  # "connection is closed"
+)
+# Failures PostgreSQL itself expects to be retried: nothing was applied.
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization
+    asyncpg.exceptions.LockNotAvailableError,  # lock_timeout
+    asyncpg.exceptions.UniqueViolationError,  # a concurrent insert of the same key
+)
+
+_ACCOUNT_COLUMNS = "id, ledger, client, balance, min_balance, max_balance, created_at"
+_TOKEN_COLUMNS = "id, token_hash, role, client, ledger, created_at, revoked"  # noqa: S105
+
+# One ledger at a time (ledgers sorted), accounts in id order: every batch in every
+# process locks in the same total order, so batches wait for each other but never
+# deadlock. `client = ANY(array)` probes the unique index once per client.
+_LOCK_ACCOUNTS = f"""
+SELECT {_ACCOUNT_COLUMNS} FROM accounts
+WHERE ledger = $1 AND client = ANY($2::text[])
+ORDER BY id FOR UPDATE
+"""
+
+_KNOWN_OPERATIONS = """
+SELECT o.id, o.ledger, o.idempotency_key, o.kind, o.amount, d.client, c.client,
+       o.description, o.created_at,
+       (SELECT balance_after FROM entries WHERE account_id = o.debit_account_id
+          AND created_at = o.created_at AND operation_id = o.id),
+       (SELECT balance_after FROM entries WHERE account_id = o.credit_account_id
+          AND created_at = o.created_at AND operation_id = o.id)
+FROM operations o
+LEFT JOIN accounts d ON d.id = o.debit_account_id
+LEFT JOIN accounts c ON c.id = o.credit_account_id
+WHERE (o.ledger, o.idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+"""
+
+# Another process may open the same client at the same moment: DO NOTHING waits for
+# it, and a missing row sends the batch back to be planned again with that account.
+_INSERT_ACCOUNTS = """
+INSERT INTO accounts (ledger, client, balance, min_balance, max_balance, created_at)
+SELECT t.*, $6 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t
+ON CONFLICT (ledger, client) DO NOTHING
+RETURNING id, ledger, client
+"""
+
+# One round trip for the transaction id (to settle a lost COMMIT) and the ids of the
+# new operations, so the answers carry their ids.
+_NEW_IDS = """
+SELECT pg_current_xact_id()::text,
+       array(SELECT nextval('operations_id_seq') FROM generate_series(1, $1))
+"""
+
+# All writes of a batch in one statement, from one array per operation column: the
+# entries (debit before credit, in operation order, so their ids keep the order a
+# statement shows within one instant) are derived in the database rather than sent.
+# An idempotency key that is already taken fails the statement with a unique
+# violation (after waiting for a concurrent holder of the key), and the batch is
+# redone with its keys read first: a plain insert costs a third less than ON
+# CONFLICT DO NOTHING, and a retried key is rare.
+_WRITE_BATCH = """
+WITH batch AS MATERIALIZED (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
+                         $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::bigint[])
+        WITH ORDINALITY AS t(id, ledger, idempotency_key, kind, amount, debit_account_id,
+                             credit_account_id, description, debit_balance_after,
+                             credit_balance_after, position)
+), new_operations AS (
+    INSERT INTO operations (id, ledger, idempotency_key, kind, amount,
+                            debit_account_id, credit_account_id, description, created_at)
+    SELECT id, ledger, idempotency_key, kind, amount,
+           debit_account_id, credit_account_id, description, $11
+    FROM batch
+), new_entries AS (
+    INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)
+    SELECT operation_id, account_id, amount, balance_after, $11 FROM (
+        SELECT position, 0 AS side, id AS operation_id, debit_account_id AS account_id,
+               -amount AS amount, debit_balance_after AS balance_after
+        FROM batch WHERE debit_account_id IS NOT NULL
+        UNION ALL
+        SELECT position, 1, id, credit_account_id, amount, credit_balance_after
+        FROM batch WHERE credit_account_id IS NOT NULL
+    ) AS e
+    ORDER BY position, side
+), changed_balances AS (
+    UPDATE accounts AS a SET balance = t.balance
+    FROM unnest($12::bigint[], $13::bigint[]) AS t(id, balance)
+    WHERE a.id = t.id
+)
+SELECT 1
+"""
+
+_IDEMPOTENCY_KEY_CONSTRAINT = "operations_ledger_idempotency_key_key"
+
+_UPDATE_ACCOUNTS = """
+UPDATE accounts AS a
+SET balance = t.balance, min_balance = t.min_balance, max_balance = t.max_balance
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
+     AS t(id, balance, min_balance, max_balance)
+WHERE a.id = t.id
+"""
+
+
+def _account(row: Sequence[Any]) -> Account:
+    return Account(
+        ledger=row[1],
+        client=row[2],
+        balance_cents=row[3],
+        min_balance_cents=row[4],
+        max_balance_cents=row[5],
+        created_at=row[6],
+        id=row[0],
+    )
+
+
+def _token(row: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
+
+
+def _row_count(status: str) -> int:
+    """The count at the end of a command tag such as 'UPDATE 1'."""
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def _no_reset(connection: Connection) -> None:
+    """Nothing to reset on release: the store keeps no session state (asyncpg's default
+    reset would cost a round trip per use; an open transaction is still rolled back)."""
+
+
+async def migrate(connection: Connection) -> int:
+    """Create or upgrade the schema; refuse a newer one. Returns the version found.
+
+    The transaction-scoped advisory lock makes processes that start together take
+    turns; the migrations and their version rows commit together or not at all.
+    """
+    major = connection.get_server_version().major
+    if major < SERVER_VERSION_MIN:
+        raise Unavailable(
+            "unsupported_database",
+            f"kopilka needs PostgreSQL {SERVER_VERSION_MIN} or newer; the server is {major}",
+        )
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        await connection.execute(SCHEMA_MIGRATIONS_TABLE)
+        version = int(
+            await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        )
+        if version > SCHEMA_VERSION:
+            raise Unavailable(
+                "unknown_schema",
+                f"the database has schema version {version}, newer than this kopilka "
+                f"knows ({SCHEMA_VERSION}); upgrade kopilka",
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            await connection.execute(MIGRATIONS[number - 1])
+            await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+    return version
+
+
+class PostgresStore:
+    # Two batches in flight: one plans and writes while the other waits for its fsync.
+    concurrent_batches_max = 2
+
+    def __init__(
+        self,
+        url: str,
+        clock: MonotonicClock | None = None,
+        *,
+        pool_size_max: int = 10,
+        connect_timeout_seconds: float = 5.0,
+        command_timeout_seconds: float = 60.0,
+        lock_timeout_seconds: float = 20.0,
+        settle_timeout_seconds: float = 3.0,
+    ) -> None:
+        assert url.startswith(("postgresql://", "postgres://"))
+        assert pool_size_max >= self.concurrent_batches_max
+        self._url = url
+        self.redacted_url = redact_url(url)
+        self._clock = clock or MonotonicClock()
+        self._pool_size_max = pool_size_max
+        self._connect_timeout_seconds = connect_timeout_seconds
+        self._command_timeout_seconds = command_timeout_seconds
+        self._lock_timeout_seconds = lock_timeout_seconds
+        self._settle_timeout_seconds = settle_timeout_seconds
+        self._pool: Any = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.redacted_url!r})"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def open(self) -> None:
+        assert self._pool is None, "store is already open"
+        try:
+            pool = await asyncpg.create_pool(
+                self._url,
+                min_size=1,
+                max_size=self._pool_size_max,
+                timeout=self._connect_timeout_seconds,
+                command_timeout=self._command_timeout_seconds,
+                reset=_no_reset,
+                server_settings={
+                    "application_name": "kopilka",
+                    "lock_timeout": f"{int(self._lock_timeout_seconds * 1000)}ms",
+                    "timezone": "UTC",
+                    # Accounts are hot in memory: probing the primary key per changed
+                    # account beats hashing the whole table (PostgreSQL's own SSD advice).
+                    "random_page_cost": "1.1",
+                },
+            )
+        except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
+            raise self._unavailable(error) from error
+        self._pool = pool
+        try:
+            async with self._connection() as connection:
+                await migrate(connection)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), self._connect_timeout_seconds)
+            except _CONNECTION_LOST:  # TimeoutError included
+                pool.terminate()
+
+    def _unavailable(self, error: BaseException) -> Unavailable:
+        return Unavailable(
+            "store_unavailable",
+            f"the database at {self.redacted_url} is unavailable "
+            f"({type(error).__name__}: {error}); nothing was applied, try again",
+        )
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; an unreachable server is Unavailable at once."""
+        pool = self._pool
+        assert pool is not None, "store is not open"
+        try:
+            connection = await pool.acquire(timeout=self._connect_timeout_seconds)
+        except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
+            raise self._unavailable(error) from error
+        try:
+            yield connection
+        finally:
+            # A broken connection is dropped by the pool; never mask the real error.
+            with contextlib.suppress(*_CONNECTION_LOST):
+                await pool.release(connection)
+
+    # -- the batch ------------------------------------------------------------
+
+    async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
+        assert commands
+        async with self._connection() as connection:
+            try:
+                return await self._apply_once(connection, commands, check_keys=False)
+            except _KeyAlreadyUsed:
+                pass
+            # Rare: a retried request. Run the batch again, reading its keys first.
+            try:
+                return await self._apply_once(connection, commands, check_keys=True)
+            except _KeyAlreadyUsed as error:
+                raise RetryableStoreError("an idempotency key was taken concurrently") from error
+
+    async def _apply_once(
+        self, connection: Connection, commands: Sequence[Command], *, check_keys: bool
+    ) -> list[Outcome]:
+        transaction = connection.transaction()
+        try:
+            await transaction.start()
+            accounts = await _lock_accounts(connection, accounts_touched(commands))
+            limits = {a.id: (a.min_balance_cents, a.max_balance_cents) for a in accounts.values()}
+            known = (
+                await _load_operations(connection, operation_keys(commands)) if check_keys else {}
+            )
+            # Taken after the locks: a batch that waited for another one's accounts is
+            # later in time too, so per-account time order is application order.
+            plan = plan_batch(commands, accounts, known, self._clock.now())
+            if not check_keys and await _refusal_may_be_a_retry(connection, commands, plan):
+                raise _KeyAlreadyUsed
+            transaction_id = await _write_plan(connection, plan, limits)
+        except BaseException as error:
+            await _rollback_quietly(transaction)
+            if isinstance(error, _TRANSIENT + _CONNECTION_LOST):
+                # Before COMMIT nothing is applied: the server rolls back a lost session.
+                raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
+            raise
+        try:
+            await transaction.commit()
+        except _CONNECTION_LOST:
+            if transaction_id is None:
+                return plan.outcomes  # nothing was written: the outcome is the same
+            return await self._settle(transaction_id, plan)
+        except asyncpg.PostgresError as error:
+            raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
+        return plan.outcomes
+
+    async def _settle(self, transaction_id: str, plan: BatchPlan) -> list[Outcome]:
+        """The connection broke during COMMIT: ask the server whether it committed.
+
+        Committed: the plan's outcomes are exactly what was written. Aborted: nothing
+        was, and the engine may retry. Unknown until the deadline: the caller is told
+        to retry with the same idempotency keys, which never apply twice.
+        """
+        deadline = time.monotonic() + self._settle_timeout_seconds
+        delay_seconds = 0.05
+        while True:
+            status: str | None = None
+            with contextlib.suppress(Unavailable, *_CONNECTION_LOST):
+                async with self._connection() as connection:
+                    status = await connection.fetchval(
+                        "SELECT pg_xact_status($1::text::xid8)", transaction_id
+                    )
+            if status == "committed":
+                return plan.outcomes
+            if status == "aborted":
+                raise RetryableStoreError("the connection broke during COMMIT; rolled back")
+            if time.monotonic() + delay_seconds > deadline:
+                raise Unavailable(
+                    "store_unavailable",
+                    f"lost the database at {self.redacted_url} while committing; whether "
+                    "this was applied is not known yet: retry with the same idempotency "
+                    "key, it is never applied twice",
+                )
+            await asyncio.sleep(delay_seconds)
+            delay_seconds = min(delay_seconds * 2, 0.5)
+
+    # -- reads ----------------------------------------------------------------
+
+    async def _read(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run a read; once more on a fresh connection if a pooled one had gone stale."""
+        async with self._connection() as connection:
+            try:
+                return await work(connection)
+            except _CONNECTION_LOST:
+                pass
+        async with self._connection() as connection:
+            try:
+                return await work(connection)
+            except _CONNECTION_LOST as error:
+                raise self._unavailable(error) from error
+
+    async def _write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        async with self._connection() as connection:
+            try:
+                return await work(connection)
+            except _CONNECTION_LOST as error:
+                raise self._unavailable(error) from error
+
+    async def get_account(self, ledger: str, client: str) -> Account | None:
+        row = await self._read(
+            lambda connection: connection.fetchrow(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE ledger = $1 AND client = $2",
+                ledger,
+                client,
+            )
+        )
+        return None if row is None else _account(row)
+
+    async def list_accounts(
+        self, ledger: str, *, after_client: str | None = None, limit: int = 1_000
+    ) -> list[Account]:
+        rows = await self._read(
+            lambda connection: connection.fetch(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE ledger = $1 AND client > $2"
+                " ORDER BY client LIMIT $3",
+                ledger,
+                after_client or "",
+                limit,
+            )
+        )
+        return [_account(row) for row in rows]
+
+    async def opening_balance(self, account_id: int, before: datetime) -> int:
+        value = await self._read(
+            lambda connection: connection.fetchval(
+                "SELECT balance_after FROM entries WHERE account_id = $1 AND created_at < $2"
+                " ORDER BY created_at DESC, id DESC LIMIT 1",
+                account_id,
+                before,
+            )
+        )
+        return 0 if value is None else int(value)
+
+    async def statement_page(
+        self,
+        account_id: int,
+        since: datetime | None,
+        till: datetime,
+        after_entry_id: int,
+        limit: int,
+    ) -> list[StatementLine]:
+        rows = await self._read(
+            lambda connection: connection.fetch(
+                "SELECT e.id, e.created_at, o.kind, o.description, e.amount, e.balance_after,"
+                " CASE WHEN e.amount < 0 THEN c.client ELSE d.client END"
+                " FROM entries e JOIN operations o ON o.id = e.operation_id"
+                " LEFT JOIN accounts d ON d.id = o.debit_account_id"
+                " LEFT JOIN accounts c ON c.id = o.credit_account_id"
+                " WHERE e.account_id = $1 AND e.created_at >= $2 AND e.created_at <= $3"
+                " AND e.id > $4 ORDER BY e.created_at, e.id LIMIT $5",
+                account_id,
+                _BEGINNING if since is None else since,
+                till,
+                after_entry_id,
+                limit,
+            )
+        )
+        return [StatementLine(*row) for row in rows]
+
+    async def drop_ledger(self, ledger: str) -> None:
+        async def drop(connection: Connection) -> None:
+            async with connection.transaction():
+                await connection.execute(
+                    "DELETE FROM entries WHERE account_id IN"
+                    " (SELECT id FROM accounts WHERE ledger = $1)",
+                    ledger,
+                )
+                await connection.execute("DELETE FROM operations WHERE ledger = $1", ledger)
+                await connection.execute("DELETE FROM accounts WHERE ledger = $1", ledger)
+
+        await self._write(drop)
+
+    # -- tokens ---------------------------------------------------------------
+
+    async def put_token(self, record: TokenRecord) -> None:
+        await self._write(
+            lambda connection: connection.execute(
+                f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                record.id,
+                record.token_hash,
+                record.role,
+                record.client,
+                record.ledger,
+                record.created_at,
+                record.revoked,
+            )
+        )
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        row = await self._read(
+            lambda connection: connection.fetchrow(
+                f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = $1", token_id
+            )
+        )
+        return None if row is None else _token(row)
+
+    async def revoke_token(self, token_id: str) -> bool:
+        status = await self._write(
+            lambda connection: connection.execute(
+                "UPDATE tokens SET revoked = true WHERE id = $1 AND NOT revoked", token_id
+            )
+        )
+        return _row_count(status) == 1
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        rows = await self._read(
+            lambda connection: connection.fetch(
+                f"SELECT {_TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id"
+            )
+        )
+        return [_token(row) for row in rows]
+
+
+class _KeyAlreadyUsed(Exception):
+    """A batch met an idempotency key that is already in the database."""
+
+
+async def _rollback_quietly(transaction: Any) -> None:
+    """Roll back if possible; a broken connection has rolled back on the server anyway."""
+    with contextlib.suppress(Exception):
+        await transaction.rollback()
+
+
+async def _lock_accounts(
+    connection: Connection, keys: set[AccountKey]
+) -> dict[AccountKey, Account]:
+    clients_by_ledger: dict[str, list[str]] = {}
+    for ledger, client in keys:
+        clients_by_ledger.setdefault(ledger, []).append(client)
+    accounts: dict[AccountKey, Account] = {}
+    for ledger in sorted(clients_by_ledger):
+        rows = await connection.fetch(_LOCK_ACCOUNTS, ledger, clients_by_ledger[ledger])
+        for row in rows:
+            accounts[(ledger, row[2])] = _account(row)
+    return accounts
+
+
+async def _load_operations(
+    connection: Connection, keys: set[OperationKey]
+) -> dict[OperationKey, Operation]:
+    if not keys:
+        return {}
+    rows = await connection.fetch(
+        _KNOWN_OPERATIONS, [ledger for ledger, _ in keys], [key for _, key in keys]
+    )
+    return {
+        (row[1], row[2]): Operation(
+            ledger=row[1],
+            idempotency_key=row[2],
+            kind=row[3],
+            amount_cents=row[4],
+            debit_client=row[5],
+            credit_client=row[6],
+            description=row[7],
+            created_at=row[8],
+            debit_balance_after_cents=row[9],
+            credit_balance_after_cents=row[10],
+            id=row[0],
+        )
+        for row in rows
+    }
+
+
+async def _refusal_may_be_a_retry(
+    connection: Connection, commands: Sequence[Command], plan: BatchPlan
+) -> bool:
+    """A refused command whose key was applied before must answer with the replay.
+
+    Refusals are rare, so only their keys are looked up; finding one sends the batch
+    down the path that reads every key first.
+    """
+    refused = [
+        (command.ledger, command.idempotency_key)
+        for command, outcome in zip(commands, plan.outcomes, strict=True)
+        if isinstance(outcome, KopilkaError) and isinstance(command, Deposit | Withdraw | Transfer)
+    ]
+    if not refused:
+        return False
+    found = await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM operations WHERE (ledger, idempotency_key) IN"
+        " (SELECT * FROM unnest($1::text[], $2::text[])))",
+        [ledger for ledger, _ in refused],
+        [key for _, key in refused],
+    )
+    return bool(found)
+
+
+async def _write_plan(
+    connection: Connection, plan: BatchPlan, limits: dict[int, tuple[int, int | None]]
+) -> str | None:
+    """Write what the plan says; the transaction id, or None when there was nothing.
+
+    `limits` are the accounts' floors and caps as read: an account whose limits
+    changed is written whole in its own statement, so no CHECK ever sees a new
+    balance beside an old limit.
+    """
+    if not (plan.new_accounts or plan.operations or plan.changed_accounts):
+        return None
+    if plan.new_accounts:
+        await _insert_accounts(connection, plan.new_accounts)
+    transaction_id, operation_ids = await connection.fetchrow(_NEW_IDS, len(plan.operations))
+    for operation, operation_id in zip(plan.operations, sorted(operation_ids), strict=True):
+        operation.id = operation_id
+    balances_only: list[Account] = []
+    whole: list[Account] = []
+    for account in plan.changed_accounts:
+        same = limits[account.id] == (account.min_balance_cents, account.max_balance_cents)
+        (balances_only if same else whole).append(account)
+    if whole:
+        await connection.execute(_UPDATE_ACCOUNTS, *_account_columns(whole))
+    if plan.operations:
+        balances = [[a.id for a in balances_only], [a.balance_cents for a in balances_only]]
+        try:
+            await connection.execute(_WRITE_BATCH, *_operation_columns(plan), *balances)
+        except asyncpg.exceptions.UniqueViolationError as error:
+            if error.constraint_name == _IDEMPOTENCY_KEY_CONSTRAINT:
+                raise _KeyAlreadyUsed from error
+            raise
+    # Without operations no balance changed: `balances_only` holds unchanged accounts.
+    plan.resolve_ids()
+    return str(transaction_id)
+
+
+async def _insert_accounts(connection: Connection, accounts: list[Account]) -> None:
+    rows = await connection.fetch(
+        _INSERT_ACCOUNTS,
+        [a.ledger for a in accounts],
+        [a.client for a in accounts],
+        [a.balance_cents for a in accounts],
+        [a.min_balance_cents for a in accounts],
+        [a.max_balance_cents for a in accounts],
+        accounts[0].created_at,  # one time per batch
+    )
+    if len(rows) != len(accounts):
+        raise RetryableStoreError("another process opened one of these accounts at once")
+    ids = {(row[1], row[2]): row[0] for row in rows}
+    for account in accounts:
+        account.id = ids[(account.ledger, account.client)]
+
+
+def _operation_columns(plan: BatchPlan) -> list[Any]:
+    """The operations as column arrays for unnest, then the batch's one time."""
+    rows = list(_operation_rows(plan))
+    operations = plan.operations
+    return [
+        [o.id for o in operations],
+        [o.ledger for o in operations],
+        [o.idempotency_key for o in operations],
+        [o.kind for o in operations],
+        [o.amount_cents for o in operations],
+        [debit_id for debit_id, _ in rows],
+        [credit_id for _, credit_id in rows],
+        [o.description for o in operations],
+        [o.debit_balance_after_cents for o in operations],
+        [o.credit_balance_after_cents for o in operations],
+        operations[0].created_at,
+    ]
+
+
+def _account_columns(accounts: list[Account]) -> list[list[Any]]:
+    return [
+        [a.id for a in accounts],
+        [a.balance_cents for a in accounts],
+        [a.min_balance_cents for a in accounts],
+        [a.max_balance_cents for a in accounts],
+    ]
+
+
+def _operation_rows(plan: BatchPlan) -> Iterable[tuple[int | None, int | None]]:
+    """Each new operation's debit and credit account ids, read off its entries.
+
+    The plan appends an operation's entries together, debit before credit.
+    """
+    entries = plan.entries
+    index = 0
+    for operation in plan.operations:
+        debit_id = credit_id = None
+        while index < len(entries) and entries[index].operation is operation:
+            entry = entries[index]
+            if entry.amount_cents < 0:
+                debit_id = entry.account.id
+            else:
+                credit_id = entry.account.id
+            index += 1
+        yield debit_id, credit_id
+    assert index == len(entries)
