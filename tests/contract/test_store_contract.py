@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -148,7 +149,7 @@ async def test_replay_returns_first_result_and_applies_once(engine: Engine) -> N
     assert len(await lines_of(engine, JOHN)) == 2
 
 
-async def test_replay_wins_over_a_refusal(backend: Backend, engine: Engine) -> None:
+async def test_replay_wins_over_a_refusal(engine: Engine) -> None:
     await applied(engine, Deposit(JOHN, 10_000, "pay", "d1"))
     withdrawal = Withdraw(JOHN, 10_000, "all of it", "w1")
     first = await applied(engine, withdrawal)
@@ -159,7 +160,7 @@ async def test_replay_wins_over_a_refusal(backend: Backend, engine: Engine) -> N
     assert await balance(engine, JOHN) == 0
 
 
-async def test_reused_key_conflicts_even_when_refused(backend: Backend, engine: Engine) -> None:
+async def test_reused_key_conflicts_even_when_refused(engine: Engine) -> None:
     await applied(engine, Deposit(JOHN, 10_000, "pay", "d1"))
     await applied(engine, Withdraw(JOHN, 10_000, "all of it", "w1"))
     await refused(engine, Withdraw(JOHN, 5_000, "half", "w1"), "idempotency_key_reused")
@@ -239,6 +240,46 @@ async def test_batch_with_mixed_successes_and_failures(engine: Engine) -> None:
         4_000,
         0,
     ]
+
+
+async def test_concurrent_transfers_over_hot_accounts(engine: Engine) -> None:
+    limits = {"Ann": (-3_000, None), "Bob": (0, 12_000), "Cid": (0, 9_000)}
+    await engine.submit_many(
+        [OpenAccount(client, floor, cap) for client, (floor, cap) in limits.items()]
+        + [Deposit(client, 6_000, "opening", f"open-{client}") for client in limits]
+    )
+
+    async def worker(number: int) -> list[Outcome]:
+        names = list(limits)
+        outcomes: list[Outcome] = []
+        for step in range(8):
+            source = names[(number + step) % 3]
+            target = names[(number + step + 1 + step % 2) % 3]
+            amount = (1, 2_000, 4_500)[(number * 7 + step) % 3]
+            command = Transfer(source, target, amount, "hot", f"w{number}-{step}")
+            outcomes.append(await engine.execute(command))
+        return outcomes
+
+    results = await asyncio.gather(*(worker(number) for number in range(32)))
+    outcomes = [outcome for batch in results for outcome in batch]
+    assert set(codes(outcomes)) <= {"ok", "insufficient_funds", "cap_exceeded"}
+    assert "ok" in codes(outcomes)
+    assert "insufficient_funds" in codes(outcomes)
+    accounts = await engine.list_accounts("main")
+    assert sum(a.balance_cents for a in accounts) == 18_000
+    transfer_lines = 0
+    for account in accounts:
+        floor, cap = limits[account.client]
+        assert account.balance_cents >= floor
+        assert cap is None or account.balance_cents <= cap
+        lines = await lines_of(engine, account.client)
+        running = 0
+        for line in lines:
+            running += line.amount_cents
+            assert line.balance_after_cents == running
+        assert running == account.balance_cents
+        transfer_lines += sum(1 for line in lines if line.kind == "transfer")
+    assert transfer_lines == 2 * codes(outcomes).count("ok")
 
 
 async def test_store_apply_directly(backend: Backend) -> None:
