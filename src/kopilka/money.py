@@ -16,11 +16,15 @@ AMOUNT_CENTS_MAX = 1_000_000_000_000 * CENTS_PER_DOLLAR
 # Balances and limits share the bound so a sum of two never overflows BIGINT.
 BALANCE_CENTS_MAX = AMOUNT_CENTS_MAX * 1_000
 
-# Digits with optional "," or "_" thousands separators, optional 1-2 decimals.
+# Longer text is refused before any conversion: no amount needs more characters.
+AMOUNT_TEXT_LENGTH_MAX = 40
+# ASCII digits with optional "," or "_" thousands separators, optional 1-2 decimals,
+# optionally signed and with a "$" (so "-$5.00", as we print it, reads back).
 _AMOUNT_PATTERN = re.compile(
-    r"(?P<sign>[-+]?)"
+    r"(?P<sign>[-+]?)\$?"
     r"(?P<whole>\d{1,3}(?:,\d{3})+|\d{1,3}(?:_\d{3})+|\d+)"
-    r"(?:\.(?P<fraction>\d{1,2}))?"
+    r"(?:\.(?P<fraction>\d{1,2}))?",
+    re.ASCII,
 )
 
 
@@ -29,9 +33,11 @@ def parse_cents(text: str, *, allow_negative: bool = False, allow_zero: bool = F
     candidate = text.strip().removeprefix("$") if text else ""
     if not candidate:
         raise InvalidInput("invalid_amount", "amount is empty")
+    if len(candidate) > AMOUNT_TEXT_LENGTH_MAX:
+        raise InvalidInput("invalid_amount", "amount is too long to be a sum of money")
     match = _AMOUNT_PATTERN.fullmatch(candidate)
     if match is None:
-        if re.fullmatch(r"[-+]?[\d,_]*\.\d{3,}", candidate):
+        if re.fullmatch(r"[-+]?\$?[\d,_]*\.\d{3,}", candidate, re.ASCII):
             raise InvalidInput("invalid_amount", f"amount {text!r} has more than two decimals")
         raise InvalidInput(
             "invalid_amount", f"amount {text!r} is not a number like 100 or 1,000.25"
