@@ -37,10 +37,10 @@ def resident_megabytes() -> float:
 
 
 async def fill(engine: Engine, accounts: int, operations: int, batch: int) -> list[float]:
-    await engine.submit_many(
-        [Deposit(f"c{i}", 10**12, "opening", f"open-{i}") for i in range(accounts)]
-        + [Deposit(HOT, 10**12, "opening", "open-hot")]
-    )
+    openings = [Deposit(f"c{i}", 10**12, "opening", f"open-{i}") for i in range(accounts)]
+    openings.append(Deposit(HOT, 10**12, "opening", "open-hot"))
+    for start in range(0, len(openings), batch):
+        await engine.submit_many(openings[start : start + batch])
     rnd = random.Random(7)
     memory = []
     for start in range(0, operations, batch):
