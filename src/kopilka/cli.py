@@ -152,7 +152,7 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
     try:
         if sys.stdin.isatty():
             greeting = (
-                f"kopilka shell on {target.describe()}. "
+                f"kopilka shell on {target.describe()}.\n"
                 "Type 'help' for the commands, 'exit' or Ctrl-D to leave."
             )
             output = Output.for_streams(sys.stdout)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
+import os
+import re
+import select
+import struct
+import subprocess
+import termios
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import RunKopilka, shell_runner
+from tests.e2e.conftest import RunKopilka, kopilka_command, kopilka_env, shell_runner
 from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenario, run_scenarios
 
 
@@ -134,3 +142,87 @@ def test_help_lists_commands_and_explains_one(run_shell: Callable[[str], str]) -
     assert output.startswith("Commands:\n  deposit ")
     assert "show_bank_statement: a client's operations" in output
     assert output.endswith("Error: unknown command 'nope'; type 'help' to list the commands\n")
+
+
+class Terminal:
+    """The shell on a pseudo-terminal, as a person would run it."""
+
+    def __init__(self, home: Path) -> None:
+        self._master, slave = os.openpty()
+        # A real size, so neither rich nor prompt_toolkit wraps at a guessed width.
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+        # No cursor position requests: the test answers none, and prompt_toolkit would wait.
+        env = {**kopilka_env(home), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+        self.process = subprocess.Popen(
+            kopilka_command(),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=env,
+            cwd=home.parent,
+            start_new_session=True,
+        )
+        os.close(slave)
+        self.seen = ""
+
+    def send(self, keys: str) -> None:
+        os.write(self._master, keys.encode())
+
+    def expect(self, text: str, timeout_seconds: float = 15.0) -> None:
+        """Wait until `text` is shown (colours and cursor moves aside); later calls look
+        only at what came after it."""
+        deadline = time.monotonic() + timeout_seconds
+        while text not in self.seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"never saw {text!r} in {self.seen!r}"
+            ready, _, _ = select.select([self._master], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(self._master, 65536)
+                except OSError:  # the shell has exited and the terminal closed
+                    chunk = b""
+                assert chunk, f"the shell ended before showing {text!r}: {self.seen!r}"
+                self.seen += _ANSI.sub("", chunk.decode(errors="replace"))
+        self.seen = self.seen[self.seen.index(text) + len(text) :]
+
+    def close(self) -> int:
+        try:
+            return self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+        finally:
+            os.close(self._master)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|[\x07\x08]")
+
+
+def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) -> None:
+    terminal = Terminal(kopilka_home)
+    try:
+        terminal.expect("'exit' or Ctrl-D to leave.")
+        terminal.send('deposit --client="Ёжик Jones" --amount=100 --description="ATM"\r')
+        terminal.expect("Deposit operation was successful!")
+        terminal.send("bal\t")  # completes the command
+        terminal.expect("balance")
+        terminal.send(" --client=Ё\t")  # completes a known client's name, quoted
+        terminal.expect('--client="Ёжик Jones"')
+        terminal.send("\r")
+        terminal.expect("Balance of Ёжик Jones: $100.00")
+        terminal.send("withdraw --client=Nobody --amount=1 --description=x\r")
+        terminal.expect("Error: no account for client 'Nobody'")
+        terminal.send("accounts")
+        terminal.expect("accounts")
+        terminal.send("\x03")  # Ctrl-C drops the line being typed, the shell goes on
+        terminal.send("help exit\r")
+        terminal.expect("Also called: quit")
+        # Between prompts the terminal is in cooked mode and would swallow Ctrl-D as EOF
+        # of nothing: wait for the next prompt, as a person does.
+        terminal.expect(">")
+        terminal.send("\x04")  # Ctrl-D leaves
+    finally:
+        status = terminal.close()
+    assert status == 0
+    history = (kopilka_home / "history").read_text()
+    assert '+deposit --client="Ёжик Jones" --amount=100 --description="ATM"' in history
