@@ -21,20 +21,29 @@ from kopilka.tokens import ROLES
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kopilka token", description="Manage API tokens.")
-    parser.add_argument("--db", help="'memory:', a SQLite path or a postgresql:// URL")
+    # --db may stand before or after the subcommand.
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--db", default=argparse.SUPPRESS, help="'memory:', a SQLite path or a postgresql:// URL"
+    )
+    parser = argparse.ArgumentParser(
+        prog="kopilka token", description="Manage API tokens.", parents=[database]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser(
         "create",
+        parents=[database],
         help="create a token and print its secret once",
         description='Example: kopilka token create --role client --client "John Jones"',
     )
     create.add_argument("--role", choices=ROLES, required=True)
     create.add_argument("--client", help="the one account a client token may use")
     create.add_argument("--ledger", default="main", help="the token's ledger (default main)")
-    revoke = commands.add_parser("revoke", help="revoke a token by its id")
+    revoke = commands.add_parser("revoke", help="revoke a token by its id", parents=[database])
     revoke.add_argument("token_id", metavar="ID")
-    commands.add_parser("list", help="list tokens (ids and roles, never secrets)")
+    commands.add_parser(
+        "list", help="list tokens (ids and roles, never secrets)", parents=[database]
+    )
     return parser
 
 
@@ -73,7 +82,7 @@ async def _run(store: Store, arguments: argparse.Namespace) -> int:
 def token_main(argv: list[str]) -> int:
     arguments = _parser().parse_args(argv)
     try:
-        settings = load_settings({"db": arguments.db})
+        settings = load_settings({"db": getattr(arguments, "db", None)})
         return asyncio.run(_run(open_store(settings.db), arguments))
     except KopilkaError as error:
         print(f"Error: {error.message}", file=sys.stderr)

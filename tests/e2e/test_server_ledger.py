@@ -1,0 +1,94 @@
+"""Hundreds of concurrent clients fighting over a few hot accounts with floors and caps."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+from tests.kopilka_server import RawConnection, ServerProcess, running_server
+
+HOT = {"H0": ("-50", None), "H1": ("0", "400"), "H2": ("0", None), "H3": ("-20", "250"),
+       "H4": ("0", "150")}  # fmt: skip
+TASKS = 300
+OPERATIONS_PER_TASK = 8
+
+
+def _setup(server: ServerProcess) -> Decimal:
+    opening = Decimal(0)
+    with server.client() as admin:
+        for client, (floor, cap) in HOT.items():
+            answer = admin.post("/v1/accounts", json={"client": client, "min_balance": floor,
+                                                      "max_balance": cap})  # fmt: skip
+            assert answer.status_code == 201, answer.text
+            deposit = admin.post("/v1/deposits", json={"client": client, "amount": "100",
+                                                        "description": f"open-{client}"})  # fmt: skip
+            assert deposit.status_code == 201, deposit.text
+            opening += 100
+    return opening
+
+
+async def _worker(http: RawConnection, seed: int, acked: list[dict[str, str]]) -> None:
+    rnd = random.Random(seed)
+    for number in range(OPERATIONS_PER_TASK):
+        key = f"t{seed}-{number}"
+        amount = f"{rnd.randint(1, 6000) / 100:.2f}"
+        roll = rnd.random()
+        if roll < 0.6:
+            source, target = rnd.sample(sorted(HOT), 2)
+            path, body = "/v1/transfers", {"from": source, "to": target, "amount": amount}
+        elif roll < 0.8:
+            path, body = "/v1/deposits", {"client": rnd.choice(sorted(HOT)), "amount": amount}
+        else:
+            path, body = "/v1/withdrawals", {"client": rnd.choice(sorted(HOT)), "amount": amount}
+        body["description"] = key
+        status, _, answer = await http.request("POST", path, body, {"Idempotency-Key": key})
+        assert status in (201, 422), answer
+        if status == 201:
+            acked.append({"key": key, "path": path, "amount": amount})
+        else:
+            assert answer["error"]["code"] in ("insufficient_funds", "cap_exceeded")
+
+
+async def _storm(server: ServerProcess) -> list[dict[str, str]]:
+    acked: list[dict[str, str]] = []
+
+    async def task(seed: int) -> None:
+        async with RawConnection(server) as connection:
+            await _worker(connection, seed, acked)
+
+    await asyncio.gather(*(task(seed) for seed in range(TASKS)))
+    return acked
+
+
+def test_conflicting_transfers_keep_every_invariant(tmp_path: Path) -> None:
+    with running_server(tmp_path / "home") as server:
+        opening = _setup(server)
+        acked = asyncio.run(_storm(server))
+        assert len(acked) > TASKS  # plenty succeeded, so the checks below mean something
+        with server.client() as admin:
+            accounts = {a["client"]: a for a in admin.get("/v1/accounts").json()["accounts"]}
+            statements = {client: admin.get(f"/v1/accounts/{client}/statement").json()
+                          for client in HOT}  # fmt: skip
+    deposited = sum(Decimal(a["amount"]) for a in acked if a["path"] == "/v1/deposits")
+    withdrawn = sum(Decimal(a["amount"]) for a in acked if a["path"] == "/v1/withdrawals")
+    total = sum(Decimal(account["balance"]) for account in accounts.values())
+    assert total == opening + deposited - withdrawn
+    for client, (floor, cap) in HOT.items():
+        balance = Decimal(accounts[client]["balance"])
+        assert balance >= Decimal(floor), client
+        assert cap is None or balance <= Decimal(cap), client
+        lines = statements[client]["lines"]
+        assert Decimal(statements[client]["closing_balance"]) == balance
+        for line in lines:  # every running balance stayed in bounds too
+            assert Decimal(line["balance_after"]) >= Decimal(floor)
+            assert cap is None or Decimal(line["balance_after"]) <= Decimal(cap)
+    seen = Counter(line["description"] for s in statements.values() for line in s["lines"])
+    for operation in acked:
+        sides = 2 if operation["path"] == "/v1/transfers" else 1
+        assert seen[operation["key"]] == sides, operation
+    acked_keys = {operation["key"] for operation in acked}
+    strays = [key for key in seen if key not in acked_keys and not key.startswith("open-")]
+    assert strays == []  # nothing refused was recorded

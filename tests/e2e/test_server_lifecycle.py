@@ -1,0 +1,100 @@
+"""SIGKILL loses no acknowledged operation; SIGTERM drains in-flight work and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.kopilka_server import RawConnection, ServerProcess, running_server
+
+ACCOUNTS = [f"acct{i}" for i in range(10)]
+
+
+def _fund(server: ServerProcess) -> None:
+    with server.client() as admin:
+        operations = [{"type": "deposit", "client": name, "amount": "1000000",
+                       "open_account": True} for name in ACCOUNTS]  # fmt: skip
+        answer = admin.post("/v1/batch", json={"operations": operations})
+        assert answer.status_code == 200, answer.text
+
+
+async def _load(server: ServerProcess, acked: list[str], seconds: float, tag: str) -> None:
+    """64 clients sending transfers until the server goes away or time runs out."""
+    stop = time.monotonic() + seconds
+
+    async def one(worker: int) -> None:
+        number = 0
+        async with RawConnection(server) as connection:
+            while time.monotonic() < stop:
+                key = f"{tag}-{worker}-{number}"
+                number += 1
+                source = ACCOUNTS[worker % 10]
+                target = ACCOUNTS[(worker + 1 + number % 9) % 10]
+                body = {"from": source, "to": target, "amount": "0.01", "description": key}
+                try:
+                    status, _, answer = await connection.request(
+                        "POST", "/v1/transfers", body, {"Idempotency-Key": key}
+                    )
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    return  # the server is gone: this request was never acknowledged
+                if status == 201:
+                    acked.append(key)
+                elif status != 503:
+                    raise AssertionError(answer)
+
+    await asyncio.gather(*(one(worker) for worker in range(64)))
+
+
+async def _load_then_signal(server: ServerProcess, signum: int, acked: list[str], tag: str) -> None:
+    load = asyncio.create_task(_load(server, acked, 20, tag))
+    await asyncio.sleep(1.5)
+    assert server.process is not None
+    server.process.send_signal(signum)
+    await load
+
+
+def _recorded(server: ServerProcess) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    with server.client() as admin:
+        for name in ACCOUNTS:
+            lines = admin.get(f"/v1/accounts/{name}/statement").json()["lines"]
+            seen.update(line["description"] for line in lines if line["kind"] == "transfer")
+    return seen
+
+
+def _check(seen: Counter[str], acked: list[str], opening_cents: int, server: ServerProcess) -> None:
+    for key in acked:
+        assert seen[key] == 2, key  # both sides of every acknowledged transfer, once
+    assert all(count == 2 for count in seen.values())  # nothing half-applied
+    with server.client() as admin:
+        accounts = admin.get("/v1/accounts").json()["accounts"]
+    total = sum(round(float(a["balance"]) * 100) for a in accounts)
+    assert total == opening_cents
+
+
+def test_sigkill_under_load_loses_no_acknowledged_operation(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    acked: list[str] = []
+    with running_server(home) as server:
+        _fund(server)
+        asyncio.run(_load_then_signal(server, signal.SIGKILL, acked, "kill"))
+        assert server.stop(None) == -signal.SIGKILL
+    assert len(acked) > 100
+    with running_server(home) as restarted:
+        _check(_recorded(restarted), acked, len(ACCOUNTS) * 100_000_000, restarted)
+
+
+def test_sigterm_drains_answers_and_exits_zero(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    acked: list[str] = []
+    with running_server(home) as server:
+        _fund(server)
+        asyncio.run(_load_then_signal(server, signal.SIGTERM, acked, "term"))
+        assert server.stop(None) == 0
+        assert "Traceback" not in server.errors
+    assert len(acked) > 100
+    with running_server(home) as restarted:
+        _check(_recorded(restarted), acked, len(ACCOUNTS) * 100_000_000, restarted)

@@ -1,0 +1,158 @@
+"""Who may do what: every auth boundary against a real server, and nothing changes on a refusal."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.kopilka_server import ServerProcess, kopilka_command, running_server, server_env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("auth") / "home") as server:
+        with server.client() as admin:
+            for name in ("Ann", "Bob"):
+                answer = admin.post(
+                    "/v1/deposits",
+                    json={"client": name, "amount": "100", "open_account": True},
+                    headers={"Idempotency-Key": f"open-{name}"},
+                )
+                assert answer.status_code == 201, answer.text
+        yield server
+
+
+def make_token(server: ServerProcess, role: str, client: str | None = None) -> tuple[str, str]:
+    with server.client() as admin:
+        answer = admin.post("/v1/tokens", json={"role": role, "client": client})
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"], answer.json()["secret"]
+
+
+def balances(server: ServerProcess) -> dict[str, str]:
+    with server.client() as admin:
+        page = admin.get("/v1/accounts").json()
+    return {account["client"]: account["balance"] for account in page["accounts"]}
+
+
+def assert_refused(answer: httpx.Response, status: int, code: str) -> None:
+    assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["code"] == code
+
+
+def test_missing_and_malformed_tokens_are_401(server: ServerProcess) -> None:
+    before = balances(server)
+    transfer = {"from": "Ann", "to": "Bob", "amount": "1"}
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"},
+                    {"Authorization": "Bearer kop_0123456789abcdef_wrong"}):  # fmt: skip
+        answer = httpx.post(f"{server.url}/v1/transfers", json=transfer, headers=headers)
+        assert_refused(answer, 401, "unauthorized")
+        assert_refused(httpx.get(f"{server.url}/v1/accounts/Ann", headers=headers), 401,
+                       "unauthorized")  # fmt: skip
+    assert balances(server) == before
+
+
+def test_a_right_id_with_a_wrong_secret_is_401(server: ServerProcess) -> None:
+    token_id, secret = make_token(server, "teller")
+    forged = secret[:-4] + ("AAAA" if not secret.endswith("AAAA") else "BBBB")
+    with server.client(forged) as forger:
+        assert_refused(forger.get("/v1/accounts/Ann"), 401, "unauthorized")
+    with server.client(secret) as teller:
+        assert teller.get("/v1/accounts/Ann").status_code == 200
+    with server.client(forged) as forger:  # after the real one was cached
+        assert_refused(forger.get("/v1/accounts/Ann"), 401, "unauthorized")
+
+
+def test_client_token_sees_and_moves_only_its_own_account(server: ServerProcess) -> None:
+    _, secret = make_token(server, "client", "Ann")
+    before = balances(server)
+    with server.client(secret) as ann:
+        assert ann.get("/v1/accounts/Ann").json()["client"] == "Ann"
+        assert ann.get("/v1/accounts/Ann/statement").status_code == 200
+        assert_refused(ann.get("/v1/accounts/Bob"), 403, "forbidden")
+        assert_refused(ann.get("/v1/accounts/Bob/statement"), 403, "forbidden")
+        assert_refused(ann.get("/v1/accounts"), 403, "forbidden")
+        stolen = ann.post("/v1/transfers", json={"from": "Bob", "to": "Ann", "amount": "5"})
+        assert_refused(stolen, 403, "forbidden")
+        withdrawn = ann.post("/v1/withdrawals", json={"client": "Bob", "amount": "5"})
+        assert_refused(withdrawn, 403, "forbidden")
+        deposit = ann.post("/v1/deposits", json={"client": "Ann", "amount": "5"})
+        assert_refused(deposit, 403, "forbidden")
+        batch = ann.post("/v1/batch", json={"operations": [
+            {"type": "transfer", "from": "Bob", "to": "Ann", "amount": "5"}]})  # fmt: skip
+        assert batch.json()["results"][0]["status"] == 403
+        limits = ann.patch("/v1/accounts/Ann", json={"min_balance": "-1000"})
+        assert_refused(limits, 403, "forbidden")
+        assert_refused(ann.get("/v1/tokens"), 403, "forbidden")
+        other_ledger = ann.get("/v1/accounts/Ann", headers={"Kopilka-Ledger": "other"})
+        assert_refused(other_ledger, 403, "forbidden")
+    assert balances(server) == before
+    with server.client(secret) as ann:
+        own = ann.post("/v1/transfers", json={"from": "Ann", "to": "Bob", "amount": "1.50"})
+    assert own.status_code == 201, own.text
+    assert own.json()["from_balance_after"] == str(f"{float(before['Ann']) - 1.5:.2f}"), own.text
+
+
+def test_teller_moves_money_but_manages_no_tokens_or_limits(server: ServerProcess) -> None:
+    _, secret = make_token(server, "teller")
+    with server.client(secret) as teller:
+        moved = teller.post("/v1/transfers", json={"from": "Bob", "to": "Ann", "amount": "1"})
+        assert moved.status_code == 201, moved.text
+        assert teller.get("/v1/accounts/Bob/statement").status_code == 200
+        assert_refused(teller.post("/v1/tokens", json={"role": "admin"}), 403, "forbidden")
+        limits = teller.patch("/v1/accounts/Bob", json={"min_balance": "-1000"})
+        assert_refused(limits, 403, "forbidden")
+
+
+def test_revocation_through_the_api_is_immediate(server: ServerProcess) -> None:
+    token_id, secret = make_token(server, "teller")
+    with server.client(secret) as teller:
+        assert teller.get("/v1/accounts/Ann").status_code == 200  # now cached
+    with server.client() as admin:
+        assert admin.delete(f"/v1/tokens/{token_id}").status_code == 204
+    with server.client(secret) as teller:
+        assert_refused(teller.get("/v1/accounts/Ann"), 401, "unauthorized")
+        moved = teller.post("/v1/transfers", json={"from": "Bob", "to": "Ann", "amount": "1"})
+        assert_refused(moved, 401, "unauthorized")
+
+
+def test_revocation_by_the_cli_reaches_the_server_within_the_ttl(server: ServerProcess) -> None:
+    token_id, secret = make_token(server, "teller")
+    with server.client(secret) as teller:
+        assert teller.get("/v1/accounts/Ann").status_code == 200
+    revoked = subprocess.run(
+        [*kopilka_command(), "token", "revoke", token_id, "--db", server.db],
+        env=server_env(server.home), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert revoked.returncode == 0, revoked.stderr
+    time.sleep(1.3)  # the server's token cache TTL is 1 s
+    with server.client(secret) as teller:
+        assert_refused(teller.get("/v1/accounts/Ann"), 401, "unauthorized")
+
+
+def test_token_cli_creates_a_working_client_token(server: ServerProcess, tmp_path: Path) -> None:
+    created = subprocess.run(
+        [*kopilka_command(), "token", "create", "--role", "client", "--client", "Bob",
+         "--db", server.db],
+        env=server_env(server.home), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip().splitlines()[-1]
+    with server.client(secret) as bob:
+        assert bob.get("/v1/accounts/Bob").status_code == 200
+        assert_refused(bob.get("/v1/accounts/Ann"), 403, "forbidden")
+    listed = subprocess.run(
+        [*kopilka_command(), "token", "list", "--db", server.db],
+        env=server_env(server.home), capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert "client=Bob" in listed.stdout
+    assert secret not in listed.stdout  # secrets are shown once, never listed
+
+
+def test_admin_token_file_is_private(server: ServerProcess) -> None:
+    mode = (server.home / "admin.token").stat().st_mode & 0o777
+    assert mode == 0o600

@@ -1,0 +1,103 @@
+"""Idempotency-Key: a repeat returns the first answer, a changed body is refused, and
+concurrent requests with one key apply once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from tests.kopilka_server import ServerProcess, running_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("idem") / "home") as server:
+        with server.client() as admin:
+            for name in ("Ann", "Bob"):
+                admin.post("/v1/deposits", json={"client": name, "amount": "1000",
+                                                  "open_account": True})  # fmt: skip
+        yield server
+
+
+def balance(admin: httpx.Client, client: str) -> str:
+    return str(admin.get(f"/v1/accounts/{client}").json()["balance"])
+
+
+def test_same_key_and_body_returns_the_first_answer(server: ServerProcess) -> None:
+    body = {"from": "Ann", "to": "Bob", "amount": "10", "description": "rent"}
+    with server.client() as admin:
+        first = admin.post("/v1/transfers", json=body, headers={"Idempotency-Key": "rent-1"})
+        assert first.status_code == 201
+        before = balance(admin, "Ann")
+        again = admin.post("/v1/transfers", json=body, headers={"Idempotency-Key": "rent-1"})
+        assert again.status_code == 201
+        assert again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        assert balance(admin, "Ann") == before
+
+
+def test_same_key_with_another_body_is_409(server: ServerProcess) -> None:
+    with server.client() as admin:
+        body = {"from": "Ann", "to": "Bob", "amount": "10"}
+        assert admin.post("/v1/transfers", json=body,
+                          headers={"Idempotency-Key": "k-409"}).status_code == 201  # fmt: skip
+        before = balance(admin, "Ann")
+        changed = admin.post("/v1/transfers", json={**body, "amount": "11"},
+                             headers={"Idempotency-Key": "k-409"})  # fmt: skip
+        assert changed.status_code == 409
+        assert changed.json()["error"]["code"] == "idempotency_key_reused"
+        assert balance(admin, "Ann") == before
+
+
+def test_without_a_key_each_request_is_new(server: ServerProcess) -> None:
+    with server.client() as admin:
+        before = balance(admin, "Bob")
+        body = {"client": "Bob", "amount": "1"}
+        first = admin.post("/v1/withdrawals", json=body).json()
+        second = admin.post("/v1/withdrawals", json=body).json()
+        assert first["idempotency_key"] != second["idempotency_key"]
+        assert float(balance(admin, "Bob")) == float(before) - 2
+
+
+async def _storm(server: ServerProcess, key: str, count: int) -> list[httpx.Response]:
+    headers = {"Authorization": f"Bearer {server.token}", "Idempotency-Key": key}
+    body = {"from": "Ann", "to": "Bob", "amount": "7", "description": "storm"}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers,
+                                 limits=httpx.Limits(max_connections=count)) as http:  # fmt: skip
+        return await asyncio.gather(*(http.post("/v1/transfers", json=body)
+                                      for _ in range(count)))  # fmt: skip
+
+
+def test_concurrent_requests_with_one_key_apply_once(server: ServerProcess) -> None:
+    with server.client() as admin:
+        before = float(balance(admin, "Ann"))
+    answers = asyncio.run(_storm(server, "storm-1", 60))
+    assert {answer.status_code for answer in answers} == {201}
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert sum(answer.headers.get("idempotent-replayed") != "true" for answer in answers) == 1
+    with server.client() as admin:
+        assert float(balance(admin, "Ann")) == before - 7
+        lines = admin.get("/v1/accounts/Ann/statement").json()["lines"]
+    assert sum(line["description"] == "storm" for line in lines) == 1
+
+
+def test_a_retried_batch_applies_each_item_once(server: ServerProcess) -> None:
+    operations = [{"type": "transfer", "from": "Bob", "to": "Ann", "amount": "2"},
+                  {"type": "withdrawal", "client": "Bob", "amount": "9999999"},
+                  {"type": "deposit", "client": "Ann", "amount": "3"}]  # fmt: skip
+    with server.client() as admin:
+        before = (balance(admin, "Ann"), balance(admin, "Bob"))
+        first = admin.post("/v1/batch", json={"operations": operations},
+                           headers={"Idempotency-Key": "batch-1"})  # fmt: skip
+        middle = (balance(admin, "Ann"), balance(admin, "Bob"))
+        again = admin.post("/v1/batch", json={"operations": operations},
+                           headers={"Idempotency-Key": "batch-1"})  # fmt: skip
+        after = (balance(admin, "Ann"), balance(admin, "Bob"))
+    statuses = [result["status"] for result in first.json()["results"]]
+    assert statuses == [201, 422, 201]
+    assert first.json()["results"][1]["error"]["code"] == "insufficient_funds"
+    assert [r["status"] for r in again.json()["results"]] == statuses
+    assert middle != before
+    assert after == middle

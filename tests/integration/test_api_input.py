@@ -1,0 +1,141 @@
+"""Bad input of every kind gets a clear error with the fitting status, and changes nothing."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from tests.kopilka_server import ServerProcess, running_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("input") / "home") as server:
+        with server.client() as admin:
+            for name in ("Ann", "Bob"):
+                admin.post("/v1/deposits", json={"client": name, "amount": "50",
+                                                  "open_account": True})  # fmt: skip
+        yield server
+
+
+@pytest.fixture
+def admin(server: ServerProcess) -> Iterator[httpx.Client]:
+    with server.client() as client:
+        yield client
+
+
+def state(admin: httpx.Client) -> object:
+    accounts = admin.get("/v1/accounts").json()
+    statement = admin.get("/v1/accounts/Ann/statement").json()["lines"]
+    return accounts, statement
+
+
+def refused(answer: httpx.Response, status: int, code: str) -> str:
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == code, error
+    assert error["message"]
+    return str(error["message"])
+
+
+def test_malformed_json_is_400(admin: httpx.Client) -> None:
+    before = state(admin)
+    for body in (b"{", b"not json", b"", b'{"from": "Ann",}', b"\xff\xfe"):
+        answer = admin.post("/v1/transfers", content=body)
+        refused(answer, 400, "malformed_json")
+    refused(admin.post("/v1/batch", content=b'{"operations": '), 400, "malformed_json")
+    assert state(admin) == before
+
+
+def test_wrong_types_unknown_fields_and_missing_fields_are_422(admin: httpx.Client) -> None:
+    before = state(admin)
+    bodies = [
+        {"from": "Ann", "to": "Bob", "amount": "1", "typo": 1},
+        {"from": "Ann", "to": 7, "amount": "1"},
+        {"from": "Ann", "amount": "1"},
+        {"from": "Ann", "to": "Bob", "amount": "1", "description": ["x"]},
+        ["Ann", "Bob", "1"],
+        {"from": "Ann", "to": "Bob", "amount": "1e3"},
+        {"from": "Ann", "to": "Bob", "amount": "1.001"},
+        {"from": "Ann", "to": "Bob", "amount": "-1"},
+    ]
+    for body in bodies:
+        answer = admin.post("/v1/transfers", json=body)
+        assert answer.status_code == 422, (body, answer.text)
+    message = refused(admin.post("/v1/transfers", json={"from": "Ann", "to": "Bob",
+                                                         "amount": "1", "typo": 1}),
+                      422, "invalid_request")  # fmt: skip
+    assert "typo" in message
+    assert state(admin) == before
+
+
+def test_json_numbers_for_amounts_are_refused(admin: httpx.Client) -> None:
+    before = state(admin)
+    for amount in (1, 1.5, 0.1):
+        message = refused(
+            admin.post("/v1/deposits", json={"client": "Ann", "amount": amount}),
+            422, "invalid_amount",
+        )  # fmt: skip
+        assert "string" in message
+    answer = admin.post("/v1/accounts", json={"client": "Cy", "min_balance": 0})
+    refused(answer, 422, "invalid_amount")
+    assert state(admin) == before
+
+
+def test_huge_bodies_are_413(server: ServerProcess, admin: httpx.Client) -> None:
+    before = state(admin)
+    huge = b'{"from": "Ann", "to": "Bob", "amount": "1", "description": "' + b"x" * 200_000 + b'"}'
+    refused(admin.post("/v1/transfers", content=huge), 413, "body_too_large")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
+        yield b'{"from": "Ann", "to": "Bob", "amount": "1", "description": "'
+        for _ in range(100):
+            yield b"y" * 10_000
+
+    refused(admin.post("/v1/transfers", content=chunks()), 413, "body_too_large")
+    assert state(admin) == before
+
+
+def test_unknown_routes_and_methods(admin: httpx.Client) -> None:
+    refused(admin.get("/nope"), 404, "not_found")
+    refused(admin.get("/v2/accounts"), 404, "not_found")
+    refused(admin.get("/v1/accounts/Ann/nope"), 404, "not_found")
+    refused(admin.get("/v1/transfers"), 405, "method_not_allowed")
+    refused(admin.delete("/v1/accounts/Ann"), 405, "method_not_allowed")
+    refused(admin.get("/v1/accounts/Nobody"), 404, "account_not_found")
+
+
+def test_oversized_headers_are_refused(server: ServerProcess) -> None:
+    with server.client() as admin:
+        answer = admin.get("/v1/accounts/Ann", headers={"X-Junk": "j" * 40_000})
+    assert answer.status_code in (400, 431), answer.text
+
+
+def test_a_bad_period_and_format_are_422(admin: httpx.Client) -> None:
+    refused(admin.get("/v1/accounts/Ann/statement", params={"since": "yesterday"}), 422,
+            "invalid_period")  # fmt: skip
+    refused(admin.get("/v1/accounts/Ann/statement",
+                      params={"since": "2030-01-02", "till": "2030-01-01"}),
+            422, "invalid_period")  # fmt: skip
+    refused(admin.get("/v1/accounts/Ann/statement", params={"format": "xml"}), 422,
+            "invalid_format")  # fmt: skip
+
+
+def test_a_client_name_with_a_slash_round_trips(admin: httpx.Client) -> None:
+    name = "Ann/Bob & Co %"
+    answer = admin.post("/v1/deposits", json={"client": name, "amount": "3",
+                                              "open_account": True})  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    from urllib.parse import quote
+
+    account = admin.get("/v1/accounts/" + quote(name, safe=""))
+    assert account.json()["client"] == name
+
+
+def test_garbage_on_the_socket_does_not_hurt_the_server(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+        raw.sendall(b"\x00\x01GARBAGE / HTTP/9.9\r\n\r\n")
+        raw.recv(1024)
+    assert httpx.get(f"{server.url}/v1/health").status_code == 200

@@ -1,0 +1,164 @@
+"""A real `kopilka serve` process on a free port, with its own KOPILKA_HOME and SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+START_SECONDS_MAX = 15.0
+
+
+def kopilka_command() -> list[str]:
+    beside = Path(sys.executable).with_name("kopilka")
+    if beside.is_file():
+        return [str(beside)]
+    found = shutil.which("kopilka")
+    return [found] if found else [sys.executable, "-m", "kopilka"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def server_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("KOPILKA_")}
+    env.update(KOPILKA_HOME=str(home), TZ="UTC", PYTHONUTF8="1", **extra)
+    return env
+
+
+class ServerProcess:
+    def __init__(self, home: Path, db: str | None = None, **env: str) -> None:
+        self.home = home
+        self.db = db or str(home / "kopilka.db")
+        self.env = env
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[str] | None = None
+        self.output = self.errors = ""
+
+    def start(self) -> ServerProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [*kopilka_command(), "serve", "--port", str(self.port), "--db", self.db],
+            env=server_env(self.home, **self.env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()  # printed once the socket is bound
+        if "listening" not in line:
+            self.process.kill()
+            raise RuntimeError(f"server did not start: {line!r} {self.process.stderr!r}")
+        self.process.stdout.readline()  # the admin token line
+        deadline = time.monotonic() + START_SECONDS_MAX
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not answer /v1/health")
+
+    @property
+    def token(self) -> str:
+        return (self.home / "admin.token").read_text().strip()
+
+    def client(self, token: str | None = None, **headers: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token or self.token}", **headers},
+            timeout=30,
+        )
+
+    def stop(self, signum: int | None = signal.SIGTERM, timeout: float = 30) -> int:
+        """Signal the server (None: it was signalled already) and wait for its exit code."""
+        assert self.process is not None
+        if signum is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+        code = self.process.wait(timeout=timeout)
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.output = self.process.stdout.read()
+        self.errors = self.process.stderr.read()
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return code
+
+
+@contextmanager
+def running_server(home: Path, db: str | None = None, **env: str) -> Iterator[ServerProcess]:
+    server = ServerProcess(home, db, **env).start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.stop(signal.SIGKILL)
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection with almost no client-side cost.
+
+    Load tests need hundreds of concurrent callers; a full client library spends
+    more CPU per request than the server does and would serialise them.
+    """
+
+    def __init__(self, server: ServerProcess, token: str | None = None) -> None:
+        self.port = server.port
+        self.token = token or server.token
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> RawConnection:
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    async def request(
+        self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], Any]:
+        assert self._reader is not None and self._writer is not None
+        payload = b"" if body is None else json.dumps(body).encode()
+        head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1",
+                f"Authorization: Bearer {self.token}", f"Content-Length: {len(payload)}",
+                "Content-Type: application/json"]  # fmt: skip
+        head.extend(f"{name}: {value}" for name, value in (headers or {}).items())
+        self._writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        await self._writer.drain()
+        raw_head = await self._reader.readuntil(b"\r\n\r\n")
+        status_line, *lines = raw_head.decode("latin-1").split("\r\n")
+        answer_headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name:
+                answer_headers[name.strip().lower()] = value.strip()
+        if answer_headers.get("transfer-encoding") == "chunked":
+            chunks = []
+            while True:
+                size = int((await self._reader.readuntil(b"\r\n")).strip(), 16)
+                chunks.append(await self._reader.readexactly(size + 2))
+                if size == 0:
+                    break
+            data = b"".join(chunk[:-2] for chunk in chunks)
+        else:
+            data = await self._reader.readexactly(int(answer_headers.get("content-length", 0)))
+        status = int(status_line.split(" ", 2)[1])
+        return status, answer_headers, json.loads(data) if data else None
