@@ -137,9 +137,13 @@ class RawConnection:
     ) -> tuple[int, dict[str, str], Any]:
         assert self._reader is not None and self._writer is not None
         payload = b"" if body is None else json.dumps(body).encode()
-        head = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1",
-                f"Authorization: Bearer {self.token}", f"Content-Length: {len(payload)}",
-                "Content-Type: application/json"]  # fmt: skip
+        head = [
+            f"{method} {path} HTTP/1.1",
+            "Host: 127.0.0.1",
+            f"Authorization: Bearer {self.token}",
+            f"Content-Length: {len(payload)}",
+            "Content-Type: application/json",
+        ]
         head.extend(f"{name}: {value}" for name, value in (headers or {}).items())
         self._writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
         await self._writer.drain()

@@ -10,8 +10,13 @@ from pathlib import Path
 
 from tests.kopilka_server import RawConnection, ServerProcess, running_server
 
-HOT = {"H0": ("-50", None), "H1": ("0", "400"), "H2": ("0", None), "H3": ("-20", "250"),
-       "H4": ("0", "150")}  # fmt: skip
+HOT = {
+    "H0": ("-50", None),
+    "H1": ("0", "400"),
+    "H2": ("0", None),
+    "H3": ("-20", "250"),
+    "H4": ("0", "150"),
+}
 TASKS = 300
 OPERATIONS_PER_TASK = 8
 
@@ -20,11 +25,14 @@ def _setup(server: ServerProcess) -> Decimal:
     opening = Decimal(0)
     with server.client() as admin:
         for client, (floor, cap) in HOT.items():
-            answer = admin.post("/v1/accounts", json={"client": client, "min_balance": floor,
-                                                      "max_balance": cap})  # fmt: skip
+            answer = admin.post(
+                "/v1/accounts", json={"client": client, "min_balance": floor, "max_balance": cap}
+            )
             assert answer.status_code == 201, answer.text
-            deposit = admin.post("/v1/deposits", json={"client": client, "amount": "100",
-                                                        "description": f"open-{client}"})  # fmt: skip
+            deposit = admin.post(
+                "/v1/deposits",
+                json={"client": client, "amount": "100", "description": f"open-{client}"},
+            )
             assert deposit.status_code == 201, deposit.text
             opening += 100
     return opening
@@ -70,8 +78,9 @@ def test_conflicting_transfers_keep_every_invariant(tmp_path: Path) -> None:
         assert len(acked) > TASKS  # plenty succeeded, so the checks below mean something
         with server.client() as admin:
             accounts = {a["client"]: a for a in admin.get("/v1/accounts").json()["accounts"]}
-            statements = {client: admin.get(f"/v1/accounts/{client}/statement").json()
-                          for client in HOT}  # fmt: skip
+            statements = {
+                client: admin.get(f"/v1/accounts/{client}/statement").json() for client in HOT
+            }
     deposited = sum(Decimal(a["amount"]) for a in acked if a["path"] == "/v1/deposits")
     withdrawn = sum(Decimal(a["amount"]) for a in acked if a["path"] == "/v1/withdrawals")
     total = sum(Decimal(account["balance"]) for account in accounts.values())

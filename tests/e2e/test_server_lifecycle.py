@@ -15,8 +15,10 @@ ACCOUNTS = [f"acct{i}" for i in range(10)]
 
 def _fund(server: ServerProcess) -> None:
     with server.client() as admin:
-        operations = [{"type": "deposit", "client": name, "amount": "1000000",
-                       "open_account": True} for name in ACCOUNTS]  # fmt: skip
+        operations = [
+            {"type": "deposit", "client": name, "amount": "1000000", "open_account": True}
+            for name in ACCOUNTS
+        ]
         answer = admin.post("/v1/batch", json={"operations": operations})
         assert answer.status_code == 200, answer.text
 

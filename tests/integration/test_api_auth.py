@@ -47,17 +47,22 @@ def assert_refused(answer: httpx.Response, status: int, code: str) -> None:
 def test_missing_and_malformed_tokens_are_401(server: ServerProcess) -> None:
     before = balances(server)
     transfer = {"from": "Ann", "to": "Bob", "amount": "1"}
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic abc"},
-                    {"Authorization": "Bearer kop_0123456789abcdef_wrong"}):  # fmt: skip
+    for headers in (
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer kop_0123456789abcdef_wrong"},
+    ):
         answer = httpx.post(f"{server.url}/v1/transfers", json=transfer, headers=headers)
         assert_refused(answer, 401, "unauthorized")
-        assert_refused(httpx.get(f"{server.url}/v1/accounts/Ann", headers=headers), 401,
-                       "unauthorized")  # fmt: skip
+        assert_refused(
+            httpx.get(f"{server.url}/v1/accounts/Ann", headers=headers), 401, "unauthorized"
+        )
     assert balances(server) == before
 
 
 def test_a_right_id_with_a_wrong_secret_is_401(server: ServerProcess) -> None:
-    token_id, secret = make_token(server, "teller")
+    _, secret = make_token(server, "teller")
     forged = secret[:-4] + ("AAAA" if not secret.endswith("AAAA") else "BBBB")
     with server.client(forged) as forger:
         assert_refused(forger.get("/v1/accounts/Ann"), 401, "unauthorized")
@@ -82,8 +87,10 @@ def test_client_token_sees_and_moves_only_its_own_account(server: ServerProcess)
         assert_refused(withdrawn, 403, "forbidden")
         deposit = ann.post("/v1/deposits", json={"client": "Ann", "amount": "5"})
         assert_refused(deposit, 403, "forbidden")
-        batch = ann.post("/v1/batch", json={"operations": [
-            {"type": "transfer", "from": "Bob", "to": "Ann", "amount": "5"}]})  # fmt: skip
+        batch = ann.post(
+            "/v1/batch",
+            json={"operations": [{"type": "transfer", "from": "Bob", "to": "Ann", "amount": "5"}]},
+        )
         assert batch.json()["results"][0]["status"] == 403
         limits = ann.patch("/v1/accounts/Ann", json={"min_balance": "-1000"})
         assert_refused(limits, 403, "forbidden")
@@ -126,8 +133,12 @@ def test_revocation_by_the_cli_reaches_the_server_within_the_ttl(server: ServerP
         assert teller.get("/v1/accounts/Ann").status_code == 200
     revoked = subprocess.run(
         [*kopilka_command(), "token", "revoke", token_id, "--db", server.db],
-        env=server_env(server.home), capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        env=server_env(server.home),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert revoked.returncode == 0, revoked.stderr
     time.sleep(1.3)  # the server's token cache TTL is 1 s
     with server.client(secret) as teller:
@@ -136,10 +147,23 @@ def test_revocation_by_the_cli_reaches_the_server_within_the_ttl(server: ServerP
 
 def test_token_cli_creates_a_working_client_token(server: ServerProcess, tmp_path: Path) -> None:
     created = subprocess.run(
-        [*kopilka_command(), "token", "create", "--role", "client", "--client", "Bob",
-         "--db", server.db],
-        env=server_env(server.home), capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        [
+            *kopilka_command(),
+            "token",
+            "create",
+            "--role",
+            "client",
+            "--client",
+            "Bob",
+            "--db",
+            server.db,
+        ],
+        env=server_env(server.home),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip().splitlines()[-1]
     with server.client(secret) as bob:
@@ -147,8 +171,12 @@ def test_token_cli_creates_a_working_client_token(server: ServerProcess, tmp_pat
         assert_refused(bob.get("/v1/accounts/Ann"), 403, "forbidden")
     listed = subprocess.run(
         [*kopilka_command(), "token", "list", "--db", server.db],
-        env=server_env(server.home), capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
+        env=server_env(server.home),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert "client=Bob" in listed.stdout
     assert secret not in listed.stdout  # secrets are shown once, never listed
 

@@ -16,8 +16,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running_server(tmp_path_factory.mktemp("idem") / "home") as server:
         with server.client() as admin:
             for name in ("Ann", "Bob"):
-                admin.post("/v1/deposits", json={"client": name, "amount": "1000",
-                                                  "open_account": True})  # fmt: skip
+                admin.post(
+                    "/v1/deposits", json={"client": name, "amount": "1000", "open_account": True}
+                )
         yield server
 
 
@@ -41,11 +42,14 @@ def test_same_key_and_body_returns_the_first_answer(server: ServerProcess) -> No
 def test_same_key_with_another_body_is_409(server: ServerProcess) -> None:
     with server.client() as admin:
         body = {"from": "Ann", "to": "Bob", "amount": "10"}
-        assert admin.post("/v1/transfers", json=body,
-                          headers={"Idempotency-Key": "k-409"}).status_code == 201  # fmt: skip
+        assert (
+            admin.post("/v1/transfers", json=body, headers={"Idempotency-Key": "k-409"}).status_code
+            == 201
+        )
         before = balance(admin, "Ann")
-        changed = admin.post("/v1/transfers", json={**body, "amount": "11"},
-                             headers={"Idempotency-Key": "k-409"})  # fmt: skip
+        changed = admin.post(
+            "/v1/transfers", json={**body, "amount": "11"}, headers={"Idempotency-Key": "k-409"}
+        )
         assert changed.status_code == 409
         assert changed.json()["error"]["code"] == "idempotency_key_reused"
         assert balance(admin, "Ann") == before
@@ -64,10 +68,10 @@ def test_without_a_key_each_request_is_new(server: ServerProcess) -> None:
 async def _storm(server: ServerProcess, key: str, count: int) -> list[httpx.Response]:
     headers = {"Authorization": f"Bearer {server.token}", "Idempotency-Key": key}
     body = {"from": "Ann", "to": "Bob", "amount": "7", "description": "storm"}
-    async with httpx.AsyncClient(base_url=server.url, headers=headers,
-                                 limits=httpx.Limits(max_connections=count)) as http:  # fmt: skip
-        return await asyncio.gather(*(http.post("/v1/transfers", json=body)
-                                      for _ in range(count)))  # fmt: skip
+    async with httpx.AsyncClient(
+        base_url=server.url, headers=headers, limits=httpx.Limits(max_connections=count)
+    ) as http:
+        return await asyncio.gather(*(http.post("/v1/transfers", json=body) for _ in range(count)))
 
 
 def test_concurrent_requests_with_one_key_apply_once(server: ServerProcess) -> None:
@@ -84,16 +88,20 @@ def test_concurrent_requests_with_one_key_apply_once(server: ServerProcess) -> N
 
 
 def test_a_retried_batch_applies_each_item_once(server: ServerProcess) -> None:
-    operations = [{"type": "transfer", "from": "Bob", "to": "Ann", "amount": "2"},
-                  {"type": "withdrawal", "client": "Bob", "amount": "9999999"},
-                  {"type": "deposit", "client": "Ann", "amount": "3"}]  # fmt: skip
+    operations = [
+        {"type": "transfer", "from": "Bob", "to": "Ann", "amount": "2"},
+        {"type": "withdrawal", "client": "Bob", "amount": "9999999"},
+        {"type": "deposit", "client": "Ann", "amount": "3"},
+    ]
     with server.client() as admin:
         before = (balance(admin, "Ann"), balance(admin, "Bob"))
-        first = admin.post("/v1/batch", json={"operations": operations},
-                           headers={"Idempotency-Key": "batch-1"})  # fmt: skip
+        first = admin.post(
+            "/v1/batch", json={"operations": operations}, headers={"Idempotency-Key": "batch-1"}
+        )
         middle = (balance(admin, "Ann"), balance(admin, "Bob"))
-        again = admin.post("/v1/batch", json={"operations": operations},
-                           headers={"Idempotency-Key": "batch-1"})  # fmt: skip
+        again = admin.post(
+            "/v1/batch", json={"operations": operations}, headers={"Idempotency-Key": "batch-1"}
+        )
         after = (balance(admin, "Ann"), balance(admin, "Bob"))
     statuses = [result["status"] for result in first.json()["results"]]
     assert statuses == [201, 422, 201]

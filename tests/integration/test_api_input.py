@@ -15,8 +15,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running_server(tmp_path_factory.mktemp("input") / "home") as server:
         with server.client() as admin:
             for name in ("Ann", "Bob"):
-                admin.post("/v1/deposits", json={"client": name, "amount": "50",
-                                                  "open_account": True})  # fmt: skip
+                admin.post(
+                    "/v1/deposits", json={"client": name, "amount": "50", "open_account": True}
+                )
         yield server
 
 
@@ -64,9 +65,11 @@ def test_wrong_types_unknown_fields_and_missing_fields_are_422(admin: httpx.Clie
     for body in bodies:
         answer = admin.post("/v1/transfers", json=body)
         assert answer.status_code == 422, (body, answer.text)
-    message = refused(admin.post("/v1/transfers", json={"from": "Ann", "to": "Bob",
-                                                         "amount": "1", "typo": 1}),
-                      422, "invalid_request")  # fmt: skip
+    message = refused(
+        admin.post("/v1/transfers", json={"from": "Ann", "to": "Bob", "amount": "1", "typo": 1}),
+        422,
+        "invalid_request",
+    )
     assert "typo" in message
     assert state(admin) == before
 
@@ -76,8 +79,9 @@ def test_json_numbers_for_amounts_are_refused(admin: httpx.Client) -> None:
     for amount in (1, 1.5, 0.1):
         message = refused(
             admin.post("/v1/deposits", json={"client": "Ann", "amount": amount}),
-            422, "invalid_amount",
-        )  # fmt: skip
+            422,
+            "invalid_amount",
+        )
         assert "string" in message
     answer = admin.post("/v1/accounts", json={"client": "Cy", "min_balance": 0})
     refused(answer, 422, "invalid_amount")
@@ -114,19 +118,26 @@ def test_oversized_headers_are_refused(server: ServerProcess) -> None:
 
 
 def test_a_bad_period_and_format_are_422(admin: httpx.Client) -> None:
-    refused(admin.get("/v1/accounts/Ann/statement", params={"since": "yesterday"}), 422,
-            "invalid_period")  # fmt: skip
-    refused(admin.get("/v1/accounts/Ann/statement",
-                      params={"since": "2030-01-02", "till": "2030-01-01"}),
-            422, "invalid_period")  # fmt: skip
-    refused(admin.get("/v1/accounts/Ann/statement", params={"format": "xml"}), 422,
-            "invalid_format")  # fmt: skip
+    refused(
+        admin.get("/v1/accounts/Ann/statement", params={"since": "yesterday"}),
+        422,
+        "invalid_period",
+    )
+    refused(
+        admin.get(
+            "/v1/accounts/Ann/statement", params={"since": "2030-01-02", "till": "2030-01-01"}
+        ),
+        422,
+        "invalid_period",
+    )
+    refused(
+        admin.get("/v1/accounts/Ann/statement", params={"format": "xml"}), 422, "invalid_format"
+    )
 
 
 def test_a_client_name_with_a_slash_round_trips(admin: httpx.Client) -> None:
     name = "Ann/Bob & Co %"
-    answer = admin.post("/v1/deposits", json={"client": name, "amount": "3",
-                                              "open_account": True})  # fmt: skip
+    answer = admin.post("/v1/deposits", json={"client": name, "amount": "3", "open_account": True})
     assert answer.status_code == 201, answer.text
     from urllib.parse import quote
 
