@@ -11,7 +11,8 @@ import uuid
 from collections.abc import Callable
 
 from kopilka.bank import Bank
-from kopilka.domain.rules import validate_client
+from kopilka.domain.model import Deposit, Transfer, Withdraw
+from kopilka.domain.rules import validate_client, validate_money_command
 from kopilka.errors import InvalidInput, Rejected
 from kopilka.money import format_money, parse_amount, parse_cents, parse_limit
 from kopilka.periods import parse_period
@@ -60,31 +61,56 @@ def _help(parsed: ParsedCommand, *, oneshot: bool) -> Reply:
     return Block(help_command(spec))
 
 
+# Requests are checked with the domain's own rules before they are sent, so a
+# refusal reads the same whether the bank is in this process or behind HTTP.
+
+
 def _key(parsed: ParsedCommand) -> str:
     # One fresh key per command line: a retried line is a new request, a replayed key is not.
     return parsed.get("idempotency-key") or str(uuid.uuid4())
 
 
 def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:
-    amount = parse_amount(parsed.require("amount"))
-    bank.deposit(parsed.require("client"), amount, parsed.require("description"), _key(parsed))
+    command = Deposit(
+        parsed.require("client"),
+        parse_amount(parsed.require("amount")),
+        parsed.require("description"),
+        _key(parsed),
+    )
+    validate_money_command(command)
+    bank.deposit(command.client, command.amount_cents, command.description, command.idempotency_key)
     return Message("Deposit operation was successful!")
 
 
 def _withdraw(parsed: ParsedCommand, bank: Bank) -> Reply:
-    amount = parse_amount(parsed.require("amount"))
-    bank.withdraw(parsed.require("client"), amount, parsed.require("description"), _key(parsed))
+    command = Withdraw(
+        parsed.require("client"),
+        parse_amount(parsed.require("amount")),
+        parsed.require("description"),
+        _key(parsed),
+    )
+    validate_money_command(command)
+    bank.withdraw(
+        command.client, command.amount_cents, command.description, command.idempotency_key
+    )
     return Message("Withdrawal operation was successful!")
 
 
 def _transfer(parsed: ParsedCommand, bank: Bank) -> Reply:
-    amount = parse_amount(parsed.require("amount"))
-    bank.transfer(
+    command = Transfer(
         parsed.require("from"),
         parsed.require("to"),
-        amount,
+        parse_amount(parsed.require("amount")),
         parsed.get("description") or "",
         _key(parsed),
+    )
+    validate_money_command(command)
+    bank.transfer(
+        command.from_client,
+        command.to_client,
+        command.amount_cents,
+        command.description,
+        command.idempotency_key,
     )
     return Message("Transfer operation was successful!")
 
@@ -115,9 +141,11 @@ def _cap(text: str | None) -> int | None:
 
 
 def _open_account(parsed: ParsedCommand, bank: Bank) -> Reply:
+    client = parsed.require("client")
+    validate_client(client)
     floor_text = parsed.get("min-balance")
     account = bank.open_account(
-        parsed.require("client"),
+        client,
         0 if floor_text is None else parse_limit(floor_text),
         _cap(parsed.get("max-balance")),
     )
@@ -128,9 +156,11 @@ def _set_limits(parsed: ParsedCommand, bank: Bank) -> Reply:
     floor_text, cap_text = parsed.get("min-balance"), parsed.get("max-balance")
     if floor_text is None and cap_text is None:
         raise InvalidInput("missing_option", "set_limits needs --min-balance or --max-balance")
+    client = parsed.require("client")
+    validate_client(client)
     cap = _cap(cap_text)
     account = bank.set_limits(
-        parsed.require("client"),
+        client,
         min_balance_cents=None if floor_text is None else parse_limit(floor_text),
         max_balance_cents=cap,
         clear_max=cap_text is not None and cap is None,
