@@ -70,8 +70,12 @@ def run_terminal(bank: Bank, output: Output, history_path: Path, greeting: str) 
             continue  # Ctrl-C drops the line being typed, as in other shells
         except EOFError:
             return 0  # Ctrl-D
-        if not run_line(line, bank, output, clients):
-            return 0
+        try:
+            if not run_line(line, bank, output, clients):
+                return 0
+        except KeyboardInterrupt:
+            # The request may already be on its way: say so rather than guess.
+            output.error("interrupted; the command may still have been applied")
 
 
 def _history(path: Path) -> History:
