@@ -1,0 +1,45 @@
+"""The shell over the network: every scenario of the embedded shell, against a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.e2e.conftest import run_kopilka, shell_runner
+from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenarios
+from tests.kopilka_server import ServerProcess, running_server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("network") / "home") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def scenario_outputs(server: ServerProcess) -> dict[str, list[str]]:
+    """All scenarios in one network shell session; the shell reads the server's admin.token."""
+    return run_scenarios(shell_runner(server.home, "--url", server.url), SCENARIOS)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda scenario: scenario.name)
+def test_scenario_over_the_network(
+    scenario: Scenario, scenario_outputs: dict[str, list[str]]
+) -> None:
+    check(scenario, scenario_outputs[scenario.name])
+
+
+def test_a_sandbox_session_leaves_nothing_behind(server: ServerProcess) -> None:
+    typed = 'deposit --client="Sandra" --amount=5 --description=x\nbalance --client="Sandra"\n'
+    result = run_kopilka(server.home, "shell", "--url", server.url, "--sandbox", stdin=typed)
+    assert result.returncode == 0, result.stderr
+    assert "$5.00" in result.stdout
+    with server.client() as admin:
+        assert admin.get("/v1/accounts/Sandra").status_code == 404
+
+
+def test_a_bare_port_reaches_the_server(server: ServerProcess, tmp_path: Path) -> None:
+    result = run_kopilka(server.home, "shell", str(server.port), stdin='balance --client="Nope"\n')
+    assert result.returncode == 0, result.stderr
+    assert "Error: no account for client 'Nope'" in result.stdout
