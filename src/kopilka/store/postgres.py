@@ -233,7 +233,7 @@ class PostgresStore:
         connect_timeout_seconds: float = 5.0,
         command_timeout_seconds: float = 60.0,
         lock_timeout_seconds: float = 20.0,
-        settle_timeout_seconds: float = 3.0,
+        settle_timeout_seconds: float = 2.0,
     ) -> None:
         assert url.startswith(("postgresql://", "postgres://"))
         assert pool_size_max >= self.concurrent_batches_max
@@ -257,7 +257,9 @@ class PostgresStore:
         try:
             pool = await asyncpg.create_pool(
                 self._url,
-                min_size=1,
+                # No floor of idle connections: asyncpg would keep redialling (and
+                # logging) while the server is away; connections open on demand.
+                min_size=0,
                 max_size=self._pool_size_max,
                 timeout=self._connect_timeout_seconds,
                 command_timeout=self._command_timeout_seconds,
@@ -364,31 +366,39 @@ class PostgresStore:
         """The connection broke during COMMIT: ask the server whether it committed.
 
         Committed: the plan's outcomes are exactly what was written. Aborted: nothing
-        was, and the engine may retry. Unknown until the deadline: the caller is told
-        to retry with the same idempotency keys, which never apply twice.
+        was, and the engine may retry. Server away, or still busy with that COMMIT
+        past the deadline: the callers are told at once to retry with the same
+        idempotency keys, which never apply twice (waiting longer would hold up every
+        caller queued behind this batch too).
         """
         deadline = time.monotonic() + self._settle_timeout_seconds
-        delay_seconds = 0.05
+        delay_seconds = 0.01
         while True:
-            status: str | None = None
-            with contextlib.suppress(Unavailable, *_CONNECTION_LOST):
+            try:
                 async with self._connection() as connection:
                     status = await connection.fetchval(
                         "SELECT pg_xact_status($1::text::xid8)", transaction_id
                     )
+            except _CONNECTION_LOST as error:
+                raise self._outcome_unknown() from error
+            except Unavailable as error:
+                raise self._outcome_unknown() from error
             if status == "committed":
                 return plan.outcomes
             if status == "aborted":
                 raise RetryableStoreError("the connection broke during COMMIT; rolled back")
-            if time.monotonic() + delay_seconds > deadline:
-                raise Unavailable(
-                    "store_unavailable",
-                    f"lost the database at {self.redacted_url} while committing; whether "
-                    "this was applied is not known yet: retry with the same idempotency "
-                    "key, it is never applied twice",
-                )
+            if time.monotonic() + delay_seconds > deadline:  # still "in progress"
+                raise self._outcome_unknown()
             await asyncio.sleep(delay_seconds)
-            delay_seconds = min(delay_seconds * 2, 0.5)
+            delay_seconds = min(delay_seconds * 2, 0.2)
+
+    def _outcome_unknown(self) -> Unavailable:
+        return Unavailable(
+            "store_unavailable",
+            f"lost the database at {self.redacted_url} while committing; whether this "
+            "was applied is not known yet: retry with the same idempotency key, it is "
+            "never applied twice",
+        )
 
     # -- reads ----------------------------------------------------------------
 

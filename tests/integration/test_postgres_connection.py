@@ -1,0 +1,161 @@
+"""PostgreSQL connections that break: a COMMIT whose answer is lost, and pooled
+connections left stale by a server restart. A real server, reached either directly
+or through a small TCP relay that can cut a connection at a chosen moment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from tests.pgserver import PostgresTestServer
+
+from kopilka.domain.model import Deposit, Operation
+from kopilka.engine import Engine
+from kopilka.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+class Relay:
+    """Forwards TCP to PostgreSQL; when armed, swallows the server's reply to the next
+    COMMIT and cuts that connection: the commit happened, the client never hears it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.armed = False
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(
+        self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
+    ) -> None:
+        server_in, server_out = await asyncio.open_connection(*self.target)
+        upstream = asyncio.create_task(self._pipe(client_in, server_out, watch=False))
+        downstream = asyncio.create_task(self._pipe(server_in, client_out, watch=True))
+        await asyncio.wait([upstream, downstream], return_when=asyncio.FIRST_COMPLETED)
+        for task in (upstream, downstream):
+            task.cancel()
+        for writer in (client_out, server_out):
+            writer.close()
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, watch: bool
+    ) -> None:
+        while data := await reader.read(65_536):
+            # CommandComplete carries the tag "COMMIT" followed by a zero byte.
+            if watch and self.armed and b"COMMIT\x00" in data:
+                self.armed = False
+                self.cuts += 1
+                return
+            writer.write(data)
+            await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def relayed(url: str) -> AsyncIterator[tuple[Relay, str]]:
+    parts = urlsplit(url)
+    relay = Relay(parts.hostname or "127.0.0.1", parts.port or 5432)
+    port = await relay.start()
+    netloc = f"{parts.username}@127.0.0.1:{port}"
+    try:
+        yield relay, urlunsplit(parts._replace(netloc=netloc))
+    finally:
+        await relay.close()
+
+
+async def test_a_commit_whose_answer_is_lost_is_settled_without_applying_twice(
+    postgres_url: str,
+) -> None:
+    async with relayed(postgres_url) as (relay, url), Engine(PostgresStore(url)) as engine:
+        first = await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
+        assert isinstance(first, Operation)
+        relay.armed = True
+        outcome = await engine.execute(Deposit("Ann", 250, "lost answer", "k1"))
+        assert relay.cuts == 1
+        # The store asked the server: committed. The caller gets the original answer.
+        assert isinstance(outcome, Operation), outcome
+        assert not outcome.replayed
+        assert outcome.credit_balance_after_cents == 1_250
+        again = await engine.execute(Deposit("Ann", 250, "lost answer", "k1"))
+        assert isinstance(again, Operation)
+        assert again.replayed
+        assert again.id == outcome.id
+        assert (await engine.get_account("main", "Ann")).balance_cents == 1_250
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM operations") == 2
+        assert await connection.fetchval("SELECT count(*) FROM entries") == 2
+    finally:
+        await connection.close()
+
+
+async def test_a_commit_rolled_back_with_its_connection_is_retried_once(
+    postgres_url: str,
+) -> None:
+    """A COMMIT held up in the server (a deferred trigger) when its session is
+    terminated: the transaction aborts, the store says so, the engine applies it anew."""
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            await admin.execute(
+                "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;"
+                " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON operations"
+                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
+            )
+            deposit = asyncio.create_task(engine.execute(Deposit("Ann", 5, "slow", "k1")))
+            terminated = False
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                terminated = await admin.fetchval(
+                    "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name = 'kopilka' AND query = 'COMMIT;'"
+                    " AND state = 'active'"
+                )
+                if terminated:
+                    break
+            assert terminated, "the COMMIT was never seen in progress"
+            outcome = await deposit
+            assert isinstance(outcome, Operation), outcome
+            assert not outcome.replayed
+            assert (
+                await admin.fetchval("SELECT count(*) FROM operations WHERE idempotency_key = 'k1'")
+                == 1
+            )
+        finally:
+            await admin.close()
+        assert (await engine.get_account("main", "Ann")).balance_cents == 1_005
+
+
+async def test_pooled_connections_left_stale_by_a_restart_are_replaced(
+    postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to restart")
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        # Several pooled connections, all idle when the server goes away.
+        await asyncio.gather(
+            *(engine.execute(Deposit(f"c{n}", 100, "x", f"k{n}")) for n in range(8)),
+            *(engine.list_accounts("main") for _ in range(8)),
+        )
+        await asyncio.to_thread(postgres_server.restart, "fast")
+        # No reopening: the first calls after the restart simply work.
+        assert (await engine.get_account("main", "c0")).balance_cents == 100
+        outcome = await engine.execute(Deposit("c0", 1, "after restart", "k-after"))
+        assert isinstance(outcome, Operation), outcome
+        accounts = await asyncio.gather(*(engine.get_account("main", f"c{n}") for n in range(8)))
+        assert [a.balance_cents for a in accounts] == [101] + [100] * 7

@@ -1,0 +1,156 @@
+"""PostgreSQL schema: versioned migrations, refusal of unknown versions, CHECK guards,
+and a password that never shows. Real server (tests/conftest_pg.py), no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from kopilka.domain.model import Deposit, OpenAccount, Operation
+from kopilka.engine import Engine
+from kopilka.errors import Unavailable
+from kopilka.store import initialize_schema
+from kopilka.store.postgres import PostgresStore
+from kopilka.store.postgres_schema import SCHEMA_VERSION
+
+pytestmark = pytest.mark.postgres
+
+
+async def _versions(url: str) -> list[int]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        return [row[0] for row in rows]
+    finally:
+        await connection.close()
+
+
+async def test_open_creates_the_schema_once_and_again_is_a_no_op(postgres_url: str) -> None:
+    await initialize_schema(postgres_url)
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        assert isinstance(await engine.execute(Deposit("Ann", 100, "x", "k1")), Operation)
+    await initialize_schema(postgres_url)
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        assert (await engine.get_account("main", "Ann")).balance_cents == 100
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_many_stores_opening_at_once_migrate_exactly_once(postgres_url: str) -> None:
+    stores = [PostgresStore(postgres_url) for _ in range(6)]
+    await asyncio.gather(*(store.open() for store in stores))
+    await asyncio.gather(*(store.close() for store in stores))
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_processes_starting_together_migrate_exactly_once(postgres_url: str) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from kopilka.store import initialize_schema\n"
+        "asyncio.run(initialize_schema(sys.argv[1]))\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, postgres_url], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr.decode()
+    assert asyncio.run(_versions(postgres_url)) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_newer_schema_is_refused_with_a_clear_message(postgres_url: str) -> None:
+    await initialize_schema(postgres_url)
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        await connection.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)", SCHEMA_VERSION + 1
+        )
+    finally:
+        await connection.close()
+    store = PostgresStore(postgres_url)
+    with pytest.raises(Unavailable) as refused:
+        await store.open()
+    assert refused.value.code == "unknown_schema"
+    assert f"schema version {SCHEMA_VERSION + 1}" in refused.value.message
+    assert "upgrade kopilka" in refused.value.message
+    with pytest.raises(Unavailable, match="newer than this kopilka knows"):
+        await initialize_schema(postgres_url)
+
+
+@pytest.mark.parametrize(
+    ("statement", "constraint"),
+    [
+        ("UPDATE accounts SET balance = -1 WHERE client = 'Floor'", "balance_above_floor"),
+        ("UPDATE accounts SET balance = -50001 WHERE client = 'Over'", "balance_above_floor"),
+        ("UPDATE accounts SET balance = 10001 WHERE client = 'Cap'", "balance_below_cap"),
+        ("UPDATE accounts SET max_balance = 10 WHERE client = 'Cap'", "balance_below_cap"),
+        ("UPDATE accounts SET min_balance = 1 WHERE client = 'Floor'", "balance_above_floor"),
+    ],
+)
+async def test_check_constraints_refuse_out_of_bounds_balances(
+    postgres_url: str, statement: str, constraint: str
+) -> None:
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        await engine.submit_many(
+            [
+                OpenAccount("Floor"),
+                OpenAccount("Over", min_balance_cents=-50_000),
+                OpenAccount("Cap", max_balance_cents=10_000),
+                Deposit("Cap", 10_000, "to the cap", "k-cap"),
+            ]
+        )
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        with pytest.raises(asyncpg.CheckViolationError) as violation:
+            await connection.execute(statement)
+        assert violation.value.constraint_name == constraint
+        # What the ledger wrote is within bounds and untouched by the refused statement.
+        rows = await connection.fetch("SELECT client, balance FROM accounts ORDER BY client")
+        assert [tuple(row) for row in rows] == [("Cap", 10_000), ("Floor", 0), ("Over", 0)]
+    finally:
+        await connection.close()
+
+
+async def test_operations_refuse_a_zero_amount_and_a_reused_key(postgres_url: str) -> None:
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        await engine.execute(Deposit("Ann", 100, "x", "k1"))
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        insert = (
+            "INSERT INTO operations (ledger, idempotency_key, kind, amount, credit_account_id,"
+            " description, created_at) VALUES ('main', $1, 'deposit', $2, 1, '', now())"
+        )
+        with pytest.raises(asyncpg.CheckViolationError):
+            await connection.execute(insert, "k2", 0)
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await connection.execute(insert, "k1", 5)
+    finally:
+        await connection.close()
+
+
+def _with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    netloc = f"{parts.username}:{password}@{parts.hostname}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def test_an_unreachable_database_is_unavailable_and_hides_the_password(
+    postgres_url: str,
+) -> None:
+    # A port nothing listens on: refused at once, no waiting for a timeout.
+    parts = urlsplit(_with_password(postgres_url, "s3cret-pw"))
+    url = urlunsplit(parts._replace(netloc=parts.netloc.replace(str(parts.port), "1")))
+    store = PostgresStore(url, connect_timeout_seconds=2.0)
+    assert "s3cret-pw" not in repr(store)
+    with pytest.raises(Unavailable) as unavailable:
+        await store.open()
+    assert unavailable.value.code == "store_unavailable"
+    assert unavailable.value.http_status == 503
+    assert "s3cret-pw" not in unavailable.value.message
+    assert ":***@" in unavailable.value.message
