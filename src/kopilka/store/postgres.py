@@ -279,6 +279,13 @@ class PostgresStore:
         try:
             async with self._connection() as connection:
                 await migrate(connection)
+        except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
+            await self.close()
+            raise Unavailable(
+                "store_unavailable",
+                f"cannot prepare the schema at {self.redacted_url}: "
+                f"{type(error).__name__}: {error}",
+            ) from error
         except BaseException:
             await self.close()
             raise
