@@ -192,29 +192,40 @@ def money_command(
     kind: MoneyKind, body: bytes, key: str, ledger: str, principal: Principal
 ) -> MoneyCommand:
     """Decode a body into a command, and check this caller may make it."""
-    role = effective_role(principal, ledger)
+    request: TransferIn | WithdrawalIn | DepositIn
     try:
         if kind == "transfer":
-            transfer = _transfer_decoder.decode(body)
-            if role == "client" and transfer.from_client != principal.client:
-                raise Forbidden("forbidden", "a client token may only move its own money")
-            amount = parse_amount(transfer.amount)
-            return Transfer(
-                transfer.from_client, transfer.to_client, amount, transfer.description, key, ledger
-            )
-        if kind == "withdrawal":
-            withdrawal = _withdrawal_decoder.decode(body)
-            if role == "client" and withdrawal.client != principal.client:
-                raise Forbidden("forbidden", "a client token may only move its own money")
-            amount = parse_amount(withdrawal.amount)
-            return Withdraw(withdrawal.client, amount, withdrawal.description, key, ledger)
-        deposit = _deposit_decoder.decode(body)
+            request = _transfer_decoder.decode(body)
+        elif kind == "withdrawal":
+            request = _withdrawal_decoder.decode(body)
+        else:
+            request = _deposit_decoder.decode(body)
     except msgspec.DecodeError as error:
         raise decode_error(error) from None
+    return command_from(request, key, ledger, principal)
+
+
+def command_from(
+    request: TransferIn | WithdrawalIn | DepositIn, key: str, ledger: str, principal: Principal
+) -> MoneyCommand:
+    """The command a decoded request stands for, if this caller may make it."""
+    role = effective_role(principal, ledger)
+    if isinstance(request, TransferIn):
+        if role == "client" and request.from_client != principal.client:
+            raise Forbidden("forbidden", "a client token may only move its own money")
+        amount = parse_amount(request.amount)
+        return Transfer(
+            request.from_client, request.to_client, amount, request.description, key, ledger
+        )
+    if isinstance(request, WithdrawalIn):
+        if role == "client" and request.client != principal.client:
+            raise Forbidden("forbidden", "a client token may only move its own money")
+        amount = parse_amount(request.amount)
+        return Withdraw(request.client, amount, request.description, key, ledger)
     if role == "client":
         raise Forbidden("forbidden", "deposits are made by a teller or an admin")
-    amount = parse_amount(deposit.amount)
-    return Deposit(deposit.client, amount, deposit.description, key, ledger, deposit.open_account)
+    amount = parse_amount(request.amount)
+    return Deposit(request.client, amount, request.description, key, ledger, request.open_account)
 
 
 async def read_body(receive: Receive, content_length: int | None, bytes_max: int) -> bytes:

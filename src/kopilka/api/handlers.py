@@ -289,17 +289,11 @@ class Call:
         return json_response(BatchOut([r for r in results if r is not None]))
 
     def _batch_command(self, item: BatchItem, default_key: str) -> Command:
-        from kopilka.api.app import money_command
+        from kopilka.api.app import command_from
 
-        key = item.idempotency_key or default_key
         # Each item goes through the very checks of its single-operation endpoint.
-        fields = msgspec.structs.asdict(item)
-        del fields["idempotency_key"]
-        if isinstance(item, BatchTransfer):
-            fields["from"] = fields.pop("from_client")
-            fields["to"] = fields.pop("to_client")
-        body = _encoder.encode(fields)
-        return money_command(_item_kind(item), body, key, self.ledger, self.principal)
+        key = item.idempotency_key or default_key
+        return command_from(item, key, self.ledger, self.principal)
 
     # -- sandboxes ------------------------------------------------------------
 

@@ -7,6 +7,7 @@ typo ("ammount") is an error and not a silently ignored field.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -185,13 +186,25 @@ def account_out(account: Account) -> AccountOut:
     )
 
 
+_last_time: list[tuple[datetime | None, str]] = [(None, "")]
+
+
+def _iso(moment: datetime) -> str:
+    """Every operation of a batch shares one time: format it once per batch."""
+    last, text = _last_time[0]
+    if last is not moment:
+        text = moment.isoformat()
+        _last_time[0] = (moment, text)
+    return text
+
+
 def operation_out(operation: Operation) -> OperationOut:
     out = OperationOut(
         id=operation.id,
         kind=operation.kind,
         amount=format_plain(operation.amount_cents),
         description=operation.description,
-        created_at=operation.created_at.isoformat(),
+        created_at=_iso(operation.created_at),
         idempotency_key=operation.idempotency_key,
     )
     debit_after = operation.debit_balance_after_cents
