@@ -49,16 +49,18 @@ def test_sandboxes_are_isolated_from_each_other_and_from_main(tmp_path: Path) ->
 
 
 def test_an_idle_sandbox_is_dropped_by_the_server(tmp_path: Path) -> None:
-    with running_server(tmp_path / "home", KOPILKA_SANDBOX_IDLE_SECONDS="1") as server:
-        with server.client() as admin:
-            ledger = admin.post("/v1/sandboxes").json()["ledger"]
-            headers = {"Kopilka-Ledger": ledger}
-            made = admin.post(
-                "/v1/deposits",
-                headers=headers,
-                json={"client": "Ghost", "amount": "1", "open_account": True},
-            )
-            assert made.status_code == 201
-            assert admin.get("/v1/accounts/Ghost", headers=headers).status_code == 200
-            time.sleep(2.0)
-            assert admin.get("/v1/accounts/Ghost", headers=headers).status_code == 404
+    with (
+        running_server(tmp_path / "home", KOPILKA_SANDBOX_IDLE_SECONDS="1") as server,
+        server.client() as admin,
+    ):
+        ledger = admin.post("/v1/sandboxes").json()["ledger"]
+        headers = {"Kopilka-Ledger": ledger}
+        made = admin.post(
+            "/v1/deposits",
+            headers=headers,
+            json={"client": "Ghost", "amount": "1", "open_account": True},
+        )
+        assert made.status_code == 201
+        assert admin.get("/v1/accounts/Ghost", headers=headers).status_code == 200
+        time.sleep(2.0)
+        assert admin.get("/v1/accounts/Ghost", headers=headers).status_code == 404

@@ -108,12 +108,12 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
 
     method: str = scope["method"]
     segments = path_segments(scope)
+    headers = RequestHeaders(scope)  # bounds header size on every route
     public = _public(app, method, segments)
     if public is not None:
         return public
     if not segments or segments[0] != "v1" or len(segments) < 2:
         raise not_found_route(scope["path"])
-    headers = RequestHeaders(scope)
     call = Call(app, scope, receive, headers)
     match segments[1:]:
         case ["accounts"]:

@@ -77,7 +77,6 @@ def _operation(
 
 
 def _paths() -> dict[str, Any]:
-    money = [_IDEMPOTENCY_HEADER]
     page = [
         {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
         {
@@ -105,6 +104,14 @@ def _paths() -> dict[str, Any]:
     )
     statement["responses"]["200"]["content"]["text/csv"] = {"schema": {"type": "string"}}
     return {
+        **_account_paths(page, statement),
+        **_money_paths(),
+        **_service_paths(),
+    }
+
+
+def _account_paths(page: list[dict[str, Any]], statement: dict[str, Any]) -> dict[str, Any]:
+    return {
         "/v1/accounts": {
             "get": _operation(
                 "List accounts (keyset pages)", ("200", "AccountPage"), parameters=page
@@ -121,6 +128,12 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/v1/accounts/{client}/statement": {"get": statement},
+    }
+
+
+def _money_paths() -> dict[str, Any]:
+    money = [_IDEMPOTENCY_HEADER]
+    return {
         "/v1/deposits": {
             "post": _operation(
                 "Deposit", ("201", "OperationOut"), body="DepositIn", parameters=money
@@ -144,6 +157,11 @@ def _paths() -> dict[str, Any]:
                 parameters=money,
             )
         },
+    }
+
+
+def _service_paths() -> dict[str, Any]:
+    return {
         "/v1/sandboxes": {
             "post": _operation("A private ledger for one session", ("201", "SandboxOut"))
         },
