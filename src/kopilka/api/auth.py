@@ -11,7 +11,6 @@ reach this one within the TTL.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 import time
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ class Principal:
 class _Entry:
     record: TokenRecord | None  # None: no such token (cached too, so junk cannot flood the store)
     principal: Principal | None
-    verified_secret: bytes | None  # the secret that matched the stored hash
     expires_at: float
 
 
@@ -86,14 +84,8 @@ class TokenCache:
         record, principal = entry.record, entry.principal
         if record is None or principal is None:
             raise Unauthorized("unauthorized", "invalid token")
-        presented = secret.encode("latin-1")
-        if entry.verified_secret is not None:
-            matches = hmac.compare_digest(presented, entry.verified_secret)
-        else:
-            matches = secret_matches(secret, record)
-            if matches:
-                entry.verified_secret = presented
-        if not matches:
+        # Hash on every request (about a microsecond) rather than keep any secret in memory.
+        if not secret_matches(secret, record):
             raise Unauthorized("unauthorized", "invalid token")
         if record.revoked:
             raise Unauthorized("unauthorized", "this token has been revoked")
@@ -108,10 +100,7 @@ class TokenCache:
         self._loading[token_id] = future
         try:
             record = await self._store.get_token(token_id)
-            entry = _Entry(record, _principal(record), None, time.monotonic() + self._ttl_seconds)
-            old = self._entries.get(token_id)
-            if old is not None and old.record == record:
-                entry.verified_secret = old.verified_secret  # unchanged record: keep the proof
+            entry = _Entry(record, _principal(record), time.monotonic() + self._ttl_seconds)
             if len(self._entries) >= self._entries_max:
                 self._entries.clear()  # crude but bounded; a refill costs one read per token
             self._entries[token_id] = entry
