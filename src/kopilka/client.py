@@ -276,11 +276,16 @@ class Client:
         self.close()
 
 
-def connect_bank(url: str, *, token: str | None = None, sandbox: bool = False) -> Client:
-    """A Client for `url`; the token comes from the argument, KOPILKA_TOKEN, or admin.token."""
+def connect_bank(
+    url: str, *, token: str | None = None, sandbox: bool = False, ledger: str | None = None
+) -> Client:
+    """A Client for `url`; the token comes from the argument, KOPILKA_TOKEN, or admin.token.
+
+    `ledger` selects a ledger (Kopilka-Ledger); a sandbox gets a fresh one instead.
+    """
     secret = token or os.environ.get("KOPILKA_TOKEN") or _admin_token()
     if not sandbox:
-        return Client(url, secret)
+        return Client(url, secret, ledger=ledger)
     with Client(url, secret) as probe:
         created = probe._call("POST", "/v1/sandboxes", retry=False)
     client = Client(url, secret, ledger=created["ledger"])

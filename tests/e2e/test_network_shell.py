@@ -43,3 +43,13 @@ def test_a_bare_port_reaches_the_server(server: ServerProcess, tmp_path: Path) -
     result = run_kopilka(server.home, "shell", str(server.port), stdin='balance --client="Nope"\n')
     assert result.returncode == 0, result.stderr
     assert "Error: no account for client 'Nope'" in result.stdout
+
+
+def test_a_ledger_flag_reaches_the_server(server: ServerProcess) -> None:
+    deposit = ("deposit", "--client=Lena", "--amount=7", "--description=x")
+    result = run_kopilka(server.home, "--url", server.url, "--ledger", "branch-2", *deposit)
+    assert result.returncode == 0, result.stderr
+    with server.client(**{"Kopilka-Ledger": "branch-2"}) as branch:
+        assert branch.get("/v1/accounts/Lena").json()["balance"] == "7.00"
+    with server.client() as main:
+        assert main.get("/v1/accounts/Lena").status_code == 404

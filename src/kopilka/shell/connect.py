@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kopilka.bank import Bank, EmbeddedBank
+from kopilka.domain.model import DEFAULT_LEDGER
 from kopilka.errors import KopilkaError, Unavailable
 from kopilka.settings import Settings, redact_url
 
@@ -19,7 +20,14 @@ from kopilka.settings import Settings, redact_url
 class ConnectBank(Protocol):
     """`kopilka.client.connect_bank`: a Bank that speaks to a server over HTTP."""
 
-    def __call__(self, url: str, *, token: str | None = None, sandbox: bool = False) -> Bank: ...
+    def __call__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        sandbox: bool = False,
+        ledger: str | None = None,
+    ) -> Bank: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,4 +79,6 @@ def _connect(target: Target) -> Bank:
             "client_unavailable", f"this installation cannot talk to a server: {error}"
         ) from error
     connect_bank: ConnectBank = module.connect_bank
-    return connect_bank(target.url, token=target.token, sandbox=target.sandbox)
+    # The default ledger needs no header: the token's own ledger applies.
+    ledger = None if target.settings.ledger == DEFAULT_LEDGER else target.settings.ledger
+    return connect_bank(target.url, token=target.token, sandbox=target.sandbox, ledger=ledger)
