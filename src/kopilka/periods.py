@@ -1,15 +1,16 @@
-"""The `--since`/`--till` of a statement, read in the user's own time zone.
+"""The `since`/`till` of a statement.
 
 Accepted: "YYYY-MM-DD" (a whole day: since is its first moment, till its
 last), "YYYY-MM-DD HH:MM:SS", and ISO 8601 with an offset. A time without an
-offset is local time (the TZ environment variable is honoured); the result is
-always an aware UTC datetime, as the store keeps times in UTC.
+offset is read in `zone`: None means the user's local time (the shell; the TZ
+environment variable is honoured), and a server passes UTC, having no user's
+zone. The result is always an aware UTC datetime, as the store keeps UTC.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from kopilka.errors import InvalidInput
 
@@ -18,7 +19,7 @@ _TEXT_LENGTH_MAX = 64
 _EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"
 
 
-def parse_moment(text: str, *, end_of_day: bool) -> datetime:
+def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> datetime:
     """One moment; a bare date is its first moment, or its last with end_of_day."""
     candidate = text.strip()
     if not candidate or len(candidate) > _TEXT_LENGTH_MAX:
@@ -31,6 +32,8 @@ def parse_moment(text: str, *, end_of_day: bool) -> datetime:
         ) from error
     if end_of_day and _DATE_ONLY.fullmatch(candidate):
         moment = moment.replace(hour=23, minute=59, second=59, microsecond=999_999)
+    if moment.tzinfo is None and zone is not None:
+        moment = moment.replace(tzinfo=zone)
     try:
         # A naive datetime's astimezone() reads it as local time, DST included.
         return moment.astimezone(UTC)
@@ -39,11 +42,18 @@ def parse_moment(text: str, *, end_of_day: bool) -> datetime:
 
 
 def parse_period(
-    since: str | None, till: str | None, *, now: datetime | None = None
+    since: str | None,
+    till: str | None,
+    *,
+    now: datetime | None = None,
+    zone: tzinfo | None = None,
 ) -> tuple[datetime | None, datetime]:
     """(since or None for "from the beginning", till or now), both inclusive."""
-    start = None if since is None else parse_moment(since, end_of_day=False)
-    end = (now or datetime.now(UTC)) if till is None else parse_moment(till, end_of_day=True)
+    start = None if since is None else parse_moment(since, end_of_day=False, zone=zone)
+    if till is None:
+        end = now or datetime.now(UTC)
+    else:
+        end = parse_moment(till, end_of_day=True, zone=zone)
     if start is not None and start > end:
         raise InvalidInput(
             "invalid_period", "the start of the period (--since) is after its end (--till)"

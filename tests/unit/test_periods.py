@@ -93,3 +93,8 @@ def test_since_after_till_is_refused(utc: None) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_period("2024-02-01", "2024-01-31")
     assert "after" in caught.value.message
+
+
+def test_a_server_reads_a_time_without_offset_as_utc(time_zone: None) -> None:
+    moment = parse_moment("2024-01-31 18:30:00", end_of_day=False, zone=UTC)
+    assert moment == datetime(2024, 1, 31, 18, 30, tzinfo=UTC)

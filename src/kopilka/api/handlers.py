@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
@@ -20,10 +20,6 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from kopilka.api import openapi
-
-# Not kopilka.periods: the shell reads a time without an offset in the user's zone; a
-# server has no "user's zone", so here such a time is UTC. The formats are the same.
-from kopilka.api._periods import parse_period
 from kopilka.api.auth import Principal, check_client, new_token_record, require_role
 from kopilka.api.errors import (
     ApiError,
@@ -55,6 +51,7 @@ from kopilka.api.schemas import (
 from kopilka.domain.model import Account, Command, OpenAccount, Operation, SetLimits
 from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound
 from kopilka.money import format_plain, parse_limit
+from kopilka.periods import parse_period
 from kopilka.tokens import TokenRecord
 
 if TYPE_CHECKING:
@@ -246,7 +243,8 @@ class Call:
         form = query.get("format", "json")
         if form not in ("json", "csv"):
             raise InvalidInput("invalid_format", "format must be json or csv")
-        since, till = parse_period(query.get("since"), query.get("till"))
+        # A server has no "user's zone": a time without an offset is UTC here.
+        since, till = parse_period(query.get("since"), query.get("till"), zone=UTC)
         engine = self.app.engine
         account, opening = await engine.statement_header(self.ledger, client, since, till)
         if form == "csv":
