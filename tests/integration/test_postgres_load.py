@@ -20,7 +20,15 @@ import asyncpg
 import pytest
 from tests.pgserver import PostgresTestServer
 
-from kopilka.domain.model import Command, Deposit, OpenAccount, Operation, Outcome, Transfer
+from kopilka.domain.model import (
+    Command,
+    Deposit,
+    OpenAccount,
+    Operation,
+    Outcome,
+    Transfer,
+    Withdraw,
+)
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError, Unavailable
 from kopilka.store.postgres import PostgresStore
@@ -222,6 +230,31 @@ async def test_the_same_key_from_two_engines_at_once_applies_once(postgres_url: 
         assert pair[0].id == pair[1].id
     balances = await check_ledger(postgres_url)
     assert balances["Ann"] == 20_000 - 400
+
+
+async def test_an_account_dropped_and_reopened_elsewhere_is_found_again(
+    postgres_url: str,
+) -> None:
+    """One engine remembers an account's id; another drops its (sandbox) ledger and
+    opens the client again under a new id. The first must use the new account."""
+    first, second = Engine(PostgresStore(postgres_url)), Engine(PostgresStore(postgres_url))
+    await first.start()
+    await second.start()
+    try:
+        await first.execute(Deposit("Kim", 500, "old", "k1", ledger="sandbox"))
+        await second.store.drop_ledger("sandbox")
+        await second.execute(Deposit("Kim", 70, "new", "k2", ledger="sandbox"))
+        outcome = await first.execute(Deposit("Kim", 5, "again", "k3", ledger="sandbox"))
+        assert isinstance(outcome, Operation), outcome
+        assert outcome.credit_balance_after_cents == 75
+        await second.store.drop_ledger("sandbox")
+        gone = await first.execute(Withdraw("Kim", 1, "gone", "k4", ledger="sandbox"))
+        assert isinstance(gone, KopilkaError)
+        assert gone.code == "account_not_found"
+    finally:
+        await first.close()
+        await second.close()
+    await check_ledger(postgres_url)
 
 
 # -- two OS processes ------------------------------------------------------------------

@@ -11,9 +11,9 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from kopilka.domain.model import Deposit, OpenAccount, Operation
+from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits
 from kopilka.engine import Engine
-from kopilka.errors import Unavailable
+from kopilka.errors import KopilkaError, Unavailable
 from kopilka.store import initialize_schema
 from kopilka.store.postgres import PostgresStore
 from kopilka.store.postgres_schema import SCHEMA_VERSION
@@ -154,3 +154,47 @@ async def test_an_unreachable_database_is_unavailable_and_hides_the_password(
     assert unavailable.value.http_status == 503
     assert "s3cret-pw" not in unavailable.value.message
     assert ":***@" in unavailable.value.message
+
+
+@pytest.mark.parametrize("ledger", ['we"ird\\ {led,ger}', "NULL", " spaced ", "main"])
+async def test_names_and_texts_are_stored_exactly(postgres_url: str, ledger: str) -> None:
+    client, description, key = 'Ann "A" \\ {x}, NULL', "caf\u00e9, {1,2} \\n", 'k"{1}\\'
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        outcome = await engine.execute(Deposit(client, 100, description, key, ledger=ledger))
+        assert isinstance(outcome, Operation), outcome
+        replay = await engine.execute(Deposit(client, 100, description, key, ledger=ledger))
+        assert isinstance(replay, Operation)
+        assert replay.replayed
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        row = await connection.fetchrow(
+            "SELECT o.ledger, o.idempotency_key, o.kind, o.description, a.client"
+            " FROM operations o JOIN accounts a ON a.id = o.credit_account_id"
+        )
+    finally:
+        await connection.close()
+    assert tuple(row) == (ledger, key, "deposit", description, client)
+
+
+async def test_limits_and_balances_changed_in_one_batch_pass_the_checks(
+    postgres_url: str,
+) -> None:
+    """A cap raised then used, and a floor raised after a deposit, in the same batch:
+    the database must never see the new balance beside the old limit."""
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        await engine.submit_many(
+            [OpenAccount("Cap", max_balance_cents=100), OpenAccount("Floor", -500)]
+        )
+        outcomes = await engine.submit_many(
+            [
+                SetLimits("Cap", max_balance_cents=1_000),
+                Deposit("Cap", 900, "above the old cap", "k1"),
+                Deposit("Floor", 300, "in", "k2"),
+                SetLimits("Floor", min_balance_cents=200),
+            ]
+        )
+        assert not [o for o in outcomes if isinstance(o, KopilkaError)], outcomes
+        cap = await engine.get_account("main", "Cap")
+        floor = await engine.get_account("main", "Floor")
+    assert (cap.balance_cents, cap.max_balance_cents) == (900, 1_000)
+    assert (floor.balance_cents, floor.min_balance_cents) == (300, 200)

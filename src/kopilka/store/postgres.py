@@ -30,6 +30,7 @@ from kopilka.domain.model import (
     Deposit,
     Operation,
     Outcome,
+    SetLimits,
     Transfer,
     Withdraw,
 )
@@ -76,13 +77,18 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 _ACCOUNT_COLUMNS = "id, ledger, client, balance, min_balance, max_balance, created_at"
 _TOKEN_COLUMNS = "id, token_hash, role, client, ledger, created_at, revoked"  # noqa: S105
 
-# One ledger at a time (ledgers sorted), accounts in id order: every batch in every
-# process locks in the same total order, so batches wait for each other but never
-# deadlock. `client = ANY(array)` probes the unique index once per client.
-_LOCK_ACCOUNTS = f"""
-SELECT {_ACCOUNT_COLUMNS} FROM accounts
-WHERE ledger = $1 AND client = ANY($2::text[])
-ORDER BY id FOR UPDATE
+# Accounts are locked by id, in id order, in every batch of every process: batches
+# that share accounts wait for each other but never deadlock. Only the columns that
+# change are read; an account's id, names and opening time never do (see _AccountIds).
+_LOCK_ACCOUNTS = """
+SELECT a.id, a.balance, a.min_balance, a.max_balance
+FROM unnest($1::bigint[]) AS k(id) JOIN accounts AS a ON a.id = k.id
+ORDER BY a.id FOR UPDATE OF a
+"""
+
+# Ids of accounts not yet known to this process: no lock needed, as they never change.
+_FIND_ACCOUNTS = """
+SELECT id, client, created_at FROM accounts WHERE ledger = $1 AND client = ANY($2::text[])
 """
 
 _KNOWN_OPERATIONS = """
@@ -123,8 +129,9 @@ SELECT pg_current_xact_id()::text,
 # CONFLICT DO NOTHING, and a retried key is rare.
 _WRITE_BATCH = """
 WITH batch AS MATERIALIZED (
-    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[],
-                         $6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::bigint[])
+    SELECT * FROM unnest($1::text::bigint[], $2::text::text[], $3::text[], $4::text::text[],
+                         $5::text::bigint[], $6::text::bigint[], $7::text::bigint[], $8::text[],
+                         $9::text::bigint[], $10::text::bigint[])
         WITH ORDINALITY AS t(id, ledger, idempotency_key, kind, amount, debit_account_id,
                              credit_account_id, description, debit_balance_after,
                              credit_balance_after, position)
@@ -147,7 +154,7 @@ WITH batch AS MATERIALIZED (
     ORDER BY position, side
 ), changed_balances AS (
     UPDATE accounts AS a SET balance = t.balance
-    FROM unnest($12::bigint[], $13::bigint[]) AS t(id, balance)
+    FROM unnest($12::text::bigint[], $13::text::bigint[]) AS t(id, balance)
     WHERE a.id = t.id
 )
 SELECT 1
@@ -234,6 +241,7 @@ class PostgresStore:
         command_timeout_seconds: float = 60.0,
         lock_timeout_seconds: float = 20.0,
         settle_timeout_seconds: float = 2.0,
+        account_cache_max: int = 100_000,
     ) -> None:
         assert url.startswith(("postgresql://", "postgres://"))
         assert pool_size_max >= self.concurrent_batches_max
@@ -245,6 +253,7 @@ class PostgresStore:
         self._command_timeout_seconds = command_timeout_seconds
         self._lock_timeout_seconds = lock_timeout_seconds
         self._settle_timeout_seconds = settle_timeout_seconds
+        self._account_ids = _AccountIds(account_cache_max)
         self._pool: Any = None
 
     def __repr__(self) -> str:
@@ -342,8 +351,13 @@ class PostgresStore:
         transaction = connection.transaction()
         try:
             await transaction.start()
-            accounts = await _lock_accounts(connection, accounts_touched(commands))
-            limits = {a.id: (a.min_balance_cents, a.max_balance_cents) for a in accounts.values()}
+            accounts = await self._account_ids.lock(connection, accounts_touched(commands))
+            # Floors and caps as read, to spot the ones SetLimits changes (if any may).
+            limits = (
+                {a.id: (a.min_balance_cents, a.max_balance_cents) for a in accounts.values()}
+                if any(isinstance(command, SetLimits) for command in commands)
+                else None
+            )
             known = (
                 await _load_operations(connection, operation_keys(commands)) if check_keys else {}
             )
@@ -364,9 +378,12 @@ class PostgresStore:
         except _CONNECTION_LOST:
             if transaction_id is None:
                 return plan.outcomes  # nothing was written: the outcome is the same
-            return await self._settle(transaction_id, plan)
+            outcomes = await self._settle(transaction_id, plan)
+            self._account_ids.remember(plan.new_accounts)
+            return outcomes
         except asyncpg.PostgresError as error:
             raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
+        self._account_ids.remember(plan.new_accounts)
         return plan.outcomes
 
     async def _settle(self, transaction_id: str, plan: BatchPlan) -> list[Outcome]:
@@ -502,6 +519,7 @@ class PostgresStore:
                 await connection.execute("DELETE FROM accounts WHERE ledger = $1", ledger)
 
         await self._write(drop)
+        self._account_ids.forget_ledger(ledger)
 
     # -- tokens ---------------------------------------------------------------
 
@@ -544,6 +562,69 @@ class PostgresStore:
         return [_token(row) for row in rows]
 
 
+class _AccountIds:
+    """What never changes about an account, (ledger, client) -> (id, created_at), so a
+    batch locks by primary key and reads back only balances and limits.
+
+    Bounded: past the limit the oldest half is forgotten and read again when needed.
+    An id whose row has gone (another process dropped a sandbox ledger) is forgotten
+    and the batch retried, which then looks the client up by name.
+    """
+
+    def __init__(self, size_max: int) -> None:
+        assert size_max >= 1
+        self._known: dict[AccountKey, tuple[int, datetime]] = {}
+        self._size_max = size_max
+
+    async def lock(
+        self, connection: Connection, keys: set[AccountKey]
+    ) -> dict[AccountKey, Account]:
+        """Lock the existing accounts among `keys` in id order; absent ones are new."""
+        known = self._known
+        missing = [key for key in keys if key not in known]
+        if missing:
+            await self._find(connection, missing)
+        by_id = {known[key][0]: key for key in keys if key in known}
+        rows = await connection.fetch(_LOCK_ACCOUNTS, sorted(by_id))
+        accounts: dict[AccountKey, Account] = {}
+        for account_id, balance, floor, cap in rows:
+            ledger, client = key = by_id.pop(account_id)
+            accounts[key] = Account(ledger, client, balance, floor, cap, known[key][1], account_id)
+        if by_id:
+            for key in by_id.values():
+                del known[key]
+            raise RetryableStoreError("an account was removed by another process")
+        self._trim()  # only now: the ids this batch uses were needed until here
+        return accounts
+
+    async def _find(self, connection: Connection, keys: list[AccountKey]) -> None:
+        clients_by_ledger: dict[str, list[str]] = {}
+        for ledger, client in keys:
+            clients_by_ledger.setdefault(ledger, []).append(client)
+        for ledger, clients in clients_by_ledger.items():
+            for account_id, client, created_at in await connection.fetch(
+                _FIND_ACCOUNTS, ledger, clients
+            ):
+                self._known[(ledger, client)] = (account_id, created_at)
+
+    def remember(self, accounts: list[Account]) -> None:
+        """Accounts a batch created, once it has committed."""
+        for account in accounts:
+            assert account.id != 0
+            self._known[(account.ledger, account.client)] = (account.id, account.created_at)
+        self._trim()
+
+    def forget_ledger(self, ledger: str) -> None:
+        for key in [key for key in self._known if key[0] == ledger]:
+            del self._known[key]
+
+    def _trim(self) -> None:
+        if len(self._known) > self._size_max:
+            oldest = list(self._known)[: len(self._known) // 2]
+            for key in oldest:
+                del self._known[key]
+
+
 class _KeyAlreadyUsed(Exception):
     """A batch met an idempotency key that is already in the database."""
 
@@ -552,20 +633,6 @@ async def _rollback_quietly(transaction: Any) -> None:
     """Roll back if possible; a broken connection has rolled back on the server anyway."""
     with contextlib.suppress(Exception):
         await transaction.rollback()
-
-
-async def _lock_accounts(
-    connection: Connection, keys: set[AccountKey]
-) -> dict[AccountKey, Account]:
-    clients_by_ledger: dict[str, list[str]] = {}
-    for ledger, client in keys:
-        clients_by_ledger.setdefault(ledger, []).append(client)
-    accounts: dict[AccountKey, Account] = {}
-    for ledger in sorted(clients_by_ledger):
-        rows = await connection.fetch(_LOCK_ACCOUNTS, ledger, clients_by_ledger[ledger])
-        for row in rows:
-            accounts[(ledger, row[2])] = _account(row)
-    return accounts
 
 
 async def _load_operations(
@@ -619,13 +686,13 @@ async def _refusal_may_be_a_retry(
 
 
 async def _write_plan(
-    connection: Connection, plan: BatchPlan, limits: dict[int, tuple[int, int | None]]
+    connection: Connection, plan: BatchPlan, limits: dict[int, tuple[int, int | None]] | None
 ) -> str | None:
     """Write what the plan says; the transaction id, or None when there was nothing.
 
-    `limits` are the accounts' floors and caps as read: an account whose limits
-    changed is written whole in its own statement, so no CHECK ever sees a new
-    balance beside an old limit.
+    `limits` are the accounts' floors and caps as read (None: no command in the
+    batch changes any): an account whose limits changed is written whole in its own
+    statement, so no CHECK ever sees a new balance beside an old limit.
     """
     if not (plan.new_accounts or plan.operations or plan.changed_accounts):
         return None
@@ -637,12 +704,18 @@ async def _write_plan(
     balances_only: list[Account] = []
     whole: list[Account] = []
     for account in plan.changed_accounts:
-        same = limits[account.id] == (account.min_balance_cents, account.max_balance_cents)
+        same = limits is None or limits[account.id] == (
+            account.min_balance_cents,
+            account.max_balance_cents,
+        )
         (balances_only if same else whole).append(account)
     if whole:
         await connection.execute(_UPDATE_ACCOUNTS, *_account_columns(whole))
     if plan.operations:
-        balances = [[a.id for a in balances_only], [a.balance_cents for a in balances_only]]
+        balances = [
+            _int_array([a.id for a in balances_only]),
+            _int_array([a.balance_cents for a in balances_only]),
+        ]
         try:
             await connection.execute(_WRITE_BATCH, *_operation_columns(plan), *balances)
         except asyncpg.exceptions.UniqueViolationError as error:
@@ -676,18 +749,36 @@ def _operation_columns(plan: BatchPlan) -> list[Any]:
     rows = list(_operation_rows(plan))
     operations = plan.operations
     return [
-        [o.id for o in operations],
-        [o.ledger for o in operations],
+        _int_array([o.id for o in operations]),
+        _label_array([o.ledger for o in operations]),
         [o.idempotency_key for o in operations],
-        [o.kind for o in operations],
-        [o.amount_cents for o in operations],
-        [debit_id for debit_id, _ in rows],
-        [credit_id for _, credit_id in rows],
+        _label_array([o.kind for o in operations]),
+        _int_array([o.amount_cents for o in operations]),
+        _int_array([debit_id for debit_id, _ in rows]),
+        _int_array([credit_id for _, credit_id in rows]),
         [o.description for o in operations],
-        [o.debit_balance_after_cents for o in operations],
-        [o.credit_balance_after_cents for o in operations],
+        _int_array([o.debit_balance_after_cents for o in operations]),
+        _int_array([o.credit_balance_after_cents for o in operations]),
         operations[0].created_at,
     ]
+
+
+# Big arrays go in PostgreSQL's text form: asyncpg's binary encoder checks every
+# element against collections.abc, which costs twice as much as writing the text.
+# Free text (keys, descriptions, client names) stays in binary arrays: no quoting.
+
+
+def _int_array(values: Sequence[int | None]) -> str:
+    """A bigint[] literal, such as '{1,NULL,3}'."""
+    return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
+
+
+def _label_array(values: Sequence[str]) -> str:
+    """A text[] literal of few distinct values (ledgers, kinds), each quoted once."""
+    quoted = {
+        value: '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in set(values)
+    }
+    return "{" + ",".join([quoted[value] for value in values]) + "}"
 
 
 def _account_columns(accounts: list[Account]) -> list[list[Any]]:
