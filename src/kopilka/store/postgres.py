@@ -91,6 +91,7 @@ _FIND_ACCOUNTS = """
 SELECT id, client, created_at FROM accounts WHERE ledger = $1 AND client = ANY($2::text[])
 """
 
+# From the keys to the unique index: a probe per key, however big the table grows.
 _KNOWN_OPERATIONS = """
 SELECT o.id, o.ledger, o.idempotency_key, o.kind, o.amount, d.client, c.client,
        o.description, o.created_at,
@@ -98,10 +99,10 @@ SELECT o.id, o.ledger, o.idempotency_key, o.kind, o.amount, d.client, c.client,
           AND created_at = o.created_at AND operation_id = o.id),
        (SELECT balance_after FROM entries WHERE account_id = o.credit_account_id
           AND created_at = o.created_at AND operation_id = o.id)
-FROM operations o
+FROM unnest($1::text[], $2::text[]) AS k(ledger, idempotency_key)
+JOIN operations o ON o.ledger = k.ledger AND o.idempotency_key = k.idempotency_key
 LEFT JOIN accounts d ON d.id = o.debit_account_id
 LEFT JOIN accounts c ON c.id = o.credit_account_id
-WHERE (o.ledger, o.idempotency_key) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
 
 # Another process may open the same client at the same moment: DO NOTHING waits for
@@ -677,8 +678,8 @@ async def _refusal_may_be_a_retry(
     if not refused:
         return False
     found = await connection.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM operations WHERE (ledger, idempotency_key) IN"
-        " (SELECT * FROM unnest($1::text[], $2::text[])))",
+        "SELECT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
+        " JOIN operations o ON o.ledger = k.ledger AND o.idempotency_key = k.key)",
         [ledger for ledger, _ in refused],
         [key for _, key in refused],
     )
