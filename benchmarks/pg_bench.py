@@ -285,11 +285,7 @@ SCENARIOS = {
 
 
 async def main(args: argparse.Namespace) -> None:
-    names = (
-        ["naive", "pgbench", "batch", "ceiling", "http"]
-        if args.scenario == "all"
-        else [args.scenario]
-    )
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     with _database_server(args.url) as url:
         print(f"server: {redact_url(url)}", file=sys.stderr, flush=True)
         for name in names:

@@ -114,37 +114,33 @@ ON CONFLICT (ledger, client) DO NOTHING
 RETURNING id, ledger, client
 """
 
-# One round trip for the transaction id (to settle a lost COMMIT) and the ids of the
-# new operations, so the answers carry their ids.
-_NEW_IDS = """
-SELECT pg_current_xact_id()::text,
-       array(SELECT nextval('operations_id_seq') FROM generate_series(1, $1))
-"""
-
 # All writes of a batch in one statement, from one array per operation column: the
-# entries (debit before credit, in operation order, so their ids keep the order a
-# statement shows within one instant) are derived in the database rather than sent.
+# operations take their ids from the sequence; the entries (debit before credit, in
+# operation order, so their ids keep the order a statement shows within one instant)
+# are derived in the database rather than sent. It answers the operation ids in
+# order, and the transaction id that settles a COMMIT whose answer is lost.
 # An idempotency key that is already taken fails the statement with a unique
 # violation (after waiting for a concurrent holder of the key), and the batch is
 # redone with its keys read first: a plain insert costs a third less than ON
 # CONFLICT DO NOTHING, and a retried key is rare.
 _WRITE_BATCH = """
 WITH batch AS MATERIALIZED (
-    SELECT * FROM unnest($1::text::bigint[], $2::text::text[], $3::text[], $4::text::text[],
-                         $5::text::bigint[], $6::text::bigint[], $7::text::bigint[], $8::text[],
-                         $9::text::bigint[], $10::text::bigint[])
-        WITH ORDINALITY AS t(id, ledger, idempotency_key, kind, amount, debit_account_id,
+    SELECT nextval('operations_id_seq') AS id, t.*
+    FROM unnest($1::text::text[], $2::text[], $3::text::text[], $4::text::bigint[],
+                $5::text::bigint[], $6::text::bigint[], $7::text[], $8::text::bigint[],
+                $9::text::bigint[])
+        WITH ORDINALITY AS t(ledger, idempotency_key, kind, amount, debit_account_id,
                              credit_account_id, description, debit_balance_after,
                              credit_balance_after, position)
 ), new_operations AS (
     INSERT INTO operations (id, ledger, idempotency_key, kind, amount,
                             debit_account_id, credit_account_id, description, created_at)
     SELECT id, ledger, idempotency_key, kind, amount,
-           debit_account_id, credit_account_id, description, $11
+           debit_account_id, credit_account_id, description, $10
     FROM batch
 ), new_entries AS (
     INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)
-    SELECT operation_id, account_id, amount, balance_after, $11 FROM (
+    SELECT operation_id, account_id, amount, balance_after, $10 FROM (
         SELECT position, 0 AS side, id AS operation_id, debit_account_id AS account_id,
                -amount AS amount, debit_balance_after AS balance_after
         FROM batch WHERE debit_account_id IS NOT NULL
@@ -155,10 +151,10 @@ WITH batch AS MATERIALIZED (
     ORDER BY position, side
 ), changed_balances AS (
     UPDATE accounts AS a SET balance = t.balance
-    FROM unnest($12::text::bigint[], $13::text::bigint[]) AS t(id, balance)
+    FROM unnest($11::text::bigint[], $12::text::bigint[]) AS t(id, balance)
     WHERE a.id = t.id
 )
-SELECT 1
+SELECT pg_current_xact_id()::text, array_agg(id ORDER BY position) FROM batch
 """
 
 _IDEMPOTENCY_KEY_CONSTRAINT = "operations_ledger_idempotency_key_key"
@@ -699,9 +695,6 @@ async def _write_plan(
         return None
     if plan.new_accounts:
         await _insert_accounts(connection, plan.new_accounts)
-    transaction_id, operation_ids = await connection.fetchrow(_NEW_IDS, len(plan.operations))
-    for operation, operation_id in zip(plan.operations, sorted(operation_ids), strict=True):
-        operation.id = operation_id
     balances_only: list[Account] = []
     whole: list[Account] = []
     for account in plan.changed_accounts:
@@ -712,18 +705,24 @@ async def _write_plan(
         (balances_only if same else whole).append(account)
     if whole:
         await connection.execute(_UPDATE_ACCOUNTS, *_account_columns(whole))
-    if plan.operations:
-        balances = [
-            _int_array([a.id for a in balances_only]),
-            _int_array([a.balance_cents for a in balances_only]),
-        ]
-        try:
-            await connection.execute(_WRITE_BATCH, *_operation_columns(plan), *balances)
-        except asyncpg.exceptions.UniqueViolationError as error:
-            if error.constraint_name == _IDEMPOTENCY_KEY_CONSTRAINT:
-                raise _KeyAlreadyUsed from error
-            raise
-    # Without operations no balance changed: `balances_only` holds unchanged accounts.
+    if not plan.operations:
+        # Without operations no balance changed: `balances_only` holds unchanged accounts.
+        plan.resolve_ids()
+        return str(await connection.fetchval("SELECT pg_current_xact_id()::text"))
+    balances = [
+        _int_array([a.id for a in balances_only]),
+        _int_array([a.balance_cents for a in balances_only]),
+    ]
+    try:
+        transaction_id, operation_ids = await connection.fetchrow(
+            _WRITE_BATCH, *_operation_columns(plan), *balances
+        )
+    except asyncpg.exceptions.UniqueViolationError as error:
+        if error.constraint_name == _IDEMPOTENCY_KEY_CONSTRAINT:
+            raise _KeyAlreadyUsed from error
+        raise
+    for operation, operation_id in zip(plan.operations, operation_ids, strict=True):
+        operation.id = operation_id
     plan.resolve_ids()
     return str(transaction_id)
 
@@ -750,7 +749,6 @@ def _operation_columns(plan: BatchPlan) -> list[Any]:
     rows = list(_operation_rows(plan))
     operations = plan.operations
     return [
-        _int_array([o.id for o in operations]),
         _label_array([o.ledger for o in operations]),
         [o.idempotency_key for o in operations],
         _label_array([o.kind for o in operations]),
