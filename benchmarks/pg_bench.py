@@ -79,7 +79,7 @@ def _run(command: list[str], **kwargs: Any) -> str:
         raise RuntimeError(
             f"{_shown(command[0])} exited {result.returncode}: {result.stderr[-500:]}"
         )
-    return result.stdout + result.stderr
+    return str(result.stdout) + str(result.stderr)
 
 
 # -- references -------------------------------------------------------------

@@ -364,6 +364,7 @@ async def test_server_stopped_under_load_fails_fast_and_recovers(
                 if isinstance(outcome, Operation):
                     acknowledged[command.idempotency_key] = command
                 else:
+                    assert isinstance(outcome, KopilkaError), outcome
                     assert outcome.code in RULE_REFUSALS, outcome
 
         callers = [asyncio.create_task(caller(index)) for index in range(16)]
@@ -392,6 +393,7 @@ async def test_server_stopped_under_load_fails_fast_and_recovers(
         if isinstance(outcome, Operation):
             acknowledged[command.idempotency_key] = command
         else:
+            assert isinstance(outcome, KopilkaError), outcome
             assert outcome.code in RULE_REFUSALS, outcome
     connection = await asyncpg.connect(postgres_url)
     try:

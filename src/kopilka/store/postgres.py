@@ -80,6 +80,8 @@ _TOKEN_COLUMNS = "id, token_hash, role, client, ledger, created_at, revoked"  # 
 # Accounts are locked by id, in id order, in every batch of every process: batches
 # that share accounts wait for each other but never deadlock. Only the columns that
 # change are read; an account's id, names and opening time never do (see _AccountIds).
+# Joined from the id list, not `id = ANY($1)`: after a lock wait PostgreSQL rechecks
+# the condition on each updated row, and ANY over thousands of ids made that quadratic.
 _LOCK_ACCOUNTS = """
 SELECT a.id, a.balance, a.min_balance, a.max_balance
 FROM unnest($1::bigint[]) AS k(id) JOIN accounts AS a ON a.id = k.id
