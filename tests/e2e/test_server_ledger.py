@@ -8,6 +8,7 @@ from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from tests.kopilka_server import RawConnection, ServerProcess, running_server
 
 HOT = {
@@ -60,11 +61,12 @@ async def _worker(http: RawConnection, seed: int, acked: list[dict[str, str]]) -
             assert answer["error"]["code"] in ("insufficient_funds", "cap_exceeded")
 
 
-async def _storm(server: ServerProcess) -> list[dict[str, str]]:
+async def _storm(servers: list[ServerProcess]) -> list[dict[str, str]]:
+    """TASKS clients, spread over the servers, each with its own keep-alive connection."""
     acked: list[dict[str, str]] = []
 
     async def task(seed: int) -> None:
-        async with RawConnection(server) as connection:
+        async with RawConnection(servers[seed % len(servers)]) as connection:
             await _worker(connection, seed, acked)
 
     await asyncio.gather(*(task(seed) for seed in range(TASKS)))
@@ -74,13 +76,42 @@ async def _storm(server: ServerProcess) -> list[dict[str, str]]:
 def test_conflicting_transfers_keep_every_invariant(tmp_path: Path) -> None:
     with running_server(tmp_path / "home") as server:
         opening = _setup(server)
-        acked = asyncio.run(_storm(server))
-        assert len(acked) > TASKS  # plenty succeeded, so the checks below mean something
-        with server.client() as admin:
-            accounts = {a["client"]: a for a in admin.get("/v1/accounts").json()["accounts"]}
-            statements = {
-                client: admin.get(f"/v1/accounts/{client}/statement").json() for client in HOT
-            }
+        acked = asyncio.run(_storm([server]))
+        _check_ledger(server, opening, acked)
+
+
+def test_two_servers_on_one_sqlite_file_keep_every_invariant(tmp_path: Path) -> None:
+    database = str(tmp_path / "shared.db")
+    with (
+        running_server(tmp_path / "home", database) as first,
+        running_server(tmp_path / "home", database) as second,
+    ):
+        opening = _setup(first)
+        acked = asyncio.run(_storm([first, second]))
+        _check_ledger(second, opening, acked)
+
+
+@pytest.mark.postgres
+def test_two_servers_on_one_postgres_database_keep_every_invariant(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    with (
+        running_server(tmp_path / "home", postgres_url) as first,
+        running_server(tmp_path / "home", postgres_url) as second,
+    ):
+        opening = _setup(first)
+        acked = asyncio.run(_storm([first, second]))
+        _check_ledger(second, opening, acked)
+
+
+def _check_ledger(server: ServerProcess, opening: Decimal, acked: list[dict[str, str]]) -> None:
+    """Money conserved, bounds held, every acknowledged operation once, nothing else."""
+    assert len(acked) > TASKS  # plenty succeeded, so the checks below mean something
+    with server.client() as admin:
+        accounts = {a["client"]: a for a in admin.get("/v1/accounts").json()["accounts"]}
+        statements = {
+            client: admin.get(f"/v1/accounts/{client}/statement").json() for client in HOT
+        }
     deposited = sum(Decimal(a["amount"]) for a in acked if a["path"] == "/v1/deposits")
     withdrawn = sum(Decimal(a["amount"]) for a in acked if a["path"] == "/v1/withdrawals")
     total = sum(Decimal(account["balance"]) for account in accounts.values())
