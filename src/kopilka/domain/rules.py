@@ -13,7 +13,7 @@ A rejected command changes nothing and does not affect the rest of its batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -56,6 +56,26 @@ class BatchPlan:
     pending_replays: list[tuple[int, Operation]] = field(default_factory=list)
     # Snapshots of accounts opened in this batch, paired with the account the store writes.
     pending_account_ids: list[tuple[Account, Account]] = field(default_factory=list)
+
+    def operation_sides(self) -> Iterator[tuple[Operation, int | None, int | None]]:
+        """Each new operation with its debit and credit account ids, read off its entries.
+
+        Call once the store has assigned account ids. The plan appends an operation's
+        entries together, debit before credit.
+        """
+        entries = self.entries
+        index = 0
+        for operation in self.operations:
+            debit_id = credit_id = None
+            while index < len(entries) and entries[index].operation is operation:
+                entry = entries[index]
+                if entry.amount_cents < 0:
+                    debit_id = entry.account.id
+                else:
+                    credit_id = entry.account.id
+                index += 1
+            yield operation, debit_id, credit_id
+        assert index == len(entries)
 
     def resolve_ids(self) -> None:
         """Call after the store assigned ids: give them to the answers made before that."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -748,7 +748,7 @@ async def _insert_accounts(connection: Connection, accounts: list[Account]) -> N
 
 def _operation_columns(plan: BatchPlan) -> list[Any]:
     """The operations as column arrays for unnest, then the batch's one time."""
-    rows = list(_operation_rows(plan))
+    rows = [(debit_id, credit_id) for _, debit_id, credit_id in plan.operation_sides()]
     operations = plan.operations
     return [
         _label_array([o.ledger for o in operations]),
@@ -789,23 +789,3 @@ def _account_columns(accounts: list[Account]) -> list[list[Any]]:
         [a.min_balance_cents for a in accounts],
         [a.max_balance_cents for a in accounts],
     ]
-
-
-def _operation_rows(plan: BatchPlan) -> Iterable[tuple[int | None, int | None]]:
-    """Each new operation's debit and credit account ids, read off its entries.
-
-    The plan appends an operation's entries together, debit before credit.
-    """
-    entries = plan.entries
-    index = 0
-    for operation in plan.operations:
-        debit_id = credit_id = None
-        while index < len(entries) and entries[index].operation is operation:
-            entry = entries[index]
-            if entry.amount_cents < 0:
-                debit_id = entry.account.id
-            else:
-                credit_id = entry.account.id
-            index += 1
-        yield debit_id, credit_id
-    assert index == len(entries)

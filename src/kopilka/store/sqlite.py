@@ -347,7 +347,7 @@ class SqliteStore:
                         o.description,
                         micros,
                     )
-                    for o, debit_id, credit_id in _operation_rows(plan)
+                    for o, debit_id, credit_id in plan.operation_sides()
                 ],
             ).rowcount
             if inserted != len(plan.operations):
@@ -514,23 +514,3 @@ class _KeyAlreadyUsed(Exception):
 
 def _token(row: Sequence[Any]) -> TokenRecord:
     return TokenRecord(row[0], row[1], row[2], row[3], row[4], from_micros(row[5]), bool(row[6]))
-
-
-def _operation_rows(plan: BatchPlan) -> Iterable[tuple[Operation, int | None, int | None]]:
-    """Each new operation with its debit and credit account ids, read off its entries.
-
-    The plan appends an operation's entries together, debit before credit.
-    """
-    entries = plan.entries
-    index = 0
-    for operation in plan.operations:
-        debit_id = credit_id = None
-        while index < len(entries) and entries[index].operation is operation:
-            entry = entries[index]
-            if entry.amount_cents < 0:
-                debit_id = entry.account.id
-            else:
-                credit_id = entry.account.id
-            index += 1
-        yield operation, debit_id, credit_id
-    assert index == len(entries)
