@@ -49,6 +49,9 @@ class BatchPlan:
     outcomes: list[Outcome] = field(default_factory=list)
     new_accounts: list[Account] = field(default_factory=list)
     changed_accounts: list[Account] = field(default_factory=list)
+    # True when a floor or cap of an existing account changed, not just balances:
+    # most batches move money only, and a store may then write balances alone.
+    limits_changed: bool = False
     operations: list[Operation] = field(default_factory=list)
     entries: list[Entry] = field(default_factory=list)
     # Replays of operations first made in this same batch: (outcome index, original).
@@ -270,6 +273,7 @@ class _Planner:
         account.min_balance_cents = floor
         account.max_balance_cents = cap
         self._touch(account)
+        self.plan.limits_changed = True
         return self._snapshot(account)
 
     def _snapshot(self, account: Account) -> Account:

@@ -119,6 +119,7 @@ class SqliteStore:
         self._account_cache: OrderedDict[AccountKey, Account] = OrderedDict()
         self._account_cache_max = account_cache_max
         self._data_version = -1
+        self._loaded: dict[AccountKey, Account] = {}  # read from the database this batch
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-writer")
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
@@ -230,21 +231,23 @@ class SqliteStore:
             self._data_version = version
 
     def _accounts_for(self, keys: set[AccountKey]) -> dict[AccountKey, Account]:
+        """The batch's accounts: cached ones as they are, the rest read (and kept aside)."""
         cache = self._account_cache
         accounts = {key: cache[key] for key in keys if key in cache}
+        self._loaded = {}
         if len(accounts) < len(keys):
-            accounts.update(self._load_accounts(keys - accounts.keys()))
+            self._loaded = self._load_accounts(keys - accounts.keys())
+            accounts.update(self._loaded)
         return accounts
 
     def _remember(self, plan: BatchPlan) -> None:
+        """After a commit: cache what was read or created. Cached accounts were changed
+        in place by the plan, so they are current already. Oldest in, first out."""
         cache = self._account_cache
-        for entry in plan.entries:
-            account = entry.account
-            key = (account.ledger, account.client)
-            cache[key] = account
-            cache.move_to_end(key)
-        for account in (*plan.new_accounts, *plan.changed_accounts):
+        cache.update(self._loaded)
+        for account in plan.new_accounts:
             cache[(account.ledger, account.client)] = account
+        self._loaded = {}
         while len(cache) > self._account_cache_max:
             cache.popitem(last=False)
 
@@ -360,13 +363,18 @@ class SqliteStore:
                     for e in plan.entries
                 ],
             )
-        if plan.changed_accounts:
+        if plan.changed_accounts and plan.limits_changed:
             db.executemany(
                 "UPDATE accounts SET balance = ?, min_balance = ?, max_balance = ? WHERE id = ?",
                 [
                     (a.balance_cents, a.min_balance_cents, a.max_balance_cents, a.id)
                     for a in plan.changed_accounts
                 ],
+            )
+        elif plan.changed_accounts:
+            db.executemany(
+                "UPDATE accounts SET balance = ? WHERE id = ?",
+                [(a.balance_cents, a.id) for a in plan.changed_accounts],
             )
         plan.resolve_ids()
 
