@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -262,3 +264,53 @@ def test_embedded_bank_works_from_a_plain_thread(tmp_path: Path) -> None:
 
     with EmbeddedBank(path) as again:  # the data outlives the bank
         assert again.account("John Jones").balance_cents == 7_000
+
+
+async def test_batch_waits_for_a_write_lock_held_elsewhere(tmp_path: Path) -> None:
+    """Another process's write transaction makes a batch wait (on the writer thread,
+    not the event loop), then apply once the lock is free."""
+    path = tmp_path / "kopilka.db"
+    engine = await open_engine(path)
+    try:
+        await open_hot_accounts(engine)
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        pending = asyncio.ensure_future(engine.execute(Deposit("Bob", 100, "d", "locked-1")))
+        started = time.monotonic()
+        await asyncio.sleep(0.2)
+        # The loop went on (far sooner than the 10 s busy timeout) while the batch waits.
+        assert time.monotonic() - started < 5
+        assert not pending.done()
+        other.execute("ROLLBACK")
+        other.close()
+        outcome = await asyncio.wait_for(pending, 10)
+        assert isinstance(outcome, Operation)
+        account = await engine.get_account("main", "Bob")
+        assert account.balance_cents == 5_000 + 100
+    finally:
+        await engine.close()
+
+
+async def test_a_cancelled_caller_does_not_leave_a_batch_half_done(tmp_path: Path) -> None:
+    """Cancelling the caller while its batch commits neither loses nor repeats it, and
+    the next batch runs normally."""
+    path = tmp_path / "kopilka.db"
+    store = open_store(str(path))
+    await store.open()
+    try:
+        await store.apply([OpenAccount("Ann")])
+        task = asyncio.ensure_future(store.apply([Deposit("Ann", 700, "d", "cancel-1")]))
+        await asyncio.sleep(0)  # the batch is written; its COMMIT is on the writer thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (after,) = await store.apply([Deposit("Ann", 5, "d", "cancel-2")])
+        assert isinstance(after, Operation)
+        # Either the cancelled deposit committed or it did not; nothing in between,
+        # and a retry of its key applies it at most once.
+        (retried,) = await store.apply([Deposit("Ann", 700, "d", "cancel-1")])
+        assert isinstance(retried, Operation)
+        account = await store.get_account("main", "Ann")
+        assert account is not None and account.balance_cents == 705
+    finally:
+        await store.close()

@@ -1,0 +1,192 @@
+"""One transfer per request against kopilka and the bare HTTP ceiling, side by side.
+
+Each round starts a fresh `kopilka serve` on a free port (durable SQLite in a new
+KOPILKA_HOME, or `--db memory:`), opens and funds the accounts, runs the shared
+closed-loop generator (`../shared/bench/http_load.py`) against it, then does the
+same against `../shared/bench/http_ceiling.py`, and prints one JSON line per round
+with both figures and their ratio.
+
+  python benchmarks/http_bench.py --rounds 3 --seconds 10
+  python benchmarks/http_bench.py --db memory: --rounds 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _load(port: int, token: str, arguments: argparse.Namespace, accounts: list[str]) -> dict:
+    output = subprocess.run(
+        [
+            sys.executable,
+            str(REFERENCE / "http_load.py"),
+            "127.0.0.1",
+            str(port),
+            token,
+            str(arguments.connections),
+            str(arguments.seconds),
+            json.dumps(accounts),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result: dict = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """User plus system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measured(process: subprocess.Popen[bytes], run: Callable[[], dict]) -> dict:
+    """Run the load; add the server's CPU time per answered request, in microseconds."""
+    cpu_before = _cpu_seconds(process)
+    result = run()
+    cpu = _cpu_seconds(process) - cpu_before
+    result["server_cpu_us_per_request"] = round(cpu / max(result["ok"], 1) * 1e6)
+    return result
+
+
+def _batch_sizes(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        line.split('le="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("kopilka_batch_size_bucket")
+    }
+
+
+def _kopilka_round(arguments: argparse.Namespace, accounts: list[str]) -> dict:
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="kopilka-http-bench-") as directory:
+        environment = {**os.environ, "KOPILKA_HOME": directory}
+        command = [sys.executable, "-m", "kopilka", "serve", str(port)]
+        if arguments.db:
+            command += ["--db", arguments.db]
+        server = subprocess.Popen(
+            command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            _wait_listening(port, server)
+            token = (Path(directory) / "admin.token").read_text().strip()
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("load.py")),
+                    "--url",
+                    f"http://127.0.0.1:{port}",
+                    "--token",
+                    token,
+                    "--setup",
+                    "--accounts",
+                    str(len(accounts)),
+                    "--seconds",
+                    "0.2",
+                    "--connections",
+                    "1",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            before = _batch_sizes(port)
+            result = _measured(server, lambda: _load(port, token, arguments, accounts))
+            after = _batch_sizes(port)
+            result["batch_sizes"] = {bound: after[bound] - before.get(bound, 0) for bound in after}
+        finally:
+            _stop(server)
+    return result
+
+
+def _ceiling_round(arguments: argparse.Namespace, accounts: list[str]) -> dict:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(REFERENCE / "http_ceiling.py"), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_listening(port, server)
+        return _measured(server, lambda: _load(port, "x", arguments, accounts))
+    finally:
+        _stop(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", help="store URL for kopilka (default: SQLite in a new home)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--accounts", type=int, default=100)
+    arguments = parser.parse_args()
+    accounts = [f"c{index}" for index in range(arguments.accounts)]
+    for round_number in range(1, arguments.rounds + 1):
+        kopilka = _kopilka_round(arguments, accounts)
+        ceiling = _ceiling_round(arguments, accounts)
+        print(
+            json.dumps(
+                {
+                    "round": round_number,
+                    "kopilka_per_second": round(kopilka["rate"]),
+                    "kopilka_p50_ms": round(kopilka["p50_ms"], 1),
+                    "kopilka_p99_ms": round(kopilka["p99_ms"], 1),
+                    "kopilka_cpu_us": kopilka["server_cpu_us_per_request"],
+                    "ceiling_per_second": round(ceiling["rate"]),
+                    "ceiling_cpu_us": ceiling["server_cpu_us_per_request"],
+                    "ceiling_p99_ms": round(ceiling["p99_ms"], 1),
+                    "ratio": round(kopilka["rate"] / ceiling["rate"], 2),
+                    "kopilka_codes": kopilka["codes"],
+                    "batch_sizes": kopilka["batch_sizes"],
+                }
+            ),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
