@@ -9,6 +9,7 @@ exit 0.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app
+from kopilka.api.protocol import BoundedHttpToolsProtocol, ConnectionBounds
 from kopilka.errors import KopilkaError
 from kopilka.settings import Settings, load_settings, redact_url
 
@@ -65,11 +67,14 @@ def _announce(settings: Settings, app: Any) -> None:
 
 def _options(settings: Settings) -> dict[str, Any]:
     """Every bound passed explicitly, so the server's limits are read here, not guessed."""
+    bounds = ConnectionBounds(settings.connections_per_client, settings.header_seconds)
     return {
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # uvicorn calls this to make each connection's protocol; a worker process gets
+        # its own copy, so connections are counted per process.
+        "http": functools.partial(BoundedHttpToolsProtocol, bounds=bounds),
         "lifespan": "on",
         "access_log": False,
         "log_level": "warning",

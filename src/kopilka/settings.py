@@ -39,6 +39,10 @@ class Settings:
     workers: int
     ledger: str
     home: Path
+    # Per server process: open connections from one client address, and seconds a
+    # client may take to send a request's headers.
+    connections_per_client: int = 256
+    header_seconds: float = 10.0
 
 
 def load_settings(
@@ -66,10 +70,18 @@ def load_settings(
     try:
         port = int(pick("port", DEFAULT_PORT))
         workers = int(pick("workers", 1))
+        connections_per_client = int(pick("connections_per_client", 256))
+        header_seconds = float(pick("header_seconds", 10.0))
     except ValueError as error:
         raise InvalidInput(
-            "invalid_setting", f"port and workers must be numbers: {error}"
+            "invalid_setting",
+            f"port, workers, connections_per_client and header_seconds must be numbers: {error}",
         ) from error
+    if connections_per_client < 1 or not 0 < header_seconds <= 3600:
+        raise InvalidInput(
+            "invalid_setting",
+            "connections_per_client must be at least 1, header_seconds 0 to 3600",
+        )
     if not 0 < port < 65536:
         raise InvalidInput("invalid_setting", f"port {port} is out of range")
     if not 1 <= workers <= 64:
@@ -82,6 +94,8 @@ def load_settings(
         workers=workers,
         ledger=str(pick("ledger", "main")),
         home=base,
+        connections_per_client=connections_per_client,
+        header_seconds=header_seconds,
     )
 
 

@@ -64,6 +64,10 @@ def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
         {"KOPILKA_PORT": "70000"},
         {"KOPILKA_PORT": "http"},
         {"KOPILKA_WORKERS": "0"},
+        {"KOPILKA_CONNECTIONS_PER_CLIENT": "0"},
+        {"KOPILKA_CONNECTIONS_PER_CLIENT": "many"},
+        {"KOPILKA_HEADER_SECONDS": "0"},
+        {"KOPILKA_HEADER_SECONDS": "nan"},
     ],
 )
 def test_bad_numbers_refused(tmp_path: Path, environ: dict[str, str]) -> None:
@@ -87,3 +91,10 @@ def test_redact_url() -> None:
     assert redact_url("postgresql://u:secret@host/db") == "postgresql://u:***@host/db"
     assert redact_url("postgresql://u@host/db") == "postgresql://u@host/db"
     assert redact_url("/var/lib/kopilka.db") == "/var/lib/kopilka.db"
+
+
+def test_connection_bounds_come_from_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"}
+    )
+    assert (settings.connections_per_client, settings.header_seconds) == (8, 10.0)
