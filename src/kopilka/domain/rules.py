@@ -25,6 +25,7 @@ from kopilka.domain.model import (
     MoneyCommand,
     OpenAccount,
     Operation,
+    OperationKind,
     Outcome,
     SetLimits,
     Transfer,
@@ -173,47 +174,57 @@ class _Planner:
                 raise _not_found(command.client)
             account = self._new_account(command.ledger, command.client, 0, None)
         _check_credit(account, command.amount_cents, "deposit")
-        return self._record(command, debit=None, credit=account)
+        return self._record(command, "deposit", None, account)
 
     def _withdraw(self, command: Withdraw) -> Operation:
         account = self._existing(command.ledger, command.client)
         _check_debit(account, command.amount_cents)
-        return self._record(command, debit=account, credit=None)
+        return self._record(command, "withdrawal", account, None)
 
     def _transfer(self, command: Transfer) -> Operation:
         sender = self._existing(command.ledger, command.from_client)
         receiver = self._existing(command.ledger, command.to_client)
         _check_debit(sender, command.amount_cents)
         _check_credit(receiver, command.amount_cents, "transfer")
-        return self._record(command, debit=sender, credit=receiver)
+        return self._record(command, "transfer", sender, receiver)
 
     def _record(
-        self, command: MoneyCommand, *, debit: Account | None, credit: Account | None
+        self,
+        command: MoneyCommand,
+        kind: OperationKind,
+        debit: Account | None,
+        credit: Account | None,
     ) -> Operation:
+        # The hot path of every batch (once per operation), so written plainly:
+        # positional construction, no helper calls per side.
         amount = command.amount_cents
-        operation = Operation(
-            ledger=command.ledger,
-            idempotency_key=command.idempotency_key,
-            kind=command_kind(command),
-            amount_cents=amount,
-            debit_client=None if debit is None else debit.client,
-            credit_client=None if credit is None else credit.client,
-            description=command.description,
-            created_at=self.now,
-            debit_balance_after_cents=None,
-            credit_balance_after_cents=None,
-        )
+        debit_after = credit_after = None
         entries = self.plan.entries
+        touched = self.touched
         if debit is not None:
-            debit.balance_cents -= amount
-            operation.debit_balance_after_cents = debit.balance_cents
-            entries.append(Entry(debit, operation, -amount, debit.balance_cents))
-            self._touch(debit)
+            debit_after = debit.balance_cents = debit.balance_cents - amount
         if credit is not None:
-            credit.balance_cents += amount
-            operation.credit_balance_after_cents = credit.balance_cents
+            credit_after = credit.balance_cents = credit.balance_cents + amount
+        operation = Operation(
+            command.ledger,
+            command.idempotency_key,
+            kind,
+            amount,
+            None if debit is None else debit.client,
+            None if credit is None else credit.client,
+            command.description,
+            self.now,
+            debit_after,
+            credit_after,
+        )
+        if debit is not None:
+            entries.append(Entry(debit, operation, -amount, debit.balance_cents))
+            if debit.id != 0:  # a new account is written whole, not as a change
+                touched[id(debit)] = debit
+        if credit is not None:
             entries.append(Entry(credit, operation, amount, credit.balance_cents))
-            self._touch(credit)
+            if credit.id != 0:
+                touched[id(credit)] = credit
         self.plan.operations.append(operation)
         self.known_operations[(command.ledger, command.idempotency_key)] = operation
         return operation
