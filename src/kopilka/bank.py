@@ -54,8 +54,14 @@ class Bank(Protocol):
     ) -> Operation: ...
 
     def open_account(
-        self, client: str, min_balance_cents: int = 0, max_balance_cents: int | None = None
-    ) -> Account: ...
+        self,
+        client: str,
+        min_balance_cents: int = 0,
+        max_balance_cents: int | None = None,
+        opening_balance_cents: int = 0,
+        idempotency_key: str = "",
+    ) -> Account:
+        """Open an account; an opening balance is deposited in the same transaction."""
 
     def set_limits(
         self,
@@ -144,9 +150,23 @@ class EmbeddedBank:
         )
 
     def open_account(
-        self, client: str, min_balance_cents: int = 0, max_balance_cents: int | None = None
+        self,
+        client: str,
+        min_balance_cents: int = 0,
+        max_balance_cents: int | None = None,
+        opening_balance_cents: int = 0,
+        idempotency_key: str = "",
     ) -> Account:
-        return self._account(OpenAccount(client, min_balance_cents, max_balance_cents, self.ledger))
+        return self._account(
+            OpenAccount(
+                client,
+                min_balance_cents,
+                max_balance_cents,
+                self.ledger,
+                opening_balance_cents,
+                idempotency_key,
+            )
+        )
 
     def set_limits(
         self,

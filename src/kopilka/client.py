@@ -192,16 +192,30 @@ class Client:
         return self._money("/v1/transfers", body, idempotency_key)
 
     def open_account(
-        self, client: str, min_balance_cents: int = 0, max_balance_cents: int | None = None
+        self,
+        client: str,
+        min_balance_cents: int = 0,
+        max_balance_cents: int | None = None,
+        opening_balance_cents: int = 0,
+        idempotency_key: str = "",
     ) -> Account:
         cap = None if max_balance_cents is None else format_plain(max_balance_cents)
         body = {
             "client": client,
             "min_balance": format_plain(min_balance_cents),
             "max_balance": cap,
+            "opening_balance": format_plain(opening_balance_cents),
         }
-        # Not idempotent by key: retried only when the request never left (ConnectError).
-        return account_from(self._call("POST", "/v1/accounts", json=body, retry=False), self.ledger)
+        # Retried only when the request never left (ConnectError): a second try of one
+        # that did would be refused as account_exists, not applied twice.
+        answer = self._call(
+            "POST",
+            "/v1/accounts",
+            json=body,
+            idempotency_key=idempotency_key or None,
+            retry=False,
+        )
+        return account_from(answer, self.ledger)
 
     def set_limits(
         self,

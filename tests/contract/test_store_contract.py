@@ -123,6 +123,44 @@ async def test_cap_enforced_and_refusal_changes_nothing(engine: Engine) -> None:
     assert (await balance(engine, JOHN), await balance(engine, JANE)) == (46_000, 10_000)
 
 
+async def test_open_account_with_an_opening_balance_is_one_step(engine: Engine) -> None:
+    opened = await engine.execute(OpenAccount(JOHN, 2_000, 9_000, "main", 5_000, "open-john"))
+    assert isinstance(opened, Account)
+    assert (opened.balance_cents, opened.min_balance_cents, opened.max_balance_cents) == (
+        5_000,
+        2_000,
+        9_000,
+    )
+    account = await engine.get_account("main", JOHN)
+    assert (account.balance_cents, account.min_balance_cents) == (5_000, 2_000)
+    (line,) = await lines_of(engine, JOHN)
+    assert (line.description, line.amount_cents, line.balance_after_cents) == (
+        "Opening balance",
+        5_000,
+        5_000,
+    )
+    # Repeated (a retried add-user): the account is there, nothing is applied again.
+    await refused(
+        engine, OpenAccount(JOHN, 2_000, 9_000, "main", 5_000, "open-john"), "account_exists"
+    )
+    assert await balance(engine, JOHN) == 5_000
+
+
+async def test_a_refused_opening_creates_nothing(engine: Engine) -> None:
+    await applied(engine, Deposit(JANE, 100, "pay", "used-key"))
+    refusals = {
+        OpenAccount(JOHN, 2_000, None, "main", 1_999, "k1"): "floor_above_balance",
+        OpenAccount(JOHN, 0, 1_000, "main", 1_001, "k2"): "cap_below_balance",
+        OpenAccount(JOHN, 0, None, "main", 500, "used-key"): "idempotency_key_reused",
+        OpenAccount(JOHN, 0, None, "main", 500, ""): "invalid_idempotency_key",
+        OpenAccount(JOHN, 0, None, "main", -1, "k3"): "invalid_amount",
+    }
+    for command, code in refusals.items():
+        await refused(engine, command, code)
+    assert await engine.store.get_account("main", JOHN) is None
+    assert await balance(engine, JANE) == 100
+
+
 async def test_open_account_exists(engine: Engine) -> None:
     first = await engine.execute(OpenAccount(JOHN, -100, 500))
     assert isinstance(first, Account)

@@ -9,6 +9,8 @@ import httpx
 import pytest
 from tests.kopilka_server import ServerProcess, running_server
 
+from kopilka.client import connect_bank
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
@@ -150,3 +152,28 @@ def test_garbage_on_the_socket_does_not_hurt_the_server(server: ServerProcess) -
         raw.sendall(b"\x00\x01GARBAGE / HTTP/9.9\r\n\r\n")
         raw.recv(1024)
     assert httpx.get(f"{server.url}/v1/health").status_code == 200
+
+
+def test_an_account_opens_with_its_balance_in_one_request(
+    server: ServerProcess, admin: httpx.Client
+) -> None:
+    body = {"client": "Opal", "min_balance": "10", "max_balance": "500", "opening_balance": "60"}
+    answer = admin.post("/v1/accounts", json=body, headers={"Idempotency-Key": "open-opal"})
+    assert answer.status_code == 201, answer.text
+    assert (answer.json()["balance"], answer.json()["min_balance"]) == ("60.00", "10.00")
+    lines = admin.get("/v1/accounts/Opal/statement").json()["lines"]
+    assert [(line["description"], line["amount"]) for line in lines] == [
+        ("Opening balance", "60.00")
+    ]
+    # The same request again finds the account made; nothing is deposited twice.
+    again = admin.post("/v1/accounts", json=body, headers={"Idempotency-Key": "open-opal"})
+    refused(again, 409, "account_exists")
+    # Through the Python client, as `kopilka add-user --url` does.
+    with connect_bank(server.url, token=server.token) as bank:
+        account = bank.open_account("Pearl", 500, None, 700, "open-pearl")
+        assert (account.balance_cents, account.min_balance_cents) == (700, 500)
+        refused_floor = admin.post(
+            "/v1/accounts", json={"client": "Ruby", "min_balance": "5", "opening_balance": "4"}
+        )
+        refused(refused_floor, 422, "floor_above_balance")
+    assert admin.get("/v1/accounts/Ruby").status_code == 404

@@ -50,7 +50,7 @@ from kopilka.api.schemas import (
 )
 from kopilka.domain.model import Account, Command, OpenAccount, Operation, SetLimits
 from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound
-from kopilka.money import format_plain, parse_limit
+from kopilka.money import format_plain, parse_cents, parse_limit
 from kopilka.periods import parse_period
 from kopilka.tokens import TokenRecord
 
@@ -203,7 +203,12 @@ class Call:
         request: OpenAccountIn = await self.decode(OpenAccountIn)
         floor = parse_limit(request.min_balance)
         cap = None if request.max_balance is None else parse_limit(request.max_balance)
-        account = await self.outcome(OpenAccount(request.client, floor, cap, self.ledger))
+        opening = parse_cents(request.opening_balance, allow_zero=True)
+        header_key = self.headers.idempotency_key
+        key = uuid.uuid4().hex if header_key is None else header_key.decode("latin-1")
+        account = await self.outcome(
+            OpenAccount(request.client, floor, cap, self.ledger, opening, key)
+        )
         return json_response(account_out(account), 201)
 
     async def set_limits(self, client: str) -> Response:

@@ -29,6 +29,8 @@ class OpenAccountIn(_In):
     client: Client
     min_balance: Amount = "0.00"
     max_balance: Amount | None = None
+    # Deposited in the same transaction (keyed by the Idempotency-Key header).
+    opening_balance: Amount = "0.00"
 
 
 class SetLimitsIn(_In):

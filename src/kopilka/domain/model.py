@@ -61,12 +61,19 @@ class Transfer:
     ledger: str = DEFAULT_LEDGER
 
 
+OPENING_DESCRIPTION = "Opening balance"
+
+
 @dataclass(frozen=True, slots=True)
 class OpenAccount:
     client: str
     min_balance_cents: int = 0
     max_balance_cents: int | None = None
     ledger: str = DEFAULT_LEDGER
+    # Money the account opens with: posted as a deposit (keyed `opening_key`) in the same
+    # transaction, so the statement shows it and the floor may be above zero at once.
+    opening_balance_cents: int = 0
+    opening_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)

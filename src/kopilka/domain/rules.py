@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from kopilka.domain.model import (
+    OPENING_DESCRIPTION,
     Account,
     Command,
     Deposit,
@@ -104,11 +105,13 @@ def accounts_touched(commands: Iterable[Command]) -> set[AccountKey]:
 
 
 def operation_keys(commands: Iterable[Command]) -> set[OperationKey]:
-    return {
-        (command.ledger, command.idempotency_key)
-        for command in commands
-        if isinstance(command, Deposit | Withdraw | Transfer)
-    }
+    keys: set[OperationKey] = set()
+    for command in commands:
+        if isinstance(command, Deposit | Withdraw | Transfer):
+            keys.add((command.ledger, command.idempotency_key))
+        elif isinstance(command, OpenAccount) and command.opening_balance_cents:
+            keys.add((command.ledger, command.opening_key))
+    return keys
 
 
 def plan_batch(
@@ -231,24 +234,46 @@ class _Planner:
 
     def _open_account(self, command: OpenAccount) -> Account:
         validate_client(command.client)
-        _validate_limits(command.min_balance_cents, command.max_balance_cents)
+        floor, cap = command.min_balance_cents, command.max_balance_cents
+        _validate_limits(floor, cap)
+        opening = command.opening_balance_cents
+        if type(opening) is not int or opening < 0 or opening > AMOUNT_CENTS_MAX:
+            raise InvalidInput(
+                "invalid_amount",
+                f"an opening balance must be $0.00 to {format_money(AMOUNT_CENTS_MAX)}",
+            )
+        deposit = None
+        if opening:
+            deposit = Deposit(
+                command.client, opening, OPENING_DESCRIPTION, command.opening_key, command.ledger
+            )
+            validate_money_command(deposit)
+        # A repeated add-user finds its account made: that, not the key, is the answer.
         if (command.ledger, command.client) in self.accounts:
             raise Conflict("account_exists", f"client {command.client!r} already has an account")
-        if command.min_balance_cents > 0:
+        if deposit is not None and (command.ledger, command.opening_key) in self.known_operations:
+            raise Conflict(
+                "idempotency_key_reused",
+                f"idempotency key {command.opening_key!r} was already used for another request",
+            )
+        if floor > opening:
             raise Rejected(
                 "floor_above_balance",
-                f"a new account starts at $0.00, so its floor must be at most $0.00, "
-                f"not {format_money(command.min_balance_cents)}",
+                f"a new account starts at {format_money(opening)}, so its floor must be at "
+                f"most {format_money(opening)}, not {format_money(floor)}",
             )
-        if command.max_balance_cents is not None and command.max_balance_cents < 0:
+        if cap is not None and cap < opening:
             raise Rejected(
                 "cap_below_balance",
-                "a new account starts at $0.00, so its cap "
-                f"may not be {format_money(command.max_balance_cents)}",
+                f"a new account starts at {format_money(opening)}, so its cap "
+                f"may not be {format_money(cap)}",
             )
-        account = self._new_account(
-            command.ledger, command.client, command.min_balance_cents, command.max_balance_cents
-        )
+        # Opened with a floor of at most zero, credited, then given its floor: every
+        # step keeps the balance within its bounds, all in this one batch.
+        account = self._new_account(command.ledger, command.client, min(floor, 0), cap)
+        if deposit is not None:
+            self._record(deposit, "deposit", None, account)
+        account.min_balance_cents = floor
         return self._snapshot(account)
 
     def _set_limits(self, command: SetLimits) -> Account:

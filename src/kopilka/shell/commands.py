@@ -31,7 +31,6 @@ from kopilka.shell.render import (
 from kopilka.shell.specs import find_command
 
 STATEMENT_FORMATS = ("table", "csv", "json")
-OPENING_DESCRIPTION = "Opening balance"
 
 Handler = Callable[[ParsedCommand, Bank], Reply]
 
@@ -209,12 +208,8 @@ def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
             "cap_exceeded",
             f"the opening balance {format_money(opening)} is above the cap of {format_money(cap)}",
         )
-    # A new account starts at $0.00, so a positive floor is set once the money is in.
-    account = bank.open_account(name, min(floor, 0), cap)
-    if opening:
-        bank.deposit(name, opening, OPENING_DESCRIPTION, str(uuid.uuid4()))
-    if floor > 0:
-        account = bank.set_limits(name, min_balance_cents=floor)
+    # One command, one transaction: the account, its opening deposit and its floor.
+    account = bank.open_account(name, floor, cap, opening, str(uuid.uuid4()))
     return Message(
         f"Added user {account.client}: balance {format_money(opening)}, {limits_text(account)}."
     )
