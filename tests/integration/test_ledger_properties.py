@@ -50,7 +50,7 @@ steps = st.one_of(
     st.tuples(st.just("deposit"), clients, amounts),
     st.tuples(st.just("withdraw"), clients, amounts),
     st.tuples(st.just("transfer"), clients, clients, amounts),
-    st.tuples(st.just("open"), clients, floors, caps),
+    st.tuples(st.just("open"), clients, floors, caps, st.just(0) | amounts),
     st.tuples(st.just("limits"), clients, st.none() | floors, caps, st.booleans()),
     st.tuples(st.just("replay"), st.integers(min_value=0, max_value=1_000)),
     st.tuples(st.just("reuse"), st.integers(min_value=0, max_value=1_000)),
@@ -67,6 +67,7 @@ class Builder:
 
     def __init__(self) -> None:
         self.money: list[MoneyCommand] = []
+        self.openings = 0
 
     def build(self, step: tuple[object, ...]) -> Command | None:
         kind = step[0]
@@ -78,8 +79,9 @@ class Builder:
                 return original
             return _with_amount(original, original.amount_cents + 1)
         if kind == "open":
-            _, client, floor, cap = step
-            return OpenAccount(client, floor, cap)  # type: ignore[arg-type]
+            _, client, floor, cap, opening = step
+            self.openings += 1
+            return OpenAccount(client, floor, cap, "main", opening, f"open-{self.openings}")  # type: ignore[arg-type]
         if kind == "limits":
             _, client, floor, cap, clear = step
             return SetLimits(client, floor, cap, clear_max=bool(clear) and cap is None)  # type: ignore[arg-type]
@@ -172,15 +174,16 @@ class Model:
 
     def _open(self, command: OpenAccount) -> str:
         floor, cap = command.min_balance_cents, command.max_balance_cents
+        opening = command.opening_balance_cents
         if cap is not None and cap < floor:
             return "invalid_limit"
         if command.client in self.accounts:
             return "account_exists"
-        if floor > 0:
+        if floor > opening:
             return "floor_above_balance"
-        if cap is not None and cap < 0:
+        if cap is not None and cap < opening:
             return "cap_below_balance"
-        self.accounts[command.client] = ModelAccount(0, floor, cap)
+        self.accounts[command.client] = ModelAccount(opening, floor, cap, 1 if opening else 0)
         return "ok"
 
     def _limits(self, command: SetLimits) -> str:
@@ -228,6 +231,8 @@ class Run:
     def record(self, command: Command, outcome: Outcome) -> None:
         expected = self.model.apply(command)
         assert outcome_code(outcome) == expected, (command, outcome)
+        if isinstance(command, OpenAccount) and isinstance(outcome, Account):
+            self.net_cents += command.opening_balance_cents  # its opening deposit
         if not isinstance(outcome, Operation):
             return
         key = outcome.idempotency_key
