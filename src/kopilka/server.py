@@ -38,6 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="port to listen on (default 8888)")
     parser.add_argument("--db", help="'memory:', a SQLite path or a postgresql:// URL")
     parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+    parser.add_argument(
+        "--connections-per-client",
+        type=int,
+        help="open connections one client address may hold, per process (default 256)",
+    )
+    parser.add_argument(
+        "--header-seconds",
+        type=float,
+        help="seconds a client may take to send a request's headers (default 10)",
+    )
     return parser
 
 
@@ -101,6 +111,8 @@ def serve_main(argv: list[str]) -> int:
                 "port": port,
                 "db": arguments.db,
                 "workers": arguments.workers,
+                "connections_per_client": arguments.connections_per_client,
+                "header_seconds": arguments.header_seconds,
             }
         )
     except KopilkaError as error:

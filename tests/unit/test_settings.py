@@ -98,3 +98,8 @@ def test_connection_bounds_come_from_settings(tmp_path: Path) -> None:
         environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"}
     )
     assert (settings.connections_per_client, settings.header_seconds) == (8, 10.0)
+    flagged = load_settings(
+        {"connections_per_client": 16, "header_seconds": 2.5},
+        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"},
+    )
+    assert (flagged.connections_per_client, flagged.header_seconds) == (16, 2.5)
