@@ -259,14 +259,14 @@ class _Planner:
         if floor > opening:
             raise Rejected(
                 "floor_above_balance",
-                f"a new account starts at {format_money(opening)}, so its floor must be at "
-                f"most {format_money(opening)}, not {format_money(floor)}",
+                f"the opening balance {format_money(opening)} is below the floor "
+                f"{format_money(floor)}",
             )
         if cap is not None and cap < opening:
             raise Rejected(
                 "cap_below_balance",
-                f"a new account starts at {format_money(opening)}, so its cap "
-                f"may not be {format_money(cap)}",
+                f"the opening balance {format_money(opening)} is above the cap of "
+                f"{format_money(cap)}",
             )
         # Opened with a floor of at most zero, credited, then given its floor: every
         # step keeps the balance within its bounds, all in this one batch.

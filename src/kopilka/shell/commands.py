@@ -13,7 +13,7 @@ from collections.abc import Callable
 from kopilka.bank import Bank
 from kopilka.domain.model import Deposit, Transfer, Withdraw
 from kopilka.domain.rules import validate_client, validate_money_command
-from kopilka.errors import InvalidInput, Rejected
+from kopilka.errors import InvalidInput
 from kopilka.money import format_money, parse_amount, parse_cents, parse_limit
 from kopilka.periods import parse_period
 from kopilka.shell.output import Block, Exit, Message, Reply
@@ -193,22 +193,8 @@ def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
     floor = parse_limit(parsed.get("min") or "0")
     cap = _cap(parsed.require("max"))
     opening = _opening_cents(parsed.get("credit"))
-    # Checked before anything is written, so a refused add-user leaves no account behind.
-    if cap is not None and cap < floor:
-        raise InvalidInput(
-            "invalid_limit", f"the cap {format_money(cap)} is below the floor {format_money(floor)}"
-        )
-    if opening < floor:
-        raise Rejected(
-            "floor_above_balance",
-            f"the opening balance {format_money(opening)} is below the floor {format_money(floor)}",
-        )
-    if cap is not None and opening > cap:
-        raise Rejected(
-            "cap_exceeded",
-            f"the opening balance {format_money(opening)} is above the cap of {format_money(cap)}",
-        )
-    # One command, one transaction: the account, its opening deposit and its floor.
+    # One command, one transaction: the account, its opening deposit and its floor; the
+    # rules refuse a floor or cap the opening balance does not fit, and nothing is made.
     account = bank.open_account(name, floor, cap, opening, str(uuid.uuid4()))
     return Message(
         f"Added user {account.client}: balance {format_money(opening)}, {limits_text(account)}."
