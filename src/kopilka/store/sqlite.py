@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from kopilka.clock import MonotonicClock, from_micros, to_micros
 from kopilka.domain.model import (
@@ -222,10 +222,7 @@ class SqliteStore:
             self._roll_back()
             return None
         except BaseException as error:
-            self._roll_back()
-            if isinstance(error, sqlite3.OperationalError):
-                raise RetryableStoreError(str(error)) from error
-            raise
+            self._abandon(error)
 
     def _apply(self, commands: Sequence[Command]) -> list[Outcome]:
         try:
@@ -242,10 +239,7 @@ class SqliteStore:
         try:
             plan = self._plan_and_write(commands, check_keys=check_keys)
         except BaseException as error:
-            self._roll_back()
-            if isinstance(error, sqlite3.OperationalError):
-                raise RetryableStoreError(str(error)) from error
-            raise
+            self._abandon(error)
         return self._commit(plan)
 
     def _plan_and_write(self, commands: Sequence[Command], *, check_keys: bool) -> BatchPlan:
@@ -264,12 +258,16 @@ class SqliteStore:
         try:
             self._db.execute("COMMIT")
         except BaseException as error:
-            self._roll_back()
-            if isinstance(error, sqlite3.OperationalError):
-                raise RetryableStoreError(str(error)) from error
-            raise
+            self._abandon(error)
         self._remember(plan)
         return plan.outcomes
+
+    def _abandon(self, error: BaseException) -> NoReturn:
+        """Roll the batch back and re-raise; a SQLite error (busy, locked) may be retried."""
+        self._roll_back()
+        if isinstance(error, sqlite3.OperationalError):
+            raise RetryableStoreError(str(error)) from error
+        raise error
 
     def _roll_back(self) -> None:
         if self._db.in_transaction:
