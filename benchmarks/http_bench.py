@@ -21,9 +21,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from load import batch_sizes  # benchmarks/load.py, beside this script
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "bench"
 
@@ -91,16 +92,6 @@ def _measured(process: subprocess.Popen[bytes], run: Callable[[], dict]) -> dict
     return result
 
 
-def _batch_sizes(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    return {
-        line.split('le="', 1)[1].split('"', 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("kopilka_batch_size_bucket")
-    }
-
-
 def _kopilka_round(arguments: argparse.Namespace, accounts: list[str]) -> dict:
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="kopilka-http-bench-") as directory:
@@ -133,9 +124,9 @@ def _kopilka_round(arguments: argparse.Namespace, accounts: list[str]) -> dict:
                 check=True,
                 capture_output=True,
             )
-            before = _batch_sizes(port)
+            before = batch_sizes(f"http://127.0.0.1:{port}")
             result = _measured(server, lambda: _load(port, token, arguments, accounts))
-            after = _batch_sizes(port)
+            after = batch_sizes(f"http://127.0.0.1:{port}")
             result["batch_sizes"] = {bound: after[bound] - before.get(bound, 0) for bound in after}
         finally:
             _stop(server)

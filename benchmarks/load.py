@@ -121,7 +121,7 @@ def _quantile(sorted_values: list[float], quantile: float) -> float | None:
     return round(sorted_values[index] * 1000, 2)
 
 
-def _batch_sizes(url: str) -> dict[str, float]:
+def batch_sizes(url: str) -> dict[str, float]:
     """Cumulative batch-size buckets from the server's /metrics."""
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
         text = answer.read().decode()
@@ -159,7 +159,7 @@ async def run(arguments: argparse.Namespace) -> dict[str, object]:
     accounts = [f"c{index}" for index in range(arguments.accounts)]
     if arguments.setup:
         _setup(arguments, accounts)
-    before = _batch_sizes(arguments.url)
+    before = batch_sizes(arguments.url)
     results = Results()
     started = time.perf_counter()
     stop = started + arguments.seconds
@@ -167,7 +167,7 @@ async def run(arguments: argparse.Namespace) -> dict[str, object]:
         *(_connection(arguments, accounts, stop, results) for _ in range(arguments.connections))
     )
     elapsed = time.perf_counter() - started
-    after = _batch_sizes(arguments.url)
+    after = batch_sizes(arguments.url)
     latencies = sorted(results.latencies_seconds)
     return {
         "url": arguments.url,
