@@ -89,6 +89,11 @@ class RequestHeaders:
         if size > HEADERS_BYTES_MAX:
             raise ApiError(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes")
 
+    def key_or_new(self) -> str:
+        """The Idempotency-Key, or a fresh one: the request applies, but a retry is new."""
+        key = self.idempotency_key
+        return uuid.uuid4().hex if key is None else key.decode("latin-1")
+
 
 class KopilkaApp:
     def __init__(
@@ -162,14 +167,7 @@ class KopilkaApp:
             request_headers = RequestHeaders(scope)
             principal, ledger = await self.authorize(request_headers)
             body = await read_body(receive, request_headers.content_length, BODY_BYTES_MAX)
-            key = request_headers.idempotency_key
-            command = money_command(
-                kind,
-                body,
-                uuid.uuid4().hex if key is None else key.decode("latin-1"),
-                ledger,
-                principal,
-            )
+            command = money_command(kind, body, request_headers.key_or_new(), ledger, principal)
             outcome = await self.engine.execute(command)
             if isinstance(outcome, KopilkaError):
                 raise outcome

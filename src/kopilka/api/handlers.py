@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -204,10 +203,8 @@ class Call:
         floor = parse_limit(request.min_balance)
         cap = None if request.max_balance is None else parse_limit(request.max_balance)
         opening = parse_cents(request.opening_balance, allow_zero=True)
-        header_key = self.headers.idempotency_key
-        key = uuid.uuid4().hex if header_key is None else header_key.decode("latin-1")
         account = await self.outcome(
-            OpenAccount(request.client, floor, cap, self.ledger, opening, key)
+            OpenAccount(request.client, floor, cap, self.ledger, opening, self.headers.key_or_new())
         )
         return json_response(account_out(account), 201)
 
@@ -267,8 +264,7 @@ class Call:
         from kopilka.api.app import BATCH_BODY_BYTES_MAX
 
         request: BatchIn = await self.decode(BatchIn, BATCH_BODY_BYTES_MAX)
-        base_key = self.headers.idempotency_key
-        prefix = uuid.uuid4().hex if base_key is None else base_key.decode("latin-1")
+        prefix = self.headers.key_or_new()
         results: list[BatchResult | None] = [None] * len(request.operations)
         commands: list[Command] = []
         positions: list[int] = []
