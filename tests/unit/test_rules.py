@@ -109,7 +109,7 @@ def test_transfer_moves_money_and_records_both_sides(ledger: Ledger) -> None:
         7_500,
         2_500,
     )
-    assert [(e.account.client, e.amount_cents, e.balance_after_cents) for e in plan.entries] == [
+    assert [(e.account.client, e.amount_cents, e.balance_after_cents) for e in plan.entries()] == [
         ("John Jones", -2_500, 7_500),
         ("Jane Doe", 2_500, 2_500),
     ]
@@ -139,7 +139,7 @@ def test_rejected_command_does_not_spoil_its_batch(ledger: Ledger) -> None:
     assert codes(plan.outcomes) == ["ok", "insufficient_funds", "account_not_found", "ok"]
     assert ledger.balance("John Jones") == 10_200
     assert [o.idempotency_key for o in plan.operations] == ["a", "d"]
-    assert len(plan.entries) == 2
+    assert len(plan.entries()) == 2
 
 
 def test_rejection_changes_nothing(ledger: Ledger) -> None:
@@ -152,7 +152,7 @@ def test_rejection_changes_nothing(ledger: Ledger) -> None:
     assert codes(plan.outcomes) == ["insufficient_funds", "cap_exceeded", "insufficient_funds"]
     assert (ledger.balance("John Jones"), ledger.balance("Jane Doe")) == (10_000, 0)
     assert plan.operations == []
-    assert plan.entries == []
+    assert plan.entries() == []
     assert plan.changed_accounts == []
     assert ledger.known == {}
 
@@ -207,7 +207,7 @@ def test_replay_from_earlier_batch_returns_first_result(ledger: Ledger) -> None:
     assert replayed.id == 41
     assert replayed.debit_balance_after_cents == 0
     assert second.operations == []
-    assert second.entries == []
+    assert second.entries() == []
     assert ledger.balance("John Jones") == 0
 
 

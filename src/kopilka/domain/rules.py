@@ -55,7 +55,8 @@ class BatchPlan:
     # most batches move money only, and a store may then write balances alone.
     limits_changed: bool = False
     operations: list[Operation] = field(default_factory=list)
-    entries: list[Entry] = field(default_factory=list)
+    # Beside each operation: the accounts it debits and credits (None for no side).
+    sides: list[tuple[Account | None, Account | None]] = field(default_factory=list)
     # Replays of operations first made in this same batch: (outcome index, original).
     # Their ids exist only once the store has written the batch; see resolve_replays.
     pending_replays: list[tuple[int, Operation]] = field(default_factory=list)
@@ -63,24 +64,40 @@ class BatchPlan:
     pending_account_ids: list[tuple[Account, Account]] = field(default_factory=list)
 
     def operation_sides(self) -> Iterator[tuple[Operation, int | None, int | None]]:
-        """Each new operation with its debit and credit account ids, read off its entries.
+        """Each new operation with its debit and credit account ids (once the store has
+        given new accounts their ids)."""
+        for operation, (debit, credit) in zip(self.operations, self.sides, strict=True):
+            yield (
+                operation,
+                None if debit is None else debit.id,
+                None if credit is None else credit.id,
+            )
 
-        Call once the store has assigned account ids. The plan appends an operation's
-        entries together, debit before credit.
-        """
-        entries = self.entries
-        index = 0
-        for operation in self.operations:
-            debit_id = credit_id = None
-            while index < len(entries) and entries[index].operation is operation:
-                entry = entries[index]
-                if entry.amount_cents < 0:
-                    debit_id = entry.account.id
-                else:
-                    credit_id = entry.account.id
-                index += 1
-            yield operation, debit_id, credit_id
-        assert index == len(entries)
+    def entries(self) -> list[Entry]:
+        """Each account's side of each new operation, debit before credit."""
+        entries = []
+        for operation, (debit, credit) in zip(self.operations, self.sides, strict=True):
+            if debit is not None:
+                assert operation.debit_balance_after_cents is not None
+                entries.append(
+                    Entry(
+                        debit,
+                        operation,
+                        -operation.amount_cents,
+                        operation.debit_balance_after_cents,
+                    )
+                )
+            if credit is not None:
+                assert operation.credit_balance_after_cents is not None
+                entries.append(
+                    Entry(
+                        credit,
+                        operation,
+                        operation.amount_cents,
+                        operation.credit_balance_after_cents,
+                    )
+                )
+        return entries
 
     def resolve_ids(self) -> None:
         """Call after the store assigned ids: give them to the answers made before that."""
@@ -126,13 +143,15 @@ def plan_batch(
     mutates the accounts and adds new ones and new operations to the dicts.
     """
     planner = _Planner(accounts, known_operations, now)
+    outcomes = planner.plan.outcomes
+    apply = planner.apply
     for command in commands:
         try:
-            planner.plan.outcomes.append(planner.apply(command))
+            outcomes.append(apply(command))
         except KopilkaError as error:
-            planner.plan.outcomes.append(error)
+            outcomes.append(error)
     planner.plan.changed_accounts = [a for a in planner.touched.values() if a.id != 0]
-    assert len(planner.plan.outcomes) == len(commands)
+    assert len(outcomes) == len(commands)
     return planner.plan
 
 
@@ -148,6 +167,8 @@ class _Planner:
         self.now = now
         self.plan = BatchPlan()
         self.touched: dict[int, Account] = {}  # by id(account): existing accounts to rewrite
+        # Names this batch has found valid: a batch names the same few clients many times.
+        self.valid_clients: set[str] = set()
 
     def apply(self, command: Command) -> Outcome:
         if isinstance(command, Deposit | Withdraw | Transfer):
@@ -157,18 +178,18 @@ class _Planner:
         return self._set_limits(command)
 
     def _apply_money(self, command: MoneyCommand) -> Operation:
-        validate_money_command(command)
+        validate_money_command(command, self.valid_clients)
         known = self.known_operations.get((command.ledger, command.idempotency_key))
         if known is not None:
             replayed = _replay(known, command)
             if known.id == 0:
                 self.plan.pending_replays.append((len(self.plan.outcomes), known))
             return replayed
+        if isinstance(command, Transfer):
+            return self._transfer(command)
         if isinstance(command, Deposit):
             return self._deposit(command)
-        if isinstance(command, Withdraw):
-            return self._withdraw(command)
-        return self._transfer(command)
+        return self._withdraw(command)
 
     def _deposit(self, command: Deposit) -> Operation:
         account = self.accounts.get((command.ledger, command.client))
@@ -202,12 +223,15 @@ class _Planner:
         # positional construction, no helper calls per side.
         amount = command.amount_cents
         debit_after = credit_after = None
-        entries = self.plan.entries
         touched = self.touched
         if debit is not None:
             debit_after = debit.balance_cents = debit.balance_cents - amount
+            if debit.id != 0:  # a new account is written whole, not as a change
+                touched[id(debit)] = debit
         if credit is not None:
             credit_after = credit.balance_cents = credit.balance_cents + amount
+            if credit.id != 0:
+                touched[id(credit)] = credit
         operation = Operation(
             command.ledger,
             command.idempotency_key,
@@ -220,15 +244,8 @@ class _Planner:
             debit_after,
             credit_after,
         )
-        if debit is not None:
-            entries.append(Entry(debit, operation, -amount, debit.balance_cents))
-            if debit.id != 0:  # a new account is written whole, not as a change
-                touched[id(debit)] = debit
-        if credit is not None:
-            entries.append(Entry(credit, operation, amount, credit.balance_cents))
-            if credit.id != 0:
-                touched[id(credit)] = credit
         self.plan.operations.append(operation)
+        self.plan.sides.append((debit, credit))
         self.known_operations[(command.ledger, command.idempotency_key)] = operation
         return operation
 
@@ -347,18 +364,24 @@ def validate_client(client: str) -> None:
         raise InvalidInput("invalid_client", "client name has control characters")
 
 
-def validate_money_command(command: MoneyCommand) -> None:
+def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None = None) -> None:
+    """Refuse a malformed command; `valid_clients` (names found valid before) is added to."""
     amount = command.amount_cents
     if type(amount) is not int or amount <= 0 or amount > AMOUNT_CENTS_MAX:
         raise InvalidInput(
             "invalid_amount",
             f"amount must be more than $0.00 and at most {format_money(AMOUNT_CENTS_MAX)}",
         )
-    if isinstance(command, Transfer):
-        validate_client(command.from_client)
-        validate_client(command.to_client)
-    else:
-        validate_client(command.client)
+    clients = (
+        (command.from_client, command.to_client)
+        if isinstance(command, Transfer)
+        else (command.client,)
+    )
+    for client in clients:
+        if valid_clients is None or client not in valid_clients:
+            validate_client(client)
+            if valid_clients is not None:
+                valid_clients.add(client)
     if len(command.description) > DESCRIPTION_LENGTH_MAX:
         raise InvalidInput(
             "invalid_description",

@@ -68,7 +68,7 @@ class MemoryStore:
             self._accounts_by_id[account.id] = account
         for operation in plan.operations:
             self._operations[(operation.ledger, operation.idempotency_key)] = operation
-        for entry in plan.entries:
+        for entry in plan.entries():
             operation = entry.operation
             counterparty = (
                 operation.credit_client if entry.amount_cents < 0 else operation.debit_client

@@ -400,19 +400,39 @@ class SqliteStore:
             )
         if plan.operations:
             next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM operations").fetchone()[0]
-            for offset, operation in enumerate(plan.operations):
-                operation.id = next_id + offset
             micros = to_micros(plan.operations[0].created_at)  # one time per batch
-            # Keys are checked by the unique index itself: a conflict means a retried
-            # request, and the batch is redone with its keys read first.
-            inserted = db.executemany(
-                "INSERT INTO operations (id, ledger, idempotency_key, kind, amount,"
-                " debit_account_id, credit_account_id, description, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (ledger, idempotency_key) DO NOTHING",
-                [
+            # Both row lists in one pass: this loop runs once per operation of every batch.
+            operation_rows = []
+            entry_rows = []
+            sides = zip(plan.operations, plan.sides, strict=True)
+            for operation_id, (o, (debit, credit)) in enumerate(sides, start=next_id):
+                o.id = operation_id
+                debit_id = credit_id = None
+                if debit is not None:
+                    debit_id = debit.id
+                    entry_rows.append(
+                        (
+                            operation_id,
+                            debit_id,
+                            -o.amount_cents,
+                            o.debit_balance_after_cents,
+                            micros,
+                        )
+                    )
+                if credit is not None:
+                    credit_id = credit.id
+                    entry_rows.append(
+                        (
+                            operation_id,
+                            credit_id,
+                            o.amount_cents,
+                            o.credit_balance_after_cents,
+                            micros,
+                        )
+                    )
+                operation_rows.append(
                     (
-                        o.id,
+                        operation_id,
                         o.ledger,
                         o.idempotency_key,
                         o.kind,
@@ -422,18 +442,22 @@ class SqliteStore:
                         o.description,
                         micros,
                     )
-                    for o, debit_id, credit_id in plan.operation_sides()
-                ],
+                )
+            # Keys are checked by the unique index itself: a conflict means a retried
+            # request, and the batch is redone with its keys read first.
+            inserted = db.executemany(
+                "INSERT INTO operations (id, ledger, idempotency_key, kind, amount,"
+                " debit_account_id, credit_account_id, description, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (ledger, idempotency_key) DO NOTHING",
+                operation_rows,
             ).rowcount
             if inserted != len(plan.operations):
                 raise _KeyAlreadyUsed
             db.executemany(
                 "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                [
-                    (e.operation.id, e.account.id, e.amount_cents, e.balance_after_cents, micros)
-                    for e in plan.entries
-                ],
+                entry_rows,
             )
         if plan.changed_accounts and plan.limits_changed:
             db.executemany(
