@@ -44,6 +44,7 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
+from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from kopilka.tokens import TokenRecord
 
@@ -137,6 +138,7 @@ class SqliteStore:
         self._writer_jobs = 0
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -145,6 +147,8 @@ class SqliteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._write(lambda: self._open_writer())
         self._reader = await self._read(lambda: connect(self.path))
+        if self.path != ":memory:":
+            self._checkpointer = Checkpointer(lambda: connect(self.path))
 
     def _open_writer(self) -> sqlite3.Connection:
         try:
@@ -152,9 +156,15 @@ class SqliteStore:
         except sqlite3.Error as error:
             raise Unavailable("store_unavailable", f"cannot open {self.path}: {error}") from error
         migrate(connection)
+        # Checkpoints run on their own thread; the writer's is only the backstop.
+        connection.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
         return connection
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            # First, so that the writer closes last and leaves the database checkpointed.
+            await asyncio.to_thread(self._checkpointer.close)
+            self._checkpointer = None
         for connection, run in ((self._writer, self._write), (self._reader, self._read)):
             if connection is not None:
                 await run(connection.close)
@@ -259,6 +269,8 @@ class SqliteStore:
             self._db.execute("COMMIT")
         except BaseException as error:
             self._abandon(error)
+        if self._checkpointer is not None:
+            self._checkpointer.after_commit()
         self._remember(plan)
         return plan.outcomes
 

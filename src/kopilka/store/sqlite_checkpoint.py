@@ -1,0 +1,72 @@
+"""WAL checkpoints on their own connection and thread, off the commit path.
+
+A commit is durable once its WAL frames are fsynced (synchronous=FULL); copying
+them into the database file, the checkpoint, may happen any time later. SQLite's
+automatic checkpoint runs inside the COMMIT that takes the WAL past 1,000 pages,
+so that batch's callers wait for thousands of page writes and a second fsync.
+Here the writer only calls `after_commit`, and a passive checkpoint (which never
+blocks the writer) runs beside the next batch.
+
+The writer keeps an automatic checkpoint at a higher mark (`WRITER_AUTOCHECKPOINT_PAGES`)
+as the backstop: were this thread to fall behind or fail, the WAL stays bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+logger = logging.getLogger(__name__)
+
+WRITER_AUTOCHECKPOINT_PAGES = 8_000
+# At most this often: a rarer checkpoint writes a hot page once for many commits
+# (and each one fsyncs the database file).
+_INTERVAL_SECONDS = 0.25
+
+
+class Checkpointer:
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._connection: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-checkpoint")
+        self._lock = threading.Lock()
+        self._running = False
+        self._last_started = float("-inf")
+        self._closed = False
+
+    def after_commit(self) -> None:
+        """Start a checkpoint unless one is running or one started just now."""
+        now = time.monotonic()
+        with self._lock:
+            if self._closed or self._running or now - self._last_started < _INTERVAL_SECONDS:
+                return
+            self._running = True
+            self._last_started = now
+        self._thread.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            if self._connection is None:
+                self._connection = self._connect()
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as error:
+            # Harmless for the data: the writer's own automatic checkpoint takes over.
+            logger.warning("WAL checkpoint failed: %s", error)
+        finally:
+            with self._lock:
+                self._running = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        self._thread.submit(self._close_connection)  # after any checkpoint still running
+        self._thread.shutdown(wait=True)
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

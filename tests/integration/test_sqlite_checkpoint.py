@@ -1,0 +1,57 @@
+"""WAL checkpoints run on their own thread: commits leave them, and nothing is lost by it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from kopilka.domain.model import Deposit, Operation
+from kopilka.store.sqlite import SqliteStore
+from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES
+
+
+def deposits(count: int, prefix: str) -> list[Deposit]:
+    return [Deposit(f"{prefix}{i}", 100, "pay", f"{prefix}-{i}") for i in range(count)]
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return bool(condition())
+
+
+async def test_a_commit_is_copied_into_the_database_file_beside_the_writer(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "kopilka.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        size_before = os.path.getsize(path)
+        # Below any automatic checkpoint (SQLite's default is 1,000 pages): only the
+        # checkpoint thread copies these pages from the WAL into the database file.
+        outcomes = await store.apply(deposits(300, "c"))
+        assert all(isinstance(o, Operation) for o in outcomes)
+        wal_pages = os.path.getsize(f"{path}-wal") // 4096
+        assert 10 < wal_pages < min(1_000, WRITER_AUTOCHECKPOINT_PAGES)
+        assert await wait_until(lambda: os.path.getsize(path) >= size_before + 10 * 4096)
+    finally:
+        await store.close()
+
+
+async def test_closing_right_after_commits_keeps_every_operation(tmp_path: Path) -> None:
+    path = tmp_path / "kopilka.db"
+    store = SqliteStore(path)
+    await store.open()
+    for round_number in range(5):
+        await store.apply(deposits(500, f"r{round_number}-"))
+    await store.close()  # a checkpoint may be running: close waits for it
+    assert not Path(f"{path}-wal").exists() or os.path.getsize(f"{path}-wal") == 0
+    with sqlite3.connect(path) as connection:
+        (count,) = connection.execute("SELECT count(*) FROM operations").fetchone()
+    assert count == 2_500
