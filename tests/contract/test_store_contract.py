@@ -539,6 +539,33 @@ async def test_ledgers_are_isolated_and_dropped_alone(engine: Engine) -> None:
     assert [line.description for line in await lines_of(engine, JOHN, "sandbox")] == ["new"]
 
 
+async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engine) -> None:
+    store = engine.store
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    assert await store.open_sandbox("sandbox-a", start, sandboxes_max=2)
+    assert await store.open_sandbox("sandbox-b", start, sandboxes_max=2)
+    assert not await store.open_sandbox("sandbox-c", start, sandboxes_max=2)
+    await applied(engine, Deposit(JOHN, 100, "play", "k", ledger="sandbox-a"))
+    await applied(engine, Deposit(JOHN, 200, "play", "k", ledger="sandbox-b"))
+    await applied(engine, Deposit(JOHN, 300, "real", "k"))
+
+    assert await store.touch_sandbox("sandbox-b", start + timedelta(minutes=10))
+    assert not await store.touch_sandbox("sandbox-unknown", start)
+    assert await store.drop_idle_sandboxes(start + timedelta(minutes=5)) == ["sandbox-a"]
+    assert await store.get_account("sandbox-a", JOHN) is None
+    assert await balance(engine, JOHN, "sandbox-b") == 200
+    assert await balance(engine, JOHN) == 300
+    assert not await store.touch_sandbox("sandbox-a", start + timedelta(minutes=6))
+    # An older use (a slow request from another process) never moves the time back.
+    assert await store.touch_sandbox("sandbox-b", start)
+    assert await store.drop_idle_sandboxes(start + timedelta(minutes=9)) == []
+
+    await store.drop_ledger("sandbox-b")  # the session ended
+    assert not await store.touch_sandbox("sandbox-b", start + timedelta(minutes=11))
+    assert await store.open_sandbox("sandbox-c", start, sandboxes_max=2)
+    assert await balance(engine, JOHN) == 300
+
+
 # -- tokens --------------------------------------------------------------------------------
 
 

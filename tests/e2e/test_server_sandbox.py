@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -64,3 +65,48 @@ def test_an_idle_sandbox_is_dropped_by_the_server(tmp_path: Path) -> None:
         assert admin.get("/v1/accounts/Ghost", headers=headers).status_code == 200
         time.sleep(2.0)
         assert admin.get("/v1/accounts/Ghost", headers=headers).status_code == 404
+
+
+def test_a_sandbox_in_use_through_another_server_process_is_kept(tmp_path: Path) -> None:
+    """Two processes on one database (as with --workers 2): the one that made the
+    sandbox and then saw nothing of it must not drop it while the other serves it."""
+    home = tmp_path / "home"
+    with (
+        running_server(home, KOPILKA_SANDBOX_IDLE_SECONDS="1.5") as first,
+        running_server(home, KOPILKA_SANDBOX_IDLE_SECONDS="1.5") as second,
+        first.client() as on_first,
+    ):
+        ledger = on_first.post("/v1/sandboxes").json()["ledger"]
+        headers = {"Kopilka-Ledger": ledger}
+        with second.client(**headers) as on_second:
+            made = on_second.post(
+                "/v1/deposits", json={"client": "Sandy", "amount": "1", "open_account": True}
+            )
+            assert made.status_code == 201
+            deadline = time.monotonic() + 4.0  # well past the idle time, in use all along
+            while time.monotonic() < deadline:
+                assert on_second.get("/v1/accounts/Sandy").status_code == 200
+                time.sleep(0.1)
+        assert on_first.get("/v1/accounts/Sandy", headers=headers).status_code == 200
+
+
+def test_a_killed_servers_idle_sandbox_is_dropped_by_the_next(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with running_server(home) as server, server.client() as admin:
+        ledger = admin.post("/v1/sandboxes").json()["ledger"]
+        headers = {"Kopilka-Ledger": ledger}
+        made = admin.post(
+            "/v1/deposits",
+            headers=headers,
+            json={"client": "Ghost", "amount": "1", "open_account": True},
+        )
+        assert made.status_code == 201
+        server.stop(signal.SIGKILL)
+    with (
+        running_server(home, KOPILKA_SANDBOX_IDLE_SECONDS="1") as server,
+        server.client() as admin,
+    ):
+        time.sleep(2.0)
+        gone = admin.get("/v1/accounts/Ghost", headers={"Kopilka-Ledger": ledger})
+        assert gone.status_code == 404
+        assert gone.json()["error"]["code"] == "sandbox_not_found"

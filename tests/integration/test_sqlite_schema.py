@@ -1,4 +1,5 @@
-"""The SQLite schema's own guards refuse bad rows written behind the ledger's back."""
+"""The SQLite schema: upgrades in place, and its own guards refuse bad rows written
+behind the ledger's back."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kopilka.store.sqlite import connect, migrate
+from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 OPERATION = (
     "INSERT INTO operations (ledger, idempotency_key, kind, amount, debit_account_id,"
@@ -57,3 +59,21 @@ def test_an_entry_of_zero_is_refused(database: sqlite3.Connection) -> None:
             "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
             " VALUES (1, 1, 0, 0, 0)"
         )
+
+
+def test_a_database_of_the_first_version_is_upgraded_keeping_its_rows(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    old = connect(path)
+    old.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1")
+    old.execute(
+        "INSERT INTO accounts (id, ledger, client, balance, created_at)"
+        " VALUES (1, 'main', 'A', 500, 0)"
+    )
+    old.close()
+
+    connection = connect(path)
+    assert migrate(connection) == 1  # the version it found
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert connection.execute("SELECT client, balance FROM accounts").fetchall() == [("A", 500)]
+    assert connection.execute("SELECT count(*) FROM sandboxes").fetchone()[0] == 0
+    assert migrate(connection) == SCHEMA_VERSION  # again: nothing to do

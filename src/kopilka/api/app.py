@@ -157,7 +157,7 @@ class KopilkaApp:
             if not ledger or len(ledger) > _LEDGER_NAME_LENGTH_MAX or not ledger.isprintable():
                 raise InvalidInput("invalid_ledger", "Kopilka-Ledger must be 1 to 100 characters")
         check_ledger(principal, ledger)
-        self.sandboxes.touch(ledger)
+        await self.sandboxes.touch(ledger)
         return principal, ledger
 
     async def _money(self, scope: Scope, receive: Receive, send: Send, kind: MoneyKind) -> None:

@@ -297,7 +297,7 @@ class Call:
     # -- sandboxes ------------------------------------------------------------
 
     async def create_sandbox(self) -> Response:
-        ledger = self.app.sandboxes.create(self.principal)
+        ledger = await self.app.sandboxes.create(self.principal)
         idle = int(self.app.sandboxes.idle_seconds)
         return json_response(SandboxOut(ledger, idle), 201)
 

@@ -2,9 +2,10 @@
 
 A sandbox is an ordinary ledger in the one store, named
 `sandbox-<token id>-<random>`: the owner is part of the name, so any worker
-process can check ownership without shared state. Each process remembers when
-it last saw a sandbox used and drops those idle longer than the timeout, so a
-client that vanishes leaves nothing behind for long.
+process can check ownership without shared state. The store records when each
+sandbox was last used, so every process sharing it (with `--workers N`, a
+session's requests land on any of them) sees the same idle time, and any
+process drops what has been idle too long, also what a killed server left.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import contextlib
 import logging
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 
 from kopilka.api.auth import SANDBOX_PREFIX, Principal
-from kopilka.errors import Busy
+from kopilka.errors import Busy, NotFound
 from kopilka.store.protocol import Store
 
 logger = logging.getLogger(__name__)
 
 SANDBOX_IDLE_SECONDS = 900
-SANDBOXES_MAX = 1_000  # per process; each holds rows in the store until dropped
+SANDBOXES_MAX = 1_000  # open at once; each holds rows in the store until dropped
 
 
 class Sandboxes:
@@ -30,46 +32,74 @@ class Sandboxes:
         assert idle_seconds > 0
         self._store = store
         self.idle_seconds = idle_seconds
-        self._last_used: dict[str, float] = {}
+        # When this process last wrote a use of each sandbox: a session's requests
+        # write it at most once per `_touch_interval`, not once each.
+        self._touched: dict[str, float] = {}
+        self._touch_interval = idle_seconds / 10
         self._reaper: asyncio.Task[None] | None = None
 
-    def create(self, principal: Principal) -> str:
-        if len(self._last_used) >= SANDBOXES_MAX:
-            raise Busy("too_many_sandboxes", "too many sandboxes are open; try again later")
+    async def create(self, principal: Principal) -> str:
         ledger = f"{SANDBOX_PREFIX}{principal.token_id}-{secrets.token_hex(6)}"
-        self._last_used[ledger] = time.monotonic()
+        if not await self._store.open_sandbox(ledger, _now(), SANDBOXES_MAX):
+            raise Busy("too_many_sandboxes", "too many sandboxes are open; try again later")
+        self._touched[ledger] = time.monotonic()
         return ledger
 
-    def touch(self, ledger: str) -> None:
-        """Called for every request in a sandbox ledger (also one made by another worker)."""
-        if ledger.startswith(SANDBOX_PREFIX):
-            self._last_used[ledger] = time.monotonic()
+    async def touch(self, ledger: str) -> None:
+        """Called for every request; records a use of a sandbox ledger now and then.
+
+        Refuses a request to a sandbox that was dropped (ended, or idle too long), so a
+        session never goes on in an empty ledger as if its state were still there.
+        """
+        if not ledger.startswith(SANDBOX_PREFIX):
+            return
+        now = time.monotonic()
+        if now - self._touched.get(ledger, -float("inf")) < self._touch_interval:
+            return
+        if not await self._store.touch_sandbox(ledger, _now()):
+            self._touched.pop(ledger, None)
+            raise NotFound(
+                "sandbox_not_found",
+                "this sandbox has ended (closed, or idle too long); start a new session",
+            )
+        self._touched[ledger] = now
 
     async def drop(self, ledger: str) -> None:
-        self._last_used.pop(ledger, None)
+        self._touched.pop(ledger, None)
         await self._store.drop_ledger(ledger)
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_forever(), name="kopilka-sandbox-reaper")
 
     async def close(self) -> None:
-        """The server is stopping, and with it every session: drop what we know."""
+        """Stop reaping. Sandboxes stay in the store: another process may serve them,
+        and whichever process runs after their idle time drops them."""
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        for ledger in list(self._last_used):
-            await self.drop(ledger)
+
+    async def reap(self) -> list[str]:
+        """Drop every sandbox idle longer than the timeout; their names."""
+        dropped = await self._store.drop_idle_sandboxes(
+            _now() - timedelta(seconds=self.idle_seconds)
+        )
+        for ledger in dropped:
+            self._touched.pop(ledger, None)
+        stale = time.monotonic() - self.idle_seconds
+        for ledger in [name for name, at in self._touched.items() if at < stale]:
+            del self._touched[ledger]  # keeps this map small; the store has the truth
+        return dropped
 
     async def _reap_forever(self) -> None:
         period = min(max(self.idle_seconds / 4, 0.05), 30.0)
         while True:
             await asyncio.sleep(period)
-            deadline = time.monotonic() - self.idle_seconds
-            for ledger, last_used in list(self._last_used.items()):
-                if last_used < deadline:
-                    try:
-                        await self.drop(ledger)
-                    except Exception:  # the store may be down: try again next round
-                        logger.exception("could not drop idle sandbox ledger")
-                        self._last_used.setdefault(ledger, time.monotonic())
+            try:
+                await self.reap()
+            except Exception:  # the store may be down: try again next round
+                logger.exception("could not drop idle sandbox ledgers")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -38,6 +38,7 @@ class MemoryStore:
         self._lines: dict[int, list[StatementLine]] = {}
         self._line_keys: dict[int, list[tuple[datetime, int]]] = {}
         self._tokens: dict[str, TokenRecord] = {}
+        self._sandboxes: dict[str, datetime] = {}  # ledger -> last used
         self._account_ids = itertools.count(1)
         self._operation_ids = itertools.count(1)
         self._entry_ids = itertools.count(1)
@@ -134,6 +135,26 @@ class MemoryStore:
             self._line_keys.pop(account.id, None)
         for key in [key for key in self._operations if key[0] == ledger]:
             del self._operations[key]
+        self._sandboxes.pop(ledger, None)
+
+    async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
+        if len(self._sandboxes) >= sandboxes_max:
+            return False
+        self._sandboxes[ledger] = now
+        return True
+
+    async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
+        last_used = self._sandboxes.get(ledger)
+        if last_used is None:
+            return False
+        self._sandboxes[ledger] = max(last_used, now)
+        return True
+
+    async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+        idle = [ledger for ledger, used in self._sandboxes.items() if used < unused_since]
+        for ledger in idle:
+            await self.drop_ledger(ledger)
+        return idle
 
     async def put_token(self, record: TokenRecord) -> None:
         self._tokens[record.id] = record

@@ -509,16 +509,49 @@ class PostgresStore:
     async def drop_ledger(self, ledger: str) -> None:
         async def drop(connection: Connection) -> None:
             async with connection.transaction():
-                await connection.execute(
-                    "DELETE FROM entries WHERE account_id IN"
-                    " (SELECT id FROM accounts WHERE ledger = $1)",
-                    ledger,
-                )
-                await connection.execute("DELETE FROM operations WHERE ledger = $1", ledger)
-                await connection.execute("DELETE FROM accounts WHERE ledger = $1", ledger)
+                await _delete_ledgers(connection, [ledger])
 
         await self._write(drop)
         self._account_ids.forget_ledger(ledger)
+
+    # -- sandboxes ------------------------------------------------------------
+
+    async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
+        status = await self._write(
+            lambda connection: connection.execute(
+                "INSERT INTO sandboxes (ledger, last_used) SELECT $1, $2"
+                " WHERE (SELECT count(*) FROM sandboxes) < $3",
+                ledger,
+                now,
+                sandboxes_max,
+            )
+        )
+        return bool(status == "INSERT 0 1")
+
+    async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
+        status = await self._write(
+            lambda connection: connection.execute(
+                "UPDATE sandboxes SET last_used = greatest(last_used, $2) WHERE ledger = $1",
+                ledger,
+                now,
+            )
+        )
+        return bool(status == "UPDATE 1")
+
+    async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+        async def drop(connection: Connection) -> list[str]:
+            async with connection.transaction():
+                rows = await connection.fetch(
+                    "DELETE FROM sandboxes WHERE last_used < $1 RETURNING ledger", unused_since
+                )
+                idle = [row[0] for row in rows]
+                await _delete_ledgers(connection, idle)
+                return idle
+
+        idle = await self._write(drop)
+        for ledger in idle:
+            self._account_ids.forget_ledger(ledger)
+        return idle
 
     # -- tokens ---------------------------------------------------------------
 
@@ -682,6 +715,19 @@ async def _refusal_may_be_a_retry(
         [key for _, key in refused],
     )
     return bool(found)
+
+
+async def _delete_ledgers(connection: Connection, ledgers: list[str]) -> None:
+    if not ledgers:
+        return
+    await connection.execute(
+        "DELETE FROM entries WHERE account_id IN"
+        " (SELECT id FROM accounts WHERE ledger = ANY($1::text[]))",
+        ledgers,
+    )
+    await connection.execute("DELETE FROM operations WHERE ledger = ANY($1::text[])", ledgers)
+    await connection.execute("DELETE FROM accounts WHERE ledger = ANY($1::text[])", ledgers)
+    await connection.execute("DELETE FROM sandboxes WHERE ledger = ANY($1::text[])", ledgers)
 
 
 async def _write_plan(

@@ -70,6 +70,13 @@ MIGRATIONS: tuple[str, ...] = (
         revoked boolean NOT NULL DEFAULT false
     );
     """,
+    # 2: sandbox ledgers and when each was last used, seen by every process
+    """
+    CREATE TABLE sandboxes (
+        ledger text PRIMARY KEY,
+        last_used timestamptz NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

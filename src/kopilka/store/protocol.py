@@ -50,6 +50,18 @@ class Store(Protocol):
     async def drop_ledger(self, ledger: str) -> None:
         """Remove a (sandbox) ledger with all its accounts and history."""
 
+    # Sandbox ledgers are recorded in the store, so every server process sharing it
+    # (and one started after a crash) sees when each was last used.
+
+    async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
+        """Record a new sandbox ledger used `now`; False when `sandboxes_max` are open."""
+
+    async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
+        """Record a use of a sandbox; False when it no longer exists."""
+
+    async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+        """Drop every sandbox not used since `unused_since`, with its ledger; their names."""
+
     async def put_token(self, record: TokenRecord) -> None: ...
 
     async def get_token(self, token_id: str) -> TokenRecord | None: ...

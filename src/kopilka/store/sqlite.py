@@ -555,24 +555,65 @@ class SqliteStore:
         return await self._read(read)
 
     async def drop_ledger(self, ledger: str) -> None:
-        def write() -> None:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    "DELETE FROM entries WHERE account_id IN"
-                    " (SELECT id FROM accounts WHERE ledger = ?)",
-                    (ledger,),
-                )
-                db.execute("DELETE FROM operations WHERE ledger = ?", (ledger,))
-                db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
-                db.execute("COMMIT")
-                self._account_cache.clear()
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        await self._write(lambda: self._in_transaction(lambda: self._delete_ledger(ledger)))
 
-        await self._write(write)
+    def _delete_ledger(self, ledger: str) -> None:
+        db = self._db
+        db.execute(
+            "DELETE FROM entries WHERE account_id IN (SELECT id FROM accounts WHERE ledger = ?)",
+            (ledger,),
+        )
+        db.execute("DELETE FROM operations WHERE ledger = ?", (ledger,))
+        db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
+        db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,))
+        self._account_cache.clear()
+
+    def _in_transaction(self, work: Callable[[], T]) -> T:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = work()
+            db.execute("COMMIT")
+            return result
+        except BaseException:
+            self._roll_back()
+            raise
+
+    # -- sandboxes ------------------------------------------------------------
+
+    async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
+        def write() -> bool:
+            (open_now,) = self._db.execute("SELECT count(*) FROM sandboxes").fetchone()
+            if open_now >= sandboxes_max:
+                return False
+            self._db.execute(
+                "INSERT INTO sandboxes (ledger, last_used) VALUES (?, ?)", (ledger, to_micros(now))
+            )
+            return True
+
+        return await self._write(lambda: self._in_transaction(write))
+
+    async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
+        def write() -> bool:
+            cursor = self._db.execute(
+                "UPDATE sandboxes SET last_used = max(last_used, ?) WHERE ledger = ?",
+                (to_micros(now), ledger),
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(write)
+
+    async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+        def write() -> list[str]:
+            rows = self._db.execute(
+                "SELECT ledger FROM sandboxes WHERE last_used < ?", (to_micros(unused_since),)
+            )
+            idle = [row[0] for row in rows]
+            for ledger in idle:
+                self._delete_ledger(ledger)
+            return idle
+
+        return await self._write(lambda: self._in_transaction(write))
 
     # -- tokens ---------------------------------------------------------------
 

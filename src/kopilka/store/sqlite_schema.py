@@ -58,6 +58,13 @@ MIGRATIONS: tuple[str, ...] = (
         revoked INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 2: sandbox ledgers and when each was last used, seen by every process
+    """
+    CREATE TABLE sandboxes (
+        ledger TEXT PRIMARY KEY,
+        last_used INTEGER NOT NULL
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
