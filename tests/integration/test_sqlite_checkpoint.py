@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from kopilka.domain.model import Deposit, Operation
-from kopilka.store.sqlite import SqliteStore
-from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES
+from kopilka.store.sqlite import SqliteStore, connect
+from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 
 
 def deposits(count: int, prefix: str) -> list[Deposit]:
@@ -55,3 +58,19 @@ async def test_closing_right_after_commits_keeps_every_operation(tmp_path: Path)
     with sqlite3.connect(path) as connection:
         (count,) = connection.execute("SELECT count(*) FROM operations").fetchone()
     assert count == 2_500
+
+
+def test_a_failing_checkpoint_is_logged_once_and_harms_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    unopenable = tmp_path / "a directory"
+    unopenable.mkdir()
+    checkpointer = Checkpointer(lambda: connect(str(unopenable)), interval_seconds=0.01)
+    try:
+        for _ in range(5):
+            checkpointer.after_commit()
+            time.sleep(0.05)
+    finally:
+        checkpointer.close()
+    failures = [r for r in caplog.records if "checkpoints fail" in r.getMessage()]
+    assert len(failures) == 1

@@ -29,20 +29,26 @@ _INTERVAL_SECONDS = 0.25
 
 
 class Checkpointer:
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        interval_seconds: float = _INTERVAL_SECONDS,
+    ) -> None:
         self._connect = connect
+        self._interval_seconds = interval_seconds
         self._connection: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-checkpoint")
         self._lock = threading.Lock()
         self._running = False
         self._last_started = float("-inf")
         self._closed = False
+        self._failing = False  # a failure is logged once, not every interval
 
     def after_commit(self) -> None:
         """Start a checkpoint unless one is running or one started just now."""
         now = time.monotonic()
         with self._lock:
-            if self._closed or self._running or now - self._last_started < _INTERVAL_SECONDS:
+            if self._closed or self._running or now - self._last_started < self._interval_seconds:
                 return
             self._running = True
             self._last_started = now
@@ -55,7 +61,13 @@ class Checkpointer:
             self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as error:
             # Harmless for the data: the writer's own automatic checkpoint takes over.
-            logger.warning("WAL checkpoint failed: %s", error)
+            if not self._failing:
+                logger.warning("WAL checkpoints fail, the writer checkpoints instead: %s", error)
+            self._failing = True
+        else:
+            if self._failing:
+                logger.warning("WAL checkpoints work again")
+            self._failing = False
         finally:
             with self._lock:
                 self._running = False
