@@ -72,8 +72,8 @@ def test_a_sandbox_in_use_through_another_server_process_is_kept(tmp_path: Path)
     sandbox and then saw nothing of it must not drop it while the other serves it."""
     home = tmp_path / "home"
     with (
-        running_server(home, KOPILKA_SANDBOX_IDLE_SECONDS="1.5") as first,
-        running_server(home, KOPILKA_SANDBOX_IDLE_SECONDS="1.5") as second,
+        running_server(home, KOPILKA_SANDBOX_IDLE_SECONDS="3") as first,
+        running_server(home, KOPILKA_SANDBOX_IDLE_SECONDS="3") as second,
         first.client() as on_first,
     ):
         ledger = on_first.post("/v1/sandboxes").json()["ledger"]
@@ -83,7 +83,7 @@ def test_a_sandbox_in_use_through_another_server_process_is_kept(tmp_path: Path)
                 "/v1/deposits", json={"client": "Sandy", "amount": "1", "open_account": True}
             )
             assert made.status_code == 201
-            deadline = time.monotonic() + 4.0  # well past the idle time, in use all along
+            deadline = time.monotonic() + 7.0  # well past the idle time, in use all along
             while time.monotonic() < deadline:
                 assert on_second.get("/v1/accounts/Sandy").status_code == 200
                 time.sleep(0.1)
