@@ -47,12 +47,12 @@ class Checkpointer:
     def after_commit(self) -> None:
         """Start a checkpoint unless one is running or one started just now."""
         now = time.monotonic()
-        with self._lock:
+        with self._lock:  # held while submitting, so that close() cannot come between
             if self._closed or self._running or now - self._last_started < self._interval_seconds:
                 return
             self._running = True
             self._last_started = now
-        self._thread.submit(self._checkpoint)
+            self._thread.submit(self._checkpoint)
 
     def _checkpoint(self) -> None:
         try:
@@ -75,7 +75,7 @@ class Checkpointer:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-        self._thread.submit(self._close_connection)  # after any checkpoint still running
+            self._thread.submit(self._close_connection)  # after any checkpoint still running
         self._thread.shutdown(wait=True)
 
     def _close_connection(self) -> None:
