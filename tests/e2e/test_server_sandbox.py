@@ -6,6 +6,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.kopilka_server import running_server
 
@@ -49,19 +50,24 @@ def test_sandboxes_are_isolated_from_each_other_and_from_main(tmp_path: Path) ->
             assert gone.status_code == 404
 
 
+def new_sandbox_with_account(server: httpx.Client, client: str) -> str:
+    """Make a sandbox and open `client`'s account in it; the sandbox's ledger name."""
+    ledger: str = server.post("/v1/sandboxes").json()["ledger"]
+    made = server.post(
+        "/v1/deposits",
+        headers={"Kopilka-Ledger": ledger},
+        json={"client": client, "amount": "1", "open_account": True},
+    )
+    assert made.status_code == 201
+    return ledger
+
+
 def test_an_idle_sandbox_is_dropped_by_the_server(tmp_path: Path) -> None:
     with (
         running_server(tmp_path / "home", KOPILKA_SANDBOX_IDLE_SECONDS="1") as server,
         server.client() as admin,
     ):
-        ledger = admin.post("/v1/sandboxes").json()["ledger"]
-        headers = {"Kopilka-Ledger": ledger}
-        made = admin.post(
-            "/v1/deposits",
-            headers=headers,
-            json={"client": "Ghost", "amount": "1", "open_account": True},
-        )
-        assert made.status_code == 201
+        headers = {"Kopilka-Ledger": new_sandbox_with_account(admin, "Ghost")}
         assert admin.get("/v1/accounts/Ghost", headers=headers).status_code == 200
         time.sleep(2.0)
         assert admin.get("/v1/accounts/Ghost", headers=headers).status_code == 404
@@ -76,13 +82,8 @@ def test_a_sandbox_in_use_through_another_server_process_is_kept(tmp_path: Path)
         running_server(home, KOPILKA_SANDBOX_IDLE_SECONDS="3") as second,
         first.client() as on_first,
     ):
-        ledger = on_first.post("/v1/sandboxes").json()["ledger"]
-        headers = {"Kopilka-Ledger": ledger}
+        headers = {"Kopilka-Ledger": new_sandbox_with_account(on_first, "Sandy")}
         with second.client(**headers) as on_second:
-            made = on_second.post(
-                "/v1/deposits", json={"client": "Sandy", "amount": "1", "open_account": True}
-            )
-            assert made.status_code == 201
             deadline = time.monotonic() + 7.0  # well past the idle time, in use all along
             while time.monotonic() < deadline:
                 assert on_second.get("/v1/accounts/Sandy").status_code == 200
@@ -93,14 +94,7 @@ def test_a_sandbox_in_use_through_another_server_process_is_kept(tmp_path: Path)
 def test_a_killed_servers_idle_sandbox_is_dropped_by_the_next(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with running_server(home) as server, server.client() as admin:
-        ledger = admin.post("/v1/sandboxes").json()["ledger"]
-        headers = {"Kopilka-Ledger": ledger}
-        made = admin.post(
-            "/v1/deposits",
-            headers=headers,
-            json={"client": "Ghost", "amount": "1", "open_account": True},
-        )
-        assert made.status_code == 201
+        ledger = new_sandbox_with_account(admin, "Ghost")
         server.stop(signal.SIGKILL)
     with (
         running_server(home, KOPILKA_SANDBOX_IDLE_SECONDS="1") as server,
