@@ -583,15 +583,14 @@ class SqliteStore:
 
     async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
         def write() -> bool:
-            (open_now,) = self._db.execute("SELECT count(*) FROM sandboxes").fetchone()
-            if open_now >= sandboxes_max:
-                return False
-            self._db.execute(
-                "INSERT INTO sandboxes (ledger, last_used) VALUES (?, ?)", (ledger, to_micros(now))
+            cursor = self._db.execute(
+                "INSERT INTO sandboxes (ledger, last_used) SELECT ?, ?"
+                " WHERE (SELECT count(*) FROM sandboxes) < ?",
+                (ledger, to_micros(now), sandboxes_max),
             )
-            return True
+            return cursor.rowcount == 1
 
-        return await self._write(lambda: self._in_transaction(write))
+        return await self._write(write)
 
     async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
         def write() -> bool:
