@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from kopilka.api import handlers
 from kopilka.api.auth import (
+    SANDBOX_PREFIX,
     TOKEN_CACHE_TTL_SECONDS,
     Principal,
     TokenCache,
@@ -157,7 +158,8 @@ class KopilkaApp:
             if not ledger or len(ledger) > _LEDGER_NAME_LENGTH_MAX or not ledger.isprintable():
                 raise InvalidInput("invalid_ledger", "Kopilka-Ledger must be 1 to 100 characters")
         check_ledger(principal, ledger)
-        await self.sandboxes.touch(ledger)
+        if ledger.startswith(SANDBOX_PREFIX):  # checked here: no coroutine per request
+            await self.sandboxes.touch(ledger)
         return principal, ledger
 
     async def _money(self, scope: Scope, receive: Receive, send: Send, kind: MoneyKind) -> None:

@@ -19,7 +19,14 @@ from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from kopilka.api import openapi
-from kopilka.api.auth import Principal, check_client, new_token_record, require_role
+from kopilka.api.auth import (
+    SANDBOX_PREFIX,
+    Principal,
+    check_client,
+    check_ledger,
+    new_token_record,
+    require_role,
+)
 from kopilka.api.errors import (
     ApiError,
     decode_error,
@@ -302,9 +309,7 @@ class Call:
         return json_response(SandboxOut(ledger, idle), 201)
 
     async def drop_sandbox(self, ledger: str) -> Response:
-        from kopilka.api.auth import check_ledger
-
-        if not ledger.startswith("sandbox-"):
+        if not ledger.startswith(SANDBOX_PREFIX):
             raise Forbidden("forbidden", f"{ledger!r} is not a sandbox ledger")
         check_ledger(self.principal, ledger)
         await self.app.sandboxes.drop(ledger)

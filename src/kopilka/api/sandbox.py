@@ -46,13 +46,11 @@ class Sandboxes:
         return ledger
 
     async def touch(self, ledger: str) -> None:
-        """Called for every request; records a use of a sandbox ledger now and then.
+        """Called for every request to a sandbox ledger; records its use now and then.
 
         Refuses a request to a sandbox that was dropped (ended, or idle too long), so a
         session never goes on in an empty ledger as if its state were still there.
         """
-        if not ledger.startswith(SANDBOX_PREFIX):
-            return
         now = time.monotonic()
         if now - self._touched.get(ledger, -float("inf")) < self._touch_interval:
             return
