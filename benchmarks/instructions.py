@@ -7,9 +7,12 @@ is what one more transfer costs, without start-up and setup.
 
   kopilka   benchmarks/engine_bench.py batch: engine, rules and SQLite store, in process
   ceiling   ../shared/bench/sqlite_ceiling.py: the bare SQL of the same transfers
+  app       (--workload app) benchmarks/app_bench.py: one transfer per request through
+            the ASGI app in process, 64 tasks, no sockets; no ceiling to set beside it
 
 Usage:
   python benchmarks/instructions.py [--accounts 10000] [--transfers 4000]
+  python benchmarks/instructions.py --workload app [--accounts 100] [--transfers 2000]
 Needs valgrind. Both counts include making up the transfers, and every thread (the
 checkpoints too). Instructions are not time: the fsyncs and cache misses are not in
 them, so the two counts are no speed ratio. Compare two versions of kopilka with
@@ -61,12 +64,19 @@ def _per_transfer(command: Callable[[int], list[str]], transfers: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--transfers", type=int, default=4_000, help="also the batch size")
+    parser.add_argument("--workload", choices=["engine", "app"], default="engine")
+    parser.add_argument("--accounts", type=int, help="default 10,000 (engine) or 100 (app)")
+    parser.add_argument(
+        "--transfers", type=int, help="default 4,000, also the batch size (engine), or 2,000 (app)"
+    )
     arguments = parser.parse_args()
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed")
-    accounts, batch = arguments.accounts, arguments.transfers
+    if arguments.workload == "app":
+        _count_app(arguments.accounts or 100, arguments.transfers or 2_000)
+        return
+    accounts = arguments.accounts or 10_000
+    batch = arguments.transfers or 4_000
 
     def kopilka(transfers: int) -> list[str]:
         return [
@@ -90,6 +100,27 @@ def main() -> None:
                 "batch": batch,
                 "kopilka_instructions_per_transfer": kopilka_count,
                 "ceiling_instructions_per_transfer": ceiling_count,
+            }
+        )
+    )
+
+
+def _count_app(accounts: int, requests: int) -> None:
+    def app(count: int) -> list[str]:
+        return [
+            sys.executable,
+            str(ROOT / "benchmarks" / "app_bench.py"),
+            f"--accounts={accounts}",
+            f"--requests={count}",
+            "--tasks=64",
+        ]
+
+    print(
+        json.dumps(
+            {
+                "workload": "app",
+                "accounts": accounts,
+                "app_instructions_per_request": _per_transfer(app, requests),
             }
         )
     )
