@@ -45,6 +45,7 @@ from kopilka.domain.rules import (
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
+from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from kopilka.tokens import TokenRecord
 
@@ -139,12 +140,14 @@ class SqliteStore:
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
+        self._writer_lock: WriterLock | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer_lock = WriterLock(self.path)
         self._writer = await self._write(lambda: self._open_writer())
         self._reader = await self._read(lambda: connect(self.path))
         if self.path != ":memory:":
@@ -171,6 +174,9 @@ class SqliteStore:
         self._writer = self._reader = None
         self._writer_thread.shutdown(wait=True)
         self._reader_thread.shutdown(wait=True)
+        if self._writer_lock is not None:
+            self._writer_lock.close()
+            self._writer_lock = None
 
     async def _write(self, work: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self._submit_write(work))
@@ -193,6 +199,11 @@ class SqliteStore:
     def _db(self) -> sqlite3.Connection:
         assert self._writer is not None, "store is not open"
         return self._writer
+
+    @property
+    def _lock(self) -> WriterLock:
+        assert self._writer_lock is not None, "store is not open"
+        return self._writer_lock
 
     @property
     def _read_db(self) -> sqlite3.Connection:
@@ -218,11 +229,14 @@ class SqliteStore:
         None, with nothing done, when the write lock is taken (the thread waits for it
         instead) or a key was used before (the thread redoes the batch reading keys).
         """
+        if not self._lock.try_acquire():
+            return None
         db = self._db
         db.execute("PRAGMA busy_timeout = 0")
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
+            self._lock.release()
             return None
         finally:
             db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
@@ -242,10 +256,7 @@ class SqliteStore:
             return self._apply_once(commands, check_keys=True)
 
     def _apply_once(self, commands: Sequence[Command], *, check_keys: bool) -> list[Outcome]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
-            raise RetryableStoreError(str(error)) from error
+        self._begin()
         try:
             plan = self._plan_and_write(commands, check_keys=check_keys)
         except BaseException as error:
@@ -264,11 +275,23 @@ class SqliteStore:
         self._write_plan(plan)
         return plan
 
+    def _begin(self) -> None:
+        """On the writer thread: wait for the other processes' batches, then BEGIN."""
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException as error:
+            self._lock.release()
+            if isinstance(error, sqlite3.OperationalError):
+                raise RetryableStoreError(str(error)) from error
+            raise
+
     def _commit(self, plan: BatchPlan) -> list[Outcome]:
         try:
             self._db.execute("COMMIT")
         except BaseException as error:
             self._abandon(error)
+        self._lock.release()
         if self._checkpointer is not None:
             self._checkpointer.after_commit()
         self._remember(plan)
@@ -284,6 +307,7 @@ class SqliteStore:
     def _roll_back(self) -> None:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
+        self._lock.release()
         # The plan changed cached accounts in place: they are no longer the truth.
         self._account_cache.clear()
 
@@ -569,15 +593,15 @@ class SqliteStore:
         self._account_cache.clear()
 
     def _in_transaction(self, work: Callable[[], T]) -> T:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             result = work()
-            db.execute("COMMIT")
-            return result
+            self._db.execute("COMMIT")
         except BaseException:
             self._roll_back()
             raise
+        self._lock.release()
+        return result
 
     # -- sandboxes ------------------------------------------------------------
 

@@ -1,0 +1,92 @@
+"""Writers in several processes hand the database over through a lock file, not by polling.
+
+A second `WriterLock` on the same database stands for another kopilka process: each
+opens the file itself, and the kernel's lock does not tell the two apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+from kopilka.domain.model import Deposit, Operation
+from kopilka.store.sqlite import SqliteStore, connect
+from kopilka.store.sqlite_lock import WriterLock
+
+# Long enough that SQLite's busy handler, sleeping ever longer between tries, would
+# next look at 428 ms: a batch that polls starts ~90 ms after the lock is free.
+HOLD_SECONDS = 0.335
+STARTS_WITHIN_SECONDS = 0.05
+
+
+async def test_a_waiting_batch_starts_as_soon_as_another_process_commits(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "kopilka.db")
+    store = SqliteStore(path)
+    await store.open()
+    other_process = WriterLock(path)
+    other_connection = connect(path)
+    try:
+        assert other_process.try_acquire()
+        other_connection.execute("BEGIN IMMEDIATE")
+        batch = asyncio.create_task(store.apply([Deposit("Ann", 100, "pay", "k1")]))
+        await asyncio.sleep(HOLD_SECONDS)
+        assert not batch.done()  # it waits: the other process is writing
+        other_connection.execute("ROLLBACK")
+        other_process.release()
+        released = time.perf_counter()
+        (outcome,) = await batch
+        waited = time.perf_counter() - released
+        assert isinstance(outcome, Operation)
+        assert waited < STARTS_WITHIN_SECONDS
+    finally:
+        other_connection.close()
+        other_process.close()
+        await store.close()
+
+
+async def test_every_way_a_transaction_ends_lets_go_of_the_lock(tmp_path: Path) -> None:
+    path = str(tmp_path / "kopilka.db")
+    store = SqliteStore(path)
+    await store.open()
+    other_process = WriterLock(path)
+
+    def free() -> bool:
+        if not other_process.try_acquire():
+            return False
+        other_process.release()
+        return True
+
+    try:
+        await store.apply([Deposit("Ann", 100, "pay", "k1")])  # a batch on the event loop
+        assert free()
+        # A retried key: rolled back on the loop, redone on the thread reading keys.
+        (replayed,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
+        assert isinstance(replayed, Operation) and replayed.replayed
+        assert free()
+        big = [Deposit(f"c{i}", 100, "pay", f"big-{i}") for i in range(1_000)]
+        await store.apply(big)  # too big for the loop: on the writer thread
+        assert free()
+        await store.drop_ledger("main")  # a write in its own transaction
+        assert free()
+    finally:
+        other_process.close()
+        await store.close()
+
+
+async def test_a_closed_store_holds_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "kopilka.db")
+    store = SqliteStore(path)
+    await store.open()
+    await store.apply([Deposit("Ann", 100, "pay", "k1")])
+    await store.close()
+    other_process = WriterLock(path)
+    try:
+        assert other_process.try_acquire()
+    finally:
+        other_process.close()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT count(*) FROM operations").fetchone() == (1,)
