@@ -8,6 +8,7 @@ with both figures and their ratio.
 
   python benchmarks/http_bench.py --rounds 3 --seconds 10
   python benchmarks/http_bench.py --db memory: --rounds 1
+  python benchmarks/http_bench.py --workers 2
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from load import batch_sizes  # benchmarks/load.py, beside this script
 
@@ -57,7 +59,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _load(port: int, token: str, arguments: argparse.Namespace, accounts: list[str]) -> dict:
+def _load(
+    port: int, token: str, arguments: argparse.Namespace, accounts: list[str]
+) -> dict[str, Any]:
     output = subprocess.run(
         [
             sys.executable,
@@ -73,17 +77,26 @@ def _load(port: int, token: str, arguments: argparse.Namespace, accounts: list[s
         capture_output=True,
         text=True,
     ).stdout
-    result: dict = json.loads(output.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
     return result
 
 
 def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
-    """User plus system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time so far of a process and its workers (Linux /proc)."""
+    return _process_tree_ticks(process.pid) / os.sysconf("SC_CLK_TCK")
 
 
-def _measured(process: subprocess.Popen[bytes], run: Callable[[], dict]) -> dict:
+def _process_tree_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        ticks += _process_tree_ticks(int(child))
+    return ticks
+
+
+def _measured(
+    process: subprocess.Popen[bytes], run: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
     """Run the load; add the server's CPU time per answered request, in microseconds."""
     cpu_before = _cpu_seconds(process)
     result = run()
@@ -92,13 +105,15 @@ def _measured(process: subprocess.Popen[bytes], run: Callable[[], dict]) -> dict
     return result
 
 
-def _kopilka_round(arguments: argparse.Namespace, accounts: list[str]) -> dict:
+def _kopilka_round(arguments: argparse.Namespace, accounts: list[str]) -> dict[str, Any]:
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="kopilka-http-bench-") as directory:
         environment = {**os.environ, "KOPILKA_HOME": directory}
         command = [sys.executable, "-m", "kopilka", "serve", str(port)]
         if arguments.db:
             command += ["--db", arguments.db]
+        if arguments.workers > 1:
+            command += ["--workers", str(arguments.workers)]
         server = subprocess.Popen(
             command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -124,16 +139,22 @@ def _kopilka_round(arguments: argparse.Namespace, accounts: list[str]) -> dict:
                 check=True,
                 capture_output=True,
             )
-            before = batch_sizes(f"http://127.0.0.1:{port}")
-            result = _measured(server, lambda: _load(port, token, arguments, accounts))
-            after = batch_sizes(f"http://127.0.0.1:{port}")
-            result["batch_sizes"] = {bound: after[bound] - before.get(bound, 0) for bound in after}
+            if arguments.workers > 1:  # metrics are per process: no one view of the batches
+                result = _measured(server, lambda: _load(port, token, arguments, accounts))
+                result["batch_sizes"] = None
+            else:
+                before = batch_sizes(f"http://127.0.0.1:{port}")
+                result = _measured(server, lambda: _load(port, token, arguments, accounts))
+                after = batch_sizes(f"http://127.0.0.1:{port}")
+                result["batch_sizes"] = {
+                    bound: after[bound] - before.get(bound, 0) for bound in after
+                }
         finally:
             _stop(server)
     return result
 
 
-def _ceiling_round(arguments: argparse.Namespace, accounts: list[str]) -> dict:
+def _ceiling_round(arguments: argparse.Namespace, accounts: list[str]) -> dict[str, Any]:
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, str(REFERENCE / "http_ceiling.py"), str(port)],
@@ -150,6 +171,7 @@ def _ceiling_round(arguments: argparse.Namespace, accounts: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="store URL for kopilka (default: SQLite in a new home)")
+    parser.add_argument("--workers", type=int, default=1, help="kopilka server processes")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--connections", type=int, default=64)
