@@ -90,3 +90,18 @@ async def test_a_closed_store_holds_nothing(tmp_path: Path) -> None:
         other_process.close()
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT count(*) FROM operations").fetchone() == (1,)
+
+
+def test_waiting_for_the_lock_gives_up_after_its_time(tmp_path: Path) -> None:
+    path = str(tmp_path / "kopilka.db")
+    holder, waiter = WriterLock(path), WriterLock(path)
+    try:
+        assert holder.try_acquire()
+        started = time.perf_counter()
+        assert not waiter.acquire(timeout_seconds=0.05)
+        assert 0.05 <= time.perf_counter() - started < 1.0
+        holder.release()
+        assert waiter.acquire(timeout_seconds=0.05)
+    finally:
+        holder.close()
+        waiter.close()

@@ -277,7 +277,8 @@ class SqliteStore:
 
     def _begin(self) -> None:
         """On the writer thread: wait for the other processes' batches, then BEGIN."""
-        self._lock.acquire()
+        if not self._lock.acquire(_BUSY_TIMEOUT_MS / 1000):
+            raise RetryableStoreError("another process has been writing for too long")
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except BaseException as error:

@@ -1,12 +1,14 @@
 """A lock file beside the database that kopilka processes take around each write.
 
 SQLite itself serialises writers, but a writer that finds the database locked
-polls: its busy handler sleeps 1, 2, 5, 10 ... up to 100 ms between tries, so
-with two busy processes (`--workers 2`, or a one-shot command beside a server)
-a batch could wait a hundred milliseconds after the lock was free. A process
-blocked on this lock instead is woken by the kernel the moment the holder lets
-go. It orders kopilka's writers only: SQLite's own lock still guards the data,
-so a program that does not know this file stays correct, it merely polls.
+backs off: its busy handler sleeps 1, 2, 5, 10 ... up to 100 ms between tries,
+so with two busy processes (`--workers 2`, or a one-shot command beside a
+server) a batch could wait a hundred milliseconds after the lock was free, while
+the other process took it again and again. A process waiting for this lock
+instead tries it every half millisecond (a system call each; the kernel offers
+no wait with a time limit), up to the same 10 s SQLite would wait. It orders
+kopilka's writers only: SQLite's own lock still guards the data, so a program
+that does not know this file stays correct, it merely backs off.
 
 The lock is taken before BEGIN IMMEDIATE and released after COMMIT or ROLLBACK.
 The kernel drops it when a process dies, so a killed server cannot hold it.
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 if sys.platform != "win32":
     import fcntl
 
 LOCK_FILE_SUFFIX = "-writer.lock"
+_POLL_SECONDS = 0.0005
 
 
 class WriterLock:
@@ -39,10 +43,14 @@ class WriterLock:
             return False
         return True
 
-    def acquire(self) -> None:
-        """Wait for the lock (on the writer thread only)."""
-        if self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+    def acquire(self, timeout_seconds: float) -> bool:
+        """Wait for the lock (on the writer thread only), False after `timeout_seconds`."""
+        deadline = time.monotonic() + timeout_seconds
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL_SECONDS)
+        return True
 
     def release(self) -> None:
         if self._fd >= 0:
