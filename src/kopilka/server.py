@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import os
 import signal
 import sys
@@ -61,6 +62,10 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets)
         if self.started:
+            # Modules, the app and the engine live as long as the process: kept out of the
+            # collector's sight, since scanning them in every full collection stopped the
+            # event loop for ~27 ms a few times a minute under load (p99.9 43-65 -> 34-38 ms).
+            gc.freeze()
             _announce(self.settings, self.config.loaded_app)
 
 

@@ -10,6 +10,7 @@ would cost more than the request, and headers carry bearer tokens.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -292,7 +293,9 @@ def create_app_from_environment() -> KopilkaApp:
     from kopilka.settings import load_settings
 
     settings = load_settings({"db": os.environ.get("KOPILKA_DB")})
-    return create_app(settings, admin_token_path=settings.home / ADMIN_TOKEN_FILE)
+    app = create_app(settings, admin_token_path=settings.home / ADMIN_TOKEN_FILE)
+    gc.freeze()  # the worker process is the server's own: see _Server.startup
+    return app
 
 
 __all__ = ["KopilkaApp", "create_app", "create_app_from_environment"]
