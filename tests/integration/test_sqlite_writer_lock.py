@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+
+import pytest
 
 from kopilka.domain.model import Deposit, Operation
 from kopilka.store.sqlite import SqliteStore, connect
@@ -21,13 +24,29 @@ HOLD_SECONDS = 0.335
 STARTS_WITHIN_SECONDS = 0.05
 
 
-async def test_a_waiting_batch_starts_as_soon_as_another_process_commits(
-    tmp_path: Path,
-) -> None:
-    path = str(tmp_path / "kopilka.db")
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "kopilka.db")
+
+
+@pytest.fixture
+async def store(path: str) -> AsyncIterator[SqliteStore]:
     store = SqliteStore(path)
     await store.open()
-    other_process = WriterLock(path)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def other_process(path: str) -> Iterator[WriterLock]:
+    lock = WriterLock(path)
+    yield lock
+    lock.close()
+
+
+async def test_a_waiting_batch_starts_as_soon_as_another_process_commits(
+    path: str, store: SqliteStore, other_process: WriterLock
+) -> None:
     other_connection = connect(path)
     try:
         assert other_process.try_acquire()
@@ -44,64 +63,48 @@ async def test_a_waiting_batch_starts_as_soon_as_another_process_commits(
         assert waited < STARTS_WITHIN_SECONDS
     finally:
         other_connection.close()
-        other_process.close()
-        await store.close()
 
 
-async def test_every_way_a_transaction_ends_lets_go_of_the_lock(tmp_path: Path) -> None:
-    path = str(tmp_path / "kopilka.db")
-    store = SqliteStore(path)
-    await store.open()
-    other_process = WriterLock(path)
-
+async def test_every_way_a_transaction_ends_lets_go_of_the_lock(
+    store: SqliteStore, other_process: WriterLock
+) -> None:
     def free() -> bool:
         if not other_process.try_acquire():
             return False
         other_process.release()
         return True
 
-    try:
-        await store.apply([Deposit("Ann", 100, "pay", "k1")])  # a batch on the event loop
-        assert free()
-        # A retried key: rolled back on the loop, redone on the thread reading keys.
-        (replayed,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
-        assert isinstance(replayed, Operation) and replayed.replayed
-        assert free()
-        big = [Deposit(f"c{i}", 100, "pay", f"big-{i}") for i in range(1_000)]
-        await store.apply(big)  # too big for the loop: on the writer thread
-        assert free()
-        await store.drop_ledger("main")  # a write in its own transaction
-        assert free()
-    finally:
-        other_process.close()
-        await store.close()
+    await store.apply([Deposit("Ann", 100, "pay", "k1")])  # a batch on the event loop
+    assert free()
+    # A retried key: rolled back on the loop, redone on the thread reading keys.
+    (replayed,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
+    assert isinstance(replayed, Operation) and replayed.replayed
+    assert free()
+    big = [Deposit(f"c{i}", 100, "pay", f"big-{i}") for i in range(1_000)]
+    await store.apply(big)  # too big for the loop: on the writer thread
+    assert free()
+    await store.drop_ledger("main")  # a write in its own transaction
+    assert free()
 
 
-async def test_a_closed_store_holds_nothing(tmp_path: Path) -> None:
-    path = str(tmp_path / "kopilka.db")
+async def test_a_closed_store_holds_nothing(path: str, other_process: WriterLock) -> None:
     store = SqliteStore(path)
     await store.open()
     await store.apply([Deposit("Ann", 100, "pay", "k1")])
     await store.close()
-    other_process = WriterLock(path)
-    try:
-        assert other_process.try_acquire()
-    finally:
-        other_process.close()
+    assert other_process.try_acquire()
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT count(*) FROM operations").fetchone() == (1,)
 
 
-def test_waiting_for_the_lock_gives_up_after_its_time(tmp_path: Path) -> None:
-    path = str(tmp_path / "kopilka.db")
-    holder, waiter = WriterLock(path), WriterLock(path)
+def test_waiting_for_the_lock_gives_up_after_its_time(path: str, other_process: WriterLock) -> None:
+    waiter = WriterLock(path)
     try:
-        assert holder.try_acquire()
+        assert other_process.try_acquire()
         started = time.perf_counter()
         assert not waiter.acquire(timeout_seconds=0.05)
         assert 0.05 <= time.perf_counter() - started < 1.0
-        holder.release()
+        other_process.release()
         assert waiter.acquire(timeout_seconds=0.05)
     finally:
-        holder.close()
         waiter.close()
