@@ -7,6 +7,7 @@ opens the file itself, and the kernel's lock does not tell the two apart.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from kopilka.domain.model import Deposit, Operation
+from kopilka.errors import Unavailable
 from kopilka.store.sqlite import SqliteStore, connect
-from kopilka.store.sqlite_lock import WriterLock
+from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX, WriterLock
 
 # Long enough that SQLite's busy handler, sleeping ever longer between tries, would
 # next look at 428 ms: a batch that polls starts ~90 ms after the lock is free.
@@ -108,3 +110,22 @@ def test_waiting_for_the_lock_gives_up_after_its_time(path: str, other_process: 
         assert waiter.acquire(timeout_seconds=0.05)
     finally:
         waiter.close()
+
+
+async def test_a_store_that_cannot_open_leaves_no_lock_file_open(path: str) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute("PRAGMA user_version = 999")  # a schema from a newer kopilka
+    store = SqliteStore(path)
+    with pytest.raises(Unavailable, match="newer than this kopilka knows"):
+        await store.open()
+    assert open_lock_files() == []
+
+
+def open_lock_files() -> list[str]:
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # the descriptor that listed the directory
+            continue
+    return [name for name in names if name.endswith(LOCK_FILE_SUFFIX)]

@@ -2,8 +2,8 @@
 
 Writes use one connection (SQLite has one writer anyway); reads use a second
 one on their own thread, which WAL lets run beside a commit. Several
-processes may share the file: BEGIN IMMEDIATE serialises their batches and
-everything is re-read inside it.
+processes may share the file: BEGIN IMMEDIATE serialises their batches (taken
+in turn through a lock file, `sqlite_lock.py`) and everything is re-read inside it.
 
 A small batch is planned and written on the event loop, and only its COMMIT
 (the fsync) goes to the writer thread. Planning is pure Python: on a thread
@@ -148,7 +148,12 @@ class SqliteStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer_lock = WriterLock(self.path)
-        self._writer = await self._write(lambda: self._open_writer())
+        try:
+            self._writer = await self._write(lambda: self._open_writer())
+        except BaseException:
+            self._writer_lock.close()
+            self._writer_lock = None
+            raise
         self._reader = await self._read(lambda: connect(self.path))
         if self.path != ":memory:":
             self._checkpointer = Checkpointer(lambda: connect(self.path))
