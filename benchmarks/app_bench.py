@@ -1,14 +1,16 @@
 """The HTTP API's own cost per request: the ASGI app driven in process, no sockets.
 
-C asyncio tasks each send one `POST /v1/transfers` at a time straight into the
-app, as uvicorn would after parsing a request, over a durable SQLite file. What
+C asyncio tasks each send one `POST /v1/transfers` (or, with `--batch N`, one
+`POST /v1/batch` of N transfers) at a time straight into the app, as uvicorn
+would after parsing a request, over a durable SQLite file. What
 this measures is everything kopilka adds to an HTTP server (headers, token,
 decoding, engine, rules, SQL, encoding, metrics), without the server itself;
 `benchmarks/http_bench.py` measures the two together over real connections.
 
   python benchmarks/app_bench.py --accounts 100 --requests 20000 --tasks 64
-Prints one JSON line: requests/s, and the CPU time of the thread that runs the
-app (the event loop's) per request. `benchmarks/instructions.py --workload app`
+  python benchmarks/app_bench.py --batch 1000 --requests 40 --tasks 4
+Prints one JSON line: transfers/s, and the CPU time of the thread that runs the
+app (the event loop's) per transfer. `benchmarks/instructions.py --workload app`
 counts its instructions.
 """
 
@@ -48,12 +50,12 @@ async def _lifespan(app: KopilkaApp, event: str) -> None:
     assert sent[0]["type"] == f"lifespan.{event}.complete", sent
 
 
-async def _transfer(app: KopilkaApp, authorization: bytes, body: bytes) -> int:
+async def _post(app: KopilkaApp, authorization: bytes, path: str, body: bytes) -> int:
     scope = {
         "type": "http",
         "method": "POST",
-        "path": "/v1/transfers",
-        "raw_path": b"/v1/transfers",
+        "path": path,
+        "raw_path": path.encode(),
         "headers": [
             (b"host", b"127.0.0.1"),
             (b"authorization", authorization),
@@ -87,32 +89,47 @@ async def run(arguments: argparse.Namespace) -> dict[str, object]:
             [Deposit(client, 10**12, "opening", f"open-{client}") for client in clients]
         )
         rnd = random.Random(1)
-        bodies = []
-        for _ in range(arguments.requests):
+
+        def transfer() -> bytes:
             sender, receiver = rnd.sample(clients, 2)
-            bodies.append(
-                b'{"from": "%s", "to": "%s", "amount": "0.01", "description": "bench"}'
-                % (sender.encode(), receiver.encode())
+            return b'{"from": "%s", "to": "%s", "amount": "0.01", "description": "bench"}' % (
+                sender.encode(),
+                receiver.encode(),
             )
+
+        if arguments.batch:
+            path = "/v1/batch"
+            bodies = [
+                b'{"operations": [%s]}'
+                % b", ".join(
+                    b'{"type": "transfer", ' + transfer()[1:] for _ in range(arguments.batch)
+                )
+                for _ in range(arguments.requests)
+            ]
+        else:
+            path = "/v1/transfers"
+            bodies = [transfer() for _ in range(arguments.requests)]
         per_task = arguments.requests // arguments.tasks
         statuses: list[int] = []
 
         async def worker(index: int) -> None:
             for body in bodies[index * per_task : (index + 1) * per_task]:
-                statuses.append(await _transfer(app, authorization, body))
+                statuses.append(await _post(app, authorization, path, body))
 
         cpu_started, started = time.thread_time(), time.perf_counter()
         await asyncio.gather(*(worker(index) for index in range(arguments.tasks)))
         elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
         await app.engine.close()
-    created = statuses.count(201)
-    assert created == len(statuses), {status: statuses.count(status) for status in set(statuses)}
+    answered = statuses.count(200 if arguments.batch else 201)
+    assert answered == len(statuses), {status: statuses.count(status) for status in set(statuses)}
+    transfers = answered * (arguments.batch or 1)
     return {
-        "requests_per_second": round(created / elapsed),
-        "loop_cpu_us_per_request": round(cpu / created * 1e6, 1),
-        "requests": created,
+        "transfers_per_second": round(transfers / elapsed),
+        "loop_cpu_us_per_transfer": round(cpu / transfers * 1e6, 1),
+        "requests": answered,
         "accounts": arguments.accounts,
         "tasks": arguments.tasks,
+        "batch": arguments.batch or None,
         "batch_sizes": dict(sorted(app.engine.stats.size_histogram.items())),
     }
 
@@ -122,6 +139,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--tasks", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=0, help="transfers per POST /v1/batch")
     print(json.dumps(asyncio.run(run(parser.parse_args()))))
 
 

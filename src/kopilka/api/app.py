@@ -28,18 +28,17 @@ from kopilka.api.auth import (
     Principal,
     TokenCache,
     check_ledger,
-    effective_role,
     ensure_admin_token,
 )
+from kopilka.api.commands import command_from
 from kopilka.api.errors import ApiError, decode_error, error_body
 from kopilka.api.metrics import Metrics
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
-from kopilka.domain.model import Deposit, MoneyCommand, Operation, Transfer, Withdraw
+from kopilka.domain.model import MoneyCommand, Operation
 from kopilka.engine import Engine
-from kopilka.errors import Forbidden, InvalidInput, KopilkaError
+from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.limits import Limits
-from kopilka.money import parse_amount
 from kopilka.settings import Settings
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
@@ -204,29 +203,6 @@ def money_command(
     except msgspec.DecodeError as error:
         raise decode_error(error) from None
     return command_from(request, key, ledger, principal)
-
-
-def command_from(
-    request: TransferIn | WithdrawalIn | DepositIn, key: str, ledger: str, principal: Principal
-) -> MoneyCommand:
-    """The command a decoded request stands for, if this caller may make it."""
-    role = effective_role(principal, ledger)
-    if isinstance(request, TransferIn):
-        if role == "client" and request.from_client != principal.client:
-            raise Forbidden("forbidden", "a client token may only move its own money")
-        amount = parse_amount(request.amount)
-        return Transfer(
-            request.from_client, request.to_client, amount, request.description, key, ledger
-        )
-    if isinstance(request, WithdrawalIn):
-        if role == "client" and request.client != principal.client:
-            raise Forbidden("forbidden", "a client token may only move its own money")
-        amount = parse_amount(request.amount)
-        return Withdraw(request.client, amount, request.description, key, ledger)
-    if role == "client":
-        raise Forbidden("forbidden", "deposits are made by a teller or an admin")
-    amount = parse_amount(request.amount)
-    return Deposit(request.client, amount, request.description, key, ledger, request.open_account)
 
 
 async def read_body(receive: Receive, content_length: int | None, bytes_max: int) -> bytes:

@@ -27,6 +27,7 @@ from kopilka.api.auth import (
     new_token_record,
     require_role,
 )
+from kopilka.api.commands import command_from
 from kopilka.api.errors import (
     ApiError,
     decode_error,
@@ -295,8 +296,6 @@ class Call:
         return json_response(BatchOut([r for r in results if r is not None]))
 
     def _batch_command(self, item: BatchItem, default_key: str) -> Command:
-        from kopilka.api.app import command_from
-
         # Each item goes through the very checks of its single-operation endpoint.
         key = item.idempotency_key or default_key
         return command_from(item, key, self.ledger, self.principal)

@@ -1,0 +1,36 @@
+"""A decoded money request as the engine command it stands for, if its caller may make it.
+
+Shared by the single-operation endpoints and each item of a batch, so both apply
+the very same checks.
+"""
+
+from __future__ import annotations
+
+from kopilka.api.auth import Principal, effective_role
+from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn
+from kopilka.domain.model import Deposit, MoneyCommand, Transfer, Withdraw
+from kopilka.errors import Forbidden
+from kopilka.money import parse_amount
+
+
+def command_from(
+    request: TransferIn | WithdrawalIn | DepositIn, key: str, ledger: str, principal: Principal
+) -> MoneyCommand:
+    """The command a decoded request stands for, if this caller may make it."""
+    role = effective_role(principal, ledger)
+    if isinstance(request, TransferIn):
+        if role == "client" and request.from_client != principal.client:
+            raise Forbidden("forbidden", "a client token may only move its own money")
+        amount = parse_amount(request.amount)
+        return Transfer(
+            request.from_client, request.to_client, amount, request.description, key, ledger
+        )
+    if isinstance(request, WithdrawalIn):
+        if role == "client" and request.client != principal.client:
+            raise Forbidden("forbidden", "a client token may only move its own money")
+        amount = parse_amount(request.amount)
+        return Withdraw(request.client, amount, request.description, key, ledger)
+    if role == "client":
+        raise Forbidden("forbidden", "deposits are made by a teller or an admin")
+    amount = parse_amount(request.amount)
+    return Deposit(request.client, amount, request.description, key, ledger, request.open_account)
