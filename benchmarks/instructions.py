@@ -8,7 +8,10 @@ is what one more transfer costs, without start-up and setup.
   kopilka   benchmarks/engine_bench.py batch: engine, rules and SQLite store, in process
   ceiling   ../shared/bench/sqlite_ceiling.py: the bare SQL of the same transfers
   app       (--workload app) benchmarks/app_bench.py: one transfer per request through
-            the ASGI app in process, 64 tasks, no sockets; no ceiling to set beside it
+            the ASGI app in process, 64 tasks, no sockets; no ceiling to set beside it.
+            How the tasks fall into batches depends on the writer thread's timing, so
+            this count varies by about 2% from run to run; compare versions on more
+            than one run each
 
 Usage:
   python benchmarks/instructions.py [--accounts 10000] [--transfers 4000]
