@@ -1,4 +1,4 @@
-"""Writers in several processes hand the database over through a lock file, not by polling.
+"""Writers in several processes take turns through a lock file, not SQLite's busy handler.
 
 A second `WriterLock` on the same database stands for another kopilka process: each
 opens the file itself, and the kernel's lock does not tell the two apart.
@@ -21,7 +21,7 @@ from kopilka.store.sqlite import SqliteStore, connect
 from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX, WriterLock
 
 # Long enough that SQLite's busy handler, sleeping ever longer between tries, would
-# next look at 428 ms: a batch that polls starts ~90 ms after the lock is free.
+# next look at 428 ms: a batch left to it starts ~90 ms after the lock is free.
 HOLD_SECONDS = 0.335
 STARTS_WITHIN_SECONDS = 0.05
 
