@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -129,3 +131,44 @@ def open_lock_files() -> list[str]:
         except FileNotFoundError:  # the descriptor that listed the directory
             continue
     return [name for name in names if name.endswith(LOCK_FILE_SUFFIX)]
+
+
+WRITER_FOREVER = """
+import asyncio, sys
+from kopilka.domain.model import Deposit
+from kopilka.store.sqlite import SqliteStore
+
+async def main():
+    store = SqliteStore(sys.argv[1])
+    await store.open()
+    for number in range(10**9):
+        await store.apply([Deposit(f"w{i}", 100, "pay", f"w-{number}-{i}") for i in range(200)])
+        if number == 0:
+            print("writing", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_process_killed_while_writing_holds_nobody_up(path: str) -> None:
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER_FOREVER, path], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "writing"
+        await asyncio.sleep(0.2)  # it holds the lock for most of each batch
+    finally:
+        writer.kill()
+        writer.wait()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        started = time.perf_counter()
+        (outcome,) = await store.apply([Deposit("Ann", 100, "pay", "after-kill")])
+        assert isinstance(outcome, Operation)
+        assert time.perf_counter() - started < 2.0
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
