@@ -287,10 +287,7 @@ class SqliteStore:
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except BaseException as error:
-            self._lock.release()
-            if isinstance(error, sqlite3.OperationalError):
-                raise RetryableStoreError(str(error)) from error
-            raise
+            self._abandon(error)
 
     def _commit(self, plan: BatchPlan) -> list[Outcome]:
         try:
