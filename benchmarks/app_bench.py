@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import random
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +34,18 @@ from kopilka.domain.model import Deposit
 _keys = itertools.count()
 
 
-async def _lifespan(app: KopilkaApp, event: str) -> None:
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if sent:  # startup is answered: the next message ends the lifespan task
-            await asyncio.Event().wait()
-        return {"type": f"lifespan.{event}"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    task = asyncio.create_task(app({"type": "lifespan"}, receive, send))  # type: ignore[arg-type]
-    while not sent:
-        await asyncio.sleep(0.001)
-    task.cancel()
-    assert sent[0]["type"] == f"lifespan.{event}.complete", sent
+@contextlib.asynccontextmanager
+async def _lifespan(app: KopilkaApp) -> AsyncIterator[None]:
+    """Start and stop the app through its ASGI lifespan, as uvicorn does."""
+    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    sent: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    received.put_nowait({"type": "lifespan.startup"})
+    task = asyncio.create_task(app({"type": "lifespan"}, received.get, sent.put))  # type: ignore[arg-type]
+    assert (await sent.get())["type"] == "lifespan.startup.complete"
+    yield
+    received.put_nowait({"type": "lifespan.shutdown"})
+    assert (await sent.get())["type"] == "lifespan.shutdown.complete"
+    await task
 
 
 async def _post(app: KopilkaApp, authorization: bytes, path: str, body: bytes) -> int:
@@ -82,44 +80,43 @@ async def run(arguments: argparse.Namespace) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="kopilka-app-bench-") as directory:
         home = Path(directory)
         app = create_app(str(home / "kopilka.db"), admin_token_path=home / ADMIN_TOKEN_FILE)
-        await _lifespan(app, "startup")
-        authorization = b"Bearer " + (home / ADMIN_TOKEN_FILE).read_bytes().strip()
-        clients = [f"c{index}" for index in range(arguments.accounts)]
-        await app.engine.submit_many(
-            [Deposit(client, 10**12, "opening", f"open-{client}") for client in clients]
-        )
-        rnd = random.Random(1)
-
-        def transfer() -> bytes:
-            sender, receiver = rnd.sample(clients, 2)
-            return b'{"from": "%s", "to": "%s", "amount": "0.01", "description": "bench"}' % (
-                sender.encode(),
-                receiver.encode(),
+        async with _lifespan(app):
+            authorization = b"Bearer " + (home / ADMIN_TOKEN_FILE).read_bytes().strip()
+            clients = [f"c{index}" for index in range(arguments.accounts)]
+            await app.engine.submit_many(
+                [Deposit(client, 10**12, "opening", f"open-{client}") for client in clients]
             )
+            rnd = random.Random(1)
 
-        if arguments.batch:
-            path = "/v1/batch"
-            bodies = [
-                b'{"operations": [%s]}'
-                % b", ".join(
-                    b'{"type": "transfer", ' + transfer()[1:] for _ in range(arguments.batch)
+            def transfer() -> bytes:
+                sender, receiver = rnd.sample(clients, 2)
+                return b'{"from": "%s", "to": "%s", "amount": "0.01", "description": "bench"}' % (
+                    sender.encode(),
+                    receiver.encode(),
                 )
-                for _ in range(arguments.requests)
-            ]
-        else:
-            path = "/v1/transfers"
-            bodies = [transfer() for _ in range(arguments.requests)]
-        per_task = arguments.requests // arguments.tasks
-        statuses: list[int] = []
 
-        async def worker(index: int) -> None:
-            for body in bodies[index * per_task : (index + 1) * per_task]:
-                statuses.append(await _post(app, authorization, path, body))
+            if arguments.batch:
+                path = "/v1/batch"
+                bodies = [
+                    b'{"operations": [%s]}'
+                    % b", ".join(
+                        b'{"type": "transfer", ' + transfer()[1:] for _ in range(arguments.batch)
+                    )
+                    for _ in range(arguments.requests)
+                ]
+            else:
+                path = "/v1/transfers"
+                bodies = [transfer() for _ in range(arguments.requests)]
+            per_task = arguments.requests // arguments.tasks
+            statuses: list[int] = []
 
-        cpu_started, started = time.thread_time(), time.perf_counter()
-        await asyncio.gather(*(worker(index) for index in range(arguments.tasks)))
-        elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
-        await app.engine.close()
+            async def worker(index: int) -> None:
+                for body in bodies[index * per_task : (index + 1) * per_task]:
+                    statuses.append(await _post(app, authorization, path, body))
+
+            cpu_started, started = time.thread_time(), time.perf_counter()
+            await asyncio.gather(*(worker(index) for index in range(arguments.tasks)))
+            elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
     answered = statuses.count(200 if arguments.batch else 201)
     assert answered == len(statuses), {status: statuses.count(status) for status in set(statuses)}
     transfers = answered * (arguments.batch or 1)
