@@ -9,11 +9,14 @@ import json
 import os
 import re
 import select
+import sqlite3
 import struct
 import subprocess
 import termios
 import time
+import uuid
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -51,6 +54,18 @@ def test_state_persists_across_runs(run_shell: Callable[[str], str], kopilka_hom
     )
     assert (kopilka_home / "kopilka.db").is_file()
     assert run_shell("balance --client=Per\n") == "Balance of Per: $7.00\n"
+
+
+def test_the_shell_makes_time_ordered_keys(
+    run_shell: Callable[[str], str], kopilka_home: Path
+) -> None:
+    run_shell("deposit --client=Kay --amount=7 --description=x\n")
+    time.sleep(0.002)
+    run_shell("withdraw --client=Kay --amount=1 --description=y\n")
+    with closing(sqlite3.connect(kopilka_home / "kopilka.db")) as db:
+        keys = [key for (key,) in db.execute("SELECT idempotency_key FROM operations ORDER BY id")]
+    assert [uuid.UUID(key).version for key in keys] == [7, 7]
+    assert keys == sorted(keys)
 
 
 def test_sandbox_state_is_gone_next_run(kopilka: RunKopilka) -> None:

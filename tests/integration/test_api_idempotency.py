@@ -4,6 +4,8 @@ concurrent requests with one key apply once."""
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -60,8 +62,12 @@ def test_without_a_key_each_request_is_new(server: ServerProcess) -> None:
         before = balance(admin, "Bob")
         body = {"client": "Bob", "amount": "1"}
         first = admin.post("/v1/withdrawals", json=body).json()
+        time.sleep(0.002)
         second = admin.post("/v1/withdrawals", json=body).json()
         assert first["idempotency_key"] != second["idempotency_key"]
+        # The keys the server makes are time-ordered (UUID version 7), so they sort in order.
+        assert uuid.UUID(first["idempotency_key"]).version == 7
+        assert first["idempotency_key"] < second["idempotency_key"]
         assert float(balance(admin, "Bob")) == float(before) - 2
 
 

@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +37,7 @@ from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_o
 from kopilka.domain.model import MoneyCommand, Operation
 from kopilka.engine import Engine
 from kopilka.errors import InvalidInput, KopilkaError
+from kopilka.idempotency import uuid7
 from kopilka.limits import Limits
 from kopilka.settings import Settings
 from kopilka.store import open_store
@@ -93,7 +93,7 @@ class RequestHeaders:
     def key_or_new(self) -> str:
         """The Idempotency-Key, or a fresh one: the request applies, but a retry is new."""
         key = self.idempotency_key
-        return uuid.uuid4().hex if key is None else key.decode("latin-1")
+        return uuid7().hex if key is None else key.decode("latin-1")
 
 
 class KopilkaApp:

@@ -7,13 +7,13 @@ builds a reply. The ledger's rules live in the engine, not here.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 
 from kopilka.bank import Bank
 from kopilka.domain.model import Deposit, Transfer, Withdraw
 from kopilka.domain.rules import validate_client, validate_money_command
 from kopilka.errors import InvalidInput
+from kopilka.idempotency import new_key
 from kopilka.money import format_money, parse_amount, parse_cents, parse_limit
 from kopilka.periods import parse_period
 from kopilka.shell.output import Block, Exit, Message, Reply
@@ -66,7 +66,7 @@ def _help(parsed: ParsedCommand, *, oneshot: bool) -> Reply:
 
 def _key(parsed: ParsedCommand) -> str:
     # One fresh key per command line: a retried line is a new request, a replayed key is not.
-    return parsed.get("idempotency-key") or str(uuid.uuid4())
+    return parsed.get("idempotency-key") or new_key()
 
 
 def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:
@@ -195,7 +195,7 @@ def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
     opening = _opening_cents(parsed.get("credit"))
     # One command, one transaction: the account, its opening deposit and its floor; the
     # rules refuse a floor or cap the opening balance does not fit, and nothing is made.
-    account = bank.open_account(name, floor, cap, opening, str(uuid.uuid4()))
+    account = bank.open_account(name, floor, cap, opening, new_key())
     return Message(
         f"Added user {account.client}: balance {format_money(opening)}, {limits_text(account)}."
     )
