@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import random
 import tempfile
@@ -24,15 +23,14 @@ from pathlib import Path
 
 from kopilka.domain.model import Deposit, Operation, Transfer
 from kopilka.engine import Engine
+from kopilka.idempotency import new_key
 from kopilka.limits import Limits
 from kopilka.store import open_store
 
-_sequence = itertools.count()
-
 
 def _key(kind: str) -> str:
-    """Time-ordered keys (what kopilka's own clients make) or random uuid4 keys."""
-    return uuid.uuid4().hex if kind == "uuid4" else f"{next(_sequence):020d}"
+    """Time-ordered keys (UUID version 7, what kopilka's own clients make) or random ones."""
+    return str(uuid.uuid4()) if kind == "uuid4" else new_key()
 
 
 def _transfers(accounts: int, count: int, seed: int, keys: str) -> list[Transfer]:
@@ -65,11 +63,13 @@ async def run_batch(engine: Engine, args: argparse.Namespace) -> dict[str, objec
 async def run_concurrent(engine: Engine, args: argparse.Namespace) -> dict[str, object]:
     commands = _transfers(args.accounts, args.transfers, 2, args.keys)
     per_task = len(commands) // args.tasks
+    # Task i sends commands i, i + tasks, ...: the keys in flight at any moment were made
+    # at about the same time, as when each caller makes its key as it sends.
     latencies: list[float] = []
 
     async def worker(index: int) -> int:
         done = 0
-        for command in commands[index * per_task : (index + 1) * per_task]:
+        for command in commands[index : per_task * args.tasks : args.tasks]:
             sent = time.perf_counter()
             outcome = await engine.execute(command)
             latencies.append(time.perf_counter() - sent)
@@ -118,7 +118,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=4_000)
     parser.add_argument("--batch-max", type=int, default=8_000)
     parser.add_argument("--tasks", type=int, default=64)
-    parser.add_argument("--keys", choices=["ordered", "uuid4"], default="ordered")
+    parser.add_argument("--keys", choices=["uuid7", "uuid4"], default="uuid7")
     parser.add_argument("--db", help="store URL (default: a fresh SQLite file)")
     parser.add_argument("--dir", help="directory for the SQLite file")
     asyncio.run(main(parser.parse_args()))
