@@ -24,6 +24,7 @@ from kopilka.domain.statement import StatementLine
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
 from kopilka.limits import Limits
+from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX
 from kopilka.tokens import TokenRecord, hash_secret
 
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
@@ -121,6 +122,19 @@ async def test_cap_enforced_and_refusal_changes_nothing(engine: Engine) -> None:
     assert (await balance(engine, JOHN), await balance(engine, JANE)) == (50_000, 6_000)
     await applied(engine, Transfer(JOHN, JANE, 4_000, "to the cap", "t2"))
     assert (await balance(engine, JOHN), await balance(engine, JANE)) == (46_000, 10_000)
+
+
+async def test_a_balance_stops_at_the_banks_largest(engine: Engine) -> None:
+    """Without a cap, deposits stop at BALANCE_CENTS_MAX, refused one by one: no store error."""
+    deposits = [
+        Deposit(JOHN, AMOUNT_CENTS_MAX, "big", f"big-{n}", open_account=True)
+        for n in range(BALANCE_CENTS_MAX // AMOUNT_CENTS_MAX + 1)
+    ]
+    outcomes = await engine.submit_many(deposits)
+    assert codes(outcomes) == ["ok"] * (len(deposits) - 1) + ["cap_exceeded"]
+    assert await balance(engine, JOHN) == BALANCE_CENTS_MAX
+    await refused(engine, Deposit(JOHN, 1, "one more", "over"), "cap_exceeded")
+    assert await balance(engine, JOHN) == BALANCE_CENTS_MAX
 
 
 async def test_open_account_with_an_opening_balance_is_one_step(engine: Engine) -> None:

@@ -371,6 +371,21 @@ def test_cap_exceeded_names_the_cap(ledger: Ledger) -> None:
     assert ledger.balance("Jane Doe") == 10_000
 
 
+def test_an_account_without_a_cap_stops_at_the_banks_largest_balance(ledger: Ledger) -> None:
+    rich = ledger.add("Rich", balance=BALANCE_CENTS_MAX - AMOUNT_CENTS_MAX)
+    plan = ledger.plan(
+        deposit("Rich", AMOUNT_CENTS_MAX, "to-the-top"),
+        deposit("Rich", 1, "one-cent-over"),
+        transfer("John Jones", "Rich", 1, "transfer-over"),
+    )
+    assert codes(plan.outcomes) == ["ok", "cap_exceeded", "cap_exceeded"]
+    error = plan.outcomes[1]
+    assert isinstance(error, Rejected)
+    assert "largest balance the bank holds" in error.message
+    assert rich.balance_cents == BALANCE_CENTS_MAX
+    assert ledger.balance("John Jones") == 10_000
+
+
 def test_account_exists(ledger: Ledger) -> None:
     plan = ledger.plan(OpenAccount("Ann"), OpenAccount("Ann"), OpenAccount("John Jones"))
     assert codes(plan.outcomes) == ["ok", "account_exists", "account_exists"]

@@ -418,11 +418,20 @@ def _check_debit(account: Account, amount_cents: int) -> None:
 
 def _check_credit(account: Account, amount_cents: int, what: str) -> None:
     cap = account.max_balance_cents
-    if cap is not None and account.balance_cents + amount_cents > cap:
+    after = account.balance_cents + amount_cents
+    if cap is not None and after > cap:
         raise Rejected(
             "cap_exceeded",
             f"the {what} would take {account.client} above the cap of {format_money(cap)} "
             f"(balance {format_money(account.balance_cents)})",
+        )
+    # An account without a cap still has the bank's: a balance must fit a BIGINT column.
+    if after > BALANCE_CENTS_MAX:
+        raise Rejected(
+            "cap_exceeded",
+            f"the {what} would take {account.client} above the largest balance the bank "
+            f"holds, {format_money(BALANCE_CENTS_MAX)} (balance "
+            f"{format_money(account.balance_cents)})",
         )
 
 
