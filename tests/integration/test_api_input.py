@@ -177,3 +177,20 @@ def test_an_account_opens_with_its_balance_in_one_request(
         )
         refused(refused_floor, 422, "floor_above_balance")
     assert admin.get("/v1/accounts/Ruby").status_code == 404
+
+
+def test_an_idempotency_key_is_1_to_200_characters(admin: httpx.Client) -> None:
+    before = state(admin)
+    body = {"client": "Ann", "amount": "1", "description": "keyed"}
+    for key in ("", "k" * 201):
+        answer = admin.post("/v1/deposits", json=body, headers={"Idempotency-Key": key})
+        refused(answer, 422, "invalid_idempotency_key")
+    # A batch's items get KEY:INDEX, which must fit as well: here KEY:0 ... KEY:10.
+    batch = {"operations": [{"type": "deposit", **body}] * 11}
+    answer = admin.post("/v1/batch", json=batch, headers={"Idempotency-Key": "b" * 198})
+    assert "1 to 197 characters" in refused(answer, 422, "invalid_idempotency_key")
+    assert state(admin) == before
+    longest = admin.post("/v1/deposits", json=body, headers={"Idempotency-Key": "k" * 200})
+    assert longest.status_code == 201, longest.text
+    answer = admin.post("/v1/batch", json=batch, headers={"Idempotency-Key": "b" * 197})
+    assert [result["status"] for result in answer.json()["results"]] == [201] * 11

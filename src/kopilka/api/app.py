@@ -35,6 +35,7 @@ from kopilka.api.metrics import Metrics
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
 from kopilka.domain.model import MoneyCommand, Operation
+from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
 from kopilka.engine import Engine
 from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.idempotency import uuid7
@@ -90,10 +91,19 @@ class RequestHeaders:
         if size > HEADERS_BYTES_MAX:
             raise ApiError(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes")
 
-    def key_or_new(self) -> str:
+    def key_or_new(self, length_max: int = IDEMPOTENCY_KEY_LENGTH_MAX) -> str:
         """The Idempotency-Key, or a fresh one: the request applies, but a retry is new."""
         key = self.idempotency_key
-        return uuid7().hex if key is None else key.decode("latin-1")
+        if key is None:
+            return uuid7().hex
+        # An empty header is a key gone missing, not "no key": a retry would apply twice.
+        if not 0 < len(key) <= length_max:
+            raise ApiError(
+                422,
+                "invalid_idempotency_key",
+                f"the Idempotency-Key header must be 1 to {length_max} characters",
+            )
+        return key.decode("latin-1")
 
 
 class KopilkaApp:

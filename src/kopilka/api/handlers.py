@@ -56,6 +56,7 @@ from kopilka.api.schemas import (
     statement_line_out,
 )
 from kopilka.domain.model import Account, Command, OpenAccount, Operation, SetLimits
+from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
 from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound
 from kopilka.money import format_plain, parse_cents, parse_limit
 from kopilka.periods import parse_period
@@ -272,7 +273,9 @@ class Call:
         from kopilka.api.app import BATCH_BODY_BYTES_MAX
 
         request: BatchIn = await self.decode(BatchIn, BATCH_BODY_BYTES_MAX)
-        prefix = self.headers.key_or_new()
+        # Each item's key is KEY:INDEX, and must itself fit the length of a key.
+        suffix_length = len(f":{len(request.operations) - 1}")
+        prefix = self.headers.key_or_new(IDEMPOTENCY_KEY_LENGTH_MAX - suffix_length)
         results: list[BatchResult | None] = [None] * len(request.operations)
         commands: list[Command] = []
         positions: list[int] = []
