@@ -29,6 +29,20 @@ def test_a_refusal_exits_one_with_one_line_on_stderr(kopilka: RunKopilka) -> Non
     )
 
 
+def test_a_description_of_bytes_that_are_not_utf8_is_one_error_line(
+    kopilka: RunKopilka,
+) -> None:
+    assert kopilka(*DEPOSIT).returncode == 0
+    # "\udce9" is how Python hands over the byte 0xE9 of a command line that is not UTF-8.
+    result = kopilka("deposit", "--client=John Jones", "--amount=1", "--description=\udce9t\udce9")
+    assert (result.returncode, result.stdout, result.stderr) == (
+        1,
+        "",
+        "Error: description has control characters or bytes that are not UTF-8\n",
+    )
+    assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
+
+
 def test_grammar_errors_exit_one_without_a_traceback(kopilka: RunKopilka) -> None:
     cases = {
         ("depositt",): "Error: unknown command 'depositt'; did you mean 'deposit'?\n",

@@ -322,6 +322,22 @@ def test_invalid_description(ledger: Ledger) -> None:
     assert codes(plan.outcomes) == ["ok", "invalid_description"]
 
 
+@pytest.mark.parametrize(
+    "description", ["a\x1b[2Jb", "bell\x07", "nul\x00", "line\nbreak", "\udce9t\udce9", "\x9b"]
+)
+def test_a_description_with_control_characters_or_undecodable_bytes(
+    ledger: Ledger, description: str
+) -> None:
+    (error,) = ledger.plan(deposit("John Jones", 1, "k", description=description)).outcomes
+    assert code_of(error) == "invalid_description"
+    assert ledger.balance("John Jones") == 10_000
+
+
+def test_a_description_in_any_script_is_fine(ledger: Ledger) -> None:
+    plan = ledger.plan(deposit("John Jones", 1, "k", description="Зарплата · 給料 · café ☕"))
+    assert codes(plan.outcomes) == ["ok"]
+
+
 @pytest.mark.parametrize("key", ["", "k" * (IDEMPOTENCY_KEY_LENGTH_MAX + 1)])
 def test_invalid_idempotency_key(ledger: Ledger, key: str) -> None:
     (error,) = ledger.plan(deposit("John Jones", 1, key)).outcomes

@@ -13,6 +13,7 @@ A rejected command changes nothing and does not affect the rest of its batch.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -39,6 +40,7 @@ from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX, format_money
 CLIENT_NAME_LENGTH_MAX = 200
 DESCRIPTION_LENGTH_MAX = 500
 IDEMPOTENCY_KEY_LENGTH_MAX = 200
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 AccountKey = tuple[str, str]  # (ledger, client)
 OperationKey = tuple[str, str]  # (ledger, idempotency key)
@@ -361,7 +363,9 @@ def validate_client(client: str) -> None:
             "invalid_client", f"client name is longer than {CLIENT_NAME_LENGTH_MAX} characters"
         )
     if not client.isprintable():
-        raise InvalidInput("invalid_client", "client name has control characters")
+        raise InvalidInput(
+            "invalid_client", "client name has control characters or bytes that are not UTF-8"
+        )
 
 
 def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None = None) -> None:
@@ -382,10 +386,18 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
             validate_client(client)
             if valid_clients is not None:
                 valid_clients.add(client)
-    if len(command.description) > DESCRIPTION_LENGTH_MAX:
+    description = command.description
+    if len(description) > DESCRIPTION_LENGTH_MAX:
         raise InvalidInput(
             "invalid_description",
             f"description is longer than {DESCRIPTION_LENGTH_MAX} characters",
+        )
+    # Statements print descriptions to terminals and CSV files: no escape sequences there,
+    # and no lone surrogates (undecodable bytes from a command line) that no store can keep.
+    if _UNPRINTABLE.search(description) is not None:
+        raise InvalidInput(
+            "invalid_description",
+            "description has control characters or bytes that are not UTF-8",
         )
     key = command.idempotency_key
     if not key or len(key) > IDEMPOTENCY_KEY_LENGTH_MAX:
