@@ -1,7 +1,10 @@
 """The `since`/`till` of a statement.
 
 Accepted: "YYYY-MM-DD" (a whole day: since is its first moment, till its
-last), "YYYY-MM-DD HH:MM:SS", and ISO 8601 with an offset. A time without an
+last), "YYYY-MM-DD HH:MM:SS", and ISO 8601 with an offset. Both ends are
+inclusive at the precision written: a till of "18:30:05" covers that whole
+second, as statements show times to the second, and "18:30" the whole minute
+(a till with a fraction of a second is exact). A time without an
 offset is read in `zone`: None means the user's local time (the shell; the TZ
 environment variable is honoured), and a server passes UTC, having no user's
 zone. The result is always an aware UTC datetime, as the store keeps UTC.
@@ -14,7 +17,11 @@ from datetime import UTC, datetime, tzinfo
 
 from kopilka.errors import InvalidInput
 
-_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
+# The time of day as written: hours, then minutes and seconds if given, then a fraction.
+_TIME_OF_DAY = re.compile(
+    r"[T ]\d{2}(?P<minutes>:?\d{2})?(?P<seconds>:?\d{2})?(?P<fraction>[.,]\d)?"
+)
 _TEXT_LENGTH_MAX = 64
 _EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"
 
@@ -30,8 +37,8 @@ def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> 
         raise InvalidInput(
             "invalid_period", f"{candidate!r} is not a date like {_EXAMPLES}"
         ) from error
-    if end_of_day and _DATE_ONLY.fullmatch(candidate):
-        moment = moment.replace(hour=23, minute=59, second=59, microsecond=999_999)
+    if end_of_day:
+        moment = _last_moment_written(candidate, moment)
     if moment.tzinfo is None and zone is not None:
         moment = moment.replace(tzinfo=zone)
     try:
@@ -39,6 +46,20 @@ def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> 
         return moment.astimezone(UTC)
     except (OverflowError, ValueError, OSError) as error:
         raise InvalidInput("invalid_period", f"{candidate!r} is out of range") from error
+
+
+def _last_moment_written(text: str, moment: datetime) -> datetime:
+    """The last microsecond of the day, hour, minute or second that `text` names."""
+    if _DATE_ONLY.fullmatch(text):
+        return moment.replace(hour=23, minute=59, second=59, microsecond=999_999)
+    time_of_day = _TIME_OF_DAY.search(text)
+    if time_of_day is None or time_of_day["fraction"]:
+        return moment
+    if time_of_day["seconds"]:
+        return moment.replace(microsecond=999_999)
+    if time_of_day["minutes"]:
+        return moment.replace(second=59, microsecond=999_999)
+    return moment.replace(minute=59, second=59, microsecond=999_999)
 
 
 def parse_period(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.e2e.conftest import RunKopilka
@@ -41,6 +42,18 @@ def test_a_description_of_bytes_that_are_not_utf8_is_one_error_line(
         "Error: description has control characters or bytes that are not UTF-8\n",
     )
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
+
+
+def test_a_period_of_the_second_shown_holds_the_operation_shown(kopilka: RunKopilka) -> None:
+    assert kopilka(*DEPOSIT).returncode == 0
+    table = kopilka("statement", "--client=John Jones").stdout
+    shown = re.search(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}", table)
+    assert shown is not None, table
+    moment = shown.group()
+    again = kopilka("statement", "--client=John Jones", f"--since={moment}", f"--till={moment}")
+    assert "ATM Deposit" in again.stdout, again.stdout
+    minute = kopilka("statement", "--client=John Jones", f"--till={moment[:16]}")
+    assert "ATM Deposit" in minute.stdout, minute.stdout
 
 
 def test_grammar_errors_exit_one_without_a_traceback(kopilka: RunKopilka) -> None:

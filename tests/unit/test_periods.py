@@ -40,9 +40,26 @@ def test_a_date_till_is_the_last_moment_of_the_day(utc: None) -> None:
     assert parse_moment("2024-01-31", end_of_day=True) == expected
 
 
-def test_a_time_is_exact_even_as_till(utc: None) -> None:
+@pytest.mark.parametrize(
+    ("text", "last"),
+    [
+        ("2024-01-31 18:30:05", datetime(2024, 1, 31, 18, 30, 5, 999_999, tzinfo=UTC)),
+        ("2024-01-31T18:30", datetime(2024, 1, 31, 18, 30, 59, 999_999, tzinfo=UTC)),
+        ("2024-01-31T18", datetime(2024, 1, 31, 18, 59, 59, 999_999, tzinfo=UTC)),
+        ("2024-01-31T183005", datetime(2024, 1, 31, 18, 30, 5, 999_999, tzinfo=UTC)),
+        ("20240131", datetime(2024, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)),
+        ("2024-01-31 18:30:05+02:00", datetime(2024, 1, 31, 16, 30, 5, 999_999, tzinfo=UTC)),
+        ("2024-01-31 18:30:05.250", datetime(2024, 1, 31, 18, 30, 5, 250_000, tzinfo=UTC)),
+    ],
+)
+def test_a_till_covers_the_whole_of_what_it_names(utc: None, text: str, last: datetime) -> None:
+    assert parse_moment(text, end_of_day=True) == last
+
+
+def test_a_since_is_the_first_moment_of_what_it_names(utc: None) -> None:
     expected = datetime(2024, 1, 31, 18, 30, tzinfo=UTC)
-    assert parse_moment("2024-01-31 18:30:00", end_of_day=True) == expected
+    assert parse_moment("2024-01-31 18:30:00", end_of_day=False) == expected
+    assert parse_moment("2024-01-31T18:30", end_of_day=False) == expected
 
 
 def test_naive_times_are_local(time_zone: None) -> None:
@@ -60,7 +77,7 @@ def test_daylight_saving_time_is_honoured(time_zone: None) -> None:
 
 
 def test_an_offset_wins_over_the_local_zone(time_zone: None) -> None:
-    moment = parse_moment("2024-01-31T18:30:00+05:00", end_of_day=True)
+    moment = parse_moment("2024-01-31T18:30:00+05:00", end_of_day=False)
     assert moment == datetime(2024, 1, 31, 13, 30, tzinfo=UTC)
     assert moment.tzinfo is UTC
 
