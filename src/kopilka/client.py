@@ -248,9 +248,9 @@ class Client:
             params = {"limit": "1000", "after": page["next_after"]}
 
     def statement(self, client: str, since: datetime | None, till: datetime) -> Statement:
-        params = {"till": till.isoformat(), "format": "json"}
+        params = {"till": till.isoformat(timespec="microseconds"), "format": "json"}
         if since is not None:
-            params["since"] = since.isoformat()
+            params["since"] = since.isoformat(timespec="microseconds")
         answer = self._call("GET", _account_path(client) + "/statement", params=params)
         lines = [statement_line_from(line) for line in answer["lines"]]
         return build_statement(client, since, till, _cents(answer["opening_balance"]), lines)
