@@ -10,6 +10,7 @@ can never apply it twice.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -102,7 +103,7 @@ class Client:
             transport=transport,
             limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
         )
-        self._sandbox: str | None = None
+        self._sandbox: _SandboxKeeper | None = None
 
     # -- plumbing -------------------------------------------------------------
 
@@ -276,7 +277,8 @@ class Client:
     def close(self) -> None:
         try:
             if self._sandbox is not None:
-                self._call("DELETE", f"/v1/sandboxes/{self._sandbox}")
+                self._sandbox.stop()
+                self._call("DELETE", f"/v1/sandboxes/{self._sandbox.ledger}")
         except KopilkaError:
             pass  # the server drops an idle sandbox by itself
         finally:
@@ -303,8 +305,44 @@ def connect_bank(
     with Client(url, secret) as probe:
         created = probe._call("POST", "/v1/sandboxes", retry=False)
     client = Client(url, secret, ledger=created["ledger"])
-    client._sandbox = created["ledger"]
+    client._sandbox = _SandboxKeeper(client, created["ledger"], created["idle_timeout_seconds"])
     return client
+
+
+class _SandboxKeeper:
+    """Keeps a sandbox in use while its session is open.
+
+    The server drops a sandbox idle for its timeout, meant for a client that vanished;
+    a person may well sit at the prompt longer than that. So a thread reads from the
+    sandbox a few times per timeout, and stops when the session ends.
+    """
+
+    def __init__(self, client: Client, ledger: str, idle_timeout_seconds: float) -> None:
+        self.ledger = ledger
+        self._interval_seconds = max(idle_timeout_seconds / 3, 0.05)
+        # Its own connection: the session's client belongs to the session's thread.
+        self._http = httpx.Client(
+            base_url=client.url, headers=client._http.headers, timeout=client._http.timeout
+        )
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._keep, name="kopilka-sandbox-keeper", daemon=True
+        )
+        self._thread.start()
+
+    def _keep(self) -> None:
+        while not self._stopped.wait(self._interval_seconds):
+            try:
+                answer = self._http.get("/v1/accounts", params={"limit": "1"})
+            except httpx.HTTPError:
+                continue  # the server may be back by the next round
+            if answer.status_code == 404:
+                return  # the sandbox has ended: the session's next command will say so
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        self._http.close()
 
 
 def _admin_token() -> str:

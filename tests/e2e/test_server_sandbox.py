@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from tests.kopilka_server import running_server
+from tests.kopilka_server import kopilka_command, running_server, server_env
 
 from kopilka.client import connect_bank
 from kopilka.errors import Forbidden, NotFound
@@ -104,3 +105,24 @@ def test_a_killed_servers_idle_sandbox_is_dropped_by_the_next(tmp_path: Path) ->
         gone = admin.get("/v1/accounts/Ghost", headers={"Kopilka-Ledger": ledger})
         assert gone.status_code == 404
         assert gone.json()["error"]["code"] == "sandbox_not_found"
+
+
+def test_a_shell_session_idle_at_its_prompt_keeps_its_sandbox(tmp_path: Path) -> None:
+    """The idle timeout is for a client that vanished, not a user who paused to think."""
+    with running_server(tmp_path / "home", KOPILKA_SANDBOX_IDLE_SECONDS="1") as server:
+        shell = subprocess.Popen(
+            [*kopilka_command(), "shell", "--sandbox", "--url", server.url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=server_env(server.home),
+        )
+        assert shell.stdin is not None
+        shell.stdin.write('deposit --client="Pat" --amount=5 --description="before a pause"\n')
+        shell.stdin.flush()
+        time.sleep(3.0)  # three idle timeouts with nothing typed
+        shell.stdin.write('balance --client="Pat"\n')
+        out, err = shell.communicate(timeout=30)
+    assert (shell.returncode, err) == (0, "")
+    assert out == "Deposit operation was successful!\nBalance of Pat: $5.00\n"
