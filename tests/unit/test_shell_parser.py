@@ -81,6 +81,24 @@ def test_unknown_command_suggests_the_closest() -> None:
     assert refusal("withdrawl") == "unknown command 'withdrawl'; did you mean 'withdraw'?"
 
 
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("DEPOSIT", "deposit"),
+        ("WITHDRAW", "withdraw"),
+        ("Show_Bank_Statement", "show_bank_statement"),
+        ("STATEMENT", "statement"),
+        ("Add-User", "add-user"),
+    ],
+)
+def test_unknown_command_in_another_case_suggests_the_command_without_running_it(
+    typed: str, meant: str
+) -> None:
+    assert refusal(f"{typed} --client=A") == f"unknown command {typed!r}; did you mean {meant!r}?"
+    with pytest.raises(InvalidInput, match=f"did you mean {meant!r}"):
+        parse_words([typed, "--client=A"], oneshot=True)
+
+
 def test_unknown_command_with_nothing_close_points_to_help() -> None:
     assert refusal("xyzzy") == "unknown command 'xyzzy'; type 'help' to list the commands"
 
@@ -88,6 +106,11 @@ def test_unknown_command_with_nothing_close_points_to_help() -> None:
 def test_unknown_option_suggests_the_closest() -> None:
     message = refusal("deposit --clent=A --amount=1 --description=x")
     assert message == "deposit has no option --clent; did you mean --client?"
+
+
+def test_unknown_option_in_another_case_suggests_the_option() -> None:
+    message = refusal("deposit --CLIENT=A --amount=1 --description=x")
+    assert message == "deposit has no option --CLIENT; did you mean --client?"
 
 
 def test_missing_required_options_are_named() -> None:

@@ -74,9 +74,16 @@ def parse_words(words: list[str], *, oneshot: bool = False) -> ParsedCommand:
 
 def unknown_command(name: str, *, oneshot: bool = False) -> InvalidInput:
     """An error naming the closest known command, if one is close enough."""
-    close = difflib.get_close_matches(name, command_names(oneshot=oneshot), n=1)
-    hint = f"did you mean {close[0]!r}?" if close else "type 'help' to list the commands"
+    close = _closest(name, command_names(oneshot=oneshot))
+    hint = f"did you mean {close!r}?" if close else "type 'help' to list the commands"
     return InvalidInput("unknown_command", f"unknown command {name!r}; {hint}")
+
+
+def _closest(word: str, known: list[str]) -> str | None:
+    """The known spelling nearest to `word`, ignoring case: `DEPOSIT` is meant as `deposit`."""
+    by_folded = {spelling.casefold(): spelling for spelling in known}
+    close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1)
+    return by_folded[close[0]] if close else None
 
 
 def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
@@ -122,6 +129,6 @@ def _unknown_option(spec: CommandSpec, spelling: str) -> InvalidInput:
     known = [s for option in spec.options for s in option.spellings]
     if not known:
         return InvalidInput("unknown_option", f"{spec.name} takes no options, not {spelling}")
-    close = difflib.get_close_matches(spelling, known, n=1)
-    hint = f"did you mean {close[0]}?" if close else f"it takes {', '.join(known)}"
+    close = _closest(spelling, known)
+    hint = f"did you mean {close}?" if close else f"it takes {', '.join(known)}"
     return InvalidInput("unknown_option", f"{spec.name} has no option {spelling}; {hint}")

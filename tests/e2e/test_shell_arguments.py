@@ -1,0 +1,32 @@
+"""The real `kopilka` shell and one-shots on what people mistype."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.e2e.conftest import RunKopilka
+
+
+def test_a_command_in_capitals_suggests_the_command_and_runs_nothing(
+    run_shell: Callable[[str], str],
+) -> None:
+    output = run_shell(
+        "DEPOSIT --client=A --amount=5 --description=x\n"
+        "WITHDRAW --client=A --amount=5 --description=x\n"
+        "Show_Bank_Statement --client=A\n"
+        "help TRANSFER\n"
+        "accounts\n"
+    )
+    assert output.splitlines() == [
+        "Error: unknown command 'DEPOSIT'; did you mean 'deposit'?",
+        "Error: unknown command 'WITHDRAW'; did you mean 'withdraw'?",
+        "Error: unknown command 'Show_Bank_Statement'; did you mean 'show_bank_statement'?",
+        "Error: unknown command 'TRANSFER'; did you mean 'transfer'?",
+        "No accounts yet.",
+    ]
+
+
+def test_a_one_shot_in_capitals_suggests_the_command_and_exits_one(kopilka: RunKopilka) -> None:
+    result = kopilka("DEPOSIT", "--client=A", "--amount=5", "--description=x")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "Error: unknown command 'DEPOSIT'; did you mean 'deposit'?\n"
