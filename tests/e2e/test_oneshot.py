@@ -146,3 +146,17 @@ def test_help_and_version_need_no_database(kopilka: RunKopilka, kopilka_home: Pa
     assert "init" in kopilka("help").stdout
     assert kopilka("--version").stdout.startswith("kopilka ")
     assert not (kopilka_home / "kopilka.db").exists()
+
+
+def test_an_option_value_with_a_newline_reaches_the_domains_check(kopilka: RunKopilka) -> None:
+    assert kopilka(*DEPOSIT).returncode == 0
+    for extra in (("--description=l1\nl2",), ("--description", "l1\nl2")):
+        result = kopilka("deposit", "--client=John Jones", "--amount=1", *extra)
+        assert (result.returncode, result.stdout, result.stderr) == (
+            1,
+            "",
+            "Error: description has control characters or bytes that are not UTF-8\n",
+        )
+    named = kopilka("transfer", "-f", "John Jones", "-t", "Jane", "1", "-d=a\nb")
+    assert named.stderr == "Error: description has control characters or bytes that are not UTF-8\n"
+    assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"

@@ -152,6 +152,18 @@ def test_oneshot_words_skip_shlex_and_know_init_but_not_exit() -> None:
         parse_words(["init"])
 
 
+def test_a_one_shot_value_with_a_newline_stays_the_options_value() -> None:
+    words = ["deposit", "--client=A", "--amount=1", "--description=l1\nl2"]
+    assert parse_words(words, oneshot=True).values["description"] == "l1\nl2"
+
+
+def test_an_unknown_option_with_a_newline_is_still_one_line() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_words(["deposit", "--descr\niption=x"], oneshot=True)
+    message = caught.value.message
+    assert message == "deposit has no option '--descr\\niption'; did you mean --description?"
+
+
 def test_an_absurdly_long_line_is_refused_before_splitting() -> None:
     with pytest.raises(InvalidInput):
         split_line("balance --client=" + "x" * 20_000)

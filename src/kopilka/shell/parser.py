@@ -17,7 +17,9 @@ from kopilka.errors import InvalidInput
 from kopilka.shell.specs import CommandSpec, command_names, find_command
 
 # A word that is an option rather than a value: "--x" or "-x" (but "-5" is a value).
-_OPTION_WORD = re.compile(r"--.*|-[A-Za-z]\w*(=.*)?")
+# DOTALL: a one-shot's value may hold a newline (`--description=$'a\nb'`); the word is
+# still an option, and the domain judges its value.
+_OPTION_WORD = re.compile(r"--.*|-[A-Za-z]\w*(=.*)?", re.DOTALL)
 LINE_LENGTH_MAX = 10_000
 
 
@@ -127,8 +129,10 @@ def _store(spec: CommandSpec, values: dict[str, str], name: str, value: str) -> 
 
 def _unknown_option(spec: CommandSpec, spelling: str) -> InvalidInput:
     known = [s for option in spec.options for s in option.spellings]
+    # Quoted when it holds a newline or the like, so the error stays one line.
+    shown = spelling if spelling.isprintable() else repr(spelling)
     if not known:
-        return InvalidInput("unknown_option", f"{spec.name} takes no options, not {spelling}")
+        return InvalidInput("unknown_option", f"{spec.name} takes no options, not {shown}")
     close = _closest(spelling, known)
     hint = f"did you mean {close}?" if close else f"it takes {', '.join(known)}"
-    return InvalidInput("unknown_option", f"{spec.name} has no option {spelling}; {hint}")
+    return InvalidInput("unknown_option", f"{spec.name} has no option {shown}; {hint}")
