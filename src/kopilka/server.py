@@ -34,7 +34,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="kopilka serve",
         description="Serve the HTTP API. Example: kopilka serve --port 8888 --db memory:",
     )
-    parser.add_argument("port_positional", nargs="?", metavar="PORT", type=int, help="port")
+    # Read as text and checked after parsing, so an option this parser does not know is
+    # named as such, rather than its value being taken for the port.
+    parser.add_argument("port_positional", nargs="?", metavar="PORT", help="port")
+    parser.add_argument("--config", metavar="FILE", help="settings file (default kopilka.toml)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8888)")
     parser.add_argument("--db", help="'memory:', a SQLite path or a postgresql:// URL")
@@ -106,19 +109,30 @@ def _ignore_signal(signum: int, frame: object) -> None:
     """uvicorn re-raises the signal it shut down for; we have shut down cleanly already."""
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    bare = arguments.port_positional
+    if bare is not None and not bare.isdigit():
+        parser.error(f"argument PORT: invalid int value: {bare!r}")
+    if arguments.port is None and bare is not None:
+        arguments.port = int(bare)
+    return arguments
+
+
 def serve_main(argv: list[str]) -> int:
-    arguments = _parser().parse_args(argv)
-    port = arguments.port if arguments.port is not None else arguments.port_positional
+    arguments = _parse(argv)
     try:
         settings = load_settings(
             {
                 "host": arguments.host,
-                "port": port,
+                "port": arguments.port,
                 "db": arguments.db,
                 "workers": arguments.workers,
                 "connections_per_client": arguments.connections_per_client,
                 "header_seconds": arguments.header_seconds,
-            }
+            },
+            config_path=arguments.config,
         )
     except KopilkaError as error:
         print(f"Error: {error.message}", file=sys.stderr)
@@ -127,7 +141,7 @@ def serve_main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _ignore_signal)
     signal.signal(signal.SIGINT, _ignore_signal)
     if settings.workers > 1:
-        return _serve_workers(settings)
+        return _serve_workers(settings, arguments.config)
     app = create_app(settings, admin_token_path=token_path)
     server = _Server(uvicorn.Config(app, **_options(settings)), settings)
     server.run()
@@ -135,7 +149,7 @@ def serve_main(argv: list[str]) -> int:
     return 0 if server.started else 1
 
 
-def _serve_workers(settings: Settings) -> int:
+def _serve_workers(settings: Settings, config_path: str | None) -> int:
     """Several processes on one socket, each with its own engine (SQLite or PostgreSQL)."""
     if settings.db in ("memory:", ":memory:"):
         print("Error: --workers above 1 needs a shared database, not memory:", file=sys.stderr)
@@ -156,6 +170,8 @@ def _serve_workers(settings: Settings) -> int:
     asyncio.run(prepare())
     os.environ["KOPILKA_DB"] = settings.db
     os.environ["KOPILKA_HOME"] = str(settings.home)
+    if config_path is not None:
+        os.environ["KOPILKA_CONFIG"] = config_path  # workers read the same file
     _announce(settings, None)
     uvicorn.run(
         "kopilka.api.app:create_app_from_environment",

@@ -1,14 +1,26 @@
-"""SIGKILL loses no acknowledged operation; SIGTERM drains in-flight work and exits 0."""
+"""SIGKILL loses no acknowledged operation; SIGTERM drains in-flight work and exits 0;
+`serve --config FILE` runs as the file says."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
-from tests.kopilka_server import RawConnection, ServerProcess, running_server
+import httpx
+import pytest
+from tests.e2e.conftest import run_kopilka
+from tests.kopilka_server import (
+    RawConnection,
+    ServerProcess,
+    free_port,
+    kopilka_command,
+    running_server,
+    server_env,
+)
 
 ACCOUNTS = [f"acct{i}" for i in range(10)]
 
@@ -100,3 +112,43 @@ def test_sigterm_drains_answers_and_exits_zero(tmp_path: Path) -> None:
     assert len(acked) > 100
     with running_server(home) as restarted:
         _check(_recorded(restarted), acked, len(ACCOUNTS) * 100_000_000, restarted)
+
+
+@pytest.mark.parametrize("where", ["after serve", "before serve"])
+def test_serve_takes_its_port_and_database_from_config(tmp_path: Path, where: str) -> None:
+    home, port, db = tmp_path / "home", free_port(), tmp_path / "from-config.db"
+    config = tmp_path / "served.toml"
+    config.write_text(f'port = {port}\ndb = "{db}"\n')
+    flag = ["--config", str(config)]
+    arguments = ["serve", *flag] if where == "after serve" else [*flag, "serve"]
+    home.mkdir()
+    process = subprocess.Popen(
+        [*kopilka_command(), *arguments],
+        env=server_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert (
+            process.stdout.readline()
+            == f"kopilka listening on http://127.0.0.1:{port} (db: {db})\n"
+        )
+        token = (home / "admin.token").read_text().strip()
+        body = {"client": "A", "amount": "5", "description": "x", "open_account": True}
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/deposits",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert answer.status_code == 201, answer.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        process.communicate()
+    # The deposit is in the file the config named, not in the home's default database.
+    balance = run_kopilka(home, "balance", "--client=A", "--db", str(db))
+    assert balance.stdout == "Balance of A: $5.00\n", balance.stderr
+    assert not (home / "kopilka.db").exists()
