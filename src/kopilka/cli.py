@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kopilka import __version__
+from kopilka.bank import Bank
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.settings import Settings, load_settings, redact_url
 from kopilka.shell.commands import execute, needs_bank
@@ -155,6 +156,8 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
     target = _target(options, port)
     bank = open_bank(target)
     try:
+        if target.url is not None:
+            _check_reachable(bank)
         if sys.stdin.isatty():
             greeting = (
                 f"kopilka shell on {target.describe()}.\n"
@@ -166,6 +169,20 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
         return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stdout, terminal=False))
     finally:
         bank.close()
+
+
+def _check_reachable(bank: Bank) -> None:
+    """A shell on a server it cannot reach ends at once with that error (exit 1), as a
+    sandbox does, rather than reading every line only to print the same error for it."""
+    from kopilka.client import Client  # loaded already: the bank is one
+
+    assert isinstance(bank, Client)
+    try:
+        bank.health()
+    except KopilkaError as error:
+        if error.code == "server_unreachable":
+            raise
+        # It answered: whatever ails it is told command by command.
 
 
 def _oneshot(options: GlobalOptions, words: list[str]) -> int:

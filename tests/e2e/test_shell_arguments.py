@@ -1,10 +1,13 @@
-"""The real `kopilka` shell and one-shots on what people mistype."""
+"""The real `kopilka` shell and one-shots on what people mistype, and on a missing server."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from tests.e2e.conftest import RunKopilka
+from tests.kopilka_server import free_port
 
 
 def test_a_command_in_capitals_suggests_the_command_and_runs_nothing(
@@ -30,3 +33,17 @@ def test_a_one_shot_in_capitals_suggests_the_command_and_exits_one(kopilka: RunK
     result = kopilka("DEPOSIT", "--client=A", "--amount=5", "--description=x")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "Error: unknown command 'DEPOSIT'; did you mean 'deposit'?\n"
+
+
+@pytest.mark.parametrize("extra", [(), ("--sandbox",)])
+def test_a_shell_on_a_server_that_is_not_there_says_so_once_and_exits_one(
+    kopilka: RunKopilka, kopilka_home: Path, extra: tuple[str, ...]
+) -> None:
+    kopilka_home.mkdir(parents=True)
+    (kopilka_home / "admin.token").write_text("some-token\n")  # a token, but no server
+    port = free_port()
+    typed = "balance --client=A\naccounts\n"
+    result = kopilka("shell", str(port), *extra, stdin=typed)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"Error: cannot reach the server at http://127.0.0.1:{port}: ")
+    assert result.stderr.count("\n") == 1
