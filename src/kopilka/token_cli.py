@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     database.add_argument(
         "--db", default=argparse.SUPPRESS, help="'memory:', a SQLite path or a postgresql:// URL"
     )
+    database.add_argument(
+        "--config", default=argparse.SUPPRESS, metavar="FILE", help="settings file (kopilka.toml)"
+    )
     parser = argparse.ArgumentParser(
         prog="kopilka token", description="Manage API tokens.", parents=[database]
     )
@@ -82,7 +85,10 @@ async def _run(store: Store, arguments: argparse.Namespace) -> int:
 def token_main(argv: list[str]) -> int:
     arguments = _parser().parse_args(argv)
     try:
-        settings = load_settings({"db": getattr(arguments, "db", None)})
+        settings = load_settings(
+            {"db": getattr(arguments, "db", None)},
+            config_path=getattr(arguments, "config", None),
+        )
         return asyncio.run(_run(open_store(settings.db), arguments))
     except KopilkaError as error:
         print(f"Error: {error.message}", file=sys.stderr)

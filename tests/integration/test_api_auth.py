@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -184,3 +185,22 @@ def test_token_cli_creates_a_working_client_token(server: ServerProcess, tmp_pat
 def test_admin_token_file_is_private(server: ServerProcess) -> None:
     mode = (server.home / "admin.token").stat().st_mode & 0o777
     assert mode == 0o600
+
+
+def test_token_cli_reads_its_database_from_a_config_file(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    config = tmp_path / "settings.toml"
+    config.write_text(f"db = {json.dumps(server.db)}\n")
+    made = make_token(server, "teller")[0]
+    listed = subprocess.run(
+        [*kopilka_command(), "token", "list", "--config", str(config)],
+        env=server_env(tmp_path / "another-home"),  # its default database is elsewhere
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert made in listed.stdout
