@@ -9,12 +9,13 @@ then defaults. A password inside a database URL is never printed: use
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import platformdirs
 
@@ -126,10 +127,60 @@ def _with_password(url: str, password: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+# Query parameters whose value is a secret or names where one is kept (libpq's names).
+_SECRET_PARAMETERS = ("password", "sslpassword", "passfile", "sslkey")
+# A secret value runs to the next "&name=" or the end: an unescaped '&' or '#' in a
+# password must not let its tail show.
+_SECRET_QUERY = re.compile(
+    r"([?&](?:" + "|".join(_SECRET_PARAMETERS) + r")=)(.*?)(?=&[A-Za-z_]+=|$)",
+    re.IGNORECASE | re.DOTALL,
+)
+_URL_DELIMITERS = re.compile(r"[:/?#@&\[\]]")
+
+
+def _split_userinfo(rest: str) -> tuple[str, str, str]:
+    """(userinfo, '@', the rest) of what follows '//'; ('', '', rest) without userinfo.
+
+    The userinfo ends at the LAST '@': a password with an unescaped '/', '?', '#'
+    or '@' would otherwise be read as the host or the path and printed as such. An
+    '@' later in the query only hides more than needed, never less.
+    """
+    userinfo, at, after = rest.rpartition("@")
+    return (userinfo, at, after) if at else ("", "", rest)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by '***', safe to print and log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """The URL with any password replaced by '***', safe to print and log.
+
+    Hides the userinfo password (user:***@host) and the values of secret query
+    parameters (?password=***), however oddly they are written.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        return url  # a file path or 'memory:'
+    rest = _SECRET_QUERY.sub(r"\1***", rest)
+    userinfo, at, after = _split_userinfo(rest)
+    user, colon, _ = userinfo.partition(":")
+    if colon:
+        rest = f"{user}:***{at}{after}"
+    return f"{scheme}://{rest}"
+
+
+def redact_text(text: str, url: str) -> str:
+    """`text` with every secret written in `url` replaced by '***'.
+
+    For what may echo part of the URL, such as a driver's error about a URL it
+    could not parse ("invalid literal for int(): 'S3cret'").
+    """
+    _, separator, rest = url.partition("://")
+    if not separator:
+        return text
+    secrets = [match.group(2) for match in _SECRET_QUERY.finditer(rest)]
+    userinfo, _, _ = _split_userinfo(_SECRET_QUERY.sub(r"\1***", rest))
+    secrets.append(userinfo.partition(":")[2])
+    secrets += [unquote(secret) for secret in secrets]
+    # A parser that split the URL at a '/' or ':' inside the password echoes a piece.
+    secrets += [piece for secret in secrets for piece in _URL_DELIMITERS.split(secret)]
+    for secret in sorted({secret for secret in secrets if len(secret) > 1}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

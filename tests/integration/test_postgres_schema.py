@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from tests.e2e.conftest import run_kopilka
+from tests.kopilka_server import free_port, kopilka_command, server_env
 
 from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits
 from kopilka.engine import Engine
@@ -198,3 +201,47 @@ async def test_limits_and_balances_changed_in_one_batch_pass_the_checks(
         floor = await engine.get_account("main", "Floor")
     assert (cap.balance_cents, cap.max_balance_cents) == (900, 1_000)
     assert (floor.balance_cents, floor.min_balance_cents) == (300, 200)
+
+
+# -- the password never shows -----------------------------------------------------------
+
+
+def _in_url(url: str, netloc: str = "", query: str = "") -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=netloc or parts.netloc, query=query))
+
+
+def test_a_query_password_never_shows_in_init_or_serve(postgres_url: str, tmp_path: Path) -> None:
+    url = _in_url(postgres_url, query="password=S3cret-pw")
+    init = run_kopilka(tmp_path / "home", "init", "--db", url)
+    assert init.returncode == 0, init.stderr
+    assert "password=***" in init.stdout
+    assert "S3cret" not in init.stdout + init.stderr
+    serve = subprocess.Popen(
+        [*kopilka_command(), "serve", "--port", str(free_port()), "--db", url],
+        env=server_env(tmp_path / "home"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serve.stdout is not None
+        listening = serve.stdout.readline()
+    finally:
+        serve.kill()
+        _, errors = serve.communicate(timeout=30)
+    assert "listening" in listening, errors
+    assert "password=***" in listening
+    assert "S3cret" not in listening + errors
+
+
+def test_a_password_with_a_slash_never_shows_when_the_url_is_refused(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    parts = urlsplit(postgres_url)
+    url = _in_url(postgres_url, netloc=f"postgres:S3cret/Pw@{parts.hostname}:{parts.port}")
+    init = run_kopilka(tmp_path / "home", "init", "--db", url)
+    assert init.returncode == 1
+    assert init.stderr.startswith("Error: cannot open the database")
+    assert len(init.stderr.splitlines()) == 1
+    assert "S3cret" not in init.stdout + init.stderr

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from kopilka.errors import InvalidInput
-from kopilka.settings import DEFAULT_HOST, DEFAULT_PORT, load_settings, redact_url
+from kopilka.settings import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    load_settings,
+    redact_text,
+    redact_url,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -93,13 +99,46 @@ def test_redact_url() -> None:
     assert redact_url("/var/lib/kopilka.db") == "/var/lib/kopilka.db"
 
 
-def test_connection_bounds_come_from_settings(tmp_path: Path) -> None:
-    settings = load_settings(
-        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"}
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # A password given as a query parameter, any case, among other parameters.
+        (
+            "postgresql://kop@127.0.0.1:5432/db?password=S3cret",
+            "postgresql://kop@127.0.0.1:5432/db?password=***",
+        ),
+        (
+            "postgresql://kop@h/db?sslmode=require&PassWord=S3cret&application_name=x",
+            "postgresql://kop@h/db?sslmode=require&PassWord=***&application_name=x",
+        ),
+        (
+            "postgres://kop@h/db?sslpassword=S3cret&passfile=/home/S3cret",
+            "postgres://kop@h/db?sslpassword=***&passfile=***",
+        ),
+        # Unescaped '&' or '#' inside a query password: its tail is hidden too.
+        ("postgresql://kop@h/db?password=S3&cret#x", "postgresql://kop@h/db?password=***"),
+        # Unescaped '/', '#', '?' or '@' inside the userinfo password.
+        ("postgresql://kop:S3cret/Pw@127.0.0.1:5432/l", "postgresql://kop:***@127.0.0.1:5432/l"),
+        ("postgresql://kop:S3#cret@h/l", "postgresql://kop:***@h/l"),
+        (
+            "postgresql://kop:S3?cret@h/l?sslmode=disable",
+            "postgresql://kop:***@h/l?sslmode=disable",
+        ),
+        ("postgresql://kop:S3@cret@[::1]:5432/l", "postgresql://kop:***@[::1]:5432/l"),
+        ("postgresql://kop@h1:5432,h2:5433/db", "postgresql://kop@h1:5432,h2:5433/db"),
+        ("memory:", "memory:"),
+    ],
+)
+def test_redact_url_hides_every_written_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert "S3" not in redact_url(url)
+
+
+def test_redact_text_hides_a_password_a_driver_echoes() -> None:
+    url = "postgresql://kop:S3cret/Pw@127.0.0.1:5432/l?password=Qu%26ery"
+    # asyncpg read 'S3cret' as the port: its error quotes that piece only.
+    echoed = "invalid literal for int() with base 10: 'S3cret'; S3cret/Pw; Qu&ery; Qu%26ery"
+    assert (
+        redact_text(echoed, url) == "invalid literal for int() with base 10: '***'; ***; ***; ***"
     )
-    assert (settings.connections_per_client, settings.header_seconds) == (8, 10.0)
-    flagged = load_settings(
-        {"connections_per_client": 16, "header_seconds": 2.5},
-        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"},
-    )
-    assert (flagged.connections_per_client, flagged.header_seconds) == (16, 2.5)
+    assert redact_text("nothing secret", "postgresql://kop@h/db") == "nothing secret"

@@ -44,7 +44,7 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
-from kopilka.settings import redact_url
+from kopilka.settings import redact_text, redact_url
 from kopilka.store.postgres_schema import (
     MIGRATION_LOCK_KEY,
     MIGRATIONS,
@@ -263,7 +263,7 @@ class PostgresStore:
     async def open(self) -> None:
         assert self._pool is None, "store is already open"
         try:
-            pool = await asyncpg.create_pool(
+            self._pool = await asyncpg.create_pool(
                 self._url,
                 # No floor of idle connections: asyncpg would keep redialling (and
                 # logging) while the server is away; connections open on demand.
@@ -281,21 +281,12 @@ class PostgresStore:
                     "random_page_cost": "1.1",
                 },
             )
-        except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
-            raise self._unavailable(error) from error
-        self._pool = pool
-        try:
-            async with self._connection() as connection:
+            async with self._pool.acquire(timeout=self._connect_timeout_seconds) as connection:
                 await migrate(connection)
-        except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
+        except BaseException as error:
             await self.close()
-            raise Unavailable(
-                "store_unavailable",
-                f"cannot prepare the schema at {self.redacted_url}: "
-                f"{type(error).__name__}: {error}",
-            ) from error
-        except BaseException:
-            await self.close()
+            if isinstance(error, Exception) and not isinstance(error, KopilkaError):
+                raise self._cannot_open(error) from error
             raise
 
     async def close(self) -> None:
@@ -305,6 +296,17 @@ class PostgresStore:
                 await asyncio.wait_for(pool.close(), self._connect_timeout_seconds)
             except _CONNECTION_LOST:  # TimeoutError included
                 pool.terminate()
+
+    def _cannot_open(self, error: Exception) -> Unavailable:
+        """For whoever starts kopilka: which database (redacted) and why.
+
+        Any failure counts, a URL the driver cannot parse included; its message is
+        scrubbed, as it may quote a piece of the password.
+        """
+        reason = redact_text(f"{type(error).__name__}: {error}", self._url)
+        return Unavailable(
+            "store_unavailable", f"cannot open the database at {self.redacted_url}: {reason}"
+        )
 
     def _unavailable(self, error: BaseException) -> Unavailable:
         return Unavailable(
