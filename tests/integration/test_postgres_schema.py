@@ -4,15 +4,18 @@ and a password that never shows. Real server (tests/conftest_pg.py), no mocks.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from tests.e2e.conftest import run_kopilka
-from tests.kopilka_server import free_port, kopilka_command, server_env
+from tests.kopilka_server import free_port, kopilka_command, running_server, server_env
 
 from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits
 from kopilka.engine import Engine
@@ -201,6 +204,62 @@ async def test_limits_and_balances_changed_in_one_batch_pass_the_checks(
         floor = await engine.get_account("main", "Floor")
     assert (cap.balance_cents, cap.max_balance_cents) == (900, 1_000)
     assert (floor.balance_cents, floor.min_balance_cents) == (300, 200)
+
+
+# -- a server role that may only read and write rows ----------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _row_only_role(url: str) -> AsyncIterator[str]:
+    """A role with what docs/postgres.md asks for after `kopilka init`, and no CREATE;
+    yields its URL (the test server trusts local logins, the password is for show)."""
+    role = f"app_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC;"  # the default before PostgreSQL 15
+            f" CREATE ROLE {role} LOGIN PASSWORD 'x';"
+            f" GRANT USAGE ON SCHEMA public TO {role};"
+            f" GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};"
+            f" GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+        )
+        parts = urlsplit(url)
+        yield urlunsplit(parts._replace(netloc=f"{role}:x@{parts.hostname}:{parts.port}"))
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+        await admin.close()
+
+
+async def test_a_role_without_create_opens_an_up_to_date_schema(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    await initialize_schema(postgres_url)
+    async with _row_only_role(postgres_url) as app_url:
+        async with Engine(PostgresStore(app_url)) as engine:
+            assert isinstance(await engine.execute(Deposit("Ann", 100, "x", "k1")), Operation)
+        with running_server(tmp_path / "home", app_url) as server, server.client() as admin:
+            answer = admin.post(
+                "/v1/deposits", json={"client": "Ann", "amount": "2", "description": "y"}
+            )
+            assert answer.status_code == 201, answer.text
+            assert admin.get("/v1/accounts/Ann").json()["balance"] == "3.00"
+
+
+async def test_a_role_without_create_is_told_to_run_init_on_an_old_schema(
+    postgres_url: str,
+) -> None:
+    await initialize_schema(postgres_url)
+    async with _row_only_role(postgres_url) as app_url:
+        admin = await asyncpg.connect(postgres_url)
+        try:  # as if the last migration were new in this kopilka
+            await admin.execute("DELETE FROM schema_migrations WHERE version = $1", SCHEMA_VERSION)
+        finally:
+            await admin.close()
+        with pytest.raises(Unavailable) as refused:
+            await PostgresStore(app_url).open()
+    assert refused.value.code == "schema_outdated"
+    assert f"schema version {SCHEMA_VERSION - 1}" in refused.value.message
+    assert "run `kopilka init`" in refused.value.message
 
 
 # -- the password never shows -----------------------------------------------------------

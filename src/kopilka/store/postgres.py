@@ -199,8 +199,10 @@ async def _no_reset(connection: Connection) -> None:
 async def migrate(connection: Connection) -> int:
     """Create or upgrade the schema; refuse a newer one. Returns the version found.
 
-    The transaction-scoped advisory lock makes processes that start together take
-    turns; the migrations and their version rows commit together or not at all.
+    An up-to-date schema is only read, so a server whose role may only read and
+    write rows (no CREATE) opens it. Otherwise the transaction-scoped advisory lock
+    makes processes that start together take turns; the migrations and their
+    version rows commit together or not at all.
     """
     major = connection.get_server_version().major
     if major < SERVER_VERSION_MIN:
@@ -208,22 +210,45 @@ async def migrate(connection: Connection) -> int:
             "unsupported_database",
             f"kopilka needs PostgreSQL {SERVER_VERSION_MIN} or newer; the server is {major}",
         )
-    async with connection.transaction():
-        await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-        await connection.execute(SCHEMA_MIGRATIONS_TABLE)
-        version = int(
-            await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
-        )
-        if version > SCHEMA_VERSION:
-            raise Unavailable(
-                "unknown_schema",
-                f"the database has schema version {version}, newer than this kopilka "
-                f"knows ({SCHEMA_VERSION}); upgrade kopilka",
-            )
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            await connection.execute(MIGRATIONS[number - 1])
-            await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+    version = await _schema_version(connection)
+    _refuse_newer(version)
+    if version == SCHEMA_VERSION:
+        return version
+    try:
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            await connection.execute(SCHEMA_MIGRATIONS_TABLE)
+            version = await _schema_version(connection)  # another process may have been first
+            _refuse_newer(version)
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                await connection.execute(MIGRATIONS[number - 1])
+                await connection.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)", number
+                )
+    except asyncpg.exceptions.InsufficientPrivilegeError as error:
+        raise Unavailable(
+            "schema_outdated",
+            f"the database has schema version {version}, this kopilka needs "
+            f"{SCHEMA_VERSION}, and this user may not change it ({error}): "
+            "run `kopilka init` as a user with CREATE on the schema",
+        ) from error
     return version
+
+
+async def _schema_version(connection: Connection) -> int:
+    """The last migration applied, 0 in an empty database. Reads only."""
+    if not await connection.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        return 0
+    return int(await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+def _refuse_newer(version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise Unavailable(
+            "unknown_schema",
+            f"the database has schema version {version}, newer than this kopilka "
+            f"knows ({SCHEMA_VERSION}); upgrade kopilka",
+        )
 
 
 class PostgresStore:
