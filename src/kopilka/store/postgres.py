@@ -66,6 +66,10 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,  # class 08: connection exceptions
     asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, crash, cancel
     asyncpg.InterfaceError,  # "connection is closed"
+    # A session the server killed while asyncpg was between messages leaves the
+    # protocol mid-way ("cannot switch to state 11; another operation (2) is in
+    # progress") until the socket's close is read: as lost as a closed connection.
+    asyncpg.exceptions.InternalClientError,
 )
 # Failures PostgreSQL itself expects to be retried: nothing was applied.
 _TRANSIENT: tuple[type[BaseException], ...] = (
@@ -342,7 +346,11 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
-        """A pooled connection; an unreachable server is Unavailable at once."""
+        """A pooled connection; an unreachable server is Unavailable at once.
+
+        A connection that failed as lost is terminated, never handed to the next
+        caller: asyncpg may not have read the socket's close yet.
+        """
         pool = self._pool
         assert pool is not None, "store is not open"
         try:
@@ -351,6 +359,9 @@ class PostgresStore:
             raise self._unavailable(error) from error
         try:
             yield connection
+        except _CONNECTION_LOST:
+            _discard(connection)
+            raise
         finally:
             # A broken connection is dropped by the pool; never mask the real error.
             with contextlib.suppress(*_CONNECTION_LOST):
@@ -394,14 +405,18 @@ class PostgresStore:
                 raise _KeyAlreadyUsed
             transaction_id = await _write_plan(connection, plan, limits)
         except BaseException as error:
-            await _rollback_quietly(transaction)
-            if isinstance(error, _TRANSIENT + _CONNECTION_LOST):
+            if isinstance(error, _CONNECTION_LOST):
                 # Before COMMIT nothing is applied: the server rolls back a lost session.
+                _discard(connection)
+                raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
+            await _rollback_quietly(transaction)
+            if isinstance(error, _TRANSIENT):
                 raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
             raise
         try:
             await transaction.commit()
         except _CONNECTION_LOST:
+            _discard(connection)
             if transaction_id is None:
                 return plan.outcomes  # nothing was written: the outcome is the same
             outcomes = await self._settle(transaction_id, plan)
@@ -454,23 +469,21 @@ class PostgresStore:
 
     async def _read(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """Run a read; once more on a fresh connection if a pooled one had gone stale."""
-        async with self._connection() as connection:
-            try:
+        with contextlib.suppress(*_CONNECTION_LOST):
+            async with self._connection() as connection:
                 return await work(connection)
-            except _CONNECTION_LOST:
-                pass
-        async with self._connection() as connection:
-            try:
-                return await work(connection)
-            except _CONNECTION_LOST as error:
-                raise self._unavailable(error) from error
+        return await self._once(work)
 
     async def _write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        async with self._connection() as connection:
-            try:
+        # Once only: a lost connection may hide a committed write.
+        return await self._once(work)
+
+    async def _once(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        try:
+            async with self._connection() as connection:
                 return await work(connection)
-            except _CONNECTION_LOST as error:
-                raise self._unavailable(error) from error
+        except _CONNECTION_LOST as error:
+            raise self._unavailable(error) from error
 
     async def get_account(self, ledger: str, client: str) -> Account | None:
         row = await self._read(
@@ -686,6 +699,14 @@ class _AccountIds:
 
 class _KeyAlreadyUsed(Exception):
     """A batch met an idempotency key that is already in the database."""
+
+
+def _discard(connection: Connection) -> None:
+    """Close a connection that failed as lost, so the pool never hands it out again:
+    asyncpg may not have read the socket's close yet, or its protocol may be mid-way."""
+    # Already closed: asyncpg has detached it and returned its slot to the pool.
+    with contextlib.suppress(asyncpg.InterfaceError):
+        connection.terminate()
 
 
 async def _rollback_quietly(transaction: Any) -> None:

@@ -1,0 +1,196 @@
+"""A real `kopilka serve` on PostgreSQL, under a few concurrent clients, while the
+database is stopped and started (cleanly, immediately and by SIGKILL).
+
+Connections the server killed must count as lost: never a 500, never internal_error,
+only 503 store_unavailable while the database is away. Every write answered 503 is
+then retried with its key: nothing is applied twice, and no acknowledged transfer
+is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from tests.kopilka_server import RawConnection, ServerProcess, running_server
+from tests.pgserver import PostgresTestServer, StopMode
+
+pytestmark = pytest.mark.postgres
+
+CLIENTS = [f"C{n}" for n in range(6)]
+OPENING = Decimal(1_000)
+CALLERS = 8
+REQUEST_SECONDS_MAX = 30.0
+
+
+class Load:
+    """Callers sending transfers, deposits and reads until told to stop."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.stop = asyncio.Event()
+        self.answers: list[tuple[str, int, Any]] = []  # (path, status, body)
+        self.writes: dict[str, tuple[str, dict[str, str]]] = {}  # key -> (path, body)
+        self.acknowledged: set[str] = set()
+        self.unknown: set[str] = set()  # answered 503: applied or not, retried later
+
+    def created_since(self, count: int) -> int:
+        return sum(1 for _, status, _ in self.answers[count:] if status == 201)
+
+    async def caller(self, index: int) -> None:
+        rnd = random.Random(index)
+        number = 0
+        async with RawConnection(self.server) as http:
+            while not self.stop.is_set():
+                number += 1
+                await self._one(http, rnd, f"r{index}-{number}")
+
+    async def _one(self, http: RawConnection, rnd: random.Random, key: str) -> None:
+        roll = rnd.random()
+        if roll < 0.3:
+            await self._read(http, f"/v1/accounts/{rnd.choice(CLIENTS)}")
+            return
+        if roll < 0.4:
+            await self._read(http, "/v1/accounts")
+            return
+        amount = f"{rnd.randint(1, 5_000) / 100:.2f}"
+        if roll < 0.85:
+            source, target = rnd.sample(CLIENTS, 2)
+            path, body = "/v1/transfers", {"from": source, "to": target, "amount": amount}
+        else:
+            path, body = "/v1/deposits", {"client": rnd.choice(CLIENTS), "amount": amount}
+        body["description"] = key
+        self.writes[key] = (path, body)
+        status = await self._send(http, "POST", path, body, {"Idempotency-Key": key})
+        if status == 201:
+            self.acknowledged.add(key)
+        elif status == 503:
+            self.unknown.add(key)
+            await asyncio.sleep(0.02)
+
+    async def _read(self, http: RawConnection, path: str) -> None:
+        status = await self._send(http, "GET", path)
+        if status == 503:
+            await asyncio.sleep(0.02)
+
+    async def _send(
+        self,
+        http: RawConnection,
+        method: str,
+        path: str,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+    ) -> int:
+        status, _, answer = await asyncio.wait_for(
+            http.request(method, path, body, headers), REQUEST_SECONDS_MAX
+        )
+        self.answers.append((path, status, answer))
+        return status
+
+
+def _setup(server: ServerProcess) -> None:
+    with server.client() as admin:
+        for client in CLIENTS:
+            opened = admin.post("/v1/accounts", json={"client": client})
+            assert opened.status_code == 201, opened.text
+            answer = admin.post(
+                "/v1/deposits",
+                json={"client": client, "amount": str(OPENING), "description": "open"},
+                headers={"Idempotency-Key": f"open-{client}"},
+            )
+            assert answer.status_code == 201, answer.text
+
+
+async def _outage(postgres_server: PostgresTestServer, load: Load, mode: StopMode) -> None:
+    """Stop the database under load, start it again, see service resume."""
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(postgres_server.stop, mode)
+    await asyncio.sleep(0.8)
+    await asyncio.to_thread(postgres_server.start)
+    served = len(load.answers)
+    deadline = time.monotonic() + 15
+    while load.created_since(served) < 20:
+        assert time.monotonic() < deadline, f"no service after a {mode} restart"
+        await asyncio.sleep(0.05)
+
+
+async def _storm(postgres_server: PostgresTestServer, server: ServerProcess) -> Load:
+    load = Load(server)
+    callers = [asyncio.create_task(load.caller(index)) for index in range(CALLERS)]
+    try:
+        for mode in ("immediate", "fast", "kill", "immediate"):
+            await _outage(postgres_server, load, mode)
+    finally:
+        load.stop.set()
+        await asyncio.gather(*callers, return_exceptions=True)
+    for caller in callers:
+        caller.result()  # a caller that failed (a timeout, a closed connection) fails here
+    return load
+
+
+def _check_answers(load: Load) -> None:
+    statuses = {status for _, status, _ in load.answers}
+    assert statuses <= {200, 201, 422, 503}, sorted(statuses)
+    unavailable = [(path, body) for path, status, body in load.answers if status == 503]
+    assert unavailable, "the outages went unnoticed"
+    for path, body in unavailable:
+        assert body["error"]["code"] == "store_unavailable", (path, body)
+    refused = {body["error"]["code"] for _, status, body in load.answers if status == 422}
+    assert refused <= {"insufficient_funds"}, refused
+
+
+def _retry_unknown(load: Load, server: ServerProcess) -> None:
+    """A 503 may hide an applied write: the same key settles it, once."""
+    with server.client() as admin:
+        for key in sorted(load.unknown):
+            path, body = load.writes[key]
+            answer = admin.post(path, json=body, headers={"Idempotency-Key": key})
+            assert answer.status_code in (201, 422), answer.text
+            if answer.status_code == 201:
+                load.acknowledged.add(key)
+
+
+async def _check_ledger(url: str, load: Load) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        stored = {
+            row[0]: row[1]
+            for row in await connection.fetch(
+                "SELECT description, count(*) FROM operations WHERE description LIKE 'r%'"
+                " GROUP BY description"
+            )
+        }
+        deposited = await connection.fetchval(
+            "SELECT coalesce(sum(amount), 0) FROM operations WHERE kind = 'deposit'"
+        )
+        total = await connection.fetchval("SELECT sum(balance) FROM accounts")
+        drift = await connection.fetchval(
+            "SELECT count(*) FROM accounts a WHERE balance <> "
+            "(SELECT coalesce(sum(amount), 0) FROM entries e WHERE e.account_id = a.id)"
+        )
+    finally:
+        await connection.close()
+    assert load.acknowledged <= set(stored), "an acknowledged write was lost"
+    assert set(stored.values()) == {1}, "a write was applied twice"
+    assert total == deposited
+    assert drift == 0
+
+
+def test_database_restarts_under_load_answer_only_503_store_unavailable(
+    tmp_path: Path, postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
+    with running_server(tmp_path / "home", postgres_url) as server:
+        _setup(server)
+        load = asyncio.run(_storm(postgres_server, server))
+        _check_answers(load)
+        _retry_unknown(load, server)
+        asyncio.run(_check_ledger(postgres_url, load))
+        server.stop()
+    assert "Traceback" not in server.errors, server.errors
