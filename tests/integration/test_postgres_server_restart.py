@@ -2,18 +2,20 @@
 database is stopped and started (cleanly, immediately and by SIGKILL).
 
 Connections the server killed must count as lost: never a 500, never internal_error,
-only 503 store_unavailable while the database is away. Every write answered 503 is
-then retried with its key: nothing is applied twice, and no acknowledged transfer
-is lost."""
+only 503 store_unavailable while the database is away, with nothing in the answer
+about where the database is. Every write answered 503 is then retried with its key:
+nothing is applied twice, and no acknowledged transfer is lost."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import secrets
 import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -106,11 +108,17 @@ def _setup(server: ServerProcess) -> None:
             assert answer.status_code == 201, answer.text
 
 
-async def _outage(postgres_server: PostgresTestServer, load: Load, mode: StopMode) -> None:
-    """Stop the database under load, start it again, see service resume."""
+async def _outage(
+    postgres_server: PostgresTestServer, load: Load, mode: StopMode, stranger: RawConnection
+) -> None:
+    """Stop the database under load, ask while it is away, start it, see service resume."""
     await asyncio.sleep(0.5)
     await asyncio.to_thread(postgres_server.stop, mode)
     await asyncio.sleep(0.8)
+    # A caller whose token is unknown learns only that the database is away.
+    status, _, answer = await stranger.request("GET", "/v1/accounts")
+    load.answers.append(("stranger", status, answer))
+    assert status == 503, answer
     await asyncio.to_thread(postgres_server.start)
     served = len(load.answers)
     deadline = time.monotonic() + 15
@@ -122,9 +130,11 @@ async def _outage(postgres_server: PostgresTestServer, load: Load, mode: StopMod
 async def _storm(postgres_server: PostgresTestServer, server: ServerProcess) -> Load:
     load = Load(server)
     callers = [asyncio.create_task(load.caller(index)) for index in range(CALLERS)]
+    stranger_token = f"kop_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
     try:
-        for mode in ("immediate", "fast", "kill", "immediate"):
-            await _outage(postgres_server, load, mode)
+        async with RawConnection(server, stranger_token) as stranger:
+            for mode in ("immediate", "fast", "kill", "immediate"):
+                await _outage(postgres_server, load, mode, stranger)
     finally:
         load.stop.set()
         await asyncio.gather(*callers, return_exceptions=True)
@@ -133,13 +143,18 @@ async def _storm(postgres_server: PostgresTestServer, server: ServerProcess) -> 
     return load
 
 
-def _check_answers(load: Load) -> None:
+def _check_answers(load: Load, url: str) -> None:
+    parts = urlsplit(url)
+    database = parts.path.lstrip("/")
+    where = [str(parts.hostname), f":{parts.port}", database, "postgres", "://"]
     statuses = {status for _, status, _ in load.answers}
     assert statuses <= {200, 201, 422, 503}, sorted(statuses)
     unavailable = [(path, body) for path, status, body in load.answers if status == 503]
     assert unavailable, "the outages went unnoticed"
     for path, body in unavailable:
         assert body["error"]["code"] == "store_unavailable", (path, body)
+        message = body["error"]["message"]
+        assert not [part for part in where if part in message], (path, message)
     refused = {body["error"]["code"] for _, status, body in load.answers if status == 422}
     assert refused <= {"insufficient_funds"}, refused
 
@@ -189,8 +204,12 @@ def test_database_restarts_under_load_answer_only_503_store_unavailable(
     with running_server(tmp_path / "home", postgres_url) as server:
         _setup(server)
         load = asyncio.run(_storm(postgres_server, server))
-        _check_answers(load)
+        _check_answers(load, postgres_url)
         _retry_unknown(load, server)
         asyncio.run(_check_ledger(postgres_url, load))
         server.stop()
+    # The operator's log says where the database is, once per outage, not per request.
+    outages = server.errors.count("is unavailable")
+    assert 1 <= outages <= 8, server.errors
+    assert urlsplit(postgres_url).path.lstrip("/") in server.errors
     assert "Traceback" not in server.errors, server.errors

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -55,6 +56,8 @@ from kopilka.tokens import TokenRecord
 
 T = TypeVar("T")
 Connection = Any  # asyncpg ships no type hints
+
+logger = logging.getLogger(__name__)
 
 SERVER_VERSION_MIN = 13
 _BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
@@ -283,6 +286,7 @@ class PostgresStore:
         self._settle_timeout_seconds = settle_timeout_seconds
         self._account_ids = _AccountIds(account_cache_max)
         self._pool: Any = None
+        self._outage_logged = False
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.redacted_url!r})"
@@ -338,11 +342,23 @@ class PostgresStore:
         )
 
     def _unavailable(self, error: BaseException) -> Unavailable:
+        """What a caller is told: only that the database is away. Where and why go
+        to the log, once per outage, for the operator."""
+        self._log_outage(error)
         return Unavailable(
-            "store_unavailable",
-            f"the database at {self.redacted_url} is unavailable "
-            f"({type(error).__name__}: {error}); nothing was applied, try again",
+            "store_unavailable", "the database is unavailable; nothing was applied, try again"
         )
+
+    def _log_outage(self, error: BaseException) -> None:
+        if not self._outage_logged:
+            self._outage_logged = True
+            reason = redact_text(f"{type(error).__name__}: {error}", self._url)
+            logger.warning("the database at %s is unavailable (%s)", self.redacted_url, reason)
+
+    def _log_recovery(self) -> None:
+        if self._outage_logged:
+            self._outage_logged = False
+            logger.warning("the database at %s is available again", self.redacted_url)
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
@@ -362,6 +378,8 @@ class PostgresStore:
         except _CONNECTION_LOST:
             _discard(connection)
             raise
+        else:
+            self._log_recovery()
         finally:
             # A broken connection is dropped by the pool; never mask the real error.
             with contextlib.suppress(*_CONNECTION_LOST):
@@ -445,7 +463,7 @@ class PostgresStore:
                         "SELECT pg_xact_status($1::text::xid8)", transaction_id
                     )
             except _CONNECTION_LOST as error:
-                raise self._outcome_unknown() from error
+                raise self._outcome_unknown(error) from error
             except Unavailable as error:
                 raise self._outcome_unknown() from error
             if status == "committed":
@@ -457,12 +475,13 @@ class PostgresStore:
             await asyncio.sleep(delay_seconds)
             delay_seconds = min(delay_seconds * 2, 0.2)
 
-    def _outcome_unknown(self) -> Unavailable:
+    def _outcome_unknown(self, error: BaseException | None = None) -> Unavailable:
+        if error is not None:
+            self._log_outage(error)
         return Unavailable(
             "store_unavailable",
-            f"lost the database at {self.redacted_url} while committing; whether this "
-            "was applied is not known yet: retry with the same idempotency key, it is "
-            "never applied twice",
+            "lost the database while committing; whether this was applied is not known "
+            "yet: retry with the same idempotency key, it is never applied twice",
         )
 
     # -- reads ----------------------------------------------------------------
