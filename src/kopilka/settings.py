@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import platformdirs
 
@@ -67,7 +67,7 @@ def load_settings(
 
     db = str(pick("db", str(base / "kopilka.db")))
     if db.startswith("postgres") and environ.get("KOPILKA_DB_PASSWORD_FILE"):
-        db = _with_password(db, Path(environ["KOPILKA_DB_PASSWORD_FILE"]).read_text().strip())
+        db = _with_password(db, _read_password(Path(environ["KOPILKA_DB_PASSWORD_FILE"])))
     try:
         port = int(pick("port", DEFAULT_PORT))
         workers = int(pick("workers", 1))
@@ -116,15 +116,27 @@ def _read_file(config_path: str | Path | None, base: Path) -> dict[str, Any]:
     return {}
 
 
-def _with_password(url: str, password: str) -> str:
-    parts = urlsplit(url)
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    from urllib.parse import quote
+def _read_password(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except (OSError, ValueError) as error:  # missing, unreadable, a directory, not text
+        reason = error.strerror if isinstance(error, OSError) else "not a text file"
+        raise InvalidInput(
+            "invalid_setting", f"cannot read KOPILKA_DB_PASSWORD_FILE {path}: {reason}"
+        ) from error
 
-    netloc = f"{quote(user)}:{quote(password, safe='')}@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+def _with_password(url: str, password: str) -> str:
+    """The URL with `password` as its userinfo password (replacing any there).
+
+    The user and the host part are kept exactly as written: a bracketed IPv6
+    address, several hosts (h1:5432,h2:5433) or a percent-escaped user survive.
+    """
+    parts = urlsplit(url)
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    netloc = f"{user}:{quote(password, safe='')}@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # Query parameters whose value is a secret or names where one is kept (libpq's names).

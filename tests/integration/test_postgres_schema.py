@@ -304,3 +304,33 @@ def test_a_password_with_a_slash_never_shows_when_the_url_is_refused(
     assert init.stderr.startswith("Error: cannot open the database")
     assert len(init.stderr.splitlines()) == 1
     assert "S3cret" not in init.stdout + init.stderr
+
+
+def test_a_missing_password_file_is_one_line_not_a_traceback(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    env = {"KOPILKA_DB_PASSWORD_FILE": str(tmp_path / "nonexistent")}
+    init = run_kopilka(tmp_path / "home", "init", "--db", postgres_url, env=env)
+    assert init.returncode == 1
+    assert init.stderr == (
+        f"Error: cannot read KOPILKA_DB_PASSWORD_FILE {tmp_path / 'nonexistent'}:"
+        " No such file or directory\n"
+    )
+
+
+def test_a_password_file_works_with_an_ipv6_host(postgres_url: str, tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("S3cret-pw\n")
+    env = {"KOPILKA_DB_PASSWORD_FILE": str(secret)}
+    parts = urlsplit(postgres_url)
+    assert parts.hostname == "127.0.0.1"  # the test server listens on IPv4 only
+    run = run_kopilka(tmp_path / "home", "init", "--db", postgres_url, env=env)
+    assert run.returncode == 0, run.stderr
+    assert f"postgres:***@127.0.0.1:{parts.port}" in run.stdout
+    # On [::1] nothing listens: refused, but the URL itself was read right.
+    url = _in_url(postgres_url, netloc=f"postgres@[::1]:{parts.port}")
+    run = run_kopilka(tmp_path / "home", "init", "--db", url, env=env)
+    assert run.returncode == 1
+    assert f"postgres:***@[::1]:{parts.port}" in run.stderr
+    assert "invalid literal" not in run.stderr
+    assert "S3cret" not in run.stdout + run.stderr

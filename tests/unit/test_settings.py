@@ -142,3 +142,48 @@ def test_redact_text_hides_a_password_a_driver_echoes() -> None:
         redact_text(echoed, url) == "invalid literal for int() with base 10: '***'; ***; ***; ***"
     )
     assert redact_text("nothing secret", "postgresql://kop@h/db") == "nothing secret"
+
+
+def test_a_missing_password_file_is_a_clear_setting_error(tmp_path: Path) -> None:
+    for path in (tmp_path / "nonexistent", tmp_path):  # missing, and a directory
+        with pytest.raises(InvalidInput) as info:
+            load_settings(
+                flags={"db": "postgresql://kop@db.example:5432/bank"},
+                environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_DB_PASSWORD_FILE": str(path)},
+            )
+        assert info.value.code == "invalid_setting"
+        assert f"KOPILKA_DB_PASSWORD_FILE {path}" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("url", "joined"),
+    [
+        ("postgresql://kop@[::1]:5432/db", "postgresql://kop:p%40ss@[::1]:5432/db"),
+        ("postgresql://kop@[::1]/db", "postgresql://kop:p%40ss@[::1]/db"),
+        (
+            "postgresql://k%40p:old@h1:5432,h2:5433/db",
+            "postgresql://k%40p:p%40ss@h1:5432,h2:5433/db",
+        ),
+        ("postgresql://h/db?sslmode=disable", "postgresql://:p%40ss@h/db?sslmode=disable"),
+    ],
+)
+def test_password_file_keeps_the_host_as_written(tmp_path: Path, url: str, joined: str) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("p@ss\n")
+    settings = load_settings(
+        flags={"db": url},
+        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_DB_PASSWORD_FILE": str(secret)},
+    )
+    assert settings.db == joined
+
+
+def test_connection_bounds_come_from_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"}
+    )
+    assert (settings.connections_per_client, settings.header_seconds) == (8, 10.0)
+    flagged = load_settings(
+        {"connections_per_client": 16, "header_seconds": 2.5},
+        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"},
+    )
+    assert (flagged.connections_per_client, flagged.header_seconds) == (16, 2.5)
