@@ -257,7 +257,7 @@ async def test_a_role_without_create_is_told_to_run_init_on_an_old_schema(
             await admin.close()
         with pytest.raises(Unavailable) as refused:
             await PostgresStore(app_url).open()
-    assert refused.value.code == "schema_outdated"
+    assert refused.value.code == "store_unavailable"
     assert f"schema version {SCHEMA_VERSION - 1}" in refused.value.message
     assert "run `kopilka init`" in refused.value.message
 

@@ -234,7 +234,7 @@ async def migrate(connection: Connection) -> int:
                 )
     except asyncpg.exceptions.InsufficientPrivilegeError as error:
         raise Unavailable(
-            "schema_outdated",
+            "store_unavailable",
             f"the database has schema version {version}, this kopilka needs "
             f"{SCHEMA_VERSION}, and this user may not change it ({error}): "
             "run `kopilka init` as a user with CREATE on the schema",
