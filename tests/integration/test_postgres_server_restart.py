@@ -12,6 +12,7 @@ import asyncio
 import random
 import secrets
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,12 @@ class Load:
             return
         if roll < 0.4:
             await self._read(http, "/v1/accounts")
+            return
+        if roll < 0.5:
+            # Streamed, its first page read before the answer begins. The last seconds
+            # only: one page, as a later page that fails can only cut the answer short.
+            since = (datetime.now(UTC) - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
+            await self._read(http, f"/v1/accounts/{rnd.choice(CLIENTS)}/statement?since={since}")
             return
         amount = f"{rnd.randint(1, 5_000) / 100:.2f}"
         if roll < 0.85:
