@@ -101,6 +101,12 @@ def test_huge_bodies_are_413(server: ServerProcess, admin: httpx.Client) -> None
             yield b"y" * 10_000
 
     refused(admin.post("/v1/transfers", content=chunks()), 413, "body_too_large")
+
+    def whole() -> Iterator[bytes]:  # no Content-Length, and all in one piece
+        yield b'{"client": "Ann", "amount": "1", "description": "' + b"z" * 100_000 + b'"}'
+
+    for _ in range(5):
+        refused(admin.post("/v1/deposits", content=whole()), 413, "body_too_large")
     assert state(admin) == before
 
 

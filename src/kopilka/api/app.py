@@ -221,6 +221,9 @@ async def read_body(receive: Receive, content_length: int | None, bytes_max: int
         raise ApiError(413, "body_too_large", f"the request body is over {bytes_max} bytes")
     message = await receive()
     body: bytes = message.get("body", b"")
+    # A body without a length (chunked) may arrive whole in one message: count it too.
+    if len(body) > bytes_max:
+        raise ApiError(413, "body_too_large", f"the request body is over {bytes_max} bytes")
     if not message.get("more_body", False):
         if message["type"] == "http.disconnect":
             raise ApiError(400, "disconnected", "the client went away")
