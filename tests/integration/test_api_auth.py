@@ -56,9 +56,10 @@ def test_missing_and_malformed_tokens_are_401(server: ServerProcess) -> None:
     ):
         answer = httpx.post(f"{server.url}/v1/transfers", json=transfer, headers=headers)
         assert_refused(answer, 401, "unauthorized")
-        assert_refused(
-            httpx.get(f"{server.url}/v1/accounts/Ann", headers=headers), 401, "unauthorized"
-        )
+        read = httpx.get(f"{server.url}/v1/accounts/Ann", headers=headers)
+        assert_refused(read, 401, "unauthorized")
+        for refusal in (answer, read):  # says how to authenticate, as HTTP asks
+            assert refusal.headers["www-authenticate"].startswith("Bearer")
     assert balances(server) == before
 
 

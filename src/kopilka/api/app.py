@@ -30,7 +30,7 @@ from kopilka.api.auth import (
     ensure_admin_token,
 )
 from kopilka.api.commands import command_from
-from kopilka.api.errors import ApiError, decode_error, error_body
+from kopilka.api.errors import ApiError, decode_error, error_body, error_headers
 from kopilka.api.metrics import Metrics
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
@@ -189,8 +189,7 @@ class KopilkaApp:
                 headers.append(_REPLAYED)
         except KopilkaError as error:
             status, payload, result = error.http_status, error_body(error), error.code
-            if status == 413:
-                headers.append((b"connection", b"close"))
+            headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -17,9 +17,10 @@ _encoder = msgspec.json.Encoder()
 class ApiError(KopilkaError):
     """An HTTP-level refusal with an explicit status (400, 404, 405, 408, 413, 431)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, allow: tuple[str, ...] = ()) -> None:
         super().__init__(code, message)
         self.http_status = status
+        self.allow = allow  # for a 405: the methods the path does take
 
 
 def error_detail(error: KopilkaError) -> ErrorDetail:
@@ -28,6 +29,19 @@ def error_detail(error: KopilkaError) -> ErrorDetail:
 
 def error_body(error: KopilkaError) -> bytes:
     return _encoder.encode(ErrorOut(error=error_detail(error)))
+
+
+def error_headers(error: KopilkaError) -> list[tuple[str, str]]:
+    """What HTTP says goes with the status: how to authenticate (401), which methods
+    the path takes (405), and for a body too large, that the connection ends (413)."""
+    status = error.http_status
+    if status == 401:
+        return [("www-authenticate", 'Bearer realm="kopilka"')]
+    if status == 405 and isinstance(error, ApiError):
+        return [("allow", ", ".join(error.allow))]
+    if status == 413:
+        return [("connection", "close")]
+    return []
 
 
 def decode_error(error: msgspec.DecodeError) -> KopilkaError:
@@ -47,5 +61,5 @@ def not_found_route(path: str) -> ApiError:
     return ApiError(404, "not_found", f"no such endpoint: {path[:200]}")
 
 
-def method_not_allowed(method: str, path: str) -> ApiError:
-    return ApiError(405, "method_not_allowed", f"{method} is not allowed on {path[:200]}")
+def method_not_allowed(method: str, path: str, allow: tuple[str, ...]) -> ApiError:
+    return ApiError(405, "method_not_allowed", f"{method} is not allowed on {path[:200]}", allow)

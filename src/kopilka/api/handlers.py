@@ -33,6 +33,7 @@ from kopilka.api.errors import (
     decode_error,
     error_body,
     error_detail,
+    error_headers,
     method_not_allowed,
     not_found_route,
 )
@@ -77,12 +78,11 @@ def json_response(value: Any, status: int = 200) -> Response:
 
 
 def error_response(error: KopilkaError) -> Response:
-    headers = {"connection": "close"} if error.http_status == 413 else None
     return Response(
         error_body(error),
         status_code=error.http_status,
         media_type="application/json",
-        headers=headers,
+        headers=dict(error_headers(error)),
     )
 
 
@@ -141,13 +141,18 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
         case ["tokens", token_id]:
             return await call.on(method, DELETE=lambda: call.revoke_token(token_id))
         case ["deposits"] | ["withdrawals"] | ["transfers"]:
-            raise method_not_allowed(method, scope["path"])
+            raise method_not_allowed(method, scope["path"], ("POST",))
     raise not_found_route(scope["path"])
+
+
+_PUBLIC_PATHS = (["v1", "health"], ["metrics"], ["openapi.json"], ["docs"])
 
 
 def _public(app: KopilkaApp, method: str, segments: list[str]) -> Response | None:
     """Endpoints without a token: health, metrics, the API description."""
     if method != "GET":
+        if segments in _PUBLIC_PATHS:
+            raise method_not_allowed(method, "/" + "/".join(segments), ("GET",))
         return None
     if segments == ["v1", "health"]:
         return json_response(HealthOut(status="ok", engine=app.engine.state.value))
@@ -176,7 +181,7 @@ class Call:
     async def on(self, method: str, **handlers: Any) -> Response:
         handler = handlers.get(method)
         if handler is None:
-            raise method_not_allowed(method, self.scope["path"])
+            raise method_not_allowed(method, self.scope["path"], tuple(handlers))
         self.principal, self.ledger = await self.app.authorize(self.headers)
         response: Response = await handler()
         return response
