@@ -423,6 +423,7 @@ def statement_line_from(data: dict[str, Any]) -> StatementLine:
         amount_cents=_cents(data["amount"]),
         balance_after_cents=_cents(data["balance_after"]),
         counterparty=data.get("counterparty"),
+        operation_id=data["operation_id"],
     )
 
 

@@ -479,6 +479,16 @@ async def test_transfer_lines_name_the_counterparty(engine: Engine) -> None:
     assert (john[1].amount_cents, jane[1].amount_cents) == (-2_500, 2_500)
 
 
+async def test_a_line_names_the_operation_its_caller_was_given(engine: Engine) -> None:
+    pay = await applied(engine, Deposit(JOHN, 10_000, "pay", "d1"))
+    opened = await applied(engine, Deposit(JANE, 1, "open", "d2"))
+    rent = await applied(engine, Transfer(JOHN, JANE, 2_500, "rent", "t1"))
+    john = await lines_of(engine, JOHN)
+    jane = await lines_of(engine, JANE)
+    assert [line.operation_id for line in john] == [pay.id, rent.id]
+    assert [line.operation_id for line in jane] == [opened.id, rent.id]
+
+
 # -- accounts and limits ------------------------------------------------------------------
 
 

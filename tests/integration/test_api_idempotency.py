@@ -90,7 +90,11 @@ def test_concurrent_requests_with_one_key_apply_once(server: ServerProcess) -> N
     with server.client() as admin:
         assert float(balance(admin, "Ann")) == before - 7
         lines = admin.get("/v1/accounts/Ann/statement").json()["lines"]
-    assert sum(line["description"] == "storm" for line in lines) == 1
+        bob_csv = admin.get("/v1/accounts/Bob/statement", params={"format": "csv"}).text
+    storm = [line for line in lines if line["description"] == "storm"]
+    # The line names the operation its callers were given, on both sides of the transfer.
+    assert [line["operation_id"] for line in storm] == [answers[0].json()["id"]]
+    assert f",Ann,{answers[0].json()['id']}\r\n" in bob_csv
 
 
 def test_a_retried_batch_applies_each_item_once(server: ServerProcess) -> None:

@@ -47,7 +47,7 @@ def line(
 ) -> StatementLine:
     moment = datetime(2026, 11, 22, 10, 0, seconds, 123_456, tzinfo=UTC)
     kind: OperationKind = "deposit" if amount_cents > 0 else "withdrawal"
-    return StatementLine(entry_id, moment, kind, description, amount_cents, balance, None)
+    return StatementLine(entry_id, moment, kind, description, amount_cents, balance, None, entry_id)
 
 
 def sample() -> Statement:
@@ -80,7 +80,9 @@ def test_an_empty_period_still_has_previous_balance_and_totals() -> None:
 
 def test_transfers_name_the_other_side_and_columns_grow() -> None:
     moment = datetime(2026, 1, 1, tzinfo=UTC)
-    transfer = StatementLine(7, moment, "transfer", "rent", -123_456_789, -23_456_789, "Jane Doe")
+    transfer = StatementLine(
+        7, moment, "transfer", "rent", -123_456_789, -23_456_789, "Jane Doe", 3
+    )
     statement = build_statement("John", None, moment, 100_000_000, [transfer])
     rows = plain_table(statement_table(statement)).splitlines()
     assert rows[3] == (

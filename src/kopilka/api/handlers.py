@@ -430,7 +430,16 @@ async def _csv_statement(lines: AsyncIterator[StatementLine]) -> AsyncIterator[b
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(
-        ["id", "created_at", "kind", "description", "amount", "balance_after", "counterparty"]
+        [
+            "id",
+            "created_at",
+            "kind",
+            "description",
+            "amount",
+            "balance_after",
+            "counterparty",
+            "operation_id",
+        ]
     )
     count = 0
     async for line in lines:
@@ -443,6 +452,7 @@ async def _csv_statement(lines: AsyncIterator[StatementLine]) -> AsyncIterator[b
                 format_plain(line.amount_cents),
                 format_plain(line.balance_after_cents),
                 line.counterparty or "",
+                line.operation_id,
             ]
         )
         count += 1

@@ -156,6 +156,7 @@ class StatementLineOut(msgspec.Struct, omit_defaults=True):
     text: str  # what a person reads: transfers name the other side
     amount: str  # signed: negative leaves the account
     balance_after: str
+    operation_id: int  # the id the operation's caller was given
     counterparty: str | None = None
 
 
@@ -234,5 +235,6 @@ def statement_line_out(line: StatementLine) -> StatementLineOut:
         text=line.text,
         amount=format_plain(line.amount_cents),
         balance_after=format_plain(line.balance_after_cents),
+        operation_id=line.operation_id,
         counterparty=line.counterparty,
     )

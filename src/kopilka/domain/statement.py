@@ -18,6 +18,7 @@ class StatementLine:
     amount_cents: int  # signed: negative leaves the account
     balance_after_cents: int
     counterparty: str | None  # the other client of a transfer
+    operation_id: int  # shared by both lines of a transfer; the id its caller was given
 
     @property
     def text(self) -> str:

@@ -82,6 +82,7 @@ class MemoryStore:
                 entry.amount_cents,
                 entry.balance_after_cents,
                 counterparty,
+                operation.id,
             )
             self._lines.setdefault(entry.account.id, []).append(line)
             self._line_keys.setdefault(entry.account.id, []).append(

@@ -550,7 +550,7 @@ class PostgresStore:
         rows = await self._read(
             lambda connection: connection.fetch(
                 "SELECT e.id, e.created_at, o.kind, o.description, e.amount, e.balance_after,"
-                " CASE WHEN e.amount < 0 THEN c.client ELSE d.client END"
+                " CASE WHEN e.amount < 0 THEN c.client ELSE d.client END, o.id"
                 " FROM entries e JOIN operations o ON o.id = e.operation_id"
                 " LEFT JOIN accounts d ON d.id = o.debit_account_id"
                 " LEFT JOIN accounts c ON c.id = o.credit_account_id"

@@ -560,7 +560,7 @@ class SqliteStore:
         def read() -> list[StatementLine]:
             rows = self._read_db.execute(
                 "SELECT e.id, e.created_at, o.kind, o.description, e.amount, e.balance_after,"
-                " CASE WHEN e.amount < 0 THEN c.client ELSE d.client END"
+                " CASE WHEN e.amount < 0 THEN c.client ELSE d.client END, o.id"
                 " FROM entries e JOIN operations o ON o.id = e.operation_id"
                 " LEFT JOIN accounts d ON d.id = o.debit_account_id"
                 " LEFT JOIN accounts c ON c.id = o.credit_account_id"
@@ -575,7 +575,9 @@ class SqliteStore:
                 ),
             )
             return [
-                StatementLine(row[0], from_micros(row[1]), row[2], row[3], row[4], row[5], row[6])
+                StatementLine(
+                    row[0], from_micros(row[1]), row[2], row[3], row[4], row[5], row[6], row[7]
+                )
                 for row in rows
             ]
 
