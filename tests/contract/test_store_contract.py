@@ -226,13 +226,31 @@ async def test_key_reused_with_different_params_conflicts(engine: Engine) -> Non
     assert await balance(engine, JOHN) == 10_000
 
 
-async def test_refused_key_can_be_used_again(engine: Engine) -> None:
+async def test_a_refused_key_repeats_its_refusal(engine: Engine) -> None:
+    """A retry gets the first answer, a refusal too: never applied later by surprise."""
     await applied(engine, Deposit(JOHN, 100, "pay", "d1"))
-    await refused(engine, Withdraw(JOHN, 500, "cash", "w1"), "insufficient_funds")
+    first = await refused(engine, Withdraw(JOHN, 500, "cash", "w1"), "insufficient_funds")
     await applied(engine, Deposit(JOHN, 400, "pay", "d2"))
-    retried = await applied(engine, Withdraw(JOHN, 500, "cash", "w1"))
-    assert not retried.replayed
-    assert await balance(engine, JOHN) == 0
+    again = await refused(engine, Withdraw(JOHN, 500, "cash", "w1"), "insufficient_funds")
+    assert again.message == first.message  # the first answer, word for word
+    await refused(engine, Withdraw(JOHN, 400, "cash", "w1"), "idempotency_key_reused")
+    await refused(engine, Transfer(JOHN, "Nobody", 1, "gift", "t1"), "account_not_found")
+    await applied(engine, Deposit("Nobody", 1, "open", "d3"))
+    await refused(engine, Transfer(JOHN, "Nobody", 1, "gift", "t1"), "account_not_found")
+    # In one batch, after a refusal kept in that batch, the same key is refused alike.
+    twice = await engine.submit_many(
+        [Withdraw(JOHN, 9_999, "big", "w2"), Withdraw(JOHN, 9_999, "big", "w2")]
+    )
+    assert codes(twice) == ["insufficient_funds", "insufficient_funds"]
+    assert await balance(engine, JOHN) == 500
+
+
+async def test_a_kept_refusal_goes_with_its_ledger(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 100, "pay", "d1", ledger="sandbox-x"))
+    await refused(engine, Withdraw(JOHN, 500, "cash", "w1", "sandbox-x"), "insufficient_funds")
+    await engine.store.drop_ledger("sandbox-x")
+    await applied(engine, Deposit(JOHN, 600, "pay", "d1", ledger="sandbox-x"))
+    await applied(engine, Withdraw(JOHN, 500, "cash", "w1", "sandbox-x"))
 
 
 async def test_in_batch_duplicate_keys(engine: Engine) -> None:

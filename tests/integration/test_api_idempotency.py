@@ -119,3 +119,20 @@ def test_a_retried_batch_applies_each_item_once(server: ServerProcess) -> None:
     assert [r["status"] for r in again.json()["results"]] == statuses
     assert middle != before
     assert after == middle
+
+
+def test_a_refused_request_repeats_its_refusal(server: ServerProcess) -> None:
+    """The first answer stands for its key, a refusal too: a retry that comes once the
+    money is there is refused again, never applied by surprise."""
+    body = {"client": "Bob", "amount": "100000", "description": "too much"}
+    headers = {"Idempotency-Key": "w-refused"}
+    with server.client() as admin:
+        first = admin.post("/v1/withdrawals", json=body, headers=headers)
+        assert first.status_code == 422, first.text
+        admin.post("/v1/deposits", json={"client": "Bob", "amount": "200000"})
+        before = balance(admin, "Bob")
+        again = admin.post("/v1/withdrawals", json=body, headers=headers)
+        assert (again.status_code, again.json()) == (422, first.json())
+        changed = admin.post("/v1/withdrawals", json={**body, "amount": "1"}, headers=headers)
+        assert changed.status_code == 409
+        assert balance(admin, "Bob") == before

@@ -126,6 +126,8 @@ class ModelAccount:
 class Model:
     accounts: dict[str, ModelAccount] = field(default_factory=dict)
     keys: dict[str, MoneyCommand] = field(default_factory=dict)
+    # Keys of commands the ledger refused (not malformed ones), with the code they got.
+    refused: dict[str, tuple[MoneyCommand, str]] = field(default_factory=dict)
 
     def apply(self, command: Command) -> str:
         """The outcome code the rules call for: 'ok', 'replayed' or a rejection code."""
@@ -138,9 +140,14 @@ class Model:
         known = self.keys.get(command.idempotency_key)
         if known is not None:
             return "replayed" if known == command else "idempotency_key_reused"
+        if command.idempotency_key in self.refused:
+            first, code = self.refused[command.idempotency_key]
+            return code if first == command else "idempotency_key_reused"
         code = self._money(command)
         if code == "ok":
             self.keys[command.idempotency_key] = command
+        else:
+            self.refused[command.idempotency_key] = (command, code)
         return code
 
     def _money(self, command: MoneyCommand) -> str:

@@ -154,15 +154,39 @@ def test_rejection_changes_nothing(ledger: Ledger) -> None:
     assert plan.operations == []
     assert plan.entries() == []
     assert plan.changed_accounts == []
-    assert ledger.known == {}
+    # Only the refusals are kept, each under its key, with the answer it got.
+    assert [(r.idempotency_key, r.code) for r in plan.refusals] == [
+        ("a", "insufficient_funds"),
+        ("b", "cap_exceeded"),
+        ("c", "insufficient_funds"),
+    ]
+    assert set(ledger.known) == {("main", "a"), ("main", "b"), ("main", "c")}
 
 
-def test_rejected_key_is_not_remembered(ledger: Ledger) -> None:
+def test_a_refused_key_repeats_its_refusal(ledger: Ledger) -> None:
+    first = ledger.plan(withdraw("John Jones", 50_000, "same-key"))
+    assert codes(first.outcomes) == ["insufficient_funds"]
+    # Later, with money enough: the same request under the same key is refused again,
+    # word for word; another request under it is a reused key.
     plan = ledger.plan(
+        deposit("John Jones", 100_000, "pay"),
         withdraw("John Jones", 50_000, "same-key"),
         deposit("John Jones", 5, "same-key"),
     )
-    assert codes(plan.outcomes) == ["insufficient_funds", "ok"]
+    assert codes(plan.outcomes) == ["ok", "insufficient_funds", "idempotency_key_reused"]
+    assert str(plan.outcomes[1]) == str(first.outcomes[0])
+    assert plan.refusals == []  # kept once, the first time
+    assert ledger.balance("John Jones") == 110_000
+
+
+def test_a_malformed_command_is_not_kept(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        transfer("John Jones", "John Jones", 5, "self"),
+        withdraw("John Jones", 0, "zero"),
+    )
+    assert codes(plan.outcomes) == ["same_account", "invalid_amount"]
+    assert plan.refusals == []
+    assert codes(ledger.plan(withdraw("John Jones", 5, "self")).outcomes) == ["ok"]
 
 
 def test_overdraft_floor_allows_negative_balance() -> None:

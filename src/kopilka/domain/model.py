@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, TypeAlias
 
-from kopilka.errors import KopilkaError
+from kopilka.errors import KopilkaError, NotFound, Rejected
 
 DEFAULT_LEDGER = "main"
 OperationKind: TypeAlias = Literal["deposit", "withdrawal", "transfer"]
@@ -107,6 +107,29 @@ class Operation:
     credit_balance_after_cents: int | None
     id: int = 0  # assigned by the store
     replayed: bool = False  # True when answered from an earlier request with the same key
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A money command the rules refused (funds, cap, unknown account), kept under its
+    idempotency key like an applied one: a retry with that key gets the same answer,
+    even once the funds are there, and never applies it later by surprise."""
+
+    ledger: str
+    idempotency_key: str
+    kind: OperationKind
+    amount_cents: int
+    debit_client: str | None
+    credit_client: str | None
+    description: str
+    code: str
+    message: str
+    created_at: datetime
+
+    def error(self) -> KopilkaError:
+        if self.code == "account_not_found":
+            return NotFound(self.code, self.message)
+        return Rejected(self.code, self.message)
 
 
 @dataclass(slots=True)

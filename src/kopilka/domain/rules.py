@@ -9,6 +9,9 @@ Rejection codes, in order of precedence for a money command:
   same_account, idempotency_key_reused, account_not_found, insufficient_funds,
   cap_exceeded.
 A rejected command changes nothing and does not affect the rest of its batch.
+A money command refused by the ledger's state (account_not_found, insufficient_funds,
+cap_exceeded) is kept as a Refusal under its key: repeating the key repeats the
+refusal. A malformed one (invalid_*, same_account) never reached the ledger and is not.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from kopilka.domain.model import (
     Operation,
     OperationKind,
     Outcome,
+    Refusal,
     SetLimits,
     Transfer,
     Withdraw,
@@ -57,6 +61,7 @@ class BatchPlan:
     # most batches move money only, and a store may then write balances alone.
     limits_changed: bool = False
     operations: list[Operation] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)  # new ones, for the store to keep
     # Beside each operation: the accounts it debits and credits (None for no side).
     sides: list[tuple[Account | None, Account | None]] = field(default_factory=list)
     # Replays of operations first made in this same batch: (outcome index, original).
@@ -133,16 +138,20 @@ def operation_keys(commands: Iterable[Command]) -> set[OperationKey]:
     return keys
 
 
+KnownKeys = dict[OperationKey, Operation | Refusal]
+
+
 def plan_batch(
     commands: Sequence[Command],
     accounts: dict[AccountKey, Account],
-    known_operations: dict[OperationKey, Operation],
+    known_operations: KnownKeys,
     now: datetime,
 ) -> BatchPlan:
     """Apply commands one by one, in order; a later command sees an earlier one's effect.
 
-    `accounts` and `known_operations` are the store's fresh copies: the plan
-    mutates the accounts and adds new ones and new operations to the dicts.
+    `accounts` and `known_operations` (operations and refusals by key) are the
+    store's fresh copies: the plan mutates the accounts and adds new accounts,
+    operations and refusals to the dicts.
     """
     planner = _Planner(accounts, known_operations, now)
     outcomes = planner.plan.outcomes
@@ -150,6 +159,10 @@ def plan_batch(
     for command in commands:
         try:
             outcomes.append(apply(command))
+        except (Rejected, NotFound) as error:
+            outcomes.append(error)
+            if isinstance(command, Deposit | Withdraw | Transfer):
+                planner.keep_refusal(command, error)
         except KopilkaError as error:
             outcomes.append(error)
     planner.plan.changed_accounts = [a for a in planner.touched.values() if a.id != 0]
@@ -161,7 +174,7 @@ class _Planner:
     def __init__(
         self,
         accounts: dict[AccountKey, Account],
-        known_operations: dict[OperationKey, Operation],
+        known_operations: KnownKeys,
         now: datetime,
     ) -> None:
         self.accounts = accounts
@@ -182,6 +195,9 @@ class _Planner:
     def _apply_money(self, command: MoneyCommand) -> Operation:
         validate_money_command(command, self.valid_clients)
         known = self.known_operations.get((command.ledger, command.idempotency_key))
+        if isinstance(known, Refusal):
+            _check_same_request(known, command)
+            raise known.error()
         if known is not None:
             replayed = _replay(known, command)
             if known.id == 0:
@@ -250,6 +266,27 @@ class _Planner:
         self.plan.sides.append((debit, credit))
         self.known_operations[(command.ledger, command.idempotency_key)] = operation
         return operation
+
+    def keep_refusal(self, command: MoneyCommand, error: KopilkaError) -> None:
+        """Keep a refused command's answer under its key (a replayed refusal is kept)."""
+        key = (command.ledger, command.idempotency_key)
+        if key in self.known_operations:
+            return
+        debit, credit = _sides(command)
+        refusal = Refusal(
+            command.ledger,
+            command.idempotency_key,
+            command_kind(command),
+            command.amount_cents,
+            debit,
+            credit,
+            command.description,
+            error.code,
+            error.message,
+            self.now,
+        )
+        self.known_operations[key] = refusal
+        self.plan.refusals.append(refusal)
 
     def _open_account(self, command: OpenAccount) -> Account:
         validate_client(command.client)
@@ -449,12 +486,12 @@ def _check_credit(account: Account, amount_cents: int, what: str) -> None:
 
 def _replay(known: Operation, command: MoneyCommand) -> Operation:
     """A repeated key returns the first result, but only for the very same request."""
-    if isinstance(command, Transfer):
-        debit, credit = command.from_client, command.to_client
-    elif isinstance(command, Deposit):
-        debit, credit = None, command.client
-    else:
-        debit, credit = command.client, None
+    _check_same_request(known, command)
+    return replace(known, replayed=True)
+
+
+def _check_same_request(known: Operation | Refusal, command: MoneyCommand) -> None:
+    debit, credit = _sides(command)
     same = (
         known.kind == command_kind(command)
         and known.amount_cents == command.amount_cents
@@ -467,7 +504,15 @@ def _replay(known: Operation, command: MoneyCommand) -> Operation:
             "idempotency_key_reused",
             f"idempotency key {command.idempotency_key!r} was already used for another request",
         )
-    return replace(known, replayed=True)
+
+
+def _sides(command: MoneyCommand) -> tuple[str | None, str | None]:
+    """The clients money leaves and reaches."""
+    if isinstance(command, Transfer):
+        return command.from_client, command.to_client
+    if isinstance(command, Deposit):
+        return None, command.client
+    return command.client, None
 
 
 def _not_found(client: str) -> NotFound:

@@ -14,9 +14,10 @@ from dataclasses import replace
 from datetime import datetime
 
 from kopilka.clock import MonotonicClock
-from kopilka.domain.model import Account, Command, Operation, Outcome
+from kopilka.domain.model import Account, Command, Operation, Outcome, Refusal
 from kopilka.domain.rules import (
     AccountKey,
+    KnownKeys,
     OperationKey,
     accounts_touched,
     operation_keys,
@@ -33,7 +34,8 @@ class MemoryStore:
         self._clock = clock or MonotonicClock()
         self._accounts: dict[AccountKey, Account] = {}
         self._accounts_by_id: dict[int, Account] = {}
-        self._operations: dict[OperationKey, Operation] = {}
+        # Applied operations and kept refusals, by idempotency key.
+        self._operations: dict[OperationKey, Operation | Refusal] = {}
         # Per account: statement lines in order, and their (created_at, id) sort keys.
         self._lines: dict[int, list[StatementLine]] = {}
         self._line_keys: dict[int, list[tuple[datetime, int]]] = {}
@@ -52,7 +54,7 @@ class MemoryStore:
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         keys = accounts_touched(commands)
         accounts = {key: replace(self._accounts[key]) for key in keys if key in self._accounts}
-        known = {
+        known: KnownKeys = {
             key: self._operations[key]
             for key in operation_keys(commands)
             if key in self._operations
@@ -69,6 +71,8 @@ class MemoryStore:
             self._accounts_by_id[account.id] = account
         for operation in plan.operations:
             self._operations[(operation.ledger, operation.idempotency_key)] = operation
+        for refusal in plan.refusals:
+            self._operations[(refusal.ledger, refusal.idempotency_key)] = refusal
         for entry in plan.entries():
             operation = entry.operation
             counterparty = (

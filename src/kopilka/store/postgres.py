@@ -31,6 +31,7 @@ from kopilka.domain.model import (
     Deposit,
     Operation,
     Outcome,
+    Refusal,
     SetLimits,
     Transfer,
     Withdraw,
@@ -38,6 +39,7 @@ from kopilka.domain.model import (
 from kopilka.domain.rules import (
     AccountKey,
     BatchPlan,
+    KnownKeys,
     OperationKey,
     accounts_touched,
     operation_keys,
@@ -413,9 +415,12 @@ class PostgresStore:
                 if any(isinstance(command, SetLimits) for command in commands)
                 else None
             )
-            known = (
-                await _load_operations(connection, operation_keys(commands)) if check_keys else {}
-            )
+            keys = operation_keys(commands)
+            # Refusals are read every time: their keys are in no unique index the
+            # writes could trip over.
+            known: KnownKeys = await _load_refusals(connection, keys)
+            if check_keys:
+                known.update(await _load_operations(connection, keys))
             # Taken after the locks: a batch that waited for another one's accounts is
             # later in time too, so per-account time order is application order.
             plan = plan_batch(commands, accounts, known, self._clock.now())
@@ -760,6 +765,45 @@ async def _load_operations(
     }
 
 
+async def _load_refusals(connection: Connection, keys: set[OperationKey]) -> KnownKeys:
+    if not keys:
+        return {}
+    rows = await connection.fetch(
+        "SELECT r.ledger, r.idempotency_key, r.kind, r.amount, r.debit_client,"
+        " r.credit_client, r.description, r.code, r.message, r.created_at"
+        " FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
+        " JOIN refusals r ON r.ledger = k.ledger AND r.idempotency_key = k.key",
+        [ledger for ledger, _ in keys],
+        [key for _, key in keys],
+    )
+    return {(row[0], row[1]): Refusal(*row) for row in rows}
+
+
+async def _insert_refusals(connection: Connection, refusals: list[Refusal]) -> None:
+    # Another process may have kept the same key's refusal a moment ago: the same answer.
+    await connection.executemany(
+        "INSERT INTO refusals (ledger, idempotency_key, kind, amount, debit_client,"
+        " credit_client, description, code, message, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        " ON CONFLICT (ledger, idempotency_key) DO NOTHING",
+        [
+            (
+                r.ledger,
+                r.idempotency_key,
+                r.kind,
+                r.amount_cents,
+                r.debit_client,
+                r.credit_client,
+                r.description,
+                r.code,
+                r.message,
+                r.created_at,
+            )
+            for r in refusals
+        ],
+    )
+
+
 async def _refusal_may_be_a_retry(
     connection: Connection, commands: Sequence[Command], plan: BatchPlan
 ) -> bool:
@@ -793,6 +837,7 @@ async def _delete_ledgers(connection: Connection, ledgers: list[str]) -> None:
         ledgers,
     )
     await connection.execute("DELETE FROM operations WHERE ledger = ANY($1::text[])", ledgers)
+    await connection.execute("DELETE FROM refusals WHERE ledger = ANY($1::text[])", ledgers)
     await connection.execute("DELETE FROM accounts WHERE ledger = ANY($1::text[])", ledgers)
     await connection.execute("DELETE FROM sandboxes WHERE ledger = ANY($1::text[])", ledgers)
 
@@ -806,8 +851,10 @@ async def _write_plan(
     batch changes any): an account whose limits changed is written whole in its own
     statement, so no CHECK ever sees a new balance beside an old limit.
     """
-    if not (plan.new_accounts or plan.operations or plan.changed_accounts):
+    if not (plan.new_accounts or plan.operations or plan.changed_accounts or plan.refusals):
         return None
+    if plan.refusals:
+        await _insert_refusals(connection, plan.refusals)
     if plan.new_accounts:
         await _insert_accounts(connection, plan.new_accounts)
     balances_only: list[Account] = []

@@ -31,12 +31,14 @@ from kopilka.domain.model import (
     Deposit,
     Operation,
     Outcome,
+    Refusal,
     Transfer,
     Withdraw,
 )
 from kopilka.domain.rules import (
     AccountKey,
     BatchPlan,
+    KnownKeys,
     OperationKey,
     accounts_touched,
     operation_keys,
@@ -272,7 +274,12 @@ class SqliteStore:
         """Inside the open transaction: read what the batch needs, apply the rules, write."""
         self._check_cache()
         accounts = self._accounts_for(accounts_touched(commands))
-        known = self._load_operations(operation_keys(commands)) if check_keys else {}
+        keys = operation_keys(commands)
+        # Refusals are read every time: their keys are in no unique index the writes
+        # below could trip over. An empty table, the usual case, answers at once.
+        known: KnownKeys = self._load_refusals(keys)
+        if check_keys:
+            known.update(self._load_operations(keys))
         # The time is taken under the write lock, so it orders batches across processes.
         plan = plan_batch(commands, accounts, known, self._clock.now())
         if not check_keys and self._refusal_may_be_a_retry(commands, plan):
@@ -378,6 +385,35 @@ class SqliteStore:
                 for row in rows:
                     accounts[(ledger, row[2])] = _account(row)
         return accounts
+
+    def _load_refusals(self, keys: set[OperationKey]) -> KnownKeys:
+        by_ledger: dict[str, list[str]] = {}
+        for ledger, key in keys:
+            by_ledger.setdefault(ledger, []).append(key)
+        known: KnownKeys = {}
+        for ledger, idempotency_keys in by_ledger.items():
+            for chunk in _chunks(idempotency_keys, _VARIABLES_MAX):
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(
+                    "SELECT idempotency_key, kind, amount, debit_client, credit_client,"
+                    " description, code, message, created_at FROM refusals"
+                    f" WHERE ledger = ? AND idempotency_key IN ({marks})",
+                    (ledger, *chunk),
+                )
+                for row in rows:
+                    known[(ledger, row[0])] = Refusal(
+                        ledger=ledger,
+                        idempotency_key=row[0],
+                        kind=row[1],
+                        amount_cents=row[2],
+                        debit_client=row[3],
+                        credit_client=row[4],
+                        description=row[5],
+                        code=row[6],
+                        message=row[7],
+                        created_at=from_micros(row[8]),
+                    )
+        return known
 
     def _load_operations(self, keys: set[OperationKey]) -> dict[OperationKey, Operation]:
         by_ledger: dict[str, list[str]] = {}
@@ -498,6 +534,27 @@ class SqliteStore:
                 " VALUES (?, ?, ?, ?, ?)",
                 entry_rows,
             )
+        if plan.refusals:
+            db.executemany(
+                "INSERT INTO refusals (ledger, idempotency_key, kind, amount, debit_client,"
+                " credit_client, description, code, message, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.ledger,
+                        r.idempotency_key,
+                        r.kind,
+                        r.amount_cents,
+                        r.debit_client,
+                        r.credit_client,
+                        r.description,
+                        r.code,
+                        r.message,
+                        to_micros(r.created_at),
+                    )
+                    for r in plan.refusals
+                ],
+            )
         if plan.changed_accounts and plan.limits_changed:
             db.executemany(
                 "UPDATE accounts SET balance = ?, min_balance = ?, max_balance = ? WHERE id = ?",
@@ -593,6 +650,7 @@ class SqliteStore:
             (ledger,),
         )
         db.execute("DELETE FROM operations WHERE ledger = ?", (ledger,))
+        db.execute("DELETE FROM refusals WHERE ledger = ?", (ledger,))
         db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
         db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,))
         self._account_cache.clear()

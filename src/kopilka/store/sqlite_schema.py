@@ -65,6 +65,23 @@ MIGRATIONS: tuple[str, ...] = (
         last_used INTEGER NOT NULL
     );
     """,
+    # 3: money commands the ledger refused, kept under their idempotency keys
+    """
+    CREATE TABLE refusals (
+        id INTEGER PRIMARY KEY,
+        ledger TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        debit_client TEXT,
+        credit_client TEXT,
+        description TEXT NOT NULL,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (ledger, idempotency_key)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
