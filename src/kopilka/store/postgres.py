@@ -165,7 +165,12 @@ WITH batch AS MATERIALIZED (
     FROM unnest($11::text::bigint[], $12::text::bigint[]) AS t(id, balance)
     WHERE a.id = t.id
 )
-SELECT pg_current_xact_id()::text, array_agg(id ORDER BY position) FROM batch
+SELECT pg_current_xact_id()::text, array_agg(id ORDER BY position),
+       -- A kept refusal's key may not become an operation's: counted in this same
+       -- round trip, and the batch is redone with its keys read first.
+       (SELECT count(*) FROM batch b JOIN refusals r
+            ON r.ledger = b.ledger AND r.idempotency_key = b.idempotency_key)
+FROM batch
 """
 
 _IDEMPOTENCY_KEY_CONSTRAINT = "operations_ledger_idempotency_key_key"
@@ -415,11 +420,12 @@ class PostgresStore:
                 if any(isinstance(command, SetLimits) for command in commands)
                 else None
             )
-            keys = operation_keys(commands)
-            # Refusals are read every time: their keys are in no unique index the
-            # writes could trip over.
-            known: KnownKeys = await _load_refusals(connection, keys)
+            known: KnownKeys = {}
             if check_keys:
+                keys = operation_keys(commands)
+                # Operations last: should two processes have both applied and refused
+                # one key at once, the applied operation is the answer that stands.
+                known.update(await _load_refusals(connection, keys))
                 known.update(await _load_operations(connection, keys))
             # Taken after the locks: a batch that waited for another one's accounts is
             # later in time too, so per-account time order is application order.
@@ -807,7 +813,7 @@ async def _insert_refusals(connection: Connection, refusals: list[Refusal]) -> N
 async def _refusal_may_be_a_retry(
     connection: Connection, commands: Sequence[Command], plan: BatchPlan
 ) -> bool:
-    """A refused command whose key was applied before must answer with the replay.
+    """A refused command whose key was used before must answer as it did then.
 
     Refusals are rare, so only their keys are looked up; finding one sends the batch
     down the path that reads every key first.
@@ -821,7 +827,9 @@ async def _refusal_may_be_a_retry(
         return False
     found = await connection.fetchval(
         "SELECT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
-        " JOIN operations o ON o.ledger = k.ledger AND o.idempotency_key = k.key)",
+        " JOIN operations o ON o.ledger = k.ledger AND o.idempotency_key = k.key)"
+        " OR EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
+        " JOIN refusals r ON r.ledger = k.ledger AND r.idempotency_key = k.key)",
         [ledger for ledger, _ in refused],
         [key for _, key in refused],
     )
@@ -876,13 +884,15 @@ async def _write_plan(
         _int_array([a.balance_cents for a in balances_only]),
     ]
     try:
-        transaction_id, operation_ids = await connection.fetchrow(
+        transaction_id, operation_ids, refused_keys = await connection.fetchrow(
             _WRITE_BATCH, *_operation_columns(plan), *balances
         )
     except asyncpg.exceptions.UniqueViolationError as error:
         if error.constraint_name == _IDEMPOTENCY_KEY_CONSTRAINT:
             raise _KeyAlreadyUsed from error
         raise
+    if refused_keys:
+        raise _KeyAlreadyUsed
     for operation, operation_id in zip(plan.operations, operation_ids, strict=True):
         operation.id = operation_id
     plan.resolve_ids()

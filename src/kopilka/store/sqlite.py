@@ -274,11 +274,10 @@ class SqliteStore:
         """Inside the open transaction: read what the batch needs, apply the rules, write."""
         self._check_cache()
         accounts = self._accounts_for(accounts_touched(commands))
-        keys = operation_keys(commands)
-        # Refusals are read every time: their keys are in no unique index the writes
-        # below could trip over. An empty table, the usual case, answers at once.
-        known: KnownKeys = self._load_refusals(keys)
+        known: KnownKeys = {}
         if check_keys:
+            keys = operation_keys(commands)
+            known.update(self._load_refusals(keys))
             known.update(self._load_operations(keys))
         # The time is taken under the write lock, so it orders batches across processes.
         plan = plan_batch(commands, accounts, known, self._clock.now())
@@ -322,7 +321,7 @@ class SqliteStore:
         self._account_cache.clear()
 
     def _refusal_may_be_a_retry(self, commands: Sequence[Command], plan: BatchPlan) -> bool:
-        """A refused command whose key was applied before must answer with the replay.
+        """A refused command whose key was used before must answer as it did then.
 
         Refusals are rare, so only their keys are looked up; finding one sends the batch
         down the path that reads every key first.
@@ -335,7 +334,9 @@ class SqliteStore:
         ]
         for ledger, key in refused:
             found = self._db.execute(
-                "SELECT 1 FROM operations WHERE ledger = ? AND idempotency_key = ?", (ledger, key)
+                "SELECT 1 FROM operations WHERE ledger = ? AND idempotency_key = ?"
+                " UNION ALL SELECT 1 FROM refusals WHERE ledger = ? AND idempotency_key = ?",
+                (ledger, key, ledger, key),
             ).fetchone()
             if found is not None:
                 return True
@@ -385,6 +386,16 @@ class SqliteStore:
                 for row in rows:
                     accounts[(ledger, row[2])] = _account(row)
         return accounts
+
+    def _a_refused_key_from(self, operation_id: int) -> bool:
+        """Whether an operation from this id on has the key of a kept refusal."""
+        found = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM operations o JOIN refusals r"
+            " ON r.ledger = o.ledger AND r.idempotency_key = o.idempotency_key"
+            " WHERE o.id >= ?)",
+            (operation_id,),
+        ).fetchone()[0]
+        return bool(found)
 
     def _load_refusals(self, keys: set[OperationKey]) -> KnownKeys:
         by_ledger: dict[str, list[str]] = {}
@@ -518,8 +529,9 @@ class SqliteStore:
                         micros,
                     )
                 )
-            # Keys are checked by the unique index itself: a conflict means a retried
-            # request, and the batch is redone with its keys read first.
+            # Keys are checked by the unique index itself, and against kept refusals by
+            # one join over the new rows: either means a retried request, and the batch
+            # is redone with its keys read first.
             inserted = db.executemany(
                 "INSERT INTO operations (id, ledger, idempotency_key, kind, amount,"
                 " debit_account_id, credit_account_id, description, created_at)"
@@ -527,7 +539,7 @@ class SqliteStore:
                 " ON CONFLICT (ledger, idempotency_key) DO NOTHING",
                 operation_rows,
             ).rowcount
-            if inserted != len(plan.operations):
+            if inserted != len(plan.operations) or self._a_refused_key_from(next_id):
                 raise _KeyAlreadyUsed
             db.executemany(
                 "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
