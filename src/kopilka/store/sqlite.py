@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -397,71 +397,71 @@ class SqliteStore:
         ).fetchone()[0]
         return bool(found)
 
-    def _load_refusals(self, keys: set[OperationKey]) -> KnownKeys:
+    def _rows_by_key(self, select: str, keys: set[OperationKey]) -> Iterator[tuple[str, Any]]:
+        """(ledger, row) of `select`, whose WHERE ends in `ledger = ? AND key IN ({marks})`,
+        for the given (ledger, key) pairs: a statement per ledger and chunk of keys."""
         by_ledger: dict[str, list[str]] = {}
         for ledger, key in keys:
             by_ledger.setdefault(ledger, []).append(key)
-        known: KnownKeys = {}
         for ledger, idempotency_keys in by_ledger.items():
             for chunk in _chunks(idempotency_keys, _VARIABLES_MAX):
                 marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    "SELECT idempotency_key, kind, amount, debit_client, credit_client,"
-                    " description, code, message, created_at FROM refusals"
-                    f" WHERE ledger = ? AND idempotency_key IN ({marks})",
-                    (ledger, *chunk),
-                )
-                for row in rows:
-                    known[(ledger, row[0])] = Refusal(
-                        ledger=ledger,
-                        idempotency_key=row[0],
-                        kind=row[1],
-                        amount_cents=row[2],
-                        debit_client=row[3],
-                        credit_client=row[4],
-                        description=row[5],
-                        code=row[6],
-                        message=row[7],
-                        created_at=from_micros(row[8]),
-                    )
-        return known
+                for row in self._db.execute(select.format(marks=marks), (ledger, *chunk)):
+                    yield ledger, row
+
+    def _load_refusals(self, keys: set[OperationKey]) -> KnownKeys:
+        rows = self._rows_by_key(
+            "SELECT idempotency_key, kind, amount, debit_client, credit_client,"
+            " description, code, message, created_at FROM refusals"
+            " WHERE ledger = ? AND idempotency_key IN ({marks})",
+            keys,
+        )
+        return {
+            (ledger, row[0]): Refusal(
+                ledger=ledger,
+                idempotency_key=row[0],
+                kind=row[1],
+                amount_cents=row[2],
+                debit_client=row[3],
+                credit_client=row[4],
+                description=row[5],
+                code=row[6],
+                message=row[7],
+                created_at=from_micros(row[8]),
+            )
+            for ledger, row in rows
+        }
 
     def _load_operations(self, keys: set[OperationKey]) -> dict[OperationKey, Operation]:
-        by_ledger: dict[str, list[str]] = {}
-        for ledger, key in keys:
-            by_ledger.setdefault(ledger, []).append(key)
-        known: dict[OperationKey, Operation] = {}
-        for ledger, idempotency_keys in by_ledger.items():
-            for chunk in _chunks(idempotency_keys, _VARIABLES_MAX):
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    "SELECT o.id, o.idempotency_key, o.kind, o.amount, d.client, c.client,"
-                    " o.description, o.created_at,"
-                    " (SELECT balance_after FROM entries WHERE account_id = o.debit_account_id"
-                    "   AND created_at = o.created_at AND operation_id = o.id),"
-                    " (SELECT balance_after FROM entries WHERE account_id = o.credit_account_id"
-                    "   AND created_at = o.created_at AND operation_id = o.id)"
-                    " FROM operations o"
-                    " LEFT JOIN accounts d ON d.id = o.debit_account_id"
-                    " LEFT JOIN accounts c ON c.id = o.credit_account_id"
-                    f" WHERE o.ledger = ? AND o.idempotency_key IN ({marks})",
-                    (ledger, *chunk),
-                )
-                for row in rows:
-                    known[(ledger, row[1])] = Operation(
-                        ledger=ledger,
-                        idempotency_key=row[1],
-                        kind=row[2],
-                        amount_cents=row[3],
-                        debit_client=row[4],
-                        credit_client=row[5],
-                        description=row[6],
-                        created_at=from_micros(row[7]),
-                        debit_balance_after_cents=row[8],
-                        credit_balance_after_cents=row[9],
-                        id=row[0],
-                    )
-        return known
+        rows = self._rows_by_key(
+            "SELECT o.id, o.idempotency_key, o.kind, o.amount, d.client, c.client,"
+            " o.description, o.created_at,"
+            " (SELECT balance_after FROM entries WHERE account_id = o.debit_account_id"
+            "   AND created_at = o.created_at AND operation_id = o.id),"
+            " (SELECT balance_after FROM entries WHERE account_id = o.credit_account_id"
+            "   AND created_at = o.created_at AND operation_id = o.id)"
+            " FROM operations o"
+            " LEFT JOIN accounts d ON d.id = o.debit_account_id"
+            " LEFT JOIN accounts c ON c.id = o.credit_account_id"
+            " WHERE o.ledger = ? AND o.idempotency_key IN ({marks})",
+            keys,
+        )
+        return {
+            (ledger, row[1]): Operation(
+                ledger=ledger,
+                idempotency_key=row[1],
+                kind=row[2],
+                amount_cents=row[3],
+                debit_client=row[4],
+                credit_client=row[5],
+                description=row[6],
+                created_at=from_micros(row[7]),
+                debit_balance_after_cents=row[8],
+                credit_balance_after_cents=row[9],
+                id=row[0],
+            )
+            for ledger, row in rows
+        }
 
     def _write_plan(self, plan: BatchPlan) -> None:
         db = self._db
