@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
@@ -60,7 +59,8 @@ class _EngineCollector(Collector):
             buckets=buckets,
             sum_value=stats.operations,
         )
-        yield GaugeMetricFamily(
+        # Only ever counts up: a counter (exposed as kopilka_engine_batches_total).
+        yield CounterMetricFamily(
             "kopilka_engine_batches", "Batches committed since start", value=stats.batches
         )
 

@@ -1,0 +1,50 @@
+"""GET /metrics: operations by kind and result, batch sizes, latency, read as Prometheus does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from tests.kopilka_server import running_server
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_what_was_done(tmp_path: Path) -> None:
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        for client in ("Ann", "Bob"):
+            opened = admin.post(
+                "/v1/deposits", json={"client": client, "amount": "10", "open_account": True}
+            )
+            assert opened.status_code == 201
+        assert admin.post("/v1/transfers", json={"from": "Ann", "to": "Bob", "amount": "3"})
+        refused = admin.post("/v1/withdrawals", json={"client": "Ann", "amount": "100"})
+        assert refused.status_code == 422
+        batch = {"operations": [{"type": "deposit", "client": "Bob", "amount": "1"}] * 3}
+        assert admin.post("/v1/batch", json=batch).status_code == 200
+        answer = httpx.get(f"{server.url}/metrics")  # no token needed
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    seen = samples(answer.text)
+
+    def operations(kind: str, result: str) -> float:
+        return seen[("kopilka_operations_total", (("kind", kind), ("result", result)))]
+
+    assert operations("deposit", "ok") == 5  # two openings and the batch's three
+    assert operations("transfer", "ok") == 1
+    assert operations("withdrawal", "insufficient_funds") == 1
+    # Every operation went through a committed batch; the batch of three as one.
+    batches = seen[("kopilka_engine_batches_total", ())]
+    assert seen[("kopilka_batch_size_count", ())] == batches
+    assert seen[("kopilka_batch_size_sum", ())] == 7
+    assert seen[("kopilka_batch_size_bucket", (("le", "4"),))] == batches
+    assert 4 <= batches <= 6
+    assert seen[("kopilka_request_seconds_count", (("kind", "transfer"),))] == 1
+    assert seen[("kopilka_request_seconds_bucket", (("kind", "deposit"), ("le", "+Inf")))] == 2
