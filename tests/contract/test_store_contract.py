@@ -230,7 +230,10 @@ async def test_a_refused_key_repeats_its_refusal(engine: Engine) -> None:
     """A retry gets the first answer, a refusal too: never applied later by surprise."""
     await applied(engine, Deposit(JOHN, 100, "pay", "d1"))
     first = await refused(engine, Withdraw(JOHN, 500, "cash", "w1"), "insufficient_funds")
-    await applied(engine, Deposit(JOHN, 400, "pay", "d2"))
+    await applied(engine, Deposit(JOHN, 100, "pay", "d2"))
+    still = await refused(engine, Withdraw(JOHN, 500, "cash", "w1"), "insufficient_funds")
+    assert still.message == first.message  # not "$2.00 available": the first answer
+    await applied(engine, Deposit(JOHN, 300, "pay", "d2b"))
     again = await refused(engine, Withdraw(JOHN, 500, "cash", "w1"), "insufficient_funds")
     assert again.message == first.message  # the first answer, word for word
     await refused(engine, Withdraw(JOHN, 400, "cash", "w1"), "idempotency_key_reused")
