@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from kopilka.domain.model import Account, Command, Outcome
 from kopilka.domain.statement import Statement, StatementLine, build_statement
@@ -202,6 +202,12 @@ class Engine:
                 delay_seconds = min(delay_seconds * 2, 0.1)
         raise Unavailable("store_busy", "the ledger is busy; nothing was applied, try again")
 
+    async def claim_batch_key(self, ledger: str, idempotency_key: str, digest: str) -> str:
+        """The digest of the body that stands under a batch request's key (see Store)."""
+        if self.state is not EngineState.RUNNING:
+            raise Unavailable("shutting_down", "the ledger is shutting down; try again")
+        return await self.store.claim_batch_key(ledger, idempotency_key, digest, _now())
+
     # -- reads ----------------------------------------------------------------
 
     async def get_account(self, ledger: str, client: str) -> Account:
@@ -245,3 +251,7 @@ class Engine:
             if len(page) < page_rows:
                 return
             after = page[-1].entry_id
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -614,6 +614,17 @@ async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engi
 # -- tokens --------------------------------------------------------------------------------
 
 
+async def test_a_batch_key_keeps_the_first_digest(engine: Engine) -> None:
+    store = engine.store
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert await store.claim_batch_key("main", "b1", "first", now) == "first"
+    assert await store.claim_batch_key("main", "b1", "first", now) == "first"
+    assert await store.claim_batch_key("main", "b1", "second", now) == "first"
+    assert await store.claim_batch_key("other", "b1", "second", now) == "second"
+    await store.drop_ledger("other")
+    assert await store.claim_batch_key("other", "b1", "third", now) == "third"
+
+
 async def test_tokens_put_get_revoke_list(engine: Engine) -> None:
     store = engine.store
     base = datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)

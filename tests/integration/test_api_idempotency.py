@@ -136,3 +136,27 @@ def test_a_refused_request_repeats_its_refusal(server: ServerProcess) -> None:
         changed = admin.post("/v1/withdrawals", json={**body, "amount": "1"}, headers=headers)
         assert changed.status_code == 409
         assert balance(admin, "Bob") == before
+
+
+def test_a_batch_key_with_another_body_is_refused_whole(server: ServerProcess) -> None:
+    items = [
+        {"type": "deposit", "client": "Ann", "amount": "1", "description": "b"},
+        {"type": "transfer", "from": "Ann", "to": "Bob", "amount": "1", "description": "b"},
+    ]
+    headers = {"Idempotency-Key": "whole-batch"}
+    with server.client() as admin:
+        first = admin.post("/v1/batch", json={"operations": items}, headers=headers)
+        assert first.status_code == 200, first.text
+        before = (balance(admin, "Ann"), balance(admin, "Bob"))
+        again = admin.post("/v1/batch", json={"operations": items}, headers=headers)
+        assert again.status_code == 200
+        assert [r["operation"]["id"] for r in again.json()["results"]] == [
+            r["operation"]["id"] for r in first.json()["results"]
+        ]
+        changed = [items[0], {**items[1], "amount": "2"}]
+        extra = [*items, {"type": "deposit", "client": "Bob", "amount": "5"}]
+        for body in (changed, extra, items[:1]):
+            answer = admin.post("/v1/batch", json={"operations": body}, headers=headers)
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["error"]["code"] == "idempotency_key_reused"
+        assert (balance(admin, "Ann"), balance(admin, "Bob")) == before

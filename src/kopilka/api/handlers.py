@@ -6,6 +6,7 @@ name may hold any character, "/" included (sent as %2F).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -59,7 +60,7 @@ from kopilka.api.schemas import (
 from kopilka.domain.model import Account, Command, OpenAccount, Operation, SetLimits
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
 from kopilka.domain.statement import StatementLine
-from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound
+from kopilka.errors import Conflict, Forbidden, InvalidInput, KopilkaError, NotFound
 from kopilka.money import format_plain, parse_cents, parse_limit
 from kopilka.periods import parse_period
 from kopilka.tokens import TokenRecord
@@ -281,6 +282,8 @@ class Call:
         # Each item's key is KEY:INDEX, and must itself fit the length of a key.
         suffix_length = len(f":{len(request.operations) - 1}")
         prefix = self.headers.key_or_new(IDEMPOTENCY_KEY_LENGTH_MAX - suffix_length)
+        if self.headers.idempotency_key is not None:
+            await self._claim_batch_key(prefix, request)
         results: list[BatchResult | None] = [None] * len(request.operations)
         commands: list[Command] = []
         positions: list[int] = []
@@ -302,6 +305,17 @@ class Call:
                 results[index] = BatchResult(201, operation=operation_out(outcome))
                 metrics.operation(kind, "ok")
         return json_response(BatchOut([r for r in results if r is not None]))
+
+    async def _claim_batch_key(self, key: str, request: BatchIn) -> None:
+        """Each item replays by its own key; this refuses the whole request when the key
+        came with another body before (items changed, added or left out)."""
+        digest = hashlib.sha256(_encoder.encode(request)).hexdigest()
+        standing = await self.app.engine.claim_batch_key(self.ledger, key, digest)
+        if standing != digest:
+            raise Conflict(
+                "idempotency_key_reused",
+                f"idempotency key {key!r} was already used for another batch",
+            )
 
     def _batch_command(self, item: BatchItem, default_key: str) -> Command:
         # Each item goes through the very checks of its single-operation endpoint.

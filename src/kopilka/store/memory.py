@@ -41,6 +41,7 @@ class MemoryStore:
         self._line_keys: dict[int, list[tuple[datetime, int]]] = {}
         self._tokens: dict[str, TokenRecord] = {}
         self._sandboxes: dict[str, datetime] = {}  # ledger -> last used
+        self._batch_keys: dict[OperationKey, str] = {}  # a batch request's key -> digest
         self._account_ids = itertools.count(1)
         self._operation_ids = itertools.count(1)
         self._entry_ids = itertools.count(1)
@@ -140,7 +141,14 @@ class MemoryStore:
             self._line_keys.pop(account.id, None)
         for key in [key for key in self._operations if key[0] == ledger]:
             del self._operations[key]
+        for key in [key for key in self._batch_keys if key[0] == ledger]:
+            del self._batch_keys[key]
         self._sandboxes.pop(ledger, None)
+
+    async def claim_batch_key(
+        self, ledger: str, idempotency_key: str, digest: str, now: datetime
+    ) -> str:
+        return self._batch_keys.setdefault((ledger, idempotency_key), digest)
 
     async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
         if len(self._sandboxes) >= sandboxes_max:

@@ -586,6 +586,29 @@ class PostgresStore:
 
     # -- sandboxes ------------------------------------------------------------
 
+    async def claim_batch_key(
+        self, ledger: str, idempotency_key: str, digest: str, now: datetime
+    ) -> str:
+        async def claim(connection: Connection) -> str:
+            # Two statements, each its own snapshot: the second sees a row another
+            # process committed while the first waited on it.
+            await connection.execute(
+                "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT (ledger, idempotency_key) DO NOTHING",
+                ledger,
+                idempotency_key,
+                digest,
+                now,
+            )
+            standing = await connection.fetchval(
+                "SELECT digest FROM batch_requests WHERE ledger = $1 AND idempotency_key = $2",
+                ledger,
+                idempotency_key,
+            )
+            return str(standing)
+
+        return await self._write(claim)
+
     async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
         status = await self._write(
             lambda connection: connection.execute(
@@ -846,6 +869,7 @@ async def _delete_ledgers(connection: Connection, ledgers: list[str]) -> None:
     )
     await connection.execute("DELETE FROM operations WHERE ledger = ANY($1::text[])", ledgers)
     await connection.execute("DELETE FROM refusals WHERE ledger = ANY($1::text[])", ledgers)
+    await connection.execute("DELETE FROM batch_requests WHERE ledger = ANY($1::text[])", ledgers)
     await connection.execute("DELETE FROM accounts WHERE ledger = ANY($1::text[])", ledgers)
     await connection.execute("DELETE FROM sandboxes WHERE ledger = ANY($1::text[])", ledgers)
 

@@ -94,6 +94,16 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (ledger, idempotency_key)
     );
     """,
+    # 4: the key of each POST /v1/batch with the digest of its body
+    """
+    CREATE TABLE batch_requests (
+        ledger text NOT NULL,
+        idempotency_key text NOT NULL,
+        digest text NOT NULL,
+        created_at timestamptz NOT NULL,
+        PRIMARY KEY (ledger, idempotency_key)
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -663,6 +663,7 @@ class SqliteStore:
         )
         db.execute("DELETE FROM operations WHERE ledger = ?", (ledger,))
         db.execute("DELETE FROM refusals WHERE ledger = ?", (ledger,))
+        db.execute("DELETE FROM batch_requests WHERE ledger = ?", (ledger,))
         db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
         db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,))
         self._account_cache.clear()
@@ -679,6 +680,24 @@ class SqliteStore:
         return result
 
     # -- sandboxes ------------------------------------------------------------
+
+    async def claim_batch_key(
+        self, ledger: str, idempotency_key: str, digest: str, now: datetime
+    ) -> str:
+        def write() -> str:
+            # A row, once there, never changes: the second statement reads what stands.
+            self._db.execute(
+                "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (ledger, idempotency_key) DO NOTHING",
+                (ledger, idempotency_key, digest, to_micros(now)),
+            )
+            row = self._db.execute(
+                "SELECT digest FROM batch_requests WHERE ledger = ? AND idempotency_key = ?",
+                (ledger, idempotency_key),
+            ).fetchone()
+            return str(row[0])
+
+        return await self._write(write)
 
     async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
         def write() -> bool:

@@ -82,6 +82,16 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (ledger, idempotency_key)
     );
     """,
+    # 4: the key of each POST /v1/batch with the digest of its body
+    """
+    CREATE TABLE batch_requests (
+        ledger TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (ledger, idempotency_key)
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
