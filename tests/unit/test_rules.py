@@ -337,6 +337,20 @@ def test_unicode_names_accepted(ledger: Ledger) -> None:
     assert codes(plan.outcomes) == ["ok", "ok"]
 
 
+def test_a_new_name_may_not_start_or_end_with_a_space(ledger: Ledger) -> None:
+    ledger.add(" Old ", balance=500)  # made before the rule: still usable
+    plan = ledger.plan(
+        deposit(" Ann", 100, "a"),
+        deposit("Ann ", 100, "b"),
+        OpenAccount("Bob "),
+        deposit("Ann", 100, "c"),
+        withdraw(" Old ", 100, "d"),
+    )
+    assert codes(plan.outcomes) == ["invalid_client"] * 3 + ["ok", "ok"]
+    assert plan.refusals == []  # malformed, not kept
+    assert [account.client for account in plan.new_accounts] == ["Ann"]
+
+
 def test_invalid_description(ledger: Ledger) -> None:
     longest = "d" * DESCRIPTION_LENGTH_MAX
     plan = ledger.plan(

@@ -376,6 +376,13 @@ class _Planner:
         return snapshot
 
     def _new_account(self, ledger: str, client: str, floor: int, cap: int | None) -> Account:
+        # " Ann" would list like "Ann" and be another account: not for new ones (an old
+        # account with such a name stays usable).
+        if client != client.strip():
+            raise InvalidInput(
+                "invalid_client",
+                f"a new client's name may not start or end with a space: {client!r}",
+            )
         account = Account(ledger, client, 0, floor, cap, self.now)
         self.accounts[(ledger, client)] = account
         self.plan.new_accounts.append(account)
