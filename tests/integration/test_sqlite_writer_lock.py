@@ -13,10 +13,12 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from kopilka.api.auth import new_token_record
 from kopilka.domain.model import Deposit, Operation
 from kopilka.errors import Unavailable
 from kopilka.store.sqlite import SqliteStore, connect
@@ -89,6 +91,29 @@ async def test_every_way_a_transaction_ends_lets_go_of_the_lock(
     assert free()
     await store.drop_ledger("main")  # a write in its own transaction
     assert free()
+
+
+async def test_the_small_writes_take_turns_through_the_lock_too(
+    store: SqliteStore, other_process: WriterLock
+) -> None:
+    """Tokens, sandboxes and batch keys wait for another process's batch as a batch does,
+    instead of SQLite's busy handler, and let go of the lock after."""
+    now = datetime.now(UTC)
+    writes = [
+        lambda: store.put_token(new_token_record("teller", None, "main")[0]),
+        lambda: store.open_sandbox("sandbox-a", now, 10),
+        lambda: store.touch_sandbox("sandbox-a", now),
+        lambda: store.claim_batch_key("main", "b1", "digest", now),
+    ]
+    for write in writes:
+        assert other_process.try_acquire()
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.05)
+        assert not task.done()  # it waits its turn
+        other_process.release()
+        await task
+        assert other_process.try_acquire()  # and leaves the lock free
+        other_process.release()
 
 
 async def test_a_closed_store_holds_nothing(path: str, other_process: WriterLock) -> None:

@@ -653,7 +653,7 @@ class SqliteStore:
         return await self._read(read)
 
     async def drop_ledger(self, ledger: str) -> None:
-        await self._write(lambda: self._in_transaction(lambda: self._delete_ledger(ledger)))
+        await self._write_transaction(lambda: self._delete_ledger(ledger))
 
     def _delete_ledger(self, ledger: str) -> None:
         db = self._db
@@ -668,6 +668,11 @@ class SqliteStore:
         db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,))
         self._account_cache.clear()
 
+    async def _write_transaction(self, work: Callable[[], T]) -> T:
+        """`work` on the writer thread in its own transaction, taking turns with other
+        processes' writers through the lock file like every batch does."""
+        return await self._write(lambda: self._in_transaction(work))
+
     def _in_transaction(self, work: Callable[[], T]) -> T:
         self._begin()
         try:
@@ -679,13 +684,12 @@ class SqliteStore:
         self._lock.release()
         return result
 
-    # -- sandboxes ------------------------------------------------------------
+    # -- batch request keys ---------------------------------------------------
 
     async def claim_batch_key(
         self, ledger: str, idempotency_key: str, digest: str, now: datetime
     ) -> str:
         def write() -> str:
-            # A row, once there, never changes: the second statement reads what stands.
             self._db.execute(
                 "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (ledger, idempotency_key) DO NOTHING",
@@ -697,7 +701,9 @@ class SqliteStore:
             ).fetchone()
             return str(row[0])
 
-        return await self._write(write)
+        return await self._write_transaction(write)
+
+    # -- sandboxes ------------------------------------------------------------
 
     async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
         def write() -> bool:
@@ -708,7 +714,7 @@ class SqliteStore:
             )
             return cursor.rowcount == 1
 
-        return await self._write(write)
+        return await self._write_transaction(write)
 
     async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
         def write() -> bool:
@@ -718,7 +724,7 @@ class SqliteStore:
             )
             return cursor.rowcount == 1
 
-        return await self._write(write)
+        return await self._write_transaction(write)
 
     async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         def write() -> list[str]:
@@ -730,12 +736,12 @@ class SqliteStore:
                 self._delete_ledger(ledger)
             return idle
 
-        return await self._write(lambda: self._in_transaction(write))
+        return await self._write_transaction(write)
 
     # -- tokens ---------------------------------------------------------------
 
     async def put_token(self, record: TokenRecord) -> None:
-        await self._write(
+        await self._write_transaction(
             lambda: self._db.execute(
                 "INSERT INTO tokens (id, token_hash, role, client, ledger, created_at, revoked)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -769,7 +775,7 @@ class SqliteStore:
             )
             return cursor.rowcount == 1
 
-        return await self._write(write)
+        return await self._write_transaction(write)
 
     async def list_tokens(self) -> list[TokenRecord]:
         def read() -> list[TokenRecord]:
