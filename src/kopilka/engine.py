@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from kopilka.domain.model import Account, Command, Outcome
 from kopilka.domain.statement import Statement, StatementLine, build_statement
@@ -206,7 +206,7 @@ class Engine:
         """The digest of the body that stands under a batch request's key (see Store)."""
         if self.state is not EngineState.RUNNING:
             raise Unavailable("shutting_down", "the ledger is shutting down; try again")
-        return await self.store.claim_batch_key(ledger, idempotency_key, digest, _now())
+        return await self.store.claim_batch_key(ledger, idempotency_key, digest)
 
     # -- reads ----------------------------------------------------------------
 
@@ -251,7 +251,3 @@ class Engine:
             if len(page) < page_rows:
                 return
             after = page[-1].entry_id
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)

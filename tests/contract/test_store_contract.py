@@ -616,13 +616,12 @@ async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engi
 
 async def test_a_batch_key_keeps_the_first_digest(engine: Engine) -> None:
     store = engine.store
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    assert await store.claim_batch_key("main", "b1", "first", now) == "first"
-    assert await store.claim_batch_key("main", "b1", "first", now) == "first"
-    assert await store.claim_batch_key("main", "b1", "second", now) == "first"
-    assert await store.claim_batch_key("other", "b1", "second", now) == "second"
+    assert await store.claim_batch_key("main", "b1", "first") == "first"
+    assert await store.claim_batch_key("main", "b1", "first") == "first"
+    assert await store.claim_batch_key("main", "b1", "second") == "first"
+    assert await store.claim_batch_key("other", "b1", "second") == "second"
     await store.drop_ledger("other")
-    assert await store.claim_batch_key("other", "b1", "third", now) == "third"
+    assert await store.claim_batch_key("other", "b1", "third") == "third"
 
 
 async def test_tokens_put_get_revoke_list(engine: Engine) -> None:

@@ -103,7 +103,7 @@ async def test_the_small_writes_take_turns_through_the_lock_too(
         lambda: store.put_token(new_token_record("teller", None, "main")[0]),
         lambda: store.open_sandbox("sandbox-a", now, 10),
         lambda: store.touch_sandbox("sandbox-a", now),
-        lambda: store.claim_batch_key("main", "b1", "digest", now),
+        lambda: store.claim_batch_key("main", "b1", "digest"),
     ]
     for write in writes:
         assert other_process.try_acquire()

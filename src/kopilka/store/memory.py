@@ -145,9 +145,7 @@ class MemoryStore:
             del self._batch_keys[key]
         self._sandboxes.pop(ledger, None)
 
-    async def claim_batch_key(
-        self, ledger: str, idempotency_key: str, digest: str, now: datetime
-    ) -> str:
+    async def claim_batch_key(self, ledger: str, idempotency_key: str, digest: str) -> str:
         return self._batch_keys.setdefault((ledger, idempotency_key), digest)
 
     async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:

@@ -584,21 +584,18 @@ class PostgresStore:
         await self._write(drop)
         self._account_ids.forget_ledger(ledger)
 
-    # -- sandboxes ------------------------------------------------------------
+    # -- batch request keys ---------------------------------------------------
 
-    async def claim_batch_key(
-        self, ledger: str, idempotency_key: str, digest: str, now: datetime
-    ) -> str:
+    async def claim_batch_key(self, ledger: str, idempotency_key: str, digest: str) -> str:
         async def claim(connection: Connection) -> str:
             # Two statements, each its own snapshot: the second sees a row another
             # process committed while the first waited on it.
             await connection.execute(
                 "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
-                " VALUES ($1, $2, $3, $4) ON CONFLICT (ledger, idempotency_key) DO NOTHING",
+                " VALUES ($1, $2, $3, now()) ON CONFLICT (ledger, idempotency_key) DO NOTHING",
                 ledger,
                 idempotency_key,
                 digest,
-                now,
             )
             standing = await connection.fetchval(
                 "SELECT digest FROM batch_requests WHERE ledger = $1 AND idempotency_key = $2",
@@ -608,6 +605,8 @@ class PostgresStore:
             return str(standing)
 
         return await self._write(claim)
+
+    # -- sandboxes ------------------------------------------------------------
 
     async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
         status = await self._write(

@@ -62,9 +62,7 @@ class Store(Protocol):
     async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         """Drop every sandbox not used since `unused_since`, with its ledger; their names."""
 
-    async def claim_batch_key(
-        self, ledger: str, idempotency_key: str, digest: str, now: datetime
-    ) -> str:
+    async def claim_batch_key(self, ledger: str, idempotency_key: str, digest: str) -> str:
         """Record `digest` (of a batch request's body) under its key unless one is there;
         the digest that stands. The same key with another body is then told apart."""
 

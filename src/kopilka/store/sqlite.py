@@ -686,14 +686,12 @@ class SqliteStore:
 
     # -- batch request keys ---------------------------------------------------
 
-    async def claim_batch_key(
-        self, ledger: str, idempotency_key: str, digest: str, now: datetime
-    ) -> str:
+    async def claim_batch_key(self, ledger: str, idempotency_key: str, digest: str) -> str:
         def write() -> str:
             self._db.execute(
                 "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
                 " VALUES (?, ?, ?, ?) ON CONFLICT (ledger, idempotency_key) DO NOTHING",
-                (ledger, idempotency_key, digest, to_micros(now)),
+                (ledger, idempotency_key, digest, to_micros(self._clock.now())),
             )
             row = self._db.execute(
                 "SELECT digest FROM batch_requests WHERE ledger = ? AND idempotency_key = ?",
