@@ -702,12 +702,15 @@ def _break_sqlite_bounds(backend: Backend) -> None:
         for balance_sql in ("min_balance - 1", "max_balance + 1"):
             with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
                 connection.execute(
-                    f"UPDATE accounts SET balance = {balance_sql} WHERE client = ?", (JOHN,)
+                    f"UPDATE balances SET balance = {balance_sql} WHERE account_id ="
+                    " (SELECT id FROM accounts WHERE client = ?)",
+                    (JOHN,),
                 )
         with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
             connection.execute(
-                "INSERT INTO accounts (ledger, client, balance, min_balance, max_balance,"
-                " created_at) VALUES ('main', 'Raw', -1, 0, NULL, 0)"
+                "INSERT INTO balances (account_id, balance, min_balance, max_balance)"
+                " SELECT id + 1000, -1, 0, NULL FROM accounts WHERE client = ?",
+                (JOHN,),
             )
         connection.commit()
     finally:

@@ -60,7 +60,10 @@ _PAGE_CACHE_KIB = 64 * 1024
 # (about 50 µs each on a slow machine, so the loop stalls at most ~15 ms).
 INLINE_COMMANDS_MAX = 256
 
-_ACCOUNT_COLUMNS = "id, ledger, client, balance, min_balance, max_balance, created_at"
+# An account is its row in `accounts` (who, where, since when) and in `balances` (the
+# narrow row every batch rewrites: the balance and its bounds).
+_ACCOUNT_COLUMNS = "a.id, a.ledger, a.client, b.balance, b.min_balance, b.max_balance, a.created_at"
+_ACCOUNTS = "accounts a JOIN balances b ON b.account_id = a.id"
 
 
 def _account(row: Sequence[Any]) -> Account:
@@ -95,25 +98,40 @@ def connect(path: str) -> sqlite3.Connection:
 
 def migrate(connection: sqlite3.Connection) -> int:
     """Create or upgrade the schema; refuse a newer one this version does not know."""
-    connection.execute("BEGIN IMMEDIATE")
+    # A migration may rebuild a table others refer to, which SQLite allows only with
+    # foreign keys off (the setting cannot change inside a transaction); every
+    # reference is checked before the upgrade commits.
+    connection.execute("PRAGMA foreign_keys = OFF")
     try:
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise Unavailable(
-                "unknown_schema",
-                f"the database has schema version {version}, newer than this kopilka "
-                f"knows ({SCHEMA_VERSION}); upgrade kopilka",
-            )
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[number - 1].split(";"):
-                if statement.strip():
-                    connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {number}")
-        connection.execute("COMMIT")
-        return int(version)
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise Unavailable(
+                    "unknown_schema",
+                    f"the database has schema version {version}, newer than this kopilka "
+                    f"knows ({SCHEMA_VERSION}); upgrade kopilka",
+                )
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[number - 1].split(";"):
+                    if statement.strip():
+                        connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {number}")
+            if version < SCHEMA_VERSION:
+                broken = connection.execute("PRAGMA foreign_key_check").fetchone()
+                if broken is not None:
+                    raise Unavailable(
+                        "broken_schema",
+                        f"upgrading the schema left a row of {broken[0]} referring to a "
+                        f"missing row of {broken[2]}; nothing was changed",
+                    )
+            connection.execute("COMMIT")
+            return int(version)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+    finally:
+        connection.execute("PRAGMA foreign_keys = ON")
 
 
 class SqliteStore:
@@ -379,8 +397,8 @@ class SqliteStore:
             for chunk in _chunks(clients, _VARIABLES_MAX):
                 marks = ",".join("?" * len(chunk))
                 rows = self._db.execute(
-                    f"SELECT {_ACCOUNT_COLUMNS} FROM accounts "
-                    f"WHERE ledger = ? AND client IN ({marks})",
+                    f"SELECT {_ACCOUNT_COLUMNS} FROM {_ACCOUNTS} "
+                    f"WHERE a.ledger = ? AND a.client IN ({marks})",
                     (ledger, *chunk),
                 )
                 for row in rows:
@@ -470,17 +488,14 @@ class SqliteStore:
             for offset, account in enumerate(plan.new_accounts):
                 account.id = next_id + offset
             db.executemany(
-                f"INSERT INTO accounts ({_ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO accounts (id, ledger, client, created_at) VALUES (?, ?, ?, ?)",
+                [(a.id, a.ledger, a.client, to_micros(a.created_at)) for a in plan.new_accounts],
+            )
+            db.executemany(
+                "INSERT INTO balances (account_id, balance, min_balance, max_balance)"
+                " VALUES (?, ?, ?, ?)",
                 [
-                    (
-                        a.id,
-                        a.ledger,
-                        a.client,
-                        a.balance_cents,
-                        a.min_balance_cents,
-                        a.max_balance_cents,
-                        to_micros(a.created_at),
-                    )
+                    (a.id, a.balance_cents, a.min_balance_cents, a.max_balance_cents)
                     for a in plan.new_accounts
                 ],
             )
@@ -569,7 +584,8 @@ class SqliteStore:
             )
         if plan.changed_accounts and plan.limits_changed:
             db.executemany(
-                "UPDATE accounts SET balance = ?, min_balance = ?, max_balance = ? WHERE id = ?",
+                "UPDATE balances SET balance = ?, min_balance = ?, max_balance = ?"
+                " WHERE account_id = ?",
                 [
                     (a.balance_cents, a.min_balance_cents, a.max_balance_cents, a.id)
                     for a in plan.changed_accounts
@@ -577,7 +593,7 @@ class SqliteStore:
             )
         elif plan.changed_accounts:
             db.executemany(
-                "UPDATE accounts SET balance = ? WHERE id = ?",
+                "UPDATE balances SET balance = ? WHERE account_id = ?",
                 [(a.balance_cents, a.id) for a in plan.changed_accounts],
             )
         plan.resolve_ids()
@@ -587,7 +603,7 @@ class SqliteStore:
     async def get_account(self, ledger: str, client: str) -> Account | None:
         def read() -> Account | None:
             row = self._read_db.execute(
-                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE ledger = ? AND client = ?",
+                f"SELECT {_ACCOUNT_COLUMNS} FROM {_ACCOUNTS} WHERE a.ledger = ? AND a.client = ?",
                 (ledger, client),
             ).fetchone()
             return None if row is None else _account(row)
@@ -599,8 +615,8 @@ class SqliteStore:
     ) -> list[Account]:
         def read() -> list[Account]:
             rows = self._read_db.execute(
-                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE ledger = ? AND client > ?"
-                " ORDER BY client LIMIT ?",
+                f"SELECT {_ACCOUNT_COLUMNS} FROM {_ACCOUNTS} WHERE a.ledger = ? AND a.client > ?"
+                " ORDER BY a.client LIMIT ?",
                 (ledger, after_client or "", limit),
             )
             return [_account(row) for row in rows]
@@ -664,6 +680,10 @@ class SqliteStore:
         db.execute("DELETE FROM operations WHERE ledger = ?", (ledger,))
         db.execute("DELETE FROM refusals WHERE ledger = ?", (ledger,))
         db.execute("DELETE FROM batch_requests WHERE ledger = ?", (ledger,))
+        db.execute(
+            "DELETE FROM balances WHERE account_id IN (SELECT id FROM accounts WHERE ledger = ?)",
+            (ledger,),
+        )
         db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
         db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,))
         self._account_cache.clear()

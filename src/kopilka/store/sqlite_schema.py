@@ -92,6 +92,34 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (ledger, idempotency_key)
     ) WITHOUT ROWID;
     """,
+    # 5: an account's balance and bounds move to a narrow table of their own. Every
+    # batch rewrites the page of each account it touches; narrow rows put about three
+    # times as many accounts on a page, so a commit writes far fewer pages. The
+    # accounts table is rebuilt without those columns (migrate() runs with foreign
+    # keys off and checks them all before it commits).
+    """
+    CREATE TABLE balances (
+        account_id INTEGER PRIMARY KEY REFERENCES accounts (id),
+        balance INTEGER NOT NULL,
+        min_balance INTEGER NOT NULL DEFAULT 0,
+        max_balance INTEGER,
+        CHECK (balance >= min_balance),
+        CHECK (max_balance IS NULL OR balance <= max_balance)
+    );
+    INSERT INTO balances (account_id, balance, min_balance, max_balance)
+        SELECT id, balance, min_balance, max_balance FROM accounts;
+    CREATE TABLE accounts_rebuilt (
+        id INTEGER PRIMARY KEY,
+        ledger TEXT NOT NULL,
+        client TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (ledger, client)
+    );
+    INSERT INTO accounts_rebuilt (id, ledger, client, created_at)
+        SELECT id, ledger, client, created_at FROM accounts;
+    DROP TABLE accounts;
+    ALTER TABLE accounts_rebuilt RENAME TO accounts;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
