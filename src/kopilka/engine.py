@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from kopilka.domain.model import Account, Command, Outcome
+from kopilka.domain.model import Account, Command, Outcome, client_name
 from kopilka.domain.statement import Statement, StatementLine, build_statement
 from kopilka.errors import (
     Busy,
@@ -211,6 +211,7 @@ class Engine:
     # -- reads ----------------------------------------------------------------
 
     async def get_account(self, ledger: str, client: str) -> Account:
+        client = client_name(client)
         account = await self.store.get_account(ledger, client)
         if account is None:
             raise NotFound("account_not_found", f"no account for client {client!r}")
@@ -227,7 +228,7 @@ class Engine:
         """The whole statement of a period (for long periods, see statement_lines)."""
         account, opening = await self.statement_header(ledger, client, since, till)
         lines = [line async for line in self.statement_lines(account.id, since, till)]
-        return build_statement(client, since, till, opening, lines)
+        return build_statement(account.client, since, till, opening, lines)
 
     async def statement_header(
         self, ledger: str, client: str, since: datetime | None, till: datetime

@@ -152,6 +152,35 @@ def test_accounts_lists_every_client(run_shell: Callable[[str], str]) -> None:
     ]
 
 
+def test_a_name_typed_decomposed_is_the_same_client(run_shell: Callable[[str], str]) -> None:
+    nfc, nfd = "Jos\u00e9", "Jose\u0301"  # é precomposed; e + a combining accent (macOS)
+    assert run_shell(
+        f'deposit --client="{nfd}" --amount=10 --description=cash\n'
+        f'deposit --client="{nfc}" --amount=5 --description=cash\n'
+        f'withdraw --client="{nfd}" --amount=1 --description=cash\n'
+        f'balance --client="{nfd}"\n'
+        f'add-user -n "{nfd}" --max 100\n'
+    ).splitlines() == [
+        "Deposit operation was successful!",
+        "Deposit operation was successful!",
+        "Withdrawal operation was successful!",
+        f"Balance of {nfc}: $14.00",
+        f"Error: client '{nfc}' already has an account",
+    ]
+    statement = json.loads(run_shell(f'statement --client="{nfd}" --format=json\n'))
+    assert statement["client"] == nfc
+    assert [line["amount"] for line in statement["lines"]] == ["10.00", "5.00", "-1.00"]
+    assert run_shell(f'accounts\nget -n "{nfd}"\n').splitlines() == [
+        "| Client | Balance | Floor | Cap  |",
+        "|--------|---------|-------|------|",
+        f"| {nfc}   |  $14.00 | $0.00 | none |",
+        f"Name:    {nfc}",
+        "Balance: $14.00",
+        "Floor:   $0.00",
+        "Cap:     none",
+    ]
+
+
 def test_help_lists_commands_and_explains_one(run_shell: Callable[[str], str]) -> None:
     output = run_shell("help\nhelp statement\nhelp nope\n")
     assert output.startswith("Commands:\n  deposit ")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kopilka.domain.model import client_name
 from kopilka.domain.rules import validate_client
 from kopilka.errors import Forbidden, InvalidInput, Unauthorized
 from kopilka.store.protocol import Store
@@ -121,7 +122,9 @@ class TokenCache:
 def _principal(record: TokenRecord | None) -> Principal | None:
     if record is None:
         return None
-    return Principal(record.id, record.role, record.client, record.ledger)
+    # A token made before names were kept in NFC may hold another spelling of its client.
+    client = None if record.client is None else client_name(record.client)
+    return Principal(record.id, record.role, client, record.ledger)
 
 
 def effective_role(principal: Principal, ledger: str) -> Role:
@@ -150,7 +153,7 @@ def require_role(principal: Principal, ledger: str, *roles: Role) -> None:
 
 
 def check_client(principal: Principal, ledger: str, client: str) -> None:
-    """A client token sees and moves only its own account."""
+    """A client token sees and moves only its own account (`client` is in NFC already)."""
     if effective_role(principal, ledger) == "client" and client != principal.client:
         raise Forbidden("forbidden", "a client token may only use its own account")
 
@@ -164,6 +167,7 @@ def new_token_record(
     if role == "client":
         if client is None:
             raise InvalidInput("invalid_client", "a client token needs --client NAME")
+        client = client_name(client)
         validate_client(client)
     elif client is not None:
         raise InvalidInput("invalid_client", f"a {role} token is not bound to a client")

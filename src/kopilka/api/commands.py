@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kopilka.api.auth import Principal, effective_role
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn
-from kopilka.domain.model import Deposit, MoneyCommand, Transfer, Withdraw
+from kopilka.domain.model import Deposit, MoneyCommand, Transfer, Withdraw, client_name
 from kopilka.errors import Forbidden
 from kopilka.money import parse_amount
 
@@ -19,14 +19,14 @@ def command_from(
     """The command a decoded request stands for, if this caller may make it."""
     role = effective_role(principal, ledger)
     if isinstance(request, TransferIn):
-        if role == "client" and request.from_client != principal.client:
+        if role == "client" and client_name(request.from_client) != principal.client:
             raise Forbidden("forbidden", "a client token may only move its own money")
         amount = parse_amount(request.amount)
         return Transfer(
             request.from_client, request.to_client, amount, request.description, key, ledger
         )
     if isinstance(request, WithdrawalIn):
-        if role == "client" and request.client != principal.client:
+        if role == "client" and client_name(request.client) != principal.client:
             raise Forbidden("forbidden", "a client token may only move its own money")
         amount = parse_amount(request.amount)
         return Withdraw(request.client, amount, request.description, key, ledger)

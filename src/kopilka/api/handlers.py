@@ -57,7 +57,7 @@ from kopilka.api.schemas import (
     operation_out,
     statement_line_out,
 )
-from kopilka.domain.model import Account, Command, OpenAccount, Operation, SetLimits
+from kopilka.domain.model import Account, Command, OpenAccount, Operation, SetLimits, client_name
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import Conflict, Forbidden, InvalidInput, KopilkaError, NotFound
@@ -125,11 +125,13 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
     match segments[1:]:
         case ["accounts"]:
             return await call.on(method, GET=call.list_accounts, POST=call.open_account)
-        case ["accounts", client]:
+        case ["accounts", name]:
+            client = client_name(name)
             return await call.on(
                 method, GET=lambda: call.account(client), PATCH=lambda: call.set_limits(client)
             )
-        case ["accounts", client, "statement"]:
+        case ["accounts", name, "statement"]:
+            client = client_name(name)
             return await call.on(method, GET=lambda: call.statement(client))
         case ["batch"]:
             return await call.on(method, POST=call.batch)

@@ -46,7 +46,8 @@ _CLIENT_PATH = {
     "name": "client",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    "description": "The client's name, compared in Unicode NFC (see the request bodies)",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 800},
 }
 
 

@@ -17,7 +17,16 @@ from kopilka.domain.statement import StatementLine
 from kopilka.money import format_plain
 
 Amount = Annotated[str, msgspec.Meta(description='Exact decimal text, e.g. "100.50"')]
-Client = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+# The rules allow 200 characters once a name is in NFC; spelt decomposed (NFD) it may be
+# up to four times as long, so the decoder lets that through for the rules to judge.
+Client = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=800,
+        description="A client's name, compared in Unicode NFC: at most 200 characters in NFC",
+    ),
+]
 Description = Annotated[str, msgspec.Meta(max_length=500)]
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kopilka.bank import Bank
-from kopilka.domain.model import Deposit, Transfer, Withdraw
+from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
 from kopilka.domain.rules import validate_client, validate_money_command
 from kopilka.errors import InvalidInput
 from kopilka.idempotency import new_key
@@ -115,7 +115,7 @@ def _transfer(parsed: ParsedCommand, bank: Bank) -> Reply:
 
 
 def _statement(parsed: ParsedCommand, bank: Bank) -> Reply:
-    client = parsed.require("client")
+    client = client_name(parsed.require("client"))
     validate_client(client)
     output_format = (parsed.get("format") or "table").lower()
     if output_format not in STATEMENT_FORMATS:
@@ -140,7 +140,7 @@ def _cap(text: str | None) -> int | None:
 
 
 def _open_account(parsed: ParsedCommand, bank: Bank) -> Reply:
-    client = parsed.require("client")
+    client = client_name(parsed.require("client"))
     validate_client(client)
     floor_text = parsed.get("min-balance")
     account = bank.open_account(
@@ -155,7 +155,7 @@ def _set_limits(parsed: ParsedCommand, bank: Bank) -> Reply:
     floor_text, cap_text = parsed.get("min-balance"), parsed.get("max-balance")
     if floor_text is None and cap_text is None:
         raise InvalidInput("missing_option", "set_limits needs --min-balance or --max-balance")
-    client = parsed.require("client")
+    client = client_name(parsed.require("client"))
     validate_client(client)
     cap = _cap(cap_text)
     account = bank.set_limits(
@@ -168,7 +168,7 @@ def _set_limits(parsed: ParsedCommand, bank: Bank) -> Reply:
 
 
 def _balance(parsed: ParsedCommand, bank: Bank) -> Reply:
-    client = parsed.require("client")
+    client = client_name(parsed.require("client"))
     validate_client(client)
     account = bank.account(client)
     return Message(f"Balance of {account.client}: {format_money(account.balance_cents)}")
@@ -188,7 +188,7 @@ def _opening_cents(text: str | None) -> int:
 
 
 def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
-    name = parsed.require("name")
+    name = client_name(parsed.require("name"))
     validate_client(name)
     floor = parse_limit(parsed.get("min") or "0")
     cap = _cap(parsed.require("max"))
@@ -205,6 +205,7 @@ def _get(parsed: ParsedCommand, bank: Bank) -> Reply:
     name = parsed.get("name")
     if name is None:
         return _accounts(parsed, bank)
+    name = client_name(name)
     validate_client(name)
     return Block(account_details(bank.account(name)))
 
