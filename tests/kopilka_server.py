@@ -80,6 +80,17 @@ class ServerProcess:
     def token(self) -> str:
         return (self.home / "admin.token").read_text().strip()
 
+    def command(self, *arguments: str) -> subprocess.CompletedProcess[str]:
+        """`kopilka ARGUMENTS --db <this server's database>`, as an operator beside it runs it."""
+        return subprocess.run(
+            [*kopilka_command(), *arguments, "--db", self.db],
+            env=server_env(self.home),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
     def client(self, token: str | None = None, **headers: str) -> httpx.Client:
         return httpx.Client(
             base_url=self.url,

@@ -133,14 +133,7 @@ def test_revocation_by_the_cli_reaches_the_server_within_the_ttl(server: ServerP
     token_id, secret = make_token(server, "teller")
     with server.client(secret) as teller:
         assert teller.get("/v1/accounts/Ann").status_code == 200
-    revoked = subprocess.run(
-        [*kopilka_command(), "token", "revoke", token_id, "--db", server.db],
-        env=server_env(server.home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    revoked = server.command("token", "revoke", token_id)
     assert revoked.returncode == 0, revoked.stderr
     time.sleep(1.3)  # the server's token cache TTL is 1 s
     with server.client(secret) as teller:
@@ -148,37 +141,13 @@ def test_revocation_by_the_cli_reaches_the_server_within_the_ttl(server: ServerP
 
 
 def test_token_cli_creates_a_working_client_token(server: ServerProcess, tmp_path: Path) -> None:
-    created = subprocess.run(
-        [
-            *kopilka_command(),
-            "token",
-            "create",
-            "--role",
-            "client",
-            "--client",
-            "Bob",
-            "--db",
-            server.db,
-        ],
-        env=server_env(server.home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    created = server.command("token", "create", "--role", "client", "--client", "Bob")
     assert created.returncode == 0, created.stderr
     secret = created.stdout.strip().splitlines()[-1]
     with server.client(secret) as bob:
         assert bob.get("/v1/accounts/Bob").status_code == 200
         assert_refused(bob.get("/v1/accounts/Ann"), 403, "forbidden")
-    listed = subprocess.run(
-        [*kopilka_command(), "token", "list", "--db", server.db],
-        env=server_env(server.home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    listed = server.command("token", "list")
     assert "client=Bob" in listed.stdout
     assert secret not in listed.stdout  # secrets are shown once, never listed
 

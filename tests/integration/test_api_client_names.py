@@ -3,13 +3,12 @@ send it) and a precomposed one are one client, in bodies, paths and token bindin
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
 import pytest
-from tests.kopilka_server import ServerProcess, kopilka_command, running_server, server_env
+from tests.kopilka_server import ServerProcess, running_server
 
 NFC = "Jos\u00e9"  # é precomposed
 NFD = "Jose\u0301"  # e + COMBINING ACUTE ACCENT
@@ -110,33 +109,9 @@ def test_a_client_token_bound_to_either_spelling_is_the_one_client(
     made = admin.post("/v1/tokens", json={"role": "client", "client": NFD})
     assert made.status_code == 201, made.text
     assert made.json()["client"] == NFC
-    cli = subprocess.run(
-        [
-            *kopilka_command(),
-            "token",
-            "create",
-            "--role",
-            "client",
-            "--client",
-            NFD,
-            "--db",
-            server.db,
-        ],
-        env=server_env(server.home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    cli = server.command("token", "create", "--role", "client", "--client", NFD)
     assert cli.returncode == 0, cli.stderr
-    listed = subprocess.run(
-        [*kopilka_command(), "token", "list", "--db", server.db],
-        env=server_env(server.home),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    listed = server.command("token", "list")
     assert f"client={NFC} " in listed.stdout
     assert f"client={NFD}" not in listed.stdout
     for secret in (made.json()["secret"], cli.stdout.strip().splitlines()[-1]):
