@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,12 +18,12 @@ import pytest
 from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import free_port, kopilka_command, running_server, server_env
 
-from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits
+from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits, Transfer, Withdraw
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError, Unavailable
-from kopilka.store import initialize_schema
+from kopilka.store import initialize_schema, open_store
 from kopilka.store.postgres import PostgresStore
-from kopilka.store.postgres_schema import SCHEMA_VERSION
+from kopilka.store.postgres_schema import MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, SCHEMA_VERSION
 
 pytestmark = pytest.mark.postgres
 
@@ -204,6 +205,211 @@ async def test_limits_and_balances_changed_in_one_batch_pass_the_checks(
         floor = await engine.get_account("main", "Floor")
     assert (cap.balance_cents, cap.max_balance_cents) == (900, 1_000)
     assert (floor.balance_cents, floor.min_balance_cents) == (300, 200)
+
+
+# -- schema 5: client names written before they were kept in NFC -------------------------
+
+JOSE_NFC = "Jos\u00e9"  # precomposed, as every name is kept now
+JOSE_NFD = "Jose\u0301"  # e + combining acute accent, as a macOS terminal sends it
+EARLIER = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+LATER = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+REFUSED = "insufficient funds: available $4.00, requested $100.00"
+
+
+async def _schema_4(url: str) -> asyncpg.Connection:
+    """A database of schema 4, as the release before names were kept in NFC."""
+    old = await asyncpg.connect(url)
+    async with old.transaction():
+        await old.execute(SCHEMA_MIGRATIONS_TABLE)
+        for number, migration in enumerate(MIGRATIONS[:4], start=1):
+            await old.execute(migration)
+            await old.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+    return old
+
+
+async def _add_accounts(old: asyncpg.Connection, *accounts: tuple[int, str, str, int]) -> None:
+    """Accounts (id, ledger, client, balance), each with the deposit that filled it."""
+    for account_id, ledger, client, balance in accounts:
+        await old.execute(
+            "INSERT INTO accounts (id, ledger, client, balance, created_at)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            account_id,
+            ledger,
+            client,
+            balance,
+            EARLIER,
+        )
+        if balance:
+            operation = await old.fetchval(
+                "INSERT INTO operations (ledger, idempotency_key, kind, amount,"
+                " credit_account_id, description, created_at)"
+                " VALUES ($1, $2, 'deposit', $3, $4, 'opening', $5) RETURNING id",
+                ledger,
+                f"in-{account_id}",
+                balance,
+                account_id,
+                EARLIER,
+            )
+            await old.execute(
+                "INSERT INTO entries (operation_id, account_id, amount, balance_after,"
+                " created_at) VALUES ($1, $2, $3, $3, $4)",
+                operation,
+                account_id,
+                balance,
+                EARLIER,
+            )
+
+
+async def _add_client_token_and_refusal(old: asyncpg.Connection, client: str) -> None:
+    await old.execute(
+        "INSERT INTO tokens (id, token_hash, role, client, ledger, created_at)"
+        " VALUES ('t-jose', 'not-a-real-hash', 'client', $1, 'main', $2)",
+        client,
+        EARLIER,
+    )
+    await old.execute(
+        "INSERT INTO refusals (ledger, idempotency_key, kind, amount, debit_client,"
+        " credit_client, description, code, message, created_at)"
+        " VALUES ('main', 'k-refused', 'withdrawal', 10000, $1, NULL, 'rent',"
+        " 'insufficient_funds', $2, $3)",
+        client,
+        REFUSED,
+        EARLIER,
+    )
+
+
+async def test_schema_4_names_in_another_normal_form_are_rewritten_in_nfc(
+    postgres_url: str,
+) -> None:
+    old = await _schema_4(postgres_url)
+    try:
+        await _add_accounts(old, (1, "main", JOSE_NFD, 500), (2, "main", "Ann", 0))
+        await old.execute(  # José paid Ann 100 before the upgrade
+            "INSERT INTO operations (id, ledger, idempotency_key, kind, amount,"
+            " debit_account_id, credit_account_id, description, created_at)"
+            " VALUES (10, 'main', 'k-rent', 'transfer', 100, 1, 2, 'rent', $1)",
+            LATER,
+        )
+        await old.executemany(
+            "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
+            " VALUES (10, $1, $2, $3, $4)",
+            [(1, -100, 400, LATER), (2, 100, 100, LATER)],
+        )
+        await old.execute("UPDATE accounts SET balance = balance - 100 WHERE id = 1")
+        await old.execute("UPDATE accounts SET balance = balance + 100 WHERE id = 2")
+        await _add_client_token_and_refusal(old, JOSE_NFD)
+    finally:
+        await old.close()
+
+    async with Engine(open_store(postgres_url)) as engine:
+        account = await engine.get_account("main", JOSE_NFC)
+        assert (account.id, account.client, account.balance_cents) == (1, JOSE_NFC, 400)
+        assert (await engine.get_account("main", JOSE_NFD)).id == 1  # either spelling
+        assert [a.client for a in await engine.list_accounts("main")] == ["Ann", JOSE_NFC]
+        statement = await engine.statement("main", JOSE_NFC, None, FAR_FUTURE)
+        assert [line.amount_cents for line in statement.lines] == [500, -100]
+        # A retry of the transfer made before the upgrade is that transfer, not a new one.
+        replay = await engine.execute(Transfer(JOSE_NFD, "Ann", 100, "rent", "k-rent"))
+        assert isinstance(replay, Operation)
+        assert (replay.replayed, replay.id, replay.debit_client) == (True, 10, JOSE_NFC)
+        # A retry of the refused withdrawal is refused again, word for word.
+        refused = await engine.execute(Withdraw(JOSE_NFD, 10_000, "rent", "k-refused"))
+        assert isinstance(refused, KopilkaError)
+        assert (refused.code, refused.message) == ("insufficient_funds", REFUSED)
+        # New money reaches the same account.
+        assert isinstance(await engine.execute(Deposit(JOSE_NFD, 100, "gift", "k-gift")), Operation)
+        assert (await engine.get_account("main", JOSE_NFC)).balance_cents == 500
+        token = await engine.store.get_token("t-jose")
+        assert token is not None
+        assert token.client == JOSE_NFC
+
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        rows = await connection.fetch("SELECT debit_client, credit_client FROM refusals")
+        assert [tuple(row) for row in rows] == [(JOSE_NFC, None)]
+        assert await connection.fetchval("SELECT count(*) FROM accounts") == 2
+    finally:
+        await connection.close()
+
+
+async def test_schema_4_twin_spellings_both_stay_and_the_rest_is_rewritten(
+    postgres_url: str,
+) -> None:
+    """Where another account of the ledger has or would take the NFC name, no account
+    is renamed: which client is which is for an operator to decide."""
+    old = await _schema_4(postgres_url)
+    try:
+        await _add_accounts(
+            old,
+            (1, "main", JOSE_NFD, 300),
+            (2, "main", JOSE_NFC, 200),  # the twin, made by someone typing it precomposed
+            (3, "side", JOSE_NFD, 50),  # alone in its ledger: renamed
+            (4, "main", "\u212b", 7),  # ANGSTROM SIGN: its NFC is U+00C5 ...
+            (5, "main", "A\u030a", 9),  # ... and so is this one's, with no U+00C5 account
+        )
+        await _add_client_token_and_refusal(old, JOSE_NFD)
+    finally:
+        await old.close()
+
+    async with Engine(open_store(postgres_url)) as engine:
+        twin = await engine.get_account("main", JOSE_NFD)  # a lookup finds the NFC one
+        assert (twin.id, twin.client, twin.balance_cents) == (2, JOSE_NFC, 200)
+        side = await engine.get_account("side", JOSE_NFD)
+        assert (side.id, side.client, side.balance_cents) == (3, JOSE_NFC, 50)
+        refused = await engine.execute(Withdraw(JOSE_NFC, 10_000, "rent", "k-refused"))
+        assert isinstance(refused, KopilkaError)
+        assert (refused.code, refused.message) == ("insufficient_funds", REFUSED)
+        token = await engine.store.get_token("t-jose")
+        assert token is not None
+        assert token.client == JOSE_NFC
+
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        accounts = await connection.fetch(
+            "SELECT id, ledger, client, balance FROM accounts ORDER BY id"
+        )
+        operations = await connection.fetch(
+            "SELECT credit_account_id, amount FROM operations ORDER BY id"
+        )
+    finally:
+        await connection.close()
+    assert [tuple(row) for row in accounts] == [
+        (1, "main", JOSE_NFD, 300),
+        (2, "main", JOSE_NFC, 200),
+        (3, "side", JOSE_NFC, 50),
+        (4, "main", "\u212b", 7),
+        (5, "main", "A\u030a", 9),
+    ]
+    assert [tuple(row) for row in operations] == [(1, 300), (2, 200), (3, 50), (4, 7), (5, 9)]
+
+
+async def test_a_database_not_in_utf8_upgrades_leaving_names_as_they_are(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL normalizes text only in a UTF8 database; in another encoding the
+    names are left alone rather than the upgrade failing."""
+    name = f"latin_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        await admin.execute(
+            f"CREATE DATABASE {name} ENCODING 'LATIN1' TEMPLATE template0"
+            " LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+        url = urlunsplit(urlsplit(postgres_url)._replace(path=f"/{name}"))
+        old = await _schema_4(url)
+        try:
+            await _add_accounts(old, (1, "main", JOSE_NFC, 500))
+        finally:
+            await old.close()
+        async with Engine(open_store(url)) as engine:
+            assert (await engine.get_account("main", JOSE_NFC)).balance_cents == 500
+        assert await _versions(url) == list(range(1, SCHEMA_VERSION + 1))
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
 
 
 # -- a server role that may only read and write rows ----------------------------------

@@ -4,11 +4,15 @@ behind the ledger's back."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from kopilka.errors import Unavailable
+from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
+from kopilka.engine import Engine
+from kopilka.errors import KopilkaError, Unavailable
+from kopilka.store import open_store
 from kopilka.store.sqlite import connect, migrate
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -146,3 +150,160 @@ def test_an_upgrade_that_would_break_a_reference_changes_nothing(tmp_path: Path)
     assert connection.execute("PRAGMA user_version").fetchone()[0] == 4
     assert connection.execute("SELECT count(*) FROM accounts").fetchone()[0] == 2
     assert connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+# -- schema 6: client names written before they were kept in NFC -------------------------
+
+JOSE_NFC = "Jos\u00e9"  # precomposed, as every name is kept now
+JOSE_NFD = "Jose\u0301"  # e + combining acute accent, as a macOS terminal sends it
+FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+REFUSED = "insufficient funds: available $4.00, requested $100.00"
+
+
+def _schema_5(path: str) -> sqlite3.Connection:
+    """An empty database of schema 5, as the release before names were kept in NFC."""
+    old = connect(path)
+    old.execute("PRAGMA foreign_keys = OFF")  # as migrate() ran them
+    for number, migration in enumerate(MIGRATIONS[:5], start=1):
+        old.executescript(f"{migration}; PRAGMA user_version = {number}")
+    old.execute("PRAGMA foreign_keys = ON")
+    return old
+
+
+def _add_accounts(old: sqlite3.Connection, *accounts: tuple[int, str, str, int]) -> None:
+    """Accounts (id, ledger, client, balance), each with the deposit that filled it."""
+    for account_id, ledger, client, balance in accounts:
+        old.execute(
+            "INSERT INTO accounts (id, ledger, client, created_at) VALUES (?, ?, ?, 0)",
+            (account_id, ledger, client),
+        )
+        old.execute(
+            "INSERT INTO balances (account_id, balance) VALUES (?, ?)", (account_id, balance)
+        )
+        if balance:
+            operation = old.execute(
+                "INSERT INTO operations (ledger, idempotency_key, kind, amount,"
+                " credit_account_id, description, created_at)"
+                " VALUES (?, ?, 'deposit', ?, ?, 'opening', 0)",
+                (ledger, f"in-{account_id}", balance, account_id),
+            ).lastrowid
+            old.execute(
+                "INSERT INTO entries (operation_id, account_id, amount, balance_after,"
+                " created_at) VALUES (?, ?, ?, ?, 0)",
+                (operation, account_id, balance, balance),
+            )
+
+
+def _add_client_token_and_refusal(old: sqlite3.Connection, client: str) -> None:
+    old.execute(
+        "INSERT INTO tokens (id, token_hash, role, client, ledger, created_at)"
+        " VALUES ('t-jose', 'not-a-real-hash', 'client', ?, 'main', 0)",
+        (client,),
+    )
+    old.execute(
+        "INSERT INTO refusals (ledger, idempotency_key, kind, amount, debit_client,"
+        " credit_client, description, code, message, created_at)"
+        " VALUES ('main', 'k-refused', 'withdrawal', 10000, ?, NULL, 'rent',"
+        " 'insufficient_funds', ?, 0)",
+        (client, REFUSED),
+    )
+
+
+async def test_schema_5_names_in_another_normal_form_are_rewritten_in_nfc(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "five.db"
+    old = _schema_5(str(path))
+    _add_accounts(old, (1, "main", JOSE_NFD, 500), (2, "main", "Ann", 0))
+    old.execute(  # José paid Ann 100 before the upgrade
+        "INSERT INTO operations (id, ledger, idempotency_key, kind, amount, debit_account_id,"
+        " credit_account_id, description, created_at)"
+        " VALUES (10, 'main', 'k-rent', 'transfer', 100, 1, 2, 'rent', 1)"
+    )
+    old.executemany(
+        "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
+        " VALUES (10, ?, ?, ?, 1)",
+        [(1, -100, 400), (2, 100, 100)],
+    )
+    old.execute("UPDATE balances SET balance = balance - 100 WHERE account_id = 1")
+    old.execute("UPDATE balances SET balance = balance + 100 WHERE account_id = 2")
+    _add_client_token_and_refusal(old, JOSE_NFD)
+    old.close()
+
+    async with Engine(open_store(str(path))) as engine:
+        account = await engine.get_account("main", JOSE_NFC)
+        assert (account.id, account.client, account.balance_cents) == (1, JOSE_NFC, 400)
+        assert (await engine.get_account("main", JOSE_NFD)).id == 1  # either spelling
+        assert [a.client for a in await engine.list_accounts("main")] == ["Ann", JOSE_NFC]
+        statement = await engine.statement("main", JOSE_NFC, None, FAR_FUTURE)
+        assert [line.amount_cents for line in statement.lines] == [500, -100]
+        # A retry of the transfer made before the upgrade is that transfer, not a new one.
+        replay = await engine.execute(Transfer(JOSE_NFD, "Ann", 100, "rent", "k-rent"))
+        assert isinstance(replay, Operation)
+        assert (replay.replayed, replay.id, replay.debit_client) == (True, 10, JOSE_NFC)
+        # A retry of the refused withdrawal is refused again, word for word.
+        refused = await engine.execute(Withdraw(JOSE_NFD, 10_000, "rent", "k-refused"))
+        assert isinstance(refused, KopilkaError)
+        assert (refused.code, refused.message) == ("insufficient_funds", REFUSED)
+        # New money reaches the same account.
+        assert isinstance(await engine.execute(Deposit(JOSE_NFD, 100, "gift", "k-gift")), Operation)
+        assert (await engine.get_account("main", JOSE_NFC)).balance_cents == 500
+        token = await engine.store.get_token("t-jose")
+        assert token is not None
+        assert token.client == JOSE_NFC
+
+    connection = connect(str(path))
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert connection.execute("SELECT debit_client, credit_client FROM refusals").fetchall() == [
+        (JOSE_NFC, None)
+    ]
+    assert connection.execute("SELECT count(*) FROM accounts").fetchone()[0] == 2
+    assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+async def test_schema_5_twin_spellings_both_stay_and_the_rest_is_rewritten(
+    tmp_path: Path,
+) -> None:
+    """Where another account of the ledger has or would take the NFC name, no account
+    is renamed: which client is which is for an operator to decide."""
+    path = tmp_path / "twins.db"
+    old = _schema_5(str(path))
+    _add_accounts(
+        old,
+        (1, "main", JOSE_NFD, 300),
+        (2, "main", JOSE_NFC, 200),  # the twin, made by someone typing it precomposed
+        (3, "side", JOSE_NFD, 50),  # alone in its ledger: renamed
+        (4, "main", "\u212b", 7),  # ANGSTROM SIGN: its NFC is U+00C5 ...
+        (5, "main", "A\u030a", 9),  # ... and so is this one's, with no U+00C5 account
+    )
+    _add_client_token_and_refusal(old, JOSE_NFD)
+    old.close()
+
+    async with Engine(open_store(str(path))) as engine:
+        twin = await engine.get_account("main", JOSE_NFD)  # a lookup finds the NFC one
+        assert (twin.id, twin.client, twin.balance_cents) == (2, JOSE_NFC, 200)
+        side = await engine.get_account("side", JOSE_NFD)
+        assert (side.id, side.client, side.balance_cents) == (3, JOSE_NFC, 50)
+        refused = await engine.execute(Withdraw(JOSE_NFC, 10_000, "rent", "k-refused"))
+        assert isinstance(refused, KopilkaError)
+        assert (refused.code, refused.message) == ("insufficient_funds", REFUSED)
+        token = await engine.store.get_token("t-jose")
+        assert token is not None
+        assert token.client == JOSE_NFC
+
+    connection = connect(str(path))
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert connection.execute(
+        "SELECT id, ledger, client, balance FROM accounts JOIN balances ON account_id = id"
+        " ORDER BY id"
+    ).fetchall() == [
+        (1, "main", JOSE_NFD, 300),
+        (2, "main", JOSE_NFC, 200),
+        (3, "side", JOSE_NFC, 50),
+        (4, "main", "\u212b", 7),
+        (5, "main", "A\u030a", 9),
+    ]
+    assert connection.execute(
+        "SELECT credit_account_id, amount FROM operations ORDER BY id"
+    ).fetchall() == [(1, 300), (2, 200), (3, 50), (4, 7), (5, 9)]
+    assert connection.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -104,6 +104,39 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (ledger, idempotency_key)
     );
     """,
+    # 5: client names written before names were kept in Unicode NFC (a decomposed
+    # "Jose" + U+0301 typed on macOS) are rewritten in NFC, or the commands and
+    # lookups, which normalize every name, could no longer reach their accounts. An
+    # account is renamed only when no other account of its ledger has or would take
+    # the same NFC name: a pair like that is left as it is, for an operator to decide
+    # (docs/operations.md). Token bindings and the names of kept refusals are only
+    # ever compared with normalized names, so every one of them is rewritten.
+    # batch_requests keeps the digest of a body as it was sent, and a retry sends the
+    # same body: nothing there to rewrite.
+    # normalize() needs a UTF8 database; in any other encoding nothing is changed.
+    """
+    DO $$
+    BEGIN
+        IF current_setting('server_encoding') <> 'UTF8' THEN
+            RETURN;
+        END IF;
+        UPDATE accounts AS a SET client = normalize(a.client, NFC)
+            WHERE a.id IN (
+                SELECT min(id) FROM accounts WHERE client IS NOT NFC NORMALIZED
+                GROUP BY ledger, normalize(client, NFC) HAVING count(*) = 1
+            )
+            AND NOT EXISTS (
+                SELECT 1 FROM accounts AS twin
+                WHERE twin.ledger = a.ledger AND twin.client = normalize(a.client, NFC)
+            );
+        UPDATE tokens SET client = normalize(client, NFC) WHERE client IS NOT NFC NORMALIZED;
+        UPDATE refusals SET debit_client = normalize(debit_client, NFC)
+            WHERE debit_client IS NOT NFC NORMALIZED;
+        UPDATE refusals SET credit_client = normalize(credit_client, NFC)
+            WHERE credit_client IS NOT NFC NORMALIZED;
+    END
+    $$;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

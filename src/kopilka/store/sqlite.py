@@ -34,6 +34,7 @@ from kopilka.domain.model import (
     Refusal,
     Transfer,
     Withdraw,
+    client_name,
 )
 from kopilka.domain.rules import (
     AccountKey,
@@ -96,12 +97,20 @@ def connect(path: str) -> sqlite3.Connection:
     return connection
 
 
+def _nfc(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
+    """A client name in NFC (client_name), for SQL; NULL and non-text pass unchanged."""
+    return client_name(value) if isinstance(value, str) else value
+
+
 def migrate(connection: sqlite3.Connection) -> int:
     """Create or upgrade the schema; refuse a newer one this version does not know."""
     # A migration may rebuild a table others refer to, which SQLite allows only with
     # foreign keys off (the setting cannot change inside a transaction); every
     # reference is checked before the upgrade commits.
     connection.execute("PRAGMA foreign_keys = OFF")
+    # SQLite has no Unicode normalization: migration 6 rewrites client names in NFC
+    # with the very function the ledger normalizes every name with.
+    connection.create_function("nfc", 1, _nfc, deterministic=True)
     try:
         connection.execute("BEGIN IMMEDIATE")
         try:

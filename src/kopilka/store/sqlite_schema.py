@@ -120,6 +120,31 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE accounts;
     ALTER TABLE accounts_rebuilt RENAME TO accounts;
     """,
+    # 6: client names written before names were kept in Unicode NFC (a decomposed
+    # "Jose" + U+0301 typed on macOS) are rewritten in NFC, or the commands and
+    # lookups, which normalize every name, could no longer reach their accounts.
+    # nfc() is the ledger's own client_name(), registered by migrate(). An account is
+    # renamed only when no other account of its ledger has or would take the same NFC
+    # name: a pair like that is left as it is, for an operator to decide
+    # (docs/operations.md). Token bindings and the names of kept refusals are only
+    # ever compared with normalized names, so every one of them is rewritten.
+    # batch_requests keeps the digest of a body as it was sent, and a retry sends the
+    # same body: nothing there to rewrite.
+    """
+    UPDATE accounts SET client = nfc(client)
+        WHERE id IN (
+            SELECT min(id) FROM accounts WHERE client <> nfc(client)
+            GROUP BY ledger, nfc(client) HAVING count(*) = 1
+        )
+        AND NOT EXISTS (
+            SELECT 1 FROM accounts AS twin
+            WHERE twin.ledger = accounts.ledger AND twin.client = nfc(accounts.client)
+        );
+    UPDATE tokens SET client = nfc(client) WHERE client <> nfc(client);
+    UPDATE refusals SET debit_client = nfc(debit_client) WHERE debit_client <> nfc(debit_client);
+    UPDATE refusals SET credit_client = nfc(credit_client)
+        WHERE credit_client <> nfc(credit_client);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
