@@ -17,8 +17,15 @@ import asyncpg
 import pytest
 from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import free_port, kopilka_command, running_server, server_env
+from tests.nfc_upgrade import (
+    JOSE_NFC,
+    JOSE_NFD,
+    REFUSED,
+    assert_jose_is_one_client_again,
+    assert_twins_are_left_for_an_operator,
+)
 
-from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits, Transfer, Withdraw
+from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError, Unavailable
 from kopilka.store import initialize_schema, open_store
@@ -209,12 +216,8 @@ async def test_limits_and_balances_changed_in_one_batch_pass_the_checks(
 
 # -- schema 5: client names written before they were kept in NFC -------------------------
 
-JOSE_NFC = "Jos\u00e9"  # precomposed, as every name is kept now
-JOSE_NFD = "Jose\u0301"  # e + combining acute accent, as a macOS terminal sends it
 EARLIER = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 LATER = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
-FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
-REFUSED = "insufficient funds: available $4.00, requested $100.00"
 
 
 async def _schema_4(url: str) -> asyncpg.Connection:
@@ -303,26 +306,7 @@ async def test_schema_4_names_in_another_normal_form_are_rewritten_in_nfc(
         await old.close()
 
     async with Engine(open_store(postgres_url)) as engine:
-        account = await engine.get_account("main", JOSE_NFC)
-        assert (account.id, account.client, account.balance_cents) == (1, JOSE_NFC, 400)
-        assert (await engine.get_account("main", JOSE_NFD)).id == 1  # either spelling
-        assert [a.client for a in await engine.list_accounts("main")] == ["Ann", JOSE_NFC]
-        statement = await engine.statement("main", JOSE_NFC, None, FAR_FUTURE)
-        assert [line.amount_cents for line in statement.lines] == [500, -100]
-        # A retry of the transfer made before the upgrade is that transfer, not a new one.
-        replay = await engine.execute(Transfer(JOSE_NFD, "Ann", 100, "rent", "k-rent"))
-        assert isinstance(replay, Operation)
-        assert (replay.replayed, replay.id, replay.debit_client) == (True, 10, JOSE_NFC)
-        # A retry of the refused withdrawal is refused again, word for word.
-        refused = await engine.execute(Withdraw(JOSE_NFD, 10_000, "rent", "k-refused"))
-        assert isinstance(refused, KopilkaError)
-        assert (refused.code, refused.message) == ("insufficient_funds", REFUSED)
-        # New money reaches the same account.
-        assert isinstance(await engine.execute(Deposit(JOSE_NFD, 100, "gift", "k-gift")), Operation)
-        assert (await engine.get_account("main", JOSE_NFC)).balance_cents == 500
-        token = await engine.store.get_token("t-jose")
-        assert token is not None
-        assert token.client == JOSE_NFC
+        await assert_jose_is_one_client_again(engine)
 
     assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
     connection = await asyncpg.connect(postgres_url)
@@ -354,16 +338,7 @@ async def test_schema_4_twin_spellings_both_stay_and_the_rest_is_rewritten(
         await old.close()
 
     async with Engine(open_store(postgres_url)) as engine:
-        twin = await engine.get_account("main", JOSE_NFD)  # a lookup finds the NFC one
-        assert (twin.id, twin.client, twin.balance_cents) == (2, JOSE_NFC, 200)
-        side = await engine.get_account("side", JOSE_NFD)
-        assert (side.id, side.client, side.balance_cents) == (3, JOSE_NFC, 50)
-        refused = await engine.execute(Withdraw(JOSE_NFC, 10_000, "rent", "k-refused"))
-        assert isinstance(refused, KopilkaError)
-        assert (refused.code, refused.message) == ("insufficient_funds", REFUSED)
-        token = await engine.store.get_token("t-jose")
-        assert token is not None
-        assert token.client == JOSE_NFC
+        await assert_twins_are_left_for_an_operator(engine)
 
     assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
     connection = await asyncpg.connect(postgres_url)

@@ -4,14 +4,19 @@ behind the ledger's back."""
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tests.nfc_upgrade import (
+    JOSE_NFC,
+    JOSE_NFD,
+    REFUSED,
+    assert_jose_is_one_client_again,
+    assert_twins_are_left_for_an_operator,
+)
 
-from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
 from kopilka.engine import Engine
-from kopilka.errors import KopilkaError, Unavailable
+from kopilka.errors import Unavailable
 from kopilka.store import open_store
 from kopilka.store.sqlite import connect, migrate
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
@@ -154,11 +159,6 @@ def test_an_upgrade_that_would_break_a_reference_changes_nothing(tmp_path: Path)
 
 # -- schema 6: client names written before they were kept in NFC -------------------------
 
-JOSE_NFC = "Jos\u00e9"  # precomposed, as every name is kept now
-JOSE_NFD = "Jose\u0301"  # e + combining acute accent, as a macOS terminal sends it
-FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
-REFUSED = "insufficient funds: available $4.00, requested $100.00"
-
 
 def _schema_5(path: str) -> sqlite3.Connection:
     """An empty database of schema 5, as the release before names were kept in NFC."""
@@ -231,26 +231,7 @@ async def test_schema_5_names_in_another_normal_form_are_rewritten_in_nfc(
     old.close()
 
     async with Engine(open_store(str(path))) as engine:
-        account = await engine.get_account("main", JOSE_NFC)
-        assert (account.id, account.client, account.balance_cents) == (1, JOSE_NFC, 400)
-        assert (await engine.get_account("main", JOSE_NFD)).id == 1  # either spelling
-        assert [a.client for a in await engine.list_accounts("main")] == ["Ann", JOSE_NFC]
-        statement = await engine.statement("main", JOSE_NFC, None, FAR_FUTURE)
-        assert [line.amount_cents for line in statement.lines] == [500, -100]
-        # A retry of the transfer made before the upgrade is that transfer, not a new one.
-        replay = await engine.execute(Transfer(JOSE_NFD, "Ann", 100, "rent", "k-rent"))
-        assert isinstance(replay, Operation)
-        assert (replay.replayed, replay.id, replay.debit_client) == (True, 10, JOSE_NFC)
-        # A retry of the refused withdrawal is refused again, word for word.
-        refused = await engine.execute(Withdraw(JOSE_NFD, 10_000, "rent", "k-refused"))
-        assert isinstance(refused, KopilkaError)
-        assert (refused.code, refused.message) == ("insufficient_funds", REFUSED)
-        # New money reaches the same account.
-        assert isinstance(await engine.execute(Deposit(JOSE_NFD, 100, "gift", "k-gift")), Operation)
-        assert (await engine.get_account("main", JOSE_NFC)).balance_cents == 500
-        token = await engine.store.get_token("t-jose")
-        assert token is not None
-        assert token.client == JOSE_NFC
+        await assert_jose_is_one_client_again(engine)
 
     connection = connect(str(path))
     assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -280,16 +261,7 @@ async def test_schema_5_twin_spellings_both_stay_and_the_rest_is_rewritten(
     old.close()
 
     async with Engine(open_store(str(path))) as engine:
-        twin = await engine.get_account("main", JOSE_NFD)  # a lookup finds the NFC one
-        assert (twin.id, twin.client, twin.balance_cents) == (2, JOSE_NFC, 200)
-        side = await engine.get_account("side", JOSE_NFD)
-        assert (side.id, side.client, side.balance_cents) == (3, JOSE_NFC, 50)
-        refused = await engine.execute(Withdraw(JOSE_NFC, 10_000, "rent", "k-refused"))
-        assert isinstance(refused, KopilkaError)
-        assert (refused.code, refused.message) == ("insufficient_funds", REFUSED)
-        token = await engine.store.get_token("t-jose")
-        assert token is not None
-        assert token.client == JOSE_NFC
+        await assert_twins_are_left_for_an_operator(engine)
 
     connection = connect(str(path))
     assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
