@@ -131,7 +131,7 @@ def migrate(connection: sqlite3.Connection) -> int:
                 if broken is not None:
                     raise Unavailable(
                         "broken_schema",
-                        f"upgrading the schema left a row of {broken[0]} referring to a "
+                        f"cannot upgrade the schema: a row of {broken[0]} refers to a "
                         f"missing row of {broken[2]}; nothing was changed",
                     )
             connection.execute("COMMIT")
