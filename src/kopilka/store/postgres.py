@@ -54,6 +54,7 @@ from kopilka.store.postgres_schema import (
     SCHEMA_MIGRATIONS_TABLE,
     SCHEMA_VERSION,
 )
+from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.tokens import TokenRecord
 
 T = TypeVar("T")
@@ -797,10 +798,9 @@ async def _load_refusals(connection: Connection, keys: set[OperationKey]) -> Kno
     if not keys:
         return {}
     rows = await connection.fetch(
-        "SELECT r.ledger, r.idempotency_key, r.kind, r.amount, r.debit_client,"
-        " r.credit_client, r.description, r.code, r.message, r.created_at"
-        " FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
-        " JOIN refusals r ON r.ledger = k.ledger AND r.idempotency_key = k.key",
+        f"SELECT {REFUSAL_COLUMNS} FROM refusals"
+        " JOIN unnest($1::text[], $2::text[]) AS wanted(wanted_ledger, wanted_key)"
+        " ON ledger = wanted_ledger AND idempotency_key = wanted_key",
         [ledger for ledger, _ in keys],
         [key for _, key in keys],
     )
@@ -810,25 +810,10 @@ async def _load_refusals(connection: Connection, keys: set[OperationKey]) -> Kno
 async def _insert_refusals(connection: Connection, refusals: list[Refusal]) -> None:
     # Another process may have kept the same key's refusal a moment ago: the same answer.
     await connection.executemany(
-        "INSERT INTO refusals (ledger, idempotency_key, kind, amount, debit_client,"
-        " credit_client, description, code, message, created_at)"
+        f"INSERT INTO refusals ({REFUSAL_COLUMNS})"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         " ON CONFLICT (ledger, idempotency_key) DO NOTHING",
-        [
-            (
-                r.ledger,
-                r.idempotency_key,
-                r.kind,
-                r.amount_cents,
-                r.debit_client,
-                r.credit_client,
-                r.description,
-                r.code,
-                r.message,
-                r.created_at,
-            )
-            for r in refusals
-        ],
+        [refusal_values(r, r.created_at) for r in refusals],
     )
 
 

@@ -47,6 +47,7 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
+from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
@@ -77,6 +78,13 @@ def _account(row: Sequence[Any]) -> Account:
         created_at=from_micros(row[6]),
         id=row[0],
     )
+
+
+def _refusal(row: Sequence[Any]) -> Refusal:
+    """A refusal read as REFUSAL_COLUMNS, its time kept as microseconds."""
+    *values, micros = row
+    values.append(from_micros(micros))
+    return Refusal(*values)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
@@ -438,26 +446,11 @@ class SqliteStore:
 
     def _load_refusals(self, keys: set[OperationKey]) -> KnownKeys:
         rows = self._rows_by_key(
-            "SELECT idempotency_key, kind, amount, debit_client, credit_client,"
-            " description, code, message, created_at FROM refusals"
+            f"SELECT {REFUSAL_COLUMNS} FROM refusals"
             " WHERE ledger = ? AND idempotency_key IN ({marks})",
             keys,
         )
-        return {
-            (ledger, row[0]): Refusal(
-                ledger=ledger,
-                idempotency_key=row[0],
-                kind=row[1],
-                amount_cents=row[2],
-                debit_client=row[3],
-                credit_client=row[4],
-                description=row[5],
-                code=row[6],
-                message=row[7],
-                created_at=from_micros(row[8]),
-            )
-            for ledger, row in rows
-        }
+        return {(ledger, row[1]): _refusal(row) for ledger, row in rows}
 
     def _load_operations(self, keys: set[OperationKey]) -> dict[OperationKey, Operation]:
         rows = self._rows_by_key(
@@ -572,24 +565,8 @@ class SqliteStore:
             )
         if plan.refusals:
             db.executemany(
-                "INSERT INTO refusals (ledger, idempotency_key, kind, amount, debit_client,"
-                " credit_client, description, code, message, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        r.ledger,
-                        r.idempotency_key,
-                        r.kind,
-                        r.amount_cents,
-                        r.debit_client,
-                        r.credit_client,
-                        r.description,
-                        r.code,
-                        r.message,
-                        to_micros(r.created_at),
-                    )
-                    for r in plan.refusals
-                ],
+                f"INSERT INTO refusals ({REFUSAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [refusal_values(r, to_micros(r.created_at)) for r in plan.refusals],
             )
         if plan.changed_accounts and plan.limits_changed:
             db.executemany(
