@@ -114,9 +114,15 @@ def _transfer(parsed: ParsedCommand, bank: Bank) -> Reply:
     return Message("Transfer operation was successful!")
 
 
-def _statement(parsed: ParsedCommand, bank: Bank) -> Reply:
-    client = client_name(parsed.require("client"))
+def _client(text: str) -> str:
+    """A client's name as the ledger keeps it (NFC), refused here if it is malformed."""
+    client = client_name(text)
     validate_client(client)
+    return client
+
+
+def _statement(parsed: ParsedCommand, bank: Bank) -> Reply:
+    client = _client(parsed.require("client"))
     output_format = (parsed.get("format") or "table").lower()
     if output_format not in STATEMENT_FORMATS:
         raise InvalidInput(
@@ -140,8 +146,7 @@ def _cap(text: str | None) -> int | None:
 
 
 def _open_account(parsed: ParsedCommand, bank: Bank) -> Reply:
-    client = client_name(parsed.require("client"))
-    validate_client(client)
+    client = _client(parsed.require("client"))
     floor_text = parsed.get("min-balance")
     account = bank.open_account(
         client,
@@ -155,8 +160,7 @@ def _set_limits(parsed: ParsedCommand, bank: Bank) -> Reply:
     floor_text, cap_text = parsed.get("min-balance"), parsed.get("max-balance")
     if floor_text is None and cap_text is None:
         raise InvalidInput("missing_option", "set_limits needs --min-balance or --max-balance")
-    client = client_name(parsed.require("client"))
-    validate_client(client)
+    client = _client(parsed.require("client"))
     cap = _cap(cap_text)
     account = bank.set_limits(
         client,
@@ -168,8 +172,7 @@ def _set_limits(parsed: ParsedCommand, bank: Bank) -> Reply:
 
 
 def _balance(parsed: ParsedCommand, bank: Bank) -> Reply:
-    client = client_name(parsed.require("client"))
-    validate_client(client)
+    client = _client(parsed.require("client"))
     account = bank.account(client)
     return Message(f"Balance of {account.client}: {format_money(account.balance_cents)}")
 
@@ -188,8 +191,7 @@ def _opening_cents(text: str | None) -> int:
 
 
 def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
-    name = client_name(parsed.require("name"))
-    validate_client(name)
+    name = _client(parsed.require("name"))
     floor = parse_limit(parsed.get("min") or "0")
     cap = _cap(parsed.require("max"))
     opening = _opening_cents(parsed.get("credit"))
@@ -205,8 +207,7 @@ def _get(parsed: ParsedCommand, bank: Bank) -> Reply:
     name = parsed.get("name")
     if name is None:
         return _accounts(parsed, bank)
-    name = client_name(name)
-    validate_client(name)
+    name = _client(name)
     return Block(account_details(bank.account(name)))
 
 
