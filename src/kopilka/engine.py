@@ -13,10 +13,10 @@ import enum
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from kopilka.domain.model import Account, Command, Outcome, client_name
+from kopilka.domain.model import Account, ClaimKey, Command, Outcome, client_name
 from kopilka.domain.statement import Statement, StatementLine, build_statement
 from kopilka.errors import (
     Busy,
@@ -106,17 +106,46 @@ class Engine:
         (outcome,) = await self.submit_many((command,))
         return outcome
 
-    async def submit_many(self, commands: Sequence[Command]) -> list[Outcome]:
-        """Many commands at once, one outcome each, in order (each succeeds or fails alone)."""
-        if self.state is not EngineState.RUNNING:
-            raise Unavailable("shutting_down", "the ledger is shutting down; try again")
-        if len(commands) > self.limits.request_operations_max:
+    async def submit_many(
+        self, commands: Sequence[Command], claim: ClaimKey | None = None
+    ) -> list[Outcome]:
+        """Many commands at once, one outcome each, in order (each succeeds or fails alone).
+
+        With a `claim`, the request's key is held for its body's digest in the same
+        transaction as its first commands (as many as fit one batch beside it; the rest
+        follow once that has committed). A key that stands for another body raises its
+        Conflict, and nothing of the request applies.
+        """
+        self._check_accepting(len(commands))
+        if claim is None:
+            return await self._submit(commands)
+        head = self.limits.batch_operations_max - 1
+        claim = replace(claim, covers=min(head, len(commands)))
+        first = await self._submit([claim, *commands[:head]])
+        if isinstance(first[0], KopilkaError):
+            raise first[0]
+        # Accepted even when the queue filled up meanwhile: the request was let in whole.
+        rest = commands[head:]
+        return first[1:] + (await self._submit(rest) if rest else [])
+
+    def _check_accepting(self, operations: int) -> None:
+        self._check_running()
+        if operations > self.limits.request_operations_max:
             raise InvalidInput(
                 "too_many_operations",
                 f"at most {self.limits.request_operations_max} operations per request",
             )
-        if self._pending_operations + len(commands) > self.limits.queue_depth_max:
+        if self._pending_operations + operations > self.limits.queue_depth_max:
             raise Busy("busy", "the ledger is busy; try again shortly")
+
+    def _check_running(self) -> None:
+        if self.state is not EngineState.RUNNING:
+            raise Unavailable("shutting_down", "the ledger is shutting down; try again")
+
+    async def _submit(self, commands: Sequence[Command]) -> list[Outcome]:
+        # Checked again here: the rest of a claimed request comes after an await, and once
+        # closing, the writer may have stopped taking work.
+        self._check_running()
         if not commands:
             return []
         loop = asyncio.get_running_loop()
@@ -201,12 +230,6 @@ class Engine:
                 await asyncio.sleep(delay_seconds)
                 delay_seconds = min(delay_seconds * 2, 0.1)
         raise Unavailable("store_busy", "the ledger is busy; nothing was applied, try again")
-
-    async def claim_batch_key(self, ledger: str, idempotency_key: str, digest: str) -> str:
-        """The digest of the body that stands under a batch request's key (see Store)."""
-        if self.state is not EngineState.RUNNING:
-            raise Unavailable("shutting_down", "the ledger is shutting down; try again")
-        return await self.store.claim_batch_key(ledger, idempotency_key, digest)
 
     # -- reads ----------------------------------------------------------------
 

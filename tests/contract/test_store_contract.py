@@ -11,6 +11,7 @@ from tests.contract.conftest import Backend
 
 from kopilka.domain.model import (
     Account,
+    ClaimKey,
     Command,
     Deposit,
     OpenAccount,
@@ -614,14 +615,97 @@ async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engi
 # -- tokens --------------------------------------------------------------------------------
 
 
-async def test_a_batch_key_keeps_the_first_digest(engine: Engine) -> None:
+async def test_a_claimed_key_keeps_the_first_digest(engine: Engine) -> None:
     store = engine.store
-    assert await store.claim_batch_key("main", "b1", "first") == "first"
-    assert await store.claim_batch_key("main", "b1", "first") == "first"
-    assert await store.claim_batch_key("main", "b1", "second") == "first"
-    assert await store.claim_batch_key("other", "b1", "second") == "second"
+    first = ClaimKey("main", "b1", "first", covers=1)
+    outcomes = await store.apply([first, Deposit(JOHN, 100, "pay", "b1:0")])
+    assert outcomes[0] == first
+    assert isinstance(outcomes[1], Operation) and not outcomes[1].replayed
+    replay = await store.apply([first, Deposit(JOHN, 100, "pay", "b1:0")])
+    assert replay[0] == first
+    assert isinstance(replay[1], Operation) and replay[1].replayed
+
+    # Another body under the key: the claim and what it covers are refused, the rest of
+    # the batch is not.
+    other = ClaimKey("main", "b1", "second", covers=2)
+    outcomes = await store.apply(
+        [
+            other,
+            Deposit(JOHN, 100, "pay", "b1:0"),
+            Deposit(JOHN, 5, "more", "b1:1"),
+            Deposit(JOHN, 7, "alone", "k-alone"),
+        ]
+    )
+    assert codes(outcomes[:3]) == ["idempotency_key_reused"] * 3
+    assert isinstance(outcomes[3], Operation)
+    assert await balance(engine, JOHN) == 107
+    # A covered command never ran: its own key is still free.
+    assert isinstance(await engine.execute(Deposit(JOHN, 9, "later", "b1:1")), Operation)
+
+    # Keys belong to a ledger, and go with it.
+    assert await store.apply([ClaimKey("other", "b1", "second")]) == [
+        ClaimKey("other", "b1", "second")
+    ]
     await store.drop_ledger("other")
-    assert await store.claim_batch_key("other", "b1", "third") == "third"
+    assert await store.apply([ClaimKey("other", "b1", "third")]) == [
+        ClaimKey("other", "b1", "third")
+    ]
+
+
+async def test_two_claims_of_one_key_in_one_batch(engine: Engine) -> None:
+    held = ClaimKey("main", "b2", "x")
+    outcomes = await engine.store.apply(
+        [held, ClaimKey("main", "b2", "y", covers=1), Deposit(JOHN, 1, "pay", "b2:0")]
+    )
+    assert outcomes[0] == held
+    assert codes(outcomes[1:]) == ["idempotency_key_reused"] * 2
+    assert await engine.store.get_account("main", JOHN) is None
+
+
+@pytest.mark.parametrize("batch_operations_max", [1, 3, 8_000])
+async def test_a_claimed_request_longer_than_a_batch(
+    backend: Backend, batch_operations_max: int
+) -> None:
+    engine = await backend.start_engine(Limits(batch_operations_max=batch_operations_max))
+    try:
+        deposits = [Deposit(JOHN, 10, f"d{n}", f"b3:{n}") for n in range(7)]
+        claim = ClaimKey("main", "b3", "digest")
+        outcomes = await engine.submit_many(deposits, claim)
+        assert [type(outcome) for outcome in outcomes] == [Operation] * 7
+        replayed = await engine.submit_many(deposits, claim)
+        assert all(isinstance(o, Operation) and o.replayed for o in replayed)
+        with pytest.raises(KopilkaError) as refused_request:
+            await engine.submit_many(
+                [*deposits, Deposit(JOHN, 10, "d7", "b3:7")], ClaimKey("main", "b3", "other")
+            )
+        assert refused_request.value.code == "idempotency_key_reused"
+        assert await balance(engine, JOHN) == 70
+    finally:
+        await engine.close()
+
+
+async def test_one_key_claimed_by_two_processes_at_once(backend: Backend) -> None:
+    """Two engines on one database (two server processes): one body stands per key."""
+    if not backend.durable:
+        pytest.skip("a memory store is one process's own")
+    first, second = await backend.start_engine(), await backend.start_engine()
+    try:
+        await first.execute(Deposit(JOHN, 1, "open", "open"))
+        for round_ in range(10):
+            key = f"race{round_}"
+            deposit = Deposit(JOHN, 10, "pay", f"{key}:0")
+            results = await asyncio.gather(
+                first.submit_many([deposit], ClaimKey("main", key, "one")),
+                second.submit_many([deposit], ClaimKey("main", key, "two")),
+                return_exceptions=True,
+            )
+            refused = [r for r in results if isinstance(r, KopilkaError)]
+            assert len(refused) == 1, results
+            assert refused[0].code == "idempotency_key_reused"
+        assert await balance(first, JOHN) == 1 + 10 * 10
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_tokens_put_get_revoke_list(engine: Engine) -> None:

@@ -96,14 +96,14 @@ async def test_every_way_a_transaction_ends_lets_go_of_the_lock(
 async def test_the_small_writes_take_turns_through_the_lock_too(
     store: SqliteStore, other_process: WriterLock
 ) -> None:
-    """Tokens, sandboxes and batch keys wait for another process's batch as a batch does,
+    """Tokens and sandboxes wait for another process's batch as a batch does,
     instead of SQLite's busy handler, and let go of the lock after."""
     now = datetime.now(UTC)
     writes = [
         lambda: store.put_token(new_token_record("teller", None, "main")[0]),
         lambda: store.open_sandbox("sandbox-a", now, 10),
         lambda: store.touch_sandbox("sandbox-a", now),
-        lambda: store.claim_batch_key("main", "b1", "digest"),
+        lambda: store.drop_ledger("sandbox-a"),
     ]
     for write in writes:
         assert other_process.try_acquire()

@@ -57,10 +57,18 @@ from kopilka.api.schemas import (
     operation_out,
     statement_line_out,
 )
-from kopilka.domain.model import Account, Command, OpenAccount, Operation, SetLimits, client_name
+from kopilka.domain.model import (
+    Account,
+    ClaimKey,
+    Command,
+    OpenAccount,
+    Operation,
+    SetLimits,
+    client_name,
+)
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
 from kopilka.domain.statement import StatementLine
-from kopilka.errors import Conflict, Forbidden, InvalidInput, KopilkaError, NotFound
+from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound
 from kopilka.money import format_plain, parse_cents, parse_limit
 from kopilka.periods import parse_period
 from kopilka.tokens import TokenRecord
@@ -284,8 +292,6 @@ class Call:
         # Each item's key is KEY:INDEX, and must itself fit the length of a key.
         suffix_length = len(f":{len(request.operations) - 1}")
         prefix = self.headers.key_or_new(IDEMPOTENCY_KEY_LENGTH_MAX - suffix_length)
-        if self.headers.idempotency_key is not None:
-            await self._claim_batch_key(prefix, request)
         results: list[BatchResult | None] = [None] * len(request.operations)
         commands: list[Command] = []
         positions: list[int] = []
@@ -295,7 +301,7 @@ class Call:
                 positions.append(index)
             except KopilkaError as error:
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
-        outcomes = await self.app.engine.submit_many(commands)
+        outcomes = await self.app.engine.submit_many(commands, self._claim(prefix, request))
         metrics = self.app.metrics
         for index, outcome in zip(positions, outcomes, strict=True):
             kind = _item_kind(request.operations[index])
@@ -308,16 +314,13 @@ class Call:
                 metrics.operation(kind, "ok")
         return json_response(BatchOut([r for r in results if r is not None]))
 
-    async def _claim_batch_key(self, key: str, request: BatchIn) -> None:
-        """Each item replays by its own key; this refuses the whole request when the key
-        came with another body before (items changed, added or left out)."""
+    def _claim(self, key: str, request: BatchIn) -> ClaimKey | None:
+        """Each item replays by its own key; the claim refuses the whole request when its
+        key came with another body before (items changed, added or left out)."""
+        if self.headers.idempotency_key is None:
+            return None  # a key the server made is new
         digest = hashlib.sha256(_encoder.encode(request)).hexdigest()
-        standing = await self.app.engine.claim_batch_key(self.ledger, key, digest)
-        if standing != digest:
-            raise Conflict(
-                "idempotency_key_reused",
-                f"idempotency key {key!r} was already used for another batch",
-            )
+        return ClaimKey(self.ledger, key, digest)
 
     def _batch_command(self, item: BatchItem, default_key: str) -> Command:
         # Each item goes through the very checks of its single-operation endpoint.

@@ -118,8 +118,22 @@ class SetLimits:
             object.__setattr__(self, "client", normalize("NFC", self.client))
 
 
+@dataclass(frozen=True, slots=True)
+class ClaimKey:
+    """Hold a request's idempotency key for the body it came with (`digest`), in the same
+    transaction as the `covers` commands that follow it in its batch. The first body
+    sent under a key stands; should another one come under it later, the claim and its
+    covered commands are refused (idempotency_key_reused) and none of them applies.
+    A claim that holds is its own outcome."""
+
+    ledger: str
+    idempotency_key: str
+    digest: str
+    covers: int = 0
+
+
 MoneyCommand: TypeAlias = Deposit | Withdraw | Transfer
-Command: TypeAlias = Deposit | Withdraw | Transfer | OpenAccount | SetLimits
+Command: TypeAlias = Deposit | Withdraw | Transfer | OpenAccount | SetLimits | ClaimKey
 
 
 @dataclass(slots=True)
@@ -173,7 +187,7 @@ class Entry:
     balance_after_cents: int
 
 
-Outcome: TypeAlias = Operation | Account | KopilkaError
+Outcome: TypeAlias = Operation | Account | ClaimKey | KopilkaError
 
 
 def command_kind(command: MoneyCommand) -> OperationKind:

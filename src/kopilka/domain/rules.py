@@ -24,6 +24,7 @@ from datetime import datetime
 from kopilka.domain.model import (
     OPENING_DESCRIPTION,
     Account,
+    ClaimKey,
     Command,
     Deposit,
     Entry,
@@ -62,6 +63,7 @@ class BatchPlan:
     limits_changed: bool = False
     operations: list[Operation] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)  # new ones, for the store to keep
+    claims: list[ClaimKey] = field(default_factory=list)  # new ones, for the store to keep
     # Beside each operation: the accounts it debits and credits (None for no side).
     sides: list[tuple[Account | None, Account | None]] = field(default_factory=list)
     # Replays of operations first made in this same batch: (outcome index, original).
@@ -123,7 +125,7 @@ def accounts_touched(commands: Iterable[Command]) -> set[AccountKey]:
         if isinstance(command, Transfer):
             keys.add((command.ledger, command.from_client))
             keys.add((command.ledger, command.to_client))
-        else:
+        elif not isinstance(command, ClaimKey):
             keys.add((command.ledger, command.client))
     return keys
 
@@ -138,7 +140,17 @@ def operation_keys(commands: Iterable[Command]) -> set[OperationKey]:
     return keys
 
 
+def claimed_keys(commands: Iterable[Command]) -> set[OperationKey]:
+    """The keys a batch's ClaimKey commands hold: the store reads what stands under them."""
+    return {
+        (command.ledger, command.idempotency_key)
+        for command in commands
+        if isinstance(command, ClaimKey)
+    }
+
+
 KnownKeys = dict[OperationKey, Operation | Refusal]
+KnownClaims = dict[OperationKey, str]  # a request key -> the digest of its first body
 
 
 def plan_batch(
@@ -146,17 +158,26 @@ def plan_batch(
     accounts: dict[AccountKey, Account],
     known_operations: KnownKeys,
     now: datetime,
+    known_claims: KnownClaims | None = None,
 ) -> BatchPlan:
     """Apply commands one by one, in order; a later command sees an earlier one's effect.
 
-    `accounts` and `known_operations` (operations and refusals by key) are the
+    `accounts`, `known_operations` (operations and refusals by key) and
+    `known_claims` (the digests that stand under the batch's claimed keys) are the
     store's fresh copies: the plan mutates the accounts and adds new accounts,
-    operations and refusals to the dicts.
+    operations, refusals and claims to the dicts.
     """
-    planner = _Planner(accounts, known_operations, now)
+    planner = _Planner(accounts, known_operations, now, known_claims)
     outcomes = planner.plan.outcomes
     apply = planner.apply
+    refused_claim: KopilkaError | None = None  # a refused claim's answer, for what it covers
+    covered = 0
     for command in commands:
+        if covered:
+            assert refused_claim is not None
+            covered -= 1
+            outcomes.append(refused_claim)
+            continue
         try:
             outcomes.append(apply(command))
         except (Rejected, NotFound) as error:
@@ -165,6 +186,8 @@ def plan_batch(
                 planner.keep_refusal(command, error)
         except KopilkaError as error:
             outcomes.append(error)
+            if isinstance(command, ClaimKey):
+                refused_claim, covered = error, command.covers
     planner.plan.changed_accounts = [a for a in planner.touched.values() if a.id != 0]
     assert len(outcomes) == len(commands)
     return planner.plan
@@ -176,9 +199,11 @@ class _Planner:
         accounts: dict[AccountKey, Account],
         known_operations: KnownKeys,
         now: datetime,
+        known_claims: KnownClaims | None = None,
     ) -> None:
         self.accounts = accounts
         self.known_operations = known_operations
+        self.known_claims = {} if known_claims is None else known_claims
         self.now = now
         self.plan = BatchPlan()
         self.touched: dict[int, Account] = {}  # by id(account): existing accounts to rewrite
@@ -190,7 +215,27 @@ class _Planner:
             return self._apply_money(command)
         if isinstance(command, OpenAccount):
             return self._open_account(command)
+        if isinstance(command, ClaimKey):
+            return self._claim(command)
         return self._set_limits(command)
+
+    def _claim(self, command: ClaimKey) -> ClaimKey:
+        key = command.idempotency_key
+        if not key or len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not command.digest:
+            raise InvalidInput(
+                "invalid_idempotency_key",
+                f"idempotency key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} characters",
+            )
+        standing = self.known_claims.get((command.ledger, key))
+        if standing is None:
+            self.known_claims[(command.ledger, key)] = command.digest
+            self.plan.claims.append(command)
+        elif standing != command.digest:
+            raise Conflict(
+                "idempotency_key_reused",
+                f"idempotency key {key!r} was already used for another request",
+            )
+        return command
 
     def _apply_money(self, command: MoneyCommand) -> Operation:
         validate_money_command(command, self.valid_clients)

@@ -20,6 +20,7 @@ from kopilka.domain.rules import (
     KnownKeys,
     OperationKey,
     accounts_touched,
+    claimed_keys,
     operation_keys,
     plan_batch,
 )
@@ -41,7 +42,7 @@ class MemoryStore:
         self._line_keys: dict[int, list[tuple[datetime, int]]] = {}
         self._tokens: dict[str, TokenRecord] = {}
         self._sandboxes: dict[str, datetime] = {}  # ledger -> last used
-        self._batch_keys: dict[OperationKey, str] = {}  # a batch request's key -> digest
+        self._batch_keys: dict[OperationKey, str] = {}  # a request's claimed key -> digest
         self._account_ids = itertools.count(1)
         self._operation_ids = itertools.count(1)
         self._entry_ids = itertools.count(1)
@@ -60,7 +61,10 @@ class MemoryStore:
             for key in operation_keys(commands)
             if key in self._operations
         }
-        plan = plan_batch(commands, accounts, known, self._clock.now())
+        claims = {
+            key: self._batch_keys[key] for key in claimed_keys(commands) if key in self._batch_keys
+        }
+        plan = plan_batch(commands, accounts, known, self._clock.now(), claims)
         for account in plan.new_accounts:
             account.id = next(self._account_ids)
         for operation in plan.operations:
@@ -74,6 +78,8 @@ class MemoryStore:
             self._operations[(operation.ledger, operation.idempotency_key)] = operation
         for refusal in plan.refusals:
             self._operations[(refusal.ledger, refusal.idempotency_key)] = refusal
+        for claim in plan.claims:
+            self._batch_keys[(claim.ledger, claim.idempotency_key)] = claim.digest
         for entry in plan.entries():
             operation = entry.operation
             counterparty = (
@@ -144,9 +150,6 @@ class MemoryStore:
         for key in [key for key in self._batch_keys if key[0] == ledger]:
             del self._batch_keys[key]
         self._sandboxes.pop(ledger, None)
-
-    async def claim_batch_key(self, ledger: str, idempotency_key: str, digest: str) -> str:
-        return self._batch_keys.setdefault((ledger, idempotency_key), digest)
 
     async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
         if len(self._sandboxes) >= sandboxes_max:

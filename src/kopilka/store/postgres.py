@@ -27,6 +27,7 @@ import asyncpg
 from kopilka.clock import MonotonicClock
 from kopilka.domain.model import (
     Account,
+    ClaimKey,
     Command,
     Deposit,
     Operation,
@@ -39,9 +40,11 @@ from kopilka.domain.model import (
 from kopilka.domain.rules import (
     AccountKey,
     BatchPlan,
+    KnownClaims,
     KnownKeys,
     OperationKey,
     accounts_touched,
+    claimed_keys,
     operation_keys,
     plan_batch,
 )
@@ -428,9 +431,11 @@ class PostgresStore:
                 # one key at once, the applied operation is the answer that stands.
                 known.update(await _load_refusals(connection, keys))
                 known.update(await _load_operations(connection, keys))
+            claims = claimed_keys(commands)
+            known_claims = await _load_claims(connection, claims) if claims else None
             # Taken after the locks: a batch that waited for another one's accounts is
             # later in time too, so per-account time order is application order.
-            plan = plan_batch(commands, accounts, known, self._clock.now())
+            plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims)
             if not check_keys and await _refusal_may_be_a_retry(connection, commands, plan):
                 raise _KeyAlreadyUsed
             transaction_id = await _write_plan(connection, plan, limits)
@@ -584,28 +589,6 @@ class PostgresStore:
 
         await self._write(drop)
         self._account_ids.forget_ledger(ledger)
-
-    # -- batch request keys ---------------------------------------------------
-
-    async def claim_batch_key(self, ledger: str, idempotency_key: str, digest: str) -> str:
-        async def claim(connection: Connection) -> str:
-            # Two statements, each its own snapshot: the second sees a row another
-            # process committed while the first waited on it.
-            await connection.execute(
-                "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
-                " VALUES ($1, $2, $3, now()) ON CONFLICT (ledger, idempotency_key) DO NOTHING",
-                ledger,
-                idempotency_key,
-                digest,
-            )
-            standing = await connection.fetchval(
-                "SELECT digest FROM batch_requests WHERE ledger = $1 AND idempotency_key = $2",
-                ledger,
-                idempotency_key,
-            )
-            return str(standing)
-
-        return await self._write(claim)
 
     # -- sandboxes ------------------------------------------------------------
 
@@ -807,6 +790,30 @@ async def _load_refusals(connection: Connection, keys: set[OperationKey]) -> Kno
     return {(row[0], row[1]): Refusal(*row) for row in rows}
 
 
+async def _load_claims(connection: Connection, keys: set[OperationKey]) -> KnownClaims:
+    rows = await connection.fetch(
+        "SELECT ledger, idempotency_key, digest FROM batch_requests"
+        " JOIN unnest($1::text[], $2::text[]) AS wanted(wanted_ledger, wanted_key)"
+        " ON ledger = wanted_ledger AND idempotency_key = wanted_key",
+        [ledger for ledger, _ in keys],
+        [key for _, key in keys],
+    )
+    return {(row[0], row[1]): row[2] for row in rows}
+
+
+async def _insert_claims(connection: Connection, claims: list[ClaimKey]) -> None:
+    # A plain insert: should another process claim the same key at the same moment, it
+    # waits for that one, fails with a unique violation, and the batch is planned again
+    # (retried by the engine) reading the digest that now stands.
+    await connection.execute(
+        "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
+        " SELECT t.*, now() FROM unnest($1::text[], $2::text[], $3::text[]) AS t",
+        [c.ledger for c in claims],
+        [c.idempotency_key for c in claims],
+        [c.digest for c in claims],
+    )
+
+
 async def _insert_refusals(connection: Connection, refusals: list[Refusal]) -> None:
     # Another process may have kept the same key's refusal a moment ago: the same answer.
     await connection.executemany(
@@ -867,10 +874,18 @@ async def _write_plan(
     batch changes any): an account whose limits changed is written whole in its own
     statement, so no CHECK ever sees a new balance beside an old limit.
     """
-    if not (plan.new_accounts or plan.operations or plan.changed_accounts or plan.refusals):
+    if not (
+        plan.new_accounts
+        or plan.operations
+        or plan.changed_accounts
+        or plan.refusals
+        or plan.claims
+    ):
         return None
     if plan.refusals:
         await _insert_refusals(connection, plan.refusals)
+    if plan.claims:
+        await _insert_claims(connection, plan.claims)
     if plan.new_accounts:
         await _insert_accounts(connection, plan.new_accounts)
     balances_only: list[Account] = []

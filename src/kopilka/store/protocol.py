@@ -23,6 +23,9 @@ class Store(Protocol):
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         """Apply a batch in ONE transaction; one outcome per command, in order.
 
+        A ClaimKey is checked against, or recorded beside, the digests kept under
+        request keys (table batch_requests) in that same transaction.
+
         Durable when it returns. Raises RetryableStoreError for a transient
         failure (nothing applied) and Unavailable when the store is unreachable.
         """
@@ -61,10 +64,6 @@ class Store(Protocol):
 
     async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         """Drop every sandbox not used since `unused_since`, with its ledger; their names."""
-
-    async def claim_batch_key(self, ledger: str, idempotency_key: str, digest: str) -> str:
-        """Record `digest` (of a batch request's body) under its key unless one is there;
-        the digest that stands. The same key with another body is then told apart."""
 
     async def put_token(self, record: TokenRecord) -> None: ...
 

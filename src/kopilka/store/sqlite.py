@@ -39,9 +39,11 @@ from kopilka.domain.model import (
 from kopilka.domain.rules import (
     AccountKey,
     BatchPlan,
+    KnownClaims,
     KnownKeys,
     OperationKey,
     accounts_touched,
+    claimed_keys,
     operation_keys,
     plan_batch,
 )
@@ -314,8 +316,10 @@ class SqliteStore:
             keys = operation_keys(commands)
             known.update(self._load_refusals(keys))
             known.update(self._load_operations(keys))
+        claims = claimed_keys(commands)
+        known_claims = self._load_claims(claims) if claims else None
         # The time is taken under the write lock, so it orders batches across processes.
-        plan = plan_batch(commands, accounts, known, self._clock.now())
+        plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims)
         if not check_keys and self._refusal_may_be_a_retry(commands, plan):
             raise _KeyAlreadyUsed
         self._write_plan(plan)
@@ -452,6 +456,14 @@ class SqliteStore:
         )
         return {(ledger, row[1]): _refusal(row) for ledger, row in rows}
 
+    def _load_claims(self, keys: set[OperationKey]) -> KnownClaims:
+        rows = self._rows_by_key(
+            "SELECT idempotency_key, digest FROM batch_requests"
+            " WHERE ledger = ? AND idempotency_key IN ({marks})",
+            keys,
+        )
+        return {(ledger, row[0]): row[1] for ledger, row in rows}
+
     def _load_operations(self, keys: set[OperationKey]) -> dict[OperationKey, Operation]:
         rows = self._rows_by_key(
             "SELECT o.id, o.idempotency_key, o.kind, o.amount, d.client, c.client,"
@@ -567,6 +579,13 @@ class SqliteStore:
             db.executemany(
                 f"INSERT INTO refusals ({REFUSAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [refusal_values(r, to_micros(r.created_at)) for r in plan.refusals],
+            )
+        if plan.claims:
+            micros = to_micros(self._clock.now())
+            db.executemany(
+                "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(c.ledger, c.idempotency_key, c.digest, micros) for c in plan.claims],
             )
         if plan.changed_accounts and plan.limits_changed:
             db.executemany(
@@ -689,23 +708,6 @@ class SqliteStore:
             raise
         self._lock.release()
         return result
-
-    # -- batch request keys ---------------------------------------------------
-
-    async def claim_batch_key(self, ledger: str, idempotency_key: str, digest: str) -> str:
-        def write() -> str:
-            self._db.execute(
-                "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (ledger, idempotency_key) DO NOTHING",
-                (ledger, idempotency_key, digest, to_micros(self._clock.now())),
-            )
-            row = self._db.execute(
-                "SELECT digest FROM batch_requests WHERE ledger = ? AND idempotency_key = ?",
-                (ledger, idempotency_key),
-            ).fetchone()
-            return str(row[0])
-
-        return await self._write_transaction(write)
 
     # -- sandboxes ------------------------------------------------------------
 
