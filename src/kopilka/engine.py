@@ -112,16 +112,17 @@ class Engine:
         """Many commands at once, one outcome each, in order (each succeeds or fails alone).
 
         With a `claim`, the request's key is held for its body's digest in the same
-        transaction as its first commands (as many as fit one batch beside it; the rest
-        follow once that has committed). A key that stands for another body raises its
+        transaction as its first commands (as many as one batch takes; the rest follow
+        once that has committed). A key that stands for another body raises its
         Conflict, and nothing of the request applies.
         """
         self._check_accepting(len(commands))
         if claim is None:
             return await self._submit(commands)
-        head = self.limits.batch_operations_max - 1
+        # The claim rides with a whole batch's worth: it is no operation of its own.
+        head = self.limits.batch_operations_max
         claim = replace(claim, covers=min(head, len(commands)))
-        first = await self._submit([claim, *commands[:head]])
+        first = await self._enqueue([claim, *commands[:head]])
         if isinstance(first[0], KopilkaError):
             raise first[0]
         # Accepted even when the queue filled up meanwhile: the request was let in whole.
@@ -148,8 +149,10 @@ class Engine:
         self._check_running()
         if not commands:
             return []
-        loop = asyncio.get_running_loop()
         chunk = self.limits.batch_operations_max
+        if len(commands) <= chunk:
+            return await self._enqueue(commands)
+        loop = asyncio.get_running_loop()
         requests = [
             _Request(commands[start : start + chunk], loop.create_future())
             for start in range(0, len(commands), chunk)
@@ -161,6 +164,14 @@ class Engine:
         for request in requests:
             outcomes.extend(await request.future)
         return outcomes
+
+    async def _enqueue(self, commands: Sequence[Command]) -> list[Outcome]:
+        """One request, applied in one transaction whatever its length."""
+        request = _Request(commands, asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        self._pending_operations += len(commands)
+        self._wakeup.set()
+        return await request.future
 
     async def _run(self) -> None:
         while True:

@@ -653,13 +653,24 @@ async def test_a_claimed_key_keeps_the_first_digest(engine: Engine) -> None:
 
 
 async def test_two_claims_of_one_key_in_one_batch(engine: Engine) -> None:
-    held = ClaimKey("main", "b2", "x")
+    held = ClaimKey("main", "b2", "x", covers=1)
     outcomes = await engine.store.apply(
-        [held, ClaimKey("main", "b2", "y", covers=1), Deposit(JOHN, 1, "pay", "b2:0")]
+        [
+            held,
+            Deposit(JOHN, 1, "pay", "b2:0"),
+            ClaimKey("main", "b2", "y", covers=1),
+            Deposit(JOHN, 2, "pay", "b2:0"),
+            held,
+            OpenAccount(JOHN, 0, None, "main", 1, "b2"),
+        ]
     )
     assert outcomes[0] == held
-    assert codes(outcomes[1:]) == ["idempotency_key_reused"] * 2
-    assert await engine.store.get_account("main", JOHN) is None
+    assert codes(outcomes[1:4]) == ["ok", "idempotency_key_reused", "idempotency_key_reused"]
+    # The third is a retry of the first: its opening answers as opened, with its id.
+    assert outcomes[4] == held
+    opened = outcomes[5]
+    assert isinstance(opened, Account) and opened.balance_cents == 1
+    assert opened == await engine.store.get_account("main", JOHN)
 
 
 @pytest.mark.parametrize("batch_operations_max", [1, 3, 8_000])
@@ -682,6 +693,48 @@ async def test_a_claimed_request_longer_than_a_batch(
         assert await balance(engine, JOHN) == 70
     finally:
         await engine.close()
+
+
+async def test_a_claimed_account_opening_replays_as_opened(engine: Engine) -> None:
+    store = engine.store
+    claim = ClaimKey("main", "open-john", "d1", covers=1)
+    opening = OpenAccount(JOHN, -100, 500, "main", 200, "open-john")
+    first = await store.apply([claim, opening])
+    assert isinstance(first[1], Account) and first[1].balance_cents == 200
+    await applied(engine, Deposit(JOHN, 50, "pay", "d-later"))
+    await engine.execute(SetLimits(JOHN, max_balance_cents=1_000))
+    # The answer as it was, not the account as it is; and no second opening deposit.
+    assert await store.apply([claim, opening]) == first
+    assert await balance(engine, JOHN) == 250
+    refused_claim = await store.apply([ClaimKey("main", "open-john", "d2", covers=1), opening])
+    assert codes(refused_claim) == ["idempotency_key_reused"] * 2
+
+
+async def test_a_claim_under_which_nothing_took_effect_is_let_go(engine: Engine) -> None:
+    """A refused opening leaves the key free: its retry is planned afresh, not replayed."""
+    await applied(engine, Deposit(JOHN, 10, "pay", "d1"))
+    opening = OpenAccount(JOHN, 0, None, "main", 0, "open-again")
+    outcomes = await engine.store.apply([ClaimKey("main", "open-again", "d1", 1), opening])
+    assert codes(outcomes[1:]) == ["account_exists"]
+    outcomes = await engine.store.apply([ClaimKey("main", "open-again", "d2", 1), opening])
+    assert codes(outcomes[1:]) == ["account_exists"]  # not idempotency_key_reused
+    # A claim covering nothing holds nothing either.
+    await engine.store.apply([ClaimKey("main", "empty", "d1")])
+    alone = await engine.store.apply([ClaimKey("main", "empty", "d2")])
+    assert alone == [ClaimKey("main", "empty", "d2")]
+
+
+async def test_claimed_limits_are_not_set_again_by_a_retry(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 100, "pay", "d1"))
+    claim = ClaimKey("main", "limits-1", "d1", covers=1)
+    change = SetLimits(JOHN, max_balance_cents=1_000)
+    first = await engine.store.apply([claim, change])
+    assert isinstance(first[1], Account) and first[1].max_balance_cents == 1_000
+    await engine.execute(SetLimits(JOHN, max_balance_cents=2_000))  # a later change
+    retried = await engine.store.apply([claim, change])
+    assert isinstance(retried[1], Account) and retried[1].max_balance_cents == 2_000
+    account = await engine.get_account("main", JOHN)
+    assert account.max_balance_cents == 2_000
 
 
 async def test_one_key_claimed_by_two_processes_at_once(backend: Backend) -> None:

@@ -160,3 +160,30 @@ def test_a_batch_key_with_another_body_is_refused_whole(server: ServerProcess) -
             assert answer.status_code == 409, answer.text
             assert answer.json()["error"]["code"] == "idempotency_key_reused"
         assert (balance(admin, "Ann"), balance(admin, "Bob")) == before
+
+
+def test_account_writes_take_keys_too(server: ServerProcess) -> None:
+    with server.client() as admin:
+        body = {"client": "Cleo", "max_balance": "100", "opening_balance": "20"}
+        opened = admin.post("/v1/accounts", json=body, headers={"Idempotency-Key": "cleo"})
+        assert opened.status_code == 201, opened.text
+        again = admin.post("/v1/accounts", json=body, headers={"Idempotency-Key": "cleo"})
+        assert (again.status_code, again.json()) == (201, opened.json())
+        other = admin.post(
+            "/v1/accounts", json={**body, "max_balance": "200"}, headers={"Idempotency-Key": "cleo"}
+        )
+        assert (other.status_code, other.json()["error"]["code"]) == (
+            409,
+            "idempotency_key_reused",
+        )
+
+        limits = {"max_balance": "300"}
+        key = {"Idempotency-Key": "cleo-limits"}
+        assert admin.patch("/v1/accounts/Cleo", json=limits, headers=key).status_code == 200
+        assert admin.patch("/v1/accounts/Cleo", json={"max_balance": "400"}).status_code == 200
+        # A late retry answers the account as it is: it does not undo the later change.
+        retried = admin.patch("/v1/accounts/Cleo", json=limits, headers=key)
+        assert (retried.status_code, retried.json()["max_balance"]) == (200, "400.00")
+        changed = admin.patch("/v1/accounts/Cleo", json={"max_balance": "500"}, headers=key)
+        assert changed.status_code == 409
+        assert admin.get("/v1/accounts/Cleo").json()["max_balance"] == "400.00"

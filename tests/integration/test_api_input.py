@@ -178,9 +178,13 @@ def test_an_account_opens_with_its_balance_in_one_request(
     assert [(line["description"], line["amount"]) for line in lines] == [
         ("Opening balance", "60.00")
     ]
-    # The same request again finds the account made; nothing is deposited twice.
+    # The same request again (a lost answer) gets the first answer; nothing is deposited
+    # twice. Without the key it is a new request, for an account that exists.
+    admin.post("/v1/deposits", json={"client": "Opal", "amount": "1"})
     again = admin.post("/v1/accounts", json=body, headers={"Idempotency-Key": "open-opal"})
-    refused(again, 409, "account_exists")
+    assert (again.status_code, again.json()) == (201, answer.json())
+    assert len(admin.get("/v1/accounts/Opal/statement").json()["lines"]) == 2
+    refused(admin.post("/v1/accounts", json=body), 409, "account_exists")
     # Through the Python client, as `kopilka add-user --url` does.
     with connect_bank(server.url, token=server.token) as bank:
         account = bank.open_account("Pearl", 500, None, 700, "open-pearl")

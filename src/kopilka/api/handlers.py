@@ -214,8 +214,8 @@ class Call:
     def query(self) -> QueryParams:
         return QueryParams(self.scope["query_string"])
 
-    async def outcome(self, command: Command) -> Account:
-        outcome = await self.app.engine.execute(command)
+    async def outcome(self, command: Command, claim: ClaimKey | None) -> Account:
+        (outcome,) = await self.app.engine.submit_many([command], claim)
         if isinstance(outcome, KopilkaError):
             raise outcome
         assert isinstance(outcome, Account)
@@ -229,8 +229,10 @@ class Call:
         floor = parse_limit(request.min_balance)
         cap = None if request.max_balance is None else parse_limit(request.max_balance)
         opening = parse_cents(request.opening_balance, allow_zero=True)
+        key = self.headers.key_or_new()
         account = await self.outcome(
-            OpenAccount(request.client, floor, cap, self.ledger, opening, self.headers.key_or_new())
+            OpenAccount(request.client, floor, cap, self.ledger, opening, key),
+            self._claim(key, request, b"POST /v1/accounts\n"),
         )
         return json_response(account_out(account), 201)
 
@@ -242,7 +244,11 @@ class Call:
         cap = None
         if isinstance(request.max_balance, str):
             cap = parse_limit(request.max_balance)
-        account = await self.outcome(SetLimits(client, floor, cap, clear_max, self.ledger))
+        route = f"PATCH /v1/accounts/{client_name(client)}\n".encode()
+        account = await self.outcome(
+            SetLimits(client, floor, cap, clear_max, self.ledger),
+            self._claim(self.headers.key_or_new(), request, route),
+        )
         return json_response(account_out(account))
 
     async def account(self, client: str) -> Response:
@@ -314,12 +320,14 @@ class Call:
                 metrics.operation(kind, "ok")
         return json_response(BatchOut([r for r in results if r is not None]))
 
-    def _claim(self, key: str, request: BatchIn) -> ClaimKey | None:
-        """Each item replays by its own key; the claim refuses the whole request when its
-        key came with another body before (items changed, added or left out)."""
+    def _claim(self, key: str, request: msgspec.Struct, route: bytes = b"") -> ClaimKey | None:
+        """The claim of a write's Idempotency-Key for its body (as decoded) and route: the
+        same key then replays the first answer, and with another body is refused whole.
+        A batch's items replay by their own keys; a batch has no route in its digest, as
+        digests kept before other writes took claims had none."""
         if self.headers.idempotency_key is None:
             return None  # a key the server made is new
-        digest = hashlib.sha256(_encoder.encode(request)).hexdigest()
+        digest = hashlib.sha256(route + _encoder.encode(request)).hexdigest()
         return ClaimKey(self.ledger, key, digest)
 
     def _batch_command(self, item: BatchItem, default_key: str) -> Command:

@@ -117,7 +117,12 @@ def _account_paths(page: list[dict[str, Any]], statement: dict[str, Any]) -> dic
             "get": _operation(
                 "List accounts (keyset pages)", ("200", "AccountPage"), parameters=page
             ),
-            "post": _operation("Open an account", ("201", "AccountOut"), body="OpenAccountIn"),
+            "post": _operation(
+                "Open an account",
+                ("201", "AccountOut"),
+                body="OpenAccountIn",
+                parameters=[_IDEMPOTENCY_HEADER],
+            ),
         },
         "/v1/accounts/{client}": {
             "get": _operation("One account", ("200", "AccountOut"), parameters=[_CLIENT_PATH]),
@@ -125,7 +130,7 @@ def _account_paths(page: list[dict[str, Any]], statement: dict[str, Any]) -> dic
                 "Change the floor and/or cap",
                 ("200", "AccountOut"),
                 body="SetLimitsIn",
-                parameters=[_CLIENT_PATH],
+                parameters=[_CLIENT_PATH, _IDEMPOTENCY_HEADER],
             ),
         },
         "/v1/accounts/{client}/statement": {"get": statement},

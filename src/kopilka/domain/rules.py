@@ -150,6 +150,16 @@ def claimed_keys(commands: Iterable[Command]) -> set[OperationKey]:
 
 
 KnownKeys = dict[OperationKey, Operation | Refusal]
+
+
+@dataclass(slots=True)
+class _OpenClaim:
+    command: ClaimKey
+    retry: bool  # the key was claimed (with this digest) by an earlier batch
+    outcomes_from: int  # where the covered commands' outcomes start
+    refusals_before: int
+
+
 KnownClaims = dict[OperationKey, str]  # a request key -> the digest of its first body
 
 
@@ -170,14 +180,12 @@ def plan_batch(
     planner = _Planner(accounts, known_operations, now, known_claims)
     outcomes = planner.plan.outcomes
     apply = planner.apply
-    refused_claim: KopilkaError | None = None  # a refused claim's answer, for what it covers
-    covered = 0
     for command in commands:
-        if covered:
-            assert refused_claim is not None
-            covered -= 1
-            outcomes.append(refused_claim)
-            continue
+        if planner.covered:
+            planner.covered -= 1
+            if planner.refused_claim is not None:
+                outcomes.append(planner.refused_claim)
+                continue
         try:
             outcomes.append(apply(command))
         except (Rejected, NotFound) as error:
@@ -187,7 +195,9 @@ def plan_batch(
         except KopilkaError as error:
             outcomes.append(error)
             if isinstance(command, ClaimKey):
-                refused_claim, covered = error, command.covers
+                planner.refused_claim, planner.covered = error, command.covers
+        if planner.open_claim is not None and not planner.covered:
+            planner.close_claim()
     planner.plan.changed_accounts = [a for a in planner.touched.values() if a.id != 0]
     assert len(outcomes) == len(commands)
     return planner.plan
@@ -205,6 +215,10 @@ class _Planner:
         self.known_operations = known_operations
         self.known_claims = {} if known_claims is None else known_claims
         self.now = now
+        # The claim whose covered commands are being planned, and how many are left.
+        self.covered = 0
+        self.refused_claim: KopilkaError | None = None
+        self.open_claim: _OpenClaim | None = None
         self.plan = BatchPlan()
         self.touched: dict[int, Account] = {}  # by id(account): existing accounts to rewrite
         # Names this batch has found valid: a batch names the same few clients many times.
@@ -227,15 +241,41 @@ class _Planner:
                 f"idempotency key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} characters",
             )
         standing = self.known_claims.get((command.ledger, key))
-        if standing is None:
-            self.known_claims[(command.ledger, key)] = command.digest
-            self.plan.claims.append(command)
-        elif standing != command.digest:
+        if standing is not None and standing != command.digest:
             raise Conflict(
                 "idempotency_key_reused",
                 f"idempotency key {key!r} was already used for another request",
             )
+        if standing is None:
+            self.known_claims[(command.ledger, key)] = command.digest
+            self.plan.claims.append(command)
+        self.refused_claim, self.covered = None, command.covers
+        plan = self.plan
+        self.open_claim = _OpenClaim(
+            command, standing is not None, len(plan.outcomes) + 1, len(plan.refusals)
+        )
         return command
+
+    def close_claim(self) -> None:
+        """After a claim's last covered command: a new claim under which nothing took
+        effect (every command refused and none kept) is let go, so that the key stays
+        free, and a retry is planned afresh, rather than read as the repeat of a request
+        that changed something. A key is thus held exactly while it has a result."""
+        claim = self.open_claim
+        assert claim is not None
+        self.open_claim = None
+        plan = self.plan
+        if claim.retry or len(plan.refusals) > claim.refusals_before:
+            return
+        if any(not isinstance(o, KopilkaError) for o in plan.outcomes[claim.outcomes_from :]):
+            return
+        plan.claims.remove(claim.command)
+        del self.known_claims[(claim.command.ledger, claim.command.idempotency_key)]
+
+    @property
+    def _retrying(self) -> bool:
+        """Whether the command being planned is covered by a claim made before: a retry."""
+        return self.open_claim is not None and self.open_claim.retry
 
     def _apply_money(self, command: MoneyCommand) -> Operation:
         validate_money_command(command, self.valid_clients)
@@ -349,8 +389,19 @@ class _Planner:
                 command.client, opening, OPENING_DESCRIPTION, command.opening_key, command.ledger
             )
             validate_money_command(deposit)
+        existing = self.accounts.get((command.ledger, command.client))
+        if existing is not None and self._retrying:
+            # Its claim is kept only because this very command opened the account (a
+            # key's claim is let go when nothing took effect): answer as it was opened.
+            opened = Account(
+                command.ledger, command.client, opening, floor, cap, existing.created_at
+            )
+            opened.id = existing.id
+            if existing.id == 0:
+                self.plan.pending_account_ids.append((opened, existing))
+            return opened
         # A repeated add-user finds its account made: that, not the key, is the answer.
-        if (command.ledger, command.client) in self.accounts:
+        if existing is not None:
             raise Conflict("account_exists", f"client {command.client!r} already has an account")
         if deposit is not None and (command.ledger, command.opening_key) in self.known_operations:
             raise Conflict(
@@ -380,6 +431,10 @@ class _Planner:
     def _set_limits(self, command: SetLimits) -> Account:
         validate_client(command.client)
         account = self._existing(command.ledger, command.client)
+        if self._retrying:
+            # Applied when its key was claimed: setting the limits again could undo a
+            # later change. The account as it is now is the answer.
+            return self._snapshot(account)
         floor = (
             account.min_balance_cents
             if command.min_balance_cents is None
