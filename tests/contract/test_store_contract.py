@@ -709,6 +709,14 @@ async def test_a_claimed_account_opening_replays_as_opened(engine: Engine) -> No
     refused_claim = await store.apply([ClaimKey("main", "open-john", "d2", covers=1), opening])
     assert codes(refused_claim) == ["idempotency_key_reused"] * 2
 
+    # Beside other commands, an opening the claim's key is held for may not be the one
+    # that took effect: a retry answers it afresh.
+    claim = ClaimKey("main", "mixed", "d1", covers=2)
+    mixed = [claim, OpenAccount(JOHN), Deposit(JOHN, 1, "pay", "mixed:1")]
+    assert codes((await store.apply(mixed))[1:]) == ["account_exists", "ok"]
+    assert codes((await store.apply(mixed))[1:]) == ["account_exists", "ok"]
+    assert await balance(engine, JOHN) == 251
+
 
 async def test_a_claim_under_which_nothing_took_effect_is_let_go(engine: Engine) -> None:
     """A refused opening leaves the key free: its retry is planned afresh, not replayed."""

@@ -272,10 +272,10 @@ class _Planner:
         plan.claims.remove(claim.command)
         del self.known_claims[(claim.command.ledger, claim.command.idempotency_key)]
 
-    @property
-    def _retrying(self) -> bool:
-        """Whether the command being planned is covered by a claim made before: a retry."""
-        return self.open_claim is not None and self.open_claim.retry
+    def _retried_claim(self) -> ClaimKey | None:
+        """The claim, made before, that covers the command being planned: it is a retry."""
+        claim = self.open_claim
+        return claim.command if claim is not None and claim.retry else None
 
     def _apply_money(self, command: MoneyCommand) -> Operation:
         validate_money_command(command, self.valid_clients)
@@ -390,9 +390,11 @@ class _Planner:
             )
             validate_money_command(deposit)
         existing = self.accounts.get((command.ledger, command.client))
-        if existing is not None and self._retrying:
-            # Its claim is kept only because this very command opened the account (a
-            # key's claim is let go when nothing took effect): answer as it was opened.
+        retried = self._retried_claim()
+        if existing is not None and retried is not None and retried.covers == 1:
+            # The one command its claim covers, so the claim is kept only because this
+            # very command opened the account (a claim under which nothing took effect
+            # is let go): answer as it was opened.
             opened = Account(
                 command.ledger, command.client, opening, floor, cap, existing.created_at
             )
@@ -431,7 +433,7 @@ class _Planner:
     def _set_limits(self, command: SetLimits) -> Account:
         validate_client(command.client)
         account = self._existing(command.ledger, command.client)
-        if self._retrying:
+        if self._retried_claim() is not None:
             # Applied when its key was claimed: setting the limits again could undo a
             # later change. The account as it is now is the answer.
             return self._snapshot(account)
