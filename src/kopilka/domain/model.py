@@ -122,9 +122,12 @@ class SetLimits:
 class ClaimKey:
     """Hold a request's idempotency key for the body it came with (`digest`), in the same
     transaction as the `covers` commands that follow it in its batch. The first body
-    sent under a key stands; should another one come under it later, the claim and its
-    covered commands are refused (idempotency_key_reused) and none of them applies.
-    A claim that holds is its own outcome."""
+    under a key that took effect stands (a claim under which every command was refused,
+    and none kept, is let go); should another one come under it later, the claim and
+    its covered commands are refused (idempotency_key_reused) and none of them applies.
+    The same body again is a retry: money commands replay by their own keys, an account
+    opening answers as it was opened, limits are not set again. A claim that holds is
+    its own outcome."""
 
     ledger: str
     idempotency_key: str
