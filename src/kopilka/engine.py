@@ -125,9 +125,13 @@ class Engine:
         first = await self._enqueue([claim, *commands[:head]])
         if isinstance(first[0], KopilkaError):
             raise first[0]
-        # Accepted even when the queue filled up meanwhile: the request was let in whole.
         rest = commands[head:]
-        return first[1:] + (await self._submit(rest) if rest else [])
+        if not rest:
+            return first[1:]
+        # Accepted even when the queue filled up meanwhile: the request was let in whole.
+        # But once closing, the writer may have stopped taking work.
+        self._check_running()
+        return first[1:] + await self._submit(rest)
 
     def _check_accepting(self, operations: int) -> None:
         self._check_running()
@@ -144,9 +148,6 @@ class Engine:
             raise Unavailable("shutting_down", "the ledger is shutting down; try again")
 
     async def _submit(self, commands: Sequence[Command]) -> list[Outcome]:
-        # Checked again here: the rest of a claimed request comes after an await, and once
-        # closing, the writer may have stopped taking work.
-        self._check_running()
         if not commands:
             return []
         chunk = self.limits.batch_operations_max
