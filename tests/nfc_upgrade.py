@@ -40,6 +40,17 @@ async def assert_jose_is_one_client_again(engine: Engine) -> None:
     assert token.client == JOSE_NFC
 
 
+# Accounts (id, ledger, client, balance) written by a ledger of before NFC names, for
+# assert_twins_are_left_for_an_operator.
+TWIN_ACCOUNTS = (
+    (1, "main", JOSE_NFD, 300),
+    (2, "main", JOSE_NFC, 200),  # the twin, made by someone typing it precomposed
+    (3, "side", JOSE_NFD, 50),  # alone in its ledger: renamed
+    (4, "main", "\u212b", 7),  # ANGSTROM SIGN: its NFC is U+00C5 ...
+    (5, "main", "A\u030a", 9),  # ... and so is this one's, with no U+00C5 account
+)
+
+
 async def assert_twins_are_left_for_an_operator(engine: Engine) -> None:
     """Account 1 kept as JOSE_NFD beside account 2 spelt JOSE_NFC in "main" (both stay),
     account 3 as JOSE_NFD alone in "side" (renamed), a kept refusal and a token."""

@@ -21,6 +21,7 @@ from tests.nfc_upgrade import (
     JOSE_NFC,
     JOSE_NFD,
     REFUSED,
+    TWIN_ACCOUNTS,
     assert_jose_is_one_client_again,
     assert_twins_are_left_for_an_operator,
 )
@@ -325,14 +326,7 @@ async def test_schema_4_twin_spellings_both_stay_and_the_rest_is_rewritten(
     is renamed: which client is which is for an operator to decide."""
     old = await _schema_4(postgres_url)
     try:
-        await _add_accounts(
-            old,
-            (1, "main", JOSE_NFD, 300),
-            (2, "main", JOSE_NFC, 200),  # the twin, made by someone typing it precomposed
-            (3, "side", JOSE_NFD, 50),  # alone in its ledger: renamed
-            (4, "main", "\u212b", 7),  # ANGSTROM SIGN: its NFC is U+00C5 ...
-            (5, "main", "A\u030a", 9),  # ... and so is this one's, with no U+00C5 account
-        )
+        await _add_accounts(old, *TWIN_ACCOUNTS)
         await _add_client_token_and_refusal(old, JOSE_NFD)
     finally:
         await old.close()
