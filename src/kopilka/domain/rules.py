@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from kopilka.domain.model import (
+    MONEY_COMMAND_TYPES,
     OPENING_DESCRIPTION,
     Account,
     ClaimKey,
@@ -133,7 +134,7 @@ def accounts_touched(commands: Iterable[Command]) -> set[AccountKey]:
 def operation_keys(commands: Iterable[Command]) -> set[OperationKey]:
     keys: set[OperationKey] = set()
     for command in commands:
-        if isinstance(command, Deposit | Withdraw | Transfer):
+        if isinstance(command, MONEY_COMMAND_TYPES):
             keys.add((command.ledger, command.idempotency_key))
         elif isinstance(command, OpenAccount) and command.opening_balance_cents:
             keys.add((command.ledger, command.opening_key))
@@ -190,7 +191,7 @@ def plan_batch(
             outcomes.append(apply(command))
         except (Rejected, NotFound) as error:
             outcomes.append(error)
-            if isinstance(command, Deposit | Withdraw | Transfer):
+            if isinstance(command, MONEY_COMMAND_TYPES):
                 planner.keep_refusal(command, error)
         except KopilkaError as error:
             outcomes.append(error)
@@ -225,7 +226,7 @@ class _Planner:
         self.valid_clients: set[str] = set()
 
     def apply(self, command: Command) -> Outcome:
-        if isinstance(command, Deposit | Withdraw | Transfer):
+        if isinstance(command, MONEY_COMMAND_TYPES):
             return self._apply_money(command)
         if isinstance(command, OpenAccount):
             return self._open_account(command)

@@ -26,16 +26,14 @@ import asyncpg
 
 from kopilka.clock import MonotonicClock
 from kopilka.domain.model import (
+    MONEY_COMMAND_TYPES,
     Account,
     ClaimKey,
     Command,
-    Deposit,
     Operation,
     Outcome,
     Refusal,
     SetLimits,
-    Transfer,
-    Withdraw,
 )
 from kopilka.domain.rules import (
     AccountKey,
@@ -835,7 +833,7 @@ async def _refusal_may_be_a_retry(
     refused = [
         (command.ledger, command.idempotency_key)
         for command, outcome in zip(commands, plan.outcomes, strict=True)
-        if isinstance(outcome, KopilkaError) and isinstance(command, Deposit | Withdraw | Transfer)
+        if isinstance(outcome, KopilkaError) and isinstance(command, MONEY_COMMAND_TYPES)
     ]
     if not refused:
         return False

@@ -26,14 +26,12 @@ from typing import Any, NoReturn, TypeVar
 
 from kopilka.clock import MonotonicClock, from_micros, to_micros
 from kopilka.domain.model import (
+    MONEY_COMMAND_TYPES,
     Account,
     Command,
-    Deposit,
     Operation,
     Outcome,
     Refusal,
-    Transfer,
-    Withdraw,
     client_name,
 )
 from kopilka.domain.rules import (
@@ -368,8 +366,7 @@ class SqliteStore:
         refused = [
             (command.ledger, command.idempotency_key)
             for command, outcome in zip(commands, plan.outcomes, strict=True)
-            if isinstance(outcome, KopilkaError)
-            and isinstance(command, Deposit | Withdraw | Transfer)
+            if isinstance(outcome, KopilkaError) and isinstance(command, MONEY_COMMAND_TYPES)
         ]
         for ledger, key in refused:
             found = self._db.execute(
