@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.sqlite_references import assert_references_whole
 
 from kopilka.engine import Engine
 from kopilka.limits import Limits
@@ -74,3 +75,5 @@ async def engine(backend: Backend) -> AsyncIterator[Engine]:
         yield engine
     finally:
         await engine.close()
+    if backend.path is not None and backend.path.exists():
+        assert_references_whole(backend.path)

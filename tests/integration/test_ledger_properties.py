@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from tests.sqlite_references import assert_references_whole
 
 from kopilka.domain.model import (
     Account,
@@ -329,4 +330,6 @@ def test_random_operations_keep_invariants(
         asyncio.run(run_scenario("memory:", drawn))
         return
     with tempfile.TemporaryDirectory() as directory:
-        asyncio.run(run_scenario(str(Path(directory) / "kopilka.db"), drawn))
+        path = Path(directory) / "kopilka.db"
+        asyncio.run(run_scenario(str(path), drawn))
+        assert_references_whole(path)
