@@ -28,6 +28,16 @@ _AMOUNT_PATTERN = re.compile(
 )
 
 
+# The cents of a fraction as written: "" -> 0, "5" -> 50, "05" -> 5.
+_FRACTION_CENTS = {
+    "": 0,
+    **{f"{tenths}": tenths * 10 for tenths in range(10)},
+    **{f"{cents:02d}": cents for cents in range(100)},
+}
+# The text after the point of every whole number of cents below a dollar.
+_CENTS_TEXT = [f".{cents:02d}" for cents in range(CENTS_PER_DOLLAR)]
+
+
 def parse_cents(text: str, *, allow_negative: bool = False, allow_zero: bool = False) -> int:
     """Parse '1,234.56' into 123456 cents, or raise InvalidInput with a clear reason."""
     candidate = text.strip().removeprefix("$") if text else ""
@@ -35,6 +45,21 @@ def parse_cents(text: str, *, allow_negative: bool = False, allow_zero: bool = F
         raise InvalidInput("invalid_amount", "amount is empty")
     if len(candidate) > AMOUNT_TEXT_LENGTH_MAX:
         raise InvalidInput("invalid_amount", "amount is too long to be a sum of money")
+    # Most amounts are plain digits with up to two decimals ("100", "12.50"): read
+    # without the pattern, which costs more than the rest of a request's decoding.
+    whole_text, dot, fraction_text = candidate.partition(".")
+    if (
+        whole_text.isascii()
+        and whole_text.isdigit()
+        and (not dot or (fraction_text.isascii() and fraction_text.isdigit()))
+        and len(fraction_text) <= 2
+    ):
+        return _checked(
+            int(whole_text) * CENTS_PER_DOLLAR + _FRACTION_CENTS[fraction_text],
+            text,
+            allow_negative=allow_negative,
+            allow_zero=allow_zero,
+        )
     match = _AMOUNT_PATTERN.fullmatch(candidate)
     if match is None:
         if re.fullmatch(r"[-+]?\$?[\d,_]*\.\d{3,}", candidate, re.ASCII):
@@ -42,11 +67,14 @@ def parse_cents(text: str, *, allow_negative: bool = False, allow_zero: bool = F
         raise InvalidInput(
             "invalid_amount", f"amount {text!r} is not a number like 100 or 1,000.25"
         )
-    whole = int(match["whole"].replace(",", "").replace("_", ""))
-    fraction = (match["fraction"] or "").ljust(2, "0")
-    cents = whole * CENTS_PER_DOLLAR + int(fraction)
-    if match["sign"] == "-":
+    sign, whole, fraction = match.groups()
+    cents = int(whole.replace(",", "")) * CENTS_PER_DOLLAR + _FRACTION_CENTS[fraction or ""]
+    if sign == "-":
         cents = -cents
+    return _checked(cents, text, allow_negative=allow_negative, allow_zero=allow_zero)
+
+
+def _checked(cents: int, text: str, *, allow_negative: bool, allow_zero: bool) -> int:
     if cents < 0 and not allow_negative:
         raise InvalidInput("invalid_amount", f"amount {text!r} must be positive")
     if cents == 0 and not allow_zero:
@@ -84,7 +112,5 @@ def format_plain(cents: int) -> str:
     """123456 -> '1234.56': the exact decimal text used in JSON and CSV."""
     if cents < 0:
         return "-" + format_plain(-cents)
-    # Three amounts in every answer: the digits themselves, cut, are cheaper than divmod
-    # and a format spec.
-    digits = str(cents).rjust(3, "0")
-    return f"{digits[:-2]}.{digits[-2:]}"
+    # Three amounts in every answer: a table of the cents is cheaper than a format spec.
+    return str(cents // CENTS_PER_DOLLAR) + _CENTS_TEXT[cents % CENTS_PER_DOLLAR]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -13,6 +15,7 @@ from kopilka.money import (
     format_money,
     format_plain,
     parse_amount,
+    parse_cents,
     parse_limit,
 )
 
@@ -192,3 +195,51 @@ def test_digits_parse_exactly(whole: int, fraction: str) -> None:
         result = parse_amount(text)
         assert type(result) is int
         assert result == expected
+
+
+# Texts made of what amounts are made of, and of what they must not hold.
+AMOUNT_LIKE = st.text(alphabet="0123456789.,_-+$ \u0663\uff11", max_size=14) | st.from_regex(
+    r"[-+]?\$?[0-9,_]{0,9}(\.[0-9]{0,4})?", fullmatch=True
+)
+
+
+def _as_written(text: str) -> int | None:
+    """What a text says in cents by the documented form alone (None: not an amount):
+    an optional sign and "$", ASCII digits grouped by "," or "_" in threes or not at
+    all, and at most two decimals. Decimal does the arithmetic, not the code under test."""
+    candidate = text.strip().removeprefix("$")
+    sign = ""
+    if candidate[:1] in ("-", "+"):
+        sign, candidate = candidate[0], candidate[1:].removeprefix("$")
+    whole, dot, fraction = candidate.partition(".")
+    if dot and not (1 <= len(fraction) <= 2 and fraction.isascii() and fraction.isdigit()):
+        return None
+    for separator in (",", "_"):
+        groups = whole.split(separator)
+        if len(groups) > 1:
+            if not (1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])):
+                return None
+            whole = "".join(groups)
+            break
+    if not (whole.isascii() and whole.isdigit()):
+        return None
+    cents = int(Decimal(f"{whole}.{fraction or '0'}") * 100)
+    return -cents if sign == "-" else cents
+
+
+@given(AMOUNT_LIKE)
+@example("12.")
+@example("1.005")
+@example("1.\u0663")
+@example("\uff11.50")
+@example(".5")
+@example("1,00")
+@example("1_000.5")
+@example("-$5.00")
+@example("+$0.05")
+def test_every_text_reads_as_the_documented_form_says(text: str) -> None:
+    try:
+        cents: int | None = parse_cents(text, allow_negative=True, allow_zero=True)
+    except InvalidInput:
+        cents = None
+    assert cents == _as_written(text)
