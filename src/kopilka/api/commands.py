@@ -11,13 +11,20 @@ from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn
 from kopilka.domain.model import Deposit, MoneyCommand, Transfer, Withdraw, client_name
 from kopilka.errors import Forbidden
 from kopilka.money import parse_amount
+from kopilka.tokens import Role
 
 
 def command_from(
-    request: TransferIn | WithdrawalIn | DepositIn, key: str, ledger: str, principal: Principal
+    request: TransferIn | WithdrawalIn | DepositIn,
+    key: str,
+    ledger: str,
+    principal: Principal,
+    role: Role | None = None,
 ) -> MoneyCommand:
-    """The command a decoded request stands for, if this caller may make it."""
-    role = effective_role(principal, ledger)
+    """The command a decoded request stands for, if this caller may make it. `role` is
+    the caller's effective role in `ledger`, for a batch that has worked it out once."""
+    if role is None:
+        role = effective_role(principal, ledger)
     if isinstance(request, TransferIn):
         if role == "client" and client_name(request.from_client) != principal.client:
             raise Forbidden("forbidden", "a client token may only move its own money")

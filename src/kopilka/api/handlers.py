@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from kopilka.api.auth import (
     Principal,
     check_client,
     check_ledger,
+    effective_role,
     new_token_record,
     require_role,
 )
@@ -301,23 +303,29 @@ class Call:
         results: list[BatchResult | None] = [None] * len(request.operations)
         commands: list[Command] = []
         positions: list[int] = []
+        ledger, principal = self.ledger, self.principal
+        role = effective_role(principal, ledger)  # once: every item is the same caller's
         for index, item in enumerate(request.operations):
             try:
-                commands.append(self._batch_command(item, f"{prefix}:{index}"))
+                # Each item goes through the very checks of its single-operation endpoint.
+                key = item.idempotency_key or f"{prefix}:{index}"
+                commands.append(command_from(item, key, ledger, principal, role))
                 positions.append(index)
             except KopilkaError as error:
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
         outcomes = await self.app.engine.submit_many(commands, self._claim(prefix, request))
-        metrics = self.app.metrics
+        # Counted here and handed to the metrics once per batch, not once per item.
+        counts: Counter[tuple[MoneyKind, str]] = Counter()
         for index, outcome in zip(positions, outcomes, strict=True):
-            kind = _item_kind(request.operations[index])
             if isinstance(outcome, KopilkaError):
                 results[index] = BatchResult(outcome.http_status, error=error_detail(outcome))
-                metrics.operation(kind, outcome.code)
+                counts[_item_kind(request.operations[index]), outcome.code] += 1
             else:
                 assert isinstance(outcome, Operation)
                 results[index] = BatchResult(201, operation=operation_out(outcome))
-                metrics.operation(kind, "ok")
+                counts[outcome.kind, "ok"] += 1
+        for (kind, result), count in counts.items():
+            self.app.metrics.operation(kind, result, count)
         return json_response(BatchOut([r for r in results if r is not None]))
 
     def _claim(self, key: str, request: msgspec.Struct, route: bytes = b"") -> ClaimKey | None:
@@ -329,11 +337,6 @@ class Call:
             return None  # a key the server made is new
         digest = hashlib.sha256(route + _encoder.encode(request)).hexdigest()
         return ClaimKey(self.ledger, key, digest)
-
-    def _batch_command(self, item: BatchItem, default_key: str) -> Command:
-        # Each item goes through the very checks of its single-operation endpoint.
-        key = item.idempotency_key or default_key
-        return command_from(item, key, self.ledger, self.principal)
 
     # -- sandboxes ------------------------------------------------------------
 
