@@ -103,7 +103,10 @@ class Engine:
 
     async def execute(self, command: Command) -> Outcome:
         """One command; its outcome is an Operation, an Account, or a KopilkaError."""
-        (outcome,) = await self.submit_many((command,))
+        # Straight to the queue: every request over HTTP comes this way, and each
+        # coroutine between it and the queue is made and resumed once per request.
+        self._check_accepting(1)
+        (outcome,) = await self._enqueue((command,))
         return outcome
 
     async def submit_many(
