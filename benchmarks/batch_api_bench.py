@@ -22,13 +22,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from http_bench import REFERENCE, _cpu_seconds, _free_port, _stop, _wait_listening
+from http_bench import (
+    REFERENCE,
+    _cpu_seconds,
+    _free_port,
+    _stop,
+    _wait_listening,
+    last_json_line,
+)
 
 LOAD = Path(__file__).with_name("load.py")
 
 
 def _load(url: str, token: str, arguments: argparse.Namespace, *extra: str) -> dict[str, Any]:
-    output = subprocess.run(
+    return last_json_line(
         [
             sys.executable,
             str(LOAD),
@@ -39,13 +46,8 @@ def _load(url: str, token: str, arguments: argparse.Namespace, *extra: str) -> d
             "--accounts",
             str(arguments.accounts),
             *extra,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
-    return result
+        ]
+    )
 
 
 def _kopilka_round(arguments: argparse.Namespace) -> dict[str, Any]:

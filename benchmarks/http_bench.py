@@ -59,10 +59,17 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def last_json_line(command: list[str]) -> dict[str, Any]:
+    """Run a load generator to its end; what it reports is its last line, in JSON."""
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
 def _load(
     port: int, token: str, arguments: argparse.Namespace, accounts: list[str]
 ) -> dict[str, Any]:
-    output = subprocess.run(
+    return last_json_line(
         [
             sys.executable,
             str(REFERENCE / "http_load.py"),
@@ -72,13 +79,8 @@ def _load(
             str(arguments.connections),
             str(arguments.seconds),
             json.dumps(accounts),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
-    return result
+        ]
+    )
 
 
 def _cpu_seconds(process: subprocess.Popen[bytes]) -> float:
