@@ -14,73 +14,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from http_bench import (
-    REFERENCE,
-    _cpu_seconds,
-    _free_port,
-    _stop,
-    _wait_listening,
-    last_json_line,
-)
-
-LOAD = Path(__file__).with_name("load.py")
-
-
-def _load(url: str, token: str, arguments: argparse.Namespace, *extra: str) -> dict[str, Any]:
-    return last_json_line(
-        [
-            sys.executable,
-            str(LOAD),
-            "--url",
-            url,
-            "--token",
-            token,
-            "--accounts",
-            str(arguments.accounts),
-            *extra,
-        ]
-    )
+from http_bench import LOAD, REFERENCE, _cpu_seconds, funded_server, last_json_line
 
 
 def _kopilka_round(arguments: argparse.Namespace) -> dict[str, Any]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="kopilka-batch-bench-") as directory:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "kopilka", "serve", str(port)],
-            env={**os.environ, "KOPILKA_HOME": directory},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            _wait_listening(port, server)
-            token = (Path(directory) / "admin.token").read_text().strip()
-            _load(url, token, arguments, "--setup", "--seconds", "0.2", "--connections", "1")
-            run = [
-                "--batch",
-                str(arguments.batch),
-                "--connections",
-                str(arguments.connections),
-                "--seconds",
-                str(arguments.seconds),
+    with funded_server(arguments.accounts) as (server, port, token):
+        url = f"http://127.0.0.1:{port}"
+        cpu_before = _cpu_seconds(server)
+        result = last_json_line(
+            [
+                sys.executable,
+                str(LOAD),
+                *("--url", url, "--token", token, "--accounts", str(arguments.accounts)),
+                *("--batch", str(arguments.batch), "--connections", str(arguments.connections)),
+                *("--seconds", str(arguments.seconds)),
             ]
-            cpu_before = _cpu_seconds(server)
-            result = _load(url, token, arguments, *run)
-            cpu = _cpu_seconds(server) - cpu_before
-            result["server_cpu_us_per_transfer"] = round(
-                cpu / max(result["operations"], 1) * 1e6, 1
-            )
-            return result
-        finally:
-            _stop(server)
+        )
+        cpu = _cpu_seconds(server) - cpu_before
+    result["server_cpu_us_per_transfer"] = round(cpu / max(result["operations"], 1) * 1e6, 1)
+    return result
 
 
 def _ceiling_round(arguments: argparse.Namespace) -> float:

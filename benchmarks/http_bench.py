@@ -14,6 +14,7 @@ with both figures and their ratio.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -22,13 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from load import batch_sizes  # benchmarks/load.py, beside this script
 
 REFERENCE = Path(__file__).resolve().parent.parent.parent / "shared" / "bench"
+LOAD = Path(__file__).with_name("load.py")  # our own load generator
 
 
 def _free_port() -> int:
@@ -107,52 +109,51 @@ def _measured(
     return result
 
 
-def _kopilka_round(arguments: argparse.Namespace, accounts: list[str]) -> dict[str, Any]:
+@contextlib.contextmanager
+def funded_server(
+    accounts: int, options: list[str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]:
+    """A fresh `kopilka serve` on a free port (a new KOPILKA_HOME), its accounts opened
+    and funded: (process, port, admin token). Stopped on leaving."""
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="kopilka-http-bench-") as directory:
-        environment = {**os.environ, "KOPILKA_HOME": directory}
-        command = [sys.executable, "-m", "kopilka", "serve", str(port)]
-        if arguments.db:
-            command += ["--db", arguments.db]
-        if arguments.workers > 1:
-            command += ["--workers", str(arguments.workers)]
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="kopilka-bench-") as directory:
         server = subprocess.Popen(
-            command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            [sys.executable, "-m", "kopilka", "serve", str(port), *(options or [])],
+            env={**os.environ, "KOPILKA_HOME": directory},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             _wait_listening(port, server)
             token = (Path(directory) / "admin.token").read_text().strip()
-            subprocess.run(
+            last_json_line(
                 [
                     sys.executable,
-                    str(Path(__file__).with_name("load.py")),
-                    "--url",
-                    f"http://127.0.0.1:{port}",
-                    "--token",
-                    token,
-                    "--setup",
-                    "--accounts",
-                    str(len(accounts)),
-                    "--seconds",
-                    "0.2",
-                    "--connections",
-                    "1",
-                ],
-                check=True,
-                capture_output=True,
+                    str(LOAD),
+                    *("--url", url, "--token", token, "--setup"),
+                    *("--accounts", str(accounts), "--seconds", "0.2", "--connections", "1"),
+                ]
             )
-            if arguments.workers > 1:  # metrics are per process: no one view of the batches
-                result = _measured(server, lambda: _load(port, token, arguments, accounts))
-                result["batch_sizes"] = None
-            else:
-                before = batch_sizes(f"http://127.0.0.1:{port}")
-                result = _measured(server, lambda: _load(port, token, arguments, accounts))
-                after = batch_sizes(f"http://127.0.0.1:{port}")
-                result["batch_sizes"] = {
-                    bound: after[bound] - before.get(bound, 0) for bound in after
-                }
+            yield server, port, token
         finally:
             _stop(server)
+
+
+def _kopilka_round(arguments: argparse.Namespace, accounts: list[str]) -> dict[str, Any]:
+    options = ["--db", arguments.db] if arguments.db else []
+    if arguments.workers > 1:
+        options += ["--workers", str(arguments.workers)]
+    with funded_server(len(accounts), options) as (server, port, token):
+        url = f"http://127.0.0.1:{port}"
+        if arguments.workers > 1:  # metrics are per process: no one view of the batches
+            result = _measured(server, lambda: _load(port, token, arguments, accounts))
+            result["batch_sizes"] = None
+        else:
+            before = batch_sizes(url)
+            result = _measured(server, lambda: _load(port, token, arguments, accounts))
+            after = batch_sizes(url)
+            result["batch_sizes"] = {bound: after[bound] - before.get(bound, 0) for bound in after}
     return result
 
 
