@@ -68,6 +68,7 @@ def parse_cents(text: str, *, allow_negative: bool = False, allow_zero: bool = F
             "invalid_amount", f"amount {text!r} is not a number like 100 or 1,000.25"
         )
     sign, whole, fraction = match.groups()
+    # int() reads "_" between digits itself; the pattern has placed every separator.
     cents = int(whole.replace(",", "")) * CENTS_PER_DOLLAR + _FRACTION_CENTS[fraction or ""]
     if sign == "-":
         cents = -cents
