@@ -186,10 +186,26 @@ class Engine:
                 await self._wakeup.wait()
                 continue
             await self._slots.acquire()
-            batch = self._take_batch()
-            task = asyncio.create_task(self._apply(batch))
+            if not self._pending:  # taken meanwhile by a drain that was still running
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._drain())
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
+
+    async def _drain(self) -> None:
+        """Apply batches while work is waiting, each as soon as the one before committed.
+
+        The next batch starts in the same step that answers the last one: its callers'
+        answers are only scheduled, so they are sent while the next batch commits. Waking
+        the writer through the loop instead put every answer, and the requests read
+        meanwhile, between one commit and the next batch (~2 ms a batch on SQLite).
+        """
+        try:
+            while self._pending:
+                await self._apply(self._take_batch())
+        finally:
+            self._slots.release()
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -205,34 +221,35 @@ class Engine:
         return batch
 
     async def _apply(self, batch: list[_Request]) -> None:
+        commands = [command for request in batch for command in request.commands]
         try:
-            commands = [command for request in batch for command in request.commands]
-            try:
-                outcomes = await self._apply_with_retries(commands)
-            except KopilkaError as error:
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(error)
-                return
-            except Exception as error:  # a bug or an unexpected store failure
-                logger.exception("batch of %d operations failed", len(commands))
-                failure = Unavailable(
+            outcomes = await self._apply_with_retries(commands)
+        except KopilkaError as error:
+            self._fail(batch, error)
+            return
+        except Exception as error:  # a bug or an unexpected store failure
+            logger.exception("batch of %d operations failed", len(commands))
+            self._fail(
+                batch,
+                Unavailable(
                     "internal_error", f"the ledger could not apply this: {type(error).__name__}"
-                )
-                for request in batch:
-                    if not request.future.done():
-                        request.future.set_exception(failure)
-                return
-            assert len(outcomes) == len(commands)
-            self.stats.record(len(commands))
-            start = 0
-            for request in batch:
-                end = start + len(request.commands)
-                if not request.future.done():  # a caller may have been cancelled
-                    request.future.set_result(outcomes[start:end])
-                start = end
-        finally:
-            self._slots.release()
+                ),
+            )
+            return
+        assert len(outcomes) == len(commands)
+        self.stats.record(len(commands))
+        start = 0
+        for request in batch:
+            end = start + len(request.commands)
+            if not request.future.done():  # a caller may have been cancelled
+                request.future.set_result(outcomes[start:end])
+            start = end
+
+    @staticmethod
+    def _fail(batch: list[_Request], error: KopilkaError) -> None:
+        for request in batch:
+            if not request.future.done():
+                request.future.set_exception(error)
 
     async def _apply_with_retries(self, commands: list[Command]) -> list[Outcome]:
         delay_seconds = 0.001
