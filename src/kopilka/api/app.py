@@ -10,7 +10,6 @@ would cost more than the request, and headers carry bearer tokens.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import time
@@ -34,6 +33,7 @@ from kopilka.api.errors import ApiError, decode_error, error_body, error_headers
 from kopilka.api.metrics import Metrics
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
+from kopilka.collector import settle_for_serving
 from kopilka.domain.model import MoneyCommand, Operation
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
 from kopilka.engine import Engine
@@ -282,7 +282,7 @@ def create_app_from_environment() -> KopilkaApp:
 
     settings = load_settings({"db": os.environ.get("KOPILKA_DB")})
     app = create_app(settings, admin_token_path=settings.home / ADMIN_TOKEN_FILE)
-    gc.freeze()  # the worker process is the server's own: see _Server.startup
+    settle_for_serving()  # the worker process is the server's own
     return app
 
 

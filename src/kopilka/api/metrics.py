@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, GCCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     HistogramMetricFamily,
@@ -83,6 +83,8 @@ class Metrics(Collector):
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
         self.registry.register(_EngineCollector(engine))
+        # python_gc_collections_total and friends: how often the collector runs.
+        GCCollector(registry=self.registry)
 
     def operation(self, kind: str, result: str, count: int = 1) -> None:
         key = (kind, result)
