@@ -2,7 +2,7 @@
 
 Reference counting frees nearly everything a request makes; the cyclic collector
 only has to look now and then. CPython's default runs a young collection every 700
-net allocations, which under load was 180-210 times in 8 s, each holding the
+net allocations, which under load was 160-214 times in 8 s, each holding the
 interpreter (and so the event loop and the COMMIT's thread) for 0.3-1.2 ms.
 """
 
