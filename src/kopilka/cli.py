@@ -137,9 +137,8 @@ def _target(options: GlobalOptions, port: int | None = None) -> Target:
         if url is not None:
             raise InvalidInput("invalid_option", "give either --url or a port, not both")
         url = f"http://127.0.0.1:{port}"
-    # An explicit --db means "this database", even when KOPILKA_URL is set.
-    if url is None and "db" not in options.values:
-        url = settings.url
+    if url is None:
+        url = settings.url  # None when a database was given at a stronger place
     token = options.values.get("token") or os.environ.get("KOPILKA_TOKEN") or None
     return Target(settings, url, token, options.sandbox)
 

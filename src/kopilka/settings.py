@@ -57,15 +57,27 @@ def load_settings(
     base = Path(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
     file_values = _read_file(config_path or environ.get("KOPILKA_CONFIG"), base)
 
-    def pick(name: str, default: Any) -> Any:
+    def rank(name: str) -> int:
+        """Where a setting comes from: 0 a flag, 1 the environment, 2 the file, 3 nowhere."""
         if name in flags:
+            return 0
+        if environ.get(f"KOPILKA_{name.upper()}"):
+            return 1
+        return 2 if name in file_values else 3
+
+    def pick(name: str, default: Any) -> Any:
+        place = rank(name)
+        if place == 0:
             return flags[name]
-        env_value = environ.get(f"KOPILKA_{name.upper()}")
-        if env_value:
-            return env_value
+        if place == 1:
+            return environ[f"KOPILKA_{name.upper()}"]
         return file_values.get(name, default)
 
     db = str(pick("db", str(base / "kopilka.db")))
+    # The database and a server's URL both say where the ledger is: the one given at
+    # the stronger place wins, so KOPILKA_DB overrides a url in kopilka.toml (a tie,
+    # both given at one place, goes to the server).
+    url = pick("url", None) if rank("url") <= rank("db") else None
     if db.startswith("postgres") and environ.get("KOPILKA_DB_PASSWORD_FILE"):
         db = _with_password(db, _read_password(Path(environ["KOPILKA_DB_PASSWORD_FILE"])))
     try:
@@ -89,7 +101,7 @@ def load_settings(
         raise InvalidInput("invalid_setting", "workers must be 1 to 64")
     return Settings(
         db=db,
-        url=pick("url", None),
+        url=url,
         host=str(pick("host", DEFAULT_HOST)),
         port=port,
         workers=workers,

@@ -187,3 +187,19 @@ def test_connection_bounds_come_from_settings(tmp_path: Path) -> None:
         environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"},
     )
     assert (flagged.connections_per_client, flagged.header_seconds) == (16, 2.5)
+
+
+def test_a_database_given_at_a_stronger_place_than_a_server_url_wins(tmp_path: Path) -> None:
+    (tmp_path / "kopilka.toml").write_text('url = "http://127.0.0.1:1"\n')
+    base = {"KOPILKA_HOME": str(tmp_path)}
+    assert load_settings(environ=base).url == "http://127.0.0.1:1"  # the file alone
+    from_environment = load_settings(environ={**base, "KOPILKA_DB": "memory:"})
+    assert (from_environment.db, from_environment.url) == ("memory:", None)
+    from_flag = load_settings(flags={"db": "memory:"}, environ=base)
+    assert (from_flag.db, from_flag.url) == ("memory:", None)
+    # Both at one place: the server, as before.
+    both = load_settings(environ={**base, "KOPILKA_DB": "memory:", "KOPILKA_URL": "http://h:2"})
+    assert both.url == "http://h:2"
+    assert load_settings(flags={"url": "http://h:3"}, environ={**base, "KOPILKA_DB": "x"}).url == (
+        "http://h:3"
+    )
