@@ -106,6 +106,57 @@ def test_client_token_sees_and_moves_only_its_own_account(server: ServerProcess)
     assert own.json()["from_balance_after"] == str(f"{float(before['Ann']) - 1.5:.2f}"), own.text
 
 
+def test_client_token_sees_nothing_of_the_payees_account(server: ServerProcess) -> None:
+    """A client's transfer answers with its own balance only, and a refusal for the
+    payee's cap names no figure of theirs; a teller sees both."""
+    with server.client() as admin:
+        opened = admin.post("/v1/accounts", json={"client": "Cap", "max_balance": "10.00"})
+        assert opened.status_code == 201, opened.text
+    _, secret = make_token(server, "client", "Ann")
+    with server.client(secret) as ann:
+        paid = ann.post("/v1/transfers", json={"from": "Ann", "to": "Cap", "amount": "2.50"})
+        assert paid.status_code == 201, paid.text
+        assert paid.json().get("to_balance_after") is None
+        assert paid.json()["from_balance_after"] is not None
+        replayed = ann.post(
+            "/v1/transfers",
+            json={"from": "Ann", "to": "Cap", "amount": "1"},
+            headers={"Idempotency-Key": "ann-to-cap"},
+        )
+        again = ann.post(
+            "/v1/transfers",
+            json={"from": "Ann", "to": "Cap", "amount": "1"},
+            headers={"Idempotency-Key": "ann-to-cap"},
+        )
+        assert replayed.json().get("to_balance_after") is None
+        assert again.headers.get("idempotent-replayed") == "true"
+        assert again.json().get("to_balance_after") is None
+        over = ann.post("/v1/transfers", json={"from": "Ann", "to": "Cap", "amount": "20"})
+        assert_refused(over, 422, "cap_exceeded")
+        message = over.json()["error"]["message"]
+        assert "$" not in message and "10" not in message and "3.50" not in message, message
+        batch = ann.post(
+            "/v1/batch",
+            json={
+                "operations": [
+                    {"type": "transfer", "from": "Ann", "to": "Cap", "amount": "1"},
+                    {"type": "transfer", "from": "Ann", "to": "Cap", "amount": "20"},
+                ]
+            },
+        )
+        first, second = batch.json()["results"]
+        assert first["status"] == 201 and first["operation"].get("to_balance_after") is None
+        assert first["operation"]["from_balance_after"] is not None
+        assert second["error"]["code"] == "cap_exceeded"
+        assert "$" not in second["error"]["message"], second
+    _, teller_secret = make_token(server, "teller")
+    with server.client(teller_secret) as teller:
+        paid = teller.post("/v1/transfers", json={"from": "Bob", "to": "Cap", "amount": "1"})
+        assert paid.json()["to_balance_after"] == "5.50", paid.text
+        over = teller.post("/v1/transfers", json={"from": "Bob", "to": "Cap", "amount": "20"})
+        assert "$10.00" in over.json()["error"]["message"], over.text
+
+
 def test_teller_moves_money_but_manages_no_tokens_or_limits(server: ServerProcess) -> None:
     _, secret = make_token(server, "teller")
     with server.client(secret) as teller:

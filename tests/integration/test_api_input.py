@@ -87,6 +87,9 @@ def test_json_numbers_for_amounts_are_refused(admin: httpx.Client) -> None:
         assert "string" in message
     answer = admin.post("/v1/accounts", json={"client": "Cy", "min_balance": 0})
     refused(answer, 422, "invalid_amount")
+    answer = admin.post("/v1/accounts", json={"client": "Cy", "max_balance": 100})
+    refused(answer, 422, "invalid_amount")  # a cap may be null, but never a number
+    refused(admin.patch("/v1/accounts/Ann", json={"max_balance": 5}), 422, "invalid_amount")
     assert state(admin) == before
 
 

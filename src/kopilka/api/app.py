@@ -26,11 +26,13 @@ from kopilka.api.auth import (
     Principal,
     TokenCache,
     check_ledger,
+    effective_role,
     ensure_admin_token,
 )
 from kopilka.api.commands import command_from
 from kopilka.api.errors import ApiError, decode_error, error_body, error_headers
 from kopilka.api.metrics import Metrics
+from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
 from kopilka.collector import settle_for_serving
@@ -181,10 +183,14 @@ class KopilkaApp:
             body = await read_body(receive, request_headers.content_length, BODY_BYTES_MAX)
             command = money_command(kind, body, request_headers.key_or_new(), ledger, principal)
             outcome = await self.engine.execute(command)
+            client_caller = effective_role(principal, ledger) == "client"
             if isinstance(outcome, KopilkaError):
-                raise outcome
+                raise refusal_for_client(outcome) if client_caller else outcome
             assert isinstance(outcome, Operation)
-            status, payload, result = 201, _encoder.encode(operation_out(outcome)), "ok"
+            out = operation_out(outcome)
+            if client_caller:
+                hide_payee(out)
+            status, payload, result = 201, _encoder.encode(out), "ok"
             if outcome.replayed:
                 headers.append(_REPLAYED)
         except KopilkaError as error:

@@ -48,7 +48,8 @@ def decode_error(error: msgspec.DecodeError) -> KopilkaError:
     """Malformed JSON is 400; well-formed JSON of the wrong shape is 422."""
     if isinstance(error, msgspec.ValidationError):
         text = str(error)
-        if text.startswith("Expected `str`") and ("amount" in text or "balance" in text):
+        # `str` or `str | null` (a limit): an amount sent as a JSON number, or true.
+        if text.startswith("Expected `str") and ("amount" in text or "balance" in text):
             return InvalidInput(
                 "invalid_amount",
                 f'amounts are JSON strings like "100.50", never numbers ({text})',

@@ -41,6 +41,7 @@ from kopilka.api.errors import (
     not_found_route,
 )
 from kopilka.api.metrics import CONTENT_TYPE
+from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.schemas import (
     AccountPage,
     BatchDeposit,
@@ -316,13 +317,19 @@ class Call:
         outcomes = await self.app.engine.submit_many(commands, self._claim(prefix, request))
         # Counted here and handed to the metrics once per batch, not once per item.
         counts: Counter[tuple[MoneyKind, str]] = Counter()
+        client_caller = role == "client"
         for index, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, KopilkaError):
-                results[index] = BatchResult(outcome.http_status, error=error_detail(outcome))
                 counts[_item_kind(request.operations[index]), outcome.code] += 1
+                if client_caller:
+                    outcome = refusal_for_client(outcome)
+                results[index] = BatchResult(outcome.http_status, error=error_detail(outcome))
             else:
                 assert isinstance(outcome, Operation)
-                results[index] = BatchResult(201, operation=operation_out(outcome))
+                out = operation_out(outcome)
+                results[index] = BatchResult(
+                    201, operation=hide_payee(out) if client_caller else out
+                )
                 counts[outcome.kind, "ok"] += 1
         for (kind, result), count in counts.items():
             self.app.metrics.operation(kind, result, count)

@@ -1,0 +1,24 @@
+"""What a client token may see of other clients' accounts: their names, nothing more.
+
+A client's transfer credits someone else's account, so its answer would carry the
+payee's balance after it, and a refusal for the payee's cap would name their cap
+and balance. Both are left out for a client token; tellers and admins see them.
+"""
+
+from __future__ import annotations
+
+from kopilka.api.schemas import OperationOut
+from kopilka.errors import KopilkaError, Rejected
+
+
+def hide_payee(out: OperationOut) -> OperationOut:
+    """A transfer's answer for a client token: its own balance after, not the payee's."""
+    out.to_balance_after = None
+    return out
+
+
+def refusal_for_client(error: KopilkaError) -> KopilkaError:
+    """A refusal for a client token: a payee's cap is told without its figures."""
+    if error.code == "cap_exceeded":
+        return Rejected("cap_exceeded", "the transfer would take the payee above their cap")
+    return error
