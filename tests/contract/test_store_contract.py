@@ -612,6 +612,18 @@ async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engi
     assert await balance(engine, JOHN) == 300
 
 
+async def test_a_sandbox_owner_may_hold_only_its_share(engine: Engine) -> None:
+    store = engine.store
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert await store.open_sandbox("sandbox-t1-a", now, 10, "sandbox-t1-", 2)
+    assert await store.open_sandbox("sandbox-t1-b", now, 10, "sandbox-t1-", 2)
+    assert not await store.open_sandbox("sandbox-t1-c", now, 10, "sandbox-t1-", 2)
+    # Another owner, whose name the first one's begins like, is counted apart.
+    assert await store.open_sandbox("sandbox-t10-a", now, 10, "sandbox-t10-", 2)
+    await store.drop_ledger("sandbox-t1-a")
+    assert await store.open_sandbox("sandbox-t1-c", now, 10, "sandbox-t1-", 2)
+
+
 # -- tokens --------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from tests.kopilka_server import kopilka_command, running_server, server_env
 
+from kopilka.api.sandbox import SANDBOXES_PER_TOKEN_MAX
 from kopilka.client import connect_bank
 from kopilka.errors import Forbidden, NotFound
 
@@ -49,6 +50,24 @@ def test_sandboxes_are_isolated_from_each_other_and_from_main(tmp_path: Path) ->
         with server.client() as admin:
             gone = admin.get("/v1/accounts/Sandy", headers={"Kopilka-Ledger": sandbox_ledger})
             assert gone.status_code == 404
+
+
+def test_one_token_cannot_take_every_sandbox(tmp_path: Path) -> None:
+    with running_server(tmp_path / "home") as server:
+        with server.client() as admin:
+            admin.post("/v1/deposits", json={"client": "Ann", "amount": "5", "open_account": True})
+            secret = admin.post("/v1/tokens", json={"role": "client", "client": "Ann"}).json()
+        with server.client(secret["secret"]) as ann:
+            made = [ann.post("/v1/sandboxes") for _ in range(SANDBOXES_PER_TOKEN_MAX)]
+            assert {answer.status_code for answer in made} == {201}
+            refused = ann.post("/v1/sandboxes")
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "too_many_sandboxes"
+            with server.client() as admin:  # everyone else still gets one
+                assert admin.post("/v1/sandboxes").status_code == 201
+            ended = made[0].json()["ledger"]
+            assert ann.delete(f"/v1/sandboxes/{ended}").status_code == 204
+            assert ann.post("/v1/sandboxes").status_code == 201
 
 
 def new_sandbox_with_account(server: httpx.Client, client: str) -> str:

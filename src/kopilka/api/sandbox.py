@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 SANDBOX_IDLE_SECONDS = 900
 SANDBOXES_MAX = 1_000  # open at once; each holds rows in the store until dropped
+# Per token, so that one token (a client's, say) cannot take every sandbox there is.
+SANDBOXES_PER_TOKEN_MAX = 20
 
 
 class Sandboxes:
@@ -39,9 +41,16 @@ class Sandboxes:
         self._reaper: asyncio.Task[None] | None = None
 
     async def create(self, principal: Principal) -> str:
-        ledger = f"{SANDBOX_PREFIX}{principal.token_id}-{secrets.token_hex(6)}"
-        if not await self._store.open_sandbox(ledger, _now(), SANDBOXES_MAX):
-            raise Busy("too_many_sandboxes", "too many sandboxes are open; try again later")
+        owner = f"{SANDBOX_PREFIX}{principal.token_id}-"
+        ledger = f"{owner}{secrets.token_hex(6)}"
+        if not await self._store.open_sandbox(
+            ledger, _now(), SANDBOXES_MAX, owner, SANDBOXES_PER_TOKEN_MAX
+        ):
+            raise Busy(
+                "too_many_sandboxes",
+                f"too many sandboxes are open (at most {SANDBOXES_PER_TOKEN_MAX} per token,"
+                f" {SANDBOXES_MAX} in all); end a session or try again later",
+            )
         self._touched[ledger] = time.monotonic()
         return ledger
 

@@ -151,8 +151,12 @@ class MemoryStore:
             del self._batch_keys[key]
         self._sandboxes.pop(ledger, None)
 
-    async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
+    async def open_sandbox(
+        self, ledger: str, now: datetime, sandboxes_max: int, owner: str = "", owner_max: int = 0
+    ) -> bool:
         if len(self._sandboxes) >= sandboxes_max:
+            return False
+        if owner_max and sum(name.startswith(owner) for name in self._sandboxes) >= owner_max:
             return False
         self._sandboxes[ledger] = now
         return True

@@ -590,14 +590,20 @@ class PostgresStore:
 
     # -- sandboxes ------------------------------------------------------------
 
-    async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
+    async def open_sandbox(
+        self, ledger: str, now: datetime, sandboxes_max: int, owner: str = "", owner_max: int = 0
+    ) -> bool:
         status = await self._write(
             lambda connection: connection.execute(
                 "INSERT INTO sandboxes (ledger, last_used) SELECT $1, $2"
-                " WHERE (SELECT count(*) FROM sandboxes) < $3",
+                " WHERE (SELECT count(*) FROM sandboxes) < $3"
+                " AND ($5 = 0 OR (SELECT count(*) FROM sandboxes"
+                " WHERE starts_with(ledger, $4)) < $5)",
                 ledger,
                 now,
                 sandboxes_max,
+                owner,
+                owner_max,
             )
         )
         return bool(status == "INSERT 0 1")

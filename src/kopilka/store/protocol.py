@@ -56,8 +56,11 @@ class Store(Protocol):
     # Sandbox ledgers are recorded in the store, so every server process sharing it
     # (and one started after a crash) sees when each was last used.
 
-    async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
-        """Record a new sandbox ledger used `now`; False when `sandboxes_max` are open."""
+    async def open_sandbox(
+        self, ledger: str, now: datetime, sandboxes_max: int, owner: str = "", owner_max: int = 0
+    ) -> bool:
+        """Record a new sandbox ledger used `now`; False when `sandboxes_max` are open, or
+        (with `owner_max`) `owner_max` of those whose names start with `owner`."""
 
     async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
         """Record a use of a sandbox; False when it no longer exists."""

@@ -708,12 +708,16 @@ class SqliteStore:
 
     # -- sandboxes ------------------------------------------------------------
 
-    async def open_sandbox(self, ledger: str, now: datetime, sandboxes_max: int) -> bool:
+    async def open_sandbox(
+        self, ledger: str, now: datetime, sandboxes_max: int, owner: str = "", owner_max: int = 0
+    ) -> bool:
         def write() -> bool:
             cursor = self._db.execute(
                 "INSERT INTO sandboxes (ledger, last_used) SELECT ?, ?"
-                " WHERE (SELECT count(*) FROM sandboxes) < ?",
-                (ledger, to_micros(now), sandboxes_max),
+                " WHERE (SELECT count(*) FROM sandboxes) < ?"
+                " AND (? = 0 OR (SELECT count(*) FROM sandboxes"
+                " WHERE substr(ledger, 1, length(?)) = ?) < ?)",
+                (ledger, to_micros(now), sandboxes_max, owner_max, owner, owner, owner_max),
             )
             return cursor.rowcount == 1
 
