@@ -43,9 +43,10 @@ def server_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    def __init__(self, home: Path, db: str | None = None, **env: str) -> None:
+    def __init__(self, home: Path, db: str | None = None, *, workers: int = 1, **env: str) -> None:
         self.home = home
         self.db = db or str(home / "kopilka.db")
+        self.workers = workers
         self.env = env
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -55,7 +56,11 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [*kopilka_command(), "serve", "--port", str(self.port), "--db", self.db],
+            [
+                *kopilka_command(),
+                *("serve", "--port", str(self.port), "--db", self.db),
+                *("--workers", str(self.workers)),
+            ],
             env=server_env(self.home, **self.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -113,13 +118,16 @@ class ServerProcess:
 
 
 @contextmanager
-def running_server(home: Path, db: str | None = None, **env: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(home, db, **env).start()
+def running_server(
+    home: Path, db: str | None = None, *, workers: int = 1, **env: str
+) -> Iterator[ServerProcess]:
+    server = ServerProcess(home, db, workers=workers, **env).start()
     try:
         yield server
     finally:
         if server.process is not None and server.process.poll() is None:
-            server.stop(signal.SIGKILL)
+            # Worker processes outlive a killed parent: they are stopped by its SIGTERM.
+            server.stop(signal.SIGKILL if workers == 1 else signal.SIGTERM)
 
 
 class RawConnection:

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app
 from kopilka.api.protocol import BoundedHttpToolsProtocol, ConnectionBounds
@@ -66,18 +67,18 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             settle_for_serving()
-            _announce(self.settings, self.config.loaded_app)
+            app = self.config.loaded_app
+            _announce(self.settings, isinstance(app, KopilkaApp) and app.admin_token_created)
 
 
-def _announce(settings: Settings, app: Any) -> None:
+def _announce(settings: Settings, admin_token_created: bool) -> None:
     token_path = settings.home / ADMIN_TOKEN_FILE
     print(
         f"kopilka listening on http://{settings.host}:{settings.port}"
         f" (db: {redact_url(settings.db)})",
         flush=True,
     )
-    created = isinstance(app, KopilkaApp) and app.admin_token_created
-    print(f"admin token {'written to' if created else 'in'} {token_path}", flush=True)
+    print(f"admin token {'written to' if admin_token_created else 'in'} {token_path}", flush=True)
 
 
 def _options(settings: Settings) -> dict[str, Any]:
@@ -164,18 +165,26 @@ def _serve_workers(settings: Settings, config_path: str | None) -> int:
         finally:
             await store.close()
 
-    asyncio.run(prepare())
+    admin_token_created = asyncio.run(prepare())
     os.environ["KOPILKA_DB"] = settings.db
     os.environ["KOPILKA_HOME"] = str(settings.home)
     if config_path is not None:
         os.environ["KOPILKA_CONFIG"] = config_path  # workers read the same file
-    _announce(settings, None)
-    uvicorn.run(
+    config = uvicorn.Config(
         "kopilka.api.app:create_app_from_environment",
         factory=True,
         workers=settings.workers,
         **_options(settings),
     )
+    # Bound here, before saying so: the workers share this socket, and a port in use is
+    # an error now (uvicorn has logged why), not after the message that it listens.
+    try:
+        listening = config.bind_socket()
+    except SystemExit:
+        print(f"Error: cannot listen on {settings.host}:{settings.port}", file=sys.stderr)
+        return 1
+    _announce(settings, admin_token_created)
+    Multiprocess(config, sockets=[listening]).run()
     return 0
 
 

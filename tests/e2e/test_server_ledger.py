@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import random
+import subprocess
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from tests.kopilka_server import RawConnection, ServerProcess, running_server
+from tests.kopilka_server import (
+    RawConnection,
+    ServerProcess,
+    kopilka_command,
+    running_server,
+    server_env,
+)
 
 HOT = {
     "H0": ("-50", None),
@@ -106,6 +113,36 @@ def test_two_servers_on_one_postgres_database_keep_every_invariant(
         opening = _setup(first)
         acked = asyncio.run(_storm([first, second]))
         _check_ledger(second, opening, acked)
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_worker_processes_keep_every_invariant_and_stop_cleanly(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """`kopilka serve --workers 2`: two engines behind one port, on one database."""
+    database = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    with running_server(tmp_path / "home", database, workers=2, **MANY) as server:
+        opening = _setup(server)
+        acked = asyncio.run(_storm([server]))
+        _check_ledger(server, opening, acked)
+        assert server.stop() == 0  # SIGTERM: the workers finish, the parent exits 0
+
+
+def test_workers_on_a_port_in_use_say_so_and_exit_1(tmp_path: Path) -> None:
+    with running_server(tmp_path / "home") as server:
+        taken = subprocess.run(
+            [*kopilka_command(), "serve", "--port", str(server.port), "--workers", "2"],
+            env=server_env(tmp_path / "other"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert taken.returncode == 1, taken
+    assert "listening" not in taken.stdout
+    assert f"Error: cannot listen on 127.0.0.1:{server.port}" in taken.stderr
 
 
 def _check_ledger(server: ServerProcess, opening: Decimal, acked: list[dict[str, str]]) -> None:
