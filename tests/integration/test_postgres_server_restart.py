@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import secrets
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -20,7 +22,13 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
-from tests.kopilka_server import RawConnection, ServerProcess, running_server
+from tests.kopilka_server import (
+    RawConnection,
+    ServerProcess,
+    kopilka_command,
+    running_server,
+    server_env,
+)
 from tests.pgserver import PostgresTestServer, StopMode
 
 pytestmark = pytest.mark.postgres
@@ -41,6 +49,7 @@ class Load:
         self.writes: dict[str, tuple[str, dict[str, str]]] = {}  # key -> (path, body)
         self.acknowledged: set[str] = set()
         self.unknown: set[str] = set()  # answered 503: applied or not, retried later
+        self.keys_told = False
 
     def created_since(self, count: int) -> int:
         return sum(1 for _, status, _ in self.answers[count:] if status == 201)
@@ -126,12 +135,45 @@ async def _outage(
     status, _, answer = await stranger.request("GET", "/v1/accounts")
     load.answers.append(("stranger", status, answer))
     assert status == 503, answer
+    if mode == "immediate" and not load.keys_told:
+        await _writes_told_their_keys(load)
     await asyncio.to_thread(postgres_server.start)
     served = len(load.answers)
     deadline = time.monotonic() + 15
     while load.created_since(served) < 20:
         assert time.monotonic() < deadline, f"no service after a {mode} restart"
         await asyncio.sleep(0.05)
+
+
+async def _writes_told_their_keys(load: Load) -> None:
+    """While the database is away, a write sent without a key learns the server's one
+    (a 503 header), and a command line its own (the error), to settle it with later."""
+    body = {"client": CLIENTS[0], "amount": "1.00", "description": "r-keyless"}
+    async with RawConnection(load.server) as http:
+        status, headers, answer = await http.request("POST", "/v1/deposits", body)
+    load.answers.append(("/v1/deposits", status, answer))
+    assert status == 503, answer
+    load.writes[headers["idempotency-key"]] = ("/v1/deposits", body)
+    load.unknown.add(headers["idempotency-key"])
+    line = [
+        *("deposit", f"--client={CLIENTS[1]}", "--amount=1.00", "--description=r-cli"),
+        *("--url", load.server.url, "--token", load.server.token),
+    ]
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*kopilka_command(), *line],
+        env=server_env(load.server.home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done
+    told = re.search(r"--idempotency-key=(\S+)\)", done.stderr)
+    assert told is not None, done.stderr
+    body = {"client": CLIENTS[1], "amount": "1.00", "description": "r-cli"}
+    load.writes[told.group(1)] = ("/v1/deposits", body)
+    load.unknown.add(told.group(1))
+    load.keys_told = True
 
 
 async def _storm(postgres_server: PostgresTestServer, server: ServerProcess) -> Load:
@@ -174,7 +216,7 @@ def _retry_unknown(load: Load, server: ServerProcess) -> None:
             answer = admin.post(path, json=body, headers={"Idempotency-Key": key})
             assert answer.status_code in (201, 422), answer.text
             if answer.status_code == 201:
-                load.acknowledged.add(key)
+                load.acknowledged.add(body["description"])  # the key, but for two
 
 
 async def _check_ledger(url: str, load: Load) -> None:

@@ -177,11 +177,14 @@ class KopilkaApp:
     async def _money(self, scope: Scope, receive: Receive, send: Send, kind: MoneyKind) -> None:
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = [_JSON]
+        key = ""
+        request_headers: RequestHeaders | None = None
         try:
             request_headers = RequestHeaders(scope)
             principal, ledger = await self.authorize(request_headers)
             body = await read_body(receive, request_headers.content_length, BODY_BYTES_MAX)
-            command = money_command(kind, body, request_headers.key_or_new(), ledger, principal)
+            key = request_headers.key_or_new()
+            command = money_command(kind, body, key, ledger, principal)
             outcome = await self.engine.execute(command)
             client_caller = effective_role(principal, ledger) == "client"
             if isinstance(outcome, KopilkaError):
@@ -196,11 +199,21 @@ class KopilkaApp:
         except KopilkaError as error:
             status, payload, result = error.http_status, error_body(error), error.code
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
+            if status == 503:  # applied or not may be unknown: a retry under this key settles it
+                headers.append((b"idempotency-key", _key_to_settle(key, request_headers)))
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         self.metrics.operation(kind, result)
         self.metrics.latency(kind, time.perf_counter() - started)
+
+
+def _key_to_settle(key: str, headers: RequestHeaders | None) -> bytes:
+    """The write's key; for one refused before it had one, the caller's or a new one."""
+    if key:
+        return key.encode("latin-1")
+    own = headers.idempotency_key if headers is not None else None
+    return own or uuid7().hex.encode()
 
 
 def money_command(

@@ -7,12 +7,13 @@ builds a reply. The ledger's rules live in the engine, not here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from kopilka.bank import Bank
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
 from kopilka.domain.rules import validate_client, validate_money_command
-from kopilka.errors import InvalidInput
+from kopilka.errors import InvalidInput, Unavailable
 from kopilka.idempotency import new_key
 from kopilka.money import format_money, parse_amount, parse_cents, parse_limit
 from kopilka.periods import parse_period
@@ -64,6 +65,17 @@ def _help(parsed: ParsedCommand, *, oneshot: bool) -> Reply:
 # refusal reads the same whether the bank is in this process or behind HTTP.
 
 
+@contextmanager
+def _retry_names_the_key(key: str) -> Iterator[None]:
+    """A write the ledger could not answer may have applied or not: the same key settles
+    it, once. The key of a command line is new each time, so the error names it."""
+    try:
+        yield
+    except Unavailable as error:
+        hint = f"to retry it safely: --idempotency-key={key}"
+        raise Unavailable(error.code, f"{error.message} ({hint})") from None
+
+
 def _key(parsed: ParsedCommand) -> str:
     # One fresh key per command line: a retried line is a new request, a replayed key is not.
     return parsed.get("idempotency-key") or new_key()
@@ -77,7 +89,10 @@ def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:
         _key(parsed),
     )
     validate_money_command(command)
-    bank.deposit(command.client, command.amount_cents, command.description, command.idempotency_key)
+    with _retry_names_the_key(command.idempotency_key):
+        bank.deposit(
+            command.client, command.amount_cents, command.description, command.idempotency_key
+        )
     return Message("Deposit operation was successful!")
 
 
@@ -89,9 +104,10 @@ def _withdraw(parsed: ParsedCommand, bank: Bank) -> Reply:
         _key(parsed),
     )
     validate_money_command(command)
-    bank.withdraw(
-        command.client, command.amount_cents, command.description, command.idempotency_key
-    )
+    with _retry_names_the_key(command.idempotency_key):
+        bank.withdraw(
+            command.client, command.amount_cents, command.description, command.idempotency_key
+        )
     return Message("Withdrawal operation was successful!")
 
 
@@ -104,13 +120,14 @@ def _transfer(parsed: ParsedCommand, bank: Bank) -> Reply:
         _key(parsed),
     )
     validate_money_command(command)
-    bank.transfer(
-        command.from_client,
-        command.to_client,
-        command.amount_cents,
-        command.description,
-        command.idempotency_key,
-    )
+    with _retry_names_the_key(command.idempotency_key):
+        bank.transfer(
+            command.from_client,
+            command.to_client,
+            command.amount_cents,
+            command.description,
+            command.idempotency_key,
+        )
     return Message("Transfer operation was successful!")
 
 
