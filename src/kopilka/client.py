@@ -13,6 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -77,6 +78,18 @@ def normalize_url(url: str) -> str:
     if "://" not in url:
         return f"http://{url}"
     return url.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as the server lists it: never its secret, nor the secret's hash."""
+
+    id: str
+    role: str
+    ledger: str
+    client: str | None
+    created_at: datetime
+    revoked: bool
 
 
 class Client:
@@ -274,6 +287,26 @@ class Client:
         answer: dict[str, Any] = self._call("GET", "/v1/health")
         return answer
 
+    # -- tokens (an admin token only) -----------------------------------------
+
+    def create_token(
+        self, role: str, client: str | None = None, ledger: str = DEFAULT_LEDGER
+    ) -> tuple[TokenInfo, str]:
+        """A new token and its secret, which the server shows in this answer only."""
+        body = {"role": role, "client": client, "ledger": ledger}
+        # Not retried once sent: a second try would make a second token.
+        answer = self._call("POST", "/v1/tokens", json=body, retry=False)
+        return token_from(answer), str(answer["secret"])
+
+    def list_tokens(self) -> list[TokenInfo]:
+        return [token_from(item) for item in self._call("GET", "/v1/tokens")]
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke it (again, if it was already); NotFound when there is no such token."""
+        from urllib.parse import quote
+
+        self._call("DELETE", "/v1/tokens/" + quote(token_id, safe=""))
+
     def close(self) -> None:
         try:
             if self._sandbox is not None:
@@ -386,6 +419,17 @@ def account_from(data: dict[str, Any], ledger: str) -> Account:
         min_balance_cents=_cents(data["min_balance"]),
         max_balance_cents=None if cap is None else _cents(cap),
         created_at=datetime.fromisoformat(data["created_at"]),
+    )
+
+
+def token_from(data: dict[str, Any]) -> TokenInfo:
+    return TokenInfo(
+        id=data["id"],
+        role=data["role"],
+        ledger=data["ledger"],
+        client=data.get("client"),
+        created_at=datetime.fromisoformat(data["created_at"]),
+        revoked=data.get("revoked", False),
     )
 
 
