@@ -1,9 +1,17 @@
-"""`kopilka token create|revoke|list`: manage API tokens directly in the local store.
+"""`kopilka token create|revoke|list`: manage API tokens, on a server or in the local store.
+
+With a server's URL (--url, KOPILKA_URL or `url` in kopilka.toml) the commands use
+its token API, as an admin: the token comes from --token, KOPILKA_TOKEN or the
+admin.token file, as for `kopilka shell --url`. That is the only way to reach a
+server whose store this machine cannot open (`kopilka serve --db memory:`, another
+host). Otherwise (no URL, or --db without --url) they write to the local store named
+by the settings, and print the same.
 
 A running server keeps verified tokens in memory for about a second
-(kopilka.api.auth.TOKEN_CACHE_TTL_SECONDS), so a revocation made here reaches
-every running worker within that time. Secrets are printed once, at creation,
-and stored only as a hash.
+(kopilka.api.auth.TOKEN_CACHE_TTL_SECONDS), so a revocation made in the store reaches
+every running worker within that time; the process that answers a revocation through
+the API refuses the token at once. Secrets are printed once, at creation, and stored
+only as a hash.
 """
 
 from __future__ import annotations
@@ -11,6 +19,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Protocol
 
 from kopilka.api.auth import new_token_record
 from kopilka.errors import KopilkaError
@@ -20,76 +31,137 @@ from kopilka.store.protocol import Store
 from kopilka.tokens import ROLES
 
 
+class _Token(Protocol):
+    """What is shown of a token: a store's TokenRecord and the client's TokenInfo both fit."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def ledger(self) -> str: ...
+    @property
+    def client(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def revoked(self) -> bool: ...
+
+
 def _parser() -> argparse.ArgumentParser:
-    # --db may stand before or after the subcommand.
-    database = argparse.ArgumentParser(add_help=False)
-    database.add_argument(
+    # These options may stand before or after the subcommand.
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
         "--db", default=argparse.SUPPRESS, help="'memory:', a SQLite path or a postgresql:// URL"
     )
-    database.add_argument(
+    where.add_argument(
+        "--url",
+        default=argparse.SUPPRESS,
+        help="a server (URL, host:port or port): manage its tokens through its API",
+    )
+    where.add_argument(
+        "--token",
+        default=argparse.SUPPRESS,
+        help="an admin token for --url (default: KOPILKA_TOKEN, else KOPILKA_HOME/admin.token)",
+    )
+    where.add_argument(
         "--config", default=argparse.SUPPRESS, metavar="FILE", help="settings file (kopilka.toml)"
     )
     parser = argparse.ArgumentParser(
-        prog="kopilka token", description="Manage API tokens.", parents=[database]
+        prog="kopilka token",
+        description="Manage API tokens: on a server with --url, else in the local database.",
+        parents=[where],
     )
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser(
         "create",
-        parents=[database],
+        parents=[where],
         help="create a token and print its secret once",
         description='Example: kopilka token create --role client --client "John Jones"',
     )
     create.add_argument("--role", choices=ROLES, required=True)
     create.add_argument("--client", help="the one account a client token may use")
     create.add_argument("--ledger", default="main", help="the token's ledger (default main)")
-    revoke = commands.add_parser("revoke", help="revoke a token by its id", parents=[database])
+    revoke = commands.add_parser("revoke", help="revoke a token by its id", parents=[where])
     revoke.add_argument("token_id", metavar="ID")
-    commands.add_parser(
-        "list", help="list tokens (ids and roles, never secrets)", parents=[database]
-    )
+    commands.add_parser("list", help="list tokens (ids and roles, never secrets)", parents=[where])
     return parser
 
 
-async def _run(store: Store, arguments: argparse.Namespace) -> int:
+def _show_created(token: _Token, secret: str) -> None:
+    print(f"token {token.id} ({token.role}) created; its secret, shown only once:")
+    print(secret)
+
+
+def _show_list(tokens: Iterable[_Token]) -> None:
+    for token in tokens:
+        state = "revoked" if token.revoked else "active"
+        client = f" client={token.client}" if token.client else ""
+        print(
+            f"{token.id}  {token.role:<6} ledger={token.ledger}{client}  {state}"
+            f"  created {token.created_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
+
+
+def _not_revoked(token_id: str, known: bool) -> int:
+    reason = "was already revoked" if known else "does not exist"
+    print(f"Error: token {token_id} {reason}", file=sys.stderr)
+    return 1
+
+
+async def _run_local(store: Store, arguments: argparse.Namespace) -> int:
     await store.open()
     try:
         if arguments.command == "create":
             record, secret = new_token_record(arguments.role, arguments.client, arguments.ledger)
             await store.put_token(record)
-            print(f"token {record.id} ({record.role}) created; its secret, shown only once:")
-            print(secret)
+            _show_created(record, secret)
             return 0
         if arguments.command == "revoke":
             if await store.revoke_token(arguments.token_id):
                 print(f"token {arguments.token_id} revoked")
                 return 0
-            known = await store.get_token(arguments.token_id)
-            print(
-                f"Error: token {arguments.token_id} "
-                + ("was already revoked" if known else "does not exist"),
-                file=sys.stderr,
-            )
-            return 1
-        for record in await store.list_tokens():
-            state = "revoked" if record.revoked else "active"
-            client = f" client={record.client}" if record.client else ""
-            print(
-                f"{record.id}  {record.role:<6} ledger={record.ledger}{client}  {state}"
-                f"  created {record.created_at:%Y-%m-%d %H:%M:%S} UTC"
-            )
+            known = await store.get_token(arguments.token_id) is not None
+            return _not_revoked(arguments.token_id, known)
+        _show_list(await store.list_tokens())
         return 0
     finally:
         await store.close()
 
 
+def _run_remote(url: str, token: str | None, arguments: argparse.Namespace) -> int:
+    from kopilka.client import connect_bank  # loaded only here: the store needs no HTTP
+
+    with connect_bank(url, token=token) as server:
+        if arguments.command == "create":
+            info, secret = server.create_token(arguments.role, arguments.client, arguments.ledger)
+            _show_created(info, secret)
+            return 0
+        if arguments.command == "revoke":
+            # The API answers 204 for a token revoked before too: look first, to say
+            # what the store's path says.
+            found = [info for info in server.list_tokens() if info.id == arguments.token_id]
+            if not found or found[0].revoked:
+                return _not_revoked(arguments.token_id, bool(found))
+            server.revoke_token(arguments.token_id)
+            print(f"token {arguments.token_id} revoked")
+            return 0
+        _show_list(server.list_tokens())
+        return 0
+
+
 def token_main(argv: list[str]) -> int:
     arguments = _parser().parse_args(argv)
+    db = getattr(arguments, "db", None)
     try:
-        settings = load_settings(
-            {"db": getattr(arguments, "db", None)},
-            config_path=getattr(arguments, "config", None),
-        )
-        return asyncio.run(_run(open_store(settings.db), arguments))
+        settings = load_settings({"db": db}, config_path=getattr(arguments, "config", None))
+        url = getattr(arguments, "url", None)
+        # As in kopilka.cli: an explicit --db means "this database", even with KOPILKA_URL.
+        if url is None and db is None:
+            url = settings.url
+        if url is not None:
+            return _run_remote(url, getattr(arguments, "token", None), arguments)
+        return asyncio.run(_run_local(open_store(settings.db), arguments))
     except KopilkaError as error:
         print(f"Error: {error.message}", file=sys.stderr)
         return 1
