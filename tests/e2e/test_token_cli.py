@@ -1,0 +1,151 @@
+"""`kopilka token ... --url`: tokens managed through a real server's API, whose store
+(memory) this machine cannot open."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.e2e.conftest import run_kopilka
+from tests.kopilka_server import ServerProcess, free_port, running_server
+
+# One line of `kopilka token list`, from a server or from the local store alike.
+LIST_LINE = re.compile(
+    r"[0-9a-f]{16}  (admin |teller|client) ledger=\S+( client=.+)?  (active|revoked)"
+    r"  created \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("tokens") / "home", db="memory:") as server:
+        yield server
+
+
+def token_command(
+    server: ServerProcess, *arguments: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`kopilka token ARGUMENTS` beside the server: its home holds the admin.token file."""
+    return run_kopilka(server.home, "token", *arguments, env=env)
+
+
+def created_token(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
+    """(id, secret) from the output of `kopilka token create`."""
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    announcement, secret = result.stdout.splitlines()
+    assert announcement.endswith("created; its secret, shown only once:")
+    return announcement.split()[1], secret
+
+
+def test_a_client_token_made_over_url_works_until_revoked_over_url(
+    server: ServerProcess,
+) -> None:
+    made = token_command(
+        server, "create", "--role", "client", "--client", "John Jones", "--url", server.url
+    )
+    token_id, secret = created_token(made)
+    assert made.stdout.startswith(f"token {token_id} (client) created")
+
+    with server.client() as admin:
+        assert admin.post("/v1/accounts", json={"client": "John Jones"}).status_code == 201
+    with server.client(secret) as john:
+        answer = john.get("/v1/accounts/John%20Jones")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["client"] == "John Jones"
+
+    listed = token_command(server, "list", "--url", server.url)
+    assert listed.returncode == 0, listed.stderr
+    assert all(LIST_LINE.fullmatch(line) for line in listed.stdout.splitlines()), listed.stdout
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(token_id))
+    assert "client ledger=main client=John Jones  active  created " in line
+    assert secret not in listed.stdout  # shown once, at creation, never listed
+
+    revoked = token_command(server, "--url", server.url, "revoke", token_id)
+    assert (revoked.returncode, revoked.stdout, revoked.stderr) == (
+        0,
+        f"token {token_id} revoked\n",
+        "",
+    )
+    with server.client(secret) as john:
+        answer = john.get("/v1/accounts/John%20Jones")
+        assert answer.status_code == 401
+        assert answer.json()["error"]["message"] == "this token has been revoked"
+
+    listed = token_command(server, "list", "--url", server.url)
+    assert "client=John Jones  revoked" in next(
+        line for line in listed.stdout.splitlines() if line.startswith(token_id)
+    )
+    again = token_command(server, "revoke", token_id, "--url", server.url)
+    assert (again.returncode, again.stderr) == (1, f"Error: token {token_id} was already revoked\n")
+    unknown = token_command(server, "revoke", "0000000000000000", "--url", server.url)
+    assert (unknown.returncode, unknown.stderr) == (
+        1,
+        "Error: token 0000000000000000 does not exist\n",
+    )
+
+
+def test_a_token_that_is_not_an_admins_gets_one_error_line(server: ServerProcess) -> None:
+    _, teller = created_token(
+        token_command(server, "create", "--role", "teller", "--url", server.url)
+    )
+    for arguments in (
+        ("list",),
+        ("create", "--role", "admin"),
+        ("revoke", "0000000000000000"),
+    ):
+        refused = token_command(server, *arguments, "--url", server.url, "--token", teller)
+        assert (refused.returncode, refused.stdout, refused.stderr) == (
+            1,
+            "",
+            "Error: only an admin token may manage tokens\n",
+        ), arguments
+
+    unknown = token_command(server, "list", "--url", server.url, "--token", "kop_0_nothing")
+    assert (unknown.returncode, unknown.stdout, unknown.stderr) == (
+        1,
+        "",
+        "Error: invalid token\n",
+    )
+
+
+def test_the_url_and_token_may_come_from_the_environment(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    # Another home: no admin.token file and no database of this server's to fall back on.
+    elsewhere = tmp_path / "elsewhere"
+    env = {"KOPILKA_URL": str(server.port), "KOPILKA_TOKEN": server.token}
+    token_id, secret = created_token(
+        run_kopilka(elsewhere, "token", "create", "--role", "teller", env=env)
+    )
+    with server.client(secret) as teller:
+        assert teller.get("/v1/accounts").status_code == 200
+    listed = run_kopilka(elsewhere, "token", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert token_id in listed.stdout
+    assert not (elsewhere / "kopilka.db").exists()  # nothing was written locally
+
+
+def test_a_server_that_cannot_be_reached_is_one_error_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = run_kopilka(tmp_path / "home", "token", "list", "--url", str(port), "--token", "x")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"Error: cannot reach the server at http://127.0.0.1:{port}: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_db_beats_kopilka_url_as_elsewhere(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {"KOPILKA_URL": str(free_port())}  # a server that is not there
+    db = str(tmp_path / "local.db")
+    token_id, _ = created_token(
+        run_kopilka(home, "token", "create", "--role", "teller", "--db", db, env=env)
+    )
+    listed = run_kopilka(home, "token", "list", "--db", db, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert LIST_LINE.fullmatch(listed.stdout.strip()), listed.stdout
+    assert listed.stdout.startswith(f"{token_id}  teller ledger=main  active  created ")
