@@ -43,7 +43,7 @@ USAGE = f"""Usage:
   kopilka COMMAND [OPTIONS]         run one command and exit (0 done, 1 refused)
   kopilka init                      create or upgrade the database schema
   kopilka serve [--host H] [--port P] [--db URL] [--workers N]
-  kopilka token create|revoke ...
+  kopilka token create|list|revoke [--url URL] ...
 Global options, before or after the command:
   --db PATH|URL  --url URL  --token TOKEN  --ledger NAME  --config FILE  --sandbox
 """

@@ -69,7 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog="kopilka token",
-        description="Manage API tokens: on a server with --url, else in the local database.",
+        description=(
+            "Manage API tokens: on a server with --url (or KOPILKA_URL),"
+            " else in the local database."
+        ),
         parents=[where],
     )
     commands = parser.add_subparsers(dest="command", required=True)
