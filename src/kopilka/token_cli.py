@@ -158,10 +158,9 @@ def token_main(argv: list[str]) -> int:
     db = getattr(arguments, "db", None)
     try:
         settings = load_settings({"db": db}, config_path=getattr(arguments, "config", None))
-        url = getattr(arguments, "url", None)
-        # As in kopilka.cli: an explicit --db means "this database", even with KOPILKA_URL.
-        if url is None and db is None:
-            url = settings.url
+        # A --url given here wins; else the settings' (None when a database was given
+        # at a stronger place, a --db flag among them).
+        url = getattr(arguments, "url", None) or settings.url
         if url is not None:
             return _run_remote(url, getattr(arguments, "token", None), arguments)
         return asyncio.run(_run_local(open_store(settings.db), arguments))
