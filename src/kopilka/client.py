@@ -106,8 +106,15 @@ class Client:
     ) -> None:
         self.url = normalize_url(url)
         self.ledger = ledger or DEFAULT_LEDGER
+        # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent.
+        if not (token.isascii() and token.isprintable()):
+            raise Unauthorized("unauthorized", "invalid token: a token is printable ASCII text")
         headers = {"Authorization": f"Bearer {token}"}
         if ledger is not None:
+            if not (ledger.isascii() and ledger.isprintable()):
+                raise InvalidInput(
+                    "invalid_ledger", "a ledger on a server is named in printable ASCII text"
+                )
             headers["Kopilka-Ledger"] = ledger
         self._http = httpx.Client(
             base_url=self.url,

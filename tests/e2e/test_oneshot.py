@@ -160,3 +160,13 @@ def test_an_option_value_with_a_newline_reaches_the_domains_check(kopilka: RunKo
     named = kopilka("transfer", "-f", "John Jones", "-t", "Jane", "1", "-d=a\nb")
     assert named.stderr == "Error: description has control characters or bytes that are not UTF-8\n"
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
+
+
+def test_a_token_or_ledger_that_http_cannot_carry_is_one_error_line(kopilka: RunKopilka) -> None:
+    url = ("--url", "http://127.0.0.1:1")  # refused before anything is sent
+    result = kopilka(*DEPOSIT, *url, "--token", "ключ")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "Error: invalid token: a token is printable ASCII text\n"
+    result = kopilka(*DEPOSIT, *url, "--token", "x", "--ledger", "Ωmega")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "Error: a ledger on a server is named in printable ASCII text\n"
