@@ -7,6 +7,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -119,6 +120,25 @@ def test_a_retried_batch_applies_each_item_once(server: ServerProcess) -> None:
     assert [r["status"] for r in again.json()["results"]] == statuses
     assert middle != before
     assert after == middle
+
+
+def test_an_empty_item_key_is_refused_like_an_empty_header(server: ServerProcess) -> None:
+    operations = [
+        {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": ""},
+        {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": "item-key-1"},
+    ]
+    with server.client() as admin:
+        before = balance(admin, "Ann")
+        answer = admin.post("/v1/batch", json={"operations": operations})
+        empty_header = admin.post(
+            "/v1/deposits", json={"client": "Ann", "amount": "1"}, headers={"Idempotency-Key": ""}
+        )
+        after = balance(admin, "Ann")
+    first, second = answer.json()["results"]
+    assert first["status"] == 422 and first["error"]["code"] == "invalid_idempotency_key"
+    assert second["status"] == 201
+    assert empty_header.status_code == 422
+    assert Decimal(after) == Decimal(before) + 1  # only the item with a key applied
 
 
 def test_a_refused_request_repeats_its_refusal(server: ServerProcess) -> None:

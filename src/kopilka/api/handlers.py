@@ -309,7 +309,13 @@ class Call:
         for index, item in enumerate(request.operations):
             try:
                 # Each item goes through the very checks of its single-operation endpoint.
-                key = item.idempotency_key or f"{prefix}:{index}"
+                key = item.idempotency_key
+                if key is None:
+                    key = f"{prefix}:{index}"
+                elif not key:  # as for the header: an empty key is one gone missing
+                    raise InvalidInput(
+                        "invalid_idempotency_key", "an item's idempotency_key may not be empty"
+                    )
                 commands.append(command_from(item, key, ledger, principal, role))
                 positions.append(index)
             except KopilkaError as error:
