@@ -77,6 +77,6 @@ def parse_period(
         end = parse_moment(till, end_of_day=True, zone=zone)
     if start is not None and start > end:
         raise InvalidInput(
-            "invalid_period", "the start of the period (--since) is after its end (--till)"
+            "invalid_period", "the start of the period (since) is after its end (till)"
         )
     return start, end

@@ -230,7 +230,7 @@ Balance of Dee Long: $1.00
 > deposit --client="Pat Period" --amount=70 --description=x
 Deposit operation was successful!
 > statement --client="Pat Period" --since=2030-01-02 --till=2030-01-01
-Error: the start of the period (--since) is after its end (--till)
+Error: the start of the period (since) is after its end (till)
 > statement --client="Pat Period" --since=yesterday
 Error: 'yesterday' is not a date like 2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00
 > statement --client="Pat Period" --till=2000-01-01
