@@ -171,17 +171,18 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
 
 
 def _check_reachable(bank: Bank) -> None:
-    """A shell on a server it cannot reach ends at once with that error (exit 1), as a
-    sandbox does, rather than reading every line only to print the same error for it."""
+    """A shell on a server it cannot reach, or with a token it does not honour, ends at
+    once with that error (exit 1), as a sandbox does, rather than reading every line
+    only to print the same error for it."""
     from kopilka.client import Client  # loaded already: the bank is one
 
     assert isinstance(bank, Client)
     try:
-        bank.health()
+        bank.whoami()
     except KopilkaError as error:
-        if error.code == "server_unreachable":
+        if error.code in ("server_unreachable", "unauthorized"):
             raise
-        # It answered: whatever ails it is told command by command.
+        # It answered: whatever else ails it is told command by command.
 
 
 def _oneshot(options: GlobalOptions, words: list[str]) -> int:

@@ -294,6 +294,11 @@ class Client:
         answer: dict[str, Any] = self._call("GET", "/v1/health")
         return answer
 
+    def whoami(self) -> dict[str, Any]:
+        """The caller as the server knows its token; Unauthorized for a bad one."""
+        answer: dict[str, Any] = self._call("GET", "/v1/whoami")
+        return answer
+
     # -- tokens (an admin token only) -----------------------------------------
 
     def create_token(

@@ -53,3 +53,28 @@ def test_a_ledger_flag_reaches_the_server(server: ServerProcess) -> None:
         assert branch.get("/v1/accounts/Lena").json()["balance"] == "7.00"
     with server.client() as main:
         assert main.get("/v1/accounts/Lena").status_code == 404
+
+
+def test_a_shell_with_a_token_the_server_refuses_ends_at_once(server: ServerProcess) -> None:
+    typed = 'deposit --client="Eve" --amount=5 --description=x\n'
+    token = "kop_0123456789abcdef_forged"
+    result = run_kopilka(server.home, "shell", "--url", server.url, "--token", token, stdin=typed)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", "Error: invalid token\n")
+    with server.client() as admin:
+        assert admin.get("/v1/accounts/Eve").status_code == 404
+
+
+def test_whoami_tells_a_token_its_binding(server: ServerProcess) -> None:
+    with server.client() as admin:
+        admin.post("/v1/deposits", json={"client": "Wes", "amount": "1", "open_account": True})
+        made = admin.post("/v1/tokens", json={"role": "client", "client": "Wes"}).json()
+        assert admin.get("/v1/whoami").json()["role"] == "admin"
+    with server.client(made["secret"]) as wes:
+        assert wes.get("/v1/whoami").json() == {
+            "token_id": made["id"],
+            "role": "client",
+            "ledger": "main",
+            "client": "Wes",
+        }
+    with server.client("kop_0123456789abcdef_forged") as forger:
+        assert forger.get("/v1/whoami").status_code == 401

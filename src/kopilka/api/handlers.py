@@ -56,6 +56,7 @@ from kopilka.api.schemas import (
     SetLimitsIn,
     TokenIn,
     TokenOut,
+    WhoAmIOut,
     account_out,
     operation_out,
     statement_line_out,
@@ -152,6 +153,8 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
             return await call.on(method, DELETE=lambda: call.drop_sandbox(ledger))
         case ["tokens"]:
             return await call.on(method, GET=call.list_tokens, POST=call.create_token)
+        case ["whoami"]:
+            return await call.on(method, GET=call.whoami)
         case ["tokens", token_id]:
             return await call.on(method, DELETE=lambda: call.revoke_token(token_id))
         case ["deposits"] | ["withdrawals"] | ["transfers"]:
@@ -387,6 +390,12 @@ class Call:
         if not revoked and await self.app.store.get_token(token_id) is None:
             raise NotFound("token_not_found", f"no token {token_id!r}")
         return Response(status_code=204)
+
+    async def whoami(self) -> Response:
+        principal = self.principal
+        return json_response(
+            WhoAmIOut(principal.token_id, principal.role, principal.ledger, principal.client)
+        )
 
     def _require_admin(self) -> None:
         if self.principal.role != "admin":

@@ -198,6 +198,7 @@ def _service_paths() -> dict[str, Any]:
                 ],
             ),
         },
+        "/v1/whoami": {"get": _operation("The caller, as its token says", ("200", "WhoAmIOut"))},
         "/v1/health": {"get": _operation("Liveness", ("200", "HealthOut"), public=True)},
     }
 
@@ -221,6 +222,7 @@ def document() -> dict[str, Any]:
         schemas.TokenIn,
         schemas.TokenOut,
         schemas.HealthOut,
+        schemas.WhoAmIOut,
     )
     _, components = msgspec.json.schema_components(types, ref_template=_REF)
     components["TokenList"] = {"type": "array", "items": {"$ref": _REF.format(name="TokenOut")}}

@@ -182,6 +182,15 @@ class StatementOut(msgspec.Struct):
     closing_balance: str
 
 
+class WhoAmIOut(msgspec.Struct):
+    """The caller as its token says: its role, ledger, and a client token's account."""
+
+    token_id: str
+    role: str
+    ledger: str
+    client: str | None = None
+
+
 class HealthOut(msgspec.Struct):
     status: str
     engine: str
