@@ -27,7 +27,7 @@ from tests.pgserver import (
     release_shared_server,
 )
 
-__all__ = ["postgres_server", "postgres_url"]
+__all__ = ["postgres_module_url", "postgres_server", "postgres_url"]
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +43,17 @@ def postgres_server() -> Iterator[PostgresTestServer]:
 @pytest.fixture
 def postgres_url(postgres_server: PostgresTestServer) -> Iterator[str]:
     """URL of a fresh, empty database (random name), dropped after the test."""
+    yield from _fresh_database(postgres_server)
+
+
+@pytest.fixture(scope="module")
+def postgres_module_url(postgres_server: PostgresTestServer) -> Iterator[str]:
+    """URL of a fresh, empty database shared by the tests of one module, dropped after
+    them: for tests that can share a ledger or empty it between them themselves."""
+    yield from _fresh_database(postgres_server)
+
+
+def _fresh_database(postgres_server: PostgresTestServer) -> Iterator[str]:
     # A previous test may have stopped the shared server; bring it back.
     postgres_server.start()
     url = postgres_server.create_database()

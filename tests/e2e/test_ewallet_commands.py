@@ -1,19 +1,103 @@
-"""The e-wallet commands: init, add-user, transfer -f/-t, get."""
+"""The e-wallet commands: init, add-user, transfer -f/-t, get, each a real process, on
+the home's SQLite file and on PostgreSQL (named with --db, and once with KOPILKA_DB)."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import subprocess
+from contextlib import closing
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+import pytest
 from tests.e2e.conftest import RunKopilka
 
+from kopilka.settings import redact_url
 
-def test_init_creates_the_schema_and_is_idempotent(kopilka: RunKopilka, kopilka_home: Path) -> None:
-    database = kopilka_home / "kopilka.db"
+
+@dataclass(frozen=True)
+class Backend:
+    """Where the commands keep the ledger, and how they are told so."""
+
+    db: str  # the SQLite file or the PostgreSQL URL
+    arguments: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.db.startswith(("postgresql://", "postgres://"))
+
+
+SQLITE = "sqlite"
+POSTGRES = pytest.param("postgresql", marks=pytest.mark.postgres)
+POSTGRES_FROM_ENV = pytest.param("postgresql-env", marks=pytest.mark.postgres)
+
+
+@pytest.fixture(params=[SQLITE, POSTGRES])
+def backend(request: pytest.FixtureRequest, kopilka_home: Path) -> Backend:
+    if request.param == SQLITE:
+        return Backend(str(kopilka_home / "kopilka.db"))  # the default: no option at all
+    # One database for the module (a CREATE DATABASE per test would cost more), emptied
+    # so that each test starts as on a new SQLite home.
+    url: str = request.getfixturevalue("postgres_module_url")
+    asyncio.run(_drop_every_table(url))
+    if request.param == "postgresql-env":
+        return Backend(url, env={"KOPILKA_DB": url})
+    return Backend(url, ("--db", url))
+
+
+async def _drop_every_table(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        names = await connection.fetch(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = current_schema()"
+        )
+        if names:
+            await connection.execute(f"DROP TABLE {', '.join(row[0] for row in names)}")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def wallet(kopilka: RunKopilka, backend: Backend) -> RunKopilka:
+    """`kopilka` on the test's backend."""
+
+    def run(
+        *arguments: str, stdin: str = "", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return kopilka(
+            *backend.arguments, *arguments, stdin=stdin, env={**backend.env, **(env or {})}
+        )
+
+    return run
+
+
+def stored_clients(backend: Backend) -> list[str]:
+    """The clients the backend's database holds: the commands wrote there and nowhere
+    else (the query fails if there is no schema)."""
+    query = "SELECT client FROM accounts ORDER BY client"
+    if backend.is_postgres:
+        return asyncio.run(_fetch_column(backend.db, query))
+    with closing(sqlite3.connect(backend.db)) as database:
+        return [client for (client,) in database.execute(query)]
+
+
+async def _fetch_column(url: str, query: str) -> list[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        return [row[0] for row in await connection.fetch(query)]
+    finally:
+        await connection.close()
+
+
+def test_init_creates_the_schema_and_is_idempotent(wallet: RunKopilka, backend: Backend) -> None:
     for _ in range(2):
-        result = kopilka("init")
+        result = wallet("init")
         assert (result.returncode, result.stderr) == (0, "")
-        assert result.stdout == f"Schema is up to date in {database}.\n"
-    assert database.is_file()
+        assert result.stdout == f"Schema is up to date in {redact_url(backend.db)}.\n"
+    assert stored_clients(backend) == []
 
 
 def test_init_never_prints_a_password(kopilka: RunKopilka) -> None:
@@ -25,25 +109,25 @@ def test_init_never_prints_a_password(kopilka: RunKopilka) -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
-def test_add_user_posts_the_opening_balance_as_a_deposit(kopilka: RunKopilka) -> None:
-    added = kopilka("add-user", "-n", "Jane Doe", "--max", "1000", "-c", "100")
+def test_add_user_posts_the_opening_balance_as_a_deposit(wallet: RunKopilka) -> None:
+    added = wallet("add-user", "-n", "Jane Doe", "--max", "1000", "-c", "100")
     assert (added.returncode, added.stderr) == (0, "")
     assert added.stdout == "Added user Jane Doe: balance $100.00, floor $0.00, cap $1,000.00.\n"
-    statement = kopilka("statement", "--client=Jane Doe").stdout.splitlines()
+    statement = wallet("statement", "--client=Jane Doe").stdout.splitlines()
     assert statement[3].endswith("| Opening balance  |             |  $100.00 | $100.00 |")
-    assert kopilka("get", "-n", "Jane Doe").stdout == (
+    assert wallet("get", "-n", "Jane Doe").stdout == (
         "Name:    Jane Doe\nBalance: $100.00\nFloor:   $0.00\nCap:     $1,000.00\n"
     )
 
 
-def test_add_user_with_a_positive_floor_and_no_opening_balance(kopilka: RunKopilka) -> None:
-    assert kopilka("add-user", "-n", "Flo", "--min", "10", "--max", "none", "-c", "50").stdout == (
+def test_add_user_with_a_positive_floor_and_no_opening_balance(wallet: RunKopilka) -> None:
+    assert wallet("add-user", "-n", "Flo", "--min", "10", "--max", "none", "-c", "50").stdout == (
         "Added user Flo: balance $50.00, floor $10.00, cap none.\n"
     )
-    assert kopilka("add-user", "-n", "Zed", "--max", "20").stdout == (
+    assert wallet("add-user", "-n", "Zed", "--max", "20").stdout == (
         "Added user Zed: balance $0.00, floor $0.00, cap $20.00.\n"
     )
-    assert kopilka("get").stdout.splitlines() == [
+    assert wallet("get").stdout.splitlines() == [
         "| Client | Balance | Floor  | Cap    |",
         "|--------|---------|--------|--------|",
         "| Flo    |  $50.00 | $10.00 |   none |",
@@ -51,7 +135,7 @@ def test_add_user_with_a_positive_floor_and_no_opening_balance(kopilka: RunKopil
     ]
 
 
-def test_a_refused_add_user_leaves_no_account(kopilka: RunKopilka) -> None:
+def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backend) -> None:
     refusals = {
         ("-n", "Ann", "--max", "10", "-c", "10.01"): (
             "Error: the opening balance $10.01 is above the cap of $10.00\n"
@@ -68,34 +152,37 @@ def test_a_refused_add_user_leaves_no_account(kopilka: RunKopilka) -> None:
         ("-n", "", "--max", "10"): "Error: client name is empty\n",
     }
     for arguments, stderr in refusals.items():
-        result = kopilka("add-user", *arguments)
+        result = wallet("add-user", *arguments)
         assert (result.returncode, result.stdout, result.stderr) == (1, "", stderr), arguments
-    assert kopilka("get", "-n", "Ann").stderr == "Error: no account for client 'Ann'\n"
-    assert kopilka("add-user", "-n", "Ann", "--max", "10").returncode == 0
-    again = kopilka("add-user", "-n", "Ann", "--max", "10")
+    assert wallet("get", "-n", "Ann").stderr == "Error: no account for client 'Ann'\n"
+    assert wallet("add-user", "-n", "Ann", "--max", "10").returncode == 0
+    again = wallet("add-user", "-n", "Ann", "--max", "10")
     assert (again.returncode, again.stderr) == (1, "Error: client 'Ann' already has an account\n")
+    assert stored_clients(backend) == ["Ann"]
 
 
-def test_transfer_exit_codes_and_the_ewallet_rule(kopilka: RunKopilka) -> None:
-    kopilka("add-user", "-n", "Payer", "--min", "-20", "--max", "none", "-c", "100")
-    kopilka("add-user", "-n", "Payee", "--max", "150", "-c", "100")
-    over_cap = kopilka("transfer", "-f", "Payer", "-t", "Payee", "50.01")
+@pytest.mark.parametrize("backend", [SQLITE, POSTGRES, POSTGRES_FROM_ENV], indirect=True)
+def test_transfer_exit_codes_and_the_ewallet_rule(wallet: RunKopilka, backend: Backend) -> None:
+    wallet("add-user", "-n", "Payer", "--min", "-20", "--max", "none", "-c", "100")
+    wallet("add-user", "-n", "Payee", "--max", "150", "-c", "100")
+    over_cap = wallet("transfer", "-f", "Payer", "-t", "Payee", "50.01")
     assert (over_cap.returncode, over_cap.stdout) == (1, "")
     assert over_cap.stderr == (
         "Error: the transfer would take Payee above the cap of $150.00 (balance $100.00)\n"
     )
-    done = kopilka("transfer", "-f", "Payer", "-t", "Payee", "50", "-d", "rent")
+    done = wallet("transfer", "-f", "Payer", "-t", "Payee", "50", "-d", "rent")
     assert (done.returncode, done.stdout, done.stderr) == (
         0,
         "Transfer operation was successful!\n",
         "",
     )
-    kopilka("set_limits", "--client=Payee", "--max-balance=none")
-    below_floor = kopilka("transfer", "-t", "Payee", "-f", "Payer", "70.01")
+    wallet("set_limits", "--client=Payee", "--max-balance=none")
+    below_floor = wallet("transfer", "-t", "Payee", "-f", "Payer", "70.01")
     assert (below_floor.returncode, below_floor.stderr) == (
         1,
         "Error: insufficient funds: Payer has $70.00 available\n",
     )
-    assert kopilka("transfer", "-f", "Payer", "-t", "Payee", "70").returncode == 0
-    assert kopilka("get", "-n", "Payer").stdout.splitlines()[1] == "Balance: -$20.00"
-    assert kopilka("get", "-n", "Payee").stdout.splitlines()[1] == "Balance: $220.00"
+    assert wallet("transfer", "-f", "Payer", "-t", "Payee", "70").returncode == 0
+    assert wallet("get", "-n", "Payer").stdout.splitlines()[1] == "Balance: -$20.00"
+    assert wallet("get", "-n", "Payee").stdout.splitlines()[1] == "Balance: $220.00"
+    assert stored_clients(backend) == ["Payee", "Payer"]
