@@ -1,4 +1,5 @@
-"""The real shell, stdin piped, on a real SQLite file: every scenario, sandbox, persistence."""
+"""The real shell, stdin piped, on a real SQLite file: every scenario, sandbox, persistence;
+the scenarios on a PostgreSQL database as well."""
 
 from __future__ import annotations
 
@@ -23,12 +24,26 @@ import pytest
 from tests.e2e.conftest import RunKopilka, kopilka_command, kopilka_env, shell_runner
 from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenario, run_scenarios
 
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
-@pytest.fixture(scope="module")
-def scenario_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
-    """Every scenario in one shell session (one process start), answers split by scenario."""
+
+def _db_arguments(backend: str, request: pytest.FixtureRequest, url_fixture: str) -> list[str]:
+    """No option for the home's SQLite file; --db and a database URL for PostgreSQL."""
+    return [] if backend == "sqlite" else ["--db", request.getfixturevalue(url_fixture)]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def scenario_outputs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, list[str]]:
+    """Every scenario in one shell session (one process start), answers split by scenario,
+    on the home's SQLite file and on a PostgreSQL database."""
     home = tmp_path_factory.mktemp("scenarios") / "home"
-    return run_scenarios(shell_runner(home), SCENARIOS)
+    arguments = _db_arguments(request.param, request, "postgres_module_url")
+    outputs = run_scenarios(shell_runner(home, *arguments), SCENARIOS)
+    # On PostgreSQL nothing may have gone to the default SQLite file instead.
+    assert (home / "kopilka.db").exists() == (not arguments)
+    return outputs
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda scenario: scenario.name)
@@ -36,8 +51,14 @@ def test_scenario(scenario: Scenario, scenario_outputs: dict[str, list[str]]) ->
     check(scenario, scenario_outputs[scenario.name])
 
 
-def test_the_sample_session_in_a_session_of_its_own(run_shell: Callable[[str], str]) -> None:
-    run_scenario(run_shell, SCENARIOS[0])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_sample_session_in_a_session_of_its_own(
+    backend: str, request: pytest.FixtureRequest, kopilka_home: Path
+) -> None:
+    # A database of its own: the module's one already holds every scenario's clients.
+    arguments = _db_arguments(backend, request, "postgres_url")
+    run_scenario(shell_runner(kopilka_home, *arguments), SCENARIOS[0])
+    assert (kopilka_home / "kopilka.db").exists() == (not arguments)
 
 
 def test_a_wrong_answer_fails_the_check() -> None:
