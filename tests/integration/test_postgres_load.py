@@ -153,7 +153,11 @@ async def test_of_two_transfers_that_cannot_both_fit_exactly_one_succeeds(
             Deposit(f"payer{number}", 10_000, "funds", f"fund{number}"),
             OpenAccount(f"capped{number}", max_balance_cents=10_000),
             OpenAccount(f"other{number}"),
+            OpenAccount(f"full{number}", max_balance_cents=10_000),
+            Deposit(f"sender{number}a", 10_000, "funds", f"fund{number}a"),
+            Deposit(f"sender{number}b", 10_000, "funds", f"fund{number}b"),
         ]
+    senders: dict[str, int] = {}  # what each sender into a full account must keep
     first, second = Engine(PostgresStore(postgres_url)), Engine(PostgresStore(postgres_url))
     await first.start()
     await second.start()
@@ -173,17 +177,39 @@ async def test_of_two_transfers_that_cannot_both_fit_exactly_one_succeeds(
                 first.execute(Deposit(f"capped{number}", 7_000, "", f"c{number}a")),
                 second.execute(Deposit(f"capped{number}", 7_000, "", f"c{number}b")),
             )
-            for pair, code in ((floor_pair, "insufficient_funds"), (cap_pair, "cap_exceeded")):
+            # Cap, by transfers: 70 from each of two senders into a cap of 100.
+            transfer_cap_pair = await asyncio.gather(
+                first.execute(
+                    Transfer(f"sender{number}a", f"full{number}", 7_000, "", f"t{number}a")
+                ),
+                second.execute(
+                    Transfer(f"sender{number}b", f"full{number}", 7_000, "", f"t{number}b")
+                ),
+            )
+            for pair, code in (
+                (floor_pair, "insufficient_funds"),
+                (cap_pair, "cap_exceeded"),
+                (transfer_cap_pair, "cap_exceeded"),
+            ):
                 kinds = Counter(
                     "ok" if isinstance(o, Operation) else getattr(o, "code", o) for o in pair
                 )
                 assert kinds == Counter({"ok": 1, code: 1}), pair
+            refused = next(o for o in transfer_cap_pair if isinstance(o, KopilkaError))
+            assert refused.message == (
+                f"the transfer would take full{number} above the cap of $100.00 (balance $70.00)"
+            )
+            for side, outcome in zip("ab", transfer_cap_pair, strict=True):
+                paid = isinstance(outcome, Operation)
+                senders[f"sender{number}{side}"] = 3_000 if paid else 10_000
     finally:
         await first.close()
         await second.close()
     balances = await check_ledger(postgres_url)
     assert all(balances[f"payer{n}"] == 3_000 for n in range(rounds))
     assert all(balances[f"capped{n}"] == 7_000 for n in range(rounds))
+    assert all(balances[f"full{n}"] == 7_000 for n in range(rounds))
+    assert {client: balances[client] for client in senders} == senders
 
 
 async def test_accounts_opened_by_two_engines_at_once_exist_once(postgres_url: str) -> None:
