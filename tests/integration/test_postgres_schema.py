@@ -29,6 +29,7 @@ from tests.nfc_upgrade import (
 from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError, Unavailable
+from kopilka.settings import redact_url
 from kopilka.store import initialize_schema, open_store
 from kopilka.store.postgres import PostgresStore
 from kopilka.store.postgres_schema import MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, SCHEMA_VERSION
@@ -435,6 +436,71 @@ async def test_a_role_without_create_is_told_to_run_init_on_an_old_schema(
     assert refused.value.code == "store_unavailable"
     assert f"schema version {SCHEMA_VERSION - 1}" in refused.value.message
     assert "run `kopilka init`" in refused.value.message
+
+
+# -- a database with tables kopilka did not create -------------------------------------
+
+
+async def _execute(url: str, sql: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+async def _table_names(url: str) -> list[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
+        )
+        return [row[0] for row in rows]
+    finally:
+        await connection.close()
+
+
+def test_tables_kopilka_did_not_create_are_refused_by_name(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Tables of kopilka's names (and one other) but no schema_migrations: made by
+    something else. init and serve refuse, naming them and never the password, and
+    change nothing; without the clashing names the same database initializes."""
+    stranger = (
+        "CREATE TABLE notes (text text); CREATE TABLE entries (line text);"
+        " CREATE TABLE accounts (number text); INSERT INTO accounts VALUES ('40817')"
+    )
+    asyncio.run(_execute(postgres_url, stranger))
+    # A password to hide: the URL's own, or one for show (the test server trusts local logins).
+    url = (
+        postgres_url
+        if urlsplit(postgres_url).password
+        else _with_password(postgres_url, "S3cret-pw")
+    )
+    password = urlsplit(url).password
+    assert password
+    refusal = (
+        f"the database at {redact_url(url)} has tables that kopilka did not create"
+        " (accounts, entries); use an empty database"
+    )
+    home = tmp_path / "home"
+    init = run_kopilka(home, "init", "--db", url)
+    assert (init.returncode, init.stdout, init.stderr) == (1, "", f"Error: {refusal}\n")
+    serve = subprocess.run(
+        [*kopilka_command(), "serve", "--port", str(free_port()), "--db", url],
+        env=server_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert serve.returncode != 0
+    assert refusal in serve.stderr
+    assert password not in init.stderr + serve.stdout + serve.stderr
+    assert asyncio.run(_table_names(postgres_url)) == ["accounts", "entries", "notes"]
+    asyncio.run(_execute(postgres_url, "DROP TABLE accounts, entries"))
+    assert run_kopilka(home, "init", "--db", url).returncode == 0
+    assert asyncio.run(_versions(postgres_url)) == list(range(1, SCHEMA_VERSION + 1))
 
 
 # -- the password never shows -----------------------------------------------------------

@@ -4,9 +4,11 @@ behind the ledger's back."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from tests.e2e.conftest import run_kopilka
 from tests.nfc_upgrade import (
     JOSE_NFC,
     JOSE_NFD,
@@ -162,6 +164,37 @@ def test_an_upgrade_that_would_break_a_reference_changes_nothing(tmp_path: Path)
         migrate(connection)
     assert connection.execute("PRAGMA user_version").fetchone()[0] == 4
     assert connection.execute("SELECT count(*) FROM accounts").fetchone()[0] == 2
+
+
+def test_tables_kopilka_did_not_create_are_refused_by_name(tmp_path: Path) -> None:
+    """A file with no schema version but tables of kopilka's names (and one other) was
+    made by something else: refused, naming them, and left as it was."""
+    path = tmp_path / "stranger.db"
+    with closing(sqlite3.connect(path)) as stranger:
+        stranger.executescript(
+            "CREATE TABLE notes (text TEXT);"
+            "CREATE TABLE balances (who TEXT, amount REAL);"
+            "CREATE TABLE accounts (number TEXT);"
+            "INSERT INTO accounts VALUES ('40817');"
+        )
+    refusal = (
+        f"the database at {path} has tables that kopilka did not create"
+        " (accounts, balances); use an empty database"
+    )
+    with closing(connect(str(path))) as connection:
+        with pytest.raises(Unavailable) as refused:
+            migrate(connection)
+        assert (refused.value.code, refused.value.message) == ("foreign_tables", refusal)
+    init = run_kopilka(tmp_path / "home", "init", "--db", str(path))
+    assert (init.returncode, init.stdout, init.stderr) == (1, "", f"Error: {refusal}\n")
+    with closing(sqlite3.connect(path)) as stranger:
+        assert stranger.execute("PRAGMA user_version").fetchone()[0] == 0
+        assert stranger.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall() == [
+            ("accounts",),
+            ("balances",),
+            ("notes",),
+        ]
+        assert stranger.execute("SELECT * FROM accounts").fetchall() == [("40817",)]
 
 
 # -- schema 6: client names written before they were kept in NFC -------------------------

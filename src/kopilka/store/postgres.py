@@ -54,6 +54,7 @@ from kopilka.store.postgres_schema import (
     MIGRATIONS,
     SCHEMA_MIGRATIONS_TABLE,
     SCHEMA_VERSION,
+    TABLES,
 )
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.tokens import TokenRecord
@@ -212,8 +213,9 @@ async def _no_reset(connection: Connection) -> None:
     reset would cost a round trip per use; an open transaction is still rolled back)."""
 
 
-async def migrate(connection: Connection) -> int:
-    """Create or upgrade the schema; refuse a newer one. Returns the version found.
+async def migrate(connection: Connection, redacted_url: str) -> int:
+    """Create or upgrade the schema; refuse a newer one, and tables kopilka did not
+    create. Returns the version found.
 
     An up-to-date schema is only read, so a server whose role may only read and
     write rows (no CREATE) opens it. Otherwise the transaction-scoped advisory lock
@@ -236,6 +238,8 @@ async def migrate(connection: Connection) -> int:
             await connection.execute(SCHEMA_MIGRATIONS_TABLE)
             version = await _schema_version(connection)  # another process may have been first
             _refuse_newer(version)
+            if version == 0:  # a refusal rolls back the schema_migrations just created
+                await _refuse_foreign_tables(connection, redacted_url)
             for number in range(version + 1, SCHEMA_VERSION + 1):
                 await connection.execute(MIGRATIONS[number - 1])
                 await connection.execute(
@@ -256,6 +260,26 @@ async def _schema_version(connection: Connection) -> int:
     if not await connection.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
         return 0
     return int(await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> None:
+    """No schema yet, but tables of kopilka's names where the migrations would create
+    theirs: something else made them. Say so and name them all, rather than let the
+    first CREATE TABLE fail on one with the driver's words."""
+    found = {
+        row[0]
+        for row in await connection.fetch(
+            "SELECT relname FROM pg_class WHERE relname = ANY($1::text[]) AND relnamespace ="
+            " (SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
+            list(TABLES),
+        )
+    }
+    if found:
+        raise Unavailable(
+            "foreign_tables",
+            f"the database at {redacted_url} has tables that kopilka did not create "
+            f"({', '.join(name for name in TABLES if name in found)}); use an empty database",
+        )
 
 
 def _refuse_newer(version: int) -> None:
@@ -324,7 +348,7 @@ class PostgresStore:
                 },
             )
             async with self._pool.acquire(timeout=self._connect_timeout_seconds) as connection:
-                await migrate(connection)
+                await migrate(connection, self.redacted_url)
         except BaseException as error:
             await self.close()
             if isinstance(error, Exception) and not isinstance(error, KopilkaError):

@@ -8,6 +8,8 @@ advisory lock, so several processes starting at once apply each exactly once.
 
 from __future__ import annotations
 
+import re
+
 # A fixed key for pg_advisory_xact_lock: "kopilka" in ASCII, as a bigint.
 MIGRATION_LOCK_KEY = 0x6B6F70696C6B61
 
@@ -140,3 +142,7 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+TABLES: tuple[str, ...] = tuple(re.findall(r"CREATE TABLE (\w+)", "".join(MIGRATIONS)))
+"""Every table the migrations create, in order. Where there is no schema yet, a table
+of one of these names was made by something else, and kopilka would stumble on it."""

@@ -50,7 +50,7 @@ from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
-from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, TABLES
 from kopilka.tokens import TokenRecord
 
 T = TypeVar("T")
@@ -116,7 +116,8 @@ def _nfc(value: str | bytes | int | float | None) -> str | bytes | int | float |
 
 
 def migrate(connection: sqlite3.Connection) -> int:
-    """Create or upgrade the schema; refuse a newer one this version does not know."""
+    """Create or upgrade the schema; refuse a newer one this version does not know, and
+    tables kopilka did not create."""
     # A migration may rebuild a table others refer to (foreign keys are off, see
     # connect()); every reference is checked before the upgrade commits.
     # SQLite has no Unicode normalization: migration 6 rewrites client names in NFC
@@ -131,6 +132,8 @@ def migrate(connection: sqlite3.Connection) -> int:
                 f"the database has schema version {version}, newer than this kopilka "
                 f"knows ({SCHEMA_VERSION}); upgrade kopilka",
             )
+        if version == 0:
+            _refuse_foreign_tables(connection)
         for number in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[number - 1].split(";"):
                 if statement.strip():
@@ -149,6 +152,26 @@ def migrate(connection: sqlite3.Connection) -> int:
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+
+
+def _refuse_foreign_tables(connection: sqlite3.Connection) -> None:
+    """No schema yet (user_version 0), but tables of kopilka's names: something else
+    made them. Say so and name them all, rather than let the first CREATE TABLE fail
+    on one."""
+    marks = ", ".join("?" * len(TABLES))
+    found = {
+        name
+        for (name,) in connection.execute(
+            f"SELECT name FROM sqlite_master WHERE name IN ({marks})", TABLES
+        )
+    }
+    if found:
+        path = connection.execute("PRAGMA database_list").fetchone()[2]
+        raise Unavailable(
+            "foreign_tables",
+            f"the database at {path} has tables that kopilka did not create "
+            f"({', '.join(name for name in TABLES if name in found)}); use an empty database",
+        )
 
 
 class SqliteStore:
