@@ -1,13 +1,16 @@
-"""Per-client bounds of a real server: connections from one address, and header time."""
+"""Per-client bounds of a real server: connections from one address, header time and size."""
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
+import pytest
 from tests.kopilka_server import running_server
 
 
@@ -82,3 +85,72 @@ def test_headers_that_trickle_in_are_cut_off_without_stalling_others(tmp_path: P
         assert error_of(read_until_closed(silent)) == (408, "request_timeout")
         slow.close()
         silent.close()
+
+
+def answered(connection: socket.socket, seconds: float) -> bool:
+    readable, _, _ = select.select([connection], [], [], seconds)
+    return bool(readable)
+
+
+def read_answer(answers: BinaryIO) -> tuple[int, bytes]:
+    """One response from a keep-alive connection: its status and body."""
+    status_line = answers.readline()
+    assert status_line, "the server closed the connection"
+    status = int(status_line.split(b" ", 2)[1])
+    length = 0
+    while (line := answers.readline()) != b"\r\n":
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, answers.read(length)
+
+
+ENDLESS_HEADERS = {
+    "one long header": (b"X-Filler: ", b"a" * 8192),
+    "many short headers": (b"", (b"X-Filler: " + b"a" * 40 + b"\r\n") * 128),
+}
+
+
+@pytest.mark.parametrize("start, piece", ENDLESS_HEADERS.values(), ids=ENDLESS_HEADERS)
+def test_headers_past_the_bound_are_refused_as_they_arrive(
+    tmp_path: Path, start: bytes, piece: bytes
+) -> None:
+    # Headers that never end, sent a piece at a time: the server must answer once they
+    # pass the bound, not buffer them until the header time runs out.
+    with running_server(tmp_path, "memory:", KOPILKA_HEADER_SECONDS="60") as server:
+        connection = connect(server.port)
+        connection.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n" + start)
+        sent = 0
+        while sent < 128 * 1024 and not answered(connection, 0.2):
+            connection.sendall(piece)
+            sent += len(piece)
+        assert answered(connection, 0), f"no answer after {sent} bytes of headers"
+        assert sent < 64 * 1024
+        assert error_of(read_until_closed(connection)) == (431, "headers_too_large")
+        connection.close()
+
+
+def test_each_request_head_is_counted_afresh(tmp_path: Path) -> None:
+    # Heads under the bound whose sum is over it, one after another and pipelined in
+    # one write (a piece then ends one request and starts the next), and a body sent
+    # in one piece with its head: none of it is taken for headers too large.
+    with running_server(tmp_path, "memory:") as server:
+        head = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 12_000 + b"\r\n\r\n"
+        connection = connect(server.port)
+        answers = connection.makefile("rb")
+        for _ in range(3):
+            connection.sendall(head)
+            assert read_answer(answers)[0] == 200
+        connection.sendall(head * 3)
+        assert [read_answer(answers)[0] for _ in range(3)] == [200, 200, 200]
+        body = b"{" + b" " * 60_000 + b"}"
+        connection.sendall(
+            b"POST /v1/transfers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {server.token}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        status, answer = read_answer(answers)
+        assert (status, json.loads(answer)["error"]["code"]) == (422, "invalid_request")
+        answers.close()
+        connection.close()

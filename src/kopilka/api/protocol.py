@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with the two bounds uvicorn itself lacks.
+"""uvicorn's httptools protocol with the bounds uvicorn itself lacks.
 
 - Connections per client address: past the bound a new connection is answered
   503 `too_many_connections` and closed, so one client cannot take every slot
@@ -6,6 +6,9 @@
 - Time to send a request's headers, from the connection's start or the request's
   first byte: past it the connection is answered 408 `request_timeout` and
   closed, so a client that trickles headers (or says nothing) cannot hold a slot.
+- Bytes of a request's head (request line and headers), counted as they arrive:
+  past the bound the connection is answered 431 `headers_too_large` and closed,
+  so endless headers are not buffered until they end.
 
 The idle time between requests is uvicorn's keep-alive timeout, and a body that
 trickles in is bounded by the application (`read_body`).
@@ -20,10 +23,16 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from kopilka.api.app import HEADERS_BYTES_MAX
 from kopilka.api.errors import ApiError, error_body
 
 CONNECTIONS_PER_CLIENT_MAX = 256
 HEADER_SECONDS_MAX = 10.0
+# The application's bound counts header names and values only; the slack is room for
+# the request line and each header's colon and line end.
+HEAD_BYTES_MAX = HEADERS_BYTES_MAX + 4 * 1024
+# The count while a body arrives: adding a body's bytes never brings it to the bound.
+_IN_BODY = -(1 << 62)
 
 
 @dataclass
@@ -80,6 +89,10 @@ _HEADERS_TOO_SLOW = _refusal(
     "408 Request Timeout",
     ApiError(408, "request_timeout", "the request headers arrived too slowly"),
 )
+_HEADERS_TOO_LARGE = _refusal(
+    "431 Request Header Fields Too Large",
+    ApiError(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes"),
+)
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -90,6 +103,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # When the connection, or its request now arriving, began; None once the headers
         # are in (the idle time after a response is uvicorn's keep-alive timeout).
         self.headers_started: float | None = None
+        # Bytes received since the current request's head began; _IN_BODY once it is in.
+        self.head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -116,13 +131,27 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 del open_now[address]
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        # Counted before parsing: the parser may finish the head in this piece and set
+        # the count aside. A piece that ends one request and starts the next leaves the
+        # next one's first bytes uncounted, so the parser holds at most one more piece.
+        self.head_bytes += len(data)
+        super().data_received(data)
+        if self.head_bytes > HEAD_BYTES_MAX:
+            self.headers_too_large()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.headers_started = self.loop.time()
 
     def on_headers_complete(self) -> None:
         self.headers_started = None
+        self.head_bytes = _IN_BODY
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self.head_bytes = 0  # the next request's head starts here
+        super().on_message_complete()
 
     def headers_too_slow(self) -> None:
         self.headers_started = None
@@ -130,4 +159,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_HEADERS_TOO_SLOW)
+        self.transport.close()
+
+    def headers_too_large(self) -> None:
+        self.head_bytes = _IN_BODY
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(_HEADERS_TOO_LARGE)
         self.transport.close()
