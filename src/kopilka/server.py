@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="seconds a client may take to send a request's headers (default 10)",
     )
+    parser.add_argument(
+        "--body-seconds",
+        type=float,
+        help="seconds a client may take to send a request's body, once its headers are in"
+        " (default 10)",
+    )
     return parser
 
 
@@ -83,7 +89,9 @@ def _announce(settings: Settings, admin_token_created: bool) -> None:
 
 def _options(settings: Settings) -> dict[str, Any]:
     """Every bound passed explicitly, so the server's limits are read here, not guessed."""
-    bounds = ConnectionBounds(settings.connections_per_client, settings.header_seconds)
+    bounds = ConnectionBounds(
+        settings.connections_per_client, settings.header_seconds, settings.body_seconds
+    )
     return {
         "host": settings.host,
         "port": settings.port,
@@ -129,6 +137,7 @@ def serve_main(argv: list[str]) -> int:
                 "workers": arguments.workers,
                 "connections_per_client": arguments.connections_per_client,
                 "header_seconds": arguments.header_seconds,
+                "body_seconds": arguments.body_seconds,
             },
             config_path=arguments.config,
         )
@@ -168,6 +177,7 @@ def _serve_workers(settings: Settings, config_path: str | None) -> int:
     admin_token_created = asyncio.run(prepare())
     os.environ["KOPILKA_DB"] = settings.db
     os.environ["KOPILKA_HOME"] = str(settings.home)
+    os.environ["KOPILKA_BODY_SECONDS"] = str(settings.body_seconds)  # the workers' apps bound it
     if config_path is not None:
         os.environ["KOPILKA_CONFIG"] = config_path  # workers read the same file
     config = uvicorn.Config(

@@ -40,10 +40,11 @@ class Settings:
     workers: int
     ledger: str
     home: Path
-    # Per server process: open connections from one client address, and seconds a
-    # client may take to send a request's headers.
+    # Per server process: open connections from one client address, seconds a client
+    # may take to send a request's headers, and then its body.
     connections_per_client: int = 256
     header_seconds: float = 10.0
+    body_seconds: float = 10.0
 
 
 def load_settings(
@@ -85,15 +86,17 @@ def load_settings(
         workers = int(pick("workers", 1))
         connections_per_client = int(pick("connections_per_client", 256))
         header_seconds = float(pick("header_seconds", 10.0))
+        body_seconds = float(pick("body_seconds", 10.0))
     except ValueError as error:
         raise InvalidInput(
             "invalid_setting",
-            f"port, workers, connections_per_client and header_seconds must be numbers: {error}",
+            "port, workers, connections_per_client, header_seconds and body_seconds"
+            f" must be numbers: {error}",
         ) from error
-    if connections_per_client < 1 or not 0 < header_seconds <= 3600:
+    if connections_per_client < 1 or not 0 < header_seconds <= 3600 or not 0 < body_seconds <= 3600:
         raise InvalidInput(
             "invalid_setting",
-            "connections_per_client must be at least 1, header_seconds 0 to 3600",
+            "connections_per_client must be at least 1, header_seconds and body_seconds 0 to 3600",
         )
     if not 0 < port < 65536:
         raise InvalidInput("invalid_setting", f"port {port} is out of range")
@@ -109,6 +112,7 @@ def load_settings(
         home=base,
         connections_per_client=connections_per_client,
         header_seconds=header_seconds,
+        body_seconds=body_seconds,
     )
 
 

@@ -154,3 +154,25 @@ def test_each_request_head_is_counted_afresh(tmp_path: Path) -> None:
         assert (status, json.loads(answer)["error"]["code"]) == (422, "invalid_request")
         answers.close()
         connection.close()
+
+
+def transfer_head(token: str, content_length: int) -> bytes:
+    return (
+        b"POST /v1/transfers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Length: {content_length}\r\n\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize("body_sent", [b"", b'{"from": "Ann",'], ids=["none", "a piece"])
+def test_a_body_that_stops_coming_is_cut_off(tmp_path: Path, body_sent: bytes) -> None:
+    # The headers are in and promise 40 bytes of body; the body never starts, or stops
+    # after a piece. Either way the server answers within its body time and hangs up.
+    with running_server(tmp_path, "memory:", KOPILKA_BODY_SECONDS="1") as server:
+        connection = connect(server.port)
+        started = time.monotonic()
+        connection.sendall(transfer_head(server.token, 40) + body_sent)
+        assert error_of(read_until_closed(connection)) == (408, "request_timeout")
+        assert time.monotonic() - started < 5
+        connection.close()
+        with server.client() as client:  # the server is as before
+            assert client.get("/v1/health").status_code == 200

@@ -74,6 +74,8 @@ def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
         {"KOPILKA_CONNECTIONS_PER_CLIENT": "many"},
         {"KOPILKA_HEADER_SECONDS": "0"},
         {"KOPILKA_HEADER_SECONDS": "nan"},
+        {"KOPILKA_BODY_SECONDS": "0"},
+        {"KOPILKA_BODY_SECONDS": "soon"},
     ],
 )
 def test_bad_numbers_refused(tmp_path: Path, environ: dict[str, str]) -> None:
@@ -182,11 +184,13 @@ def test_connection_bounds_come_from_settings(tmp_path: Path) -> None:
         environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"}
     )
     assert (settings.connections_per_client, settings.header_seconds) == (8, 10.0)
+    assert settings.body_seconds == 10.0
     flagged = load_settings(
-        {"connections_per_client": 16, "header_seconds": 2.5},
+        {"connections_per_client": 16, "header_seconds": 2.5, "body_seconds": 4},
         environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"},
     )
     assert (flagged.connections_per_client, flagged.header_seconds) == (16, 2.5)
+    assert flagged.body_seconds == 4.0
 
 
 def test_a_database_given_at_a_stronger_place_than_a_server_url_wins(tmp_path: Path) -> None:

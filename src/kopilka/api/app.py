@@ -117,8 +117,10 @@ class KopilkaApp:
         token_ttl_seconds: float = TOKEN_CACHE_TTL_SECONDS,
         sandbox_idle_seconds: float = SANDBOX_IDLE_SECONDS,
         admin_token_path: Path | None = None,
+        body_seconds: float = BODY_SECONDS_MAX,
     ) -> None:
         self.store = store
+        self.body_seconds = body_seconds
         self.admin_token_path = admin_token_path
         self.admin_token_created = False
         self.engine = Engine(store, limits)
@@ -182,7 +184,9 @@ class KopilkaApp:
         try:
             request_headers = RequestHeaders(scope)
             principal, ledger = await self.authorize(request_headers)
-            body = await read_body(receive, request_headers.content_length, BODY_BYTES_MAX)
+            body = await read_body(
+                receive, request_headers.content_length, BODY_BYTES_MAX, self.body_seconds
+            )
             key = request_headers.key_or_new()
             command = money_command(kind, body, key, ledger, principal)
             outcome = await self.engine.execute(command)
@@ -233,8 +237,17 @@ def money_command(
     return command_from(request, key, ledger, principal)
 
 
-async def read_body(receive: Receive, content_length: int | None, bytes_max: int) -> bytes:
-    """The whole body, refused past `bytes_max` (413) or when it trickles in too slowly (408)."""
+async def read_body(
+    receive: Receive,
+    content_length: int | None,
+    bytes_max: int,
+    seconds_max: float = BODY_SECONDS_MAX,
+) -> bytes:
+    """The whole body, refused past `bytes_max` (413) or when it trickles in too slowly (408).
+
+    Under `kopilka serve` the protocol also bounds the time from the end of the headers
+    to the end of the body, so a body that never starts is cut off too.
+    """
     if content_length is not None and content_length > bytes_max:
         raise ApiError(413, "body_too_large", f"the request body is over {bytes_max} bytes")
     message = await receive()
@@ -250,7 +263,7 @@ async def read_body(receive: Receive, content_length: int | None, bytes_max: int
     chunks = [body]
     size = len(body)
     try:
-        async with asyncio.timeout(BODY_SECONDS_MAX):
+        async with asyncio.timeout(seconds_max):
             while message.get("more_body", False):
                 message = await receive()
                 if message["type"] == "http.disconnect":
@@ -275,9 +288,11 @@ def create_app(
     sandbox_idle_seconds: float | None = None,
     admin_token_path: Path | None = None,
 ) -> KopilkaApp:
-    """The app over settings (their db), a store URL, or a store object."""
+    """The app over settings (their db and body time), a store URL, or a store object."""
+    body_seconds = BODY_SECONDS_MAX
     if isinstance(source, Settings):
         store = open_store(source.db)
+        body_seconds = source.body_seconds
     elif isinstance(source, str):
         store = open_store(source)
     else:
@@ -292,6 +307,7 @@ def create_app(
         token_ttl_seconds=token_ttl_seconds,
         sandbox_idle_seconds=sandbox_idle_seconds,
         admin_token_path=admin_token_path,
+        body_seconds=body_seconds,
     )
 
 

@@ -207,7 +207,10 @@ class Call:
         from kopilka.api.app import BODY_BYTES_MAX, read_body
 
         return await read_body(
-            self.receive, self.headers.content_length, bytes_max or BODY_BYTES_MAX
+            self.receive,
+            self.headers.content_length,
+            bytes_max or BODY_BYTES_MAX,
+            self.app.body_seconds,
         )
 
     async def decode(self, kind: type[Any], bytes_max: int | None = None) -> Any:

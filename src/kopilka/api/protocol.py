@@ -9,9 +9,12 @@
 - Bytes of a request's head (request line and headers), counted as they arrive:
   past the bound the connection is answered 431 `headers_too_large` and closed,
   so endless headers are not buffered until they end.
+- Time from the end of a request's headers to the end of its body: past it the
+  connection is answered 408 `request_timeout` (unless the application has
+  answered already) and closed, so a body that never starts cannot hold a slot;
+  the application (`read_body`) bounds a body that trickles in as well.
 
-The idle time between requests is uvicorn's keep-alive timeout, and a body that
-trickles in is bounded by the application (`read_body`).
+The idle time between requests is uvicorn's keep-alive timeout.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from kopilka.api.app import HEADERS_BYTES_MAX
+from kopilka.api.app import BODY_SECONDS_MAX, HEADERS_BYTES_MAX
 from kopilka.api.errors import ApiError, error_body
 
 CONNECTIONS_PER_CLIENT_MAX = 256
@@ -38,15 +41,16 @@ _IN_BODY = -(1 << 62)
 @dataclass
 class ConnectionBounds:
     """The bounds, and this process's connections: open ones by client address, and
-    every live one, swept for headers that take too long.
+    every live one, swept for headers or a body that take too long.
 
-    One sweep a second (or a quarter of the header time, if shorter) instead of a timer
-    per request: arming and cancelling a timer for each request cost about 3% of the
-    event loop under load.
+    One sweep a second (or a quarter of the header or body time, if shorter) instead of
+    a timer per request: arming and cancelling a timer for each request cost about 3% of
+    the event loop under load.
     """
 
     connections_per_client_max: int = CONNECTIONS_PER_CLIENT_MAX
     header_seconds_max: float = HEADER_SECONDS_MAX
+    body_seconds_max: float = BODY_SECONDS_MAX
     open_by_client: Counter[str] = field(default_factory=Counter)
     live: set[BoundedHttpToolsProtocol] = field(default_factory=set)
     _sweeper: asyncio.TimerHandle | None = None
@@ -57,15 +61,20 @@ class ConnectionBounds:
             self._schedule_sweep(protocol.loop)
 
     def _schedule_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        interval = min(1.0, self.header_seconds_max / 4)
+        interval = min(1.0, self.header_seconds_max / 4, self.body_seconds_max / 4)
         self._sweeper = loop.call_later(interval, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        deadline = loop.time() - self.header_seconds_max
+        now = loop.time()
+        headers_deadline = now - self.header_seconds_max
+        body_deadline = now - self.body_seconds_max
         for protocol in list(self.live):
             started = protocol.headers_started
-            if started is not None and started < deadline:
+            if started is not None and started < headers_deadline:
                 protocol.headers_too_slow()
+            started = protocol.body_started
+            if started is not None and started < body_deadline:
+                protocol.body_too_slow()
         if self.live:
             self._schedule_sweep(loop)
         else:
@@ -89,6 +98,10 @@ _HEADERS_TOO_SLOW = _refusal(
     "408 Request Timeout",
     ApiError(408, "request_timeout", "the request headers arrived too slowly"),
 )
+_BODY_TOO_SLOW = _refusal(
+    "408 Request Timeout",
+    ApiError(408, "request_timeout", "the request body arrived too slowly"),
+)
 _HEADERS_TOO_LARGE = _refusal(
     "431 Request Header Fields Too Large",
     ApiError(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes"),
@@ -103,6 +116,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # When the connection, or its request now arriving, began; None once the headers
         # are in (the idle time after a response is uvicorn's keep-alive timeout).
         self.headers_started: float | None = None
+        # When the current request's headers were in, until its body is; else None.
+        self.body_started: float | None = None
         # Bytes received since the current request's head began; _IN_BODY once it is in.
         self.head_bytes = 0
 
@@ -146,10 +161,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self.headers_started = None
+        self.body_started = self.loop.time()
         self.head_bytes = _IN_BODY
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        self.body_started = None
         self.head_bytes = 0  # the next request's head starts here
         super().on_message_complete()
 
@@ -159,6 +176,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_HEADERS_TOO_SLOW)
+        self.transport.close()
+
+    def body_too_slow(self) -> None:
+        self.body_started = None
+        if self.transport.is_closing():
+            return
+        # The cycle is this request's (None before an upgrade): once the application has
+        # begun to answer (say, 401 before reading the body), or a request before it is
+        # still being answered, there is nothing to add but the close.
+        cycle = self.cycle
+        if (cycle is None or not cycle.response_started) and not self.pipeline:
+            self.transport.write(_BODY_TOO_SLOW)
         self.transport.close()
 
     def headers_too_large(self) -> None:
