@@ -176,3 +176,24 @@ def test_a_body_that_stops_coming_is_cut_off(tmp_path: Path, body_sent: bytes) -
         connection.close()
         with server.client() as client:  # the server is as before
             assert client.get("/v1/health").status_code == 200
+
+
+INVALID_REQUESTS = [
+    b"GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    b"POST /v1/transfers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    b"Content-Length: 4\r\n\r\n",
+    b"\x00\x01 garbage\r\n\r\n",
+]
+
+
+def test_requests_the_parser_refuses_get_the_json_error_form(tmp_path: Path) -> None:
+    with running_server(tmp_path, "memory:") as server:
+        for request in INVALID_REQUESTS:
+            connection = connect(server.port)
+            connection.sendall(request)
+            answer = read_until_closed(connection)
+            head = answer.partition(b"\r\n\r\n")[0].lower()
+            assert b"content-type: application/json" in head, answer
+            assert b"connection: close" in head
+            assert error_of(answer) == (400, "invalid_http"), answer
+            connection.close()

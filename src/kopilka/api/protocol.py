@@ -14,6 +14,9 @@
   answered already) and closed, so a body that never starts cannot hold a slot;
   the application (`read_body`) bounds a body that trickles in as well.
 
+A request the parser refuses (a garbled request line, a Content-Length too large to
+read, both Transfer-Encoding and Content-Length) is answered 400 `invalid_http` in
+the API's JSON error form, not uvicorn's plain text, and the connection is closed.
 The idle time between requests is uvicorn's keep-alive timeout.
 """
 
@@ -102,6 +105,10 @@ _BODY_TOO_SLOW = _refusal(
     "408 Request Timeout",
     ApiError(408, "request_timeout", "the request body arrived too slowly"),
 )
+_INVALID_HTTP = _refusal(
+    "400 Bad Request",
+    ApiError(400, "invalid_http", "the request is not valid HTTP/1.1"),
+)
 _HEADERS_TOO_LARGE = _refusal(
     "431 Request Header Fields Too Large",
     ApiError(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes"),
@@ -169,6 +176,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.body_started = None
         self.head_bytes = 0  # the next request's head starts here
         super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn's own answer is text/plain; uvicorn has logged `msg` already.
+        self.transport.write(_INVALID_HTTP)
+        self.transport.close()
 
     def headers_too_slow(self) -> None:
         self.headers_started = None
