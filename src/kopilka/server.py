@@ -100,6 +100,8 @@ def _options(settings: Settings) -> dict[str, Any]:
         # its own copy, so connections are counted per process.
         "http": functools.partial(BoundedHttpToolsProtocol, bounds=bounds),
         "lifespan": "on",
+        # No WebSocket endpoint: an upgrade request is an ordinary request (a JSON 404).
+        "ws": "none",
         "access_log": False,
         "log_level": "warning",
         "server_header": False,

@@ -197,3 +197,17 @@ def test_requests_the_parser_refuses_get_the_json_error_form(tmp_path: Path) -> 
             assert b"connection: close" in head
             assert error_of(answer) == (400, "invalid_http"), answer
             connection.close()
+
+
+def test_a_websocket_upgrade_is_an_ordinary_request(tmp_path: Path) -> None:
+    """No endpoint speaks WebSocket: an upgrade gets the JSON answer of its path."""
+    upgrade = (
+        b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with running_server(tmp_path, "memory:") as server:
+        connection = connect(server.port)
+        connection.sendall(upgrade)
+        status, body = read_answer(connection.makefile("rb"))
+        connection.close()
+    assert (status, json.loads(body)["error"]["code"]) == (404, "not_found")
