@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -84,35 +85,23 @@ class ConnectionBounds:
             self._sweeper = None
 
 
-def _refusal(status: str, error: ApiError) -> bytes:
-    body = error_body(error)
+def _refusal(status: int, code: str, message: str) -> bytes:
+    """A whole response that refuses and closes, written before any app has a say."""
+    body = error_body(ApiError(status, code, message))
     head = (
-        f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
 
 
 _TOO_MANY_CONNECTIONS = _refusal(
-    "503 Service Unavailable",
-    ApiError(503, "too_many_connections", "too many connections from this address"),
+    503, "too_many_connections", "too many connections from this address"
 )
-_HEADERS_TOO_SLOW = _refusal(
-    "408 Request Timeout",
-    ApiError(408, "request_timeout", "the request headers arrived too slowly"),
-)
-_BODY_TOO_SLOW = _refusal(
-    "408 Request Timeout",
-    ApiError(408, "request_timeout", "the request body arrived too slowly"),
-)
-_INVALID_HTTP = _refusal(
-    "400 Bad Request",
-    ApiError(400, "invalid_http", "the request is not valid HTTP/1.1"),
-)
-_HEADERS_TOO_LARGE = _refusal(
-    "431 Request Header Fields Too Large",
-    ApiError(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes"),
-)
+_HEADERS_TOO_SLOW = _refusal(408, "request_timeout", "the request headers arrived too slowly")
+_BODY_TOO_SLOW = _refusal(408, "request_timeout", "the request body arrived too slowly")
+_INVALID_HTTP = _refusal(400, "invalid_http", "the request is not valid HTTP/1.1")
+_HEADERS_TOO_LARGE = _refusal(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes")
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
