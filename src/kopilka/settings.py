@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import platformdirs
 
+from kopilka.domain.rules import validate_ledger_name
 from kopilka.errors import InvalidInput
 
 DEFAULT_HOST = "127.0.0.1"
@@ -102,13 +103,15 @@ def load_settings(
         raise InvalidInput("invalid_setting", f"port {port} is out of range")
     if not 1 <= workers <= 64:
         raise InvalidInput("invalid_setting", "workers must be 1 to 64")
+    ledger = str(pick("ledger", "main"))
+    validate_ledger_name(ledger)
     return Settings(
         db=db,
         url=url,
         host=str(pick("host", DEFAULT_HOST)),
         port=port,
         workers=workers,
-        ledger=str(pick("ledger", "main")),
+        ledger=ledger,
         home=base,
         connections_per_client=connections_per_client,
         header_seconds=header_seconds,

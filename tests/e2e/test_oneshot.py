@@ -170,3 +170,32 @@ def test_a_token_or_ledger_that_http_cannot_carry_is_one_error_line(kopilka: Run
     result = kopilka(*DEPOSIT, *url, "--token", "x", "--ledger", "Ωmega")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "Error: a ledger on a server is named in printable ASCII text\n"
+
+
+def test_a_database_kopilka_cannot_use_is_one_error_line(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    for db, message in (
+        ("", "Error: the database may not be empty: give a path or URL\n"),
+        (
+            "mysql://user:secret@host/db",
+            "Error: kopilka cannot use a mysql:// database: give a SQLite path or a"
+            " postgresql:// URL\n",
+        ),
+    ):
+        result = kopilka(*DEPOSIT, "--db", db)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
+    assert not (kopilka_home.parent / "mysql:").exists()  # not taken for a file's path
+
+
+def test_an_empty_key_or_ledger_is_refused_not_ignored(kopilka: RunKopilka) -> None:
+    for _ in range(2):  # an empty key given is no key to replay by: refused each time
+        result = kopilka(*DEPOSIT, "--idempotency-key=")
+        assert (result.returncode, result.stderr) == (
+            1,
+            "Error: idempotency key must be 1 to 200 characters\n",
+        )
+    result = kopilka(*DEPOSIT, "--ledger=")
+    assert result.stderr == "Error: a ledger name is 1 to 100 printable characters\n"
+    balance = kopilka("balance", "--client", "John Jones")
+    assert balance.stderr == "Error: no account for client 'John Jones'\n"  # nothing applied

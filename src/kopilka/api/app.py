@@ -37,9 +37,9 @@ from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
 from kopilka.collector import settle_for_serving
 from kopilka.domain.model import MoneyCommand, Operation
-from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
+from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX, validate_ledger_name
 from kopilka.engine import Engine
-from kopilka.errors import InvalidInput, KopilkaError
+from kopilka.errors import KopilkaError
 from kopilka.idempotency import uuid7
 from kopilka.limits import Limits
 from kopilka.settings import Settings
@@ -60,7 +60,6 @@ HEADERS_BYTES_MAX = 16 * 1024
 BODY_SECONDS_MAX = 10.0
 _JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
-_LEDGER_NAME_LENGTH_MAX = 100
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
 
 _encoder = msgspec.json.Encoder()
@@ -169,8 +168,7 @@ class KopilkaApp:
             ledger = principal.ledger
         else:
             ledger = headers.ledger.decode("latin-1").strip()
-            if not ledger or len(ledger) > _LEDGER_NAME_LENGTH_MAX or not ledger.isprintable():
-                raise InvalidInput("invalid_ledger", "Kopilka-Ledger must be 1 to 100 characters")
+            validate_ledger_name(ledger)
         check_ledger(principal, ledger)
         if ledger.startswith(SANDBOX_PREFIX):  # checked here: no coroutine per request
             await self.sandboxes.touch(ledger)

@@ -46,6 +46,7 @@ from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX, format_money
 CLIENT_NAME_LENGTH_MAX = 200
 DESCRIPTION_LENGTH_MAX = 500
 IDEMPOTENCY_KEY_LENGTH_MAX = 200
+LEDGER_NAME_LENGTH_MAX = 100
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 AccountKey = tuple[str, str]  # (ledger, client)
@@ -500,6 +501,15 @@ class _Planner:
     def _touch(self, account: Account) -> None:
         if account.id != 0:
             self.touched[id(account)] = account
+
+
+def validate_ledger_name(ledger: str) -> None:
+    """One rule wherever a ledger is named: a flag, a setting, or the Kopilka-Ledger header."""
+    if not ledger.strip() or len(ledger) > LEDGER_NAME_LENGTH_MAX or not ledger.isprintable():
+        raise InvalidInput(
+            "invalid_ledger",
+            f"a ledger name is 1 to {LEDGER_NAME_LENGTH_MAX} printable characters",
+        )
 
 
 def validate_client(client: str) -> None:

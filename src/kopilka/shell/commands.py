@@ -78,7 +78,9 @@ def _retry_names_the_key(key: str) -> Iterator[None]:
 
 def _key(parsed: ParsedCommand) -> str:
     # One fresh key per command line: a retried line is a new request, a replayed key is not.
-    return parsed.get("idempotency-key") or new_key()
+    given = parsed.get("idempotency-key")
+    # An empty key given is a key gone missing, not "no key": the rules refuse it.
+    return new_key() if given is None else given
 
 
 def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:

@@ -6,12 +6,21 @@ version knows is refused (Unavailable, code `unknown_schema`).
 
 from __future__ import annotations
 
+from kopilka.errors import InvalidInput
 from kopilka.store.protocol import Store
 
 
 def open_store(url: str) -> Store:
     """A store for a URL: 'memory:', a SQLite path ('sqlite:///abs/path', 'sqlite:rel/path'
     or a bare path), or 'postgresql://...'."""
+    if not url.strip():
+        raise InvalidInput("invalid_option", "the database may not be empty: give a path or URL")
+    scheme, separator, _ = url.partition("://")
+    if separator and scheme not in ("postgresql", "postgres", "sqlite"):
+        raise InvalidInput(
+            "unsupported_database",
+            f"kopilka cannot use a {scheme}:// database: give a SQLite path or a postgresql:// URL",
+        )
     if url in ("memory:", ":memory:"):
         from kopilka.store.memory import MemoryStore
 
