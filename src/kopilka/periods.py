@@ -76,6 +76,8 @@ def parse_period(
     else:
         end = parse_moment(till, end_of_day=True, zone=zone)
     if start is not None and start > end:
+        if till is None:  # the end is now: say so, as no till was given
+            raise InvalidInput("invalid_period", "the start of the period (since) is in the future")
         raise InvalidInput(
             "invalid_period", "the start of the period (since) is after its end (till)"
         )

@@ -291,3 +291,8 @@ def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) 
     assert status == 0
     history = (kopilka_home / "history").read_text()
     assert '+deposit --client="Ёжик Jones" --amount=100 --description="ATM"' in history
+
+
+def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:
+    output = shell_runner(kopilka_home)("init\n")
+    assert output == "Error: 'init' is a command of the OS shell: run 'kopilka init'\n"

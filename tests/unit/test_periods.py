@@ -112,6 +112,15 @@ def test_since_after_till_is_refused(utc: None) -> None:
     assert "after" in caught.value.message
 
 
+def test_a_since_in_the_future_without_till_says_so(utc: None) -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(InvalidInput) as caught:
+        parse_period("2027-01-01", None, now=now)
+    assert caught.value.message == "the start of the period (since) is in the future"
+    since, till = parse_period("2027-01-01", "2027-12-31", now=now)  # a future period is fine
+    assert since is not None and since < till
+
+
 def test_a_server_reads_a_time_without_offset_as_utc(time_zone: None) -> None:
     moment = parse_moment("2024-01-31 18:30:00", end_of_day=False, zone=UTC)
     assert moment == datetime(2024, 1, 31, 18, 30, tzinfo=UTC)

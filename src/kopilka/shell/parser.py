@@ -76,6 +76,10 @@ def parse_words(words: list[str], *, oneshot: bool = False) -> ParsedCommand:
 
 def unknown_command(name: str, *, oneshot: bool = False) -> InvalidInput:
     """An error naming the closest known command, if one is close enough."""
+    if not oneshot and name in command_names(oneshot=True):
+        return InvalidInput(
+            "unknown_command", f"{name!r} is a command of the OS shell: run 'kopilka {name}'"
+        )
     close = _closest(name, command_names(oneshot=oneshot))
     hint = f"did you mean {close!r}?" if close else "type 'help' to list the commands"
     return InvalidInput("unknown_command", f"unknown command {name!r}; {hint}")
