@@ -38,13 +38,16 @@ _FRACTION_CENTS = {
 _CENTS_TEXT = [f".{cents:02d}" for cents in range(CENTS_PER_DOLLAR)]
 
 
-def parse_cents(text: str, *, allow_negative: bool = False, allow_zero: bool = False) -> int:
-    """Parse '1,234.56' into 123456 cents, or raise InvalidInput with a clear reason."""
+def parse_cents(
+    text: str, *, allow_negative: bool = False, allow_zero: bool = False, what: str = "amount"
+) -> int:
+    """Parse '1,234.56' into 123456 cents, or raise InvalidInput with a clear reason that
+    calls the text `what` it is (an amount, a limit)."""
     candidate = text.strip().removeprefix("$") if text else ""
     if not candidate:
-        raise InvalidInput("invalid_amount", "amount is empty")
+        raise InvalidInput("invalid_amount", f"{what} is empty")
     if len(candidate) > AMOUNT_TEXT_LENGTH_MAX:
-        raise InvalidInput("invalid_amount", "amount is too long to be a sum of money")
+        raise InvalidInput("invalid_amount", f"{what} is too long to be a sum of money")
     # Most amounts are plain digits with up to two decimals ("100", "12.50"): read
     # without the pattern, at a fraction of its cost (it is on every request's path).
     whole_text, dot, fraction_text = candidate.partition(".")
@@ -59,27 +62,28 @@ def parse_cents(text: str, *, allow_negative: bool = False, allow_zero: bool = F
             text,
             allow_negative=allow_negative,
             allow_zero=allow_zero,
+            what=what,
         )
     match = _AMOUNT_PATTERN.fullmatch(candidate)
     if match is None:
         if re.fullmatch(r"[-+]?\$?[\d,_]*\.\d{3,}", candidate, re.ASCII):
-            raise InvalidInput("invalid_amount", f"amount {text!r} has more than two decimals")
+            raise InvalidInput("invalid_amount", f"{what} {text!r} has more than two decimals")
         raise InvalidInput(
-            "invalid_amount", f"amount {text!r} is not a number like 100 or 1,000.25"
+            "invalid_amount", f"{what} {text!r} is not a number like 100 or 1,000.25"
         )
     sign, whole, fraction = match.groups()
     # int() reads "_" between digits itself; the pattern has placed every separator.
     cents = int(whole.replace(",", "")) * CENTS_PER_DOLLAR + _FRACTION_CENTS[fraction or ""]
     if sign == "-":
         cents = -cents
-    return _checked(cents, text, allow_negative=allow_negative, allow_zero=allow_zero)
+    return _checked(cents, text, allow_negative=allow_negative, allow_zero=allow_zero, what=what)
 
 
-def _checked(cents: int, text: str, *, allow_negative: bool, allow_zero: bool) -> int:
+def _checked(cents: int, text: str, *, allow_negative: bool, allow_zero: bool, what: str) -> int:
     if cents < 0 and not allow_negative:
-        raise InvalidInput("invalid_amount", f"amount {text!r} must be positive")
+        raise InvalidInput("invalid_amount", f"{what} {text!r} must be positive")
     if cents == 0 and not allow_zero:
-        raise InvalidInput("invalid_amount", "amount must be greater than zero")
+        raise InvalidInput("invalid_amount", f"{what} must be greater than zero")
     return cents
 
 
@@ -96,7 +100,7 @@ def parse_amount(text: str) -> int:
 
 def parse_limit(text: str) -> int:
     """A floor or cap: may be zero or negative (an overdraft floor)."""
-    cents = parse_cents(text, allow_negative=True, allow_zero=True)
+    cents = parse_cents(text, allow_negative=True, allow_zero=True, what="limit")
     if abs(cents) > BALANCE_CENTS_MAX:
         raise InvalidInput("invalid_amount", f"limit {text!r} is out of range")
     return cents

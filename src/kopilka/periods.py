@@ -13,14 +13,14 @@ zone. The result is always an aware UTC datetime, as the store keeps UTC.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 from kopilka.errors import InvalidInput
 
 _DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
 # The time of day as written: hours, then minutes and seconds if given, then a fraction.
 _TIME_OF_DAY = re.compile(
-    r"[T ]\d{2}(?P<minutes>:?\d{2})?(?P<seconds>:?\d{2})?(?P<fraction>[.,]\d)?"
+    r"[T ]\d{2}(?P<minutes>:?\d{2})?(?P<seconds>:?\d{2})?(?:[.,](?P<fraction>\d+))?"
 )
 _TEXT_LENGTH_MAX = 64
 _EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"
@@ -53,8 +53,11 @@ def _last_moment_written(text: str, moment: datetime) -> datetime:
     if _DATE_ONLY.fullmatch(text):
         return moment.replace(hour=23, minute=59, second=59, microsecond=999_999)
     time_of_day = _TIME_OF_DAY.search(text)
-    if time_of_day is None or time_of_day["fraction"]:
+    if time_of_day is None:
         return moment
+    if time_of_day["fraction"]:  # "35.8" runs to 35.899999: the last microsecond it names
+        digits = len(time_of_day["fraction"])
+        return moment + timedelta(microseconds=10 ** max(6 - digits, 0) - 1)
     if time_of_day["seconds"]:
         return moment.replace(microsecond=999_999)
     if time_of_day["minutes"]:

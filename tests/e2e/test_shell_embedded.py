@@ -296,3 +296,10 @@ def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) 
 def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:
     output = shell_runner(kopilka_home)("init\n")
     assert output == "Error: 'init' is a command of the OS shell: run 'kopilka init'\n"
+
+
+def test_an_empty_format_is_refused_not_taken_for_the_table(kopilka_home: Path) -> None:
+    output = shell_runner(kopilka_home)(
+        "deposit --client=A --amount=1 --description=x\nstatement --client=A --format=\n"
+    )
+    assert output.splitlines()[-1] == "Error: format '' is not one of table, csv, json"

@@ -243,3 +243,14 @@ def test_every_text_reads_as_the_documented_form_says(text: str) -> None:
     except InvalidInput:
         cents = None
     assert cents == _as_written(text)
+
+
+def test_a_limit_is_called_a_limit_in_its_errors() -> None:
+    for text, message in (
+        ("", "limit is empty"),
+        ("none", "limit 'none' is not a number like 100 or 1,000.25"),
+        ("1.005", "limit '1.005' has more than two decimals"),
+    ):
+        with pytest.raises(InvalidInput) as caught:
+            parse_limit(text)
+        assert caught.value.message == message

@@ -142,7 +142,8 @@ def _client(text: str) -> str:
 
 def _statement(parsed: ParsedCommand, bank: Bank) -> Reply:
     client = _client(parsed.require("client"))
-    output_format = (parsed.get("format") or "table").lower()
+    given = parsed.get("format")
+    output_format = "table" if given is None else given.lower()
     if output_format not in STATEMENT_FORMATS:
         raise InvalidInput(
             "invalid_format",
