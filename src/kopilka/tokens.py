@@ -39,12 +39,18 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def is_token_id(text: str) -> bool:
+    """Whether `text` has the form of the ids `new_secret` makes (16 hex digits)."""
+    return len(text) == 16 and all(c in "0123456789abcdef" for c in text)
+
+
 def token_id_of(secret: str) -> str | None:
     """The id embedded in a secret, used to find its record without scanning."""
     if not secret.startswith(TOKEN_PREFIX):
         return None
     token_id, _, rest = secret.removeprefix(TOKEN_PREFIX).partition("_")
-    return token_id if token_id and rest else None
+    # Only ids of the form made: junk never costs a store read nor a cache entry.
+    return token_id if is_token_id(token_id) and rest else None
 
 
 def secret_matches(secret: str, record: TokenRecord) -> bool:

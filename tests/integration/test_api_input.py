@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -214,3 +215,46 @@ def test_an_idempotency_key_is_1_to_200_characters(admin: httpx.Client) -> None:
     assert longest.status_code == 201, longest.text
     answer = admin.post("/v1/batch", json=batch, headers={"Idempotency-Key": "b" * 197})
     assert [result["status"] for result in answer.json()["results"]] == [201] * 11
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_text_no_store_can_keep_is_refused_where_it_comes_in(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """A NUL (which PostgreSQL cannot store) or a bidirectional override is refused as
+    bad input where it comes in: in a batch, by its own item, never failing the batch
+    the engine groups it with; in a path, a query or a body, before any store sees it."""
+    database = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    with running_server(tmp_path / "home", database) as server, server.client() as admin:
+        admin.post("/v1/deposits", json={"client": "Ann", "amount": "50", "open_account": True})
+        before = state(admin)
+        items = [
+            {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": "k\u0000"},
+            {"type": "deposit", "client": "Ann", "amount": "1", "description": "a\u202eb"},
+            {"type": "deposit", "client": "Ann", "amount": "1", "description": "a\u2028b"},
+            {"type": "transfer", "from": "Ann", "to": "B\u0000b", "amount": "1"},
+            {"type": "withdrawal", "client": "\u0000", "amount": "1"},
+        ]
+        answer = admin.post("/v1/batch", json={"operations": items})
+        assert answer.status_code == 200, answer.text
+        codes = [result["error"]["code"] for result in answer.json()["results"]]
+        assert codes == [
+            "invalid_idempotency_key",
+            "invalid_description",
+            "invalid_description",
+            "invalid_client",
+            "invalid_client",
+        ]
+        alone = admin.post("/v1/transfers", json={"from": "Ann", "to": "B\u0000", "amount": "1"})
+        refused(alone, 422, "invalid_client")
+        refused(admin.get("/v1/accounts/%00"), 422, "invalid_client")
+        refused(admin.get("/v1/accounts/%00/statement"), 422, "invalid_client")
+        refused(admin.get("/v1/accounts?after=%00"), 422, "invalid_client")
+        refused(admin.delete("/v1/tokens/%00"), 404, "token_not_found")
+        refused(admin.delete("/v1/sandboxes/sandbox-x%00"), 422, "invalid_ledger")
+        made = admin.post("/v1/tokens", json={"role": "teller", "ledger": "\u0000"})
+        refused(made, 422, "invalid_ledger")
+        assert state(admin) == before
+        assert admin.get("/v1/tokens").json()[-1]["ledger"] != "\u0000"

@@ -51,4 +51,8 @@ def test_token_id_of_rejects_foreign_text() -> None:
     assert token_id_of(TOKEN_PREFIX) is None
     assert token_id_of(f"{TOKEN_PREFIX}abc") is None
     assert token_id_of(f"{TOKEN_PREFIX}_rest") is None
-    assert token_id_of(f"{TOKEN_PREFIX}abc_rest") == "abc"
+    assert token_id_of(f"{TOKEN_PREFIX}abc_rest") is None  # not an id that is ever made
+    assert token_id_of(f"{TOKEN_PREFIX}0123456789abcdeG_rest") is None
+    assert token_id_of(f"{TOKEN_PREFIX}0123456789abcdef_rest") == "0123456789abcdef"
+    token_id, secret = new_secret()
+    assert token_id_of(secret) == token_id

@@ -9,6 +9,7 @@ from __future__ import annotations
 from kopilka.api.auth import Principal, effective_role
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn
 from kopilka.domain.model import Deposit, MoneyCommand, Transfer, Withdraw, client_name
+from kopilka.domain.rules import validate_money_command
 from kopilka.errors import Forbidden
 from kopilka.money import parse_amount
 from kopilka.tokens import Role
@@ -23,6 +24,21 @@ def command_from(
 ) -> MoneyCommand:
     """The command a decoded request stands for, if this caller may make it. `role` is
     the caller's effective role in `ledger`, for a batch that has worked it out once."""
+    command = _command(request, key, ledger, principal, role)
+    # Checked here, before the engine: the store reads the named accounts (and, for a
+    # retry, keys) before the rules run, and a name no store can keep (a NUL) must fail
+    # this request alone, not the batch of others it would be grouped with.
+    validate_money_command(command)
+    return command
+
+
+def _command(
+    request: TransferIn | WithdrawalIn | DepositIn,
+    key: str,
+    ledger: str,
+    principal: Principal,
+    role: Role | None,
+) -> MoneyCommand:
     if role is None:
         role = effective_role(principal, ledger)
     if isinstance(request, TransferIn):

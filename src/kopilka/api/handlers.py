@@ -70,12 +70,17 @@ from kopilka.domain.model import (
     SetLimits,
     client_name,
 )
-from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
+from kopilka.domain.rules import (
+    IDEMPOTENCY_KEY_LENGTH_MAX,
+    validate_client,
+    validate_idempotency_key,
+    validate_ledger_name,
+)
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound
 from kopilka.money import format_plain, parse_cents, parse_limit
 from kopilka.periods import parse_period
-from kopilka.tokens import TokenRecord
+from kopilka.tokens import TokenRecord, is_token_id
 
 if TYPE_CHECKING:
     from kopilka.api.app import KopilkaApp, MoneyKind, RequestHeaders
@@ -114,7 +119,8 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
     except KopilkaError as error:
         response = error_response(error)
     except Exception:  # a bug: answer 500 without echoing anything of the request
-        logger.exception("unexpected error on %s", scope["path"][:200])
+        # %r: a path is the client's text, and may hold line breaks or escape sequences.
+        logger.exception("unexpected error on %r", scope["path"][:200])
         response = json_response(
             {"error": {"code": "internal_error", "message": "internal error"}}, 500
         )
@@ -138,12 +144,12 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
         case ["accounts"]:
             return await call.on(method, GET=call.list_accounts, POST=call.open_account)
         case ["accounts", name]:
-            client = client_name(name)
+            client = _path_client(name)
             return await call.on(
                 method, GET=lambda: call.account(client), PATCH=lambda: call.set_limits(client)
             )
         case ["accounts", name, "statement"]:
-            client = client_name(name)
+            client = _path_client(name)
             return await call.on(method, GET=lambda: call.statement(client))
         case ["batch"]:
             return await call.on(method, POST=call.batch)
@@ -160,6 +166,13 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
         case ["deposits"] | ["withdrawals"] | ["transfers"]:
             raise method_not_allowed(method, scope["path"], ("POST",))
     raise not_found_route(scope["path"])
+
+
+def _path_client(segment: str) -> str:
+    """A client named in a path, checked as any name is before it reaches the store."""
+    client = client_name(segment)
+    validate_client(client)
+    return client
 
 
 _PUBLIC_PATHS = (["v1", "health"], ["metrics"], ["openapi.json"], ["docs"])
@@ -274,9 +287,10 @@ class Call:
             raise InvalidInput("invalid_limit", "limit must be a whole number") from None
         if not 1 <= limit <= ACCOUNTS_PAGE_MAX:
             raise InvalidInput("invalid_limit", f"limit must be 1 to {ACCOUNTS_PAGE_MAX}")
-        accounts = await self.app.engine.list_accounts(
-            self.ledger, after_client=query.get("after"), limit=limit
-        )
+        after = query.get("after") or None
+        if after is not None:
+            after = _path_client(after)
+        accounts = await self.app.engine.list_accounts(self.ledger, after_client=after, limit=limit)
         next_after = accounts[-1].client if len(accounts) == limit else None
         return json_response(AccountPage([account_out(a) for a in accounts], next_after))
 
@@ -322,6 +336,8 @@ class Call:
                     raise InvalidInput(
                         "invalid_idempotency_key", "an item's idempotency_key may not be empty"
                     )
+                else:  # before any store looks it up: no NUL reaches PostgreSQL
+                    validate_idempotency_key(key)
                 commands.append(command_from(item, key, ledger, principal, role))
                 positions.append(index)
             except KopilkaError as error:
@@ -365,6 +381,7 @@ class Call:
         return json_response(SandboxOut(ledger, idle), 201)
 
     async def drop_sandbox(self, ledger: str) -> Response:
+        validate_ledger_name(ledger)
         if not ledger.startswith(SANDBOX_PREFIX):
             raise Forbidden("forbidden", f"{ledger!r} is not a sandbox ledger")
         check_ledger(self.principal, ledger)
@@ -376,6 +393,7 @@ class Call:
     async def create_token(self) -> Response:
         self._require_admin()
         request: TokenIn = await self.decode(TokenIn)
+        validate_ledger_name(request.ledger)
         record, secret = new_token_record(request.role, request.client, request.ledger)
         await self.app.store.put_token(record)
         out = token_out(record)
@@ -388,6 +406,8 @@ class Call:
 
     async def revoke_token(self, token_id: str) -> Response:
         self._require_admin()
+        if not is_token_id(token_id):  # nothing else was ever made: no store need look
+            raise NotFound("token_not_found", f"no token {token_id[:40]!r}")
         revoked = await self.app.store.revoke_token(token_id)
         self.app.tokens.forget(token_id)  # this process stops honouring it right now
         if not revoked and await self.app.store.get_token(token_id) is None:

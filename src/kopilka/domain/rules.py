@@ -47,7 +47,11 @@ CLIENT_NAME_LENGTH_MAX = 200
 DESCRIPTION_LENGTH_MAX = 500
 IDEMPOTENCY_KEY_LENGTH_MAX = 200
 LEDGER_NAME_LENGTH_MAX = 100
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Control characters, lone surrogates, and what reorders or breaks a line where it is
+# shown (bidirectional overrides and isolates, line and paragraph separators).
+_UNPRINTABLE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
 
 AccountKey = tuple[str, str]  # (ledger, client)
 OperationKey = tuple[str, str]  # (ledger, idempotency key)
@@ -503,6 +507,18 @@ class _Planner:
             self.touched[id(account)] = account
 
 
+def validate_idempotency_key(key: str) -> None:
+    if not key or len(key) > IDEMPOTENCY_KEY_LENGTH_MAX:
+        raise InvalidInput(
+            "invalid_idempotency_key",
+            f"idempotency key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} characters",
+        )
+    # A batch item's key comes from JSON, where any character may be written; one that
+    # no store can keep (a NUL) must fail its item, not the batch it is grouped into.
+    if not key.isprintable():
+        raise InvalidInput("invalid_idempotency_key", "idempotency key has control characters")
+
+
 def validate_ledger_name(ledger: str) -> None:
     """One rule wherever a ledger is named: a flag, a setting, or the Kopilka-Ledger header."""
     if not ledger.strip() or len(ledger) > LEDGER_NAME_LENGTH_MAX or not ledger.isprintable():
@@ -556,12 +572,7 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
             "invalid_description",
             "description has control characters or bytes that are not UTF-8",
         )
-    key = command.idempotency_key
-    if not key or len(key) > IDEMPOTENCY_KEY_LENGTH_MAX:
-        raise InvalidInput(
-            "invalid_idempotency_key",
-            f"idempotency key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} characters",
-        )
+    validate_idempotency_key(command.idempotency_key)
     if isinstance(command, Transfer) and command.from_client == command.to_client:
         raise InvalidInput("same_account", "cannot transfer from a client to the same client")
 
