@@ -22,7 +22,7 @@ from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app
 from kopilka.api.protocol import BoundedHttpToolsProtocol, ConnectionBounds
 from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
-from kopilka.settings import Settings, load_settings, redact_url
+from kopilka.settings import Settings, load_settings, redact_url, without_password
 
 # Connections plus requests in flight; past this uvicorn answers 503 at once.
 CONNECTIONS_MAX = 2_048
@@ -177,7 +177,10 @@ def _serve_workers(settings: Settings, config_path: str | None) -> int:
             await store.close()
 
     admin_token_created = asyncio.run(prepare())
-    os.environ["KOPILKA_DB"] = settings.db
+    # A password read from KOPILKA_DB_PASSWORD_FILE stays in that file: each worker reads
+    # it there, rather than find it in an environment any process of the user may read.
+    password_file = os.environ.get("KOPILKA_DB_PASSWORD_FILE")
+    os.environ["KOPILKA_DB"] = without_password(settings.db) if password_file else settings.db
     os.environ["KOPILKA_HOME"] = str(settings.home)
     os.environ["KOPILKA_BODY_SECONDS"] = str(settings.body_seconds)  # the workers' apps bound it
     if config_path is not None:

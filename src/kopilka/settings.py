@@ -145,6 +145,15 @@ def _read_password(path: Path) -> str:
         ) from error
 
 
+def without_password(url: str) -> str:
+    """The URL with no password in its userinfo (the user and host kept as written)."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}@{hostport}"))
+
+
 def _with_password(url: str, password: str) -> str:
     """The URL with `password` as its userinfo password (replacing any there).
 
@@ -210,8 +219,12 @@ def redact_text(text: str, url: str) -> str:
     userinfo, _, _ = _split_userinfo(_SECRET_QUERY.sub(r"\1***", rest))
     secrets.append(userinfo.partition(":")[2])
     secrets += [unquote(secret) for secret in secrets]
-    # A parser that split the URL at a '/' or ':' inside the password echoes a piece.
-    secrets += [piece for secret in secrets for piece in _URL_DELIMITERS.split(secret)]
     for secret in sorted({secret for secret in secrets if len(secret) > 1}, key=len, reverse=True):
         text = text.replace(secret, "***")
+    # A parser that split the URL at a '/' or ':' inside the password echoes a piece; a
+    # piece is masked only where it stands alone, so that masking it inside an ordinary
+    # word ("Pa***word") does not tell which letters the password holds.
+    pieces = {piece for secret in secrets for piece in _URL_DELIMITERS.split(secret)}
+    for piece in sorted((piece for piece in pieces if len(piece) > 1), key=len, reverse=True):
+        text = re.sub(rf"(?<![^\W_]){re.escape(piece)}(?![^\W_])", "***", text)
     return text

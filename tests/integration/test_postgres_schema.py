@@ -575,3 +575,22 @@ def test_a_password_file_works_with_an_ipv6_host(postgres_url: str, tmp_path: Pa
     assert f"postgres:***@[::1]:{parts.port}" in run.stderr
     assert "invalid literal" not in run.stderr
     assert "S3cret" not in run.stdout + run.stderr
+
+
+def test_workers_read_the_password_file_themselves(postgres_url: str, tmp_path: Path) -> None:
+    """The password of KOPILKA_DB_PASSWORD_FILE stays in the file: no worker finds it in
+    its environment (which other processes of the user may read)."""
+    secret = tmp_path / "password"
+    secret.write_text("S3cret-pw\n")
+    env = {"KOPILKA_DB_PASSWORD_FILE": str(secret)}
+    with running_server(tmp_path / "home", postgres_url, workers=2, **env) as server:
+        with server.client() as admin:
+            assert admin.get("/v1/health").status_code == 200
+        assert server.process is not None
+        workers = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+        pids = [server.process.pid, *map(int, workers.read_text().split())]
+        assert len(pids) >= 3  # the parent and its two workers
+        for pid in pids:
+            environment = Path(f"/proc/{pid}/environ").read_bytes()
+            assert b"S3cret" not in environment, pid
+        assert server.stop() == 0

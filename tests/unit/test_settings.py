@@ -207,3 +207,12 @@ def test_a_database_given_at_a_stronger_place_than_a_server_url_wins(tmp_path: P
     assert load_settings(flags={"url": "http://h:3"}, environ={**base, "KOPILKA_DB": "x"}).url == (
         "http://h:3"
     )
+
+
+def test_a_piece_of_a_password_is_masked_only_where_it_stands_alone() -> None:
+    url = "postgresql://kop:S3cr3t%2Fp%40ss%23word@h/db"
+    text = "InvalidPasswordError: password authentication failed; echoed: ss, word"
+    assert redact_text(text, url) == (
+        "InvalidPasswordError: password authentication failed; echoed: ***, ***"
+    )
+    assert redact_text("S3cr3t/p@ss#word", url) == "***"
