@@ -81,6 +81,9 @@ def split_globals(arguments: list[str]) -> tuple[GlobalOptions, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
+    # Balances, histories and tokens are the user's alone: every file and directory
+    # kopilka makes (the database and its WAL, the home, the shell's history) is private.
+    os.umask(0o077)
     try:
         return _dispatch(arguments)
     except KopilkaError as error:

@@ -208,6 +208,22 @@ def test_admin_token_file_is_private(server: ServerProcess) -> None:
     assert mode == 0o600
 
 
+def test_the_database_is_private_and_a_loosened_token_file_is_closed_again(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    with running_server(home) as server:
+        with server.client() as admin:
+            admin.post("/v1/deposits", json={"client": "Ann", "amount": "1", "open_account": True})
+        modes = {path.name: path.stat().st_mode & 0o777 for path in home.iterdir()}
+        assert {modes[name] for name in ("kopilka.db", "kopilka.db-wal", "kopilka.db-shm")} == {
+            0o600
+        }
+    (home / "admin.token").chmod(0o644)
+    with running_server(home):
+        assert (home / "admin.token").stat().st_mode & 0o777 == 0o600
+
+
 def test_token_cli_reads_its_database_from_a_config_file(
     server: ServerProcess, tmp_path: Path
 ) -> None:

@@ -194,6 +194,7 @@ async def ensure_admin_token(store: Store, path: Path) -> bool:
         token_id = token_id_of(secret)
         record = None if token_id is None else await store.get_token(token_id)
         if record is not None and not record.revoked and secret_matches(secret, record):
+            path.chmod(0o600)  # kept, so made private again if someone loosened it
             return False
     record, secret = new_token_record("admin", None)
     await store.put_token(record)
