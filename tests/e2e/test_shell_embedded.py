@@ -303,3 +303,14 @@ def test_an_empty_format_is_refused_not_taken_for_the_table(kopilka_home: Path) 
         "deposit --client=A --amount=1 --description=x\nstatement --client=A --format=\n"
     )
     assert output.splitlines()[-1] == "Error: format '' is not one of table, csv, json"
+
+
+def test_a_description_a_spreadsheet_would_run_is_text_in_csv(
+    run_shell: Callable[[str], str],
+) -> None:
+    output = run_shell(
+        "deposit --client='Ex Cel' --amount=1 --description='=HYPERLINK(\"http://x\")'\n"
+        "statement --client='Ex Cel' --format=csv\n"
+    )
+    rows = list(csv.reader(io.StringIO(output.split("\n", 1)[1])))
+    assert rows[2][1] == '\'=HYPERLINK("http://x")'

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +260,8 @@ def test_text_no_store_can_keep_is_refused_where_it_comes_in(
         refused(made, 422, "invalid_ledger")
         assert state(admin) == before
         assert admin.get("/v1/tokens").json()[-1]["ledger"] != "\u0000"
+        formula = {"client": "Ann", "amount": "1", "description": "=cmd|' /C calc'!A0"}
+        assert admin.post("/v1/deposits", json=formula).status_code == 201
+        exported = admin.get("/v1/accounts/Ann/statement", params={"format": "csv"}).text
+        rows = list(csv.reader(io.StringIO(exported)))
+        assert rows[-1][3] == "'=cmd|' /C calc'!A0"  # text to a spreadsheet, not a formula

@@ -80,6 +80,7 @@ from kopilka.domain.statement import StatementLine
 from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound
 from kopilka.money import format_plain, parse_cents, parse_limit
 from kopilka.periods import parse_period
+from kopilka.spreadsheet import text_cell
 from kopilka.tokens import TokenRecord, is_token_id
 
 if TYPE_CHECKING:
@@ -523,10 +524,10 @@ async def _csv_statement(lines: AsyncIterator[StatementLine]) -> AsyncIterator[b
                 line.entry_id,
                 line.created_at.isoformat(),
                 line.kind,
-                line.description,
+                text_cell(line.description),
                 format_plain(line.amount_cents),
                 format_plain(line.balance_after_cents),
-                line.counterparty or "",
+                text_cell(line.counterparty or ""),
                 line.operation_id,
             ]
         )

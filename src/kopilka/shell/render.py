@@ -19,6 +19,7 @@ from kopilka.domain.model import Account
 from kopilka.domain.statement import Statement
 from kopilka.money import format_money, format_plain
 from kopilka.shell.specs import COMMANDS, CommandSpec
+from kopilka.spreadsheet import text_cell
 
 if TYPE_CHECKING:
     from rich.table import Table as RichTable
@@ -166,7 +167,7 @@ def statement_csv(statement: Statement) -> str:
         writer.writerow(
             [
                 line.created_at.astimezone().isoformat(),
-                line.text,
+                text_cell(line.text),
                 format_plain(-amount) if amount < 0 else "",
                 format_plain(amount) if amount > 0 else "",
                 format_plain(line.balance_after_cents),
