@@ -4,10 +4,13 @@ shared by the SQLite and PostgreSQL schema tests, which each build the old datab
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
+from kopilka.tokens import TokenRecord, hash_secret, new_secret
+from tests.kopilka_server import ServerProcess
 
 JOSE_NFC = "Jos\u00e9"  # precomposed, as every name is kept now
 JOSE_NFD = "Jose\u0301"  # e + combining acute accent, as a macOS terminal sends it
@@ -53,7 +56,8 @@ TWIN_ACCOUNTS = (
 
 async def assert_twins_are_left_for_an_operator(engine: Engine) -> None:
     """Account 1 kept as JOSE_NFD beside account 2 spelt JOSE_NFC in "main" (both stay),
-    account 3 as JOSE_NFD alone in "side" (renamed), a kept refusal and a token."""
+    account 3 as JOSE_NFD alone in "side" (renamed), a kept refusal and a token "t-jose"
+    made for account 1."""
     twin = await engine.get_account("main", JOSE_NFD)  # a lookup finds the NFC one
     assert (twin.id, twin.client, twin.balance_cents) == (2, JOSE_NFC, 200)
     side = await engine.get_account("side", JOSE_NFD)
@@ -61,6 +65,58 @@ async def assert_twins_are_left_for_an_operator(engine: Engine) -> None:
     refused = await engine.execute(Withdraw(JOSE_NFC, 10_000, "rent", "k-refused"))
     assert isinstance(refused, KopilkaError)
     assert (refused.code, refused.message) == ("insufficient_funds", REFUSED)
+    # Read in NFC the token would speak for account 2: revoked, its spelling kept.
     token = await engine.store.get_token("t-jose")
     assert token is not None
-    assert token.client == JOSE_NFC
+    assert (token.client, token.revoked) == (JOSE_NFD, True)
+
+
+def old_client_token(client: str, ledger: str) -> tuple[TokenRecord, str]:
+    """A client token as a ledger of before NFC names made it (bound to the name as it
+    was typed), and its secret, for a test to write into the old database."""
+    token_id, secret = new_secret()
+    made = datetime(2026, 1, 5, tzinfo=UTC)  # each test writes its own time in the row
+    record = TokenRecord(token_id, hash_secret(secret), "client", client, ledger, made)
+    return record, secret
+
+
+def _path(name: str) -> str:
+    return "/v1/accounts/" + quote(name, safe="")
+
+
+def _balances(server: ServerProcess, ledger: str) -> dict[str, str]:
+    with server.client(**{"Kopilka-Ledger": ledger}) as admin:
+        page = admin.get("/v1/accounts").json()["accounts"]
+    return {account["client"]: account["balance"] for account in page}
+
+
+def assert_no_token_reaches_another_account(
+    server: ServerProcess, twin_secret: str, side_secret: str
+) -> None:
+    """A server over TWIN_ACCOUNTS after the upgrade. The token made for account 1
+    (JOSE_NFD beside its NFC twin in "main") reaches neither José; the one made for
+    account 3 (JOSE_NFD alone in "side") works on that account, renamed in NFC."""
+    main = {JOSE_NFD: "3.00", JOSE_NFC: "2.00", "\u212b": "0.07", "A\u030a": "0.09"}
+    assert _balances(server, "main") == main
+    with server.client(twin_secret) as twin:
+        for name in (JOSE_NFD, JOSE_NFC):
+            for answer in (
+                twin.get(_path(name)),
+                twin.get(_path(name) + "/statement"),
+                twin.post("/v1/withdrawals", json={"client": name, "amount": "1"}),
+                twin.post("/v1/transfers", json={"from": name, "to": "\u212b", "amount": "1"}),
+            ):
+                assert answer.status_code == 401, answer.text
+                assert answer.json()["error"]["message"] == "this token has been revoked"
+    with server.client(side_secret) as side:
+        for name in (JOSE_NFD, JOSE_NFC):
+            account = side.get(_path(name))
+            assert account.status_code == 200, account.text
+            assert (account.json()["client"], account.json()["balance"]) == (JOSE_NFC, "0.50")
+        withdrawn = side.post("/v1/withdrawals", json={"client": JOSE_NFD, "amount": "0.20"})
+        assert withdrawn.status_code == 201, withdrawn.text
+        # Its own account only: not the José of another ledger.
+        other = side.get(_path(JOSE_NFC), headers={"Kopilka-Ledger": "main"})
+        assert other.status_code == 403, other.text
+    assert _balances(server, "side") == {JOSE_NFC: "0.30"}
+    assert _balances(server, "main") == main

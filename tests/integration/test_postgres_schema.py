@@ -23,7 +23,9 @@ from tests.nfc_upgrade import (
     REFUSED,
     TWIN_ACCOUNTS,
     assert_jose_is_one_client_again,
+    assert_no_token_reaches_another_account,
     assert_twins_are_left_for_an_operator,
+    old_client_token,
 )
 
 from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits
@@ -354,6 +356,36 @@ async def test_schema_4_twin_spellings_both_stay_and_the_rest_is_rewritten(
         (5, "main", "A\u030a", 9),
     ]
     assert [tuple(row) for row in operations] == [(1, 300), (2, 200), (3, 50), (4, 7), (5, 9)]
+
+
+async def test_schema_4_a_token_for_a_twin_spelling_is_revoked_and_no_other(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A token for the decomposed "José" beside a precomposed one must not become the
+    other's token; one for a decomposed name alone in its ledger keeps its account."""
+    twin, twin_secret = old_client_token(JOSE_NFD, "main")  # account 1
+    side, side_secret = old_client_token(JOSE_NFD, "side")  # account 3
+    old = await _schema_4(postgres_url)
+    try:
+        await _add_accounts(old, *TWIN_ACCOUNTS)
+        await old.executemany(
+            "INSERT INTO tokens (id, token_hash, role, client, ledger, created_at)"
+            " VALUES ($1, $2, 'client', $3, $4, $5)",
+            [(r.id, r.token_hash, r.client, r.ledger, EARLIER) for r in (twin, side)],
+        )
+    finally:
+        await old.close()
+
+    with running_server(tmp_path / "home", postgres_url) as server:
+        assert_no_token_reaches_another_account(server, twin_secret, side_secret)
+
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        tokens = await connection.fetch("SELECT id, client, revoked FROM tokens")
+    finally:
+        await connection.close()
+    assert (twin.id, JOSE_NFD, True) in [tuple(row) for row in tokens]
+    assert (side.id, JOSE_NFC, False) in [tuple(row) for row in tokens]
 
 
 async def test_a_database_not_in_utf8_upgrades_leaving_names_as_they_are(

@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.conftest import run_kopilka
+from tests.kopilka_server import running_server
 from tests.nfc_upgrade import (
     JOSE_NFC,
     JOSE_NFD,
     REFUSED,
     TWIN_ACCOUNTS,
     assert_jose_is_one_client_again,
+    assert_no_token_reaches_another_account,
     assert_twins_are_left_for_an_operator,
+    old_client_token,
 )
 
 from kopilka.engine import Engine
@@ -310,3 +313,28 @@ async def test_schema_5_twin_spellings_both_stay_and_the_rest_is_rewritten(
         "SELECT credit_account_id, amount FROM operations ORDER BY id"
     ).fetchall() == [(1, 300), (2, 200), (3, 50), (4, 7), (5, 9)]
     assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_schema_5_a_token_for_a_twin_spelling_is_revoked_and_no_other(tmp_path: Path) -> None:
+    """A token for the decomposed "José" beside a precomposed one must not become the
+    other's token; one for a decomposed name alone in its ledger keeps its account."""
+    path = tmp_path / "tokens.db"
+    old = _schema_5(str(path))
+    _add_accounts(old, *TWIN_ACCOUNTS)
+    twin, twin_secret = old_client_token(JOSE_NFD, "main")  # account 1
+    side, side_secret = old_client_token(JOSE_NFD, "side")  # account 3
+    for record in (twin, side):
+        old.execute(
+            "INSERT INTO tokens (id, token_hash, role, client, ledger, created_at)"
+            " VALUES (?, ?, 'client', ?, ?, 0)",
+            (record.id, record.token_hash, record.client, record.ledger),
+        )
+    old.close()
+
+    with running_server(tmp_path / "home", str(path)) as server:
+        assert_no_token_reaches_another_account(server, twin_secret, side_secret)
+
+    with closing(connect(str(path))) as connection:
+        tokens = connection.execute("SELECT id, client, revoked FROM tokens").fetchall()
+    assert (twin.id, JOSE_NFD, 1) in tokens
+    assert (side.id, JOSE_NFC, 0) in tokens

@@ -111,10 +111,14 @@ MIGRATIONS: tuple[str, ...] = (
     # lookups, which normalize every name, could no longer reach their accounts. An
     # account is renamed only when no other account of its ledger has or would take
     # the same NFC name: a pair like that is left as it is, for an operator to decide
-    # (docs/operations.md). Token bindings and the names of kept refusals are only
-    # ever compared with normalized names, so every one of them is rewritten.
-    # batch_requests keeps the digest of a body as it was sent, and a retry sends the
-    # same body: nothing there to rewrite.
+    # (docs/operations.md). A client token spelt otherwise than NFC is revoked first
+    # where its ledger has an account of another spelling of the same name: read in
+    # NFC it would speak for that account, someone else's money, not the one it was
+    # made for (which stays under its old name). The revoked keep their spelling, a
+    # record of what they were made for. The other token bindings and the names of
+    # kept refusals are only ever compared with normalized names, so they are
+    # rewritten. batch_requests keeps the digest of a body as it was sent, and a retry
+    # sends the same body: nothing there to rewrite.
     # normalize() needs a UTF8 database; in any other encoding nothing is changed.
     """
     DO $$
@@ -122,6 +126,13 @@ MIGRATIONS: tuple[str, ...] = (
         IF current_setting('server_encoding') <> 'UTF8' THEN
             RETURN;
         END IF;
+        UPDATE tokens AS t SET revoked = true
+            WHERE t.role = 'client' AND t.client IS NOT NFC NORMALIZED
+            AND EXISTS (
+                SELECT 1 FROM accounts AS other
+                WHERE other.ledger = t.ledger AND other.client <> t.client
+                AND normalize(other.client, NFC) = normalize(t.client, NFC)
+            );
         UPDATE accounts AS a SET client = normalize(a.client, NFC)
             WHERE a.id IN (
                 SELECT min(id) FROM accounts WHERE client IS NOT NFC NORMALIZED
@@ -131,7 +142,8 @@ MIGRATIONS: tuple[str, ...] = (
                 SELECT 1 FROM accounts AS twin
                 WHERE twin.ledger = a.ledger AND twin.client = normalize(a.client, NFC)
             );
-        UPDATE tokens SET client = normalize(client, NFC) WHERE client IS NOT NFC NORMALIZED;
+        UPDATE tokens SET client = normalize(client, NFC)
+            WHERE client IS NOT NFC NORMALIZED AND NOT revoked;
         UPDATE refusals SET debit_client = normalize(debit_client, NFC)
             WHERE debit_client IS NOT NFC NORMALIZED;
         UPDATE refusals SET credit_client = normalize(credit_client, NFC)

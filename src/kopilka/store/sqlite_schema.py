@@ -128,11 +128,22 @@ MIGRATIONS: tuple[str, ...] = (
     # nfc() is the ledger's own client_name(), registered by migrate(). An account is
     # renamed only when no other account of its ledger has or would take the same NFC
     # name: a pair like that is left as it is, for an operator to decide
-    # (docs/operations.md). Token bindings and the names of kept refusals are only
-    # ever compared with normalized names, so every one of them is rewritten.
-    # batch_requests keeps the digest of a body as it was sent, and a retry sends the
-    # same body: nothing there to rewrite.
+    # (docs/operations.md). A client token spelt otherwise than NFC is revoked first
+    # where its ledger has an account of another spelling of the same name: read in
+    # NFC it would speak for that account, someone else's money, not the one it was
+    # made for (which stays under its old name). The revoked keep their spelling, a
+    # record of what they were made for. The other token bindings and the names of
+    # kept refusals are only ever compared with normalized names, so they are
+    # rewritten. batch_requests keeps the digest of a body as it was sent, and a retry
+    # sends the same body: nothing there to rewrite.
     """
+    UPDATE tokens SET revoked = 1
+        WHERE role = 'client' AND client <> nfc(client)
+        AND EXISTS (
+            SELECT 1 FROM accounts AS other
+            WHERE other.ledger = tokens.ledger AND other.client <> tokens.client
+            AND nfc(other.client) = nfc(tokens.client)
+        );
     UPDATE accounts SET client = nfc(client)
         WHERE id IN (
             SELECT min(id) FROM accounts WHERE client <> nfc(client)
@@ -142,7 +153,7 @@ MIGRATIONS: tuple[str, ...] = (
             SELECT 1 FROM accounts AS twin
             WHERE twin.ledger = accounts.ledger AND twin.client = nfc(accounts.client)
         );
-    UPDATE tokens SET client = nfc(client) WHERE client <> nfc(client);
+    UPDATE tokens SET client = nfc(client) WHERE client <> nfc(client) AND revoked = 0;
     UPDATE refusals SET debit_client = nfc(debit_client) WHERE debit_client <> nfc(debit_client);
     UPDATE refusals SET credit_client = nfc(credit_client)
         WHERE credit_client <> nfc(credit_client);
