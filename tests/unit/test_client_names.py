@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 from datetime import UTC, datetime
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from kopilka.api.auth import new_token_record
+from kopilka.api.auth import TokenCache, new_token_record
 from kopilka.domain.model import (
     Account,
     Command,
@@ -22,7 +23,8 @@ from kopilka.domain.model import (
     client_name,
 )
 from kopilka.domain.rules import CLIENT_NAME_LENGTH_MAX, AccountKey, plan_batch
-from kopilka.errors import KopilkaError
+from kopilka.errors import KopilkaError, Unauthorized
+from kopilka.store.memory import MemoryStore
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 JOSE_NFC = "Jos\u00e9"  # é precomposed, as most keyboards send it
@@ -120,3 +122,18 @@ def test_the_length_limit_counts_the_name_in_nfc() -> None:
 def test_a_client_token_is_bound_to_the_name_in_nfc() -> None:
     record, _ = new_token_record("client", JOSE_NFD)
     assert record.client == JOSE_NFC
+
+
+async def test_a_token_bound_to_a_name_not_in_nfc_is_not_read_as_the_nfc_one() -> None:
+    """Only an older kopilka writes such a binding; read in NFC it could be a twin
+    account's, someone else's money, so the token is refused rather than rebound."""
+    store = MemoryStore()
+    made, secret = new_token_record("client", JOSE_NFC)
+    await store.put_token(dataclasses.replace(made, client=JOSE_NFD))
+    with pytest.raises(Unauthorized) as refused:
+        await TokenCache(store).authenticate(f"Bearer {secret}".encode())
+    assert refused.value.message == "invalid token"
+    fresh, fresh_secret = new_token_record("client", JOSE_NFD)  # bound in NFC
+    await store.put_token(fresh)
+    principal = await TokenCache(store).authenticate(f"Bearer {fresh_secret}".encode())
+    assert principal.client == JOSE_NFC
