@@ -13,6 +13,12 @@
   connection is answered 408 `request_timeout` (unless the application has
   answered already) and closed, so a body that never starts cannot hold a slot;
   the application (`read_body`) bounds a body that trickles in as well.
+- Time the server is kept waiting to write: once the transport has paused writing
+  (its buffer over the high-water mark, the client not reading) for longer than the
+  bound, the connection is aborted, dropping what is buffered, so a client that asks
+  for a long answer (a big statement) and never reads it cannot keep its slot, the
+  buffered answer and the response's task. A client that reads slowly but steadily
+  resumes the writing within the bound and gets its answer whole.
 
 A request the parser refuses (a garbled request line, a Content-Length too large to
 read, both Transfer-Encoding and Content-Length) is answered 400 `invalid_http` in
@@ -35,6 +41,7 @@ from kopilka.api.errors import ApiError, error_body
 
 CONNECTIONS_PER_CLIENT_MAX = 256
 HEADER_SECONDS_MAX = 10.0
+WRITE_SECONDS_MAX = 30.0
 # The application's bound counts header names and values only; the slack is room for
 # the request line and each header's colon and line end.
 HEAD_BYTES_MAX = HEADERS_BYTES_MAX + 4 * 1024
@@ -45,16 +52,18 @@ _IN_BODY = -(1 << 62)
 @dataclass
 class ConnectionBounds:
     """The bounds, and this process's connections: open ones by client address, and
-    every live one, swept for headers or a body that take too long.
+    every live one, swept for headers or a body that take too long, or writing paused
+    for too long.
 
-    One sweep a second (or a quarter of the header or body time, if shorter) instead of
-    a timer per request: arming and cancelling a timer for each request cost about 3% of
-    the event loop under load.
+    One sweep a second (or a quarter of the header, body or write time, if shorter)
+    instead of a timer per request: arming and cancelling a timer for each request cost
+    about 3% of the event loop under load.
     """
 
     connections_per_client_max: int = CONNECTIONS_PER_CLIENT_MAX
     header_seconds_max: float = HEADER_SECONDS_MAX
     body_seconds_max: float = BODY_SECONDS_MAX
+    write_seconds_max: float = WRITE_SECONDS_MAX
     open_by_client: Counter[str] = field(default_factory=Counter)
     live: set[BoundedHttpToolsProtocol] = field(default_factory=set)
     _sweeper: asyncio.TimerHandle | None = None
@@ -65,13 +74,16 @@ class ConnectionBounds:
             self._schedule_sweep(protocol.loop)
 
     def _schedule_sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        interval = min(1.0, self.header_seconds_max / 4, self.body_seconds_max / 4)
+        interval = min(
+            1.0, self.header_seconds_max / 4, self.body_seconds_max / 4, self.write_seconds_max / 4
+        )
         self._sweeper = loop.call_later(interval, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
         headers_deadline = now - self.header_seconds_max
         body_deadline = now - self.body_seconds_max
+        write_deadline = now - self.write_seconds_max
         for protocol in list(self.live):
             started = protocol.headers_started
             if started is not None and started < headers_deadline:
@@ -79,6 +91,9 @@ class ConnectionBounds:
             started = protocol.body_started
             if started is not None and started < body_deadline:
                 protocol.body_too_slow()
+            started = protocol.write_paused_at
+            if started is not None and started < write_deadline:
+                protocol.write_too_slow()
         if self.live:
             self._schedule_sweep(loop)
         else:
@@ -116,6 +131,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.body_started: float | None = None
         # Bytes received since the current request's head began; _IN_BODY once it is in.
         self.head_bytes = 0
+        # When the transport paused writing (the client not reading), until it resumes.
+        self.write_paused_at: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -166,6 +183,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0  # the next request's head starts here
         super().on_message_complete()
 
+    # The transport calls these only under backpressure: the hot path does not pay.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.write_paused_at = self.loop.time()
+
+    def resume_writing(self) -> None:
+        self.write_paused_at = None
+        super().resume_writing()
+
     def send_400_response(self, msg: str) -> None:
         # uvicorn's own answer is text/plain; uvicorn has logged `msg` already.
         self.transport.write(_INVALID_HTTP)
@@ -198,3 +224,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_HEADERS_TOO_LARGE)
         self.transport.close()
+
+    def write_too_slow(self) -> None:
+        self.write_paused_at = None
+        # Aborted, not closed, even if closing already: a close waits for the buffer to
+        # drain, which this client does not let happen. connection_lost then marks the
+        # cycle disconnected and wakes its send, so the response's task ends.
+        self.transport.abort()
