@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a client may take to send a request's body, once its headers are in"
         " (default 10)",
     )
+    parser.add_argument(
+        "--write-seconds",
+        type=float,
+        help="seconds a client may leave the server waiting to write, not reading its answer"
+        " (default 30)",
+    )
     return parser
 
 
@@ -90,7 +96,10 @@ def _announce(settings: Settings, admin_token_created: bool) -> None:
 def _options(settings: Settings) -> dict[str, Any]:
     """Every bound passed explicitly, so the server's limits are read here, not guessed."""
     bounds = ConnectionBounds(
-        settings.connections_per_client, settings.header_seconds, settings.body_seconds
+        settings.connections_per_client,
+        settings.header_seconds,
+        settings.body_seconds,
+        settings.write_seconds,
     )
     return {
         "host": settings.host,
@@ -140,6 +149,7 @@ def serve_main(argv: list[str]) -> int:
                 "connections_per_client": arguments.connections_per_client,
                 "header_seconds": arguments.header_seconds,
                 "body_seconds": arguments.body_seconds,
+                "write_seconds": arguments.write_seconds,
             },
             config_path=arguments.config,
         )

@@ -42,10 +42,12 @@ class Settings:
     ledger: str
     home: Path
     # Per server process: open connections from one client address, seconds a client
-    # may take to send a request's headers, and then its body.
+    # may take to send a request's headers, and then its body, and seconds it may leave
+    # the server waiting to write (not reading what it asked for).
     connections_per_client: int = 256
     header_seconds: float = 10.0
     body_seconds: float = 10.0
+    write_seconds: float = 30.0
 
 
 def load_settings(
@@ -88,16 +90,19 @@ def load_settings(
         connections_per_client = int(pick("connections_per_client", 256))
         header_seconds = float(pick("header_seconds", 10.0))
         body_seconds = float(pick("body_seconds", 10.0))
+        write_seconds = float(pick("write_seconds", 30.0))
     except ValueError as error:
         raise InvalidInput(
             "invalid_setting",
-            "port, workers, connections_per_client, header_seconds and body_seconds"
-            f" must be numbers: {error}",
+            "port, workers, connections_per_client, header_seconds, body_seconds and"
+            f" write_seconds must be numbers: {error}",
         ) from error
-    if connections_per_client < 1 or not 0 < header_seconds <= 3600 or not 0 < body_seconds <= 3600:
+    seconds = (header_seconds, body_seconds, write_seconds)
+    if connections_per_client < 1 or not all(0 < value <= 3600 for value in seconds):
         raise InvalidInput(
             "invalid_setting",
-            "connections_per_client must be at least 1, header_seconds and body_seconds 0 to 3600",
+            "connections_per_client must be at least 1, header_seconds, body_seconds and"
+            " write_seconds 0 to 3600",
         )
     if not 0 < port < 65536:
         raise InvalidInput("invalid_setting", f"port {port} is out of range")
@@ -116,6 +121,7 @@ def load_settings(
         connections_per_client=connections_per_client,
         header_seconds=header_seconds,
         body_seconds=body_seconds,
+        write_seconds=write_seconds,
     )
 
 

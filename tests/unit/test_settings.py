@@ -76,6 +76,9 @@ def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
         {"KOPILKA_HEADER_SECONDS": "nan"},
         {"KOPILKA_BODY_SECONDS": "0"},
         {"KOPILKA_BODY_SECONDS": "soon"},
+        {"KOPILKA_WRITE_SECONDS": "0"},
+        {"KOPILKA_WRITE_SECONDS": "3601"},
+        {"KOPILKA_WRITE_SECONDS": "later"},
     ],
 )
 def test_bad_numbers_refused(tmp_path: Path, environ: dict[str, str]) -> None:
@@ -184,13 +187,22 @@ def test_connection_bounds_come_from_settings(tmp_path: Path) -> None:
         environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"}
     )
     assert (settings.connections_per_client, settings.header_seconds) == (8, 10.0)
-    assert settings.body_seconds == 10.0
+    assert (settings.body_seconds, settings.write_seconds) == (10.0, 30.0)
     flagged = load_settings(
         {"connections_per_client": 16, "header_seconds": 2.5, "body_seconds": 4},
         environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"},
     )
     assert (flagged.connections_per_client, flagged.header_seconds) == (16, 2.5)
     assert flagged.body_seconds == 4.0
+    (tmp_path / "kopilka.toml").write_text("write_seconds = 5\n")
+    from_file = load_settings(environ={"KOPILKA_HOME": str(tmp_path)})
+    assert from_file.write_seconds == 5.0
+    from_environment = load_settings(
+        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_WRITE_SECONDS": "2.5"}
+    )
+    assert from_environment.write_seconds == 2.5
+    flagged = load_settings({"write_seconds": 1}, environ={"KOPILKA_HOME": str(tmp_path)})
+    assert flagged.write_seconds == 1.0
 
 
 def test_a_database_given_at_a_stronger_place_than_a_server_url_wins(tmp_path: Path) -> None:
