@@ -211,3 +211,109 @@ def test_a_websocket_upgrade_is_an_ordinary_request(tmp_path: Path) -> None:
         status, body = read_answer(connection.makefile("rb"))
         connection.close()
     assert (status, json.loads(body)["error"]["code"]) == (404, "not_found")
+
+
+# Each statement line repeats its description (as `description` and in `text`): some
+# 1.2 KB a line, so the statement is several times what the socket buffers of a
+# connection on loopback hold (about 3 MB here).
+STATEMENT_LINES = 8_000
+DESCRIPTION = "d" * 500
+
+
+def statement_request(token: str) -> bytes:
+    return (
+        b"GET /v1/accounts/Ann/statement HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        + f"Authorization: Bearer {token}\r\n\r\n".encode()
+    )
+
+
+def open_statement(port: int, token: str, receive_buffer: int | None = None) -> socket.socket:
+    """A connection that has asked for Ann's statement."""
+    connection = socket.socket()
+    if receive_buffer is not None:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    connection.settimeout(10)
+    connection.connect(("127.0.0.1", port))
+    connection.sendall(statement_request(token))
+    return connection
+
+
+def fill_statement(client: httpx.Client) -> bytes:
+    """Ann's account with STATEMENT_LINES lines; the statement, read at once."""
+    deposit = {"type": "deposit", "client": "Ann", "amount": "1", "description": DESCRIPTION}
+    operations = [{**deposit, "open_account": True}] + [deposit] * (STATEMENT_LINES - 1)
+    answer = client.post("/v1/batch", json={"operations": operations})
+    assert answer.status_code == 200, answer.text[:500]
+    return client.get("/v1/accounts/Ann/statement").content
+
+
+def read_all(connection: socket.socket, pause: float = 0.0) -> bytes:
+    """What the connection gives until the server closes it (or stops sending for
+    ten seconds), reading 64 KiB at a time with `pause` seconds between reads."""
+    chunks = []
+    try:
+        while chunk := connection.recv(64 * 1024):
+            chunks.append(chunk)
+            time.sleep(pause)
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return b"".join(chunks)
+
+
+def statement_body(answer: bytes) -> bytes:
+    """The body of a chunked answer; AssertionError when it was cut short."""
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"transfer-encoding: chunked" in head.lower()
+    body = []
+    while True:
+        size_line, separator, rest = rest.partition(b"\r\n")
+        assert separator, "the answer ends inside a chunk's size line"
+        size = int(size_line, 16)
+        assert len(rest) >= size + 2, "the answer ends inside a chunk"
+        body.append(rest[:size])
+        rest = rest[size + 2 :]
+        if size == 0:
+            return b"".join(body)
+
+
+def test_a_client_that_does_not_read_its_answer_is_cut_off(tmp_path: Path) -> None:
+    # A long statement asked for and never read: the server waits to write for at most
+    # its write time, then drops the connection and what it had buffered for it.
+    with running_server(tmp_path, "memory:", KOPILKA_WRITE_SECONDS="1") as server:
+        with server.client() as client:
+            whole = len(fill_statement(client))
+            # A small receive buffer: less of the answer sits in the socket buffers.
+            stalled = open_statement(server.port, server.token, 16 * 1024)
+            time.sleep(0.5)
+            # Meanwhile everyone else is served as usual, and promptly.
+            for _ in range(3):
+                started = time.monotonic()
+                assert client.get("/v1/health").status_code == 200
+                assert time.monotonic() - started < 0.5
+            time.sleep(3)  # well past the write time, and nothing read yet
+        # What the socket buffers held, then the end: no whole statement, no chunk of 0.
+        answer = read_all(stalled)
+        stalled.close()
+        assert 0 < len(answer) < whole
+        with pytest.raises(AssertionError, match="the answer ends inside"):
+            statement_body(answer)
+
+
+def test_a_client_that_reads_slowly_but_steadily_gets_its_whole_answer(tmp_path: Path) -> None:
+    # The server's writing waits on each read of this client, but never for a whole
+    # write time (a statement's piece, some 580 KB here, drains in about a quarter of a
+    # second); the answer takes several write times in all.
+    with running_server(tmp_path, "memory:", KOPILKA_WRITE_SECONDS="1") as server:
+        with server.client() as client:
+            expected = json.loads(fill_statement(client))
+        connection = open_statement(server.port, server.token)
+        started = time.monotonic()
+        answer = read_all(connection, pause=0.02)
+        took = time.monotonic() - started
+        connection.close()
+        statement = json.loads(statement_body(answer))
+        assert len(statement["lines"]) == STATEMENT_LINES
+        del statement["till"], expected["till"]  # the time of each request
+        assert statement == expected
+        assert took > 2, f"read in {took:.1f} s: too quickly to have kept the server waiting"
