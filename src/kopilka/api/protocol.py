@@ -199,11 +199,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def headers_too_slow(self) -> None:
         self.headers_started = None
-        if self.transport.is_closing():
-            return
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(_HEADERS_TOO_SLOW)
-        self.transport.close()
+        self._refuse_between_answers(_HEADERS_TOO_SLOW)
 
     def body_too_slow(self) -> None:
         self.body_started = None
@@ -219,10 +215,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def headers_too_large(self) -> None:
         self.head_bytes = _IN_BODY
+        self._refuse_between_answers(_HEADERS_TOO_LARGE)
+
+    def _refuse_between_answers(self, refusal: bytes) -> None:
+        """Answer `refusal` and close, unless an answer to the request before is still
+        going out: then only close, so no answer is cut into by another."""
         if self.transport.is_closing():
             return
         if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(_HEADERS_TOO_LARGE)
+            self.transport.write(refusal)
         self.transport.close()
 
     def write_too_slow(self) -> None:
