@@ -41,7 +41,8 @@ def hash_secret(secret: str) -> str:
 
 def is_token_id(text: str) -> bool:
     """Whether `text` has the form of the ids `new_secret` makes (16 hex digits)."""
-    return len(text) == 16 and all(c in "0123456789abcdef" for c in text)
+    # strip() in C, not a loop in Python: this runs for every request.
+    return len(text) == 16 and not text.strip("0123456789abcdef")
 
 
 def token_id_of(secret: str) -> str | None:

@@ -188,7 +188,10 @@ class KopilkaApp:
             key = request_headers.key_or_new()
             command = money_command(kind, body, key, ledger, principal)
             outcome = await self.engine.execute(command)
-            client_caller = effective_role(principal, ledger) == "client"
+            # Tellers and admins first: only a client token needs its ledger looked at.
+            client_caller = (
+                principal.role == "client" and effective_role(principal, ledger) == "client"
+            )
             if isinstance(outcome, KopilkaError):
                 raise refusal_for_client(outcome) if client_caller else outcome
             assert isinstance(outcome, Operation)

@@ -25,10 +25,16 @@ def command_from(
     """The command a decoded request stands for, if this caller may make it. `role` is
     the caller's effective role in `ledger`, for a batch that has worked it out once."""
     command = _command(request, key, ledger, principal, role)
-    # Checked here, before the engine: the store reads the named accounts (and, for a
-    # retry, keys) before the rules run, and a name no store can keep (a NUL) must fail
-    # this request alone, not the batch of others it would be grouped with.
-    validate_money_command(command)
+    # The store reads the named accounts (and, for a retry, keys) before the rules run:
+    # a name no store can keep (a NUL) must fail this request alone, not the batch of
+    # others it would be grouped with. Printable text is safe there, and the rules check
+    # the rest; anything else gets the rules' own refusal here.
+    if isinstance(command, Transfer):
+        printable = command.from_client.isprintable() and command.to_client.isprintable()
+    else:
+        printable = command.client.isprintable()
+    if not (printable and key.isprintable()):
+        validate_money_command(command)
     return command
 
 
