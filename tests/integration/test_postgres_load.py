@@ -433,3 +433,22 @@ async def test_server_stopped_under_load_fails_fast_and_recovers(
     assert set(acknowledged) <= set(stored), "an acknowledged transfer was lost"
     assert set(stored.values()) == {1}
     await check_ledger(postgres_url)
+
+
+async def test_a_request_the_database_cannot_store_fails_alone(postgres_url: str) -> None:
+    """The engine groups requests into one transaction; one that makes the database fail
+    (a NUL, which PostgreSQL cannot store, from a caller that did not check it) must not
+    take the others with it."""
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        good = [
+            Deposit(f"alone-{n}", 100, "fine", f"alone-{n}", open_account=True) for n in range(5)
+        ]
+        bad = Deposit("nul\u0000name", 100, "bad", "alone-bad", open_account=True)
+        answers = await asyncio.gather(
+            *(engine.submit_many([command]) for command in [*good[:2], bad, *good[2:]]),
+            return_exceptions=True,
+        )
+    failed = answers.pop(2)
+    assert isinstance(failed, Unavailable) and failed.code == "internal_error", failed
+    for answer in answers:
+        assert isinstance(answer, list) and isinstance(answer[0], Operation), answer
