@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kopilka.domain.model import client_name
-from kopilka.domain.rules import validate_client
+from kopilka.domain.rules import validate_client, validate_ledger_name
 from kopilka.errors import Forbidden, InvalidInput, Unauthorized
 from kopilka.store.protocol import Store
 from kopilka.tokens import (
@@ -168,6 +168,7 @@ def new_token_record(
     """A fresh record and its secret (shown once, stored only as a hash)."""
     if role not in ROLES:
         raise InvalidInput("invalid_role", f"role must be one of {', '.join(ROLES)}")
+    validate_ledger_name(ledger)  # from the API and the local `kopilka token create` alike
     if role == "client":
         if client is None:
             raise InvalidInput("invalid_client", "a client token needs --client NAME")

@@ -73,7 +73,6 @@ from kopilka.domain.model import (
 from kopilka.domain.rules import (
     IDEMPOTENCY_KEY_LENGTH_MAX,
     validate_client,
-    validate_idempotency_key,
     validate_ledger_name,
 )
 from kopilka.domain.statement import StatementLine
@@ -330,15 +329,9 @@ class Call:
         for index, item in enumerate(request.operations):
             try:
                 # Each item goes through the very checks of its single-operation endpoint.
-                key = item.idempotency_key
-                if key is None:
-                    key = f"{prefix}:{index}"
-                elif not key:  # as for the header: an empty key is one gone missing
-                    raise InvalidInput(
-                        "invalid_idempotency_key", "an item's idempotency_key may not be empty"
-                    )
-                else:  # before any store looks it up: no NUL reaches PostgreSQL
-                    validate_idempotency_key(key)
+                # An empty key is one gone missing, not "no key": the rules refuse it, as
+                # they refuse one with a NUL (command_from, before any store sees it).
+                key = f"{prefix}:{index}" if item.idempotency_key is None else item.idempotency_key
                 commands.append(command_from(item, key, ledger, principal, role))
                 positions.append(index)
             except KopilkaError as error:
@@ -394,7 +387,6 @@ class Call:
     async def create_token(self) -> Response:
         self._require_admin()
         request: TokenIn = await self.decode(TokenIn)
-        validate_ledger_name(request.ledger)
         record, secret = new_token_record(request.role, request.client, request.ledger)
         await self.app.store.put_token(record)
         out = token_out(record)
