@@ -26,6 +26,7 @@ from kopilka.engine import Engine, EngineState
 from kopilka.errors import Busy, InvalidInput, KopilkaError, Unavailable
 from kopilka.limits import Limits
 from kopilka.store import open_store
+from kopilka.store import sqlite as sqlite_store
 
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 HOT_ACCOUNTS = {  # client: (floor, cap, opening deposit)
@@ -291,14 +292,51 @@ async def test_batch_waits_for_a_write_lock_held_elsewhere(tmp_path: Path) -> No
         await engine.close()
 
 
-async def test_a_cancelled_caller_does_not_leave_a_batch_half_done(tmp_path: Path) -> None:
-    """Cancelling the caller while its batch commits neither loses nor repeats it, and
-    the next batch runs normally."""
+async def test_commits_leave_the_event_loop_while_the_disk_is_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A COMMIT found slow sends the next ones to the writer thread for a while, so the
+    event loop does not stall on the disk; after that the loop commits again."""
+    monkeypatch.setattr(sqlite_store, "LOOP_COMMIT_SLOW_SECONDS", -1.0)  # every one is slow
+    monkeypatch.setattr(sqlite_store, "LOOP_COMMIT_BACKOFF_SECONDS", 0.3)
+    store = sqlite_store.SqliteStore(tmp_path / "kopilka.db")
+    await store.open()
+    committed_on: list[str] = []
+
+    def trace(sql: str) -> None:
+        if sql == "COMMIT":
+            committed_on.append(threading.current_thread().name)
+
+    try:
+        await store._write(lambda: store._db.set_trace_callback(trace))
+        await store.apply([OpenAccount("Ann")])
+        await store.apply([Deposit("Ann", 100, "d", "slow-1")])
+        await store.apply([Deposit("Ann", 200, "d", "slow-2")])
+        await asyncio.sleep(0.4)
+        await store.apply([Deposit("Ann", 300, "d", "slow-3")])
+        loop_thread = threading.current_thread().name
+        assert committed_on[0] == loop_thread
+        assert committed_on[1].startswith("kopilka-sqlite-writer")
+        assert committed_on[2].startswith("kopilka-sqlite-writer")
+        assert committed_on[3] == loop_thread
+        account = await store.get_account("main", "Ann")
+        assert account is not None and account.balance_cents == 600
+    finally:
+        await store.close()
+
+
+async def test_a_cancelled_caller_does_not_leave_a_batch_half_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling the caller while its batch commits on the writer thread (as while the
+    disk is slow) neither loses nor repeats it, and the next batch runs normally."""
+    monkeypatch.setattr(sqlite_store, "LOOP_COMMIT_SLOW_SECONDS", -1.0)
+    monkeypatch.setattr(sqlite_store, "LOOP_COMMIT_BACKOFF_SECONDS", 3600.0)
     path = tmp_path / "kopilka.db"
     store = open_store(str(path))
     await store.open()
     try:
-        await store.apply([OpenAccount("Ann")])
+        await store.apply([OpenAccount("Ann")])  # committed on the loop, found slow
         task = asyncio.ensure_future(store.apply([Deposit("Ann", 700, "d", "cancel-1")]))
         await asyncio.sleep(0)  # the batch is written; its COMMIT is on the writer thread
         task.cancel()

@@ -5,18 +5,22 @@ one on their own thread, which WAL lets run beside a commit. Several
 processes may share the file: BEGIN IMMEDIATE serialises their batches (taken
 in turn through a lock file, `sqlite_lock.py`) and everything is re-read inside it.
 
-A small batch is planned and written on the event loop, and only its COMMIT
-(the fsync) goes to the writer thread. Planning is pure Python: on a thread
-it would hold the GIL against the busy event loop statement by statement and
-take several times its own CPU time in wall time. Big batches, a contended
-write lock and every other write run whole on the writer thread, so the loop
-never waits on a lock or stalls for long.
+A small batch is planned, written and committed on the event loop. Planning is
+pure Python: on a thread it would hold the GIL against the busy event loop
+statement by statement and take several times its own CPU time in wall time.
+Its COMMIT blocks the loop for the fsync, about a millisecond, while every
+caller of the batch waits for it anyway; handing it to a thread and back cost
+more CPU than that (the two threads take turns at the GIL). When the disk is
+slow the COMMIT goes to the writer thread for a while, so the loop does not
+stall on it. Big batches, a contended write lock and every other write run
+whole on the writer thread, so the loop never waits on a lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,6 +65,11 @@ _PAGE_CACHE_KIB = 64 * 1024
 # Batches up to this many commands are planned and written on the event loop
 # (about 50 µs each on a slow machine, so the loop stalls at most ~15 ms).
 INLINE_COMMANDS_MAX = 256
+# A COMMIT on the event loop that takes longer than this (a slow or busy disk) sends
+# the COMMITs of the next second to the writer thread, so that reads, health checks and
+# new connections are not held up behind the disk; then the loop tries again.
+LOOP_COMMIT_SLOW_SECONDS = 0.010
+LOOP_COMMIT_BACKOFF_SECONDS = 1.0
 
 # An account is its row in `accounts` (who, where, since when) and in `balances` (the
 # narrow row every batch rewrites: the balance and its bounds).
@@ -197,6 +206,8 @@ class SqliteStore:
         # Jobs handed to the writer thread and not finished: only at zero may the event
         # loop use the writer connection itself.
         self._writer_jobs = 0
+        # Until this time.monotonic(), COMMITs go to the writer thread (a slow disk).
+        self._commit_on_thread_until = 0.0
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
@@ -281,6 +292,8 @@ class SqliteStore:
         if self._writer_jobs == 0 and len(commands) <= INLINE_COMMANDS_MAX:
             plan = self._write_inline(commands)
             if plan is not None:
+                if time.monotonic() >= self._commit_on_thread_until:
+                    return self._commit_on_loop(plan)
                 # Submitted with no await since the write above, so the COMMIT is the next
                 # thing the (idle) thread does with the connection; shielded, so that a
                 # cancelled caller cannot leave the transaction open.
@@ -288,8 +301,16 @@ class SqliteStore:
                 return await asyncio.shield(asyncio.wrap_future(job))
         return await self._write(lambda: self._apply(commands))
 
+    def _commit_on_loop(self, plan: BatchPlan) -> list[Outcome]:
+        started = time.monotonic()
+        outcomes = self._commit(plan)
+        finished = time.monotonic()
+        if finished - started > LOOP_COMMIT_SLOW_SECONDS:
+            self._commit_on_thread_until = finished + LOOP_COMMIT_BACKOFF_SECONDS
+        return outcomes
+
     def _write_inline(self, commands: Sequence[Command]) -> BatchPlan | None:
-        """BEGIN, plan and write on the event loop, leaving the COMMIT to the thread.
+        """BEGIN, plan and write on the event loop, leaving the COMMIT to the caller.
 
         None, with nothing done, when the write lock is taken (the thread waits for it
         instead) or a key was used before (the thread redoes the batch reading keys).
