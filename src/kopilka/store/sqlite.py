@@ -10,10 +10,10 @@ pure Python: on a thread it would hold the GIL against the busy event loop
 statement by statement and take several times its own CPU time in wall time.
 Its COMMIT blocks the loop for the fsync, about a millisecond, while every
 caller of the batch waits for it anyway; handing it to a thread and back cost
-more CPU than that (the two threads take turns at the GIL). When the disk is
-slow the COMMIT goes to the writer thread for a while, so the loop does not
-stall on it. Big batches, a contended write lock and every other write run
-whole on the writer thread, so the loop never waits on a lock.
+more CPU than that (the two threads take turns at the GIL). While the disk is
+slow the COMMIT goes to the writer thread, so the loop does not stall on it.
+Big batches, a contended write lock and every other write run whole on the
+writer thread, so the loop never waits on a lock.
 """
 
 from __future__ import annotations
@@ -65,11 +65,13 @@ _PAGE_CACHE_KIB = 64 * 1024
 # Batches up to this many commands are planned and written on the event loop
 # (about 50 µs each on a slow machine, so the loop stalls at most ~15 ms).
 INLINE_COMMANDS_MAX = 256
-# A COMMIT on the event loop that takes longer than this (a slow or busy disk) sends
-# the COMMITs of the next second to the writer thread, so that reads, health checks and
-# new connections are not held up behind the disk; then the loop tries again.
-LOOP_COMMIT_SLOW_SECONDS = 0.010
-LOOP_COMMIT_BACKOFF_SECONDS = 1.0
+# While a small batch's COMMIT takes longer than this on average (a slow or busy disk),
+# it goes to the writer thread, so that reads, health checks and new connections are not
+# held up behind the disk. The average follows the COMMITs wherever they run, so the loop
+# takes them back once the disk is fast again. One slow fsync now and then (10-25 ms
+# here, beside a checkpoint) moves the average little.
+LOOP_COMMIT_SECONDS_MAX = 0.010
+_COMMIT_AVERAGE_WEIGHT = 1 / 8  # of the newest COMMIT, as TCP weighs its newest round trip
 
 # An account is its row in `accounts` (who, where, since when) and in `balances` (the
 # narrow row every batch rewrites: the balance and its bounds).
@@ -206,8 +208,8 @@ class SqliteStore:
         # Jobs handed to the writer thread and not finished: only at zero may the event
         # loop use the writer connection itself.
         self._writer_jobs = 0
-        # Until this time.monotonic(), COMMITs go to the writer thread (a slow disk).
-        self._commit_on_thread_until = 0.0
+        # A small batch's COMMIT, in seconds, as a moving average (see LOOP_COMMIT_SECONDS_MAX).
+        self._commit_seconds = 0.0
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
@@ -292,21 +294,20 @@ class SqliteStore:
         if self._writer_jobs == 0 and len(commands) <= INLINE_COMMANDS_MAX:
             plan = self._write_inline(commands)
             if plan is not None:
-                if time.monotonic() >= self._commit_on_thread_until:
-                    return self._commit_on_loop(plan)
+                if self._commit_seconds <= LOOP_COMMIT_SECONDS_MAX:
+                    return self._timed_commit(plan)
                 # Submitted with no await since the write above, so the COMMIT is the next
                 # thing the (idle) thread does with the connection; shielded, so that a
                 # cancelled caller cannot leave the transaction open.
-                job = self._submit_write(lambda: self._commit(plan))
+                job = self._submit_write(lambda: self._timed_commit(plan))
                 return await asyncio.shield(asyncio.wrap_future(job))
         return await self._write(lambda: self._apply(commands))
 
-    def _commit_on_loop(self, plan: BatchPlan) -> list[Outcome]:
+    def _timed_commit(self, plan: BatchPlan) -> list[Outcome]:
         started = time.monotonic()
         outcomes = self._commit(plan)
-        finished = time.monotonic()
-        if finished - started > LOOP_COMMIT_SLOW_SECONDS:
-            self._commit_on_thread_until = finished + LOOP_COMMIT_BACKOFF_SECONDS
+        took = time.monotonic() - started
+        self._commit_seconds += (took - self._commit_seconds) * _COMMIT_AVERAGE_WEIGHT
         return outcomes
 
     def _write_inline(self, commands: Sequence[Command]) -> BatchPlan | None:
