@@ -32,11 +32,12 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kopilka.api.app import BODY_SECONDS_MAX, HEADERS_BYTES_MAX
+from kopilka.api.coalesce import CoalescingTransport
 from kopilka.api.errors import ApiError, error_body
 
 CONNECTIONS_PER_CLIENT_MAX = 256
@@ -135,7 +136,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.write_paused_at: float | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        # uvicorn and each request's cycle write through this view of the transport.
+        self.writes = CoalescingTransport(transport)
+        super().connection_made(cast(asyncio.Transport, self.writes))
         address = self.client[0] if self.client else None  # None: a Unix socket
         if address is not None:
             open_now = self.bounds.open_by_client
@@ -182,6 +185,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.body_started = None
         self.head_bytes = 0  # the next request's head starts here
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self.writes.response_complete()
+        super().on_response_complete()
 
     # The transport calls these only under backpressure: the hot path does not pay.
     def pause_writing(self) -> None:

@@ -1,0 +1,131 @@
+"""How a real server's answers go out: head and body in one write, whatever the request."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+from tests.kopilka_server import running_server
+
+HEALTH = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+# Where struct tcp_info (linux/tcp.h) keeps tcpi_segs_in, after the fields before it.
+_SEGS_IN_OFFSET = 140
+
+
+def read_response(connection: socket.socket, pending: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """One response (head, body) by its Content-Length, and what came after it."""
+    data = pending
+    while b"\r\n\r\n" not in data:
+        data += _receive(connection)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        rest += _receive(connection)
+    return head, rest[:length], rest[length:]
+
+
+def _receive(connection: socket.socket) -> bytes:
+    chunk = connection.recv(65536)
+    assert chunk, "the server closed the connection"
+    return chunk
+
+
+def segments_received(connection: socket.socket) -> int:
+    """TCP segments this socket has received (Linux's tcp_info, tcpi_segs_in)."""
+    info = connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int(struct.unpack_from("I", info, _SEGS_IN_OFFSET)[0])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="counts segments with Linux's tcp_info")
+def test_each_answer_is_one_segment(tmp_path: Path) -> None:
+    """Head and body go out in one write: one TCP segment per small answer, not two."""
+    answers = 40
+    with (
+        running_server(tmp_path, "memory:") as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection,
+    ):
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        before = segments_received(connection)
+        for _ in range(answers):
+            connection.sendall(HEALTH)
+            head, body, rest = read_response(connection)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert json.loads(body)["status"] == "ok"
+            assert rest == b""
+        received = segments_received(connection) - before
+    # A segment more now and then (a bare ACK) is fine; a head apart from its body
+    # would make it twice the answers.
+    assert answers <= received < answers * 1.25
+
+
+def test_a_head_request_is_answered_and_the_connection_serves_on(tmp_path: Path) -> None:
+    """A HEAD answer has no body: its head goes out when the response ends."""
+    with (
+        running_server(tmp_path, "memory:") as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection,
+    ):
+        connection.sendall(b"HEAD /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += _receive(connection)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 405 ")
+        assert rest == b""
+        connection.sendall(HEALTH)
+        head, body, _ = read_response(connection)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert json.loads(body)["status"] == "ok"
+
+
+def test_expect_continue_is_answered_before_the_body_is_sent(tmp_path: Path) -> None:
+    """The interim 100 Continue is not held back: the client waits for it."""
+    with running_server(tmp_path, "memory:") as server:
+        body = json.dumps({"client": "Ann"}).encode()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+            connection.sendall(
+                b"POST /v1/accounts HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + server.token.encode() + b"\r\n"
+                b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            )
+            interim = b""
+            while b"\r\n\r\n" not in interim:
+                interim += _receive(connection)  # times out if the 100 were held
+            continue_head, _, rest = interim.partition(b"\r\n\r\n")
+            assert continue_head == b"HTTP/1.1 100 Continue"
+            connection.sendall(body)
+            head, answer, _ = read_response(connection, rest)
+            assert head.startswith(b"HTTP/1.1 201 ")
+            assert json.loads(answer)["client"] == "Ann"
+
+
+def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
+    with (
+        running_server(tmp_path, "memory:") as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection,
+    ):
+        connection.sendall(
+            HEALTH
+            + b"GET /v1/nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+            + b"HEAD /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+            + HEALTH
+        )
+        first, body, rest = read_response(connection)
+        assert first.startswith(b"HTTP/1.1 200 ") and json.loads(body)["status"] == "ok"
+        second, body, rest = read_response(connection, rest)
+        assert second.startswith(b"HTTP/1.1 404 ")
+        assert json.loads(body)["error"]["code"] == "not_found"
+        while rest.count(b"\r\n\r\n") < 1:
+            rest += _receive(connection)
+        third, _, rest = rest.partition(b"\r\n\r\n")
+        assert third.startswith(b"HTTP/1.1 405 ")
+        fourth, body, _ = read_response(connection, rest)
+        assert fourth.startswith(b"HTTP/1.1 200 ") and json.loads(body)["status"] == "ok"
