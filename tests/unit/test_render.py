@@ -92,6 +92,28 @@ def test_transfers_name_the_other_side_and_columns_grow() -> None:
     assert len({len(row) for row in rows}) == 1
 
 
+def test_names_in_wide_and_combining_characters_keep_their_columns() -> None:
+    """Columns line up on a terminal: a CJK character is two columns wide, an emoji
+    too, a combining accent none."""
+    from rich.cells import cell_len
+
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    accounts = [
+        Account("main", "Jane Doe", 50_000, 0, None, moment),
+        Account("main", "王小明", 0, 0, 100_000, moment),
+        Account("main", "Zoe\u0301 🐷", 1, 0, None, moment),
+    ]
+    rows = plain_table(accounts_table(accounts)).splitlines()
+    assert rows[3] == "| 王小明   |   $0.00 | $0.00 | $1,000.00 |"
+    assert rows[4] == "| Zoe\u0301 🐷   |   $0.01 | $0.00 |      none |"
+    assert len({cell_len(row) for row in rows}) == 1
+    # Each `|` stands at the same terminal column on every row.
+    columns = {
+        tuple(cell_len(row[:at]) for at, char in enumerate(row) if char == "|") for row in rows
+    }
+    assert len(columns) == 1
+
+
 def test_csv_has_plain_decimal_amounts() -> None:
     rows = list(csv.reader(io.StringIO(statement_csv(sample()))))
     assert rows[0] == ["date", "description", "withdrawals", "deposits", "balance"]

@@ -119,17 +119,23 @@ def limits_text(account: Account) -> str:
 
 
 def plain_table(table: Table) -> str:
-    """The `|` table: columns as wide as their content, money right-aligned."""
-    widths = [len(header) for header in table.headers]
+    """The `|` table: columns as wide as their content, money right-aligned.
+
+    Widths are terminal columns, not characters: a CJK character or an emoji takes
+    two, a combining accent none, so names in any script stay in their column.
+    """
+    from rich.cells import cell_len  # the terminal width of text, as rich draws it
+
+    widths = [cell_len(header) for header in table.headers]
     for row in table.rows:
         assert len(row) == len(widths)
-        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+        widths = [max(width, cell_len(cell)) for width, cell in zip(widths, row, strict=True)]
 
     def draw(cells: tuple[str, ...], align_right: frozenset[int]) -> str:
-        padded = (
-            cell.rjust(width) if index in align_right else cell.ljust(width)
-            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        )
+        padded = []
+        for index, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+            gap = " " * (width - cell_len(cell))
+            padded.append(gap + cell if index in align_right else cell + gap)
         return "| " + " | ".join(padded) + " |"
 
     separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
