@@ -47,4 +47,6 @@ def test_metrics_count_what_was_done(tmp_path: Path) -> None:
     assert seen[("kopilka_batch_size_bucket", (("le", "4"),))] == batches
     assert 4 <= batches <= 6
     assert seen[("kopilka_request_seconds_count", (("kind", "transfer"),))] == 1
+    # The server's SQLite file: how long its COMMITs take, which decides where they run.
+    assert 0 < seen[("kopilka_sqlite_commit_seconds", ())] < 5
     assert seen[("kopilka_request_seconds_bucket", (("kind", "deposit"), ("le", "+Inf")))] == 2

@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, GCCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
+    GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
 from kopilka.engine import Engine
+from kopilka.store.sqlite import LOOP_COMMIT_SECONDS_MAX, SqliteStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS_SECONDS = (
@@ -63,6 +65,14 @@ class _EngineCollector(Collector):
         yield CounterMetricFamily(
             "kopilka_engine_batches", "Batches committed since start", value=stats.batches
         )
+        store = self._engine.store
+        if isinstance(store, SqliteStore):
+            yield GaugeMetricFamily(
+                "kopilka_sqlite_commit_seconds",
+                "A small batch's COMMIT (mostly its fsync), moving average; while it is over"
+                f" {LOOP_COMMIT_SECONDS_MAX} the COMMITs leave the event loop for a thread",
+                value=store.commit_seconds,
+            )
 
 
 class _Latency:

@@ -274,6 +274,11 @@ class SqliteStore:
         return await asyncio.get_running_loop().run_in_executor(self._reader_thread, work)
 
     @property
+    def commit_seconds(self) -> float:
+        """A small batch's COMMIT (mostly its fsync), in seconds, as a moving average."""
+        return self._commit_seconds
+
+    @property
     def _db(self) -> sqlite3.Connection:
         assert self._writer is not None, "store is not open"
         return self._writer
