@@ -72,10 +72,14 @@ class Engine:
         self._writer: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max(1, store.concurrent_batches_max))
+        # Taken once at start: asyncio.get_running_loop() is a system call on Python 3.11
+        # (it checks the process id), and every request made a future through it.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         assert self.state is EngineState.CREATED
         await self.store.open()
+        self._loop = asyncio.get_running_loop()
         self.state = EngineState.RUNNING
         self._writer = asyncio.create_task(self._run(), name="kopilka-writer")
 
@@ -156,7 +160,8 @@ class Engine:
         chunk = self.limits.batch_operations_max
         if len(commands) <= chunk:
             return await self._enqueue(commands)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None, "the engine is not started"
         requests = [
             _Request(commands[start : start + chunk], loop.create_future())
             for start in range(0, len(commands), chunk)
@@ -171,7 +176,9 @@ class Engine:
 
     async def _enqueue(self, commands: Sequence[Command]) -> list[Outcome]:
         """One request, applied in one transaction whatever its length."""
-        request = _Request(commands, asyncio.get_running_loop().create_future())
+        loop = self._loop
+        assert loop is not None, "the engine is not started"
+        request = _Request(commands, loop.create_future())
         self._pending.append(request)
         self._pending_operations += len(commands)
         self._wakeup.set()
