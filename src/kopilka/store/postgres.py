@@ -49,6 +49,7 @@ from kopilka.domain.rules import (
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
 from kopilka.settings import redact_text, redact_url
+from kopilka.store.foreign_tables import refuse_foreign_tables
 from kopilka.store.postgres_schema import (
     MIGRATION_LOCK_KEY,
     MIGRATIONS,
@@ -263,9 +264,7 @@ async def _schema_version(connection: Connection) -> int:
 
 
 async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> None:
-    """No schema yet, but tables of kopilka's names where the migrations would create
-    theirs: something else made them. Say so and name them all, rather than let the
-    first CREATE TABLE fail on one with the driver's words."""
+    """No schema yet: refuse tables of kopilka's names found in the current schema."""
     found = {
         row[0]
         for row in await connection.fetch(
@@ -274,12 +273,7 @@ async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> N
             list(TABLES),
         )
     }
-    if found:
-        raise Unavailable(
-            "foreign_tables",
-            f"the database at {redacted_url} has tables that kopilka did not create "
-            f"({', '.join(name for name in TABLES if name in found)}); use an empty database",
-        )
+    refuse_foreign_tables(redacted_url, TABLES, found)
 
 
 def _refuse_newer(version: int) -> None:

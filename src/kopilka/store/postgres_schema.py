@@ -8,7 +8,7 @@ advisory lock, so several processes starting at once apply each exactly once.
 
 from __future__ import annotations
 
-import re
+from kopilka.store.foreign_tables import created_tables
 
 # A fixed key for pg_advisory_xact_lock: "kopilka" in ASCII, as a bigint.
 MIGRATION_LOCK_KEY = 0x6B6F70696C6B61
@@ -155,6 +155,5 @@ MIGRATIONS: tuple[str, ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-TABLES: tuple[str, ...] = tuple(re.findall(r"CREATE TABLE (\w+)", "".join(MIGRATIONS)))
-"""Every table the migrations create, in order. Where there is no schema yet, a table
-of one of these names was made by something else, and kopilka would stumble on it."""
+# Where there is no schema yet, a table of one of these names was made by something else.
+TABLES = created_tables(MIGRATIONS)

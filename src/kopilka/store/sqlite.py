@@ -51,6 +51,7 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
+from kopilka.store.foreign_tables import refuse_foreign_tables
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
@@ -166,9 +167,7 @@ def migrate(connection: sqlite3.Connection) -> int:
 
 
 def _refuse_foreign_tables(connection: sqlite3.Connection) -> None:
-    """No schema yet (user_version 0), but tables of kopilka's names: something else
-    made them. Say so and name them all, rather than let the first CREATE TABLE fail
-    on one."""
+    """No schema yet (user_version 0): refuse tables of kopilka's names found already."""
     marks = ", ".join("?" * len(TABLES))
     found = {
         name
@@ -178,11 +177,7 @@ def _refuse_foreign_tables(connection: sqlite3.Connection) -> None:
     }
     if found:
         path = connection.execute("PRAGMA database_list").fetchone()[2]
-        raise Unavailable(
-            "foreign_tables",
-            f"the database at {path} has tables that kopilka did not create "
-            f"({', '.join(name for name in TABLES if name in found)}); use an empty database",
-        )
+        refuse_foreign_tables(path, TABLES, found)
 
 
 class SqliteStore:

@@ -7,7 +7,7 @@ floor and cap rules as the database's own last guard.
 
 from __future__ import annotations
 
-import re
+from kopilka.store.foreign_tables import created_tables
 
 # Statements are split on ";", so comments inside must not contain one.
 MIGRATIONS: tuple[str, ...] = (
@@ -162,6 +162,5 @@ MIGRATIONS: tuple[str, ...] = (
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
-TABLES: tuple[str, ...] = tuple(re.findall(r"CREATE TABLE (\w+)", "".join(MIGRATIONS)))
-"""Every table the migrations create, in order. Where there is no schema yet, a table
-of one of these names was made by something else, and kopilka would stumble on it."""
+# Where there is no schema yet, a table of one of these names was made by something else.
+TABLES = created_tables(MIGRATIONS)
