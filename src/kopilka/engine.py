@@ -160,10 +160,8 @@ class Engine:
         chunk = self.limits.batch_operations_max
         if len(commands) <= chunk:
             return await self._enqueue(commands)
-        loop = self._loop
-        assert loop is not None, "the engine is not started"
         requests = [
-            _Request(commands[start : start + chunk], loop.create_future())
+            _Request(commands[start : start + chunk], self._new_future())
             for start in range(0, len(commands), chunk)
         ]
         self._pending.extend(requests)
@@ -174,11 +172,13 @@ class Engine:
             outcomes.extend(await request.future)
         return outcomes
 
+    def _new_future(self) -> asyncio.Future[list[Outcome]]:
+        assert self._loop is not None, "the engine is not started"
+        return self._loop.create_future()
+
     async def _enqueue(self, commands: Sequence[Command]) -> list[Outcome]:
         """One request, applied in one transaction whatever its length."""
-        loop = self._loop
-        assert loop is not None, "the engine is not started"
-        request = _Request(commands, loop.create_future())
+        request = _Request(commands, self._new_future())
         self._pending.append(request)
         self._pending_operations += len(commands)
         self._wakeup.set()
