@@ -31,6 +31,10 @@ from kopilka.store.protocol import Store
 
 logger = logging.getLogger(__name__)
 
+# Steps of the event loop a batch may wait while more requests keep joining it:
+# a bound, so that a steady trickle cannot hold a batch back for long.
+GATHER_STEPS_MAX = 8
+
 
 class EngineState(enum.Enum):
     CREATED = "created"
@@ -209,10 +213,29 @@ class Engine:
         between one commit and the next batch (a median 2.4 ms under 64 clients).
         """
         try:
+            await self._gather()
             while self._pending:
                 await self._apply(self._take_batch())
         finally:
             self._slots.release()
+
+    async def _gather(self) -> None:
+        """Let the requests the event loop is still bringing in join this batch.
+
+        A request takes several steps of the loop from its bytes to the queue (read,
+        parsed, its task started, its command queued), and the batch was taken two
+        steps after the first one arrived: under 64 clients, half of those read in the
+        same moment missed it and waited a whole COMMIT for the next batch. Each pass
+        here lets the loop take one more step, as long as the queue grows by it, so an
+        idle server loses one step and a busy one forms a batch of everyone in reach.
+        """
+        for _ in range(GATHER_STEPS_MAX):
+            waiting = self._pending_operations
+            if waiting >= self.limits.batch_operations_max:
+                return
+            await asyncio.sleep(0)
+            if self._pending_operations <= waiting:
+                return
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []

@@ -22,7 +22,7 @@ from kopilka.domain.model import (
     Transfer,
     Withdraw,
 )
-from kopilka.engine import Engine, EngineState
+from kopilka.engine import GATHER_STEPS_MAX, Engine, EngineState
 from kopilka.errors import Busy, InvalidInput, KopilkaError, Unavailable
 from kopilka.limits import Limits
 from kopilka.store import open_store
@@ -110,6 +110,43 @@ async def test_concurrent_conflicting_transfers_keep_invariants(tmp_path: Path) 
         await check_hot_invariants(engine, total, transfers)
         assert engine.stats.operations >= TASKS * TRANSFERS_PER_TASK
         assert max(engine.stats.size_histogram) > 1, engine.stats.size_histogram
+    finally:
+        await engine.close()
+
+
+async def deposits_after_steps(engine: Engine, steps: list[int]) -> list[Outcome]:
+    """One deposit to Ann per entry, each queued that many event-loop steps from now."""
+
+    async def deposit(number: int, steps: int) -> Outcome:
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        return await engine.execute(Deposit("Ann", 100, "gathered", f"step-{number}"))
+
+    return await asyncio.gather(*(deposit(n, s) for n, s in enumerate(steps)))
+
+
+async def test_a_batch_waits_for_requests_still_arriving(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path / "kopilka.db")
+    try:
+        await engine.execute(OpenAccount("Ann", 0, None))
+        before = engine.stats.batches
+        outcomes = await deposits_after_steps(engine, [n % 5 for n in range(40)])
+        assert all(isinstance(o, Operation) for o in outcomes), outcomes
+        assert engine.stats.batches == before + 1
+    finally:
+        await engine.close()
+
+
+async def test_a_steady_trickle_does_not_hold_a_batch_back(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path / "kopilka.db")
+    try:
+        await engine.execute(OpenAccount("Ann", 0, None))
+        before = engine.stats.batches
+        # One request every step, for longer than a batch waits.
+        steps = list(range(3 * GATHER_STEPS_MAX))
+        outcomes = await deposits_after_steps(engine, steps)
+        assert all(isinstance(o, Operation) for o in outcomes), outcomes
+        assert engine.stats.batches - before >= 2
     finally:
         await engine.close()
 
