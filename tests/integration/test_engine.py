@@ -117,12 +117,12 @@ async def test_concurrent_conflicting_transfers_keep_invariants(tmp_path: Path) 
 async def deposits_after_steps(engine: Engine, steps: list[int]) -> list[Outcome]:
     """One deposit to Ann per entry, each queued that many event-loop steps from now."""
 
-    async def deposit(number: int, steps: int) -> Outcome:
-        for _ in range(steps):
+    async def deposit(number: int, delay: int) -> Outcome:
+        for _ in range(delay):
             await asyncio.sleep(0)
         return await engine.execute(Deposit("Ann", 100, "gathered", f"step-{number}"))
 
-    return await asyncio.gather(*(deposit(n, s) for n, s in enumerate(steps)))
+    return await asyncio.gather(*(deposit(n, delay) for n, delay in enumerate(steps)))
 
 
 async def test_a_batch_waits_for_requests_still_arriving(tmp_path: Path) -> None:
