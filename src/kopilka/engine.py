@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -26,6 +25,7 @@ from kopilka.errors import (
     RetryableStoreError,
     Unavailable,
 )
+from kopilka.fair_queue import FairQueue
 from kopilka.limits import Limits
 from kopilka.store.protocol import Store
 
@@ -49,6 +49,10 @@ class _Request:
     future: asyncio.Future[list[Outcome]]
 
 
+def _operations_of(request: _Request) -> int:
+    return len(request.commands)
+
+
 @dataclass(slots=True)
 class BatchStats:
     """Counters for metrics: how big batches are is how well group commit works."""
@@ -70,8 +74,8 @@ class Engine:
         self.limits = limits or Limits()
         self.state = EngineState.CREATED
         self.stats = BatchStats()
-        self._pending: deque[_Request] = deque()
-        self._pending_operations = 0
+        # Each caller's requests in order, callers in turn (see fair_queue).
+        self._pending: FairQueue[_Request] = FairQueue(_operations_of)
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -109,16 +113,23 @@ class Engine:
 
     # -- writes ---------------------------------------------------------------
 
-    async def execute(self, command: Command) -> Outcome:
-        """One command; its outcome is an Operation, an Account, or a KopilkaError."""
+    async def execute(self, command: Command, caller: Hashable = None) -> Outcome:
+        """One command; its outcome is an Operation, an Account, or a KopilkaError.
+
+        Requests of one `caller` (the API passes the token) are applied in the order
+        they came; different callers take turns in each batch.
+        """
         # Straight to the queue: every request over HTTP comes this way, and each
         # coroutine between it and the queue is made and resumed once per request.
         self._check_accepting(1)
-        (outcome,) = await self._enqueue((command,))
+        (outcome,) = await self._enqueue((command,), caller)
         return outcome
 
     async def submit_many(
-        self, commands: Sequence[Command], claim: ClaimKey | None = None
+        self,
+        commands: Sequence[Command],
+        claim: ClaimKey | None = None,
+        caller: Hashable = None,
     ) -> list[Outcome]:
         """Many commands at once, one outcome each, in order (each succeeds or fails alone).
 
@@ -129,11 +140,11 @@ class Engine:
         """
         self._check_accepting(len(commands))
         if claim is None:
-            return await self._submit(commands)
+            return await self._submit(commands, caller)
         # The claim rides with a whole batch's worth: it is no operation of its own.
         head = self.limits.batch_operations_max
         claim = replace(claim, covers=min(head, len(commands)))
-        first = await self._enqueue([claim, *commands[:head]])
+        first = await self._enqueue([claim, *commands[:head]], caller)
         if isinstance(first[0], KopilkaError):
             raise first[0]
         rest = commands[head:]
@@ -142,7 +153,7 @@ class Engine:
         # Accepted even when the queue filled up meanwhile: the request was let in whole.
         # But once closing, the writer may have stopped taking work.
         self._check_running()
-        return first[1:] + await self._submit(rest)
+        return first[1:] + await self._submit(rest, caller)
 
     def _check_accepting(self, operations: int) -> None:
         self._check_running()
@@ -151,25 +162,25 @@ class Engine:
                 "too_many_operations",
                 f"at most {self.limits.request_operations_max} operations per request",
             )
-        if self._pending_operations + operations > self.limits.queue_depth_max:
+        if self._pending.operations + operations > self.limits.queue_depth_max:
             raise Busy("busy", "the ledger is busy; try again shortly")
 
     def _check_running(self) -> None:
         if self.state is not EngineState.RUNNING:
             raise Unavailable("shutting_down", "the ledger is shutting down; try again")
 
-    async def _submit(self, commands: Sequence[Command]) -> list[Outcome]:
+    async def _submit(self, commands: Sequence[Command], caller: Hashable) -> list[Outcome]:
         if not commands:
             return []
         chunk = self.limits.batch_operations_max
         if len(commands) <= chunk:
-            return await self._enqueue(commands)
+            return await self._enqueue(commands, caller)
         requests = [
             _Request(commands[start : start + chunk], self._new_future())
             for start in range(0, len(commands), chunk)
         ]
-        self._pending.extend(requests)
-        self._pending_operations += len(commands)
+        for request in requests:
+            self._pending.push(caller, request)
         self._wakeup.set()
         outcomes: list[Outcome] = []
         for request in requests:
@@ -180,11 +191,10 @@ class Engine:
         assert self._loop is not None, "the engine is not started"
         return self._loop.create_future()
 
-    async def _enqueue(self, commands: Sequence[Command]) -> list[Outcome]:
+    async def _enqueue(self, commands: Sequence[Command], caller: Hashable) -> list[Outcome]:
         """One request, applied in one transaction whatever its length."""
         request = _Request(commands, self._new_future())
-        self._pending.append(request)
-        self._pending_operations += len(commands)
+        self._pending.push(caller, request)
         self._wakeup.set()
         return await request.future
 
@@ -215,7 +225,7 @@ class Engine:
         try:
             await self._gather()
             while self._pending:
-                await self._apply(self._take_batch())
+                await self._apply(self._pending.take(self.limits.batch_operations_max))
         finally:
             self._slots.release()
 
@@ -230,25 +240,12 @@ class Engine:
         idle server loses one step and a busy one forms a batch of everyone in reach.
         """
         for _ in range(GATHER_STEPS_MAX):
-            waiting = self._pending_operations
+            waiting = self._pending.operations
             if waiting >= self.limits.batch_operations_max:
                 return
             await asyncio.sleep(0)
-            if self._pending_operations <= waiting:
+            if self._pending.operations <= waiting:
                 return
-
-    def _take_batch(self) -> list[_Request]:
-        batch: list[_Request] = []
-        size = 0
-        while self._pending:
-            request = self._pending[0]
-            if batch and size + len(request.commands) > self.limits.batch_operations_max:
-                break
-            self._pending.popleft()
-            batch.append(request)
-            size += len(request.commands)
-        self._pending_operations -= size
-        return batch
 
     async def _apply(self, batch: list[_Request]) -> None:
         commands = [command for request in batch for command in request.commands]

@@ -151,6 +151,24 @@ async def test_a_steady_trickle_does_not_hold_a_batch_back(tmp_path: Path) -> No
         await engine.close()
 
 
+async def test_one_callers_flood_does_not_hold_back_another(tmp_path: Path) -> None:
+    engine = await open_engine(tmp_path / "kopilka.db", Limits(batch_operations_max=10))
+    try:
+        await engine.execute(OpenAccount("Ann", 0, None))
+        flood = [Deposit("Ann", 1, "import", f"import-{n}") for n in range(100)]
+        imported = asyncio.ensure_future(engine.submit_many(flood, caller="importer"))
+        await asyncio.sleep(0)  # the import is queued: ten batches of ten
+        single = await engine.execute(Deposit("Ann", 7, "counter", "teller-1"), "teller")
+        assert isinstance(single, Operation)
+        outcomes = await imported
+        ids = [o.id for o in outcomes if isinstance(o, Operation)]
+        assert len(ids) == 100
+        # Applied after at most one of the import's batches, not after all ten.
+        assert sum(1 for operation_id in ids if operation_id < single.id) <= 10
+    finally:
+        await engine.close()
+
+
 async def test_two_engines_share_one_file(tmp_path: Path) -> None:
     path = tmp_path / "kopilka.db"
     first = await open_engine(path)

@@ -187,7 +187,7 @@ class KopilkaApp:
             )
             key = request_headers.key_or_new()
             command = money_command(kind, body, key, ledger, principal)
-            outcome = await self.engine.execute(command)
+            outcome = await self.engine.execute(command, principal.token_id)
             # Tellers and admins first: only a client token needs its ledger looked at.
             client_caller = (
                 principal.role == "client" and effective_role(principal, ledger) == "client"

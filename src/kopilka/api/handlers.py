@@ -237,7 +237,7 @@ class Call:
         return QueryParams(self.scope["query_string"])
 
     async def outcome(self, command: Command, claim: ClaimKey | None) -> Account:
-        (outcome,) = await self.app.engine.submit_many([command], claim)
+        (outcome,) = await self.app.engine.submit_many([command], claim, self.principal.token_id)
         if isinstance(outcome, KopilkaError):
             raise outcome
         assert isinstance(outcome, Account)
@@ -336,7 +336,9 @@ class Call:
                 positions.append(index)
             except KopilkaError as error:
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
-        outcomes = await self.app.engine.submit_many(commands, self._claim(prefix, request))
+        outcomes = await self.app.engine.submit_many(
+            commands, self._claim(prefix, request), principal.token_id
+        )
         # Counted here and handed to the metrics once per batch, not once per item.
         counts: Counter[tuple[MoneyKind, str]] = Counter()
         client_caller = role == "client"
