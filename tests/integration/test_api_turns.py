@@ -1,50 +1,32 @@
 """Tokens take turns at the ledger: one token's import does not hold back another's write.
 
-The app runs in process over a real SQLite file, driven through ASGI as uvicorn
-drives it, with batches bounded at 300 operations so that an import of 3,000 is ten
-batches, each applied on the writer thread while the event loop serves others.
+The app runs in process over a real SQLite file, called through ASGI, with batches
+bounded at 300 operations so that an import of 3,000 is ten batches, each applied on
+the writer thread while the event loop serves others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-from kopilka.api.app import KopilkaApp, create_app
+from kopilka.api.app import create_app
+from kopilka.api.auth import ensure_admin_token
 from kopilka.limits import Limits
 
 BATCH_OPERATIONS = 300
 IMPORTED = 3_000
 
 
-@contextlib.asynccontextmanager
-async def started(app: KopilkaApp) -> AsyncIterator[None]:
-    """Start and stop the app through its ASGI lifespan, as uvicorn does."""
-    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    incoming.put_nowait({"type": "lifespan.startup"})
-    task = asyncio.create_task(app({"type": "lifespan"}, incoming.get, outgoing.put))  # type: ignore[arg-type]
-    assert (await outgoing.get())["type"] == "lifespan.startup.complete"
-    try:
-        yield
-    finally:
-        incoming.put_nowait({"type": "lifespan.shutdown"})
-        assert (await outgoing.get())["type"] == "lifespan.shutdown.complete"
-        await task
-
-
 async def test_a_tellers_deposit_goes_between_an_imports_batches(tmp_path: Path) -> None:
     app = create_app(
-        str(tmp_path / "kopilka.db"),
-        limits=Limits(batch_operations_max=BATCH_OPERATIONS),
-        admin_token_path=tmp_path / "admin.token",
+        str(tmp_path / "kopilka.db"), limits=Limits(batch_operations_max=BATCH_OPERATIONS)
     )
-    async with started(app):
+    await app.engine.start()
+    try:
+        await ensure_admin_token(app.store, tmp_path / "admin.token")
         admin = {"Authorization": f"Bearer {(tmp_path / 'admin.token').read_text().strip()}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://kopilka") as http:
@@ -70,6 +52,8 @@ async def test_a_tellers_deposit_goes_between_an_imports_batches(tmp_path: Path)
                 "/v1/deposits", json={"client": "Ann", "amount": "7"}, headers=teller
             )
             results = (await imported).json()["results"]
+    finally:
+        await app.engine.close()
 
     assert single.status_code == 201
     ids = [result["operation"]["id"] for result in results]
