@@ -121,7 +121,7 @@ class Engine:
         """
         # Straight to the queue: every request over HTTP comes this way, and each
         # coroutine between it and the queue is made and resumed once per request.
-        self._check_accepting(1)
+        self._check_accepting(1, caller)
         (outcome,) = await self._enqueue((command,), caller)
         return outcome
 
@@ -138,7 +138,7 @@ class Engine:
         once that has committed). A key that stands for another body raises its
         Conflict, and nothing of the request applies.
         """
-        self._check_accepting(len(commands))
+        self._check_accepting(len(commands), caller)
         if claim is None:
             return await self._submit(commands, caller)
         # The claim rides with a whole batch's worth: it is no operation of its own.
@@ -155,15 +155,22 @@ class Engine:
         self._check_running()
         return first[1:] + await self._submit(rest, caller)
 
-    def _check_accepting(self, operations: int) -> None:
+    def _check_accepting(self, operations: int, caller: Hashable) -> None:
         self._check_running()
         if operations > self.limits.request_operations_max:
             raise InvalidInput(
                 "too_many_operations",
                 f"at most {self.limits.request_operations_max} operations per request",
             )
-        if self._pending.operations + operations > self.limits.queue_depth_max:
+        queued = self._pending.operations + operations
+        if queued > self.limits.queue_depth_max:
             raise Busy("busy", "the ledger is busy; try again shortly")
+        # Past half full, while others wait too, no caller may hold over half of the
+        # queue: one token's flood leaves the others room instead of filling it.
+        if queued > self.limits.queue_depth_max // 2:
+            mine = self._pending.operations_of(caller) + operations
+            if queued > mine and 2 * mine > queued:
+                raise Busy("busy", "the ledger is busy with your earlier requests; try again")
 
     def _check_running(self) -> None:
         if self.state is not EngineState.RUNNING:

@@ -7,6 +7,9 @@ has a lane of its own. A batch takes one request from each lane in turn, as long
 it fits, and a lane that was served goes to the back of the turn, so a request waits
 for at most one batch per other caller ahead of it, however much those callers sent.
 A caller's own requests keep their order.
+
+The queue also counts each caller's operations, so that the engine can keep a caller
+from taking all of its room while others wait (see Engine._check_accepting).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class FairQueue(Generic[T]):
         self._size = size  # an item's operations, which a batch bounds
         # The lanes in their turn: the first is served first; only non-empty ones.
         self._lanes: dict[Hashable, deque[T]] = {}
+        self._operations_by_caller: dict[Hashable, int] = {}
         self.operations = 0
 
     def __bool__(self) -> bool:
@@ -33,7 +37,13 @@ class FairQueue(Generic[T]):
         if lane is None:
             lane = self._lanes[caller] = deque()
         lane.append(item)
-        self.operations += self._size(item)
+        size = self._size(item)
+        self.operations += size
+        self._operations_by_caller[caller] = self._operations_by_caller.get(caller, 0) + size
+
+    def operations_of(self, caller: Hashable) -> int:
+        """The operations waiting in `caller`'s lane."""
+        return self._operations_by_caller.get(caller, 0)
 
     def take(self, operations_max: int) -> list[T]:
         """Items of at most `operations_max` operations (one item at least, however big),
@@ -56,6 +66,7 @@ class FairQueue(Generic[T]):
                 break
             taken.append(lane.popleft())
             size += item_size
+        self._taken(caller, size)
         if not lane:
             del self._lanes[caller]
         return taken, size
@@ -73,6 +84,7 @@ class FairQueue(Generic[T]):
                     continue  # keeps its place in the turn; a smaller one may still fit
                 taken.append(lane.popleft())
                 size += item_size
+                self._taken(caller, item_size)
                 served = True
                 del lanes[caller]  # to the back of the turn
                 if lane:
@@ -80,3 +92,10 @@ class FairQueue(Generic[T]):
             if not served:
                 break
         return taken, size
+
+    def _taken(self, caller: Hashable, size: int) -> None:
+        left = self._operations_by_caller[caller] - size
+        if left:
+            self._operations_by_caller[caller] = left
+        else:
+            del self._operations_by_caller[caller]

@@ -169,6 +169,31 @@ async def test_one_callers_flood_does_not_hold_back_another(tmp_path: Path) -> N
         await engine.close()
 
 
+async def test_past_half_full_one_caller_leaves_room_for_others(tmp_path: Path) -> None:
+    engine = await open_engine(
+        tmp_path / "kopilka.db", Limits(batch_operations_max=10, queue_depth_max=100)
+    )
+    try:
+        await engine.execute(OpenAccount("Ann", 0, None))
+
+        def ten(prefix: str) -> list[Command]:
+            return [Deposit("Ann", 1, prefix, f"{prefix}-{n}") for n in range(10)]
+
+        # Each task queues its request in its first step, in this order, before the
+        # writer runs: the importer holds 60 of the 70 operations waiting.
+        requests = [engine.submit_many(ten(f"import-{n}"), caller="importer") for n in range(6)]
+        requests.append(engine.submit_many(ten("teller"), caller="teller"))
+        requests.append(engine.submit_many(ten("import-6"), caller="importer"))
+        results = await asyncio.gather(*requests, return_exceptions=True)
+        assert isinstance(results[-1], Busy)  # 70 of 80 would be the importer's
+        assert all(isinstance(result, list) for result in results[:-1]), results
+        # Alone, a caller may fill the queue.
+        alone = [engine.submit_many(ten(f"alone-{n}"), caller="importer") for n in range(10)]
+        assert all(isinstance(r, list) for r in await asyncio.gather(*alone))
+    finally:
+        await engine.close()
+
+
 async def test_two_engines_share_one_file(tmp_path: Path) -> None:
     path = tmp_path / "kopilka.db"
     first = await open_engine(path)

@@ -84,20 +84,26 @@ def test_a_lane_that_did_not_fit_goes_first_next_time() -> None:
 def test_every_item_comes_out_once_in_its_callers_order(steps: list[tuple[str, int] | int]) -> None:
     queue = make_queue()
     pushed: dict[str, int] = {}
+    waiting: dict[str, int] = {}  # operations per caller, counted here
     taken: list[Item] = []
     for step in [*steps, 1_000_000]:  # a last take empties the queue
         if isinstance(step, tuple):
             caller, size = step
             push(queue, caller, pushed.get(caller, 0), size)
             pushed[caller] = pushed.get(caller, 0) + 1
-            continue
-        before = queue.operations
-        batch = queue.take(step)
-        size = sum(item[2] for item in batch)
-        assert queue.operations == before - size
-        assert bool(batch) == (before > 0)
-        assert len(batch) <= 1 or size <= step
-        taken.extend(batch)
+            waiting[caller] = waiting.get(caller, 0) + size
+        else:
+            before = queue.operations
+            batch = queue.take(step)
+            size = sum(item[2] for item in batch)
+            assert queue.operations == before - size
+            assert bool(batch) == (before > 0)
+            assert len(batch) <= 1 or size <= step
+            taken.extend(batch)
+            for caller, _, item_size in batch:
+                waiting[caller] -= item_size
+        for caller in "abcd":
+            assert queue.operations_of(caller) == waiting.get(caller, 0)
     assert not queue
     for caller, count in pushed.items():
         assert [item[1] for item in taken if item[0] == caller] == list(range(count))
