@@ -16,17 +16,23 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Lane(Generic[T]):
+    items: deque[T] = field(default_factory=deque)
+    operations: int = 0
 
 
 class FairQueue(Generic[T]):
     def __init__(self, size: Callable[[T], int]) -> None:
         self._size = size  # an item's operations, which a batch bounds
         # The lanes in their turn: the first is served first; only non-empty ones.
-        self._lanes: dict[Hashable, deque[T]] = {}
-        self._operations_by_caller: dict[Hashable, int] = {}
+        self._lanes: dict[Hashable, _Lane[T]] = {}
         self.operations = 0
 
     def __bool__(self) -> bool:
@@ -35,67 +41,53 @@ class FairQueue(Generic[T]):
     def push(self, caller: Hashable, item: T) -> None:
         lane = self._lanes.get(caller)
         if lane is None:
-            lane = self._lanes[caller] = deque()
-        lane.append(item)
+            lane = self._lanes[caller] = _Lane()
+        lane.items.append(item)
         size = self._size(item)
+        lane.operations += size
         self.operations += size
-        self._operations_by_caller[caller] = self._operations_by_caller.get(caller, 0) + size
 
     def operations_of(self, caller: Hashable) -> int:
         """The operations waiting in `caller`'s lane."""
-        return self._operations_by_caller.get(caller, 0)
+        lane = self._lanes.get(caller)
+        return 0 if lane is None else lane.operations
 
     def take(self, operations_max: int) -> list[T]:
         """Items of at most `operations_max` operations (one item at least, however big),
         taken from the lanes in turn."""
         lanes = self._lanes
-        if len(lanes) == 1:  # one caller (the embedded bank, most of the time): its order
-            taken, size = self._take_from_one(operations_max)
-        else:
-            taken, size = self._take_in_turn(operations_max)
-        self.operations -= size
-        return taken
-
-    def _take_from_one(self, operations_max: int) -> tuple[list[T], int]:
-        ((caller, lane),) = self._lanes.items()
-        taken: list[T] = []
-        size = 0
-        while lane:
-            item_size = self._size(lane[0])
-            if taken and size + item_size > operations_max:
-                break
-            taken.append(lane.popleft())
-            size += item_size
-        self._taken(caller, size)
-        if not lane:
-            del self._lanes[caller]
-        return taken, size
-
-    def _take_in_turn(self, operations_max: int) -> tuple[list[T], int]:
-        lanes = self._lanes
         taken: list[T] = []
         size = 0
         while lanes:
+            if len(lanes) == 1:
+                # The only lane left in the turn (the one caller, most of the time): its
+                # items in order, as long as they fit.
+                ((caller, lane),) = lanes.items()
+                while caller in lanes:
+                    item_size = self._size(lane.items[0])
+                    if taken and size + item_size > operations_max:
+                        break
+                    size += self._pop(caller, lane, item_size, taken)
+                break
             served = False
             for caller in list(lanes):
                 lane = lanes[caller]
-                item_size = self._size(lane[0])
+                item_size = self._size(lane.items[0])
                 if taken and size + item_size > operations_max:
                     continue  # keeps its place in the turn; a smaller one may still fit
-                taken.append(lane.popleft())
-                size += item_size
-                self._taken(caller, item_size)
+                size += self._pop(caller, lane, item_size, taken)
                 served = True
-                del lanes[caller]  # to the back of the turn
-                if lane:
-                    lanes[caller] = lane
+                if caller in lanes:
+                    lanes[caller] = lanes.pop(caller)  # to the back of the turn
             if not served:
                 break
-        return taken, size
+        self.operations -= size
+        return taken
 
-    def _taken(self, caller: Hashable, size: int) -> None:
-        left = self._operations_by_caller[caller] - size
-        if left:
-            self._operations_by_caller[caller] = left
-        else:
-            del self._operations_by_caller[caller]
+    def _pop(self, caller: Hashable, lane: _Lane[T], size: int, taken: list[T]) -> int:
+        """Move the head of `caller`'s lane to `taken`; a lane left empty leaves the turn."""
+        taken.append(lane.items.popleft())
+        lane.operations -= size
+        if not lane.items:
+            del self._lanes[caller]
+        return size
