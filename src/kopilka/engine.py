@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -83,6 +84,8 @@ class Engine:
         # Taken once at start: asyncio.get_running_loop() is a system call on Python 3.11
         # (it checks the process id), and every request made a future through it.
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Until this moment (time.monotonic()), batches keep the shared bound.
+        self._shared_until = 0.0
 
     async def start(self) -> None:
         assert self.state is EngineState.CREATED
@@ -134,15 +137,15 @@ class Engine:
         """Many commands at once, one outcome each, in order (each succeeds or fails alone).
 
         With a `claim`, the request's key is held for its body's digest in the same
-        transaction as its first commands (as many as one batch takes; the rest follow
-        once that has committed). A key that stands for another body raises its
+        transaction as its first piece of commands (see `Limits`; the rest follow once
+        that has committed). A key that stands for another body raises its
         Conflict, and nothing of the request applies.
         """
         self._check_accepting(len(commands), caller)
         if claim is None:
             return await self._submit(commands, caller)
-        # The claim rides with a whole batch's worth: it is no operation of its own.
-        head = self.limits.batch_operations_max
+        # The claim rides with the first piece: it is no operation of its own.
+        head = self._piece_operations
         claim = replace(claim, covers=min(head, len(commands)))
         first = await self._enqueue([claim, *commands[:head]], caller)
         if isinstance(first[0], KopilkaError):
@@ -179,12 +182,12 @@ class Engine:
     async def _submit(self, commands: Sequence[Command], caller: Hashable) -> list[Outcome]:
         if not commands:
             return []
-        chunk = self.limits.batch_operations_max
-        if len(commands) <= chunk:
+        piece = self._piece_operations
+        if len(commands) <= piece:
             return await self._enqueue(commands, caller)
         requests = [
-            _Request(commands[start : start + chunk], self._new_future())
-            for start in range(0, len(commands), chunk)
+            _Request(commands[start : start + piece], self._new_future())
+            for start in range(0, len(commands), piece)
         ]
         for request in requests:
             self._pending.push(caller, request)
@@ -193,6 +196,11 @@ class Engine:
         for request in requests:
             outcomes.extend(await request.future)
         return outcomes
+
+    @property
+    def _piece_operations(self) -> int:
+        """A long request is queued in pieces no bigger than a shared batch."""
+        return min(self.limits.batch_operations_max, self.limits.shared_batch_operations_max)
 
     def _new_future(self) -> asyncio.Future[list[Outcome]]:
         assert self._loop is not None, "the engine is not started"
@@ -232,9 +240,21 @@ class Engine:
         try:
             await self._gather()
             while self._pending:
-                await self._apply(self._pending.take(self.limits.batch_operations_max))
+                await self._apply(self._pending.take(self._batch_bound()))
         finally:
             self._slots.release()
+
+    def _batch_bound(self) -> int:
+        """The operations the next batch may hold: all a lone caller's batch may, but
+        only a shared batch's while another caller writes too. A caller whose requests
+        come one after another (a teller's, each sent once the last was answered) is
+        not always waiting at the moment a batch is taken, hence the time."""
+        now = time.monotonic()
+        if self._pending.callers > 1:
+            self._shared_until = now + self.limits.shared_batch_seconds
+        elif now >= self._shared_until:
+            return self.limits.batch_operations_max
+        return self._piece_operations
 
     async def _gather(self) -> None:
         """Let the requests the event loop is still bringing in join this batch.

@@ -47,6 +47,11 @@ class FairQueue(Generic[T]):
         lane.operations += size
         self.operations += size
 
+    @property
+    def callers(self) -> int:
+        """How many callers have items waiting."""
+        return len(self._lanes)
+
     def operations_of(self, caller: Hashable) -> int:
         """The operations waiting in `caller`'s lane."""
         lane = self._lanes.get(caller)

@@ -169,6 +169,47 @@ async def test_one_callers_flood_does_not_hold_back_another(tmp_path: Path) -> N
         await engine.close()
 
 
+@pytest.mark.parametrize("shared_seconds", [0.0, 60.0])
+async def test_beside_another_caller_batches_keep_the_shared_bound(
+    tmp_path: Path, shared_seconds: float
+) -> None:
+    limits = Limits(
+        batch_operations_max=40, shared_batch_operations_max=10, shared_batch_seconds=shared_seconds
+    )
+    engine = await open_engine(tmp_path / "kopilka.db", limits)
+
+    async def batches_of_import(prefix: str) -> int:
+        before = engine.stats.batches
+        flood = [Deposit("Ann", 1, prefix, f"{prefix}-{n}") for n in range(100)]
+        await engine.submit_many(flood, caller="importer")
+        return engine.stats.batches - before
+
+    try:
+        await engine.execute(OpenAccount("Ann", 0, None))
+        assert await batches_of_import("alone") == 3  # 40, 40, 20: alone, the full bound
+        before = engine.stats.batches
+        imported = asyncio.ensure_future(
+            engine.submit_many(
+                [Deposit("Ann", 1, "beside", f"beside-{n}") for n in range(100)], caller="importer"
+            )
+        )
+        await asyncio.sleep(0)  # the import is queued, in pieces of ten
+        single = await engine.execute(Deposit("Ann", 7, "counter", "teller-1"), "teller")
+        assert isinstance(single, Operation)
+        ids = [o.id for o in await imported if isinstance(o, Operation)]
+        assert len(ids) == 100
+        # The teller's deposit went in after at most one of the import's batches.
+        assert sum(1 for operation_id in ids if operation_id < single.id) <= 10
+        # Ten, then the teller's one alone (ten more would not fit beside it); then,
+        # alone again, 40, 40, 10, or, within the time, nine batches of ten.
+        assert engine.stats.batches - before == (11 if shared_seconds else 5)
+        # For `shared_batch_seconds` after the teller's write, an import alone keeps to
+        # ten too (the teller's next request may be on its way); after that, forty.
+        assert await batches_of_import("after") == (10 if shared_seconds else 3)
+    finally:
+        await engine.close()
+
+
 async def test_past_half_full_one_caller_leaves_room_for_others(tmp_path: Path) -> None:
     engine = await open_engine(
         tmp_path / "kopilka.db", Limits(batch_operations_max=10, queue_depth_max=100)

@@ -104,6 +104,7 @@ def test_every_item_comes_out_once_in_its_callers_order(steps: list[tuple[str, i
                 waiting[caller] -= item_size
         for caller in "abcd":
             assert queue.operations_of(caller) == waiting.get(caller, 0)
+        assert queue.callers == sum(1 for count in waiting.values() if count)
     assert not queue
     for caller, count in pushed.items():
         assert [item[1] for item in taken if item[0] == caller] == list(range(count))
