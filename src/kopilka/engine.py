@@ -48,10 +48,17 @@ class EngineState(enum.Enum):
 class _Request:
     commands: Sequence[Command]
     future: asyncio.Future[list[Outcome]]
+    # A long request's piece before this one: this one is applied in the same batch as
+    # it, or in one begun after it is done, so the request applies in order.
+    after: asyncio.Future[list[Outcome]] | None = None
 
 
 def _operations_of(request: _Request) -> int:
     return len(request.commands)
+
+
+def _is_ready(request: _Request) -> bool:
+    return request.after is None or request.after.done()
 
 
 @dataclass(slots=True)
@@ -76,7 +83,7 @@ class Engine:
         self.state = EngineState.CREATED
         self.stats = BatchStats()
         # Each caller's requests in order, callers in turn (see fair_queue).
-        self._pending: FairQueue[_Request] = FairQueue(_operations_of)
+        self._pending: FairQueue[_Request] = FairQueue(_operations_of, _is_ready)
         self._wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -185,10 +192,12 @@ class Engine:
         piece = self._piece_operations
         if len(commands) <= piece:
             return await self._enqueue(commands, caller)
-        requests = [
-            _Request(commands[start : start + piece], self._new_future())
-            for start in range(0, len(commands), piece)
-        ]
+        requests: list[_Request] = []
+        for start in range(0, len(commands), piece):
+            after = requests[-1].future if requests else None
+            if after is not None:  # the next piece becomes ready: the writer may wait
+                after.add_done_callback(self._wake_writer)
+            requests.append(_Request(commands[start : start + piece], self._new_future(), after))
         for request in requests:
             self._pending.push(caller, request)
         self._wakeup.set()
@@ -201,6 +210,9 @@ class Engine:
     def _piece_operations(self) -> int:
         """A long request is queued in pieces no bigger than a shared batch."""
         return min(self.limits.batch_operations_max, self.limits.shared_batch_operations_max)
+
+    def _wake_writer(self, _: object) -> None:
+        self._wakeup.set()
 
     def _new_future(self) -> asyncio.Future[list[Outcome]]:
         assert self._loop is not None, "the engine is not started"
@@ -215,14 +227,15 @@ class Engine:
 
     async def _run(self) -> None:
         while True:
-            if not self._pending:
-                if self.state is not EngineState.RUNNING:
+            if not self._pending.any_ready():
+                # Empty, or only pieces waiting for a batch in flight (it wakes us).
+                if not self._pending and self.state is not EngineState.RUNNING:
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             await self._slots.acquire()
-            if not self._pending:  # taken meanwhile by a drain that was still running
+            if not self._pending.any_ready():  # taken meanwhile by a drain still running
                 self._slots.release()
                 continue
             task = asyncio.create_task(self._drain())
@@ -239,7 +252,7 @@ class Engine:
         """
         try:
             await self._gather()
-            while self._pending:
+            while self._pending.any_ready():
                 await self._apply(self._pending.take(self._batch_bound()))
         finally:
             self._slots.release()

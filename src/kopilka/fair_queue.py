@@ -10,6 +10,12 @@ A caller's own requests keep their order.
 
 The queue also counts each caller's operations, so that the engine can keep a caller
 from taking all of its room while others wait (see Engine._check_accepting).
+
+An item may have to wait for the one before it in its lane (a long request's next
+piece, on a store with two batches in flight: applied beside the piece before it, it
+could lock an account first). Such an item is not `ready`: it goes in a batch right
+behind the item before it, or once that item's batch is done, never in a batch of its
+own while that one is still in flight.
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ class _Lane(Generic[T]):
 
 
 class FairQueue(Generic[T]):
-    def __init__(self, size: Callable[[T], int]) -> None:
+    def __init__(
+        self, size: Callable[[T], int], ready: Callable[[T], bool] = lambda item: True
+    ) -> None:
         self._size = size  # an item's operations, which a batch bounds
+        self._ready = ready  # False: only right behind the item before it (see above)
         # The lanes in their turn: the first is served first; only non-empty ones.
         self._lanes: dict[Hashable, _Lane[T]] = {}
         self.operations = 0
@@ -47,6 +56,11 @@ class FairQueue(Generic[T]):
         lane.operations += size
         self.operations += size
 
+    def any_ready(self) -> bool:
+        """Whether a batch could be taken now: some lane's first item is ready."""
+        ready = self._ready
+        return any(ready(lane.items[0]) for lane in self._lanes.values())
+
     @property
     def callers(self) -> int:
         """How many callers have items waiting."""
@@ -58,33 +72,40 @@ class FairQueue(Generic[T]):
         return 0 if lane is None else lane.operations
 
     def take(self, operations_max: int) -> list[T]:
-        """Items of at most `operations_max` operations (one item at least, however big),
-        taken from the lanes in turn."""
-        lanes = self._lanes
+        """Items of at most `operations_max` operations (one item at least, however big,
+        if any is ready), taken from the lanes in turn."""
+        lanes, ready = self._lanes, self._ready
         taken: list[T] = []
         size = 0
+        served: set[Hashable] = set()  # lanes with an item in this batch
         while lanes:
             if len(lanes) == 1:
                 # The only lane left in the turn (the one caller, most of the time): its
                 # items in order, as long as they fit.
                 ((caller, lane),) = lanes.items()
+                if caller not in served and not ready(lane.items[0]):
+                    break
                 while caller in lanes:
                     item_size = self._size(lane.items[0])
                     if taken and size + item_size > operations_max:
                         break
                     size += self._pop(caller, lane, item_size, taken)
                 break
-            served = False
+            served_now = False
             for caller in list(lanes):
                 lane = lanes[caller]
-                item_size = self._size(lane.items[0])
+                head = lane.items[0]
+                if caller not in served and not ready(head):
+                    continue  # keeps its place in the turn
+                item_size = self._size(head)
                 if taken and size + item_size > operations_max:
                     continue  # keeps its place in the turn; a smaller one may still fit
                 size += self._pop(caller, lane, item_size, taken)
-                served = True
+                served.add(caller)
+                served_now = True
                 if caller in lanes:
                     lanes[caller] = lanes.pop(caller)  # to the back of the turn
-            if not served:
+            if not served_now:
                 break
         self.operations -= size
         return taken

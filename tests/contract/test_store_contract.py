@@ -707,6 +707,21 @@ async def test_a_claimed_request_longer_than_a_batch(
         await engine.close()
 
 
+async def test_a_long_request_applies_in_order(backend: Backend) -> None:
+    # Pieces of ten: the second piece withdraws what the first deposited into an
+    # account the first opened. On a store with two batches in flight, the second
+    # piece must not be applied beside the first, before it committed.
+    engine = await backend.start_engine(Limits(batch_operations_max=10))
+    try:
+        deposits = [Deposit(JOHN, 10, f"d{n}", f"in-{n}", open_account=True) for n in range(10)]
+        withdrawals = [Withdraw(JOHN, 10, f"w{n}", f"out-{n}") for n in range(10)]
+        outcomes = await engine.submit_many([*deposits, *withdrawals])
+        assert [type(outcome) for outcome in outcomes] == [Operation] * 20, outcomes
+        assert await balance(engine, JOHN) == 0
+    finally:
+        await engine.close()
+
+
 async def test_a_claimed_account_opening_replays_as_opened(engine: Engine) -> None:
     store = engine.store
     claim = ClaimKey("main", "open-john", "d1", covers=1)

@@ -37,6 +37,28 @@ def test_an_item_over_the_bound_goes_alone() -> None:
     assert [item[1] for item in queue.take(10)] == [1]
 
 
+def test_an_item_that_is_not_ready_only_follows_the_one_before_it() -> None:
+    done: set[tuple[str, int]] = set()  # items whose batch is done
+    # Each of ann's items waits for the one before it; bob's are always ready.
+    queue: FairQueue[Item] = FairQueue(
+        lambda item: item[2],
+        lambda item: item[0] != "ann" or item[1] == 0 or ("ann", item[1] - 1) in done,
+    )
+    for number in range(3):
+        push(queue, "ann", number, 4)
+    push(queue, "bob", 0, 1)
+    first = queue.take(9)  # ann's second goes right behind her first
+    assert [item[:2] for item in first] == [("ann", 0), ("bob", 0), ("ann", 1)]
+    assert queue.any_ready() is False
+    assert queue.take(8) == []  # ann's third waits for that batch, not beside it
+    push(queue, "bob", 1, 1)
+    assert queue.any_ready() is True
+    assert [item[:2] for item in queue.take(8)] == [("bob", 1)]
+    done.update(item[:2] for item in first)
+    assert [item[:2] for item in queue.take(8)] == [("ann", 2)]
+    assert not queue and queue.operations == 0
+
+
 def test_callers_take_turns() -> None:
     queue = make_queue()
     for number in range(3):
