@@ -130,3 +130,60 @@ def test_every_item_comes_out_once_in_its_callers_order(steps: list[tuple[str, i
     assert not queue
     for caller, count in pushed.items():
         assert [item[1] for item in taken if item[0] == caller] == list(range(count))
+
+
+@given(
+    st.lists(
+        st.one_of(
+            # a push; True: the item is a piece that must follow the caller's one before
+            st.tuples(st.sampled_from("abc"), st.integers(1, 12), st.booleans()),
+            st.integers(1, 20),  # a take, with its bound: a batch now in flight
+            st.just("done"),  # the oldest batch in flight is done
+        ),
+        max_size=60,
+    )
+)
+def test_a_piece_never_goes_beside_a_batch_in_flight_before_it(
+    steps: list[tuple[str, int, bool] | int | str],
+) -> None:
+    done: set[tuple[str, int]] = set()
+    follows: set[tuple[str, int]] = set()
+    queue: FairQueue[Item] = FairQueue(
+        lambda item: item[2],
+        lambda item: item[:2] not in follows or (item[0], item[1] - 1) in done,
+    )
+    pushed: dict[str, int] = {}
+    in_flight: list[list[Item]] = []
+    taken: list[Item] = []
+
+    def take(bound: int) -> None:
+        ready = queue.any_ready()
+        batch = queue.take(bound)
+        assert bool(batch) == ready
+        assert len(batch) <= 1 or sum(item[2] for item in batch) <= bound
+        keys = {item[:2] for item in batch}
+        for caller, number, _ in batch:
+            if (caller, number) in follows:
+                assert (caller, number - 1) in keys | done
+        in_flight.append(batch)
+        taken.extend(batch)
+
+    for step in steps:
+        if isinstance(step, tuple):
+            caller, size, piece = step
+            number = pushed.get(caller, 0)
+            if piece and number > 0:
+                follows.add((caller, number))
+            push(queue, caller, number, size)
+            pushed[caller] = number + 1
+        elif isinstance(step, int):
+            take(step)
+        elif in_flight:
+            done.update(item[:2] for item in in_flight.pop(0))
+    while queue:  # every batch done, then the rest taken
+        while in_flight:
+            done.update(item[:2] for item in in_flight.pop(0))
+        assert queue.any_ready()  # with nothing in flight, some item can always go
+        take(1_000_000)
+    for caller, count in pushed.items():
+        assert [item[1] for item in taken if item[0] == caller] == list(range(count))
