@@ -50,7 +50,8 @@ class _Request:
     future: asyncio.Future[list[Outcome]]
     # A long request's piece before this one: this one is applied in the same batch as
     # it, or in one begun after it is done, so the request applies in order.
-    after: asyncio.Future[list[Outcome]] | None = None
+    after: _Request | None = None
+    done: bool = False  # its batch was applied (or failed)
 
 
 def _operations_of(request: _Request) -> int:
@@ -58,7 +59,9 @@ def _operations_of(request: _Request) -> int:
 
 
 def _is_ready(request: _Request) -> bool:
-    return request.after is None or request.after.done()
+    # Not the caller's future: a caller that gave up must not let the next piece go
+    # beside this one. The drain that applied it takes the next one itself.
+    return request.after is None or request.after.done
 
 
 @dataclass(slots=True)
@@ -194,9 +197,7 @@ class Engine:
             return await self._enqueue(commands, caller)
         requests: list[_Request] = []
         for start in range(0, len(commands), piece):
-            after = requests[-1].future if requests else None
-            if after is not None:  # the next piece becomes ready: the writer may wait
-                after.add_done_callback(self._wake_writer)
+            after = requests[-1] if requests else None
             requests.append(_Request(commands[start : start + piece], self._new_future(), after))
         for request in requests:
             self._pending.push(caller, request)
@@ -210,9 +211,6 @@ class Engine:
     def _piece_operations(self) -> int:
         """A long request is queued in pieces no bigger than a shared batch."""
         return min(self.limits.batch_operations_max, self.limits.shared_batch_operations_max)
-
-    def _wake_writer(self, _: object) -> None:
-        self._wakeup.set()
 
     def _new_future(self) -> asyncio.Future[list[Outcome]]:
         assert self._loop is not None, "the engine is not started"
@@ -228,7 +226,7 @@ class Engine:
     async def _run(self) -> None:
         while True:
             if not self._pending.any_ready():
-                # Empty, or only pieces waiting for a batch in flight (it wakes us).
+                # Empty, or only pieces behind a batch in flight (whose drain takes them).
                 if not self._pending and self.state is not EngineState.RUNNING:
                     return
                 self._wakeup.clear()
@@ -315,6 +313,7 @@ class Engine:
         start = 0
         for request in batch:
             end = start + len(request.commands)
+            request.done = True
             if not request.future.done():  # a caller may have been cancelled
                 request.future.set_result(outcomes[start:end])
             start = end
@@ -322,6 +321,7 @@ class Engine:
     @staticmethod
     def _fail(batch: list[_Request], error: KopilkaError) -> None:
         for request in batch:
+            request.done = True
             if not request.future.done():
                 request.future.set_exception(error)
 

@@ -722,6 +722,29 @@ async def test_a_long_request_applies_in_order(backend: Backend) -> None:
         await engine.close()
 
 
+async def test_a_long_request_whose_caller_gave_up_still_applies_in_order(
+    backend: Backend,
+) -> None:
+    engine = await backend.start_engine(Limits(batch_operations_max=10))
+    try:
+        deposits = [Deposit(JOHN, 10, f"d{n}", f"in-{n}", open_account=True) for n in range(10)]
+        withdrawals = [Withdraw(JOHN, 10, f"w{n}", f"out-{n}") for n in range(10)]
+        before = engine.stats.operations
+        request = asyncio.ensure_future(engine.submit_many([*deposits, *withdrawals]))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the first piece is taken
+        request.cancel()
+        for _ in range(500):
+            if engine.stats.operations - before >= 20:
+                break
+            await asyncio.sleep(0.01)
+        # Both pieces applied, the second after the first: every withdrawal went through.
+        assert engine.stats.operations - before == 20
+        assert await balance(engine, JOHN) == 0
+    finally:
+        await engine.close()
+
+
 async def test_a_claimed_account_opening_replays_as_opened(engine: Engine) -> None:
     store = engine.store
     claim = ClaimKey("main", "open-john", "d1", covers=1)
