@@ -9,10 +9,10 @@ from dataclasses import dataclass
 class Limits:
     # Operations applied in one database transaction.
     batch_operations_max: int = 8_000
-    # ... while another caller is writing too (waiting now, or in a batch within the
-    # last `shared_batch_seconds`). Everyone in a batch waits for all of it: beside an
-    # import, a teller's transfer waits for batches of 2,000, not of 8,000. Requests are
-    # queued in pieces of this size, so that a lone caller's batch is four of them.
+    # Operations in one transaction while another caller writes too (waiting now, or in
+    # a batch within the last `shared_batch_seconds`). Everyone in a batch waits for all
+    # of it: beside an import, a teller's transfer waits for batches of 2,000, not of
+    # 8,000. Requests are queued in pieces of this size; a lone caller's batch takes four.
     shared_batch_operations_max: int = 2_000
     shared_batch_seconds: float = 1.0
     # Requests waiting for the writer; past this, new ones are refused with `busy`.

@@ -707,15 +707,20 @@ async def test_a_claimed_request_longer_than_a_batch(
         await engine.close()
 
 
+def open_then_empty() -> list[Command]:
+    """Ten deposits that open John's account, then ten withdrawals that empty it."""
+    deposits = [Deposit(JOHN, 10, f"d{n}", f"in-{n}", open_account=True) for n in range(10)]
+    withdrawals = [Withdraw(JOHN, 10, f"w{n}", f"out-{n}") for n in range(10)]
+    return [*deposits, *withdrawals]
+
+
 async def test_a_long_request_applies_in_order(backend: Backend) -> None:
     # Pieces of ten: the second piece withdraws what the first deposited into an
     # account the first opened. On a store with two batches in flight, the second
     # piece must not be applied beside the first, before it committed.
     engine = await backend.start_engine(Limits(batch_operations_max=10))
     try:
-        deposits = [Deposit(JOHN, 10, f"d{n}", f"in-{n}", open_account=True) for n in range(10)]
-        withdrawals = [Withdraw(JOHN, 10, f"w{n}", f"out-{n}") for n in range(10)]
-        outcomes = await engine.submit_many([*deposits, *withdrawals])
+        outcomes = await engine.submit_many(open_then_empty())
         assert [type(outcome) for outcome in outcomes] == [Operation] * 20, outcomes
         assert await balance(engine, JOHN) == 0
     finally:
@@ -727,10 +732,8 @@ async def test_a_long_request_whose_caller_gave_up_still_applies_in_order(
 ) -> None:
     engine = await backend.start_engine(Limits(batch_operations_max=10))
     try:
-        deposits = [Deposit(JOHN, 10, f"d{n}", f"in-{n}", open_account=True) for n in range(10)]
-        withdrawals = [Withdraw(JOHN, 10, f"w{n}", f"out-{n}") for n in range(10)]
         before = engine.stats.operations
-        request = asyncio.ensure_future(engine.submit_many([*deposits, *withdrawals]))
+        request = asyncio.ensure_future(engine.submit_many(open_then_empty()))
         for _ in range(5):
             await asyncio.sleep(0)  # the first piece is taken
         request.cancel()

@@ -178,21 +178,19 @@ async def test_beside_another_caller_batches_keep_the_shared_bound(
     )
     engine = await open_engine(tmp_path / "kopilka.db", limits)
 
+    def flood(prefix: str) -> list[Command]:
+        return [Deposit("Ann", 1, prefix, f"{prefix}-{n}") for n in range(100)]
+
     async def batches_of_import(prefix: str) -> int:
         before = engine.stats.batches
-        flood = [Deposit("Ann", 1, prefix, f"{prefix}-{n}") for n in range(100)]
-        await engine.submit_many(flood, caller="importer")
+        await engine.submit_many(flood(prefix), caller="importer")
         return engine.stats.batches - before
 
     try:
         await engine.execute(OpenAccount("Ann", 0, None))
         assert await batches_of_import("alone") == 3  # 40, 40, 20: alone, the full bound
         before = engine.stats.batches
-        imported = asyncio.ensure_future(
-            engine.submit_many(
-                [Deposit("Ann", 1, "beside", f"beside-{n}") for n in range(100)], caller="importer"
-            )
-        )
+        imported = asyncio.ensure_future(engine.submit_many(flood("beside"), caller="importer"))
         await asyncio.sleep(0)  # the import is queued, in pieces of ten
         single = await engine.execute(Deposit("Ann", 7, "counter", "teller-1"), "teller")
         assert isinstance(single, Operation)
