@@ -21,12 +21,14 @@ pytestmark = pytest.mark.postgres
 
 
 class Relay:
-    """Forwards TCP to PostgreSQL; when armed, swallows the server's reply to the next
-    COMMIT and cuts that connection: the commit happened, the client never hears it."""
+    """Forwards TCP to PostgreSQL; when armed, swallows the server's next reply that
+    carries the command tag `cut_at` and cuts that connection: the command completed
+    (and committed), the client never hears it."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.armed = False
+        self.cut_at = b"COMMIT"
         self.cuts = 0
         self._server: asyncio.Server | None = None
 
@@ -55,8 +57,8 @@ class Relay:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, watch: bool
     ) -> None:
         while data := await reader.read(65_536):
-            # CommandComplete carries the tag "COMMIT" followed by a zero byte.
-            if watch and self.armed and b"COMMIT\x00" in data:
+            # CommandComplete carries the tag ("COMMIT", "SELECT 1") and a zero byte.
+            if watch and self.armed and self.cut_at + b"\x00" in data:
                 self.armed = False
                 self.cuts += 1
                 return
@@ -76,24 +78,34 @@ async def relayed(url: str) -> AsyncIterator[tuple[Relay, str]]:
         await relay.close()
 
 
+@pytest.mark.parametrize(
+    ("client", "cut_at"),
+    [
+        # A new account: the batch locks, writes, then COMMITs, whose answer is lost.
+        ("Bob", b"COMMIT"),
+        # An account the store knows: the batch is one statement, committed on its own.
+        ("Ann", b"SELECT 1"),
+    ],
+)
 async def test_a_commit_whose_answer_is_lost_is_settled_without_applying_twice(
-    postgres_url: str,
+    postgres_url: str, client: str, cut_at: bytes
 ) -> None:
     async with relayed(postgres_url) as (relay, url), Engine(PostgresStore(url)) as engine:
         first = await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
         assert isinstance(first, Operation)
-        relay.armed = True
-        outcome = await engine.execute(Deposit("Ann", 250, "lost answer", "k1"))
+        relay.armed, relay.cut_at = True, cut_at
+        outcome = await engine.execute(Deposit(client, 250, "lost answer", "k1"))
         assert relay.cuts == 1
         # The store asked the server: committed. The caller gets the original answer.
         assert isinstance(outcome, Operation), outcome
         assert not outcome.replayed
-        assert outcome.credit_balance_after_cents == 1_250
-        again = await engine.execute(Deposit("Ann", 250, "lost answer", "k1"))
+        balance_after = 250 if client == "Bob" else 1_250
+        assert outcome.credit_balance_after_cents == balance_after
+        again = await engine.execute(Deposit(client, 250, "lost answer", "k1"))
         assert isinstance(again, Operation)
         assert again.replayed
         assert again.id == outcome.id
-        assert (await engine.get_account("main", "Ann")).balance_cents == 1_250
+        assert (await engine.get_account("main", client)).balance_cents == balance_after
     connection = await asyncpg.connect(postgres_url)
     try:
         assert await connection.fetchval("SELECT count(*) FROM operations") == 2
@@ -102,8 +114,16 @@ async def test_a_commit_whose_answer_is_lost_is_settled_without_applying_twice(
         await connection.close()
 
 
+@pytest.mark.parametrize(
+    ("client", "statement"),
+    [
+        ("Bob", "COMMIT;"),  # a new account: locked, written, then COMMIT
+        # A known account: the batch is one statement, and its COMMIT that statement's.
+        ("Ann", "%WITH batch AS MATERIALIZED%"),
+    ],
+)
 async def test_a_commit_rolled_back_with_its_connection_is_retried_once(
-    postgres_url: str,
+    postgres_url: str, client: str, statement: str
 ) -> None:
     """A COMMIT held up in the server (a deferred trigger) when its session is
     terminated: the transaction aborts, the store says so, the engine applies it anew."""
@@ -117,14 +137,15 @@ async def test_a_commit_rolled_back_with_its_connection_is_retried_once(
                 " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON operations"
                 " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
             )
-            deposit = asyncio.create_task(engine.execute(Deposit("Ann", 5, "slow", "k1")))
+            deposit = asyncio.create_task(engine.execute(Deposit(client, 5, "slow", "k1")))
             terminated = False
             for _ in range(100):
                 await asyncio.sleep(0.02)
                 terminated = await admin.fetchval(
                     "SELECT bool_or(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                    " WHERE application_name = 'kopilka' AND query = 'COMMIT;'"
-                    " AND state = 'active'"
+                    " WHERE application_name = 'kopilka' AND query LIKE $1"
+                    " AND state = 'active'",
+                    statement,
                 )
                 if terminated:
                     break
@@ -138,7 +159,8 @@ async def test_a_commit_rolled_back_with_its_connection_is_retried_once(
             )
         finally:
             await admin.close()
-        assert (await engine.get_account("main", "Ann")).balance_cents == 1_005
+        balance = 5 if client == "Bob" else 1_005
+        assert (await engine.get_account("main", client)).balance_cents == balance
 
 
 async def test_pooled_connections_left_stale_by_a_restart_are_replaced(

@@ -151,6 +151,21 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # 6: a revision per account, new at every write of it. A batch planned on a
+    # process's own last view of its accounts is written only where each account is
+    # still at the revision (and balance) it was planned on; otherwise the statement
+    # calls kopilka_replan(), which fails it whole, and the batch is planned again
+    # from locked rows (store/postgres_accounts.py). Writers draw revisions at
+    # random, so a failed batch's revisions are never met again.
+    """
+    ALTER TABLE accounts ADD COLUMN revision bigint NOT NULL DEFAULT 0;
+    CREATE OR REPLACE FUNCTION kopilka_replan() RETURNS text LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'the accounts of this batch changed since it was planned'
+            USING ERRCODE = 'serialization_failure';
+    END
+    $$;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,157 @@
+"""What a PostgreSQL store process knows of the accounts it has used.
+
+An account's id and opening time never change: a batch locks by primary key and
+reads back only what may have changed. Its balance, limits and revision as this
+process last read or wrote them are a hint, never trusted: a batch that only
+moves money between accounts known here is planned on the hint and written in
+one statement that checks each account's revision and balance first, and fails
+as a whole if any has moved (another process wrote it, or a batch planned on it
+failed). Such a batch is then planned again from locked rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from kopilka.domain.model import Account
+from kopilka.domain.rules import AccountKey
+from kopilka.errors import RetryableStoreError
+
+if TYPE_CHECKING:
+    from asyncpg import Connection
+
+# Accounts are locked by id, in id order, in every batch of every process: batches
+# that share accounts wait for each other but never deadlock. Only the columns that
+# change are read; an account's id, names and opening time never do.
+# Joined from the id list, not `id = ANY($1)`: after a lock wait PostgreSQL rechecks
+# the condition on each updated row, and ANY over thousands of ids made that quadratic.
+_LOCK_ACCOUNTS = """
+SELECT a.id, a.balance, a.min_balance, a.max_balance, a.revision
+FROM unnest($1::bigint[]) AS k(id) JOIN accounts AS a ON a.id = k.id
+ORDER BY a.id FOR UPDATE OF a
+"""
+
+# Ids of accounts not yet known to this process: no lock needed, as they never change.
+_FIND_ACCOUNTS = """
+SELECT id, client, created_at FROM accounts WHERE ledger = $1 AND client = ANY($2::text[])
+"""
+
+
+@dataclass(slots=True)
+class _Known:
+    id: int
+    created_at: datetime
+    # The last state seen or written; None until a batch has locked or written it.
+    balance_cents: int = 0
+    min_balance_cents: int = 0
+    max_balance_cents: int | None = None
+    revision: int | None = None
+
+
+class AccountCache:
+    """(ledger, client) -> what this process knows of the account. Bounded: past the
+    limit the oldest half is forgotten and read again when needed.
+
+    An id whose row has gone (another process dropped a sandbox ledger) is forgotten
+    and the batch retried, which then looks the client up by name.
+    """
+
+    def __init__(self, size_max: int) -> None:
+        assert size_max >= 1
+        self._known: dict[AccountKey, _Known] = {}
+        self._size_max = size_max
+
+    async def lock(
+        self, connection: Connection, keys: set[AccountKey]
+    ) -> tuple[dict[AccountKey, Account], dict[int, int]]:
+        """Lock the existing accounts among `keys` in id order; absent ones are new.
+
+        Returns the accounts and, by id, each one's revision as locked.
+        """
+        known = self._known
+        missing = [key for key in keys if key not in known]
+        if missing:
+            await self._find(connection, missing)
+        by_id = {known[key].id: key for key in keys if key in known}
+        rows = await connection.fetch(_LOCK_ACCOUNTS, sorted(by_id))
+        accounts: dict[AccountKey, Account] = {}
+        revisions: dict[int, int] = {}
+        for account_id, balance, floor, cap, revision in rows:
+            ledger, client = key = by_id.pop(account_id)
+            created_at = known[key].created_at
+            accounts[key] = Account(ledger, client, balance, floor, cap, created_at, account_id)
+            revisions[account_id] = revision
+        if by_id:
+            for key in by_id.values():
+                del known[key]
+            raise RetryableStoreError("an account was removed by another process")
+        self._trim()  # only now: the ids this batch uses were needed until here
+        return accounts, revisions
+
+    async def _find(self, connection: Connection, keys: list[AccountKey]) -> None:
+        clients_by_ledger: dict[str, list[str]] = {}
+        for ledger, client in keys:
+            clients_by_ledger.setdefault(ledger, []).append(client)
+        for ledger, clients in clients_by_ledger.items():
+            for account_id, client, created_at in await connection.fetch(
+                _FIND_ACCOUNTS, ledger, clients
+            ):
+                self._known[(ledger, client)] = _Known(account_id, created_at)
+
+    def hinted(
+        self, keys: set[AccountKey]
+    ) -> tuple[dict[AccountKey, Account], dict[int, int]] | None:
+        """The accounts as last seen, and their revisions; None if any is not known."""
+        accounts: dict[AccountKey, Account] = {}
+        revisions: dict[int, int] = {}
+        known = self._known
+        for key in keys:
+            entry = known.get(key)
+            if entry is None or entry.revision is None:
+                return None
+            accounts[key] = Account(
+                key[0],
+                key[1],
+                entry.balance_cents,
+                entry.min_balance_cents,
+                entry.max_balance_cents,
+                entry.created_at,
+                entry.id,
+            )
+            revisions[entry.id] = entry.revision
+        return accounts, revisions
+
+    def remember(self, accounts: list[Account], revisions: dict[int, int]) -> None:
+        """Accounts as a batch left them: `revisions` by id (an account without one
+        there is new: revision 0)."""
+        known = self._known
+        for account in accounts:
+            assert account.id != 0
+            known[(account.ledger, account.client)] = _Known(
+                account.id,
+                account.created_at,
+                account.balance_cents,
+                account.min_balance_cents,
+                account.max_balance_cents,
+                revisions.get(account.id, 0),
+            )
+        self._trim()
+
+    def forget_states(self, keys: set[AccountKey]) -> None:
+        """The states of `keys` may be wrong: the next batch locks and reads them."""
+        for key in keys:
+            entry = self._known.get(key)
+            if entry is not None:
+                entry.revision = None
+
+    def forget_ledger(self, ledger: str) -> None:
+        for key in [key for key in self._known if key[0] == ledger]:
+            del self._known[key]
+
+    def _trim(self) -> None:
+        if len(self._known) > self._size_max:
+            oldest = list(self._known)[: len(self._known) // 2]
+            for key in oldest:
+                del self._known[key]

@@ -1,0 +1,134 @@
+"""A PostgreSQL store plans a batch that only moves money between accounts it knows on
+its own last view of them, and writes it in one statement that checks each account
+first. Two stores on one database stand for two processes: whatever one of them
+changes, the other's view of it never decides an outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+import pytest
+from tests.integration.test_postgres_load import check_ledger
+
+from kopilka.domain.model import (
+    Command,
+    Deposit,
+    OpenAccount,
+    Operation,
+    Outcome,
+    SetLimits,
+    Transfer,
+    Withdraw,
+)
+from kopilka.errors import KopilkaError
+from kopilka.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def stores(postgres_url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
+    """Two stores on one database, both knowing Ann (cap 1,000) and Bob."""
+    first, second = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    await first.open()
+    await second.open()
+    try:
+        await apply(first, OpenAccount("Ann", 0, 100_000), Deposit("Ann", 10_000, "", "open-a"))
+        await apply(first, OpenAccount("Bob", 0, None))
+        await apply(second, Deposit("Ann", 1, "", "seen-a"), Deposit("Bob", 1, "", "seen-b"))
+        await apply(first, Deposit("Ann", 1, "", "seen-a2"), Deposit("Bob", 1, "", "seen-b2"))
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def apply(store: PostgresStore, *commands: Command) -> list[Outcome]:
+    outcomes = await store.apply(commands)
+    assert not [o for o in outcomes if isinstance(o, KopilkaError)], outcomes
+    return outcomes
+
+
+async def balance(url: str, client: str) -> int:
+    connection = await asyncpg.connect(url)
+    try:
+        found = await connection.fetchval("SELECT balance FROM accounts WHERE client = $1", client)
+        return int(found)
+    finally:
+        await connection.close()
+
+
+def codes(outcomes: Sequence[Outcome]) -> list[str]:
+    """An operation's kind, or a refusal's code."""
+    return [o.kind if isinstance(o, Operation) else getattr(o, "code", "?") for o in outcomes]
+
+
+async def test_a_cap_lowered_by_another_process_refuses_what_the_old_view_allowed(
+    stores: tuple[PostgresStore, PostgresStore], postgres_url: str
+) -> None:
+    """The deposit fits the cap this store last saw, not the new one; the withdrawal
+    after it brings the balance back under both, so no CHECK would notice."""
+    first, second = stores
+    await apply(second, SetLimits("Ann", max_balance_cents=10_500))
+    outcomes = await first.apply(
+        [Deposit("Ann", 1_000, "", "over-cap"), Withdraw("Ann", 1_000, "", "back")]
+    )
+    assert codes(outcomes) == ["cap_exceeded", "withdrawal"]
+    assert await balance(postgres_url, "Ann") == 10_002 - 1_000
+    await check_ledger(postgres_url)
+
+
+async def test_a_balance_moved_and_moved_back_is_still_not_the_one_planned_on(
+    stores: tuple[PostgresStore, PostgresStore], postgres_url: str
+) -> None:
+    """Another process moves Ann's money out and back between this store's plan and
+    its write: same balance, later entries. Written as planned, the batch's entries
+    would come before those in time and their running balances would not add up."""
+    first, second = stores
+    commands = [Deposit("Ann", 500, "", "planned")]
+    planned = first._plan_on_known_accounts(commands)
+    assert planned is not None
+    await apply(second, Withdraw("Ann", 300, "", "out"))
+    await apply(second, Deposit("Ann", 300, "", "back"))
+    assert await first._write_planned(commands, planned) is None  # nothing written
+    outcomes = await first.apply(commands)
+    assert codes(outcomes) == ["deposit"]
+    assert isinstance(outcomes[0], Operation)
+    assert outcomes[0].credit_balance_after_cents == 10_002 + 500
+    await check_ledger(postgres_url)
+
+
+async def test_a_batch_planned_on_a_failed_one_fails_with_it(
+    stores: tuple[PostgresStore, PostgresStore], postgres_url: str
+) -> None:
+    """Batches are planned one on another's outcome before either is written. When the
+    first cannot be written, the second, planned on it, is not written either."""
+    first, second = stores
+    one = [Transfer("Ann", "Bob", 2_000, "", "one")]
+    two = [Transfer("Bob", "Ann", 1_500, "", "two")]
+    planned_one = first._plan_on_known_accounts(one)
+    planned_two = first._plan_on_known_accounts(two)  # Bob's 1,500 come from `one`
+    assert planned_one is not None and planned_two is not None
+    await apply(second, Withdraw("Ann", 9_000, "", "elsewhere"))
+    assert await first._write_planned(one, planned_one) is None
+    assert await first._write_planned(two, planned_two) is None
+    assert codes(await first.apply(one)) == ["insufficient_funds"]
+    assert codes(await first.apply(two)) == ["insufficient_funds"]  # Bob has 2 cents
+    assert await balance(postgres_url, "Ann") == 10_002 - 9_000
+    await check_ledger(postgres_url)
+
+
+async def test_batches_planned_one_on_another_are_written_in_order(
+    stores: tuple[PostgresStore, PostgresStore], postgres_url: str
+) -> None:
+    first, _ = stores
+    batches = [[Transfer("Ann", "Bob", 100 * n, "", f"t{n}")] for n in range(1, 6)]
+    planned = [first._plan_on_known_accounts(batch) for batch in batches]
+    for batch, plan in zip(batches, planned, strict=True):
+        assert plan is not None
+        outcomes = await first._write_planned(batch, plan)
+        assert outcomes is not None and codes(outcomes) == ["transfer"]
+    assert await balance(postgres_url, "Bob") == 2 + 1_500
+    await check_ledger(postgres_url)
