@@ -466,37 +466,55 @@ class PostgresStore:
         hinted = self._accounts.hinted(keys)
         if hinted is None:
             return None
-        accounts, revisions = hinted
+        accounts, revisions, writers = hinted
         before = {a.id: (a.balance_cents, revisions[a.id]) for a in accounts.values()}
         plan = plan_batch(commands, accounts, {}, self._clock.now())
         if plan.new_accounts or plan.refusals or plan.claims:
             return None
-        planned = _PlannedBatch(plan, keys, before, _new_revisions(plan.changed_accounts))
-        self._accounts.remember(plan.changed_accounts, planned.revisions)
+        planned = _PlannedBatch(
+            plan,
+            keys,
+            before,
+            _new_revisions(plan.changed_accounts),
+            writers,
+            asyncio.get_running_loop().create_future(),
+        )
+        self._accounts.remember(plan.changed_accounts, planned.revisions, planned.written)
         return planned
 
     async def _write_planned(
         self, commands: Sequence[Command], planned: _PlannedBatch
     ) -> list[Outcome] | None:
-        """Write a plan made on known accounts in one statement, committed on its own.
+        """Write a plan made on known accounts in one statement, committed on its own,
+        once the batches it was planned on are written.
 
         None when the accounts were not as planned (or the statement failed for
         another reason): nothing was written, and the batch is planned again.
         """
-        if not planned.plan.operations:
-            return planned.plan.outcomes  # every command was refused as bad input
+        written = False
         try:
-            async with self._connection() as connection:
-                operation_ids = await _write_planned_batch(connection, planned)
-        except _CONNECTION_LOST:
-            self._accounts.forget_states(planned.keys)
-            return await self._settle_planned(commands, planned.plan)
-        except (asyncpg.PostgresError, Unavailable):
-            self._accounts.forget_states(planned.keys)
-            return None
-        except BaseException:
-            self._accounts.forget_states(planned.keys)
-            raise
+            if not planned.plan.operations:
+                written = True
+                return planned.plan.outcomes  # every command was refused as bad input
+            if planned.after and not all(await asyncio.gather(*planned.after)):
+                self._accounts.forget_states(planned.keys)
+                return None  # planned on a batch that was not written
+            try:
+                async with self._connection() as connection:
+                    operation_ids = await _write_planned_batch(connection, planned)
+            except _CONNECTION_LOST:
+                self._accounts.forget_states(planned.keys)
+                return await self._settle_planned(commands, planned.plan)
+            except (asyncpg.PostgresError, Unavailable):
+                self._accounts.forget_states(planned.keys)
+                return None
+            except BaseException:
+                self._accounts.forget_states(planned.keys)
+                raise
+            written = True
+        finally:
+            # Before anything else runs: a batch planned on this one is waiting.
+            planned.written.set_result(written)
         plan = planned.plan
         for operation, operation_id in zip(plan.operations, operation_ids, strict=True):
             operation.id = operation_id
@@ -799,6 +817,8 @@ class _PlannedBatch:
     keys: set[AccountKey]
     before: dict[int, tuple[int, int]]  # by account id: the balance and revision planned on
     revisions: dict[int, int]  # by account id: the new revision of each changed account
+    after: set[asyncio.Future[bool]]  # the batches still being written it was planned on
+    written: asyncio.Future[bool]  # done when this one is written (True) or not (False)
 
 
 def _new_revisions(accounts: list[Account]) -> dict[int, int]:

@@ -7,10 +7,15 @@ moves money between accounts known here is planned on the hint and written in
 one statement that checks each account's revision and balance first, and fails
 as a whole if any has moved (another process wrote it, or a batch planned on it
 failed). Such a batch is then planned again from locked rows.
+
+A batch may be planned on the outcome of one still being written; it is written
+after that one (see `writer`), or its statement could reach an account before the
+batch it was planned on has, find it not yet as planned, and fail.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -48,6 +53,8 @@ class _Known:
     min_balance_cents: int = 0
     max_balance_cents: int | None = None
     revision: int | None = None
+    # The batch being written that left it so, if any: done with True once written.
+    writer: asyncio.Future[bool] | None = None
 
 
 class AccountCache:
@@ -102,10 +109,12 @@ class AccountCache:
 
     def hinted(
         self, keys: set[AccountKey]
-    ) -> tuple[dict[AccountKey, Account], dict[int, int]] | None:
-        """The accounts as last seen, and their revisions; None if any is not known."""
+    ) -> tuple[dict[AccountKey, Account], dict[int, int], set[asyncio.Future[bool]]] | None:
+        """The accounts as last seen, their revisions by id, and the batches still
+        being written that left them so; None if any account is not known."""
         accounts: dict[AccountKey, Account] = {}
         revisions: dict[int, int] = {}
+        writers: set[asyncio.Future[bool]] = set()
         known = self._known
         for key in keys:
             entry = known.get(key)
@@ -121,11 +130,18 @@ class AccountCache:
                 entry.id,
             )
             revisions[entry.id] = entry.revision
-        return accounts, revisions
+            if entry.writer is not None and not entry.writer.done():
+                writers.add(entry.writer)
+        return accounts, revisions, writers
 
-    def remember(self, accounts: list[Account], revisions: dict[int, int]) -> None:
-        """Accounts as a batch left them: `revisions` by id (an account without one
-        there is new: revision 0)."""
+    def remember(
+        self,
+        accounts: list[Account],
+        revisions: dict[int, int],
+        writer: asyncio.Future[bool] | None = None,
+    ) -> None:
+        """Accounts as a batch left them (or will have, once `writer` is done):
+        `revisions` by id (an account without one there is new: revision 0)."""
         known = self._known
         for account in accounts:
             assert account.id != 0
@@ -136,6 +152,7 @@ class AccountCache:
                 account.min_balance_cents,
                 account.max_balance_cents,
                 revisions.get(account.id, 0),
+                writer,
             )
         self._trim()
 
