@@ -546,10 +546,14 @@ class PostgresStore:
     async def _apply_once(
         self, connection: Connection, commands: Sequence[Command], *, check_keys: bool
     ) -> list[Outcome]:
+        keys = accounts_touched(commands)
+        # Until this batch is done its accounts are not as last seen: a batch that
+        # touches them meanwhile is planned after it, rather than fail for them.
+        self._accounts.forget_states(keys)
         transaction = connection.transaction()
         try:
             await transaction.start()
-            accounts, revisions = await self._accounts.lock(connection, accounts_touched(commands))
+            accounts, revisions = await self._accounts.lock(connection, keys)
             # Floors and caps as read, to spot the ones SetLimits changes (if any may).
             limits = (
                 {a.id: (a.min_balance_cents, a.max_balance_cents) for a in accounts.values()}
@@ -558,11 +562,11 @@ class PostgresStore:
             )
             known: KnownKeys = {}
             if check_keys:
-                keys = operation_keys(commands)
+                operations = operation_keys(commands)
                 # Operations last: should two processes have both applied and refused
                 # one key at once, the applied operation is the answer that stands.
-                known.update(await _load_refusals(connection, keys))
-                known.update(await _load_operations(connection, keys))
+                known.update(await _load_refusals(connection, operations))
+                known.update(await _load_operations(connection, operations))
             claims = claimed_keys(commands)
             known_claims = await _load_claims(connection, claims) if claims else None
             # Taken after the locks: a batch that waited for another one's accounts is
