@@ -53,7 +53,7 @@ from kopilka.domain.statement import StatementLine
 from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
 from kopilka.settings import redact_text, redact_url
 from kopilka.store.foreign_tables import refuse_foreign_tables
-from kopilka.store.postgres_accounts import AccountCache
+from kopilka.store.postgres_accounts import AccountCache, StaleViews
 from kopilka.store.postgres_schema import (
     MIGRATION_LOCK_KEY,
     MIGRATIONS,
@@ -331,6 +331,7 @@ class PostgresStore:
         self._lock_timeout_seconds = lock_timeout_seconds
         self._settle_timeout_seconds = settle_timeout_seconds
         self._accounts = AccountCache(account_cache_max)
+        self._stale_views = StaleViews()
         self._pool: Any = None
         self._outage_logged = False
 
@@ -435,7 +436,9 @@ class PostgresStore:
 
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         assert commands
-        planned = self._plan_on_known_accounts(commands)
+        planned = (
+            self._plan_on_known_accounts(commands) if self._stale_views.worth_trying() else None
+        )
         if planned is not None:
             outcomes = await self._write_planned(commands, planned)
             if outcomes is not None:
@@ -505,12 +508,14 @@ class PostgresStore:
             except _CONNECTION_LOST:
                 self._accounts.forget_states(planned.keys)
                 return await self._settle_planned(commands, planned.plan)
-            except (asyncpg.PostgresError, Unavailable):
+            except asyncpg.PostgresError:
                 self._accounts.forget_states(planned.keys)
+                self._stale_views.record(failed=True)
                 return None
             except BaseException:
                 self._accounts.forget_states(planned.keys)
                 raise
+            self._stale_views.record(failed=False)
             written = True
         finally:
             # Before anything else runs: a batch planned on this one is waiting.

@@ -172,3 +172,34 @@ class AccountCache:
             oldest = list(self._known)[: len(self._known) // 2]
             for key in oldest:
                 del self._known[key]
+
+
+class StaleViews:
+    """How often batches planned on this process's view fail because another process
+    moved their accounts first.
+
+    Each such failure costs a statement before the batch is planned again from
+    locked rows. Where most would fail (several processes writing the same hot
+    accounts), batches are planned from locked rows straight away, and one in
+    `probe_every` still tries the view, so the store notices when the others go quiet.
+    """
+
+    failure_rate_max = 0.25
+    probe_every = 16
+    weight = 0.1  # of the latest attempt in the moving average
+
+    def __init__(self) -> None:
+        self._failure_rate = 0.0
+        self._passed = 0
+
+    def worth_trying(self) -> bool:
+        if self._failure_rate <= self.failure_rate_max:
+            return True
+        self._passed += 1
+        if self._passed < self.probe_every:
+            return False
+        self._passed = 0
+        return True
+
+    def record(self, *, failed: bool) -> None:
+        self._failure_rate += self.weight * (failed - self._failure_rate)
