@@ -4,7 +4,10 @@ A batch locks the existing accounts it touches in id order (SELECT ... FOR
 UPDATE), so batches from any number of processes serialise per account and
 never deadlock on each other; the rules run in memory (`plan_batch`); the
 plan is written with array (unnest) statements in a few round trips; then
-COMMIT. Transient failures (deadlock, serialization, a lost connection before
+COMMIT. A batch that only moves money between accounts this process knows is
+planned on its last view of them instead, and written in one statement that
+checks each account first (postgres_accounts.py; a stale view means planning
+again the locking way). Transient failures (deadlock, serialization, a lost connection before
 COMMIT) surface as RetryableStoreError, which the engine retries. A connection
 lost *during* COMMIT is settled by asking the server whether the transaction
 committed (pg_xact_status), so a batch is never applied twice nor reported
