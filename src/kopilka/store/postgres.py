@@ -7,12 +7,12 @@ plan is written with array (unnest) statements in a few round trips; then
 COMMIT. A batch that only moves money between accounts this process knows is
 planned on its last view of them instead, and written in one statement that
 checks each account first (postgres_accounts.py; a stale view means planning
-again the locking way). Transient failures (deadlock, serialization, a lost connection before
-COMMIT) surface as RetryableStoreError, which the engine retries. A connection
-lost *during* COMMIT is settled by asking the server whether the transaction
-committed (pg_xact_status), so a batch is never applied twice nor reported
-lost when it was not. An unreachable database is Unavailable (HTTP 503) at
-once, and the pool reconnects by itself when the server is back.
+again the locking way). Transient failures (deadlock, serialization, a lost
+connection before COMMIT) surface as RetryableStoreError, which the engine
+retries. A connection lost *during* COMMIT is settled by asking the server
+whether the transaction committed (pg_xact_status), so a batch is never applied
+twice nor reported lost when it was not. An unreachable database is Unavailable
+(HTTP 503) at once, and the pool reconnects by itself when the server is back.
 """
 
 from __future__ import annotations
