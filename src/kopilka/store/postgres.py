@@ -336,6 +336,7 @@ class PostgresStore:
         self._accounts = AccountCache(account_cache_max)
         self._stale_views = StaleViews()
         self._pool: Any = None
+        self._batch_connections: list[Connection] = []
         self._outage_logged = False
 
     def __repr__(self) -> str:
@@ -374,7 +375,11 @@ class PostgresStore:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
+        kept, self._batch_connections = self._batch_connections, []
         if pool is not None:
+            for connection in kept:
+                with contextlib.suppress(*_CONNECTION_LOST):
+                    await pool.release(connection)
             try:
                 await asyncio.wait_for(pool.close(), self._connect_timeout_seconds)
             except _CONNECTION_LOST:  # TimeoutError included
@@ -435,6 +440,46 @@ class PostgresStore:
             with contextlib.suppress(*_CONNECTION_LOST):
                 await pool.release(connection)
 
+    @contextlib.asynccontextmanager
+    async def _batch_connection(self) -> AsyncIterator[Connection]:
+        """A connection to write a batch with, kept for the next batch afterwards
+        instead of going back to the pool: asyncpg's acquire and release each wait
+        for the event loop to come round (a task, a shield), and so would every
+        caller of the batch. Lost or left in a transaction, it is not kept.
+        """
+        connection = None
+        while self._batch_connections:
+            kept = self._batch_connections.pop()
+            if _open(kept):  # one the server closed meanwhile is dropped
+                connection = kept
+                break
+        if connection is None:
+            pool = self._pool
+            assert pool is not None, "store is not open"
+            try:
+                connection = await pool.acquire(timeout=self._connect_timeout_seconds)
+            except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
+                raise self._unavailable(error) from error
+        idle = False
+        try:
+            yield connection
+            self._log_recovery()
+            idle = True
+        except _CONNECTION_LOST:
+            _discard(connection)
+            raise
+        except Exception:
+            idle = True  # a failed batch has rolled back
+            raise
+        finally:
+            pool = self._pool
+            if pool is not None and _open(connection):
+                if idle and not connection.is_in_transaction():
+                    self._batch_connections.append(connection)
+                else:
+                    with contextlib.suppress(*_CONNECTION_LOST):
+                        await pool.release(connection)  # the pool resets a cancelled one
+
     # -- the batch ------------------------------------------------------------
 
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
@@ -446,7 +491,7 @@ class PostgresStore:
             outcomes = await self._write_planned(commands, planned)
             if outcomes is not None:
                 return outcomes
-        async with self._connection() as connection:
+        async with self._batch_connection() as connection:
             try:
                 return await self._apply_once(connection, commands, check_keys=False)
             except _KeyAlreadyUsed:
@@ -507,7 +552,7 @@ class PostgresStore:
                     self._accounts.forget_states(planned.keys)
                     return None  # planned on a batch that was not written
             try:
-                async with self._connection() as connection:
+                async with self._batch_connection() as connection:
                     operation_ids = await _write_planned_batch(connection, planned)
             except _CONNECTION_LOST:
                 self._accounts.forget_states(planned.keys)
@@ -851,6 +896,14 @@ def _discard(connection: Connection) -> None:
     # Already closed: asyncpg has detached it and returned its slot to the pool.
     with contextlib.suppress(asyncpg.InterfaceError):
         connection.terminate()
+
+
+def _open(connection: Connection) -> bool:
+    """Not closed, and not given back (a lost connection is, as it is closed)."""
+    try:
+        return not connection.is_closed()
+    except asyncpg.InterfaceError:  # released: the proxy no longer has a connection
+        return False
 
 
 async def _rollback_quietly(transaction: Any) -> None:
