@@ -20,6 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from kopilka.engine import Engine
+from kopilka.store.postgres_accounts import StaleViews
 from kopilka.store.sqlite import LOOP_COMMIT_SECONDS_MAX, SqliteStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -66,6 +67,18 @@ class _EngineCollector(Collector):
             "kopilka_engine_batches", "Batches committed since start", value=stats.batches
         )
         store = self._engine.store
+        views = getattr(store, "stale_views", None)  # PostgreSQL's, not imported for SQLite
+        if isinstance(views, StaleViews):
+            planned = CounterMetricFamily(
+                "kopilka_postgres_view_batches",
+                "Batches planned on this process's own view of their accounts: written in"
+                " one statement, or stale (an account had moved; planned again from locked"
+                " rows)",
+                labels=["result"],
+            )
+            planned.add_metric(["written"], views.written)
+            planned.add_metric(["stale"], views.stale)
+            yield planned
         if isinstance(store, SqliteStore):
             yield GaugeMetricFamily(
                 "kopilka_sqlite_commit_seconds",

@@ -334,7 +334,7 @@ class PostgresStore:
         self._lock_timeout_seconds = lock_timeout_seconds
         self._settle_timeout_seconds = settle_timeout_seconds
         self._accounts = AccountCache(account_cache_max)
-        self._stale_views = StaleViews()
+        self.stale_views = StaleViews()
         self._pool: Any = None
         self._batch_connections: list[Connection] = []
         self._outage_logged = False
@@ -485,7 +485,7 @@ class PostgresStore:
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         assert commands
         planned = (
-            self._plan_on_known_accounts(commands) if self._stale_views.worth_trying() else None
+            self._plan_on_known_accounts(commands) if self.stale_views.worth_trying() else None
         )
         if planned is not None:
             outcomes = await self._write_planned(commands, planned)
@@ -559,12 +559,12 @@ class PostgresStore:
                 return await self._settle_planned(commands, planned.plan)
             except asyncpg.PostgresError:
                 self._accounts.forget_states(planned.keys)
-                self._stale_views.record(failed=True)
+                self.stale_views.record(failed=True)
                 return None
             except BaseException:
                 self._accounts.forget_states(planned.keys)
                 raise
-            self._stale_views.record(failed=False)
+            self.stale_views.record(failed=False)
             written = True
         finally:
             # Before anything else runs: a batch planned on this one is waiting.

@@ -191,6 +191,10 @@ class StaleViews:
     def __init__(self) -> None:
         self._failure_rate = 0.0
         self._passed = 0
+        # Since the start, for /metrics: batches written on the view, and those whose
+        # view had gone stale.
+        self.written = 0
+        self.stale = 0
 
     def worth_trying(self) -> bool:
         if self._failure_rate <= self.failure_rate_max:
@@ -203,3 +207,7 @@ class StaleViews:
 
     def record(self, *, failed: bool) -> None:
         self._failure_rate += self.weight * (failed - self._failure_rate)
+        if failed:
+            self.stale += 1
+        else:
+            self.written += 1
