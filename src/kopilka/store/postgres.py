@@ -422,12 +422,8 @@ class PostgresStore:
         A connection that failed as lost is terminated, never handed to the next
         caller: asyncpg may not have read the socket's close yet.
         """
-        pool = self._pool
-        assert pool is not None, "store is not open"
-        try:
-            connection = await pool.acquire(timeout=self._connect_timeout_seconds)
-        except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
-            raise self._unavailable(error) from error
+        pool = self._pool  # the one to give it back to, should the store close meanwhile
+        connection = await self._acquire()
         try:
             yield connection
         except _CONNECTION_LOST:
@@ -440,6 +436,15 @@ class PostgresStore:
             with contextlib.suppress(*_CONNECTION_LOST):
                 await pool.release(connection)
 
+    async def _acquire(self) -> Connection:
+        pool = self._pool
+        assert pool is not None, "store is not open"
+        try:
+            connection: Connection = await pool.acquire(timeout=self._connect_timeout_seconds)
+        except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
+            raise self._unavailable(error) from error
+        return connection
+
     @contextlib.asynccontextmanager
     async def _batch_connection(self) -> AsyncIterator[Connection]:
         """A connection to write a batch with, kept for the next batch afterwards
@@ -447,6 +452,7 @@ class PostgresStore:
         for the event loop to come round (a task, a shield), and so would every
         caller of the batch. Lost or left in a transaction, it is not kept.
         """
+        pool = self._pool  # the one to give it back to, should the store close meanwhile
         connection = None
         while self._batch_connections:
             kept = self._batch_connections.pop()
@@ -454,12 +460,7 @@ class PostgresStore:
                 connection = kept
                 break
         if connection is None:
-            pool = self._pool
-            assert pool is not None, "store is not open"
-            try:
-                connection = await pool.acquire(timeout=self._connect_timeout_seconds)
-            except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
-                raise self._unavailable(error) from error
+            connection = await self._acquire()
         idle = False
         try:
             yield connection
@@ -472,9 +473,8 @@ class PostgresStore:
             idle = True  # a failed batch has rolled back
             raise
         finally:
-            pool = self._pool
-            if pool is not None and _open(connection):
-                if idle and not connection.is_in_transaction():
+            if _open(connection):
+                if idle and self._pool is pool and not connection.is_in_transaction():
                     self._batch_connections.append(connection)
                 else:
                     with contextlib.suppress(*_CONNECTION_LOST):
