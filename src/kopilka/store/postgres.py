@@ -1093,8 +1093,8 @@ async def _write_plan(
 async def _write_planned_batch(connection: Connection, planned: _PlannedBatch) -> list[int]:
     """Write a plan made on known accounts: one statement, its own transaction.
     Returns the operation ids in order."""
-    # In id order, as the rows are locked: two processes' batches sharing accounts
-    # then wait for each other rather than deadlock (which would cost a second).
+    # In id order, as the locking way locks them, for a plan that joins from this list
+    # (a hash join locks in the table's order instead; see docs/postgres.md).
     changed = sorted(planned.plan.changed_accounts, key=attrgetter("id"))
     before = [planned.before[a.id] for a in changed]
     # fetch, not fetchrow: the reply then ends in the tag "SELECT 1", as a test's
