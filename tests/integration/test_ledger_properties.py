@@ -379,6 +379,7 @@ def test_random_operations_keep_invariants(
 def test_random_operations_keep_invariants_on_postgres_through_two_processes(
     postgres_server: PostgresTestServer, drawn: list[tuple[list[tuple[object, ...]], bool]]
 ) -> None:
+    postgres_server.start()  # a test before may have stopped the shared server
     url = postgres_server.create_database()
     # Every client open and funded first, and seen by both engines (a batch of three
     # goes to one, of four to the other): then most batches move money between
