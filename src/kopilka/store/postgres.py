@@ -517,8 +517,7 @@ class PostgresStore:
         hinted = self._accounts.hinted(keys)
         if hinted is None:
             return None
-        accounts, revisions, writers = hinted
-        before = {a.id: (a.balance_cents, revisions[a.id]) for a in accounts.values()}
+        accounts, before, writers = hinted
         plan = plan_batch(commands, accounts, {}, self._clock.now())
         if plan.new_accounts or plan.refusals or plan.claims:
             return None
@@ -542,33 +541,31 @@ class PostgresStore:
         None when the accounts were not as planned (or the statement failed for
         another reason): nothing was written, and the batch is planned again.
         """
-        written = False
+        if not planned.plan.operations:
+            planned.written.set_result(True)
+            return planned.plan.outcomes  # every command was refused as bad input
+        written = lost = False
         try:
-            if not planned.plan.operations:
-                written = True
-                return planned.plan.outcomes  # every command was refused as bad input
             for before in planned.after:  # not gather: that would cost a loop step more
                 if not await before:
-                    self._accounts.forget_states(planned.keys)
                     return None  # planned on a batch that was not written
-            try:
-                async with self._batch_connection() as connection:
-                    operation_ids = await _write_planned_batch(connection, planned)
-            except _CONNECTION_LOST:
-                self._accounts.forget_states(planned.keys)
-                return await self._settle_planned(commands, planned.plan)
-            except asyncpg.PostgresError:
-                self._accounts.forget_states(planned.keys)
-                self.stale_views.record(failed=True)
-                return None
-            except BaseException:
-                self._accounts.forget_states(planned.keys)
-                raise
-            self.stale_views.record(failed=False)
+            async with self._batch_connection() as connection:
+                operation_ids = await _write_planned_batch(connection, planned)
             written = True
+        except _CONNECTION_LOST:
+            lost = True
+        except asyncpg.PostgresError:
+            pass  # the view was stale (or the locking way will meet the same error)
         finally:
             # Before anything else runs: a batch planned on this one is waiting.
             planned.written.set_result(written)
+            if not written:
+                self._accounts.forget_states(planned.keys)
+        if lost:
+            return await self._settle_planned(commands, planned.plan)
+        self.stale_views.record(failed=not written)
+        if not written:
+            return None
         plan = planned.plan
         for operation, operation_id in zip(plan.operations, operation_ids, strict=True):
             operation.id = operation_id

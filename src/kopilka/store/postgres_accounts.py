@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from kopilka.domain.model import Account
 from kopilka.domain.rules import AccountKey
@@ -42,6 +42,12 @@ ORDER BY a.id FOR UPDATE OF a
 _FIND_ACCOUNTS = """
 SELECT id, client, created_at FROM accounts WHERE ledger = $1 AND client = ANY($2::text[])
 """
+
+
+# See AccountCache.hinted.
+Hint: TypeAlias = tuple[
+    dict[AccountKey, Account], dict[int, tuple[int, int]], set[asyncio.Future[bool]]
+]
 
 
 @dataclass(slots=True)
@@ -109,11 +115,15 @@ class AccountCache:
 
     def hinted(
         self, keys: set[AccountKey]
-    ) -> tuple[dict[AccountKey, Account], dict[int, int], set[asyncio.Future[bool]]] | None:
-        """The accounts as last seen, their revisions by id, and the batches still
-        being written that left them so; None if any account is not known."""
+    ) -> (
+        tuple[dict[AccountKey, Account], dict[int, tuple[int, int]], set[asyncio.Future[bool]]]
+        | None
+    ):
+        """The accounts as last seen; by id, the balance and revision each was seen at;
+        and the batches still being written that left them so. None if any account is
+        not known."""
         accounts: dict[AccountKey, Account] = {}
-        revisions: dict[int, int] = {}
+        seen: dict[int, tuple[int, int]] = {}
         writers: set[asyncio.Future[bool]] = set()
         known = self._known
         for key in keys:
@@ -129,10 +139,10 @@ class AccountCache:
                 entry.created_at,
                 entry.id,
             )
-            revisions[entry.id] = entry.revision
+            seen[entry.id] = (entry.balance_cents, entry.revision)
             if entry.writer is not None and not entry.writer.done():
                 writers.add(entry.writer)
-        return accounts, revisions, writers
+        return accounts, seen, writers
 
     def remember(
         self,
