@@ -250,7 +250,10 @@ def test_database_restarts_under_load_answer_only_503_store_unavailable(
 ) -> None:
     if not postgres_server.is_managed:
         pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
-    with running_server(tmp_path / "home", postgres_url) as server:
+    # Sandboxes reaped every 0.25 s, so the reaper meets each outage too.
+    with running_server(
+        tmp_path / "home", postgres_url, KOPILKA_SANDBOX_IDLE_SECONDS="1"
+    ) as server:
         _setup(server)
         load = asyncio.run(_storm(postgres_server, server))
         _check_answers(load, postgres_url)

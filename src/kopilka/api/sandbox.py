@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from kopilka.api.auth import SANDBOX_PREFIX, Principal
-from kopilka.errors import Busy, NotFound
+from kopilka.errors import Busy, NotFound, Unavailable
 from kopilka.store.protocol import Store
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,10 @@ class Sandboxes:
             await asyncio.sleep(period)
             try:
                 await self.reap()
-            except Exception:  # the store may be down: try again next round
+            except Unavailable:
+                # The store is down: it says so itself, once per outage. Next round.
+                continue
+            except Exception:
                 logger.exception("could not drop idle sandbox ledgers")
 
 
