@@ -142,13 +142,15 @@ def _read_file(config_path: str | Path | None, base: Path) -> dict[str, Any]:
 
 
 def _read_password(path: Path) -> str:
+    """The file's first line: what follows it (a note, a rotated password) is not read."""
     try:
-        return path.read_text().strip()
+        lines = path.read_text().splitlines()
     except (OSError, ValueError) as error:  # missing, unreadable, a directory, not text
         reason = error.strerror if isinstance(error, OSError) else "not a text file"
         raise InvalidInput(
             "invalid_setting", f"cannot read KOPILKA_DB_PASSWORD_FILE {path}: {reason}"
         ) from error
+    return lines[0].strip() if lines else ""
 
 
 def without_password(url: str) -> str:

@@ -89,7 +89,7 @@ def test_bad_numbers_refused(tmp_path: Path, environ: dict[str, str]) -> None:
 
 def test_password_file_joins_postgres_url(tmp_path: Path) -> None:
     secret = tmp_path / "password"
-    secret.write_text("p@ss:w/rd\n")
+    secret.write_text("p@ss:w/rd\n# rotated 2026-11-01\n")
     settings = load_settings(
         flags={"db": "postgresql://kopilka@db.example:5433/bank"},
         environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_DB_PASSWORD_FILE": str(secret)},
