@@ -27,8 +27,9 @@ from kopilka.shell.commands import execute, needs_bank
 from kopilka.shell.connect import Target, open_bank
 from kopilka.shell.output import Output
 from kopilka.shell.parser import parse_words
-from kopilka.shell.render import help_overview
+from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import run_piped, run_terminal
+from kopilka.shell.specs import find_command
 from kopilka.store import initialize_schema
 
 _GLOBAL_VALUES = ("db", "url", "token", "ledger", "config")
@@ -207,6 +208,11 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
 
 
 def _init(options: GlobalOptions, words: list[str]) -> int:
+    if words in (["--help"], ["-h"]):
+        spec = find_command("init", oneshot=True)
+        assert spec is not None
+        print(help_command(spec))
+        return 0
     if words:
         raise InvalidInput("unexpected_argument", "init takes no arguments (usage: kopilka init)")
     settings = _target(options).settings

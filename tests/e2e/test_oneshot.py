@@ -138,12 +138,16 @@ def test_a_repeated_idempotency_key_applies_once(kopilka: RunKopilka) -> None:
 
 
 def test_help_and_version_need_no_database(kopilka: RunKopilka, kopilka_home: Path) -> None:
-    for arguments in (("help",), ("--help",), ("help", "transfer"), ("transfer", "--help")):
+    for arguments in (
+        *(("help",), ("--help",), ("help", "transfer"), ("transfer", "--help")),
+        *(("init", "--help"), ("init", "-h")),
+    ):
         result = kopilka(*arguments)
         assert result.returncode == 0, arguments
         assert result.stderr == ""
     assert "-f, --from NAME" in kopilka("transfer", "--help").stdout
     assert "init" in kopilka("help").stdout
+    assert kopilka("init", "--help").stdout.startswith("init: create or upgrade")
     assert kopilka("--version").stdout.startswith("kopilka ")
     assert not (kopilka_home / "kopilka.db").exists()
 
