@@ -12,6 +12,7 @@ import argparse
 import functools
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -69,13 +70,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Server(uvicorn.Server):
-    """Says where it listens once the socket is bound and the engine has started."""
+    """Starts the app itself first, so that a store that cannot be served is one line
+    (`startup_error`), and says where it listens once it does."""
 
     def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
         super().__init__(config)
         self.settings = settings
+        self.startup_error: KopilkaError | None = None
 
     async def startup(self, sockets: Any = None) -> None:
+        app = self.config.loaded_app
+        if isinstance(app, KopilkaApp):
+            try:
+                await app.start()
+            except KopilkaError as error:
+                self.startup_error = error
+                self.should_exit = True
+                return
         await super().startup(sockets)
         if self.started:
             settle_for_serving()
@@ -159,16 +170,43 @@ def serve_main(argv: list[str]) -> int:
     token_path = settings.home / ADMIN_TOKEN_FILE
     signal.signal(signal.SIGTERM, _ignore_signal)
     signal.signal(signal.SIGINT, _ignore_signal)
-    if settings.workers > 1:
-        return _serve_workers(settings, arguments.config)
-    app = create_app(settings, admin_token_path=token_path)
-    server = _Server(uvicorn.Config(app, **_options(settings)), settings)
-    server.run()
-    # uvicorn leaves `started` False when it could not bind or the engine did not start.
+    # Bound first: a port in use is then an error with nothing done (no admin token
+    # written over the one of the server that holds the port).
+    try:
+        listening = _listen(settings)
+    except OSError as error:
+        print(
+            f"Error: cannot listen on {settings.host}:{settings.port}: {error.strerror}",
+            file=sys.stderr,
+        )
+        return 1
+    with listening:
+        if settings.workers > 1:
+            return _serve_workers(settings, arguments.config, listening)
+        app = create_app(settings, admin_token_path=token_path)
+        server = _Server(uvicorn.Config(app, **_options(settings)), settings)
+        server.run(sockets=[listening])
+    if server.startup_error is not None:
+        print(f"Error: {server.startup_error.message}", file=sys.stderr)
+        return 1
     return 0 if server.started else 1
 
 
-def _serve_workers(settings: Settings, config_path: str | None) -> int:
+def _listen(settings: Settings) -> socket.socket:
+    """The listening socket, bound as uvicorn would bind it, and inherited by workers."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listening = socket.socket(family)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((settings.host, settings.port))
+    except OSError:
+        listening.close()
+        raise
+    listening.set_inheritable(True)
+    return listening
+
+
+def _serve_workers(settings: Settings, config_path: str | None, listening: socket.socket) -> int:
     """Several processes on one socket, each with its own engine (SQLite or PostgreSQL)."""
     if settings.db in ("memory:", ":memory:"):
         print("Error: --workers above 1 needs a shared database, not memory:", file=sys.stderr)
@@ -186,7 +224,11 @@ def _serve_workers(settings: Settings, config_path: str | None) -> int:
         finally:
             await store.close()
 
-    admin_token_created = asyncio.run(prepare())
+    try:
+        admin_token_created = asyncio.run(prepare())
+    except KopilkaError as error:
+        print(f"Error: {error.message}", file=sys.stderr)
+        return 1
     # A password read from KOPILKA_DB_PASSWORD_FILE stays in that file: each worker reads
     # it there, rather than find it in an environment any process of the user may read.
     password_file = os.environ.get("KOPILKA_DB_PASSWORD_FILE")
@@ -201,13 +243,6 @@ def _serve_workers(settings: Settings, config_path: str | None) -> int:
         workers=settings.workers,
         **_options(settings),
     )
-    # Bound here, before saying so: the workers share this socket, and a port in use is
-    # an error now (uvicorn has logged why), not after the message that it listens.
-    try:
-        listening = config.bind_socket()
-    except SystemExit:
-        print(f"Error: cannot listen on {settings.host}:{settings.port}", file=sys.stderr)
-        return 1
     _announce(settings, admin_token_created)
     Multiprocess(config, sockets=[listening]).run()
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import subprocess
 from collections import Counter
 from decimal import Decimal
@@ -13,10 +14,13 @@ import pytest
 from tests.kopilka_server import (
     RawConnection,
     ServerProcess,
+    free_port,
     kopilka_command,
     running_server,
     server_env,
 )
+
+from kopilka.store.sqlite_schema import SCHEMA_VERSION
 
 HOT = {
     "H0": ("-50", None),
@@ -130,19 +134,49 @@ def test_worker_processes_keep_every_invariant_and_stop_cleanly(
         assert server.stop() == 0  # SIGTERM: the workers finish, the parent exits 0
 
 
-def test_workers_on_a_port_in_use_say_so_and_exit_1(tmp_path: Path) -> None:
-    with running_server(tmp_path / "home") as server:
-        taken = subprocess.run(
-            [*kopilka_command(), "serve", "--port", str(server.port), "--workers", "2"],
-            env=server_env(tmp_path / "other"),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_on_a_port_in_use_says_so_in_one_line_and_changes_nothing(
+    tmp_path: Path, workers: int
+) -> None:
+    home = tmp_path / "home"
+    with running_server(home) as server:
+        token = (home / "admin.token").read_text()
+        # Another database in the same home: a start would write a token of its own.
+        other = ("--db", str(tmp_path / "other.db"), "--workers", str(workers))
+        taken = _serve(home, str(server.port), *other)
+        assert (home / "admin.token").read_text() == token
     assert taken.returncode == 1, taken
-    assert "listening" not in taken.stdout
-    assert f"Error: cannot listen on 127.0.0.1:{server.port}" in taken.stderr
+    assert taken.stdout == ""
+    assert taken.stderr == (
+        f"Error: cannot listen on 127.0.0.1:{server.port}: Address already in use\n"
+    )
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_newer_schema_says_so_in_one_line(tmp_path: Path, workers: str) -> None:
+    database = tmp_path / "newer.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("PRAGMA user_version = 99")
+    port = str(free_port())
+    refused = _serve(tmp_path / "home", port, "--db", str(database), "--workers", workers)
+    assert refused.returncode == 1, refused
+    assert refused.stdout == ""
+    assert refused.stderr == (
+        "Error: the database has schema version 99, newer than this kopilka knows"
+        f" ({SCHEMA_VERSION}); upgrade kopilka\n"
+    )
+    assert not (tmp_path / "home" / "admin.token").exists()
+
+
+def _serve(home: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*kopilka_command(), "serve", *arguments],
+        env=server_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _check_ledger(server: ServerProcess, opening: Decimal, acked: list[dict[str, str]]) -> None:

@@ -38,7 +38,7 @@ from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_o
 from kopilka.collector import settle_for_serving
 from kopilka.domain.model import MoneyCommand, Operation
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX, validate_ledger_name
-from kopilka.engine import Engine
+from kopilka.engine import Engine, EngineState
 from kopilka.errors import KopilkaError
 from kopilka.idempotency import uuid7
 from kopilka.limits import Limits
@@ -138,17 +138,30 @@ class KopilkaApp:
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
+    async def start(self) -> None:
+        """Open the store and start serving it; nothing is left open if this fails.
+
+        `kopilka serve` calls it before the server's own start-up, to say in one line why
+        it could not start; the lifespan start-up calls it otherwise (in each worker)."""
+        if self.engine.state is not EngineState.CREATED:
+            return
+        await self.engine.start()
+        try:
+            if self.admin_token_path is not None:
+                self.admin_token_created = await ensure_admin_token(
+                    self.store, self.admin_token_path
+                )
+            self.sandboxes.start()
+        except BaseException:
+            await self.engine.close()
+            raise
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.engine.start()
-                    if self.admin_token_path is not None:
-                        self.admin_token_created = await ensure_admin_token(
-                            self.store, self.admin_token_path
-                        )
-                    self.sandboxes.start()
+                    await self.start()
                 except Exception as error:
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
