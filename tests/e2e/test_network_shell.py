@@ -78,3 +78,32 @@ def test_whoami_tells_a_token_its_binding(server: ServerProcess) -> None:
         }
     with server.client("kop_0123456789abcdef_forged") as forger:
         assert forger.get("/v1/whoami").status_code == 401
+
+
+def test_a_client_token_moves_its_own_money_through_the_shell(server: ServerProcess) -> None:
+    """A client token's answers leave out the payee's balance; the shell needs none."""
+    with server.client() as admin:
+        for client in ("Payer", "Payee"):
+            opened = admin.post(
+                "/v1/deposits", json={"client": client, "amount": "10", "open_account": True}
+            )
+            assert opened.status_code == 201, opened.text
+        made = admin.post("/v1/tokens", json={"role": "client", "client": "Payer"}).json()
+    typed = (
+        'transfer --from="Payer" --to="Payee" --amount=4 --description=rent\n'
+        'withdraw --client="Payer" --amount=1 --description=cash\n'
+        'balance --client="Payer"\n'
+    )
+    token = ("--url", server.url, "--token", made["secret"])
+    result = run_kopilka(server.home, "shell", *token, stdin=typed)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout.splitlines() == [
+        "Transfer operation was successful!",
+        "Withdrawal operation was successful!",
+        "Balance of Payer: $5.00",
+    ]
+    once = ("transfer", "--from=Payer", "--to=Payee", "--amount=1", "--description=x")
+    result = run_kopilka(server.home, *once, *token)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    with server.client() as admin:
+        assert admin.get("/v1/accounts/Payee").json()["balance"] == "15.00"
