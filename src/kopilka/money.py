@@ -102,7 +102,7 @@ def parse_limit(text: str) -> int:
     """A floor or cap: may be zero or negative (an overdraft floor)."""
     cents = parse_cents(text, allow_negative=True, allow_zero=True, what="limit")
     if abs(cents) > BALANCE_CENTS_MAX:
-        raise InvalidInput("invalid_amount", f"limit {text!r} is out of range")
+        raise InvalidInput("invalid_limit", f"limit {text!r} is out of range")
     return cents
 
 

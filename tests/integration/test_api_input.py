@@ -6,6 +6,7 @@ import csv
 import io
 import socket
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -76,6 +77,62 @@ def test_wrong_types_unknown_fields_and_missing_fields_are_422(admin: httpx.Clie
         "invalid_request",
     )
     assert "typo" in message
+    assert state(admin) == before
+
+
+def test_a_malformed_batch_item_fails_alone(admin: httpx.Client) -> None:
+    """Each item succeeds or fails on its own, a malformed one too (a number for an
+    amount, an unknown field or type, a name or description the schema bounds)."""
+    good = {"type": "deposit", "client": "Ann", "amount": "1.25", "description": "kept"}
+    items = [
+        good,
+        {"type": "withdrawal", "client": "Ann", "amount": 1},
+        {"type": "deposit", "client": "Ann", "amount": "1", "typo": True},
+        {"type": "refund", "client": "Ann", "amount": "1"},
+        {"type": "deposit", "client": "", "amount": "1"},
+        {"type": "transfer", "from": "Ann", "to": "Bob", "amount": "1", "description": "x" * 501},
+        {"type": "transfer", "from": "Ann", "to": "Bob", "amount": "2.50"},
+    ]
+    after = str(Decimal(admin.get("/v1/accounts/Ann").json()["balance"]) - Decimal("1.25"))
+    body = {"operations": items}
+    answer = admin.post("/v1/batch", json=body, headers={"Idempotency-Key": "malformed-1"})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [result["status"] for result in results] == [201, 422, 422, 422, 422, 422, 201]
+    codes = [result["error"]["code"] for result in results[1:-1]]
+    assert codes == [
+        "invalid_amount",
+        "invalid_request",
+        "invalid_request",
+        "invalid_client",
+        "invalid_description",
+    ]
+    assert "$.operations[1].amount" in results[1]["error"]["message"]
+    assert "typo" in results[2]["error"]["message"]
+    assert admin.get("/v1/accounts/Ann").json()["balance"] == after
+    # The same body under its key applies nothing again; another body is refused whole.
+    again = admin.post("/v1/batch", json=body, headers={"Idempotency-Key": "malformed-1"})
+    assert [result["status"] for result in again.json()["results"]] == [
+        result["status"] for result in results
+    ]
+    other = {"operations": [good, {**items[1], "amount": 2}]}
+    answer = admin.post("/v1/batch", json=other, headers={"Idempotency-Key": "malformed-1"})
+    refused(answer, 409, "idempotency_key_reused")
+    assert admin.get("/v1/accounts/Ann").json()["balance"] == after
+
+
+def test_fields_past_their_bounds_get_the_rules_codes(admin: httpx.Client) -> None:
+    before = state(admin)
+    deposit = {"client": "Ann", "amount": "1"}
+    refused(admin.post("/v1/deposits", json={**deposit, "client": ""}), 422, "invalid_client")
+    transfer = {"from": "Ann", "to": "", "amount": "1"}
+    refused(admin.post("/v1/transfers", json=transfer), 422, "invalid_client")
+    long = {**deposit, "description": "x" * 501}
+    refused(admin.post("/v1/deposits", json=long), 422, "invalid_description")
+    many = {"operations": [{"type": "deposit", **deposit}] * 10_001}
+    refused(admin.post("/v1/batch", json=many), 422, "too_many_operations")
+    low = {"min_balance": "-1000000000000000.01"}
+    refused(admin.patch("/v1/accounts/Ann", json=low), 422, "invalid_limit")
     assert state(admin) == before
 
 

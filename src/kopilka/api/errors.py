@@ -44,18 +44,41 @@ def error_headers(error: KopilkaError) -> list[tuple[str, str]]:
     return []
 
 
+# A field whose value broke the schema's own bounds (length) is refused with the code
+# the rules would give it, so the API and the shell name the same mistake alike.
+_FIELD_CODES = {
+    "client": "invalid_client",
+    "from": "invalid_client",
+    "to": "invalid_client",
+    "description": "invalid_description",
+    "operations": "too_many_operations",
+}
+_AMOUNT_FIELDS = ("amount", "balance")  # amount, min_balance, max_balance, opening_balance
+
+
 def decode_error(error: msgspec.DecodeError) -> KopilkaError:
     """Malformed JSON is 400; well-formed JSON of the wrong shape is 422."""
     if isinstance(error, msgspec.ValidationError):
         text = str(error)
+        field = _field_of(text)
         # `str` or `str | null` (a limit): an amount sent as a JSON number, or true.
-        if text.startswith("Expected `str") and ("amount" in text or "balance" in text):
+        if text.startswith("Expected `str") and any(part in field for part in _AMOUNT_FIELDS):
             return InvalidInput(
                 "invalid_amount",
                 f'amounts are JSON strings like "100.50", never numbers ({text})',
             )
+        if " of length " in text and field in _FIELD_CODES:
+            return InvalidInput(_FIELD_CODES[field], f"invalid request body: {error}")
         return InvalidInput("invalid_request", f"invalid request body: {error}")
     return ApiError(400, "malformed_json", f"the request body is not valid JSON: {error}")
+
+
+def _field_of(text: str) -> str:
+    """The field a validation error names: "... - at `$.operations[3].amount`" -> amount."""
+    _, at, path = text.rpartition(" - at `")
+    if not at:
+        return ""
+    return path.rstrip("`").rpartition(".")[2].partition("[")[0]
 
 
 def not_found_route(path: str) -> ApiError:

@@ -48,6 +48,7 @@ from kopilka.api.schemas import (
     BatchIn,
     BatchItem,
     BatchOut,
+    BatchRawIn,
     BatchResult,
     BatchTransfer,
     HealthOut,
@@ -317,16 +318,19 @@ class Call:
     async def batch(self) -> Response:
         from kopilka.api.app import BATCH_BODY_BYTES_MAX
 
-        request: BatchIn = await self.decode(BatchIn, BATCH_BODY_BYTES_MAX)
+        items, as_decoded = _decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
         # Each item's key is KEY:INDEX, and must itself fit the length of a key.
-        suffix_length = len(f":{len(request.operations) - 1}")
+        suffix_length = len(f":{len(items) - 1}")
         prefix = self.headers.key_or_new(IDEMPOTENCY_KEY_LENGTH_MAX - suffix_length)
-        results: list[BatchResult | None] = [None] * len(request.operations)
+        results: list[BatchResult | None] = [None] * len(items)
         commands: list[Command] = []
         positions: list[int] = []
         ledger, principal = self.ledger, self.principal
         role = effective_role(principal, ledger)  # once: every item is the same caller's
-        for index, item in enumerate(request.operations):
+        for index, item in enumerate(items):
+            if isinstance(item, KopilkaError):
+                results[index] = BatchResult(item.http_status, error=error_detail(item))
+                continue
             try:
                 # Each item goes through the very checks of its single-operation endpoint.
                 # An empty key is one gone missing, not "no key": the rules refuse it, as
@@ -337,14 +341,14 @@ class Call:
             except KopilkaError as error:
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
         outcomes = await self.app.engine.submit_many(
-            commands, self._claim(prefix, request), principal.token_id
+            commands, self._claim(prefix, as_decoded), principal.token_id
         )
         # Counted here and handed to the metrics once per batch, not once per item.
         counts: Counter[tuple[MoneyKind, str]] = Counter()
         client_caller = role == "client"
         for index, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, KopilkaError):
-                counts[_item_kind(request.operations[index]), outcome.code] += 1
+                counts[_item_kind(items[index]), outcome.code] += 1
                 if client_caller:
                     outcome = refusal_for_client(outcome)
                 results[index] = BatchResult(outcome.http_status, error=error_detail(outcome))
@@ -359,14 +363,17 @@ class Call:
             self.app.metrics.operation(kind, result, count)
         return json_response(BatchOut([r for r in results if r is not None]))
 
-    def _claim(self, key: str, request: msgspec.Struct, route: bytes = b"") -> ClaimKey | None:
+    def _claim(
+        self, key: str, request: msgspec.Struct | bytes, route: bytes = b""
+    ) -> ClaimKey | None:
         """The claim of a write's Idempotency-Key for its body (as decoded) and route: the
         same key then replays the first answer, and with another body is refused whole.
         A batch's items replay by their own keys; a batch has no route in its digest, as
         digests kept before other writes took claims had none."""
         if self.headers.idempotency_key is None:
             return None  # a key the server made is new
-        digest = hashlib.sha256(route + _encoder.encode(request)).hexdigest()
+        decoded = request if isinstance(request, bytes) else _encoder.encode(request)
+        digest = hashlib.sha256(route + decoded).hexdigest()
         return ClaimKey(self.ledger, key, digest)
 
     # -- sandboxes ------------------------------------------------------------
@@ -431,7 +438,49 @@ def token_out(record: TokenRecord) -> TokenOut:
     )
 
 
-def _item_kind(item: BatchItem) -> MoneyKind:
+_batch_decoder = msgspec.json.Decoder(BatchIn)
+_raw_batch_decoder = msgspec.json.Decoder(BatchRawIn)
+_item_decoder: msgspec.json.Decoder[BatchItem] = msgspec.json.Decoder(BatchItem)
+
+
+def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], bytes]:
+    """The batch's items, each decoded or refused on its own, and the body as decoded
+    (for its key's digest). The whole body is decoded at once; only when that fails is
+    it decoded item by item, so that a malformed item fails alone, as a refused one does.
+    """
+    try:
+        request = _batch_decoder.decode(body)
+    except msgspec.DecodeError as error:
+        whole = error
+    else:
+        return list(request.operations), _encoder.encode(request)
+    try:
+        raw = _raw_batch_decoder.decode(body)
+    except msgspec.DecodeError:
+        raise decode_error(whole) from None  # not JSON, not a list of operations, too many
+    items: list[BatchItem | KopilkaError] = []
+    decoded: list[bytes] = []
+    for index, text in enumerate(raw.operations):
+        try:
+            item = _item_decoder.decode(text)
+        except msgspec.DecodeError as error:
+            items.append(_item_error(decode_error(error), index))
+            decoded.append(bytes(text))  # as sent: another body under the key differs
+        else:
+            items.append(item)
+            decoded.append(_encoder.encode(item))
+    return items, b"some items malformed\n" + b"\n".join(decoded)
+
+
+def _item_error(error: KopilkaError, index: int) -> KopilkaError:
+    """An item's error, its path within the batch: `$.amount` -> `$.operations[3].amount`."""
+    message = error.message.replace("`$", f"`$.operations[{index}]", 1)
+    return InvalidInput(error.code, message)
+
+
+def _item_kind(item: BatchItem | KopilkaError) -> MoneyKind:
+    """An applied or refused item's kind (a malformed one never reaches the engine)."""
+    assert not isinstance(item, KopilkaError)
     if isinstance(item, BatchTransfer):
         return "transfer"
     return "deposit" if isinstance(item, BatchDeposit) else "withdrawal"

@@ -85,8 +85,17 @@ class BatchTransfer(TransferIn, tag="transfer", tag_field="type"):
 BatchItem = BatchDeposit | BatchWithdrawal | BatchTransfer
 
 
+BATCH_OPERATIONS_MAX = 10_000
+
+
 class BatchIn(_In):
-    operations: Annotated[list[BatchItem], msgspec.Meta(max_length=10_000)]
+    operations: Annotated[list[BatchItem], msgspec.Meta(max_length=BATCH_OPERATIONS_MAX)]
+
+
+class BatchRawIn(_In):
+    """A batch whose items are left as sent, to decode one by one when one is malformed."""
+
+    operations: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=BATCH_OPERATIONS_MAX)]
 
 
 class SandboxOut(msgspec.Struct):
