@@ -184,9 +184,11 @@ def _check_reachable(bank: Bank) -> None:
     try:
         bank.whoami()
     except KopilkaError as error:
-        if error.code in ("server_unreachable", "unauthorized"):
+        # Unreachable, a token it does not honour, or no kopilka at all (an answer
+        # without kopilka's error body): nothing any command could do.
+        if error.code in ("server_unreachable", "unauthorized", "bad_response"):
             raise
-        # It answered: whatever else ails it is told command by command.
+        # A kopilka answered: whatever else ails it is told command by command.
 
 
 def _oneshot(options: GlobalOptions, words: list[str]) -> int:

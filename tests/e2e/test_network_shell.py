@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from tests.e2e.conftest import run_kopilka, shell_runner
 from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenarios
-from tests.kopilka_server import ServerProcess, running_server
+from tests.kopilka_server import ServerProcess, free_port, running_server
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +112,29 @@ def test_a_client_token_moves_its_own_money_through_the_shell(server: ServerProc
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     with server.client() as admin:
         assert admin.get("/v1/accounts/Payee").json()["balance"] == "15.00"
+
+
+def test_a_shell_pointed_at_another_kind_of_server_ends_at_once(tmp_path: Path) -> None:
+    port = free_port()
+    other = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert time.monotonic() < deadline, "http.server did not start"
+            time.sleep(0.05)
+        typed = 'balance --client="Ann"\naccounts\n'
+        url = f"http://127.0.0.1:{port}"
+        token = ("--token", "kop_0123456789abcdef_unused")
+        result = run_kopilka(tmp_path / "home", "shell", "--url", url, *token, stdin=typed)
+    finally:
+        other.terminate()
+        other.wait(timeout=10)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "Error: the server answered 404 without an error body\n"
