@@ -21,6 +21,7 @@ from uvicorn.supervisors import Multiprocess
 
 from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app
 from kopilka.api.protocol import BoundedHttpToolsProtocol, ConnectionBounds
+from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
 from kopilka.settings import Settings, load_settings, redact_url, without_password
@@ -32,7 +33,7 @@ GRACEFUL_SHUTDOWN_SECONDS = 15
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="kopilka serve",
         description="Serve the HTTP API. Example: kopilka serve --port 8888 --db memory:",
     )
@@ -166,7 +167,7 @@ def serve_main(argv: list[str]) -> int:
         )
     except KopilkaError as error:
         print(f"Error: {error.message}", file=sys.stderr)
-        return 2
+        return 1
     token_path = settings.home / ADMIN_TOKEN_FILE
     signal.signal(signal.SIGTERM, _ignore_signal)
     signal.signal(signal.SIGINT, _ignore_signal)
@@ -210,7 +211,7 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
     """Several processes on one socket, each with its own engine (SQLite or PostgreSQL)."""
     if settings.db in ("memory:", ":memory:"):
         print("Error: --workers above 1 needs a shared database, not memory:", file=sys.stderr)
-        return 2
+        return 1
     import asyncio
 
     from kopilka.api.auth import ensure_admin_token

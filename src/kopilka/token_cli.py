@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Protocol
 
 from kopilka.api.auth import new_token_record
+from kopilka.arguments import ArgumentParser
 from kopilka.errors import KopilkaError
 from kopilka.settings import load_settings
 from kopilka.store import open_store
@@ -50,7 +51,7 @@ class _Token(Protocol):
 
 def _parser() -> argparse.ArgumentParser:
     # These options may stand before or after the subcommand.
-    where = argparse.ArgumentParser(add_help=False)
+    where = ArgumentParser(add_help=False)
     where.add_argument(
         "--db", default=argparse.SUPPRESS, help="'memory:', a SQLite path or a postgresql:// URL"
     )
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--config", default=argparse.SUPPRESS, metavar="FILE", help="settings file (kopilka.toml)"
     )
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="kopilka token",
         description=(
             "Manage API tokens: on a server with --url (or KOPILKA_URL),"

@@ -149,3 +149,29 @@ def test_db_beats_kopilka_url_as_elsewhere(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert LIST_LINE.fullmatch(listed.stdout.strip()), listed.stdout
     assert listed.stdout.startswith(f"{token_id}  teller ledger=main  active  created ")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ("token", "create", "--role", "bogus"),
+            "Error: argument --role: invalid choice: 'bogus' (choose from 'admin', 'teller',"
+            " 'client') (see kopilka token create --help)\n",
+        ),
+        (
+            ("serve", "--port", "abc"),
+            "Error: argument --port: invalid int value: 'abc' (see kopilka serve --help)\n",
+        ),
+        (
+            ("serve", "--bogus"),
+            "Error: unrecognized arguments: --bogus (see kopilka serve --help)\n",
+        ),
+    ],
+)
+def test_a_usage_mistake_is_one_error_line(
+    tmp_path: Path, arguments: tuple[str, ...], message: str
+) -> None:
+    result = run_kopilka(tmp_path / "home", *arguments)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
+    assert not (tmp_path / "home").exists()

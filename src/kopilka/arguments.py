@@ -1,0 +1,13 @@
+"""argparse for the subcommands that use it, refusing as every kopilka command does."""
+
+from __future__ import annotations
+
+import argparse
+from typing import NoReturn
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """A usage mistake is one line on stderr and exit 1, not argparse's usage dump and 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"Error: {message} (see {self.prog} --help)\n")
