@@ -11,6 +11,8 @@ class KopilkaError(Exception):
     """Base of every error a user may see. `code` is stable; `message` is for people."""
 
     http_status = 400
+    # A refusal answered again from its key's first request, not decided anew.
+    replayed = False
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -153,6 +153,8 @@ def test_a_refused_request_repeats_its_refusal(server: ServerProcess) -> None:
         before = balance(admin, "Bob")
         again = admin.post("/v1/withdrawals", json=body, headers=headers)
         assert (again.status_code, again.json()) == (422, first.json())
+        assert "idempotent-replayed" not in first.headers
+        assert again.headers["idempotent-replayed"] == "true"
         changed = admin.post("/v1/withdrawals", json={**body, "amount": "1"}, headers=headers)
         assert changed.status_code == 409
         assert balance(admin, "Bob") == before

@@ -206,6 +206,8 @@ class KopilkaApp:
                 principal.role == "client" and effective_role(principal, ledger) == "client"
             )
             if isinstance(outcome, KopilkaError):
+                if outcome.replayed:
+                    headers.append(_REPLAYED)
                 raise refusal_for_client(outcome) if client_caller else outcome
             assert isinstance(outcome, Operation)
             out = operation_out(outcome)

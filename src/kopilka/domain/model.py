@@ -178,9 +178,14 @@ class Refusal:
     created_at: datetime
 
     def error(self) -> KopilkaError:
+        """The refusal as answered again under its key."""
+        error: KopilkaError
         if self.code == "account_not_found":
-            return NotFound(self.code, self.message)
-        return Rejected(self.code, self.message)
+            error = NotFound(self.code, self.message)
+        else:
+            error = Rejected(self.code, self.message)
+        error.replayed = True
+        return error
 
 
 @dataclass(slots=True)
