@@ -664,6 +664,30 @@ async def test_a_claimed_key_keeps_the_first_digest(engine: Engine) -> None:
     ]
 
 
+async def test_one_key_names_one_request_whatever_its_kind(engine: Engine) -> None:
+    """A money operation's key may not be claimed by an account write or a batch, nor a
+    claimed key be a money operation's, in either order, in one batch or two."""
+    store = engine.store
+    reused = "idempotency_key_reused"
+
+    def limits(key: str, cap: int) -> list[Command]:
+        return [ClaimKey("main", key, f"cap {cap}", covers=1), SetLimits(JOHN, None, cap)]
+
+    await applied(engine, Deposit(JOHN, 100, "pay", "k-money"))
+    assert codes(await store.apply(limits("k-money", 1_000))) == [reused] * 2
+    assert codes(await store.apply(limits("k-limits", 2_000))) == ["ok"] * 2
+    assert codes(await store.apply([Deposit(JOHN, 5, "pay", "k-limits")])) == [reused]
+    refusable = Withdraw(JOHN, 10**6, "too much", "k-limits")
+    assert codes(await store.apply([refusable])) == [reused]
+    together = [Deposit(JOHN, 1, "pay", "k-first"), *limits("k-first", 3_000)]
+    assert codes(await store.apply(together)) == ["ok", reused, reused]
+    together = [*limits("k-second", 4_000), Deposit(JOHN, 1, "pay", "k-second")]
+    assert codes(await store.apply(together)) == ["ok", "ok", reused]
+    assert await balance(engine, JOHN) == 101
+    account = await store.get_account("main", JOHN)
+    assert account is not None and account.max_balance_cents == 4_000
+
+
 async def test_two_claims_of_one_key_in_one_batch(engine: Engine) -> None:
     held = ClaimKey("main", "b2", "x", covers=1)
     outcomes = await engine.store.apply(

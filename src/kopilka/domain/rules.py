@@ -247,11 +247,12 @@ class _Planner:
                 f"idempotency key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} characters",
             )
         standing = self.known_claims.get((command.ledger, key))
-        if standing is not None and standing != command.digest:
-            raise Conflict(
-                "idempotency_key_reused",
-                f"idempotency key {key!r} was already used for another request",
-            )
+        # A key names one request: another body under it, or a money operation's key
+        # (the store reads those for every claimed key), is another request.
+        if (standing is not None and standing != command.digest) or (
+            standing is None and (command.ledger, key) in self.known_operations
+        ):
+            raise _key_reused(key)
         if standing is None:
             self.known_claims[(command.ledger, key)] = command.digest
             self.plan.claims.append(command)
@@ -285,7 +286,10 @@ class _Planner:
 
     def _apply_money(self, command: MoneyCommand) -> Operation:
         validate_money_command(command, self.valid_clients)
-        known = self.known_operations.get((command.ledger, command.idempotency_key))
+        key = (command.ledger, command.idempotency_key)
+        if key in self.known_claims:  # the key of an account write or a whole batch
+            raise _key_reused(command.idempotency_key)
+        known = self.known_operations.get(key)
         if isinstance(known, Refusal):
             _check_same_request(known, command)
             raise known.error()
@@ -412,10 +416,7 @@ class _Planner:
         if existing is not None:
             raise Conflict("account_exists", f"client {command.client!r} already has an account")
         if deposit is not None and (command.ledger, command.opening_key) in self.known_operations:
-            raise Conflict(
-                "idempotency_key_reused",
-                f"idempotency key {command.opening_key!r} was already used for another request",
-            )
+            raise _key_reused(command.opening_key)
         if floor > opening:
             raise Rejected(
                 "floor_above_balance",
@@ -631,10 +632,13 @@ def _check_same_request(known: Operation | Refusal, command: MoneyCommand) -> No
         and known.description == command.description
     )
     if not same:
-        raise Conflict(
-            "idempotency_key_reused",
-            f"idempotency key {command.idempotency_key!r} was already used for another request",
-        )
+        raise _key_reused(command.idempotency_key)
+
+
+def _key_reused(key: str) -> Conflict:
+    return Conflict(
+        "idempotency_key_reused", f"idempotency key {key!r} was already used for another request"
+    )
 
 
 def _sides(command: MoneyCommand) -> tuple[str | None, str | None]:

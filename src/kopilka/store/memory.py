@@ -56,14 +56,10 @@ class MemoryStore:
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         keys = accounts_touched(commands)
         accounts = {key: replace(self._accounts[key]) for key in keys if key in self._accounts}
-        known: KnownKeys = {
-            key: self._operations[key]
-            for key in operation_keys(commands)
-            if key in self._operations
-        }
-        claims = {
-            key: self._batch_keys[key] for key in claimed_keys(commands) if key in self._batch_keys
-        }
+        # Every key the batch names, money or claimed: a key names one request only.
+        named = operation_keys(commands) | claimed_keys(commands)
+        known: KnownKeys = {key: self._operations[key] for key in named if key in self._operations}
+        claims = {key: self._batch_keys[key] for key in named if key in self._batch_keys}
         plan = plan_batch(commands, accounts, known, self._clock.now(), claims)
         for account in plan.new_accounts:
             account.id = next(self._account_ids)

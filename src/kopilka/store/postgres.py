@@ -158,8 +158,10 @@ WITH batch AS MATERIALIZED (
     ) AS e
     ORDER BY position, side
 ), refused_keys AS (
-    SELECT count(*) AS n FROM batch b JOIN refusals r
-        ON r.ledger = b.ledger AND r.idempotency_key = b.idempotency_key
+    SELECT (SELECT count(*) FROM batch b JOIN refusals r
+                ON r.ledger = b.ledger AND r.idempotency_key = b.idempotency_key)
+         + (SELECT count(*) FROM batch b JOIN batch_requests q
+                ON q.ledger = b.ledger AND q.idempotency_key = b.idempotency_key) AS n
 )"""
 
 # In a transaction that has locked the accounts: the caller rolls back on refused keys.
@@ -612,14 +614,17 @@ class PostgresStore:
                 else None
             )
             known: KnownKeys = {}
-            if check_keys:
-                operations = operation_keys(commands)
+            claims = claimed_keys(commands)
+            # A claimed key that names a money operation is taken (claims are few, so
+            # their keys are always read); a money key that names a claim is found by
+            # the write.
+            keys = operation_keys(commands) | claims if check_keys else claims
+            if keys:
                 # Operations last: should two processes have both applied and refused
                 # one key at once, the applied operation is the answer that stands.
-                known.update(await _load_refusals(connection, operations))
-                known.update(await _load_operations(connection, operations))
-            claims = claimed_keys(commands)
-            known_claims = await _load_claims(connection, claims) if claims else None
+                known.update(await _load_refusals(connection, keys))
+                known.update(await _load_operations(connection, keys))
+            known_claims = await _load_claims(connection, keys) if keys else None
             # Taken after the locks: a batch that waited for another one's accounts is
             # later in time too, so per-account time order is application order.
             plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims)
@@ -1001,7 +1006,9 @@ async def _refusal_may_be_a_retry(
         "SELECT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
         " JOIN operations o ON o.ledger = k.ledger AND o.idempotency_key = k.key)"
         " OR EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
-        " JOIN refusals r ON r.ledger = k.ledger AND r.idempotency_key = k.key)",
+        " JOIN refusals r ON r.ledger = k.ledger AND r.idempotency_key = k.key)"
+        " OR EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
+        " JOIN batch_requests q ON q.ledger = k.ledger AND q.idempotency_key = k.key)",
         [ledger for ledger, _ in refused],
         [key for _, key in refused],
     )
@@ -1043,8 +1050,6 @@ async def _write_plan(
         return None, {}
     if plan.refusals:
         await _insert_refusals(connection, plan.refusals)
-    if plan.claims:
-        await _insert_claims(connection, plan.claims)
     if plan.new_accounts:
         await _insert_accounts(connection, plan.new_accounts)
     balances_only: list[Account] = []
@@ -1062,6 +1067,8 @@ async def _write_plan(
         )
     if not plan.operations:
         # Without operations no balance changed: `balances_only` holds unchanged accounts.
+        if plan.claims:
+            await _insert_claims(connection, plan.claims)
         plan.resolve_ids()
         return str(await connection.fetchval("SELECT pg_current_xact_id()::text")), revisions
     written = _new_revisions(balances_only)
@@ -1080,6 +1087,10 @@ async def _write_plan(
         raise
     if refused_keys:
         raise _KeyAlreadyUsed
+    # After the operations, whose keys the write checks against those of claims: an
+    # account opened with money keeps its claim under the key of its opening deposit.
+    if plan.claims:
+        await _insert_claims(connection, plan.claims)
     for operation, operation_id in zip(plan.operations, operation_ids, strict=True):
         operation.id = operation_id
     plan.resolve_ids()

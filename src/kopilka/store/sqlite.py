@@ -355,14 +355,16 @@ class SqliteStore:
         self._check_cache()
         accounts = self._accounts_for(accounts_touched(commands))
         known: KnownKeys = {}
-        if check_keys:
-            keys = operation_keys(commands)
+        claims = claimed_keys(commands)
+        # A claimed key that names a money operation is taken (claims are few, so their
+        # keys are always read); a money key that names a claim is found by the write.
+        keys = operation_keys(commands) | claims if check_keys else claims
+        if keys:
             known.update(self._load_refusals(keys))
             known.update(self._load_operations(keys))
-        claims = claimed_keys(commands)
-        known_claims = self._load_claims(claims) if claims else None
+        claimed = self._load_claims(keys) if keys else None
         # The time is taken under the write lock, so it orders batches across processes.
-        plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims)
+        plan = plan_batch(commands, accounts, known, self._clock.now(), claimed)
         if not check_keys and self._refusal_may_be_a_retry(commands, plan):
             raise _KeyAlreadyUsed
         self._write_plan(plan)
@@ -416,8 +418,9 @@ class SqliteStore:
         for ledger, key in refused:
             found = self._db.execute(
                 "SELECT 1 FROM operations WHERE ledger = ? AND idempotency_key = ?"
-                " UNION ALL SELECT 1 FROM refusals WHERE ledger = ? AND idempotency_key = ?",
-                (ledger, key, ledger, key),
+                " UNION ALL SELECT 1 FROM refusals WHERE ledger = ? AND idempotency_key = ?"
+                " UNION ALL SELECT 1 FROM batch_requests WHERE ledger = ? AND idempotency_key = ?",
+                (ledger, key, ledger, key, ledger, key),
             ).fetchone()
             if found is not None:
                 return True
@@ -469,12 +472,15 @@ class SqliteStore:
         return accounts
 
     def _a_refused_key_from(self, operation_id: int) -> bool:
-        """Whether an operation from this id on has the key of a kept refusal."""
+        """Whether an operation from this id on has the key of a kept refusal, or of a
+        claim (an account write's or a whole batch's)."""
         found = self._db.execute(
             "SELECT EXISTS (SELECT 1 FROM operations o JOIN refusals r"
             " ON r.ledger = o.ledger AND r.idempotency_key = o.idempotency_key"
+            " WHERE o.id >= ?) OR EXISTS (SELECT 1 FROM operations o JOIN batch_requests b"
+            " ON b.ledger = o.ledger AND b.idempotency_key = o.idempotency_key"
             " WHERE o.id >= ?)",
-            (operation_id,),
+            (operation_id, operation_id),
         ).fetchone()[0]
         return bool(found)
 
