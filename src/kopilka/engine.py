@@ -25,6 +25,7 @@ from kopilka.errors import (
     NotFound,
     RetryableStoreError,
     Unavailable,
+    UnstorableInput,
 )
 from kopilka.fair_queue import FairQueue
 from kopilka.limits import Limits
@@ -299,6 +300,9 @@ class Engine:
                 # applied again on its own, so that only such a request fails.
                 for request in batch:
                     await self._apply([request])
+                return
+            if isinstance(error, UnstorableInput):
+                self._fail(batch, error.refusal)
                 return
             logger.exception("batch of %d operations failed", len(commands))
             self._fail(

@@ -75,5 +75,14 @@ class Unavailable(KopilkaError):
     http_status = 503
 
 
+class UnstorableInput(Exception):
+    """Text of a request that the store cannot keep (a character a database's encoding
+    lacks). The engine finds which request of the batch it is, and refuses only that."""
+
+    def __init__(self, refusal: InvalidInput) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
 class RetryableStoreError(Exception):
     """A transient store failure (deadlock, serialization, SQLite busy): retried inside."""

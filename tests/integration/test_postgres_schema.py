@@ -27,6 +27,7 @@ from tests.nfc_upgrade import (
     assert_twins_are_left_for_an_operator,
     old_client_token,
 )
+from tests.pgserver import PostgresTestServer
 
 from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits
 from kopilka.engine import Engine
@@ -626,3 +627,37 @@ def test_workers_read_the_password_file_themselves(postgres_url: str, tmp_path: 
             environment = Path(f"/proc/{pid}/environ").read_bytes()
             assert b"S3cret" not in environment, pid
         assert server.stop() == 0
+
+
+async def test_text_a_latin1_database_cannot_store_is_refused_for_its_request_alone(
+    postgres_server: PostgresTestServer,
+) -> None:
+    """A database in another encoding than UTF8 lacks most characters: a name or a
+    description it cannot store refuses its own request (invalid_text), never the
+    others batched with it, and never as an internal error."""
+    name = f"kopilka_latin1_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(postgres_server.url())
+    try:
+        await admin.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1'"
+            " LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    finally:
+        await admin.close()
+    try:
+        async with Engine(PostgresStore(postgres_server.url(name))) as engine:
+            outcomes = await asyncio.gather(
+                engine.execute(Deposit("Ёжик", 100, "pay", "k-cyrillic")),
+                engine.execute(Deposit("Jose", 100, "café ☕", "k-cup")),
+                engine.execute(Deposit("José", 100, "café", "k-latin")),
+                return_exceptions=True,
+            )
+            assert [getattr(o, "code", "ok") for o in outcomes] == [
+                "invalid_text",
+                "invalid_text",
+                "ok",
+            ]
+            account = await engine.store.get_account("main", "José")
+            assert account is not None and account.balance_cents == 100
+    finally:
+        postgres_server.drop_database(name)

@@ -53,7 +53,13 @@ from kopilka.domain.rules import (
     plan_batch,
 )
 from kopilka.domain.statement import StatementLine
-from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
+from kopilka.errors import (
+    InvalidInput,
+    KopilkaError,
+    RetryableStoreError,
+    Unavailable,
+    UnstorableInput,
+)
 from kopilka.settings import redact_text, redact_url
 from kopilka.store.foreign_tables import refuse_foreign_tables
 from kopilka.store.postgres_accounts import AccountCache, StaleViews
@@ -88,6 +94,11 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InternalClientError,
 )
 # Failures PostgreSQL itself expects to be retried: nothing was applied.
+# Text of a request that a database in another encoding than UTF8 has no character for.
+_UNSTORABLE_TEXT = (
+    asyncpg.exceptions.UntranslatableCharacterError,
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+)
 _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization
     asyncpg.exceptions.LockNotAvailableError,  # lock_timeout
@@ -485,6 +496,13 @@ class PostgresStore:
     # -- the batch ------------------------------------------------------------
 
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
+        try:
+            return await self._apply(commands)
+        except _UNSTORABLE_TEXT as error:
+            refusal = InvalidInput("invalid_text", f"text this database cannot store: {error}")
+            raise UnstorableInput(refusal) from error
+
+    async def _apply(self, commands: Sequence[Command]) -> list[Outcome]:
         assert commands
         planned = (
             self._plan_on_known_accounts(commands) if self.stale_views.worth_trying() else None
