@@ -126,6 +126,9 @@ def test_an_option_without_its_value() -> None:
 def test_a_repeated_option_is_refused() -> None:
     assert refusal("balance --client=A --client=B") == "balance got --client twice"
     assert refusal("transfer -f A -t B 5 --amount=6") == "transfer got --amount twice"
+    assert refusal("transfer Alice Bob 1") == (
+        "transfer takes one bare AMOUNT, and got 'Bob' as well (see transfer --help)"
+    )
 
 
 def test_a_bare_word_where_none_is_taken() -> None:

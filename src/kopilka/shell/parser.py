@@ -99,7 +99,14 @@ def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
         word = words[index]
         index += 1
         if not _OPTION_WORD.fullmatch(word):
-            _store(spec, values, _positional_name(spec, word), word)
+            name = _positional_name(spec, word)
+            if name in values:
+                raise InvalidInput(
+                    "unexpected_argument",
+                    f"{spec.name} takes one bare {name.upper()}, and got {word!r} as well"
+                    f" (see {spec.name} --help)",
+                )
+            _store(spec, values, name, word)
             continue
         spelling, has_value, value = word.partition("=")
         option = spec.option(spelling)
