@@ -30,7 +30,7 @@ from kopilka.domain.model import (
     Withdraw,
 )
 from kopilka.engine import Engine
-from kopilka.errors import KopilkaError, Unavailable
+from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -438,7 +438,7 @@ async def test_server_stopped_under_load_fails_fast_and_recovers(
 async def test_a_request_the_database_cannot_store_fails_alone(postgres_url: str) -> None:
     """The engine groups requests into one transaction; one that makes the database fail
     (a NUL, which PostgreSQL cannot store, from a caller that did not check it) must not
-    take the others with it."""
+    take the others with it, and is refused as the bad input it is."""
     async with Engine(PostgresStore(postgres_url)) as engine:
         good = [
             Deposit(f"alone-{n}", 100, "fine", f"alone-{n}", open_account=True) for n in range(5)
@@ -449,6 +449,6 @@ async def test_a_request_the_database_cannot_store_fails_alone(postgres_url: str
             return_exceptions=True,
         )
     failed = answers.pop(2)
-    assert isinstance(failed, Unavailable) and failed.code == "internal_error", failed
+    assert isinstance(failed, InvalidInput) and failed.code == "invalid_text", failed
     for answer in answers:
         assert isinstance(answer, list) and isinstance(answer[0], Operation), answer
