@@ -443,17 +443,18 @@ _raw_batch_decoder = msgspec.json.Decoder(BatchRawIn)
 _item_decoder: msgspec.json.Decoder[BatchItem] = msgspec.json.Decoder(BatchItem)
 
 
-def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], bytes]:
-    """The batch's items, each decoded or refused on its own, and the body as decoded
-    (for its key's digest). The whole body is decoded at once; only when that fails is
-    it decoded item by item, so that a malformed item fails alone, as a refused one does.
+def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], BatchIn | bytes]:
+    """The batch's items, each decoded or refused on its own, and the body as decoded,
+    for its key's digest (the request, encoded only if it has a key). The whole body is
+    decoded at once; only when that fails is it decoded item by item, so that a malformed
+    item fails alone, as a refused one does.
     """
     try:
         request = _batch_decoder.decode(body)
     except msgspec.DecodeError as error:
         whole = error
     else:
-        return list(request.operations), _encoder.encode(request)
+        return list(request.operations), request
     try:
         raw = _raw_batch_decoder.decode(body)
     except msgspec.DecodeError:

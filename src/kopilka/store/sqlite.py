@@ -362,9 +362,9 @@ class SqliteStore:
         if keys:
             known.update(self._load_refusals(keys))
             known.update(self._load_operations(keys))
-        claimed = self._load_claims(keys) if keys else None
+        known_claims = self._load_claims(keys) if keys else None
         # The time is taken under the write lock, so it orders batches across processes.
-        plan = plan_batch(commands, accounts, known, self._clock.now(), claimed)
+        plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims)
         if not check_keys and self._refusal_may_be_a_retry(commands, plan):
             raise _KeyAlreadyUsed
         self._write_plan(plan)
