@@ -135,6 +135,11 @@ async def _outage(
     status, _, answer = await stranger.request("GET", "/v1/accounts")
     load.answers.append(("stranger", status, answer))
     assert status == 503, answer
+    # A load balancer's probes: the process lives, and is not ready to serve.
+    status, _, answer = await stranger.request("GET", "/v1/health")
+    assert status == 200, answer
+    status, _, answer = await stranger.request("GET", "/v1/ready")
+    assert (status, answer["error"]["code"]) == (503, "store_unavailable"), answer
     if mode == "immediate" and not load.keys_told:
         await _writes_told_their_keys(load)
     await asyncio.to_thread(postgres_server.start)
@@ -143,6 +148,9 @@ async def _outage(
     while load.created_since(served) < 20:
         assert time.monotonic() < deadline, f"no service after a {mode} restart"
         await asyncio.sleep(0.05)
+    while (await stranger.request("GET", "/v1/ready"))[0] != 200:  # checked once a second
+        assert time.monotonic() < deadline + 5, f"not ready after a {mode} restart"
+        await asyncio.sleep(0.1)
 
 
 async def _writes_told_their_keys(load: Load) -> None:

@@ -33,6 +33,7 @@ from kopilka.api.commands import command_from
 from kopilka.api.errors import ApiError, decode_error, error_body, error_headers
 from kopilka.api.metrics import Metrics
 from kopilka.api.privacy import hide_payee, refusal_for_client
+from kopilka.api.readiness import Readiness
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
 from kopilka.collector import settle_for_serving
@@ -126,6 +127,7 @@ class KopilkaApp:
         self.tokens = TokenCache(store, token_ttl_seconds)
         self.sandboxes = Sandboxes(store, sandbox_idle_seconds)
         self.metrics = Metrics(self.engine)
+        self.readiness = Readiness(self.engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

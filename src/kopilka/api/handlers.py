@@ -135,7 +135,7 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
     method: str = scope["method"]
     segments = path_segments(scope)
     headers = RequestHeaders(scope)  # bounds header size on every route
-    public = _public(app, method, segments)
+    public = await _public(app, method, segments)
     if public is not None:
         return public
     if not segments or segments[0] != "v1" or len(segments) < 2:
@@ -176,17 +176,20 @@ def _path_client(segment: str) -> str:
     return client
 
 
-_PUBLIC_PATHS = (["v1", "health"], ["metrics"], ["openapi.json"], ["docs"])
+_PUBLIC_PATHS = (["v1", "health"], ["v1", "ready"], ["metrics"], ["openapi.json"], ["docs"])
 
 
-def _public(app: KopilkaApp, method: str, segments: list[str]) -> Response | None:
-    """Endpoints without a token: health, metrics, the API description."""
+async def _public(app: KopilkaApp, method: str, segments: list[str]) -> Response | None:
+    """Endpoints without a token: health, readiness, metrics, the API description."""
     if method != "GET":
         if segments in _PUBLIC_PATHS:
             raise method_not_allowed(method, "/" + "/".join(segments), ("GET",))
         return None
     if segments == ["v1", "health"]:
         return json_response(HealthOut(status="ok", engine=app.engine.state.value))
+    if segments == ["v1", "ready"]:
+        await app.readiness.check()
+        return json_response(HealthOut(status="ready", engine=app.engine.state.value))
     if segments == ["metrics"]:
         return Response(app.metrics.render(), media_type=CONTENT_TYPE)
     if segments == ["openapi.json"]:

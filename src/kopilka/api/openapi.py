@@ -200,6 +200,13 @@ def _service_paths() -> dict[str, Any]:
         },
         "/v1/whoami": {"get": _operation("The caller, as its token says", ("200", "WhoAmIOut"))},
         "/v1/health": {"get": _operation("Liveness", ("200", "HealthOut"), public=True)},
+        "/v1/ready": {
+            "get": _operation(
+                "Readiness: 503 while the database does not answer",
+                ("200", "HealthOut"),
+                public=True,
+            )
+        },
     }
 
 

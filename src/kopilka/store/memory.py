@@ -53,6 +53,9 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    async def ping(self) -> None:
+        return None
+
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         keys = accounts_touched(commands)
         accounts = {key: replace(self._accounts[key]) for key in keys if key in self._accounts}

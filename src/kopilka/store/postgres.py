@@ -732,6 +732,9 @@ class PostgresStore:
         except _CONNECTION_LOST as error:
             raise self._unavailable(error) from error
 
+    async def ping(self) -> None:
+        await self._read(lambda connection: connection.fetchval("SELECT 1"))
+
     async def get_account(self, ledger: str, client: str) -> Account | None:
         row = await self._read(
             lambda connection: connection.fetchrow(

@@ -20,6 +20,9 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None:
+        """One cheap read; raises Unavailable when the store cannot be reached."""
+
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         """Apply a batch in ONE transaction; one outcome per command, in order.
 

@@ -653,6 +653,16 @@ class SqliteStore:
 
     # -- reads ----------------------------------------------------------------
 
+    async def ping(self) -> None:
+        def read() -> None:
+            try:
+                self._read_db.execute("SELECT 1 FROM accounts LIMIT 1").fetchall()
+            except sqlite3.Error as error:  # the file unreadable, or damaged
+                message = f"cannot read {self.path}: {error}"
+                raise Unavailable("store_unavailable", message) from error
+
+        await self._read(read)
+
     async def get_account(self, ledger: str, client: str) -> Account | None:
         def read() -> Account | None:
             row = self._read_db.execute(
