@@ -214,7 +214,7 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
         return 1
     import asyncio
 
-    from kopilka.api.auth import ensure_admin_token
+    from kopilka.api.admin_token import ensure_admin_token
     from kopilka.store import open_store
 
     async def prepare() -> bool:

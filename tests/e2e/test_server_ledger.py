@@ -152,6 +152,37 @@ def test_serve_on_a_port_in_use_says_so_in_one_line_and_changes_nothing(
     )
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_second_database_in_a_home_in_use_is_refused_and_keeps_the_token(
+    tmp_path: Path, workers: int
+) -> None:
+    """Its own admin token would replace the running server's, which the local shells
+    of that server read; once that server has stopped, it may."""
+    home = tmp_path / "home"
+    other = ("--db", str(tmp_path / "other.db"), "--workers", str(workers))
+    with running_server(home) as server:
+        token = (home / "admin.token").read_text()
+        refused = _serve(home, str(free_port()), *other)
+        assert (home / "admin.token").read_text() == token
+        with server.client() as admin:  # the first server's shells still get in
+            assert admin.get("/v1/whoami").status_code == 200
+        # The same database in the same home is another server of the same bank: welcome.
+        with running_server(home, server.db) as same:
+            assert (home / "admin.token").read_text() == token
+            with same.client() as admin:
+                assert admin.get("/v1/whoami").status_code == 200
+    assert refused.returncode == 1, refused
+    assert refused.stdout == ""
+    assert refused.stderr == (
+        f"Error: another kopilka server uses {home} with a database that has another"
+        " admin token; give each database a KOPILKA_HOME of its own\n"
+    )
+    with running_server(home, str(tmp_path / "other.db"), workers=workers) as replacing:
+        assert (home / "admin.token").read_text() != token
+        with replacing.client() as admin:
+            assert admin.get("/v1/whoami").status_code == 200
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_serve_on_a_newer_schema_says_so_in_one_line(tmp_path: Path, workers: str) -> None:
     database = tmp_path / "newer.db"

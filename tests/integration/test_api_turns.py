@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from kopilka.api.admin_token import ensure_admin_token
 from kopilka.api.app import create_app
-from kopilka.api.auth import ensure_admin_token
 from kopilka.limits import Limits
 
 BATCH_OPERATIONS = 300

@@ -20,6 +20,7 @@ import msgspec
 from starlette.types import Receive, Scope, Send
 
 from kopilka.api import handlers
+from kopilka.api.admin_token import ensure_admin_token
 from kopilka.api.auth import (
     SANDBOX_PREFIX,
     TOKEN_CACHE_TTL_SECONDS,
@@ -27,7 +28,6 @@ from kopilka.api.auth import (
     TokenCache,
     check_ledger,
     effective_role,
-    ensure_admin_token,
 )
 from kopilka.api.commands import command_from
 from kopilka.api.errors import ApiError, decode_error, error_body, error_headers

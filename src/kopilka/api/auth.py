@@ -11,11 +11,9 @@ reach this one within the TTL.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from kopilka.domain.model import client_name
 from kopilka.domain.rules import validate_client, validate_ledger_name
@@ -186,27 +184,3 @@ def new_token_record(
         created_at=datetime.now(UTC),
     )
     return record, secret
-
-
-async def ensure_admin_token(store: Store, path: Path) -> bool:
-    """Keep a working admin token in `path` (mode 0600); True when a new one was made.
-
-    The file's token is kept while the store still honours it, so restarting
-    the server does not invalidate a shell that already read it.
-    """
-    if path.is_file():
-        secret = path.read_text().strip()
-        token_id = token_id_of(secret)
-        record = None if token_id is None else await store.get_token(token_id)
-        if record is not None and not record.revoked and secret_matches(secret, record):
-            path.chmod(0o600)  # kept, so made private again if someone loosened it
-            return False
-    record, secret = new_token_record("admin", None)
-    await store.put_token(record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{record.id}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(secret + "\n")
-    os.replace(temporary, path)  # atomic: a reader sees the old token or the new one
-    return True

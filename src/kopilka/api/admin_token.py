@@ -1,0 +1,87 @@
+"""The admin token a server keeps in KOPILKA_HOME, for the local CLI to read.
+
+Every running server holds a shared lock on a file beside the token for as long as it
+runs. A server whose database does not honour the token there may replace it only
+while no other server holds that lock: otherwise the other server, on another
+database, would lose the token its local shells use.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from kopilka.api.auth import new_token_record
+from kopilka.errors import Conflict, Unavailable
+from kopilka.store.protocol import Store
+from kopilka.tokens import secret_matches, token_id_of
+
+# Held exclusively only while a token is written: a few milliseconds.
+_LOCK_WAIT_SECONDS_MAX = 5.0
+# One open lock per token file, held until this process ends.
+_held: dict[Path, int] = {}
+
+
+async def ensure_admin_token(store: Store, path: Path) -> bool:
+    """Keep a working admin token in `path` (mode 0600); True when a new one was made.
+
+    The file's token is kept while the store still honours it, so restarting
+    the server does not invalidate a shell that already read it.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _hold(path)
+    if await _honoured(store, path):
+        path.chmod(0o600)  # kept, so made private again if someone loosened it
+        return False
+    if not _try_lock(lock, fcntl.LOCK_EX):
+        raise Conflict(
+            "home_in_use",
+            f"another kopilka server uses {path.parent} with a database that has another"
+            f" admin token; give each database a KOPILKA_HOME of its own",
+        )
+    try:
+        record, secret = new_token_record("admin", None)
+        await store.put_token(record)
+        temporary = path.with_name(f".{path.name}.{record.id}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secret + "\n")
+        os.replace(temporary, path)  # atomic: a reader sees the old token or the new one
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+    return True
+
+
+async def _honoured(store: Store, path: Path) -> bool:
+    if not path.is_file():
+        return False
+    secret = path.read_text().strip()
+    token_id = token_id_of(secret)
+    record = None if token_id is None else await store.get_token(token_id)
+    return record is not None and not record.revoked and secret_matches(secret, record)
+
+
+def _hold(path: Path) -> int:
+    """This process's shared lock on the token file's lock, taken once and kept."""
+    lock = _held.get(path)
+    if lock is None:
+        lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        os.set_inheritable(lock, False)
+        _held[path] = lock
+    # Waits out a server that is writing its token, to read the token it wrote.
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS_MAX
+    while not _try_lock(lock, fcntl.LOCK_SH):
+        if time.monotonic() > deadline:
+            raise Unavailable("home_locked", f"{path} is being written by another server")
+        time.sleep(0.01)
+    return lock
+
+
+def _try_lock(lock: int, kind: int) -> bool:
+    try:
+        fcntl.flock(lock, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
