@@ -21,7 +21,12 @@ def from_micros(micros: int) -> datetime:
 
 
 class MonotonicClock:
-    """Statements order by time: a wall clock stepping back must not reorder them."""
+    """Statements order by time: a wall clock stepping back must not reorder them.
+
+    Within a process `now` never goes back; across processes (another one's clock
+    ahead of this one's, or this one started after the clock was stepped back) the
+    store tells it, with `not_before`, the latest time already written.
+    """
 
     def __init__(self) -> None:
         self._last = _EPOCH
@@ -34,3 +39,8 @@ class MonotonicClock:
                 current = self._last + _ONE_MICROSECOND
             self._last = current
             return current
+
+    def not_before(self, moment: datetime) -> None:
+        """Every later `now` is after `moment`."""
+        with self._lock:
+            self._last = max(self._last, moment)

@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 from tests.sqlite_references import assert_references_whole
 
+from kopilka.clock import MonotonicClock
 from kopilka.engine import Engine
 from kopilka.limits import Limits
 from kopilka.store import open_store
+from kopilka.store.postgres import PostgresStore
 from kopilka.store.protocol import Store
+from kopilka.store.sqlite import SqliteStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,11 +36,18 @@ class Backend:
     def durable(self) -> bool:
         return self.kind != "memory"
 
-    def open(self) -> Store:
-        return open_store(self.url)
+    def open(self, clock: MonotonicClock | None = None) -> Store:
+        if clock is None:
+            return open_store(self.url)
+        if self.kind == "sqlite":
+            return SqliteStore(str(self.path), clock)
+        assert self.kind == "postgres", "the memory store is one process: it has one clock"
+        return PostgresStore(self.url, clock)
 
-    async def start_engine(self, limits: Limits | None = None) -> Engine:
-        engine = Engine(self.open(), limits)
+    async def start_engine(
+        self, limits: Limits | None = None, clock: MonotonicClock | None = None
+    ) -> Engine:
+        engine = Engine(self.open(clock), limits)
         await engine.start()
         return engine
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from tests.contract.conftest import Backend
 
+from kopilka.clock import MonotonicClock
 from kopilka.domain.model import (
     Account,
     ClaimKey,
@@ -896,6 +897,40 @@ async def test_data_survives_close_and_reopen(backend: Backend) -> None:
         assert await reopened.store.get_token("t1") == token
     finally:
         await reopened.close()
+
+
+class _ClockAhead(MonotonicClock):
+    """Another process's clock, an hour ahead of this one's (or this one stepped back)."""
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(hours=1)
+
+
+async def test_a_clock_behind_another_process_s_keeps_each_statement_in_order(
+    backend: Backend,
+) -> None:
+    """A statement orders an account's entries by time: an operation written after
+    another process's, by a process whose clock is behind, must not come before it."""
+    if not backend.durable:
+        pytest.skip("the memory store is one process: it has one clock")
+    ahead = await backend.start_engine(clock=_ClockAhead())
+    try:
+        await applied(ahead, Deposit(JOHN, 10_000, "first", "c1"))
+        await applied(ahead, Deposit(JANE, 1_000, "first", "c2"))
+    finally:
+        await ahead.close()
+    behind = await backend.start_engine()
+    try:
+        later = await applied(behind, Transfer(JOHN, JANE, 3_000, "second", "c3"))
+        statement = await behind.statement("main", JOHN, None, FAR_FUTURE)
+        assert [line.description for line in statement.lines] == ["first", "second"]
+        assert [line.balance_after_cents for line in statement.lines] == [10_000, 7_000]
+        assert statement.closing_balance_cents == 7_000
+        jane = await lines_of(behind, JANE)
+        assert [line.description for line in jane] == ["first", "second"]
+        assert later.created_at > statement.lines[0].created_at
+    finally:
+        await behind.close()
 
 
 async def test_database_checks_floor_and_cap(backend: Backend) -> None:

@@ -624,7 +624,11 @@ class PostgresStore:
         transaction = connection.transaction()
         try:
             await transaction.start()
-            accounts, revisions = await self._accounts.lock(connection, keys)
+            accounts, revisions, latest_entry_at = await self._accounts.lock(connection, keys)
+            if latest_entry_at is not None:
+                # Another process, its clock ahead of ours, may have written them last.
+                # Batches planned on what this one leaves are later still.
+                self._clock.not_before(latest_entry_at)
             # Floors and caps as read, to spot the ones SetLimits changes (if any may).
             limits = (
                 {a.id: (a.min_balance_cents, a.max_balance_cents) for a in accounts.values()}

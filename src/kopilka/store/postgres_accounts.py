@@ -32,8 +32,12 @@ if TYPE_CHECKING:
 # change are read; an account's id, names and opening time never do.
 # Joined from the id list, not `id = ANY($1)`: after a lock wait PostgreSQL rechecks
 # the condition on each updated row, and ANY over thousands of ids made that quadratic.
+# Each account's latest entry time too (one probe of the index its statement reads):
+# the batch is written at a later time, however far behind this process's clock is.
 _LOCK_ACCOUNTS = """
-SELECT a.id, a.balance, a.min_balance, a.max_balance, a.revision
+SELECT a.id, a.balance, a.min_balance, a.max_balance, a.revision,
+       (SELECT e.created_at FROM entries AS e WHERE e.account_id = a.id
+        ORDER BY e.created_at DESC LIMIT 1)
 FROM unnest($1::bigint[]) AS k(id) JOIN accounts AS a ON a.id = k.id
 ORDER BY a.id FOR UPDATE OF a
 """
@@ -78,10 +82,11 @@ class AccountCache:
 
     async def lock(
         self, connection: Connection, keys: set[AccountKey]
-    ) -> tuple[dict[AccountKey, Account], dict[int, int]]:
+    ) -> tuple[dict[AccountKey, Account], dict[int, int], datetime | None]:
         """Lock the existing accounts among `keys` in id order; absent ones are new.
 
-        Returns the accounts and, by id, each one's revision as locked.
+        Returns the accounts, by id each one's revision as locked, and the time of the
+        latest entry of any of them (None without entries).
         """
         known = self._known
         missing = [key for key in keys if key not in known]
@@ -91,17 +96,20 @@ class AccountCache:
         rows = await connection.fetch(_LOCK_ACCOUNTS, sorted(by_id))
         accounts: dict[AccountKey, Account] = {}
         revisions: dict[int, int] = {}
-        for account_id, balance, floor, cap, revision in rows:
+        latest: datetime | None = None
+        for account_id, balance, floor, cap, revision, last_entry_at in rows:
             ledger, client = key = by_id.pop(account_id)
             created_at = known[key].created_at
             accounts[key] = Account(ledger, client, balance, floor, cap, created_at, account_id)
             revisions[account_id] = revision
+            if last_entry_at is not None and (latest is None or last_entry_at > latest):
+                latest = last_entry_at
         if by_id:
             for key in by_id.values():
                 del known[key]
             raise RetryableStoreError("an account was removed by another process")
         self._trim()  # only now: the ids this batch uses were needed until here
-        return accounts, revisions
+        return accounts, revisions, latest
 
     async def _find(self, connection: Connection, keys: list[AccountKey]) -> None:
         clients_by_ledger: dict[str, list[str]] = {}

@@ -427,11 +427,19 @@ class SqliteStore:
         return False
 
     def _check_cache(self) -> None:
-        """Forget cached accounts if another connection (process) committed since our last."""
+        """Forget cached accounts if another connection (process) committed since our last,
+        and take no time before the last operation it wrote: its clock may be ahead of
+        ours, and a statement orders an account's entries by time."""
         version = self._db.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._account_cache.clear()
             self._data_version = version
+            # Writers take turns, each after the last: the newest id has the latest time.
+            last = self._db.execute(
+                "SELECT created_at FROM operations ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if last is not None:
+                self._clock.not_before(from_micros(last[0]))
 
     def _accounts_for(self, keys: set[AccountKey]) -> dict[AccountKey, Account]:
         """The batch's accounts: cached ones as they are, the rest read (and kept aside)."""
