@@ -13,6 +13,7 @@ and 1 on a refusal, with `Error: ...` on stderr.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import sys
@@ -25,7 +26,7 @@ from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.settings import Settings, load_settings, redact_url
 from kopilka.shell.commands import execute, needs_bank
 from kopilka.shell.connect import Target, open_bank
-from kopilka.shell.output import Output
+from kopilka.shell.output import ANSWER_NOT_WRITTEN_EXIT, AnswerNotWritten, Output
 from kopilka.shell.parser import parse_words
 from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import run_piped, run_terminal
@@ -85,8 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     # Balances, histories and tokens are the user's alone: every file and directory
     # kopilka makes (the database and its WAL, the home, the shell's history) is private.
     os.umask(0o077)
+    if sys.stdout is None:  # started with it closed: say so before anything is done
+        if sys.stderr is not None:
+            print("Error: standard output is closed; nothing was done", file=sys.stderr)
+        return 1
     try:
         return _dispatch(arguments)
+    except AnswerNotWritten as error:
+        with contextlib.suppress(OSError):
+            print(f"Error: {error.message}", file=sys.stderr)
+        return ANSWER_NOT_WRITTEN_EXIT
     except KopilkaError as error:
         print(f"Error: {error.message}", file=sys.stderr)
         return 1

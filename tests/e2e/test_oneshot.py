@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
-from tests.e2e.conftest import RunKopilka
+import pytest
+from tests.e2e.conftest import RUN_TIMEOUT_SECONDS, RunKopilka, kopilka_command, kopilka_env
 
 DEPOSIT = ("deposit", "--client=John Jones", "--amount=100", "--description=ATM Deposit")
 
@@ -203,3 +206,60 @@ def test_an_empty_key_or_ledger_is_refused_not_ignored(kopilka: RunKopilka) -> N
     assert result.stderr == "Error: a ledger name is 1 to 100 printable characters\n"
     balance = kopilka("balance", "--client", "John Jones")
     assert balance.stderr == "Error: no account for client 'John Jones'\n"  # nothing applied
+
+
+def _run_with_stdout(home: Path, stdout: int | None, *arguments: str) -> tuple[int, str]:
+    """`kopilka ARGUMENTS` with its standard output on a given descriptor (None: closed)."""
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with subprocess.Popen(
+        [*kopilka_command(), *arguments],
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=kopilka_env(home),
+        cwd=home.parent,
+        # Closed in the child, as `kopilka ... >&-` leaves it.
+        preexec_fn=(lambda: os.close(1)) if stdout is None else None,
+    ) as process:
+        _, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    return process.returncode, errors
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_an_answer_that_cannot_be_written_is_not_called_a_refusal(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """Exit 1 says nothing was done, and a script would do it again: a deposit made but
+    not reported (stdout on a full disk) exits 3, with one line, and is made once."""
+    with open("/dev/full", "w") as full:
+        status, errors = _run_with_stdout(kopilka_home, full.fileno(), *DEPOSIT)
+    assert status == 3
+    assert errors == (
+        "Error: the command ran, but its answer could not be written"
+        " (No space left on device); check before repeating it\n"
+    )
+    assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
+    # The shell fed a script stops at the first answer it cannot write, the same way.
+    script = "deposit --client='John Jones' --amount=1 --description=a\n" * 3
+    with open("/dev/full", "w") as full:
+        shell = subprocess.run(
+            [*kopilka_command(), "shell"],
+            input=script,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+            timeout=RUN_TIMEOUT_SECONDS,
+            check=False,
+        )
+    assert (shell.returncode, shell.stderr.count("\n")) == (3, 1), shell.stderr
+    assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $101.00\n"
+
+
+def test_a_closed_standard_output_does_nothing(kopilka: RunKopilka, kopilka_home: Path) -> None:
+    status, errors = _run_with_stdout(kopilka_home, None, *DEPOSIT)
+    assert (status, errors) == (1, "Error: standard output is closed; nothing was done\n")
+    balance = kopilka("balance", "--client=John Jones")
+    assert balance.stderr == "Error: no account for client 'John Jones'\n"

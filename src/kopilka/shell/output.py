@@ -7,9 +7,11 @@ compared exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
+from kopilka.errors import KopilkaError
 from kopilka.shell.render import Table, plain_table, rich_table
 
 if TYPE_CHECKING:
@@ -37,6 +39,14 @@ class Exit:
 
 Reply = Message | Block | Table | Exit
 
+# The exit status when a command ran but its answer could not be written: not 1, which
+# says nothing was done, as a script would then repeat a deposit that was made.
+ANSWER_NOT_WRITTEN_EXIT = 3
+
+
+class AnswerNotWritten(KopilkaError):
+    """Standard output failed (a full disk, a closed descriptor) after the command ran."""
+
 
 class Output:
     def __init__(self, stream: TextIO, errors: TextIO, *, terminal: bool) -> None:
@@ -60,22 +70,24 @@ class Output:
     def show(self, reply: Reply) -> None:
         if isinstance(reply, Exit):
             return
-        if self._console is None:
+        console = self._console
+        if console is None:
             text = plain_table(reply) if isinstance(reply, Table) else reply.text
-            self._write(self._stream, text)
+            _written(lambda: self._write(self._stream, text))
         elif isinstance(reply, Table):
-            self._console.print(rich_table(reply))
+            _written(lambda: console.print(rich_table(reply)))
         elif isinstance(reply, Message):
-            self._console.print(reply.text, style="green", markup=False)
+            _written(lambda: console.print(reply.text, style="green", markup=False))
         else:
-            self._write(self._stream, reply.text)
+            _written(lambda: self._write(self._stream, reply.text))
 
     def error(self, message: str) -> None:
         line = f"Error: {message}"
-        if self._error_console is None:
-            self._write(self._errors, line)
+        console = self._error_console
+        if console is None:
+            _written(lambda: self._write(self._errors, line))
         else:
-            self._error_console.print(line, style="bold red", markup=False)
+            _written(lambda: console.print(line, style="bold red", markup=False))
 
     def note(self, text: str) -> None:
         """Something for a person at a terminal only (a greeting); pipes never see it."""
@@ -87,3 +99,16 @@ class Output:
         stream.write(text + "\n")
         # Flushed per result, so a program driving the shell over a pipe sees each answer.
         stream.flush()
+
+
+def _written(write: Callable[[], None]) -> None:
+    try:
+        write()
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): the command line stops quietly
+    except OSError as error:
+        raise AnswerNotWritten(
+            "answer_not_written",
+            f"the command ran, but its answer could not be written ({error.strerror});"
+            " check before repeating it",
+        ) from error
