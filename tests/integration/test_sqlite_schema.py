@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.nfc_upgrade import (
     old_client_token,
 )
 
+from kopilka.domain.model import Deposit
 from kopilka.engine import Engine
 from kopilka.errors import Unavailable
 from kopilka.store import open_store
@@ -338,3 +340,34 @@ def test_schema_5_a_token_for_a_twin_spelling_is_revoked_and_no_other(tmp_path: 
         tokens = connection.execute("SELECT id, client, revoked FROM tokens").fetchall()
     assert (twin.id, JOSE_NFD, 1) in tokens
     assert (side.id, JOSE_NFC, 0) in tokens
+
+
+async def test_a_damaged_database_fails_each_request_in_one_line_not_as_busy(
+    tmp_path: Path,
+) -> None:
+    """A table gone (a file damaged by hand or by a disk) is no busy ledger to retry:
+    reads and writes get store_unavailable naming the fault, and nothing changes."""
+    path = tmp_path / "kopilka.db"
+    engine = Engine(open_store(str(path)))
+    await engine.start()
+    try:
+        await engine.execute(Deposit("Ann", 500, "pay", "k1"))
+    finally:
+        await engine.close()
+    with closing(sqlite3.connect(path)) as raw:
+        raw.execute("DROP TABLE entries")
+        raw.commit()
+    engine = Engine(open_store(str(path)))
+    await engine.start()
+    try:
+        for work in (
+            engine.execute(Deposit("Ann", 100, "pay", "k2")),
+            engine.statement("main", "Ann", None, datetime(2100, 1, 1, tzinfo=UTC)),
+        ):
+            with pytest.raises(Unavailable) as failed:
+                await work
+            assert failed.value.code == "store_unavailable"
+            assert failed.value.message.endswith("failed: no such table: entries")
+        assert (await engine.get_account("main", "Ann")).balance_cents == 500
+    finally:
+        await engine.close()

@@ -266,7 +266,10 @@ class SqliteStore:
         self._writer_jobs -= 1
 
     async def _read(self, work: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._reader_thread, work)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader_thread, work)
+        except sqlite3.Error as error:  # a damaged file: one line, not a traceback
+            raise self._failed(error) from error
 
     @property
     def commit_seconds(self) -> float:
@@ -391,11 +394,17 @@ class SqliteStore:
         return plan.outcomes
 
     def _abandon(self, error: BaseException) -> NoReturn:
-        """Roll the batch back and re-raise; a SQLite error (busy, locked) may be retried."""
+        """Roll the batch back and re-raise; a busy or locked database may be retried, and
+        any other SQLite error (a damaged file, a full disk) fails the batch in one line."""
         self._roll_back()
-        if isinstance(error, sqlite3.OperationalError):
-            raise RetryableStoreError(str(error)) from error
+        if isinstance(error, sqlite3.Error):
+            if _is_busy(error):
+                raise RetryableStoreError(str(error)) from error
+            raise self._failed(error) from error
         raise error
+
+    def _failed(self, error: sqlite3.Error) -> Unavailable:
+        return Unavailable("store_unavailable", f"the database {self.path} failed: {error}")
 
     def _roll_back(self) -> None:
         if self._db.in_transaction:
@@ -662,14 +671,7 @@ class SqliteStore:
     # -- reads ----------------------------------------------------------------
 
     async def ping(self) -> None:
-        def read() -> None:
-            try:
-                self._read_db.execute("SELECT 1 FROM accounts LIMIT 1").fetchall()
-            except sqlite3.Error as error:  # the file unreadable, or damaged
-                message = f"cannot read {self.path}: {error}"
-                raise Unavailable("store_unavailable", message) from error
-
-        await self._read(read)
+        await self._read(lambda: self._read_db.execute("SELECT 1 FROM accounts LIMIT 1").fetchall())
 
     async def get_account(self, ledger: str, client: str) -> Account | None:
         def read() -> Account | None:
@@ -870,3 +872,11 @@ class _KeyAlreadyUsed(Exception):
 
 def _token(row: Sequence[Any]) -> TokenRecord:
     return TokenRecord(row[0], row[1], row[2], row[3], row[4], from_micros(row[5]), bool(row[6]))
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code of them): another writer."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is None:  # raised by the module itself, not by SQLite
+        return isinstance(error, sqlite3.OperationalError)
+    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
