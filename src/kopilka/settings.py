@@ -125,6 +125,22 @@ def load_settings(
     )
 
 
+# What kopilka.toml may hold, and of which TOML type: anything else is refused, so that a
+# typing slip (`db = 5`, `prot = 8889`) is an error, not a silent default.
+_FILE_SETTINGS: dict[str, tuple[type, ...]] = {
+    "db": (str,),
+    "url": (str,),
+    "host": (str,),
+    "port": (int,),
+    "workers": (int,),
+    "ledger": (str,),
+    "connections_per_client": (int,),
+    "header_seconds": (int, float),
+    "body_seconds": (int, float),
+    "write_seconds": (int, float),
+}
+
+
 def _read_file(config_path: str | Path | None, base: Path) -> dict[str, Any]:
     candidates = (
         [Path(config_path)] if config_path else [Path("kopilka.toml"), base / "kopilka.toml"]
@@ -133,12 +149,32 @@ def _read_file(config_path: str | Path | None, base: Path) -> dict[str, Any]:
         if candidate.is_file():
             try:
                 with candidate.open("rb") as handle:
-                    return tomllib.load(handle)
+                    values = tomllib.load(handle)
             except tomllib.TOMLDecodeError as error:
                 raise InvalidInput("invalid_setting", f"{candidate}: {error}") from error
+            except (OSError, UnicodeDecodeError) as error:
+                raise InvalidInput(
+                    "invalid_setting", f"cannot read {candidate}: {error}"
+                ) from error
+            _check_file(candidate, values)
+            return values
         if config_path:
             raise InvalidInput("invalid_setting", f"config file {candidate} does not exist")
     return {}
+
+
+def _check_file(path: Path, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        kinds = _FILE_SETTINGS.get(name)
+        if kinds is None:
+            known = ", ".join(_FILE_SETTINGS)
+            raise InvalidInput(
+                "invalid_setting", f"{path}: unknown setting {name!r} (known: {known})"
+            )
+        # TOML's true and false are Python bools, which are ints too: never a number here.
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            wanted = "a string" if kinds == (str,) else "a number"
+            raise InvalidInput("invalid_setting", f"{path}: {name} must be {wanted}")
 
 
 def _read_password(path: Path) -> str:

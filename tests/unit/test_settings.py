@@ -64,6 +64,48 @@ def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("db = 5", "db must be a string"),
+        ("ledger = 7", "ledger must be a string"),
+        ('port = "8889"', "port must be a number"),
+        ("workers = true", "workers must be a number"),
+        ("body_seconds = [1]", "body_seconds must be a number"),
+        ("prot = 8889", "unknown setting 'prot'"),
+        ("[server]\nport = 1", "unknown setting 'server'"),
+    ],
+)
+def test_a_setting_of_the_wrong_kind_in_the_file_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """A slip in kopilka.toml is an error, not a silent default (nor a database named 5)."""
+    config = tmp_path / "kopilka.toml"
+    config.write_text(text + "\n")
+    with pytest.raises(InvalidInput) as info:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path=config)
+    assert info.value.code == "invalid_setting"
+    assert info.value.message == f"{config}: {message}" or info.value.message.startswith(
+        f"{config}: {message} (known: db, url, host, port"
+    )
+
+
+def test_every_setting_of_the_right_kind_in_the_file_is_taken(tmp_path: Path) -> None:
+    config = tmp_path / "kopilka.toml"
+    config.write_text(
+        'db = "books.db"\nurl = "http://127.0.0.1:9000"\nhost = "0.0.0.0"\nport = 9000\n'
+        'workers = 2\nledger = "side"\nconnections_per_client = 8\nheader_seconds = 5\n'
+        "body_seconds = 2.5\nwrite_seconds = 60\n"
+    )
+    settings = load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path=config)
+    assert (settings.port, settings.workers, settings.ledger) == (9000, 2, "side")
+    assert (settings.header_seconds, settings.body_seconds, settings.write_seconds) == (
+        5,
+        2.5,
+        60,
+    )
+
+
+@pytest.mark.parametrize(
     "environ",
     [
         {"KOPILKA_PORT": "0"},
