@@ -322,3 +322,30 @@ def test_text_no_store_can_keep_is_refused_where_it_comes_in(
         exported = admin.get("/v1/accounts/Ann/statement", params={"format": "csv"}).text
         rows = list(csv.reader(io.StringIO(exported)))
         assert rows[-1][3] == "'=cmd|' /C calc'!A0"  # text to a spreadsheet, not a formula
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"operations": [' + b"[" * 1_000 + b"]" * 1_000 + b"]}",
+        b'{"operations": [{"type": "deposit", "client": "Ann", "amount": "1", "x": '
+        + b"[" * 1_000
+        + b"]" * 1_000
+        + b"}]}",
+        b'{"operations": [{"type": "deposit", "client": "Ann", "amount": "1"}, '
+        + b'{"a": ' * 1_000
+        + b"1"
+        + b"}" * 1_000
+        + b"]}",
+    ],
+    ids=["an item", "a field of an item", "an object for an item"],
+)
+def test_json_nested_past_the_decoders_depth_is_refused_not_an_internal_error(
+    admin: httpx.Client, body: bytes
+) -> None:
+    before = state(admin)
+    answer = admin.post("/v1/batch", content=body)
+    # Not split into items: the pass that finds where each item ends goes too deep too.
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["code"] == "invalid_request"
+    assert state(admin) == before

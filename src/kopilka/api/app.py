@@ -30,7 +30,7 @@ from kopilka.api.auth import (
     effective_role,
 )
 from kopilka.api.commands import command_from
-from kopilka.api.errors import ApiError, decode_error, error_body, error_headers
+from kopilka.api.errors import DECODE_ERRORS, ApiError, decode_error, error_body, error_headers
 from kopilka.api.metrics import Metrics
 from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.readiness import Readiness
@@ -250,7 +250,7 @@ def money_command(
             request = _withdrawal_decoder.decode(body)
         else:
             request = _deposit_decoder.decode(body)
-    except msgspec.DecodeError as error:
+    except DECODE_ERRORS as error:
         raise decode_error(error) from None
     return command_from(request, key, ledger, principal)
 

@@ -56,8 +56,15 @@ _FIELD_CODES = {
 _AMOUNT_FIELDS = ("amount", "balance")  # amount, min_balance, max_balance, opening_balance
 
 
-def decode_error(error: msgspec.DecodeError) -> KopilkaError:
+# What decoding a request body may raise: JSON nested past the decoder's depth (which it
+# meets where it must skip a value whole) is a RecursionError, not a DecodeError.
+DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
+
+
+def decode_error(error: msgspec.DecodeError | RecursionError) -> KopilkaError:
     """Malformed JSON is 400; well-formed JSON of the wrong shape is 422."""
+    if isinstance(error, RecursionError):
+        return InvalidInput("invalid_request", "invalid request body: nested too deeply")
     if isinstance(error, msgspec.ValidationError):
         text = str(error)
         field = _field_of(text)

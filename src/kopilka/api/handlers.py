@@ -32,6 +32,7 @@ from kopilka.api.auth import (
 )
 from kopilka.api.commands import command_from
 from kopilka.api.errors import (
+    DECODE_ERRORS,
     ApiError,
     decode_error,
     error_body,
@@ -234,7 +235,7 @@ class Call:
         body = await self.body(bytes_max)
         try:
             return msgspec.json.decode(body, type=kind)
-        except msgspec.DecodeError as error:
+        except DECODE_ERRORS as error:
             raise decode_error(error) from None
 
     def query(self) -> QueryParams:
@@ -454,20 +455,20 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], BatchIn 
     """
     try:
         request = _batch_decoder.decode(body)
-    except msgspec.DecodeError as error:
+    except DECODE_ERRORS as error:
         whole = error
     else:
         return list(request.operations), request
     try:
         raw = _raw_batch_decoder.decode(body)
-    except msgspec.DecodeError:
-        raise decode_error(whole) from None  # not JSON, not a list of operations, too many
+    except DECODE_ERRORS:  # not JSON, not a list of operations, too many, too deep
+        raise decode_error(whole) from None
     items: list[BatchItem | KopilkaError] = []
     decoded: list[bytes] = []
     for index, text in enumerate(raw.operations):
         try:
             item = _item_decoder.decode(text)
-        except msgspec.DecodeError as error:
+        except DECODE_ERRORS as error:
             items.append(_item_error(decode_error(error), index))
             decoded.append(bytes(text))  # as sent: another body under the key differs
         else:
