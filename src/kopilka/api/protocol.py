@@ -48,6 +48,10 @@ WRITE_SECONDS_MAX = 30.0
 HEAD_BYTES_MAX = HEADERS_BYTES_MAX + 4 * 1024
 # The count while a body arrives: adding a body's bytes never brings it to the bound.
 _IN_BODY = -(1 << 62)
+# The longest request target: a client name (200 characters, percent-encoded) and a
+# statement's query fit many times over. Checked as the parser hands the target over,
+# however it arrived: a head read in one piece is parsed before its size is seen.
+TARGET_BYTES_MAX = 8 * 1024
 
 
 @dataclass
@@ -118,6 +122,13 @@ _HEADERS_TOO_SLOW = _refusal(408, "request_timeout", "the request headers arrive
 _BODY_TOO_SLOW = _refusal(408, "request_timeout", "the request body arrived too slowly")
 _INVALID_HTTP = _refusal(400, "invalid_http", "the request is not valid HTTP/1.1")
 _HEADERS_TOO_LARGE = _refusal(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes")
+_TARGET_TOO_LONG = _refusal(
+    414, "uri_too_long", f"the request target is over {TARGET_BYTES_MAX} bytes"
+)
+
+
+class _TargetTooLong(Exception):
+    """Raised from the parser's callback: the parser stops, and the request is refused."""
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -134,6 +145,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         # When the transport paused writing (the client not reading), until it resumes.
         self.write_paused_at: float | None = None
+        # What to answer when the parser stops on this request.
+        self.refusal = _INVALID_HTTP
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvicorn and each request's cycle write through this view of the transport.
@@ -175,6 +188,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self.headers_started = self.loop.time()
 
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > TARGET_BYTES_MAX:
+            self.refusal = _TARGET_TOO_LONG
+            raise _TargetTooLong
+
     def on_headers_complete(self) -> None:
         self.headers_started = None
         self.body_started = self.loop.time()
@@ -200,8 +219,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().resume_writing()
 
     def send_400_response(self, msg: str) -> None:
-        # uvicorn's own answer is text/plain; uvicorn has logged `msg` already.
-        self.transport.write(_INVALID_HTTP)
+        # uvicorn's own answer is text/plain; uvicorn has logged `msg` already. It calls
+        # this too when a callback of ours stopped the parser, with its refusal set.
+        self.transport.write(self.refusal)
         self.transport.close()
 
     def headers_too_slow(self) -> None:
