@@ -139,6 +139,26 @@ def test_an_unclosed_quote_is_one_clear_line() -> None:
     assert refusal('deposit --client="John').startswith("cannot read the line:")
 
 
+@pytest.mark.parametrize(
+    "line", ["deposit -h", "deposit --client=A --help", "deposit --client A -h --amount=1"]
+)
+def test_help_standing_as_an_option_is_help(line: str) -> None:
+    parsed = parse_line(line)
+    assert parsed is not None
+    assert (parsed.spec.name, parsed.values) == ("help", {"command": "deposit"})
+
+
+def test_help_where_a_value_is_due_is_neither_help_nor_that_value() -> None:
+    """A script passing user text must not be told "done" (help, exit 0) for nothing."""
+    assert refusal("deposit --client=A --amount=1 --description -h") == (
+        "option --description needs a value (TEXT); one that starts with '-' is written"
+        " --description=-h"
+    )
+    parsed = parse_line("deposit --client=A --amount=1 --description=-h")
+    assert parsed is not None
+    assert (parsed.spec.name, parsed.values["description"]) == ("deposit", "-h")
+
+
 def test_help_option_turns_into_help_for_the_command() -> None:
     parsed = parse_line("transfer --help")
     assert parsed is not None

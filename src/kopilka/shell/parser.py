@@ -62,7 +62,7 @@ def parse_words(words: list[str], *, oneshot: bool = False) -> ParsedCommand:
     spec = find_command(name, oneshot=oneshot)
     if spec is None:
         raise unknown_command(name, oneshot=oneshot)
-    if spec.name != "help" and ("--help" in arguments or "-h" in arguments):
+    if spec.name != "help" and _asks_for_help(spec, arguments):
         help_spec = find_command("help", oneshot=oneshot)
         assert help_spec is not None
         return ParsedCommand(help_spec, {"command": spec.name})
@@ -72,6 +72,17 @@ def parse_words(words: list[str], *, oneshot: bool = False) -> ParsedCommand:
         listed = ", ".join(o.spellings[0] for o in missing)
         raise InvalidInput("missing_option", f"{spec.name} needs {listed} (usage: {spec.usage})")
     return ParsedCommand(spec, values)
+
+
+def _asks_for_help(spec: CommandSpec, arguments: list[str]) -> bool:
+    """`--help` or `-h` standing as an option, not where an option's value is due
+    (`--description -h`): there it is no request for help, and no value either."""
+    for index, word in enumerate(arguments):
+        if word in ("--help", "-h"):
+            before = arguments[index - 1] if index else ""
+            if not (_OPTION_WORD.fullmatch(before) and spec.option(before) is not None):
+                return True
+    return False
 
 
 def unknown_command(name: str, *, oneshot: bool = False) -> InvalidInput:
@@ -113,9 +124,15 @@ def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
         if option is None:
             raise _unknown_option(spec, spelling)
         if not has_value:
-            if index >= len(words) or _OPTION_WORD.fullmatch(words[index]):
+            if index >= len(words):
                 raise InvalidInput(
                     "missing_value", f"option {spelling} needs a value ({option.metavar})"
+                )
+            if _OPTION_WORD.fullmatch(words[index]):
+                raise InvalidInput(
+                    "missing_value",
+                    f"option {spelling} needs a value ({option.metavar}); one that starts"
+                    f" with '-' is written {spelling}={words[index]}",
                 )
             value = words[index]
             index += 1
