@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from kopilka import __version__
 from kopilka.bank import Bank
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
-from kopilka.settings import Settings, load_settings, redact_url
+from kopilka.settings import Settings, load_settings, make_home, redact_url
 from kopilka.shell.commands import execute, needs_bank
 from kopilka.shell.connect import Target, open_bank
 from kopilka.shell.output import ANSWER_NOT_WRITTEN_EXIT, AnswerNotWritten, Output
@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`kopilka statement ... | head`): stop quietly, as cat does,
         # and keep Python from complaining again while it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as error:  # the machine refused something (a file, a directory): one line
+        print(f"Error: {error}", file=sys.stderr)
         return 1
 
 
@@ -243,4 +246,4 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
 
 def _create_home(settings: Settings) -> None:
     if settings.db == str(settings.home / "kopilka.db"):
-        settings.home.mkdir(parents=True, exist_ok=True)
+        make_home(settings.home)

@@ -50,6 +50,17 @@ class Settings:
     write_seconds: float = 30.0
 
 
+def make_home(path: Path) -> None:
+    """Create KOPILKA_HOME if need be; one line saying why it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = "a file is in the way" if isinstance(error, FileExistsError) else error.strerror
+        raise InvalidInput(
+            "invalid_setting", f"cannot create KOPILKA_HOME {path}: {reason}"
+        ) from error
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,

@@ -8,7 +8,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import RUN_TIMEOUT_SECONDS, RunKopilka, kopilka_command, kopilka_env
+from tests.e2e.conftest import (
+    RUN_TIMEOUT_SECONDS,
+    RunKopilka,
+    kopilka_command,
+    kopilka_env,
+    run_kopilka,
+)
 
 DEPOSIT = ("deposit", "--client=John Jones", "--amount=100", "--description=ATM Deposit")
 
@@ -263,3 +269,15 @@ def test_a_closed_standard_output_does_nothing(kopilka: RunKopilka, kopilka_home
     assert (status, errors) == (1, "Error: standard output is closed; nothing was done\n")
     balance = kopilka("balance", "--client=John Jones")
     assert balance.stderr == "Error: no account for client 'John Jones'\n"
+
+
+def test_a_home_or_database_kopilka_cannot_create_is_one_line(tmp_path: Path) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    home = run_kopilka(in_the_way, "balance", "--client=Ann")
+    assert (home.returncode, home.stdout) == (1, "")
+    assert home.stderr == f"Error: cannot create KOPILKA_HOME {in_the_way}: a file is in the way\n"
+    database = run_kopilka(tmp_path / "home", "serve", "--db", str(in_the_way / "x.db"))
+    assert (database.returncode, database.stdout) == (1, "")
+    assert database.stderr.startswith(f"Error: cannot open {in_the_way / 'x.db'}: ")
+    assert database.stderr.count("\n") == 1, database.stderr

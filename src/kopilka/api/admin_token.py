@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kopilka.api.auth import new_token_record
 from kopilka.errors import Conflict, Unavailable
+from kopilka.settings import make_home
 from kopilka.store.protocol import Store
 from kopilka.tokens import secret_matches, token_id_of
 
@@ -30,7 +31,7 @@ async def ensure_admin_token(store: Store, path: Path) -> bool:
     The file's token is kept while the store still honours it, so restarting
     the server does not invalidate a shell that already read it.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_home(path.parent)
     lock = _hold(path)
     if await _honoured(store, path):
         path.chmod(0o600)  # kept, so made private again if someone loosened it

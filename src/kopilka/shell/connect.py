@@ -14,7 +14,7 @@ from typing import Protocol
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.domain.model import DEFAULT_LEDGER
 from kopilka.errors import KopilkaError, Unavailable
-from kopilka.settings import Settings, redact_url
+from kopilka.settings import Settings, make_home, redact_url
 
 
 class ConnectBank(Protocol):
@@ -56,7 +56,7 @@ def open_bank(target: Target) -> Bank:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
     if db == str(target.settings.home / "kopilka.db"):
-        target.settings.home.mkdir(parents=True, exist_ok=True)
+        make_home(target.settings.home)
     try:
         return EmbeddedBank(db, target.settings.ledger)
     except KopilkaError:

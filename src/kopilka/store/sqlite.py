@@ -213,9 +213,12 @@ class SqliteStore:
     # -- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._writer_lock = WriterLock(self.path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._writer_lock = WriterLock(self.path)
+        except OSError as error:  # a file where the directory should be, no permission
+            raise Unavailable("store_unavailable", f"cannot open {self.path}: {error}") from error
         try:
             self._writer = await self._write(lambda: self._open_writer())
         except BaseException:
