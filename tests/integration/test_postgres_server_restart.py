@@ -9,9 +9,11 @@ nothing is applied twice, and no acknowledged transfer is lost."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import secrets
+import signal
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -273,3 +275,42 @@ def test_database_restarts_under_load_answer_only_503_store_unavailable(
     assert 1 <= outages <= 8, server.errors
     assert urlsplit(postgres_url).path.lstrip("/") in server.errors
     assert "Traceback" not in server.errors, server.errors
+
+
+def _server_processes(postgres_server: PostgresTestServer) -> list[int]:
+    """The postmaster and every process it runs (backends, writers)."""
+    postmaster = postgres_server.pid
+    assert postmaster is not None
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    return [postmaster, *map(int, children)]
+
+
+def test_a_database_that_goes_silent_is_not_ready_within_seconds(
+    tmp_path: Path, postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    """Frozen, it keeps its connections open and answers nothing: a load balancer's probe
+    must still hear 503 at once, and 200 once it answers again."""
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
+    with running_server(tmp_path / "home", postgres_url) as server, server.client() as http:
+        assert http.get("/v1/ready").status_code == 200
+        frozen = _server_processes(postgres_server)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.1)  # past the last check's second
+            started = time.monotonic()
+            ready = http.get("/v1/ready", timeout=10)
+            assert time.monotonic() - started < 3
+            assert (ready.status_code, ready.json()["error"]["code"]) == (
+                503,
+                "store_unavailable",
+            )
+            assert http.get("/v1/health").status_code == 200
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 15
+        while http.get("/v1/ready", timeout=10).status_code != 200:
+            assert time.monotonic() < deadline, "not ready once the database answers again"
+            time.sleep(0.2)

@@ -736,8 +736,27 @@ class PostgresStore:
         except _CONNECTION_LOST as error:
             raise self._unavailable(error) from error
 
-    async def ping(self) -> None:
-        await self._read(lambda connection: connection.fetchval("SELECT 1"))
+    async def ping(self, seconds_max: float = 1.5) -> None:
+        """A trivial read on a pooled connection, within `seconds_max`. A connection it
+        gives up on is closed, not given back: handing back one whose query is still out
+        would wait for the server that is not answering."""
+        pool = self._pool
+        connection = await self._acquire()
+        try:
+            await connection.fetchval("SELECT 1", timeout=seconds_max)
+        except BaseException as error:
+            _discard(connection)
+            with contextlib.suppress(*_CONNECTION_LOST):
+                await pool.release(connection)  # its slot; at once, as it is closed
+            if isinstance(error, _CONNECTION_LOST):
+                raise Unavailable(
+                    "store_unavailable",
+                    f"the database did not answer within {seconds_max:g} s",
+                ) from error
+            raise
+        else:
+            self._log_recovery()
+        await pool.release(connection)
 
     async def get_account(self, ledger: str, client: str) -> Account | None:
         row = await self._read(
