@@ -25,6 +25,7 @@ from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
 from kopilka.settings import Settings, load_settings, redact_url, without_password
+from kopilka.supervision import mark_supervisor
 
 # Connections plus requests in flight; past this uvicorn answers 503 at once.
 CONNECTIONS_MAX = 2_048
@@ -245,6 +246,7 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
         **_options(settings),
     )
     _announce(settings, admin_token_created)
+    mark_supervisor()
     Multiprocess(config, sockets=[listening]).run()
     return 0
 

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -152,3 +154,35 @@ def test_serve_takes_its_port_and_database_from_config(tmp_path: Path, where: st
     balance = run_kopilka(home, "balance", "--client=A", "--db", str(db))
     assert balance.stdout == "Balance of A: $5.00\n", balance.stderr
     assert not (home / "kopilka.db").exists()
+
+
+def _alive(pid: int) -> bool:
+    """Running, not gone and not a zombie waiting for a parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """Killed outright, the supervisor cannot stop its workers: they must not go on
+    holding the port and the database with no one to stop them."""
+    with running_server(tmp_path / "home", workers=2) as server:
+        assert server.process is not None
+        parent = server.process.pid
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        workers = [int(pid) for pid in children]
+        assert len(workers) >= 2
+        # Not server.stop(): it reads the output to its end, which a live worker holds open.
+        server.process.kill()
+        server.process.wait()
+        deadline = time.monotonic() + 20
+        try:
+            while any(_alive(pid) for pid in workers):
+                assert time.monotonic() < deadline, "workers outlived their supervisor"
+                time.sleep(0.1)
+        finally:
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

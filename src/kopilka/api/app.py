@@ -46,6 +46,7 @@ from kopilka.limits import Limits
 from kopilka.settings import Settings
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
+from kopilka.supervision import end_with_supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -336,6 +337,7 @@ def create_app_from_environment() -> KopilkaApp:
     settings = load_settings({"db": os.environ.get("KOPILKA_DB")})
     app = create_app(settings, admin_token_path=settings.home / ADMIN_TOKEN_FILE)
     settle_for_serving()  # the worker process is the server's own
+    end_with_supervisor()
     return app
 
 
