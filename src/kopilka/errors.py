@@ -86,3 +86,13 @@ class UnstorableInput(Exception):
 
 class RetryableStoreError(Exception):
     """A transient store failure (deadlock, serialization, SQLite busy): retried inside."""
+
+
+def stopped_before_answer() -> Unavailable:
+    """For a request the server gave up waiting for while it stopped (its drain time ran
+    out, the database silent): whether it was applied is not known."""
+    return Unavailable(
+        "shutting_down",
+        "the server stopped before this was answered; whether it was applied is not known:"
+        " retry with the same idempotency key, it is never applied twice",
+    )

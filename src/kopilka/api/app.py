@@ -40,7 +40,7 @@ from kopilka.collector import settle_for_serving
 from kopilka.domain.model import MoneyCommand, Operation
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX, validate_ledger_name
 from kopilka.engine import Engine, EngineState
-from kopilka.errors import KopilkaError
+from kopilka.errors import KopilkaError, stopped_before_answer
 from kopilka.idempotency import uuid7
 from kopilka.limits import Limits
 from kopilka.settings import Settings
@@ -219,7 +219,10 @@ class KopilkaApp:
             status, payload, result = 201, _encoder.encode(out), "ok"
             if outcome.replayed:
                 headers.append(_REPLAYED)
-        except KopilkaError as error:
+        except (KopilkaError, asyncio.CancelledError) as caught:
+            # Cancelled: the server stopped and its drain ran out while this waited. It is
+            # answered all the same (not a bare 500), with the key that settles it.
+            error = caught if isinstance(caught, KopilkaError) else stopped_before_answer()
             status, payload, result = error.http_status, error_body(error), error.code
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
             if status == 503:  # applied or not may be unknown: a retry under this key settles it

@@ -6,6 +6,7 @@ name may hold any character, "/" included (sent as %2F).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -78,7 +79,7 @@ from kopilka.domain.rules import (
     validate_ledger_name,
 )
 from kopilka.domain.statement import StatementLine
-from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound
+from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound, stopped_before_answer
 from kopilka.money import format_plain, parse_cents, parse_limit
 from kopilka.periods import parse_period
 from kopilka.spreadsheet import text_cell
@@ -120,6 +121,8 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
         response = await _route(app, scope, receive)
     except KopilkaError as error:
         response = error_response(error)
+    except asyncio.CancelledError:  # the server's drain ran out: answered all the same
+        response = error_response(stopped_before_answer())
     except Exception:  # a bug: answer 500 without echoing anything of the request
         # %r: a path is the client's text, and may hold line breaks or escape sequences.
         logger.exception("unexpected error on %r", scope["path"][:200])
