@@ -17,7 +17,6 @@ import sys
 from typing import Any
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
 
 from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app
 from kopilka.api.protocol import BoundedHttpToolsProtocol, ConnectionBounds
@@ -26,6 +25,7 @@ from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
 from kopilka.settings import Settings, load_settings, redact_url, without_password
 from kopilka.supervision import mark_supervisor
+from kopilka.workers import Workers
 
 # Connections plus requests in flight; past this uvicorn answers 503 at once.
 CONNECTIONS_MAX = 2_048
@@ -247,7 +247,7 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
     )
     _announce(settings, admin_token_created)
     mark_supervisor()
-    Multiprocess(config, sockets=[listening]).run()
+    Workers(config, sockets=[listening]).run()
     return 0
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -186,3 +187,49 @@ def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
             for pid in workers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def _sockets_of(pid: int) -> int:
+    count = 0
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed while we looked
+            count += os.readlink(descriptor).startswith("socket:")
+    return count
+
+
+def _settled_sockets(pids: list[int]) -> dict[int, int]:
+    """Each process's sockets, once the counts have stayed the same for half a second."""
+    deadline = time.monotonic() + 15
+    counts: dict[int, int] = {}
+    unchanged = 0
+    while unchanged < 5 and time.monotonic() < deadline:
+        now = {pid: _sockets_of(pid) for pid in pids}
+        unchanged = unchanged + 1 if now == counts else 0
+        counts = now
+        time.sleep(0.1)
+    return counts
+
+
+@pytest.mark.parametrize("connections", [4, 8])
+def test_workers_take_connections_opened_at_once_in_turn(tmp_path: Path, connections: int) -> None:
+    """A client opening all its connections at once (a batch import) must get every
+    worker, not whichever woke first: the rest would idle while it writes."""
+    with running_server(tmp_path / "home", workers=2) as server:
+        assert server.process is not None
+        parent = server.process.pid
+        workers = [
+            int(pid) for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        ]
+        before = _settled_sockets(workers)  # the second worker may still be starting
+        opened = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(connections)]
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                gained = sorted(_sockets_of(pid) - before[pid] for pid in workers)
+                if sum(gained) >= connections or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert gained[-2:] == [connections // 2, connections // 2], gained
+        finally:
+            for connection in opened:
+                connection.close()
