@@ -8,6 +8,7 @@ with batches of N, and prints one JSON line per round with both figures and thei
 
   python benchmarks/batch_api_bench.py --rounds 3
   python benchmarks/batch_api_bench.py --batch 1000 --connections 4 --accounts 100
+  python benchmarks/batch_api_bench.py --workers 2 --connections 8
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from http_bench import LOAD, REFERENCE, _cpu_seconds, funded_server, last_json_l
 
 
 def _kopilka_round(arguments: argparse.Namespace) -> dict[str, Any]:
-    with funded_server(arguments.accounts) as (server, port, token):
+    options = ["--workers", str(arguments.workers)] if arguments.workers > 1 else []
+    with funded_server(arguments.accounts, options) as (server, port, token):
         url = f"http://127.0.0.1:{port}"
         cpu_before = _cpu_seconds(server)
         result = last_json_line(
@@ -65,6 +67,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--batch", type=int, default=1_000, help="transfers per request")
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1, help="kopilka server processes")
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--ceiling-transfers", type=int, default=100_000)
     arguments = parser.parse_args()
@@ -76,6 +79,8 @@ def main() -> None:
             json.dumps(
                 {
                     "round": round_number,
+                    "workers": arguments.workers,
+                    "connections": arguments.connections,
                     "kopilka_per_second": rate,
                     "kopilka_p50_ms": kopilka["p50_ms"],
                     "kopilka_p99_ms": kopilka["p99_ms"],

@@ -46,6 +46,10 @@ def parse_cents(
     candidate = text.strip().removeprefix("$") if text else ""
     if not candidate:
         raise InvalidInput("invalid_amount", f"{what} is empty")
+    if text.count("$") > 1:  # "$$5": the pattern below would take the second as the first
+        raise InvalidInput(
+            "invalid_amount", f"{what} {text!r} is not a number like 100 or 1,000.25"
+        )
     if len(candidate) > AMOUNT_TEXT_LENGTH_MAX:
         raise InvalidInput("invalid_amount", f"{what} is too long to be a sum of money")
     # Most amounts are plain digits with up to two decimals ("100", "12.50"): read

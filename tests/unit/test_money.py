@@ -66,6 +66,8 @@ def test_amount_accepted(text: str, cents: int) -> None:
         "1 000",
         "0x10",
         "1.2.3",
+        "$$5",
+        "-$$5",
     ],
 )
 def test_amount_refused(text: str) -> None:
@@ -237,6 +239,8 @@ def _as_written(text: str) -> int | None:
 @example("1_000.5")
 @example("-$5.00")
 @example("+$0.05")
+@example("$$5")
+@example("$-5")
 def test_every_text_reads_as_the_documented_form_says(text: str) -> None:
     try:
         cents: int | None = parse_cents(text, allow_negative=True, allow_zero=True)
