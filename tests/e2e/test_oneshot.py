@@ -279,5 +279,5 @@ def test_a_home_or_database_kopilka_cannot_create_is_one_line(tmp_path: Path) ->
     assert home.stderr == f"Error: cannot create KOPILKA_HOME {in_the_way}: a file is in the way\n"
     database = run_kopilka(tmp_path / "home", "serve", "--db", str(in_the_way / "x.db"))
     assert (database.returncode, database.stdout) == (1, "")
-    assert database.stderr.startswith(f"Error: cannot open {in_the_way / 'x.db'}: ")
+    assert database.stderr.startswith(f"Error: cannot open the database {in_the_way / 'x.db'}: ")
     assert database.stderr.count("\n") == 1, database.stderr

@@ -218,7 +218,8 @@ class SqliteStore:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._writer_lock = WriterLock(self.path)
         except OSError as error:  # a file where the directory should be, no permission
-            raise Unavailable("store_unavailable", f"cannot open {self.path}: {error}") from error
+            message = f"cannot open the database {self.path}: {error}"
+            raise Unavailable("store_unavailable", message) from error
         try:
             self._writer = await self._write(lambda: self._open_writer())
         except BaseException:
@@ -233,7 +234,8 @@ class SqliteStore:
         try:
             connection = connect(self.path)
         except sqlite3.Error as error:
-            raise Unavailable("store_unavailable", f"cannot open {self.path}: {error}") from error
+            message = f"cannot open the database {self.path}: {error}"
+            raise Unavailable("store_unavailable", message) from error
         migrate(connection)
         # Checkpoints run on their own thread; the writer's is only the backstop.
         connection.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
