@@ -88,7 +88,11 @@ def main() -> None:
                     "ceiling_per_second": round(ceiling),
                     "ratio": round(rate / ceiling, 2),
                     "statuses": kopilka["statuses"],
-                    "server_batch_sizes": kopilka["server_batch_sizes"],
+                    # Metrics are per process: with workers, load.py's two reads of
+                    # /metrics may come from different ones, so there is no one view.
+                    "server_batch_sizes": (
+                        kopilka["server_batch_sizes"] if arguments.workers == 1 else None
+                    ),
                 }
             ),
             flush=True,
