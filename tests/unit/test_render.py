@@ -13,6 +13,7 @@ import pytest
 
 from kopilka.domain.model import Account, OperationKind
 from kopilka.domain.statement import Statement, StatementLine, build_statement
+from kopilka.errors import Unavailable
 from kopilka.shell.render import (
     accounts_table,
     help_command,
@@ -161,3 +162,13 @@ def test_help_for_a_command_lists_its_options() -> None:
     text = help_command(next(spec for spec in COMMANDS if spec.name == "transfer"))
     assert "-f, --from NAME" in text
     assert "transfer -f" in text
+
+
+def test_a_statement_whose_lines_do_not_add_up_is_refused_in_one_line() -> None:
+    """Entries out of time order give running balances that do not follow each other."""
+    moment = datetime(2030, 1, 1, tzinfo=UTC)
+    later = StatementLine(2, moment, "withdrawal", "b", -3_000, 7_000, None, 2)
+    earlier = StatementLine(1, moment, "deposit", "a", 10_000, 10_000, None, 1)
+    with pytest.raises(Unavailable) as refused:
+        build_statement("T", None, moment, 0, [later, earlier])
+    assert refused.value.code == "statement_inconsistent"
