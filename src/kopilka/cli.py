@@ -34,6 +34,8 @@ from kopilka.shell.specs import find_command
 from kopilka.store import initialize_schema
 
 _GLOBAL_VALUES = ("db", "url", "token", "ledger", "config")
+# One-shot commands that change nothing: on a database file that is not there they say so.
+_READS_ONLY = frozenset({"balance", "show_bank_statement", "accounts", "get"})
 # Subcommands with their own option parsers, loaded only when asked for.
 _DELEGATED = {
     "serve": ("kopilka.server", "serve_main"),
@@ -209,7 +211,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
     if not needs_bank(parsed):
         output.show(execute(parsed, None, oneshot=True))
         return 0
-    bank = open_bank(_target(options))
+    bank = open_bank(_target(options), reads_only=parsed.spec.name in _READS_ONLY)
     try:
         reply = execute(parsed, bank, oneshot=True)
     except KopilkaError as error:

@@ -281,3 +281,20 @@ def test_a_home_or_database_kopilka_cannot_create_is_one_line(tmp_path: Path) ->
     assert (database.returncode, database.stdout) == (1, "")
     assert database.stderr.startswith(f"Error: cannot open the database {in_the_way / 'x.db'}: ")
     assert database.stderr.count("\n") == 1, database.stderr
+
+
+def test_a_read_on_a_database_file_that_is_not_there_says_so_and_makes_none(
+    kopilka: RunKopilka, tmp_path: Path
+) -> None:
+    """A mistyped --db must not answer from an empty ledger made there on the spot."""
+    typo = tmp_path / "typo" / "books.db"
+    for command in (("balance", "--client=Ann"), ("get",), ("accounts",)):
+        read = kopilka(*command, "--db", str(typo))
+        assert (read.returncode, read.stdout) == (1, "")
+        assert read.stderr == (
+            f"Error: no database at {typo}: nothing has been written there"
+            " (check --db or KOPILKA_DB)\n"
+        )
+    assert not typo.parent.exists()
+    assert kopilka(*DEPOSIT, "--db", str(typo)).returncode == 0  # a write makes it
+    assert kopilka("balance", "--client=John Jones", "--db", str(typo)).returncode == 0

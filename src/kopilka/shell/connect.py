@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.domain.model import DEFAULT_LEDGER
-from kopilka.errors import KopilkaError, Unavailable
+from kopilka.errors import KopilkaError, NotFound, Unavailable
 from kopilka.settings import Settings, make_home, redact_url
 
 
@@ -49,14 +50,23 @@ class Target:
         return f"{where}, ledger {self.settings.ledger!r}"
 
 
-def open_bank(target: Target) -> Bank:
+def open_bank(target: Target, *, reads_only: bool = False) -> Bank:
+    """The bank the target names. `reads_only`: for a command that only reads, a SQLite
+    file given by name that does not exist is an error (a mistyped --db), not an empty
+    ledger made there that says every client is unknown."""
     if target.url is not None:
         return _connect(target)
     if target.sandbox:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
+    named = _sqlite_path(db)
     if db == str(target.settings.home / "kopilka.db"):
         make_home(target.settings.home)
+    elif reads_only and named is not None and not named.exists():
+        raise NotFound(
+            "database_not_found",
+            f"no database at {db}: nothing has been written there (check --db or KOPILKA_DB)",
+        )
     try:
         return EmbeddedBank(db, target.settings.ledger)
     except KopilkaError:
@@ -82,3 +92,12 @@ def _connect(target: Target) -> Bank:
     # The default ledger needs no header: the token's own ledger applies.
     ledger = None if target.settings.ledger == DEFAULT_LEDGER else target.settings.ledger
     return connect_bank(target.url, token=target.token, sandbox=target.sandbox, ledger=ledger)
+
+
+def _sqlite_path(db: str) -> Path | None:
+    """The file of a SQLite database URL or path; None for memory or PostgreSQL."""
+    if db in ("memory:", ":memory:") or db.startswith(("postgresql://", "postgres://")):
+        return None
+    if db.startswith("sqlite:///"):
+        return Path("/" + db.removeprefix("sqlite:///"))
+    return Path(db.removeprefix("sqlite:"))
