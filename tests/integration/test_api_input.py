@@ -109,6 +109,9 @@ def test_a_malformed_batch_item_fails_alone(admin: httpx.Client) -> None:
     ]
     assert "$.operations[1].amount" in results[1]["error"]["message"]
     assert "typo" in results[2]["error"]["message"]
+    # Each malformed item's error says which item, also where it names no field.
+    for index in (2, 3, 4):
+        assert f"$.operations[{index}]" in results[index]["error"]["message"], results[index]
     assert admin.get("/v1/accounts/Ann").json()["balance"] == after
     # The same body under its key applies nothing again; another body is refused whole.
     again = admin.post("/v1/batch", json=body, headers={"Idempotency-Key": "malformed-1"})

@@ -481,9 +481,12 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], BatchIn 
 
 
 def _item_error(error: KopilkaError, index: int) -> KopilkaError:
-    """An item's error, its path within the batch: `$.amount` -> `$.operations[3].amount`."""
-    message = error.message.replace("`$", f"`$.operations[{index}]", 1)
-    return InvalidInput(error.code, message)
+    """An item's error, its path within the batch: `$.amount` -> `$.operations[3].amount`;
+    an error about the item itself, which names no path, gets the item's."""
+    where = f"`$.operations[{index}]"
+    if "`$" in error.message:
+        return InvalidInput(error.code, error.message.replace("`$", where, 1))
+    return InvalidInput(error.code, f"{error.message} - at {where}`")
 
 
 def _item_kind(item: BatchItem | KopilkaError) -> MoneyKind:
