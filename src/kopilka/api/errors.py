@@ -33,13 +33,14 @@ def error_body(error: KopilkaError) -> bytes:
 
 def error_headers(error: KopilkaError) -> list[tuple[str, str]]:
     """What HTTP says goes with the status: how to authenticate (401), which methods
-    the path takes (405), and for a body too large, that the connection ends (413)."""
+    the path takes (405), and for a body too large or too slow, that the connection ends
+    (413, 408: what is left of the body is never read)."""
     status = error.http_status
     if status == 401:
         return [("www-authenticate", 'Bearer realm="kopilka"')]
     if status == 405 and isinstance(error, ApiError):
         return [("allow", ", ".join(error.allow))]
-    if status == 413:
+    if status in (408, 413):
         return [("connection", "close")]
     return []
 
