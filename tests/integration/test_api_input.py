@@ -352,3 +352,25 @@ def test_json_nested_past_the_decoders_depth_is_refused_not_an_internal_error(
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["code"] == "invalid_request"
     assert state(admin) == before
+
+
+@pytest.mark.parametrize("header", ["Authorization", "Idempotency-Key", "Kopilka-Ledger"])
+def test_a_header_that_names_one_thing_sent_twice_is_refused(
+    server: ServerProcess, admin: httpx.Client, header: str
+) -> None:
+    """A proxy that checked the first copy must not see the second one obeyed."""
+    before = state(admin)
+    values = {
+        "Authorization": [f"Bearer {server.token}", "Bearer kop_0_other"],
+        "Idempotency-Key": ["first", "second"],
+        "Kopilka-Ledger": ["main", "other"],
+    }[header]
+    headers = [("Authorization", f"Bearer {server.token}")] if header != "Authorization" else []
+    headers += [(header, value) for value in values]
+    answer = httpx.post(
+        f"{server.url}/v1/deposits",
+        json={"client": "Ann", "amount": "1"},
+        headers=headers,
+    )
+    refused(answer, 400, "duplicate_header")
+    assert state(admin) == before

@@ -81,18 +81,26 @@ class RequestHeaders:
         self.ledger: bytes | None = None
         self.content_length: int | None = None
         size = 0
+        twice: bytes | None = None
         for name, value in scope["headers"]:
             size += len(name) + len(value)
             if name == b"authorization":
+                twice = twice or (name if self.authorization is not None else None)
                 self.authorization = value
             elif name == b"idempotency-key":
+                twice = twice or (name if self.idempotency_key is not None else None)
                 self.idempotency_key = value
             elif name == b"kopilka-ledger":
+                twice = twice or (name if self.ledger is not None else None)
                 self.ledger = value
             elif name == b"content-length" and value.isdigit():
                 self.content_length = int(value)
         if size > HEADERS_BYTES_MAX:
             raise ApiError(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes")
+        if twice is not None:
+            # Which one counts is up to whoever reads it: a proxy that checked the first
+            # must not see the second obeyed (another token, ledger or key).
+            raise ApiError(400, "duplicate_header", f"the {twice.decode()} header came twice")
 
     def key_or_new(self, length_max: int = IDEMPOTENCY_KEY_LENGTH_MAX) -> str:
         """The Idempotency-Key, or a fresh one: the request applies, but a retry is new."""
