@@ -27,7 +27,8 @@ ACCEPT_PAUSE_SECONDS_MAX = 0.010
 
 class Workers(Multiprocess):
     """uvicorn's supervisor (health checks, a dead worker restarted, signals), its
-    workers started as `_Worker`."""
+    workers started as `_Worker`. A worker it restarts after one died is uvicorn's own:
+    it serves the same socket as well, accepting as uvloop does."""
 
     def init_processes(self) -> None:
         for _ in range(self.processes_num):
