@@ -19,9 +19,7 @@ from kopilka.clock import MonotonicClock
 from kopilka.engine import Engine
 from kopilka.limits import Limits
 from kopilka.store import open_store
-from kopilka.store.postgres import PostgresStore
 from kopilka.store.protocol import Store
-from kopilka.store.sqlite import SqliteStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +35,7 @@ class Backend:
         return self.kind != "memory"
 
     def open(self, clock: MonotonicClock | None = None) -> Store:
-        if clock is None:
-            return open_store(self.url)
-        if self.kind == "sqlite":
-            return SqliteStore(str(self.path), clock)
-        assert self.kind == "postgres", "the memory store is one process: it has one clock"
-        return PostgresStore(self.url, clock)
+        return open_store(self.url, clock)
 
     async def start_engine(
         self, limits: Limits | None = None, clock: MonotonicClock | None = None

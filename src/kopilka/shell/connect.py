@@ -16,6 +16,7 @@ from kopilka.bank import Bank, EmbeddedBank
 from kopilka.domain.model import DEFAULT_LEDGER
 from kopilka.errors import KopilkaError, NotFound, Unavailable
 from kopilka.settings import Settings, make_home, redact_url
+from kopilka.store import sqlite_path
 
 
 class ConnectBank(Protocol):
@@ -59,10 +60,10 @@ def open_bank(target: Target, *, reads_only: bool = False) -> Bank:
     if target.sandbox:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
-    named = _sqlite_path(db)
+    named = sqlite_path(db)
     if db == str(target.settings.home / "kopilka.db"):
         make_home(target.settings.home)
-    elif reads_only and named is not None and not named.exists():
+    elif reads_only and named is not None and not Path(named).exists():
         raise NotFound(
             "database_not_found",
             f"no database at {db}: nothing has been written there (check --db or KOPILKA_DB)",
@@ -92,12 +93,3 @@ def _connect(target: Target) -> Bank:
     # The default ledger needs no header: the token's own ledger applies.
     ledger = None if target.settings.ledger == DEFAULT_LEDGER else target.settings.ledger
     return connect_bank(target.url, token=target.token, sandbox=target.sandbox, ledger=ledger)
-
-
-def _sqlite_path(db: str) -> Path | None:
-    """The file of a SQLite database URL or path; None for memory or PostgreSQL."""
-    if db in ("memory:", ":memory:") or db.startswith(("postgresql://", "postgres://")):
-        return None
-    if db.startswith("sqlite:///"):
-        return Path("/" + db.removeprefix("sqlite:///"))
-    return Path(db.removeprefix("sqlite:"))

@@ -6,13 +6,14 @@ version knows is refused (Unavailable, code `unknown_schema`).
 
 from __future__ import annotations
 
+from kopilka.clock import MonotonicClock
 from kopilka.errors import InvalidInput
 from kopilka.store.protocol import Store
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, clock: MonotonicClock | None = None) -> Store:
     """A store for a URL: 'memory:', a SQLite path ('sqlite:///abs/path', 'sqlite:rel/path'
-    or a bare path), or 'postgresql://...'."""
+    or a bare path), or 'postgresql://...'. `clock`: the store's own, if none is given."""
     if not url.strip():
         raise InvalidInput("invalid_option", "the database may not be empty: give a path or URL")
     scheme, separator, _ = url.partition("://")
@@ -24,17 +25,26 @@ def open_store(url: str) -> Store:
     if url in ("memory:", ":memory:"):
         from kopilka.store.memory import MemoryStore
 
-        return MemoryStore()
+        return MemoryStore(clock)
     if url.startswith(("postgresql://", "postgres://")):
         from kopilka.store.postgres import PostgresStore
 
-        store: Store = PostgresStore(url)
+        store: Store = PostgresStore(url, clock)
         return store
     from kopilka.store.sqlite import SqliteStore
 
+    path = sqlite_path(url)
+    assert path is not None
+    return SqliteStore(path, clock)
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite database URL or path; None for memory or PostgreSQL."""
+    if url in ("memory:", ":memory:") or url.startswith(("postgresql://", "postgres://")):
+        return None
     if url.startswith("sqlite:///"):
-        return SqliteStore("/" + url.removeprefix("sqlite:///"))
-    return SqliteStore(url.removeprefix("sqlite:"))
+        return "/" + url.removeprefix("sqlite:///")
+    return url.removeprefix("sqlite:")
 
 
 async def initialize_schema(url: str) -> None:
@@ -44,4 +54,4 @@ async def initialize_schema(url: str) -> None:
     await store.close()
 
 
-__all__ = ["Store", "initialize_schema", "open_store"]
+__all__ = ["Store", "initialize_schema", "open_store", "sqlite_path"]
