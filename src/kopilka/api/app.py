@@ -85,13 +85,16 @@ class RequestHeaders:
         for name, value in scope["headers"]:
             size += len(name) + len(value)
             if name == b"authorization":
-                twice = twice or (name if self.authorization is not None else None)
+                if self.authorization is not None:
+                    twice = name
                 self.authorization = value
             elif name == b"idempotency-key":
-                twice = twice or (name if self.idempotency_key is not None else None)
+                if self.idempotency_key is not None:
+                    twice = name
                 self.idempotency_key = value
             elif name == b"kopilka-ledger":
-                twice = twice or (name if self.ledger is not None else None)
+                if self.ledger is not None:
+                    twice = name
                 self.ledger = value
             elif name == b"content-length" and value.isdigit():
                 self.content_length = int(value)

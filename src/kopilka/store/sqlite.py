@@ -218,8 +218,7 @@ class SqliteStore:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._writer_lock = WriterLock(self.path)
         except OSError as error:  # a file where the directory should be, no permission
-            message = f"cannot open the database {self.path}: {error}"
-            raise Unavailable("store_unavailable", message) from error
+            raise self._cannot_open(error) from error
         try:
             self._writer = await self._write(lambda: self._open_writer())
         except BaseException:
@@ -234,8 +233,7 @@ class SqliteStore:
         try:
             connection = connect(self.path)
         except sqlite3.Error as error:
-            message = f"cannot open the database {self.path}: {error}"
-            raise Unavailable("store_unavailable", message) from error
+            raise self._cannot_open(error) from error
         migrate(connection)
         # Checkpoints run on their own thread; the writer's is only the backstop.
         connection.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
@@ -407,6 +405,9 @@ class SqliteStore:
                 raise RetryableStoreError(str(error)) from error
             raise self._failed(error) from error
         raise error
+
+    def _cannot_open(self, error: Exception) -> Unavailable:
+        return Unavailable("store_unavailable", f"cannot open the database {self.path}: {error}")
 
     def _failed(self, error: sqlite3.Error) -> Unavailable:
         return Unavailable("store_unavailable", f"the database {self.path} failed: {error}")
