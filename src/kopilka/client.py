@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -71,12 +72,29 @@ def error_from(status: int, payload: Any) -> KopilkaError:
 
 
 def normalize_url(url: str) -> str:
-    """'8889' -> http://127.0.0.1:8889; 'host:8889' -> http://host:8889."""
+    """'8889' -> http://127.0.0.1:8889; 'host:8889' -> http://host:8889.
+
+    Anything that is not an http(s) URL with a host and a valid port is refused here,
+    in one line, before a token is looked for or a connection tried.
+    """
     url = url.strip()
     if url.isdigit():
-        return f"http://127.0.0.1:{url}"
-    if "://" not in url:
-        return f"http://{url}"
+        url = f"http://127.0.0.1:{url}"
+    elif "://" not in url:
+        url = f"http://{url}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise InvalidInput(
+            "invalid_url", f"invalid server URL {url!r}: only http:// and https:// are served"
+        )
+    try:
+        _ = parts.port  # raises for a port that is not a number in range
+    except ValueError:
+        raise InvalidInput("invalid_url", f"invalid server URL {url!r}: bad port") from None
+    if not parts.hostname or parts.query or parts.fragment:
+        raise InvalidInput(
+            "invalid_url", f"invalid server URL {url!r}: give it as http://HOST:PORT"
+        )
     return url.rstrip("/")
 
 
@@ -344,6 +362,7 @@ def connect_bank(
 
     `ledger` selects a ledger (Kopilka-Ledger); a sandbox gets a fresh one instead.
     """
+    url = normalize_url(url)
     secret = token or os.environ.get("KOPILKA_TOKEN") or _admin_token()
     if not sandbox:
         return Client(url, secret, ledger=ledger)

@@ -47,3 +47,22 @@ def test_a_shell_on_a_server_that_is_not_there_says_so_once_and_exits_one(
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith(f"Error: cannot reach the server at http://127.0.0.1:{port}: ")
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://127.0.0.1:8888", "only http:// and https:// are served"),
+        ("http://", "give it as http://HOST:PORT"),
+        ("http://127.0.0.1:99999", "bad port"),
+        ("127.0.0.1:port", "bad port"),
+    ],
+)
+def test_a_url_that_names_no_server_is_refused_before_the_token_is_looked_for(
+    kopilka: RunKopilka, url: str, reason: str
+) -> None:
+    # No admin.token in this home: the URL's fault is the one to name.
+    result = kopilka("balance", "--client=A", f"--url={url}")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("Error: invalid server URL ")
+    assert result.stderr.endswith(f": {reason}\n")
