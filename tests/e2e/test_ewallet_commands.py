@@ -148,7 +148,12 @@ def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backe
         ),
         ("-n", "Ann", "-c", "5"): "Error: add-user needs --max (usage: add-user -n NAME "
         "[--min AMOUNT] --max AMOUNT|none [-c AMOUNT])\n",
-        ("-n", "Ann", "--max", "10", "-c", "-1"): "Error: amount '-1' must be positive\n",
+        ("-n", "Ann", "--max", "10", "-c", "-1"): (
+            "Error: opening balance '-1' must not be negative (-c is money paid in)\n"
+        ),
+        ("-n", "Ann", "--max", "10", "-c", "1.001"): (
+            "Error: opening balance '1.001' has more than two decimals\n"
+        ),
         ("-n", "", "--max", "10"): "Error: client name is empty\n",
     }
     for arguments, stderr in refusals.items():

@@ -206,7 +206,11 @@ def _opening_cents(text: str | None) -> int:
     """add-user -c: like an amount, but zero (the default) is allowed."""
     if text is None:
         return 0
-    cents = parse_cents(text, allow_zero=True)
+    cents = parse_cents(text, allow_negative=True, allow_zero=True, what="opening balance")
+    if cents < 0:
+        raise InvalidInput(
+            "invalid_amount", f"opening balance {text!r} must not be negative (-c is money paid in)"
+        )
     return 0 if cents == 0 else parse_amount(text)
 
 
