@@ -67,7 +67,7 @@ def test_each_answer_is_one_segment(tmp_path: Path) -> None:
 
 
 def test_a_head_request_is_answered_and_the_connection_serves_on(tmp_path: Path) -> None:
-    """A HEAD answer has no body: its head goes out when the response ends."""
+    """A HEAD answer is the GET's head without its body: the next answer follows it."""
     with (
         running_server(tmp_path, "memory:") as server,
         socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection,
@@ -77,7 +77,8 @@ def test_a_head_request_is_answered_and_the_connection_serves_on(tmp_path: Path)
         while b"\r\n\r\n" not in data:
             data += _receive(connection)
         head, _, rest = data.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 405 ")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"\r\ncontent-type: application/json" in head
         assert rest == b""
         connection.sendall(HEALTH)
         head, body, _ = read_response(connection)
@@ -126,6 +127,6 @@ def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
         while rest.count(b"\r\n\r\n") < 1:
             rest += _receive(connection)
         third, _, rest = rest.partition(b"\r\n\r\n")
-        assert third.startswith(b"HTTP/1.1 405 ")
+        assert third.startswith(b"HTTP/1.1 200 ")
         fourth, body, _ = read_response(connection, rest)
         assert fourth.startswith(b"HTTP/1.1 200 ") and json.loads(body)["status"] == "ok"

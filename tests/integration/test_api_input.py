@@ -182,13 +182,22 @@ def test_unknown_routes_and_methods(admin: httpx.Client) -> None:
     refused(admin.get("/v1/accounts/Ann/nope"), 404, "not_found")
     for answer, allowed in (
         (admin.get("/v1/transfers"), "POST"),
-        (admin.delete("/v1/accounts/Ann"), "GET, PATCH"),
-        (admin.put("/v1/accounts"), "GET, POST"),
-        (admin.post("/v1/health"), "GET"),
-        (admin.delete("/metrics"), "GET"),
+        (admin.delete("/v1/accounts/Ann"), "GET, PATCH, HEAD"),
+        (admin.put("/v1/accounts"), "GET, POST, HEAD"),
+        (admin.post("/v1/health"), "GET, HEAD"),
+        (admin.delete("/metrics"), "GET, HEAD"),
+        (admin.head("/v1/batch"), "POST"),
     ):
-        refused(answer, 405, "method_not_allowed")
+        if answer.request.method == "HEAD":
+            assert (answer.status_code, answer.content) == (405, b"")
+        else:
+            refused(answer, 405, "method_not_allowed")
         assert answer.headers["allow"] == allowed
+    # HEAD is GET without the body: the same status and headers.
+    got, head = admin.get("/v1/accounts/Ann"), admin.head("/v1/accounts/Ann")
+    assert (head.status_code, head.content) == (got.status_code, b"")
+    assert head.headers["content-length"] == got.headers["content-length"]
+    assert admin.head("/v1/accounts/Nobody").status_code == 404
     refused(admin.get("/v1/accounts/Nobody"), 404, "account_not_found")
 
 

@@ -94,4 +94,6 @@ def not_found_route(path: str) -> ApiError:
 
 
 def method_not_allowed(method: str, path: str, allow: tuple[str, ...]) -> ApiError:
+    if "GET" in allow:  # every GET is answered to HEAD too, without its body
+        allow = (*allow, "HEAD")
     return ApiError(405, "method_not_allowed", f"{method} is not allowed on {path[:200]}", allow)

@@ -136,7 +136,9 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
 async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
     from kopilka.api.app import RequestHeaders
 
-    method: str = scope["method"]
+    # HEAD is GET without the body (HTTP requires a server to take both); the server
+    # protocol leaves the body out.
+    method: str = "GET" if scope["method"] == "HEAD" else scope["method"]
     segments = path_segments(scope)
     headers = RequestHeaders(scope)  # bounds header size on every route
     public = await _public(app, method, segments)
@@ -169,7 +171,7 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
         case ["tokens", token_id]:
             return await call.on(method, DELETE=lambda: call.revoke_token(token_id))
         case ["deposits"] | ["withdrawals"] | ["transfers"]:
-            raise method_not_allowed(method, scope["path"], ("POST",))
+            raise method_not_allowed(scope["method"], scope["path"], ("POST",))
     raise not_found_route(scope["path"])
 
 
@@ -219,7 +221,7 @@ class Call:
     async def on(self, method: str, **handlers: Any) -> Response:
         handler = handlers.get(method)
         if handler is None:
-            raise method_not_allowed(method, self.scope["path"], tuple(handlers))
+            raise method_not_allowed(self.scope["method"], self.scope["path"], tuple(handlers))
         self.principal, self.ledger = await self.app.authorize(self.headers)
         response: Response = await handler()
         return response
