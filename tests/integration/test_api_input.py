@@ -201,6 +201,13 @@ def test_unknown_routes_and_methods(admin: httpx.Client) -> None:
     refused(admin.get("/v1/accounts/Nobody"), 404, "account_not_found")
 
 
+def test_a_page_size_is_plain_digits(admin: httpx.Client) -> None:
+    for limit in (" 5", "5 ", "1_0", "\u0665", "+5", "0", "-1", "1001", "9" * 400, ""):
+        refused(admin.get("/v1/accounts", params={"limit": limit}), 422, "invalid_limit")
+    page = admin.get("/v1/accounts", params={"limit": "1"})
+    assert page.status_code == 200 and len(page.json()["accounts"]) == 1
+
+
 def test_oversized_headers_are_refused(server: ServerProcess) -> None:
     with server.client() as admin:
         answer = admin.get("/v1/accounts/Ann", headers={"X-Junk": "j" * 40_000})

@@ -291,10 +291,13 @@ class Call:
     async def list_accounts(self) -> Response:
         require_role(self.principal, self.ledger, "admin", "teller")
         query = self.query()
-        try:
-            limit = int(query.get("limit", "100"))
-        except ValueError:
-            raise InvalidInput("invalid_limit", "limit must be a whole number") from None
+        text = query.get("limit", "100")
+        # Plain ASCII digits only: int() would also take " 5", "1_0" and other scripts' digits.
+        if not (text.isascii() and text.isdigit() and len(text) <= 6):
+            raise InvalidInput(
+                "invalid_limit", f"limit must be a whole number 1 to {ACCOUNTS_PAGE_MAX}"
+            )
+        limit = int(text)
         if not 1 <= limit <= ACCOUNTS_PAGE_MAX:
             raise InvalidInput("invalid_limit", f"limit must be 1 to {ACCOUNTS_PAGE_MAX}")
         after = query.get("after") or None
