@@ -536,6 +536,82 @@ def test_tables_kopilka_did_not_create_are_refused_by_name(
     assert asyncio.run(_versions(postgres_url)) == list(range(1, SCHEMA_VERSION + 1))
 
 
+@pytest.mark.parametrize(
+    "table",
+    [
+        "version bigint PRIMARY KEY, dirty boolean NOT NULL DEFAULT false",  # golang-migrate
+        "version text PRIMARY KEY",  # Rails
+    ],
+)
+def test_a_schema_migrations_table_of_another_tool_is_refused(
+    postgres_url: str, tmp_path: Path, table: str
+) -> None:
+    """Its numbers are not kopilka's: read as such, version 6 had said a schema that is
+    not there was up to date, and every command then failed with a traceback."""
+    asyncio.run(
+        _execute(
+            postgres_url,
+            f"CREATE TABLE schema_migrations ({table}); INSERT INTO schema_migrations VALUES (6)",
+        )
+    )
+    refusal = (
+        f"Error: the database at {redact_url(postgres_url)} has tables that kopilka did not"
+        " create (schema_migrations); use an empty database\n"
+    )
+    home = tmp_path / "home"
+    for command in (("init",), ("get",), ("add-user", "-n", "Ann", "--max", "10")):
+        result = run_kopilka(home, *command, "--db", postgres_url)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", refusal), command
+    assert asyncio.run(_table_names(postgres_url)) == ["schema_migrations"]
+
+
+@contextlib.asynccontextmanager
+async def _read_only_role(url: str) -> AsyncIterator[str]:
+    """A role that may read kopilka's tables and write none: an operator's slip."""
+    role = f"reader_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(
+            f"CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA public TO {role};"
+            f" GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+        parts = urlsplit(url)
+        yield urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+        await admin.close()
+
+
+async def test_a_role_without_a_grant_gets_one_line_and_no_traceback(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    await initialize_schema(postgres_url)
+    home = tmp_path / "home"
+    async with _read_only_role(postgres_url) as reader_url:
+        refused = f"Error: the database at {redact_url(reader_url)} refused this:"
+        for command in (
+            ("add-user", "-n", "Ann", "--max", "10"),
+            ("token", "create", "--role=teller"),
+        ):
+            result = run_kopilka(home, *command, "--db", reader_url)
+            assert (result.returncode, result.stdout) == (1, ""), command
+            assert result.stderr.startswith(f"{refused} InsufficientPrivilegeError: ")
+            assert result.stderr.count("\n") == 1, result.stderr
+        listed = run_kopilka(home, "get", "--db", reader_url)
+        assert (listed.returncode, listed.stdout) == (0, "No accounts yet.\n")
+        serve = subprocess.run(
+            [*kopilka_command(), "serve", "--port", str(free_port()), "--db", reader_url],
+            env=server_env(home),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert serve.returncode == 1
+        assert f"{refused} InsufficientPrivilegeError: " in serve.stderr
+        assert "Traceback" not in serve.stderr
+
+
 # -- the password never shows -----------------------------------------------------------
 
 
@@ -659,5 +735,13 @@ async def test_text_a_latin1_database_cannot_store_is_refused_for_its_request_al
             ]
             account = await engine.store.get_account("main", "José")
             assert account is not None and account.balance_cents == 100
+            # Looked up, such a name is refused the same way: the database cannot hold it.
+            for read in (
+                engine.store.get_account("main", "Ёжик"),
+                engine.store.list_accounts("main", after_client="Ёжик", limit=5),
+            ):
+                with pytest.raises(KopilkaError) as refused:
+                    await read
+                assert refused.value.code == "invalid_text"
     finally:
         postgres_server.drop_database(name)

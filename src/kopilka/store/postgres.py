@@ -99,6 +99,19 @@ _UNSTORABLE_TEXT = (
     asyncpg.exceptions.UntranslatableCharacterError,
     asyncpg.exceptions.CharacterNotInRepertoireError,
 )
+# The database refuses the work for how it is set up, not for the request: a role
+# without a grant, a table that is not there, a read-only standby, a full disk. No
+# retry helps, and it is no bug of kopilka's: one line that says so, not a traceback.
+_DATABASE_REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InsufficientPrivilegeError,
+    asyncpg.exceptions.UndefinedTableError,
+    asyncpg.exceptions.UndefinedColumnError,
+    asyncpg.exceptions.UndefinedFunctionError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: disk full, out of memory
+    asyncpg.exceptions.PostgresSystemError,  # class 58: I/O errors
+    asyncpg.exceptions.InternalServerError,  # class XX: data corrupted
+)
 _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization
     asyncpg.exceptions.LockNotAvailableError,  # lock_timeout
@@ -239,6 +252,10 @@ def _token(row: Sequence[Any]) -> TokenRecord:
     return TokenRecord(row[0], row[1], row[2], row[3], row[4], row[5], bool(row[6]))
 
 
+def _unstorable(error: BaseException) -> InvalidInput:
+    return InvalidInput("invalid_text", f"text this database cannot store: {error}")
+
+
 def _row_count(status: str) -> int:
     """The count at the end of a command tag such as 'UPDATE 1'."""
     return int(status.rsplit(" ", 1)[1])
@@ -264,7 +281,7 @@ async def migrate(connection: Connection, redacted_url: str) -> int:
             "unsupported_database",
             f"kopilka needs PostgreSQL {SERVER_VERSION_MIN} or newer; the server is {major}",
         )
-    version = await _schema_version(connection)
+    version = await _schema_version(connection, redacted_url)
     _refuse_newer(version)
     if version == SCHEMA_VERSION:
         return version
@@ -272,7 +289,8 @@ async def migrate(connection: Connection, redacted_url: str) -> int:
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
             await connection.execute(SCHEMA_MIGRATIONS_TABLE)
-            version = await _schema_version(connection)  # another process may have been first
+            # Another process may have been first.
+            version = await _schema_version(connection, redacted_url)
             _refuse_newer(version)
             if version == 0:  # a refusal rolls back the schema_migrations just created
                 await _refuse_foreign_tables(connection, redacted_url)
@@ -291,10 +309,26 @@ async def migrate(connection: Connection, redacted_url: str) -> int:
     return version
 
 
-async def _schema_version(connection: Connection) -> int:
+# schema_migrations as kopilka makes it. Other tools keep a table of that name too (with
+# a `dirty` flag, a text version): read as kopilka's, its numbers would say a schema
+# that is not there is up to date.
+_MIGRATIONS_COLUMNS = {("version", "integer"), ("applied_at", "timestamp with time zone")}
+
+
+async def _schema_version(connection: Connection, redacted_url: str) -> int:
     """The last migration applied, 0 in an empty database. Reads only."""
-    if not await connection.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+    columns = {
+        (row[0], row[1])
+        for row in await connection.fetch(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = to_regclass('schema_migrations') AND attnum > 0"
+            " AND NOT attisdropped"
+        )
+    }
+    if not columns:
         return 0
+    if columns != _MIGRATIONS_COLUMNS:
+        refuse_foreign_tables(redacted_url, ("schema_migrations",), {"schema_migrations"})
     return int(await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
 
@@ -417,6 +451,13 @@ class PostgresStore:
             "store_unavailable", "the database is unavailable; nothing was applied, try again"
         )
 
+    def _refused(self, error: BaseException) -> Unavailable:
+        """The database's own reason, for whoever runs it (redacted, as any message)."""
+        reason = redact_text(f"{type(error).__name__}: {error}", self._url)
+        return Unavailable(
+            "store_unavailable", f"the database at {self.redacted_url} refused this: {reason}"
+        )
+
     def _log_outage(self, error: BaseException) -> None:
         if not self._outage_logged:
             self._outage_logged = True
@@ -499,8 +540,9 @@ class PostgresStore:
         try:
             return await self._apply(commands)
         except _UNSTORABLE_TEXT as error:
-            refusal = InvalidInput("invalid_text", f"text this database cannot store: {error}")
-            raise UnstorableInput(refusal) from error
+            raise UnstorableInput(_unstorable(error)) from error
+        except _DATABASE_REFUSED as error:
+            raise self._refused(error) from error
 
     async def _apply(self, commands: Sequence[Command]) -> list[Outcome]:
         assert commands
@@ -720,9 +762,14 @@ class PostgresStore:
 
     async def _read(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """Run a read; once more on a fresh connection if a pooled one had gone stale."""
-        with contextlib.suppress(*_CONNECTION_LOST):
-            async with self._connection() as connection:
-                return await work(connection)
+        try:
+            with contextlib.suppress(*_CONNECTION_LOST):
+                async with self._connection() as connection:
+                    return await work(connection)
+        except _UNSTORABLE_TEXT as error:  # a name no row of this database can hold
+            raise _unstorable(error) from error
+        except _DATABASE_REFUSED as error:
+            raise self._refused(error) from error
         return await self._once(work)
 
     async def _write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
@@ -735,6 +782,10 @@ class PostgresStore:
                 return await work(connection)
         except _CONNECTION_LOST as error:
             raise self._unavailable(error) from error
+        except _UNSTORABLE_TEXT as error:
+            raise _unstorable(error) from error
+        except _DATABASE_REFUSED as error:
+            raise self._refused(error) from error
 
     async def ping(self, seconds_max: float = 1.5) -> None:
         """A trivial read on a pooled connection, within `seconds_max`. A connection it
