@@ -201,6 +201,22 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
     assert not (kopilka_home.parent / "mysql:").exists()  # not taken for a file's path
 
 
+@pytest.mark.parametrize(
+    "db", ["postgresql:/app:S3cret@db.internal/bank", "postgres:db", "PostgreSQL://app@db/bank"]
+)
+@pytest.mark.parametrize("command", [DEPOSIT, ("balance", "--client=John Jones"), ("init",)])
+def test_a_mistyped_postgresql_url_is_refused_not_made_a_file(
+    kopilka: RunKopilka, tmp_path: Path, db: str, command: tuple[str, ...]
+) -> None:
+    result = kopilka(*command, "--db", db)  # run in tmp_path
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "Error: a PostgreSQL database is named by a URL that begins with postgresql://"
+        " (two slashes, in lower case)\n"
+    )
+    assert not [p for p in tmp_path.rglob("*") if "ostgre" in p.name]  # no file of that name
+
+
 def test_an_empty_key_or_ledger_is_refused_not_ignored(kopilka: RunKopilka) -> None:
     for _ in range(2):  # an empty key given is no key to replay by: refused each time
         result = kopilka(*DEPOSIT, "--idempotency-key=")

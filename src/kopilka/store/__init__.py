@@ -6,6 +6,8 @@ version knows is refused (Unavailable, code `unknown_schema`).
 
 from __future__ import annotations
 
+import re
+
 from kopilka.clock import MonotonicClock
 from kopilka.errors import InvalidInput
 from kopilka.store.protocol import Store
@@ -16,6 +18,7 @@ def open_store(url: str, clock: MonotonicClock | None = None) -> Store:
     or a bare path), or 'postgresql://...'. `clock`: the store's own, if none is given."""
     if not url.strip():
         raise InvalidInput("invalid_option", "the database may not be empty: give a path or URL")
+    path = sqlite_path(url)  # refuses a mistyped PostgreSQL URL first
     scheme, separator, _ = url.partition("://")
     if separator and scheme not in ("postgresql", "postgres", "sqlite"):
         raise InvalidInput(
@@ -33,15 +36,25 @@ def open_store(url: str, clock: MonotonicClock | None = None) -> Store:
         return store
     from kopilka.store.sqlite import SqliteStore
 
-    path = sqlite_path(url)
     assert path is not None
     return SqliteStore(path, clock)
 
 
 def sqlite_path(url: str) -> str | None:
-    """The file of a SQLite database URL or path; None for memory or PostgreSQL."""
+    """The file of a SQLite database URL or path; None for memory or PostgreSQL.
+
+    A PostgreSQL URL mistyped ('postgresql:/...', 'postgres:host/db') is refused, not
+    taken for a file name: the data would go to a file of that name, and the text,
+    password and all, would be shown back as a path.
+    """
     if url in ("memory:", ":memory:") or url.startswith(("postgresql://", "postgres://")):
         return None
+    if re.match(r"postgres(?:ql)?:", url, re.IGNORECASE):
+        raise InvalidInput(
+            "unsupported_database",
+            "a PostgreSQL database is named by a URL that begins with postgresql://"
+            " (two slashes, in lower case)",
+        )
     if url.startswith("sqlite:///"):
         return "/" + url.removeprefix("sqlite:///")
     return url.removeprefix("sqlite:")
