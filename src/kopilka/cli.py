@@ -231,7 +231,14 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         return 0
     if words:
         raise InvalidInput("unexpected_argument", "init takes no arguments (usage: kopilka init)")
-    settings = _target(options).settings
+    target = _target(options)
+    if target.url is not None:
+        # A server's schema is its database's: init runs where that database is named.
+        raise InvalidInput(
+            "invalid_option",
+            f"init works on a database, not a server ({target.url}): give --db or KOPILKA_DB",
+        )
+    settings = target.settings
     _create_home(settings)
     try:
         asyncio.run(initialize_schema(settings.db))

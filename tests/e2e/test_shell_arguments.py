@@ -66,3 +66,17 @@ def test_a_url_that_names_no_server_is_refused_before_the_token_is_looked_for(
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith("Error: invalid server URL ")
     assert result.stderr.endswith(f": {reason}\n")
+
+
+def test_init_with_a_server_url_is_refused_and_makes_no_database(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    for arguments, env in (
+        (("--url", "http://127.0.0.1:8888"), None),
+        ((), {"KOPILKA_URL": "8888"}),
+    ):
+        result = kopilka("init", *arguments, env=env)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr.startswith("Error: init works on a database, not a server (")
+        assert result.stderr.endswith("): give --db or KOPILKA_DB\n")
+    assert not kopilka_home.exists()
