@@ -175,6 +175,25 @@ async def test_an_unreachable_database_is_unavailable_and_hides_the_password(
     assert ":***@" in unavailable.value.message
 
 
+async def test_a_server_that_never_answers_is_named_with_how_long_it_was_given() -> None:
+    """A listener that accepts and stays silent: asyncpg's TimeoutError has no words of
+    its own, so the reason is the wait."""
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        store = PostgresStore(
+            f"postgresql://app:pw@127.0.0.1:{port}/db", connect_timeout_seconds=0.3
+        )
+        with pytest.raises(Unavailable) as unavailable:
+            await store.open()
+    finally:
+        silent.close()
+    assert unavailable.value.message == (
+        f"cannot open the database at postgresql://app:***@127.0.0.1:{port}/db:"
+        " no answer within 0.3 s"
+    )
+
+
 @pytest.mark.parametrize("ledger", ['we"ird\\ {led,ger}', "NULL", " spaced ", "main"])
 async def test_names_and_texts_are_stored_exactly(postgres_url: str, ledger: str) -> None:
     client, description, key = 'Ann "A" \\ {x}, NULL', "caf\u00e9, {1,2} \\n", 'k"{1}\\'

@@ -438,7 +438,10 @@ class PostgresStore:
         Any failure counts, a URL the driver cannot parse included; its message is
         scrubbed, as it may quote a piece of the password.
         """
-        reason = redact_text(f"{type(error).__name__}: {error}", self._url)
+        if isinstance(error, TimeoutError) and not str(error):  # it has no words of its own
+            reason = f"no answer within {self._connect_timeout_seconds:g} s"
+        else:
+            reason = redact_text(f"{type(error).__name__}: {error}", self._url)
         return Unavailable(
             "store_unavailable", f"cannot open the database at {self.redacted_url}: {reason}"
         )
