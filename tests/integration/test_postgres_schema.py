@@ -438,9 +438,9 @@ async def test_a_database_not_in_utf8_upgrades_leaving_names_as_they_are(
 
 
 @contextlib.asynccontextmanager
-async def _row_only_role(url: str) -> AsyncIterator[str]:
-    """A role with what docs/postgres.md asks for after `kopilka init`, and no CREATE;
-    yields its URL (the test server trusts local logins, the password is for show)."""
+async def _role(url: str, grants: str) -> AsyncIterator[str]:
+    """A role with `grants` on every table in public, and no CREATE; yields its URL
+    (the test server trusts local logins, the password is for show)."""
     role = f"app_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(url)
     try:
@@ -448,7 +448,7 @@ async def _row_only_role(url: str) -> AsyncIterator[str]:
             "REVOKE CREATE ON SCHEMA public FROM PUBLIC;"  # the default before PostgreSQL 15
             f" CREATE ROLE {role} LOGIN PASSWORD 'x';"
             f" GRANT USAGE ON SCHEMA public TO {role};"
-            f" GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};"
+            f" GRANT {grants} ON ALL TABLES IN SCHEMA public TO {role};"
             f" GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"
         )
         parts = urlsplit(url)
@@ -456,6 +456,11 @@ async def _row_only_role(url: str) -> AsyncIterator[str]:
     finally:
         await admin.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
         await admin.close()
+
+
+def _row_only_role(url: str) -> contextlib.AbstractAsyncContextManager[str]:
+    """What docs/postgres.md asks for after `kopilka init`."""
+    return _role(url, "SELECT, INSERT, UPDATE, DELETE")
 
 
 async def test_a_role_without_create_opens_an_up_to_date_schema(
@@ -584,29 +589,12 @@ def test_a_schema_migrations_table_of_another_tool_is_refused(
     assert asyncio.run(_table_names(postgres_url)) == ["schema_migrations"]
 
 
-@contextlib.asynccontextmanager
-async def _read_only_role(url: str) -> AsyncIterator[str]:
-    """A role that may read kopilka's tables and write none: an operator's slip."""
-    role = f"reader_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(url)
-    try:
-        await admin.execute(
-            f"CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA public TO {role};"
-            f" GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
-        )
-        parts = urlsplit(url)
-        yield urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
-    finally:
-        await admin.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
-        await admin.close()
-
-
 async def test_a_role_without_a_grant_gets_one_line_and_no_traceback(
     postgres_url: str, tmp_path: Path
 ) -> None:
     await initialize_schema(postgres_url)
     home = tmp_path / "home"
-    async with _read_only_role(postgres_url) as reader_url:
+    async with _role(postgres_url, "SELECT") as reader_url:  # an operator's slip
         refused = f"Error: the database at {redact_url(reader_url)} refused this:"
         for command in (
             ("add-user", "-n", "Ann", "--max", "10"),
