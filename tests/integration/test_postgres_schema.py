@@ -517,6 +517,18 @@ async def _table_names(url: str) -> list[str]:
         await connection.close()
 
 
+def _serve_refused(home: Path, url: str) -> subprocess.CompletedProcess[str]:
+    """`kopilka serve` on a database it refuses: it exits on its own, and what it said."""
+    return subprocess.run(
+        [*kopilka_command(), "serve", "--port", str(free_port()), "--db", url],
+        env=server_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_tables_kopilka_did_not_create_are_refused_by_name(
     postgres_url: str, tmp_path: Path
 ) -> None:
@@ -543,14 +555,7 @@ def test_tables_kopilka_did_not_create_are_refused_by_name(
     home = tmp_path / "home"
     init = run_kopilka(home, "init", "--db", url)
     assert (init.returncode, init.stdout, init.stderr) == (1, "", f"Error: {refusal}\n")
-    serve = subprocess.run(
-        [*kopilka_command(), "serve", "--port", str(free_port()), "--db", url],
-        env=server_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    serve = _serve_refused(home, url)
     assert serve.returncode != 0
     assert refusal in serve.stderr
     assert password not in init.stderr + serve.stdout + serve.stderr
@@ -606,14 +611,7 @@ async def test_a_role_without_a_grant_gets_one_line_and_no_traceback(
             assert result.stderr.count("\n") == 1, result.stderr
         listed = run_kopilka(home, "get", "--db", reader_url)
         assert (listed.returncode, listed.stdout) == (0, "No accounts yet.\n")
-        serve = subprocess.run(
-            [*kopilka_command(), "serve", "--port", str(free_port()), "--db", reader_url],
-            env=server_env(home),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        serve = _serve_refused(home, reader_url)
         assert serve.returncode == 1
         assert f"{refused} InsufficientPrivilegeError: " in serve.stderr
         assert "Traceback" not in serve.stderr
