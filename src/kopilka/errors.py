@@ -88,6 +88,13 @@ class RetryableStoreError(Exception):
     """A transient store failure (deadlock, serialization, SQLite busy): retried inside."""
 
 
+def sandbox_ended() -> NotFound:
+    return NotFound(
+        "sandbox_not_found",
+        "this sandbox has ended (closed, or idle too long); start a new session",
+    )
+
+
 def stopped_before_answer() -> Unavailable:
     """For a request the server gave up waiting for while it stopped (its drain time ran
     out, the database silent): whether it was applied is not known."""

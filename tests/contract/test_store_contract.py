@@ -251,9 +251,12 @@ async def test_a_refused_key_repeats_its_refusal(engine: Engine) -> None:
 
 
 async def test_a_kept_refusal_goes_with_its_ledger(engine: Engine) -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert await engine.store.open_sandbox("sandbox-x", now, sandboxes_max=5)
     await applied(engine, Deposit(JOHN, 100, "pay", "d1", ledger="sandbox-x"))
     await refused(engine, Withdraw(JOHN, 500, "cash", "w1", "sandbox-x"), "insufficient_funds")
-    await engine.store.drop_ledger("sandbox-x")
+    assert await engine.store.drop_ledger("sandbox-x")
+    assert await engine.store.open_sandbox("sandbox-x", now, sandboxes_max=5)
     await applied(engine, Deposit(JOHN, 600, "pay", "d1", ledger="sandbox-x"))
     await applied(engine, Withdraw(JOHN, 500, "cash", "w1", "sandbox-x"))
 
@@ -607,10 +610,45 @@ async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engi
     assert await store.touch_sandbox("sandbox-b", start)
     assert await store.drop_idle_sandboxes(start + timedelta(minutes=9)) == []
 
-    await store.drop_ledger("sandbox-b")  # the session ended
+    assert await store.drop_ledger("sandbox-b")  # the session ended
+    assert not await store.drop_ledger("sandbox-b")  # ended already
     assert not await store.touch_sandbox("sandbox-b", start + timedelta(minutes=11))
     assert await store.open_sandbox("sandbox-c", start, sandboxes_max=2)
     assert await balance(engine, JOHN) == 300
+
+
+async def test_a_sandbox_takes_writes_only_while_it_is_open(engine: Engine) -> None:
+    """Checked in the write's own transaction: a batch that raced the sandbox's end (in
+    this process or another, whose view of it is older) leaves nothing behind, not even a
+    kept refusal, and a claim under its key is not kept either."""
+    store = engine.store
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert await store.open_sandbox("sandbox-t1-a", now, sandboxes_max=5)
+    await applied(engine, Deposit(JOHN, 100, "play", "k1", ledger="sandbox-t1-a"))
+    assert await store.drop_ledger("sandbox-t1-a")
+    outcomes = await store.apply(
+        [
+            Deposit(JOHN, 5, "late", "k2", ledger="sandbox-t1-a"),
+            Withdraw(JOHN, 500, "late", "k3", ledger="sandbox-t1-a"),
+            ClaimKey("sandbox-t1-a", "b1", "digest", covers=1),
+            Deposit(JANE, 1, "late", "b1:0", ledger="sandbox-t1-a"),
+            OpenAccount("Ann", ledger="sandbox-t1-a"),
+            Deposit(JOHN, 7, "real", "k2"),
+            Deposit(JOHN, 9, "never opened", "k5", ledger="sandbox-t1-never"),
+        ]
+    )
+    assert codes(outcomes[:5]) == ["sandbox_not_found"] * 5
+    assert isinstance(outcomes[5], Operation)
+    assert codes(outcomes[6:]) == ["sandbox_not_found"]
+    assert await engine.list_accounts("sandbox-t1-a") == []
+    assert await balance(engine, JOHN) == 7
+    # Opened again under that name, nothing of the writes above is there.
+    assert await store.open_sandbox("sandbox-t1-a", now, sandboxes_max=5)
+    assert await engine.list_accounts("sandbox-t1-a") == []
+    fresh = await applied(engine, Deposit(JOHN, 1, "again", "k3", ledger="sandbox-t1-a"))
+    assert not fresh.replayed
+    # A ledger whose name only looks alike is no sandbox: it takes writes as any other.
+    await applied(engine, Deposit(JOHN, 1, "x", "k6", ledger="sandbox"))
 
 
 async def test_a_sandbox_owner_may_hold_only_its_share(engine: Engine) -> None:
@@ -845,6 +883,40 @@ async def test_one_key_claimed_by_two_processes_at_once(backend: Backend) -> Non
     finally:
         await first.close()
         await second.close()
+
+
+async def test_writes_racing_a_sandbox_drop_in_another_process_leave_nothing(
+    backend: Backend,
+) -> None:
+    """One engine writes to a sandbox while another (another server process) ends it:
+    each write lands before the drop, and goes with it, or is refused after it."""
+    if not backend.durable:
+        pytest.skip("a memory store is one process's own")
+    writer, dropper = await backend.start_engine(), await backend.start_engine()
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    try:
+        for round_ in range(5):
+            sandbox = f"sandbox-t1-{round_}"
+            assert await writer.store.open_sandbox(sandbox, now, sandboxes_max=10)
+            await applied(writer, Deposit(JOHN, 1, "first", f"{sandbox}-0", ledger=sandbox))
+
+            async def write(index: int, sandbox: str = sandbox) -> Outcome:
+                await asyncio.sleep(index * 0.002)
+                command = Deposit(f"C{index}", 1, "late", f"{sandbox}-{index}", ledger=sandbox)
+                return await writer.execute(command)
+
+            writes = [asyncio.create_task(write(i)) for i in range(1, 31)]
+            await asyncio.sleep(0.02)
+            assert await dropper.store.drop_ledger(sandbox)
+            outcomes = await asyncio.gather(*writes)
+            assert {o.code for o in outcomes if isinstance(o, KopilkaError)} <= {
+                "sandbox_not_found"
+            }
+            assert await writer.list_accounts(sandbox) == []
+            assert await dropper.list_accounts(sandbox) == []
+    finally:
+        await writer.close()
+        await dropper.close()
 
 
 async def test_tokens_put_get_revoke_list(engine: Engine) -> None:

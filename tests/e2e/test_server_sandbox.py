@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -109,6 +111,45 @@ def test_a_sandbox_in_use_through_another_server_process_is_kept(tmp_path: Path)
                 assert on_second.get("/v1/accounts/Sandy").status_code == 200
                 time.sleep(0.1)
         assert on_first.get("/v1/accounts/Sandy", headers=headers).status_code == 200
+
+
+def test_a_sandbox_ended_through_one_server_process_takes_no_write_through_another(
+    tmp_path: Path,
+) -> None:
+    """The other process has just seen the sandbox in use, so its own view says open:
+    the write is refused all the same, and nothing of it is left in the database."""
+    home = tmp_path / "home"
+    with (
+        running_server(home) as first,
+        running_server(home) as second,
+        first.client() as on_first,
+    ):
+        ledger = new_sandbox_with_account(on_first, "Sandy")
+        headers = {"Kopilka-Ledger": ledger}
+        with second.client(**headers) as on_second:
+            assert on_second.get("/v1/accounts/Sandy").status_code == 200
+            assert on_first.delete(f"/v1/sandboxes/{ledger}").status_code == 204
+            late = on_second.post(
+                "/v1/deposits", json={"client": "Late", "amount": "1", "open_account": True}
+            )
+            assert (late.status_code, late.json()["error"]["code"]) == (404, "sandbox_not_found")
+            batch = on_second.post(
+                "/v1/batch",
+                json={"operations": [{"type": "deposit", "client": "Sandy", "amount": "1"}]},
+            )
+            assert batch.json()["results"][0]["error"]["code"] == "sandbox_not_found"
+        # Ended already: said so, as for any request to it.
+        again = on_first.delete(f"/v1/sandboxes/{ledger}")
+        assert (again.status_code, again.json()["error"]["code"]) == (404, "sandbox_not_found")
+    assert sqlite_rows_of_ledger(home / "kopilka.db", ledger) == 0
+
+
+def sqlite_rows_of_ledger(path: Path, ledger: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return sum(
+            db.execute(f"SELECT count(*) FROM {table} WHERE ledger = ?", (ledger,)).fetchone()[0]
+            for table in ("accounts", "operations", "refusals", "batch_requests", "sandboxes")
+        )
 
 
 def test_a_killed_servers_idle_sandbox_is_dropped_by_the_next(tmp_path: Path) -> None:

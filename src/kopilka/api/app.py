@@ -22,7 +22,6 @@ from starlette.types import Receive, Scope, Send
 from kopilka.api import handlers
 from kopilka.api.admin_token import ensure_admin_token
 from kopilka.api.auth import (
-    SANDBOX_PREFIX,
     TOKEN_CACHE_TTL_SECONDS,
     Principal,
     TokenCache,
@@ -37,7 +36,7 @@ from kopilka.api.readiness import Readiness
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
 from kopilka.collector import settle_for_serving
-from kopilka.domain.model import MoneyCommand, Operation
+from kopilka.domain.model import SANDBOX_PREFIX, MoneyCommand, Operation
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX, validate_ledger_name
 from kopilka.engine import Engine, EngineState
 from kopilka.errors import KopilkaError, stopped_before_answer

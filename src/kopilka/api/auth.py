@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kopilka.domain.model import client_name
+from kopilka.domain.model import SANDBOX_PREFIX, client_name
 from kopilka.domain.rules import validate_client, validate_ledger_name
 from kopilka.errors import Forbidden, InvalidInput, Unauthorized
 from kopilka.store.protocol import Store
@@ -31,7 +31,6 @@ from kopilka.tokens import (
 
 TOKEN_CACHE_TTL_SECONDS = 1.0
 TOKEN_CACHE_ENTRIES_MAX = 10_000
-SANDBOX_PREFIX = "sandbox-"
 
 
 @dataclass(frozen=True, slots=True)

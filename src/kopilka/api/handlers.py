@@ -23,7 +23,6 @@ from starlette.types import Receive, Scope, Send
 
 from kopilka.api import openapi
 from kopilka.api.auth import (
-    SANDBOX_PREFIX,
     Principal,
     check_client,
     check_ledger,
@@ -65,6 +64,7 @@ from kopilka.api.schemas import (
     statement_line_out,
 )
 from kopilka.domain.model import (
+    SANDBOX_PREFIX,
     Account,
     ClaimKey,
     Command,

@@ -17,8 +17,9 @@ import secrets
 import time
 from datetime import UTC, datetime, timedelta
 
-from kopilka.api.auth import SANDBOX_PREFIX, Principal
-from kopilka.errors import Busy, NotFound, Unavailable
+from kopilka.api.auth import Principal
+from kopilka.domain.model import SANDBOX_PREFIX
+from kopilka.errors import Busy, Unavailable, sandbox_ended
 from kopilka.store.protocol import Store
 
 logger = logging.getLogger(__name__)
@@ -65,15 +66,14 @@ class Sandboxes:
             return
         if not await self._store.touch_sandbox(ledger, _now()):
             self._touched.pop(ledger, None)
-            raise NotFound(
-                "sandbox_not_found",
-                "this sandbox has ended (closed, or idle too long); start a new session",
-            )
+            raise sandbox_ended()
         self._touched[ledger] = now
 
     async def drop(self, ledger: str) -> None:
+        """End a sandbox; refused when it has ended already (or never was)."""
         self._touched.pop(ledger, None)
-        await self._store.drop_ledger(ledger)
+        if not await self._store.drop_ledger(ledger):
+            raise sandbox_ended()
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_forever(), name="kopilka-sandbox-reaper")

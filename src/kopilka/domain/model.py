@@ -6,6 +6,7 @@ immutable; an Operation is the recorded fact of one applied money command.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, TypeAlias
@@ -14,6 +15,9 @@ from unicodedata import is_normalized, normalize
 from kopilka.errors import KopilkaError, NotFound, Rejected
 
 DEFAULT_LEDGER = "main"
+# A sandbox ledger's name begins so (the API adds its owner's token id). A store takes
+# writes to one only while it is open: from Store.open_sandbox until it is dropped.
+SANDBOX_PREFIX = "sandbox-"
 OperationKind: TypeAlias = Literal["deposit", "withdrawal", "transfer"]
 
 
@@ -207,3 +211,9 @@ def command_kind(command: MoneyCommand) -> OperationKind:
     if isinstance(command, Withdraw):
         return "withdrawal"
     return "transfer"
+
+
+def sandbox_ledgers(commands: Iterable[Command]) -> set[str]:
+    """The sandbox ledgers a batch writes to: the store checks, in the batch's
+    transaction, that each is still open."""
+    return {ledger for ledger in {c.ledger for c in commands} if ledger.startswith(SANDBOX_PREFIX)}

@@ -17,7 +17,7 @@ refusal. A malformed one (invalid_*, same_account) never reached the ledger and 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -40,7 +40,7 @@ from kopilka.domain.model import (
     Withdraw,
     command_kind,
 )
-from kopilka.errors import Conflict, InvalidInput, KopilkaError, NotFound, Rejected
+from kopilka.errors import Conflict, InvalidInput, KopilkaError, NotFound, Rejected, sandbox_ended
 from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX, format_money
 
 CLIENT_NAME_LENGTH_MAX = 200
@@ -175,13 +175,16 @@ def plan_batch(
     known_operations: KnownKeys,
     now: datetime,
     known_claims: KnownClaims | None = None,
+    closed_sandboxes: Collection[str] = (),
 ) -> BatchPlan:
     """Apply commands one by one, in order; a later command sees an earlier one's effect.
 
     `accounts`, `known_operations` (operations and refusals by key) and
     `known_claims` (the digests that stand under the batch's claimed keys) are the
     store's fresh copies: the plan mutates the accounts and adds new accounts,
-    operations, refusals and claims to the dicts.
+    operations, refusals and claims to the dicts. A command to one of
+    `closed_sandboxes` is refused and leaves nothing, not even a kept refusal: the
+    ledger is gone.
     """
     planner = _Planner(accounts, known_operations, now, known_claims)
     outcomes = planner.plan.outcomes
@@ -192,6 +195,9 @@ def plan_batch(
             if planner.refused_claim is not None:
                 outcomes.append(planner.refused_claim)
                 continue
+        if closed_sandboxes and command.ledger in closed_sandboxes:
+            outcomes.append(sandbox_ended())
+            continue
         try:
             outcomes.append(apply(command))
         except (Rejected, NotFound) as error:

@@ -14,7 +14,14 @@ from dataclasses import replace
 from datetime import datetime
 
 from kopilka.clock import MonotonicClock
-from kopilka.domain.model import Account, Command, Operation, Outcome, Refusal
+from kopilka.domain.model import (
+    Account,
+    Command,
+    Operation,
+    Outcome,
+    Refusal,
+    sandbox_ledgers,
+)
 from kopilka.domain.rules import (
     AccountKey,
     KnownKeys,
@@ -63,7 +70,8 @@ class MemoryStore:
         named = operation_keys(commands) | claimed_keys(commands)
         known: KnownKeys = {key: self._operations[key] for key in named if key in self._operations}
         claims = {key: self._batch_keys[key] for key in named if key in self._batch_keys}
-        plan = plan_batch(commands, accounts, known, self._clock.now(), claims)
+        closed = {ledger for ledger in sandbox_ledgers(commands) if ledger not in self._sandboxes}
+        plan = plan_batch(commands, accounts, known, self._clock.now(), claims, closed)
         for account in plan.new_accounts:
             account.id = next(self._account_ids)
         for operation in plan.operations:
@@ -138,7 +146,7 @@ class MemoryStore:
                 page.append(line)
         return page
 
-    async def drop_ledger(self, ledger: str) -> None:
+    async def drop_ledger(self, ledger: str) -> bool:
         for key in [key for key in self._accounts if key[0] == ledger]:
             account = self._accounts.pop(key)
             self._accounts_by_id.pop(account.id, None)
@@ -148,7 +156,7 @@ class MemoryStore:
             del self._operations[key]
         for key in [key for key in self._batch_keys if key[0] == ledger]:
             del self._batch_keys[key]
-        self._sandboxes.pop(ledger, None)
+        return self._sandboxes.pop(ledger, None) is not None
 
     async def open_sandbox(
         self, ledger: str, now: datetime, sandboxes_max: int, owner: str = "", owner_max: int = 0

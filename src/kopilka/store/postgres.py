@@ -33,6 +33,7 @@ import asyncpg
 from kopilka.clock import MonotonicClock
 from kopilka.domain.model import (
     MONEY_COMMAND_TYPES,
+    SANDBOX_PREFIX,
     Account,
     ClaimKey,
     Command,
@@ -40,6 +41,7 @@ from kopilka.domain.model import (
     Outcome,
     Refusal,
     SetLimits,
+    sandbox_ledgers,
 )
 from kopilka.domain.rules import (
     AccountKey,
@@ -576,7 +578,10 @@ class PostgresStore:
         another, so the next one is planned on this one's outcome before it is written.
         """
         for command in commands:
-            if not isinstance(command, MONEY_COMMAND_TYPES):
+            # A sandbox's batch goes the locking way, which checks that it is still open.
+            if not isinstance(command, MONEY_COMMAND_TYPES) or command.ledger.startswith(
+                SANDBOX_PREFIX
+            ):
                 return None
         keys = accounts_touched(commands)
         hinted = self._accounts.hinted(keys)
@@ -669,6 +674,8 @@ class PostgresStore:
         transaction = connection.transaction()
         try:
             await transaction.start()
+            sandboxes = sandbox_ledgers(commands)
+            closed = await _closed_sandboxes(connection, sandboxes) if sandboxes else ()
             accounts, revisions, latest_entry_at = await self._accounts.lock(connection, keys)
             if latest_entry_at is not None:
                 # Another process, its clock ahead of ours, may have written them last.
@@ -694,7 +701,7 @@ class PostgresStore:
             known_claims = await _load_claims(connection, keys) if keys else None
             # Taken after the locks: a batch that waited for another one's accounts is
             # later in time too, so per-account time order is application order.
-            plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims)
+            plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims, closed)
             if not check_keys and await _refusal_may_be_a_retry(connection, commands, plan):
                 raise _KeyAlreadyUsed
             transaction_id, written = await _write_plan(connection, plan, limits)
@@ -873,13 +880,20 @@ class PostgresStore:
         )
         return [StatementLine(*row) for row in rows]
 
-    async def drop_ledger(self, ledger: str) -> None:
-        async def drop(connection: Connection) -> None:
+    async def drop_ledger(self, ledger: str) -> bool:
+        async def drop(connection: Connection) -> bool:
             async with connection.transaction():
+                was_open = await connection.fetchval(
+                    "WITH gone AS (DELETE FROM sandboxes WHERE ledger = $1 RETURNING 1)"
+                    " SELECT count(*) FROM gone",
+                    ledger,
+                )
                 await _delete_ledgers(connection, [ledger])
+                return bool(was_open)
 
-        await self._write(drop)
+        was_open = await self._write(drop)
         self._accounts.forget_ledger(ledger)
+        return was_open
 
     # -- sandboxes ------------------------------------------------------------
 
@@ -1113,7 +1127,20 @@ async def _refusal_may_be_a_retry(
     return bool(found)
 
 
+async def _closed_sandboxes(connection: Connection, sandboxes: set[str]) -> set[str]:
+    """Of these sandbox ledgers, the ones not open. The rows found are held (FOR KEY
+    SHARE) until this batch commits: a drop waits for it (_delete_ledgers)."""
+    rows = await connection.fetch(
+        "SELECT ledger FROM sandboxes WHERE ledger = ANY($1::text[]) FOR KEY SHARE",
+        list(sandboxes),
+    )
+    return sandboxes - {row[0] for row in rows}
+
+
 async def _delete_ledgers(connection: Connection, ledgers: list[str]) -> None:
+    """The ledgers' rows. A sandbox's row must be deleted first, in the same transaction:
+    that waits for every batch that found the sandbox open (FOR KEY SHARE) to commit,
+    and any batch after it finds the sandbox closed, so none writes behind the drop."""
     if not ledgers:
         return
     await connection.execute(
@@ -1125,7 +1152,6 @@ async def _delete_ledgers(connection: Connection, ledgers: list[str]) -> None:
     await connection.execute("DELETE FROM refusals WHERE ledger = ANY($1::text[])", ledgers)
     await connection.execute("DELETE FROM batch_requests WHERE ledger = ANY($1::text[])", ledgers)
     await connection.execute("DELETE FROM accounts WHERE ledger = ANY($1::text[])", ledgers)
-    await connection.execute("DELETE FROM sandboxes WHERE ledger = ANY($1::text[])", ledgers)
 
 
 async def _write_plan(

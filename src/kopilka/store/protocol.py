@@ -53,8 +53,11 @@ class Store(Protocol):
     ) -> list[StatementLine]:
         """Entries with since <= created_at <= till, in order, after entry `after_entry_id`."""
 
-    async def drop_ledger(self, ledger: str) -> None:
-        """Remove a (sandbox) ledger with all its accounts and history."""
+    async def drop_ledger(self, ledger: str) -> bool:
+        """Remove a (sandbox) ledger with all its accounts and history; whether it was an
+        open sandbox. A write to a sandbox ledger (SANDBOX_PREFIX) that is not open is
+        refused, sandbox_not_found, in the write's own transaction: no batch that
+        raced the drop, in this process or another, leaves rows behind it."""
 
     # Sandbox ledgers are recorded in the store, so every server process sharing it
     # (and one started after a crash) sees when each was last used.

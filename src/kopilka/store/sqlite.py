@@ -37,6 +37,7 @@ from kopilka.domain.model import (
     Outcome,
     Refusal,
     client_name,
+    sandbox_ledgers,
 )
 from kopilka.domain.rules import (
     AccountKey,
@@ -369,12 +370,24 @@ class SqliteStore:
             known.update(self._load_refusals(keys))
             known.update(self._load_operations(keys))
         known_claims = self._load_claims(keys) if keys else None
+        sandboxes = sandbox_ledgers(commands)
+        closed = self._closed_sandboxes(sandboxes) if sandboxes else ()
         # The time is taken under the write lock, so it orders batches across processes.
-        plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims)
+        plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims, closed)
         if not check_keys and self._refusal_may_be_a_retry(commands, plan):
             raise _KeyAlreadyUsed
         self._write_plan(plan)
         return plan
+
+    def _closed_sandboxes(self, sandboxes: set[str]) -> set[str]:
+        """Of these sandbox ledgers, the ones not open: read under the write lock, which
+        a drop takes too, so none can close before this batch commits."""
+        marks = ", ".join("?" * len(sandboxes))
+        open_now = self._db.execute(
+            f"SELECT ledger FROM sandboxes WHERE ledger IN ({marks})",  # marks only
+            tuple(sandboxes),
+        )
+        return sandboxes - {row[0] for row in open_now}
 
     def _begin(self) -> None:
         """On the writer thread: wait for the other processes' batches, then BEGIN."""
@@ -747,10 +760,11 @@ class SqliteStore:
 
         return await self._read(read)
 
-    async def drop_ledger(self, ledger: str) -> None:
-        await self._write_transaction(lambda: self._delete_ledger(ledger))
+    async def drop_ledger(self, ledger: str) -> bool:
+        return await self._write_transaction(lambda: self._delete_ledger(ledger))
 
-    def _delete_ledger(self, ledger: str) -> None:
+    def _delete_ledger(self, ledger: str) -> bool:
+        """Its rows, in this transaction; whether it was an open sandbox."""
         db = self._db
         db.execute(
             "DELETE FROM entries WHERE account_id IN (SELECT id FROM accounts WHERE ledger = ?)",
@@ -764,8 +778,9 @@ class SqliteStore:
             (ledger,),
         )
         db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
-        db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,))
+        was_open = db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,)).rowcount == 1
         self._account_cache.clear()
+        return was_open
 
     async def _write_transaction(self, work: Callable[[], T]) -> T:
         """`work` on the writer thread in its own transaction, taking turns with other
