@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -155,7 +155,9 @@ class Client:
         idempotency_key: str | None = None,
         retry: bool = True,
     ) -> httpx.Response:
-        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        headers = (
+            {} if idempotency_key is None else {"Idempotency-Key": _header_key(idempotency_key)}
+        )
         delay_seconds = 0.05
         for attempt in range(1, ATTEMPTS_MAX + 1):
             try:
@@ -333,15 +335,13 @@ class Client:
 
     def revoke_token(self, token_id: str) -> None:
         """Revoke it (again, if it was already); NotFound when there is no such token."""
-        from urllib.parse import quote
-
-        self._call("DELETE", "/v1/tokens/" + quote(token_id, safe=""))
+        self._call("DELETE", "/v1/tokens/" + _segment(token_id))
 
     def close(self) -> None:
         try:
             if self._sandbox is not None:
                 self._sandbox.stop()
-                self._call("DELETE", f"/v1/sandboxes/{self._sandbox.ledger}")
+                self._call("DELETE", "/v1/sandboxes/" + _segment(self._sandbox.ledger))
         except KopilkaError:
             pass  # the server drops an idle sandbox by itself
         finally:
@@ -431,10 +431,26 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def _account_path(client: str) -> str:
-    from urllib.parse import quote
+def _header_key(key: str) -> str:
+    """A key as an HTTP header carries it unchanged: printable ASCII, no space at either
+    end (a header's value is trimmed). Checked before anything is sent."""
+    if not (key.isascii() and key.isprintable() and key == key.strip()):
+        raise InvalidInput(
+            "invalid_idempotency_key",
+            "an idempotency key sent to a server is printable ASCII text"
+            " without spaces at its ends",
+        )
+    return key
 
-    return "/v1/accounts/" + quote(client, safe="")
+
+def _account_path(client: str) -> str:
+    return "/v1/accounts/" + _segment(client)
+
+
+def _segment(text: str) -> str:
+    """`text` as one path segment. Dots too are encoded: a client named '.' or '..' would
+    otherwise be taken out of the path as a dot segment (the server decodes them)."""
+    return quote(text, safe="").replace(".", "%2E")
 
 
 def _cents(text: str) -> int:

@@ -44,6 +44,36 @@ def test_a_sandbox_session_leaves_nothing_behind(server: ServerProcess) -> None:
         assert admin.get("/v1/accounts/Sandra").status_code == 404
 
 
+def test_clients_named_with_dots_are_reached_by_name(server: ServerProcess) -> None:
+    """'.' and '..' are dot segments in a path: sent as they are, they named /v1/accounts
+    or another endpoint instead of the client."""
+    typed = "".join(
+        f"deposit --client={name} --amount=1 --description=x\nbalance --client={name}\n"
+        f"statement --client={name}\n"
+        for name in (".", "..", "...")
+    )
+    result = run_kopilka(server.home, "shell", "--url", server.url, "--sandbox", stdin=typed)
+    assert (result.returncode, result.stderr) == (0, "")
+    for name in (".", "..", "..."):
+        assert f"Balance of {name}: $1.00\n" in result.stdout
+    assert "Error" not in result.stdout
+
+
+def test_a_key_no_header_can_carry_is_refused_before_anything_is_sent(
+    server: ServerProcess,
+) -> None:
+    deposit = ("deposit", "--client=Kay", "--amount=1", "--description=x", "--url", server.url)
+    for key in ("ключ", "K2 ", " K2"):
+        result = run_kopilka(server.home, *deposit, f"--idempotency-key={key}")
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == (
+            "Error: an idempotency key sent to a server is printable ASCII text"
+            " without spaces at its ends\n"
+        )
+    with server.client() as admin:
+        assert admin.get("/v1/accounts/Kay").status_code == 404
+
+
 def test_a_bare_port_reaches_the_server(server: ServerProcess, tmp_path: Path) -> None:
     result = run_kopilka(server.home, "shell", str(server.port), stdin='balance --client="Nope"\n')
     assert result.returncode == 0, result.stderr

@@ -281,7 +281,7 @@ def test_an_account_opens_with_its_balance_in_one_request(
 def test_an_idempotency_key_is_1_to_200_characters(admin: httpx.Client) -> None:
     before = state(admin)
     body = {"client": "Ann", "amount": "1", "description": "keyed"}
-    for key in ("", "k" * 201):
+    for key in ("", "k" * 201, "\u00e9".encode(), "ключ".encode()):
         answer = admin.post("/v1/deposits", json=body, headers={"Idempotency-Key": key})
         refused(answer, 422, "invalid_idempotency_key")
     # A batch's items get KEY:INDEX, which must fit as well: here KEY:0 ... KEY:10.

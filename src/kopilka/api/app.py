@@ -116,7 +116,11 @@ class RequestHeaders:
                 "invalid_idempotency_key",
                 f"the Idempotency-Key header must be 1 to {length_max} characters",
             )
-        return key.decode("latin-1")
+        if not key.isascii():  # read as Latin-1, UTF-8 would be stored garbled
+            raise ApiError(
+                422, "invalid_idempotency_key", "the Idempotency-Key header is ASCII text"
+            )
+        return key.decode("ascii")
 
 
 class KopilkaApp:
