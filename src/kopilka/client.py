@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -45,6 +45,8 @@ from kopilka.errors import (
 from kopilka.money import format_plain, parse_cents
 from kopilka.settings import home
 
+T = TypeVar("T")
+
 ATTEMPTS_MAX = 4
 TIMEOUT_SECONDS = 30.0
 _REJECTION_CODES = frozenset(
@@ -69,6 +71,16 @@ def error_from(status: int, payload: Any) -> KopilkaError:
     if status == 422 and code in _REJECTION_CODES:
         return Rejected(code, message)
     return _ERRORS_BY_STATUS.get(status, InvalidInput)(code, message)
+
+
+def _as_is(answer: Any) -> Any:
+    return answer
+
+
+def _json_object(answer: Any) -> dict[str, Any]:
+    if not isinstance(answer, dict):
+        raise TypeError("not a JSON object")
+    return answer
 
 
 def normalize_url(url: str) -> str:
@@ -183,18 +195,28 @@ class Client:
             delay_seconds *= 2
         raise AssertionError("unreachable")
 
-    def _call(self, method: str, path: str, **options: Any) -> Any:
-        response = self._send(method, path, **options)
-        if response.status_code >= 400:
-            raise error_from(response.status_code, _json(response))
-        return None if response.status_code == 204 else _json(response)
+    def _call(self, method: str, path: str, read: Callable[[Any], T] = _as_is, **options: Any) -> T:
+        return self._answer(self._send(method, path, **options), read)
 
     def _money(self, path: str, body: dict[str, Any], idempotency_key: str) -> Operation:
         response = self._send("POST", path, json=body, idempotency_key=idempotency_key)
+        replayed = response.headers.get("idempotent-replayed") == "true"
+        return self._answer(response, lambda answer: operation_from(answer, self.ledger, replayed))
+
+    def _answer(self, response: httpx.Response, read: Callable[[Any], T]) -> T:
+        """The answer as `read` makes it of its JSON. One it cannot read (another
+        server's, say) is bad_response, never a KeyError from deep in the client."""
         if response.status_code >= 400:
             raise error_from(response.status_code, _json(response))
-        replayed = response.headers.get("idempotent-replayed") == "true"
-        return operation_from(_json(response), self.ledger, replayed)
+        answer = None if response.status_code == 204 else _json(response)
+        try:
+            return read(answer)
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise Unavailable(
+                "bad_response",
+                f"the server at {self.url} answered {response.status_code} with something"
+                f" other than kopilka's answer ({type(error).__name__})",
+            ) from error
 
     # -- the Bank calls -------------------------------------------------------
 
@@ -249,14 +271,14 @@ class Client:
         }
         # Retried only when the request never left (ConnectError): a second try of one
         # that did would be refused as account_exists, not applied twice.
-        answer = self._call(
+        return self._call(
             "POST",
             "/v1/accounts",
+            self._account_from,
             json=body,
             idempotency_key=idempotency_key or None,
             retry=False,
         )
-        return account_from(answer, self.ledger)
 
     def set_limits(
         self,
@@ -272,52 +294,63 @@ class Client:
             body["max_balance"] = None
         elif max_balance_cents is not None:
             body["max_balance"] = format_plain(max_balance_cents)
-        answer = self._call("PATCH", _account_path(client), json=body)
-        return account_from(answer, self.ledger)
+        return self._call("PATCH", _account_path(client), self._account_from, json=body)
 
     def account(self, client: str) -> Account:
-        return account_from(self._call("GET", _account_path(client)), self.ledger)
+        return self._call("GET", _account_path(client), self._account_from)
+
+    def _account_from(self, answer: Any) -> Account:
+        return account_from(answer, self.ledger)
 
     def accounts(self) -> list[Account]:
+        def read(page: Any) -> tuple[list[Account], str | None]:
+            return [self._account_from(item) for item in page["accounts"]], page["next_after"]
+
         found: list[Account] = []
         params = {"limit": "1000"}
         while True:
-            page = self._call("GET", "/v1/accounts", params=params)
-            found.extend(account_from(item, self.ledger) for item in page["accounts"])
-            if page["next_after"] is None:
+            accounts, next_after = self._call("GET", "/v1/accounts", read, params=params)
+            found.extend(accounts)
+            if next_after is None:
                 return found
-            params = {"limit": "1000", "after": page["next_after"]}
+            params = {"limit": "1000", "after": next_after}
 
     def statement(self, client: str, since: datetime | None, till: datetime) -> Statement:
         params = {"till": till.isoformat(timespec="microseconds"), "format": "json"}
         if since is not None:
             params["since"] = since.isoformat(timespec="microseconds")
-        answer = self._call("GET", _account_path(client) + "/statement", params=params)
-        lines = [statement_line_from(line) for line in answer["lines"]]
-        return build_statement(client, since, till, _cents(answer["opening_balance"]), lines)
+
+        def read(answer: Any) -> tuple[int, list[StatementLine]]:
+            lines = [statement_line_from(line) for line in answer["lines"]]
+            return _cents(answer["opening_balance"]), lines
+
+        path = _account_path(client) + "/statement"
+        opening, lines = self._call("GET", path, read, params=params)
+        return build_statement(client, since, till, opening, lines)
 
     def execute_many(self, commands: Sequence[Command], idempotency_key: str) -> list[Outcome]:
         """Money commands in one request (one engine batch); one outcome each, in order."""
         items = [_batch_item(command) for command in commands]
-        answer = self._call(
-            "POST", "/v1/batch", json={"operations": items}, idempotency_key=idempotency_key
+
+        def read(answer: Any) -> list[Outcome]:
+            outcomes: list[Outcome] = []
+            for result in answer["results"]:
+                if "error" in result:
+                    outcomes.append(error_from(result["status"], result))
+                else:
+                    outcomes.append(operation_from(result["operation"], self.ledger, False))
+            return outcomes
+
+        return self._call(
+            "POST", "/v1/batch", read, json={"operations": items}, idempotency_key=idempotency_key
         )
-        outcomes: list[Outcome] = []
-        for result in answer["results"]:
-            if "error" in result:
-                outcomes.append(error_from(result["status"], result))
-            else:
-                outcomes.append(operation_from(result["operation"], self.ledger, False))
-        return outcomes
 
     def health(self) -> dict[str, Any]:
-        answer: dict[str, Any] = self._call("GET", "/v1/health")
-        return answer
+        return self._call("GET", "/v1/health", _json_object)
 
     def whoami(self) -> dict[str, Any]:
         """The caller as the server knows its token; Unauthorized for a bad one."""
-        answer: dict[str, Any] = self._call("GET", "/v1/whoami")
-        return answer
+        return self._call("GET", "/v1/whoami", _json_object)
 
     # -- tokens (an admin token only) -----------------------------------------
 
@@ -327,11 +360,14 @@ class Client:
         """A new token and its secret, which the server shows in this answer only."""
         body = {"role": role, "client": client, "ledger": ledger}
         # Not retried once sent: a second try would make a second token.
-        answer = self._call("POST", "/v1/tokens", json=body, retry=False)
-        return token_from(answer), str(answer["secret"])
+
+        def read(answer: Any) -> tuple[TokenInfo, str]:
+            return token_from(answer), str(answer["secret"])
+
+        return self._call("POST", "/v1/tokens", read, json=body, retry=False)
 
     def list_tokens(self) -> list[TokenInfo]:
-        return [token_from(item) for item in self._call("GET", "/v1/tokens")]
+        return self._call("GET", "/v1/tokens", lambda answer: [token_from(i) for i in answer])
 
     def revoke_token(self, token_id: str) -> None:
         """Revoke it (again, if it was already); NotFound when there is no such token."""
@@ -367,9 +403,14 @@ def connect_bank(
     if not sandbox:
         return Client(url, secret, ledger=ledger)
     with Client(url, secret) as probe:
-        created = probe._call("POST", "/v1/sandboxes", retry=False)
-    client = Client(url, secret, ledger=created["ledger"])
-    client._sandbox = _SandboxKeeper(client, created["ledger"], created["idle_timeout_seconds"])
+        ledger, idle_seconds = probe._call(
+            "POST",
+            "/v1/sandboxes",
+            lambda answer: (str(answer["ledger"]), float(answer["idle_timeout_seconds"])),
+            retry=False,
+        )
+    client = Client(url, secret, ledger=ledger)
+    client._sandbox = _SandboxKeeper(client, ledger, idle_seconds)
     return client
 
 

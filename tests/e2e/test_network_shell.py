@@ -163,8 +163,22 @@ def test_a_shell_pointed_at_another_kind_of_server_ends_at_once(tmp_path: Path) 
         url = f"http://127.0.0.1:{port}"
         token = ("--token", "kop_0123456789abcdef_unused")
         result = run_kopilka(tmp_path / "home", "shell", "--url", url, *token, stdin=typed)
+        # A page where an account would be: 200, and not kopilka's answer.
+        (tmp_path / "v1" / "accounts").mkdir(parents=True)
+        (tmp_path / "v1" / "accounts" / "Ann").write_text("<html>hi</html>\n")
+        (tmp_path / "v1" / "whoami").write_text('{"role": "admin"}\n')
+        one_shot = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--url", url, *token)
+        piped = run_kopilka(tmp_path / "home", "shell", "--url", url, *token, stdin=typed)
     finally:
         other.terminate()
         other.wait(timeout=10)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "Error: the server answered 404 without an error body\n"
+    not_kopilka = (
+        f"Error: the server at {url} answered 200 with something other than kopilka's"
+        " answer (TypeError)\n"
+    )
+    assert (one_shot.returncode, one_shot.stdout, one_shot.stderr) == (1, "", not_kopilka)
+    assert (piped.returncode, piped.stderr) == (0, "")
+    # The accounts page is a directory now: a redirect, no more kopilka's than the page.
+    assert piped.stdout == not_kopilka + not_kopilka.replace("200", "301")
