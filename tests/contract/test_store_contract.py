@@ -85,6 +85,12 @@ async def test_unknown_client_not_found(engine: Engine) -> None:
     await refused(engine, Withdraw("Nobody", 1, "x", "w"), "account_not_found")
     await refused(engine, Deposit("Nobody", 1, "x", "d", open_account=False), "account_not_found")
     assert await engine.store.get_account("main", "Nobody") is None
+    # The same deposit asking to open the account is another request under that key.
+    await refused(
+        engine, Deposit("Nobody", 1, "x", "d", open_account=True), "idempotency_key_reused"
+    )
+    await refused(engine, Deposit("Nobody", 1, "x", "d", open_account=False), "account_not_found")
+    assert await engine.store.get_account("main", "Nobody") is None
 
 
 async def test_withdraw_and_transfer(engine: Engine) -> None:

@@ -298,6 +298,14 @@ class _Planner:
         known = self.known_operations.get(key)
         if isinstance(known, Refusal):
             _check_same_request(known, command)
+            # A deposit that opens its account is never refused for want of one: a kept
+            # account_not_found was a deposit that did not ask to open it, another request.
+            if (
+                known.code == "account_not_found"
+                and isinstance(command, Deposit)
+                and command.open_account
+            ):
+                raise _key_reused(command.idempotency_key)
             raise known.error()
         if known is not None:
             replayed = _replay(known, command)
