@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
+from kopilka.api.auth import new_token_record
+from kopilka.errors import InvalidInput
 from kopilka.tokens import (
     TOKEN_PREFIX,
     TokenRecord,
@@ -56,3 +60,10 @@ def test_token_id_of_rejects_foreign_text() -> None:
     assert token_id_of(f"{TOKEN_PREFIX}0123456789abcdef_rest") == "0123456789abcdef"
     token_id, secret = new_secret()
     assert token_id_of(secret) == token_id
+
+
+@pytest.mark.parametrize(("role", "article"), [("admin", "an"), ("teller", "a")])
+def test_a_token_that_takes_no_client_says_so_in_plain_words(role: str, article: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        new_token_record(role, "Ann")
+    assert refused.value.message == f"{article} {role} token is not bound to a client"

@@ -172,7 +172,8 @@ def new_token_record(
         client = client_name(client)
         validate_client(client)
     elif client is not None:
-        raise InvalidInput("invalid_client", f"a {role} token is not bound to a client")
+        article = "an" if role.startswith(("a", "e", "i", "o", "u")) else "a"
+        raise InvalidInput("invalid_client", f"{article} {role} token is not bound to a client")
     token_id, secret = new_secret()
     record = TokenRecord(
         id=token_id,

@@ -552,7 +552,9 @@ def validate_client(client: str) -> None:
         )
     if not client.isprintable():
         raise InvalidInput(
-            "invalid_client", "client name has control characters or bytes that are not UTF-8"
+            "invalid_client",
+            "client name has control characters, spaces other than a plain space,"
+            " or bytes that are not UTF-8",
         )
 
 
