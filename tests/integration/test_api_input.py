@@ -201,6 +201,37 @@ def test_unknown_routes_and_methods(admin: httpx.Client) -> None:
     refused(admin.get("/v1/accounts/Nobody"), 404, "account_not_found")
 
 
+def test_refusals_read_as_the_shell_words_them(admin: httpx.Client) -> None:
+    """The decoder meets a name's or description's length before the rules do; the
+    answer is the rules' all the same."""
+    before = state(admin)
+    cases = (
+        ("/v1/deposits", {"client": "", "amount": "1"}, "client name is empty"),
+        ("/v1/transfers", {"from": "Ann", "to": "", "amount": "1"}, "client name is empty"),
+        (
+            "/v1/deposits",
+            {"client": "Ann", "amount": "1", "description": "d" * 501},
+            "description is longer than 500 characters",
+        ),
+        (
+            "/v1/accounts",
+            {"client": "Neg", "opening_balance": "-0.01"},
+            "an opening balance must be $0.00 to $1,000,000,000,000.00",
+        ),
+    )
+    for path, body, message in cases:
+        answer = admin.post(path, json=body)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["error"]["message"] == message
+    batch = admin.post(
+        "/v1/batch", json={"operations": [{"type": "deposit", "client": "", "amount": "1"}]}
+    )
+    assert batch.json()["results"][0]["error"]["message"] == (
+        "client name is empty - at `$.operations[0]`"
+    )
+    assert state(admin) == before
+
+
 def test_a_page_size_is_plain_digits(admin: httpx.Client) -> None:
     for limit in (" 5", "5 ", "1_0", "\u0665", "+5", "0", "-1", "1001", "9" * 400, ""):
         refused(admin.get("/v1/accounts", params={"limit": limit}), 422, "invalid_limit")

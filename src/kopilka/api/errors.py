@@ -9,6 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from kopilka.api.schemas import ErrorDetail, ErrorOut
+from kopilka.domain.rules import CLIENT_NAME_LENGTH_MAX, DESCRIPTION_LENGTH_MAX
 from kopilka.errors import InvalidInput, KopilkaError
 
 _encoder = msgspec.json.Encoder()
@@ -76,9 +77,22 @@ def decode_error(error: msgspec.DecodeError | RecursionError) -> KopilkaError:
                 f'amounts are JSON strings like "100.50", never numbers ({text})',
             )
         if " of length " in text and field in _FIELD_CODES:
-            return InvalidInput(_FIELD_CODES[field], f"invalid request body: {error}")
+            message = _length_message(field, text) or f"invalid request body: {error}"
+            return InvalidInput(_FIELD_CODES[field], message)
         return InvalidInput("invalid_request", f"invalid request body: {error}")
     return ApiError(400, "malformed_json", f"the request body is not valid JSON: {error}")
+
+
+def _length_message(field: str, text: str) -> str | None:
+    """The rules' own words for a name or description of the wrong length, which the
+    decoder meets first: a refusal reads the same from the shell and the API."""
+    if field in ("client", "from", "to"):
+        if "length >= " in text:
+            return "client name is empty"
+        return f"client name is longer than {CLIENT_NAME_LENGTH_MAX} characters"
+    if field == "description":
+        return f"description is longer than {DESCRIPTION_LENGTH_MAX} characters"
+    return None
 
 
 def _field_of(text: str) -> str:

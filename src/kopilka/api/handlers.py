@@ -260,7 +260,10 @@ class Call:
         request: OpenAccountIn = await self.decode(OpenAccountIn)
         floor = parse_limit(request.min_balance)
         cap = None if request.max_balance is None else parse_limit(request.max_balance)
-        opening = parse_cents(request.opening_balance, allow_zero=True)
+        # A negative one is the rules' to refuse, in the words the shell gets.
+        opening = parse_cents(
+            request.opening_balance, allow_negative=True, allow_zero=True, what="opening balance"
+        )
         key = self.headers.key_or_new()
         account = await self.outcome(
             OpenAccount(request.client, floor, cap, self.ledger, opening, key),
