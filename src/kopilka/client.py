@@ -42,6 +42,7 @@ from kopilka.errors import (
     Unauthorized,
     Unavailable,
 )
+from kopilka.idempotency import new_key
 from kopilka.money import format_plain, parse_cents
 from kopilka.settings import home
 
@@ -198,8 +199,11 @@ class Client:
     def _call(self, method: str, path: str, read: Callable[[Any], T] = _as_is, **options: Any) -> T:
         return self._answer(self._send(method, path, **options), read)
 
-    def _money(self, path: str, body: dict[str, Any], idempotency_key: str) -> Operation:
-        response = self._send("POST", path, json=body, idempotency_key=idempotency_key)
+    def _money(self, path: str, body: dict[str, Any], idempotency_key: str | None) -> Operation:
+        """Without a key, one is made here: a retry of this call (after a lost answer)
+        carries it, so the write applies once."""
+        key = new_key() if idempotency_key is None else idempotency_key
+        response = self._send("POST", path, json=body, idempotency_key=key)
         replayed = response.headers.get("idempotent-replayed") == "true"
         return self._answer(response, lambda answer: operation_from(answer, self.ledger, replayed))
 
@@ -221,21 +225,29 @@ class Client:
     # -- the Bank calls -------------------------------------------------------
 
     def deposit(
-        self, client: str, amount_cents: int, description: str, idempotency_key: str
+        self,
+        client: str,
+        amount_cents: int,
+        description: str,
+        idempotency_key: str | None = None,
     ) -> Operation:
         # Like the embedded shell, the first deposit opens the account.
         body = {
             "client": client,
-            "amount": format_plain(amount_cents),
+            "amount": _money_text(amount_cents),
             "description": description,
             "open_account": True,
         }
         return self._money("/v1/deposits", body, idempotency_key)
 
     def withdraw(
-        self, client: str, amount_cents: int, description: str, idempotency_key: str
+        self,
+        client: str,
+        amount_cents: int,
+        description: str,
+        idempotency_key: str | None = None,
     ) -> Operation:
-        body = {"client": client, "amount": format_plain(amount_cents), "description": description}
+        body = {"client": client, "amount": _money_text(amount_cents), "description": description}
         return self._money("/v1/withdrawals", body, idempotency_key)
 
     def transfer(
@@ -244,12 +256,12 @@ class Client:
         to_client: str,
         amount_cents: int,
         description: str,
-        idempotency_key: str,
+        idempotency_key: str | None = None,
     ) -> Operation:
         body = {
             "from": from_client,
             "to": to_client,
-            "amount": format_plain(amount_cents),
+            "amount": _money_text(amount_cents),
             "description": description,
         }
         return self._money("/v1/transfers", body, idempotency_key)
@@ -262,12 +274,12 @@ class Client:
         opening_balance_cents: int = 0,
         idempotency_key: str = "",
     ) -> Account:
-        cap = None if max_balance_cents is None else format_plain(max_balance_cents)
+        cap = None if max_balance_cents is None else _money_text(max_balance_cents)
         body = {
             "client": client,
-            "min_balance": format_plain(min_balance_cents),
+            "min_balance": _money_text(min_balance_cents),
             "max_balance": cap,
-            "opening_balance": format_plain(opening_balance_cents),
+            "opening_balance": _money_text(opening_balance_cents),
         }
         # Retried only when the request never left (ConnectError): a second try of one
         # that did would be refused as account_exists, not applied twice.
@@ -289,11 +301,11 @@ class Client:
     ) -> Account:
         body: dict[str, Any] = {}
         if min_balance_cents is not None:
-            body["min_balance"] = format_plain(min_balance_cents)
+            body["min_balance"] = _money_text(min_balance_cents)
         if clear_max:
             body["max_balance"] = None
         elif max_balance_cents is not None:
-            body["max_balance"] = format_plain(max_balance_cents)
+            body["max_balance"] = _money_text(max_balance_cents)
         return self._call("PATCH", _account_path(client), self._account_from, json=body)
 
     def account(self, client: str) -> Account:
@@ -484,6 +496,14 @@ def _header_key(key: str) -> str:
     return key
 
 
+def _money_text(cents: int) -> str:
+    """Cents as the API's decimal text. Only an int is cents: 1.5 or True is refused
+    here, as the embedded bank's rules refuse it, not sent as something else."""
+    if type(cents) is not int:
+        raise InvalidInput("invalid_amount", f"an amount is whole cents (an int), not {cents!r}")
+    return format_plain(cents)
+
+
 def _account_path(client: str) -> str:
     return "/v1/accounts/" + _segment(client)
 
@@ -566,7 +586,7 @@ def _batch_item(command: Command) -> dict[str, Any]:
             "type": "transfer",
             "from": command.from_client,
             "to": command.to_client,
-            "amount": format_plain(command.amount_cents),
+            "amount": _money_text(command.amount_cents),
             "description": command.description,
             "idempotency_key": command.idempotency_key,
         }
@@ -574,7 +594,7 @@ def _batch_item(command: Command) -> dict[str, Any]:
         return {
             "type": "deposit",
             "client": command.client,
-            "amount": format_plain(command.amount_cents),
+            "amount": _money_text(command.amount_cents),
             "description": command.description,
             "idempotency_key": command.idempotency_key,
             "open_account": command.open_account,
@@ -583,7 +603,7 @@ def _batch_item(command: Command) -> dict[str, Any]:
         return {
             "type": "withdrawal",
             "client": command.client,
-            "amount": format_plain(command.amount_cents),
+            "amount": _money_text(command.amount_cents),
             "description": command.description,
             "idempotency_key": command.idempotency_key,
         }

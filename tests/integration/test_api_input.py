@@ -14,6 +14,7 @@ import pytest
 from tests.kopilka_server import ServerProcess, running_server
 
 from kopilka.client import connect_bank
+from kopilka.errors import InvalidInput
 
 
 @pytest.fixture(scope="module")
@@ -307,6 +308,23 @@ def test_an_account_opens_with_its_balance_in_one_request(
         )
         refused(refused_floor, 422, "floor_above_balance")
     assert admin.get("/v1/accounts/Ruby").status_code == 404
+
+
+def test_the_python_client_makes_keys_and_takes_only_whole_cents(
+    server: ServerProcess, admin: httpx.Client
+) -> None:
+    before = state(admin)
+    with connect_bank(server.url, token=server.token) as bank:
+        for amount in (1.5, True, "100"):
+            with pytest.raises(InvalidInput) as refused_amount:
+                bank.deposit("Ann", amount, "x")  # type: ignore[arg-type]
+            assert refused_amount.value.code == "invalid_amount"
+        assert state(admin) == before
+        first, second = bank.deposit("Ann", 150, "keyless"), bank.deposit("Ann", 150, "keyless")
+    assert first.idempotency_key != second.idempotency_key  # two calls, two requests
+    assert len(first.idempotency_key) == 36  # made by the client: a UUID
+    lines = admin.get("/v1/accounts/Ann/statement").json()["lines"]
+    assert [line["description"] for line in lines].count("keyless") == 2
 
 
 def test_an_idempotency_key_is_1_to_200_characters(admin: httpx.Client) -> None:
