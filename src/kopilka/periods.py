@@ -12,6 +12,7 @@ zone. The result is always an aware UTC datetime, as the store keeps UTC.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime, timedelta, tzinfo
 
@@ -44,8 +45,20 @@ def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> 
     try:
         # A naive datetime's astimezone() reads it as local time, DST included.
         return moment.astimezone(UTC)
-    except (OverflowError, ValueError, OSError) as error:
-        raise InvalidInput("invalid_period", f"{candidate!r} is out of range") from error
+    except (OverflowError, ValueError, OSError):
+        return _at_the_end_of_time(moment)
+
+
+def _at_the_end_of_time(moment: datetime) -> datetime:
+    """A moment in the first or last days of the calendar that UTC cannot hold, or that
+    the C library's local time does not reach: year 1 read east of UTC, 9999 west of
+    it. The API takes such a moment in UTC; the period then simply runs to that end."""
+    if moment.tzinfo is None:
+        offset = datetime.now().astimezone().tzinfo  # no DST rules reach year 1 or 9999
+        with contextlib.suppress(OverflowError, ValueError):
+            return moment.replace(tzinfo=offset).astimezone(UTC)
+    end = datetime.min if moment.year == datetime.min.year else datetime.max
+    return end.replace(tzinfo=UTC)
 
 
 def _last_moment_written(text: str, moment: datetime) -> datetime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 import pytest
 
@@ -126,3 +126,20 @@ def test_a_since_in_the_future_without_till_says_so(utc: None) -> None:
 def test_a_server_reads_a_time_without_offset_as_utc(time_zone: None) -> None:
     moment = parse_moment("2024-01-31 18:30:00", end_of_day=False, zone=UTC)
     assert moment == datetime(2024, 1, 31, 18, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("zone", [None, UTC])
+def test_the_first_and_last_days_of_the_calendar_are_taken(utc: None, zone: tzinfo | None) -> None:
+    since, till = parse_period("0001-01-01", "9999-12-31", zone=zone)
+    assert since == datetime(1, 1, 1, tzinfo=UTC)
+    assert till == datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+
+
+def test_ends_that_utc_cannot_hold_run_to_the_end_of_time(time_zone: None) -> None:
+    """Year 1 two hours east of UTC is still year 0 there; year 9999 west of it, 10000."""
+    since, till = parse_period("0001-01-01", "9999-12-31T23:00:00-05:00")
+    assert since == datetime.min.replace(tzinfo=UTC)
+    assert till == datetime.max.replace(tzinfo=UTC)
+    assert parse_period("9999-12-31", None, now=datetime.max.replace(tzinfo=UTC))[0] == datetime(
+        9999, 12, 30, 22, tzinfo=UTC
+    )
