@@ -24,6 +24,8 @@ from kopilka.errors import InvalidInput
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
+SANDBOX_IDLE_SECONDS_DEFAULT = 900.0
+SANDBOX_IDLE_SECONDS_MAX = 7 * 24 * 3600
 
 
 def home() -> Path:
@@ -48,6 +50,8 @@ class Settings:
     header_seconds: float = 10.0
     body_seconds: float = 10.0
     write_seconds: float = 30.0
+    # How long an unused sandbox ledger is kept before the server drops it.
+    sandbox_idle_seconds: float = SANDBOX_IDLE_SECONDS_DEFAULT
 
 
 def make_home(path: Path) -> None:
@@ -102,18 +106,24 @@ def load_settings(
         header_seconds = float(pick("header_seconds", 10.0))
         body_seconds = float(pick("body_seconds", 10.0))
         write_seconds = float(pick("write_seconds", 30.0))
+        sandbox_idle_seconds = float(pick("sandbox_idle_seconds", SANDBOX_IDLE_SECONDS_DEFAULT))
     except ValueError as error:
         raise InvalidInput(
             "invalid_setting",
-            "port, workers, connections_per_client, header_seconds, body_seconds and"
-            f" write_seconds must be numbers: {error}",
+            "port, workers, connections_per_client, header_seconds, body_seconds,"
+            f" write_seconds and sandbox_idle_seconds must be numbers: {error}",
         ) from error
     seconds = (header_seconds, body_seconds, write_seconds)
     if connections_per_client < 1 or not all(0 < value <= 3600 for value in seconds):
         raise InvalidInput(
             "invalid_setting",
-            "connections_per_client must be at least 1, header_seconds, body_seconds and"
-            " write_seconds 0 to 3600",
+            "connections_per_client must be at least 1; header_seconds, body_seconds and"
+            " write_seconds above 0 and at most 3600",
+        )
+    if not 0 < sandbox_idle_seconds <= SANDBOX_IDLE_SECONDS_MAX:  # nan too is refused
+        raise InvalidInput(
+            "invalid_setting",
+            f"sandbox_idle_seconds must be above 0 and at most {SANDBOX_IDLE_SECONDS_MAX}",
         )
     if not 0 < port < 65536:
         raise InvalidInput("invalid_setting", f"port {port} is out of range")
@@ -133,6 +143,7 @@ def load_settings(
         header_seconds=header_seconds,
         body_seconds=body_seconds,
         write_seconds=write_seconds,
+        sandbox_idle_seconds=sandbox_idle_seconds,
     )
 
 
@@ -149,6 +160,7 @@ _FILE_SETTINGS: dict[str, tuple[type, ...]] = {
     "header_seconds": (int, float),
     "body_seconds": (int, float),
     "write_seconds": (int, float),
+    "sandbox_idle_seconds": (int, float),
 }
 
 

@@ -94,7 +94,7 @@ def test_every_setting_of_the_right_kind_in_the_file_is_taken(tmp_path: Path) ->
     config.write_text(
         'db = "books.db"\nurl = "http://127.0.0.1:9000"\nhost = "0.0.0.0"\nport = 9000\n'
         'workers = 2\nledger = "side"\nconnections_per_client = 8\nheader_seconds = 5\n'
-        "body_seconds = 2.5\nwrite_seconds = 60\n"
+        "body_seconds = 2.5\nwrite_seconds = 60\nsandbox_idle_seconds = 30\n"
     )
     settings = load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path=config)
     assert (settings.port, settings.workers, settings.ledger) == (9000, 2, "side")
@@ -103,6 +103,7 @@ def test_every_setting_of_the_right_kind_in_the_file_is_taken(tmp_path: Path) ->
         2.5,
         60,
     )
+    assert settings.sandbox_idle_seconds == 30
 
 
 @pytest.mark.parametrize(
@@ -121,6 +122,11 @@ def test_every_setting_of_the_right_kind_in_the_file_is_taken(tmp_path: Path) ->
         {"KOPILKA_WRITE_SECONDS": "0"},
         {"KOPILKA_WRITE_SECONDS": "3601"},
         {"KOPILKA_WRITE_SECONDS": "later"},
+        {"KOPILKA_SANDBOX_IDLE_SECONDS": "abc"},
+        {"KOPILKA_SANDBOX_IDLE_SECONDS": "-5"},
+        {"KOPILKA_SANDBOX_IDLE_SECONDS": "0"},
+        {"KOPILKA_SANDBOX_IDLE_SECONDS": "nan"},
+        {"KOPILKA_SANDBOX_IDLE_SECONDS": "inf"},
     ],
 )
 def test_bad_numbers_refused(tmp_path: Path, environ: dict[str, str]) -> None:

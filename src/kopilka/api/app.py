@@ -326,17 +326,17 @@ def create_app(
 ) -> KopilkaApp:
     """The app over settings (their db and body time), a store URL, or a store object."""
     body_seconds = BODY_SECONDS_MAX
+    idle_seconds = SANDBOX_IDLE_SECONDS
     if isinstance(source, Settings):
         store = open_store(source.db)
         body_seconds = source.body_seconds
+        idle_seconds = source.sandbox_idle_seconds
     elif isinstance(source, str):
         store = open_store(source)
     else:
         store = source
     if sandbox_idle_seconds is None:
-        sandbox_idle_seconds = float(
-            os.environ.get("KOPILKA_SANDBOX_IDLE_SECONDS", SANDBOX_IDLE_SECONDS)
-        )
+        sandbox_idle_seconds = idle_seconds
     return KopilkaApp(
         store,
         limits=limits,

@@ -20,11 +20,12 @@ from datetime import UTC, datetime, timedelta
 from kopilka.api.auth import Principal
 from kopilka.domain.model import SANDBOX_PREFIX
 from kopilka.errors import Busy, Unavailable, sandbox_ended
+from kopilka.settings import SANDBOX_IDLE_SECONDS_DEFAULT
 from kopilka.store.protocol import Store
 
 logger = logging.getLogger(__name__)
 
-SANDBOX_IDLE_SECONDS = 900
+SANDBOX_IDLE_SECONDS = SANDBOX_IDLE_SECONDS_DEFAULT  # KOPILKA_SANDBOX_IDLE_SECONDS
 SANDBOXES_MAX = 1_000  # open at once; each holds rows in the store until dropped
 # Per token, so that one token (a client's, say) cannot take every sandbox there is.
 SANDBOXES_PER_TOKEN_MAX = 20
