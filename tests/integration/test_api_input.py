@@ -224,6 +224,18 @@ def test_refusals_read_as_the_shell_words_them(admin: httpx.Client) -> None:
         answer = admin.post(path, json=body)
         assert answer.status_code == 422, answer.text
         assert answer.json()["error"]["message"] == message
+    for body, code, message in (
+        ({"role": "boss"}, "invalid_role", "role must be one of admin, teller, client"),
+        ({"role": "client"}, "invalid_client", "a client token is bound to a client: name one"),
+        (
+            {"role": "admin", "client": "Ann"},
+            "invalid_client",
+            "an admin token is not bound to a client",
+        ),
+    ):
+        token = admin.post("/v1/tokens", json=body)
+        assert token.status_code == 422, token.text
+        assert token.json()["error"] == {"code": code, "message": message}
     batch = admin.post(
         "/v1/batch", json={"operations": [{"type": "deposit", "client": "", "amount": "1"}]}
     )

@@ -168,7 +168,7 @@ def new_token_record(
     validate_ledger_name(ledger)  # from the API and the local `kopilka token create` alike
     if role == "client":
         if client is None:
-            raise InvalidInput("invalid_client", "a client token needs --client NAME")
+            raise InvalidInput("invalid_client", "a client token is bound to a client: name one")
         client = client_name(client)
         validate_client(client)
     elif client is not None:

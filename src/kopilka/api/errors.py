@@ -11,6 +11,7 @@ import msgspec
 from kopilka.api.schemas import ErrorDetail, ErrorOut
 from kopilka.domain.rules import CLIENT_NAME_LENGTH_MAX, DESCRIPTION_LENGTH_MAX
 from kopilka.errors import InvalidInput, KopilkaError
+from kopilka.tokens import ROLES
 
 _encoder = msgspec.json.Encoder()
 
@@ -76,6 +77,8 @@ def decode_error(error: msgspec.DecodeError | RecursionError) -> KopilkaError:
                 "invalid_amount",
                 f'amounts are JSON strings like "100.50", never numbers ({text})',
             )
+        if field == "role" and text.startswith("Invalid enum value"):
+            return InvalidInput("invalid_role", f"role must be one of {', '.join(ROLES)}")
         if " of length " in text and field in _FIELD_CODES:
             message = _length_message(field, text) or f"invalid request body: {error}"
             return InvalidInput(_FIELD_CODES[field], message)
