@@ -196,8 +196,9 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
             " postgresql:// URL\n",
         ),
     ):
-        result = kopilka(*DEPOSIT, "--db", db)
-        assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
+        for command in (DEPOSIT, ("get",)):  # a read as much as a write
+            result = kopilka(*command, "--db", db)
+            assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
     assert not (kopilka_home.parent / "mysql:").exists()  # not taken for a file's path
 
 

@@ -18,13 +18,7 @@ def open_store(url: str, clock: MonotonicClock | None = None) -> Store:
     or a bare path), or 'postgresql://...'. `clock`: the store's own, if none is given."""
     if not url.strip():
         raise InvalidInput("invalid_option", "the database may not be empty: give a path or URL")
-    path = sqlite_path(url)  # refuses a mistyped PostgreSQL URL first
-    scheme, separator, _ = url.partition("://")
-    if separator and scheme not in ("postgresql", "postgres", "sqlite"):
-        raise InvalidInput(
-            "unsupported_database",
-            f"kopilka cannot use a {scheme}:// database: give a SQLite path or a postgresql:// URL",
-        )
+    path = sqlite_path(url)  # refuses what is no database kopilka can use
     if url in ("memory:", ":memory:"):
         from kopilka.store.memory import MemoryStore
 
@@ -43,7 +37,8 @@ def open_store(url: str, clock: MonotonicClock | None = None) -> Store:
 def sqlite_path(url: str) -> str | None:
     """The file of a SQLite database URL or path; None for memory or PostgreSQL.
 
-    A PostgreSQL URL mistyped ('postgresql:/...', 'postgres:host/db') is refused, not
+    A URL of another database is refused, and so is a PostgreSQL URL mistyped
+    ('postgresql:/...', 'postgres:host/db', capitals): neither is
     taken for a file name: the data would go to a file of that name, and the text,
     password and all, would be shown back as a path.
     """
@@ -54,6 +49,12 @@ def sqlite_path(url: str) -> str | None:
             "unsupported_database",
             "a PostgreSQL database is named by a URL that begins with postgresql://"
             " (two slashes, in lower case)",
+        )
+    scheme, separator, _ = url.partition("://")
+    if separator and scheme not in ("postgresql", "postgres", "sqlite"):
+        raise InvalidInput(
+            "unsupported_database",
+            f"kopilka cannot use a {scheme}:// database: give a SQLite path or a postgresql:// URL",
         )
     if url.startswith("sqlite:///"):
         return "/" + url.removeprefix("sqlite:///")
