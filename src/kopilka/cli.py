@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(arguments: list[str]) -> int:
     options, words = split_globals(arguments)
     command = words[0] if words else "shell"
+    if command != "serve":
+        # A store's warnings (the database away, refusing its work) are for a server's
+        # log; here the command's own `Error:` line says it, once.
+        logging.getLogger("kopilka.store").setLevel(logging.ERROR)
     if command in _DELEGATED:
         passed_on = list(arguments)
         passed_on.remove(command)

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import platformdirs
 
-from kopilka.domain.rules import validate_ledger_name
+from kopilka.domain.rules import validate_chosen_ledger
 from kopilka.errors import InvalidInput
 
 DEFAULT_HOST = "127.0.0.1"
@@ -130,7 +130,7 @@ def load_settings(
     if not 1 <= workers <= 64:
         raise InvalidInput("invalid_setting", "workers must be 1 to 64")
     ledger = str(pick("ledger", "main"))
-    validate_ledger_name(ledger)
+    validate_chosen_ledger(ledger)
     return Settings(
         db=db,
         url=url,

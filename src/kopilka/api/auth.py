@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kopilka.domain.model import SANDBOX_PREFIX, client_name
-from kopilka.domain.rules import validate_client, validate_ledger_name
+from kopilka.domain.rules import validate_chosen_ledger, validate_client
 from kopilka.errors import Forbidden, InvalidInput, Unauthorized
 from kopilka.store.protocol import Store
 from kopilka.tokens import (
@@ -165,7 +165,7 @@ def new_token_record(
     """A fresh record and its secret (shown once, stored only as a hash)."""
     if role not in ROLES:
         raise InvalidInput("invalid_role", f"role must be one of {', '.join(ROLES)}")
-    validate_ledger_name(ledger)  # from the API and the local `kopilka token create` alike
+    validate_chosen_ledger(ledger)  # from the API and the local `kopilka token create` alike
     if role == "client":
         if client is None:
             raise InvalidInput("invalid_client", "a client token is bound to a client: name one")

@@ -24,6 +24,7 @@ from datetime import datetime
 from kopilka.domain.model import (
     MONEY_COMMAND_TYPES,
     OPENING_DESCRIPTION,
+    SANDBOX_PREFIX,
     Account,
     ClaimKey,
     Command,
@@ -540,6 +541,18 @@ def validate_ledger_name(ledger: str) -> None:
         raise InvalidInput(
             "invalid_ledger",
             f"a ledger name is 1 to {LEDGER_NAME_LENGTH_MAX} printable characters",
+        )
+
+
+def validate_chosen_ledger(ledger: str) -> None:
+    """A ledger someone names to work in (--ledger, a setting, a token's ledger): any
+    but a sandbox's name, which only the server gives out, each for one session."""
+    validate_ledger_name(ledger)
+    if ledger.startswith(SANDBOX_PREFIX):
+        raise InvalidInput(
+            "invalid_ledger",
+            f"a ledger named {SANDBOX_PREFIX}... is a sandbox the server makes for one"
+            " session: use `kopilka shell --sandbox`, or another name",
         )
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from kopilka.clock import MonotonicClock
 from kopilka.domain.model import (
+    SANDBOX_PREFIX,
     Account,
     Command,
     Operation,
@@ -147,6 +148,8 @@ class MemoryStore:
         return page
 
     async def drop_ledger(self, ledger: str) -> bool:
+        if ledger.startswith(SANDBOX_PREFIX) and self._sandboxes.pop(ledger, None) is None:
+            return False  # a sandbox goes only while it is open
         for key in [key for key in self._accounts if key[0] == ledger]:
             account = self._accounts.pop(key)
             self._accounts_by_id.pop(account.id, None)
@@ -156,7 +159,8 @@ class MemoryStore:
             del self._operations[key]
         for key in [key for key in self._batch_keys if key[0] == ledger]:
             del self._batch_keys[key]
-        return self._sandboxes.pop(ledger, None) is not None
+        self._sandboxes.pop(ledger, None)
+        return True
 
     async def open_sandbox(
         self, ledger: str, now: datetime, sandboxes_max: int, owner: str = "", owner_max: int = 0

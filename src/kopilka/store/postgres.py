@@ -102,13 +102,11 @@ _UNSTORABLE_TEXT = (
     asyncpg.exceptions.CharacterNotInRepertoireError,
 )
 # The database refuses the work for how it is set up, not for the request: a role
-# without a grant, a table that is not there, a read-only standby, a full disk. No
-# retry helps, and it is no bug of kopilka's: one line that says so, not a traceback.
+# without a grant, a read-only standby, a full disk. No retry helps, and it is no bug of
+# kopilka's: one line that says so, not a traceback. (A table or column not there is
+# left out: that is how a fault in kopilka's own SQL shows, and it is logged in full.)
 _DATABASE_REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientPrivilegeError,
-    asyncpg.exceptions.UndefinedTableError,
-    asyncpg.exceptions.UndefinedColumnError,
-    asyncpg.exceptions.UndefinedFunctionError,
     asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.exceptions.InsufficientResourcesError,  # class 53: disk full, out of memory
     asyncpg.exceptions.PostgresSystemError,  # class 58: I/O errors
@@ -387,6 +385,7 @@ class PostgresStore:
         self._pool: Any = None
         self._batch_connections: list[Connection] = []
         self._outage_logged = False
+        self._refusals_logged: set[type[BaseException]] = set()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.redacted_url!r})"
@@ -457,11 +456,16 @@ class PostgresStore:
         )
 
     def _refused(self, error: BaseException) -> Unavailable:
-        """The database's own reason, for whoever runs it (redacted, as any message)."""
-        reason = redact_text(f"{type(error).__name__}: {error}", self._url)
-        return Unavailable(
-            "store_unavailable", f"the database at {self.redacted_url} refused this: {reason}"
-        )
+        """The database's own reason in one line (its first: a HINT follows on the next),
+        without where the database is. The operator's log gets where, once per kind."""
+        first_line = str(error).partition("\n")[0]
+        reason = redact_text(f"{first_line} ({type(error).__name__})", self._url)
+        if type(error) not in self._refusals_logged:
+            self._refusals_logged.add(type(error))
+            logger.warning(
+                "the database at %s refuses kopilka's work: %s", self.redacted_url, reason
+            )
+        return Unavailable("store_unavailable", f"the database refused this: {reason}")
 
     def _log_outage(self, error: BaseException) -> None:
         if not self._outage_logged:
@@ -883,17 +887,18 @@ class PostgresStore:
     async def drop_ledger(self, ledger: str) -> bool:
         async def drop(connection: Connection) -> bool:
             async with connection.transaction():
-                was_open = await connection.fetchval(
-                    "WITH gone AS (DELETE FROM sandboxes WHERE ledger = $1 RETURNING 1)"
-                    " SELECT count(*) FROM gone",
-                    ledger,
-                )
+                if ledger.startswith(SANDBOX_PREFIX):  # only while open: row first
+                    status = await connection.execute(
+                        "DELETE FROM sandboxes WHERE ledger = $1", ledger
+                    )
+                    if status != "DELETE 1":
+                        return False
                 await _delete_ledgers(connection, [ledger])
-                return bool(was_open)
+                return True
 
-        was_open = await self._write(drop)
+        dropped = await self._write(drop)
         self._accounts.forget_ledger(ledger)
-        return was_open
+        return dropped
 
     # -- sandboxes ------------------------------------------------------------
 

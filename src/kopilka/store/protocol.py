@@ -54,8 +54,9 @@ class Store(Protocol):
         """Entries with since <= created_at <= till, in order, after entry `after_entry_id`."""
 
     async def drop_ledger(self, ledger: str) -> bool:
-        """Remove a (sandbox) ledger with all its accounts and history; whether it was an
-        open sandbox. A write to a sandbox ledger (SANDBOX_PREFIX) that is not open is
+        """Remove a ledger with all its accounts and history; a sandbox ledger
+        (SANDBOX_PREFIX) only while it is open (False, and nothing removed, when it is
+        not). A write to a sandbox ledger that is not open is
         refused, sandbox_not_found, in the write's own transaction: no batch that
         raced the drop, in this process or another, leaves rows behind it."""
 

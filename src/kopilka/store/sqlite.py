@@ -31,6 +31,7 @@ from typing import Any, NoReturn, TypeVar
 from kopilka.clock import MonotonicClock, from_micros, to_micros
 from kopilka.domain.model import (
     MONEY_COMMAND_TYPES,
+    SANDBOX_PREFIX,
     Account,
     Command,
     Operation,
@@ -764,8 +765,15 @@ class SqliteStore:
         return await self._write_transaction(lambda: self._delete_ledger(ledger))
 
     def _delete_ledger(self, ledger: str) -> bool:
-        """Its rows, in this transaction; whether it was an open sandbox."""
+        """Its rows, in this transaction; a sandbox's only while it is open (False when
+        it was not: nothing is removed)."""
         db = self._db
+        sandbox = ledger.startswith(SANDBOX_PREFIX)
+        if (
+            sandbox
+            and db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,)).rowcount != 1
+        ):
+            return False
         db.execute(
             "DELETE FROM entries WHERE account_id IN (SELECT id FROM accounts WHERE ledger = ?)",
             (ledger,),
@@ -778,9 +786,8 @@ class SqliteStore:
             (ledger,),
         )
         db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
-        was_open = db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,)).rowcount == 1
         self._account_cache.clear()
-        return was_open
+        return True
 
     async def _write_transaction(self, work: Callable[[], T]) -> T:
         """`work` on the writer thread in its own transaction, taking turns with other
