@@ -241,7 +241,8 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         # A server's schema is its database's: init runs where that database is named.
         raise InvalidInput(
             "invalid_option",
-            f"init works on a database, not a server ({target.url}): give --db or KOPILKA_DB",
+            f"init works on a database, not a server ({redact_url(target.url)}):"
+            " give --db or KOPILKA_DB",
         )
     settings = target.settings
     _create_home(settings)

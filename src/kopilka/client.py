@@ -44,7 +44,7 @@ from kopilka.errors import (
 )
 from kopilka.idempotency import new_key
 from kopilka.money import format_plain, parse_cents
-from kopilka.settings import home
+from kopilka.settings import home, redact_url
 
 T = TypeVar("T")
 
@@ -98,15 +98,18 @@ def normalize_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise InvalidInput(
-            "invalid_url", f"invalid server URL {url!r}: only http:// and https:// are served"
+            "invalid_url",
+            f"invalid server URL {redact_url(url)!r}: only http:// and https:// are served",
         )
     try:
         _ = parts.port  # raises for a port that is not a number in range
     except ValueError:
-        raise InvalidInput("invalid_url", f"invalid server URL {url!r}: bad port") from None
+        raise InvalidInput(
+            "invalid_url", f"invalid server URL {redact_url(url)!r}: bad port"
+        ) from None
     if not parts.hostname or parts.query or parts.fragment:
         raise InvalidInput(
-            "invalid_url", f"invalid server URL {url!r}: give it as http://HOST:PORT"
+            "invalid_url", f"invalid server URL {redact_url(url)!r}: give it as http://HOST:PORT"
         )
     return url.rstrip("/")
 
@@ -136,6 +139,7 @@ class Client:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = normalize_url(url)
+        self.shown_url = redact_url(self.url)  # for messages: a password in it is hidden
         self.ledger = ledger or DEFAULT_LEDGER
         # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent.
         if not (token.isascii() and token.isprintable()):
@@ -182,7 +186,7 @@ class Client:
                 failure: Exception = error
             except httpx.TransportError as error:
                 if not retry:
-                    raise _unreachable(self.url, error) from error
+                    raise _unreachable(self.shown_url, error) from error
                 failure = error
             else:
                 if response.status_code not in (429, 503) or not retry:
@@ -191,7 +195,7 @@ class Client:
             if attempt == ATTEMPTS_MAX:
                 if isinstance(failure, KopilkaError):
                     raise failure
-                raise _unreachable(self.url, failure) from failure
+                raise _unreachable(self.shown_url, failure) from failure
             time.sleep(delay_seconds)
             delay_seconds *= 2
         raise AssertionError("unreachable")
@@ -215,10 +219,12 @@ class Client:
         answer = None if response.status_code == 204 else _json(response)
         try:
             return read(answer)
-        except (KeyError, TypeError, ValueError, IndexError) as error:
+        # KopilkaError too: an amount in the answer that is no amount is the server's
+        # fault, not one to lay at the user's door as if it were their input.
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, KopilkaError) as error:
             raise Unavailable(
                 "bad_response",
-                f"the server at {self.url} answered {response.status_code} with something"
+                f"the server at {self.shown_url} answered {response.status_code} with something"
                 f" other than kopilka's answer ({type(error).__name__})",
             ) from error
 

@@ -167,6 +167,18 @@ def test_a_shell_pointed_at_another_kind_of_server_ends_at_once(tmp_path: Path) 
         (tmp_path / "v1" / "accounts").mkdir(parents=True)
         (tmp_path / "v1" / "accounts" / "Ann").write_text("<html>hi</html>\n")
         (tmp_path / "v1" / "whoami").write_text('{"role": "admin"}\n')
+        account = '{"client": "%s", "balance": %s, "min_balance": "0.00", "max_balance": null,'
+        account += ' "created_at": "2024-01-31T18:30:00+00:00"}\n'
+        (tmp_path / "v1" / "accounts" / "Bob").write_text(account % ("Bob", "5"))
+        (tmp_path / "v1" / "accounts" / "Cy").write_text(account % ("Cy", '"lots"'))
+        odd = [
+            run_kopilka(tmp_path / "home", "balance", f"--client={name}", "--url", url, *token)
+            for name in ("Bob", "Cy")
+        ]
+        with_password = url.replace("//", "//me:S3cretPW@")
+        refused_url = run_kopilka(
+            tmp_path / "home", "balance", "--client=Ann", "--url", with_password, *token
+        )
         one_shot = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--url", url, *token)
         piped = run_kopilka(tmp_path / "home", "shell", "--url", url, *token, stdin=typed)
     finally:
@@ -179,6 +191,12 @@ def test_a_shell_pointed_at_another_kind_of_server_ends_at_once(tmp_path: Path) 
         " answer (TypeError)\n"
     )
     assert (one_shot.returncode, one_shot.stdout, one_shot.stderr) == (1, "", not_kopilka)
+    # An answer of the right shape with a balance that is no amount is the server's fault.
+    for result, fault in zip(odd, ("AttributeError", "InvalidInput"), strict=True):
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == not_kopilka.replace("TypeError", fault)
+    # A password in the server's URL is never shown back.
+    assert refused_url.stderr == not_kopilka.replace(url, url.replace("//", "//me:***@"))
     assert (piped.returncode, piped.stderr) == (0, "")
     # The accounts page is a directory now: a redirect, no more kopilka's than the page.
     assert piped.stdout == not_kopilka + not_kopilka.replace("200", "301")

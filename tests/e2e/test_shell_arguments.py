@@ -56,6 +56,7 @@ def test_a_shell_on_a_server_that_is_not_there_says_so_once_and_exits_one(
         ("http://", "give it as http://HOST:PORT"),
         ("http://127.0.0.1:99999", "bad port"),
         ("127.0.0.1:port", "bad port"),
+        ("http://me:S3cretPW@127.0.0.1:99999", "bad port"),
     ],
 )
 def test_a_url_that_names_no_server_is_refused_before_the_token_is_looked_for(
@@ -66,6 +67,7 @@ def test_a_url_that_names_no_server_is_refused_before_the_token_is_looked_for(
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith("Error: invalid server URL ")
     assert result.stderr.endswith(f": {reason}\n")
+    assert "S3cretPW" not in result.stderr
 
 
 def test_init_with_a_server_url_is_refused_and_makes_no_database(

@@ -43,7 +43,7 @@ class Target:
 
     def describe(self) -> str:
         if self.url is not None:
-            where = self.url
+            where = redact_url(self.url)
         elif self.sandbox:
             where = "a sandbox in memory (gone when the shell ends)"
         else:
