@@ -120,10 +120,11 @@ def load_settings(
             "connections_per_client must be at least 1; header_seconds, body_seconds and"
             " write_seconds above 0 and at most 3600",
         )
-    if not 0 < sandbox_idle_seconds <= SANDBOX_IDLE_SECONDS_MAX:  # nan too is refused
+    # Whole seconds are what POST /v1/sandboxes tells a client; nan too is refused here.
+    if not 1 <= sandbox_idle_seconds <= SANDBOX_IDLE_SECONDS_MAX:
         raise InvalidInput(
             "invalid_setting",
-            f"sandbox_idle_seconds must be above 0 and at most {SANDBOX_IDLE_SECONDS_MAX}",
+            f"sandbox_idle_seconds must be 1 to {SANDBOX_IDLE_SECONDS_MAX}",
         )
     if not 0 < port < 65536:
         raise InvalidInput("invalid_setting", f"port {port} is out of range")

@@ -925,6 +925,41 @@ async def test_writes_racing_a_sandbox_drop_in_another_process_leave_nothing(
         await dropper.close()
 
 
+async def test_transfers_between_known_accounts_racing_a_sandbox_drop_leave_nothing(
+    backend: Backend,
+) -> None:
+    """Transfers between accounts the writer has seen, which PostgreSQL would write on
+    the writer's own view of them, without the locking read that checks the sandbox."""
+    if not backend.durable:
+        pytest.skip("a memory store is one process's own")
+    writer, dropper = await backend.start_engine(), await backend.start_engine()
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    try:
+        for round_ in range(10):
+            sandbox = f"sandbox-t1-known{round_}"
+            assert await writer.store.open_sandbox(sandbox, now, sandboxes_max=20)
+            for key, client in (("a", JOHN), ("b", JANE)):
+                await applied(writer, Deposit(client, 1_000, "open", f"{key}", ledger=sandbox))
+            await applied(writer, Transfer(JOHN, JANE, 1, "seen", "warm", ledger=sandbox))
+
+            async def write(index: int, sandbox: str = sandbox) -> Outcome:
+                await asyncio.sleep(index * 0.001)
+                return await writer.execute(Transfer(JOHN, JANE, 1, "t", f"t{index}", sandbox))
+
+            writes = [asyncio.create_task(write(i)) for i in range(40)]
+            await asyncio.sleep(0.015)
+            assert await dropper.store.drop_ledger(sandbox)
+            outcomes = await asyncio.gather(*writes)
+            assert {o.code for o in outcomes if isinstance(o, KopilkaError)} <= {
+                "sandbox_not_found",
+                "account_not_found",
+            }
+            assert await dropper.list_accounts(sandbox) == []
+    finally:
+        await writer.close()
+        await dropper.close()
+
+
 async def test_tokens_put_get_revoke_list(engine: Engine) -> None:
     store = engine.store
     base = datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)

@@ -125,6 +125,7 @@ def test_every_setting_of_the_right_kind_in_the_file_is_taken(tmp_path: Path) ->
         {"KOPILKA_SANDBOX_IDLE_SECONDS": "abc"},
         {"KOPILKA_SANDBOX_IDLE_SECONDS": "-5"},
         {"KOPILKA_SANDBOX_IDLE_SECONDS": "0"},
+        {"KOPILKA_SANDBOX_IDLE_SECONDS": "0.5"},
         {"KOPILKA_SANDBOX_IDLE_SECONDS": "nan"},
         {"KOPILKA_SANDBOX_IDLE_SECONDS": "inf"},
     ],
