@@ -238,3 +238,22 @@ def _check_ledger(server: ServerProcess, opening: Decimal, acked: list[dict[str,
     acked_keys = {operation["key"] for operation in acked}
     strays = [key for key in seen if key not in acked_keys and not key.startswith("open-")]
     assert strays == []  # nothing refused was recorded
+
+
+def test_an_admin_token_that_cannot_be_written_leaves_no_working_token(tmp_path: Path) -> None:
+    """Neither in the store (it is revoked) nor on disk (its temporary file is gone)."""
+    home = tmp_path / "home"
+    (home / "admin.token").mkdir(parents=True)  # a directory where the file should be
+    for _ in range(2):
+        refused = _serve(home, str(free_port()))
+        assert (refused.returncode, refused.stdout) == (1, "")
+        assert refused.stderr == (
+            f"Error: cannot write the admin token {home / 'admin.token'}: a directory is in"
+            " the way\n"
+        )
+    assert sorted(p.name for p in home.iterdir() if p.name.startswith(".admin.token")) == [
+        ".admin.token.lock"
+    ]
+    with sqlite3.connect(home / "kopilka.db") as connection:
+        tokens = connection.execute("SELECT role, revoked FROM tokens").fetchall()
+    assert tokens == [("admin", 1), ("admin", 1)]

@@ -343,10 +343,11 @@ def test_schema_5_a_token_for_a_twin_spelling_is_revoked_and_no_other(tmp_path: 
 
 
 async def test_a_damaged_database_fails_each_request_in_one_line_not_as_busy(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A table gone (a file damaged by hand or by a disk) is no busy ledger to retry:
-    reads and writes get store_unavailable naming the fault, and nothing changes."""
+    reads and writes get store_unavailable naming the fault, and nothing changes. The
+    operator's log says it once."""
     path = tmp_path / "kopilka.db"
     engine = Engine(open_store(str(path)))
     await engine.start()
@@ -371,3 +372,41 @@ async def test_a_damaged_database_fails_each_request_in_one_line_not_as_busy(
         assert (await engine.get_account("main", "Ann")).balance_cents == 500
     finally:
         await engine.close()
+    logged = [r.getMessage() for r in caplog.records if r.name == "kopilka.store.sqlite"]
+    assert logged == [f"the database {path} failed: no such table: entries"]
+
+
+def test_a_database_made_open_to_every_user_is_made_private(tmp_path: Path) -> None:
+    """As an older kopilka, or a restore under umask 022, left it."""
+    home = tmp_path / "home"
+    assert (
+        run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x").returncode
+        == 0
+    )
+    database = home / "kopilka.db"
+    # Another connection keeps the WAL and its index in place past kopilka's exit.
+    with closing(sqlite3.connect(database)) as other:
+        other.execute("SELECT count(*) FROM accounts").fetchone()
+        files = (database, home / "kopilka.db-wal", home / "kopilka.db-shm")
+        for name in files:
+            name.chmod(0o644)
+        assert run_kopilka(home, "balance", "--client=Ann").stdout == "Balance of Ann: $1.00\n"
+        assert [name.stat().st_mode & 0o777 for name in files] == [0o600] * 3
+
+
+def test_a_read_waits_for_no_other_process_writing(tmp_path: Path) -> None:
+    """Opening an up-to-date database only reads its schema version: a read goes on
+    beside another process's open write transaction (WAL), not behind it."""
+    home = tmp_path / "home"
+    assert (
+        run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x").returncode
+        == 0
+    )
+    with closing(sqlite3.connect(home / "kopilka.db", isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE balances SET balance = balance")
+        balance = run_kopilka(home, "balance", "--client=Ann")
+        still_held = other.in_transaction
+        other.execute("ROLLBACK")
+    assert (balance.returncode, balance.stdout) == (0, "Balance of Ann: $1.00\n")
+    assert still_held

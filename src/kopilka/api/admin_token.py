@@ -8,13 +8,14 @@ database, would lose the token its local shells use.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
 from pathlib import Path
 
 from kopilka.api.auth import new_token_record
-from kopilka.errors import Conflict, Unavailable
+from kopilka.errors import Conflict, InvalidInput, Unavailable
 from kopilka.settings import make_home
 from kopilka.store.protocol import Store
 from kopilka.tokens import secret_matches, token_id_of
@@ -43,16 +44,35 @@ async def ensure_admin_token(store: Store, path: Path) -> bool:
             f" admin token; give each database a KOPILKA_HOME of its own",
         )
     try:
-        record, secret = new_token_record("admin", None)
-        await store.put_token(record)
-        temporary = path.with_name(f".{path.name}.{record.id}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secret + "\n")
-        os.replace(temporary, path)  # atomic: a reader sees the old token or the new one
+        await _write_new_token(store, path)
     finally:
         fcntl.flock(lock, fcntl.LOCK_SH)
     return True
+
+
+async def _write_new_token(store: Store, path: Path) -> None:
+    """A new admin token, in the store and in `path`, or in neither: a token whose secret
+    could not be written down is revoked, and no copy of it is left on disk."""
+    record, secret = new_token_record("admin", None)
+    temporary = path.with_name(f".{path.name}.{record.id}")
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secret + "\n")
+        await store.put_token(record)
+        try:
+            os.replace(temporary, path)  # atomic: a reader sees the old token or the new one
+        except OSError:
+            await store.revoke_token(record.id)
+            raise
+    except OSError as error:
+        reason = "a directory is in the way" if path.is_dir() else error.strerror
+        raise InvalidInput(
+            "invalid_setting", f"cannot write the admin token {path}: {reason}"
+        ) from error
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
 
 
 async def _honoured(store: Store, path: Path) -> bool:

@@ -19,6 +19,9 @@ writer thread, so the loop never waits on a lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import sqlite3
 import time
 from collections import OrderedDict
@@ -59,6 +62,8 @@ from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpo
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, TABLES
 from kopilka.tokens import TokenRecord
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 # Bound values per statement, safely below SQLite's SQLITE_MAX_VARIABLE_NUMBER.
@@ -129,6 +134,17 @@ def _nfc(value: str | bytes | int | float | None) -> str | bytes | int | float |
     return client_name(value) if isinstance(value, str) else value
 
 
+def _make_private(path: str) -> None:
+    """The database and its WAL readable by their owner alone, as kopilka makes them now:
+    one an older kopilka made, or a restore copied in, may be open to every user. (Not
+    the owner's: another user's file is left as it is.)"""
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(OSError):
+            mode = os.stat(name).st_mode
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+
+
 def migrate(connection: sqlite3.Connection) -> int:
     """Create or upgrade the schema; refuse a newer one this version does not know, and
     tables kopilka did not create."""
@@ -137,6 +153,11 @@ def migrate(connection: sqlite3.Connection) -> int:
     # SQLite has no Unicode normalization: migration 6 rewrites client names in NFC
     # with the very function the ledger normalizes every name with.
     connection.create_function("nfc", 1, _nfc, deterministic=True)
+    # An up-to-date schema is only read: no write lock to wait for behind another
+    # process's long transaction (WAL lets this read go on beside it).
+    version = connection.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return int(version)
     connection.execute("BEGIN IMMEDIATE")
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
@@ -207,6 +228,7 @@ class SqliteStore:
         self._writer_jobs = 0
         # A small batch's COMMIT, in seconds, as a moving average (see LOOP_COMMIT_SECONDS_MAX).
         self._commit_seconds = 0.0
+        self._failures_logged: set[str] = set()
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
@@ -230,13 +252,20 @@ class SqliteStore:
         self._reader = await self._read(lambda: connect(self.path))
         if self.path != ":memory:":
             self._checkpointer = Checkpointer(lambda: connect(self.path))
+            _make_private(self.path)
 
     def _open_writer(self) -> sqlite3.Connection:
         try:
             connection = connect(self.path)
         except sqlite3.Error as error:
             raise self._cannot_open(error) from error
-        migrate(connection)
+        try:
+            migrate(connection)
+        except BaseException as error:
+            connection.close()
+            if isinstance(error, sqlite3.Error):  # locked past the busy timeout, read-only
+                raise self._cannot_open(error) from error
+            raise
         # Checkpoints run on their own thread; the writer's is only the backstop.
         connection.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
         return connection
@@ -424,7 +453,13 @@ class SqliteStore:
         return Unavailable("store_unavailable", f"cannot open the database {self.path}: {error}")
 
     def _failed(self, error: sqlite3.Error) -> Unavailable:
-        return Unavailable("store_unavailable", f"the database {self.path} failed: {error}")
+        """For the caller; and for the operator's log, once for each kind of failure (a
+        full disk, a damaged file, a read-only one), or a server would fail in silence."""
+        reason = str(error)
+        if reason not in self._failures_logged and len(self._failures_logged) < 100:
+            self._failures_logged.add(reason)
+            logger.warning("the database %s failed: %s", self.path, reason)
+        return Unavailable("store_unavailable", f"the database {self.path} failed: {reason}")
 
     def _roll_back(self) -> None:
         if self._db.in_transaction:
@@ -795,12 +830,19 @@ class SqliteStore:
         return await self._write(lambda: self._in_transaction(work))
 
     def _in_transaction(self, work: Callable[[], T]) -> T:
-        self._begin()
+        """`work` and its COMMIT; a database that is busy past the wait, read-only, full or
+        damaged fails it in one line (a token, a sandbox: no batch to retry it)."""
+        try:
+            self._begin()
+        except RetryableStoreError as error:
+            raise Unavailable("store_busy", f"the database {self.path} is busy: {error}") from error
         try:
             result = work()
             self._db.execute("COMMIT")
-        except BaseException:
+        except BaseException as error:
             self._roll_back()
+            if isinstance(error, sqlite3.Error):
+                raise self._failed(error) from error
             raise
         self._lock.release()
         return result
