@@ -29,6 +29,7 @@ The idle time between requests is uvicorn's keep-alive timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -121,6 +122,16 @@ _TOO_MANY_CONNECTIONS = _refusal(
 _HEADERS_TOO_SLOW = _refusal(408, "request_timeout", "the request headers arrived too slowly")
 _BODY_TOO_SLOW = _refusal(408, "request_timeout", "the request body arrived too slowly")
 _INVALID_HTTP = _refusal(400, "invalid_http", "the request is not valid HTTP/1.1")
+
+
+def _not_a_malformed_request(record: logging.LogRecord) -> bool:
+    """uvicorn logs a line for each request it cannot parse. The client gets its 400;
+    a line each would let anyone fill the server's log at will."""
+    return record.getMessage() != "Invalid HTTP request received."
+
+
+# Here, as every worker process imports this module to serve its connections.
+logging.getLogger("uvicorn.error").addFilter(_not_a_malformed_request)
 _HEADERS_TOO_LARGE = _refusal(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes")
 _TARGET_TOO_LONG = _refusal(
     414, "uri_too_long", f"the request target is over {TARGET_BYTES_MAX} bytes"
@@ -219,7 +230,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().resume_writing()
 
     def send_400_response(self, msg: str) -> None:
-        # uvicorn's own answer is text/plain; uvicorn has logged `msg` already. It calls
+        # uvicorn's own answer is text/plain (its log line is filtered out above). It calls
         # this too when a callback of ours stopped the parser, with its refusal set.
         self.transport.write(self.refusal)
         self.transport.close()
