@@ -46,8 +46,8 @@ SHELL_USAGE = "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TO
 USAGE = f"""Usage:
   {SHELL_USAGE}
   kopilka COMMAND [OPTIONS]         run one command and exit (0 done, 1 refused)
-  kopilka init                      create or upgrade the database schema
-  kopilka serve [--host H] [--port P] [--db URL] [--workers N]
+  kopilka init                      create or upgrade the database schema (not via --url)
+  kopilka serve [--host H] [--port P | PORT] [--db URL] [--workers N]   (serve --help)
   kopilka token create|list|revoke [--url URL] ...
 Global options, before or after the command:
   --db PATH|URL  --url URL  --token TOKEN  --ledger NAME  --config FILE  --sandbox
