@@ -69,6 +69,8 @@ def error_from(status: int, payload: Any) -> KopilkaError:
         code, message = str(payload["error"]["code"]), str(payload["error"]["message"])
     except (KeyError, TypeError):
         return Unavailable("bad_response", f"the server answered {status} without an error body")
+    # Printed to a terminal as it came: no escape sequence of whatever answered goes with it.
+    message = "".join(c if c.isprintable() else "\ufffd" for c in message)
     if status == 422 and code in _REJECTION_CODES:
         return Rejected(code, message)
     return _ERRORS_BY_STATUS.get(status, InvalidInput)(code, message)

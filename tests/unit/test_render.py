@@ -172,3 +172,28 @@ def test_a_statement_whose_lines_do_not_add_up_is_refused_in_one_line() -> None:
     with pytest.raises(Unavailable) as refused:
         build_statement("T", None, moment, 0, [later, earlier])
     assert refused.value.code == "statement_inconsistent"
+
+
+def test_the_terminal_table_shows_text_as_written_never_as_markup() -> None:
+    """A description is anyone's text: "[/]" had ended the shell with a MarkupError, and
+    "[link=...]" had written a hyperlink escape to the viewer's terminal."""
+    from rich.console import Console
+
+    from kopilka.shell.render import rich_table
+
+    texts = ["[/]", "[link=https://evil.example/]verify here[/link]", "[on red]$9,999.00[/]"]
+    statement = build_statement(
+        "[bold]Bob[/bold]",
+        None,
+        datetime(2031, 1, 1, tzinfo=UTC),
+        0,
+        [line(index, index, text, 100, 100 * index) for index, text in enumerate(texts, 1)],
+    )
+    terminal = io.StringIO()
+    Console(file=terminal, force_terminal=True, width=200).print(
+        rich_table(statement_table(statement))
+    )
+    shown = terminal.getvalue()
+    for text in [*texts, "Statement of [bold]Bob[/bold]"]:
+        assert text in shown
+    assert "\x1b]8;" not in shown  # no hyperlink

@@ -145,17 +145,21 @@ def plain_table(table: Table) -> str:
 
 
 def rich_table(table: Table) -> RichTable:
+    """Every cell and the title as Text, never as rich markup: a description or a name
+    is anyone's text, and "[/]" in it would end the shell, "[link=...]" plant a link."""
     from rich import box
     from rich.table import Table as RichTable
+    from rich.text import Text
 
-    drawn = RichTable(title=table.title, box=box.ROUNDED, header_style="bold")
+    title = None if table.title is None else Text(table.title)
+    drawn = RichTable(title=title, box=box.ROUNDED, header_style="bold")
     for index, header in enumerate(table.headers):
         drawn.add_column(header, justify="right" if index in table.right_aligned else "left")
     last = len(table.rows) - 1
     for index, row in enumerate(table.rows):
         summary = index < table.header_rows or index > last - table.footer_rows
         drawn.add_row(
-            *row,
+            *(Text(cell) for cell in row),
             style="bold" if summary else None,
             end_section=index == table.header_rows - 1 or index == last - table.footer_rows,
         )
