@@ -9,6 +9,7 @@ can never apply it twice.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 import time
@@ -419,7 +420,7 @@ def connect_bank(
     `ledger` selects a ledger (Kopilka-Ledger); a sandbox gets a fresh one instead.
     """
     url = normalize_url(url)
-    secret = token or os.environ.get("KOPILKA_TOKEN") or _admin_token()
+    secret = token or os.environ.get("KOPILKA_TOKEN") or _admin_token(url)
     if not sandbox:
         return Client(url, secret, ledger=ledger)
     with Client(url, secret) as probe:
@@ -470,8 +471,16 @@ class _SandboxKeeper:
         self._http.close()
 
 
-def _admin_token() -> str:
+def _admin_token(url: str) -> str:
+    """The home's admin token, for a server on this machine only: a URL from elsewhere (a
+    kopilka.toml in a directory someone else made, say) must not be handed it."""
     path = home() / "admin.token"
+    if not _on_this_machine(urlsplit(url).hostname or ""):
+        raise Unauthorized(
+            "no_token",
+            f"no token for {redact_url(url)}: the admin token in {path.parent} goes only to"
+            " a server on this machine; give --token or KOPILKA_TOKEN",
+        )
     try:
         return path.read_text().strip()
     except OSError:
@@ -479,6 +488,15 @@ def _admin_token() -> str:
             "no_token",
             f"no token: set KOPILKA_TOKEN, or start the server once to write {path}",
         ) from None
+
+
+def _on_this_machine(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
 
 
 def _unreachable(url: str, error: Exception) -> Unavailable:

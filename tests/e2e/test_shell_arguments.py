@@ -82,3 +82,19 @@ def test_init_with_a_server_url_is_refused_and_makes_no_database(
         assert result.stderr.startswith("Error: init works on a database, not a server (")
         assert result.stderr.endswith("): give --db or KOPILKA_DB\n")
     assert not kopilka_home.exists()
+
+
+def test_the_homes_admin_token_goes_to_no_server_elsewhere(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """A kopilka.toml in the working directory (made by someone else, say) may name any
+    server: the home's admin token is not sent there."""
+    kopilka_home.mkdir(parents=True)
+    (kopilka_home / "admin.token").write_text("kop_0123456789abcdef_secret\n")
+    (kopilka_home.parent / "kopilka.toml").write_text('url = "http://192.0.2.1:9"\n')
+    result = kopilka("balance", "--client=A")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: no token for http://192.0.2.1:9: the admin token in {kopilka_home} goes only"
+        " to a server on this machine; give --token or KOPILKA_TOKEN\n"
+    )
