@@ -157,6 +157,45 @@ def test_client_token_sees_nothing_of_the_payees_account(server: ServerProcess) 
         assert "$10.00" in over.json()["error"]["message"], over.text
 
 
+def test_a_client_token_can_neither_take_nor_probe_another_callers_keys(
+    server: ServerProcess,
+) -> None:
+    """Keys are the ledger's; a client's are kept apart. Before, a client's refused
+    withdrawal under a key it guessed took that key from the teller who meant to use
+    it (409), and the answer told whether a key was in use."""
+    _, ann_secret = make_token(server, "client", "Ann")
+    _, teller_secret = make_token(server, "teller")
+    huge = {"client": "Ann", "amount": "1000000"}
+    with server.client(ann_secret) as ann, server.client(teller_secret) as teller:
+        taken = ann.post("/v1/withdrawals", json=huge, headers={"Idempotency-Key": "payroll-7"})
+        assert_refused(taken, 422, "insufficient_funds")
+        ann.post("/v1/withdrawals", json=huge, headers={"Idempotency-Key": "import-7:0"})
+        paid = teller.post(
+            "/v1/deposits",
+            json={"client": "Bob", "amount": "1"},
+            headers={"Idempotency-Key": "payroll-7"},
+        )
+        assert paid.status_code == 201, paid.text
+        batch = teller.post(
+            "/v1/batch",
+            json={"operations": [{"type": "deposit", "client": "Bob", "amount": "1"}]},
+            headers={"Idempotency-Key": "import-7"},
+        )
+        assert batch.json()["results"][0]["status"] == 201, batch.text
+        # A teller's key used is no oracle: Ann's request under it is her own, refused
+        # for her funds, as a fresh key's would be.
+        probe = ann.post("/v1/withdrawals", json=huge, headers={"Idempotency-Key": "open-Bob"})
+        assert_refused(probe, 422, "insufficient_funds")
+        # Her own keys work as ever, and come back as she sent them.
+        small = {"client": "Ann", "amount": "0.01"}
+        first = ann.post("/v1/withdrawals", json=small, headers={"Idempotency-Key": "mine"})
+        again = ann.post("/v1/withdrawals", json=small, headers={"Idempotency-Key": "mine"})
+        assert first.json()["idempotency_key"] == "mine"
+        assert (again.headers.get("idempotent-replayed"), again.json()) == ("true", first.json())
+        reused = ann.post("/v1/withdrawals", json=huge, headers={"Idempotency-Key": "mine"})
+        assert_refused(reused, 409, "idempotency_key_reused")
+
+
 def test_teller_moves_money_but_manages_no_tokens_or_limits(server: ServerProcess) -> None:
     _, secret = make_token(server, "teller")
     with server.client(secret) as teller:

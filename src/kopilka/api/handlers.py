@@ -30,6 +30,7 @@ from kopilka.api.auth import (
     new_token_record,
     require_role,
 )
+from kopilka.api.client_keys import CLIENT_KEY_LENGTH_MAX, client_key
 from kopilka.api.commands import command_from
 from kopilka.api.errors import (
     DECODE_ERRORS,
@@ -334,14 +335,15 @@ class Call:
         from kopilka.api.app import BATCH_BODY_BYTES_MAX
 
         items, as_decoded = _decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
+        ledger, principal = self.ledger, self.principal
+        role = effective_role(principal, ledger)  # once: every item is the same caller's
         # Each item's key is KEY:INDEX, and must itself fit the length of a key.
         suffix_length = len(f":{len(items) - 1}")
-        prefix = self.headers.key_or_new(IDEMPOTENCY_KEY_LENGTH_MAX - suffix_length)
+        length_max = CLIENT_KEY_LENGTH_MAX if role == "client" else IDEMPOTENCY_KEY_LENGTH_MAX
+        prefix = self.headers.key_or_new(length_max - suffix_length)
         results: list[BatchResult | None] = [None] * len(items)
         commands: list[Command] = []
         positions: list[int] = []
-        ledger, principal = self.ledger, self.principal
-        role = effective_role(principal, ledger)  # once: every item is the same caller's
         for index, item in enumerate(items):
             if isinstance(item, KopilkaError):
                 results[index] = BatchResult(item.http_status, error=error_detail(item))
@@ -355,8 +357,10 @@ class Call:
                 positions.append(index)
             except KopilkaError as error:
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
+        # A client's claim is kept under its own mark, as its items' keys are.
+        claimed = client_key(principal.client or "", prefix) if role == "client" else prefix
         outcomes = await self.app.engine.submit_many(
-            commands, self._claim(prefix, as_decoded), principal.token_id
+            commands, self._claim(claimed, as_decoded), principal.token_id
         )
         # Counted here and handed to the metrics once per batch, not once per item.
         counts: Counter[tuple[MoneyKind, str]] = Counter()

@@ -7,13 +7,16 @@ and balance. Both are left out for a client token; tellers and admins see them.
 
 from __future__ import annotations
 
+from kopilka.api.client_keys import own_key
 from kopilka.api.schemas import OperationOut
 from kopilka.errors import KopilkaError, Rejected
 
 
 def hide_payee(out: OperationOut) -> OperationOut:
-    """A transfer's answer for a client token: its own balance after, not the payee's."""
+    """An operation's answer for a client token: its own balance after, not the payee's,
+    and its key as the client sent it (client_keys.py)."""
     out.to_balance_after = None
+    out.idempotency_key = own_key(out.idempotency_key)
     return out
 
 

@@ -1,0 +1,40 @@
+"""A client token's idempotency keys are its own.
+
+Keys are unique per ledger, and a kept refusal holds its key: were a client's keys
+the ledger's, a client could take a key it guessed another caller would use (a
+refused withdrawal of its own under "payroll-2026-12"), so that caller's request
+is then refused as a reuse, and could learn from the answer which keys are in use.
+So a client caller's key is kept under a mark of its client, which no other
+caller's key matches, and answered back without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
+from kopilka.errors import InvalidInput
+
+_MARK = "client/"
+_DIGEST_LENGTH = 16
+PREFIX_LENGTH = len(_MARK) + _DIGEST_LENGTH + 1
+# What a client's own key may hold, the mark taking the rest of the ledger's limit.
+CLIENT_KEY_LENGTH_MAX = IDEMPOTENCY_KEY_LENGTH_MAX - PREFIX_LENGTH
+
+
+def client_key(client: str, key: str) -> str:
+    """`key` as kept for a request of `client`'s token."""
+    if len(key) > CLIENT_KEY_LENGTH_MAX:
+        raise InvalidInput(
+            "invalid_idempotency_key",
+            f"a client token's idempotency key must be 1 to {CLIENT_KEY_LENGTH_MAX} characters",
+        )
+    digest = hashlib.sha256(client.encode()).hexdigest()[:_DIGEST_LENGTH]
+    return f"{_MARK}{digest}/{key}"
+
+
+def own_key(kept: str) -> str:
+    """A kept key as its client sent it."""
+    if kept.startswith(_MARK) and kept[PREFIX_LENGTH - 1 : PREFIX_LENGTH] == "/":
+        return kept[PREFIX_LENGTH:]
+    return kept
