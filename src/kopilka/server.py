@@ -23,7 +23,7 @@ from kopilka.api.protocol import BoundedHttpToolsProtocol, ConnectionBounds
 from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
-from kopilka.settings import Settings, load_settings, redact_url, without_password
+from kopilka.settings import Settings, load_settings, make_home, redact_url, without_password
 from kopilka.supervision import mark_supervisor
 from kopilka.workers import Workers
 
@@ -166,6 +166,7 @@ def serve_main(argv: list[str]) -> int:
             },
             config_path=arguments.config,
         )
+        make_home(settings.home)  # checked before anything is made in it: the admin token's
     except KopilkaError as error:
         print(f"Error: {error.message}", file=sys.stderr)
         return 1

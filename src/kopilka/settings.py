@@ -55,14 +55,28 @@ class Settings:
 
 
 def make_home(path: Path) -> None:
-    """Create KOPILKA_HOME if need be; one line saying why it cannot be."""
+    """Create KOPILKA_HOME if need be; one line saying why it cannot be, or why one that
+    is there will not do: it holds the ledger and the admin token, so it must be this
+    user's, and no one else may write in it (and put their own files there)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
+        info = path.stat()
     except OSError as error:
         reason = "a file is in the way" if isinstance(error, FileExistsError) else error.strerror
         raise InvalidInput(
             "invalid_setting", f"cannot create KOPILKA_HOME {path}: {reason}"
         ) from error
+    if info.st_uid != os.geteuid():
+        raise InvalidInput(
+            "invalid_setting",
+            f"KOPILKA_HOME {path} belongs to another user; use a directory of your own",
+        )
+    if info.st_mode & 0o022:
+        raise InvalidInput(
+            "invalid_setting",
+            f"KOPILKA_HOME {path} may be written by other users (mode"
+            f" {info.st_mode & 0o777:o}): `chmod go-w` it, or use another",
+        )
 
 
 def load_settings(

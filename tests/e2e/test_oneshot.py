@@ -15,6 +15,7 @@ from tests.e2e.conftest import (
     kopilka_env,
     run_kopilka,
 )
+from tests.kopilka_server import free_port
 
 DEPOSIT = ("deposit", "--client=John Jones", "--amount=100", "--description=ATM Deposit")
 
@@ -298,6 +299,29 @@ def test_a_home_or_database_kopilka_cannot_create_is_one_line(tmp_path: Path) ->
     assert (database.returncode, database.stdout) == (1, "")
     assert database.stderr.startswith(f"Error: cannot open the database {in_the_way / 'x.db'}: ")
     assert database.stderr.count("\n") == 1, database.stderr
+
+
+def test_a_home_others_may_write_in_or_own_is_refused(tmp_path: Path) -> None:
+    """It holds the ledger and the admin token: another user could read the one and
+    put their own in place of the other."""
+    home = tmp_path / "shared"
+    home.mkdir()
+    home.chmod(0o777)
+    for command in ((*DEPOSIT,), ("serve", "--port", str(free_port()))):
+        result = run_kopilka(home, *command)
+        assert (result.returncode, result.stdout) == (1, ""), command
+        assert result.stderr == (
+            f"Error: KOPILKA_HOME {home} may be written by other users (mode 777):"
+            " `chmod go-w` it, or use another\n"
+        )
+    assert list(home.iterdir()) == []
+    if os.geteuid() == 0:  # only root may give a directory away
+        home.chmod(0o755)
+        os.chown(home, 65534, 65534)  # nobody's
+        result = run_kopilka(home, *DEPOSIT)
+        assert result.stderr == (
+            f"Error: KOPILKA_HOME {home} belongs to another user; use a directory of your own\n"
+        )
 
 
 def test_a_read_on_a_database_file_that_is_not_there_says_so_and_makes_none(
