@@ -6,7 +6,9 @@ changes, the other's view of it never decides an outcome.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -22,7 +24,7 @@ from kopilka.domain.model import (
     Transfer,
     Withdraw,
 )
-from kopilka.errors import KopilkaError
+from kopilka.errors import KopilkaError, RetryableStoreError
 from kopilka.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -132,3 +134,51 @@ async def test_batches_planned_one_on_another_are_written_in_order(
         assert outcomes is not None and codes(outcomes) == ["transfer"]
     assert await balance(postgres_url, "Bob") == 2 + 1_500
     await check_ledger(postgres_url)
+
+
+async def test_two_batches_waiting_behind_a_sandboxs_end_are_each_refused(
+    postgres_url: str,
+) -> None:
+    """Both batches of one process find the accounts they knew gone once the drop
+    commits; the second had failed with a KeyError where the first forgot them."""
+    store = PostgresStore(postgres_url)
+    await store.open()
+    sandbox = "sandbox-t1-two-waiting"
+    try:
+        assert await store.open_sandbox(sandbox, datetime(2030, 1, 1, tzinfo=UTC), 10)
+        await apply(
+            store,
+            Deposit("Ann", 100, "", "a", ledger=sandbox),
+            Deposit("Bob", 100, "", "b", ledger=sandbox),
+        )
+        dropping = await asyncpg.connect(postgres_url)
+        try:
+            transaction = dropping.transaction()
+            await transaction.start()
+            await dropping.execute("DELETE FROM sandboxes WHERE ledger = $1", sandbox)
+            await dropping.execute(
+                "DELETE FROM entries WHERE account_id IN"
+                " (SELECT id FROM accounts WHERE ledger = $1)",
+                sandbox,
+            )
+            await dropping.execute("DELETE FROM operations WHERE ledger = $1", sandbox)
+            await dropping.execute("DELETE FROM accounts WHERE ledger = $1", sandbox)
+            waiting = [
+                asyncio.create_task(store.apply([Transfer("Ann", "Bob", 1, "", key, sandbox)]))
+                for key in ("t1", "t2")
+            ]
+            await asyncio.sleep(0.3)  # both wait for the sandbox's row
+            await transaction.commit()
+        finally:
+            await dropping.close()
+        for outcome in await asyncio.gather(*waiting, return_exceptions=True):
+            # The batch is planned again by the engine on a retryable error; either way
+            # no KeyError, and once planned again the sandbox is found ended.
+            if isinstance(outcome, list):
+                assert [getattr(o, "code", None) for o in outcome] == ["sandbox_not_found"]
+            else:
+                assert isinstance(outcome, RetryableStoreError), outcome
+        (again,) = await store.apply([Transfer("Ann", "Bob", 1, "", "t3", sandbox)])
+        assert getattr(again, "code", None) == "sandbox_not_found"
+    finally:
+        await store.close()

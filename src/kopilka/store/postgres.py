@@ -385,7 +385,7 @@ class PostgresStore:
         self._pool: Any = None
         self._batch_connections: list[Connection] = []
         self._outage_logged = False
-        self._refusals_logged: set[type[BaseException]] = set()
+        self._refusals_logged: set[str] = set()  # each reason once: a table, a grant
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.redacted_url!r})"
@@ -457,11 +457,11 @@ class PostgresStore:
 
     def _refused(self, error: BaseException) -> Unavailable:
         """The database's own reason in one line (its first: a HINT follows on the next),
-        without where the database is. The operator's log gets where, once per kind."""
+        without where the database is. The operator's log gets where, once per reason."""
         first_line = str(error).partition("\n")[0]
         reason = redact_text(f"{first_line} ({type(error).__name__})", self._url)
-        if type(error) not in self._refusals_logged:
-            self._refusals_logged.add(type(error))
+        if reason not in self._refusals_logged and len(self._refusals_logged) < 100:
+            self._refusals_logged.add(reason)
             logger.warning(
                 "the database at %s refuses kopilka's work: %s", self.redacted_url, reason
             )
@@ -471,6 +471,8 @@ class PostgresStore:
         if not self._outage_logged:
             self._outage_logged = True
             reason = redact_text(f"{type(error).__name__}: {error}", self._url)
+            if isinstance(error, TimeoutError) and not str(error):  # no words of its own
+                reason = "it did not answer in time"
             logger.warning("the database at %s is unavailable (%s)", self.redacted_url, reason)
 
     def _log_recovery(self) -> None:

@@ -106,7 +106,9 @@ class AccountCache:
                 latest = last_entry_at
         if by_id:
             for key in by_id.values():
-                del known[key]
+                # Another batch of this process, waiting behind the same removal, may
+                # have forgotten it first.
+                known.pop(key, None)
             raise RetryableStoreError("an account was removed by another process")
         self._trim()  # only now: the ids this batch uses were needed until here
         return accounts, revisions, latest
