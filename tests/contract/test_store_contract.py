@@ -616,7 +616,9 @@ async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engi
     assert await store.touch_sandbox("sandbox-b", start)
     assert await store.drop_idle_sandboxes(start + timedelta(minutes=9)) == []
 
+    assert await store.sandbox_is_open("sandbox-b")
     assert await store.drop_ledger("sandbox-b")  # the session ended
+    assert not await store.sandbox_is_open("sandbox-b")
     assert not await store.drop_ledger("sandbox-b")  # ended already
     assert not await store.touch_sandbox("sandbox-b", start + timedelta(minutes=11))
     assert await store.open_sandbox("sandbox-c", start, sandboxes_max=2)

@@ -64,6 +64,11 @@ class Sandboxes:
         """
         now = time.monotonic()
         if now - self._touched.get(ledger, -float("inf")) < self._touch_interval:
+            # Its use was recorded lately; whether another process has ended it since
+            # is one read, not a write.
+            if not await self._store.sandbox_is_open(ledger):
+                self._touched.pop(ledger, None)
+                raise sandbox_ended()
             return
         if not await self._store.touch_sandbox(ledger, _now()):
             self._touched.pop(ledger, None)

@@ -172,6 +172,9 @@ class MemoryStore:
         self._sandboxes[ledger] = now
         return True
 
+    async def sandbox_is_open(self, ledger: str) -> bool:
+        return ledger in self._sandboxes
+
     async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
         last_used = self._sandboxes.get(ledger)
         if last_used is None:

@@ -922,6 +922,14 @@ class PostgresStore:
         )
         return bool(status == "INSERT 0 1")
 
+    async def sandbox_is_open(self, ledger: str) -> bool:
+        found = await self._read(
+            lambda connection: connection.fetchval(
+                "SELECT 1 FROM sandboxes WHERE ledger = $1", ledger
+            )
+        )
+        return found is not None
+
     async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
         status = await self._write(
             lambda connection: connection.execute(

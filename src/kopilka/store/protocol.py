@@ -72,6 +72,10 @@ class Store(Protocol):
     async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
         """Record a use of a sandbox; False when it no longer exists."""
 
+    async def sandbox_is_open(self, ledger: str) -> bool:
+        """Whether a sandbox is open now: a read, for the requests between its uses'
+        records, so that one ended by another process is known at once."""
+
     async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         """Drop every sandbox not used since `unused_since`, with its ledger; their names."""
 

@@ -864,6 +864,13 @@ class SqliteStore:
 
         return await self._write_transaction(write)
 
+    async def sandbox_is_open(self, ledger: str) -> bool:
+        def read() -> bool:
+            found = self._read_db.execute("SELECT 1 FROM sandboxes WHERE ledger = ?", (ledger,))
+            return found.fetchone() is not None
+
+        return await self._read(read)
+
     async def touch_sandbox(self, ledger: str, now: datetime) -> bool:
         def write() -> bool:
             cursor = self._db.execute(
