@@ -80,7 +80,15 @@ from kopilka.domain.rules import (
     validate_ledger_name,
 )
 from kopilka.domain.statement import StatementLine
-from kopilka.errors import Forbidden, InvalidInput, KopilkaError, NotFound, stopped_before_answer
+from kopilka.errors import (
+    Forbidden,
+    InvalidInput,
+    KopilkaError,
+    NotFound,
+    Unavailable,
+    stopped_before_answer,
+)
+from kopilka.idempotency import uuid7
 from kopilka.money import format_plain, parse_cents, parse_limit
 from kopilka.periods import parse_period
 from kopilka.spreadsheet import text_cell
@@ -130,8 +138,19 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
         response = json_response(
             {"error": {"code": "internal_error", "message": "internal error"}}, 500
         )
+    if response.status_code == 503 and scope["path"] == "/v1/batch":
+        _name_the_key(response, scope)
     await response(scope, receive, send)
     app.metrics.latency("other", time.perf_counter() - started)
+
+
+def _name_the_key(response: Response, scope: Scope) -> None:
+    """A batch's 503 names the key to retry it with, as a single write's does: the
+    caller's own, or one made for it (the batch then did not reach the engine)."""
+    if "idempotency-key" in response.headers:
+        return
+    sent = [value for name, value in scope["headers"] if name == b"idempotency-key"]
+    response.headers["idempotency-key"] = sent[0].decode("latin-1") if sent else uuid7().hex
 
 
 async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
@@ -359,9 +378,14 @@ class Call:
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
         # A client's claim is kept under its own mark, as its items' keys are.
         claimed = client_key(principal.client or "", prefix) if role == "client" else prefix
-        outcomes = await self.app.engine.submit_many(
-            commands, self._claim(claimed, as_decoded), principal.token_id
-        )
+        try:
+            outcomes = await self.app.engine.submit_many(
+                commands, self._claim(claimed, as_decoded), principal.token_id
+            )
+        except Unavailable as error:  # applied or not may be unknown: its key settles it
+            answer = error_response(error)
+            answer.headers["idempotency-key"] = prefix
+            return answer
         # Counted here and handed to the metrics once per batch, not once per item.
         counts: Counter[tuple[MoneyKind, str]] = Counter()
         client_caller = role == "client"
