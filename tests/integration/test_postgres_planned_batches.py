@@ -25,7 +25,7 @@ from kopilka.domain.model import (
     Withdraw,
 )
 from kopilka.errors import KopilkaError, RetryableStoreError
-from kopilka.store.postgres import PostgresStore
+from kopilka.store.postgres import PostgresStore, _delete_ledgers
 
 pytestmark = pytest.mark.postgres
 
@@ -155,14 +155,9 @@ async def test_two_batches_waiting_behind_a_sandboxs_end_are_each_refused(
         try:
             transaction = dropping.transaction()
             await transaction.start()
+            # Another process's drop, held open: its row first, then the ledger's.
             await dropping.execute("DELETE FROM sandboxes WHERE ledger = $1", sandbox)
-            await dropping.execute(
-                "DELETE FROM entries WHERE account_id IN"
-                " (SELECT id FROM accounts WHERE ledger = $1)",
-                sandbox,
-            )
-            await dropping.execute("DELETE FROM operations WHERE ledger = $1", sandbox)
-            await dropping.execute("DELETE FROM accounts WHERE ledger = $1", sandbox)
+            await _delete_ledgers(dropping, [sandbox])
             waiting = [
                 asyncio.create_task(store.apply([Transfer("Ann", "Bob", 1, "", key, sandbox)]))
                 for key in ("t1", "t2")
