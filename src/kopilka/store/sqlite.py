@@ -136,8 +136,8 @@ def _nfc(value: str | bytes | int | float | None) -> str | bytes | int | float |
 
 def _make_private(path: str) -> None:
     """The database and its WAL readable by their owner alone, as kopilka makes them now:
-    one an older kopilka made, or a restore copied in, may be open to every user. (Not
-    the owner's: another user's file is left as it is.)"""
+    one an older kopilka made, or a restore copied in, may be open to every user. (A
+    file of another user's cannot be changed, and is left as it is.)"""
     for name in (path, f"{path}-wal", f"{path}-shm"):
         with contextlib.suppress(OSError):
             mode = os.stat(name).st_mode
