@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, TypeAlias
 
+from kopilka.errors import InvalidInput
+
 Role: TypeAlias = Literal["admin", "teller", "client"]
 ROLES: tuple[Role, ...] = ("admin", "teller", "client")
+
+
+def unknown_role() -> InvalidInput:
+    return InvalidInput("invalid_role", f"role must be one of {', '.join(ROLES)}")
+
+
 TOKEN_PREFIX = "kop_"  # noqa: S105 - a public prefix, not a secret
 
 

@@ -27,6 +27,7 @@ from kopilka.tokens import (
     new_secret,
     secret_matches,
     token_id_of,
+    unknown_role,
 )
 
 TOKEN_CACHE_TTL_SECONDS = 1.0
@@ -164,7 +165,7 @@ def new_token_record(
 ) -> tuple[TokenRecord, str]:
     """A fresh record and its secret (shown once, stored only as a hash)."""
     if role not in ROLES:
-        raise InvalidInput("invalid_role", f"role must be one of {', '.join(ROLES)}")
+        raise unknown_role()
     validate_chosen_ledger(ledger)  # from the API and the local `kopilka token create` alike
     if role == "client":
         if client is None:

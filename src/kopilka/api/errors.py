@@ -9,9 +9,9 @@ from __future__ import annotations
 import msgspec
 
 from kopilka.api.schemas import ErrorDetail, ErrorOut
-from kopilka.domain.rules import CLIENT_NAME_LENGTH_MAX, DESCRIPTION_LENGTH_MAX
+from kopilka.domain.rules import client_name_empty, client_name_too_long, description_too_long
 from kopilka.errors import InvalidInput, KopilkaError
-from kopilka.tokens import ROLES
+from kopilka.tokens import unknown_role
 
 _encoder = msgspec.json.Encoder()
 
@@ -78,23 +78,21 @@ def decode_error(error: msgspec.DecodeError | RecursionError) -> KopilkaError:
                 f'amounts are JSON strings like "100.50", never numbers ({text})',
             )
         if field == "role" and text.startswith("Invalid enum value"):
-            return InvalidInput("invalid_role", f"role must be one of {', '.join(ROLES)}")
+            return unknown_role()
         if " of length " in text and field in _FIELD_CODES:
-            message = _length_message(field, text) or f"invalid request body: {error}"
-            return InvalidInput(_FIELD_CODES[field], message)
+            refusal = _length_refusal(field, text)
+            return refusal or InvalidInput(_FIELD_CODES[field], f"invalid request body: {error}")
         return InvalidInput("invalid_request", f"invalid request body: {error}")
     return ApiError(400, "malformed_json", f"the request body is not valid JSON: {error}")
 
 
-def _length_message(field: str, text: str) -> str | None:
-    """The rules' own words for a name or description of the wrong length, which the
-    decoder meets first: a refusal reads the same from the shell and the API."""
+def _length_refusal(field: str, text: str) -> InvalidInput | None:
+    """The rules' own refusal of a name or description of the wrong length, which the
+    decoder meets first: it reads the same from the shell and the API."""
     if field in ("client", "from", "to"):
-        if "length >= " in text:
-            return "client name is empty"
-        return f"client name is longer than {CLIENT_NAME_LENGTH_MAX} characters"
+        return client_name_empty() if "length >= " in text else client_name_too_long()
     if field == "description":
-        return f"description is longer than {DESCRIPTION_LENGTH_MAX} characters"
+        return description_too_long()
     return None
 
 

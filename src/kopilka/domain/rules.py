@@ -556,13 +556,28 @@ def validate_chosen_ledger(ledger: str) -> None:
         )
 
 
+# Refusals the API's decoder also gives, meeting a length first: in the same words.
+def client_name_empty() -> InvalidInput:
+    return InvalidInput("invalid_client", "client name is empty")
+
+
+def client_name_too_long() -> InvalidInput:
+    return InvalidInput(
+        "invalid_client", f"client name is longer than {CLIENT_NAME_LENGTH_MAX} characters"
+    )
+
+
+def description_too_long() -> InvalidInput:
+    return InvalidInput(
+        "invalid_description", f"description is longer than {DESCRIPTION_LENGTH_MAX} characters"
+    )
+
+
 def validate_client(client: str) -> None:
     if not client or not client.strip():
-        raise InvalidInput("invalid_client", "client name is empty")
+        raise client_name_empty()
     if len(client) > CLIENT_NAME_LENGTH_MAX:
-        raise InvalidInput(
-            "invalid_client", f"client name is longer than {CLIENT_NAME_LENGTH_MAX} characters"
-        )
+        raise client_name_too_long()
     if not client.isprintable():
         raise InvalidInput(
             "invalid_client",
@@ -591,10 +606,7 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
                 valid_clients.add(client)
     description = command.description
     if len(description) > DESCRIPTION_LENGTH_MAX:
-        raise InvalidInput(
-            "invalid_description",
-            f"description is longer than {DESCRIPTION_LENGTH_MAX} characters",
-        )
+        raise description_too_long()
     # Statements print descriptions to terminals and CSV files: no escape sequences there,
     # and no lone surrogates (undecodable bytes from a command line) that no store can keep.
     if _UNPRINTABLE.search(description) is not None:
