@@ -172,6 +172,11 @@ async def _writes_told_their_keys(load: Load) -> None:
         status, headers, answer = await http.request("POST", "/v1/batch", {"operations": [item]})
     assert status == 503, answer
     assert headers.get("idempotency-key"), (headers, answer)
+    async with RawConnection(load.server) as http:
+        status, headers, answer = await http.request(
+            "POST", "/v1/batch", {"operations": [item]}, {"Idempotency-Key": "batch-told"}
+        )
+    assert (status, headers.get("idempotency-key")) == (503, "batch-told"), answer
     line = [
         *("deposit", f"--client={CLIENTS[1]}", "--amount=1.00", "--description=r-cli"),
         *("--url", load.server.url, "--token", load.server.token),

@@ -240,7 +240,7 @@ class KopilkaApp:
             status, payload, result = error.http_status, error_body(error), error.code
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
             if status == 503:  # applied or not may be unknown: a retry under this key settles it
-                headers.append((b"idempotency-key", _key_to_settle(key, request_headers)))
+                headers.append((b"idempotency-key", key_to_settle(key, request_headers)))
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
@@ -248,7 +248,7 @@ class KopilkaApp:
         self.metrics.latency(kind, time.perf_counter() - started)
 
 
-def _key_to_settle(key: str, headers: RequestHeaders | None) -> bytes:
+def key_to_settle(key: str, headers: RequestHeaders | None) -> bytes:
     """The write's key; for one refused before it had one, the caller's or a new one."""
     if key:
         return key.encode("latin-1")

@@ -85,10 +85,8 @@ from kopilka.errors import (
     InvalidInput,
     KopilkaError,
     NotFound,
-    Unavailable,
     stopped_before_answer,
 )
-from kopilka.idempotency import uuid7
 from kopilka.money import format_plain, parse_cents, parse_limit
 from kopilka.periods import parse_period
 from kopilka.spreadsheet import text_cell
@@ -139,18 +137,18 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
             {"error": {"code": "internal_error", "message": "internal error"}}, 500
         )
     if response.status_code == 503 and scope["path"] == "/v1/batch":
-        _name_the_key(response, scope)
+        # Applied or not may be unknown, as for a single write: the key that settles it.
+        from kopilka.api.app import RequestHeaders, key_to_settle
+
+        made = scope.get(_BATCH_KEY, "")  # the one its items' keys were made of, if any
+        key = key_to_settle(made, RequestHeaders(scope))
+        response.headers["idempotency-key"] = key.decode("latin-1")
     await response(scope, receive, send)
     app.metrics.latency("other", time.perf_counter() - started)
 
 
-def _name_the_key(response: Response, scope: Scope) -> None:
-    """A batch's 503 names the key to retry it with, as a single write's does: the
-    caller's own, or one made for it (the batch then did not reach the engine)."""
-    if "idempotency-key" in response.headers:
-        return
-    sent = [value for name, value in scope["headers"] if name == b"idempotency-key"]
-    response.headers["idempotency-key"] = sent[0].decode("latin-1") if sent else uuid7().hex
+# Where a batch leaves its key in the request's scope, for its answer's 503.
+_BATCH_KEY = "kopilka.batch_key"
 
 
 async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
@@ -360,6 +358,7 @@ class Call:
         suffix_length = len(f":{len(items) - 1}")
         length_max = CLIENT_KEY_LENGTH_MAX if role == "client" else IDEMPOTENCY_KEY_LENGTH_MAX
         prefix = self.headers.key_or_new(length_max - suffix_length)
+        self.scope[_BATCH_KEY] = prefix
         results: list[BatchResult | None] = [None] * len(items)
         commands: list[Command] = []
         positions: list[int] = []
@@ -378,14 +377,9 @@ class Call:
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
         # A client's claim is kept under its own mark, as its items' keys are.
         claimed = client_key(principal.client or "", prefix) if role == "client" else prefix
-        try:
-            outcomes = await self.app.engine.submit_many(
-                commands, self._claim(claimed, as_decoded), principal.token_id
-            )
-        except Unavailable as error:  # applied or not may be unknown: its key settles it
-            answer = error_response(error)
-            answer.headers["idempotency-key"] = prefix
-            return answer
+        outcomes = await self.app.engine.submit_many(
+            commands, self._claim(claimed, as_decoded), principal.token_id
+        )
         # Counted here and handed to the metrics once per batch, not once per item.
         counts: Counter[tuple[MoneyKind, str]] = Counter()
         client_caller = role == "client"
