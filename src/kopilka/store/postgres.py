@@ -73,6 +73,7 @@ from kopilka.store.postgres_schema import (
     TABLES,
 )
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
+from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
 T = TypeVar("T")
@@ -385,7 +386,7 @@ class PostgresStore:
         self._pool: Any = None
         self._batch_connections: list[Connection] = []
         self._outage_logged = False
-        self._refusals_logged: set[str] = set()  # each reason once: a table, a grant
+        self._refusals_told = Told()  # each reason once: a table, a grant
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.redacted_url!r})"
@@ -460,8 +461,7 @@ class PostgresStore:
         without where the database is. The operator's log gets where, once per reason."""
         first_line = str(error).partition("\n")[0]
         reason = redact_text(f"{first_line} ({type(error).__name__})", self._url)
-        if reason not in self._refusals_logged and len(self._refusals_logged) < 100:
-            self._refusals_logged.add(reason)
+        if self._refusals_told.first_time(reason):
             logger.warning(
                 "the database at %s refuses kopilka's work: %s", self.redacted_url, reason
             )

@@ -61,6 +61,7 @@ from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, TABLES
+from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
 logger = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ class SqliteStore:
         self._writer_jobs = 0
         # A small batch's COMMIT, in seconds, as a moving average (see LOOP_COMMIT_SECONDS_MAX).
         self._commit_seconds = 0.0
-        self._failures_logged: set[str] = set()
+        self._failures_told = Told()
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
@@ -456,8 +457,7 @@ class SqliteStore:
         """For the caller; and for the operator's log, once for each kind of failure (a
         full disk, a damaged file, a read-only one), or a server would fail in silence."""
         reason = str(error)
-        if reason not in self._failures_logged and len(self._failures_logged) < 100:
-            self._failures_logged.add(reason)
+        if self._failures_told.first_time(reason):
             logger.warning("the database %s failed: %s", self.path, reason)
         return Unavailable("store_unavailable", f"the database {self.path} failed: {reason}")
 
