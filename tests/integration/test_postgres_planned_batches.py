@@ -25,7 +25,8 @@ from kopilka.domain.model import (
     Withdraw,
 )
 from kopilka.errors import KopilkaError, RetryableStoreError
-from kopilka.store.postgres import PostgresStore, _delete_ledgers
+from kopilka.store.postgres import PostgresStore
+from kopilka.store.postgres_batch import delete_ledgers
 
 pytestmark = pytest.mark.postgres
 
@@ -157,7 +158,7 @@ async def test_two_batches_waiting_behind_a_sandboxs_end_are_each_refused(
             await transaction.start()
             # Another process's drop, held open: its row first, then the ledger's.
             await dropping.execute("DELETE FROM sandboxes WHERE ledger = $1", sandbox)
-            await _delete_ledgers(dropping, [sandbox])
+            await delete_ledgers(dropping, [sandbox])
             waiting = [
                 asyncio.create_task(store.apply([Transfer("Ann", "Bob", 1, "", key, sandbox)]))
                 for key in ("t1", "t2")

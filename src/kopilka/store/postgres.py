@@ -3,16 +3,18 @@
 A batch locks the existing accounts it touches in id order (SELECT ... FOR
 UPDATE), so batches from any number of processes serialise per account and
 never deadlock on each other; the rules run in memory (`plan_batch`); the
-plan is written with array (unnest) statements in a few round trips; then
-COMMIT. A batch that only moves money between accounts this process knows is
-planned on its last view of them instead, and written in one statement that
-checks each account first (postgres_accounts.py; a stale view means planning
-again the locking way). Transient failures (deadlock, serialization, a lost
-connection before COMMIT) surface as RetryableStoreError, which the engine
-retries. A connection lost *during* COMMIT is settled by asking the server
-whether the transaction committed (pg_xact_status), so a batch is never applied
-twice nor reported lost when it was not. An unreachable database is Unavailable
-(HTTP 503) at once, and the pool reconnects by itself when the server is back.
+plan is written with array (unnest) statements in a few round trips
+(postgres_batch.py); then COMMIT. A batch that only moves money between
+accounts this process knows is planned on its last view of them instead, and
+written in one statement that checks each account first (postgres_accounts.py;
+a stale view means planning again the locking way). Transient failures
+(deadlock, serialization, a lost connection before COMMIT) surface as
+RetryableStoreError, which the engine retries. A connection lost *during*
+COMMIT is settled by asking the server whether the transaction committed
+(pg_xact_status), so a batch is never applied twice nor reported lost when it
+was not. An unreachable database is Unavailable (HTTP 503) at once, and the
+pool reconnects by itself when the server is back. The schema's version is
+postgres_migrate.py's.
 """
 
 from __future__ import annotations
@@ -20,12 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from operator import attrgetter
 from typing import Any, TypeVar
 
 import asyncpg
@@ -35,20 +35,15 @@ from kopilka.domain.model import (
     MONEY_COMMAND_TYPES,
     SANDBOX_PREFIX,
     Account,
-    ClaimKey,
     Command,
     Operation,
     Outcome,
-    Refusal,
     SetLimits,
     sandbox_ledgers,
 )
 from kopilka.domain.rules import (
-    AccountKey,
     BatchPlan,
-    KnownClaims,
     KnownKeys,
-    OperationKey,
     accounts_touched,
     claimed_keys,
     operation_keys,
@@ -63,16 +58,21 @@ from kopilka.errors import (
     UnstorableInput,
 )
 from kopilka.settings import redact_text, redact_url
-from kopilka.store.foreign_tables import refuse_foreign_tables
 from kopilka.store.postgres_accounts import AccountCache, StaleViews
-from kopilka.store.postgres_schema import (
-    MIGRATION_LOCK_KEY,
-    MIGRATIONS,
-    SCHEMA_MIGRATIONS_TABLE,
-    SCHEMA_VERSION,
-    TABLES,
+from kopilka.store.postgres_batch import (
+    KeyAlreadyUsed,
+    PlannedBatch,
+    closed_sandboxes,
+    delete_ledgers,
+    load_claims,
+    load_operations,
+    load_refusals,
+    new_revisions,
+    refusal_may_be_a_retry,
+    write_plan,
+    write_planned_batch,
 )
-from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
+from kopilka.store.postgres_migrate import migrate
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
@@ -81,7 +81,6 @@ Connection = Any  # asyncpg ships no type hints
 
 logger = logging.getLogger(__name__)
 
-SERVER_VERSION_MIN = 13
 _BEGINNING = datetime(1, 1, 1, tzinfo=UTC)
 
 # The connection or the server went away: the statement did not complete here.
@@ -122,120 +121,6 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
 _ACCOUNT_COLUMNS = "id, ledger, client, balance, min_balance, max_balance, created_at"
 _TOKEN_COLUMNS = "id, token_hash, role, client, ledger, created_at, revoked"  # noqa: S105
 
-# From the keys to the unique index: a probe per key, however big the table grows.
-_KNOWN_OPERATIONS = """
-SELECT o.id, o.ledger, o.idempotency_key, o.kind, o.amount, d.client, c.client,
-       o.description, o.created_at,
-       (SELECT balance_after FROM entries WHERE account_id = o.debit_account_id
-          AND created_at = o.created_at AND operation_id = o.id),
-       (SELECT balance_after FROM entries WHERE account_id = o.credit_account_id
-          AND created_at = o.created_at AND operation_id = o.id)
-FROM unnest($1::text[], $2::text[]) AS k(ledger, idempotency_key)
-JOIN operations o ON o.ledger = k.ledger AND o.idempotency_key = k.idempotency_key
-LEFT JOIN accounts d ON d.id = o.debit_account_id
-LEFT JOIN accounts c ON c.id = o.credit_account_id
-"""
-
-# Another process may open the same client at the same moment: DO NOTHING waits for
-# it, and a missing row sends the batch back to be planned again with that account.
-_INSERT_ACCOUNTS = """
-INSERT INTO accounts (ledger, client, balance, min_balance, max_balance, created_at)
-SELECT t.*, $6 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t
-ON CONFLICT (ledger, client) DO NOTHING
-RETURNING id, ledger, client
-"""
-
-# All writes of a batch in one statement, from one array per operation column: the
-# operations take their ids from the sequence; the entries (debit before credit, in
-# operation order, so their ids keep the order a statement shows within one instant)
-# are derived in the database rather than sent; each changed account gets its new
-# balance and a new revision. It answers the transaction id that settles a COMMIT
-# whose answer is lost, and the operation ids in order.
-# An idempotency key that is already taken fails the statement with a unique
-# violation (after waiting for a concurrent holder of the key), and the batch is
-# redone with its keys read first: a plain insert costs a third less than ON
-# CONFLICT DO NOTHING, and a retried key is rare. So is a kept refusal's key, which
-# may not become an operation's: counted in this same round trip.
-_BATCH_ROWS = """
-WITH batch AS MATERIALIZED (
-    SELECT nextval('operations_id_seq') AS id, t.*
-    FROM unnest($1::text::text[], $2::text[], $3::text::text[], $4::text::bigint[],
-                $5::text::bigint[], $6::text::bigint[], $7::text[], $8::text::bigint[],
-                $9::text::bigint[])
-        WITH ORDINALITY AS t(ledger, idempotency_key, kind, amount, debit_account_id,
-                             credit_account_id, description, debit_balance_after,
-                             credit_balance_after, position)
-), new_operations AS (
-    INSERT INTO operations (id, ledger, idempotency_key, kind, amount,
-                            debit_account_id, credit_account_id, description, created_at)
-    SELECT id, ledger, idempotency_key, kind, amount,
-           debit_account_id, credit_account_id, description, $10
-    FROM batch
-), new_entries AS (
-    INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)
-    SELECT operation_id, account_id, amount, balance_after, $10 FROM (
-        SELECT position, 0 AS side, id AS operation_id, debit_account_id AS account_id,
-               -amount AS amount, debit_balance_after AS balance_after
-        FROM batch WHERE debit_account_id IS NOT NULL
-        UNION ALL
-        SELECT position, 1, id, credit_account_id, amount, credit_balance_after
-        FROM batch WHERE credit_account_id IS NOT NULL
-    ) AS e
-    ORDER BY position, side
-), refused_keys AS (
-    SELECT (SELECT count(*) FROM batch b JOIN refusals r
-                ON r.ledger = b.ledger AND r.idempotency_key = b.idempotency_key)
-         + (SELECT count(*) FROM batch b JOIN batch_requests q
-                ON q.ledger = b.ledger AND q.idempotency_key = b.idempotency_key) AS n
-)"""
-
-# In a transaction that has locked the accounts: the caller rolls back on refused keys.
-_WRITE_BATCH = (
-    _BATCH_ROWS
-    + """, changed_balances AS (
-    UPDATE accounts AS a SET balance = t.balance, revision = t.revision
-    FROM unnest($11::text::bigint[], $12::text::bigint[], $13::text::bigint[])
-        AS t(id, balance, revision)
-    WHERE a.id = t.id
-)
-SELECT pg_current_xact_id()::text, array_agg(id ORDER BY position),
-       (SELECT n FROM refused_keys)
-FROM batch
-"""
-)
-
-# On its own, in the transaction of this one statement: a batch planned on the
-# accounts as this process last saw them. An account that is not at the revision
-# and balance the batch was planned on, or gone, or a refused key, fails it whole.
-_WRITE_PLANNED_BATCH = (
-    _BATCH_ROWS
-    + """, changed_balances AS (
-    UPDATE accounts AS a SET balance = t.balance, revision = t.revision
-    FROM unnest($11::text::bigint[], $12::text::bigint[], $13::text::bigint[],
-                $14::text::bigint[], $15::text::bigint[])
-        AS t(id, balance, revision, planned_balance, planned_revision)
-    WHERE a.id = t.id AND a.revision = t.planned_revision AND a.balance = t.planned_balance
-    RETURNING 1
-)
-SELECT CASE WHEN (SELECT count(*) FROM changed_balances) = cardinality($11::text::bigint[])
-            AND (SELECT n FROM refused_keys) = 0
-       THEN pg_current_xact_id()::text ELSE kopilka_replan() END,
-       array_agg(id ORDER BY position)
-FROM batch
-"""
-)
-
-_IDEMPOTENCY_KEY_CONSTRAINT = "operations_ledger_idempotency_key_key"
-
-_UPDATE_ACCOUNTS = """
-UPDATE accounts AS a
-SET balance = t.balance, min_balance = t.min_balance, max_balance = t.max_balance,
-    revision = t.revision
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-     AS t(id, balance, min_balance, max_balance, revision)
-WHERE a.id = t.id
-"""
-
 
 def _account(row: Sequence[Any]) -> Account:
     return Account(
@@ -265,94 +150,6 @@ def _row_count(status: str) -> int:
 async def _no_reset(connection: Connection) -> None:
     """Nothing to reset on release: the store keeps no session state (asyncpg's default
     reset would cost a round trip per use; an open transaction is still rolled back)."""
-
-
-async def migrate(connection: Connection, redacted_url: str) -> int:
-    """Create or upgrade the schema; refuse a newer one, and tables kopilka did not
-    create. Returns the version found.
-
-    An up-to-date schema is only read, so a server whose role may only read and
-    write rows (no CREATE) opens it. Otherwise the transaction-scoped advisory lock
-    makes processes that start together take turns; the migrations and their
-    version rows commit together or not at all.
-    """
-    major = connection.get_server_version().major
-    if major < SERVER_VERSION_MIN:
-        raise Unavailable(
-            "unsupported_database",
-            f"kopilka needs PostgreSQL {SERVER_VERSION_MIN} or newer; the server is {major}",
-        )
-    version = await _schema_version(connection, redacted_url)
-    _refuse_newer(version)
-    if version == SCHEMA_VERSION:
-        return version
-    try:
-        async with connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-            await connection.execute(SCHEMA_MIGRATIONS_TABLE)
-            # Another process may have been first.
-            version = await _schema_version(connection, redacted_url)
-            _refuse_newer(version)
-            if version == 0:  # a refusal rolls back the schema_migrations just created
-                await _refuse_foreign_tables(connection, redacted_url)
-            for number in range(version + 1, SCHEMA_VERSION + 1):
-                await connection.execute(MIGRATIONS[number - 1])
-                await connection.execute(
-                    "INSERT INTO schema_migrations (version) VALUES ($1)", number
-                )
-    except asyncpg.exceptions.InsufficientPrivilegeError as error:
-        raise Unavailable(
-            "store_unavailable",
-            f"the database has schema version {version}, this kopilka needs "
-            f"{SCHEMA_VERSION}, and this user may not change it ({error}): "
-            "run `kopilka init` as a user with CREATE on the schema",
-        ) from error
-    return version
-
-
-# schema_migrations as kopilka makes it. Other tools keep a table of that name too (with
-# a `dirty` flag, a text version): read as kopilka's, its numbers would say a schema
-# that is not there is up to date.
-_MIGRATIONS_COLUMNS = {("version", "integer"), ("applied_at", "timestamp with time zone")}
-
-
-async def _schema_version(connection: Connection, redacted_url: str) -> int:
-    """The last migration applied, 0 in an empty database. Reads only."""
-    columns = {
-        (row[0], row[1])
-        for row in await connection.fetch(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-            " WHERE attrelid = to_regclass('schema_migrations') AND attnum > 0"
-            " AND NOT attisdropped"
-        )
-    }
-    if not columns:
-        return 0
-    if columns != _MIGRATIONS_COLUMNS:
-        refuse_foreign_tables(redacted_url, ("schema_migrations",), {"schema_migrations"})
-    return int(await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
-
-
-async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> None:
-    """No schema yet: refuse tables of kopilka's names found in the current schema."""
-    found = {
-        row[0]
-        for row in await connection.fetch(
-            "SELECT relname FROM pg_class WHERE relname = ANY($1::text[]) AND relnamespace ="
-            " (SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
-            list(TABLES),
-        )
-    }
-    refuse_foreign_tables(redacted_url, TABLES, found)
-
-
-def _refuse_newer(version: int) -> None:
-    if version > SCHEMA_VERSION:
-        raise Unavailable(
-            "unknown_schema",
-            f"the database has schema version {version}, newer than this kopilka "
-            f"knows ({SCHEMA_VERSION}); upgrade kopilka",
-        )
 
 
 class PostgresStore:
@@ -567,15 +364,15 @@ class PostgresStore:
         async with self._batch_connection() as connection:
             try:
                 return await self._apply_once(connection, commands, check_keys=False)
-            except _KeyAlreadyUsed:
+            except KeyAlreadyUsed:
                 pass
             # Rare: a retried request. Run the batch again, reading its keys first.
             try:
                 return await self._apply_once(connection, commands, check_keys=True)
-            except _KeyAlreadyUsed as error:
+            except KeyAlreadyUsed as error:
                 raise RetryableStoreError("an idempotency key was taken concurrently") from error
 
-    def _plan_on_known_accounts(self, commands: Sequence[Command]) -> _PlannedBatch | None:
+    def _plan_on_known_accounts(self, commands: Sequence[Command]) -> PlannedBatch | None:
         """A plan made on the accounts as this process last saw them, when the batch
         only moves money between such accounts and every command succeeds.
 
@@ -597,11 +394,11 @@ class PostgresStore:
         plan = plan_batch(commands, accounts, {}, self._clock.now())
         if plan.new_accounts or plan.refusals or plan.claims:
             return None
-        planned = _PlannedBatch(
+        planned = PlannedBatch(
             plan,
             keys,
             before,
-            _new_revisions(plan.changed_accounts),
+            new_revisions(plan.changed_accounts),
             writers,
             asyncio.get_running_loop().create_future(),
         )
@@ -609,7 +406,7 @@ class PostgresStore:
         return planned
 
     async def _write_planned(
-        self, commands: Sequence[Command], planned: _PlannedBatch
+        self, commands: Sequence[Command], planned: PlannedBatch
     ) -> list[Outcome] | None:
         """Write a plan made on known accounts in one statement, committed on its own,
         once the batches it was planned on are written.
@@ -626,7 +423,7 @@ class PostgresStore:
                 if not await before:
                     return None  # planned on a batch that was not written
             async with self._batch_connection() as connection:
-                operation_ids = await _write_planned_batch(connection, planned)
+                operation_ids = await write_planned_batch(connection, planned)
             written = True
         except _CONNECTION_LOST:
             lost = True
@@ -658,7 +455,7 @@ class PostgresStore:
         try:
             async with self._connection() as connection:
                 outcomes = await self._apply_once(connection, commands, check_keys=True)
-        except (KopilkaError, RetryableStoreError, _KeyAlreadyUsed) as error:
+        except (KopilkaError, RetryableStoreError, KeyAlreadyUsed) as error:
             raise self._outcome_unknown() from error
         except _CONNECTION_LOST as error:
             raise self._outcome_unknown(error) from error
@@ -681,7 +478,7 @@ class PostgresStore:
         try:
             await transaction.start()
             sandboxes = sandbox_ledgers(commands)
-            closed = await _closed_sandboxes(connection, sandboxes) if sandboxes else ()
+            closed = await closed_sandboxes(connection, sandboxes) if sandboxes else ()
             accounts, revisions, latest_entry_at = await self._accounts.lock(connection, keys)
             if latest_entry_at is not None:
                 # Another process, its clock ahead of ours, may have written them last.
@@ -702,15 +499,15 @@ class PostgresStore:
             if keys:
                 # Operations last: should two processes have both applied and refused
                 # one key at once, the applied operation is the answer that stands.
-                known.update(await _load_refusals(connection, keys))
-                known.update(await _load_operations(connection, keys))
-            known_claims = await _load_claims(connection, keys) if keys else None
+                known.update(await load_refusals(connection, keys))
+                known.update(await load_operations(connection, keys))
+            known_claims = await load_claims(connection, keys) if keys else None
             # Taken after the locks: a batch that waited for another one's accounts is
             # later in time too, so per-account time order is application order.
             plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims, closed)
-            if not check_keys and await _refusal_may_be_a_retry(connection, commands, plan):
-                raise _KeyAlreadyUsed
-            transaction_id, written = await _write_plan(connection, plan, limits)
+            if not check_keys and await refusal_may_be_a_retry(connection, commands, plan):
+                raise KeyAlreadyUsed
+            transaction_id, written = await write_plan(connection, plan, limits)
             revisions.update(written)
         except BaseException as error:
             if isinstance(error, _CONNECTION_LOST):
@@ -895,7 +692,7 @@ class PostgresStore:
                     )
                     if status != "DELETE 1":
                         return False
-                await _delete_ledgers(connection, [ledger])
+                await delete_ledgers(connection, [ledger])
                 return True
 
         dropped = await self._write(drop)
@@ -947,7 +744,7 @@ class PostgresStore:
                     "DELETE FROM sandboxes WHERE last_used < $1 RETURNING ledger", unused_since
                 )
                 idle = [row[0] for row in rows]
-                await _delete_ledgers(connection, idle)
+                await delete_ledgers(connection, idle)
                 return idle
 
         idle = await self._write(drop)
@@ -996,29 +793,6 @@ class PostgresStore:
         return [_token(row) for row in rows]
 
 
-@dataclass(slots=True)
-class _PlannedBatch:
-    """A batch planned on the accounts as this process last saw them."""
-
-    plan: BatchPlan
-    keys: set[AccountKey]
-    before: dict[int, tuple[int, int]]  # by account id: the balance and revision planned on
-    revisions: dict[int, int]  # by account id: the new revision of each changed account
-    after: set[asyncio.Future[bool]]  # the batches still being written it was planned on
-    written: asyncio.Future[bool]  # done when this one is written (True) or not (False)
-
-
-def _new_revisions(accounts: list[Account]) -> dict[int, int]:
-    """A random revision for each account to be written, by id: unlike a counter, two
-    writers (one of them failing) never make the same one for the same account.
-    The module's generator: it is seeded anew in a forked worker."""
-    return {account.id: random.getrandbits(63) for account in accounts}
-
-
-class _KeyAlreadyUsed(Exception):
-    """A batch met an idempotency key that is already in the database."""
-
-
 def _discard(connection: Connection) -> None:
     """Close a connection that failed as lost, so the pool never hands it out again:
     asyncpg may not have read the socket's close yet, or its protocol may be mid-way."""
@@ -1039,282 +813,3 @@ async def _rollback_quietly(transaction: Any) -> None:
     """Roll back if possible; a broken connection has rolled back on the server anyway."""
     with contextlib.suppress(Exception):
         await transaction.rollback()
-
-
-async def _load_operations(
-    connection: Connection, keys: set[OperationKey]
-) -> dict[OperationKey, Operation]:
-    if not keys:
-        return {}
-    rows = await connection.fetch(
-        _KNOWN_OPERATIONS, [ledger for ledger, _ in keys], [key for _, key in keys]
-    )
-    return {
-        (row[1], row[2]): Operation(
-            ledger=row[1],
-            idempotency_key=row[2],
-            kind=row[3],
-            amount_cents=row[4],
-            debit_client=row[5],
-            credit_client=row[6],
-            description=row[7],
-            created_at=row[8],
-            debit_balance_after_cents=row[9],
-            credit_balance_after_cents=row[10],
-            id=row[0],
-        )
-        for row in rows
-    }
-
-
-async def _load_refusals(connection: Connection, keys: set[OperationKey]) -> KnownKeys:
-    if not keys:
-        return {}
-    rows = await connection.fetch(
-        f"SELECT {REFUSAL_COLUMNS} FROM refusals"
-        " JOIN unnest($1::text[], $2::text[]) AS wanted(wanted_ledger, wanted_key)"
-        " ON ledger = wanted_ledger AND idempotency_key = wanted_key",
-        [ledger for ledger, _ in keys],
-        [key for _, key in keys],
-    )
-    return {(row[0], row[1]): Refusal(*row) for row in rows}
-
-
-async def _load_claims(connection: Connection, keys: set[OperationKey]) -> KnownClaims:
-    rows = await connection.fetch(
-        "SELECT ledger, idempotency_key, digest FROM batch_requests"
-        " JOIN unnest($1::text[], $2::text[]) AS wanted(wanted_ledger, wanted_key)"
-        " ON ledger = wanted_ledger AND idempotency_key = wanted_key",
-        [ledger for ledger, _ in keys],
-        [key for _, key in keys],
-    )
-    return {(row[0], row[1]): row[2] for row in rows}
-
-
-async def _insert_claims(connection: Connection, claims: list[ClaimKey]) -> None:
-    # A plain insert: should another process claim the same key at the same moment, it
-    # waits for that one, fails with a unique violation, and the batch is planned again
-    # (retried by the engine) reading the digest that now stands.
-    await connection.execute(
-        "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
-        " SELECT t.*, now() FROM unnest($1::text[], $2::text[], $3::text[]) AS t",
-        [c.ledger for c in claims],
-        [c.idempotency_key for c in claims],
-        [c.digest for c in claims],
-    )
-
-
-async def _insert_refusals(connection: Connection, refusals: list[Refusal]) -> None:
-    # Another process may have kept the same key's refusal a moment ago: the same answer.
-    await connection.executemany(
-        f"INSERT INTO refusals ({REFUSAL_COLUMNS})"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        " ON CONFLICT (ledger, idempotency_key) DO NOTHING",
-        [refusal_values(r, r.created_at) for r in refusals],
-    )
-
-
-async def _refusal_may_be_a_retry(
-    connection: Connection, commands: Sequence[Command], plan: BatchPlan
-) -> bool:
-    """A refused command whose key was used before must answer as it did then.
-
-    Refusals are rare, so only their keys are looked up; finding one sends the batch
-    down the path that reads every key first.
-    """
-    refused = [
-        (command.ledger, command.idempotency_key)
-        for command, outcome in zip(commands, plan.outcomes, strict=True)
-        if isinstance(outcome, KopilkaError) and isinstance(command, MONEY_COMMAND_TYPES)
-    ]
-    if not refused:
-        return False
-    found = await connection.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
-        " JOIN operations o ON o.ledger = k.ledger AND o.idempotency_key = k.key)"
-        " OR EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
-        " JOIN refusals r ON r.ledger = k.ledger AND r.idempotency_key = k.key)"
-        " OR EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS k(ledger, key)"
-        " JOIN batch_requests q ON q.ledger = k.ledger AND q.idempotency_key = k.key)",
-        [ledger for ledger, _ in refused],
-        [key for _, key in refused],
-    )
-    return bool(found)
-
-
-async def _closed_sandboxes(connection: Connection, sandboxes: set[str]) -> set[str]:
-    """Of these sandbox ledgers, the ones not open. The rows found are held (FOR KEY
-    SHARE) until this batch commits: a drop waits for it (_delete_ledgers)."""
-    rows = await connection.fetch(
-        "SELECT ledger FROM sandboxes WHERE ledger = ANY($1::text[]) FOR KEY SHARE",
-        list(sandboxes),
-    )
-    return sandboxes - {row[0] for row in rows}
-
-
-async def _delete_ledgers(connection: Connection, ledgers: list[str]) -> None:
-    """The ledgers' rows. A sandbox's row must be deleted first, in the same transaction:
-    that waits for every batch that found the sandbox open (FOR KEY SHARE) to commit,
-    and any batch after it finds the sandbox closed, so none writes behind the drop."""
-    if not ledgers:
-        return
-    await connection.execute(
-        "DELETE FROM entries WHERE account_id IN"
-        " (SELECT id FROM accounts WHERE ledger = ANY($1::text[]))",
-        ledgers,
-    )
-    await connection.execute("DELETE FROM operations WHERE ledger = ANY($1::text[])", ledgers)
-    await connection.execute("DELETE FROM refusals WHERE ledger = ANY($1::text[])", ledgers)
-    await connection.execute("DELETE FROM batch_requests WHERE ledger = ANY($1::text[])", ledgers)
-    await connection.execute("DELETE FROM accounts WHERE ledger = ANY($1::text[])", ledgers)
-
-
-async def _write_plan(
-    connection: Connection, plan: BatchPlan, limits: dict[int, tuple[int, int | None]] | None
-) -> tuple[str | None, dict[int, int]]:
-    """Write what the plan says. Returns the transaction id, or None when there was
-    nothing to write, and the new revision of each existing account written.
-
-    `limits` are the accounts' floors and caps as read (None: no command in the
-    batch changes any): an account whose limits changed is written whole in its own
-    statement, so no CHECK ever sees a new balance beside an old limit.
-    """
-    if not (
-        plan.new_accounts
-        or plan.operations
-        or plan.changed_accounts
-        or plan.refusals
-        or plan.claims
-    ):
-        return None, {}
-    if plan.refusals:
-        await _insert_refusals(connection, plan.refusals)
-    if plan.new_accounts:
-        await _insert_accounts(connection, plan.new_accounts)
-    balances_only: list[Account] = []
-    whole: list[Account] = []
-    for account in plan.changed_accounts:
-        same = limits is None or limits[account.id] == (
-            account.min_balance_cents,
-            account.max_balance_cents,
-        )
-        (balances_only if same else whole).append(account)
-    revisions = _new_revisions(whole)
-    if whole:
-        await connection.execute(
-            _UPDATE_ACCOUNTS, *_account_columns(whole), [revisions[a.id] for a in whole]
-        )
-    if not plan.operations:
-        # Without operations no balance changed: `balances_only` holds unchanged accounts.
-        if plan.claims:
-            await _insert_claims(connection, plan.claims)
-        plan.resolve_ids()
-        return str(await connection.fetchval("SELECT pg_current_xact_id()::text")), revisions
-    written = _new_revisions(balances_only)
-    balances = [
-        _int_array([a.id for a in balances_only]),
-        _int_array([a.balance_cents for a in balances_only]),
-        _int_array(list(written.values())),
-    ]
-    try:
-        transaction_id, operation_ids, refused_keys = await connection.fetchrow(
-            _WRITE_BATCH, *_operation_columns(plan), *balances
-        )
-    except asyncpg.exceptions.UniqueViolationError as error:
-        if error.constraint_name == _IDEMPOTENCY_KEY_CONSTRAINT:
-            raise _KeyAlreadyUsed from error
-        raise
-    if refused_keys:
-        raise _KeyAlreadyUsed
-    # After the operations, whose keys the write checks against those of claims: an
-    # account opened with money keeps its claim under the key of its opening deposit.
-    if plan.claims:
-        await _insert_claims(connection, plan.claims)
-    for operation, operation_id in zip(plan.operations, operation_ids, strict=True):
-        operation.id = operation_id
-    plan.resolve_ids()
-    revisions.update(written)
-    return str(transaction_id), revisions
-
-
-async def _write_planned_batch(connection: Connection, planned: _PlannedBatch) -> list[int]:
-    """Write a plan made on known accounts: one statement, its own transaction.
-    Returns the operation ids in order."""
-    # In id order, as the locking way locks them, for a plan that joins from this list
-    # (a hash join locks in the table's order instead; see docs/postgres.md).
-    changed = sorted(planned.plan.changed_accounts, key=attrgetter("id"))
-    before = [planned.before[a.id] for a in changed]
-    # fetch, not fetchrow: the reply then ends in the tag "SELECT 1", as a test's
-    # relay that cuts the connection at that moment looks for.
-    [(_, operation_ids)] = await connection.fetch(
-        _WRITE_PLANNED_BATCH,
-        *_operation_columns(planned.plan),
-        _int_array([a.id for a in changed]),
-        _int_array([a.balance_cents for a in changed]),
-        _int_array([planned.revisions[a.id] for a in changed]),
-        _int_array([balance for balance, _ in before]),
-        _int_array([revision for _, revision in before]),
-    )
-    return list(operation_ids)
-
-
-async def _insert_accounts(connection: Connection, accounts: list[Account]) -> None:
-    rows = await connection.fetch(
-        _INSERT_ACCOUNTS,
-        [a.ledger for a in accounts],
-        [a.client for a in accounts],
-        [a.balance_cents for a in accounts],
-        [a.min_balance_cents for a in accounts],
-        [a.max_balance_cents for a in accounts],
-        accounts[0].created_at,  # one time per batch
-    )
-    if len(rows) != len(accounts):
-        raise RetryableStoreError("another process opened one of these accounts at once")
-    ids = {(row[1], row[2]): row[0] for row in rows}
-    for account in accounts:
-        account.id = ids[(account.ledger, account.client)]
-
-
-def _operation_columns(plan: BatchPlan) -> list[Any]:
-    """The operations as column arrays for unnest, then the batch's one time."""
-    rows = [(debit_id, credit_id) for _, debit_id, credit_id in plan.operation_sides()]
-    operations = plan.operations
-    return [
-        _label_array([o.ledger for o in operations]),
-        [o.idempotency_key for o in operations],
-        _label_array([o.kind for o in operations]),
-        _int_array([o.amount_cents for o in operations]),
-        _int_array([debit_id for debit_id, _ in rows]),
-        _int_array([credit_id for _, credit_id in rows]),
-        [o.description for o in operations],
-        _int_array([o.debit_balance_after_cents for o in operations]),
-        _int_array([o.credit_balance_after_cents for o in operations]),
-        operations[0].created_at,
-    ]
-
-
-# Big arrays go in PostgreSQL's text form: asyncpg's binary encoder checks every
-# element against collections.abc, which costs twice as much as writing the text.
-# Free text (keys, descriptions, client names) stays in binary arrays: no quoting.
-
-
-def _int_array(values: Sequence[int | None]) -> str:
-    """A bigint[] literal, such as '{1,NULL,3}'."""
-    return "{" + ",".join(["NULL" if value is None else str(value) for value in values]) + "}"
-
-
-def _label_array(values: Sequence[str]) -> str:
-    """A text[] literal of few distinct values (ledgers, kinds), each quoted once."""
-    quoted = {
-        value: '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in set(values)
-    }
-    return "{" + ",".join([quoted[value] for value in values]) + "}"
-
-
-def _account_columns(accounts: list[Account]) -> list[list[Any]]:
-    return [
-        [a.id for a in accounts],
-        [a.balance_cents for a in accounts],
-        [a.min_balance_cents for a in accounts],
-        [a.max_balance_cents for a in accounts],
-    ]

@@ -1,0 +1,110 @@
+"""The PostgreSQL schema's version: read it, create or upgrade it, refuse one this
+kopilka does not know (newer, or tables of its names that another tool made)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from kopilka.errors import Unavailable
+from kopilka.store.foreign_tables import refuse_foreign_tables
+from kopilka.store.postgres_schema import (
+    MIGRATION_LOCK_KEY,
+    MIGRATIONS,
+    SCHEMA_MIGRATIONS_TABLE,
+    SCHEMA_VERSION,
+    TABLES,
+)
+
+Connection = Any  # asyncpg ships no type hints
+
+SERVER_VERSION_MIN = 13
+
+
+async def migrate(connection: Connection, redacted_url: str) -> int:
+    """Create or upgrade the schema; refuse a newer one, and tables kopilka did not
+    create. Returns the version found.
+
+    An up-to-date schema is only read, so a server whose role may only read and
+    write rows (no CREATE) opens it. Otherwise the transaction-scoped advisory lock
+    makes processes that start together take turns; the migrations and their
+    version rows commit together or not at all.
+    """
+    major = connection.get_server_version().major
+    if major < SERVER_VERSION_MIN:
+        raise Unavailable(
+            "unsupported_database",
+            f"kopilka needs PostgreSQL {SERVER_VERSION_MIN} or newer; the server is {major}",
+        )
+    version = await _schema_version(connection, redacted_url)
+    _refuse_newer(version)
+    if version == SCHEMA_VERSION:
+        return version
+    try:
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            await connection.execute(SCHEMA_MIGRATIONS_TABLE)
+            # Another process may have been first.
+            version = await _schema_version(connection, redacted_url)
+            _refuse_newer(version)
+            if version == 0:  # a refusal rolls back the schema_migrations just created
+                await _refuse_foreign_tables(connection, redacted_url)
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                await connection.execute(MIGRATIONS[number - 1])
+                await connection.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)", number
+                )
+    except asyncpg.exceptions.InsufficientPrivilegeError as error:
+        raise Unavailable(
+            "store_unavailable",
+            f"the database has schema version {version}, this kopilka needs "
+            f"{SCHEMA_VERSION}, and this user may not change it ({error}): "
+            "run `kopilka init` as a user with CREATE on the schema",
+        ) from error
+    return version
+
+
+# schema_migrations as kopilka makes it. Other tools keep a table of that name too (with
+# a `dirty` flag, a text version): read as kopilka's, its numbers would say a schema
+# that is not there is up to date.
+_MIGRATIONS_COLUMNS = {("version", "integer"), ("applied_at", "timestamp with time zone")}
+
+
+async def _schema_version(connection: Connection, redacted_url: str) -> int:
+    """The last migration applied, 0 in an empty database. Reads only."""
+    columns = {
+        (row[0], row[1])
+        for row in await connection.fetch(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = to_regclass('schema_migrations') AND attnum > 0"
+            " AND NOT attisdropped"
+        )
+    }
+    if not columns:
+        return 0
+    if columns != _MIGRATIONS_COLUMNS:
+        refuse_foreign_tables(redacted_url, ("schema_migrations",), {"schema_migrations"})
+    return int(await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> None:
+    """No schema yet: refuse tables of kopilka's names found in the current schema."""
+    found = {
+        row[0]
+        for row in await connection.fetch(
+            "SELECT relname FROM pg_class WHERE relname = ANY($1::text[]) AND relnamespace ="
+            " (SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
+            list(TABLES),
+        )
+    }
+    refuse_foreign_tables(redacted_url, TABLES, found)
+
+
+def _refuse_newer(version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise Unavailable(
+            "unknown_schema",
+            f"the database has schema version {version}, newer than this kopilka "
+            f"knows ({SCHEMA_VERSION}); upgrade kopilka",
+        )
