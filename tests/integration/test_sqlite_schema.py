@@ -26,7 +26,8 @@ from kopilka.domain.model import Deposit
 from kopilka.engine import Engine
 from kopilka.errors import Unavailable
 from kopilka.store import open_store
-from kopilka.store.sqlite import connect, migrate
+from kopilka.store.sqlite import connect
+from kopilka.store.sqlite_migrate import migrate
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 OPERATION = (

@@ -40,7 +40,6 @@ from kopilka.domain.model import (
     Operation,
     Outcome,
     Refusal,
-    client_name,
     sandbox_ledgers,
 )
 from kopilka.domain.rules import (
@@ -56,11 +55,10 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
-from kopilka.store.foreign_tables import refuse_foreign_tables
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
-from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, TABLES
+from kopilka.store.sqlite_migrate import migrate
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
@@ -130,11 +128,6 @@ def connect(path: str) -> sqlite3.Connection:
     return connection
 
 
-def _nfc(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
-    """A client name in NFC (client_name), for SQL; NULL and non-text pass unchanged."""
-    return client_name(value) if isinstance(value, str) else value
-
-
 def _make_private(path: str) -> None:
     """The database and its WAL readable by their owner alone, as kopilka makes them now:
     one an older kopilka made, or a restore copied in, may be open to every user. (A
@@ -144,64 +137,6 @@ def _make_private(path: str) -> None:
             mode = os.stat(name).st_mode
             if mode & 0o077:
                 os.chmod(name, mode & 0o700)
-
-
-def migrate(connection: sqlite3.Connection) -> int:
-    """Create or upgrade the schema; refuse a newer one this version does not know, and
-    tables kopilka did not create."""
-    # A migration may rebuild a table others refer to (foreign keys are off, see
-    # connect()); every reference is checked before the upgrade commits.
-    # SQLite has no Unicode normalization: migration 6 rewrites client names in NFC
-    # with the very function the ledger normalizes every name with.
-    connection.create_function("nfc", 1, _nfc, deterministic=True)
-    # An up-to-date schema is only read: no write lock to wait for behind another
-    # process's long transaction (WAL lets this read go on beside it).
-    version = connection.execute("PRAGMA user_version").fetchone()[0]
-    if version == SCHEMA_VERSION:
-        return int(version)
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise Unavailable(
-                "unknown_schema",
-                f"the database has schema version {version}, newer than this kopilka "
-                f"knows ({SCHEMA_VERSION}); upgrade kopilka",
-            )
-        if version == 0:
-            _refuse_foreign_tables(connection)
-        for number in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[number - 1].split(";"):
-                if statement.strip():
-                    connection.execute(statement)
-            connection.execute(f"PRAGMA user_version = {number}")
-        if version < SCHEMA_VERSION:
-            broken = connection.execute("PRAGMA foreign_key_check").fetchone()
-            if broken is not None:
-                raise Unavailable(
-                    "broken_schema",
-                    f"cannot upgrade the schema: a row of {broken[0]} refers to a "
-                    f"missing row of {broken[2]}; nothing was changed",
-                )
-        connection.execute("COMMIT")
-        return int(version)
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-
-
-def _refuse_foreign_tables(connection: sqlite3.Connection) -> None:
-    """No schema yet (user_version 0): refuse tables of kopilka's names found already."""
-    marks = ", ".join("?" * len(TABLES))
-    found = {
-        name
-        for (name,) in connection.execute(
-            f"SELECT name FROM sqlite_master WHERE name IN ({marks})", TABLES
-        )
-    }
-    if found:
-        path = connection.execute("PRAGMA database_list").fetchone()[2]
-        refuse_foreign_tables(path, TABLES, found)
 
 
 class SqliteStore:
