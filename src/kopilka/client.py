@@ -4,7 +4,7 @@ Refusals come back as the very KopilkaError the engine raised (same code, same
 message), rebuilt from the error JSON. One httpx connection pool is kept per
 client, so calls reuse a keep-alive connection. A money write is retried after
 a network failure or a 429/503 only with its own Idempotency-Key, so a retry
-can never apply it twice.
+can never apply it twice. The JSON's shapes are client_wire.py's.
 """
 
 from __future__ import annotations
@@ -14,22 +14,28 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 
+from kopilka.client_wire import (
+    TokenInfo,
+    account_from,
+    batch_item,
+    cents_from,
+    money_text,
+    operation_from,
+    statement_line_from,
+    token_from,
+)
 from kopilka.domain.model import (
     DEFAULT_LEDGER,
     Account,
     Command,
-    Deposit,
     Operation,
     Outcome,
-    Transfer,
-    Withdraw,
 )
 from kopilka.domain.statement import Statement, StatementLine, build_statement
 from kopilka.errors import (
@@ -44,7 +50,6 @@ from kopilka.errors import (
     Unavailable,
 )
 from kopilka.idempotency import new_key
-from kopilka.money import format_plain, parse_cents
 from kopilka.settings import home, redact_url
 
 T = TypeVar("T")
@@ -115,18 +120,6 @@ def normalize_url(url: str) -> str:
             "invalid_url", f"invalid server URL {redact_url(url)!r}: give it as http://HOST:PORT"
         )
     return url.rstrip("/")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    """A token as the server lists it: never its secret, nor the secret's hash."""
-
-    id: str
-    role: str
-    ledger: str
-    client: str | None
-    created_at: datetime
-    revoked: bool
 
 
 class Client:
@@ -243,7 +236,7 @@ class Client:
         # Like the embedded shell, the first deposit opens the account.
         body = {
             "client": client,
-            "amount": _money_text(amount_cents),
+            "amount": money_text(amount_cents),
             "description": description,
             "open_account": True,
         }
@@ -256,7 +249,7 @@ class Client:
         description: str,
         idempotency_key: str | None = None,
     ) -> Operation:
-        body = {"client": client, "amount": _money_text(amount_cents), "description": description}
+        body = {"client": client, "amount": money_text(amount_cents), "description": description}
         return self._money("/v1/withdrawals", body, idempotency_key)
 
     def transfer(
@@ -270,7 +263,7 @@ class Client:
         body = {
             "from": from_client,
             "to": to_client,
-            "amount": _money_text(amount_cents),
+            "amount": money_text(amount_cents),
             "description": description,
         }
         return self._money("/v1/transfers", body, idempotency_key)
@@ -283,12 +276,12 @@ class Client:
         opening_balance_cents: int = 0,
         idempotency_key: str = "",
     ) -> Account:
-        cap = None if max_balance_cents is None else _money_text(max_balance_cents)
+        cap = None if max_balance_cents is None else money_text(max_balance_cents)
         body = {
             "client": client,
-            "min_balance": _money_text(min_balance_cents),
+            "min_balance": money_text(min_balance_cents),
             "max_balance": cap,
-            "opening_balance": _money_text(opening_balance_cents),
+            "opening_balance": money_text(opening_balance_cents),
         }
         # Retried only when the request never left (ConnectError): a second try of one
         # that did would be refused as account_exists, not applied twice.
@@ -310,11 +303,11 @@ class Client:
     ) -> Account:
         body: dict[str, Any] = {}
         if min_balance_cents is not None:
-            body["min_balance"] = _money_text(min_balance_cents)
+            body["min_balance"] = money_text(min_balance_cents)
         if clear_max:
             body["max_balance"] = None
         elif max_balance_cents is not None:
-            body["max_balance"] = _money_text(max_balance_cents)
+            body["max_balance"] = money_text(max_balance_cents)
         return self._call("PATCH", _account_path(client), self._account_from, json=body)
 
     def account(self, client: str) -> Account:
@@ -343,7 +336,7 @@ class Client:
 
         def read(answer: Any) -> tuple[int, list[StatementLine]]:
             lines = [statement_line_from(line) for line in answer["lines"]]
-            return _cents(answer["opening_balance"]), lines
+            return cents_from(answer["opening_balance"]), lines
 
         path = _account_path(client) + "/statement"
         opening, lines = self._call("GET", path, read, params=params)
@@ -351,7 +344,7 @@ class Client:
 
     def execute_many(self, commands: Sequence[Command], idempotency_key: str) -> list[Outcome]:
         """Money commands in one request (one engine batch); one outcome each, in order."""
-        items = [_batch_item(command) for command in commands]
+        items = [batch_item(command) for command in commands]
 
         def read(answer: Any) -> list[Outcome]:
             outcomes: list[Outcome] = []
@@ -522,14 +515,6 @@ def _header_key(key: str) -> str:
     return key
 
 
-def _money_text(cents: int) -> str:
-    """Cents as the API's decimal text. Only an int is cents: 1.5 or True is refused
-    here, as the embedded bank's rules refuse it, not sent as something else."""
-    if type(cents) is not int:
-        raise InvalidInput("invalid_amount", f"an amount is whole cents (an int), not {cents!r}")
-    return format_plain(cents)
-
-
 def _account_path(client: str) -> str:
     return "/v1/accounts/" + _segment(client)
 
@@ -538,99 +523,3 @@ def _segment(text: str) -> str:
     """`text` as one path segment. Dots too are encoded: a client named '.' or '..' would
     otherwise be taken out of the path as a dot segment (the server decodes them)."""
     return quote(text, safe="").replace(".", "%2E")
-
-
-def _cents(text: str) -> int:
-    return parse_cents(text, allow_negative=True, allow_zero=True)
-
-
-def account_from(data: dict[str, Any], ledger: str) -> Account:
-    cap = data["max_balance"]
-    return Account(
-        ledger=ledger,
-        client=data["client"],
-        balance_cents=_cents(data["balance"]),
-        min_balance_cents=_cents(data["min_balance"]),
-        max_balance_cents=None if cap is None else _cents(cap),
-        created_at=datetime.fromisoformat(data["created_at"]),
-    )
-
-
-def token_from(data: dict[str, Any]) -> TokenInfo:
-    return TokenInfo(
-        id=data["id"],
-        role=data["role"],
-        ledger=data["ledger"],
-        client=data.get("client"),
-        created_at=datetime.fromisoformat(data["created_at"]),
-        revoked=data.get("revoked", False),
-    )
-
-
-def operation_from(data: dict[str, Any], ledger: str, replayed: bool) -> Operation:
-    kind = data["kind"]
-    if kind == "transfer":
-        debit, credit = data["from"], data["to"]
-        # A client token is not told the payee's balance: its answer leaves it out.
-        debit_after, credit_after = data["from_balance_after"], data.get("to_balance_after")
-    elif kind == "deposit":
-        debit, credit, debit_after, credit_after = None, data["client"], None, data["balance_after"]
-    else:
-        debit, credit, debit_after, credit_after = data["client"], None, data["balance_after"], None
-    return Operation(
-        ledger=ledger,
-        idempotency_key=data["idempotency_key"],
-        kind=kind,
-        amount_cents=_cents(data["amount"]),
-        debit_client=debit,
-        credit_client=credit,
-        description=data["description"],
-        created_at=datetime.fromisoformat(data["created_at"]),
-        debit_balance_after_cents=None if debit_after is None else _cents(debit_after),
-        credit_balance_after_cents=None if credit_after is None else _cents(credit_after),
-        id=data["id"],
-        replayed=replayed,
-    )
-
-
-def statement_line_from(data: dict[str, Any]) -> StatementLine:
-    return StatementLine(
-        entry_id=data["id"],
-        created_at=datetime.fromisoformat(data["created_at"]),
-        kind=data["kind"],
-        description=data["description"],
-        amount_cents=_cents(data["amount"]),
-        balance_after_cents=_cents(data["balance_after"]),
-        counterparty=data.get("counterparty"),
-        operation_id=data["operation_id"],
-    )
-
-
-def _batch_item(command: Command) -> dict[str, Any]:
-    if isinstance(command, Transfer):
-        return {
-            "type": "transfer",
-            "from": command.from_client,
-            "to": command.to_client,
-            "amount": _money_text(command.amount_cents),
-            "description": command.description,
-            "idempotency_key": command.idempotency_key,
-        }
-    if isinstance(command, Deposit):
-        return {
-            "type": "deposit",
-            "client": command.client,
-            "amount": _money_text(command.amount_cents),
-            "description": command.description,
-            "idempotency_key": command.idempotency_key,
-            "open_account": command.open_account,
-        }
-    if isinstance(command, Withdraw):
-        return {
-            "type": "withdrawal",
-            "client": command.client,
-            "amount": _money_text(command.amount_cents),
-            "description": command.description,
-            "idempotency_key": command.idempotency_key,
-        }
-    raise InvalidInput("invalid_command", "only deposits, withdrawals and transfers batch")

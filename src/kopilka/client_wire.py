@@ -1,0 +1,133 @@
+"""The HTTP API's JSON, as the client reads it into domain values and writes them.
+
+Amounts travel as decimal text ("100.50") and are whole cents on both sides; the
+shapes are the server's (api/schemas.py), read here without the server's code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kopilka.domain.model import Account, Command, Deposit, Operation, Transfer, Withdraw
+from kopilka.domain.statement import StatementLine
+from kopilka.errors import InvalidInput
+from kopilka.money import format_plain, parse_cents
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """A token as the server lists it: never its secret, nor the secret's hash."""
+
+    id: str
+    role: str
+    ledger: str
+    client: str | None
+    created_at: datetime
+    revoked: bool
+
+
+def money_text(cents: int) -> str:
+    """Cents as the API's decimal text. Only an int is cents: 1.5 or True is refused
+    here, as the embedded bank's rules refuse it, not sent as something else."""
+    if type(cents) is not int:
+        raise InvalidInput("invalid_amount", f"an amount is whole cents (an int), not {cents!r}")
+    return format_plain(cents)
+
+
+def cents_from(text: str) -> int:
+    """An amount as the API writes it ("-12.50"), in cents."""
+    return parse_cents(text, allow_negative=True, allow_zero=True)
+
+
+def account_from(data: dict[str, Any], ledger: str) -> Account:
+    cap = data["max_balance"]
+    return Account(
+        ledger=ledger,
+        client=data["client"],
+        balance_cents=cents_from(data["balance"]),
+        min_balance_cents=cents_from(data["min_balance"]),
+        max_balance_cents=None if cap is None else cents_from(cap),
+        created_at=datetime.fromisoformat(data["created_at"]),
+    )
+
+
+def token_from(data: dict[str, Any]) -> TokenInfo:
+    return TokenInfo(
+        id=data["id"],
+        role=data["role"],
+        ledger=data["ledger"],
+        client=data.get("client"),
+        created_at=datetime.fromisoformat(data["created_at"]),
+        revoked=data.get("revoked", False),
+    )
+
+
+def operation_from(data: dict[str, Any], ledger: str, replayed: bool) -> Operation:
+    kind = data["kind"]
+    if kind == "transfer":
+        debit, credit = data["from"], data["to"]
+        # A client token is not told the payee's balance: its answer leaves it out.
+        debit_after, credit_after = data["from_balance_after"], data.get("to_balance_after")
+    elif kind == "deposit":
+        debit, credit, debit_after, credit_after = None, data["client"], None, data["balance_after"]
+    else:
+        debit, credit, debit_after, credit_after = data["client"], None, data["balance_after"], None
+    return Operation(
+        ledger=ledger,
+        idempotency_key=data["idempotency_key"],
+        kind=kind,
+        amount_cents=cents_from(data["amount"]),
+        debit_client=debit,
+        credit_client=credit,
+        description=data["description"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        debit_balance_after_cents=None if debit_after is None else cents_from(debit_after),
+        credit_balance_after_cents=None if credit_after is None else cents_from(credit_after),
+        id=data["id"],
+        replayed=replayed,
+    )
+
+
+def statement_line_from(data: dict[str, Any]) -> StatementLine:
+    return StatementLine(
+        entry_id=data["id"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        kind=data["kind"],
+        description=data["description"],
+        amount_cents=cents_from(data["amount"]),
+        balance_after_cents=cents_from(data["balance_after"]),
+        counterparty=data.get("counterparty"),
+        operation_id=data["operation_id"],
+    )
+
+
+def batch_item(command: Command) -> dict[str, Any]:
+    if isinstance(command, Transfer):
+        return {
+            "type": "transfer",
+            "from": command.from_client,
+            "to": command.to_client,
+            "amount": money_text(command.amount_cents),
+            "description": command.description,
+            "idempotency_key": command.idempotency_key,
+        }
+    if isinstance(command, Deposit):
+        return {
+            "type": "deposit",
+            "client": command.client,
+            "amount": money_text(command.amount_cents),
+            "description": command.description,
+            "idempotency_key": command.idempotency_key,
+            "open_account": command.open_account,
+        }
+    if isinstance(command, Withdraw):
+        return {
+            "type": "withdrawal",
+            "client": command.client,
+            "amount": money_text(command.amount_cents),
+            "description": command.description,
+            "idempotency_key": command.idempotency_key,
+        }
+    raise InvalidInput("invalid_command", "only deposits, withdrawals and transfers batch")
