@@ -11,8 +11,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_to_bytes
 
@@ -62,8 +61,8 @@ from kopilka.api.schemas import (
     WhoAmIOut,
     account_out,
     operation_out,
-    statement_line_out,
 )
+from kopilka.api.statement_stream import csv_statement, first_page_read, json_statement
 from kopilka.domain.model import (
     SANDBOX_PREFIX,
     Account,
@@ -79,7 +78,6 @@ from kopilka.domain.rules import (
     validate_client,
     validate_ledger_name,
 )
-from kopilka.domain.statement import StatementLine
 from kopilka.errors import (
     Forbidden,
     InvalidInput,
@@ -87,9 +85,8 @@ from kopilka.errors import (
     NotFound,
     stopped_before_answer,
 )
-from kopilka.money import format_plain, parse_cents, parse_limit
+from kopilka.money import parse_cents, parse_limit
 from kopilka.periods import parse_period
-from kopilka.spreadsheet import text_cell
 from kopilka.tokens import TokenRecord, is_token_id
 
 if TYPE_CHECKING:
@@ -98,7 +95,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 ACCOUNTS_PAGE_MAX = 1_000
-STATEMENT_CHUNK_LINES = 500
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -338,11 +334,11 @@ class Call:
         since, till = parse_period(query.get("since"), query.get("till"), zone=UTC)
         engine = self.app.engine
         account, opening = await engine.statement_header(self.ledger, client, since, till)
-        lines = await _first_page_read(engine.statement_lines(account.id, since, till))
+        lines = await first_page_read(engine.statement_lines(account.id, since, till))
         if form == "csv":
-            return StreamingResponse(_csv_statement(lines), media_type="text/csv")
+            return StreamingResponse(csv_statement(lines), media_type="text/csv")
         return StreamingResponse(
-            _json_statement(lines, account, opening, since, till),
+            json_statement(lines, account, opening, since, till),
             media_type="application/json",
         )
 
@@ -525,102 +521,6 @@ def _item_kind(item: BatchItem | KopilkaError) -> MoneyKind:
     if isinstance(item, BatchTransfer):
         return "transfer"
     return "deposit" if isinstance(item, BatchDeposit) else "withdrawal"
-
-
-async def _first_page_read(lines: AsyncIterator[StatementLine]) -> AsyncIterator[StatementLine]:
-    """The same lines, the first page read already: once the 200 has gone out, a store
-    that fails can only cut the answer short, so the likeliest failure (the database
-    away) is met while a 503 can still be sent."""
-    first = await anext(lines, None)
-
-    async def from_the_first() -> AsyncIterator[StatementLine]:
-        if first is None:
-            return
-        yield first
-        async for line in lines:
-            yield line
-
-    return from_the_first()
-
-
-async def _json_statement(
-    lines: AsyncIterator[StatementLine],
-    account: Account,
-    opening: int,
-    since: datetime | None,
-    till: datetime,
-) -> AsyncIterator[bytes]:
-    head = _encoder.encode(
-        {
-            "client": account.client,
-            "since": None if since is None else since.isoformat(),
-            "till": till.isoformat(),
-            "opening_balance": format_plain(opening),
-        }
-    )
-    yield head[:-1] + b',"lines":['
-    withdrawals = deposits = 0
-    closing = opening
-    chunk: list[bytes] = []
-    first = True
-    async for line in lines:
-        if line.amount_cents < 0:
-            withdrawals -= line.amount_cents
-        else:
-            deposits += line.amount_cents
-        closing = line.balance_after_cents
-        encoded = _encoder.encode(statement_line_out(line))
-        chunk.append(encoded if first else b"," + encoded)
-        first = False
-        if len(chunk) >= STATEMENT_CHUNK_LINES:
-            yield b"".join(chunk)
-            chunk.clear()
-    tail = {
-        "withdrawals": format_plain(withdrawals),
-        "deposits": format_plain(deposits),
-        "closing_balance": format_plain(closing),
-    }
-    yield b"".join(chunk) + b"]," + _encoder.encode(tail)[1:]
-
-
-async def _csv_statement(lines: AsyncIterator[StatementLine]) -> AsyncIterator[bytes]:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(
-        [
-            "id",
-            "created_at",
-            "kind",
-            "description",
-            "amount",
-            "balance_after",
-            "counterparty",
-            "operation_id",
-        ]
-    )
-    count = 0
-    async for line in lines:
-        writer.writerow(
-            [
-                line.entry_id,
-                line.created_at.isoformat(),
-                line.kind,
-                text_cell(line.description),
-                format_plain(line.amount_cents),
-                format_plain(line.balance_after_cents),
-                text_cell(line.counterparty or ""),
-                line.operation_id,
-            ]
-        )
-        count += 1
-        if count % STATEMENT_CHUNK_LINES == 0:
-            yield buffer.getvalue().encode()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue().encode()
 
 
 __all__ = ["dispatch", "error_response", "json_response"]

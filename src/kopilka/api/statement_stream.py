@@ -1,0 +1,113 @@
+"""A statement as the API streams it, JSON or CSV, in chunks of lines: a long period
+is never held whole in memory, and its totals are summed on the way."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import msgspec
+
+from kopilka.api.schemas import statement_line_out
+from kopilka.domain.model import Account
+from kopilka.domain.statement import StatementLine
+from kopilka.money import format_plain
+from kopilka.spreadsheet import text_cell
+
+STATEMENT_CHUNK_LINES = 500
+_encoder = msgspec.json.Encoder()
+
+
+async def first_page_read(lines: AsyncIterator[StatementLine]) -> AsyncIterator[StatementLine]:
+    """The same lines, the first page read already: once the 200 has gone out, a store
+    that fails can only cut the answer short, so the likeliest failure (the database
+    away) is met while a 503 can still be sent."""
+    first = await anext(lines, None)
+
+    async def from_the_first() -> AsyncIterator[StatementLine]:
+        if first is None:
+            return
+        yield first
+        async for line in lines:
+            yield line
+
+    return from_the_first()
+
+
+async def json_statement(
+    lines: AsyncIterator[StatementLine],
+    account: Account,
+    opening: int,
+    since: datetime | None,
+    till: datetime,
+) -> AsyncIterator[bytes]:
+    head = _encoder.encode(
+        {
+            "client": account.client,
+            "since": None if since is None else since.isoformat(),
+            "till": till.isoformat(),
+            "opening_balance": format_plain(opening),
+        }
+    )
+    yield head[:-1] + b',"lines":['
+    withdrawals = deposits = 0
+    closing = opening
+    chunk: list[bytes] = []
+    first = True
+    async for line in lines:
+        if line.amount_cents < 0:
+            withdrawals -= line.amount_cents
+        else:
+            deposits += line.amount_cents
+        closing = line.balance_after_cents
+        encoded = _encoder.encode(statement_line_out(line))
+        chunk.append(encoded if first else b"," + encoded)
+        first = False
+        if len(chunk) >= STATEMENT_CHUNK_LINES:
+            yield b"".join(chunk)
+            chunk.clear()
+    tail = {
+        "withdrawals": format_plain(withdrawals),
+        "deposits": format_plain(deposits),
+        "closing_balance": format_plain(closing),
+    }
+    yield b"".join(chunk) + b"]," + _encoder.encode(tail)[1:]
+
+
+async def csv_statement(lines: AsyncIterator[StatementLine]) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(
+        [
+            "id",
+            "created_at",
+            "kind",
+            "description",
+            "amount",
+            "balance_after",
+            "counterparty",
+            "operation_id",
+        ]
+    )
+    count = 0
+    async for line in lines:
+        writer.writerow(
+            [
+                line.entry_id,
+                line.created_at.isoformat(),
+                line.kind,
+                text_cell(line.description),
+                format_plain(line.amount_cents),
+                format_plain(line.balance_after_cents),
+                text_cell(line.counterparty or ""),
+                line.operation_id,
+            ]
+        )
+        count += 1
+        if count % STATEMENT_CHUNK_LINES == 0:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
