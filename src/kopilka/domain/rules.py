@@ -147,6 +147,17 @@ def operation_keys(commands: Iterable[Command]) -> set[OperationKey]:
     return keys
 
 
+def refused_money_keys(commands: Sequence[Command], plan: BatchPlan) -> list[OperationKey]:
+    """The keys of the money commands this plan refuses. A refused command whose key was
+    used before must answer as it did then: a store planned without reading the keys
+    looks these few up, and finding one plans the batch again reading every key."""
+    return [
+        (command.ledger, command.idempotency_key)
+        for command, outcome in zip(commands, plan.outcomes, strict=True)
+        if isinstance(outcome, KopilkaError) and isinstance(command, MONEY_COMMAND_TYPES)
+    ]
+
+
 def claimed_keys(commands: Iterable[Command]) -> set[OperationKey]:
     """The keys a batch's ClaimKey commands hold: the store reads what stands under them."""
     return {

@@ -16,9 +16,16 @@ from typing import Any
 
 import asyncpg
 
-from kopilka.domain.model import MONEY_COMMAND_TYPES, Account, ClaimKey, Command, Operation, Refusal
-from kopilka.domain.rules import AccountKey, BatchPlan, KnownClaims, KnownKeys, OperationKey
-from kopilka.errors import KopilkaError, RetryableStoreError
+from kopilka.domain.model import Account, ClaimKey, Command, Operation, Refusal
+from kopilka.domain.rules import (
+    AccountKey,
+    BatchPlan,
+    KnownClaims,
+    KnownKeys,
+    OperationKey,
+    refused_money_keys,
+)
+from kopilka.errors import RetryableStoreError
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 
 Connection = Any  # asyncpg ships no type hints
@@ -237,16 +244,8 @@ async def _insert_refusals(connection: Connection, refusals: list[Refusal]) -> N
 async def refusal_may_be_a_retry(
     connection: Connection, commands: Sequence[Command], plan: BatchPlan
 ) -> bool:
-    """A refused command whose key was used before must answer as it did then.
-
-    Refusals are rare, so only their keys are looked up; finding one sends the batch
-    down the path that reads every key first.
-    """
-    refused = [
-        (command.ledger, command.idempotency_key)
-        for command, outcome in zip(commands, plan.outcomes, strict=True)
-        if isinstance(outcome, KopilkaError) and isinstance(command, MONEY_COMMAND_TYPES)
-    ]
+    """Whether a key the plan refuses was used before (rules.refused_money_keys)."""
+    refused = refused_money_keys(commands, plan)
     if not refused:
         return False
     found = await connection.fetchval(

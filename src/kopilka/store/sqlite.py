@@ -33,7 +33,6 @@ from typing import Any, NoReturn, TypeVar
 
 from kopilka.clock import MonotonicClock, from_micros, to_micros
 from kopilka.domain.model import (
-    MONEY_COMMAND_TYPES,
     SANDBOX_PREFIX,
     Account,
     Command,
@@ -52,9 +51,10 @@ from kopilka.domain.rules import (
     claimed_keys,
     operation_keys,
     plan_batch,
+    refused_money_keys,
 )
 from kopilka.domain.statement import StatementLine
-from kopilka.errors import KopilkaError, RetryableStoreError, Unavailable
+from kopilka.errors import RetryableStoreError, Unavailable
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
@@ -404,17 +404,8 @@ class SqliteStore:
         self._account_cache.clear()
 
     def _refusal_may_be_a_retry(self, commands: Sequence[Command], plan: BatchPlan) -> bool:
-        """A refused command whose key was used before must answer as it did then.
-
-        Refusals are rare, so only their keys are looked up; finding one sends the batch
-        down the path that reads every key first.
-        """
-        refused = [
-            (command.ledger, command.idempotency_key)
-            for command, outcome in zip(commands, plan.outcomes, strict=True)
-            if isinstance(outcome, KopilkaError) and isinstance(command, MONEY_COMMAND_TYPES)
-        ]
-        for ledger, key in refused:
+        """Whether a key the plan refuses was used before (rules.refused_money_keys)."""
+        for ledger, key in refused_money_keys(commands, plan):
             found = self._db.execute(
                 "SELECT 1 FROM operations WHERE ledger = ? AND idempotency_key = ?"
                 " UNION ALL SELECT 1 FROM refusals WHERE ledger = ? AND idempotency_key = ?"
