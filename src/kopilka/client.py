@@ -342,9 +342,14 @@ class Client:
         opening, lines = self._call("GET", path, read, params=params)
         return build_statement(client, since, till, opening, lines)
 
-    def execute_many(self, commands: Sequence[Command], idempotency_key: str) -> list[Outcome]:
-        """Money commands in one request (one engine batch); one outcome each, in order."""
+    def execute_many(
+        self, commands: Sequence[Command], idempotency_key: str | None = None
+    ) -> list[Outcome]:
+        """Money commands in one request (one engine batch); one outcome each, in order,
+        a refusal as its error. Without a key, one is made here, as for one write."""
         items = [batch_item(command) for command in commands]
+        key = new_key() if idempotency_key is None else idempotency_key
+        response = self._send("POST", "/v1/batch", json={"operations": items}, idempotency_key=key)
 
         def read(answer: Any) -> list[Outcome]:
             outcomes: list[Outcome] = []
@@ -352,12 +357,11 @@ class Client:
                 if "error" in result:
                     outcomes.append(error_from(result["status"], result))
                 else:
+                    # A resent batch answers as it did, with no mark of a replay.
                     outcomes.append(operation_from(result["operation"], self.ledger, False))
             return outcomes
 
-        return self._call(
-            "POST", "/v1/batch", read, json={"operations": items}, idempotency_key=idempotency_key
-        )
+        return self._answer(response, read)
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/v1/health", _json_object)

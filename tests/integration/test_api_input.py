@@ -14,7 +14,8 @@ import pytest
 from tests.kopilka_server import ServerProcess, running_server
 
 from kopilka.client import connect_bank
-from kopilka.errors import InvalidInput
+from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
+from kopilka.errors import InvalidInput, KopilkaError
 
 
 @pytest.fixture(scope="module")
@@ -451,3 +452,30 @@ def test_a_header_that_names_one_thing_sent_twice_is_refused(
     )
     refused(answer, 400, "duplicate_header")
     assert state(admin) == before
+
+
+def test_the_python_clients_batch_answers_each_command_and_applies_once(
+    server: ServerProcess, admin: httpx.Client
+) -> None:
+    commands = [
+        Deposit("Ann", 700, "batch in", "pc-1"),
+        Transfer("Ann", "Bob", 200, "batch move", "pc-2"),
+        Withdraw("Bob", 10**9, "too much", "pc-3"),
+        Deposit("Nobody here", 100, "no account", "pc-4", open_account=False),
+    ]
+    balances = {
+        name: admin.get(f"/v1/accounts/{name}").json()["balance"] for name in ("Ann", "Bob")
+    }
+    with connect_bank(server.url, token=server.token) as bank:
+        first = bank.execute_many(commands, "python-client-batch")
+        again = bank.execute_many(commands, "python-client-batch")
+    deposit, transfer, too_much, nobody = first
+    assert isinstance(deposit, Operation) and deposit.credit_balance_after_cents is not None
+    assert isinstance(transfer, Operation) and transfer.debit_client == "Ann"
+    assert isinstance(too_much, KopilkaError) and too_much.code == "insufficient_funds"
+    assert isinstance(nobody, KopilkaError) and nobody.code == "account_not_found"
+    assert [getattr(o, "code", None) for o in again] == [getattr(o, "code", None) for o in first]
+    assert [getattr(o, "id", None) for o in again] == [getattr(o, "id", None) for o in first]
+    after = {name: admin.get(f"/v1/accounts/{name}").json()["balance"] for name in ("Ann", "Bob")}
+    assert Decimal(after["Ann"]) - Decimal(balances["Ann"]) == Decimal("5.00")  # +7 -2, once
+    assert Decimal(after["Bob"]) - Decimal(balances["Bob"]) == Decimal("2.00")
