@@ -53,6 +53,9 @@ class _Request:
     # it, or in one begun after it is done, so the request applies in order.
     after: _Request | None = None
     done: bool = False  # its batch was applied (or failed)
+    # Why its batch failed, nothing of it applied: the pieces after it are not applied
+    # either, so a request that was told of a failure is never applied behind its back.
+    error: KopilkaError | None = None
 
 
 def _operations_of(request: _Request) -> int:
@@ -147,18 +150,24 @@ class Engine:
     ) -> list[Outcome]:
         """Many commands at once, one outcome each, in order (each succeeds or fails alone).
 
+        A long request is applied in pieces, in order (see `Limits`). Should a piece
+        fail whole (the store busy or away), the pieces after it are not applied: if
+        that is the first piece, its error is raised and nothing of the request
+        applied; otherwise the commands of the failed pieces have that error as their
+        outcome, beside the outcomes of the pieces that were applied.
+
         With a `claim`, the request's key is held for its body's digest in the same
-        transaction as its first piece of commands (see `Limits`; the rest follow once
-        that has committed). A key that stands for another body raises its
-        Conflict, and nothing of the request applies.
+        transaction as its first piece of commands, and checked in that of every
+        later piece: whichever piece first takes effect keeps it. A key that stands for
+        another body raises its Conflict, and nothing of the request applies.
         """
         self._check_accepting(len(commands), caller)
         if claim is None:
             return await self._submit(commands, caller)
-        # The claim rides with the first piece: it is no operation of its own.
         head = self._piece_operations
-        claim = replace(claim, covers=min(head, len(commands)))
-        first = await self._enqueue([claim, *commands[:head]], caller)
+        first = await self._enqueue(
+            [replace(claim, covers=min(head, len(commands))), *commands[:head]], caller
+        )
         if isinstance(first[0], KopilkaError):
             raise first[0]
         rest = commands[head:]
@@ -167,7 +176,10 @@ class Engine:
         # Accepted even when the queue filled up meanwhile: the request was let in whole.
         # But once closing, the writer may have stopped taking work.
         self._check_running()
-        return first[1:] + await self._submit(rest, caller)
+        try:
+            return first[1:] + await self._submit(rest, caller, claim)
+        except KopilkaError as error:  # the first piece applied: the rest fail item by item
+            return first[1:] + [error] * len(rest)
 
     def _check_accepting(self, operations: int, caller: Hashable) -> None:
         self._check_running()
@@ -190,22 +202,39 @@ class Engine:
         if self.state is not EngineState.RUNNING:
             raise Unavailable("shutting_down", "the ledger is shutting down; try again")
 
-    async def _submit(self, commands: Sequence[Command], caller: Hashable) -> list[Outcome]:
+    async def _submit(
+        self, commands: Sequence[Command], caller: Hashable, claim: ClaimKey | None = None
+    ) -> list[Outcome]:
+        """Pieces in order, each with its own check of the `claim`, if any. Raises the
+        first piece's error, when it failed whole: then nothing was applied."""
         if not commands:
             return []
         piece = self._piece_operations
-        if len(commands) <= piece:
+        if len(commands) <= piece and claim is None:
             return await self._enqueue(commands, caller)
         requests: list[_Request] = []
         for start in range(0, len(commands), piece):
+            part = commands[start : start + piece]
+            if claim is not None:
+                part = [replace(claim, covers=len(part)), *part]
             after = requests[-1] if requests else None
-            requests.append(_Request(commands[start : start + piece], self._new_future(), after))
+            requests.append(_Request(part, self._new_future(), after))
         for request in requests:
             self._pending.push(caller, request)
         self._wakeup.set()
         outcomes: list[Outcome] = []
-        for request in requests:
-            outcomes.extend(await request.future)
+        for index, request in enumerate(requests):
+            try:
+                answered = await request.future
+            except KopilkaError as error:
+                if index == 0:
+                    for later in requests[1:]:  # failed unapplied too, with no one to tell
+                        later.future.cancel()
+                    raise
+                answered = [error] * len(request.commands)
+            # A claim's own outcome is no command's: a refused claim's covered commands
+            # are refused with it, so the claim's place is dropped either way.
+            outcomes.extend(answered if claim is None else answered[1:])
         return outcomes
 
     @property
@@ -287,6 +316,12 @@ class Engine:
                 return
 
     async def _apply(self, batch: list[_Request]) -> None:
+        for request in batch:  # in order: a piece's piece before it comes first
+            if request.after is not None and request.after.error is not None:
+                self._fail([request], request.after.error)
+        batch = [request for request in batch if request.error is None]
+        if not batch:
+            return
         commands = [command for request in batch for command in request.commands]
         try:
             outcomes = await self._apply_with_retries(commands)
@@ -326,6 +361,7 @@ class Engine:
     def _fail(batch: list[_Request], error: KopilkaError) -> None:
         for request in batch:
             request.done = True
+            request.error = error
             if not request.future.done():
                 request.future.set_exception(error)
 

@@ -820,6 +820,32 @@ async def test_a_long_request_whose_caller_gave_up_still_applies_in_order(
         await engine.close()
 
 
+async def test_a_long_claimed_request_holds_its_key_from_the_first_piece_that_applies(
+    backend: Backend,
+) -> None:
+    # Pieces of two: the first takes no effect (every item refused as malformed, which
+    # no key keeps), so its claim is let go; the second's deposit applies, and the key
+    # stands for this body from then on. Another body under it applies nothing.
+    engine = await backend.start_engine(Limits(batch_operations_max=2))
+    try:
+        first_body = [
+            Transfer(JOHN, JOHN, 10, "to self", "bk:0"),
+            Transfer(JOHN, JOHN, 10, "to self", "bk:1"),
+            Deposit(JOHN, 10, "in", "bk:2", open_account=True),
+        ]
+        outcomes = await engine.submit_many(first_body, ClaimKey("main", "bk", "first"))
+        assert [getattr(o, "code", "ok") for o in outcomes] == ["same_account"] * 2 + ["ok"]
+        other_body = [Deposit(JOHN, 10, f"other {n}", f"bk-other:{n}") for n in range(3)]
+        with pytest.raises(KopilkaError) as refused:
+            await engine.submit_many(other_body, ClaimKey("main", "bk", "other"))
+        assert refused.value.code == "idempotency_key_reused"
+        again = await engine.submit_many(first_body, ClaimKey("main", "bk", "first"))
+        assert isinstance(again[2], Operation) and again[2].replayed
+        assert await balance(engine, JOHN) == 10
+    finally:
+        await engine.close()
+
+
 async def test_a_claimed_account_opening_replays_as_opened(engine: Engine) -> None:
     store = engine.store
     claim = ClaimKey("main", "open-john", "d1", covers=1)

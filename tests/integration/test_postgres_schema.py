@@ -29,9 +29,10 @@ from tests.nfc_upgrade import (
 )
 from tests.pgserver import PostgresTestServer
 
-from kopilka.domain.model import Deposit, OpenAccount, Operation, SetLimits
+from kopilka.domain.model import Command, Deposit, OpenAccount, Operation, SetLimits
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError, Unavailable
+from kopilka.limits import Limits
 from kopilka.settings import redact_url
 from kopilka.store import initialize_schema, open_store
 from kopilka.store.postgres import PostgresStore
@@ -754,5 +755,45 @@ async def test_text_a_latin1_database_cannot_store_is_refused_for_its_request_al
                 with pytest.raises(KopilkaError) as refused:
                     await read
                 assert refused.value.code == "invalid_text"
+    finally:
+        postgres_server.drop_database(name)
+
+
+async def test_a_long_request_stops_at_a_piece_that_fails_whole(
+    postgres_server: PostgresTestServer,
+) -> None:
+    """A request applied in pieces: once a piece fails whole (here for a text a LATIN1
+    database cannot store), no piece after it applies. Had the first one failed, the
+    request fails and nothing of it applied; else the failed pieces' commands have the
+    failure as their outcome, beside those that were applied."""
+    name = f"kopilka_latin1_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(postgres_server.url())
+    try:
+        await admin.execute(
+            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1'"
+            " LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    finally:
+        await admin.close()
+
+    def deposits(request: str, unstorable_at: int) -> list[Command]:
+        return [
+            Deposit("Ann", 100, "cup ☕" if n == unstorable_at else "pay", f"{request}-{n}")
+            for n in range(6)
+        ]
+
+    try:
+        limits = Limits(batch_operations_max=2)
+        async with Engine(PostgresStore(postgres_server.url(name)), limits) as engine:
+            with pytest.raises(KopilkaError) as failed:
+                await engine.submit_many(deposits("first-fails", 0))
+            assert failed.value.code == "invalid_text"
+            await asyncio.sleep(0.2)  # the pieces behind it had their turn
+            assert await engine.store.get_account("main", "Ann") is None
+            outcomes = await engine.submit_many(deposits("second-fails", 2))
+            assert [getattr(o, "code", "ok") for o in outcomes] == ["ok"] * 2 + ["invalid_text"] * 4
+            await asyncio.sleep(0.2)
+            account = await engine.store.get_account("main", "Ann")
+            assert account is not None and account.balance_cents == 200
     finally:
         postgres_server.drop_database(name)

@@ -394,7 +394,12 @@ class Call:
                 counts[outcome.kind, "ok"] += 1
         for (kind, result), count in counts.items():
             self.app.metrics.operation(kind, result, count)
-        return json_response(BatchOut([r for r in results if r is not None]))
+        response = json_response(BatchOut([r for r in results if r is not None]))
+        if any(r is not None and r.status == 503 for r in results):
+            # Pieces after one that failed whole were not applied: resent under this
+            # key, the batch applies them, and the rest answer as they did.
+            response.headers["idempotency-key"] = prefix
+        return response
 
     def _claim(
         self, key: str, request: msgspec.Struct | bytes, route: bytes = b""
