@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from tests.integration.test_postgres_load import check_ledger
 
+from kopilka.clock import MonotonicClock
 from kopilka.domain.model import (
     Command,
     Deposit,
@@ -178,3 +179,63 @@ async def test_two_batches_waiting_behind_a_sandboxs_end_are_each_refused(
         assert getattr(again, "code", None) == "sandbox_not_found"
     finally:
         await store.close()
+
+
+class _ClockAhead(MonotonicClock):
+    """Another process's clock, an hour ahead of this one's."""
+
+    def now(self) -> datetime:
+        return super().now() + timedelta(hours=1)
+
+
+async def _waiting_for_a_lock(url: str, count: int) -> None:
+    """Until `count` sessions wait for a row lock."""
+    connection = await asyncpg.connect(url)
+    try:
+        for _ in range(500):
+            waiting = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            )
+            if waiting >= count:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"fewer than {count} sessions came to wait for the lock")
+    finally:
+        await connection.close()
+
+
+async def test_a_batch_that_waited_for_another_process_s_is_timed_after_it(
+    postgres_url: str,
+) -> None:
+    """The locking way reads its accounts' latest entry time after it holds their
+    locks: had it read it in the statement that waited, it would not have seen the
+    entries of the batch it waited for, written by a process whose clock is ahead."""
+    ahead, behind = PostgresStore(postgres_url, _ClockAhead()), PostgresStore(postgres_url)
+    await ahead.open()
+    await behind.open()
+    holder = await asyncpg.connect(postgres_url)
+    try:
+        await apply(ahead, Deposit("Ann", 1_000, "open", "open"))
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("SELECT 1 FROM accounts WHERE client = 'Ann' FOR UPDATE")
+        first = asyncio.ensure_future(ahead.apply([Deposit("Ann", 100, "ahead", "k-ahead")]))
+        await _waiting_for_a_lock(postgres_url, 1)
+        second = asyncio.ensure_future(behind.apply([Deposit("Ann", 200, "behind", "k-behind")]))
+        await _waiting_for_a_lock(postgres_url, 2)
+        await holding.commit()
+        (written_first,), (written_second,) = await first, await second
+        assert isinstance(written_first, Operation) and isinstance(written_second, Operation)
+        assert written_first.credit_balance_after_cents == 1_100
+        assert written_second.credit_balance_after_cents == 1_300
+        assert written_second.created_at > written_first.created_at
+        lines = await holder.fetch(
+            "SELECT e.balance_after FROM entries e JOIN accounts a ON a.id = e.account_id"
+            " WHERE a.client = 'Ann' ORDER BY e.created_at, e.id"
+        )
+        assert [row[0] for row in lines] == [1_000, 1_100, 1_300]
+    finally:
+        await holder.close()
+        await ahead.close()
+        await behind.close()

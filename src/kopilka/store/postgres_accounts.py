@@ -32,14 +32,21 @@ if TYPE_CHECKING:
 # change are read; an account's id, names and opening time never do.
 # Joined from the id list, not `id = ANY($1)`: after a lock wait PostgreSQL rechecks
 # the condition on each updated row, and ANY over thousands of ids made that quadratic.
-# Each account's latest entry time too (one probe of the index its statement reads):
-# the batch is written at a later time, however far behind this process's clock is.
 _LOCK_ACCOUNTS = """
-SELECT a.id, a.balance, a.min_balance, a.max_balance, a.revision,
-       (SELECT e.created_at FROM entries AS e WHERE e.account_id = a.id
-        ORDER BY e.created_at DESC LIMIT 1)
+SELECT a.id, a.balance, a.min_balance, a.max_balance, a.revision
 FROM unnest($1::bigint[]) AS k(id) JOIN accounts AS a ON a.id = k.id
 ORDER BY a.id FOR UPDATE OF a
+"""
+
+# The latest entry time of any of the locked accounts (one probe each of the index a
+# statement reads): the batch is written at a later time, however far behind this
+# process's clock is. A statement of its own, after the locks: a statement reads as of
+# its start, and the lock statement may have waited for another process's batch on
+# these accounts, whose entries it could not see; this one starts after that committed.
+_LATEST_ENTRY = """
+SELECT max((SELECT e.created_at FROM entries AS e WHERE e.account_id = k.id
+            ORDER BY e.created_at DESC LIMIT 1))
+FROM unnest($1::bigint[]) AS k(id)
 """
 
 # Ids of accounts not yet known to this process: no lock needed, as they never change.
@@ -93,23 +100,22 @@ class AccountCache:
         if missing:
             await self._find(connection, missing)
         by_id = {known[key].id: key for key in keys if key in known}
-        rows = await connection.fetch(_LOCK_ACCOUNTS, sorted(by_id))
+        ids = sorted(by_id)
+        rows = await connection.fetch(_LOCK_ACCOUNTS, ids)
         accounts: dict[AccountKey, Account] = {}
         revisions: dict[int, int] = {}
-        latest: datetime | None = None
-        for account_id, balance, floor, cap, revision, last_entry_at in rows:
+        for account_id, balance, floor, cap, revision in rows:
             ledger, client = key = by_id.pop(account_id)
             created_at = known[key].created_at
             accounts[key] = Account(ledger, client, balance, floor, cap, created_at, account_id)
             revisions[account_id] = revision
-            if last_entry_at is not None and (latest is None or last_entry_at > latest):
-                latest = last_entry_at
         if by_id:
             for key in by_id.values():
                 # Another batch of this process, waiting behind the same removal, may
                 # have forgotten it first.
                 known.pop(key, None)
             raise RetryableStoreError("an account was removed by another process")
+        latest = await connection.fetchval(_LATEST_ENTRY, ids) if ids else None
         self._trim()  # only now: the ids this batch uses were needed until here
         return accounts, revisions, latest
 
