@@ -162,8 +162,8 @@ def _target(options: GlobalOptions, port: int | None = None) -> Target:
         url = f"http://127.0.0.1:{port}"
     if url is None:
         url = settings.url  # None when a database was given at a stronger place
-    token = options.values.get("token") or os.environ.get("KOPILKA_TOKEN") or None
-    return Target(settings, url, token, options.sandbox)
+    # As given, "" too: the client reads KOPILKA_TOKEN, and refuses an empty one.
+    return Target(settings, url, options.values.get("token"), options.sandbox)
 
 
 def _shell(options: GlobalOptions, words: list[str]) -> int:

@@ -137,9 +137,13 @@ class Client:
         self.url = normalize_url(url)
         self.shown_url = redact_url(self.url)  # for messages: a password in it is hidden
         self.ledger = ledger or DEFAULT_LEDGER
-        # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent.
-        if not (token.isascii() and token.isprintable()):
-            raise Unauthorized("unauthorized", "invalid token: a token is printable ASCII text")
+        # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent, and
+        # the refusal never repeats the secret.
+        if not (token.isascii() and token.isprintable() and token == token.strip()):
+            raise Unauthorized(
+                "unauthorized",
+                "invalid token: a token is printable ASCII text without spaces at its ends",
+            )
         headers = {"Authorization": f"Bearer {token}"}
         if ledger is not None:
             if not (ledger.isascii() and ledger.isprintable()):
@@ -177,6 +181,12 @@ class Client:
                 response = self._http.request(
                     method, path, json=json, params=params, headers=headers
                 )
+            except httpx.LocalProtocolError as error:
+                # Refused here before sending (a header HTTP cannot carry): its text would
+                # quote the header, and a header may be the token.
+                raise InvalidInput(
+                    "invalid_request", "this request cannot be sent: a header HTTP cannot carry"
+                ) from error
             except httpx.ConnectError as error:
                 # Never reached the server: safe to retry any request.
                 failure: Exception = error
@@ -412,12 +422,21 @@ class Client:
 def connect_bank(
     url: str, *, token: str | None = None, sandbox: bool = False, ledger: str | None = None
 ) -> Client:
-    """A Client for `url`; the token comes from the argument, KOPILKA_TOKEN, or admin.token.
+    """A Client for `url`; the token comes from the argument, KOPILKA_TOKEN, or admin.token
+    (for a server on this machine). A token given empty is refused.
 
     `ledger` selects a ledger (Kopilka-Ledger); a sandbox gets a fresh one instead.
     """
     url = normalize_url(url)
-    secret = token or os.environ.get("KOPILKA_TOKEN") or _admin_token(url)
+    if token is None:
+        token = os.environ.get("KOPILKA_TOKEN")
+    if token == "":
+        # A token meant to be given (a variable left unset, say) is not the home's admin
+        # token taken in its stead, with every right the narrower one lacked.
+        raise Unauthorized(
+            "unauthorized", "the token is empty: give a token, or none for the admin token"
+        )
+    secret = _admin_token(url) if token is None else token
     if not sandbox:
         return Client(url, secret, ledger=ledger)
     with Client(url, secret) as probe:

@@ -43,6 +43,9 @@ class Settings:
     workers: int
     ledger: str
     home: Path
+    # The ledger was given (flag, environment or file), not the default: a server is
+    # asked for it even when it is "main", rather than the token's own.
+    ledger_chosen: bool = False
     # Per server process: open connections from one client address, seconds a client
     # may take to send a request's headers, and then its body, and seconds it may leave
     # the server waiting to write (not reading what it asked for).
@@ -154,6 +157,7 @@ def load_settings(
         workers=workers,
         ledger=ledger,
         home=base,
+        ledger_chosen=rank("ledger") < 3,
         connections_per_client=connections_per_client,
         header_seconds=header_seconds,
         body_seconds=body_seconds,

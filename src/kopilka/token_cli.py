@@ -109,7 +109,8 @@ def _show_list(tokens: Iterable[_Token]) -> None:
 
 def _not_revoked(token_id: str, known: bool) -> int:
     reason = "was already revoked" if known else "does not exist"
-    print(f"Error: token {token_id} {reason}", file=sys.stderr)
+    # repr: an id as typed may hold a line break or an escape sequence.
+    print(f"Error: token {token_id!r} {reason}", file=sys.stderr)
     return 1
 
 

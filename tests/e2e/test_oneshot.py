@@ -180,7 +180,9 @@ def test_a_token_or_ledger_that_http_cannot_carry_is_one_error_line(kopilka: Run
     url = ("--url", "http://127.0.0.1:1")  # refused before anything is sent
     result = kopilka(*DEPOSIT, *url, "--token", "ключ")
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == "Error: invalid token: a token is printable ASCII text\n"
+    assert result.stderr == (
+        "Error: invalid token: a token is printable ASCII text without spaces at its ends\n"
+    )
     result = kopilka(*DEPOSIT, *url, "--token", "x", "--ledger", "Ωmega")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "Error: a ledger on a server is named in printable ASCII text\n"
@@ -227,7 +229,11 @@ def test_an_empty_key_or_ledger_is_refused_not_ignored(kopilka: RunKopilka) -> N
             "Error: idempotency key must be 1 to 200 characters\n",
         )
     result = kopilka(*DEPOSIT, "--ledger=")
-    assert result.stderr == "Error: a ledger name is 1 to 100 printable characters\n"
+    assert result.stderr == (
+        "Error: a ledger name is 1 to 100 printable characters, without spaces at its ends\n"
+    )
+    result = kopilka(*DEPOSIT, "--ledger= main")
+    assert result.stderr.startswith("Error: a ledger name is 1 to 100")
     balance = kopilka("balance", "--client", "John Jones")
     assert balance.stderr == "Error: no account for client 'John Jones'\n"  # nothing applied
 

@@ -80,11 +80,14 @@ def test_a_client_token_made_over_url_works_until_revoked_over_url(
         line for line in listed.stdout.splitlines() if line.startswith(token_id)
     )
     again = token_command(server, "revoke", token_id, "--url", server.url)
-    assert (again.returncode, again.stderr) == (1, f"Error: token {token_id} was already revoked\n")
+    assert (again.returncode, again.stderr) == (
+        1,
+        f"Error: token '{token_id}' was already revoked\n",
+    )
     unknown = token_command(server, "revoke", "0000000000000000", "--url", server.url)
     assert (unknown.returncode, unknown.stderr) == (
         1,
-        "Error: token 0000000000000000 does not exist\n",
+        "Error: token '0000000000000000' does not exist\n",
     )
 
 
@@ -175,3 +178,60 @@ def test_a_usage_mistake_is_one_error_line(
     result = run_kopilka(tmp_path / "home", *arguments)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
     assert not (tmp_path / "home").exists()
+
+
+def test_a_token_id_as_typed_is_shown_on_one_line(server: ServerProcess) -> None:
+    for token_id in ("a\nb", "\x1b[2Jx"):
+        for where in (("--url", server.url), ()):
+            refused = token_command(server, "revoke", token_id, *where)
+            assert refused.returncode == 1
+            assert refused.stderr == f"Error: token {token_id!r} does not exist\n", where
+
+
+def test_a_token_given_empty_or_unsendable_is_refused_never_shown(
+    server: ServerProcess,
+) -> None:
+    """An empty token is not the admin token taken in its stead (a variable meant to hold
+    a narrower one, left unset); one a header cannot carry is refused before sending,
+    and the refusal does not repeat the secret."""
+    for arguments, env in (
+        (("--token", ""), None),
+        ((), {"KOPILKA_TOKEN": ""}),
+    ):
+        refused = token_command(server, "list", "--url", server.url, *arguments, env=env)
+        assert (refused.returncode, refused.stdout) == (1, ""), refused
+        assert refused.stderr == (
+            "Error: the token is empty: give a token, or none for the admin token\n"
+        )
+    for secret in (server.token + " ", " " + server.token, server.token + "\t"):
+        refused = token_command(server, "list", "--url", server.url, "--token", secret)
+        assert (refused.returncode, refused.stdout) == (1, "")
+        assert refused.stderr.startswith("Error: invalid token: a token is printable ASCII")
+        assert server.token not in refused.stderr
+        shell = run_kopilka(server.home, "shell", "--url", server.url, "--token", secret)
+        assert shell.returncode == 1 and server.token not in shell.stderr + shell.stdout
+
+
+def test_a_ledger_given_is_asked_for_main_too(server: ServerProcess) -> None:
+    """A token bound to another ledger is refused main when main is named, as over the
+    API, not let write to its own ledger as though none were."""
+    _, teller = created_token(
+        token_command(
+            server, "create", "--role", "teller", "--ledger", "branch", "--url", server.url
+        )
+    )
+    deposit = ("deposit", "--client=Ledger Test", "--amount=7", "--description=x")
+    for chosen, env in ((("--ledger", "main"), None), ((), {"KOPILKA_LEDGER": "main"})):
+        refused = run_kopilka(
+            server.home, *deposit, *chosen, "--url", server.url, "--token", teller, env=env
+        )
+        assert (refused.returncode, refused.stderr) == (
+            1,
+            "Error: this token may not use ledger 'main'\n",
+        )
+    own = run_kopilka(server.home, *deposit, "--url", server.url, "--token", teller)
+    assert own.returncode == 0, own.stderr
+    with server.client() as admin:
+        assert admin.get("/v1/accounts/Ledger%20Test").status_code == 404
+        branch = admin.get("/v1/accounts/Ledger%20Test", headers={"Kopilka-Ledger": "branch"})
+        assert branch.json()["balance"] == "7.00"

@@ -58,6 +58,31 @@ def test_malformed_json_is_400(admin: httpx.Client) -> None:
     assert state(admin) == before
 
 
+def test_every_bad_batch_item_says_which_it_is(admin: httpx.Client) -> None:
+    """Items the schema lets through but the rules refuse (a name past its length, a
+    control character, an amount in another form, a key too long) name their item too;
+    a number too big for a float is an amount sent as a number, like any other."""
+    before = state(admin)
+    items = [
+        {"type": "deposit", "client": "x" * 201, "amount": "1"},
+        {"type": "transfer", "from": "Ann", "to": "y" * 201, "amount": "1"},
+        {"type": "deposit", "client": "Ann\u0007", "amount": "1"},
+        {"type": "deposit", "client": "Ann", "amount": "1e3"},
+        {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": "k" * 201},
+    ]
+    answer = admin.post("/v1/batch", json={"operations": items})
+    assert answer.status_code == 200, answer.text
+    for index, result in enumerate(answer.json()["results"]):
+        assert result["status"] == 422, result
+        assert f"$.operations[{index}]" in result["error"]["message"], result
+    huge = b'{"client": "Ann", "amount": 1e999, "description": "x"}'
+    refused(admin.post("/v1/deposits", content=huge), 422, "invalid_amount")
+    batch = b'{"operations": [{"type": "deposit", "client": "Ann", "amount": 1e999}]}'
+    (result,) = admin.post("/v1/batch", content=batch).json()["results"]
+    assert result["error"]["code"] == "invalid_amount"
+    assert state(admin) == before
+
+
 def test_wrong_types_unknown_fields_and_missing_fields_are_422(admin: httpx.Client) -> None:
     before = state(admin)
     bodies = [

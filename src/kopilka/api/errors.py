@@ -72,7 +72,9 @@ def decode_error(error: msgspec.DecodeError | RecursionError) -> KopilkaError:
         text = str(error)
         field = _field_of(text)
         # `str` or `str | null` (a limit): an amount sent as a JSON number, or true.
-        if text.startswith("Expected `str") and any(part in field for part in _AMOUNT_FIELDS):
+        # A number too big for a float is refused before its type is looked at.
+        number = text.startswith(("Expected `str", "Number out of range"))
+        if number and any(part in field for part in _AMOUNT_FIELDS):
             return InvalidInput(
                 "invalid_amount",
                 f'amounts are JSON strings like "100.50", never numbers ({text})',

@@ -370,6 +370,8 @@ class Call:
                 commands.append(command_from(item, key, ledger, principal, role))
                 positions.append(index)
             except KopilkaError as error:
+                if isinstance(error, InvalidInput):  # bad input: which item, and where
+                    error = _item_error(error, index)
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
         # A client's claim is kept under its own mark, as its items' keys are.
         claimed = client_key(principal.client or "", prefix) if role == "client" else prefix
@@ -384,6 +386,8 @@ class Call:
                 counts[_item_kind(items[index]), outcome.code] += 1
                 if client_caller:
                     outcome = refusal_for_client(outcome)
+                if isinstance(outcome, InvalidInput):  # bad input the rules found: where
+                    outcome = _item_error(outcome, index)
                 results[index] = BatchResult(outcome.http_status, error=error_detail(outcome))
             else:
                 assert isinstance(outcome, Operation)

@@ -548,10 +548,18 @@ def validate_idempotency_key(key: str) -> None:
 
 def validate_ledger_name(ledger: str) -> None:
     """One rule wherever a ledger is named: a flag, a setting, or the Kopilka-Ledger header."""
-    if not ledger.strip() or len(ledger) > LEDGER_NAME_LENGTH_MAX or not ledger.isprintable():
+    # Spaces at its ends are refused, not trimmed: an HTTP header loses them, so such a
+    # name would be one ledger embedded and another over the network.
+    if (
+        not ledger.strip()
+        or ledger != ledger.strip()
+        or len(ledger) > LEDGER_NAME_LENGTH_MAX
+        or not ledger.isprintable()
+    ):
         raise InvalidInput(
             "invalid_ledger",
-            f"a ledger name is 1 to {LEDGER_NAME_LENGTH_MAX} printable characters",
+            f"a ledger name is 1 to {LEDGER_NAME_LENGTH_MAX} printable characters,"
+            " without spaces at its ends",
         )
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Protocol
 
 from kopilka.bank import Bank, EmbeddedBank
-from kopilka.domain.model import DEFAULT_LEDGER
 from kopilka.errors import KopilkaError, NotFound, Unavailable
 from kopilka.settings import Settings, make_home, redact_url
 from kopilka.store import sqlite_path
@@ -90,6 +89,7 @@ def _connect(target: Target) -> Bank:
             "client_unavailable", f"this installation cannot talk to a server: {error}"
         ) from error
     connect_bank: ConnectBank = module.connect_bank
-    # The default ledger needs no header: the token's own ledger applies.
-    ledger = None if target.settings.ledger == DEFAULT_LEDGER else target.settings.ledger
+    # A ledger given (main too) is asked for, and a token bound to another is refused;
+    # none given, the token's own ledger applies.
+    ledger = target.settings.ledger if target.settings.ledger_chosen else None
     return connect_bank(target.url, token=target.token, sandbox=target.sandbox, ledger=ledger)
