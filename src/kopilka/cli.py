@@ -207,6 +207,12 @@ def _check_reachable(bank: Bank) -> None:
         # without kopilka's error body): nothing any command could do.
         if error.code in ("server_unreachable", "unauthorized", "bad_response"):
             raise
+        if error.code == "not_found":  # a kopilka, but the URL has a path it does not serve
+            raise InvalidInput(
+                "invalid_url",
+                f"the server at {bank.shown_url} has no kopilka API there ({error.message}):"
+                " give its address as http://HOST:PORT",
+            ) from None
         # A kopilka answered: whatever else ails it is told command by command.
 
 

@@ -99,6 +99,17 @@ def test_a_shell_with_a_token_the_server_refuses_ends_at_once(server: ServerProc
         assert admin.get("/v1/accounts/Eve").status_code == 404
 
 
+def test_a_shell_given_a_url_with_a_path_the_server_lacks_ends_at_once(
+    server: ServerProcess,
+) -> None:
+    result = run_kopilka(
+        server.home, "shell", "--url", server.url + "/v1", stdin="balance --client=Ann\n"
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"Error: the server at {server.url}/v1 has no kopilka API")
+    assert result.stderr.count("\n") == 1
+
+
 def test_whoami_tells_a_token_its_binding(server: ServerProcess) -> None:
     with server.client() as admin:
         admin.post("/v1/deposits", json={"client": "Wes", "amount": "1", "open_account": True})
