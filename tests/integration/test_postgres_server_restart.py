@@ -14,6 +14,7 @@ import random
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
@@ -326,3 +327,44 @@ def test_a_database_that_goes_silent_is_not_ready_within_seconds(
         while http.get("/v1/ready", timeout=10).status_code != 200:
             assert time.monotonic() < deadline, "not ready once the database answers again"
             time.sleep(0.2)
+
+
+def test_a_statement_cut_short_by_the_database_is_cut_short_for_the_client_too(
+    tmp_path: Path, postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    """The database goes away while a long statement streams: its 200 has gone out, so
+    the answer can only end early. It ends without its last chunk (the client sees a
+    broken answer, not a shorter one that looks whole), and the server's log has no
+    traceback, only the outage."""
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
+    with running_server(tmp_path / "home", postgres_url) as server:
+        with server.client() as http:
+            for _ in range(2):
+                deposits = [
+                    {"type": "deposit", "client": "Big", "amount": "1", "open_account": True}
+                ] * 10_000
+                answer = http.post(
+                    "/v1/batch", json={"operations": deposits}, timeout=REQUEST_SECONDS_MAX
+                )
+                assert answer.status_code == 200, answer.text
+        request = (
+            "GET /v1/accounts/Big/statement?format=csv HTTP/1.1\r\nHost: kopilka\r\n"
+            f"Authorization: Bearer {server.token}\r\nConnection: close\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as reader:
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.sendall(request.encode())
+            received = reader.recv(4096)
+            assert received.startswith(b"HTTP/1.1 200"), received
+            postgres_server.stop("immediate")
+            time.sleep(0.5)
+            while chunk := reader.recv(65536):
+                received += chunk
+        postgres_server.start()
+        server.stop()
+    assert b"Transfer-Encoding: chunked" in received or b"transfer-encoding: chunked" in received
+    assert not received.endswith(b"\r\n0\r\n\r\n"), received[-200:]  # never ended as whole
+    assert received.count(b"\r\n") < 20_000  # cut short: not every line was sent
+    assert "Traceback" not in server.errors, server.errors
+    assert "is unavailable" in server.errors

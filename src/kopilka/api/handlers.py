@@ -139,7 +139,14 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
         made = scope.get(_BATCH_KEY, "")  # the one its items' keys were made of, if any
         key = key_to_settle(made, RequestHeaders(scope))
         response.headers["idempotency-key"] = key.decode("latin-1")
-    await response(scope, receive, send)
+    try:
+        await response(scope, receive, send)
+    except KopilkaError:
+        # A streamed answer (a statement) whose store went away after its 200 went out.
+        # Returning without its last chunk makes the server close the connection, so
+        # the client sees it cut short, never a shorter answer that looks whole; the
+        # store has logged the outage, once.
+        return
     app.metrics.latency("other", time.perf_counter() - started)
 
 

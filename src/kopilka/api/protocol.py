@@ -124,14 +124,21 @@ _BODY_TOO_SLOW = _refusal(408, "request_timeout", "the request body arrived too 
 _INVALID_HTTP = _refusal(400, "invalid_http", "the request is not valid HTTP/1.1")
 
 
-def _not_a_malformed_request(record: logging.LogRecord) -> bool:
-    """uvicorn logs a line for each request it cannot parse. The client gets its 400;
-    a line each would let anyone fill the server's log at will."""
-    return record.getMessage() != "Invalid HTTP request received."
+# uvicorn logs a line for each request it cannot parse: the client gets its 400, and a
+# line each would let anyone fill the server's log at will. And one for a statement cut
+# short by its store (handlers.dispatch), whose store has logged why.
+_NOT_LOGGED = (
+    "Invalid HTTP request received.",
+    "ASGI callable returned without completing response.",
+)
+
+
+def _not_logged_here(record: logging.LogRecord) -> bool:
+    return record.getMessage() not in _NOT_LOGGED
 
 
 # Here, as every worker process imports this module to serve its connections.
-logging.getLogger("uvicorn.error").addFilter(_not_a_malformed_request)
+logging.getLogger("uvicorn.error").addFilter(_not_logged_here)
 _HEADERS_TOO_LARGE = _refusal(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes")
 _TARGET_TOO_LONG = _refusal(
     414, "uri_too_long", f"the request target is over {TARGET_BYTES_MAX} bytes"
