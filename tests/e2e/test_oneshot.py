@@ -206,7 +206,13 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
 
 
 @pytest.mark.parametrize(
-    "db", ["postgresql:/app:S3cret@db.internal/bank", "postgres:db", "PostgreSQL://app@db/bank"]
+    "db",
+    [
+        "postgresql:/app:S3cret@db.internal/bank",
+        "postgresql//app:S3cret@127.0.0.1/bank",
+        "postgres:db",
+        "PostgreSQL://app@db/bank",
+    ],
 )
 @pytest.mark.parametrize("command", [DEPOSIT, ("balance", "--client=John Jones"), ("init",)])
 def test_a_mistyped_postgresql_url_is_refused_not_made_a_file(

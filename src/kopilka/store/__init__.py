@@ -38,13 +38,13 @@ def sqlite_path(url: str) -> str | None:
     """The file of a SQLite database URL or path; None for memory or PostgreSQL.
 
     A URL of another database is refused, and so is a PostgreSQL URL mistyped
-    ('postgresql:/...', 'postgres:host/db', capitals): neither is
+    ('postgresql:/...', 'postgres:host/db', 'postgresql//...', capitals): neither is
     taken for a file name: the data would go to a file of that name, and the text,
     password and all, would be shown back as a path.
     """
     if url in ("memory:", ":memory:") or url.startswith(("postgresql://", "postgres://")):
         return None
-    if re.match(r"postgres(?:ql)?:", url, re.IGNORECASE):
+    if re.match(r"postgres(?:ql)?(?::|/)", url, re.IGNORECASE):
         raise InvalidInput(
             "unsupported_database",
             "a PostgreSQL database is named by a URL that begins with postgresql://"
