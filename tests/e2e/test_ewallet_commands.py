@@ -191,3 +191,29 @@ def test_transfer_exit_codes_and_the_ewallet_rule(wallet: RunKopilka, backend: B
     assert wallet("get", "-n", "Payer").stdout.splitlines()[1] == "Balance: -$20.00"
     assert wallet("get", "-n", "Payee").stdout.splitlines()[1] == "Balance: $220.00"
     assert stored_clients(backend) == ["Payee", "Payer"]
+
+
+@pytest.mark.postgres
+def test_a_read_of_a_database_without_a_ledger_writes_nothing_there(
+    kopilka: RunKopilka, postgres_url: str
+) -> None:
+    """As a SQLite file named that is not there: a read says so, and leaves the database
+    (another application's, or a mistyped name) as it was, with no tables of kopilka's."""
+    for command in (("get",), ("get", "-n", "Ann"), ("balance", "--client=Ann")):
+        result = kopilka(*command, "--db", postgres_url)
+        assert (result.returncode, result.stdout) == (1, ""), result
+        assert result.stderr == (
+            f"Error: no kopilka ledger in {redact_url(postgres_url)}: nothing has been"
+            " written there (check --db or KOPILKA_DB)\n"
+        )
+    assert (
+        asyncio.run(
+            _fetch_column(
+                postgres_url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        )
+        == []
+    )
+    written = kopilka("add-user", "-n", "Ann", "--max", "100", "--db", postgres_url)
+    assert written.returncode == 0, written.stderr
+    assert kopilka("get", "-n", "Ann", "--db", postgres_url).returncode == 0

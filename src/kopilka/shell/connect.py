@@ -15,7 +15,7 @@ from typing import Protocol
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.errors import KopilkaError, NotFound, Unavailable
 from kopilka.settings import Settings, make_home, redact_url
-from kopilka.store import sqlite_path
+from kopilka.store import open_store, sqlite_path
 
 
 class ConnectBank(Protocol):
@@ -68,7 +68,7 @@ def open_bank(target: Target, *, reads_only: bool = False) -> Bank:
             f"no database at {db}: nothing has been written there (check --db or KOPILKA_DB)",
         )
     try:
-        return EmbeddedBank(db, target.settings.ledger)
+        return EmbeddedBank(open_store(db, create=not reads_only), target.settings.ledger)
     except KopilkaError:
         raise
     except Exception as error:

@@ -13,9 +13,11 @@ from kopilka.errors import InvalidInput
 from kopilka.store.protocol import Store
 
 
-def open_store(url: str, clock: MonotonicClock | None = None) -> Store:
+def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = True) -> Store:
     """A store for a URL: 'memory:', a SQLite path ('sqlite:///abs/path', 'sqlite:rel/path'
-    or a bare path), or 'postgresql://...'. `clock`: the store's own, if none is given."""
+    or a bare path), or 'postgresql://...'. `clock`: the store's own, if none is given.
+    `create` False: a PostgreSQL database without kopilka's schema is refused when
+    opened, not given one (a SQLite file that is not there is the caller's to check)."""
     if not url.strip():
         raise InvalidInput("invalid_option", "the database may not be empty: give a path or URL")
     path = sqlite_path(url)  # refuses what is no database kopilka can use
@@ -26,7 +28,7 @@ def open_store(url: str, clock: MonotonicClock | None = None) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from kopilka.store.postgres import PostgresStore
 
-        store: Store = PostgresStore(url, clock)
+        store: Store = PostgresStore(url, clock, create_schema=create)
         return store
     from kopilka.store.sqlite import SqliteStore
 

@@ -167,7 +167,10 @@ class PostgresStore:
         lock_timeout_seconds: float = 20.0,
         settle_timeout_seconds: float = 2.0,
         account_cache_max: int = 100_000,
+        create_schema: bool = True,
     ) -> None:
+        """`create_schema` False: a database without kopilka's schema is refused
+        (database_not_found) rather than given one, for a command that only reads."""
         assert url.startswith(("postgresql://", "postgres://"))
         assert pool_size_max >= self.concurrent_batches_max
         self._url = url
@@ -184,6 +187,7 @@ class PostgresStore:
         self._batch_connections: list[Connection] = []
         self._outage_logged = False
         self._refusals_told = Told()  # each reason once: a table, a grant
+        self._create_schema = create_schema
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.redacted_url!r})"
@@ -212,7 +216,7 @@ class PostgresStore:
                 },
             )
             async with self._pool.acquire(timeout=self._connect_timeout_seconds) as connection:
-                await migrate(connection, self.redacted_url)
+                await migrate(connection, self.redacted_url, create=self._create_schema)
         except BaseException as error:
             await self.close()
             if isinstance(error, Exception) and not isinstance(error, KopilkaError):

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from kopilka.errors import Unavailable
+from kopilka.errors import NotFound, Unavailable
 from kopilka.store.foreign_tables import refuse_foreign_tables
 from kopilka.store.postgres_schema import (
     MIGRATION_LOCK_KEY,
@@ -22,9 +22,10 @@ Connection = Any  # asyncpg ships no type hints
 SERVER_VERSION_MIN = 13
 
 
-async def migrate(connection: Connection, redacted_url: str) -> int:
+async def migrate(connection: Connection, redacted_url: str, *, create: bool = True) -> int:
     """Create or upgrade the schema; refuse a newer one, and tables kopilka did not
-    create. Returns the version found.
+    create. Returns the version found. With `create` False an empty database is
+    refused instead.
 
     An up-to-date schema is only read, so a server whose role may only read and
     write rows (no CREATE) opens it. Otherwise the transaction-scoped advisory lock
@@ -41,6 +42,12 @@ async def migrate(connection: Connection, redacted_url: str) -> int:
     _refuse_newer(version)
     if version == SCHEMA_VERSION:
         return version
+    if version == 0 and not create:
+        raise NotFound(
+            "database_not_found",
+            f"no kopilka ledger in {redacted_url}: nothing has been written there"
+            " (check --db or KOPILKA_DB)",
+        )
     try:
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
