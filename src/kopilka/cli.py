@@ -248,7 +248,8 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         raise InvalidInput(
             "invalid_option",
             f"init works on a database, not a server ({redact_url(target.url)}):"
-            " give --db or KOPILKA_DB",
+            " give --db, and no --url (a server named beside a database, in the"
+            " environment or kopilka.toml, wins over it)",
         )
     settings = target.settings
     _create_home(settings)

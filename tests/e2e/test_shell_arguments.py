@@ -73,15 +73,20 @@ def test_a_url_that_names_no_server_is_refused_before_the_token_is_looked_for(
 def test_init_with_a_server_url_is_refused_and_makes_no_database(
     kopilka: RunKopilka, kopilka_home: Path
 ) -> None:
+    database = str(kopilka_home.parent / "given.db")
     for arguments, env in (
         (("--url", "http://127.0.0.1:8888"), None),
         ((), {"KOPILKA_URL": "8888"}),
+        ((), {"KOPILKA_URL": "8888", "KOPILKA_DB": database}),  # the server wins the tie
     ):
         result = kopilka("init", *arguments, env=env)
         assert (result.returncode, result.stdout) == (1, "")
         assert result.stderr.startswith("Error: init works on a database, not a server (")
-        assert result.stderr.endswith("): give --db or KOPILKA_DB\n")
+        assert "give --db, and no --url" in result.stderr
+        assert result.stderr.count("\n") == 1
     assert not kopilka_home.exists()
+    given = kopilka("init", "--db", database, env={"KOPILKA_URL": "8888"})
+    assert given.returncode == 0, given.stderr
 
 
 def test_the_homes_admin_token_goes_to_no_server_elsewhere(
