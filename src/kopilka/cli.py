@@ -106,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         # The reader went away (`kopilka statement ... | head`): stop quietly, as cat does,
-        # and keep Python from complaining again while it flushes stdout at exit.
+        # and keep Python from complaining again while it flushes stdout at exit. Not 1
+        # ("refused, nothing changed"): a deposit whose answer found no reader was made.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return ANSWER_NOT_WRITTEN_EXIT
     except OSError as error:  # the machine refused something (a file, a directory): one line
         print(f"Error: {error}", file=sys.stderr)
         return 1

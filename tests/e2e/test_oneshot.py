@@ -294,6 +294,20 @@ def test_an_answer_that_cannot_be_written_is_not_called_a_refusal(
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $101.00\n"
 
 
+def test_an_answer_whose_reader_went_away_is_not_called_a_refusal(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """`kopilka deposit ... | reader-that-left`: the deposit was made, so not exit 1."""
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader left before the answer came
+    try:
+        status, errors = _run_with_stdout(kopilka_home, writer, *DEPOSIT)
+    finally:
+        os.close(writer)
+    assert (status, errors) == (3, "")
+    assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
+
+
 def test_a_closed_standard_output_does_nothing(kopilka: RunKopilka, kopilka_home: Path) -> None:
     status, errors = _run_with_stdout(kopilka_home, None, *DEPOSIT)
     assert (status, errors) == (1, "Error: standard output is closed; nothing was done\n")
