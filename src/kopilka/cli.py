@@ -171,7 +171,7 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
     if any(word in ("--help", "-h") for word in words):
         print(f"Usage: {SHELL_USAGE}")
         return 0
-    if len(words) > 1 or (words and not words[0].isdigit()):
+    if len(words) > 1 or (words and not (words[0].isascii() and words[0].isdigit())):
         raise InvalidInput("unexpected_argument", f"usage: {SHELL_USAGE}")
     port = int(words[0]) if words else None
     if port is not None and not 0 < port < 65536:

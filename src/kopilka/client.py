@@ -99,7 +99,7 @@ def normalize_url(url: str) -> str:
     in one line, before a token is looked for or a connection tried.
     """
     url = url.strip()
-    if url.isdigit():
+    if url.isascii() and url.isdigit():
         url = f"http://127.0.0.1:{url}"
     elif "://" not in url:
         url = f"http://{url}"

@@ -143,7 +143,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = _parser()
     arguments = parser.parse_args(argv)
     bare = arguments.port_positional
-    if bare is not None and not bare.isdigit():
+    if bare is not None and not (bare.isascii() and bare.isdigit()):
         parser.error(f"argument PORT: invalid int value: {bare!r}")
     if arguments.port is None and bare is not None:
         arguments.port = int(bare)

@@ -80,6 +80,14 @@ def test_a_bare_port_reaches_the_server(server: ServerProcess, tmp_path: Path) -
     assert "Error: no account for client 'Nope'" in result.stdout
 
 
+def test_a_port_in_other_digits_is_a_usage_error(tmp_path: Path) -> None:
+    for command in (("shell", "\u00b2"), ("shell", "\uff12\uff10"), ("serve", "\u00b2")):
+        result = run_kopilka(tmp_path / "home", *command)
+        assert result.returncode != 0
+        assert "Traceback" not in result.stderr
+        assert result.stderr.count("\n") <= 2, result.stderr  # argparse: usage, then error
+
+
 def test_a_ledger_flag_reaches_the_server(server: ServerProcess) -> None:
     deposit = ("deposit", "--client=Lena", "--amount=7", "--description=x")
     result = run_kopilka(server.home, "--url", server.url, "--ledger", "branch-2", *deposit)
