@@ -197,3 +197,34 @@ def test_the_terminal_table_shows_text_as_written_never_as_markup() -> None:
     for text in [*texts, "Statement of [bold]Bob[/bold]"]:
         assert text in shown
     assert "\x1b]8;" not in shown  # no hyperlink
+
+
+def test_a_narrow_terminal_wraps_text_and_never_cuts_an_amount() -> None:
+    from rich.console import Console
+
+    from kopilka.shell.render import rich_table, rich_table_fits
+
+    description = "Salary for November, employer ACME Corporation Ltd, reference PAYROLL-000123"
+    statement = build_statement(
+        "Jane",
+        None,
+        datetime(2031, 1, 1, tzinfo=UTC),
+        0,
+        [
+            line(1, 1, description, 1_234_567_890, 1_234_567_890),
+            line(2, 2, "Rent", -234_567, 1_234_333_323),
+        ],
+    )
+    table = statement_table(statement)
+    assert rich_table_fits(table, 80)
+    terminal = io.StringIO()
+    Console(file=terminal, width=80, color_system=None).print(rich_table(table))
+    shown = terminal.getvalue()
+    assert "…" not in shown
+    assert max(len(row) for row in shown.splitlines()) <= 80
+    for amount in ("$12,345,678.90", "$2,345.67", "$12,343,333.23"):
+        assert amount in shown, shown
+    cells = "".join(row.split("│")[2] for row in shown.splitlines() if row.count("│") > 2)
+    assert description.replace(" ", "") in cells.replace(" ", ""), shown
+    # Narrower than the amounts themselves need: the terminal gets the plain table.
+    assert not rich_table_fits(table, 40)

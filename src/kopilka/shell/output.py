@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from kopilka.errors import KopilkaError
-from kopilka.shell.render import Table, plain_table, rich_table
+from kopilka.shell.render import Table, plain_table, rich_table, rich_table_fits
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,8 +59,11 @@ class Output:
             # rich is loaded only for a terminal: piped and scripted runs start faster.
             from rich.console import Console
 
-            self._console = Console(file=stream, highlight=False)
-            self._error_console = Console(file=errors, highlight=False)
+            # No emoji codes: a client named ":moneybag:" is shown as named. An error goes
+            # to a terminal in colour, elsewhere (2>file) as the plain line it is.
+            self._console = Console(file=stream, highlight=False, emoji=False)
+            if errors.isatty():
+                self._error_console = Console(file=errors, highlight=False, emoji=False)
 
     @classmethod
     def for_streams(cls, stream: TextIO, errors: TextIO | None = None) -> Output:
@@ -75,9 +78,13 @@ class Output:
             text = plain_table(reply) if isinstance(reply, Table) else reply.text
             _written(lambda: self._write(self._stream, text))
         elif isinstance(reply, Table):
-            _written(lambda: console.print(rich_table(reply)))
+            if rich_table_fits(reply, console.width):
+                _written(lambda: console.print(rich_table(reply)))
+            else:  # too narrow to show it whole: the plain form, which the terminal wraps
+                _written(lambda: self._write(self._stream, plain_table(reply)))
         elif isinstance(reply, Message):
-            _written(lambda: console.print(reply.text, style="green", markup=False))
+            # soft_wrap: one line stays one line, however narrow the terminal.
+            _written(lambda: console.print(reply.text, style="green", markup=False, soft_wrap=True))
         else:
             _written(lambda: self._write(self._stream, reply.text))
 
@@ -87,12 +94,12 @@ class Output:
         if console is None:
             _written(lambda: self._write(self._errors, line))
         else:
-            _written(lambda: console.print(line, style="bold red", markup=False))
+            _written(lambda: console.print(line, style="bold red", markup=False, soft_wrap=True))
 
     def note(self, text: str) -> None:
         """Something for a person at a terminal only (a greeting); pipes never see it."""
         if self._console is not None:
-            self._console.print(text, style="dim", markup=False)
+            self._console.print(text, style="dim", markup=False, soft_wrap=True)
 
     @staticmethod
     def _write(stream: TextIO, text: str) -> None:

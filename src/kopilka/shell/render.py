@@ -144,6 +144,29 @@ def plain_table(table: Table) -> str:
     return "\n".join(lines)
 
 
+_TEXT_WIDTH_MIN = 10
+
+
+def _column_widths_min(table: Table) -> list[int]:
+    """Each column's narrowest: an amount whole (it is never broken), text a few
+    characters a line (it wraps), so that a wide amount cannot squeeze it out."""
+    widths = []
+    for index, header in enumerate(table.headers):
+        longest = max((len(row[index]) for row in table.rows), default=0)
+        if index in table.right_aligned:
+            widths.append(max(longest, len(header)))
+        else:
+            widths.append(min(max(longest, len(header)), _TEXT_WIDTH_MIN))
+    return widths
+
+
+def rich_table_fits(table: Table, width: int) -> bool:
+    """Whether the terminal table fits `width` columns; if not, the plain one is shown,
+    which the terminal wraps, so that nothing is cut off."""
+    widths = _column_widths_min(table)
+    return sum(widths) + 3 * len(widths) + 1 <= width  # padding, then the rules
+
+
 def rich_table(table: Table) -> RichTable:
     """Every cell and the title as Text, never as rich markup: a description or a name
     is anyone's text, and "[/]" in it would end the shell, "[link=...]" plant a link."""
@@ -153,8 +176,18 @@ def rich_table(table: Table) -> RichTable:
 
     title = None if table.title is None else Text(table.title)
     drawn = RichTable(title=title, box=box.ROUNDED, header_style="bold")
-    for index, header in enumerate(table.headers):
-        drawn.add_column(header, justify="right" if index in table.right_aligned else "left")
+    # On a narrow terminal nothing is cut off with "...": text wraps within its cell,
+    # and an amount is never broken at all (the text beside it wraps first).
+    widths = _column_widths_min(table)
+    for index, (header, width) in enumerate(zip(table.headers, widths, strict=True)):
+        amount = index in table.right_aligned
+        drawn.add_column(
+            header,
+            justify="right" if amount else "left",
+            overflow="fold",
+            no_wrap=amount,
+            min_width=width,
+        )
     last = len(table.rows) - 1
     for index, row in enumerate(table.rows):
         summary = index < table.header_rows or index > last - table.footer_rows
