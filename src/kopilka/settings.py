@@ -91,7 +91,7 @@ def load_settings(
     flags = {key: value for key, value in (flags or {}).items() if value is not None}
     environ = os.environ if environ is None else environ
     base = Path(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
-    file_values = _read_file(config_path or environ.get("KOPILKA_CONFIG"), base)
+    file_values, file_path = _read_file(config_path or environ.get("KOPILKA_CONFIG"), base)
 
     def rank(name: str) -> int:
         """Where a setting comes from: 0 a flag, 1 the environment, 2 the file, 3 nowhere."""
@@ -110,6 +110,8 @@ def load_settings(
         return file_values.get(name, default)
 
     db = str(pick("db", str(base / "kopilka.db")))
+    if rank("db") < 3:
+        db = _sqlite_path_as_meant(db, file_path.parent if file_path and rank("db") == 2 else None)
     # The database and a server's URL both say where the ledger is: the one given at
     # the stronger place wins, so KOPILKA_DB overrides a url in kopilka.toml (a tie,
     # both given at one place, goes to the server).
@@ -183,7 +185,21 @@ _FILE_SETTINGS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _read_file(config_path: str | Path | None, base: Path) -> dict[str, Any]:
+def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:
+    """A SQLite file as a person means it: `~` is their home (no shell expands it in
+    `--db=~/books.db` or in a file), and a relative path written in a kopilka.toml is
+    relative to that file, not to wherever kopilka happens to run. URLs, memory: and
+    anything else with a scheme are left as they are."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", db):
+        return db
+    path = Path(db).expanduser()
+    if directory is not None and not path.is_absolute():
+        path = directory / path
+    return str(path)
+
+
+def _read_file(config_path: str | Path | None, base: Path) -> tuple[dict[str, Any], Path | None]:
+    """The settings of the kopilka.toml in use, and its path (None: there is none)."""
     candidates = (
         [Path(config_path)] if config_path else [Path("kopilka.toml"), base / "kopilka.toml"]
     )
@@ -199,10 +215,10 @@ def _read_file(config_path: str | Path | None, base: Path) -> dict[str, Any]:
                     "invalid_setting", f"cannot read {candidate}: {error}"
                 ) from error
             _check_file(candidate, values)
-            return values
+            return values, candidate.absolute()
         if config_path:
             raise InvalidInput("invalid_setting", f"config file {candidate} does not exist")
-    return {}
+    return {}, None
 
 
 def _check_file(path: Path, values: dict[str, Any]) -> None:

@@ -277,3 +277,27 @@ def test_a_piece_of_a_password_is_masked_only_where_it_stands_alone() -> None:
         "InvalidPasswordError: password authentication failed; echoed: ***, ***"
     )
     assert redact_text("S3cr3t/p@ss#word", url) == "***"
+
+
+def test_a_sqlite_path_is_read_as_a_person_means_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`~` is the user's home wherever it is written, and a relative path in a
+    kopilka.toml is relative to that file: run from any directory, one book."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "kopilka.toml").write_text('db = "books.db"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    environ = {"KOPILKA_HOME": str(home)}
+    assert load_settings(environ=environ).db == str(home / "books.db")
+    tilde = load_settings(flags={"db": "~/mine.db"}, environ=environ).db
+    assert tilde == str(tmp_path / "user" / "mine.db")
+    from_env = load_settings(environ={**environ, "KOPILKA_DB": "~/env.db"}).db
+    assert from_env == str(tmp_path / "user" / "env.db")
+    # Given on the command line or in the environment, a relative path is the shell's.
+    assert load_settings(flags={"db": "here.db"}, environ=environ).db == "here.db"
+    for url in ("memory:", "postgresql://u@h/db", "sqlite:rel.db"):
+        assert load_settings(flags={"db": url}, environ=environ).db == url
