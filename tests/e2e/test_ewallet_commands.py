@@ -155,6 +155,7 @@ def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backe
             "Error: opening balance '1.001' has more than two decimals\n"
         ),
         ("-n", "", "--max", "10"): "Error: client name is empty\n",
+        ("-n", "Ann", "--min", "", "--max", "10"): "Error: limit is empty\n",
     }
     for arguments, stderr in refusals.items():
         result = wallet("add-user", *arguments)

@@ -216,7 +216,8 @@ def _opening_cents(text: str | None) -> int:
 
 def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
     name = _client(parsed.require("name"))
-    floor = parse_limit(parsed.get("min") or "0")
+    floor_text = parsed.get("min")
+    floor = 0 if floor_text is None else parse_limit(floor_text)  # given empty: refused
     cap = _cap(parsed.require("max"))
     opening = _opening_cents(parsed.get("credit"))
     # One command, one transaction: the account, its opening deposit and its floor; the
