@@ -78,6 +78,8 @@ def split_globals(arguments: list[str]) -> tuple[GlobalOptions, list[str]]:
                     raise InvalidInput("missing_value", f"option {spelling} needs a value")
                 value = arguments[index]
                 index += 1
+            if name in options.values:  # as a command's own options: never the last one wins
+                raise InvalidInput("repeated_option", f"kopilka got --{name} twice")
             options.values[name] = value
         else:
             rest.append(word)

@@ -190,8 +190,8 @@ def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:
     `--db=~/books.db` or in a file), and a relative path written in a kopilka.toml is
     relative to that file, not to wherever kopilka happens to run. URLs, memory: and
     anything else with a scheme are left as they are."""
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", db):
-        return db
+    if not db.strip() or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", db):
+        return db  # empty (refused when opened), or a URL
     path = Path(db).expanduser()
     if directory is not None and not path.is_absolute():
         path = directory / path

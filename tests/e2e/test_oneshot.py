@@ -227,6 +227,15 @@ def test_a_mistyped_postgresql_url_is_refused_not_made_a_file(
     assert not [p for p in tmp_path.rglob("*") if "ostgre" in p.name]  # no file of that name
 
 
+def test_a_global_option_given_twice_is_refused(kopilka: RunKopilka) -> None:
+    for twice in (("--ledger=x", "--ledger=y"), ("--db", "a.db", "--db=b.db")):
+        result = kopilka(twice[0], *DEPOSIT, *twice[1:])
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr.startswith("Error: kopilka got --") and "twice" in result.stderr
+    balance = kopilka("balance", "--client", "John Jones")
+    assert balance.stderr == "Error: no account for client 'John Jones'\n"  # nothing applied
+
+
 def test_an_empty_key_or_ledger_is_refused_not_ignored(kopilka: RunKopilka) -> None:
     for _ in range(2):  # an empty key given is no key to replay by: refused each time
         result = kopilka(*DEPOSIT, "--idempotency-key=")
