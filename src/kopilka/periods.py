@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 from kopilka.errors import InvalidInput
 
-_DATE_ONLY = re.compile(r"\d{4}-?\d{2}-?\d{2}")
 # The time of day as written: hours, then minutes and seconds if given, then a fraction.
 _TIME_OF_DAY = re.compile(
     r"[T ]\d{2}(?P<minutes>:?\d{2})?(?P<seconds>:?\d{2})?(?:[.,](?P<fraction>\d+))?"
@@ -62,12 +61,12 @@ def _at_the_end_of_time(moment: datetime) -> datetime:
 
 
 def _last_moment_written(text: str, moment: datetime) -> datetime:
-    """The last microsecond of the day, hour, minute or second that `text` names."""
-    if _DATE_ONLY.fullmatch(text):
-        return moment.replace(hour=23, minute=59, second=59, microsecond=999_999)
+    """The last microsecond of the day, hour, minute or second that `text` names. A
+    date in any of ISO 8601's forms ("2026-12-03", "20261203", the week date
+    "2026-W49-4") names a whole day."""
     time_of_day = _TIME_OF_DAY.search(text)
     if time_of_day is None:
-        return moment
+        return moment.replace(hour=23, minute=59, second=59, microsecond=999_999)
     if time_of_day["fraction"]:  # "35.8" runs to 35.899999: the last microsecond it names
         digits = len(time_of_day["fraction"])
         return moment + timedelta(microseconds=10 ** max(6 - digits, 0) - 1)
