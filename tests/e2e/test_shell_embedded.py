@@ -113,6 +113,13 @@ def test_refusals_keep_the_shell_going_and_exit_zero(kopilka: RunKopilka) -> Non
     assert result.stdout.splitlines()[1] == "exit: leave the shell (also: quit, Ctrl-D)"
 
 
+def test_a_script_that_starts_with_a_byte_order_mark_runs(kopilka: RunKopilka) -> None:
+    script = "\ufeffdeposit --client=Bom --amount=1 --description=x\nbalance --client=Bom\n"
+    result = kopilka("shell", "--sandbox", stdin=script)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "Deposit operation was successful!\nBalance of Bom: $1.00\n"
+
+
 def test_empty_input_is_a_clean_session(kopilka: RunKopilka) -> None:
     result = kopilka(stdin="")
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

@@ -44,7 +44,10 @@ def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None
 
 
 def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
-    for line in lines:
+    for number, line in enumerate(lines):
+        if number == 0:
+            # A script saved by some Windows editors starts with a byte order mark.
+            line = line.removeprefix("\ufeff")
         if not run_line(line.rstrip("\r\n"), bank, output):
             break
     return 0
