@@ -124,6 +124,9 @@ def _dispatch(arguments: list[str]) -> int:
         # A store's warnings (the database away, refusing its work) are for a server's
         # log; here the command's own `Error:` line says it, once.
         logging.getLogger("kopilka.store").setLevel(logging.ERROR)
+    if command == "help" and len(words) == 2 and words[1] in (*_DELEGATED, "shell"):
+        # The commands with parsers of their own: `kopilka help serve` is `serve --help`.
+        return _dispatch([words[1], "--help"])
     if command in _DELEGATED:
         passed_on = list(arguments)
         passed_on.remove(command)

@@ -159,6 +159,10 @@ def test_help_and_version_need_no_database(kopilka: RunKopilka, kopilka_home: Pa
     assert "init" in kopilka("help").stdout
     assert kopilka("init", "--help").stdout.startswith("init: create or upgrade")
     assert kopilka("--version").stdout.startswith("kopilka ")
+    for command in ("shell", "serve", "token"):  # each with a parser of its own
+        result = kopilka("help", command)
+        assert (result.returncode, result.stderr) == (0, ""), command
+        assert result.stdout.lower().startswith(f"usage: kopilka {command}"), result.stdout
     assert not (kopilka_home / "kopilka.db").exists()
 
 
