@@ -159,6 +159,15 @@ def test_help_where_a_value_is_due_is_neither_help_nor_that_value() -> None:
     assert (parsed.spec.name, parsed.values["description"]) == ("deposit", "-h")
 
 
+def test_an_option_left_without_its_value_before_the_next_is_told_plainly() -> None:
+    assert refusal('deposit --client "A" --amount --description=x') == (
+        "option --amount needs a value (AMOUNT)"
+    )
+    assert refusal("deposit --client=A --description=x --amount -5").endswith(
+        "one that starts with '-' is written --amount=-5"
+    )
+
+
 def test_help_option_turns_into_help_for_the_command() -> None:
     parsed = parse_line("transfer --help")
     assert parsed is not None

@@ -128,11 +128,18 @@ def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
                 raise InvalidInput(
                     "missing_value", f"option {spelling} needs a value ({option.metavar})"
                 )
-            if _OPTION_WORD.fullmatch(words[index]):
+            following = words[index]
+            if _OPTION_WORD.fullmatch(following):
+                # The next option, its value left out; or a value such as -5, which the
+                # hint shows how to give.
+                is_option = spec.option(following.partition("=")[0]) is not None
+                hint = (
+                    ""
+                    if is_option
+                    else (f"; one that starts with '-' is written {spelling}={following}")
+                )
                 raise InvalidInput(
-                    "missing_value",
-                    f"option {spelling} needs a value ({option.metavar}); one that starts"
-                    f" with '-' is written {spelling}={words[index]}",
+                    "missing_value", f"option {spelling} needs a value ({option.metavar}){hint}"
                 )
             value = words[index]
             index += 1
