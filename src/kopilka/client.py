@@ -49,7 +49,7 @@ from kopilka.errors import (
     Unauthorized,
     Unavailable,
 )
-from kopilka.idempotency import new_key
+from kopilka.idempotency import new_key, sendable_key
 from kopilka.settings import home, redact_url
 
 T = TypeVar("T")
@@ -173,7 +173,7 @@ class Client:
         retry: bool = True,
     ) -> httpx.Response:
         headers = (
-            {} if idempotency_key is None else {"Idempotency-Key": _header_key(idempotency_key)}
+            {} if idempotency_key is None else {"Idempotency-Key": sendable_key(idempotency_key)}
         )
         delay_seconds = 0.05
         for attempt in range(1, ATTEMPTS_MAX + 1):
@@ -524,18 +524,6 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
-
-
-def _header_key(key: str) -> str:
-    """A key as an HTTP header carries it unchanged: printable ASCII, no space at either
-    end (a header's value is trimmed). Checked before anything is sent."""
-    if not (key.isascii() and key.isprintable() and key == key.strip()):
-        raise InvalidInput(
-            "invalid_idempotency_key",
-            "an idempotency key sent to a server is printable ASCII text"
-            " without spaces at its ends",
-        )
-    return key
 
 
 def _account_path(client: str) -> str:

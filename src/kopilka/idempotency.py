@@ -14,6 +14,8 @@ import secrets
 import time
 import uuid
 
+from kopilka.errors import InvalidInput
+
 _VERSION = 7
 _VARIANT = 0b10  # RFC 9562
 
@@ -34,3 +36,15 @@ def uuid7() -> uuid.UUID:
 def new_key() -> str:
     """A fresh key in the usual 36-character form."""
     return str(uuid7())
+
+
+def sendable_key(key: str) -> str:
+    """A key someone gives, as an HTTP header carries it unchanged: printable ASCII, no
+    space at either end (a header's value is trimmed). The shell asks this of a key
+    embedded too, so a command is taken or refused alike wherever it runs."""
+    if not (key.isascii() and key.isprintable() and key == key.strip()):
+        raise InvalidInput(
+            "invalid_idempotency_key",
+            "an idempotency key is printable ASCII text without spaces at its ends",
+        )
+    return key

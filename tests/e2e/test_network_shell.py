@@ -60,16 +60,17 @@ def test_clients_named_with_dots_are_reached_by_name(server: ServerProcess) -> N
 
 
 def test_a_key_no_header_can_carry_is_refused_before_anything_is_sent(
-    server: ServerProcess,
+    server: ServerProcess, tmp_path: Path
 ) -> None:
-    deposit = ("deposit", "--client=Kay", "--amount=1", "--description=x", "--url", server.url)
-    for key in ("ключ", "K2 ", " K2"):
-        result = run_kopilka(server.home, *deposit, f"--idempotency-key={key}")
-        assert (result.returncode, result.stdout) == (1, "")
-        assert result.stderr == (
-            "Error: an idempotency key sent to a server is printable ASCII text"
-            " without spaces at its ends\n"
-        )
+    """Over the network and embedded alike: one command, one answer, wherever it runs."""
+    deposit = ("deposit", "--client=Kay", "--amount=1", "--description=x")
+    for where in (("--url", server.url), ("--db", str(tmp_path / "embedded.db"))):
+        for key in ("ключ", "K2 ", " K2"):
+            result = run_kopilka(server.home, *deposit, *where, f"--idempotency-key={key}")
+            assert (result.returncode, result.stdout) == (1, "")
+            assert result.stderr == (
+                "Error: an idempotency key is printable ASCII text without spaces at its ends\n"
+            )
     with server.client() as admin:
         assert admin.get("/v1/accounts/Kay").status_code == 404
 
