@@ -717,12 +717,9 @@ def test_workers_read_the_password_file_themselves(postgres_url: str, tmp_path: 
         assert server.stop() == 0
 
 
-async def test_text_a_latin1_database_cannot_store_is_refused_for_its_request_alone(
-    postgres_server: PostgresTestServer,
-) -> None:
-    """A database in another encoding than UTF8 lacks most characters: a name or a
-    description it cannot store refuses its own request (invalid_text), never the
-    others batched with it, and never as an internal error."""
+@pytest.fixture
+async def latin1_url(postgres_server: PostgresTestServer) -> AsyncIterator[str]:
+    """A database in LATIN1, which lacks most characters; dropped after the test."""
     name = f"kopilka_latin1_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(postgres_server.url())
     try:
@@ -733,48 +730,46 @@ async def test_text_a_latin1_database_cannot_store_is_refused_for_its_request_al
     finally:
         await admin.close()
     try:
-        async with Engine(PostgresStore(postgres_server.url(name))) as engine:
-            outcomes = await asyncio.gather(
-                engine.execute(Deposit("Ёжик", 100, "pay", "k-cyrillic")),
-                engine.execute(Deposit("Jose", 100, "café ☕", "k-cup")),
-                engine.execute(Deposit("José", 100, "café", "k-latin")),
-                return_exceptions=True,
-            )
-            assert [getattr(o, "code", "ok") for o in outcomes] == [
-                "invalid_text",
-                "invalid_text",
-                "ok",
-            ]
-            account = await engine.store.get_account("main", "José")
-            assert account is not None and account.balance_cents == 100
-            # Looked up, such a name is refused the same way: the database cannot hold it.
-            for read in (
-                engine.store.get_account("main", "Ёжик"),
-                engine.store.list_accounts("main", after_client="Ёжик", limit=5),
-            ):
-                with pytest.raises(KopilkaError) as refused:
-                    await read
-                assert refused.value.code == "invalid_text"
+        yield postgres_server.url(name)
     finally:
         postgres_server.drop_database(name)
 
 
-async def test_a_long_request_stops_at_a_piece_that_fails_whole(
-    postgres_server: PostgresTestServer,
+async def test_text_a_latin1_database_cannot_store_is_refused_for_its_request_alone(
+    latin1_url: str,
 ) -> None:
+    """A database in another encoding than UTF8 lacks most characters: a name or a
+    description it cannot store refuses its own request (invalid_text), never the
+    others batched with it, and never as an internal error."""
+    async with Engine(PostgresStore(latin1_url)) as engine:
+        outcomes = await asyncio.gather(
+            engine.execute(Deposit("Ёжик", 100, "pay", "k-cyrillic")),
+            engine.execute(Deposit("Jose", 100, "café ☕", "k-cup")),
+            engine.execute(Deposit("José", 100, "café", "k-latin")),
+            return_exceptions=True,
+        )
+        assert [getattr(o, "code", "ok") for o in outcomes] == [
+            "invalid_text",
+            "invalid_text",
+            "ok",
+        ]
+        account = await engine.store.get_account("main", "José")
+        assert account is not None and account.balance_cents == 100
+        # Looked up, such a name is refused the same way: the database cannot hold it.
+        for read in (
+            engine.store.get_account("main", "Ёжик"),
+            engine.store.list_accounts("main", after_client="Ёжик", limit=5),
+        ):
+            with pytest.raises(KopilkaError) as refused:
+                await read
+            assert refused.value.code == "invalid_text"
+
+
+async def test_a_long_request_stops_at_a_piece_that_fails_whole(latin1_url: str) -> None:
     """A request applied in pieces: once a piece fails whole (here for a text a LATIN1
     database cannot store), no piece after it applies. Had the first one failed, the
     request fails and nothing of it applied; else the failed pieces' commands have the
     failure as their outcome, beside those that were applied."""
-    name = f"kopilka_latin1_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(postgres_server.url())
-    try:
-        await admin.execute(
-            f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1'"
-            " LC_COLLATE 'C' LC_CTYPE 'C'"
-        )
-    finally:
-        await admin.close()
 
     def deposits(request: str, unstorable_at: int) -> list[Command]:
         return [
@@ -782,18 +777,15 @@ async def test_a_long_request_stops_at_a_piece_that_fails_whole(
             for n in range(6)
         ]
 
-    try:
-        limits = Limits(batch_operations_max=2)
-        async with Engine(PostgresStore(postgres_server.url(name)), limits) as engine:
-            with pytest.raises(KopilkaError) as failed:
-                await engine.submit_many(deposits("first-fails", 0))
-            assert failed.value.code == "invalid_text"
-            await asyncio.sleep(0.2)  # the pieces behind it had their turn
-            assert await engine.store.get_account("main", "Ann") is None
-            outcomes = await engine.submit_many(deposits("second-fails", 2))
-            assert [getattr(o, "code", "ok") for o in outcomes] == ["ok"] * 2 + ["invalid_text"] * 4
-            await asyncio.sleep(0.2)
-            account = await engine.store.get_account("main", "Ann")
-            assert account is not None and account.balance_cents == 200
-    finally:
-        postgres_server.drop_database(name)
+    limits = Limits(batch_operations_max=2)
+    async with Engine(PostgresStore(latin1_url), limits) as engine:
+        with pytest.raises(KopilkaError) as failed:
+            await engine.submit_many(deposits("first-fails", 0))
+        assert failed.value.code == "invalid_text"
+        await asyncio.sleep(0.2)  # the pieces behind it had their turn
+        assert await engine.store.get_account("main", "Ann") is None
+        outcomes = await engine.submit_many(deposits("second-fails", 2))
+        assert [getattr(o, "code", "ok") for o in outcomes] == ["ok"] * 2 + ["invalid_text"] * 4
+        await asyncio.sleep(0.2)
+        account = await engine.store.get_account("main", "Ann")
+        assert account is not None and account.balance_cents == 200
