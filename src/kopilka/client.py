@@ -516,6 +516,13 @@ def _on_this_machine(host: str) -> bool:
 
 
 def _unreachable(url: str, error: Exception) -> Unavailable:
+    if isinstance(error, httpx.RemoteProtocolError):
+        # It was reached, and closed the connection mid-answer: a statement whose
+        # database went away, or that does not add up, ends so (api/statement_stream.py).
+        return Unavailable(
+            "answer_broken_off",
+            f"the server at {url} closed the connection before its answer was complete; try again",
+        )
     return Unavailable("server_unreachable", f"cannot reach the server at {url}: {error}")
 
 

@@ -130,3 +130,38 @@ def test_pipelined_requests_are_answered_in_order(tmp_path: Path) -> None:
         assert third.startswith(b"HTTP/1.1 200 ")
         fourth, body, _ = read_response(connection, rest)
         assert fourth.startswith(b"HTTP/1.1 200 ") and json.loads(body)["status"] == "ok"
+
+
+def test_a_statement_that_does_not_add_up_is_broken_off_never_shown_whole(
+    tmp_path: Path,
+) -> None:
+    """The shell refuses to print a statement whose running balances do not add up; the
+    API, having sent its 200 before the last line, ends the answer without its last
+    chunk instead, so no client takes it for a whole statement."""
+    import sqlite3
+
+    with running_server(tmp_path / "home") as server:
+        with server.client() as http:
+            for amount in ("10", "20"):
+                body = {"client": "Ann", "amount": amount, "open_account": True}
+                assert http.post("/v1/deposits", json=body).status_code == 201
+        with sqlite3.connect(server.home / "kopilka.db") as database:  # damaged by hand
+            database.execute("UPDATE entries SET balance_after = balance_after + 1")
+        for form in ("json", "csv"):
+            request = (
+                f"GET /v1/accounts/Ann/statement?format={form} HTTP/1.1\r\nHost: k\r\n"
+                f"Authorization: Bearer {server.token}\r\nConnection: close\r\n\r\n"
+            )
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as reader:
+                reader.sendall(request.encode())
+                received = b""
+                while chunk := reader.recv(65536):
+                    received += chunk
+            assert received.startswith(b"HTTP/1.1 200"), received
+            assert not received.endswith(b"0\r\n\r\n"), received
+        shown = server.command("statement", "--client=Ann", "--url", server.url)
+        assert shown.returncode == 1 and shown.stdout == ""
+        assert shown.stderr.startswith(f"Error: the server at {server.url} closed the connection")
+        assert shown.stderr.count("\n") == 1, shown.stderr
+        server.stop()
+    assert "Traceback" not in server.errors, server.errors

@@ -62,7 +62,12 @@ from kopilka.api.schemas import (
     account_out,
     operation_out,
 )
-from kopilka.api.statement_stream import csv_statement, first_page_read, json_statement
+from kopilka.api.statement_stream import (
+    adding_up,
+    csv_statement,
+    first_page_read,
+    json_statement,
+)
 from kopilka.domain.model import (
     SANDBOX_PREFIX,
     Account,
@@ -341,7 +346,11 @@ class Call:
         since, till = parse_period(query.get("since"), query.get("till"), zone=UTC)
         engine = self.app.engine
         account, opening = await engine.statement_header(self.ledger, client, since, till)
-        lines = await first_page_read(engine.statement_lines(account.id, since, till))
+        lines = adding_up(
+            await first_page_read(engine.statement_lines(account.id, since, till)),
+            account.client,
+            opening,
+        )
         if form == "csv":
             return StreamingResponse(csv_statement(lines), media_type="text/csv")
         return StreamingResponse(

@@ -12,7 +12,7 @@ import msgspec
 
 from kopilka.api.schemas import statement_line_out
 from kopilka.domain.model import Account
-from kopilka.domain.statement import StatementLine
+from kopilka.domain.statement import StatementLine, statement_inconsistent
 from kopilka.money import format_plain
 from kopilka.spreadsheet import text_cell
 
@@ -34,6 +34,25 @@ async def first_page_read(lines: AsyncIterator[StatementLine]) -> AsyncIterator[
             yield line
 
     return from_the_first()
+
+
+async def adding_up(
+    lines: AsyncIterator[StatementLine], client: str, opening: int
+) -> AsyncIterator[StatementLine]:
+    """The lines as they come; past the last, the check the shell makes of every
+    statement it prints (build_statement). Streamed, a statement that does not add up
+    can only end broken off, before its last chunk: never shown as though whole."""
+    withdrawals = deposits = 0
+    closing = opening
+    async for line in lines:
+        if line.amount_cents < 0:
+            withdrawals -= line.amount_cents
+        else:
+            deposits += line.amount_cents
+        closing = line.balance_after_cents
+        yield line
+    if opening - withdrawals + deposits != closing:
+        raise statement_inconsistent(client)
 
 
 async def json_statement(

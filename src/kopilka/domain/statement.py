@@ -58,11 +58,15 @@ def build_statement(
     # account's times in order across processes whose clocks disagreed): say so in one
     # line rather than print a statement that is wrong.
     if opening_balance_cents - withdrawals + deposits != closing:
-        raise Unavailable(
-            "statement_inconsistent",
-            f"the statement of {client} does not add up: its entries are not in time order"
-            " in the database, so it is not shown",
-        )
+        raise statement_inconsistent(client)
     return Statement(
         client, since, till, opening_balance_cents, lines, withdrawals, deposits, closing
+    )
+
+
+def statement_inconsistent(client: str) -> Unavailable:
+    return Unavailable(
+        "statement_inconsistent",
+        f"the statement of {client} does not add up: its entries are not in time order"
+        " in the database, so it is not shown",
     )
