@@ -176,6 +176,9 @@ class Client:
             {} if idempotency_key is None else {"Idempotency-Key": sendable_key(idempotency_key)}
         )
         delay_seconds = 0.05
+        # Set once an attempt of a write may have been applied: a later attempt's "nothing
+        # was applied" speaks only of itself, and must not be the answer to the call.
+        uncertain: KopilkaError | None = None
         for attempt in range(1, ATTEMPTS_MAX + 1):
             try:
                 response = self._http.request(
@@ -187,18 +190,24 @@ class Client:
                 raise InvalidInput(
                     "invalid_request", "this request cannot be sent: a header HTTP cannot carry"
                 ) from error
-            except httpx.ConnectError as error:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
                 # Never reached the server: safe to retry any request.
                 failure: Exception = error
             except httpx.TransportError as error:
                 if not retry:
                     raise _unreachable(self.shown_url, error) from error
                 failure = error
+                if method != "GET" and uncertain is None:  # it may have been applied
+                    uncertain = _outcome_unknown(self.shown_url)
             else:
                 if response.status_code not in (429, 503) or not retry:
                     return response
                 failure = error_from(response.status_code, _json(response))
+                if failure.code == "outcome_unknown":
+                    uncertain = failure
             if attempt == ATTEMPTS_MAX:
+                if uncertain is not None:
+                    raise uncertain
                 if isinstance(failure, KopilkaError):
                     raise failure
                 raise _unreachable(self.shown_url, failure) from failure
@@ -513,6 +522,15 @@ def _on_this_machine(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a name: it may resolve anywhere
         return False
+
+
+def _outcome_unknown(url: str) -> Unavailable:
+    return Unavailable(
+        "outcome_unknown",
+        f"the connection to the server at {url} broke before its answer came; whether this"
+        " was applied is not known: retry with the same idempotency key, it is never"
+        " applied twice",
+    )
 
 
 def _unreachable(url: str, error: Exception) -> Unavailable:

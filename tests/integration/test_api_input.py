@@ -504,3 +504,44 @@ def test_the_python_clients_batch_answers_each_command_and_applies_once(
     after = {name: admin.get(f"/v1/accounts/{name}").json()["balance"] for name in ("Ann", "Bob")}
     assert Decimal(after["Ann"]) - Decimal(balances["Ann"]) == Decimal("5.00")  # +7 -2, once
     assert Decimal(after["Bob"]) - Decimal(balances["Bob"]) == Decimal("2.00")
+
+
+def _lose_the_first_answer(server: ServerProcess, listener: socket.socket) -> None:
+    """Pass one request on to the server and drop its answer; then take no more."""
+    with listener:
+        client, _ = listener.accept()
+        with client, socket.create_connection(("127.0.0.1", server.port)) as upstream:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += client.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                body += client.recv(65536)
+            upstream.sendall(head + b"\r\n\r\n" + body)
+            assert upstream.recv(65536).startswith(b"HTTP/1.1 201")  # applied, answer lost
+
+
+def test_the_python_client_says_a_write_whose_answer_was_lost_may_have_applied(
+    server: ServerProcess, admin: httpx.Client
+) -> None:
+    """The first attempt reached the server and its answer was lost; the retries found
+    no server at all. Their failure speaks only of themselves: the call's answer is
+    that the deposit may have been applied, which the same key then settles, once."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    relay = threading.Thread(target=_lose_the_first_answer, args=(server, listener))
+    relay.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    before = Decimal(admin.get("/v1/accounts/Ann").json()["balance"])
+    with connect_bank(url, token=server.token) as bank, pytest.raises(KopilkaError) as lost:
+        bank.deposit("Ann", 300, "answer lost", "lost-answer-1")
+    relay.join(timeout=10)
+    assert lost.value.code == "outcome_unknown", lost.value
+    assert "whether this was applied is not known" in lost.value.message
+    assert Decimal(admin.get("/v1/accounts/Ann").json()["balance"]) == before + 3
+    with connect_bank(server.url, token=server.token) as bank:
+        again = bank.deposit("Ann", 300, "answer lost", "lost-answer-1")
+    assert again.replayed
+    assert Decimal(admin.get("/v1/accounts/Ann").json()["balance"]) == before + 3

@@ -570,7 +570,7 @@ class PostgresStore:
         if error is not None:
             self._log_outage(error)
         return Unavailable(
-            "store_unavailable",
+            "outcome_unknown",
             "lost the database while committing; whether this was applied is not known "
             "yet: retry with the same idempotency key, it is never applied twice",
         )
