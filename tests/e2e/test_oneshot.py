@@ -321,6 +321,35 @@ def test_an_answer_whose_reader_went_away_is_not_called_a_refusal(
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
 
 
+def test_a_long_answer_whose_reader_left_mid_way_stops_the_shell(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """A reader that takes the first line of a long statement and leaves (`| head -1`):
+    the rest of the answer cannot be written, so the command exits 3, and a piped shell
+    stops there rather than run the lines after it."""
+    script = "".join(f"deposit --client=S --amount=1 --description=d{n}\n" for n in range(1500))
+    assert kopilka("shell", stdin=script).returncode == 0
+    for arguments, stdin in (
+        (("statement", "--client=S"), ""),
+        (("shell",), "statement --client=S\ndeposit --client=S --amount=1 --description=x\n"),
+    ):
+        with subprocess.Popen(
+            [*kopilka_command(), *arguments],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+        ) as process:
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write(stdin.encode())
+            process.stdin.close()
+            process.stdout.readline()
+            process.stdout.close()  # the reader leaves
+            assert process.wait(timeout=RUN_TIMEOUT_SECONDS) == 3, arguments
+    assert kopilka("balance", "--client=S").stdout == "Balance of S: $1,500.00\n"
+
+
 def test_a_closed_standard_output_does_nothing(kopilka: RunKopilka, kopilka_home: Path) -> None:
     status, errors = _run_with_stdout(kopilka_home, None, *DEPOSIT)
     assert (status, errors) == (1, "Error: standard output is closed; nothing was done\n")

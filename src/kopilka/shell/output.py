@@ -7,6 +7,8 @@ compared exactly.
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
@@ -103,9 +105,23 @@ class Output:
 
     @staticmethod
     def _write(stream: TextIO, text: str) -> None:
-        stream.write(text + "\n")
-        # Flushed per result, so a program driving the shell over a pipe sees each answer.
+        """One answer, written whole or failing. Flushed per answer, so a program driving
+        the shell over a pipe sees each one as it comes."""
+        try:
+            descriptor = stream.fileno()
+        except (AttributeError, OSError, io.UnsupportedOperation):  # not a file (a test's)
+            stream.write(text + "\n")
+            stream.flush()
+            return
+        # To the descriptor, not through the stream: when a pipe's reader leaves in the
+        # middle of a long answer, the stream's one short write is taken for all of it,
+        # the rest dropped without an error. Here the next write meets the closed pipe.
         stream.flush()
+        data = memoryview(
+            (text + "\n").encode(stream.encoding or "utf-8", stream.errors or "strict")
+        )
+        while data:
+            data = data[os.write(descriptor, data) :]
 
 
 def _written(write: Callable[[], None]) -> None:
