@@ -31,7 +31,18 @@ SANDBOX_IDLE_SECONDS_MAX = 7 * 24 * 3600
 def home() -> Path:
     """KOPILKA_HOME, or the user's data directory: the database, history, tokens."""
     configured = os.environ.get("KOPILKA_HOME")
-    return Path(configured) if configured else Path(platformdirs.user_data_dir("kopilka"))
+    return _expanded(configured) if configured else Path(platformdirs.user_data_dir("kopilka"))
+
+
+def _expanded(path: str) -> Path:
+    """`~` or `~user` at the start of a path, as a shell would have made it, had it seen
+    it (no shell expands `--db=~/books.db`, or a path written in a file)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # no such user, or no home directory to be found
+        raise InvalidInput(
+            "invalid_setting", f"{path!r}: no home directory is known for its '~'"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +101,9 @@ def load_settings(
     """Merge flags (None means "not given"), environment and file, in that order."""
     flags = {key: value for key, value in (flags or {}).items() if value is not None}
     environ = os.environ if environ is None else environ
-    base = Path(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
+    base = _expanded(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
+    if config_path == "":  # given, and empty (a variable left unset): not "none given"
+        raise InvalidInput("invalid_setting", "the config file may not be empty: give a path")
     file_values, file_path = _read_file(config_path or environ.get("KOPILKA_CONFIG"), base)
 
     def rank(name: str) -> int:
@@ -190,12 +203,19 @@ def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:
     `--db=~/books.db` or in a file), and a relative path written in a kopilka.toml is
     relative to that file, not to wherever kopilka happens to run. URLs, memory: and
     anything else with a scheme are left as they are."""
-    if not db.strip() or re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", db):
-        return db  # empty (refused when opened), or a URL
-    path = Path(db).expanduser()
-    if directory is not None and not path.is_absolute():
-        path = directory / path
-    return str(path)
+    if not db.strip() or db in ("memory:", ":memory:"):
+        return db  # empty (refused when opened), or no file at all
+    scheme = "sqlite:" if db.startswith("sqlite:") and not db.startswith("sqlite://") else ""
+    if not scheme and re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", db):
+        return db  # a URL
+    # Left as written otherwise: a path's text is what sqlite_path checks for a mistyped
+    # URL ('postgresql//...'), which normalizing would hide.
+    path = db.removeprefix(scheme)
+    if path.startswith("~"):
+        path = str(_expanded(path))
+    if directory is not None and not os.path.isabs(path):
+        path = os.path.join(directory, path)
+    return scheme + path
 
 
 def _read_file(config_path: str | Path | None, base: Path) -> tuple[dict[str, Any], Path | None]:

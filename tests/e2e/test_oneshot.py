@@ -209,6 +209,16 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
     assert not (kopilka_home.parent / "mysql:").exists()  # not taken for a file's path
 
 
+def test_a_sqlite_file_in_a_directory_named_postgres_is_a_file(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    (kopilka_home.parent / "postgres").mkdir(parents=True)
+    for db in ("postgres/ledger.db", "./postgres/ledger.db"):
+        result = kopilka(*DEPOSIT, "--db", db)
+        assert (result.returncode, result.stderr) == (0, ""), db
+    assert (kopilka_home.parent / "postgres" / "ledger.db").exists()
+
+
 @pytest.mark.parametrize(
     "db",
     [

@@ -299,5 +299,24 @@ def test_a_sqlite_path_is_read_as_a_person_means_it(
     assert from_env == str(tmp_path / "user" / "env.db")
     # Given on the command line or in the environment, a relative path is the shell's.
     assert load_settings(flags={"db": "here.db"}, environ=environ).db == "here.db"
-    for url in ("memory:", "postgresql://u@h/db", "sqlite:rel.db"):
+    for url in ("memory:", ":memory:", "postgresql://u@h/db", "sqlite:rel.db"):
         assert load_settings(flags={"db": url}, environ=environ).db == url
+    # In the file: no file for memory, and a sqlite: path is the file's too.
+    for written, meant in (
+        (":memory:", ":memory:"),
+        ("sqlite:books2.db", f"sqlite:{home / 'books2.db'}"),
+        ("sqlite:~/t.db", f"sqlite:{tmp_path / 'user' / 't.db'}"),
+    ):
+        (home / "kopilka.toml").write_text(f'db = "{written}"\n')
+        assert load_settings(environ=environ).db == meant
+    with pytest.raises(InvalidInput) as unknown_user:
+        load_settings(flags={"db": "~no_such_user_here/b.db"}, environ=environ)
+    assert "no home directory" in unknown_user.value.message
+    kopilka_home = load_settings(environ={"KOPILKA_HOME": "~/kh"}).home
+    assert kopilka_home == tmp_path / "user" / "kh"
+
+
+def test_a_config_file_given_empty_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path="")
+    assert refused.value.message == "the config file may not be empty: give a path"

@@ -46,7 +46,7 @@ def sqlite_path(url: str) -> str | None:
     """
     if url in ("memory:", ":memory:") or url.startswith(("postgresql://", "postgres://")):
         return None
-    if re.match(r"postgres(?:ql)?(?::|/)", url, re.IGNORECASE):
+    if re.match(r"postgres(?:ql)?(?::|//)", url, re.IGNORECASE):
         raise InvalidInput(
             "unsupported_database",
             "a PostgreSQL database is named by a URL that begins with postgresql://"
