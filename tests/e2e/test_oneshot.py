@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -417,3 +418,30 @@ def test_a_read_on_a_database_file_that_is_not_there_says_so_and_makes_none(
     assert not typo.parent.exists()
     assert kopilka(*DEPOSIT, "--db", str(typo)).returncode == 0  # a write makes it
     assert kopilka("balance", "--client=John Jones", "--db", str(typo)).returncode == 0
+
+
+def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
+    kopilka: RunKopilka, tmp_path: Path
+) -> None:
+    """As on PostgreSQL: a file without kopilka's tables (another program's, or empty) is
+    refused by a command that only reads, and not one byte of it changes."""
+    import sqlite3
+
+    other, empty = tmp_path / "other.db", tmp_path / "empty.db"
+    with contextlib.closing(sqlite3.connect(other)) as database:
+        database.execute("CREATE TABLE users (id INTEGER)")
+        database.commit()
+    empty.write_bytes(b"")
+    before = {path: path.read_bytes() for path in (other, empty)}
+    for path in (other, empty):
+        read = kopilka("get", "--db", str(path))
+        assert (read.returncode, read.stdout) == (1, "")
+        assert read.stderr == (
+            f"Error: no kopilka ledger in {path}: nothing has been written there"
+            " (check --db or KOPILKA_DB)\n"
+        )
+    assert {path: path.read_bytes() for path in (other, empty)} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("other", "empty"))) == [
+        "empty.db",
+        "other.db",
+    ]

@@ -60,7 +60,8 @@ def open_bank(target: Target, *, reads_only: bool = False) -> Bank:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
     named = sqlite_path(db)
-    if db == str(target.settings.home / "kopilka.db"):
+    in_home = db == str(target.settings.home / "kopilka.db")  # made on first use, reads too
+    if in_home:
         make_home(target.settings.home)
     elif reads_only and named is not None and not Path(named).exists():
         raise NotFound(
@@ -68,7 +69,8 @@ def open_bank(target: Target, *, reads_only: bool = False) -> Bank:
             f"no database at {db}: nothing has been written there (check --db or KOPILKA_DB)",
         )
     try:
-        return EmbeddedBank(open_store(db, create=not reads_only), target.settings.ledger)
+        store = open_store(db, create=in_home or not reads_only)
+        return EmbeddedBank(store, target.settings.ledger)
     except KopilkaError:
         raise
     except Exception as error:

@@ -16,8 +16,8 @@ from kopilka.store.protocol import Store
 def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = True) -> Store:
     """A store for a URL: 'memory:', a SQLite path ('sqlite:///abs/path', 'sqlite:rel/path'
     or a bare path), or 'postgresql://...'. `clock`: the store's own, if none is given.
-    `create` False: a PostgreSQL database without kopilka's schema is refused when
-    opened, not given one (a SQLite file that is not there is the caller's to check)."""
+    `create` False: a database without kopilka's schema is refused when opened, not
+    given one (a SQLite file that is not there at all is the caller's to check)."""
     if not url.strip():
         raise InvalidInput("invalid_option", "the database may not be empty: give a path or URL")
     path = sqlite_path(url)  # refuses what is no database kopilka can use
@@ -33,7 +33,7 @@ def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = 
     from kopilka.store.sqlite import SqliteStore
 
     assert path is not None
-    return SqliteStore(path, clock)
+    return SqliteStore(path, clock, create_schema=create)
 
 
 def sqlite_path(url: str) -> str | None:

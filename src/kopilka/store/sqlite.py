@@ -54,7 +54,7 @@ from kopilka.domain.rules import (
     refused_money_keys,
 )
 from kopilka.domain.statement import StatementLine
-from kopilka.errors import RetryableStoreError, Unavailable
+from kopilka.errors import NotFound, RetryableStoreError, Unavailable
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
@@ -147,8 +147,12 @@ class SqliteStore:
         path: str | Path,
         clock: MonotonicClock | None = None,
         account_cache_max: int = 50_000,
+        create_schema: bool = True,
     ) -> None:
+        """`create_schema` False: a file without kopilka's schema is refused
+        (database_not_found), and left as it was, for a command that only reads."""
         self.path = str(path)
+        self._create_schema = create_schema
         self._clock = clock or MonotonicClock()
         # The writer's view of recently used accounts, so a batch need not re-read them.
         # Valid only while no other connection has committed (checked per batch with
@@ -173,6 +177,8 @@ class SqliteStore:
     # -- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
+        if not self._create_schema and self.path != ":memory:":
+            await asyncio.to_thread(self._require_a_ledger)
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +195,22 @@ class SqliteStore:
         if self.path != ":memory:":
             self._checkpointer = Checkpointer(lambda: connect(self.path))
             _make_private(self.path)
+
+    def _require_a_ledger(self) -> None:
+        """Read, never written (not even its journal mode): another program's file, or
+        an empty one, is refused before anything of kopilka's is put in it."""
+        uri = Path(self.path).absolute().as_uri() + "?mode=ro"
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error:
+            return  # not readable as a database: opening it says why, in one line
+        if version == 0:
+            raise NotFound(
+                "database_not_found",
+                f"no kopilka ledger in {self.path}: nothing has been written there"
+                " (check --db or KOPILKA_DB)",
+            )
 
     def _open_writer(self) -> sqlite3.Connection:
         try:
