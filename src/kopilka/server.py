@@ -23,7 +23,15 @@ from kopilka.api.protocol import BoundedHttpToolsProtocol, ConnectionBounds
 from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
-from kopilka.settings import Settings, load_settings, make_home, redact_url, without_password
+from kopilka.settings import (
+    Settings,
+    load_settings,
+    make_home,
+    number,
+    redact_url,
+    whole_number,
+    without_password,
+)
 from kopilka.supervision import mark_supervisor
 from kopilka.workers import Workers
 
@@ -43,28 +51,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("port_positional", nargs="?", metavar="PORT", help="port")
     parser.add_argument("--config", metavar="FILE", help="settings file (default kopilka.toml)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port to listen on (default 8888)")
+    parser.add_argument("--port", type=whole_number, help="port to listen on (default 8888)")
     parser.add_argument("--db", help="'memory:', a SQLite path or a postgresql:// URL")
-    parser.add_argument("--workers", type=int, help="worker processes (default 1)")
+    parser.add_argument("--workers", type=whole_number, help="worker processes (default 1)")
     parser.add_argument(
         "--connections-per-client",
-        type=int,
+        type=whole_number,
         help="open connections one client address may hold, per process (default 256)",
     )
     parser.add_argument(
         "--header-seconds",
-        type=float,
+        type=number,
         help="seconds a client may take to send a request's headers (default 10)",
     )
     parser.add_argument(
         "--body-seconds",
-        type=float,
+        type=number,
         help="seconds a client may take to send a request's body, once its headers are in"
         " (default 10)",
     )
     parser.add_argument(
         "--write-seconds",
-        type=float,
+        type=number,
         help="seconds a client may leave the server waiting to write, not reading its answer"
         " (default 30)",
     )

@@ -132,13 +132,13 @@ def load_settings(
     if db.startswith("postgres") and environ.get("KOPILKA_DB_PASSWORD_FILE"):
         db = _with_password(db, _read_password(Path(environ["KOPILKA_DB_PASSWORD_FILE"])))
     try:
-        port = int(pick("port", DEFAULT_PORT))
-        workers = int(pick("workers", 1))
-        connections_per_client = int(pick("connections_per_client", 256))
-        header_seconds = float(pick("header_seconds", 10.0))
-        body_seconds = float(pick("body_seconds", 10.0))
-        write_seconds = float(pick("write_seconds", 30.0))
-        sandbox_idle_seconds = float(pick("sandbox_idle_seconds", SANDBOX_IDLE_SECONDS_DEFAULT))
+        port = whole_number(pick("port", DEFAULT_PORT))
+        workers = whole_number(pick("workers", 1))
+        connections_per_client = whole_number(pick("connections_per_client", 256))
+        header_seconds = number(pick("header_seconds", 10.0))
+        body_seconds = number(pick("body_seconds", 10.0))
+        write_seconds = number(pick("write_seconds", 30.0))
+        sandbox_idle_seconds = number(pick("sandbox_idle_seconds", SANDBOX_IDLE_SECONDS_DEFAULT))
     except ValueError as error:
         raise InvalidInput(
             "invalid_setting",
@@ -196,6 +196,20 @@ _FILE_SETTINGS: dict[str, tuple[type, ...]] = {
     "write_seconds": (int, float),
     "sandbox_idle_seconds": (int, float),
 }
+
+
+def whole_number(value: Any) -> int:
+    """A count or a port, as typed: ASCII digits only (int() would take "２０" for 20)."""
+    if isinstance(value, str) and not value.isascii():
+        raise ValueError(f"invalid number: {value!r}")
+    return int(value)
+
+
+def number(value: Any) -> float:
+    """A number of seconds, as typed: ASCII only, as whole_number."""
+    if isinstance(value, str) and not value.isascii():
+        raise ValueError(f"invalid number: {value!r}")
+    return float(value)
 
 
 def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:

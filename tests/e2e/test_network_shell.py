@@ -82,7 +82,13 @@ def test_a_bare_port_reaches_the_server(server: ServerProcess, tmp_path: Path) -
 
 
 def test_a_port_in_other_digits_is_a_usage_error(tmp_path: Path) -> None:
-    for command in (("shell", "\u00b2"), ("shell", "\uff12\uff10"), ("serve", "\u00b2")):
+    for command in (
+        ("shell", "\u00b2"),
+        ("shell", "\uff12\uff10"),
+        ("serve", "\u00b2"),
+        ("serve", "--port", "\uff12\uff10\uff15\uff10\uff11"),
+        ("serve", "--workers", "\uff12"),
+    ):
         result = run_kopilka(tmp_path / "home", *command)
         assert result.returncode != 0
         assert "Traceback" not in result.stderr
