@@ -22,6 +22,7 @@ from kopilka.errors import InvalidInput
 _TIME_OF_DAY = re.compile(
     r"[T ]\d{2}(?P<minutes>:?\d{2})?(?P<seconds>:?\d{2})?(?:[.,](?P<fraction>\d+))?"
 )
+_WEEK = re.compile(r"\d{4}-?W\d{2}")
 _TEXT_LENGTH_MAX = 64
 _EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"
 
@@ -63,9 +64,11 @@ def _at_the_end_of_time(moment: datetime) -> datetime:
 def _last_moment_written(text: str, moment: datetime) -> datetime:
     """The last microsecond of the day, hour, minute or second that `text` names. A
     date in any of ISO 8601's forms ("2026-12-03", "20261203", the week date
-    "2026-W49-4") names a whole day."""
+    "2026-W49-4") names a whole day, and a week ("2026-W49") the whole week."""
     time_of_day = _TIME_OF_DAY.search(text)
     if time_of_day is None:
+        if _WEEK.fullmatch(text):  # "2026-W49" is the whole week, Monday to Sunday
+            moment += timedelta(days=6)
         return moment.replace(hour=23, minute=59, second=59, microsecond=999_999)
     if time_of_day["fraction"]:  # "35.8" runs to 35.899999: the last microsecond it names
         digits = len(time_of_day["fraction"])

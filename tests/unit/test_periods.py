@@ -50,6 +50,7 @@ def test_a_date_till_is_the_last_moment_of_the_day(utc: None) -> None:
         ("20240131", datetime(2024, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)),
         ("2024-W05-3", datetime(2024, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)),  # a week date
         ("2024W053", datetime(2024, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)),
+        ("2024-W05", datetime(2024, 2, 4, 23, 59, 59, 999_999, tzinfo=UTC)),  # its Sunday
         ("2024-01-31 18:30:05+02:00", datetime(2024, 1, 31, 16, 30, 5, 999_999, tzinfo=UTC)),
         ("2024-01-31 18:30:05.250", datetime(2024, 1, 31, 18, 30, 5, 250_999, tzinfo=UTC)),
         ("2024-01-31 18:30:05.8", datetime(2024, 1, 31, 18, 30, 5, 899_999, tzinfo=UTC)),
