@@ -359,6 +359,7 @@ class Engine:
 
     @staticmethod
     def _fail(batch: list[_Request], error: KopilkaError) -> None:
+        error.of_the_batch = True
         for request in batch:
             request.done = True
             request.error = error

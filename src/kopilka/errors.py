@@ -13,6 +13,9 @@ class KopilkaError(Exception):
     http_status = 400
     # A refusal answered again from its key's first request, not decided anew.
     replayed = False
+    # The failure of a whole batch (the store's), given to each of its commands: about
+    # none of them in particular.
+    of_the_batch = False
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -786,6 +786,8 @@ async def test_a_long_request_stops_at_a_piece_that_fails_whole(latin1_url: str)
         assert await engine.store.get_account("main", "Ann") is None
         outcomes = await engine.submit_many(deposits("second-fails", 2))
         assert [getattr(o, "code", "ok") for o in outcomes] == ["ok"] * 2 + ["invalid_text"] * 4
+        # About the piece, not each command: the API names no item's place for it.
+        assert all(o.of_the_batch for o in outcomes[2:] if isinstance(o, KopilkaError))
         await asyncio.sleep(0.2)
         account = await engine.store.get_account("main", "Ann")
         assert account is not None and account.balance_cents == 200

@@ -402,8 +402,8 @@ class Call:
                 counts[_item_kind(items[index]), outcome.code] += 1
                 if client_caller:
                     outcome = refusal_for_client(outcome)
-                if isinstance(outcome, InvalidInput):  # bad input the rules found: where
-                    outcome = _item_error(outcome, index)
+                if isinstance(outcome, InvalidInput) and not outcome.of_the_batch:
+                    outcome = _item_error(outcome, index)  # bad input the rules found: where
                 results[index] = BatchResult(outcome.http_status, error=error_detail(outcome))
             else:
                 assert isinstance(outcome, Operation)
