@@ -545,3 +545,18 @@ def test_the_python_client_says_a_write_whose_answer_was_lost_may_have_applied(
         again = bank.deposit("Ann", 300, "answer lost", "lost-answer-1")
     assert again.replayed
     assert Decimal(admin.get("/v1/accounts/Ann").json()["balance"]) == before + 3
+
+
+def test_a_key_the_server_made_for_a_batch_guards_its_body(admin: httpx.Client) -> None:
+    """A keyless batch's key (its items' keys are KEY:INDEX; a 503 among them hands it
+    back to resend under) holds the body as a key sent would: another body is refused."""
+    body = {"operations": [{"type": "deposit", "client": "Ann", "amount": "1"}]}
+    (result,) = admin.post("/v1/batch", json=body).json()["results"]
+    made = result["operation"]["idempotency_key"].rpartition(":")[0]
+    before = state(admin)
+    other = {"operations": [{"type": "deposit", "client": "Ann", "amount": "9.99"}]}
+    answer = admin.post("/v1/batch", json=other, headers={"Idempotency-Key": made})
+    refused(answer, 409, "idempotency_key_reused")
+    again = admin.post("/v1/batch", json=body, headers={"Idempotency-Key": made})
+    assert again.json()["results"][0]["operation"]["id"] == result["operation"]["id"]
+    assert state(admin) == before

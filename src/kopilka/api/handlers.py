@@ -392,7 +392,7 @@ class Call:
         # A client's claim is kept under its own mark, as its items' keys are.
         claimed = client_key(principal.client or "", prefix) if role == "client" else prefix
         outcomes = await self.app.engine.submit_many(
-            commands, self._claim(claimed, as_decoded), principal.token_id
+            commands, self._claim(claimed, as_decoded, made_too=True), principal.token_id
         )
         # Counted here and handed to the metrics once per batch, not once per item.
         counts: Counter[tuple[MoneyKind, str]] = Counter()
@@ -422,14 +422,21 @@ class Call:
         return response
 
     def _claim(
-        self, key: str, request: msgspec.Struct | bytes, route: bytes = b""
+        self,
+        key: str,
+        request: msgspec.Struct | bytes,
+        route: bytes = b"",
+        *,
+        made_too: bool = False,
     ) -> ClaimKey | None:
         """The claim of a write's Idempotency-Key for its body (as decoded) and route: the
         same key then replays the first answer, and with another body is refused whole.
         A batch's items replay by their own keys; a batch has no route in its digest, as
-        digests kept before other writes took claims had none."""
-        if self.headers.idempotency_key is None:
-            return None  # a key the server made is new
+        digests kept before other writes took claims had none. A key the server made is
+        new, and is claimed only `made_too`: a batch's, which an answer with a 503 among
+        its items hands back to resend the same body under."""
+        if self.headers.idempotency_key is None and not made_too:
+            return None
         decoded = request if isinstance(request, bytes) else _encoder.encode(request)
         digest = hashlib.sha256(route + decoded).hexdigest()
         return ClaimKey(self.ledger, key, digest)
