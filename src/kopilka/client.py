@@ -365,10 +365,14 @@ class Client:
         self, commands: Sequence[Command], idempotency_key: str | None = None
     ) -> list[Outcome]:
         """Money commands in one request (one engine batch); one outcome each, in order,
-        a refusal as its error. Without a key, one is made here, as for one write."""
+        a refusal as its error. Without a key, one is made here, as for one write.
+
+        Items the server could not apply then (503: a piece of a long request failed
+        with the database away) are sent again, the whole body under the same key, as a
+        single write is retried: what was applied answers as it did, the rest applies.
+        """
         items = [batch_item(command) for command in commands]
         key = new_key() if idempotency_key is None else idempotency_key
-        response = self._send("POST", "/v1/batch", json={"operations": items}, idempotency_key=key)
 
         def read(answer: Any) -> list[Outcome]:
             outcomes: list[Outcome] = []
@@ -380,7 +384,22 @@ class Client:
                     outcomes.append(operation_from(result["operation"], self.ledger, False))
             return outcomes
 
-        return self._answer(response, read)
+        body = {"operations": items}
+        uncertain: dict[int, Outcome] = {}  # items an attempt may have applied
+        delay_seconds = 0.05
+        for attempt in range(1, ATTEMPTS_MAX + 1):
+            response = self._send("POST", "/v1/batch", json=body, idempotency_key=key)
+            outcomes = self._answer(response, read)
+            unsettled = {i: o for i, o in enumerate(outcomes) if isinstance(o, Unavailable)}
+            uncertain.update({i: o for i, o in unsettled.items() if o.code == "outcome_unknown"})
+            if not unsettled or attempt == ATTEMPTS_MAX:
+                break
+            time.sleep(delay_seconds)
+            delay_seconds *= 2
+        # A later attempt's "nothing was applied" speaks only of itself.
+        return [
+            uncertain.get(i, o) if isinstance(o, Unavailable) else o for i, o in enumerate(outcomes)
+        ]
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/v1/health", _json_object)
