@@ -41,6 +41,18 @@ KEEP_ALIVE_SECONDS = 5
 GRACEFUL_SHUTDOWN_SECONDS = 15
 
 
+def _whole(text: str) -> int:
+    return whole_number(text)
+
+
+def _seconds(text: str) -> float:
+    return number(text)
+
+
+# As argparse names them in "invalid ... value: 'abc'".
+_whole.__name__, _seconds.__name__ = "int", "float"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="kopilka serve",
@@ -51,28 +63,28 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("port_positional", nargs="?", metavar="PORT", help="port")
     parser.add_argument("--config", metavar="FILE", help="settings file (default kopilka.toml)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=whole_number, help="port to listen on (default 8888)")
+    parser.add_argument("--port", type=_whole, help="port to listen on (default 8888)")
     parser.add_argument("--db", help="'memory:', a SQLite path or a postgresql:// URL")
-    parser.add_argument("--workers", type=whole_number, help="worker processes (default 1)")
+    parser.add_argument("--workers", type=_whole, help="worker processes (default 1)")
     parser.add_argument(
         "--connections-per-client",
-        type=whole_number,
+        type=_whole,
         help="open connections one client address may hold, per process (default 256)",
     )
     parser.add_argument(
         "--header-seconds",
-        type=number,
+        type=_seconds,
         help="seconds a client may take to send a request's headers (default 10)",
     )
     parser.add_argument(
         "--body-seconds",
-        type=number,
+        type=_seconds,
         help="seconds a client may take to send a request's body, once its headers are in"
         " (default 10)",
     )
     parser.add_argument(
         "--write-seconds",
-        type=number,
+        type=_seconds,
         help="seconds a client may leave the server waiting to write, not reading its answer"
         " (default 30)",
     )
