@@ -526,12 +526,15 @@ def _admin_token(url: str) -> str:
             " a server on this machine; give --token or KOPILKA_TOKEN",
         )
     try:
-        return path.read_text().strip()
+        token = path.read_text().strip()
     except OSError:
+        token = ""
+    if not token:
         raise Unauthorized(
             "no_token",
             f"no token: set KOPILKA_TOKEN, or start the server once to write {path}",
-        ) from None
+        )
+    return token
 
 
 def _on_this_machine(host: str) -> bool:

@@ -118,8 +118,10 @@ class _Server(uvicorn.Server):
 
 def _announce(settings: Settings, admin_token_created: bool) -> None:
     token_path = settings.home / ADMIN_TOKEN_FILE
+    # An IPv6 address goes in brackets, or the URL shown is one no client can use.
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(
-        f"kopilka listening on http://{settings.host}:{settings.port}"
+        f"kopilka listening on http://{host}:{settings.port}"
         f" (db: {redact_url(settings.db)})",
         flush=True,
     )

@@ -26,7 +26,7 @@ from typing import Protocol
 from kopilka.api.auth import new_token_record
 from kopilka.arguments import ArgumentParser
 from kopilka.errors import KopilkaError
-from kopilka.settings import load_settings
+from kopilka.settings import load_settings, make_home
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
 from kopilka.tokens import ROLES
@@ -165,6 +165,9 @@ def token_main(argv: list[str]) -> int:
         url = getattr(arguments, "url", None) or settings.url
         if url is not None:
             return _run_remote(url, getattr(arguments, "token", None), arguments)
+        if settings.db == str(settings.home / "kopilka.db"):
+            # As for every other command: tokens go in a home that is this user's alone.
+            make_home(settings.home)
         return asyncio.run(_run_local(open_store(settings.db), arguments))
     except KopilkaError as error:
         print(f"Error: {error.message}", file=sys.stderr)

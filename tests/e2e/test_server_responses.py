@@ -165,3 +165,19 @@ def test_a_statement_that_does_not_add_up_is_broken_off_never_shown_whole(
         assert shown.stderr.count("\n") == 1, shown.stderr
         server.stop()
     assert "Traceback" not in server.errors, server.errors
+
+
+def test_requests_to_upgrade_to_a_websocket_leave_the_log_as_it_was(tmp_path: Path) -> None:
+    """Anyone may send them, without a token: a log line each would let them fill it."""
+    upgrade = (
+        b"GET /v1/health HTTP/1.1\r\nHost: k\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with running_server(tmp_path, "memory:") as server:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+                connection.sendall(upgrade)
+                assert connection.recv(65536).startswith(b"HTTP/1.1 ")
+        server.stop()
+    assert "upgrade" not in server.errors.lower(), server.errors
+    assert "websocket" not in server.errors.lower(), server.errors

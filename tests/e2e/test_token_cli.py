@@ -235,3 +235,23 @@ def test_a_ledger_given_is_asked_for_main_too(server: ServerProcess) -> None:
         assert admin.get("/v1/accounts/Ledger%20Test").status_code == 404
         branch = admin.get("/v1/accounts/Ledger%20Test", headers={"Kopilka-Ledger": "branch"})
         assert branch.json()["balance"] == "7.00"
+
+
+def test_local_tokens_go_only_in_a_home_that_is_this_users_alone(tmp_path: Path) -> None:
+    home = tmp_path / "shared"
+    home.mkdir()
+    home.chmod(0o1777)  # anyone may put files in it
+    result = run_kopilka(home, "token", "create", "--role", "admin")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"Error: KOPILKA_HOME {home} may be written by other users")
+    assert list(home.iterdir()) == []
+
+
+def test_an_empty_admin_token_file_is_no_token(server: ServerProcess, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "admin.token").write_text("")
+    for arguments in (("token", "list"), ("shell",)):
+        result = run_kopilka(home, *arguments, "--url", server.url, stdin="accounts\n")
+        assert (result.returncode, result.stdout) == (1, ""), arguments
+        assert result.stderr.startswith("Error: no token: set KOPILKA_TOKEN"), result.stderr

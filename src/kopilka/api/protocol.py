@@ -124,12 +124,16 @@ _BODY_TOO_SLOW = _refusal(408, "request_timeout", "the request body arrived too 
 _INVALID_HTTP = _refusal(400, "invalid_http", "the request is not valid HTTP/1.1")
 
 
-# uvicorn logs a line for each request it cannot parse: the client gets its 400, and a
-# line each would let anyone fill the server's log at will. And one for a statement cut
-# short by its store (handlers.dispatch), whose store has logged why.
+# uvicorn logs a line for each request it cannot parse, and two for one asking to
+# upgrade to a websocket: a line each would let anyone fill the server's log at will.
+# And one for a statement cut short by its store (handlers.dispatch), which logs why.
 _NOT_LOGGED = (
     "Invalid HTTP request received.",
     "ASGI callable returned without completing response.",
+    # An `Upgrade: websocket` request, answered as a plain one: kopilka serves none.
+    "Unsupported upgrade request.",
+    "No supported WebSocket library detected. Please use \"pip install 'uvicorn[standard]'\","
+    " or install 'websockets' or 'wsproto' manually.",
 )
 
 
