@@ -121,8 +121,7 @@ def _announce(settings: Settings, admin_token_created: bool) -> None:
     # An IPv6 address goes in brackets, or the URL shown is one no client can use.
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     print(
-        f"kopilka listening on http://{host}:{settings.port}"
-        f" (db: {redact_url(settings.db)})",
+        f"kopilka listening on http://{host}:{settings.port} (db: {redact_url(settings.db)})",
         flush=True,
     )
     print(f"admin token {'written to' if admin_token_created else 'in'} {token_path}", flush=True)

@@ -11,16 +11,18 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import platformdirs
 
 from kopilka.domain.rules import validate_chosen_ledger
 from kopilka.errors import InvalidInput
+
+T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
@@ -131,20 +133,20 @@ def load_settings(
     url = pick("url", None) if rank("url") <= rank("db") else None
     if db.startswith("postgres") and environ.get("KOPILKA_DB_PASSWORD_FILE"):
         db = _with_password(db, _read_password(Path(environ["KOPILKA_DB_PASSWORD_FILE"])))
-    try:
-        port = whole_number(pick("port", DEFAULT_PORT))
-        workers = whole_number(pick("workers", 1))
-        connections_per_client = whole_number(pick("connections_per_client", 256))
-        header_seconds = number(pick("header_seconds", 10.0))
-        body_seconds = number(pick("body_seconds", 10.0))
-        write_seconds = number(pick("write_seconds", 30.0))
-        sandbox_idle_seconds = number(pick("sandbox_idle_seconds", SANDBOX_IDLE_SECONDS_DEFAULT))
-    except ValueError as error:
-        raise InvalidInput(
-            "invalid_setting",
-            "port, workers, connections_per_client, header_seconds, body_seconds,"
-            f" write_seconds and sandbox_idle_seconds must be numbers: {error}",
-        ) from error
+
+    def whole(name: str, default: int) -> int:
+        return _read_number(name, pick(name, default), whole_number, "a whole number")
+
+    def seconds_of(name: str, default: float) -> float:
+        return _read_number(name, pick(name, default), number, "a number of seconds")
+
+    port = whole("port", DEFAULT_PORT)
+    workers = whole("workers", 1)
+    connections_per_client = whole("connections_per_client", 256)
+    header_seconds = seconds_of("header_seconds", 10.0)
+    body_seconds = seconds_of("body_seconds", 10.0)
+    write_seconds = seconds_of("write_seconds", 30.0)
+    sandbox_idle_seconds = seconds_of("sandbox_idle_seconds", SANDBOX_IDLE_SECONDS_DEFAULT)
     seconds = (header_seconds, body_seconds, write_seconds)
     if connections_per_client < 1 or not all(0 < value <= 3600 for value in seconds):
         raise InvalidInput(
@@ -196,6 +198,14 @@ _FILE_SETTINGS: dict[str, tuple[type, ...]] = {
     "write_seconds": (int, float),
     "sandbox_idle_seconds": (int, float),
 }
+
+
+def _read_number(name: str, value: Any, read: Callable[[Any], T], kind: str) -> T:
+    """A setting's number, or one line naming the setting and what it was given."""
+    try:
+        return read(value)
+    except (TypeError, ValueError):
+        raise InvalidInput("invalid_setting", f"{name} must be {kind}, not {value!r}") from None
 
 
 def whole_number(value: Any) -> int:
@@ -266,6 +276,8 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
         # TOML's true and false are Python bools, which are ints too: never a number here.
         if isinstance(value, bool) or not isinstance(value, kinds):
             wanted = "a string" if kinds == (str,) else "a number"
+            if kinds == (int,):
+                wanted = "a whole number"
             raise InvalidInput("invalid_setting", f"{path}: {name} must be {wanted}")
 
 

@@ -68,8 +68,9 @@ def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
     [
         ("db = 5", "db must be a string"),
         ("ledger = 7", "ledger must be a string"),
-        ('port = "8889"', "port must be a number"),
-        ("workers = true", "workers must be a number"),
+        ('port = "8889"', "port must be a whole number"),
+        ("port = 8889.0", "port must be a whole number"),
+        ("workers = true", "workers must be a whole number"),
         ("body_seconds = [1]", "body_seconds must be a number"),
         ("prot = 8889", "unknown setting 'prot'"),
         ("[server]\nport = 1", "unknown setting 'server'"),
@@ -320,3 +321,16 @@ def test_a_config_file_given_empty_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as refused:
         load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path="")
     assert refused.value.message == "the config file may not be empty: give a path"
+
+
+def test_a_setting_that_is_no_number_is_named_in_its_refusal(tmp_path: Path) -> None:
+    environ = {"KOPILKA_HOME": str(tmp_path)}
+    for name, value, said in (
+        ("WORKERS", "abc", "workers must be a whole number, not 'abc'"),
+        ("WORKERS", "1.9", "workers must be a whole number, not '1.9'"),
+        ("PORT", "\uff12\uff10", "port must be a whole number, not '\uff12\uff10'"),
+        ("SANDBOX_IDLE_SECONDS", "x", "sandbox_idle_seconds must be a number of seconds, not 'x'"),
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            load_settings(environ={**environ, f"KOPILKA_{name}": value})
+        assert refused.value.message == said
