@@ -174,8 +174,9 @@ def test_a_second_database_in_a_home_in_use_is_refused_and_keeps_the_token(
     assert refused.returncode == 1, refused
     assert refused.stdout == ""
     assert refused.stderr == (
-        f"Error: another kopilka server uses {home} with a database that has another"
-        " admin token; give each database a KOPILKA_HOME of its own\n"
+        f"Error: the admin token in {home / 'admin.token'} is missing or not honoured by"
+        f" this database, and another kopilka server uses {home}: stop it first (a new"
+        " token is then written), or give each database a KOPILKA_HOME of its own\n"
     )
     with running_server(home, str(tmp_path / "other.db"), workers=workers) as replacing:
         assert (home / "admin.token").read_text() != token

@@ -38,10 +38,13 @@ async def ensure_admin_token(store: Store, path: Path) -> bool:
         path.chmod(0o600)  # kept, so made private again if someone loosened it
         return False
     if not _try_lock(lock, fcntl.LOCK_EX):
+        # Which database the other server has is not known here: if another, a new
+        # token would leave its shells without theirs.
         raise Conflict(
             "home_in_use",
-            f"another kopilka server uses {path.parent} with a database that has another"
-            f" admin token; give each database a KOPILKA_HOME of its own",
+            f"the admin token in {path} is missing or not honoured by this database, and"
+            f" another kopilka server uses {path.parent}: stop it first (a new token is"
+            " then written), or give each database a KOPILKA_HOME of its own",
         )
     try:
         await _write_new_token(store, path)
