@@ -26,8 +26,8 @@ from typing import Protocol
 from kopilka.api.auth import new_token_record
 from kopilka.arguments import ArgumentParser
 from kopilka.errors import KopilkaError
-from kopilka.settings import load_settings, make_home
-from kopilka.store import open_store
+from kopilka.settings import load_settings
+from kopilka.shell.connect import local_store
 from kopilka.store.protocol import Store
 from kopilka.tokens import ROLES
 
@@ -165,10 +165,10 @@ def token_main(argv: list[str]) -> int:
         url = getattr(arguments, "url", None) or settings.url
         if url is not None:
             return _run_remote(url, getattr(arguments, "token", None), arguments)
-        if settings.db == str(settings.home / "kopilka.db"):
-            # As for every other command: tokens go in a home that is this user's alone.
-            make_home(settings.home)
-        return asyncio.run(_run_local(open_store(settings.db), arguments))
+        # As for every other command: the home's rules, and a list of a --db that is not
+        # there is refused rather than made.
+        store = local_store(settings, reads_only=arguments.command == "list")
+        return asyncio.run(_run_local(store, arguments))
     except KopilkaError as error:
         print(f"Error: {error.message}", file=sys.stderr)
         return 1

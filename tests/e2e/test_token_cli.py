@@ -255,3 +255,13 @@ def test_an_empty_admin_token_file_is_no_token(server: ServerProcess, tmp_path: 
         result = run_kopilka(home, *arguments, "--url", server.url, stdin="accounts\n")
         assert (result.returncode, result.stdout) == (1, ""), arguments
         assert result.stderr.startswith("Error: no token: set KOPILKA_TOKEN"), result.stderr
+
+
+def test_a_list_of_a_database_that_is_not_there_says_so_and_makes_none(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    result = run_kopilka(tmp_path / "home", "token", "list", "--db", str(typo))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: no database at {typo}: nothing has been written there (check --db or KOPILKA_DB)\n"
+    )
+    assert not typo.exists()

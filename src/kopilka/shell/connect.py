@@ -16,6 +16,7 @@ from kopilka.bank import Bank, EmbeddedBank
 from kopilka.errors import KopilkaError, NotFound, Unavailable
 from kopilka.settings import Settings, make_home, redact_url
 from kopilka.store import open_store, sqlite_path
+from kopilka.store.protocol import Store
 
 
 class ConnectBank(Protocol):
@@ -59,18 +60,8 @@ def open_bank(target: Target, *, reads_only: bool = False) -> Bank:
     if target.sandbox:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
-    named = sqlite_path(db)
-    in_home = db == str(target.settings.home / "kopilka.db")  # made on first use, reads too
-    if in_home:
-        make_home(target.settings.home)
-    elif reads_only and named is not None and not Path(named).exists():
-        raise NotFound(
-            "database_not_found",
-            f"no database at {db}: nothing has been written there (check --db or KOPILKA_DB)",
-        )
     try:
-        store = open_store(db, create=in_home or not reads_only)
-        return EmbeddedBank(store, target.settings.ledger)
+        return EmbeddedBank(local_store(target.settings, reads_only), target.settings.ledger)
     except KopilkaError:
         raise
     except Exception as error:
@@ -79,6 +70,24 @@ def open_bank(target: Target, *, reads_only: bool = False) -> Bank:
         raise Unavailable(
             "store_unavailable", f"cannot open the database {redact_url(db)}: {error}"
         ) from error
+
+
+def local_store(settings: Settings, reads_only: bool) -> Store:
+    """The settings' database, not yet opened. The home's is made on first use, reads
+    too (its home checked first); another one named (--db) that is not there, or holds
+    no ledger, is refused to a command that only reads, and left as it was."""
+    db = settings.db
+    in_home = db == str(settings.home / "kopilka.db")
+    if in_home:
+        make_home(settings.home)
+    elif reads_only:
+        named = sqlite_path(db)
+        if named is not None and not Path(named).exists():
+            raise NotFound(
+                "database_not_found",
+                f"no database at {db}: nothing has been written there (check --db or KOPILKA_DB)",
+            )
+    return open_store(db, create=in_home or not reads_only)
 
 
 def _connect(target: Target) -> Bank:
