@@ -199,6 +199,11 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
     for db, message in (
         ("", "Error: the database may not be empty: give a path or URL\n"),
         (
+            "host=db.internal dbname=bank password=S3cret",
+            "Error: a PostgreSQL database is named by a URL (postgresql://user@host/db), not by"
+            " keyword=value settings\n",
+        ),
+        (
             "mysql://user:secret@host/db",
             "Error: kopilka cannot use a mysql:// database: give a SQLite path or a"
             " postgresql:// URL\n",

@@ -36,6 +36,11 @@ def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = 
     return SqliteStore(path, clock, create_schema=create)
 
 
+# Two or more keyword=value pairs apart by spaces: never taken for a file's name, which
+# would hold a password, shown back as a path.
+_KEYWORD_VALUES = re.compile(r"\s*\w+\s*=\s*\S*(?:\s+\w+\s*=\s*\S*)+\s*")
+
+
 def sqlite_path(url: str) -> str | None:
     """The file of a SQLite database URL or path; None for memory or PostgreSQL.
 
@@ -51,6 +56,12 @@ def sqlite_path(url: str) -> str | None:
             "unsupported_database",
             "a PostgreSQL database is named by a URL that begins with postgresql://"
             " (two slashes, in lower case)",
+        )
+    if _KEYWORD_VALUES.fullmatch(url):  # libpq's "host=... dbname=... password=..."
+        raise InvalidInput(
+            "unsupported_database",
+            "a PostgreSQL database is named by a URL (postgresql://user@host/db), not by"
+            " keyword=value settings",
         )
     scheme, separator, _ = url.partition("://")
     if separator and scheme not in ("postgresql", "postgres", "sqlite"):
