@@ -194,6 +194,14 @@ def test_a_client_token_can_neither_take_nor_probe_another_callers_keys(
         assert (again.headers.get("idempotent-replayed"), again.json()) == ("true", first.json())
         reused = ann.post("/v1/withdrawals", json=huge, headers={"Idempotency-Key": "mine"})
         assert_refused(reused, 409, "idempotency_key_reused")
+        assert "'mine'" in reused.json()["error"]["message"]  # as she sent it, unmarked
+        assert "client/" not in reused.json()["error"]["message"]
+        items = {"operations": [{"type": "withdrawal", "client": "Ann", "amount": "0.01"}]}
+        assert ann.post("/v1/batch", json=items, headers={"Idempotency-Key": "b1"}).is_success
+        other = {"operations": [{"type": "withdrawal", "client": "Ann", "amount": "0.02"}]}
+        refused_batch = ann.post("/v1/batch", json=other, headers={"Idempotency-Key": "b1"})
+        assert_refused(refused_batch, 409, "idempotency_key_reused")
+        assert "client/" not in refused_batch.json()["error"]["message"]
 
 
 def test_teller_moves_money_but_manages_no_tokens_or_limits(server: ServerProcess) -> None:

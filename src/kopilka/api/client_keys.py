@@ -11,6 +11,7 @@ caller's key matches, and answered back without it.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
 from kopilka.errors import InvalidInput
@@ -38,3 +39,11 @@ def own_key(kept: str) -> str:
     if kept.startswith(_MARK) and kept[PREFIX_LENGTH - 1 : PREFIX_LENGTH] == "/":
         return kept[PREFIX_LENGTH:]
     return kept
+
+
+_MARKED = re.compile(re.escape(_MARK) + f"[0-9a-f]{{{_DIGEST_LENGTH}}}/")
+
+
+def unmarked(text: str) -> str:
+    """A message that names a client's kept key, naming it as the client sent it."""
+    return _MARKED.sub("", text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from kopilka.api.client_keys import unmarked
 from kopilka.api.schemas import ErrorDetail, ErrorOut
 from kopilka.domain.rules import client_name_empty, client_name_too_long, description_too_long
 from kopilka.errors import InvalidInput, KopilkaError
@@ -26,7 +27,10 @@ class ApiError(KopilkaError):
 
 
 def error_detail(error: KopilkaError) -> ErrorDetail:
-    return ErrorDetail(code=error.code, message=error.message)
+    message = error.message
+    if error.code == "idempotency_key_reused":  # a client's key, as it sent it
+        message = unmarked(message)
+    return ErrorDetail(code=error.code, message=message)
 
 
 def error_body(error: KopilkaError) -> bytes:
