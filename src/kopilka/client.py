@@ -198,7 +198,7 @@ class Client:
                     raise _unreachable(self.shown_url, error) from error
                 failure = error
                 if method != "GET" and uncertain is None:  # it may have been applied
-                    uncertain = _outcome_unknown(self.shown_url)
+                    uncertain = _outcome_unknown(self.shown_url, idempotency_key is not None)
             else:
                 if response.status_code not in (429, 503) or not retry:
                     return response
@@ -385,21 +385,29 @@ class Client:
             return outcomes
 
         body = {"operations": items}
-        uncertain: dict[int, Outcome] = {}  # items an attempt may have applied
+        response = self._send("POST", "/v1/batch", json=body, idempotency_key=key)
+        outcomes = self._answer(response, read)
         delay_seconds = 0.05
-        for attempt in range(1, ATTEMPTS_MAX + 1):
-            response = self._send("POST", "/v1/batch", json=body, idempotency_key=key)
-            outcomes = self._answer(response, read)
-            unsettled = {i: o for i, o in enumerate(outcomes) if isinstance(o, Unavailable)}
-            uncertain.update({i: o for i, o in unsettled.items() if o.code == "outcome_unknown"})
-            if not unsettled or attempt == ATTEMPTS_MAX:
+        for _ in range(ATTEMPTS_MAX - 1):
+            unsettled = [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
+            if not unsettled:
                 break
             time.sleep(delay_seconds)
             delay_seconds *= 2
-        # A later attempt's "nothing was applied" speaks only of itself.
-        return [
-            uncertain.get(i, o) if isinstance(o, Unavailable) else o for i, o in enumerate(outcomes)
-        ]
+            try:
+                again = self._answer(
+                    self._send("POST", "/v1/batch", json=body, idempotency_key=key), read
+                )
+            except KopilkaError as error:
+                if error.code == "outcome_unknown":  # the resend itself may have applied
+                    for i in unsettled:
+                        outcomes[i] = error
+                break  # else the answers so far stand: what they applied, applied
+            for i in unsettled:
+                # An item's "outcome unknown" is not undone by a later "nothing applied".
+                if not (isinstance(again[i], Unavailable) and _unknown(outcomes[i])):
+                    outcomes[i] = again[i]
+        return outcomes
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/v1/health", _json_object)
@@ -546,12 +554,20 @@ def _on_this_machine(host: str) -> bool:
         return False
 
 
-def _outcome_unknown(url: str) -> Unavailable:
+def _unknown(outcome: Outcome) -> bool:
+    return isinstance(outcome, KopilkaError) and outcome.code == "outcome_unknown"
+
+
+def _outcome_unknown(url: str, keyed: bool) -> Unavailable:
+    then = (
+        "retry with the same idempotency key, it is never applied twice"
+        if keyed
+        else "check before repeating it"
+    )
     return Unavailable(
         "outcome_unknown",
         f"the connection to the server at {url} broke before its answer came; whether this"
-        " was applied is not known: retry with the same idempotency key, it is never"
-        " applied twice",
+        f" was applied is not known: {then}",
     )
 
 

@@ -368,3 +368,57 @@ def test_a_statement_cut_short_by_the_database_is_cut_short_for_the_client_too(
     assert received.count(b"\r\n") < 20_000  # cut short: not every line was sent
     assert "Traceback" not in server.errors, server.errors
     assert "is unavailable" in server.errors
+
+
+def test_the_python_clients_batch_never_says_nothing_was_applied_of_what_was(
+    tmp_path: Path, postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    """A long batch through the Python client while the database stops mid-way: each
+    item it answers with an operation is in the ledger, each it answers "nothing was
+    applied" is not, whatever its resends met (an "outcome unknown" may be either)."""
+    import threading
+
+    from kopilka.client import connect_bank
+    from kopilka.domain.model import Deposit, Operation
+
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
+    commands = [Deposit("Big", 1, f"d{n}", f"pc-{n}") for n in range(10_000)]
+    with running_server(tmp_path / "home", postgres_url) as server:
+        found: dict[str, Any] = {}
+
+        def call() -> None:
+            with connect_bank(server.url, token=server.token) as bank:
+                try:
+                    found["outcomes"] = bank.execute_many(commands, "python-client-outage")
+                except Exception as error:  # the whole call refused: nothing known applied?
+                    found["error"] = error
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(0.15)
+        postgres_server.stop("immediate")
+        caller.join(timeout=120)
+        postgres_server.start()
+        server.stop()
+    applied = asyncio.run(_applied_keys(postgres_url))
+    if "error" in found:
+        error = found["error"]
+        assert getattr(error, "code", "") == "outcome_unknown" or not applied, error
+        return
+    for command, outcome in zip(commands, found["outcomes"], strict=True):
+        if isinstance(outcome, Operation):
+            assert command.idempotency_key in applied
+        elif getattr(outcome, "code", "") != "outcome_unknown":
+            assert command.idempotency_key not in applied, outcome
+
+
+async def _applied_keys(url: str) -> set[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        if not await connection.fetchval("SELECT to_regclass('operations') IS NOT NULL"):
+            return set()
+        rows = await connection.fetch("SELECT idempotency_key FROM operations")
+        return {row[0] for row in rows}
+    finally:
+        await connection.close()
