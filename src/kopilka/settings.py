@@ -21,6 +21,7 @@ import platformdirs
 
 from kopilka.domain.rules import validate_chosen_ledger
 from kopilka.errors import InvalidInput
+from kopilka.store import sqlite_path
 
 T = TypeVar("T")
 
@@ -204,8 +205,9 @@ def _read_number(name: str, value: Any, read: Callable[[Any], T], kind: str) -> 
     """A setting's number, or one line naming the setting and what it was given."""
     try:
         return read(value)
-    except (TypeError, ValueError):
-        raise InvalidInput("invalid_setting", f"{name} must be {kind}, not {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise InvalidInput("invalid_setting", f"{name} must be {kind}, not {shown}") from None
 
 
 def whole_number(value: Any) -> int:
@@ -227,8 +229,8 @@ def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:
     `--db=~/books.db` or in a file), and a relative path written in a kopilka.toml is
     relative to that file, not to wherever kopilka happens to run. URLs, memory: and
     anything else with a scheme are left as they are."""
-    if not db.strip() or db in ("memory:", ":memory:"):
-        return db  # empty (refused when opened), or no file at all
+    if not db.strip() or sqlite_path(db) is None:
+        return db  # empty (refused when opened), memory or PostgreSQL; refused if mistyped
     scheme = "sqlite:" if db.startswith("sqlite:") and not db.startswith("sqlite://") else ""
     if not scheme and re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", db):
         return db  # a URL

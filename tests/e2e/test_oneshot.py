@@ -366,6 +366,13 @@ def test_a_long_answer_whose_reader_left_mid_way_stops_the_shell(
     assert kopilka("balance", "--client=S").stdout == "Balance of S: $1,500.00\n"
 
 
+def test_a_name_the_output_encoding_lacks_is_shown_escaped(kopilka: RunKopilka) -> None:
+    assert kopilka("deposit", "--client=Ёжик", "--amount=10", "--description=x").returncode == 0
+    shown = kopilka("balance", "--client=Ёжик", env={"PYTHONIOENCODING": "latin-1"})
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert shown.stdout == "Balance of \\u0401\\u0436\\u0438\\u043a: $10.00\n"
+
+
 def test_a_closed_standard_output_does_nothing(kopilka: RunKopilka, kopilka_home: Path) -> None:
     status, errors = _run_with_stdout(kopilka_home, None, *DEPOSIT)
     assert (status, errors) == (1, "Error: standard output is closed; nothing was done\n")
@@ -435,6 +442,7 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
     other, empty = tmp_path / "other.db", tmp_path / "empty.db"
     with contextlib.closing(sqlite3.connect(other)) as database:
         database.execute("CREATE TABLE users (id INTEGER)")
+        database.execute("PRAGMA user_version = 1")  # as many programs set one
         database.commit()
     empty.write_bytes(b"")
     before = {path: path.read_bytes() for path in (other, empty)}

@@ -334,3 +334,21 @@ def test_a_setting_that_is_no_number_is_named_in_its_refusal(tmp_path: Path) -> 
         with pytest.raises(InvalidInput) as refused:
             load_settings(environ={**environ, f"KOPILKA_{name}": value})
         assert refused.value.message == said
+
+
+def test_a_database_in_the_file_meets_the_checks_a_flag_does(tmp_path: Path) -> None:
+    environ = {"KOPILKA_HOME": str(tmp_path)}
+    for written in ("host=localhost dbname=bank password=s3cret", "postgresql//u:pw@db/ledger"):
+        (tmp_path / "kopilka.toml").write_text(f'db = "{written}"\n')
+        with pytest.raises(InvalidInput) as refused:
+            load_settings(environ=environ)
+        assert refused.value.code == "unsupported_database"
+        assert "s3cret" not in refused.value.message and "pw@" not in refused.value.message
+
+
+def test_a_number_too_big_for_its_setting_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "kopilka.toml").write_text("header_seconds = 1" + "0" * 400 + "\n")
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path)})
+    assert refused.value.message.startswith("header_seconds must be a number of seconds, not ")
+    assert len(refused.value.message) < 120

@@ -117,9 +117,10 @@ class Output:
         # middle of a long answer, the stream's one short write is taken for all of it,
         # the rest dropped without an error. Here the next write meets the closed pipe.
         stream.flush()
-        data = memoryview(
-            (text + "\n").encode(stream.encoding or "utf-8", stream.errors or "strict")
-        )
+        # A character the stream's encoding lacks is shown escaped, as Python's stderr
+        # shows it, rather than fail the answer of a command that has run.
+        errors = stream.errors if stream.errors not in (None, "strict") else "backslashreplace"
+        data = memoryview((text + "\n").encode(stream.encoding or "utf-8", errors))
         while data:
             data = data[os.write(descriptor, data) :]
 

@@ -202,10 +202,15 @@ class SqliteStore:
         uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         try:
             with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                # Kopilka's first tables, which every version of its schema has (another
+                # program may well set a user_version of its own).
+                found = connection.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                    " AND name IN ('accounts', 'operations', 'entries')"
+                ).fetchone()[0]
         except sqlite3.Error:
             return  # not readable as a database: opening it says why, in one line
-        if version == 0:
+        if found < 3:
             raise NotFound(
                 "database_not_found",
                 f"no kopilka ledger in {self.path}: nothing has been written there"
