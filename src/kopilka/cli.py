@@ -224,7 +224,10 @@ def _check_reachable(bank: Bank) -> None:
 
 def _oneshot(options: GlobalOptions, words: list[str]) -> int:
     parsed = parse_words(words, oneshot=True)
-    output = Output.for_streams(sys.stdout, sys.stderr)
+    # Started with stderr closed, an error is not written at all (the exit status says
+    # it): on stdout it would be read as the command's answer.
+    errors = sys.stderr if sys.stderr is not None else open(os.devnull, "w")  # noqa: SIM115
+    output = Output.for_streams(sys.stdout, errors)
     if not needs_bank(parsed):
         output.show(execute(parsed, None, oneshot=True))
         return 0

@@ -373,6 +373,25 @@ def test_a_name_the_output_encoding_lacks_is_shown_escaped(kopilka: RunKopilka) 
     assert shown.stdout == "Balance of \\u0401\\u0436\\u0438\\u043a: $10.00\n"
 
 
+def test_a_refusal_with_stderr_closed_writes_nothing_on_stdout(
+    kopilka_home: Path,
+) -> None:
+    """In `answer=$(kopilka ... 2>&-)` the refusal must not pass for the answer."""
+    kopilka_home.parent.mkdir(parents=True, exist_ok=True)
+    refused = subprocess.run(
+        [*kopilka_command(), "withdraw", "--client=Nobody", "--amount=1", "--description=x"],
+        capture_output=False,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=kopilka_env(kopilka_home),
+        cwd=kopilka_home.parent,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+        preexec_fn=lambda: os.close(2),
+    )
+    assert (refused.returncode, refused.stdout) == (1, b"")
+
+
 def test_a_closed_standard_output_does_nothing(kopilka: RunKopilka, kopilka_home: Path) -> None:
     status, errors = _run_with_stdout(kopilka_home, None, *DEPOSIT)
     assert (status, errors) == (1, "Error: standard output is closed; nothing was done\n")
@@ -454,6 +473,11 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
             " (check --db or KOPILKA_DB)\n"
         )
     assert {path: path.read_bytes() for path in (other, empty)} == before
+    notes = tmp_path / "notes.txt"  # not a database at all: said so, nothing put beside it
+    notes.write_text("hello\n")
+    read = kopilka("get", "--db", str(notes))
+    assert (read.returncode, read.stdout) == (1, "")
+    assert read.stderr == f"Error: cannot open the database {notes}: file is not a database\n"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("other", "empty"))) == [
         "empty.db",
         "other.db",

@@ -560,3 +560,12 @@ def test_a_key_the_server_made_for_a_batch_guards_its_body(admin: httpx.Client) 
     again = admin.post("/v1/batch", json=body, headers={"Idempotency-Key": made})
     assert again.json()["results"][0]["operation"]["id"] == result["operation"]["id"]
     assert state(admin) == before
+
+
+def test_a_statement_format_is_read_as_the_shell_reads_it(admin: httpx.Client) -> None:
+    for form in ("CSV", "Csv", "JSON"):
+        answer = admin.get("/v1/accounts/Ann/statement", params={"format": form})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["content-type"].startswith(
+            f"{'text/csv' if form.lower() == 'csv' else 'application/json'}"
+        )

@@ -339,7 +339,7 @@ class Call:
     async def statement(self, client: str) -> Response:
         check_client(self.principal, self.ledger, client)
         query = self.query()
-        form = query.get("format", "json")
+        form = query.get("format", "json").lower()  # as the shell takes it: CSV too
         if form not in ("json", "csv"):
             raise InvalidInput("invalid_format", "format must be json or csv")
         # A server has no "user's zone": a time without an offset is UTC here.

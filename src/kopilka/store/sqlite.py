@@ -208,8 +208,8 @@ class SqliteStore:
                     "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
                     " AND name IN ('accounts', 'operations', 'entries')"
                 ).fetchone()[0]
-        except sqlite3.Error:
-            return  # not readable as a database: opening it says why, in one line
+        except sqlite3.Error as error:  # not a database: said now, nothing put beside it
+            raise self._cannot_open(error) from error
         if found < 3:
             raise NotFound(
                 "database_not_found",
