@@ -63,6 +63,7 @@ from kopilka.api.schemas import (
     operation_out,
 )
 from kopilka.api.statement_stream import (
+    Totals,
     adding_up,
     csv_statement,
     first_page_read,
@@ -346,15 +347,16 @@ class Call:
         since, till = parse_period(query.get("since"), query.get("till"), zone=UTC)
         engine = self.app.engine
         account, opening = await engine.statement_header(self.ledger, client, since, till)
+        totals = Totals(opening)
         lines = adding_up(
             await first_page_read(engine.statement_lines(account.id, since, till)),
             account.client,
-            opening,
+            totals,
         )
         if form == "csv":
             return StreamingResponse(csv_statement(lines), media_type="text/csv")
         return StreamingResponse(
-            json_statement(lines, account, opening, since, till),
+            json_statement(lines, account, totals, since, till),
             media_type="application/json",
         )
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import msgspec
@@ -36,51 +37,60 @@ async def first_page_read(lines: AsyncIterator[StatementLine]) -> AsyncIterator[
     return from_the_first()
 
 
-async def adding_up(
-    lines: AsyncIterator[StatementLine], client: str, opening: int
-) -> AsyncIterator[StatementLine]:
-    """The lines as they come; past the last, the check the shell makes of every
-    statement it prints (build_statement). Streamed, a statement that does not add up
-    can only end broken off, before its last chunk: never shown as though whole."""
-    withdrawals = deposits = 0
-    closing = opening
-    async for line in lines:
+@dataclass(slots=True)
+class Totals:
+    """A statement's sums, kept as its lines stream past."""
+
+    opening: int
+    withdrawals: int = 0
+    deposits: int = 0
+    closing: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.closing = self.opening
+
+    def add(self, line: StatementLine) -> None:
         if line.amount_cents < 0:
-            withdrawals -= line.amount_cents
+            self.withdrawals -= line.amount_cents
         else:
-            deposits += line.amount_cents
-        closing = line.balance_after_cents
+            self.deposits += line.amount_cents
+        self.closing = line.balance_after_cents
+
+
+async def adding_up(
+    lines: AsyncIterator[StatementLine], client: str, totals: Totals
+) -> AsyncIterator[StatementLine]:
+    """The lines as they come, summed into `totals`; past the last, the check the shell
+    makes of every statement it prints (build_statement). Streamed, a statement that
+    does not add up can only end broken off, before its last chunk: never shown as
+    though whole."""
+    async for line in lines:
+        totals.add(line)
         yield line
-    if opening - withdrawals + deposits != closing:
+    if totals.opening - totals.withdrawals + totals.deposits != totals.closing:
         raise statement_inconsistent(client)
 
 
 async def json_statement(
     lines: AsyncIterator[StatementLine],
     account: Account,
-    opening: int,
+    totals: Totals,
     since: datetime | None,
     till: datetime,
 ) -> AsyncIterator[bytes]:
+    """`lines` summed into `totals` as they pass (adding_up)."""
     head = _encoder.encode(
         {
             "client": account.client,
             "since": None if since is None else since.isoformat(),
             "till": till.isoformat(),
-            "opening_balance": format_plain(opening),
+            "opening_balance": format_plain(totals.opening),
         }
     )
     yield head[:-1] + b',"lines":['
-    withdrawals = deposits = 0
-    closing = opening
     chunk: list[bytes] = []
     first = True
     async for line in lines:
-        if line.amount_cents < 0:
-            withdrawals -= line.amount_cents
-        else:
-            deposits += line.amount_cents
-        closing = line.balance_after_cents
         encoded = _encoder.encode(statement_line_out(line))
         chunk.append(encoded if first else b"," + encoded)
         first = False
@@ -88,9 +98,9 @@ async def json_statement(
             yield b"".join(chunk)
             chunk.clear()
     tail = {
-        "withdrawals": format_plain(withdrawals),
-        "deposits": format_plain(deposits),
-        "closing_balance": format_plain(closing),
+        "withdrawals": format_plain(totals.withdrawals),
+        "deposits": format_plain(totals.deposits),
+        "closing_balance": format_plain(totals.closing),
     }
     yield b"".join(chunk) + b"]," + _encoder.encode(tail)[1:]
 
