@@ -218,3 +218,15 @@ def test_a_read_of_a_database_without_a_ledger_writes_nothing_there(
     written = kopilka("add-user", "-n", "Ann", "--max", "100", "--db", postgres_url)
     assert written.returncode == 0, written.stderr
     assert kopilka("get", "-n", "Ann", "--db", postgres_url).returncode == 0
+
+
+@pytest.mark.postgres
+def test_a_driver_refusal_with_a_hint_is_one_line(
+    kopilka: RunKopilka, postgres_url: str, tmp_path: Path
+) -> None:
+    """asyncpg adds a HINT line to some refusals (a root certificate not there)."""
+    url = postgres_url + ("&" if "?" in postgres_url else "?") + "sslmode=verify-full"
+    result = kopilka("balance", "--client=A", "--db", url, env={"HOME": str(tmp_path)})
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith("Error: cannot open the database at ")
+    assert result.stderr.count("\n") == 1, result.stderr

@@ -244,7 +244,9 @@ class PostgresStore:
         if isinstance(error, TimeoutError) and not str(error):  # it has no words of its own
             reason = f"no answer within {self._connect_timeout_seconds:g} s"
         else:
-            reason = redact_text(f"{type(error).__name__}: {error}", self._url)
+            # The first line: the driver may add a HINT line, and a refusal is one line.
+            first = str(error).splitlines()[0] if str(error) else ""
+            reason = redact_text(f"{type(error).__name__}: {first}", self._url)
         return Unavailable(
             "store_unavailable", f"cannot open the database at {self.redacted_url}: {reason}"
         )
