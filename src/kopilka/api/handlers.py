@@ -270,8 +270,22 @@ class Call:
         except DECODE_ERRORS as error:
             raise decode_error(error) from None
 
-    def query(self) -> QueryParams:
-        return QueryParams(self.scope["query_string"])
+    def query(self, *known: str) -> QueryParams:
+        """The query's parameters, each of `known` at most once. An unknown one (a typo
+        such as `sinse`) or one given twice is refused, as an unknown body field or a
+        header given twice is: it would pass silently, or count by chance."""
+        query = QueryParams(self.scope["query_string"])
+        names = query.keys()
+        for name in names:
+            if name not in known:
+                raise InvalidInput(
+                    "invalid_request",
+                    f"unknown query parameter {name[:50]!r} (known: {', '.join(known)})",
+                )
+        if len(names) != len(query.multi_items()):
+            twice = next(name for name in names if len(query.getlist(name)) > 1)
+            raise InvalidInput("invalid_request", f"query parameter {twice!r} given twice")
+        return query
 
     async def outcome(self, command: Command, claim: ClaimKey | None) -> Account:
         (outcome,) = await self.app.engine.submit_many([command], claim, self.principal.token_id)
@@ -320,7 +334,7 @@ class Call:
 
     async def list_accounts(self) -> Response:
         require_role(self.principal, self.ledger, "admin", "teller")
-        query = self.query()
+        query = self.query("limit", "after")
         text = query.get("limit", "100")
         # Plain ASCII digits only: int() would also take " 5", "1_0" and other scripts' digits.
         if not (text.isascii() and text.isdigit() and len(text) <= 6):
@@ -339,7 +353,7 @@ class Call:
 
     async def statement(self, client: str) -> Response:
         check_client(self.principal, self.ledger, client)
-        query = self.query()
+        query = self.query("since", "till", "format")
         form = query.get("format", "json").lower()  # as the shell takes it: CSV too
         if form not in ("json", "csv"):
             raise InvalidInput("invalid_format", "format must be json or csv")
