@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import io
 import logging
 import os
 import sys
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if sys.stderr is not None:
             print("Error: standard output is closed; nothing was done", file=sys.stderr)
         return 1
+    _settle_streams()
     try:
         return _dispatch(arguments)
     except AnswerNotWritten as error:
@@ -115,6 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:  # the machine refused something (a file, a directory): one line
         print(f"Error: {error}", file=sys.stderr)
         return 1
+
+
+def _settle_streams() -> None:
+    """Streams every command may write to and read from as it is. Started with stderr
+    closed, errors go nowhere (the exit status says it): print() would put them on
+    stdout, to be read as the answer. A character the output's encoding lacks is written
+    escaped, not as a traceback; one the input's encoding cannot read is kept as an
+    unpaired surrogate, which the rules refuse as no name or text of anyone's."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for as long as the process runs
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="surrogateescape")
 
 
 def _dispatch(arguments: list[str]) -> int:
@@ -224,10 +241,7 @@ def _check_reachable(bank: Bank) -> None:
 
 def _oneshot(options: GlobalOptions, words: list[str]) -> int:
     parsed = parse_words(words, oneshot=True)
-    # Started with stderr closed, an error is not written at all (the exit status says
-    # it): on stdout it would be read as the command's answer.
-    errors = sys.stderr if sys.stderr is not None else open(os.devnull, "w")  # noqa: SIM115
-    output = Output.for_streams(sys.stdout, errors)
+    output = Output.for_streams(sys.stdout, sys.stderr)
     if not needs_bank(parsed):
         output.show(execute(parsed, None, oneshot=True))
         return 0

@@ -371,25 +371,36 @@ def test_a_name_the_output_encoding_lacks_is_shown_escaped(kopilka: RunKopilka) 
     shown = kopilka("balance", "--client=Ёжик", env={"PYTHONIOENCODING": "latin-1"})
     assert (shown.returncode, shown.stderr) == (0, "")
     assert shown.stdout == "Balance of \\u0401\\u0436\\u0438\\u043a: $10.00\n"
+    # Nor does input its encoding cannot read end the shell: the line is refused.
+    piped = kopilka("shell", stdin="balance --client=Ёжик\n", env={"PYTHONIOENCODING": "ascii"})
+    assert (piped.returncode, piped.stderr) == (0, "")
+    assert piped.stdout.startswith("Error: client name has control characters")
+    made = kopilka("init", "--db", "кошелёк.db", env={"PYTHONIOENCODING": "ascii"})
+    assert (made.returncode, made.stderr) == (0, ""), made.stderr
 
 
 def test_a_refusal_with_stderr_closed_writes_nothing_on_stdout(
     kopilka_home: Path,
 ) -> None:
-    """In `answer=$(kopilka ... 2>&-)` the refusal must not pass for the answer."""
+    """In `answer=$(kopilka ... 2>&-)` the refusal must not pass for the answer: a
+    command's refusal, a usage mistake, a database refused before any command ran."""
     kopilka_home.parent.mkdir(parents=True, exist_ok=True)
-    refused = subprocess.run(
-        [*kopilka_command(), "withdraw", "--client=Nobody", "--amount=1", "--description=x"],
-        capture_output=False,
-        stdout=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=kopilka_env(kopilka_home),
-        cwd=kopilka_home.parent,
-        timeout=RUN_TIMEOUT_SECONDS,
-        check=False,
-        preexec_fn=lambda: os.close(2),
-    )
-    assert (refused.returncode, refused.stdout) == (1, b"")
+    for arguments in (
+        ("withdraw", "--client=Nobody", "--amount=1", "--description=x"),
+        ("balance", "--clent=x"),
+        ("balance", "--client=x", "--db", "postgres:/x"),
+    ):
+        refused = subprocess.run(
+            [*kopilka_command(), *arguments],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+            timeout=RUN_TIMEOUT_SECONDS,
+            check=False,
+            preexec_fn=lambda: os.close(2),
+        )
+        assert (refused.returncode, refused.stdout) == (1, b""), arguments
 
 
 def test_a_closed_standard_output_does_nothing(kopilka: RunKopilka, kopilka_home: Path) -> None:

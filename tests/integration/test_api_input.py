@@ -569,3 +569,15 @@ def test_a_statement_format_is_read_as_the_shell_reads_it(admin: httpx.Client) -
         assert answer.headers["content-type"].startswith(
             f"{'text/csv' if form.lower() == 'csv' else 'application/json'}"
         )
+
+
+def test_an_unknown_or_repeated_query_parameter_is_refused(admin: httpx.Client) -> None:
+    for path, query in (
+        ("/v1/accounts", "limit=2&limit=3"),
+        ("/v1/accounts", "limt=2"),
+        ("/v1/accounts/Ann/statement", "sinse=2026-01-01"),
+        ("/v1/accounts/Ann/statement", "format=xml&format=csv"),
+    ):
+        message = refused(admin.get(f"{path}?{query}"), 422, "invalid_request")
+        assert "query parameter" in message, message
+    assert admin.get("/v1/accounts?limit=2").status_code == 200
