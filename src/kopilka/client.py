@@ -194,11 +194,11 @@ class Client:
                 # Never reached the server: safe to retry any request.
                 failure: Exception = error
             except httpx.TransportError as error:
-                if not retry:
-                    raise _unreachable(self.shown_url, error) from error
-                failure = error
                 if method != "GET" and uncertain is None:  # it may have been applied
                     uncertain = _outcome_unknown(self.shown_url, idempotency_key is not None)
+                if not retry:
+                    raise uncertain or _unreachable(self.shown_url, error) from error
+                failure = error
             else:
                 if response.status_code not in (429, 503) or not retry:
                     return response
@@ -375,6 +375,8 @@ class Client:
         key = new_key() if idempotency_key is None else idempotency_key
 
         def read(answer: Any) -> list[Outcome]:
+            if len(answer["results"]) != len(items):  # bad_response, by _answer
+                raise ValueError("not one result per operation")
             outcomes: list[Outcome] = []
             for result in answer["results"]:
                 if "error" in result:

@@ -581,3 +581,22 @@ def test_an_unknown_or_repeated_query_parameter_is_refused(admin: httpx.Client) 
         message = refused(admin.get(f"{path}?{query}"), 422, "invalid_request")
         assert "query parameter" in message, message
     assert admin.get("/v1/accounts?limit=2").status_code == 200
+
+
+def test_an_account_opened_whose_answer_was_lost_is_not_said_unreached(
+    server: ServerProcess, admin: httpx.Client
+) -> None:
+    """Not retried (a second try would be refused as account_exists), so its one attempt
+    decides: it reached the server, so whether it was applied is not known."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    relay = threading.Thread(target=_lose_the_first_answer, args=(server, listener))
+    relay.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    with connect_bank(url, token=server.token) as bank, pytest.raises(KopilkaError) as lost:
+        bank.open_account("Opened Unseen", 0, None)
+    relay.join(timeout=10)
+    assert lost.value.code == "outcome_unknown", lost.value
+    assert lost.value.message.endswith("check before repeating it")
+    assert admin.get("/v1/accounts/Opened%20Unseen").status_code == 200
