@@ -479,11 +479,23 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
     for path in (other, empty):
         read = kopilka("get", "--db", str(path))
         assert (read.returncode, read.stdout) == (1, "")
-        assert read.stderr == (
-            f"Error: no kopilka ledger in {path}: nothing has been written there"
-            " (check --db or KOPILKA_DB)\n"
-        )
+        assert read.stderr == (f"Error: no kopilka ledger in {path} (check --db or KOPILKA_DB)\n")
     assert {path: path.read_bytes() for path in (other, empty)} == before
+    # Kopilka's table names in another program's file, and a newer schema: refused, as
+    # they were, before anything is written (not even the journal mode).
+    lookalike, newer = tmp_path / "lookalike.db", tmp_path / "newer.db"
+    for path, version in ((lookalike, 0), (newer, 99)):
+        with contextlib.closing(sqlite3.connect(path)) as database:
+            database.executescript(
+                "CREATE TABLE accounts (x); CREATE TABLE operations (y); CREATE TABLE entries (z);"
+                f" PRAGMA user_version = {version};"
+            )
+        written = path.read_bytes()
+        read = kopilka("get", "--db", str(path))
+        assert (read.returncode, read.stdout) == (1, "")
+        assert read.stderr.count("\n") == 1, read.stderr
+        assert path.read_bytes() == written
+    assert "newer than this kopilka knows" in kopilka("get", "--db", str(newer)).stderr
     notes = tmp_path / "notes.txt"  # not a database at all: said so, nothing put beside it
     notes.write_text("hello\n")
     read = kopilka("get", "--db", str(notes))

@@ -45,8 +45,7 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
     if version == 0 and not create:
         raise NotFound(
             "database_not_found",
-            f"no kopilka ledger in {redacted_url}: nothing has been written there"
-            " (check --db or KOPILKA_DB)",
+            f"no kopilka ledger in {redacted_url} (check --db or KOPILKA_DB)",
         )
     try:
         async with connection.transaction():

@@ -58,7 +58,8 @@ from kopilka.errors import NotFound, RetryableStoreError, Unavailable
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
-from kopilka.store.sqlite_migrate import migrate
+from kopilka.store.sqlite_migrate import migrate, newer_schema
+from kopilka.store.sqlite_schema import SCHEMA_VERSION
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
@@ -202,6 +203,7 @@ class SqliteStore:
         uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         try:
             with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
                 # Kopilka's first tables, which every version of its schema has (another
                 # program may well set a user_version of its own).
                 found = connection.execute(
@@ -210,11 +212,12 @@ class SqliteStore:
                 ).fetchone()[0]
         except sqlite3.Error as error:  # not a database: said now, nothing put beside it
             raise self._cannot_open(error) from error
-        if found < 3:
+        if version > SCHEMA_VERSION:
+            raise newer_schema(version)
+        if version == 0 or found < 3:
             raise NotFound(
                 "database_not_found",
-                f"no kopilka ledger in {self.path}: nothing has been written there"
-                " (check --db or KOPILKA_DB)",
+                f"no kopilka ledger in {self.path} (check --db or KOPILKA_DB)",
             )
 
     def _open_writer(self) -> sqlite3.Connection:

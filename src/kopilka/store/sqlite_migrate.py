@@ -33,11 +33,7 @@ def migrate(connection: sqlite3.Connection) -> int:
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise Unavailable(
-                "unknown_schema",
-                f"the database has schema version {version}, newer than this kopilka "
-                f"knows ({SCHEMA_VERSION}); upgrade kopilka",
-            )
+            raise newer_schema(version)
         if version == 0:
             _refuse_foreign_tables(connection)
         for number in range(version + 1, SCHEMA_VERSION + 1):
@@ -72,3 +68,11 @@ def _refuse_foreign_tables(connection: sqlite3.Connection) -> None:
     if found:
         path = connection.execute("PRAGMA database_list").fetchone()[2]
         refuse_foreign_tables(path, TABLES, found)
+
+
+def newer_schema(version: int) -> Unavailable:
+    return Unavailable(
+        "unknown_schema",
+        f"the database has schema version {version}, newer than this kopilka "
+        f"knows ({SCHEMA_VERSION}); upgrade kopilka",
+    )
