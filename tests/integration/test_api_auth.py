@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -202,6 +203,16 @@ def test_a_client_token_can_neither_take_nor_probe_another_callers_keys(
         refused_batch = ann.post("/v1/batch", json=other, headers={"Idempotency-Key": "b1"})
         assert_refused(refused_batch, 409, "idempotency_key_reused")
         assert "client/" not in refused_batch.json()["error"]["message"]
+        # No other caller may give a key under a client's mark: it would take hers.
+        marked = ann.post("/v1/withdrawals", json=small, headers={"Idempotency-Key": "k9"})
+        kept = f"client/{hashlib.sha256(b'Ann').hexdigest()[:16]}/k9"
+        for body, path in (({"client": "Ann", "amount": "1"}, "/v1/deposits"),):
+            taken = teller.post(path, json=body, headers={"Idempotency-Key": kept})
+            assert_refused(taken, 422, "invalid_idempotency_key")
+        item = {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": kept}
+        (result,) = teller.post("/v1/batch", json={"operations": [item]}).json()["results"]
+        assert result["error"]["code"] == "invalid_idempotency_key"
+        assert marked.status_code == 201
 
 
 def test_teller_moves_money_but_manages_no_tokens_or_limits(server: ServerProcess) -> None:

@@ -28,6 +28,7 @@ from kopilka.api.auth import (
     check_ledger,
     effective_role,
 )
+from kopilka.api.client_keys import not_marked
 from kopilka.api.commands import command_from
 from kopilka.api.errors import DECODE_ERRORS, ApiError, decode_error, error_body, error_headers
 from kopilka.api.metrics import Metrics
@@ -120,7 +121,7 @@ class RequestHeaders:
             raise ApiError(
                 422, "invalid_idempotency_key", "the Idempotency-Key header is ASCII text"
             )
-        return key.decode("ascii")
+        return not_marked(key.decode("ascii"))
 
 
 class KopilkaApp:

@@ -47,3 +47,14 @@ _MARKED = re.compile(re.escape(_MARK) + f"[0-9a-f]{{{_DIGEST_LENGTH}}}/")
 def unmarked(text: str) -> str:
     """A message that names a client's kept key, naming it as the client sent it."""
     return _MARKED.sub("", text)
+
+
+def not_marked(key: str) -> str:
+    """A key as another caller gives it: never one under a client's mark, which would take
+    that client's key (the kept one) or be read as one in a refusal."""
+    if key.startswith(_MARK):
+        raise InvalidInput(
+            "invalid_idempotency_key",
+            f"an idempotency key may not begin with {_MARK!r}: those are client tokens' own",
+        )
+    return key

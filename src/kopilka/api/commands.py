@@ -7,7 +7,7 @@ the very same checks.
 from __future__ import annotations
 
 from kopilka.api.auth import Principal, effective_role
-from kopilka.api.client_keys import client_key
+from kopilka.api.client_keys import client_key, not_marked
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn
 from kopilka.domain.model import Deposit, MoneyCommand, Transfer, Withdraw, client_name
 from kopilka.domain.rules import validate_money_command
@@ -51,6 +51,8 @@ def _command(
     if role == "client":
         assert principal.client is not None
         key = client_key(principal.client, key)
+    else:
+        key = not_marked(key)
     if isinstance(request, TransferIn):
         if role == "client" and client_name(request.from_client) != principal.client:
             raise Forbidden("forbidden", "a client token may only move its own money")
