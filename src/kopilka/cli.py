@@ -127,6 +127,8 @@ def _settle_streams() -> None:
     unpaired surrogate, which the rules refuse as no name or text of anyone's."""
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for as long as the process runs
+    if sys.stdin is None:  # closed (<&-): read as empty, a shell then has nothing to do
+        sys.stdin = open(os.devnull)  # noqa: SIM115
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
             stream.reconfigure(errors="backslashreplace")

@@ -195,7 +195,9 @@ class Client:
                 failure: Exception = error
             except httpx.TransportError as error:
                 if method != "GET" and uncertain is None:  # it may have been applied
-                    uncertain = _outcome_unknown(self.shown_url, idempotency_key is not None)
+                    # The key helps only where the caller retries with it (not an opening).
+                    keyed = idempotency_key is not None and retry
+                    uncertain = _outcome_unknown(self.shown_url, keyed)
                 if not retry:
                     raise uncertain or _unreachable(self.shown_url, error) from error
                 failure = error

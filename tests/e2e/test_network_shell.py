@@ -71,6 +71,9 @@ def test_a_key_no_header_can_carry_is_refused_before_anything_is_sent(
             assert result.stderr == (
                 "Error: an idempotency key is printable ASCII text without spaces at its ends\n"
             )
+        marked = run_kopilka(server.home, *deposit, *where, "--idempotency-key=client/k")
+        assert (marked.returncode, marked.stdout) == (1, "")
+        assert "may not begin with 'client/'" in marked.stderr
     with server.client() as admin:
         assert admin.get("/v1/accounts/Kay").status_code == 404
 

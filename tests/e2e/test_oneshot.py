@@ -401,6 +401,17 @@ def test_a_refusal_with_stderr_closed_writes_nothing_on_stdout(
             preexec_fn=lambda: os.close(2),
         )
         assert (refused.returncode, refused.stdout) == (1, b""), arguments
+    # And stdin closed: a shell with nothing to read ends as on empty input.
+    shell = subprocess.run(
+        [*kopilka_command(), "--sandbox"],
+        capture_output=True,
+        env=kopilka_env(kopilka_home),
+        cwd=kopilka_home.parent,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+        preexec_fn=lambda: os.close(0),
+    )
+    assert (shell.returncode, shell.stderr) == (0, b"")
 
 
 def test_a_closed_standard_output_does_nothing(kopilka: RunKopilka, kopilka_home: Path) -> None:
@@ -496,6 +507,8 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
         assert read.stderr.count("\n") == 1, read.stderr
         assert path.read_bytes() == written
     assert "newer than this kopilka knows" in kopilka("get", "--db", str(newer)).stderr
+    directory = kopilka("get", "--db", str(tmp_path))
+    assert directory.stderr == f"Error: cannot open the database {tmp_path}: it is a directory\n"
     notes = tmp_path / "notes.txt"  # not a database at all: said so, nothing put beside it
     notes.write_text("hello\n")
     read = kopilka("get", "--db", str(notes))

@@ -213,6 +213,23 @@ def test_a_client_token_can_neither_take_nor_probe_another_callers_keys(
         (result,) = teller.post("/v1/batch", json={"operations": [item]}).json()["results"]
         assert result["error"]["code"] == "invalid_idempotency_key"
         assert marked.status_code == 201
+        item = {"type": "withdrawal", "client": "Ann", "amount": "0.01", "idempotency_key": kept}
+        (own,) = ann.post("/v1/batch", json={"operations": [item]}).json()["results"]
+        assert own["error"]["code"] == "invalid_idempotency_key"  # hers too, in an item
+        # A key with the mark inside it is another caller's own, and named as sent.
+        inside = "pay-client/0123456789abcdef/2026"
+        for amount in ("1", "2"):
+            teller.post(
+                "/v1/deposits",
+                json={"client": "Bob", "amount": amount},
+                headers={"Idempotency-Key": inside},
+            )
+        again = teller.post(
+            "/v1/deposits",
+            json={"client": "Bob", "amount": "3"},
+            headers={"Idempotency-Key": inside},
+        )
+        assert repr(inside) in again.json()["error"]["message"]
 
 
 def test_teller_moves_money_but_manages_no_tokens_or_limits(server: ServerProcess) -> None:

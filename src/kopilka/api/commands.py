@@ -50,7 +50,7 @@ def _command(
         role = effective_role(principal, ledger)
     if role == "client":
         assert principal.client is not None
-        key = client_key(principal.client, key)
+        key = client_key(principal.client, not_marked(key))
     else:
         key = not_marked(key)
     if isinstance(request, TransferIn):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from kopilka.api.client_keys import not_marked
 from kopilka.bank import Bank
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
 from kopilka.domain.rules import validate_client, validate_money_command
@@ -80,7 +81,7 @@ def _key(parsed: ParsedCommand) -> str:
     # One fresh key per command line: a retried line is a new request, a replayed key is not.
     given = parsed.get("idempotency-key")
     # An empty key given is a key gone missing, not "no key": the rules refuse it.
-    return new_key() if given is None else sendable_key(given)
+    return new_key() if given is None else not_marked(sendable_key(given))
 
 
 def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:

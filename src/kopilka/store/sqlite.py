@@ -200,6 +200,10 @@ class SqliteStore:
     def _require_a_ledger(self) -> None:
         """Read, never written (not even its journal mode): another program's file, or
         an empty one, is refused before anything of kopilka's is put in it."""
+        if Path(self.path).is_dir():
+            raise Unavailable(
+                "store_unavailable", f"cannot open the database {self.path}: it is a directory"
+            )
         uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         try:
             with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
