@@ -212,16 +212,18 @@ def _read_number(name: str, value: Any, read: Callable[[Any], T], kind: str) -> 
 
 def whole_number(value: Any) -> int:
     """A count or a port, as typed: ASCII digits only (int() would take "２０" for 20)."""
-    if isinstance(value, str) and not value.isascii():
-        raise ValueError(f"invalid number: {value!r}")
-    return int(value)
+    return int(_ascii(value))
 
 
 def number(value: Any) -> float:
     """A number of seconds, as typed: ASCII only, as whole_number."""
+    return float(_ascii(value))
+
+
+def _ascii(value: Any) -> Any:
     if isinstance(value, str) and not value.isascii():
         raise ValueError(f"invalid number: {value!r}")
-    return float(value)
+    return value
 
 
 def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:

@@ -7,8 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from kopilka.errors import NotFound, Unavailable
-from kopilka.store.foreign_tables import refuse_foreign_tables
+from kopilka.errors import Unavailable
+from kopilka.store.not_a_ledger import newer_schema, no_ledger, refuse_foreign_tables
 from kopilka.store.postgres_schema import (
     MIGRATION_LOCK_KEY,
     MIGRATIONS,
@@ -43,10 +43,7 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
     if version == SCHEMA_VERSION:
         return version
     if version == 0 and not create:
-        raise NotFound(
-            "database_not_found",
-            f"no kopilka ledger in {redacted_url} (check --db or KOPILKA_DB)",
-        )
+        raise no_ledger(redacted_url)
     try:
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
@@ -109,8 +106,4 @@ async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> N
 
 def _refuse_newer(version: int) -> None:
     if version > SCHEMA_VERSION:
-        raise Unavailable(
-            "unknown_schema",
-            f"the database has schema version {version}, newer than this kopilka "
-            f"knows ({SCHEMA_VERSION}); upgrade kopilka",
-        )
+        raise newer_schema(version, SCHEMA_VERSION)

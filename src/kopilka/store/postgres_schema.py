@@ -8,7 +8,7 @@ advisory lock, so several processes starting at once apply each exactly once.
 
 from __future__ import annotations
 
-from kopilka.store.foreign_tables import created_tables
+from kopilka.store.not_a_ledger import created_tables
 
 # A fixed key for pg_advisory_xact_lock: "kopilka" in ASCII, as a bigint.
 MIGRATION_LOCK_KEY = 0x6B6F70696C6B61

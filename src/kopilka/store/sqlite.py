@@ -54,11 +54,12 @@ from kopilka.domain.rules import (
     refused_money_keys,
 )
 from kopilka.domain.statement import StatementLine
-from kopilka.errors import NotFound, RetryableStoreError, Unavailable
+from kopilka.errors import RetryableStoreError, Unavailable
+from kopilka.store.not_a_ledger import newer_schema, no_ledger
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
-from kopilka.store.sqlite_migrate import migrate, newer_schema
+from kopilka.store.sqlite_migrate import migrate
 from kopilka.store.sqlite_schema import SCHEMA_VERSION
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
@@ -217,12 +218,9 @@ class SqliteStore:
         except sqlite3.Error as error:  # not a database: said now, nothing put beside it
             raise self._cannot_open(error) from error
         if version > SCHEMA_VERSION:
-            raise newer_schema(version)
+            raise newer_schema(version, SCHEMA_VERSION)
         if version == 0 or found < 3:
-            raise NotFound(
-                "database_not_found",
-                f"no kopilka ledger in {self.path} (check --db or KOPILKA_DB)",
-            )
+            raise no_ledger(self.path)
 
     def _open_writer(self) -> sqlite3.Connection:
         try:

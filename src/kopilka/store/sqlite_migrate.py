@@ -7,7 +7,7 @@ import sqlite3
 
 from kopilka.domain.model import client_name
 from kopilka.errors import Unavailable
-from kopilka.store.foreign_tables import refuse_foreign_tables
+from kopilka.store.not_a_ledger import newer_schema, refuse_foreign_tables
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, TABLES
 
 
@@ -33,7 +33,7 @@ def migrate(connection: sqlite3.Connection) -> int:
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise newer_schema(version)
+            raise newer_schema(version, SCHEMA_VERSION)
         if version == 0:
             _refuse_foreign_tables(connection)
         for number in range(version + 1, SCHEMA_VERSION + 1):
@@ -68,11 +68,3 @@ def _refuse_foreign_tables(connection: sqlite3.Connection) -> None:
     if found:
         path = connection.execute("PRAGMA database_list").fetchone()[2]
         refuse_foreign_tables(path, TABLES, found)
-
-
-def newer_schema(version: int) -> Unavailable:
-    return Unavailable(
-        "unknown_schema",
-        f"the database has schema version {version}, newer than this kopilka "
-        f"knows ({SCHEMA_VERSION}); upgrade kopilka",
-    )

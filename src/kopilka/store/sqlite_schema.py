@@ -7,7 +7,7 @@ floor and cap rules as the database's own last guard.
 
 from __future__ import annotations
 
-from kopilka.store.foreign_tables import created_tables
+from kopilka.store.not_a_ledger import created_tables
 
 # Statements are split on ";", so comments inside must not contain one.
 MIGRATIONS: tuple[str, ...] = (

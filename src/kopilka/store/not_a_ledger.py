@@ -1,0 +1,46 @@
+"""A database that is no ledger this kopilka can use, refused by both stores in the
+same words: one without kopilka's schema (to a command that only reads), one with a
+schema newer than this kopilka knows, and one with some of kopilka's tables but none of
+its schema, which something else made.
+
+Both stores look for their tables' names before the first migration and refuse such a
+database naming every table found, rather than let the first CREATE TABLE fail on one
+with the driver's message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable
+
+from kopilka.errors import NotFound, Unavailable
+
+
+def created_tables(migrations: Iterable[str]) -> tuple[str, ...]:
+    """Every table the migrations create, in order."""
+    return tuple(re.findall(r"CREATE TABLE (\w+)", "".join(migrations)))
+
+
+def refuse_foreign_tables(location: str, tables: tuple[str, ...], found: Collection[str]) -> None:
+    """Unavailable `foreign_tables` when any of `tables` was `found` at `location`."""
+    if found:
+        raise Unavailable(
+            "foreign_tables",
+            f"the database at {location} has tables that kopilka did not create "
+            f"({', '.join(name for name in tables if name in found)}); use an empty database",
+        )
+
+
+def no_ledger(location: str) -> NotFound:
+    """For a command that only reads, which would otherwise make the schema there."""
+    return NotFound(
+        "database_not_found", f"no kopilka ledger in {location} (check --db or KOPILKA_DB)"
+    )
+
+
+def newer_schema(version: int, known: int) -> Unavailable:
+    return Unavailable(
+        "unknown_schema",
+        f"the database has schema version {version}, newer than this kopilka knows ({known});"
+        " upgrade kopilka",
+    )
