@@ -5,6 +5,8 @@ Scenarios (each on a fresh database; fsync and synchronous_commit stay on):
   pgbench  (b) pgbench's built-in tpcb-like script
   http     (c) `kopilka serve`, one transfer per request (../shared/bench/http_load.py)
   batch    (d) Engine + PostgresStore in process: submit_many of N transfers
+  batch-http   (d) through `kopilka serve`: POST /v1/batch of N transfers, --in-flight
+               connections (benchmarks/load.py), accounts opened through the server
   ceiling      ../shared/bench/pg_ceiling.py: the bare SQL of the batch path
   concurrent   Engine + PostgresStore in process, one transfer per call: (c) without HTTP
 
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -278,6 +281,59 @@ async def http(url: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _open_through(url: str, token: str, accounts: int) -> None:
+    """Open and fund the accounts through the server, as a running one would have met
+    them (with several workers, only the one that opened an account knows it yet)."""
+    for start in range(0, accounts, 5_000):
+        operations = [
+            {
+                "type": "deposit",
+                "client": f"c{index}",
+                "amount": "1000000000",
+                "open_account": True,
+                "idempotency_key": f"open-{index}",
+            }
+            for index in range(start, min(start + 5_000, accounts))
+        ]
+        request = urllib.request.Request(
+            f"{url}/v1/batch",
+            data=json.dumps({"operations": operations}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            assert answer.status == 200
+
+
+async def batch_http(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    """(d) through the HTTP batch API: `POST /v1/batch` of `batch` transfers from
+    `in_flight` keep-alive connections (our load generator) against `kopilka serve`."""
+    database = await _fresh_database(url, "bench_batch_http")
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as home, _server(database, port, Path(home), args.workers):
+        token = (Path(home) / "admin.token").read_text().strip()
+        load = [
+            sys.executable,
+            str(Path(__file__).with_name("load.py")),
+            *("--url", f"http://127.0.0.1:{port}", "--token", token),
+            *("--accounts", str(args.accounts), "--batch", str(args.batch)),
+        ]
+        _open_through(f"http://127.0.0.1:{port}", token, args.accounts)
+        output = _run([*load, "--connections", str(args.in_flight), "--seconds", str(args.seconds)])
+    result = json.loads(output.strip().splitlines()[-1])
+    return {
+        "scenario": "batch-http",
+        "accounts": args.accounts,
+        "batch": args.batch,
+        "connections": args.in_flight,
+        "workers": args.workers,
+        "transfers_per_second": result["operations_per_second"],
+        "p50_ms": result["p50_ms"],
+        "p99_ms": result["p99_ms"],
+        "statuses": result["statuses"],
+    }
+
+
 SCENARIOS = {
     "naive": naive,
     "pgbench": pgbench,
@@ -285,6 +341,7 @@ SCENARIOS = {
     "ceiling": ceiling,
     "concurrent": concurrent,
     "http": http,
+    "batch-http": batch_http,
 }
 
 

@@ -3,8 +3,10 @@ key is the one that stands.
 
 Hypothesis draws requests from a few keys and a few bodies (lists of deposits, some of
 which a cap refuses, or that name an unknown client), sends each with a ClaimKey for
-its key and body, alone or concurrently, through an Engine on a real SQLite file and
-on the memory store, as the batch API does. A reference model predicts every answer.
+its key and body, alone or concurrently, through an Engine on a real SQLite file, a
+real PostgreSQL database and the memory store, as the batch API does. A reference
+model predicts every answer. On PostgreSQL a claimed batch on known accounts is written
+in one statement with its claim, and a retry's claim sends it the way that locks.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.pgserver import PostgresTestServer
 
 from kopilka.domain.model import ClaimKey, Deposit, Operation, SetLimits
 from kopilka.engine import Engine
@@ -131,3 +134,18 @@ def test_a_key_stands_for_the_first_body_that_took_effect(
         return
     with tempfile.TemporaryDirectory() as directory:
         asyncio.run(scenario(str(Path(directory) / "kopilka.db"), drawn_bodies, drawn))
+
+
+@pytest.mark.postgres
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(drawn_bodies=st.lists(bodies, min_size=1, max_size=3), drawn=rounds)
+def test_a_key_stands_for_the_first_body_that_took_effect_on_postgres(
+    postgres_server: PostgresTestServer,
+    drawn_bodies: list[tuple[tuple[str, int], ...]],
+    drawn: list[tuple[list[tuple[str, int]], bool]],
+) -> None:
+    url = postgres_server.create_database()  # one per example: the keys start free
+    try:
+        asyncio.run(scenario(url, drawn_bodies, drawn))
+    finally:
+        postgres_server.drop_database(url.rsplit("/", 1)[1].split("?", 1)[0])

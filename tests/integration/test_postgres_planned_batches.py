@@ -16,6 +16,7 @@ from tests.integration.test_postgres_load import check_ledger
 
 from kopilka.clock import MonotonicClock
 from kopilka.domain.model import (
+    ClaimKey,
     Command,
     Deposit,
     OpenAccount,
@@ -27,6 +28,7 @@ from kopilka.domain.model import (
 )
 from kopilka.errors import KopilkaError, RetryableStoreError
 from kopilka.store.postgres import PostgresStore
+from kopilka.store.postgres_accounts import StaleViews
 from kopilka.store.postgres_batch import delete_ledgers
 
 pytestmark = pytest.mark.postgres
@@ -239,3 +241,56 @@ async def test_a_batch_that_waited_for_another_process_s_is_timed_after_it(
         await holder.close()
         await ahead.close()
         await behind.close()
+
+
+async def test_a_batch_requests_claim_rides_in_the_planned_statement(
+    stores: tuple[PostgresStore, PostgresStore], postgres_url: str
+) -> None:
+    """A keyed batch on known accounts is written in one statement with its claim; a
+    retry, another body under the key, and a key that names an operation each fail
+    that statement and are answered from locked rows, as on the locking way."""
+    first, second = stores
+
+    async def planned(store: PostgresStore, commands: list[Command]) -> tuple[list[Outcome], str]:
+        """The outcomes, and whether the one statement wrote the batch or found it stale."""
+        store.stale_views = StaleViews()  # every case tries the statement (no failures yet)
+        outcomes = await store.apply(commands)
+        way = "written" if store.stale_views.written else "stale"
+        assert store.stale_views.written + store.stale_views.stale == 1
+        return outcomes, way
+
+    claim = ClaimKey("main", "batch-1", "body one", covers=1)
+    body: list[Command] = [claim, Deposit("Ann", 5, "", "batch-1:0")]
+    outcomes, way = await planned(first, body)
+    assert way == "written"
+    assert outcomes[0] == claim
+    assert isinstance(outcomes[1], Operation) and not outcomes[1].replayed
+
+    # The same body again, from either process: replayed, not applied again.
+    for store in (first, second):
+        again, way = await planned(store, body)
+        assert way == "stale"
+        assert again[0] == claim
+        assert isinstance(again[1], Operation) and again[1].replayed
+    # Another body under the key: refused whole.
+    other: list[Command] = [
+        ClaimKey("main", "batch-1", "body two", covers=1),
+        Deposit("Ann", 7, "", "b:0"),
+    ]
+    outcomes, way = await planned(first, other)
+    assert (codes(outcomes), way) == (["idempotency_key_reused"] * 2, "stale")
+    # A batch key that names a money operation ("open-a" opened Ann's account).
+    taken: list[Command] = [
+        ClaimKey("main", "open-a", "body", covers=1),
+        Deposit("Ann", 9, "", "c:0"),
+    ]
+    outcomes, way = await planned(first, taken)
+    assert (codes(outcomes), way) == (["idempotency_key_reused"] * 2, "stale")
+    assert await balance(postgres_url, "Ann") == 10_002 + 5
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        digests = await connection.fetch("SELECT idempotency_key, digest FROM batch_requests")
+    finally:
+        await connection.close()
+    assert [tuple(row) for row in digests] == [("batch-1", "body one")]
+    await check_ledger(postgres_url)

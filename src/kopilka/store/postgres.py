@@ -35,6 +35,7 @@ from kopilka.domain.model import (
     MONEY_COMMAND_TYPES,
     SANDBOX_PREFIX,
     Account,
+    ClaimKey,
     Command,
     Operation,
     Outcome,
@@ -117,6 +118,9 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.LockNotAvailableError,  # lock_timeout
     asyncpg.exceptions.UniqueViolationError,  # a concurrent insert of the same key
 )
+
+# What a batch planned on this process's view of its accounts may hold.
+_PLANNED_COMMAND_TYPES = (*MONEY_COMMAND_TYPES, ClaimKey)
 
 _ACCOUNT_COLUMNS = "id, ledger, client, balance, min_balance, max_balance, created_at"
 _TOKEN_COLUMNS = "id, token_hash, role, client, ledger, created_at, revoked"  # noqa: S105
@@ -382,23 +386,32 @@ class PostgresStore:
         """A plan made on the accounts as this process last saw them, when the batch
         only moves money between such accounts and every command succeeds.
 
-        Anything else (a new account, a refusal to keep, a key claimed, limits set)
-        goes the way that locks and reads first. Batches are planned one after
-        another, so the next one is planned on this one's outcome before it is written.
+        A batch request's claim on its key rides along: the statement inserts it,
+        and fails (the batch is planned again from locked rows, its claims read) if
+        the key is held already. Anything else (a new account, a refusal to keep,
+        limits set) goes the way that locks and reads first. Batches are planned one
+        after another, so the next one is planned on this one's outcome before it is
+        written.
         """
+        claims = 0
         for command in commands:
             # A sandbox's batch goes the locking way, which checks that it is still open.
-            if not isinstance(command, MONEY_COMMAND_TYPES) or command.ledger.startswith(
+            if not isinstance(command, _PLANNED_COMMAND_TYPES) or command.ledger.startswith(
                 SANDBOX_PREFIX
             ):
                 return None
+            claims += isinstance(command, ClaimKey)
         keys = accounts_touched(commands)
         hinted = self._accounts.hinted(keys)
         if hinted is None:
             return None
         accounts, before, writers = hinted
         plan = plan_batch(commands, accounts, {}, self._clock.now())
-        if plan.new_accounts or plan.refusals or plan.claims:
+        if plan.new_accounts or plan.refusals:
+            return None
+        if claims and (len(plan.claims) != claims or not plan.operations):
+            # A claim let go (nothing took effect under it) writes nothing that could
+            # fail on a key held already: only reading the claims can tell.
             return None
         planned = PlannedBatch(
             plan,

@@ -115,18 +115,45 @@ FROM batch
 # On its own, in the transaction of this one statement: a batch planned on the
 # accounts as this process last saw them. An account that is not at the revision
 # and balance the batch was planned on, or gone, or a refused key, fails it whole.
-_WRITE_PLANNED_BATCH = (
-    _BATCH_ROWS
-    + """, changed_balances AS (
+_PLANNED_BALANCES = """, changed_balances AS (
     UPDATE accounts AS a SET balance = t.balance, revision = t.revision
     FROM unnest($11::text::bigint[], $12::text::bigint[], $13::text::bigint[],
                 $14::text::bigint[], $15::text::bigint[])
         AS t(id, balance, revision, planned_balance, planned_revision)
     WHERE a.id = t.id AND a.revision = t.planned_revision AND a.balance = t.planned_balance
     RETURNING 1
-)
+)"""
+
+_WRITE_PLANNED_BATCH = (
+    _BATCH_ROWS
+    + _PLANNED_BALANCES
+    + """
 SELECT CASE WHEN (SELECT count(*) FROM changed_balances) = cardinality($11::text::bigint[])
             AND (SELECT n FROM refused_keys) = 0
+       THEN pg_current_xact_id()::text ELSE kopilka_replan() END,
+       array_agg(id ORDER BY position)
+FROM batch
+"""
+)
+
+# The same with the batch requests' claims on their keys (POST /v1/batch). A key
+# claimed already fails the insert (after waiting for a concurrent claimer); a key
+# that names an operation or a kept refusal fails the statement: either way the batch
+# is planned again from locked rows, with its claims read.
+_WRITE_PLANNED_CLAIMED_BATCH = (
+    _BATCH_ROWS
+    + _PLANNED_BALANCES
+    + """, new_claims AS (
+    INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)
+    SELECT t.*, now() FROM unnest($16::text[], $17::text[], $18::text[]) AS t
+), taken_claims AS (
+    SELECT (SELECT count(*) FROM unnest($16::text[], $17::text[]) AS k(ledger, key)
+                JOIN operations o ON o.ledger = k.ledger AND o.idempotency_key = k.key)
+         + (SELECT count(*) FROM unnest($16::text[], $17::text[]) AS k(ledger, key)
+                JOIN refusals r ON r.ledger = k.ledger AND r.idempotency_key = k.key) AS n
+)
+SELECT CASE WHEN (SELECT count(*) FROM changed_balances) = cardinality($11::text::bigint[])
+            AND (SELECT n FROM refused_keys) = 0 AND (SELECT n FROM taken_claims) = 0
        THEN pg_current_xact_id()::text ELSE kopilka_replan() END,
        array_agg(id ORDER BY position)
 FROM batch
@@ -365,15 +392,25 @@ async def write_planned_batch(connection: Connection, planned: PlannedBatch) -> 
     before = [planned.before[a.id] for a in changed]
     # fetch, not fetchrow: the reply then ends in the tag "SELECT 1", as a test's
     # relay that cuts the connection at that moment looks for.
-    [(_, operation_ids)] = await connection.fetch(
-        _WRITE_PLANNED_BATCH,
+    columns = [
         *_operation_columns(planned.plan),
         _int_array([a.id for a in changed]),
         _int_array([a.balance_cents for a in changed]),
         _int_array([planned.revisions[a.id] for a in changed]),
         _int_array([balance for balance, _ in before]),
         _int_array([revision for _, revision in before]),
-    )
+    ]
+    claims = planned.plan.claims
+    if claims:
+        statement = _WRITE_PLANNED_CLAIMED_BATCH
+        columns += [
+            [c.ledger for c in claims],
+            [c.idempotency_key for c in claims],
+            [c.digest for c in claims],
+        ]
+    else:
+        statement = _WRITE_PLANNED_BATCH
+    [(_, operation_ids)] = await connection.fetch(statement, *columns)
     return list(operation_ids)
 
 
