@@ -21,6 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
+from kopilka.collector import settle_for_serving
 from kopilka.domain.model import Deposit, Operation, Transfer
 from kopilka.engine import Engine
 from kopilka.idempotency import new_key
@@ -51,6 +52,7 @@ async def _fund(engine: Engine, accounts: int) -> None:
 
 async def run_batch(engine: Engine, args: argparse.Namespace) -> dict[str, object]:
     commands = _transfers(args.accounts, args.transfers, 1, args.keys)
+    settle_for_serving()  # as `kopilka serve` does once started
     started = time.perf_counter()
     applied = 0
     for start in range(0, len(commands), args.batch):
@@ -62,6 +64,7 @@ async def run_batch(engine: Engine, args: argparse.Namespace) -> dict[str, objec
 
 async def run_concurrent(engine: Engine, args: argparse.Namespace) -> dict[str, object]:
     commands = _transfers(args.accounts, args.transfers, 2, args.keys)
+    settle_for_serving()  # as `kopilka serve` does once started
     per_task = len(commands) // args.tasks
     # Task i sends commands i, i + tasks, ...: the keys in flight at any moment were made
     # at about the same time, as when each caller makes its key as it sends.

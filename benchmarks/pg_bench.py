@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import random
@@ -43,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_BENCH = ROOT.parent / "shared" / "bench"
 sys.path.insert(0, str(ROOT))
 
+from kopilka.collector import settle_for_serving  # noqa: E402
 from kopilka.domain.model import Deposit, Operation, Transfer  # noqa: E402
 from kopilka.engine import Engine  # noqa: E402
 from kopilka.limits import Limits  # noqa: E402
@@ -171,8 +171,8 @@ async def batch(url: str, args: argparse.Namespace) -> dict[str, Any]:
         await _fund(engine, args.accounts)
         commands = _transfers(args.accounts, args.transfers, 1)
         chunks = [commands[i : i + args.batch] for i in range(0, len(commands), args.batch)]
-        # The harness's own pre-built commands are not the ledger's garbage to scan.
-        gc.freeze()
+        # As `kopilka serve` does once started (its pre-built commands frozen with it).
+        settle_for_serving()
         queue = iter(chunks)
         applied = 0
         batches_before = engine.stats.batches
@@ -204,6 +204,7 @@ async def concurrent(url: str, args: argparse.Namespace) -> dict[str, Any]:
     async with Engine(PostgresStore(database)) as engine:
         await _fund(engine, args.http_accounts)
         commands = _transfers(args.http_accounts, 200_000, 2)
+        settle_for_serving()  # as `kopilka serve` does once started
         deadline = time.perf_counter() + args.seconds
         applied = 0
         batches_before = engine.stats.batches
