@@ -26,7 +26,9 @@ from kopilka.domain.model import (
     Transfer,
     Withdraw,
 )
+from kopilka.engine import Engine
 from kopilka.errors import KopilkaError, RetryableStoreError
+from kopilka.limits import Limits
 from kopilka.store.postgres import PostgresStore
 from kopilka.store.postgres_accounts import StaleViews
 from kopilka.store.postgres_batch import delete_ledgers
@@ -252,12 +254,13 @@ async def test_a_batch_requests_claim_rides_in_the_planned_statement(
     first, second = stores
 
     async def planned(store: PostgresStore, commands: list[Command]) -> tuple[list[Outcome], str]:
-        """The outcomes, and whether the one statement wrote the batch or found it stale."""
+        """The outcomes, and whether the one statement wrote the batch, found it stale,
+        or was not needed (the process knew the key's claim and refused the batch)."""
         store.stale_views = StaleViews()  # every case tries the statement (no failures yet)
         outcomes = await store.apply(commands)
-        way = "written" if store.stale_views.written else "stale"
-        assert store.stale_views.written + store.stale_views.stale == 1
-        return outcomes, way
+        views = store.stale_views
+        assert views.written + views.stale <= 1
+        return outcomes, "written" if views.written else "stale" if views.stale else "none"
 
     claim = ClaimKey("main", "batch-1", "body one", covers=1)
     body: list[Command] = [claim, Deposit("Ann", 5, "", "batch-1:0")]
@@ -277,8 +280,17 @@ async def test_a_batch_requests_claim_rides_in_the_planned_statement(
         ClaimKey("main", "batch-1", "body two", covers=1),
         Deposit("Ann", 7, "", "b:0"),
     ]
-    outcomes, way = await planned(first, other)
-    assert (codes(outcomes), way) == (["idempotency_key_reused"] * 2, "stale")
+    # Both processes have seen the key's claim stand: no statement is needed. A third,
+    # which has not, meets it in the statement.
+    third = PostgresStore(postgres_url)
+    await third.open()
+    try:
+        await apply(third, Deposit("Ann", 1, "", "seen-a3"))
+        for store, way_expected in ((first, "none"), (second, "none"), (third, "stale")):
+            outcomes, way = await planned(store, other)
+            assert (codes(outcomes), way) == (["idempotency_key_reused"] * 2, way_expected)
+    finally:
+        await third.close()
     # A batch key that names a money operation ("open-a" opened Ann's account).
     taken: list[Command] = [
         ClaimKey("main", "open-a", "body", covers=1),
@@ -286,11 +298,36 @@ async def test_a_batch_requests_claim_rides_in_the_planned_statement(
     ]
     outcomes, way = await planned(first, taken)
     assert (codes(outcomes), way) == (["idempotency_key_reused"] * 2, "stale")
-    assert await balance(postgres_url, "Ann") == 10_002 + 5
+    assert await balance(postgres_url, "Ann") == 10_002 + 5 + 1
     connection = await asyncpg.connect(postgres_url)
     try:
         digests = await connection.fetch("SELECT idempotency_key, digest FROM batch_requests")
     finally:
         await connection.close()
     assert [tuple(row) for row in digests] == [("batch-1", "body one")]
+    await check_ledger(postgres_url)
+
+
+async def test_a_long_claimed_requests_later_pieces_meet_their_claim_standing(
+    postgres_url: str,
+) -> None:
+    """Each piece of a long keyed request carries its claim. The pieces after the first
+    are planned as the claim's retries, since this process saw it stand: none fails its
+    statement on the key. A retry of the whole request replays every piece."""
+    store = PostgresStore(postgres_url)
+    async with Engine(store, Limits(batch_operations_max=3)) as engine:
+        await apply(store, OpenAccount("Ann", 0, None), Deposit("Ann", 1, "", "seen-a"))
+        await apply(store, Deposit("Ann", 1, "", "seen-a2"))  # the view now holds Ann
+        store.stale_views = StaleViews()
+        body = [Deposit("Ann", 10 + index, "", f"long:{index}") for index in range(10)]
+        claim = ClaimKey("main", "long", "the body")
+        outcomes = await engine.submit_many(body, claim)
+        assert [o.kind for o in outcomes if isinstance(o, Operation)] == ["deposit"] * 10
+        assert (store.stale_views.written, store.stale_views.stale) == (4, 0)
+        again = await engine.submit_many(body, claim)
+        assert [o.replayed for o in again if isinstance(o, Operation)] == [True] * 10
+        with pytest.raises(KopilkaError) as refused:
+            await engine.submit_many(body[:2], ClaimKey("main", "long", "another body"))
+        assert refused.value.code == "idempotency_key_reused"
+    assert await balance(postgres_url, "Ann") == 2 + sum(range(10, 20))
     await check_ledger(postgres_url)

@@ -73,6 +73,7 @@ from kopilka.store.postgres_batch import (
     write_plan,
     write_planned_batch,
 )
+from kopilka.store.postgres_claims import StandingClaims
 from kopilka.store.postgres_migrate import migrate
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
@@ -186,6 +187,7 @@ class PostgresStore:
         self._lock_timeout_seconds = lock_timeout_seconds
         self._settle_timeout_seconds = settle_timeout_seconds
         self._accounts = AccountCache(account_cache_max)
+        self._claims = StandingClaims()
         self.stale_views = StaleViews()
         self._pool: Any = None
         self._batch_connections: list[Connection] = []
@@ -393,23 +395,27 @@ class PostgresStore:
         after another, so the next one is planned on this one's outcome before it is
         written.
         """
-        claims = 0
+        claims: list[ClaimKey] = []
         for command in commands:
             # A sandbox's batch goes the locking way, which checks that it is still open.
             if not isinstance(command, _PLANNED_COMMAND_TYPES) or command.ledger.startswith(
                 SANDBOX_PREFIX
             ):
                 return None
-            claims += isinstance(command, ClaimKey)
+            if isinstance(command, ClaimKey):
+                claims.append(command)
         keys = accounts_touched(commands)
         hinted = self._accounts.hinted(keys)
         if hinted is None:
             return None
         accounts, before, writers = hinted
-        plan = plan_batch(commands, accounts, {}, self._clock.now())
+        # A long request's later pieces meet the claim its first piece made.
+        standing = self._claims.standing(claims) if claims else None
+        plan = plan_batch(commands, accounts, {}, self._clock.now(), standing)
         if plan.new_accounts or plan.refusals:
             return None
-        if claims and (len(plan.claims) != claims or not plan.operations):
+        new_claims = len(claims) - len(standing or ())
+        if new_claims and (len(plan.claims) != new_claims or not plan.operations):
             # A claim let go (nothing took effect under it) writes nothing that could
             # fail on a key held already: only reading the claims can tell.
             return None
@@ -462,6 +468,7 @@ class PostgresStore:
         for operation, operation_id in zip(plan.operations, operation_ids, strict=True):
             operation.id = operation_id
         plan.resolve_ids()
+        self._claims.remember(plan.claims)
         return plan.outcomes
 
     async def _settle_planned(self, commands: Sequence[Command], plan: BatchPlan) -> list[Outcome]:
@@ -549,6 +556,8 @@ class PostgresStore:
         else:
             outcomes = plan.outcomes
         self._accounts.remember([*accounts.values(), *plan.new_accounts], revisions)
+        if known_claims:
+            self._claims.remember_read(known_claims)  # with this plan's own, now standing
         return outcomes
 
     async def _settle(self, transaction_id: str, plan: BatchPlan) -> list[Outcome]:
@@ -716,6 +725,7 @@ class PostgresStore:
 
         dropped = await self._write(drop)
         self._accounts.forget_ledger(ledger)
+        self._claims.forget_ledger(ledger)
         return dropped
 
     # -- sandboxes ------------------------------------------------------------
@@ -769,6 +779,7 @@ class PostgresStore:
         idle = await self._write(drop)
         for ledger in idle:
             self._accounts.forget_ledger(ledger)
+            self._claims.forget_ledger(ledger)
         return idle
 
     # -- tokens ---------------------------------------------------------------
