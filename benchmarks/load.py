@@ -134,25 +134,29 @@ def batch_sizes(url: str) -> dict[str, float]:
 
 
 def _setup(arguments: argparse.Namespace, accounts: list[str]) -> None:
-    """Open and fund every account with a big balance, in one batch request."""
-    operations = [
-        {
-            "type": "deposit",
-            "client": name,
-            "amount": "1000000000",
-            "open_account": True,
-            "idempotency_key": f"load-setup-{name}",
-        }
-        for name in accounts
-    ]
-    request = urllib.request.Request(
-        f"{arguments.url}/v1/batch",
-        data=json.dumps({"operations": operations}).encode(),
-        headers={"Authorization": f"Bearer {arguments.token}", "Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        assert answer.status == 200
+    """Open and fund every account with a big balance, in batch requests of 5,000."""
+    for start in range(0, len(accounts), 5_000):
+        operations = [
+            {
+                "type": "deposit",
+                "client": name,
+                "amount": "1000000000",
+                "open_account": True,
+                "idempotency_key": f"load-setup-{name}",
+            }
+            for name in accounts[start : start + 5_000]
+        ]
+        request = urllib.request.Request(
+            f"{arguments.url}/v1/batch",
+            data=json.dumps({"operations": operations}).encode(),
+            headers={
+                "Authorization": f"Bearer {arguments.token}",
+                "Content-Type": "application/json",
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            assert answer.status == 200
 
 
 async def run(arguments: argparse.Namespace) -> dict[str, object]:

@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -282,30 +281,6 @@ async def http(url: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _open_through(url: str, token: str, accounts: int) -> None:
-    """Open and fund the accounts through the server, as a running one would have met
-    them (with several workers, only the one that opened an account knows it yet)."""
-    for start in range(0, accounts, 5_000):
-        operations = [
-            {
-                "type": "deposit",
-                "client": f"c{index}",
-                "amount": "1000000000",
-                "open_account": True,
-                "idempotency_key": f"open-{index}",
-            }
-            for index in range(start, min(start + 5_000, accounts))
-        ]
-        request = urllib.request.Request(
-            f"{url}/v1/batch",
-            data=json.dumps({"operations": operations}).encode(),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-            method="POST",
-        )
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            assert answer.status == 200
-
-
 async def batch_http(url: str, args: argparse.Namespace) -> dict[str, Any]:
     """(d) through the HTTP batch API: `POST /v1/batch` of `batch` transfers from
     `in_flight` keep-alive connections (our load generator) against `kopilka serve`."""
@@ -319,7 +294,9 @@ async def batch_http(url: str, args: argparse.Namespace) -> dict[str, Any]:
             *("--url", f"http://127.0.0.1:{port}", "--token", token),
             *("--accounts", str(args.accounts), "--batch", str(args.batch)),
         ]
-        _open_through(f"http://127.0.0.1:{port}", token, args.accounts)
+        # The accounts are opened through the server, as a running one would have met
+        # them (with several workers, only the one that opened an account knows it).
+        _run([*load, "--setup", "--seconds", "0.1", "--connections", "1"])
         output = _run([*load, "--connections", str(args.in_flight), "--seconds", str(args.seconds)])
     result = json.loads(output.strip().splitlines()[-1])
     return {
