@@ -23,6 +23,14 @@ _TIME_OF_DAY = re.compile(
     r"[T ]\d{2}(?P<minutes>:?\d{2})?(?P<seconds>:?\d{2})?(?:[.,](?P<fraction>\d+))?"
 )
 _WEEK = re.compile(r"\d{4}-?W\d{2}")
+# The shapes ISO 8601 and RFC 3339 give a moment, checked before fromisoformat reads
+# it: that takes any one character between the date and the time ("2026-12-03/08:00",
+# even "2026-12-03-05:00"), and a fraction of a minute ("08:58.5") as one of a second.
+_MOMENT = re.compile(
+    r"\d{4}-?(?:\d{2}-?\d{2}|W\d{2}(?:-?\d)?|\d{3})"  # calendar, week or ordinal date
+    r"(?:(?P<separator>[Tt ])\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?"  # time of day
+    r"(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?)?"  # its offset
+)
 _TEXT_LENGTH_MAX = 64
 _EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"
 
@@ -32,7 +40,12 @@ def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> 
     candidate = text.strip()
     if not candidate or len(candidate) > _TEXT_LENGTH_MAX:
         raise InvalidInput("invalid_period", f"{text[:_TEXT_LENGTH_MAX]!r} is not a date")
+    shape = _MOMENT.fullmatch(candidate)
     try:
+        if shape is None:
+            raise ValueError(candidate)
+        if shape["separator"] == "t" or shape["zone"] == "z":  # RFC 3339 allows either case
+            candidate = candidate.upper()
         moment = datetime.fromisoformat(candidate)
     except ValueError as error:
         raise InvalidInput(

@@ -87,7 +87,15 @@ def test_an_offset_wins_over_the_local_zone(time_zone: None) -> None:
     assert moment.tzinfo is UTC
 
 
-@pytest.mark.parametrize("text", ["", "  ", "yesterday", "2024-13-01", "2024-01-32", "31.01.2024"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("", "  ", "yesterday", "2024-13-01", "2024-01-32", "31.01.2024"),
+        # fromisoformat takes any one character before the time, and a fraction of a
+        # minute as one of a second: neither is a shape ISO 8601 gives a moment.
+        *("2024-01-31/18:30", "2024-01-31x18:30", "2024-01-31-05:00", "2024-01-31T18:30.5"),
+    ],
+)
 def test_not_dates(text: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_moment(text, end_of_day=False)
@@ -146,3 +154,11 @@ def test_ends_that_utc_cannot_hold_run_to_the_end_of_time(time_zone: None) -> No
     assert parse_period("9999-12-31", None, now=datetime.max.replace(tzinfo=UTC))[0] == datetime(
         9999, 12, 30, 22, tzinfo=UTC
     )
+
+
+@pytest.mark.parametrize("end_of_day", [False, True])
+def test_a_lowercase_t_and_z_read_as_the_uppercase_ones(utc: None, end_of_day: bool) -> None:
+    """RFC 3339 allows either case; since and till read the same text as one moment."""
+    upper = parse_moment("2024-01-31T18:30:00Z", end_of_day=end_of_day)
+    assert parse_moment("2024-01-31t18:30:00z", end_of_day=end_of_day) == upper
+    assert parse_moment("2024-01-31t18:30:00+00:00", end_of_day=end_of_day) == upper
