@@ -203,11 +203,10 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
     target = _target(options, port)
     bank = open_bank(target)
     try:
-        if target.url is not None:
-            _check_reachable(bank)
+        ledger = _check_reachable(bank) if target.url is not None else None
         if sys.stdin.isatty():
             greeting = (
-                f"kopilka shell on {target.describe()}.\n"
+                f"kopilka shell on {target.describe(ledger)}.\n"
                 "Type 'help' for the commands, 'exit' or Ctrl-D to leave."
             )
             output = Output.for_streams(sys.stdout)
@@ -218,15 +217,18 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
         bank.close()
 
 
-def _check_reachable(bank: Bank) -> None:
+def _check_reachable(bank: Bank) -> str | None:
     """A shell on a server it cannot reach, or with a token it does not honour, ends at
     once with that error (exit 1), as a sandbox does, rather than reading every line
-    only to print the same error for it."""
+    only to print the same error for it. Returns the ledger the session writes to: the
+    one it names (a sandbox, --ledger), else its token's, as the server tells."""
     from kopilka.client import Client  # loaded already: the bank is one
 
     assert isinstance(bank, Client)
     try:
-        bank.whoami()
+        told = bank.whoami().get("ledger")
+        ledger = bank.ledger_named or told
+        return ledger if isinstance(ledger, str) else None
     except KopilkaError as error:
         # Unreachable, a token it does not honour, or no kopilka at all (an answer
         # without kopilka's error body): nothing any command could do.
@@ -239,6 +241,7 @@ def _check_reachable(bank: Bank) -> None:
                 " give its address as http://HOST:PORT",
             ) from None
         # A kopilka answered: whatever else ails it is told command by command.
+        return None
 
 
 def _oneshot(options: GlobalOptions, words: list[str]) -> int:

@@ -137,6 +137,7 @@ class Client:
         self.url = normalize_url(url)
         self.shown_url = redact_url(self.url)  # for messages: a password in it is hidden
         self.ledger = ledger or DEFAULT_LEDGER
+        self.ledger_named = ledger  # in every request; None: the token's own ledger
         # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent, and
         # the refusal never repeats the secret.
         if not (token.isascii() and token.isprintable() and token == token.strip()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import sys
@@ -229,3 +230,44 @@ def test_a_shell_pointed_at_another_kind_of_server_ends_at_once(tmp_path: Path) 
     assert (piped.returncode, piped.stderr) == (0, "")
     # The accounts page is a directory now: a redirect, no more kopilka's than the page.
     assert piped.stdout == not_kopilka + not_kopilka.replace("200", "301")
+
+
+def _banner(server: ServerProcess, *arguments: str) -> str:
+    """The first line a terminal shows for `kopilka shell ARGUMENTS` (then `exit`)."""
+    import os
+    import pty
+
+    from tests.e2e.conftest import kopilka_command, kopilka_env
+
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [*kopilka_command(), "shell", *arguments],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env=kopilka_env(server.home),
+        cwd=server.home.parent,
+    ) as process:
+        os.close(follower)
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"\n" not in seen and time.monotonic() < deadline:
+            seen += os.read(leader, 4096)
+        os.write(leader, b"exit\n")
+        process.wait(timeout=30)
+        os.close(leader)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode())  # the terminal's styles
+    return shown.splitlines()[0]
+
+
+def test_a_terminal_shell_names_the_ledger_its_commands_go_to(server: ServerProcess) -> None:
+    """A sandbox's ledger, a token's own ledger, or the one named: never 'main' by default."""
+    assert _banner(server, "--url", server.url) == f"kopilka shell on {server.url}, ledger 'main'."
+    sandbox = _banner(server, "--url", server.url, "--sandbox")
+    assert sandbox.startswith(f"kopilka shell on {server.url}, ledger 'sandbox-")
+    with server.client() as admin:
+        made = admin.post("/v1/tokens", json={"role": "teller", "ledger": "branch"}).json()
+    teller = ("--url", server.url, "--token", made["secret"])
+    assert _banner(server, *teller) == f"kopilka shell on {server.url}, ledger 'branch'."
+    named = _banner(server, "--url", server.url, "--ledger", "other")
+    assert named == f"kopilka shell on {server.url}, ledger 'other'."

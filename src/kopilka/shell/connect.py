@@ -41,14 +41,15 @@ class Target:
     token: str | None
     sandbox: bool
 
-    def describe(self) -> str:
+    def describe(self, ledger: str | None = None) -> str:
+        """Where commands go; `ledger`: the one a server said this session uses."""
         if self.url is not None:
             where = redact_url(self.url)
         elif self.sandbox:
             where = "a sandbox in memory (gone when the shell ends)"
         else:
             where = redact_url(self.settings.db)
-        return f"{where}, ledger {self.settings.ledger!r}"
+        return f"{where}, ledger {ledger or self.settings.ledger!r}"
 
 
 def open_bank(target: Target, *, reads_only: bool = False) -> Bank:
