@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from kopilka.client_keys import not_marked
 from kopilka.domain.model import (
     DEFAULT_LEDGER,
     Account,
@@ -29,6 +30,7 @@ from kopilka.domain.model import (
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
+from kopilka.idempotency import sendable_key
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
 
@@ -125,14 +127,14 @@ class EmbeddedBank:
         self, client: str, amount_cents: int, description: str, idempotency_key: str
     ) -> Operation:
         return self._operation(
-            Deposit(client, amount_cents, description, idempotency_key, self.ledger)
+            Deposit(client, amount_cents, description, _given(idempotency_key), self.ledger)
         )
 
     def withdraw(
         self, client: str, amount_cents: int, description: str, idempotency_key: str
     ) -> Operation:
         return self._operation(
-            Withdraw(client, amount_cents, description, idempotency_key, self.ledger)
+            Withdraw(client, amount_cents, description, _given(idempotency_key), self.ledger)
         )
 
     def transfer(
@@ -145,7 +147,12 @@ class EmbeddedBank:
     ) -> Operation:
         return self._operation(
             Transfer(
-                from_client, to_client, amount_cents, description, idempotency_key, self.ledger
+                from_client,
+                to_client,
+                amount_cents,
+                description,
+                _given(idempotency_key),
+                self.ledger,
             )
         )
 
@@ -164,7 +171,7 @@ class EmbeddedBank:
                 max_balance_cents,
                 self.ledger,
                 opening_balance_cents,
-                idempotency_key,
+                _given(idempotency_key) if idempotency_key else "",
             )
         )
 
@@ -213,3 +220,9 @@ class EmbeddedBank:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _given(key: str) -> str:
+    """A key the caller gives, held to the rule the shell and a server hold it to, so that
+    a call is taken or refused alike embedded and over the network."""
+    return not_marked(sendable_key(key))

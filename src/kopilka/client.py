@@ -23,6 +23,7 @@ import httpx
 from kopilka.client_wire import (
     TokenInfo,
     account_from,
+    amount_text,
     batch_item,
     cents_from,
     money_text,
@@ -258,7 +259,7 @@ class Client:
         # Like the embedded shell, the first deposit opens the account.
         body = {
             "client": client,
-            "amount": money_text(amount_cents),
+            "amount": amount_text(amount_cents),
             "description": description,
             "open_account": True,
         }
@@ -271,7 +272,7 @@ class Client:
         description: str,
         idempotency_key: str | None = None,
     ) -> Operation:
-        body = {"client": client, "amount": money_text(amount_cents), "description": description}
+        body = {"client": client, "amount": amount_text(amount_cents), "description": description}
         return self._money("/v1/withdrawals", body, idempotency_key)
 
     def transfer(
@@ -285,7 +286,7 @@ class Client:
         body = {
             "from": from_client,
             "to": to_client,
-            "amount": money_text(amount_cents),
+            "amount": amount_text(amount_cents),
             "description": description,
         }
         return self._money("/v1/transfers", body, idempotency_key)
@@ -298,11 +299,11 @@ class Client:
         opening_balance_cents: int = 0,
         idempotency_key: str = "",
     ) -> Account:
-        cap = None if max_balance_cents is None else money_text(max_balance_cents)
+        floor = money_text(min_balance_cents)  # checked in the embedded rules' order
         body = {
             "client": client,
-            "min_balance": money_text(min_balance_cents),
-            "max_balance": cap,
+            "min_balance": floor,
+            "max_balance": None if max_balance_cents is None else money_text(max_balance_cents),
             "opening_balance": money_text(opening_balance_cents),
         }
         # Retried only when the request never left (ConnectError): a second try of one

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from kopilka.domain.model import Account, Command, Deposit, Operation, Transfer, Withdraw
+from kopilka.domain.rules import check_amount_cents, check_whole_cents
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import InvalidInput
 from kopilka.money import format_plain, parse_cents
@@ -31,8 +32,14 @@ class TokenInfo:
 def money_text(cents: int) -> str:
     """Cents as the API's decimal text. Only an int is cents: 1.5 or True is refused
     here, as the embedded bank's rules refuse it, not sent as something else."""
-    if type(cents) is not int:
-        raise InvalidInput("invalid_amount", f"an amount is whole cents (an int), not {cents!r}")
+    check_whole_cents(cents)
+    return format_plain(cents)
+
+
+def amount_text(cents: int) -> str:
+    """A money command's amount as the API's text, checked as the embedded bank's rules
+    check it, with their message: refused here alike, never sent to be refused otherwise."""
+    check_amount_cents(cents)
     return format_plain(cents)
 
 

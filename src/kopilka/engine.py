@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from kopilka.domain.model import Account, ClaimKey, Command, Outcome, client_name
 from kopilka.domain.statement import Statement, StatementLine, build_statement
@@ -56,6 +56,10 @@ class _Request:
     # Why its batch failed, nothing of it applied: the pieces after it are not applied
     # either, so a request that was told of a failure is never applied behind its back.
     error: KopilkaError | None = None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _operations_of(request: _Request) -> int:
@@ -396,6 +400,7 @@ class Engine:
         self, ledger: str, client: str, since: datetime | None, till: datetime
     ) -> Statement:
         """The whole statement of a period (for long periods, see statement_lines)."""
+        since, till = (None if since is None else _aware(since)), _aware(till)
         account, opening = await self.statement_header(ledger, client, since, till)
         lines = [line async for line in self.statement_lines(account.id, since, till)]
         return build_statement(account.client, since, till, opening, lines)
@@ -403,8 +408,14 @@ class Engine:
     async def statement_header(
         self, ledger: str, client: str, since: datetime | None, till: datetime
     ) -> tuple[Account, int]:
+        # A time without an offset is UTC, as the API reads one: the embedded bank's
+        # caller and a server's get the same statement for the same arguments.
+        since = None if since is None else _aware(since)
+        till = _aware(till)
         if since is not None and since > till:
-            raise InvalidInput("invalid_period", "the start of the period is after its end")
+            raise InvalidInput(
+                "invalid_period", "the start of the period (since) is after its end (till)"
+            )
         account = await self.get_account(ledger, client)
         opening = 0 if since is None else await self.store.opening_balance(account.id, since)
         return account, opening

@@ -28,7 +28,6 @@ from kopilka.api.auth import (
     check_ledger,
     effective_role,
 )
-from kopilka.api.client_keys import not_marked
 from kopilka.api.commands import command_from
 from kopilka.api.errors import DECODE_ERRORS, ApiError, decode_error, error_body, error_headers
 from kopilka.api.metrics import Metrics
@@ -36,6 +35,7 @@ from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.readiness import Readiness
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
+from kopilka.client_keys import not_marked
 from kopilka.collector import settle_for_serving
 from kopilka.domain.model import SANDBOX_PREFIX, MoneyCommand, Operation
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX, validate_ledger_name

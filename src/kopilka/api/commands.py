@@ -7,8 +7,8 @@ the very same checks.
 from __future__ import annotations
 
 from kopilka.api.auth import Principal, effective_role
-from kopilka.api.client_keys import client_key, not_marked
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn
+from kopilka.client_keys import client_key, not_marked
 from kopilka.domain.model import Deposit, MoneyCommand, Transfer, Withdraw, client_name
 from kopilka.domain.rules import validate_money_command
 from kopilka.errors import Forbidden

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import msgspec
 
-from kopilka.api.client_keys import unmarked
 from kopilka.api.schemas import ErrorDetail, ErrorOut
+from kopilka.client_keys import unmarked
 from kopilka.domain.rules import client_name_empty, client_name_too_long, description_too_long
 from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.tokens import unknown_role

@@ -29,7 +29,6 @@ from kopilka.api.auth import (
     new_token_record,
     require_role,
 )
-from kopilka.api.client_keys import CLIENT_KEY_LENGTH_MAX, client_key
 from kopilka.api.commands import command_from
 from kopilka.api.errors import (
     DECODE_ERRORS,
@@ -69,6 +68,7 @@ from kopilka.api.statement_stream import (
     first_page_read,
     json_statement,
 )
+from kopilka.client_keys import CLIENT_KEY_LENGTH_MAX, client_key
 from kopilka.domain.model import (
     SANDBOX_PREFIX,
     Account,

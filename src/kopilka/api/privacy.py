@@ -7,8 +7,8 @@ and balance. Both are left out for a client token; tellers and admins see them.
 
 from __future__ import annotations
 
-from kopilka.api.client_keys import own_key
 from kopilka.api.schemas import OperationOut
+from kopilka.client_keys import own_key
 from kopilka.errors import KopilkaError, Rejected
 
 

@@ -414,7 +414,8 @@ class _Planner:
         floor, cap = command.min_balance_cents, command.max_balance_cents
         _validate_limits(floor, cap)
         opening = command.opening_balance_cents
-        if type(opening) is not int or opening < 0 or opening > AMOUNT_CENTS_MAX:
+        check_whole_cents(opening)
+        if opening < 0 or opening > AMOUNT_CENTS_MAX:
             raise InvalidInput(
                 "invalid_amount",
                 f"an opening balance must be $0.00 to {format_money(AMOUNT_CENTS_MAX)}",
@@ -607,12 +608,7 @@ def validate_client(client: str) -> None:
 
 def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None = None) -> None:
     """Refuse a malformed command; `valid_clients` (names found valid before) is added to."""
-    amount = command.amount_cents
-    if type(amount) is not int or amount <= 0 or amount > AMOUNT_CENTS_MAX:
-        raise InvalidInput(
-            "invalid_amount",
-            f"amount must be more than $0.00 and at most {format_money(AMOUNT_CENTS_MAX)}",
-        )
+    check_amount_cents(command.amount_cents)
     clients = (
         (command.from_client, command.to_client)
         if isinstance(command, Transfer)
@@ -638,7 +634,26 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
         raise InvalidInput("same_account", "cannot transfer from a client to the same client")
 
 
+def check_amount_cents(amount: int) -> None:
+    """A money command's amount: whole cents, more than none and at most the maximum."""
+    check_whole_cents(amount)
+    if amount <= 0 or amount > AMOUNT_CENTS_MAX:
+        raise InvalidInput(
+            "invalid_amount",
+            f"amount must be more than $0.00 and at most {format_money(AMOUNT_CENTS_MAX)}",
+        )
+
+
+def check_whole_cents(cents: object) -> None:
+    """Money in a command is whole cents, an int: never a float, nor True for 1."""
+    if type(cents) is not int:
+        raise InvalidInput("invalid_amount", f"an amount is whole cents (an int), not {cents!r}")
+
+
 def _validate_limits(floor: int, cap: int | None) -> None:
+    check_whole_cents(floor)
+    if cap is not None:
+        check_whole_cents(cap)
     if abs(floor) > BALANCE_CENTS_MAX or (cap is not None and abs(cap) > BALANCE_CENTS_MAX):
         raise InvalidInput("invalid_limit", "limit is out of range")
     if cap is not None and cap < floor:

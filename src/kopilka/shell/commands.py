@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from kopilka.api.client_keys import not_marked
 from kopilka.bank import Bank
+from kopilka.client_keys import not_marked
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
 from kopilka.domain.rules import validate_client, validate_money_command
 from kopilka.errors import InvalidInput, Unavailable

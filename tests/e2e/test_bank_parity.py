@@ -1,0 +1,67 @@
+"""The Python client and the embedded bank: the same calls give the same answers.
+
+docs/api.md promises that `Client` raises the same `KopilkaError` (same code, same
+message) as the embedded engine. Each call below goes to an `EmbeddedBank` on a real
+SQLite file and to a real server's sandbox through `connect_bank`, in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tests.kopilka_server import running_server
+
+from kopilka.bank import Bank, EmbeddedBank
+from kopilka.client import connect_bank
+from kopilka.errors import KopilkaError
+
+NOW = datetime.now(UTC)
+
+CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
+    ("float limits", lambda bank: bank.open_account("X", -0.5, 10.5)),
+    ("a first deposit", lambda bank: bank.deposit("Ann", 500, "pay", "k1").kind),
+    ("True as a floor", lambda bank: bank.set_limits("Ann", min_balance_cents=True)),
+    ("a float amount", lambda bank: bank.withdraw("Ann", 1.5, "x", "k2")),
+    ("a negative amount", lambda bank: bank.deposit("Ann", -5, "x", "k3")),
+    ("an amount too big", lambda bank: bank.deposit("Ann", 10**14 + 1, "x", "k4")),
+    ("a period backwards", lambda bank: bank.statement("Ann", NOW, NOW - timedelta(days=1))),
+    (
+        "a naive till, read as UTC",
+        lambda bank: (
+            bank.statement(
+                "Ann", None, datetime.now(UTC).replace(tzinfo=None)
+            ).closing_balance_cents
+        ),
+    ),
+    ("a key in Cyrillic", lambda bank: bank.deposit("Ann", 1, "x", "ключ")),
+    ("a key with spaces", lambda bank: bank.deposit("Ann", 1, "x", " a ")),
+    ("a key under a client's mark", lambda bank: bank.deposit("Ann", 1, "x", "client/x")),
+    ("the balance after all", lambda bank: bank.account("Ann").balance_cents),
+]
+
+
+def _answers(bank: Bank) -> list[object]:
+    answers: list[object] = []
+    for _, call in CALLS:
+        try:
+            answers.append(call(bank))
+        except KopilkaError as error:
+            answers.append((error.code, error.message))
+    return answers
+
+
+def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
+    with EmbeddedBank(str(tmp_path / "embedded.db")) as embedded:
+        expected = _answers(embedded)
+    with running_server(tmp_path / "home") as server:
+        remote = connect_bank(server.url, token=server.token, sandbox=True)
+        try:
+            answered = _answers(remote)
+        finally:
+            remote.close()
+    for (name, _), mine, theirs in zip(CALLS, expected, answered, strict=True):
+        assert theirs == mine, name
+    assert expected[1] == "deposit" and expected[-1] == 500
