@@ -72,12 +72,14 @@ class _EngineCollector(Collector):
             planned = CounterMetricFamily(
                 "kopilka_postgres_view_batches",
                 "Batches planned on this process's own view of their accounts: written in"
-                " one statement, or stale (an account had moved; planned again from locked"
-                " rows)",
+                " one statement, stale (an account had moved; planned again from locked"
+                " rows), or key_taken (a retried key or a held claim; planned again reading"
+                " keys)",
                 labels=["result"],
             )
             planned.add_metric(["written"], views.written)
             planned.add_metric(["stale"], views.stale)
+            planned.add_metric(["key_taken"], views.key_taken)
             yield planned
         if isinstance(store, SqliteStore):
             yield GaugeMetricFamily(

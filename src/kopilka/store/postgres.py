@@ -442,7 +442,7 @@ class PostgresStore:
         if not planned.plan.operations:
             planned.written.set_result(True)
             return planned.plan.outcomes  # every command was refused as bad input
-        written = lost = False
+        written = lost = key_taken = False
         try:
             for before in planned.after:  # not gather: that would cost a loop step more
                 if not await before:
@@ -452,6 +452,8 @@ class PostgresStore:
             written = True
         except _CONNECTION_LOST:
             lost = True
+        except asyncpg.exceptions.UniqueViolationError:
+            key_taken = True  # a retried key, or a claim held: the locking way reads keys
         except asyncpg.PostgresError:
             pass  # the view was stale (or the locking way will meet the same error)
         finally:
@@ -461,7 +463,10 @@ class PostgresStore:
                 self._accounts.forget_states(planned.keys)
         if lost:
             return await self._settle_planned(commands, planned.plan)
-        self.stale_views.record(failed=not written)
+        if key_taken:
+            self.stale_views.record_key_taken()
+        else:
+            self.stale_views.record(failed=not written)
         if not written:
             return None
         plan = planned.plan

@@ -217,10 +217,12 @@ class StaleViews:
     def __init__(self) -> None:
         self._failure_rate = 0.0
         self._passed = 0
-        # Since the start, for /metrics: batches written on the view, and those whose
-        # view had gone stale.
+        # Since the start, for /metrics: batches written on the view, those whose view
+        # had gone stale, and those that met a key already taken (a retried request, or
+        # a batch's claim held): no sign of a stale view, so not in the average.
         self.written = 0
         self.stale = 0
+        self.key_taken = 0
 
     def worth_trying(self) -> bool:
         if self._failure_rate <= self.failure_rate_max:
@@ -230,6 +232,9 @@ class StaleViews:
             return False
         self._passed = 0
         return True
+
+    def record_key_taken(self) -> None:
+        self.key_taken += 1
 
     def record(self, *, failed: bool) -> None:
         self._failure_rate += self.weight * (failed - self._failure_rate)
