@@ -26,10 +26,11 @@ _WEEK = re.compile(r"\d{4}-?W\d{2}")
 # The shapes ISO 8601 and RFC 3339 give a moment, checked before fromisoformat reads
 # it: that takes any one character between the date and the time ("2026-12-03/08:00",
 # even "2026-12-03-05:00"), and a fraction of a minute ("08:58.5") as one of a second.
+# A space before the offset stays allowed, as `git log --date=iso` writes one.
 _MOMENT = re.compile(
     r"\d{4}-?(?:\d{2}-?\d{2}|W\d{2}(?:-?\d)?|\d{3})"  # calendar, week or ordinal date
     r"(?:(?P<separator>[Tt ])\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?"  # time of day
-    r"(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?)?"  # its offset
+    r" ?(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?)?"  # its offset
 )
 _TEXT_LENGTH_MAX = 64
 _EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"

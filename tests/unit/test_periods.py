@@ -162,3 +162,10 @@ def test_a_lowercase_t_and_z_read_as_the_uppercase_ones(utc: None, end_of_day: b
     upper = parse_moment("2024-01-31T18:30:00Z", end_of_day=end_of_day)
     assert parse_moment("2024-01-31t18:30:00z", end_of_day=end_of_day) == upper
     assert parse_moment("2024-01-31t18:30:00+00:00", end_of_day=end_of_day) == upper
+
+
+def test_a_space_before_the_offset_is_taken(utc: None) -> None:
+    """As `git log --date=iso` writes a moment."""
+    for text in ("2024-01-31 18:30:00 +0200", "2024-01-31T18:30:00 +02:00"):
+        assert parse_moment(text, end_of_day=False) == datetime(2024, 1, 31, 16, 30, tzinfo=UTC)
+    assert parse_moment("2024-01-31 18:30:00 Z", end_of_day=False).hour == 18
