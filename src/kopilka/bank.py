@@ -8,6 +8,7 @@ raised as KopilkaError.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
@@ -17,7 +18,9 @@ from typing import Any, Protocol, TypeVar
 from kopilka.client_keys import not_marked
 from kopilka.domain.model import (
     DEFAULT_LEDGER,
+    MONEY_COMMAND_TYPES,
     Account,
+    ClaimKey,
     Command,
     Deposit,
     OpenAccount,
@@ -104,8 +107,22 @@ class EmbeddedBank:
         return future.result()
 
     def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
-        """A whole list at once, one outcome each (errors are returned, not raised)."""
-        return self._run(self.engine.submit_many(commands))
+        """A whole list at once, one outcome each (errors are returned, not raised).
+        A money command whose key breaks the rule for given keys is refused alone."""
+        outcomes: list[Outcome | None] = [None] * len(commands)
+        taken: list[tuple[int, Command]] = []
+        for index, command in enumerate(commands):
+            if isinstance(command, MONEY_COMMAND_TYPES):
+                try:
+                    _given(command.idempotency_key)
+                except KopilkaError as error:
+                    outcomes[index] = error
+                    continue
+            taken.append((index, command))
+        applied = self._run(self.engine.submit_many([c for _, c in taken])) if taken else []
+        for (index, _), outcome in zip(taken, applied, strict=True):
+            outcomes[index] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
 
     def _execute(self, command: Command) -> Outcome:
         outcome = self._run(self.engine.execute(command))
@@ -164,16 +181,26 @@ class EmbeddedBank:
         opening_balance_cents: int = 0,
         idempotency_key: str = "",
     ) -> Account:
-        return self._account(
-            OpenAccount(
-                client,
-                min_balance_cents,
-                max_balance_cents,
-                self.ledger,
-                opening_balance_cents,
-                _given(idempotency_key) if idempotency_key else "",
-            )
+        command = OpenAccount(
+            client,
+            min_balance_cents,
+            max_balance_cents,
+            self.ledger,
+            opening_balance_cents,
+            _given(idempotency_key) if idempotency_key else "",
         )
+        if not idempotency_key:
+            return self._account(command)
+        # The key is held for this call, as a server holds a request's Idempotency-Key:
+        # the same call again answers the account as it opened it, another is refused.
+        call = ("open_account", command.client, min_balance_cents, max_balance_cents)
+        digest = hashlib.sha256(repr((*call, opening_balance_cents)).encode()).hexdigest()
+        claim = ClaimKey(self.ledger, idempotency_key, digest)
+        (outcome,) = self._run(self.engine.submit_many([command], claim))
+        if isinstance(outcome, KopilkaError):
+            raise outcome
+        assert isinstance(outcome, Account)
+        return outcome
 
     def set_limits(
         self,

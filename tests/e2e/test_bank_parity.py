@@ -16,6 +16,7 @@ from tests.kopilka_server import running_server
 
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.client import connect_bank
+from kopilka.domain.model import Deposit
 from kopilka.errors import KopilkaError
 
 NOW = datetime.now(UTC)
@@ -39,6 +40,11 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("a key in Cyrillic", lambda bank: bank.deposit("Ann", 1, "x", "ключ")),
     ("a key with spaces", lambda bank: bank.deposit("Ann", 1, "x", " a ")),
     ("a key under a client's mark", lambda bank: bank.deposit("Ann", 1, "x", "client/x")),
+    ("an opening under a key", lambda bank: bank.open_account("R1", 0, None, 500, "ok1").client),
+    ("the same opening again", lambda bank: bank.open_account("R1", 0, None, 500, "ok1").client),
+    ("another opening, that key", lambda bank: bank.open_account("R2", 0, None, 0, "ok1")),
+    ("a deposit under that key", lambda bank: bank.deposit("R1", 5, "d", "ok1")),
+    ("the opened balance", lambda bank: bank.account("R1").balance_cents),
     ("the balance after all", lambda bank: bank.account("Ann").balance_cents),
 ]
 
@@ -65,3 +71,20 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
     for (name, _), mine, theirs in zip(CALLS, expected, answered, strict=True):
         assert theirs == mine, name
     assert expected[1] == "deposit" and expected[-1] == 500
+
+
+def test_a_key_a_server_would_refuse_is_refused_in_an_embedded_list_alone(tmp_path: Path) -> None:
+    """A key under a client token's mark would take that client's own key in a ledger a
+    server also serves; refused as the batch API refuses it, the rest applied."""
+    with EmbeddedBank(str(tmp_path / "embedded.db")) as bank:
+        outcomes = bank.execute_many(
+            [
+                Deposit("Ann", 100, "pay", "client/17239b6e25011033/pay-2"),
+                Deposit("Ann", 100, "pay", "ключ"),
+                Deposit("Ann", 100, "pay", "fine"),
+            ]
+        )
+        assert [getattr(o, "code", "ok") for o in outcomes] == ["invalid_idempotency_key"] * 2 + [
+            "ok"
+        ]
+        assert bank.account("Ann").balance_cents == 100
