@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -353,6 +353,12 @@ class Client:
             params = {"limit": "1000", "after": next_after}
 
     def statement(self, client: str, since: datetime | None, till: datetime) -> Statement:
+        # A time without an offset is UTC, as the server reads it and the embedded bank
+        # takes it: the Statement says the moments it covers, offset and all.
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        if till.tzinfo is None:
+            till = till.replace(tzinfo=UTC)
         params = {"till": till.isoformat(timespec="microseconds"), "format": "json"}
         if since is not None:
             params["since"] = since.isoformat(timespec="microseconds")

@@ -17,6 +17,7 @@ from tests.kopilka_server import running_server
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.client import connect_bank
 from kopilka.domain.model import Deposit
+from kopilka.domain.statement import Statement
 from kopilka.errors import KopilkaError
 
 NOW = datetime.now(UTC)
@@ -31,10 +32,8 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("a period backwards", lambda bank: bank.statement("Ann", NOW, NOW - timedelta(days=1))),
     (
         "a naive till, read as UTC",
-        lambda bank: (
-            bank.statement(
-                "Ann", None, datetime.now(UTC).replace(tzinfo=None)
-            ).closing_balance_cents
+        lambda bank: _closing_and_zone(
+            bank.statement("Ann", None, datetime.now(UTC).replace(tzinfo=None))
         ),
     ),
     ("a key in Cyrillic", lambda bank: bank.deposit("Ann", 1, "x", "ключ")),
@@ -47,6 +46,10 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("the opened balance", lambda bank: bank.account("R1").balance_cents),
     ("the balance after all", lambda bank: bank.account("Ann").balance_cents),
 ]
+
+
+def _closing_and_zone(statement: Statement) -> tuple[int, object]:
+    return statement.closing_balance_cents, statement.till.tzinfo
 
 
 def _answers(bank: Bank) -> list[object]:
