@@ -50,12 +50,44 @@ def _setup(server: ServerProcess) -> Decimal:
     return opening
 
 
+_PATHS = {"transfer": "/v1/transfers", "deposit": "/v1/deposits", "withdrawal": "/v1/withdrawals"}
+
+
+async def _keyed_batch(
+    http: RawConnection, rnd: random.Random, key: str, acked: list[dict[str, str]]
+) -> None:
+    """A keyed POST /v1/batch of a few items, then the same request again: it replays
+    (on PostgreSQL its claim on the key rides in the one statement, or the retry meets it)."""
+    items = []
+    for index in range(rnd.randint(1, 3)):
+        source, target = rnd.sample(sorted(HOT), 2)
+        item_key = f"{key}:{index}"
+        amount = f"{rnd.randint(1, 6000) / 100:.2f}"
+        kind = rnd.choice(("transfer", "transfer", "deposit", "withdrawal"))
+        item = {"type": kind, "amount": amount, "description": item_key}
+        item |= {"from": source, "to": target} if kind == "transfer" else {"client": source}
+        items.append(item | {"idempotency_key": item_key})
+    body = {"operations": items}
+    answers = []
+    for _ in range(2):
+        status, _, answer = await http.request("POST", "/v1/batch", body, {"Idempotency-Key": key})
+        assert status == 200, answer
+        answers.append([result["status"] for result in answer["results"]])
+    assert answers[0] == answers[1]  # the retry answers as the first did
+    for item, result in zip(items, answers[0], strict=True):
+        if result == 201:
+            acked.append({"key": item["description"], "path": _PATHS[item["type"]], **item})
+
+
 async def _worker(http: RawConnection, seed: int, acked: list[dict[str, str]]) -> None:
     rnd = random.Random(seed)
     for number in range(OPERATIONS_PER_TASK):
         key = f"t{seed}-{number}"
         amount = f"{rnd.randint(1, 6000) / 100:.2f}"
         roll = rnd.random()
+        if roll < 0.15:
+            await _keyed_batch(http, rnd, key, acked)
+            continue
         if roll < 0.6:
             source, target = rnd.sample(sorted(HOT), 2)
             path, body = "/v1/transfers", {"from": source, "to": target, "amount": amount}
