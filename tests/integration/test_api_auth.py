@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -253,6 +254,41 @@ def test_revocation_through_the_api_is_immediate(server: ServerProcess) -> None:
         assert_refused(teller.get("/v1/accounts/Ann"), 401, "unauthorized")
         moved = teller.post("/v1/transfers", json={"from": "Bob", "to": "Ann", "amount": "1"})
         assert_refused(moved, 401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/withdrawals", {"client": "Ann", "amount": "1", "description": "after revoke"}),
+        ("/v1/tokens", {"role": "admin"}),
+    ],
+)
+def test_a_body_that_arrives_after_the_revocation_is_refused(
+    server: ServerProcess, path: str, body: dict[str, str]
+) -> None:
+    """The token was good when the headers came; what the body asks is not done once it
+    has been revoked, however long the body took (up to the server's bound)."""
+    token_id, secret = make_token(server, "admin")
+    before = balances(server)
+    with server.client() as admin:
+        tokens_before = len(admin.get("/v1/tokens").json())
+    payload = json.dumps(body).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        )
+        time.sleep(0.3)  # the headers are read and the token taken
+        with server.client() as admin:
+            assert admin.delete(f"/v1/tokens/{token_id}").status_code == 204
+        connection.sendall(payload)
+        answer = connection.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 401 "), answer
+    assert '"this token has been revoked"' in answer
+    assert balances(server) == before
+    with server.client() as admin:
+        tokens = admin.get("/v1/tokens").json()
+    assert len(tokens) == tokens_before  # none made by the revoked token
 
 
 def test_revocation_by_the_cli_reaches_the_server_within_the_ttl(server: ServerProcess) -> None:

@@ -216,6 +216,8 @@ class KopilkaApp:
             body = await read_body(
                 receive, request_headers.content_length, BODY_BYTES_MAX, self.body_seconds
             )
+            if not self.tokens.standing(principal):  # revoked while the body came?
+                await self.tokens.confirm(principal)
             key = request_headers.key_or_new()
             command = money_command(kind, body, key, ledger, principal)
             outcome = await self.engine.execute(command, principal.token_id)

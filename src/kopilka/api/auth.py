@@ -112,6 +112,27 @@ class TokenCache:
         finally:
             del self._loading[token_id]
 
+    async def confirm(self, principal: Principal) -> None:
+        """The token still stands once a request's body is in: one revoked meanwhile is
+        refused, at once if through this process (`forget`), within the TTL otherwise. A
+        body may take seconds to arrive; what it asks is done only for a live token."""
+        if self.standing(principal):
+            return
+        entry = await self._load(principal.token_id)
+        if entry.record is None or entry.record.revoked:
+            raise Unauthorized("unauthorized", "this token has been revoked")
+
+    def standing(self, principal: Principal) -> bool:
+        """Whether the cache, still fresh, holds the token as not revoked: the hot path's
+        check, which needs no coroutine (else `confirm` reads the store)."""
+        entry = self._entries.get(principal.token_id)
+        return (
+            entry is not None
+            and entry.expires_at >= time.monotonic()
+            and entry.record is not None
+            and not entry.record.revoked
+        )
+
     def forget(self, token_id: str) -> None:
         """Revoked here: take effect in this process at once."""
         self._entries.pop(token_id, None)

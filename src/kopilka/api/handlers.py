@@ -256,12 +256,14 @@ class Call:
     async def body(self, bytes_max: int | None = None) -> bytes:
         from kopilka.api.app import BODY_BYTES_MAX, read_body
 
-        return await read_body(
+        body = await read_body(
             self.receive,
             self.headers.content_length,
             bytes_max or BODY_BYTES_MAX,
             self.app.body_seconds,
         )
+        await self.app.tokens.confirm(self.principal)
+        return body
 
     async def decode(self, kind: type[Any], bytes_max: int | None = None) -> Any:
         body = await self.body(bytes_max)
