@@ -382,6 +382,19 @@ def test_an_idempotency_key_is_1_to_200_characters(admin: httpx.Client) -> None:
     assert [result["status"] for result in answer.json()["results"]] == [201] * 11
 
 
+def test_a_ledger_header_is_ascii_and_never_trimmed_into_another_name(
+    admin: httpx.Client,
+) -> None:
+    """Read as Latin-1, "café" in UTF-8 named the ledger "cafÃ©", and a no-break space at
+    an end was trimmed off into another name: both are refused, nothing changes."""
+    before = state(admin)
+    body = {"client": "Zoe", "amount": "3", "open_account": True}
+    for ledger in ("café".encode(), "main\u00a0".encode("latin-1"), b"\x85main"):
+        answer = admin.post("/v1/deposits", json=body, headers={"Kopilka-Ledger": ledger})
+        refused(answer, 422, "invalid_ledger")
+    assert state(admin) == before
+
+
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )

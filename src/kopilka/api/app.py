@@ -40,7 +40,7 @@ from kopilka.collector import settle_for_serving
 from kopilka.domain.model import SANDBOX_PREFIX, MoneyCommand, Operation
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX, validate_ledger_name
 from kopilka.engine import Engine, EngineState
-from kopilka.errors import KopilkaError, stopped_before_answer
+from kopilka.errors import InvalidInput, KopilkaError, stopped_before_answer
 from kopilka.idempotency import uuid7
 from kopilka.limits import Limits
 from kopilka.settings import Settings
@@ -198,7 +198,13 @@ class KopilkaApp:
         if headers.ledger is None:
             ledger = principal.ledger
         else:
-            ledger = headers.ledger.decode("latin-1").strip()
+            if not headers.ledger.isascii():  # read as Latin-1, UTF-8 would name another
+                raise InvalidInput(
+                    "invalid_ledger",
+                    "the Kopilka-Ledger header is printable ASCII text (a token bound to a"
+                    " ledger named otherwise reaches it without the header)",
+                )
+            ledger = headers.ledger.decode("ascii")
             validate_ledger_name(ledger)
         check_ledger(principal, ledger)
         if ledger.startswith(SANDBOX_PREFIX):  # checked here: no coroutine per request
