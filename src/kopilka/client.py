@@ -120,6 +120,13 @@ def normalize_url(url: str) -> str:
         raise InvalidInput(
             "invalid_url", f"invalid server URL {redact_url(url)!r}: give it as http://HOST:PORT"
         )
+    if parts.username is not None or parts.password is not None:
+        # The HTTP library would send them as Basic credentials in place of the token.
+        raise InvalidInput(
+            "invalid_url",
+            f"invalid server URL {redact_url(url)!r}: it carries no user or password;"
+            " give the token with --token or KOPILKA_TOKEN",
+        )
     return url.rstrip("/")
 
 
@@ -159,6 +166,10 @@ class Client:
             timeout=timeout_seconds,
             transport=transport,
             limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
+            # A server on this machine is reached directly, never through a proxy from
+            # the environment (HTTP_PROXY): the token, the home's admin token perhaps,
+            # would be handed to that proxy.
+            trust_env=not _on_this_machine(urlsplit(self.url).hostname or ""),
         )
         self._sandbox: _SandboxKeeper | None = None
 

@@ -271,3 +271,31 @@ def test_a_terminal_shell_names_the_ledger_its_commands_go_to(server: ServerProc
     assert _banner(server, *teller) == f"kopilka shell on {server.url}, ledger 'branch'."
     named = _banner(server, "--url", server.url, "--ledger", "other")
     assert named == f"kopilka shell on {server.url}, ledger 'other'."
+
+
+def test_a_server_on_this_machine_is_reached_without_the_environments_proxy(
+    server: ServerProcess,
+) -> None:
+    """The home's admin token goes only to a server on this machine: a proxy named in
+    HTTP_PROXY never sees it."""
+    with socket.socket() as proxy:
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        proxy.settimeout(0.5)
+        address = f"http://127.0.0.1:{proxy.getsockname()[1]}"
+        environment = {"HTTP_PROXY": address, "http_proxy": address, "ALL_PROXY": address}
+        result = run_kopilka(server.home, "accounts", "--url", server.url, env=environment)
+        assert (result.returncode, result.stderr) == (0, "")
+        with pytest.raises(TimeoutError):
+            proxy.accept()  # nothing ever came
+
+
+def test_a_server_url_with_a_user_or_password_is_refused(server: ServerProcess) -> None:
+    """The HTTP library would send them in place of the token."""
+    url = server.url.replace("http://", "http://user:pw@")
+    result = run_kopilka(server.home, "accounts", "--url", url)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: invalid server URL {url.replace(':pw@', ':***@')!r}: it carries no user or"
+        " password; give the token with --token or KOPILKA_TOKEN\n"
+    )
