@@ -230,9 +230,10 @@ def _check_reachable(bank: Bank) -> str | None:
         ledger = bank.ledger_named or told
         return ledger if isinstance(ledger, str) else None
     except KopilkaError as error:
-        # Unreachable, a token it does not honour, or no kopilka at all (an answer
-        # without kopilka's error body): nothing any command could do.
-        if error.code in ("server_unreachable", "unauthorized", "bad_response"):
+        # Unreachable, a token it does not honour, a ledger its token may not use (every
+        # role may ask whoami, so a refusal is the ledger's), or no kopilka at all (an
+        # answer without kopilka's error body): nothing any command could do.
+        if error.code in ("server_unreachable", "unauthorized", "forbidden", "bad_response"):
             raise
         if error.code == "not_found":  # a kopilka, but the URL has a path it does not serve
             raise InvalidInput(

@@ -118,6 +118,16 @@ def test_a_shell_with_a_token_the_server_refuses_ends_at_once(server: ServerProc
         assert admin.get("/v1/accounts/Eve").status_code == 404
 
 
+def test_a_shell_on_a_ledger_its_token_may_not_use_ends_at_once(server: ServerProcess) -> None:
+    with server.client() as admin:
+        made = admin.post("/v1/tokens", json={"role": "teller"}).json()  # bound to main
+    typed = 'deposit --client="Eve" --amount=5 --description=x\n'
+    arguments = ("--url", server.url, "--token", made["secret"], "--ledger", "elsewhere")
+    result = run_kopilka(server.home, "shell", *arguments, stdin=typed)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "Error: this token may not use ledger 'elsewhere'\n"
+
+
 def test_a_shell_given_a_url_with_a_path_the_server_lacks_ends_at_once(
     server: ServerProcess,
 ) -> None:
@@ -225,8 +235,11 @@ def test_a_shell_pointed_at_another_kind_of_server_ends_at_once(tmp_path: Path) 
     for result, fault in zip(odd, ("AttributeError", "InvalidInput"), strict=True):
         assert (result.returncode, result.stdout) == (1, "")
         assert result.stderr == not_kopilka.replace("TypeError", fault)
-    # A password in the server's URL is never shown back.
-    assert refused_url.stderr == not_kopilka.replace(url, url.replace("//", "//me:***@"))
+    # A password in the server's URL is refused, and never shown back.
+    assert refused_url.stderr == (
+        f"Error: invalid server URL {url.replace('//', '//me:***@')!r}: it carries no user or"
+        " password; give the token with --token or KOPILKA_TOKEN\n"
+    )
     assert (piped.returncode, piped.stderr) == (0, "")
     # The accounts page is a directory now: a redirect, no more kopilka's than the page.
     assert piped.stdout == not_kopilka + not_kopilka.replace("200", "301")
