@@ -251,12 +251,20 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
     if not needs_bank(parsed):
         output.show(execute(parsed, None, oneshot=True))
         return 0
-    bank = open_bank(_target(options), reads_only=parsed.spec.name in _READS_ONLY)
+    reads_only = parsed.spec.name in _READS_ONLY
+    bank = open_bank(_target(options), reads_only=reads_only)
     try:
         reply = execute(parsed, bank, oneshot=True)
     except KopilkaError as error:
         output.error(error.message)
         return 1
+    except KeyboardInterrupt:
+        if not reads_only:  # it may be on its way, or waiting for a lock to go through
+            output.error(
+                "interrupted; the command may still have been applied: look before"
+                " running it again (or run it again with the same --idempotency-key)"
+            )
+        raise
     finally:
         bank.close()
     output.show(reply)
@@ -272,6 +280,10 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
     if words:
         raise InvalidInput("unexpected_argument", "init takes no arguments (usage: kopilka init)")
     target = _target(options)
+    if target.sandbox:
+        raise InvalidInput(
+            "invalid_option", "init works on a database; a sandbox has none to set up"
+        )
     if target.url is not None:
         # A server's schema is its database's: init runs where that database is named.
         raise InvalidInput(

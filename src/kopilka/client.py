@@ -100,11 +100,18 @@ def normalize_url(url: str) -> str:
     in one line, before a token is looked for or a connection tried.
     """
     url = url.strip()
+    if not url:
+        raise InvalidInput("invalid_url", "the server URL may not be empty: give http://HOST:PORT")
     if url.isascii() and url.isdigit():
         url = f"http://127.0.0.1:{url}"
     elif "://" not in url:
         url = f"http://{url}"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # an unbalanced bracket: "Invalid IPv6 URL"
+        raise InvalidInput(
+            "invalid_url", f"invalid server URL {redact_url(url)!r}: {error}"
+        ) from None
     if parts.scheme not in ("http", "https"):
         raise InvalidInput(
             "invalid_url",

@@ -96,6 +96,10 @@ def make_home(path: Path) -> None:
         )
 
 
+# The variables that say where the ledger is.
+_WHERE_VARIABLES = ("KOPILKA_HOME", "KOPILKA_CONFIG", "KOPILKA_DB", "KOPILKA_URL")
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -107,6 +111,11 @@ def load_settings(
     base = _expanded(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
     if config_path == "":  # given, and empty (a variable left unset): not "none given"
         raise InvalidInput("invalid_setting", "the config file may not be empty: give a path")
+    for name in _WHERE_VARIABLES:
+        # Set to nothing (`KOPILKA_DB=$PG_URL` with PG_URL unset) is no "not given": the
+        # ledger would silently be the home's SQLite file instead of the one meant.
+        if environ.get(name) == "":
+            raise InvalidInput("invalid_setting", f"{name} is set but empty: give it, or unset it")
     file_values, file_path = _read_file(config_path or environ.get("KOPILKA_CONFIG"), base)
 
     def rank(name: str) -> int:
@@ -126,6 +135,12 @@ def load_settings(
         return file_values.get(name, default)
 
     db = str(pick("db", str(base / "kopilka.db")))
+    if not db.isprintable():
+        # A line break at its end (a file read into a variable) made a lookalike file.
+        raise InvalidInput(
+            "invalid_setting",
+            f"the database {redact_url(db)!r} has a line break or another control character",
+        )
     if rank("db") < 3:
         db = _sqlite_path_as_meant(db, file_path.parent if file_path and rank("db") == 2 else None)
     # The database and a server's URL both say where the ledger is: the one given at
@@ -265,7 +280,8 @@ def _read_file(config_path: str | Path | None, base: Path) -> tuple[dict[str, An
             _check_file(candidate, values)
             return values, candidate.absolute()
         if config_path:
-            raise InvalidInput("invalid_setting", f"config file {candidate} does not exist")
+            what = "is a directory" if candidate.is_dir() else "does not exist"
+            raise InvalidInput("invalid_setting", f"config file {candidate} {what}")
     return {}, None
 
 
@@ -312,7 +328,12 @@ def _with_password(url: str, password: str) -> str:
     The user and the host part are kept exactly as written: a bracketed IPv6
     address, several hosts (h1:5432,h2:5433) or a percent-escaped user survive.
     """
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # an unbalanced bracket: "Invalid IPv6 URL"
+        raise InvalidInput(
+            "invalid_setting", f"cannot read the database URL {redact_url(url)!r}: {error}"
+        ) from None
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]
     netloc = f"{user}:{quote(password, safe='')}@{hostport}"
@@ -323,8 +344,16 @@ def _with_password(url: str, password: str) -> str:
 _SECRET_PARAMETERS = ("password", "sslpassword", "passfile", "sslkey")
 # A secret value runs to the next "&name=" or the end: an unescaped '&' or '#' in a
 # password must not let its tail show.
+
+
+def _spelled_any_way(name: str) -> str:
+    """A pattern for `name` with any of its letters percent-escaped, as a driver reads it."""
+    return "".join(f"(?:{re.escape(c)}|%{ord(c.lower()):02x}|%{ord(c.upper()):02x})" for c in name)
+
+
 _SECRET_QUERY = re.compile(
-    r"([?&](?:" + "|".join(_SECRET_PARAMETERS) + r")=)(.*?)(?=&[A-Za-z_]+=|$)",
+    r"([?&](?:" + "|".join(map(_spelled_any_way, _SECRET_PARAMETERS)) + r")=)(.*?)"
+    r"(?=&[A-Za-z0-9_%]+=|$)",
     re.IGNORECASE | re.DOTALL,
 )
 _URL_DELIMITERS = re.compile(r"[:/?#@&\[\]]")

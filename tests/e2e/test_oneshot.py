@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -518,3 +521,56 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
         "empty.db",
         "other.db",
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "Error: the server URL may not be empty: give http://HOST:PORT\n"),
+        ("http://[::1", "Error: invalid server URL 'http://[::1': Invalid IPv6 URL\n"),
+    ],
+)
+def test_a_server_url_that_cannot_be_read_is_one_line(
+    kopilka: RunKopilka, url: str, message: str
+) -> None:
+    result = kopilka("get", "--url", url)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
+
+
+def test_init_has_no_sandbox_to_set_up(kopilka: RunKopilka, kopilka_home: Path) -> None:
+    result = kopilka("init", "--sandbox")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "Error: init works on a database; a sandbox has none to set up\n"
+    assert not (kopilka_home / "kopilka.db").exists()
+
+
+def test_a_write_interrupted_while_on_its_way_says_it_may_have_been_applied(
+    kopilka_home: Path,
+) -> None:
+    """Ctrl-C while a server has the request: the user is told, not left with silence."""
+    with socket.socket() as silent:  # takes the request and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        command = [*kopilka_command(), *DEPOSIT, "--url", url, "--token", "kop_0123456789abcdef_x"]
+        kopilka_home.parent.mkdir(parents=True, exist_ok=True)
+        with subprocess.Popen(
+            command,
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as process:
+            connection, _ = silent.accept()
+            with connection:
+                connection.settimeout(10)
+                assert connection.recv(65536).startswith(b"POST /v1/deposits ")
+                time.sleep(0.2)
+                process.send_signal(signal.SIGINT)
+                out, errors = process.communicate(timeout=30)
+    assert (process.returncode, out) == (130, "")
+    assert errors == (
+        "Error: interrupted; the command may still have been applied: look before running it"
+        " again (or run it again with the same --idempotency-key)\n"
+    )

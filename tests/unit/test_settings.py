@@ -182,6 +182,11 @@ def test_redact_url() -> None:
         ("postgresql://kop:S3@cret@[::1]:5432/l", "postgresql://kop:***@[::1]:5432/l"),
         ("postgresql://kop@h1:5432,h2:5433/db", "postgresql://kop@h1:5432,h2:5433/db"),
         ("memory:", "memory:"),
+        # A name with percent-escaped letters, which the driver reads as the name.
+        (
+            "postgresql://kop@h/db?pass%77ord=S3cr%23t&%70ASSWORD=S3x&x=1",
+            "postgresql://kop@h/db?pass%77ord=***&%70ASSWORD=***&x=1",
+        ),
     ],
 )
 def test_redact_url_hides_every_written_password(url: str, shown: str) -> None:
@@ -352,3 +357,38 @@ def test_a_number_too_big_for_its_setting_is_one_line(tmp_path: Path) -> None:
         load_settings(environ={"KOPILKA_HOME": str(tmp_path)})
     assert refused.value.message.startswith("header_seconds must be a number of seconds, not ")
     assert len(refused.value.message) < 120
+
+
+@pytest.mark.parametrize("name", ["KOPILKA_HOME", "KOPILKA_CONFIG", "KOPILKA_DB", "KOPILKA_URL"])
+def test_a_variable_that_says_where_the_ledger_is_set_empty_is_refused(
+    tmp_path: Path, name: str
+) -> None:
+    """`KOPILKA_DB=$PG_URL` with PG_URL unset wrote to the home's SQLite file instead."""
+    environ = {"KOPILKA_HOME": str(tmp_path), name: ""}
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ=environ)
+    assert refused.value.message == f"{name} is set but empty: give it, or unset it"
+
+
+@pytest.mark.parametrize("db", ["/tmp/ledger.db\n", "postgresql://u@h/db\n", "a\tb.db"])
+def test_a_database_with_a_control_character_is_refused(tmp_path: Path, db: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        load_settings({"db": db}, environ={"KOPILKA_HOME": str(tmp_path)})
+    assert "line break or another control character" in refused.value.message
+    assert "\n" not in refused.value.message
+
+
+def test_a_config_file_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path=str(tmp_path))
+    assert refused.value.message == f"config file {tmp_path} is a directory"
+
+
+def test_a_password_file_beside_a_url_it_cannot_read_is_one_line(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("S3cret\n")
+    environ = {"KOPILKA_HOME": str(tmp_path), "KOPILKA_DB_PASSWORD_FILE": str(password)}
+    with pytest.raises(InvalidInput) as refused:
+        load_settings({"db": "postgresql://app@[::1/ledger"}, environ=environ)
+    assert refused.value.code == "invalid_setting"
+    assert "Invalid IPv6 URL" in refused.value.message
