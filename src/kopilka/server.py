@@ -166,7 +166,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     bare = arguments.port_positional
     if bare is not None and not (bare.isascii() and bare.isdigit()):
         parser.error(f"argument PORT: invalid int value: {bare!r}")
-    if arguments.port is None and bare is not None:
+    if bare is not None:
+        if arguments.port is not None and arguments.port != int(bare):
+            parser.error(f"two ports given, {bare} and --port {arguments.port}: give one")
         arguments.port = int(bare)
     return arguments
 

@@ -85,6 +85,14 @@ def test_a_bare_port_reaches_the_server(server: ServerProcess, tmp_path: Path) -
     assert "Error: no account for client 'Nope'" in result.stdout
 
 
+def test_two_ports_given_to_serve_are_refused(tmp_path: Path) -> None:
+    result = run_kopilka(tmp_path / "home", "serve", "47605", "--port", "47604")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "Error: two ports given, 47605 and --port 47604: give one (see kopilka serve --help)\n"
+    )
+
+
 def test_a_port_in_other_digits_is_a_usage_error(tmp_path: Path) -> None:
     for command in (
         ("shell", "\u00b2"),
