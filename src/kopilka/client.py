@@ -51,7 +51,7 @@ from kopilka.errors import (
     Unavailable,
 )
 from kopilka.idempotency import new_key, sendable_key
-from kopilka.settings import home, redact_url
+from kopilka.settings import home, redact_url, split_url
 
 T = TypeVar("T")
 
@@ -106,12 +106,7 @@ def normalize_url(url: str) -> str:
         url = f"http://127.0.0.1:{url}"
     elif "://" not in url:
         url = f"http://{url}"
-    try:
-        parts = urlsplit(url)
-    except ValueError as error:  # an unbalanced bracket: "Invalid IPv6 URL"
-        raise InvalidInput(
-            "invalid_url", f"invalid server URL {redact_url(url)!r}: {error}"
-        ) from None
+    parts = split_url(url, "invalid_url", "invalid server URL")
     if parts.scheme not in ("http", "https"):
         raise InvalidInput(
             "invalid_url",

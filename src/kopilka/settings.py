@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 import platformdirs
 
@@ -322,18 +322,21 @@ def without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}@{hostport}"))
 
 
+def split_url(url: str, code: str, what: str) -> SplitResult:
+    """urlsplit, with a URL it cannot read (an unbalanced bracket) refused in one line."""
+    try:
+        return urlsplit(url)
+    except ValueError as error:  # "Invalid IPv6 URL"
+        raise InvalidInput(code, f"{what} {redact_url(url)!r}: {error}") from None
+
+
 def _with_password(url: str, password: str) -> str:
     """The URL with `password` as its userinfo password (replacing any there).
 
     The user and the host part are kept exactly as written: a bracketed IPv6
     address, several hosts (h1:5432,h2:5433) or a percent-escaped user survive.
     """
-    try:
-        parts = urlsplit(url)
-    except ValueError as error:  # an unbalanced bracket: "Invalid IPv6 URL"
-        raise InvalidInput(
-            "invalid_setting", f"cannot read the database URL {redact_url(url)!r}: {error}"
-        ) from None
+    parts = split_url(url, "invalid_setting", "cannot read the database URL")
     userinfo, _, hostport = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0]
     netloc = f"{user}:{quote(password, safe='')}@{hostport}"
