@@ -559,8 +559,8 @@ def _admin_token(url: str) -> str:
             " a server on this machine; give --token or KOPILKA_TOKEN",
         )
     try:
-        token = path.read_text().strip()
-    except OSError:
+        token = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):  # a token is ASCII: bytes that are not are none
         token = ""
     if not token:
         raise Unauthorized(

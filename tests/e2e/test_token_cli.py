@@ -247,10 +247,14 @@ def test_local_tokens_go_only_in_a_home_that_is_this_users_alone(tmp_path: Path)
     assert list(home.iterdir()) == []
 
 
-def test_an_empty_admin_token_file_is_no_token(server: ServerProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", [b"", b"kop_\xff\n"])
+def test_an_empty_admin_token_file_is_no_token(
+    server: ServerProcess, tmp_path: Path, content: bytes
+) -> None:
+    """Empty, or bytes that are no text (a token is ASCII): no token, in one line."""
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
-    (home / "admin.token").write_text("")
+    (home / "admin.token").write_bytes(content)
     for arguments in (("token", "list"), ("shell",)):
         result = run_kopilka(home, *arguments, "--url", server.url, stdin="accounts\n")
         assert (result.returncode, result.stdout) == (1, ""), arguments

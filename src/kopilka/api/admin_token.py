@@ -79,12 +79,22 @@ async def _write_new_token(store: Store, path: Path) -> None:
 
 
 async def _honoured(store: Store, path: Path) -> bool:
+    """Whether the file holds an admin token the store honours: anything else there (bytes
+    that are no text, another role's token put in its place) is replaced."""
     if not path.is_file():
         return False
-    secret = path.read_text().strip()
+    try:
+        secret = path.read_text(encoding="ascii").strip()
+    except UnicodeDecodeError:  # a token is ASCII: this is no token
+        return False
     token_id = token_id_of(secret)
     record = None if token_id is None else await store.get_token(token_id)
-    return record is not None and not record.revoked and secret_matches(secret, record)
+    return (
+        record is not None
+        and record.role == "admin"
+        and not record.revoked
+        and secret_matches(secret, record)
+    )
 
 
 def _hold(path: Path) -> int:

@@ -1,0 +1,46 @@
+"""The home's admin.token: what the server keeps there, and what it replaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kopilka.api.admin_token import ensure_admin_token
+from kopilka.api.auth import new_token_record
+from kopilka.store import open_store
+from kopilka.tokens import token_id_of
+
+
+async def _held_role(path: Path, db: Path) -> str:
+    store = open_store(str(db))
+    await store.open()
+    try:
+        token_id = token_id_of(path.read_text().strip())
+        assert token_id is not None
+        record = await store.get_token(token_id)
+        assert record is not None and not record.revoked
+        return record.role
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("kind", ["bytes that are no text", "a client token"])
+async def test_what_is_no_admin_token_is_replaced(tmp_path: Path, kind: str) -> None:
+    """A client token copied over the file was kept as "the admin token", and bytes that
+    are no text stopped the server with a traceback: both are replaced by a new one."""
+    db, path = tmp_path / "kopilka.db", tmp_path / "admin.token"
+    store = open_store(str(db))
+    await store.open()
+    try:
+        if kind == "a client token":
+            record, secret = new_token_record("client", "Ann")
+            await store.put_token(record)
+            path.write_text(secret + "\n")
+        else:
+            path.write_bytes(b"kop_\xff\n")
+        assert await ensure_admin_token(store, path)  # a new token was written
+        assert not await ensure_admin_token(store, path)  # and is kept from then on
+    finally:
+        await store.close()
+    assert await _held_role(path, db) == "admin"
