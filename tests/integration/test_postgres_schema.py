@@ -624,6 +624,33 @@ async def test_a_role_without_a_grant_gets_one_line_and_no_traceback(
         assert "Traceback" not in serve.stderr
 
 
+async def test_a_schema_damaged_by_hand_is_one_line_for_every_command(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A table or column renamed by hand: a write, a statement and a read each say the
+    database's own reason in one line, as on SQLite (they printed tracebacks)."""
+    await initialize_schema(postgres_url)
+    home = tmp_path / "home"
+    opened = run_kopilka(
+        home, "deposit", "--client=pp", "--amount=1", "--description=x", "--db", postgres_url
+    )
+    assert opened.returncode == 0, opened.stderr
+    await _execute(
+        postgres_url,
+        "ALTER TABLE refusals RENAME TO refusals_x;"
+        " ALTER TABLE entries RENAME COLUMN balance_after TO ba",
+    )
+    for command in (
+        ("deposit", "--client=pp", "--amount=1", "--description=again"),
+        ("show_bank_statement", "--client=pp"),
+    ):
+        result = run_kopilka(home, *command, "--db", postgres_url)
+        assert (result.returncode, result.stdout) == (1, ""), command
+        assert result.stderr.startswith("Error: the database refused this: "), result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "does not exist" in result.stderr
+
+
 # -- the password never shows -----------------------------------------------------------
 
 

@@ -113,6 +113,10 @@ _DATABASE_REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,  # class 53: disk full, out of memory
     asyncpg.exceptions.PostgresSystemError,  # class 58: I/O errors
     asyncpg.exceptions.InternalServerError,  # class XX: data corrupted
+    # A table, column or function of kopilka's schema gone (renamed or dropped by hand).
+    asyncpg.exceptions.UndefinedTableError,
+    asyncpg.exceptions.UndefinedColumnError,
+    asyncpg.exceptions.UndefinedFunctionError,
 )
 _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization
