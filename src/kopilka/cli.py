@@ -261,8 +261,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
     except KeyboardInterrupt:
         if not reads_only:  # it may be on its way, or waiting for a lock to go through
             output.error(
-                "interrupted; the command may still have been applied: look before"
-                " running it again (or run it again with the same --idempotency-key)"
+                "interrupted; the command may still have been applied: look before running it again"
             )
         raise
     finally:

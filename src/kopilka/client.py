@@ -162,16 +162,19 @@ class Client:
                     "invalid_ledger", "a ledger on a server is named in printable ASCII text"
                 )
             headers["Kopilka-Ledger"] = ledger
+        limits = httpx.Limits(max_keepalive_connections=4, max_connections=8)
+        if transport is None and _on_this_machine(urlsplit(self.url).hostname or ""):
+            # A server on this machine is reached directly, never through a proxy from
+            # the environment (HTTP_PROXY): the token, the home's admin token perhaps,
+            # would be handed to that proxy. A transport of its own reads no proxy
+            # variables, and still the certificate ones (SSL_CERT_FILE).
+            transport = httpx.HTTPTransport(limits=limits, trust_env=True)
         self._http = httpx.Client(
             base_url=self.url,
             headers=headers,
             timeout=timeout_seconds,
             transport=transport,
-            limits=httpx.Limits(max_keepalive_connections=4, max_connections=8),
-            # A server on this machine is reached directly, never through a proxy from
-            # the environment (HTTP_PROXY): the token, the home's admin token perhaps,
-            # would be handed to that proxy.
-            trust_env=not _on_this_machine(urlsplit(self.url).hostname or ""),
+            limits=limits,
         )
         self._sandbox: _SandboxKeeper | None = None
 

@@ -188,6 +188,7 @@ def serve_main(argv: list[str]) -> int:
                 "write_seconds": arguments.write_seconds,
             },
             config_path=arguments.config,
+            serving=True,
         )
         make_home(settings.home)  # checked before anything is made in it: the admin token's
     except KopilkaError as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,8 @@ def make_home(path: Path) -> None:
         )
 
 
+# Control characters and line or paragraph separators: never part of a path meant.
+_BREAKS = ("Cc", "Zl", "Zp")
 # The variables that say where the ledger is.
 _WHERE_VARIABLES = ("KOPILKA_HOME", "KOPILKA_CONFIG", "KOPILKA_DB", "KOPILKA_URL")
 
@@ -104,14 +107,17 @@ def load_settings(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     config_path: str | Path | None = None,
+    *,
+    serving: bool = False,
 ) -> Settings:
-    """Merge flags (None means "not given"), environment and file, in that order."""
+    """Merge flags (None means "not given"), environment and file, in that order.
+    `serving`: for `kopilka serve`, which reads no server URL."""
     flags = {key: value for key, value in (flags or {}).items() if value is not None}
     environ = os.environ if environ is None else environ
     base = _expanded(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
     if config_path == "":  # given, and empty (a variable left unset): not "none given"
         raise InvalidInput("invalid_setting", "the config file may not be empty: give a path")
-    for name in _WHERE_VARIABLES:
+    for name in _WHERE_VARIABLES[:3] if serving else _WHERE_VARIABLES:
         # Set to nothing (`KOPILKA_DB=$PG_URL` with PG_URL unset) is no "not given": the
         # ledger would silently be the home's SQLite file instead of the one meant.
         if environ.get(name) == "":
@@ -135,7 +141,7 @@ def load_settings(
         return file_values.get(name, default)
 
     db = str(pick("db", str(base / "kopilka.db")))
-    if not db.isprintable():
+    if any(unicodedata.category(character) in _BREAKS for character in db):
         # A line break at its end (a file read into a variable) made a lookalike file.
         raise InvalidInput(
             "invalid_setting",
@@ -356,7 +362,7 @@ def _spelled_any_way(name: str) -> str:
 
 _SECRET_QUERY = re.compile(
     r"([?&](?:" + "|".join(map(_spelled_any_way, _SECRET_PARAMETERS)) + r")=)(.*?)"
-    r"(?=&[A-Za-z0-9_%]+=|$)",
+    r"(?=&[A-Za-z_]+=|$)",
     re.IGNORECASE | re.DOTALL,
 )
 _URL_DELIMITERS = re.compile(r"[:/?#@&\[\]]")

@@ -572,5 +572,5 @@ def test_a_write_interrupted_while_on_its_way_says_it_may_have_been_applied(
     assert (process.returncode, out) == (130, "")
     assert errors == (
         "Error: interrupted; the command may still have been applied: look before running it"
-        " again (or run it again with the same --idempotency-key)\n"
+        " again\n"
     )

@@ -184,9 +184,11 @@ def test_redact_url() -> None:
         ("memory:", "memory:"),
         # A name with percent-escaped letters, which the driver reads as the name.
         (
-            "postgresql://kop@h/db?pass%77ord=S3cr%23t&%70ASSWORD=S3x&x=1",
-            "postgresql://kop@h/db?pass%77ord=***&%70ASSWORD=***&x=1",
+            "postgresql://kop@h/db?pass%77ord=S3cr%23t&x=1&%70ASSWORD=S3x",
+            "postgresql://kop@h/db?pass%77ord=***&x=1&%70ASSWORD=***",
         ),
+        # A secret runs to the next name that begins with a letter, not "&9=".
+        ("postgresql://kop@h/db?password=Xk&9=aQ7zS3", "postgresql://kop@h/db?password=***"),
     ],
 )
 def test_redact_url_hides_every_written_password(url: str, shown: str) -> None:
@@ -370,7 +372,9 @@ def test_a_variable_that_says_where_the_ledger_is_set_empty_is_refused(
     assert refused.value.message == f"{name} is set but empty: give it, or unset it"
 
 
-@pytest.mark.parametrize("db", ["/tmp/ledger.db\n", "postgresql://u@h/db\n", "a\tb.db"])
+@pytest.mark.parametrize(
+    "db", ["/tmp/ledger.db\n", "postgresql://u@h/db\n", "a\tb.db", "a\u2028b.db", "a\x85b.db"]
+)
 def test_a_database_with_a_control_character_is_refused(tmp_path: Path, db: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         load_settings({"db": db}, environ={"KOPILKA_HOME": str(tmp_path)})
@@ -392,3 +396,17 @@ def test_a_password_file_beside_a_url_it_cannot_read_is_one_line(tmp_path: Path)
         load_settings({"db": "postgresql://app@[::1/ledger"}, environ=environ)
     assert refused.value.code == "invalid_setting"
     assert "Invalid IPv6 URL" in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "folder", ["家族\u3000帳簿", "Mes\u00a0comptes", "\U0001f468\u200d\U0001f469\u200d\U0001f467"]
+)
+def test_a_database_in_a_folder_of_any_printed_name_is_taken(tmp_path: Path, folder: str) -> None:
+    """Wide and no-break spaces and joiners are part of names people give folders."""
+    db = str(tmp_path / folder / "kopilka.db")
+    assert load_settings({"db": db}, environ={"KOPILKA_HOME": str(tmp_path)}).db == db
+
+
+def test_serve_reads_no_server_url_so_an_empty_one_is_not_its_concern(tmp_path: Path) -> None:
+    environ = {"KOPILKA_HOME": str(tmp_path), "KOPILKA_URL": ""}
+    assert load_settings(environ=environ, serving=True).url is None
