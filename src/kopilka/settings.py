@@ -117,7 +117,9 @@ def load_settings(
     base = _expanded(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
     if config_path == "":  # given, and empty (a variable left unset): not "none given"
         raise InvalidInput("invalid_setting", "the config file may not be empty: give a path")
-    for name in _WHERE_VARIABLES[:3] if serving else _WHERE_VARIABLES:
+    for name in _WHERE_VARIABLES:
+        if serving and name == "KOPILKA_URL":
+            continue  # a server reads no server URL
         # Set to nothing (`KOPILKA_DB=$PG_URL` with PG_URL unset) is no "not given": the
         # ledger would silently be the home's SQLite file instead of the one meant.
         if environ.get(name) == "":
