@@ -35,6 +35,8 @@ SANDBOX_IDLE_SECONDS_MAX = 7 * 24 * 3600
 def home() -> Path:
     """KOPILKA_HOME, or the user's data directory: the database, history, tokens."""
     configured = os.environ.get("KOPILKA_HOME")
+    if configured == "":  # as load_settings says: set to nothing is no "not given"
+        raise InvalidInput("invalid_setting", "KOPILKA_HOME is set but empty: give it, or unset it")
     return _expanded(configured) if configured else Path(platformdirs.user_data_dir("kopilka"))
 
 

@@ -10,6 +10,7 @@ from kopilka.errors import InvalidInput
 from kopilka.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
+    home,
     load_settings,
     redact_text,
     redact_url,
@@ -410,3 +411,12 @@ def test_a_database_in_a_folder_of_any_printed_name_is_taken(tmp_path: Path, fol
 def test_serve_reads_no_server_url_so_an_empty_one_is_not_its_concern(tmp_path: Path) -> None:
     environ = {"KOPILKA_HOME": str(tmp_path), "KOPILKA_URL": ""}
     assert load_settings(environ=environ, serving=True).url is None
+
+
+def test_the_python_clients_home_refuses_an_empty_kopilka_home_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KOPILKA_HOME", "")
+    with pytest.raises(InvalidInput) as refused:
+        home()
+    assert refused.value.message == "KOPILKA_HOME is set but empty: give it, or unset it"
