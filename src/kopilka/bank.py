@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from kopilka.client_keys import not_marked
+from kopilka.client_keys import given_key
 from kopilka.domain.model import (
     DEFAULT_LEDGER,
     MONEY_COMMAND_TYPES,
@@ -33,7 +33,6 @@ from kopilka.domain.model import (
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
-from kopilka.idempotency import sendable_key
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
 
@@ -114,7 +113,7 @@ class EmbeddedBank:
         for index, command in enumerate(commands):
             if isinstance(command, MONEY_COMMAND_TYPES):
                 try:
-                    _given(command.idempotency_key)
+                    given_key(command.idempotency_key)
                 except KopilkaError as error:
                     outcomes[index] = error
                     continue
@@ -144,14 +143,14 @@ class EmbeddedBank:
         self, client: str, amount_cents: int, description: str, idempotency_key: str
     ) -> Operation:
         return self._operation(
-            Deposit(client, amount_cents, description, _given(idempotency_key), self.ledger)
+            Deposit(client, amount_cents, description, given_key(idempotency_key), self.ledger)
         )
 
     def withdraw(
         self, client: str, amount_cents: int, description: str, idempotency_key: str
     ) -> Operation:
         return self._operation(
-            Withdraw(client, amount_cents, description, _given(idempotency_key), self.ledger)
+            Withdraw(client, amount_cents, description, given_key(idempotency_key), self.ledger)
         )
 
     def transfer(
@@ -168,7 +167,7 @@ class EmbeddedBank:
                 to_client,
                 amount_cents,
                 description,
-                _given(idempotency_key),
+                given_key(idempotency_key),
                 self.ledger,
             )
         )
@@ -187,7 +186,7 @@ class EmbeddedBank:
             max_balance_cents,
             self.ledger,
             opening_balance_cents,
-            _given(idempotency_key) if idempotency_key else "",
+            given_key(idempotency_key) if idempotency_key else "",
         )
         if not idempotency_key:
             return self._account(command)
@@ -247,9 +246,3 @@ class EmbeddedBank:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _given(key: str) -> str:
-    """A key the caller gives, held to the rule the shell and a server hold it to, so that
-    a call is taken or refused alike embedded and over the network."""
-    return not_marked(sendable_key(key))

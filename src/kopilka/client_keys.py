@@ -15,6 +15,7 @@ import re
 
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
 from kopilka.errors import InvalidInput
+from kopilka.idempotency import sendable_key
 
 _MARK = "client/"
 _DIGEST_LENGTH = 16
@@ -59,3 +60,9 @@ def not_marked(key: str) -> str:
             f"an idempotency key may not begin with {_MARK!r}: those are client tokens' own",
         )
     return key
+
+
+def given_key(key: str) -> str:
+    """A key a caller gives in the shell or the embedded bank, held to the rule a server
+    holds it to: as an HTTP header carries it, and never under a client's mark."""
+    return not_marked(sendable_key(key))

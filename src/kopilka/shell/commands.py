@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from kopilka.bank import Bank
-from kopilka.client_keys import not_marked
+from kopilka.client_keys import given_key
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
 from kopilka.domain.rules import validate_client, validate_money_command
 from kopilka.errors import InvalidInput, Unavailable
-from kopilka.idempotency import new_key, sendable_key
+from kopilka.idempotency import new_key
 from kopilka.money import format_money, parse_amount, parse_cents, parse_limit
 from kopilka.periods import parse_period
 from kopilka.shell.output import Block, Exit, Message, Reply
@@ -81,7 +81,7 @@ def _key(parsed: ParsedCommand) -> str:
     # One fresh key per command line: a retried line is a new request, a replayed key is not.
     given = parsed.get("idempotency-key")
     # An empty key given is a key gone missing, not "no key": the rules refuse it.
-    return new_key() if given is None else not_marked(sendable_key(given))
+    return new_key() if given is None else given_key(given)
 
 
 def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:
