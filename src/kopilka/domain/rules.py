@@ -608,7 +608,9 @@ def validate_client(client: str) -> None:
 
 def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None = None) -> None:
     """Refuse a malformed command; `valid_clients` (names found valid before) is added to."""
-    check_amount_cents(command.amount_cents)
+    amount = command.amount_cents
+    if type(amount) is not int or amount <= 0 or amount > AMOUNT_CENTS_MAX:  # once per command
+        check_amount_cents(amount)  # says which
     clients = (
         (command.from_client, command.to_client)
         if isinstance(command, Transfer)
