@@ -177,10 +177,10 @@ class Engine:
         rest = commands[head:]
         if not rest:
             return first[1:]
-        # Accepted even when the queue filled up meanwhile: the request was let in whole.
-        # But once closing, the writer may have stopped taking work.
-        self._check_running()
         try:
+            # Accepted even when the queue filled up meanwhile: the request was let in
+            # whole. But once closing, the writer may have stopped taking work.
+            self._check_running()
             return first[1:] + await self._submit(rest, caller, claim)
         except KopilkaError as error:  # the first piece applied: the rest fail item by item
             return first[1:] + [error] * len(rest)
@@ -288,6 +288,9 @@ class Engine:
                 await self._apply(self._pending.take(self._batch_bound()))
         finally:
             self._slots.release()
+            # The writer may be waiting on pieces this drain has taken since: let it
+            # look again, or a close() waiting for the writer would wait for ever.
+            self._wakeup.set()
 
     def _batch_bound(self) -> int:
         """The operations the next batch may hold: all a lone caller's batch may, but

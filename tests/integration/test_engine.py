@@ -14,6 +14,7 @@ import pytest
 
 from kopilka.bank import EmbeddedBank
 from kopilka.domain.model import (
+    ClaimKey,
     Command,
     Deposit,
     OpenAccount,
@@ -265,6 +266,30 @@ async def test_close_drains_and_answers_queued_work(tmp_path: Path) -> None:
     reopened = await open_engine(path)
     try:
         assert (await reopened.get_account("main", "Ann")).balance_cents == 200 * 100
+    finally:
+        await reopened.close()
+
+
+async def test_close_during_a_claimed_request_answers_each_item(tmp_path: Path) -> None:
+    """A claimed request whose first piece applied before the close is answered item by
+    item: an error raised for the whole request would say that nothing applied."""
+    path = tmp_path / "kopilka.db"
+    engine = await open_engine(path)
+    head = engine.limits.shared_batch_operations_max
+    deposits = [Deposit("Ann", 100, "long", f"long-{n}") for n in range(head + 500)]
+    request = asyncio.create_task(
+        engine.submit_many(deposits, ClaimKey("main", "batch-1", "digest"))
+    )
+    await asyncio.sleep(0)  # queued: the close lets its first piece through
+    await engine.close()
+    outcomes = await request
+    applied = [o for o in outcomes if isinstance(o, Operation)]
+    assert len(applied) == head
+    assert all(isinstance(o, Unavailable) for o in outcomes[head:])
+    reopened = await open_engine(path)
+    try:
+        account = await reopened.get_account("main", "Ann")
+        assert account is not None and account.balance_cents == 100 * len(applied)
     finally:
         await reopened.close()
 
