@@ -466,7 +466,12 @@ class SqliteStore:
     def _accounts_for(self, keys: set[AccountKey]) -> dict[AccountKey, Account]:
         """The batch's accounts: cached ones as they are, the rest read (and kept aside)."""
         cache = self._account_cache
-        accounts = {key: cache[key] for key in keys if key in cache}
+        accounts = {}
+        for key in keys:
+            account = cache.get(key)
+            if account is not None:
+                cache.move_to_end(key)  # least recently used first out
+                accounts[key] = account
         self._loaded = {}
         if len(accounts) < len(keys):
             self._loaded = self._load_accounts(keys - accounts.keys())
@@ -475,7 +480,7 @@ class SqliteStore:
 
     def _remember(self, plan: BatchPlan) -> None:
         """After a commit: cache what was read or created. Cached accounts were changed
-        in place by the plan, so they are current already. Oldest in, first out."""
+        in place by the plan, so they are current already. The least recently used go."""
         cache = self._account_cache
         cache.update(self._loaded)
         for account in plan.new_accounts:
