@@ -141,6 +141,30 @@ def test_an_empty_item_key_is_refused_like_an_empty_header(server: ServerProcess
     assert Decimal(after) == Decimal(before) + 1  # only the item with a key applied
 
 
+@pytest.mark.parametrize("key", ["caf\u00e9", " padded ", "tab\tbed"])
+def test_an_item_key_is_held_to_the_rule_of_a_header(server: ServerProcess, key: str) -> None:
+    """A key no header could carry is refused in a batch item too, as on a single request
+    and in the shell: one taken there could be replayed through a batch alone."""
+    operations = [
+        {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": key},
+        {
+            "type": "deposit",
+            "client": "Ann",
+            "amount": "1",
+            "idempotency_key": f"fine-{key.encode()!r}",
+        },
+    ]
+    with server.client() as admin:
+        before = balance(admin, "Ann")
+        answer = admin.post("/v1/batch", json={"operations": operations})
+        after = balance(admin, "Ann")
+    first, second = answer.json()["results"]
+    assert first["status"] == 422 and first["error"]["code"] == "invalid_idempotency_key"
+    assert "operations[0]" in first["error"]["message"]
+    assert second["status"] == 201
+    assert Decimal(after) == Decimal(before) + 1  # only the item with a sendable key
+
+
 def test_a_refused_request_repeats_its_refusal(server: ServerProcess) -> None:
     """The first answer stands for its key, a refusal too: a retry that comes once the
     money is there is refused again, never applied by surprise."""

@@ -91,6 +91,7 @@ from kopilka.errors import (
     NotFound,
     stopped_before_answer,
 )
+from kopilka.idempotency import sendable_key
 from kopilka.money import parse_cents, parse_limit
 from kopilka.periods import parse_period
 from kopilka.tokens import TokenRecord, is_token_id
@@ -397,10 +398,11 @@ class Call:
                 results[index] = BatchResult(item.http_status, error=error_detail(item))
                 continue
             try:
-                # Each item goes through the very checks of its single-operation endpoint.
-                # An empty key is one gone missing, not "no key": the rules refuse it, as
-                # they refuse one with a NUL (command_from, before any store sees it).
-                key = f"{prefix}:{index}" if item.idempotency_key is None else item.idempotency_key
+                # Each item goes through the very checks of its single-operation endpoint,
+                # its key those of a header's. An empty key is one gone missing, not "no
+                # key": the rules refuse it (command_from, before any store sees it).
+                given = item.idempotency_key
+                key = f"{prefix}:{index}" if given is None else sendable_key(given)
                 commands.append(command_from(item, key, ledger, principal, role))
                 positions.append(index)
             except KopilkaError as error:
