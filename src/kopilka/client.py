@@ -93,6 +93,14 @@ def _json_object(answer: Any) -> dict[str, Any]:
     return answer
 
 
+def _ledger_of(caller: Any) -> str:
+    """The ledger a whoami answer names."""
+    ledger = _json_object(caller)["ledger"]
+    if not isinstance(ledger, str):
+        raise TypeError("no ledger named")
+    return ledger
+
+
 def normalize_url(url: str) -> str:
     """'8889' -> http://127.0.0.1:8889; 'host:8889' -> http://host:8889.
 
@@ -146,8 +154,8 @@ class Client:
     ) -> None:
         self.url = normalize_url(url)
         self.shown_url = redact_url(self.url)  # for messages: a password in it is hidden
-        self.ledger = ledger or DEFAULT_LEDGER
         self.ledger_named = ledger  # in every request; None: the token's own ledger
+        self._ledger = ledger
         # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent, and
         # the refusal never repeats the secret.
         if not (token.isascii() and token.isprintable() and token == token.strip()):
@@ -177,6 +185,14 @@ class Client:
             limits=limits,
         )
         self._sandbox: _SandboxKeeper | None = None
+
+    @property
+    def ledger(self) -> str:
+        """The ledger this client's requests go to: the one it names, or else its token's
+        own, asked of the server once (before a write, so never after one applied)."""
+        if self._ledger is None:
+            self._ledger = self._call("GET", "/v1/whoami", _ledger_of)
+        return self._ledger
 
     # -- plumbing -------------------------------------------------------------
 
@@ -242,9 +258,10 @@ class Client:
         """Without a key, one is made here: a retry of this call (after a lost answer)
         carries it, so the write applies once."""
         key = new_key() if idempotency_key is None else idempotency_key
+        ledger = self.ledger
         response = self._send("POST", path, json=body, idempotency_key=key)
         replayed = response.headers.get("idempotent-replayed") == "true"
-        return self._answer(response, lambda answer: operation_from(answer, self.ledger, replayed))
+        return self._answer(response, lambda answer: operation_from(answer, ledger, replayed))
 
     def _answer(self, response: httpx.Response, read: Callable[[Any], T]) -> T:
         """The answer as `read` makes it of its JSON. One it cannot read (another
@@ -327,7 +344,7 @@ class Client:
         return self._call(
             "POST",
             "/v1/accounts",
-            self._account_from,
+            self._account_reader(),
             json=body,
             idempotency_key=idempotency_key or None,
             retry=False,
@@ -347,17 +364,20 @@ class Client:
             body["max_balance"] = None
         elif max_balance_cents is not None:
             body["max_balance"] = money_text(max_balance_cents)
-        return self._call("PATCH", _account_path(client), self._account_from, json=body)
+        return self._call("PATCH", _account_path(client), self._account_reader(), json=body)
 
     def account(self, client: str) -> Account:
-        return self._call("GET", _account_path(client), self._account_from)
+        return self._call("GET", _account_path(client), self._account_reader())
 
-    def _account_from(self, answer: Any) -> Account:
-        return account_from(answer, self.ledger)
+    def _account_reader(self) -> Callable[[Any], Account]:
+        ledger = self.ledger
+        return lambda answer: account_from(answer, ledger)
 
     def accounts(self) -> list[Account]:
+        account_reader = self._account_reader()
+
         def read(page: Any) -> tuple[list[Account], str | None]:
-            return [self._account_from(item) for item in page["accounts"]], page["next_after"]
+            return [account_reader(item) for item in page["accounts"]], page["next_after"]
 
         found: list[Account] = []
         params = {"limit": "1000"}
@@ -379,13 +399,14 @@ class Client:
         if since is not None:
             params["since"] = since.isoformat(timespec="microseconds")
 
-        def read(answer: Any) -> tuple[int, list[StatementLine]]:
+        def read(answer: Any) -> tuple[str, int, list[StatementLine]]:
             lines = [statement_line_from(line) for line in answer["lines"]]
-            return cents_from(answer["opening_balance"]), lines
+            # The account's name as kept (in NFC), as the embedded bank gives it.
+            return str(answer["client"]), cents_from(answer["opening_balance"]), lines
 
         path = _account_path(client) + "/statement"
-        opening, lines = self._call("GET", path, read, params=params)
-        return build_statement(client, since, till, opening, lines)
+        kept_name, opening, lines = self._call("GET", path, read, params=params)
+        return build_statement(kept_name, since, till, opening, lines)
 
     def execute_many(
         self, commands: Sequence[Command], idempotency_key: str | None = None
@@ -399,6 +420,7 @@ class Client:
         """
         items = [batch_item(command) for command in commands]
         key = new_key() if idempotency_key is None else idempotency_key
+        ledger = self.ledger
 
         def read(answer: Any) -> list[Outcome]:
             if len(answer["results"]) != len(items):  # bad_response, by _answer
@@ -409,7 +431,7 @@ class Client:
                     outcomes.append(error_from(result["status"], result))
                 else:
                     # A resent batch answers as it did, with no mark of a replay.
-                    outcomes.append(operation_from(result["operation"], self.ledger, False))
+                    outcomes.append(operation_from(result["operation"], ledger, False))
             return outcomes
 
         body = {"operations": items}
@@ -442,7 +464,14 @@ class Client:
 
     def whoami(self) -> dict[str, Any]:
         """The caller as the server knows its token; Unauthorized for a bad one."""
-        return self._call("GET", "/v1/whoami", _json_object)
+
+        def read(answer: Any) -> dict[str, Any]:
+            caller = _json_object(answer)
+            if self._ledger is None:  # learnt by the way: the ledger unnamed requests go to
+                self._ledger = _ledger_of(caller)
+            return caller
+
+        return self._call("GET", "/v1/whoami", read)
 
     # -- tokens (an admin token only) -----------------------------------------
 

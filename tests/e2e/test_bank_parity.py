@@ -45,6 +45,11 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("a deposit under that key", lambda bank: bank.deposit("R1", 5, "d", "ok1")),
     ("the opened balance", lambda bank: bank.account("R1").balance_cents),
     ("the balance after all", lambda bank: bank.account("Ann").balance_cents),
+    ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),
+    (
+        "its statement's name",
+        lambda bank: bank.statement("Jose\u0301", None, datetime.now(UTC)).client,
+    ),
 ]
 
 
@@ -73,7 +78,10 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
             remote.close()
     for (name, _), mine, theirs in zip(CALLS, expected, answered, strict=True):
         assert theirs == mine, name
-    assert expected[1] == "deposit" and expected[-1] == 500
+    answer = dict(zip((name for name, _ in CALLS), expected, strict=True))
+    assert answer["a first deposit"] == "deposit"
+    assert answer["the balance after all"] == 500
+    assert answer["its statement's name"] == "Jos\u00e9"  # as kept, in NFC
 
 
 def test_a_key_a_server_would_refuse_is_refused_in_an_embedded_list_alone(tmp_path: Path) -> None:

@@ -214,7 +214,7 @@ def test_a_shell_pointed_at_another_kind_of_server_ends_at_once(tmp_path: Path) 
         # A page where an account would be: 200, and not kopilka's answer.
         (tmp_path / "v1" / "accounts").mkdir(parents=True)
         (tmp_path / "v1" / "accounts" / "Ann").write_text("<html>hi</html>\n")
-        (tmp_path / "v1" / "whoami").write_text('{"role": "admin"}\n')
+        (tmp_path / "v1" / "whoami").write_text('{"role": "admin", "ledger": "main"}\n')
         account = '{"client": "%s", "balance": %s, "min_balance": "0.00", "max_balance": null,'
         account += ' "created_at": "2024-01-31T18:30:00+00:00"}\n'
         (tmp_path / "v1" / "accounts" / "Bob").write_text(account % ("Bob", "5"))

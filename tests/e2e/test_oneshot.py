@@ -552,7 +552,9 @@ def test_a_write_interrupted_while_on_its_way_says_it_may_have_been_applied(
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        command = [*kopilka_command(), *DEPOSIT, "--url", url, "--token", "kop_0123456789abcdef_x"]
+        # The ledger named: the client need not ask the server which is the token's.
+        token = ("--token", "kop_0123456789abcdef_x", "--ledger", "main")
+        command = [*kopilka_command(), *DEPOSIT, "--url", url, *token]
         kopilka_home.parent.mkdir(parents=True, exist_ok=True)
         with subprocess.Popen(
             command,

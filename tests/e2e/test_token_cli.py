@@ -12,6 +12,9 @@ import pytest
 from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import ServerProcess, free_port, running_server
 
+from kopilka.client import connect_bank
+from kopilka.domain.model import Deposit, Operation
+
 # One line of `kopilka token list`, from a server or from the local store alike.
 LIST_LINE = re.compile(
     r"[0-9a-f]{16}  (admin |teller|client) ledger=\S+( client=.+)?  (active|revoked)"
@@ -235,6 +238,24 @@ def test_a_ledger_given_is_asked_for_main_too(server: ServerProcess) -> None:
         assert admin.get("/v1/accounts/Ledger%20Test").status_code == 404
         branch = admin.get("/v1/accounts/Ledger%20Test", headers={"Kopilka-Ledger": "branch"})
         assert branch.json()["balance"] == "7.00"
+
+
+def test_the_python_client_names_the_ledger_its_token_writes_to(server: ServerProcess) -> None:
+    """Unnamed, the ledger is the token's own: the client's answers say which it is."""
+    _, teller = created_token(
+        token_command(
+            server, "create", "--role", "teller", "--ledger", "books2", "--url", server.url
+        )
+    )
+    with connect_bank(server.url, token=teller) as bank:
+        deposit = bank.deposit("Ledger Label", 100, "x", "ledger-label-1")
+        listed = bank.accounts()
+        assert (deposit.ledger, bank.account("Ledger Label").ledger) == ("books2", "books2")
+        assert {account.ledger for account in listed} == {"books2"}
+        [outcome] = bank.execute_many([Deposit("Ledger Label", 1, "x", "ledger-label-2")])
+        assert isinstance(outcome, Operation) and outcome.ledger == "books2"
+    with connect_bank(server.url, token=teller, ledger="books2") as bank:
+        assert bank.deposit("Ledger Label", 1, "x", "ledger-label-3").ledger == "books2"
 
 
 def test_local_tokens_go_only_in_a_home_that_is_this_users_alone(tmp_path: Path) -> None:

@@ -548,7 +548,11 @@ def test_the_python_client_says_a_write_whose_answer_was_lost_may_have_applied(
     relay.start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     before = Decimal(admin.get("/v1/accounts/Ann").json()["balance"])
-    with connect_bank(url, token=server.token) as bank, pytest.raises(KopilkaError) as lost:
+    # The ledger named, so the write is the first request (none asks whose ledger it is).
+    with (
+        connect_bank(url, token=server.token, ledger="main") as bank,
+        pytest.raises(KopilkaError) as lost,
+    ):
         bank.deposit("Ann", 300, "answer lost", "lost-answer-1")
     relay.join(timeout=10)
     assert lost.value.code == "outcome_unknown", lost.value
@@ -607,7 +611,11 @@ def test_an_account_opened_whose_answer_was_lost_is_not_said_unreached(
     relay = threading.Thread(target=_lose_the_first_answer, args=(server, listener))
     relay.start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    with connect_bank(url, token=server.token) as bank, pytest.raises(KopilkaError) as lost:
+    # The ledger named, so the write is the first request (none asks whose ledger it is).
+    with (
+        connect_bank(url, token=server.token, ledger="main") as bank,
+        pytest.raises(KopilkaError) as lost,
+    ):
         bank.open_account("Opened Unseen", 0, None)
     relay.join(timeout=10)
     assert lost.value.code == "outcome_unknown", lost.value
