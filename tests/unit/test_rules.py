@@ -332,13 +332,13 @@ def test_invalid_client(ledger: Ledger, command: Command) -> None:
     assert code_of(error) == "invalid_client"
 
 
-@pytest.mark.parametrize("name", ["Ann\u00a0", "Ann\u2003Lee", "Ann\u0007"])
+@pytest.mark.parametrize("name", ["Ann\u00a0", "Ann\u2003Lee", "Ann\u0007", "Ann\u200cLee"])
 def test_a_name_with_another_kind_of_space_says_so(ledger: Ledger, name: str) -> None:
     (error,) = ledger.plan(deposit(name, 100, "k")).outcomes
     assert isinstance(error, InvalidInput)
     assert error.message == (
-        "client name has control characters, spaces other than a plain space,"
-        " or bytes that are not UTF-8"
+        "client name has control or invisible formatting characters, spaces other"
+        " than a plain space, or bytes that are not UTF-8"
     )
 
 

@@ -601,8 +601,8 @@ def validate_client(client: str) -> None:
     if not client.isprintable():
         raise InvalidInput(
             "invalid_client",
-            "client name has control characters, spaces other than a plain space,"
-            " or bytes that are not UTF-8",
+            "client name has control or invisible formatting characters, spaces other"
+            " than a plain space, or bytes that are not UTF-8",
         )
 
 
