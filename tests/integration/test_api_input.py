@@ -183,6 +183,27 @@ def test_json_numbers_for_amounts_are_refused(admin: httpx.Client) -> None:
     assert state(admin) == before
 
 
+def test_a_null_floor_is_refused_not_read_as_unchanged(admin: httpx.Client) -> None:
+    """Only a cap may be null (none); a floor there always is."""
+    before = state(admin)
+    message = refused(
+        admin.patch("/v1/accounts/Ann", json={"min_balance": None}), 422, "invalid_amount"
+    )
+    assert message == 'min_balance may not be null: a floor is an amount like "0.00"'
+    answer = admin.post("/v1/accounts", json={"client": "Cy", "min_balance": None})
+    assert "never null" in refused(answer, 422, "invalid_amount")
+    assert state(admin) == before
+    # A floor left out is unchanged, and its body's key replays as it did.
+    opened = admin.post("/v1/accounts", json={"client": "Floor Kept", "min_balance": "-5.00"})
+    assert opened.status_code == 201, opened.text
+    cap, path = {"max_balance": "900.00"}, "/v1/accounts/Floor%20Kept"
+    first = admin.patch(path, json=cap, headers={"Idempotency-Key": "cap-only"})
+    again = admin.patch(path, json=cap, headers={"Idempotency-Key": "cap-only"})
+    assert first.status_code == again.status_code == 200, first.text
+    assert first.json() == again.json()
+    assert (first.json()["min_balance"], first.json()["max_balance"]) == ("-5.00", "900.00")
+
+
 def test_huge_bodies_are_413(server: ServerProcess, admin: httpx.Client) -> None:
     before = state(admin)
     huge = b'{"from": "Ann", "to": "Bob", "amount": "1", "description": "' + b"x" * 200_000 + b'"}'

@@ -79,9 +79,9 @@ def decode_error(error: msgspec.DecodeError | RecursionError) -> KopilkaError:
         # A number too big for a float is refused before its type is looked at.
         number = text.startswith(("Expected `str", "Number out of range"))
         if number and any(part in field for part in _AMOUNT_FIELDS):
+            kind = "null" if "got `null`" in text else "numbers"
             return InvalidInput(
-                "invalid_amount",
-                f'amounts are JSON strings like "100.50", never numbers ({text})',
+                "invalid_amount", f'amounts are JSON strings like "100.50", never {kind} ({text})'
             )
         if field == "role" and text.startswith("Invalid enum value"):
             return unknown_role()

@@ -318,7 +318,15 @@ class Call:
     async def set_limits(self, client: str) -> Response:
         require_role(self.principal, self.ledger, "admin")
         request: SetLimitsIn = await self.decode(SetLimitsIn)
-        floor = None if request.min_balance is None else parse_limit(request.min_balance)
+        if request.min_balance is None:
+            raise InvalidInput(
+                "invalid_amount", 'min_balance may not be null: a floor is an amount like "0.00"'
+            )
+        floor = None
+        if isinstance(request.min_balance, str):
+            floor = parse_limit(request.min_balance)
+        else:
+            request = msgspec.structs.replace(request, min_balance=None)  # the kept digest's
         clear_max = request.max_balance is None
         cap = None
         if isinstance(request.max_balance, str):

@@ -43,9 +43,11 @@ class OpenAccountIn(_In):
 
 
 class SetLimitsIn(_In):
-    """Change the floor and/or the cap; an explicit null cap removes it."""
+    """Change the floor and/or the cap; an explicit null cap removes it. A floor there
+    always is: a null one is refused (by the handler, so that the digest of a body kept
+    under its key reads as it did when an absent floor was decoded as null)."""
 
-    min_balance: Amount | None = None
+    min_balance: Amount | msgspec.UnsetType | None = msgspec.UNSET
     max_balance: Amount | msgspec.UnsetType | None = msgspec.UNSET
 
 
