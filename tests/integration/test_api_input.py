@@ -621,6 +621,17 @@ def test_an_unknown_or_repeated_query_parameter_is_refused(admin: httpx.Client) 
     assert admin.get("/v1/accounts?limit=2").status_code == 200
 
 
+def test_a_query_that_is_not_utf8_is_refused_as_a_path_is(admin: httpx.Client) -> None:
+    for path in ("/v1/accounts?after=%FF&limit=1", "/v1/accounts/Ann/statement?since=%FF"):
+        answer = admin.get(path)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["error"] == {
+            "code": "invalid_request",
+            "message": "the query is not valid UTF-8",
+        }
+    assert admin.get("/v1/accounts?after=%C3%A9&limit=1").status_code == 200
+
+
 def test_an_account_opened_whose_answer_was_lost_is_not_said_unreached(
     server: ServerProcess, admin: httpx.Client
 ) -> None:

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_to_bytes
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
 from starlette.datastructures import QueryParams
@@ -277,7 +277,15 @@ class Call:
         """The query's parameters, each of `known` at most once. An unknown one (a typo
         such as `sinse`) or one given twice is refused, as an unknown body field or a
         header given twice is: it would pass silently, or count by chance."""
-        query = QueryParams(self.scope["query_string"])
+        try:  # strictly: bytes that are no UTF-8 are refused, as in the path, not replaced
+            pairs = parse_qsl(
+                self.scope["query_string"].decode("latin-1"),
+                keep_blank_values=True,
+                errors="strict",
+            )
+        except UnicodeDecodeError:
+            raise ApiError(400, "invalid_request", "the query is not valid UTF-8") from None
+        query = QueryParams(pairs)
         names = query.keys()
         for name in names:
             if name not in known:
