@@ -3,8 +3,8 @@
 Accepted: "YYYY-MM-DD" (a whole day: since is its first moment, till its
 last), "YYYY-MM-DD HH:MM:SS", and ISO 8601 with an offset. Both ends are
 inclusive at the precision written: a till of "18:30:05" covers that whole
-second, as statements show times to the second, and "18:30" the whole minute
-(a till with a fraction of a second is exact). A time without an
+second, as statements show times to the second, "18:30" the whole minute, and
+"18:30:05.8" runs to 18:30:05.899999 (the last microsecond it names). A time without an
 offset is read in `zone`: None means the user's local time (the shell; the TZ
 environment variable is honoured), and a server passes UTC, having no user's
 zone. The result is always an aware UTC datetime, as the store keeps UTC.
