@@ -161,6 +161,13 @@ def test_fields_past_their_bounds_get_the_rules_codes(admin: httpx.Client) -> No
     refused(admin.post("/v1/deposits", json=long), 422, "invalid_description")
     many = {"operations": [{"type": "deposit", **deposit}] * 10_001}
     refused(admin.post("/v1/batch", json=many), 422, "too_many_operations")
+    # The body's own fault is named, not that of an item met before it.
+    bad_item = {"type": "deposit", "client": "Ann", "amount": 1}
+    many_and_bad = {"operations": [*many["operations"][:-1], bad_item]}
+    refused(admin.post("/v1/batch", json=many_and_bad), 422, "too_many_operations")
+    unknown = {"operations": [{**bad_item, "note": "x"}], "dry_run": True}
+    message = refused(admin.post("/v1/batch", json=unknown), 422, "invalid_request")
+    assert "dry_run" in message, message
     low = {"min_balance": "-1000000000000000.01"}
     refused(admin.patch("/v1/accounts/Ann", json=low), 422, "invalid_limit")
     assert state(admin) == before

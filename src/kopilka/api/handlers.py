@@ -552,14 +552,16 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], BatchIn 
     """
     try:
         request = _batch_decoder.decode(body)
-    except DECODE_ERRORS as error:
-        whole = error
+    except DECODE_ERRORS:
+        pass
     else:
         return list(request.operations), request
     try:
         raw = _raw_batch_decoder.decode(body)
-    except DECODE_ERRORS:  # not JSON, not a list of operations, too many, too deep
-        raise decode_error(whole) from None
+    except DECODE_ERRORS as error:  # not JSON, not a list of operations, too many, too deep
+        # This one's, not the first decoding's: that may have stopped at an item before
+        # it came to the body's own fault (too many items, a field the body may not have).
+        raise decode_error(error) from None
     items: list[BatchItem | KopilkaError] = []
     decoded: list[bytes] = []
     for index, text in enumerate(raw.operations):
