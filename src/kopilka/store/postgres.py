@@ -151,6 +151,15 @@ def _unstorable(error: BaseException) -> InvalidInput:
     return InvalidInput("invalid_text", f"text this database cannot store: {error}")
 
 
+def _busy(error: BaseException) -> Unavailable:
+    """A read or a store write (not a batch, which the engine retries) that met a lock held
+    past lock_timeout (a table locked by hand, a VACUUM FULL) or a conflict: it rolled
+    back, and may be tried again."""
+    return Unavailable(
+        "store_busy", f"the database is busy, nothing was changed; try again ({error})"
+    )
+
+
 def _row_count(status: str) -> int:
     """The count at the end of a command tag such as 'UPDATE 1'."""
     return int(status.rsplit(" ", 1)[1])
@@ -620,6 +629,8 @@ class PostgresStore:
             raise _unstorable(error) from error
         except _DATABASE_REFUSED as error:
             raise self._refused(error) from error
+        except _TRANSIENT as error:
+            raise _busy(error) from error
         return await self._once(work)
 
     async def _write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
@@ -636,6 +647,8 @@ class PostgresStore:
             raise _unstorable(error) from error
         except _DATABASE_REFUSED as error:
             raise self._refused(error) from error
+        except _TRANSIENT as error:
+            raise _busy(error) from error
 
     async def ping(self, seconds_max: float = 1.5) -> None:
         """A trivial read on a pooled connection, within `seconds_max`. A connection it
