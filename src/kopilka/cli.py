@@ -26,7 +26,7 @@ from kopilka import __version__
 from kopilka.bank import Bank
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.settings import Settings, load_settings, make_home, redact_url
-from kopilka.shell.commands import execute, needs_bank
+from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute, needs_bank
 from kopilka.shell.connect import Target, open_bank
 from kopilka.shell.output import ANSWER_NOT_WRITTEN_EXIT, AnswerNotWritten, Output
 from kopilka.shell.parser import parse_words
@@ -37,7 +37,6 @@ from kopilka.store import initialize_schema
 
 _GLOBAL_VALUES = ("db", "url", "token", "ledger", "config")
 # One-shot commands that change nothing: on a database file that is not there they say so.
-_READS_ONLY = frozenset({"balance", "show_bank_statement", "accounts", "get"})
 # Subcommands with their own option parsers, loaded only when asked for.
 _DELEGATED = {
     "serve": ("kopilka.server", "serve_main"),
@@ -251,7 +250,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
     if not needs_bank(parsed):
         output.show(execute(parsed, None, oneshot=True))
         return 0
-    reads_only = parsed.spec.name in _READS_ONLY
+    reads_only = parsed.spec.name in READS_ONLY
     bank = open_bank(_target(options), reads_only=reads_only)
     try:
         reply = execute(parsed, bank, oneshot=True)
@@ -260,9 +259,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
         return 1
     except KeyboardInterrupt:
         if not reads_only:  # it may be on its way, or waiting for a lock to go through
-            output.error(
-                "interrupted; the command may still have been applied: look before running it again"
-            )
+            output.error(INTERRUPTED_WRITE)
         raise
     finally:
         bank.close()

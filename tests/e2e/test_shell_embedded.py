@@ -10,6 +10,7 @@ import json
 import os
 import re
 import select
+import signal
 import sqlite3
 import struct
 import subprocess
@@ -23,6 +24,8 @@ from pathlib import Path
 import pytest
 from tests.e2e.conftest import RunKopilka, kopilka_command, kopilka_env, shell_runner
 from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenario, run_scenarios
+
+from kopilka.shell.commands import INTERRUPTED_WRITE
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -321,3 +324,49 @@ def test_a_description_a_spreadsheet_would_run_is_text_in_csv(
     )
     rows = list(csv.reader(io.StringIO(output.split("\n", 1)[1])))
     assert rows[2][1] == '\'=HYPERLINK("http://x")'
+
+
+@pytest.mark.parametrize(
+    ("line", "told"),
+    [("deposit --client=Ann --amount=1 --description=x", True), ("accounts", False)],
+)
+def test_a_piped_write_interrupted_says_it_may_have_been_applied(
+    kopilka_home: Path, line: str, told: bool
+) -> None:
+    """Ctrl-C while a script's write waits for the database: the script's log is told, as
+    a one-shot command's is, rather than left with nothing while the money may move. (A
+    read has been answered by then, and the shell was waiting for its next line.)"""
+    opened = subprocess.run(
+        [*kopilka_command(), "deposit", "--client=Ann", "--amount=5", "--description=open"],
+        env=kopilka_env(kopilka_home),
+        cwd=kopilka_home.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert opened.returncode == 0, opened.stderr
+    with closing(sqlite3.connect(kopilka_home / "kopilka.db", isolation_level=None)) as other:
+        other.execute("BEGIN EXCLUSIVE")  # a write waits for it; a read does not
+        with subprocess.Popen(
+            [*kopilka_command(), "shell"],
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as shell:
+            assert shell.stdin is not None
+            shell.stdin.write(line + "\n")
+            shell.stdin.flush()
+            time.sleep(1.5)  # started, and waiting for the lock (or for its next line)
+            shell.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            other.execute("ROLLBACK")  # the shell may finish what it had begun, and end
+            out, errors = shell.communicate(timeout=60)
+    assert shell.returncode == 130
+    if told:
+        # Where a piped shell writes every answer, its refusals too: one line for the line.
+        assert (out, errors) == (f"Error: {INTERRUPTED_WRITE}\n", "")
+    else:
+        assert "Ann" in out and errors == ""

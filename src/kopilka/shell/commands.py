@@ -37,6 +37,13 @@ STATEMENT_FORMATS = ("table", "csv", "json")
 Handler = Callable[[ParsedCommand, Bank], Reply]
 
 
+# The commands that only read: one interrupted cannot have changed anything.
+READS_ONLY = frozenset({"balance", "show_bank_statement", "accounts", "get"})
+INTERRUPTED_WRITE = (
+    "interrupted; the command may still have been applied: look before running it again"
+)
+
+
 def needs_bank(parsed: ParsedCommand) -> bool:
     """help and exit answer without opening a database or a connection."""
     return parsed.spec.name not in ("help", "exit")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from kopilka.bank import Bank
 from kopilka.errors import KopilkaError
-from kopilka.shell.commands import execute
+from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute
 from kopilka.shell.output import Exit, Output
 from kopilka.shell.parser import parse_line
 
@@ -48,9 +48,22 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
         if number == 0:
             # A script saved by some Windows editors starts with a byte order mark.
             line = line.removeprefix("\ufeff")
-        if not run_line(line.rstrip("\r\n"), bank, output):
-            break
+        try:
+            if not run_line(line.rstrip("\r\n"), bank, output):
+                break
+        except KeyboardInterrupt:
+            if _may_write(line):  # a script's log says so, as a one-shot command does
+                output.error(INTERRUPTED_WRITE)
+            raise
     return 0
+
+
+def _may_write(line: str) -> bool:
+    try:
+        parsed = parse_line(line)
+    except KopilkaError:
+        return False
+    return parsed is not None and parsed.spec.name not in READS_ONLY
 
 
 def run_terminal(bank: Bank, output: Output, history_path: Path, greeting: str) -> int:
