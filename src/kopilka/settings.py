@@ -35,7 +35,7 @@ SANDBOX_IDLE_SECONDS_MAX = 7 * 24 * 3600
 def home() -> Path:
     """KOPILKA_HOME, or the user's data directory: the database, history, tokens."""
     configured = os.environ.get("KOPILKA_HOME")
-    if configured == "":  # as load_settings says: set to nothing is no "not given"
+    if configured is not None and not configured.strip():  # as load_settings says
         raise InvalidInput("invalid_setting", "KOPILKA_HOME is set but empty: give it, or unset it")
     return _expanded(configured) if configured else Path(platformdirs.user_data_dir("kopilka"))
 
@@ -101,8 +101,17 @@ def make_home(path: Path) -> None:
 
 # Control characters and line or paragraph separators: never part of a path meant.
 _BREAKS = ("Cc", "Zl", "Zp")
-# The variables that say where the ledger is.
-_WHERE_VARIABLES = ("KOPILKA_HOME", "KOPILKA_CONFIG", "KOPILKA_DB", "KOPILKA_URL")
+# The variables that say where the ledger is, which one, and how to reach it.
+_WHERE_VARIABLES = (
+    "KOPILKA_HOME",
+    "KOPILKA_CONFIG",
+    "KOPILKA_DB",
+    "KOPILKA_URL",
+    "KOPILKA_LEDGER",
+    "KOPILKA_DB_PASSWORD_FILE",
+)
+# Of those, the ones a server does not read.
+_NOT_SERVED = ("KOPILKA_URL", "KOPILKA_LEDGER")
 
 
 def load_settings(
@@ -120,11 +129,13 @@ def load_settings(
     if config_path == "":  # given, and empty (a variable left unset): not "none given"
         raise InvalidInput("invalid_setting", "the config file may not be empty: give a path")
     for name in _WHERE_VARIABLES:
-        if serving and name == "KOPILKA_URL":
-            continue  # a server reads no server URL
+        if serving and name in _NOT_SERVED:
+            continue
         # Set to nothing (`KOPILKA_DB=$PG_URL` with PG_URL unset) is no "not given": the
-        # ledger would silently be the home's SQLite file instead of the one meant.
-        if environ.get(name) == "":
+        # ledger would silently be the home's SQLite file instead of the one meant. A
+        # blank one (" ") is no name anyone meant either.
+        value = environ.get(name)
+        if value is not None and not value.strip():
             raise InvalidInput("invalid_setting", f"{name} is set but empty: give it, or unset it")
     file_values, file_path = _read_file(config_path or environ.get("KOPILKA_CONFIG"), base)
 

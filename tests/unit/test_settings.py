@@ -362,12 +362,26 @@ def test_a_number_too_big_for_its_setting_is_one_line(tmp_path: Path) -> None:
     assert len(refused.value.message) < 120
 
 
-@pytest.mark.parametrize("name", ["KOPILKA_HOME", "KOPILKA_CONFIG", "KOPILKA_DB", "KOPILKA_URL"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "KOPILKA_HOME",
+        "KOPILKA_CONFIG",
+        "KOPILKA_DB",
+        "KOPILKA_URL",
+        "KOPILKA_LEDGER",
+        "KOPILKA_DB_PASSWORD_FILE",
+    ],
+)
+@pytest.mark.parametrize("blank", ["", " "])
 def test_a_variable_that_says_where_the_ledger_is_set_empty_is_refused(
-    tmp_path: Path, name: str
+    tmp_path: Path, name: str, blank: str
 ) -> None:
-    """`KOPILKA_DB=$PG_URL` with PG_URL unset wrote to the home's SQLite file instead."""
-    environ = {"KOPILKA_HOME": str(tmp_path), name: ""}
+    """`KOPILKA_DB=$PG_URL` with PG_URL unset wrote to the home's SQLite file instead, and
+    an empty KOPILKA_LEDGER to the file's ledger or main."""
+    environ = {"KOPILKA_HOME": str(tmp_path), name: blank}
+    if name == "KOPILKA_HOME":
+        environ = {name: blank}
     with pytest.raises(InvalidInput) as refused:
         load_settings(environ=environ)
     assert refused.value.message == f"{name} is set but empty: give it, or unset it"
