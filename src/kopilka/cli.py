@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from kopilka import __version__
 from kopilka.bank import Bank
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
-from kopilka.settings import Settings, load_settings, make_home, redact_url
+from kopilka.settings import Settings, hide_secrets, load_settings, make_home, redact_url
 from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute, needs_bank
 from kopilka.shell.connect import Target, open_bank
 from kopilka.shell.output import ANSWER_NOT_WRITTEN_EXIT, AnswerNotWritten, Output
@@ -100,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(arguments)
     except AnswerNotWritten as error:
         with contextlib.suppress(OSError):
-            print(f"Error: {error.message}", file=sys.stderr)
+            print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return ANSWER_NOT_WRITTEN_EXIT
     except KopilkaError as error:
-        print(f"Error: {error.message}", file=sys.stderr)
+        print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return ANSWER_NOT_WRITTEN_EXIT
     except OSError as error:  # the machine refused something (a file, a directory): one line
-        print(f"Error: {error}", file=sys.stderr)
+        print(f"Error: {hide_secrets(str(error))}", file=sys.stderr)
         return 1
 
 

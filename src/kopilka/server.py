@@ -25,6 +25,7 @@ from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
 from kopilka.settings import (
     Settings,
+    hide_secrets,
     load_settings,
     make_home,
     number,
@@ -192,7 +193,7 @@ def serve_main(argv: list[str]) -> int:
         )
         make_home(settings.home)  # checked before anything is made in it: the admin token's
     except KopilkaError as error:
-        print(f"Error: {error.message}", file=sys.stderr)
+        print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1
     token_path = settings.home / ADMIN_TOKEN_FILE
     signal.signal(signal.SIGTERM, _ignore_signal)
@@ -214,7 +215,7 @@ def serve_main(argv: list[str]) -> int:
         server = _Server(uvicorn.Config(app, **_options(settings)), settings)
         server.run(sockets=[listening])
     if server.startup_error is not None:
-        print(f"Error: {server.startup_error.message}", file=sys.stderr)
+        print(f"Error: {hide_secrets(server.startup_error.message)}", file=sys.stderr)
         return 1
     return 0 if server.started else 1
 
@@ -254,7 +255,7 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
     try:
         admin_token_created = asyncio.run(prepare())
     except KopilkaError as error:
-        print(f"Error: {error.message}", file=sys.stderr)
+        print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1
     # A password read from KOPILKA_DB_PASSWORD_FILE stays in that file: each worker reads
     # it there, rather than find it in an environment any process of the user may read.

@@ -411,6 +411,19 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{rest}"
 
 
+# A URL written anywhere in a message: a scheme, then one or more slashes (a path that
+# went through Path() has one), up to a space or a quote.
+_URL_IN_TEXT = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*):/+([^\s'\"]+)")
+
+
+def hide_secrets(message: str) -> str:
+    """A message with the password of every URL it quotes replaced by '***': an argument
+    given in the wrong place is echoed back as it was written (`kopilka get URL`)."""
+    for scheme, rest in _URL_IN_TEXT.findall(message):
+        message = redact_text(message, f"{scheme}://{rest}")
+    return message
+
+
 def redact_text(text: str, url: str) -> str:
     """`text` with every secret written in `url` replaced by '***'.
 

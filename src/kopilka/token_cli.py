@@ -26,7 +26,7 @@ from typing import Protocol
 from kopilka.api.auth import new_token_record
 from kopilka.arguments import ArgumentParser
 from kopilka.errors import KopilkaError
-from kopilka.settings import load_settings
+from kopilka.settings import hide_secrets, load_settings
 from kopilka.shell.connect import local_store
 from kopilka.store.protocol import Store
 from kopilka.tokens import ROLES
@@ -170,5 +170,5 @@ def token_main(argv: list[str]) -> int:
         store = local_store(settings, reads_only=arguments.command == "list")
         return asyncio.run(_run_local(store, arguments))
     except KopilkaError as error:
-        print(f"Error: {error.message}", file=sys.stderr)
+        print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1

@@ -250,6 +250,25 @@ def test_a_mistyped_postgresql_url_is_refused_not_made_a_file(
     assert not [p for p in tmp_path.rglob("*") if "ostgre" in p.name]  # no file of that name
 
 
+def test_a_database_url_given_in_the_wrong_place_is_quoted_without_its_password(
+    kopilka: RunKopilka,
+) -> None:
+    url = "postgresql://alice:S3cretPW@127.0.0.1:1/bank"
+    for arguments in (
+        ("get", url),
+        ("serve", url),
+        ("token", "list", url),
+        ("--config", url, "get"),
+        (f"--DB={url}", "get"),
+    ):
+        result = kopilka(*arguments)
+        assert (result.returncode, result.stdout) == (1, ""), arguments
+        assert "S3cretPW" not in result.stderr and "alice:***@" in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1
+    piped = kopilka("shell", stdin=f"get {url}\n")
+    assert "S3cretPW" not in piped.stdout + piped.stderr and "alice:***@" in piped.stdout
+
+
 def test_a_global_option_given_twice_is_refused(kopilka: RunKopilka) -> None:
     for twice in (("--ledger=x", "--ledger=y"), ("--db", "a.db", "--db=b.db")):
         result = kopilka(twice[0], *DEPOSIT, *twice[1:])

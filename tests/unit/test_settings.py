@@ -10,6 +10,7 @@ from kopilka.errors import InvalidInput
 from kopilka.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
+    hide_secrets,
     home,
     load_settings,
     redact_text,
@@ -434,3 +435,20 @@ def test_the_python_clients_home_refuses_an_empty_kopilka_home_too(
     with pytest.raises(InvalidInput) as refused:
         home()
     assert refused.value.message == "KOPILKA_HOME is set but empty: give it, or unset it"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "invalid int value: 'postgresql://al:S3cret@h:1/db'",
+        "config file postgresql:/al:S3cret@h/db does not exist",  # a path keeps one slash
+        "x postgresql://al@h/db?password=S3cret&sslmode=require",
+    ],
+)
+def test_a_message_quotes_no_password_of_a_url_it_names(message: str) -> None:
+    assert hide_secrets(message) == message.replace("S3cret", "***")
+
+
+def test_a_message_without_a_password_in_a_url_is_left_as_it_is() -> None:
+    for message in ("the server at http://127.0.0.1:8888/v1 said no", "no URL: S3cret"):
+        assert hide_secrets(message) == message

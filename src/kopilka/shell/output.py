@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from kopilka.errors import KopilkaError
+from kopilka.settings import hide_secrets
 from kopilka.shell.render import Table, plain_table, rich_table, rich_table_fits
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class Output:
             _written(lambda: self._write(self._stream, reply.text))
 
     def error(self, message: str) -> None:
-        line = f"Error: {message}"
+        line = f"Error: {hide_secrets(message)}"
         console = self._error_console
         if console is None:
             _written(lambda: self._write(self._errors, line))
