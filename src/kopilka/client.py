@@ -110,6 +110,11 @@ def normalize_url(url: str) -> str:
     url = url.strip()
     if not url:
         raise InvalidInput("invalid_url", "the server URL may not be empty: give http://HOST:PORT")
+    if not url.isprintable():  # a tab or line break: no URL has one, and it would print raw
+        raise InvalidInput(
+            "invalid_url",
+            f"invalid server URL {redact_url(url)!r}: it has a control character",
+        )
     if url.isascii() and url.isdigit():
         url = f"http://127.0.0.1:{url}"
     elif "://" not in url:
@@ -134,7 +139,7 @@ def normalize_url(url: str) -> str:
         # The HTTP library would send them as Basic credentials in place of the token.
         raise InvalidInput(
             "invalid_url",
-            f"invalid server URL {redact_url(url)!r}: it carries no user or password;"
+            f"invalid server URL {redact_url(url)!r}: it may carry no user or password;"
             " give the token with --token or KOPILKA_TOKEN",
         )
     return url.rstrip("/")

@@ -203,10 +203,13 @@ def load_settings(
         raise InvalidInput("invalid_setting", "workers must be 1 to 64")
     ledger = str(pick("ledger", "main"))
     validate_chosen_ledger(ledger)
+    host = str(pick("host", DEFAULT_HOST))
+    if not host or not host.isprintable() or " " in host:
+        raise InvalidInput("invalid_setting", f"host {host!r} is no host name or address")
     return Settings(
         db=db,
         url=url,
-        host=str(pick("host", DEFAULT_HOST)),
+        host=host,
         port=port,
         workers=workers,
         ledger=ledger,
@@ -302,7 +305,8 @@ def _read_file(config_path: str | Path | None, base: Path) -> tuple[dict[str, An
             return values, candidate.absolute()
         if config_path:
             what = "is a directory" if candidate.is_dir() else "does not exist"
-            raise InvalidInput("invalid_setting", f"config file {candidate} {what}")
+            shown = str(candidate) if str(candidate).isprintable() else repr(str(candidate))
+            raise InvalidInput("invalid_setting", f"config file {shown} {what}")
     return {}, None
 
 

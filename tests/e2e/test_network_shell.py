@@ -245,7 +245,7 @@ def test_a_shell_pointed_at_another_kind_of_server_ends_at_once(tmp_path: Path) 
         assert result.stderr == not_kopilka.replace("TypeError", fault)
     # A password in the server's URL is refused, and never shown back.
     assert refused_url.stderr == (
-        f"Error: invalid server URL {url.replace('//', '//me:***@')!r}: it carries no user or"
+        f"Error: invalid server URL {url.replace('//', '//me:***@')!r}: it may carry no user or"
         " password; give the token with --token or KOPILKA_TOKEN\n"
     )
     assert (piped.returncode, piped.stderr) == (0, "")
@@ -317,6 +317,6 @@ def test_a_server_url_with_a_user_or_password_is_refused(server: ServerProcess) 
     result = run_kopilka(server.home, "accounts", "--url", url)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        f"Error: invalid server URL {url.replace(':pw@', ':***@')!r}: it carries no user or"
+        f"Error: invalid server URL {url.replace(':pw@', ':***@')!r}: it may carry no user or"
         " password; give the token with --token or KOPILKA_TOKEN\n"
     )

@@ -396,7 +396,7 @@ def test_a_name_the_output_encoding_lacks_is_shown_escaped(kopilka: RunKopilka) 
     # Nor does input its encoding cannot read end the shell: the line is refused.
     piped = kopilka("shell", stdin="balance --client=Ёжик\n", env={"PYTHONIOENCODING": "ascii"})
     assert (piped.returncode, piped.stderr) == (0, "")
-    assert piped.stdout.startswith("Error: client name has control characters")
+    assert piped.stdout.startswith("Error: client name has control or invisible formatting characters")
     made = kopilka("init", "--db", "кошелёк.db", env={"PYTHONIOENCODING": "ascii"})
     assert (made.returncode, made.stderr) == (0, ""), made.stderr
 
@@ -547,6 +547,14 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
     [
         ("", "Error: the server URL may not be empty: give http://HOST:PORT\n"),
         ("http://[::1", "Error: invalid server URL 'http://[::1': Invalid IPv6 URL\n"),
+        (
+            "http://127.0.0.1:1/\tx",
+            "Error: invalid server URL 'http://127.0.0.1:1/\\tx': it has a control character\n",
+        ),
+        (
+            "http://a\nb:1",
+            "Error: invalid server URL 'http://a\\nb:1': it has a control character\n",
+        ),
     ],
 )
 def test_a_server_url_that_cannot_be_read_is_one_line(

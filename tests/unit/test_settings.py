@@ -452,3 +452,16 @@ def test_a_message_quotes_no_password_of_a_url_it_names(message: str) -> None:
 def test_a_message_without_a_password_in_a_url_is_left_as_it_is() -> None:
     for message in ("the server at http://127.0.0.1:8888/v1 said no", "no URL: S3cret"):
         assert hide_secrets(message) == message
+
+
+@pytest.mark.parametrize("host", ["a\nb", "", "two words"])
+def test_a_host_that_names_nothing_is_refused_in_one_line(tmp_path: Path, host: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        load_settings({"host": host}, environ={"KOPILKA_HOME": str(tmp_path)})
+    assert refused.value.message == f"host {host!r} is no host name or address"
+
+
+def test_a_config_path_with_a_line_break_is_shown_escaped(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path="a\nb")
+    assert refused.value.message == "config file 'a\\nb' does not exist"
