@@ -211,11 +211,16 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
             "Error: kopilka cannot use a mysql:// database: give a SQLite path or a"
             " postgresql:// URL\n",
         ),
+        (  # SQLite would read it as a URI: written to x.db, looked for as 'file:x.db'
+            "file:x.db",
+            "Error: a SQLite database is given by its path, not as a file: URI ('file:x.db')\n",
+        ),
     ):
         for command in (DEPOSIT, ("get",)):  # a read as much as a write
             result = kopilka(*command, "--db", db)
             assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
     assert not (kopilka_home.parent / "mysql:").exists()  # not taken for a file's path
+    assert not (kopilka_home.parent / "x.db").exists()
 
 
 def test_a_sqlite_file_in_a_directory_named_postgres_is_a_file(
@@ -396,7 +401,9 @@ def test_a_name_the_output_encoding_lacks_is_shown_escaped(kopilka: RunKopilka) 
     # Nor does input its encoding cannot read end the shell: the line is refused.
     piped = kopilka("shell", stdin="balance --client=Ёжик\n", env={"PYTHONIOENCODING": "ascii"})
     assert (piped.returncode, piped.stderr) == (0, "")
-    assert piped.stdout.startswith("Error: client name has control or invisible formatting characters")
+    assert piped.stdout.startswith(
+        "Error: client name has control or invisible formatting characters"
+    )
     made = kopilka("init", "--db", "кошелёк.db", env={"PYTHONIOENCODING": "ascii"})
     assert (made.returncode, made.stderr) == (0, ""), made.stderr
 

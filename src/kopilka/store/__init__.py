@@ -70,8 +70,16 @@ def sqlite_path(url: str) -> str | None:
             f"kopilka cannot use a {scheme}:// database: give a SQLite path or a postgresql:// URL",
         )
     if url.startswith("sqlite:///"):
-        return "/" + url.removeprefix("sqlite:///")
-    return url.removeprefix("sqlite:")
+        url = "/" + url.removeprefix("sqlite:///")
+    path = url.removeprefix("sqlite:")
+    if path[:5].lower() == "file:":
+        # SQLite reads it as a URI (file:x.db?mode=memory...), so the file written would
+        # not be the one every other command looks for, or no file at all.
+        raise InvalidInput(
+            "unsupported_database",
+            f"a SQLite database is given by its path, not as a file: URI ({path[:60]!r})",
+        )
+    return path
 
 
 async def initialize_schema(url: str) -> None:
