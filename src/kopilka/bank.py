@@ -8,6 +8,7 @@ raised as KopilkaError.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 from collections.abc import Coroutine, Sequence
@@ -82,6 +83,17 @@ class Bank(Protocol):
     def statement(self, client: str, since: datetime | None, till: datetime) -> Statement: ...
 
     def close(self) -> None: ...
+
+
+_STOP_SECONDS_MAX = 10.0
+
+
+async def _cancel_the_rest() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 class EmbeddedBank:
@@ -237,6 +249,12 @@ class EmbeddedBank:
             self._stop_loop()
 
     def _stop_loop(self) -> None:
+        # What is still running (a start interrupted with Ctrl-C while the database was
+        # being reached) is cancelled and let finish first, as asyncio.run does: a task
+        # left pending would be thrown away with the loop, half done, in a traceback.
+        finished = asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop)
+        with contextlib.suppress(Exception):
+            finished.result(timeout=_STOP_SECONDS_MAX)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

@@ -578,6 +578,33 @@ def test_init_has_no_sandbox_to_set_up(kopilka: RunKopilka, kopilka_home: Path) 
     assert not (kopilka_home / "kopilka.db").exists()
 
 
+@pytest.mark.parametrize("command", [("get",), DEPOSIT])
+def test_ctrl_c_while_a_database_is_being_reached_ends_quietly(
+    kopilka_home: Path, command: tuple[str, ...]
+) -> None:
+    """A PostgreSQL server that takes the connection and never answers: Ctrl-C ends the
+    command at once, nothing sent, without a traceback of the connection left behind."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        db = f"postgresql://app:pw@127.0.0.1:{silent.getsockname()[1]}/bank"
+        kopilka_home.parent.mkdir(parents=True, exist_ok=True)
+        with subprocess.Popen(
+            [*kopilka_command(), *command, "--db", db],
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as process:
+            connection, _ = silent.accept()
+            with connection:
+                time.sleep(0.5)
+                process.send_signal(signal.SIGINT)
+                out, errors = process.communicate(timeout=30)
+    assert (process.returncode, out, errors) == (130, "", "")
+
+
 def test_a_write_interrupted_while_on_its_way_says_it_may_have_been_applied(
     kopilka_home: Path,
 ) -> None:

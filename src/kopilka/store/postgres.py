@@ -237,9 +237,14 @@ class PostgresStore:
             async with self._pool.acquire(timeout=self._connect_timeout_seconds) as connection:
                 await migrate(connection, self.redacted_url, create=self._create_schema)
         except BaseException as error:
-            await self.close()
-            if isinstance(error, Exception) and not isinstance(error, KopilkaError):
-                raise self._cannot_open(error) from error
+            if isinstance(error, Exception):
+                await self.close()
+                if not isinstance(error, KopilkaError):
+                    raise self._cannot_open(error) from error
+            else:  # cancelled (Ctrl-C while reaching the database): no waiting for it now
+                pool, self._pool = self._pool, None
+                if pool is not None:
+                    pool.terminate()
             raise
 
     async def close(self) -> None:
