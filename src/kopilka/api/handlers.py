@@ -54,6 +54,7 @@ from kopilka.api.schemas import (
     HealthOut,
     OpenAccountIn,
     SandboxOut,
+    SetLimitsDigest,
     SetLimitsIn,
     TokenIn,
     TokenOut,
@@ -326,15 +327,8 @@ class Call:
     async def set_limits(self, client: str) -> Response:
         require_role(self.principal, self.ledger, "admin")
         request: SetLimitsIn = await self.decode(SetLimitsIn)
-        if request.min_balance is None:
-            raise InvalidInput(
-                "invalid_amount", 'min_balance may not be null: a floor is an amount like "0.00"'
-            )
-        floor = None
-        if isinstance(request.min_balance, str):
-            floor = parse_limit(request.min_balance)
-        else:
-            request = msgspec.structs.replace(request, min_balance=None)  # the kept digest's
+        given_floor = request.min_balance if isinstance(request.min_balance, str) else None
+        floor = None if given_floor is None else parse_limit(given_floor)
         clear_max = request.max_balance is None
         cap = None
         if isinstance(request.max_balance, str):
@@ -342,7 +336,11 @@ class Call:
         route = f"PATCH /v1/accounts/{client_name(client)}\n".encode()
         account = await self.outcome(
             SetLimits(client, floor, cap, clear_max, self.ledger),
-            self._claim(self.headers.key_or_new(), request, route),
+            self._claim(
+                self.headers.key_or_new(),
+                SetLimitsDigest(given_floor, request.max_balance),
+                route,
+            ),
         )
         return json_response(account_out(account))
 

@@ -44,11 +44,18 @@ class OpenAccountIn(_In):
 
 class SetLimitsIn(_In):
     """Change the floor and/or the cap; an explicit null cap removes it. A floor there
-    always is: a null one is refused (by the handler, so that the digest of a body kept
-    under its key reads as it did when an absent floor was decoded as null)."""
+    always is: a null one is refused."""
 
-    min_balance: Amount | msgspec.UnsetType | None = msgspec.UNSET
+    min_balance: Amount | msgspec.UnsetType = msgspec.UNSET
     max_balance: Amount | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class SetLimitsDigest(msgspec.Struct):
+    """A SetLimitsIn as its key's digest reads it: an absent floor as null, as it was
+    decoded when a null floor still meant "unchanged", so a key kept then still replays."""
+
+    min_balance: str | None
+    max_balance: str | msgspec.UnsetType | None
 
 
 class DepositIn(_In):
