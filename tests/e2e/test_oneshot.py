@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -578,61 +579,61 @@ def test_init_has_no_sandbox_to_set_up(kopilka: RunKopilka, kopilka_home: Path) 
     assert not (kopilka_home / "kopilka.db").exists()
 
 
+def _interrupted_at_a_silent_listener(
+    kopilka_home: Path,
+    arguments: Callable[[int], list[str]],
+    first_bytes: bytes = b"",
+) -> tuple[int, str, str]:
+    """kopilka ARGUMENTS(port) against a listener that takes the connection, reads what
+    starts with `first_bytes`, and never answers; then Ctrl-C: (status, stdout, stderr)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        kopilka_home.parent.mkdir(parents=True, exist_ok=True)
+        with subprocess.Popen(
+            [*kopilka_command(), *arguments(silent.getsockname()[1])],
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as process:
+            connection, _ = silent.accept()
+            with connection:
+                if first_bytes:
+                    connection.settimeout(10)
+                    assert connection.recv(65536).startswith(first_bytes)
+                time.sleep(0.3)
+                process.send_signal(signal.SIGINT)
+                out, errors = process.communicate(timeout=30)
+    return process.returncode, out, errors
+
+
 @pytest.mark.parametrize("command", [("get",), DEPOSIT])
 def test_ctrl_c_while_a_database_is_being_reached_ends_quietly(
     kopilka_home: Path, command: tuple[str, ...]
 ) -> None:
     """A PostgreSQL server that takes the connection and never answers: Ctrl-C ends the
     command at once, nothing sent, without a traceback of the connection left behind."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        db = f"postgresql://app:pw@127.0.0.1:{silent.getsockname()[1]}/bank"
-        kopilka_home.parent.mkdir(parents=True, exist_ok=True)
-        with subprocess.Popen(
-            [*kopilka_command(), *command, "--db", db],
-            env=kopilka_env(kopilka_home),
-            cwd=kopilka_home.parent,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as process:
-            connection, _ = silent.accept()
-            with connection:
-                time.sleep(0.5)
-                process.send_signal(signal.SIGINT)
-                out, errors = process.communicate(timeout=30)
-    assert (process.returncode, out, errors) == (130, "", "")
+    result = _interrupted_at_a_silent_listener(
+        kopilka_home,
+        lambda port: [*command, "--db", f"postgresql://app:pw@127.0.0.1:{port}/bank"],
+    )
+    assert result == (130, "", "")
 
 
 def test_a_write_interrupted_while_on_its_way_says_it_may_have_been_applied(
     kopilka_home: Path,
 ) -> None:
     """Ctrl-C while a server has the request: the user is told, not left with silence."""
-    with socket.socket() as silent:  # takes the request and never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
-        # The ledger named: the client need not ask the server which is the token's.
-        token = ("--token", "kop_0123456789abcdef_x", "--ledger", "main")
-        command = [*kopilka_command(), *DEPOSIT, "--url", url, *token]
-        kopilka_home.parent.mkdir(parents=True, exist_ok=True)
-        with subprocess.Popen(
-            command,
-            env=kopilka_env(kopilka_home),
-            cwd=kopilka_home.parent,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as process:
-            connection, _ = silent.accept()
-            with connection:
-                connection.settimeout(10)
-                assert connection.recv(65536).startswith(b"POST /v1/deposits ")
-                time.sleep(0.2)
-                process.send_signal(signal.SIGINT)
-                out, errors = process.communicate(timeout=30)
-    assert (process.returncode, out) == (130, "")
+    # The ledger named: the client need not ask the server which is the token's.
+    token = ["--token", "kop_0123456789abcdef_x", "--ledger", "main"]
+    status, out, errors = _interrupted_at_a_silent_listener(
+        kopilka_home,
+        lambda port: [*DEPOSIT, "--url", f"http://127.0.0.1:{port}", *token],
+        b"POST /v1/deposits ",
+    )
+    assert (status, out) == (130, "")
     assert errors == (
         "Error: interrupted; the command may still have been applied: look before running it"
         " again\n"
