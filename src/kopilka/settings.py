@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -418,14 +419,27 @@ def redact_url(url: str) -> str:
 # A URL written anywhere in a message: a scheme, then one or more slashes (a path that
 # went through Path() has one), up to a space or a quote.
 _URL_IN_TEXT = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*):/+([^\s'\"]+)")
+# Where a URL starts within a word (`--DB=postgresql://...`).
+_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
+# libpq's keyword=value form: password=... or password='...'.
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE)
 
 
-def hide_secrets(message: str) -> str:
+def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
     """A message with the password of every URL it quotes replaced by '***': an argument
-    given in the wrong place is echoed back as it was written (`kopilka get URL`)."""
+    given in the wrong place is echoed back as it was written (`kopilka get URL`).
+
+    `given`: the words the message may quote (by default the command line's), whose
+    URLs' passwords are found however they are written, a space or a quote and all.
+    """
+    for word in sys.argv[1:] if given is None else given:
+        start = _URL_START.search(word)
+        if start is not None:
+            scheme, _, rest = word[start.start() :].partition(":")
+            message = redact_text(message, f"{scheme}://{rest.lstrip('/')}")
     for scheme, rest in _URL_IN_TEXT.findall(message):
         message = redact_text(message, f"{scheme}://{rest}")
-    return message
+    return _KEYWORD_PASSWORD.sub(r"\1***", message)
 
 
 def redact_text(text: str, url: str) -> str:

@@ -110,7 +110,7 @@ def _show_list(tokens: Iterable[_Token]) -> None:
 def _not_revoked(token_id: str, known: bool) -> int:
     reason = "was already revoked" if known else "does not exist"
     # repr: an id as typed may hold a line break or an escape sequence.
-    print(f"Error: token {token_id!r} {reason}", file=sys.stderr)
+    print(hide_secrets(f"Error: token {token_id!r} {reason}"), file=sys.stderr)
     return 1
 
 

@@ -264,12 +264,15 @@ def test_a_database_url_given_in_the_wrong_place_is_quoted_without_its_password(
         ("get", url),
         ("serve", url),
         ("token", "list", url),
+        ("token", "revoke", url),
         ("--config", url, "get"),
         (f"--DB={url}", "get"),
+        ("get", url.replace("S3cretPW", 'S3cret"PW')),
+        ("serve", url.replace("S3cretPW", "S3cret PW")),
     ):
         result = kopilka(*arguments)
         assert (result.returncode, result.stdout) == (1, ""), arguments
-        assert "S3cretPW" not in result.stderr and "alice:***@" in result.stderr, result.stderr
+        assert "S3cret" not in result.stderr and "alice:***@" in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1
     piped = kopilka("shell", stdin=f"get {url}\n")
     assert "S3cretPW" not in piped.stdout + piped.stderr and "alice:***@" in piped.stdout

@@ -465,3 +465,16 @@ def test_a_config_path_with_a_line_break_is_shown_escaped(tmp_path: Path) -> Non
     with pytest.raises(InvalidInput) as refused:
         load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path="a\nb")
     assert refused.value.message == "config file 'a\\nb' does not exist"
+
+
+@pytest.mark.parametrize(
+    "url", ['postgresql://u:pa"ss@h/db', "postgresql://u:pa'ss@h/db", "postgresql://u:pa ss@h/db"]
+)
+def test_a_password_with_a_quote_or_a_space_is_hidden_where_its_url_is_quoted(url: str) -> None:
+    message = f"get takes no bare argument {url!r}"
+    assert hide_secrets(message, ["get", url]) == message.replace(url[15:20], "***")
+
+
+def test_a_keyword_password_is_hidden() -> None:
+    message = "get takes no bare argument 'host=h dbname=bank password=S3cret'; options"
+    assert hide_secrets(message, []) == message.replace("S3cret", "***")
