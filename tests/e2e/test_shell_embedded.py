@@ -270,6 +270,30 @@ class Terminal:
             os.close(self._master)
 
 
+def test_a_terminal_write_interrupted_says_it_may_have_been_applied(kopilka_home: Path) -> None:
+    """Ctrl-C while a typed write waits for the database: it may go through once the
+    lock is let go, so the user is told to look, and the shell goes on."""
+    terminal = Terminal(kopilka_home)
+    try:
+        terminal.expect("'exit' or Ctrl-D to leave.")
+        terminal.send("deposit --client=Ann --amount=5 --description=open\r")
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect(">")
+        with closing(sqlite3.connect(kopilka_home / "kopilka.db", isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")  # the next write waits for it
+            terminal.send("deposit --client=Ann --amount=1 --description=x\r")
+            time.sleep(1.5)
+            # What a terminal's Ctrl-C sends (this one is no controlling terminal).
+            terminal.process.send_signal(signal.SIGINT)
+            terminal.expect(f"Error: {INTERRUPTED_WRITE}")
+            other.execute("ROLLBACK")
+        terminal.expect(">")
+        terminal.send("\x04")
+    finally:
+        status = terminal.close()
+    assert status == 0
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|[\x07\x08]")
 
 

@@ -90,8 +90,9 @@ def run_terminal(bank: Bank, output: Output, history_path: Path, greeting: str) 
             if not run_line(line, bank, output, clients):
                 return 0
         except KeyboardInterrupt:
-            # The request may already be on its way: say so rather than guess.
-            output.error("interrupted; the command may still have been applied")
+            # A write may already be on its way: say so rather than guess.
+            if _may_write(line):
+                output.error(INTERRUPTED_WRITE)
 
 
 def _history(path: Path) -> History:
