@@ -202,7 +202,7 @@ def load_settings(
         raise InvalidInput("invalid_setting", f"port {port} is out of range")
     if not 1 <= workers <= 64:
         raise InvalidInput("invalid_setting", "workers must be 1 to 64")
-    ledger = str(pick("ledger", "main"))
+    ledger = "main" if serving else str(pick("ledger", "main"))  # a server serves them all
     validate_chosen_ledger(ledger)
     host = str(pick("host", DEFAULT_HOST))
     if not host or not host.isprintable() or " " in host:

@@ -428,6 +428,12 @@ def test_serve_reads_no_server_url_so_an_empty_one_is_not_its_concern(tmp_path: 
     assert load_settings(environ=environ, serving=True).url is None
 
 
+@pytest.mark.parametrize("ledger", ["", " ", " x", "books"])
+def test_serve_reads_no_ledger_so_no_ledger_setting_stops_it(tmp_path: Path, ledger: str) -> None:
+    environ = {"KOPILKA_HOME": str(tmp_path), "KOPILKA_LEDGER": ledger}
+    assert load_settings(environ=environ, serving=True).ledger == "main"
+
+
 def test_the_python_clients_home_refuses_an_empty_kopilka_home_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
