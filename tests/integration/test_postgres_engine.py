@@ -9,6 +9,7 @@ import pytest
 
 from kopilka.domain.model import Deposit, Operation
 from kopilka.engine import Engine, EngineState
+from kopilka.errors import Unavailable
 from kopilka.store import open_store
 
 pytestmark = pytest.mark.postgres
@@ -30,3 +31,15 @@ async def test_close_returns_while_a_long_requests_piece_waits(postgres_url: str
     assert engine.state is EngineState.CLOSED
     assert all(isinstance(outcome, Operation) for outcome in await long_request)
     assert isinstance(await other, Operation)
+
+
+async def test_a_read_after_the_store_closed_is_unavailable_not_an_assertion(
+    postgres_url: str,
+) -> None:
+    engine = Engine(open_store(postgres_url))
+    await engine.start()
+    await engine.execute(Deposit("Ann", 100, "d", "k1"))
+    await engine.close()
+    with pytest.raises(Unavailable) as closed:
+        await engine.get_account("main", "Ann")
+    assert closed.value.code == "shutting_down"

@@ -330,7 +330,8 @@ class PostgresStore:
 
     async def _acquire(self) -> Connection:
         pool = self._pool
-        assert pool is not None, "store is not open"
+        if pool is None:  # a read that came as the store closed (another thread's close)
+            raise Unavailable("shutting_down", "the ledger is shutting down; try again")
         try:
             connection: Connection = await pool.acquire(timeout=self._connect_timeout_seconds)
         except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
