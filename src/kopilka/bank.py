@@ -13,6 +13,7 @@ import hashlib
 import threading
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -34,6 +35,7 @@ from kopilka.domain.model import (
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
+from kopilka.idempotency import new_key
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
 
@@ -118,11 +120,14 @@ class EmbeddedBank:
         return future.result()
 
     def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
-        """A whole list at once, one outcome each (errors are returned, not raised).
-        A money command whose key breaks the rule for given keys is refused alone."""
+        """A whole list at once, one outcome each (errors are returned, not raised), in
+        this bank's ledger whatever ledger a command names, as over the network. A money
+        command whose key breaks the rule for given keys is refused alone."""
         outcomes: list[Outcome | None] = [None] * len(commands)
         taken: list[tuple[int, Command]] = []
         for index, command in enumerate(commands):
+            if command.ledger != self.ledger:
+                command = replace(command, ledger=self.ledger)
             if isinstance(command, MONEY_COMMAND_TYPES):
                 try:
                     given_key(command.idempotency_key)
@@ -198,7 +203,9 @@ class EmbeddedBank:
             max_balance_cents,
             self.ledger,
             opening_balance_cents,
-            given_key(idempotency_key) if idempotency_key else "",
+            # None given: one is made, as a server makes one for a request without it,
+            # so that the opening deposit has its key.
+            given_key(idempotency_key) if idempotency_key else new_key(),
         )
         if not idempotency_key:
             return self._account(command)

@@ -422,8 +422,23 @@ class Client:
         Items the server could not apply then (503: a piece of a long request failed
         with the database away) are sent again, the whole body under the same key, as a
         single write is retried: what was applied answers as it did, the rest applies.
+        A command no batch can carry (an amount that is no whole cents, an account
+        opening) is refused in its place, as the embedded bank refuses it; the rest go.
         """
-        items = [batch_item(command) for command in commands]
+        items: list[dict[str, Any]] = []
+        refused: list[KopilkaError | None] = []
+        for command in commands:
+            try:
+                items.append(batch_item(command))
+                refused.append(None)
+            except KopilkaError as error:
+                refused.append(error)
+        sent = iter(self._send_batch(items, idempotency_key) if items else [])
+        return [next(sent) if error is None else error for error in refused]
+
+    def _send_batch(
+        self, items: list[dict[str, Any]], idempotency_key: str | None
+    ) -> list[Outcome]:
         key = new_key() if idempotency_key is None else idempotency_key
         ledger = self.ledger
 

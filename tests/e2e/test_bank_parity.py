@@ -16,7 +16,7 @@ from tests.kopilka_server import running_server
 
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.client import connect_bank
-from kopilka.domain.model import Deposit
+from kopilka.domain.model import Deposit, Operation, Outcome
 from kopilka.domain.statement import Statement
 from kopilka.errors import KopilkaError
 
@@ -45,12 +45,24 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("a deposit under that key", lambda bank: bank.deposit("R1", 5, "d", "ok1")),
     ("the opened balance", lambda bank: bank.account("R1").balance_cents),
     ("the balance after all", lambda bank: bank.account("Ann").balance_cents),
+    ("an opening with money, no key", lambda bank: bank.open_account("Cat", 0, None, 50).client),
+    ("an opening's floor above its money", lambda bank: bank.open_account("Dog", 100, None, 50)),
+    (
+        "a list with an amount that is no whole cents",
+        lambda bank: _kinds(
+            bank.execute_many([Deposit("Cat", 100, "x", "l1"), Deposit("Cat", 1.5, "x", "l2")])  # type: ignore[arg-type]
+        ),
+    ),
     ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),
     (
         "its statement's name",
         lambda bank: bank.statement("Jose\u0301", None, datetime.now(UTC)).client,
     ),
 ]
+
+
+def _kinds(outcomes: list[Outcome]) -> list[str]:
+    return [o.code if isinstance(o, KopilkaError) else type(o).__name__ for o in outcomes]
 
 
 def _closing_and_zone(statement: Statement) -> tuple[int, object]:
@@ -99,3 +111,14 @@ def test_a_key_a_server_would_refuse_is_refused_in_an_embedded_list_alone(tmp_pa
             "ok"
         ]
         assert bank.account("Ann").balance_cents == 100
+
+
+def test_an_embedded_list_goes_to_the_banks_own_ledger(tmp_path: Path) -> None:
+    """As over the network: the commands' own ledger (main, by default) is not where they go."""
+    path = str(tmp_path / "ledgers.db")
+    with EmbeddedBank(path, "em1") as bank:
+        (outcome,) = bank.execute_many([Deposit("Ann", 100, "x", "em-1")])
+        assert isinstance(outcome, Operation) and outcome.ledger == "em1"
+        assert bank.account("Ann").balance_cents == 100
+    with EmbeddedBank(path) as main:
+        assert main.accounts() == []
