@@ -1,3 +1,3 @@
-from kopilka.cli import main
+from kopilka.entry import main
 
-raise SystemExit(main())
+main()

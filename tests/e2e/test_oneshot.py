@@ -582,6 +582,27 @@ def test_init_has_no_sandbox_to_set_up(kopilka: RunKopilka, kopilka_home: Path) 
     assert not (kopilka_home / "kopilka.db").exists()
 
 
+@pytest.mark.parametrize("delay_seconds", [0.03, 0.06, 0.09, 0.12])
+def test_ctrl_c_while_kopilka_loads_says_nothing(kopilka_home: Path, delay_seconds: float) -> None:
+    """Interrupted before it runs, a command ends as an interrupted one does: no traceback
+    of the import it was in the middle of."""
+    kopilka_home.parent.mkdir(parents=True, exist_ok=True)
+    with subprocess.Popen(
+        [*kopilka_command(), *DEPOSIT],
+        env=kopilka_env(kopilka_home),
+        cwd=kopilka_home.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        time.sleep(delay_seconds)
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=30)
+    # Killed by the signal before Python took it over, 130 after; or done by then.
+    assert process.returncode in (-signal.SIGINT, 130, 0)
+    assert "Traceback" not in errors, errors
+
+
 def _interrupted_at_a_silent_listener(
     kopilka_home: Path,
     arguments: Callable[[int], list[str]],
