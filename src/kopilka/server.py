@@ -102,6 +102,9 @@ class _Server(uvicorn.Server):
         self.startup_error: KopilkaError | None = None
 
     async def startup(self, sockets: Any = None) -> None:
+        if _STOPS_ASKED:  # asked to stop while it was getting ready: it never starts
+            self.should_exit = True
+            return
         app = self.config.loaded_app
         if isinstance(app, KopilkaApp):
             try:
@@ -157,8 +160,13 @@ def _options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _ignore_signal(signum: int, frame: object) -> None:
-    """uvicorn re-raises the signal it shut down for; we have shut down cleanly already."""
+# SIGINT or SIGTERM received while uvicorn was not listening for them: before it started
+# (the server then stops as soon as it can), or raised again once it had shut down for it.
+_STOPS_ASKED: list[int] = []
+
+
+def _remember_stop(signum: int, frame: object) -> None:
+    _STOPS_ASKED.append(signum)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -196,8 +204,8 @@ def serve_main(argv: list[str]) -> int:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1
     token_path = settings.home / ADMIN_TOKEN_FILE
-    signal.signal(signal.SIGTERM, _ignore_signal)
-    signal.signal(signal.SIGINT, _ignore_signal)
+    signal.signal(signal.SIGTERM, _remember_stop)
+    signal.signal(signal.SIGINT, _remember_stop)
     # Bound first: a port in use is then an error with nothing done (no admin token
     # written over the one of the server that holds the port).
     try:
@@ -217,7 +225,7 @@ def serve_main(argv: list[str]) -> int:
     if server.startup_error is not None:
         print(f"Error: {hide_secrets(server.startup_error.message)}", file=sys.stderr)
         return 1
-    return 0 if server.started else 1
+    return 0 if server.started or _STOPS_ASKED else 1
 
 
 def _listen(settings: Settings) -> socket.socket:
@@ -257,6 +265,8 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
     except KopilkaError as error:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1
+    if _STOPS_ASKED:  # asked to stop while it was getting ready
+        return 0
     # A password read from KOPILKA_DB_PASSWORD_FILE stays in that file: each worker reads
     # it there, rather than find it in an environment any process of the user may read.
     password_file = os.environ.get("KOPILKA_DB_PASSWORD_FILE")

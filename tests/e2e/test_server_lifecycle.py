@@ -233,3 +233,37 @@ def test_workers_take_connections_opened_at_once_in_turn(tmp_path: Path, connect
         finally:
             for connection in opened:
                 connection.close()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_a_stop_sent_while_the_server_starts_is_not_lost(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str, stop: int
+) -> None:
+    """A stop (systemctl, a container's) that comes while the server is getting ready
+    stops it, at once or as soon as it is up; it was ignored in one part of the start."""
+    db = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    for delay_seconds in (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5):
+        home = tmp_path / f"home-{delay_seconds}"
+        with subprocess.Popen(
+            [*kopilka_command(), "serve", str(free_port()), *(["--db", db] if db else [])],
+            env=server_env(home),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as server:
+            time.sleep(delay_seconds)
+            server.send_signal(stop)
+            try:
+                _, errors = server.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                raise AssertionError(
+                    f"still serving 15 s after a stop at {delay_seconds} s"
+                ) from None
+        # Killed by the signal before Python took it over, ended as interrupted (130)
+        # before the server set its own handlers, or stopped cleanly.
+        assert server.returncode in (-stop, 130, 0), (delay_seconds, server.returncode, errors)
+        assert "Traceback" not in errors, errors
