@@ -418,7 +418,7 @@ def redact_url(url: str) -> str:
 
 # A URL written anywhere in a message: a scheme, then one or more slashes (a path that
 # went through Path() has one), up to a space or a quote.
-_URL_IN_TEXT = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*):/+([^\s'\"]+)")
+_URL_IN_TEXT = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*):(/+)([^\s'\"]+)")
 # Where a URL starts within a word (`--DB=postgresql://...`).
 _URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
 # libpq's keyword=value form: password=... or password='...'.
@@ -429,17 +429,28 @@ def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
     """A message with the password of every URL it quotes replaced by '***': an argument
     given in the wrong place is echoed back as it was written (`kopilka get URL`).
 
-    `given`: the words the message may quote (by default the command line's), whose
-    URLs' passwords are found however they are written, a space or a quote and all.
+    Only a URL (or libpq keyword settings) quoted in the message is changed, never other
+    text that happens to hold the same letters. `given`: the words the message may quote
+    (by default the command line's), whose URLs are found whole however they are
+    written, a space or a quote in the password and all.
     """
     for word in sys.argv[1:] if given is None else given:
         start = _URL_START.search(word)
         if start is not None:
-            scheme, _, rest = word[start.start() :].partition(":")
-            message = redact_text(message, f"{scheme}://{rest.lstrip('/')}")
-    for scheme, rest in _URL_IN_TEXT.findall(message):
-        message = redact_text(message, f"{scheme}://{rest}")
-    return _KEYWORD_PASSWORD.sub(r"\1***", message)
+            url = word[start.start() :]
+            if url in message:
+                message = message.replace(url, _redacted(url))
+        elif "password" in word.lower() and word in message:
+            message = message.replace(word, _KEYWORD_PASSWORD.sub(r"\1***", word))
+    return _URL_IN_TEXT.sub(lambda found: _redacted(found.group(0)), message)
+
+
+def _redacted(url: str) -> str:
+    """A URL as redact_url shows it, with as many slashes after its scheme as it had."""
+    scheme, _, rest = url.partition(":")
+    slashes = rest[: len(rest) - len(rest.lstrip("/"))]
+    shown = redact_url(f"{scheme}://{rest[len(slashes) :]}")
+    return f"{scheme}:{slashes}{shown.partition('://')[2]}"
 
 
 def redact_text(text: str, url: str) -> str:

@@ -482,5 +482,23 @@ def test_a_password_with_a_quote_or_a_space_is_hidden_where_its_url_is_quoted(ur
 
 
 def test_a_keyword_password_is_hidden() -> None:
-    message = "get takes no bare argument 'host=h dbname=bank password=S3cret'; options"
-    assert hide_secrets(message, []) == message.replace("S3cret", "***")
+    given = "host=h dbname=bank password=S3cret"
+    message = f"get takes no bare argument {given!r}; options"
+    assert hide_secrets(message, ["get", given]) == message.replace("S3cret", "***")
+
+
+@pytest.mark.parametrize(
+    ("message", "url"),
+    [
+        ("no account for client 'Bob1234'", "postgresql://postgres:1234@h/db"),
+        ("insufficient funds: Ann has $1.00 available", "postgresql://app:Ann@h/db"),
+        (
+            "cannot open the database at postgresql://postgres:***@h:1/postgres: refused",
+            "postgresql://postgres:postgres@h:1/postgres",
+        ),
+        ("insufficient funds: password=abc has $1.00 available", "postgresql://u:abc@h/db"),
+    ],
+)
+def test_only_a_url_quoted_in_a_message_is_changed(message: str, url: str) -> None:
+    """Not the same letters elsewhere: a name, a URL already shown redacted, text typed."""
+    assert hide_secrets(message, ["--db", url]) == message
