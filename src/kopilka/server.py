@@ -283,7 +283,9 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
     )
     _announce(settings, admin_token_created)
     mark_supervisor()
-    Workers(config, sockets=[listening]).run()
+    supervisor = Workers(config, sockets=[listening])  # listens for signals from here
+    supervisor.signal_queue.extend(_STOPS_ASKED)  # and is told of those that came before
+    supervisor.run()
     return 0
 
 

@@ -267,3 +267,37 @@ def test_a_stop_sent_while_the_server_starts_is_not_lost(
         # before the server set its own handlers, or stopped cleanly.
         assert server.returncode in (-stop, 130, 0), (delay_seconds, server.returncode, errors)
         assert "Traceback" not in errors, errors
+
+
+def test_workers_read_no_ledger_or_server_url_settings(tmp_path: Path) -> None:
+    """As one process does not: a bad one in the environment stopped every worker."""
+    with (
+        running_server(
+            tmp_path / "home", workers=2, KOPILKA_LEDGER=" bad", KOPILKA_URL=""
+        ) as server,
+        server.client() as admin,
+    ):
+        assert admin.get("/v1/health").status_code == 200
+        deposit = {"client": "Ann", "amount": "1", "open_account": True}
+        assert admin.post("/v1/deposits", json=deposit).status_code == 201
+
+
+def test_workers_stop_for_a_sigterm_sent_as_they_say_they_listen(tmp_path: Path) -> None:
+    """The supervisor heeds a stop that came before it listened for signals itself."""
+    for attempt in range(4):
+        with subprocess.Popen(
+            [*kopilka_command(), "serve", str(free_port()), "--workers", "2"],
+            env=server_env(tmp_path / f"home-{attempt}"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as server:
+            assert server.stdout is not None
+            assert server.stdout.readline().startswith("kopilka listening on ")
+            server.send_signal(signal.SIGTERM)
+            try:
+                _, errors = server.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                raise AssertionError("still serving 15 s after a SIGTERM") from None
+        assert server.returncode == 0, errors

@@ -360,7 +360,7 @@ def create_app_from_environment() -> KopilkaApp:
     """The factory uvicorn calls in each worker process (`--workers N`)."""
     from kopilka.settings import load_settings
 
-    settings = load_settings({"db": os.environ.get("KOPILKA_DB")})
+    settings = load_settings({"db": os.environ.get("KOPILKA_DB")}, serving=True)
     app = create_app(settings, admin_token_path=settings.home / ADMIN_TOKEN_FILE)
     settle_for_serving()  # the worker process is the server's own
     end_with_supervisor()
