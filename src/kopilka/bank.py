@@ -32,6 +32,7 @@ from kopilka.domain.model import (
     Transfer,
     Withdraw,
 )
+from kopilka.domain.rules import not_batched
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
@@ -120,20 +121,23 @@ class EmbeddedBank:
         return future.result()
 
     def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
-        """A whole list at once, one outcome each (errors are returned, not raised), in
-        this bank's ledger whatever ledger a command names, as over the network. A money
-        command whose key breaks the rule for given keys is refused alone."""
+        """Money commands at once, one outcome each (errors are returned, not raised), in
+        this bank's ledger whatever ledger a command names, as over the network. A
+        command that is no money command, or whose key breaks the rule for given keys,
+        is refused alone."""
         outcomes: list[Outcome | None] = [None] * len(commands)
         taken: list[tuple[int, Command]] = []
         for index, command in enumerate(commands):
+            if not isinstance(command, MONEY_COMMAND_TYPES):  # as no batch of a server's
+                outcomes[index] = not_batched()
+                continue
             if command.ledger != self.ledger:
                 command = replace(command, ledger=self.ledger)
-            if isinstance(command, MONEY_COMMAND_TYPES):
-                try:
-                    given_key(command.idempotency_key)
-                except KopilkaError as error:
-                    outcomes[index] = error
-                    continue
+            try:
+                given_key(command.idempotency_key)
+            except KopilkaError as error:
+                outcomes[index] = error
+                continue
             taken.append((index, command))
         applied = self._run(self.engine.submit_many([c for _, c in taken])) if taken else []
         for (index, _), outcome in zip(taken, applied, strict=True):

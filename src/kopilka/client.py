@@ -423,7 +423,8 @@ class Client:
         with the database away) are sent again, the whole body under the same key, as a
         single write is retried: what was applied answers as it did, the rest applies.
         A command no batch can carry (an amount that is no whole cents, an account
-        opening) is refused in its place, as the embedded bank refuses it; the rest go.
+        opening, limits) is refused in its place, as the embedded bank refuses it; the
+        rest go.
         """
         items: list[dict[str, Any]] = []
         refused: list[KopilkaError | None] = []

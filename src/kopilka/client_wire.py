@@ -11,9 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from kopilka.domain.model import Account, Command, Deposit, Operation, Transfer, Withdraw
-from kopilka.domain.rules import check_amount_cents, check_whole_cents
+from kopilka.domain.rules import check_amount_cents, check_whole_cents, not_batched
 from kopilka.domain.statement import StatementLine
-from kopilka.errors import InvalidInput
 from kopilka.money import format_plain, parse_cents
 
 
@@ -123,7 +122,7 @@ def batch_item(command: Command) -> dict[str, Any]:
     elif isinstance(command, Withdraw):
         item = {"type": "withdrawal", "client": command.client}
     else:
-        raise InvalidInput("invalid_command", "only deposits, withdrawals and transfers batch")
+        raise not_batched()
     item["amount"] = money_text(command.amount_cents)
     item["description"] = command.description
     item["idempotency_key"] = command.idempotency_key

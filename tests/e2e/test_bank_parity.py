@@ -16,7 +16,7 @@ from tests.kopilka_server import running_server
 
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.client import connect_bank
-from kopilka.domain.model import Deposit, Operation, Outcome
+from kopilka.domain.model import Deposit, OpenAccount, Operation, Outcome, SetLimits
 from kopilka.domain.statement import Statement
 from kopilka.errors import KopilkaError
 
@@ -51,6 +51,18 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
         "a list with an amount that is no whole cents",
         lambda bank: _kinds(
             bank.execute_many([Deposit("Cat", 100, "x", "l1"), Deposit("Cat", 1.5, "x", "l2")])  # type: ignore[arg-type]
+        ),
+    ),
+    (
+        "a list with an opening and limits",
+        lambda bank: _kinds(
+            bank.execute_many(
+                [
+                    Deposit("Cat", 100, "x", "l3"),
+                    OpenAccount("Eve", 0, None, "main", 500, "l4"),
+                    SetLimits("Cat", -100),
+                ]
+            )
         ),
     ),
     ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),

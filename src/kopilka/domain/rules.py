@@ -593,6 +593,11 @@ def description_too_long() -> InvalidInput:
     )
 
 
+def not_batched() -> InvalidInput:
+    """The refusal of a command a list of commands may not hold (an opening, limits)."""
+    return InvalidInput("invalid_command", "only deposits, withdrawals and transfers batch")
+
+
 def validate_client(client: str) -> None:
     if not client or not client.strip():
         raise client_name_empty()
