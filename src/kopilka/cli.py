@@ -36,7 +36,6 @@ from kopilka.shell.specs import find_command
 from kopilka.store import initialize_schema
 
 _GLOBAL_VALUES = ("db", "url", "token", "ledger", "config")
-# One-shot commands that change nothing: on a database file that is not there they say so.
 # Subcommands with their own option parsers, loaded only when asked for.
 _DELEGATED = {
     "serve": ("kopilka.server", "serve_main"),

@@ -37,7 +37,8 @@ STATEMENT_FORMATS = ("table", "csv", "json")
 Handler = Callable[[ParsedCommand, Bank], Reply]
 
 
-# The commands that only read: one interrupted cannot have changed anything.
+# The commands that only read: one interrupted cannot have changed anything, and one
+# given a database file that is not there says so rather than make one.
 READS_ONLY = frozenset({"balance", "show_bank_statement", "accounts", "get"})
 INTERRUPTED_WRITE = (
     "interrupted; the command may still have been applied: look before running it again"
