@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -582,19 +582,24 @@ def test_init_has_no_sandbox_to_set_up(kopilka: RunKopilka, kopilka_home: Path) 
     assert not (kopilka_home / "kopilka.db").exists()
 
 
-@pytest.mark.parametrize("delay_seconds", [0.03, 0.06, 0.09, 0.12])
-def test_ctrl_c_while_kopilka_loads_says_nothing(kopilka_home: Path, delay_seconds: float) -> None:
-    """Interrupted before it runs, a command ends as an interrupted one does: no traceback
-    of the import it was in the middle of."""
+def _started(kopilka_home: Path, arguments: Sequence[str]) -> subprocess.Popen[str]:
+    """`kopilka ARGUMENTS` running in `kopilka_home`'s parent, its output piped."""
     kopilka_home.parent.mkdir(parents=True, exist_ok=True)
-    with subprocess.Popen(
-        [*kopilka_command(), *DEPOSIT],
+    return subprocess.Popen(
+        [*kopilka_command(), *arguments],
         env=kopilka_env(kopilka_home),
         cwd=kopilka_home.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    ) as process:
+    )
+
+
+@pytest.mark.parametrize("delay_seconds", [0.03, 0.06, 0.09, 0.12])
+def test_ctrl_c_while_kopilka_loads_says_nothing(kopilka_home: Path, delay_seconds: float) -> None:
+    """Interrupted before it runs, a command ends as an interrupted one does: no traceback
+    of the import it was in the middle of."""
+    with _started(kopilka_home, DEPOSIT) as process:
         time.sleep(delay_seconds)
         process.send_signal(signal.SIGINT)
         _, errors = process.communicate(timeout=30)
@@ -613,15 +618,7 @@ def _interrupted_at_a_silent_listener(
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        kopilka_home.parent.mkdir(parents=True, exist_ok=True)
-        with subprocess.Popen(
-            [*kopilka_command(), *arguments(silent.getsockname()[1])],
-            env=kopilka_env(kopilka_home),
-            cwd=kopilka_home.parent,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as process:
+        with _started(kopilka_home, arguments(silent.getsockname()[1])) as process:
             connection, _ = silent.accept()
             with connection:
                 if first_bytes:
