@@ -160,6 +160,18 @@ def _options(settings: Settings) -> dict[str, Any]:
     }
 
 
+# What a worker process reads again, beside its database and home.
+_WORKER_SETTINGS = (
+    "host",
+    "port",
+    "workers",
+    "connections_per_client",
+    "header_seconds",
+    "body_seconds",
+    "write_seconds",
+    "sandbox_idle_seconds",
+)
+
 # SIGINT or SIGTERM received while uvicorn was not listening for them: before it started
 # (the server then stops as soon as it can), or raised again once it had shut down for it.
 _STOPS_ASKED: list[int] = []
@@ -272,7 +284,11 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
     password_file = os.environ.get("KOPILKA_DB_PASSWORD_FILE")
     os.environ["KOPILKA_DB"] = without_password(settings.db) if password_file else settings.db
     os.environ["KOPILKA_HOME"] = str(settings.home)
-    os.environ["KOPILKA_BODY_SECONDS"] = str(settings.body_seconds)  # the workers' apps bound it
+    # Every setting as merged here (a flag over the environment over the file): a worker
+    # reads them again, and must not meet a value a flag overrode (KOPILKA_PORT set by
+    # Kubernetes to tcp://..., say) or take another.
+    for name in _WORKER_SETTINGS:
+        os.environ[f"KOPILKA_{name.upper()}"] = str(getattr(settings, name))
     if config_path is not None:
         os.environ["KOPILKA_CONFIG"] = config_path  # workers read the same file
     config = uvicorn.Config(

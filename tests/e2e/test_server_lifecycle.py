@@ -269,11 +269,18 @@ def test_a_stop_sent_while_the_server_starts_is_not_lost(
         assert "Traceback" not in errors, errors
 
 
-def test_workers_read_no_ledger_or_server_url_settings(tmp_path: Path) -> None:
-    """As one process does not: a bad one in the environment stopped every worker."""
+def test_workers_read_the_settings_their_supervisor_merged(tmp_path: Path) -> None:
+    """Not a ledger or server URL, which no server reads, nor a port or a count of workers
+    a flag overrode (Kubernetes sets KOPILKA_PORT=tcp://... for a Service so named): a bad
+    one in the environment made every worker fail for ever."""
     with (
         running_server(
-            tmp_path / "home", workers=2, KOPILKA_LEDGER=" bad", KOPILKA_URL=""
+            tmp_path / "home",
+            workers=2,
+            KOPILKA_LEDGER=" bad",
+            KOPILKA_URL="",
+            KOPILKA_PORT="tcp://10.0.0.5:8888",
+            KOPILKA_WORKERS="0",
         ) as server,
         server.client() as admin,
     ):
