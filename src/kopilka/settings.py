@@ -416,11 +416,11 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{rest}"
 
 
-# A URL written anywhere in a message: a scheme, then one or more slashes (a path that
-# went through Path() has one), up to a space or a quote.
-_URL_IN_TEXT = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*):(/+)([^\s'\"]+)")
-# Where a URL starts within a word (`--DB=postgresql://...`).
-_URL_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
+# A database's or a server's URL written anywhere in a message: the scheme, then one or
+# more slashes (a path that went through Path() has one), up to a space or a quote.
+_URL_IN_TEXT = re.compile(r"\b(postgres(?:ql)?|https?):(/+)([^\s'\"]+)", re.IGNORECASE)
+# Where such a URL starts within a word (`--DB=postgresql://...`).
+_URL_START = re.compile(r"\b(?:postgres(?:ql)?|https?):/+", re.IGNORECASE)
 # libpq's keyword=value form: password=... or password='...'.
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE)
 
@@ -438,8 +438,11 @@ def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
         start = _URL_START.search(word)
         if start is not None:
             url = word[start.start() :]
+            quoted = repr(url)[1:-1]  # as a message quotes it with !r: escapes and all
             if url in message:
                 message = message.replace(url, _redacted(url))
+            elif quoted in message:
+                message = message.replace(quoted, repr(_redacted(url))[1:-1])
         elif "password" in word.lower() and word in message:
             message = message.replace(word, _KEYWORD_PASSWORD.sub(r"\1***", word))
     return _URL_IN_TEXT.sub(lambda found: _redacted(found.group(0)), message)

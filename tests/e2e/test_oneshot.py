@@ -659,3 +659,14 @@ def test_a_write_interrupted_while_on_its_way_says_it_may_have_been_applied(
         "Error: interrupted; the command may still have been applied: look before running it"
         " again\n"
     )
+
+
+def test_the_shell_quotes_no_password_of_a_url_typed_in_a_line(kopilka: RunKopilka) -> None:
+    lines = [
+        'get "postgresql://u:it\'s S3cret@127.0.0.1/db"',
+        "get 'postgresql://u:S3cret x@127.0.0.1/db'",
+    ]
+    piped = kopilka("shell", stdin="\n".join(lines) + "\n")
+    assert piped.returncode == 0
+    assert "S3cret" not in piped.stdout + piped.stderr
+    assert piped.stdout.count("u:***@127.0.0.1") == 2, piped.stdout

@@ -502,3 +502,14 @@ def test_a_keyword_password_is_hidden() -> None:
 def test_only_a_url_quoted_in_a_message_is_changed(message: str, url: str) -> None:
     """Not the same letters elsewhere: a name, a URL already shown redacted, text typed."""
     assert hide_secrets(message, ["--db", url]) == message
+
+
+def test_a_url_quoted_escaped_is_hidden_and_other_schemes_are_left_alone() -> None:
+    url = "postgresql://u:p\u00a0w x@h/db"
+    message = f"get takes no bare argument {url!r}"
+    assert (
+        hide_secrets(message, ["get", url])
+        == "get takes no bare argument 'postgresql://u:***@h/db'"
+    )
+    name = "no account for client 'mail:/ann:home@work'"
+    assert hide_secrets(name, ["balance", "--client=mail:/ann:home@work"]) == name

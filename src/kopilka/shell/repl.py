@@ -7,12 +7,14 @@ end of input or at `exit`.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kopilka.bank import Bank
 from kopilka.errors import KopilkaError
+from kopilka.settings import hide_secrets
 from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute
 from kopilka.shell.output import Exit, Output
 from kopilka.shell.parser import parse_line
@@ -35,7 +37,9 @@ def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None
             return True
         reply = execute(parsed, bank)
     except KopilkaError as error:
-        output.error(error.message)
+        # A URL among the line's words, quoted back, shows no password (Output.error
+        # knows only the command line's words).
+        output.error(hide_secrets(error.message, _words(line)))
         return True
     output.show(reply)
     if clients is not None and parsed.spec.name in _ADDS_CLIENTS:
@@ -56,6 +60,13 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
                 output.error(INTERRUPTED_WRITE)
             raise
     return 0
+
+
+def _words(line: str) -> list[str]:
+    try:
+        return shlex.split(line)
+    except ValueError:  # an unclosed quote
+        return line.split()
 
 
 def _may_write(line: str) -> bool:
