@@ -32,7 +32,7 @@ from kopilka.domain.model import (
     Transfer,
     Withdraw,
 )
-from kopilka.domain.rules import not_batched
+from kopilka.domain.rules import not_batched, validate_money_command
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
@@ -133,7 +133,8 @@ class EmbeddedBank:
                 continue
             if command.ledger != self.ledger:
                 command = replace(command, ledger=self.ledger)
-            try:
+            try:  # the rules first: a key or description of another type is refused
+                validate_money_command(command)
                 given_key(command.idempotency_key)
             except KopilkaError as error:
                 outcomes[index] = error

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -91,6 +92,21 @@ def _json_object(answer: Any) -> dict[str, Any]:
     if not isinstance(answer, dict):
         raise TypeError("not a JSON object")
     return answer
+
+
+_ITEM_PLACE = re.compile(r"\$\.operations\[\d+\]")
+
+
+def _in_the_callers_list(outcome: Outcome, position: int) -> Outcome:
+    """An item's refusal naming its place in the list the caller gave, not in the body
+    sent (which leaves out what was refused before sending)."""
+    if isinstance(outcome, KopilkaError) and _ITEM_PLACE.search(outcome.message):
+        moved = type(outcome)(
+            outcome.code, _ITEM_PLACE.sub(f"$.operations[{position}]", outcome.message)
+        )
+        moved.replayed, moved.of_the_batch = outcome.replayed, outcome.of_the_batch
+        return moved
+    return outcome
 
 
 def _ledger_of(caller: Any) -> str:
@@ -427,15 +443,18 @@ class Client:
         rest go.
         """
         items: list[dict[str, Any]] = []
-        refused: list[KopilkaError | None] = []
+        outcomes: list[Outcome | None] = []  # None: sent, answered below
         for command in commands:
             try:
                 items.append(batch_item(command))
-                refused.append(None)
+                outcomes.append(None)
             except KopilkaError as error:
-                refused.append(error)
-        sent = iter(self._send_batch(items, idempotency_key) if items else [])
-        return [next(sent) if error is None else error for error in refused]
+                outcomes.append(error)
+        sent = [position for position, outcome in enumerate(outcomes) if outcome is None]
+        answered = self._send_batch(items, idempotency_key) if items else []
+        for position, outcome in zip(sent, answered, strict=True):
+            outcomes[position] = _in_the_callers_list(outcome, position)
+        return [outcome for outcome in outcomes if outcome is not None]
 
     def _send_batch(
         self, items: list[dict[str, Any]], idempotency_key: str | None

@@ -10,8 +10,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kopilka.domain.model import Account, Command, Deposit, Operation, Transfer, Withdraw
-from kopilka.domain.rules import check_amount_cents, check_whole_cents, not_batched
+from kopilka.domain.model import (
+    MONEY_COMMAND_TYPES,
+    Account,
+    Command,
+    Deposit,
+    Operation,
+    Transfer,
+    Withdraw,
+)
+from kopilka.domain.rules import (
+    check_amount_cents,
+    check_whole_cents,
+    not_batched,
+    validate_money_command,
+)
 from kopilka.domain.statement import StatementLine
 from kopilka.money import format_plain, parse_cents
 
@@ -110,7 +123,10 @@ def statement_line_from(data: dict[str, Any]) -> StatementLine:
 
 
 def batch_item(command: Command) -> dict[str, Any]:
-    """A money command as one item of `POST /v1/batch`."""
+    """A money command as one item of `POST /v1/batch`, checked first by the rules the
+    embedded bank checks it by, so that a list is refused alike item by item."""
+    if isinstance(command, MONEY_COMMAND_TYPES):
+        validate_money_command(command)
     if isinstance(command, Transfer):
         item: dict[str, Any] = {
             "type": "transfer",
@@ -123,7 +139,7 @@ def batch_item(command: Command) -> dict[str, Any]:
         item = {"type": "withdrawal", "client": command.client}
     else:
         raise not_batched()
-    item["amount"] = money_text(command.amount_cents)
+    item["amount"] = amount_text(command.amount_cents)
     item["description"] = command.description
     item["idempotency_key"] = command.idempotency_key
     return item

@@ -16,7 +16,14 @@ from tests.kopilka_server import running_server
 
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.client import connect_bank
-from kopilka.domain.model import Deposit, OpenAccount, Operation, Outcome, SetLimits
+from kopilka.domain.model import (
+    Deposit,
+    OpenAccount,
+    Operation,
+    Outcome,
+    SetLimits,
+    Withdraw,
+)
 from kopilka.domain.statement import Statement
 from kopilka.errors import KopilkaError
 
@@ -65,12 +72,31 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
             )
         ),
     ),
+    (
+        "a list with bad items among good ones",
+        lambda bank: _refusals(
+            bank.execute_many(
+                [
+                    OpenAccount("Fay"),
+                    SetLimits("Cat", -100),
+                    Deposit("Cat", 0, "zero", "l5"),
+                    Deposit("Cat", 1, None, "l6"),  # type: ignore[arg-type]
+                    Withdraw("Cat", 1, "w", None),  # type: ignore[arg-type]
+                    Deposit("Cat", 1, "fine", "l7"),
+                ]
+            )
+        ),
+    ),
     ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),
     (
         "its statement's name",
         lambda bank: bank.statement("Jose\u0301", None, datetime.now(UTC)).client,
     ),
 ]
+
+
+def _refusals(outcomes: list[Outcome]) -> list[object]:
+    return [(o.code, o.message) if isinstance(o, KopilkaError) else o.kind for o in outcomes]
 
 
 def _kinds(outcomes: list[Outcome]) -> list[str]:
@@ -134,3 +160,21 @@ def test_an_embedded_list_goes_to_the_banks_own_ledger(tmp_path: Path) -> None:
         assert bank.account("Ann").balance_cents == 100
     with EmbeddedBank(path) as main:
         assert main.accounts() == []
+
+
+def test_a_clients_list_names_each_refused_item_by_its_place_in_the_list(tmp_path: Path) -> None:
+    """Items refused before sending are left out of the body: a refusal from the server
+    still names the item's place in the caller's list."""
+    with (
+        running_server(tmp_path / "home") as server,
+        connect_bank(server.url, token=server.token, sandbox=True) as bank,
+    ):
+        outcomes = bank.execute_many(
+            [OpenAccount("Fay"), Deposit("Cat", 1, "d", "caf\u00e9"), Deposit("Cat", 1, "d", "k")]
+        )
+    refused, key_refused, applied = outcomes
+    assert isinstance(refused, KopilkaError) and refused.code == "invalid_command"
+    assert isinstance(key_refused, KopilkaError), key_refused
+    assert key_refused.code == "invalid_idempotency_key"
+    assert "$.operations[1]" in key_refused.message, key_refused.message
+    assert isinstance(applied, Operation)

@@ -627,6 +627,8 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
             if valid_clients is not None:
                 valid_clients.add(client)
     description = command.description
+    if type(description) is not str:  # None from Python, say: refused, not a TypeError
+        raise InvalidInput("invalid_description", "a description is text")
     if len(description) > DESCRIPTION_LENGTH_MAX:
         raise description_too_long()
     # Statements print descriptions to terminals and CSV files: no escape sequences there,
@@ -636,6 +638,8 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
             "invalid_description",
             "description has control characters or bytes that are not UTF-8",
         )
+    if type(command.idempotency_key) is not str:
+        raise InvalidInput("invalid_idempotency_key", "an idempotency key is text")
     validate_idempotency_key(command.idempotency_key)
     if isinstance(command, Transfer) and command.from_client == command.to_client:
         raise InvalidInput("same_account", "cannot transfer from a client to the same client")
