@@ -369,7 +369,10 @@ async def test_a_damaged_database_fails_each_request_in_one_line_not_as_busy(
             with pytest.raises(Unavailable) as failed:
                 await work
             assert failed.value.code == "store_unavailable"
-            assert failed.value.message.endswith("failed: no such table: entries")
+            assert failed.value.message == (
+                "the database failed (no such table: entries); nothing was applied, try again"
+            )
+            assert str(path) not in failed.value.message  # the server's files are its own
         assert (await engine.get_account("main", "Ann")).balance_cents == 500
     finally:
         await engine.close()
@@ -411,3 +414,30 @@ def test_a_read_waits_for_no_other_process_writing(tmp_path: Path) -> None:
         other.execute("ROLLBACK")
     assert (balance.returncode, balance.stdout) == (0, "Balance of Ann: $1.00\n")
     assert still_held
+
+
+async def test_each_outage_is_told_once_and_its_end_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not once in the life of the process: a second outage after the database came back
+    is told again, and each end of one is told as well."""
+    path = tmp_path / "kopilka.db"
+
+    def rename(old: str, new: str) -> None:
+        with closing(sqlite3.connect(path)) as raw:
+            raw.execute(f"ALTER TABLE {old} RENAME TO {new}")
+            raw.commit()
+
+    async with Engine(open_store(str(path))) as engine:
+        await engine.execute(Deposit("Ann", 500, "pay", "k1"))
+        for outage in range(2):
+            rename("entries", "entries_away")
+            for attempt in range(2):
+                with pytest.raises(Unavailable):
+                    await engine.execute(Deposit("Ann", 1, "pay", f"k-{outage}-{attempt}"))
+            rename("entries_away", "entries")
+            await engine.execute(Deposit("Ann", 1, "pay", f"k-{outage}-after"))
+    logged = [r.getMessage() for r in caplog.records if r.name == "kopilka.store.sqlite"]
+    failed = f"the database {path} failed: no such table: entries"
+    back = f"the database {path} is available again"
+    assert logged == [failed, back, failed, back]

@@ -61,7 +61,6 @@ from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpo
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import migrate
 from kopilka.store.sqlite_schema import SCHEMA_VERSION
-from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
 logger = logging.getLogger(__name__)
@@ -170,7 +169,9 @@ class SqliteStore:
         self._writer_jobs = 0
         # A small batch's COMMIT, in seconds, as a moving average (see LOOP_COMMIT_SECONDS_MAX).
         self._commit_seconds = 0.0
-        self._failures_told = Told()
+        # Why writes fail now (a full disk, a damaged or read-only file), told to the
+        # operator's log once for each outage, and its end once: None while they work.
+        self._failing: str | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
@@ -402,6 +403,9 @@ class SqliteStore:
         except BaseException as error:
             self._abandon(error)
         self._lock.release()
+        if self._failing is not None:
+            self._failing = None
+            logger.warning("the database %s is available again", self.path)
         if self._checkpointer is not None:
             self._checkpointer.after_commit()
         self._remember(plan)
@@ -421,12 +425,16 @@ class SqliteStore:
         return Unavailable("store_unavailable", f"cannot open the database {self.path}: {error}")
 
     def _failed(self, error: sqlite3.Error) -> Unavailable:
-        """For the caller; and for the operator's log, once for each kind of failure (a
-        full disk, a damaged file, a read-only one), or a server would fail in silence."""
+        """For the caller, without the file's path (a client token's caller has no business
+        with the server's files); for the operator's log, with it, once an outage (a full
+        disk, a damaged file, a read-only one), or a server would fail in silence."""
         reason = str(error)
-        if self._failures_told.first_time(reason):
+        if reason != self._failing:
+            self._failing = reason
             logger.warning("the database %s failed: %s", self.path, reason)
-        return Unavailable("store_unavailable", f"the database {self.path} failed: {reason}")
+        return Unavailable(
+            "store_unavailable", f"the database failed ({reason}); nothing was applied, try again"
+        )
 
     def _roll_back(self) -> None:
         if self._db.in_transaction:
