@@ -29,7 +29,7 @@ from kopilka.errors import KopilkaError
 from kopilka.settings import hide_secrets, load_settings
 from kopilka.shell.connect import local_store
 from kopilka.store.protocol import Store
-from kopilka.tokens import ROLES
+from kopilka.tokens import ROLES, TOKEN_PREFIX, named_token
 
 
 class _Token(Protocol):
@@ -108,6 +108,9 @@ def _show_list(tokens: Iterable[_Token]) -> None:
 
 
 def _not_revoked(token_id: str, known: bool) -> int:
+    if token_id.startswith(TOKEN_PREFIX):  # the secret itself: never quoted back
+        print(f"Error: no token {named_token(token_id)}", file=sys.stderr)
+        return 1
     reason = "was already revoked" if known else "does not exist"
     # repr: an id as typed may hold a line break or an escape sequence.
     print(hide_secrets(f"Error: token {token_id!r} {reason}"), file=sys.stderr)

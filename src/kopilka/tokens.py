@@ -53,6 +53,14 @@ def is_token_id(text: str) -> bool:
     return len(text) == 16 and not text.strip("0123456789abcdef")
 
 
+def named_token(text: str) -> str:
+    """A token id as given, for a message: a whole token (its secret) pasted where its id
+    belongs is not quoted back."""
+    if text.startswith(TOKEN_PREFIX):
+        return "given as the token itself: give its id, the 16 hex digits after kop_"
+    return repr(text[:40])
+
+
 def token_id_of(secret: str) -> str | None:
     """The id embedded in a secret, used to find its record without scanning."""
     if not secret.startswith(TOKEN_PREFIX):

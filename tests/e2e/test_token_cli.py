@@ -290,3 +290,18 @@ def test_a_list_of_a_database_that_is_not_there_says_so_and_makes_none(tmp_path:
         f"Error: no database at {typo}: nothing has been written there (check --db or KOPILKA_DB)\n"
     )
     assert not typo.exists()
+
+
+def test_a_token_pasted_where_its_id_belongs_is_not_quoted_back(server: ServerProcess) -> None:
+    _, secret = created_token(
+        token_command(server, "create", "--role", "teller", "--url", server.url)
+    )
+    said = "Error: no token given as the token itself: give its id, the 16 hex digits after kop_\n"
+    for where in (("--url", server.url), ()):
+        refused = token_command(server, "revoke", secret, *where)
+        assert (refused.returncode, refused.stderr) == (1, said)
+    with server.client() as admin:
+        answer = admin.delete(f"/v1/tokens/{secret}")
+    assert answer.status_code == 404
+    assert secret.rpartition("_")[2][:8] not in answer.text
+    assert answer.json()["error"]["code"] == "token_not_found"

@@ -95,7 +95,7 @@ from kopilka.errors import (
 from kopilka.idempotency import sendable_key
 from kopilka.money import parse_cents, parse_limit
 from kopilka.periods import parse_period
-from kopilka.tokens import TokenRecord, is_token_id
+from kopilka.tokens import TokenRecord, is_token_id, named_token
 
 if TYPE_CHECKING:
     from kopilka.api.app import KopilkaApp, MoneyKind, RequestHeaders
@@ -508,7 +508,7 @@ class Call:
     async def revoke_token(self, token_id: str) -> Response:
         self._require_admin()
         if not is_token_id(token_id):  # nothing else was ever made: no store need look
-            raise NotFound("token_not_found", f"no token {token_id[:40]!r}")
+            raise NotFound("token_not_found", f"no token {named_token(token_id)}")
         revoked = await self.app.store.revoke_token(token_id)
         self.app.tokens.forget(token_id)  # this process stops honouring it right now
         if not revoked and await self.app.store.get_token(token_id) is None:
