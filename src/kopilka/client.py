@@ -227,6 +227,8 @@ class Client:
         idempotency_key: str | None = None,
         retry: bool = True,
     ) -> httpx.Response:
+        if self._http.is_closed:  # httpx would raise a RuntimeError of its own
+            raise InvalidInput("client_closed", "this client is closed: connect_bank() again")
         headers = (
             {} if idempotency_key is None else {"Idempotency-Key": sendable_key(idempotency_key)}
         )

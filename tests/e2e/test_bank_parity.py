@@ -178,3 +178,15 @@ def test_a_clients_list_names_each_refused_item_by_its_place_in_the_list(tmp_pat
     assert key_refused.code == "invalid_idempotency_key"
     assert "$.operations[1]" in key_refused.message, key_refused.message
     assert isinstance(applied, Operation)
+
+
+def test_a_closed_client_refuses_in_one_error(tmp_path: Path) -> None:
+    with running_server(tmp_path / "home") as server:
+        bank = connect_bank(server.url, token=server.token, sandbox=True)
+        bank.close()
+        try:
+            bank.account("Ann")
+        except KopilkaError as error:
+            assert error.code == "client_closed", error
+        else:
+            raise AssertionError("a closed client answered")
