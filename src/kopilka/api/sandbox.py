@@ -106,12 +106,18 @@ class Sandboxes:
 
     async def _reap_forever(self) -> None:
         period = min(max(self.idle_seconds / 4, 0.05), 30.0)
+        reap_from = 0.0
         while True:
             await asyncio.sleep(period)
+            if time.monotonic() < reap_from:
+                continue
             try:
                 await self.reap()
             except Unavailable:
-                # The store is down: it says so itself, once per outage. Next round.
+                # The store is down (it says so itself, once per outage). While it was,
+                # no session could record its use: once it is back, each has an idle
+                # time to be seen again before any counts as gone.
+                reap_from = time.monotonic() + self.idle_seconds
                 continue
             except Exception:
                 logger.exception("could not drop idle sandbox ledgers")
