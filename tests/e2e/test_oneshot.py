@@ -595,7 +595,7 @@ def _started(kopilka_home: Path, arguments: Sequence[str]) -> subprocess.Popen[s
     )
 
 
-@pytest.mark.parametrize("delay_seconds", [0.03, 0.06, 0.09, 0.12])
+@pytest.mark.parametrize("delay_seconds", [0.03, 0.06, 0.09, 0.12, 0.15, 0.18, 0.21, 0.24])
 def test_ctrl_c_while_kopilka_loads_says_nothing(kopilka_home: Path, delay_seconds: float) -> None:
     """Interrupted before it runs, a command ends as an interrupted one does: no traceback
     of the import it was in the middle of."""

@@ -111,6 +111,14 @@ def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """`callback` on `loop`, from another thread; nothing once the loop has closed (a
+    process interrupted with Ctrl-C while a job of the writer's still ran), when no one
+    is left to count on it."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
+
+
 def connect(path: str) -> sqlite3.Connection:
     """A connection with the durability and integrity settings every caller needs."""
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -262,7 +270,7 @@ class SqliteStore:
         self._writer_jobs += 1
         job = self._writer_thread.submit(work)
         # Counted down when the job has really finished, even if its caller was cancelled.
-        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._writer_job_done))
+        job.add_done_callback(lambda _: _call_soon(loop, self._writer_job_done))
         return job
 
     def _writer_job_done(self) -> None:
