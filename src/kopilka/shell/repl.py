@@ -7,7 +7,6 @@ end of input or at `exit`.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +16,7 @@ from kopilka.errors import KopilkaError
 from kopilka.settings import hide_secrets
 from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute
 from kopilka.shell.output import Exit, Output
-from kopilka.shell.parser import parse_line
+from kopilka.shell.parser import parse_line, split_line
 
 if TYPE_CHECKING:
     from prompt_toolkit.history import History
@@ -63,9 +62,10 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
 
 
 def _words(line: str) -> list[str]:
+    """The line's words as the shell reads them, or as spaces split it when it cannot."""
     try:
-        return shlex.split(line)
-    except ValueError:  # an unclosed quote
+        return split_line(line)
+    except KopilkaError:  # an unclosed quote, a line too long
         return line.split()
 
 
