@@ -36,9 +36,14 @@ SANDBOX_IDLE_SECONDS_MAX = 7 * 24 * 3600
 def home() -> Path:
     """KOPILKA_HOME, or the user's data directory: the database, history, tokens."""
     configured = os.environ.get("KOPILKA_HOME")
-    if configured is not None and not configured.strip():  # as load_settings says
-        raise InvalidInput("invalid_setting", "KOPILKA_HOME is set but empty: give it, or unset it")
+    _refuse_blank("KOPILKA_HOME", configured)  # as load_settings does
     return _expanded(configured) if configured else Path(platformdirs.user_data_dir("kopilka"))
+
+
+def _refuse_blank(name: str, value: str | None) -> None:
+    """A variable set to nothing (or blanks) is refused, not read as "not given"."""
+    if value is not None and not value.strip():
+        raise InvalidInput("invalid_setting", f"{name} is set but empty: give it, or unset it")
 
 
 def _expanded(path: str) -> Path:
@@ -135,9 +140,7 @@ def load_settings(
         # Set to nothing (`KOPILKA_DB=$PG_URL` with PG_URL unset) is no "not given": the
         # ledger would silently be the home's SQLite file instead of the one meant. A
         # blank one (" ") is no name anyone meant either.
-        value = environ.get(name)
-        if value is not None and not value.strip():
-            raise InvalidInput("invalid_setting", f"{name} is set but empty: give it, or unset it")
+        _refuse_blank(name, environ.get(name))
     file_values, file_path = _read_file(config_path or environ.get("KOPILKA_CONFIG"), base)
 
     def rank(name: str) -> int:
