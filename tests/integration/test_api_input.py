@@ -107,6 +107,58 @@ def test_wrong_types_unknown_fields_and_missing_fields_are_422(admin: httpx.Clie
     assert state(admin) == before
 
 
+def test_a_field_given_twice_is_refused_whoever_would_read_it(admin: httpx.Client) -> None:
+    """One body must not say two amounts: msgspec would keep the last, a proxy may keep
+    the first. Refused on every write, also spelt with an escape or where colons in a
+    description make the quick count inconclusive; nothing changes."""
+    before = state(admin)
+    writes = [
+        ("/v1/transfers", b'{"from":"Ann","to":"Bob","amount":"1","amount":"40"}', "amount"),
+        ("/v1/transfers", b'{"from":"Ann","to":"Bob","amount":"1","\\u0061mount":"4"}', "amount"),
+        (
+            "/v1/deposits",
+            b'{"client":"Ann","amount":"1","description":"a: b","client":"Bob"}',
+            "client",
+        ),
+        (
+            "/v1/withdrawals",
+            b'{"client":"Ann","amount":"1","description":"","description":"x"}',
+            "description",
+        ),
+        ("/v1/accounts", b'{"client":"Cy","client":"Dee"}', "client"),
+        ("/v1/batch", b'{"operations":[],"operations":[]}', "operations"),
+    ]
+    for path, body, field in writes:
+        message = refused(admin.post(path, content=body), 422, "invalid_request")
+        assert f"`{field}` is given twice" in message, message
+    patch = b'{"max_balance":"9","max_balance":null}'
+    message = refused(admin.patch("/v1/accounts/Ann", content=patch), 422, "invalid_request")
+    assert "`max_balance` is given twice" in message
+    # A colon in a description alone is no repeat.
+    body = b'{"client":"Ann","amount":"0.01","description":"rent: May"}'
+    assert admin.post("/v1/deposits", content=body).status_code == 201
+    admin.post("/v1/withdrawals", json={"client": "Ann", "amount": "0.01"})
+    assert state(admin)[0] == before[0]
+
+
+def test_a_batch_item_giving_a_field_twice_fails_alone(admin: httpx.Client) -> None:
+    before = admin.get("/v1/accounts/Ann").json()["balance"]
+    body = (
+        b'{"operations":[{"type":"deposit","client":"Ann","amount":"1"},'
+        b'{"type":"withdrawal","client":"Ann","amount":"1","amount":"50"}]}'
+    )
+    answer = admin.post("/v1/batch", content=body)
+    assert answer.status_code == 200, answer.text
+    first, second = answer.json()["results"]
+    assert first["status"] == 201
+    assert second["status"] == 422
+    assert second["error"]["code"] == "invalid_request"
+    message = second["error"]["message"]
+    assert "`amount` is given twice" in message and "$.operations[1]" in message, message
+    after = Decimal(admin.get("/v1/accounts/Ann").json()["balance"])
+    assert after == Decimal(before) + 1
+
+
 def test_a_malformed_batch_item_fails_alone(admin: httpx.Client) -> None:
     """Each item succeeds or fails on its own, a malformed one too (a number for an
     amount, an unknown field or type, a name or description the schema bounds)."""

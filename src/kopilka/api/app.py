@@ -30,6 +30,7 @@ from kopilka.api.auth import (
 )
 from kopilka.api.commands import command_from
 from kopilka.api.errors import DECODE_ERRORS, ApiError, decode_error, error_body, error_headers
+from kopilka.api.json_keys import refuse_repeats
 from kopilka.api.metrics import Metrics
 from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.readiness import Readiness
@@ -279,6 +280,7 @@ def money_command(
             request = _deposit_decoder.decode(body)
     except DECODE_ERRORS as error:
         raise decode_error(error) from None
+    refuse_repeats(body, request)
     return command_from(request, key, ledger, principal)
 
 

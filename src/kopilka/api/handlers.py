@@ -40,6 +40,7 @@ from kopilka.api.errors import (
     method_not_allowed,
     not_found_route,
 )
+from kopilka.api.json_keys import refuse_repeats, repeated_field, repeats
 from kopilka.api.metrics import CONTENT_TYPE
 from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.schemas import (
@@ -270,9 +271,11 @@ class Call:
     async def decode(self, kind: type[Any], bytes_max: int | None = None) -> Any:
         body = await self.body(bytes_max)
         try:
-            return msgspec.json.decode(body, type=kind)
+            request = msgspec.json.decode(body, type=kind)
         except DECODE_ERRORS as error:
             raise decode_error(error) from None
+        refuse_repeats(body, request)
+        return request
 
     def query(self, *known: str) -> QueryParams:
         """The query's parameters, each of `known` at most once. An unknown one (a typo
@@ -545,29 +548,40 @@ _item_decoder: msgspec.json.Decoder[BatchItem] = msgspec.json.Decoder(BatchItem)
 def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], BatchIn | bytes]:
     """The batch's items, each decoded or refused on its own, and the body as decoded,
     for its key's digest (the request, encoded only if it has a key). The whole body is
-    decoded at once; only when that fails is it decoded item by item, so that a malformed
-    item fails alone, as a refused one does.
+    decoded at once; only when that fails, or an item repeats a field, is it decoded
+    item by item, so that a malformed item fails alone, as a refused one does.
     """
     try:
         request = _batch_decoder.decode(body)
     except DECODE_ERRORS:
         pass
     else:
-        return list(request.operations), request
+        found = repeats(body)
+        if found.top is not None:
+            raise repeated_field(found.top)
+        if found.first is None:
+            return list(request.operations), request
     try:
         raw = _raw_batch_decoder.decode(body)
     except DECODE_ERRORS as error:  # not JSON, not a list of operations, too many, too deep
         # This one's, not the first decoding's: that may have stopped at an item before
         # it came to the body's own fault (too many items, a field the body may not have).
         raise decode_error(error) from None
+    top = repeats(body).top
+    if top is not None:
+        raise repeated_field(top)
     items: list[BatchItem | KopilkaError] = []
     decoded: list[bytes] = []
     for index, text in enumerate(raw.operations):
         try:
             item = _item_decoder.decode(text)
+            refuse_repeats(bytes(text), item)
         except DECODE_ERRORS as error:
             items.append(_item_error(decode_error(error), index))
             decoded.append(bytes(text))  # as sent: another body under the key differs
+        except InvalidInput as error:  # a field given twice
+            items.append(_item_error(error, index))
+            decoded.append(bytes(text))
         else:
             items.append(item)
             decoded.append(_encoder.encode(item))

@@ -1,0 +1,99 @@
+"""A request body that gives one field twice in an object is refused.
+
+msgspec, like most JSON decoders, keeps the last of a repeated field; another reader of
+the same bytes (a proxy that checks amounts, an auditor's script) may keep the first.
+One request must not say two amounts to two readers, so a repeat is refused, as an
+unknown field is.
+
+Each member of an object has a colon of its own, so a body with no more colons than
+the members its decoded request is known to have cannot repeat one, and a byte count
+settles it. Only a body with colons to spare (a description "Rent: May", a field sent
+with its default value, a batch) is read once more, by the standard library, whose
+decoder shows every member as sent.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, NamedTuple
+
+import msgspec
+
+from kopilka.errors import InvalidInput
+
+
+class _Object:
+    """An object as the second reading sees it: only the field it repeats, if any."""
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, repeated: str | None) -> None:
+        self.repeated = repeated
+
+
+class Repeats(NamedTuple):
+    """What one body repeats: a field of its outermost object, and the first field
+    repeated in any object within it."""
+
+    top: str | None
+    first: str | None
+
+
+def repeats(body: bytes) -> Repeats:
+    """Read `body`, JSON that msgspec has decoded already, for repeated fields."""
+    found: list[str] = []
+
+    def one_object(pairs: list[tuple[str, Any]]) -> _Object:
+        if len(pairs) > 1:
+            seen: set[str] = set()
+            for name, _ in pairs:
+                if name in seen:
+                    found.append(name)
+                    return _Object(name)
+                seen.add(name)
+        return _Object(None)
+
+    try:
+        outer = json.loads(body, object_pairs_hook=one_object)
+    except (ValueError, RecursionError):  # read otherwise than msgspec read it: refused
+        raise InvalidInput("invalid_request", "invalid request body: it cannot be read") from None
+    top = outer.repeated if isinstance(outer, _Object) else None
+    return Repeats(top, found[0] if found else None)
+
+
+def repeated_field(name: str) -> InvalidInput:
+    return InvalidInput(
+        "invalid_request", f"invalid request body: the field `{name[:50]}` is given twice - at `$`"
+    )
+
+
+def refuse_repeats(body: bytes, request: msgspec.Struct) -> None:
+    """Refuse `body`, decoded as the flat `request`, if it repeats a field."""
+    if body.count(b":") <= _members_at_least(request):
+        return
+    first = repeats(body).first
+    if first is not None:
+        raise repeated_field(first)
+
+
+def _members_at_least(request: msgspec.Struct) -> int:
+    """The members the body of `request` must have had: its required fields (and its
+    tag), and every optional one whose value is not its default."""
+    required, optional = _shape(type(request))
+    given = sum(1 for name, default in optional if getattr(request, name) != default)
+    return required + given
+
+
+@functools.cache
+def _shape(kind: type[msgspec.Struct]) -> tuple[int, tuple[tuple[str, Any], ...]]:
+    info = msgspec.inspect.type_info(kind)
+    assert isinstance(info, msgspec.inspect.StructType)
+    required = sum(field.required for field in info.fields) + (info.tag_field is not None)
+    # A field made by a factory has no one default to compare with: never counted.
+    optional = tuple(
+        (field.name, field.default)
+        for field in info.fields
+        if not field.required and field.default is not msgspec.NODEFAULT
+    )
+    return required, optional
