@@ -4,7 +4,9 @@ Accepted: "YYYY-MM-DD" (a whole day: since is its first moment, till its
 last), "YYYY-MM-DD HH:MM:SS", and ISO 8601 with an offset. Both ends are
 inclusive at the precision written: a till of "18:30:05" covers that whole
 second, as statements show times to the second, "18:30" the whole minute, and
-"18:30:05.8" runs to 18:30:05.899999 (the last microsecond it names). A time without an
+"18:30:05.8" runs to 18:30:05.899999 (the last microsecond it names); a moment written
+past the microsecond is cut down to it as a till, and begins at the next one as a
+since, so neither end takes in a moment outside what was written. A time without an
 offset is read in `zone`: None means the user's local time (the shell; the TZ
 environment variable is honoured), and a server passes UTC, having no user's
 zone. The result is always an aware UTC datetime, as the store keeps UTC.
@@ -54,6 +56,8 @@ def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> 
         ) from error
     if end_of_day:
         moment = _last_moment_written(candidate, moment)
+    else:
+        moment = _first_microsecond_from(candidate, moment)
     if moment.tzinfo is None and zone is not None:
         moment = moment.replace(tzinfo=zone)
     try:
@@ -73,6 +77,16 @@ def _at_the_end_of_time(moment: datetime) -> datetime:
             return moment.replace(tzinfo=offset).astimezone(UTC)
     end = datetime.min if moment.year == datetime.min.year else datetime.max
     return end.replace(tzinfo=UTC)
+
+
+def _first_microsecond_from(text: str, moment: datetime) -> datetime:
+    """A start written past the microsecond ("05.0073131") begins at the next whole one:
+    read as written down to the microsecond, it would take in what came just before it."""
+    time_of_day = _TIME_OF_DAY.search(text)
+    fraction = time_of_day["fraction"] if time_of_day is not None else None
+    if fraction and len(fraction) > 6 and fraction[6:].strip("0"):
+        return moment + timedelta(microseconds=1)
+    return moment
 
 
 def _last_moment_written(text: str, moment: datetime) -> datetime:

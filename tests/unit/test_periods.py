@@ -67,6 +67,17 @@ def test_a_since_is_the_first_moment_of_what_it_names(utc: None) -> None:
     assert parse_moment("2024-01-31T18:30", end_of_day=False) == expected
 
 
+def test_a_moment_written_past_the_microsecond_takes_in_nothing_outside_it(utc: None) -> None:
+    """A since past the microsecond begins at the next whole one, a till ends at the one
+    it runs into: an operation at .007313 is before a since of .0073131."""
+    operation = datetime(2026, 12, 3, 14, 18, 54, 7_313, tzinfo=UTC)
+    assert parse_moment("2026-12-03T14:18:54.0073131Z", end_of_day=False) > operation
+    assert parse_moment("2026-12-03T14:18:54.0073130Z", end_of_day=False) == operation
+    assert parse_moment("2026-12-03T14:18:54.0073139Z", end_of_day=True) == operation
+    with pytest.raises(InvalidInput, match="after its end"):
+        parse_period("2026-12-03T14:18:54.0073131Z", "2026-12-03T14:18:54.0073130Z")
+
+
 def test_naive_times_are_local(time_zone: None) -> None:
     assert parse_moment("2024-01-31 18:30:00", end_of_day=False) == datetime(
         2024, 1, 31, 16, 30, tzinfo=UTC
