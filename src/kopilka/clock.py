@@ -20,6 +20,12 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+def iso_text(moment: datetime) -> str:
+    """ISO 8601 with all six digits of the microseconds, also when they are all zero
+    (isoformat() alone drops them then, and a reader expecting them would fail)."""
+    return moment.isoformat(timespec="microseconds")
+
+
 class MonotonicClock:
     """Statements order by time: a wall clock stepping back must not reorder them.
 

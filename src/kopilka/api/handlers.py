@@ -71,6 +71,7 @@ from kopilka.api.statement_stream import (
     json_statement,
 )
 from kopilka.client_keys import CLIENT_KEY_LENGTH_MAX, client_key
+from kopilka.clock import iso_text
 from kopilka.domain.model import (
     SANDBOX_PREFIX,
     Account,
@@ -534,7 +535,7 @@ def token_out(record: TokenRecord) -> TokenOut:
         id=record.id,
         role=record.role,
         ledger=record.ledger,
-        created_at=record.created_at.isoformat(),
+        created_at=iso_text(record.created_at),
         client=record.client,
         revoked=record.revoked,
     )

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from kopilka.clock import iso_text
 from kopilka.domain.model import Account, Operation
 from kopilka.domain.statement import StatementLine
 from kopilka.money import format_plain
@@ -221,7 +222,7 @@ def account_out(account: Account) -> AccountOut:
         balance=format_plain(account.balance_cents),
         min_balance=format_plain(account.min_balance_cents),
         max_balance=None if cap is None else format_plain(cap),
-        created_at=account.created_at.isoformat(),
+        created_at=iso_text(account.created_at),
     )
 
 
@@ -232,7 +233,7 @@ def _iso(moment: datetime) -> str:
     """Every operation of a batch shares one time: format it once per batch."""
     last, text = _last_time[0]
     if last is not moment:
-        text = moment.isoformat()
+        text = iso_text(moment)
         _last_time[0] = (moment, text)
     return text
 
@@ -265,7 +266,7 @@ def operation_out(operation: Operation) -> OperationOut:
 def statement_line_out(line: StatementLine) -> StatementLineOut:
     return StatementLineOut(
         id=line.entry_id,
-        created_at=line.created_at.isoformat(),
+        created_at=iso_text(line.created_at),
         kind=line.kind,
         description=line.description,
         text=line.text,

@@ -12,6 +12,7 @@ from datetime import datetime
 import msgspec
 
 from kopilka.api.schemas import statement_line_out
+from kopilka.clock import iso_text
 from kopilka.domain.model import Account
 from kopilka.domain.statement import StatementLine, statement_inconsistent
 from kopilka.money import format_plain
@@ -82,8 +83,8 @@ async def json_statement(
     head = _encoder.encode(
         {
             "client": account.client,
-            "since": None if since is None else since.isoformat(),
-            "till": till.isoformat(),
+            "since": None if since is None else iso_text(since),
+            "till": iso_text(till),
             "opening_balance": format_plain(totals.opening),
         }
     )
@@ -125,7 +126,7 @@ async def csv_statement(lines: AsyncIterator[StatementLine]) -> AsyncIterator[by
         writer.writerow(
             [
                 line.entry_id,
-                line.created_at.isoformat(),
+                iso_text(line.created_at),
                 line.kind,
                 text_cell(line.description),
                 format_plain(line.amount_cents),

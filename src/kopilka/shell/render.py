@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from kopilka.clock import iso_text
 from kopilka.domain.model import Account
 from kopilka.domain.statement import Statement
 from kopilka.money import format_money, format_plain
@@ -209,7 +210,7 @@ def statement_csv(statement: Statement) -> str:
         amount = line.amount_cents
         writer.writerow(
             [
-                line.created_at.astimezone().isoformat(),
+                iso_text(line.created_at.astimezone()),
                 text_cell(line.text),
                 format_plain(-amount) if amount < 0 else "",
                 format_plain(amount) if amount > 0 else "",
@@ -232,13 +233,13 @@ def statement_json(statement: Statement) -> str:
     """The same shape as the HTTP API's statement, so scripts can use either."""
     document = {
         "client": statement.client,
-        "since": None if statement.since is None else statement.since.isoformat(),
-        "till": statement.till.isoformat(),
+        "since": None if statement.since is None else iso_text(statement.since),
+        "till": iso_text(statement.till),
         "opening_balance": format_plain(statement.opening_balance_cents),
         "lines": [
             {
                 "id": line.entry_id,
-                "created_at": line.created_at.isoformat(),
+                "created_at": iso_text(line.created_at),
                 "kind": line.kind,
                 "description": line.description,
                 "text": line.text,
