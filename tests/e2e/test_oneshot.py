@@ -670,3 +670,18 @@ def test_the_shell_quotes_no_password_of_a_url_typed_in_a_line(kopilka: RunKopil
     assert piped.returncode == 0
     assert "S3cret" not in piped.stdout + piped.stderr
     assert piped.stdout.count("u:***@127.0.0.1") == 2, piped.stdout
+
+
+def test_a_directory_given_as_the_database_is_refused_leaving_nothing_beside_it(
+    kopilka: RunKopilka, tmp_path: Path
+) -> None:
+    """A write (which would make the schema) is refused as a read is, and puts no lock
+    file beside the directory."""
+    directory = tmp_path / "ledger"
+    directory.mkdir()
+    write = kopilka(
+        "deposit", "--client=Ann", "--amount=1", "--description=x", "--db", str(directory)
+    )
+    assert (write.returncode, write.stdout) == (1, "")
+    assert write.stderr == f"Error: cannot open the database {directory}: it is a directory\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ledger"]

@@ -190,6 +190,8 @@ class SqliteStore:
     async def open(self) -> None:
         if not self._create_schema and self.path != ":memory:":
             await asyncio.to_thread(self._require_a_ledger)
+        if Path(self.path).is_dir():  # refused before a lock file is put beside it
+            raise self._a_directory()
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -211,9 +213,7 @@ class SqliteStore:
         """Read, never written (not even its journal mode): another program's file, or
         an empty one, is refused before anything of kopilka's is put in it."""
         if Path(self.path).is_dir():
-            raise Unavailable(
-                "store_unavailable", f"cannot open the database {self.path}: it is a directory"
-            )
+            raise self._a_directory()
         uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         try:
             with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
@@ -428,6 +428,11 @@ class SqliteStore:
                 raise RetryableStoreError(str(error)) from error
             raise self._failed(error) from error
         raise error
+
+    def _a_directory(self) -> Unavailable:
+        return Unavailable(
+            "store_unavailable", f"cannot open the database {self.path}: it is a directory"
+        )
 
     def _cannot_open(self, error: Exception) -> Unavailable:
         return Unavailable("store_unavailable", f"cannot open the database {self.path}: {error}")
