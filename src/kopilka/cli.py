@@ -28,7 +28,7 @@ from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.settings import Settings, hide_secrets, load_settings, make_home, redact_url
 from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute, needs_bank
 from kopilka.shell.connect import Target, open_bank
-from kopilka.shell.output import ANSWER_NOT_WRITTEN_EXIT, AnswerNotWritten, Output
+from kopilka.shell.output import ANSWER_NOT_WRITTEN_EXIT, AnswerNotWritten, Output, answer
 from kopilka.shell.parser import parse_words
 from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import run_piped, run_terminal
@@ -149,10 +149,10 @@ def _dispatch(arguments: list[str]) -> int:
         passed_on.remove(command)
         return _delegate(command, passed_on)
     if command in ("--help", "-h"):
-        print(USAGE + "\n" + help_overview(oneshot=True))
+        answer(USAGE + "\n" + help_overview(oneshot=True))
         return 0
     if command == "--version":
-        print(f"kopilka {__version__}")
+        answer(f"kopilka {__version__}")
         return 0
     if command == "shell":
         return _shell(options, words[1:])
@@ -191,7 +191,7 @@ def _target(options: GlobalOptions, port: int | None = None) -> Target:
 
 def _shell(options: GlobalOptions, words: list[str]) -> int:
     if any(word in ("--help", "-h") for word in words):
-        print(f"Usage: {SHELL_USAGE}")
+        answer(f"Usage: {SHELL_USAGE}")
         return 0
     if len(words) > 1 or (words and not (words[0].isascii() and words[0].isdigit())):
         raise InvalidInput("unexpected_argument", f"usage: {SHELL_USAGE}")
@@ -270,7 +270,7 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
     if words in (["--help"], ["-h"]):
         spec = find_command("init", oneshot=True)
         assert spec is not None
-        print(help_command(spec))
+        answer(help_command(spec))
         return 0
     if words:
         raise InvalidInput("unexpected_argument", "init takes no arguments (usage: kopilka init)")
@@ -298,7 +298,7 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         raise Unavailable(
             "store_unavailable", f"cannot open the database {redact_url(settings.db)}: {error}"
         ) from error
-    print(f"Schema is up to date in {redact_url(settings.db)}.")
+    answer(f"Schema is up to date in {redact_url(settings.db)}.")
     return 0
 
 

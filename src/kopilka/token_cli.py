@@ -28,6 +28,7 @@ from kopilka.arguments import ArgumentParser
 from kopilka.errors import KopilkaError
 from kopilka.settings import hide_secrets, load_settings
 from kopilka.shell.connect import local_store
+from kopilka.shell.output import AnswerNotWritten, answer
 from kopilka.store.protocol import Store
 from kopilka.tokens import ROLES, TOKEN_PREFIX, named_token
 
@@ -93,18 +94,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _show_created(token: _Token, secret: str) -> None:
-    print(f"token {token.id} ({token.role}) created; its secret, shown only once:")
-    print(secret)
+    answer(f"token {token.id} ({token.role}) created; its secret, shown only once:\n{secret}")
 
 
 def _show_list(tokens: Iterable[_Token]) -> None:
+    lines = []
     for token in tokens:
         state = "revoked" if token.revoked else "active"
         client = f" client={token.client}" if token.client else ""
-        print(
+        lines.append(
             f"{token.id}  {token.role:<6} ledger={token.ledger}{client}  {state}"
             f"  created {token.created_at:%Y-%m-%d %H:%M:%S} UTC"
         )
+    if lines:
+        answer("\n".join(lines))
 
 
 def _not_revoked(token_id: str, known: bool) -> int:
@@ -127,7 +130,7 @@ async def _run_local(store: Store, arguments: argparse.Namespace) -> int:
             return 0
         if arguments.command == "revoke":
             if await store.revoke_token(arguments.token_id):
-                print(f"token {arguments.token_id} revoked")
+                answer(f"token {arguments.token_id} revoked")
                 return 0
             known = await store.get_token(arguments.token_id) is not None
             return _not_revoked(arguments.token_id, known)
@@ -152,7 +155,7 @@ def _run_remote(url: str, token: str | None, arguments: argparse.Namespace) -> i
             if not found or found[0].revoked:
                 return _not_revoked(arguments.token_id, bool(found))
             server.revoke_token(arguments.token_id)
-            print(f"token {arguments.token_id} revoked")
+            answer(f"token {arguments.token_id} revoked")
             return 0
         _show_list(server.list_tokens())
         return 0
@@ -172,6 +175,8 @@ def token_main(argv: list[str]) -> int:
         # there is refused rather than made.
         store = local_store(settings, reads_only=arguments.command == "list")
         return asyncio.run(_run_local(store, arguments))
+    except AnswerNotWritten:
+        raise  # it ran: the command line says so, with its own exit status
     except KopilkaError as error:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1

@@ -354,6 +354,32 @@ def test_an_answer_that_cannot_be_written_is_not_called_a_refusal(
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $101.00\n"
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_init_tokens_and_help_whose_answers_cannot_be_written_say_they_ran(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """A schema made and a token created (its secret then lost) are not refusals either:
+    exit 3 and the one line, as for a deposit; help too, where nothing was done."""
+    written = (
+        "Error: the command ran, but its answer could not be written"
+        " (No space left on device); check before repeating it\n"
+    )
+    commands = [
+        ("init",),
+        ("token", "create", "--role", "teller"),
+        ("token", "list"),
+        ("--version",),
+        ("help", "deposit"),
+        ("token", "--help"),
+        ("serve", "--help"),
+    ]
+    for command in commands:
+        with open("/dev/full", "w") as full:
+            assert _run_with_stdout(kopilka_home, full.fileno(), *command) == (3, written), command
+    tokens = kopilka("token", "list").stdout.splitlines()
+    assert [line.split()[1] for line in tokens] == ["teller"], tokens
+
+
 def test_an_answer_whose_reader_went_away_is_not_called_a_refusal(
     kopilka: RunKopilka, kopilka_home: Path
 ) -> None:

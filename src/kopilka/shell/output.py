@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
@@ -124,6 +125,12 @@ class Output:
         data = memoryview((text + "\n").encode(stream.encoding or "utf-8", errors))
         while data:
             data = data[os.write(descriptor, data) :]
+
+
+def answer(text: str) -> None:
+    """A command's answer on standard output, written at once: should that fail (a full
+    disk), the command says it ran (AnswerNotWritten), never that nothing was done."""
+    _written(lambda: Output._write(sys.stdout, text))
 
 
 def _written(write: Callable[[], None]) -> None:
