@@ -420,8 +420,11 @@ def redact_url(url: str) -> str:
 
 
 # A database's or a server's URL written anywhere in a message: the scheme, then one or
-# more slashes (a path that went through Path() has one), up to a space or a quote.
-_URL_IN_TEXT = re.compile(r"\b(postgres(?:ql)?|https?):(/+)([^\s'\"]+)", re.IGNORECASE)
+# more slashes (a path that went through Path() has one), up to a space or a quote; a
+# colon just before the space is the message's ("URL: reason"), not the URL's.
+_URL_IN_TEXT = re.compile(
+    r"\b(postgres(?:ql)?|https?):(/+)([^\s'\"]+?)(?=:\s|:$|[\s'\"]|$)", re.IGNORECASE
+)
 # Where such a URL starts within a word (`--DB=postgresql://...`).
 _URL_START = re.compile(r"\b(?:postgres(?:ql)?|https?):/+", re.IGNORECASE)
 # libpq's keyword=value form: password=... or password='...'.

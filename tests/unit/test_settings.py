@@ -449,10 +449,18 @@ def test_the_python_clients_home_refuses_an_empty_kopilka_home_too(
         "invalid int value: 'postgresql://al:S3cret@h:1/db'",
         "config file postgresql:/al:S3cret@h/db does not exist",  # a path keeps one slash
         "x postgresql://al@h/db?password=S3cret&sslmode=require",
+        # The colon that ends the URL's part of the message stays the message's.
+        "at postgresql://al@h/db?password=S3cret: InvalidPasswordError: failed",
+        "at postgresql://al@h/db?password=S3cret:",
     ],
 )
 def test_a_message_quotes_no_password_of_a_url_it_names(message: str) -> None:
     assert hide_secrets(message) == message.replace("S3cret", "***")
+
+
+def test_a_password_ending_in_a_colon_is_hidden_whole_before_the_messages_own() -> None:
+    message = "at postgresql://al@h/db?password=S3cret:: failed"
+    assert hide_secrets(message, given=[]) == "at postgresql://al@h/db?password=***: failed"
 
 
 def test_a_message_without_a_password_in_a_url_is_left_as_it_is() -> None:
