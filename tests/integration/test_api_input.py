@@ -712,3 +712,27 @@ def test_an_account_opened_whose_answer_was_lost_is_not_said_unreached(
     assert lost.value.code == "outcome_unknown", lost.value
     assert lost.value.message.endswith("check before repeating it")
     assert admin.get("/v1/accounts/Opened%20Unseen").status_code == 200
+
+
+def test_add_user_whose_answer_was_lost_says_to_look_not_to_retry_under_a_key(
+    server: ServerProcess, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """add-user takes no key of the caller's, so "retry with the same idempotency key"
+    cannot be followed: it says to look at the account before running it again."""
+    import threading
+
+    from tests.e2e.conftest import run_kopilka
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    relay = threading.Thread(target=_lose_the_first_answer, args=(server, listener))
+    relay.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    where = ("--url", url, "--token", server.token, "--ledger", "main")
+    added = run_kopilka(tmp_path / "home", "add-user", "-n", "Cut User", "--max", "100", *where)
+    relay.join(timeout=10)
+    assert added.returncode == 1
+    assert added.stderr.count("\n") == 1, added.stderr
+    assert "whether this was applied is not known" in added.stderr
+    assert added.stderr.endswith("look with `get -n 'Cut User'` before running it again\n")
+    assert "idempotency" not in added.stderr
+    assert admin.get("/v1/accounts/Cut%20User").status_code == 200

@@ -85,6 +85,24 @@ def _retry_names_the_key(key: str) -> Iterator[None]:
         raise Unavailable(error.code, f"{error.message} ({hint})") from None
 
 
+@contextmanager
+def _look_before_repeating(client: str) -> Iterator[None]:
+    """A write without a key of the caller's (an opening, limits) that may have applied
+    or not is settled by looking at the account: its message says so, not to retry under
+    the same key, which the command line cannot give."""
+    try:
+        yield
+    except Unavailable as error:
+        if error.code != "outcome_unknown":
+            raise
+        cause = error.message.partition("; whether")[0]
+        raise Unavailable(
+            error.code,
+            f"{cause}; whether this was applied is not known: look with"
+            f" `get -n {client!r}` before running it again",
+        ) from None
+
+
 def _key(parsed: ParsedCommand) -> str:
     # One fresh key per command line: a retried line is a new request, a replayed key is not.
     given = parsed.get("idempotency-key")
@@ -177,11 +195,12 @@ def _cap(text: str | None) -> int | None:
 def _open_account(parsed: ParsedCommand, bank: Bank) -> Reply:
     client = _client(parsed.require("client"))
     floor_text = parsed.get("min-balance")
-    account = bank.open_account(
-        client,
+    floor, cap = (
         0 if floor_text is None else parse_limit(floor_text),
         _cap(parsed.get("max-balance")),
     )
+    with _look_before_repeating(client):
+        account = bank.open_account(client, floor, cap)
     return Message(f"Account opened for {account.client}: {limits_text(account)}.")
 
 
@@ -191,12 +210,14 @@ def _set_limits(parsed: ParsedCommand, bank: Bank) -> Reply:
         raise InvalidInput("missing_option", "set_limits needs --min-balance or --max-balance")
     client = _client(parsed.require("client"))
     cap = _cap(cap_text)
-    account = bank.set_limits(
-        client,
-        min_balance_cents=None if floor_text is None else parse_limit(floor_text),
-        max_balance_cents=cap,
-        clear_max=cap_text is not None and cap is None,
-    )
+    floor = None if floor_text is None else parse_limit(floor_text)
+    with _look_before_repeating(client):
+        account = bank.set_limits(
+            client,
+            min_balance_cents=floor,
+            max_balance_cents=cap,
+            clear_max=cap_text is not None and cap is None,
+        )
     return Message(f"Limits of {account.client}: {limits_text(account)}.")
 
 
@@ -231,7 +252,8 @@ def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
     opening = _opening_cents(parsed.get("credit"))
     # One command, one transaction: the account, its opening deposit and its floor; the
     # rules refuse a floor or cap the opening balance does not fit, and nothing is made.
-    account = bank.open_account(name, floor, cap, opening, new_key())
+    with _look_before_repeating(name):
+        account = bank.open_account(name, floor, cap, opening, new_key())
     return Message(
         f"Added user {account.client}: balance {format_money(opening)}, {limits_text(account)}."
     )
