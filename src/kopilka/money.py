@@ -91,13 +91,13 @@ def _checked(cents: int, text: str, *, allow_negative: bool, allow_zero: bool, w
     return cents
 
 
-def parse_amount(text: str) -> int:
+def parse_amount(text: str, what: str = "amount") -> int:
     """An operation's amount: positive, at most two decimals, at most 1 trillion dollars."""
-    cents = parse_cents(text)
+    cents = parse_cents(text, what=what)
     if cents > AMOUNT_CENTS_MAX:
         raise InvalidInput(
             "invalid_amount",
-            f"amount {text!r} is above the maximum {format_money(AMOUNT_CENTS_MAX)}",
+            f"{what} {text!r} is above the maximum {format_money(AMOUNT_CENTS_MAX)}",
         )
     return cents
 

@@ -154,6 +154,10 @@ def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backe
         ("-n", "Ann", "--max", "10", "-c", "1.001"): (
             "Error: opening balance '1.001' has more than two decimals\n"
         ),
+        ("-n", "Ann", "--max", "none", "-c", "1000000000000.01"): (
+            "Error: opening balance '1000000000000.01' is above the maximum"
+            " $1,000,000,000,000.00\n"
+        ),
         ("-n", "", "--max", "10"): "Error: client name is empty\n",
         ("-n", "Ann", "--min", "", "--max", "10"): "Error: limit is empty\n",
     }

@@ -241,7 +241,7 @@ def _opening_cents(text: str | None) -> int:
         raise InvalidInput(
             "invalid_amount", f"opening balance {text!r} must not be negative (-c is money paid in)"
         )
-    return 0 if cents == 0 else parse_amount(text)
+    return 0 if cents == 0 else parse_amount(text, "opening balance")
 
 
 def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
