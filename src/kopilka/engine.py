@@ -420,6 +420,9 @@ class Engine:
                 "invalid_period", "the start of the period (since) is after its end (till)"
             )
         account = await self.get_account(ledger, client)
+        # Up to now the account's history is final, so a period that has ended reads the
+        # same every time it is asked for, and the next one starts where it ended.
+        await self.store.settle_history(account)
         opening = 0 if since is None else await self.store.opening_balance(account.id, since)
         return account, opening
 

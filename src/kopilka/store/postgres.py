@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -701,6 +702,20 @@ class PostgresStore:
             )
         )
         return [_account(row) for row in rows]
+
+    async def settle_history(self, account: Account) -> None:
+        """A new revision for the account: the update waits for the writer holding its
+        row, if any, and a batch planned on the old revision (its time taken then) fails
+        its check and is planned again, taking a later time. Every other batch locks the
+        row before it takes its time."""
+        await self._write(
+            lambda connection: connection.execute(
+                "UPDATE accounts SET revision = $2 WHERE id = $1",
+                account.id,
+                random.getrandbits(63),
+            )
+        )
+        self._accounts.forget_states({(account.ledger, account.client)})
 
     async def opening_balance(self, account_id: int, before: datetime) -> int:
         value = await self._read(

@@ -184,6 +184,8 @@ class SqliteStore:
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
         self._writer_lock: WriterLock | None = None
+        # The same lock file on a descriptor of the reader's: see settle_history.
+        self._history_fence: WriterLock | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -205,6 +207,7 @@ class SqliteStore:
             self._writer_lock = None
             raise
         self._reader = await self._read(lambda: connect(self.path))
+        self._history_fence = WriterLock(self.path)
         if self.path != ":memory:":
             self._checkpointer = Checkpointer(lambda: connect(self.path))
             _make_private(self.path)
@@ -258,9 +261,10 @@ class SqliteStore:
         self._writer = self._reader = None
         self._writer_thread.shutdown(wait=True)
         self._reader_thread.shutdown(wait=True)
-        if self._writer_lock is not None:
-            self._writer_lock.close()
-            self._writer_lock = None
+        for lock in (self._writer_lock, self._history_fence):
+            if lock is not None:
+                lock.close()
+        self._writer_lock = self._history_fence = None
 
     async def _write(self, work: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self._submit_write(work))
@@ -734,6 +738,14 @@ class SqliteStore:
             return [_account(row) for row in rows]
 
         return await self._read(read)
+
+    async def settle_history(self, account: Account) -> None:
+        """Wait for the batch holding the write lock, if any (this process's or another's):
+        it takes its time under the lock, so every batch after it takes a later one."""
+        fence = self._history_fence
+        assert fence is not None, "store is not open"
+        if not await self._read(lambda: fence.wait_until_free(_BUSY_TIMEOUT_MS / 1000)):
+            raise Unavailable("store_busy", "the ledger is busy; try again")
 
     async def opening_balance(self, account_id: int, before: datetime) -> int:
         def read() -> int:

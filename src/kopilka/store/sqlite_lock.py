@@ -52,6 +52,25 @@ class WriterLock:
             time.sleep(_POLL_SECONDS)
         return True
 
+    def wait_until_free(self, timeout_seconds: float) -> bool:
+        """Wait until no writer holds the lock, then let go at once (on a reader's thread,
+        with an instance of its own: locks of one process's two descriptors exclude each
+        other too). A batch that held it has committed or rolled back by then, and one
+        that takes it later takes its time later. False after `timeout_seconds`."""
+        if self._fd < 0:
+            return True
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(_POLL_SECONDS)
+            else:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                return True
+
     def release(self) -> None:
         if self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

@@ -1,0 +1,98 @@
+"""A period that has ended reads the same every time it is asked for, while others
+write: a statement up to now, asked for again with the till it named, shows the same
+lines. A batch takes its time before it commits; a statement read in between must not
+leave that batch's line to appear in its period afterwards."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from tests.kopilka_server import ServerProcess, running_server
+
+READS = 120
+# Each read covers the last moments only, so that it stays small however long the run.
+WINDOW = timedelta(milliseconds=50)
+
+
+def _write_while_reading(
+    server: ServerProcess, writers: int, batch_items: int
+) -> list[tuple[str, dict[str, object]]]:
+    with server.client() as admin:
+        admin.post("/v1/accounts", json={"client": "Hot"})
+    statements: list[tuple[str, dict[str, object]]] = []
+    refused: list[str] = []
+
+    def write(writer: int) -> None:
+        deposit = {"client": "Hot", "amount": "1", "description": "w"}
+        with server.client() as client:
+            sent = 0
+            while len(statements) < READS:
+                key = {"Idempotency-Key": f"w{writer}-{sent}"}
+                if batch_items == 1:
+                    answer = client.post("/v1/deposits", json=deposit, headers=key)
+                else:
+                    items = [{"type": "deposit", **deposit}] * batch_items
+                    answer = client.post("/v1/batch", json={"operations": items}, headers=key)
+                if answer.status_code not in (200, 201):
+                    refused.append(answer.text)
+                sent += 1
+
+    threads = [threading.Thread(target=write, args=(index,)) for index in range(writers)]
+    for thread in threads:
+        thread.start()
+    try:
+        with server.client() as reader:
+            while len(statements) < READS:
+                since = (datetime.now(UTC) - WINDOW).isoformat()
+                # A connection each: with two workers, reads meet either one.
+                answer = reader.get(
+                    "/v1/accounts/Hot/statement",
+                    params={"since": since},
+                    headers={"Connection": "close"},
+                )
+                assert answer.status_code == 200, answer.text
+                statements.append((since, answer.json()))
+    finally:
+        statements.extend([("", {})] * READS)  # the writers stop, whatever happened
+        for thread in threads:
+            thread.join(timeout=60)
+    assert not refused, refused[:3]
+    return statements[:READS]
+
+
+def _each_period_reads_again_as_it_did(
+    server: ServerProcess, writers: int, batch_items: int
+) -> None:
+    statements = _write_while_reading(server, writers, batch_items)
+    assert any(first["lines"] for _, first in statements), "nothing was written"
+    with server.client() as client:
+        for since, first in statements:
+            period = {"since": since, "till": str(first["till"])}
+            again = client.get("/v1/accounts/Hot/statement", params=period).json()
+            assert again["lines"] == first["lines"], period
+
+
+@pytest.mark.parametrize(
+    ("workers", "writers", "batch_items"),
+    [
+        (2, 4, 1),  # another process's batches, each written on its event loop
+        (1, 2, 260),  # batches too big for the event loop, written on the writer thread
+    ],
+)
+def test_a_statement_up_to_now_is_final(
+    tmp_path: Path, workers: int, writers: int, batch_items: int
+) -> None:
+    with running_server(tmp_path / "home", workers=workers) as server:
+        _each_period_reads_again_as_it_did(server, writers, batch_items)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_statement_up_to_now_is_final_on_postgresql(
+    tmp_path: Path, postgres_url: str, workers: int
+) -> None:
+    """Batches planned on a process's view take their time before they lock a row."""
+    with running_server(tmp_path / "home", postgres_url, workers=workers) as server:
+        _each_period_reads_again_as_it_did(server, 4, 1)
