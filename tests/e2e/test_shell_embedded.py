@@ -219,6 +219,19 @@ def test_help_lists_commands_and_explains_one(run_shell: Callable[[str], str]) -
     assert output.endswith("Error: unknown command 'nope'; type 'help' to list the commands\n")
 
 
+def test_help_asked_for_help_explains_itself(kopilka: RunKopilka) -> None:
+    """As `COMMAND --help` explains any other command, in the shell and from the OS shell."""
+    shell = kopilka("shell", stdin="help --help\nhelp -h\n")
+    assert (shell.returncode, shell.stderr) == (0, "")
+    explained = shell.stdout.split("\nhelp: ")
+    assert explained[0].startswith("help: list the commands, or explain one\nUsage: help [")
+    assert len(explained) == 2
+    for flag in ("--help", "-h"):
+        oneshot = kopilka("help", flag)
+        assert (oneshot.returncode, oneshot.stderr) == (0, "")
+        assert oneshot.stdout.startswith("help: list the commands, or explain one\n")
+
+
 class Terminal:
     """The shell on a pseudo-terminal, as a person would run it."""
 
