@@ -22,7 +22,13 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import RunKopilka, kopilka_command, kopilka_env, shell_runner
+from tests.e2e.conftest import (
+    RunKopilka,
+    kopilka_command,
+    kopilka_env,
+    run_kopilka,
+    shell_runner,
+)
 from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenario, run_scenarios
 
 from kopilka.shell.commands import INTERRUPTED_WRITE
@@ -338,6 +344,32 @@ def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) 
     assert status == 0
     history = (kopilka_home / "history").read_text()
     assert '+deposit --client="Ёжик Jones" --amount=100 --description="ATM"' in history
+
+
+def test_tab_and_enter_in_one_write_run_the_line_as_completed(kopilka_home: Path) -> None:
+    """Keys that come in one read (a fast typist, a paste, a slow link) are taken in order:
+    Enter runs the line Tab completed, the one on the screen, not the one before it."""
+    terminal = Terminal(kopilka_home)
+    try:
+        terminal.expect("'exit' or Ctrl-D to leave.")
+        terminal.send('deposit --client="John Jones" --amount=1 --description=x\r')
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect(">")
+        terminal.send("deposit --amount=5 --description=pay --client=Jo")
+        terminal.expect("--client=Jo")
+        terminal.send("\t\r")
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect(">")
+        terminal.send("\x04")
+    finally:
+        status = terminal.close()
+    assert status == 0
+    history = (kopilka_home / "history").read_text()
+    assert '+deposit --amount=5 --description=pay --client="John Jones"' in history
+    accounts = run_kopilka(kopilka_home, "accounts")
+    assert accounts.returncode == 0, accounts.stderr
+    assert "John Jones" in accounts.stdout and "$6.00" in accounts.stdout
+    assert "| Jo " not in accounts.stdout
 
 
 def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:

@@ -81,13 +81,15 @@ def run_terminal(bank: Bank, output: Output, history_path: Path, greeting: str) 
     # prompt_toolkit is loaded only for a person at a terminal: pipes start faster without it.
     from prompt_toolkit import PromptSession
 
-    from kopilka.shell.completion import KnownClients, ShellCompleter
+    from kopilka.shell.completion import KnownClients, ShellCompleter, completion_keys
 
     clients = KnownClients(lambda: [account.client for account in bank.accounts()])
+    completer = ShellCompleter(clients)
     session: PromptSession[str] = PromptSession(
         history=_history(history_path),
-        completer=ShellCompleter(clients),
+        completer=completer,
         complete_while_typing=False,
+        key_bindings=completion_keys(completer),
     )
     output.note(greeting)
     while True:
