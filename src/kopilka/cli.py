@@ -202,13 +202,19 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
     bank = open_bank(target)
     try:
         ledger = _check_reachable(bank) if target.url is not None else None
-        if sys.stdin.isatty():
+        if sys.stdin.isatty() and sys.stdout.isatty():
             greeting = (
                 f"kopilka shell on {target.describe(ledger)}.\n"
                 "Type 'help' for the commands, 'exit' or Ctrl-D to leave."
             )
             output = Output.for_streams(sys.stdout)
             return run_terminal(bank, output, target.settings.home / "history", greeting)
+        if sys.stdin.isatty():
+            # Typed at a terminal, answers to a file or a pipe (`kopilka shell > log.txt`):
+            # a prompt drawn there would leave the typist blind and fill the file with
+            # its redraws. Lines are read as from a pipe, the terminal echoes them, and a
+            # refusal goes to stderr, where the typist sees it.
+            return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stderr, terminal=False))
         # Piped input: plain text even when stdout is a terminal, so scripts see one form.
         return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stdout, terminal=False))
     finally:

@@ -372,6 +372,56 @@ def test_tab_and_enter_in_one_write_run_the_line_as_completed(kopilka_home: Path
     assert "| Jo " not in accounts.stdout
 
 
+def test_a_terminal_shell_with_its_answers_in_a_file_reads_lines(
+    kopilka_home: Path, tmp_path: Path
+) -> None:
+    """`kopilka shell > log.txt` at a terminal: no prompt drawn into the file, where
+    nobody sees it; the terminal echoes what is typed, the file gets the answers as a
+    piped shell writes them, and a refusal still reaches the person on stderr."""
+    master, slave = os.openpty()
+    log = tmp_path / "log.txt"
+    env = {**kopilka_env(kopilka_home), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    with log.open("w") as answers:
+        shell = subprocess.Popen(
+            [*kopilka_command(), "shell"],
+            stdin=slave,
+            stdout=answers,
+            stderr=slave,
+            env=env,
+            cwd=kopilka_home.parent,
+            start_new_session=True,
+        )
+    os.close(slave)
+    shown = b""
+    try:
+        for line in (
+            "deposit --client=A --amount=1 --description=x",
+            "depost",
+            "balance --client=A",
+        ):
+            os.write(master, line.encode() + b"\n")
+        os.write(master, b"exit\n")
+        status = shell.wait(timeout=30)
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the shell has exited and the terminal closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+        os.close(master)
+    assert status == 0
+    assert log.read_text() == "Deposit operation was successful!\nBalance of A: $1.00\n"
+    terminal = shown.decode(errors="replace")
+    assert "\x1b" not in terminal  # no prompt, no colours: the lines as typed, and the error
+    assert "balance --client=A" in terminal
+    assert "Error: unknown command 'depost'; did you mean 'deposit'?" in terminal
+
+
 def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:
     output = shell_runner(kopilka_home)("init\n")
     assert output == "Error: 'init' is a command of the OS shell: run 'kopilka init'\n"
