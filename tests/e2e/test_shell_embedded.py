@@ -241,14 +241,14 @@ def test_help_asked_for_help_explains_itself(kopilka: RunKopilka) -> None:
 class Terminal:
     """The shell on a pseudo-terminal, as a person would run it."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *arguments: str) -> None:
         self._master, slave = os.openpty()
         # A real size, so neither rich nor prompt_toolkit wraps at a guessed width.
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
         # No cursor position requests: the test answers none, and prompt_toolkit would wait.
         env = {**kopilka_env(home), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
         self.process = subprocess.Popen(
-            kopilka_command(),
+            [*kopilka_command(), *arguments],
             stdin=slave,
             stdout=slave,
             stderr=slave,
@@ -278,6 +278,11 @@ class Terminal:
                 assert chunk, f"the shell ended before showing {text!r}: {self.seen!r}"
                 self.seen += _ANSI.sub("", chunk.decode(errors="replace"))
         self.seen = self.seen[self.seen.index(text) + len(text) :]
+
+    def local_modes(self) -> int:
+        """The terminal's local modes (termios lflag): ECHO, ICANON, ..."""
+        modes: int = termios.tcgetattr(self._master)[3]
+        return modes
 
     def close(self) -> int:
         try:
