@@ -31,7 +31,7 @@ from kopilka.shell.connect import Target, open_bank
 from kopilka.shell.output import ANSWER_NOT_WRITTEN_EXIT, AnswerNotWritten, Output, answer
 from kopilka.shell.parser import parse_words
 from kopilka.shell.render import help_command, help_overview
-from kopilka.shell.repl import run_piped, run_terminal
+from kopilka.shell.repl import SessionEnded, SignalEnding, run_piped, run_terminal
 from kopilka.shell.specs import find_command
 from kopilka.store import initialize_schema
 
@@ -199,16 +199,31 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
     if port is not None and not 0 < port < 65536:
         raise InvalidInput("invalid_option", f"port {port} is out of range")
     target = _target(options, port)
+    with SignalEnding() as ending:
+        try:
+            return _run_shell(target, ending)
+        except SessionEnded as ended:
+            return 128 + ended.signum  # as a shell reports a command a signal ended
+
+
+def _run_shell(target: Target, ending: SignalEnding) -> int:
     bank = open_bank(target)
     try:
         ledger = _check_reachable(bank) if target.url is not None else None
-        if sys.stdin.isatty():
+        if sys.stdin.isatty() and sys.stdout.isatty():
             greeting = (
                 f"kopilka shell on {target.describe(ledger)}.\n"
                 "Type 'help' for the commands, 'exit' or Ctrl-D to leave."
             )
             output = Output.for_streams(sys.stdout)
-            return run_terminal(bank, output, target.settings.home / "history", greeting)
+            history = target.settings.home / "history"
+            return run_terminal(bank, output, history, greeting, ending)
+        if sys.stdin.isatty():
+            # Typed at a terminal, answers to a file or a pipe (`kopilka shell > log.txt`):
+            # a prompt drawn there would leave the typist blind and fill the file with
+            # its redraws. Lines are read as from a pipe, the terminal echoes them, and a
+            # refusal goes to stderr, where the typist sees it.
+            return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stderr, terminal=False))
         # Piped input: plain text even when stdout is a terminal, so scripts see one form.
         return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stdout, terminal=False))
     finally:

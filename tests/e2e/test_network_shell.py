@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +15,16 @@ from pathlib import Path
 import pytest
 from tests.e2e.conftest import run_kopilka, shell_runner
 from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenarios
-from tests.kopilka_server import ServerProcess, free_port, running_server
+from tests.e2e.test_shell_embedded import Terminal
+from tests.kopilka_server import (
+    ServerProcess,
+    free_port,
+    kopilka_command,
+    running_server,
+    server_env,
+)
+
+from kopilka.api.sandbox import SANDBOXES_PER_TOKEN_MAX
 
 
 @pytest.fixture(scope="module")
@@ -320,3 +330,72 @@ def test_a_server_url_with_a_user_or_password_is_refused(server: ServerProcess) 
         f"Error: invalid server URL {url.replace(':pw@', ':***@')!r}: it may carry no user or"
         " password; give the token with --token or KOPILKA_TOKEN\n"
     )
+
+
+ENDING_SIGNALS = [signal.SIGHUP, signal.SIGTERM]
+
+
+def _own_token(server: ServerProcess) -> str:
+    """A new admin token: the sandboxes it holds are this test's alone."""
+    with server.client() as admin:
+        secret: str = admin.post("/v1/tokens", json={"role": "admin"}).json()["secret"]
+    return secret
+
+
+def _assert_holds_no_sandbox(server: ServerProcess, token: str) -> None:
+    """Every sandbox a token may hold is still to be had: none is left from its session."""
+    with server.client(token) as caller:
+        made = [caller.post("/v1/sandboxes") for _ in range(SANDBOXES_PER_TOKEN_MAX)]
+        assert [answer.status_code for answer in made] == [201] * SANDBOXES_PER_TOKEN_MAX
+        for answer in made:
+            assert caller.delete(f"/v1/sandboxes/{answer.json()['ledger']}").status_code == 204
+
+
+@pytest.mark.parametrize("signum", ENDING_SIGNALS, ids=lambda signum: signum.name)
+def test_a_piped_sandbox_shell_ended_by_a_signal_drops_its_sandbox(
+    server: ServerProcess, signum: signal.Signals
+) -> None:
+    """SIGHUP (an SSH link dropped) or SIGTERM ends the session as the end of its input
+    does, quietly: a sandbox left to the idle timeout counts against the token, which
+    after a few such sessions was refused new ones."""
+    token = _own_token(server)
+    with subprocess.Popen(
+        [*kopilka_command(), "shell", "--sandbox", "--url", server.url, "--token", token],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=server_env(server.home),
+    ) as shell:
+        assert shell.stdin is not None and shell.stdout is not None
+        shell.stdin.write("deposit --client=Sig --amount=1 --description=x\n")
+        shell.stdin.write("balance --client=Sig\n")  # a read: ended, it has nothing to say
+        shell.stdin.flush()
+        assert shell.stdout.readline() == "Deposit operation was successful!\n"
+        assert shell.stdout.readline() == "Balance of Sig: $1.00\n"
+        shell.send_signal(signum)  # it waits for its next line
+        out, errors = shell.communicate(timeout=60)
+    assert (shell.returncode, out, errors) == (128 + signum, "", "")
+    _assert_holds_no_sandbox(server, token)
+
+
+@pytest.mark.parametrize("signum", ENDING_SIGNALS, ids=lambda signum: signum.name)
+def test_a_terminal_sandbox_shell_ended_by_a_signal_drops_its_sandbox(
+    server: ServerProcess, signum: signal.Signals
+) -> None:
+    """At the prompt as in a pipe; and the terminal is left as the prompt found it."""
+    token = _own_token(server)
+    terminal = Terminal(server.home, "shell", "--sandbox", "--url", server.url, "--token", token)
+    modes = terminal.local_modes()
+    try:
+        terminal.expect("'exit' or Ctrl-D to leave.")
+        terminal.send("deposit --client=Sig --amount=1 --description=x\r")
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect(">")
+        # What a closing terminal sends (this one is no controlling terminal), or a kill.
+        terminal.process.send_signal(signum)
+        terminal.process.wait(timeout=60)
+        assert terminal.local_modes() == modes  # not left without echo, in raw mode
+    finally:
+        assert terminal.close() == 128 + signum
+    _assert_holds_no_sandbox(server, token)

@@ -22,7 +22,13 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import RunKopilka, kopilka_command, kopilka_env, shell_runner
+from tests.e2e.conftest import (
+    RunKopilka,
+    kopilka_command,
+    kopilka_env,
+    run_kopilka,
+    shell_runner,
+)
 from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenario, run_scenarios
 
 from kopilka.shell.commands import INTERRUPTED_WRITE
@@ -219,17 +225,30 @@ def test_help_lists_commands_and_explains_one(run_shell: Callable[[str], str]) -
     assert output.endswith("Error: unknown command 'nope'; type 'help' to list the commands\n")
 
 
+def test_help_asked_for_help_explains_itself(kopilka: RunKopilka) -> None:
+    """As `COMMAND --help` explains any other command, in the shell and from the OS shell."""
+    shell = kopilka("shell", stdin="help --help\nhelp -h\n")
+    assert (shell.returncode, shell.stderr) == (0, "")
+    explained = shell.stdout.split("\nhelp: ")
+    assert explained[0].startswith("help: list the commands, or explain one\nUsage: help [")
+    assert len(explained) == 2
+    for flag in ("--help", "-h"):
+        oneshot = kopilka("help", flag)
+        assert (oneshot.returncode, oneshot.stderr) == (0, "")
+        assert oneshot.stdout.startswith("help: list the commands, or explain one\n")
+
+
 class Terminal:
     """The shell on a pseudo-terminal, as a person would run it."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *arguments: str) -> None:
         self._master, slave = os.openpty()
         # A real size, so neither rich nor prompt_toolkit wraps at a guessed width.
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
         # No cursor position requests: the test answers none, and prompt_toolkit would wait.
         env = {**kopilka_env(home), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
         self.process = subprocess.Popen(
-            kopilka_command(),
+            [*kopilka_command(), *arguments],
             stdin=slave,
             stdout=slave,
             stderr=slave,
@@ -259,6 +278,11 @@ class Terminal:
                 assert chunk, f"the shell ended before showing {text!r}: {self.seen!r}"
                 self.seen += _ANSI.sub("", chunk.decode(errors="replace"))
         self.seen = self.seen[self.seen.index(text) + len(text) :]
+
+    def local_modes(self) -> int:
+        """The terminal's local modes (termios lflag): ECHO, ICANON, ..."""
+        modes: int = termios.tcgetattr(self._master)[3]
+        return modes
 
     def close(self) -> int:
         try:
@@ -325,6 +349,82 @@ def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) 
     assert status == 0
     history = (kopilka_home / "history").read_text()
     assert '+deposit --client="Ёжик Jones" --amount=100 --description="ATM"' in history
+
+
+def test_tab_and_enter_in_one_write_run_the_line_as_completed(kopilka_home: Path) -> None:
+    """Keys that come in one read (a fast typist, a paste, a slow link) are taken in order:
+    Enter runs the line Tab completed, the one on the screen, not the one before it."""
+    terminal = Terminal(kopilka_home)
+    try:
+        terminal.expect("'exit' or Ctrl-D to leave.")
+        terminal.send('deposit --client="John Jones" --amount=1 --description=x\r')
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect(">")
+        terminal.send("deposit --amount=5 --description=pay --client=Jo")
+        terminal.expect("--client=Jo")
+        terminal.send("\t\r")
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect(">")
+        terminal.send("\x04")
+    finally:
+        status = terminal.close()
+    assert status == 0
+    history = (kopilka_home / "history").read_text()
+    assert '+deposit --amount=5 --description=pay --client="John Jones"' in history
+    accounts = run_kopilka(kopilka_home, "accounts")
+    assert accounts.returncode == 0, accounts.stderr
+    assert "John Jones" in accounts.stdout and "$6.00" in accounts.stdout
+    assert "| Jo " not in accounts.stdout
+
+
+def test_a_terminal_shell_with_its_answers_in_a_file_reads_lines(
+    kopilka_home: Path, tmp_path: Path
+) -> None:
+    """`kopilka shell > log.txt` at a terminal: no prompt drawn into the file, where
+    nobody sees it; the terminal echoes what is typed, the file gets the answers as a
+    piped shell writes them, and a refusal still reaches the person on stderr."""
+    master, slave = os.openpty()
+    log = tmp_path / "log.txt"
+    env = {**kopilka_env(kopilka_home), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    with log.open("w") as answers:
+        shell = subprocess.Popen(
+            [*kopilka_command(), "shell"],
+            stdin=slave,
+            stdout=answers,
+            stderr=slave,
+            env=env,
+            cwd=kopilka_home.parent,
+            start_new_session=True,
+        )
+    os.close(slave)
+    shown = b""
+    try:
+        for line in (
+            "deposit --client=A --amount=1 --description=x",
+            "depost",
+            "balance --client=A",
+        ):
+            os.write(master, line.encode() + b"\n")
+        os.write(master, b"exit\n")
+        status = shell.wait(timeout=30)
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the shell has exited and the terminal closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+        os.close(master)
+    assert status == 0
+    assert log.read_text() == "Deposit operation was successful!\nBalance of A: $1.00\n"
+    terminal = shown.decode(errors="replace")
+    assert "\x1b" not in terminal  # no prompt, no colours: the lines as typed, and the error
+    assert "balance --client=A" in terminal
+    assert "Error: unknown command 'depost'; did you mean 'deposit'?" in terminal
 
 
 def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import shlex
 from collections.abc import Callable, Iterable
 
-from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.buffer import Buffer, CompletionState
+from prompt_toolkit.completion import (
+    CompleteEvent,
+    Completer,
+    Completion,
+    get_common_complete_suffix,
+)
 from prompt_toolkit.document import Document
+from prompt_toolkit.filters import emacs_insert_mode, vi_insert_mode
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from kopilka.shell.specs import CommandSpec, command_names, find_command
 
@@ -112,3 +121,54 @@ def _matching(
         plain = _unquote(candidate) if unquoted else candidate
         if plain.startswith(typed):
             yield Completion(candidate, start_position=-len(raw))
+
+
+def completion_keys(completer: Completer) -> KeyBindings:
+    """Tab (and Esc /) complete as the key is read, before the keys after it.
+
+    prompt_toolkit's own bindings start a background task that completes later: keys
+    that came in the same read (Tab and Enter typed fast, pasted, or over a slow link)
+    ran first, so Enter ran the line as it was before Tab while the screen showed it
+    completed. That task ran the completer on the prompt's own thread too (there is no
+    complete_in_thread), so completing here holds the prompt no longer than it did.
+    """
+    keys = KeyBindings()
+
+    @keys.add("c-i", filter=emacs_insert_mode | vi_insert_mode)
+    def _tab(event: KeyPressEvent) -> None:
+        complete_now(event.current_buffer, completer)
+
+    @keys.add("escape", "/", filter=emacs_insert_mode)
+    def _first(event: KeyPressEvent) -> None:
+        complete_now(event.current_buffer, completer, select_first=True)
+
+    return keys
+
+
+def complete_now(buffer: Buffer, completer: Completer, *, select_first: bool = False) -> None:
+    """What prompt_toolkit's Tab does, done at once: the next choice of an open menu;
+    else the part common to every completion inserted, and a menu of them when several
+    remain; `select_first`: the first completion put in instead."""
+    if buffer.complete_state is not None:
+        buffer.complete_next()
+        return
+    document = buffer.document
+    found = completer.get_completions(document, CompleteEvent(completion_requested=True))
+    completions = list(itertools.islice(found, buffer.max_number_of_completions))
+    if not completions or (len(completions) == 1 and _adds_nothing(document, completions[0])):
+        return
+    common = "" if select_first else get_common_complete_suffix(document, completions)
+    if common:
+        buffer.insert_text(common)  # this also closes the menu, if any
+        if len(completions) == 1:
+            return
+        completions = [c.new_completion_from_position(len(common)) for c in completions]
+    buffer.complete_state = CompletionState(buffer.document, completions)
+    buffer.on_completions_changed.fire()
+    if select_first or (not common and len(completions) == 1):
+        buffer.go_to_completion(0)
+
+
+def _adds_nothing(document: Document, completion: Completion) -> bool:
+    before = document.text_before_cursor
+    return before[len(before) + completion.start_position :] == completion.text

@@ -62,7 +62,7 @@ def parse_words(words: list[str], *, oneshot: bool = False) -> ParsedCommand:
     spec = find_command(name, oneshot=oneshot)
     if spec is None:
         raise unknown_command(name, oneshot=oneshot)
-    if spec.name != "help" and _asks_for_help(spec, arguments):
+    if _asks_for_help(spec, arguments):  # `help --help` too: help explains itself
         help_spec = find_command("help", oneshot=oneshot)
         assert help_spec is not None
         return ParsedCommand(help_spec, {"command": spec.name})

@@ -2,14 +2,18 @@
 
 Piped input gets no prompt and no colours and exactly one result per command
 line; blank lines and `#` comments get none. Both end with status 0 at the
-end of input or at `exit`.
+end of input or at `exit`. SIGHUP (the terminal closed, an SSH link dropped) and
+SIGTERM end either as the end of input does, with status 128 + the signal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from kopilka.bank import Bank
 from kopilka.errors import KopilkaError
@@ -19,6 +23,7 @@ from kopilka.shell.output import Exit, Output
 from kopilka.shell.parser import parse_line, split_line
 
 if TYPE_CHECKING:
+    from prompt_toolkit.application import Application
     from prompt_toolkit.history import History
 
     from kopilka.shell.completion import KnownClients
@@ -26,6 +31,68 @@ if TYPE_CHECKING:
 PROMPT = "> "
 # Commands after which the list of client names may have grown.
 _ADDS_CLIENTS = frozenset({"deposit", "open_account", "add-user"})
+
+
+# Signals that end a session as the end of its input does. Left to their default, they
+# killed the process where it stood, and a network sandbox was not dropped: it counted
+# against its token's sandboxes until the server's idle timeout dropped it.
+ENDING_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGHUP", "SIGTERM") if hasattr(signal, name)
+)
+
+
+class SessionEnded(SystemExit):
+    """A signal in ENDING_SIGNALS arrived; its code is the status a shell reports for a
+    command a signal ended. A SystemExit: no handler of a command's errors takes it for
+    one and carries on."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
+class SignalEnding:
+    """While entered, SIGHUP and SIGTERM end the session, which unwinds and closes its
+    bank. Reading a piped line or running a command, SessionEnded is raised where the
+    shell stands. At the prompt it is not: raised inside prompt_toolkit's event loop, it
+    could leave the terminal without echo, or, in a callback, go to prompt_toolkit's
+    handler, which prints it and waits for Enter. There the prompt is ended as Ctrl-D
+    ends it, in the loop's own turn, and `check` raises it once the prompt has returned.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.prompt: Application[str] | None = None  # the terminal's, once it has one
+        self._before: dict[int, Any] = {}
+
+    def __enter__(self) -> SignalEnding:
+        self._before = {ending: signal.signal(ending, self._arrived) for ending in ENDING_SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for ending, handler in self._before.items():
+            signal.signal(ending, handler)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise SessionEnded(self.signum)
+
+    def _arrived(self, signum: int, frame: FrameType | None) -> None:
+        # Once is enough: a closing terminal may send SIGHUP again, and the bank's
+        # close (a sandbox dropped on the server) must not be cut short by it.
+        for ending in ENDING_SIGNALS:
+            signal.signal(ending, signal.SIG_IGN)
+        self.signum = signum
+        loop = self.prompt.loop if self.prompt is not None else None
+        if loop is None:  # no prompt running: this is the main thread's own code
+            raise SessionEnded(signum)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: `check` will say
+            loop.call_soon_threadsafe(self._end_prompt)
+
+    def _end_prompt(self) -> None:
+        prompt = self.prompt
+        if prompt is not None and prompt.future is not None and not prompt.future.done():
+            prompt.exit(exception=EOFError())  # else a line was read: `check` stops it
 
 
 def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None = None) -> bool:
@@ -54,7 +121,7 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
         try:
             if not run_line(line.rstrip("\r\n"), bank, output):
                 break
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SessionEnded):
             if _may_write(line):  # a script's log says so, as a one-shot command does
                 output.error(INTERRUPTED_WRITE)
             raise
@@ -77,18 +144,23 @@ def _may_write(line: str) -> bool:
     return parsed is not None and parsed.spec.name not in READS_ONLY
 
 
-def run_terminal(bank: Bank, output: Output, history_path: Path, greeting: str) -> int:
+def run_terminal(
+    bank: Bank, output: Output, history_path: Path, greeting: str, ending: SignalEnding
+) -> int:
     # prompt_toolkit is loaded only for a person at a terminal: pipes start faster without it.
     from prompt_toolkit import PromptSession
 
-    from kopilka.shell.completion import KnownClients, ShellCompleter
+    from kopilka.shell.completion import KnownClients, ShellCompleter, completion_keys
 
     clients = KnownClients(lambda: [account.client for account in bank.accounts()])
+    completer = ShellCompleter(clients)
     session: PromptSession[str] = PromptSession(
         history=_history(history_path),
-        completer=ShellCompleter(clients),
+        completer=completer,
         complete_while_typing=False,
+        key_bindings=completion_keys(completer),
     )
+    ending.prompt = session.app
     output.note(greeting)
     while True:
         try:
@@ -96,7 +168,12 @@ def run_terminal(bank: Bank, output: Output, history_path: Path, greeting: str) 
         except KeyboardInterrupt:
             continue  # Ctrl-C drops the line being typed, as in other shells
         except EOFError:
+            ending.check()  # the prompt a signal ended
             return 0  # Ctrl-D
+        except OSError:
+            ending.check()  # the terminal SIGHUP told of is gone: the last redraw failed
+            raise
+        ending.check()  # a line read as the signal came is not run
         try:
             if not run_line(line, bank, output, clients):
                 return 0
@@ -104,6 +181,12 @@ def run_terminal(bank: Bank, output: Output, history_path: Path, greeting: str) 
             # A write may already be on its way: say so rather than guess.
             if _may_write(line):
                 output.error(INTERRUPTED_WRITE)
+        except SessionEnded:
+            if _may_write(line):
+                # Where the terminal is still there to tell (SIGTERM); a closed one fails.
+                with contextlib.suppress(KopilkaError, OSError):
+                    output.error(INTERRUPTED_WRITE)
+            raise
 
 
 def _history(path: Path) -> History:
