@@ -155,8 +155,7 @@ def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backe
             "Error: opening balance '1.001' has more than two decimals\n"
         ),
         ("-n", "Ann", "--max", "none", "-c", "1000000000000.01"): (
-            "Error: opening balance '1000000000000.01' is above the maximum"
-            " $1,000,000,000,000.00\n"
+            "Error: opening balance '1000000000000.01' is above the maximum $1,000,000,000,000.00\n"
         ),
         ("-n", "", "--max", "10"): "Error: client name is empty\n",
         ("-n", "Ann", "--min", "", "--max", "10"): "Error: limit is empty\n",
