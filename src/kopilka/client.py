@@ -255,7 +255,9 @@ class Client:
                     # The key helps only where the caller retries with it (not an opening).
                     keyed = idempotency_key is not None and retry
                     uncertain = _outcome_unknown(self.shown_url, keyed)
-                if not retry:
+                # A server that took the request and said nothing for the whole timeout
+                # (frozen, stopped) would keep a retry waiting as long: one wait is enough.
+                if not retry or isinstance(error, httpx.ReadTimeout):
                     raise uncertain or _unreachable(self.shown_url, error) from error
                 failure = error
             else:
@@ -677,6 +679,11 @@ def _unreachable(url: str, error: Exception) -> Unavailable:
         return Unavailable(
             "answer_broken_off",
             f"the server at {url} closed the connection before its answer was complete; try again",
+        )
+    if isinstance(error, httpx.ReadTimeout):
+        return Unavailable(
+            "server_unreachable",
+            f"the server at {url} took the request but did not answer in time; try again",
         )
     return Unavailable("server_unreachable", f"cannot reach the server at {url}: {error}")
 

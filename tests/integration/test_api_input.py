@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import socket
@@ -736,3 +737,47 @@ def test_add_user_whose_answer_was_lost_says_to_look_not_to_retry_under_a_key(
     assert added.stderr.endswith("look with `get -n 'Cut User'` before running it again\n")
     assert "idempotency" not in added.stderr
     assert admin.get("/v1/accounts/Cut%20User").status_code == 200
+
+
+@pytest.mark.parametrize("method", ["read", "write"])
+def test_a_server_that_never_answers_keeps_the_client_one_timeout_not_four(method: str) -> None:
+    """A server that takes the connection and the request and stays silent (frozen,
+    stopped) would keep each retry waiting as long: the call ends after one timeout,
+    a write saying it may have been applied."""
+    import threading
+    import time
+
+    from kopilka.client import Client
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                taken.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    started = time.monotonic()
+    try:
+        with (
+            Client(url, "kop_x_y", ledger="main", timeout_seconds=0.5) as bank,
+            pytest.raises(KopilkaError) as failed,
+        ):
+            if method == "read":
+                bank.account("Ann")
+            else:
+                bank.deposit("Ann", 100, "x", "silent-1")
+    finally:
+        listener.close()
+        for connection in taken:
+            connection.close()
+    assert time.monotonic() - started < 1.5
+    assert len(taken) == 1, taken
+    if method == "read":
+        assert failed.value.code == "server_unreachable"
+        assert "did not answer in time" in failed.value.message
+    else:
+        assert failed.value.code == "outcome_unknown"
+        assert "whether this was applied is not known" in failed.value.message
