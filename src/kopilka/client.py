@@ -188,7 +188,10 @@ class Client:
         if ledger is not None:
             if not (ledger.isascii() and ledger.isprintable()):
                 raise InvalidInput(
-                    "invalid_ledger", "a ledger on a server is named in printable ASCII text"
+                    "invalid_ledger",
+                    "a ledger named to a server is printable ASCII text (an HTTP header"
+                    " carries it); a token bound to a ledger named otherwise reaches it"
+                    " without naming it",
                 )
             headers["Kopilka-Ledger"] = ledger
         limits = httpx.Limits(max_keepalive_connections=4, max_connections=8)

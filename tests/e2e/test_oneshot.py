@@ -194,7 +194,10 @@ def test_a_token_or_ledger_that_http_cannot_carry_is_one_error_line(kopilka: Run
     )
     result = kopilka(*DEPOSIT, *url, "--token", "x", "--ledger", "Ωmega")
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == "Error: a ledger on a server is named in printable ASCII text\n"
+    assert result.stderr == (
+        "Error: a ledger named to a server is printable ASCII text (an HTTP header carries"
+        " it); a token bound to a ledger named otherwise reaches it without naming it\n"
+    )
 
 
 def test_a_database_kopilka_cannot_use_is_one_error_line(
