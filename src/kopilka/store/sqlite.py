@@ -744,7 +744,8 @@ class SqliteStore:
         it takes its time under the lock, so every batch after it takes a later one."""
         fence = self._history_fence
         assert fence is not None, "store is not open"
-        if not await self._read(lambda: fence.wait_until_free(_BUSY_TIMEOUT_MS / 1000)):
+        # On a thread of its own, not the reader's: other reads need not wait behind it.
+        if not await asyncio.to_thread(fence.wait_until_free, _BUSY_TIMEOUT_MS / 1000):
             raise Unavailable("store_busy", "the ledger is busy; try again")
 
     async def opening_balance(self, account_id: int, before: datetime) -> int:
