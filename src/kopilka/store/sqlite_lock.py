@@ -55,8 +55,9 @@ class WriterLock:
     def wait_until_free(self, timeout_seconds: float) -> bool:
         """Wait until no writer holds the lock, then let go at once (on a thread that may
         wait, with an instance of its own: locks taken through two descriptors of one
-        process exclude each other too). A batch that held it has committed or rolled back by then, and one
-        that takes it later takes its time later. False after `timeout_seconds`."""
+        process exclude each other too). A batch that held it has committed or rolled back
+        by then, and one that takes it later takes its time later. False after
+        `timeout_seconds`."""
         if self._fd < 0:
             return True
         deadline = time.monotonic() + timeout_seconds
