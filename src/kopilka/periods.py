@@ -85,7 +85,8 @@ def _first_microsecond_from(text: str, moment: datetime) -> datetime:
     time_of_day = _TIME_OF_DAY.search(text)
     fraction = time_of_day["fraction"] if time_of_day is not None else None
     if fraction and len(fraction) > 6 and fraction[6:].strip("0"):
-        return moment + timedelta(microseconds=1)
+        with contextlib.suppress(OverflowError):  # the calendar's last microsecond: kept
+            return moment + timedelta(microseconds=1)
     return moment
 
 

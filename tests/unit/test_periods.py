@@ -76,6 +76,9 @@ def test_a_moment_written_past_the_microsecond_takes_in_nothing_outside_it(utc: 
     assert parse_moment("2026-12-03T14:18:54.0073139Z", end_of_day=True) == operation
     with pytest.raises(InvalidInput, match="after its end"):
         parse_period("2026-12-03T14:18:54.0073131Z", "2026-12-03T14:18:54.0073130Z")
+    # The calendar's last microsecond has none after it: kept, and in the future.
+    with pytest.raises(InvalidInput, match="in the future"):
+        parse_period("9999-12-31T23:59:59.9999999", None)
 
 
 def test_naive_times_are_local(time_zone: None) -> None:
