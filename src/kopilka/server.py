@@ -9,6 +9,7 @@ exit 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import signal
@@ -124,11 +125,20 @@ def _announce(settings: Settings, admin_token_created: bool) -> None:
     token_path = settings.home / ADMIN_TOKEN_FILE
     # An IPv6 address goes in brackets, or the URL shown is one no client can use.
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
-    print(
-        f"kopilka listening on http://{host}:{settings.port} (db: {redact_url(settings.db)})",
-        flush=True,
+    announcement = (
+        f"kopilka listening on http://{host}:{settings.port} (db: {redact_url(settings.db)})\n"
+        f"admin token {'written to' if admin_token_created else 'in'} {token_path}"
     )
-    print(f"admin token {'written to' if admin_token_created else 'in'} {token_path}", flush=True)
+    try:
+        print(announcement, flush=True)
+    except OSError as error:  # stdout full or gone: the server serves all the same
+        with contextlib.suppress(OSError):
+            print(
+                f"kopilka listening on http://{host}:{settings.port}; standard output could"
+                f" not be written ({error.strerror})",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _options(settings: Settings) -> dict[str, Any]:

@@ -308,3 +308,36 @@ def test_workers_stop_for_a_sigterm_sent_as_they_say_they_listen(tmp_path: Path)
                 server.kill()
                 raise AssertionError("still serving 15 s after a SIGTERM") from None
         assert server.returncode == 0, errors
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_server_whose_stdout_is_full_says_so_in_one_line_and_serves(tmp_path: Path) -> None:
+    home, port = tmp_path / "home", free_port()
+    home.mkdir()
+    with open("/dev/full", "w") as full:
+        process = subprocess.Popen(
+            [*kopilka_command(), "serve", str(port), "--db", "memory:"],
+            env=server_env(home),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+        assert line == (
+            f"kopilka listening on http://127.0.0.1:{port}; standard output could not be"
+            " written (No space left on device)\n"
+        )
+        token = (home / "admin.token").read_text().strip()
+        health = httpx.get(
+            f"http://127.0.0.1:{port}/v1/health",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert health.status_code == 200, health.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        _, rest = process.communicate()
+    assert "Traceback" not in rest, rest
