@@ -257,7 +257,7 @@ class Client:
                 if method != "GET" and uncertain is None:  # it may have been applied
                     # The key helps only where the caller retries with it (not an opening).
                     keyed = idempotency_key is not None and retry
-                    uncertain = _outcome_unknown(self.shown_url, keyed)
+                    uncertain = _outcome_unknown(self.shown_url, keyed, error)
                 # A server that took the request and said nothing for the whole timeout
                 # (frozen, stopped) would keep a retry waiting as long: one wait is enough.
                 if not retry or isinstance(error, httpx.ReadTimeout):
@@ -662,17 +662,18 @@ def _unknown(outcome: Outcome) -> bool:
     return isinstance(outcome, KopilkaError) and outcome.code == "outcome_unknown"
 
 
-def _outcome_unknown(url: str, keyed: bool) -> Unavailable:
+def _outcome_unknown(url: str, keyed: bool, error: Exception) -> Unavailable:
     then = (
         "retry with the same idempotency key, it is never applied twice"
         if keyed
         else "check before repeating it"
     )
-    return Unavailable(
-        "outcome_unknown",
-        f"the connection to the server at {url} broke before its answer came; whether this"
-        f" was applied is not known: {then}",
+    what = (
+        f"the server at {url} took the request but did not answer in time"
+        if isinstance(error, httpx.ReadTimeout)
+        else f"the connection to the server at {url} broke before its answer came"
     )
+    return Unavailable("outcome_unknown", f"{what}; whether this was applied is not known: {then}")
 
 
 def _unreachable(url: str, error: Exception) -> Unavailable:

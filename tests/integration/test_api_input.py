@@ -9,6 +9,7 @@ import socket
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from tests.kopilka_server import ServerProcess, running_server
 from kopilka.client import connect_bank
 from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
 from kopilka.errors import InvalidInput, KopilkaError
+from kopilka.shell.parser import split_line
 
 
 @pytest.fixture(scope="module")
@@ -143,21 +145,35 @@ def test_a_field_given_twice_is_refused_whoever_would_read_it(admin: httpx.Clien
 
 
 def test_a_batch_item_giving_a_field_twice_fails_alone(admin: httpx.Client) -> None:
+    """Also where the second value would fail on its own (a type of another item, a
+    number): the repeat is the fault named. An item whose amount is a number too long
+    for any reader still fails alone."""
     before = admin.get("/v1/accounts/Ann").json()["balance"]
     body = (
         b'{"operations":[{"type":"deposit","client":"Ann","amount":"1"},'
-        b'{"type":"withdrawal","client":"Ann","amount":"1","amount":"50"}]}'
+        b'{"type":"withdrawal","client":"Ann","amount":"1","amount":"50"},'
+        b'{"type":"deposit","type":"withdrawal","client":"Ann","amount":"1"},'
+        b'{"type":"deposit","client":"Ann","amount":"1","amount":5},'
+        b'{"type":"deposit","client":"Ann","amount":' + b"1" * 4301 + b"}]}"
     )
     answer = admin.post("/v1/batch", content=body)
     assert answer.status_code == 200, answer.text
-    first, second = answer.json()["results"]
+    first, *refused_items = answer.json()["results"]
     assert first["status"] == 201
-    assert second["status"] == 422
-    assert second["error"]["code"] == "invalid_request"
-    message = second["error"]["message"]
-    assert "`amount` is given twice" in message and "$.operations[1]" in message, message
+    for index, (result, field) in enumerate(
+        zip(refused_items[:3], ("amount", "type", "amount"), strict=True), start=1
+    ):
+        assert result["status"] == 422, result
+        assert result["error"]["code"] == "invalid_request"
+        message = result["error"]["message"]
+        assert f"`{field}` is given twice" in message, message
+        assert f"$.operations[{index}]" in message, message
+    assert refused_items[3]["error"]["code"] == "invalid_amount", refused_items[3]
     after = Decimal(admin.get("/v1/accounts/Ann").json()["balance"])
     assert after == Decimal(before) + 1
+    single = b'{"client":"Ann","amount":"1","amount":5}'
+    message = refused(admin.post("/v1/deposits", content=single), 422, "invalid_request")
+    assert "`amount` is given twice" in message
 
 
 def test_a_malformed_batch_item_fails_alone(admin: httpx.Client) -> None:
@@ -729,14 +745,17 @@ def test_add_user_whose_answer_was_lost_says_to_look_not_to_retry_under_a_key(
     relay.start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     where = ("--url", url, "--token", server.token, "--ledger", "main")
-    added = run_kopilka(tmp_path / "home", "add-user", "-n", "Cut User", "--max", "100", *where)
+    name = "Cut \\ User"  # the command it names is written as the shell reads it
+    added = run_kopilka(tmp_path / "home", "add-user", "-n", name, "--max", "100", *where)
     relay.join(timeout=10)
     assert added.returncode == 1
     assert added.stderr.count("\n") == 1, added.stderr
     assert "whether this was applied is not known" in added.stderr
-    assert added.stderr.endswith("look with `get -n 'Cut User'` before running it again\n")
+    assert added.stderr.endswith("` before running it again\n"), added.stderr
     assert "idempotency" not in added.stderr
-    assert admin.get("/v1/accounts/Cut%20User").status_code == 200
+    look = added.stderr.split("look with `")[1].split("`")[0]
+    assert split_line(look) == ["get", "-n", name], look
+    assert admin.get("/v1/accounts/" + quote(name, safe="")).status_code == 200
 
 
 @pytest.mark.parametrize("method", ["read", "write"])
@@ -780,4 +799,6 @@ def test_a_server_that_never_answers_keeps_the_client_one_timeout_not_four(metho
         assert "did not answer in time" in failed.value.message
     else:
         assert failed.value.code == "outcome_unknown"
-        assert "whether this was applied is not known" in failed.value.message
+        assert "did not answer in time; whether this was applied is not known" in (
+            failed.value.message
+        )

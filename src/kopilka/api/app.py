@@ -279,7 +279,7 @@ def money_command(
         else:
             request = _deposit_decoder.decode(body)
     except DECODE_ERRORS as error:
-        raise decode_error(error) from None
+        raise decode_error(error, body) from None
     refuse_repeats(body, request)
     return command_from(request, key, ledger, principal)
 

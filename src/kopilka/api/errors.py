@@ -6,8 +6,11 @@ request can only earn a 500 through a bug, never through what it sent.
 
 from __future__ import annotations
 
+import contextlib
+
 import msgspec
 
+from kopilka.api.json_keys import repeated_field, repeats
 from kopilka.api.schemas import ErrorDetail, ErrorOut
 from kopilka.client_keys import unmarked
 from kopilka.domain.rules import client_name_empty, client_name_too_long, description_too_long
@@ -68,11 +71,24 @@ _AMOUNT_FIELDS = ("amount", "balance")  # amount, min_balance, max_balance, open
 DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
 
 
-def decode_error(error: msgspec.DecodeError | RecursionError) -> KopilkaError:
-    """Malformed JSON is 400; well-formed JSON of the wrong shape is 422."""
+def decode_error(
+    error: msgspec.DecodeError | RecursionError,
+    body: bytes | None = None,
+    *,
+    outermost: bool = False,
+) -> KopilkaError:
+    """Malformed JSON is 400; well-formed JSON of the wrong shape is 422, and `body` that
+    gives a field twice (in its outermost object only, with `outermost`) is told so: the
+    repeat, not whichever of its values failed, is the fault."""
     if isinstance(error, RecursionError):
         return InvalidInput("invalid_request", "invalid request body: nested too deeply")
     if isinstance(error, msgspec.ValidationError):
+        if body is not None:
+            with contextlib.suppress(KopilkaError):  # unreadable twice: the first error
+                found = repeats(body)
+                name = found.top if outermost else found.first
+                if name is not None:
+                    return repeated_field(name)
         text = str(error)
         field = _field_of(text)
         # `str` or `str | null` (a limit): an amount sent as a JSON number, or true.

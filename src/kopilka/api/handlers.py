@@ -274,7 +274,7 @@ class Call:
         try:
             request = msgspec.json.decode(body, type=kind)
         except DECODE_ERRORS as error:
-            raise decode_error(error) from None
+            raise decode_error(error, body) from None
         refuse_repeats(body, request)
         return request
 
@@ -567,7 +567,7 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], BatchIn 
     except DECODE_ERRORS as error:  # not JSON, not a list of operations, too many, too deep
         # This one's, not the first decoding's: that may have stopped at an item before
         # it came to the body's own fault (too many items, a field the body may not have).
-        raise decode_error(error) from None
+        raise decode_error(error, body, outermost=True) from None
     top = repeats(body).top
     if top is not None:
         raise repeated_field(top)
@@ -578,7 +578,7 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], BatchIn 
             item = _item_decoder.decode(text)
             refuse_repeats(bytes(text), item)
         except DECODE_ERRORS as error:
-            items.append(_item_error(decode_error(error), index))
+            items.append(_item_error(decode_error(error, bytes(text)), index))
             decoded.append(bytes(text))  # as sent: another body under the key differs
         except InvalidInput as error:  # a field given twice
             items.append(_item_error(error, index))

@@ -55,7 +55,9 @@ def repeats(body: bytes) -> Repeats:
         return _Object(None)
 
     try:
-        outer = json.loads(body, object_pairs_hook=one_object)
+        # Numbers kept as their text: only the fields count here, and an integer of
+        # thousands of digits (refused as an amount by msgspec) is no reason to fail.
+        outer = json.loads(body, object_pairs_hook=one_object, parse_int=str, parse_float=str)
     except (ValueError, RecursionError):  # read otherwise than msgspec read it: refused
         raise InvalidInput("invalid_request", "invalid request body: it cannot be read") from None
     top = outer.repeated if isinstance(outer, _Object) else None

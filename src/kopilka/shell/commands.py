@@ -7,6 +7,7 @@ builds a reply. The ledger's rules live in the engine, not here.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -99,7 +100,7 @@ def _look_before_repeating(client: str) -> Iterator[None]:
         raise Unavailable(
             error.code,
             f"{cause}; whether this was applied is not known: look with"
-            f" `get -n {client!r}` before running it again",
+            f" `get -n {shlex.quote(client)}` before running it again",
         ) from None
 
 
