@@ -32,6 +32,9 @@ class _Object:
         self.repeated = repeated
 
 
+_NO_REPEAT = _Object(None)
+
+
 class Repeats(NamedTuple):
     """What one body repeats: a field of its outermost object, and the first field
     repeated in any object within it."""
@@ -45,14 +48,15 @@ def repeats(body: bytes) -> Repeats:
     found: list[str] = []
 
     def one_object(pairs: list[tuple[str, Any]]) -> _Object:
-        if len(pairs) > 1:
-            seen: set[str] = set()
-            for name, _ in pairs:
-                if name in seen:
-                    found.append(name)
-                    return _Object(name)
-                seen.add(name)
-        return _Object(None)
+        if len(pairs) < 2 or len(dict(pairs)) == len(pairs):  # in C: most objects end here
+            return _NO_REPEAT
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                found.append(name)
+                return _Object(name)
+            seen.add(name)
+        raise AssertionError("a repeat was counted")
 
     try:
         # Numbers kept as their text: only the fields count here, and an integer of
