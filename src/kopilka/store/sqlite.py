@@ -184,7 +184,7 @@ class SqliteStore:
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
         self._writer_lock: WriterLock | None = None
-        # The same lock file on a descriptor of the reader's: see settle_history.
+        # The same lock file through a descriptor of its own: see settle_history.
         self._history_fence: WriterLock | None = None
 
     # -- lifecycle ------------------------------------------------------------
