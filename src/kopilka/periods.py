@@ -97,7 +97,10 @@ def _last_moment_written(text: str, moment: datetime) -> datetime:
     time_of_day = _TIME_OF_DAY.search(text)
     if time_of_day is None:
         if _WEEK.fullmatch(text):  # "2026-W49" is the whole week, Monday to Sunday
-            moment += timedelta(days=6)
+            try:
+                moment += timedelta(days=6)
+            except OverflowError:  # the calendar's last week ends with the calendar
+                moment = datetime.max.replace(tzinfo=moment.tzinfo)
         return moment.replace(hour=23, minute=59, second=59, microsecond=999_999)
     if time_of_day["fraction"]:  # "35.8" runs to 35.899999: the last microsecond it names
         digits = len(time_of_day["fraction"])

@@ -81,6 +81,12 @@ def test_a_moment_written_past_the_microsecond_takes_in_nothing_outside_it(utc: 
         parse_period("9999-12-31T23:59:59.9999999", None)
 
 
+def test_the_calendars_last_week_runs_to_its_end(utc: None) -> None:
+    last = datetime.max.replace(tzinfo=UTC)
+    assert parse_moment("9999-W52", end_of_day=True) == last
+    assert parse_moment("9999W52", end_of_day=True) == last
+
+
 def test_naive_times_are_local(time_zone: None) -> None:
     assert parse_moment("2024-01-31 18:30:00", end_of_day=False) == datetime(
         2024, 1, 31, 16, 30, tzinfo=UTC
