@@ -98,9 +98,13 @@ def sandbox_ended() -> NotFound:
     )
 
 
-def stopped_before_answer() -> Unavailable:
+def stopped_before_answer(*, reads_only: bool = False) -> Unavailable:
     """For a request the server gave up waiting for while it stopped (its drain time ran
-    out, the database silent): whether it was applied is not known."""
+    out, the database silent): for a write, whether it was applied is not known."""
+    if reads_only:
+        return Unavailable(
+            "shutting_down", "the server stopped before this was answered; try again"
+        )
     return Unavailable(
         "shutting_down",
         "the server stopped before this was answered; whether it was applied is not known:"

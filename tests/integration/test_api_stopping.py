@@ -9,16 +9,21 @@ holds, as another process would, so the deposit waits.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import os
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from kopilka.api.admin_token import ensure_admin_token
 from kopilka.api.app import create_app
+from kopilka.store import sqlite as sqlite_store
 
 
 async def test_a_write_cancelled_while_it_waits_gets_503_with_its_key(tmp_path: Path) -> None:
@@ -95,3 +100,95 @@ def _collect(sent: list[dict[str, Any]]) -> Any:
         sent.append(message)
 
     return send
+
+
+def _statement_scope(token: str) -> dict[str, Any]:
+    path = "/v1/accounts/Ann/statement"
+    return {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {token}".encode())],
+    }
+
+
+async def _app_with_ann(tmp_path: Path) -> tuple[Any, str]:
+    app = create_app(str(tmp_path / "kopilka.db"))
+    await app.start()
+    await ensure_admin_token(app.store, tmp_path / "admin.token")
+    token = (tmp_path / "admin.token").read_text().strip()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://k"
+    ) as http:
+        opened = await http.post(
+            "/v1/deposits",
+            json={"client": "Ann", "amount": "1", "open_account": True},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert opened.status_code == 201
+    return app, token
+
+
+def _hold_the_write_lock(tmp_path: Path) -> int:
+    """The writer lock file held as another process's batch holds it."""
+    descriptor = os.open(tmp_path / "kopilka.db-writer.lock", os.O_RDWR)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    return descriptor
+
+
+async def test_a_statement_cancelled_while_it_waits_is_told_to_try_again(tmp_path: Path) -> None:
+    """A read applies nothing: no key to settle it, and no "may have been applied"."""
+    app, token = await _app_with_ann(tmp_path)
+    try:
+        held = _hold_the_write_lock(tmp_path)
+        sent: list[dict[str, Any]] = []
+        request = asyncio.create_task(app(_statement_scope(token), _receive(b""), _collect(sent)))
+        await asyncio.sleep(0.3)
+        assert not request.done()  # it waits for the batch holding the lock
+        request.cancel()
+        await request
+        os.close(held)
+        start, answer = sent
+        assert start["status"] == 503
+        assert json.loads(answer["body"])["error"] == {
+            "code": "shutting_down",
+            "message": "the server stopped before this was answered; try again",
+        }
+    finally:
+        await app.engine.close()
+
+
+async def test_statements_wait_for_the_write_lock_no_longer_than_a_writer_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many at once, each for at most the writer's busy timeout (shortened here), none
+    queued behind another."""
+    monkeypatch.setattr(sqlite_store, "_BUSY_TIMEOUT_MS", 300)
+    app, token = await _app_with_ann(tmp_path)
+    try:
+        held = _hold_the_write_lock(tmp_path)
+        started = time.monotonic()
+        answers: list[list[dict[str, Any]]] = [[] for _ in range(12)]
+        ended: list[float] = []
+
+        async def read(sent: list[dict[str, Any]]) -> None:
+            await app(_statement_scope(token), _receive(b""), _collect(sent))
+            ended.append(time.monotonic() - started)
+
+        await asyncio.gather(*(read(sent) for sent in answers))
+        assert max(ended) < 0.3 + 0.2, ended  # every one, not only the first few
+        for start, answer in answers:
+            assert start["status"] == 503
+            assert json.loads(answer["body"])["error"]["code"] == "store_busy"
+        os.close(held)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://k"
+        ) as http:
+            read = await http.get(
+                "/v1/accounts/Ann/statement", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert read.status_code == 200
+    finally:
+        await app.engine.close()

@@ -135,7 +135,8 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
     except KopilkaError as error:
         response = error_response(error)
     except asyncio.CancelledError:  # the server's drain ran out: answered all the same
-        response = error_response(stopped_before_answer())
+        reads_only = scope["method"] in ("GET", "HEAD")  # nothing a read could have applied
+        response = error_response(stopped_before_answer(reads_only=reads_only))
     except Exception:  # a bug: answer 500 without echoing anything of the request
         # %r: a path is the client's text, and may hold line breaks or escape sequences.
         logger.exception("unexpected error on %r", scope["path"][:200])
@@ -567,7 +568,7 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], BatchIn 
     except DECODE_ERRORS as error:  # not JSON, not a list of operations, too many, too deep
         # This one's, not the first decoding's: that may have stopped at an item before
         # it came to the body's own fault (too many items, a field the body may not have).
-        raise decode_error(error, body, outermost=True) from None
+        raise decode_error(error, body) from None
     top = repeats(body).top
     if top is not None:
         raise repeated_field(top)

@@ -69,6 +69,7 @@ T = TypeVar("T")
 # Bound values per statement, safely below SQLite's SQLITE_MAX_VARIABLE_NUMBER.
 _VARIABLES_MAX = 900
 _BUSY_TIMEOUT_MS = 10_000
+_FENCE_POLL_SECONDS = 0.0005  # as a waiting writer tries the lock (sqlite_lock.py)
 _PAGE_CACHE_KIB = 64 * 1024
 # Batches up to this many commands are planned and written on the event loop
 # (about 50 µs each on a slow machine, so the loop stalls at most ~15 ms).
@@ -744,9 +745,13 @@ class SqliteStore:
         it takes its time under the lock, so every batch after it takes a later one."""
         fence = self._history_fence
         assert fence is not None, "store is not open"
-        # On a thread of its own, not the reader's: other reads need not wait behind it.
-        if not await asyncio.to_thread(fence.wait_until_free, _BUSY_TIMEOUT_MS / 1000):
-            raise Unavailable("store_busy", "the ledger is busy; try again")
+        # Looked at between the event loop's other work, with no thread to queue for, and
+        # for at most as long as a writer waits for the lock.
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        while not fence.free_now():
+            if time.monotonic() >= deadline:
+                raise Unavailable("store_busy", "the ledger is busy; try again")
+            await asyncio.sleep(_FENCE_POLL_SECONDS)
 
     async def opening_balance(self, account_id: int, before: datetime) -> int:
         def read() -> int:

@@ -52,25 +52,20 @@ class WriterLock:
             time.sleep(_POLL_SECONDS)
         return True
 
-    def wait_until_free(self, timeout_seconds: float) -> bool:
-        """Wait until no writer holds the lock, then let go at once (on a thread that may
-        wait, with an instance of its own: locks taken through two descriptors of one
-        process exclude each other too). A batch that held it has committed or rolled back
-        by then, and one that takes it later takes its time later. False after
-        `timeout_seconds`."""
+    def free_now(self) -> bool:
+        """Whether no writer holds the lock at this moment (taken shared and let go at
+        once, never waiting: the event loop calls it). Through an instance of its own:
+        locks taken through two descriptors of one process exclude each other too. A
+        batch that held it has committed or rolled back by the time it is free, and one
+        that takes it later takes its time later."""
         if self._fd < 0:
             return True
-        deadline = time.monotonic() + timeout_seconds
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(_POLL_SECONDS)
-            else:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-                return True
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return True
 
     def release(self) -> None:
         if self._fd >= 0:
