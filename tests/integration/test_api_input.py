@@ -18,7 +18,7 @@ from tests.kopilka_server import ServerProcess, running_server
 from kopilka.client import connect_bank
 from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
 from kopilka.errors import InvalidInput, KopilkaError
-from kopilka.shell.parser import split_line
+from kopilka.shell.parser import parse_line
 
 
 @pytest.fixture(scope="module")
@@ -174,6 +174,13 @@ def test_a_batch_item_giving_a_field_twice_fails_alone(admin: httpx.Client) -> N
     single = b'{"client":"Ann","amount":"1","amount":5}'
     message = refused(admin.post("/v1/deposits", content=single), 422, "invalid_request")
     assert "`amount` is given twice" in message
+    # A repeat deeper in a value is that value's fault, not the request's.
+    for path, body in (
+        ("/v1/deposits", b'{"client":"Ann","amount":"1","z":{"k":1,"k":2}}'),
+        ("/v1/deposits", b'[{"a":1,"a":2}]'),
+    ):
+        message = refused(admin.post(path, content=body), 422, "invalid_request")
+        assert "given twice" not in message, message
 
 
 def test_a_malformed_batch_item_fails_alone(admin: httpx.Client) -> None:
@@ -745,8 +752,8 @@ def test_add_user_whose_answer_was_lost_says_to_look_not_to_retry_under_a_key(
     relay.start()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     where = ("--url", url, "--token", server.token, "--ledger", "main")
-    name = "Cut \\ User"  # the command it names is written as the shell reads it
-    added = run_kopilka(tmp_path / "home", "add-user", "-n", name, "--max", "100", *where)
+    name = "-Cut \\ User"  # the command it names is written as the shell reads it
+    added = run_kopilka(tmp_path / "home", "add-user", f"-n={name}", "--max", "100", *where)
     relay.join(timeout=10)
     assert added.returncode == 1
     assert added.stderr.count("\n") == 1, added.stderr
@@ -754,7 +761,8 @@ def test_add_user_whose_answer_was_lost_says_to_look_not_to_retry_under_a_key(
     assert added.stderr.endswith("` before running it again\n"), added.stderr
     assert "idempotency" not in added.stderr
     look = added.stderr.split("look with `")[1].split("`")[0]
-    assert split_line(look) == ["get", "-n", name], look
+    parsed = parse_line(look)
+    assert parsed is not None and parsed.get("name") == name, look
     assert admin.get("/v1/accounts/" + quote(name, safe="")).status_code == 200
 
 

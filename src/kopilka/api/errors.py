@@ -72,23 +72,19 @@ DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
 
 
 def decode_error(
-    error: msgspec.DecodeError | RecursionError,
-    body: bytes | None = None,
-    *,
-    outermost: bool = False,
+    error: msgspec.DecodeError | RecursionError, body: bytes | None = None
 ) -> KopilkaError:
-    """Malformed JSON is 400; well-formed JSON of the wrong shape is 422, and `body` that
-    gives a field twice (in its outermost object only, with `outermost`) is told so: the
-    repeat, not whichever of its values failed, is the fault."""
+    """Malformed JSON is 400; well-formed JSON of the wrong shape is 422, and `body`
+    whose object gives one of its own fields twice is told so: the repeat, not whichever
+    of its values failed, is the fault (a repeat deeper in a value is that value's)."""
     if isinstance(error, RecursionError):
         return InvalidInput("invalid_request", "invalid request body: nested too deeply")
     if isinstance(error, msgspec.ValidationError):
         if body is not None:
             with contextlib.suppress(KopilkaError):  # unreadable twice: the first error
-                found = repeats(body)
-                name = found.top if outermost else found.first
-                if name is not None:
-                    return repeated_field(name)
+                top = repeats(body).top
+                if top is not None:
+                    return repeated_field(top)
         text = str(error)
         field = _field_of(text)
         # `str` or `str | null` (a limit): an amount sent as a JSON number, or true.

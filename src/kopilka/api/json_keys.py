@@ -78,9 +78,9 @@ def refuse_repeats(body: bytes, request: msgspec.Struct) -> None:
     """Refuse `body`, decoded as the flat `request`, if it repeats a field."""
     if body.count(b":") <= _members_at_least(request):
         return
-    first = repeats(body).first
-    if first is not None:
-        raise repeated_field(first)
+    top = repeats(body).top  # a flat request's: its fields hold no objects
+    if top is not None:
+        raise repeated_field(top)
 
 
 def _members_at_least(request: msgspec.Struct) -> int:

@@ -100,7 +100,7 @@ def _look_before_repeating(client: str) -> Iterator[None]:
         raise Unavailable(
             error.code,
             f"{cause}; whether this was applied is not known: look with"
-            f" `get -n {shlex.quote(client)}` before running it again",
+            f" `get -n={shlex.quote(client)}` before running it again",
         ) from None
 
 
