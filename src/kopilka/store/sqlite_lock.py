@@ -35,13 +35,7 @@ class WriterLock:
 
     def try_acquire(self) -> bool:
         """Take the lock if no other process has it; never waits (the event loop calls it)."""
-        if self._fd < 0:
-            return True
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
+        return self._try(exclusive=True)
 
     def acquire(self, timeout_seconds: float) -> bool:
         """Wait for the lock (on the writer thread only), False after `timeout_seconds`."""
@@ -58,13 +52,20 @@ class WriterLock:
         locks taken through two descriptors of one process exclude each other too. A
         batch that held it has committed or rolled back by the time it is free, and one
         that takes it later takes its time later."""
+        if not self._try(exclusive=False):
+            return False
+        self.release()
+        return True
+
+    def _try(self, *, exclusive: bool) -> bool:
+        """The lock taken without waiting: False where another holds it. With no lock
+        file (Windows, an in-memory database) there is nothing to take."""
         if self._fd < 0:
             return True
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
         return True
 
     def release(self) -> None:
