@@ -669,7 +669,7 @@ def _outcome_unknown(url: str, keyed: bool, error: Exception) -> Unavailable:
         else "check before repeating it"
     )
     what = (
-        f"the server at {url} took the request but did not answer in time"
+        _no_answer_in_time(url)
         if isinstance(error, httpx.ReadTimeout)
         else f"the connection to the server at {url} broke before its answer came"
     )
@@ -685,11 +685,12 @@ def _unreachable(url: str, error: Exception) -> Unavailable:
             f"the server at {url} closed the connection before its answer was complete; try again",
         )
     if isinstance(error, httpx.ReadTimeout):
-        return Unavailable(
-            "server_unreachable",
-            f"the server at {url} took the request but did not answer in time; try again",
-        )
+        return Unavailable("server_unreachable", f"{_no_answer_in_time(url)}; try again")
     return Unavailable("server_unreachable", f"cannot reach the server at {url}: {error}")
+
+
+def _no_answer_in_time(url: str) -> str:
+    return f"the server at {url} took the request but did not answer in time"
 
 
 def _json(response: httpx.Response) -> Any:
