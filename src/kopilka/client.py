@@ -14,7 +14,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -194,20 +194,7 @@ class Client:
                     " without naming it",
                 )
             headers["Kopilka-Ledger"] = ledger
-        limits = httpx.Limits(max_keepalive_connections=4, max_connections=8)
-        if transport is None and _on_this_machine(urlsplit(self.url).hostname or ""):
-            # A server on this machine is reached directly, never through a proxy from
-            # the environment (HTTP_PROXY): the token, the home's admin token perhaps,
-            # would be handed to that proxy. A transport of its own reads no proxy
-            # variables, and still the certificate ones (SSL_CERT_FILE).
-            transport = httpx.HTTPTransport(limits=limits, trust_env=True)
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=headers,
-            timeout=timeout_seconds,
-            transport=transport,
-            limits=limits,
-        )
+        self._http = _http_client(self.url, headers, httpx.Timeout(timeout_seconds), transport)
         self._sandbox: _SandboxKeeper | None = None
 
     @property
@@ -603,9 +590,7 @@ class _SandboxKeeper:
         self.ledger = ledger
         self._interval_seconds = max(idle_timeout_seconds / 3, 0.05)
         # Its own connection: the session's client belongs to the session's thread.
-        self._http = httpx.Client(
-            base_url=client.url, headers=client._http.headers, timeout=client._http.timeout
-        )
+        self._http = _http_client(client.url, client._http.headers, client._http.timeout)
         self._stopped = threading.Event()
         self._thread = threading.Thread(
             target=self._keep, name="kopilka-sandbox-keeper", daemon=True
@@ -625,6 +610,24 @@ class _SandboxKeeper:
         self._stopped.set()
         self._thread.join()
         self._http.close()
+
+
+def _http_client(
+    url: str,
+    headers: Mapping[str, str],
+    timeout: httpx.Timeout,
+    transport: httpx.BaseTransport | None = None,
+) -> httpx.Client:
+    limits = httpx.Limits(max_keepalive_connections=4, max_connections=8)
+    if transport is None and _on_this_machine(urlsplit(url).hostname or ""):
+        # A server on this machine is reached directly, never through a proxy from the
+        # environment (HTTP_PROXY): the token, the home's admin token perhaps, would be
+        # handed to that proxy. A transport of its own reads no proxy variables, and
+        # still the certificate ones (SSL_CERT_FILE).
+        transport = httpx.HTTPTransport(limits=limits, trust_env=True)
+    return httpx.Client(
+        base_url=url, headers=headers, timeout=timeout, transport=transport, limits=limits
+    )
 
 
 def _admin_token(url: str) -> str:

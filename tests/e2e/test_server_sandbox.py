@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -175,15 +176,24 @@ def test_a_killed_servers_idle_sandbox_is_dropped_by_the_next(tmp_path: Path) ->
 
 
 def test_a_shell_session_idle_at_its_prompt_keeps_its_sandbox(tmp_path: Path) -> None:
-    """The idle timeout is for a client that vanished, not a user who paused to think."""
-    with running_server(tmp_path / "home", KOPILKA_SANDBOX_IDLE_SECONDS="1") as server:
+    """The idle timeout is for a client that vanished, not a user who paused to think.
+    What keeps the sandbox in use goes straight to the server too, never through a
+    proxy named in the environment, which would be handed the token."""
+    with (
+        running_server(tmp_path / "home", KOPILKA_SANDBOX_IDLE_SECONDS="1") as server,
+        socket.socket() as proxy,
+    ):
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        proxy.settimeout(0.1)
+        address = f"http://127.0.0.1:{proxy.getsockname()[1]}"
         shell = subprocess.Popen(
             [*kopilka_command(), "shell", "--sandbox", "--url", server.url],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=server_env(server.home),
+            env={**server_env(server.home), "HTTP_PROXY": address, "http_proxy": address},
         )
         assert shell.stdin is not None
         shell.stdin.write('deposit --client="Pat" --amount=5 --description="before a pause"\n')
@@ -191,5 +201,7 @@ def test_a_shell_session_idle_at_its_prompt_keeps_its_sandbox(tmp_path: Path) ->
         time.sleep(3.0)  # three idle timeouts with nothing typed
         shell.stdin.write('balance --client="Pat"\n')
         out, err = shell.communicate(timeout=30)
+        with pytest.raises(TimeoutError):
+            proxy.accept()  # nothing ever came
     assert (shell.returncode, err) == (0, "")
     assert out == "Deposit operation was successful!\nBalance of Pat: $5.00\n"
