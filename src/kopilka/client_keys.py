@@ -42,8 +42,9 @@ def own_key(kept: str) -> str:
     return kept
 
 
-# At the start of a quoted key only: no other caller's key begins with the mark.
-_MARKED = re.compile("(?<=')" + re.escape(_MARK) + f"[0-9a-f]{{{_DIGEST_LENGTH}}}/")
+# At the start of a quoted key only (Python quotes a key holding ' with "): no other
+# caller's key begins with the mark.
+_MARKED = re.compile("(?<=['\"])" + re.escape(_MARK) + f"[0-9a-f]{{{_DIGEST_LENGTH}}}/")
 
 
 def unmarked(text: str) -> str:

@@ -198,6 +198,13 @@ def test_a_client_token_can_neither_take_nor_probe_another_callers_keys(
         assert_refused(reused, 409, "idempotency_key_reused")
         assert "'mine'" in reused.json()["error"]["message"]  # as she sent it, unmarked
         assert "client/" not in reused.json()["error"]["message"]
+        # A key with a quote in it is quoted the other way, and named as sent too.
+        quoted = {"Idempotency-Key": "it's"}
+        assert ann.post("/v1/withdrawals", json=small, headers=quoted).status_code == 201
+        reused = ann.post("/v1/withdrawals", json=huge, headers=quoted)
+        assert_refused(reused, 409, "idempotency_key_reused")
+        assert '"it\'s"' in reused.json()["error"]["message"]
+        assert "client/" not in reused.json()["error"]["message"]
         items = {"operations": [{"type": "withdrawal", "client": "Ann", "amount": "0.01"}]}
         assert ann.post("/v1/batch", json=items, headers={"Idempotency-Key": "b1"}).is_success
         other = {"operations": [{"type": "withdrawal", "client": "Ann", "amount": "0.02"}]}
