@@ -704,6 +704,29 @@ def test_an_unknown_or_repeated_query_parameter_is_refused(admin: httpx.Client) 
     assert admin.get("/v1/accounts?limit=2").status_code == 200
 
 
+def test_a_write_given_a_query_parameter_is_refused_and_changes_nothing(
+    admin: httpx.Client,
+) -> None:
+    """A write takes none: `?dry_run=true` must not move money as though it were read."""
+    before = state(admin)
+    transfer = {"from": "Ann", "to": "Bob", "amount": "1"}
+    for method, path, body in (
+        ("POST", "/v1/transfers", transfer),
+        ("POST", "/v1/deposits", {"client": "Ann", "amount": "1"}),
+        ("POST", "/v1/withdrawals", {"client": "Ann", "amount": "1"}),
+        ("POST", "/v1/batch", {"operations": [{"type": "transfer", **transfer}]}),
+        ("POST", "/v1/accounts", {"client": "Dry Run"}),
+        ("PATCH", "/v1/accounts/Ann", {"max_balance": "1.00"}),
+    ):
+        answer = admin.request(method, f"{path}?dry_run=true", json=body)
+        message = refused(answer, 422, "invalid_request")
+        assert message == "unknown query parameter 'dry_run' (this request takes none)"
+    assert state(admin) == before
+    sandbox = admin.post("/v1/sandboxes").json()["ledger"]
+    refused(admin.delete(f"/v1/sandboxes/{sandbox}?force=1"), 422, "invalid_request")
+    assert admin.delete(f"/v1/sandboxes/{sandbox}").status_code == 204
+
+
 def test_a_query_that_is_not_utf8_is_refused_as_a_path_is(admin: httpx.Client) -> None:
     for path in ("/v1/accounts?after=%FF&limit=1", "/v1/accounts/Ann/statement?since=%FF"):
         answer = admin.get(path)

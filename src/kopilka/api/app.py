@@ -220,6 +220,8 @@ class KopilkaApp:
         try:
             request_headers = RequestHeaders(scope)
             principal, ledger = await self.authorize(request_headers)
+            if scope["query_string"]:
+                handlers.query_of(scope)  # a write takes no parameters: one given is refused
             body = await read_body(
                 receive, request_headers.content_length, BODY_BYTES_MAX, self.body_seconds
             )

@@ -237,6 +237,31 @@ async def _public(app: KopilkaApp, method: str, segments: list[str]) -> Response
     return None
 
 
+def query_of(scope: Scope, *known: str) -> QueryParams:
+    """The query's parameters, each of `known` at most once. An unknown one (a typo such
+    as `sinse`, or a `dry_run` given to a write) or one given twice is refused, as an
+    unknown body field or a header given twice is: it would pass silently, or count by
+    chance."""
+    try:  # strictly: bytes that are no UTF-8 are refused, as in the path, not replaced
+        pairs = parse_qsl(
+            scope["query_string"].decode("latin-1"), keep_blank_values=True, errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_request", "the query is not valid UTF-8") from None
+    query = QueryParams(pairs)
+    names = query.keys()
+    for name in names:
+        if name not in known:
+            takes = f"known: {', '.join(known)}" if known else "this request takes none"
+            raise InvalidInput(
+                "invalid_request", f"unknown query parameter {name[:50]!r} ({takes})"
+            )
+    if len(names) != len(query.multi_items()):
+        twice = next(name for name in names if len(query.getlist(name)) > 1)
+        raise InvalidInput("invalid_request", f"query parameter {twice!r} given twice")
+    return query
+
+
 class Call:
     """One authenticated request to a non-hot endpoint."""
 
@@ -255,6 +280,8 @@ class Call:
         if handler is None:
             raise method_not_allowed(self.scope["method"], self.scope["path"], tuple(handlers))
         self.principal, self.ledger = await self.app.authorize(self.headers)
+        if method != "GET" and self.scope["query_string"]:
+            query_of(self.scope)  # a write takes no parameters: one given is refused
         response: Response = await handler()
         return response
 
@@ -280,29 +307,7 @@ class Call:
         return request
 
     def query(self, *known: str) -> QueryParams:
-        """The query's parameters, each of `known` at most once. An unknown one (a typo
-        such as `sinse`) or one given twice is refused, as an unknown body field or a
-        header given twice is: it would pass silently, or count by chance."""
-        try:  # strictly: bytes that are no UTF-8 are refused, as in the path, not replaced
-            pairs = parse_qsl(
-                self.scope["query_string"].decode("latin-1"),
-                keep_blank_values=True,
-                errors="strict",
-            )
-        except UnicodeDecodeError:
-            raise ApiError(400, "invalid_request", "the query is not valid UTF-8") from None
-        query = QueryParams(pairs)
-        names = query.keys()
-        for name in names:
-            if name not in known:
-                raise InvalidInput(
-                    "invalid_request",
-                    f"unknown query parameter {name[:50]!r} (known: {', '.join(known)})",
-                )
-        if len(names) != len(query.multi_items()):
-            twice = next(name for name in names if len(query.getlist(name)) > 1)
-            raise InvalidInput("invalid_request", f"query parameter {twice!r} given twice")
-        return query
+        return query_of(self.scope, *known)
 
     async def outcome(self, command: Command, claim: ClaimKey | None) -> Account:
         (outcome,) = await self.app.engine.submit_many([command], claim, self.principal.token_id)
