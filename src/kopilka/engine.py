@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from kopilka.domain.model import Account, ClaimKey, Command, Outcome, client_name
+from kopilka.domain.rules import validate_client
 from kopilka.domain.statement import Statement, StatementLine, build_statement
 from kopilka.errors import (
     Busy,
@@ -389,6 +390,7 @@ class Engine:
 
     async def get_account(self, ledger: str, client: str) -> Account:
         client = client_name(client)
+        validate_client(client)  # a name no account may have is said to be one, as a server does
         account = await self.store.get_account(ledger, client)
         if account is None:
             raise NotFound("account_not_found", f"no account for client {client!r}")
