@@ -35,7 +35,7 @@ from kopilka.domain.model import (
 from kopilka.domain.rules import not_batched, validate_money_command
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
-from kopilka.errors import KopilkaError
+from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.idempotency import new_key
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
@@ -117,6 +117,9 @@ class EmbeddedBank:
             raise
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            coroutine.close()  # never to run: no warning that it was not awaited
+            raise InvalidInput("client_closed", "this bank is closed: open it again")
         future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         return future.result()
 
@@ -255,6 +258,8 @@ class EmbeddedBank:
         return self._run(self.engine.statement(self.ledger, client, since, till))
 
     def close(self) -> None:
+        if self._loop.is_closed():
+            return
         try:
             self._run(self.engine.close())
         finally:

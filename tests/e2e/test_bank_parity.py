@@ -185,12 +185,23 @@ def test_a_clients_list_names_each_refused_item_by_its_place_in_the_list(tmp_pat
 
 
 def test_a_closed_client_refuses_in_one_error(tmp_path: Path) -> None:
+    """The client and the embedded bank alike; closing either twice does nothing more."""
     with running_server(tmp_path / "home") as server:
-        bank = connect_bank(server.url, token=server.token, sandbox=True)
-        bank.close()
-        try:
-            bank.account("Ann")
-        except KopilkaError as error:
-            assert error.code == "client_closed", error
-        else:
-            raise AssertionError("a closed client answered")
+        for bank in (
+            connect_bank(server.url, token=server.token, sandbox=True),
+            EmbeddedBank(str(tmp_path / "kopilka.db")),
+        ):
+            bank.close()
+            bank.close()
+            calls: list[Callable[[Bank], Any]] = [
+                lambda closed: closed.account("Ann"),
+                lambda closed: closed.deposit("Ann", 1, "x", "k1"),
+                lambda closed: closed.execute_many([Deposit("Ann", 1, "x", "k2")]),
+            ]
+            for call in calls:
+                try:
+                    call(bank)
+                except KopilkaError as error:
+                    assert error.code == "client_closed", error
+                else:
+                    raise AssertionError("a closed client answered")
