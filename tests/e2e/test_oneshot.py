@@ -118,10 +118,18 @@ def test_database_from_config_file_and_environment(kopilka: RunKopilka, tmp_path
     config.write_text(f'db = "{from_file}"\n')
     assert kopilka("--config", str(config), *DEPOSIT).returncode == 0
     assert from_file.is_file()
-    # The environment wins over the file, and a flag over both.
-    assert kopilka(*DEPOSIT, env={"KOPILKA_DB": str(from_env)}).returncode == 0
-    assert from_env.is_file()
-    assert kopilka("accounts", "--config", str(config), env={"KOPILKA_DB": str(from_env)}).stdout
+    # The environment wins over the file, and a flag over both: each holds its own client.
+    environment = {"KOPILKA_DB": str(from_env)}
+    deposit_as = ("deposit", "--amount=1", "--description=where")
+    assert kopilka(*deposit_as, "--client=Env", env=environment).returncode == 0
+    from_flag = tmp_path / "flag.db"
+    assert kopilka(*deposit_as, "--client=Flag", "--db", str(from_flag)).returncode == 0
+    both = ("accounts", "--config", str(config))
+    assert "John Jones" in kopilka(*both).stdout
+    read = kopilka(*both, env=environment).stdout
+    assert "Env" in read and "John Jones" not in read, read
+    read = kopilka(*both, "--db", str(from_flag), env=environment).stdout
+    assert "Flag" in read and "Env" not in read and "John Jones" not in read, read
     missing = kopilka("accounts", "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 1
     assert missing.stderr.startswith("Error: config file ")

@@ -30,7 +30,8 @@ def test_metrics_count_what_was_done(tmp_path: Path) -> None:
                 "/v1/deposits", json={"client": client, "amount": "10", "open_account": True}
             )
             assert opened.status_code == 201
-        assert admin.post("/v1/transfers", json={"from": "Ann", "to": "Bob", "amount": "3"})
+        moved = admin.post("/v1/transfers", json={"from": "Ann", "to": "Bob", "amount": "3"})
+        assert moved.status_code == 201
         refused = admin.post("/v1/withdrawals", json={"client": "Ann", "amount": "100"})
         assert refused.status_code == 422
         batch = {"operations": [{"type": "deposit", "client": "Bob", "amount": "1"}] * 3}
