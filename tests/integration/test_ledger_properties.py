@@ -38,6 +38,7 @@ from kopilka.domain.model import (
 )
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
+from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX
 from kopilka.store import open_store
 
 CLIENTS = ("Ann", "Bob", "Cid")
@@ -45,10 +46,19 @@ FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 
 # -- what hypothesis draws ------------------------------------------------------------------
 
-amounts = st.integers(min_value=1, max_value=6_000)
+# Mostly sums near each other, so that floors and caps are met often; and now and then
+# any amount or limit the ledger takes, up to its largest, so that a rule is checked
+# with the big numbers too (one that held only for small sums would pass the first).
+amounts = st.integers(min_value=1, max_value=6_000) | st.integers(1, AMOUNT_CENTS_MAX)
 clients = st.sampled_from(CLIENTS)
-floors = st.integers(min_value=-5_000, max_value=1_000)
-caps = st.none() | st.integers(min_value=-500, max_value=15_000)
+floors = st.integers(min_value=-5_000, max_value=1_000) | st.integers(
+    -BALANCE_CENTS_MAX, BALANCE_CENTS_MAX
+)
+caps = (
+    st.none()
+    | st.integers(min_value=-500, max_value=15_000)
+    | st.integers(-BALANCE_CENTS_MAX, BALANCE_CENTS_MAX)
+)
 
 money_steps = st.one_of(
     st.tuples(st.just("deposit"), clients, amounts),
