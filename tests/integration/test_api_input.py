@@ -727,6 +727,34 @@ def test_a_write_given_a_query_parameter_is_refused_and_changes_nothing(
     assert admin.delete(f"/v1/sandboxes/{sandbox}").status_code == 204
 
 
+def test_every_account_is_listed_once_page_by_page(server: ServerProcess) -> None:
+    """GET /v1/accounts pages by name (`after`, `next_after`), and the client walks every
+    page: more accounts than one page holds all come back, once each, in order."""
+    with server.client() as admin:
+        ledger = admin.post("/v1/sandboxes").json()["ledger"]
+        names = [f"Client {number:04}" for number in range(1_003)]
+        opening = [
+            {"type": "deposit", "client": name, "amount": "1", "open_account": True}
+            for name in names
+        ]
+        headers = {"Kopilka-Ledger": ledger}
+        opened = admin.post("/v1/batch", json={"operations": opening}, headers=headers)
+        assert {result["status"] for result in opened.json()["results"]} == {201}
+        listed: list[str] = []
+        query = "limit=400"
+        while True:
+            page = admin.get(f"/v1/accounts?{query}", headers=headers).json()
+            listed.extend(account["client"] for account in page["accounts"])
+            if page["next_after"] is None:
+                break
+            assert page["next_after"] == listed[-1]
+            query = f"limit=400&after={quote(page['next_after'])}"
+        assert listed == sorted(names)
+        with connect_bank(server.url, token=server.token, ledger=ledger) as bank:
+            assert [account.client for account in bank.accounts()] == sorted(names)
+        admin.delete(f"/v1/sandboxes/{ledger}")
+
+
 def test_a_query_that_is_not_utf8_is_refused_as_a_path_is(admin: httpx.Client) -> None:
     for path in ("/v1/accounts?after=%FF&limit=1", "/v1/accounts/Ann/statement?since=%FF"):
         answer = admin.get(path)
