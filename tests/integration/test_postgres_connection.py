@@ -181,3 +181,29 @@ async def test_pooled_connections_left_stale_by_a_restart_are_replaced(
         assert isinstance(outcome, Operation), outcome
         accounts = await asyncio.gather(*(engine.get_account("main", f"c{n}") for n in range(8)))
         assert [a.balance_cents for a in accounts] == [101] + [100] * 7
+
+
+async def test_commits_are_durable_whatever_the_database_default(
+    postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    """A database (or role) whose default is `synchronous_commit = off` would have each
+    commit answered before its flush: the store's connections ask for a durable one."""
+    database = urlsplit(postgres_url).path.lstrip("/")
+    postgres_server.psql(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
+    plain = await asyncpg.connect(postgres_url)
+    try:
+        assert await plain.fetchval("SHOW synchronous_commit") == "off"
+    finally:
+        await plain.close()
+    store = PostgresStore(postgres_url)
+    async with Engine(store) as engine:
+        applied = await engine.execute(Deposit("Ann", 100, "pay", "k1"))
+        assert isinstance(applied, Operation)
+        assert store._pool is not None
+        connections = [await store._pool.acquire() for _ in range(3)]
+        try:
+            levels = [await c.fetchval("SHOW synchronous_commit") for c in connections]
+        finally:
+            for connection in connections:
+                await store._pool.release(connection)
+    assert levels == ["on", "on", "on"]

@@ -26,7 +26,7 @@ from kopilka.domain.model import Deposit
 from kopilka.engine import Engine
 from kopilka.errors import Unavailable
 from kopilka.store import open_store
-from kopilka.store.sqlite import connect
+from kopilka.store.sqlite import SqliteStore, connect
 from kopilka.store.sqlite_migrate import migrate
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -441,3 +441,14 @@ async def test_each_outage_is_told_once_and_its_end_too(
     failed = f"the database {path} failed: no such table: entries"
     back = f"the database {path} is available again"
     assert logged == [failed, back, failed, back]
+
+
+async def test_every_connection_commits_durably(tmp_path: Path) -> None:
+    """WAL with synchronous FULL: a commit is on disk, power loss included, when it
+    returns; the writer's and the reader's connections alike."""
+    store = SqliteStore(tmp_path / "kopilka.db")
+    async with Engine(store) as engine:
+        await engine.execute(Deposit("Ann", 100, "pay", "k1"))
+        for connection in (store._db, store._read_db, connect(store.path)):
+            assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            assert connection.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL

@@ -166,9 +166,18 @@ def _row_count(status: str) -> int:
     return int(status.rsplit(" ", 1)[1])
 
 
+async def _durable_commits(connection: Connection) -> None:
+    """A commit is on disk when it returns, whatever the database's or the role's
+    default: `off` would answer before the flush and lose the commit in a crash. A
+    stronger level (waiting for standbys) is kept as it is."""
+    if await connection.fetchval("SHOW synchronous_commit") == "off":
+        await connection.execute("SET synchronous_commit = on")
+
+
 async def _no_reset(connection: Connection) -> None:
-    """Nothing to reset on release: the store keeps no session state (asyncpg's default
-    reset would cost a round trip per use; an open transaction is still rolled back)."""
+    """Nothing to reset on release: the store keeps no session state but the commit
+    level set as the connection opened, which must stay (asyncpg's default reset would
+    undo it, at a round trip per use; an open transaction is still rolled back)."""
 
 
 class PostgresStore:
@@ -226,6 +235,7 @@ class PostgresStore:
                 timeout=self._connect_timeout_seconds,
                 command_timeout=self._command_timeout_seconds,
                 reset=_no_reset,
+                init=_durable_commits,
                 server_settings={
                     "application_name": "kopilka",
                     "lock_timeout": f"{int(self._lock_timeout_seconds * 1000)}ms",
