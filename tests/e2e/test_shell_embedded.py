@@ -349,6 +349,19 @@ def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) 
     assert status == 0
     history = (kopilka_home / "history").read_text()
     assert '+deposit --client="Ёжик Jones" --amount=100 --description="ATM"' in history
+    # The next session recalls them: Up three times is the balance asked for above.
+    terminal = Terminal(kopilka_home)
+    try:
+        terminal.expect("'exit' or Ctrl-D to leave.")
+        terminal.send("\x1b[A\x1b[A\x1b[A")
+        terminal.expect('balance --client="Ёжик Jones"')
+        terminal.send("\r")
+        terminal.expect("Balance of Ёжик Jones: $100.00")
+        terminal.expect(">")
+        terminal.send("\x04")
+    finally:
+        status = terminal.close()
+    assert status == 0
 
 
 def test_tab_and_enter_in_one_write_run_the_line_as_completed(kopilka_home: Path) -> None:
