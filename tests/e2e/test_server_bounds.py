@@ -72,6 +72,16 @@ def test_one_address_cannot_take_every_connection(tmp_path: Path) -> None:
             connection.close()
 
 
+def test_an_idle_keep_alive_connection_is_closed(tmp_path: Path) -> None:
+    """A connection that asks nothing more after its answer is let go (after 5 s), so
+    idle clients cannot hold the server's connections for ever."""
+    with running_server(tmp_path, "memory:") as server:
+        (idle,) = hold_connections(server.port, 1)
+        idle.settimeout(10)  # past it, the read raises: the connection was kept
+        assert read_until_closed(idle) == b""
+        idle.close()
+
+
 def test_headers_that_trickle_in_are_cut_off_without_stalling_others(tmp_path: Path) -> None:
     with running_server(tmp_path, "memory:", KOPILKA_HEADER_SECONDS="1") as server:
         slow = connect(server.port)
