@@ -28,7 +28,13 @@ from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.settings import Settings, hide_secrets, load_settings, make_home, redact_url
 from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute, needs_bank
 from kopilka.shell.connect import Target, open_bank
-from kopilka.shell.output import ANSWER_NOT_WRITTEN_EXIT, AnswerNotWritten, Output, answer
+from kopilka.shell.output import (
+    ANSWER_NOT_WRITTEN_EXIT,
+    OUTCOME_UNKNOWN_EXIT,
+    AnswerNotWritten,
+    Output,
+    answer,
+)
 from kopilka.shell.parser import parse_words
 from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import SessionEnded, SignalEnding, run_piped, run_terminal
@@ -270,7 +276,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
         reply = execute(parsed, bank, oneshot=True)
     except KopilkaError as error:
         output.error(error.message)
-        return 1
+        return OUTCOME_UNKNOWN_EXIT if error.code == "outcome_unknown" else 1
     except KeyboardInterrupt:
         if not reads_only:  # it may be on its way, or waiting for a lock to go through
             output.error(INTERRUPTED_WRITE)

@@ -106,7 +106,7 @@ def stopped_before_answer(*, reads_only: bool = False) -> Unavailable:
             "shutting_down", "the server stopped before this was answered; try again"
         )
     return Unavailable(
-        "shutting_down",
+        "outcome_unknown",
         "the server stopped before this was answered; whether it was applied is not known:"
         " retry with the same idempotency key, it is never applied twice",
     )

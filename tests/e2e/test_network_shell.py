@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -399,3 +400,55 @@ def test_a_terminal_sandbox_shell_ended_by_a_signal_drops_its_sandbox(
     finally:
         assert terminal.close() == 128 + signum
     _assert_holds_no_sandbox(server, token)
+
+
+@contextlib.contextmanager
+def _server_that_hangs_up() -> Iterator[str]:
+    """Takes each request whole, then closes the connection without an answer: a server
+    that died while it committed, as far as its caller can tell."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            with connection:
+                connection.settimeout(5)
+                received = b""
+                with contextlib.suppress(OSError):
+                    while b"\r\n\r\n" not in received:
+                        received += connection.recv(65536)
+                    head, _, body = received.partition(b"\r\n\r\n")
+                    length = re.search(rb"(?i)content-length: *(\d+)", head)
+                    while length and len(body) < int(length[1]):
+                        body += connection.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join()
+        listener.close()
+
+
+def test_a_write_whose_answer_was_lost_exits_4_not_1(tmp_path: Path) -> None:
+    """1 says refused, nothing changed: a script may then repeat it. A write that may have
+    been applied says so, and exits 4."""
+    with _server_that_hangs_up() as url:
+        target = ("--url", url, "--token", "kop_x_y", "--ledger", "main")
+        for command in (
+            ("deposit", "--client=Ann", "--amount=1", "--description=x"),
+            ("transfer", "-f", "Ann", "-t", "Bob", "1"),
+            ("add-user", "-n", "Cy", "--max", "10"),
+        ):
+            result = run_kopilka(tmp_path / "home", *command, *target)
+            assert (result.returncode, result.stdout) == (4, ""), result.stderr
+            assert "whether this was applied is not known" in result.stderr
+        read = run_kopilka(tmp_path / "home", "balance", "--client=Ann", *target)
+        assert read.returncode == 1, read.stderr

@@ -54,7 +54,7 @@ async def test_a_write_cancelled_while_it_waits_gets_503_with_its_key(tmp_path: 
         start, answer = sent
         headers = dict(start["headers"])
         assert start["status"] == 503
-        assert json.loads(answer["body"])["error"]["code"] == "shutting_down"
+        assert json.loads(answer["body"])["error"]["code"] == "outcome_unknown"
         key = headers[b"idempotency-key"].decode()
         # It went on and was applied: the key settles it, once.
         async with httpx.AsyncClient(

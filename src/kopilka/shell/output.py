@@ -46,6 +46,9 @@ Reply = Message | Block | Table | Exit
 # The exit status when a command ran but its answer could not be written: not 1, which
 # says nothing was done, as a script would then repeat a deposit that was made.
 ANSWER_NOT_WRITTEN_EXIT = 3
+# The exit status of a write whose outcome is not known (the answer lost on its way):
+# not 1 either, and not 3, as it may or may not have been applied.
+OUTCOME_UNKNOWN_EXIT = 4
 
 
 class AnswerNotWritten(KopilkaError):
