@@ -270,6 +270,12 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
     if not needs_bank(parsed):
         output.show(execute(parsed, None, oneshot=True))
         return 0
+    if options.sandbox:  # it would be dropped as the command ends, and what it did with it
+        raise InvalidInput(
+            "invalid_option",
+            f"{parsed.spec.name} would work in a sandbox that ends with it, keeping nothing:"
+            " --sandbox is for a shell session (kopilka shell --sandbox)",
+        )
     reads_only = parsed.spec.name in READS_ONLY
     bank = open_bank(_target(options), reads_only=reads_only)
     try:

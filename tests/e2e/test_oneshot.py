@@ -612,6 +612,27 @@ def test_a_server_url_that_cannot_be_read_is_one_line(
     assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("deposit", "--client=Ann", "--amount=1", "--description=x"),
+        ("balance", "--client=Ann"),
+        ("add-user", "-n", "Ann", "--max", "10"),
+    ],
+)
+def test_a_one_shot_command_takes_no_sandbox(
+    kopilka: RunKopilka, kopilka_home: Path, command: tuple[str, ...]
+) -> None:
+    """Its sandbox would end with it: a deposit said done would be kept nowhere."""
+    result = kopilka(*command, "--sandbox")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: {command[0]} would work in a sandbox that ends with it, keeping nothing:"
+        " --sandbox is for a shell session (kopilka shell --sandbox)\n"
+    )
+    assert not (kopilka_home / "kopilka.db").exists()
+
+
 def test_init_has_no_sandbox_to_set_up(kopilka: RunKopilka, kopilka_home: Path) -> None:
     result = kopilka("init", "--sandbox")
     assert (result.returncode, result.stdout) == (1, "")
