@@ -452,3 +452,10 @@ def test_a_write_whose_answer_was_lost_exits_4_not_1(tmp_path: Path) -> None:
             assert "whether this was applied is not known" in result.stderr
         read = run_kopilka(tmp_path / "home", "balance", "--client=Ann", *target)
         assert read.returncode == 1, read.stderr
+        # The key to retry with is written as it can be typed back.
+        deposit = ("deposit", "--client=Ann", "--amount=1", "--description=x")
+        keyed = run_kopilka(
+            tmp_path / "home", *deposit, '--idempotency-key=pay "rent" dec', *target
+        )
+        assert keyed.returncode == 4, keyed.stderr
+        assert keyed.stderr.endswith("(to retry it safely: --idempotency-key='pay \"rent\" dec')\n")

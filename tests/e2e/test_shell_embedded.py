@@ -441,8 +441,11 @@ def test_a_terminal_shell_with_its_answers_in_a_file_reads_lines(
 
 
 def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:
-    output = shell_runner(kopilka_home)("init\n")
-    assert output == "Error: 'init' is a command of the OS shell: run 'kopilka init'\n"
+    output = shell_runner(kopilka_home)("init\nserve\ntoken list\nshell\n")
+    assert output == "".join(
+        f"Error: {name!r} is a command of the OS shell: run 'kopilka {name}'\n"
+        for name in ("init", "serve", "token", "shell")
+    )
 
 
 def test_an_empty_format_is_refused_not_taken_for_the_table(kopilka_home: Path) -> None:

@@ -82,7 +82,7 @@ def _retry_names_the_key(key: str) -> Iterator[None]:
     try:
         yield
     except Unavailable as error:
-        hint = f"to retry it safely: --idempotency-key={key}"
+        hint = f"to retry it safely: --idempotency-key={shlex.quote(key)}"
         raise Unavailable(error.code, f"{error.message} ({hint})") from None
 
 

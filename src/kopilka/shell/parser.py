@@ -85,9 +85,13 @@ def _asks_for_help(spec: CommandSpec, arguments: list[str]) -> bool:
     return False
 
 
+# Commands of `kopilka` itself, which the command line reads before any of the shell's.
+_PROGRAM_COMMANDS = ("serve", "token", "shell")
+
+
 def unknown_command(name: str, *, oneshot: bool = False) -> InvalidInput:
     """An error naming the closest known command, if one is close enough."""
-    if not oneshot and name in command_names(oneshot=True):
+    if not oneshot and (name in command_names(oneshot=True) or name in _PROGRAM_COMMANDS):
         return InvalidInput(
             "unknown_command", f"{name!r} is a command of the OS shell: run 'kopilka {name}'"
         )
