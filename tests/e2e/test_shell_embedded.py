@@ -129,6 +129,30 @@ def test_a_script_that_starts_with_a_byte_order_mark_runs(kopilka: RunKopilka) -
     assert result.stdout == "Deposit operation was successful!\nBalance of Bom: $1.00\n"
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
+def test_a_script_in_utf16_is_refused_in_one_line(kopilka_home: Path, encoding: str) -> None:
+    """As Windows PowerShell's `>` writes it: each line would be garbled words."""
+    script = "deposit --client=U --amount=1 --description=x\r\nbalance --client=U\r\n"
+    encoded = (
+        ("\ufeff" + script).encode(encoding) if encoding.endswith("be") else script.encode(encoding)
+    )
+    kopilka_home.parent.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [*kopilka_command(), "shell", "--sandbox"],
+        input=encoded,
+        capture_output=True,
+        env=kopilka_env(kopilka_home),
+        cwd=kopilka_home.parent,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (1, b"")
+    assert result.stdout == (
+        b"Error: the input is UTF-16 text; give the shell UTF-8"
+        b" (PowerShell: Out-File -Encoding utf8)\n"
+    )
+
+
 def test_empty_input_is_a_clean_session(kopilka: RunKopilka) -> None:
     result = kopilka(stdin="")
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

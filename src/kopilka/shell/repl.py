@@ -113,11 +113,21 @@ def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None
     return not isinstance(reply, Exit)
 
 
+# UTF-16's byte order marks, as bytes that are not UTF-8 are read (surrogateescape).
+_UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff")
+
+
 def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
     for number, line in enumerate(lines):
         if number == 0:
             # A script saved by some Windows editors starts with a byte order mark.
             line = line.removeprefix("\ufeff")
+            if line.startswith(_UTF16_MARKS):  # every line would be refused as garbled
+                output.error(
+                    "the input is UTF-16 text; give the shell UTF-8"
+                    " (PowerShell: Out-File -Encoding utf8)"
+                )
+                return 1
         try:
             if not run_line(line.rstrip("\r\n"), bank, output):
                 break
