@@ -117,6 +117,9 @@ def _ledger_of(caller: Any) -> str:
     return ledger
 
 
+_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)")  # not 1.2.3.4, a host
+
+
 def normalize_url(url: str) -> str:
     """'8889' -> http://127.0.0.1:8889; 'host:8889' -> http://host:8889.
 
@@ -131,7 +134,12 @@ def normalize_url(url: str) -> str:
             "invalid_url",
             f"invalid server URL {redact_url(url)!r}: it has a control character",
         )
-    if url.isascii() and url.isdigit():
+    if _NUMBER.fullmatch(url):  # a port on this machine, or meant as one
+        if not (url.isascii() and url.isdigit() and 0 < int(url) < 65536):
+            raise InvalidInput(
+                "invalid_url",
+                f"invalid server URL {url!r}: a port is a whole number from 1 to 65535",
+            )
         url = f"http://127.0.0.1:{url}"
     elif "://" not in url:
         url = f"http://{url}"

@@ -295,6 +295,8 @@ def _banner(server: ServerProcess, *arguments: str) -> str:
 def test_a_terminal_shell_names_the_ledger_its_commands_go_to(server: ServerProcess) -> None:
     """A sandbox's ledger, a token's own ledger, or the one named: never 'main' by default."""
     assert _banner(server, "--url", server.url) == f"kopilka shell on {server.url}, ledger 'main'."
+    by_port = _banner(server, "--url", str(server.port))  # named as it is reached
+    assert by_port == f"kopilka shell on http://127.0.0.1:{server.port}, ledger 'main'."
     sandbox = _banner(server, "--url", server.url, "--sandbox")
     assert sandbox.startswith(f"kopilka shell on {server.url}, ledger 'sandbox-")
     with server.client() as admin:

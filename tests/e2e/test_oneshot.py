@@ -603,6 +603,13 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
             "http://a\nb:1",
             "Error: invalid server URL 'http://a\\nb:1': it has a control character\n",
         ),
+        *(
+            (
+                port,
+                f"Error: invalid server URL {port!r}: a port is a whole number from 1 to 65535\n",
+            )
+            for port in ("-1", "0", "19100.5", "70000")
+        ),
     ],
 )
 def test_a_server_url_that_cannot_be_read_is_one_line(

@@ -44,7 +44,9 @@ class Target:
     def describe(self, ledger: str | None = None) -> str:
         """Where commands go; `ledger`: the one a server said this session uses."""
         if self.url is not None:
-            where = redact_url(self.url)
+            from kopilka.client import normalize_url  # loaded already: the bank is a client
+
+            where = redact_url(normalize_url(self.url))  # a bare port, as it is reached
         elif self.sandbox:
             where = "a sandbox in memory (gone when the shell ends)"
         else:
