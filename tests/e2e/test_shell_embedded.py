@@ -388,6 +388,32 @@ def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) 
     assert status == 0
 
 
+def test_tab_completes_a_client_another_session_opened(kopilka_home: Path) -> None:
+    """Two clerks on one ledger: a name the other opened is offered too."""
+    terminal = Terminal(kopilka_home)
+    try:
+        terminal.expect("'exit' or Ctrl-D to leave.")
+        terminal.send("deposit --client=ZetaOld --amount=1 --description=x\r")
+        terminal.expect("Deposit operation was successful!")
+        terminal.send("balance --client=Ze\t")  # the names are read now
+        terminal.expect("--client=ZetaOld")
+        terminal.send("\r")
+        terminal.expect("Balance of ZetaOld: $1.00")
+        terminal.expect(">")
+        other = run_kopilka(kopilka_home, "open_account", "--client=ZetaNew")
+        assert other.returncode == 0, other.stderr
+        time.sleep(1.0)  # the names are read again at most once a second
+        terminal.send("balance --client=ZetaN\t")
+        terminal.expect("--client=ZetaNew")
+        terminal.send("\r")
+        terminal.expect("Balance of ZetaNew: $0.00")
+        terminal.expect(">")
+        terminal.send("\x04")
+    finally:
+        status = terminal.close()
+    assert status == 0
+
+
 def test_tab_and_enter_in_one_write_run_the_line_as_completed(kopilka_home: Path) -> None:
     """Keys that come in one read (a fast typist, a paste, a slow link) are taken in order:
     Enter runs the line Tab completed, the one on the screen, not the one before it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shlex
+import time
 from collections.abc import Callable, Iterable
 
 from prompt_toolkit.buffer import Buffer, CompletionState
@@ -19,23 +20,38 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from kopilka.shell.specs import CommandSpec, command_names, find_command
 
+# A name typed that no known one starts with may be one another session has added since:
+# the names are read again, at most this often.
+_UNKNOWN_NAME_RELOAD_SECONDS = 1.0
+
 
 class KnownClients:
-    """Client names from the bank, read again only after a command may have added one."""
+    """Client names from the bank, read again after a command of this session may have
+    added one, and when one is typed that none of them starts with (another session's)."""
 
     def __init__(self, load: Callable[[], list[str]]) -> None:
         self._load = load
         self._names: list[str] | None = None
+        self._loaded_at = 0.0
 
     def invalidate(self) -> None:
         self._names = None
 
-    def names(self) -> list[str]:
+    def names(self, typed: str = "") -> list[str]:
+        names = self._known()
+        stale = time.monotonic() - self._loaded_at >= _UNKNOWN_NAME_RELOAD_SECONDS
+        if typed and stale and not any(name.startswith(typed) for name in names):
+            self.invalidate()
+            names = self._known()
+        return names
+
+    def _known(self) -> list[str]:
         if self._names is None:
             try:
                 self._names = sorted(self._load())
             except Exception:  # completion must never break the prompt, whatever the bank says
                 return []
+            self._loaded_at = time.monotonic()
         return self._names
 
 
@@ -89,10 +105,11 @@ class ShellCompleter(Completer):
             return
         spelling, has_equals, value = raw.partition("=")
         if has_equals and _names_client(spec, spelling):
-            names = [f"{spelling}={quote_word(name)}" for name in self._clients.names()]
+            known = self._clients.names(_unquote(value))
+            names = [f"{spelling}={quote_word(name)}" for name in known]
             yield from _matching(names, f"{spelling}={_unquote(value)}", raw, unquoted=True)
         elif len(earlier) > 1 and _names_client(spec, earlier[-1]):
-            names = [quote_word(name) for name in self._clients.names()]
+            names = [quote_word(name) for name in self._clients.names(_unquote(raw))]
             yield from _matching(names, _unquote(raw), raw, unquoted=True)
         elif raw.startswith("-") or not raw:
             options = [
