@@ -806,7 +806,7 @@ def test_add_user_whose_answer_was_lost_says_to_look_not_to_retry_under_a_key(
     name = "-Cut \\ User"  # the command it names is written as the shell reads it
     added = run_kopilka(tmp_path / "home", "add-user", f"-n={name}", "--max", "100", *where)
     relay.join(timeout=10)
-    assert added.returncode == 1
+    assert added.returncode == 4  # not 1: it may have been applied
     assert added.stderr.count("\n") == 1, added.stderr
     assert "whether this was applied is not known" in added.stderr
     assert added.stderr.endswith("` before running it again\n"), added.stderr
