@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from kopilka.domain.model import Deposit, Operation
+from kopilka.domain.model import Deposit, Operation, Transfer
 from kopilka.engine import Engine
 from kopilka.errors import Unavailable
 from kopilka.store.postgres import PostgresStore
@@ -38,3 +38,41 @@ async def test_a_read_held_past_the_lock_timeout_is_busy_not_a_crash(postgres_ur
         finally:
             await locker.close()
         assert (await engine.get_account("main", "Ann")).balance_cents == 100
+
+
+async def test_a_row_held_by_another_session_fails_its_batch_once_not_every_write(
+    postgres_url: str,
+) -> None:
+    """A transaction left open on one account (by hand, or by a frozen process): the
+    batches that need it are refused as busy after one lock_timeout, not retried a
+    lock_timeout at a time, so the process's batch slots come free for everyone else."""
+    async with Engine(PostgresStore(postgres_url, lock_timeout_seconds=1.0)) as engine:
+        for client in ("Ann", "Bob", "Cid", "Dan"):
+            opened = await engine.execute(Deposit(client, 100, "d", f"open-{client}"))
+            assert isinstance(opened, Operation)
+        locker = await asyncpg.connect(postgres_url)
+        try:
+            held = locker.transaction()
+            await held.start()
+            await locker.execute("SELECT 1 FROM accounts WHERE client = 'Ann' FOR UPDATE")
+            started = asyncio.get_running_loop().time()
+            first = asyncio.create_task(engine.execute(Transfer("Ann", "Bob", 1, "x", "t1")))
+            await asyncio.sleep(0.1)
+            second = asyncio.create_task(engine.execute(Transfer("Bob", "Ann", 1, "x", "t2")))
+            await asyncio.sleep(0.1)  # both batch slots now wait for Ann's row
+            other = await asyncio.wait_for(engine.execute(Transfer("Cid", "Dan", 1, "x", "t3")), 30)
+            assert isinstance(other, Operation)
+            for stuck in (first, second):
+                with pytest.raises(Unavailable) as busy:
+                    await stuck
+                assert busy.value.code == "store_busy"
+                assert "locked by another session for over 1 s" in busy.value.message
+            # One wait each (a retry per lock_timeout took eight, and the third waited
+            # behind them); well under what a second round of waits would take.
+            assert asyncio.get_running_loop().time() - started < 5
+            await held.rollback()
+        finally:
+            await locker.close()
+        applied = await engine.execute(Transfer("Ann", "Bob", 1, "x", "t4"))
+        assert isinstance(applied, Operation)
+        assert (await engine.get_account("main", "Cid")).balance_cents == 99

@@ -484,6 +484,8 @@ class PostgresStore:
             lost = True
         except asyncpg.exceptions.UniqueViolationError:
             key_taken = True  # a retried key, or a claim held: the locking way reads keys
+        except asyncpg.exceptions.LockNotAvailableError as error:
+            raise self._locked_too_long(error) from error  # the locking way would wait again
         except asyncpg.PostgresError:
             pass  # the view was stale (or the locking way will meet the same error)
         finally:
@@ -576,6 +578,8 @@ class PostgresStore:
                 _discard(connection)
                 raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
             await _rollback_quietly(transaction)
+            if isinstance(error, asyncpg.exceptions.LockNotAvailableError):
+                raise self._locked_too_long(error) from error
             if isinstance(error, _TRANSIENT):
                 raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
             raise
@@ -649,6 +653,19 @@ class PostgresStore:
         except _TRANSIENT as error:
             raise _busy(error) from error
         return await self._once(work)
+
+    def _locked_too_long(self, error: BaseException) -> Unavailable:
+        """A batch that waited lock_timeout for an account another session holds (a
+        transaction left open by hand, a frozen process): not retried, as a deadlock is,
+        for each try would wait as long again and hold one of the process's few batch
+        slots, and with them every other account's writes, for minutes."""
+        logger.warning("a batch waited past lock_timeout for a row lock: %s", error)
+        return Unavailable(
+            "store_busy",
+            "the database is busy: an account of this request has been locked by another"
+            f" session for over {self._lock_timeout_seconds:g} s; nothing was changed, try"
+            " again",
+        )
 
     async def _write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         # Once only: a lost connection may hide a committed write.
