@@ -303,6 +303,22 @@ class Terminal:
                 self.seen += _ANSI.sub("", chunk.decode(errors="replace"))
         self.seen = self.seen[self.seen.index(text) + len(text) :]
 
+    def rest(self, timeout_seconds: float = 15.0) -> str:
+        """All the shell shows from here until it exits."""
+        deadline = time.monotonic() + timeout_seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"the shell is still running: {self.seen!r}"
+            ready, _, _ = select.select([self._master], [], [], remaining)
+            try:
+                chunk = os.read(self._master, 65536) if ready else b"-"
+            except OSError:  # the shell has exited and the terminal closed
+                chunk = b""
+            if not chunk:
+                return self.seen
+            if ready:
+                self.seen += _ANSI.sub("", chunk.decode(errors="replace"))
+
     def local_modes(self) -> int:
         """The terminal's local modes (termios lflag): ECHO, ICANON, ..."""
         modes: int = termios.tcgetattr(self._master)[3]
@@ -386,6 +402,25 @@ def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) 
     finally:
         status = terminal.close()
     assert status == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_as_the_prompt_starts_ends_the_session_quietly(
+    kopilka_home: Path, signum: signal.Signals
+) -> None:
+    """Sent the moment the greeting shows, it lands while the prompt is being set up:
+    it ends the session as it does at the prompt, with no traceback of a half-made loop."""
+    for _ in range(3):
+        terminal = Terminal(kopilka_home, "shell", "--sandbox")
+        try:
+            terminal.expect("'exit' or Ctrl-D to leave.")
+            terminal.process.send_signal(signum)
+            shown = terminal.rest()
+        finally:
+            status = terminal.close()
+        assert status == 128 + signum, shown
+        assert "Traceback" not in shown and "Exception" not in shown, shown
+        assert "never awaited" not in shown, shown
 
 
 def test_tab_completes_a_client_another_session_opened(kopilka_home: Path) -> None:

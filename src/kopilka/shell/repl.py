@@ -63,6 +63,7 @@ class SignalEnding:
     def __init__(self) -> None:
         self.signum: int | None = None
         self.prompt: Application[str] | None = None  # the terminal's, once it has one
+        self.prompting = False  # inside the prompt's call, its loop running or not yet
         self._before: dict[int, Any] = {}
 
     def __enter__(self) -> SignalEnding:
@@ -83,11 +84,19 @@ class SignalEnding:
         for ending in ENDING_SIGNALS:
             signal.signal(ending, signal.SIG_IGN)
         self.signum = signum
-        loop = self.prompt.loop if self.prompt is not None else None
-        if loop is None:  # no prompt running: this is the main thread's own code
+        if not self.prompting:  # the main thread's own code: it unwinds from here
             raise SessionEnded(signum)
-        with contextlib.suppress(RuntimeError):  # the loop has closed: `check` will say
-            loop.call_soon_threadsafe(self._end_prompt)
+        loop = self.prompt.loop if self.prompt is not None else None
+        # No loop yet (or no more): raised now, it would break the one being made, in
+        # a traceback. `prompt_started` ends the prompt once it runs, `check` after it.
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: `check` will say
+                loop.call_soon_threadsafe(self._end_prompt)
+
+    def prompt_started(self) -> None:
+        """Called by the prompt once its loop runs: a signal that came before ends it."""
+        if self.signum is not None:
+            self._end_prompt()
 
     def _end_prompt(self) -> None:
         prompt = self.prompt
@@ -173,8 +182,9 @@ def run_terminal(
     ending.prompt = session.app
     output.note(greeting)
     while True:
+        ending.prompting = True
         try:
-            line = session.prompt(PROMPT)
+            line = session.prompt(PROMPT, pre_run=ending.prompt_started)
         except KeyboardInterrupt:
             continue  # Ctrl-C drops the line being typed, as in other shells
         except EOFError:
@@ -183,6 +193,8 @@ def run_terminal(
         except OSError:
             ending.check()  # the terminal SIGHUP told of is gone: the last redraw failed
             raise
+        finally:
+            ending.prompting = False
         ending.check()  # a line read as the signal came is not run
         try:
             if not run_line(line, bank, output, clients):
