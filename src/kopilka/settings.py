@@ -298,6 +298,7 @@ def _read_file(config_path: str | Path | None, base: Path) -> tuple[dict[str, An
         if candidate.is_file():
             try:
                 with candidate.open("rb") as handle:
+                    _check_owner(candidate, os.fstat(handle.fileno()))
                     values = tomllib.load(handle)
             except tomllib.TOMLDecodeError as error:
                 raise InvalidInput("invalid_setting", f"{candidate}: {error}") from error
@@ -312,6 +313,25 @@ def _read_file(config_path: str | Path | None, base: Path) -> tuple[dict[str, An
             shown = str(candidate) if str(candidate).isprintable() else repr(str(candidate))
             raise InvalidInput("invalid_setting", f"config file {shown} {what}")
     return {}, None
+
+
+def _check_owner(path: Path, info: os.stat_result) -> None:
+    """A kopilka.toml says where the ledger is and which server gets the token: one that
+    another user wrote (in a shared working directory, say) would send the caller's
+    token, and money, where that user wants. So it must be this user's (or root's), and
+    no one else may write it, as KOPILKA_HOME."""
+    if info.st_uid not in (os.geteuid(), 0):
+        raise InvalidInput(
+            "invalid_setting",
+            f"{path.absolute()} belongs to another user, who would choose where your"
+            " commands and token go: remove it, or run elsewhere",
+        )
+    if info.st_mode & 0o022:
+        raise InvalidInput(
+            "invalid_setting",
+            f"{path.absolute()} may be written by other users (mode"
+            f" {info.st_mode & 0o777:o}): `chmod go-w` it",
+        )
 
 
 def _check_file(path: Path, values: dict[str, Any]) -> None:

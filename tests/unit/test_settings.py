@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,35 @@ def test_config_file_in_home_and_explicit(tmp_path: Path) -> None:
     assert load_settings(environ={"KOPILKA_HOME": str(home)}).ledger == "home-ledger"
     explicit = load_settings(environ={"KOPILKA_HOME": str(home)}, config_path=other)
     assert explicit.ledger == "explicit"
+
+
+def test_a_config_file_others_may_write_is_refused(tmp_path: Path) -> None:
+    """It says which server gets the token: in a shared directory, someone else's."""
+    config = tmp_path / "kopilka.toml"
+    config.write_text('url = "http://127.0.0.1:1"\n')
+    config.chmod(0o664)
+    environ = {"KOPILKA_HOME": str(tmp_path / "home")}
+    for read in (lambda: load_settings(environ=environ), lambda: load_settings(config_path=config)):
+        with pytest.raises(InvalidInput) as refused:
+            read()
+        assert refused.value.message == (
+            f"{config} may be written by other users (mode 664): `chmod go-w` it"
+        )
+    config.chmod(0o644)
+    assert load_settings(environ=environ).url == "http://127.0.0.1:1"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_config_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "kopilka.toml"
+    config.write_text('url = "http://127.0.0.1:1"\n')
+    os.chown(config, 65534, 65534)  # nobody's
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path / "home")})
+    assert refused.value.message == (
+        f"{config} belongs to another user, who would choose where your commands and token"
+        " go: remove it, or run elsewhere"
+    )
 
 
 def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
