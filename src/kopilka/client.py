@@ -52,7 +52,7 @@ from kopilka.errors import (
     Unavailable,
 )
 from kopilka.idempotency import new_key, sendable_key
-from kopilka.settings import home, redact_url, split_url
+from kopilka.settings import check_home, home, redact_url, split_url
 
 T = TypeVar("T")
 
@@ -642,6 +642,7 @@ def _admin_token(url: str) -> str:
     """The home's admin token, for a server on this machine only: a URL from elsewhere (a
     kopilka.toml in a directory someone else made, say) must not be handed it."""
     path = home() / "admin.token"
+    check_home(path.parent)  # one that others may write could hold a token of theirs
     if not _on_this_machine(urlsplit(url).hostname or ""):
         raise Unauthorized(
             "no_token",

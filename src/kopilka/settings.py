@@ -92,6 +92,20 @@ def make_home(path: Path) -> None:
         raise InvalidInput(
             "invalid_setting", f"cannot create KOPILKA_HOME {path}: {reason}"
         ) from error
+    _check_home(path, info)
+
+
+def check_home(path: Path) -> None:
+    """The checks of make_home, for a home read or written only if it is there (a shell's
+    history, the admin token a client reads): one that is not is no concern."""
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    _check_home(path, info)
+
+
+def _check_home(path: Path, info: os.stat_result) -> None:
     if info.st_uid != os.geteuid():
         raise InvalidInput(
             "invalid_setting",

@@ -20,6 +20,7 @@ from tests.e2e.conftest import (
     kopilka_env,
     run_kopilka,
 )
+from tests.e2e.test_shell_embedded import Terminal
 from tests.kopilka_server import free_port
 
 DEPOSIT = ("deposit", "--client=John Jones", "--amount=100", "--description=ATM Deposit")
@@ -509,13 +510,23 @@ def test_a_home_others_may_write_in_or_own_is_refused(tmp_path: Path) -> None:
     home = tmp_path / "shared"
     home.mkdir()
     home.chmod(0o777)
-    for command in ((*DEPOSIT,), ("serve", "--port", str(free_port()))):
+    refusal = (
+        f"KOPILKA_HOME {home} may be written by other users (mode 777):"
+        " `chmod go-w` it, or use another"
+    )
+    for command in (
+        (*DEPOSIT,),
+        ("serve", "--port", str(free_port())),
+        ("balance", "--client=A", "--url", "http://127.0.0.1:1"),  # its admin token read
+    ):
         result = run_kopilka(home, *command)
         assert (result.returncode, result.stdout) == (1, ""), command
-        assert result.stderr == (
-            f"Error: KOPILKA_HOME {home} may be written by other users (mode 777):"
-            " `chmod go-w` it, or use another\n"
-        )
+        assert result.stderr == f"Error: {refusal}\n"
+    terminal = Terminal(home, "shell", "--sandbox")  # what is typed is kept there
+    try:
+        terminal.expect(f"Error: {refusal}")
+    finally:
+        assert terminal.close() == 1
     assert list(home.iterdir()) == []
     if os.geteuid() == 0:  # only root may give a directory away
         home.chmod(0o755)

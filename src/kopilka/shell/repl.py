@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kopilka.bank import Bank
 from kopilka.errors import KopilkaError
-from kopilka.settings import hide_secrets
+from kopilka.settings import check_home, hide_secrets
 from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute
 from kopilka.shell.output import Exit, Output
 from kopilka.shell.parser import parse_line, split_line
@@ -214,6 +214,7 @@ def run_terminal(
 def _history(path: Path) -> History:
     from prompt_toolkit.history import FileHistory, InMemoryHistory
 
+    check_home(path.parent)  # what is typed, amounts and names, is for no one else
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(exist_ok=True)
