@@ -28,6 +28,7 @@ from kopilka.api.auth import (
     check_ledger,
     effective_role,
 )
+from kopilka.api.body_budget import BodyBudget
 from kopilka.api.commands import command_from
 from kopilka.api.errors import DECODE_ERRORS, ApiError, decode_error, error_body, error_headers
 from kopilka.api.json_keys import refuse_repeats
@@ -144,6 +145,7 @@ class KopilkaApp:
         self.tokens = TokenCache(store, token_ttl_seconds)
         self.sandboxes = Sandboxes(store, sandbox_idle_seconds)
         self.metrics = Metrics(self.engine)
+        self.large_bodies = BodyBudget()  # batch bodies being read, all together
         self.readiness = Readiness(self.engine)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -291,42 +293,55 @@ async def read_body(
     content_length: int | None,
     bytes_max: int,
     seconds_max: float = BODY_SECONDS_MAX,
+    budget: BodyBudget | None = None,
 ) -> bytes:
     """The whole body, refused past `bytes_max` (413) or when it trickles in too slowly (408).
 
     Under `kopilka serve` the protocol also bounds the time from the end of the headers
-    to the end of the body, so a body that never starts is cut off too.
+    to the end of the body, so a body that never starts is cut off too. With a `budget`,
+    its bytes are held in it while they come (see body_budget).
     """
     if content_length is not None and content_length > bytes_max:
         raise ApiError(413, "body_too_large", f"the request body is over {bytes_max} bytes")
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    # A body without a length (chunked) may arrive whole in one message: count it too.
-    if len(body) > bytes_max:
-        raise ApiError(413, "body_too_large", f"the request body is over {bytes_max} bytes")
-    if not message.get("more_body", False):
-        if message["type"] == "http.disconnect":
-            raise ApiError(400, "disconnected", "the client went away")
-        return body
-    # A body in several pieces: bound the wait, so a slow client cannot hold a slot.
-    chunks = [body]
-    size = len(body)
+    held = 0
+    if budget is not None and content_length is not None:
+        budget.take(content_length)
+        held = content_length
     try:
-        async with asyncio.timeout(seconds_max):
-            while message.get("more_body", False):
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ApiError(400, "disconnected", "the client went away")
-                chunk: bytes = message.get("body", b"")
-                size += len(chunk)
-                if size > bytes_max:
-                    raise ApiError(
-                        413, "body_too_large", f"the request body is over {bytes_max} bytes"
-                    )
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ApiError(408, "request_timeout", "the request body arrived too slowly") from None
-    return b"".join(chunks)
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        # A body without a length (chunked) may arrive whole in one message: count it too.
+        if len(body) > bytes_max:
+            raise ApiError(413, "body_too_large", f"the request body is over {bytes_max} bytes")
+        if not message.get("more_body", False):
+            if message["type"] == "http.disconnect":
+                raise ApiError(400, "disconnected", "the client went away")
+            return body
+        # A body in several pieces: bound the wait, so a slow client cannot hold a slot.
+        chunks = [body]
+        size = len(body)
+        try:
+            async with asyncio.timeout(seconds_max):
+                while message.get("more_body", False):
+                    if budget is not None and size > held:  # no length given: as it comes
+                        budget.take(size - held)
+                        held = size
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise ApiError(400, "disconnected", "the client went away")
+                    chunk: bytes = message.get("body", b"")
+                    size += len(chunk)
+                    if size > bytes_max:
+                        raise ApiError(
+                            413, "body_too_large", f"the request body is over {bytes_max} bytes"
+                        )
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(408, "request_timeout", "the request body arrived too slowly") from None
+        return b"".join(chunks)
+    finally:
+        if budget is not None:
+            budget.give_back(held)
 
 
 def create_app(

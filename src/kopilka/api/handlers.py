@@ -288,11 +288,14 @@ class Call:
     async def body(self, bytes_max: int | None = None) -> bytes:
         from kopilka.api.app import BODY_BYTES_MAX, read_body
 
+        bytes_max = bytes_max or BODY_BYTES_MAX
         body = await read_body(
             self.receive,
             self.headers.content_length,
-            bytes_max or BODY_BYTES_MAX,
+            bytes_max,
             self.app.body_seconds,
+            # A single write's small body needs none: 2,048 connections hold 128 MiB of them.
+            self.app.large_bodies if bytes_max > BODY_BYTES_MAX else None,
         )
         await self.app.tokens.confirm(self.principal)
         return body
