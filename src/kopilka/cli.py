@@ -30,10 +30,10 @@ from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute, needs
 from kopilka.shell.connect import Target, open_bank
 from kopilka.shell.output import (
     ANSWER_NOT_WRITTEN_EXIT,
-    OUTCOME_UNKNOWN_EXIT,
     AnswerNotWritten,
     Output,
     answer,
+    exit_status,
 )
 from kopilka.shell.parser import parse_words
 from kopilka.shell.render import help_command, help_overview
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return ANSWER_NOT_WRITTEN_EXIT
     except KopilkaError as error:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
-        return 1
+        return exit_status(error)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -282,7 +282,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
         reply = execute(parsed, bank, oneshot=True)
     except KopilkaError as error:
         output.error(error.message)
-        return OUTCOME_UNKNOWN_EXIT if error.code == "outcome_unknown" else 1
+        return exit_status(error)
     except KeyboardInterrupt:
         if not reads_only:  # it may be on its way, or waiting for a lock to go through
             output.error(INTERRUPTED_WRITE)

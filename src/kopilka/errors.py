@@ -98,15 +98,22 @@ def sandbox_ended() -> NotFound:
     )
 
 
-def stopped_before_answer(*, reads_only: bool = False) -> Unavailable:
+def stopped_before_answer(*, reads_only: bool = False, keyed: bool = True) -> Unavailable:
     """For a request the server gave up waiting for while it stopped (its drain time ran
-    out, the database silent): for a write, whether it was applied is not known."""
+    out, the database silent): for a write, whether it was applied is not known. One
+    under an idempotency key is settled by retrying under it; another (a token made, a
+    sandbox, limits) by looking before repeating it."""
     if reads_only:
         return Unavailable(
             "shutting_down", "the server stopped before this was answered; try again"
         )
+    settle = (
+        "retry with the same idempotency key, it is never applied twice"
+        if keyed
+        else "look before repeating it"
+    )
     return Unavailable(
         "outcome_unknown",
-        "the server stopped before this was answered; whether it was applied is not known:"
-        " retry with the same idempotency key, it is never applied twice",
+        f"the server stopped before this was answered; whether it was applied is not known:"
+        f" {settle}",
     )

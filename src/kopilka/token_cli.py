@@ -28,7 +28,7 @@ from kopilka.arguments import ArgumentParser
 from kopilka.errors import KopilkaError
 from kopilka.settings import hide_secrets, load_settings
 from kopilka.shell.connect import local_store
-from kopilka.shell.output import AnswerNotWritten, answer
+from kopilka.shell.output import AnswerNotWritten, answer, exit_status
 from kopilka.store.protocol import Store
 from kopilka.tokens import ROLES, TOKEN_PREFIX, named_token
 
@@ -179,4 +179,4 @@ def token_main(argv: list[str]) -> int:
         raise  # it ran: the command line says so, with its own exit status
     except KopilkaError as error:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
-        return 1
+        return exit_status(error)

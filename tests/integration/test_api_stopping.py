@@ -160,6 +160,39 @@ async def test_a_statement_cancelled_while_it_waits_is_told_to_try_again(tmp_pat
         await app.engine.close()
 
 
+async def test_a_write_without_a_key_cancelled_is_told_to_look_not_to_retry(
+    tmp_path: Path,
+) -> None:
+    """Limits (or a token, a sandbox) take no key: repeated, they would apply again."""
+    app, token = await _app_with_ann(tmp_path)
+    try:
+        held = _hold_the_write_lock(tmp_path)
+        sent: list[dict[str, Any]] = []
+        path = "/v1/accounts/Ann"
+        scope = {
+            **_statement_scope(token),
+            "method": "PATCH",
+            "path": path,
+            "raw_path": path.encode(),
+        }
+        body = json.dumps({"max_balance": "100"}).encode()
+        request = asyncio.create_task(app(scope, _receive(body), _collect(sent)))
+        await asyncio.sleep(0.3)
+        assert not request.done()  # it waits for the batch holding the lock
+        request.cancel()
+        await request
+        os.close(held)
+        start, answer = sent
+        assert start["status"] == 503
+        assert json.loads(answer["body"])["error"] == {
+            "code": "outcome_unknown",
+            "message": "the server stopped before this was answered; whether it was applied"
+            " is not known: look before repeating it",
+        }
+    finally:
+        await app.engine.close()
+
+
 async def test_statements_wait_for_the_write_lock_no_longer_than_a_writer_would(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

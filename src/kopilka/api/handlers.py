@@ -136,7 +136,10 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
         response = error_response(error)
     except asyncio.CancelledError:  # the server's drain ran out: answered all the same
         reads_only = scope["method"] in ("GET", "HEAD")  # nothing a read could have applied
-        response = error_response(stopped_before_answer(reads_only=reads_only))
+        keyed = scope["path"] == "/v1/batch" or any(  # a batch without one has one made
+            name == b"idempotency-key" for name, _ in scope["headers"]
+        )
+        response = error_response(stopped_before_answer(reads_only=reads_only, keyed=keyed))
     except Exception:  # a bug: answer 500 without echoing anything of the request
         # %r: a path is the client's text, and may hold line breaks or escape sequences.
         logger.exception("unexpected error on %r", scope["path"][:200])

@@ -51,6 +51,12 @@ ANSWER_NOT_WRITTEN_EXIT = 3
 OUTCOME_UNKNOWN_EXIT = 4
 
 
+def exit_status(error: KopilkaError) -> int:
+    """A command's exit status for the error that stopped it: 1, refused and nothing
+    changed, unless a write may have been applied."""
+    return OUTCOME_UNKNOWN_EXIT if error.code == "outcome_unknown" else 1
+
+
 class AnswerNotWritten(KopilkaError):
     """Standard output failed (a full disk, a closed descriptor) after the command ran."""
 
