@@ -277,18 +277,21 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
             " --sandbox is for a shell session (kopilka shell --sandbox)",
         )
     reads_only = parsed.spec.name in READS_ONLY
-    bank = open_bank(_target(options), reads_only=reads_only)
-    try:
-        reply = execute(parsed, bank, oneshot=True)
-    except KopilkaError as error:
-        output.error(error.message)
-        return exit_status(error)
-    except KeyboardInterrupt:
-        if not reads_only:  # it may be on its way, or waiting for a lock to go through
-            output.error(INTERRUPTED_WRITE)
-        raise
-    finally:
-        bank.close()
+    # SIGTERM and SIGHUP (a `timeout`, a closed terminal) as Ctrl-C: a write they cut
+    # short says it may have been applied, with the key to settle it.
+    with SignalEnding():
+        bank = open_bank(_target(options), reads_only=reads_only)
+        try:
+            reply = execute(parsed, bank, oneshot=True)
+        except KopilkaError as error:
+            output.error(error.message)
+            return exit_status(error)
+        except (KeyboardInterrupt, SessionEnded):
+            if not reads_only:  # it may be on its way, or waiting for a lock to go through
+                output.error(INTERRUPTED_WRITE)
+            raise
+        finally:
+            bank.close()
     output.show(reply)
     return 0
 

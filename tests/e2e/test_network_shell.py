@@ -461,3 +461,51 @@ def test_a_write_whose_answer_was_lost_exits_4_not_1(tmp_path: Path) -> None:
         )
         assert keyed.returncode == 4, keyed.stderr
         assert keyed.stderr.endswith("(to retry it safely: --idempotency-key='pay \"rent\" dec')\n")
+
+
+@pytest.mark.parametrize("signum", ENDING_SIGNALS, ids=lambda signum: signum.name)
+def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A `timeout`, a closed terminal: as Ctrl-C, the write may be on its way."""
+    listener = socket.create_server(("127.0.0.1", 0))  # takes requests, never answers
+    taken: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                taken.append(listener.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    home = tmp_path / "home"
+    home.mkdir()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    target = ("--url", url, "--token", "kop_x_y", "--ledger", "main")
+    try:
+        for command, told in (
+            (("deposit", "--client=Ann", "--amount=1", "--description=x"), True),
+            (("balance", "--client=Ann"), False),  # a read applies nothing
+        ):
+            before = len(taken)
+            process = subprocess.Popen(
+                [*kopilka_command(), *command, *target],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=server_env(home),
+                cwd=tmp_path,
+            )
+            deadline = time.monotonic() + 20
+            while len(taken) == before:  # the request is on its way
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(0.3)
+            process.send_signal(signum)
+            out, err = process.communicate(timeout=30)
+            assert (process.returncode, out) == (128 + signum, ""), err
+            interrupted = "Error: interrupted; the command may still have been applied"
+            assert err.startswith(interrupted) if told else err == "", err
+    finally:
+        listener.close()
+        for connection in taken:
+            connection.close()
