@@ -5,9 +5,9 @@
     kopilka init | add-user | transfer | get | ...   (see `kopilka help`)
     kopilka serve ... | kopilka token ...
 
-Global options (`--db`, `--url`, `--token`, `--ledger`, `--config`, `--sandbox`)
-may come before or after the command. A one-shot command exits 0 on success
-and 1 on a refusal, with `Error: ...` on stderr.
+Global options (`--db`, `--url`, `--token`, `--ledger`, `--config`, and the shell's
+`--sandbox`) may come before or after the command. A one-shot command exits 0 on
+success and 1 on a refusal, with `Error: ...` on stderr (docs/usage.md: 3 and 4).
 """
 
 from __future__ import annotations
@@ -50,11 +50,12 @@ _DELEGATED = {
 SHELL_USAGE = "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [PORT]"
 USAGE = f"""Usage:
   {SHELL_USAGE}
-  kopilka COMMAND [OPTIONS]         run one command and exit (0 done, 1 refused)
+  kopilka COMMAND [OPTIONS]         run one command and exit (0 done, 1 refused,
+                                    3 done but its answer unwritten, 4 outcome unknown)
   kopilka init                      create or upgrade the database schema (not via --url)
   kopilka serve [--host H] [--port P | PORT] [--db URL] [--workers N]   (serve --help)
   kopilka token create|list|revoke [--url URL] ...
-Global options, before or after the command:
+Global options, before or after the command (--sandbox for the shell only):
   --db PATH|URL  --url URL  --token TOKEN  --ledger NAME  --config FILE  --sandbox
 """
 
