@@ -117,7 +117,7 @@ def _ledger_of(caller: Any) -> str:
     return ledger
 
 
-_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)")  # not 1.2.3.4, a host
+_NUMBER = re.compile(r"[-+]?[0-9]+")  # 127.1 is a host
 
 
 def normalize_url(url: str) -> str:

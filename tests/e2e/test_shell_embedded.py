@@ -129,8 +129,11 @@ def test_a_script_that_starts_with_a_byte_order_mark_runs(kopilka: RunKopilka) -
     assert result.stdout == "Deposit operation was successful!\nBalance of Bom: $1.00\n"
 
 
+@pytest.mark.parametrize("read_as", ["utf-8", "cp1252"])  # cp1252: a Windows console's
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be"])
-def test_a_script_in_utf16_is_refused_in_one_line(kopilka_home: Path, encoding: str) -> None:
+def test_a_script_in_utf16_is_refused_in_one_line(
+    kopilka_home: Path, encoding: str, read_as: str
+) -> None:
     """As Windows PowerShell's `>` writes it: each line would be garbled words."""
     script = "deposit --client=U --amount=1 --description=x\r\nbalance --client=U\r\n"
     encoded = (
@@ -141,7 +144,7 @@ def test_a_script_in_utf16_is_refused_in_one_line(kopilka_home: Path, encoding: 
         [*kopilka_command(), "shell", "--sandbox"],
         input=encoded,
         capture_output=True,
-        env=kopilka_env(kopilka_home),
+        env={**kopilka_env(kopilka_home), "PYTHONIOENCODING": read_as},
         cwd=kopilka_home.parent,
         timeout=60,
         check=False,
@@ -442,6 +445,15 @@ def test_tab_completes_a_client_another_session_opened(kopilka_home: Path) -> No
         terminal.expect("--client=ZetaNew")
         terminal.send("\r")
         terminal.expect("Balance of ZetaNew: $0.00")
+        terminal.expect(">")
+        # One whose name starts as a known one's does: the names are read every 5 s.
+        other = run_kopilka(kopilka_home, "open_account", "--client=ZetaNewest")
+        assert other.returncode == 0, other.stderr
+        time.sleep(5.0)
+        terminal.send("balance --client=ZetaNewe\t")
+        terminal.expect("--client=ZetaNewest")
+        terminal.send("\r")
+        terminal.expect("Balance of ZetaNewest: $0.00")
         terminal.expect(">")
         terminal.send("\x04")
     finally:

@@ -20,14 +20,16 @@ from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
 from kopilka.shell.specs import CommandSpec, command_names, find_command
 
-# A name typed that no known one starts with may be one another session has added since:
-# the names are read again, at most this often.
+# Another session may open accounts: the names are read again when they are this old,
+# and sooner when a name is typed that none of them starts with (at most this often).
+_NAMES_RELOAD_SECONDS = 5.0
 _UNKNOWN_NAME_RELOAD_SECONDS = 1.0
 
 
 class KnownClients:
     """Client names from the bank, read again after a command of this session may have
-    added one, and when one is typed that none of them starts with (another session's)."""
+    added one, every few seconds, and when one is typed that none of them starts with
+    (another session's)."""
 
     def __init__(self, load: Callable[[], list[str]]) -> None:
         self._load = load
@@ -38,12 +40,20 @@ class KnownClients:
         self._names = None
 
     def names(self, typed: str = "") -> list[str]:
+        if self._age_seconds() >= _NAMES_RELOAD_SECONDS:
+            self.invalidate()
         names = self._known()
-        stale = time.monotonic() - self._loaded_at >= _UNKNOWN_NAME_RELOAD_SECONDS
-        if typed and stale and not any(name.startswith(typed) for name in names):
+        if (
+            typed
+            and self._age_seconds() >= _UNKNOWN_NAME_RELOAD_SECONDS
+            and not any(name.startswith(typed) for name in names)
+        ):
             self.invalidate()
             names = self._known()
         return names
+
+    def _age_seconds(self) -> float:
+        return time.monotonic() - self._loaded_at
 
     def _known(self) -> list[str]:
         if self._names is None:

@@ -122,8 +122,9 @@ def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None
     return not isinstance(reply, Exit)
 
 
-# UTF-16's byte order marks, as bytes that are not UTF-8 are read (surrogateescape).
-_UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff")
+# UTF-16's byte order marks, as bytes that are not UTF-8 are read (surrogateescape),
+# or as an 8-bit encoding reads them (a Windows console's cp1252, Latin-1).
+_UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff", "\xff\xfe", "\xfe\xff")
 
 
 def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
