@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -78,6 +79,24 @@ def test_an_idle_keep_alive_connection_is_closed(tmp_path: Path) -> None:
     with running_server(tmp_path, "memory:") as server:
         (idle,) = hold_connections(server.port, 1)
         idle.settimeout(10)  # past it, the read raises: the connection was kept
+        assert read_until_closed(idle) == b""
+        idle.close()
+
+
+def test_blank_lines_between_requests_cannot_keep_a_connection(tmp_path: Path) -> None:
+    """A line end now and then, which the parser skips before a request, is the start of
+    a head that never comes: cut off at the header time, as one that trickles is."""
+    with running_server(tmp_path, "memory:", KOPILKA_HEADER_SECONDS="2") as server:
+        (idle,) = hold_connections(server.port, 1)
+        idle.settimeout(0.5)
+        deadline = time.monotonic() + 10
+        answer = b""
+        while not answer.endswith(b"}") and time.monotonic() < deadline:
+            idle.sendall(b"\r\n")
+            with contextlib.suppress(TimeoutError):
+                answer += idle.recv(4096)
+        assert error_of(answer) == (408, "request_timeout"), answer
+        idle.settimeout(5)
         assert read_until_closed(idle) == b""
         idle.close()
 

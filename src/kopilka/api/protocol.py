@@ -23,7 +23,8 @@
 A request the parser refuses (a garbled request line, a Content-Length too large to
 read, both Transfer-Encoding and Content-Length) is answered 400 `invalid_http` in
 the API's JSON error form, not uvicorn's plain text, and the connection is closed.
-The idle time between requests is uvicorn's keep-alive timeout.
+The idle time between requests is uvicorn's keep-alive timeout; a byte sent after it
+(a blank line, which the parser skips) starts the next head's time.
 """
 
 from __future__ import annotations
@@ -202,6 +203,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # the count aside. A piece that ends one request and starts the next leaves the
         # next one's first bytes uncounted, so the parser holds at most one more piece.
         self.head_bytes += len(data)
+        if self.headers_started is None and self.body_started is None:
+            # Bytes between requests begin the next one's head, and its clock: uvicorn's
+            # keep-alive timer stops at any byte, and blank lines (which the parser skips
+            # before a request) sent now and then would keep the connection for ever.
+            self.headers_started = self.loop.time()
         super().data_received(data)
         if self.head_bytes > HEAD_BYTES_MAX:
             self.headers_too_large()
