@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 
 from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app
-from kopilka.api.protocol import BoundedHttpToolsProtocol, ConnectionBounds
+from kopilka.api.protocol import CONNECTIONS_MAX, BoundedHttpToolsProtocol, ConnectionBounds
 from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
@@ -37,8 +37,6 @@ from kopilka.settings import (
 from kopilka.supervision import mark_supervisor
 from kopilka.workers import Workers
 
-# Connections plus requests in flight; past this uvicorn answers 503 at once.
-CONNECTIONS_MAX = 2_048
 KEEP_ALIVE_SECONDS = 5
 GRACEFUL_SHUTDOWN_SECONDS = 15
 
@@ -163,7 +161,7 @@ def _options(settings: Settings) -> dict[str, Any]:
         "log_level": "warning",
         "server_header": False,
         "proxy_headers": False,  # X-Forwarded-* is not trusted: the client is the peer
-        "limit_concurrency": CONNECTIONS_MAX,
+        # The connections are bounded by the protocol (CONNECTIONS_MAX, a JSON 503).
         "backlog": CONNECTIONS_MAX,
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,

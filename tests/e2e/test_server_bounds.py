@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import httpx
 import pytest
-from tests.kopilka_server import running_server
+from tests.kopilka_server import ServerProcess, running_server
 
 
 def connect(port: int) -> socket.socket:
@@ -71,6 +71,35 @@ def test_one_address_cannot_take_every_connection(tmp_path: Path) -> None:
         assert answer.status_code == 200
         for connection in held:
             connection.close()
+
+
+def test_a_full_server_refuses_a_connection_in_json_and_logs_nothing(tmp_path: Path) -> None:
+    """Past the process's 2,048 connections: one line of JSON, not uvicorn's plain text,
+    and no log line per refusal, which anyone could fill the log with."""
+    server = ServerProcess(tmp_path, "memory:", KOPILKA_CONNECTIONS_PER_CLIENT="4096").start()
+    held: list[socket.socket] = []
+    try:
+        held = hold_connections(server.port, 2_048)
+        for _ in range(3):
+            refused = connect(server.port)
+            assert error_of(read_until_closed(refused)) == (503, "server_full")
+            refused.close()
+        held.pop().close()
+        deadline = time.monotonic() + 10
+        while True:  # the server counts the closed one down once it sees the close
+            answer = connect(server.port)
+            answer.sendall(HEALTH)
+            if answer.recv(4096).startswith(b"HTTP/1.1 200"):
+                answer.close()
+                break
+            answer.close()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        for connection in held:
+            connection.close()
+        server.stop()
+    assert server.errors == "", server.errors
 
 
 def test_an_idle_keep_alive_connection_is_closed(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """uvicorn's httptools protocol with the bounds uvicorn itself lacks.
 
+- Connections of the process: past 2,048 a new connection is answered 503
+  `server_full` and closed.
 - Connections per client address: past the bound a new connection is answered
-  503 `too_many_connections` and closed, so one client cannot take every slot
-  of `limit_concurrency` from the others.
+  503 `too_many_connections` and closed, so one client cannot take every connection
+  the process takes from the others.
 - Time to send a request's headers, from the connection's start or the request's
   first byte: past it the connection is answered 408 `request_timeout` and
   closed, so a client that trickles headers (or says nothing) cannot hold a slot.
@@ -42,6 +44,7 @@ from kopilka.api.app import BODY_SECONDS_MAX, HEADERS_BYTES_MAX
 from kopilka.api.coalesce import CoalescingTransport
 from kopilka.api.errors import ApiError, error_body
 
+CONNECTIONS_MAX = 2_048  # of a server process, all clients together
 CONNECTIONS_PER_CLIENT_MAX = 256
 HEADER_SECONDS_MAX = 10.0
 WRITE_SECONDS_MAX = 30.0
@@ -71,6 +74,7 @@ class ConnectionBounds:
     header_seconds_max: float = HEADER_SECONDS_MAX
     body_seconds_max: float = BODY_SECONDS_MAX
     write_seconds_max: float = WRITE_SECONDS_MAX
+    connections_max: int = CONNECTIONS_MAX
     open_by_client: Counter[str] = field(default_factory=Counter)
     live: set[BoundedHttpToolsProtocol] = field(default_factory=set)
     _sweeper: asyncio.TimerHandle | None = None
@@ -119,6 +123,9 @@ def _refusal(status: int, code: str, message: str) -> bytes:
 
 _TOO_MANY_CONNECTIONS = _refusal(
     503, "too_many_connections", "too many connections from this address"
+)
+_SERVER_FULL = _refusal(
+    503, "server_full", "the server holds as many connections as it takes; try again shortly"
 )
 _HEADERS_TOO_SLOW = _refusal(408, "request_timeout", "the request headers arrived too slowly")
 _BODY_TOO_SLOW = _refusal(408, "request_timeout", "the request body arrived too slowly")
@@ -175,6 +182,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # uvicorn and each request's cycle write through this view of the transport.
         self.writes = CoalescingTransport(transport)
         super().connection_made(cast(asyncio.Transport, self.writes))
+        if len(self.bounds.live) >= self.bounds.connections_max:
+            # Here rather than uvicorn's limit_concurrency: its answer is plain text, and
+            # it logs a line for each, which anyone could fill the log with.
+            transport.write(_SERVER_FULL)
+            transport.close()
+            return
         address = self.client[0] if self.client else None  # None: a Unix socket
         if address is not None:
             open_now = self.bounds.open_by_client
