@@ -110,7 +110,9 @@ class Builder:
             original = self.money[int(step[1]) % len(self.money)]  # type: ignore[call-overload]
             if kind == "replay":
                 return original
-            return _with_amount(original, original.amount_cents + 1)
+            amount = original.amount_cents
+            # Another amount, still one the ledger takes: the reuse is what is refused.
+            return _with_amount(original, amount + 1 if amount < AMOUNT_CENTS_MAX else amount - 1)
         if kind == "open":
             _, client, floor, cap, opening = step
             self.openings += 1
