@@ -26,22 +26,27 @@ class Trickle:
         return await self._chunks.get()
 
 
-async def test_a_body_that_does_not_fit_is_refused_before_it_is_read() -> None:
+async def test_a_body_holds_what_has_come_and_gives_it_back() -> None:
+    """Counted as it arrives, never at the length it declares: a request that sent its
+    headers alone holds nothing, and cannot keep the others' batches out."""
     budget = BodyBudget(100)
+    declared = Trickle()  # says 90 bytes, sends none yet
+    waiting = asyncio.create_task(read_body(declared, 90, 1_000, 10, budget))
     first = Trickle()
-    first.send(b"x" * 40)
+    first.send(b"x" * 60)
     reading = asyncio.create_task(read_body(first, 80, 1_000, 10, budget))
-    await asyncio.sleep(0)
-    assert budget.held == 80  # its whole length, declared
+    await asyncio.sleep(0.01)
+    assert budget.held == 60  # what has come
+    second = Trickle()
+    second.send(b"y" * 50)
     with pytest.raises(ApiError) as refused:
-        await read_body(Trickle(), 30, 1_000, 10, budget)
+        await read_body(second, 70, 1_000, 10, budget)
     assert (refused.value.http_status, refused.value.code) == (503, "busy_bodies")
-    first.send(b"y" * 40, more=False)
-    assert await reading == b"x" * 40 + b"y" * 40
+    first.send(b"z" * 20, more=False)
+    assert await reading == b"x" * 60 + b"z" * 20
     assert budget.held == 0  # given back once read
-    small = Trickle()
-    small.send(b"z" * 30, more=False)
-    assert await read_body(small, 30, 1_000, 10, budget) == b"z" * 30
+    declared.send(b"w" * 90, more=False)
+    assert await waiting == b"w" * 90
 
 
 async def test_a_body_without_a_length_holds_what_has_come() -> None:
@@ -52,12 +57,13 @@ async def test_a_body_without_a_length_holds_what_has_come() -> None:
     reading = asyncio.create_task(read_body(chunked, None, 1_000, 10, budget))
     await asyncio.sleep(0.01)
     assert budget.held == 90
-    with pytest.raises(ApiError):
-        await read_body(Trickle(), 20, 1_000, 10, budget)
-    chunked.send(b"c" * 30)  # past the budget as it comes: this request is refused
+    other = Trickle()
+    other.send(b"c" * 20)
     with pytest.raises(ApiError) as refused:
-        await reading
+        await read_body(other, None, 1_000, 10, budget)
     assert refused.value.code == "busy_bodies"
+    chunked.send(b"d" * 30, more=False)
+    assert await reading == b"a" * 60 + b"b" * 30 + b"d" * 30
     assert budget.held == 0
 
 

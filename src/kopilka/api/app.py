@@ -304,9 +304,6 @@ async def read_body(
     if content_length is not None and content_length > bytes_max:
         raise ApiError(413, "body_too_large", f"the request body is over {bytes_max} bytes")
     held = 0
-    if budget is not None and content_length is not None:
-        budget.take(content_length)
-        held = content_length
     try:
         message = await receive()
         body: bytes = message.get("body", b"")
@@ -323,7 +320,7 @@ async def read_body(
         try:
             async with asyncio.timeout(seconds_max):
                 while message.get("more_body", False):
-                    if budget is not None and size > held:  # no length given: as it comes
+                    if budget is not None and size > held:  # what has come, not what is said
                         budget.take(size - held)
                         held = size
                     message = await receive()

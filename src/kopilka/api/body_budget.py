@@ -2,9 +2,9 @@
 
 A batch body may be 8 MiB, and one address may hold 256 connections: bodies sent up to
 their last byte and then left there would hold gigabytes of this process's memory. So a
-body over a single write's bound takes its bytes from one budget as they arrive (its
-whole declared length at once), and gives them back when it has been read; one that
-does not fit is refused at once (503 `busy_bodies`), never buffered.
+body over a single write's bound takes its bytes from one budget as they arrive (what
+has come, never the length it declares: headers alone hold nothing), and gives them
+back when it has been read; one that no longer fits is refused (503 `busy_bodies`).
 """
 
 from __future__ import annotations
