@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import select
 import socket
 import time
@@ -13,6 +15,8 @@ from typing import BinaryIO
 import httpx
 import pytest
 from tests.kopilka_server import ServerProcess, running_server
+
+from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX
 
 
 def connect(port: int) -> socket.socket:
@@ -128,6 +132,30 @@ def test_blank_lines_between_requests_cannot_keep_a_connection(tmp_path: Path) -
         idle.settimeout(5)
         assert read_until_closed(idle) == b""
         idle.close()
+
+
+def test_a_blank_line_while_a_request_is_answered_does_not_cut_it_off(tmp_path: Path) -> None:
+    """Sent while a write waits for the database: the answer still comes."""
+    with running_server(tmp_path / "home", KOPILKA_HEADER_SECONDS="1") as server:
+        (connection,) = hold_connections(server.port, 1)
+        lock = os.open(server.home / f"kopilka.db{LOCK_FILE_SUFFIX}", os.O_RDWR)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # as another process's batch holds it
+            body = json.dumps({"client": "Ann", "amount": "1", "open_account": True}).encode()
+            connection.sendall(
+                b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {server.token}\r\n".encode()
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            time.sleep(0.2)
+            connection.sendall(b"\r\n")
+            time.sleep(2.5)  # past the header time, and a sweep
+        finally:
+            os.close(lock)
+        connection.settimeout(10)
+        assert connection.recv(4096).startswith(b"HTTP/1.1 201"), "no answer"
+        connection.close()
 
 
 def test_headers_that_trickle_in_are_cut_off_without_stalling_others(tmp_path: Path) -> None:

@@ -216,10 +216,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # the count aside. A piece that ends one request and starts the next leaves the
         # next one's first bytes uncounted, so the parser holds at most one more piece.
         self.head_bytes += len(data)
-        if self.headers_started is None and self.body_started is None:
-            # Bytes between requests begin the next one's head, and its clock: uvicorn's
+        idle = self.cycle is None or self.cycle.response_complete
+        if idle and self.headers_started is None and self.body_started is None:
+            # Bytes after an answer begin the next request's head, and its clock: uvicorn's
             # keep-alive timer stops at any byte, and blank lines (which the parser skips
             # before a request) sent now and then would keep the connection for ever.
+            # Not while a request is being answered: a blank line must not cut it off.
             self.headers_started = self.loop.time()
         super().data_received(data)
         if self.head_bytes > HEAD_BYTES_MAX:
