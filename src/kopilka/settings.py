@@ -95,6 +95,32 @@ def make_home(path: Path) -> None:
     _check_home(path, info)
 
 
+def others_may_write(info: os.stat_result) -> bool:
+    """Whether anyone but the owner may write the file or directory: its mode lets others,
+    or its group, unless that group is the owner's own (the private group each user has
+    where the usual umask is 002, so that group-writable is owner-writable)."""
+    if info.st_mode & 0o002:
+        return True
+    return bool(info.st_mode & 0o020) and not _a_private_group(info.st_uid, info.st_gid)
+
+
+def _a_private_group(uid: int, gid: int) -> bool:
+    if sys.platform == "win32":
+        return False
+    import grp
+    import pwd
+
+    try:
+        owner = pwd.getpwuid(uid)
+        members = grp.getgrgid(gid).gr_mem
+    except KeyError:  # a user or group without a name: nothing to tell it is private
+        return False
+    if owner.pw_gid != gid or not set(members) <= {owner.pw_name}:
+        return False
+    # Nor anyone else's own group (the members listed are only those added to it).
+    return not any(user.pw_gid == gid and user.pw_uid != uid for user in pwd.getpwall())
+
+
 def check_home(path: Path) -> None:
     """The checks of make_home, for a home read or written only if it is there (a shell's
     history, the admin token a client reads): one that is not is no concern."""
@@ -111,7 +137,7 @@ def _check_home(path: Path, info: os.stat_result) -> None:
             "invalid_setting",
             f"KOPILKA_HOME {path} belongs to another user; use a directory of your own",
         )
-    if info.st_mode & 0o022:
+    if others_may_write(info):
         raise InvalidInput(
             "invalid_setting",
             f"KOPILKA_HOME {path} may be written by other users (mode"
@@ -340,7 +366,7 @@ def _check_owner(path: Path, info: os.stat_result) -> None:
             f"{path.absolute()} belongs to another user, who would choose where your"
             " commands and token go: remove it, or run elsewhere",
         )
-    if info.st_mode & 0o022:
+    if others_may_write(info):
         raise InvalidInput(
             "invalid_setting",
             f"{path.absolute()} may be written by other users (mode"

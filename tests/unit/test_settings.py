@@ -60,16 +60,35 @@ def test_a_config_file_others_may_write_is_refused(tmp_path: Path) -> None:
     """It says which server gets the token: in a shared directory, someone else's."""
     config = tmp_path / "kopilka.toml"
     config.write_text('url = "http://127.0.0.1:1"\n')
-    config.chmod(0o664)
+    config.chmod(0o646)
     environ = {"KOPILKA_HOME": str(tmp_path / "home")}
     for read in (lambda: load_settings(environ=environ), lambda: load_settings(config_path=config)):
         with pytest.raises(InvalidInput) as refused:
             read()
         assert refused.value.message == (
-            f"{config} may be written by other users (mode 664): `chmod go-w` it"
+            f"{config} may be written by other users (mode 646): `chmod go-w` it"
         )
     config.chmod(0o644)
     assert load_settings(environ=environ).url == "http://127.0.0.1:1"
+    if os.geteuid() == 0:  # only root may give a file to a group it is not in
+        config.chmod(0o664)
+        os.chown(config, 0, 65534)  # a group of others
+        with pytest.raises(InvalidInput, match="may be written by other users"):
+            load_settings(environ=environ)
+        os.chown(config, 0, os.getegid())  # the owner's own group, as umask 002 leaves it
+        if not _others_in_group(os.getegid()):
+            assert load_settings(environ=environ).url == "http://127.0.0.1:1"
+
+
+def _others_in_group(gid: int) -> bool:
+    import grp
+    import pwd
+
+    owner = pwd.getpwuid(os.geteuid()).pw_name
+    listed = set(grp.getgrgid(gid).gr_mem) - {owner}
+    return bool(listed) or any(
+        user.pw_gid == gid and user.pw_uid != os.geteuid() for user in pwd.getpwall()
+    )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
