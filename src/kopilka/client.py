@@ -642,13 +642,13 @@ def _admin_token(url: str) -> str:
     """The home's admin token, for a server on this machine only: a URL from elsewhere (a
     kopilka.toml in a directory someone else made, say) must not be handed it."""
     path = home() / "admin.token"
-    check_home(path.parent)  # one that others may write could hold a token of theirs
     if not _on_this_machine(urlsplit(url).hostname or ""):
         raise Unauthorized(
             "no_token",
             f"no token for {redact_url(url)}: the admin token in {path.parent} goes only to"
             " a server on this machine; give --token or KOPILKA_TOKEN",
         )
+    check_home(path.parent)  # one that others may write could hold a token of theirs
     try:
         token = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):  # a token is ASCII: bytes that are not are none
