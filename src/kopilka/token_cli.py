@@ -29,6 +29,7 @@ from kopilka.errors import KopilkaError
 from kopilka.settings import hide_secrets, load_settings
 from kopilka.shell.connect import local_store
 from kopilka.shell.output import AnswerNotWritten, answer, exit_status
+from kopilka.shell.repl import SessionEnded, SignalEnding
 from kopilka.store.protocol import Store
 from kopilka.tokens import ROLES, TOKEN_PREFIX, named_token
 
@@ -161,7 +162,18 @@ def _run_remote(url: str, token: str | None, arguments: argparse.Namespace) -> i
         return 0
 
 
+_INTERRUPTED = (
+    "interrupted; it may still have been done: look with `kopilka token list` before"
+    " running it again (and revoke a token made whose secret never came)"
+)
+
+
 def token_main(argv: list[str]) -> int:
+    with SignalEnding():  # SIGTERM and SIGHUP as Ctrl-C
+        return _token_main(argv)
+
+
+def _token_main(argv: list[str]) -> int:
     arguments = _parser().parse_args(argv)
     db = getattr(arguments, "db", None)
     try:
@@ -180,3 +192,7 @@ def token_main(argv: list[str]) -> int:
     except KopilkaError as error:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return exit_status(error)
+    except (KeyboardInterrupt, SessionEnded):
+        if arguments.command != "list":  # a token made, or revoked, may be so already
+            print(f"Error: {_INTERRUPTED}", file=sys.stderr)
+        raise

@@ -480,11 +480,18 @@ def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
     home = tmp_path / "home"
     home.mkdir()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    target = ("--url", url, "--token", "kop_x_y", "--ledger", "main")
+    target = ("--url", url, "--token", "kop_x_y")
+    written = "Error: interrupted; the command may still have been applied"
+    token_made = "Error: interrupted; it may still have been done: look with `kopilka token list`"
     try:
         for command, told in (
-            (("deposit", "--client=Ann", "--amount=1", "--description=x"), True),
-            (("balance", "--client=Ann"), False),  # a read applies nothing
+            (
+                ("deposit", "--client=Ann", "--amount=1", "--description=x", "--ledger=main"),
+                written,
+            ),
+            (("balance", "--client=Ann", "--ledger=main"), ""),  # a read applies nothing
+            (("token", "create", "--role", "teller"), token_made),
+            (("token", "list"), ""),
         ):
             before = len(taken)
             process = subprocess.Popen(
@@ -503,8 +510,7 @@ def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
             process.send_signal(signum)
             out, err = process.communicate(timeout=30)
             assert (process.returncode, out) == (128 + signum, ""), err
-            interrupted = "Error: interrupted; the command may still have been applied"
-            assert err.startswith(interrupted) if told else err == "", err
+            assert err.startswith(told) if told else err == "", err
     finally:
         listener.close()
         for connection in taken:
