@@ -24,6 +24,7 @@ from tests.kopilka_server import (
     running_server,
     server_env,
 )
+from tests.silent_server import silent_server
 
 from kopilka.api.sandbox import SANDBOXES_PER_TOKEN_MAX
 
@@ -468,22 +469,12 @@ def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
     """A `timeout`, a closed terminal: as Ctrl-C, the write may be on its way."""
-    listener = socket.create_server(("127.0.0.1", 0))  # takes requests, never answers
-    taken: list[socket.socket] = []
-
-    def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                taken.append(listener.accept()[0])
-
-    threading.Thread(target=accept, daemon=True).start()
     home = tmp_path / "home"
     home.mkdir()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    target = ("--url", url, "--token", "kop_x_y")
     written = "Error: interrupted; the command may still have been applied"
     token_made = "Error: interrupted; it may still have been done: look with `kopilka token list`"
-    try:
+    with silent_server() as server:
+        target = ("--url", server.url, "--token", "kop_x_y")
         for command, told in (
             (
                 ("deposit", "--client=Ann", "--amount=1", "--description=x", "--ledger=main"),
@@ -493,7 +484,7 @@ def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
             (("token", "create", "--role", "teller"), token_made),
             (("token", "list"), ""),
         ):
-            before = len(taken)
+            before = len(server.taken)
             process = subprocess.Popen(
                 [*kopilka_command(), *command, *target],
                 stdout=subprocess.PIPE,
@@ -503,7 +494,7 @@ def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
                 cwd=tmp_path,
             )
             deadline = time.monotonic() + 20
-            while len(taken) == before:  # the request is on its way
+            while len(server.taken) == before:  # the request is on its way
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             time.sleep(0.3)
@@ -511,7 +502,3 @@ def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
             out, err = process.communicate(timeout=30)
             assert (process.returncode, out) == (128 + signum, ""), err
             assert err.startswith(told) if told else err == "", err
-    finally:
-        listener.close()
-        for connection in taken:
-            connection.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import socket
@@ -14,6 +13,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from tests.kopilka_server import ServerProcess, running_server
+from tests.silent_server import silent_server
 
 from kopilka.client import connect_bank
 from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
@@ -822,37 +822,22 @@ def test_a_server_that_never_answers_keeps_the_client_one_timeout_not_four(metho
     """A server that takes the connection and the request and stays silent (frozen,
     stopped) would keep each retry waiting as long: the call ends after one timeout,
     a write saying it may have been applied."""
-    import threading
     import time
 
     from kopilka.client import Client
 
-    listener = socket.create_server(("127.0.0.1", 0))
-    taken: list[socket.socket] = []
-
-    def accept() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                taken.append(listener.accept()[0])
-
-    threading.Thread(target=accept, daemon=True).start()
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     started = time.monotonic()
-    try:
-        with (
-            Client(url, "kop_x_y", ledger="main", timeout_seconds=0.5) as bank,
-            pytest.raises(KopilkaError) as failed,
-        ):
-            if method == "read":
-                bank.account("Ann")
-            else:
-                bank.deposit("Ann", 100, "x", "silent-1")
-    finally:
-        listener.close()
-        for connection in taken:
-            connection.close()
+    with (
+        silent_server() as server,
+        Client(server.url, "kop_x_y", ledger="main", timeout_seconds=0.5) as bank,
+        pytest.raises(KopilkaError) as failed,
+    ):
+        if method == "read":
+            bank.account("Ann")
+        else:
+            bank.deposit("Ann", 100, "x", "silent-1")
     assert time.monotonic() - started < 1.5
-    assert len(taken) == 1, taken
+    assert len(server.taken) == 1, server.taken
     if method == "read":
         assert failed.value.code == "server_unreachable"
         assert "did not answer in time" in failed.value.message

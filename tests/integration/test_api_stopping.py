@@ -138,21 +138,29 @@ def _hold_the_write_lock(tmp_path: Path) -> int:
     return descriptor
 
 
+async def _cancelled_while_it_waits(
+    app: Any, tmp_path: Path, scope: dict[str, Any], body: bytes = b""
+) -> object:
+    """The error a request is answered with when uvicorn cancels it (its drain time run
+    out) while it waits for the write lock another batch holds."""
+    held = _hold_the_write_lock(tmp_path)
+    sent: list[dict[str, Any]] = []
+    request = asyncio.create_task(app(scope, _receive(body), _collect(sent)))
+    await asyncio.sleep(0.3)
+    assert not request.done()  # it waits for the batch holding the lock
+    request.cancel()
+    await request
+    os.close(held)
+    start, answer = sent
+    assert start["status"] == 503
+    return json.loads(answer["body"])["error"]
+
+
 async def test_a_statement_cancelled_while_it_waits_is_told_to_try_again(tmp_path: Path) -> None:
     """A read applies nothing: no key to settle it, and no "may have been applied"."""
     app, token = await _app_with_ann(tmp_path)
     try:
-        held = _hold_the_write_lock(tmp_path)
-        sent: list[dict[str, Any]] = []
-        request = asyncio.create_task(app(_statement_scope(token), _receive(b""), _collect(sent)))
-        await asyncio.sleep(0.3)
-        assert not request.done()  # it waits for the batch holding the lock
-        request.cancel()
-        await request
-        os.close(held)
-        start, answer = sent
-        assert start["status"] == 503
-        assert json.loads(answer["body"])["error"] == {
+        assert await _cancelled_while_it_waits(app, tmp_path, _statement_scope(token)) == {
             "code": "shutting_down",
             "message": "the server stopped before this was answered; try again",
         }
@@ -166,8 +174,6 @@ async def test_a_write_without_a_key_cancelled_is_told_to_look_not_to_retry(
     """Limits (or a token, a sandbox) take no key: repeated, they would apply again."""
     app, token = await _app_with_ann(tmp_path)
     try:
-        held = _hold_the_write_lock(tmp_path)
-        sent: list[dict[str, Any]] = []
         path = "/v1/accounts/Ann"
         scope = {
             **_statement_scope(token),
@@ -176,15 +182,7 @@ async def test_a_write_without_a_key_cancelled_is_told_to_look_not_to_retry(
             "raw_path": path.encode(),
         }
         body = json.dumps({"max_balance": "100"}).encode()
-        request = asyncio.create_task(app(scope, _receive(body), _collect(sent)))
-        await asyncio.sleep(0.3)
-        assert not request.done()  # it waits for the batch holding the lock
-        request.cancel()
-        await request
-        os.close(held)
-        start, answer = sent
-        assert start["status"] == 503
-        assert json.loads(answer["body"])["error"] == {
+        assert await _cancelled_while_it_waits(app, tmp_path, scope, body) == {
             "code": "outcome_unknown",
             "message": "the server stopped before this was answered; whether it was applied"
             " is not known: look before repeating it",
