@@ -17,8 +17,8 @@ import subprocess
 import termios
 import time
 import uuid
-from collections.abc import Callable
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -337,12 +337,27 @@ class Terminal:
             os.close(self._master)
 
 
+@contextmanager
+def terminal_session(home: Path, *arguments: str) -> Iterator[Terminal]:
+    """The shell on a terminal, greeted; left with Ctrl-D at its next prompt, and its
+    exit checked (0)."""
+    terminal = Terminal(home, *arguments)
+    try:
+        terminal.expect("'exit' or Ctrl-D to leave.")
+        yield terminal
+        # Between prompts the terminal is in cooked mode and would swallow Ctrl-D as EOF
+        # of nothing: wait for the next prompt, as a person does.
+        terminal.expect(">")
+        terminal.send("\x04")
+    finally:
+        status = terminal.close()
+    assert status == 0
+
+
 def test_a_terminal_write_interrupted_says_it_may_have_been_applied(kopilka_home: Path) -> None:
     """Ctrl-C while a typed write waits for the database: it may go through once the
     lock is let go, so the user is told to look, and the shell goes on."""
-    terminal = Terminal(kopilka_home)
-    try:
-        terminal.expect("'exit' or Ctrl-D to leave.")
+    with terminal_session(kopilka_home) as terminal:
         terminal.send("deposit --client=Ann --amount=5 --description=open\r")
         terminal.expect("Deposit operation was successful!")
         terminal.expect(">")
@@ -354,20 +369,13 @@ def test_a_terminal_write_interrupted_says_it_may_have_been_applied(kopilka_home
             terminal.process.send_signal(signal.SIGINT)
             terminal.expect(f"Error: {INTERRUPTED_WRITE}")
             other.execute("ROLLBACK")
-        terminal.expect(">")
-        terminal.send("\x04")
-    finally:
-        status = terminal.close()
-    assert status == 0
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|[\x07\x08]")
 
 
 def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) -> None:
-    terminal = Terminal(kopilka_home)
-    try:
-        terminal.expect("'exit' or Ctrl-D to leave.")
+    with terminal_session(kopilka_home) as terminal:
         terminal.send('deposit --client="Ёжик Jones" --amount=100 --description="ATM"\r')
         terminal.expect("Deposit operation was successful!")
         terminal.send("bal\t")  # completes the command
@@ -383,28 +391,14 @@ def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) 
         terminal.send("\x03")  # Ctrl-C drops the line being typed, the shell goes on
         terminal.send("help exit\r")
         terminal.expect("Also called: quit")
-        # Between prompts the terminal is in cooked mode and would swallow Ctrl-D as EOF
-        # of nothing: wait for the next prompt, as a person does.
-        terminal.expect(">")
-        terminal.send("\x04")  # Ctrl-D leaves
-    finally:
-        status = terminal.close()
-    assert status == 0
     history = (kopilka_home / "history").read_text()
     assert '+deposit --client="Ёжик Jones" --amount=100 --description="ATM"' in history
     # The next session recalls them: Up three times is the balance asked for above.
-    terminal = Terminal(kopilka_home)
-    try:
-        terminal.expect("'exit' or Ctrl-D to leave.")
+    with terminal_session(kopilka_home) as terminal:
         terminal.send("\x1b[A\x1b[A\x1b[A")
         terminal.expect('balance --client="Ёжик Jones"')
         terminal.send("\r")
         terminal.expect("Balance of Ёжик Jones: $100.00")
-        terminal.expect(">")
-        terminal.send("\x04")
-    finally:
-        status = terminal.close()
-    assert status == 0
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
@@ -428,9 +422,7 @@ def test_a_signal_as_the_prompt_starts_ends_the_session_quietly(
 
 def test_tab_completes_a_client_another_session_opened(kopilka_home: Path) -> None:
     """Two clerks on one ledger: a name the other opened is offered too."""
-    terminal = Terminal(kopilka_home)
-    try:
-        terminal.expect("'exit' or Ctrl-D to leave.")
+    with terminal_session(kopilka_home) as terminal:
         terminal.send("deposit --client=ZetaOld --amount=1 --description=x\r")
         terminal.expect("Deposit operation was successful!")
         terminal.send("balance --client=Ze\t")  # the names are read now
@@ -454,19 +446,12 @@ def test_tab_completes_a_client_another_session_opened(kopilka_home: Path) -> No
         terminal.expect("--client=ZetaNewest")
         terminal.send("\r")
         terminal.expect("Balance of ZetaNewest: $0.00")
-        terminal.expect(">")
-        terminal.send("\x04")
-    finally:
-        status = terminal.close()
-    assert status == 0
 
 
 def test_tab_and_enter_in_one_write_run_the_line_as_completed(kopilka_home: Path) -> None:
     """Keys that come in one read (a fast typist, a paste, a slow link) are taken in order:
     Enter runs the line Tab completed, the one on the screen, not the one before it."""
-    terminal = Terminal(kopilka_home)
-    try:
-        terminal.expect("'exit' or Ctrl-D to leave.")
+    with terminal_session(kopilka_home) as terminal:
         terminal.send('deposit --client="John Jones" --amount=1 --description=x\r')
         terminal.expect("Deposit operation was successful!")
         terminal.expect(">")
@@ -474,11 +459,6 @@ def test_tab_and_enter_in_one_write_run_the_line_as_completed(kopilka_home: Path
         terminal.expect("--client=Jo")
         terminal.send("\t\r")
         terminal.expect("Deposit operation was successful!")
-        terminal.expect(">")
-        terminal.send("\x04")
-    finally:
-        status = terminal.close()
-    assert status == 0
     history = (kopilka_home / "history").read_text()
     assert '+deposit --amount=5 --description=pay --client="John Jones"' in history
     accounts = run_kopilka(kopilka_home, "accounts")
