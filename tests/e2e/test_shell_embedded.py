@@ -430,22 +430,19 @@ def test_tab_completes_a_client_another_session_opened(kopilka_home: Path) -> No
         terminal.send("\r")
         terminal.expect("Balance of ZetaOld: $1.00")
         terminal.expect(">")
-        other = run_kopilka(kopilka_home, "open_account", "--client=ZetaNew")
-        assert other.returncode == 0, other.stderr
-        time.sleep(1.0)  # the names are read again at most once a second
-        terminal.send("balance --client=ZetaN\t")
-        terminal.expect("--client=ZetaNew")
-        terminal.send("\r")
-        terminal.expect("Balance of ZetaNew: $0.00")
-        terminal.expect(">")
-        # One whose name starts as a known one's does: the names are read every 5 s.
-        other = run_kopilka(kopilka_home, "open_account", "--client=ZetaNewest")
-        assert other.returncode == 0, other.stderr
-        time.sleep(5.0)
-        terminal.send("balance --client=ZetaNewe\t")
-        terminal.expect("--client=ZetaNewest")
-        terminal.send("\r")
-        terminal.expect("Balance of ZetaNewest: $0.00")
+        for opened, typed, wait_seconds in (
+            # None known starts so: the names are read again, at most once a second.
+            ("ZetaNew", "ZetaN", 1.0),
+            # One whose name starts as a known one's does: the names are read every 5 s.
+            ("ZetaNewest", "ZetaNewe", 5.0),
+        ):
+            other = run_kopilka(kopilka_home, "open_account", f"--client={opened}")
+            assert other.returncode == 0, other.stderr
+            time.sleep(wait_seconds)
+            terminal.send(f"balance --client={typed}\t")
+            terminal.expect(f"--client={opened}")
+            terminal.send("\r")
+            terminal.expect(f"Balance of {opened}: $0.00")
 
 
 def test_tab_and_enter_in_one_write_run_the_line_as_completed(kopilka_home: Path) -> None:
