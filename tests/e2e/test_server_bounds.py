@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import select
 import socket
 import time
@@ -153,6 +154,49 @@ def test_a_blank_line_while_a_request_is_answered_does_not_cut_it_off(tmp_path: 
             os.close(lock)
         connection.settimeout(10)
         assert connection.recv(4096).startswith(b"HTTP/1.1 201"), "no answer"
+        connection.close()
+
+
+@pytest.mark.parametrize("sent_behind", ["a head, then its body", "part of a head"])
+def test_a_request_sent_behind_a_slow_one_waits_its_turn(tmp_path: Path, sent_behind: str) -> None:
+    """Pipelined behind a write that waits for the database: the server reads no more of
+    it meanwhile, so its time starts once the write is answered, which it is."""
+    with running_server(
+        tmp_path / "home", KOPILKA_HEADER_SECONDS="1", KOPILKA_BODY_SECONDS="1"
+    ) as server:
+        (connection,) = hold_connections(server.port, 1)
+        auth = f"Authorization: Bearer {server.token}\r\n".encode()
+        body = json.dumps({"client": "Ann", "amount": "1", "open_account": True}).encode()
+        deposit = (
+            b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\n"
+            + auth
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        lock = os.open(server.home / f"kopilka.db{LOCK_FILE_SUFFIX}", os.O_RDWR)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # as another process's batch holds it
+            connection.sendall(deposit + body)
+            time.sleep(0.2)
+            if sent_behind == "a head, then its body":
+                connection.sendall(deposit)
+                time.sleep(0.2)
+                connection.sendall(body)
+            else:
+                connection.sendall(b"GET /v1/health HTTP/1.1\r\n")
+                time.sleep(0.2)
+                connection.sendall(b"Host: x\r\n\r\n")
+            time.sleep(2.5)  # past the header and body time, and a sweep
+        finally:
+            os.close(lock)
+        connection.settimeout(10)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 2:
+            chunk = connection.recv(65536)
+            assert chunk, received
+            received += chunk
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3})", received)
+        assert statuses[0] == b"201", received
+        assert statuses[1] in (b"201", b"200"), received
         connection.close()
 
 

@@ -65,6 +65,15 @@ async def test_a_body_without_a_length_holds_what_has_come() -> None:
     chunked.send(b"d" * 30, more=False)
     assert await reading == b"a" * 60 + b"b" * 30 + b"d" * 30
     assert budget.held == 0
+    # One that grows past the budget as it comes is refused then, and gives it back.
+    growing = Trickle()
+    growing.send(b"e" * 60)
+    growing.send(b"f" * 60)
+    growing.send(b"g" * 10)
+    with pytest.raises(ApiError) as refused:
+        await read_body(growing, None, 1_000, 10, budget)
+    assert refused.value.code == "busy_bodies"
+    assert budget.held == 0
 
 
 async def test_a_body_cut_off_gives_its_bytes_back() -> None:

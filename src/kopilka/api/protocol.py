@@ -96,12 +96,15 @@ class ConnectionBounds:
         body_deadline = now - self.body_seconds_max
         write_deadline = now - self.write_seconds_max
         for protocol in list(self.live):
-            started = protocol.headers_started
-            if started is not None and started < headers_deadline:
-                protocol.headers_too_slow()
-            started = protocol.body_started
-            if started is not None and started < body_deadline:
-                protocol.body_too_slow()
+            # A request sent behind one still being answered waits for it (uvicorn reads
+            # no more of it meanwhile): its head's and body's time start once it is due.
+            if protocol.unanswered <= 1:
+                started = protocol.headers_started
+                if started is not None and started < headers_deadline:
+                    protocol.headers_too_slow()
+                started = protocol.body_started
+                if started is not None and started < body_deadline:
+                    protocol.body_too_slow()
             started = protocol.write_paused_at
             if started is not None and started < write_deadline:
                 protocol.write_too_slow()
@@ -177,6 +180,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.write_paused_at: float | None = None
         # What to answer when the parser stops on this request.
         self.refusal = _INVALID_HTTP
+        # Requests begun and not yet answered: over one, some wait behind another.
+        self.unanswered = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvicorn and each request's cycle write through this view of the transport.
@@ -229,6 +234,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.unanswered += 1
         self.headers_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
@@ -250,6 +256,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self.writes.response_complete()
+        self.unanswered -= 1
+        if self.unanswered > 0:  # the one sent behind it is due now: its time starts
+            now = self.loop.time()
+            if self.headers_started is not None:
+                self.headers_started = now
+            if self.body_started is not None:
+                self.body_started = now
         super().on_response_complete()
 
     # The transport calls these only under backpressure: the hot path does not pay.
