@@ -279,7 +279,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
         )
     reads_only = parsed.spec.name in READS_ONLY
     # SIGTERM and SIGHUP (a `timeout`, a closed terminal) as Ctrl-C: a write they cut
-    # short says it may have been applied, with the key to settle it.
+    # short says it may have been applied, and to look before running it again.
     with SignalEnding():
         bank = open_bank(_target(options), reads_only=reads_only)
         try:
