@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import IO
 
 import pytest
 from tests.e2e.conftest import (
@@ -268,7 +269,8 @@ def test_help_asked_for_help_explains_itself(kopilka: RunKopilka) -> None:
 class Terminal:
     """The shell on a pseudo-terminal, as a person would run it."""
 
-    def __init__(self, home: Path, *arguments: str) -> None:
+    def __init__(self, home: Path, *arguments: str, stdout: IO[str] | None = None) -> None:
+        """`stdout`: where the shell's answers go instead (`kopilka shell > log.txt`)."""
         self._master, slave = os.openpty()
         # A real size, so neither rich nor prompt_toolkit wraps at a guessed width.
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
@@ -277,7 +279,7 @@ class Terminal:
         self.process = subprocess.Popen(
             [*kopilka_command(), *arguments],
             stdin=slave,
-            stdout=slave,
+            stdout=slave if stdout is None else stdout,
             stderr=slave,
             env=env,
             cwd=home.parent,
@@ -285,6 +287,7 @@ class Terminal:
         )
         os.close(slave)
         self.seen = ""
+        self.raw = b""  # all it showed, escape sequences and all
 
     def send(self, keys: str) -> None:
         os.write(self._master, keys.encode())
@@ -303,6 +306,7 @@ class Terminal:
                 except OSError:  # the shell has exited and the terminal closed
                     chunk = b""
                 assert chunk, f"the shell ended before showing {text!r}: {self.seen!r}"
+                self.raw += chunk
                 self.seen += _ANSI.sub("", chunk.decode(errors="replace"))
         self.seen = self.seen[self.seen.index(text) + len(text) :]
 
@@ -320,6 +324,7 @@ class Terminal:
             if not chunk:
                 return self.seen
             if ready:
+                self.raw += chunk
                 self.seen += _ANSI.sub("", chunk.decode(errors="replace"))
 
     def local_modes(self) -> int:
@@ -470,48 +475,26 @@ def test_a_terminal_shell_with_its_answers_in_a_file_reads_lines(
     """`kopilka shell > log.txt` at a terminal: no prompt drawn into the file, where
     nobody sees it; the terminal echoes what is typed, the file gets the answers as a
     piped shell writes them, and a refusal still reaches the person on stderr."""
-    master, slave = os.openpty()
     log = tmp_path / "log.txt"
-    env = {**kopilka_env(kopilka_home), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
     with log.open("w") as answers:
-        shell = subprocess.Popen(
-            [*kopilka_command(), "shell"],
-            stdin=slave,
-            stdout=answers,
-            stderr=slave,
-            env=env,
-            cwd=kopilka_home.parent,
-            start_new_session=True,
-        )
-    os.close(slave)
-    shown = b""
+        terminal = Terminal(kopilka_home, "shell", stdout=answers)
     try:
         for line in (
             "deposit --client=A --amount=1 --description=x",
             "depost",
             "balance --client=A",
+            "exit",
         ):
-            os.write(master, line.encode() + b"\n")
-        os.write(master, b"exit\n")
-        status = shell.wait(timeout=30)
-        while select.select([master], [], [], 0.5)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the shell has exited and the terminal closed
-                break
-            if not chunk:
-                break
-            shown += chunk
+            terminal.send(line + "\n")
+        terminal.rest()
     finally:
-        if shell.poll() is None:
-            shell.kill()
-        os.close(master)
+        status = terminal.close()
     assert status == 0
     assert log.read_text() == "Deposit operation was successful!\nBalance of A: $1.00\n"
-    terminal = shown.decode(errors="replace")
-    assert "\x1b" not in terminal  # no prompt, no colours: the lines as typed, and the error
-    assert "balance --client=A" in terminal
-    assert "Error: unknown command 'depost'; did you mean 'deposit'?" in terminal
+    shown = terminal.raw.decode(errors="replace")
+    assert "\x1b" not in shown  # no prompt, no colours: the lines as typed, and the error
+    assert "balance --client=A" in shown
+    assert "Error: unknown command 'depost'; did you mean 'deposit'?" in shown
 
 
 def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:
