@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -92,6 +93,18 @@ def _check(seen: Counter[str], acked: list[str], opening_cents: int, server: Ser
     assert total == opening_cents
 
 
+def _as_admin(home: Path, port: int, method: str, path: str, **options: Any) -> httpx.Response:
+    """A request to the server on `port` with the admin token its home holds."""
+    token = (home / "admin.token").read_text().strip()
+    return httpx.request(
+        method,
+        f"http://127.0.0.1:{port}{path}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+        **options,
+    )
+
+
 def test_sigkill_under_load_loses_no_acknowledged_operation(tmp_path: Path) -> None:
     home = tmp_path / "home"
     acked: list[str] = []
@@ -138,14 +151,8 @@ def test_serve_takes_its_port_and_database_from_config(tmp_path: Path, where: st
             process.stdout.readline()
             == f"kopilka listening on http://127.0.0.1:{port} (db: {db})\n"
         )
-        token = (home / "admin.token").read_text().strip()
         body = {"client": "A", "amount": "5", "description": "x", "open_account": True}
-        answer = httpx.post(
-            f"http://127.0.0.1:{port}/v1/deposits",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
+        answer = _as_admin(home, port, "POST", "/v1/deposits", json=body)
         assert answer.status_code == 201, answer.text
     finally:
         process.send_signal(signal.SIGTERM)
@@ -329,12 +336,7 @@ def test_a_server_whose_stdout_is_full_says_so_in_one_line_and_serves(tmp_path: 
             f"kopilka listening on http://127.0.0.1:{port}; standard output could not be"
             " written (No space left on device)\n"
         )
-        token = (home / "admin.token").read_text().strip()
-        health = httpx.get(
-            f"http://127.0.0.1:{port}/v1/health",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
+        health = _as_admin(home, port, "GET", "/v1/health")
         assert health.status_code == 200, health.text
     finally:
         process.send_signal(signal.SIGTERM)
