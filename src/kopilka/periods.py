@@ -10,6 +10,11 @@ since, so neither end takes in a moment outside what was written. A time without
 offset is read in `zone`: None means the user's local time (the shell; the TZ
 environment variable is honoured), and a server passes UTC, having no user's
 zone. The result is always an aware UTC datetime, as the store keeps UTC.
+
+Where the clocks change, a since is the first moment whose local time is not before
+what was written (the first of a time that comes twice; the change itself for a time
+that never comes), and a till ends where the since of the moment after it would
+begin. So consecutive periods join without a gap or an overlap, across a change too.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ _MOMENT = re.compile(
     r" ?(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?)?"  # its offset
 )
 _TEXT_LENGTH_MAX = 64
+_MICROSECOND = timedelta(microseconds=1)
+_ENDS_OF_TIME = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 _EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"
 
 
@@ -54,17 +61,46 @@ def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> 
         raise InvalidInput(
             "invalid_period", f"{candidate!r} is not a date like {_EXAMPLES}"
         ) from error
-    if end_of_day:
-        moment = _last_moment_written(candidate, moment)
-    else:
-        moment = _first_microsecond_from(candidate, moment)
     if moment.tzinfo is None and zone is not None:
         moment = moment.replace(tzinfo=zone)
+    if not end_of_day:
+        return _first_instant_from(_first_microsecond_from(candidate, moment))
+    last = _last_moment_written(candidate, moment)
     try:
-        # A naive datetime's astimezone() reads it as local time, DST included.
-        return moment.astimezone(UTC)
+        after = last + _MICROSECOND
+    except OverflowError:  # the calendar's last microsecond: no moment after it
+        return _first_instant_from(last)
+    end = _first_instant_from(after)
+    if end in _ENDS_OF_TIME:  # a moment after the till that UTC cannot hold
+        return end
+    return end - _MICROSECOND
+
+
+def _first_instant_from(wall: datetime) -> datetime:
+    """The first instant (UTC) whose time in the moment's zone is not before `wall`: the
+    first of a local time the clocks show twice, the change itself for one they skip."""
+    try:
+        first, second = sorted(wall.replace(fold=fold).astimezone(UTC) for fold in (0, 1))
+        written = wall.replace(tzinfo=None)
+        if _wall_at(first, wall.tzinfo) == written:
+            return first
+        if _wall_at(second, wall.tzinfo) == written:
+            return second
+        # Skipped by the clocks: the change lies between the two readings.
+        while second - first > _MICROSECOND:
+            middle = first + (second - first) // 2
+            if _wall_at(middle, wall.tzinfo) >= written:
+                second = middle
+            else:
+                first = middle
+        return second
     except (OverflowError, ValueError, OSError):
-        return _at_the_end_of_time(moment)
+        return _at_the_end_of_time(wall)
+
+
+def _wall_at(instant: datetime, zone: tzinfo | None) -> datetime:
+    # astimezone(None) is the local time, as a naive datetime's astimezone() reads one.
+    return instant.astimezone(zone).replace(tzinfo=None)
 
 
 def _at_the_end_of_time(moment: datetime) -> datetime:
@@ -82,12 +118,16 @@ def _at_the_end_of_time(moment: datetime) -> datetime:
 def _first_microsecond_from(text: str, moment: datetime) -> datetime:
     """A start written past the microsecond ("05.0073131") begins at the next whole one:
     read as written down to the microsecond, it would take in what came just before it."""
-    time_of_day = _TIME_OF_DAY.search(text)
-    fraction = time_of_day["fraction"] if time_of_day is not None else None
-    if fraction and len(fraction) > 6 and fraction[6:].strip("0"):
+    if _past_the_microsecond(text):
         with contextlib.suppress(OverflowError):  # the calendar's last microsecond: kept
-            return moment + timedelta(microseconds=1)
+            return moment + _MICROSECOND
     return moment
+
+
+def _past_the_microsecond(text: str) -> bool:
+    time_of_day = _TIME_OF_DAY.search(text.strip())
+    fraction = time_of_day["fraction"] if time_of_day is not None else None
+    return bool(fraction and len(fraction) > 6 and fraction[6:].strip("0"))
 
 
 def _last_moment_written(text: str, moment: datetime) -> datetime:
@@ -128,7 +168,25 @@ def parse_period(
     if start is not None and start > end:
         if till is None:  # the end is now: say so, as no till was given
             raise InvalidInput("invalid_period", "the start of the period (since) is in the future")
+        # A since past the microsecond begins at the next one: written within the
+        # microsecond the till ends in, it is not after the till.
+        if start - end == _MICROSECOND and since is not None and _past_the_microsecond(since):
+            raise InvalidInput(
+                "invalid_period",
+                "since and till fall within one microsecond, and a period holds whole ones",
+            )
         raise InvalidInput(
             "invalid_period", "the start of the period (since) is after its end (till)"
         )
     return start, end
+
+
+def period_end(value: object, name: str) -> datetime:
+    """An end of a period given by a program (the Python APIs): a datetime, read as UTC
+    without an offset, as the API reads such a time. Anything else is refused in one
+    line, where it would fail deep inside as an attribute error."""
+    if not isinstance(value, datetime):
+        raise InvalidInput(
+            "invalid_period", f"{name} must be a datetime, not {type(value).__name__}"
+        )
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

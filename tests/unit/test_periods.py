@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pytest
 
@@ -74,8 +74,19 @@ def test_a_moment_written_past_the_microsecond_takes_in_nothing_outside_it(utc: 
     assert parse_moment("2026-12-03T14:18:54.0073131Z", end_of_day=False) > operation
     assert parse_moment("2026-12-03T14:18:54.0073130Z", end_of_day=False) == operation
     assert parse_moment("2026-12-03T14:18:54.0073139Z", end_of_day=True) == operation
-    with pytest.raises(InvalidInput, match="after its end"):
+    with pytest.raises(InvalidInput, match="within one microsecond"):
         parse_period("2026-12-03T14:18:54.0073131Z", "2026-12-03T14:18:54.0073130Z")
+    with pytest.raises(InvalidInput, match="after its end"):
+        parse_period("2026-12-03T14:18:54.0073141Z", "2026-12-03T14:18:54.0073130Z")
+
+
+def test_the_same_moment_past_the_microsecond_as_both_ends_is_not_called_reversed(
+    utc: None,
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        parse_period("2026-12-03T19:02:01.1894315Z", "2026-12-03T19:02:01.1894315Z")
+    assert "after" not in refused.value.message
+    assert "within one microsecond" in refused.value.message
     # The calendar's last microsecond has none after it: kept, and in the future.
     with pytest.raises(InvalidInput, match="in the future"):
         parse_period("9999-12-31T23:59:59.9999999", None)
@@ -99,6 +110,61 @@ def test_daylight_saving_time_is_honoured(time_zone: None) -> None:
     assert parse_moment("2024-07-01 12:00:00", end_of_day=False) == datetime(
         2024, 7, 1, 9, 0, tzinfo=UTC
     )
+
+
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """US Eastern rules (POSIX, no tzdata needed): in 2026 the clocks skip 02:00-02:59 on
+    March 8 (06:00-07:00 UTC is 01:00 EST then 03:00 EDT) and show 01:00-01:59 twice on
+    November 1 (05:00-06:00 UTC in EDT, 06:00-07:00 UTC in EST)."""
+    monkeypatch.setenv("TZ", "EST5EDT,M3.2.0,M11.1.0")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def _utc(year: int, month: int, day: int, hour: int, minute: int = 0, *rest: int) -> datetime:
+    return datetime(year, month, day, hour, minute, *rest, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("day", ["2026-03-08", "2026-11-01"])
+def test_periods_join_across_a_change_of_the_clocks(new_york: None, day: str) -> None:
+    """Consecutive days, hours and minutes around a change: each till ends just before
+    the next since, so no operation falls in two periods or in none."""
+    start = datetime.fromisoformat(day) - timedelta(days=1)
+    units = [(timedelta(days=1), "%Y-%m-%d"), (timedelta(hours=1), "%Y-%m-%dT%H")]
+    units.append((timedelta(minutes=1), "%Y-%m-%d %H:%M"))
+    for step, form in units:
+        moment = start
+        while moment < start + timedelta(days=3):
+            till = parse_moment(moment.strftime(form), end_of_day=True)
+            since = parse_moment((moment + step).strftime(form), end_of_day=False)
+            assert till + timedelta(microseconds=1) == since, moment
+            assert parse_moment(moment.strftime(form), end_of_day=False) <= since
+            moment += step
+
+
+def test_a_since_the_clocks_skip_begins_at_the_change(new_york: None) -> None:
+    change = _utc(2026, 3, 8, 7)
+    assert parse_moment("2026-03-08 02:00", end_of_day=False) == change
+    assert parse_moment("2026-03-08 02:30:15", end_of_day=False) == change
+    assert parse_moment("2026-03-08 03:00", end_of_day=False) == change
+    assert parse_moment("2026-03-08 01:59:59", end_of_day=True) == change - timedelta(
+        microseconds=1
+    )
+    # The skipped hour holds no moment: a period inside it is empty, not reversed.
+    assert parse_moment("2026-03-08 02:59", end_of_day=True) == change - timedelta(microseconds=1)
+
+
+def test_a_time_the_clocks_show_twice_is_read_as_its_first(new_york: None) -> None:
+    assert parse_moment("2026-11-01 01:30", end_of_day=False) == _utc(2026, 11, 1, 5, 30)
+    # A till in the hour shown twice ends before the since just after it: the first
+    # 01:59:59 as a till would leave the second 01:00-01:59 in no period.
+    assert parse_moment("2026-11-01 01:59:59", end_of_day=True) == _utc(
+        2026, 11, 1, 6, 59, 59, 999_999
+    )
+    assert parse_moment("2026-11-01", end_of_day=True) == _utc(2026, 11, 2, 4, 59, 59, 999_999)
 
 
 def test_an_offset_wins_over_the_local_zone(time_zone: None) -> None:
