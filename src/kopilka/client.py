@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
@@ -52,6 +52,7 @@ from kopilka.errors import (
     Unavailable,
 )
 from kopilka.idempotency import new_key, sendable_key
+from kopilka.periods import period_end
 from kopilka.settings import check_home, home, redact_url, split_url
 
 T = TypeVar("T")
@@ -414,10 +415,8 @@ class Client:
     def statement(self, client: str, since: datetime | None, till: datetime) -> Statement:
         # A time without an offset is UTC, as the server reads it and the embedded bank
         # takes it: the Statement says the moments it covers, offset and all.
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        if till.tzinfo is None:
-            till = till.replace(tzinfo=UTC)
+        since = None if since is None else period_end(since, "since")
+        till = period_end(till, "till")
         params = {"till": till.isoformat(timespec="microseconds"), "format": "json"}
         if since is not None:
             params["since"] = since.isoformat(timespec="microseconds")

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 
 from kopilka.domain.model import Account, ClaimKey, Command, Outcome, client_name
 from kopilka.domain.rules import validate_client
@@ -30,6 +30,7 @@ from kopilka.errors import (
 )
 from kopilka.fair_queue import FairQueue
 from kopilka.limits import Limits
+from kopilka.periods import period_end
 from kopilka.store.protocol import Store
 
 logger = logging.getLogger(__name__)
@@ -57,10 +58,6 @@ class _Request:
     # Why its batch failed, nothing of it applied: the pieces after it are not applied
     # either, so a request that was told of a failure is never applied behind its back.
     error: KopilkaError | None = None
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _operations_of(request: _Request) -> int:
@@ -405,7 +402,8 @@ class Engine:
         self, ledger: str, client: str, since: datetime | None, till: datetime
     ) -> Statement:
         """The whole statement of a period (for long periods, see statement_lines)."""
-        since, till = (None if since is None else _aware(since)), _aware(till)
+        since = None if since is None else period_end(since, "since")
+        till = period_end(till, "till")
         account, opening = await self.statement_header(ledger, client, since, till)
         lines = [line async for line in self.statement_lines(account.id, since, till)]
         return build_statement(account.client, since, till, opening, lines)
@@ -415,8 +413,8 @@ class Engine:
     ) -> tuple[Account, int]:
         # A time without an offset is UTC, as the API reads one: the embedded bank's
         # caller and a server's get the same statement for the same arguments.
-        since = None if since is None else _aware(since)
-        till = _aware(till)
+        since = None if since is None else period_end(since, "since")
+        till = period_end(till, "till")
         if since is not None and since > till:
             raise InvalidInput(
                 "invalid_period", "the start of the period (since) is after its end (till)"

@@ -43,6 +43,8 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
             bank.statement("Ann", None, datetime.now(UTC).replace(tzinfo=None))
         ),
     ),
+    ("a till of None", lambda bank: bank.statement("Ann", None, None)),  # type: ignore[arg-type]
+    ("a since as text", lambda bank: bank.statement("Ann", "2026-12-03", NOW)),  # type: ignore[arg-type]
     ("a key in Cyrillic", lambda bank: bank.deposit("Ann", 1, "x", "ключ")),
     ("a key with spaces", lambda bank: bank.deposit("Ann", 1, "x", " a ")),
     ("a key under a client's mark", lambda bank: bank.deposit("Ann", 1, "x", "client/x")),
@@ -136,6 +138,8 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
     assert answer["a first deposit"] == "deposit"
     assert answer["the balance after all"] == 500
     assert answer["its statement's name"] == "Jos\u00e9"  # as kept, in NFC
+    assert answer["a till of None"] == ("invalid_period", "till must be a datetime, not NoneType")
+    assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
 
 
 def test_a_key_a_server_would_refuse_is_refused_in_an_embedded_list_alone(tmp_path: Path) -> None:
