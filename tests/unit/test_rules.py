@@ -361,6 +361,24 @@ def test_a_new_name_may_not_start_or_end_with_a_space(ledger: Ledger) -> None:
     assert [account.client for account in plan.new_accounts] == ["Ann"]
 
 
+@pytest.mark.parametrize(
+    "blank", ["\u034f", "\u115f", "\u3164", "\uffa0", "\u17b4", "\u17b5", "\u2800", "\ufe0f"]
+)
+def test_a_new_name_may_not_hold_a_character_that_shows_nothing(ledger: Ledger, blank: str) -> None:
+    """ "Ann" and "Ann" + a Hangul filler list alike: the second would be another account."""
+    ledger.add(f"Old{blank}", balance=500)  # made before the rule: still usable
+    plan = ledger.plan(
+        deposit(f"Ann{blank}", 100, "a"),
+        OpenAccount(f"B{blank}ob"),
+        withdraw(f"Old{blank}", 100, "b"),
+    )
+    assert codes(plan.outcomes) == ["invalid_client", "invalid_client", "ok"]
+    refused = plan.outcomes[0]
+    assert isinstance(refused, InvalidInput)
+    assert f"(U+{ord(blank):04X})" in refused.message
+    assert plan.new_accounts == []
+
+
 def test_invalid_description(ledger: Ledger) -> None:
     longest = "d" * DESCRIPTION_LENGTH_MAX
     plan = ledger.plan(

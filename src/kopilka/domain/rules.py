@@ -53,6 +53,14 @@ LEDGER_NAME_LENGTH_MAX = 100
 _UNPRINTABLE = re.compile(
     r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]"
 )
+# Characters that show nothing (Unicode's Default_Ignorable_Code_Point, and the braille
+# blank): a name holding one lists like a name without it, another account. isprintable()
+# already refuses the format characters among them; this catches the rest.
+_SHOWS_NOTHING = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
 
 AccountKey = tuple[str, str]  # (ledger, client)
 OperationKey = tuple[str, str]  # (ledger, idempotency key)
@@ -518,6 +526,13 @@ class _Planner:
             raise InvalidInput(
                 "invalid_client",
                 f"a new client's name may not start or end with a space: {client!r}",
+            )
+        blank = _SHOWS_NOTHING.search(client)
+        if blank is not None:
+            raise InvalidInput(
+                "invalid_client",
+                f"a new client's name may not hold a character that shows nothing"
+                f" (U+{ord(blank.group()):04X}): {client!r}",
             )
         account = Account(ledger, client, 0, floor, cap, self.now)
         self.accounts[(ledger, client)] = account
