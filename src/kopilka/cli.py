@@ -39,7 +39,7 @@ from kopilka.shell.parser import parse_words
 from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import SessionEnded, SignalEnding, run_piped, run_terminal
 from kopilka.shell.specs import find_command
-from kopilka.store import initialize_schema
+from kopilka.store import initialize_schema, keeps_nothing
 
 _GLOBAL_VALUES = ("db", "url", "token", "ledger", "config")
 # Subcommands with their own option parsers, loaded only when asked for.
@@ -277,11 +277,18 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
             f"{parsed.spec.name} would work in a sandbox that ends with it, keeping nothing:"
             " --sandbox is for a shell session (kopilka shell --sandbox)",
         )
+    target = _target(options)
+    if target.url is None and keeps_nothing(target.settings.db):
+        raise InvalidInput(
+            "invalid_option",
+            f"{parsed.spec.name} would work on a ledger in memory that ends with it, keeping"
+            " nothing: memory: is for a server or a shell session",
+        )
     reads_only = parsed.spec.name in READS_ONLY
     # SIGTERM and SIGHUP (a `timeout`, a closed terminal) as Ctrl-C: a write they cut
     # short says it may have been applied, and to look before running it again.
     with SignalEnding():
-        bank = open_bank(_target(options), reads_only=reads_only)
+        bank = open_bank(target, reads_only=reads_only)
         try:
             reply = execute(parsed, bank, oneshot=True)
         except KopilkaError as error:
@@ -319,6 +326,10 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
             " environment or kopilka.toml, wins over it)",
         )
     settings = target.settings
+    if keeps_nothing(settings.db):
+        raise InvalidInput(
+            "invalid_option", "init works on a database that is kept; memory: keeps nothing"
+        )
     _create_home(settings)
     try:
         asyncio.run(initialize_schema(settings.db))

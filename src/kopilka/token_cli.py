@@ -25,11 +25,12 @@ from typing import Protocol
 
 from kopilka.api.auth import new_token_record
 from kopilka.arguments import ArgumentParser
-from kopilka.errors import KopilkaError
+from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.settings import hide_secrets, load_settings
 from kopilka.shell.connect import local_store
 from kopilka.shell.output import AnswerNotWritten, answer, exit_status
 from kopilka.shell.repl import SessionEnded, SignalEnding
+from kopilka.store import keeps_nothing
 from kopilka.store.protocol import Store
 from kopilka.tokens import ROLES, TOKEN_PREFIX, named_token
 
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     # These options may stand before or after the subcommand.
     where = ArgumentParser(add_help=False)
     where.add_argument(
-        "--db", default=argparse.SUPPRESS, help="'memory:', a SQLite path or a postgresql:// URL"
+        "--db", default=argparse.SUPPRESS, help="a SQLite path or a postgresql:// URL"
     )
     where.add_argument(
         "--url",
@@ -185,6 +186,12 @@ def _token_main(argv: list[str]) -> int:
             return _run_remote(url, getattr(arguments, "token", None), arguments)
         # As for every other command: the home's rules, and a list of a --db that is not
         # there is refused rather than made.
+        if keeps_nothing(settings.db):
+            raise InvalidInput(
+                "invalid_option",
+                "a token in memory would end with this command, honoured by no server:"
+                " give the server's --url, or its --db",
+            )
         store = local_store(settings, reads_only=arguments.command == "list")
         return asyncio.run(_run_local(store, arguments))
     except AnswerNotWritten:

@@ -651,6 +651,41 @@ def test_a_one_shot_command_takes_no_sandbox(
     assert not (kopilka_home / "kopilka.db").exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("deposit", "--client=Ann", "--amount=1", "--description=x"),
+        ("balance", "--client=Ann"),
+        ("add-user", "-n", "Ann", "--max", "10"),
+    ],
+)
+def test_a_one_shot_command_takes_no_ledger_in_memory(
+    kopilka: RunKopilka, command: tuple[str, ...]
+) -> None:
+    """It would end with the command: a deposit said done would be kept nowhere."""
+    result = kopilka(*command, "--db", "memory:")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: {command[0]} would work on a ledger in memory that ends with it, keeping"
+        " nothing: memory: is for a server or a shell session\n"
+    )
+
+
+def test_init_and_token_keep_nothing_in_memory(kopilka: RunKopilka) -> None:
+    initialized = kopilka("init", "--db", "memory:")
+    assert (initialized.returncode, initialized.stdout) == (1, "")
+    assert (
+        initialized.stderr
+        == "Error: init works on a database that is kept; memory: keeps nothing\n"
+    )
+    created = kopilka("token", "create", "--role", "admin", "--db", "memory:")
+    assert (created.returncode, created.stdout) == (1, "")
+    assert created.stderr == (
+        "Error: a token in memory would end with this command, honoured by no server:"
+        " give the server's --url, or its --db\n"
+    )
+
+
 def test_init_has_no_sandbox_to_set_up(kopilka: RunKopilka, kopilka_home: Path) -> None:
     result = kopilka("init", "--sandbox")
     assert (result.returncode, result.stdout) == (1, "")

@@ -21,7 +21,7 @@ def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = 
     if not url.strip():
         raise InvalidInput("invalid_option", "the database may not be empty: give a path or URL")
     path = sqlite_path(url)  # refuses what is no database kopilka can use
-    if url in ("memory:", ":memory:"):
+    if keeps_nothing(url):
         from kopilka.store.memory import MemoryStore
 
         return MemoryStore(clock)
@@ -34,6 +34,11 @@ def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = 
 
     assert path is not None
     return SqliteStore(path, clock, create_schema=create)
+
+
+def keeps_nothing(url: str) -> bool:
+    """A store that lives only as long as the process that opened it."""
+    return url in ("memory:", ":memory:")
 
 
 # Two or more keyword=value pairs apart by spaces: never taken for a file's name, which
@@ -49,7 +54,7 @@ def sqlite_path(url: str) -> str | None:
     taken for a file name: the data would go to a file of that name, and the text,
     password and all, would be shown back as a path.
     """
-    if url in ("memory:", ":memory:") or url.startswith(("postgresql://", "postgres://")):
+    if keeps_nothing(url) or url.startswith(("postgresql://", "postgres://")):
         return None
     if re.match(r"postgres(?:ql)?(?::|//)", url, re.IGNORECASE):
         raise InvalidInput(
