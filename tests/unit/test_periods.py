@@ -128,10 +128,46 @@ def _utc(year: int, month: int, day: int, hour: int, minute: int = 0, *rest: int
     return datetime(year, month, day, hour, minute, *rest, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("day", ["2026-03-08", "2026-11-01"])
-def test_periods_join_across_a_change_of_the_clocks(new_york: None, day: str) -> None:
+@pytest.mark.parametrize(
+    ("zone", "day"),
+    [
+        ("EST5EDT,M3.2.0,M11.1.0", "2026-03-08"),
+        ("EST5EDT,M3.2.0,M11.1.0", "2026-11-01"),
+        # Chile's rules: the clocks change at midnight, so a day starts in the change.
+        ("<-04>4<-03>,M9.1.6/24,M4.1.6/24", "2026-04-05"),
+        ("<-04>4<-03>,M9.1.6/24,M4.1.6/24", "2026-09-06"),
+    ],
+)
+def test_periods_join_across_a_change_of_the_clocks(
+    monkeypatch: pytest.MonkeyPatch, zone: str, day: str
+) -> None:
     """Consecutive days, hours and minutes around a change: each till ends just before
     the next since, so no operation falls in two periods or in none."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        _periods_join(day)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_day_the_clocks_start_after_midnight_begins_at_the_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "<-04>4<-03>,M9.1.6/24,M4.1.6/24")
+    time.tzset()
+    try:
+        # 2026-09-06 00:00 never comes in Chile: the day begins at 01:00 -03.
+        assert parse_moment("2026-09-06", end_of_day=False) == _utc(2026, 9, 6, 4)
+        # 2026-04-04 23:00-23:59 comes twice: the day ends after the second.
+        assert parse_moment("2026-04-04", end_of_day=True) == _utc(2026, 4, 5, 3, 59, 59, 999_999)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def _periods_join(day: str) -> None:
     start = datetime.fromisoformat(day) - timedelta(days=1)
     units = [(timedelta(days=1), "%Y-%m-%d"), (timedelta(hours=1), "%Y-%m-%dT%H")]
     units.append((timedelta(minutes=1), "%Y-%m-%d %H:%M"))
