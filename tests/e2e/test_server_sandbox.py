@@ -85,6 +85,16 @@ def new_sandbox_with_account(server: httpx.Client, client: str) -> str:
     return ledger
 
 
+def test_a_sandbox_is_told_its_idle_time_as_configured(tmp_path: Path) -> None:
+    with (
+        running_server(tmp_path / "home", KOPILKA_SANDBOX_IDLE_SECONDS="2.5") as server,
+        server.client() as admin,
+    ):
+        made = admin.post("/v1/sandboxes")
+        assert made.status_code == 201
+        assert made.json()["idle_timeout_seconds"] == 2.5  # not cut down to 2
+
+
 def test_an_idle_sandbox_is_dropped_by_the_server(tmp_path: Path) -> None:
     with (
         running_server(tmp_path / "home", KOPILKA_SANDBOX_IDLE_SECONDS="1") as server,

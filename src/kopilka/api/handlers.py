@@ -495,8 +495,8 @@ class Call:
 
     async def create_sandbox(self) -> Response:
         ledger = await self.app.sandboxes.create(self.principal)
-        idle = int(self.app.sandboxes.idle_seconds)
-        return json_response(SandboxOut(ledger, idle), 201)
+        idle = self.app.sandboxes.idle_seconds
+        return json_response(SandboxOut(ledger, int(idle) if idle.is_integer() else idle), 201)
 
     async def drop_sandbox(self, ledger: str) -> Response:
         validate_ledger_name(ledger)

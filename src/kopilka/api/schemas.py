@@ -110,7 +110,7 @@ class BatchRawIn(_In):
 
 class SandboxOut(msgspec.Struct):
     ledger: str
-    idle_timeout_seconds: int
+    idle_timeout_seconds: int | float  # as configured: 900, or 2.5
 
 
 class TokenIn(_In):
