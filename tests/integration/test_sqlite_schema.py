@@ -173,8 +173,9 @@ def test_an_upgrade_that_would_break_a_reference_changes_nothing(tmp_path: Path)
 
 
 def test_tables_kopilka_did_not_create_are_refused_by_name(tmp_path: Path) -> None:
-    """A file with no schema version but tables of kopilka's names (and one other) was
-    made by something else: refused, naming them, and left as it was."""
+    """A file with no schema version but tables (of kopilka's names or not) was made by
+    something else: refused, naming them, and left as it was, by init and by a shell
+    that only reads alike (its journal mode too, and no lock file put beside it)."""
     path = tmp_path / "stranger.db"
     with closing(sqlite3.connect(path)) as stranger:
         stranger.executescript(
@@ -185,15 +186,17 @@ def test_tables_kopilka_did_not_create_are_refused_by_name(tmp_path: Path) -> No
         )
     refusal = (
         f"the database at {path} has tables that kopilka did not create"
-        " (accounts, balances); use an empty database"
+        " (accounts, balances, notes); use an empty database"
     )
-    with closing(connect(str(path))) as connection:
-        with pytest.raises(Unavailable) as refused:
-            migrate(connection)
-        assert (refused.value.code, refused.value.message) == ("foreign_tables", refusal)
     init = run_kopilka(tmp_path / "home", "init", "--db", str(path))
     assert (init.returncode, init.stdout, init.stderr) == (1, "", f"Error: {refusal}\n")
+    shell = run_kopilka(tmp_path / "home", "shell", "--db", str(path), stdin="get\n")
+    assert (shell.returncode, shell.stdout, shell.stderr) == (1, "", f"Error: {refusal}\n")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("stranger")) == [
+        "stranger.db"
+    ]
     with closing(sqlite3.connect(path)) as stranger:
+        assert stranger.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         assert stranger.execute("PRAGMA user_version").fetchone()[0] == 0
         assert stranger.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall() == [
             ("accounts",),
@@ -201,6 +204,11 @@ def test_tables_kopilka_did_not_create_are_refused_by_name(tmp_path: Path) -> No
             ("notes",),
         ]
         assert stranger.execute("SELECT * FROM accounts").fetchall() == [("40817",)]
+    # The migration alone refuses it too (another process may have made tables meanwhile).
+    with closing(connect(str(path))) as connection:
+        with pytest.raises(Unavailable) as refused:
+            migrate(connection)
+        assert (refused.value.code, refused.value.message) == ("foreign_tables", refusal)
 
 
 # -- schema 6: client names written before they were kept in NFC -------------------------

@@ -55,11 +55,11 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import StatementLine
 from kopilka.errors import RetryableStoreError, Unavailable
-from kopilka.store.not_a_ledger import newer_schema, no_ledger
+from kopilka.store.not_a_ledger import newer_schema, no_ledger, refuse_foreign_tables
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
-from kopilka.store.sqlite_migrate import migrate
+from kopilka.store.sqlite_migrate import TABLES_FOUND, migrate
 from kopilka.store.sqlite_schema import SCHEMA_VERSION
 from kopilka.tokens import TokenRecord
 
@@ -193,6 +193,8 @@ class SqliteStore:
     async def open(self) -> None:
         if not self._create_schema and self.path != ":memory:":
             await asyncio.to_thread(self._require_a_ledger)
+        elif self.path != ":memory:":
+            await asyncio.to_thread(self._refuse_another_programs_file)
         if Path(self.path).is_dir():  # refused before a lock file is put beside it
             raise self._a_directory()
         try:
@@ -234,6 +236,21 @@ class SqliteStore:
             raise newer_schema(version, SCHEMA_VERSION)
         if version == 0 or found < 3:
             raise no_ledger(self.path)
+
+    def _refuse_another_programs_file(self) -> None:
+        """A file with tables and no schema of kopilka's is another program's: refused
+        before anything of kopilka's (a lock file, the WAL journal mode) touches it."""
+        if not Path(self.path).is_file():
+            return
+        uri = Path(self.path).absolute().as_uri() + "?mode=ro"
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                tables = [row[0] for row in connection.execute(TABLES_FOUND)]
+        except sqlite3.Error:  # not a database at all: opening it says so in one line
+            return
+        if version == 0 and tables:
+            refuse_foreign_tables(self.path, tuple(tables), tables)
 
     def _open_writer(self) -> sqlite3.Connection:
         try:

@@ -1,5 +1,5 @@
 """The SQLite schema's version (`PRAGMA user_version`): create or upgrade the schema,
-refuse one this kopilka does not know (newer, or tables of its names another tool made)."""
+refuse one this kopilka does not know (newer, or tables another program made)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import sqlite3
 from kopilka.domain.model import client_name
 from kopilka.errors import Unavailable
 from kopilka.store.not_a_ledger import newer_schema, refuse_foreign_tables
-from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, TABLES
+from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+
+# Every table of a database, its own bookkeeping (sqlite_sequence, sqlite_stat1) aside.
+TABLES_FOUND = (
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~'"
+    " ORDER BY name"
+)
 
 
 def _nfc(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
@@ -57,14 +63,10 @@ def migrate(connection: sqlite3.Connection) -> int:
 
 
 def _refuse_foreign_tables(connection: sqlite3.Connection) -> None:
-    """No schema yet (user_version 0): refuse tables of kopilka's names found already."""
-    marks = ", ".join("?" * len(TABLES))
-    found = {
-        name
-        for (name,) in connection.execute(
-            f"SELECT name FROM sqlite_master WHERE name IN ({marks})", TABLES
-        )
-    }
+    """No schema yet (user_version 0): refuse a file that holds tables already. A SQLite
+    file is one program's database: kopilka's tables are not put among another's (a
+    shell opened on the wrong file would have), nor beside tables of kopilka's names."""
+    found = [name for (name,) in connection.execute(TABLES_FOUND)]
     if found:
         path = connection.execute("PRAGMA database_list").fetchone()[2]
-        refuse_foreign_tables(path, TABLES, found)
+        refuse_foreign_tables(path, tuple(found), found)

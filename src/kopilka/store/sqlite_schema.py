@@ -7,8 +7,6 @@ floor and cap rules as the database's own last guard.
 
 from __future__ import annotations
 
-from kopilka.store.not_a_ledger import created_tables
-
 # Statements are split on ";", so comments inside must not contain one.
 MIGRATIONS: tuple[str, ...] = (
     # 1: accounts, operations, entries, tokens
@@ -161,6 +159,3 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
-
-# Where there is no schema yet, a table of one of these names was made by something else.
-TABLES = created_tables(MIGRATIONS)
