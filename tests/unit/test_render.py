@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -113,6 +114,22 @@ def test_names_in_wide_and_combining_characters_keep_their_columns() -> None:
         tuple(cell_len(row[:at]) for at, char in enumerate(row) if char == "|") for row in rows
     }
     assert len(columns) == 1
+
+
+def test_a_bar_in_a_name_is_escaped_so_every_row_keeps_its_columns() -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    accounts = [
+        Account("main", "A|B", 100, 0, None, moment),
+        Account("main", "C:\\temp\\", 0, 0, None, moment),
+        Account("main", "D\\|E", 0, 0, None, moment),
+    ]
+    rows = plain_table(accounts_table(accounts)).splitlines()
+    assert rows[2] == "| A\\|B       |   $1.00 | $0.00 | none |"
+    assert rows[3] == "| C:\\\\temp\\\\ |   $0.00 | $0.00 | none |"
+    assert rows[4] == "| D\\\\\\|E     |   $0.00 | $0.00 | none |"
+    # Split on the bars no backslash escapes, each row has the header's five.
+    unescaped_bar = re.compile(r"(?<!\\)(?:\\\\)*\|")
+    assert {len(unescaped_bar.findall(row)) for row in rows} == {5}
 
 
 def test_csv_has_plain_decimal_amounts() -> None:

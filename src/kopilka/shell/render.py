@@ -127,8 +127,9 @@ def plain_table(table: Table) -> str:
     """
     from rich.cells import cell_len  # the terminal width of text, as rich draws it
 
+    rows = [tuple(_plain_cell(cell) for cell in row) for row in table.rows]
     widths = [cell_len(header) for header in table.headers]
-    for row in table.rows:
+    for row in rows:
         assert len(row) == len(widths)
         widths = [max(width, cell_len(cell)) for width, cell in zip(widths, row, strict=True)]
 
@@ -141,8 +142,16 @@ def plain_table(table: Table) -> str:
 
     separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
     lines = [draw(table.headers, frozenset()), separator]
-    lines.extend(draw(row, table.right_aligned) for row in table.rows)
+    lines.extend(draw(row, table.right_aligned) for row in rows)
     return "\n".join(lines)
+
+
+def _plain_cell(text: str) -> str:
+    """A `|` in a name or description escaped (and so a backslash), as in a Markdown
+    table: a script that splits rows on the other `|` finds every column in its place."""
+    if "|" not in text and "\\" not in text:
+        return text
+    return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
 _TEXT_WIDTH_MIN = 10
