@@ -388,7 +388,16 @@ class Client:
             body["max_balance"] = None
         elif max_balance_cents is not None:
             body["max_balance"] = money_text(max_balance_cents)
-        return self._call("PATCH", _account_path(client), self._account_reader(), json=body)
+        # Under a key of its own, which its retries carry: a resend of a change that was
+        # applied while its answer was lost then sets nothing again, where it would undo
+        # a change made by someone else in between.
+        return self._call(
+            "PATCH",
+            _account_path(client),
+            self._account_reader(),
+            json=body,
+            idempotency_key=new_key(),
+        )
 
     def account(self, client: str) -> Account:
         return self._call("GET", _account_path(client), self._account_reader())

@@ -1,0 +1,111 @@
+"""The Python client's retries after a lost answer, against a real server behind a
+proxy that lets a request through and then hangs up before its answer."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tests.kopilka_server import running_server
+
+from kopilka.client import connect_bank
+
+Hook = Callable[[bytes], None]
+
+
+def _read_message(connection: socket.socket, buffered: bytes) -> tuple[bytes, bytes]:
+    """One HTTP message (head and Content-Length body) and what came after it."""
+    while b"\r\n\r\n" not in buffered:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buffered += chunk
+    head, _, rest = buffered.partition(b"\r\n\r\n")
+    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    size = int(length[1]) if length else 0
+    while len(rest) < size:
+        chunk = connection.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        rest += chunk
+    return head + b"\r\n\r\n" + rest[:size], rest[size:]
+
+
+@contextlib.contextmanager
+def _proxy_losing_first_answer(upstream: str, method: bytes, lost: Hook) -> Iterator[str]:
+    """A proxy to `upstream` that passes every request on; the first answer to a
+    `method` request is thrown away (after `lost` is called with its request) and the
+    client's connection closed, as a network that fails at that moment would."""
+    target = urlsplit(upstream)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stopping = threading.Event()
+    answers_lost: list[bytes] = []
+
+    def relay(client: socket.socket) -> None:
+        with client, socket.create_connection((target.hostname, target.port)) as server:
+            buffered = b""
+            while True:
+                request, buffered = _read_message(client, buffered)
+                server.sendall(request)
+                answer, _ = _read_message(server, b"")
+                if request.startswith(method + b" ") and not answers_lost:
+                    answers_lost.append(request)
+                    lost(request)
+                    return
+                client.sendall(answer)
+
+    def serve() -> None:
+        while not stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                continue
+            client.settimeout(10)
+            threading.Thread(target=relay_quietly, args=(client,), daemon=True).start()
+
+    def relay_quietly(client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            relay(client)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join()
+        listener.close()
+
+
+def test_a_limits_change_resent_after_a_lost_answer_does_not_undo_a_later_one(
+    tmp_path: Path,
+) -> None:
+    """Its first try applied, then someone else changed the cap, then the answer was
+    lost: the client's resend must not set its cap again over the other one."""
+    with running_server(tmp_path / "home") as server, server.client() as other_admin:
+        made = other_admin.post("/v1/accounts", json={"client": "Ann", "max_balance": "10.00"})
+        assert made.status_code == 201, made.text
+        sent: list[bytes] = []
+
+        def someone_else_sets_a_cap(request: bytes) -> None:
+            sent.append(request)
+            changed = other_admin.patch("/v1/accounts/Ann", json={"max_balance": "0.50"})
+            assert changed.status_code == 200, changed.text
+
+        with _proxy_losing_first_answer(server.url, b"PATCH", someone_else_sets_a_cap) as url:
+            bank = connect_bank(url, token=server.token, ledger="main")
+            try:
+                answered = bank.set_limits("Ann", max_balance_cents=1_000)
+            finally:
+                bank.close()
+        # The resend answers the account as it is now, the later change kept.
+        kept = other_admin.get("/v1/accounts/Ann").json()
+        assert kept["max_balance"] == "0.50"
+        assert answered.max_balance_cents == 50
+        assert re.search(rb"(?i)\r\nidempotency-key: ", sent[0])
