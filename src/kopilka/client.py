@@ -39,6 +39,7 @@ from kopilka.domain.model import (
     Operation,
     Outcome,
 )
+from kopilka.domain.rules import BATCH_REQUEST_OPERATIONS_MAX, too_many_operations
 from kopilka.domain.statement import Statement, StatementLine, build_statement
 from kopilka.errors import (
     Busy,
@@ -460,6 +461,8 @@ class Client:
                 outcomes.append(None)
             except KopilkaError as error:
                 outcomes.append(error)
+        if len(items) > BATCH_REQUEST_OPERATIONS_MAX:  # the server would refuse it whole
+            raise too_many_operations(len(items))
         sent = [position for position, outcome in enumerate(outcomes) if outcome is None]
         answered = self._send_batch(items, idempotency_key) if items else []
         for position, outcome in zip(sent, answered, strict=True):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tests.kopilka_server import running_server
 
 from kopilka.bank import Bank, EmbeddedBank
@@ -186,6 +187,25 @@ def test_a_clients_list_names_each_refused_item_by_its_place_in_the_list(tmp_pat
     assert key_refused.code == "invalid_idempotency_key"
     assert "$.operations[1]" in key_refused.message, key_refused.message
     assert isinstance(applied, Operation)
+
+
+def test_a_clients_list_longer_than_a_request_carries_is_refused_before_sending(
+    tmp_path: Path,
+) -> None:
+    with running_server(tmp_path / "home") as server:
+        bank = connect_bank(server.url, token=server.token, sandbox=True)
+        try:
+            deposits = [Deposit("Ann", 1, "x", f"many-{n}") for n in range(10_001)]
+            with pytest.raises(KopilkaError) as refused:
+                bank.execute_many(deposits)
+            assert (refused.value.code, refused.value.message) == (
+                "too_many_operations",
+                "a batch request carries at most 10,000 operations (10,001 given):"
+                " send them in parts",
+            )
+            assert len(bank.execute_many(deposits[:10_000])) == 10_000  # the bound itself goes
+        finally:
+            bank.close()
 
 
 def test_a_closed_client_refuses_in_one_error(tmp_path: Path) -> None:

@@ -13,7 +13,12 @@ import msgspec
 from kopilka.api.json_keys import repeated_field, repeats
 from kopilka.api.schemas import ErrorDetail, ErrorOut
 from kopilka.client_keys import unmarked
-from kopilka.domain.rules import client_name_empty, client_name_too_long, description_too_long
+from kopilka.domain.rules import (
+    client_name_empty,
+    client_name_too_long,
+    description_too_long,
+    too_many_operations,
+)
 from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.tokens import unknown_role
 
@@ -111,6 +116,8 @@ def _length_refusal(field: str, text: str) -> InvalidInput | None:
         return client_name_empty() if "length >= " in text else client_name_too_long()
     if field == "description":
         return description_too_long()
+    if field == "operations" and "length <= " in text:
+        return too_many_operations()
     return None
 
 

@@ -14,6 +14,7 @@ import msgspec
 
 from kopilka.clock import iso_text
 from kopilka.domain.model import Account, Operation
+from kopilka.domain.rules import BATCH_REQUEST_OPERATIONS_MAX
 from kopilka.domain.statement import StatementLine
 from kopilka.money import format_plain
 
@@ -95,17 +96,14 @@ class BatchTransfer(TransferIn, tag="transfer", tag_field="type"):
 BatchItem = BatchDeposit | BatchWithdrawal | BatchTransfer
 
 
-BATCH_OPERATIONS_MAX = 10_000
-
-
 class BatchIn(_In):
-    operations: Annotated[list[BatchItem], msgspec.Meta(max_length=BATCH_OPERATIONS_MAX)]
+    operations: Annotated[list[BatchItem], msgspec.Meta(max_length=BATCH_REQUEST_OPERATIONS_MAX)]
 
 
 class BatchRawIn(_In):
     """A batch whose items are left as sent, to decode one by one when one is malformed."""
 
-    operations: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=BATCH_OPERATIONS_MAX)]
+    operations: Annotated[list[msgspec.Raw], msgspec.Meta(max_length=BATCH_REQUEST_OPERATIONS_MAX)]
 
 
 class SandboxOut(msgspec.Struct):

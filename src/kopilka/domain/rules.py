@@ -48,6 +48,7 @@ CLIENT_NAME_LENGTH_MAX = 200
 DESCRIPTION_LENGTH_MAX = 500
 IDEMPOTENCY_KEY_LENGTH_MAX = 200
 LEDGER_NAME_LENGTH_MAX = 100
+BATCH_REQUEST_OPERATIONS_MAX = 10_000  # the items of one POST /v1/batch
 # Control characters, lone surrogates, and what reorders or breaks a line where it is
 # shown (bidirectional overrides and isolates, line and paragraph separators).
 _UNPRINTABLE = re.compile(
@@ -605,6 +606,17 @@ def client_name_too_long() -> InvalidInput:
 def description_too_long() -> InvalidInput:
     return InvalidInput(
         "invalid_description", f"description is longer than {DESCRIPTION_LENGTH_MAX} characters"
+    )
+
+
+def too_many_operations(given: int | None = None) -> InvalidInput:
+    """A batch request (`POST /v1/batch`, the Python client's execute_many) over the
+    API's bound; the embedded bank takes longer lists (Limits.request_operations_max)."""
+    count = "" if given is None else f" ({given:,} given)"
+    return InvalidInput(
+        "too_many_operations",
+        f"a batch request carries at most {BATCH_REQUEST_OPERATIONS_MAX:,} operations{count}:"
+        " send them in parts",
     )
 
 
