@@ -47,6 +47,8 @@ _DELEGATED = {
     "serve": ("kopilka.server", "serve_main"),
     "token": ("kopilka.token_cli", "token_main"),
 }
+# The global options each of them takes (its parser reads them, before or after it).
+_DELEGATED_GLOBALS = {"serve": ("db", "config"), "token": ("db", "url", "token", "config")}
 SHELL_USAGE = "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [PORT]"
 USAGE = f"""Usage:
   {SHELL_USAGE}
@@ -55,7 +57,8 @@ USAGE = f"""Usage:
   kopilka init                      create or upgrade the database schema (not via --url)
   kopilka serve [--host H] [--port P | PORT] [--db URL] [--workers N]   (serve --help)
   kopilka token create|list|revoke [--url URL] ...
-Global options, before or after the command (--sandbox for the shell only):
+Global options, before or after the command (--sandbox for the shell only; serve
+takes --db and --config, token all but --ledger):
   --db PATH|URL  --url URL  --token TOKEN  --ledger NAME  --config FILE  --sandbox
 """
 
@@ -64,6 +67,9 @@ Global options, before or after the command (--sandbox for the shell only):
 class GlobalOptions:
     values: dict[str, str] = field(default_factory=dict)
     sandbox: bool = False
+    # Where the command's word stands among the arguments (a global option's value may
+    # be the same word: `--ledger serve serve`).
+    command_at: int | None = None
 
 
 def split_globals(arguments: list[str]) -> tuple[GlobalOptions, list[str]]:
@@ -88,6 +94,8 @@ def split_globals(arguments: list[str]) -> tuple[GlobalOptions, list[str]]:
                 raise InvalidInput("repeated_option", f"kopilka got --{name} twice")
             options.values[name] = value
         else:
+            if not rest:
+                options.command_at = index - 1
             rest.append(word)
     return options, rest
 
@@ -152,9 +160,10 @@ def _dispatch(arguments: list[str]) -> int:
         # The commands with parsers of their own: `kopilka help serve` is `serve --help`.
         return _dispatch([words[1], "--help"])
     if command in _DELEGATED:
-        passed_on = list(arguments)
-        passed_on.remove(command)
-        return _delegate(command, passed_on)
+        at = options.command_at
+        assert at is not None and arguments[at] == command
+        _refuse_globals_not_taken(command, arguments[:at])
+        return _delegate(command, arguments[:at] + arguments[at + 1 :])
     if command in ("--help", "-h"):
         answer(USAGE + "\n" + help_overview(oneshot=True))
         return 0
@@ -166,6 +175,19 @@ def _dispatch(arguments: list[str]) -> int:
     if command == "init":
         return _init(options, words[1:])
     return _oneshot(options, words)
+
+
+def _refuse_globals_not_taken(command: str, before: list[str]) -> None:
+    """A global option before `serve` or `token` that it has no use for, named as given:
+    its own parser would take the option's value for an argument of its own."""
+    for word in before:
+        name = word.partition("=")[0].removeprefix("--")
+        is_global = word.startswith("--") and name in (*_GLOBAL_VALUES, "sandbox")
+        if is_global and name not in _DELEGATED_GLOBALS[command]:
+            raise InvalidInput(
+                "invalid_option",
+                f"kopilka {command} does not take --{name} (see kopilka {command} --help)",
+            )
 
 
 def _delegate(command: str, arguments: list[str]) -> int:

@@ -106,6 +106,33 @@ def test_global_options_before_or_after_the_command(kopilka: RunKopilka, tmp_pat
     assert default.stderr == "Error: no account for client 'John Jones'\n"
 
 
+def test_a_global_option_before_serve_or_token_is_passed_on_or_named(
+    kopilka: RunKopilka, tmp_path: Path
+) -> None:
+    """One they take goes to their own parsers, wherever it stands, a value the same
+    word as the command included; one they do not take is named, not its value."""
+    database = tmp_path / "serve.db"
+    assert kopilka("--db", str(database), *DEPOSIT).returncode == 0
+    listed = kopilka("--db", str(database), "token", "list")
+    assert (listed.returncode, listed.stderr) == (0, "")
+    for before, command in (
+        (("--url", "18250"), ("serve", "18267")),
+        (("--ledger", "books"), ("serve", "18257")),
+        (("--ledger", "books"), ("token", "list")),
+        (("--ledger", "serve"), ("token", "list")),
+        (("--sandbox",), ("token", "list")),
+    ):
+        result = kopilka(*before, *command)
+        name = before[0]
+        assert (result.returncode, result.stdout, result.stderr) == (
+            1,
+            "",
+            f"Error: kopilka {command[0]} does not take {name} (see kopilka {command[0]} --help)\n",
+        )
+    named = kopilka("--db", "token", "token", "list")  # a file named "token"
+    assert named.stderr.startswith("Error: no database at "), named.stderr
+
+
 def test_ledgers_are_separate_namespaces(kopilka: RunKopilka) -> None:
     assert kopilka("--ledger", "savings", *DEPOSIT).returncode == 0
     assert kopilka("balance", "--client=John Jones").returncode == 1
