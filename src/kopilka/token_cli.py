@@ -108,8 +108,8 @@ def _show_list(tokens: Iterable[_Token]) -> None:
             f"{token.id}  {token.role:<6} ledger={token.ledger}{client}  {state}"
             f"  created {token.created_at:%Y-%m-%d %H:%M:%S} UTC"
         )
-    if lines:
-        answer("\n".join(lines))
+    # As `kopilka accounts` says it has none: an empty answer reads as one not written.
+    answer("\n".join(lines) if lines else "No tokens yet.")
 
 
 def _not_revoked(token_id: str, known: bool) -> int:

@@ -114,7 +114,7 @@ def test_a_global_option_before_serve_or_token_is_passed_on_or_named(
     database = tmp_path / "serve.db"
     assert kopilka("--db", str(database), *DEPOSIT).returncode == 0
     listed = kopilka("--db", str(database), "token", "list")
-    assert (listed.returncode, listed.stderr) == (0, "")
+    assert (listed.returncode, listed.stdout, listed.stderr) == (0, "No tokens yet.\n", "")
     for before, command in (
         (("--url", "18250"), ("serve", "18267")),
         (("--ledger", "books"), ("serve", "18257")),
