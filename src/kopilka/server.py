@@ -310,7 +310,7 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
     supervisor = Workers(config, sockets=[listening])  # listens for signals from here
     supervisor.signal_queue.extend(_STOPS_ASKED)  # and is told of those that came before
     supervisor.run()
-    return 0
+    return 1 if supervisor.failed_to_start else 0
 
 
 def main() -> None:

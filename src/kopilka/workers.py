@@ -12,29 +12,67 @@ woken together the least loaded accepts first, and a busy one later still.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import socket
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+from kopilka.api.app import KopilkaApp
+
+logger = logging.getLogger("uvicorn.error")
 
 # A worker holding N connections waits N times this before it accepts another, up to
 # the bound: a head start in the race for it to every worker that holds fewer. Longer
 # than it takes the kernel to wake a sleeping worker (measured: about a millisecond).
 ACCEPT_PAUSE_PER_CONNECTION_SECONDS = 0.002
 ACCEPT_PAUSE_SECONDS_MAX = 0.010
+# A worker that found the database away waits this long before it exits to be started
+# again; its exit status tells the supervisor so (sysexits' EX_TEMPFAIL).
+DATABASE_AWAY_PAUSE_SECONDS = 3.0
+DATABASE_AWAY_EXIT = os.EX_TEMPFAIL
 
 
 class Workers(Multiprocess):
     """uvicorn's supervisor (health checks, a dead worker restarted, signals), its
-    workers started as `_Worker`. A worker it restarts after one died is uvicorn's own:
-    it serves the same socket as well, accepting as uvloop does."""
+    workers started as `_Worker`, and started again so when one dies.
+
+    A worker that could not start because the database was away (it went away after
+    the supervisor found it there, or while a worker was restarted) is started again
+    until it is back: uvicorn would stop the whole server for it, every worker serving
+    503 meanwhile included, with status 0. Any other start-up failure stops the server,
+    and `failed_to_start` says so."""
+
+    failed_to_start = False
 
     def init_processes(self) -> None:
         for _ in range(self.processes_num):
             process = _Worker(self.config, self.sockets)
             process.start()
             self.processes.append(process)
+
+    def keep_subprocess_alive(self) -> None:
+        # As uvicorn's, but for the worker started again and the database away.
+        if self.should_exit.is_set():
+            return
+        for index, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung, or gone already
+            process.join()
+            if process.exitcode == STARTUP_FAILURE:
+                logger.error(f"worker [{process.pid}] failed to start: stopping the server")
+                self.failed_to_start = True
+                self.should_exit.set()
+                return
+            if self.should_exit.is_set():
+                return
+            replacement = _Worker(self.config, self.sockets)
+            replacement.start()
+            self.processes[index] = replacement
 
 
 class _Worker(Process):
@@ -54,7 +92,16 @@ class _TakingTurnsServer(uvicorn.Server):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         assert sockets is not None and len(sockets) == 1, "a worker serves the one socket"
-        await super().startup(sockets=[])  # the application, with no socket of uvicorn's
+        try:
+            await super().startup(sockets=[])  # the application, with no socket of uvicorn's
+        except SystemExit as failed:
+            app = self.config.loaded_app
+            if failed.code == STARTUP_FAILURE and isinstance(app, KopilkaApp) and app.database_away:
+                # Started again by the supervisor, after a pause: not a tight loop of
+                # attempts (and of their log lines) for as long as the database is away.
+                await asyncio.sleep(DATABASE_AWAY_PAUSE_SECONDS)
+                raise SystemExit(DATABASE_AWAY_EXIT) from None
+            raise
         if not self.started:
             return
         config, loop = self.config, asyncio.get_running_loop()

@@ -9,6 +9,7 @@ nothing is applied twice, and no acknowledged transfer is lost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -33,6 +34,8 @@ from tests.kopilka_server import (
     server_env,
 )
 from tests.pgserver import PostgresTestServer, StopMode
+
+from kopilka.workers import DATABASE_AWAY_PAUSE_SECONDS
 
 pytestmark = pytest.mark.postgres
 
@@ -449,3 +452,80 @@ def test_a_database_outage_longer_than_the_idle_time_ends_no_live_sandbox(
         answer = admin.get("/v1/accounts/Sandy", headers=sandbox)
         assert answer.status_code == 200, answer.text
         assert answer.json()["balance"] == "1.00"
+
+
+def _workers_of(server: ServerProcess) -> list[int]:
+    """The worker processes of a `--workers` server (not the supervisor's helpers)."""
+    assert server.process is not None
+    parent = server.process.pid
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [
+        int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+
+
+def _has_database_connection(pid: int, port: int) -> bool:
+    """Whether process `pid` holds an established TCP connection to `port` (loopback)."""
+    fds = Path(f"/proc/{pid}/fd")
+    inodes = set()
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if fields[9] in inodes and remote_port == port and fields[3] == "01":  # ESTABLISHED
+            return True
+    return False
+
+
+def test_a_worker_started_again_while_the_database_is_away_waits_for_it(
+    tmp_path: Path, postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    """A worker that dies in an outage is started again, and finds the database away:
+    the server must not stop (uvicorn stops every worker for a start-up failure, with
+    status 0), and the new worker serves once the database is back."""
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
+    with running_server(tmp_path / "home", postgres_url, workers=2) as server:
+        with server.client() as http:
+            opened = {"client": "Ann", "amount": "1", "open_account": True}
+            assert http.post("/v1/deposits", json=opened).status_code == 201
+        first = _workers_of(server)
+        assert len(first) == 2
+        # Both workers started (each holds its pool's connection to the database), so
+        # that one is left to answer once the other is killed.
+        deadline = time.monotonic() + 30
+        while not all(_has_database_connection(pid, postgres_server.port) for pid in first):
+            assert time.monotonic() < deadline, "a worker never started"
+            time.sleep(0.1)
+            first = _workers_of(server)
+        time.sleep(0.5)  # past the rest of its start-up
+        postgres_server.stop("fast")
+        try:
+            os.kill(first[0], signal.SIGKILL)
+            time.sleep(5)  # started again, its start-up failed, and started again
+            assert server.process is not None and server.process.poll() is None, server.errors
+            with server.client() as http:  # the other worker answers meanwhile
+                away = http.post("/v1/deposits", json={**opened, "open_account": False})
+                assert away.status_code == 503, away.text
+        finally:
+            postgres_server.start()
+        # Once the database is back, a worker started again stays: the same two for
+        # longer than a failed start-up waits before its worker exits.
+        deadline = time.monotonic() + 30
+        workers, since = _workers_of(server), time.monotonic()
+        while time.monotonic() - since < DATABASE_AWAY_PAUSE_SECONDS + 2:
+            assert time.monotonic() < deadline, (workers, server.errors)
+            time.sleep(0.5)
+            now = _workers_of(server)
+            if now != workers:
+                workers, since = now, time.monotonic()
+        assert len(workers) == 2 and first[0] not in workers
+        for _ in range(8):  # new connections, taken by either worker
+            with server.client() as http:
+                assert http.get("/v1/accounts/Ann").status_code == 200
+        assert server.stop() == 0
+    assert "Traceback" not in server.errors, server.errors

@@ -141,6 +141,7 @@ class KopilkaApp:
         self.body_seconds = body_seconds
         self.admin_token_path = admin_token_path
         self.admin_token_created = False
+        self.database_away = False  # at the lifespan's start-up, which then failed
         self.engine = Engine(store, limits)
         self.tokens = TokenCache(store, token_ttl_seconds)
         self.sandboxes = Sandboxes(store, sandbox_idle_seconds)
@@ -184,6 +185,9 @@ class KopilkaApp:
                 try:
                     await self.start()
                 except Exception as error:
+                    # A worker finds the database away: it is started again (workers.py).
+                    code = error.code if isinstance(error, KopilkaError) else None
+                    self.database_away = code == "store_unavailable"
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
                 await send({"type": "lifespan.startup.complete"})
