@@ -47,6 +47,13 @@ _EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"
 
 def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> datetime:
     """One moment; a bare date is its first moment, or its last with end_of_day."""
+    candidate, moment = _written(text, zone)
+    return _till_instant(candidate, moment) if end_of_day else _since_instant(candidate, moment)
+
+
+def _written(text: str, zone: tzinfo | None) -> tuple[str, datetime]:
+    """The text as read, and the moment it names as written (in `zone`, if it names
+    none of its own), before it is placed on the UTC time line."""
     candidate = text.strip()
     if not candidate or len(candidate) > _TEXT_LENGTH_MAX:
         raise InvalidInput("invalid_period", f"{text[:_TEXT_LENGTH_MAX]!r} is not a date")
@@ -63,8 +70,14 @@ def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> 
         ) from error
     if moment.tzinfo is None and zone is not None:
         moment = moment.replace(tzinfo=zone)
-    if not end_of_day:
-        return _first_instant_from(_first_microsecond_from(candidate, moment))
+    return candidate, moment
+
+
+def _since_instant(candidate: str, moment: datetime) -> datetime:
+    return _first_instant_from(_first_microsecond_from(candidate, moment))
+
+
+def _till_instant(candidate: str, moment: datetime) -> datetime:
     last = _last_moment_written(candidate, moment)
     try:
         after = last + _MICROSECOND
@@ -159,26 +172,38 @@ def parse_period(
     now: datetime | None = None,
     zone: tzinfo | None = None,
 ) -> tuple[datetime | None, datetime]:
-    """(since or None for "from the beginning", till or now), both inclusive."""
-    start = None if since is None else parse_moment(since, end_of_day=False, zone=zone)
+    """(since or None for "from the beginning", till or now), both inclusive.
+
+    A period written in order that holds no moment (it lies in time the clocks skip,
+    or within one microsecond) is empty: its since is then just after its till."""
+    start = written_start = None
+    if since is not None:
+        since_text, written_start = _written(since, zone)
+        start = _since_instant(since_text, written_start)
     if till is None:
         end = now or datetime.now(UTC)
+        written_end = None
     else:
-        end = parse_moment(till, end_of_day=True, zone=zone)
+        till_text, till_moment = _written(till, zone)
+        written_end = _last_moment_written(till_text, till_moment)
+        end = _till_instant(till_text, till_moment)
     if start is not None and start > end:
         if till is None:  # the end is now: say so, as no till was given
             raise InvalidInput("invalid_period", "the start of the period (since) is in the future")
-        # A since past the microsecond begins at the next one: written within the
-        # microsecond the till ends in, it is not after the till.
-        if start - end == _MICROSECOND and since is not None and _past_the_microsecond(since):
+        if not _in_order(written_start, written_end):
             raise InvalidInput(
-                "invalid_period",
-                "since and till fall within one microsecond, and a period holds whole ones",
+                "invalid_period", "the start of the period (since) is after its end (till)"
             )
-        raise InvalidInput(
-            "invalid_period", "the start of the period (since) is after its end (till)"
-        )
     return start, end
+
+
+def _in_order(since: datetime | None, till: datetime | None) -> bool:
+    """Whether since comes no later than till as written (a local time, as the clock
+    shows it); one with an offset and one without are not compared so."""
+    try:
+        return since is not None and till is not None and since <= till
+    except TypeError:
+        return False
 
 
 def period_end(value: object, name: str) -> datetime:

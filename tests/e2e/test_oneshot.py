@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -175,6 +176,19 @@ def test_statement_one_shot_prints_the_plain_table(kopilka: RunKopilka) -> None:
     assert (
         lines[4] == "|                     | Totals           |       $0.00 |  $100.00 | $100.00 |"
     )
+
+
+def test_a_statement_of_an_hour_the_clocks_skip_is_empty(kopilka: RunKopilka) -> None:
+    """New York's 02:00-02:59 of 2026-03-08 never comes: a statement of it (an hour by
+    hour walk meets one) holds nothing, and is no error."""
+    kopilka(*DEPOSIT)
+    new_york = {"TZ": "EST5EDT,M3.2.0,M11.1.0"}
+    period = ("--since", "2026-03-08 02:00", "--till", "2026-03-08 02:59")
+    result = kopilka("statement", "--client=John Jones", *period, "--format=json", env=new_york)
+    assert (result.returncode, result.stderr) == (0, "")
+    statement = json.loads(result.stdout)
+    assert statement["lines"] == []
+    assert statement["opening_balance"] == statement["closing_balance"] == "0.00"
 
 
 def test_a_repeated_idempotency_key_applies_once(kopilka: RunKopilka) -> None:

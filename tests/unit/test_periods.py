@@ -74,22 +74,20 @@ def test_a_moment_written_past_the_microsecond_takes_in_nothing_outside_it(utc: 
     assert parse_moment("2026-12-03T14:18:54.0073131Z", end_of_day=False) > operation
     assert parse_moment("2026-12-03T14:18:54.0073130Z", end_of_day=False) == operation
     assert parse_moment("2026-12-03T14:18:54.0073139Z", end_of_day=True) == operation
-    with pytest.raises(InvalidInput, match="within one microsecond"):
-        parse_period("2026-12-03T14:18:54.0073131Z", "2026-12-03T14:18:54.0073130Z")
+    # Both ends within one microsecond: a period in order with no moment in it, empty.
+    start, end = parse_period("2026-12-03T14:18:54.0073131Z", "2026-12-03T14:18:54.0073130Z")
+    assert start == end + timedelta(microseconds=1)
     with pytest.raises(InvalidInput, match="after its end"):
         parse_period("2026-12-03T14:18:54.0073141Z", "2026-12-03T14:18:54.0073130Z")
 
 
-def test_the_same_moment_past_the_microsecond_as_both_ends_is_not_called_reversed(
+def test_the_same_moment_past_the_microsecond_as_both_ends_is_an_empty_period(
     utc: None,
 ) -> None:
-    with pytest.raises(InvalidInput) as refused:
-        parse_period("2026-12-03T19:02:01.1894315Z", "2026-12-03T19:02:01.1894315Z")
-    assert "after" not in refused.value.message
-    assert "within one microsecond" in refused.value.message
-    # The calendar's last microsecond has none after it: kept, and in the future.
-    with pytest.raises(InvalidInput, match="in the future"):
-        parse_period("9999-12-31T23:59:59.9999999", None)
+    """Not "since after till": the user wrote one moment for both."""
+    moment = "2026-12-03T19:02:01.1894315Z"
+    start, end = parse_period(moment, moment)
+    assert start == end + timedelta(microseconds=1)
 
 
 def test_the_calendars_last_week_runs_to_its_end(utc: None) -> None:
@@ -191,6 +189,30 @@ def test_a_since_the_clocks_skip_begins_at_the_change(new_york: None) -> None:
     )
     # The skipped hour holds no moment: a period inside it is empty, not reversed.
     assert parse_moment("2026-03-08 02:59", end_of_day=True) == change - timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("since", "till"),
+    [
+        ("2026-03-08 02:00", "2026-03-08 02:59"),
+        ("2026-03-08T02", "2026-03-08T02"),
+        ("2026-03-08 02:15:00", "2026-03-08 02:29:59.5"),
+        ("2026-03-08 01:59:59.9999995", "2026-03-08 02:00"),
+    ],
+)
+def test_a_period_inside_time_the_clocks_skip_is_empty_not_reversed(
+    new_york: None, since: str, till: str
+) -> None:
+    start, end = parse_period(since, till)
+    assert start == _utc(2026, 3, 8, 7)
+    assert end == start - timedelta(microseconds=1)
+
+
+def test_a_period_written_backwards_is_still_refused_around_a_change(new_york: None) -> None:
+    with pytest.raises(InvalidInput, match="after its end"):
+        parse_period("2026-03-08 02:30", "2026-03-08 02:29")
+    with pytest.raises(InvalidInput, match="after its end"):
+        parse_period("2026-03-08 03:00", "2026-03-08 02:59")
 
 
 def test_a_time_the_clocks_show_twice_is_read_as_its_first(new_york: None) -> None:
