@@ -405,6 +405,11 @@ def test_a_bad_period_and_format_are_422(admin: httpx.Client) -> None:
     refused(
         admin.get("/v1/accounts/Ann/statement", params={"format": "xml"}), 422, "invalid_format"
     )
+    # One moment past the microsecond as both ends: in order, and empty.
+    moment = "2026-12-03T19:02:01.1894315Z"
+    empty = admin.get("/v1/accounts/Ann/statement", params={"since": moment, "till": moment})
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["lines"] == []
 
 
 def test_a_client_name_with_a_slash_round_trips(admin: httpx.Client) -> None:
