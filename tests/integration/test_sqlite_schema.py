@@ -211,6 +211,35 @@ def test_tables_kopilka_did_not_create_are_refused_by_name(tmp_path: Path) -> No
         assert (refused.value.code, refused.value.message) == ("foreign_tables", refusal)
 
 
+def test_another_programs_file_with_a_schema_version_of_its_own_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    """Many programs set user_version: it does not make their file a ledger."""
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as other:
+        other.executescript("CREATE TABLE notes (body TEXT); PRAGMA user_version = 3;")
+    refusal = (
+        f"the database at {path} has tables that kopilka did not create (notes);"
+        " use an empty database"
+    )
+    for command in (("init",), ("deposit", "--client=A", "--amount=1", "--description=x")):
+        result = run_kopilka(tmp_path / "home", *command, "--db", str(path))
+        assert (result.returncode, result.stderr) == (1, f"Error: {refusal}\n")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app")) == ["app.db"]
+    with closing(sqlite3.connect(path)) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert other.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+def test_an_old_kopilka_schema_is_not_taken_for_another_programs(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    _schema_4_with_history(path)
+    result = run_kopilka(tmp_path / "home", "balance", "--client=A", "--db", path)
+    assert (result.returncode, result.stdout) == (0, "Balance of A: $4.00\n"), result.stderr
+    shell = run_kopilka(tmp_path / "home", "shell", "--db", path, stdin="balance --client=B\n")
+    assert (shell.returncode, shell.stdout) == (0, "Balance of B: $1.00\n"), shell.stderr
+
+
 # -- schema 6: client names written before they were kept in NFC -------------------------
 
 

@@ -69,6 +69,8 @@ T = TypeVar("T")
 # Bound values per statement, safely below SQLite's SQLITE_MAX_VARIABLE_NUMBER.
 _VARIABLES_MAX = 900
 _BUSY_TIMEOUT_MS = 10_000
+# Kopilka's first tables, which every version of its schema has.
+_LEDGER_TABLES = frozenset({"accounts", "operations", "entries"})
 _FENCE_POLL_SECONDS = 0.0005  # as a waiting writer tries the lock (sqlite_lock.py)
 _PAGE_CACHE_KIB = 64 * 1024
 # Batches up to this many commands are planned and written on the event loop
@@ -224,17 +226,13 @@ class SqliteStore:
         try:
             with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
                 version = connection.execute("PRAGMA user_version").fetchone()[0]
-                # Kopilka's first tables, which every version of its schema has (another
-                # program may well set a user_version of its own).
-                found = connection.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-                    " AND name IN ('accounts', 'operations', 'entries')"
-                ).fetchone()[0]
+                # Another program may well set a user_version of its own.
+                found = len(_LEDGER_TABLES & {row[0] for row in connection.execute(TABLES_FOUND)})
         except sqlite3.Error as error:  # not a database: said now, nothing put beside it
             raise self._cannot_open(error) from error
         if version > SCHEMA_VERSION:
             raise newer_schema(version, SCHEMA_VERSION)
-        if version == 0 or found < 3:
+        if version == 0 or found < len(_LEDGER_TABLES):
             raise no_ledger(self.path)
 
     def _refuse_another_programs_file(self) -> None:
@@ -249,7 +247,10 @@ class SqliteStore:
                 tables = [row[0] for row in connection.execute(TABLES_FOUND)]
         except sqlite3.Error:  # not a database at all: opening it says so in one line
             return
-        if version == 0 and tables:
+        # Tables and no schema version, or a version (another program may set one of its
+        # own) and none of kopilka's first tables, which every version of its schema has
+        # (one of kopilka's files that lost some is damaged, and said so when used).
+        if tables and (version == 0 or _LEDGER_TABLES.isdisjoint(tables)):
             refuse_foreign_tables(self.path, tuple(tables), tables)
 
     def _open_writer(self) -> sqlite3.Connection:
