@@ -47,8 +47,11 @@ _DELEGATED = {
     "serve": ("kopilka.server", "serve_main"),
     "token": ("kopilka.token_cli", "token_main"),
 }
-# The global options each of them takes (its parser reads them, before or after it).
-_DELEGATED_GLOBALS = {"serve": ("db", "config"), "token": ("db", "url", "token", "config")}
+# The global options each of them takes (`token create` takes a --ledger of its own).
+_DELEGATED_GLOBALS = {
+    "serve": ("db", "config"),
+    "token": ("db", "url", "token", "config", "ledger"),
+}
 SHELL_USAGE = "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [PORT]"
 USAGE = f"""Usage:
   {SHELL_USAGE}
@@ -58,7 +61,7 @@ USAGE = f"""Usage:
   kopilka serve [--host H] [--port P | PORT] [--db URL] [--workers N]   (serve --help)
   kopilka token create|list|revoke [--url URL] ...
 Global options, before or after the command (--sandbox for the shell only; serve
-takes --db and --config, token all but --ledger):
+takes --db and --config, token all but --sandbox):
   --db PATH|URL  --url URL  --token TOKEN  --ledger NAME  --config FILE  --sandbox
 """
 
@@ -163,7 +166,8 @@ def _dispatch(arguments: list[str]) -> int:
         at = options.command_at
         assert at is not None and arguments[at] == command
         _refuse_globals_not_taken(command, arguments[:at])
-        return _delegate(command, arguments[:at] + arguments[at + 1 :])
+        # After the command's own words, where its subcommands' parsers read them too.
+        return _delegate(command, arguments[at + 1 :] + arguments[:at])
     if command in ("--help", "-h"):
         answer(USAGE + "\n" + help_overview(oneshot=True))
         return 0

@@ -114,13 +114,20 @@ def test_a_global_option_before_serve_or_token_is_passed_on_or_named(
     word as the command included; one they do not take is named, not its value."""
     database = tmp_path / "serve.db"
     assert kopilka("--db", str(database), *DEPOSIT).returncode == 0
+    empty = kopilka("--db", str(database), "token", "list")
+    assert (empty.returncode, empty.stdout, empty.stderr) == (0, "No tokens yet.\n", "")
+    made = kopilka("--ledger", "books", "--db", str(database), "token", "create", "--role=teller")
+    assert made.returncode == 0, made.stderr
     listed = kopilka("--db", str(database), "token", "list")
-    assert (listed.returncode, listed.stdout, listed.stderr) == (0, "No tokens yet.\n", "")
+    assert "teller ledger=books" in listed.stdout.replace("  ", " ")
+    for ledger in ("books", "serve"):  # a subcommand without a --ledger of its own
+        unread = kopilka("--ledger", ledger, "--db", str(database), "token", "list")
+        assert unread.stderr == (
+            f"Error: unrecognized arguments: --ledger {ledger} (see kopilka token --help)\n"
+        )
     for before, command in (
         (("--url", "18250"), ("serve", "18267")),
         (("--ledger", "books"), ("serve", "18257")),
-        (("--ledger", "books"), ("token", "list")),
-        (("--ledger", "serve"), ("token", "list")),
         (("--sandbox",), ("token", "list")),
     ):
         result = kopilka(*before, *command)
