@@ -624,6 +624,35 @@ async def test_a_role_without_a_grant_gets_one_line_and_no_traceback(
         assert "Traceback" not in serve.stderr
 
 
+async def test_a_role_without_usage_on_the_schema_is_told_so_not_that_there_is_no_ledger(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    await initialize_schema(postgres_url)
+    home = tmp_path / "home"
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        async with _role(postgres_url, "SELECT") as outsider_url:
+            role = urlsplit(outsider_url).username
+            await admin.execute(f"REVOKE USAGE ON SCHEMA public FROM {role}, PUBLIC")
+            try:
+                refusal = (
+                    "Error: this user may not use any schema of its search_path"
+                    f' ("$user", public) in the database at {redact_url(outsider_url)}:'
+                    " grant it USAGE on the schema kopilka's tables are in\n"
+                )
+                for command in (("get", "-n", "Ann"), ("init",), ("get",)):
+                    result = run_kopilka(home, *command, "--db", outsider_url)
+                    assert (result.returncode, result.stdout, result.stderr) == (
+                        1,
+                        "",
+                        refusal,
+                    ), command
+            finally:
+                await admin.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+    finally:
+        await admin.close()
+
+
 async def test_a_schema_damaged_by_hand_is_one_line_for_every_command(
     postgres_url: str, tmp_path: Path
 ) -> None:

@@ -42,6 +42,8 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
     _refuse_newer(version)
     if version == SCHEMA_VERSION:
         return version
+    if version == 0:
+        await _refuse_schema_not_usable(connection, redacted_url)
     if version == 0 and not create:
         raise no_ledger(redacted_url)
     try:
@@ -66,6 +68,18 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
             "run `kopilka init` as a user with CREATE on the schema",
         ) from error
     return version
+
+
+async def _refuse_schema_not_usable(connection: Connection, redacted_url: str) -> None:
+    """A role without USAGE on the schemas of its search_path sees no table there: told
+    so, rather than that there is no ledger (or, to init, that no schema was selected)."""
+    if await connection.fetchval("SELECT current_schema()") is None:
+        path = await connection.fetchval("SHOW search_path")
+        raise Unavailable(
+            "store_unavailable",
+            f"this user may not use any schema of its search_path ({path}) in the database"
+            f" at {redacted_url}: grant it USAGE on the schema kopilka's tables are in",
+        )
 
 
 # schema_migrations as kopilka makes it. Other tools keep a table of that name too (with
