@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -677,7 +678,13 @@ def _on_this_machine(host: str) -> bool:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name: it may resolve anywhere
+    except ValueError:
+        pass
+    try:
+        # The short IPv4 forms the resolver takes as they are ("127.1"), as the
+        # connection will: no name lookup.
+        return ipaddress.ip_address(socket.inet_aton(host)).is_loopback
+    except OSError:  # a name: it may resolve anywhere
         return False
 
 

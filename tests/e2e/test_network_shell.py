@@ -502,3 +502,16 @@ def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
             out, err = process.communicate(timeout=30)
             assert (process.returncode, out) == (128 + signum, ""), err
             assert err.startswith(told) if told else err == "", err
+
+
+def test_a_short_loopback_address_takes_the_homes_admin_token(tmp_path: Path) -> None:
+    """`127.1` is 127.0.0.1 to the resolver: a server on this machine, as the long form."""
+    with running_server(tmp_path / "home") as server:
+        for host in ("127.1", "127.0.0.1"):
+            url = f"http://{host}:{server.port}"
+            result = run_kopilka(server.home, "get", "--url", url)
+            assert (result.returncode, result.stdout, result.stderr) == (
+                0,
+                "No accounts yet.\n",
+                "",
+            ), host
