@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shlex
 import socket
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,7 +19,7 @@ from tests.silent_server import silent_server
 from kopilka.client import connect_bank
 from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
 from kopilka.errors import InvalidInput, KopilkaError
-from kopilka.shell.parser import parse_line
+from kopilka.shell.parser import parse_words
 
 
 @pytest.fixture(scope="module")
@@ -818,8 +819,10 @@ def test_add_user_whose_answer_was_lost_says_to_look_not_to_retry_under_a_key(
     assert added.stderr.endswith("` before running it again\n"), added.stderr
     assert "idempotency" not in added.stderr
     look = added.stderr.split("look with `")[1].split("`")[0]
-    parsed = parse_line(look)
-    assert parsed is not None and parsed.get("name") == name, look
+    # A command of the OS shell, as the one that was cut short: `kopilka` before it.
+    program, *words = shlex.split(look)
+    assert program == "kopilka", look
+    assert parse_words(words, oneshot=True).get("name") == name, look
     assert admin.get("/v1/accounts/" + quote(name, safe="")).status_code == 200
 
 

@@ -87,7 +87,7 @@ def _retry_names_the_key(key: str) -> Iterator[None]:
 
 
 @contextmanager
-def _look_before_repeating(client: str) -> Iterator[None]:
+def _look_before_repeating(client: str, parsed: ParsedCommand) -> Iterator[None]:
     """A write without a key of the caller's (an opening, limits) that may have applied
     or not is settled by looking at the account: its message says so, not to retry under
     the same key, which the command line cannot give."""
@@ -100,7 +100,8 @@ def _look_before_repeating(client: str) -> Iterator[None]:
         raise Unavailable(
             error.code,
             f"{cause}; whether this was applied is not known: look with"
-            f" `get -n={shlex.quote(client)}` before running it again",
+            f" `{'kopilka ' if parsed.oneshot else ''}get -n={shlex.quote(client)}`"
+            " before running it again",
         ) from None
 
 
@@ -200,7 +201,7 @@ def _open_account(parsed: ParsedCommand, bank: Bank) -> Reply:
         0 if floor_text is None else parse_limit(floor_text),
         _cap(parsed.get("max-balance")),
     )
-    with _look_before_repeating(client):
+    with _look_before_repeating(client, parsed):
         account = bank.open_account(client, floor, cap)
     return Message(f"Account opened for {account.client}: {limits_text(account)}.")
 
@@ -212,7 +213,7 @@ def _set_limits(parsed: ParsedCommand, bank: Bank) -> Reply:
     client = _client(parsed.require("client"))
     cap = _cap(cap_text)
     floor = None if floor_text is None else parse_limit(floor_text)
-    with _look_before_repeating(client):
+    with _look_before_repeating(client, parsed):
         account = bank.set_limits(
             client,
             min_balance_cents=floor,
@@ -253,7 +254,7 @@ def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
     opening = _opening_cents(parsed.get("credit"))
     # One command, one transaction: the account, its opening deposit and its floor; the
     # rules refuse a floor or cap the opening balance does not fit, and nothing is made.
-    with _look_before_repeating(name):
+    with _look_before_repeating(name, parsed):
         account = bank.open_account(name, floor, cap, opening, new_key())
     return Message(
         f"Added user {account.client}: balance {format_money(opening)}, {limits_text(account)}."

@@ -27,6 +27,7 @@ LINE_LENGTH_MAX = 10_000
 class ParsedCommand:
     spec: CommandSpec
     values: dict[str, str] = field(default_factory=dict)  # canonical option name -> text
+    oneshot: bool = False  # typed in the OS shell, `kopilka` before it
 
     def get(self, name: str) -> str | None:
         return self.values.get(name)
@@ -71,7 +72,7 @@ def parse_words(words: list[str], *, oneshot: bool = False) -> ParsedCommand:
     if missing:
         listed = ", ".join(o.spellings[0] for o in missing)
         raise InvalidInput("missing_option", f"{spec.name} needs {listed} (usage: {spec.usage})")
-    return ParsedCommand(spec, values)
+    return ParsedCommand(spec, values, oneshot)
 
 
 def _asks_for_help(spec: CommandSpec, arguments: list[str]) -> bool:
