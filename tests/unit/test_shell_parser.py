@@ -199,3 +199,9 @@ def test_an_unknown_option_with_a_newline_is_still_one_line() -> None:
 def test_an_absurdly_long_line_is_refused_before_splitting() -> None:
     with pytest.raises(InvalidInput):
         split_line("balance --client=" + "x" * 20_000)
+
+
+def test_a_comment_line_of_any_length_is_a_comment() -> None:
+    """A script's long comment (a pasted record, say) is skipped, not refused."""
+    assert split_line("# " + "x" * 20_000) == []
+    assert split_line("   #" + "'" * 20_000) == []

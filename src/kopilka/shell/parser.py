@@ -40,10 +40,10 @@ class ParsedCommand:
 
 def split_line(line: str) -> list[str]:
     """Shell words of a line; blank lines and `#` comments give no words."""
+    if not line.strip() or line.lstrip().startswith("#"):  # a comment of any length
+        return []
     if len(line) > LINE_LENGTH_MAX:
         raise InvalidInput("invalid_command", f"line is longer than {LINE_LENGTH_MAX} characters")
-    if not line.strip() or line.lstrip().startswith("#"):
-        return []
     try:
         return shlex.split(line, comments=False, posix=True)
     except ValueError as error:  # shlex: "No closing quotation", "No escaped character"
