@@ -175,7 +175,9 @@ def parse_period(
     """(since or None for "from the beginning", till or now), both inclusive.
 
     A period written in order that holds no moment (it lies in time the clocks skip,
-    or within one microsecond) is empty: its since is then just after its till."""
+    or within one microsecond) is empty: its since is then just after its till. Such a
+    period sent on (the shell and the Python client send instants, to the microsecond)
+    reads the same: a since one microsecond after a till written to the microsecond."""
     start = written_start = None
     if since is not None:
         since_text, written_start = _written(since, zone)
@@ -190,11 +192,18 @@ def parse_period(
     if start is not None and start > end:
         if till is None:  # the end is now: say so, as no till was given
             raise InvalidInput("invalid_period", "the start of the period (since) is in the future")
-        if not _in_order(written_start, written_end):
+        empty_as_sent = start - end == _MICROSECOND and _to_the_microsecond(till_text)
+        if not (empty_as_sent or _in_order(written_start, written_end)):
             raise InvalidInput(
                 "invalid_period", "the start of the period (since) is after its end (till)"
             )
     return start, end
+
+
+def _to_the_microsecond(text: str) -> bool:
+    time_of_day = _TIME_OF_DAY.search(text)
+    fraction = time_of_day["fraction"] if time_of_day is not None else None
+    return fraction is not None and len(fraction) >= 6
 
 
 def _in_order(since: datetime | None, till: datetime | None) -> bool:

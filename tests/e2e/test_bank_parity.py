@@ -44,6 +44,14 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
             bank.statement("Ann", None, datetime.now(UTC).replace(tzinfo=None))
         ),
     ),
+    (
+        "an empty period: since just after till",
+        lambda bank: len(bank.statement("Ann", NOW + timedelta(microseconds=1), NOW).lines),
+    ),
+    (
+        "since two microseconds after till",
+        lambda bank: bank.statement("Ann", NOW + timedelta(microseconds=2), NOW),
+    ),
     ("a till of None", lambda bank: bank.statement("Ann", None, None)),  # type: ignore[arg-type]
     ("a since as text", lambda bank: bank.statement("Ann", "2026-12-03", NOW)),  # type: ignore[arg-type]
     ("a key in Cyrillic", lambda bank: bank.deposit("Ann", 1, "x", "ключ")),
@@ -139,6 +147,11 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
     assert answer["a first deposit"] == "deposit"
     assert answer["the balance after all"] == 500
     assert answer["its statement's name"] == "Jos\u00e9"  # as kept, in NFC
+    assert answer["an empty period: since just after till"] == 0
+    assert answer["since two microseconds after till"] == (
+        "invalid_period",
+        "the start of the period (since) is after its end (till)",
+    )
     assert answer["a till of None"] == ("invalid_period", "till must be a datetime, not NoneType")
     assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
 

@@ -515,3 +515,34 @@ def test_a_short_loopback_address_takes_the_homes_admin_token(tmp_path: Path) ->
                 "No accounts yet.\n",
                 "",
             ), host
+
+
+def test_a_statement_of_an_hour_the_clocks_skip_is_empty_over_the_network_too(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The shell sends the empty period as instants (since a microsecond after till):
+    the server reads it as the embedded bank does."""
+    new_york = {"TZ": "EST5EDT,M3.2.0,M11.1.0"}
+    opened = run_kopilka(
+        server.home,
+        "deposit",
+        "--client=Skip",
+        "--amount=1",
+        "--description=x",
+        "--url",
+        server.url,
+    )
+    assert opened.returncode == 0, opened.stderr
+    period = ("--since", "2026-03-08 02:00", "--till", "2026-03-08 02:59")
+    result = run_kopilka(
+        server.home,
+        "statement",
+        "--client=Skip",
+        *period,
+        "--format=csv",
+        "--url",
+        server.url,
+        env=new_york,
+    )
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout.splitlines()[-1].startswith(",Totals,0.00,0.00,")
