@@ -378,10 +378,19 @@ def create_app(
 
 def create_app_from_environment() -> KopilkaApp:
     """The factory uvicorn calls in each worker process (`--workers N`)."""
-    from kopilka.settings import load_settings
+    from uvicorn.config import STARTUP_FAILURE
 
-    settings = load_settings({"db": os.environ.get("KOPILKA_DB")}, serving=True)
-    app = create_app(settings, admin_token_path=settings.home / ADMIN_TOKEN_FILE)
+    from kopilka.settings import hide_secrets, load_settings
+
+    try:
+        settings = load_settings({"db": os.environ.get("KOPILKA_DB")}, serving=True)
+        app = create_app(settings, admin_token_path=settings.home / ADMIN_TOKEN_FILE)
+    except KopilkaError as error:
+        # Settings the worker cannot read (a password file moved, the config file
+        # edited): one line, and the status that has the supervisor stop the server,
+        # not start this worker again and again, a traceback each time.
+        logger.error("a worker cannot start: %s", hide_secrets(error.message))
+        raise SystemExit(STARTUP_FAILURE) from None
     settle_for_serving()  # the worker process is the server's own
     end_with_supervisor()
     return app
