@@ -393,12 +393,12 @@ async def test_a_damaged_database_fails_each_request_in_one_line_not_as_busy(
         await engine.execute(Deposit("Ann", 500, "pay", "k1"))
     finally:
         await engine.close()
-    with closing(sqlite3.connect(path)) as raw:
-        raw.execute("DROP TABLE entries")
-        raw.commit()
     engine = Engine(open_store(str(path)))
     await engine.start()
     try:
+        with closing(sqlite3.connect(path)) as raw:  # damaged while the server runs
+            raw.execute("DROP TABLE entries")
+            raw.commit()
         for work in (
             engine.execute(Deposit("Ann", 100, "pay", "k2")),
             engine.statement("main", "Ann", None, datetime(2100, 1, 1, tzinfo=UTC)),
@@ -415,6 +415,55 @@ async def test_a_damaged_database_fails_each_request_in_one_line_not_as_busy(
         await engine.close()
     logged = [r.getMessage() for r in caplog.records if r.name == "kopilka.store.sqlite"]
     assert logged == [f"the database {path} failed: no such table: entries"]
+
+
+def test_a_damaged_ledger_is_said_so_when_opened_by_any_command(tmp_path: Path) -> None:
+    """A ledger missing one of its tables is neither "no ledger" nor up to date."""
+    home = tmp_path / "home"
+    database = home / "kopilka.db"
+    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
+    assert opened.returncode == 0, opened.stderr
+    with closing(sqlite3.connect(database)) as raw:
+        raw.execute("DROP TABLE entries")
+        raw.commit()
+    refusal = (
+        f"Error: the kopilka ledger in {database} is damaged: its table entries is missing;"
+        " restore it from a backup\n"
+    )
+    for command in (
+        ("balance", "--client=Ann"),
+        ("init",),
+        ("deposit", "--client=Ann", "--amount=1", "--description=x"),
+    ):
+        result = run_kopilka(home, *command)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", refusal), command
+
+
+@pytest.mark.parametrize(
+    ("script", "version"),
+    [
+        ("CREATE VIEW v AS SELECT 1", 0),
+        ("CREATE VIEW v AS SELECT 1", 5),
+        ("", 5),
+        ("CREATE TABLE notes (x)", 20),
+    ],
+)
+def test_another_programs_views_or_version_alone_are_refused_untouched(
+    tmp_path: Path, script: str, version: int
+) -> None:
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as other:
+        other.executescript(f"{script}; PRAGMA user_version = {version};")
+    for command in (("init",), ("balance", "--client=A")):
+        result = run_kopilka(tmp_path / "home", *command, "--db", str(path))
+        assert result.returncode == 1, (command, result.stderr)
+        if command == ("balance", "--client=A"):  # a read: no ledger there
+            assert result.stderr.startswith(f"Error: no kopilka ledger in {path}"), result.stderr
+        else:
+            assert "use an empty database" in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app")) == ["app.db"]
+    with closing(sqlite3.connect(path)) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
 
 
 def test_a_database_made_open_to_every_user_is_made_private(tmp_path: Path) -> None:

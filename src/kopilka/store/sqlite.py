@@ -59,7 +59,7 @@ from kopilka.store.not_a_ledger import newer_schema, no_ledger, refuse_foreign_t
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_lock import WriterLock
-from kopilka.store.sqlite_migrate import TABLES_FOUND, migrate
+from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate
 from kopilka.store.sqlite_schema import SCHEMA_VERSION
 from kopilka.tokens import TokenRecord
 
@@ -222,36 +222,56 @@ class SqliteStore:
         an empty one, is refused before anything of kopilka's is put in it."""
         if Path(self.path).is_dir():
             raise self._a_directory()
-        uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         try:
-            with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-                version = connection.execute("PRAGMA user_version").fetchone()[0]
-                # Another program may well set a user_version of its own.
-                found = len(_LEDGER_TABLES & {row[0] for row in connection.execute(TABLES_FOUND)})
+            version, names = self._look_inside()
         except sqlite3.Error as error:  # not a database: said now, nothing put beside it
             raise self._cannot_open(error) from error
+        # Another program may well set a user_version of its own: the tables decide.
+        if version == 0 or _LEDGER_TABLES.isdisjoint(names):
+            raise no_ledger(self.path)
+        self._refuse_a_damaged_ledger(names)
         if version > SCHEMA_VERSION:
             raise newer_schema(version, SCHEMA_VERSION)
-        if version == 0 or found < len(_LEDGER_TABLES):
-            raise no_ledger(self.path)
 
     def _refuse_another_programs_file(self) -> None:
         """A file with tables and no schema of kopilka's is another program's: refused
         before anything of kopilka's (a lock file, the WAL journal mode) touches it."""
         if not Path(self.path).is_file():
             return
-        uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         try:
-            with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-                version = connection.execute("PRAGMA user_version").fetchone()[0]
-                tables = [row[0] for row in connection.execute(TABLES_FOUND)]
+            version, names = self._look_inside()
         except sqlite3.Error:  # not a database at all: opening it says so in one line
             return
-        # Tables and no schema version, or a version (another program may set one of its
-        # own) and none of kopilka's first tables, which every version of its schema has
-        # (one of kopilka's files that lost some is damaged, and said so when used).
-        if tables and (version == 0 or _LEDGER_TABLES.isdisjoint(tables)):
-            refuse_foreign_tables(self.path, tuple(tables), tables)
+        # Tables or views and no schema version, or a version (another program may set
+        # one of its own) and none of kopilka's first tables, which every version of its
+        # schema has.
+        if (version == 0 and names) or (version > 0 and _LEDGER_TABLES.isdisjoint(names)):
+            if not names:
+                raise Unavailable(
+                    "foreign_tables",
+                    f"the database at {self.path} has a schema version kopilka did not set"
+                    f" ({version}) and no tables; use an empty database",
+                )
+            refuse_foreign_tables(self.path, tuple(names), names)
+        if version > 0:
+            self._refuse_a_damaged_ledger(names)
+
+    def _look_inside(self) -> tuple[int, list[str]]:
+        """The file's user_version and the names of its tables and views, read only."""
+        uri = Path(self.path).absolute().as_uri() + "?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            names = [row[0] for row in connection.execute(OBJECTS_FOUND)]
+        return int(version), names
+
+    def _refuse_a_damaged_ledger(self, names: list[str]) -> None:
+        missing = sorted(_LEDGER_TABLES.difference(names))
+        if missing:
+            raise Unavailable(
+                "broken_schema",
+                f"the kopilka ledger in {self.path} is damaged: its table"
+                f" {', '.join(missing)} is missing; restore it from a backup",
+            )
 
     def _open_writer(self) -> sqlite3.Connection:
         try:

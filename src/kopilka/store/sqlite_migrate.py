@@ -10,10 +10,10 @@ from kopilka.errors import Unavailable
 from kopilka.store.not_a_ledger import newer_schema, refuse_foreign_tables
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
-# Every table of a database, its own bookkeeping (sqlite_sequence, sqlite_stat1) aside.
-TABLES_FOUND = (
-    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite~_%' ESCAPE '~'"
-    " ORDER BY name"
+# Every table and view of a database, its own bookkeeping (sqlite_sequence) aside.
+OBJECTS_FOUND = (
+    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+    " AND name NOT LIKE 'sqlite~_%' ESCAPE '~' ORDER BY name"
 )
 
 
@@ -66,7 +66,7 @@ def _refuse_foreign_tables(connection: sqlite3.Connection) -> None:
     """No schema yet (user_version 0): refuse a file that holds tables already. A SQLite
     file is one program's database: kopilka's tables are not put among another's (a
     shell opened on the wrong file would have), nor beside tables of kopilka's names."""
-    found = [name for (name,) in connection.execute(TABLES_FOUND)]
+    found = [name for (name,) in connection.execute(OBJECTS_FOUND)]
     if found:
         path = connection.execute("PRAGMA database_list").fetchone()[2]
         refuse_foreign_tables(path, tuple(found), found)
