@@ -305,3 +305,22 @@ def test_a_token_pasted_where_its_id_belongs_is_not_quoted_back(server: ServerPr
     assert answer.status_code == 404
     assert secret.rpartition("_")[2][:8] not in answer.text
     assert answer.json()["error"]["code"] == "token_not_found"
+
+
+def test_an_option_given_twice_is_refused_not_the_last_taken(tmp_path: Path) -> None:
+    """argparse keeps the last: `--role client --role admin` made an admin token, and
+    `--host 127.0.0.1 --host 0.0.0.0` opened the server to the network."""
+    home = tmp_path / "home"
+    for command, option in (
+        (("token", "create", "--role", "client", "--role", "admin"), "--role"),
+        (("token", "create", "--role=client", "--client=Ann", "--client=Bob"), "--client"),
+        (("serve", "--host", "127.0.0.1", "--host", "0.0.0.0", "--db", "memory:"), "--host"),
+    ):
+        result = run_kopilka(home, *command)
+        prog = " ".join(command[:2]) if command[0] == "token" else "serve"
+        assert (result.returncode, result.stdout, result.stderr) == (
+            1,
+            "",
+            f"Error: kopilka {prog} got {option} twice (see kopilka {prog} --help)\n",
+        ), command
+    assert not (home / "kopilka.db").exists()  # refused before anything was made
