@@ -491,9 +491,13 @@ _URL_START = re.compile(r"\b(?:postgres(?:ql)?|https?):/+", re.IGNORECASE)
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE)
 
 
+_TOKEN_IN_TEXT = re.compile(r"(kop_[0-9a-f]{16}_)[A-Za-z0-9_-]+")
+
+
 def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
-    """A message with the password of every URL it quotes replaced by '***': an argument
-    given in the wrong place is echoed back as it was written (`kopilka get URL`).
+    """A message with the password of every URL it quotes replaced by '***', and the
+    secret of every token: an argument given in the wrong place is echoed back as it was
+    written (`kopilka get URL`, `kopilka TOKEN`).
 
     Only a URL (or libpq keyword settings) quoted in the message is changed, never other
     text that happens to hold the same letters. `given`: the words the message may quote
@@ -511,7 +515,9 @@ def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
                 message = message.replace(quoted, repr(_redacted(url))[1:-1])
         elif "password" in word.lower() and word in message:
             message = message.replace(word, _KEYWORD_PASSWORD.sub(r"\1***", word))
-    return _URL_IN_TEXT.sub(lambda found: _redacted(found.group(0)), message)
+    message = _URL_IN_TEXT.sub(lambda found: _redacted(found.group(0)), message)
+    # A token pasted where a name, a command or an id belongs: its id is enough to say.
+    return _TOKEN_IN_TEXT.sub(r"\1***", message)
 
 
 def _redacted(url: str) -> str:

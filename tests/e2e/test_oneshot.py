@@ -844,3 +844,12 @@ def test_a_directory_given_as_the_database_is_refused_leaving_nothing_beside_it(
     assert (write.returncode, write.stdout) == (1, "")
     assert write.stderr == f"Error: cannot open the database {directory}: it is a directory\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["ledger"]
+
+
+def test_a_token_pasted_in_the_wrong_place_is_not_echoed_whole(kopilka: RunKopilka) -> None:
+    """Scripts and CI logs keep stderr: the token's id says which one it was."""
+    secret = "kop_0123456789abcdef_AbC-dEf_ghIJKLmnopQRstuv"
+    for words in ((secret,), ("balance", secret), ("token", "revoke", f"x{secret}")):
+        result = kopilka(*words)
+        assert result.returncode == 1, words
+        assert "AbC-dEf" not in result.stderr and "kop_0123456789abcdef_***" in result.stderr
