@@ -31,6 +31,7 @@ from kopilka.client_wire import (
     money_text,
     operation_from,
     statement_line_from,
+    text_from,
     token_from,
 )
 from kopilka.domain.model import (
@@ -435,7 +436,7 @@ class Client:
         def read(answer: Any) -> tuple[str, int, list[StatementLine]]:
             lines = [statement_line_from(line) for line in answer["lines"]]
             # The account's name as kept (in NFC), as the embedded bank gives it.
-            return str(answer["client"]), cents_from(answer["opening_balance"]), lines
+            return text_from(answer["client"]), cents_from(answer["opening_balance"]), lines
 
         path = _account_path(client) + "/statement"
         kept_name, opening, lines = self._call("GET", path, read, params=params)

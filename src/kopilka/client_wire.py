@@ -6,6 +6,7 @@ shapes are the server's (api/schemas.py), read here without the server's code.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -60,11 +61,28 @@ def cents_from(text: str) -> int:
     return parse_cents(text, allow_negative=True, allow_zero=True)
 
 
+# What no name or text of a ledger holds (the rules refuse it) and a terminal obeys: control
+# characters (escape sequences), line separators, direction overrides.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def text_from(value: Any) -> str:
+    """A text of an answer, as it may be printed: what another server (or one posing as
+    kopilka) sends to retitle or clear the terminal shows as U+FFFD instead."""
+    if not isinstance(value, str):
+        raise TypeError("a text of the answer is not text")
+    return _UNSHOWABLE.sub("\ufffd", value)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else text_from(value)
+
+
 def account_from(data: dict[str, Any], ledger: str) -> Account:
     cap = data["max_balance"]
     return Account(
         ledger=ledger,
-        client=data["client"],
+        client=text_from(data["client"]),
         balance_cents=cents_from(data["balance"]),
         min_balance_cents=cents_from(data["min_balance"]),
         max_balance_cents=None if cap is None else cents_from(cap),
@@ -74,10 +92,10 @@ def account_from(data: dict[str, Any], ledger: str) -> Account:
 
 def token_from(data: dict[str, Any]) -> TokenInfo:
     return TokenInfo(
-        id=data["id"],
-        role=data["role"],
-        ledger=data["ledger"],
-        client=data.get("client"),
+        id=text_from(data["id"]),
+        role=text_from(data["role"]),
+        ledger=text_from(data["ledger"]),
+        client=_text_or_none(data.get("client")),
         created_at=datetime.fromisoformat(data["created_at"]),
         revoked=data.get("revoked", False),
     )
@@ -86,21 +104,23 @@ def token_from(data: dict[str, Any]) -> TokenInfo:
 def operation_from(data: dict[str, Any], ledger: str, replayed: bool) -> Operation:
     kind = data["kind"]
     if kind == "transfer":
-        debit, credit = data["from"], data["to"]
+        debit, credit = text_from(data["from"]), text_from(data["to"])
         # A client token is not told the payee's balance: its answer leaves it out.
         debit_after, credit_after = data["from_balance_after"], data.get("to_balance_after")
     elif kind == "deposit":
-        debit, credit, debit_after, credit_after = None, data["client"], None, data["balance_after"]
+        credit = text_from(data["client"])
+        debit, debit_after, credit_after = None, None, data["balance_after"]
     else:
-        debit, credit, debit_after, credit_after = data["client"], None, data["balance_after"], None
+        debit = text_from(data["client"])
+        credit, debit_after, credit_after = None, data["balance_after"], None
     return Operation(
         ledger=ledger,
-        idempotency_key=data["idempotency_key"],
+        idempotency_key=text_from(data["idempotency_key"]),
         kind=kind,
         amount_cents=cents_from(data["amount"]),
         debit_client=debit,
         credit_client=credit,
-        description=data["description"],
+        description=text_from(data["description"]),
         created_at=datetime.fromisoformat(data["created_at"]),
         debit_balance_after_cents=None if debit_after is None else cents_from(debit_after),
         credit_balance_after_cents=None if credit_after is None else cents_from(credit_after),
@@ -114,10 +134,10 @@ def statement_line_from(data: dict[str, Any]) -> StatementLine:
         entry_id=data["id"],
         created_at=datetime.fromisoformat(data["created_at"]),
         kind=data["kind"],
-        description=data["description"],
+        description=text_from(data["description"]),
         amount_cents=cents_from(data["amount"]),
         balance_after_cents=cents_from(data["balance_after"]),
-        counterparty=data.get("counterparty"),
+        counterparty=_text_or_none(data.get("counterparty")),
         operation_id=data["operation_id"],
     )
 
