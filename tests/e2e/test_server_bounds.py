@@ -334,6 +334,13 @@ INVALID_REQUESTS = [
     b"POST /v1/transfers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
     b"Content-Length: 4\r\n\r\n",
     b"\x00\x01 garbage\r\n\r\n",
+    # An HTTP/0.9 request line (no version) with headers and a body: not HTTP/1.1.
+    b"POST /v1/withdrawals\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+    b"GET /v1/health HTTP/2.0\r\nHost: x\r\n\r\n",
+    b"GET /v1/health HTTP/1.1\r\n\r\n",  # HTTP/1.1 requires a Host
+    b"GET /v1/health HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    # A coding this server does not undo: a proxy in front would read another body.
+    b"POST /v1/transfers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
 ]
 
 
@@ -350,6 +357,15 @@ def test_requests_the_parser_refuses_get_the_json_error_form(tmp_path: Path) -> 
             assert error_of(answer) == (400, "invalid_http"), answer
             connection.close()
     assert "Invalid HTTP request" not in server.errors
+
+
+def test_an_http_1_0_request_needs_no_host(tmp_path: Path) -> None:
+    with running_server(tmp_path, "memory:") as server:
+        connection = connect(server.port)
+        connection.sendall(b"GET /v1/health HTTP/1.0\r\n\r\n")
+        answer = read_until_closed(connection)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        connection.close()
 
 
 def test_a_websocket_upgrade_is_an_ordinary_request(tmp_path: Path) -> None:

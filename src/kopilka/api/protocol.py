@@ -160,6 +160,10 @@ _TARGET_TOO_LONG = _refusal(
 )
 
 
+class _InvalidHead(Exception):
+    """Raised in a parser callback to stop it: the request is answered `refusal`."""
+
+
 class _TargetTooLong(Exception):
     """Raised from the parser's callback: the parser stops, and the request is refused."""
 
@@ -247,7 +251,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.headers_started = None
         self.body_started = self.loop.time()
         self.head_bytes = _IN_BODY
+        if not self._valid_head():
+            self.refusal = _INVALID_HTTP
+            raise _InvalidHead
         super().on_headers_complete()
+
+    def _valid_head(self) -> bool:
+        """HTTP/1.1 (or 1.0) with one Host (1.1 requires it) and no transfer coding but
+        chunked: an HTTP/0.9 request line, HTTP/2.0 in one, a Host missing or given twice,
+        and `gzip, chunked` (a body a proxy in front would read otherwise) are refused."""
+        version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            return False
+        hosts = 0
+        for name, value in self.headers:
+            if name == b"host":
+                hosts += 1
+            elif name == b"transfer-encoding" and value.lower() != b"chunked":
+                return False
+        return hosts == 1 or (hosts == 0 and version == "1.0")
 
     def on_message_complete(self) -> None:
         self.body_started = None
