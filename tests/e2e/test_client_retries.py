@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from tests.kopilka_server import running_server
+from tests.local_listener import serving
 
 from kopilka.client import connect_bank
 
@@ -42,13 +42,10 @@ def _proxy_losing_first_answer(upstream: str, method: bytes, lost: Hook) -> Iter
     `method` request is thrown away (after `lost` is called with its request) and the
     client's connection closed, as a network that fails at that moment would."""
     target = urlsplit(upstream)
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stopping = threading.Event()
     answers_lost: list[bytes] = []
 
     def relay(client: socket.socket) -> None:
-        with client, socket.create_connection((target.hostname, target.port)) as server:
+        with socket.create_connection((target.hostname, target.port)) as server:
             buffered = b""
             while True:
                 request, buffered = _read_message(client, buffered)
@@ -60,27 +57,8 @@ def _proxy_losing_first_answer(upstream: str, method: bytes, lost: Hook) -> Iter
                     return
                 client.sendall(answer)
 
-    def serve() -> None:
-        while not stopping.is_set():
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                continue
-            client.settimeout(10)
-            threading.Thread(target=relay_quietly, args=(client,), daemon=True).start()
-
-    def relay_quietly(client: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            relay(client)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stopping.set()
-        thread.join()
-        listener.close()
+    with serving(relay) as url:
+        yield url
 
 
 def test_a_limits_change_resent_after_a_lost_answer_does_not_undo_a_later_one(

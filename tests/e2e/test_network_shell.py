@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.kopilka_server import (
     running_server,
     server_env,
 )
+from tests.local_listener import serving
 from tests.silent_server import silent_server
 
 from kopilka.api.sandbox import SANDBOXES_PER_TOKEN_MAX
@@ -405,39 +405,20 @@ def test_a_terminal_sandbox_shell_ended_by_a_signal_drops_its_sandbox(
     _assert_holds_no_sandbox(server, token)
 
 
-@contextlib.contextmanager
-def _server_that_hangs_up() -> Iterator[str]:
+def _server_that_hangs_up() -> contextlib.AbstractContextManager[str]:
     """Takes each request whole, then closes the connection without an answer: a server
     that died while it committed, as far as its caller can tell."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stopping = threading.Event()
 
-    def serve() -> None:
-        while not stopping.is_set():
-            try:
-                connection, _ = listener.accept()
-            except OSError:
-                continue
-            with connection:
-                connection.settimeout(5)
-                received = b""
-                with contextlib.suppress(OSError):
-                    while b"\r\n\r\n" not in received:
-                        received += connection.recv(65536)
-                    head, _, body = received.partition(b"\r\n\r\n")
-                    length = re.search(rb"(?i)content-length: *(\d+)", head)
-                    while length and len(body) < int(length[1]):
-                        body += connection.recv(65536)
+    def take_the_request(connection: socket.socket) -> None:
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += connection.recv(65536)
+        head, _, body = received.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        while length and len(body) < int(length[1]):
+            body += connection.recv(65536)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stopping.set()
-        thread.join()
-        listener.close()
+    return serving(take_the_request)
 
 
 def test_a_write_whose_answer_was_lost_exits_4_not_1(tmp_path: Path) -> None:

@@ -678,14 +678,15 @@ def test_a_server_url_that_cannot_be_read_is_one_line(
     assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ("deposit", "--client=Ann", "--amount=1", "--description=x"),
-        ("balance", "--client=Ann"),
-        ("add-user", "-n", "Ann", "--max", "10"),
-    ],
-)
+# A write, a read and an e-wallet command: one-shot commands of each kind.
+ONE_SHOT_SAMPLES = [
+    ("deposit", "--client=Ann", "--amount=1", "--description=x"),
+    ("balance", "--client=Ann"),
+    ("add-user", "-n", "Ann", "--max", "10"),
+]
+
+
+@pytest.mark.parametrize("command", ONE_SHOT_SAMPLES)
 def test_a_one_shot_command_takes_no_sandbox(
     kopilka: RunKopilka, kopilka_home: Path, command: tuple[str, ...]
 ) -> None:
@@ -699,14 +700,7 @@ def test_a_one_shot_command_takes_no_sandbox(
     assert not (kopilka_home / "kopilka.db").exists()
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ("deposit", "--client=Ann", "--amount=1", "--description=x"),
-        ("balance", "--client=Ann"),
-        ("add-user", "-n", "Ann", "--max", "10"),
-    ],
-)
+@pytest.mark.parametrize("command", ONE_SHOT_SAMPLES)
 def test_a_one_shot_command_takes_no_ledger_in_memory(
     kopilka: RunKopilka, command: tuple[str, ...]
 ) -> None:
