@@ -445,7 +445,6 @@ def test_a_damaged_ledger_is_said_so_when_opened_by_any_command(tmp_path: Path) 
         ("CREATE VIEW v AS SELECT 1", 0),
         ("CREATE VIEW v AS SELECT 1", 5),
         ("", 5),
-        ("CREATE TABLE notes (x)", 20),
     ],
 )
 def test_another_programs_views_or_version_alone_are_refused_untouched(

@@ -226,12 +226,13 @@ class SqliteStore:
             version, names = self._look_inside()
         except sqlite3.Error as error:  # not a database: said now, nothing put beside it
             raise self._cannot_open(error) from error
+        # A newer kopilka's tables are not this one's to judge.
+        if version > SCHEMA_VERSION:
+            raise newer_schema(version, SCHEMA_VERSION)
         # Another program may well set a user_version of its own: the tables decide.
         if version == 0 or _LEDGER_TABLES.isdisjoint(names):
             raise no_ledger(self.path)
         self._refuse_a_damaged_ledger(names)
-        if version > SCHEMA_VERSION:
-            raise newer_schema(version, SCHEMA_VERSION)
 
     def _refuse_another_programs_file(self) -> None:
         """A file with tables and no schema of kopilka's is another program's: refused
@@ -242,6 +243,8 @@ class SqliteStore:
             version, names = self._look_inside()
         except sqlite3.Error:  # not a database at all: opening it says so in one line
             return
+        if version > SCHEMA_VERSION:  # a newer kopilka's tables are not this one's to judge
+            raise newer_schema(version, SCHEMA_VERSION)
         # Tables or views and no schema version, or a version (another program may set
         # one of its own) and none of kopilka's first tables, which every version of its
         # schema has.
