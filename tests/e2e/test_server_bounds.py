@@ -486,3 +486,26 @@ def test_a_client_that_reads_slowly_but_steadily_gets_its_whole_answer(tmp_path:
         del statement["till"], expected["till"]  # the time of each request
         assert statement == expected
         assert took > 2, f"read in {took:.1f} s: too quickly to have kept the server waiting"
+
+
+@pytest.mark.parametrize("refused", INVALID_REQUESTS[2:], ids=lambda request: repr(request[:24]))
+def test_a_write_pipelined_before_a_refused_request_gets_its_own_answer_first(
+    tmp_path: Path, refused: bytes
+) -> None:
+    """The write is applied: its answer must reach the client before the refusal, or a
+    client told only "invalid request" would send it again."""
+    with running_server(tmp_path, "memory:") as server:
+        body = json.dumps({"client": "Ann", "amount": "5", "open_account": True}).encode()
+        deposit = (
+            f"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        connection = connect(server.port)
+        connection.sendall(deposit + refused)
+        answers = read_until_closed(connection)
+        connection.close()
+        first, _, rest = answers.partition(b"HTTP/1.1 400 ")
+        assert first.startswith(b"HTTP/1.1 201 "), answers
+        assert b'"invalid_http"' in rest, answers
+        with server.client() as admin:
+            assert admin.get("/v1/accounts/Ann").json()["balance"] == "5.00"

@@ -184,6 +184,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.write_paused_at: float | None = None
         # What to answer when the parser stops on this request.
         self.refusal = _INVALID_HTTP
+        # A refusal waiting for the answers of the requests sent before it.
+        self.refusal_due: bytes | None = None
         # Requests begun and not yet answered: over one, some wait behind another.
         self.unanswered = 0
 
@@ -286,6 +288,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self.body_started is not None:
                 self.body_started = now
         super().on_response_complete()
+        if self.refusal_due is not None and not self.pipeline and self.cycle.response_complete:
+            self.transport.write(self.refusal_due)
+            self.transport.close()
 
     # The transport calls these only under backpressure: the hot path does not pay.
     def pause_writing(self) -> None:
@@ -299,6 +304,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         # uvicorn's own answer is text/plain (its log line is filtered out above). It calls
         # this too when a callback of ours stopped the parser, with its refusal set.
+        if self.transport.is_closing():
+            return
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            # Requests sent before this one are still to be answered (a write among them
+            # may be applied): their answers go out first, then this refusal.
+            self.refusal_due = self.refusal
+            self.headers_started = self.body_started = None  # no clock of its own now
+            self.flow.pause_reading()
+            return
         self.transport.write(self.refusal)
         self.transport.close()
 
