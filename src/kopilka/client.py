@@ -170,6 +170,12 @@ def normalize_url(url: str) -> str:
             f"invalid server URL {redact_url(url)!r}: it may carry no user or password;"
             " give the token with --token or KOPILKA_TOKEN",
         )
+    try:
+        httpx.URL(url)  # what the HTTP library will not take (`10.0.0.01`): said here
+    except httpx.InvalidURL as error:
+        raise InvalidInput(
+            "invalid_url", f"invalid server URL {redact_url(url)!r}: {error}"
+        ) from None
     return url.rstrip("/")
 
 

@@ -669,6 +669,15 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
             )
             for port in ("-1", "+5", "0", "70000")
         ),
+        # Short IPv4 forms the HTTP library will not take (the first one a loopback).
+        *(
+            (
+                f"{host}:18500",
+                f"Error: invalid server URL 'http://{host}:18500': Invalid IPv4 address:"
+                f" '{host}'\n",
+            )
+            for host in ("0177.0.0.1", "10.0.0.01")
+        ),
     ],
 )
 def test_a_server_url_that_cannot_be_read_is_one_line(
