@@ -491,7 +491,7 @@ _URL_START = re.compile(r"\b(?:postgres(?:ql)?|https?):/+", re.IGNORECASE)
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE)
 
 
-_TOKEN_IN_TEXT = re.compile(r"(kop_[0-9a-f]{16}_)[A-Za-z0-9_-]+")
+_TOKEN_IN_TEXT = re.compile(r"(kop_[0-9a-f]{16}_)[A-Za-z0-9_-]{40,}")  # a secret is 43 long
 
 
 def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:

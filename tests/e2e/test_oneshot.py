@@ -851,8 +851,11 @@ def test_a_directory_given_as_the_database_is_refused_leaving_nothing_beside_it(
 
 def test_a_token_pasted_in_the_wrong_place_is_not_echoed_whole(kopilka: RunKopilka) -> None:
     """Scripts and CI logs keep stderr: the token's id says which one it was."""
-    secret = "kop_0123456789abcdef_AbC-dEf_ghIJKLmnopQRstuv"
+    secret = "kop_0123456789abcdef_AbC-dEf_ghIJKLmnopQRstuvwxyz0123456789-_abcd"
     for words in ((secret,), ("balance", secret), ("token", "revoke", f"x{secret}")):
         result = kopilka(*words)
         assert result.returncode == 1, words
         assert "AbC-dEf" not in result.stderr and "kop_0123456789abcdef_***" in result.stderr
+    # A client's name of that shape, but no secret's length, is shown as it is.
+    named = kopilka("balance", "--client=kop_0123456789abcdef_shop")
+    assert named.stderr == "Error: no account for client 'kop_0123456789abcdef_shop'\n"
