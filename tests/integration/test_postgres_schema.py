@@ -636,9 +636,10 @@ async def test_a_role_without_usage_on_the_schema_is_told_so_not_that_there_is_n
             await admin.execute(f"REVOKE USAGE ON SCHEMA public FROM {role}, PUBLIC")
             try:
                 refusal = (
-                    "Error: this user may not use any schema of its search_path"
-                    f' ("$user", public) in the database at {redact_url(outsider_url)}:'
-                    " grant it USAGE on the schema kopilka's tables are in\n"
+                    'Error: no schema of this user\'s search_path ("$user", public) in the'
+                    f" database at {redact_url(outsider_url)} is there for it to use: the"
+                    " schemas named do not exist, or it lacks USAGE on them (grant it, or set"
+                    " search_path)\n"
                 )
                 for command in (("get", "-n", "Ann"), ("init",), ("get",)):
                     result = run_kopilka(home, *command, "--db", outsider_url)

@@ -71,14 +71,16 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
 
 
 async def _refuse_schema_not_usable(connection: Connection, redacted_url: str) -> None:
-    """A role without USAGE on the schemas of its search_path sees no table there: told
-    so, rather than that there is no ledger (or, to init, that no schema was selected)."""
+    """A role without USAGE on the schemas of its search_path (or whose search_path names
+    none that exists) sees no table there: told so, rather than that there is no ledger
+    (or, to init, that no schema was selected)."""
     if await connection.fetchval("SELECT current_schema()") is None:
         path = await connection.fetchval("SHOW search_path")
         raise Unavailable(
             "store_unavailable",
-            f"this user may not use any schema of its search_path ({path}) in the database"
-            f" at {redacted_url}: grant it USAGE on the schema kopilka's tables are in",
+            f"no schema of this user's search_path ({path}) in the database at"
+            f" {redacted_url} is there for it to use: the schemas named do not exist, or it"
+            " lacks USAGE on them (grant it, or set search_path)",
         )
 
 
