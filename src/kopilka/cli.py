@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import io
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -292,7 +294,9 @@ def _check_reachable(bank: Bank) -> str | None:
 
 
 def _oneshot(options: GlobalOptions, words: list[str]) -> int:
-    parsed = parse_words(words, oneshot=True)
+    parsed = dataclasses.replace(
+        parse_words(words, oneshot=True), reached_with=_reached_with(options)
+    )
     output = Output.for_streams(sys.stdout, sys.stderr)
     if not needs_bank(parsed):
         output.show(execute(parsed, None, oneshot=True))
@@ -328,6 +332,19 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
             bank.close()
     output.show(reply)
     return 0
+
+
+def _reached_with(options: GlobalOptions) -> str:
+    """The global options given, to repeat in a command suggested to the user (a token
+    only by name: its secret is not written out again)."""
+    given = [
+        f" {shlex.quote(f'--{name}={options.values[name]}')}"
+        for name in ("db", "url", "ledger", "config")
+        if name in options.values
+    ]
+    if "token" in options.values:
+        given.append(" --token=TOKEN")
+    return "".join(given)
 
 
 def _init(options: GlobalOptions, words: list[str]) -> int:

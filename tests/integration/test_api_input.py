@@ -16,6 +16,7 @@ import pytest
 from tests.kopilka_server import ServerProcess, running_server
 from tests.silent_server import silent_server
 
+from kopilka.cli import split_globals
 from kopilka.client import connect_bank
 from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
 from kopilka.errors import InvalidInput, KopilkaError
@@ -822,7 +823,11 @@ def test_add_user_whose_answer_was_lost_says_to_look_not_to_retry_under_a_key(
     # A command of the OS shell, as the one that was cut short: `kopilka` before it.
     program, *words = shlex.split(look)
     assert program == "kopilka", look
-    assert parse_words(words, oneshot=True).get("name") == name, look
+    # With the options that reached the server the write went to: looking elsewhere
+    # (the home's database) would find no account and invite a second opening.
+    options, rest = split_globals(words)
+    assert parse_words(rest, oneshot=True).get("name") == name, look
+    assert options.values == {"url": url, "ledger": "main", "token": "TOKEN"}, look
     assert admin.get("/v1/accounts/" + quote(name, safe="")).status_code == 200
 
 

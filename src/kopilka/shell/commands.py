@@ -100,7 +100,8 @@ def _look_before_repeating(client: str, parsed: ParsedCommand) -> Iterator[None]
         raise Unavailable(
             error.code,
             f"{cause}; whether this was applied is not known: look with"
-            f" `{'kopilka ' if parsed.oneshot else ''}get -n={shlex.quote(client)}`"
+            f" `{'kopilka ' if parsed.oneshot else ''}get -n={shlex.quote(client)}"
+            f"{parsed.reached_with}`"
             " before running it again",
         ) from None
 

@@ -28,6 +28,9 @@ class ParsedCommand:
     spec: CommandSpec
     values: dict[str, str] = field(default_factory=dict)  # canonical option name -> text
     oneshot: bool = False  # typed in the OS shell, `kopilka` before it
+    # The options that chose its ledger and where it is (--db, --url, ...), as given on
+    # the command line: a command it suggests must look in the same place.
+    reached_with: str = ""
 
     def get(self, name: str) -> str | None:
         return self.values.get(name)
