@@ -304,17 +304,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         # uvicorn's own answer is text/plain (its log line is filtered out above). It calls
         # this too when a callback of ours stopped the parser, with its refusal set.
-        if self.transport.is_closing():
-            return
-        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
-            # Requests sent before this one are still to be answered (a write among them
-            # may be applied): their answers go out first, then this refusal.
-            self.refusal_due = self.refusal
-            self.headers_started = self.body_started = None  # no clock of its own now
-            self.flow.pause_reading()
-            return
-        self.transport.write(self.refusal)
-        self.transport.close()
+        self._refuse_between_answers(self.refusal)
 
     def headers_too_slow(self) -> None:
         self.headers_started = None
@@ -337,12 +327,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse_between_answers(_HEADERS_TOO_LARGE)
 
     def _refuse_between_answers(self, refusal: bytes) -> None:
-        """Answer `refusal` and close, unless an answer to the request before is still
-        going out: then only close, so no answer is cut into by another."""
+        """Answer `refusal` and close; where requests sent before this one are still to
+        be answered (a write among them may be applied), their answers go out first,
+        then the refusal, so none is lost or cut into."""
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.write(refusal)
+        if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
+            self.refusal_due = refusal
+            self.headers_started = self.body_started = None  # no clock of its own now
+            self.flow.pause_reading()
+            return
+        self.transport.write(refusal)
         self.transport.close()
 
     def write_too_slow(self) -> None:
