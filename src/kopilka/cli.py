@@ -337,11 +337,14 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
 def _reached_with(options: GlobalOptions) -> str:
     """The global options given, to repeat in a command suggested to the user (a token
     only by name: its secret is not written out again)."""
-    given = [
-        f" {shlex.quote(f'--{name}={options.values[name]}')}"
-        for name in ("db", "url", "ledger", "config")
-        if name in options.values
-    ]
+    # A database URL's password masked before it is quoted: quoted, one with a `'` in it
+    # would no longer be found whole by the masking of the message.
+    given = []
+    for name in ("db", "url", "ledger", "config"):
+        value = options.values.get(name)
+        if value is not None:
+            shown = redact_url(value) if name == "db" else value
+            given.append(" " + shlex.quote(f"--{name}={shown}"))
     if "token" in options.values:
         given.append(" --token=TOKEN")
     return "".join(given)

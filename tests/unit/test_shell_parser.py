@@ -205,3 +205,16 @@ def test_a_comment_line_of_any_length_is_a_comment() -> None:
     """A script's long comment (a pasted record, say) is skipped, not refused."""
     assert split_line("# " + "x" * 20_000) == []
     assert split_line("   #" + "'" * 20_000) == []
+
+
+def test_a_suggested_command_repeats_where_to_look_with_no_secret() -> None:
+    """A password with a quote, once quoted for the shell, would escape the masking of
+    the message it goes into: it is masked before."""
+    from kopilka.cli import _reached_with, split_globals
+
+    options, _ = split_globals(
+        ["--db", "postgresql://u:s3c'ret@h/db", "--ledger", "my books", "--token", "kop_x_y"]
+    )
+    suggested = _reached_with(options)
+    assert "s3c" not in suggested and "kop_x_y" not in suggested
+    assert suggested == " '--db=postgresql://u:***@h/db' '--ledger=my books' --token=TOKEN"
