@@ -445,6 +445,7 @@ def test_a_damaged_ledger_is_said_so_when_opened_by_any_command(tmp_path: Path) 
         ("CREATE VIEW v AS SELECT 1", 0),
         ("CREATE VIEW v AS SELECT 1", 5),
         ("", 5),
+        ("CREATE TABLE photos (x)", 20240101),  # a date as a version: not a newer kopilka
     ],
 )
 def test_another_programs_views_or_version_alone_are_refused_untouched(

@@ -71,6 +71,15 @@ _VARIABLES_MAX = 900
 _BUSY_TIMEOUT_MS = 10_000
 # Kopilka's first tables, which every version of its schema has.
 _LEDGER_TABLES = frozenset({"accounts", "operations", "entries"})
+
+
+def _newer_kopilkas(version: int, names: list[str]) -> bool:
+    """A schema version above this kopilka's, in a file with one of kopilka's first
+    tables or none at all: a newer kopilka's, whose tables are not this one's to judge.
+    Another program's file (its own tables, and a user_version of its own) is not."""
+    return version > SCHEMA_VERSION and (not names or not _LEDGER_TABLES.isdisjoint(names))
+
+
 _FENCE_POLL_SECONDS = 0.0005  # as a waiting writer tries the lock (sqlite_lock.py)
 _PAGE_CACHE_KIB = 64 * 1024
 # Batches up to this many commands are planned and written on the event loop
@@ -226,8 +235,7 @@ class SqliteStore:
             version, names = self._look_inside()
         except sqlite3.Error as error:  # not a database: said now, nothing put beside it
             raise self._cannot_open(error) from error
-        # A newer kopilka's tables are not this one's to judge.
-        if version > SCHEMA_VERSION:
+        if _newer_kopilkas(version, names):
             raise newer_schema(version, SCHEMA_VERSION)
         # Another program may well set a user_version of its own: the tables decide.
         if version == 0 or _LEDGER_TABLES.isdisjoint(names):
@@ -243,7 +251,7 @@ class SqliteStore:
             version, names = self._look_inside()
         except sqlite3.Error:  # not a database at all: opening it says so in one line
             return
-        if version > SCHEMA_VERSION:  # a newer kopilka's tables are not this one's to judge
+        if _newer_kopilkas(version, names):
             raise newer_schema(version, SCHEMA_VERSION)
         # Tables or views and no schema version, or a version (another program may set
         # one of its own) and none of kopilka's first tables, which every version of its
