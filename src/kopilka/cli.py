@@ -63,7 +63,7 @@ USAGE = f"""Usage:
   kopilka serve [--host H] [--port P | PORT] [--db URL] [--workers N]   (serve --help)
   kopilka token create|list|revoke [--url URL] ...
 Global options, before or after the command (--sandbox for the shell only; serve
-takes --db and --config, token all but --sandbox):
+takes --db and --config, token all but --sandbox, --ledger for token create alone):
   --db PATH|URL  --url URL  --token TOKEN  --ledger NAME  --config FILE  --sandbox
 """
 
