@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from kopilka.domain.model import Account, ClaimKey, Command, Outcome, client_name
 from kopilka.domain.rules import validate_client
@@ -30,12 +30,10 @@ from kopilka.errors import (
 )
 from kopilka.fair_queue import FairQueue
 from kopilka.limits import Limits
-from kopilka.periods import period_end
+from kopilka.periods import check_order, period_end
 from kopilka.store.protocol import Store
 
 logger = logging.getLogger(__name__)
-
-_MICROSECOND = timedelta(microseconds=1)
 
 # Steps of the event loop a batch may wait while more requests keep joining it:
 # a bound, so that a steady trickle cannot hold a batch back for long.
@@ -417,12 +415,7 @@ class Engine:
         # caller and a server's get the same statement for the same arguments.
         since = None if since is None else period_end(since, "since")
         till = period_end(till, "till")
-        # A since just after the till is an empty period: what a period of skipped clock
-        # time, or one within a microsecond, reads as (periods.py).
-        if since is not None and since - till > _MICROSECOND:
-            raise InvalidInput(
-                "invalid_period", "the start of the period (since) is after its end (till)"
-            )
+        check_order(since, till)
         account = await self.get_account(ledger, client)
         # Up to now the account's history is final, so a period that has ended reads the
         # same every time it is asked for, and the next one starts where it ended.

@@ -137,10 +137,14 @@ def _first_microsecond_from(text: str, moment: datetime) -> datetime:
     return moment
 
 
+def _fraction(text: str) -> str:
+    """The digits of the fraction of a second `text` writes, "" for none."""
+    time_of_day = _TIME_OF_DAY.search(text)
+    return (time_of_day["fraction"] or "") if time_of_day is not None else ""
+
+
 def _past_the_microsecond(text: str) -> bool:
-    time_of_day = _TIME_OF_DAY.search(text.strip())
-    fraction = time_of_day["fraction"] if time_of_day is not None else None
-    return bool(fraction and len(fraction) > 6 and fraction[6:].strip("0"))
+    return bool(_fraction(text)[6:].strip("0"))
 
 
 def _last_moment_written(text: str, moment: datetime) -> datetime:
@@ -192,18 +196,21 @@ def parse_period(
     if start is not None and start > end:
         if till is None:  # the end is now: say so, as no till was given
             raise InvalidInput("invalid_period", "the start of the period (since) is in the future")
-        empty_as_sent = start - end == _MICROSECOND and _to_the_microsecond(till_text)
+        empty_as_sent = start - end == _MICROSECOND and len(_fraction(till_text)) >= 6
         if not (empty_as_sent or _in_order(written_start, written_end)):
-            raise InvalidInput(
-                "invalid_period", "the start of the period (since) is after its end (till)"
-            )
+            raise _reversed()
     return start, end
 
 
-def _to_the_microsecond(text: str) -> bool:
-    time_of_day = _TIME_OF_DAY.search(text)
-    fraction = time_of_day["fraction"] if time_of_day is not None else None
-    return fraction is not None and len(fraction) >= 6
+def check_order(since: datetime | None, till: datetime) -> None:
+    """Refuse a since after the till; one just after it (a microsecond) is the empty
+    period, what a period of skipped clock time or within a microsecond reads as."""
+    if since is not None and since - till > _MICROSECOND:
+        raise _reversed()
+
+
+def _reversed() -> InvalidInput:
+    return InvalidInput("invalid_period", "the start of the period (since) is after its end (till)")
 
 
 def _in_order(since: datetime | None, till: datetime | None) -> bool:
