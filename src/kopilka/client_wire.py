@@ -6,7 +6,6 @@ shapes are the server's (api/schemas.py), read here without the server's code.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +20,7 @@ from kopilka.domain.model import (
     Withdraw,
 )
 from kopilka.domain.rules import (
+    UNPRINTABLE,
     check_amount_cents,
     check_whole_cents,
     not_batched,
@@ -61,17 +61,14 @@ def cents_from(text: str) -> int:
     return parse_cents(text, allow_negative=True, allow_zero=True)
 
 
-# What no name or text of a ledger holds (the rules refuse it) and a terminal obeys: control
-# characters (escape sequences), line separators, direction overrides.
-_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
 def text_from(value: Any) -> str:
     """A text of an answer, as it may be printed: what another server (or one posing as
     kopilka) sends to retitle or clear the terminal shows as U+FFFD instead."""
     if not isinstance(value, str):
         raise TypeError("a text of the answer is not text")
-    return _UNSHOWABLE.sub("\ufffd", value)
+    # What no text of a ledger holds (the rules refuse it) and a terminal obeys: control
+    # characters (escape sequences), line separators, direction overrides.
+    return UNPRINTABLE.sub("\ufffd", value)
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -51,9 +51,7 @@ LEDGER_NAME_LENGTH_MAX = 100
 BATCH_REQUEST_OPERATIONS_MAX = 10_000  # the items of one POST /v1/batch
 # Control characters, lone surrogates, and what reorders or breaks a line where it is
 # shown (bidirectional overrides and isolates, line and paragraph separators).
-_UNPRINTABLE = re.compile(
-    r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # Characters that show nothing (Unicode's Default_Ignorable_Code_Point, and the braille
 # blank): a name holding one lists like a name without it, another account. isprintable()
 # already refuses the format characters among them; this catches the rest.
@@ -660,7 +658,7 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
         raise description_too_long()
     # Statements print descriptions to terminals and CSV files: no escape sequences there,
     # and no lone surrogates (undecodable bytes from a command line) that no store can keep.
-    if _UNPRINTABLE.search(description) is not None:
+    if UNPRINTABLE.search(description) is not None:
         raise InvalidInput(
             "invalid_description",
             "description has control characters or bytes that are not UTF-8",
