@@ -34,6 +34,7 @@ from kopilka.settings import (
     whole_number,
     without_password,
 )
+from kopilka.store import keeps_nothing
 from kopilka.supervision import mark_supervisor
 from kopilka.workers import Workers
 
@@ -264,7 +265,7 @@ def _listen(settings: Settings) -> socket.socket:
 
 def _serve_workers(settings: Settings, config_path: str | None, listening: socket.socket) -> int:
     """Several processes on one socket, each with its own engine (SQLite or PostgreSQL)."""
-    if settings.db in ("memory:", ":memory:"):
+    if keeps_nothing(settings.db):
         print("Error: --workers above 1 needs a shared database, not memory:", file=sys.stderr)
         return 1
     import asyncio
