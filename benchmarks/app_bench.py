@@ -54,6 +54,7 @@ async def _post(app: KopilkaApp, authorization: bytes, path: str, body: bytes) -
         "method": "POST",
         "path": path,
         "raw_path": path.encode(),
+        "query_string": b"",
         "headers": [
             (b"host", b"127.0.0.1"),
             (b"authorization", authorization),
