@@ -262,6 +262,8 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
 ) -> None:
     for db, message in (
         ("", "Error: the database may not be empty: give a path or URL\n"),
+        # SQLite's name for a temporary database, gone when it is closed
+        ("sqlite:", "Error: the database may not be empty: give a path or URL\n"),
         (
             "host=db.internal dbname=bank password=S3cret",
             "Error: a PostgreSQL database is named by a URL (postgresql://user@host/db), not by"
@@ -709,12 +711,17 @@ def test_a_one_shot_command_takes_no_sandbox(
     assert not (kopilka_home / "kopilka.db").exists()
 
 
+# kopilka's own and SQLite's: either ends with the process.
+IN_MEMORY = ("memory:", "sqlite::memory:")
+
+
+@pytest.mark.parametrize("db", IN_MEMORY)
 @pytest.mark.parametrize("command", ONE_SHOT_SAMPLES)
 def test_a_one_shot_command_takes_no_ledger_in_memory(
-    kopilka: RunKopilka, command: tuple[str, ...]
+    kopilka: RunKopilka, command: tuple[str, ...], db: str
 ) -> None:
     """It would end with the command: a deposit said done would be kept nowhere."""
-    result = kopilka(*command, "--db", "memory:")
+    result = kopilka(*command, "--db", db)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
         f"Error: {command[0]} would work on a ledger in memory that ends with it, keeping"
@@ -722,14 +729,15 @@ def test_a_one_shot_command_takes_no_ledger_in_memory(
     )
 
 
-def test_init_and_token_keep_nothing_in_memory(kopilka: RunKopilka) -> None:
-    initialized = kopilka("init", "--db", "memory:")
+@pytest.mark.parametrize("db", IN_MEMORY)
+def test_init_and_token_keep_nothing_in_memory(kopilka: RunKopilka, db: str) -> None:
+    initialized = kopilka("init", "--db", db)
     assert (initialized.returncode, initialized.stdout) == (1, "")
     assert (
         initialized.stderr
         == "Error: init works on a database that is kept; memory: keeps nothing\n"
     )
-    created = kopilka("token", "create", "--role", "admin", "--db", "memory:")
+    created = kopilka("token", "create", "--role", "admin", "--db", db)
     assert (created.returncode, created.stdout) == (1, "")
     assert created.stderr == (
         "Error: a token in memory would end with this command, honoured by no server:"

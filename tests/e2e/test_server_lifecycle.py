@@ -364,3 +364,12 @@ def test_a_worker_that_cannot_read_its_settings_stops_the_server_in_one_line(
     failures = [line for line in server.errors.splitlines() if "a worker cannot start" in line]
     assert failures, server.errors
     assert "Traceback" not in server.errors, server.errors
+
+
+@pytest.mark.parametrize("db", ["memory:", "sqlite::memory:"])
+def test_workers_need_a_database_they_share(tmp_path: Path, db: str) -> None:
+    """Each worker's memory is its own: the workers failed to start for ever, the server
+    up and refusing every connection."""
+    result = run_kopilka(tmp_path / "home", "serve", "--workers", "2", "--db", db)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == "Error: --workers above 1 needs a shared database, not memory:\n"

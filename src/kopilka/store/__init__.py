@@ -37,8 +37,9 @@ def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = 
 
 
 def keeps_nothing(url: str) -> bool:
-    """A store that lives only as long as the process that opened it."""
-    return url in ("memory:", ":memory:")
+    """A store that lives only as long as the process that opened it: kopilka's own, or
+    SQLite's in-memory database (`sqlite::memory:`)."""
+    return url in ("memory:", ":memory:", "sqlite::memory:")
 
 
 # Two or more keyword=value pairs apart by spaces: never taken for a file's name, which
@@ -77,6 +78,8 @@ def sqlite_path(url: str) -> str | None:
     if url.startswith("sqlite:///"):
         url = "/" + url.removeprefix("sqlite:///")
     path = url.removeprefix("sqlite:")
+    if not path.strip():  # SQLite would make a temporary database, gone when it closes
+        raise InvalidInput("invalid_option", "the database may not be empty: give a path or URL")
     if path[:5].lower() == "file:":
         # SQLite reads it as a URI (file:x.db?mode=memory...), so the file written would
         # not be the one every other command looks for, or no file at all.
