@@ -171,10 +171,22 @@ def normalize_url(url: str) -> str:
             " give the token with --token or KOPILKA_TOKEN",
         )
     try:
-        httpx.URL(url)  # what the HTTP library will not take (`10.0.0.01`): said here
+        host = httpx.URL(url).host  # what the HTTP library will not take (`10.0.0.01`)
     except httpx.InvalidURL as error:
         raise InvalidInput(
             "invalid_url", f"invalid server URL {redact_url(url)!r}: {error}"
+        ) from None
+    except UnicodeError:  # an international name that is none (`xn--a`), read as sent
+        raise InvalidInput(
+            "invalid_url", f"invalid server URL {redact_url(url)!r}: its host is no valid name"
+        ) from None
+    try:
+        host.encode("idna")  # as the resolver will: no empty label, none over 63 characters
+    except UnicodeError:
+        raise InvalidInput(
+            "invalid_url",
+            f"invalid server URL {redact_url(url)!r}: its host has an empty part or one over"
+            " 63 characters",
         ) from None
     return url.rstrip("/")
 

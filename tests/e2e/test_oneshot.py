@@ -680,6 +680,19 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
             )
             for host in ("0177.0.0.1", "10.0.0.01")
         ),
+        # Names the HTTP library takes and then cannot send to: a traceback.
+        *(
+            (
+                f"http://{host}:18500",
+                f"Error: invalid server URL 'http://{host}:18500': its host has an empty part"
+                " or one over 63 characters\n",
+            )
+            for host in ("a..b", "a" * 64 + ".com")
+        ),
+        (
+            "http://xn--a:18500",
+            "Error: invalid server URL 'http://xn--a:18500': its host is no valid name\n",
+        ),
     ],
 )
 def test_a_server_url_that_cannot_be_read_is_one_line(
