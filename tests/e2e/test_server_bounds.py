@@ -9,6 +9,7 @@ import os
 import re
 import select
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import BinaryIO
@@ -534,5 +535,47 @@ def test_a_batch_answered_while_endless_headers_follow_it_is_answered_first(
         first, separator, _ = answers.partition(b"HTTP/1.1 431 ")
         assert first.startswith(b"HTTP/1.1 200 ") and separator, answers[:300]
         assert json.loads(first.partition(b"\r\n\r\n")[2])["results"][-1]["status"] == 201
+        with server.client() as admin:
+            assert admin.get("/v1/accounts/Ann").json()["balance"] == "10000.00"
+
+
+@pytest.mark.parametrize(
+    ("refused", "status"),
+    [
+        (b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ", b"431"),  # endless headers
+        (b"GET /v1/health HTTP/9.9\r\nHost: x\r\n\r\n", b"400"),  # garbled, then more bytes
+    ],
+    ids=["headers too large", "invalid http"],
+)
+def test_a_batch_answer_is_whole_while_the_refused_client_keeps_sending(
+    tmp_path: Path, refused: bytes, status: bytes
+) -> None:
+    """The refused client goes on sending while the batch before it is answered: closed
+    with that input unread, the connection was reset, and the reset cut the batch's
+    answer short (applied, and no whole answer arrived)."""
+    with running_server(tmp_path) as server:
+        deposits = [{"type": "deposit", "client": "Ann", "amount": "1"} for _ in range(10_000)]
+        body = json.dumps({"operations": [{**deposits[0], "open_account": True}, *deposits[1:]]})
+        batch = (
+            f"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+        ).encode()
+        connection = connect(server.port)
+        connection.sendall(batch)
+
+        def keep_sending() -> None:
+            with contextlib.suppress(OSError):  # the server closes once it has lingered
+                connection.sendall(refused)
+                for _ in range(2_048):
+                    connection.sendall(b"a" * 1_024)
+
+        sender = threading.Thread(target=keep_sending)
+        sender.start()
+        answers = read_until_closed(connection)
+        sender.join()
+        connection.close()
+        first, separator, _ = answers.partition(b"HTTP/1.1 " + status + b" ")
+        assert first.startswith(b"HTTP/1.1 200 ") and separator, answers[:300]
+        assert len(json.loads(first.partition(b"\r\n\r\n")[2])["results"]) == 10_000
         with server.client() as admin:
             assert admin.get("/v1/accounts/Ann").json()["balance"] == "10000.00"

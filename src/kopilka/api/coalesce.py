@@ -48,6 +48,10 @@ class CoalescingTransport:
         self._flush()
         self.transport.close()
 
+    def write_eof(self) -> None:
+        self._flush()
+        self.transport.write_eof()
+
     def is_closing(self) -> bool:
         return self.transport.is_closing()
 

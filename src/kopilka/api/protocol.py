@@ -57,6 +57,10 @@ _IN_BODY = -(1 << 62)
 # statement's query fit many times over. Checked as the parser hands the target over,
 # however it arrived: a head read in one piece is parsed before its size is seen.
 TARGET_BYTES_MAX = 8 * 1024
+# How long a refused connection's input is read and dropped after the refusal is sent.
+# A socket closed with input unread is reset, and the reset throws away whatever the
+# client had not yet read: the refusal, and the answers sent before it.
+LINGER_SECONDS = 2.0
 
 
 @dataclass
@@ -188,6 +192,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.refusal_due: bytes | None = None
         # Requests begun and not yet answered: over one, some wait behind another.
         self.unanswered = 0
+        # Refused and answered: what still arrives is read and dropped until the close.
+        self.lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvicorn and each request's cycle write through this view of the transport.
@@ -223,6 +229,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         # Counted before parsing: the parser may finish the head in this piece and set
         # the count aside. A piece that ends one request and starts the next leaves the
         # next one's first bytes uncounted, so the parser holds at most one more piece.
@@ -289,8 +297,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 self.body_started = now
         super().on_response_complete()
         if self.refusal_due is not None and not self.pipeline and self.cycle.response_complete:
-            self.transport.write(self.refusal_due)
-            self.transport.close()
+            self._close_with(self.refusal_due)
 
     # The transport calls these only under backpressure: the hot path does not pay.
     def pause_writing(self) -> None:
@@ -312,15 +319,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def body_too_slow(self) -> None:
         self.body_started = None
-        if self.transport.is_closing():
+        if self.lingering or self.transport.is_closing():
             return
         # The cycle is this request's (None before an upgrade): once the application has
         # begun to answer (say, 401 before reading the body), or a request before it is
         # still being answered, there is nothing to add but the close.
         cycle = self.cycle
         if (cycle is None or not cycle.response_started) and not self.pipeline:
-            self.transport.write(_BODY_TOO_SLOW)
-        self.transport.close()
+            self._close_with(_BODY_TOO_SLOW)
+        else:
+            self.transport.close()
 
     def headers_too_large(self) -> None:
         self.head_bytes = _IN_BODY
@@ -330,15 +338,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """Answer `refusal` and close; where requests sent before this one are still to
         be answered (a write among them may be applied), their answers go out first,
         then the refusal, so none is lost or cut into."""
-        if self.transport.is_closing():
+        if self.lingering or self.transport.is_closing():
             return
         if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
             self.refusal_due = refusal
             self.headers_started = self.body_started = None  # no clock of its own now
             self.flow.pause_reading()
             return
+        self._close_with(refusal)
+
+    def _close_with(self, refusal: bytes) -> None:
+        """Send `refusal` and the end of the stream, then read and drop what the client
+        still sends, until it closes too or the linger time is up: closed at once with
+        input unread, the connection would be reset, taking with it the answers the
+        client has not read yet."""
         self.transport.write(refusal)
-        self.transport.close()
+        self.transport.write_eof()
+        self.lingering = True
+        self.headers_started = self.body_started = None
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def write_too_slow(self) -> None:
         self.write_paused_at = None
