@@ -24,6 +24,7 @@ import platformdirs
 from kopilka.domain.rules import validate_chosen_ledger
 from kopilka.errors import InvalidInput
 from kopilka.store import sqlite_path
+from kopilka.tokens import without_secrets
 
 T = TypeVar("T")
 
@@ -289,7 +290,8 @@ def _read_number(name: str, value: Any, read: Callable[[Any], T], kind: str) -> 
     try:
         return read(value)
     except (TypeError, ValueError, OverflowError):
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        text = without_secrets(repr(value))
+        shown = text if len(text) <= 40 else text[:40] + "..."
         raise InvalidInput("invalid_setting", f"{name} must be {kind}, not {shown}") from None
 
 
@@ -491,9 +493,6 @@ _URL_START = re.compile(r"\b(?:postgres(?:ql)?|https?):/+", re.IGNORECASE)
 _KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE)
 
 
-_TOKEN_IN_TEXT = re.compile(r"(kop_[0-9a-f]{16}_)[A-Za-z0-9_-]{40,}")  # a secret is 43 long
-
-
 def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
     """A message with the password of every URL it quotes replaced by '***', and the
     secret of every token: an argument given in the wrong place is echoed back as it was
@@ -517,7 +516,7 @@ def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
             message = message.replace(word, _KEYWORD_PASSWORD.sub(r"\1***", word))
     message = _URL_IN_TEXT.sub(lambda found: _redacted(found.group(0)), message)
     # A token pasted where a name, a command or an id belongs: its id is enough to say.
-    return _TOKEN_IN_TEXT.sub(r"\1***", message)
+    return without_secrets(message)
 
 
 def _redacted(url: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,16 @@ def unknown_role() -> InvalidInput:
 
 
 TOKEN_PREFIX = "kop_"  # noqa: S105 - a public prefix, not a secret
+# A whole token: its id, and a secret of 43 characters (a client's name of the same
+# shape but shorter is left as it is).
+_TOKEN_IN_TEXT = re.compile(r"(kop_[0-9a-f]{16}_)[A-Za-z0-9_-]{40,}")
+
+
+def without_secrets(text: str) -> str:
+    """`text` with the secret of every token in it masked, its id kept. Masked before a
+    message shortens the text it quotes: a token cut short is no longer whole, and would
+    be shown in part."""
+    return _TOKEN_IN_TEXT.sub(r"\1***", text)
 
 
 @dataclass(frozen=True, slots=True)

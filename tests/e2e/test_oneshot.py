@@ -880,3 +880,11 @@ def test_a_token_pasted_in_the_wrong_place_is_not_echoed_whole(kopilka: RunKopil
     # A client's name of that shape, but no secret's length, is shown as it is.
     named = kopilka("balance", "--client=kop_0123456789abcdef_shop")
     assert named.stderr == "Error: no account for client 'kop_0123456789abcdef_shop'\n"
+    # Messages that shorten what they quote: masked first, or a part of it was shown.
+    for words, env in (
+        (("balance", "--client=Ann", "--db", f"file:{secret}"), {}),
+        (("serve",), {"KOPILKA_PORT": secret}),
+    ):
+        result = kopilka(*words, env=env)
+        assert result.returncode == 1, words
+        assert "AbC-dEf" not in result.stderr and "kop_0123456789abcdef_***" in result.stderr

@@ -97,7 +97,7 @@ from kopilka.errors import (
 from kopilka.idempotency import sendable_key
 from kopilka.money import parse_cents, parse_limit
 from kopilka.periods import parse_period
-from kopilka.tokens import TokenRecord, is_token_id, named_token
+from kopilka.tokens import TokenRecord, is_token_id, named_token, without_secrets
 
 if TYPE_CHECKING:
     from kopilka.api.app import KopilkaApp, MoneyKind, RequestHeaders
@@ -142,7 +142,7 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
         response = error_response(stopped_before_answer(reads_only=reads_only, keyed=keyed))
     except Exception:  # a bug: answer 500 without echoing anything of the request
         # %r: a path is the client's text, and may hold line breaks or escape sequences.
-        logger.exception("unexpected error on %r", scope["path"][:200])
+        logger.exception("unexpected error on %r", without_secrets(scope["path"])[:200])
         response = json_response(
             {"error": {"code": "internal_error", "message": "internal error"}}, 500
         )

@@ -11,6 +11,7 @@ import re
 from kopilka.clock import MonotonicClock
 from kopilka.errors import InvalidInput
 from kopilka.store.protocol import Store
+from kopilka.tokens import without_secrets
 
 
 def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = True) -> Store:
@@ -85,7 +86,8 @@ def sqlite_path(url: str) -> str | None:
         # not be the one every other command looks for, or no file at all.
         raise InvalidInput(
             "unsupported_database",
-            f"a SQLite database is given by its path, not as a file: URI ({path[:60]!r})",
+            f"a SQLite database is given by its path, not as a file: URI"
+            f" ({without_secrets(path)[:60]!r})",
         )
     return path
 
