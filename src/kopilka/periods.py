@@ -204,8 +204,10 @@ def parse_period(
 
 def check_order(since: datetime | None, till: datetime) -> None:
     """Refuse a since after the till; one just after it (a microsecond) is the empty
-    period, what a period of skipped clock time or within a microsecond reads as."""
-    if since is not None and since - till > _MICROSECOND:
+    period, what a period of skipped clock time or within a microsecond reads as.
+    Compared as instants: two times of one zone are subtracted as the clock shows them
+    otherwise, and the hour shown twice where the clocks go back would be out of order."""
+    if since is not None and since.astimezone(UTC) - till.astimezone(UTC) > _MICROSECOND:
         raise _reversed()
 
 

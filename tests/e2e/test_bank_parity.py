@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from tests.kopilka_server import running_server
@@ -29,6 +30,10 @@ from kopilka.domain.statement import Statement
 from kopilka.errors import KopilkaError
 
 NOW = datetime.now(UTC)
+# 01:30 in New York on 2026-11-01 is shown twice: at 05:30 UTC (fold 0), at 06:30 (fold 1).
+_NEW_YORK = ZoneInfo("America/New_York")
+_FIRST_0130 = datetime(2026, 11, 1, 1, 30, tzinfo=_NEW_YORK)
+_SECOND_0130 = _FIRST_0130.replace(fold=1)
 
 CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("float limits", lambda bank: bank.open_account("X", -0.5, 10.5)),
@@ -51,6 +56,18 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     (
         "since two microseconds after till",
         lambda bank: bank.statement("Ann", NOW + timedelta(microseconds=2), NOW),
+    ),
+    (
+        "the second 01:30 to the first, in one zone: backwards",
+        lambda bank: bank.statement("Ann", _SECOND_0130, _FIRST_0130),
+    ),
+    (
+        "01:50 (first) to 01:10 (second), in one zone: in order",
+        lambda bank: (
+            bank.statement(
+                "Ann", _FIRST_0130.replace(minute=50), _SECOND_0130.replace(minute=10)
+            ).opening_balance_cents
+        ),
     ),
     ("a till of None", lambda bank: bank.statement("Ann", None, None)),  # type: ignore[arg-type]
     ("a since as text", lambda bank: bank.statement("Ann", "2026-12-03", NOW)),  # type: ignore[arg-type]
@@ -152,6 +169,11 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
         "invalid_period",
         "the start of the period (since) is after its end (till)",
     )
+    assert (
+        answer["the second 01:30 to the first, in one zone: backwards"]
+        == (answer["since two microseconds after till"])
+    )
+    assert answer["01:50 (first) to 01:10 (second), in one zone: in order"] == 0
     assert answer["a till of None"] == ("invalid_period", "till must be a datetime, not NoneType")
     assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
 
