@@ -32,7 +32,12 @@ from kopilka.domain.model import (
     Transfer,
     Withdraw,
 )
-from kopilka.domain.rules import not_batched, validate_money_command
+from kopilka.domain.rules import (
+    not_batched,
+    refuse_what_no_store_reads,
+    validate_chosen_ledger,
+    validate_money_command,
+)
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
 from kopilka.errors import InvalidInput, KopilkaError
@@ -103,6 +108,9 @@ class EmbeddedBank:
     """The engine and a store in this process; calls block until committed."""
 
     def __init__(self, store: Store | str, ledger: str = DEFAULT_LEDGER) -> None:
+        if type(ledger) is not str:
+            raise InvalidInput("invalid_ledger", "a ledger's name is text")
+        validate_chosen_ledger(ledger)  # as --ledger and the Kopilka-Ledger header are
         self.ledger = ledger
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -149,6 +157,9 @@ class EmbeddedBank:
         return [outcome for outcome in outcomes if outcome is not None]
 
     def _execute(self, command: Command) -> Outcome:
+        # As the API does before the engine has a request: a name no store can look up (a
+        # lone surrogate, a NUL on PostgreSQL) failed the store's read, an internal error.
+        refuse_what_no_store_reads(command)
         outcome = self._run(self.engine.execute(command))
         if isinstance(outcome, KopilkaError):
             raise outcome

@@ -38,10 +38,19 @@ from kopilka.domain.model import (
     DEFAULT_LEDGER,
     Account,
     Command,
+    Deposit,
+    MoneyCommand,
     Operation,
     Outcome,
+    Transfer,
+    Withdraw,
 )
-from kopilka.domain.rules import BATCH_REQUEST_OPERATIONS_MAX, too_many_operations
+from kopilka.domain.rules import (
+    BATCH_REQUEST_OPERATIONS_MAX,
+    too_many_operations,
+    validate_client,
+    validate_money_command,
+)
 from kopilka.domain.statement import Statement, StatementLine, build_statement
 from kopilka.errors import (
     Busy,
@@ -261,6 +270,11 @@ class Client:
                 response = self._http.request(
                     method, path, json=json, params=params, headers=headers
                 )
+            except UnicodeEncodeError:  # a lone surrogate, from undecodable bytes
+                raise InvalidInput(
+                    "invalid_text",
+                    "this request cannot be sent: it holds text that is not UTF-8",
+                ) from None
             except httpx.LocalProtocolError as error:
                 # Refused here before sending (a header HTTP cannot carry): its text would
                 # quote the header, and a header may be the token.
@@ -341,6 +355,7 @@ class Client:
             "description": description,
             "open_account": True,
         }
+        _sendable(Deposit(client, amount_cents, description, idempotency_key or ""))
         return self._money("/v1/deposits", body, idempotency_key)
 
     def withdraw(
@@ -351,6 +366,7 @@ class Client:
         idempotency_key: str | None = None,
     ) -> Operation:
         body = {"client": client, "amount": amount_text(amount_cents), "description": description}
+        _sendable(Withdraw(client, amount_cents, description, idempotency_key or ""))
         return self._money("/v1/withdrawals", body, idempotency_key)
 
     def transfer(
@@ -367,6 +383,9 @@ class Client:
             "amount": amount_text(amount_cents),
             "description": description,
         }
+        _sendable(
+            Transfer(from_client, to_client, amount_cents, description, idempotency_key or "")
+        )
         return self._money("/v1/transfers", body, idempotency_key)
 
     def open_account(
@@ -378,6 +397,8 @@ class Client:
         idempotency_key: str = "",
     ) -> Account:
         floor = money_text(min_balance_cents)  # checked in the embedded rules' order
+        if not client.isprintable():
+            validate_client(client)
         body = {
             "client": client,
             "min_balance": floor,
@@ -750,7 +771,22 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _account_path(client: str) -> str:
+    if not client.isprintable():  # refused as the embedded bank refuses it, not sent
+        validate_client(client)
     return "/v1/accounts/" + _segment(client)
+
+
+def _sendable(command: MoneyCommand) -> None:
+    """A command whose texts a request cannot carry (a lone surrogate, from undecodable
+    bytes) refused by the rules, as the embedded bank refuses it; not an encoding error."""
+    names = (
+        (command.from_client, command.to_client)
+        if isinstance(command, Transfer)
+        else (command.client,)
+    )
+    texts = (*names, command.description, command.idempotency_key or "k")
+    if not all(isinstance(text, str) and text.isprintable() for text in texts):
+        validate_money_command(command)
 
 
 def _segment(text: str) -> str:

@@ -19,6 +19,7 @@ from tests.kopilka_server import running_server
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.client import connect_bank
 from kopilka.domain.model import (
+    SANDBOX_PREFIX,
     Deposit,
     OpenAccount,
     Operation,
@@ -119,6 +120,16 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
             )
         ),
     ),
+    # Undecodable bytes of a command line, as os.fsdecode gives them: no store can look
+    # such a name up, nor can a request carry it.
+    ("a deposit to a name not UTF-8", lambda bank: bank.deposit("A\udcff", 1, "x", "u1")),
+    ("a withdrawal from one", lambda bank: bank.withdraw("A\udcff", 1, "x", "u2")),
+    ("a transfer to one", lambda bank: bank.transfer("Ann", "A\udcff", 1, "x", "u3")),
+    ("an opening of one", lambda bank: bank.open_account("A\udcff")),
+    ("limits of one", lambda bank: bank.set_limits("A\udcff", 0)),
+    ("the account of one", lambda bank: bank.account("A\udcff")),
+    ("the statement of one", lambda bank: bank.statement("A\udcff", None, NOW)),
+    ("a description not UTF-8", lambda bank: bank.deposit("Ann", 1, "x\udcff", "u4")),
     ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),
     (
         "its statement's name",
@@ -174,6 +185,17 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
         == (answer["since two microseconds after till"])
     )
     assert answer["01:50 (first) to 01:10 (second), in one zone: in order"] == 0
+    names_not_utf8 = [
+        "a deposit to a name not UTF-8",
+        "a withdrawal from one",
+        "a transfer to one",
+        "an opening of one",
+        "limits of one",
+        "the account of one",
+        "the statement of one",
+    ]
+    assert {answer[name][0] for name in names_not_utf8} == {"invalid_client"}
+    assert answer["a description not UTF-8"][0] == "invalid_description"
     assert answer["a till of None"] == ("invalid_period", "till must be a datetime, not NoneType")
     assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
 
@@ -264,3 +286,11 @@ def test_a_closed_client_refuses_in_one_error(tmp_path: Path) -> None:
                     assert error.code == "client_closed", error
                 else:
                     raise AssertionError("a closed client answered")
+
+
+@pytest.mark.parametrize("ledger", ["", " books", "a\nb", "x" * 101, None, SANDBOX_PREFIX + "1"])
+def test_an_embedded_bank_opens_only_a_ledger_the_shell_and_server_could(ledger: str) -> None:
+    """Its data would be written where no other way in could ever reach it."""
+    with pytest.raises(KopilkaError) as refused:
+        EmbeddedBank("memory:", ledger)
+    assert refused.value.code == "invalid_ledger"

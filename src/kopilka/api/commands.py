@@ -10,7 +10,7 @@ from kopilka.api.auth import Principal, effective_role
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn
 from kopilka.client_keys import client_key, not_marked
 from kopilka.domain.model import Deposit, MoneyCommand, Transfer, Withdraw, client_name
-from kopilka.domain.rules import validate_money_command
+from kopilka.domain.rules import refuse_what_no_store_reads
 from kopilka.errors import Forbidden
 from kopilka.money import parse_amount
 from kopilka.tokens import Role
@@ -26,16 +26,7 @@ def command_from(
     """The command a decoded request stands for, if this caller may make it. `role` is
     the caller's effective role in `ledger`, for a batch that has worked it out once."""
     command = _command(request, key, ledger, principal, role)
-    # The store reads the named accounts (and, for a retry, keys) before the rules run:
-    # a name no store can keep (a NUL) must fail this request alone, not the batch of
-    # others it would be grouped with. Printable text is safe there, and the rules check
-    # the rest; anything else gets the rules' own refusal here.
-    if isinstance(command, Transfer):
-        printable = command.from_client.isprintable() and command.to_client.isprintable()
-    else:
-        printable = command.client.isprintable()
-    if not (printable and key.isprintable()):
-        validate_money_command(command)
+    refuse_what_no_store_reads(command)  # this request alone, not the batch it joins
     return command
 
 

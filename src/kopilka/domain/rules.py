@@ -636,6 +636,27 @@ def validate_client(client: str) -> None:
         )
 
 
+def refuse_what_no_store_reads(command: Command) -> None:
+    """Refuse, before any store has it, a command whose name or key a store cannot look up
+    (a NUL, a lone surrogate): a store reads the named accounts (and a retry's keys)
+    before the rules run, and would fail the whole batch the command is grouped with.
+    Printable text is safe there, and the rules check the rest; anything else gets the
+    rules' own refusal here."""
+    if isinstance(command, Transfer):
+        printable = command.from_client.isprintable() and command.to_client.isprintable()
+    elif isinstance(command, Deposit | Withdraw | OpenAccount | SetLimits):
+        printable = command.client.isprintable()
+    else:
+        return
+    if isinstance(command, OpenAccount | SetLimits):
+        if not printable:
+            validate_client(command.client)
+        return
+    key = command.idempotency_key
+    if not (printable and isinstance(key, str) and key.isprintable()):
+        validate_money_command(command)
+
+
 def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None = None) -> None:
     """Refuse a malformed command; `valid_clients` (names found valid before) is added to."""
     amount = command.amount_cents
