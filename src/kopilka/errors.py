@@ -22,6 +22,12 @@ class KopilkaError(Exception):
         self.code = code
         self.message = message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from its attributes, whatever a subclass's __init__ takes: the default
+        # calls __init__ with the message alone, so an error raised in another process
+        # (a process pool) or copied failed to come back, and broke the pool.
+        return _rebuilt, (type(self), self.args), self.__dict__
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(code={self.code!r}, message={self.message!r})"
 
@@ -34,6 +40,12 @@ class KopilkaError(Exception):
 
     def __hash__(self) -> int:
         return hash((type(self), self.code, self.message))
+
+
+def _rebuilt(kind: type[KopilkaError], args: tuple[object, ...]) -> KopilkaError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, *args)
+    return error
 
 
 class InvalidInput(KopilkaError):
