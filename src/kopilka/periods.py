@@ -232,4 +232,9 @@ def period_end(value: object, name: str) -> datetime:
         raise InvalidInput(
             "invalid_period", f"{name} must be a datetime, not {type(value).__name__}"
         )
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC, 9999 west of it: no database takes it
+        return _at_the_end_of_time(moment)
+    return moment

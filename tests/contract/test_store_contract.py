@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from tests.contract.conftest import Backend
@@ -436,6 +436,17 @@ async def test_empty_period_still_has_opening_and_closing(engine: Engine) -> Non
     )
     assert list(earlier.lines) == []
     assert earlier.opening_balance_cents == earlier.closing_balance_cents == 0
+
+
+async def test_a_period_from_the_calendars_first_day_to_its_last(engine: Engine) -> None:
+    """Year 1 east of UTC and 9999 west of it are no moments UTC can hold: PostgreSQL's
+    driver failed on them (a DataError); the period runs to the calendar's ends."""
+    await applied(engine, Deposit(JOHN, 2_500, "a", "c1"))
+    first = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    last = datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+    statement = await engine.statement("main", JOHN, first, last)
+    assert [line.amount_cents for line in statement.lines] == [2_500]
+    assert statement.opening_balance_cents == 0
 
 
 async def test_since_after_till_refused(engine: Engine) -> None:
