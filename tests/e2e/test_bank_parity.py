@@ -130,6 +130,8 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("the account of one", lambda bank: bank.account("A\udcff")),
     ("the statement of one", lambda bank: bank.statement("A\udcff", None, NOW)),
     ("a description not UTF-8", lambda bank: bank.deposit("Ann", 1, "x\udcff", "u4")),
+    ("a cap out of range", lambda bank: bank.set_limits("Ann", None, 10**30)),
+    ("a floor out of range", lambda bank: bank.open_account("Gus", -(2**63))),
     ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),
     (
         "its statement's name",
@@ -196,6 +198,10 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
     ]
     assert {answer[name][0] for name in names_not_utf8} == {"invalid_client"}
     assert answer["a description not UTF-8"][0] == "invalid_description"
+    assert answer["a cap out of range"] == (
+        "invalid_limit",
+        "limit '10000000000000000000000000000.00' is out of range",
+    )
     assert answer["a till of None"] == ("invalid_period", "till must be a datetime, not NoneType")
     assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
 

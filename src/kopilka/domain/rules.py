@@ -42,7 +42,7 @@ from kopilka.domain.model import (
     command_kind,
 )
 from kopilka.errors import Conflict, InvalidInput, KopilkaError, NotFound, Rejected, sandbox_ended
-from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX, format_money
+from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX, format_money, format_plain
 
 CLIENT_NAME_LENGTH_MAX = 200
 DESCRIPTION_LENGTH_MAX = 500
@@ -711,8 +711,9 @@ def _validate_limits(floor: int, cap: int | None) -> None:
     check_whole_cents(floor)
     if cap is not None:
         check_whole_cents(cap)
-    if abs(floor) > BALANCE_CENTS_MAX or (cap is not None and abs(cap) > BALANCE_CENTS_MAX):
-        raise InvalidInput("invalid_limit", "limit is out of range")
+    for limit in (floor, cap):
+        if limit is not None and abs(limit) > BALANCE_CENTS_MAX:  # as parse_limit says it
+            raise InvalidInput("invalid_limit", f"limit {format_plain(limit)!r} is out of range")
     if cap is not None and cap < floor:
         raise InvalidInput(
             "invalid_limit",
