@@ -130,6 +130,14 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("the account of one", lambda bank: bank.account("A\udcff")),
     ("the statement of one", lambda bank: bank.statement("A\udcff", None, NOW)),
     ("a description not UTF-8", lambda bank: bank.deposit("Ann", 1, "x\udcff", "u4")),
+    (
+        "an opening in NFC under a key",
+        lambda bank: bank.open_account("\u00c7at", 0, None, 0, "o1").client,
+    ),
+    (
+        "the same opening in NFD, that key",
+        lambda bank: bank.open_account("C\u0327at", 0, None, 0, "o1").client,
+    ),
     ("a cap out of range", lambda bank: bank.set_limits("Ann", None, 10**30)),
     ("a floor out of range", lambda bank: bank.open_account("Gus", -(2**63))),
     ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),
@@ -202,6 +210,7 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
         "invalid_limit",
         "limit '10000000000000000000000000000.00' is out of range",
     )
+    assert answer["the same opening in NFD, that key"] == "\u00c7at"
     assert answer["a till of None"] == ("invalid_period", "till must be a datetime, not NoneType")
     assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
 

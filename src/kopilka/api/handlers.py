@@ -334,9 +334,12 @@ class Call:
             request.opening_balance, allow_negative=True, allow_zero=True, what="opening balance"
         )
         key = self.headers.key_or_new()
+        # The name in its digest as the ledger keeps it (NFC): spelt decomposed, it is
+        # the same opening, as it is to the embedded bank, and as the route of limits is.
+        named = msgspec.structs.replace(request, client=client_name(request.client))
         account = await self.outcome(
             OpenAccount(request.client, floor, cap, self.ledger, opening, key),
-            self._claim(key, request, b"POST /v1/accounts\n"),
+            self._claim(key, named, b"POST /v1/accounts\n"),
         )
         return json_response(account_out(account), 201)
 
