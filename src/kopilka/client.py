@@ -255,7 +255,10 @@ class Client:
         params: dict[str, str] | None = None,
         idempotency_key: str | None = None,
         retry: bool = True,
+        key_is_callers: bool = True,
     ) -> httpx.Response:
+        """`key_is_callers` False: the key was made here, unknown to the caller, who is
+        then not told to retry with it."""
         if self._http.is_closed:  # httpx would raise a RuntimeError of its own
             raise InvalidInput("client_closed", "this client is closed: connect_bank() again")
         headers = (
@@ -287,7 +290,7 @@ class Client:
             except httpx.TransportError as error:
                 if method != "GET" and uncertain is None:  # it may have been applied
                     # The key helps only where the caller retries with it (not an opening).
-                    keyed = idempotency_key is not None and retry
+                    keyed = idempotency_key is not None and retry and key_is_callers
                     uncertain = _outcome_unknown(self.shown_url, keyed, error)
                 # A server that took the request and said nothing for the whole timeout
                 # (frozen, stopped) would keep a retry waiting as long: one wait is enough.
@@ -318,7 +321,9 @@ class Client:
         carries it, so the write applies once."""
         key = new_key() if idempotency_key is None else idempotency_key
         ledger = self.ledger
-        response = self._send("POST", path, json=body, idempotency_key=key)
+        response = self._send(
+            "POST", path, json=body, idempotency_key=key, key_is_callers=idempotency_key is not None
+        )
         replayed = response.headers.get("idempotent-replayed") == "true"
         return self._answer(response, lambda answer: operation_from(answer, ledger, replayed))
 
@@ -439,6 +444,7 @@ class Client:
             self._account_reader(),
             json=body,
             idempotency_key=new_key(),
+            key_is_callers=False,
         )
 
     def account(self, client: str) -> Account:
@@ -529,7 +535,10 @@ class Client:
             return outcomes
 
         body = {"operations": items}
-        response = self._send("POST", "/v1/batch", json=body, idempotency_key=key)
+        callers = idempotency_key is not None
+        response = self._send(
+            "POST", "/v1/batch", json=body, idempotency_key=key, key_is_callers=callers
+        )
         outcomes = self._answer(response, read)
         delay_seconds = 0.05
         for _ in range(ATTEMPTS_MAX - 1):
@@ -540,7 +549,10 @@ class Client:
             delay_seconds *= 2
             try:
                 again = self._answer(
-                    self._send("POST", "/v1/batch", json=body, idempotency_key=key), read
+                    self._send(
+                        "POST", "/v1/batch", json=body, idempotency_key=key, key_is_callers=callers
+                    ),
+                    read,
                 )
             except KopilkaError as error:
                 if error.code == "outcome_unknown":  # the resend itself may have applied

@@ -6,9 +6,10 @@ import csv
 import io
 import shlex
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -860,3 +861,30 @@ def test_a_server_that_never_answers_keeps_the_client_one_timeout_not_four(metho
         assert "did not answer in time; whether this was applied is not known" in (
             failed.value.message
         )
+
+
+@pytest.mark.parametrize(
+    ("call", "advice"),
+    [
+        (lambda bank: bank.deposit("Ann", 1, "x", "mine-1"), "retry with the same idempotency key"),
+        (lambda bank: bank.deposit("Ann", 100, "x"), "check before repeating it"),
+        (lambda bank: bank.set_limits("Ann", None, 500), "check before repeating it"),
+        (lambda bank: bank.execute_many([Deposit("Ann", 1, "x", "d")]), "check before repeating"),
+    ],
+    ids=["a key of the caller's", "no key", "limits", "a list without a key"],
+)
+def test_a_lost_answer_says_to_retry_under_a_key_only_when_the_caller_has_it(
+    call: Callable[[Any], object], advice: str
+) -> None:
+    """A key the client made itself is unknown to the caller, who could not follow
+    "retry with the same idempotency key"."""
+    from kopilka.client import Client
+
+    with (
+        silent_server() as server,
+        Client(server.url, "kop_x_y", ledger="main", timeout_seconds=0.3) as bank,
+        pytest.raises(KopilkaError) as failed,
+    ):
+        call(bank)
+    assert failed.value.code == "outcome_unknown"
+    assert advice in failed.value.message, failed.value.message
