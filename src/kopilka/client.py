@@ -107,15 +107,21 @@ def _json_object(answer: Any) -> dict[str, Any]:
     return answer
 
 
-_ITEM_PLACE = re.compile(r"\$\.operations\[\d+\]")
+_ITEM_PLACE = re.compile(r"`\$\.operations\[\d+\]")  # the path, as the server quotes it
 
 
 def _in_the_callers_list(outcome: Outcome, position: int) -> Outcome:
     """An item's refusal naming its place in the list the caller gave, not in the body
     sent (which leaves out what was refused before sending)."""
-    if isinstance(outcome, KopilkaError) and _ITEM_PLACE.search(outcome.message):
+    if not isinstance(outcome, KopilkaError):
+        return outcome
+    places = list(_ITEM_PLACE.finditer(outcome.message))
+    if places:
+        # The last: the path the server puts at the end; a name quoted before it stays.
+        start, end = places[-1].span()
+        message = outcome.message
         moved = type(outcome)(
-            outcome.code, _ITEM_PLACE.sub(f"$.operations[{position}]", outcome.message)
+            outcome.code, f"{message[:start]}`$.operations[{position}]{message[end:]}"
         )
         moved.replayed, moved.of_the_batch = outcome.replayed, outcome.of_the_batch
         return moved

@@ -138,6 +138,14 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
         "the same opening in NFD, that key",
         lambda bank: bank.open_account("C\u0327at", 0, None, 0, "o1").client,
     ),
+    (
+        "a list naming a client as a place in it",
+        lambda bank: _refusals(
+            bank.execute_many(
+                [OpenAccount("Hal"), Withdraw("$.operations[0]", 1, "x", "z1")]  # type: ignore[list-item]
+            )
+        ),
+    ),
     ("a cap out of range", lambda bank: bank.set_limits("Ann", None, 10**30)),
     ("a floor out of range", lambda bank: bank.open_account("Gus", -(2**63))),
     ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),
@@ -211,6 +219,10 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
         "limit '10000000000000000000000000000.00' is out of range",
     )
     assert answer["the same opening in NFD, that key"] == "\u00c7at"
+    assert answer["a list naming a client as a place in it"][1] == (
+        "account_not_found",
+        "no account for client '$.operations[0]'",
+    )
     assert answer["a till of None"] == ("invalid_period", "till must be a datetime, not NoneType")
     assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
 
