@@ -736,6 +736,41 @@ def test_a_write_given_a_query_parameter_is_refused_and_changes_nothing(
     assert admin.delete(f"/v1/sandboxes/{sandbox}").status_code == 204
 
 
+def test_a_read_that_takes_no_parameters_refuses_one(admin: httpx.Client) -> None:
+    """It passed silently: `?role=client` listed every token, unfiltered."""
+    for path in ("/v1/accounts/Ann?format=csv", "/v1/tokens?role=client", "/v1/whoami?x=1"):
+        message = refused(admin.get(path), 422, "invalid_request")
+        assert message.endswith("(this request takes none)"), message
+    message = refused(admin.get("/v1/accounts?limit=1&limit=2"), 422, "invalid_request")
+    assert message == "query parameter 'limit' given twice"
+
+
+def test_a_method_a_path_does_not_take_is_refused_before_its_name_is_read(
+    admin: httpx.Client,
+) -> None:
+    answer = admin.put("/v1/accounts/%20", json={})
+    assert refused(answer, 405, "method_not_allowed") == "PUT is not allowed on /v1/accounts/ "
+    assert answer.headers["allow"] == "GET, PATCH, HEAD"
+
+
+def test_what_an_error_quotes_of_a_request_is_one_line(admin: httpx.Client) -> None:
+    """A line break or a terminal's escape sequence sent in a path or a field's name was
+    handed back raw in the message: several lines, colours, a title, in a client's log."""
+    item = {"type": "deposit\nx", "client": "A", "amount": "1"}
+    batch = admin.post("/v1/batch", json={"operations": [item]})
+    errors = [
+        admin.get("/v1/nothing%0Aline2%1B%5B31mred").json()["error"],
+        admin.put("/v1/tokens/a%0Ab", json={}).json()["error"],
+        admin.post("/v1/deposits", json={"client": "A", "amount": "1", "a\nb\x1b[31m": 1}).json()[
+            "error"
+        ],
+        batch.json()["results"][0]["error"],
+    ]
+    for error in errors:
+        assert error["message"].isprintable(), error
+    assert errors[0]["message"] == "no such endpoint: /v1/nothing\\nline2\\x1b[31mred"
+
+
 def test_every_account_is_listed_once_page_by_page(server: ServerProcess) -> None:
     """GET /v1/accounts pages by name (`after`, `next_after`), and the client walks every
     page: more accounts than one page holds all come back, once each, in order."""

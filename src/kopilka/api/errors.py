@@ -38,7 +38,16 @@ def error_detail(error: KopilkaError) -> ErrorDetail:
     message = error.message
     if error.code == "idempotency_key_reused":  # a client's key, as it sent it
         message = unmarked(message)
+    if not message.isprintable():
+        message = one_line(message)
     return ErrorDetail(code=error.code, message=message)
+
+
+def one_line(message: str) -> str:
+    """A message with what it quotes of a request (a path, a field's name, a value)
+    escaped where it is no printable text: a line break or a terminal's escape sequence
+    sent in a request is not handed back raw, to a client's terminal or log."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
 def error_body(error: KopilkaError) -> bytes:

@@ -183,16 +183,21 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
         raise not_found_route(scope["path"])
     call = Call(app, scope, receive, headers)
     match segments[1:]:
+        # A name in the path is checked once the method is known to be taken.
         case ["accounts"]:
-            return await call.on(method, GET=call.list_accounts, POST=call.open_account)
-        case ["accounts", name]:
-            client = _path_client(name)
             return await call.on(
-                method, GET=lambda: call.account(client), PATCH=lambda: call.set_limits(client)
+                method, reads_query=True, GET=call.list_accounts, POST=call.open_account
+            )
+        case ["accounts", name]:
+            return await call.on(
+                method,
+                GET=lambda: call.account(_path_client(name)),
+                PATCH=lambda: call.set_limits(_path_client(name)),
             )
         case ["accounts", name, "statement"]:
-            client = _path_client(name)
-            return await call.on(method, GET=lambda: call.statement(client))
+            return await call.on(
+                method, reads_query=True, GET=lambda: call.statement(_path_client(name))
+            )
         case ["batch"]:
             return await call.on(method, POST=call.batch)
         case ["sandboxes"]:
@@ -278,13 +283,15 @@ class Call:
         self.principal: Principal
         self.ledger: str
 
-    async def on(self, method: str, **handlers: Any) -> Response:
+    async def on(self, method: str, *, reads_query: bool = False, **handlers: Any) -> Response:
+        """The handler of `method`; `reads_query`: its GET's handler takes parameters (and
+        checks them itself). Any other request takes none: one given is refused."""
         handler = handlers.get(method)
         if handler is None:
             raise method_not_allowed(self.scope["method"], self.scope["path"], tuple(handlers))
         self.principal, self.ledger = await self.app.authorize(self.headers)
-        if method != "GET" and self.scope["query_string"]:
-            query_of(self.scope)  # a write takes no parameters: one given is refused
+        if self.scope["query_string"] and not (reads_query and method == "GET"):
+            query_of(self.scope)
         response: Response = await handler()
         return response
 
