@@ -267,6 +267,11 @@ def test_json_numbers_for_amounts_are_refused(admin: httpx.Client) -> None:
     answer = admin.post("/v1/accounts", json={"client": "Cy", "max_balance": 100})
     refused(answer, 422, "invalid_amount")  # a cap may be null, but never a number
     refused(admin.patch("/v1/accounts/Ann", json={"max_balance": 5}), 422, "invalid_amount")
+    # Neither is any other JSON value, and none is called a number.
+    for amount, said in (({}, "not an object"), ([], "not an array"), (True, "never true")):
+        answer = admin.post("/v1/deposits", json={"client": "Ann", "amount": amount})
+        message = refused(answer, 422, "invalid_amount")
+        assert message.startswith(f'amounts are JSON strings like "100.50", {said}'), message
     assert state(admin) == before
 
 

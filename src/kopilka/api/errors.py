@@ -7,6 +7,7 @@ request can only earn a 500 through a bug, never through what it sent.
 from __future__ import annotations
 
 import contextlib
+import re
 
 import msgspec
 
@@ -78,6 +79,13 @@ _FIELD_CODES = {
     "operations": "too_many_operations",
 }
 _AMOUNT_FIELDS = ("amount", "balance")  # amount, min_balance, max_balance, opening_balance
+# What an amount sent as another JSON type is said to be (a number, by default).
+_NO_AMOUNT = {
+    "null": "never null",
+    "bool": "never true or false",
+    "object": "not an object",
+    "array": "not an array",
+}
 
 
 # What decoding a request body may raise: JSON nested past the decoder's depth (which it
@@ -105,9 +113,10 @@ def decode_error(
         # A number too big for a float is refused before its type is looked at.
         number = text.startswith(("Expected `str", "Number out of range"))
         if number and any(part in field for part in _AMOUNT_FIELDS):
-            kind = "null" if "got `null`" in text else "numbers"
+            got = re.search(r"got `(\w+)`", text)
+            what = _NO_AMOUNT.get(got[1] if got else "", "never numbers")
             return InvalidInput(
-                "invalid_amount", f'amounts are JSON strings like "100.50", never {kind} ({text})'
+                "invalid_amount", f'amounts are JSON strings like "100.50", {what} ({text})'
             )
         if field == "role" and text.startswith("Invalid enum value"):
             return unknown_role()
