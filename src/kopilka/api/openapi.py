@@ -22,10 +22,14 @@ _ERROR_STATUSES = {
     "401": "Missing, invalid or revoked token",
     "403": "This token may not do this",
     "404": "No such account, token or endpoint",
+    "405": "The path does not take this method (the Allow header says which it takes)",
+    "408": "The request's headers or body arrived too slowly; the connection is closed",
     "409": "Conflicts with existing state (account exists, idempotency key reused)",
     "413": "Request body too large",
+    "414": "The request target is too long; the connection is closed",
     "422": "Well-formed but invalid or refused (amount, funds, cap, unknown field)",
     "429": "The ledger is busy; retry later with the same Idempotency-Key",
+    "431": "The request's headers are too large; the connection is closed",
     "503": "Shutting down or the store is unavailable",
 }
 _LEDGER_HEADER = {
