@@ -544,8 +544,14 @@ def test_a_batch_answered_while_endless_headers_follow_it_is_answered_first(
     [
         (b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: ", b"431"),  # endless headers
         (b"GET /v1/health HTTP/9.9\r\nHost: x\r\n\r\n", b"400"),  # garbled, then more bytes
+        # The application's own refusal, which uvicorn follows with a close.
+        (
+            b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer TOKEN\r\n"
+            b"Content-Length: 50000000\r\n\r\n",
+            b"413",
+        ),
     ],
-    ids=["headers too large", "invalid http"],
+    ids=["headers too large", "invalid http", "body too large"],
 )
 def test_a_batch_answer_is_whole_while_the_refused_client_keeps_sending(
     tmp_path: Path, refused: bytes, status: bytes
@@ -565,7 +571,7 @@ def test_a_batch_answer_is_whole_while_the_refused_client_keeps_sending(
 
         def keep_sending() -> None:
             with contextlib.suppress(OSError):  # the server closes once it has lingered
-                connection.sendall(refused)
+                connection.sendall(refused.replace(b"TOKEN", server.token.encode()))
                 for _ in range(2_048):
                     connection.sendall(b"a" * 1_024)
 

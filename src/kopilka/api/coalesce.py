@@ -12,6 +12,7 @@ other call goes to the transport itself.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 # An interim answer to `Expect: 100-continue`: the client waits for it before sending
@@ -20,15 +21,22 @@ _INTERIM = b"HTTP/1.1 100 "
 
 
 class CoalescingTransport:
-    __slots__ = ("_awaiting_head", "_head", "transport")
+    __slots__ = ("_awaiting_head", "_ended", "_head", "close_instead", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self._head: bytes | None = None
         # The next write starts a response: its head, to be held.
         self._awaiting_head = True
+        # The end of the stream is sent: what is written after it is dropped (an answer
+        # the application still gives to a request refused meanwhile).
+        self._ended = False
+        # Asked before a close; True: it ends the connection its own way (lingering).
+        self.close_instead: Callable[[], bool] | None = None
 
     def write(self, data: bytes) -> None:
+        if self._ended:
+            return
         head = self._head
         if head is not None:
             self._head = None
@@ -46,11 +54,15 @@ class CoalescingTransport:
 
     def close(self) -> None:
         self._flush()
+        if self.close_instead is not None and self.close_instead():
+            return
         self.transport.close()
 
     def write_eof(self) -> None:
         self._flush()
-        self.transport.write_eof()
+        if not self._ended:
+            self._ended = True
+            self.transport.write_eof()
 
     def is_closing(self) -> bool:
         return self.transport.is_closing()

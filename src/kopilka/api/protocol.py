@@ -198,6 +198,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvicorn and each request's cycle write through this view of the transport.
         self.writes = CoalescingTransport(transport)
+        self.writes.close_instead = self._linger_if_sending
         super().connection_made(cast(asyncio.Transport, self.writes))
         if len(self.bounds.live) >= self.bounds.connections_max:
             # Here rather than uvicorn's limit_concurrency: its answer is plain text, and
@@ -348,16 +349,31 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._close_with(refusal)
 
     def _close_with(self, refusal: bytes) -> None:
-        """Send `refusal` and the end of the stream, then read and drop what the client
-        still sends, until it closes too or the linger time is up: closed at once with
-        input unread, the connection would be reset, taking with it the answers the
-        client has not read yet."""
+        """Send `refusal` and linger (below)."""
         self.transport.write(refusal)
-        self.transport.write_eof()
+        self._linger()
+
+    def _linger_if_sending(self) -> bool:
+        """Before uvicorn closes after an answer (`connection: close`: a body too large,
+        say): lingers if the client may still be sending its request. An idle connection
+        (a keep-alive timeout, a shutdown) is closed at once."""
+        if self.lingering:
+            return True
+        if self.body_started is None and self.head_bytes == 0:
+            return False
+        self._linger()
+        return True
+
+    def _linger(self) -> None:
+        """Send the end of the stream, then read and drop what the client still sends,
+        until it closes too or the linger time is up: closed at once with input unread,
+        the connection would be reset, taking with it the answers the client has not
+        read yet."""
+        self.writes.write_eof()
         self.lingering = True
         self.headers_started = self.body_started = None
         self.flow.resume_reading()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self.loop.call_later(LINGER_SECONDS, self.writes.transport.close)
 
     def write_too_slow(self) -> None:
         self.write_paused_at = None
