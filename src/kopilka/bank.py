@@ -228,6 +228,7 @@ class EmbeddedBank:
         )
         if not idempotency_key:
             return self._account(command)
+        refuse_what_no_store_reads(command)  # as _execute does for the call without a key
         # The key is held for this call, as a server holds a request's Idempotency-Key:
         # the same call again answers the account as it opened it, another is refused.
         call = ("open_account", command.client, min_balance_cents, max_balance_cents)

@@ -28,6 +28,7 @@ from kopilka.client_wire import (
     amount_text,
     batch_item,
     cents_from,
+    limit_text,
     money_text,
     operation_from,
     statement_line_from,
@@ -107,7 +108,7 @@ def _json_object(answer: Any) -> dict[str, Any]:
     return answer
 
 
-_ITEM_PLACE = re.compile(r"`\$\.operations\[\d+\]")  # the path, as the server quotes it
+_ITEM_PLACE = re.compile(r" - at `\$\.operations\[\d+\]")  # the path, as the server ends with it
 
 
 def _in_the_callers_list(outcome: Outcome, position: int) -> Outcome:
@@ -121,7 +122,7 @@ def _in_the_callers_list(outcome: Outcome, position: int) -> Outcome:
         start, end = places[-1].span()
         message = outcome.message
         moved = type(outcome)(
-            outcome.code, f"{message[:start]}`$.operations[{position}]{message[end:]}"
+            outcome.code, f"{message[:start]} - at `$.operations[{position}]{message[end:]}"
         )
         moved.replayed, moved.of_the_batch = outcome.replayed, outcome.of_the_batch
         return moved
@@ -366,7 +367,8 @@ class Client:
             "description": description,
             "open_account": True,
         }
-        _sendable(Deposit(client, amount_cents, description, idempotency_key or ""))
+        key = "k" if idempotency_key is None else idempotency_key  # checked when sent
+        _sendable((client,), description, lambda: Deposit(client, amount_cents, description, key))
         return self._money("/v1/deposits", body, idempotency_key)
 
     def withdraw(
@@ -377,7 +379,8 @@ class Client:
         idempotency_key: str | None = None,
     ) -> Operation:
         body = {"client": client, "amount": amount_text(amount_cents), "description": description}
-        _sendable(Withdraw(client, amount_cents, description, idempotency_key or ""))
+        key = "k" if idempotency_key is None else idempotency_key  # checked when sent
+        _sendable((client,), description, lambda: Withdraw(client, amount_cents, description, key))
         return self._money("/v1/withdrawals", body, idempotency_key)
 
     def transfer(
@@ -394,8 +397,11 @@ class Client:
             "amount": amount_text(amount_cents),
             "description": description,
         }
+        key = "k" if idempotency_key is None else idempotency_key  # checked when sent
         _sendable(
-            Transfer(from_client, to_client, amount_cents, description, idempotency_key or "")
+            (from_client, to_client),
+            description,
+            lambda: Transfer(from_client, to_client, amount_cents, description, key),
         )
         return self._money("/v1/transfers", body, idempotency_key)
 
@@ -407,13 +413,13 @@ class Client:
         opening_balance_cents: int = 0,
         idempotency_key: str = "",
     ) -> Account:
-        floor = money_text(min_balance_cents)  # checked in the embedded rules' order
-        if not client.isprintable():
+        floor = limit_text(min_balance_cents)  # checked in the embedded rules' order
+        if isinstance(client, str) and not client.isprintable():
             validate_client(client)
         body = {
             "client": client,
             "min_balance": floor,
-            "max_balance": None if max_balance_cents is None else money_text(max_balance_cents),
+            "max_balance": None if max_balance_cents is None else limit_text(max_balance_cents),
             "opening_balance": money_text(opening_balance_cents),
         }
         # Retried only when the request never left (ConnectError): a second try of one
@@ -436,11 +442,11 @@ class Client:
     ) -> Account:
         body: dict[str, Any] = {}
         if min_balance_cents is not None:
-            body["min_balance"] = money_text(min_balance_cents)
+            body["min_balance"] = limit_text(min_balance_cents)
         if clear_max:
             body["max_balance"] = None
         elif max_balance_cents is not None:
-            body["max_balance"] = money_text(max_balance_cents)
+            body["max_balance"] = limit_text(max_balance_cents)
         # Under a key of its own, which its retries carry: a resend of a change that was
         # applied while its answer was lost then sets nothing again, where it would undo
         # a change made by someone else in between.
@@ -591,6 +597,8 @@ class Client:
         self, role: str, client: str | None = None, ledger: str = DEFAULT_LEDGER
     ) -> tuple[TokenInfo, str]:
         """A new token and its secret, which the server shows in this answer only."""
+        if isinstance(client, str) and not client.isprintable():
+            validate_client(client)  # as the embedded command refuses it
         body = {"role": role, "client": client, "ledger": ledger}
         # Not retried once sent: a second try would make a second token.
 
@@ -789,22 +797,22 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _account_path(client: str) -> str:
-    if not client.isprintable():  # refused as the embedded bank refuses it, not sent
+    if isinstance(client, str) and not client.isprintable():  # refused as embedded, not sent
         validate_client(client)
     return "/v1/accounts/" + _segment(client)
 
 
-def _sendable(command: MoneyCommand) -> None:
+def _sendable(
+    names: tuple[object, ...], description: object, make: Callable[[], MoneyCommand]
+) -> None:
     """A command whose texts a request cannot carry (a lone surrogate, from undecodable
-    bytes) refused by the rules, as the embedded bank refuses it; not an encoding error."""
-    names = (
-        (command.from_client, command.to_client)
-        if isinstance(command, Transfer)
-        else (command.client,)
-    )
-    texts = (*names, command.description, command.idempotency_key or "k")
-    if not all(isinstance(text, str) and text.isprintable() for text in texts):
-        validate_money_command(command)
+    bytes) refused by the rules, as the embedded bank refuses it; not an encoding error.
+    Names that are no text at all are the server's to refuse, as they were."""
+    if not all(isinstance(name, str) for name in names):
+        return
+    texts = (*names, description)
+    if not all(text.isprintable() for text in texts if isinstance(text, str)):
+        validate_money_command(make())
 
 
 def _segment(text: str) -> str:

@@ -24,6 +24,7 @@ import re
 from datetime import UTC, datetime, timedelta, tzinfo
 
 from kopilka.errors import InvalidInput
+from kopilka.tokens import without_secrets
 
 # The time of day as written: hours, then minutes and seconds if given, then a fraction.
 _TIME_OF_DAY = re.compile(
@@ -56,7 +57,8 @@ def _written(text: str, zone: tzinfo | None) -> tuple[str, datetime]:
     none of its own), before it is placed on the UTC time line."""
     candidate = text.strip()
     if not candidate or len(candidate) > _TEXT_LENGTH_MAX:
-        raise InvalidInput("invalid_period", f"{text[:_TEXT_LENGTH_MAX]!r} is not a date")
+        shown = without_secrets(text)[:_TEXT_LENGTH_MAX]  # a token pasted here, not shown in part
+        raise InvalidInput("invalid_period", f"{shown!r} is not a date")
     shape = _MOMENT.fullmatch(candidate)
     try:
         if shape is None:

@@ -142,9 +142,18 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
         "a list naming a client as a place in it",
         lambda bank: _refusals(
             bank.execute_many(
-                [OpenAccount("Hal"), Withdraw("$.operations[0]", 1, "x", "z1")]  # type: ignore[list-item]
+                [
+                    OpenAccount("Hal"),
+                    Withdraw("$.operations[0]", 1, "x", "z1"),
+                    Withdraw("`$.operations[0]", 1, "x", "z2"),
+                ]  # type: ignore[list-item]
             )
         ),
+    ),
+    ("a cap of more digits than text holds", lambda bank: bank.set_limits("Ann", None, 10**5000)),
+    (
+        "a keyed opening of a name not UTF-8",
+        lambda bank: bank.open_account("B\udcff", 0, None, 0, "ok9"),
     ),
     ("a cap out of range", lambda bank: bank.set_limits("Ann", None, 10**30)),
     ("a floor out of range", lambda bank: bank.open_account("Gus", -(2**63))),
@@ -223,6 +232,14 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
         "account_not_found",
         "no account for client '$.operations[0]'",
     )
+    assert answer["a list naming a client as a place in it"][2][1] == (
+        "no account for client '`$.operations[0]'"
+    )
+    assert answer["a cap of more digits than text holds"] == (
+        "invalid_limit",
+        "limit is out of range",
+    )
+    assert answer["a keyed opening of a name not UTF-8"][0] == "invalid_client"
     assert answer["a till of None"] == ("invalid_period", "till must be a datetime, not NoneType")
     assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
 

@@ -884,6 +884,7 @@ def test_a_token_pasted_in_the_wrong_place_is_not_echoed_whole(kopilka: RunKopil
     for words, env in (
         (("balance", "--client=Ann", "--db", f"file:{secret}"), {}),
         (("serve",), {"KOPILKA_PORT": secret}),
+        (("statement", "--client=Ann", f"--since=2026-01-01 {secret}"), {}),
     ):
         result = kopilka(*words, env=env)
         assert result.returncode == 1, words

@@ -707,13 +707,22 @@ def check_whole_cents(cents: object) -> None:
         raise InvalidInput("invalid_amount", f"an amount is whole cents (an int), not {cents!r}")
 
 
+def check_limit(limit: int) -> None:
+    """A floor or cap in range, refused in the words parse_limit uses for its text."""
+    if abs(limit) > BALANCE_CENTS_MAX:
+        # Named up to a length any text of one would have: a program's int may have more
+        # digits than Python will turn into text.
+        shown = f" {format_plain(limit)!r}" if abs(limit) < 10**60 else ""
+        raise InvalidInput("invalid_limit", f"limit{shown} is out of range")
+
+
 def _validate_limits(floor: int, cap: int | None) -> None:
     check_whole_cents(floor)
     if cap is not None:
         check_whole_cents(cap)
-    for limit in (floor, cap):
-        if limit is not None and abs(limit) > BALANCE_CENTS_MAX:  # as parse_limit says it
-            raise InvalidInput("invalid_limit", f"limit {format_plain(limit)!r} is out of range")
+    check_limit(floor)
+    if cap is not None:
+        check_limit(cap)
     if cap is not None and cap < floor:
         raise InvalidInput(
             "invalid_limit",
