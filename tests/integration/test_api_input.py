@@ -928,3 +928,37 @@ def test_a_lost_answer_says_to_retry_under_a_key_only_when_the_caller_has_it(
         call(bank)
     assert failed.value.code == "outcome_unknown"
     assert advice in failed.value.message, failed.value.message
+
+
+def test_an_opening_kept_under_its_decomposed_name_replays_after_an_upgrade(
+    tmp_path: Path,
+) -> None:
+    """Versions before digested an opening's name as sent; a retry of such a request,
+    spelt the same, must still replay, not be refused as another request."""
+    import hashlib
+    import sqlite3
+
+    import msgspec
+
+    from kopilka.api.schemas import OpenAccountIn
+
+    name = "C\u0327at"  # decomposed: the ledger keeps it as "\u00c7at"
+    body = {"client": name, "min_balance": "0"}
+    headers = {"Idempotency-Key": "open-nfd-1"}
+    route = b"POST /v1/accounts\n"
+    as_sent = msgspec.json.encode(OpenAccountIn(client=name, min_balance="0"))
+    earlier = hashlib.sha256(route + as_sent).hexdigest()
+    database = tmp_path / "books.db"
+    with running_server(tmp_path / "home", str(database)) as server, server.client() as admin:
+        assert admin.post("/v1/accounts", json=body, headers=headers).status_code == 201
+        with sqlite3.connect(database) as kept:  # the key as an earlier version kept it
+            kept.execute(
+                "UPDATE batch_requests SET digest = ? WHERE idempotency_key = ?",
+                (earlier, "open-nfd-1"),
+            )
+    with running_server(tmp_path / "home", str(database)) as server, server.client() as admin:
+        again = admin.post("/v1/accounts", json=body, headers=headers)
+        assert again.status_code == 201, again.text
+        assert again.json()["client"] == "\u00c7at"
+        other = admin.post("/v1/accounts", json={**body, "min_balance": "-1"}, headers=headers)
+        assert other.status_code == 409, other.text

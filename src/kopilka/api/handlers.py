@@ -11,6 +11,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -344,9 +345,13 @@ class Call:
         # The name in its digest as the ledger keeps it (NFC): spelt decomposed, it is
         # the same opening, as it is to the embedded bank, and as the route of limits is.
         named = msgspec.structs.replace(request, client=client_name(request.client))
+        route = b"POST /v1/accounts\n"
+        claim = self._claim(key, named, route)
+        if claim is not None and named != request:  # kept before: the name as it was sent
+            earlier = hashlib.sha256(route + _encoder.encode(request)).hexdigest()
+            claim = replace(claim, earlier_digests=(earlier,))
         account = await self.outcome(
-            OpenAccount(request.client, floor, cap, self.ledger, opening, key),
-            self._claim(key, named, b"POST /v1/accounts\n"),
+            OpenAccount(request.client, floor, cap, self.ledger, opening, key), claim
         )
         return json_response(account_out(account), 201)
 

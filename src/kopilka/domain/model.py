@@ -137,6 +137,9 @@ class ClaimKey:
     idempotency_key: str
     digest: str
     covers: int = 0
+    # The digests this very request had in earlier versions (a name spelt decomposed):
+    # a key one of them holds is the same request again.
+    earlier_digests: tuple[str, ...] = ()
 
 
 MoneyCommand: TypeAlias = Deposit | Withdraw | Transfer

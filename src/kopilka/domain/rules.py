@@ -274,7 +274,8 @@ class _Planner:
         standing = self.known_claims.get((command.ledger, key))
         # A key names one request: another body under it, or a money operation's key
         # (the store reads those for every claimed key), is another request.
-        if (standing is not None and standing != command.digest) or (
+        same = standing == command.digest or standing in command.earlier_digests
+        if (standing is not None and not same) or (
             standing is None and (command.ledger, key) in self.known_operations
         ):
             raise _key_reused(key)
