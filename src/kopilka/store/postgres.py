@@ -721,8 +721,10 @@ class PostgresStore:
     ) -> list[Account]:
         rows = await self._read(
             lambda connection: connection.fetch(
-                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE ledger = $1 AND client > $2"
-                " ORDER BY client LIMIT $3",
+                # In code point order, the stores' one order, whatever the collation.
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts"
+                ' WHERE ledger = $1 AND client COLLATE "C" > $2'
+                ' ORDER BY client COLLATE "C" LIMIT $3',
                 ledger,
                 after_client or "",
                 limit,

@@ -166,6 +166,11 @@ MIGRATIONS: tuple[str, ...] = (
     END
     $$;
     """,
+    # 7: accounts listed by name in code point order, as SQLite and Python order them,
+    # whatever collation the database has (en_US sorts "ann" beside "Ann").
+    """
+    CREATE INDEX accounts_by_name ON accounts (ledger, client COLLATE "C");
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
