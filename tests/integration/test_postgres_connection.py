@@ -183,16 +183,18 @@ async def test_pooled_connections_left_stale_by_a_restart_are_replaced(
         assert [a.balance_cents for a in accounts] == [101] + [100] * 7
 
 
+@pytest.mark.parametrize("default", ["off", "local", "remote_write"])
 async def test_commits_are_durable_whatever_the_database_default(
-    postgres_server: PostgresTestServer, postgres_url: str
+    postgres_server: PostgresTestServer, postgres_url: str, default: str
 ) -> None:
     """A database (or role) whose default is `synchronous_commit = off` would have each
-    commit answered before its flush: the store's connections ask for a durable one."""
+    commit answered before its flush (`local`, `remote_write`: before a synchronous
+    standby has it): the store's connections ask for a durable one."""
     database = urlsplit(postgres_url).path.lstrip("/")
-    postgres_server.psql(f'ALTER DATABASE "{database}" SET synchronous_commit = off')
+    postgres_server.psql(f'ALTER DATABASE "{database}" SET synchronous_commit = {default}')
     plain = await asyncpg.connect(postgres_url)
     try:
-        assert await plain.fetchval("SHOW synchronous_commit") == "off"
+        assert await plain.fetchval("SHOW synchronous_commit") == default
     finally:
         await plain.close()
     store = PostgresStore(postgres_url)

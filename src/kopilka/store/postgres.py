@@ -167,10 +167,11 @@ def _row_count(status: str) -> int:
 
 
 async def _durable_commits(connection: Connection) -> None:
-    """A commit is on disk when it returns, whatever the database's or the role's
-    default: `off` would answer before the flush and lose the commit in a crash. A
-    stronger level (waiting for standbys) is kept as it is."""
-    if await connection.fetchval("SHOW synchronous_commit") == "off":
+    """A commit is on disk when it returns, and on the synchronous standbys' disks where
+    there are any, whatever the database's or the role's default: `off` would answer
+    before the flush and lose the commit in a crash, `local` and `remote_write` before
+    a standby has it. `on` or the stronger `remote_apply` is kept as it is."""
+    if await connection.fetchval("SHOW synchronous_commit") not in ("on", "remote_apply"):
         await connection.execute("SET synchronous_commit = on")
 
 
