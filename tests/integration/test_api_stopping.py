@@ -23,6 +23,7 @@ import pytest
 
 from kopilka.api.admin_token import ensure_admin_token
 from kopilka.api.app import create_app
+from kopilka.errors import KopilkaError
 from kopilka.store import sqlite as sqlite_store
 
 
@@ -223,3 +224,40 @@ async def test_statements_wait_for_the_write_lock_no_longer_than_a_writer_would(
             assert read.status_code == 200
     finally:
         await app.engine.close()
+
+
+@pytest.mark.parametrize("holder", ["another program", "another kopilka process"])
+def test_a_write_waits_once_for_a_lock_held_elsewhere_then_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holder: str
+) -> None:
+    """Eight tries of the busy timeout each kept a caller over a minute, past its
+    client's timeout, to be applied after that had given up."""
+    import sqlite3
+
+    from kopilka.bank import EmbeddedBank
+
+    monkeypatch.setattr(sqlite_store, "_BUSY_TIMEOUT_MS", 300)
+    path = tmp_path / "kopilka.db"
+    with EmbeddedBank(str(path)) as bank:
+        bank.deposit("Ann", 100, "open", "k0")
+        if holder == "another program":
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            release = other.close
+        else:
+            held = _hold_the_write_lock(tmp_path)
+            release = lambda: os.close(held)  # noqa: E731
+        started = time.monotonic()
+        with pytest.raises(KopilkaError) as refused:
+            bank.deposit("Ann", 100, "pay", "k1")
+        took = time.monotonic() - started
+        release()
+        assert took < 0.3 * 2, took
+        assert refused.value.code == "store_busy"
+        assert refused.value.message == (
+            "the database is busy: another program has held its write lock for over 0.3 s;"
+            " nothing was changed"
+        )
+        assert bank.account("Ann").balance_cents == 100  # nothing applied, then or later
+        bank.deposit("Ann", 100, "pay", "k1")  # and the retry goes through
+        assert bank.account("Ann").balance_cents == 200

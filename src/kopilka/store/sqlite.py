@@ -451,13 +451,35 @@ class SqliteStore:
         return sandboxes - {row[0] for row in open_now}
 
     def _begin(self) -> None:
-        """On the writer thread: wait for the other processes' batches, then BEGIN."""
+        """On the writer thread: wait for the other processes' batches, then BEGIN.
+
+        A batch that waited the whole busy timeout for the write lock is not tried again:
+        another program holds it (a transaction left open, a frozen process), each try
+        would wait as long, and eight tries kept a caller over a minute, past its
+        client's timeout, to be applied after that had given up. It is refused at once,
+        nothing applied, as PostgreSQL refuses one past its lock_timeout."""
         if not self._lock.acquire(_BUSY_TIMEOUT_MS / 1000):
-            raise RetryableStoreError("another process has been writing for too long")
+            raise self._held_too_long()
         try:
             self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            if _is_busy(error):  # after busy_timeout
+                self._roll_back()
+                raise self._held_too_long() from error
+            self._abandon(error)
         except BaseException as error:
             self._abandon(error)
+
+    def _held_too_long(self) -> Unavailable:
+        seconds = f"{_BUSY_TIMEOUT_MS / 1000:g}"
+        logger.warning(
+            "the database %s: its write lock has been held for over %s s", self.path, seconds
+        )
+        return Unavailable(
+            "store_busy",
+            f"the database is busy: another program has held its write lock for over"
+            f" {seconds} s; nothing was changed",
+        )
 
     def _commit(self, plan: BatchPlan) -> list[Outcome]:
         try:
