@@ -110,6 +110,12 @@ def sandbox_ended() -> NotFound:
     )
 
 
+# How a write whose outcome is not known is settled: under its idempotency key, where the
+# caller has it; otherwise by looking first.
+RETRY_UNDER_THE_KEY = "retry with the same idempotency key, it is never applied twice"
+LOOK_FIRST = "look before repeating it"
+
+
 def stopped_before_answer(*, reads_only: bool = False, keyed: bool = True) -> Unavailable:
     """For a request the server gave up waiting for while it stopped (its drain time ran
     out, the database silent): for a write, whether it was applied is not known. One
@@ -119,11 +125,7 @@ def stopped_before_answer(*, reads_only: bool = False, keyed: bool = True) -> Un
         return Unavailable(
             "shutting_down", "the server stopped before this was answered; try again"
         )
-    settle = (
-        "retry with the same idempotency key, it is never applied twice"
-        if keyed
-        else "look before repeating it"
-    )
+    settle = RETRY_UNDER_THE_KEY if keyed else LOOK_FIRST
     return Unavailable(
         "outcome_unknown",
         f"the server stopped before this was answered; whether it was applied is not known:"

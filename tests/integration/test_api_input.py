@@ -962,3 +962,42 @@ def test_an_opening_kept_under_its_decomposed_name_replays_after_an_upgrade(
         assert again.json()["client"] == "\u00c7at"
         other = admin.post("/v1/accounts", json={**body, "min_balance": "-1"}, headers=headers)
         assert other.status_code == 409, other.text
+
+
+def _stopped_before_answering(connection: socket.socket) -> None:
+    """Every request answered as a stopping server answers one it gave up waiting for."""
+    from kopilka.api.errors import error_body
+    from kopilka.errors import stopped_before_answer
+
+    body = error_body(stopped_before_answer())
+    while connection.recv(65536):
+        connection.sendall(
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+
+
+@pytest.mark.parametrize(
+    ("call", "advice"),
+    [
+        (lambda bank: bank.deposit("Ann", 1, "x", "mine-1"), "it is never applied twice"),
+        (lambda bank: bank.deposit("Ann", 100, "x"), "look before repeating it"),
+        (lambda bank: bank.set_limits("Ann", None, 500), "look before repeating it"),
+    ],
+    ids=["a key of the caller's", "no key", "limits"],
+)
+def test_a_servers_outcome_unknown_says_to_retry_under_a_key_only_when_the_caller_has_it(
+    call: Callable[[Any], object], advice: str
+) -> None:
+    from tests.local_listener import serving
+
+    from kopilka.client import Client
+
+    with (
+        serving(_stopped_before_answering) as url,
+        Client(url, "kop_x_y", ledger="main") as bank,
+        pytest.raises(KopilkaError) as failed,
+    ):
+        call(bank)
+    assert failed.value.code == "outcome_unknown"
+    assert failed.value.message.endswith(advice), failed.value.message
