@@ -511,18 +511,23 @@ def test_a_write_pipelined_before_a_refused_request_gets_its_own_answer_first(
             assert admin.get("/v1/accounts/Ann").json()["balance"] == "5.00"
 
 
+def _ten_thousand_deposits(token: str) -> bytes:
+    """A batch request that takes a while to apply on durable SQLite: $10,000 to Ann."""
+    deposits = [{"type": "deposit", "client": "Ann", "amount": "1"} for _ in range(10_000)]
+    body = json.dumps({"operations": [{**deposits[0], "open_account": True}, *deposits[1:]]})
+    return (
+        f"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+
+
 def test_a_batch_answered_while_endless_headers_follow_it_is_answered_first(
     tmp_path: Path,
 ) -> None:
     """Headers past the bound, arriving while a batch sent before them is applied: the
     batch's answer goes out whole, then 431, then the connection closes."""
     with running_server(tmp_path) as server:  # durable SQLite: a batch that takes a while
-        deposits = [{"type": "deposit", "client": "Ann", "amount": "1"} for _ in range(10_000)]
-        body = json.dumps({"operations": [{**deposits[0], "open_account": True}, *deposits[1:]]})
-        batch = (
-            f"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
-        ).encode()
+        batch = _ten_thousand_deposits(server.token)
         connection = connect(server.port)
         connection.sendall(batch)
         time.sleep(0.02)  # the batch is being applied
@@ -560,12 +565,7 @@ def test_a_batch_answer_is_whole_while_the_refused_client_keeps_sending(
     with that input unread, the connection was reset, and the reset cut the batch's
     answer short (applied, and no whole answer arrived)."""
     with running_server(tmp_path) as server:
-        deposits = [{"type": "deposit", "client": "Ann", "amount": "1"} for _ in range(10_000)]
-        body = json.dumps({"operations": [{**deposits[0], "open_account": True}, *deposits[1:]]})
-        batch = (
-            f"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}"
-        ).encode()
+        batch = _ten_thousand_deposits(server.token)
         connection = connect(server.port)
         connection.sendall(batch)
 
