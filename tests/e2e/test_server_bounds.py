@@ -8,6 +8,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ import httpx
 import pytest
 from tests.kopilka_server import ServerProcess, running_server
 
+from kopilka.api.protocol import LINGER_SECONDS
 from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX
 
 
@@ -585,3 +587,25 @@ def test_a_batch_answer_is_whole_while_the_refused_client_keeps_sending(
         assert len(json.loads(first.partition(b"\r\n\r\n")[2])["results"]) == 10_000
         with server.client() as admin:
             assert admin.get("/v1/accounts/Ann").json()["balance"] == "10000.00"
+
+
+def test_a_stop_closes_connections_half_sent_or_lingering_at_once(tmp_path: Path) -> None:
+    """A connection part way through its request head, or lingering after a refusal,
+    held the server's stop up for the whole linger time."""
+    with running_server(tmp_path, "memory:") as server:
+        half_sent = connect(server.port)
+        half_sent.sendall(b"GET /v1/who")
+        refused = connect(server.port)
+        refused.sendall(
+            b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + server.token.encode()
+            + b"\r\nContent-Length: 100000000\r\n\r\n"
+        )
+        assert refused.recv(4096).startswith(b"HTTP/1.1 413 ")  # and lingering now
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert server.stop(signal.SIGTERM) == 0
+        took = time.monotonic() - started
+        half_sent.close()
+        refused.close()
+    assert took < LINGER_SECONDS, took

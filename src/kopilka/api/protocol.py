@@ -194,6 +194,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.unanswered = 0
         # Refused and answered: what still arrives is read and dropped until the close.
         self.lingering = False
+        # The server is stopping: a connection closes at once, without lingering.
+        self.stopping = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvicorn and each request's cycle write through this view of the transport.
@@ -356,13 +358,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _linger_if_sending(self) -> bool:
         """Before uvicorn closes after an answer (`connection: close`: a body too large,
         say): lingers if the client may still be sending its request. An idle connection
-        (a keep-alive timeout, a shutdown) is closed at once."""
+        (a keep-alive timeout) and any while the server stops are closed at once."""
         if self.lingering:
             return True
-        if self.body_started is None and self.head_bytes == 0:
+        if self.stopping or (self.body_started is None and self.head_bytes == 0):
             return False
         self._linger()
         return True
+
+    def shutdown(self) -> None:
+        """The server stops: no connection lingers to hold its stop up (uvicorn waits for
+        every connection to close), one lingering already is closed now."""
+        self.stopping = True
+        if self.lingering:
+            self.writes.transport.close()
+            return
+        super().shutdown()
 
     def _linger(self) -> None:
         """Send the end of the stream, then read and drop what the client still sends,
