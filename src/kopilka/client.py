@@ -369,8 +369,7 @@ class Client:
             "description": description,
             "open_account": True,
         }
-        key = "k" if idempotency_key is None else idempotency_key  # checked when sent
-        _sendable((client,), description, lambda: Deposit(client, amount_cents, description, key))
+        _sendable((client,), description, lambda k: Deposit(client, amount_cents, description, k))
         return self._money("/v1/deposits", body, idempotency_key)
 
     def withdraw(
@@ -381,8 +380,7 @@ class Client:
         idempotency_key: str | None = None,
     ) -> Operation:
         body = {"client": client, "amount": amount_text(amount_cents), "description": description}
-        key = "k" if idempotency_key is None else idempotency_key  # checked when sent
-        _sendable((client,), description, lambda: Withdraw(client, amount_cents, description, key))
+        _sendable((client,), description, lambda k: Withdraw(client, amount_cents, description, k))
         return self._money("/v1/withdrawals", body, idempotency_key)
 
     def transfer(
@@ -399,11 +397,10 @@ class Client:
             "amount": amount_text(amount_cents),
             "description": description,
         }
-        key = "k" if idempotency_key is None else idempotency_key  # checked when sent
         _sendable(
             (from_client, to_client),
             description,
-            lambda: Transfer(from_client, to_client, amount_cents, description, key),
+            lambda key: Transfer(from_client, to_client, amount_cents, description, key),
         )
         return self._money("/v1/transfers", body, idempotency_key)
 
@@ -416,8 +413,7 @@ class Client:
         idempotency_key: str = "",
     ) -> Account:
         floor = limit_text(min_balance_cents)  # checked in the embedded rules' order
-        if isinstance(client, str) and not client.isprintable():
-            validate_client(client)
+        _name_as_the_rules_take(client)
         body = {
             "client": client,
             "min_balance": floor,
@@ -599,8 +595,7 @@ class Client:
         self, role: str, client: str | None = None, ledger: str = DEFAULT_LEDGER
     ) -> tuple[TokenInfo, str]:
         """A new token and its secret, which the server shows in this answer only."""
-        if isinstance(client, str) and not client.isprintable():
-            validate_client(client)  # as the embedded command refuses it
+        _name_as_the_rules_take(client)
         body = {"role": role, "client": client, "ledger": ledger}
         # Not retried once sent: a second try would make a second token.
 
@@ -807,22 +802,29 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _account_path(client: str) -> str:
-    if isinstance(client, str) and not client.isprintable():  # refused as embedded, not sent
-        validate_client(client)
+    _name_as_the_rules_take(client)
     return "/v1/accounts/" + _segment(client)
 
 
 def _sendable(
-    names: tuple[object, ...], description: object, make: Callable[[], MoneyCommand]
+    names: tuple[object, ...], description: object, make: Callable[[str], MoneyCommand]
 ) -> None:
     """A command whose texts a request cannot carry (a lone surrogate, from undecodable
     bytes) refused by the rules, as the embedded bank refuses it; not an encoding error.
-    Names that are no text at all are the server's to refuse, as they were."""
+    Names that are no text at all are the server's to refuse, as they were; the key is
+    checked as a header's is, when sent (the command is made with a stand-in)."""
     if not all(isinstance(name, str) for name in names):
         return
     texts = (*names, description)
     if not all(text.isprintable() for text in texts if isinstance(text, str)):
-        validate_money_command(make())
+        validate_money_command(make("key"))
+
+
+def _name_as_the_rules_take(client: object) -> None:
+    """A name that is no printable text refused here, as the embedded bank refuses it,
+    not sent (a lone surrogate cannot be)."""
+    if isinstance(client, str) and not client.isprintable():
+        validate_client(client)
 
 
 def _segment(text: str) -> str:

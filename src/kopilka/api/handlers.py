@@ -11,7 +11,6 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from dataclasses import replace
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -345,13 +344,11 @@ class Call:
         # The name in its digest as the ledger keeps it (NFC): spelt decomposed, it is
         # the same opening, as it is to the embedded bank, and as the route of limits is.
         named = msgspec.structs.replace(request, client=client_name(request.client))
-        route = b"POST /v1/accounts\n"
-        claim = self._claim(key, named, route)
-        if claim is not None and named != request:  # kept before: the name as it was sent
-            earlier = hashlib.sha256(route + _encoder.encode(request)).hexdigest()
-            claim = replace(claim, earlier_digests=(earlier,))
+        # Kept before under the name as it was sent: still the same request.
+        earlier = (request,) if named != request else ()
         account = await self.outcome(
-            OpenAccount(request.client, floor, cap, self.ledger, opening, key), claim
+            OpenAccount(request.client, floor, cap, self.ledger, opening, key),
+            self._claim(key, named, b"POST /v1/accounts\n", earlier=earlier),
         )
         return json_response(account_out(account), 201)
 
@@ -493,18 +490,25 @@ class Call:
         route: bytes = b"",
         *,
         made_too: bool = False,
+        earlier: tuple[msgspec.Struct, ...] = (),
     ) -> ClaimKey | None:
         """The claim of a write's Idempotency-Key for its body (as decoded) and route: the
         same key then replays the first answer, and with another body is refused whole.
         A batch's items replay by their own keys; a batch has no route in its digest, as
         digests kept before other writes took claims had none. A key the server made is
         new, and is claimed only `made_too`: a batch's, which an answer with a 503 among
-        its items hands back to resend the same body under."""
+        its items hands back to resend the same body under. `earlier`: the same request
+        as earlier versions digested it, whose kept keys it replays too."""
         if self.headers.idempotency_key is None and not made_too:
             return None
-        decoded = request if isinstance(request, bytes) else _encoder.encode(request)
-        digest = hashlib.sha256(route + decoded).hexdigest()
-        return ClaimKey(self.ledger, key, digest)
+
+        def digest(body: msgspec.Struct | bytes) -> str:
+            decoded = body if isinstance(body, bytes) else _encoder.encode(body)
+            return hashlib.sha256(route + decoded).hexdigest()
+
+        return ClaimKey(
+            self.ledger, key, digest(request), earlier_digests=tuple(map(digest, earlier))
+        )
 
     # -- sandboxes ------------------------------------------------------------
 

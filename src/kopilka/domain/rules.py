@@ -645,12 +645,10 @@ def refuse_what_no_store_reads(command: Command) -> None:
     rules' own refusal here."""
     if isinstance(command, Transfer):
         printable = command.from_client.isprintable() and command.to_client.isprintable()
-    elif isinstance(command, Deposit | Withdraw | OpenAccount | SetLimits):
+    elif isinstance(command, Deposit | Withdraw):
         printable = command.client.isprintable()
-    else:
-        return
-    if isinstance(command, OpenAccount | SetLimits):
-        if not printable:
+    else:  # an opening or limits: only a name to look up
+        if isinstance(command, OpenAccount | SetLimits) and not command.client.isprintable():
             validate_client(command.client)
         return
     key = command.idempotency_key
