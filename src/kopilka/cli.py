@@ -37,7 +37,7 @@ from kopilka.shell.output import (
     answer,
     exit_status,
 )
-from kopilka.shell.parser import parse_words
+from kopilka.shell.parser import looks_like_an_option, parse_words
 from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import SessionEnded, SignalEnding, run_piped, run_terminal
 from kopilka.shell.specs import find_command
@@ -94,6 +94,14 @@ def split_globals(arguments: list[str]) -> tuple[GlobalOptions, list[str]]:
                 if index >= len(arguments):
                     raise InvalidInput("missing_value", f"option {spelling} needs a value")
                 value = arguments[index]
+                if looks_like_an_option(value):
+                    # Another option, its value left out (`--db --ledger=books` made a
+                    # database of that name), or a command's value such as `--db`.
+                    raise InvalidInput(
+                        "missing_value",
+                        f"option {spelling} needs a value; one that starts with '-' is"
+                        f" written {spelling}=VALUE",
+                    )
                 index += 1
             if name in options.values:  # as a command's own options: never the last one wins
                 raise InvalidInput("repeated_option", f"kopilka got --{name} twice")

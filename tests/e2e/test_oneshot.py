@@ -349,6 +349,37 @@ def test_a_global_option_given_twice_is_refused(kopilka: RunKopilka) -> None:
     assert balance.stderr == "Error: no account for client 'John Jones'\n"  # nothing applied
 
 
+def test_a_global_option_takes_no_option_for_its_value(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """`--db --ledger=books` made a database named `--ledger=books` in the working
+    directory; a command's value that names a global option (a description `--db`) was
+    taken as that option's, the next word its value."""
+    refused = {
+        (*DEPOSIT, "--db", "--ledger=books"): "--db",
+        ("deposit", "--client=A", "--amount=1", "--description", "--db", "--db", "g"): "--db",
+        ("deposit", "--client=A", "--amount=1", "--description", "--ledger", "--db", "g"): (
+            "--ledger"
+        ),
+        ("deposit", "--client=A", "--amount=1", "--description", "--token", "--db", "g"): (
+            "--token"
+        ),
+        ("shell", "--db", "--sandbox"): "--db",
+    }
+    for words, option in refused.items():
+        result = kopilka(*words, stdin="deposit --client=A --amount=1 --description=x\n")
+        assert (result.returncode, result.stdout, result.stderr) == (
+            1,
+            "",
+            f"Error: option {option} needs a value; one that starts with '-' is written"
+            f" {option}=VALUE\n",
+        ), words
+    assert list(kopilka_home.parent.iterdir()) == []  # nothing opened, nothing applied
+    assert kopilka("--db=-x.db", "balance", "--client=A").stderr == (  # the = form is taken
+        "Error: no database at -x.db: nothing has been written there (check --db or KOPILKA_DB)\n"
+    )
+
+
 def test_an_empty_key_or_ledger_is_refused_not_ignored(kopilka: RunKopilka) -> None:
     for _ in range(2):  # an empty key given is no key to replay by: refused each time
         result = kopilka(*DEPOSIT, "--idempotency-key=")
@@ -414,6 +445,31 @@ def test_an_answer_that_cannot_be_written_is_not_called_a_refusal(
         )
     assert (shell.returncode, shell.stderr.count("\n")) == (3, 1), shell.stderr
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $101.00\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_refusal_whose_error_line_cannot_be_written_is_still_a_refusal(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """Exit 3 says the command ran: a refused withdrawal with stderr on a full disk
+    exited 3, and a script reading the docs would take it as made."""
+    assert kopilka(*DEPOSIT).returncode == 0
+    refused = (
+        ("withdraw", "--client=Nobody", "--amount=1", "--description=x"),
+        ("deposit", "--client=John Jones", "--amount=x", "--description=x"),
+    )
+    for words in refused:
+        with open("/dev/full", "w") as full:
+            result = subprocess.run(
+                [*kopilka_command(), *words],
+                stdout=subprocess.PIPE,
+                stderr=full,
+                env=kopilka_env(kopilka_home),
+                cwd=kopilka_home.parent,
+                timeout=RUN_TIMEOUT_SECONDS,
+                check=False,
+            )
+        assert (result.returncode, result.stdout) == (1, b""), words
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")

@@ -7,6 +7,7 @@ compared exactly.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
@@ -102,12 +103,15 @@ class Output:
             _written(lambda: self._write(self._stream, reply.text))
 
     def error(self, message: str) -> None:
+        """An error line. Should it not be written (2>/dev/full), the exit status still
+        tells: not 3 (AnswerNotWritten), which says that a refused command ran."""
         line = f"Error: {hide_secrets(message)}"
         console = self._error_console
-        if console is None:
-            _written(lambda: self._write(self._errors, line))
-        else:
-            _written(lambda: console.print(line, style="bold red", markup=False, soft_wrap=True))
+        with contextlib.suppress(OSError):
+            if console is None:
+                self._write(self._errors, line)
+            else:
+                console.print(line, style="bold red", markup=False, soft_wrap=True)
 
     def note(self, text: str) -> None:
         """Something for a person at a terminal only (a greeting); pipes never see it."""

@@ -53,6 +53,11 @@ def split_line(line: str) -> list[str]:
         raise InvalidInput("invalid_command", f"cannot read the line: {error}") from error
 
 
+def looks_like_an_option(word: str) -> bool:
+    """An option (`--db`, `-h`), not a value that starts with '-' (`-5`, `-x.db`)."""
+    return _OPTION_WORD.fullmatch(word) is not None
+
+
 def parse_line(line: str) -> ParsedCommand | None:
     """A command of the shell, or None for a line with nothing to do."""
     words = split_line(line)
@@ -137,7 +142,7 @@ def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
                     "missing_value", f"option {spelling} needs a value ({option.metavar})"
                 )
             following = words[index]
-            if _OPTION_WORD.fullmatch(following):
+            if looks_like_an_option(following):
                 # The next option, its value left out; or a value such as -5, which the
                 # hint shows how to give.
                 is_option = spec.option(following.partition("=")[0]) is not None
