@@ -37,6 +37,7 @@ from kopilka.domain.rules import (
     refuse_what_no_store_reads,
     validate_chosen_ledger,
     validate_money_command,
+    validate_opening,
 )
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
@@ -228,7 +229,10 @@ class EmbeddedBank:
         )
         if not idempotency_key:
             return self._account(command)
-        refuse_what_no_store_reads(command)  # as _execute does for the call without a key
+        # Checked as _execute and the rules check the call without a key, before the
+        # digest is made of what may be no sum at all (an int of 5,000 digits).
+        refuse_what_no_store_reads(command)
+        validate_opening(command)
         # The key is held for this call, as a server holds a request's Idempotency-Key:
         # the same call again answers the account as it opened it, another is refused.
         call = ("open_account", command.client, min_balance_cents, max_balance_cents)

@@ -29,7 +29,7 @@ from kopilka.client_wire import (
     batch_item,
     cents_from,
     limit_text,
-    money_text,
+    opening_text,
     operation_from,
     statement_line_from,
     text_from,
@@ -418,7 +418,7 @@ class Client:
             "client": client,
             "min_balance": floor,
             "max_balance": None if max_balance_cents is None else limit_text(max_balance_cents),
-            "opening_balance": money_text(opening_balance_cents),
+            "opening_balance": opening_text(opening_balance_cents),
         }
         # Retried only when the request never left (ConnectError): a second try of one
         # that did would be refused as account_exists, not applied twice.

@@ -23,6 +23,7 @@ from kopilka.domain.rules import (
     UNPRINTABLE,
     check_amount_cents,
     check_limit,
+    check_opening_balance,
     check_whole_cents,
     not_batched,
     validate_money_command,
@@ -43,18 +44,17 @@ class TokenInfo:
     revoked: bool
 
 
-def money_text(cents: int) -> str:
-    """Cents as the API's decimal text. Only an int is cents: 1.5 or True is refused
-    here, as the embedded bank's rules refuse it, not sent as something else."""
-    check_whole_cents(cents)
-    return format_plain(cents)
-
-
 def limit_text(cents: int) -> str:
     """A floor or cap as the API's text, refused here as the embedded rules refuse it when
     out of range (one of more digits than Python turns into text, too)."""
     check_whole_cents(cents)
     check_limit(cents)
+    return format_plain(cents)
+
+
+def opening_text(cents: int) -> str:
+    """An opening balance as the API's text, refused here as the embedded rules refuse it."""
+    check_opening_balance(cents)
     return format_plain(cents)
 
 

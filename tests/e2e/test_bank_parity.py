@@ -155,6 +155,21 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
         "a keyed opening of a name not UTF-8",
         lambda bank: bank.open_account("B\udcff", 0, None, 0, "ok9"),
     ),
+    (
+        "a keyed opening with a floor of more digits than text holds",
+        lambda bank: bank.open_account("Gil", 10**5000, None, 0, "ok10"),
+    ),
+    (
+        "a keyed opening with such a cap",
+        lambda bank: bank.open_account("Gil", 0, 10**5000, 0, "ok11"),
+    ),
+    (
+        "a keyed opening with such an opening balance",
+        lambda bank: bank.open_account("Gil", 0, None, 10**5000, "ok12"),
+    ),
+    ("an opening balance of more digits", lambda bank: bank.open_account("Gil", 0, None, 10**5000)),
+    ("an opening balance out of range", lambda bank: bank.open_account("Gil", 0, None, 10**20)),
+    ("an opening balance below zero", lambda bank: bank.open_account("Gil", 0, None, -1)),
     ("a cap out of range", lambda bank: bank.set_limits("Ann", None, 10**30)),
     ("a floor out of range", lambda bank: bank.open_account("Gus", -(2**63))),
     ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),
@@ -235,6 +250,22 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
     assert answer["a list naming a client as a place in it"][2][1] == (
         "no account for client '`$.operations[0]'"
     )
+    opening_refused = (
+        "invalid_amount",
+        "an opening balance must be $0.00 to $1,000,000,000,000.00",
+    )
+    for name in (
+        "a keyed opening with such an opening balance",
+        "an opening balance of more digits",
+        "an opening balance out of range",
+        "an opening balance below zero",
+    ):
+        assert answer[name] == opening_refused, name
+    assert (
+        answer["a keyed opening with a floor of more digits than text holds"]
+        == (answer["a keyed opening with such a cap"])
+    )
+    assert answer["a keyed opening with such a cap"] == ("invalid_limit", "limit is out of range")
     assert answer["a cap of more digits than text holds"] == (
         "invalid_limit",
         "limit is out of range",

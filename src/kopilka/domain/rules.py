@@ -418,22 +418,9 @@ class _Planner:
         self.plan.refusals.append(refusal)
 
     def _open_account(self, command: OpenAccount) -> Account:
-        validate_client(command.client)
+        deposit = validate_opening(command)
         floor, cap = command.min_balance_cents, command.max_balance_cents
-        _validate_limits(floor, cap)
         opening = command.opening_balance_cents
-        check_whole_cents(opening)
-        if opening < 0 or opening > AMOUNT_CENTS_MAX:
-            raise InvalidInput(
-                "invalid_amount",
-                f"an opening balance must be $0.00 to {format_money(AMOUNT_CENTS_MAX)}",
-            )
-        deposit = None
-        if opening:
-            deposit = Deposit(
-                command.client, opening, OPENING_DESCRIPTION, command.opening_key, command.ledger
-            )
-            validate_money_command(deposit)
         existing = self.accounts.get((command.ledger, command.client))
         retried = self._retried_claim()
         if existing is not None and retried is not None and retried.covers == 1:
@@ -688,6 +675,30 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
     validate_idempotency_key(command.idempotency_key)
     if isinstance(command, Transfer) and command.from_client == command.to_client:
         raise InvalidInput("same_account", "cannot transfer from a client to the same client")
+
+
+def validate_opening(command: OpenAccount) -> Deposit | None:
+    """What an opening is checked for before any ledger is read; its opening deposit."""
+    validate_client(command.client)
+    _validate_limits(command.min_balance_cents, command.max_balance_cents)
+    opening = command.opening_balance_cents
+    check_opening_balance(opening)
+    if not opening:
+        return None
+    deposit = Deposit(
+        command.client, opening, OPENING_DESCRIPTION, command.opening_key, command.ledger
+    )
+    validate_money_command(deposit)
+    return deposit
+
+
+def check_opening_balance(cents: int) -> None:
+    check_whole_cents(cents)
+    if cents < 0 or cents > AMOUNT_CENTS_MAX:
+        raise InvalidInput(
+            "invalid_amount",
+            f"an opening balance must be $0.00 to {format_money(AMOUNT_CENTS_MAX)}",
+        )
 
 
 def check_amount_cents(amount: int) -> None:
