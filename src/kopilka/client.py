@@ -69,6 +69,7 @@ from kopilka.errors import (
 from kopilka.idempotency import new_key, sendable_key
 from kopilka.periods import period_end
 from kopilka.settings import check_home, home, redact_url, split_url
+from kopilka.tokens import is_token_id, named_token
 
 T = TypeVar("T")
 
@@ -609,6 +610,8 @@ class Client:
 
     def revoke_token(self, token_id: str) -> None:
         """Revoke it (again, if it was already); NotFound when there is no such token."""
+        if not is_token_id(token_id):  # as the server answers it, whatever it holds
+            raise NotFound("token_not_found", f"no token {named_token(token_id)}")
         self._call("DELETE", "/v1/tokens/" + _segment(token_id))
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ from kopilka.shell.output import AnswerNotWritten, answer, exit_status
 from kopilka.shell.repl import SessionEnded, SignalEnding
 from kopilka.store import keeps_nothing
 from kopilka.store.protocol import Store
-from kopilka.tokens import ROLES, TOKEN_PREFIX, named_token
+from kopilka.tokens import ROLES, TOKEN_PREFIX, is_token_id, named_token
 
 
 class _Token(Protocol):
@@ -131,6 +131,8 @@ async def _run_local(store: Store, arguments: argparse.Namespace) -> int:
             _show_created(record, secret)
             return 0
         if arguments.command == "revoke":
+            if not is_token_id(arguments.token_id):  # none other was made (nor can be read)
+                return _not_revoked(arguments.token_id, known=False)
             if await store.revoke_token(arguments.token_id):
                 answer(f"token {arguments.token_id} revoked")
                 return 0

@@ -69,7 +69,7 @@ def named_token(text: str) -> str:
     belongs is not quoted back."""
     if text.startswith(TOKEN_PREFIX):
         return "given as the token itself: give its id, the 16 hex digits after kop_"
-    return repr(text[:40])
+    return repr(without_secrets(text)[:40])  # masked first: a secret cut short is not matched
 
 
 def token_id_of(secret: str) -> str | None:

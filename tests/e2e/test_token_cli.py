@@ -14,6 +14,7 @@ from tests.kopilka_server import ServerProcess, free_port, running_server
 
 from kopilka.client import connect_bank
 from kopilka.domain.model import Deposit, Operation
+from kopilka.errors import NotFound
 
 # One line of `kopilka token list`, from a server or from the local store alike.
 LIST_LINE = re.compile(
@@ -305,6 +306,41 @@ def test_a_token_pasted_where_its_id_belongs_is_not_quoted_back(server: ServerPr
     assert answer.status_code == 404
     assert secret.rpartition("_")[2][:8] not in answer.text
     assert answer.json()["error"]["code"] == "token_not_found"
+
+
+def test_a_token_id_that_no_token_has_is_refused_before_any_store_reads_it(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """An id of bytes that are not UTF-8 failed the local store's read in a traceback,
+    and the Python client with a UnicodeEncodeError: refused as the server refuses it."""
+    home = tmp_path / "home"
+    assert run_kopilka(home, "init").returncode == 0
+    for where in ((), ("--url", server.url)):
+        refused = run_kopilka(server.home if where else home, "token", "revoke", "\udcff", *where)
+        assert (refused.returncode, refused.stderr) == (
+            1,
+            "Error: token '\\udcff' does not exist\n",
+        ), where
+    with connect_bank(server.url, token=server.token) as bank, pytest.raises(NotFound) as refusal:
+        bank.revoke_token("\udcff")
+    assert refusal.value.code == "token_not_found"
+
+
+def test_a_token_quoted_in_an_api_error_has_its_secret_masked(server: ServerProcess) -> None:
+    """An id shown cut to 40 characters was cut before its secret was masked, so part of
+    it came back; a sandbox path quoted it whole."""
+    _, secret = created_token(
+        token_command(server, "create", "--role", "teller", "--url", server.url)
+    )
+    with server.client() as admin:
+        answers = [
+            admin.delete(f"/v1/tokens/x{secret}"),
+            admin.delete(f"/v1/sandboxes/{secret}"),
+        ]
+    for answer in answers:
+        assert answer.status_code in (403, 404), answer.text
+        assert secret.rpartition("_")[2][:6] not in answer.text
+        assert "_***" in answer.json()["error"]["message"]
 
 
 def test_an_option_given_twice_is_refused_not_the_last_taken(tmp_path: Path) -> None:

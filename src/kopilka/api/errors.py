@@ -21,7 +21,7 @@ from kopilka.domain.rules import (
     too_many_operations,
 )
 from kopilka.errors import InvalidInput, KopilkaError
-from kopilka.tokens import unknown_role
+from kopilka.tokens import unknown_role, without_secrets
 
 _encoder = msgspec.json.Encoder()
 
@@ -41,7 +41,8 @@ def error_detail(error: KopilkaError) -> ErrorDetail:
         message = unmarked(message)
     if not message.isprintable():
         message = one_line(message)
-    return ErrorDetail(code=error.code, message=message)
+    # A token pasted where a name or an id belongs is not handed back (a log keeps it).
+    return ErrorDetail(code=error.code, message=without_secrets(message))
 
 
 def one_line(message: str) -> str:
