@@ -54,8 +54,6 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import Statement, StatementLine, build_statement
 from kopilka.errors import (
-    LOOK_FIRST,
-    RETRY_UNDER_THE_KEY,
     Busy,
     Conflict,
     Forbidden,
@@ -65,6 +63,7 @@ from kopilka.errors import (
     Rejected,
     Unauthorized,
     Unavailable,
+    without_key_advice,
 )
 from kopilka.idempotency import new_key, sendable_key
 from kopilka.periods import period_end
@@ -312,7 +311,7 @@ class Client:
                     return response
                 failure = error_from(response.status_code, _json(response))
                 if failure.code == "outcome_unknown":
-                    uncertain = failure if key_is_callers else _without_key_advice(failure)
+                    uncertain = failure if key_is_callers else without_key_advice(failure)
             if attempt == ATTEMPTS_MAX:
                 if uncertain is not None:
                     raise uncertain
@@ -756,14 +755,6 @@ def _on_this_machine(host: str) -> bool:
 
 def _unknown(outcome: Outcome) -> bool:
     return isinstance(outcome, KopilkaError) and outcome.code == "outcome_unknown"
-
-
-def _without_key_advice(error: KopilkaError) -> KopilkaError:
-    """A server's outcome_unknown for a request under a key made here, which the caller
-    never saw: it says to look, not to retry under that key."""
-    if not error.message.endswith(RETRY_UNDER_THE_KEY):
-        return error
-    return Unavailable(error.code, error.message.removesuffix(RETRY_UNDER_THE_KEY) + LOOK_FIRST)
 
 
 def _outcome_unknown(url: str, keyed: bool, error: Exception) -> Unavailable:

@@ -116,6 +116,14 @@ RETRY_UNDER_THE_KEY = "retry with the same idempotency key, it is never applied 
 LOOK_FIRST = "look before repeating it"
 
 
+def without_key_advice(error: KopilkaError) -> KopilkaError:
+    """An outcome_unknown for a request whose key the caller never saw (made for it by
+    the client or the server): it says to look, not to retry under that key."""
+    if not error.message.endswith(RETRY_UNDER_THE_KEY):
+        return error
+    return Unavailable(error.code, error.message.removesuffix(RETRY_UNDER_THE_KEY) + LOOK_FIRST)
+
+
 def stopped_before_answer(*, reads_only: bool = False, keyed: bool = True) -> Unavailable:
     """For a request the server gave up waiting for while it stopped (its drain time ran
     out, the database silent): for a write, whether it was applied is not known. One

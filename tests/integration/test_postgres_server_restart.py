@@ -529,3 +529,73 @@ def test_a_worker_started_again_while_the_database_is_away_waits_for_it(
                 assert http.get("/v1/accounts/Ann").status_code == 200
         assert server.stop() == 0
     assert "Traceback" not in server.errors, server.errors
+
+
+def test_a_write_without_a_key_whose_commit_is_lost_says_to_look_first(
+    tmp_path: Path, postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    """The database stopped while a batch's COMMIT waited: whether it was applied is not
+    known. A request sent without a key holds no key to retry by, so its answer says to
+    look first; one sent with a key is told to retry under it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kopilka.errors import LOOK_FIRST, RETRY_UNDER_THE_KEY
+
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
+
+    async def configure(setting: str) -> None:
+        # A synchronous standby that never comes holds every COMMIT (committed locally).
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            await connection.execute(setting)
+            await connection.execute("SELECT pg_reload_conf()")
+        finally:
+            await connection.close()
+
+    async def commits_waiting() -> int:
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            waiting: int = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+            )
+            return waiting
+        finally:
+            await connection.close()
+
+    with running_server(tmp_path / "home", postgres_url) as server, server.client() as http:
+        for client in ("Ann", "Bob"):
+            assert http.post("/v1/accounts", json={"client": client}).status_code == 201
+        asyncio.run(configure("ALTER SYSTEM SET synchronous_standby_names = 'nobody'"))
+        try:
+            with ThreadPoolExecutor(2) as pool:
+
+                def waiting_for(count: int) -> None:
+                    deadline = time.monotonic() + 10
+                    while asyncio.run(commits_waiting()) < count:
+                        assert time.monotonic() < deadline, "no COMMIT waited for the standby"
+                        time.sleep(0.05)
+
+                keyed = pool.submit(
+                    http.patch,
+                    "/v1/accounts/Bob",
+                    json={"max_balance": "5.00"},
+                    headers={"Idempotency-Key": "limits-bob"},
+                    timeout=60,
+                )
+                waiting_for(1)
+                keyless = pool.submit(
+                    http.patch, "/v1/accounts/Ann", json={"max_balance": "5.00"}, timeout=60
+                )
+                waiting_for(2)
+                postgres_server.stop("immediate")
+                answers = {"keyless": keyless.result(), "keyed": keyed.result()}
+        finally:
+            if not postgres_server.is_running:
+                postgres_server.start()
+            asyncio.run(configure("ALTER SYSTEM RESET synchronous_standby_names"))
+    for name, answer in answers.items():
+        assert answer.status_code == 503, (name, answer.text)
+        assert answer.json()["error"]["code"] == "outcome_unknown", (name, answer.text)
+    assert answers["keyless"].json()["error"]["message"].endswith(LOOK_FIRST)
+    assert answers["keyed"].json()["error"]["message"].endswith(RETRY_UNDER_THE_KEY)

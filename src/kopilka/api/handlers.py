@@ -93,6 +93,7 @@ from kopilka.errors import (
     KopilkaError,
     NotFound,
     stopped_before_answer,
+    without_key_advice,
 )
 from kopilka.idempotency import sendable_key
 from kopilka.money import parse_cents, parse_limit
@@ -120,6 +121,14 @@ def error_response(error: KopilkaError) -> Response:
     )
 
 
+def _keyed(scope: Scope) -> bool:
+    """Whether the caller holds the request's key: its own, or a batch's, whose answer
+    names the one made for it."""
+    return scope["path"] == "/v1/batch" or any(
+        name == b"idempotency-key" for name, _ in scope["headers"]
+    )
+
+
 def path_segments(scope: Scope) -> list[str]:
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     try:
@@ -133,13 +142,12 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
     try:
         response = await _route(app, scope, receive)
     except KopilkaError as error:
-        response = error_response(error)
+        # PostgreSQL lost while a write committed: a key made here is no key to retry by.
+        response = error_response(error if _keyed(scope) else without_key_advice(error))
     except asyncio.CancelledError:  # the server's drain ran out: answered all the same
         reads_only = scope["method"] in ("GET", "HEAD")  # nothing a read could have applied
-        keyed = scope["path"] == "/v1/batch" or any(  # a batch without one has one made
-            name == b"idempotency-key" for name, _ in scope["headers"]
-        )
-        response = error_response(stopped_before_answer(reads_only=reads_only, keyed=keyed))
+        stopped = stopped_before_answer(reads_only=reads_only, keyed=_keyed(scope))
+        response = error_response(stopped)
     except Exception:  # a bug: answer 500 without echoing anything of the request
         # %r: a path is the client's text, and may hold line breaks or escape sequences.
         logger.exception("unexpected error on %r", without_secrets(scope["path"])[:200])
