@@ -366,6 +366,11 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         return 0
     if words:
         raise InvalidInput("unexpected_argument", "init takes no arguments (usage: kopilka init)")
+    for name in ("ledger", "token"):  # given for init, as `token list` refuses them
+        if name in options.values:
+            raise InvalidInput(
+                "invalid_option", f"init sets up the whole database: it takes no --{name}"
+            )
     target = _target(options)
     if target.sandbox:
         raise InvalidInput(

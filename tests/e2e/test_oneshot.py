@@ -821,6 +821,19 @@ def test_init_has_no_sandbox_to_set_up(kopilka: RunKopilka, kopilka_home: Path) 
     assert not (kopilka_home / "kopilka.db").exists()
 
 
+def test_init_refuses_a_ledger_or_token_it_would_not_use(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """`init --ledger books` said the schema was made, as if for that ledger alone."""
+    for option in ("--ledger=books", "--token=kop_x_y"):
+        result = kopilka("init", option)
+        assert (result.returncode, result.stdout) == (1, "")
+        name = option.partition("=")[0]
+        assert result.stderr == f"Error: init sets up the whole database: it takes no {name}\n"
+    assert not (kopilka_home / "kopilka.db").exists()
+    assert kopilka("init", env={"KOPILKA_LEDGER": "books"}).returncode == 0  # a setting
+
+
 def _started(kopilka_home: Path, arguments: Sequence[str]) -> subprocess.Popen[str]:
     """`kopilka ARGUMENTS` running in `kopilka_home`'s parent, its output piped."""
     kopilka_home.parent.mkdir(parents=True, exist_ok=True)
