@@ -26,6 +26,7 @@ from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
 from kopilka.settings import (
     Settings,
+    check_home,
     hide_secrets,
     load_settings,
     make_home,
@@ -220,7 +221,7 @@ def serve_main(argv: list[str]) -> int:
             config_path=arguments.config,
             serving=True,
         )
-        make_home(settings.home)  # checked before anything is made in it: the admin token's
+        check_home(settings.home)  # one that is there, before the port is taken
     except KopilkaError as error:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1
@@ -238,6 +239,13 @@ def serve_main(argv: list[str]) -> int:
         )
         return 1
     with listening:
+        try:
+            # Made once the port is ours: a port in use leaves no home made behind. It is
+            # checked before anything is made in it: the admin token's file.
+            make_home(settings.home)
+        except KopilkaError as error:
+            print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
+            return 1
         if settings.workers > 1:
             return _serve_workers(settings, arguments.config, listening)
         app = create_app(settings, admin_token_path=token_path)

@@ -177,6 +177,9 @@ def test_serve_on_a_port_in_use_says_so_in_one_line_and_changes_nothing(
         other = ("--db", str(tmp_path / "other.db"), "--workers", str(workers))
         taken = _serve(home, str(server.port), *other)
         assert (home / "admin.token").read_text() == token
+        new_home = tmp_path / "new" / "home"  # nothing made for a server that never ran
+        assert _serve(new_home, str(server.port)).returncode == 1
+        assert not (tmp_path / "new").exists()
     assert taken.returncode == 1, taken
     assert taken.stdout == ""
     assert taken.stderr == (
