@@ -50,6 +50,7 @@ from kopilka.domain.rules import (
     BATCH_REQUEST_OPERATIONS_MAX,
     too_many_operations,
     validate_client,
+    validate_ledger_name,
     validate_money_command,
 )
 from kopilka.domain.statement import Statement, StatementLine, build_statement
@@ -152,10 +153,9 @@ def normalize_url(url: str) -> str:
     if not url:
         raise InvalidInput("invalid_url", "the server URL may not be empty: give http://HOST:PORT")
     if not url.isprintable():  # a tab or line break: no URL has one, and it would print raw
-        raise InvalidInput(
-            "invalid_url",
-            f"invalid server URL {redact_url(url)!r}: it has a control character",
-        )
+        # A lone surrogate is how Python hands over a byte of a command line not UTF-8.
+        what = "bytes that are not UTF-8" if _not_utf8(url) else "a control character"
+        raise InvalidInput("invalid_url", f"invalid server URL {redact_url(url)!r}: it has {what}")
     if _NUMBER.fullmatch(url):  # a port on this machine, or meant as one
         if not (url.isascii() and url.isdigit() and 0 < int(url) < 65536):
             raise InvalidInput(
@@ -234,7 +234,8 @@ class Client:
             )
         headers = {"Authorization": f"Bearer {token}"}
         if ledger is not None:
-            if not (ledger.isascii() and ledger.isprintable()):
+            validate_ledger_name(ledger)  # in the words of the embedded bank and the server
+            if not ledger.isascii():
                 raise InvalidInput(
                     "invalid_ledger",
                     "a ledger named to a server is printable ASCII text (an HTTP header"
@@ -819,6 +820,14 @@ def _name_as_the_rules_take(client: object) -> None:
     not sent (a lone surrogate cannot be)."""
     if isinstance(client, str) and not client.isprintable():
         validate_client(client)
+
+
+def _not_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _segment(text: str) -> str:

@@ -369,3 +369,18 @@ def test_an_embedded_bank_opens_only_a_ledger_the_shell_and_server_could(ledger:
     with pytest.raises(KopilkaError) as refused:
         EmbeddedBank("memory:", ledger)
     assert refused.value.code == "invalid_ledger"
+
+
+@pytest.mark.parametrize("ledger", ["", " books", "books ", "a\nb", "x" * 101])
+def test_a_client_names_a_ledger_it_refuses_as_the_embedded_bank_does(ledger: str) -> None:
+    """A name with a space at an end was refused as "a header HTTP cannot carry"."""
+    from kopilka.client import Client
+
+    with pytest.raises(KopilkaError) as embedded:
+        EmbeddedBank("memory:", ledger)
+    with pytest.raises(KopilkaError) as client:
+        Client("http://127.0.0.1:18500", "kop_x_y", ledger=ledger)
+    assert (client.value.code, client.value.message) == (
+        embedded.value.code,
+        embedded.value.message,
+    )

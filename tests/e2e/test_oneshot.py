@@ -749,6 +749,11 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
             "http://xn--a:18500",
             "Error: invalid server URL 'http://xn--a:18500': its host is no valid name\n",
         ),
+        (  # the byte 0xFF of a command line, as Python hands it over
+            "http://127.0.0.1:18500/\udcff",
+            "Error: invalid server URL 'http://127.0.0.1:18500/\\udcff': it has bytes that"
+            " are not UTF-8\n",
+        ),
     ],
 )
 def test_a_server_url_that_cannot_be_read_is_one_line(
