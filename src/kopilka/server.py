@@ -24,6 +24,7 @@ from kopilka.api.protocol import CONNECTIONS_MAX, BoundedHttpToolsProtocol, Conn
 from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
+from kopilka.hangup import HANGUP, StopsOnHangup
 from kopilka.settings import (
     Settings,
     check_home,
@@ -93,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _Server(uvicorn.Server):
+class _Server(StopsOnHangup):
     """Starts the app itself first, so that a store that cannot be served is one line
     (`startup_error`), and says where it listens once it does."""
 
@@ -226,8 +227,9 @@ def serve_main(argv: list[str]) -> int:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1
     token_path = settings.home / ADMIN_TOKEN_FILE
-    signal.signal(signal.SIGTERM, _remember_stop)
-    signal.signal(signal.SIGINT, _remember_stop)
+    for stop in (signal.SIGTERM, signal.SIGINT, HANGUP):
+        if stop is not None:
+            signal.signal(stop, _remember_stop)
     # Bound first: a port in use is then an error with nothing done (no admin token
     # written over the one of the server that holds the port).
     try:

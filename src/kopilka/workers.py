@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
@@ -22,6 +23,7 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
 from kopilka.api.app import KopilkaApp
+from kopilka.hangup import StopsOnHangup
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -61,6 +63,7 @@ class Workers(Multiprocess):
         for index, process in enumerate(self.processes):
             if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
                 continue
+            hung = process.exitcode is None
             process.kill()  # hung, or gone already
             process.join()
             if process.exitcode == STARTUP_FAILURE:
@@ -73,6 +76,35 @@ class Workers(Multiprocess):
             replacement = _Worker(self.config, self.sockets)
             replacement.start()
             self.processes[index] = replacement
+            if process.exitcode != DATABASE_AWAY_EXIT:  # that worker has said why
+                # uvicorn says it at the info level, which the server does not log: a
+                # worker killed again and again (out of memory) must show.
+                logger.warning(
+                    "worker [%s] %s; worker [%s] started in its place",
+                    process.pid,
+                    "did not answer its health check, and was killed"
+                    if hung
+                    else _how_it_ended(process.exitcode),
+                    replacement.pid,
+                )
+
+    def handle_hup(self) -> None:
+        # As one process stops for it: the terminal the server ran in has closed.
+        # (uvicorn would start its own workers in place of these.)
+        self.handle_term()
+
+    def handle_ttin(self) -> None:
+        # As uvicorn's, with a worker of this module's.
+        self.processes_num += 1
+        process = _Worker(self.config, self.sockets)
+        process.start()
+        self.processes.append(process)
+
+
+def _how_it_ended(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"was ended by {signal.Signals(-exitcode).name}"
+    return f"exited with status {exitcode}"
 
 
 class _Worker(Process):
@@ -83,7 +115,7 @@ class _Worker(Process):
         return self._server
 
 
-class _TakingTurnsServer(uvicorn.Server):
+class _TakingTurnsServer(StopsOnHangup):
     """uvicorn's server, accepting from the shared socket itself (see the module)."""
 
     def __init__(self, config: uvicorn.Config) -> None:

@@ -130,6 +130,57 @@ def test_sigterm_drains_answers_and_exits_zero(tmp_path: Path) -> None:
         _check(_recorded(restarted), acked, len(ACCOUNTS) * 100_000_000, restarted)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_stops_the_server_as_sigterm_does(tmp_path: Path, workers: int) -> None:
+    """The terminal the server ran in has closed: one process died at once (129), its
+    requests in flight cut off; a supervisor started uvicorn's plain workers in place of
+    its own and went on."""
+    home = tmp_path / "home"
+    acked: list[str] = []
+    with running_server(home, workers=workers) as server:
+        _fund(server)
+        asyncio.run(_load_then_signal(server, signal.SIGHUP, acked, "hup"))
+        assert server.stop(None) == 0
+        assert "Traceback" not in server.errors
+    assert len(acked) > 100
+    with running_server(home) as restarted:
+        _check(_recorded(restarted), acked, len(ACCOUNTS) * 100_000_000, restarted)
+
+
+def _workers_of(parent: int) -> list[int]:
+    """The supervisor's workers, not multiprocessing's helper processes."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    workers = []
+    for pid in children:
+        with contextlib.suppress(FileNotFoundError):  # gone while we looked
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.append(int(pid))
+    return workers
+
+
+def test_a_worker_killed_is_started_again_and_said_so(tmp_path: Path) -> None:
+    """uvicorn says it at a level the server does not log: a worker killed again and
+    again (out of memory) went unseen."""
+    with running_server(tmp_path / "home", workers=2) as server:
+        assert server.process is not None
+        parent = server.process.pid
+        first = _workers_of(parent)[0]
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            now = _workers_of(parent)
+            if len(now) == 2 and first not in now:
+                break
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.1)
+        with server.client() as admin:
+            assert admin.get("/v1/health").status_code == 200
+        assert server.stop() == 0
+    said = [line for line in server.errors.splitlines() if f"worker [{first}]" in line]
+    assert len(said) == 1, server.errors
+    assert said[0].endswith(f"was ended by SIGKILL; worker [{now[-1]}] started in its place")
+
+
 @pytest.mark.parametrize("where", ["after serve", "before serve"])
 def test_serve_takes_its_port_and_database_from_config(tmp_path: Path, where: str) -> None:
     home, port, db = tmp_path / "home", free_port(), tmp_path / "from-config.db"
