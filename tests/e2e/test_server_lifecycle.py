@@ -424,3 +424,42 @@ def test_workers_need_a_database_they_share(tmp_path: Path, db: str) -> None:
     result = run_kopilka(tmp_path / "home", "serve", "--workers", "2", "--db", db)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == "Error: --workers above 1 needs a shared database, not memory:\n"
+
+
+def test_a_stop_with_an_answer_no_one_reads_says_so_without_a_traceback(tmp_path: Path) -> None:
+    """A statement its client does not read holds the stop up for the drain time; then
+    the server cut it off with a traceback of the cancelled answer."""
+    with running_server(tmp_path / "home") as server:
+        with server.client() as admin:
+            assert admin.post("/v1/accounts", json={"client": "Ann"}).status_code == 201
+            for part in range(10):
+                operations = [
+                    {"type": "deposit", "client": "Ann", "amount": "1", "description": "d" * 200}
+                    for _ in range(10_000)
+                ]
+                answer = admin.post(
+                    "/v1/batch",
+                    json={"operations": operations},
+                    headers={"Idempotency-Key": f"fill-{part}"},
+                    timeout=120,
+                )
+                assert answer.status_code == 200, answer.text
+        with socket.socket() as reader:
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.connect(("127.0.0.1", server.port))
+            reader.sendall(
+                b"GET /v1/accounts/Ann/statement?format=csv HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer " + server.token.encode() + b"\r\n\r\n"
+            )
+            time.sleep(1)  # the answer has begun, and waits for the client to read
+            started = time.monotonic()
+            assert server.stop(timeout=60) == 0
+            assert time.monotonic() - started < 30
+            received = b""
+            while chunk := reader.recv(1 << 20):
+                received += chunk
+    assert received.startswith(b"HTTP/1.1 200 ")
+    assert not received.endswith(b"\r\n0\r\n\r\n")  # cut short, never as if whole
+    assert server.errors.splitlines() == [
+        "ERROR:    Cancel 1 running task(s), timeout graceful shutdown exceeded"
+    ], server.errors

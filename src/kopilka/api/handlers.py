@@ -169,6 +169,11 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
         # the client sees it cut short, never a shorter answer that looks whole; the
         # store has logged the outage, once.
         return
+    except asyncio.CancelledError:
+        # The server stopped, and its drain time ran out while an answer was still
+        # being sent (a client that does not read it): cut short the same way, and
+        # said by the server in its one line, not in a traceback of this task.
+        return
     app.metrics.latency("other", time.perf_counter() - started)
 
 
