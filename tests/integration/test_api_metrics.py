@@ -9,6 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tests.kopilka_server import running_server
+from tests.pgserver import PostgresTestServer
 
 from kopilka.domain.model import Deposit, Operation
 from kopilka.engine import Engine
@@ -88,3 +89,64 @@ async def _deposit_elsewhere(url: str, client: str) -> None:
     """A deposit by another process: a store of its own on the same database."""
     async with Engine(PostgresStore(url)) as engine:
         assert isinstance(await engine.execute(Deposit(client, 500, "", "elsewhere")), Operation)
+
+
+def test_metrics_count_every_batch_item_and_replays_apart(tmp_path: Path) -> None:
+    """A batch's items refused before the engine (malformed, bad amounts) went
+    uncounted, and an answer given again under its key counted as a new operation."""
+    items = [
+        {"type": "deposit", "client": "Ann", "amount": "1"},
+        {"type": "deposit", "client": "Ann", "amount": "1.001"},
+        {"type": "withdrawal", "client": "Ann", "amount": 1},
+        {"type": "refund", "client": "Ann", "amount": "1"},
+    ]
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        assert admin.post("/v1/accounts", json={"client": "Ann"}).status_code == 201
+        answers = []
+        for _ in range(2):
+            batch = admin.post(
+                "/v1/batch", json={"operations": items}, headers={"Idempotency-Key": "b1"}
+            )
+            assert batch.status_code == 200, batch.text
+            answers.append(batch.json()["results"])
+        single = {"client": "Ann", "amount": "1"}
+        for _ in range(2):
+            deposit = admin.post("/v1/deposits", json=single, headers={"Idempotency-Key": "d1"})
+            assert deposit.status_code == 201
+        seen = samples(httpx.get(f"{server.url}/metrics").text)
+    codes = [result.get("error", {}).get("code") for result in answers[0]]
+    assert codes[0] is None and None not in codes[1:], answers[0]
+    counted = {
+        labels: value
+        for (name, labels), value in seen.items()
+        if name == "kopilka_operations_total"
+    }
+    assert counted == {
+        (("kind", "deposit"), ("result", "ok")): 2,  # the batch's first, the single one
+        (("kind", "deposit"), ("result", "replayed")): 2,
+        (("kind", "deposit"), ("result", codes[1])): 2,  # refused again, not replayed
+        (("kind", "unknown"), ("result", codes[2])): 2,
+        (("kind", "unknown"), ("result", codes[3])): 2,
+    }
+
+
+@pytest.mark.postgres
+def test_metrics_count_the_items_of_a_batch_refused_whole(
+    tmp_path: Path, postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    """The database away, a batch is answered 503: its items went uncounted, so an alert
+    on store_unavailable never fired for an import."""
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
+    items = [{"type": "deposit", "client": "Ann", "amount": "1"}] * 3
+    with running_server(tmp_path / "home", postgres_url) as server, server.client() as admin:
+        assert admin.post("/v1/accounts", json={"client": "Ann"}).status_code == 201
+        postgres_server.stop("fast")
+        try:
+            batch = admin.post("/v1/batch", json={"operations": items})
+        finally:
+            postgres_server.start()
+        assert batch.status_code == 503, batch.text
+        seen = samples(httpx.get(f"{server.url}/metrics").text)
+    key = ("kopilka_operations_total", (("kind", "deposit"), ("result", "store_unavailable")))
+    assert seen[key] == 3

@@ -32,7 +32,7 @@ from kopilka.api.body_budget import BodyBudget
 from kopilka.api.commands import command_from
 from kopilka.api.errors import DECODE_ERRORS, ApiError, decode_error, error_body, error_headers
 from kopilka.api.json_keys import refuse_repeats
-from kopilka.api.metrics import Metrics
+from kopilka.api.metrics import Metrics, result_of
 from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.readiness import Readiness
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
@@ -222,6 +222,7 @@ class KopilkaApp:
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = [_JSON]
         key = ""
+        replayed = False  # a refusal given again, counted apart
         request_headers: RequestHeaders | None = None
         try:
             request_headers = RequestHeaders(scope)
@@ -243,19 +244,21 @@ class KopilkaApp:
             if isinstance(outcome, KopilkaError):
                 if outcome.replayed:
                     headers.append(_REPLAYED)
+                    replayed = True
                 raise refusal_for_client(outcome) if client_caller else outcome
             assert isinstance(outcome, Operation)
             out = operation_out(outcome)
             if client_caller:
                 hide_payee(out)
-            status, payload, result = 201, _encoder.encode(out), "ok"
+            status, payload, result = 201, _encoder.encode(out), result_of(outcome)
             if outcome.replayed:
                 headers.append(_REPLAYED)
         except (KopilkaError, asyncio.CancelledError) as caught:
             # Cancelled: the server stopped and its drain ran out while this waited. It is
             # answered all the same (not a bare 500), with the key that settles it.
             error = caught if isinstance(caught, KopilkaError) else stopped_before_answer()
-            status, payload, result = error.http_status, error_body(error), error.code
+            status, payload = error.http_status, error_body(error)
+            result = "replayed" if replayed else error.code
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
             if status == 503:  # applied or not may be unknown: a retry under this key settles it
                 headers.append((b"idempotency-key", key_to_settle(key, request_headers)))

@@ -41,7 +41,7 @@ from kopilka.api.errors import (
     not_found_route,
 )
 from kopilka.api.json_keys import refuse_repeats, repeated_field, repeats
-from kopilka.api.metrics import CONTENT_TYPE
+from kopilka.api.metrics import CONTENT_TYPE, MALFORMED_KIND, result_of
 from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.schemas import (
     AccountPage,
@@ -98,7 +98,7 @@ from kopilka.errors import (
 from kopilka.idempotency import sendable_key
 from kopilka.money import parse_cents, parse_limit
 from kopilka.periods import parse_period
-from kopilka.tokens import TokenRecord, is_token_id, named_token, without_secrets
+from kopilka.tokens import Role, TokenRecord, is_token_id, named_token, without_secrets
 
 if TYPE_CHECKING:
     from kopilka.api.app import KopilkaApp, MoneyKind, RequestHeaders
@@ -438,18 +438,36 @@ class Call:
         from kopilka.api.app import BATCH_BODY_BYTES_MAX
 
         items, as_decoded = _decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
-        ledger, principal = self.ledger, self.principal
-        role = effective_role(principal, ledger)  # once: every item is the same caller's
+        role = effective_role(self.principal, self.ledger)  # every item is the same caller's
         # Each item's key is KEY:INDEX, and must itself fit the length of a key.
         suffix_length = len(f":{len(items) - 1}")
         length_max = CLIENT_KEY_LENGTH_MAX if role == "client" else IDEMPOTENCY_KEY_LENGTH_MAX
         prefix = self.headers.key_or_new(length_max - suffix_length)
         self.scope[_BATCH_KEY] = prefix
+        # Every item counted by kind and result, as a single request is: here, and handed
+        # to the metrics once per batch, not once per item.
+        counts: Counter[tuple[str, str]] = Counter()
+        try:
+            return await self._batch_items(items, as_decoded, prefix, role, counts)
+        finally:
+            for (kind, result), count in counts.items():
+                self.app.metrics.operation(kind, result, count)
+
+    async def _batch_items(
+        self,
+        items: list[BatchItem | KopilkaError],
+        as_decoded: BatchIn | bytes,
+        prefix: str,
+        role: Role,
+        counts: Counter[tuple[str, str]],
+    ) -> Response:
+        ledger, principal = self.ledger, self.principal
         results: list[BatchResult | None] = [None] * len(items)
         commands: list[Command] = []
         positions: list[int] = []
         for index, item in enumerate(items):
             if isinstance(item, KopilkaError):
+                counts[MALFORMED_KIND, item.code] += 1
                 results[index] = BatchResult(item.http_status, error=error_detail(item))
                 continue
             try:
@@ -461,20 +479,24 @@ class Call:
                 commands.append(command_from(item, key, ledger, principal, role))
                 positions.append(index)
             except KopilkaError as error:
+                counts[_item_kind(item), error.code] += 1
                 if isinstance(error, InvalidInput):  # bad input: which item, and where
                     error = _item_error(error, index)
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
         # A client's claim is kept under its own mark, as its items' keys are.
         claimed = client_key(principal.client or "", prefix) if role == "client" else prefix
-        outcomes = await self.app.engine.submit_many(
-            commands, self._claim(claimed, as_decoded, made_too=True), principal.token_id
-        )
-        # Counted here and handed to the metrics once per batch, not once per item.
-        counts: Counter[tuple[MoneyKind, str]] = Counter()
+        try:
+            outcomes = await self.app.engine.submit_many(
+                commands, self._claim(claimed, as_decoded, made_too=True), principal.token_id
+            )
+        except KopilkaError as error:  # the whole batch (the database away, say)
+            for index in positions:
+                counts[_item_kind(items[index]), error.code] += 1
+            raise
         client_caller = role == "client"
         for index, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, KopilkaError):
-                counts[_item_kind(items[index]), outcome.code] += 1
+                counts[_item_kind(items[index]), result_of(outcome)] += 1
                 if client_caller:
                     outcome = refusal_for_client(outcome)
                 if isinstance(outcome, InvalidInput) and not outcome.of_the_batch:
@@ -486,9 +508,7 @@ class Call:
                 results[index] = BatchResult(
                     201, operation=hide_payee(out) if client_caller else out
                 )
-                counts[outcome.kind, "ok"] += 1
-        for (kind, result), count in counts.items():
-            self.app.metrics.operation(kind, result, count)
+                counts[outcome.kind, result_of(outcome)] += 1
         response = json_response(BatchOut([r for r in results if r is not None]))
         if any(r is not None and r.status == 503 for r in results):
             # Pieces after one that failed whole were not applied: resent under this

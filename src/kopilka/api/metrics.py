@@ -19,7 +19,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from kopilka.domain.model import Operation
 from kopilka.engine import Engine
+from kopilka.errors import KopilkaError
 from kopilka.store.postgres_accounts import StaleViews
 from kopilka.store.sqlite import LOOP_COMMIT_SECONDS_MAX, SqliteStore
 
@@ -40,6 +42,16 @@ _LATENCY_BUCKETS_SECONDS = (
     5.0,
 )
 _BATCH_BUCKETS_MAX = 1 << 17
+# The kind of a batch item too malformed to tell which operation it is.
+MALFORMED_KIND = "unknown"
+
+
+def result_of(outcome: Operation | KopilkaError) -> str:
+    """An operation's result as counted: an answer given again under its key is no new
+    operation (nor a new refusal), so it is counted apart."""
+    if outcome.replayed:
+        return "replayed"
+    return outcome.code if isinstance(outcome, KopilkaError) else "ok"
 
 
 class _EngineCollector(Collector):
