@@ -69,7 +69,6 @@ from kopilka.errors import (
 from kopilka.idempotency import new_key, sendable_key
 from kopilka.periods import period_end
 from kopilka.settings import check_home, home, redact_url, split_url
-from kopilka.tokens import is_token_id, named_token
 
 T = TypeVar("T")
 
@@ -610,8 +609,6 @@ class Client:
 
     def revoke_token(self, token_id: str) -> None:
         """Revoke it (again, if it was already); NotFound when there is no such token."""
-        if not is_token_id(token_id):  # as the server answers it, whatever it holds
-            raise NotFound("token_not_found", f"no token {named_token(token_id)}")
         self._call("DELETE", "/v1/tokens/" + _segment(token_id))
 
     def close(self) -> None:
@@ -832,5 +829,7 @@ def _not_utf8(text: str) -> bool:
 
 def _segment(text: str) -> str:
     """`text` as one path segment. Dots too are encoded: a client named '.' or '..' would
-    otherwise be taken out of the path as a dot segment (the server decodes them)."""
-    return quote(text, safe="").replace(".", "%2E")
+    otherwise be taken out of the path as a dot segment (the server decodes them). A
+    byte that is not UTF-8 (a lone surrogate) is sent as that byte, for the server to
+    answer as it answers any such path."""
+    return quote(text.encode("utf-8", "surrogateescape"), safe="").replace(".", "%2E")

@@ -14,7 +14,7 @@ from tests.kopilka_server import ServerProcess, free_port, running_server
 
 from kopilka.client import connect_bank
 from kopilka.domain.model import Deposit, Operation
-from kopilka.errors import NotFound
+from kopilka.errors import Forbidden, InvalidInput
 
 # One line of `kopilka token list`, from a server or from the local store alike.
 LIST_LINE = re.compile(
@@ -304,7 +304,7 @@ def test_a_token_pasted_where_its_id_belongs_is_not_quoted_back(server: ServerPr
     with server.client() as admin:
         answer = admin.delete(f"/v1/tokens/{secret}")
     assert answer.status_code == 404
-    assert secret.rpartition("_")[2][:8] not in answer.text
+    assert _secret_part(secret) not in answer.text
     assert answer.json()["error"]["code"] == "token_not_found"
 
 
@@ -321,9 +321,15 @@ def test_a_token_id_that_no_token_has_is_refused_before_any_store_reads_it(
             1,
             "Error: token '\\udcff' does not exist\n",
         ), where
-    with connect_bank(server.url, token=server.token) as bank, pytest.raises(NotFound) as refusal:
+    # The client sends it as the byte it was, for the server to answer as for any path.
+    with connect_bank(server.url, token=server.token) as bank, pytest.raises(InvalidInput) as bad:
         bank.revoke_token("\udcff")
-    assert refusal.value.code == "token_not_found"
+    assert (bad.value.code, bad.value.message) == ("invalid_path", "the path is not valid UTF-8")
+    _, teller = created_token(
+        token_command(server, "create", "--role", "teller", "--url", server.url)
+    )
+    with connect_bank(server.url, token=teller) as bank, pytest.raises(Forbidden):
+        bank.revoke_token("zz")  # not "no token": a teller may not ask
 
 
 def test_a_token_quoted_in_an_api_error_has_its_secret_masked(server: ServerProcess) -> None:
@@ -336,10 +342,19 @@ def test_a_token_quoted_in_an_api_error_has_its_secret_masked(server: ServerProc
         answers = [
             admin.delete(f"/v1/tokens/x{secret}"),
             admin.delete(f"/v1/sandboxes/{secret}"),
+            # Cut to 50 or 200 characters, after the masking, not before.
+            admin.get(f"/v1/accounts?{secret}=1"),
+            admin.post(
+                "/v1/accounts",
+                content=f'{{"{secret}": 1, "{secret}": 2}}',
+                headers={"content-type": "application/json"},
+            ),
+            admin.get("/v1/" + "a" * 160 + "/" + secret),
+            admin.put("/v1/" + "a" * 160 + "/" + secret),
         ]
     for answer in answers:
-        assert answer.status_code in (403, 404), answer.text
-        assert secret.rpartition("_")[2][:6] not in answer.text
+        assert answer.status_code in (400, 403, 404, 405, 422), answer.text
+        assert _secret_part(secret) not in answer.text
         assert "_***" in answer.json()["error"]["message"]
 
 
@@ -360,3 +375,9 @@ def test_an_option_given_twice_is_refused_not_the_last_taken(tmp_path: Path) -> 
             f"Error: kopilka {prog} got {option} twice (see kopilka {prog} --help)\n",
         ), command
     assert not (home / "kopilka.db").exists()  # refused before anything was made
+
+
+def _secret_part(token: str) -> str:
+    """The start of a token's secret: what follows `kop_<16 hex digits>_` (the secret
+    itself may hold an underscore)."""
+    return token[len("kop_") + 17 :][:10]

@@ -149,10 +149,15 @@ def _field_of(text: str) -> str:
 
 
 def not_found_route(path: str) -> ApiError:
-    return ApiError(404, "not_found", f"no such endpoint: {path[:200]}")
+    return ApiError(404, "not_found", f"no such endpoint: {without_secrets(path)[:200]}")
 
 
 def method_not_allowed(method: str, path: str, allow: tuple[str, ...]) -> ApiError:
     if "GET" in allow:  # every GET is answered to HEAD too, without its body
         allow = (*allow, "HEAD")
-    return ApiError(405, "method_not_allowed", f"{method} is not allowed on {path[:200]}", allow)
+    return ApiError(
+        405,
+        "method_not_allowed",
+        f"{method} is not allowed on {without_secrets(path)[:200]}",
+        allow,
+    )

@@ -275,7 +275,8 @@ def query_of(scope: Scope, *known: str) -> QueryParams:
         if name not in known:
             takes = f"known: {', '.join(known)}" if known else "this request takes none"
             raise InvalidInput(
-                "invalid_request", f"unknown query parameter {name[:50]!r} ({takes})"
+                "invalid_request",
+                f"unknown query parameter {without_secrets(name)[:50]!r} ({takes})",
             )
     if len(names) != len(query.multi_items()):
         twice = next(name for name in names if len(query.getlist(name)) > 1)

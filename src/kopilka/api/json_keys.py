@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import msgspec
 
 from kopilka.errors import InvalidInput
+from kopilka.tokens import without_secrets
 
 
 class _Object:
@@ -70,7 +71,8 @@ def repeats(body: bytes) -> Repeats:
 
 def repeated_field(name: str) -> InvalidInput:
     return InvalidInput(
-        "invalid_request", f"invalid request body: the field `{name[:50]}` is given twice - at `$`"
+        "invalid_request",
+        f"invalid request body: the field `{without_secrets(name)[:50]}` is given twice - at `$`",
     )
 
 
