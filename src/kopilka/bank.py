@@ -41,7 +41,7 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
-from kopilka.errors import InvalidInput, KopilkaError
+from kopilka.errors import InvalidInput, KopilkaError, without_key_advice
 from kopilka.idempotency import new_key
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
@@ -172,7 +172,15 @@ class EmbeddedBank:
         return outcome
 
     def _account(self, command: Command) -> Account:
-        outcome = self._execute(command)
+        """An opening or limits under no key of the caller's: one lost on its way is not
+        to be retried under a key the caller never had."""
+        try:
+            outcome = self._execute(command)
+        except KopilkaError as error:
+            advised = without_key_advice(error)
+            if advised is error:
+                raise
+            raise advised from error
         assert isinstance(outcome, Account)
         return outcome
 

@@ -35,6 +35,7 @@ from tests.kopilka_server import (
 )
 from tests.pgserver import PostgresTestServer, StopMode
 
+from kopilka.errors import KopilkaError
 from kopilka.workers import DATABASE_AWAY_PAUSE_SECONDS
 
 pytestmark = pytest.mark.postgres
@@ -531,6 +532,38 @@ def test_a_worker_started_again_while_the_database_is_away_waits_for_it(
     assert "Traceback" not in server.errors, server.errors
 
 
+async def _hold_commits(url: str, hold: bool) -> None:
+    """A synchronous standby that never comes holds every COMMIT (committed locally)."""
+    connection = await asyncpg.connect(url)
+    try:
+        if hold:
+            await connection.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+        else:
+            await connection.execute("ALTER SYSTEM RESET synchronous_standby_names")
+        await connection.execute("SELECT pg_reload_conf()")
+    finally:
+        await connection.close()
+
+
+def _commits_waiting(url: str, count: int) -> None:
+    """Until `count` COMMITs wait for the standby."""
+
+    async def waiting() -> int:
+        connection = await asyncpg.connect(url)
+        try:
+            found: int = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+            )
+            return found
+        finally:
+            await connection.close()
+
+    deadline = time.monotonic() + 10
+    while asyncio.run(waiting()) < count:
+        assert time.monotonic() < deadline, "no COMMIT waited for the standby"
+        time.sleep(0.05)
+
+
 def test_a_write_without_a_key_whose_commit_is_lost_says_to_look_first(
     tmp_path: Path, postgres_server: PostgresTestServer, postgres_url: str
 ) -> None:
@@ -544,38 +577,12 @@ def test_a_write_without_a_key_whose_commit_is_lost_says_to_look_first(
     if not postgres_server.is_managed:
         pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
 
-    async def configure(setting: str) -> None:
-        # A synchronous standby that never comes holds every COMMIT (committed locally).
-        connection = await asyncpg.connect(postgres_url)
-        try:
-            await connection.execute(setting)
-            await connection.execute("SELECT pg_reload_conf()")
-        finally:
-            await connection.close()
-
-    async def commits_waiting() -> int:
-        connection = await asyncpg.connect(postgres_url)
-        try:
-            waiting: int = await connection.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
-            )
-            return waiting
-        finally:
-            await connection.close()
-
     with running_server(tmp_path / "home", postgres_url) as server, server.client() as http:
         for client in ("Ann", "Bob"):
             assert http.post("/v1/accounts", json={"client": client}).status_code == 201
-        asyncio.run(configure("ALTER SYSTEM SET synchronous_standby_names = 'nobody'"))
+        asyncio.run(_hold_commits(postgres_url, True))
         try:
             with ThreadPoolExecutor(2) as pool:
-
-                def waiting_for(count: int) -> None:
-                    deadline = time.monotonic() + 10
-                    while asyncio.run(commits_waiting()) < count:
-                        assert time.monotonic() < deadline, "no COMMIT waited for the standby"
-                        time.sleep(0.05)
-
                 keyed = pool.submit(
                     http.patch,
                     "/v1/accounts/Bob",
@@ -583,19 +590,54 @@ def test_a_write_without_a_key_whose_commit_is_lost_says_to_look_first(
                     headers={"Idempotency-Key": "limits-bob"},
                     timeout=60,
                 )
-                waiting_for(1)
+                _commits_waiting(postgres_url, 1)
                 keyless = pool.submit(
                     http.patch, "/v1/accounts/Ann", json={"max_balance": "5.00"}, timeout=60
                 )
-                waiting_for(2)
+                _commits_waiting(postgres_url, 2)
                 postgres_server.stop("immediate")
                 answers = {"keyless": keyless.result(), "keyed": keyed.result()}
         finally:
             if not postgres_server.is_running:
                 postgres_server.start()
-            asyncio.run(configure("ALTER SYSTEM RESET synchronous_standby_names"))
+            asyncio.run(_hold_commits(postgres_url, False))
     for name, answer in answers.items():
         assert answer.status_code == 503, (name, answer.text)
         assert answer.json()["error"]["code"] == "outcome_unknown", (name, answer.text)
     assert answers["keyless"].json()["error"]["message"].endswith(LOOK_FIRST)
     assert answers["keyed"].json()["error"]["message"].endswith(RETRY_UNDER_THE_KEY)
+
+
+def test_an_embedded_opening_or_limits_whose_commit_is_lost_says_to_look_first(
+    postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    """The embedded bank's calls without a key of the caller's, as the server's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kopilka.bank import EmbeddedBank
+    from kopilka.errors import LOOK_FIRST
+
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
+    bank = EmbeddedBank(postgres_url)
+    try:
+        bank.open_account("Ann")
+        asyncio.run(_hold_commits(postgres_url, True))
+        try:
+            with ThreadPoolExecutor(2) as pool:
+                limits = pool.submit(bank.set_limits, "Ann", None, 500)
+                _commits_waiting(postgres_url, 1)
+                opening = pool.submit(bank.open_account, "Bob", 0, None, 100)
+                _commits_waiting(postgres_url, 2)
+                postgres_server.stop("immediate")
+                failures = [call.exception() for call in (limits, opening)]
+        finally:
+            if not postgres_server.is_running:
+                postgres_server.start()
+            asyncio.run(_hold_commits(postgres_url, False))
+    finally:
+        bank.close()
+    for failure in failures:
+        assert isinstance(failure, KopilkaError), failure
+        assert failure.code == "outcome_unknown", failure
+        assert failure.message.endswith(LOOK_FIRST), failure.message
