@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from kopilka.domain.model import Account, ClaimKey, Command, Outcome, client_name
 from kopilka.domain.rules import validate_client
@@ -404,13 +404,15 @@ class Engine:
         """The whole statement of a period (for long periods, see statement_lines)."""
         since = None if since is None else period_end(since, "since")
         till = period_end(till, "till")
-        account, opening = await self.statement_header(ledger, client, since, till)
+        account, opening, _ = await self.statement_header(ledger, client, since, till)
         lines = [line async for line in self.statement_lines(account.id, since, till)]
         return build_statement(account.client, since, till, opening, lines)
 
     async def statement_header(
         self, ledger: str, client: str, since: datetime | None, till: datetime
-    ) -> tuple[Account, int]:
+    ) -> tuple[Account, int, int]:
+        """The account, its balance as the period opens, and as it closes: the balance
+        its lines must come to (a sandbox dropped while they stream cuts them short)."""
         # A time without an offset is UTC, as the API reads one: the embedded bank's
         # caller and a server's get the same statement for the same arguments.
         since = None if since is None else period_end(since, "since")
@@ -421,7 +423,13 @@ class Engine:
         # same every time it is asked for, and the next one starts where it ended.
         await self.store.settle_history(account)
         opening = 0 if since is None else await self.store.opening_balance(account.id, since)
-        return account, opening
+        # Before the next microsecond: the lines at `till` itself are the period's too.
+        try:
+            after_till = till + timedelta(microseconds=1)
+        except OverflowError:  # the calendar's last moment: no line comes after it
+            after_till = till
+        closing = await self.store.opening_balance(account.id, after_till)
+        return account, opening, closing
 
     async def statement_lines(
         self, account_id: int, since: datetime | None, till: datetime

@@ -215,3 +215,25 @@ def test_a_shell_session_idle_at_its_prompt_keeps_its_sandbox(tmp_path: Path) ->
             proxy.accept()  # nothing ever came
     assert (shell.returncode, err) == (0, "")
     assert out == "Deposit operation was successful!\nBalance of Pat: $5.00\n"
+
+
+def test_a_statement_cut_off_by_its_sandbox_dropped_is_never_shown_whole(tmp_path: Path) -> None:
+    """Its lines stopped where the drop took the rest, and the answer ended as a whole
+    statement: valid JSON, totals adding up, most of the money missing."""
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        ledger = admin.post("/v1/sandboxes").json()["ledger"]
+        inside = {"Kopilka-Ledger": ledger}
+        assert admin.post("/v1/accounts", json={"client": "Ann"}, headers=inside).is_success
+        deposits = [{"type": "deposit", "client": "Ann", "amount": "1"}] * 10_000
+        for _ in range(2):
+            batch = admin.post("/v1/batch", json={"operations": deposits}, headers=inside)
+            assert batch.status_code == 200
+        with admin.stream("GET", "/v1/accounts/Ann/statement", headers=inside) as answer:
+            assert answer.status_code == 200
+            chunks = answer.iter_raw()
+            received = next(chunks)
+            assert admin.delete(f"/v1/sandboxes/{ledger}").status_code == 204
+            with pytest.raises(httpx.RemoteProtocolError):  # cut short, not ended
+                for chunk in chunks:
+                    received += chunk
+    assert b'"closing_balance"' not in received

@@ -419,12 +419,13 @@ class Call:
         # A server has no "user's zone": a time without an offset is UTC here.
         since, till = parse_period(query.get("since"), query.get("till"), zone=UTC)
         engine = self.app.engine
-        account, opening = await engine.statement_header(self.ledger, client, since, till)
+        account, opening, closing = await engine.statement_header(self.ledger, client, since, till)
         totals = Totals(opening)
         lines = adding_up(
             await first_page_read(engine.statement_lines(account.id, since, till)),
             account.client,
             totals,
+            closing,
         )
         if form == "csv":
             return StreamingResponse(csv_statement(lines), media_type="text/csv")

@@ -59,16 +59,18 @@ class Totals:
 
 
 async def adding_up(
-    lines: AsyncIterator[StatementLine], client: str, totals: Totals
+    lines: AsyncIterator[StatementLine], client: str, totals: Totals, closing: int
 ) -> AsyncIterator[StatementLine]:
     """The lines as they come, summed into `totals`; past the last, the check the shell
-    makes of every statement it prints (build_statement). Streamed, a statement that
-    does not add up can only end broken off, before its last chunk: never shown as
-    though whole."""
+    makes of every statement it prints (build_statement), and that they came to the
+    period's closing balance, read as it began (lines cut off by a sandbox dropped
+    while they streamed add up too). Streamed, a statement that fails either can only
+    end broken off, before its last chunk: never shown as though whole."""
     async for line in lines:
         totals.add(line)
         yield line
-    if totals.opening - totals.withdrawals + totals.deposits != totals.closing:
+    adds_up = totals.opening - totals.withdrawals + totals.deposits == totals.closing
+    if not adds_up or totals.closing != closing:
         raise statement_inconsistent(client)
 
 
