@@ -609,3 +609,74 @@ def test_a_stop_closes_connections_half_sent_or_lingering_at_once(tmp_path: Path
         half_sent.close()
         refused.close()
     assert took < LINGER_SECONDS, took
+
+
+def chunked_deposit_head(token: str) -> bytes:
+    return (
+        b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    )
+
+
+@pytest.mark.parametrize("size_line", [b"zz\r\n", b"ffffffffffffffffff\r\n"])
+def test_a_chunk_size_that_is_no_number_is_refused_at_once(
+    tmp_path: Path, size_line: bytes
+) -> None:
+    """The parser stopped in the body of the request its application waited for: the
+    refusal waited behind that answer, which never came, and the connection held its
+    slot with no clock running, for ever."""
+    with running_server(tmp_path, "memory:") as server:
+        connection = connect(server.port)
+        started = time.monotonic()
+        connection.sendall(chunked_deposit_head(server.token) + size_line)
+        answer = read_until_closed(connection)
+        assert error_of(answer) == (400, "invalid_http"), answer
+        assert time.monotonic() - started < LINGER_SECONDS + 3
+        connection.close()
+
+
+@pytest.mark.parametrize("token", ["valid", "none"])
+def test_endless_trailers_are_refused_as_headers_are(tmp_path: Path, token: str) -> None:
+    """Trailer fields after a chunked body were held whatever their size: hundreds of
+    megabytes of them, no token needed, grew the server by as much. Refused as headers
+    past their bound are; answered already (401, before the body), closed."""
+    with running_server(tmp_path, "memory:") as server:
+        connection = connect(server.port)
+        given = server.token if token == "valid" else "none"
+        connection.sendall(chunked_deposit_head(given) + b"2\r\n{}\r\n0\r\n")
+        line = b"X-t: " + b"a" * 8_000 + b"\r\n"
+        with contextlib.suppress(OSError):  # the server may close before all is sent
+            for _ in range(500):  # 4 MB
+                connection.sendall(line)
+        answer = read_until_closed(connection)
+        refused = {(431, "headers_too_large")}
+        if token == "none":  # whichever comes first: the token's check, or the bound
+            refused.add((401, "unauthorized"))
+        assert error_of(answer) in refused, answer
+        connection.close()
+
+
+def test_a_client_leaving_pipelined_statements_logs_nothing(tmp_path: Path) -> None:
+    """The statement being streamed when a second request came behind it was not told
+    that the client had gone: each write to the closed connection was a traceback."""
+    with running_server(tmp_path, "memory:") as server:
+        with server.client() as admin:
+            assert admin.post("/v1/accounts", json={"client": "Ann"}).status_code == 201
+            deposits = [{"type": "deposit", "client": "Ann", "amount": "1"}] * 10_000
+            for _ in range(2):
+                assert admin.post("/v1/batch", json={"operations": deposits}).status_code == 200
+        statement = (
+            b"GET /v1/accounts/Ann/statement HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {server.token}\r\n\r\n".encode()
+        )
+        for _ in range(5):
+            connection = connect(server.port)
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            connection.sendall(statement * 2)
+            assert connection.recv(100).startswith(b"HTTP/1.1 200")
+            connection.close()
+        time.sleep(1)
+        with server.client() as admin:
+            assert admin.get("/v1/health").status_code == 200
+        assert server.stop() == 0
+    assert "Traceback" not in server.errors, server.errors

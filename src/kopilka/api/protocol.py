@@ -15,6 +15,10 @@
   connection is answered 408 `request_timeout` (unless the application has
   answered already) and closed, so a body that never starts cannot hold a slot;
   the application (`read_body`) bounds a body that trickles in as well.
+- Bytes of a chunked body that are not its content (chunk sizes and extensions, and
+  trailer fields): past every header's bound and a few bytes for each byte of content,
+  the request is answered 431 `headers_too_large` and closed, so endless trailers are
+  not held until they end.
 - Time the server is kept waiting to write: once the transport has paused writing
   (its buffer over the high-water mark, the client not reading) for longer than the
   bound, the connection is aborted, dropping what is buffered, so a client that asks
@@ -164,6 +168,15 @@ _TARGET_TOO_LONG = _refusal(
 )
 
 
+def _framing_too_large(head_bytes: int, body_bytes: int) -> bool:
+    """Whether a chunked body's bytes that are not its content (chunk sizes and their
+    extensions, and the trailer fields after the last chunk, which the parser holds
+    until each ends) are past what any sender needs: every header's bound, and a few
+    bytes of size line for each byte of content (a body sent a byte a chunk)."""
+    received = head_bytes - _IN_BODY
+    return received - body_bytes > HEAD_BYTES_MAX + 8 * body_bytes
+
+
 class _InvalidHead(Exception):
     """Raised in a parser callback to stop it: the request is answered `refusal`."""
 
@@ -184,6 +197,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.body_started: float | None = None
         # Bytes received since the current request's head began; _IN_BODY once it is in.
         self.head_bytes = 0
+        # Bytes of the current request's body handed on, beside those received for it.
+        self.body_bytes = 0
         # When the transport paused writing (the client not reading), until it resumes.
         self.write_paused_at: float | None = None
         # What to answer when the parser stops on this request.
@@ -196,6 +211,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.lingering = False
         # The server is stopping: a connection closes at once, without lingering.
         self.stopping = False
+        # Requests still being answered when one was sent behind them: uvicorn keeps only
+        # the newest request's cycle, and tells only it that the connection is lost.
+        self.answered_behind: list[Any] = []
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvicorn and each request's cycle write through this view of the transport.
@@ -221,6 +239,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.bounds.watch(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        for cycle in self.answered_behind:
+            # An answer streaming to a client that left stops, as the newest one does
+            # (its writes to the closed transport failed in a traceback each).
+            if not cycle.response_complete:
+                cycle.disconnected = True
+                cycle.message_event.set()
+        self.answered_behind.clear()
         self.bounds.live.discard(self)
         address = self._counted_address
         if address is not None:
@@ -248,6 +273,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self.head_bytes > HEAD_BYTES_MAX:
             self.headers_too_large()
+        elif self.head_bytes < 0 and _framing_too_large(self.head_bytes, self.body_bytes):
+            self._refuse_its_body(_HEADERS_TOO_LARGE)  # trailers, or chunk sizes, endless
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        super().on_body(body)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -264,10 +295,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.headers_started = None
         self.body_started = self.loop.time()
         self.head_bytes = _IN_BODY
+        self.body_bytes = 0
         if not self._valid_head():
             self.refusal = _INVALID_HTTP
             raise _InvalidHead
+        earlier = self.cycle
         super().on_headers_complete()
+        if earlier is not None and not earlier.response_complete:
+            self.answered_behind.append(earlier)
 
     def _valid_head(self) -> bool:
         """HTTP/1.1 (or 1.0) with one Host (1.1 requires it) and no transfer coding but
@@ -290,6 +325,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if self.answered_behind:
+            self.answered_behind = [c for c in self.answered_behind if not c.response_complete]
         self.writes.response_complete()
         self.unanswered -= 1
         if self.unanswered > 0:  # the one sent behind it is due now: its time starts
@@ -314,6 +351,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         # uvicorn's own answer is text/plain (its log line is filtered out above). It calls
         # this too when a callback of ours stopped the parser, with its refusal set.
+        cycle = self.cycle
+        if self.head_bytes < 0 and cycle is not None and cycle.more_body:
+            # In the body of the request being read (a chunk size that is no number):
+            # no more of it will come, and its application would wait for it for ever,
+            # the refusal waiting behind its answer.
+            self._refuse_its_body(self.refusal)
+            return
         self._refuse_between_answers(self.refusal)
 
     def headers_too_slow(self) -> None:
@@ -321,6 +365,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse_between_answers(_HEADERS_TOO_SLOW)
 
     def body_too_slow(self) -> None:
+        self._refuse_its_body(_BODY_TOO_SLOW)
+
+    def _refuse_its_body(self, refusal: bytes) -> None:
+        """Refuse the request whose body is being read, and close."""
         self.body_started = None
         if self.lingering or self.transport.is_closing():
             return
@@ -329,7 +377,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # still being answered, there is nothing to add but the close.
         cycle = self.cycle
         if (cycle is None or not cycle.response_started) and not self.pipeline:
-            self._close_with(_BODY_TOO_SLOW)
+            self._close_with(refusal)
         else:
             self.transport.close()
 
