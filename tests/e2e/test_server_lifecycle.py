@@ -117,29 +117,20 @@ def test_sigkill_under_load_loses_no_acknowledged_operation(tmp_path: Path) -> N
         _check(_recorded(restarted), acked, len(ACCOUNTS) * 100_000_000, restarted)
 
 
-def test_sigterm_drains_answers_and_exits_zero(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    acked: list[str] = []
-    with running_server(home) as server:
-        _fund(server)
-        asyncio.run(_load_then_signal(server, signal.SIGTERM, acked, "term"))
-        assert server.stop(None) == 0
-        assert "Traceback" not in server.errors
-    assert len(acked) > 100
-    with running_server(home) as restarted:
-        _check(_recorded(restarted), acked, len(ACCOUNTS) * 100_000_000, restarted)
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_sighup_stops_the_server_as_sigterm_does(tmp_path: Path, workers: int) -> None:
-    """The terminal the server ran in has closed: one process died at once (129), its
-    requests in flight cut off; a supervisor started uvicorn's plain workers in place of
-    its own and went on."""
+@pytest.mark.parametrize(
+    ("stop", "workers"),
+    [(signal.SIGTERM, 1), (signal.SIGHUP, 1), (signal.SIGHUP, 2)],
+    ids=["sigterm", "sighup", "sighup-workers"],
+)
+def test_a_stop_drains_answers_and_exits_zero(tmp_path: Path, stop: int, workers: int) -> None:
+    """SIGHUP (the terminal the server ran in has closed) as SIGTERM: one process died at
+    once (129), its requests in flight cut off; a supervisor started uvicorn's plain
+    workers in place of its own and went on."""
     home = tmp_path / "home"
     acked: list[str] = []
     with running_server(home, workers=workers) as server:
         _fund(server)
-        asyncio.run(_load_then_signal(server, signal.SIGHUP, acked, "hup"))
+        asyncio.run(_load_then_signal(server, stop, acked, "stop"))
         assert server.stop(None) == 0
         assert "Traceback" not in server.errors
     assert len(acked) > 100
