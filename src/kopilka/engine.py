@@ -18,7 +18,12 @@ from datetime import datetime, timedelta
 
 from kopilka.domain.model import Account, ClaimKey, Command, Outcome, client_name
 from kopilka.domain.rules import validate_client
-from kopilka.domain.statement import Statement, StatementLine, build_statement
+from kopilka.domain.statement import (
+    Statement,
+    StatementHeader,
+    StatementLine,
+    build_statement,
+)
 from kopilka.errors import (
     Busy,
     InvalidInput,
@@ -404,15 +409,15 @@ class Engine:
         """The whole statement of a period (for long periods, see statement_lines)."""
         since = None if since is None else period_end(since, "since")
         till = period_end(till, "till")
-        account, opening, _ = await self.statement_header(ledger, client, since, till)
-        lines = [line async for line in self.statement_lines(account.id, since, till)]
-        return build_statement(account.client, since, till, opening, lines)
+        header = await self.statement_header(ledger, client, since, till)
+        lines = [line async for line in self.statement_lines(header, since)]
+        return build_statement(header.account.client, since, till, header.opening_cents, lines)
 
     async def statement_header(
         self, ledger: str, client: str, since: datetime | None, till: datetime
-    ) -> tuple[Account, int, int]:
-        """The account, its balance as the period opens, and as it closes: the balance
-        its lines must come to (a sandbox dropped while they stream cuts them short)."""
+    ) -> StatementHeader:
+        """The account, its balance as the period opens, and the period's last entry as
+        the statement is asked for: its lines end there and come to its balance."""
         # A time without an offset is UTC, as the API reads one: the embedded bank's
         # caller and a server's get the same statement for the same arguments.
         since = None if since is None else period_end(since, "since")
@@ -422,24 +427,36 @@ class Engine:
         # Up to now the account's history is final, so a period that has ended reads the
         # same every time it is asked for, and the next one starts where it ended.
         await self.store.settle_history(account)
-        opening = 0 if since is None else await self.store.opening_balance(account.id, since)
+        before_since = None if since is None else await self.store.last_entry(account.id, since)
         # Before the next microsecond: the lines at `till` itself are the period's too.
         try:
             after_till = till + timedelta(microseconds=1)
         except OverflowError:  # the calendar's last moment: no line comes after it
             after_till = till
-        closing = await self.store.opening_balance(account.id, after_till)
-        return account, opening, closing
+        # A period reaching past now would otherwise gain the lines written while it
+        # streams, and end at a balance other than the one it was asked at.
+        last = await self.store.last_entry(account.id, after_till)
+        opening = 0 if before_since is None else before_since.balance_after_cents
+        return StatementHeader(account, opening, last)
 
     async def statement_lines(
-        self, account_id: int, since: datetime | None, till: datetime
+        self, header: StatementHeader, since: datetime | None
     ) -> AsyncIterator[StatementLine]:
-        """Lines page by page from the store, so a long period never sits in memory whole."""
+        """Lines page by page from the store, so a long period never sits in memory
+        whole, up to the header's last entry."""
+        last = header.last
+        if last is None:
+            return
         after = 0
         page_rows = self.limits.statement_page_rows
+        account_id = header.account.id
         while True:
-            page = await self.store.statement_page(account_id, since, till, after, page_rows)
+            page = await self.store.statement_page(
+                account_id, since, last.created_at, after, page_rows
+            )
             for line in page:
+                if last.precedes(line):
+                    return
                 yield line
             if len(page) < page_rows:
                 return

@@ -408,18 +408,23 @@ async def test_statement_period_opening_balance_and_running_balances(engine: Eng
     assert whole.closing_balance_cents == await balance(engine, JOHN)
 
 
-async def test_opening_balance_is_balance_just_before(engine: Engine) -> None:
+async def test_last_entry_is_the_balance_just_before(engine: Engine) -> None:
     first = await applied(engine, Deposit(JOHN, 10_000, "a", "o1"))
     second = await applied(engine, Withdraw(JOHN, 4_000, "b", "o2"))
     account = await engine.get_account("main", JOHN)
     store = engine.store
-    assert await store.opening_balance(account.id, first.created_at) == 0
-    assert await store.opening_balance(account.id, second.created_at) == 10_000
-    assert (
-        await store.opening_balance(account.id, second.created_at + timedelta(microseconds=1))
-        == 6_000
+    assert await store.last_entry(account.id, first.created_at) is None
+    before_second = await store.last_entry(account.id, second.created_at)
+    assert before_second is not None
+    assert (before_second.created_at, before_second.balance_after_cents) == (
+        first.created_at,
+        10_000,
     )
-    assert await store.opening_balance(account.id, FAR_FUTURE) == 6_000
+    just_after = await store.last_entry(account.id, second.created_at + timedelta(microseconds=1))
+    latest = await store.last_entry(account.id, FAR_FUTURE)
+    assert latest is not None and latest == just_after
+    assert (latest.created_at, latest.balance_after_cents) == (second.created_at, 6_000)
+    assert latest.entry_id > before_second.entry_id
 
 
 async def test_empty_period_still_has_opening_and_closing(engine: Engine) -> None:

@@ -5,6 +5,7 @@ leave that batch's line to appear in its period afterwards."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -96,3 +97,27 @@ def test_a_statement_up_to_now_is_final_on_postgresql(
     """Batches planned on a process's view take their time before they lock a row."""
     with running_server(tmp_path / "home", postgres_url, workers=workers) as server:
         _each_period_reads_again_as_it_did(server, 4, 1)
+
+
+def test_a_statement_into_the_future_ends_as_its_account_stood_when_asked(
+    tmp_path: Path,
+) -> None:
+    """Its lines are those written before it was asked for: one written while it streams
+    neither breaks it off nor joins it, though its time lies inside the period."""
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        deposits = [{"type": "deposit", "client": "Ann", "amount": "1"}] * 10_000
+        assert admin.post("/v1/accounts", json={"client": "Ann"}).is_success
+        for _ in range(2):
+            assert admin.post("/v1/batch", json={"operations": deposits}).status_code == 200
+        period = {"till": (datetime.now(UTC) + timedelta(days=1)).isoformat()}
+        with admin.stream("GET", "/v1/accounts/Ann/statement", params=period) as answer:
+            assert answer.status_code == 200
+            chunks = answer.iter_raw()
+            received = next(chunks)
+            late = {"client": "Ann", "amount": "5.00", "description": "late"}
+            assert admin.post("/v1/deposits", json=late).status_code == 201
+            for chunk in chunks:
+                received += chunk
+    statement = json.loads(received)
+    assert (len(statement["lines"]), statement["closing_balance"]) == (20_000, "20000.00")
+    assert statement["deposits"] == "20000.00"

@@ -419,13 +419,14 @@ class Call:
         # A server has no "user's zone": a time without an offset is UTC here.
         since, till = parse_period(query.get("since"), query.get("till"), zone=UTC)
         engine = self.app.engine
-        account, opening, closing = await engine.statement_header(self.ledger, client, since, till)
-        totals = Totals(opening)
+        header = await engine.statement_header(self.ledger, client, since, till)
+        account = header.account
+        totals = Totals(header.opening_cents)
         lines = adding_up(
-            await first_page_read(engine.statement_lines(account.id, since, till)),
+            await first_page_read(engine.statement_lines(header, since)),
             account.client,
             totals,
-            closing,
+            header.closing_cents,
         )
         if form == "csv":
             return StreamingResponse(csv_statement(lines), media_type="text/csv")

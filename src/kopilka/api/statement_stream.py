@@ -63,7 +63,7 @@ async def adding_up(
 ) -> AsyncIterator[StatementLine]:
     """The lines as they come, summed into `totals`; past the last, the check the shell
     makes of every statement it prints (build_statement), and that they came to the
-    period's closing balance, read as it began (lines cut off by a sandbox dropped
+    balance of the last entry read as it began (lines cut off by a sandbox dropped
     while they streamed add up too). Streamed, a statement that fails either can only
     end broken off, before its last chunk: never shown as though whole."""
     async for line in lines:

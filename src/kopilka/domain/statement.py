@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from kopilka.domain.model import OperationKind
+from kopilka.domain.model import Account, OperationKind
 from kopilka.errors import Unavailable
 
 
@@ -29,6 +29,31 @@ class StatementLine:
         direction = "to" if self.amount_cents < 0 else "from"
         label = f"Transfer {direction} {self.counterparty}"
         return f"{label}: {self.description}" if self.description else label
+
+
+@dataclass(frozen=True, slots=True)
+class EntryMark:
+    """An entry's place in its account's history, and the balance it left."""
+
+    entry_id: int
+    created_at: datetime
+    balance_after_cents: int
+
+    def precedes(self, line: StatementLine) -> bool:
+        return (self.created_at, self.entry_id) < (line.created_at, line.entry_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StatementHeader:
+    """A statement as it is asked for: the lines it reads end at `last`."""
+
+    account: Account
+    opening_cents: int
+    last: EntryMark | None  # the account's last entry up to the period's end, if any
+
+    @property
+    def closing_cents(self) -> int:
+        return self.opening_cents if self.last is None else self.last.balance_after_cents
 
 
 @dataclass(frozen=True, slots=True)

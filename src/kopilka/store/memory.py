@@ -32,7 +32,7 @@ from kopilka.domain.rules import (
     operation_keys,
     plan_batch,
 )
-from kopilka.domain.statement import StatementLine
+from kopilka.domain.statement import EntryMark, StatementLine
 from kopilka.tokens import TokenRecord
 
 
@@ -126,10 +126,13 @@ class MemoryStore:
     async def settle_history(self, account: Account) -> None:
         """Nothing to wait for: a batch takes its time and applies in one step of the loop."""
 
-    async def opening_balance(self, account_id: int, before: datetime) -> int:
+    async def last_entry(self, account_id: int, before: datetime) -> EntryMark | None:
         keys = self._line_keys.get(account_id, [])
         index = bisect.bisect_left(keys, (before, 0))
-        return self._lines[account_id][index - 1].balance_after_cents if index else 0
+        if not index:
+            return None
+        line = self._lines[account_id][index - 1]
+        return EntryMark(line.entry_id, line.created_at, line.balance_after_cents)
 
     async def statement_page(
         self,

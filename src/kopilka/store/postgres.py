@@ -51,7 +51,7 @@ from kopilka.domain.rules import (
     operation_keys,
     plan_batch,
 )
-from kopilka.domain.statement import StatementLine
+from kopilka.domain.statement import EntryMark, StatementLine
 from kopilka.errors import (
     InvalidInput,
     KopilkaError,
@@ -747,16 +747,17 @@ class PostgresStore:
         )
         self._accounts.forget_states({(account.ledger, account.client)})
 
-    async def opening_balance(self, account_id: int, before: datetime) -> int:
-        value = await self._read(
-            lambda connection: connection.fetchval(
-                "SELECT balance_after FROM entries WHERE account_id = $1 AND created_at < $2"
+    async def last_entry(self, account_id: int, before: datetime) -> EntryMark | None:
+        row = await self._read(
+            lambda connection: connection.fetchrow(
+                "SELECT id, created_at, balance_after FROM entries"
+                " WHERE account_id = $1 AND created_at < $2"
                 " ORDER BY created_at DESC, id DESC LIMIT 1",
                 account_id,
                 before,
             )
         )
-        return 0 if value is None else int(value)
+        return None if row is None else EntryMark(*row)
 
     async def statement_page(
         self,

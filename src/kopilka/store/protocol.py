@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from kopilka.domain.model import Account, Command, Outcome
-from kopilka.domain.statement import StatementLine
+from kopilka.domain.statement import EntryMark, StatementLine
 from kopilka.tokens import TokenRecord
 
 
@@ -46,8 +46,9 @@ class Store(Protocol):
         committed or failed when this returns, and none that commits later takes a time
         before it. So a period that has ended, once shown, never gains a line."""
 
-    async def opening_balance(self, account_id: int, before: datetime) -> int:
-        """The balance just before `before`: one index lookup."""
+    async def last_entry(self, account_id: int, before: datetime) -> EntryMark | None:
+        """The account's last entry before `before` (its balance just then): one index
+        lookup."""
 
     async def statement_page(
         self,

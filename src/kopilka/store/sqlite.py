@@ -53,7 +53,7 @@ from kopilka.domain.rules import (
     plan_batch,
     refused_money_keys,
 )
-from kopilka.domain.statement import StatementLine
+from kopilka.domain.statement import EntryMark, StatementLine
 from kopilka.errors import RetryableStoreError, Unavailable
 from kopilka.store.not_a_ledger import newer_schema, no_ledger, refuse_foreign_tables
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
@@ -824,14 +824,15 @@ class SqliteStore:
                 raise Unavailable("store_busy", "the ledger is busy; try again")
             await asyncio.sleep(_FENCE_POLL_SECONDS)
 
-    async def opening_balance(self, account_id: int, before: datetime) -> int:
-        def read() -> int:
+    async def last_entry(self, account_id: int, before: datetime) -> EntryMark | None:
+        def read() -> EntryMark | None:
             row = self._read_db.execute(
-                "SELECT balance_after FROM entries WHERE account_id = ? AND created_at < ?"
+                "SELECT id, created_at, balance_after FROM entries"
+                " WHERE account_id = ? AND created_at < ?"
                 " ORDER BY created_at DESC, id DESC LIMIT 1",
                 (account_id, to_micros(before)),
             ).fetchone()
-            return 0 if row is None else int(row[0])
+            return None if row is None else EntryMark(row[0], from_micros(row[1]), row[2])
 
         return await self._read(read)
 
