@@ -125,7 +125,7 @@ def test_metrics_count_every_batch_item_and_replays_apart(tmp_path: Path) -> Non
         (("kind", "deposit"), ("result", "ok")): 2,  # the batch's first, the single one
         (("kind", "deposit"), ("result", "replayed")): 2,
         (("kind", "deposit"), ("result", codes[1])): 2,  # refused again, not replayed
-        (("kind", "unknown"), ("result", codes[2])): 2,
+        (("kind", "withdrawal"), ("result", codes[2])): 2,  # its type clear, its amount not
         (("kind", "unknown"), ("result", codes[3])): 2,
     }
 

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -458,7 +459,7 @@ class Call:
 
     async def _batch_items(
         self,
-        items: list[BatchItem | KopilkaError],
+        items: list[BatchItem | _Malformed],
         as_decoded: BatchIn | bytes,
         prefix: str,
         role: Role,
@@ -469,9 +470,9 @@ class Call:
         commands: list[Command] = []
         positions: list[int] = []
         for index, item in enumerate(items):
-            if isinstance(item, KopilkaError):
-                counts[MALFORMED_KIND, item.code] += 1
-                results[index] = BatchResult(item.http_status, error=error_detail(item))
+            if isinstance(item, _Malformed):
+                counts[item.kind, item.error.code] += 1
+                results[index] = BatchResult(item.error.http_status, error=error_detail(item.error))
                 continue
             try:
                 # Each item goes through the very checks of its single-operation endpoint,
@@ -613,7 +614,32 @@ _raw_batch_decoder = msgspec.json.Decoder(BatchRawIn)
 _item_decoder: msgspec.json.Decoder[BatchItem] = msgspec.json.Decoder(BatchItem)
 
 
-def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], BatchIn | bytes]:
+@dataclass(frozen=True, slots=True)
+class _Malformed:
+    """A batch item refused as it was decoded, and the kind its `type` names: counted
+    as that kind, or as MALFORMED_KIND when it names none we know."""
+
+    error: KopilkaError
+    kind: str
+
+
+class _ItemType(msgspec.Struct):
+    type: str
+
+
+_item_type_decoder = msgspec.json.Decoder(_ItemType)
+_ITEM_KINDS = frozenset({"deposit", "withdrawal", "transfer"})
+
+
+def _malformed(error: KopilkaError, text: bytes, index: int) -> _Malformed:
+    try:
+        kind = _item_type_decoder.decode(text).type
+    except DECODE_ERRORS:
+        kind = MALFORMED_KIND
+    return _Malformed(_item_error(error, index), kind if kind in _ITEM_KINDS else MALFORMED_KIND)
+
+
+def _decode_batch(body: bytes) -> tuple[list[BatchItem | _Malformed], BatchIn | bytes]:
     """The batch's items, each decoded or refused on its own, and the body as decoded,
     for its key's digest (the request, encoded only if it has a key). The whole body is
     decoded at once; only when that fails, or an item repeats a field, is it decoded
@@ -638,17 +664,17 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | KopilkaError], BatchIn 
     top = repeats(body).top
     if top is not None:
         raise repeated_field(top)
-    items: list[BatchItem | KopilkaError] = []
+    items: list[BatchItem | _Malformed] = []
     decoded: list[bytes] = []
     for index, text in enumerate(raw.operations):
         try:
             item = _item_decoder.decode(text)
             refuse_repeats(bytes(text), item)
         except DECODE_ERRORS as error:
-            items.append(_item_error(decode_error(error, bytes(text)), index))
+            items.append(_malformed(decode_error(error, bytes(text)), bytes(text), index))
             decoded.append(bytes(text))  # as sent: another body under the key differs
         except InvalidInput as error:  # a field given twice
-            items.append(_item_error(error, index))
+            items.append(_malformed(error, bytes(text), index))
             decoded.append(bytes(text))
         else:
             items.append(item)
@@ -665,9 +691,9 @@ def _item_error(error: KopilkaError, index: int) -> KopilkaError:
     return InvalidInput(error.code, f"{error.message} - at {where}`")
 
 
-def _item_kind(item: BatchItem | KopilkaError) -> MoneyKind:
+def _item_kind(item: BatchItem | _Malformed) -> MoneyKind:
     """An applied or refused item's kind (a malformed one never reaches the engine)."""
-    assert not isinstance(item, KopilkaError)
+    assert not isinstance(item, _Malformed)
     if isinstance(item, BatchTransfer):
         return "transfer"
     return "deposit" if isinstance(item, BatchDeposit) else "withdrawal"
