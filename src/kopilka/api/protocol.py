@@ -389,7 +389,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """Answer `refusal` and close; where requests sent before this one are still to
         be answered (a write among them may be applied), their answers go out first,
         then the refusal, so none is lost or cut into."""
-        if self.lingering or self.transport.is_closing():
+        if self.lingering or self.transport.is_closing() or self.refusal_due is not None:
+            # The first refusal stands: a garbled head is also counted as head bytes,
+            # and a piece read while an answer was busy holds more than the bound.
             return
         if self.pipeline or (self.cycle is not None and not self.cycle.response_complete):
             self.refusal_due = refusal
