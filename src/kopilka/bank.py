@@ -89,7 +89,8 @@ class Bank(Protocol):
 
     def accounts(self) -> list[Account]: ...
 
-    def statement(self, client: str, since: datetime | None, till: datetime) -> Statement: ...
+    def statement(self, client: str, since: datetime | None, till: datetime | None) -> Statement:
+        """The statement of a period; up to now, as the bank has it, when `till` is None."""
 
     def close(self) -> None: ...
 
@@ -278,7 +279,7 @@ class EmbeddedBank:
 
         return self._run(every_page())
 
-    def statement(self, client: str, since: datetime | None, till: datetime) -> Statement:
+    def statement(self, client: str, since: datetime | None, till: datetime | None) -> Statement:
         return self._run(self.engine.statement(self.ledger, client, since, till))
 
     def close(self) -> None:

@@ -479,23 +479,31 @@ class Client:
                 return found
             params = {"limit": "1000", "after": next_after}
 
-    def statement(self, client: str, since: datetime | None, till: datetime) -> Statement:
+    def statement(self, client: str, since: datetime | None, till: datetime | None) -> Statement:
         # A time without an offset is UTC, as the server reads it and the embedded bank
-        # takes it: the Statement says the moments it covers, offset and all.
+        # takes it: the Statement says the moments it covers, offset and all. Without a
+        # till, the server's now: this machine's clock may be behind the ledger's.
         since = None if since is None else period_end(since, "since")
-        till = period_end(till, "till")
-        params = {"till": till.isoformat(timespec="microseconds"), "format": "json"}
+        params = {"format": "json"}
+        if till is not None:
+            till = period_end(till, "till")
+            params["till"] = till.isoformat(timespec="microseconds")
         if since is not None:
             params["since"] = since.isoformat(timespec="microseconds")
 
-        def read(answer: Any) -> tuple[str, int, list[StatementLine]]:
+        def read(answer: Any) -> tuple[str, datetime, int, list[StatementLine]]:
             lines = [statement_line_from(line) for line in answer["lines"]]
             # The account's name as kept (in NFC), as the embedded bank gives it.
-            return text_from(answer["client"]), cents_from(answer["opening_balance"]), lines
+            return (
+                text_from(answer["client"]),
+                datetime.fromisoformat(answer["till"]),
+                cents_from(answer["opening_balance"]),
+                lines,
+            )
 
         path = _account_path(client) + "/statement"
-        kept_name, opening, lines = self._call("GET", path, read, params=params)
-        return build_statement(kept_name, since, till, opening, lines)
+        kept_name, until, opening, lines = self._call("GET", path, read, params=params)
+        return build_statement(kept_name, since, till or until, opening, lines)
 
     def execute_many(
         self, commands: Sequence[Command], idempotency_key: str | None = None

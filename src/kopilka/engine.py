@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from kopilka.domain.model import Account, ClaimKey, Command, Outcome, client_name
 from kopilka.domain.rules import validate_client
@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 # Steps of the event loop a batch may wait while more requests keep joining it:
 # a bound, so that a steady trickle cannot hold a batch back for long.
 GATHER_STEPS_MAX = 8
+_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
 
 
 class EngineState(enum.Enum):
@@ -404,40 +405,54 @@ class Engine:
         return await self.store.list_accounts(ledger, after_client=after_client, limit=limit)
 
     async def statement(
-        self, ledger: str, client: str, since: datetime | None, till: datetime
+        self, ledger: str, client: str, since: datetime | None, till: datetime | None
     ) -> Statement:
-        """The whole statement of a period (for long periods, see statement_lines)."""
+        """The whole statement of a period, up to now when `till` is None (for long
+        periods, see statement_lines)."""
         since = None if since is None else period_end(since, "since")
-        till = period_end(till, "till")
         header = await self.statement_header(ledger, client, since, till)
         lines = [line async for line in self.statement_lines(header, since)]
-        return build_statement(header.account.client, since, till, header.opening_cents, lines)
+        return build_statement(
+            header.account.client, since, header.till, header.opening_cents, lines
+        )
 
     async def statement_header(
-        self, ledger: str, client: str, since: datetime | None, till: datetime
+        self, ledger: str, client: str, since: datetime | None, till: datetime | None
     ) -> StatementHeader:
         """The account, its balance as the period opens, and the period's last entry as
-        the statement is asked for: its lines end there and come to its balance."""
+        the statement is asked for: its lines end there and come to its balance. Without
+        `till`, the period runs to now as the ledger has it."""
         # A time without an offset is UTC, as the API reads one: the embedded bank's
         # caller and a server's get the same statement for the same arguments.
         since = None if since is None else period_end(since, "since")
-        till = period_end(till, "till")
-        check_order(since, till)
+        # Now, before the history is settled: what commits after that takes a later time.
+        now = datetime.now(UTC)
+        if till is not None:
+            till = period_end(till, "till")
+            check_order(since, till)
         account = await self.get_account(ledger, client)
         # Up to now the account's history is final, so a period that has ended reads the
         # same every time it is asked for, and the next one starts where it ended.
         await self.store.settle_history(account)
         before_since = None if since is None else await self.store.last_entry(account.id, since)
-        # Before the next microsecond: the lines at `till` itself are the period's too.
-        try:
-            after_till = till + timedelta(microseconds=1)
-        except OverflowError:  # the calendar's last moment: no line comes after it
-            after_till = till
-        # A period reaching past now would otherwise gain the lines written while it
-        # streams, and end at a balance other than the one it was asked at.
-        last = await self.store.last_entry(account.id, after_till)
+        if till is None:
+            last = await self.store.last_entry(account.id, _END_OF_TIME)
+            # An entry's time is never before the one written last, so after this clock
+            # was set back (or one ahead wrote) the latest may lie past its now: a period
+            # up to now still holds every operation acknowledged.
+            till = now if last is None or last.created_at <= now else last.created_at
+            check_order(since, till)
+        else:
+            # Before the next microsecond: the lines at `till` itself are the period's too.
+            try:
+                after_till = till + timedelta(microseconds=1)
+            except OverflowError:  # the calendar's last moment: no line comes after it
+                after_till = till
+            # A period reaching past now would otherwise gain the lines written while it
+            # streams, and end at a balance other than the one it was asked at.
+            last = await self.store.last_entry(account.id, after_till)
         opening = 0 if before_since is None else before_since.balance_after_cents
-        return StatementHeader(account, opening, last)
+        return StatementHeader(account, till, opening, last)
 
     async def statement_lines(
         self, header: StatementHeader, since: datetime | None

@@ -1069,6 +1069,32 @@ async def test_a_clock_behind_another_process_s_keeps_each_statement_in_order(
         await behind.close()
 
 
+async def test_a_statement_up_to_now_holds_entries_stamped_past_this_clock(
+    backend: Backend,
+) -> None:
+    """Written by a process whose clock was ahead, the latest entries lie past this
+    one's now: a statement without a till still holds every operation, and ends at
+    the balance."""
+    if not backend.durable:
+        pytest.skip("the memory store is one process: it has one clock")
+    ahead = await backend.start_engine(clock=_ClockAhead())
+    try:
+        await applied(ahead, Deposit(JOHN, 10_000, "first", "f1"))
+    finally:
+        await ahead.close()
+    behind = await backend.start_engine()
+    try:
+        await applied(behind, Withdraw(JOHN, 3_000, "second", "f2"))
+        statement = await behind.statement("main", JOHN, None, None)
+        assert [line.description for line in statement.lines] == ["first", "second"]
+        assert statement.closing_balance_cents == 7_000 == await balance(behind, JOHN)
+        assert statement.till == statement.lines[-1].created_at > datetime.now(UTC)
+        since_first = await behind.statement("main", JOHN, statement.lines[0].created_at, None)
+        assert len(since_first.lines) == 2
+    finally:
+        await behind.close()
+
+
 async def test_database_checks_floor_and_cap(backend: Backend) -> None:
     if not backend.durable:
         pytest.skip("the memory store has no database constraints")

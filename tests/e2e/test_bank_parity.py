@@ -70,7 +70,10 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
             ).opening_balance_cents
         ),
     ),
-    ("a till of None", lambda bank: bank.statement("Ann", None, None)),  # type: ignore[arg-type]
+    (
+        "a till of None: up to now",
+        lambda bank: _closing_and_zone(bank.statement("Ann", None, None)),
+    ),
     ("a since as text", lambda bank: bank.statement("Ann", "2026-12-03", NOW)),  # type: ignore[arg-type]
     ("a key in Cyrillic", lambda bank: bank.deposit("Ann", 1, "x", "ключ")),
     ("a key with spaces", lambda bank: bank.deposit("Ann", 1, "x", " a ")),
@@ -271,7 +274,8 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
         "limit is out of range",
     )
     assert answer["a keyed opening of a name not UTF-8"][0] == "invalid_client"
-    assert answer["a till of None"] == ("invalid_period", "till must be a datetime, not NoneType")
+    # Up to now as the bank has it: the balance, and times in UTC, as for a till now.
+    assert answer["a till of None: up to now"] == answer["a naive till, read as UTC"]
     assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
 
 

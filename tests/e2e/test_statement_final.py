@@ -5,12 +5,15 @@ leave that batch's line to appear in its period afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import ServerProcess, running_server
 
 READS = 120
@@ -121,3 +124,37 @@ def test_a_statement_into_the_future_ends_as_its_account_stood_when_asked(
     statement = json.loads(received)
     assert (len(statement["lines"]), statement["closing_balance"]) == (20_000, "20000.00")
     assert statement["deposits"] == "20000.00"
+
+
+def test_a_statement_up_to_now_holds_operations_stamped_past_the_clock(tmp_path: Path) -> None:
+    """Written while the clock was an hour ahead (set back since), an account's latest
+    operations lie past now, and so does each one written after them: a statement
+    without a till, embedded and over the network (whose client's clock is not the
+    server's), still shows every one, and ends at the balance."""
+    home = tmp_path / "home"
+    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=10", "--description=first")
+    assert opened.returncode == 0, opened.stderr
+    an_hour = 3_600 * 10**6  # microseconds, as times are kept
+    with contextlib.closing(sqlite3.connect(home / "kopilka.db")) as db, db:
+        for table in ("entries", "operations"):
+            db.execute(f"UPDATE {table} SET created_at = created_at + ?", (an_hour,))
+    embedded = run_kopilka(
+        home,
+        stdin="withdraw --client=Ann --amount=3 --description=second\n"
+        "show_bank_statement --client=Ann\n",
+    )
+    assert embedded.returncode == 0, embedded.stderr
+    assert ("first" in embedded.stdout, "second" in embedded.stdout) == (True, True)
+    assert "| Totals" in embedded.stdout and embedded.stdout.rstrip().endswith("$7.00 |")
+    with running_server(home) as server:
+        remote = run_kopilka(
+            home,
+            "shell",
+            "--url",
+            server.url,
+            stdin="withdraw --client=Ann --amount=2 --description=third\n"
+            "show_bank_statement --client=Ann\n",
+        )
+    assert remote.returncode == 0, remote.stderr
+    assert all(text in remote.stdout for text in ("first", "second", "third"))
+    assert remote.stdout.rstrip().endswith("$5.00 |"), remote.stdout

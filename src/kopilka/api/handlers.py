@@ -420,7 +420,10 @@ class Call:
         # A server has no "user's zone": a time without an offset is UTC here.
         since, till = parse_period(query.get("since"), query.get("till"), zone=UTC)
         engine = self.app.engine
-        header = await engine.statement_header(self.ledger, client, since, till)
+        up_to_now = query.get("till") is None  # now as the ledger has it: the engine's
+        header = await engine.statement_header(
+            self.ledger, client, since, None if up_to_now else till
+        )
         account = header.account
         totals = Totals(header.opening_cents)
         lines = adding_up(
@@ -432,7 +435,7 @@ class Call:
         if form == "csv":
             return StreamingResponse(csv_statement(lines), media_type="text/csv")
         return StreamingResponse(
-            json_statement(lines, account, totals, since, till),
+            json_statement(lines, account, totals, since, header.till),
             media_type="application/json",
         )
 

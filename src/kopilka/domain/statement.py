@@ -48,6 +48,7 @@ class StatementHeader:
     """A statement as it is asked for: the lines it reads end at `last`."""
 
     account: Account
+    till: datetime  # as given, or the ledger's now for a period up to now
     opening_cents: int
     last: EntryMark | None  # the account's last entry up to the period's end, if any
 

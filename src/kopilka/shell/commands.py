@@ -180,7 +180,8 @@ def _statement(parsed: ParsedCommand, bank: Bank) -> Reply:
             f"format {output_format!r} is not one of {', '.join(STATEMENT_FORMATS)}",
         )
     since, till = parse_period(parsed.get("since"), parsed.get("till"))
-    statement = bank.statement(client, since, till)
+    # Without a till, up to now as the bank has it, not as this machine's clock does.
+    statement = bank.statement(client, since, None if parsed.get("till") is None else till)
     if output_format == "csv":
         return Block(statement_csv(statement))
     if output_format == "json":
