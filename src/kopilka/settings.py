@@ -213,7 +213,9 @@ def load_settings(
     # the stronger place wins, so KOPILKA_DB overrides a url in kopilka.toml (a tie,
     # both given at one place, goes to the server).
     url = pick("url", None) if rank("url") <= rank("db") else None
-    if db.startswith("postgres") and environ.get("KOPILKA_DB_PASSWORD_FILE"):
+    # A PostgreSQL URL only: a SQLite file named postgres... took the password into its
+    # path, shown back with it.
+    if db.startswith(("postgresql://", "postgres://")) and environ.get("KOPILKA_DB_PASSWORD_FILE"):
         db = _with_password(db, _read_password(Path(environ["KOPILKA_DB_PASSWORD_FILE"])))
 
     def whole(name: str, default: int) -> int:
@@ -393,7 +395,8 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
 
 
 def _read_password(path: Path) -> str:
-    """The file's first line: what follows it (a note, a rotated password) is not read."""
+    """The file's first line, as it is (spaces are a password's too): what follows it (a
+    note, a rotated password) is not read."""
     try:
         lines = path.read_text().splitlines()
     except (OSError, ValueError) as error:  # missing, unreadable, a directory, not text
@@ -401,7 +404,7 @@ def _read_password(path: Path) -> str:
         raise InvalidInput(
             "invalid_setting", f"cannot read KOPILKA_DB_PASSWORD_FILE {path}: {reason}"
         ) from error
-    return lines[0].strip() if lines else ""
+    return lines[0] if lines else ""
 
 
 def without_password(url: str) -> str:

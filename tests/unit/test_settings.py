@@ -199,6 +199,20 @@ def test_password_file_joins_postgres_url(tmp_path: Path) -> None:
     assert "p%40ss" not in redact_url(settings.db)
 
 
+def test_password_file_touches_a_postgresql_url_only(tmp_path: Path) -> None:
+    """A SQLite file whose name begins with "postgres" took the password into its path
+    (and the path, password and all, was shown back as the database)."""
+    secret = tmp_path / "password"
+    secret.write_text(" hunter2 \n")
+    environ = {"KOPILKA_HOME": str(tmp_path), "KOPILKA_DB_PASSWORD_FILE": str(secret)}
+    for db in ("postgres_books.db", str(tmp_path / "postgresql.db")):
+        settings = load_settings(flags={"db": db}, environ=environ)
+        assert "hunter2" not in settings.db and settings.db.endswith(Path(db).name)
+    # The line as it is: spaces at its ends are the password's own.
+    url = load_settings(flags={"db": "postgresql://kop@h/db"}, environ=environ).db
+    assert url == "postgresql://kop:%20hunter2%20@h/db"
+
+
 def test_redact_url() -> None:
     assert redact_url("postgresql://u:secret@host/db") == "postgresql://u:***@host/db"
     assert redact_url("postgresql://u@host/db") == "postgresql://u@host/db"
