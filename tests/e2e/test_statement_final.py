@@ -158,3 +158,31 @@ def test_a_statement_up_to_now_holds_operations_stamped_past_the_clock(tmp_path:
     assert remote.returncode == 0, remote.stderr
     assert all(text in remote.stdout for text in ("first", "second", "third"))
     assert remote.stdout.rstrip().endswith("$5.00 |"), remote.stdout
+
+
+def test_a_statement_out_of_time_order_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Entries out of time order (written, before times were kept in order, by processes
+    whose clocks disagreed) whose ends still agree: refused whole, with the reason,
+    not streamed with a Balance column that skips, nor broken off as though lost."""
+    home = tmp_path / "home"
+    for amount in (1, 2, 3, 4):
+        written = run_kopilka(
+            home, "deposit", "--client=Ann", f"--amount={amount}", "--description=d"
+        )
+        assert written.returncode == 0, written.stderr
+    with contextlib.closing(sqlite3.connect(home / "kopilka.db")) as db, db:
+        (fourth,) = db.execute("SELECT max(created_at) FROM entries").fetchone()
+        db.execute(
+            "UPDATE entries SET created_at = ? WHERE created_at < ? AND balance_after = 600",
+            (fourth + 1, fourth),
+        )
+    embedded = run_kopilka(home, "statement", "--client=Ann")
+    refusal = "Error: the statement of Ann does not add up"
+    assert (embedded.returncode, embedded.stderr.startswith(refusal)) == (1, True), embedded
+    with running_server(home) as server:
+        with server.client() as admin:
+            answer = admin.get("/v1/accounts/Ann/statement", params={"format": "csv"})
+        remote = run_kopilka(home, "statement", "--client=Ann", "--url", server.url)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "statement_inconsistent"
+    assert (remote.returncode, remote.stderr.startswith(refusal)) == (1, True), remote

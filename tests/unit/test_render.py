@@ -191,6 +191,21 @@ def test_a_statement_whose_lines_do_not_add_up_is_refused_in_one_line() -> None:
     assert refused.value.code == "statement_inconsistent"
 
 
+def test_a_statement_whose_running_balances_skip_is_refused_though_its_ends_agree() -> None:
+    """Two lines swapped in the middle: opening, totals and closing agree, the Balance
+    column between them does not (3 + 4 shown as 10, then 10 + 3 as 6)."""
+    moment = datetime(2030, 1, 1, tzinfo=UTC)
+    # Deposits of 3, 3, 4 and 5 as (amount, balance after), the second and third swapped.
+    amounts_and_balances = [(3, 3), (4, 10), (3, 6), (5, 15)]
+    lines = [
+        StatementLine(number, moment, "deposit", "d", amount, balance, None, number)
+        for number, (amount, balance) in enumerate(amounts_and_balances, start=1)
+    ]
+    with pytest.raises(Unavailable) as refused:
+        build_statement("T", None, moment, 0, lines)
+    assert refused.value.code == "statement_inconsistent"
+
+
 def test_the_terminal_table_shows_text_as_written_never_as_markup() -> None:
     """A description is anyone's text: "[/]" had ended the shell with a MarkupError, and
     "[link=...]" had written a hyperlink escape to the viewer's terminal."""

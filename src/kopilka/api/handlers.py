@@ -68,8 +68,8 @@ from kopilka.api.statement_stream import (
     Totals,
     adding_up,
     csv_statement,
-    first_page_read,
     json_statement,
+    read_ahead,
 )
 from kopilka.client_keys import CLIENT_KEY_LENGTH_MAX, client_key
 from kopilka.clock import iso_text
@@ -426,11 +426,11 @@ class Call:
         )
         account = header.account
         totals = Totals(header.opening_cents)
-        lines = adding_up(
-            await first_page_read(engine.statement_lines(header, since)),
-            account.client,
-            totals,
-            header.closing_cents,
+        lines = await read_ahead(
+            adding_up(
+                engine.statement_lines(header, since), account.client, totals, header.closing_cents
+            ),
+            engine.limits.statement_page_rows,
         )
         if form == "csv":
             return StreamingResponse(csv_statement(lines), media_type="text/csv")

@@ -22,18 +22,25 @@ STATEMENT_CHUNK_LINES = 500
 _encoder = msgspec.json.Encoder()
 
 
-async def first_page_read(lines: AsyncIterator[StatementLine]) -> AsyncIterator[StatementLine]:
-    """The same lines, the first page read already: once the 200 has gone out, a store
-    that fails can only cut the answer short, so the likeliest failure (the database
-    away) is met while a 503 can still be sent."""
-    first = await anext(lines, None)
+async def read_ahead(
+    lines: AsyncIterator[StatementLine], count: int
+) -> AsyncIterator[StatementLine]:
+    """The same lines, `count` of them read already: once the 200 has gone out, a
+    failure can only cut the answer short, so the likeliest ones (the database away,
+    lines that do not add up) are met while a clear error can still be sent; for a
+    statement of up to `count` lines, every one."""
+    ahead: list[StatementLine] = []
+    async for line in lines:
+        ahead.append(line)
+        if len(ahead) >= count:
+            break
 
     async def from_the_first() -> AsyncIterator[StatementLine]:
-        if first is None:
-            return
-        yield first
-        async for line in lines:
+        for line in ahead:
             yield line
+        if len(ahead) >= count:
+            async for line in lines:
+                yield line
 
     return from_the_first()
 
@@ -61,16 +68,18 @@ class Totals:
 async def adding_up(
     lines: AsyncIterator[StatementLine], client: str, totals: Totals, closing: int
 ) -> AsyncIterator[StatementLine]:
-    """The lines as they come, summed into `totals`; past the last, the check the shell
-    makes of every statement it prints (build_statement), and that they came to the
-    balance of the last entry read as it began (lines cut off by a sandbox dropped
-    while they streamed add up too). Streamed, a statement that fails either can only
-    end broken off, before its last chunk: never shown as though whole."""
+    """The lines as they come, summed into `totals`, each checked as the shell checks
+    every statement it prints (build_statement): its running balance is the one before
+    and its amount. Past the last, that they came to the balance of the last entry read
+    as the statement began (lines cut off by a sandbox dropped while they streamed add
+    up too). Streamed, a statement that fails either can only end broken off, before
+    its last chunk: never shown as though whole."""
     async for line in lines:
+        if totals.closing + line.amount_cents != line.balance_after_cents:
+            raise statement_inconsistent(client)
         totals.add(line)
         yield line
-    adds_up = totals.opening - totals.withdrawals + totals.deposits == totals.closing
-    if not adds_up or totals.closing != closing:
+    if totals.closing != closing:
         raise statement_inconsistent(client)
 
 

@@ -76,15 +76,21 @@ def build_statement(
     opening_balance_cents: int,
     lines: Sequence[StatementLine],
 ) -> Statement:
-    withdrawals = sum(-line.amount_cents for line in lines if line.amount_cents < 0)
-    deposits = sum(line.amount_cents for line in lines if line.amount_cents > 0)
-    closing = lines[-1].balance_after_cents if lines else opening_balance_cents
-    # The running balances must add up: a cheap check on every statement we print. They
-    # do not where entries stand out of time order (written before kopilka kept each
-    # account's times in order across processes whose clocks disagreed): say so in one
-    # line rather than print a statement that is wrong.
-    if opening_balance_cents - withdrawals + deposits != closing:
-        raise statement_inconsistent(client)
+    withdrawals = deposits = 0
+    closing = opening_balance_cents
+    for line in lines:
+        # Each running balance must be the one before and the line's amount: a cheap
+        # check on every statement we print. It fails where entries stand out of time
+        # order (written before kopilka kept each account's times in order across
+        # processes whose clocks disagreed): say so in one line rather than print a
+        # statement that is wrong.
+        closing += line.amount_cents
+        if closing != line.balance_after_cents:
+            raise statement_inconsistent(client)
+        if line.amount_cents < 0:
+            withdrawals -= line.amount_cents
+        else:
+            deposits += line.amount_cents
     return Statement(
         client, since, till, opening_balance_cents, lines, withdrawals, deposits, closing
     )
