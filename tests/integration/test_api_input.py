@@ -483,6 +483,26 @@ def test_the_python_client_makes_keys_and_takes_only_whole_cents(
     assert [line["description"] for line in lines].count("keyless") == 2
 
 
+def test_a_key_with_a_tab_is_refused_by_every_write_alike(admin: httpx.Client) -> None:
+    """Refused by a money write, and kept by an account's opening or a change of its
+    limits, a batch's items each refused rather than the batch."""
+    before = state(admin)
+    key = {"Idempotency-Key": "tab\tkey"}
+    writes = [
+        admin.post("/v1/accounts", json={"client": "Tabbed"}, headers=key),
+        admin.patch("/v1/accounts/Ann", json={"max_balance": "900000"}, headers=key),
+        admin.post("/v1/deposits", json={"client": "Ann", "amount": "1"}, headers=key),
+        admin.post(
+            "/v1/batch",
+            json={"operations": [{"type": "deposit", "client": "Ann", "amount": "1"}]},
+            headers=key,
+        ),
+    ]
+    for answer in writes:
+        assert "printable ASCII" in refused(answer, 422, "invalid_idempotency_key")
+    assert state(admin) == before
+
+
 def test_an_idempotency_key_is_1_to_200_characters(admin: httpx.Client) -> None:
     before = state(admin)
     body = {"client": "Ann", "amount": "1", "description": "keyed"}
