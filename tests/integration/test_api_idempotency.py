@@ -4,6 +4,7 @@ concurrent requests with one key apply once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -206,6 +207,32 @@ def test_a_batch_key_with_another_body_is_refused_whole(server: ServerProcess) -
             assert answer.status_code == 409, answer.text
             assert answer.json()["error"]["code"] == "idempotency_key_reused"
         assert (balance(admin, "Ann"), balance(admin, "Bob")) == before
+
+
+def test_a_batch_with_a_malformed_item_resent_spaced_otherwise_replays(
+    server: ServerProcess,
+) -> None:
+    """Its JSON values are the same: refused 409 as another body, it would leave its
+    caller unable to learn how the first went."""
+    items = [
+        {"type": "deposit", "client": "Ann", "amount": "1", "description": "spaced"},
+        {"type": "deposit", "client": "Ann", "amount": 1},  # malformed: a number
+    ]
+    headers = {"Idempotency-Key": "spaced-batch", "Content-Type": "application/json"}
+    with server.client() as admin:
+        answers = [
+            admin.post(
+                "/v1/batch",
+                content=json.dumps({"operations": items}, separators=separators),
+                headers=headers,
+            )
+            for separators in ((", ", ": "), (",", ":"))
+        ]
+        assert [answer.status_code for answer in answers] == [200, 200], answers[1].text
+        assert answers[1].json() == answers[0].json()  # the same operation, given again
+        changed = [items[0], {**items[1], "amount": 2}]
+        other = admin.post("/v1/batch", json={"operations": changed}, headers=headers)
+        assert other.status_code == 409, other.text
 
 
 def test_account_writes_take_keys_too(server: ServerProcess) -> None:

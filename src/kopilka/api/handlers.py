@@ -675,7 +675,9 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | _Malformed], BatchIn | 
             refuse_repeats(bytes(text), item)
         except DECODE_ERRORS as error:
             items.append(_malformed(decode_error(error, bytes(text)), bytes(text), index))
-            decoded.append(bytes(text))  # as sent: another body under the key differs
+            # Its JSON values as sent, spaced as any encoder spaces them: another body
+            # under the key differs, the same one resent by another client does not.
+            decoded.append(_encoder.encode(msgspec.json.decode(text)))
         except InvalidInput as error:  # a field given twice
             items.append(_malformed(error, bytes(text), index))
             decoded.append(bytes(text))
