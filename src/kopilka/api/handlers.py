@@ -642,6 +642,16 @@ def _malformed(error: KopilkaError, text: bytes, index: int) -> _Malformed:
     return _Malformed(_item_error(error, index), kind if kind in _ITEM_KINDS else MALFORMED_KIND)
 
 
+def _as_values(text: bytes) -> bytes:
+    """A malformed item's JSON values as sent, spaced as any encoder spaces them, for its
+    batch's digest: another body under the key differs, the same one sent spaced
+    otherwise does not. One no reader takes (a number past any range) as sent."""
+    try:
+        return _encoder.encode(msgspec.json.decode(text))
+    except DECODE_ERRORS:
+        return text
+
+
 def _decode_batch(body: bytes) -> tuple[list[BatchItem | _Malformed], BatchIn | bytes]:
     """The batch's items, each decoded or refused on its own, and the body as decoded,
     for its key's digest (the request, encoded only if it has a key). The whole body is
@@ -675,9 +685,7 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | _Malformed], BatchIn | 
             refuse_repeats(bytes(text), item)
         except DECODE_ERRORS as error:
             items.append(_malformed(decode_error(error, bytes(text)), bytes(text), index))
-            # Its JSON values as sent, spaced as any encoder spaces them: another body
-            # under the key differs, the same one resent by another client does not.
-            decoded.append(_encoder.encode(msgspec.json.decode(text)))
+            decoded.append(_as_values(bytes(text)))
         except InvalidInput as error:  # a field given twice
             items.append(_malformed(error, bytes(text), index))
             decoded.append(bytes(text))
