@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import signal
 import threading
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
@@ -106,6 +107,19 @@ async def _cancel_the_rest() -> None:
         await asyncio.wait(tasks)
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """An event loop made whole: Ctrl-C in the middle of its making left a half-made one,
+    whose finalizer printed a traceback as the command ended. The signal waits the few
+    microseconds until it is made, and then interrupts as it would have."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return asyncio.new_event_loop()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return asyncio.new_event_loop()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
 class EmbeddedBank:
     """The engine and a store in this process; calls block until committed."""
 
@@ -114,7 +128,7 @@ class EmbeddedBank:
             raise InvalidInput("invalid_ledger", "a ledger's name is text")
         validate_chosen_ledger(ledger)  # as --ledger and the Kopilka-Ledger header are
         self.ledger = ledger
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="kopilka-engine", daemon=True
         )
