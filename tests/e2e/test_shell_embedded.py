@@ -406,6 +406,30 @@ def test_terminal_prompt_with_completion_history_and_ctrl_d(kopilka_home: Path) 
         terminal.expect("Balance of Ёжик Jones: $100.00")
 
 
+def test_a_history_that_cannot_be_read_or_written_is_done_without(kopilka_home: Path) -> None:
+    """prompt_toolkit reports a failed read or write of it in a traceback and "Press
+    ENTER to continue", which took the next key, at every line."""
+    (kopilka_home / "history").mkdir(parents=True)  # unreadable and unwritable, even for root
+    terminal = Terminal(kopilka_home)
+    try:
+        terminal.expect("'exit' or Ctrl-D to leave.")
+        terminal.expect(">")
+        terminal.send("deposit --client=Ann --amount=5 --description=x\r")
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect(">")
+        terminal.send("balance --client=Ann\r")
+        terminal.expect("Balance of Ann: $5.00")
+        terminal.expect(">")
+        terminal.send("\x04")
+        shown = terminal.rest()
+    finally:
+        status = terminal.close()
+    assert status == 0, terminal.seen
+    everything = terminal.raw.decode(errors="replace")
+    assert "Traceback" not in everything and "Press ENTER" not in everything, everything
+    assert "Exception" not in shown
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_signal_as_the_prompt_starts_ends_the_session_quietly(
     kopilka_home: Path, signum: signal.Signals

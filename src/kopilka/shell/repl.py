@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from kopilka.bank import Bank
 from kopilka.errors import KopilkaError
-from kopilka.settings import check_home, hide_secrets
+from kopilka.settings import hide_secrets
 from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute
 from kopilka.shell.output import Exit, Output
 from kopilka.shell.parser import parse_line, split_line
 
 if TYPE_CHECKING:
     from prompt_toolkit.application import Application
-    from prompt_toolkit.history import History
 
     from kopilka.shell.completion import KnownClients
 
@@ -171,11 +170,12 @@ def run_terminal(
     from prompt_toolkit import PromptSession
 
     from kopilka.shell.completion import KnownClients, ShellCompleter, completion_keys
+    from kopilka.shell.history import history_at
 
     clients = KnownClients(lambda: [account.client for account in bank.accounts()])
     completer = ShellCompleter(clients)
     session: PromptSession[str] = PromptSession(
-        history=_history(history_path),
+        history=history_at(history_path),
         completer=completer,
         complete_while_typing=False,
         key_bindings=completion_keys(completer),
@@ -210,15 +210,3 @@ def run_terminal(
                 with contextlib.suppress(KopilkaError, OSError):
                     output.error(INTERRUPTED_WRITE)
             raise
-
-
-def _history(path: Path) -> History:
-    from prompt_toolkit.history import FileHistory, InMemoryHistory
-
-    check_home(path.parent)  # what is typed, amounts and names, is for no one else
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=True)
-    except OSError:
-        return InMemoryHistory()  # a read-only home still gets a working shell
-    return FileHistory(str(path))
