@@ -42,7 +42,7 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
-from kopilka.errors import InvalidInput, KopilkaError, without_key_advice
+from kopilka.errors import InvalidInput, KopilkaError, Unavailable, without_key_advice
 from kopilka.idempotency import new_key
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
@@ -88,7 +88,9 @@ class Bank(Protocol):
 
     def account(self, client: str) -> Account: ...
 
-    def accounts(self) -> list[Account]: ...
+    def accounts(self, wait_seconds: float | None = None) -> list[Account]:
+        """Every account of the ledger; given `wait_seconds`, refused (Unavailable) past
+        it, for what must not hold a person up (completing a name as they type)."""
 
     def statement(self, client: str, since: datetime | None, till: datetime | None) -> Statement:
         """The statement of a period; up to now, as the bank has it, when `till` is None."""
@@ -140,12 +142,20 @@ class EmbeddedBank:
             self._stop_loop()
             raise
 
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+    def _run(self, coroutine: Coroutine[Any, Any, T], wait_seconds: float | None = None) -> T:
         if self._loop.is_closed():
             coroutine.close()  # never to run: no warning that it was not awaited
             raise InvalidInput("client_closed", "this bank is closed: open it again")
         future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
-        return future.result()
+        try:
+            return future.result(wait_seconds)
+        except TimeoutError:
+            if future.done():  # the coroutine's own
+                raise
+            future.cancel()
+            raise Unavailable(
+                "store_busy", f"the ledger did not answer within {wait_seconds:g} s"
+            ) from None
 
     def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
         """Money commands at once, one outcome each (errors are returned, not raised), in
@@ -281,7 +291,7 @@ class EmbeddedBank:
     def account(self, client: str) -> Account:
         return self._run(self.engine.get_account(self.ledger, client))
 
-    def accounts(self) -> list[Account]:
+    def accounts(self, wait_seconds: float | None = None) -> list[Account]:
         async def every_page() -> list[Account]:
             found: list[Account] = []
             while True:
@@ -291,7 +301,7 @@ class EmbeddedBank:
                 if not page:
                     return found
 
-        return self._run(every_page())
+        return self._run(every_page(), wait_seconds)
 
     def statement(self, client: str, since: datetime | None, till: datetime | None) -> Statement:
         return self._run(self.engine.statement(self.ledger, client, since, till))

@@ -265,9 +265,12 @@ class Client:
         idempotency_key: str | None = None,
         retry: bool = True,
         key_is_callers: bool = True,
+        wait_seconds: float | None = None,
     ) -> httpx.Response:
         """`key_is_callers` False: the key was made here, unknown to the caller, who is
-        then not told to retry with it."""
+        then not told to retry with it. `wait_seconds`: each attempt's timeout, if not
+        the client's."""
+        timeout = httpx.USE_CLIENT_DEFAULT if wait_seconds is None else wait_seconds
         if self._http.is_closed:  # httpx would raise a RuntimeError of its own
             raise InvalidInput("client_closed", "this client is closed: connect_bank() again")
         headers = (
@@ -280,7 +283,7 @@ class Client:
         for attempt in range(1, ATTEMPTS_MAX + 1):
             try:
                 response = self._http.request(
-                    method, path, json=json, params=params, headers=headers
+                    method, path, json=json, params=params, headers=headers, timeout=timeout
                 )
             except UnicodeEncodeError:  # a lone surrogate, from undecodable bytes
                 raise InvalidInput(
@@ -464,7 +467,7 @@ class Client:
         ledger = self.ledger
         return lambda answer: account_from(answer, ledger)
 
-    def accounts(self) -> list[Account]:
+    def accounts(self, wait_seconds: float | None = None) -> list[Account]:
         account_reader = self._account_reader()
 
         def read(page: Any) -> tuple[list[Account], str | None]:
@@ -473,7 +476,9 @@ class Client:
         found: list[Account] = []
         params = {"limit": "1000"}
         while True:
-            accounts, next_after = self._call("GET", "/v1/accounts", read, params=params)
+            accounts, next_after = self._call(
+                "GET", "/v1/accounts", read, params=params, wait_seconds=wait_seconds
+            )
             found.extend(accounts)
             if next_after is None:
                 return found

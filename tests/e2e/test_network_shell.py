@@ -527,3 +527,31 @@ def test_a_statement_of_an_hour_the_clocks_skip_is_empty_over_the_network_too(
     )
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert result.stdout.splitlines()[-1].startswith(",Totals,0.00,0.00,")
+
+
+def test_tab_does_not_hold_the_prompt_while_the_server_does_not_answer(tmp_path: Path) -> None:
+    """A server frozen (stopped, or stuck): completing a name held the prompt, the keys
+    typed and Ctrl-C with them, for the client's whole timeout, twice over."""
+    with running_server(tmp_path / "home") as server:
+        terminal = Terminal(server.home, "shell", "--url", server.url)
+        try:
+            terminal.expect("'exit' or Ctrl-D to leave.")
+            terminal.send("deposit --client=Frozen --amount=1 --description=x\r")
+            terminal.expect("Deposit operation was successful!")
+            terminal.expect(">")
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                terminal.send("balance --client=Fro\t")
+                terminal.send("!")  # typed after the Tab: shown once the Tab is done
+                terminal.expect("--client=Fro!", timeout_seconds=10)
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+            terminal.send("\x7fzen\r")  # the line as typed, mended, runs
+            terminal.expect("Balance of Frozen: $1.00")
+            terminal.expect(">")
+            terminal.send("\x04")
+            terminal.rest()
+        finally:
+            status = terminal.close()
+    assert status == 0

@@ -24,6 +24,9 @@ from kopilka.shell.specs import CommandSpec, command_names, find_command
 # and sooner when a name is typed that none of them starts with (at most this often).
 _NAMES_RELOAD_SECONDS = 5.0
 _UNKNOWN_NAME_RELOAD_SECONDS = 1.0
+# The longest Tab waits for the names: a bank that does not answer (a server frozen)
+# held the prompt, keys and Ctrl-C and all, for the client's whole timeout.
+NAMES_WAIT_SECONDS = 1.0
 
 
 class KnownClients:
@@ -60,7 +63,7 @@ class KnownClients:
             try:
                 self._names = sorted(self._load())
             except Exception:  # completion must never break the prompt, whatever the bank says
-                return []
+                self._names = []  # and is not held up again until it is time to read them
             self._loaded_at = time.monotonic()
         return self._names
 

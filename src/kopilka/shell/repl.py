@@ -169,10 +169,17 @@ def run_terminal(
     # prompt_toolkit is loaded only for a person at a terminal: pipes start faster without it.
     from prompt_toolkit import PromptSession
 
-    from kopilka.shell.completion import KnownClients, ShellCompleter, completion_keys
+    from kopilka.shell.completion import (
+        NAMES_WAIT_SECONDS,
+        KnownClients,
+        ShellCompleter,
+        completion_keys,
+    )
     from kopilka.shell.history import history_at
 
-    clients = KnownClients(lambda: [account.client for account in bank.accounts()])
+    clients = KnownClients(
+        lambda: [account.client for account in bank.accounts(wait_seconds=NAMES_WAIT_SECONDS)]
+    )
     completer = ShellCompleter(clients)
     session: PromptSession[str] = PromptSession(
         history=history_at(history_path),
