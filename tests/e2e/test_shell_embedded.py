@@ -474,6 +474,22 @@ def test_tab_completes_a_client_another_session_opened(kopilka_home: Path) -> No
             terminal.expect(f"Balance of {opened}: $0.00")
 
 
+def test_lines_pasted_at_once_each_run_in_turn(kopilka_home: Path) -> None:
+    """A terminal hands a paste over bracketed, newlines and all, as one: read as one
+    line, it ran none of them ("deposit takes no bare argument 'deposit'")."""
+    with terminal_session(kopilka_home) as terminal:
+        terminal.send(
+            "\x1b[200~deposit --client=A --amount=1 --description=x\n"
+            "deposit --client=B --amount=2 --description=y\x1b[201~\r"
+        )
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect(">")
+        terminal.send("balance --client=B\r")
+        terminal.expect("Balance of B: $2.00")
+    assert "Error" not in terminal.raw.decode(errors="replace")
+
+
 def test_tab_and_enter_in_one_write_run_the_line_as_completed(kopilka_home: Path) -> None:
     """Keys that come in one read (a fast typist, a paste, a slow link) are taken in order:
     Enter runs the line Tab completed, the one on the screen, not the one before it."""

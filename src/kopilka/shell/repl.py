@@ -203,17 +203,20 @@ def run_terminal(
             raise
         finally:
             ending.prompting = False
-        ending.check()  # a line read as the signal came is not run
-        try:
-            if not run_line(line, bank, output, clients):
-                return 0
-        except KeyboardInterrupt:
-            # A write may already be on its way: say so rather than guess.
-            if _may_write(line):
-                output.error(INTERRUPTED_WRITE)
-        except SessionEnded:
-            if _may_write(line):
-                # Where the terminal is still there to tell (SIGTERM); a closed one fails.
-                with contextlib.suppress(KopilkaError, OSError):
+        # Lines pasted at once come as one, each run in turn as if typed.
+        for typed in line.splitlines() or [line]:
+            ending.check()  # a line read as the signal came is not run
+            try:
+                if not run_line(typed, bank, output, clients):
+                    return 0
+            except KeyboardInterrupt:
+                # A write may already be on its way: say so rather than guess.
+                if _may_write(typed):
                     output.error(INTERRUPTED_WRITE)
-            raise
+                break  # and the lines pasted after it are not run
+            except SessionEnded:
+                if _may_write(typed):
+                    # Where the terminal is still there to tell (SIGTERM); a closed one fails.
+                    with contextlib.suppress(KopilkaError, OSError):
+                        output.error(INTERRUPTED_WRITE)
+                raise
