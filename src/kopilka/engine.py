@@ -35,7 +35,7 @@ from kopilka.errors import (
 )
 from kopilka.fair_queue import FairQueue
 from kopilka.limits import Limits
-from kopilka.periods import check_order, period_end
+from kopilka.periods import check_order, period_end, since_in_the_future
 from kopilka.store.protocol import Store
 
 logger = logging.getLogger(__name__)
@@ -441,7 +441,8 @@ class Engine:
             # was set back (or one ahead wrote) the latest may lie past its now: a period
             # up to now still holds every operation acknowledged.
             till = now if last is None or last.created_at <= now else last.created_at
-            check_order(since, till)
+            if since is not None and since > till:  # as the shell and the API say it
+                raise since_in_the_future()
         else:
             # Before the next microsecond: the lines at `till` itself are the period's too.
             try:

@@ -197,11 +197,15 @@ def parse_period(
         end = _till_instant(till_text, till_moment)
     if start is not None and start > end:
         if till is None:  # the end is now: say so, as no till was given
-            raise InvalidInput("invalid_period", "the start of the period (since) is in the future")
+            raise since_in_the_future()
         empty_as_sent = start - end == _MICROSECOND and len(_fraction(till_text)) >= 6
         if not (empty_as_sent or _in_order(written_start, written_end)):
             raise _reversed()
     return start, end
+
+
+def since_in_the_future() -> InvalidInput:
+    return InvalidInput("invalid_period", "the start of the period (since) is in the future")
 
 
 def check_order(since: datetime | None, till: datetime) -> None:

@@ -71,6 +71,10 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
         ),
     ),
     (
+        "a since in the future, no till",
+        lambda bank: bank.statement("Ann", NOW + timedelta(days=1), None),
+    ),
+    (
         "a till of None: up to now",
         lambda bank: _closing_and_zone(bank.statement("Ann", None, None)),
     ),
@@ -274,6 +278,10 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
         "limit is out of range",
     )
     assert answer["a keyed opening of a name not UTF-8"][0] == "invalid_client"
+    assert answer["a since in the future, no till"] == (
+        "invalid_period",
+        "the start of the period (since) is in the future",
+    )
     # Up to now as the bank has it: the balance, and times in UTC, as for a till now.
     assert answer["a till of None: up to now"] == answer["a naive till, read as UTC"]
     assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
