@@ -1,5 +1,6 @@
-"""The `kopilka` command's first step. Ctrl-C while the program is still loading ends it
-as Ctrl-C does once it runs (status 130, nothing said), not in a traceback of an import."""
+"""The `kopilka` command's first step. Ctrl-C while the program is still loading, or
+setting itself up before a command runs, ends it as Ctrl-C does once it runs (status
+130, nothing said), not in a traceback of wherever it came."""
 
 from __future__ import annotations
 
@@ -9,4 +10,8 @@ def main() -> None:
         from kopilka.cli import main as run
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    raise SystemExit(run())
+    try:
+        status = run()
+    except KeyboardInterrupt:  # outside what the command itself answers (its streams set up)
+        status = 130
+    raise SystemExit(status)
