@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import signal
 import threading
+import weakref
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
@@ -109,6 +110,38 @@ async def _cancel_the_rest() -> None:
         await asyncio.wait(tasks)
 
 
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    # What is still running (a start interrupted with Ctrl-C while the database was
+    # being reached) is cancelled and let finish first, as asyncio.run does: a task
+    # left pending would be thrown away with the loop, half done, in a traceback.
+    finished = asyncio.run_coroutine_threadsafe(_cancel_the_rest(), loop)
+    with contextlib.suppress(Exception):
+        finished.result(timeout=_STOP_SECONDS_MAX)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.close()
+
+
+def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread, engine: Engine) -> None:
+    if loop.is_closed() or threading.current_thread() is thread:  # it cannot wait for itself
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(engine.close(), loop).result()
+    except RuntimeError:
+        # At exit, after the thread pools have stopped, the store cannot be closed in its
+        # thread: what was asked of it is committed already, and the process ends.
+        if not _exiting():
+            raise
+    finally:
+        _stop_loop(loop, thread)
+
+
+def _exiting() -> bool:
+    """Whether the program is ending: its main thread is done once the interpreter has
+    begun to shut down, before the exit handlers run."""
+    return not threading.main_thread().is_alive()
+
+
 def _new_loop() -> asyncio.AbstractEventLoop:
     """An event loop made whole: Ctrl-C in the middle of its making left a half-made one,
     whose finalizer printed a traceback as the command ended. The signal waits the few
@@ -141,6 +174,9 @@ class EmbeddedBank:
         except BaseException:
             self._stop_loop()
             raise
+        # Closed by close(), or else when dropped or at exit: one left open printed
+        # "Task was destroyed but it is pending!" as the program ended.
+        self._closing = weakref.finalize(self, _close, self._loop, self._thread, self.engine)
 
     def _run(self, coroutine: Coroutine[Any, Any, T], wait_seconds: float | None = None) -> T:
         if self._loop.is_closed():
@@ -307,23 +343,10 @@ class EmbeddedBank:
         return self._run(self.engine.statement(self.ledger, client, since, till))
 
     def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        try:
-            self._run(self.engine.close())
-        finally:
-            self._stop_loop()
+        self._closing()
 
     def _stop_loop(self) -> None:
-        # What is still running (a start interrupted with Ctrl-C while the database was
-        # being reached) is cancelled and let finish first, as asyncio.run does: a task
-        # left pending would be thrown away with the loop, half done, in a traceback.
-        finished = asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop)
-        with contextlib.suppress(Exception):
-            finished.result(timeout=_STOP_SECONDS_MAX)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        _stop_loop(self._loop, self._thread)
 
     def __enter__(self) -> EmbeddedBank:
         return self

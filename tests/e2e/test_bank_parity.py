@@ -7,6 +7,8 @@ SQLite file and to a real server's sandbox through `connect_bank`, in the same o
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -373,6 +375,27 @@ def test_a_closed_client_refuses_in_one_error(tmp_path: Path) -> None:
                     assert error.code == "client_closed", error
                 else:
                     raise AssertionError("a closed client answered")
+
+
+def test_an_embedded_bank_left_open_is_closed_as_the_program_ends(tmp_path: Path) -> None:
+    """Quietly, its work kept: it printed "Task was destroyed but it is pending!"."""
+    database = tmp_path / "kopilka.db"
+    script = (
+        "import sys\n"
+        "from kopilka.bank import EmbeddedBank\n"
+        "bank = EmbeddedBank(sys.argv[1])\n"
+        "bank.deposit('Ann', 100, 'x', 'k1')\n"
+    )
+    ended = subprocess.run(
+        [sys.executable, "-c", script, str(database)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (ended.returncode, ended.stderr) == (0, "")
+    with EmbeddedBank(str(database)) as again:
+        assert again.account("Ann").balance_cents == 100
 
 
 @pytest.mark.parametrize("ledger", ["", " books", "a\nb", "x" * 101, None, SANDBOX_PREFIX + "1"])
