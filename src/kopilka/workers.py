@@ -32,6 +32,9 @@ logger = logging.getLogger("uvicorn.error")
 # than it takes the kernel to wake a sleeping worker (measured: about a millisecond).
 ACCEPT_PAUSE_PER_CONNECTION_SECONDS = 0.002
 ACCEPT_PAUSE_SECONDS_MAX = 0.010
+# How long a worker that stops waits for the connections it has just accepted to be made
+# (a step of the loop, each) before it tells every connection to stop.
+STARTING_CONNECTIONS_SECONDS_MAX = 1.0
 # A worker that found the database away waits this long before it exits to be started
 # again; its exit status tells the supervisor so (sysexits' EX_TEMPFAIL).
 DATABASE_AWAY_PAUSE_SECONDS = 3.0
@@ -121,6 +124,8 @@ class _TakingTurnsServer(StopsOnHangup):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
         self._listening: socket.socket | None = None
+        # Accepted, their protocol not made yet (it is, a step of the loop later).
+        self._starting: set[asyncio.Task[Any]] = set()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         assert sockets is not None and len(sockets) == 1, "a worker serves the one socket"
@@ -151,9 +156,7 @@ class _TakingTurnsServer(StopsOnHangup):
         listening = self._listening = sockets[0]
         listening.listen(config.backlog)  # as uvicorn's server would (again, in each worker)
         listening.setblocking(False)
-        connections = self.server_state.connections
-        # Accepted, their protocol not made yet (it is, a step of the loop later).
-        starting: set[asyncio.Task[Any]] = set()
+        connections, starting = self.server_state.connections, self._starting
 
         def readable() -> None:
             loop.remove_reader(listening)
@@ -194,4 +197,8 @@ class _TakingTurnsServer(StopsOnHangup):
         listening, self._listening = self._listening, None
         if listening is not None:
             asyncio.get_running_loop().remove_reader(listening)
+        if self._starting:
+            # Made first: uvicorn tells the connections it has to stop, and one made after
+            # that was served on, keep-alive, holding the stop up for its whole drain time.
+            await asyncio.wait(self._starting, timeout=STARTING_CONNECTIONS_SECONDS_MAX)
         await super().shutdown(sockets)
