@@ -43,7 +43,9 @@ def parse_cents(
 ) -> int:
     """Parse '1,234.56' into 123456 cents, or raise InvalidInput with a clear reason that
     calls the text `what` it is (an amount, a limit)."""
-    candidate = text.strip().removeprefix("$") if text else ""
+    # Spaces around are forgiven (a shell argument quoted loosely); no other whitespace:
+    # a tab, a line end or a no-break space in an amount is not money text.
+    candidate = text.strip(" ").removeprefix("$") if text else ""
     if not candidate:
         raise InvalidInput("invalid_amount", f"{what} is empty")
     if text.count("$") > 1:  # "$$5": the pattern below would take the second as the first

@@ -68,6 +68,11 @@ def test_amount_accepted(text: str, cents: int) -> None:
         "1.2.3",
         "$$5",
         "-$$5",
+        "\t5",
+        "5\n",
+        "\u00a05",
+        "\u30005",
+        "5\r",
     ],
 )
 def test_amount_refused(text: str) -> None:
