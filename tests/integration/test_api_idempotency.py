@@ -260,3 +260,26 @@ def test_account_writes_take_keys_too(server: ServerProcess) -> None:
         changed = admin.patch("/v1/accounts/Cleo", json={"max_balance": "500"}, headers=key)
         assert changed.status_code == 409
         assert admin.get("/v1/accounts/Cleo").json()["max_balance"] == "400.00"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "why"),
+    [
+        ("/v1/tokens", {"role": "teller"}, "secret is shown once"),
+        ("/v1/sandboxes", None, "dropped after its idle time"),
+    ],
+)
+def test_a_write_that_cannot_replay_its_answer_refuses_a_key(
+    server: ServerProcess, path: str, body: dict[str, str] | None, why: str
+) -> None:
+    """A token's secret is kept nowhere, and a sandbox is new each time: a key would
+    be ignored, and a retry under it make a second one."""
+    with server.client() as admin:
+        tokens_before = admin.get("/v1/tokens").json()
+        refused = admin.post(path, json=body, headers={"Idempotency-Key": "make-1"})
+        assert refused.status_code == 422
+        error = refused.json()["error"]
+        assert error["code"] == "invalid_idempotency_key"
+        assert why in error["message"] and "\n" not in error["message"]
+        assert admin.get("/v1/tokens").json() == tokens_before  # no token made
+        assert admin.post(path, json=body).status_code == 201  # without one, made

@@ -553,6 +553,7 @@ class Call:
     # -- sandboxes ------------------------------------------------------------
 
     async def create_sandbox(self) -> Response:
+        self._refuse_key("a sandbox no one uses is dropped after its idle time")
         ledger = await self.app.sandboxes.create(self.principal)
         idle = self.app.sandboxes.idle_seconds
         return json_response(SandboxOut(ledger, int(idle) if idle.is_integer() else idle), 201)
@@ -569,6 +570,10 @@ class Call:
 
     async def create_token(self) -> Response:
         self._require_admin()
+        self._refuse_key(
+            "a token's secret is shown once and kept nowhere, so its answer cannot be given"
+            " again; look with GET /v1/tokens before making another"
+        )
         request: TokenIn = await self.decode(TokenIn)
         record, secret = new_token_record(request.role, request.client, request.ledger)
         await self.app.store.put_token(record)
@@ -595,6 +600,15 @@ class Call:
         return json_response(
             WhoAmIOut(principal.token_id, principal.role, principal.ledger, principal.client)
         )
+
+    def _refuse_key(self, why: str) -> None:
+        """A write that cannot replay its answer refuses a key rather than ignore it: a
+        retry under it would make a second one, the caller sure it would not."""
+        if self.headers.idempotency_key is not None:
+            path = self.scope["path"]
+            raise ApiError(
+                422, "invalid_idempotency_key", f"POST {path} takes no Idempotency-Key: {why}"
+            )
 
     def _require_admin(self) -> None:
         if self.principal.role != "admin":
