@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
-from kopilka.api.auth import new_token_record
+from kopilka.api.auth import make_token
 from kopilka.arguments import ArgumentParser
 from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.settings import hide_secrets, load_settings
@@ -126,8 +126,9 @@ async def _run_local(store: Store, arguments: argparse.Namespace) -> int:
     await store.open()
     try:
         if arguments.command == "create":
-            record, secret = new_token_record(arguments.role, arguments.client, arguments.ledger)
-            await store.put_token(record)
+            record, secret = await make_token(
+                store, arguments.role, arguments.client, arguments.ledger
+            )
             _show_created(record, secret)
             return 0
         if arguments.command == "revoke":

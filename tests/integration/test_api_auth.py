@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -319,6 +320,49 @@ def test_token_cli_creates_a_working_client_token(server: ServerProcess, tmp_pat
     listed = server.command("token", "list")
     assert "client=Bob" in listed.stdout
     assert secret not in listed.stdout  # secrets are shown once, never listed
+
+
+@pytest.mark.parametrize("client", [" Ann", "Bob ", "Cy\u3164"])
+def test_a_client_token_for_a_name_no_account_may_have_is_refused(
+    server: ServerProcess, client: str
+) -> None:
+    """No account has it and none may be opened under it: such a token would be a
+    live credential refused everything (" Ann" is not Ann)."""
+    with server.client() as admin:
+        before = admin.get("/v1/tokens").json()
+        refused = admin.post("/v1/tokens", json={"role": "client", "client": client})
+        assert_refused(refused, 422, "invalid_client")
+        assert "none may be opened under it" in refused.json()["error"]["message"]
+        local = server.command("token", "create", "--role", "client", "--client", client)
+        assert local.returncode == 1
+        assert local.stderr.startswith("Error: no account has the name")
+        assert local.stderr.count("\n") == 1 and not local.stdout
+        assert admin.get("/v1/tokens").json() == before
+        # A name to be opened later is another matter: the token waits for its account.
+        assert admin.post("/v1/tokens", json={"role": "client", "client": "Zed"}).status_code == 201
+
+
+def test_a_client_token_for_an_old_account_whose_name_is_no_longer_taken_is_made(
+    tmp_path: Path,
+) -> None:
+    """An account opened before names were held to today's rules stays usable, by its
+    own token too."""
+    home = tmp_path / "home"
+    with running_server(home) as server:
+        with server.client() as admin:
+            opened = admin.post(
+                "/v1/deposits", json={"client": "Old", "amount": "5", "open_account": True}
+            )
+            assert opened.status_code == 201
+    with sqlite3.connect(home / "kopilka.db") as database:  # as an older version named it
+        database.execute("UPDATE accounts SET client = ' Old' WHERE client = 'Old'")
+    database.close()
+    with running_server(home) as server:
+        created = server.command("token", "create", "--role", "client", "--client", " Old")
+        assert created.returncode == 0, created.stderr
+        secret = created.stdout.strip().splitlines()[-1]
+        with server.client(secret) as old:
+            assert old.get("/v1/accounts/%20Old").json()["balance"] == "5.00"
 
 
 def test_admin_token_file_is_private(server: ServerProcess) -> None:

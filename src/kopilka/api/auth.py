@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kopilka.domain.model import SANDBOX_PREFIX, client_name
-from kopilka.domain.rules import validate_chosen_ledger, validate_client
+from kopilka.domain.rules import new_name_refusal, validate_chosen_ledger, validate_client
 from kopilka.errors import Forbidden, InvalidInput, Unauthorized
 from kopilka.store.protocol import Store
 from kopilka.tokens import (
@@ -179,6 +179,25 @@ def check_client(principal: Principal, ledger: str, client: str) -> None:
     """A client token sees and moves only its own account (`client` is in NFC already)."""
     if effective_role(principal, ledger) == "client" and client != principal.client:
         raise Forbidden("forbidden", "a client token may only use its own account")
+
+
+async def make_token(
+    store: Store, role: str, client: str | None, ledger: str = "main"
+) -> tuple[TokenRecord, str]:
+    """A new token, stored, and its secret. A client token may name an account to be
+    opened later, but not a name no account may be opened under unless one has it (an
+    old account's): a token for " Ann" would be refused everything Ann's token may do."""
+    record, secret = new_token_record(role, client, ledger)
+    if record.client is not None:
+        refusal = new_name_refusal(record.client)
+        if refusal is not None and await store.get_account(record.ledger, record.client) is None:
+            raise InvalidInput(
+                "invalid_client",
+                f"no account has the name {record.client!r}, and none may be opened under it:"
+                f" a client's name {refusal}",
+            )
+    await store.put_token(record)
+    return record, secret
 
 
 def new_token_record(

@@ -27,7 +27,7 @@ from kopilka.api.auth import (
     check_client,
     check_ledger,
     effective_role,
-    new_token_record,
+    make_token,
     require_role,
 )
 from kopilka.api.commands import command_from
@@ -575,8 +575,9 @@ class Call:
             " again; look with GET /v1/tokens before making another"
         )
         request: TokenIn = await self.decode(TokenIn)
-        record, secret = new_token_record(request.role, request.client, request.ledger)
-        await self.app.store.put_token(record)
+        record, secret = await make_token(
+            self.app.store, request.role, request.client, request.ledger
+        )
         out = token_out(record)
         out.secret = secret
         return json_response(out, 201)

@@ -507,20 +507,9 @@ class _Planner:
         return snapshot
 
     def _new_account(self, ledger: str, client: str, floor: int, cap: int | None) -> Account:
-        # " Ann" would list like "Ann" and be another account: not for new ones (an old
-        # account with such a name stays usable).
-        if client != client.strip():
-            raise InvalidInput(
-                "invalid_client",
-                f"a new client's name may not start or end with a space: {client!r}",
-            )
-        blank = _SHOWS_NOTHING.search(client)
-        if blank is not None:
-            raise InvalidInput(
-                "invalid_client",
-                f"a new client's name may not hold a character that shows nothing"
-                f" (U+{ord(blank.group()):04X}): {client!r}",
-            )
+        refusal = new_name_refusal(client)
+        if refusal is not None:
+            raise InvalidInput("invalid_client", f"a new client's name {refusal}: {client!r}")
         account = Account(ledger, client, 0, floor, cap, self.now)
         self.accounts[(ledger, client)] = account
         self.plan.new_accounts.append(account)
@@ -609,6 +598,18 @@ def too_many_operations(given: int | None = None) -> InvalidInput:
 def not_batched() -> InvalidInput:
     """The refusal of a command a list of commands may not hold (an opening, limits)."""
     return InvalidInput("invalid_command", "only deposits, withdrawals and transfers batch")
+
+
+def new_name_refusal(client: str) -> str | None:
+    """Why no account may be opened under `client` now, or None. " Ann" would list like
+    "Ann" and be another account: not for new ones (an old account with such a name
+    stays usable)."""
+    if client != client.strip():
+        return "may not start or end with a space"
+    blank = _SHOWS_NOTHING.search(client)
+    if blank is not None:
+        return f"may not hold a character that shows nothing (U+{ord(blank.group()):04X})"
+    return None
 
 
 def validate_client(client: str) -> None:
