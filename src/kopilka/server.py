@@ -236,7 +236,9 @@ def serve_main(argv: list[str]) -> int:
         listening = _listen(settings)
     except OSError as error:
         print(
-            f"Error: cannot listen on {settings.host}:{settings.port}: {error.strerror}",
+            hide_secrets(
+                f"Error: cannot listen on {settings.host}:{settings.port}: {error.strerror}"
+            ),
             file=sys.stderr,
         )
         return 1

@@ -251,7 +251,9 @@ def load_settings(
     ledger = "main" if serving else str(pick("ledger", "main"))  # a server serves them all
     validate_chosen_ledger(ledger)
     host = str(pick("host", DEFAULT_HOST))
-    if not host or not host.isprintable() or " " in host:
+    # No host name or address holds "/" or "@": a URL given for the host (the database's,
+    # password and all) is refused here, not echoed by a failed listen.
+    if not host or not host.isprintable() or any(c in host for c in " /@"):
         raise InvalidInput("invalid_setting", f"host {host!r} is no host name or address")
     return Settings(
         db=db,

@@ -454,3 +454,22 @@ def test_a_stop_with_an_answer_no_one_reads_says_so_without_a_traceback(tmp_path
     assert server.errors.splitlines() == [
         "ERROR:    Cancel 1 running task(s), timeout graceful shutdown exceeded"
     ], server.errors
+
+
+@pytest.mark.parametrize("where", ["flag", "environment", "file"])
+def test_a_database_url_given_for_the_host_is_refused_its_password_unsaid(
+    tmp_path: Path, where: str
+) -> None:
+    url = "postgresql://kopilka:Pr0dSecret@db.internal:5432/ledger"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "kopilka.toml").write_text(f'host = "{url}"\n' if where == "file" else "")
+    environment = {"KOPILKA_HOST": url} if where == "environment" else {}
+    flags = ["--host", url] if where == "flag" else []
+    config = ["--config", str(home / "kopilka.toml")]
+    result = run_kopilka(home, "serve", str(free_port()), *flags, *config, env=environment)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: host 'postgresql://kopilka:***@db.internal:5432/ledger' is no host name"
+        " or address\n"
+    )

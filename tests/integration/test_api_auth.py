@@ -348,12 +348,11 @@ def test_a_client_token_for_an_old_account_whose_name_is_no_longer_taken_is_made
     """An account opened before names were held to today's rules stays usable, by its
     own token too."""
     home = tmp_path / "home"
-    with running_server(home) as server:
-        with server.client() as admin:
-            opened = admin.post(
-                "/v1/deposits", json={"client": "Old", "amount": "5", "open_account": True}
-            )
-            assert opened.status_code == 201
+    with running_server(home) as server, server.client() as admin:
+        opened = admin.post(
+            "/v1/deposits", json={"client": "Old", "amount": "5", "open_account": True}
+        )
+        assert opened.status_code == 201
     with sqlite3.connect(home / "kopilka.db") as database:  # as an older version named it
         database.execute("UPDATE accounts SET client = ' Old' WHERE client = 'Old'")
     database.close()
