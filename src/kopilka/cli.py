@@ -28,7 +28,13 @@ from kopilka import __version__
 from kopilka.bank import Bank
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.settings import Settings, hide_secrets, load_settings, make_home, redact_url
-from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute, needs_bank
+from kopilka.shell.commands import (
+    INTERRUPTED_WRITE,
+    ON_OPEN_ACCOUNTS,
+    READS_ONLY,
+    execute,
+    needs_bank,
+)
 from kopilka.shell.connect import Target, open_bank
 from kopilka.shell.output import (
     ANSWER_NOT_WRITTEN_EXIT,
@@ -326,7 +332,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
     # SIGTERM and SIGHUP (a `timeout`, a closed terminal) as Ctrl-C: a write they cut
     # short says it may have been applied, and to look before running it again.
     with SignalEnding():
-        bank = open_bank(target, reads_only=reads_only)
+        bank = open_bank(target, makes_none=reads_only or parsed.spec.name in ON_OPEN_ACCOUNTS)
         try:
             reply = execute(parsed, bank, oneshot=True)
         except KopilkaError as error:

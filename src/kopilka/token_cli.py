@@ -195,7 +195,7 @@ def _token_main(argv: list[str]) -> int:
                 "a token in memory would end with this command, honoured by no server:"
                 " give the server's --url, or its --db",
             )
-        store = local_store(settings, reads_only=arguments.command == "list")
+        store = local_store(settings, makes_none=arguments.command == "list")
         return asyncio.run(_run_local(store, arguments))
     except AnswerNotWritten:
         raise  # it ran: the command line says so, with its own exit status

@@ -202,8 +202,15 @@ def test_a_read_of_a_database_without_a_ledger_writes_nothing_there(
     kopilka: RunKopilka, postgres_url: str
 ) -> None:
     """As a SQLite file named that is not there: a read says so, and leaves the database
-    (another application's, or a mistyped name) as it was, with no tables of kopilka's."""
-    for command in (("get",), ("get", "-n", "Ann"), ("balance", "--client=Ann")):
+    (another application's, or a mistyped name) as it was, with no tables of kopilka's;
+    so does a write that only an account open already could take."""
+    for command in (
+        ("get",),
+        ("get", "-n", "Ann"),
+        ("balance", "--client=Ann"),
+        ("transfer", "-f", "Ann", "-t", "Bob", "1"),
+        ("withdraw", "--client=Ann", "--amount=1", "--description=cash"),
+    ):
         result = kopilka(*command, "--db", postgres_url)
         assert (result.returncode, result.stdout) == (1, ""), result
         assert result.stderr == (

@@ -643,12 +643,20 @@ def test_a_home_others_may_write_in_or_own_is_refused(tmp_path: Path) -> None:
         )
 
 
-def test_a_read_on_a_database_file_that_is_not_there_says_so_and_makes_none(
+def test_a_command_on_a_database_file_that_is_not_there_says_so_and_makes_none(
     kopilka: RunKopilka, tmp_path: Path
 ) -> None:
-    """A mistyped --db must not answer from an empty ledger made there on the spot."""
+    """A mistyped --db must not answer from an empty ledger made there on the spot, nor
+    a write that only an account open already could take be refused from one."""
     typo = tmp_path / "typo" / "books.db"
-    for command in (("balance", "--client=Ann"), ("get",), ("accounts",)):
+    for command in (
+        ("balance", "--client=Ann"),
+        ("get",),
+        ("accounts",),
+        ("transfer", "-f", "Ann", "-t", "Bob", "1"),
+        ("withdraw", "--client=Ann", "--amount=1", "--description=cash"),
+        ("set_limits", "--client=Ann", "--min-balance=0"),
+    ):
         read = kopilka(*command, "--db", str(typo))
         assert (read.returncode, read.stdout) == (1, "")
         assert read.stderr == (

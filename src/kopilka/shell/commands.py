@@ -41,6 +41,9 @@ Handler = Callable[[ParsedCommand, Bank], Reply]
 # The commands that only read: one interrupted cannot have changed anything, and one
 # given a database file that is not there says so rather than make one.
 READS_ONLY = frozenset({"balance", "show_bank_statement", "accounts", "get"})
+# Writes that act only on accounts open already: none could be done in a database not
+# made yet, so a one-shot one makes none (a mistyped --db is said to be so).
+ON_OPEN_ACCOUNTS = frozenset({"withdraw", "transfer", "set_limits"})
 INTERRUPTED_WRITE = (
     "interrupted; the command may still have been applied: look before running it again"
 )

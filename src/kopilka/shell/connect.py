@@ -54,17 +54,18 @@ class Target:
         return f"{where}, ledger {ledger or self.settings.ledger!r}"
 
 
-def open_bank(target: Target, *, reads_only: bool = False) -> Bank:
-    """The bank the target names. `reads_only`: for a command that only reads, a SQLite
-    file given by name that does not exist is an error (a mistyped --db), not an empty
-    ledger made there that says every client is unknown."""
+def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
+    """The bank the target names. `makes_none`: for a command that could do nothing in a
+    database not made yet (it reads, or acts on accounts open already), a SQLite file
+    given by name that does not exist is an error (a mistyped --db), not an empty ledger
+    made there that says every client is unknown."""
     if target.url is not None:
         return _connect(target)
     if target.sandbox:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
     try:
-        return EmbeddedBank(local_store(target.settings, reads_only), target.settings.ledger)
+        return EmbeddedBank(local_store(target.settings, makes_none), target.settings.ledger)
     except KopilkaError:
         raise
     except Exception as error:
@@ -75,22 +76,22 @@ def open_bank(target: Target, *, reads_only: bool = False) -> Bank:
         ) from error
 
 
-def local_store(settings: Settings, reads_only: bool) -> Store:
+def local_store(settings: Settings, makes_none: bool) -> Store:
     """The settings' database, not yet opened. The home's is made on first use, reads
     too (its home checked first); another one named (--db) that is not there, or holds
-    no ledger, is refused to a command that only reads, and left as it was."""
+    no ledger, is refused to a command that `makes_none`, and left as it was."""
     db = settings.db
     in_home = db == str(settings.home / "kopilka.db")
     if in_home:
         make_home(settings.home)
-    elif reads_only:
+    elif makes_none:
         named = sqlite_path(db)
         if named is not None and not Path(named).exists():
             raise NotFound(
                 "database_not_found",
                 f"no database at {db}: nothing has been written there (check --db or KOPILKA_DB)",
             )
-    return open_store(db, create=in_home or not reads_only)
+    return open_store(db, create=in_home or not makes_none)
 
 
 def _connect(target: Target) -> Bank:
