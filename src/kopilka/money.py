@@ -104,11 +104,11 @@ def parse_amount(text: str, what: str = "amount") -> int:
     return cents
 
 
-def parse_limit(text: str) -> int:
-    """A floor or cap: may be zero or negative (an overdraft floor)."""
-    cents = parse_cents(text, allow_negative=True, allow_zero=True, what="limit")
+def parse_limit(text: str, what: str = "limit") -> int:
+    """A floor or cap (`what` it is, to say): may be zero or negative (an overdraft floor)."""
+    cents = parse_cents(text, allow_negative=True, allow_zero=True, what=what)
     if abs(cents) > BALANCE_CENTS_MAX:
-        raise InvalidInput("invalid_limit", f"limit {text!r} is out of range")
+        raise InvalidInput("invalid_limit", f"{what} {text!r} is out of range")
     return cents
 
 

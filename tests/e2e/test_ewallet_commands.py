@@ -158,7 +158,12 @@ def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backe
             "Error: opening balance '1000000000000.01' is above the maximum $1,000,000,000,000.00\n"
         ),
         ("-n", "", "--max", "10"): "Error: client name is empty\n",
-        ("-n", "Ann", "--min", "", "--max", "10"): "Error: limit is empty\n",
+        ("-n", "Ann", "--min", "", "--max", "10"): "Error: floor is empty\n",
+        ("-n", "Ann", "--min", "abc", "--max", "xyz"): (
+            "Error: floor 'abc' is not a number like 100 or 1,000.25\n"
+        ),
+        ("-n", "Ann", "--max", "xyz"): "Error: cap 'xyz' is not a number like 100 or 1,000.25\n",
+        ("-n", "Ann", "--max", "1" + "0" * 30): f"Error: cap '1{'0' * 30}' is out of range\n",
     }
     for arguments, stderr in refusals.items():
         result = wallet("add-user", *arguments)

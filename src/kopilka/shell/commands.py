@@ -196,14 +196,14 @@ def _cap(text: str | None) -> int | None:
     """A cap: an amount, or None when not given or given as 'none'."""
     if text is None or text.strip().lower() == "none":
         return None
-    return parse_limit(text)
+    return parse_limit(text, "cap")
 
 
 def _open_account(parsed: ParsedCommand, bank: Bank) -> Reply:
     client = _client(parsed.require("client"))
     floor_text = parsed.get("min-balance")
     floor, cap = (
-        0 if floor_text is None else parse_limit(floor_text),
+        0 if floor_text is None else parse_limit(floor_text, "floor"),
         _cap(parsed.get("max-balance")),
     )
     with _look_before_repeating(client, parsed):
@@ -217,7 +217,7 @@ def _set_limits(parsed: ParsedCommand, bank: Bank) -> Reply:
         raise InvalidInput("missing_option", "set_limits needs --min-balance or --max-balance")
     client = _client(parsed.require("client"))
     cap = _cap(cap_text)
-    floor = None if floor_text is None else parse_limit(floor_text)
+    floor = None if floor_text is None else parse_limit(floor_text, "floor")
     with _look_before_repeating(client, parsed):
         account = bank.set_limits(
             client,
@@ -254,7 +254,7 @@ def _opening_cents(text: str | None) -> int:
 def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
     name = _client(parsed.require("name"))
     floor_text = parsed.get("min")
-    floor = 0 if floor_text is None else parse_limit(floor_text)  # given empty: refused
+    floor = 0 if floor_text is None else parse_limit(floor_text, "floor")  # given empty: refused
     cap = _cap(parsed.require("max"))
     opening = _opening_cents(parsed.get("credit"))
     # One command, one transaction: the account, its opening deposit and its floor; the
