@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from kopilka.shell.output import Message, Output
+from kopilka.shell.output import RICH_TABLE_ROWS_MAX, Message, Output
+from kopilka.shell.render import Table
 
 
 class _Terminal(io.StringIO):
@@ -30,3 +31,17 @@ def test_a_terminal_shows_names_as_written_not_as_emoji_nor_wrapped() -> None:
     assert ":moneybag:" in shown and ":smile:" in shown
     assert "\U0001f4b0" not in shown
     assert text in shown  # one line, however wide
+
+
+def test_a_table_too_long_to_draw_soon_takes_the_plain_form() -> None:
+    def shown(rows: int) -> str:
+        terminal = _Terminal()
+        table = Table(
+            ("Client", "Balance"), [(f"c{i}", "$1.00") for i in range(rows)], frozenset({1})
+        )
+        Output(terminal, terminal, terminal=True).show(table)
+        return terminal.getvalue()
+
+    assert "\u256d" in shown(RICH_TABLE_ROWS_MAX)  # rich's rounded corner
+    long = shown(RICH_TABLE_ROWS_MAX + 1)
+    assert "\u256d" not in long and long.count("\n") > RICH_TABLE_ROWS_MAX

@@ -62,6 +62,12 @@ class AnswerNotWritten(KopilkaError):
     """Standard output failed (a full disk, a closed descriptor) after the command ran."""
 
 
+# rich lays a table out whole before it draws a line of it, about half a millisecond a
+# row: a statement of 40,000 operations showed nothing for 18 s. Past this many rows a
+# table takes the plain form, which is drawn some sixty times faster.
+RICH_TABLE_ROWS_MAX = 1_000
+
+
 class Output:
     def __init__(self, stream: TextIO, errors: TextIO, *, terminal: bool) -> None:
         self._stream = stream
@@ -92,9 +98,9 @@ class Output:
             text = plain_table(reply) if isinstance(reply, Table) else reply.text
             _written(lambda: self._write(self._stream, text))
         elif isinstance(reply, Table):
-            if rich_table_fits(reply, console.width):
+            if len(reply.rows) <= RICH_TABLE_ROWS_MAX and rich_table_fits(reply, console.width):
                 _written(lambda: console.print(rich_table(reply)))
-            else:  # too narrow to show it whole: the plain form, which the terminal wraps
+            else:  # too narrow to show whole, or too long to draw soon: the plain form
                 _written(lambda: self._write(self._stream, plain_table(reply)))
         elif isinstance(reply, Message):
             # soft_wrap: one line stays one line, however narrow the terminal.
