@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import time
 from collections import OrderedDict
@@ -69,6 +70,8 @@ T = TypeVar("T")
 # Bound values per statement, safely below SQLite's SQLITE_MAX_VARIABLE_NUMBER.
 _VARIABLES_MAX = 900
 _BUSY_TIMEOUT_MS = 10_000
+# Less free room than a page: a database that cannot be opened is said to be on a full disk.
+_DISK_ROOM_MIN_BYTES = 4096
 # Kopilka's first tables, which every version of its schema has.
 _LEDGER_TABLES = frozenset({"accounts", "operations", "entries"})
 
@@ -511,7 +514,12 @@ class SqliteStore:
         )
 
     def _cannot_open(self, error: Exception) -> Unavailable:
-        return Unavailable("store_unavailable", f"cannot open the database {self.path}: {error}")
+        reason = str(error)
+        if isinstance(error, sqlite3.Error) and _disk_full(self.path):
+            # SQLite cannot make the shared-memory file a WAL database is read through, and
+            # says "disk I/O error", which sends one looking for a failing disk.
+            reason = f"{reason}: the disk it is on is full"
+        return Unavailable("store_unavailable", f"cannot open the database {self.path}: {reason}")
 
     def _failed(self, error: sqlite3.Error) -> Unavailable:
         """For the caller, without the file's path (a client token's caller has no business
@@ -1023,6 +1031,14 @@ class _KeyAlreadyUsed(Exception):
 
 def _token(row: Sequence[Any]) -> TokenRecord:
     return TokenRecord(row[0], row[1], row[2], row[3], row[4], from_micros(row[5]), bool(row[6]))
+
+
+def _disk_full(path: str) -> bool:
+    """Whether the file system of `path` has no room for a page of it (4 KB)."""
+    try:
+        return shutil.disk_usage(Path(path).resolve().parent).free < _DISK_ROOM_MIN_BYTES
+    except OSError:
+        return False
 
 
 def _is_busy(error: sqlite3.Error) -> bool:
