@@ -420,6 +420,23 @@ def test_a_bad_period_and_format_are_422(admin: httpx.Client) -> None:
     assert empty.json()["lines"] == []
 
 
+@pytest.mark.parametrize("offset", ["+01:00", "+0100", "+01"])
+def test_an_offset_whose_plus_was_not_escaped_is_said_to_be_so(
+    admin: httpx.Client, offset: str
+) -> None:
+    """A query reads "+" as a space: the refusal says so, not only that the text as read
+    is no date."""
+    as_sent = f"/v1/accounts/Ann/statement?since=2026-12-04T13:54:00{offset}"
+    answer = admin.get(as_sent)
+    refused(answer, 422, "invalid_period")
+    message = answer.json()["error"]["message"]
+    assert message.endswith("(a '+' in a URL's query reads as a space: send it as %2B)")
+    escaped = admin.get(as_sent.replace("+", "%2B"))
+    assert escaped.status_code == 200, escaped.text
+    wrong = admin.get("/v1/accounts/Ann/statement?since=yesterday 01:00").json()
+    assert "%2B" not in wrong["error"]["message"]  # no number before it: no such hint
+
+
 def test_a_client_name_with_a_slash_round_trips(admin: httpx.Client) -> None:
     name = "Ann/Bob & Co %"
     answer = admin.post("/v1/deposits", json={"client": name, "amount": "3", "open_account": True})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -107,6 +108,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 ACCOUNTS_PAGE_MAX = 1_000
+
+
+# "...T10:00:00 01:00": an offset whose "+" was sent as is, which a query reads as a space.
+_OFFSET_SENT_UNESCAPED = re.compile(r"\d \d{2}(?::?\d{2})?$")
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -418,7 +423,17 @@ class Call:
         if form not in ("json", "csv"):
             raise InvalidInput("invalid_format", "format must be json or csv")
         # A server has no "user's zone": a time without an offset is UTC here.
-        since, till = parse_period(query.get("since"), query.get("till"), zone=UTC)
+        try:
+            since, till = parse_period(query.get("since"), query.get("till"), zone=UTC)
+        except InvalidInput as refused:
+            given = (query.get("since") or "", query.get("till") or "")
+            if any(_OFFSET_SENT_UNESCAPED.search(text) for text in given):
+                raise InvalidInput(
+                    refused.code,
+                    f"{refused.message} (a '+' in a URL's query reads as a space: send it"
+                    " as %2B)",
+                ) from None
+            raise
         engine = self.app.engine
         up_to_now = query.get("till") is None  # now as the ledger has it: the engine's
         header = await engine.statement_header(
