@@ -43,7 +43,14 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
-from kopilka.errors import InvalidInput, KopilkaError, Unavailable, without_key_advice
+from kopilka.errors import (
+    Interrupted,
+    InvalidInput,
+    KopilkaError,
+    Unavailable,
+    mark_stopped_before_applied,
+    without_key_advice,
+)
 from kopilka.idempotency import new_key
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
@@ -192,6 +199,24 @@ class EmbeddedBank:
             raise Unavailable(
                 "store_busy", f"the ledger did not answer within {wait_seconds:g} s"
             ) from None
+        except Exception:  # the coroutine's own
+            raise
+        except BaseException as interruption:  # Ctrl-C, or a signal ending the program
+            if self._stopped_waiting(future):
+                mark_stopped_before_applied(interruption)
+            raise
+
+    def _stopped_waiting(self, future: Future[Any]) -> bool:
+        """After Ctrl-C: a write still waiting for another process's write lock stops
+        waiting, nothing applied (True), rather than be applied once the lock is free,
+        its caller gone. One under way is let end (a second Ctrl-C stops the wait for
+        it): False, and the caller says it may have been applied."""
+        store = self.engine.store
+        store.stop_waiting()
+        try:
+            return isinstance(future.exception(), Interrupted)
+        finally:
+            store.wait_again()
 
     def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
         """Money commands at once, one outcome each (errors are returned, not raised), in

@@ -29,10 +29,10 @@ from kopilka.bank import Bank
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.settings import Settings, hide_secrets, load_settings, make_home, redact_url
 from kopilka.shell.commands import (
-    INTERRUPTED_WRITE,
     ON_OPEN_ACCOUNTS,
     READS_ONLY,
     execute,
+    interrupted_write,
     needs_bank,
 )
 from kopilka.shell.connect import Target, open_bank
@@ -338,9 +338,9 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
         except KopilkaError as error:
             output.error(error.message)
             return exit_status(error)
-        except (KeyboardInterrupt, SessionEnded):
-            if not reads_only:  # it may be on its way, or waiting for a lock to go through
-                output.error(INTERRUPTED_WRITE)
+        except (KeyboardInterrupt, SessionEnded) as interruption:
+            if not reads_only:  # it may be on its way, or have been stopped waiting
+                output.error(interrupted_write(interruption))
             raise
         finally:
             bank.close()

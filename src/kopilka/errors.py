@@ -84,6 +84,26 @@ class Busy(KopilkaError):
     http_status = 429
 
 
+class Interrupted(KopilkaError):
+    """A write its caller stopped (Ctrl-C) while it waited for another's write lock:
+    nothing was applied. Only a local caller stops one; no server answers with it."""
+
+    http_status = 503
+
+
+# Set on a Ctrl-C (or a signal that ends the program) whose write was stopped waiting.
+_STOPPED_BEFORE_APPLIED = "kopilka_stopped_before_applied"
+
+
+def mark_stopped_before_applied(interruption: BaseException) -> None:
+    """The write `interruption` cut short was stopped before it began: nothing applied."""
+    setattr(interruption, _STOPPED_BEFORE_APPLIED, True)
+
+
+def stopped_before_applied(interruption: BaseException) -> bool:
+    return getattr(interruption, _STOPPED_BEFORE_APPLIED, False) is True
+
+
 class Unavailable(KopilkaError):
     """The store cannot be reached right now; nothing was applied, or it is settled later."""
 

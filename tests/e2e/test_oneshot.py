@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -1008,3 +1009,59 @@ def test_a_database_on_a_full_disk_is_said_to_be_so(small_disk: Path) -> None:
     (small_disk / "filler").unlink()
     read = run_kopilka(home, "balance", "--client=John Jones")
     assert read.stdout == "Balance of John Jones: $100.00\n"
+
+
+@contextlib.contextmanager
+def _write_lock_held(database: Path, holder: str) -> Iterator[None]:
+    """The database's write lock held: by another program (a transaction left open) or
+    by another kopilka process (its writers' lock file, as a batch of its holds it)."""
+    if holder == "another program":
+        with contextlib.closing(sqlite3.connect(database, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            yield
+            other.execute("ROLLBACK")
+    else:
+        import fcntl
+
+        with open(f"{database}-writer.lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            yield
+
+
+def _until_it_opens(process: subprocess.Popen[str], path: Path) -> None:
+    """Wait until `process` has `path` open (its store is open, its command under way)."""
+    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if any(
+                os.readlink(link) == str(path) for link in Path(f"/proc/{process.pid}/fd").iterdir()
+            ):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"{path} was never opened")
+
+
+@pytest.mark.parametrize("holder", ["another program", "another kopilka"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_write_stopped_while_it_waits_for_another_is_not_applied(
+    kopilka: RunKopilka, kopilka_home: Path, holder: str, signum: signal.Signals
+) -> None:
+    """Ctrl-C (or a `timeout`) while another holds the write lock: the write stops waiting
+    at once, and is not applied once the lock is free, its caller gone."""
+    assert kopilka(*DEPOSIT).returncode == 0
+    database = kopilka_home / "kopilka.db"
+    more = ("deposit", "--client=John Jones", "--amount=5", "--description=more")
+    with _write_lock_held(database, holder), _started(kopilka_home, more) as process:
+        _until_it_opens(process, Path(f"{database}-writer.lock"))
+        time.sleep(0.5)  # its write submitted, and waiting
+        began = time.monotonic()
+        process.send_signal(signum)
+        out, errors = process.communicate(timeout=30)
+        took = time.monotonic() - began
+    assert (process.returncode, out) == (128 + signum, "")
+    assert errors == (
+        "Error: interrupted while it waited for another's write to end; nothing was applied\n"
+    )
+    assert took < 3, f"it waited {took:.1f} s"
+    balance = kopilka("balance", "--client=John Jones")
+    assert balance.stdout == "Balance of John Jones: $100.00\n"

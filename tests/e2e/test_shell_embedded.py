@@ -32,8 +32,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenario, run_scenarios
 
-from kopilka.shell.commands import INTERRUPTED_WRITE
-
+STOPPED_WAITING = "interrupted while it waited for another's write to end; nothing was applied"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
@@ -359,9 +358,10 @@ def terminal_session(home: Path, *arguments: str) -> Iterator[Terminal]:
     assert status == 0
 
 
-def test_a_terminal_write_interrupted_says_it_may_have_been_applied(kopilka_home: Path) -> None:
-    """Ctrl-C while a typed write waits for the database: it may go through once the
-    lock is let go, so the user is told to look, and the shell goes on."""
+def test_a_terminal_write_interrupted_while_it_waits_is_not_applied(kopilka_home: Path) -> None:
+    """Ctrl-C while a typed write waits for another program's transaction: it stops
+    waiting, nothing applied (not applied once the lock is let go), the user is told so,
+    and the shell goes on."""
     with terminal_session(kopilka_home) as terminal:
         terminal.send("deposit --client=Ann --amount=5 --description=open\r")
         terminal.expect("Deposit operation was successful!")
@@ -372,8 +372,10 @@ def test_a_terminal_write_interrupted_says_it_may_have_been_applied(kopilka_home
             time.sleep(1.5)
             # What a terminal's Ctrl-C sends (this one is no controlling terminal).
             terminal.process.send_signal(signal.SIGINT)
-            terminal.expect(f"Error: {INTERRUPTED_WRITE}")
+            terminal.expect(f"Error: {STOPPED_WAITING}")
             other.execute("ROLLBACK")
+        terminal.send("balance --client=Ann\r")
+        terminal.expect("Balance of Ann: $5.00")
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|[\x07\x08]")
@@ -567,11 +569,11 @@ def test_a_description_a_spreadsheet_would_run_is_text_in_csv(
     ("line", "told"),
     [("deposit --client=Ann --amount=1 --description=x", True), ("accounts", False)],
 )
-def test_a_piped_write_interrupted_says_it_may_have_been_applied(
+def test_a_piped_write_interrupted_while_it_waits_says_it_was_not_applied(
     kopilka_home: Path, line: str, told: bool
 ) -> None:
-    """Ctrl-C while a script's write waits for the database: the script's log is told, as
-    a one-shot command's is, rather than left with nothing while the money may move. (A
+    """Ctrl-C while a script's write waits for the database: the write stops waiting, and
+    the script's log is told, as a one-shot command's is, that nothing was applied. (A
     read has been answered by then, and the shell was waiting for its next line.)"""
     opened = subprocess.run(
         [*kopilka_command(), "deposit", "--client=Ann", "--amount=5", "--description=open"],
@@ -604,6 +606,14 @@ def test_a_piped_write_interrupted_says_it_may_have_been_applied(
     assert shell.returncode == 130
     if told:
         # Where a piped shell writes every answer, its refusals too: one line for the line.
-        assert (out, errors) == (f"Error: {INTERRUPTED_WRITE}\n", "")
+        assert (out, errors) == (f"Error: {STOPPED_WAITING}\n", "")
+        balance = subprocess.run(
+            [*kopilka_command(), "balance", "--client=Ann"],
+            env=kopilka_env(kopilka_home),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert balance.stdout == "Balance of Ann: $5.00\n"
     else:
         assert "Ann" in out and errors == ""

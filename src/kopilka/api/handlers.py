@@ -430,8 +430,7 @@ class Call:
             if any(_OFFSET_SENT_UNESCAPED.search(text) for text in given):
                 raise InvalidInput(
                     refused.code,
-                    f"{refused.message} (a '+' in a URL's query reads as a space: send it"
-                    " as %2B)",
+                    f"{refused.message} (a '+' in a URL's query reads as a space: send it as %2B)",
                 ) from None
             raise
         engine = self.app.engine

@@ -15,7 +15,7 @@ from kopilka.bank import Bank
 from kopilka.client_keys import given_key
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
 from kopilka.domain.rules import validate_client, validate_money_command
-from kopilka.errors import InvalidInput, Unavailable
+from kopilka.errors import InvalidInput, Unavailable, stopped_before_applied
 from kopilka.idempotency import new_key
 from kopilka.money import format_money, parse_amount, parse_cents, parse_limit
 from kopilka.periods import parse_period
@@ -47,6 +47,13 @@ ON_OPEN_ACCOUNTS = frozenset({"withdraw", "transfer", "set_limits"})
 INTERRUPTED_WRITE = (
     "interrupted; the command may still have been applied: look before running it again"
 )
+
+
+def interrupted_write(interruption: BaseException) -> str:
+    """What to say of a write Ctrl-C (or a signal) cut short."""
+    if stopped_before_applied(interruption):
+        return "interrupted while it waited for another's write to end; nothing was applied"
+    return INTERRUPTED_WRITE
 
 
 def needs_bank(parsed: ParsedCommand) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from kopilka.bank import Bank
 from kopilka.errors import KopilkaError
 from kopilka.settings import hide_secrets
-from kopilka.shell.commands import INTERRUPTED_WRITE, READS_ONLY, execute
+from kopilka.shell.commands import READS_ONLY, execute, interrupted_write
 from kopilka.shell.output import Exit, Output
 from kopilka.shell.parser import parse_line, split_line
 
@@ -140,9 +140,9 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
         try:
             if not run_line(line.rstrip("\r\n"), bank, output):
                 break
-        except (KeyboardInterrupt, SessionEnded):
+        except (KeyboardInterrupt, SessionEnded) as interruption:
             if _may_write(line):  # a script's log says so, as a one-shot command does
-                output.error(INTERRUPTED_WRITE)
+                output.error(interrupted_write(interruption))
             raise
     return 0
 
@@ -209,14 +209,14 @@ def run_terminal(
             try:
                 if not run_line(typed, bank, output, clients):
                     return 0
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as interruption:
                 # A write may already be on its way: say so rather than guess.
                 if _may_write(typed):
-                    output.error(INTERRUPTED_WRITE)
+                    output.error(interrupted_write(interruption))
                 break  # and the lines pasted after it are not run
-            except SessionEnded:
+            except SessionEnded as ending_signal:
                 if _may_write(typed):
                     # Where the terminal is still there to tell (SIGTERM); a closed one fails.
                     with contextlib.suppress(KopilkaError, OSError):
-                        output.error(INTERRUPTED_WRITE)
+                        output.error(interrupted_write(ending_signal))
                 raise

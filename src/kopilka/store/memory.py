@@ -61,6 +61,12 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    def stop_waiting(self) -> None:
+        return None  # a batch here never waits for another's
+
+    def wait_again(self) -> None:
+        return None
+
     async def ping(self) -> None:
         return None
 

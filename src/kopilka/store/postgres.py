@@ -259,6 +259,12 @@ class PostgresStore:
                     pool.terminate()
             raise
 
+    def stop_waiting(self) -> None:
+        return None  # a batch waits for row locks at most lock_timeout, then is retried
+
+    def wait_again(self) -> None:
+        return None
+
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         kept, self._batch_connections = self._batch_connections, []

@@ -20,6 +20,14 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    def stop_waiting(self) -> None:
+        """From any thread: a batch waiting for another process's write lock stops waiting
+        and fails as Interrupted, nothing applied (Ctrl-C in an embedded bank); one under
+        way goes on. Until `wait_again`. A store that never waits so does nothing."""
+
+    def wait_again(self) -> None:
+        """Batches wait for the write lock again, as before `stop_waiting`."""
+
     async def ping(self) -> None:
         """One cheap read; raises Unavailable when the store cannot be reached."""
 

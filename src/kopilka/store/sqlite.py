@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,7 +56,7 @@ from kopilka.domain.rules import (
     refused_money_keys,
 )
 from kopilka.domain.statement import EntryMark, StatementLine
-from kopilka.errors import RetryableStoreError, Unavailable
+from kopilka.errors import Interrupted, KopilkaError, RetryableStoreError, Unavailable
 from kopilka.store.not_a_ledger import newer_schema, no_ledger, refuse_foreign_tables
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
@@ -84,6 +85,8 @@ def _newer_kopilkas(version: int, names: list[str]) -> bool:
 
 
 _FENCE_POLL_SECONDS = 0.0005  # as a waiting writer tries the lock (sqlite_lock.py)
+# A BEGIN that found another program's write transaction tries again after this.
+_BEGIN_POLL_SECONDS = 0.001
 _PAGE_CACHE_KIB = 64 * 1024
 # Batches up to this many commands are planned and written on the event loop
 # (about 50 µs each on a slow machine, so the loop stalls at most ~15 ms).
@@ -201,6 +204,8 @@ class SqliteStore:
         self._writer_lock: WriterLock | None = None
         # The same lock file through a descriptor of its own: see settle_history.
         self._history_fence: WriterLock | None = None
+        # Set by stop_waiting: a batch waiting for the write lock gives up, nothing applied.
+        self._stop_waiting = threading.Event()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -453,6 +458,12 @@ class SqliteStore:
         )
         return sandboxes - {row[0] for row in open_now}
 
+    def stop_waiting(self) -> None:
+        self._stop_waiting.set()
+
+    def wait_again(self) -> None:
+        self._stop_waiting.clear()
+
     def _begin(self) -> None:
         """On the writer thread: wait for the other processes' batches, then BEGIN.
 
@@ -460,18 +471,37 @@ class SqliteStore:
         another program holds it (a transaction left open, a frozen process), each try
         would wait as long, and eight tries kept a caller over a minute, past its
         client's timeout, to be applied after that had given up. It is refused at once,
-        nothing applied, as PostgreSQL refuses one past its lock_timeout."""
-        if not self._lock.acquire(_BUSY_TIMEOUT_MS / 1000):
+        nothing applied, as PostgreSQL refuses one past its lock_timeout. It waits here,
+        not in SQLite's busy handler, which nothing stops: a batch its caller gave up on
+        (Ctrl-C, `stop_waiting`) stops waiting, nothing applied."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        if not self._lock.acquire(_BUSY_TIMEOUT_MS / 1000, stop=self._stop_waiting):
+            if self._stop_waiting.is_set():
+                raise _interrupted()
             raise self._held_too_long()
+        db = self._db
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as error:
-            if _is_busy(error):  # after busy_timeout
-                self._roll_back()
-                raise self._held_too_long() from error
-            self._abandon(error)
+            db.execute("PRAGMA busy_timeout = 0")
+            while True:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as error:
+                    if not _is_busy(error):
+                        raise
+                    if self._stop_waiting.is_set():
+                        raise _interrupted() from None
+                    if time.monotonic() >= deadline:
+                        raise self._held_too_long() from error
+                    time.sleep(_BEGIN_POLL_SECONDS)
+        except KopilkaError:
+            self._roll_back()  # lets go of the write lock (no transaction is open)
+            raise
         except BaseException as error:
             self._abandon(error)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
 
     def _held_too_long(self) -> Unavailable:
         seconds = f"{_BUSY_TIMEOUT_MS / 1000:g}"
@@ -1031,6 +1061,12 @@ class _KeyAlreadyUsed(Exception):
 
 def _token(row: Sequence[Any]) -> TokenRecord:
     return TokenRecord(row[0], row[1], row[2], row[3], row[4], from_micros(row[5]), bool(row[6]))
+
+
+def _interrupted() -> Interrupted:
+    return Interrupted(
+        "interrupted", "interrupted while it waited for another's write to end; nothing was applied"
+    )
 
 
 def _disk_full(path: str) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 if sys.platform != "win32":
@@ -37,11 +38,12 @@ class WriterLock:
         """Take the lock if no other process has it; never waits (the event loop calls it)."""
         return self._try(exclusive=True)
 
-    def acquire(self, timeout_seconds: float) -> bool:
-        """Wait for the lock (on the writer thread only), False after `timeout_seconds`."""
+    def acquire(self, timeout_seconds: float, stop: threading.Event | None = None) -> bool:
+        """Wait for the lock (on the writer thread only), False after `timeout_seconds`
+        or once `stop` is set."""
         deadline = time.monotonic() + timeout_seconds
         while not self.try_acquire():
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
                 return False
             time.sleep(_POLL_SECONDS)
         return True
