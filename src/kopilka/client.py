@@ -74,6 +74,8 @@ T = TypeVar("T")
 
 ATTEMPTS_MAX = 4
 TIMEOUT_SECONDS = 30.0
+# How long a look whether a server is there at all may take (with no token to use).
+_PROBE_SECONDS = 2.0
 _REJECTION_CODES = frozenset(
     {"insufficient_funds", "cap_exceeded", "floor_above_balance", "cap_below_balance"}
 )
@@ -659,7 +661,13 @@ def connect_bank(
         raise Unauthorized(
             "unauthorized", "the token is empty: give a token, or none for the admin token"
         )
-    secret = _admin_token(url) if token is None else token
+    if token is None:
+        try:
+            token = _admin_token(url)
+        except Unauthorized:
+            _refuse_if_unreachable(url)
+            raise
+    secret = token
     if not sandbox:
         return Client(url, secret, ledger=ledger)
     with Client(url, secret) as probe:
@@ -747,6 +755,18 @@ def _admin_token(url: str) -> str:
             f"no token: set KOPILKA_TOKEN, or start the server once to write {path}",
         )
     return token
+
+
+def _refuse_if_unreachable(url: str) -> None:
+    """No server there is said before no token: starting it comes first (and writes the
+    admin token a server on this machine is reached with)."""
+    try:
+        with _http_client(url, {}, httpx.Timeout(_PROBE_SECONDS)) as probe:
+            probe.get("/v1/health")
+    except httpx.ConnectError as error:
+        raise _unreachable(redact_url(url), error) from error
+    except httpx.HTTPError:
+        return  # something answers there, or may: the token is what is missing
 
 
 def _on_this_machine(host: str) -> bool:

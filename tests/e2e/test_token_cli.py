@@ -283,6 +283,19 @@ def test_an_empty_admin_token_file_is_no_token(
         assert result.stderr.startswith("Error: no token: set KOPILKA_TOKEN"), result.stderr
 
 
+def test_no_server_there_is_said_before_no_token(tmp_path: Path) -> None:
+    """With no token and nothing listening, the server not running is the news (starting
+    it writes the admin token), not the token missing."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    url = f"http://127.0.0.1:{free_port()}"
+    for arguments in (("get",), ("shell",), ("token", "list")):
+        result = run_kopilka(home, *arguments, "--url", url, stdin="accounts\n")
+        assert (result.returncode, result.stdout) == (1, ""), arguments
+        assert result.stderr.startswith(f"Error: cannot reach the server at {url}: "), result.stderr
+        assert result.stderr.count("\n") == 1
+
+
 def test_a_list_of_a_database_that_is_not_there_says_so_and_makes_none(tmp_path: Path) -> None:
     typo = tmp_path / "typo.db"
     result = run_kopilka(tmp_path / "home", "token", "list", "--db", str(typo))
