@@ -60,6 +60,7 @@ from kopilka.errors import Interrupted, KopilkaError, RetryableStoreError, Unava
 from kopilka.store.not_a_ledger import newer_schema, no_ledger, refuse_foreign_tables
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
+from kopilka.store.sqlite_files import OpenedFiles
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate
 from kopilka.store.sqlite_schema import SCHEMA_VERSION
@@ -206,6 +207,7 @@ class SqliteStore:
         self._history_fence: WriterLock | None = None
         # Set by stop_waiting: a batch waiting for the write lock gives up, nothing applied.
         self._stop_waiting = threading.Event()
+        self._files: OpenedFiles | None = None  # a file's: none for ":memory:"
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -231,6 +233,7 @@ class SqliteStore:
         self._reader = await self._read(lambda: connect(self.path))
         self._history_fence = WriterLock(self.path)
         if self.path != ":memory:":
+            self._files = OpenedFiles(self.path)
             self._checkpointer = Checkpointer(lambda: connect(self.path))
             _make_private(self.path)
 
@@ -515,6 +518,10 @@ class SqliteStore:
         )
 
     def _commit(self, plan: BatchPlan) -> list[Outcome]:
+        gone = self._files.gone() if self._files is not None else None
+        if gone is not None:
+            self._roll_back()
+            raise self._file_gone(gone)
         try:
             self._db.execute("COMMIT")
         except BaseException as error:
@@ -561,6 +568,21 @@ class SqliteStore:
             logger.warning("the database %s failed: %s", self.path, reason)
         return Unavailable(
             "store_unavailable", f"the database failed ({reason}); nothing was applied, try again"
+        )
+
+    def _file_gone(self, path: str) -> Unavailable:
+        """For the caller, without the path; for the operator's log, with it, once."""
+        reason = f"{path} was removed or replaced while in use"
+        if reason != self._failing:
+            self._failing = reason
+            logger.error(
+                "the database file %s; every write is refused: restart kopilka on the"
+                " database meant",
+                reason,
+            )
+        return Unavailable(
+            "store_unavailable",
+            "the database's file was removed or replaced while in use; nothing was applied",
         )
 
     def _roll_back(self) -> None:

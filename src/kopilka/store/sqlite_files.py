@@ -1,0 +1,43 @@
+"""The database's files as a store opened them, to refuse a commit once they are gone.
+
+SQLite writes through the descriptors it opened. A database file removed or replaced
+while a process has it open (`rm`, a backup moved over it, its `-wal` journal deleted
+as a stray file) goes on taking commits, each acknowledged, into a file no path names
+any more, and all of them are lost when the process ends. Before each COMMIT the store
+looks whether the paths still name the files it opened (two `stat` calls, a few
+microseconds a batch) and refuses the batch, nothing applied, once one does not.
+"""
+
+from __future__ import annotations
+
+import os
+
+# (device, inode): a file, whatever its name.
+Identity = tuple[int, int]
+
+
+class OpenedFiles:
+    def __init__(self, database_path: str) -> None:
+        self._paths = (database_path, database_path + "-wal")
+        # None: not there yet (SQLite makes the journal with the first write).
+        self._identities = [_identity(path) for path in self._paths]
+
+    def gone(self) -> str | None:
+        """The path that no longer names the file opened (removed, or another file put
+        in its place), or None while both do."""
+        for index, path in enumerate(self._paths):
+            now = _identity(path)
+            opened = self._identities[index]
+            if opened is None:
+                self._identities[index] = now  # made since: this is the one
+            elif now != opened:
+                return path
+        return None
+
+
+def _identity(path: str) -> Identity | None:
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino
