@@ -359,7 +359,10 @@ class Engine:
             )
             return
         assert len(outcomes) == len(commands)
-        self.stats.record(len(commands))
+        # A batch request's key claim rides in the transaction, but is no operation.
+        operations = sum(1 for command in commands if not isinstance(command, ClaimKey))
+        if operations:
+            self.stats.record(operations)
         start = 0
         for request in batch:
             end = start + len(request.commands)

@@ -535,6 +535,12 @@ def test_an_idempotency_key_is_1_to_200_characters(admin: httpx.Client) -> None:
     assert longest.status_code == 201, longest.text
     answer = admin.post("/v1/batch", json=batch, headers={"Idempotency-Key": "b" * 197})
     assert [result["status"] for result in answer.json()["results"]] == [201] * 11
+    # An empty batch takes the key a batch of one does (KEY:0), not one shorter.
+    for letter, operations in (("e", []), ("f", batch["operations"][:1])):
+        answer = admin.post(
+            "/v1/batch", json={"operations": operations}, headers={"Idempotency-Key": letter * 198}
+        )
+        assert answer.status_code == 200, answer.text
 
 
 def test_a_ledger_header_is_ascii_and_never_trimmed_into_another_name(
@@ -836,6 +842,10 @@ def test_every_account_is_listed_once_page_by_page(server: ServerProcess) -> Non
             assert page["next_after"] == listed[-1]
             query = f"limit=400&after={quote(page['next_after'])}"
         assert listed == sorted(names)
+        full_and_last = f"/v1/accounts?limit=3&after={quote(names[999])}"
+        page = admin.get(full_and_last, headers=headers).json()
+        assert [account["client"] for account in page["accounts"]] == names[1_000:]
+        assert page["next_after"] is None  # the last page, full: no page after it
         with connect_bank(server.url, token=server.token, ledger=ledger) as bank:
             assert [account.client for account in bank.accounts()] == sorted(names)
         admin.delete(f"/v1/sandboxes/{ledger}")

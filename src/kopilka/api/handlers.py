@@ -412,8 +412,13 @@ class Call:
         after = query.get("after") or None
         if after is not None:
             after = _path_client(after)
-        accounts = await self.app.engine.list_accounts(self.ledger, after_client=after, limit=limit)
-        next_after = accounts[-1].client if len(accounts) == limit else None
+        # One more than the page: a last page that is full says so (no next_after), not
+        # sends the caller for a page with nothing on it.
+        accounts = await self.app.engine.list_accounts(
+            self.ledger, after_client=after, limit=limit + 1
+        )
+        accounts, more = accounts[:limit], len(accounts) > limit
+        next_after = accounts[-1].client if more else None
         return json_response(AccountPage([account_out(a) for a in accounts], next_after))
 
     async def statement(self, client: str) -> Response:
@@ -461,7 +466,7 @@ class Call:
         items, as_decoded = _decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
         role = effective_role(self.principal, self.ledger)  # every item is the same caller's
         # Each item's key is KEY:INDEX, and must itself fit the length of a key.
-        suffix_length = len(f":{len(items) - 1}")
+        suffix_length = len(f":{max(len(items) - 1, 0)}")  # an empty batch: as one of one
         length_max = CLIENT_KEY_LENGTH_MAX if role == "client" else IDEMPOTENCY_KEY_LENGTH_MAX
         prefix = self.headers.key_or_new(length_max - suffix_length)
         self.scope[_BATCH_KEY] = prefix
