@@ -661,13 +661,7 @@ def connect_bank(
         raise Unauthorized(
             "unauthorized", "the token is empty: give a token, or none for the admin token"
         )
-    if token is None:
-        try:
-            token = _admin_token(url)
-        except Unauthorized:
-            _refuse_if_unreachable(url)
-            raise
-    secret = token
+    secret = _admin_token(url) if token is None else token
     if not sandbox:
         return Client(url, secret, ledger=ledger)
     with Client(url, secret) as probe:
@@ -750,6 +744,7 @@ def _admin_token(url: str) -> str:
     except (OSError, UnicodeDecodeError):  # a token is ASCII: bytes that are not are none
         token = ""
     if not token:
+        _refuse_if_unreachable(url)
         raise Unauthorized(
             "no_token",
             f"no token: set KOPILKA_TOKEN, or start the server once to write {path}",
