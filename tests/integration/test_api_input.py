@@ -1048,3 +1048,15 @@ def test_a_servers_outcome_unknown_says_to_retry_under_a_key_only_when_the_calle
         call(bank)
     assert failed.value.code == "outcome_unknown"
     assert failed.value.message.endswith(advice), failed.value.message
+
+
+def test_a_sandbox_is_asked_for_with_no_body_or_an_empty_object(admin: httpx.Client) -> None:
+    """Nothing else: a body that says something is refused, as every request's is."""
+    for body, status in ((b"garbage", 400), (b'{"ledger": "mine"}', 422), (b"[]", 422)):
+        refusal = admin.post("/v1/sandboxes", content=body)
+        assert refusal.status_code == status, refusal.text
+        assert refusal.json()["error"]["message"]
+    for body in (b"", b"{}", b" { } "):
+        made = admin.post("/v1/sandboxes", content=body)
+        assert made.status_code == 201, made.text
+        assert admin.delete(f"/v1/sandboxes/{made.json()['ledger']}").status_code == 204

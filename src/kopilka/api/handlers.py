@@ -56,6 +56,7 @@ from kopilka.api.schemas import (
     BatchTransfer,
     HealthOut,
     OpenAccountIn,
+    SandboxIn,
     SandboxOut,
     SetLimitsDigest,
     SetLimitsIn,
@@ -112,6 +113,16 @@ ACCOUNTS_PAGE_MAX = 1_000
 
 # "...T10:00:00 01:00": an offset whose "+" was sent as is, which a query reads as a space.
 _OFFSET_SENT_UNESCAPED = re.compile(r"\d \d{2}(?::?\d{2})?$")
+
+
+def decoded(body: bytes, kind: type[Any]) -> Any:
+    """A request body as `kind`, or the refusal of it (unknown fields, wrong types)."""
+    try:
+        request = msgspec.json.decode(body, type=kind)
+    except DECODE_ERRORS as error:
+        raise decode_error(error, body) from None
+    refuse_repeats(body, request)
+    return request
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -331,13 +342,7 @@ class Call:
         return body
 
     async def decode(self, kind: type[Any], bytes_max: int | None = None) -> Any:
-        body = await self.body(bytes_max)
-        try:
-            request = msgspec.json.decode(body, type=kind)
-        except DECODE_ERRORS as error:
-            raise decode_error(error, body) from None
-        refuse_repeats(body, request)
-        return request
+        return decoded(await self.body(bytes_max), kind)
 
     def query(self, *known: str) -> QueryParams:
         return query_of(self.scope, *known)
@@ -573,6 +578,9 @@ class Call:
 
     async def create_sandbox(self) -> Response:
         self._refuse_key("a sandbox no one uses is dropped after its idle time")
+        body = await self.body()
+        if body.strip():  # none is the usual: one given is held to an empty object
+            decoded(body, SandboxIn)
         ledger = await self.app.sandboxes.create(self.principal)
         idle = self.app.sandboxes.idle_seconds
         return json_response(SandboxOut(ledger, int(idle) if idle.is_integer() else idle), 201)

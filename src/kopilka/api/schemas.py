@@ -111,6 +111,10 @@ class SandboxOut(msgspec.Struct):
     idle_timeout_seconds: int | float  # as configured: 900, or 2.5
 
 
+class SandboxIn(_In):
+    """A sandbox is asked for with no body, or an empty object: nothing else is read."""
+
+
 class TokenIn(_In):
     role: Literal["admin", "teller", "client"]
     client: Client | None = None
