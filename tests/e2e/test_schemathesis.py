@@ -101,3 +101,14 @@ def test_every_refusal_of_the_http_layer_is_documented_on_every_route() -> None:
         for method, operation in methods.items():
             missing = layer - operation["responses"].keys()
             assert not missing, (method, path, missing)
+
+
+def test_a_writes_answers_declare_the_headers_a_retry_reads() -> None:
+    """A replayed answer says so, and a 503 names the key that settles it: both are in the
+    document, where a client's author looks for them."""
+    paths = openapi.document()["paths"]
+    for path in ("/v1/deposits", "/v1/withdrawals", "/v1/transfers"):
+        responses = paths[path]["post"]["responses"]
+        assert "Idempotent-Replayed" in responses["201"]["headers"], path
+        assert "Idempotency-Key" in responses["503"]["headers"], path
+    assert "headers" not in paths["/v1/health"]["get"]["responses"]["503"]  # a read's: none

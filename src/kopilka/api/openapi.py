@@ -44,7 +44,23 @@ _IDEMPOTENCY_HEADER = {
     "in": "header",
     "required": False,
     "description": "Same key and body: the first answer again. Send one, so a retry is safe.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    # Printable ASCII, no space at either end, not beginning with the mark of a client's
+    # own keys; a client token's at most 176 characters (its keys are kept under a mark).
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 200,
+        "pattern": "^(?!client/)[!-~]([ -~]*[!-~])?$",
+    },
+}
+# A write's answers: the first one given again, and a 503 whose outcome a retry settles.
+_REPLAYED_HEADER = {
+    "description": "'true' where this is the first answer to this key, given again",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+_KEY_TO_SETTLE_HEADER = {
+    "description": "The key to resend the same request under: it applies once",
+    "schema": {"type": "string"},
 }
 _CLIENT_PATH = {
     "name": "client",
@@ -78,6 +94,9 @@ def _operation(
         operation["requestBody"] = {"required": True, "content": _json(body)}
     operation["parameters"] = [*(parameters or []), *([] if public else [_LEDGER_HEADER])]
     operation["security"] = [] if public else [{"bearer": []}]
+    if _IDEMPOTENCY_HEADER in operation["parameters"]:
+        responses[status]["headers"] = {"Idempotent-Replayed": _REPLAYED_HEADER}
+        responses["503"]["headers"] = {"Idempotency-Key": _KEY_TO_SETTLE_HEADER}
     return operation
 
 
