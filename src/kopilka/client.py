@@ -274,7 +274,7 @@ class Client:
         the client's."""
         timeout = httpx.USE_CLIENT_DEFAULT if wait_seconds is None else wait_seconds
         if self._http.is_closed:  # httpx would raise a RuntimeError of its own
-            raise InvalidInput("client_closed", "this client is closed: connect_bank() again")
+            raise _closed()
         headers = (
             {} if idempotency_key is None else {"Idempotency-Key": sendable_key(idempotency_key)}
         )
@@ -287,6 +287,12 @@ class Client:
                 response = self._http.request(
                     method, path, json=json, params=params, headers=headers, timeout=timeout
                 )
+            except RuntimeError:
+                if not self._http.is_closed:
+                    raise
+                # Closed by another thread meanwhile: an attempt before this one may have
+                # been applied, and that is what the caller must hear.
+                raise uncertain or _closed() from None
             except UnicodeEncodeError:  # a lone surrogate, from undecodable bytes
                 raise InvalidInput(
                     "invalid_text",
@@ -795,6 +801,10 @@ def _outcome_unknown(url: str, keyed: bool, error: Exception) -> Unavailable:
         else f"the connection to the server at {url} broke before its answer came"
     )
     return Unavailable("outcome_unknown", f"{what}; whether this was applied is not known: {then}")
+
+
+def _closed() -> InvalidInput:
+    return InvalidInput("client_closed", "this client is closed: connect_bank() again")
 
 
 def _unreachable(url: str, error: Exception) -> Unavailable:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,6 +17,8 @@ from tests.kopilka_server import running_server
 from tests.local_listener import serving
 
 from kopilka.client import connect_bank
+from kopilka.domain.model import Operation
+from kopilka.errors import Unavailable
 
 Hook = Callable[[bytes], None]
 
@@ -87,3 +92,44 @@ def test_a_limits_change_resent_after_a_lost_answer_does_not_undo_a_later_one(
         assert kept["max_balance"] == "0.50"
         assert answered.max_balance_cents == 50
         assert re.search(rb"(?i)\r\nidempotency-key: ", sent[0])
+
+
+def test_a_client_closed_while_its_write_waits_says_it_may_have_been_applied(
+    tmp_path: Path,
+) -> None:
+    """Closed by another thread while a deposit waits on the server: the deposit goes
+    through there, and its caller is told so or that it may have been, with the key that
+    settles it: never a raw error of the closed connection pool, which it could take for
+    a failure and pay again."""
+    home = tmp_path / "home"
+    with running_server(home) as server:
+        bank = connect_bank(server.url, token=server.token, ledger="main")
+        bank.deposit("Ann", 100, "seed", "seed")
+        outcome: list[BaseException | Operation] = []
+        database = sqlite3.connect(
+            home / "kopilka.db", isolation_level=None, check_same_thread=False
+        )
+        database.execute("BEGIN IMMEDIATE")  # the deposit waits on the server for it
+        let_go = threading.Timer(1.5, lambda: (database.execute("ROLLBACK"), database.close()))
+        let_go.start()
+        caller = threading.Thread(
+            target=lambda: outcome.append(_outcome(lambda: bank.deposit("Ann", 100, "d", "K1")))
+        )
+        caller.start()
+        time.sleep(0.5)
+        bank.close()
+        caller.join(timeout=30)
+        let_go.join()
+        (told,) = outcome
+        if not isinstance(told, Operation):  # its answer lost with the connection
+            assert isinstance(told, Unavailable) and told.code == "outcome_unknown", told
+        with connect_bank(server.url, token=server.token, ledger="main") as again:
+            settled = again.deposit("Ann", 100, "d", "K1")  # the same key: not again
+            assert settled.replayed and again.account("Ann").balance_cents == 200
+
+
+def _outcome(call: Callable[[], Operation]) -> BaseException | Operation:
+    try:
+        return call()
+    except BaseException as error:
+        return error
