@@ -14,7 +14,7 @@ import signal
 import threading
 import weakref
 from collections.abc import Coroutine, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -143,6 +143,10 @@ def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread, engine: En
         _stop_loop(loop, thread)
 
 
+def _bank_closed() -> InvalidInput:
+    return InvalidInput("client_closed", "this bank is closed: open it again")
+
+
 def _exiting() -> bool:
     """Whether the program is ending: its main thread is done once the interpreter has
     begun to shut down, before the exit handlers run."""
@@ -170,6 +174,12 @@ class EmbeddedBank:
             raise InvalidInput("invalid_ledger", "a ledger's name is text")
         validate_chosen_ledger(ledger)  # as --ledger and the Kopilka-Ledger header are
         self.ledger = ledger
+        # Calls under way, and whether the bank is closing: close() lets the calls under
+        # way end first, and refuses the ones after it (a thread calling as another
+        # closed it waited for ever on a loop stopped under it).
+        self._calls = 0
+        self._calls_changed = threading.Condition()
+        self._closed = False
         self._loop = _new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="kopilka-engine", daemon=True
@@ -186,9 +196,19 @@ class EmbeddedBank:
         self._closing = weakref.finalize(self, _close, self._loop, self._thread, self.engine)
 
     def _run(self, coroutine: Coroutine[Any, Any, T], wait_seconds: float | None = None) -> T:
-        if self._loop.is_closed():
-            coroutine.close()  # never to run: no warning that it was not awaited
-            raise InvalidInput("client_closed", "this bank is closed: open it again")
+        with self._calls_changed:
+            if self._closed or self._loop.is_closed():
+                coroutine.close()  # never to run: no warning that it was not awaited
+                raise _bank_closed()
+            self._calls += 1
+        try:
+            return self._wait_for(coroutine, wait_seconds)
+        finally:
+            with self._calls_changed:
+                self._calls -= 1
+                self._calls_changed.notify_all()
+
+    def _wait_for(self, coroutine: Coroutine[Any, Any, T], wait_seconds: float | None) -> T:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
             return future.result(wait_seconds)
@@ -199,6 +219,8 @@ class EmbeddedBank:
             raise Unavailable(
                 "store_busy", f"the ledger did not answer within {wait_seconds:g} s"
             ) from None
+        except CancelledError:  # closed, a call under way past the close's wait
+            raise _bank_closed() from None
         except Exception:  # the coroutine's own
             raise
         except BaseException as interruption:  # Ctrl-C, or a signal ending the program
@@ -368,6 +390,10 @@ class EmbeddedBank:
         return self._run(self.engine.statement(self.ledger, client, since, till))
 
     def close(self) -> None:
+        with self._calls_changed:
+            self._closed = True
+            # Bounded: a call the store holds for ever must not hold the close too.
+            self._calls_changed.wait_for(lambda: self._calls == 0, _STOP_SECONDS_MAX)
         self._closing()
 
     def _stop_loop(self) -> None:

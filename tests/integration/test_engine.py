@@ -411,6 +411,53 @@ def test_embedded_bank_works_from_a_plain_thread(tmp_path: Path) -> None:
         assert again.account("John Jones").balance_cents == 7_000
 
 
+def test_an_embedded_bank_closed_while_threads_call_it_answers_each_call(
+    tmp_path: Path,
+) -> None:
+    """Closed by one thread while others deposit: the calls under way end first, the
+    later ones are refused as closed, none waits for ever on a loop stopped under it, and
+    every deposit acknowledged is in the ledger, no other."""
+    path = str(tmp_path / "kopilka.db")
+    bank = EmbeddedBank(path)
+    bank.deposit("Ann", 1, "seed", "seed")
+    acknowledged: list[str] = []
+    refused: list[str] = []
+    odd: list[BaseException] = []
+    closed = threading.Event()
+
+    def deposit_until_closed(writer: int) -> None:
+        number = 0
+        while True:
+            key = f"w{writer}-{number}"
+            number += 1
+            try:
+                bank.deposit("Ann", 1, "x", key)
+                acknowledged.append(key)
+            except KopilkaError as error:
+                refused.append(error.code)
+                if closed.is_set():
+                    return
+            except BaseException as error:
+                odd.append(error)
+                return
+
+    writers = [
+        threading.Thread(target=deposit_until_closed, args=(n,), daemon=True) for n in range(8)
+    ]
+    for writer in writers:
+        writer.start()
+    time.sleep(0.5)
+    bank.close()
+    closed.set()
+    for writer in writers:
+        writer.join(timeout=10)
+    assert not any(writer.is_alive() for writer in writers), "a call waits for ever"
+    assert not odd, odd
+    assert set(refused) == {"client_closed"}
+    with EmbeddedBank(path) as again:
+        assert again.account("Ann").balance_cents == 1 + len(acknowledged)
+
+
 async def test_batch_waits_for_a_write_lock_held_elsewhere(tmp_path: Path) -> None:
     """Another process's write transaction makes a batch wait (on the writer thread,
     not the event loop), then apply once the lock is free."""
