@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from kopilka.client_keys import given_key
+from kopilka.clock import positive_seconds
 from kopilka.domain.model import (
     DEFAULT_LEDGER,
     MONEY_COMMAND_TYPES,
@@ -375,6 +376,9 @@ class EmbeddedBank:
         return self._run(self.engine.get_account(self.ledger, client))
 
     def accounts(self, wait_seconds: float | None = None) -> list[Account]:
+        if wait_seconds is not None:
+            wait_seconds = positive_seconds(wait_seconds, "wait_seconds")
+
         async def every_page() -> list[Account]:
             found: list[Account] = []
             while True:

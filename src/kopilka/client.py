@@ -35,6 +35,7 @@ from kopilka.client_wire import (
     text_from,
     token_from,
 )
+from kopilka.clock import positive_seconds
 from kopilka.domain.model import (
     DEFAULT_LEDGER,
     Account,
@@ -244,7 +245,8 @@ class Client:
                     " without naming it",
                 )
             headers["Kopilka-Ledger"] = ledger
-        self._http = _http_client(self.url, headers, httpx.Timeout(timeout_seconds), transport)
+        timeout = httpx.Timeout(positive_seconds(timeout_seconds, "timeout_seconds"))
+        self._http = _http_client(self.url, headers, timeout, transport)
         self._sandbox: _SandboxKeeper | None = None
 
     @property
@@ -476,6 +478,8 @@ class Client:
         return lambda answer: account_from(answer, ledger)
 
     def accounts(self, wait_seconds: float | None = None) -> list[Account]:
+        if wait_seconds is not None:
+            wait_seconds = positive_seconds(wait_seconds, "wait_seconds")
         account_reader = self._account_reader()
 
         def read(page: Any) -> tuple[list[Account], str | None]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from datetime import UTC, datetime, timedelta
+
+from kopilka.errors import InvalidInput
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
@@ -50,3 +53,19 @@ class MonotonicClock:
         """Every later `now` is after `moment`."""
         with self._lock:
             self._last = max(self._last, moment)
+
+
+def positive_seconds(value: object, name: str) -> float:
+    """A time bound a program gave: a positive, finite number of seconds, or refused in
+    one line (a socket's own error, or a wait that never ends, otherwise)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        shown = repr(value)[:40]
+        raise InvalidInput(
+            "invalid_timeout", f"{name} must be a positive number of seconds, not {shown}"
+        )
+    return float(value)

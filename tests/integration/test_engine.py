@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kopilka.bank import EmbeddedBank
+from kopilka.client import Client
 from kopilka.domain.model import (
     ClaimKey,
     Command,
@@ -542,3 +543,19 @@ async def test_a_cancelled_caller_does_not_leave_a_batch_half_done(
         assert account is not None and account.balance_cents == 705
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("inf"), float("nan"), "5", True])
+def test_a_time_bound_that_is_no_positive_number_of_seconds_is_refused(
+    tmp_path: Path, seconds: object
+) -> None:
+    """Refused in one line, as the client and the embedded bank alike: not a socket's
+    own error at the first call, a wait that never ends, or one that never begins."""
+    with pytest.raises(InvalidInput) as refused:
+        Client("http://127.0.0.1:9", "kop_x_y", timeout_seconds=seconds)  # type: ignore[arg-type]
+    assert refused.value.code == "invalid_timeout"
+    with EmbeddedBank(str(tmp_path / "kopilka.db")) as bank:
+        with pytest.raises(InvalidInput) as refused:
+            bank.accounts(wait_seconds=seconds)  # type: ignore[arg-type]
+        assert refused.value.message.startswith("wait_seconds must be a positive number")
+        assert bank.accounts(wait_seconds=5) == []
