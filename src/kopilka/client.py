@@ -346,7 +346,11 @@ class Client:
         response = self._send(
             "POST", path, json=body, idempotency_key=key, key_is_callers=idempotency_key is not None
         )
-        replayed = response.headers.get("idempotent-replayed") == "true"
+        # A key made here is new: a replay under it is of this call's own first attempt,
+        # whose answer was lost, and the call applied the write once, not again.
+        replayed = (
+            idempotency_key is not None and response.headers.get("idempotent-replayed") == "true"
+        )
         return self._answer(response, lambda answer: operation_from(answer, ledger, replayed))
 
     def _answer(self, response: httpx.Response, read: Callable[[Any], T]) -> T:

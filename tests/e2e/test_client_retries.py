@@ -94,6 +94,26 @@ def test_a_limits_change_resent_after_a_lost_answer_does_not_undo_a_later_one(
         assert re.search(rb"(?i)\r\nidempotency-key: ", sent[0])
 
 
+def test_a_write_whose_first_answer_was_lost_is_no_replay_to_its_caller(
+    tmp_path: Path,
+) -> None:
+    """Called once without a key: the client's own resend under the key it made answers
+    the operation the first try applied, and to the caller that is no replay. With the
+    caller's key, a replay may be of the caller's own earlier call, and says so."""
+    with running_server(tmp_path / "home") as server:
+        for key, replayed in ((None, False), ("callers-1", True)):
+            sent: list[bytes] = []
+            with (
+                _proxy_losing_first_answer(server.url, b"POST", sent.append) as url,
+                connect_bank(url, token=server.token, ledger="main") as bank,
+            ):
+                operation = bank.deposit("Ann", 100, "pay", key)
+            assert len(sent) == 1  # a first answer was lost, and the call resent
+            assert operation.replayed is replayed
+        with connect_bank(server.url, token=server.token, ledger="main") as bank:
+            assert bank.account("Ann").balance_cents == 200  # each applied once
+
+
 def test_a_client_closed_while_its_write_waits_says_it_may_have_been_applied(
     tmp_path: Path,
 ) -> None:
