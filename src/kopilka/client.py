@@ -190,6 +190,14 @@ def normalize_url(url: str) -> str:
             f"invalid server URL {redact_url(url)!r}: it may carry no user or password;"
             " give the token with --token or KOPILKA_TOKEN",
         )
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1") or "/v1/" in path:
+        # The API's own paths begin with /v1: its requests would go to /v1/v1/...
+        raise InvalidInput(
+            "invalid_url",
+            f"invalid server URL {redact_url(url)!r}: give the server's address without"
+            " /v1 (the client adds the API's paths to it)",
+        )
     try:
         host = httpx.URL(url).host  # what the HTTP library will not take (`10.0.0.01`)
     except httpx.InvalidURL as error:

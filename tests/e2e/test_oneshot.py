@@ -758,6 +758,15 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
             "http://xn--a:18500",
             "Error: invalid server URL 'http://xn--a:18500': its host is no valid name\n",
         ),
+        # The API's own prefix: every request would go to /v1/v1/...
+        *(
+            (
+                url,
+                f"Error: invalid server URL {url!r}: give the server's address without /v1"
+                " (the client adds the API's paths to it)\n",
+            )
+            for url in ("http://127.0.0.1:18500/v1", "http://127.0.0.1:18500/v1/accounts")
+        ),
         (  # the byte 0xFF of a command line, as Python hands it over
             "http://127.0.0.1:18500/\udcff",
             "Error: invalid server URL 'http://127.0.0.1:18500/\\udcff': it has bytes that"
