@@ -152,10 +152,10 @@ def test_a_shell_given_a_url_with_a_path_the_server_lacks_ends_at_once(
     server: ServerProcess,
 ) -> None:
     result = run_kopilka(
-        server.home, "shell", "--url", server.url + "/v1", stdin="balance --client=Ann\n"
+        server.home, "shell", "--url", server.url + "/bank", stdin="balance --client=Ann\n"
     )
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr.startswith(f"Error: the server at {server.url}/v1 has no kopilka API")
+    assert result.stderr.startswith(f"Error: the server at {server.url}/bank has no kopilka API")
     assert result.stderr.count("\n") == 1
 
 
