@@ -142,6 +142,8 @@ async def _outage(
     status, _, answer = await stranger.request("GET", "/v1/accounts")
     load.answers.append(("stranger", status, answer))
     assert status == 503, answer
+    # Its token looked up is a read: not told that "nothing was applied", as a write is.
+    assert answer["error"]["message"] == "the database is unavailable; try again", answer
     # A load balancer's probes: the process lives, and is not ready to serve.
     status, _, answer = await stranger.request("GET", "/v1/health")
     assert status == 200, answer

@@ -293,13 +293,13 @@ class PostgresStore:
             "store_unavailable", f"cannot open the database at {self.redacted_url}: {reason}"
         )
 
-    def _unavailable(self, error: BaseException) -> Unavailable:
-        """What a caller is told: only that the database is away. Where and why go
-        to the log, once per outage, for the operator."""
+    def _unavailable(self, error: BaseException, *, reading: bool = False) -> Unavailable:
+        """What a caller is told: only that the database is away (and, to a write, that
+        nothing of it was applied). Where and why go to the log, once per outage, for
+        the operator."""
         self._log_outage(error)
-        return Unavailable(
-            "store_unavailable", "the database is unavailable; nothing was applied, try again"
-        )
+        settled = "" if reading else " nothing was applied,"
+        return Unavailable("store_unavailable", f"the database is unavailable;{settled} try again")
 
     def _refused(self, error: BaseException) -> Unavailable:
         """The database's own reason in one line (its first: a HINT follows on the next),
@@ -326,14 +326,14 @@ class PostgresStore:
             logger.warning("the database at %s is available again", self.redacted_url)
 
     @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
+    async def _connection(self, *, reading: bool = False) -> AsyncIterator[Connection]:
         """A pooled connection; an unreachable server is Unavailable at once.
 
         A connection that failed as lost is terminated, never handed to the next
         caller: asyncpg may not have read the socket's close yet.
         """
         pool = self._pool  # the one to give it back to, should the store close meanwhile
-        connection = await self._acquire()
+        connection = await self._acquire(reading=reading)
         try:
             yield connection
         except _CONNECTION_LOST:
@@ -346,14 +346,14 @@ class PostgresStore:
             with contextlib.suppress(*_CONNECTION_LOST):
                 await pool.release(connection)
 
-    async def _acquire(self) -> Connection:
+    async def _acquire(self, *, reading: bool = False) -> Connection:
         pool = self._pool
         if pool is None:  # a read that came as the store closed (another thread's close)
             raise Unavailable("shutting_down", "the ledger is shutting down; try again")
         try:
             connection: Connection = await pool.acquire(timeout=self._connect_timeout_seconds)
         except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
-            raise self._unavailable(error) from error
+            raise self._unavailable(error, reading=reading) from error
         return connection
 
     @contextlib.asynccontextmanager
@@ -651,7 +651,7 @@ class PostgresStore:
         """Run a read; once more on a fresh connection if a pooled one had gone stale."""
         try:
             with contextlib.suppress(*_CONNECTION_LOST):
-                async with self._connection() as connection:
+                async with self._connection(reading=True) as connection:
                     return await work(connection)
         except _UNSTORABLE_TEXT as error:  # a name no row of this database can hold
             raise _unstorable(error) from error
@@ -659,7 +659,7 @@ class PostgresStore:
             raise self._refused(error) from error
         except _TRANSIENT as error:
             raise _busy(error) from error
-        return await self._once(work)
+        return await self._once(work, reading=True)
 
     def _locked_too_long(self, error: BaseException) -> Unavailable:
         """A batch that waited lock_timeout for an account another session holds (a
@@ -678,12 +678,14 @@ class PostgresStore:
         # Once only: a lost connection may hide a committed write.
         return await self._once(work)
 
-    async def _once(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+    async def _once(
+        self, work: Callable[[Connection], Awaitable[T]], *, reading: bool = False
+    ) -> T:
         try:
-            async with self._connection() as connection:
+            async with self._connection(reading=reading) as connection:
                 return await work(connection)
         except _CONNECTION_LOST as error:
-            raise self._unavailable(error) from error
+            raise self._unavailable(error, reading=reading) from error
         except _UNSTORABLE_TEXT as error:
             raise _unstorable(error) from error
         except _DATABASE_REFUSED as error:
@@ -696,7 +698,7 @@ class PostgresStore:
         gives up on is closed, not given back: handing back one whose query is still out
         would wait for the server that is not answering."""
         pool = self._pool
-        connection = await self._acquire()
+        connection = await self._acquire(reading=True)
         try:
             await connection.fetchval("SELECT 1", timeout=seconds_max)
         except BaseException as error:

@@ -345,7 +345,7 @@ class SqliteStore:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._reader_thread, work)
         except sqlite3.Error as error:  # a damaged file: one line, not a traceback
-            raise self._failed(error) from error
+            raise self._failed(error, reading=True) from error
 
     @property
     def commit_seconds(self) -> float:
@@ -558,16 +558,18 @@ class SqliteStore:
             reason = f"{reason}: the disk it is on is full"
         return Unavailable("store_unavailable", f"cannot open the database {self.path}: {reason}")
 
-    def _failed(self, error: sqlite3.Error) -> Unavailable:
+    def _failed(self, error: sqlite3.Error, *, reading: bool = False) -> Unavailable:
         """For the caller, without the file's path (a client token's caller has no business
         with the server's files); for the operator's log, with it, once an outage (a full
-        disk, a damaged file, a read-only one), or a server would fail in silence."""
+        disk, a damaged file, a read-only one), or a server would fail in silence. A
+        write is told nothing of it was applied; a read, which applies nothing, is not."""
         reason = str(error)
         if reason != self._failing:
             self._failing = reason
             logger.warning("the database %s failed: %s", self.path, reason)
+        settled = "" if reading else " nothing was applied,"
         return Unavailable(
-            "store_unavailable", f"the database failed ({reason}); nothing was applied, try again"
+            "store_unavailable", f"the database failed ({reason});{settled} try again"
         )
 
     def _file_gone(self, path: str) -> Unavailable:
