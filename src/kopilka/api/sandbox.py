@@ -92,10 +92,12 @@ class Sandboxes:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
 
-    async def reap(self) -> list[str]:
-        """Drop every sandbox idle longer than the timeout; their names."""
+    async def reap(self, idle_before: datetime | None = None) -> list[str]:
+        """Drop every sandbox idle longer than the timeout (by `idle_before`, else by
+        now); their names."""
+        moment = _now() if idle_before is None else idle_before
         dropped = await self._store.drop_idle_sandboxes(
-            _now() - timedelta(seconds=self.idle_seconds)
+            moment - timedelta(seconds=self.idle_seconds)
         )
         for ledger in dropped:
             self._touched.pop(ledger, None)
@@ -107,20 +109,26 @@ class Sandboxes:
     async def _reap_forever(self) -> None:
         period = min(max(self.idle_seconds / 4, 0.05), 30.0)
         reap_from = 0.0
+        away_since: datetime | None = None  # when the store was first found down
         while True:
             await asyncio.sleep(period)
             if time.monotonic() < reap_from:
                 continue
             try:
-                await self.reap()
+                # Right after an outage, only what was idle before it began.
+                await self.reap(away_since)
             except Unavailable:
-                # The store is down (it says so itself, once per outage). While it was,
-                # no session could record its use: once it is back, each has an idle
-                # time to be seen again before any counts as gone.
-                reap_from = time.monotonic() + self.idle_seconds
+                # The store is down (it says so itself, once per outage).
+                away_since = away_since or _now()
                 continue
             except Exception:
                 logger.exception("could not drop idle sandbox ledgers")
+            if away_since is not None:
+                # While it was down, no session could record its use: now that it is
+                # seen back, each has an idle time to be seen again before any counts
+                # as gone (counted from now: it may have taken a while to come back).
+                away_since = None
+                reap_from = time.monotonic() + self.idle_seconds
 
 
 def _now() -> datetime:
