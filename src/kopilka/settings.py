@@ -14,7 +14,7 @@ import sys
 import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
@@ -38,7 +38,19 @@ def home() -> Path:
     """KOPILKA_HOME, or the user's data directory: the database, history, tokens."""
     configured = os.environ.get("KOPILKA_HOME")
     _refuse_blank("KOPILKA_HOME", configured)  # as load_settings does
-    return _expanded(configured) if configured else Path(platformdirs.user_data_dir("kopilka"))
+    return _home_of(configured) if configured else Path(platformdirs.user_data_dir("kopilka"))
+
+
+def _home_of(configured: str) -> Path:
+    """KOPILKA_HOME as given: a directory. A URL there (the database's, meant for
+    KOPILKA_DB) is refused unquoted: made into directories, its password was a path
+    that messages and logs showed."""
+    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", configured):
+        raise InvalidInput(
+            "invalid_setting",
+            "KOPILKA_HOME is a URL; it names a directory (a database's URL goes in KOPILKA_DB)",
+        )
+    return _expanded(configured)
 
 
 def _refuse_blank(name: str, value: str | None) -> None:
@@ -172,7 +184,7 @@ def load_settings(
     `serving`: for `kopilka serve`, which reads no server URL."""
     flags = {key: value for key, value in (flags or {}).items() if value is not None}
     environ = os.environ if environ is None else environ
-    base = _expanded(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
+    base = _home_of(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
     if config_path == "":  # given, and empty (a variable left unset): not "none given"
         raise InvalidInput("invalid_setting", "the config file may not be empty: give a path")
     for name in _WHERE_VARIABLES:
@@ -218,6 +230,26 @@ def load_settings(
     if db.startswith(("postgresql://", "postgres://")) and environ.get("KOPILKA_DB_PASSWORD_FILE"):
         db = _with_password(db, _read_password(Path(environ["KOPILKA_DB_PASSWORD_FILE"])))
 
+    ledger = "main" if serving else str(pick("ledger", "main"))  # a server serves them all
+    validate_chosen_ledger(ledger)
+    settings = Settings(
+        db=db,
+        url=url,
+        host=DEFAULT_HOST,
+        port=DEFAULT_PORT,
+        workers=1,
+        ledger=ledger,
+        home=base,
+        ledger_chosen=rank("ledger") < 3,
+    )
+    # Only a server reads how it listens: another command is not held to it (Kubernetes
+    # sets KOPILKA_PORT=tcp://... beside every program of a Service named kopilka).
+    return _served(settings, pick) if serving else settings
+
+
+def _served(settings: Settings, pick: Callable[[str, Any], Any]) -> Settings:
+    """`settings` with how a server listens and bounds its clients, as configured."""
+
     def whole(name: str, default: int) -> int:
         return _read_number(name, pick(name, default), whole_number, "a whole number")
 
@@ -248,22 +280,16 @@ def load_settings(
         raise InvalidInput("invalid_setting", f"port {port} is out of range")
     if not 1 <= workers <= 64:
         raise InvalidInput("invalid_setting", "workers must be 1 to 64")
-    ledger = "main" if serving else str(pick("ledger", "main"))  # a server serves them all
-    validate_chosen_ledger(ledger)
     host = str(pick("host", DEFAULT_HOST))
     # No host name or address holds "/" or "@": a URL given for the host (the database's,
     # password and all) is refused here, not echoed by a failed listen.
     if not host or not host.isprintable() or any(c in host for c in " /@"):
         raise InvalidInput("invalid_setting", f"host {host!r} is no host name or address")
-    return Settings(
-        db=db,
-        url=url,
+    return replace(
+        settings,
         host=host,
         port=port,
         workers=workers,
-        ledger=ledger,
-        home=base,
-        ledger_chosen=rank("ledger") < 3,
         connections_per_client=connections_per_client,
         header_seconds=header_seconds,
         body_seconds=body_seconds,
@@ -294,7 +320,9 @@ def _read_number(name: str, value: Any, read: Callable[[Any], T], kind: str) -> 
     try:
         return read(value)
     except (TypeError, ValueError, OverflowError):
-        text = without_secrets(repr(value))
+        # Masked whole, before it is cut short: a URL's password cut from its '@' is not
+        # recognised as one.
+        text = hide_secrets(repr(value), [value] if isinstance(value, str) else [])
         shown = text if len(text) <= 40 else text[:40] + "..."
         raise InvalidInput("invalid_setting", f"{name} must be {kind}, not {shown}") from None
 

@@ -1074,3 +1074,16 @@ def test_a_write_stopped_while_it_waits_for_another_is_not_applied(
     assert took < 3, f"it waited {took:.1f} s"
     balance = kopilka("balance", "--client=John Jones")
     assert balance.stdout == "Balance of John Jones: $100.00\n"
+
+
+def test_how_a_server_would_listen_is_no_concern_of_other_commands(kopilka: RunKopilka) -> None:
+    """Kubernetes sets KOPILKA_PORT=tcp://IP:PORT beside every program of a Service named
+    kopilka: a client's commands went on to fail, each one, on a port they never use."""
+    beside = {"KOPILKA_PORT": "tcp://10.0.0.1:8888", "KOPILKA_WORKERS": "tcp://x"}
+    deposit = kopilka("deposit", "--client=Ann", "--amount=5", "--description=pay", env=beside)
+    assert (deposit.returncode, deposit.stderr) == (0, "")
+    assert "$5.00" in kopilka("get", "-n", "Ann", env=beside).stdout
+    # `serve` reads them, and says which one it cannot.
+    served = kopilka("serve", env=beside)
+    assert served.returncode == 1
+    assert served.stderr == "Error: port must be a whole number, not 'tcp://10.0.0.1:8888'\n"

@@ -38,11 +38,11 @@ def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     config = tmp_path / "kopilka.toml"
     config.write_text('port = 7000\nhost = "0.0.0.0"\nledger = "from-file"\nworkers = 3\n')
     environ = {"KOPILKA_HOME": str(tmp_path), "KOPILKA_PORT": "7100", "KOPILKA_LEDGER": "env"}
-    settings = load_settings(flags={"port": 7200, "host": None}, environ=environ)
+    settings = load_settings(flags={"port": 7200, "host": None}, environ=environ, serving=True)
     assert settings.port == 7200  # flag
-    assert settings.ledger == "env"  # environment
     assert settings.host == "0.0.0.0"  # file, since the flag was not given
     assert settings.workers == 3
+    assert load_settings(environ=environ).ledger == "env"  # environment
 
 
 def test_config_file_in_home_and_explicit(tmp_path: Path) -> None:
@@ -149,7 +149,11 @@ def test_every_setting_of_the_right_kind_in_the_file_is_taken(tmp_path: Path) ->
         "body_seconds = 2.5\nwrite_seconds = 60\nsandbox_idle_seconds = 30\n"
     )
     settings = load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path=config)
-    assert (settings.port, settings.workers, settings.ledger) == (9000, 2, "side")
+    assert settings.ledger == "side"
+    settings = load_settings(
+        environ={"KOPILKA_HOME": str(tmp_path)}, config_path=config, serving=True
+    )
+    assert (settings.port, settings.workers) == (9000, 2)
     assert (settings.header_seconds, settings.body_seconds, settings.write_seconds) == (
         5,
         2.5,
@@ -184,8 +188,39 @@ def test_every_setting_of_the_right_kind_in_the_file_is_taken(tmp_path: Path) ->
 )
 def test_bad_numbers_refused(tmp_path: Path, environ: dict[str, str]) -> None:
     with pytest.raises(InvalidInput) as info:
-        load_settings(environ={"KOPILKA_HOME": str(tmp_path), **environ})
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path), **environ}, serving=True)
     assert info.value.code == "invalid_setting"
+    # Only a server reads them: Kubernetes sets KOPILKA_PORT=tcp://... for a Service named
+    # kopilka, beside every program, a client's too.
+    settings = load_settings(environ={"KOPILKA_HOME": str(tmp_path), **environ})
+    assert (settings.port, settings.workers) == (DEFAULT_PORT, 1)
+
+
+def test_a_bad_number_is_masked_before_it_is_cut_short(tmp_path: Path) -> None:
+    url = "postgresql://kop:VeryLongSecretPassword123@127.0.0.1/x"
+    with pytest.raises(InvalidInput) as info:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_WORKERS": url}, serving=True)
+    assert (
+        info.value.message
+        == "workers must be a whole number, not 'postgresql://kop:***@127.0.0.1/x'"
+    )
+    assert "Very" not in info.value.message
+
+
+@pytest.mark.parametrize("url", ["postgresql://app:S3cret!@db:5432/ledger", "file://x/y"])
+def test_a_home_given_as_a_url_is_refused_unquoted(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made into directories, the password was a path that messages and logs showed."""
+    monkeypatch.chdir(tmp_path)
+    for call in (lambda: load_settings(environ={"KOPILKA_HOME": url}), home):
+        monkeypatch.setenv("KOPILKA_HOME", url)
+        with pytest.raises(InvalidInput) as info:
+            call()
+        assert info.value.message == (
+            "KOPILKA_HOME is a URL; it names a directory (a database's URL goes in KOPILKA_DB)"
+        )
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_password_file_joins_postgres_url(tmp_path: Path) -> None:
@@ -306,24 +341,29 @@ def test_password_file_keeps_the_host_as_written(tmp_path: Path, url: str, joine
 
 def test_connection_bounds_come_from_settings(tmp_path: Path) -> None:
     settings = load_settings(
-        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"}
+        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"},
+        serving=True,
     )
     assert (settings.connections_per_client, settings.header_seconds) == (8, 10.0)
     assert (settings.body_seconds, settings.write_seconds) == (10.0, 30.0)
     flagged = load_settings(
         {"connections_per_client": 16, "header_seconds": 2.5, "body_seconds": 4},
         environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_CONNECTIONS_PER_CLIENT": "8"},
+        serving=True,
     )
     assert (flagged.connections_per_client, flagged.header_seconds) == (16, 2.5)
     assert flagged.body_seconds == 4.0
     (tmp_path / "kopilka.toml").write_text("write_seconds = 5\n")
-    from_file = load_settings(environ={"KOPILKA_HOME": str(tmp_path)})
+    from_file = load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, serving=True)
     assert from_file.write_seconds == 5.0
     from_environment = load_settings(
-        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_WRITE_SECONDS": "2.5"}
+        environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_WRITE_SECONDS": "2.5"},
+        serving=True,
     )
     assert from_environment.write_seconds == 2.5
-    flagged = load_settings({"write_seconds": 1}, environ={"KOPILKA_HOME": str(tmp_path)})
+    flagged = load_settings(
+        {"write_seconds": 1}, environ={"KOPILKA_HOME": str(tmp_path)}, serving=True
+    )
     assert flagged.write_seconds == 1.0
 
 
@@ -404,7 +444,7 @@ def test_a_setting_that_is_no_number_is_named_in_its_refusal(tmp_path: Path) -> 
         ("SANDBOX_IDLE_SECONDS", "x", "sandbox_idle_seconds must be a number of seconds, not 'x'"),
     ):
         with pytest.raises(InvalidInput) as refused:
-            load_settings(environ={**environ, f"KOPILKA_{name}": value})
+            load_settings(environ={**environ, f"KOPILKA_{name}": value}, serving=True)
         assert refused.value.message == said
 
 
@@ -421,7 +461,7 @@ def test_a_database_in_the_file_meets_the_checks_a_flag_does(tmp_path: Path) -> 
 def test_a_number_too_big_for_its_setting_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "kopilka.toml").write_text("header_seconds = 1" + "0" * 400 + "\n")
     with pytest.raises(InvalidInput) as refused:
-        load_settings(environ={"KOPILKA_HOME": str(tmp_path)})
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, serving=True)
     assert refused.value.message.startswith("header_seconds must be a number of seconds, not ")
     assert len(refused.value.message) < 120
 
@@ -534,7 +574,7 @@ def test_a_message_without_a_password_in_a_url_is_left_as_it_is() -> None:
 @pytest.mark.parametrize("host", ["a\nb", "", "two words", "http://h", "al@h"])
 def test_a_host_that_names_nothing_is_refused_in_one_line(tmp_path: Path, host: str) -> None:
     with pytest.raises(InvalidInput) as refused:
-        load_settings({"host": host}, environ={"KOPILKA_HOME": str(tmp_path)})
+        load_settings({"host": host}, environ={"KOPILKA_HOME": str(tmp_path)}, serving=True)
     assert refused.value.message == f"host {host!r} is no host name or address"
 
 
