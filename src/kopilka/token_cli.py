@@ -88,7 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--role", choices=ROLES, required=True)
     create.add_argument("--client", help="the one account a client token may use")
-    create.add_argument("--ledger", default="main", help="the token's ledger (default main)")
+    create.add_argument(
+        "--ledger", help="the token's ledger (default: the ledger setting, else main)"
+    )
     revoke = commands.add_parser("revoke", help="revoke a token by its id", parents=[where])
     revoke.add_argument("token_id", metavar="ID")
     commands.add_parser("list", help="list tokens (ids and roles, never secrets)", parents=[where])
@@ -185,17 +187,21 @@ def _token_main(argv: list[str]) -> int:
         # A --url given here wins; else the settings' (None when a database was given
         # at a stronger place, a --db flag among them).
         url = getattr(arguments, "url", None) or settings.url
+        if arguments.command == "create" and arguments.ledger is None:
+            # The ledger every other command works in (KOPILKA_LEDGER, kopilka.toml):
+            # a client's token bound to main instead would be for another account.
+            arguments.ledger = settings.ledger
         if url is not None:
             return _run_remote(url, getattr(arguments, "token", None), arguments)
-        # As for every other command: the home's rules, and a list of a --db that is not
-        # there is refused rather than made.
+        # As for every other command: the home's rules, and a list or a revocation in a
+        # --db that is not there is refused rather than made.
         if keeps_nothing(settings.db):
             raise InvalidInput(
                 "invalid_option",
                 "a token in memory would end with this command, honoured by no server:"
                 " give the server's --url, or its --db",
             )
-        store = local_store(settings, makes_none=arguments.command == "list")
+        store = local_store(settings, makes_none=arguments.command in ("list", "revoke"))
         return asyncio.run(_run_local(store, arguments))
     except AnswerNotWritten:
         raise  # it ran: the command line says so, with its own exit status

@@ -296,14 +296,37 @@ def test_no_server_there_is_said_before_no_token(tmp_path: Path) -> None:
         assert result.stderr.count("\n") == 1
 
 
-def test_a_list_of_a_database_that_is_not_there_says_so_and_makes_none(tmp_path: Path) -> None:
-    typo = tmp_path / "typo.db"
-    result = run_kopilka(tmp_path / "home", "token", "list", "--db", str(typo))
+@pytest.mark.parametrize("command", [("list",), ("revoke", "0123456789abcdef")])
+def test_a_list_of_a_database_that_is_not_there_says_so_and_makes_none(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A revocation too: it made the database, then said the token did not exist."""
+    typo = tmp_path / "typo" / "sub" / "x.db"
+    result = run_kopilka(tmp_path / "home", "token", *command, "--db", str(typo))
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
         f"Error: no database at {typo}: nothing has been written there (check --db or KOPILKA_DB)\n"
     )
-    assert not typo.exists()
+    assert not (tmp_path / "typo").exists()
+
+
+def test_a_token_is_made_for_the_ledger_the_settings_choose(tmp_path: Path) -> None:
+    """As every other command works in it: Ann of `books` is not Ann of main."""
+    home = tmp_path / "home"
+    books = {"KOPILKA_LEDGER": "books"}
+    deposit = ("deposit", "--client=Ann", "--amount=10", "--description=x")
+    assert run_kopilka(home, *deposit, env=books).returncode == 0
+    created_token(
+        run_kopilka(home, "token", "create", "--role", "client", "--client", "Ann", env=books)
+    )
+    created_token(
+        run_kopilka(home, "token", "create", "--role", "teller", "--ledger", "main", env=books)
+    )
+    listed = run_kopilka(home, "token", "list").stdout.splitlines()
+    assert [line.split()[1:3] for line in listed] == [
+        ["client", "ledger=books"],
+        ["teller", "ledger=main"],
+    ], listed
 
 
 def test_a_token_pasted_where_its_id_belongs_is_not_quoted_back(server: ServerProcess) -> None:
