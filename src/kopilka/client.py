@@ -56,6 +56,8 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import Statement, StatementLine, build_statement
 from kopilka.errors import (
+    LOOK_FIRST,
+    RETRY_UNDER_THE_KEY,
     Busy,
     Conflict,
     Forbidden,
@@ -359,24 +361,36 @@ class Client:
         replayed = (
             idempotency_key is not None and response.headers.get("idempotent-replayed") == "true"
         )
-        return self._answer(response, lambda answer: operation_from(answer, ledger, replayed))
+        return self._answer(
+            response,
+            lambda answer: operation_from(answer, ledger, replayed),
+            keyed=idempotency_key is not None,
+        )
 
-    def _answer(self, response: httpx.Response, read: Callable[[Any], T]) -> T:
+    def _answer(
+        self, response: httpx.Response, read: Callable[[Any], T], *, keyed: bool = False
+    ) -> T:
         """The answer as `read` makes it of its JSON. One it cannot read (another
-        server's, say) is bad_response, never a KeyError from deep in the client."""
-        if response.status_code >= 400:
-            raise error_from(response.status_code, _json(response))
-        answer = None if response.status_code == 204 else _json(response)
+        server's, say) is bad_response, never a KeyError from deep in the client.
+        `keyed`: a write's key is the caller's, to retry it under."""
+        status = response.status_code
+        if status >= 400:
+            error = error_from(status, _json(response))
+            if error.code == "bad_response" and status >= 500:
+                error = _maybe_applied(response, error, keyed)
+            raise error
+        answer = None if status == 204 else _json(response)
         try:
             return read(answer)
         # KopilkaError too: an amount in the answer that is no amount is the server's
         # fault, not one to lay at the user's door as if it were their input.
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, KopilkaError) as error:
-            raise Unavailable(
+            unread = Unavailable(
                 "bad_response",
-                f"the server at {self.shown_url} answered {response.status_code} with something"
+                f"the server at {self.shown_url} answered {status} with something"
                 f" other than kopilka's answer ({type(error).__name__})",
-            ) from error
+            )
+            raise _maybe_applied(response, unread, keyed) from error
 
     # -- the Bank calls -------------------------------------------------------
 
@@ -586,7 +600,7 @@ class Client:
         response = self._send(
             "POST", "/v1/batch", json=body, idempotency_key=key, key_is_callers=callers
         )
-        outcomes = self._answer(response, read)
+        outcomes = self._answer(response, read, keyed=callers)
         delay_seconds = 0.05
         for _ in range(ATTEMPTS_MAX - 1):
             unsettled = [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
@@ -600,6 +614,7 @@ class Client:
                         "POST", "/v1/batch", json=body, idempotency_key=key, key_is_callers=callers
                     ),
                     read,
+                    keyed=callers,
                 )
             except KopilkaError as error:
                 if error.code == "outcome_unknown":  # the resend itself may have applied
@@ -803,6 +818,17 @@ def _on_this_machine(host: str) -> bool:
 
 def _unknown(outcome: Outcome) -> bool:
     return isinstance(outcome, KopilkaError) and outcome.code == "outcome_unknown"
+
+
+def _maybe_applied(response: httpx.Response, error: KopilkaError, keyed: bool) -> KopilkaError:
+    """A write answered by something other than kopilka (a proxy's 502 or 504, a page of
+    its own) may have been applied behind it: whether is not known. A read's stays."""
+    if response.request.method == "GET":
+        return error
+    then = RETRY_UNDER_THE_KEY if keyed else LOOK_FIRST
+    return Unavailable(
+        "outcome_unknown", f"{error.message}; whether this was applied is not known: {then}"
+    )
 
 
 def _outcome_unknown(url: str, keyed: bool, error: Exception) -> Unavailable:

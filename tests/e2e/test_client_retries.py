@@ -13,12 +13,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import running_server
 from tests.local_listener import serving
 
 from kopilka.client import connect_bank
 from kopilka.domain.model import Operation
 from kopilka.errors import Unavailable
+from kopilka.shell.output import OUTCOME_UNKNOWN_EXIT
 
 Hook = Callable[[bytes], None]
 
@@ -64,6 +67,55 @@ def _proxy_losing_first_answer(upstream: str, method: bytes, lost: Hook) -> Iter
 
     with serving(relay) as url:
         yield url
+
+
+GATEWAY_TIMEOUT = (
+    b"HTTP/1.1 504 Gateway Timeout\r\ncontent-type: text/plain\r\ncontent-length: 16\r\n"
+    b"connection: close\r\n\r\nupstream timeout"
+)
+
+
+@contextlib.contextmanager
+def _gateway_timing_out(upstream: str) -> Iterator[str]:
+    """A gateway that passes every request on and answers a POST with its own 504, as
+    one that gave up waiting does: behind it, the server took the request all the same."""
+    target = urlsplit(upstream)
+
+    def relay(client: socket.socket) -> None:
+        with socket.create_connection((target.hostname, target.port)) as server:
+            buffered = b""
+            while True:
+                request, buffered = _read_message(client, buffered)
+                server.sendall(request)
+                answer, _ = _read_message(server, b"")
+                client.sendall(GATEWAY_TIMEOUT if request.startswith(b"POST ") else answer)
+
+    with serving(relay) as url:
+        yield url
+
+
+def test_a_write_a_gateway_answered_for_is_not_said_to_be_refused(tmp_path: Path) -> None:
+    """A proxy's 504 may come after the write applied: its caller must hear that it may
+    have (a command line exits 4), not that it was refused (1) and may be sent anew."""
+    with running_server(tmp_path / "home") as server, _gateway_timing_out(server.url) as url:
+        with connect_bank(url, token=server.token, ledger="main") as bank:
+            with pytest.raises(Unavailable) as caught:
+                bank.deposit("Ann", 100, "pay", "gate-1")
+            assert caught.value.code == "outcome_unknown"
+            assert caught.value.message == (
+                "the server answered 504 without an error body; whether this was applied is"
+                " not known: retry with the same idempotency key, it is never applied twice"
+            )
+            assert bank.account("Ann").balance_cents == 100  # it was, behind the gateway
+        deposit = ("deposit", "--client=Ann", "--amount=1", "--description=pay")
+        result = run_kopilka(tmp_path / "cli", *deposit, "--url", url, "--token", server.token)
+        assert result.returncode == OUTCOME_UNKNOWN_EXIT, result.stderr
+        assert result.stderr.startswith(
+            "Error: the server answered 504 without an error body; whether this was applied"
+        )
+        assert "(to retry it safely: --idempotency-key=" in result.stderr
+        with connect_bank(server.url, token=server.token, ledger="main") as bank:
+            assert bank.account("Ann").balance_cents == 200
 
 
 def test_a_limits_change_resent_after_a_lost_answer_does_not_undo_a_later_one(
