@@ -260,6 +260,18 @@ def test_account_writes_take_keys_too(server: ServerProcess) -> None:
         changed = admin.patch("/v1/accounts/Cleo", json={"max_balance": "500"}, headers=key)
         assert changed.status_code == 409
         assert admin.get("/v1/accounts/Cleo").json()["max_balance"] == "400.00"
+        # A floor is the body's too: another one under the key is refused, not answered
+        # as the first change was, the floor left as it is.
+        floor_key = {"Idempotency-Key": "cleo-floor"}
+        first = admin.patch("/v1/accounts/Cleo", json={"min_balance": "-2"}, headers=floor_key)
+        assert (first.status_code, first.json()["min_balance"]) == (200, "-2.00")
+        for other_floor in ({"min_balance": "-5"}, {"min_balance": "-2", "max_balance": "400"}):
+            other = admin.patch("/v1/accounts/Cleo", json=other_floor, headers=floor_key)
+            assert (other.status_code, other.json()["error"]["code"]) == (
+                409,
+                "idempotency_key_reused",
+            ), other_floor
+        assert admin.get("/v1/accounts/Cleo").json()["min_balance"] == "-2.00"
 
 
 @pytest.mark.parametrize(
