@@ -65,8 +65,22 @@ money_steps = st.one_of(
     st.tuples(st.just("withdraw"), clients, amounts),
     st.tuples(st.just("transfer"), clients, clients, amounts),
 )
+# A sum that takes an account exactly to its cap or its floor, or one cent short or past
+# it (the offset), worked out from the balances as they stand when the step is built:
+# sums drawn blind land on a bound exactly too seldom to tell `>` from `>=` there.
+offsets = st.integers(min_value=-1, max_value=1)
+bound_steps = st.one_of(
+    st.tuples(st.just("fill"), clients, offsets),
+    st.tuples(st.just("drain"), clients, offsets),
+    st.tuples(st.just("fill_from"), clients, clients, offsets),
+    # A cap or a floor set at the balance, or a cent either side of it.
+    st.tuples(st.just("cap_at"), clients, offsets),
+    st.tuples(st.just("floor_at"), clients, offsets),
+)
 steps = st.one_of(
     money_steps,
+    bound_steps,
+    bound_steps,
     st.tuples(st.just("open"), clients, floors, caps, st.just(0) | amounts),
     st.tuples(st.just("limits"), clients, st.none() | floors, caps, st.booleans()),
     st.tuples(st.just("replay"), st.integers(min_value=0, max_value=1_000)),
@@ -87,7 +101,11 @@ small_money_steps = st.one_of(
 )
 busy_batches = st.lists(
     st.tuples(
-        st.lists(st.one_of(small_money_steps, small_money_steps, steps), min_size=1, max_size=6),
+        st.lists(
+            st.one_of(small_money_steps, small_money_steps, bound_steps, steps),
+            min_size=1,
+            max_size=6,
+        ),
         st.booleans(),
     ),
     min_size=1,
@@ -96,14 +114,31 @@ busy_batches = st.lists(
 
 
 class Builder:
-    """Turns drawn steps into commands; money commands get fresh keys unless replayed."""
+    """Turns drawn steps into commands; money commands get fresh keys unless replayed.
+    A step to a bound reads the balances and limits the commands built before it leave
+    (in a model of its own, which each command is applied to as it is built)."""
 
     def __init__(self) -> None:
+        self.model = Model()
         self.money: list[MoneyCommand] = []
         self.openings = 0
 
     def build(self, step: tuple[object, ...]) -> Command | None:
+        command = self._build(step)
+        if command is not None:
+            self.model.apply(command)
+        return command
+
+    def _build(self, step: tuple[object, ...]) -> Command | None:
+        if step[0] in ("fill", "drain", "fill_from"):
+            step = self._to_a_bound(step)
         kind = step[0]
+        if kind in ("cap_at", "floor_at"):
+            _, client, offset = step
+            account = self.model.accounts.get(str(client))
+            at = (0 if account is None else account.balance) + int(offset)  # type: ignore[call-overload]
+            cap_at = kind == "cap_at"
+            return SetLimits(str(client), None if cap_at else at, at if cap_at else None)
         if kind in ("replay", "reuse"):
             if not self.money:
                 return None
@@ -130,6 +165,27 @@ class Builder:
             command = Transfer(step[1], step[2], step[3], "move", key)  # type: ignore[arg-type]
         self.money.append(command)
         return command
+
+    def _to_a_bound(self, step: tuple[object, ...]) -> tuple[object, ...]:
+        """The money step that takes an account to its bound, `offset` cents past it (1)
+        or short of it (-1): a deposit to the cap, a withdrawal to the floor, a transfer
+        to the receiver's cap (else to the sender's floor)."""
+        kind, *clients_of, offset = step
+        accounts = [self.model.accounts.get(str(c)) for c in clients_of]
+        if kind == "drain":
+            room = None if accounts[0] is None else accounts[0].balance - accounts[0].floor
+        else:
+            receiver = accounts[-1]
+            room = (
+                None
+                if receiver is None or receiver.cap is None
+                else receiver.cap - receiver.balance
+            )
+            if room is None and kind == "fill_from" and accounts[0] is not None:
+                room = accounts[0].balance - accounts[0].floor
+        amount = min(max((room or 0) + int(offset), 1), AMOUNT_CENTS_MAX)  # type: ignore[call-overload]
+        money_kind = {"fill": "deposit", "drain": "withdraw", "fill_from": "transfer"}[str(kind)]
+        return (money_kind, *clients_of, amount)
 
 
 def _with_amount(command: MoneyCommand, amount_cents: int) -> MoneyCommand:
