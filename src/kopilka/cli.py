@@ -40,6 +40,7 @@ from kopilka.shell.output import (
     ANSWER_NOT_WRITTEN_EXIT,
     AnswerNotWritten,
     Output,
+    Reply,
     answer,
     exit_status,
 )
@@ -333,18 +334,25 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
     # short says it may have been applied, and to look before running it again.
     with SignalEnding():
         bank = open_bank(target, makes_none=reads_only or parsed.spec.name in ON_OPEN_ACCOUNTS)
+        reply: Reply | None = None
+        shown = False
         try:
             reply = execute(parsed, bank, oneshot=True)
+            output.show(reply)  # before the bank is closed: a signal then cannot hide it
+            shown = True
         except KopilkaError as error:
             output.error(error.message)
             return exit_status(error)
         except (KeyboardInterrupt, SessionEnded) as interruption:
-            if not reads_only:  # it may be on its way, or have been stopped waiting
+            if reply is not None and not shown and not reads_only:
+                # Applied, and stopped as it was being said: said all the same, or a
+                # rerun would apply it again.
+                output.show(reply)
+            elif reply is None and not reads_only:  # on its way, or stopped waiting
                 output.error(interrupted_write(interruption))
             raise
         finally:
             bank.close()
-    output.show(reply)
     return 0
 
 

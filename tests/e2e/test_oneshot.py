@@ -883,6 +883,33 @@ def test_ctrl_c_while_kopilka_loads_says_nothing(kopilka_home: Path, delay_secon
     assert "Traceback" not in errors, errors
 
 
+def test_a_write_stopped_as_it_is_answered_is_never_applied_in_silence(kopilka_home: Path) -> None:
+    """Ctrl-C or SIGTERM just after the commit, as the bank was being closed or the answer
+    written: the deposit was applied, and the command said nothing (exit 130 or 143), so
+    a rerun without a key would deposit again. Stopped at delays swept over the moments a
+    deposit takes here, each run that applied it must say so, or that it may have."""
+    started = time.monotonic()
+    with _started(kopilka_home, (*DEPOSIT, "--idempotency-key=timing")) as timed:
+        timed.communicate(timeout=30)
+    took = time.monotonic() - started
+    runs: list[tuple[str, float, int, str, str]] = []
+    for index in range(30):
+        key = f"run-{index}"
+        delay_seconds = took * (0.7 + 0.4 * index / 30)
+        stop = (signal.SIGINT, signal.SIGTERM)[index % 2]
+        with _started(kopilka_home, (*DEPOSIT, f"--idempotency-key={key}")) as process:
+            time.sleep(delay_seconds)
+            process.send_signal(stop)
+            out, errors = process.communicate(timeout=30)
+        runs.append((key, delay_seconds, process.returncode, out, errors))
+    with contextlib.closing(sqlite3.connect(kopilka_home / "kopilka.db")) as db:
+        applied = {key for (key,) in db.execute("SELECT idempotency_key FROM operations")}
+    for key, delay_seconds, status, out, errors in runs:
+        if key in applied:
+            told = "Deposit operation was successful!" in out or "may" in errors
+            assert told, (delay_seconds, status, out, errors)
+
+
 def _interrupted_at_a_silent_listener(
     kopilka_home: Path,
     arguments: Callable[[int], list[str]],
