@@ -219,6 +219,12 @@ def load_settings(
             "invalid_setting",
             f"the database {redact_url(db)!r} has a line break or another control character",
         )
+    if db != db.strip():
+        # A space copied in with it (`--db "books.db "`) made a lookalike file beside it.
+        raise InvalidInput(
+            "invalid_setting",
+            f"the database {redact_url(db)!r} begins or ends with a space: give it without",
+        )
     if rank("db") < 3:
         db = _sqlite_path_as_meant(db, file_path.parent if file_path and rank("db") == 2 else None)
     # The database and a server's URL both say where the ledger is: the one given at

@@ -624,3 +624,15 @@ def test_a_url_quoted_escaped_is_hidden_and_other_schemes_are_left_alone() -> No
     )
     name = "no account for client 'mail:/ann:home@work'"
     assert hide_secrets(name, ["balance", "--client=mail:/ann:home@work"]) == name
+
+
+@pytest.mark.parametrize("db", ["books.db ", " books.db", "postgresql://u:pw@h/db "])
+def test_a_database_with_a_space_at_either_end_is_refused(tmp_path: Path, db: str) -> None:
+    """A lookalike file (`books.db `) beside the one meant, made without a word."""
+    for given in ({"flags": {"db": db}}, {"environ": {"KOPILKA_DB": db}}):
+        environ = {"KOPILKA_HOME": str(tmp_path), **given.get("environ", {})}
+        with pytest.raises(InvalidInput) as refused:
+            load_settings(given.get("flags"), environ=environ)
+        assert refused.value.message.endswith("begins or ends with a space: give it without")
+        assert "pw" not in refused.value.message
+    assert list(tmp_path.iterdir()) == []
