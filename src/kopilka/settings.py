@@ -375,7 +375,9 @@ def _read_file(config_path: str | Path | None, base: Path) -> tuple[dict[str, An
         [Path(config_path)] if config_path else [Path("kopilka.toml"), base / "kopilka.toml"]
     )
     for candidate in candidates:
-        if candidate.is_file():
+        # One given may be a pipe too (`--config <(...)`); one looked for is a file.
+        given = bool(config_path) and candidate.exists() and not candidate.is_dir()
+        if candidate.is_file() or given:
             try:
                 with candidate.open("rb") as handle:
                     _check_owner(candidate, os.fstat(handle.fileno()))

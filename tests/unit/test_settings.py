@@ -636,3 +636,17 @@ def test_a_database_with_a_space_at_either_end_is_refused(tmp_path: Path, db: st
         assert refused.value.message.endswith("begins or ends with a space: give it without")
         assert "pw" not in refused.value.message
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_given_through_a_pipe_is_read(tmp_path: Path) -> None:
+    """`kopilka serve --config <(...)`: the shell gives a pipe's path, /dev/fd/N."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b'ledger = "piped"\n')
+        os.close(write_end)
+        settings = load_settings(
+            environ={"KOPILKA_HOME": str(tmp_path)}, config_path=f"/dev/fd/{read_end}"
+        )
+    finally:
+        os.close(read_end)
+    assert settings.ledger == "piped"
