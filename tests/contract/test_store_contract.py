@@ -964,18 +964,23 @@ async def test_writes_racing_a_sandbox_drop_in_another_process_leave_nothing(
                 await applied(writer, Deposit(client, 1_000, "open", key, ledger=sandbox))
             await applied(writer, Transfer(JOHN, JANE, 1, "seen", "warm", ledger=sandbox))
 
-            async def write(index: int, sandbox: str = sandbox) -> Outcome:
-                await asyncio.sleep(index * 0.001)
-                return await writer.execute(late(sandbox, index))
+            def writes(indexes: range, sandbox: str = sandbox) -> list[asyncio.Task[Outcome]]:
+                return [asyncio.create_task(writer.execute(late(sandbox, i))) for i in indexes]
 
-            writes = [asyncio.create_task(write(i)) for i in range(40)]
-            await asyncio.sleep(0.015)
-            assert await dropper.store.drop_ledger(sandbox)
-            outcomes = await asyncio.gather(*writes)
+            # Some applied before the drop, some under way as it runs, some after it.
+            before = await asyncio.gather(*writes(range(10)))
+            assert not [o for o in before if isinstance(o, KopilkaError)], before
+            racing = writes(range(10, 30))
+            dropping = asyncio.create_task(dropper.store.drop_ledger(sandbox))
+            racing += writes(range(30, 40))
+            assert await dropping
+            after = await asyncio.gather(*writes(range(40, 44)))
+            outcomes = [*await asyncio.gather(*racing), *after]
             assert {o.code for o in outcomes if isinstance(o, KopilkaError)} <= {
                 "sandbox_not_found",
                 "account_not_found",  # its account gone, before the sandbox was found ended
             }
+            assert all(isinstance(o, KopilkaError) for o in after), after
             assert await writer.list_accounts(sandbox) == []
             assert await dropper.list_accounts(sandbox) == []
     finally:
