@@ -340,6 +340,8 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
             reply = execute(parsed, bank, oneshot=True)
             output.show(reply)  # before the bank is closed: a signal then cannot hide it
             shown = True
+        except AnswerNotWritten:
+            raise  # it ran: the command line says so, with its own exit status
         except KopilkaError as error:
             output.error(error.message)
             return exit_status(error)
