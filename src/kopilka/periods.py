@@ -196,8 +196,11 @@ def parse_period(
         written_end = _last_moment_written(till_text, till_moment)
         end = _till_instant(till_text, till_moment)
     if start is not None and start > end:
-        if till is None:  # the end is now: say so, as no till was given
-            raise since_in_the_future()
+        if till is None:
+            # Up to now as the bank has it, which its engine works out (never before its
+            # latest operation): a since past this machine's clock may not be past that,
+            # and the engine says so if it is.
+            return start, end
         empty_as_sent = start - end == _MICROSECOND and len(_fraction(till_text)) >= 6
         if not (empty_as_sent or _in_order(written_start, written_end)):
             raise _reversed()

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -1117,3 +1118,22 @@ def test_how_a_server_would_listen_is_no_concern_of_other_commands(kopilka: RunK
     served = kopilka("serve", env=beside)
     assert served.returncode == 1
     assert served.stderr == "Error: port must be a whole number, not 'tcp://10.0.0.1:8888'\n"
+
+
+def test_a_since_past_this_clock_lists_what_a_clock_ahead_stamped(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """Operations stamped by a clock that ran ahead (another machine's, a server's): a
+    statement since then, up to now, holds them, as the bank's now is never before its
+    latest operation. This machine's clock refused the since as in the future."""
+    assert kopilka("deposit", "--client=F", "--amount=2", "--description=ahead").returncode == 0
+    ahead = int(datetime(2090, 6, 1, 12, tzinfo=UTC).timestamp() * 1_000_000)
+    with contextlib.closing(sqlite3.connect(kopilka_home / "kopilka.db")) as db, db:
+        db.execute("UPDATE entries SET created_at = ?", (ahead,))
+        db.execute("UPDATE operations SET created_at = ?", (ahead,))
+    result = kopilka("statement", "--client=F", "--since=2090-06-01", "--format=csv")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "2090-06-01" in result.stdout and "ahead" in result.stdout
+    # Past the bank's now too, it is said to be in the future.
+    later = kopilka("statement", "--client=F", "--since=2091-01-01")
+    assert later.stderr == "Error: the start of the period (since) is in the future\n"
