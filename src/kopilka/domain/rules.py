@@ -41,7 +41,15 @@ from kopilka.domain.model import (
     Withdraw,
     command_kind,
 )
-from kopilka.errors import Conflict, InvalidInput, KopilkaError, NotFound, Rejected, sandbox_ended
+from kopilka.errors import (
+    Conflict,
+    InvalidInput,
+    KopilkaError,
+    NotFound,
+    Rejected,
+    RetryableStoreError,
+    sandbox_ended,
+)
 from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX, format_money, format_plain
 
 CLIENT_NAME_LENGTH_MAX = 200
@@ -434,6 +442,11 @@ class _Planner:
             if existing.id == 0:
                 self.plan.pending_account_ids.append((opened, existing))
             return opened
+        if existing is None and retried is not None and retried.covers == 1:
+            # This very request opened it (its claim stands), yet the account is not in
+            # the view: another batch committed it between this one's reads of accounts
+            # and of keys (PostgreSQL reads each as it stands). Planned again, it is seen.
+            raise RetryableStoreError("the account was opened by another batch meanwhile")
         # A repeated add-user finds its account made: that, not the key, is the answer.
         if existing is not None:
             raise Conflict("account_exists", f"client {command.client!r} already has an account")
