@@ -688,6 +688,30 @@ async def test_a_sandbox_owner_may_hold_only_its_share(engine: Engine) -> None:
     assert await store.open_sandbox("sandbox-t1-c", now, 10, "sandbox-t1-", 2)
 
 
+async def test_sandboxes_opened_at_once_by_two_processes_keep_to_the_bounds(
+    backend: Backend,
+) -> None:
+    """Each process counts before it opens one: two counting at once both found room."""
+    if not backend.durable:
+        pytest.skip("a memory store is one process's own")
+    first, second = await backend.start_engine(), await backend.start_engine()
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    try:
+        # An owner's share of 3; then the server's bound of 4, with those 3 open.
+        for owner_max, sandboxes_max, room in ((3, 100, 3), (100, 4, 1)):
+            owner = f"sandbox-t{owner_max}-"
+            opened = await asyncio.gather(
+                *(
+                    engine.store.open_sandbox(f"{owner}{i}", now, sandboxes_max, owner, owner_max)
+                    for i, engine in enumerate([first, second] * 6)
+                )
+            )
+            assert opened.count(True) == room, opened
+    finally:
+        await first.close()
+        await second.close()
+
+
 # -- tokens --------------------------------------------------------------------------------
 
 

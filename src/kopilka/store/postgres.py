@@ -76,6 +76,7 @@ from kopilka.store.postgres_batch import (
 )
 from kopilka.store.postgres_claims import StandingClaims
 from kopilka.store.postgres_migrate import migrate
+from kopilka.store.postgres_schema import SANDBOXES_LOCK_KEY
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
@@ -815,20 +816,25 @@ class PostgresStore:
     async def open_sandbox(
         self, ledger: str, now: datetime, sandboxes_max: int, owner: str = "", owner_max: int = 0
     ) -> bool:
-        status = await self._write(
-            lambda connection: connection.execute(
-                "INSERT INTO sandboxes (ledger, last_used) SELECT $1, $2"
-                " WHERE (SELECT count(*) FROM sandboxes) < $3"
-                " AND ($5 = 0 OR (SELECT count(*) FROM sandboxes"
-                " WHERE starts_with(ledger, $4)) < $5)",
-                ledger,
-                now,
-                sandboxes_max,
-                owner,
-                owner_max,
-            )
-        )
-        return bool(status == "INSERT 0 1")
+        async def open_one(connection: Connection) -> str:
+            async with connection.transaction():
+                # One opening at a time, everywhere: two counting at once would both find
+                # room for one more, and both take it.
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", SANDBOXES_LOCK_KEY)
+                status: str = await connection.execute(
+                    "INSERT INTO sandboxes (ledger, last_used) SELECT $1, $2"
+                    " WHERE (SELECT count(*) FROM sandboxes) < $3"
+                    " AND ($5 = 0 OR (SELECT count(*) FROM sandboxes"
+                    " WHERE starts_with(ledger, $4)) < $5)",
+                    ledger,
+                    now,
+                    sandboxes_max,
+                    owner,
+                    owner_max,
+                )
+                return status
+
+        return await self._write(open_one) == "INSERT 0 1"
 
     async def sandbox_is_open(self, ledger: str) -> bool:
         found = await self._read(

@@ -12,6 +12,8 @@ from kopilka.store.not_a_ledger import created_tables
 
 # A fixed key for pg_advisory_xact_lock: "kopilka" in ASCII, as a bigint.
 MIGRATION_LOCK_KEY = 0x6B6F70696C6B61
+# Another, taken while a sandbox is opened: "sandbox".
+SANDBOXES_LOCK_KEY = 0x73616E64626F78
 
 SCHEMA_MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
