@@ -45,12 +45,10 @@ def _read_message(connection: socket.socket, buffered: bytes) -> tuple[bytes, by
 
 
 @contextlib.contextmanager
-def _proxy_losing_first_answer(upstream: str, method: bytes, lost: Hook) -> Iterator[str]:
-    """A proxy to `upstream` that passes every request on; the first answer to a
-    `method` request is thrown away (after `lost` is called with its request) and the
-    client's connection closed, as a network that fails at that moment would."""
+def _relaying(upstream: str, answer_for: Callable[[bytes, bytes], bytes | None]) -> Iterator[str]:
+    """A proxy to `upstream` that passes every request on, and hands the client what
+    `answer_for(request, answer)` makes of the server's answer; None: it hangs up."""
     target = urlsplit(upstream)
-    answers_lost: list[bytes] = []
 
     def relay(client: socket.socket) -> None:
         with socket.create_connection((target.hostname, target.port)) as server:
@@ -58,14 +56,30 @@ def _proxy_losing_first_answer(upstream: str, method: bytes, lost: Hook) -> Iter
             while True:
                 request, buffered = _read_message(client, buffered)
                 server.sendall(request)
-                answer, _ = _read_message(server, b"")
-                if request.startswith(method + b" ") and not answers_lost:
-                    answers_lost.append(request)
-                    lost(request)
+                answer = answer_for(request, _read_message(server, b"")[0])
+                if answer is None:
                     return
                 client.sendall(answer)
 
     with serving(relay) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _proxy_losing_first_answer(upstream: str, method: bytes, lost: Hook) -> Iterator[str]:
+    """The first answer to a `method` request is thrown away (after `lost` is called
+    with its request) and the client's connection closed, as a network that fails at
+    that moment would."""
+    answers_lost: list[bytes] = []
+
+    def answer_for(request: bytes, answer: bytes) -> bytes | None:
+        if request.startswith(method + b" ") and not answers_lost:
+            answers_lost.append(request)
+            lost(request)
+            return None
+        return answer
+
+    with _relaying(upstream, answer_for) as url:
         yield url
 
 
@@ -75,23 +89,13 @@ GATEWAY_TIMEOUT = (
 )
 
 
-@contextlib.contextmanager
-def _gateway_timing_out(upstream: str) -> Iterator[str]:
-    """A gateway that passes every request on and answers a POST with its own 504, as
-    one that gave up waiting does: behind it, the server took the request all the same."""
-    target = urlsplit(upstream)
-
-    def relay(client: socket.socket) -> None:
-        with socket.create_connection((target.hostname, target.port)) as server:
-            buffered = b""
-            while True:
-                request, buffered = _read_message(client, buffered)
-                server.sendall(request)
-                answer, _ = _read_message(server, b"")
-                client.sendall(GATEWAY_TIMEOUT if request.startswith(b"POST ") else answer)
-
-    with serving(relay) as url:
-        yield url
+def _gateway_timing_out(upstream: str) -> contextlib.AbstractContextManager[str]:
+    """A gateway that answers a POST with its own 504, as one that gave up waiting
+    does: behind it, the server took the request all the same."""
+    return _relaying(
+        upstream,
+        lambda request, answer: GATEWAY_TIMEOUT if request.startswith(b"POST ") else answer,
+    )
 
 
 def test_a_write_a_gateway_answered_for_is_not_said_to_be_refused(tmp_path: Path) -> None:
