@@ -666,6 +666,7 @@ def test_a_command_on_a_database_file_that_is_not_there_says_so_and_makes_none(
             " (check --db or KOPILKA_DB)\n"
         )
     assert not typo.parent.exists()
+    typo.parent.mkdir()  # a file is made only in a directory that is there
     assert kopilka(*DEPOSIT, "--db", str(typo)).returncode == 0  # a write makes it
     assert kopilka("balance", "--client=John Jones", "--db", str(typo)).returncode == 0
 
@@ -1137,3 +1138,21 @@ def test_a_since_past_this_clock_lists_what_a_clock_ahead_stamped(
     # Past the bank's now too, it is said to be in the future.
     later = kopilka("statement", "--client=F", "--since=2091-01-01")
     assert later.stderr == "Error: the start of the period (since) is in the future\n"
+
+
+def test_a_database_in_a_directory_that_is_not_there_is_refused(
+    kopilka: RunKopilka, tmp_path: Path
+) -> None:
+    """A mistyped directory in --db made a new, empty ledger there, which every later
+    command with the right path never saw: the deposit seemed lost."""
+    typo = tmp_path / "ledgrs" / "books.db"
+    for command in (DEPOSIT, ("add-user", "-n", "Ann", "--max", "100"), ("init",)):
+        result = kopilka(*command, "--db", str(typo))
+        assert (result.returncode, result.stdout) == (1, ""), command
+        assert result.stderr == (
+            f"Error: cannot open the database {typo}: there is no directory {typo.parent}"
+            " (check --db or KOPILKA_DB, or create it first)\n"
+        )
+    assert not typo.parent.exists()
+    typo.parent.mkdir()
+    assert kopilka(*DEPOSIT, "--db", str(typo)).returncode == 0

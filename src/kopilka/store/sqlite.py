@@ -218,9 +218,16 @@ class SqliteStore:
             await asyncio.to_thread(self._refuse_another_programs_file)
         if Path(self.path).is_dir():  # refused before a lock file is put beside it
             raise self._a_directory()
+        directory = Path(self.path).parent
+        if self.path != ":memory:" and not directory.exists():
+            # A mistyped directory in --db: made, it would hold a new, empty ledger that
+            # every later command with the right path never sees.
+            raise Unavailable(
+                "store_unavailable",
+                f"cannot open the database {self.path}: there is no directory {directory}"
+                " (check --db or KOPILKA_DB, or create it first)",
+            )
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._writer_lock = WriterLock(self.path)
         except OSError as error:  # a file where the directory should be, no permission
             raise self._cannot_open(error) from error
