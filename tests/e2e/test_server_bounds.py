@@ -371,8 +371,11 @@ def test_an_http_1_0_request_needs_no_host(tmp_path: Path) -> None:
         connection.close()
 
 
-def test_a_websocket_upgrade_is_an_ordinary_request(tmp_path: Path) -> None:
-    """No endpoint speaks WebSocket: an upgrade gets the JSON answer of its path."""
+UPGRADE_REFUSED = "the request asks to upgrade the connection: kopilka speaks HTTP/1.1 only"
+
+
+def test_a_websocket_upgrade_is_refused_and_the_connection_closed(tmp_path: Path) -> None:
+    """No endpoint speaks WebSocket or any other protocol: an upgrade is refused."""
     upgrade = (
         b"GET /v1/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
         b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -380,9 +383,72 @@ def test_a_websocket_upgrade_is_an_ordinary_request(tmp_path: Path) -> None:
     with running_server(tmp_path, "memory:") as server:
         connection = connect(server.port)
         connection.sendall(upgrade)
-        status, body = read_answer(connection.makefile("rb"))
+        answer = read_until_closed(connection)
         connection.close()
-    assert (status, json.loads(body)["error"]["code"]) == (404, "not_found")
+    assert error_of(answer) == (400, "invalid_http"), answer
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["message"] == UPGRADE_REFUSED
+
+
+@pytest.mark.parametrize("upgrade", [b"websocket", b"h2c"])
+def test_a_request_hidden_in_an_upgrade_requests_body_is_never_run(
+    tmp_path: Path, upgrade: bytes
+) -> None:
+    """The parser stopped at an upgrade request's head and read its body, come later, as
+    a request of its own: a deposit that a proxy framing by Content-Length never saw."""
+    with running_server(tmp_path, "memory:") as server:
+        body = b'{"client": "Bob", "amount": "7", "open_account": true}'
+        hidden = (
+            b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {server.token}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = (
+            b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "
+            + upgrade
+            + f"\r\nContent-Length: {len(hidden)}\r\n\r\n".encode()
+        )
+        connection = connect(server.port)
+        connection.sendall(head)
+        time.sleep(0.2)  # the body in a segment of its own
+        with contextlib.suppress(OSError):  # closed already, as it may be
+            connection.sendall(hidden)
+        answer = read_until_closed(connection)
+        connection.close()
+        assert error_of(answer) == (400, "invalid_http"), answer
+        assert answer.count(b"content-length: ") == 1, answer  # one answer, its own
+        with server.client() as admin:
+            assert admin.get("/v1/accounts/Bob").status_code == 404
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_chunked_bodys_trailer_is_never_read_as_its_headers(tmp_path: Path, split: bool) -> None:
+    """Trailer fields were added to the request's headers, read or not as the bytes
+    happened to come: a key, a token or a ledger no proxy in front ever checked."""
+    with running_server(tmp_path, "memory:") as server:
+        body = b'{"client": "Ann", "amount": "3", "open_account": true}'
+        chunked = f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n"
+        for trailer, status in (
+            (b"Idempotency-Key: only-in-the-trailer\r\n", 201),
+            (b"Idempotency-Key: only-in-the-trailer\r\n", 201),  # again: no replay
+            (f"Authorization: Bearer {server.token}\r\n".encode(), 401),
+            (b"Kopilka-Ledger: nosuch\r\n", 201),
+        ):
+            token = server.token if status != 401 else "none"
+            connection = connect(server.port)
+            request = chunked_deposit_head(token) + chunked + trailer + b"\r\n"
+            if split:
+                head_end = len(chunked_deposit_head(token))
+                connection.sendall(request[:head_end])
+                time.sleep(0.2)
+                connection.sendall(request[head_end:])
+            else:
+                connection.sendall(request)
+            got, _ = read_answer(connection.makefile("rb"))
+            connection.close()
+            assert got == status, trailer
+        with server.client() as admin:
+            assert admin.get("/v1/accounts/Ann").json()["balance"] == "9.00"
 
 
 # Each statement line repeats its description (as `description` and in `text`): some

@@ -141,6 +141,9 @@ _SERVER_FULL = _refusal(
 _HEADERS_TOO_SLOW = _refusal(408, "request_timeout", "the request headers arrived too slowly")
 _BODY_TOO_SLOW = _refusal(408, "request_timeout", "the request body arrived too slowly")
 _INVALID_HTTP = _refusal(400, "invalid_http", "the request is not valid HTTP/1.1")
+_UPGRADE_REFUSED = _refusal(
+    400, "invalid_http", "the request asks to upgrade the connection: kopilka speaks HTTP/1.1 only"
+)
 
 
 # uvicorn logs a line for each request it cannot parse, and two for one asking to
@@ -291,6 +294,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.refusal = _TARGET_TOO_LONG
             raise _TargetTooLong
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # After the head, a field is the chunked body's trailer: never one of the
+        # request's headers (a token, a key, a ledger no proxy in front checked).
+        if self.body_started is None:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         self.headers_started = None
         self.body_started = self.loop.time()
@@ -298,6 +307,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.body_bytes = 0
         if not self._valid_head():
             self.refusal = _INVALID_HTTP
+            raise _InvalidHead
+        if self.parser.should_upgrade():
+            # The parser would stop at the end of its head and take its body, sent
+            # later, for a request of its own: one a proxy in front never saw.
+            self.refusal = _UPGRADE_REFUSED
             raise _InvalidHead
         earlier = self.cycle
         super().on_headers_complete()
