@@ -1060,3 +1060,29 @@ def test_a_sandbox_is_asked_for_with_no_body_or_an_empty_object(admin: httpx.Cli
         made = admin.post("/v1/sandboxes", content=body)
         assert made.status_code == 201, made.text
         assert admin.delete(f"/v1/sandboxes/{made.json()['ledger']}").status_code == 204
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-unknown", "identity, gzip"])
+def test_a_body_declared_encoded_is_refused_and_nothing_applied(
+    server: ServerProcess, encoding: str
+) -> None:
+    """Read as it came, it would be another body to whoever decodes it as declared (a
+    proxy, an auditor): the ledger and they must never read two different writes."""
+    with server.client() as admin:
+        before = admin.get("/v1/accounts/Ann").json()["balance"]
+        answer = admin.post(
+            "/v1/deposits",
+            content=b'{"client": "Ann", "amount": "1"}',
+            headers={"Content-Encoding": encoding, "Content-Type": "application/json"},
+        )
+        assert (answer.status_code, answer.json()["error"]["code"]) == (
+            415,
+            "unsupported_encoding",
+        )
+        assert admin.get("/v1/accounts/Ann").json()["balance"] == before
+        plain = admin.post(
+            "/v1/deposits",
+            content=b'{"client": "Ann", "amount": "1"}',
+            headers={"Content-Encoding": "identity", "Content-Type": "application/json"},
+        )
+        assert plain.status_code == 201, plain.text

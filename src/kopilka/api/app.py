@@ -100,6 +100,14 @@ class RequestHeaders:
                 self.ledger = value
             elif name == b"content-length" and value.isdigit():
                 self.content_length = int(value)
+            elif name == b"content-encoding" and value.lower() != b"identity":
+                # Read as it came, a gzip body declared so would be another body to
+                # whoever decodes it as declared (a proxy, an auditor): refused.
+                raise ApiError(
+                    415,
+                    "unsupported_encoding",
+                    "a request body is sent as it is: no Content-Encoding but identity",
+                )
         if size > HEADERS_BYTES_MAX:
             raise ApiError(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes")
         if twice is not None:

@@ -27,6 +27,7 @@ _ERROR_STATUSES = {
     "409": "Conflicts with existing state (account exists, idempotency key reused)",
     "413": "Request body too large",
     "414": "The request target is too long; the connection is closed",
+    "415": "A Content-Encoding other than identity",
     "422": "Well-formed but invalid or refused (amount, funds, cap, unknown field)",
     "429": "The ledger is busy; retry later with the same Idempotency-Key",
     "431": "The request's headers are too large; the connection is closed",
