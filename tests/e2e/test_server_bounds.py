@@ -750,3 +750,24 @@ def test_a_client_leaving_pipelined_statements_logs_nothing(tmp_path: Path) -> N
             assert admin.get("/v1/health").status_code == 200
         assert server.stop() == 0
     assert "Traceback" not in server.errors, server.errors
+
+
+def test_a_client_that_half_closes_after_its_requests_is_answered(tmp_path: Path) -> None:
+    """`shutdown(SHUT_WR)` after sending (as `nc -N` and some health checks do) is legal
+    HTTP/1.1: the connection closed at once, and the writes applied went unanswered."""
+    with running_server(tmp_path, "memory:") as server:
+        body = b'{"client": "Ann", "amount": "1", "open_account": true}'
+        deposit = (
+            b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {server.token}\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        connection = connect(server.port)
+        connection.sendall(deposit * 3)  # three, pipelined
+        connection.shutdown(socket.SHUT_WR)
+        answers = read_until_closed(connection)  # closed once all three are answered
+        connection.close()
+        assert answers.count(b"HTTP/1.1 201 Created\r\n") == 3, answers
+        with server.client() as admin:
+            assert admin.get("/v1/accounts/Ann").json()["balance"] == "3.00"

@@ -217,6 +217,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # Requests still being answered when one was sent behind them: uvicorn keeps only
         # the newest request's cycle, and tells only it that the connection is lost.
         self.answered_behind: list[Any] = []
+        # The client has sent all it will (a half-close): closed once it is answered.
+        self.half_closed = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvicorn and each request's cycle write through this view of the transport.
@@ -333,6 +335,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 return False
         return hosts == 1 or (hosts == 0 and version == "1.0")
 
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's
+        """A client that half-closes after its requests (`shutdown(SHUT_WR)`, `nc -N`)
+        is still answered: the connection closed at once dropped the answer, its write
+        applied all the same."""
+        if self.unanswered > 0 and not self.lingering:
+            self.half_closed = True
+            return True  # the write side stays open until they are answered
+        return None
+
     def on_message_complete(self) -> None:
         self.body_started = None
         self.head_bytes = 0  # the next request's head starts here
@@ -352,6 +363,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self.refusal_due is not None and not self.pipeline and self.cycle.response_complete:
             self._close_with(self.refusal_due)
+        elif self.half_closed and self.unanswered == 0 and not self.transport.is_closing():
+            self.transport.close()
 
     # The transport calls these only under backpressure: the hot path does not pay.
     def pause_writing(self) -> None:
