@@ -1086,3 +1086,23 @@ def test_a_body_declared_encoded_is_refused_and_nothing_applied(
             headers={"Content-Encoding": "identity", "Content-Type": "application/json"},
         )
         assert plain.status_code == 201, plain.text
+
+
+@pytest.mark.parametrize(
+    "text", [b'"client": "Ann\xff"', b'"client": "Ann", "description": "\xc0\xaf"']
+)
+def test_a_body_that_is_not_utf8_is_malformed_json_alone_or_in_a_batch(
+    admin: httpx.Client, text: bytes
+) -> None:
+    """A batch's items are decoded one by one after a first look that let the bytes
+    through: its body was called unreadable (422), where a single write's is not JSON."""
+    item = b'{"type": "deposit", ' + text + b', "amount": "1"}'
+    for path, body in (
+        ("/v1/deposits", b"{" + text + b', "amount": "1"}'),
+        ("/v1/batch", b'{"operations": [' + item + b"]}"),
+    ):
+        answer = admin.post(path, content=body, headers={"Content-Type": "application/json"})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (400, "malformed_json"), (
+            path,
+            answer.text,
+        )

@@ -63,6 +63,12 @@ def repeats(body: bytes) -> Repeats:
         # Numbers kept as their text: only the fields count here, and an integer of
         # thousands of digits (refused as an amount by msgspec) is no reason to fail.
         outer = json.loads(body, object_pairs_hook=one_object, parse_int=str, parse_float=str)
+    except UnicodeDecodeError:  # inside an item a batch left undecoded: not JSON at all
+        from kopilka.api.errors import ApiError  # which imports this module
+
+        raise ApiError(
+            400, "malformed_json", "the request body is not valid JSON: it is not UTF-8"
+        ) from None
     except (ValueError, RecursionError):  # read otherwise than msgspec read it: refused
         raise InvalidInput("invalid_request", "invalid request body: it cannot be read") from None
     top = outer.repeated if isinstance(outer, _Object) else None
