@@ -77,6 +77,8 @@ T = TypeVar("T")
 
 ATTEMPTS_MAX = 4
 TIMEOUT_SECONDS = 30.0
+# How long leaving a sandbox session waits to drop it, and for its keeper to stop.
+SANDBOX_DROP_SECONDS = 2.0
 # How long a look whether a server is there at all may take (with no token to use).
 _PROBE_SECONDS = 2.0
 _REJECTION_CODES = frozenset(
@@ -667,7 +669,14 @@ class Client:
         try:
             if self._sandbox is not None:
                 self._sandbox.stop()
-                self._call("DELETE", "/v1/sandboxes/" + _segment(self._sandbox.ledger))
+                # Once, briefly: a server that does not answer drops it by itself when
+                # its idle time is up, and leaving must not wait on it.
+                self._call(
+                    "DELETE",
+                    "/v1/sandboxes/" + _segment(self._sandbox.ledger),
+                    retry=False,
+                    wait_seconds=SANDBOX_DROP_SECONDS,
+                )
         except KopilkaError:
             pass  # the server drops an idle sandbox by itself
         finally:
@@ -743,8 +752,11 @@ class _SandboxKeeper:
 
     def stop(self) -> None:
         self._stopped.set()
-        self._thread.join()
-        self._http.close()
+        # Not waited for long: a read of a server that does not answer runs out only
+        # at the client's timeout. One still under way is left to end with the process.
+        self._thread.join(SANDBOX_DROP_SECONDS)
+        if not self._thread.is_alive():
+            self._http.close()
 
 
 def _http_client(

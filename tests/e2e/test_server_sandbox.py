@@ -237,3 +237,36 @@ def test_a_statement_cut_off_by_its_sandbox_dropped_is_never_shown_whole(tmp_pat
                 for chunk in chunks:
                     received += chunk
     assert b'"closing_balance"' not in received
+
+
+def test_leaving_a_sandbox_session_does_not_wait_on_a_server_that_stopped_answering(
+    tmp_path: Path,
+) -> None:
+    """`exit` with the server frozen waited, silent, for the keeper's read and then the
+    sandbox's drop, each for the client's whole timeout: 30 to 60 s. The server drops
+    an idle sandbox by itself."""
+    with running_server(tmp_path / "home", KOPILKA_SANDBOX_IDLE_SECONDS="3") as server:
+        assert server.process is not None
+        shell = subprocess.Popen(
+            [*kopilka_command(), "shell", "--sandbox", "--url", server.url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=server_env(server.home),
+        )
+        assert shell.stdin is not None and shell.stdout is not None
+        shell.stdin.write('deposit --client="Pat" --amount=5 --description="x"\n')
+        shell.stdin.flush()
+        assert shell.stdout.readline() == "Deposit operation was successful!\n"
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(1.5)  # the keeper's next read is under way, unanswered
+            started = time.monotonic()
+            shell.stdin.close()
+            shell.wait(timeout=60)
+            left_after = time.monotonic() - started
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+    assert shell.returncode == 0
+    assert left_after < 10, left_after
