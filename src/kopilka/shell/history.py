@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
-from kopilka.settings import check_home
+from kopilka.settings import check_home, hide_secrets
 
 
 class _FileHistoryOrNone(FileHistory):
@@ -23,8 +23,16 @@ class _FileHistoryOrNone(FileHistory):
             return []
 
     def store_string(self, string: str) -> None:
+        if _holds_a_secret(string):
+            return  # recalled in this session only, never written to the file
         with contextlib.suppress(OSError):
             super().store_string(string)
+
+
+def _holds_a_secret(line: str) -> bool:
+    """A line typed with a token, or a URL with its password (a global option given in
+    the shell by mistake, refused there): kept in the file, it outlived the session."""
+    return "--token" in line or hide_secrets(line, line.split()) != line
 
 
 def history_at(path: Path) -> History:
