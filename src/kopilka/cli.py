@@ -260,7 +260,10 @@ def _run_shell(target: Target, ending: SignalEnding) -> int:
     bank = open_bank(target)
     try:
         ledger = _check_reachable(bank) if target.url is not None else None
-        if sys.stdin.isatty() and sys.stdout.isatty():
+        # A dumb terminal (Emacs' M-x shell) draws no line prompt_toolkit edits: it
+        # showed one line and ran another. Its own line editing is what runs there.
+        drawn = os.environ.get("TERM") != "dumb"
+        if sys.stdin.isatty() and sys.stdout.isatty() and drawn:
             greeting = (
                 f"kopilka shell on {target.describe(ledger)}.\n"
                 "Type 'help' for the commands, 'exit' or Ctrl-D to leave."
@@ -269,9 +272,9 @@ def _run_shell(target: Target, ending: SignalEnding) -> int:
             history = target.settings.home / "history"
             return run_terminal(bank, output, history, greeting, ending)
         if sys.stdin.isatty():
-            # Typed at a terminal, answers to a file or a pipe (`kopilka shell > log.txt`):
-            # a prompt drawn there would leave the typist blind and fill the file with
-            # its redraws. Lines are read as from a pipe, the terminal echoes them, and a
+            # Typed at a terminal, answers to a file or a pipe (`kopilka shell > log.txt`),
+            # or at a dumb terminal: a prompt drawn there would leave the typist blind
+            # and fill the file with its redraws. Lines are read as from a pipe, the terminal echoes them, and a
             # refusal goes to stderr, where the typist sees it.
             return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stderr, terminal=False))
         # Piped input: plain text even when stdout is a terminal, so scripts see one form.

@@ -268,13 +268,16 @@ def test_help_asked_for_help_explains_itself(kopilka: RunKopilka) -> None:
 class Terminal:
     """The shell on a pseudo-terminal, as a person would run it."""
 
-    def __init__(self, home: Path, *arguments: str, stdout: IO[str] | None = None) -> None:
-        """`stdout`: where the shell's answers go instead (`kopilka shell > log.txt`)."""
+    def __init__(
+        self, home: Path, *arguments: str, stdout: IO[str] | None = None, term: str = "xterm"
+    ) -> None:
+        """`stdout`: where the shell's answers go instead (`kopilka shell > log.txt`);
+        `term`: the terminal's kind, as TERM says it."""
         self._master, slave = os.openpty()
         # A real size, so neither rich nor prompt_toolkit wraps at a guessed width.
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
         # No cursor position requests: the test answers none, and prompt_toolkit would wait.
-        env = {**kopilka_env(home), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+        env = {**kopilka_env(home), "TERM": term, "PROMPT_TOOLKIT_NO_CPR": "1"}
         self.process = subprocess.Popen(
             [*kopilka_command(), *arguments],
             stdin=slave,
@@ -537,6 +540,31 @@ def test_a_terminal_shell_with_its_answers_in_a_file_reads_lines(
     assert "\x1b" not in shown  # no prompt, no colours: the lines as typed, and the error
     assert "balance --client=A" in shown
     assert "Error: unknown command 'depost'; did you mean 'deposit'?" in shown
+
+
+def test_at_a_dumb_terminal_the_line_that_runs_is_the_line_typed(kopilka_home: Path) -> None:
+    """TERM=dumb (Emacs' M-x shell): the line editor drew one line and ran another (a
+    Tab completed "Zed" to "Zed Zulu" on the quiet, the screen showing `Zed"`). There
+    the terminal's own editing is used, and what it shows is what runs."""
+    terminal = Terminal(kopilka_home, "shell", term="dumb")
+    try:
+        for line in (
+            'deposit --client="Zed Zulu" --amount=1 --description=open',
+            "deposit --client=Zed\t --amount=5 --description=x",  # a Tab, as typed
+            'balance --client="Zed Zulu"',
+            "balance --client=Zed",
+            "exit",
+        ):
+            terminal.send(line + "\n")
+        terminal.rest()
+    finally:
+        status = terminal.close()
+    assert status == 0
+    shown = terminal.raw.decode(errors="replace")
+    assert "\x1b" not in shown  # nothing drawn: no prompt redrawn, no colours
+    # The Tab is blank space, as the screen shows it: the five went to "Zed".
+    assert "Balance of Zed Zulu: $1.00" in shown
+    assert "Balance of Zed: $5.00" in shown
 
 
 def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:
