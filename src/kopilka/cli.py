@@ -274,8 +274,8 @@ def _run_shell(target: Target, ending: SignalEnding) -> int:
         if sys.stdin.isatty():
             # Typed at a terminal, answers to a file or a pipe (`kopilka shell > log.txt`),
             # or at a dumb terminal: a prompt drawn there would leave the typist blind
-            # and fill the file with its redraws. Lines are read as from a pipe, the terminal echoes them, and a
-            # refusal goes to stderr, where the typist sees it.
+            # and fill the file with its redraws. Lines are read as from a pipe, the
+            # terminal echoes them, and a refusal goes to stderr, where the typist sees it.
             return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stderr, terminal=False))
         # Piped input: plain text even when stdout is a terminal, so scripts see one form.
         return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stdout, terminal=False))
