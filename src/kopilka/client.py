@@ -711,12 +711,22 @@ def connect_bank(
     if not sandbox:
         return Client(url, secret, ledger=ledger)
     with Client(url, secret) as probe:
-        ledger, idle_seconds = probe._call(
-            "POST",
-            "/v1/sandboxes",
-            lambda answer: (str(answer["ledger"]), float(answer["idle_timeout_seconds"])),
-            retry=False,
-        )
+        try:
+            ledger, idle_seconds = probe._call(
+                "POST",
+                "/v1/sandboxes",
+                lambda answer: (str(answer["ledger"]), float(answer["idle_timeout_seconds"])),
+                retry=False,
+            )
+        except Unavailable as error:
+            if error.code != "outcome_unknown":
+                raise
+            # A sandbox made with its answer lost is one no one uses: the server drops
+            # it when idle. Nothing is there to look at, and starting again is safe.
+            cause = error.message.partition("; whether")[0]
+            raise Unavailable(
+                "server_unreachable", f"{cause}; no sandbox session began: try again"
+            ) from None
     client = Client(url, secret, ledger=ledger)
     client._sandbox = _SandboxKeeper(client, ledger, idle_seconds)
     return client

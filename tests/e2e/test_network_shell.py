@@ -555,3 +555,20 @@ def test_tab_does_not_hold_the_prompt_while_the_server_does_not_answer(tmp_path:
         finally:
             status = terminal.close()
     assert status == 0
+
+
+def test_a_sandbox_that_could_not_begin_says_to_try_again(tmp_path: Path) -> None:
+    """Its request taken and no answer come (the connection broken): it was said
+    "whether this was applied is not known: check before repeating it", exit 4, to
+    a person who had run no command yet. A sandbox nobody uses is dropped when idle."""
+
+    def hang_up(connection: socket.socket) -> None:
+        connection.recv(65536)  # the request, taken; then the connection closes
+
+    with serving(hang_up) as url:
+        result = run_kopilka(
+            tmp_path / "home", "shell", "--sandbox", "--url", url, "--token", "kop_x_y"
+        )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"Error: the connection to the server at {url} broke")
+    assert result.stderr.endswith("; no sandbox session began: try again\n"), result.stderr
