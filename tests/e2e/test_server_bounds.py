@@ -374,6 +374,16 @@ def test_an_http_1_0_request_needs_no_host(tmp_path: Path) -> None:
 UPGRADE_REFUSED = "the request asks to upgrade the connection: kopilka speaks HTTP/1.1 only"
 
 
+def deposit_request(token: str, client: str, amount: str) -> bytes:
+    """A whole `POST /v1/deposits` that opens the account, as sent on the wire."""
+    body = json.dumps({"client": client, "amount": amount, "open_account": True}).encode()
+    return (
+        b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
 def test_a_websocket_upgrade_is_refused_and_the_connection_closed(tmp_path: Path) -> None:
     """No endpoint speaks WebSocket or any other protocol: an upgrade is refused."""
     upgrade = (
@@ -396,13 +406,7 @@ def test_a_request_hidden_in_an_upgrade_requests_body_is_never_run(
     """The parser stopped at an upgrade request's head and read its body, come later, as
     a request of its own: a deposit that a proxy framing by Content-Length never saw."""
     with running_server(tmp_path, "memory:") as server:
-        body = b'{"client": "Bob", "amount": "7", "open_account": true}'
-        hidden = (
-            b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {server.token}\r\n".encode()
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        hidden = deposit_request(server.token, "Bob", "7")
         head = (
             b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: "
             + upgrade
@@ -756,13 +760,7 @@ def test_a_client_that_half_closes_after_its_requests_is_answered(tmp_path: Path
     """`shutdown(SHUT_WR)` after sending (as `nc -N` and some health checks do) is legal
     HTTP/1.1: the connection closed at once, and the writes applied went unanswered."""
     with running_server(tmp_path, "memory:") as server:
-        body = b'{"client": "Ann", "amount": "1", "open_account": true}'
-        deposit = (
-            b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            + f"Authorization: Bearer {server.token}\r\n".encode()
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        deposit = deposit_request(server.token, "Ann", "1")
         connection = connect(server.port)
         connection.sendall(deposit * 3)  # three, pipelined
         connection.shutdown(socket.SHUT_WR)

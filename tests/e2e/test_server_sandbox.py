@@ -12,11 +12,23 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.kopilka_server import kopilka_command, running_server, server_env
+from tests.kopilka_server import ServerProcess, kopilka_command, running_server, server_env
 
 from kopilka.api.sandbox import SANDBOXES_PER_TOKEN_MAX
 from kopilka.client import connect_bank
 from kopilka.errors import Forbidden, NotFound
+
+
+def sandbox_shell(server: ServerProcess, **env: str) -> subprocess.Popen[str]:
+    """`kopilka shell --sandbox` on `server`, its input and output piped."""
+    return subprocess.Popen(
+        [*kopilka_command(), "shell", "--sandbox", "--url", server.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**server_env(server.home), **env},
+    )
 
 
 def test_sandboxes_are_isolated_from_each_other_and_from_main(tmp_path: Path) -> None:
@@ -197,14 +209,7 @@ def test_a_shell_session_idle_at_its_prompt_keeps_its_sandbox(tmp_path: Path) ->
         proxy.listen()
         proxy.settimeout(0.1)
         address = f"http://127.0.0.1:{proxy.getsockname()[1]}"
-        shell = subprocess.Popen(
-            [*kopilka_command(), "shell", "--sandbox", "--url", server.url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**server_env(server.home), "HTTP_PROXY": address, "http_proxy": address},
-        )
+        shell = sandbox_shell(server, HTTP_PROXY=address, http_proxy=address)
         assert shell.stdin is not None
         shell.stdin.write('deposit --client="Pat" --amount=5 --description="before a pause"\n')
         shell.stdin.flush()
@@ -247,14 +252,7 @@ def test_leaving_a_sandbox_session_does_not_wait_on_a_server_that_stopped_answer
     an idle sandbox by itself."""
     with running_server(tmp_path / "home", KOPILKA_SANDBOX_IDLE_SECONDS="3") as server:
         assert server.process is not None
-        shell = subprocess.Popen(
-            [*kopilka_command(), "shell", "--sandbox", "--url", server.url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=server_env(server.home),
-        )
+        shell = sandbox_shell(server)
         assert shell.stdin is not None and shell.stdout is not None
         shell.stdin.write('deposit --client="Pat" --amount=5 --description="x"\n')
         shell.stdin.flush()

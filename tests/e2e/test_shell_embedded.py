@@ -294,6 +294,16 @@ class Terminal:
     def send(self, keys: str) -> None:
         os.write(self._master, keys.encode())
 
+    def type_lines(self, *lines: str) -> int:
+        """Type each line and Enter, read all it shows until it ends; its status."""
+        try:
+            for line in lines:
+                self.send(line + "\n")
+            self.rest()
+        finally:
+            status = self.close()
+        return status
+
     def expect(self, text: str, timeout_seconds: float = 15.0) -> None:
         """Wait until `text` is shown (colours and cursor moves aside); later calls look
         only at what came after it."""
@@ -523,17 +533,9 @@ def test_a_terminal_shell_with_its_answers_in_a_file_reads_lines(
     log = tmp_path / "log.txt"
     with log.open("w") as answers:
         terminal = Terminal(kopilka_home, "shell", stdout=answers)
-    try:
-        for line in (
-            "deposit --client=A --amount=1 --description=x",
-            "depost",
-            "balance --client=A",
-            "exit",
-        ):
-            terminal.send(line + "\n")
-        terminal.rest()
-    finally:
-        status = terminal.close()
+    status = terminal.type_lines(
+        "deposit --client=A --amount=1 --description=x", "depost", "balance --client=A", "exit"
+    )
     assert status == 0
     assert log.read_text() == "Deposit operation was successful!\nBalance of A: $1.00\n"
     shown = terminal.raw.decode(errors="replace")
@@ -547,18 +549,13 @@ def test_at_a_dumb_terminal_the_line_that_runs_is_the_line_typed(kopilka_home: P
     Tab completed "Zed" to "Zed Zulu" on the quiet, the screen showing `Zed"`). There
     the terminal's own editing is used, and what it shows is what runs."""
     terminal = Terminal(kopilka_home, "shell", term="dumb")
-    try:
-        for line in (
-            'deposit --client="Zed Zulu" --amount=1 --description=open',
-            "deposit --client=Zed\t --amount=5 --description=x",  # a Tab, as typed
-            'balance --client="Zed Zulu"',
-            "balance --client=Zed",
-            "exit",
-        ):
-            terminal.send(line + "\n")
-        terminal.rest()
-    finally:
-        status = terminal.close()
+    status = terminal.type_lines(
+        'deposit --client="Zed Zulu" --amount=1 --description=open',
+        "deposit --client=Zed\t --amount=5 --description=x",  # a Tab, as typed
+        'balance --client="Zed Zulu"',
+        "balance --client=Zed",
+        "exit",
+    )
     assert status == 0
     shown = terminal.raw.decode(errors="replace")
     assert "\x1b" not in shown  # nothing drawn: no prompt redrawn, no colours
