@@ -296,12 +296,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.refusal = _TARGET_TOO_LONG
             raise _TargetTooLong
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # After the head, a field is the chunked body's trailer: never one of the
-        # request's headers (a token, a key, a ledger no proxy in front checked).
-        if self.body_started is None:
-            super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self.headers_started = None
         self.body_started = self.loop.time()
@@ -317,6 +311,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise _InvalidHead
         earlier = self.cycle
         super().on_headers_complete()
+        # The request's headers are its scope's list: the fields parsed after the head,
+        # a chunked body's trailer, go to another, never read (a token, a key, a ledger
+        # there no proxy in front checked). Once a request, not a check for each field.
+        self.headers = []
         if earlier is not None and not earlier.response_complete:
             self.answered_behind.append(earlier)
 
