@@ -56,7 +56,7 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import Statement, StatementLine, build_statement
 from kopilka.errors import (
-    LOOK_FIRST,
+    NOT_KNOWN,
     RETRY_UNDER_THE_KEY,
     Busy,
     Conflict,
@@ -67,6 +67,7 @@ from kopilka.errors import (
     Rejected,
     Unauthorized,
     Unavailable,
+    unknown_cause,
     without_key_advice,
 )
 from kopilka.idempotency import new_key, sendable_key
@@ -723,7 +724,7 @@ def connect_bank(
                 raise
             # A sandbox made with its answer lost is one no one uses: the server drops
             # it when idle. Nothing is there to look at, and starting again is safe.
-            cause = error.message.partition("; whether")[0]
+            cause = unknown_cause(error)
             raise Unavailable(
                 "server_unreachable", f"{cause}; no sandbox session began: try again"
             ) from None
@@ -847,24 +848,22 @@ def _maybe_applied(response: httpx.Response, error: KopilkaError, keyed: bool) -
     its own) may have been applied behind it: whether is not known. A read's stays."""
     if response.request.method == "GET":
         return error
-    then = RETRY_UNDER_THE_KEY if keyed else LOOK_FIRST
-    return Unavailable(
-        "outcome_unknown", f"{error.message}; whether this was applied is not known: {then}"
-    )
+    return _not_known(error.message, keyed)
 
 
 def _outcome_unknown(url: str, keyed: bool, error: Exception) -> Unavailable:
-    then = (
-        "retry with the same idempotency key, it is never applied twice"
-        if keyed
-        else "check before repeating it"
-    )
     what = (
         _no_answer_in_time(url)
         if isinstance(error, httpx.ReadTimeout)
         else f"the connection to the server at {url} broke before its answer came"
     )
-    return Unavailable("outcome_unknown", f"{what}; whether this was applied is not known: {then}")
+    return _not_known(what, keyed)
+
+
+def _not_known(cause: str, keyed: bool) -> Unavailable:
+    """A write that `cause` left maybe applied; settled under the caller's key, if any."""
+    then = RETRY_UNDER_THE_KEY if keyed else "check before repeating it"
+    return Unavailable("outcome_unknown", f"{cause}{NOT_KNOWN}{then}")
 
 
 def _closed() -> InvalidInput:

@@ -134,6 +134,13 @@ def sandbox_ended() -> NotFound:
 # caller has it; otherwise by looking first.
 RETRY_UNDER_THE_KEY = "retry with the same idempotency key, it is never applied twice"
 LOOK_FIRST = "look before repeating it"
+# Between what made a write's outcome unknown and how to settle it.
+NOT_KNOWN = "; whether this was applied is not known: "
+
+
+def unknown_cause(error: KopilkaError) -> str:
+    """What made an outcome_unknown so, without how to settle it (to say that anew)."""
+    return error.message.partition(NOT_KNOWN)[0]
 
 
 def without_key_advice(error: KopilkaError) -> KopilkaError:

@@ -15,7 +15,13 @@ from kopilka.bank import Bank
 from kopilka.client_keys import given_key
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
 from kopilka.domain.rules import validate_client, validate_money_command
-from kopilka.errors import InvalidInput, Unavailable, stopped_before_applied
+from kopilka.errors import (
+    NOT_KNOWN,
+    InvalidInput,
+    Unavailable,
+    stopped_before_applied,
+    unknown_cause,
+)
 from kopilka.idempotency import new_key
 from kopilka.money import format_money, parse_amount, parse_cents, parse_limit
 from kopilka.periods import parse_period
@@ -106,10 +112,9 @@ def _look_before_repeating(client: str, parsed: ParsedCommand) -> Iterator[None]
     except Unavailable as error:
         if error.code != "outcome_unknown":
             raise
-        cause = error.message.partition("; whether")[0]
         raise Unavailable(
             error.code,
-            f"{cause}; whether this was applied is not known: look with"
+            f"{unknown_cause(error)}{NOT_KNOWN}look with"
             f" `{'kopilka ' if parsed.oneshot else ''}get -n={shlex.quote(client)}"
             f"{parsed.reached_with}`"
             " before running it again",
