@@ -27,6 +27,11 @@ _AMOUNT_PATTERN = re.compile(
     re.ASCII,
 )
 
+# The same form for JSON Schema (ECMA-262 reads it as Python does): what the OpenAPI
+# document tells a client an amount looks like. Its size is a rule of its own.
+AMOUNT_TEXT_SCHEMA_PATTERN = (
+    r"^ *(\$?[-+]?|[-+]?\$?)(\d{1,3}(,\d{3})+|\d{1,3}(_\d{3})+|\d+)(\.\d{1,2})? *$"
+)
 
 # The cents of a fraction as written: "" -> 0, "5" -> 50, "05" -> 5.
 _FRACTION_CENTS = {

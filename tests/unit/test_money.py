@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from kopilka.errors import InvalidInput
 from kopilka.money import (
     AMOUNT_CENTS_MAX,
+    AMOUNT_TEXT_SCHEMA_PATTERN,
     BALANCE_CENTS_MAX,
     format_money,
     format_plain,
@@ -252,6 +254,18 @@ def test_every_text_reads_as_the_documented_form_says(text: str) -> None:
     except InvalidInput:
         cents = None
     assert cents == _as_written(text)
+
+
+@given(AMOUNT_LIKE)
+@example("$-5")
+@example("-$5")
+@example("$$5")
+@example("1,000_000")
+@example(" 5 ")
+def test_the_schema_pattern_says_the_documented_form(text: str) -> None:
+    # The pattern a client reads in /openapi.json: the form alone, not the size.
+    matched = re.fullmatch(AMOUNT_TEXT_SCHEMA_PATTERN, text, re.ASCII) is not None
+    assert matched == (_as_written(text) is not None)
 
 
 def test_a_limit_is_called_a_limit_in_its_errors() -> None:

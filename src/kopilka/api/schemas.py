@@ -16,9 +16,15 @@ from kopilka.clock import iso_text
 from kopilka.domain.model import Account, Operation
 from kopilka.domain.rules import BATCH_REQUEST_OPERATIONS_MAX
 from kopilka.domain.statement import StatementLine
-from kopilka.money import format_plain
+from kopilka.money import AMOUNT_TEXT_SCHEMA_PATTERN, format_plain
 
-Amount = Annotated[str, msgspec.Meta(description='Exact decimal text, e.g. "100.50"')]
+Amount = Annotated[
+    str,
+    msgspec.Meta(
+        description='Exact decimal text, e.g. "100.50"',
+        extra_json_schema={"pattern": AMOUNT_TEXT_SCHEMA_PATTERN},
+    ),
+]
 # The rules allow 200 characters once a name is in NFC; spelt decomposed (NFD) it may be
 # up to four times as long, so the decoder lets that through for the rules to judge.
 Client = Annotated[
