@@ -381,6 +381,14 @@ class Client:
             error = error_from(status, _json(response))
             if error.code == "bad_response" and status >= 500:
                 error = _maybe_applied(response, error, keyed)
+            elif status >= 500 and status != 503:
+                # A defect's 500 may come after the commit: kopilka's own 503s say
+                # what they know, any other 5xx knows nothing of the write.
+                error = _maybe_applied(
+                    response,
+                    type(error)(error.code, f"the server answered {status}: {error.message}"),
+                    keyed,
+                )
             raise error
         answer = None if status == 204 else _json(response)
         try:

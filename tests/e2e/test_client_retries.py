@@ -89,19 +89,21 @@ GATEWAY_TIMEOUT = (
 )
 
 
-def _gateway_timing_out(upstream: str) -> contextlib.AbstractContextManager[str]:
-    """A gateway that answers a POST with its own 504, as one that gave up waiting
-    does: behind it, the server took the request all the same."""
+def _writes_answered_with(upstream: str, made: bytes) -> contextlib.AbstractContextManager[str]:
+    """Every POST is passed on and answered with `made`, as a gateway that gave up
+    waiting answers with its own 504: behind it, the server took the request all the same."""
     return _relaying(
-        upstream,
-        lambda request, answer: GATEWAY_TIMEOUT if request.startswith(b"POST ") else answer,
+        upstream, lambda request, answer: made if request.startswith(b"POST ") else answer
     )
 
 
 def test_a_write_a_gateway_answered_for_is_not_said_to_be_refused(tmp_path: Path) -> None:
     """A proxy's 504 may come after the write applied: its caller must hear that it may
     have (a command line exits 4), not that it was refused (1) and may be sent anew."""
-    with running_server(tmp_path / "home") as server, _gateway_timing_out(server.url) as url:
+    with (
+        running_server(tmp_path / "home") as server,
+        _writes_answered_with(server.url, GATEWAY_TIMEOUT) as url,
+    ):
         with connect_bank(url, token=server.token, ledger="main") as bank:
             with pytest.raises(Unavailable) as caught:
                 bank.deposit("Ann", 100, "pay", "gate-1")
@@ -120,6 +122,35 @@ def test_a_write_a_gateway_answered_for_is_not_said_to_be_refused(tmp_path: Path
         assert "(to retry it safely: --idempotency-key=" in result.stderr
         with connect_bank(server.url, token=server.token, ledger="main") as bank:
             assert bank.account("Ann").balance_cents == 200
+
+
+_DEFECT_BODY = b'{"error": {"code": "internal_error", "message": "internal error"}}'
+DEFECT = (
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_DEFECT_BODY), _DEFECT_BODY)
+)
+
+
+def test_a_write_answered_500_is_not_said_to_be_refused(tmp_path: Path) -> None:
+    """A defect may strike after the commit, in making the answer: a write's 500 with
+    kopilka's own error body leaves it maybe applied, as a gateway's 5xx does."""
+    with (
+        running_server(tmp_path / "home") as server,
+        _writes_answered_with(server.url, DEFECT) as url,
+    ):
+        with connect_bank(url, token=server.token, ledger="main") as bank:
+            with pytest.raises(Unavailable) as caught:
+                bank.deposit("Ann", 100, "pay", "defect-1")
+            assert caught.value.code == "outcome_unknown"
+            assert caught.value.message == (
+                "the server answered 500: internal error; whether this was applied is not"
+                " known: retry with the same idempotency key, it is never applied twice"
+            )
+            assert bank.account("Ann").balance_cents == 100  # it was, behind the 500
+        deposit = ("deposit", "--client=Ann", "--amount=1", "--description=pay")
+        result = run_kopilka(tmp_path / "cli", *deposit, "--url", url, "--token", server.token)
+        assert result.returncode == OUTCOME_UNKNOWN_EXIT, result.stderr
+        assert "(to retry it safely: --idempotency-key=" in result.stderr
 
 
 def test_a_limits_change_resent_after_a_lost_answer_does_not_undo_a_later_one(
