@@ -61,11 +61,11 @@ T = TypeVar("T")
 
 class Bank(Protocol):
     def deposit(
-        self, client: str, amount_cents: int, description: str, idempotency_key: str
+        self, client: str, amount_cents: int, description: str, idempotency_key: str | None = None
     ) -> Operation: ...
 
     def withdraw(
-        self, client: str, amount_cents: int, description: str, idempotency_key: str
+        self, client: str, amount_cents: int, description: str, idempotency_key: str | None = None
     ) -> Operation: ...
 
     def transfer(
@@ -74,7 +74,7 @@ class Bank(Protocol):
         to_client: str,
         amount_cents: int,
         description: str,
-        idempotency_key: str,
+        idempotency_key: str | None = None,
     ) -> Operation: ...
 
     def open_account(
@@ -142,6 +142,12 @@ def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread, engine: En
             raise
     finally:
         _stop_loop(loop, thread)
+
+
+def _key(idempotency_key: str | None) -> str:
+    """The caller's key, or a new one: with no answer to lose in this process, no retry
+    needs the caller to have known it."""
+    return new_key() if idempotency_key is None else given_key(idempotency_key)
 
 
 def _bank_closed() -> InvalidInput:
@@ -294,17 +300,17 @@ class EmbeddedBank:
         return outcome
 
     def deposit(
-        self, client: str, amount_cents: int, description: str, idempotency_key: str
+        self, client: str, amount_cents: int, description: str, idempotency_key: str | None = None
     ) -> Operation:
         return self._operation(
-            Deposit(client, amount_cents, description, given_key(idempotency_key), self.ledger)
+            Deposit(client, amount_cents, description, _key(idempotency_key), self.ledger)
         )
 
     def withdraw(
-        self, client: str, amount_cents: int, description: str, idempotency_key: str
+        self, client: str, amount_cents: int, description: str, idempotency_key: str | None = None
     ) -> Operation:
         return self._operation(
-            Withdraw(client, amount_cents, description, given_key(idempotency_key), self.ledger)
+            Withdraw(client, amount_cents, description, _key(idempotency_key), self.ledger)
         )
 
     def transfer(
@@ -313,7 +319,7 @@ class EmbeddedBank:
         to_client: str,
         amount_cents: int,
         description: str,
-        idempotency_key: str,
+        idempotency_key: str | None = None,
     ) -> Operation:
         return self._operation(
             Transfer(
@@ -321,7 +327,7 @@ class EmbeddedBank:
                 to_client,
                 amount_cents,
                 description,
-                given_key(idempotency_key),
+                _key(idempotency_key),
                 self.ledger,
             )
         )

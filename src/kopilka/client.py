@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
+from unicodedata import normalize
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -49,6 +50,9 @@ from kopilka.domain.model import (
 )
 from kopilka.domain.rules import (
     BATCH_REQUEST_OPERATIONS_MAX,
+    CLIENT_NAME_LENGTH_MAX,
+    DESCRIPTION_LENGTH_MAX,
+    cap_and_no_cap,
     too_many_operations,
     validate_client,
     validate_ledger_name,
@@ -179,10 +183,13 @@ def normalize_url(url: str) -> str:
             f"invalid server URL {redact_url(url)!r}: only http:// and https:// are served",
         )
     try:
-        _ = parts.port  # raises for a port that is not a number in range
+        port = parts.port  # raises for a port that is not a number in range
     except ValueError:
+        port = 0
+    if port == 0:  # no server listens on port 0: it means "any free port" to a listener
         raise InvalidInput(
-            "invalid_url", f"invalid server URL {redact_url(url)!r}: bad port"
+            "invalid_url",
+            f"invalid server URL {redact_url(url)!r}: a port is a whole number from 1 to 65535",
         ) from None
     if not parts.hostname or parts.query or parts.fragment:
         raise InvalidInput(
@@ -324,8 +331,8 @@ class Client:
                 failure: Exception = error
             except httpx.TransportError as error:
                 if method != "GET" and uncertain is None:  # it may have been applied
-                    # The key helps only where the caller retries with it (not an opening).
-                    keyed = idempotency_key is not None and retry and key_is_callers
+                    # The key helps only where the caller has it to retry with.
+                    keyed = idempotency_key is not None and key_is_callers
                     uncertain = _outcome_unknown(self.shown_url, keyed, error)
                 # A server that took the request and said nothing for the whole timeout
                 # (frozen, stopped) would keep a retry waiting as long: one wait is enough.
@@ -389,6 +396,8 @@ class Client:
                     type(error)(error.code, f"the server answered {status}: {error.message}"),
                     keyed,
                 )
+            # A refusal given again under the caller's key, as the embedded bank says.
+            error.replayed = keyed and response.headers.get("idempotent-replayed") == "true"
             raise error
         answer = None if status == 204 else _json(response)
         try:
@@ -488,6 +497,8 @@ class Client:
         max_balance_cents: int | None = None,
         clear_max: bool = False,
     ) -> Account:
+        if clear_max and max_balance_cents is not None:
+            raise cap_and_no_cap()
         body: dict[str, Any] = {}
         if min_balance_cents is not None:
             body["min_balance"] = limit_text(min_balance_cents)
@@ -911,21 +922,34 @@ def _sendable(
     names: tuple[object, ...], description: object, make: Callable[[str], MoneyCommand]
 ) -> None:
     """A command whose texts a request cannot carry (a lone surrogate, from undecodable
-    bytes) refused by the rules, as the embedded bank refuses it; not an encoding error.
+    bytes) or the rules refuse for their length, refused by the rules as the embedded bank
+    refuses it; not an encoding error, nor a request refused for its size.
     Names that are no text at all are the server's to refuse, as they were; the key is
     checked as a header's is, when sent (the command is made with a stand-in)."""
     if not all(isinstance(name, str) for name in names):
         return
-    texts = (*names, description)
-    if not all(text.isprintable() for text in texts if isinstance(text, str)):
+    names_fit = all(isinstance(name, str) and _fits(name, CLIENT_NAME_LENGTH_MAX) for name in names)
+    description_fits = not isinstance(description, str) or _fits(
+        description, DESCRIPTION_LENGTH_MAX
+    )
+    if not (names_fit and description_fits):
         validate_money_command(make("key"))
 
 
 def _name_as_the_rules_take(client: object) -> None:
-    """A name that is no printable text refused here, as the embedded bank refuses it,
-    not sent (a lone surrogate cannot be)."""
-    if isinstance(client, str) and not client.isprintable():
-        validate_client(client)
+    """A name that is no printable text, or too long, refused here as the embedded bank
+    refuses it: not sent (a lone surrogate cannot be; a long one would be refused for
+    the length of its request)."""
+    if isinstance(client, str) and not _fits(client, CLIENT_NAME_LENGTH_MAX):
+        validate_client(normalize("NFC", client))
+
+
+def _fits(text: str, length_max: int) -> bool:
+    """Printable and, in NFC (as names are kept), not over `length_max`: text a request
+    carries to the rules as they would take it."""
+    return text.isprintable() and (
+        len(text) <= length_max or len(normalize("NFC", text)) <= length_max
+    )
 
 
 def _not_utf8(text: str) -> bool:

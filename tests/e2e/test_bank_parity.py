@@ -186,7 +186,34 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
         "its statement's name",
         lambda bank: bank.statement("Jose\u0301", None, datetime.now(UTC)).client,
     ),
+    ("a refusal given again under its key", lambda bank: _refused_twice(bank, "again-1")),
+    ("a deposit with no key", lambda bank: bank.deposit("Ann", 1, "no key").kind),
+    (
+        "a cap and no cap at once",
+        lambda bank: bank.set_limits("Nobody", None, 500, clear_max=True),
+    ),
+    ("the account of a name far too long", lambda bank: bank.account("\U0001f600" * 700)),
+    ("a deposit to a name far too long", lambda bank: bank.deposit("A" * 10**6, 1, "x", "l8")),
+    (
+        "a transfer to a name far too long",
+        lambda bank: bank.transfer("Ann", "B" * 1000, 1, "x", "l9"),
+    ),
+    ("a description far too long", lambda bank: bank.deposit("Ann", 1, "d" * 10**6, "l10")),
+    ("an opening of a name far too long", lambda bank: bank.open_account("C" * 1000)),
+    ("the statement of a name far too long", lambda bank: bank.statement("C" * 10**4, None, NOW)),
+    ("a name in NFD as long as it may be", lambda bank: bank.deposit("e\u0301" * 200, 1, "x").kind),
 ]
+
+
+def _refused_twice(bank: Bank, key: str) -> list[tuple[str, bool]]:
+    """A refusal under a key, then the same call again: the second is given as kept."""
+    refusals = []
+    for _ in range(2):
+        try:
+            bank.withdraw("Ann", 10**12, "too much", key)
+        except KopilkaError as error:
+            refusals.append((error.code, error.replayed))
+    return refusals
 
 
 def _refusals(outcomes: list[Outcome]) -> list[object]:
@@ -287,6 +314,25 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
     # Up to now as the bank has it: the balance, and times in UTC, as for a till now.
     assert answer["a till of None: up to now"] == answer["a naive till, read as UTC"]
     assert answer["a since as text"] == ("invalid_period", "since must be a datetime, not str")
+    assert answer["a refusal given again under its key"] == [
+        ("insufficient_funds", False),
+        ("insufficient_funds", True),
+    ]
+    assert answer["a deposit with no key"] == "deposit"
+    assert answer["a cap and no cap at once"] == (
+        "invalid_limit",
+        "a cap and no cap at once: give a cap or clear it, not both",
+    )
+    for name in (
+        "the account of a name far too long",
+        "a deposit to a name far too long",
+        "a transfer to a name far too long",
+        "an opening of a name far too long",
+        "the statement of a name far too long",
+    ):
+        assert answer[name] == ("invalid_client", "client name is longer than 200 characters"), name
+    assert answer["a description far too long"][0] == "invalid_description"
+    assert answer["a name in NFD as long as it may be"] == "deposit"
 
 
 def test_a_key_a_server_would_refuse_is_refused_in_an_embedded_list_alone(tmp_path: Path) -> None:

@@ -738,6 +738,14 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
             )
             for port in ("-1", "+5", "0", "70000")
         ),
+        # No server listens on port 0 (to a listener it means "any free port").
+        *(
+            (
+                url,
+                f"Error: invalid server URL {url!r}: a port is a whole number from 1 to 65535\n",
+            )
+            for url in ("http://127.0.0.1:0", "http://localhost:70000")
+        ),
         # Short IPv4 forms the HTTP library will not take (the first one a loopback).
         *(
             (

@@ -54,9 +54,10 @@ def test_a_shell_on_a_server_that_is_not_there_says_so_once_and_exits_one(
     [
         ("ftp://127.0.0.1:8888", "only http:// and https:// are served"),
         ("http://", "give it as http://HOST:PORT"),
-        ("http://127.0.0.1:99999", "bad port"),
-        ("127.0.0.1:port", "bad port"),
-        ("http://me:S3cretPW@127.0.0.1:99999", "bad port"),
+        ("http://127.0.0.1:99999", "a port is a whole number from 1 to 65535"),
+        ("127.0.0.1:port", "a port is a whole number from 1 to 65535"),
+        ("http://me:S3cretPW@127.0.0.1:99999", "a port is a whole number from 1 to 65535"),
+        ("http://127.0.0.1:0", "a port is a whole number from 1 to 65535"),
     ],
 )
 def test_a_url_that_names_no_server_is_refused_before_the_token_is_looked_for(

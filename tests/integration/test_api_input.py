@@ -957,8 +957,12 @@ def test_a_server_that_never_answers_keeps_the_client_one_timeout_not_four(metho
         (lambda bank: bank.deposit("Ann", 100, "x"), "check before repeating it"),
         (lambda bank: bank.set_limits("Ann", None, 500), "check before repeating it"),
         (lambda bank: bank.execute_many([Deposit("Ann", 1, "x", "d")]), "check before repeating"),
+        (
+            lambda bank: bank.open_account("Ann", 0, None, 0, "open-1"),
+            "retry with the same idempotency key",
+        ),
     ],
-    ids=["a key of the caller's", "no key", "limits", "a list without a key"],
+    ids=["a key of the caller's", "no key", "limits", "a list without a key", "a keyed opening"],
 )
 def test_a_lost_answer_says_to_retry_under_a_key_only_when_the_caller_has_it(
     call: Callable[[Any], object], advice: str

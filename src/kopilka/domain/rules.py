@@ -473,6 +473,8 @@ class _Planner:
         return self._snapshot(account)
 
     def _set_limits(self, command: SetLimits) -> Account:
+        if command.clear_max and command.max_balance_cents is not None:
+            raise cap_and_no_cap()
         validate_client(command.client)
         account = self._existing(command.ledger, command.client)
         if self._retried_claim() is not None:
@@ -623,6 +625,12 @@ def new_name_refusal(client: str) -> str | None:
     if blank is not None:
         return f"may not hold a character that shows nothing (U+{ord(blank.group()):04X})"
     return None
+
+
+def cap_and_no_cap() -> InvalidInput:
+    return InvalidInput(
+        "invalid_limit", "a cap and no cap at once: give a cap or clear it, not both"
+    )
 
 
 def validate_client(client: str) -> None:
