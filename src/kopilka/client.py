@@ -45,6 +45,7 @@ from kopilka.domain.model import (
     MoneyCommand,
     Operation,
     Outcome,
+    SetLimits,
     Transfer,
     Withdraw,
 )
@@ -52,10 +53,10 @@ from kopilka.domain.rules import (
     BATCH_REQUEST_OPERATIONS_MAX,
     CLIENT_NAME_LENGTH_MAX,
     DESCRIPTION_LENGTH_MAX,
-    cap_and_no_cap,
     too_many_operations,
     validate_client,
     validate_ledger_name,
+    validate_limits_change,
     validate_money_command,
 )
 from kopilka.domain.statement import Statement, StatementLine, build_statement
@@ -497,8 +498,8 @@ class Client:
         max_balance_cents: int | None = None,
         clear_max: bool = False,
     ) -> Account:
-        if clear_max and max_balance_cents is not None:
-            raise cap_and_no_cap()
+        path = _account_path(client)  # the name first, as the rules take it
+        validate_limits_change(SetLimits(client, min_balance_cents, max_balance_cents, clear_max))
         body: dict[str, Any] = {}
         if min_balance_cents is not None:
             body["min_balance"] = limit_text(min_balance_cents)
@@ -511,7 +512,7 @@ class Client:
         # a change made by someone else in between.
         return self._call(
             "PATCH",
-            _account_path(client),
+            path,
             self._account_reader(),
             json=body,
             idempotency_key=new_key(),

@@ -201,6 +201,7 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("a description far too long", lambda bank: bank.deposit("Ann", 1, "d" * 10**6, "l10")),
     ("an opening of a name far too long", lambda bank: bank.open_account("C" * 1000)),
     ("the statement of a name far too long", lambda bank: bank.statement("C" * 10**4, None, NOW)),
+    ("limits with nothing to change", lambda bank: bank.set_limits("Ann")),
     ("a name in NFD as long as it may be", lambda bank: bank.deposit("e\u0301" * 200, 1, "x").kind),
 ]
 
@@ -332,6 +333,10 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
     ):
         assert answer[name] == ("invalid_client", "client name is longer than 200 characters"), name
     assert answer["a description far too long"][0] == "invalid_description"
+    assert answer["limits with nothing to change"] == (
+        "invalid_limit",
+        "a change of limits needs a floor, a cap or both",
+    )
     assert answer["a name in NFD as long as it may be"] == "deposit"
 
 

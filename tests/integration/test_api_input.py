@@ -296,6 +296,33 @@ def test_a_null_floor_is_refused_not_read_as_unchanged(admin: httpx.Client) -> N
     assert (first.json()["min_balance"], first.json()["max_balance"]) == ("-5.00", "900.00")
 
 
+def test_a_change_of_limits_that_changes_nothing_is_refused_and_takes_no_key(
+    admin: httpx.Client,
+) -> None:
+    """As the shell refuses set_limits with neither bound: an empty PATCH is no change,
+    and the key it came with stays free for the change meant."""
+    before = state(admin)
+    key = {"Idempotency-Key": "limits-empty"}
+    message = refused(admin.patch("/v1/accounts/Ann", json={}, headers=key), 422, "invalid_limit")
+    assert message == "a change of limits needs a floor, a cap or both"
+    assert state(admin) == before
+    changed = admin.patch("/v1/accounts/Ann", json={"max_balance": "900000"}, headers=key)
+    assert changed.status_code == 200, changed.text
+    undone = admin.patch("/v1/accounts/Ann", json={"max_balance": None})
+    assert undone.status_code == 200, undone.text
+
+
+def test_a_floor_and_a_cap_are_named_in_their_refusals(admin: httpx.Client) -> None:
+    """In the words the shell uses for them, not as "limit"."""
+    for body, said in (
+        ({"client": "Cy", "min_balance": "1.005"}, "floor '1.005' has more than two decimals"),
+        ({"client": "Cy", "max_balance": "x"}, "cap 'x' is not a number like 100 or 1,000.25"),
+    ):
+        assert refused(admin.post("/v1/accounts", json=body), 422, "invalid_amount") == said
+    patched = admin.patch("/v1/accounts/Ann", json={"max_balance": "-1e3"})
+    assert refused(patched, 422, "invalid_amount").startswith("cap '-1e3' ")
+
+
 def test_huge_bodies_are_413(server: ServerProcess, admin: httpx.Client) -> None:
     before = state(admin)
     huge = b'{"from": "Ann", "to": "Bob", "amount": "1", "description": "' + b"x" * 200_000 + b'"}'

@@ -285,6 +285,12 @@ class Model:
         return "ok"
 
     def _limits(self, command: SetLimits) -> str:
+        if (command.min_balance_cents, command.max_balance_cents, command.clear_max) == (
+            None,
+            None,
+            False,
+        ):
+            return "invalid_limit"  # nothing to change
         account = self.accounts.get(command.client)
         if account is None:
             return "account_not_found"

@@ -359,8 +359,9 @@ class Call:
     async def open_account(self) -> Response:
         require_role(self.principal, self.ledger, "admin", "teller")
         request: OpenAccountIn = await self.decode(OpenAccountIn)
-        floor = parse_limit(request.min_balance)
-        cap = None if request.max_balance is None else parse_limit(request.max_balance)
+        # Named as the shell names them in its refusals.
+        floor = parse_limit(request.min_balance, "floor")
+        cap = None if request.max_balance is None else parse_limit(request.max_balance, "cap")
         # A negative one is the rules' to refuse, in the words the shell gets.
         opening = parse_cents(
             request.opening_balance, allow_negative=True, allow_zero=True, what="opening balance"
@@ -381,11 +382,11 @@ class Call:
         require_role(self.principal, self.ledger, "admin")
         request: SetLimitsIn = await self.decode(SetLimitsIn)
         given_floor = request.min_balance if isinstance(request.min_balance, str) else None
-        floor = None if given_floor is None else parse_limit(given_floor)
+        floor = None if given_floor is None else parse_limit(given_floor, "floor")
         clear_max = request.max_balance is None
         cap = None
         if isinstance(request.max_balance, str):
-            cap = parse_limit(request.max_balance)
+            cap = parse_limit(request.max_balance, "cap")
         route = f"PATCH /v1/accounts/{client_name(client)}\n".encode()
         account = await self.outcome(
             SetLimits(client, floor, cap, clear_max, self.ledger),

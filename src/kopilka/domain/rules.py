@@ -473,9 +473,8 @@ class _Planner:
         return self._snapshot(account)
 
     def _set_limits(self, command: SetLimits) -> Account:
-        if command.clear_max and command.max_balance_cents is not None:
-            raise cap_and_no_cap()
         validate_client(command.client)
+        validate_limits_change(command)
         account = self._existing(command.ledger, command.client)
         if self._retried_claim() is not None:
             # Applied when its key was claimed: setting the limits again could undo a
@@ -627,10 +626,15 @@ def new_name_refusal(client: str) -> str | None:
     return None
 
 
-def cap_and_no_cap() -> InvalidInput:
-    return InvalidInput(
-        "invalid_limit", "a cap and no cap at once: give a cap or clear it, not both"
-    )
+def validate_limits_change(command: SetLimits) -> None:
+    """A change that says what to change, once: refused before any key is taken for it."""
+    if command.clear_max and command.max_balance_cents is not None:
+        raise InvalidInput(
+            "invalid_limit", "a cap and no cap at once: give a cap or clear it, not both"
+        )
+    nothing = command.min_balance_cents is None and command.max_balance_cents is None
+    if nothing and not command.clear_max:
+        raise InvalidInput("invalid_limit", "a change of limits needs a floor, a cap or both")
 
 
 def validate_client(client: str) -> None:
