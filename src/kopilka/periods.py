@@ -55,7 +55,9 @@ def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> 
 def _written(text: str, zone: tzinfo | None) -> tuple[str, datetime]:
     """The text as read, and the moment it names as written (in `zone`, if it names
     none of its own), before it is placed on the UTC time line."""
-    candidate = text.strip()
+    # Spaces around are forgiven, as around an amount; a tab, a line end or a control
+    # character is no part of a date, and is refused as amounts and names refuse it.
+    candidate = text.strip(" ")
     if not candidate or len(candidate) > _TEXT_LENGTH_MAX:
         shown = without_secrets(text)[:_TEXT_LENGTH_MAX]  # a token pasted here, not shown in part
         raise InvalidInput("invalid_period", f"{shown!r} is not a date")

@@ -238,12 +238,18 @@ def test_an_offset_wins_over_the_local_zone(time_zone: None) -> None:
         # fromisoformat takes any one character before the time, and a fraction of a
         # minute as one of a second: neither is a shape ISO 8601 gives a moment.
         *("2024-01-31/18:30", "2024-01-31x18:30", "2024-01-31-05:00", "2024-01-31T18:30.5"),
+        # Only plain spaces around are forgiven, as around an amount.
+        *("2024-01-31\x1f", "\t2024-01-31", "2024-01-31\n", "2024-01-31\u3000", "2024-01-31\x85"),
     ],
 )
 def test_not_dates(text: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_moment(text, end_of_day=False)
     assert caught.value.code == "invalid_period"
+
+
+def test_spaces_around_a_date_are_forgiven(utc: None) -> None:
+    assert parse_moment("  2024-01-31 ", end_of_day=False) == datetime(2024, 1, 31, tzinfo=UTC)
 
 
 def test_an_overlong_text_is_refused_without_being_echoed_whole() -> None:
