@@ -64,6 +64,27 @@ def test_malformed_json_is_400(admin: httpx.Client) -> None:
     assert state(admin) == before
 
 
+@pytest.mark.parametrize(
+    "text",
+    [b"\\ud83d", b"A\\ud800", b"\\udc00x", b"\\ude00\\ud83d", b"\\uD83D\\u0041"],
+)
+def test_a_lone_surrogate_escape_is_named_not_called_truncated(
+    admin: httpx.Client, text: bytes
+) -> None:
+    """Half of a character escaped: the decoder's "truncated" or "unexpected end" would
+    send the caller looking for a cut-off body."""
+    before = state(admin)
+    body = b'{"client": "Ann", "amount": "1", "description": "%s"}' % text
+    message = refused(admin.post("/v1/deposits", content=body), 400, "malformed_json")
+    assert message == (
+        "the request body is not valid JSON: it has a \\u escape of half a character"
+        " (a lone surrogate), which is no text"
+    )
+    assert state(admin) == before
+    paired = b'{"client": "Ann", "amount": "1", "description": "\\ud83d\\ude00", "x": 1}'
+    assert "lone" not in refused(admin.post("/v1/deposits", content=paired), 422, "invalid_request")
+
+
 def test_every_bad_batch_item_says_which_it_is(admin: httpx.Client) -> None:
     """Items the schema lets through but the rules refuse (a name past its length, a
     control character, an amount in another form, a key too long) name their item too;

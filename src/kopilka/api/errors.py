@@ -24,6 +24,12 @@ from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.tokens import unknown_role, without_secrets
 
 _encoder = msgspec.json.Encoder()
+# A \u escape of a surrogate that is not half of a pair: JSON's grammar allows it, but it
+# stands for no character, and the decoder's own words for it mislead ("truncated").
+_LONE_SURROGATE = re.compile(
+    rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 
 
 class ApiError(KopilkaError):
@@ -125,6 +131,13 @@ def decode_error(
             refusal = _length_refusal(field, text)
             return refusal or InvalidInput(_FIELD_CODES[field], f"invalid request body: {error}")
         return InvalidInput("invalid_request", f"invalid request body: {error}")
+    if body is not None and _LONE_SURROGATE.search(body):
+        return ApiError(
+            400,
+            "malformed_json",
+            "the request body is not valid JSON: it has a \\u escape of half a character"
+            " (a lone surrogate), which is no text",
+        )
     return ApiError(400, "malformed_json", f"the request body is not valid JSON: {error}")
 
 
