@@ -639,6 +639,10 @@ def test_text_no_store_can_keep_is_refused_where_it_comes_in(
         refused(admin.get("/v1/accounts/%00"), 422, "invalid_client")
         refused(admin.get("/v1/accounts/%00/statement"), 422, "invalid_client")
         refused(admin.get("/v1/accounts?after=%00"), 422, "invalid_client")
+        # Given empty, as `since=` is refused: not read as left out.
+        for blank in ("", "%20"):
+            message = refused(admin.get(f"/v1/accounts?after={blank}"), 422, "invalid_client")
+            assert message == "client name is empty"
         refused(admin.delete("/v1/tokens/%00"), 404, "token_not_found")
         refused(admin.delete("/v1/sandboxes/sandbox-x%00"), 422, "invalid_ledger")
         made = admin.post("/v1/tokens", json={"role": "teller", "ledger": "\u0000"})

@@ -415,8 +415,8 @@ class Call:
         limit = int(text)
         if not 1 <= limit <= ACCOUNTS_PAGE_MAX:
             raise InvalidInput("invalid_limit", f"limit must be 1 to {ACCOUNTS_PAGE_MAX}")
-        after = query.get("after") or None
-        if after is not None:
+        after = query.get("after")
+        if after is not None:  # given empty, it is refused as an empty name, as ` ` is
             after = _path_client(after)
         # One more than the page: a last page that is full says so (no next_after), not
         # sends the caller for a page with nothing on it.
