@@ -61,7 +61,9 @@ _DELEGATED_GLOBALS = {
     "serve": ("db", "config"),
     "token": ("db", "url", "token", "config", "ledger"),
 }
-SHELL_USAGE = "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [PORT]"
+SHELL_USAGE = (
+    "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger NAME] [PORT]"
+)
 USAGE = f"""Usage:
   {SHELL_USAGE}
   kopilka COMMAND [OPTIONS]         run one command and exit (0 done, 1 refused,
@@ -94,7 +96,11 @@ def split_globals(arguments: list[str]) -> tuple[GlobalOptions, list[str]]:
         index += 1
         spelling, has_value, value = word.partition("=")
         name = spelling.removeprefix("--")
-        if spelling == "--sandbox" and not has_value:
+        if spelling == "--sandbox":
+            if has_value:  # `--sandbox=no` would read as yes
+                raise InvalidInput("invalid_option", "option --sandbox takes no value")
+            if options.sandbox:  # as every other option: given twice is refused
+                raise InvalidInput("repeated_option", "kopilka got --sandbox twice")
             options.sandbox = True
         elif spelling.startswith("--") and name in _GLOBAL_VALUES:
             if not has_value:

@@ -91,8 +91,10 @@ def test_grammar_errors_exit_one_without_a_traceback(kopilka: RunKopilka) -> Non
         ),
         ("shell", "extra"): (
             "Error: usage: kopilka shell [--db PATH|URL] [--sandbox] [--url URL] "
-            "[--token TOKEN] [PORT]\n"
+            "[--token TOKEN] [--ledger NAME] [PORT]\n"
         ),
+        ("shell", "--sandbox", "--sandbox"): "Error: kopilka got --sandbox twice\n",
+        ("shell", "--sandbox=no"): "Error: option --sandbox takes no value\n",
         ("accounts", "--db"): "Error: option --db needs a value\n",
     }
     for arguments, stderr in cases.items():
