@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import ServerProcess, running_server
@@ -158,6 +160,41 @@ def test_a_statement_up_to_now_holds_operations_stamped_past_the_clock(tmp_path:
     assert remote.returncode == 0, remote.stderr
     assert all(text in remote.stdout for text in ("first", "second", "third"))
     assert remote.stdout.rstrip().endswith("$5.00 |"), remote.stdout
+
+
+def test_a_head_of_a_statement_reads_no_more_than_its_status_needs(tmp_path: Path) -> None:
+    """A HEAD has no body to write, so a caller gone is never noticed: a long statement
+    read for it would keep the server busy for no one. Past the lines read ahead for its
+    status, nothing is read: a fault on a later page, which cuts a GET short (closing
+    its connection), leaves the HEAD's connection open for the next request."""
+    home = tmp_path / "home"
+    with running_server(home) as server, server.client() as admin:
+        items = [{"type": "deposit", "client": "Ann", "amount": "1", "open_account": True}]
+        answer = admin.post("/v1/batch", json={"operations": items * 2_500})
+        assert answer.status_code == 200, answer.text
+    with contextlib.closing(sqlite3.connect(home / "kopilka.db")) as db, db:
+        (last,) = db.execute("SELECT max(created_at) FROM entries").fetchone()
+        # The 1,500th entry (on the second page) moved after the last: out of time order.
+        db.execute("UPDATE entries SET created_at = ? WHERE balance_after = 150000", (last + 1,))
+    with running_server(home) as server:
+        head = (
+            f"HEAD /v1/accounts/Ann/statement HTTP/1.1\r\nHost: x\r\n"
+            f"Authorization: Bearer {server.token}\r\n\r\n"
+            "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+            connection.sendall(head.encode())
+            answered = b""
+            while answered.count(b"HTTP/1.1 ") < 2:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                answered += chunk
+        # The GET reads on to the fault, and is cut short there.
+        with server.client() as admin, pytest.raises(httpx.RemoteProtocolError):
+            admin.get("/v1/accounts/Ann/statement")
+    assert answered.startswith(b"HTTP/1.1 200 "), answered
+    assert answered.count(b"HTTP/1.1 200 ") == 2, answered  # the connection stayed open
 
 
 def test_a_statement_out_of_time_order_is_refused_in_one_line(tmp_path: Path) -> None:

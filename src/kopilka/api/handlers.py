@@ -457,11 +457,15 @@ class Call:
             ),
             engine.limits.statement_page_rows,
         )
+        media_type = "text/csv" if form == "csv" else "application/json"
+        if self.scope["method"] == "HEAD":
+            # The GET's status, from the lines read ahead; the rest no one receives, and
+            # nothing written would tell that the caller has gone: not read at all.
+            return StreamingResponse(iter(()), media_type=media_type)
         if form == "csv":
-            return StreamingResponse(csv_statement(lines), media_type="text/csv")
+            return StreamingResponse(csv_statement(lines), media_type=media_type)
         return StreamingResponse(
-            json_statement(lines, account, totals, since, header.till),
-            media_type="application/json",
+            json_statement(lines, account, totals, since, header.till), media_type=media_type
         )
 
     # -- batch ----------------------------------------------------------------
