@@ -6,8 +6,13 @@ statements of about 100 rows over random periods of that client's history, and
 reports the process's resident memory as the ledger grows: it must stay flat,
 since accounts are not all held in memory.
 
+With --long N, it instead gives one client a history of N lines and times reading
+its whole statement, page by page as the server streams it, in halves: the second
+half must take no longer than the first (each page seeks to where the last ended).
+
 Usage:
   python benchmarks/statement_bench.py --accounts 100000 --operations 1000000
+  python benchmarks/statement_bench.py --long 400000
 Prints one JSON line.
 """
 
@@ -81,8 +86,36 @@ async def time_statements(engine: Engine, samples: int) -> dict[str, object]:
     }
 
 
+async def time_a_long_statement(engine: Engine, lines: int, batch: int) -> dict[str, object]:
+    for start in range(0, lines, batch):
+        deposits = [
+            Deposit("long", 1, "d", f"long-{number}")
+            for number in range(start, min(start + batch, lines))
+        ]
+        await engine.submit_many(deposits)
+    header = await engine.statement_header("main", "long", None, None)
+    halves: list[float] = []
+    read = 0
+    began = time.perf_counter()
+    async for _ in engine.statement_lines(header, None):
+        read += 1
+        if read == lines // 2:
+            halves.append(time.perf_counter() - began)
+            began = time.perf_counter()
+    halves.append(time.perf_counter() - began)
+    return {
+        "long_statement_rows": read,
+        "first_half_seconds": round(halves[0], 2),
+        "second_half_seconds": round(halves[1], 2),
+    }
+
+
 async def main(args: argparse.Namespace) -> None:
     directory = Path(args.dir or tempfile.mkdtemp(prefix="kopilka-statement-"))
+    if args.long:
+        async with Engine(open_store(str(directory / "long.db"))) as engine:
+            print(json.dumps(await time_a_long_statement(engine, args.long, args.batch)))
+        return
     async with Engine(open_store(str(directory / "big.db"))) as engine:
         started = time.perf_counter()
         memory = await fill(engine, args.accounts, args.operations, args.batch)
@@ -105,5 +138,6 @@ if __name__ == "__main__":
     parser.add_argument("--operations", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=8_000)
     parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--long", type=int, default=0, help="lines of one long statement")
     parser.add_argument("--dir", help="directory for the database (default: a new temp dir)")
     asyncio.run(main(parser.parse_args()))

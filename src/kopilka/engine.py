@@ -479,4 +479,6 @@ class Engine:
                 yield line
             if len(page) < page_rows:
                 return
-            after = page[-1].entry_id
+            # The next page from the last line's place in (time, id) order: the index
+            # seeks there, where from `since` it would pass every page before again.
+            since, after = page[-1].created_at, page[-1].entry_id

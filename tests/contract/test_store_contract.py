@@ -477,23 +477,29 @@ async def test_lines_of_one_batch_keep_their_order(engine: Engine) -> None:
     assert [line.entry_id for line in lines] == sorted({line.entry_id for line in lines})
 
 
-async def test_statement_page_after_entry_id(engine: Engine) -> None:
+async def test_statement_page_after_a_place_in_time_and_id_order(engine: Engine) -> None:
+    """Each page from the last line's (time, id): a batch's lines share one time, so a
+    page may end inside it, and the next goes on from that line, not from its time."""
     await engine.submit_many([Deposit(JOHN, 100 + n, f"d{n}", f"k{n}") for n in range(5)])
     await engine.submit_many([Deposit(JOHN, 200 + n, f"e{n}", f"j{n}") for n in range(4)])
     account = await engine.get_account("main", JOHN)
     everything = await engine.store.statement_page(account.id, None, FAR_FUTURE, 0, 1_000)
     assert len(everything) == 9
     pages: list[list[StatementLine]] = []
-    after = 0
+    since, after = None, 0
     while True:
-        page = await engine.store.statement_page(account.id, None, FAR_FUTURE, after, 2)
+        page = await engine.store.statement_page(account.id, since, FAR_FUTURE, after, 2)
         if not page:
             break
         assert len(page) <= 2
         pages.append(page)
-        after = page[-1].entry_id
+        since, after = page[-1].created_at, page[-1].entry_id
     assert [line for page in pages for line in page] == everything
     assert len(pages) == 5
+    # From a time alone (no entry id), every line of that time is in.
+    second = everything[5].created_at
+    from_the_second = await engine.store.statement_page(account.id, second, FAR_FUTURE, 0, 100)
+    assert from_the_second == [line for line in everything if line.created_at >= second]
 
 
 async def test_engine_statement_reads_many_pages(backend: Backend) -> None:

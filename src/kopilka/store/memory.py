@@ -150,13 +150,12 @@ class MemoryStore:
     ) -> list[StatementLine]:
         lines = self._lines.get(account_id, [])
         keys = self._line_keys.get(account_id, [])
-        start = 0 if since is None else bisect.bisect_left(keys, (since, 0))
+        start = 0 if since is None else bisect.bisect_right(keys, (since, after_entry_id))
         page: list[StatementLine] = []
         for line in itertools.islice(lines, start, None):
             if line.created_at > till or len(page) == limit:
                 break
-            if line.entry_id > after_entry_id:
-                page.append(line)
+            page.append(line)
         return page
 
     async def drop_ledger(self, ledger: str) -> bool:

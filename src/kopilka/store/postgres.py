@@ -783,8 +783,8 @@ class PostgresStore:
                 " FROM entries e JOIN operations o ON o.id = e.operation_id"
                 " LEFT JOIN accounts d ON d.id = o.debit_account_id"
                 " LEFT JOIN accounts c ON c.id = o.credit_account_id"
-                " WHERE e.account_id = $1 AND e.created_at >= $2 AND e.created_at <= $3"
-                " AND e.id > $4 ORDER BY e.created_at, e.id LIMIT $5",
+                " WHERE e.account_id = $1 AND (e.created_at, e.id) > ($2, $4)"
+                " AND e.created_at <= $3 ORDER BY e.created_at, e.id LIMIT $5",
                 account_id,
                 _BEGINNING if since is None else since,
                 till,

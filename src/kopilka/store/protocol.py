@@ -66,7 +66,8 @@ class Store(Protocol):
         after_entry_id: int,
         limit: int,
     ) -> list[StatementLine]:
-        """Entries with since <= created_at <= till, in order, after entry `after_entry_id`."""
+        """Entries with created_at <= till, in (created_at, id) order, after the place
+        (since, after_entry_id) in it: with no entry id (0), from `since` on."""
 
     async def drop_ledger(self, ledger: str) -> bool:
         """Remove a ledger with all its accounts and history; a sandbox ledger
