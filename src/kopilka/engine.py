@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from kopilka.domain.model import Account, ClaimKey, Command, Outcome, client_name
-from kopilka.domain.rules import validate_client
+from kopilka.domain.rules import account_not_found, validate_client
 from kopilka.domain.statement import (
     Statement,
     StatementHeader,
@@ -28,7 +28,6 @@ from kopilka.errors import (
     Busy,
     InvalidInput,
     KopilkaError,
-    NotFound,
     RetryableStoreError,
     Unavailable,
     UnstorableInput,
@@ -399,7 +398,7 @@ class Engine:
         validate_client(client)  # a name no account may have is said to be one, as a server does
         account = await self.store.get_account(ledger, client)
         if account is None:
-            raise NotFound("account_not_found", f"no account for client {client!r}")
+            raise account_not_found(client)
         return account
 
     async def list_accounts(

@@ -27,6 +27,7 @@ from kopilka.domain.rules import (
     accounts_touched,
     operation_keys,
     plan_batch,
+    quoted_name,
 )
 from kopilka.errors import Conflict, InvalidInput, KopilkaError, NotFound, Rejected
 from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX
@@ -473,6 +474,26 @@ def test_account_exists(ledger: Ledger) -> None:
     assert codes(plan.outcomes) == ["ok", "account_exists", "account_exists"]
     assert isinstance(plan.outcomes[1], Conflict)
     assert len(plan.new_accounts) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("x\\y", "'x\\y'"),  # as typed, the backslash not doubled
+        ("It's", '"It\'s"'),
+        ('"It\'s"', "'\"It\\'s\"'"),  # both quotes: escaped, as Python writes it
+    ],
+)
+def test_names_in_refusals_are_shown_as_written(ledger: Ledger, name: str, shown: str) -> None:
+    _, exists = ledger.plan(OpenAccount(name), OpenAccount(name)).outcomes
+    (missing,) = ledger.plan(withdraw(name + "!", 1, "k")).outcomes
+    assert isinstance(exists, Conflict) and isinstance(missing, NotFound)
+    assert exists.message == f"client {shown} already has an account"
+    assert missing.message == f"no account for client {shown[:-1]}!{shown[-1]}"
+
+
+def test_a_name_that_is_not_printable_is_shown_escaped() -> None:
+    assert quoted_name("a\x1b[2Jb") == "'a\\x1b[2Jb'"
 
 
 def test_open_account_with_limits(ledger: Ledger) -> None:

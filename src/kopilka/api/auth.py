@@ -16,7 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kopilka.domain.model import SANDBOX_PREFIX, client_name
-from kopilka.domain.rules import new_name_refusal, validate_chosen_ledger, validate_client
+from kopilka.domain.rules import (
+    new_name_refusal,
+    quoted_name,
+    validate_chosen_ledger,
+    validate_client,
+)
 from kopilka.errors import Forbidden, InvalidInput, Unauthorized
 from kopilka.store.protocol import Store
 from kopilka.tokens import (
@@ -193,7 +198,8 @@ async def make_token(
         if refusal is not None and await store.get_account(record.ledger, record.client) is None:
             raise InvalidInput(
                 "invalid_client",
-                f"no account has the name {record.client!r}, and none may be opened under it:"
+                f"no account has the name {quoted_name(record.client)}, and none may be opened"
+                " under it:"
                 f" a client's name {refusal}",
             )
     await store.put_token(record)

@@ -350,7 +350,7 @@ class _Planner:
         account = self.accounts.get((command.ledger, command.client))
         if account is None:
             if not command.open_account:
-                raise _not_found(command.client)
+                raise account_not_found(command.client)
             account = self._new_account(command.ledger, command.client, 0, None)
         _check_credit(account, command.amount_cents, "deposit")
         return self._record(command, "deposit", None, account)
@@ -449,7 +449,9 @@ class _Planner:
             raise RetryableStoreError("the account was opened by another batch meanwhile")
         # A repeated add-user finds its account made: that, not the key, is the answer.
         if existing is not None:
-            raise Conflict("account_exists", f"client {command.client!r} already has an account")
+            raise Conflict(
+                "account_exists", f"client {quoted_name(command.client)} already has an account"
+            )
         if deposit is not None and (command.ledger, command.opening_key) in self.known_operations:
             raise _key_reused(command.opening_key)
         if floor > opening:
@@ -523,7 +525,9 @@ class _Planner:
     def _new_account(self, ledger: str, client: str, floor: int, cap: int | None) -> Account:
         refusal = new_name_refusal(client)
         if refusal is not None:
-            raise InvalidInput("invalid_client", f"a new client's name {refusal}: {client!r}")
+            raise InvalidInput(
+                "invalid_client", f"a new client's name {refusal}: {quoted_name(client)}"
+            )
         account = Account(ledger, client, 0, floor, cap, self.now)
         self.accounts[(ledger, client)] = account
         self.plan.new_accounts.append(account)
@@ -532,7 +536,7 @@ class _Planner:
     def _existing(self, ledger: str, client: str) -> Account:
         account = self.accounts.get((ledger, client))
         if account is None:
-            raise _not_found(client)
+            raise account_not_found(client)
         return account
 
     def _touch(self, account: Account) -> None:
@@ -828,5 +832,16 @@ def _sides(command: MoneyCommand) -> tuple[str | None, str | None]:
     return command.client, None
 
 
-def _not_found(client: str) -> NotFound:
-    return NotFound("account_not_found", f"no account for client {client!r}")
+def account_not_found(client: str) -> NotFound:
+    return NotFound("account_not_found", f"no account for client {quoted_name(client)}")
+
+
+def quoted_name(name: str) -> str:
+    """A name in quotes, as written: repr() would double a backslash in it, and escape a
+    quote, so `x\\y` read as `'x\\\\y'`. One that is not printable (a lookup of a name no
+    account may have) is shown escaped, so nothing of it acts on a terminal."""
+    if not name.isprintable():
+        return repr(name)
+    if "'" not in name:
+        return f"'{name}'"
+    return f'"{name}"' if '"' not in name else repr(name)
