@@ -1,19 +1,25 @@
 """A database file removed or replaced under a running store: its writes are refused.
 
 SQLite would go on committing into the file it opened, which no path names any more,
-and every operation acknowledged so would be lost as the process ends.
+and every operation acknowledged so would be lost as the process ends. And files the
+store may not write, or that are no database at all.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import pytest
+from tests.e2e.conftest import RUN_TIMEOUT_SECONDS, kopilka_command, kopilka_env, run_kopilka
 
+from kopilka.bank import EmbeddedBank
 from kopilka.domain.model import Deposit, Operation
-from kopilka.errors import Unavailable
+from kopilka.errors import KopilkaError, Unavailable
 from kopilka.store.sqlite import SqliteStore
 
 
@@ -53,3 +59,111 @@ async def test_writes_to_a_database_file_gone_are_refused(
         assert len(told) == 1 and "was removed or replaced while in use" in told[0]
     finally:
         await store.close()
+
+
+# -- files kopilka may not write, and files that are no database -------------------------
+
+# Root ignores file modes: run the command without its power over them (CI runs as root).
+WITHOUT_ROOTS_FILE_POWERS = (
+    "setpriv",
+    "--inh-caps=-all",
+    "--bounding-set=-dac_override,-dac_read_search,-fowner",
+)
+
+
+def _modes_enforced(tmp_path: Path) -> tuple[str, ...]:
+    """The prefix that runs a command with file modes enforced on it: none for a user,
+    setpriv for root (skipped where neither does)."""
+    if os.geteuid() != 0:
+        return ()
+    if shutil.which("setpriv") is None:
+        pytest.skip("root ignores file modes, and setpriv is not here to drop that")
+    probe = tmp_path / "probe"
+    probe.write_text("")
+    probe.chmod(0o400)
+    runs = subprocess.run([*WITHOUT_ROOTS_FILE_POWERS, "true"], check=False)
+    writes = subprocess.run(
+        [*WITHOUT_ROOTS_FILE_POWERS, "sh", "-c", f"cat /dev/null > '{probe}'"],
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    if runs.returncode != 0 or writes.returncode == 0:
+        pytest.skip("root's power over file modes cannot be dropped here")
+    probe.unlink()
+    return WITHOUT_ROOTS_FILE_POWERS
+
+
+def _kopilka(prefix: tuple[str, ...], home: Path, *arguments: str) -> CompletedProcess[str]:
+    return subprocess.run(
+        [*prefix, *kopilka_command(), *arguments],
+        capture_output=True,
+        text=True,
+        env=kopilka_env(home),
+        cwd=home.parent,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+def test_a_ledger_read_while_read_only_takes_writes_again_once_writable(tmp_path: Path) -> None:
+    """A read of a read-only ledger leaves its -wal and -shm read-only (SQLite gives them
+    the database file's mode): made writable again, every write failed for good."""
+    enforced = _modes_enforced(tmp_path)
+    home = tmp_path / "home"
+    database = home / "kopilka.db"
+    deposit = ("deposit", "--client=Ann", "--amount=5", "--description=x")
+    assert _kopilka(enforced, home, *deposit).returncode == 0
+    database.chmod(0o400)
+    read = _kopilka(enforced, home, "balance", "--client=Ann")
+    assert (read.returncode, read.stdout) == (0, "Balance of Ann: $5.00\n"), read.stderr
+    journal = [Path(f"{database}-wal"), Path(f"{database}-shm")]
+    assert [name.stat().st_mode & 0o777 for name in journal] == [0o400, 0o400]
+    database.chmod(0o600)
+    written = _kopilka(enforced, home, *deposit)
+    assert (written.returncode, written.stderr) == (0, "")
+    read = _kopilka(enforced, home, "balance", "--client=Ann")
+    assert read.stdout == "Balance of Ann: $10.00\n", read.stderr
+
+
+def test_a_write_to_a_read_only_ledger_names_the_file_and_no_retry(tmp_path: Path) -> None:
+    """ "try again" never helps a read-only file: the caller is told which one it is."""
+    enforced = _modes_enforced(tmp_path)
+    home = tmp_path / "home"
+    deposit = ("deposit", "--client=Ann", "--amount=5", "--description=x")
+    assert _kopilka(enforced, home, *deposit).returncode == 0
+    (home / "kopilka.db").chmod(0o400)
+    refused = _kopilka(enforced, home, *deposit, "--idempotency-key=k-read-only")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr.startswith(
+        "Error: the database failed (attempt to write a readonly database: the database"
+        " file, its -wal file and its -shm file are read-only); nothing was applied"
+    ), refused.stderr
+    assert "try again" not in refused.stderr
+
+
+def test_a_path_that_is_no_regular_file_is_refused_in_one_line_with_nothing_beside_it(
+    tmp_path: Path,
+) -> None:
+    refusal = "cannot open the database /dev/null: it is not a regular file"
+    with pytest.raises(KopilkaError) as refused:
+        EmbeddedBank("/dev/null")
+    assert (refused.value.code, refused.value.message) == ("store_unavailable", refusal)
+    deposit = ("deposit", "--client=Ann", "--amount=5", "--description=x")
+    result = run_kopilka(tmp_path / "home", *deposit, "--db", "/dev/null")
+    assert (result.returncode, result.stderr) == (1, f"Error: {refusal}\n")
+    # A pipe, which a read would wait on for good: nothing of kopilka's is put beside it.
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for command in (deposit, ("balance", "--client=Ann")):
+        result = run_kopilka(tmp_path / "home", *command, "--db", str(pipe))
+        assert result.returncode == 1, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("pipe")) == ["pipe"]
+    # A file of something else is said so, and nothing put beside it either.
+    text = tmp_path / "notes.txt"
+    text.write_text("not a ledger\n" * 100)
+    result = run_kopilka(tmp_path / "home", *deposit, "--db", str(text))
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"Error: cannot open the database {text}: file is not a database\n",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("notes")) == ["notes.txt"]

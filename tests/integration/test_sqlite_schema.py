@@ -27,8 +27,8 @@ from kopilka.engine import Engine
 from kopilka.errors import Unavailable
 from kopilka.store import open_store
 from kopilka.store.sqlite import SqliteStore, connect
-from kopilka.store.sqlite_migrate import migrate
-from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate
+from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, tables_at
 
 OPERATION = (
     "INSERT INTO operations (ledger, idempotency_key, kind, amount, debit_account_id,"
@@ -539,3 +539,117 @@ async def test_every_connection_commits_durably(tmp_path: Path) -> None:
         for connection in (store._db, store._read_db, connect(store.path)):
             assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
             assert connection.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+
+
+# -- a schema version below zero, a table gone ------------------------------------------
+
+
+def test_another_programs_file_with_a_negative_schema_version_is_refused_untouched(
+    tmp_path: Path,
+) -> None:
+    """A version below zero is no kopilka's either: the migrations would have run from
+    the end of their list (MIGRATIONS[-1]) on a file without kopilka's tables."""
+    path = tmp_path / "app.db"
+    with closing(sqlite3.connect(path)) as other:
+        other.executescript("CREATE TABLE notes (body TEXT); PRAGMA user_version = -5;")
+    refusal = (
+        f"the database at {path} has tables that kopilka did not create (notes);"
+        " use an empty database"
+    )
+    for command in (("init",), ("add-user", "-n", "Ann", "--max", "none")):
+        result = run_kopilka(tmp_path / "home", *command, "--db", str(path))
+        assert (result.returncode, result.stderr) == (1, f"Error: {refusal}\n"), command
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app")) == ["app.db"]
+    with closing(sqlite3.connect(path)) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert other.execute("PRAGMA user_version").fetchone()[0] == -5
+
+
+def test_a_ledger_with_a_negative_schema_version_is_refused_not_migrated(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    database = home / "kopilka.db"
+    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
+    assert opened.returncode == 0, opened.stderr
+    with closing(sqlite3.connect(database)) as raw:
+        raw.execute("PRAGMA user_version = -3")
+    refusal = (
+        f"the database at {database} has schema version -3, which no kopilka sets;"
+        " restore it from a backup"
+    )
+    for command in (
+        ("init",),
+        ("deposit", "--client=Ann", "--amount=1", "--description=x"),
+        ("balance", "--client=Ann"),
+    ):
+        result = run_kopilka(home, *command)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", f"Error: {refusal}\n")
+    # The migration alone refuses it too (another process may have set it meanwhile).
+    with closing(connect(str(database))) as connection:
+        with pytest.raises(Unavailable) as refused:
+            migrate(connection)
+        assert (refused.value.code, refused.value.message) == ("unknown_schema", refusal)
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == -3
+        assert connection.execute("SELECT count(*) FROM operations").fetchone()[0] == 1
+
+
+def test_the_tables_of_each_schema_version_are_those_its_migrations_leave(
+    tmp_path: Path,
+) -> None:
+    """tables_at reads the migrations' text: pinned against what they really make."""
+    connection = connect(str(tmp_path / "versions.db"))
+    connection.create_function("nfc", 1, lambda name: name)  # migration 6's: no rows here
+    for number, migration in enumerate(MIGRATIONS, start=1):
+        connection.executescript(f"{migration}; PRAGMA user_version = {number}")
+        made = {row[0] for row in connection.execute(OBJECTS_FOUND)}
+        assert tables_at(number) == made, number
+    assert "balances" in tables_at(SCHEMA_VERSION)
+
+
+@pytest.mark.parametrize("table", sorted(tables_at(SCHEMA_VERSION)))
+def test_a_ledger_missing_any_of_its_tables_is_said_damaged_by_every_command(
+    tmp_path: Path, table: str
+) -> None:
+    """Not "Schema is up to date", then every write failing with "no such table"."""
+    home = tmp_path / "home"
+    database = home / "kopilka.db"
+    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
+    assert opened.returncode == 0, opened.stderr
+    with closing(sqlite3.connect(database)) as raw:
+        raw.execute(f"DROP TABLE {table}")
+        raw.commit()
+    refusal = (
+        f"Error: the kopilka ledger in {database} is damaged: its table {table} is missing;"
+        " restore it from a backup\n"
+    )
+    for command in (("init",), ("deposit", "--client=Ann", "--amount=1", "--description=x")):
+        result = run_kopilka(home, *command)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", refusal), command
+
+
+async def test_tables_missing_are_named_in_a_sentence_and_an_old_ledger_too(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "two.db"
+    async with Engine(open_store(str(path))) as engine:
+        await engine.execute(Deposit("Ann", 500, "pay", "k1"))
+    with closing(sqlite3.connect(path)) as raw:
+        raw.executescript("DROP TABLE operations; DROP TABLE entries;")
+    with pytest.raises(Unavailable) as refused:
+        await SqliteStore(path).open()
+    assert (refused.value.code, refused.value.message) == (
+        "broken_schema",
+        f"the kopilka ledger in {path} is damaged: its tables entries and operations are"
+        " missing; restore it from a backup",
+    )
+    # A ledger of schema 3 without its sandboxes is not upgraded as if whole.
+    old = tmp_path / "three.db"
+    with closing(connect(str(old))) as connection:
+        for number, migration in enumerate(MIGRATIONS[:3], start=1):
+            connection.executescript(f"{migration}; PRAGMA user_version = {number}")
+        connection.execute("DROP TABLE sandboxes")
+    with pytest.raises(Unavailable) as refused:
+        await SqliteStore(old).open()
+    assert refused.value.code == "broken_schema"
+    assert "its table sandboxes is missing" in refused.value.message
+    with closing(sqlite3.connect(old)) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 3

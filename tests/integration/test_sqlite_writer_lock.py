@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ import pytest
 from kopilka.api.auth import new_token_record
 from kopilka.domain.model import Deposit, Operation
 from kopilka.errors import Unavailable
+from kopilka.store import sqlite as sqlite_store
 from kopilka.store.sqlite import SqliteStore, connect
 from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX, WriterLock
 
@@ -197,3 +199,63 @@ async def test_a_process_killed_while_writing_holds_nobody_up(path: str) -> None
         await store.close()
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_long_wait_costs_next_to_no_cpu(path: str, other_process: WriterLock) -> None:
+    """Tried every half millisecond, a second's wait took ~50 ms of CPU: a hundred one-shot
+    commands waiting at once took every core from the very process holding the lock."""
+    waiter = WriterLock(path)
+    try:
+        assert other_process.try_acquire()
+        started = time.process_time()
+        assert not waiter.acquire(timeout_seconds=1.0)
+        assert time.process_time() - started < 0.02
+    finally:
+        waiter.close()
+
+
+def test_a_wait_in_the_kernel_stops_when_asked_and_leaves_nothing_held(
+    path: str, other_process: WriterLock
+) -> None:
+    waiter = WriterLock(path)
+    stop = threading.Event()
+    try:
+        assert other_process.try_acquire()
+        threading.Timer(0.3, stop.set).start()
+        started = time.perf_counter()
+        assert not waiter.acquire(timeout_seconds=10, stop=stop)
+        assert 0.3 <= time.perf_counter() - started < 0.45  # promptly
+        other_process.release()
+        # The wait given up lets go of the lock as soon as it gets it.
+        deadline = time.monotonic() + 2
+        while not other_process.try_acquire():
+            assert time.monotonic() < deadline, "a wait given up kept the lock"
+            time.sleep(0.001)
+        # A new wait takes the lock as it is let go, and lets go of it in turn.
+        threading.Timer(0.1, other_process.release).start()
+        assert waiter.acquire(timeout_seconds=5)
+        assert not other_process.try_acquire()
+        waiter.release()
+        assert other_process.try_acquire()
+        other_process.release()
+    finally:
+        waiter.close()
+
+
+async def test_a_write_that_waited_its_time_behind_other_writers_says_so(
+    path: str, store: SqliteStore, other_process: WriterLock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "another program has held its write lock": other kopilka processes take it in
+    turn (a crowd of one-shot commands), and this one waited too long for its turn."""
+    monkeypatch.setattr(sqlite_store, "_BUSY_TIMEOUT_MS", 300)
+    assert other_process.try_acquire()
+    with pytest.raises(Unavailable) as refused:
+        await store.drop_ledger("main")  # a write on the writer thread, as a crowd's would
+    assert (refused.value.code, refused.value.message) == (
+        "store_busy",
+        "the database is busy: this write waited over 0.3 s for its turn behind other"
+        " writers; nothing was changed",
+    )
+    other_process.release()
+    (outcome,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
+    assert isinstance(outcome, Operation)

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -62,8 +63,8 @@ from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_files import OpenedFiles
 from kopilka.store.sqlite_lock import WriterLock
-from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate
-from kopilka.store.sqlite_schema import SCHEMA_VERSION
+from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate, unknown_version
+from kopilka.store.sqlite_schema import SCHEMA_VERSION, tables_at
 from kopilka.tokens import TokenRecord
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,37 @@ def _make_private(path: str) -> None:
                 os.chmod(name, mode & 0o700)
 
 
+def _journal_writable_as_the_database(path: str) -> None:
+    """The -wal and -shm writable by their owner again once the database file is: a read
+    of a read-only database leaves them behind with its mode (SQLite copies it), and
+    then every write would fail on them, the database itself writable again. (A file
+    of another user's cannot be changed, and is left as it is.)"""
+    with contextlib.suppress(OSError):
+        if not os.stat(path).st_mode & stat.S_IWUSR:
+            return  # read-only on purpose: a write says so (_read_only_files)
+    for name in (f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(OSError):
+            mode = os.stat(name).st_mode
+            if not mode & stat.S_IWUSR:
+                os.chmod(name, stat.S_IMODE(mode) | stat.S_IRUSR | stat.S_IWUSR)
+
+
+def _read_only_files(path: str) -> list[str]:
+    """Which of the database's files this process may not write, as the caller may be
+    told (no path: the server's files are its own)."""
+    files = (
+        (path, "the database file"),
+        (f"{path}-wal", "its -wal file"),
+        (f"{path}-shm", "its -shm file"),
+    )
+    return [said for name, said in files if os.path.exists(name) and not os.access(name, os.W_OK)]
+
+
+def _listed(names: Sequence[str]) -> str:
+    """Names in a sentence: a; a and b; a, b and c."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 class SqliteStore:
     concurrent_batches_max = 1
 
@@ -227,6 +259,8 @@ class SqliteStore:
                 f"cannot open the database {self.path}: there is no directory {directory}"
                 " (check --db or KOPILKA_DB, or create it first)",
             )
+        if self.path != ":memory:":
+            _journal_writable_as_the_database(self.path)
         try:
             self._writer_lock = WriterLock(self.path)
         except OSError as error:  # a file where the directory should be, no permission
@@ -249,6 +283,8 @@ class SqliteStore:
         an empty one, is refused before anything of kopilka's is put in it."""
         if Path(self.path).is_dir():
             raise self._a_directory()
+        if Path(self.path).exists() and not Path(self.path).is_file():
+            raise no_ledger(self.path)  # /dev/null; a pipe would hold the read up for good
         try:
             version, names = self._look_inside()
         except sqlite3.Error as error:  # not a database: said now, nothing put beside it
@@ -258,23 +294,34 @@ class SqliteStore:
         # Another program may well set a user_version of its own: the tables decide.
         if version == 0 or _LEDGER_TABLES.isdisjoint(names):
             raise no_ledger(self.path)
-        self._refuse_a_damaged_ledger(names)
+        if version < 0:
+            raise unknown_version(self.path, version)
+        self._refuse_a_damaged_ledger(version, names)
 
     def _refuse_another_programs_file(self) -> None:
-        """A file with tables and no schema of kopilka's is another program's: refused
-        before anything of kopilka's (a lock file, the WAL journal mode) touches it."""
-        if not Path(self.path).is_file():
+        """A file with tables and no schema of kopilka's is another program's, and one that
+        is no database at all is no ledger: refused before anything of kopilka's (a lock
+        file, the WAL journal mode) touches it."""
+        path = Path(self.path)
+        if not path.exists() or path.is_dir():  # a new ledger; a directory is said later
             return
+        if not path.is_file():  # /dev/null, a pipe: SQLite would put a journal beside it
+            raise Unavailable(
+                "store_unavailable",
+                f"cannot open the database {self.path}: it is not a regular file",
+            )
         try:
             version, names = self._look_inside()
-        except sqlite3.Error:  # not a database at all: opening it says so in one line
-            return
+        except sqlite3.Error as error:
+            if _not_a_database(error):
+                raise self._cannot_open(error) from error
+            return  # busy, say: opening it waits, or says why in one line
         if _newer_kopilkas(version, names):
             raise newer_schema(version, SCHEMA_VERSION)
         # Tables or views and no schema version, or a version (another program may set
-        # one of its own) and none of kopilka's first tables, which every version of its
-        # schema has.
-        if (version == 0 and names) or (version > 0 and _LEDGER_TABLES.isdisjoint(names)):
+        # one of its own, negative too) and none of kopilka's first tables, which every
+        # version of its schema has.
+        if (version == 0 and names) or (version != 0 and _LEDGER_TABLES.isdisjoint(names)):
             if not names:
                 raise Unavailable(
                     "foreign_tables",
@@ -282,8 +329,10 @@ class SqliteStore:
                     f" ({version}) and no tables; use an empty database",
                 )
             refuse_foreign_tables(self.path, tuple(names), names)
+        if version < 0:  # kopilka's tables, and a version no kopilka sets
+            raise unknown_version(self.path, version)
         if version > 0:
-            self._refuse_a_damaged_ledger(names)
+            self._refuse_a_damaged_ledger(version, names)
 
     def _look_inside(self) -> tuple[int, list[str]]:
         """The file's user_version and the names of its tables and views, read only."""
@@ -293,13 +342,17 @@ class SqliteStore:
             names = [row[0] for row in connection.execute(OBJECTS_FOUND)]
         return int(version), names
 
-    def _refuse_a_damaged_ledger(self, names: list[str]) -> None:
-        missing = sorted(_LEDGER_TABLES.difference(names))
+    def _refuse_a_damaged_ledger(self, version: int, names: list[str]) -> None:
+        """Every table of the ledger's schema version there (a newer one's is refused
+        before): one dropped by hand would pass for up to date and fail every write."""
+        missing = sorted(tables_at(version).difference(names))
         if missing:
+            tables = "table" if len(missing) == 1 else "tables"
+            verb = "is" if len(missing) == 1 else "are"
             raise Unavailable(
                 "broken_schema",
-                f"the kopilka ledger in {self.path} is damaged: its table"
-                f" {', '.join(missing)} is missing; restore it from a backup",
+                f"the kopilka ledger in {self.path} is damaged: its {tables}"
+                f" {_listed(missing)} {verb} missing; restore it from a backup",
             )
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -478,17 +531,18 @@ class SqliteStore:
         """On the writer thread: wait for the other processes' batches, then BEGIN.
 
         A batch that waited the whole busy timeout for the write lock is not tried again:
-        another program holds it (a transaction left open, a frozen process), each try
-        would wait as long, and eight tries kept a caller over a minute, past its
-        client's timeout, to be applied after that had given up. It is refused at once,
-        nothing applied, as PostgreSQL refuses one past its lock_timeout. It waits here,
+        other writers kept it (a queue of other processes' batches, or another program's
+        transaction left open, a frozen process), each try would wait as long, and eight
+        tries kept a caller over a minute, past its client's timeout, to be applied after
+        that had given up. It is refused at once, nothing applied, as PostgreSQL refuses
+        one past its lock_timeout. It waits here,
         not in SQLite's busy handler, which nothing stops: a batch its caller gave up on
         (Ctrl-C, `stop_waiting`) stops waiting, nothing applied."""
         deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
         if not self._lock.acquire(_BUSY_TIMEOUT_MS / 1000, stop=self._stop_waiting):
             if self._stop_waiting.is_set():
                 raise _interrupted()
-            raise self._held_too_long()
+            raise self._waited_too_long()
         db = self._db
         try:
             db.execute("PRAGMA busy_timeout = 0")
@@ -513,7 +567,25 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
 
+    def _waited_too_long(self) -> Unavailable:
+        """The lock file's wait timed out: other writers of kopilka's had it in turn all
+        that time (one-shot commands, other workers), or one held it (a frozen process),
+        not necessarily another program."""
+        seconds = f"{_BUSY_TIMEOUT_MS / 1000:g}"
+        logger.warning(
+            "the database %s: a write waited over %s s for its turn at the write lock",
+            self.path,
+            seconds,
+        )
+        return Unavailable(
+            "store_busy",
+            f"the database is busy: this write waited over {seconds} s for its turn behind"
+            " other writers; nothing was changed",
+        )
+
     def _held_too_long(self) -> Unavailable:
+        """With the lock file taken, SQLite's own lock stayed busy: a program that does
+        not take the lock file (another program, a transaction left open) holds it."""
         seconds = f"{_BUSY_TIMEOUT_MS / 1000:g}"
         logger.warning(
             "the database %s: its write lock has been held for over %s s", self.path, seconds
@@ -559,7 +631,9 @@ class SqliteStore:
 
     def _cannot_open(self, error: Exception) -> Unavailable:
         reason = str(error)
-        if isinstance(error, sqlite3.Error) and _disk_full(self.path):
+        if isinstance(error, sqlite3.Error) and _is_read_only(error):
+            reason = self._read_only_reason(error)
+        elif isinstance(error, sqlite3.Error) and _disk_full(self.path):
             # SQLite cannot make the shared-memory file a WAL database is read through, and
             # says "disk I/O error", which sends one looking for a failing disk.
             reason = f"{reason}: the disk it is on is full"
@@ -571,13 +645,24 @@ class SqliteStore:
         disk, a damaged file, a read-only one), or a server would fail in silence. A
         write is told nothing of it was applied; a read, which applies nothing, is not."""
         reason = str(error)
+        advice = [] if reading else ["nothing was applied"]
+        if _is_read_only(error):  # so until someone changes a file's mode: no "try again"
+            reason = self._read_only_reason(error)
+        else:
+            advice.append("try again")
         if reason != self._failing:
             self._failing = reason
             logger.warning("the database %s failed: %s", self.path, reason)
-        settled = "" if reading else " nothing was applied,"
-        return Unavailable(
-            "store_unavailable", f"the database failed ({reason});{settled} try again"
-        )
+        ending = f"; {', '.join(advice)}" if advice else ""
+        return Unavailable("store_unavailable", f"the database failed ({reason}){ending}")
+
+    def _read_only_reason(self, error: sqlite3.Error) -> str:
+        """SQLite's "attempt to write a readonly database", with the file to blame."""
+        read_only = _read_only_files(self.path)
+        if not read_only:
+            return str(error)
+        verb = "is" if len(read_only) == 1 else "are"
+        return f"{error}: {_listed(read_only)} {verb} read-only"
 
     def _file_gone(self, path: str) -> Unavailable:
         """For the caller, without the path; for the operator's log, with it, once."""
@@ -1106,6 +1191,17 @@ def _disk_full(path: str) -> bool:
         return shutil.disk_usage(Path(path).resolve().parent).free < _DISK_ROOM_MIN_BYTES
     except OSError:
         return False
+
+
+def _is_read_only(error: sqlite3.Error) -> bool:
+    """SQLITE_READONLY (any extended code of it): a file this process may not write."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
+
+
+def _not_a_database(error: sqlite3.Error) -> bool:
+    """SQLITE_NOTADB: a file of something else (text, an image), no database at all."""
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB
 
 
 def _is_busy(error: sqlite3.Error) -> bool:

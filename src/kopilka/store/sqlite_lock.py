@@ -5,13 +5,22 @@ backs off: its busy handler sleeps 1, 2, 5, 10 ... up to 100 ms between tries,
 so with two busy processes (`--workers 2`, or a one-shot command beside a
 server) a batch could wait a hundred milliseconds after the lock was free, while
 the other process took it again and again. A process waiting for this lock
-instead tries it every half millisecond (a system call each; the kernel offers
-no wait with a time limit), up to the same 10 s SQLite would wait. It orders
-kopilka's writers only: SQLite's own lock still guards the data, so a program
-that does not know this file stays correct, it merely backs off.
+instead tries it every half millisecond for the first few milliseconds (another
+server's batch is about that long), then blocks in the kernel, which wakes it as
+the lock is let go, up to the same 10 s SQLite would wait. Tried every half
+millisecond throughout, a hundred one-shot commands waiting at once took a core of
+CPU between them, from the very process holding the lock. It orders kopilka's
+writers only: SQLite's own lock still guards the data, so a program that does not
+know this file stays correct, it merely backs off.
 
 The lock is taken before BEGIN IMMEDIATE and released after COMMIT or ROLLBACK.
 The kernel drops it when a process dies, so a killed server cannot hold it.
+
+The kernel's wait has no time limit and nothing interrupts it, so it is a thread's
+of its own, on a descriptor of its own (`_Waiter`): the writer waits for that thread
+up to its time, and a wait given up (the time is over, or the caller stopped
+waiting) leaves it to let go of the lock as soon as it gets it. A lock that waits
+again takes that thread over, so there is at most one per lock.
 """
 
 from __future__ import annotations
@@ -26,13 +35,69 @@ if sys.platform != "win32":
 
 LOCK_FILE_SUFFIX = "-writer.lock"
 _POLL_SECONDS = 0.0005
+# Tried every _POLL_SECONDS this long, then waited for in the kernel.
+_POLL_FIRST_SECONDS = 0.005
+# How often a writer waiting in the kernel looks whether its caller stopped waiting:
+# soon enough after Ctrl-C, and rare enough that a hundred waiting processes cost nothing.
+_STOP_CHECK_SECONDS = 0.05
+
+
+class _Waiter:
+    """A thread blocked in the kernel for the lock, on a descriptor of its own: held
+    through that descriptor once `taken` is set, let go by closing it."""
+
+    def __init__(self, lock_path: str) -> None:
+        self.fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.taken = threading.Event()
+        self._state = threading.Lock()
+        self._given_up = False
+        self._ended = False  # took the lock after it was given up, and let go of it
+        # A daemon: one still blocked as the program ends (another program holds the
+        # lock) must not keep it from ending.
+        threading.Thread(target=self._wait, name="kopilka-writer-lock", daemon=True).start()
+
+    def _wait(self) -> None:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError:  # none expected (no lock records left): the writer's wait times out
+            with self._state:
+                os.close(self.fd)
+                self._ended = True
+            raise
+        with self._state:
+            if self._given_up:
+                os.close(self.fd)  # lets go of the lock
+                self._ended = True
+            else:
+                self.taken.set()
+
+    def give_up(self) -> bool:
+        """Stop waiting: False if the lock was taken meanwhile (the caller has it)."""
+        with self._state:
+            if self.taken.is_set():
+                return False
+            self._given_up = True
+            return True
+
+    def wait_again(self) -> bool:
+        """Taken over by a new wait: False if it has ended (a new one is needed)."""
+        with self._state:
+            if self._ended:
+                return False
+            self._given_up = False
+            return True
 
 
 class WriterLock:
     def __init__(self, database_path: str) -> None:
         self._fd = -1
+        self._lock_path = database_path + LOCK_FILE_SUFFIX
+        # The wait in the kernel: the lock is held through its descriptor once it is
+        # taken; given up, it may still be waiting.
+        self._waiter: _Waiter | None = None
+        self._held_by_waiter = False
         if sys.platform != "win32" and database_path != ":memory:":
-            self._fd = os.open(database_path + LOCK_FILE_SUFFIX, os.O_RDWR | os.O_CREAT, 0o600)
+            self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def try_acquire(self) -> bool:
         """Take the lock if no other process has it; never waits (the event loop calls it)."""
@@ -41,11 +106,33 @@ class WriterLock:
     def acquire(self, timeout_seconds: float, stop: threading.Event | None = None) -> bool:
         """Wait for the lock (on the writer thread only), False after `timeout_seconds`
         or once `stop` is set."""
-        deadline = time.monotonic() + timeout_seconds
+        started = time.monotonic()
+        deadline = started + timeout_seconds
+        polled_till = min(deadline, started + _POLL_FIRST_SECONDS)
         while not self.try_acquire():
-            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+            if stop is not None and stop.is_set():
                 return False
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            if now >= polled_till:
+                return self._wait_in_the_kernel(deadline, stop)
             time.sleep(_POLL_SECONDS)
+        return True
+
+    def _wait_in_the_kernel(self, deadline: float, stop: threading.Event | None) -> bool:
+        waiter = self._waiter
+        if waiter is None or not waiter.wait_again():
+            waiter = self._waiter = _Waiter(self._lock_path)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (stop is not None and stop.is_set()):
+                if waiter.give_up():
+                    return False  # kept in self._waiter, for the next wait to take over
+                break  # it took the lock as the time ran out
+            if waiter.taken.wait(min(remaining, _STOP_CHECK_SECONDS)):
+                break
+        self._held_by_waiter = True
         return True
 
     def free_now(self) -> bool:
@@ -71,10 +158,19 @@ class WriterLock:
         return True
 
     def release(self) -> None:
-        if self._fd >= 0:
+        if self._held_by_waiter:
+            assert self._waiter is not None
+            os.close(self._waiter.fd)  # lets go of the lock; the thread has ended
+            self._waiter = None
+            self._held_by_waiter = False
+        elif self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
+        if self._held_by_waiter:
+            self.release()
+        # A wait given up and still blocked lets go of the lock once it gets it.
+        self._waiter = None
         if self._fd >= 0:
             os.close(self._fd)  # also releases the lock
             self._fd = -1

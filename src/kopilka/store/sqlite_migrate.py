@@ -40,6 +40,8 @@ def migrate(connection: sqlite3.Connection) -> int:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise newer_schema(version, SCHEMA_VERSION)
+        if version < 0:  # else MIGRATIONS[version] would run: the last ones, on no schema
+            raise unknown_version(_path_of(connection), version)
         if version == 0:
             _refuse_foreign_tables(connection)
         for number in range(version + 1, SCHEMA_VERSION + 1):
@@ -62,11 +64,23 @@ def migrate(connection: sqlite3.Connection) -> int:
         raise
 
 
+def unknown_version(location: str, version: int) -> Unavailable:
+    """A negative user_version, which no kopilka sets, in a file with kopilka's tables."""
+    return Unavailable(
+        "unknown_schema",
+        f"the database at {location} has schema version {version}, which no kopilka sets;"
+        " restore it from a backup",
+    )
+
+
+def _path_of(connection: sqlite3.Connection) -> str:
+    return str(connection.execute("PRAGMA database_list").fetchone()[2])
+
+
 def _refuse_foreign_tables(connection: sqlite3.Connection) -> None:
     """No schema yet (user_version 0): refuse a file that holds tables already. A SQLite
     file is one program's database: kopilka's tables are not put among another's (a
     shell opened on the wrong file would have), nor beside tables of kopilka's names."""
     found = [name for (name,) in connection.execute(OBJECTS_FOUND)]
     if found:
-        path = connection.execute("PRAGMA database_list").fetchone()[2]
-        refuse_foreign_tables(path, tuple(found), found)
+        refuse_foreign_tables(_path_of(connection), tuple(found), found)

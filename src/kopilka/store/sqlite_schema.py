@@ -159,3 +159,22 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def tables_at(version: int) -> frozenset[str]:
+    """The tables a ledger of schema `version` has: those its migrations create, as
+    renamed or dropped by later ones (migration 5 rebuilds accounts under another name)."""
+    assert 0 <= version <= SCHEMA_VERSION, version
+    tables: set[str] = set()
+    for migration in MIGRATIONS[:version]:
+        for statement in migration.split(";"):
+            lines = (line for line in statement.splitlines() if not line.strip().startswith("--"))
+            words = " ".join(lines).split()
+            if words[:2] == ["CREATE", "TABLE"]:
+                tables.add(words[2])
+            elif words[:2] == ["DROP", "TABLE"]:
+                tables.discard(words[2])
+            elif words[:2] == ["ALTER", "TABLE"] and words[3:5] == ["RENAME", "TO"]:
+                tables.discard(words[2])
+                tables.add(words[5])
+    return frozenset(tables)
