@@ -10,9 +10,14 @@ With --long N, it instead gives one client a history of N lines and times readin
 its whole statement, page by page as the server streams it, in halves: the second
 half must take no longer than the first (each page seeks to where the last ended).
 
+With --long N --beside K, K copies of that statement stream at once while one
+account's balance is read again and again: its latency, which the statements' pages
+must not hold up.
+
 Usage:
   python benchmarks/statement_bench.py --accounts 100000 --operations 1000000
   python benchmarks/statement_bench.py --long 400000
+  python benchmarks/statement_bench.py --long 200000 --beside 8
 Prints one JSON line.
 """
 
@@ -86,13 +91,42 @@ async def time_statements(engine: Engine, samples: int) -> dict[str, object]:
     }
 
 
-async def time_a_long_statement(engine: Engine, lines: int, batch: int) -> dict[str, object]:
+async def fill_a_long_history(engine: Engine, lines: int, batch: int) -> None:
     for start in range(0, lines, batch):
         deposits = [
             Deposit("long", 1, "d", f"long-{number}")
             for number in range(start, min(start + batch, lines))
         ]
         await engine.submit_many(deposits)
+
+
+async def time_reads_beside_statements(engine: Engine, statements: int) -> dict[str, object]:
+    """A balance read again and again while `statements` long statements stream."""
+
+    async def stream() -> None:
+        header = await engine.statement_header("main", "long", None, None)
+        async for _ in engine.statement_lines(header, None):
+            pass
+
+    await engine.submit_many([Deposit("short", 1, "d", "short-1")])
+    streams = [asyncio.create_task(stream()) for _ in range(statements)]
+    timings: list[float] = []
+    while not all(task.done() for task in streams):
+        began = time.perf_counter()
+        await engine.get_account("main", "short")
+        timings.append(time.perf_counter() - began)
+        await asyncio.sleep(0.001)
+    await asyncio.gather(*streams)
+    timings.sort()
+    return {
+        "statements_beside": statements,
+        "reads": len(timings),
+        "read_p50_ms": round(timings[len(timings) // 2] * 1000, 2),
+        "read_p99_ms": round(timings[int(len(timings) * 0.99)] * 1000, 2),
+    }
+
+
+async def time_a_long_statement(engine: Engine, lines: int) -> dict[str, object]:
     header = await engine.statement_header("main", "long", None, None)
     halves: list[float] = []
     read = 0
@@ -114,7 +148,11 @@ async def main(args: argparse.Namespace) -> None:
     directory = Path(args.dir or tempfile.mkdtemp(prefix="kopilka-statement-"))
     if args.long:
         async with Engine(open_store(str(directory / "long.db"))) as engine:
-            print(json.dumps(await time_a_long_statement(engine, args.long, args.batch)))
+            await fill_a_long_history(engine, args.long, args.batch)
+            if args.beside:
+                print(json.dumps(await time_reads_beside_statements(engine, args.beside)))
+            else:
+                print(json.dumps(await time_a_long_statement(engine, args.long)))
         return
     async with Engine(open_store(str(directory / "big.db"))) as engine:
         started = time.perf_counter()
@@ -139,5 +177,6 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=8_000)
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--long", type=int, default=0, help="lines of one long statement")
+    parser.add_argument("--beside", type=int, default=0, help="long statements read at once")
     parser.add_argument("--dir", help="directory for the database (default: a new temp dir)")
     asyncio.run(main(parser.parse_args()))

@@ -90,6 +90,8 @@ _FENCE_POLL_SECONDS = 0.0005  # as a waiting writer tries the lock (sqlite_lock.
 # A BEGIN that found another program's write transaction tries again after this.
 _BEGIN_POLL_SECONDS = 0.001
 _PAGE_CACHE_KIB = 64 * 1024
+# A statement's pages are read once, in order: a small cache of their own serves them.
+_STATEMENT_PAGE_CACHE_KIB = 4 * 1024
 # Batches up to this many commands are planned and written on the event loop
 # (about 50 µs each on a slow machine, so the loop stalls at most ~15 ms).
 INLINE_COMMANDS_MAX = 256
@@ -223,6 +225,12 @@ class SqliteStore:
         self._loaded: dict[AccountKey, Account] = {}  # read from the database this batch
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-writer")
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-reader")
+        # Statements' pages on a thread and connection of their own: behind a queue of
+        # long statements' pages, an account's balance or a statement's first page would
+        # wait for every one of them.
+        self._statement_thread = ThreadPoolExecutor(
+            1, thread_name_prefix="kopilka-sqlite-statements"
+        )
         # Jobs handed to the writer thread and not finished: only at zero may the event
         # loop use the writer connection itself.
         self._writer_jobs = 0
@@ -233,6 +241,7 @@ class SqliteStore:
         self._failing: str | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._statement_reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
         self._writer_lock: WriterLock | None = None
         # The same lock file through a descriptor of its own: see settle_history.
@@ -272,6 +281,9 @@ class SqliteStore:
             self._writer_lock = None
             raise
         self._reader = await self._read(lambda: connect(self.path))
+        self._statement_reader = await self._read(
+            self._connect_for_statements, self._statement_thread
+        )
         self._history_fence = WriterLock(self.path)
         if self.path != ":memory:":
             self._files = OpenedFiles(self.path)
@@ -376,12 +388,17 @@ class SqliteStore:
             # First, so that the writer closes last and leaves the database checkpointed.
             await asyncio.to_thread(self._checkpointer.close)
             self._checkpointer = None
-        for connection, run in ((self._writer, self._write), (self._reader, self._read)):
+        if self._writer is not None:
+            await self._write(self._writer.close)
+        for connection, thread in (
+            (self._reader, self._reader_thread),
+            (self._statement_reader, self._statement_thread),
+        ):
             if connection is not None:
-                await run(connection.close)
-        self._writer = self._reader = None
-        self._writer_thread.shutdown(wait=True)
-        self._reader_thread.shutdown(wait=True)
+                await self._read(connection.close, thread)
+        self._writer = self._reader = self._statement_reader = None
+        for thread in (self._writer_thread, self._reader_thread, self._statement_thread):
+            thread.shutdown(wait=True)
         for lock in (self._writer_lock, self._history_fence):
             if lock is not None:
                 lock.close()
@@ -401,11 +418,19 @@ class SqliteStore:
     def _writer_job_done(self) -> None:
         self._writer_jobs -= 1
 
-    async def _read(self, work: Callable[[], T]) -> T:
+    async def _read(self, work: Callable[[], T], thread: ThreadPoolExecutor | None = None) -> T:
+        """`work` on the reader thread (or `thread`): a statement's pages have their own."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._reader_thread, work)
+            return await asyncio.get_running_loop().run_in_executor(
+                thread or self._reader_thread, work
+            )
         except sqlite3.Error as error:  # a damaged file: one line, not a traceback
             raise self._failed(error, reading=True) from error
+
+    def _connect_for_statements(self) -> sqlite3.Connection:
+        connection = connect(self.path)
+        connection.execute(f"PRAGMA cache_size = -{_STATEMENT_PAGE_CACHE_KIB}")
+        return connection
 
     @property
     def commit_seconds(self) -> float:
@@ -999,19 +1024,20 @@ class SqliteStore:
         limit: int,
     ) -> list[StatementLine]:
         def read() -> list[StatementLine]:
-            rows = self._read_db.execute(
+            assert self._statement_reader is not None, "store is not open"
+            rows = self._statement_reader.execute(
                 "SELECT e.id, e.created_at, o.kind, o.description, e.amount, e.balance_after,"
                 " CASE WHEN e.amount < 0 THEN c.client ELSE d.client END, o.id"
                 " FROM entries e JOIN operations o ON o.id = e.operation_id"
                 " LEFT JOIN accounts d ON d.id = o.debit_account_id"
                 " LEFT JOIN accounts c ON c.id = o.credit_account_id"
-                " WHERE e.account_id = ? AND e.created_at >= ? AND e.created_at <= ?"
-                " AND e.id > ? ORDER BY e.created_at, e.id LIMIT ?",
+                " WHERE e.account_id = ? AND (e.created_at, e.id) > (?, ?)"
+                " AND e.created_at <= ? ORDER BY e.created_at, e.id LIMIT ?",
                 (
                     account_id,
                     -(2**62) if since is None else to_micros(since),
-                    to_micros(till),
                     after_entry_id,
+                    to_micros(till),
                     limit,
                 ),
             )
@@ -1022,7 +1048,7 @@ class SqliteStore:
                 for row in rows
             ]
 
-        return await self._read(read)
+        return await self._read(read, self._statement_thread)
 
     async def drop_ledger(self, ledger: str) -> bool:
         return await self._write_transaction(lambda: self._delete_ledger(ledger))
