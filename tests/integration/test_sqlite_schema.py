@@ -211,24 +211,31 @@ def test_tables_kopilka_did_not_create_are_refused_by_name(tmp_path: Path) -> No
         assert (refused.value.code, refused.value.message) == ("foreign_tables", refusal)
 
 
+@pytest.mark.parametrize("version", [3, -5])
 def test_another_programs_file_with_a_schema_version_of_its_own_is_refused_untouched(
-    tmp_path: Path,
+    tmp_path: Path, version: int
 ) -> None:
-    """Many programs set user_version: it does not make their file a ledger."""
+    """Many programs set user_version: it does not make their file a ledger. One below
+    zero is no kopilka's either: the migrations would have run from the end of their list
+    (MIGRATIONS[-1]) on a file without kopilka's tables."""
     path = tmp_path / "app.db"
     with closing(sqlite3.connect(path)) as other:
-        other.executescript("CREATE TABLE notes (body TEXT); PRAGMA user_version = 3;")
+        other.executescript(f"CREATE TABLE notes (body TEXT); PRAGMA user_version = {version};")
     refusal = (
         f"the database at {path} has tables that kopilka did not create (notes);"
         " use an empty database"
     )
-    for command in (("init",), ("deposit", "--client=A", "--amount=1", "--description=x")):
+    for command in (
+        ("init",),
+        ("deposit", "--client=A", "--amount=1", "--description=x"),
+        ("add-user", "-n", "Ann", "--max", "none"),
+    ):
         result = run_kopilka(tmp_path / "home", *command, "--db", str(path))
-        assert (result.returncode, result.stderr) == (1, f"Error: {refusal}\n")
+        assert (result.returncode, result.stderr) == (1, f"Error: {refusal}\n"), command
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app")) == ["app.db"]
     with closing(sqlite3.connect(path)) as other:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-        assert other.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert other.execute("PRAGMA user_version").fetchone()[0] == version
 
 
 def test_an_old_kopilka_schema_is_not_taken_for_another_programs(tmp_path: Path) -> None:
@@ -418,12 +425,16 @@ async def test_a_damaged_database_fails_each_request_in_one_line_not_as_busy(
     assert logged == [f"the database {path} failed: no such table: entries"]
 
 
+def _a_ledger_with_one_deposit(home: Path) -> Path:
+    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
+    assert opened.returncode == 0, opened.stderr
+    return home / "kopilka.db"
+
+
 def test_a_damaged_ledger_is_said_so_when_opened_by_any_command(tmp_path: Path) -> None:
     """A ledger missing one of its tables is neither "no ledger" nor up to date."""
     home = tmp_path / "home"
-    database = home / "kopilka.db"
-    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
-    assert opened.returncode == 0, opened.stderr
+    database = _a_ledger_with_one_deposit(home)
     with closing(sqlite3.connect(database)) as raw:
         raw.execute("DROP TABLE entries")
         raw.commit()
@@ -544,32 +555,9 @@ async def test_every_connection_commits_durably(tmp_path: Path) -> None:
 # -- a schema version below zero, a table gone ------------------------------------------
 
 
-def test_another_programs_file_with_a_negative_schema_version_is_refused_untouched(
-    tmp_path: Path,
-) -> None:
-    """A version below zero is no kopilka's either: the migrations would have run from
-    the end of their list (MIGRATIONS[-1]) on a file without kopilka's tables."""
-    path = tmp_path / "app.db"
-    with closing(sqlite3.connect(path)) as other:
-        other.executescript("CREATE TABLE notes (body TEXT); PRAGMA user_version = -5;")
-    refusal = (
-        f"the database at {path} has tables that kopilka did not create (notes);"
-        " use an empty database"
-    )
-    for command in (("init",), ("add-user", "-n", "Ann", "--max", "none")):
-        result = run_kopilka(tmp_path / "home", *command, "--db", str(path))
-        assert (result.returncode, result.stderr) == (1, f"Error: {refusal}\n"), command
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("app")) == ["app.db"]
-    with closing(sqlite3.connect(path)) as other:
-        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-        assert other.execute("PRAGMA user_version").fetchone()[0] == -5
-
-
 def test_a_ledger_with_a_negative_schema_version_is_refused_not_migrated(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    database = home / "kopilka.db"
-    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
-    assert opened.returncode == 0, opened.stderr
+    database = _a_ledger_with_one_deposit(home)
     with closing(sqlite3.connect(database)) as raw:
         raw.execute("PRAGMA user_version = -3")
     refusal = (
@@ -611,9 +599,7 @@ def test_a_ledger_missing_any_of_its_tables_is_said_damaged_by_every_command(
 ) -> None:
     """Not "Schema is up to date", then every write failing with "no such table"."""
     home = tmp_path / "home"
-    database = home / "kopilka.db"
-    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
-    assert opened.returncode == 0, opened.stderr
+    database = _a_ledger_with_one_deposit(home)
     with closing(sqlite3.connect(database)) as raw:
         raw.execute(f"DROP TABLE {table}")
         raw.commit()
