@@ -259,3 +259,27 @@ async def test_a_write_that_waited_its_time_behind_other_writers_says_so(
     other_process.release()
     (outcome,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
     assert isinstance(outcome, Operation)
+
+
+def test_a_lock_taken_in_the_kernel_is_let_go_though_a_child_was_forked(tmp_path: Path) -> None:
+    """A lock the kernel's wait took is held through a descriptor of its own. Closing that
+    alone lets go of nothing while a child forked meanwhile (a library user's
+    multiprocessing pool) keeps the same open file: every writer would wait for the child."""
+    path = str(tmp_path / "x.db")
+    holder, waiting, other = WriterLock(path), WriterLock(path), WriterLock(path)
+    assert holder.try_acquire()
+    threading.Timer(0.1, holder.release).start()
+    assert waiting.acquire(5.0)  # past its first 5 ms: taken by the wait in the kernel
+    child = os.fork()
+    if child == 0:  # holds every descriptor of its parent's, and does nothing
+        time.sleep(30)
+        os._exit(0)
+    try:
+        waiting.release()
+        assert other.try_acquire()
+        other.release()
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        for lock in (holder, waiting, other):
+            lock.close()

@@ -42,6 +42,13 @@ _POLL_FIRST_SECONDS = 0.005
 _STOP_CHECK_SECONDS = 0.05
 
 
+def _let_go(fd: int) -> None:
+    """Unlocked, then closed: a close alone leaves the lock held while a child forked
+    meanwhile keeps the same open file."""
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 class _Waiter:
     """A thread blocked in the kernel for the lock, on a descriptor of its own: held
     through that descriptor once `taken` is set, let go by closing it."""
@@ -66,7 +73,7 @@ class _Waiter:
             raise
         with self._state:
             if self._given_up:
-                os.close(self.fd)  # lets go of the lock
+                _let_go(self.fd)
                 self._ended = True
             else:
                 self.taken.set()
@@ -160,7 +167,7 @@ class WriterLock:
     def release(self) -> None:
         if self._held_by_waiter:
             assert self._waiter is not None
-            os.close(self._waiter.fd)  # lets go of the lock; the thread has ended
+            _let_go(self._waiter.fd)  # the thread has ended
             self._waiter = None
             self._held_by_waiter = False
         elif self._fd >= 0:
@@ -172,5 +179,5 @@ class WriterLock:
         # A wait given up and still blocked lets go of the lock once it gets it.
         self._waiter = None
         if self._fd >= 0:
-            os.close(self._fd)  # also releases the lock
+            _let_go(self._fd)
             self._fd = -1
