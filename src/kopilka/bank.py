@@ -281,36 +281,41 @@ class EmbeddedBank:
             raise outcome
         return outcome
 
-    def _operation(self, command: Command) -> Operation:
-        outcome = self._execute(command)
+    def _operation(self, command: Command, callers_key: bool) -> Operation:
+        outcome = self._advised(command, callers_key)
         assert isinstance(outcome, Operation)
         return outcome
 
     def _account(self, command: Command) -> Account:
-        """An opening or limits under no key of the caller's: one lost on its way is not
-        to be retried under a key the caller never had."""
+        outcome = self._advised(command, callers_key=False)
+        assert isinstance(outcome, Account)
+        return outcome
+
+    def _advised(self, command: Command, callers_key: bool) -> Outcome:
+        """A command under no key of the caller's (an opening, limits, a money call given
+        none): one lost on its way is not to be retried under a key the caller never had."""
         try:
-            outcome = self._execute(command)
+            return self._execute(command)
         except KopilkaError as error:
-            advised = without_key_advice(error)
+            advised = error if callers_key else without_key_advice(error)
             if advised is error:
                 raise
             raise advised from error
-        assert isinstance(outcome, Account)
-        return outcome
 
     def deposit(
         self, client: str, amount_cents: int, description: str, idempotency_key: str | None = None
     ) -> Operation:
         return self._operation(
-            Deposit(client, amount_cents, description, _key(idempotency_key), self.ledger)
+            Deposit(client, amount_cents, description, _key(idempotency_key), self.ledger),
+            callers_key=idempotency_key is not None,
         )
 
     def withdraw(
         self, client: str, amount_cents: int, description: str, idempotency_key: str | None = None
     ) -> Operation:
         return self._operation(
-            Withdraw(client, amount_cents, description, _key(idempotency_key), self.ledger)
+            Withdraw(client, amount_cents, description, _key(idempotency_key), self.ledger),
+            callers_key=idempotency_key is not None,
         )
 
     def transfer(
@@ -329,7 +334,8 @@ class EmbeddedBank:
                 description,
                 _key(idempotency_key),
                 self.ledger,
-            )
+            ),
+            callers_key=idempotency_key is not None,
         )
 
     def open_account(

@@ -617,7 +617,8 @@ def test_a_write_without_a_key_whose_commit_is_lost_says_to_look_first(
 def test_an_embedded_opening_or_limits_whose_commit_is_lost_says_to_look_first(
     postgres_server: PostgresTestServer, postgres_url: str
 ) -> None:
-    """The embedded bank's calls without a key of the caller's, as the server's."""
+    """The embedded bank's calls without a key of the caller's, as the server's: a
+    deposit given no key too (its key was made inside, and the caller never had it)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from kopilka.bank import EmbeddedBank
@@ -626,23 +627,28 @@ def test_an_embedded_opening_or_limits_whose_commit_is_lost_says_to_look_first(
     if not postgres_server.is_managed:
         pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
     bank = EmbeddedBank(postgres_url)
+    other = EmbeddedBank(postgres_url)  # an engine of its own: two batches commit at once
     try:
         bank.open_account("Ann")
+        bank.open_account("Cat")  # its own row: no lock of Ann's to wait on
         asyncio.run(_hold_commits(postgres_url, True))
         try:
-            with ThreadPoolExecutor(2) as pool:
+            with ThreadPoolExecutor(3) as pool:
                 limits = pool.submit(bank.set_limits, "Ann", None, 500)
                 _commits_waiting(postgres_url, 1)
                 opening = pool.submit(bank.open_account, "Bob", 0, None, 100)
                 _commits_waiting(postgres_url, 2)
+                keyless = pool.submit(other.deposit, "Cat", 100, "pay")
+                _commits_waiting(postgres_url, 3)
                 postgres_server.stop("immediate")
-                failures = [call.exception() for call in (limits, opening)]
+                failures = [call.exception() for call in (limits, opening, keyless)]
         finally:
             if not postgres_server.is_running:
                 postgres_server.start()
             asyncio.run(_hold_commits(postgres_url, False))
     finally:
         bank.close()
+        other.close()
     for failure in failures:
         assert isinstance(failure, KopilkaError), failure
         assert failure.code == "outcome_unknown", failure
