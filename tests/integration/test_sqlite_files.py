@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -167,3 +168,28 @@ def test_a_path_that_is_no_regular_file_is_refused_in_one_line_with_nothing_besi
         f"Error: cannot open the database {text}: file is not a database\n",
     )
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("notes")) == ["notes.txt"]
+
+
+def test_the_journal_made_writable_again_is_the_ledgers_own_file_only(tmp_path: Path) -> None:
+    """A -wal that is a link is not followed (it would make a file elsewhere writable),
+    and a file of another user's is left as it is, root or not."""
+    from kopilka.store.sqlite import _journal_writable_as_the_database
+
+    database = tmp_path / "w.db"
+    database.write_bytes(b"")
+    database.chmod(0o600)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("not kopilka's")
+    elsewhere.chmod(0o444)
+    (tmp_path / "w.db-wal").symlink_to(elsewhere)
+    shm = tmp_path / "w.db-shm"
+    shm.write_bytes(b"")
+    shm.chmod(0o444)
+    _journal_writable_as_the_database(str(database))
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o444
+    assert stat.S_IMODE(shm.stat().st_mode) == 0o644  # its own: made writable again
+    if os.geteuid() == 0:  # another user's file, which root could change
+        os.chown(shm, 65534, 65534)
+        shm.chmod(0o444)
+        _journal_writable_as_the_database(str(database))
+        assert stat.S_IMODE(shm.stat().st_mode) == 0o444

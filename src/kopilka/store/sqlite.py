@@ -180,9 +180,10 @@ def _journal_writable_as_the_database(path: str) -> None:
             return  # read-only on purpose: a write says so (_read_only_files)
     for name in (f"{path}-wal", f"{path}-shm"):
         with contextlib.suppress(OSError):
-            mode = os.stat(name).st_mode
-            if not mode & stat.S_IWUSR:
-                os.chmod(name, stat.S_IMODE(mode) | stat.S_IRUSR | stat.S_IWUSR)
+            found = os.lstat(name)  # a link is not followed to a file of elsewhere
+            mine = stat.S_ISREG(found.st_mode) and found.st_uid == os.geteuid()
+            if mine and not found.st_mode & stat.S_IWUSR:
+                os.chmod(name, stat.S_IMODE(found.st_mode) | stat.S_IRUSR | stat.S_IWUSR)
 
 
 def _read_only_files(path: str) -> list[str]:
