@@ -12,6 +12,7 @@ import logging
 import re
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
@@ -154,6 +155,11 @@ def path_segments(scope: Scope) -> list[str]:
         raise ApiError(400, "invalid_path", "the path is not valid UTF-8") from None
 
 
+async def _no_body() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator that yields nothing
+
+
 async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
     try:
@@ -178,6 +184,11 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
         made = scope.get(_BATCH_KEY, "")  # the one its items' keys were made of, if any
         key = key_to_settle(made, RequestHeaders(scope))
         response.headers["idempotency-key"] = key.decode("latin-1")
+    if scope["method"] == "HEAD" and isinstance(response, StreamingResponse):
+        # Answered as the GET, whose status a stream settles before its first chunk (a
+        # statement reads ahead for it). The rest no one receives, and with nothing
+        # written a caller gone is never noticed: the stream is not run at all.
+        response.body_iterator = _no_body()
     try:
         await response(scope, receive, send)
     except KopilkaError:
@@ -457,15 +468,11 @@ class Call:
             ),
             engine.limits.statement_page_rows,
         )
-        media_type = "text/csv" if form == "csv" else "application/json"
-        if self.scope["method"] == "HEAD":
-            # The GET's status, from the lines read ahead; the rest no one receives, and
-            # nothing written would tell that the caller has gone: not read at all.
-            return StreamingResponse(iter(()), media_type=media_type)
         if form == "csv":
-            return StreamingResponse(csv_statement(lines), media_type=media_type)
+            return StreamingResponse(csv_statement(lines), media_type="text/csv")
         return StreamingResponse(
-            json_statement(lines, account, totals, since, header.till), media_type=media_type
+            json_statement(lines, account, totals, since, header.till),
+            media_type="application/json",
         )
 
     # -- batch ----------------------------------------------------------------
