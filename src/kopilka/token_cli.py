@@ -27,7 +27,7 @@ from kopilka.api.auth import make_token
 from kopilka.arguments import ArgumentParser
 from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.settings import hide_secrets, load_settings
-from kopilka.shell.connect import local_store
+from kopilka.shell.connect import local_store, refuse_token_without_server
 from kopilka.shell.output import AnswerNotWritten, answer, exit_status
 from kopilka.shell.repl import SessionEnded, SignalEnding
 from kopilka.store import keeps_nothing
@@ -193,6 +193,7 @@ def _token_main(argv: list[str]) -> int:
             arguments.ledger = settings.ledger
         if url is not None:
             return _run_remote(url, getattr(arguments, "token", None), arguments)
+        refuse_token_without_server(getattr(arguments, "token", None))
         # As for every other command: the home's rules, and a list or a revocation in a
         # --db that is not there is refused rather than made.
         if keeps_nothing(settings.db):

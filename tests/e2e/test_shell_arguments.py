@@ -104,3 +104,43 @@ def test_the_homes_admin_token_goes_to_no_server_elsewhere(
         f"Error: no token for http://192.0.2.1:9: the admin token in {kopilka_home} goes only"
         " to a server on this machine; give --token or KOPILKA_TOKEN\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "env", "told"),
+    [
+        (
+            ("deposit", "--client=A", "--amount=5", "--description=x", "--token=kop_x_y"),
+            {},
+            "--token is for a server: give its --url (or KOPILKA_URL)",
+        ),
+        (
+            ("deposit", "--client=A", "--amount=5", "--description=x"),
+            {"KOPILKA_TOKEN": "kop_x_y"},
+            "KOPILKA_TOKEN is set but no server is named: give its --url (or KOPILKA_URL),"
+            " or unset KOPILKA_TOKEN to use the ledger on this machine",
+        ),
+        (
+            ("shell", "--sandbox", "--token=kop_x_y"),
+            {},
+            "--token is for a server: give its --url (or KOPILKA_URL)",
+        ),
+        (
+            ("token", "create", "--role=teller", "--token=kop_x_y"),
+            {},
+            "--token is for a server: give its --url (or KOPILKA_URL)",
+        ),
+    ],
+)
+def test_a_token_with_no_server_named_is_refused_and_no_local_ledger_is_touched(
+    kopilka: RunKopilka,
+    kopilka_home: Path,
+    arguments: tuple[str, ...],
+    env: dict[str, str],
+    told: str,
+) -> None:
+    """A token is for a server: run on this machine's own ledger instead, a deposit would
+    be done where no server sees it, and answered as done."""
+    result = kopilka(*arguments, stdin="deposit --client=A --amount=5 --description=x\n", env=env)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"Error: {told}\n")
+    assert not (kopilka_home / "kopilka.db").exists()

@@ -8,12 +8,13 @@ a sandbox.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from kopilka.bank import Bank, EmbeddedBank
-from kopilka.errors import KopilkaError, NotFound, Unavailable
+from kopilka.errors import InvalidInput, KopilkaError, NotFound, Unavailable
 from kopilka.settings import Settings, make_home, redact_url
 from kopilka.store import open_store, sqlite_path
 from kopilka.store.protocol import Store
@@ -61,6 +62,7 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
     made there that says every client is unknown."""
     if target.url is not None:
         return _connect(target)
+    refuse_token_without_server(target.token)
     if target.sandbox:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
@@ -74,6 +76,21 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
         raise Unavailable(
             "store_unavailable", f"cannot open the database {redact_url(db)}: {error}"
         ) from error
+
+
+def refuse_token_without_server(token: str | None) -> None:
+    """A token is for a server: given with none named, the command would run on this
+    machine's own ledger, one no server sees, and say it was done."""
+    if token is not None:
+        raise InvalidInput(
+            "invalid_option", "--token is for a server: give its --url (or KOPILKA_URL)"
+        )
+    if "KOPILKA_TOKEN" in os.environ:
+        raise InvalidInput(
+            "invalid_option",
+            "KOPILKA_TOKEN is set but no server is named: give its --url (or KOPILKA_URL),"
+            " or unset KOPILKA_TOKEN to use the ledger on this machine",
+        )
 
 
 def local_store(settings: Settings, makes_none: bool) -> Store:
