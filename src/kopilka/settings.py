@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
 
 import platformdirs
@@ -25,8 +25,6 @@ from kopilka.domain.rules import validate_chosen_ledger
 from kopilka.errors import InvalidInput
 from kopilka.store import sqlite_path
 from kopilka.tokens import without_secrets
-
-T = TypeVar("T")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
@@ -212,6 +210,12 @@ def load_settings(
             return environ[f"KOPILKA_{name.upper()}"]
         return file_values.get(name, default)
 
+    def given_at(name: str) -> str:
+        """Where a setting's value was given, as its refusal names it."""
+        return (f"--{name.replace('_', '-')}", f"KOPILKA_{name.upper()}", str(file_path))[
+            rank(name)
+        ]
+
     db = str(pick("db", str(base / "kopilka.db")))
     if any(unicodedata.category(character) in _BREAKS for character in db):
         # A line break at its end (a file read into a variable) made a lookalike file.
@@ -250,42 +254,51 @@ def load_settings(
     )
     # Only a server reads how it listens: another command is not held to it (Kubernetes
     # sets KOPILKA_PORT=tcp://... beside every program of a Service named kopilka).
-    return _served(settings, pick) if serving else settings
+    return _served(settings, pick, given_at) if serving else settings
 
 
-def _served(settings: Settings, pick: Callable[[str, Any], Any]) -> Settings:
+def _served(
+    settings: Settings, pick: Callable[[str, Any], Any], given_at: Callable[[str], str]
+) -> Settings:
     """`settings` with how a server listens and bounds its clients, as configured."""
 
-    def whole(name: str, default: int) -> int:
-        return _read_number(name, pick(name, default), whole_number, "a whole number")
-
-    def seconds_of(name: str, default: float) -> float:
-        return _read_number(name, pick(name, default), number, "a number of seconds")
-
-    port = whole("port", DEFAULT_PORT)
-    workers = whole("workers", 1)
-    connections_per_client = whole("connections_per_client", 256)
-    header_seconds = seconds_of("header_seconds", 10.0)
-    body_seconds = seconds_of("body_seconds", 10.0)
-    write_seconds = seconds_of("write_seconds", 30.0)
-    sandbox_idle_seconds = seconds_of("sandbox_idle_seconds", SANDBOX_IDLE_SECONDS_DEFAULT)
-    seconds = (header_seconds, body_seconds, write_seconds)
-    if connections_per_client < 1 or not all(0 < value <= 3600 for value in seconds):
+    def within(name: str, default: float, least: float, most: float, above: bool = False) -> Any:
+        """A whole number (a float default: a number of seconds) in its range; one line
+        naming the setting, the value and where it was given otherwise (nan is in none)."""
+        value = pick(name, default)
+        if isinstance(default, int):
+            read: Callable[[Any], float] = whole_number
+            kind = "a whole number"
+        else:
+            read, kind = number, "a number of seconds"
+        try:
+            number_read = read(value)
+        except (TypeError, ValueError, OverflowError):
+            # Masked whole, before it is cut short: a URL's password cut from its '@' is
+            # not recognised as one.
+            text = hide_secrets(repr(value), [value] if isinstance(value, str) else [])
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            raise InvalidInput(
+                "invalid_setting", f"{name} must be {kind}, not {shown} ({given_at(name)})"
+            ) from None
+        if (least < number_read if above else least <= number_read) and number_read <= most:
+            return number_read
+        bounds = f"above {least} and at most {most}" if above else f"{least} to {most}"
         raise InvalidInput(
             "invalid_setting",
-            "connections_per_client must be at least 1; header_seconds, body_seconds and"
-            " write_seconds above 0 and at most 3600",
+            f"{name} must be {bounds}, not {_shown_number(number_read)} ({given_at(name)})",
         )
-    # Whole seconds are what POST /v1/sandboxes tells a client; nan too is refused here.
-    if not 1 <= sandbox_idle_seconds <= SANDBOX_IDLE_SECONDS_MAX:
-        raise InvalidInput(
-            "invalid_setting",
-            f"sandbox_idle_seconds must be 1 to {SANDBOX_IDLE_SECONDS_MAX}",
-        )
-    if not 0 < port < 65536:
-        raise InvalidInput("invalid_setting", f"port {port} is out of range")
-    if not 1 <= workers <= 64:
-        raise InvalidInput("invalid_setting", "workers must be 1 to 64")
+
+    port = within("port", DEFAULT_PORT, 1, 65535)
+    workers = within("workers", 1, 1, 64)
+    connections_per_client = within("connections_per_client", 256, 1, 1 << 20)
+    header_seconds = within("header_seconds", 10.0, 0, 3600, above=True)
+    body_seconds = within("body_seconds", 10.0, 0, 3600, above=True)
+    write_seconds = within("write_seconds", 30.0, 0, 3600, above=True)
+    # Whole seconds are what POST /v1/sandboxes tells a client.
+    sandbox_idle_seconds = within(
+        "sandbox_idle_seconds", SANDBOX_IDLE_SECONDS_DEFAULT, 1, SANDBOX_IDLE_SECONDS_MAX
+    )
     host = str(pick("host", DEFAULT_HOST))
     # No host name or address holds "/" or "@": a URL given for the host (the database's,
     # password and all) is refused here, not echoed by a failed listen.
@@ -321,32 +334,32 @@ _FILE_SETTINGS: dict[str, tuple[type, ...]] = {
 }
 
 
-def _read_number(name: str, value: Any, read: Callable[[Any], T], kind: str) -> T:
-    """A setting's number, or one line naming the setting and what it was given."""
-    try:
-        return read(value)
-    except (TypeError, ValueError, OverflowError):
-        # Masked whole, before it is cut short: a URL's password cut from its '@' is not
-        # recognised as one.
-        text = hide_secrets(repr(value), [value] if isinstance(value, str) else [])
-        shown = text if len(text) <= 40 else text[:40] + "..."
-        raise InvalidInput("invalid_setting", f"{name} must be {kind}, not {shown}") from None
-
-
 def whole_number(value: Any) -> int:
-    """A count or a port, as typed: ASCII digits only (int() would take "２０" for 20)."""
-    return int(_ascii(value))
+    """A count or a port, as typed: ASCII digits only (int() would take "２０" for 20,
+    "+1_6" for 16 and " 8" for 8)."""
+    return int(_typed(value, _DIGITS))
 
 
 def number(value: Any) -> float:
-    """A number of seconds, as typed: ASCII only, as whole_number."""
-    return float(_ascii(value))
+    """A number of seconds, as typed: digits with a decimal point or none (float() would
+    take "1_0", "nan" and "1e3" too)."""
+    return float(_typed(value, _DECIMAL))
 
 
-def _ascii(value: Any) -> Any:
-    if isinstance(value, str) and not value.isascii():
+_DIGITS = re.compile(r"[0-9]+")
+_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+
+
+def _typed(value: Any, form: re.Pattern[str]) -> Any:
+    """A number typed as text (a flag, a variable) in its one form; one from the TOML
+    file is a number already."""
+    if isinstance(value, str) and form.fullmatch(value) is None:
         raise ValueError(f"invalid number: {value!r}")
     return value
+
+
+def _shown_number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:
@@ -442,7 +455,15 @@ def _read_password(path: Path) -> str:
         raise InvalidInput(
             "invalid_setting", f"cannot read KOPILKA_DB_PASSWORD_FILE {path}: {reason}"
         ) from error
-    return lines[0] if lines else ""
+    if not lines or not lines[0]:
+        # An empty password is no password anyone wrote down: the file was meant to
+        # hold one (a secret not mounted yet, a note above it).
+        where = "is empty" if not lines else "has an empty first line"
+        raise InvalidInput(
+            "invalid_setting",
+            f"KOPILKA_DB_PASSWORD_FILE {path} {where}: the password is its first line",
+        )
+    return lines[0]
 
 
 def without_password(url: str) -> str:

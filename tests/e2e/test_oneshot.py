@@ -1128,7 +1128,10 @@ def test_how_a_server_would_listen_is_no_concern_of_other_commands(kopilka: RunK
     # `serve` reads them, and says which one it cannot.
     served = kopilka("serve", env=beside)
     assert served.returncode == 1
-    assert served.stderr == "Error: port must be a whole number, not 'tcp://10.0.0.1:8888'\n"
+    assert (
+        served.stderr
+        == "Error: port must be a whole number, not 'tcp://10.0.0.1:8888' (KOPILKA_PORT)\n"
+    )
 
 
 def test_a_since_past_this_clock_lists_what_a_clock_ahead_stamped(

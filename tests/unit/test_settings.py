@@ -203,6 +203,7 @@ def test_a_bad_number_is_masked_before_it_is_cut_short(tmp_path: Path) -> None:
     assert (
         info.value.message
         == "workers must be a whole number, not 'postgresql://kop:***@127.0.0.1/x'"
+        " (KOPILKA_WORKERS)"
     )
     assert "Very" not in info.value.message
 
@@ -315,6 +316,26 @@ def test_a_missing_password_file_is_a_clear_setting_error(tmp_path: Path) -> Non
             )
         assert info.value.code == "invalid_setting"
         assert f"KOPILKA_DB_PASSWORD_FILE {path}" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("written", "said"), [("", "is empty"), ("\nsecond\n", "has an empty first line")]
+)
+def test_a_password_file_with_no_password_on_its_first_line_is_refused(
+    tmp_path: Path, written: str, said: str
+) -> None:
+    """Read as an empty password, it was sent, and the refusal that came back said the
+    password was wrong."""
+    path = tmp_path / "password"
+    path.write_text(written)
+    with pytest.raises(InvalidInput) as info:
+        load_settings(
+            flags={"db": "postgresql://kop@db.example:5432/bank"},
+            environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_DB_PASSWORD_FILE": str(path)},
+        )
+    assert info.value.message == (
+        f"KOPILKA_DB_PASSWORD_FILE {path} {said}: the password is its first line"
+    )
 
 
 @pytest.mark.parametrize(
@@ -442,10 +463,73 @@ def test_a_setting_that_is_no_number_is_named_in_its_refusal(tmp_path: Path) -> 
         ("WORKERS", "1.9", "workers must be a whole number, not '1.9'"),
         ("PORT", "\uff12\uff10", "port must be a whole number, not '\uff12\uff10'"),
         ("SANDBOX_IDLE_SECONDS", "x", "sandbox_idle_seconds must be a number of seconds, not 'x'"),
+        # int() and float() read these; no one types them for a port or a count.
+        ("PORT", "+19_921 ", "port must be a whole number, not '+19_921 '"),
+        ("WORKERS", " 0_1", "workers must be a whole number, not ' 0_1'"),
+        ("WORKERS", "1_6", "workers must be a whole number, not '1_6'"),
+        ("HEADER_SECONDS", "nan", "header_seconds must be a number of seconds, not 'nan'"),
+        ("BODY_SECONDS", "1e3", "body_seconds must be a number of seconds, not '1e3'"),
+        ("WRITE_SECONDS", "1_0", "write_seconds must be a number of seconds, not '1_0'"),
     ):
         with pytest.raises(InvalidInput) as refused:
             load_settings(environ={**environ, f"KOPILKA_{name}": value}, serving=True)
-        assert refused.value.message == said
+        assert refused.value.message == f"{said} (KOPILKA_{name})"
+
+
+def test_a_number_typed_plainly_is_read(tmp_path: Path) -> None:
+    environ = {
+        "KOPILKA_HOME": str(tmp_path),
+        "KOPILKA_PORT": "08889",
+        "KOPILKA_HEADER_SECONDS": ".5",
+        "KOPILKA_BODY_SECONDS": "7.",
+    }
+    settings = load_settings(environ=environ, serving=True)
+    assert (settings.port, settings.header_seconds, settings.body_seconds) == (8889, 0.5, 7.0)
+
+
+@pytest.mark.parametrize(
+    ("written", "name", "said"),
+    [
+        ("port = 70000", "port", "port must be 1 to 65535, not 70000"),
+        ("workers = 0", "workers", "workers must be 1 to 64, not 0"),
+        (
+            "connections_per_client = 0",
+            "connections_per_client",
+            "connections_per_client must be 1 to 1048576, not 0",
+        ),
+        (
+            "header_seconds = nan",
+            "header_seconds",
+            "header_seconds must be above 0 and at most 3600, not nan",
+        ),
+        (
+            "write_seconds = 3600.5",
+            "write_seconds",
+            "write_seconds must be above 0 and at most 3600, not 3600.5",
+        ),
+        (
+            "sandbox_idle_seconds = 0.5",
+            "sandbox_idle_seconds",
+            "sandbox_idle_seconds must be 1 to 604800, not 0.5",
+        ),
+    ],
+)
+def test_a_setting_out_of_its_range_is_named_with_its_value_and_where_it_was_given(
+    tmp_path: Path, written: str, name: str, said: str
+) -> None:
+    config = tmp_path / "kopilka.toml"
+    config.write_text(written + "\n")
+    environ = {"KOPILKA_HOME": str(tmp_path)}
+    with pytest.raises(InvalidInput) as in_file:
+        load_settings(environ=environ, serving=True)
+    assert in_file.value.message == f"{said} ({config})"
+    # The environment's value wins over the file's, and is the one named.
+    value = written.split(" = ")[1]
+    variable = f"KOPILKA_{name.upper()}"
+    if value != "nan":
+        with pytest.raises(InvalidInput) as in_environment:
+            load_settings(environ={**environ, variable: value}, serving=True)
+        assert in_environment.value.message == f"{said} ({variable})"
 
 
 def test_a_database_in_the_file_meets_the_checks_a_flag_does(tmp_path: Path) -> None:
@@ -463,7 +547,7 @@ def test_a_number_too_big_for_its_setting_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as refused:
         load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, serving=True)
     assert refused.value.message.startswith("header_seconds must be a number of seconds, not ")
-    assert len(refused.value.message) < 120
+    assert len(refused.value.message) < 120 + len(str(tmp_path / "kopilka.toml"))
 
 
 @pytest.mark.parametrize(
