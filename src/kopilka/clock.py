@@ -41,9 +41,13 @@ class MonotonicClock:
         self._last = _EPOCH
         self._lock = threading.Lock()
 
+    def wall(self) -> datetime:
+        """The machine's clock, as it reads now (NTP may step it back)."""
+        return datetime.now(UTC)
+
     def now(self) -> datetime:
         with self._lock:
-            current = datetime.now(UTC)
+            current = self.wall()
             if current <= self._last:
                 current = self._last + _ONE_MICROSECOND
             self._last = current

@@ -434,8 +434,9 @@ class Engine:
             check_order(since, till)
         account = await self.get_account(ledger, client)
         # Up to now the account's history is final, so a period that has ended reads the
-        # same every time it is asked for, and the next one starts where it ended.
-        await self.store.settle_history(account)
+        # same every time it is asked for, and the next one starts where it ended: a
+        # write after this takes a later time, though the wall clock be stepped back.
+        await self.store.settle_history(account, now if till is None else min(till, now))
         before_since = None if since is None else await self.store.last_entry(account.id, since)
         if till is None:
             last = await self.store.last_entry(account.id, _END_OF_TIME)

@@ -1077,6 +1077,45 @@ class _ClockAhead(MonotonicClock):
         return super().now() + timedelta(hours=1)
 
 
+class _SteppedClock(MonotonicClock):
+    """This process's clock, as NTP steps it back: `stepped_back` is taken off the wall."""
+
+    stepped_back = timedelta(0)
+
+    def wall(self) -> datetime:
+        return super().wall() - self.stepped_back
+
+
+@pytest.mark.parametrize("asked_till", ["now", "one second ago"])
+async def test_a_period_shown_gains_no_line_when_the_clock_is_then_stepped_back(
+    backend: Backend, asked_till: str
+) -> None:
+    """A statement once shown is final: a write after it, its clock stepped back by NTP,
+    takes a time after the period, which the next period shows, opening where it closed."""
+    clock = _SteppedClock()
+    engine = await backend.start_engine(clock=clock)
+    try:
+        await applied(engine, Deposit(JOHN, 10_000, "before", "s1"))
+        till = None
+        if asked_till != "now":
+            await asyncio.sleep(1.1)
+            till = datetime.now(UTC) - timedelta(seconds=1)  # "before" lies in the period
+        shown = await engine.statement("main", JOHN, None, till)
+        clock.stepped_back = timedelta(seconds=30)
+        after = await applied(engine, Deposit(JOHN, 5_000, "after", "s2"))
+        assert after.created_at > shown.till
+        again = await engine.statement("main", JOHN, None, shown.till)
+        assert again.lines == shown.lines
+        assert again.closing_balance_cents == shown.closing_balance_cents == 10_000
+        next_one = await engine.statement(
+            "main", JOHN, shown.till + timedelta(microseconds=1), None
+        )
+        assert [line.description for line in next_one.lines] == ["after"]
+        assert next_one.opening_balance_cents == 10_000
+    finally:
+        await engine.close()
+
+
 async def test_a_clock_behind_another_process_s_keeps_each_statement_in_order(
     backend: Backend,
 ) -> None:

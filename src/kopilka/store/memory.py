@@ -129,8 +129,9 @@ class MemoryStore:
         )
         return [replace(self._accounts[(ledger, name)]) for name in names[:limit]]
 
-    async def settle_history(self, account: Account) -> None:
+    async def settle_history(self, account: Account, through: datetime) -> None:
         """Nothing to wait for: a batch takes its time and applies in one step of the loop."""
+        self._clock.not_before(through)
 
     async def last_entry(self, account_id: int, before: datetime) -> EntryMark | None:
         keys = self._line_keys.get(account_id, [])

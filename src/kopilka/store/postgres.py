@@ -742,11 +742,12 @@ class PostgresStore:
         )
         return [_account(row) for row in rows]
 
-    async def settle_history(self, account: Account) -> None:
+    async def settle_history(self, account: Account, through: datetime) -> None:
         """A new revision for the account: the update waits for the writer holding its
         row, if any, and a batch planned on the old revision (its time taken then) fails
         its check and is planned again, taking a later time. Every other batch locks the
         row before it takes its time."""
+        self._clock.not_before(through)
         await self._write(
             lambda connection: connection.execute(
                 "UPDATE accounts SET revision = $2 WHERE id = $1",

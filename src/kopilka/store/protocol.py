@@ -48,11 +48,12 @@ class Store(Protocol):
     ) -> list[Account]:
         """Accounts ordered by client name, starting after `after_client` (keyset paging)."""
 
-    async def settle_history(self, account: Account) -> None:
-        """Make the account's history up to this moment final before a statement reads
-        it: a write of the account in flight, which may have taken its time earlier, has
-        committed or failed when this returns, and none that commits later takes a time
-        before it. So a period that has ended, once shown, never gains a line."""
+    async def settle_history(self, account: Account, through: datetime) -> None:
+        """Make the account's history up to `through` (no later than now) final before a
+        statement reads it: a write of the account in flight, which may have taken its
+        time earlier, has committed or failed when this returns, and none that commits
+        later in this process takes a time at or before `through`, though the wall clock
+        be stepped back. So a period that has ended, once shown, never gains a line."""
 
     async def last_entry(self, account_id: int, before: datetime) -> EntryMark | None:
         """The account's last entry before `before` (its balance just then): one index

@@ -991,9 +991,10 @@ class SqliteStore:
 
         return await self._read(read)
 
-    async def settle_history(self, account: Account) -> None:
+    async def settle_history(self, account: Account, through: datetime) -> None:
         """Wait for the batch holding the write lock, if any (this process's or another's):
         it takes its time under the lock, so every batch after it takes a later one."""
+        self._clock.not_before(through)
         fence = self._history_fence
         assert fence is not None, "store is not open"
         # Looked at between the event loop's other work, with no thread to queue for, and
