@@ -26,6 +26,8 @@ from tests.kopilka_server import (
     server_env,
 )
 
+from kopilka.tokens import token_id_of
+
 ACCOUNTS = [f"acct{i}" for i in range(10)]
 
 
@@ -151,9 +153,18 @@ def _workers_of(parent: int) -> list[int]:
 
 def test_a_worker_killed_is_started_again_and_said_so(tmp_path: Path) -> None:
     """uvicorn says it at a level the server does not log: a worker killed again and
-    again (out of memory) went unseen."""
-    with running_server(tmp_path / "home", workers=2) as server:
+    again (out of memory) went unseen. The admin token written at start was revoked
+    first (it leaked, say): a worker started again had found it not honoured and stopped
+    the whole server."""
+    home = tmp_path / "home"
+    with running_server(home, workers=2) as server:
         assert server.process is not None
+        with server.client() as admin:
+            other = admin.post("/v1/tokens", json={"role": "admin"}).json()["secret"]
+            written = token_id_of(server.token)
+            assert admin.delete(f"/v1/tokens/{written}").status_code == 204
+        with server.client(other) as admin:
+            assert admin.get("/v1/tokens").status_code == 200
         parent = server.process.pid
         first = _workers_of(parent)[0]
         os.kill(first, signal.SIGKILL)
@@ -204,6 +215,25 @@ def test_serve_takes_its_port_and_database_from_config(tmp_path: Path, where: st
     balance = run_kopilka(home, "balance", "--client=A", "--db", str(db))
     assert balance.stdout == "Balance of A: $5.00\n", balance.stderr
     assert not (home / "kopilka.db").exists()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_a_server_reached_from_other_machines_warns_that_its_traffic_is_plain(
+    tmp_path: Path, host: str
+) -> None:
+    with running_server(tmp_path / "home", KOPILKA_HOST=host) as server:
+        with server.client() as admin:
+            assert admin.get("/v1/accounts").status_code == 200
+        assert server.stop() == 0
+    warned = [line for line in server.errors.splitlines() if "plain HTTP" in line]
+    assert warned == (
+        [
+            "warning: serving 0.0.0.0 over plain HTTP: tokens and accounts cross the network"
+            " unencrypted; put a TLS proxy in front of other machines (docs/operations.md)"
+        ]
+        if host == "0.0.0.0"
+        else []
+    )
 
 
 def _alive(pid: int) -> bool:

@@ -398,7 +398,10 @@ def create_app_from_environment() -> KopilkaApp:
 
     try:
         settings = load_settings({"db": os.environ.get("KOPILKA_DB")}, serving=True)
-        app = create_app(settings, admin_token_path=settings.home / ADMIN_TOKEN_FILE)
+        # The supervisor wrote the admin token and holds its lock for the server's life: a
+        # worker started again after the token was revoked (its leak answered) would
+        # otherwise find it not honoured, and stop the whole server.
+        app = create_app(settings)
     except KopilkaError as error:
         # Settings the worker cannot read (a password file moved, the config file
         # edited): one line, and the status that has the supervisor stop the server,
