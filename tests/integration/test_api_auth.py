@@ -15,6 +15,8 @@ import httpx
 import pytest
 from tests.kopilka_server import ServerProcess, kopilka_command, running_server, server_env
 
+from kopilka.tokens import token_id_of
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
@@ -381,8 +383,14 @@ def test_the_database_is_private_and_a_loosened_token_file_is_closed_again(
             0o600
         }
     (home / "admin.token").chmod(0o644)
-    with running_server(home):
+    kept = token_id_of((home / "admin.token").read_text().strip())
+    with running_server(home) as again:
         assert (home / "admin.token").stat().st_mode & 0o777 == 0o600
+        assert again.stop() == 0
+    # Kept, as shells hold it; but it may have been read: the operator is told so.
+    warned = [line for line in again.errors.splitlines() if "readable by others" in line]
+    assert len(warned) == 1, again.errors
+    assert f"kopilka token revoke {kept}" in warned[0]
 
 
 def test_token_cli_reads_its_database_from_a_config_file(

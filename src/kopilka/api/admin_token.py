@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from kopilka.tokens import secret_matches, token_id_of
 _LOCK_WAIT_SECONDS_MAX = 5.0
 # One open lock per token file, held until this process ends.
 _held: dict[Path, int] = {}
+logger = logging.getLogger(__name__)
 
 
 async def ensure_admin_token(store: Store, path: Path) -> bool:
@@ -35,7 +38,16 @@ async def ensure_admin_token(store: Store, path: Path) -> bool:
     make_home(path.parent)
     lock = _hold(path)
     if await _honoured(store, path):
-        path.chmod(0o600)  # kept, so made private again if someone loosened it
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            # Made private again, it is kept; but someone may have read it meanwhile.
+            logger.warning(
+                "the admin token in %s was readable by others; it is private again, but"
+                " may have been read: revoke it (kopilka token revoke %s) and restart the"
+                " server to have a new one written",
+                path,
+                token_id_of(path.read_text(encoding="ascii").strip()),
+            )
+            path.chmod(0o600)
         return False
     if not _try_lock(lock, fcntl.LOCK_EX):
         # Which database the other server has is not known here: if another, a new
