@@ -31,7 +31,9 @@ def kopilka_command() -> list[str]:
 
 def free_port() -> int:
     with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+        # Free on every address, not only loopback: a client's connection may hold the
+        # port on 127.0.0.1, which a server on 0.0.0.0 could then not take.
+        probe.bind(("0.0.0.0", 0))
         port: int = probe.getsockname()[1]
         return port
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import ipaddress
 import os
 import signal
 import socket
@@ -130,6 +131,16 @@ def _announce(settings: Settings, admin_token_created: bool) -> None:
         f"kopilka listening on http://{host}:{settings.port} (db: {redact_url(settings.db)})\n"
         f"admin token {'written to' if admin_token_created else 'in'} {token_path}"
     )
+    if not _loopback(settings.host):
+        # Tokens are bearer secrets: over plain HTTP anyone on the path may take them.
+        with contextlib.suppress(OSError):
+            print(
+                f"warning: serving {settings.host} over plain HTTP: tokens and accounts"
+                " cross the network unencrypted; put a TLS proxy in front of other"
+                " machines (docs/operations.md)",
+                file=sys.stderr,
+                flush=True,
+            )
     try:
         print(announcement, flush=True)
     except OSError as error:  # stdout full or gone: the server serves all the same
@@ -140,6 +151,13 @@ def _announce(settings: Settings, admin_token_created: bool) -> None:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it may resolve anywhere
+        return False
 
 
 def _options(settings: Settings) -> dict[str, Any]:
