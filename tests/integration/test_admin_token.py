@@ -8,6 +8,7 @@ import pytest
 
 from kopilka.api.admin_token import ensure_admin_token
 from kopilka.api.auth import new_token_record
+from kopilka.errors import InvalidInput
 from kopilka.store import open_store
 from kopilka.tokens import token_id_of
 
@@ -44,3 +45,18 @@ async def test_what_is_no_admin_token_is_replaced(tmp_path: Path, kind: str) -> 
     finally:
         await store.close()
     assert await _held_role(path, db) == "admin"
+
+
+async def test_a_home_the_token_cannot_be_kept_in_is_one_line(tmp_path: Path) -> None:
+    """A read-only home (a mount, say) was told as the OS's error on a hidden lock file."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / ".admin.token.lock").mkdir()  # in the way of the lock file, even for root
+    store = open_store(str(tmp_path / "kopilka.db"))
+    await store.open()
+    try:
+        with pytest.raises(InvalidInput) as refused:
+            await ensure_admin_token(store, home / "admin.token")
+    finally:
+        await store.close()
+    assert refused.value.message == f"cannot keep the admin token in {home}: Is a directory"

@@ -113,7 +113,13 @@ def _hold(path: Path) -> int:
     """This process's shared lock on the token file's lock, taken once and kept."""
     lock = _held.get(path)
     if lock is None:
-        lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise InvalidInput(
+                "invalid_setting",
+                f"cannot keep the admin token in {path.parent}: {error.strerror}",
+            ) from error
         os.set_inheritable(lock, False)
         _held[path] = lock
     # Waits out a server that is writing its token, to read the token it wrote.
