@@ -56,6 +56,10 @@ async def test_writes_to_a_database_file_gone_are_refused(
             assert refused.value.message == (
                 "the database's file was removed or replaced while in use; nothing was applied"
             )
+        # Not ready either: a load balancer asking /v1/ready sends traffic elsewhere.
+        with pytest.raises(Unavailable) as not_ready, caplog.at_level(logging.ERROR):
+            await store.ping()
+        assert not_ready.value.message == refused.value.message
         told = [record.getMessage() for record in caplog.records]
         assert len(told) == 1 and "was removed or replaced while in use" in told[0]
     finally:

@@ -966,6 +966,10 @@ class SqliteStore:
     # -- reads ----------------------------------------------------------------
 
     async def ping(self) -> None:
+        # A file gone refuses every write until a restart: not ready, though reads answer.
+        gone = self._files.gone() if self._files is not None else None
+        if gone is not None:
+            raise self._file_gone(gone)
         await self._read(lambda: self._read_db.execute("SELECT 1 FROM accounts LIMIT 1").fetchall())
 
     async def get_account(self, ledger: str, client: str) -> Account | None:
