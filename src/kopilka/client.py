@@ -82,6 +82,8 @@ from kopilka.settings import check_home, home, redact_url, split_url
 T = TypeVar("T")
 
 ATTEMPTS_MAX = 4
+# 503s that no retry mends: the ledger's data, not its availability, is at fault.
+_NOT_PASSING = frozenset({"statement_inconsistent"})
 TIMEOUT_SECONDS = 30.0
 # How long leaving a sandbox session waits to drop it, and for its keeper to stop.
 SANDBOX_DROP_SECONDS = 2.0
@@ -344,6 +346,8 @@ class Client:
                 if response.status_code not in (429, 503) or not retry:
                     return response
                 failure = error_from(response.status_code, _json(response))
+                if failure.code in _NOT_PASSING:
+                    return response
                 if failure.code == "outcome_unknown":
                     uncertain = failure if key_is_callers else without_key_advice(failure)
             if attempt == ATTEMPTS_MAX:

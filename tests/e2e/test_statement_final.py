@@ -220,6 +220,11 @@ def test_a_statement_out_of_time_order_is_refused_in_one_line(tmp_path: Path) ->
         with server.client() as admin:
             answer = admin.get("/v1/accounts/Ann/statement", params={"format": "csv"})
         remote = run_kopilka(home, "statement", "--client=Ann", "--url", server.url)
+        assert server.stop() == 0
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["code"] == "statement_inconsistent"
     assert (remote.returncode, remote.stderr.startswith(refusal)) == (1, True), remote
+    # The operator is told, once for each statement refused, which account and entry.
+    logged = [line for line in server.errors.splitlines() if "does not add up" in line]
+    assert len(logged) == 2, server.errors
+    assert all("account 1 (ledger 'main'), entry " in line for line in logged), logged

@@ -463,9 +463,7 @@ class Call:
         account = header.account
         totals = Totals(header.opening_cents)
         lines = await read_ahead(
-            adding_up(
-                engine.statement_lines(header, since), account.client, totals, header.closing_cents
-            ),
+            adding_up(engine.statement_lines(header, since), account, totals, header.closing_cents),
             engine.limits.statement_page_rows,
         )
         if form == "csv":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +21,7 @@ from kopilka.spreadsheet import text_cell
 
 STATEMENT_CHUNK_LINES = 500
 _encoder = msgspec.json.Encoder()
+logger = logging.getLogger(__name__)
 
 
 async def read_ahead(
@@ -66,21 +68,37 @@ class Totals:
 
 
 async def adding_up(
-    lines: AsyncIterator[StatementLine], client: str, totals: Totals, closing: int
+    lines: AsyncIterator[StatementLine], account: Account, totals: Totals, closing: int
 ) -> AsyncIterator[StatementLine]:
     """The lines as they come, summed into `totals`, each checked as the shell checks
     every statement it prints (build_statement): its running balance is the one before
     and its amount. Past the last, that they came to the balance of the last entry read
     as the statement began (lines cut off by a sandbox dropped while they streamed add
     up too). Streamed, a statement that fails either can only end broken off, before
-    its last chunk: never shown as though whole."""
+    its last chunk: never shown as though whole. The operator is told which entry, as
+    the ledger's data no longer adds up: the caller only sees the answer refused."""
     async for line in lines:
         if totals.closing + line.amount_cents != line.balance_after_cents:
-            raise statement_inconsistent(client)
+            _log_inconsistent(account, f"entry {line.entry_id}", line.balance_after_cents, totals)
+            raise statement_inconsistent(account.client)
         totals.add(line)
         yield line
     if totals.closing != closing:
-        raise statement_inconsistent(client)
+        _log_inconsistent(account, "the last entry", closing, totals)
+        raise statement_inconsistent(account.client)
+
+
+def _log_inconsistent(account: Account, where: str, says: int, totals: Totals) -> None:
+    logger.error(
+        "the ledger does not add up: in the statement of account %d (ledger %r), %s says"
+        " a balance of %d cents where the lines before it come to %d; look for entries"
+        " changed, removed or out of time order",
+        account.id,
+        account.ledger,
+        where,
+        says,
+        totals.closing,
+    )
 
 
 async def json_statement(

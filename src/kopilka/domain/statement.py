@@ -99,6 +99,6 @@ def build_statement(
 def statement_inconsistent(client: str) -> Unavailable:
     return Unavailable(
         "statement_inconsistent",
-        f"the statement of {client} does not add up: its entries are not in time order"
-        " in the database, so it is not shown",
+        f"the statement of {client} does not add up (a running balance does not follow"
+        " from the line before it), so it is not shown",
     )
