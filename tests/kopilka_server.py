@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -45,8 +46,18 @@ def server_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    def __init__(self, home: Path, db: str | None = None, *, workers: int = 1, **env: str) -> None:
+    def __init__(
+        self,
+        home: Path,
+        db: str | None = None,
+        *,
+        workers: int = 1,
+        open_files: tuple[int, int] | None = None,
+        **env: str,
+    ) -> None:
+        """`open_files`: the (soft, hard) open-file limit the server starts under."""
         self.home = home
+        self.open_files = open_files
         self.db = db or str(home / "kopilka.db")
         self.workers = workers
         self.env = env
@@ -67,6 +78,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=None if self.open_files is None else self._limit_open_files,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline()  # printed once the socket is bound
@@ -82,6 +94,10 @@ class ServerProcess:
             except httpx.TransportError:
                 time.sleep(0.05)
         raise RuntimeError("server did not answer /v1/health")
+
+    def _limit_open_files(self) -> None:
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     @property
     def token(self) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import ipaddress
 import os
+import resource
 import signal
 import socket
 import sys
@@ -42,6 +43,9 @@ from kopilka.supervision import mark_supervisor
 from kopilka.workers import Workers
 
 KEEP_ALIVE_SECONDS = 5
+# Descriptors a server process holds beside its connections: the database and its
+# journal, lock files, the listening socket, the event loop's, a worker's pipes.
+_DESCRIPTORS_BESIDE_CONNECTIONS = 64
 GRACEFUL_SHUTDOWN_SECONDS = 15
 
 
@@ -160,6 +164,33 @@ def _loopback(host: str) -> bool:
         return False
 
 
+@functools.cache
+def _connections_allowed() -> int:
+    """The connections a server process takes: CONNECTIONS_MAX, if the open-file limit
+    has room for them (raised toward it, up to the hard limit, as it may be without
+    privilege). Past the limit each new connection was reset, answered nothing: a
+    soft limit of 1,024 is common (systemd's), below the 2,048 connections taken."""
+    needed = CONNECTIONS_MAX + _DESCRIPTORS_BESIDE_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return CONNECTIONS_MAX
+    allowed = max(1, soft - _DESCRIPTORS_BESIDE_CONNECTIONS)
+    with contextlib.suppress(OSError):
+        print(
+            f"warning: the open-file limit ({soft}) leaves room for {allowed} connections"
+            f" of the {CONNECTIONS_MAX} a server takes; past them a client is answered"
+            f" 503 server_full (raise it: ulimit -n {needed}, or LimitNOFILE= in systemd)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return allowed
+
+
 def _options(settings: Settings) -> dict[str, Any]:
     """Every bound passed explicitly, so the server's limits are read here, not guessed."""
     bounds = ConnectionBounds(
@@ -167,6 +198,7 @@ def _options(settings: Settings) -> dict[str, Any]:
         settings.header_seconds,
         settings.body_seconds,
         settings.write_seconds,
+        connections_max=_connections_allowed(),
     )
     return {
         "host": settings.host,

@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -106,6 +107,47 @@ def test_a_full_server_refuses_a_connection_in_json_and_logs_nothing(tmp_path: P
             connection.close()
         server.stop()
     assert server.errors == "", server.errors
+
+
+def test_an_open_file_limit_too_low_for_the_connections_is_raised(tmp_path: Path) -> None:
+    """A soft limit of 256 (systemd's default is 1,024) under a hard one with room: the
+    server raises its own, and takes its 2,048 connections, each answered."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 4_096:
+        pytest.skip(f"the hard open-file limit here ({hard}) has no room to raise a soft one")
+    with running_server(tmp_path, "memory:", open_files=(256, hard)) as server:
+        assert server.process is not None
+        limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+        (line,) = [line for line in limits.splitlines() if line.startswith("Max open files")]
+        assert int(line.split()[3]) >= 2_048, line
+        assert server.stop() == 0
+    assert "open-file limit" not in server.errors, server.errors
+
+
+def test_an_open_file_limit_that_cannot_be_raised_bounds_the_connections(
+    tmp_path: Path,
+) -> None:
+    """Past the limit, a new connection was reset, answered nothing and logged nowhere:
+    now the server takes as many as the limit has room for, says so once at start, and
+    answers the next one as a full server does."""
+    server = ServerProcess(
+        tmp_path, "memory:", open_files=(256, 256), KOPILKA_CONNECTIONS_PER_CLIENT="4096"
+    ).start()
+    held: list[socket.socket] = []
+    try:
+        held = hold_connections(server.port, 256 - 64)
+        refused = connect(server.port)
+        assert error_of(read_until_closed(refused)) == (503, "server_full")
+        refused.close()
+    finally:
+        for connection in held:
+            connection.close()
+        server.stop()
+    assert server.errors.splitlines() == [
+        "warning: the open-file limit (256) leaves room for 192 connections of the 2048 a"
+        " server takes; past them a client is answered 503 server_full (raise it: ulimit -n"
+        " 2112, or LimitNOFILE= in systemd)"
+    ]
 
 
 def test_an_idle_keep_alive_connection_is_closed(tmp_path: Path) -> None:
