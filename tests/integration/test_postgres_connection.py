@@ -13,8 +13,10 @@ import asyncpg
 import pytest
 from tests.pgserver import PostgresTestServer
 
+from kopilka.api.auth import new_token_record
 from kopilka.domain.model import Deposit, Operation
 from kopilka.engine import Engine
+from kopilka.errors import Unavailable
 from kopilka.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -209,3 +211,31 @@ async def test_commits_are_durable_whatever_the_database_default(
             for connection in connections:
                 await store._pool.release(connection)
     assert levels == ["on", "on", "on"]
+
+
+async def test_a_token_made_whose_answer_is_lost_is_not_said_to_be_unapplied(
+    postgres_url: str,
+) -> None:
+    """The INSERT committed and its answer was lost: "nothing was applied" had the admin
+    make another, and a live token whose secret no one was shown stayed behind."""
+    record, _ = new_token_record("teller", None)
+    async with relayed(postgres_url) as (relay, url):
+        store = PostgresStore(url)
+        await store.open()
+        try:
+            relay.armed, relay.cut_at = True, b"INSERT 0 1"
+            with pytest.raises(Unavailable) as lost:
+                await store.put_token(record)
+            assert relay.cuts == 1
+        finally:
+            await store.close()
+    assert lost.value.code == "outcome_unknown"
+    assert lost.value.message == (
+        "lost the database while writing this; whether this was applied is not known:"
+        " look before repeating it"
+    )
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM tokens WHERE id = $1", record.id)
+    finally:
+        await connection.close()

@@ -53,6 +53,8 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import EntryMark, StatementLine
 from kopilka.errors import (
+    LOOK_FIRST,
+    NOT_KNOWN,
     InvalidInput,
     KopilkaError,
     RetryableStoreError,
@@ -675,17 +677,37 @@ class PostgresStore:
             " again",
         )
 
-    async def _write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        # Once only: a lost connection may hide a committed write.
-        return await self._once(work)
+    async def _write(
+        self, work: Callable[[Connection], Awaitable[T]], *, repeatable: bool = False
+    ) -> T:
+        """Once only: a connection lost once the work was sent may hide a committed write,
+        and the caller is told that whether it was applied is not known (a token made is
+        looked for before another is made). Done twice, a `repeatable` one (a mark, a
+        drop) is done once: lost, it is only to be tried again."""
+        return await self._once(work, lost=self._try_again if repeatable else self._not_known)
+
+    def _try_again(self, error: BaseException) -> Unavailable:
+        return self._unavailable(error, reading=True)
+
+    def _not_known(self, error: BaseException) -> Unavailable:
+        self._log_outage(error)
+        return Unavailable(
+            "outcome_unknown", f"lost the database while writing this{NOT_KNOWN}{LOOK_FIRST}"
+        )
 
     async def _once(
-        self, work: Callable[[Connection], Awaitable[T]], *, reading: bool = False
+        self,
+        work: Callable[[Connection], Awaitable[T]],
+        *,
+        reading: bool = False,
+        lost: Callable[[BaseException], Unavailable] | None = None,
     ) -> T:
         try:
             async with self._connection(reading=reading) as connection:
                 return await work(connection)
         except _CONNECTION_LOST as error:
+            if lost is not None:
+                raise lost(error) from error
             raise self._unavailable(error, reading=reading) from error
         except _UNSTORABLE_TEXT as error:
             raise _unstorable(error) from error
@@ -753,7 +775,8 @@ class PostgresStore:
                 "UPDATE accounts SET revision = $2 WHERE id = $1",
                 account.id,
                 random.getrandbits(63),
-            )
+            ),
+            repeatable=True,
         )
         self._accounts.forget_states({(account.ledger, account.client)})
 
@@ -807,7 +830,7 @@ class PostgresStore:
                 await delete_ledgers(connection, [ledger])
                 return True
 
-        dropped = await self._write(drop)
+        dropped = await self._write(drop, repeatable=True)
         self._accounts.forget_ledger(ledger)
         self._claims.forget_ledger(ledger)
         return dropped
@@ -851,7 +874,8 @@ class PostgresStore:
                 "UPDATE sandboxes SET last_used = greatest(last_used, $2) WHERE ledger = $1",
                 ledger,
                 now,
-            )
+            ),
+            repeatable=True,
         )
         return bool(status == "UPDATE 1")
 
@@ -865,7 +889,7 @@ class PostgresStore:
                 await delete_ledgers(connection, idle)
                 return idle
 
-        idle = await self._write(drop)
+        idle = await self._write(drop, repeatable=True)
         for ledger in idle:
             self._accounts.forget_ledger(ledger)
             self._claims.forget_ledger(ledger)
