@@ -4,9 +4,12 @@ Every worker waits on the one listening socket. uvloop accepts every connection
 waiting when its worker wakes, so the first worker to wake after a client opens
 four connections at once takes all four, and the others stay idle for as long as
 those connections are kept alive (measured: all eight connections of a batch import
-in one of two workers). Here each worker accepts one connection at a time itself,
-after a pause that grows with the connections it holds already: of the workers
-woken together the least loaded accepts first, and a busy one later still.
+in one of two workers). Here each worker accepts connections itself, after a pause
+that grows with the connections it holds already: of the workers woken together the
+least loaded accepts first, and a busy one later still. It takes its share of those
+waiting (their number over the workers'), at least one: one a pause had capped a
+worker holding a few idle connections at about a hundred new ones a second, and
+clients reconnecting, or one address opening connections in a loop, waited seconds.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 from typing import Any
 
 import uvicorn
@@ -32,6 +36,13 @@ logger = logging.getLogger("uvicorn.error")
 # than it takes the kernel to wake a sleeping worker (measured: about a millisecond).
 ACCEPT_PAUSE_PER_CONNECTION_SECONDS = 0.002
 ACCEPT_PAUSE_SECONDS_MAX = 0.010
+# The most connections a worker accepts on one wake: the event loop's other work waits.
+ACCEPT_BURST_MAX = 64
+# Linux's struct tcp_info: for a listening socket, tcpi_unacked (a 32-bit field after
+# eight bytes and four 32-bit ones) counts the connections waiting to be accepted.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_TCP_INFO_WAITING = struct.Struct("=I")
+_TCP_INFO_WAITING_OFFSET = 24
 # How long a worker that stops waits for the connections it has just accepted to be made
 # (a step of the loop, each) before it tells every connection to stop.
 STARTING_CONNECTIONS_SECONDS_MAX = 1.0
@@ -104,6 +115,26 @@ class Workers(Multiprocess):
         self.processes.append(process)
 
 
+def waiting_connections(listening: socket.socket) -> int:
+    """Connections waiting in the socket's accept queue; 0 where that is not known."""
+    if _TCP_INFO is None:
+        return 0
+    try:
+        info = listening.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 104)
+    except OSError:
+        return 0
+    if len(info) < _TCP_INFO_WAITING_OFFSET + _TCP_INFO_WAITING.size:
+        return 0
+    waiting: int = _TCP_INFO_WAITING.unpack_from(info, _TCP_INFO_WAITING_OFFSET)[0]
+    return waiting
+
+
+def share_of_waiting(listening: socket.socket, workers: int) -> int:
+    """How many connections a worker accepts on this wake: its share of those waiting,
+    one at least (another worker may take them first), a burst at most."""
+    return max(1, min(waiting_connections(listening) // max(workers, 1), ACCEPT_BURST_MAX))
+
+
 def _how_it_ended(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
         return f"was ended by {signal.Signals(-exitcode).name}"
@@ -167,15 +198,15 @@ class _TakingTurnsServer(StopsOnHangup):
         def accept() -> None:
             if self._listening is None:
                 return  # shutting down
-            try:
-                connection, _ = listening.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                pass  # another worker took it, or the client gave up
-            except OSError:
-                # Out of descriptors, say: wait a moment rather than spin on it.
-                loop.call_later(0.1, listen)
-                return
-            else:
+            for _ in range(share_of_waiting(listening, config.workers)):
+                try:
+                    connection, _ = listening.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    break  # another worker took it, or the client gave up
+                except OSError:
+                    # Out of descriptors, say: wait a moment rather than spin on it.
+                    loop.call_later(0.1, listen)
+                    return
                 connection.setblocking(False)
                 start = loop.create_task(loop.connect_accepted_socket(create_protocol, connection))
                 starting.add(start)
