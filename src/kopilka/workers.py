@@ -6,10 +6,11 @@ four connections at once takes all four, and the others stay idle for as long as
 those connections are kept alive (measured: all eight connections of a batch import
 in one of two workers). Here each worker accepts connections itself, after a pause
 that grows with the connections it holds already: of the workers woken together the
-least loaded accepts first, and a busy one later still. It takes its share of those
-waiting (their number over the workers'), at least one: one a pause had capped a
-worker holding a few idle connections at about a hundred new ones a second, and
-clients reconnecting, or one address opening connections in a loop, waited seconds.
+least loaded accepts first, and a busy one later still. While few wait it takes one;
+past four a worker, its share of those waiting (their number over the workers'). One a
+pause had capped a worker holding a few idle connections at about a hundred new ones a
+second: clients reconnecting, or one address opening connections in a loop, waited
+seconds.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ ACCEPT_PAUSE_PER_CONNECTION_SECONDS = 0.002
 ACCEPT_PAUSE_SECONDS_MAX = 0.010
 # The most connections a worker accepts on one wake: the event loop's other work waits.
 ACCEPT_BURST_MAX = 64
+# Up to this many waiting for each worker, one a wake, in turn: a client's connections
+# opened at once are shared out evenly. Past it, each worker takes its share at once.
+ACCEPT_IN_TURN_PER_WORKER = 4
 # Linux's struct tcp_info: for a listening socket, tcpi_unacked (a 32-bit field after
 # eight bytes and four 32-bit ones) counts the connections waiting to be accepted.
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
@@ -130,9 +134,13 @@ def waiting_connections(listening: socket.socket) -> int:
 
 
 def share_of_waiting(listening: socket.socket, workers: int) -> int:
-    """How many connections a worker accepts on this wake: its share of those waiting,
-    one at least (another worker may take them first), a burst at most."""
-    return max(1, min(waiting_connections(listening) // max(workers, 1), ACCEPT_BURST_MAX))
+    """How many connections a worker accepts on this wake: one while few wait (taken in
+    turn, they are shared out evenly), else its share of them, a burst at most."""
+    workers = max(workers, 1)
+    waiting = waiting_connections(listening)
+    if waiting <= ACCEPT_IN_TURN_PER_WORKER * workers:
+        return 1
+    return min(waiting // workers, ACCEPT_BURST_MAX)
 
 
 def _how_it_ended(exitcode: int | None) -> str:

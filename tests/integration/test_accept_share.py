@@ -25,8 +25,9 @@ def _waiting(listening: socket.socket, count: int) -> list[socket.socket]:
     [
         (0, 2, 1),  # woken for one another worker took: one try
         (1, 2, 1),
-        (4, 2, 2),  # four opened at once: two each, not all four to the first awake
-        (9, 4, 2),
+        (8, 2, 1),  # a client's connections opened at once: taken in turn, shared evenly
+        (9, 2, 4),  # more than taking turns keeps up with: a share at once
+        (40, 4, 10),
         (300, 2, ACCEPT_BURST_MAX),  # a flood: a burst, then the loop's other work
     ],
 )
