@@ -332,6 +332,7 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
         return 1
     import asyncio
 
+    from kopilka.api import metrics_share
     from kopilka.api.admin_token import ensure_admin_token
     from kopilka.store import open_store
 
@@ -370,9 +371,16 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
     )
     _announce(settings, admin_token_created)
     mark_supervisor()
-    supervisor = Workers(config, sockets=[listening])  # listens for signals from here
-    supervisor.signal_queue.extend(_STOPS_ASKED)  # and is told of those that came before
-    supervisor.run()
+    # Each worker writes its counts there, and a scrape of any sums them all
+    # (metrics_share); they last as long as the server.
+    metrics_directory = metrics_share.make_directory()
+    os.environ[metrics_share.DIRECTORY_VARIABLE] = str(metrics_directory)
+    try:
+        supervisor = Workers(config, sockets=[listening])  # listens for signals from here
+        supervisor.signal_queue.extend(_STOPS_ASKED)  # and is told of those that came before
+        supervisor.run()  # returns once every worker has stopped
+    finally:
+        metrics_share.remove_directory(metrics_directory)
     return 1 if supervisor.failed_to_start else 0
 
 

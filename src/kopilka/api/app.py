@@ -33,6 +33,7 @@ from kopilka.api.commands import command_from
 from kopilka.api.errors import DECODE_ERRORS, ApiError, decode_error, error_body, error_headers
 from kopilka.api.json_keys import refuse_repeats
 from kopilka.api.metrics import Metrics, result_of
+from kopilka.api.metrics_share import DIRECTORY_VARIABLE as METRICS_DIRECTORY_VARIABLE
 from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.readiness import Readiness
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
@@ -201,12 +202,14 @@ class KopilkaApp:
                     self.database_away = code == "store_unavailable"
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
+                self.metrics.start_sharing()  # a worker of several: its snapshots
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # uvicorn has stopped accepting and let requests in flight finish;
                 # the engine now answers whatever is still queued, then closes the store.
                 await self.sandboxes.close()
                 await self.engine.close()
+                await self.metrics.stop_sharing()  # after the last batch is counted
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -402,6 +405,9 @@ def create_app_from_environment() -> KopilkaApp:
         # worker started again after the token was revoked (its leak answered) would
         # otherwise find it not honoured, and stop the whole server.
         app = create_app(settings)
+        metrics_directory = os.environ.get(METRICS_DIRECTORY_VARIABLE)
+        if metrics_directory:  # the supervisor's: /metrics answers every worker's counts
+            app.metrics.share(Path(metrics_directory))
     except KopilkaError as error:
         # Settings the worker cannot read (a password file moved, the config file
         # edited): one line, and the status that has the supervisor stop the server,

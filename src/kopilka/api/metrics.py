@@ -1,16 +1,20 @@
 """Prometheus metrics: operations by kind and result, latency, and batch sizes.
 
 Everything is plain counting on the hot path (the event loop is one thread, so
-no locks), turned into Prometheus families only when /metrics is scraped.
-Batch sizes come from the engine's own counters.
+no locks), copied into a `Snapshot` and turned into Prometheus families only when
+/metrics is scraped. Batch sizes come from the engine's own counters. With several
+workers, the scrape answers every worker's snapshot summed (see metrics_share).
 """
 
 from __future__ import annotations
 
 import bisect
+import gc
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, GCCollector, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -19,6 +23,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from kopilka.api.metrics_share import (
+    GcCounts,
+    LatencyCounts,
+    Snapshot,
+    SnapshotFiles,
+    ViewCounts,
+)
 from kopilka.domain.model import Operation
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
@@ -54,52 +65,76 @@ def result_of(outcome: Operation | KopilkaError) -> str:
     return outcome.code if isinstance(outcome, KopilkaError) else "ok"
 
 
-class _EngineCollector(Collector):
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+def _batch_families(snapshot: Snapshot) -> Iterator[Metric]:
+    buckets: list[tuple[str, float]] = []
+    cumulative = 0
+    bound = 1
+    while bound <= _BATCH_BUCKETS_MAX:
+        cumulative += snapshot.batch_sizes.get(bound, 0)
+        buckets.append((str(bound), cumulative))
+        bound <<= 1
+    buckets.append(("+Inf", snapshot.batches))
+    yield HistogramMetricFamily(
+        "kopilka_batch_size",
+        "Operations per database transaction (group commit at work)",
+        buckets=buckets,
+        sum_value=snapshot.batch_operations,
+    )
+    # Only ever counts up: a counter (exposed as kopilka_engine_batches_total).
+    yield CounterMetricFamily(
+        "kopilka_engine_batches", "Batches committed since start", value=snapshot.batches
+    )
+    views = snapshot.postgres_views
+    if views is not None:
+        planned = CounterMetricFamily(
+            "kopilka_postgres_view_batches",
+            "Batches planned on this process's own view of their accounts: written in"
+            " one statement, stale (an account had moved; planned again from locked"
+            " rows), or key_taken (a retried key or a held claim; planned again reading"
+            " keys)",
+            labels=["result"],
+        )
+        planned.add_metric(["written"], views.written)
+        planned.add_metric(["stale"], views.stale)
+        planned.add_metric(["key_taken"], views.key_taken)
+        yield planned
+    if snapshot.sqlite_commit_seconds is not None:
+        yield GaugeMetricFamily(
+            "kopilka_sqlite_commit_seconds",
+            "A small batch's COMMIT (mostly its fsync), moving average; while it is over"
+            f" {LOOP_COMMIT_SECONDS_MAX} the COMMITs leave the event loop for a thread"
+            " (with several workers, the slowest worker's)",
+            value=snapshot.sqlite_commit_seconds,
+        )
 
-    def collect(self) -> Iterator[Metric]:
-        stats = self._engine.stats
-        buckets: list[tuple[str, float]] = []
-        cumulative = 0
-        bound = 1
-        while bound <= _BATCH_BUCKETS_MAX:
-            cumulative += stats.size_histogram.get(bound, 0)
-            buckets.append((str(bound), cumulative))
-            bound <<= 1
-        buckets.append(("+Inf", stats.batches))
-        yield HistogramMetricFamily(
-            "kopilka_batch_size",
-            "Operations per database transaction (group commit at work)",
-            buckets=buckets,
-            sum_value=stats.operations,
-        )
-        # Only ever counts up: a counter (exposed as kopilka_engine_batches_total).
-        yield CounterMetricFamily(
-            "kopilka_engine_batches", "Batches committed since start", value=stats.batches
-        )
-        store = self._engine.store
-        views = getattr(store, "stale_views", None)  # PostgreSQL's, not imported for SQLite
-        if isinstance(views, StaleViews):
-            planned = CounterMetricFamily(
-                "kopilka_postgres_view_batches",
-                "Batches planned on this process's own view of their accounts: written in"
-                " one statement, stale (an account had moved; planned again from locked"
-                " rows), or key_taken (a retried key or a held claim; planned again reading"
-                " keys)",
-                labels=["result"],
-            )
-            planned.add_metric(["written"], views.written)
-            planned.add_metric(["stale"], views.stale)
-            planned.add_metric(["key_taken"], views.key_taken)
-            yield planned
-        if isinstance(store, SqliteStore):
-            yield GaugeMetricFamily(
-                "kopilka_sqlite_commit_seconds",
-                "A small batch's COMMIT (mostly its fsync), moving average; while it is over"
-                f" {LOOP_COMMIT_SECONDS_MAX} the COMMITs leave the event loop for a thread",
-                value=store.commit_seconds,
-            )
+
+def _gc_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """As prometheus_client's GCCollector names them, from counts that may be summed."""
+    collected = CounterMetricFamily(
+        "python_gc_objects_collected", "Objects collected during gc", labels=["generation"]
+    )
+    uncollectable = CounterMetricFamily(
+        "python_gc_objects_uncollectable",
+        "Uncollectable objects found during GC",
+        labels=["generation"],
+    )
+    collections = CounterMetricFamily(
+        "python_gc_collections",
+        "Number of times this generation was collected",
+        labels=["generation"],
+    )
+    for generation, counts in enumerate(snapshot.gc):
+        collected.add_metric([str(generation)], counts.collected)
+        uncollectable.add_metric([str(generation)], counts.uncollectable)
+        collections.add_metric([str(generation)], counts.collections)
+    yield from (collected, uncollectable, collections)
+
+
+def _view_counts(store: object) -> ViewCounts | None:
+    views = getattr(store, "stale_views", None)  # PostgreSQL's, not imported for SQLite
+    if not isinstance(views, StaleViews):
+        return None
+    return ViewCounts(views.written, views.stale, views.key_taken)
 
 
 class _Latency:
@@ -114,14 +149,28 @@ class _Latency:
 
 
 class Metrics(Collector):
+    """This process's counts; with `share`, /metrics answers every worker's summed."""
+
     def __init__(self, engine: Engine) -> None:
+        self._engine = engine
         self._operations: dict[tuple[str, str], int] = {}
         self._latency: dict[str, _Latency] = {}
+        self.shared: SnapshotFiles | None = None
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
-        self.registry.register(_EngineCollector(engine))
-        # python_gc_collections_total and friends: how often the collector runs.
-        GCCollector(registry=self.registry)
+
+    def share(self, directory: Path) -> None:
+        """A worker of several: its snapshots go to `directory`, scrapes sum them all."""
+        assert self.shared is None, "shared once"
+        self.shared = SnapshotFiles(directory, self.snapshot)
+
+    def start_sharing(self) -> None:
+        if self.shared is not None:
+            self.shared.start()
+
+    async def stop_sharing(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
 
     def operation(self, kind: str, result: str, count: int = 1) -> None:
         key = (kind, result)
@@ -134,29 +183,59 @@ class Metrics(Collector):
         latency.counts[bisect.bisect_left(_LATENCY_BUCKETS_SECONDS, seconds)] += 1
         latency.total_seconds += seconds
 
+    def snapshot(self) -> Snapshot:
+        """Every count of this process now, copied (the live ones go on counting)."""
+        stats, store = self._engine.stats, self._engine.store
+        return Snapshot(
+            written_at=time.time(),
+            operations=[
+                (kind, result, count) for (kind, result), count in self._operations.items()
+            ],
+            latency={
+                kind: LatencyCounts(list(latency.counts), latency.total_seconds)
+                for kind, latency in self._latency.items()
+            },
+            gc=[
+                GcCounts(stat["collections"], stat["collected"], stat["uncollectable"])
+                for stat in gc.get_stats()
+            ],
+            batches=stats.batches,
+            batch_operations=stats.operations,
+            batch_sizes=dict(stats.size_histogram),
+            postgres_views=_view_counts(store),
+            sqlite_commit_seconds=store.commit_seconds if isinstance(store, SqliteStore) else None,
+        )
+
     def collect(self) -> Iterator[Metric]:
-        operations = CounterMetricFamily(
-            "kopilka_operations",
-            "Money operations by kind and result (ok or an error code)",
-            labels=["kind", "result"],
-        )
-        for (kind, result), count in sorted(self._operations.items()):
-            operations.add_metric([kind, result], count)
-        yield operations
-        latency = HistogramMetricFamily(
-            "kopilka_request_seconds",
-            "Time from request to answer, by endpoint kind",
-            labels=["kind"],
-        )
-        for kind, histogram in sorted(self._latency.items()):
-            buckets: list[tuple[str, float]] = []
-            cumulative = 0
-            for bound, count in zip(_LATENCY_BUCKETS_SECONDS, histogram.counts, strict=False):
-                cumulative += count
-                buckets.append((str(bound), cumulative))
-            buckets.append(("+Inf", sum(histogram.counts)))
-            latency.add_metric([kind], buckets, histogram.total_seconds)
-        yield latency
+        snapshot = self.snapshot() if self.shared is None else self.shared.combined()
+        yield from _operation_families(snapshot)
+        yield from _batch_families(snapshot)
+        yield from _gc_families(snapshot)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _operation_families(snapshot: Snapshot) -> Iterator[Metric]:
+    operations = CounterMetricFamily(
+        "kopilka_operations",
+        "Money operations by kind and result (ok or an error code)",
+        labels=["kind", "result"],
+    )
+    for kind, result, count in sorted(snapshot.operations):
+        operations.add_metric([kind, result], count)
+    yield operations
+    latency = HistogramMetricFamily(
+        "kopilka_request_seconds",
+        "Time from request to answer, by endpoint kind",
+        labels=["kind"],
+    )
+    for kind, histogram in sorted(snapshot.latency.items()):
+        buckets: list[tuple[str, float]] = []
+        cumulative = 0
+        for bound, count in zip(_LATENCY_BUCKETS_SECONDS, histogram.counts, strict=False):
+            cumulative += count
+            buckets.append((str(bound), cumulative))
+        buckets.append(("+Inf", sum(histogram.counts)))
+        latency.add_metric([kind], buckets, histogram.total_seconds)
+    yield latency
