@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -26,6 +28,7 @@ from tests.kopilka_server import (
     server_env,
 )
 
+from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX
 from kopilka.tokens import token_id_of
 
 ACCOUNTS = [f"acct{i}" for i in range(10)]
@@ -138,6 +141,33 @@ def test_a_stop_drains_answers_and_exits_zero(tmp_path: Path, stop: int, workers
     assert len(acked) > 100
     with running_server(home) as restarted:
         _check(_recorded(restarted), acked, len(ACCOUNTS) * 100_000_000, restarted)
+
+
+def test_a_second_stop_while_a_write_waits_exits_without_a_traceback(tmp_path: Path) -> None:
+    """Ctrl-C twice: uvicorn exits at once, and the lifespan's wait for its next message
+    was cancelled by the loop's end, logged as an error with fifteen lines of traceback."""
+    home = tmp_path / "home"
+    with running_server(home) as server:
+        _fund(server)
+        lock = os.open(home / f"kopilka.db{LOCK_FILE_SUFFIX}", os.O_RDWR)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # as another process's batch holds it
+            body = {"client": ACCOUNTS[0], "amount": "1", "description": "waits"}
+            with concurrent.futures.ThreadPoolExecutor() as pool:
+                waiting = pool.submit(
+                    _as_admin, home, server.port, "POST", "/v1/deposits", json=body
+                )
+                time.sleep(0.5)
+                assert server.process is not None
+                server.process.send_signal(signal.SIGINT)
+                time.sleep(0.3)
+                server.process.send_signal(signal.SIGINT)
+                answer = waiting.result(timeout=30)
+            assert server.stop(None) == 0
+        finally:
+            os.close(lock)
+    assert answer.json()["error"]["code"] == "outcome_unknown", answer.text
+    assert "Traceback" not in server.errors, server.errors
 
 
 def _workers_of(parent: int) -> list[int]:

@@ -192,7 +192,14 @@ class KopilkaApp:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
-            message = await receive()
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                # A second stop signal: uvicorn exits at once, sending no shutdown
+                # message, and the loop's end cancels this wait. The requests in flight
+                # were answered as stopped before their outcome was known; a traceback
+                # would say nothing more.
+                return
             if message["type"] == "lifespan.startup":
                 try:
                     await self.start()
