@@ -137,9 +137,14 @@ class ServerProcess:
 
 @contextmanager
 def running_server(
-    home: Path, db: str | None = None, *, workers: int = 1, **env: str
+    home: Path,
+    db: str | None = None,
+    *,
+    workers: int = 1,
+    open_files: tuple[int, int] | None = None,
+    **env: str,
 ) -> Iterator[ServerProcess]:
-    server = ServerProcess(home, db, workers=workers, **env).start()
+    server = ServerProcess(home, db, workers=workers, open_files=open_files, **env).start()
     try:
         yield server
     finally:
