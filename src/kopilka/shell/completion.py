@@ -75,28 +75,43 @@ def quote_word(word: str) -> str:
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# What separates words for shlex (its `whitespace`), which the parser splits lines with.
+_WORD_BREAKS = " \t\r\n"
+
+
 def current_word_start(text: str) -> int:
-    """Where the word under the cursor starts, with quotes taken into account."""
-    start, quote = 0, ""
-    for index, char in enumerate(text):
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char.isspace():
-            start = index + 1
-    return start
+    """Where the word under the cursor starts, read as the parser reads the line."""
+    return _read_last_word(text)[0]
 
 
 def _unquote(raw: str) -> str:
-    """What a half-typed word means so far ('"Jo' -> 'Jo')."""
-    for closing in ("", '"', "'"):
-        try:
-            words = shlex.split(raw + closing)
-        except ValueError:
-            continue
-        return words[0] if words else ""
-    return raw
+    """What a half-typed word means so far ('"Jo' -> 'Jo', 'John\\ J' -> 'John J')."""
+    return _read_last_word(raw)[1]
+
+
+def _read_last_word(text: str) -> tuple[int, str]:
+    """The last word of `text`: where it starts, and what it says so far, as shlex reads
+    it in POSIX mode (quotes; a backslash escapes any character outside quotes, and only
+    `"` and `\\` inside double quotes). An open quote or a trailing backslash is read as
+    if closed: the word is still being typed."""
+    start, meaning, quote, index = 0, "", "", 0
+    while index < len(text):
+        char, following = text[index], text[index + 1 : index + 2]
+        index += 1
+        if quote == "'":
+            quote, meaning = ("", meaning) if char == "'" else (quote, meaning + char)
+        elif char == "\\" and (not quote or following in ('"', "\\", "")):
+            meaning += following  # the escaped character, taken as it is
+            index += 1
+        elif quote:
+            quote, meaning = ("", meaning) if char == quote else (quote, meaning + char)
+        elif char in "\"'":
+            quote = char
+        elif char in _WORD_BREAKS:
+            start, meaning = index, ""
+        else:
+            meaning += char
+    return start, meaning
 
 
 class ShellCompleter(Completer):
@@ -115,6 +130,9 @@ class ShellCompleter(Completer):
             return
         spec = find_command(earlier[0])
         if spec is None:
+            return
+        if _names_a_command(spec, earlier) and not raw.startswith("-"):
+            yield from _matching(command_names(), raw, raw)  # `help dep` -> `help deposit`
             return
         spelling, has_equals, value = raw.partition("=")
         if has_equals and _names_client(spec, spelling):
@@ -136,6 +154,13 @@ def _unquote_all(text: str) -> list[str]:
         return shlex.split(text)
     except ValueError:
         return text.split()
+
+
+def _names_a_command(spec: CommandSpec, earlier: list[str]) -> bool:
+    """The word under the cursor is `help`'s COMMAND: bare after it, or `--command`'s."""
+    if spec.name != "help":
+        return False
+    return len(earlier) == 1 or (len(earlier) == 2 and spec.option(earlier[1]) is not None)
 
 
 def _names_client(spec: CommandSpec, spelling: str) -> bool:

@@ -1,0 +1,72 @@
+"""Tab completion reads the line as the parser does: quotes and backslash escapes."""
+
+from __future__ import annotations
+
+import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+
+from kopilka.shell.completion import KnownClients, ShellCompleter, current_word_start
+from kopilka.shell.parser import split_line
+
+NAMES = ["John Jones", "Jon Smith", 'O"Brien']
+
+
+def _completions(text: str) -> list[tuple[str, str]]:
+    """Each completion as the line it makes and the word it replaces."""
+    completer = ShellCompleter(KnownClients(lambda: list(NAMES)))
+    found = completer.get_completions(Document(text), CompleteEvent(completion_requested=True))
+    return [
+        (
+            text[: len(text) + completion.start_position] + completion.text,
+            text[completion.start_position :],
+        )
+        for completion in found
+    ]
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "deposit --client=John\\ J",
+        "deposit --client=John\\ ",
+        'deposit --client="John J',
+        "deposit --client='John J",
+    ],
+)
+def test_a_name_with_an_escaped_space_completes_as_a_quoted_one(typed: str) -> None:
+    """`John\\ J` is the parser's `John J`: completed, not started over at `J`."""
+    assert _completions(typed) == [
+        ('deposit --client="John Jones"', typed.removeprefix("deposit "))
+    ]
+
+
+def test_a_bare_name_after_its_option_with_an_escaped_space_completes() -> None:
+    assert _completions("transfer --from John\\ Jones --to John\\ ") == [
+        ('transfer --from John\\ Jones --to "John Jones"', "John\\ ")
+    ]
+
+
+def test_a_completed_name_reads_back_as_the_name() -> None:
+    [(line, _)] = _completions("balance --client=O\\")
+    assert split_line(line) == ["balance", '--client=O"Brien']
+
+
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("deposit --client=John\\ J", 8),
+        ("deposit --client=John\\ ", 8),
+        ("deposit --client=John ", 22),
+        ('deposit --client="a \\" b', 8),  # an escaped quote does not close the quote
+        ("deposit --client='a \\' b", 23),  # in single quotes a backslash escapes nothing
+    ],
+)
+def test_the_word_under_the_cursor_starts_where_the_parser_starts_it(text: str, start: int) -> None:
+    assert current_word_start(text) == start
+
+
+def test_help_completes_the_command_it_is_to_explain() -> None:
+    assert _completions("help dep") == [("help deposit", "dep")]
+    assert _completions("help --command with") == [("help --command withdraw", "with")]
+    assert _completions("help -") == [("help --command=", "-")]
