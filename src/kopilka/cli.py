@@ -44,7 +44,7 @@ from kopilka.shell.output import (
     answer,
     exit_status,
 )
-from kopilka.shell.parser import looks_like_an_option, parse_words
+from kopilka.shell.parser import closest, looks_like_an_option, parse_words
 from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import SessionEnded, SignalEnding, run_piped, run_terminal
 from kopilka.shell.specs import find_command
@@ -61,6 +61,8 @@ _DELEGATED_GLOBALS = {
     "serve": ("db", "config"),
     "token": ("db", "url", "token", "config", "ledger"),
 }
+# What `kopilka shell` takes besides a port, for a mistyped one to be matched against.
+_SHELL_OPTIONS = ("--sandbox", *(f"--{name}" for name in _GLOBAL_VALUES), "--help")
 SHELL_USAGE = (
     "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger NAME] [PORT]"
 )
@@ -249,6 +251,7 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
     if any(word in ("--help", "-h") for word in words):
         answer(f"Usage: {SHELL_USAGE}")
         return 0
+    _refuse_unknown_shell_options(words)
     if len(words) > 1 or (words and not (words[0].isascii() and words[0].isdigit())):
         raise InvalidInput("unexpected_argument", f"usage: {SHELL_USAGE}")
     port = int(words[0]) if words else None
@@ -260,6 +263,18 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
             return _run_shell(target, ending)
         except SessionEnded as ended:
             return 128 + ended.signum  # as a shell reports a command a signal ended
+
+
+def _refuse_unknown_shell_options(words: list[str]) -> None:
+    """A mistyped option (`--sandbx`) named, with the one meant: the bare usage left the
+    typist to find which word was wrong. The global options are taken out already."""
+    for word in words:
+        if looks_like_an_option(word):
+            spelling = word.partition("=")[0]  # never a value: it may be a token
+            shown = spelling if spelling.isprintable() else repr(spelling)
+            close = closest(spelling, list(_SHELL_OPTIONS))
+            hint = f"did you mean {close}?" if close else f"usage: {SHELL_USAGE}"
+            raise InvalidInput("unknown_option", f"kopilka shell has no option {shown}; {hint}")
 
 
 def _run_shell(target: Target, ending: SignalEnding) -> int:
@@ -286,7 +301,23 @@ def _run_shell(target: Target, ending: SignalEnding) -> int:
         # Piped input: plain text even when stdout is a terminal, so scripts see one form.
         return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stdout, terminal=False))
     finally:
+        if target.url is not None and target.sandbox:
+            _drop_sandbox(bank)
         bank.close()
+
+
+def _drop_sandbox(bank: Bank) -> None:
+    """A sandbox the server could not be told to drop (it is down) is said to be left
+    there, with its data, until its idle timeout: leaving quietly let the user think it
+    gone. The status stays the session's: its commands were done and answered."""
+    from kopilka.client import Client  # loaded already: the bank is one
+
+    assert isinstance(bank, Client)
+    try:
+        bank.drop_sandbox()
+    except KopilkaError as error:
+        with contextlib.suppress(OSError):  # a terminal closed (SIGHUP) cannot be told
+            print(f"Warning: {hide_secrets(error.message)}", file=sys.stderr)
 
 
 def _check_reachable(bank: Bank) -> str | None:

@@ -329,8 +329,15 @@ class Client:
                 raise InvalidInput(
                     "invalid_request", "this request cannot be sent: a header HTTP cannot carry"
                 ) from error
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
-                # Never reached the server: safe to retry any request.
+            except (httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+                # Never reached the server, but waited the whole timeout for it (a frozen
+                # server whose queue of connections is full, a host that drops packets):
+                # each retry waited as long again, four times the time the call is said
+                # to take. A lost packet is sent again within the one wait.
+                raise uncertain or _unreachable(self.shown_url, error) from error
+            except httpx.ConnectError as error:
+                # Never reached the server (refused: down, restarting): safe to retry any
+                # request, and quick to fail.
                 failure: Exception = error
             except httpx.TransportError as error:
                 if method != "GET" and uncertain is None:  # it may have been applied
@@ -338,8 +345,9 @@ class Client:
                     keyed = idempotency_key is not None and key_is_callers
                     uncertain = _outcome_unknown(self.shown_url, keyed, error)
                 # A server that took the request and said nothing for the whole timeout
-                # (frozen, stopped) would keep a retry waiting as long: one wait is enough.
-                if not retry or isinstance(error, httpx.ReadTimeout):
+                # (frozen, stopped), or did not read it, would keep a retry waiting as
+                # long: one wait is enough.
+                if not retry or isinstance(error, httpx.TimeoutException):
                     raise uncertain or _unreachable(self.shown_url, error) from error
                 failure = error
             else:
@@ -690,22 +698,40 @@ class Client:
         """Revoke it (again, if it was already); NotFound when there is no such token."""
         self._call("DELETE", "/v1/tokens/" + _segment(token_id))
 
+    def drop_sandbox(self) -> None:
+        """Drop this client's sandbox, if it has one and it is not dropped yet (close()
+        does it too, silently). Unavailable, in one line that says when the server drops
+        it by itself, when it could not be dropped (the server down, say)."""
+        keeper, self._sandbox = self._sandbox, None
+        if keeper is None:
+            return
+        keeper.stop()
+        try:
+            # Once, briefly: a server that does not answer drops it by itself when its
+            # idle time is up, and leaving must not wait on it.
+            self._call(
+                "DELETE",
+                "/v1/sandboxes/" + _segment(keeper.ledger),
+                retry=False,
+                wait_seconds=SANDBOX_DROP_SECONDS,
+            )
+        except KopilkaError as error:
+            if error.code == "sandbox_not_found":  # dropped already (idle too long)
+                return
+            cause = unknown_cause(error) if error.code == "outcome_unknown" else error.message
+            raise Unavailable(
+                error.code,
+                f"the sandbox {keeper.ledger!r} could not be dropped ({cause}); the server"
+                f" drops it, and what it holds, once it has been idle for"
+                f" {keeper.idle_timeout_seconds:.10g} s",
+            ) from error
+
     def close(self) -> None:
         try:
-            if self._sandbox is not None:
-                self._sandbox.stop()
-                # Once, briefly: a server that does not answer drops it by itself when
-                # its idle time is up, and leaving must not wait on it.
-                self._call(
-                    "DELETE",
-                    "/v1/sandboxes/" + _segment(self._sandbox.ledger),
-                    retry=False,
-                    wait_seconds=SANDBOX_DROP_SECONDS,
-                )
+            self.drop_sandbox()
         except KopilkaError:
-            pass  # the server drops an idle sandbox by itself
+            pass  # the server drops an idle sandbox by itself; drop_sandbox() says so
         finally:
-            self._sandbox = None
             self._http.close()
 
     def __enter__(self) -> Client:
@@ -767,6 +793,7 @@ class _SandboxKeeper:
 
     def __init__(self, client: Client, ledger: str, idle_timeout_seconds: float) -> None:
         self.ledger = ledger
+        self.idle_timeout_seconds = idle_timeout_seconds  # as the server gave it
         self._interval_seconds = max(idle_timeout_seconds / 3, 0.05)
         # Its own connection: the session's client belongs to the session's thread.
         self._http = _http_client(client.url, client._http.headers, client._http.timeout)

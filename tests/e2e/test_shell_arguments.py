@@ -144,3 +144,35 @@ def test_a_token_with_no_server_named_is_refused_and_no_local_ledger_is_touched(
     result = kopilka(*arguments, stdin="deposit --client=A --amount=5 --description=x\n", env=env)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", f"Error: {told}\n")
     assert not (kopilka_home / "kopilka.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("shelll", "shell"), ("Shell", "shell"), ("serv", "serve"), ("tokn", "token")],
+)
+def test_a_mistyped_program_command_suggests_it(
+    kopilka: RunKopilka, typed: str, meant: str
+) -> None:
+    """`kopilka shelll` was told `did you mean 'help'?`, and `kopilka serv` nothing: the
+    commands of kopilka itself were left out of those it suggests."""
+    result = kopilka(typed)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"Error: unknown command {typed!r}; did you mean {meant!r}?\n"
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("--sandbx", "--sandbox"), ("--urll=8888", "--url"), ("--Token", "--token")],
+)
+def test_a_mistyped_shell_option_is_named_with_the_one_meant(
+    kopilka: RunKopilka, kopilka_home: Path, typed: str, meant: str
+) -> None:
+    """It printed the bare usage, leaving the typist to find the wrong word; nothing is
+    begun (no home made for a shell that never ran)."""
+    result = kopilka("shell", typed, stdin="deposit --client=A --amount=1 --description=x\n")
+    spelling = typed.partition("=")[0]
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: kopilka shell has no option {spelling}; did you mean {meant}?\n"
+    )
+    assert not kopilka_home.exists()

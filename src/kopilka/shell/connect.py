@@ -52,7 +52,11 @@ class Target:
             where = "a sandbox in memory (gone when the shell ends)"
         else:
             where = redact_url(self.settings.db)
-        return f"{where}, ledger {ledger or self.settings.ledger!r}"
+        described = f"{where}, ledger {ledger or self.settings.ledger!r}"
+        if self.url is not None and self.sandbox:
+            # As the embedded sandbox says it: what is done here is not kept.
+            described += " (a sandbox on the server, dropped when the shell ends)"
+        return described
 
 
 def open_bank(target: Target, *, makes_none: bool = False) -> Bank:

@@ -104,12 +104,15 @@ def unknown_command(name: str, *, oneshot: bool = False) -> InvalidInput:
         return InvalidInput(
             "unknown_command", f"{name!r} is a command of the OS shell: run 'kopilka {name}'"
         )
-    close = _closest(name, command_names(oneshot=oneshot))
+    known = command_names(oneshot=oneshot)
+    if oneshot:  # `kopilka shelll` is `kopilka shell` mistyped, not `kopilka help`
+        known.extend(_PROGRAM_COMMANDS)
+    close = closest(name, known)
     hint = f"did you mean {close!r}?" if close else "type 'help' to list the commands"
     return InvalidInput("unknown_command", f"unknown command {name!r}; {hint}")
 
 
-def _closest(word: str, known: list[str]) -> str | None:
+def closest(word: str, known: list[str]) -> str | None:
     """The known spelling nearest to `word`, ignoring case: `DEPOSIT` is meant as `deposit`."""
     by_folded = {spelling.casefold(): spelling for spelling in known}
     close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1)
@@ -181,6 +184,6 @@ def _unknown_option(spec: CommandSpec, spelling: str) -> InvalidInput:
     shown = spelling if spelling.isprintable() else repr(spelling)
     if not known:
         return InvalidInput("unknown_option", f"{spec.name} takes no options, not {shown}")
-    close = _closest(spelling, known)
+    close = closest(spelling, known)
     hint = f"did you mean {close}?" if close else f"it takes {', '.join(known)}"
     return InvalidInput("unknown_option", f"{spec.name} has no option {shown}; {hint}")
