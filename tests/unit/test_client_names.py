@@ -137,3 +137,19 @@ async def test_a_token_bound_to_a_name_not_in_nfc_is_not_read_as_the_nfc_one() -
     await store.put_token(fresh)
     principal = await TokenCache(store).authenticate(f"Bearer {fresh_secret}".encode())
     assert principal.client == JOSE_NFC
+
+
+def test_a_run_of_combining_marks_past_the_stream_safe_bound_is_refused_not_ordered() -> None:
+    """NFC orders a run of combining marks by insertion sort: 800 of them in a name cost
+    half a millisecond each time, and a batch of such names held the event loop for
+    seconds. Past Unicode's stream-safe 30 they are left unordered, and refused."""
+    marks = "\u0301\u0316" * 20  # 40 in a row, out of canonical order
+    name = "a" + marks
+    assert client_name(name) is name
+    (outcome,) = _outcomes({}, Deposit(name, 100, "cash", "k"))
+    assert isinstance(outcome, KopilkaError) and outcome.code == "invalid_client"
+    assert outcome.message == "client name has more than 30 combining marks in a row"
+    # Up to the bound, a run is ordered (NFC) and the name taken.
+    (taken,) = _outcomes({}, Deposit("a" + marks[:30], 100, "cash", "k"))
+    assert isinstance(taken, Operation)
+    assert taken.credit_client == unicodedata.normalize("NFC", "a" + marks[:30])

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from kopilka.domain.model import (
+    COMBINING_RUN_MAX,
     MONEY_COMMAND_TYPES,
     OPENING_DESCRIPTION,
     SANDBOX_PREFIX,
@@ -40,6 +41,7 @@ from kopilka.domain.model import (
     Transfer,
     Withdraw,
     command_kind,
+    has_a_long_combining_run,
 )
 from kopilka.errors import (
     Conflict,
@@ -651,6 +653,11 @@ def validate_client(client: str) -> None:
             "invalid_client",
             "client name has control or invisible formatting characters, spaces other"
             " than a plain space, or bytes that are not UTF-8",
+        )
+    if not client.isascii() and has_a_long_combining_run(client):
+        raise InvalidInput(
+            "invalid_client",
+            f"client name has more than {COMBINING_RUN_MAX} combining marks in a row",
         )
 
 
