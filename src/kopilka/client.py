@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 from unicodedata import normalize
 from urllib.parse import quote, urlsplit
@@ -850,6 +851,17 @@ def _admin_token(url: str) -> str:
             " a server on this machine; give --token or KOPILKA_TOKEN",
         )
     check_home(path.parent)  # one that others may write could hold a token of theirs
+    port = urlsplit(url).port
+    owner = None if port is None else _listener_owner(port)
+    if owner is not None and owner != os.geteuid():
+        # Loopback is not "this user's server": while it is down, anyone on the machine
+        # may take its port, and would be handed the admin token of every ledger.
+        raise Unauthorized(
+            "no_token",
+            f"no token for {redact_url(url)}: the server listening on port {port} runs as"
+            f" another user (uid {owner}), and the admin token in {path.parent} goes only to"
+            " this user's; give --token or KOPILKA_TOKEN",
+        )
     try:
         token = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):  # a token is ASCII: bytes that are not are none
@@ -861,6 +873,29 @@ def _admin_token(url: str) -> str:
             f"no token: set KOPILKA_TOKEN, or start the server once to write {path}",
         )
     return token
+
+
+# Linux's tables of TCP sockets: a listening one is in state 0A, its owner's uid beside.
+_TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
+_LISTENING = "0A"
+
+
+def _listener_owner(port: int) -> int | None:
+    """The uid of a process listening on `port` on this machine, another user's if any
+    is; None where that cannot be told (not Linux, or nothing listens)."""
+    owners: set[int] = set()
+    for table in _TCP_TABLES:
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            listening = len(fields) > 7 and fields[3] == _LISTENING
+            if listening and int(fields[1].rpartition(":")[2], 16) == port:
+                owners.add(int(fields[7]))
+    others = owners - {os.geteuid()}
+    return min(others) if others else (os.geteuid() if owners else None)
 
 
 def _refuse_if_unreachable(url: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -176,3 +179,58 @@ def test_a_mistyped_shell_option_is_named_with_the_one_meant(
         f"Error: kopilka shell has no option {spelling}; did you mean {meant}?\n"
     )
     assert not kopilka_home.exists()
+
+
+def _listen_as_nobody(port: int) -> tuple[int, int]:
+    """A listener on `port` owned by the user nobody (a child forked and made nobody, as
+    no interpreter path need be open to that user): (its pid, a pipe that gives what the
+    first connection to it sent)."""
+    ready, ready_writer = os.pipe()
+    heard, heard_writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing but sockets and the pipes, then out
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            listening = socket.socket()
+            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listening.bind(("127.0.0.1", port))
+            listening.listen()
+            os.write(ready_writer, b"1")
+            listening.settimeout(5)
+            connection, _ = listening.accept()
+            connection.settimeout(2)
+            os.write(heard_writer, connection.recv(65536))
+        finally:
+            os._exit(0)
+    os.close(ready_writer)
+    os.close(heard_writer)
+    assert os.read(ready, 1) == b"1"
+    os.close(ready)
+    return pid, heard
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a listener of another user is started as root")
+def test_the_admin_token_is_not_sent_to_another_users_listener_on_loopback(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """While this user's server is down, anyone on the machine may take its port: the home's
+    admin token, sent to any server on loopback, was handed to them."""
+    kopilka_home.mkdir(parents=True)
+    (kopilka_home / "admin.token").write_text("kop_0123456789abcdef_secret\n")
+    port = free_port()
+    pid, heard = _listen_as_nobody(port)
+    try:
+        result = kopilka("balance", "--client=A", "--url", str(port))
+    finally:
+        os.kill(pid, signal.SIGKILL)  # it waits for a connection that should not come
+        os.waitpid(pid, 0)
+        sent = os.read(heard, 65536)
+        os.close(heard)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: no token for http://127.0.0.1:{port}: the server listening on port {port}"
+        f" runs as another user (uid 65534), and the admin token in {kopilka_home} goes only"
+        " to this user's; give --token or KOPILKA_TOKEN\n"
+    )
+    assert b"secret" not in sent
