@@ -197,3 +197,27 @@ def test_the_journal_made_writable_again_is_the_ledgers_own_file_only(tmp_path: 
         shm.chmod(0o444)
         _journal_writable_as_the_database(str(database))
         assert stat.S_IMODE(shm.stat().st_mode) == 0o444
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user's is made as root")
+def test_a_database_file_another_user_owns_is_refused_untouched(tmp_path: Path) -> None:
+    """Made in a shared directory by someone else before the ledger was (mode 0666): the
+    ledger written into it stayed theirs, to read and to change."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    planted = shared / "ledger.db"
+    planted.write_bytes(b"")
+    planted.chmod(0o666)
+    os.chown(planted, 65534, 65534)  # nobody's
+    home = tmp_path / "home"
+    result = run_kopilka(
+        home, "deposit", "--client=Ann", "--amount=5", "--description=pay", "--db", str(planted)
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: the database {planted} belongs to another user (uid 65534): run kopilka as"
+        " that user, or keep the ledger in a file of your own\n"
+    )
+    assert planted.read_bytes() == b""
+    assert sorted(path.name for path in shared.iterdir()) == ["ledger.db"]

@@ -57,7 +57,13 @@ from kopilka.domain.rules import (
     refused_money_keys,
 )
 from kopilka.domain.statement import EntryMark, StatementLine
-from kopilka.errors import Interrupted, KopilkaError, RetryableStoreError, Unavailable
+from kopilka.errors import (
+    Interrupted,
+    InvalidInput,
+    KopilkaError,
+    RetryableStoreError,
+    Unavailable,
+)
 from kopilka.store.not_a_ledger import newer_schema, no_ledger, refuse_foreign_tables
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
@@ -159,6 +165,24 @@ def connect(path: str) -> sqlite3.Connection:
     return connection
 
 
+def _refuse_another_users_file(path: str) -> None:
+    """A database file another user owns (put in a shared directory before the ledger
+    was made there, say) is theirs to read and change whatever its mode: the ledger
+    written into it would be too. Root is held to it as well: a -wal or -shm it made
+    beside a service user's file would stop that user's server writing."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return  # not there yet (made by this user), or said in its own words later
+    owner = found.st_uid
+    if stat.S_ISREG(found.st_mode) and owner != os.geteuid():
+        raise InvalidInput(
+            "invalid_setting",
+            f"the database {path} belongs to another user (uid {owner}): run kopilka as"
+            " that user, or keep the ledger in a file of your own",
+        )
+
+
 def _make_private(path: str) -> None:
     """The database and its WAL readable by their owner alone, as kopilka makes them now:
     one an older kopilka made, or a restore copied in, may be open to every user. (A
@@ -254,6 +278,8 @@ class SqliteStore:
     # -- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
+        if self.path != ":memory:":
+            _refuse_another_users_file(self.path)
         if not self._create_schema and self.path != ":memory:":
             await asyncio.to_thread(self._require_a_ledger)
         elif self.path != ":memory:":
