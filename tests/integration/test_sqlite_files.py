@@ -17,6 +17,7 @@ from subprocess import CompletedProcess
 
 import pytest
 from tests.e2e.conftest import RUN_TIMEOUT_SECONDS, kopilka_command, kopilka_env, run_kopilka
+from tests.kopilka_server import running_server
 
 from kopilka.bank import EmbeddedBank
 from kopilka.domain.model import Deposit, Operation
@@ -38,7 +39,15 @@ def _remove_the_journal(path: Path) -> None:
     Path(f"{path}-wal").unlink()  # taken for a stray file: it holds the commits
 
 
-@pytest.mark.parametrize("change", [_remove, _replace, _remove_the_journal])
+def _remove_the_shared_index(path: Path) -> None:
+    # Taken for a stray file too: another process then makes a new one, and each writes
+    # the journal by an index of its own.
+    Path(f"{path}-shm").unlink()
+
+
+@pytest.mark.parametrize(
+    "change", [_remove, _replace, _remove_the_journal, _remove_the_shared_index]
+)
 async def test_writes_to_a_database_file_gone_are_refused(
     tmp_path: Path, change: object, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -221,3 +230,27 @@ def test_a_database_file_another_user_owns_is_refused_untouched(tmp_path: Path) 
     )
     assert planted.read_bytes() == b""
     assert sorted(path.name for path in shared.iterdir()) == ["ledger.db"]
+
+
+def test_a_write_beside_a_server_whose_shared_index_was_deleted_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    """The -shm deleted under a running server: a one-shot deposit beside it made a new
+    index, and the server's next writes, by its own, wrote over that deposit's pages (its
+    account left without a balance, every later write to it failing)."""
+    home = tmp_path / "home"
+    with running_server(home) as server:
+        with server.client() as admin:
+            body = {"client": "Ann", "amount": "1", "open_account": True}
+            assert admin.post("/v1/deposits", json=body).status_code == 201
+        Path(f"{home / 'kopilka.db'}-shm").unlink()
+        beside = run_kopilka(home, "deposit", "--client=Zed", "--amount=50", "--description=x")
+        assert beside.returncode == 0, beside.stderr
+        with server.client() as admin:
+            for _ in range(5):
+                answer = admin.post("/v1/deposits", json=body)
+                assert answer.status_code == 503, answer.text  # refused, nothing applied
+                assert answer.json()["error"]["code"] == "store_unavailable"
+    after = run_kopilka(home, "balance", "--client=Zed")
+    assert (after.returncode, after.stdout) == (0, "Balance of Zed: $50.00\n"), after.stderr
+    assert run_kopilka(home, "balance", "--client=Ann").stdout == "Balance of Ann: $1.00\n"

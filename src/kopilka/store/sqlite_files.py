@@ -3,9 +3,11 @@
 SQLite writes through the descriptors it opened. A database file removed or replaced
 while a process has it open (`rm`, a backup moved over it, its `-wal` journal deleted
 as a stray file) goes on taking commits, each acknowledged, into a file no path names
-any more, and all of them are lost when the process ends. Before each COMMIT the store
-looks whether the paths still name the files it opened (two `stat` calls, a few
-microseconds a batch) and refuses the batch, nothing applied, once one does not.
+any more, and all of them are lost when the process ends. Its `-shm` deleted, another
+process makes a new one, and the two write one journal each by an index of its own:
+one's commits are lost under the other's. Before each COMMIT the store looks whether
+the paths still name the files it opened (three `stat` calls, a few microseconds a
+batch) and refuses the batch, nothing applied, once one does not.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ Identity = tuple[int, int]
 
 class OpenedFiles:
     def __init__(self, database_path: str) -> None:
-        self._paths = (database_path, database_path + "-wal")
+        self._paths = (database_path, database_path + "-wal", database_path + "-shm")
         # None: not there yet (SQLite makes the journal with the first write).
         self._identities = [_identity(path) for path in self._paths]
 
