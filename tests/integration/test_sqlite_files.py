@@ -254,3 +254,25 @@ def test_a_write_beside_a_server_whose_shared_index_was_deleted_is_not_lost(
     after = run_kopilka(home, "balance", "--client=Zed")
     assert (after.returncode, after.stdout) == (0, "Balance of Zed: $50.00\n"), after.stderr
     assert run_kopilka(home, "balance", "--client=Ann").stdout == "Balance of Ann: $1.00\n"
+
+
+def test_init_says_a_damaged_ledger_is_damaged_not_up_to_date(tmp_path: Path) -> None:
+    """A restore beside a stale -wal, say: its tables are there, and init had said "Schema
+    is up to date" of a file every write was refused on, as a failure to try again."""
+    home = tmp_path / "home"
+    for client in ("Ann", "Bob", "Cy"):
+        made = run_kopilka(
+            home, "deposit", f"--client={client}", "--amount=5", "--description=" + "x" * 500
+        )
+        assert made.returncode == 0, made.stderr
+    database = home / "kopilka.db"
+    size = database.stat().st_size
+    page = 4096
+    with database.open("r+b") as file:  # the last page's cells overwritten
+        file.seek(size - page + 8)
+        file.write(b"\xff" * (page - 16))
+    result = run_kopilka(home, "init")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"Error: the database {database} is damaged (")
+    assert result.stderr.endswith("): restore it from a backup (docs/operations.md, Backups)\n")
+    assert result.stderr.count("\n") == 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from kopilka.clock import MonotonicClock
-from kopilka.errors import InvalidInput
+from kopilka.errors import InvalidInput, Unavailable
 from kopilka.store.protocol import Store
 from kopilka.tokens import without_secrets
 
@@ -93,10 +93,23 @@ def sqlite_path(url: str) -> str | None:
 
 
 async def initialize_schema(url: str) -> None:
-    """`kopilka init`: create or upgrade the schema, idempotently."""
+    """`kopilka init`: create or upgrade the schema, idempotently; a SQLite file found
+    damaged is said so (its schema may well be "up to date")."""
+    from kopilka.store.sqlite import SqliteStore
+
     store = open_store(url)
     await store.open()
-    await store.close()
+    try:
+        damage = await store.damage() if isinstance(store, SqliteStore) else None
+    finally:
+        await store.close()
+    if damage is not None:
+        assert isinstance(store, SqliteStore)
+        raise Unavailable(
+            "database_damaged",
+            f"the database {store.path} is damaged ({damage}): restore it from a backup"
+            " (docs/operations.md, Backups)",
+        )
 
 
 __all__ = ["Store", "initialize_schema", "open_store", "sqlite_path"]

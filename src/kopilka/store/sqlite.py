@@ -454,6 +454,22 @@ class SqliteStore:
         except sqlite3.Error as error:  # a damaged file: one line, not a traceback
             raise self._failed(error, reading=True) from error
 
+    async def damage(self) -> str | None:
+        """SQLite's quick_check of the whole file (`kopilka init`): its first finding, or
+        None. Not at every open: it reads every page."""
+
+        def check() -> str | None:
+            (first,) = self._read_db.execute("PRAGMA quick_check(1)").fetchone()
+            if first == "ok":
+                return None
+            # "*** in database main ***" on a line of its own, then the finding.
+            return " ".join(str(first).replace("*** in database main ***", "").split())
+
+        try:
+            return await self._read(check)
+        except Unavailable as failed:
+            return failed.message
+
     def _connect_for_statements(self) -> sqlite3.Connection:
         connection = connect(self.path)
         connection.execute(f"PRAGMA cache_size = -{_STATEMENT_PAGE_CACHE_KIB}")
