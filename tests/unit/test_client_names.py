@@ -149,6 +149,11 @@ def test_a_run_of_combining_marks_past_the_stream_safe_bound_is_refused_not_orde
     (outcome,) = _outcomes({}, Deposit(name, 100, "cash", "k"))
     assert isinstance(outcome, KopilkaError) and outcome.code == "invalid_client"
     assert outcome.message == "client name has more than 30 combining marks in a row"
+    # Of combining class 0, these decompose into two marks each: counted so.
+    tibetan = "A" + "\u0f73" * 16
+    assert client_name(tibetan) is tibetan
+    (refused,) = _outcomes({}, Deposit(tibetan, 100, "cash", "k"))
+    assert isinstance(refused, KopilkaError) and refused.code == "invalid_client"
     # Up to the bound, a run is ordered (NFC) and the name taken.
     (taken,) = _outcomes({}, Deposit("a" + marks[:30], 100, "cash", "k"))
     assert isinstance(taken, Operation)

@@ -38,13 +38,24 @@ def client_name(text: str) -> str:
     return text if is_normalized("NFC", text) else normalize("NFC", text)
 
 
+# Of combining class 0, yet two combining marks each once decomposed (UAX #15 counts
+# them so): a run of them is ordered as one of twice as many marks.
+_TWO_MARKS = frozenset("\u0f73\u0f75\u0f81")
+
+
 def has_a_long_combining_run(text: str) -> bool:
-    """More than COMBINING_RUN_MAX combining marks in a row (looked for until found)."""
-    if len(text) <= COMBINING_RUN_MAX:
+    """More than COMBINING_RUN_MAX combining marks in a row, counted as NFC meets them
+    (looked for until found)."""
+    if len(text) * 2 <= COMBINING_RUN_MAX:
         return False
     run = 0
     for character in text:
-        run = run + 1 if combining(character) else 0
+        if combining(character):
+            run += 1
+        elif character in _TWO_MARKS:
+            run += 2
+        else:
+            run = 0
         if run > COMBINING_RUN_MAX:
             return True
     return False
