@@ -165,6 +165,10 @@ def connect(path: str) -> sqlite3.Connection:
     return connection
 
 
+# SQLITE_CORRUPT and SQLITE_NOTADB: the file itself is at fault, not this moment.
+_DAMAGED = frozenset({11, 26})
+
+
 def _refuse_another_users_file(path: str) -> None:
     """A database file another user owns (put in a shared directory before the ledger
     was made there, say) is theirs to read and change whatever its mode: the ledger
@@ -459,16 +463,18 @@ class SqliteStore:
         None. Not at every open: it reads every page."""
 
         def check() -> str | None:
-            (first,) = self._read_db.execute("PRAGMA quick_check(1)").fetchone()
+            try:
+                (first,) = self._read_db.execute("PRAGMA quick_check(1)").fetchone()
+            except sqlite3.DatabaseError as error:
+                if error.sqlite_errorcode not in _DAMAGED:
+                    raise  # busy, out of memory, an I/O error: said as any read's failure
+                return str(error)
             if first == "ok":
                 return None
             # "*** in database main ***" on a line of its own, then the finding.
             return " ".join(str(first).replace("*** in database main ***", "").split())
 
-        try:
-            return await self._read(check)
-        except Unavailable as failed:
-            return failed.message
+        return await self._read(check)
 
     def _connect_for_statements(self) -> sqlite3.Connection:
         connection = connect(self.path)

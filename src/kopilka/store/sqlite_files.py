@@ -26,7 +26,7 @@ class OpenedFiles:
 
     def gone(self) -> str | None:
         """The path that no longer names the file opened (removed, or another file put
-        in its place), or None while both do."""
+        in its place), or None while they all do."""
         for index, path in enumerate(self._paths):
             now = _identity(path)
             opened = self._identities[index]
