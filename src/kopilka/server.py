@@ -360,7 +360,10 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
     # reads them again, and must not meet a value a flag overrode (KOPILKA_PORT set by
     # Kubernetes to tcp://..., say) or take another.
     for name in _WORKER_SETTINGS:
-        os.environ[f"KOPILKA_{name.upper()}"] = str(getattr(settings, name))
+        value = getattr(settings, name)
+        # In plain digits, as a worker reads them: str(0.00001) is "1e-05".
+        shown = format(value, "f") if isinstance(value, float) else str(value)
+        os.environ[f"KOPILKA_{name.upper()}"] = shown
     if config_path is not None:
         os.environ["KOPILKA_CONFIG"] = config_path  # workers read the same file
     config = uvicorn.Config(

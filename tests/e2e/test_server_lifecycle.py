@@ -398,6 +398,16 @@ def test_workers_read_the_settings_their_supervisor_merged(tmp_path: Path) -> No
         assert admin.post("/v1/deposits", json=deposit).status_code == 201
 
 
+def test_workers_read_a_small_number_of_seconds_their_supervisor_took(tmp_path: Path) -> None:
+    """Handed on as str(0.00001), "1e-05", which a worker reads as no number: not one
+    started, and the refusal named a variable the operator never set."""
+    with (
+        running_server(tmp_path / "home", workers=2, KOPILKA_BODY_SECONDS="0.00001") as server,
+        server.client() as admin,
+    ):
+        assert admin.get("/v1/health").status_code == 200
+
+
 def test_workers_stop_for_a_sigterm_sent_as_they_say_they_listen(tmp_path: Path) -> None:
     """The supervisor heeds a stop that came before it listened for signals itself."""
     for attempt in range(4):
