@@ -301,9 +301,11 @@ def _run_shell(target: Target, ending: SignalEnding) -> int:
         # Piped input: plain text even when stdout is a terminal, so scripts see one form.
         return run_piped(bank, sys.stdin, Output(sys.stdout, sys.stdout, terminal=False))
     finally:
-        if target.url is not None and target.sandbox:
-            _drop_sandbox(bank)
-        bank.close()
+        try:
+            if target.url is not None and target.sandbox:
+                _drop_sandbox(bank)
+        finally:
+            bank.close()  # a Ctrl-C while the sandbox is dropped closes it all the same
 
 
 def _drop_sandbox(bank: Bank) -> None:

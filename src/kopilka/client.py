@@ -719,11 +719,13 @@ class Client:
         except KopilkaError as error:
             if error.code == "sandbox_not_found":  # dropped already (idle too long)
                 return
-            cause = unknown_cause(error) if error.code == "outcome_unknown" else error.message
+            unknown = error.code == "outcome_unknown"  # the DELETE may have been done
+            cause = unknown_cause(error) if unknown else error.message
+            dropped = "may not have been dropped" if unknown else "could not be dropped"
             raise Unavailable(
                 error.code,
-                f"the sandbox {keeper.ledger!r} could not be dropped ({cause}); the server"
-                f" drops it, and what it holds, once it has been idle for"
+                f"the sandbox {keeper.ledger!r} {dropped} ({cause}); the server drops it,"
+                f" and what it holds, once it has been idle for"
                 f" {keeper.idle_timeout_seconds:.10g} s",
             ) from error
 
@@ -851,8 +853,9 @@ def _admin_token(url: str) -> str:
             " a server on this machine; give --token or KOPILKA_TOKEN",
         )
     check_home(path.parent)  # one that others may write could hold a token of theirs
-    port = urlsplit(url).port
-    owner = None if port is None else _listener_owner(port)
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    owner = _listener_owner(port)
     if owner is not None and owner != os.geteuid():
         # Loopback is not "this user's server": while it is down, anyone on the machine
         # may take its port, and would be handed the admin token of every ledger.

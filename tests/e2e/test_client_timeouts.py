@@ -20,7 +20,7 @@ from kopilka.errors import Unavailable
 TIMEOUT_SECONDS = 1.0
 # The timeout, the few short pauses between retries that end quickly, and the machine's
 # own slowness; not a second timeout.
-WAIT_SECONDS_MAX = 1.9 * TIMEOUT_SECONDS
+WAIT_SECONDS_MAX = 3 * TIMEOUT_SECONDS  # one wait, not the four a retry loop took
 QUEUE_FILLERS_MAX = 64
 
 
