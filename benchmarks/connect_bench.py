@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from typing import Any
 
-from http_bench import REFERENCE, _free_port, _stop, _wait_listening, funded_server
+from http_bench import ceiling_server, funded_server
 
 REQUEST = b"GET /v1/health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 
@@ -76,17 +74,8 @@ def _kopilka(workers: int, arguments: argparse.Namespace) -> dict[str, Any]:
 
 
 def _ceiling(arguments: argparse.Namespace) -> dict[str, Any]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(REFERENCE / "http_ceiling.py"), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_listening(port, server)
+    with ceiling_server() as (_, port):
         return asyncio.run(_measure(port, arguments))
-    finally:
-        _stop(server)
 
 
 def main() -> None:

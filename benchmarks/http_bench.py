@@ -157,7 +157,9 @@ def _kopilka_round(arguments: argparse.Namespace, accounts: list[str]) -> dict[s
     return result
 
 
-def _ceiling_round(arguments: argparse.Namespace, accounts: list[str]) -> dict[str, Any]:
+@contextlib.contextmanager
+def ceiling_server() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`../shared/bench/http_ceiling.py` on a free port: (process, port). Stopped on leaving."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, str(REFERENCE / "http_ceiling.py"), str(port)],
@@ -166,9 +168,14 @@ def _ceiling_round(arguments: argparse.Namespace, accounts: list[str]) -> dict[s
     )
     try:
         _wait_listening(port, server)
-        return _measured(server, lambda: _load(port, "x", arguments, accounts))
+        yield server, port
     finally:
         _stop(server)
+
+
+def _ceiling_round(arguments: argparse.Namespace, accounts: list[str]) -> dict[str, Any]:
+    with ceiling_server() as (server, port):
+        return _measured(server, lambda: _load(port, "x", arguments, accounts))
 
 
 def main() -> None:

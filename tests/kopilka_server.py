@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +133,28 @@ class ServerProcess:
         self.process.stdout.close()
         self.process.stderr.close()
         return code
+
+
+def workers_of(parent: int) -> list[int]:
+    """The workers of a `kopilka serve --workers N` supervisor, not multiprocessing's
+    helper processes."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    workers = []
+    for pid in children:
+        with suppress(FileNotFoundError):  # gone while we looked
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                workers.append(int(pid))
+    return workers
+
+
+def metrics_directory_of(worker: int) -> Path:
+    """Where a worker of several writes its metrics snapshots (its environment says)."""
+    environment = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
+    for entry in environment:
+        name, _, value = entry.partition(b"=")
+        if name == b"KOPILKA_METRICS_DIRECTORY":
+            return Path(value.decode())
+    raise AssertionError("the worker was given no metrics directory")
 
 
 @contextmanager

@@ -24,8 +24,10 @@ from tests.kopilka_server import (
     ServerProcess,
     free_port,
     kopilka_command,
+    metrics_directory_of,
     running_server,
     server_env,
+    workers_of,
 )
 
 from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX
@@ -170,17 +172,6 @@ def test_a_second_stop_while_a_write_waits_exits_without_a_traceback(tmp_path: P
     assert "Traceback" not in server.errors, server.errors
 
 
-def _workers_of(parent: int) -> list[int]:
-    """The supervisor's workers, not multiprocessing's helper processes."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    workers = []
-    for pid in children:
-        with contextlib.suppress(FileNotFoundError):  # gone while we looked
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                workers.append(int(pid))
-    return workers
-
-
 def test_a_worker_killed_is_started_again_and_said_so(tmp_path: Path) -> None:
     """uvicorn says it at a level the server does not log: a worker killed again and
     again (out of memory) went unseen. The admin token written at start was revoked
@@ -196,11 +187,11 @@ def test_a_worker_killed_is_started_again_and_said_so(tmp_path: Path) -> None:
         with server.client(other) as admin:
             assert admin.get("/v1/tokens").status_code == 200
         parent = server.process.pid
-        first = _workers_of(parent)[0]
+        first = workers_of(parent)[0]
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + 20
         while True:
-            now = _workers_of(parent)
+            now = workers_of(parent)
             if len(now) == 2 and first not in now:
                 break
             assert time.monotonic() < deadline, "the killed worker was not replaced"
@@ -277,20 +268,21 @@ def _alive(pid: int) -> bool:
 
 def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
     """Killed outright, the supervisor cannot stop its workers: they must not go on
-    holding the port and the database with no one to stop them."""
+    holding the port and the database with no one to stop them. Nor can it remove the
+    metrics directory it made: the workers, ending with it, do."""
     with running_server(tmp_path / "home", workers=2) as server:
         assert server.process is not None
-        parent = server.process.pid
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        workers = [int(pid) for pid in children]
-        assert len(workers) >= 2
+        workers = workers_of(server.process.pid)
+        assert len(workers) == 2
+        directory = metrics_directory_of(workers[0])
+        assert directory.is_dir()
         # Not server.stop(): it reads the output to its end, which a live worker holds open.
         server.process.kill()
         server.process.wait()
         deadline = time.monotonic() + 20
         try:
-            while any(_alive(pid) for pid in workers):
-                assert time.monotonic() < deadline, "workers outlived their supervisor"
+            while any(_alive(pid) for pid in workers) or directory.exists():
+                assert time.monotonic() < deadline, "workers or metrics outlived the supervisor"
                 time.sleep(0.1)
         finally:
             for pid in workers:

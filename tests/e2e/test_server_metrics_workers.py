@@ -4,7 +4,6 @@ server's numbers, and a counter never goes down, not even when a worker is kille
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -12,7 +11,13 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from tests.kopilka_server import RawConnection, ServerProcess, running_server
+from tests.kopilka_server import (
+    RawConnection,
+    ServerProcess,
+    metrics_directory_of,
+    running_server,
+    workers_of,
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -132,26 +137,6 @@ def _went_down(before: Samples, after: Samples) -> list[str]:
     ]
 
 
-def _workers_of(parent: int) -> list[int]:
-    """The supervisor's workers, not multiprocessing's helper processes."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    workers = []
-    for pid in children:
-        with contextlib.suppress(FileNotFoundError):  # gone while we looked
-            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                workers.append(int(pid))
-    return workers
-
-
-def _metrics_directory(worker: int) -> Path:
-    environment = Path(f"/proc/{worker}/environ").read_bytes().split(b"\0")
-    for entry in environment:
-        name, _, value = entry.partition(b"=")
-        if name == b"KOPILKA_METRICS_DIRECTORY":
-            return Path(value.decode())
-    raise AssertionError("the worker was given no metrics directory")
-
-
 def test_every_scrape_answers_the_whole_servers_counts(tmp_path: Path) -> None:
     with running_server(tmp_path / "home", workers=2) as server:
         assert server.process is not None
@@ -171,7 +156,7 @@ def test_every_scrape_answers_the_whole_servers_counts(tmp_path: Path) -> None:
             assert 0 < seen[("kopilka_sqlite_commit_seconds", ())] < 5
             assert len([key for key in seen if key[0] == "kopilka_sqlite_commit_seconds"]) == 1
         # Private to the server's user, and gone with the server.
-        directory = _metrics_directory(_workers_of(server.process.pid)[0])
+        directory = metrics_directory_of(workers_of(server.process.pid)[0])
         assert directory.stat().st_mode & 0o777 == 0o700
         assert len(list(directory.glob("*.snapshot"))) == 2
         assert server.stop() == 0
@@ -211,10 +196,10 @@ def test_a_killed_worker_leaves_what_it_counted_in_the_sums(tmp_path: Path) -> N
         _load(server)
         before = _scrape_until(server, _expected(1))
         parent = server.process.pid
-        killed = _workers_of(parent)[0]
+        killed = workers_of(parent)[0]
         os.kill(killed, signal.SIGKILL)
         deadline = time.monotonic() + 20
-        while len(now := _workers_of(parent)) != 2 or killed in now:
+        while len(now := workers_of(parent)) != 2 or killed in now:
             assert time.monotonic() < deadline, "the killed worker was not replaced"
             time.sleep(0.1)
         for _ in range(SCRAPES):
@@ -226,23 +211,3 @@ def test_a_killed_worker_leaves_what_it_counted_in_the_sums(tmp_path: Path) -> N
         _load(server, prefix="again")
         _scrape_until(server, _expected(2))
         assert server.stop() == 0
-
-
-def test_workers_of_a_killed_supervisor_remove_the_directory(tmp_path: Path) -> None:
-    """Killed outright, the supervisor cannot remove it: its workers, ending with it, do."""
-    with running_server(tmp_path / "home", workers=2) as server:
-        assert server.process is not None
-        workers = _workers_of(server.process.pid)
-        directory = _metrics_directory(workers[0])
-        assert directory.is_dir()
-        server.process.kill()  # not server.stop(): a live worker holds its output open
-        server.process.wait()
-        deadline = time.monotonic() + 20
-        try:
-            while directory.exists():
-                assert time.monotonic() < deadline, "the metrics directory outlived the server"
-                time.sleep(0.1)
-        finally:
-            for pid in workers:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
