@@ -811,3 +811,23 @@ def test_a_client_that_half_closes_after_its_requests_is_answered(tmp_path: Path
         assert answers.count(b"HTTP/1.1 201 Created\r\n") == 3, answers
         with server.client() as admin:
             assert admin.get("/v1/accounts/Ann").json()["balance"] == "3.00"
+
+
+def test_a_client_that_half_closes_in_the_middle_of_a_body_is_let_go_at_once(
+    tmp_path: Path,
+) -> None:
+    """It will never send the rest: the connection was held until the body's time ran out,
+    and a stop of the server waited as long for it."""
+    with running_server(tmp_path, "memory:", KOPILKA_BODY_SECONDS="120") as server:
+        connection = connect(server.port)
+        connection.sendall(
+            b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {server.token}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            + b'{"client":'
+        )
+        connection.shutdown(socket.SHUT_WR)
+        connection.settimeout(60)  # well short of the body's 120 s
+        assert read_until_closed(connection) == b""
+        connection.close()
+        assert server.stop() == 0

@@ -336,7 +336,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's
         """A client that half-closes after its requests (`shutdown(SHUT_WR)`, `nc -N`)
         is still answered: the connection closed at once dropped the answer, its write
-        applied all the same."""
+        applied all the same. One that half-closes in the middle of a body will never
+        send the rest: closed at once, not when the body's time runs out (a stop of the
+        server waited for it)."""
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_complete:
+            return None
         if self.unanswered > 0 and not self.lingering:
             self.half_closed = True
             return True  # the write side stays open until they are answered
