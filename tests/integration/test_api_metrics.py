@@ -150,3 +150,22 @@ def test_metrics_count_the_items_of_a_batch_refused_whole(
         seen = samples(httpx.get(f"{server.url}/metrics").text)
     key = ("kopilka_operations_total", (("kind", "deposit"), ("result", "store_unavailable")))
     assert seen[key] == 3
+
+
+def test_a_sandbox_s_operations_are_counted_apart_from_the_bank_s(tmp_path: Path) -> None:
+    """A sandbox is a test ledger, and any token may make one: its money counted as the
+    bank's let a client token inflate the business figures by thousands a request."""
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        opened = admin.post(
+            "/v1/deposits", json={"client": "Ann", "amount": "1", "open_account": True}
+        )
+        assert opened.status_code == 201
+        sandbox = {"Kopilka-Ledger": admin.post("/v1/sandboxes").json()["ledger"]}
+        deposit = {"client": "Sandy", "amount": "5", "open_account": True}
+        assert admin.post("/v1/deposits", json=deposit, headers=sandbox).status_code == 201
+        batch = {"operations": [{"type": "deposit", "client": "Sandy", "amount": "1"}] * 4}
+        assert admin.post("/v1/batch", json=batch, headers=sandbox).status_code == 200
+        seen = samples(httpx.get(f"{server.url}/metrics").text)
+    deposits = (("kind", "deposit"), ("result", "ok"))
+    assert seen[("kopilka_operations_total", deposits)] == 1
+    assert seen[("kopilka_sandbox_operations_total", deposits)] == 5

@@ -37,6 +37,7 @@ def snapshot(
     return Snapshot(
         written_at=written_at,
         operations=[("deposit", "ok", deposits), ("withdrawal", "insufficient_funds", 1)],
+        sandbox_operations=[("transfer", "ok", deposits)],
         latency={"deposit": LatencyCounts([deposits, 1, 0], 0.5)},
         batches=deposits,
         batch_operations=deposits + 1,
@@ -53,6 +54,7 @@ def test_counters_are_summed() -> None:
         ("deposit", "ok", 7),
         ("withdrawal", "insufficient_funds", 2),
     ]
+    assert total.sandbox_operations == [("transfer", "ok", 7)]
     assert total.latency == {"deposit": LatencyCounts([7, 2, 0], 1.0)}
     assert (total.batches, total.batch_operations) == (7, 9)
     assert total.batch_sizes == {1: 7, 2: 2}

@@ -244,10 +244,12 @@ class KopilkaApp:
         headers: list[tuple[bytes, bytes]] = [_JSON]
         key = ""
         replayed = False  # a refusal given again, counted apart
+        sandbox = False  # a sandbox's money is no business of the bank's: counted apart
         request_headers: RequestHeaders | None = None
         try:
             request_headers = RequestHeaders(scope)
             principal, ledger = await self.authorize(request_headers)
+            sandbox = ledger.startswith(SANDBOX_PREFIX)
             if scope["query_string"]:
                 handlers.query_of(scope)  # a write takes no parameters: one given is refused
             body = await read_body(
@@ -286,7 +288,7 @@ class KopilkaApp:
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        self.metrics.operation(kind, result)
+        self.metrics.operation(kind, result, sandbox=sandbox)
         self.metrics.latency(kind, time.perf_counter() - started)
 
 

@@ -491,8 +491,9 @@ class Call:
         try:
             return await self._batch_items(items, as_decoded, prefix, role, counts)
         finally:
+            sandbox = self.ledger.startswith(SANDBOX_PREFIX)
             for (kind, result), count in counts.items():
-                self.app.metrics.operation(kind, result, count)
+                self.app.metrics.operation(kind, result, count, sandbox=sandbox)
 
     async def _batch_items(
         self,

@@ -154,6 +154,7 @@ class Metrics(Collector):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._operations: dict[tuple[str, str], int] = {}
+        self._sandbox_operations: dict[tuple[str, str], int] = {}
         self._latency: dict[str, _Latency] = {}
         self.shared: SnapshotFiles | None = None
         self.registry = CollectorRegistry(auto_describe=True)
@@ -172,9 +173,10 @@ class Metrics(Collector):
         if self.shared is not None:
             await self.shared.close()
 
-    def operation(self, kind: str, result: str, count: int = 1) -> None:
+    def operation(self, kind: str, result: str, count: int = 1, *, sandbox: bool = False) -> None:
+        counted = self._sandbox_operations if sandbox else self._operations
         key = (kind, result)
-        self._operations[key] = self._operations.get(key, 0) + count
+        counted[key] = counted.get(key, 0) + count
 
     def latency(self, kind: str, seconds: float) -> None:
         latency = self._latency.get(kind)
@@ -190,6 +192,9 @@ class Metrics(Collector):
             written_at=time.time(),
             operations=[
                 (kind, result, count) for (kind, result), count in self._operations.items()
+            ],
+            sandbox_operations=[
+                (kind, result, count) for (kind, result), count in self._sandbox_operations.items()
             ],
             latency={
                 kind: LatencyCounts(list(latency.counts), latency.total_seconds)
@@ -225,6 +230,15 @@ def _operation_families(snapshot: Snapshot) -> Iterator[Metric]:
     for kind, result, count in sorted(snapshot.operations):
         operations.add_metric([kind, result], count)
     yield operations
+    in_sandboxes = CounterMetricFamily(
+        "kopilka_sandbox_operations",
+        "Money operations in sandboxes (test ledgers, dropped with their session), by kind"
+        " and result: kept apart from the bank's own",
+        labels=["kind", "result"],
+    )
+    for kind, result, count in sorted(snapshot.sandbox_operations):
+        in_sandboxes.add_metric([kind, result], count)
+    yield in_sandboxes
     latency = HistogramMetricFamily(
         "kopilka_request_seconds",
         "Time from request to answer, by endpoint kind",

@@ -21,7 +21,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -71,6 +71,7 @@ class Snapshot(msgspec.Struct):
     batch_operations: int
     batch_sizes: dict[int, int]  # power-of-two bucket -> batches (not cumulative)
     gc: list[GcCounts]  # by generation
+    sandbox_operations: list[tuple[str, str, int]] = []  # as operations, in sandboxes
     postgres_views: ViewCounts | None = None  # on PostgreSQL only
     sqlite_commit_seconds: float | None = None  # a gauge, on SQLite only
 
@@ -83,12 +84,9 @@ def combine(snapshots: Sequence[Snapshot], now: float) -> Snapshot:
     """The server's numbers: counters summed over every snapshot, gauges the maximum over
     the fresh ones (the slowest worker's COMMIT is the one to watch)."""
     assert snapshots, "a scraped worker has written its own snapshot at least"
-    operations: dict[tuple[str, str], int] = {}
     latency: dict[str, LatencyCounts] = {}
     batch_sizes: dict[int, int] = {}
     for snapshot in snapshots:
-        for kind, result, count in snapshot.operations:
-            operations[kind, result] = operations.get((kind, result), 0) + count
         for kind, counts in snapshot.latency.items():
             _add_latency(latency, kind, counts)
         for bucket, count in snapshot.batch_sizes.items():
@@ -97,7 +95,8 @@ def combine(snapshots: Sequence[Snapshot], now: float) -> Snapshot:
     commit_seconds = [s.sqlite_commit_seconds for s in fresh if s.sqlite_commit_seconds is not None]
     return Snapshot(
         written_at=now,
-        operations=[(kind, result, count) for (kind, result), count in operations.items()],
+        operations=_sum_operations(snapshot.operations for snapshot in snapshots),
+        sandbox_operations=_sum_operations(snapshot.sandbox_operations for snapshot in snapshots),
         latency=latency,
         batches=sum(snapshot.batches for snapshot in snapshots),
         batch_operations=sum(snapshot.batch_operations for snapshot in snapshots),
@@ -106,6 +105,16 @@ def combine(snapshots: Sequence[Snapshot], now: float) -> Snapshot:
         postgres_views=_sum_views(snapshots),
         sqlite_commit_seconds=max(commit_seconds) if commit_seconds else None,
     )
+
+
+def _sum_operations(
+    counted: Iterable[list[tuple[str, str, int]]],
+) -> list[tuple[str, str, int]]:
+    total: dict[tuple[str, str], int] = {}
+    for operations in counted:
+        for kind, result, count in operations:
+            total[kind, result] = total.get((kind, result), 0) + count
+    return [(kind, result, count) for (kind, result), count in total.items()]
 
 
 def _add_latency(into: dict[str, LatencyCounts], kind: str, counts: LatencyCounts) -> None:
