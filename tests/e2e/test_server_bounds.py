@@ -831,3 +831,20 @@ def test_a_client_that_half_closes_in_the_middle_of_a_body_is_let_go_at_once(
         assert read_until_closed(connection) == b""
         connection.close()
         assert server.stop() == 0
+
+
+def test_connections_the_bounds_refuse_are_counted(tmp_path: Path) -> None:
+    """Turned away before any app has a say, and logged nowhere (anyone could fill a log
+    so): an operator saw nothing of clients behind one address refused."""
+    with running_server(tmp_path, "memory:", KOPILKA_CONNECTIONS_PER_CLIENT="2") as server:
+        held = hold_connections(server.port, 2)
+        for _ in range(3):
+            refused = connect(server.port)
+            assert error_of(read_until_closed(refused)) == (503, "too_many_connections")
+            refused.close()
+        for connection in held:
+            connection.close()
+        answer = served_once_a_slot_is_free(server.url)
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert answer.status_code == 200
+    assert 'kopilka_refused_requests_total{code="too_many_connections"} 3.0' in metrics

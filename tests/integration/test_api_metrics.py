@@ -169,3 +169,18 @@ def test_a_sandbox_s_operations_are_counted_apart_from_the_bank_s(tmp_path: Path
     deposits = (("kind", "deposit"), ("result", "ok"))
     assert seen[("kopilka_operations_total", deposits)] == 1
     assert seen[("kopilka_sandbox_operations_total", deposits)] == 5
+
+
+def test_requests_refused_for_their_token_are_counted_on_every_route(tmp_path: Path) -> None:
+    """Someone guessing tokens against the token API left no trace: only the three money
+    routes counted a refusal, as an operation's result."""
+    guessed = {"Authorization": "Bearer kop_0123456789abcdef_guess"}
+    with running_server(tmp_path / "home") as server:
+        for path in ("/v1/accounts/Ann", "/v1/tokens", "/v1/whoami"):
+            assert httpx.get(f"{server.url}{path}", headers=guessed).status_code == 401
+        body = {"client": "Ann", "amount": "1"}
+        refused = httpx.post(f"{server.url}/v1/deposits", json=body, headers=guessed)
+        assert refused.status_code == 401
+        assert httpx.get(f"{server.url}/v1/accounts/Ann").status_code == 401  # no token
+        seen = samples(httpx.get(f"{server.url}/metrics").text)
+    assert seen[("kopilka_refused_requests_total", (("code", "unauthorized"),))] == 5

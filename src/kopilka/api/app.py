@@ -43,7 +43,7 @@ from kopilka.collector import settle_for_serving
 from kopilka.domain.model import SANDBOX_PREFIX, MoneyCommand, Operation
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX, validate_ledger_name
 from kopilka.engine import Engine, EngineState
-from kopilka.errors import InvalidInput, KopilkaError, stopped_before_answer
+from kopilka.errors import InvalidInput, KopilkaError, Unauthorized, stopped_before_answer
 from kopilka.idempotency import uuid7
 from kopilka.limits import Limits
 from kopilka.settings import Settings
@@ -222,7 +222,11 @@ class KopilkaApp:
 
     async def authorize(self, headers: RequestHeaders) -> tuple[Principal, str]:
         """The caller and the ledger it works in (Kopilka-Ledger, else its own)."""
-        principal = await self.tokens.authenticate(headers.authorization)
+        try:
+            principal = await self.tokens.authenticate(headers.authorization)
+        except Unauthorized as refused:  # guessed tokens show, on every route
+            self.metrics.refused_token(refused.code)
+            raise
         if headers.ledger is None:
             ledger = principal.ledger
         else:

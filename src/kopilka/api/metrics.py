@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import gc
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,6 +56,9 @@ _LATENCY_BUCKETS_SECONDS = (
 _BATCH_BUCKETS_MAX = 1 << 17
 # The kind of a batch item too malformed to tell which operation it is.
 MALFORMED_KIND = "unknown"
+# Connections and requests the server's own bounds refused (api/protocol.py), by code,
+# before any app had a say: one count for the process, as its protocol's bounds are.
+BOUNDS_REFUSALS: Counter[str] = Counter()
 
 
 def result_of(outcome: Operation | KopilkaError) -> str:
@@ -155,6 +159,7 @@ class Metrics(Collector):
         self._engine = engine
         self._operations: dict[tuple[str, str], int] = {}
         self._sandbox_operations: dict[tuple[str, str], int] = {}
+        self._token_refusals: dict[str, int] = {}
         self._latency: dict[str, _Latency] = {}
         self.shared: SnapshotFiles | None = None
         self.registry = CollectorRegistry(auto_describe=True)
@@ -172,6 +177,10 @@ class Metrics(Collector):
     async def stop_sharing(self) -> None:
         if self.shared is not None:
             await self.shared.close()
+
+    def refused_token(self, code: str) -> None:
+        """A request refused for its token (none, unknown, revoked), on any route."""
+        self._token_refusals[code] = self._token_refusals.get(code, 0) + 1
 
     def operation(self, kind: str, result: str, count: int = 1, *, sandbox: bool = False) -> None:
         counted = self._sandbox_operations if sandbox else self._operations
@@ -196,6 +205,7 @@ class Metrics(Collector):
             sandbox_operations=[
                 (kind, result, count) for (kind, result), count in self._sandbox_operations.items()
             ],
+            refused=list((Counter(self._token_refusals) + BOUNDS_REFUSALS).items()),
             latency={
                 kind: LatencyCounts(list(latency.counts), latency.total_seconds)
                 for kind, latency in self._latency.items()
@@ -239,6 +249,15 @@ def _operation_families(snapshot: Snapshot) -> Iterator[Metric]:
     for kind, result, count in sorted(snapshot.sandbox_operations):
         in_sandboxes.add_metric([kind, result], count)
     yield in_sandboxes
+    refused = CounterMetricFamily(
+        "kopilka_refused_requests",
+        "Requests and connections refused before any operation was read: for their token"
+        " (unauthorized), or by the server's bounds on connections, time and size",
+        labels=["code"],
+    )
+    for code, count in sorted(snapshot.refused):
+        refused.add_metric([code], count)
+    yield refused
     latency = HistogramMetricFamily(
         "kopilka_request_seconds",
         "Time from request to answer, by endpoint kind",

@@ -72,6 +72,7 @@ class Snapshot(msgspec.Struct):
     batch_sizes: dict[int, int]  # power-of-two bucket -> batches (not cumulative)
     gc: list[GcCounts]  # by generation
     sandbox_operations: list[tuple[str, str, int]] = []  # as operations, in sandboxes
+    refused: list[tuple[str, int]] = []  # code, count: before any operation was read
     postgres_views: ViewCounts | None = None  # on PostgreSQL only
     sqlite_commit_seconds: float | None = None  # a gauge, on SQLite only
 
@@ -97,6 +98,7 @@ def combine(snapshots: Sequence[Snapshot], now: float) -> Snapshot:
         written_at=now,
         operations=_sum_operations(snapshot.operations for snapshot in snapshots),
         sandbox_operations=_sum_operations(snapshot.sandbox_operations for snapshot in snapshots),
+        refused=_sum_refused(snapshots),
         latency=latency,
         batches=sum(snapshot.batches for snapshot in snapshots),
         batch_operations=sum(snapshot.batch_operations for snapshot in snapshots),
@@ -115,6 +117,14 @@ def _sum_operations(
         for kind, result, count in operations:
             total[kind, result] = total.get((kind, result), 0) + count
     return [(kind, result, count) for (kind, result), count in total.items()]
+
+
+def _sum_refused(snapshots: Sequence[Snapshot]) -> list[tuple[str, int]]:
+    total: dict[str, int] = {}
+    for snapshot in snapshots:
+        for code, count in snapshot.refused:
+            total[code] = total.get(code, 0) + count
+    return list(total.items())
 
 
 def _add_latency(into: dict[str, LatencyCounts], kind: str, counts: LatencyCounts) -> None:

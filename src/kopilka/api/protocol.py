@@ -47,6 +47,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from kopilka.api.app import BODY_SECONDS_MAX, HEADERS_BYTES_MAX
 from kopilka.api.coalesce import CoalescingTransport
 from kopilka.api.errors import ApiError, error_body
+from kopilka.api.metrics import BOUNDS_REFUSALS
 
 CONNECTIONS_MAX = 2_048  # of a server process, all clients together
 CONNECTIONS_PER_CLIENT_MAX = 256
@@ -129,7 +130,18 @@ def _refusal(status: int, code: str, message: str) -> bytes:
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
-    return head.encode() + body
+    refusal = head.encode() + body
+    _CODE_OF[refusal] = code
+    return refusal
+
+
+# Each refusal's code, to count the refusal by (the bytes are made once, at import).
+_CODE_OF: dict[bytes, str] = {}
+
+
+def _count(refusal: bytes) -> bytes:
+    BOUNDS_REFUSALS[_CODE_OF[refusal]] += 1
+    return refusal
 
 
 _TOO_MANY_CONNECTIONS = _refusal(
@@ -228,14 +240,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.bounds.live) >= self.bounds.connections_max:
             # Here rather than uvicorn's limit_concurrency: its answer is plain text, and
             # it logs a line for each, which anyone could fill the log with.
-            transport.write(_SERVER_FULL)
+            transport.write(_count(_SERVER_FULL))
             transport.close()
             return
         address = self.client[0] if self.client else None  # None: a Unix socket
         if address is not None:
             open_now = self.bounds.open_by_client
             if open_now[address] >= self.bounds.connections_per_client_max:
-                transport.write(_TOO_MANY_CONNECTIONS)
+                transport.write(_count(_TOO_MANY_CONNECTIONS))
                 transport.close()
                 return
             open_now[address] += 1
@@ -432,7 +444,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _close_with(self, refusal: bytes) -> None:
         """Send `refusal` and linger (below)."""
-        self.transport.write(refusal)
+        self.transport.write(_count(refusal))
         self._linger()
 
     def _linger_if_sending(self) -> bool:
