@@ -140,7 +140,7 @@ _CODE_OF: dict[bytes, str] = {}
 
 
 def _count(refusal: bytes) -> bytes:
-    BOUNDS_REFUSALS[_CODE_OF[refusal]] += 1
+    BOUNDS_REFUSALS[_CODE_OF.get(refusal, "refused")] += 1
     return refusal
 
 
