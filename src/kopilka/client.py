@@ -836,10 +836,41 @@ def _http_client(
         # environment (HTTP_PROXY): the token, the home's admin token perhaps, would be
         # handed to that proxy. A transport of its own reads no proxy variables, and
         # still the certificate ones (SSL_CERT_FILE).
-        transport = httpx.HTTPTransport(limits=limits, trust_env=True)
+        transport = _HomeTokenGuard(limits=limits, trust_env=True)
     return httpx.Client(
         base_url=url, headers=headers, timeout=timeout, transport=transport, limits=limits
     )
+
+
+# "Bearer <the home's admin token>", as read by this process: sent only to this user's.
+_HOME_TOKEN_HEADERS: set[str] = set()
+
+
+class _HomeTokenGuard(httpx.HTTPTransport):
+    """A request carrying the home's admin token goes to a listener of this user's only,
+    looked at again for each one: the server restarted mid-session, another user may
+    have taken its port meanwhile."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.headers.get("authorization") in _HOME_TOKEN_HEADERS:
+            _refuse_another_users_listener(str(request.url))
+        return super().handle_request(request)
+
+
+def _refuse_another_users_listener(url: str) -> None:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    owner = _listener_owner(port)
+    if owner is not None and owner != os.geteuid():
+        # Loopback is not "this user's server": while it is down, anyone on the machine
+        # may take its port, and would be handed the admin token of every ledger.
+        raise Unauthorized(
+            "no_token",
+            f"no token for {redact_url(f'{parts.scheme}://{parts.netloc}')}: the server"
+            f" listening on port {port} runs as"
+            f" another user (uid {owner}), and the admin token in {home()} goes only to"
+            " this user's; give --token or KOPILKA_TOKEN",
+        )
 
 
 def _admin_token(url: str) -> str:
@@ -853,18 +884,7 @@ def _admin_token(url: str) -> str:
             " a server on this machine; give --token or KOPILKA_TOKEN",
         )
     check_home(path.parent)  # one that others may write could hold a token of theirs
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    owner = _listener_owner(port)
-    if owner is not None and owner != os.geteuid():
-        # Loopback is not "this user's server": while it is down, anyone on the machine
-        # may take its port, and would be handed the admin token of every ledger.
-        raise Unauthorized(
-            "no_token",
-            f"no token for {redact_url(url)}: the server listening on port {port} runs as"
-            f" another user (uid {owner}), and the admin token in {path.parent} goes only to"
-            " this user's; give --token or KOPILKA_TOKEN",
-        )
+    _refuse_another_users_listener(url)  # said at once, and again for each request
     try:
         token = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):  # a token is ASCII: bytes that are not are none
@@ -875,6 +895,7 @@ def _admin_token(url: str) -> str:
             "no_token",
             f"no token: set KOPILKA_TOKEN, or start the server once to write {path}",
         )
+    _HOME_TOKEN_HEADERS.add(f"Bearer {token}")
     return token
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import RunKopilka
-from tests.kopilka_server import free_port
+from tests.e2e.conftest import RunKopilka, kopilka_command, kopilka_env
+from tests.kopilka_server import free_port, running_server
 
 
 def test_a_command_in_capitals_suggests_the_command_and_runs_nothing(
@@ -234,3 +235,40 @@ def test_the_admin_token_is_not_sent_to_another_users_listener_on_loopback(
         " to this user's; give --token or KOPILKA_TOKEN\n"
     )
     assert b"secret" not in sent
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a listener of another user is started as root")
+def test_a_shell_whose_server_stops_does_not_hand_the_admin_token_to_the_next_listener(
+    kopilka_home: Path,
+) -> None:
+    """Looked at only as the shell began, the port's owner changed while the server was
+    down: the next command sent the admin token to whoever had taken the port."""
+    with running_server(kopilka_home) as server:
+        shell = subprocess.Popen(
+            [*kopilka_command(), "shell", "--url", str(server.port)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+        )
+        assert shell.stdin is not None and shell.stdout is not None
+        shell.stdin.write("accounts\n")
+        shell.stdin.flush()
+        assert shell.stdout.readline() == "No accounts yet.\n"
+        assert server.stop() == 0
+    pid, heard = _listen_as_nobody(server.port)
+    try:
+        said, _ = shell.communicate("accounts\n", timeout=30)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        sent = os.read(heard, 65536)
+        os.close(heard)
+    assert said == (
+        f"Error: no token for http://127.0.0.1:{server.port}: the server listening on port"
+        f" {server.port} runs as another user (uid 65534), and the admin token in"
+        f" {kopilka_home} goes only to this user's; give --token or KOPILKA_TOKEN\n"
+    )
+    assert b"Bearer" not in sent
