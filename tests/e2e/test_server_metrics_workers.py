@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from tests.kopilka_server import (
     RawConnection,
     ServerProcess,
@@ -18,8 +17,7 @@ from tests.kopilka_server import (
     running_server,
     workers_of,
 )
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+from tests.metric_samples import Samples, samples
 
 CONNECTIONS = 4  # opened at once: the two workers take them in turn
 DEPOSITS_PER_CONNECTION = 30
@@ -34,7 +32,7 @@ def _scrape(server: ServerProcess) -> Samples:
     """One scrape on a connection of its own, as Prometheus makes them."""
     answer = httpx.get(f"{server.url}/metrics", headers={"Connection": "close"})
     assert answer.status_code == 200, answer.text
-    return _parsed(answer.text)
+    return samples(answer.text)
 
 
 async def _scrape_beside(server: ServerProcess) -> Samples:
@@ -48,15 +46,7 @@ async def _scrape_beside(server: ServerProcess) -> Samples:
         writer.close()
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 "), head
-    return _parsed(body.decode())
-
-
-def _parsed(text: str) -> Samples:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return samples(body.decode())
 
 
 def _operations(seen: Samples, kind: str, result: str) -> float:

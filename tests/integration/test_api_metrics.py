@@ -7,21 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from tests.kopilka_server import running_server
+from tests.metric_samples import samples
 from tests.pgserver import PostgresTestServer
 
 from kopilka.domain.model import Deposit, Operation
 from kopilka.engine import Engine
 from kopilka.store.postgres import PostgresStore
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def test_metrics_count_what_was_done(tmp_path: Path) -> None:

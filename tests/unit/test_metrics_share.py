@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from tests.metric_samples import samples
 
 from kopilka.api.metrics import Metrics
 from kopilka.api.metrics_share import (
@@ -136,14 +136,6 @@ def test_a_scrape_with_no_snapshot_at_all_fails(tmp_path: Path) -> None:
         files.combined()
 
 
-def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
 def test_metrics_of_two_workers_render_their_sum(tmp_path: Path) -> None:
     first, second = Metrics(Engine(MemoryStore())), Metrics(Engine(MemoryStore()))
     for metrics in (first, second):
@@ -155,7 +147,7 @@ def test_metrics_of_two_workers_render_their_sum(tmp_path: Path) -> None:
     second.latency("deposit", 0.2)
     assert second.shared is not None
     second.shared.write()  # as its background task does
-    seen = _samples(first.render().decode())
+    seen = samples(first.render().decode())
     assert seen[("kopilka_operations_total", (("kind", "deposit"), ("result", "ok")))] == 7
     assert (
         seen[
@@ -171,7 +163,7 @@ def test_metrics_of_two_workers_render_their_sum(tmp_path: Path) -> None:
 def test_one_process_alone_writes_nothing(tmp_path: Path) -> None:
     metrics = Metrics(Engine(MemoryStore()))
     metrics.operation("deposit", "ok")
-    seen = _samples(metrics.render().decode())
+    seen = samples(metrics.render().decode())
     assert seen[("kopilka_operations_total", (("kind", "deposit"), ("result", "ok")))] == 1
     assert ("kopilka_sqlite_commit_seconds", ()) not in seen
     assert list(tmp_path.iterdir()) == []

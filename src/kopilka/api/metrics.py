@@ -12,8 +12,9 @@ import bisect
 import gc
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -231,33 +232,37 @@ class Metrics(Collector):
         return generate_latest(self.registry)
 
 
+def _counter(
+    name: str, documentation: str, labels: list[str], rows: Iterable[tuple[Any, ...]]
+) -> CounterMetricFamily:
+    """A counter of `rows`, each its labels' values and then its count."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for *values, count in sorted(rows):
+        family.add_metric([str(value) for value in values], count)
+    return family
+
+
 def _operation_families(snapshot: Snapshot) -> Iterator[Metric]:
-    operations = CounterMetricFamily(
+    yield _counter(
         "kopilka_operations",
         "Money operations by kind and result (ok or an error code)",
-        labels=["kind", "result"],
+        ["kind", "result"],
+        snapshot.operations,
     )
-    for kind, result, count in sorted(snapshot.operations):
-        operations.add_metric([kind, result], count)
-    yield operations
-    in_sandboxes = CounterMetricFamily(
+    yield _counter(
         "kopilka_sandbox_operations",
         "Money operations in sandboxes (test ledgers, dropped with their session), by kind"
         " and result: kept apart from the bank's own",
-        labels=["kind", "result"],
+        ["kind", "result"],
+        snapshot.sandbox_operations,
     )
-    for kind, result, count in sorted(snapshot.sandbox_operations):
-        in_sandboxes.add_metric([kind, result], count)
-    yield in_sandboxes
-    refused = CounterMetricFamily(
+    yield _counter(
         "kopilka_refused_requests",
         "Requests and connections refused before any operation was read: for their token"
         " (unauthorized), or by the server's bounds on connections, time and size",
-        labels=["code"],
+        ["code"],
+        snapshot.refused,
     )
-    for code, count in sorted(snapshot.refused):
-        refused.add_metric([code], count)
-    yield refused
     latency = HistogramMetricFamily(
         "kopilka_request_seconds",
         "Time from request to answer, by endpoint kind",
