@@ -29,6 +29,7 @@ def test_metrics_count_what_was_done(tmp_path: Path) -> None:
         assert refused.status_code == 422
         batch = {"operations": [{"type": "deposit", "client": "Bob", "amount": "1"}] * 3}
         assert admin.post("/v1/batch", json=batch).status_code == 200
+        assert admin.get("/v1/accounts/Bob/statement").status_code == 200
         answer = httpx.get(f"{server.url}/metrics")  # no token needed
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
@@ -47,6 +48,9 @@ def test_metrics_count_what_was_done(tmp_path: Path) -> None:
     assert seen[("kopilka_batch_size_bucket", (("le", "4"),))] == batches
     assert 4 <= batches <= 6
     assert seen[("kopilka_request_seconds_count", (("kind", "transfer"),))] == 1
+    # A batch and a statement apart from the rest, whose latency theirs would hide.
+    assert seen[("kopilka_request_seconds_count", (("kind", "batch"),))] == 1
+    assert seen[("kopilka_request_seconds_count", (("kind", "statement"),))] == 1
     # The server's SQLite file: how long its COMMITs take, which decides where they run.
     assert 0 < seen[("kopilka_sqlite_commit_seconds", ())] < 5
     assert seen[("kopilka_request_seconds_bucket", (("kind", "deposit"), ("le", "+Inf")))] == 2
