@@ -449,7 +449,7 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         )
     _create_home(settings)
     try:
-        asyncio.run(initialize_schema(settings.db))
+        versions = asyncio.run(initialize_schema(settings.db))
     except KopilkaError:
         raise
     except Exception as error:
@@ -457,7 +457,14 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         raise Unavailable(
             "store_unavailable", f"cannot open the database {redact_url(settings.db)}: {error}"
         ) from error
-    answer(f"Schema is up to date in {redact_url(settings.db)}.")
+    where = redact_url(settings.db)
+    found, now = versions or (0, 0)
+    if found == now:
+        answer(f"Schema is up to date in {where}.")
+    elif found == 0:
+        answer(f"Schema created in {where} (version {now}).")
+    else:  # an operator upgrading wants to see that it was done
+        answer(f"Schema upgraded from version {found} to {now} in {where}.")
     return 0
 
 

@@ -93,10 +93,14 @@ async def _fetch_column(url: str, query: str) -> list[str]:
 
 
 def test_init_creates_the_schema_and_is_idempotent(wallet: RunKopilka, backend: Backend) -> None:
+    where = redact_url(backend.db)
+    created = wallet("init")
+    assert (created.returncode, created.stderr) == (0, "")
+    assert created.stdout.startswith(f"Schema created in {where} (version ")
     for _ in range(2):
         result = wallet("init")
         assert (result.returncode, result.stderr) == (0, "")
-        assert result.stdout == f"Schema is up to date in {redact_url(backend.db)}.\n"
+        assert result.stdout == f"Schema is up to date in {where}.\n"
     assert stored_clients(backend) == []
 
 

@@ -101,8 +101,11 @@ def test_a_database_of_the_first_version_is_upgraded_keeping_its_rows(tmp_path: 
     )
     old.close()
 
+    # What init says of it: an operator upgrading sees that it was done.
+    upgraded = run_kopilka(tmp_path / "home", "init", "--db", path)
+    assert (upgraded.returncode, upgraded.stderr) == (0, "")
+    assert upgraded.stdout == f"Schema upgraded from version 1 to {SCHEMA_VERSION} in {path}.\n"
     connection = connect(path)
-    assert migrate(connection) == 1  # the version it found
     assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert connection.execute(
         "SELECT client, balance FROM accounts JOIN balances ON account_id = id"

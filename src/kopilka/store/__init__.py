@@ -92,9 +92,10 @@ def sqlite_path(url: str) -> str | None:
     return path
 
 
-async def initialize_schema(url: str) -> None:
-    """`kopilka init`: create or upgrade the schema, idempotently; a SQLite file found
-    damaged is said so (its schema may well be "up to date")."""
+async def initialize_schema(url: str) -> tuple[int, int] | None:
+    """`kopilka init`: create or upgrade the schema, idempotently; the versions found and
+    made (as Store.schema_versions). A SQLite file found damaged is said so (its schema
+    may well be "up to date")."""
     from kopilka.store.sqlite import SqliteStore
 
     store = open_store(url)
@@ -110,6 +111,7 @@ async def initialize_schema(url: str) -> None:
             f"the database {store.path} is damaged ({damage}): restore it from a backup"
             " (docs/operations.md, Backups)",
         )
+    return store.schema_versions
 
 
 __all__ = ["Store", "initialize_schema", "open_store", "sqlite_path"]

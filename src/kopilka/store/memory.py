@@ -38,6 +38,7 @@ from kopilka.tokens import TokenRecord
 
 class MemoryStore:
     concurrent_batches_max = 1
+    schema_versions: tuple[int, int] | None = None  # no schema in memory
 
     def __init__(self, clock: MonotonicClock | None = None) -> None:
         self._clock = clock or MonotonicClock()

@@ -78,7 +78,7 @@ from kopilka.store.postgres_batch import (
 )
 from kopilka.store.postgres_claims import StandingClaims
 from kopilka.store.postgres_migrate import migrate
-from kopilka.store.postgres_schema import SANDBOXES_LOCK_KEY
+from kopilka.store.postgres_schema import SANDBOXES_LOCK_KEY, SCHEMA_VERSION
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
@@ -208,6 +208,7 @@ class PostgresStore:
         self._url = url
         self.redacted_url = redact_url(url)
         self._clock = clock or MonotonicClock()
+        self.schema_versions: tuple[int, int] | None = None  # once open
         self._pool_size_max = pool_size_max
         self._connect_timeout_seconds = connect_timeout_seconds
         self._command_timeout_seconds = command_timeout_seconds
@@ -250,7 +251,8 @@ class PostgresStore:
                 },
             )
             async with self._pool.acquire(timeout=self._connect_timeout_seconds) as connection:
-                await migrate(connection, self.redacted_url, create=self._create_schema)
+                found = await migrate(connection, self.redacted_url, create=self._create_schema)
+                self.schema_versions = (found, SCHEMA_VERSION)
         except BaseException as error:
             if isinstance(error, Exception):
                 await self.close()

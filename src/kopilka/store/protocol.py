@@ -14,6 +14,9 @@ from kopilka.tokens import TokenRecord
 class Store(Protocol):
     # How many batches the engine may have in flight at once (1 for a single writer).
     concurrent_batches_max: int
+    # The schema version found when opened (0: none, made then) and the one it has now;
+    # None where there is no schema (memory).
+    schema_versions: tuple[int, int] | None
 
     async def open(self) -> None:
         """Connect and check the schema (create it where the backend does so itself)."""

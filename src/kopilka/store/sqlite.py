@@ -278,6 +278,7 @@ class SqliteStore:
         # Set by stop_waiting: a batch waiting for the write lock gives up, nothing applied.
         self._stop_waiting = threading.Event()
         self._files: OpenedFiles | None = None  # a file's: none for ":memory:"
+        self.schema_versions: tuple[int, int] | None = None  # once open
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -404,7 +405,7 @@ class SqliteStore:
         except sqlite3.Error as error:
             raise self._cannot_open(error) from error
         try:
-            migrate(connection)
+            self.schema_versions = (migrate(connection), SCHEMA_VERSION)
         except BaseException as error:
             connection.close()
             if isinstance(error, sqlite3.Error):  # locked past the busy timeout, read-only
