@@ -9,10 +9,8 @@ can never apply it twice. The JSON's shapes are client_wire.py's.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -78,7 +76,7 @@ from kopilka.errors import (
 )
 from kopilka.idempotency import new_key, sendable_key
 from kopilka.periods import period_end
-from kopilka.settings import check_home, home, redact_url, split_url
+from kopilka.settings import check_home, home, on_this_machine, redact_url, split_url
 
 T = TypeVar("T")
 
@@ -831,7 +829,7 @@ def _http_client(
     transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
     limits = httpx.Limits(max_keepalive_connections=4, max_connections=8)
-    if transport is None and _on_this_machine(urlsplit(url).hostname or ""):
+    if transport is None and on_this_machine(urlsplit(url).hostname or ""):
         # A server on this machine is reached directly, never through a proxy from the
         # environment (HTTP_PROXY): the token, the home's admin token perhaps, would be
         # handed to that proxy. A transport of its own reads no proxy variables, and
@@ -860,16 +858,16 @@ class _HomeTokenGuard(httpx.HTTPTransport):
 def _refuse_another_users_listener(url: str) -> None:
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    owner = _listener_owner(port)
-    if owner is not None and owner != os.geteuid():
+    owner = _another_users_listener(port)
+    if owner is not None:
         # Loopback is not "this user's server": while it is down, anyone on the machine
         # may take its port, and would be handed the admin token of every ledger.
+        server = redact_url(f"{parts.scheme}://{parts.netloc}")
         raise Unauthorized(
             "no_token",
-            f"no token for {redact_url(f'{parts.scheme}://{parts.netloc}')}: the server"
-            f" listening on port {port} runs as"
-            f" another user (uid {owner}), and the admin token in {home()} goes only to"
-            " this user's; give --token or KOPILKA_TOKEN",
+            f"no token for {server}: the server listening on port {port} runs as another"
+            f" user (uid {owner}), and the admin token in {home()} goes only to this"
+            " user's; give --token or KOPILKA_TOKEN",
         )
 
 
@@ -877,7 +875,7 @@ def _admin_token(url: str) -> str:
     """The home's admin token, for a server on this machine only: a URL from elsewhere (a
     kopilka.toml in a directory someone else made, say) must not be handed it."""
     path = home() / "admin.token"
-    if not _on_this_machine(urlsplit(url).hostname or ""):
+    if not on_this_machine(urlsplit(url).hostname or ""):
         raise Unauthorized(
             "no_token",
             f"no token for {redact_url(url)}: the admin token in {path.parent} goes only to"
@@ -904,9 +902,9 @@ _TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
 _LISTENING = "0A"
 
 
-def _listener_owner(port: int) -> int | None:
-    """The uid of a process listening on `port` on this machine, another user's if any
-    is; None where that cannot be told (not Linux, or nothing listens)."""
+def _another_users_listener(port: int) -> int | None:
+    """The uid of another user listening on `port` on this machine; None if none is, or
+    where that cannot be told (not Linux)."""
     owners: set[int] = set()
     for table in _TCP_TABLES:
         try:
@@ -919,7 +917,7 @@ def _listener_owner(port: int) -> int | None:
             if listening and int(fields[1].rpartition(":")[2], 16) == port:
                 owners.add(int(fields[7]))
     others = owners - {os.geteuid()}
-    return min(others) if others else (os.geteuid() if owners else None)
+    return min(others) if others else None
 
 
 def _refuse_if_unreachable(url: str) -> None:
@@ -932,21 +930,6 @@ def _refuse_if_unreachable(url: str) -> None:
         raise _unreachable(redact_url(url), error) from error
     except httpx.HTTPError:
         return  # something answers there, or may: the token is what is missing
-
-
-def _on_this_machine(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    try:
-        # The short IPv4 forms the resolver takes as they are ("127.1"), as the
-        # connection will: no name lookup.
-        return ipaddress.ip_address(socket.inet_aton(host)).is_loopback
-    except OSError:  # a name: it may resolve anywhere
-        return False
 
 
 def _unknown(outcome: Outcome) -> bool:

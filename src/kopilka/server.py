@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import ipaddress
 import os
 import resource
 import signal
@@ -34,6 +33,7 @@ from kopilka.settings import (
     load_settings,
     make_home,
     number,
+    on_this_machine,
     redact_url,
     whole_number,
     without_password,
@@ -135,7 +135,7 @@ def _announce(settings: Settings, admin_token_created: bool) -> None:
         f"kopilka listening on http://{host}:{settings.port} (db: {redact_url(settings.db)})\n"
         f"admin token {'written to' if admin_token_created else 'in'} {token_path}"
     )
-    if not _loopback(settings.host):
+    if not on_this_machine(settings.host):
         # Tokens are bearer secrets: over plain HTTP anyone on the path may take them.
         with contextlib.suppress(OSError):
             print(
@@ -155,13 +155,6 @@ def _announce(settings: Settings, admin_token_created: bool) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name: it may resolve anywhere
-        return False
 
 
 @functools.cache

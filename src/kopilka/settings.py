@@ -8,8 +8,10 @@ then defaults. A password inside a database URL is never printed: use
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import socket
 import sys
 import tomllib
 import unicodedata
@@ -524,6 +526,22 @@ def _split_userinfo(rest: str) -> tuple[str, str, str]:
     """
     userinfo, at, after = rest.rpartition("@")
     return (userinfo, at, after) if at else ("", "", rest)
+
+
+def on_this_machine(host: str) -> bool:
+    """A host that names this machine (loopback), read without a name lookup."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        # The short IPv4 forms the resolver takes as they are ("127.1"), as the
+        # connection will: no name lookup.
+        return ipaddress.ip_address(socket.inet_aton(host)).is_loopback
+    except OSError:  # a name: it may resolve anywhere
+        return False
 
 
 def redact_url(url: str) -> str:

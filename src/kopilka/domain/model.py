@@ -33,7 +33,7 @@ def client_name(text: str) -> str:
     with a combining accent (NFD) and "José" precomposed are one client. Every name that
     comes in passes through here (commands do it themselves) before it is checked or
     looked up; ASCII text, nearly all of it, costs one check."""
-    if text.isascii() or has_a_long_combining_run(text):
+    if text.isascii() or has_a_long_combining_run(text):  # left for the rules to refuse
         return text
     return text if is_normalized("NFC", text) else normalize("NFC", text)
 
@@ -46,7 +46,7 @@ _TWO_MARKS = frozenset("\u0f73\u0f75\u0f81")
 def has_a_long_combining_run(text: str) -> bool:
     """More than COMBINING_RUN_MAX combining marks in a row, counted as NFC meets them
     (looked for until found)."""
-    if len(text) * 2 <= COMBINING_RUN_MAX:
+    if text.isascii() or len(text) * 2 <= COMBINING_RUN_MAX:
         return False
     run = 0
     for character in text:

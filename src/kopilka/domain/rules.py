@@ -654,7 +654,7 @@ def validate_client(client: str) -> None:
             "client name has control or invisible formatting characters, spaces other"
             " than a plain space, or bytes that are not UTF-8",
         )
-    if not client.isascii() and has_a_long_combining_run(client):
+    if has_a_long_combining_run(client):
         raise InvalidInput(
             "invalid_client",
             f"client name has more than {COMBINING_RUN_MAX} combining marks in a row",
