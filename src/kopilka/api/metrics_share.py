@@ -21,8 +21,10 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -86,45 +88,36 @@ def combine(snapshots: Sequence[Snapshot], now: float) -> Snapshot:
     the fresh ones (the slowest worker's COMMIT is the one to watch)."""
     assert snapshots, "a scraped worker has written its own snapshot at least"
     latency: dict[str, LatencyCounts] = {}
-    batch_sizes: dict[int, int] = {}
+    batch_sizes: Counter[int] = Counter()
     for snapshot in snapshots:
         for kind, counts in snapshot.latency.items():
             _add_latency(latency, kind, counts)
-        for bucket, count in snapshot.batch_sizes.items():
-            batch_sizes[bucket] = batch_sizes.get(bucket, 0) + count
+        batch_sizes.update(snapshot.batch_sizes)
     fresh = [s for s in snapshots if now - s.written_at <= SNAPSHOT_FRESH_SECONDS]
     commit_seconds = [s.sqlite_commit_seconds for s in fresh if s.sqlite_commit_seconds is not None]
     return Snapshot(
         written_at=now,
-        operations=_sum_operations(snapshot.operations for snapshot in snapshots),
-        sandbox_operations=_sum_operations(snapshot.sandbox_operations for snapshot in snapshots),
-        refused=_sum_refused(snapshots),
+        operations=_summed(row for snapshot in snapshots for row in snapshot.operations),
+        sandbox_operations=_summed(
+            row for snapshot in snapshots for row in snapshot.sandbox_operations
+        ),
+        refused=_summed(row for snapshot in snapshots for row in snapshot.refused),
         latency=latency,
         batches=sum(snapshot.batches for snapshot in snapshots),
         batch_operations=sum(snapshot.batch_operations for snapshot in snapshots),
-        batch_sizes=batch_sizes,
+        batch_sizes=dict(batch_sizes),
         gc=_sum_gc(snapshots),
         postgres_views=_sum_views(snapshots),
         sqlite_commit_seconds=max(commit_seconds) if commit_seconds else None,
     )
 
 
-def _sum_operations(
-    counted: Iterable[list[tuple[str, str, int]]],
-) -> list[tuple[str, str, int]]:
-    total: dict[tuple[str, str], int] = {}
-    for operations in counted:
-        for kind, result, count in operations:
-            total[kind, result] = total.get((kind, result), 0) + count
-    return [(kind, result, count) for (kind, result), count in total.items()]
-
-
-def _sum_refused(snapshots: Sequence[Snapshot]) -> list[tuple[str, int]]:
-    total: dict[str, int] = {}
-    for snapshot in snapshots:
-        for code, count in snapshot.refused:
-            total[code] = total.get(code, 0) + count
-    return list(total.items())
+def _summed(rows: Iterable[tuple[Any, ...]]) -> list[Any]:
+    """Rows of labels then a count, one row for each labels, their counts summed."""
+    total: Counter[tuple[Any, ...]] = Counter()
+    for *labels, count in rows:
+        total[tuple(labels)] += count
+    return [(*labels, count) for labels, count in total.items()]
 
 
 def _add_latency(into: dict[str, LatencyCounts], kind: str, counts: LatencyCounts) -> None:
