@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from kopilka import __version__
 from kopilka.bank import Bank
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
+from kopilka.interrupts import kept_while_loading
 from kopilka.settings import Settings, hide_secrets, load_settings, make_home, redact_url
 from kopilka.shell.commands import (
     ON_OPEN_ACCOUNTS,
@@ -222,7 +223,8 @@ def _refuse_globals_not_taken(command: str, before: list[str]) -> None:
 def _delegate(command: str, arguments: list[str]) -> int:
     module_name, function_name = _DELEGATED[command]
     try:
-        module = importlib.import_module(module_name)
+        with kept_while_loading():  # the server's modules: a stop lost there was never seen
+            module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name != module_name:
             raise  # a dependency of that module is missing: a real fault, shown in full

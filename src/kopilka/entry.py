@@ -7,7 +7,10 @@ from __future__ import annotations
 
 def main() -> None:
     try:
-        from kopilka.cli import main as run
+        from kopilka.interrupts import kept_while_loading
+
+        with kept_while_loading():
+            from kopilka.cli import main as run
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     try:

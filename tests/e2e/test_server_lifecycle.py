@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -368,6 +369,48 @@ def test_a_stop_sent_while_the_server_starts_is_not_lost(
         # before the server set its own handlers, or stopped cleanly.
         assert server.returncode in (-stop, 130, 0), (delay_seconds, server.returncode, errors)
         assert "Traceback" not in errors, errors
+
+
+# Python raises Ctrl-C's KeyboardInterrupt wherever the main thread is; in a finalizer or
+# a weakref's callback (the import system frees its module locks in one) it reports it
+# as "ignored" and goes on. This one is freed as the module named starts to load.
+_SWALLOWED_WHILE_LOADING = """
+import signal, sys
+
+class _Finalized:
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+def _on_import(event, arguments):
+    if event == "import" and arguments[0] == {module!r}:
+        _Finalized()
+
+sys.addaudithook(_on_import)
+from kopilka.entry import main
+main()
+"""
+
+
+# uvicorn: loaded for `kopilka serve` alone, after the command is known.
+@pytest.mark.parametrize(
+    ("module", "words"), [("kopilka.cli", ["--version"]), ("uvicorn", ["serve"])]
+)
+def test_a_ctrl_c_python_swallows_while_loading_still_stops(
+    tmp_path: Path, module: str, words: list[str]
+) -> None:
+    """Seen in CI: `kopilka serve` interrupted 0.1 s into its start went on serving."""
+    program = _SWALLOWED_WHILE_LOADING.format(module=module)
+    command = [sys.executable, "-c", program, *words]
+    if words == ["serve"]:
+        command.append(str(free_port()))
+    try:
+        ended = subprocess.run(
+            command, env=server_env(tmp_path / "home"), capture_output=True, text=True, timeout=15
+        )
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the interrupt was lost: still running after 15 s") from None
+    assert "KeyboardInterrupt" in ended.stderr  # Python's report of the one it swallowed
+    assert (ended.returncode, ended.stdout) == (130, ""), ended
 
 
 def test_workers_read_the_settings_their_supervisor_merged(tmp_path: Path) -> None:

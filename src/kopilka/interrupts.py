@@ -1,0 +1,41 @@
+"""Ctrl-C (SIGINT) while modules load, kept rather than lost.
+
+Python's own handler raises KeyboardInterrupt wherever the main thread is. When that is
+a callback run for Python's own housekeeping (the import system's module locks are freed
+by a weakref's callback, the collector runs finalizers), Python reports the exception as
+"ignored" and goes on: the interrupt is gone. `kopilka serve` stopped 0.1 s into its
+start went on to serve for good. Loading is where such callbacks run most, so while
+loading, an interrupt is also written down and raised again once the loading is over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+
+@contextlib.contextmanager
+def kept_while_loading() -> Iterator[None]:
+    """Raise KeyboardInterrupt at the end for a SIGINT that came while the body ran,
+    if Python swallowed the one raised when it came."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread takes signals, and only it may set their handlers
+        return
+    came = False
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        nonlocal came
+        came = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        # None: a handler set outside Python, which cannot be set back from here.
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+    if came:
+        raise KeyboardInterrupt
