@@ -167,6 +167,22 @@ def test_a_sandbox_s_operations_are_counted_apart_from_the_bank_s(tmp_path: Path
     assert seen[("kopilka_sandbox_operations_total", deposits)] == 5
 
 
+def test_requests_refused_for_a_sandbox_are_counted_as_the_sandbox_s(tmp_path: Path) -> None:
+    """Sent to a sandbox dropped, or to another token's: they went to the bank's counts, so
+    that any token could raise its error rates by sending them."""
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        sandbox = admin.post("/v1/sandboxes").json()["ledger"]
+        assert admin.delete(f"/v1/sandboxes/{sandbox}").status_code == 204
+        deposit = {"client": "Sandy", "amount": "5", "open_account": True}
+        for _ in range(3):
+            sent = admin.post("/v1/deposits", json=deposit, headers={"Kopilka-Ledger": sandbox})
+            assert sent.json()["error"]["code"] == "sandbox_not_found", sent.text
+        seen = samples(httpx.get(f"{server.url}/metrics").text)
+    refused = (("kind", "deposit"), ("result", "sandbox_not_found"))
+    assert seen.get(("kopilka_operations_total", refused), 0) == 0
+    assert seen[("kopilka_sandbox_operations_total", refused)] == 3
+
+
 def test_requests_refused_for_their_token_are_counted_on_every_route(tmp_path: Path) -> None:
     """Someone guessing tokens against the token API left no trace: only the three money
     routes counted a refusal, as an operation's result."""

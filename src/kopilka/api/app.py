@@ -65,6 +65,7 @@ HEADERS_BYTES_MAX = 16 * 1024
 BODY_SECONDS_MAX = 10.0
 _JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
+_SANDBOX_PREFIX_BYTES = SANDBOX_PREFIX.encode()
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
 
 _encoder = msgspec.json.Encoder()
@@ -115,6 +116,9 @@ class RequestHeaders:
             # Which one counts is up to whoever reads it: a proxy that checked the first
             # must not see the second obeyed (another token, ledger or key).
             raise ApiError(400, "duplicate_header", f"the {twice.decode()} header came twice")
+
+    def names_a_sandbox(self) -> bool:
+        return self.ledger is not None and self.ledger.startswith(_SANDBOX_PREFIX_BYTES)
 
     def key_or_new(self, length_max: int = IDEMPOTENCY_KEY_LENGTH_MAX) -> str:
         """The Idempotency-Key, or a fresh one: the request applies, but a retry is new."""
@@ -286,6 +290,10 @@ class KopilkaApp:
             error = caught if isinstance(caught, KopilkaError) else stopped_before_answer()
             status, payload = error.http_status, error_body(error)
             result = "replayed" if replayed else error.code
+            if not sandbox and request_headers is not None:
+                # Refused before the ledger was taken (a dropped sandbox, another's): the
+                # sandbox it names is still where it was sent, not the bank's books.
+                sandbox = request_headers.names_a_sandbox()
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
             if status == 503:  # applied or not may be unknown: a retry under this key settles it
                 headers.append((b"idempotency-key", key_to_settle(key, request_headers)))
