@@ -4,6 +4,8 @@ behind the ledger's back."""
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -173,6 +175,44 @@ def test_an_upgrade_that_would_break_a_reference_changes_nothing(tmp_path: Path)
         migrate(connection)
     assert connection.execute("PRAGMA user_version").fetchone()[0] == 4
     assert connection.execute("SELECT count(*) FROM accounts").fetchone()[0] == 2
+
+
+_UPGRADE_PAST_A_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from kopilka.store.sqlite import connect
+from kopilka.store.sqlite_migrate import migrate
+
+connection = connect(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails, as on a full disk
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+migrate(connection)
+"""
+
+
+def test_an_upgrade_that_fails_to_write_says_why(tmp_path: Path) -> None:
+    """A full disk was told as 'cannot rollback - no transaction is active': SQLite had
+    rolled the upgrade back itself, and the ROLLBACK after it failed in its stead."""
+    path = tmp_path / "four.db"
+    _schema_4_with_history(str(path))
+    with closing(connect(str(path))) as old:
+        old.execute("BEGIN")
+        old.executemany(
+            "INSERT INTO accounts (id, ledger, client, balance, created_at)"
+            " VALUES (?, 'main', ?, 0, 0)",
+            [(number, f"client {number}") for number in range(3, 20_000)],
+        )
+        old.execute("COMMIT")
+    limit = max(file.stat().st_size for file in tmp_path.iterdir()) + 4096
+    upgrade = subprocess.run(
+        [sys.executable, "-c", _UPGRADE_PAST_A_FILE_SIZE_LIMIT, str(path), str(limit)],
+        capture_output=True,
+        text=True,
+    )
+    assert upgrade.returncode == 1
+    assert "disk I/O error" in upgrade.stderr.splitlines()[-1], upgrade.stderr
+    with closing(connect(str(path))) as after:
+        assert after.execute("PRAGMA user_version").fetchone()[0] == 4
 
 
 def test_tables_kopilka_did_not_create_are_refused_by_name(tmp_path: Path) -> None:

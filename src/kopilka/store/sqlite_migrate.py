@@ -60,7 +60,10 @@ def migrate(connection: sqlite3.Connection) -> int:
         connection.execute("COMMIT")
         return int(version)
     except BaseException:
-        connection.execute("ROLLBACK")
+        # A write that failed for want of space (or any I/O error) has rolled the
+        # transaction back already: a ROLLBACK then fails and hides why.
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
         raise
 
 
