@@ -657,7 +657,7 @@ async def test_a_role_without_usage_on_the_schema_is_told_so_not_that_there_is_n
 async def test_a_schema_damaged_by_hand_is_one_line_for_every_command(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """A table or column renamed by hand: a write, a statement and a read each say the
+    """A column renamed by hand: a write, a statement and a read each say the
     database's own reason in one line, as on SQLite (they printed tracebacks)."""
     await initialize_schema(postgres_url)
     home = tmp_path / "home"
@@ -665,11 +665,7 @@ async def test_a_schema_damaged_by_hand_is_one_line_for_every_command(
         home, "deposit", "--client=pp", "--amount=1", "--description=x", "--db", postgres_url
     )
     assert opened.returncode == 0, opened.stderr
-    await _execute(
-        postgres_url,
-        "ALTER TABLE refusals RENAME TO refusals_x;"
-        " ALTER TABLE entries RENAME COLUMN balance_after TO ba",
-    )
+    await _execute(postgres_url, "ALTER TABLE entries RENAME COLUMN balance_after TO ba")
     for command in (
         ("deposit", "--client=pp", "--amount=1", "--description=again"),
         ("show_bank_statement", "--client=pp"),
@@ -679,6 +675,28 @@ async def test_a_schema_damaged_by_hand_is_one_line_for_every_command(
         assert result.stderr.startswith("Error: the database refused this: "), result.stderr
         assert result.stderr.count("\n") == 1, result.stderr
         assert "does not exist" in result.stderr
+
+
+async def test_a_ledger_missing_a_table_is_said_damaged_not_up_to_date(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """init called it up to date, and a refused withdrawal then failed with 'relation
+    "refusals" does not exist', as SQLite's ledger has long been told damaged."""
+    await initialize_schema(postgres_url)
+    home = tmp_path / "home"
+    opened = run_kopilka(
+        home, "deposit", "--client=pp", "--amount=1", "--description=x", "--db", postgres_url
+    )
+    assert opened.returncode == 0, opened.stderr
+    await _execute(postgres_url, "DROP TABLE refusals; DROP TABLE sandboxes")
+    location = redact_url(postgres_url)
+    for command in (("init",), ("withdraw", "--client=pp", "--amount=5", "--description=x")):
+        result = run_kopilka(home, *command, "--db", postgres_url)
+        assert (result.returncode, result.stdout) == (1, ""), command
+        assert result.stderr == (
+            f"Error: the kopilka ledger in {location} is damaged: its tables refusals and"
+            " sandboxes are missing; restore it from a backup\n"
+        )
 
 
 # -- the password never shows -----------------------------------------------------------

@@ -11,7 +11,7 @@ with the driver's message.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 from kopilka.errors import NotFound, Unavailable
 
@@ -29,6 +29,23 @@ def refuse_foreign_tables(location: str, tables: tuple[str, ...], found: Collect
             f"the database at {location} has tables that kopilka did not create "
             f"({', '.join(name for name in tables if name in found)}); use an empty database",
         )
+
+
+def missing_tables(location: str, missing: Sequence[str]) -> Unavailable:
+    """A ledger of a known version lacking tables of it (dropped by hand): it would pass
+    for up to date and fail every write that needs them."""
+    tables = "table" if len(missing) == 1 else "tables"
+    verb = "is" if len(missing) == 1 else "are"
+    return Unavailable(
+        "broken_schema",
+        f"the kopilka ledger in {location} is damaged: its {tables}"
+        f" {listed(missing)} {verb} missing; restore it from a backup",
+    )
+
+
+def listed(names: Sequence[str]) -> str:
+    """Names in a sentence: a; a and b; a, b and c."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def no_ledger(location: str) -> NotFound:

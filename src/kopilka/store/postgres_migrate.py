@@ -8,7 +8,12 @@ from typing import Any
 import asyncpg
 
 from kopilka.errors import Unavailable
-from kopilka.store.not_a_ledger import newer_schema, no_ledger, refuse_foreign_tables
+from kopilka.store.not_a_ledger import (
+    missing_tables,
+    newer_schema,
+    no_ledger,
+    refuse_foreign_tables,
+)
 from kopilka.store.postgres_schema import (
     MIGRATION_LOCK_KEY,
     MIGRATIONS,
@@ -41,6 +46,7 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
     version = await _schema_version(connection, redacted_url)
     _refuse_newer(version)
     if version == SCHEMA_VERSION:
+        await _refuse_missing_tables(connection, redacted_url)
         return version
     if version == 0:
         await _refuse_schema_not_usable(connection, redacted_url)
@@ -109,7 +115,21 @@ async def _schema_version(connection: Connection, redacted_url: str) -> int:
 
 async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> None:
     """No schema yet: refuse tables of kopilka's names found in the current schema."""
-    found = {
+    refuse_foreign_tables(redacted_url, TABLES, await _tables_found(connection))
+
+
+async def _refuse_missing_tables(connection: Connection, redacted_url: str) -> None:
+    """Up to date: every table there. One dropped by hand passed for up to date, and
+    every write that needed it failed with PostgreSQL's own words."""
+    found = await _tables_found(connection)
+    missing = sorted(set(TABLES).difference(found))
+    if missing:
+        raise missing_tables(redacted_url, missing)
+
+
+async def _tables_found(connection: Connection) -> set[str]:
+    """Which of kopilka's tables the current schema holds."""
+    return {
         row[0]
         for row in await connection.fetch(
             "SELECT relname FROM pg_class WHERE relname = ANY($1::text[]) AND relnamespace ="
@@ -117,7 +137,6 @@ async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> N
             list(TABLES),
         )
     }
-    refuse_foreign_tables(redacted_url, TABLES, found)
 
 
 def _refuse_newer(version: int) -> None:

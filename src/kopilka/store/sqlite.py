@@ -64,7 +64,13 @@ from kopilka.errors import (
     RetryableStoreError,
     Unavailable,
 )
-from kopilka.store.not_a_ledger import newer_schema, no_ledger, refuse_foreign_tables
+from kopilka.store.not_a_ledger import (
+    listed,
+    missing_tables,
+    newer_schema,
+    no_ledger,
+    refuse_foreign_tables,
+)
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_files import OpenedFiles
@@ -223,11 +229,6 @@ def _read_only_files(path: str) -> list[str]:
         (f"{path}-shm", "its -shm file"),
     )
     return [said for name, said in files if os.path.exists(name) and not os.access(name, os.W_OK)]
-
-
-def _listed(names: Sequence[str]) -> str:
-    """Names in a sentence: a; a and b; a, b and c."""
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 class SqliteStore:
@@ -391,13 +392,7 @@ class SqliteStore:
         before): one dropped by hand would pass for up to date and fail every write."""
         missing = sorted(tables_at(version).difference(names))
         if missing:
-            tables = "table" if len(missing) == 1 else "tables"
-            verb = "is" if len(missing) == 1 else "are"
-            raise Unavailable(
-                "broken_schema",
-                f"the kopilka ledger in {self.path} is damaged: its {tables}"
-                f" {_listed(missing)} {verb} missing; restore it from a backup",
-            )
+            raise missing_tables(self.path, missing)
 
     def _open_writer(self) -> sqlite3.Connection:
         try:
@@ -737,7 +732,7 @@ class SqliteStore:
         if not read_only:
             return str(error)
         verb = "is" if len(read_only) == 1 else "are"
-        return f"{error}: {_listed(read_only)} {verb} read-only"
+        return f"{error}: {listed(read_only)} {verb} read-only"
 
     def _file_gone(self, path: str) -> Unavailable:
         """For the caller, without the path; for the operator's log, with it, once."""
