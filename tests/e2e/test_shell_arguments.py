@@ -182,6 +182,23 @@ def test_a_mistyped_shell_option_is_named_with_the_one_meant(
     assert not kopilka_home.exists()
 
 
+@pytest.mark.parametrize(
+    "order", [("--sandbox", "--ledger=books"), ("--ledger=books", "--sandbox")]
+)
+def test_a_sandbox_and_a_ledger_named_at_once_are_refused(
+    kopilka: RunKopilka, kopilka_home: Path, order: tuple[str, str]
+) -> None:
+    """The deposit was said done, in a sandbox dropped as the session ended: nothing
+    landed in the ledger named, and nothing said that it would not."""
+    deposit = "deposit --client=Q --amount=1 --description=x\n"
+    result = kopilka("shell", *order, stdin=deposit)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "Error: give either --sandbox or --ledger: a sandbox is a ledger of its own\n"
+    )
+    assert not kopilka_home.exists()
+
+
 def _listen_as_nobody(port: int) -> tuple[int, int]:
     """A listener on `port` owned by the user nobody (a child forked and made nobody, as
     no interpreter path need be open to that user): (its pid, a pipe that gives what the
