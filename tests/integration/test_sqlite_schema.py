@@ -215,6 +215,24 @@ def test_an_upgrade_that_fails_to_write_says_why(tmp_path: Path) -> None:
         assert after.execute("PRAGMA user_version").fetchone()[0] == 4
 
 
+def test_an_upgrade_behind_another_process_s_lock_says_so(tmp_path: Path) -> None:
+    """A second init, or a server, started while a long upgrade ran: 'database is
+    locked', with no word of why or of what to do."""
+    path = str(tmp_path / "four.db")
+    _schema_4_with_history(path)
+    with closing(connect(path)) as upgrading, closing(connect(path)) as second:
+        upgrading.execute("BEGIN IMMEDIATE")
+        second.execute("PRAGMA busy_timeout = 50")
+        with pytest.raises(Unavailable) as refused:
+            migrate(second)
+        upgrading.execute("ROLLBACK")
+    assert refused.value.code == "store_busy"
+    assert refused.value.message == (
+        f"the schema of {path} (version 4) needs an upgrade, and another process holds its"
+        " write lock (upgrading it, say); nothing was changed: try again once it is done"
+    )
+
+
 def test_tables_kopilka_did_not_create_are_refused_by_name(tmp_path: Path) -> None:
     """A file with no schema version but tables (of kopilka's names or not) was made by
     something else: refused, naming them, and left as it was, by init and by a shell

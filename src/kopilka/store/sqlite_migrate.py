@@ -35,7 +35,19 @@ def migrate(connection: sqlite3.Connection) -> int:
     version = connection.execute("PRAGMA user_version").fetchone()[0]
     if version == SCHEMA_VERSION:
         return int(version)
-    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+            raise
+        # Another process upgrading a big ledger holds the lock for as long as it takes:
+        # "database is locked" said nothing of why, nor that trying later would do.
+        raise Unavailable(
+            "store_busy",
+            f"the schema of {_path_of(connection)} (version {version}) needs an upgrade,"
+            " and another process holds its write lock (upgrading it, say); nothing was"
+            " changed: try again once it is done",
+        ) from error
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
