@@ -108,6 +108,12 @@ def test_unknown_option_suggests_the_closest() -> None:
     assert message == "deposit has no option --clent; did you mean --client?"
 
 
+def test_a_double_dash_is_said_not_taken_not_taken_for_a_mistyped_option() -> None:
+    """It was answered 'did you mean --to?', a transfer's option that it is not."""
+    message = refusal("transfer -f A -t B -- 5")
+    assert message == "transfer takes no --: give each value as it is"
+
+
 def test_unknown_option_in_another_case_suggests_the_option() -> None:
     message = refusal("deposit --CLIENT=A --amount=1 --description=x")
     assert message == "deposit has no option --CLIENT; did you mean --client?"

@@ -184,6 +184,8 @@ def _unknown_option(spec: CommandSpec, spelling: str) -> InvalidInput:
     shown = spelling if spelling.isprintable() else repr(spelling)
     if not known:
         return InvalidInput("unknown_option", f"{spec.name} takes no options, not {shown}")
+    if spelling == "--":  # the shell's end of options: --to was suggested for it
+        return InvalidInput("unknown_option", f"{spec.name} takes no --: give each value as it is")
     close = closest(spelling, known)
     hint = f"did you mean {close}?" if close else f"it takes {', '.join(known)}"
     return InvalidInput("unknown_option", f"{spec.name} has no option {shown}; {hint}")
