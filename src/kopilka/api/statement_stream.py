@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,16 +32,19 @@ async def read_ahead(
     failure can only cut the answer short, so the likeliest ones (the database away,
     lines that do not add up) are met while a clear error can still be sent; for a
     statement of up to `count` lines, every one."""
-    ahead: list[StatementLine] = []
+    ahead: deque[StatementLine] = deque()
     async for line in lines:
         ahead.append(line)
         if len(ahead) >= count:
             break
+    more = len(ahead) >= count
 
     async def from_the_first() -> AsyncIterator[StatementLine]:
-        for line in ahead:
-            yield line
-        if len(ahead) >= count:
+        # Each let go as it is yielded: the stream of a client that stops reading holds
+        # the page its store read last, not the whole read-ahead too.
+        while ahead:
+            yield ahead.popleft()
+        if more:
             async for line in lines:
                 yield line
 

@@ -1,0 +1,48 @@
+"""A statement's stream holds no more lines than it must while its reader is slow."""
+
+from __future__ import annotations
+
+import asyncio
+import tracemalloc
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+from kopilka.api.statement_stream import read_ahead
+from kopilka.domain.statement import StatementLine
+
+LINES = 400
+DESCRIPTION_BYTES = 20_000
+
+
+async def _lines(count: int) -> AsyncIterator[StatementLine]:
+    for number in range(1, count + 1):
+        yield StatementLine(
+            entry_id=number,
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+            kind="deposit",
+            description=str(number).rjust(DESCRIPTION_BYTES, "x"),
+            amount_cents=1,
+            balance_after_cents=number,
+            counterparty=None,
+            operation_id=number,
+        )
+
+
+async def _held_after_all_but_the_last(count: int) -> int:
+    lines = await read_ahead(_lines(LINES), count)
+    for _ in range(LINES - 1):
+        await anext(lines)
+    held, _ = tracemalloc.get_traced_memory()
+    assert (await anext(lines)).entry_id == LINES  # and nothing lost or repeated
+    return held
+
+
+def test_lines_read_ahead_are_let_go_as_they_are_sent() -> None:
+    """A client that stopped reading held the whole read-ahead (1,000 lines, with the
+    store's page) for as long as its connection lasted: some 1 MB a connection."""
+    tracemalloc.start()
+    try:
+        held = asyncio.run(_held_after_all_but_the_last(count=LINES))
+    finally:
+        tracemalloc.stop()
+    assert held < LINES * DESCRIPTION_BYTES // 10, held
