@@ -196,3 +196,6 @@ def test_requests_refused_for_their_token_are_counted_on_every_route(tmp_path: P
         assert httpx.get(f"{server.url}/v1/accounts/Ann").status_code == 401  # no token
         seen = samples(httpx.get(f"{server.url}/metrics").text)
     assert seen[("kopilka_refused_requests_total", (("code", "unauthorized"),))] == 5
+    # Not as an operation too: one refusal was two in the counts, one of them a deposit.
+    operation = (("kind", "deposit"), ("result", "unauthorized"))
+    assert seen.get(("kopilka_operations_total", operation), 0) == 0

@@ -254,9 +254,12 @@ class KopilkaApp:
         replayed = False  # a refusal given again, counted apart
         sandbox = False  # a sandbox's money is no business of the bank's: counted apart
         request_headers: RequestHeaders | None = None
+        counted = True  # as an operation of its kind; a token refused is counted apart
         try:
             request_headers = RequestHeaders(scope)
+            counted = False
             principal, ledger = await self.authorize(request_headers)
+            counted = True
             sandbox = ledger.startswith(SANDBOX_PREFIX)
             if scope["query_string"]:
                 handlers.query_of(scope)  # a write takes no parameters: one given is refused
@@ -294,13 +297,15 @@ class KopilkaApp:
                 # Refused before the ledger was taken (a dropped sandbox, another's): the
                 # sandbox it names is still where it was sent, not the bank's books.
                 sandbox = request_headers.names_a_sandbox()
+            counted = counted or not isinstance(error, Unauthorized)
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
             if status == 503:  # applied or not may be unknown: a retry under this key settles it
                 headers.append((b"idempotency-key", key_to_settle(key, request_headers)))
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        self.metrics.operation(kind, result, sandbox=sandbox)
+        if counted:
+            self.metrics.operation(kind, result, sandbox=sandbox)
         self.metrics.latency(kind, time.perf_counter() - started)
 
 
