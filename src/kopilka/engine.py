@@ -437,7 +437,6 @@ class Engine:
         # same every time it is asked for, and the next one starts where it ended: a
         # write after this takes a later time, though the wall clock be stepped back.
         await self.store.settle_history(account, now if till is None else min(till, now))
-        before_since = None if since is None else await self.store.last_entry(account.id, since)
         if till is None:
             last = await self.store.last_entry(account.id, _END_OF_TIME)
             # An entry's time is never before the one written last, so after this clock
@@ -455,6 +454,16 @@ class Engine:
             # A period reaching past now would otherwise gain the lines written while it
             # streams, and end at a balance other than the one it was asked at.
             last = await self.store.last_entry(account.id, after_till)
+        if since is None:
+            before_since = None
+        elif since > now and (last is None or last.created_at < since):
+            # A period that opens after now: writes go on landing before it opens, so a
+            # read of its own for the opening could see one the last entry's missed (or
+            # the reverse), and the statement came out as not adding up. Nothing is in
+            # it yet: it opens and ends at that same last entry.
+            before_since = last
+        else:  # settled: no write takes a time before `since` any more
+            before_since = await self.store.last_entry(account.id, since)
         opening = 0 if before_since is None else before_since.balance_after_cents
         return StatementHeader(account, till, opening, last)
 
