@@ -29,7 +29,7 @@ from kopilka.client_wire import (
     batch_item,
     cents_from,
     limit_text,
-    opening_text,
+    opening_body,
     operation_from,
     statement_line_from,
     text_from,
@@ -91,6 +91,8 @@ _PROBE_SECONDS = 2.0
 _REJECTION_CODES = frozenset(
     {"insufficient_funds", "cap_exceeded", "floor_above_balance", "cap_below_balance"}
 )
+# kopilka's error codes, all of them: anything else came from another server.
+_ERROR_CODE = re.compile(r"[a-z0-9_]+")
 _ERRORS_BY_STATUS: dict[int, type[KopilkaError]] = {
     401: Unauthorized,
     403: Forbidden,
@@ -107,6 +109,10 @@ def error_from(status: int, payload: Any) -> KopilkaError:
         code, message = str(payload["error"]["code"]), str(payload["error"]["message"])
     except (KeyError, TypeError):
         return Unavailable("bad_response", f"the server answered {status} without an error body")
+    if not _ERROR_CODE.fullmatch(code):  # not kopilka's: code is what programs branch on
+        return Unavailable(
+            "bad_response", f"the server answered {status} with an error code not kopilka's"
+        )
     # Printed to a terminal as it came: no escape sequence of whatever answered goes with it.
     message = "".join(c if c.isprintable() else "\ufffd" for c in message)
     if status == 422 and code in _REJECTION_CODES:
@@ -267,9 +273,17 @@ class Client:
                     " without naming it",
                 )
             headers["Kopilka-Ledger"] = ledger
-        timeout = httpx.Timeout(positive_seconds(timeout_seconds, "timeout_seconds"))
-        self._http = _http_client(self.url, headers, timeout, transport)
+        timeout_seconds = positive_seconds(timeout_seconds, "timeout_seconds")
+        self._http = _http_client(self.url, headers, httpx.Timeout(timeout_seconds), transport)
         self._sandbox: _SandboxKeeper | None = None
+        # Requests under way, and whether the client is closed: close() lets the ones under
+        # way (in other threads) end first, for up to one attempt's wait, and refuses the
+        # ones after it. Closing the connections under them lost their answers, and left
+        # their sockets open.
+        self._calls = 0
+        self._calls_changed = threading.Condition()
+        self._closed = False
+        self._close_wait_seconds = timeout_seconds
 
     @property
     def ledger(self) -> str:
@@ -282,6 +296,23 @@ class Client:
     # -- plumbing -------------------------------------------------------------
 
     def _send(
+        self, method: str, path: str, *, closing: bool = False, **options: Any
+    ) -> httpx.Response:
+        """A request and its retries, counted while under way: close() lets them end
+        before it closes the connections. `closing`: close()'s own, sent after it has
+        refused everyone else's."""
+        with self._calls_changed:
+            if (self._closed and not closing) or self._http.is_closed:
+                raise _closed()  # and not httpx's RuntimeError
+            self._calls += 1
+        try:
+            return self._attempts(method, path, **options)
+        finally:
+            with self._calls_changed:
+                self._calls -= 1
+                self._calls_changed.notify_all()
+
+    def _attempts(
         self,
         method: str,
         path: str,
@@ -297,11 +328,11 @@ class Client:
         then not told to retry with it. `wait_seconds`: each attempt's timeout, if not
         the client's."""
         timeout = httpx.USE_CLIENT_DEFAULT if wait_seconds is None else wait_seconds
-        if self._http.is_closed:  # httpx would raise a RuntimeError of its own
-            raise _closed()
         headers = (
             {} if idempotency_key is None else {"Idempotency-Key": sendable_key(idempotency_key)}
         )
+        # The key helps only where the caller has it to retry with.
+        keyed = idempotency_key is not None and key_is_callers
         delay_seconds = 0.05
         # Set once an attempt of a write may have been applied: a later attempt's "nothing
         # was applied" speaks only of itself, and must not be the answer to the call.
@@ -314,8 +345,9 @@ class Client:
             except RuntimeError:
                 if not self._http.is_closed:
                     raise
-                # Closed by another thread meanwhile: an attempt before this one may have
-                # been applied, and that is what the caller must hear.
+                # Closed by another thread meanwhile, done waiting for this call: an
+                # attempt before this one may have been applied, and that is what the
+                # caller must hear.
                 raise uncertain or _closed() from None
             except UnicodeEncodeError:  # a lone surrogate, from undecodable bytes
                 raise InvalidInput(
@@ -340,8 +372,6 @@ class Client:
                 failure: Exception = error
             except httpx.TransportError as error:
                 if method != "GET" and uncertain is None:  # it may have been applied
-                    # The key helps only where the caller has it to retry with.
-                    keyed = idempotency_key is not None and key_is_callers
                     uncertain = _outcome_unknown(self.shown_url, keyed, error)
                 # A server that took the request and said nothing for the whole timeout
                 # (frozen, stopped), or did not read it, would keep a retry waiting as
@@ -357,6 +387,10 @@ class Client:
                     return response
                 if failure.code == "outcome_unknown":
                     uncertain = failure if key_is_callers else without_key_advice(failure)
+                elif failure.code == "bad_response" and method != "GET" and uncertain is None:
+                    # Not kopilka's 503 (a load balancer's, say, after passing the write
+                    # on): it may have been applied behind it, as after any other 5xx.
+                    uncertain = _maybe_applied(response, failure, keyed)
             if attempt == ATTEMPTS_MAX:
                 if uncertain is not None:
                     raise uncertain
@@ -483,14 +517,9 @@ class Client:
         opening_balance_cents: int = 0,
         idempotency_key: str = "",
     ) -> Account:
-        floor = limit_text(min_balance_cents)  # checked in the embedded rules' order
+        limit_text(min_balance_cents)  # checked in the embedded rules' order
         _name_as_the_rules_take(client)
-        body = {
-            "client": client,
-            "min_balance": floor,
-            "max_balance": None if max_balance_cents is None else limit_text(max_balance_cents),
-            "opening_balance": opening_text(opening_balance_cents),
-        }
+        body = opening_body(client, min_balance_cents, max_balance_cents, opening_balance_cents)
         # Retried only when the request never left (ConnectError): a second try of one
         # that did would be refused as account_exists, not applied twice.
         return self._call(
@@ -543,18 +572,30 @@ class Client:
         account_reader = self._account_reader()
 
         def read(page: Any) -> tuple[list[Account], str | None]:
-            return [account_reader(item) for item in page["accounts"]], page["next_after"]
+            next_after = page["next_after"]
+            if not (next_after is None or isinstance(next_after, str)):
+                raise TypeError("next_after is no name")
+            return [account_reader(item) for item in page["accounts"]], next_after
 
         found: list[Account] = []
-        params = {"limit": "1000"}
+        after: str | None = None
         while True:
+            params = {"limit": "1000"} if after is None else {"limit": "1000", "after": after}
             accounts, next_after = self._call(
                 "GET", "/v1/accounts", read, params=params, wait_seconds=wait_seconds
             )
             found.extend(accounts)
             if next_after is None:
                 return found
-            params = {"limit": "1000", "after": next_after}
+            # Names come in order (of code points, as kopilka's stores sort them): a page
+            # that sends back for the same ones again would be asked for for ever.
+            if after is not None and next_after <= after:
+                raise Unavailable(
+                    "bad_response",
+                    f"the server at {self.shown_url} answered a page of accounts that does"
+                    " not go past the one before it",
+                )
+            after = next_after
 
     def statement(self, client: str, since: datetime | None, till: datetime | None) -> Statement:
         # A time without an offset is UTC, as the server reads it and the embedded bank
@@ -701,6 +742,9 @@ class Client:
         """Drop this client's sandbox, if it has one and it is not dropped yet (close()
         does it too, silently). Unavailable, in one line that says when the server drops
         it by itself, when it could not be dropped (the server down, say)."""
+        self._drop_sandbox(closing=False)
+
+    def _drop_sandbox(self, *, closing: bool) -> None:
         keeper, self._sandbox = self._sandbox, None
         if keeper is None:
             return
@@ -713,6 +757,7 @@ class Client:
                 "/v1/sandboxes/" + _segment(keeper.ledger),
                 retry=False,
                 wait_seconds=SANDBOX_DROP_SECONDS,
+                closing=closing,
             )
         except KopilkaError as error:
             if error.code == "sandbox_not_found":  # dropped already (idle too long)
@@ -728,8 +773,14 @@ class Client:
             ) from error
 
     def close(self) -> None:
+        """As the embedded bank closes: calls under way in other threads end first (up to
+        the client's timeout), later ones are refused (client_closed); then the sandbox,
+        if any, is dropped, and the connections closed."""
+        with self._calls_changed:
+            self._closed = True
+            self._calls_changed.wait_for(lambda: self._calls == 0, self._close_wait_seconds)
         try:
-            self.drop_sandbox()
+            self._drop_sandbox(closing=True)
         except KopilkaError:
             pass  # the server drops an idle sandbox by itself; drop_sandbox() says so
         finally:
@@ -743,12 +794,18 @@ class Client:
 
 
 def connect_bank(
-    url: str, *, token: str | None = None, sandbox: bool = False, ledger: str | None = None
+    url: str,
+    *,
+    token: str | None = None,
+    sandbox: bool = False,
+    ledger: str | None = None,
+    timeout_seconds: float = TIMEOUT_SECONDS,
 ) -> Client:
     """A Client for `url`; the token comes from the argument, KOPILKA_TOKEN, or admin.token
     (for a server on this machine). A token given empty is refused.
 
     `ledger` selects a ledger (Kopilka-Ledger); a sandbox gets a fresh one instead.
+    `timeout_seconds`: how long each attempt of a request waits for the server.
     """
     url = normalize_url(url)
     if token is None:
@@ -761,8 +818,8 @@ def connect_bank(
         )
     secret = _admin_token(url) if token is None else token
     if not sandbox:
-        return Client(url, secret, ledger=ledger)
-    with Client(url, secret) as probe:
+        return Client(url, secret, ledger=ledger, timeout_seconds=timeout_seconds)
+    with Client(url, secret, timeout_seconds=timeout_seconds) as probe:
         try:
             ledger, idle_seconds = probe._call(
                 "POST",
@@ -779,7 +836,7 @@ def connect_bank(
             raise Unavailable(
                 "server_unreachable", f"{cause}; no sandbox session began: try again"
             ) from None
-    client = Client(url, secret, ledger=ledger)
+    client = Client(url, secret, ledger=ledger, timeout_seconds=timeout_seconds)
     client._sandbox = _SandboxKeeper(client, ledger, idle_seconds)
     return client
 

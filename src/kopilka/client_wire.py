@@ -58,6 +58,19 @@ def opening_text(cents: int) -> str:
     return format_plain(cents)
 
 
+def opening_body(
+    client: str, min_balance_cents: int, max_balance_cents: int | None, opening_balance_cents: int
+) -> dict[str, Any]:
+    """An account opening as POST /v1/accounts carries it: its fields in the order the
+    server encodes them for its key's digest, which the embedded bank makes alike."""
+    return {
+        "client": client,
+        "min_balance": limit_text(min_balance_cents),
+        "max_balance": None if max_balance_cents is None else limit_text(max_balance_cents),
+        "opening_balance": opening_text(opening_balance_cents),
+    }
+
+
 def amount_text(cents: int) -> str:
     """A money command's amount as the API's text, checked as the embedded bank's rules
     check it, with their message: refused here alike, never sent to be refused otherwise."""

@@ -4,11 +4,13 @@ proxy that lets a request through and then hangs up before its answer."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import re
 import socket
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,7 +22,7 @@ from tests.local_listener import serving
 
 from kopilka.client import connect_bank
 from kopilka.domain.model import Operation
-from kopilka.errors import Unavailable
+from kopilka.errors import KopilkaError, Unavailable
 from kopilka.shell.output import OUTCOME_UNKNOWN_EXIT
 
 Hook = Callable[[bytes], None]
@@ -97,6 +99,11 @@ def _writes_answered_with(upstream: str, made: bytes) -> contextlib.AbstractCont
     )
 
 
+# A load balancer's own 503, as one answers a request it passed on and then lost.
+UNAVAILABLE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 19\r\n"
+    b"connection: close\r\n\r\nno healthy upstream"
+)
 _DEFECT_BODY = b'{"error": {"code": "internal_error", "message": "internal error"}}'
 DEFECT = (
     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
@@ -110,8 +117,11 @@ DEFECT = (
         (GATEWAY_TIMEOUT, "the server answered 504 without an error body"),
         # A defect of the server's may strike after the commit, in making the answer.
         (DEFECT, "the server answered 500: internal error"),
+        # Retried, as kopilka's own 503 is, and answered so each time: the last attempt's
+        # was said to be no kopilka answer (bad_response), as if nothing had been applied.
+        (UNAVAILABLE, "the server answered 503 without an error body"),
     ],
-    ids=["a gateway's 504", "the server's own 500"],
+    ids=["a gateway's 504", "the server's own 500", "a load balancer's 503"],
 )
 def test_a_write_answered_5xx_is_not_said_to_be_refused(
     tmp_path: Path, answer: bytes, cause: str
@@ -132,13 +142,19 @@ def test_a_write_answered_5xx_is_not_said_to_be_refused(
                 " idempotency key, it is never applied twice"
             )
             assert bank.account("Ann").balance_cents == 100  # it was, behind the 5xx
+            with pytest.raises(Unavailable) as unkeyed:  # the key made here is no help
+                bank.deposit("Ann", 100, "pay")
+            assert unkeyed.value.code == "outcome_unknown"
+            assert unkeyed.value.message == (
+                f"{cause}; whether this was applied is not known: check before repeating it"
+            )
         deposit = ("deposit", "--client=Ann", "--amount=1", "--description=pay")
         result = run_kopilka(tmp_path / "cli", *deposit, "--url", url, "--token", server.token)
         assert result.returncode == OUTCOME_UNKNOWN_EXIT, result.stderr
         assert result.stderr.startswith(f"Error: {cause}; whether this was applied")
         assert "(to retry it safely: --idempotency-key=" in result.stderr
         with connect_bank(server.url, token=server.token, ledger="main") as bank:
-            assert bank.account("Ann").balance_cents == 200
+            assert bank.account("Ann").balance_cents == 300  # each applied once
 
 
 def test_a_limits_change_resent_after_a_lost_answer_does_not_undo_a_later_one(
@@ -228,3 +244,46 @@ def _outcome(call: Callable[[], Operation]) -> BaseException | Operation:
         return call()
     except BaseException as error:
         return error
+
+
+@pytest.mark.parametrize("sandbox", [False, True], ids=["a ledger", "a sandbox"])
+def test_a_client_closed_while_calls_are_under_way_lets_them_end(
+    tmp_path: Path, sandbox: bool
+) -> None:
+    """As the embedded bank closes: the calls under way in other threads end as they would
+    have (they were told outcome_unknown, their connections closed under them, or
+    sandbox_not_found, the sandbox dropped first), the sandbox is dropped after them,
+    later calls are refused, and no socket is left open."""
+    home = tmp_path / "home"
+    with running_server(home) as server:
+        bank = connect_bank(server.url, token=server.token, ledger="main", sandbox=sandbox)
+        bank.deposit("Ann", 100, "seed", "seed")
+        database = sqlite3.connect(
+            home / "kopilka.db", isolation_level=None, check_same_thread=False
+        )
+        database.execute("BEGIN IMMEDIATE")  # the deposits wait on the server for it
+        let_go = threading.Timer(1.0, lambda: (database.execute("ROLLBACK"), database.close()))
+        outcomes: list[BaseException | Operation] = []
+
+        def pay(key: str) -> None:
+            outcomes.append(_outcome(lambda: bank.deposit("Ann", 100, "d", key)))
+
+        callers = [threading.Thread(target=pay, args=(f"K{n}",)) for n in range(4)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            let_go.start()
+            for caller in callers:
+                caller.start()
+            time.sleep(0.5)
+            bank.close()
+            assert all(not caller.is_alive() for caller in callers)  # ended before it
+            let_go.join()
+            gc.collect()
+        assert all(isinstance(outcome, Operation) for outcome in outcomes), outcomes
+        with pytest.raises(KopilkaError) as refused:
+            bank.account("Ann")
+        assert refused.value.code == "client_closed"
+        assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+        if sandbox:
+            with server.client(**{"Kopilka-Ledger": bank.ledger}) as admin:
+                assert admin.get("/v1/accounts").status_code == 404  # dropped all the same

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from kopilka.client import error_from
+import json
+import socket
+
+import pytest
+from tests.local_listener import serving
+
+from kopilka.client import Client, error_from
 from kopilka.client_wire import account_from, statement_line_from, text_from
+from kopilka.errors import Unavailable
 
 
 def test_a_servers_message_reaches_the_terminal_without_its_escape_sequences() -> None:
@@ -42,3 +49,50 @@ def test_a_servers_names_and_descriptions_reach_the_terminal_without_escape_sequ
     for text in (line.description, line.counterparty, account.client):
         assert text == "\ufffd]0;pwned\ufffdEve\ufffd[2J\ufffd"
     assert text_from("Jürgen Øster 王 ☕") == "Jürgen Øster 王 ☕"  # a real name is kept
+
+
+def test_an_error_code_that_is_no_identifier_is_no_kopilka_answer() -> None:
+    """A program branches on the code: one from another server, escape sequence and all,
+    was handed on as it came."""
+    payload = {"error": {"code": "invalid_amount\x1b[31m", "message": "bad"}}
+    error = error_from(422, payload)
+    assert (error.code, error.message) == (
+        "bad_response",
+        "the server answered 422 with an error code not kopilka's",
+    )
+    assert error_from(422, {"error": {"code": "invalid_amount", "message": "x"}}).code == (
+        "invalid_amount"
+    )
+
+
+PAGES_MAX = 50
+
+
+@pytest.mark.parametrize(
+    "next_after",
+    [["Ann"] * PAGES_MAX, ["Bob", "Ann"] * (PAGES_MAX // 2)],
+    ids=["the same page", "back to an earlier one"],
+)
+def test_a_page_of_accounts_that_does_not_go_on_is_a_bad_response(next_after: list[str]) -> None:
+    """Asked for page after page, for ever: a server sending back for names already had.
+    This one gives up after PAGES_MAX, so that the loop it made ends."""
+    pages = iter(next_after)
+
+    def answer(connection: socket.socket) -> None:
+        while connection.recv(65536):  # a GET, whole in one read
+            body = json.dumps({"accounts": [], "next_after": next(pages, None)}).encode()
+            head = (
+                f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}"
+            )
+            connection.sendall(head.encode() + b"\r\n\r\n" + body)
+
+    with (
+        serving(answer) as url,
+        Client(url, "kop_x_y", ledger="main") as client,
+        pytest.raises(Unavailable) as refused,
+    ):
+        client.accounts()
+    assert refused.value.code == "bad_response"
+    assert refused.value.message == (
+        f"the server at {url} answered a page of accounts that does not go past the one before it"
+    )
