@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -59,17 +58,27 @@ class MonotonicClock:
             self._last = max(self._last, moment)
 
 
+# The longest wait a thread or a socket takes (some 292 years): past it, theirs is an
+# OverflowError.
+SECONDS_MAX = threading.TIMEOUT_MAX
+# An int of more digits than Python turns into text (4,300) has no repr: one of more
+# bits than these (some 1,200 digits) is described instead.
+_SHOWN_BITS_MAX = 4096
+
+
 def positive_seconds(value: object, name: str) -> float:
-    """A time bound a program gave: a positive, finite number of seconds, or refused in
-    one line (a socket's own error, or a wait that never ends, otherwise)."""
+    """A time bound a program gave: a positive number of seconds, at most SECONDS_MAX, or
+    refused in one line (a socket's own error, or a wait that never ends, otherwise)."""
+    # Compared, never made a float first: an int too big for one (10**400) is refused too.
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
+        or not 0 < value <= SECONDS_MAX
     ):
-        shown = repr(value)[:40]
+        too_long = isinstance(value, int) and value.bit_length() > _SHOWN_BITS_MAX
+        shown = "an int of over 1,200 digits" if too_long else repr(value)[:40]
         raise InvalidInput(
-            "invalid_timeout", f"{name} must be a positive number of seconds, not {shown}"
+            "invalid_timeout",
+            f"{name} must be a positive number of seconds, at most {SECONDS_MAX:.0f}, not {shown}",
         )
     return float(value)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from tests.kopilka_server import running_server
 
-from kopilka.client import Client
-from kopilka.errors import Unavailable
+from kopilka.bank import Bank, EmbeddedBank
+from kopilka.client import Client, connect_bank
+from kopilka.errors import InvalidInput, Unavailable
 
 TIMEOUT_SECONDS = 1.0
 # The timeout, the few short pauses between retries that end quickly, and the machine's
@@ -99,3 +100,35 @@ def test_a_stopped_server_is_waited_for_once(tmp_path: Path) -> None:
             assert client.account("Ann").balance_cents in (100, 200)  # it went on
         finally:
             client.close()
+
+
+def test_connect_bank_takes_the_timeout_its_client_waits() -> None:
+    """Documented in docs/api.md: connect_bank() took no timeout_seconds, so its client
+    waited the default 30 s."""
+    with (
+        _queue_full() as url,
+        connect_bank(url, token="kop_x_y", ledger="main", timeout_seconds=TIMEOUT_SECONDS) as bank,
+    ):
+        waited, error = _waited_seconds(lambda: bank.account("Ann"))
+        assert waited < WAIT_SECONDS_MAX, waited
+        assert error.code == "server_unreachable", error.message
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [10**400, 10**5000, 1e300, float("nan"), 0],
+    ids=["10**400", "10**5000", "1e300", "nan", "0"],  # 10**5000 has no repr
+)
+def test_a_timeout_no_wait_can_take_is_refused_in_one_line(seconds: float) -> None:
+    """Past what a socket or thread waits (10**400 is no float at all), it was a raw
+    OverflowError, from the client or from the call it was given to."""
+    with pytest.raises(InvalidInput) as refused:
+        Client("http://127.0.0.1:8888", "kop_x_y", timeout_seconds=seconds)
+    assert refused.value.code == "invalid_timeout"
+    assert refused.value.message.startswith("timeout_seconds must be a positive number")
+    banks: list[Bank] = [Client("http://127.0.0.1:8888", "kop_x_y", ledger="main")]
+    banks.append(EmbeddedBank("memory:"))
+    for bank in banks:
+        with bank, pytest.raises(InvalidInput) as refused:
+            bank.accounts(wait_seconds=seconds)
+        assert refused.value.code == "invalid_timeout", bank
