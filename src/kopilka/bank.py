@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from kopilka.client_keys import given_key
+from kopilka.client_wire import opening_body
 from kopilka.clock import positive_seconds
 from kopilka.domain.model import (
     DEFAULT_LEDGER,
@@ -34,11 +35,13 @@ from kopilka.domain.model import (
     SetLimits,
     Transfer,
     Withdraw,
+    client_name,
 )
 from kopilka.domain.rules import (
     not_batched,
     refuse_what_no_store_reads,
     validate_chosen_ledger,
+    validate_client,
     validate_money_command,
     validate_opening,
 )
@@ -148,6 +151,25 @@ def _key(idempotency_key: str | None) -> str:
     """The caller's key, or a new one: with no answer to lose in this process, no retry
     needs the caller to have known it."""
     return new_key() if idempotency_key is None else given_key(idempotency_key)
+
+
+# What a server's digest of an opening's key begins with: the request's route.
+_OPENING_ROUTE = b"POST /v1/accounts\n"
+
+
+def _opening_digest(command: OpenAccount) -> str:
+    """The digest a server keeps POST /v1/accounts's Idempotency-Key under for the same
+    opening: of its route and its JSON body (as the Python client sends it), the name
+    as the ledger keeps it, encoded by msgspec as the server encodes what it decoded."""
+    import msgspec  # loaded only here, for a keyed opening: the bank needs it nowhere else
+
+    body = opening_body(
+        command.client,
+        command.min_balance_cents,
+        command.max_balance_cents,
+        command.opening_balance_cents,
+    )
+    return hashlib.sha256(_OPENING_ROUTE + msgspec.json.encode(body)).hexdigest()
 
 
 def _bank_closed() -> InvalidInput:
@@ -364,9 +386,12 @@ class EmbeddedBank:
         validate_opening(command)
         # The key is held for this call, as a server holds a request's Idempotency-Key:
         # the same call again answers the account as it opened it, another is refused.
+        # Its digest is the server's of the same opening, so that either way answers the
+        # other's; one kept under the digest this bank made before still replays.
         call = ("open_account", command.client, min_balance_cents, max_balance_cents)
-        digest = hashlib.sha256(repr((*call, opening_balance_cents)).encode()).hexdigest()
-        claim = ClaimKey(self.ledger, idempotency_key, digest)
+        earlier = hashlib.sha256(repr((*call, opening_balance_cents)).encode()).hexdigest()
+        digest = _opening_digest(command)
+        claim = ClaimKey(self.ledger, idempotency_key, digest, earlier_digests=(earlier,))
         (outcome,) = self._run(self.engine.submit_many([command], claim))
         if isinstance(outcome, KopilkaError):
             raise outcome
@@ -380,9 +405,11 @@ class EmbeddedBank:
         max_balance_cents: int | None = None,
         clear_max: bool = False,
     ) -> Account:
-        return self._account(
-            SetLimits(client, min_balance_cents, max_balance_cents, clear_max, self.ledger)
-        )
+        command = SetLimits(client, min_balance_cents, max_balance_cents, clear_max, self.ledger)
+        # The name first, as a server checks one in its path (and account() checks it):
+        # one no account may have is refused as such, not looked for and not found.
+        validate_client(client_name(client))
+        return self._account(command)
 
     def account(self, client: str) -> Account:
         return self._run(self.engine.get_account(self.ledger, client))

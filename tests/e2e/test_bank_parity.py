@@ -7,6 +7,8 @@ SQLite file and to a real server's sandbox through `connect_bank`, in the same o
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,6 +24,8 @@ from kopilka.bank import Bank, EmbeddedBank
 from kopilka.client import connect_bank
 from kopilka.domain.model import (
     SANDBOX_PREFIX,
+    Account,
+    ClaimKey,
     Deposit,
     OpenAccount,
     Operation,
@@ -30,7 +34,9 @@ from kopilka.domain.model import (
     Withdraw,
 )
 from kopilka.domain.statement import Statement
+from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
+from kopilka.store import open_store
 
 NOW = datetime.now(UTC)
 # 01:30 in New York on 2026-11-01 is shown twice: at 05:30 UTC (fold 0), at 06:30 (fold 1).
@@ -136,6 +142,10 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("a transfer to one", lambda bank: bank.transfer("Ann", "A\udcff", 1, "x", "u3")),
     ("an opening of one", lambda bank: bank.open_account("A\udcff")),
     ("limits of one", lambda bank: bank.set_limits("A\udcff", 0)),
+    (
+        "limits of a name with a long run of combining marks",
+        lambda bank: bank.set_limits("e" + "\u0301" * 31, 0),
+    ),
     ("the account of one", lambda bank: bank.account("A\udcff")),
     ("the statement of one", lambda bank: bank.statement("A\udcff", None, NOW)),
     ("a description not UTF-8", lambda bank: bank.deposit("Ann", 1, "x\udcff", "u4")),
@@ -275,6 +285,10 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
     ]
     assert {answer[name][0] for name in names_not_utf8} == {"invalid_client"}
     assert answer["a description not UTF-8"][0] == "invalid_description"
+    assert answer["limits of a name with a long run of combining marks"] == (
+        "invalid_client",
+        "client name has more than 30 combining marks in a row",
+    )
     assert answer["a cap out of range"] == (
         "invalid_limit",
         "limit '10000000000000000000000000000.00' is out of range",
@@ -338,6 +352,57 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
         "a change of limits needs a floor, a cap or both",
     )
     assert answer["a name in NFD as long as it may be"] == "deposit"
+
+
+def test_a_keyed_opening_replays_between_the_embedded_bank_and_a_server(tmp_path: Path) -> None:
+    """The same opening under the same key, made embedded and then over the network on the
+    same database, or the other way round, answers the account it opened, as a deposit
+    does: it was refused as a key used for another request. Another opening under the key
+    still is."""
+    database = str(tmp_path / "kopilka.db")
+    with EmbeddedBank(database) as embedded:
+        embedded.open_account("Ann", -500, 100_000, 2_500, "open-ann")
+    with (
+        running_server(tmp_path / "home", database) as server,
+        connect_bank(server.url, token=server.token, ledger="main") as remote,
+    ):
+        again = remote.open_account("Ann", -500, 100_000, 2_500, "open-ann")
+        assert (again.client, again.balance_cents) == ("Ann", 2_500)
+        # Spelt decomposed (NFD): the same name, as a server digests it.
+        remote.open_account("Jose\u0301", 0, None, 700, "open-jose")
+        with pytest.raises(KopilkaError) as reused:
+            remote.open_account("Ann", 0, None, 2_500, "open-ann")
+        assert reused.value.code == "idempotency_key_reused"
+    with EmbeddedBank(database) as embedded:
+        again = embedded.open_account("Jos\u00e9", 0, None, 700, "open-jose")
+        assert (again.client, again.balance_cents) == ("Jos\u00e9", 700)
+        with pytest.raises(KopilkaError) as reused:
+            embedded.open_account("Jos\u00e9", 0, 100, 700, "open-jose")
+        assert reused.value.code == "idempotency_key_reused"
+        assert [a.balance_cents for a in embedded.accounts()] == [2_500, 700]  # once each
+
+
+def test_an_opening_kept_under_the_embedded_banks_earlier_digest_still_replays(
+    tmp_path: Path,
+) -> None:
+    database = str(tmp_path / "kopilka.db")
+    call = ("open_account", "Ann", 0, None, 300)
+    earlier = hashlib.sha256(repr(call).encode()).hexdigest()
+
+    async def open_as_before() -> None:
+        engine = Engine(open_store(database))
+        await engine.start()
+        try:
+            opening = OpenAccount("Ann", 0, None, "main", 300, "open-ann")
+            (outcome,) = await engine.submit_many([opening], ClaimKey("main", "open-ann", earlier))
+            assert isinstance(outcome, Account), outcome
+        finally:
+            await engine.close()
+
+    asyncio.run(open_as_before())
+    with EmbeddedBank(database) as embedded:
+        again = embedded.open_account("Ann", 0, None, 300, "open-ann")
+        assert again.balance_cents == 300
 
 
 def test_a_key_a_server_would_refuse_is_refused_in_an_embedded_list_alone(tmp_path: Path) -> None:
