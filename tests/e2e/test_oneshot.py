@@ -608,7 +608,9 @@ def test_a_home_or_database_kopilka_cannot_create_is_one_line(tmp_path: Path) ->
     home = run_kopilka(in_the_way, "balance", "--client=Ann")
     assert (home.returncode, home.stdout) == (1, "")
     assert home.stderr == f"Error: cannot create KOPILKA_HOME {in_the_way}: a file is in the way\n"
-    database = run_kopilka(tmp_path / "home", "serve", "--db", str(in_the_way / "x.db"))
+    # On a port of its own: the default one may be some other server's.
+    serve = ("serve", "--port", str(free_port()), "--db", str(in_the_way / "x.db"))
+    database = run_kopilka(tmp_path / "home", *serve)
     assert (database.returncode, database.stdout) == (1, "")
     assert database.stderr.startswith(f"Error: cannot open the database {in_the_way / 'x.db'}: ")
     assert database.stderr.count("\n") == 1, database.stderr
