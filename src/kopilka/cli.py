@@ -236,12 +236,14 @@ def _delegate(command: str, arguments: list[str]) -> int:
 
 
 def _target(options: GlobalOptions, port: int | None = None) -> Target:
-    if options.sandbox and options.values.get("ledger") is not None:
-        # A sandbox is a fresh ledger of its own: the ledger named went unused, without a
-        # word, and what the session did there was dropped as it ended.
-        raise InvalidInput(
-            "invalid_option", "give either --sandbox or --ledger: a sandbox is a ledger of its own"
-        )
+    for name in ("ledger", "db"):
+        if options.sandbox and options.values.get(name) is not None:
+            # The one named went unused, without a word, and what the session did was
+            # dropped as it ended.
+            raise InvalidInput(
+                "invalid_option",
+                f"give either --sandbox or --{name}: a sandbox is a ledger of its own",
+            )
     flags = {name: options.values.get(name) for name in ("db", "url", "ledger")}
     settings = load_settings(flags, config_path=options.values.get("config"))
     url = options.values.get("url")

@@ -183,19 +183,22 @@ def test_a_mistyped_shell_option_is_named_with_the_one_meant(
 
 
 @pytest.mark.parametrize(
-    "order", [("--sandbox", "--ledger=books"), ("--ledger=books", "--sandbox")]
+    ("order", "refusal"),
+    [
+        (("--sandbox", "--ledger=books"), "--ledger: a sandbox is a ledger of its own"),
+        (("--ledger=books", "--sandbox"), "--ledger: a sandbox is a ledger of its own"),
+        (("--sandbox", "--db=books.db"), "--db: a sandbox is a ledger of its own"),
+    ],
 )
 def test_a_sandbox_and_a_ledger_named_at_once_are_refused(
-    kopilka: RunKopilka, kopilka_home: Path, order: tuple[str, str]
+    kopilka: RunKopilka, kopilka_home: Path, order: tuple[str, str], refusal: str
 ) -> None:
     """The deposit was said done, in a sandbox dropped as the session ended: nothing
-    landed in the ledger named, and nothing said that it would not."""
+    landed in the ledger or database named, and nothing said that it would not."""
     deposit = "deposit --client=Q --amount=1 --description=x\n"
     result = kopilka("shell", *order, stdin=deposit)
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == (
-        "Error: give either --sandbox or --ledger: a sandbox is a ledger of its own\n"
-    )
+    assert result.stderr == f"Error: give either --sandbox or {refusal}\n"
     assert not kopilka_home.exists()
 
 
