@@ -48,11 +48,10 @@ from kopilka.domain.rules import (
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
 from kopilka.errors import (
-    Interrupted,
     InvalidInput,
     KopilkaError,
     Unavailable,
-    mark_stopped_before_applied,
+    mark_settled,
     without_key_advice,
 )
 from kopilka.idempotency import new_key
@@ -253,21 +252,31 @@ class EmbeddedBank:
         except Exception:  # the coroutine's own
             raise
         except BaseException as interruption:  # Ctrl-C, or a signal ending the program
-            if self._stopped_waiting(future):
-                mark_stopped_before_applied(interruption)
+            applied = self._settled_after_stop(future)
+            if applied is not None:
+                mark_settled(interruption, applied=applied)
             raise
 
-    def _stopped_waiting(self, future: Future[Any]) -> bool:
+    def _settled_after_stop(self, future: Future[Any]) -> bool | None:
         """After Ctrl-C: a write still waiting for another process's write lock stops
-        waiting, nothing applied (True), rather than be applied once the lock is free,
-        its caller gone. One under way is let end (a second Ctrl-C stops the wait for
-        it): False, and the caller says it may have been applied."""
+        waiting, nothing applied, rather than be applied once the lock is free, its caller
+        gone. One under way is let end (a second Ctrl-C stops the wait for it). Whether it
+        was applied, then: it was said only that it may have been, though it was seen to
+        its end (on PostgreSQL a write waits for a row's lock to the end)."""
         store = self.engine.store
         store.stop_waiting()
         try:
-            return isinstance(future.exception(), Interrupted)
+            error = future.exception()
         finally:
             store.wait_again()
+        # A refusal comes back as the outcome, not raised: the rules' is the call's.
+        outcome = future.result() if error is None else error
+        if isinstance(outcome, KopilkaError):
+            # Stopped waiting (Interrupted), or refused: nothing applied.
+            return None if outcome.code == "outcome_unknown" else False
+        if isinstance(outcome, BaseException | list):  # a batch's outcomes are each their own
+            return None
+        return True
 
     def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
         """Money commands at once, one outcome each (errors are returned, not raised), in

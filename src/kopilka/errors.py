@@ -91,17 +91,21 @@ class Interrupted(KopilkaError):
     http_status = 503
 
 
-# Set on a Ctrl-C (or a signal that ends the program) whose write was stopped waiting.
-_STOPPED_BEFORE_APPLIED = "kopilka_stopped_before_applied"
+# Set on a Ctrl-C (or a signal that ends the program) whose write was seen to its end:
+# whether it was applied.
+_APPLIED_ALL_THE_SAME = "kopilka_applied_all_the_same"
 
 
-def mark_stopped_before_applied(interruption: BaseException) -> None:
-    """The write `interruption` cut short was stopped before it began: nothing applied."""
-    setattr(interruption, _STOPPED_BEFORE_APPLIED, True)
+def mark_settled(interruption: BaseException, *, applied: bool) -> None:
+    """The write `interruption` cut short ended all the same, `applied` or not (stopped
+    waiting for another's write lock, or refused)."""
+    setattr(interruption, _APPLIED_ALL_THE_SAME, applied)
 
 
-def stopped_before_applied(interruption: BaseException) -> bool:
-    return getattr(interruption, _STOPPED_BEFORE_APPLIED, False) is True
+def settled(interruption: BaseException) -> bool | None:
+    """Whether the write `interruption` cut short was applied; None: not known."""
+    applied = getattr(interruption, _APPLIED_ALL_THE_SAME, None)
+    return applied if isinstance(applied, bool) else None
 
 
 class Unavailable(KopilkaError):

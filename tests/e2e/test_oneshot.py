@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg2
 import pytest
 from tests.e2e.conftest import (
     RUN_TIMEOUT_SECONDS,
@@ -1118,6 +1119,55 @@ def test_a_write_stopped_while_it_waits_for_another_is_not_applied(
     assert took < 3, f"it waited {took:.1f} s"
     balance = kopilka("balance", "--client=John Jones")
     assert balance.stdout == "Balance of John Jones: $100.00\n"
+
+
+def _until_it_waits_for_a_row(postgres_url: str) -> None:
+    """Wait until a kopilka connection waits for a row's lock."""
+    with contextlib.closing(psycopg2.connect(postgres_url)) as watcher:
+        watcher.autocommit = True
+        deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            with watcher.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = 'kopilka' AND wait_event_type = 'Lock'"
+                )
+                if cursor.fetchone()[0]:
+                    return
+            time.sleep(0.02)
+    raise AssertionError("no kopilka connection ever waited for a lock")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("the_other_write", ["ends", "raises the floor"])
+def test_a_write_stopped_while_it_waits_for_a_row_says_how_it_ended(
+    kopilka: RunKopilka, kopilka_home: Path, postgres_url: str, the_other_write: str
+) -> None:
+    """On PostgreSQL a write waits for a row's lock to its end, stopped or not, and its
+    outcome is then known: it was said only that it 'may still have been applied', with
+    no key to settle it by, though it was applied, or refused."""
+    assert kopilka(*DEPOSIT, "--db", postgres_url).returncode == 0
+    withdrawal = ("withdraw", "--client=John Jones", "--amount=5", "--description=atm")
+    with contextlib.closing(psycopg2.connect(postgres_url)) as other, other.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM accounts WHERE client = 'John Jones' FOR UPDATE")
+        if the_other_write == "raises the floor":
+            cursor.execute("UPDATE accounts SET min_balance = balance WHERE client = 'John Jones'")
+        with _started(kopilka_home, (*withdrawal, "--db", postgres_url)) as process:
+            _until_it_waits_for_a_row(postgres_url)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            other.commit()
+            out, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    balance = kopilka("balance", "--client=John Jones", "--db", postgres_url).stdout
+    assert (process.returncode, out) == (128 + signal.SIGTERM, "")
+    if the_other_write == "ends":
+        assert errors == "Error: interrupted, but only once the command was applied: it is done\n"
+        assert balance == "Balance of John Jones: $95.00\n"
+    else:
+        assert errors == (
+            "Error: interrupted while it waited for another's write to end; nothing was applied\n"
+        )
+        assert balance == "Balance of John Jones: $100.00\n"
 
 
 def test_how_a_server_would_listen_is_no_concern_of_other_commands(kopilka: RunKopilka) -> None:

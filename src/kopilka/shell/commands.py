@@ -19,7 +19,7 @@ from kopilka.errors import (
     NOT_KNOWN,
     InvalidInput,
     Unavailable,
-    stopped_before_applied,
+    settled,
     unknown_cause,
 )
 from kopilka.idempotency import new_key
@@ -57,8 +57,11 @@ INTERRUPTED_WRITE = (
 
 def interrupted_write(interruption: BaseException) -> str:
     """What to say of a write Ctrl-C (or a signal) cut short."""
-    if stopped_before_applied(interruption):
+    applied = settled(interruption)
+    if applied is False:
         return "interrupted while it waited for another's write to end; nothing was applied"
+    if applied:  # it ended before it could be stopped: done, and not to be done again
+        return "interrupted, but only once the command was applied: it is done"
     return INTERRUPTED_WRITE
 
 
