@@ -242,6 +242,8 @@ def test_a_statement_cut_off_by_its_sandbox_dropped_is_never_shown_whole(tmp_pat
                 for chunk in chunks:
                     received += chunk
     assert b'"closing_balance"' not in received
+    # Nor is the operator told that a ledger does not add up: a sandbox ended, that is all.
+    assert "does not add up" not in server.errors, server.errors
 
 
 def test_leaving_a_sandbox_session_does_not_wait_on_a_server_that_stopped_answering(
