@@ -194,15 +194,16 @@ def _token_main(argv: list[str]) -> int:
         if url is not None:
             return _run_remote(url, getattr(arguments, "token", None), arguments)
         refuse_token_without_server(getattr(arguments, "token", None))
-        # As for every other command: the home's rules, and a list or a revocation in a
-        # --db that is not there is refused rather than made.
+        # As for every other command: the home's rules, and a token in a --db that is not
+        # there, or holds no ledger, is refused rather than made (a mistyped path made a
+        # ledger there, and an admin token that no server honours).
         if keeps_nothing(settings.db):
             raise InvalidInput(
                 "invalid_option",
                 "a token in memory would end with this command, honoured by no server:"
                 " give the server's --url, or its --db",
             )
-        store = local_store(settings, makes_none=arguments.command in ("list", "revoke"))
+        store = local_store(settings, makes_none=True)
         return asyncio.run(_run_local(store, arguments))
     except AnswerNotWritten:
         raise  # it ran: the command line says so, with its own exit status

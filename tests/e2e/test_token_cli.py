@@ -149,6 +149,7 @@ def test_db_beats_kopilka_url_as_elsewhere(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {"KOPILKA_URL": str(free_port())}  # a server that is not there
     db = str(tmp_path / "local.db")
+    assert run_kopilka(home, "init", "--db", db).returncode == 0
     token_id, _ = created_token(
         run_kopilka(home, "token", "create", "--role", "teller", "--db", db, env=env)
     )
@@ -156,6 +157,22 @@ def test_db_beats_kopilka_url_as_elsewhere(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert LIST_LINE.fullmatch(listed.stdout.strip()), listed.stdout
     assert listed.stdout.startswith(f"{token_id}  teller ledger=main  active  created ")
+
+
+def test_a_token_is_not_made_in_a_database_that_is_not_there(tmp_path: Path) -> None:
+    """A mistyped --db made a ledger there, and printed an admin token no server would
+    honour, where `token list` on the same path said there was no database."""
+    mistyped = tmp_path / "dbs" / "kopilka.bd"
+    mistyped.parent.mkdir()
+    made = run_kopilka(
+        tmp_path / "home", "token", "create", "--role", "admin", "--db", str(mistyped)
+    )
+    assert (made.returncode, made.stdout) == (1, "")
+    assert made.stderr == (
+        f"Error: no database at {mistyped}: nothing has been written there (check --db or"
+        " KOPILKA_DB)\n"
+    )
+    assert list(mistyped.parent.iterdir()) == []
 
 
 @pytest.mark.parametrize(
