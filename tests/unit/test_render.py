@@ -179,6 +179,8 @@ def test_help_for_a_command_lists_its_options() -> None:
     text = help_command(next(spec for spec in COMMANDS if spec.name == "transfer"))
     assert "-f, --from NAME" in text
     assert "transfer -f" in text
+    # The amount a bare word gives, as the second example does: the options did not say.
+    assert "1,000.25 (required, or given bare, without --amount)" in text
 
 
 def test_a_statement_whose_lines_do_not_add_up_is_refused_in_one_line() -> None:

@@ -286,8 +286,11 @@ def help_command(spec: CommandSpec) -> str:
         labels = [f"{text} {o.metavar}" for text, o in zip(spellings, spec.options, strict=True)]
         width = max(len(label) for label in labels)
         for label, option in zip(labels, spec.options, strict=True):
-            required = " (required)" if option.required else ""
-            lines.append(f"  {label.ljust(width)}  {option.help}{required}")
+            notes = ["required"] if option.required else []
+            if option.name == spec.positional:  # an example showed it, the options did not
+                notes.append(f"or given bare, without --{option.name}")
+            said = f" ({', '.join(notes)})" if notes else ""
+            lines.append(f"  {label.ljust(width)}  {option.help}{said}")
     if spec.examples:
         lines.append("Examples:")
         lines.extend(f"  {example}" for example in spec.examples)
