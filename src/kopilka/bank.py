@@ -200,8 +200,9 @@ class EmbeddedBank:
     def __init__(self, store: Store | str, ledger: str = DEFAULT_LEDGER) -> None:
         if type(ledger) is not str:
             raise InvalidInput("invalid_ledger", "a ledger's name is text")
-        validate_chosen_ledger(ledger)  # as --ledger and the Kopilka-Ledger header are
-        self.ledger = ledger
+        # Checked as --ledger and the Kopilka-Ledger header are, and kept in NFC as every
+        # ledger name is: "café" decomposed is the same ledger.
+        self.ledger = validate_chosen_ledger(ledger)
         # Calls under way, and whether the bank is closing: close() lets the calls under
         # way end first, and refuses the ones after it (a thread calling as another
         # closed it waited for ever on a loop stopped under it).

@@ -52,9 +52,9 @@ from kopilka.domain.rules import (
     BATCH_REQUEST_OPERATIONS_MAX,
     CLIENT_NAME_LENGTH_MAX,
     DESCRIPTION_LENGTH_MAX,
+    ledger_name,
     too_many_operations,
     validate_client,
-    validate_ledger_name,
     validate_limits_change,
     validate_money_command,
 )
@@ -253,8 +253,6 @@ class Client:
     ) -> None:
         self.url = normalize_url(url)
         self.shown_url = redact_url(self.url)  # for messages: a password in it is hidden
-        self.ledger_named = ledger  # in every request; None: the token's own ledger
-        self._ledger = ledger
         # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent, and
         # the refusal never repeats the secret.
         if not (token.isascii() and token.isprintable() and token == token.strip()):
@@ -264,7 +262,8 @@ class Client:
             )
         headers = {"Authorization": f"Bearer {token}"}
         if ledger is not None:
-            validate_ledger_name(ledger)  # in the words of the embedded bank and the server
+            # In the words of the embedded bank and the server, and in NFC as they keep it.
+            ledger = ledger_name(ledger)
             if not ledger.isascii():
                 raise InvalidInput(
                     "invalid_ledger",
@@ -273,6 +272,8 @@ class Client:
                     " without naming it",
                 )
             headers["Kopilka-Ledger"] = ledger
+        self.ledger_named = ledger  # in every request; None: the token's own ledger
+        self._ledger = ledger
         timeout_seconds = positive_seconds(timeout_seconds, "timeout_seconds")
         self._http = _http_client(self.url, headers, httpx.Timeout(timeout_seconds), transport)
         self._sandbox: _SandboxKeeper | None = None

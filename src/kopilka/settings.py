@@ -243,7 +243,7 @@ def load_settings(
         db = _with_password(db, _read_password(Path(environ["KOPILKA_DB_PASSWORD_FILE"])))
 
     ledger = "main" if serving else str(pick("ledger", "main"))  # a server serves them all
-    validate_chosen_ledger(ledger)
+    ledger = validate_chosen_ledger(ledger)  # in NFC, as the ledger keeps its name
     settings = Settings(
         db=db,
         url=url,

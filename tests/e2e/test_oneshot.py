@@ -153,6 +153,28 @@ def test_ledgers_are_separate_namespaces(kopilka: RunKopilka) -> None:
     assert savings.stdout == "Balance of John Jones: $100.00\n"
 
 
+def test_a_ledger_is_one_whether_its_name_is_spelt_decomposed_or_precomposed(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """Ledger names are compared in NFC, as client names are: "café" typed with a
+    combining accent (as macOS terminals may send it) is the ledger "café" precomposed,
+    named by --ledger, KOPILKA_LEDGER or kopilka.toml alike."""
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    deposit = ("deposit", "--client=Ann", "--amount=50", "--description=x")
+    assert kopilka("--ledger", nfc, *deposit).returncode == 0
+    for ledger in ("--ledger", nfd), ("--ledger", nfc):
+        balance = kopilka("balance", "--client=Ann", *ledger)
+        assert (balance.stdout, balance.stderr) == ("Balance of Ann: $50.00\n", "")
+    assert kopilka(*deposit, env={"KOPILKA_LEDGER": nfd}).returncode == 0
+    kopilka_home.mkdir(exist_ok=True)
+    (kopilka_home / "kopilka.toml").write_text(f'ledger = "{nfd}"\n', encoding="utf-8")
+    balance = kopilka("balance", "--client=Ann")
+    assert (balance.stdout, balance.stderr) == ("Balance of Ann: $100.00\n", "")
+    accounts = kopilka("accounts", "--ledger", nfc)
+    assert accounts.returncode == 0, accounts.stderr
+    assert accounts.stdout.count("Ann") == 1
+
+
 def test_database_from_config_file_and_environment(kopilka: RunKopilka, tmp_path: Path) -> None:
     from_file, from_env = tmp_path / "file.db", tmp_path / "env.db"
     config = tmp_path / "custom.toml"

@@ -293,3 +293,38 @@ def test_an_admin_token_that_cannot_be_written_leaves_no_working_token(tmp_path:
     with sqlite3.connect(home / "kopilka.db") as connection:
         tokens = connection.execute("SELECT role, revoked FROM tokens").fetchall()
     assert tokens == [("admin", 1), ("admin", 1)]
+
+
+def test_a_token_bound_to_a_ledger_spelt_decomposed_reaches_it_spelt_precomposed(
+    tmp_path: Path,
+) -> None:
+    """Ledger names are kept in NFC, as client names are: "café" typed with a combining
+    accent (as a macOS terminal sends it) and "café" precomposed are one ledger, whichever
+    spelling a token was made for, over the API or by `kopilka token create`."""
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    with running_server(tmp_path / "home") as server:
+        with server.client() as admin:
+            made = {
+                name: admin.post("/v1/tokens", json={"role": "teller", "ledger": name})
+                for name in (nfc, nfd)
+            }
+        assert [answer.status_code for answer in made.values()] == [201, 201]
+        assert [answer.json()["ledger"] for answer in made.values()] == [nfc, nfc]
+        with server.client(made[nfc].json()["secret"]) as precomposed:
+            assert precomposed.post("/v1/accounts", json={"client": "Ann"}).status_code == 201
+            deposit = precomposed.post("/v1/deposits", json={"client": "Ann", "amount": "50"})
+            assert deposit.status_code == 201, deposit.text
+        local = server.command("token", "create", "--role", "teller", "--ledger", nfd)
+        assert local.returncode == 0, local.stderr
+        secrets = [made[nfd].json()["secret"], local.stdout.splitlines()[1]]
+        for secret in secrets:
+            with server.client(secret) as decomposed:
+                assert decomposed.get("/v1/whoami").json()["ledger"] == nfc
+                ann = decomposed.get("/v1/accounts/Ann")
+                assert ann.status_code == 200, ann.text
+                assert ann.json()["balance"] == "50.00"
+        listed = server.command("token", "list")
+    assert listed.returncode == 0, listed.stderr
+    tellers = [line for line in listed.stdout.splitlines() if " teller " in line]
+    assert len(tellers) == 3
+    assert all(f" ledger={nfc}  active " in line for line in tellers), listed.stdout

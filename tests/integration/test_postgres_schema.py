@@ -17,6 +17,19 @@ import asyncpg
 import pytest
 from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import free_port, kopilka_command, running_server, server_env
+from tests.nfc_ledger_upgrade import (
+    BATCH_DIGEST,
+    CAFE_NFC,
+    CAFE_NFD,
+    OLD_ACCOUNTS,
+    OLD_BATCH_KEYS,
+    SANDBOX,
+    TEA_NFC,
+    TEA_NFD,
+    assert_cafe_is_one_ledger_again,
+    assert_tokens_reach_the_ledgers_they_were_made_for,
+    old_tokens,
+)
 from tests.nfc_upgrade import (
     JOSE_NFC,
     JOSE_NFD,
@@ -37,6 +50,7 @@ from kopilka.settings import redact_url
 from kopilka.store import initialize_schema, open_store
 from kopilka.store.postgres import PostgresStore
 from kopilka.store.postgres_schema import MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, SCHEMA_VERSION
+from kopilka.tokens import TokenRecord
 
 pytestmark = pytest.mark.postgres
 
@@ -866,3 +880,103 @@ async def test_a_long_request_stops_at_a_piece_that_fails_whole(latin1_url: str)
         await asyncio.sleep(0.2)
         account = await engine.store.get_account("main", "Ann")
         assert account is not None and account.balance_cents == 200
+
+
+# -- migration 8: ledger names written before they were kept in NFC ----------------------
+
+
+async def _schema_7_with_cafe_ledgers(url: str) -> dict[str, tuple[TokenRecord, str]]:
+    """A database of schema 7, the release before ledger names were kept in NFC, holding
+    OLD_ACCOUNTS and the rest of tests/nfc_ledger_upgrade.py's rows; its tokens."""
+    tokens = old_tokens()
+    old = await asyncpg.connect(url)
+    try:
+        async with old.transaction():
+            await old.execute(SCHEMA_MIGRATIONS_TABLE)
+            for number, migration in enumerate(MIGRATIONS[:7], start=1):
+                await old.execute(migration)
+                await old.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        await _add_accounts(old, *OLD_ACCOUNTS)
+        await old.execute(  # Ann paid Bob 100 before the upgrade
+            "INSERT INTO operations (id, ledger, idempotency_key, kind, amount,"
+            " debit_account_id, credit_account_id, description, created_at)"
+            " VALUES (10, $1, 'k-rent', 'transfer', 100, 1, 2, 'rent', $2)",
+            CAFE_NFD,
+            LATER,
+        )
+        await old.executemany(
+            "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
+            " VALUES (10, $1, $2, $3, $4)",
+            [(1, -100, 400, LATER), (2, 100, 100, LATER)],
+        )
+        await old.execute("UPDATE accounts SET balance = 400 WHERE id = 1")
+        await old.execute("UPDATE accounts SET balance = 100 WHERE id = 2")
+        await old.execute(
+            "INSERT INTO refusals (ledger, idempotency_key, kind, amount, debit_client,"
+            " credit_client, description, code, message, created_at)"
+            " VALUES ($1, 'k-refused', 'withdrawal', 10000, 'Ann', NULL, 'rent',"
+            " 'insufficient_funds', $2, $3)",
+            CAFE_NFD,
+            REFUSED,
+            LATER,
+        )
+        await old.executemany(
+            "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
+            " VALUES ($1, $2, $3, $4)",
+            [(ledger, key, BATCH_DIGEST, LATER) for ledger, key in OLD_BATCH_KEYS],
+        )
+        await old.execute("INSERT INTO sandboxes (ledger, last_used) VALUES ($1, now())", SANDBOX)
+        await old.executemany(
+            "INSERT INTO tokens (id, token_hash, role, client, ledger, created_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            [(r.id, r.token_hash, r.role, r.client, r.ledger, EARLIER) for r, _ in tokens.values()],
+        )
+    finally:
+        await old.close()
+    return tokens
+
+
+async def test_migration_8_ledger_names_in_another_normal_form_are_rewritten_in_nfc(
+    postgres_url: str,
+) -> None:
+    tokens = await _schema_7_with_cafe_ledgers(postgres_url)
+
+    async with Engine(open_store(postgres_url)) as engine:
+        await assert_cafe_is_one_ledger_again(engine)
+
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        ledgers = {
+            table: {row[0] for row in await connection.fetch(f"SELECT ledger FROM {table}")}
+            for table in ("accounts", "operations", "refusals", "batch_requests", "sandboxes")
+        }
+        revoked = {
+            tuple(row) for row in await connection.fetch("SELECT id, ledger, revoked FROM tokens")
+        }
+    finally:
+        await connection.close()
+    # The TEA twins keep their rows, each under its own spelling.
+    assert ledgers == {
+        "accounts": {CAFE_NFC, TEA_NFD, TEA_NFC},
+        "operations": {CAFE_NFC, TEA_NFD, TEA_NFC},
+        "refusals": {CAFE_NFC},
+        "batch_requests": {CAFE_NFC, TEA_NFD},
+        "sandboxes": {SANDBOX},
+    }
+    token_id = {purpose: record.id for purpose, (record, _) in tokens.items()}
+    assert revoked == {
+        (token_id["cafe"], CAFE_NFC, False),
+        (token_id["ann"], CAFE_NFC, False),
+        (token_id["tea twin"], TEA_NFD, True),  # revoked, its spelling kept
+        (token_id["tea"], TEA_NFC, False),
+        (token_id["admin"], TEA_NFC, False),
+    }
+
+
+async def test_migration_8_each_token_reaches_the_ledger_it_was_made_for(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    tokens = await _schema_7_with_cafe_ledgers(postgres_url)
+    with running_server(tmp_path / "home", postgres_url) as server:
+        assert_tokens_reach_the_ledgers_they_were_made_for(server, tokens)

@@ -13,6 +13,19 @@ from pathlib import Path
 import pytest
 from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import running_server
+from tests.nfc_ledger_upgrade import (
+    BATCH_DIGEST,
+    CAFE_NFC,
+    CAFE_NFD,
+    OLD_ACCOUNTS,
+    OLD_BATCH_KEYS,
+    SANDBOX,
+    TEA_NFC,
+    TEA_NFD,
+    assert_cafe_is_one_ledger_again,
+    assert_tokens_reach_the_ledgers_they_were_made_for,
+    old_tokens,
+)
 from tests.nfc_upgrade import (
     JOSE_NFC,
     JOSE_NFD,
@@ -24,13 +37,14 @@ from tests.nfc_upgrade import (
     old_client_token,
 )
 
-from kopilka.domain.model import Deposit
+from kopilka.domain.model import Deposit, client_name
 from kopilka.engine import Engine
 from kopilka.errors import Unavailable
 from kopilka.store import open_store
 from kopilka.store.sqlite import SqliteStore, connect
 from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, tables_at
+from kopilka.tokens import TokenRecord
 
 OPERATION = (
     "INSERT INTO operations (ledger, idempotency_key, kind, amount, debit_account_id,"
@@ -700,3 +714,92 @@ async def test_tables_missing_are_named_in_a_sentence_and_an_old_ledger_too(
     assert "its table sandboxes is missing" in refused.value.message
     with closing(sqlite3.connect(old)) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
+
+
+# -- schema 7: ledger names written before they were kept in NFC -------------------------
+
+
+def _schema_6_with_cafe_ledgers(path: str) -> dict[str, tuple[TokenRecord, str]]:
+    """A database of schema 6, the release before ledger names were kept in NFC, holding
+    OLD_ACCOUNTS and the rest of tests/nfc_ledger_upgrade.py's rows; its tokens."""
+    tokens = old_tokens()
+    with closing(connect(path)) as old:
+        old.create_function("nfc", 1, client_name, deterministic=True)  # for migration 6
+        for number, migration in enumerate(MIGRATIONS[:6], start=1):
+            old.executescript(f"{migration}; PRAGMA user_version = {number}")
+        _add_accounts(old, *OLD_ACCOUNTS)
+        old.execute(  # Ann paid Bob 100 before the upgrade
+            "INSERT INTO operations (id, ledger, idempotency_key, kind, amount, debit_account_id,"
+            " credit_account_id, description, created_at)"
+            " VALUES (10, ?, 'k-rent', 'transfer', 100, 1, 2, 'rent', 1)",
+            (CAFE_NFD,),
+        )
+        old.executemany(
+            "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
+            " VALUES (10, ?, ?, ?, 1)",
+            [(1, -100, 400), (2, 100, 100)],
+        )
+        old.execute("UPDATE balances SET balance = 400 WHERE account_id = 1")
+        old.execute("UPDATE balances SET balance = 100 WHERE account_id = 2")
+        old.execute(
+            "INSERT INTO refusals (ledger, idempotency_key, kind, amount, debit_client,"
+            " credit_client, description, code, message, created_at)"
+            " VALUES (?, 'k-refused', 'withdrawal', 10000, 'Ann', NULL, 'rent',"
+            " 'insufficient_funds', ?, 0)",
+            (CAFE_NFD, REFUSED),
+        )
+        old.executemany(
+            "INSERT INTO batch_requests (ledger, idempotency_key, digest, created_at)"
+            " VALUES (?, ?, ?, 0)",
+            [(ledger, key, BATCH_DIGEST) for ledger, key in OLD_BATCH_KEYS],
+        )
+        old.execute("INSERT INTO sandboxes (ledger, last_used) VALUES (?, 0)", (SANDBOX,))
+        old.executemany(
+            "INSERT INTO tokens (id, token_hash, role, client, ledger, created_at)"
+            " VALUES (?, ?, ?, ?, ?, 0)",
+            [(r.id, r.token_hash, r.role, r.client, r.ledger) for r, _ in tokens.values()],
+        )
+        old.commit()
+    return tokens
+
+
+async def test_schema_7_ledger_names_in_another_normal_form_are_rewritten_in_nfc(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "six.db"
+    tokens = _schema_6_with_cafe_ledgers(str(path))
+
+    async with Engine(open_store(str(path))) as engine:
+        await assert_cafe_is_one_ledger_again(engine)
+
+    with closing(connect(str(path))) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        ledgers = {
+            table: connection.execute(f"SELECT DISTINCT ledger FROM {table}").fetchall()
+            for table in ("accounts", "operations", "refusals", "batch_requests", "sandboxes")
+        }
+        revoked = connection.execute("SELECT id, ledger, revoked FROM tokens").fetchall()
+        assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+    # The TEA twins keep their rows, each under its own spelling.
+    assert {table: set(rows) for table, rows in ledgers.items()} == {
+        "accounts": {(CAFE_NFC,), (TEA_NFD,), (TEA_NFC,)},
+        "operations": {(CAFE_NFC,), (TEA_NFD,), (TEA_NFC,)},
+        "refusals": {(CAFE_NFC,)},
+        "batch_requests": {(CAFE_NFC,), (TEA_NFD,)},
+        "sandboxes": {(SANDBOX,)},
+    }
+    token_id = {purpose: record.id for purpose, (record, _) in tokens.items()}
+    assert set(revoked) == {
+        (token_id["cafe"], CAFE_NFC, 0),
+        (token_id["ann"], CAFE_NFC, 0),
+        (token_id["tea twin"], TEA_NFD, 1),  # revoked, its spelling kept
+        (token_id["tea"], TEA_NFC, 0),
+        (token_id["admin"], TEA_NFC, 0),
+    }
+
+
+def test_schema_7_each_token_reaches_the_ledger_it_was_made_for(tmp_path: Path) -> None:
+    path = tmp_path / "six.db"
+    tokens = _schema_6_with_cafe_ledgers(str(path))
+    with running_server(tmp_path / "home", str(path)) as server:
+        assert_tokens_reach_the_ledgers_they_were_made_for(server, tokens)

@@ -91,7 +91,7 @@ class TokenCache:
             raise Unauthorized("unauthorized", "invalid token")
         if record.revoked:
             raise Unauthorized("unauthorized", "this token has been revoked")
-        if principal is None:  # bound to a name not in NFC, see _principal
+        if principal is None:  # bound to a name (or ledger) not in NFC, see _principal
             raise Unauthorized("unauthorized", "invalid token")
         return principal
 
@@ -149,8 +149,11 @@ def _principal(record: TokenRecord | None) -> Principal | None:
     # Tokens are bound to names in NFC, and the upgrade rewrote the older ones it could.
     # One still spelt otherwise (revoked there, or written since by an older kopilka)
     # is not read in NFC: that name may be another account's, a twin's left beside
-    # the token's own by the upgrade, and the token would speak for someone else.
+    # the token's own by the upgrade, and the token would speak for someone else. A
+    # ledger's name likewise: that spelling, a twin's, is one no one can name any more.
     if record.client is not None and client_name(record.client) != record.client:
+        return None
+    if client_name(record.ledger) != record.ledger:
         return None
     return Principal(record.id, record.role, record.client, record.ledger)
 
@@ -212,7 +215,9 @@ def new_token_record(
     """A fresh record and its secret (shown once, stored only as a hash)."""
     if role not in ROLES:
         raise unknown_role()
-    validate_chosen_ledger(ledger)  # from the API and the local `kopilka token create` alike
+    # From the API and the local `kopilka token create` alike, bound in NFC: "café"
+    # decomposed is the ledger of that name, not another that lists the same.
+    ledger = validate_chosen_ledger(ledger)
     if role == "client":
         if client is None:
             raise InvalidInput("invalid_client", "a client token is bound to a client: name one")

@@ -40,6 +40,7 @@ from kopilka.domain.model import (
     SetLimits,
     Transfer,
     Withdraw,
+    client_name,
     command_kind,
     has_a_long_combining_run,
 )
@@ -559,7 +560,8 @@ def validate_idempotency_key(key: str) -> None:
 
 
 def validate_ledger_name(ledger: str) -> None:
-    """One rule wherever a ledger is named: a flag, a setting, or the Kopilka-Ledger header."""
+    """One rule wherever a ledger is named: a flag, a setting, or the Kopilka-Ledger header
+    (ASCII, so in NFC already; any other name goes through ledger_name)."""
     # Spaces at its ends are refused, not trimmed: an HTTP header loses them, so such a
     # name would be one ledger embedded and another over the network.
     if (
@@ -575,16 +577,32 @@ def validate_ledger_name(ledger: str) -> None:
         )
 
 
-def validate_chosen_ledger(ledger: str) -> None:
-    """A ledger someone names to work in (--ledger, a setting, a token's ledger): any
-    but a sandbox's name, which only the server gives out, each for one session."""
+def ledger_name(text: str) -> str:
+    """A ledger's name as the ledger keeps and compares it, checked: Unicode NFC, as a
+    client's (client_name), so "café" typed with a combining accent (NFD) and "café"
+    precomposed are one ledger. Its bounds are the NFC name's, as a client's are."""
+    ledger = client_name(text)
     validate_ledger_name(ledger)
+    if has_a_long_combining_run(ledger):  # left as it was by client_name: not one ledger
+        raise InvalidInput(
+            "invalid_ledger",
+            f"a ledger name has more than {COMBINING_RUN_MAX} combining marks in a row",
+        )
+    return ledger
+
+
+def validate_chosen_ledger(text: str) -> str:
+    """A ledger someone names to work in (--ledger, a setting, a token's ledger), as the
+    ledger keeps it (ledger_name): any but a sandbox's name, which only the server gives
+    out, each for one session."""
+    ledger = ledger_name(text)
     if ledger.startswith(SANDBOX_PREFIX):
         raise InvalidInput(
             "invalid_ledger",
             f"a ledger named {SANDBOX_PREFIX}... is a sandbox the server makes for one"
             " session: use `kopilka shell --sandbox`, or another name",
         )
+    return ledger
 
 
 # Refusals the API's decoder also gives, meeting a length first: in the same words.

@@ -22,6 +22,10 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 )
 """
 
+# The tables with a ledger column as migration 8 found them (fixed: a later table is no
+# part of that migration).
+_LEDGER_TABLES_AT_8 = ("accounts", "operations", "refusals", "batch_requests", "sandboxes")
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: accounts, operations, entries, tokens.
     # No foreign keys between the ledger tables: every row is written by one batch
@@ -172,6 +176,74 @@ MIGRATIONS: tuple[str, ...] = (
     # whatever collation the database has (en_US sorts "ann" beside "Ann").
     """
     CREATE INDEX accounts_by_name ON accounts (ledger, client COLLATE "C");
+    """,
+    # 8: ledger names, as 5 did client names: every name a ledger is reached by is kept in
+    # NFC now, so a ledger first named "café" decomposed is renamed in NFC in each table
+    # with a ledger column, unless another spelling of that name has rows of its own
+    # (the twins are left as they are, for an operator). A token bound to another
+    # spelling than NFC is revoked where another spelling has rows: in NFC it would
+    # reach that ledger, not the one it was made for. An admin token reaches every
+    # ledger anyway, its own only its default: it is rewritten, as the others are.
+    # The spellings otherwise than NFC are few, kept in arrays (a temporary table needs
+    # a grant a role may lack); the NFC ones are looked up by index.
+    # normalize() needs a UTF8 database; in any other encoding nothing is changed.
+    """
+    DO $$
+    DECLARE
+        spellings text[];  -- each spelling of a name with rows of its own ...
+        spelt_names text[];  -- ... and that name in NFC
+        renamed_from text[];  -- the spellings alone of their name: renamed ...
+        renamed_to text[];  -- ... to this
+    BEGIN
+        IF current_setting('server_encoding') <> 'UTF8' THEN
+            RETURN;
+        END IF;
+        SELECT coalesce(array_agg(ledger), '{}'),
+                coalesce(array_agg(normalize(ledger, NFC)), '{}')
+            INTO spellings, spelt_names
+            FROM (
+                SELECT ledger FROM accounts WHERE ledger IS NOT NFC NORMALIZED
+                UNION SELECT ledger FROM operations WHERE ledger IS NOT NFC NORMALIZED
+                UNION SELECT ledger FROM refusals WHERE ledger IS NOT NFC NORMALIZED
+                UNION SELECT ledger FROM batch_requests WHERE ledger IS NOT NFC NORMALIZED
+                UNION SELECT ledger FROM sandboxes WHERE ledger IS NOT NFC NORMALIZED
+            ) AS found;
+        -- The NFC spellings of those names that have rows, each its own name.
+        SELECT spellings || coalesce(array_agg(name), '{}'),
+                spelt_names || coalesce(array_agg(name), '{}')
+            INTO spellings, spelt_names
+            FROM (SELECT DISTINCT unnest(spelt_names) AS name) AS named
+            WHERE EXISTS (SELECT 1 FROM accounts WHERE ledger = named.name)
+            OR EXISTS (SELECT 1 FROM operations WHERE ledger = named.name)
+            OR EXISTS (SELECT 1 FROM refusals WHERE ledger = named.name)
+            OR EXISTS (SELECT 1 FROM batch_requests WHERE ledger = named.name)
+            OR EXISTS (SELECT 1 FROM sandboxes WHERE ledger = named.name);
+        SELECT coalesce(array_agg(spelt), '{}'), coalesce(array_agg(name), '{}')
+            INTO renamed_from, renamed_to
+            FROM (
+                SELECT min(spelt) AS spelt, name
+                FROM unnest(spellings, spelt_names) AS spelling(spelt, name)
+                GROUP BY name HAVING count(*) = 1
+            ) AS alone;
+        UPDATE tokens AS t SET revoked = true
+            WHERE t.role <> 'admin' AND t.ledger IS NOT NFC NORMALIZED
+            AND EXISTS (
+                SELECT 1 FROM unnest(spellings, spelt_names) AS other(spelt, name)
+                WHERE other.name = normalize(t.ledger, NFC) AND other.spelt <> t.ledger
+            );
+        UPDATE tokens SET ledger = normalize(ledger, NFC)
+            WHERE ledger IS NOT NFC NORMALIZED AND NOT revoked;
+    """
+    + "".join(
+        f"""
+        UPDATE {table} AS renaming SET ledger = r.name
+            FROM unnest(renamed_from, renamed_to) AS r(spelt, name)
+            WHERE renaming.ledger = r.spelt;"""
+        for table in _LEDGER_TABLES_AT_8
+    )
+    + """
+    END
+    $$;
     """,
 )
 

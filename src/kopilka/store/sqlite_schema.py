@@ -7,6 +7,10 @@ floor and cap rules as the database's own last guard.
 
 from __future__ import annotations
 
+# The tables with a ledger column as migration 7 found them (fixed: a later table is no
+# part of that migration).
+_LEDGER_TABLES_AT_7 = ("accounts", "operations", "refusals", "batch_requests", "sandboxes")
+
 # Statements are split on ";", so comments inside must not contain one.
 MIGRATIONS: tuple[str, ...] = (
     # 1: accounts, operations, entries, tokens
@@ -155,6 +159,44 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE refusals SET debit_client = nfc(debit_client) WHERE debit_client <> nfc(debit_client);
     UPDATE refusals SET credit_client = nfc(credit_client)
         WHERE credit_client <> nfc(credit_client);
+    """,
+    # 7: ledger names, as 6 did client names: every name a ledger is reached by is kept in
+    # NFC now, so a ledger first named "café" decomposed is renamed in NFC in each table
+    # with a ledger column, unless another spelling of that name has rows of its own
+    # (the twins are left as they are, for an operator). The spellings are read once
+    # each, not per row: operations may hold millions. A token bound to another
+    # spelling than NFC is revoked where another spelling has rows: in NFC it would
+    # reach that ledger, not the one it was made for. An admin token reaches every
+    # ledger anyway, its own only its default: it is rewritten, as the others are.
+    """
+    CREATE TEMP TABLE ledger_spellings AS
+        SELECT ledger, nfc(ledger) AS named FROM (
+            SELECT ledger FROM accounts UNION SELECT ledger FROM operations
+            UNION SELECT ledger FROM refusals UNION SELECT ledger FROM batch_requests
+            UNION SELECT ledger FROM sandboxes
+        );
+    CREATE TEMP TABLE ledger_renamed AS
+        SELECT min(ledger) AS ledger, named FROM temp.ledger_spellings
+        GROUP BY named HAVING count(*) = 1 AND min(ledger) <> named;
+    UPDATE tokens SET revoked = 1
+        WHERE role <> 'admin' AND ledger <> nfc(ledger)
+        AND EXISTS (
+            SELECT 1 FROM temp.ledger_spellings AS other
+            WHERE other.named = nfc(tokens.ledger) AND other.ledger <> tokens.ledger
+        );
+    UPDATE tokens SET ledger = nfc(ledger) WHERE ledger <> nfc(ledger) AND revoked = 0;
+    """
+    + "".join(
+        f"""
+    UPDATE {table} SET ledger = (
+            SELECT named FROM temp.ledger_renamed AS renamed WHERE renamed.ledger = {table}.ledger
+        )
+        WHERE ledger IN (SELECT ledger FROM temp.ledger_renamed);"""
+        for table in _LEDGER_TABLES_AT_7
+    )
+    + """
+    DROP TABLE temp.ledger_renamed;
+    DROP TABLE temp.ledger_spellings;
     """,
 )
 
