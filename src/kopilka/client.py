@@ -250,8 +250,12 @@ class Client:
         ledger: str | None = None,
         timeout_seconds: float = TIMEOUT_SECONDS,
         transport: httpx.BaseTransport | None = None,
+        token_file: Path | None = None,
     ) -> None:
+        """`token_file`: where the token was read (a home's admin.token), named when the
+        server refuses it."""
         self.url = normalize_url(url)
+        self._token_file = token_file
         self.shown_url = redact_url(self.url)  # for messages: a password in it is hidden
         # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent, and
         # the refusal never repeats the secret.
@@ -433,6 +437,14 @@ class Client:
         status = response.status_code
         if status >= 400:
             error = error_from(status, _json(response))
+            if status == 401 and self._token_file is not None:
+                # Read from a home whose server is not this one, most often: 'invalid
+                # token' alone left the user to find which token was sent, and whence.
+                error = Unauthorized(
+                    error.code,
+                    f"{error.message} (the admin token in {self._token_file}: is the server"
+                    f" at {self.shown_url} another home's?)",
+                )
             if error.code == "bad_response" and status >= 500:
                 error = _maybe_applied(response, error, keyed)
             elif status >= 500 and status != 503:
@@ -818,9 +830,13 @@ def connect_bank(
             "unauthorized", "the token is empty: give a token, or none for the admin token"
         )
     secret = _admin_token(url) if token is None else token
+    options: dict[str, Any] = {
+        "timeout_seconds": timeout_seconds,
+        "token_file": home() / "admin.token" if token is None else None,  # as read
+    }
     if not sandbox:
-        return Client(url, secret, ledger=ledger, timeout_seconds=timeout_seconds)
-    with Client(url, secret, timeout_seconds=timeout_seconds) as probe:
+        return Client(url, secret, ledger=ledger, **options)
+    with Client(url, secret, **options) as probe:
         try:
             ledger, idle_seconds = probe._call(
                 "POST",
@@ -837,7 +853,7 @@ def connect_bank(
             raise Unavailable(
                 "server_unreachable", f"{cause}; no sandbox session began: try again"
             ) from None
-    client = Client(url, secret, ledger=ledger, timeout_seconds=timeout_seconds)
+    client = Client(url, secret, ledger=ledger, **options)
     client._sandbox = _SandboxKeeper(client, ledger, idle_seconds)
     return client
 

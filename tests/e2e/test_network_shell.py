@@ -129,6 +129,24 @@ def test_a_ledger_flag_reaches_the_server(server: ServerProcess) -> None:
         assert main.get("/v1/accounts/Lena").status_code == 404
 
 
+def test_a_home_s_admin_token_another_server_refuses_is_named(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """'invalid token' alone, for the token read from a home whose server is another:
+    nothing said which token was sent, or where it was read."""
+    other_home = tmp_path / "other-home"
+    other_home.mkdir(mode=0o700)
+    token_file = other_home / "admin.token"
+    token_file.write_text("kop_0123456789abcdef_another\n")
+    token_file.chmod(0o600)
+    result = run_kopilka(other_home, "balance", "--client=Ann", "--url", server.url)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: invalid token (the admin token in {token_file}: is the server at"
+        f" {server.url} another home's?)\n"
+    )
+
+
 def test_a_shell_with_a_token_the_server_refuses_ends_at_once(server: ServerProcess) -> None:
     typed = 'deposit --client="Eve" --amount=5 --description=x\n'
     token = "kop_0123456789abcdef_forged"
