@@ -171,6 +171,18 @@ _WHERE_VARIABLES = (
 )
 # Of those, the ones a server does not read.
 _NOT_SERVED = ("KOPILKA_URL", "KOPILKA_LEDGER")
+# The ones only a server reads, refused blank as well: taken as not given, an empty
+# KOPILKA_PORT served on the default port.
+_SERVED_VARIABLES = (
+    "KOPILKA_HOST",
+    "KOPILKA_PORT",
+    "KOPILKA_WORKERS",
+    "KOPILKA_CONNECTIONS_PER_CLIENT",
+    "KOPILKA_HEADER_SECONDS",
+    "KOPILKA_BODY_SECONDS",
+    "KOPILKA_WRITE_SECONDS",
+    "KOPILKA_SANDBOX_IDLE_SECONDS",
+)
 
 
 def load_settings(
@@ -187,7 +199,7 @@ def load_settings(
     base = _home_of(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
     if config_path == "":  # given, and empty (a variable left unset): not "none given"
         raise InvalidInput("invalid_setting", "the config file may not be empty: give a path")
-    for name in _WHERE_VARIABLES:
+    for name in (*_WHERE_VARIABLES, *(_SERVED_VARIABLES if serving else ())):
         if serving and name in _NOT_SERVED:
             continue
         # Set to nothing (`KOPILKA_DB=$PG_URL` with PG_URL unset) is no "not given": the

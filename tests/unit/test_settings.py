@@ -575,6 +575,18 @@ def test_a_variable_that_says_where_the_ledger_is_set_empty_is_refused(
     assert refused.value.message == f"{name} is set but empty: give it, or unset it"
 
 
+@pytest.mark.parametrize("name", ["KOPILKA_HOST", "KOPILKA_PORT", "KOPILKA_WORKERS"])
+@pytest.mark.parametrize("blank", ["", " "])
+def test_a_server_setting_set_empty_is_refused_too(tmp_path: Path, name: str, blank: str) -> None:
+    """An empty KOPILKA_PORT served on the default port, as if none were given, where a
+    padded one was refused."""
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path), name: blank}, serving=True)
+    assert refused.value.message == f"{name} is set but empty: give it, or unset it"
+    # A command that serves nothing reads none of them.
+    assert load_settings(environ={"KOPILKA_HOME": str(tmp_path), name: blank}).ledger == "main"
+
+
 @pytest.mark.parametrize(
     "db", ["/tmp/ledger.db\n", "postgresql://u@h/db\n", "a\tb.db", "a\u2028b.db", "a\x85b.db"]
 )
