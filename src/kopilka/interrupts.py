@@ -24,6 +24,11 @@ def kept_while_loading() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread takes signals, and only it may set their handlers
         return
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        # Ignored (a job started in the background, `cmd &`, which Ctrl-C is not for),
+        # or someone else's: theirs to keep.
+        yield
+        return
     came = False
 
     def interrupt(signum: int, frame: FrameType | None) -> None:

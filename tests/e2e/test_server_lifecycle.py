@@ -413,6 +413,21 @@ def test_a_ctrl_c_python_swallows_while_loading_still_stops(
     assert (ended.returncode, ended.stdout) == (130, ""), ended
 
 
+def test_a_ctrl_c_a_background_job_ignores_is_ignored_while_loading_too(tmp_path: Path) -> None:
+    """`kopilka ... &` starts with SIGINT ignored, as Ctrl-C is for the job in front: the
+    watch kept over loading took it up again, and such a command died of it."""
+    program = _SWALLOWED_WHILE_LOADING.format(module="kopilka.cli")
+    ended = subprocess.run(
+        [sys.executable, "-c", program, "--version"],
+        env=server_env(tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=15,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert (ended.returncode, ended.stdout, ended.stderr) == (0, "kopilka 0.1.0\n", "")
+
+
 def test_workers_read_the_settings_their_supervisor_merged(tmp_path: Path) -> None:
     """Not a ledger or server URL, which no server reads, nor a port or a count of workers
     a flag overrode (Kubernetes sets KOPILKA_PORT=tcp://... for a Service so named): a bad
