@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from kopilka.client_keys import given_key
 from kopilka.client_wire import opening_body
@@ -48,8 +48,13 @@ from kopilka.domain.rules import (
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
 from kopilka.errors import (
+    Busy,
+    Conflict,
+    Interrupted,
     InvalidInput,
     KopilkaError,
+    NotFound,
+    Rejected,
     Unavailable,
     mark_settled,
     without_key_advice,
@@ -171,6 +176,11 @@ def _opening_digest(command: OpenAccount) -> str:
     return hashlib.sha256(_OPENING_ROUTE + msgspec.json.encode(body)).hexdigest()
 
 
+# Refusals that come before anything is written: a write that ended in one applied
+# nothing (a store's own failure may come after the commit, and is no such word).
+_NOTHING_APPLIED = (Interrupted, InvalidInput, NotFound, Rejected, Conflict, Busy)
+
+
 def _bank_closed() -> InvalidInput:
     return InvalidInput("client_closed", "this bank is closed: open it again")
 
@@ -253,12 +263,12 @@ class EmbeddedBank:
         except Exception:  # the coroutine's own
             raise
         except BaseException as interruption:  # Ctrl-C, or a signal ending the program
-            applied = self._settled_after_stop(future)
-            if applied is not None:
-                mark_settled(interruption, applied=applied)
+            outcome = self._settled_after_stop(future)
+            if outcome is not None:
+                mark_settled(interruption, outcome)
             raise
 
-    def _settled_after_stop(self, future: Future[Any]) -> bool | None:
+    def _settled_after_stop(self, future: Future[Any]) -> Literal[True] | KopilkaError | None:
         """After Ctrl-C: a write still waiting for another process's write lock stops
         waiting, nothing applied, rather than be applied once the lock is free, its caller
         gone. One under way is let end (a second Ctrl-C stops the wait for it). Whether it
@@ -272,11 +282,12 @@ class EmbeddedBank:
             store.wait_again()
         # A refusal comes back as the outcome, not raised: the rules' is the call's.
         outcome = future.result() if error is None else error
-        if isinstance(outcome, KopilkaError):
-            # Stopped waiting (Interrupted), or refused: nothing applied.
-            return None if outcome.code == "outcome_unknown" else False
-        if isinstance(outcome, BaseException | list):  # a batch's outcomes are each their own
-            return None
+        if isinstance(outcome, _NOTHING_APPLIED) or (
+            isinstance(outcome, Unavailable) and outcome.code == "store_busy"
+        ):
+            return outcome
+        if isinstance(outcome, BaseException | list):  # a fault may come after the commit;
+            return None  # a batch's outcomes are each their own
         return True
 
     def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:

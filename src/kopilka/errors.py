@@ -6,6 +6,8 @@ answered; programmer errors are anything else and crash loudly.
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class KopilkaError(Exception):
     """Base of every error a user may see. `code` is stable; `message` is for people."""
@@ -92,20 +94,20 @@ class Interrupted(KopilkaError):
 
 
 # Set on a Ctrl-C (or a signal that ends the program) whose write was seen to its end:
-# whether it was applied.
-_APPLIED_ALL_THE_SAME = "kopilka_applied_all_the_same"
+# True when it was applied, else the refusal it ended in, nothing applied.
+_SETTLED = "kopilka_settled"
 
 
-def mark_settled(interruption: BaseException, *, applied: bool) -> None:
-    """The write `interruption` cut short ended all the same, `applied` or not (stopped
-    waiting for another's write lock, or refused)."""
-    setattr(interruption, _APPLIED_ALL_THE_SAME, applied)
+def mark_settled(interruption: BaseException, outcome: Literal[True] | KopilkaError) -> None:
+    """The write `interruption` cut short ended all the same: applied (True), or refused
+    (stopped waiting for another's write lock among the refusals)."""
+    setattr(interruption, _SETTLED, outcome)
 
 
-def settled(interruption: BaseException) -> bool | None:
-    """Whether the write `interruption` cut short was applied; None: not known."""
-    applied = getattr(interruption, _APPLIED_ALL_THE_SAME, None)
-    return applied if isinstance(applied, bool) else None
+def settled(interruption: BaseException) -> Literal[True] | KopilkaError | None:
+    """How the write `interruption` cut short ended; None: not known."""
+    outcome = getattr(interruption, _SETTLED, None)
+    return outcome if outcome is True or isinstance(outcome, KopilkaError) else None
 
 
 class Unavailable(KopilkaError):

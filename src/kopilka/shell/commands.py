@@ -17,6 +17,7 @@ from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
 from kopilka.domain.rules import validate_client, validate_money_command
 from kopilka.errors import (
     NOT_KNOWN,
+    Interrupted,
     InvalidInput,
     Unavailable,
     settled,
@@ -57,11 +58,13 @@ INTERRUPTED_WRITE = (
 
 def interrupted_write(interruption: BaseException) -> str:
     """What to say of a write Ctrl-C (or a signal) cut short."""
-    applied = settled(interruption)
-    if applied is False:
-        return "interrupted while it waited for another's write to end; nothing was applied"
-    if applied:  # it ended before it could be stopped: done, and not to be done again
+    outcome = settled(interruption)
+    if outcome is True:  # it ended before it could be stopped: done, and not to do again
         return "interrupted, but only once the command was applied: it is done"
+    if isinstance(outcome, Interrupted):
+        return "interrupted while it waited for another's write to end; nothing was applied"
+    if outcome is not None:
+        return f"interrupted; nothing was applied: {outcome.message}"
     return INTERRUPTED_WRITE
 
 
