@@ -17,6 +17,8 @@ CAFE_NFC = "caf\u00e9"  # precomposed, as every ledger is named now
 CAFE_NFD = "cafe\u0301"  # e + combining acute accent, as a macOS terminal sends it
 TEA_NFC = "th\u00e9"
 TEA_NFD = "the\u0301"
+NAIVE_NFC = "na\u00efve"  # its rows under this spelling alone ...
+NAIVE_NFD = "nai\u0308ve"  # ... and a token bound to this one, which has none
 # ASCII, as the server names every sandbox: no upgrade of names touches it.
 SANDBOX = "sandbox-0123456789abcdef-00aa11bb22cc"
 BATCH_DIGEST = "d" * 64  # of the body first sent under the key "k-batch"
@@ -28,6 +30,7 @@ OLD_ACCOUNTS = (
     (2, CAFE_NFD, "Bob", 0),
     (3, TEA_NFD, "Ann", 300),  # twins: one name spelt twice, each with its rows
     (4, TEA_NFC, "Ann", 200),
+    (5, NAIVE_NFC, "Cy", 100),
 )
 # The keys of POST /v1/batch requests (ledger, key) held before the upgrade.
 OLD_BATCH_KEYS = ((CAFE_NFD, "k-batch"), (TEA_NFD, "k-batch"))
@@ -49,6 +52,8 @@ def old_tokens() -> dict[str, tuple[TokenRecord, str]]:
         "tea twin": old_token("teller", TEA_NFD),  # in NFC it would reach the other: revoked
         "tea": old_token("teller", TEA_NFC),  # already NFC: as it was
         "admin": old_token("admin", TEA_NFD),  # reaches every ledger anyway: rewritten
+        # Its spelling has no rows, NFC's has: in NFC it would reach Cy's: revoked.
+        "naive stray": old_token("client", NAIVE_NFD, "Cy"),
     }
 
 
@@ -101,6 +106,10 @@ def assert_tokens_reach_the_ledgers_they_were_made_for(
         assert own.json()["balance"] == "4.00"
     with server.client(secret["tea twin"]) as twin:
         refused = twin.get("/v1/accounts/Ann")
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["message"] == "this token has been revoked"
+    with server.client(secret["naive stray"]) as stray:
+        refused = stray.get("/v1/accounts/Cy")
         assert refused.status_code == 401, refused.text
         assert refused.json()["error"]["message"] == "this token has been revoked"
     with server.client(secret["tea"]) as tea:

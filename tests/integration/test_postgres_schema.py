@@ -21,6 +21,8 @@ from tests.nfc_ledger_upgrade import (
     BATCH_DIGEST,
     CAFE_NFC,
     CAFE_NFD,
+    NAIVE_NFC,
+    NAIVE_NFD,
     OLD_ACCOUNTS,
     OLD_BATCH_KEYS,
     SANDBOX,
@@ -958,8 +960,8 @@ async def test_migration_8_ledger_names_in_another_normal_form_are_rewritten_in_
         await connection.close()
     # The TEA twins keep their rows, each under its own spelling.
     assert ledgers == {
-        "accounts": {CAFE_NFC, TEA_NFD, TEA_NFC},
-        "operations": {CAFE_NFC, TEA_NFD, TEA_NFC},
+        "accounts": {CAFE_NFC, TEA_NFD, TEA_NFC, NAIVE_NFC},
+        "operations": {CAFE_NFC, TEA_NFD, TEA_NFC, NAIVE_NFC},
         "refusals": {CAFE_NFC},
         "batch_requests": {CAFE_NFC, TEA_NFD},
         "sandboxes": {SANDBOX},
@@ -971,6 +973,7 @@ async def test_migration_8_ledger_names_in_another_normal_form_are_rewritten_in_
         (token_id["tea twin"], TEA_NFD, True),  # revoked, its spelling kept
         (token_id["tea"], TEA_NFC, False),
         (token_id["admin"], TEA_NFC, False),
+        (token_id["naive stray"], NAIVE_NFD, True),  # its NFC is another's: revoked
     }
 
 

@@ -17,6 +17,8 @@ from tests.nfc_ledger_upgrade import (
     BATCH_DIGEST,
     CAFE_NFC,
     CAFE_NFD,
+    NAIVE_NFC,
+    NAIVE_NFD,
     OLD_ACCOUNTS,
     OLD_BATCH_KEYS,
     SANDBOX,
@@ -782,8 +784,8 @@ async def test_schema_7_ledger_names_in_another_normal_form_are_rewritten_in_nfc
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
     # The TEA twins keep their rows, each under its own spelling.
     assert {table: set(rows) for table, rows in ledgers.items()} == {
-        "accounts": {(CAFE_NFC,), (TEA_NFD,), (TEA_NFC,)},
-        "operations": {(CAFE_NFC,), (TEA_NFD,), (TEA_NFC,)},
+        "accounts": {(CAFE_NFC,), (TEA_NFD,), (TEA_NFC,), (NAIVE_NFC,)},
+        "operations": {(CAFE_NFC,), (TEA_NFD,), (TEA_NFC,), (NAIVE_NFC,)},
         "refusals": {(CAFE_NFC,)},
         "batch_requests": {(CAFE_NFC,), (TEA_NFD,)},
         "sandboxes": {(SANDBOX,)},
@@ -795,6 +797,7 @@ async def test_schema_7_ledger_names_in_another_normal_form_are_rewritten_in_nfc
         (token_id["tea twin"], TEA_NFD, 1),  # revoked, its spelling kept
         (token_id["tea"], TEA_NFC, 0),
         (token_id["admin"], TEA_NFC, 0),
+        (token_id["naive stray"], NAIVE_NFD, 1),  # its NFC is another's: revoked
     }
 
 

@@ -26,6 +26,15 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 # part of that migration).
 _LEDGER_TABLES_AT_8 = ("accounts", "operations", "refusals", "batch_requests", "sandboxes")
 
+
+def _has_rows_at_8(ledger: str) -> str:
+    """SQL, true where a table of _LEDGER_TABLES_AT_8 has rows of the ledger `ledger`
+    (an SQL expression) names."""
+    return " OR ".join(
+        f"EXISTS (SELECT 1 FROM {table} WHERE ledger = {ledger})" for table in _LEDGER_TABLES_AT_8
+    )
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: accounts, operations, entries, tokens.
     # No foreign keys between the ledger tables: every row is written by one batch
@@ -213,11 +222,9 @@ MIGRATIONS: tuple[str, ...] = (
                 spelt_names || coalesce(array_agg(name), '{}')
             INTO spellings, spelt_names
             FROM (SELECT DISTINCT unnest(spelt_names) AS name) AS named
-            WHERE EXISTS (SELECT 1 FROM accounts WHERE ledger = named.name)
-            OR EXISTS (SELECT 1 FROM operations WHERE ledger = named.name)
-            OR EXISTS (SELECT 1 FROM refusals WHERE ledger = named.name)
-            OR EXISTS (SELECT 1 FROM batch_requests WHERE ledger = named.name)
-            OR EXISTS (SELECT 1 FROM sandboxes WHERE ledger = named.name);
+            WHERE """
+    + _has_rows_at_8("named.name")
+    + """;
         SELECT coalesce(array_agg(spelt), '{}'), coalesce(array_agg(name), '{}')
             INTO renamed_from, renamed_to
             FROM (
@@ -225,11 +232,18 @@ MIGRATIONS: tuple[str, ...] = (
                 FROM unnest(spellings, spelt_names) AS spelling(spelt, name)
                 GROUP BY name HAVING count(*) = 1
             ) AS alone;
+        -- Another spelling with rows: a non-NFC one, or the NFC one itself (in the arrays
+        -- only where a spelling otherwise than NFC has rows too).
         UPDATE tokens AS t SET revoked = true
             WHERE t.role <> 'admin' AND t.ledger IS NOT NFC NORMALIZED
-            AND EXISTS (
-                SELECT 1 FROM unnest(spellings, spelt_names) AS other(spelt, name)
-                WHERE other.name = normalize(t.ledger, NFC) AND other.spelt <> t.ledger
+            AND (
+                EXISTS (
+                    SELECT 1 FROM unnest(spellings, spelt_names) AS other(spelt, name)
+                    WHERE other.name = normalize(t.ledger, NFC) AND other.spelt <> t.ledger
+                )
+                OR """
+    + _has_rows_at_8("normalize(t.ledger, NFC)")
+    + """
             );
         UPDATE tokens SET ledger = normalize(ledger, NFC)
             WHERE ledger IS NOT NFC NORMALIZED AND NOT revoked;
