@@ -470,8 +470,19 @@ class Call:
         )
         account = header.account
         totals = Totals(header.opening_cents)
+        ledger, store = self.ledger, engine.store
+
+        async def dropped() -> bool:
+            return not await store.sandbox_is_open(ledger)
+
         lines = await read_ahead(
-            adding_up(engine.statement_lines(header, since), account, totals, header.closing_cents),
+            adding_up(
+                engine.statement_lines(header, since),
+                account,
+                totals,
+                header.closing_cents,
+                dropped if ledger.startswith(SANDBOX_PREFIX) else None,
+            ),
             engine.limits.statement_page_rows,
         )
         if form == "csv":

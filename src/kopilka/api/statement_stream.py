@@ -7,7 +7,7 @@ import csv
 import io
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,7 +15,7 @@ import msgspec
 
 from kopilka.api.schemas import statement_line_out
 from kopilka.clock import iso_text
-from kopilka.domain.model import SANDBOX_PREFIX, Account
+from kopilka.domain.model import Account
 from kopilka.domain.statement import StatementLine, statement_inconsistent
 from kopilka.errors import sandbox_ended
 from kopilka.money import format_plain
@@ -73,7 +73,11 @@ class Totals:
 
 
 async def adding_up(
-    lines: AsyncIterator[StatementLine], account: Account, totals: Totals, closing: int
+    lines: AsyncIterator[StatementLine],
+    account: Account,
+    totals: Totals,
+    closing: int,
+    dropped: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[StatementLine]:
     """The lines as they come, summed into `totals`, each checked as the shell checks
     every statement it prints (build_statement): its running balance is the one before
@@ -81,7 +85,8 @@ async def adding_up(
     as the statement began (lines cut off by a sandbox dropped while they streamed add
     up too). Streamed, a statement that fails either can only end broken off, before
     its last chunk: never shown as though whole. The operator is told which entry, as
-    the ledger's data no longer adds up: the caller only sees the answer refused."""
+    the ledger's data no longer adds up: the caller only sees the answer refused.
+    `dropped`: whether the ledger (a sandbox) has been dropped, its lines with it."""
     async for line in lines:
         if totals.closing + line.amount_cents != line.balance_after_cents:
             _log_inconsistent(account, f"entry {line.entry_id}", line.balance_after_cents, totals)
@@ -89,7 +94,7 @@ async def adding_up(
         totals.add(line)
         yield line
     if totals.closing != closing:
-        if account.ledger.startswith(SANDBOX_PREFIX):
+        if dropped is not None and await dropped():
             # Its lines went with it as it was dropped (by its session, or idle): no
             # alarm of a ledger that does not add up for the end of a test ledger.
             raise sandbox_ended()
