@@ -73,6 +73,7 @@ from kopilka.store.not_a_ledger import (
 )
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
+from kopilka.store.sqlite_errors import is_busy
 from kopilka.store.sqlite_files import OpenedFiles
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate, unknown_version
@@ -621,7 +622,7 @@ class SqliteStore:
                     db.execute("BEGIN IMMEDIATE")
                     break
                 except sqlite3.OperationalError as error:
-                    if not _is_busy(error):
+                    if not is_busy(error):
                         raise
                     if self._stop_waiting.is_set():
                         raise _interrupted() from None
@@ -689,7 +690,7 @@ class SqliteStore:
         any other SQLite error (a damaged file, a full disk) fails the batch in one line."""
         self._roll_back()
         if isinstance(error, sqlite3.Error):
-            if _is_busy(error):
+            if is_busy(error):
                 raise RetryableStoreError(str(error)) from error
             raise self._failed(error) from error
         raise error
@@ -1278,11 +1279,3 @@ def _is_read_only(error: sqlite3.Error) -> bool:
 def _not_a_database(error: sqlite3.Error) -> bool:
     """SQLITE_NOTADB: a file of something else (text, an image), no database at all."""
     return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB
-
-
-def _is_busy(error: sqlite3.Error) -> bool:
-    """SQLITE_BUSY or SQLITE_LOCKED (any extended code of them): another writer."""
-    code = getattr(error, "sqlite_errorcode", None)
-    if code is None:  # raised by the module itself, not by SQLite
-        return isinstance(error, sqlite3.OperationalError)
-    return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)

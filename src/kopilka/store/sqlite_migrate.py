@@ -8,6 +8,7 @@ import sqlite3
 from kopilka.domain.model import client_name
 from kopilka.errors import Unavailable
 from kopilka.store.not_a_ledger import newer_schema, refuse_foreign_tables
+from kopilka.store.sqlite_errors import is_busy
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 
 # Every table and view of a database, its own bookkeeping (sqlite_sequence) aside.
@@ -38,7 +39,7 @@ def migrate(connection: sqlite3.Connection) -> int:
     try:
         connection.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as error:
-        if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+        if not is_busy(error):
             raise
         # Another process upgrading a big ledger holds the lock for as long as it takes:
         # "database is locked" said nothing of why, nor that trying later would do.
