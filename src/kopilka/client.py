@@ -306,16 +306,19 @@ class Client:
         """A request and its retries, counted while under way: close() lets them end
         before it closes the connections. `closing`: close()'s own, sent after it has
         refused everyone else's."""
-        with self._calls_changed:
-            if (self._closed and not closing) or self._http.is_closed:
-                raise _closed()  # and not httpx's RuntimeError
-            self._calls += 1
+        counted = False
         try:
+            with self._calls_changed:
+                if (self._closed and not closing) or self._http.is_closed:
+                    raise _closed()  # and not httpx's RuntimeError
+                self._calls += 1
+                counted = True  # a Ctrl-C past here must not leave close() waiting on it
             return self._attempts(method, path, **options)
         finally:
-            with self._calls_changed:
-                self._calls -= 1
-                self._calls_changed.notify_all()
+            if counted:
+                with self._calls_changed:
+                    self._calls -= 1
+                    self._calls_changed.notify_all()
 
     def _attempts(
         self,
@@ -437,7 +440,7 @@ class Client:
         status = response.status_code
         if status >= 400:
             error = error_from(status, _json(response))
-            if status == 401 and self._token_file is not None:
+            if error.message == "invalid token" and self._token_file is not None:
                 # Read from a home whose server is not this one, most often: 'invalid
                 # token' alone left the user to find which token was sent, and whence.
                 error = Unauthorized(

@@ -274,11 +274,16 @@ def test_a_client_closed_while_calls_are_under_way_lets_them_end(
             let_go.start()
             for caller in callers:
                 caller.start()
-            time.sleep(0.5)
+            deadline = time.monotonic() + 10
+            while bank._calls < len(callers) and time.monotonic() < deadline:
+                time.sleep(0.01)  # every call sent, and waiting on the lock
+            assert bank._calls == len(callers)
             bank.close()
-            assert all(not caller.is_alive() for caller in callers)  # ended before it
+            for caller in callers:  # their requests ended before close() returned; the
+                caller.join(timeout=10)  # threads then only take the answers in
             let_go.join()
             gc.collect()
+        assert len(outcomes) == len(callers)
         assert all(isinstance(outcome, Operation) for outcome in outcomes), outcomes
         with pytest.raises(KopilkaError) as refused:
             bank.account("Ann")
