@@ -254,12 +254,12 @@ class KopilkaApp:
         replayed = False  # a refusal given again, counted apart
         sandbox = False  # a sandbox's money is no business of the bank's: counted apart
         request_headers: RequestHeaders | None = None
+        authorized = False
         counted = True  # as an operation of its kind; a token refused is counted apart
         try:
             request_headers = RequestHeaders(scope)
-            counted = False
             principal, ledger = await self.authorize(request_headers)
-            counted = True
+            authorized = True
             sandbox = ledger.startswith(SANDBOX_PREFIX)
             if scope["query_string"]:
                 handlers.query_of(scope)  # a write takes no parameters: one given is refused
@@ -297,7 +297,7 @@ class KopilkaApp:
                 # Refused before the ledger was taken (a dropped sandbox, another's): the
                 # sandbox it names is still where it was sent, not the bank's books.
                 sandbox = request_headers.names_a_sandbox()
-            counted = counted or not isinstance(error, Unauthorized)
+            counted = authorized or not isinstance(error, Unauthorized)
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
             if status == 503:  # applied or not may be unknown: a retry under this key settles it
                 headers.append((b"idempotency-key", key_to_settle(key, request_headers)))
