@@ -305,6 +305,24 @@ async def _add_accounts(old: asyncpg.Connection, *accounts: tuple[int, str, str,
             )
 
 
+async def _add_rent_paid(old: asyncpg.Connection, ledger: str) -> None:
+    """Account 1 (of 500) paid account 2 (of 0) 100, operation 10 under 'k-rent'."""
+    await old.execute(
+        "INSERT INTO operations (id, ledger, idempotency_key, kind, amount,"
+        " debit_account_id, credit_account_id, description, created_at)"
+        " VALUES (10, $1, 'k-rent', 'transfer', 100, 1, 2, 'rent', $2)",
+        ledger,
+        LATER,
+    )
+    await old.executemany(
+        "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
+        " VALUES (10, $1, $2, $3, $4)",
+        [(1, -100, 400, LATER), (2, 100, 100, LATER)],
+    )
+    await old.execute("UPDATE accounts SET balance = balance - 100 WHERE id = 1")
+    await old.execute("UPDATE accounts SET balance = balance + 100 WHERE id = 2")
+
+
 async def _add_client_token_and_refusal(old: asyncpg.Connection, client: str) -> None:
     await old.execute(
         "INSERT INTO tokens (id, token_hash, role, client, ledger, created_at)"
@@ -329,19 +347,7 @@ async def test_schema_4_names_in_another_normal_form_are_rewritten_in_nfc(
     old = await _schema_4(postgres_url)
     try:
         await _add_accounts(old, (1, "main", JOSE_NFD, 500), (2, "main", "Ann", 0))
-        await old.execute(  # José paid Ann 100 before the upgrade
-            "INSERT INTO operations (id, ledger, idempotency_key, kind, amount,"
-            " debit_account_id, credit_account_id, description, created_at)"
-            " VALUES (10, 'main', 'k-rent', 'transfer', 100, 1, 2, 'rent', $1)",
-            LATER,
-        )
-        await old.executemany(
-            "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
-            " VALUES (10, $1, $2, $3, $4)",
-            [(1, -100, 400, LATER), (2, 100, 100, LATER)],
-        )
-        await old.execute("UPDATE accounts SET balance = balance - 100 WHERE id = 1")
-        await old.execute("UPDATE accounts SET balance = balance + 100 WHERE id = 2")
+        await _add_rent_paid(old, "main")  # José paid Ann 100 before the upgrade
         await _add_client_token_and_refusal(old, JOSE_NFD)
     finally:
         await old.close()
@@ -670,17 +676,23 @@ async def test_a_role_without_usage_on_the_schema_is_told_so_not_that_there_is_n
         await admin.close()
 
 
-async def test_a_schema_damaged_by_hand_is_one_line_for_every_command(
-    postgres_url: str, tmp_path: Path
-) -> None:
-    """A column renamed by hand: a write, a statement and a read each say the
-    database's own reason in one line, as on SQLite (they printed tracebacks)."""
+async def _a_ledger_with_one_deposit(postgres_url: str, tmp_path: Path) -> Path:
+    """A schema made at `postgres_url`, client pp's account opened in it: the home used."""
     await initialize_schema(postgres_url)
     home = tmp_path / "home"
     opened = run_kopilka(
         home, "deposit", "--client=pp", "--amount=1", "--description=x", "--db", postgres_url
     )
     assert opened.returncode == 0, opened.stderr
+    return home
+
+
+async def test_a_schema_damaged_by_hand_is_one_line_for_every_command(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A column renamed by hand: a write, a statement and a read each say the
+    database's own reason in one line, as on SQLite (they printed tracebacks)."""
+    home = await _a_ledger_with_one_deposit(postgres_url, tmp_path)
     await _execute(postgres_url, "ALTER TABLE entries RENAME COLUMN balance_after TO ba")
     for command in (
         ("deposit", "--client=pp", "--amount=1", "--description=again"),
@@ -698,12 +710,7 @@ async def test_a_ledger_missing_a_table_is_said_damaged_not_up_to_date(
 ) -> None:
     """init called it up to date, and a refused withdrawal then failed with 'relation
     "refusals" does not exist', as SQLite's ledger has long been told damaged."""
-    await initialize_schema(postgres_url)
-    home = tmp_path / "home"
-    opened = run_kopilka(
-        home, "deposit", "--client=pp", "--amount=1", "--description=x", "--db", postgres_url
-    )
-    assert opened.returncode == 0, opened.stderr
+    home = await _a_ledger_with_one_deposit(postgres_url, tmp_path)
     await _execute(postgres_url, "DROP TABLE refusals; DROP TABLE sandboxes")
     location = redact_url(postgres_url)
     for command in (("init",), ("withdraw", "--client=pp", "--amount=5", "--description=x")):
@@ -899,20 +906,7 @@ async def _schema_7_with_cafe_ledgers(url: str) -> dict[str, tuple[TokenRecord, 
                 await old.execute(migration)
                 await old.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
         await _add_accounts(old, *OLD_ACCOUNTS)
-        await old.execute(  # Ann paid Bob 100 before the upgrade
-            "INSERT INTO operations (id, ledger, idempotency_key, kind, amount,"
-            " debit_account_id, credit_account_id, description, created_at)"
-            " VALUES (10, $1, 'k-rent', 'transfer', 100, 1, 2, 'rent', $2)",
-            CAFE_NFD,
-            LATER,
-        )
-        await old.executemany(
-            "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
-            " VALUES (10, $1, $2, $3, $4)",
-            [(1, -100, 400, LATER), (2, 100, 100, LATER)],
-        )
-        await old.execute("UPDATE accounts SET balance = 400 WHERE id = 1")
-        await old.execute("UPDATE accounts SET balance = 100 WHERE id = 2")
+        await _add_rent_paid(old, CAFE_NFD)  # Ann paid Bob 100 before the upgrade
         await old.execute(
             "INSERT INTO refusals (ledger, idempotency_key, kind, amount, debit_client,"
             " credit_client, description, code, message, created_at)"
