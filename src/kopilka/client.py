@@ -199,7 +199,9 @@ def normalize_url(url: str) -> str:
             "invalid_url",
             f"invalid server URL {redact_url(url)!r}: a port is a whole number from 1 to 65535",
         ) from None
-    if not parts.hostname or parts.query or parts.fragment:
+    # No host name holds a space: one after an address ("127.0.0.1 .example") passed
+    # for this machine's, and was looked up as a name that may be anywhere.
+    if not parts.hostname or " " in parts.hostname or parts.query or parts.fragment:
         raise InvalidInput(
             "invalid_url", f"invalid server URL {redact_url(url)!r}: give it as http://HOST:PORT"
         )

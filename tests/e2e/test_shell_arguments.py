@@ -110,6 +110,20 @@ def test_the_homes_admin_token_goes_to_no_server_elsewhere(
     )
 
 
+def test_a_host_that_only_begins_with_a_loopback_address_gets_no_token(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """`127.0.0.1 .attacker.example` passed for this machine (inet_aton reads up to the
+    space), and the name was then looked up: the admin token went wherever it named."""
+    kopilka_home.mkdir(parents=True)
+    (kopilka_home / "admin.token").write_text("kop_0123456789abcdef_secret\n")
+    url = "http://127.0.0.1 .attacker.example:9"
+    (kopilka_home.parent / "kopilka.toml").write_text(f'url = "{url}"\n')
+    result = kopilka("balance", "--client=A")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"Error: invalid server URL {url!r}: give it as http://HOST:PORT\n"
+
+
 @pytest.mark.parametrize(
     ("arguments", "env", "told"),
     [

@@ -14,6 +14,7 @@ from kopilka.settings import (
     hide_secrets,
     home,
     load_settings,
+    on_this_machine,
     redact_text,
     redact_url,
 )
@@ -746,3 +747,25 @@ def test_a_config_given_through_a_pipe_is_read(tmp_path: Path) -> None:
     finally:
         os.close(read_end)
     assert settings.ledger == "piped"
+
+
+@pytest.mark.parametrize(
+    ("host", "here"),
+    [
+        ("127.0.0.1", True),
+        ("127.1", True),
+        ("0x7f.1", True),
+        ("2130706433", True),
+        ("localhost", True),
+        ("::1", True),
+        ("10.0.0.1", False),
+        ("example.com", False),
+        # inet_aton reads these up to the space, and the lookup reads them as a name.
+        ("127.0.0.1 .attacker.example", False),
+        ("127.0.0.1\t.attacker.example", False),
+    ],
+)
+def test_on_this_machine_is_an_address_never_a_name_that_begins_as_one(
+    host: str, here: bool
+) -> None:
+    assert on_this_machine(host) is here
