@@ -199,3 +199,23 @@ def test_requests_refused_for_their_token_are_counted_on_every_route(tmp_path: P
     # Not as an operation too: one refusal was two in the counts, one of them a deposit.
     operation = (("kind", "deposit"), ("result", "unauthorized"))
     assert seen.get(("kopilka_operations_total", operation), 0) == 0
+
+
+def test_requests_refused_for_how_they_were_sent_are_counted_as_refused(tmp_path: Path) -> None:
+    """Without any token, a header given twice or a body sent compressed were counted as
+    the transfers and deposits they never were: anyone could raise those counts."""
+    transfer = {"from": "Ann", "to": "Bob", "amount": "1"}
+    twice = [("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+    with running_server(tmp_path / "home") as server:
+        sent = httpx.post(f"{server.url}/v1/transfers", json=transfer, headers=twice)
+        assert sent.status_code == 400, sent.text
+        gzip = {"Content-Encoding": "gzip"}
+        sent = httpx.post(f"{server.url}/v1/deposits", json=transfer, headers=gzip)
+        assert sent.status_code == 415, sent.text
+        two_tokens = [("Authorization", "Bearer a"), ("Authorization", "Bearer b")]
+        assert httpx.get(f"{server.url}/v1/whoami", headers=two_tokens).status_code == 400
+        seen = samples(httpx.get(f"{server.url}/metrics").text)
+    refused = "kopilka_refused_requests_total"
+    assert seen[(refused, (("code", "duplicate_header"),))] == 2
+    assert seen[(refused, (("code", "unsupported_encoding"),))] == 1
+    assert not [key for key in seen if key[0] == "kopilka_operations_total"], seen

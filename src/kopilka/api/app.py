@@ -32,7 +32,7 @@ from kopilka.api.body_budget import BodyBudget
 from kopilka.api.commands import command_from
 from kopilka.api.errors import DECODE_ERRORS, ApiError, decode_error, error_body, error_headers
 from kopilka.api.json_keys import refuse_repeats
-from kopilka.api.metrics import Metrics, result_of
+from kopilka.api.metrics import BOUNDS_REFUSALS, Metrics, result_of
 from kopilka.api.metrics_share import DIRECTORY_VARIABLE as METRICS_DIRECTORY_VARIABLE
 from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.readiness import Readiness
@@ -105,17 +105,21 @@ class RequestHeaders:
             elif name == b"content-encoding" and value.lower() != b"identity":
                 # Read as it came, a gzip body declared so would be another body to
                 # whoever decodes it as declared (a proxy, an auditor): refused.
-                raise ApiError(
+                raise _refused_as_sent(
                     415,
                     "unsupported_encoding",
                     "a request body is sent as it is: no Content-Encoding but identity",
                 )
         if size > HEADERS_BYTES_MAX:
-            raise ApiError(431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes")
+            raise _refused_as_sent(
+                431, "headers_too_large", f"headers over {HEADERS_BYTES_MAX} bytes"
+            )
         if twice is not None:
             # Which one counts is up to whoever reads it: a proxy that checked the first
             # must not see the second obeyed (another token, ledger or key).
-            raise ApiError(400, "duplicate_header", f"the {twice.decode()} header came twice")
+            raise _refused_as_sent(
+                400, "duplicate_header", f"the {twice.decode()} header came twice"
+            )
 
     def names_a_sandbox(self) -> bool:
         return self.ledger is not None and self.ledger.startswith(_SANDBOX_PREFIX_BYTES)
@@ -297,7 +301,9 @@ class KopilkaApp:
                 # Refused before the ledger was taken (a dropped sandbox, another's): the
                 # sandbox it names is still where it was sent, not the bank's books.
                 sandbox = request_headers.names_a_sandbox()
-            counted = authorized or not isinstance(error, Unauthorized)
+            # Refused for how it was sent, or for its token: counted among the refused
+            # requests (where anyone without a token could raise an operation's counts).
+            counted = authorized or not (request_headers is None or isinstance(error, Unauthorized))
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
             if status == 503:  # applied or not may be unknown: a retry under this key settles it
                 headers.append((b"idempotency-key", key_to_settle(key, request_headers)))
@@ -307,6 +313,13 @@ class KopilkaApp:
         if counted:
             self.metrics.operation(kind, result, sandbox=sandbox)
         self.metrics.latency(kind, time.perf_counter() - started)
+
+
+def _refused_as_sent(status: int, code: str, message: str) -> ApiError:
+    """A request refused for how it was sent, before any token or operation is read:
+    counted among the refused requests, as the server's bounds count theirs."""
+    BOUNDS_REFUSALS[code] += 1
+    return ApiError(status, code, message)
 
 
 def key_to_settle(key: str, headers: RequestHeaders | None) -> bytes:
