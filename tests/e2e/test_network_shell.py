@@ -463,6 +463,17 @@ def test_a_write_whose_answer_was_lost_exits_4_not_1(tmp_path: Path) -> None:
         assert keyed.stderr.endswith("(to retry it safely: --idempotency-key='pay \"rent\" dec')\n")
 
 
+def test_a_write_never_sent_names_no_key_to_retry_it_with(tmp_path: Path) -> None:
+    """Nothing listens there: the deposit was never sent, and a retry needs no key; 'to
+    retry it safely: --idempotency-key=...' said that it might have been applied."""
+    url = f"http://127.0.0.1:{free_port()}"
+    deposit = ("deposit", "--client=Ann", "--amount=1", "--description=x")
+    result = run_kopilka(tmp_path / "home", *deposit, "--url", url, "--token", "kop_x_y")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"Error: cannot reach the server at {url}: ")
+    assert "idempotency-key" not in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("signum", ENDING_SIGNALS, ids=lambda signum: signum.name)
 def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
     tmp_path: Path, signum: signal.Signals
