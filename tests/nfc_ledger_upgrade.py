@@ -54,6 +54,8 @@ def old_tokens() -> dict[str, tuple[TokenRecord, str]]:
         "admin": old_token("admin", TEA_NFD),  # reaches every ledger anyway: rewritten
         # Its spelling has no rows, NFC's has: in NFC it would reach Cy's: revoked.
         "naive stray": old_token("client", NAIVE_NFD, "Cy"),
+        # Made for the NFC spelling, with no rows: CAFE_NFD's renamed into it: revoked.
+        "cafe nfc": old_token("client", CAFE_NFC, "Ann"),
     }
 
 
@@ -106,6 +108,10 @@ def assert_tokens_reach_the_ledgers_they_were_made_for(
         assert own.json()["balance"] == "4.00"
     with server.client(secret["tea twin"]) as twin:
         refused = twin.get("/v1/accounts/Ann")
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["message"] == "this token has been revoked"
+    with server.client(secret["cafe nfc"]) as made_for_none:
+        refused = made_for_none.get("/v1/accounts/Ann")
         assert refused.status_code == 401, refused.text
         assert refused.json()["error"]["message"] == "this token has been revoked"
     with server.client(secret["naive stray"]) as stray:

@@ -968,6 +968,7 @@ async def test_migration_8_ledger_names_in_another_normal_form_are_rewritten_in_
         (token_id["tea"], TEA_NFC, False),
         (token_id["admin"], TEA_NFC, False),
         (token_id["naive stray"], NAIVE_NFD, True),  # its NFC is another's: revoked
+        (token_id["cafe nfc"], CAFE_NFC, True),  # another's renamed into it: revoked
     }
 
 

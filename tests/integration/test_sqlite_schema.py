@@ -798,6 +798,7 @@ async def test_schema_7_ledger_names_in_another_normal_form_are_rewritten_in_nfc
         (token_id["tea"], TEA_NFC, 0),
         (token_id["admin"], TEA_NFC, 0),
         (token_id["naive stray"], NAIVE_NFD, 1),  # its NFC is another's: revoked
+        (token_id["cafe nfc"], CAFE_NFC, 1),  # another's renamed into it: revoked
     }
 
 

@@ -245,6 +245,10 @@ MIGRATIONS: tuple[str, ...] = (
     + _has_rows_at_8("normalize(t.ledger, NFC)")
     + """
             );
+        -- Bound to the NFC name of a ledger renamed into it (which had no rows of its
+        -- own): it would reach the renamed one's.
+        UPDATE tokens AS t SET revoked = true
+            WHERE t.role <> 'admin' AND t.ledger = ANY(renamed_to);
         UPDATE tokens SET ledger = normalize(ledger, NFC)
             WHERE ledger IS NOT NFC NORMALIZED AND NOT revoked;
     """

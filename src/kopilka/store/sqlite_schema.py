@@ -166,7 +166,9 @@ MIGRATIONS: tuple[str, ...] = (
     # (the twins are left as they are, for an operator). The spellings are read once
     # each, not per row: operations may hold millions. A token bound to another
     # spelling than NFC is revoked where another spelling has rows: in NFC it would
-    # reach that ledger, not the one it was made for. An admin token reaches every
+    # reach that ledger, not the one it was made for. So is one bound to the NFC
+    # spelling of a ledger renamed into it: made for a ledger with no rows, it would
+    # reach the renamed one's. An admin token reaches every
     # ledger anyway, its own only its default: it is rewritten, as the others are.
     """
     CREATE TEMP TABLE ledger_spellings AS
@@ -184,6 +186,8 @@ MIGRATIONS: tuple[str, ...] = (
             SELECT 1 FROM temp.ledger_spellings AS other
             WHERE other.named = nfc(tokens.ledger) AND other.ledger <> tokens.ledger
         );
+    UPDATE tokens SET revoked = 1
+        WHERE role <> 'admin' AND ledger IN (SELECT named FROM temp.ledger_renamed);
     UPDATE tokens SET ledger = nfc(ledger) WHERE ledger <> nfc(ledger) AND revoked = 0;
     """
     + "".join(
