@@ -55,8 +55,10 @@ def main() -> None:
         ).encode()
         readers = []
         for _ in range(arguments.readers):
-            reader = socket.create_connection(("127.0.0.1", port))
-            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # it reads nothing
+            reader = socket.socket()
+            # Before connecting: the window is agreed then. Small, as it reads nothing.
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.connect(("127.0.0.1", port))
             reader.sendall(ask)
             readers.append(reader)
         time.sleep(arguments.wait)

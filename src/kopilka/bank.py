@@ -274,10 +274,14 @@ class EmbeddedBank:
         gone. One under way is let end (a second Ctrl-C stops the wait for it). Whether it
         was applied, then: it was said only that it may have been, though it was seen to
         its end (on PostgreSQL a write waits for a row's lock to the end)."""
+        if future.cancelled():  # the bank closed under it: what became of it is not known
+            return None
         store = self.engine.store
         store.stop_waiting()
         try:
             error = future.exception()
+        except CancelledError:  # closed while waited for
+            return None
         finally:
             store.wait_again()
         # A refusal comes back as the outcome, not raised: the rules' is the call's.

@@ -763,6 +763,10 @@ def test_a_config_given_through_a_pipe_is_read(tmp_path: Path) -> None:
         # inet_aton reads these up to the space, and the lookup reads them as a name.
         ("127.0.0.1 .attacker.example", False),
         ("127.0.0.1\t.attacker.example", False),
+        ("::1%eth0", False),  # a zone means nothing on loopback: any text passes for one
+        ("::1%zz.attacker.example", False),
+        ("127.0.0.1.", False),
+        ("0.0.0.0", False),
     ],
 )
 def test_on_this_machine_is_an_address_never_a_name_that_begins_as_one(

@@ -57,8 +57,10 @@ _LATENCY_BUCKETS_SECONDS = (
 _BATCH_BUCKETS_MAX = 1 << 17
 # The kind of a batch item too malformed to tell which operation it is.
 MALFORMED_KIND = "unknown"
-# Connections and requests the server's own bounds refused (api/protocol.py), by code,
-# before any app had a say: one count for the process, as its protocol's bounds are.
+# Connections and requests refused, by code, for how they came: by the server's own
+# bounds (api/protocol.py), before any app had a say, and for their headers as the app
+# reads them (api/app.py, a header twice, a compressed body): one count for the
+# process, as its protocol's bounds are.
 BOUNDS_REFUSALS: Counter[str] = Counter()
 
 
