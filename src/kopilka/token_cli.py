@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
@@ -105,13 +106,21 @@ def _show_list(tokens: Iterable[_Token]) -> None:
     lines = []
     for token in tokens:
         state = "revoked" if token.revoked else "active"
-        client = f" client={token.client}" if token.client else ""
+        client = f" client={_spelt(token.client)}" if token.client else ""
         lines.append(
-            f"{token.id}  {token.role:<6} ledger={token.ledger}{client}  {state}"
+            f"{token.id}  {token.role:<6} ledger={_spelt(token.ledger)}{client}  {state}"
             f"  created {token.created_at:%Y-%m-%d %H:%M:%S} UTC"
         )
     # As `kopilka accounts` says it has none: an empty answer reads as one not written.
     answer("\n".join(lines) if lines else "No tokens yet.")
+
+
+def _spelt(name: str) -> str:
+    """A name as the list shows it: one an upgrade left spelt otherwise than NFC (a
+    twin's) said so, or it shows just as the NFC one it is not."""
+    if unicodedata.is_normalized("NFC", name):
+        return name
+    return f"{name} (spelt otherwise: {name!a})"
 
 
 def _not_revoked(token_id: str, known: bool) -> int:

@@ -800,6 +800,10 @@ async def test_schema_7_ledger_names_in_another_normal_form_are_rewritten_in_nfc
         (token_id["naive stray"], NAIVE_NFD, 1),  # its NFC is another's: revoked
         (token_id["cafe nfc"], CAFE_NFC, 1),  # another's renamed into it: revoked
     }
+    # The twin's token, left spelt as it was, is told apart from the NFC one it looks like.
+    listed = run_kopilka(tmp_path / "home", "token", "list", "--db", str(path)).stdout
+    (twin,) = [line for line in listed.splitlines() if line.startswith(token_id["tea twin"])]
+    assert f"ledger={TEA_NFD} (spelt otherwise: 'the\\u0301')  revoked" in twin, twin
 
 
 def test_schema_7_each_token_reaches_the_ledger_it_was_made_for(tmp_path: Path) -> None:
