@@ -36,11 +36,10 @@ def kept_while_loading() -> Iterator[None]:
         came = True
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         yield
     finally:
-        # None: a handler set outside Python, which cannot be set back from here.
-        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's, as found
     if came:
         raise KeyboardInterrupt
