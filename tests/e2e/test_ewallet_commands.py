@@ -223,7 +223,8 @@ def test_a_read_of_a_database_without_a_ledger_writes_nothing_there(
         result = kopilka(*command, "--db", postgres_url)
         assert (result.returncode, result.stdout) == (1, ""), result
         assert result.stderr == (
-            f"Error: no kopilka ledger in {redact_url(postgres_url)} (check --db or KOPILKA_DB)\n"
+            f"Error: no kopilka ledger in {redact_url(postgres_url)} (check --db, KOPILKA_DB"
+            " or the db in kopilka.toml)\n"
         )
     assert (
         asyncio.run(

@@ -403,7 +403,8 @@ def test_a_global_option_takes_no_option_for_its_value(
         ), words
     assert list(kopilka_home.parent.iterdir()) == []  # nothing opened, nothing applied
     assert kopilka("--db=-x.db", "balance", "--client=A").stderr == (  # the = form is taken
-        "Error: no database at -x.db: nothing has been written there (check --db or KOPILKA_DB)\n"
+        "Error: no database at -x.db: nothing has been written there (check --db, KOPILKA_DB"
+        " or the db in kopilka.toml)\n"
     )
 
 
@@ -690,7 +691,7 @@ def test_a_command_on_a_database_file_that_is_not_there_says_so_and_makes_none(
         assert (read.returncode, read.stdout) == (1, "")
         assert read.stderr == (
             f"Error: no database at {typo}: nothing has been written there"
-            " (check --db or KOPILKA_DB)\n"
+            " (check --db, KOPILKA_DB or the db in kopilka.toml)\n"
         )
     assert not typo.parent.exists()
     typo.parent.mkdir()  # a file is made only in a directory that is there
@@ -715,7 +716,10 @@ def test_a_read_on_another_programs_sqlite_file_leaves_it_as_it_was(
     for path in (other, empty):
         read = kopilka("get", "--db", str(path))
         assert (read.returncode, read.stdout) == (1, "")
-        assert read.stderr == (f"Error: no kopilka ledger in {path} (check --db or KOPILKA_DB)\n")
+        assert read.stderr == (
+            f"Error: no kopilka ledger in {path} (check --db, KOPILKA_DB or the db in"
+            " kopilka.toml)\n"
+        )
     assert {path: path.read_bytes() for path in (other, empty)} == before
     # Kopilka's table names in another program's file, and a newer schema: refused, as
     # they were, before anything is written (not even the journal mode).
@@ -1196,6 +1200,22 @@ def test_a_write_stopped_while_it_waits_for_a_row_says_how_it_ended(
         assert balance == "Balance of John Jones: $100.00\n"
 
 
+def test_a_database_named_in_kopilka_toml_that_is_not_there_names_the_file(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """It said to check --db or KOPILKA_DB, neither of which had named it."""
+    kopilka_home.parent.mkdir(parents=True, exist_ok=True)
+    missing = kopilka_home.parent / "books.db"
+    (kopilka_home.parent / "kopilka.toml").write_text(f'db = "{missing}"\n')
+    result = kopilka("balance", "--client=A")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: no database at {missing}: nothing has been written there (check --db,"
+        " KOPILKA_DB or the db in kopilka.toml)\n"
+    )
+    assert not missing.exists()
+
+
 def test_how_a_server_would_listen_is_no_concern_of_other_commands(kopilka: RunKopilka) -> None:
     """Kubernetes sets KOPILKA_PORT=tcp://IP:PORT beside every program of a Service named
     kopilka: a client's commands went on to fail, each one, on a port they never use."""
@@ -1242,7 +1262,7 @@ def test_a_database_in_a_directory_that_is_not_there_is_refused(
         assert (result.returncode, result.stdout) == (1, ""), command
         assert result.stderr == (
             f"Error: cannot open the database {typo}: there is no directory {typo.parent}"
-            " (check --db or KOPILKA_DB, or create it first)\n"
+            " (check --db, KOPILKA_DB or the db in kopilka.toml; or create it first)\n"
         )
     assert not typo.parent.exists()
     typo.parent.mkdir()

@@ -169,8 +169,8 @@ def test_a_token_is_not_made_in_a_database_that_is_not_there(tmp_path: Path) -> 
     )
     assert (made.returncode, made.stdout) == (1, "")
     assert made.stderr == (
-        f"Error: no database at {mistyped}: nothing has been written there (check --db or"
-        " KOPILKA_DB)\n"
+        f"Error: no database at {mistyped}: nothing has been written there (check --db,"
+        " KOPILKA_DB or the db in kopilka.toml)\n"
     )
     assert list(mistyped.parent.iterdir()) == []
 
@@ -322,7 +322,8 @@ def test_a_list_of_a_database_that_is_not_there_says_so_and_makes_none(
     result = run_kopilka(tmp_path / "home", "token", *command, "--db", str(typo))
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        f"Error: no database at {typo}: nothing has been written there (check --db or KOPILKA_DB)\n"
+        f"Error: no database at {typo}: nothing has been written there (check --db,"
+        " KOPILKA_DB or the db in kopilka.toml)\n"
     )
     assert not (tmp_path / "typo").exists()
 

@@ -110,7 +110,8 @@ def local_store(settings: Settings, makes_none: bool) -> Store:
         if named is not None and not Path(named).exists():
             raise NotFound(
                 "database_not_found",
-                f"no database at {db}: nothing has been written there (check --db or KOPILKA_DB)",
+                f"no database at {db}: nothing has been written there (check --db, KOPILKA_DB"
+                " or the db in kopilka.toml)",
             )
     return open_store(db, create=in_home or not makes_none)
 

@@ -51,7 +51,8 @@ def listed(names: Sequence[str]) -> str:
 def no_ledger(location: str) -> NotFound:
     """For a command that only reads, which would otherwise make the schema there."""
     return NotFound(
-        "database_not_found", f"no kopilka ledger in {location} (check --db or KOPILKA_DB)"
+        "database_not_found",
+        f"no kopilka ledger in {location} (check --db, KOPILKA_DB or the db in kopilka.toml)",
     )
 
 

@@ -300,7 +300,7 @@ class SqliteStore:
             raise Unavailable(
                 "store_unavailable",
                 f"cannot open the database {self.path}: there is no directory {directory}"
-                " (check --db or KOPILKA_DB, or create it first)",
+                " (check --db, KOPILKA_DB or the db in kopilka.toml; or create it first)",
             )
         if self.path != ":memory:":
             _journal_writable_as_the_database(self.path)
