@@ -19,6 +19,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
 
+from kopilka.calls_under_way import CallsUnderWay
 from kopilka.client_keys import given_key
 from kopilka.client_wire import opening_body
 from kopilka.clock import positive_seconds
@@ -213,12 +214,7 @@ class EmbeddedBank:
         # Checked as --ledger and the Kopilka-Ledger header are, and kept in NFC as every
         # ledger name is: "café" decomposed is the same ledger.
         self.ledger = validate_chosen_ledger(ledger)
-        # Calls under way, and whether the bank is closing: close() lets the calls under
-        # way end first, and refuses the ones after it (a thread calling as another
-        # closed it waited for ever on a loop stopped under it).
-        self._calls = 0
-        self._calls_changed = threading.Condition()
-        self._closed = False
+        self._calls = CallsUnderWay()
         self._loop = _new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="kopilka-engine", daemon=True
@@ -235,17 +231,13 @@ class EmbeddedBank:
         self._closing = weakref.finalize(self, _close, self._loop, self._thread, self.engine)
 
     def _run(self, coroutine: Coroutine[Any, Any, T], wait_seconds: float | None = None) -> T:
-        with self._calls_changed:
-            if self._closed or self._loop.is_closed():
-                coroutine.close()  # never to run: no warning that it was not awaited
-                raise _bank_closed()
-            self._calls += 1
+        if not self._calls.begin(shut=self._loop.is_closed()):
+            coroutine.close()  # never to run: no warning that it was not awaited
+            raise _bank_closed()
         try:
             return self._wait_for(coroutine, wait_seconds)
         finally:
-            with self._calls_changed:
-                self._calls -= 1
-                self._calls_changed.notify_all()
+            self._calls.end()
 
     def _wait_for(self, coroutine: Coroutine[Any, Any, T], wait_seconds: float | None) -> T:
         future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
@@ -458,10 +450,7 @@ class EmbeddedBank:
         return self._run(self.engine.statement(self.ledger, client, since, till))
 
     def close(self) -> None:
-        with self._calls_changed:
-            self._closed = True
-            # Bounded: a call the store holds for ever must not hold the close too.
-            self._calls_changed.wait_for(lambda: self._calls == 0, _STOP_SECONDS_MAX)
+        self._calls.close(_STOP_SECONDS_MAX)
         self._closing()
 
     def _stop_loop(self) -> None:

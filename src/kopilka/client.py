@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from kopilka.calls_under_way import CallsUnderWay
 from kopilka.client_wire import (
     TokenInfo,
     account_from,
@@ -283,13 +284,9 @@ class Client:
         timeout_seconds = positive_seconds(timeout_seconds, "timeout_seconds")
         self._http = _http_client(self.url, headers, httpx.Timeout(timeout_seconds), transport)
         self._sandbox: _SandboxKeeper | None = None
-        # Requests under way, and whether the client is closed: close() lets the ones under
-        # way (in other threads) end first, for up to one attempt's wait, and refuses the
-        # ones after it. Closing the connections under them lost their answers, and left
-        # their sockets open.
-        self._calls = 0
-        self._calls_changed = threading.Condition()
-        self._closed = False
+        # Requests under way in other threads end before close() closes the connections,
+        # for up to one attempt's wait.
+        self._calls = CallsUnderWay()
         self._close_wait_seconds = timeout_seconds
 
     @property
@@ -308,19 +305,12 @@ class Client:
         """A request and its retries, counted while under way: close() lets them end
         before it closes the connections. `closing`: close()'s own, sent after it has
         refused everyone else's."""
-        counted = False
+        if not self._calls.begin(shut=self._http.is_closed, closing=closing):
+            raise _closed()  # and not httpx's RuntimeError
         try:
-            with self._calls_changed:
-                if (self._closed and not closing) or self._http.is_closed:
-                    raise _closed()  # and not httpx's RuntimeError
-                self._calls += 1
-                counted = True  # a Ctrl-C past here must not leave close() waiting on it
             return self._attempts(method, path, **options)
         finally:
-            if counted:
-                with self._calls_changed:
-                    self._calls -= 1
-                    self._calls_changed.notify_all()
+            self._calls.end()
 
     def _attempts(
         self,
@@ -794,9 +784,7 @@ class Client:
         """As the embedded bank closes: calls under way in other threads end first (up to
         the client's timeout), later ones are refused (client_closed); then the sandbox,
         if any, is dropped, and the connections closed."""
-        with self._calls_changed:
-            self._closed = True
-            self._calls_changed.wait_for(lambda: self._calls == 0, self._close_wait_seconds)
+        self._calls.close(self._close_wait_seconds)
         try:
             self._drop_sandbox(closing=True)
         except KopilkaError:

@@ -275,9 +275,9 @@ def test_a_client_closed_while_calls_are_under_way_lets_them_end(
             for caller in callers:
                 caller.start()
             deadline = time.monotonic() + 10
-            while bank._calls < len(callers) and time.monotonic() < deadline:
+            while bank._calls.count < len(callers) and time.monotonic() < deadline:
                 time.sleep(0.01)  # every call sent, and waiting on the lock
-            assert bank._calls == len(callers)
+            assert bank._calls.count == len(callers)
             bank.close()
             for caller in callers:  # their requests ended before close() returned; the
                 caller.join(timeout=10)  # threads then only take the answers in
