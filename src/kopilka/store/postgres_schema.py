@@ -210,13 +210,12 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT coalesce(array_agg(ledger), '{}'),
                 coalesce(array_agg(normalize(ledger, NFC)), '{}')
             INTO spellings, spelt_names
-            FROM (
-                SELECT ledger FROM accounts WHERE ledger IS NOT NFC NORMALIZED
-                UNION SELECT ledger FROM operations WHERE ledger IS NOT NFC NORMALIZED
-                UNION SELECT ledger FROM refusals WHERE ledger IS NOT NFC NORMALIZED
-                UNION SELECT ledger FROM batch_requests WHERE ledger IS NOT NFC NORMALIZED
-                UNION SELECT ledger FROM sandboxes WHERE ledger IS NOT NFC NORMALIZED
-            ) AS found;
+            FROM ("""
+    + " UNION ".join(
+        f"SELECT ledger FROM {table} WHERE ledger IS NOT NFC NORMALIZED"
+        for table in _LEDGER_TABLES_AT_8
+    )
+    + """) AS found;
         -- The NFC spellings of those names that have rows, each its own name.
         SELECT spellings || coalesce(array_agg(name), '{}'),
                 spelt_names || coalesce(array_agg(name), '{}')

@@ -172,11 +172,9 @@ MIGRATIONS: tuple[str, ...] = (
     # ledger anyway, its own only its default: it is rewritten, as the others are.
     """
     CREATE TEMP TABLE ledger_spellings AS
-        SELECT ledger, nfc(ledger) AS named FROM (
-            SELECT ledger FROM accounts UNION SELECT ledger FROM operations
-            UNION SELECT ledger FROM refusals UNION SELECT ledger FROM batch_requests
-            UNION SELECT ledger FROM sandboxes
-        );
+        SELECT ledger, nfc(ledger) AS named FROM ("""
+    + " UNION ".join(f"SELECT ledger FROM {table}" for table in _LEDGER_TABLES_AT_7)
+    + """);
     CREATE TEMP TABLE ledger_renamed AS
         SELECT min(ledger) AS ledger, named FROM temp.ledger_spellings
         GROUP BY named HAVING count(*) = 1 AND min(ledger) <> named;
