@@ -22,7 +22,9 @@ AMOUNT_TEXT_LENGTH_MAX = 40
 # optionally signed and with a "$" (so "-$5.00", as we print it, reads back).
 _AMOUNT_PATTERN = re.compile(
     r"(?P<sign>[-+]?)\$?"
-    r"(?P<whole>\d{1,3}(?:,\d{3})+|\d{1,3}(?:_\d{3})+|\d+)"
+    # Thousands grouped lead with 1-9: "0,500" is someone's decimal comma (half a dollar),
+    # not five hundred.
+    r"(?P<whole>[1-9]\d{0,2}(?:,\d{3})+|[1-9]\d{0,2}(?:_\d{3})+|\d+)"
     r"(?:\.(?P<fraction>\d{1,2}))?",
     re.ASCII,
 )
@@ -30,7 +32,7 @@ _AMOUNT_PATTERN = re.compile(
 # The same form for JSON Schema (ECMA-262 reads it as Python does): what the OpenAPI
 # document tells a client an amount looks like. Its size is a rule of its own.
 AMOUNT_TEXT_SCHEMA_PATTERN = (
-    r"^ *(\$?[-+]?|[-+]?\$?)(\d{1,3}(,\d{3})+|\d{1,3}(_\d{3})+|\d+)(\.\d{1,2})? *$"
+    r"^ *(\$?[-+]?|[-+]?\$?)([1-9]\d{0,2}(,\d{3})+|[1-9]\d{0,2}(_\d{3})+|\d+)(\.\d{1,2})? *$"
 )
 
 # The cents of a fraction as written: "" -> 0, "5" -> 50, "05" -> 5.

@@ -228,6 +228,8 @@ def _as_written(text: str) -> int | None:
         if len(groups) > 1:
             if not (1 <= len(groups[0]) <= 3 and all(len(g) == 3 for g in groups[1:])):
                 return None
+            if groups[0].startswith("0"):  # "0,500": a decimal comma, not thousands
+                return None
             whole = "".join(groups)
             break
     if not (whole.isascii() and whole.isdigit()):
@@ -243,6 +245,10 @@ def _as_written(text: str) -> int | None:
 @example("\uff11.50")
 @example(".5")
 @example("1,00")
+@example("0,500")
+@example("00,100")
+@example("0_500")
+@example("-0,050.25")
 @example("1_000.5")
 @example("-$5.00")
 @example("+$0.05")
@@ -261,6 +267,7 @@ def test_every_text_reads_as_the_documented_form_says(text: str) -> None:
 @example("-$5")
 @example("$$5")
 @example("1,000_000")
+@example("0,500")
 @example(" 5 ")
 def test_the_schema_pattern_says_the_documented_form(text: str) -> None:
     # The pattern a client reads in /openapi.json: the form alone, not the size.
