@@ -294,7 +294,11 @@ class Client:
         """The ledger this client's requests go to: the one it names, or else its token's
         own, asked of the server once (before a write, so never after one applied)."""
         if self._ledger is None:
-            self._ledger = self._call("GET", "/v1/whoami", _ledger_of)
+            try:
+                self._ledger = self._call("GET", "/v1/whoami", _ledger_of)
+            except KopilkaError as error:
+                error.before_the_write = True  # asked before a write is sent, if any
+                raise
         return self._ledger
 
     # -- plumbing -------------------------------------------------------------

@@ -18,6 +18,9 @@ class KopilkaError(Exception):
     # The failure of a whole batch (the store's), given to each of its commands: about
     # none of them in particular.
     of_the_batch = False
+    # Raised before the write it ended was sent (asking the server something first):
+    # nothing of that write was applied.
+    before_the_write = False
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -292,3 +292,23 @@ def test_a_client_closed_while_calls_are_under_way_lets_them_end(
         if sandbox:
             with server.client(**{"Kopilka-Ledger": bank.ledger}) as admin:
                 assert admin.get("/v1/accounts").status_code == 404  # dropped all the same
+
+
+def test_a_write_not_sent_after_its_ledger_lookup_failed_names_no_key(tmp_path: Path) -> None:
+    """Without --ledger, a one-shot write first asks which ledger its token writes to. A
+    gateway's 504 to that question means the write was never sent: a key 'to retry it
+    safely' would say it might have been applied."""
+    with (
+        running_server(tmp_path / "home") as server,
+        _relaying(
+            server.url,
+            lambda request, answer: GATEWAY_TIMEOUT if request.startswith(b"GET ") else answer,
+        ) as url,
+    ):
+        deposit = ("deposit", "--client=Ann", "--amount=1", "--description=pay")
+        result = run_kopilka(tmp_path / "cli", *deposit, "--url", url, "--token", server.token)
+        assert (result.returncode, result.stdout) == (1, ""), result.stderr
+        assert result.stderr.startswith("Error: the server answered 504"), result.stderr
+        assert "idempotency-key" not in result.stderr, result.stderr
+        with connect_bank(server.url, token=server.token, ledger="main") as bank:
+            assert bank.accounts() == []  # never sent

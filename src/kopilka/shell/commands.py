@@ -104,9 +104,9 @@ def _retry_names_the_key(key: str) -> Iterator[None]:
     try:
         yield
     except Unavailable as error:
-        if error.code == "server_unreachable":
-            # The write was never sent (refused, or the server not asked at all): a
-            # key to retry it "safely" with said it might have been.
+        if error.code == "server_unreachable" or error.before_the_write:
+            # The write was never sent (refused, the server not asked at all, or its
+            # ledger not learnt): a key to retry it "safely" with said it might have been.
             raise
         hint = f"to retry it safely: --idempotency-key={shlex.quote(key)}"
         raise Unavailable(error.code, f"{error.message} ({hint})") from None
