@@ -13,13 +13,14 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from unicodedata import normalize
 from urllib.parse import quote, urlsplit
 
+import httpcore
 import httpx
 
 from kopilka.calls_under_way import CallsUnderWay
@@ -905,7 +906,8 @@ def _http_client(
         # environment (HTTP_PROXY): the token, the home's admin token perhaps, would be
         # handed to that proxy. A transport of its own reads no proxy variables, and
         # still the certificate ones (SSL_CERT_FILE).
-        transport = _HomeTokenGuard(limits=limits, trust_env=True)
+        carries = headers.get("Authorization") in _HOME_TOKEN_HEADERS
+        transport = _HomeTokenGuard(url if carries else None, limits=limits, trust_env=True)
     return httpx.Client(
         base_url=url, headers=headers, timeout=timeout, transport=transport, limits=limits
     )
@@ -917,13 +919,54 @@ _HOME_TOKEN_HEADERS: set[str] = set()
 
 class _HomeTokenGuard(httpx.HTTPTransport):
     """A request carrying the home's admin token goes to a listener of this user's only,
-    looked at again for each one: the server restarted mid-session, another user may
-    have taken its port meanwhile."""
+    looked at again for each connection: the server restarted mid-session, another user
+    may have taken its port meanwhile. A connection kept open stays with the process that
+    accepted it, so its requests need no look of their own (reading the tables of every
+    TCP socket took milliseconds a request)."""
+
+    def __init__(self, home_token_url: str | None, **options: Any) -> None:
+        """`home_token_url`: the server's, when every request carries the home's token."""
+        super().__init__(**options)
+        self._checks_each_connection = home_token_url is not None
+        if home_token_url is not None:
+            pool = self._pool  # httpcore's: the one place a connection is opened
+            pool._network_backend = _ListenerOwnerCheck(pool._network_backend, home_token_url)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.headers.get("authorization") in _HOME_TOKEN_HEADERS:
+        home_token = request.headers.get("authorization") in _HOME_TOKEN_HEADERS
+        if home_token and not self._checks_each_connection:
             _refuse_another_users_listener(str(request.url))
         return super().handle_request(request)
+
+
+class _ListenerOwnerCheck(httpcore.NetworkBackend):
+    """Connects as `inner` does, once the port's listener is seen to be this user's."""
+
+    def __init__(self, inner: httpcore.NetworkBackend, url: str) -> None:
+        self._inner = inner
+        self._url = url  # the server's, whose port every connection goes to
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        _refuse_another_users_listener(self._url)
+        return self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        return self._inner.connect_unix_socket(path, timeout, socket_options)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
 
 
 def _refuse_another_users_listener(url: str) -> None:
