@@ -501,6 +501,21 @@ async def test_a_role_without_create_opens_an_up_to_date_schema(
             assert admin.get("/v1/accounts/Ann").json()["balance"] == "3.00"
 
 
+async def test_a_role_with_a_schema_of_its_own_finds_the_ledger_through_its_search_path(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL's one-schema-per-user pattern: "$user" comes first in the search_path,
+    and that schema, though empty, is the current one. The ledger's tables resolve
+    through the path to public; looked for in the current schema alone, the ledger was
+    said damaged, "restore it from a backup"."""
+    await initialize_schema(postgres_url)
+    async with _row_only_role(postgres_url) as app_url:
+        role = urlsplit(app_url).username
+        await _execute(postgres_url, f"CREATE SCHEMA {role} AUTHORIZATION {role}")
+        async with Engine(PostgresStore(app_url)) as engine:
+            assert isinstance(await engine.execute(Deposit("Ann", 100, "x", "k1")), Operation)
+
+
 async def test_a_role_without_create_is_told_to_run_init_on_an_old_schema(
     postgres_url: str,
 ) -> None:

@@ -120,15 +120,21 @@ async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> N
 
 async def _refuse_missing_tables(connection: Connection, redacted_url: str) -> None:
     """Up to date: every table there. One dropped by hand passed for up to date, and
-    every write that needed it failed with PostgreSQL's own words."""
-    found = await _tables_found(connection)
-    missing = sorted(set(TABLES).difference(found))
+    every write that needed it failed with PostgreSQL's own words. Each is looked up as
+    every statement names it, through the search_path: a role's own empty schema ahead
+    of public ("$user") is the current one, and holds none of them."""
+    missing = await connection.fetch(
+        "SELECT name FROM unnest($1::text[]) AS name"
+        " WHERE to_regclass(quote_ident(name)) IS NULL ORDER BY name",
+        list(TABLES),
+    )
     if missing:
-        raise missing_tables(redacted_url, missing)
+        raise missing_tables(redacted_url, [row[0] for row in missing])
 
 
 async def _tables_found(connection: Connection) -> set[str]:
-    """Which of kopilka's tables the current schema holds."""
+    """Which of kopilka's tables the current schema holds: where a first migration
+    would make them."""
     return {
         row[0]
         for row in await connection.fetch(
