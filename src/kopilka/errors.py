@@ -172,6 +172,5 @@ def stopped_before_answer(*, reads_only: bool = False, keyed: bool = True) -> Un
     settle = RETRY_UNDER_THE_KEY if keyed else LOOK_FIRST
     return Unavailable(
         "outcome_unknown",
-        f"the server stopped before this was answered; whether it was applied is not known:"
-        f" {settle}",
+        f"the server stopped before this was answered{NOT_KNOWN}{settle}",
     )

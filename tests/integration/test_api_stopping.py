@@ -185,7 +185,7 @@ async def test_a_write_without_a_key_cancelled_is_told_to_look_not_to_retry(
         body = json.dumps({"max_balance": "100"}).encode()
         assert await _cancelled_while_it_waits(app, tmp_path, scope, body) == {
             "code": "outcome_unknown",
-            "message": "the server stopped before this was answered; whether it was applied"
+            "message": "the server stopped before this was answered; whether this was applied"
             " is not known: look before repeating it",
         }
     finally:

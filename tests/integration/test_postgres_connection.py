@@ -16,7 +16,7 @@ from tests.pgserver import PostgresTestServer
 from kopilka.api.auth import new_token_record
 from kopilka.domain.model import Deposit, Operation
 from kopilka.engine import Engine
-from kopilka.errors import Unavailable
+from kopilka.errors import NOT_KNOWN, RETRY_UNDER_THE_KEY, Unavailable, unknown_cause
 from kopilka.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -32,6 +32,7 @@ class Relay:
         self.armed = False
         self.cut_at = b"COMMIT"
         self.cuts = 0
+        self.refuse_after_cut = False  # the database then away: new connections cut at once
         self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -46,6 +47,9 @@ class Relay:
     async def _serve(
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
     ) -> None:
+        if self.refuse_after_cut and self.cuts:
+            client_out.close()
+            return
         server_in, server_out = await asyncio.open_connection(*self.target)
         upstream = asyncio.create_task(self._pipe(client_in, server_out, watch=False))
         downstream = asyncio.create_task(self._pipe(server_in, client_out, watch=True))
@@ -239,3 +243,20 @@ async def test_a_token_made_whose_answer_is_lost_is_not_said_to_be_unapplied(
         assert await connection.fetchval("SELECT count(*) FROM tokens WHERE id = $1", record.id)
     finally:
         await connection.close()
+
+
+async def test_a_commit_lost_with_the_database_says_once_that_its_outcome_is_not_known(
+    postgres_url: str,
+) -> None:
+    """The database gone after the COMMIT went out: nothing settles it now. Its message
+    said "not known yet", which the shell's own advice (look before repeating an opening)
+    did not recognise, so the two were said one after the other."""
+    async with relayed(postgres_url) as (relay, url), Engine(PostgresStore(url)) as engine:
+        relay.armed, relay.refuse_after_cut = True, True
+        with pytest.raises(Unavailable) as lost:
+            await engine.execute(Deposit("Bob", 250, "lost answer", "k1"))
+        assert relay.cuts == 1
+        outcome = lost.value
+        assert outcome.code == "outcome_unknown"
+        assert unknown_cause(outcome) == "lost the database while committing"
+        assert outcome.message == f"{unknown_cause(outcome)}{NOT_KNOWN}{RETRY_UNDER_THE_KEY}"

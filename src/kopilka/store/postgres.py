@@ -55,6 +55,7 @@ from kopilka.domain.statement import EntryMark, StatementLine
 from kopilka.errors import (
     LOOK_FIRST,
     NOT_KNOWN,
+    RETRY_UNDER_THE_KEY,
     InvalidInput,
     KopilkaError,
     RetryableStoreError,
@@ -645,9 +646,7 @@ class PostgresStore:
         if error is not None:
             self._log_outage(error)
         return Unavailable(
-            "outcome_unknown",
-            "lost the database while committing; whether this was applied is not known "
-            "yet: retry with the same idempotency key, it is never applied twice",
+            "outcome_unknown", f"lost the database while committing{NOT_KNOWN}{RETRY_UNDER_THE_KEY}"
         )
 
     # -- reads ----------------------------------------------------------------
