@@ -64,6 +64,16 @@ def test_malformed_json_is_400(admin: httpx.Client) -> None:
     assert state(admin) == before
 
 
+def test_a_write_sent_with_no_body_is_told_its_body_is_empty(admin: httpx.Client) -> None:
+    """A client that forgot its body was told its JSON "was truncated": nothing was cut."""
+    before = state(admin)
+    for body in (b"", b"  \r\n"):
+        for path in ("/v1/deposits", "/v1/batch", "/v1/accounts"):
+            message = refused(admin.post(path, content=body), 400, "malformed_json")
+            assert message == "the request body is empty: send a JSON object", (path, body)
+    assert state(admin) == before
+
+
 @pytest.mark.parametrize(
     "text",
     [b"\\ud83d", b"A\\ud800", b"\\udc00x", b"\\ude00\\ud83d", b"\\uD83D\\u0041"],

@@ -131,6 +131,8 @@ def decode_error(
             refusal = _length_refusal(field, text)
             return refusal or InvalidInput(_FIELD_CODES[field], f"invalid request body: {error}")
         return InvalidInput("invalid_request", f"invalid request body: {error}")
+    if body is not None and not body.strip():  # a body forgotten: the decoder says "truncated"
+        return ApiError(400, "malformed_json", "the request body is empty: send a JSON object")
     if body is not None and _LONE_SURROGATE.search(body):
         return ApiError(
             400,
