@@ -994,19 +994,28 @@ def test_ctrl_c_while_a_database_is_being_reached_ends_quietly(
 def test_a_write_interrupted_while_on_its_way_says_it_may_have_been_applied(
     kopilka_home: Path,
 ) -> None:
-    """Ctrl-C while a server has the request: the user is told, not left with silence."""
+    """Ctrl-C while a server has the request: the user is told, not left with silence,
+    and given the key the write went under, to retry it with: it applies once."""
     # The ledger named: the client need not ask the server which is the token's.
     token = ["--token", "kop_0123456789abcdef_x", "--ledger", "main"]
-    status, out, errors = _interrupted_at_a_silent_listener(
-        kopilka_home,
-        lambda port: [*DEPOSIT, "--url", f"http://127.0.0.1:{port}", *token],
-        b"POST /v1/deposits ",
-    )
-    assert (status, out) == (130, "")
-    assert errors == (
-        "Error: interrupted; the command may still have been applied: look before running it"
-        " again\n"
-    )
+    for given, key in ((["--idempotency-key=rent may"], "'rent may'"), ([], "[0-9a-f-]{36}")):
+        status, out, errors = _interrupted_at_a_silent_listener(
+            kopilka_home,
+            lambda port, given=given: [
+                *DEPOSIT,
+                *given,
+                "--url",
+                f"http://127.0.0.1:{port}",
+                *token,
+            ],
+            b"POST /v1/deposits ",
+        )
+        assert (status, out) == (130, "")
+        assert re.fullmatch(
+            "Error: interrupted; the command may still have been applied"
+            f" \\(to retry it safely: --idempotency-key={key}\\)\n",
+            errors,
+        ), errors
 
 
 def test_the_shell_quotes_no_password_of_a_url_typed_in_a_line(kopilka: RunKopilka) -> None:

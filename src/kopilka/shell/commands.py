@@ -54,6 +54,8 @@ ON_OPEN_ACCOUNTS = frozenset({"withdraw", "transfer", "set_limits"})
 INTERRUPTED_WRITE = (
     "interrupted; the command may still have been applied: look before running it again"
 )
+# On the interruption of a write under a key: the one to retry it with.
+_RETRY_KEY = "kopilka_retry_key"
 
 
 def interrupted_write(interruption: BaseException) -> str:
@@ -65,6 +67,12 @@ def interrupted_write(interruption: BaseException) -> str:
         return "interrupted while it waited for another's write to end; nothing was applied"
     if outcome is not None:
         return f"interrupted; nothing was applied: {outcome.message}"
+    key = getattr(interruption, _RETRY_KEY, None)
+    if isinstance(key, str):  # a key the user can give again: the retry applies once
+        return (
+            "interrupted; the command may still have been applied"
+            f" ({_retry_safely_with(key)})"
+        )
     return INTERRUPTED_WRITE
 
 
@@ -108,8 +116,14 @@ def _retry_names_the_key(key: str) -> Iterator[None]:
             # The write was never sent (refused, the server not asked at all, or its
             # ledger not learnt): a key to retry it "safely" with said it might have been.
             raise
-        hint = f"to retry it safely: --idempotency-key={shlex.quote(key)}"
-        raise Unavailable(error.code, f"{error.message} ({hint})") from None
+        raise Unavailable(error.code, f"{error.message} ({_retry_safely_with(key)})") from None
+    except (KeyboardInterrupt, SystemExit) as interruption:  # Ctrl-C, a signal's ending
+        setattr(interruption, _RETRY_KEY, key)  # for interrupted_write, if not settled
+        raise
+
+
+def _retry_safely_with(key: str) -> str:
+    return f"to retry it safely: --idempotency-key={shlex.quote(key)}"
 
 
 @contextmanager
