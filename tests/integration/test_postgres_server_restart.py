@@ -187,6 +187,9 @@ async def _writes_told_their_keys(load: Load) -> None:
     line = [
         *("deposit", f"--client={CLIENTS[1]}", "--amount=1.00", "--description=r-cli"),
         *("--url", load.server.url, "--token", load.server.token),
+        # The ledger named, or the token's would be asked for first: that refused, the
+        # deposit is never sent, and no key is told.
+        *("--ledger", "main"),
     ]
     done = await asyncio.to_thread(
         subprocess.run,
