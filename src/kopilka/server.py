@@ -20,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app
+from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app, create_worker_app
 from kopilka.api.protocol import CONNECTIONS_MAX, BoundedHttpToolsProtocol, ConnectionBounds
 from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
@@ -36,7 +36,6 @@ from kopilka.settings import (
     on_this_machine,
     redact_url,
     whole_number,
-    without_password,
 )
 from kopilka.store import keeps_nothing
 from kopilka.supervision import mark_supervisor
@@ -214,18 +213,6 @@ def _options(settings: Settings) -> dict[str, Any]:
     }
 
 
-# What a worker process reads again, beside its database and home.
-_WORKER_SETTINGS = (
-    "host",
-    "port",
-    "workers",
-    "connections_per_client",
-    "header_seconds",
-    "body_seconds",
-    "write_seconds",
-    "sandbox_idle_seconds",
-)
-
 # SIGINT or SIGTERM received while uvicorn was not listening for them: before it started
 # (the server then stops as soon as it can), or raised again once it had shut down for it.
 _STOPS_ASKED: list[int] = []
@@ -294,7 +281,7 @@ def serve_main(argv: list[str]) -> int:
             print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
             return 1
         if settings.workers > 1:
-            return _serve_workers(settings, arguments.config, listening)
+            return _serve_workers(settings, listening)
         app = create_app(settings, admin_token_path=token_path)
         server = _Server(uvicorn.Config(app, **_options(settings)), settings)
         server.run(sockets=[listening])
@@ -318,7 +305,7 @@ def _listen(settings: Settings) -> socket.socket:
     return listening
 
 
-def _serve_workers(settings: Settings, config_path: str | None, listening: socket.socket) -> int:
+def _serve_workers(settings: Settings, listening: socket.socket) -> int:
     """Several processes on one socket, each with its own engine (SQLite or PostgreSQL)."""
     if keeps_nothing(settings.db):
         print("Error: --workers above 1 needs a shared database, not memory:", file=sys.stderr)
@@ -344,23 +331,11 @@ def _serve_workers(settings: Settings, config_path: str | None, listening: socke
         return 1
     if _STOPS_ASKED:  # asked to stop while it was getting ready
         return 0
-    # A password read from KOPILKA_DB_PASSWORD_FILE stays in that file: each worker reads
-    # it there, rather than find it in an environment any process of the user may read.
-    password_file = os.environ.get("KOPILKA_DB_PASSWORD_FILE")
-    os.environ["KOPILKA_DB"] = without_password(settings.db) if password_file else settings.db
-    os.environ["KOPILKA_HOME"] = str(settings.home)
-    # Every setting as merged here (a flag over the environment over the file): a worker
-    # reads them again, and must not meet a value a flag overrode (KOPILKA_PORT set by
-    # Kubernetes to tcp://..., say) or take another.
-    for name in _WORKER_SETTINGS:
-        value = getattr(settings, name)
-        # In plain digits, as a worker reads them: str(0.00001) is "1e-05".
-        shown = format(value, "f") if isinstance(value, float) else str(value)
-        os.environ[f"KOPILKA_{name.upper()}"] = shown
-    if config_path is not None:
-        os.environ["KOPILKA_CONFIG"] = config_path  # workers read the same file
     config = uvicorn.Config(
-        "kopilka.api.app:create_app_from_environment",
+        # The settings merged here, password and all, go to each worker inside this config
+        # (multiprocessing pickles it down a pipe): a worker, and one started again after a
+        # crash, reads no config file, password file or setting variable of its own.
+        functools.partial(create_worker_app, settings),
         factory=True,
         workers=settings.workers,
         **_options(settings),

@@ -16,7 +16,7 @@ import sys
 import tomllib
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
@@ -72,7 +72,9 @@ def _expanded(path: str) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    db: str  # 'memory:', a SQLite path, or a postgresql:// URL
+    # 'memory:', a SQLite path, or a postgresql:// URL, its password perhaps: not in the
+    # settings' repr, which a traceback or a log line may show.
+    db: str = field(repr=False)
     url: str | None  # a server's base URL: set means "talk to a server"
     host: str
     port: int

@@ -507,27 +507,6 @@ def test_a_server_whose_stdout_is_full_says_so_in_one_line_and_serves(tmp_path: 
     assert "Traceback" not in rest, rest
 
 
-def test_a_worker_that_cannot_read_its_settings_stops_the_server_in_one_line(
-    tmp_path: Path,
-) -> None:
-    """Its settings file spoilt while the server runs, a worker started again cannot
-    start: the server stops, not status 0, rather than start it again and again."""
-    config = tmp_path / "kopilka.toml"
-    config.write_text("sandbox_idle_seconds = 900\n")
-    with running_server(tmp_path / "home", workers=2, KOPILKA_CONFIG=str(config)) as server:
-        assert server.process is not None
-        parent = server.process.pid
-        workers = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        config.write_text("db = 5\n")
-        for pid in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        assert server.stop(signum=None, timeout=30) == 1
-    failures = [line for line in server.errors.splitlines() if "a worker cannot start" in line]
-    assert failures, server.errors
-    assert "Traceback" not in server.errors, server.errors
-
-
 @pytest.mark.parametrize("db", ["memory:", "sqlite::memory:"])
 def test_workers_need_a_database_they_share(tmp_path: Path, db: str) -> None:
     """Each worker's memory is its own: the workers failed to start for ever, the server

@@ -811,9 +811,10 @@ def test_a_password_file_works_with_an_ipv6_host(postgres_url: str, tmp_path: Pa
     assert "S3cret" not in run.stdout + run.stderr
 
 
-def test_workers_read_the_password_file_themselves(postgres_url: str, tmp_path: Path) -> None:
-    """The password of KOPILKA_DB_PASSWORD_FILE stays in the file: no worker finds it in
-    its environment (which other processes of the user may read)."""
+def test_no_worker_finds_the_password_in_its_environment(postgres_url: str, tmp_path: Path) -> None:
+    """The password of KOPILKA_DB_PASSWORD_FILE is handed to the workers with their
+    settings, never through their environment (which other processes of the user may
+    read)."""
     secret = tmp_path / "password"
     secret.write_text("S3cret-pw\n")
     env = {"KOPILKA_DB_PASSWORD_FILE": str(secret)}

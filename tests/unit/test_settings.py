@@ -35,6 +35,14 @@ def test_defaults_live_under_home(tmp_path: Path) -> None:
     assert settings.url is None
 
 
+def test_the_settings_repr_shows_no_database_password(tmp_path: Path) -> None:
+    """Handed to every worker whole, the settings may meet a traceback or a log line."""
+    url = "postgresql://app:S3cret-pw@db.example:5432/bank"
+    settings = load_settings(flags={"db": url}, environ={"KOPILKA_HOME": str(tmp_path)})
+    assert settings.db == url
+    assert "S3cret" not in repr(settings)
+
+
 def test_flags_beat_environment_beat_file(tmp_path: Path) -> None:
     config = tmp_path / "kopilka.toml"
     config.write_text('port = 7000\nhost = "0.0.0.0"\nledger = "from-file"\nworkers = 3\n')

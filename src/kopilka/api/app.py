@@ -432,14 +432,18 @@ def create_app(
     )
 
 
-def create_app_from_environment() -> KopilkaApp:
-    """The factory uvicorn calls in each worker process (`--workers N`)."""
+def create_worker_app(settings: Settings) -> KopilkaApp:
+    """The factory uvicorn calls in each worker process (`--workers N`), bound to the
+    settings the supervisor merged at its start (functools.partial, handed to the worker
+    with uvicorn's config through multiprocessing's pipe, never the environment, which
+    any process of the user may read): no worker reads the config file or
+    KOPILKA_DB_PASSWORD_FILE again, which may be a pipe read once (`--config <(...)`),
+    or changed or gone by the time a worker is started again."""
     from uvicorn.config import STARTUP_FAILURE
 
-    from kopilka.settings import hide_secrets, load_settings
+    from kopilka.settings import hide_secrets
 
     try:
-        settings = load_settings({"db": os.environ.get("KOPILKA_DB")}, serving=True)
         # The supervisor wrote the admin token and holds its lock for the server's life: a
         # worker started again after the token was revoked (its leak answered) would
         # otherwise find it not honoured, and stop the whole server.
@@ -448,9 +452,9 @@ def create_app_from_environment() -> KopilkaApp:
         if metrics_directory:  # the supervisor's: /metrics answers every worker's counts
             app.metrics.share(Path(metrics_directory))
     except KopilkaError as error:
-        # Settings the worker cannot read (a password file moved, the config file
-        # edited): one line, and the status that has the supervisor stop the server,
-        # not start this worker again and again, a traceback each time.
+        # A store this worker cannot open: one line, and the status that has the
+        # supervisor stop the server, not start this worker again and again, a traceback
+        # each time.
         logger.error("a worker cannot start: %s", hide_secrets(error.message))
         raise SystemExit(STARTUP_FAILURE) from None
     settle_for_serving()  # the worker process is the server's own
@@ -458,4 +462,20 @@ def create_app_from_environment() -> KopilkaApp:
     return app
 
 
-__all__ = ["KopilkaApp", "create_app", "create_app_from_environment"]
+def create_app_from_environment() -> KopilkaApp:
+    """A factory for another ASGI server (`granian --factory
+    kopilka.api.app:create_app_from_environment`): the settings of the environment and
+    config file, read in each of its processes."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    from kopilka.settings import hide_secrets, load_settings
+
+    try:
+        settings = load_settings({"db": os.environ.get("KOPILKA_DB")}, serving=True)
+    except KopilkaError as error:
+        logger.error("a worker cannot start: %s", hide_secrets(error.message))
+        raise SystemExit(STARTUP_FAILURE) from None
+    return create_worker_app(settings)
+
+
+__all__ = ["KopilkaApp", "create_app", "create_app_from_environment", "create_worker_app"]
