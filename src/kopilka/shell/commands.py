@@ -69,10 +69,7 @@ def interrupted_write(interruption: BaseException) -> str:
         return f"interrupted; nothing was applied: {outcome.message}"
     key = getattr(interruption, _RETRY_KEY, None)
     if isinstance(key, str):  # a key the user can give again: the retry applies once
-        return (
-            "interrupted; the command may still have been applied"
-            f" ({_retry_safely_with(key)})"
-        )
+        return f"interrupted; the command may still have been applied ({_retry_safely_with(key)})"
     return INTERRUPTED_WRITE
 
 
