@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.test_shell_embedded import Terminal
+import pytest
+from tests.e2e.test_shell_embedded import Terminal, terminal_session
 
 
 def test_tab_completes_a_name_written_with_an_escaped_space(kopilka_home: Path) -> None:
@@ -31,3 +32,50 @@ def test_tab_completes_a_name_written_with_an_escaped_space(kopilka_home: Path) 
     finally:
         status = terminal.close()
     assert status == 0, terminal.seen
+
+
+@pytest.mark.parametrize(
+    ("typed", "answer"),
+    [
+        ("balance --client=Jo\t\t", "Balance of John Jones: $5.00"),
+        ("balance --client Jo\t\t", "Balance of John Jones: $5.00"),
+        ("transfer --from 'John Jones' --to=Ja\t\t --amount=1", "Transfer operation was"),
+    ],
+)
+def test_a_second_tab_keeps_a_name_completed_in_quotes(
+    kopilka_home: Path, typed: str, answer: str
+) -> None:
+    """A quoted name changes the text before the cursor: it was put in through a menu
+    left open, and the next Tab went back to `Jo`, which Enter then ran."""
+    with terminal_session(kopilka_home, "shell", "--sandbox") as terminal:
+        terminal.send('deposit --client="John Jones" --amount=5 --description=x\r')
+        terminal.expect("Deposit operation was successful!")
+        terminal.send('open_account --client="Jane Doe"\r')
+        terminal.expect("Account opened for Jane Doe")
+        terminal.expect(">")
+        terminal.send(typed + "\r")
+        terminal.expect(answer)
+
+
+@pytest.mark.parametrize(
+    ("typed", "rest", "answer"),
+    [
+        ("balance --client -d", "", "Balance of -dash: $0.00"),
+        ("transfer -f 'John Jones' -t -d", " -d rent --amount=1", "Transfer operation was"),
+    ],
+)
+def test_tab_writes_a_name_starting_with_a_dash_as_the_parser_reads_it(
+    kopilka_home: Path, typed: str, rest: str, answer: str
+) -> None:
+    """`--client -dash` is refused (the parser takes `-dash` for an option): the name
+    is joined to its option, `--client=-dash`, as the parser reads such a value."""
+    with terminal_session(kopilka_home, "shell", "--sandbox") as terminal:
+        terminal.send('deposit --client="John Jones" --amount=5 --description=x\r')
+        terminal.expect("Deposit operation was successful!")
+        terminal.send("open_account --client=-dash\r")
+        terminal.expect("Account opened for -dash")
+        terminal.expect(">")
+        terminal.send(typed)
+        terminal.expect(typed)
+        terminal.send("\t" + rest + "\r")
+        terminal.expect(answer)

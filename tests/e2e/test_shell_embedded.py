@@ -269,10 +269,16 @@ class Terminal:
     """The shell on a pseudo-terminal, as a person would run it."""
 
     def __init__(
-        self, home: Path, *arguments: str, stdout: IO[str] | None = None, term: str = "xterm"
+        self,
+        home: Path,
+        *arguments: str,
+        stdout: IO[str] | None = None,
+        term: str = "xterm",
+        controlling: bool = False,
     ) -> None:
         """`stdout`: where the shell's answers go instead (`kopilka shell > log.txt`);
-        `term`: the terminal's kind, as TERM says it."""
+        `term`: the terminal's kind, as TERM says it; `controlling`: the shell's own
+        terminal, where Ctrl-C typed (\x03) sends SIGINT and drops the line typed."""
         self._master, slave = os.openpty()
         # A real size, so neither rich nor prompt_toolkit wraps at a guessed width.
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
@@ -286,6 +292,7 @@ class Terminal:
             env=env,
             cwd=home.parent,
             start_new_session=True,
+            preexec_fn=_take_the_terminal if controlling else None,
         )
         os.close(slave)
         self.seen = ""
@@ -352,6 +359,11 @@ class Terminal:
             raise
         finally:
             os.close(self._master)
+
+
+def _take_the_terminal() -> None:
+    """In the child, in a session of its own: stdin's terminal becomes its controlling one."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 @contextmanager
@@ -505,6 +517,27 @@ def test_lines_pasted_at_once_each_run_in_turn(kopilka_home: Path) -> None:
     assert "Error" not in terminal.raw.decode(errors="replace")
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_a_line_holding_a_unicode_line_separator_is_one_line_as_from_a_pipe(
+    kopilka_home: Path, separator: str
+) -> None:
+    """str.splitlines() cut it in two at the terminal, each half an unclosed quote;
+    from a pipe it is one line, and its description is refused for what it holds."""
+    line = f'deposit --client=A --amount=1 --description="a{separator}b"'
+    piped = run_kopilka(kopilka_home, "shell", "--sandbox", stdin=line + "\n")
+    refused = "Error: description has control characters"
+    assert piped.stdout.startswith(refused), piped.stdout
+    with terminal_session(kopilka_home, "shell", "--sandbox") as terminal:
+        terminal.expect(">")
+        terminal.send(line + "\r")
+        terminal.expect(refused)
+        terminal.expect(">")
+        terminal.send("\x1b[200~" + line + "\nbalance --client=A\x1b[201~\r")  # pasted
+        terminal.expect(refused)
+        terminal.expect("Error: no account for client 'A'")
+    assert "cannot read the line" not in terminal.raw.decode(errors="replace")
+
+
 def test_tab_and_enter_in_one_write_run_the_line_as_completed(kopilka_home: Path) -> None:
     """Keys that come in one read (a fast typist, a paste, a slow link) are taken in order:
     Enter runs the line Tab completed, the one on the screen, not the one before it."""
@@ -562,6 +595,46 @@ def test_at_a_dumb_terminal_the_line_that_runs_is_the_line_typed(kopilka_home: P
     # The Tab is blank space, as the screen shows it: the five went to "Zed".
     assert "Balance of Zed Zulu: $1.00" in shown
     assert "Balance of Zed: $5.00" in shown
+
+
+@pytest.mark.parametrize(
+    ("arguments", "term", "answers_in_a_file"),
+    [
+        (("shell", "--sandbox"), "dumb", False),
+        (("shell", "--sandbox"), "xterm", True),
+        ((), "xterm", True),
+    ],
+    ids=["dumb-terminal", "sandbox-answers-in-a-file", "answers-in-a-file"],
+)
+def test_ctrl_c_while_a_line_is_typed_drops_it_and_the_session_goes_on(
+    kopilka_home: Path,
+    tmp_path: Path,
+    arguments: tuple[str, ...],
+    term: str,
+    answers_in_a_file: bool,
+) -> None:
+    """Typed at a terminal with no line editor (a dumb one; answers sent to a file), as
+    at the prompt: it ended the session with status 130, and a sandbox with it."""
+    log = tmp_path / "log.txt"
+    with log.open("w") as answers:
+        terminal = Terminal(
+            kopilka_home,
+            *arguments,
+            stdout=answers if answers_in_a_file else None,
+            term=term,
+            controlling=True,
+        )
+    try:
+        terminal.send("deposit --client=A --amount=5 --description=x\ndepost\n")
+        terminal.expect("Error: unknown command 'depost'")  # on stderr, the terminal
+        time.sleep(0.5)  # back to reading its next line
+        terminal.send("deposit --client=A --amount=1 --description=y\x03")
+        time.sleep(0.5)
+    finally:
+        status = terminal.type_lines("balance --client=A", "exit")
+    assert status == 0, terminal.seen
+    shown = log.read_text() if answers_in_a_file else terminal.seen
+    assert "Balance of A: $5.00" in shown  # the line Ctrl-C dropped did not run
 
 
 def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:

@@ -18,6 +18,7 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.filters import emacs_insert_mode, vi_insert_mode
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 
+from kopilka.shell.parser import looks_like_an_option
 from kopilka.shell.specs import CommandSpec, command_names, find_command
 
 # Another session may open accounts: the names are read again when they are this old,
@@ -140,13 +141,33 @@ class ShellCompleter(Completer):
             names = [f"{spelling}={quote_word(name)}" for name in known]
             yield from _matching(names, f"{spelling}={_unquote(value)}", raw, unquoted=True)
         elif len(earlier) > 1 and _names_client(spec, earlier[-1]):
-            names = [quote_word(name) for name in self._clients.names(_unquote(raw))]
-            yield from _matching(names, _unquote(raw), raw, unquoted=True)
+            names = self._clients.names(_unquote(raw))
+            yield from _names_after_option(names, text, start, earlier[-1])
         elif raw.startswith("-") or not raw:
             options = [
                 s + "=" if s.startswith("--") else s for o in spec.options for s in o.spellings
             ]
             yield from _matching(options, raw, raw)
+
+
+def _names_after_option(
+    names: Iterable[str], text: str, start: int, spelling: str
+) -> Iterable[Completion]:
+    """Names for the word at `start`, after a client option (`--client Jo`). One the
+    parser would take for an option (`-dash`) is joined to the option instead
+    (`--client=-dash`), as the parser reads such a value: bare after it, the line was
+    refused for the option's missing value."""
+    raw = text[start:]
+    typed = _unquote(raw)
+    option_start = current_word_start(text[:start].rstrip(_WORD_BREAKS))
+    for name in names:
+        if not name.startswith(typed):
+            continue
+        if looks_like_an_option(name):
+            joined = f"{spelling}={quote_word(name)}"
+            yield Completion(joined, start_position=option_start - len(text))
+        else:
+            yield Completion(quote_word(name), start_position=-len(raw))
 
 
 def _unquote_all(text: str) -> list[str]:
@@ -202,8 +223,8 @@ def completion_keys(completer: Completer) -> KeyBindings:
 
 def complete_now(buffer: Buffer, completer: Completer, *, select_first: bool = False) -> None:
     """What prompt_toolkit's Tab does, done at once: the next choice of an open menu;
-    else the part common to every completion inserted, and a menu of them when several
-    remain; `select_first`: the first completion put in instead."""
+    else a single completion put in, or the part common to every completion inserted and
+    a menu of them; `select_first`: the first completion put in instead."""
     if buffer.complete_state is not None:
         buffer.complete_next()
         return
@@ -212,15 +233,19 @@ def complete_now(buffer: Buffer, completer: Completer, *, select_first: bool = F
     completions = list(itertools.islice(found, buffer.max_number_of_completions))
     if not completions or (len(completions) == 1 and _adds_nothing(document, completions[0])):
         return
+    if len(completions) == 1:
+        # Put in as bash does, with no menu: one left open (for a name put in quotes,
+        # which changes the text before the cursor) let the next Tab cycle back to the
+        # text as typed, and Enter ran that.
+        buffer.apply_completion(completions[0])
+        return
     common = "" if select_first else get_common_complete_suffix(document, completions)
     if common:
         buffer.insert_text(common)  # this also closes the menu, if any
-        if len(completions) == 1:
-            return
         completions = [c.new_completion_from_position(len(common)) for c in completions]
     buffer.complete_state = CompletionState(buffer.document, completions)
     buffer.on_completions_changed.fire()
-    if select_first or (not common and len(completions) == 1):
+    if select_first:
         buffer.go_to_completion(0)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -127,6 +127,11 @@ _UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff", "\xff\xfe", "\xfe\xff")
 
 
 def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
+    """Run each line in turn. `lines` a terminal (typed, with no line editor): Ctrl-C
+    while a line is typed drops it, as at the prompt; from a pipe or a file it ends the
+    run, a script stopped where it stood."""
+    if _is_terminal(lines):
+        lines = _skipping_interrupted(lines)
     for number, line in enumerate(lines):
         if number == 0:
             # A script saved by some Windows editors starts with a byte order mark.
@@ -145,6 +150,35 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
                 output.error(interrupted_write(interruption))
             raise
     return 0
+
+
+def _is_terminal(lines: Iterable[str]) -> bool:
+    isatty = getattr(lines, "isatty", None)
+    return callable(isatty) and bool(isatty())
+
+
+def _skipping_interrupted(lines: Iterable[str]) -> Iterator[str]:
+    """The lines typed, a Ctrl-C while one is read dropping it (the terminal has thrown
+    away what was typed of it), not the session: that lost a sandbox and all in it."""
+    typed = iter(lines)
+    while True:
+        try:
+            line = next(typed)
+        except StopIteration:
+            return
+        except KeyboardInterrupt:
+            continue
+        yield line
+
+
+def _split_pasted(text: str) -> list[str]:
+    """Lines pasted at once, split where piped input is: at a newline only, a carriage
+    return before it dropped. str.splitlines() split at U+2028, a form feed and the like
+    too, which a pipe reads as part of the line: the terminal ran another line."""
+    lines = text.split("\n")
+    if len(lines) > 1 and not lines[-1]:
+        lines.pop()  # what ends the last line starts none
+    return [line.rstrip("\r") for line in lines]
 
 
 def _words(line: str) -> list[str]:
@@ -204,7 +238,7 @@ def run_terminal(
         finally:
             ending.prompting = False
         # Lines pasted at once come as one, each run in turn as if typed.
-        for typed in line.splitlines() or [line]:
+        for typed in _split_pasted(line):
             ending.check()  # a line read as the signal came is not run
             try:
                 if not run_line(typed, bank, output, clients):
