@@ -26,6 +26,8 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_shell_embedded import Terminal
 from tests.kopilka_server import free_port
+from tests.small_disk import fill
+from tests.small_disk import small_disk as small_disk_mounted
 
 DEPOSIT = ("deposit", "--client=John Jones", "--amount=100", "--description=ATM Deposit")
 
@@ -1067,20 +1069,9 @@ def test_a_token_pasted_in_the_wrong_place_is_not_echoed_whole(kopilka: RunKopil
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A file system of its own, of 1 MB, to fill (a tmpfs: mounting one needs root)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small file system here: {mounted.stderr!r}")
-    try:
+    """A file system of its own, of 1 MB, to fill."""
+    with small_disk_mounted(tmp_path / "small") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount_point)], check=False)
 
 
 def test_a_database_on_a_full_disk_is_said_to_be_so(small_disk: Path) -> None:
@@ -1088,16 +1079,13 @@ def test_a_database_on_a_full_disk_is_said_to_be_so(small_disk: Path) -> None:
     "disk I/O error": the user is told the disk is full, not left to suspect it failing."""
     home = small_disk / "home"
     assert run_kopilka(home, *DEPOSIT).returncode == 0
-    with contextlib.suppress(OSError), (small_disk / "filler").open("wb") as filler:
-        while True:  # until the disk is full
-            filler.write(b"\0" * 4096)
-            filler.flush()
+    filler = fill(small_disk)
     refused = run_kopilka(home, "balance", "--client=John Jones")
     assert (refused.returncode, refused.stdout) == (1, "")
     assert refused.stderr.startswith(f"Error: cannot open the database {home / 'kopilka.db'}: ")
     assert refused.stderr.endswith(": the disk it is on is full\n")
     assert refused.stderr.count("\n") == 1
-    (small_disk / "filler").unlink()
+    filler.unlink()
     read = run_kopilka(home, "balance", "--client=John Jones")
     assert read.stdout == "Balance of John Jones: $100.00\n"
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.small_disk import fill, small_disk
 
 from kopilka.api.app import KopilkaApp, create_app
+from kopilka.api.readiness import Readiness
 
 
 @pytest.fixture
@@ -42,3 +44,27 @@ async def test_a_server_shutting_down_is_not_ready(app: KopilkaApp) -> None:
     await app.engine.close()
     ready = await _get(app, "/v1/ready")
     assert (ready.status_code, ready.json()["error"]["code"]) == (503, "shutting_down")
+
+
+async def test_a_server_whose_disk_is_full_is_not_ready_until_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """Every write fails on a full disk ("database or disk is full"), while the reads a
+    readiness check makes answer: it said ready, and a load balancer kept sending it
+    writes."""
+    with small_disk(tmp_path / "small", size="4m") as disk:
+        app = create_app(str(disk / "kopilka.db"))
+        app.readiness = Readiness(app.engine, interval_seconds=0)
+        await app.start()
+        try:
+            assert (await _get(app, "/v1/ready")).status_code == 200
+            filler = fill(disk)
+            full = await _get(app, "/v1/ready")
+            assert (full.status_code, full.json()["error"]["code"]) == (503, "store_unavailable")
+            assert full.json()["error"]["message"] == (
+                "the disk the database is on is full: writes cannot be kept"
+            )
+            filler.unlink()
+            assert (await _get(app, "/v1/ready")).status_code == 200
+        finally:
+            await app.engine.close()

@@ -88,6 +88,8 @@ _VARIABLES_MAX = 900
 _BUSY_TIMEOUT_MS = 10_000
 # Less free room than a page: a database that cannot be opened is said to be on a full disk.
 _DISK_ROOM_MIN_BYTES = 4096
+# Less than a few batches' WAL frames: a server is not ready for traffic, whose writes fail.
+_READY_DISK_ROOM_MIN_BYTES = 1 << 20
 # Kopilka's first tables, which every version of its schema has.
 _LEDGER_TABLES = frozenset({"accounts", "operations", "entries"})
 
@@ -1015,6 +1017,11 @@ class SqliteStore:
         gone = self._files.gone() if self._files is not None else None
         if gone is not None:
             raise self._file_gone(gone)
+        # Reads answer on a full disk, and every write fails: no traffic while it is full.
+        if _disk_full(self.path, _READY_DISK_ROOM_MIN_BYTES):
+            raise Unavailable(
+                "store_unavailable", "the disk the database is on is full: writes cannot be kept"
+            )
         await self._read(lambda: self._read_db.execute("SELECT 1 FROM accounts LIMIT 1").fetchall())
 
     async def get_account(self, ledger: str, client: str) -> Account | None:
@@ -1262,10 +1269,10 @@ def _interrupted() -> Interrupted:
     )
 
 
-def _disk_full(path: str) -> bool:
-    """Whether the file system of `path` has no room for a page of it (4 KB)."""
+def _disk_full(path: str, room_min_bytes: int = _DISK_ROOM_MIN_BYTES) -> bool:
+    """Whether the file system of `path` has less room than that (a page of it)."""
     try:
-        return shutil.disk_usage(Path(path).resolve().parent).free < _DISK_ROOM_MIN_BYTES
+        return shutil.disk_usage(Path(path).resolve().parent).free < room_min_bytes
     except OSError:
         return False
 
