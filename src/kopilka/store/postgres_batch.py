@@ -414,7 +414,56 @@ async def write_planned_batch(connection: Connection, planned: PlannedBatch) -> 
     return list(operation_ids)
 
 
+# Held until the transaction ends, by a batch that opens an account under a name and by
+# one that keeps a refusal for want of an account by that name (hold_names_refused).
+_HOLD_NAMES = """
+SELECT count(pg_advisory_xact_lock(hashtextextended(ledger || chr(10) || client, 0)))
+FROM (SELECT * FROM unnest($1::text[], $2::text[]) AS t(ledger, client)
+      ORDER BY ledger, client) AS names
+"""
+
+
+async def hold_names_refused(
+    connection: Connection, plan: BatchPlan, accounts: dict[AccountKey, Account]
+) -> None:
+    """Inside the transaction that keeps the plan's refusals: make those for want of an
+    account final. A refused key must never be applied by another process (the same
+    request sent to two), which could happen once an account of the name it lacked
+    opened there. Opening a name takes the lock held here, so none opens before this
+    transaction ends, and whatever then applies under the key reads the refusal kept.
+    A name that opened since it was looked for has the batch planned again.
+
+    (A refusal on accounts found needs no more: they are locked as they were decided
+    on, and a process that planned on them otherwise finds them not as planned.)"""
+    names = {
+        (refusal.ledger, client)
+        for refusal in plan.refusals
+        for client in (refusal.debit_client, refusal.credit_client)
+        if client is not None
+    }
+    missing = sorted(names.difference(accounts))
+    if not missing:
+        return
+    await _hold_names(connection, missing)
+    opened = await connection.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS t(ledger, client)"
+        " JOIN accounts a ON a.ledger = t.ledger AND a.client = t.client)",
+        [ledger for ledger, _ in missing],
+        [client for _, client in missing],
+    )
+    if opened:
+        raise RetryableStoreError("an account this batch refused for was opened meanwhile")
+
+
+async def _hold_names(connection: Connection, names: Sequence[AccountKey]) -> None:
+    await connection.fetchval(
+        _HOLD_NAMES, [ledger for ledger, _ in names], [client for _, client in names]
+    )
+
+
 async def _insert_accounts(connection: Connection, accounts: list[Account]) -> None:
+    # After any batch refusing for want of these names commits (hold_names_refused).
+    await _hold_names(connection, [(a.ledger, a.client) for a in accounts])
     rows = await connection.fetch(
         _INSERT_ACCOUNTS,
         [a.ledger for a in accounts],
