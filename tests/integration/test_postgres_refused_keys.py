@@ -1,7 +1,8 @@
-"""One idempotency key sent to two processes at once: refused by one (its account not
-found yet), it must not be applied by the other, which knew the account. Two stores on
-one database stand for the two processes; a table lock held by hand holds the refusing
-batch at the moment it has its accounts locked, the refusal not yet kept."""
+"""One idempotency key sent to two processes at once: refused by one, it must not be
+applied by the other, which decided on other accounts (one not found by the first) or
+on the same account with another command before it. Two stores on one database stand
+for the two processes; a table lock held by hand holds the refusing batch at the moment
+it has its accounts locked, the refusal not yet kept."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from kopilka.domain.model import Deposit, Operation, Transfer
+from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
 from kopilka.store.postgres import PostgresStore
@@ -75,3 +76,49 @@ async def test_a_key_refused_by_one_process_is_not_applied_by_another(postgres_u
     finally:
         await connection.close()
     assert taken == 0
+
+
+async def test_a_key_refused_on_an_account_found_is_not_applied_by_another(
+    postgres_url: str,
+) -> None:
+    """The refusing batch decides on the account as locked; the other process plans the
+    same request after a deposit of its own batch, on the same revision, and would have
+    written it in one statement that read the kept refusals before they were kept."""
+    knowing_store = PostgresStore(postgres_url)
+    async with Engine(knowing_store), Engine(PostgresStore(postgres_url)) as refusing:
+        opening = await knowing_store.apply([Deposit("Alice", 103, "funds", "a-0")])
+        assert isinstance(opening[0], Operation)
+        holder = await asyncpg.connect(postgres_url)
+        try:
+            held = holder.transaction()
+            await held.start()
+            await holder.execute("LOCK TABLE refusals IN EXCLUSIVE MODE")
+            withdrawal = Withdraw("Alice", 150, "cash", "cash-1")
+            refused = asyncio.create_task(refusing.execute(withdrawal))
+            await _until_waiting(holder, 1)  # Alice's row locked, the refusal not yet kept
+            both = asyncio.create_task(
+                knowing_store.apply([Deposit("Alice", 100, "pay", "a-1"), withdrawal])
+            )
+            await _until_waiting(holder, 2)  # for Alice's row
+            await held.rollback()
+            first, (deposit, second) = await asyncio.wait_for(asyncio.gather(refused, both), 30)
+        finally:
+            await holder.close()
+        assert isinstance(first, KopilkaError) and first.code == "insufficient_funds", first
+        assert isinstance(deposit, Operation), deposit
+        assert isinstance(second, KopilkaError), second
+        assert (second.code, second.message, second.replayed) == (first.code, first.message, True)
+        assert (await refusing.get_account("main", "Alice")).balance_cents == 203
+
+
+async def test_a_batch_opening_thousands_of_accounts_takes_one_lock_not_one_each(
+    postgres_url: str,
+) -> None:
+    """A lock for each name opened filled PostgreSQL's shared lock table (64 slots a
+    connection): a batch opening 60,000 accounts here (20,000 with max_connections at
+    100) failed whole, out of shared memory."""
+    store = PostgresStore(postgres_url)
+    async with Engine(store):
+        openings = [Deposit(f"c{index}", 1, "opening", f"o-{index}") for index in range(60_000)]
+        outcomes = await store.apply(openings)
+    assert all(isinstance(outcome, Operation) for outcome in outcomes)

@@ -69,7 +69,7 @@ from kopilka.store.postgres_batch import (
     PlannedBatch,
     closed_sandboxes,
     delete_ledgers,
-    hold_names_refused,
+    hold_refused_accounts,
     load_claims,
     load_operations,
     load_refusals,
@@ -583,7 +583,7 @@ class PostgresStore:
             # later in time too, so per-account time order is application order.
             plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims, closed)
             if plan.refusals:
-                await hold_names_refused(connection, plan, accounts)
+                revisions.update(await hold_refused_accounts(connection, plan, accounts))
             if not check_keys and await refusal_may_be_a_retry(connection, commands, plan):
                 raise KeyAlreadyUsed
             transaction_id, written = await write_plan(connection, plan, limits)

@@ -26,6 +26,7 @@ from kopilka.domain.rules import (
     refused_money_keys,
 )
 from kopilka.errors import RetryableStoreError
+from kopilka.store.postgres_schema import OPENINGS_LOCK_KEY
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 
 Connection = Any  # asyncpg ships no type hints
@@ -414,27 +415,21 @@ async def write_planned_batch(connection: Connection, planned: PlannedBatch) -> 
     return list(operation_ids)
 
 
-# Held until the transaction ends, by a batch that opens an account under a name and by
-# one that keeps a refusal for want of an account by that name (hold_names_refused).
-_HOLD_NAMES = """
-SELECT count(pg_advisory_xact_lock(hashtextextended(ledger || chr(10) || client, 0)))
-FROM (SELECT * FROM unnest($1::text[], $2::text[]) AS t(ledger, client)
-      ORDER BY ledger, client) AS names
-"""
-
-
-async def hold_names_refused(
+async def hold_refused_accounts(
     connection: Connection, plan: BatchPlan, accounts: dict[AccountKey, Account]
-) -> None:
-    """Inside the transaction that keeps the plan's refusals: make those for want of an
-    account final. A refused key must never be applied by another process (the same
-    request sent to two), which could happen once an account of the name it lacked
-    opened there. Opening a name takes the lock held here, so none opens before this
-    transaction ends, and whatever then applies under the key reads the refusal kept.
-    A name that opened since it was looked for has the batch planned again.
+) -> dict[int, int]:
+    """Inside the transaction that keeps the plan's refusals: make them final. A refused
+    key must never be applied by another process (the same request sent to two, which
+    decides on other accounts, or on the same ones with other commands before it).
 
-    (A refusal on accounts found needs no more: they are locked as they were decided
-    on, and a process that planned on them otherwise finds them not as planned.)"""
+    Whoever applies the key changes every account it names. Each one found gets a new
+    revision here: a process that planned the key on it, and writes in one statement
+    that read the kept refusals before this commits, finds it not as planned once it
+    has the row, and plans again, reading the refusal. An account not found may not
+    open until this commits: openings share a lock this takes alone, and a name that
+    opened since it was looked for has the batch planned again. Returns the new
+    revisions of the accounts found.
+    """
     names = {
         (refusal.ledger, client)
         for refusal in plan.refusals
@@ -442,28 +437,32 @@ async def hold_names_refused(
         if client is not None
     }
     missing = sorted(names.difference(accounts))
-    if not missing:
-        return
-    await _hold_names(connection, missing)
-    opened = await connection.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS t(ledger, client)"
-        " JOIN accounts a ON a.ledger = t.ledger AND a.client = t.client)",
-        [ledger for ledger, _ in missing],
-        [client for _, client in missing],
-    )
-    if opened:
-        raise RetryableStoreError("an account this batch refused for was opened meanwhile")
-
-
-async def _hold_names(connection: Connection, names: Sequence[AccountKey]) -> None:
-    await connection.fetchval(
-        _HOLD_NAMES, [ledger for ledger, _ in names], [client for _, client in names]
-    )
+    if missing:
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", OPENINGS_LOCK_KEY)
+        opened = await connection.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM unnest($1::text[], $2::text[]) AS t(ledger, client)"
+            " JOIN accounts a ON a.ledger = t.ledger AND a.client = t.client)",
+            [ledger for ledger, _ in missing],
+            [client for _, client in missing],
+        )
+        if opened:
+            raise RetryableStoreError("an account this batch refused for was opened meanwhile")
+    changed = {account.id for account in plan.changed_accounts}  # given one by the write
+    found = [accounts[name] for name in sorted(names) if name in accounts]
+    revisions = new_revisions([account for account in found if account.id not in changed])
+    if revisions:
+        await connection.execute(
+            "UPDATE accounts AS a SET revision = t.revision"
+            " FROM unnest($1::bigint[], $2::bigint[]) AS t(id, revision) WHERE a.id = t.id",
+            list(revisions),
+            list(revisions.values()),
+        )
+    return revisions
 
 
 async def _insert_accounts(connection: Connection, accounts: list[Account]) -> None:
-    # After any batch refusing for want of these names commits (hold_names_refused).
-    await _hold_names(connection, [(a.ledger, a.client) for a in accounts])
+    # Not while a batch keeps a refusal for want of an account (hold_refused_accounts).
+    await connection.execute("SELECT pg_advisory_xact_lock_shared($1)", OPENINGS_LOCK_KEY)
     rows = await connection.fetch(
         _INSERT_ACCOUNTS,
         [a.ledger for a in accounts],

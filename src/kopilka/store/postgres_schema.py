@@ -14,6 +14,9 @@ from kopilka.store.not_a_ledger import created_tables
 MIGRATION_LOCK_KEY = 0x6B6F70696C6B61
 # Another, taken while a sandbox is opened: "sandbox".
 SANDBOXES_LOCK_KEY = 0x73616E64626F78
+# Another, "opening": shared by every batch that opens accounts, taken alone by one that
+# keeps a refusal for want of an account (postgres_batch.hold_refused_accounts).
+OPENINGS_LOCK_KEY = 0x6F70656E696E67
 
 SCHEMA_MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
