@@ -198,11 +198,14 @@ class Engine:
         queued = self._pending.operations + operations
         if queued > self.limits.queue_depth_max:
             raise Busy("busy", "the ledger is busy; try again shortly")
-        # Past half full, while others wait too, no caller may hold over half of the
-        # queue: one token's flood leaves the others room instead of filling it.
+        # Past half full, no caller may hold over half of what waits while others wait
+        # too, nor over half of the queue alone: one token's flood leaves the others
+        # room, those too who send a request at a time and so wait for nothing as it
+        # comes (they found the queue full, the flood alone in it).
         if queued > self.limits.queue_depth_max // 2:
             mine = self._pending.operations_of(caller) + operations
-            if queued > mine and 2 * mine > queued:
+            others_wait = queued > mine
+            if 2 * mine > (queued if others_wait else self.limits.queue_depth_max):
                 raise Busy("busy", "the ledger is busy with your earlier requests; try again")
 
     def _check_running(self) -> None:

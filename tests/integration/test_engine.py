@@ -221,16 +221,21 @@ async def test_past_half_full_one_caller_leaves_room_for_others(tmp_path: Path) 
             return [Deposit("Ann", 1, prefix, f"{prefix}-{n}") for n in range(10)]
 
         # Each task queues its request in its first step, in this order, before the
-        # writer runs: the importer holds 60 of the 70 operations waiting.
-        requests = [engine.submit_many(ten(f"import-{n}"), caller="importer") for n in range(6)]
+        # writer runs: the importer holds 50 of the 60 operations waiting.
+        requests = [engine.submit_many(ten(f"import-{n}"), caller="importer") for n in range(5)]
         requests.append(engine.submit_many(ten("teller"), caller="teller"))
-        requests.append(engine.submit_many(ten("import-6"), caller="importer"))
+        requests.append(engine.submit_many(ten("import-5"), caller="importer"))
         results = await asyncio.gather(*requests, return_exceptions=True)
-        assert isinstance(results[-1], Busy)  # 70 of 80 would be the importer's
+        assert isinstance(results[-1], Busy)  # 60 of 70 would be the importer's
         assert all(isinstance(result, list) for result in results[:-1]), results
-        # Alone, a caller may fill the queue.
-        alone = [engine.submit_many(ten(f"alone-{n}"), caller="importer") for n in range(10)]
-        assert all(isinstance(r, list) for r in await asyncio.gather(*alone))
+        # Alone, a caller may hold half the queue and no more: one who sends a request at
+        # a time is never waiting when a flood comes, and found the queue full.
+        alone = [engine.submit_many(ten(f"alone-{n}"), caller="importer") for n in range(6)]
+        alone.append(engine.submit_many(ten("teller-2"), caller="teller"))
+        results = await asyncio.gather(*alone, return_exceptions=True)
+        assert all(isinstance(result, list) for result in results[:5]), results
+        assert isinstance(results[5], Busy)  # 60 of 100 would be the importer's
+        assert isinstance(results[6], list), results[6]
     finally:
         await engine.close()
 
@@ -312,7 +317,8 @@ async def test_full_queue_refuses_with_busy(tmp_path: Path) -> None:
         queued = [
             asyncio.create_task(
                 engine.submit_many(
-                    [Deposit("Ann", 1, "q", f"q{n}a"), Deposit("Ann", 1, "q", f"q{n}b")]
+                    [Deposit("Ann", 1, "q", f"q{n}a"), Deposit("Ann", 1, "q", f"q{n}b")],
+                    caller=f"caller-{n}",  # half the queue each: the most one may hold
                 )
             )
             for n in range(2)
