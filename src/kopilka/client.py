@@ -927,10 +927,15 @@ class _HomeTokenGuard(httpx.HTTPTransport):
     def __init__(self, home_token_url: str | None, **options: Any) -> None:
         """`home_token_url`: the server's, when every request carries the home's token."""
         super().__init__(**options)
-        self._checks_each_connection = home_token_url is not None
-        if home_token_url is not None:
-            pool = self._pool  # httpcore's: the one place a connection is opened
-            pool._network_backend = _ListenerOwnerCheck(pool._network_backend, home_token_url)
+        pool = self._pool  # httpcore's: the one place a connection is opened
+        # Where that is not as this httpcore has it, every request is looked at instead.
+        backend = getattr(pool, "_network_backend", None)
+        self._checks_each_connection = home_token_url is not None and isinstance(
+            backend, httpcore.NetworkBackend
+        )
+        if self._checks_each_connection:
+            assert home_token_url is not None and backend is not None
+            pool._network_backend = _ListenerOwnerCheck(backend, home_token_url)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         home_token = request.headers.get("authorization") in _HOME_TOKEN_HEADERS
