@@ -516,6 +516,31 @@ async def test_a_role_with_a_schema_of_its_own_finds_the_ledger_through_its_sear
             assert isinstance(await engine.execute(Deposit("Ann", 100, "x", "k1")), Operation)
 
 
+async def test_a_role_with_a_schema_of_its_own_does_not_upgrade_the_ledger_beside_it(
+    postgres_url: str,
+) -> None:
+    """Its own schema first in its search_path, an upgrade made schema_migrations (and
+    would make new tables) there: that role then saw the ledger as up to date, and every
+    other role ran the migration again."""
+    await initialize_schema(postgres_url)
+    async with _role(postgres_url, "SELECT, INSERT, UPDATE, DELETE") as app_url:
+        role = urlsplit(app_url).username
+        await _execute(
+            postgres_url,
+            f"CREATE SCHEMA {role} AUTHORIZATION {role};"
+            f" DELETE FROM schema_migrations WHERE version = {SCHEMA_VERSION}",
+        )
+        with pytest.raises(Unavailable) as refused:
+            await PostgresStore(app_url).open()
+        assert refused.value.message == (
+            f"the kopilka ledger at {redact_url(app_url)} is in the schema public, and this"
+            f" user's first schema is {role}, where an upgrade would make its tables: run"
+            " `kopilka init` as a user whose search_path starts with public"
+        )
+        assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION))
+        assert await _table_names_in(postgres_url, role) == []
+
+
 async def test_a_role_without_create_is_told_to_run_init_on_an_old_schema(
     postgres_url: str,
 ) -> None:
@@ -545,10 +570,17 @@ async def _execute(url: str, sql: str) -> None:
 
 
 async def _table_names(url: str) -> list[str]:
+    return await _table_names_in(url, None)
+
+
+async def _table_names_in(url: str, schema: str | None) -> list[str]:
+    """The tables of `schema` (None: the current one)."""
     connection = await asyncpg.connect(url)
     try:
         rows = await connection.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
+            "SELECT tablename FROM pg_tables"
+            " WHERE schemaname = coalesce($1, current_schema()) ORDER BY 1",
+            schema,
         )
         return [row[0] for row in rows]
     finally:

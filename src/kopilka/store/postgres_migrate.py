@@ -52,6 +52,8 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
         await _refuse_schema_not_usable(connection, redacted_url)
     if version == 0 and not create:
         raise no_ledger(redacted_url)
+    if version > 0:
+        await _refuse_ledger_outside_current_schema(connection, redacted_url)
     try:
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
@@ -111,6 +113,24 @@ async def _schema_version(connection: Connection, redacted_url: str) -> int:
     if columns != _MIGRATIONS_COLUMNS:
         refuse_foreign_tables(redacted_url, ("schema_migrations",), {"schema_migrations"})
     return int(await connection.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+async def _refuse_ledger_outside_current_schema(connection: Connection, redacted_url: str) -> None:
+    """A ledger to upgrade, found through the search_path in another schema than the
+    first one there ("$user", a role's own): the upgrade's new tables, and its record in
+    schema_migrations, would go to that first one, beside the ledger rather than in it."""
+    ledger_schema, current = await connection.fetchrow(
+        "SELECT n.nspname, current_schema() FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.oid = to_regclass('schema_migrations')"
+    )
+    if ledger_schema != current:
+        raise Unavailable(
+            "store_unavailable",
+            f"the kopilka ledger at {redacted_url} is in the schema {ledger_schema}, and this"
+            f" user's first schema is {current}, where an upgrade would make its tables: run"
+            f" `kopilka init` as a user whose search_path starts with {ledger_schema}",
+        )
 
 
 async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> None:
