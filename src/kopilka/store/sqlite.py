@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import sqlite3
 import stat
 import threading
@@ -1270,9 +1269,12 @@ def _interrupted() -> Interrupted:
 
 
 def _disk_full(path: str, room_min_bytes: int = _DISK_ROOM_MIN_BYTES) -> bool:
-    """Whether the file system of `path` has less room than that (a page of it)."""
+    """Whether the file system of `path` has less room than that (a page of it) for
+    this process: root may write into the blocks a file system keeps for it."""
     try:
-        return shutil.disk_usage(Path(path).resolve().parent).free < room_min_bytes
+        stats = os.statvfs(Path(path).resolve().parent)
+        blocks = stats.f_bfree if os.geteuid() == 0 else stats.f_bavail
+        return blocks * stats.f_frsize < room_min_bytes
     except OSError:
         return False
 
