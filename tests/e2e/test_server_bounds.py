@@ -848,3 +848,63 @@ def test_connections_the_bounds_refuse_are_counted(tmp_path: Path) -> None:
         metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert answer.status_code == 200
     assert 'kopilka_refused_requests_total{code="too_many_connections"} 3.0' in metrics
+
+
+BIG_HEAD = b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * 24_000 + b"\r\n\r\n"
+WHOLE_HEADS = {
+    "in one write": [BIG_HEAD],
+    "ended by a piece that passes the bound": [BIG_HEAD[:15_000], BIG_HEAD[15_000:]],
+    "behind another request in one write": [HEALTH + BIG_HEAD],
+}
+
+
+@pytest.mark.parametrize("pieces", WHOLE_HEADS.values(), ids=WHOLE_HEADS)
+def test_a_head_past_the_bound_is_refused_and_closed_however_it_arrives(
+    tmp_path: Path, pieces: list[bytes]
+) -> None:
+    """A head over the bound that ended in the read it was counted in was parsed whole
+    before its count was compared: the application answered 431 and kept the connection."""
+    with running_server(tmp_path, "memory:") as server:
+        connection = connect(server.port)
+        for piece in pieces:
+            connection.sendall(piece)
+            time.sleep(0.2)  # read apart
+        answers = read_until_closed(connection)
+        connection.close()
+        if pieces[0].startswith(HEALTH):
+            served, separator, answers = answers.partition(b"HTTP/1.1 431 ")
+            assert served.startswith(b"HTTP/1.1 200 ") and separator, served
+            answers = separator + answers
+        assert error_of(answers) == (431, "headers_too_large")
+        assert b"connection: close" in answers.partition(b"\r\n\r\n")[0].split(b"\r\n")
+
+
+def test_a_chunked_body_in_too_many_chunks_is_refused(tmp_path: Path) -> None:
+    """Each chunk costs the event loop a few calls, however small: bodies sent a byte a
+    chunk, within the framing's bound, stalled every other client for seconds. A batch
+    sent an operation a chunk, each comma a chunk of its own, is well within the bound."""
+    with running_server(tmp_path, "memory:") as server:
+        deposit = b'{"type": "deposit", "client": "Ann", "amount": "1"}'
+        pieces = [b'{"operations": [', deposit[:-1] + b', "open_account": true}']
+        for _ in range(9_999):
+            pieces += [b",", deposit]
+        pieces.append(b"]}")
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+        connection = connect(server.port)
+        answers = connection.makefile("rb")
+        connection.sendall(
+            chunked_deposit_head(server.token).replace(b"/v1/deposits", b"/v1/batch")
+            + framed
+            + b"0\r\n\r\n"
+        )
+        status, body = read_answer(answers)
+        assert status == 200, body[:300]
+        assert len(json.loads(body)["results"]) == 10_000
+
+        byte_a_chunk = b"".join(b"1\r\n%c\r\n" % byte for byte in b"{" + b" " * 40_000 + b"}")
+        with contextlib.suppress(OSError):  # the server may close before all is sent
+            connection.sendall(chunked_deposit_head(server.token) + byte_a_chunk + b"0\r\n\r\n")
+        refusal = answers.read()
+        answers.close()
+        connection.close()
+        assert error_of(refusal) == (413, "too_many_chunks")

@@ -10,7 +10,7 @@ ERROR_CLASSES = (
     "KopilkaError|InvalidInput|NotFound|Rejected|Conflict|Unauthorized|Forbidden|Busy|Unavailable"
 )
 RAISED_CODE = re.compile(rf"\b(?:{ERROR_CLASSES})\(\s*\"([a-z_]+)\"")
-HTTP_CODE = re.compile(r"\bApiError\(\s*\d+,\s*\"([a-z_]+)\"")
+HTTP_CODE = re.compile(r"\b(?:ApiError|_refusal|_refused_as_sent)\(\s*\d+,\s*\"([a-z_]+)\"")
 
 
 def codes_in_source() -> set[str]:

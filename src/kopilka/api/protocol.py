@@ -10,7 +10,8 @@
   closed, so a client that trickles headers (or says nothing) cannot hold a slot.
 - Bytes of a request's head (request line and headers), counted as they arrive:
   past the bound the connection is answered 431 `headers_too_large` and closed,
-  so endless headers are not buffered until they end.
+  so endless headers are not buffered until they end. A head read whole (parsed before
+  its bytes are seen) is measured once complete: past the bound, refused and closed alike.
 - Time from the end of a request's headers to the end of its body: past it the
   connection is answered 408 `request_timeout` (unless the application has
   answered already) and closed, so a body that never starts cannot hold a slot;
@@ -19,6 +20,15 @@
   trailer fields): past every header's bound and a few bytes for each byte of content,
   the request is answered 431 `headers_too_large` and closed, so endless trailers are
   not held until they end.
+- Chunks of a chunked body: past 32,768 the request is answered 413 `too_many_chunks`
+  and closed. Each chunk costs a call into Python, however small: a body sent a byte a
+  chunk held the event loop (every other client) for seconds.
+- Requests sent ahead of their answers (pipelined): reading stops while 16 of a
+  connection are parsed and unanswered, and resumes once they are fewer; uvicorn read
+  on after each answer, parsing and queueing all a client sent. As the parser takes a
+  read whole, one read can still bring many: past 128 unanswered the request is
+  answered 429 `too_many_pipelined`, after the answers of those before it, and the
+  connection closed.
 - Time the server is kept waiting to write: once the transport has paused writing
   (its buffer over the high-water mark, the client not reading) for longer than the
   bound, the connection is aborted, dropping what is buffered, so a client that asks
@@ -42,6 +52,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, cast
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kopilka.api.app import BODY_SECONDS_MAX, HEADERS_BYTES_MAX
@@ -66,6 +77,14 @@ TARGET_BYTES_MAX = 8 * 1024
 # A socket closed with input unread is reset, and the reset throws away whatever the
 # client had not yet read: the refusal, and the answers sent before it.
 LINGER_SECONDS = 2.0
+# Requests of a connection parsed and not yet answered: reading pauses at the first
+# bound; past the second (one read parsed whole brings many) the connection is refused.
+PIPELINED_READ_MAX = 16
+PIPELINED_MAX = 128
+# Chunks of one chunked body: a batch of 10,000 operations sent an operation a chunk, its
+# commas apart, is 20,001. Each chunk costs Python calls (16,384 of them, some 7 ms), so
+# a body sent a byte a chunk is refused within its first read or two.
+CHUNKS_MAX = 32_768
 
 
 @dataclass
@@ -181,6 +200,14 @@ _HEADERS_TOO_LARGE = _refusal(431, "headers_too_large", f"headers over {HEADERS_
 _TARGET_TOO_LONG = _refusal(
     414, "uri_too_long", f"the request target is over {TARGET_BYTES_MAX} bytes"
 )
+_TOO_MANY_CHUNKS = _refusal(
+    413, "too_many_chunks", f"the chunked body is in more than {CHUNKS_MAX} chunks"
+)
+_TOO_MANY_PIPELINED = _refusal(
+    429,
+    "too_many_pipelined",
+    f"more than {PIPELINED_MAX} requests sent ahead of their answers; send the rest again",
+)
 
 
 def _framing_too_large(head_bytes: int, body_bytes: int) -> bool:
@@ -194,6 +221,29 @@ def _framing_too_large(head_bytes: int, body_bytes: int) -> bool:
 
 class _InvalidHead(Exception):
     """Raised in a parser callback to stop it: the request is answered `refusal`."""
+
+
+class _PipelineFlow(FlowControl):
+    """uvicorn's flow control, which does not resume reading while the connection holds
+    `PIPELINED_READ_MAX` requests unanswered, or has a refusal due after their answers:
+    uvicorn resumed it after each answer (and each read of a body), so a client that sent
+    requests faster than it took answers had all of them parsed and queued; and input
+    read while a refusal waited was taken for a body's endless framing, which closed
+    the connection before the answers due."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: BoundedHttpToolsProtocol) -> None:
+        super().__init__(transport)
+        self.protocol = protocol
+
+    def resume_reading(self) -> None:
+        if not self.read_paused:  # the usual path: nothing more to compare
+            return
+        protocol = self.protocol
+        if protocol.lingering or (
+            protocol.unanswered < PIPELINED_READ_MAX and protocol.refusal_due is None
+        ):
+            self.read_paused = False
+            self._transport.resume_reading()
 
 
 class _TargetTooLong(Exception):
@@ -231,12 +281,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.answered_behind: list[Any] = []
         # The client has sent all it will (a half-close): closed once it is answered.
         self.half_closed = False
+        # Chunks the current chunked body may still take (and its last, empty one).
+        self.chunks_left = CHUNKS_MAX + 1
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         # uvicorn and each request's cycle write through this view of the transport.
         self.writes = CoalescingTransport(transport)
         self.writes.close_instead = self._linger_if_sending
         super().connection_made(cast(asyncio.Transport, self.writes))
+        self.flow = _PipelineFlow(cast(asyncio.Transport, self.writes), self)
         if len(self.bounds.live) >= self.bounds.connections_max:
             # Here rather than uvicorn's limit_concurrency: its answer is plain text, and
             # it logs a line for each, which anyone could fill the log with.
@@ -297,7 +350,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.body_bytes += len(body)
         super().on_body(body)
 
+    def on_chunk_header(self) -> None:
+        self.chunks_left -= 1
+        if self.chunks_left < 0:
+            self.refusal = _TOO_MANY_CHUNKS
+            raise _InvalidHead
+
     def on_message_begin(self) -> None:
+        if self.unanswered >= PIPELINED_MAX:
+            # Reading pauses far below this: one read parsed whole brought them. The
+            # parser stops here, and the rest of the read is dropped, not queued.
+            self.refusal = _TOO_MANY_PIPELINED
+            raise _InvalidHead
         super().on_message_begin()
         self.unanswered += 1
         self.headers_started = self.loop.time()
@@ -309,10 +373,19 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise _TargetTooLong
 
     def on_headers_complete(self) -> None:
+        # A head that ended in the read it began in was parsed before its bytes were
+        # compared with the bound: measured now, if its reads held more than the bound
+        # (or it began after another request in a read, its first bytes uncounted).
+        if (self.head_bytes > HEAD_BYTES_MAX or self.unanswered > 1) and (
+            self._head_size() > HEAD_BYTES_MAX
+        ):
+            self.refusal = _HEADERS_TOO_LARGE
+            raise _InvalidHead
         self.headers_started = None
         self.body_started = self.loop.time()
         self.head_bytes = _IN_BODY
         self.body_bytes = 0
+        self.chunks_left = CHUNKS_MAX + 1
         if not self._valid_head():
             self.refusal = _INVALID_HTTP
             raise _InvalidHead
@@ -329,6 +402,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.headers = []
         if earlier is not None and not earlier.response_complete:
             self.answered_behind.append(earlier)
+
+    def _head_size(self) -> int:
+        """The head's bytes: its target and fields, and for the method, the version and
+        each field's colon and line end, a few bytes (blanks around a value uncounted)."""
+        fields = sum(len(name) + len(value) + 4 for name, value in self.headers)
+        return len(self.url) + fields + 16
 
     def _valid_head(self) -> bool:
         """HTTP/1.1 (or 1.0) with one Host (1.1 requires it) and no transfer coding but
