@@ -199,13 +199,18 @@ class Engine:
         if queued > self.limits.queue_depth_max:
             raise Busy("busy", "the ledger is busy; try again shortly")
         # Past half full, no caller may hold over half of what waits while others wait
-        # too, nor over half of the queue alone: one token's flood leaves the others
-        # room, those too who send a request at a time and so wait for nothing as it
-        # comes (they found the queue full, the flood alone in it).
+        # too, nor over half of the queue alone with requests of its own waiting: one
+        # token's flood leaves the others room, those too who send a request at a time
+        # and so wait for nothing as it comes (they found the queue full, the flood alone
+        # in it). One request alone may be as large as any.
         if queued > self.limits.queue_depth_max // 2:
-            mine = self._pending.operations_of(caller) + operations
-            others_wait = queued > mine
-            if 2 * mine > (queued if others_wait else self.limits.queue_depth_max):
+            earlier = self._pending.operations_of(caller)
+            mine = earlier + operations
+            if queued > mine:  # others wait too
+                flooding = 2 * mine > queued
+            else:
+                flooding = earlier > 0 and 2 * mine > self.limits.queue_depth_max
+            if flooding:
                 raise Busy("busy", "the ledger is busy with your earlier requests; try again")
 
     def _check_running(self) -> None:

@@ -240,6 +240,20 @@ async def test_past_half_full_one_caller_leaves_room_for_others(tmp_path: Path) 
         await engine.close()
 
 
+async def test_one_request_alone_may_be_as_large_as_any(tmp_path: Path) -> None:
+    """Half the queue is the most a caller's requests may hold alone, not the most one
+    request may carry: the embedded bank takes up to 100,000 operations a call."""
+    limits = Limits(batch_operations_max=10, queue_depth_max=100, request_operations_max=100)
+    engine = await open_engine(tmp_path / "kopilka.db", limits)
+    try:
+        await engine.execute(OpenAccount("Ann", 0, None))
+        commands: list[Command] = [Deposit("Ann", 1, "all", f"all-{n}") for n in range(100)]
+        outcomes = await engine.submit_many(commands)
+        assert all(isinstance(outcome, Operation) for outcome in outcomes)
+    finally:
+        await engine.close()
+
+
 async def test_two_engines_share_one_file(tmp_path: Path) -> None:
     path = tmp_path / "kopilka.db"
     first = await open_engine(path)
