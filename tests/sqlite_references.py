@@ -12,5 +12,15 @@ def assert_references_whole(path: Path) -> None:
     connection = sqlite3.connect(path)
     try:
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+        # The statement index, kept by kopilka: every entry up to its end, and no other.
+        (upto,) = connection.execute("SELECT entry_id FROM statement_index_upto").fetchone()
+        assert (
+            connection.execute(
+                "SELECT account_id, created_at, entry_id FROM statement_index ORDER BY entry_id"
+            ).fetchall()
+            == connection.execute(
+                "SELECT account_id, created_at, id FROM entries WHERE id <= ? ORDER BY id", (upto,)
+            ).fetchall()
+        )
     finally:
         connection.close()

@@ -116,6 +116,11 @@ INLINE_COMMANDS_MAX = 256
 # here, beside a checkpoint) moves the average little.
 LOOP_COMMIT_SECONDS_MAX = 0.010
 _COMMIT_AVERAGE_WEIGHT = 1 / 8  # of the newest COMMIT, as TCP weighs its newest round trip
+# Entries past the statement index's end (schema migration 8) at which a batch indexes
+# them: enough that each account has several to put on its leaf at once, few enough
+# that a statement reads them by id quickly and the batch that indexes them (a few ms)
+# does not stand out. A batch as big as this indexes its own entries at once.
+UNINDEXED_ENTRIES_MAX = 1024
 
 # An account is its row in `accounts` (who, where, since when) and in `balances` (the
 # narrow row every batch rewrites: the balance and its bounds).
@@ -242,6 +247,7 @@ class SqliteStore:
         clock: MonotonicClock | None = None,
         account_cache_max: int = 50_000,
         create_schema: bool = True,
+        unindexed_entries_max: int = UNINDEXED_ENTRIES_MAX,
     ) -> None:
         """`create_schema` False: a file without kopilka's schema is refused
         (database_not_found), and left as it was, for a command that only reads."""
@@ -255,6 +261,7 @@ class SqliteStore:
         self._account_cache_max = account_cache_max
         self._data_version = -1
         self._loaded: dict[AccountKey, Account] = {}  # read from the database this batch
+        self._unindexed_entries_max = unindexed_entries_max
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-writer")
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-reader")
         # Statements' pages on a thread and connection of their own: behind a queue of
@@ -874,10 +881,8 @@ class SqliteStore:
         rows = self._rows_by_key(
             "SELECT o.id, o.idempotency_key, o.kind, o.amount, d.client, c.client,"
             " o.description, o.created_at,"
-            " (SELECT balance_after FROM entries WHERE account_id = o.debit_account_id"
-            "   AND created_at = o.created_at AND operation_id = o.id),"
-            " (SELECT balance_after FROM entries WHERE account_id = o.credit_account_id"
-            "   AND created_at = o.created_at AND operation_id = o.id)"
+            f" {_balance_after('o.debit_account_id', 'e.amount < 0')},"
+            f" {_balance_after('o.credit_account_id', 'e.amount > 0')}"
             " FROM operations o"
             " LEFT JOIN accounts d ON d.id = o.debit_account_id"
             " LEFT JOIN accounts c ON c.id = o.credit_account_id"
@@ -976,11 +981,7 @@ class SqliteStore:
             ).rowcount
             if inserted != len(plan.operations) or self._a_refused_key_from(next_id):
                 raise _KeyAlreadyUsed
-            db.executemany(
-                "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                entry_rows,
-            )
+            self._write_entries(entry_rows)
         if plan.refusals:
             db.executemany(
                 f"INSERT INTO refusals ({REFUSAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -1008,6 +1009,34 @@ class SqliteStore:
                 [(a.balance_cents, a.id) for a in plan.changed_accounts],
             )
         plan.resolve_ids()
+
+    def _write_entries(self, rows: list[tuple[int, int, int, int | None, int]]) -> None:
+        """A batch's entries, past the statement index's end; once enough are, indexed
+        all at once (see migration 8)."""
+        db = self._db
+        last_id, indexed_upto = db.execute(
+            "SELECT (SELECT coalesce(max(id), 0) FROM entries),"
+            " (SELECT entry_id FROM statement_index_upto)"
+        ).fetchone()
+        if last_id < indexed_upto:
+            # The newest entries were deleted (a dropped ledger's): new ones take their
+            # ids next, and must not pass for indexed.
+            indexed_upto = last_id
+            db.execute("UPDATE statement_index_upto SET entry_id = ?", (last_id,))
+        db.executemany(
+            "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        if last_id + len(rows) - indexed_upto >= self._unindexed_entries_max:
+            # In index order, so that each leaf is found once and filled in one go.
+            db.execute(
+                "INSERT INTO statement_index (account_id, created_at, entry_id)"
+                " SELECT account_id, created_at, id FROM entries WHERE id > ?"
+                " ORDER BY account_id, created_at, id",
+                (indexed_upto,),
+            )
+            db.execute("UPDATE statement_index_upto SET entry_id = (SELECT max(id) FROM entries)")
 
     # -- reads ----------------------------------------------------------------
 
@@ -1062,11 +1091,15 @@ class SqliteStore:
 
     async def last_entry(self, account_id: int, before: datetime) -> EntryMark | None:
         def read() -> EntryMark | None:
+            last = _in_statement_order(
+                "account_id = :account AND created_at < :before",
+                order="created_at DESC, {id} DESC",
+                limit="1",
+            )
             row = self._read_db.execute(
-                "SELECT id, created_at, balance_after FROM entries"
-                " WHERE account_id = ? AND created_at < ?"
-                " ORDER BY created_at DESC, id DESC LIMIT 1",
-                (account_id, to_micros(before)),
+                f"SELECT e.id, e.created_at, e.balance_after FROM ({last}) p"
+                " JOIN entries e ON e.id = p.id",
+                {"account": account_id, "before": to_micros(before)},
             ).fetchone()
             return None if row is None else EntryMark(row[0], from_micros(row[1]), row[2])
 
@@ -1082,21 +1115,27 @@ class SqliteStore:
     ) -> list[StatementLine]:
         def read() -> list[StatementLine]:
             assert self._statement_reader is not None, "store is not open"
+            page = _in_statement_order(
+                "account_id = :account AND (created_at, {id}) > (:since, :after)"
+                " AND created_at <= :till",
+                order="created_at, {id}",
+                limit=":limit",
+            )
             rows = self._statement_reader.execute(
                 "SELECT e.id, e.created_at, o.kind, o.description, e.amount, e.balance_after,"
                 " CASE WHEN e.amount < 0 THEN c.client ELSE d.client END, o.id"
-                " FROM entries e JOIN operations o ON o.id = e.operation_id"
+                f" FROM ({page}) p JOIN entries e ON e.id = p.id"
+                " JOIN operations o ON o.id = e.operation_id"
                 " LEFT JOIN accounts d ON d.id = o.debit_account_id"
                 " LEFT JOIN accounts c ON c.id = o.credit_account_id"
-                " WHERE e.account_id = ? AND (e.created_at, e.id) > (?, ?)"
-                " AND e.created_at <= ? ORDER BY e.created_at, e.id LIMIT ?",
-                (
-                    account_id,
-                    -(2**62) if since is None else to_micros(since),
-                    after_entry_id,
-                    to_micros(till),
-                    limit,
-                ),
+                " ORDER BY e.created_at, e.id",
+                {
+                    "account": account_id,
+                    "since": -(2**62) if since is None else to_micros(since),
+                    "after": after_entry_id,
+                    "till": to_micros(till),
+                    "limit": limit,
+                },
             )
             return [
                 StatementLine(
@@ -1120,10 +1159,13 @@ class SqliteStore:
             and db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,)).rowcount != 1
         ):
             return False
-        db.execute(
-            "DELETE FROM entries WHERE account_id IN (SELECT id FROM accounts WHERE ledger = ?)",
-            (ledger,),
-        )
+        for delete in (
+            "DELETE FROM entries WHERE id IN (SELECT entry_id FROM statement_index"
+            f" WHERE account_id IN ({_ACCOUNTS_OF_LEDGER}))",
+            f"DELETE FROM entries WHERE {_UNINDEXED} AND account_id IN ({_ACCOUNTS_OF_LEDGER})",
+            f"DELETE FROM statement_index WHERE account_id IN ({_ACCOUNTS_OF_LEDGER})",
+        ):
+            db.execute(delete, (ledger,))
         db.execute("DELETE FROM operations WHERE ledger = ?", (ledger,))
         db.execute("DELETE FROM refusals WHERE ledger = ?", (ledger,))
         db.execute("DELETE FROM batch_requests WHERE ledger = ?", (ledger,))
@@ -1256,6 +1298,44 @@ class SqliteStore:
 
 class _KeyAlreadyUsed(Exception):
     """A batch met an idempotency key that is already in the database."""
+
+
+# The entries past the statement index's end, read by id from the table's end.
+_UNINDEXED = "id > (SELECT entry_id FROM statement_index_upto)"
+_ACCOUNTS_OF_LEDGER = "SELECT id FROM accounts WHERE ledger = ?"
+
+
+def _in_statement_order(where: str, *, order: str, limit: str) -> str:
+    """Ids and times of the entries `where` says (of one account, by its time and
+    `{id}`), in `order` up to `limit`: from the statement index and from the entries
+    past its end, each read in order up to the limit, then the two together."""
+    indexed = (
+        f"SELECT entry_id AS id, created_at FROM statement_index"
+        f" WHERE {where.format(id='entry_id')} ORDER BY {order.format(id='entry_id')}"
+    )
+    unindexed = (
+        f"SELECT id, created_at FROM entries WHERE {_UNINDEXED}"
+        f" AND {where.format(id='id')} ORDER BY {order.format(id='id')}"
+    )
+    return (
+        f"SELECT * FROM ({indexed} LIMIT {limit}) UNION ALL"
+        f" SELECT * FROM ({unindexed} LIMIT {limit})"
+        f" ORDER BY {order.format(id='id')} LIMIT {limit}"
+    )
+
+
+def _balance_after(account: str, side: str) -> str:
+    """The balance operation `o` left on `account`, from the statement index or, for
+    an operation of the last few batches, from the entries past its end."""
+    return (
+        "coalesce("
+        "(SELECT e.balance_after FROM statement_index s JOIN entries e ON e.id = s.entry_id"
+        f" WHERE s.account_id = {account} AND s.created_at = o.created_at"
+        " AND e.operation_id = o.id),"
+        " (SELECT e.balance_after FROM entries e"
+        " WHERE e.id > (SELECT entry_id FROM statement_index_upto)"
+        f" AND {account} IS NOT NULL AND e.operation_id = o.id AND {side}))"
+    )
 
 
 def _token(row: Sequence[Any]) -> TokenRecord:
