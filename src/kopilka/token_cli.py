@@ -33,7 +33,7 @@ from kopilka.shell.output import AnswerNotWritten, answer, exit_status
 from kopilka.shell.repl import SessionEnded, SignalEnding
 from kopilka.store import keeps_nothing
 from kopilka.store.protocol import Store
-from kopilka.tokens import ROLES, TOKEN_PREFIX, is_token_id, named_token
+from kopilka.tokens import ROLES, TOKEN_PREFIX, is_token_id, no_token_named
 
 
 class _Token(Protocol):
@@ -80,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
         ),
         parents=[where],
     )
+    # `kopilka token --ledger NAME create`: `kopilka --help` says a global option may stand
+    # before the command too. It is create's alone, taken as if given after `create`.
+    parser.add_argument(
+        "--ledger",
+        dest="ledger_before_command",
+        default=argparse.SUPPRESS,
+        metavar="LEDGER",
+        help="for create: the token's ledger (also given after create)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser(
         "create",
@@ -125,7 +134,7 @@ def _spelt(name: str) -> str:
 
 def _not_revoked(token_id: str, known: bool) -> int:
     if token_id.startswith(TOKEN_PREFIX):  # the secret itself: never quoted back
-        print(f"Error: no token {named_token(token_id)}", file=sys.stderr)
+        print(f"Error: {no_token_named(token_id)}", file=sys.stderr)
         return 1
     reason = "was already revoked" if known else "does not exist"
     # repr: an id as typed may hold a line break or an escape sequence.
@@ -189,7 +198,15 @@ def token_main(argv: list[str]) -> int:
 
 
 def _token_main(argv: list[str]) -> int:
-    arguments = _parser().parse_args(argv)
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    ledger = getattr(arguments, "ledger_before_command", None)
+    if ledger is not None:
+        if arguments.command != "create":
+            parser.error(f"only `kopilka token create` takes --ledger, not {arguments.command}")
+        if arguments.ledger is not None:
+            parser.error("kopilka token got --ledger twice")
+        arguments.ledger = ledger
     db = getattr(arguments, "db", None)
     try:
         settings = load_settings({"db": db}, config_path=getattr(arguments, "config", None))

@@ -64,12 +64,13 @@ def is_token_id(text: str) -> bool:
     return len(text) == 16 and not text.strip("0123456789abcdef")
 
 
-def named_token(text: str) -> str:
-    """A token id as given, for a message: a whole token (its secret) pasted where its id
-    belongs is not quoted back."""
+def no_token_named(text: str) -> str:
+    """Why no token is revoked by the id `text`, for a message: a whole token (its
+    secret) pasted where its id belongs is not quoted back, and is told what to give."""
     if text.startswith(TOKEN_PREFIX):
-        return "given as the token itself: give its id, the 16 hex digits after kop_"
-    return repr(without_secrets(text)[:40])  # masked first: a secret cut short is not matched
+        return "give the token's id (the 16 hex digits after kop_), not the token itself"
+    # Masked first: a secret cut short is not matched.
+    return f"no token {without_secrets(text)[:40]!r}"
 
 
 def token_id_of(secret: str) -> str | None:

@@ -348,18 +348,19 @@ def test_a_token_is_made_for_the_ledger_the_settings_choose(tmp_path: Path) -> N
 
 
 def test_a_token_pasted_where_its_id_belongs_is_not_quoted_back(server: ServerProcess) -> None:
+    """Nor told as "no token given as the token itself", which read as if none was given."""
     _, secret = created_token(
         token_command(server, "create", "--role", "teller", "--url", server.url)
     )
-    said = "Error: no token given as the token itself: give its id, the 16 hex digits after kop_\n"
+    told = "give the token's id (the 16 hex digits after kop_), not the token itself"
     for where in (("--url", server.url), ()):
         refused = token_command(server, "revoke", secret, *where)
-        assert (refused.returncode, refused.stderr) == (1, said)
+        assert (refused.returncode, refused.stderr) == (1, f"Error: {told}\n")
     with server.client() as admin:
         answer = admin.delete(f"/v1/tokens/{secret}")
     assert answer.status_code == 404
     assert _secret_part(secret) not in answer.text
-    assert answer.json()["error"]["code"] == "token_not_found"
+    assert answer.json()["error"] == {"code": "token_not_found", "message": told}
 
 
 def test_a_token_id_that_no_token_has_is_refused_before_any_store_reads_it(
@@ -435,3 +436,25 @@ def _secret_part(token: str) -> str:
     """The start of a token's secret: what follows `kop_<16 hex digits>_` (the secret
     itself may hold an underscore)."""
     return token[len("kop_") + 17 :][:10]
+
+
+def test_a_tokens_ledger_may_be_given_before_create(server: ServerProcess) -> None:
+    """`kopilka --help` says a global option goes before or after the command: `token
+    --ledger books3 create` was "argument command: invalid choice: 'books3'"."""
+    made = token_command(
+        server, "--ledger", "books3", "create", "--role", "teller", "--url", server.url
+    )
+    token_id, _ = created_token(made)
+    listed = token_command(server, "list", "--url", server.url)
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(token_id))
+    assert " teller ledger=books3  active " in line, line
+    for arguments, said in (
+        (("--ledger", "books3", "list"), "only `kopilka token create` takes --ledger, not list"),
+        (
+            ("--ledger=a", "create", "--role", "teller", "--ledger", "b"),
+            "kopilka got --ledger twice",
+        ),
+    ):
+        refused = token_command(server, *arguments, "--url", server.url)
+        assert (refused.returncode, refused.stdout) == (1, ""), refused
+        assert refused.stderr.startswith(f"Error: {said}"), refused.stderr

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -199,6 +202,45 @@ def test_requests_refused_for_their_token_are_counted_on_every_route(tmp_path: P
     # Not as an operation too: one refusal was two in the counts, one of them a deposit.
     operation = (("kind", "deposit"), ("result", "unauthorized"))
     assert seen.get(("kopilka_operations_total", operation), 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/deposits", {"client": "Ann", "amount": "1", "open_account": True}),
+        (
+            "POST",
+            "/v1/batch",
+            {"operations": [{"type": "deposit", "client": "Ann", "amount": "1"}]},
+        ),
+        ("PATCH", "/v1/accounts/Ann", {"min_balance": "-10"}),
+    ],
+)
+def test_a_token_revoked_while_its_body_came_is_counted_as_refused(
+    tmp_path: Path, method: str, path: str, body: dict[str, object]
+) -> None:
+    """Refused 401 once the body was in, a deposit was counted as an operation whose
+    result was `unauthorized`, and a batch or a change of limits nowhere."""
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        made = admin.post("/v1/tokens", json={"role": "admin"})
+        assert made.status_code == 201, made.text
+        token_id, secret = made.json()["id"], made.json()["secret"]
+        payload = json.dumps(body).encode()
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+            connection.sendall(head.encode() + payload[:5])
+            time.sleep(0.3)  # the headers are read and the token taken
+            assert admin.delete(f"/v1/tokens/{token_id}").status_code == 204
+            connection.sendall(payload[5:])
+            answer = connection.recv(65536).decode()
+        assert answer.startswith("HTTP/1.1 401 "), answer
+        seen = samples(admin.get("/metrics").text)
+        assert admin.get("/v1/accounts").json()["accounts"] == []  # nothing was done
+    assert seen.get(("kopilka_refused_requests_total", (("code", "unauthorized"),))) == 1
+    assert not [key for key in seen if key[0] == "kopilka_operations_total"], seen
 
 
 def test_requests_refused_for_how_they_were_sent_are_counted_as_refused(tmp_path: Path) -> None:

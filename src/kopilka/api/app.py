@@ -251,6 +251,15 @@ class KopilkaApp:
             await self.sandboxes.touch(ledger)
         return principal, ledger
 
+    async def confirm(self, principal: Principal) -> None:
+        """The token still stands once the body is in (tokens.confirm); one revoked
+        meanwhile is counted as a refused token, as at the headers, not as an operation."""
+        try:
+            await self.tokens.confirm(principal)
+        except Unauthorized as refused:
+            self.metrics.refused_token(refused.code)
+            raise
+
     async def _money(self, scope: Scope, receive: Receive, send: Send, kind: MoneyKind) -> None:
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = [_JSON]
@@ -258,12 +267,10 @@ class KopilkaApp:
         replayed = False  # a refusal given again, counted apart
         sandbox = False  # a sandbox's money is no business of the bank's: counted apart
         request_headers: RequestHeaders | None = None
-        authorized = False
         counted = True  # as an operation of its kind; a token refused is counted apart
         try:
             request_headers = RequestHeaders(scope)
             principal, ledger = await self.authorize(request_headers)
-            authorized = True
             sandbox = ledger.startswith(SANDBOX_PREFIX)
             if scope["query_string"]:
                 handlers.query_of(scope)  # a write takes no parameters: one given is refused
@@ -271,7 +278,7 @@ class KopilkaApp:
                 receive, request_headers.content_length, BODY_BYTES_MAX, self.body_seconds
             )
             if not self.tokens.standing(principal):  # revoked while the body came?
-                await self.tokens.confirm(principal)
+                await self.confirm(principal)
             key = request_headers.key_or_new()
             command = money_command(kind, body, key, ledger, principal)
             outcome = await self.engine.execute(command, principal.token_id)
@@ -301,9 +308,10 @@ class KopilkaApp:
                 # Refused before the ledger was taken (a dropped sandbox, another's): the
                 # sandbox it names is still where it was sent, not the bank's books.
                 sandbox = request_headers.names_a_sandbox()
-            # Refused for how it was sent, or for its token: counted among the refused
-            # requests (where anyone without a token could raise an operation's counts).
-            counted = authorized or not (request_headers is None or isinstance(error, Unauthorized))
+            # Refused for how it was sent, or for its token (at the headers, or revoked
+            # while the body came): counted among the refused requests (where anyone
+            # without a token could raise an operation's counts).
+            counted = request_headers is not None and not isinstance(error, Unauthorized)
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
             if status == 503:  # applied or not may be unknown: a retry under this key settles it
                 headers.append((b"idempotency-key", key_to_settle(key, request_headers)))

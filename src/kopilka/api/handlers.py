@@ -102,7 +102,7 @@ from kopilka.errors import (
 from kopilka.idempotency import sendable_key
 from kopilka.money import parse_cents, parse_limit
 from kopilka.periods import parse_period
-from kopilka.tokens import Role, TokenRecord, is_token_id, named_token, without_secrets
+from kopilka.tokens import Role, TokenRecord, is_token_id, no_token_named, without_secrets
 
 if TYPE_CHECKING:
     from kopilka.api.app import KopilkaApp, MoneyKind, RequestHeaders
@@ -357,7 +357,7 @@ class Call:
             # A single write's small body needs none: 2,048 connections hold 128 MiB of them.
             self.app.large_bodies if bytes_max > BODY_BYTES_MAX else None,
         )
-        await self.app.tokens.confirm(self.principal)
+        await self.app.confirm(self.principal)
         return body
 
     async def decode(self, kind: type[Any], bytes_max: int | None = None) -> Any:
@@ -646,7 +646,7 @@ class Call:
     async def revoke_token(self, token_id: str) -> Response:
         self._require_admin()
         if not is_token_id(token_id):  # nothing else was ever made: no store need look
-            raise NotFound("token_not_found", f"no token {named_token(token_id)}")
+            raise NotFound("token_not_found", no_token_named(token_id))
         revoked = await self.app.store.revoke_token(token_id)
         self.app.tokens.forget(token_id)  # this process stops honouring it right now
         if not revoked and await self.app.store.get_token(token_id) is None:
