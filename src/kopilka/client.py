@@ -86,6 +86,8 @@ ATTEMPTS_MAX = 4
 # 503s that no retry mends: the ledger's data, not its availability, is at fault.
 _NOT_PASSING = frozenset({"statement_inconsistent"})
 TIMEOUT_SECONDS = 30.0
+# A client's connections, shared by the threads that call it at once.
+CONNECTIONS_MAX = 8
 # How long leaving a sandbox session waits to drop it, and for its keeper to stop.
 SANDBOX_DROP_SECONDS = 2.0
 # How long a look whether a server is there at all may take (with no token to use).
@@ -365,7 +367,12 @@ class Client:
                 raise InvalidInput(
                     "invalid_request", "this request cannot be sent: a header HTTP cannot carry"
                 ) from error
-            except (httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+            except httpx.PoolTimeout as error:
+                # Every pooled connection stayed busy with other threads' calls: this one
+                # never left, and is not the server's fault (it may be healthy, just slow).
+                waited = self._http.timeout.pool if wait_seconds is None else wait_seconds
+                raise uncertain or _pool_busy(waited) from error
+            except httpx.ConnectTimeout as error:
                 # Never reached the server, but waited the whole timeout for it (a frozen
                 # server whose queue of connections is full, a host that drops packets):
                 # each retry waited as long again, four times the time the call is said
@@ -900,7 +907,7 @@ def _http_client(
     timeout: httpx.Timeout,
     transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
-    limits = httpx.Limits(max_keepalive_connections=4, max_connections=8)
+    limits = httpx.Limits(max_keepalive_connections=4, max_connections=CONNECTIONS_MAX)
     if transport is None and on_this_machine(urlsplit(url).hostname or ""):
         # A server on this machine is reached directly, never through a proxy from the
         # environment (HTTP_PROXY): the token, the home's admin token perhaps, would be
@@ -1082,6 +1089,16 @@ def _closed() -> InvalidInput:
     return InvalidInput("client_closed", "this client is closed: connect_bank() again")
 
 
+def _pool_busy(waited_seconds: float | None) -> Busy:
+    """A call that waited its whole timeout for one of this client's connections."""
+    waited = "" if waited_seconds is None else f" for {waited_seconds:g} s"
+    return Busy(
+        "client_busy",
+        f"all {CONNECTIONS_MAX} connections of this client were busy{waited} with other"
+        " calls; nothing was sent: try again",
+    )
+
+
 def _unreachable(url: str, error: Exception) -> Unavailable:
     if isinstance(error, httpx.RemoteProtocolError):
         # It was reached, and closed the connection mid-answer: a statement whose
@@ -1114,17 +1131,13 @@ def _account_path(client: str) -> str:
 def _sendable(
     names: tuple[object, ...], description: object, make: Callable[[str], MoneyCommand]
 ) -> None:
-    """A command whose texts a request cannot carry (a lone surrogate, from undecodable
-    bytes) or the rules refuse for their length, refused by the rules as the embedded bank
-    refuses it; not an encoding error, nor a request refused for its size.
-    Names that are no text at all are the server's to refuse, as they were; the key is
-    checked as a header's is, when sent (the command is made with a stand-in)."""
-    if not all(isinstance(name, str) for name in names):
-        return
+    """A command whose texts are no text at all (None), or that a request cannot carry (a
+    lone surrogate, from undecodable bytes), or the rules refuse for their length,
+    refused by the rules as the embedded bank refuses it; not the server's decoding
+    error, an encoding error, nor a request refused for its size. The key is checked as
+    a header's is, when sent (the command is made with a stand-in)."""
     names_fit = all(isinstance(name, str) and _fits(name, CLIENT_NAME_LENGTH_MAX) for name in names)
-    description_fits = not isinstance(description, str) or _fits(
-        description, DESCRIPTION_LENGTH_MAX
-    )
+    description_fits = isinstance(description, str) and _fits(description, DESCRIPTION_LENGTH_MAX)
     if not (names_fit and description_fits):
         validate_money_command(make("key"))
 

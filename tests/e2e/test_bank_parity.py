@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -239,9 +240,9 @@ def _closing_and_zone(statement: Statement) -> tuple[int, object]:
     return statement.closing_balance_cents, statement.till.tzinfo
 
 
-def _answers(bank: Bank) -> list[object]:
+def _answers(bank: Bank, calls: list[tuple[str, Callable[[Bank], Any]]] = CALLS) -> list[object]:
     answers: list[object] = []
-    for _, call in CALLS:
+    for _, call in calls:
         try:
             answers.append(call(bank))
         except KopilkaError as error:
@@ -535,3 +536,149 @@ def test_a_client_names_a_ledger_it_refuses_as_the_embedded_bank_does(ledger: st
         embedded.value.code,
         embedded.value.message,
     )
+
+
+class _Text(str):
+    """Text of a caller's own type (a str subclass): text all the same."""
+
+
+# Arguments that are no text at all: refused for it, as the embedded rules refuse them.
+NOT_TEXT: list[tuple[str, Callable[[Bank], Any]]] = [
+    ("a deposit's description of None", lambda bank: bank.deposit("Ann", 100, None, "t1")),
+    ("a withdrawal's description of 5", lambda bank: bank.withdraw("Ann", 1, 5, "t2")),
+    ("a transfer's description of None", lambda bank: bank.transfer("Ann", "Bob", 1, None)),
+    ("a deposit to None", lambda bank: bank.deposit(None, 100, "x", "t3")),
+    ("a withdrawal from 5", lambda bank: bank.withdraw(5, 1, "x")),
+    ("a transfer to None", lambda bank: bank.transfer("Ann", None, 1, "x", "t4")),
+    ("a name and description of None", lambda bank: bank.deposit(None, 1, None)),
+    (
+        "a list with a name of None",
+        lambda bank: _refusals(bank.execute_many([Deposit(None, 1, "x", "t5")])),  # type: ignore[arg-type]
+    ),
+]
+
+
+def test_arguments_that_are_no_text_are_refused_alike(tmp_path: Path) -> None:
+    """A description of None was `invalid_request` ("Expected `str`, got `null`") over
+    HTTP, where the embedded bank said `invalid_description`; a name of None was an
+    AttributeError embedded."""
+    with EmbeddedBank(str(tmp_path / "embedded.db")) as embedded:
+        expected = _answers(embedded, NOT_TEXT)
+    with (
+        running_server(tmp_path / "home") as server,
+        connect_bank(server.url, token=server.token, sandbox=True) as remote,
+    ):
+        answered = _answers(remote, NOT_TEXT)
+        assert remote.accounts() == []  # nothing was sent to be applied
+    for (name, _), mine, theirs in zip(NOT_TEXT, expected, answered, strict=True):
+        assert theirs == mine, name
+    answer = dict(zip((name for name, _ in NOT_TEXT), expected, strict=True))
+    description = ("invalid_description", "a description is text")
+    name = ("invalid_client", "a client name is text")
+    assert answer["a deposit's description of None"] == description
+    assert answer["a withdrawal's description of 5"] == description
+    assert answer["a transfer's description of None"] == description
+    assert answer["a deposit to None"] == name
+    assert answer["a withdrawal from 5"] == name
+    assert answer["a transfer to None"] == name
+    assert answer["a name and description of None"] == name  # the name first, as the rules go
+    assert answer["a list with a name of None"] == [name]
+
+
+def test_a_str_subclass_is_text_kept_as_a_plain_str(tmp_path: Path) -> None:
+    """The embedded bank refused a description of a str subclass (`invalid_description`,
+    "a description is text") that the client sent."""
+    with running_server(tmp_path / "home") as server:
+        banks: list[Bank] = [
+            EmbeddedBank(str(tmp_path / "embedded.db")),
+            connect_bank(server.url, token=server.token, sandbox=True),
+        ]
+        for bank in banks:
+            with bank:
+                deposited = bank.deposit(_Text("Ann"), 1_000, _Text("pay"), "s1")
+                withdrawn = bank.withdraw(_Text("Ann"), 100, _Text("cash"))
+                (listed,) = bank.execute_many([Deposit(_Text("Bob"), 5, _Text("tip"), "s2")])  # type: ignore[attr-defined]
+                moved = bank.transfer(_Text("Ann"), _Text("Bob"), 100, _Text("rent"))
+                assert isinstance(listed, Operation), listed
+                assert bank.account(_Text("Ann")).balance_cents == 800
+                statement = bank.statement(_Text("Ann"), None, None)
+                opened = bank.open_account(_Text("Cy"), 0, None, 10)
+                limited = bank.set_limits(_Text("Cy"), -5)
+                texts = [
+                    opened.client,
+                    limited.client,
+                    deposited.credit_client,
+                    deposited.description,
+                    withdrawn.debit_client,
+                    withdrawn.description,
+                    moved.debit_client,
+                    moved.credit_client,
+                    moved.description,
+                    listed.credit_client,
+                    listed.description,
+                    statement.client,
+                    *(line.description for line in statement.lines),
+                ]
+                assert texts == [
+                    *("Cy", "Cy"),
+                    *("Ann", "pay", "Ann", "cash", "Ann", "Bob", "rent", "Bob", "tip", "Ann"),
+                    *("pay", "cash", "rent"),
+                ], bank
+                assert {type(text) for text in texts} == {str}, bank
+
+
+def test_a_new_name_with_two_spaces_in_a_row_is_refused_an_old_one_still_serves(
+    tmp_path: Path,
+) -> None:
+    """ "Ann  Lee" beside "Ann Lee" listed alike, and the network shell's deposit opens the
+    account it names: a mistyped double space opened a second account. An account made
+    with such a name before it was refused is reached as ever, embedded or over HTTP."""
+    database = tmp_path / "kopilka.db"
+    with EmbeddedBank(str(database)) as bank:
+        bank.deposit("Ann Lee", 1_000, "pay")
+        bank.deposit("Bob", 1_000, "pay")
+    with sqlite3.connect(database) as connection:  # as a kopilka before the rule made it
+        connection.execute("UPDATE accounts SET client = 'Ann  Lee' WHERE client = 'Ann Lee'")
+    connection.close()
+    refused = (
+        "invalid_client",
+        "a new client's name may not hold two spaces in a row: 'Bob  Lee'",
+    )
+
+    def every_call(bank: Bank) -> list[object]:
+        answers: list[object] = []
+        for call in (
+            lambda: bank.deposit("Bob  Lee", 100, "x"),
+            lambda: bank.open_account("Bob  Lee"),
+            lambda: bank.deposit("Ann  Lee", 100, "x").credit_balance_after_cents,
+            lambda: bank.withdraw("Ann  Lee", 100, "x").debit_balance_after_cents,
+            lambda: bank.transfer("Ann  Lee", "Bob", 100, "x").debit_balance_after_cents,
+            lambda: bank.transfer("Bob", "Ann  Lee", 100, "x").credit_balance_after_cents,
+            lambda: bank.set_limits("Ann  Lee", -100).min_balance_cents,
+            lambda: bank.account("Ann  Lee").balance_cents,
+            lambda: len(bank.statement("Ann  Lee", None, None).lines),
+            lambda: sorted(account.client for account in bank.accounts()),
+        ):
+            try:
+                answers.append(call())
+            except KopilkaError as error:
+                answers.append((error.code, error.message))
+        return answers
+
+    with EmbeddedBank(str(database)) as embedded:
+        assert every_call(embedded) == [
+            *(refused, refused),
+            *(1_100, 1_000, 900, 1_000, -100, 1_000, 5),
+            ["Ann  Lee", "Bob"],
+        ]
+    with running_server(tmp_path / "home", str(database)) as server:
+        with connect_bank(server.url, token=server.token) as remote:
+            assert every_call(remote) == [
+                *(refused, refused),
+                *(1_100, 1_000, 900, 1_000, -100, 1_000, 9),
+                ["Ann  Lee", "Bob"],
+            ]
+        with server.client() as admin:
+            for client, status in (("Ann  Lee", 201), ("Bob  Lee", 422)):
+                made = admin.post("/v1/tokens", json={"role": "client", "client": client})
+                assert made.status_code == status, made.text

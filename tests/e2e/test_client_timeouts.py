@@ -7,16 +7,18 @@ from __future__ import annotations
 import contextlib
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from tests.kopilka_server import running_server
+from tests.local_listener import serving
 
 from kopilka.bank import Bank, EmbeddedBank
-from kopilka.client import Client, connect_bank
-from kopilka.errors import InvalidInput, Unavailable
+from kopilka.client import CONNECTIONS_MAX, Client, connect_bank
+from kopilka.errors import Busy, InvalidInput, KopilkaError, Unavailable
 
 TIMEOUT_SECONDS = 1.0
 # The timeout, the few short pauses between retries that end quickly, and the machine's
@@ -132,3 +134,62 @@ def test_a_timeout_no_wait_can_take_is_refused_in_one_line(seconds: float) -> No
         with bank, pytest.raises(InvalidInput) as refused:
             bank.accounts(wait_seconds=seconds)
         assert refused.value.code == "invalid_timeout", bank
+
+
+def test_a_call_that_waits_for_a_busy_connection_says_so() -> None:
+    """More calls at once than the client has connections, on a slow but healthy server:
+    one that waited its whole timeout for a connection was `server_unreachable`, "cannot
+    reach the server at URL: " with no reason, though the server answered all along."""
+    asked: list[str] = []
+    all_asked = threading.Event()  # every connection holds a call the server is on
+    answer = threading.Event()  # the server answers them (slow, not down)
+
+    def slow_server(connection: socket.socket) -> None:
+        while True:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = connection.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            asked.append(head.split(b" ", 2)[1].decode())
+            if len(asked) == CONNECTIONS_MAX:
+                all_asked.set()
+            answer.wait(30)
+            body = b'{"accounts": [], "next_after": null}'
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+
+    answered: list[object] = []
+    with (
+        serving(slow_server) as url,
+        Client(url, "kop_x_y", ledger="main", timeout_seconds=TIMEOUT_SECONDS) as client,
+    ):
+        # Each waits for its answer far longer than the client's own timeout.
+        threads = [
+            threading.Thread(target=lambda: answered.append(client.accounts(wait_seconds=30)))
+            for _ in range(CONNECTIONS_MAX)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            assert all_asked.wait(10), asked
+            started = time.monotonic()
+            with pytest.raises(KopilkaError) as refused:
+                client.health()
+            waited, error = time.monotonic() - started, refused.value
+        finally:
+            answer.set()
+            for thread in threads:
+                thread.join()
+    assert isinstance(error, Busy), error
+    assert (error.code, error.message) == (
+        "client_busy",
+        f"all {CONNECTIONS_MAX} connections of this client were busy for 1 s with other calls;"
+        " nothing was sent: try again",
+    )
+    assert waited < WAIT_SECONDS_MAX, waited  # one wait, not four
+    assert answered == [[]] * CONNECTIONS_MAX  # the others were answered, in time
+    assert asked == ["/v1/accounts?limit=1000"] * CONNECTIONS_MAX  # and this one never sent

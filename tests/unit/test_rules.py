@@ -362,6 +362,29 @@ def test_a_new_name_may_not_start_or_end_with_a_space(ledger: Ledger) -> None:
     assert [account.client for account in plan.new_accounts] == ["Ann"]
 
 
+def test_a_new_name_may_not_hold_two_spaces_in_a_row(ledger: Ledger) -> None:
+    """ "Ann  Lee" lists like "Ann Lee": a double space mistyped in a deposit, which
+    opens the account, opened a second one."""
+    ledger.add("Old  Lee", balance=500)  # made before the rule: still usable
+    plan = ledger.plan(
+        deposit("Ann  Lee", 100, "a"),
+        OpenAccount("Bob   Lee"),
+        deposit("Ann Lee", 100, "b"),
+        deposit("Old  Lee", 100, "c"),
+        withdraw("Old  Lee", 100, "d"),
+        transfer("Old  Lee", "Ann Lee", 100, "e"),
+        transfer("Ann Lee", "Old  Lee", 100, "f"),
+        SetLimits("Old  Lee", -100, 1_000),
+    )
+    assert codes(plan.outcomes) == ["invalid_client"] * 2 + ["ok"] * 6
+    refused = plan.outcomes[0]
+    assert isinstance(refused, InvalidInput)
+    assert refused.message == "a new client's name may not hold two spaces in a row: 'Ann  Lee'"
+    assert plan.refusals == []  # malformed, not kept
+    assert [account.client for account in plan.new_accounts] == ["Ann Lee"]
+    assert ledger.balance("Old  Lee") == 500
+
+
 @pytest.mark.parametrize(
     "blank", ["\u034f", "\u115f", "\u3164", "\uffa0", "\u17b4", "\u17b5", "\u2800", "\ufe0f"]
 )

@@ -33,6 +33,10 @@ def client_name(text: str) -> str:
     with a combining accent (NFD) and "José" precomposed are one client. Every name that
     comes in passes through here (commands do it themselves) before it is checked or
     looked up; ASCII text, nearly all of it, costs one check."""
+    if type(text) is not str:
+        if not isinstance(text, str):
+            return text  # no text at all (None, a number): the rules refuse it
+        text = str.__str__(text)  # a str subclass is text: kept as the plain str it holds
     if text.isascii() or has_a_long_combining_run(text):  # left for the rules to refuse
         return text
     return text if is_normalized("NFC", text) else normalize("NFC", text)
@@ -41,6 +45,12 @@ def client_name(text: str) -> str:
 # Of combining class 0, yet two combining marks each once decomposed (UAX #15 counts
 # them so): a run of them is ordered as one of twice as many marks.
 _TWO_MARKS = frozenset("\u0f73\u0f75\u0f81")
+
+
+def plain_text(value: object) -> object:
+    """A str subclass as the plain str it holds (text all the same, and kept as text);
+    anything else as it is, for the rules to refuse."""
+    return str.__str__(value) if isinstance(value, str) else value
 
 
 def has_a_long_combining_run(text: str) -> bool:
@@ -87,8 +97,11 @@ class Deposit:
     open_account: bool = True
 
     def __post_init__(self) -> None:
-        if not self.client.isascii():  # client_name, ASCII inline: a hot path
+        # client_name, plain ASCII inline: a hot path.
+        if type(self.client) is not str or not self.client.isascii():
             object.__setattr__(self, "client", client_name(self.client))
+        if type(self.description) is not str:
+            object.__setattr__(self, "description", plain_text(self.description))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +113,10 @@ class Withdraw:
     ledger: str = DEFAULT_LEDGER
 
     def __post_init__(self) -> None:
-        if not self.client.isascii():
+        if type(self.client) is not str or not self.client.isascii():
             object.__setattr__(self, "client", client_name(self.client))
+        if type(self.description) is not str:
+            object.__setattr__(self, "description", plain_text(self.description))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +129,12 @@ class Transfer:
     ledger: str = DEFAULT_LEDGER
 
     def __post_init__(self) -> None:
-        if not self.from_client.isascii():
+        if type(self.from_client) is not str or not self.from_client.isascii():
             object.__setattr__(self, "from_client", client_name(self.from_client))
-        if not self.to_client.isascii():
+        if type(self.to_client) is not str or not self.to_client.isascii():
             object.__setattr__(self, "to_client", client_name(self.to_client))
+        if type(self.description) is not str:
+            object.__setattr__(self, "description", plain_text(self.description))
 
 
 OPENING_DESCRIPTION = "Opening balance"
@@ -135,6 +152,8 @@ class OpenAccount:
     opening_key: str = ""
 
     def __post_init__(self) -> None:
+        if type(self.client) is not str:  # a str subclass: kept as the plain str it holds
+            object.__setattr__(self, "client", plain_text(self.client))
         if not is_normalized("NFC", self.client):
             object.__setattr__(self, "client", normalize("NFC", self.client))
 
@@ -150,6 +169,8 @@ class SetLimits:
     ledger: str = DEFAULT_LEDGER
 
     def __post_init__(self) -> None:
+        if type(self.client) is not str:  # a str subclass: kept as the plain str it holds
+            object.__setattr__(self, "client", plain_text(self.client))
         if not is_normalized("NFC", self.client):
             object.__setattr__(self, "client", normalize("NFC", self.client))
 

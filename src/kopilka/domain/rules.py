@@ -640,10 +640,13 @@ def not_batched() -> InvalidInput:
 
 def new_name_refusal(client: str) -> str | None:
     """Why no account may be opened under `client` now, or None. " Ann" would list like
-    "Ann" and be another account: not for new ones (an old account with such a name
-    stays usable)."""
+    "Ann" and be another account, as "Ann  Lee" would "Ann Lee" (a double space mistyped
+    in a deposit opened a second account): not for new ones (an old account with such a
+    name stays usable)."""
     if client != client.strip():
         return "may not start or end with a space"
+    if "  " in client:
+        return "may not hold two spaces in a row"
     blank = _SHOWS_NOTHING.search(client)
     if blank is not None:
         return f"may not hold a character that shows nothing (U+{ord(blank.group()):04X})"
@@ -662,6 +665,8 @@ def validate_limits_change(command: SetLimits) -> None:
 
 
 def validate_client(client: str) -> None:
+    if not isinstance(client, str):  # None from Python, say: refused, not an AttributeError
+        raise InvalidInput("invalid_client", "a client name is text")
     if not client or not client.strip():
         raise client_name_empty()
     if len(client) > CLIENT_NAME_LENGTH_MAX:
@@ -686,9 +691,9 @@ def refuse_what_no_store_reads(command: Command) -> None:
     Printable text is safe there, and the rules check the rest; anything else gets the
     rules' own refusal here."""
     if isinstance(command, Transfer):
-        printable = command.from_client.isprintable() and command.to_client.isprintable()
+        printable = _printable(command.from_client) and _printable(command.to_client)
     elif isinstance(command, Deposit | Withdraw):
-        printable = command.client.isprintable()
+        printable = _printable(command.client)
     else:  # an opening or limits: only a name to look up
         if isinstance(command, OpenAccount | SetLimits) and not command.client.isprintable():
             validate_client(command.client)
@@ -696,6 +701,11 @@ def refuse_what_no_store_reads(command: Command) -> None:
     key = command.idempotency_key
     if not (printable and isinstance(key, str) and key.isprintable()):
         validate_money_command(command)
+
+
+def _printable(name: object) -> bool:
+    """Printable text; anything else (no text at all) is the rules' to refuse."""
+    return isinstance(name, str) and name.isprintable()
 
 
 def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None = None) -> None:
