@@ -1029,11 +1029,9 @@ class SqliteStore:
             rows,
         )
         if last_id + len(rows) - indexed_upto >= self._unindexed_entries_max:
-            # In index order, so that each leaf is found once and filled in one go.
             db.execute(
                 "INSERT INTO statement_index (account_id, created_at, entry_id)"
-                " SELECT account_id, created_at, id FROM entries WHERE id > ?"
-                " ORDER BY account_id, created_at, id",
+                " SELECT account_id, created_at, id FROM entries WHERE id > ?",
                 (indexed_upto,),
             )
             db.execute("UPDATE statement_index_upto SET entry_id = (SELECT max(id) FROM entries)")
