@@ -232,6 +232,70 @@ def test_a_database_file_another_user_owns_is_refused_untouched(tmp_path: Path) 
     assert sorted(path.name for path in shared.iterdir()) == ["ledger.db"]
 
 
+def _a_ledger_with_a_deposit(directory: Path) -> Path:
+    database = directory / "ledger.db"
+    deposit = ("deposit", "--client=Ann", "--amount=5", "--description=pay", "--db", str(database))
+    result = run_kopilka(directory / "home", *deposit)
+    assert (result.returncode, result.stderr) == (0, "")
+    return database
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user's is made as root")
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_a_journal_another_user_put_beside_the_database_is_refused_untouched(
+    tmp_path: Path, suffix: str
+) -> None:
+    """SQLite reads a -wal found beside the database into it at the next open, as the
+    ledger's own commits: one another user wrote changed balances with no operation, and
+    was then removed, leaving no trace."""
+    database = _a_ledger_with_a_deposit(tmp_path)
+    before = database.read_bytes()
+    planted = Path(f"{database}{suffix}")
+    planted.write_bytes(b"not the ledger's")
+    os.chown(planted, 65534, 65534)  # nobody's
+    result = run_kopilka(tmp_path / "home", "get", "--db", str(database))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: the database's {suffix} file {planted} belongs to another user (uid 65534):"
+        " run kopilka as that user, or keep the ledger in a file of your own\n"
+    )
+    assert planted.read_bytes() == b"not the ledger's"
+    assert database.read_bytes() == before
+
+
+def test_a_database_in_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    """Sticky or not, anyone may make a -wal there while no kopilka has the ledger open."""
+    database = _a_ledger_with_a_deposit(tmp_path)
+    tmp_path.chmod(0o1777)
+    try:
+        result = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(database))
+    finally:
+        tmp_path.chmod(0o700)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: the database {database} is in {tmp_path}, which other users may write"
+        " (mode 1777): one could put a -wal file beside it, read into the ledger as its"
+        " own; keep the ledger in a directory of your own\n"
+    )
+    assert not Path(f"{database}-wal").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a directory of another user's is made as root")
+def test_a_database_in_another_users_directory_is_refused(tmp_path: Path) -> None:
+    """Its owner may rename the ledger away and put a file of theirs in its place."""
+    database = _a_ledger_with_a_deposit(tmp_path)
+    os.chown(tmp_path, 65534, 65534)
+    try:
+        result = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(database))
+    finally:
+        os.chown(tmp_path, 0, 0)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: the database {database} is in {tmp_path}, which belongs to another user"
+        " (uid 65534), who could replace it: keep the ledger in a directory of your own\n"
+    )
+
+
 def test_a_write_beside_a_server_whose_shared_index_was_deleted_is_not_lost(
     tmp_path: Path,
 ) -> None:

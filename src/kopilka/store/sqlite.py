@@ -58,7 +58,6 @@ from kopilka.domain.rules import (
 from kopilka.domain.statement import EntryMark, StatementLine
 from kopilka.errors import (
     Interrupted,
-    InvalidInput,
     KopilkaError,
     RetryableStoreError,
     Unavailable,
@@ -76,6 +75,7 @@ from kopilka.store.sqlite_errors import is_busy
 from kopilka.store.sqlite_files import OpenedFiles
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate, unknown_version
+from kopilka.store.sqlite_owners import refuse_files_of_others
 from kopilka.store.sqlite_schema import SCHEMA_VERSION, tables_at
 from kopilka.tokens import TokenRecord
 
@@ -182,24 +182,6 @@ def connect(path: str) -> sqlite3.Connection:
 _DAMAGED = frozenset({11, 26})
 
 
-def _refuse_another_users_file(path: str) -> None:
-    """A database file another user owns (put in a shared directory before the ledger
-    was made there, say) is theirs to read and change whatever its mode: the ledger
-    written into it would be too. Root is held to it as well: a -wal or -shm it made
-    beside a service user's file would stop that user's server writing."""
-    try:
-        found = os.stat(path)
-    except OSError:
-        return  # not there yet (made by this user), or said in its own words later
-    owner = found.st_uid
-    if stat.S_ISREG(found.st_mode) and owner != os.geteuid():
-        raise InvalidInput(
-            "invalid_setting",
-            f"the database {path} belongs to another user (uid {owner}): run kopilka as"
-            " that user, or keep the ledger in a file of your own",
-        )
-
-
 def _make_private(path: str) -> None:
     """The database and its WAL readable by their owner alone, as kopilka makes them now:
     one an older kopilka made, or a restore copied in, may be open to every user. (A
@@ -294,7 +276,7 @@ class SqliteStore:
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            _refuse_another_users_file(self.path)
+            refuse_files_of_others(self.path)
         if not self._create_schema and self.path != ":memory:":
             await asyncio.to_thread(self._require_a_ledger)
         elif self.path != ":memory:":
