@@ -155,6 +155,25 @@ def test_a_write_to_a_read_only_ledger_names_the_file_and_no_retry(tmp_path: Pat
     assert "try again" not in refused.stderr
 
 
+def test_a_ledger_whose_directory_is_read_only_names_the_directory(tmp_path: Path) -> None:
+    """The database file writable, its directory not: SQLite cannot make the -wal and
+    -shm it reads through, and said only "attempt to write a readonly database"."""
+    enforced = _modes_enforced(tmp_path)
+    home = tmp_path / "home"
+    deposit = ("deposit", "--client=Ann", "--amount=5", "--description=x")
+    assert _kopilka(enforced, home, *deposit).returncode == 0
+    home.chmod(0o500)
+    try:
+        read = _kopilka(enforced, home, "balance", "--client=Ann")
+    finally:
+        home.chmod(0o700)
+    assert (read.returncode, read.stdout) == (1, "")
+    assert read.stderr == (
+        f"Error: cannot open the database {home / 'kopilka.db'}: attempt to write a readonly"
+        f" database: its directory {home} is read-only\n"
+    )
+
+
 def test_a_path_that_is_no_regular_file_is_refused_in_one_line_with_nothing_beside_it(
     tmp_path: Path,
 ) -> None:

@@ -217,7 +217,14 @@ def _read_only_files(path: str) -> list[str]:
         (f"{path}-wal", "its -wal file"),
         (f"{path}-shm", "its -shm file"),
     )
-    return [said for name, said in files if os.path.exists(name) and not os.access(name, os.W_OK)]
+    read_only = [
+        said for name, said in files if os.path.exists(name) and not os.access(name, os.W_OK)
+    ]
+    # SQLite makes the -wal and -shm beside the database, even to read it.
+    directory = Path(path).absolute().parent
+    if not os.access(directory, os.W_OK):
+        read_only.append(f"its directory {directory}")
+    return read_only
 
 
 class SqliteStore:
