@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import stat
-import subprocess
 from pathlib import Path
-from subprocess import CompletedProcess
 
 import pytest
-from tests.e2e.conftest import RUN_TIMEOUT_SECONDS, kopilka_command, kopilka_env, run_kopilka
+from tests.e2e.conftest import run_kopilka
+from tests.file_modes import file_modes_enforced, run_kopilka_as
 from tests.kopilka_server import running_server
 
 from kopilka.bank import EmbeddedBank
@@ -77,76 +75,35 @@ async def test_writes_to_a_database_file_gone_are_refused(
 
 # -- files kopilka may not write, and files that are no database -------------------------
 
-# Root ignores file modes: run the command without its power over them (CI runs as root).
-WITHOUT_ROOTS_FILE_POWERS = (
-    "setpriv",
-    "--inh-caps=-all",
-    "--bounding-set=-dac_override,-dac_read_search,-fowner",
-)
-
-
-def _modes_enforced(tmp_path: Path) -> tuple[str, ...]:
-    """The prefix that runs a command with file modes enforced on it: none for a user,
-    setpriv for root (skipped where neither does)."""
-    if os.geteuid() != 0:
-        return ()
-    if shutil.which("setpriv") is None:
-        pytest.skip("root ignores file modes, and setpriv is not here to drop that")
-    probe = tmp_path / "probe"
-    probe.write_text("")
-    probe.chmod(0o400)
-    runs = subprocess.run([*WITHOUT_ROOTS_FILE_POWERS, "true"], check=False)
-    writes = subprocess.run(
-        [*WITHOUT_ROOTS_FILE_POWERS, "sh", "-c", f"cat /dev/null > '{probe}'"],
-        stderr=subprocess.DEVNULL,
-        check=False,
-    )
-    if runs.returncode != 0 or writes.returncode == 0:
-        pytest.skip("root's power over file modes cannot be dropped here")
-    probe.unlink()
-    return WITHOUT_ROOTS_FILE_POWERS
-
-
-def _kopilka(prefix: tuple[str, ...], home: Path, *arguments: str) -> CompletedProcess[str]:
-    return subprocess.run(
-        [*prefix, *kopilka_command(), *arguments],
-        capture_output=True,
-        text=True,
-        env=kopilka_env(home),
-        cwd=home.parent,
-        timeout=RUN_TIMEOUT_SECONDS,
-        check=False,
-    )
-
 
 def test_a_ledger_read_while_read_only_takes_writes_again_once_writable(tmp_path: Path) -> None:
     """A read of a read-only ledger leaves its -wal and -shm read-only (SQLite gives them
     the database file's mode): made writable again, every write failed for good."""
-    enforced = _modes_enforced(tmp_path)
+    enforced = file_modes_enforced(tmp_path)
     home = tmp_path / "home"
     database = home / "kopilka.db"
     deposit = ("deposit", "--client=Ann", "--amount=5", "--description=x")
-    assert _kopilka(enforced, home, *deposit).returncode == 0
+    assert run_kopilka_as(enforced, home, *deposit).returncode == 0
     database.chmod(0o400)
-    read = _kopilka(enforced, home, "balance", "--client=Ann")
+    read = run_kopilka_as(enforced, home, "balance", "--client=Ann")
     assert (read.returncode, read.stdout) == (0, "Balance of Ann: $5.00\n"), read.stderr
     journal = [Path(f"{database}-wal"), Path(f"{database}-shm")]
     assert [name.stat().st_mode & 0o777 for name in journal] == [0o400, 0o400]
     database.chmod(0o600)
-    written = _kopilka(enforced, home, *deposit)
+    written = run_kopilka_as(enforced, home, *deposit)
     assert (written.returncode, written.stderr) == (0, "")
-    read = _kopilka(enforced, home, "balance", "--client=Ann")
+    read = run_kopilka_as(enforced, home, "balance", "--client=Ann")
     assert read.stdout == "Balance of Ann: $10.00\n", read.stderr
 
 
 def test_a_write_to_a_read_only_ledger_names_the_file_and_no_retry(tmp_path: Path) -> None:
     """ "try again" never helps a read-only file: the caller is told which one it is."""
-    enforced = _modes_enforced(tmp_path)
+    enforced = file_modes_enforced(tmp_path)
     home = tmp_path / "home"
     deposit = ("deposit", "--client=Ann", "--amount=5", "--description=x")
-    assert _kopilka(enforced, home, *deposit).returncode == 0
+    assert run_kopilka_as(enforced, home, *deposit).returncode == 0
     (home / "kopilka.db").chmod(0o400)
-    refused = _kopilka(enforced, home, *deposit, "--idempotency-key=k-read-only")
+    refused = run_kopilka_as(enforced, home, *deposit, "--idempotency-key=k-read-only")
     assert (refused.returncode, refused.stdout) == (1, "")
     assert refused.stderr.startswith(
         "Error: the database failed (attempt to write a readonly database: the database"
@@ -158,13 +115,13 @@ def test_a_write_to_a_read_only_ledger_names_the_file_and_no_retry(tmp_path: Pat
 def test_a_ledger_whose_directory_is_read_only_names_the_directory(tmp_path: Path) -> None:
     """The database file writable, its directory not: SQLite cannot make the -wal and
     -shm it reads through, and said only "attempt to write a readonly database"."""
-    enforced = _modes_enforced(tmp_path)
+    enforced = file_modes_enforced(tmp_path)
     home = tmp_path / "home"
     deposit = ("deposit", "--client=Ann", "--amount=5", "--description=x")
-    assert _kopilka(enforced, home, *deposit).returncode == 0
+    assert run_kopilka_as(enforced, home, *deposit).returncode == 0
     home.chmod(0o500)
     try:
-        read = _kopilka(enforced, home, "balance", "--client=Ann")
+        read = run_kopilka_as(enforced, home, "balance", "--client=Ann")
     finally:
         home.chmod(0o700)
     assert (read.returncode, read.stdout) == (1, "")
