@@ -8,10 +8,12 @@ then defaults. A password inside a database URL is never printed: use
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
 import socket
+import stat
 import sys
 import tomllib
 import unicodedata
@@ -404,26 +406,53 @@ def _read_file(config_path: str | Path | None, base: Path) -> tuple[dict[str, An
         [Path(config_path)] if config_path else [Path("kopilka.toml"), base / "kopilka.toml"]
     )
     for candidate in candidates:
+        info = _looked_at(candidate)
+        is_directory = info is not None and stat.S_ISDIR(info.st_mode)
         # One given may be a pipe too (`--config <(...)`); one looked for is a file.
-        given = bool(config_path) and candidate.exists() and not candidate.is_dir()
-        if candidate.is_file() or given:
+        given = bool(config_path) and info is not None and not is_directory
+        if (info is not None and stat.S_ISREG(info.st_mode)) or given:
             try:
                 with candidate.open("rb") as handle:
                     _check_owner(candidate, os.fstat(handle.fileno()))
                     values = tomllib.load(handle)
             except tomllib.TOMLDecodeError as error:
                 raise InvalidInput("invalid_setting", f"{candidate}: {error}") from error
-            except (OSError, UnicodeDecodeError) as error:
+            except OSError as error:
+                raise _unreadable(candidate, error) from error
+            except UnicodeDecodeError as error:
                 raise InvalidInput(
                     "invalid_setting", f"cannot read {candidate}: {error}"
                 ) from error
             _check_file(candidate, values)
             return values, candidate.absolute()
         if config_path:
-            what = "is a directory" if candidate.is_dir() else "does not exist"
-            shown = str(candidate) if str(candidate).isprintable() else repr(str(candidate))
-            raise InvalidInput("invalid_setting", f"config file {shown} {what}")
+            what = "is a directory" if is_directory else "does not exist"
+            raise InvalidInput("invalid_setting", f"config file {_shown_path(candidate)} {what}")
     return {}, None
+
+
+def _looked_at(candidate: Path) -> os.stat_result | None:
+    """The config file's status; None if there is none. One that cannot even be looked
+    at (a KOPILKA_HOME or working directory this user may not enter) is refused, not
+    taken for none: it may be there, saying where the commands and the token go."""
+    try:
+        return candidate.stat()
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in it
+        return None
+    except OSError as error:
+        raise _unreadable(candidate, error) from error
+
+
+def _unreadable(candidate: Path, error: OSError) -> InvalidInput:
+    """`cannot read PATH: Permission denied`: the whole path, and the OS's reason alone."""
+    with contextlib.suppress(OSError):  # the working directory is gone: as given
+        candidate = candidate.absolute()
+    reason = error.strerror or str(error)
+    return InvalidInput("invalid_setting", f"cannot read {_shown_path(candidate)}: {reason}")
+
+
+def _shown_path(path: Path) -> str:
+    return str(path) if str(path).isprintable() else repr(str(path))
 
 
 def _check_owner(path: Path, info: os.stat_result) -> None:

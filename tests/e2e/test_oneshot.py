@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     run_kopilka,
 )
 from tests.e2e.test_shell_embedded import Terminal
+from tests.file_modes import file_modes_enforced, run_kopilka_as
 from tests.kopilka_server import free_port
 from tests.small_disk import fill
 from tests.small_disk import small_disk as small_disk_mounted
@@ -673,6 +674,34 @@ def test_a_home_others_may_write_in_or_own_is_refused(tmp_path: Path) -> None:
         assert result.stderr == (
             f"Error: KOPILKA_HOME {home} belongs to another user; use a directory of your own\n"
         )
+
+
+@pytest.mark.parametrize("closed", ["the home", "its kopilka.toml"])
+def test_a_config_file_that_cannot_be_read_is_refused_in_one_line(
+    tmp_path: Path, closed: str
+) -> None:
+    """A home that may not be entered was told as Python's errno line, even to a command
+    given --url or --db. Its kopilka.toml, not read, may be there saying where commands
+    and the token go: it is refused, not taken for none."""
+    enforced = file_modes_enforced(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    config = home / "kopilka.toml"
+    config.write_text('ledger = "other"\n')
+    shut = home if closed == "the home" else config
+    shut.chmod(0o000)
+    try:
+        for command in (
+            ("get", "--url", "127.0.0.1:1"),
+            ("get", "--db", str(tmp_path / "other.db")),
+            ("serve", "--port", str(free_port()), "--db", str(tmp_path / "served.db")),
+        ):
+            result = run_kopilka_as(enforced, home, *command)
+            assert (result.returncode, result.stdout) == (1, ""), command
+            assert result.stderr == f"Error: cannot read {config}: Permission denied\n"
+    finally:
+        shut.chmod(0o700)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["home"]
 
 
 def test_a_command_on_a_database_file_that_is_not_there_says_so_and_makes_none(
