@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from kopilka.api.admin_token import prepare_admin_token
 from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app, create_worker_app
 from kopilka.api.protocol import CONNECTIONS_MAX, BoundedHttpToolsProtocol, ConnectionBounds
 from kopilka.arguments import ArgumentParser
@@ -31,7 +32,6 @@ from kopilka.settings import (
     check_home,
     hide_secrets,
     load_settings,
-    make_home,
     number,
     on_this_machine,
     redact_url,
@@ -256,6 +256,9 @@ def serve_main(argv: list[str]) -> int:
     except KopilkaError as error:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1
+    if settings.workers > 1 and keeps_nothing(settings.db):  # before anything is made
+        print("Error: --workers above 1 needs a shared database, not memory:", file=sys.stderr)
+        return 1
     token_path = settings.home / ADMIN_TOKEN_FILE
     for stop in (signal.SIGTERM, signal.SIGINT, HANGUP):
         if stop is not None:
@@ -275,8 +278,10 @@ def serve_main(argv: list[str]) -> int:
     with listening:
         try:
             # Made once the port is ours: a port in use leaves no home made behind. It is
-            # checked before anything is made in it: the admin token's file.
-            make_home(settings.home)
+            # checked before anything is made in it (the admin token's file), and the
+            # token known to be kept there before the database is opened: a start that
+            # fails there leaves no database made.
+            prepare_admin_token(token_path)
         except KopilkaError as error:
             print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
             return 1
@@ -307,9 +312,6 @@ def _listen(settings: Settings) -> socket.socket:
 
 def _serve_workers(settings: Settings, listening: socket.socket) -> int:
     """Several processes on one socket, each with its own engine (SQLite or PostgreSQL)."""
-    if keeps_nothing(settings.db):
-        print("Error: --workers above 1 needs a shared database, not memory:", file=sys.stderr)
-        return 1
     import asyncio
 
     from kopilka.api import metrics_share

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from tests.e2e.conftest import run_kopilka
+from tests.file_modes import file_modes_enforced, run_kopilka_as
 from tests.kopilka_server import (
     RawConnection,
     ServerProcess,
@@ -505,6 +506,53 @@ def test_a_server_whose_stdout_is_full_says_so_in_one_line_and_serves(tmp_path: 
         assert process.wait(timeout=30) == 0
         _, rest = process.communicate()
     assert "Traceback" not in rest, rest
+
+
+def _close_the_home(home: Path) -> None:
+    home.chmod(0o500)
+
+
+def _close_the_home_its_lock_there(home: Path) -> None:
+    (home / ".admin.token.lock").touch()  # a server ran there: no token for this database
+    home.chmod(0o500)
+
+
+def _put_a_directory_for_the_lock(home: Path) -> None:
+    (home / ".admin.token.lock").mkdir()  # in the way even for root
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        (_close_the_home, "cannot keep the admin token in {home}: Permission denied"),
+        (
+            _close_the_home_its_lock_there,
+            "cannot write the admin token {home}/admin.token: Permission denied",
+        ),
+        (_put_a_directory_for_the_lock, "cannot keep the admin token in {home}: Is a directory"),
+    ],
+    ids=["read-only", "read-only with its lock", "lock in the way"],
+)
+def test_a_home_the_admin_token_cannot_be_kept_in_stops_serve_with_no_database_made(
+    tmp_path: Path, change: Any, refusal: str
+) -> None:
+    """The database was made, its schema and all, before the token was found to have no
+    place: a start that failed left a ledger behind."""
+    closes = change in (_close_the_home, _close_the_home_its_lock_there)
+    enforced = file_modes_enforced(tmp_path) if closes else ()
+    home, data = tmp_path / "home", tmp_path / "data"
+    home.mkdir(mode=0o700)
+    data.mkdir(mode=0o700)
+    change(home)
+    try:
+        for workers in ("1", "2"):
+            serve = ("serve", "--port", str(free_port()), "--workers", workers)
+            result = run_kopilka_as(enforced, home, *serve, "--db", str(data / "k.db"))
+            assert (result.returncode, result.stdout) == (1, ""), workers
+            assert result.stderr == f"Error: {refusal.format(home=home)}\n"
+            assert list(data.iterdir()) == []
+    finally:
+        home.chmod(0o700)
 
 
 @pytest.mark.parametrize("db", ["memory:", "sqlite::memory:"])

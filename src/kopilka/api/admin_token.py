@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import stat
 import time
 from pathlib import Path
@@ -27,6 +28,24 @@ _LOCK_WAIT_SECONDS_MAX = 5.0
 # One open lock per token file, held until this process ends.
 _held: dict[Path, int] = {}
 logger = logging.getLogger(__name__)
+
+
+def prepare_admin_token(path: Path) -> None:
+    """What keeping the admin token in `path` needs of the home, checked before the store
+    is opened, so that a server that cannot keep it stops with nothing made (no new
+    database): the home made, this process's lock on the token taken, and, with no token
+    there yet (one is then written, whatever the database), room to write one."""
+    make_home(path.parent)
+    _hold(path)
+    if not os.path.lexists(path):
+        probe = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            probe.unlink()
+        except OSError as error:
+            raise InvalidInput(
+                "invalid_setting", f"cannot write the admin token {path}: {error.strerror}"
+            ) from error
 
 
 async def ensure_admin_token(store: Store, path: Path) -> bool:
