@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import stat
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -306,10 +308,13 @@ def test_init_says_a_damaged_ledger_is_damaged_not_up_to_date(tmp_path: Path) ->
         )
         assert made.returncode == 0, made.stderr
     database = home / "kopilka.db"
-    size = database.stat().st_size
+    with closing(sqlite3.connect(database)) as reader:  # the operations' last page
+        (number,) = reader.execute(
+            "SELECT max(pageno) FROM dbstat WHERE name = 'operations'"
+        ).fetchone()
     page = 4096
-    with database.open("r+b") as file:  # the last page's cells overwritten
-        file.seek(size - page + 8)
+    with database.open("r+b") as file:  # its cells overwritten
+        file.seek((number - 1) * page + 8)
         file.write(b"\xff" * (page - 16))
     result = run_kopilka(home, "init")
     assert (result.returncode, result.stdout) == (1, "")

@@ -172,3 +172,44 @@ async def test_a_schema_7_history_reads_the_same_after_the_upgrade(tmp_path: Pat
             )
     finally:
         await engine.close()
+
+
+async def test_entries_deleted_and_written_by_a_kopilka_that_knows_no_index(
+    tmp_path: Path,
+) -> None:
+    """A schema-7 kopilka left running over the upgrade deletes a ledger's entries and
+    writes new ones by plain SQL: the index loses the deleted entries with them, and the
+    new ones, taking their ids, are read past its end (not as stale index rows: another
+    client's lines, or none)."""
+    path = tmp_path / "kopilka.db"
+    engine = Engine(SqliteStore(path, unindexed_entries_max=4))
+    await engine.start()
+    try:
+        await engine.execute(_deposit("ann-1"))
+        await engine.submit_many([Deposit("Bob", 100, "in", f"b{n}") for n in range(4)])
+        assert _unindexed(path) == []
+        with closing(sqlite3.connect(path)) as older:  # as schema 7's _delete_ledger did
+            (bob,) = older.execute("SELECT id FROM accounts WHERE client = 'Bob'").fetchone()
+            older.execute("DELETE FROM entries WHERE account_id = ?", (bob,))
+            older.execute("DELETE FROM operations WHERE credit_account_id = ?", (bob,))
+            older.execute("DELETE FROM balances WHERE account_id = ?", (bob,))
+            older.execute("DELETE FROM accounts WHERE id = ?", (bob,))
+            (ann,) = older.execute("SELECT id FROM accounts WHERE client = 'Ann'").fetchone()
+            (later,) = older.execute("SELECT max(created_at) + 1 FROM operations").fetchone()
+            operation = older.execute(
+                "INSERT INTO operations (ledger, idempotency_key, kind, amount,"
+                " credit_account_id, description, created_at)"
+                " VALUES ('main', 'older', 'deposit', 100, ?, 'in', ?)",
+                (ann, later),
+            ).lastrowid
+            older.execute(
+                "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
+                " VALUES (?, ?, 100, 200, ?)",
+                (operation, ann, later),
+            )
+            older.execute("UPDATE balances SET balance = 200 WHERE account_id = ?", (ann,))
+            older.commit()
+        assert _unindexed(path) == [2]  # a deleted entry's id, past the index's end
+        assert await _balances_after(engine) == [100, 200]
+    finally:
+        await engine.close()

@@ -867,16 +867,27 @@ class SqliteStore:
         return {(ledger, row[0]): row[1] for ledger, row in rows}
 
     def _load_operations(self, keys: set[OperationKey]) -> dict[OperationKey, Operation]:
-        rows = self._rows_by_key(
-            "SELECT o.id, o.idempotency_key, o.kind, o.amount, d.client, c.client,"
-            " o.description, o.created_at,"
-            f" {_balance_after('o.debit_account_id', 'e.amount < 0')},"
-            f" {_balance_after('o.credit_account_id', 'e.amount > 0')}"
-            " FROM operations o"
-            " LEFT JOIN accounts d ON d.id = o.debit_account_id"
-            " LEFT JOIN accounts c ON c.id = o.credit_account_id"
-            " WHERE o.ledger = ? AND o.idempotency_key IN ({marks})",
-            keys,
+        rows = list(
+            self._rows_by_key(
+                "SELECT o.id, o.idempotency_key, o.kind, o.amount, d.client, c.client,"
+                " o.description, o.created_at,"
+                f" {_indexed_balance_after('o.debit_account_id')},"
+                f" {_indexed_balance_after('o.credit_account_id')}"
+                " FROM operations o"
+                " LEFT JOIN accounts d ON d.id = o.debit_account_id"
+                " LEFT JOIN accounts c ON c.id = o.credit_account_id"
+                " WHERE o.ledger = ? AND o.idempotency_key IN ({marks})",
+                keys,
+            )
+        )
+        # Balances of the last few batches' operations, past the index's end.
+        unindexed = self._unindexed_balances_after(
+            [
+                row[0]
+                for _, row in rows
+                if (row[4] is not None and row[8] is None)
+                or (row[5] is not None and row[9] is None)
+            ]
         )
         return {
             (ledger, row[1]): Operation(
@@ -888,12 +899,26 @@ class SqliteStore:
                 credit_client=row[5],
                 description=row[6],
                 created_at=from_micros(row[7]),
-                debit_balance_after_cents=row[8],
-                credit_balance_after_cents=row[9],
+                debit_balance_after_cents=unindexed.get((row[0], True), row[8]),
+                credit_balance_after_cents=unindexed.get((row[0], False), row[9]),
                 id=row[0],
             )
             for ledger, row in rows
         }
+
+    def _unindexed_balances_after(self, operation_ids: list[int]) -> dict[tuple[int, bool], int]:
+        """(operation id, debit side) -> balance after, of these operations' entries past the
+        statement index's end: read once for them all, not once for each."""
+        found: dict[tuple[int, bool], int] = {}
+        for chunk in _chunks(operation_ids, _VARIABLES_MAX):
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT operation_id, amount < 0, balance_after FROM entries WHERE {_UNINDEXED}"
+                f" AND operation_id IN ({marks})",  # marks only
+                chunk,
+            )
+            found.update({(row[0], bool(row[1])): row[2] for row in rows})
+        return found
 
     def _write_plan(self, plan: BatchPlan) -> None:
         db = self._db
@@ -1003,15 +1028,12 @@ class SqliteStore:
         """A batch's entries, past the statement index's end; once enough are, indexed
         all at once (see migration 8)."""
         db = self._db
+        # The index's end is never past the last entry (a trigger of migration 8 sees to
+        # it when the newest are deleted), so the new ones are past it.
         last_id, indexed_upto = db.execute(
             "SELECT (SELECT coalesce(max(id), 0) FROM entries),"
             " (SELECT entry_id FROM statement_index_upto)"
         ).fetchone()
-        if last_id < indexed_upto:
-            # The newest entries were deleted (a dropped ledger's): new ones take their
-            # ids next, and must not pass for indexed.
-            indexed_upto = last_id
-            db.execute("UPDATE statement_index_upto SET entry_id = ?", (last_id,))
         db.executemany(
             "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -1146,11 +1168,12 @@ class SqliteStore:
             and db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,)).rowcount != 1
         ):
             return False
+        # Found through the statement index and past its end; a trigger takes them out
+        # of the index.
         for delete in (
             "DELETE FROM entries WHERE id IN (SELECT entry_id FROM statement_index"
             f" WHERE account_id IN ({_ACCOUNTS_OF_LEDGER}))",
             f"DELETE FROM entries WHERE {_UNINDEXED} AND account_id IN ({_ACCOUNTS_OF_LEDGER})",
-            f"DELETE FROM statement_index WHERE account_id IN ({_ACCOUNTS_OF_LEDGER})",
         ):
             db.execute(delete, (ledger,))
         db.execute("DELETE FROM operations WHERE ledger = ?", (ledger,))
@@ -1311,17 +1334,13 @@ def _in_statement_order(where: str, *, order: str, limit: str) -> str:
     )
 
 
-def _balance_after(account: str, side: str) -> str:
-    """The balance operation `o` left on `account`, from the statement index or, for
-    an operation of the last few batches, from the entries past its end."""
+def _indexed_balance_after(account: str) -> str:
+    """The balance operation `o` left on `account`, if its entry is in the statement
+    index (NULL for one past its end, or no account)."""
     return (
-        "coalesce("
         "(SELECT e.balance_after FROM statement_index s JOIN entries e ON e.id = s.entry_id"
         f" WHERE s.account_id = {account} AND s.created_at = o.created_at"
-        " AND e.operation_id = o.id),"
-        " (SELECT e.balance_after FROM entries e"
-        " WHERE e.id > (SELECT entry_id FROM statement_index_upto)"
-        f" AND {account} IS NOT NULL AND e.operation_id = o.id AND {side}))"
+        " AND e.operation_id = o.id)"
     )
 
 

@@ -9,7 +9,7 @@ from kopilka.domain.model import client_name
 from kopilka.errors import Unavailable
 from kopilka.store.not_a_ledger import newer_schema, refuse_foreign_tables
 from kopilka.store.sqlite_errors import is_busy
-from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, statements
 
 # Every table and view of a database, its own bookkeeping (sqlite_sequence) aside.
 OBJECTS_FOUND = (
@@ -58,9 +58,8 @@ def migrate(connection: sqlite3.Connection) -> int:
         if version == 0:
             _refuse_foreign_tables(connection)
         for number in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[number - 1].split(";"):
-                if statement.strip():
-                    connection.execute(statement)
+            for statement in statements(MIGRATIONS[number - 1]):
+                connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {number}")
         if version < SCHEMA_VERSION:
             broken = connection.execute("PRAGMA foreign_key_check").fetchone()

@@ -7,11 +7,14 @@ floor and cap rules as the database's own last guard.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+
 # The tables with a ledger column as migration 7 found them (fixed: a later table is no
 # part of that migration).
 _LEDGER_TABLES_AT_7 = ("accounts", "operations", "refusals", "batch_requests", "sandboxes")
 
-# Statements are split on ";", so comments inside must not contain one.
+# Run statement by statement (`statements`): a comment inside must not hold a ";".
 MIGRATIONS: tuple[str, ...] = (
     # 1: accounts, operations, entries, tokens
     """
@@ -207,6 +210,9 @@ MIGRATIONS: tuple[str, ...] = (
     # batches') are in no index, and a statement reads them by id from the table's end;
     # once there are enough, one batch puts them all in the index, where each account's
     # new entries then share its leaf. Derived from entries, so no reference is declared.
+    # An entry deleted leaves the index by a trigger, and the index's end comes back to
+    # the last entry left (new entries take the ids of the newest deleted next): an older
+    # kopilka still running, which knows nothing of the index, keeps it whole too.
     """
     CREATE TABLE statement_index (
         account_id INTEGER NOT NULL,
@@ -221,6 +227,13 @@ MIGRATIONS: tuple[str, ...] = (
         entry_id INTEGER NOT NULL
     );
     INSERT INTO statement_index_upto (id, entry_id) SELECT 1, coalesce(max(id), 0) FROM entries;
+    CREATE TRIGGER entries_deleted_from_the_statement_index AFTER DELETE ON entries BEGIN
+        DELETE FROM statement_index
+            WHERE account_id = old.account_id AND created_at = old.created_at
+            AND entry_id = old.id;
+        UPDATE statement_index_upto
+            SET entry_id = min(entry_id, (SELECT coalesce(max(id), 0) FROM entries));
+    END;
     DROP INDEX entries_by_account_time;
     """,
 )
@@ -234,7 +247,7 @@ def tables_at(version: int) -> frozenset[str]:
     assert 0 <= version <= SCHEMA_VERSION, version
     tables: set[str] = set()
     for migration in MIGRATIONS[:version]:
-        for statement in migration.split(";"):
+        for statement in statements(migration):
             lines = (line for line in statement.splitlines() if not line.strip().startswith("--"))
             words = " ".join(lines).split()
             if words[:2] == ["CREATE", "TABLE"]:
@@ -245,3 +258,16 @@ def tables_at(version: int) -> frozenset[str]:
                 tables.discard(words[2])
                 tables.add(words[5])
     return frozenset(tables)
+
+
+def statements(script: str) -> Iterator[str]:
+    """The statements of a migration, one by one: split at each ";" that ends one (a
+    trigger's body holds several)."""
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                yield pending[:-1]  # the ";" that ends it
+            pending = ""
+    assert not pending.strip(" \n;"), pending
