@@ -1,10 +1,17 @@
-"""Commands run with file modes enforced on them: root ignores them (CI runs as root)."""
+"""Commands run with file modes enforced on them: root ignores them (CI runs as root);
+or run as another user, in a directory they may enter."""
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
+import pwd
 import shutil
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from subprocess import CompletedProcess
 
@@ -50,3 +57,52 @@ def run_kopilka_as(prefix: tuple[str, ...], home: Path, *arguments: str) -> Comp
         timeout=RUN_TIMEOUT_SECONDS,
         check=False,
     )
+
+
+def a_user_with_a_group_of_their_own() -> pwd.struct_passwd:
+    """A user other than root whose group is theirs alone (no other member, no one else's
+    own group either), such as a service's `kopilka:kopilka`; skipped where there is none,
+    or where this is not root, who alone can run a command as them."""
+    if os.geteuid() != 0:
+        pytest.skip("only root can run a command as another user")
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv is not here to run a command as another user")
+    groups = {group.gr_gid: group for group in grp.getgrall()}
+    users = sorted(pwd.getpwall(), key=lambda user: user.pw_uid)
+    for user in users:
+        group = groups.get(user.pw_gid)
+        if user.pw_uid == 0 or group is None or not set(group.gr_mem) <= {user.pw_name}:
+            continue
+        if not any(other.pw_gid == user.pw_gid and other is not user for other in users):
+            return user
+    pytest.skip("no user here has a group of their own")
+
+
+def run_python_as(
+    user: pwd.struct_passwd, code: str, *arguments: str, cwd: Path
+) -> CompletedProcess[str]:
+    """`python -c CODE ARGUMENTS` run as `user`, with their own group alone."""
+    return subprocess.run(
+        [
+            *("setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"),
+            *(sys.executable, "-c", code, *arguments),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        cwd=cwd,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def a_directory_anyone_may_enter() -> Iterator[Path]:
+    """A new directory of root's that any user may enter but not write (a test's own
+    tmp_path lies in one that only its owner may enter); removed afterwards."""
+    made = Path(tempfile.mkdtemp(prefix="kopilka-test-"))
+    try:
+        made.chmod(0o755)
+        yield made
+    finally:
+        shutil.rmtree(made, ignore_errors=True)

@@ -112,13 +112,20 @@ def make_home(path: Path) -> None:
     _check_home(path, info)
 
 
-def others_may_write(info: os.stat_result) -> bool:
-    """Whether anyone but the owner may write the file or directory: its mode lets others,
-    or its group, unless that group is the owner's own (the private group each user has
-    where the usual umask is 002, so that group-writable is owner-writable)."""
+def others_may_write(info: os.stat_result, user: int | None = None) -> bool:
+    """Whether anyone but the owner (and `user`, the one running kopilka, when given) may
+    write the file or directory: its mode lets others, or its group, unless that group is
+    the owner's own or `user`'s (the private group each user has where the usual umask is
+    002, so that group-writable is owner-writable; a directory of root's made for a
+    service, `install -d -o root -g kopilka -m 0770`, is written by root and the service's
+    user alone)."""
     if info.st_mode & 0o002:
         return True
-    return bool(info.st_mode & 0o020) and not _a_private_group(info.st_uid, info.st_gid)
+    if not info.st_mode & 0o020:
+        return False
+    if _a_private_group(info.st_uid, info.st_gid):
+        return False
+    return user is None or user == info.st_uid or not _a_private_group(user, info.st_gid)
 
 
 def _a_private_group(uid: int, gid: int) -> bool:
@@ -466,7 +473,7 @@ def _check_owner(path: Path, info: os.stat_result) -> None:
             f"{path.absolute()} belongs to another user, who would choose where your"
             " commands and token go: remove it, or run elsewhere",
         )
-    if others_may_write(info):
+    if others_may_write(info, os.geteuid()):
         raise InvalidInput(
             "invalid_setting",
             f"{path.absolute()} may be written by other users (mode"

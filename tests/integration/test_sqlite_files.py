@@ -7,6 +7,7 @@ store may not write, or that are no database at all.
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
 import sqlite3
@@ -16,7 +17,13 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.conftest import run_kopilka
-from tests.file_modes import file_modes_enforced, run_kopilka_as
+from tests.file_modes import (
+    a_directory_anyone_may_enter,
+    a_user_with_a_group_of_their_own,
+    file_modes_enforced,
+    run_kopilka_as,
+    run_python_as,
+)
 from tests.kopilka_server import running_server
 
 from kopilka.bank import EmbeddedBank
@@ -272,6 +279,126 @@ def test_a_database_in_another_users_directory_is_refused(tmp_path: Path) -> Non
         f"Error: the database {database} is in {tmp_path}, which belongs to another user"
         " (uid 65534), who could replace it: keep the ledger in a directory of your own\n"
     )
+
+
+# One deposit into the ledger at argv[1], its balance after; or the refusal's code and words.
+_DEPOSIT = """
+import sys
+from kopilka.bank import EmbeddedBank
+from kopilka.errors import KopilkaError
+try:
+    with EmbeddedBank(sys.argv[1]) as bank:
+        print(bank.deposit("Ann", 100, "pay").credit_balance_after_cents)
+except KopilkaError as error:
+    print(error.code, error.message)
+"""
+
+
+def test_a_database_in_roots_directory_of_the_users_own_group_is_opened() -> None:
+    """`install -d -o root -g kopilka -m 0770 /var/lib/kopilka`, kopilka the service user's
+    own group: root and that user alone may write it. It was refused as one others may
+    write, the group being no group of the directory's owner's (root's) own."""
+    user = a_user_with_a_group_of_their_own()
+    taken = {group.gr_gid for group in grp.getgrall()}
+    nameless = next(gid for gid in range(54321, 65534) if gid not in taken)
+    with a_directory_anyone_may_enter() as srv:
+        state = srv / "kopilka"
+        state.mkdir()
+        os.chown(state, 0, user.pw_gid)
+        state.chmod(0o770)
+        database = state / "k.db"
+        for _ in range(2):
+            opened = run_python_as(user, _DEPOSIT, str(database), cwd=srv)
+            assert (opened.returncode, opened.stderr) == (0, "")
+            assert opened.stdout in ("100\n", "200\n")
+        assert (database.stat().st_uid, opened.stdout) == (user.pw_uid, "200\n")
+        # Still refused: a group not known to be theirs alone, a directory anyone may
+        # write, one of another user's.
+        for owner, group, mode in (
+            (0, nameless, 0o770),
+            (0, user.pw_gid, 0o777),
+            (65534 if user.pw_uid != 65534 else 1, user.pw_gid, 0o770),
+        ):
+            os.chown(state, owner, group)
+            state.chmod(mode)
+            refused = run_python_as(user, _DEPOSIT, str(database), cwd=srv)
+            assert refused.stdout.startswith(
+                f"invalid_setting the database {database} is in {state}, which"
+            ), (owner, group, mode, refused.stdout, refused.stderr)
+
+
+def _a_link(tmp_path: Path, mode: int) -> tuple[Path, Path, Path]:
+    """A ledger at tmp_path/real/ledger.db, its directory of `mode`, and a link to it in
+    tmp_path/links: (the link, the ledger, its directory)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    database = _a_ledger_with_a_deposit(real)
+    real.chmod(mode)
+    links = tmp_path / "links"
+    links.mkdir(mode=0o755)
+    link = links / "ledger.db"
+    link.symlink_to(database)
+    return link, database, real
+
+
+def test_a_database_reached_through_a_link_is_held_to_the_real_files_directory(
+    tmp_path: Path,
+) -> None:
+    """SQLite follows the link and keeps the -wal and -shm beside the file it leads to: in
+    a directory anyone may write, the link to it was opened, where the ledger itself was
+    refused."""
+    link, database, real = _a_link(tmp_path, 0o777)
+    try:
+        for path in (link, database):
+            result = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(path))
+            shown = f"{link} (really {database})" if path == link else str(database)
+            assert (result.returncode, result.stdout) == (1, "")
+            assert result.stderr == (
+                f"Error: the database {shown} is in {real}, which other users may write (mode"
+                " 777): one could put a -wal file beside it, read into the ledger as its own;"
+                " keep the ledger in a directory of your own\n"
+            )
+        assert sorted(p.name for p in real.iterdir()) == ["ledger.db", "ledger.db-writer.lock"]
+        # A link in a directory anyone may write, to a ledger in one of its own: whoever
+        # may write there may change where the link leads.
+        real.chmod(0o700)
+        link.parent.chmod(0o777)
+        result = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(link))
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == (
+            f"Error: the database {link} (really {database}) is in {link.parent}, which other"
+            " users may write (mode 777): one could change where it leads; keep the ledger"
+            " in a directory of your own\n"
+        )
+        link.parent.chmod(0o755)
+        result = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(link))
+        assert (result.returncode, result.stdout) == (0, "Balance of Ann: $5.00\n"), result.stderr
+    finally:
+        real.chmod(0o700)
+        link.parent.chmod(0o755)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user's is made as root")
+@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+def test_a_journal_another_user_put_beside_the_file_a_link_leads_to_is_refused(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Looked for beside the link, it was not found, and SQLite read the one beside the
+    real file into the ledger."""
+    link, database, _ = _a_link(tmp_path, 0o755)
+    before = database.read_bytes()
+    planted = Path(f"{database}{suffix}")
+    planted.write_bytes(b"not the ledger's")
+    os.chown(planted, 65534, 65534)  # nobody's
+    result = run_kopilka(tmp_path / "home", "get", "--db", str(link))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: the database's {suffix} file {planted} (beside {database}, where the"
+        f" database {link} leads) belongs to another user (uid 65534): run kopilka as that"
+        " user, or keep the ledger in a file of your own\n"
+    )
+    assert planted.read_bytes() == b"not the ledger's"
+    assert database.read_bytes() == before
 
 
 def test_a_write_beside_a_server_whose_shared_index_was_deleted_is_not_lost(

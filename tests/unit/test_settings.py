@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.file_modes import (
+    a_directory_anyone_may_enter,
+    a_user_with_a_group_of_their_own,
+    run_python_as,
+)
 
 from kopilka.errors import InvalidInput
 from kopilka.settings import (
@@ -111,6 +116,44 @@ def test_a_config_file_of_another_user_is_refused(tmp_path: Path) -> None:
         f"{config} belongs to another user, who would choose where your commands and token"
         " go: remove it, or run elsewhere"
     )
+
+
+# The settings as the user running it reads them: the ledger, or the refusal's words.
+_READ_SETTINGS = """
+import sys
+from pathlib import Path
+from kopilka.errors import KopilkaError
+from kopilka.settings import load_settings, make_home
+try:
+    make_home(Path(sys.argv[1]))
+    print(load_settings(environ={"KOPILKA_HOME": sys.argv[1]}, config_path=sys.argv[2]).ledger)
+except KopilkaError as error:
+    print(error.message)
+"""
+
+
+def test_a_config_file_of_roots_for_the_users_own_group_is_read() -> None:
+    """`install -o root -g kopilka -m 0660 kopilka.toml`, kopilka the service user's own
+    group: root and that user alone may write it. It was refused as one others may write,
+    the group being no group of the file's owner's (root's) own. A home of the user's in
+    their own group was taken, and still is."""
+    user = a_user_with_a_group_of_their_own()
+    with a_directory_anyone_may_enter() as etc:
+        config = etc / "kopilka.toml"
+        config.write_text('ledger = "from-file"\n')
+        os.chown(config, 0, user.pw_gid)
+        config.chmod(0o660)
+        home = etc / "home"
+        home.mkdir()
+        os.chown(home, user.pw_uid, user.pw_gid)
+        home.chmod(0o770)
+        read = run_python_as(user, _READ_SETTINGS, str(home), str(config), cwd=etc)
+        assert (read.returncode, read.stdout, read.stderr) == (0, "from-file\n", "")
+        config.chmod(0o662)  # anyone may write it
+        read = run_python_as(user, _READ_SETTINGS, str(home), str(config), cwd=etc)
+        assert (
+            read.stdout == f"{config} may be written by other users (mode 662): `chmod go-w` it\n"
+        )
 
 
 def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
