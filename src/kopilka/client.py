@@ -537,8 +537,8 @@ class Client:
         opening_balance_cents: int = 0,
         idempotency_key: str = "",
     ) -> Account:
-        limit_text(min_balance_cents)  # checked in the embedded rules' order
-        _name_as_the_rules_take(client)
+        _a_name(client)  # checked in the embedded rules' order: the name, then limits
+        limit_text(min_balance_cents)
         body = opening_body(client, min_balance_cents, max_balance_cents, opening_balance_cents)
         # Retried only when the request never left (ConnectError): a second try of one
         # that did would be refused as account_exists, not applied twice.
@@ -1124,7 +1124,7 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _account_path(client: str) -> str:
-    _name_as_the_rules_take(client)
+    _a_name(client)
     return "/v1/accounts/" + _segment(client)
 
 
@@ -1140,6 +1140,15 @@ def _sendable(
     description_fits = isinstance(description, str) and _fits(description, DESCRIPTION_LENGTH_MAX)
     if not (names_fit and description_fits):
         validate_money_command(make("key"))
+
+
+def _a_name(client: object) -> None:
+    """A client's name, before it goes into a path or a body: one that is no text at all
+    (None, a number) refused as the embedded rules refuse it ("a client name is text"),
+    not an AttributeError building the path; then as _name_as_the_rules_take."""
+    if type(client) is not str and not isinstance(client, str):
+        validate_client(client)
+    _name_as_the_rules_take(client)
 
 
 def _name_as_the_rules_take(client: object) -> None:

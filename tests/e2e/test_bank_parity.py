@@ -555,6 +555,19 @@ NOT_TEXT: list[tuple[str, Callable[[Bank], Any]]] = [
         "a list with a name of None",
         lambda bank: _refusals(bank.execute_many([Deposit(None, 1, "x", "t5")])),  # type: ignore[arg-type]
     ),
+    ("an opening of None", lambda bank: bank.open_account(None)),  # type: ignore[arg-type]
+    ("an opening of 5", lambda bank: bank.open_account(5)),  # type: ignore[arg-type]
+    ("a keyed opening of None", lambda bank: bank.open_account(None, 0, None, 5, "t6")),  # type: ignore[arg-type]
+    ("an opening of None with a float floor", lambda bank: bank.open_account(None, 1.5)),  # type: ignore[arg-type]
+    ("limits of None", lambda bank: bank.set_limits(None, -5)),  # type: ignore[arg-type]
+    ("limits of 5", lambda bank: bank.set_limits(5, None, 500)),  # type: ignore[arg-type]
+    ("the account of None", lambda bank: bank.account(None)),  # type: ignore[arg-type]
+    ("the account of 5", lambda bank: bank.account(5)),  # type: ignore[arg-type]
+    ("the statement of None", lambda bank: bank.statement(None, None, None)),  # type: ignore[arg-type]
+    (
+        "a list with an opening and limits of None",
+        lambda bank: _refusals(bank.execute_many([OpenAccount(None), SetLimits(None, -5)])),  # type: ignore[arg-type]
+    ),
 ]
 
 
@@ -583,6 +596,21 @@ def test_arguments_that_are_no_text_are_refused_alike(tmp_path: Path) -> None:
     assert answer["a transfer to None"] == name
     assert answer["a name and description of None"] == name  # the name first, as the rules go
     assert answer["a list with a name of None"] == [name]
+    # A TypeError embedded (NFC of no text), an AttributeError over HTTP (the path).
+    for call in (
+        "an opening of None",
+        "an opening of 5",
+        "a keyed opening of None",
+        "an opening of None with a float floor",  # the name first, as the rules go
+        "limits of None",
+        "limits of 5",
+        "the account of None",
+        "the account of 5",
+        "the statement of None",
+    ):
+        assert answer[call] == name, call
+    not_batched = ("invalid_command", "only deposits, withdrawals and transfers batch")
+    assert answer["a list with an opening and limits of None"] == [not_batched] * 2
 
 
 def test_a_str_subclass_is_text_kept_as_a_plain_str(tmp_path: Path) -> None:

@@ -154,6 +154,8 @@ class OpenAccount:
     def __post_init__(self) -> None:
         if type(self.client) is not str:  # a str subclass: kept as the plain str it holds
             object.__setattr__(self, "client", plain_text(self.client))
+            if not isinstance(self.client, str):
+                return  # no text at all (None, a number): the rules refuse it
         if not is_normalized("NFC", self.client):
             object.__setattr__(self, "client", normalize("NFC", self.client))
 
@@ -171,6 +173,8 @@ class SetLimits:
     def __post_init__(self) -> None:
         if type(self.client) is not str:  # a str subclass: kept as the plain str it holds
             object.__setattr__(self, "client", plain_text(self.client))
+            if not isinstance(self.client, str):
+                return  # no text at all (None, a number): the rules refuse it
         if not is_normalized("NFC", self.client):
             object.__setattr__(self, "client", normalize("NFC", self.client))
 

@@ -664,7 +664,7 @@ def validate_limits_change(command: SetLimits) -> None:
         raise InvalidInput("invalid_limit", "a change of limits needs a floor, a cap or both")
 
 
-def validate_client(client: str) -> None:
+def validate_client(client: object) -> None:
     if not isinstance(client, str):  # None from Python, say: refused, not an AttributeError
         raise InvalidInput("invalid_client", "a client name is text")
     if not client or not client.strip():
@@ -695,7 +695,7 @@ def refuse_what_no_store_reads(command: Command) -> None:
     elif isinstance(command, Deposit | Withdraw):
         printable = _printable(command.client)
     else:  # an opening or limits: only a name to look up
-        if isinstance(command, OpenAccount | SetLimits) and not command.client.isprintable():
+        if isinstance(command, OpenAccount | SetLimits) and not _printable(command.client):
             validate_client(command.client)
         return
     key = command.idempotency_key
