@@ -221,9 +221,8 @@ def _read_only_files(path: str) -> list[str]:
         said for name, said in files if os.path.exists(name) and not os.access(name, os.W_OK)
     ]
     # SQLite makes the -wal and -shm beside the database, even to read it.
-    directory = Path(path).absolute().parent
-    if not os.access(directory, os.W_OK):
-        read_only.append(f"its directory {directory}")
+    if not os.access(Path(path).absolute().parent, os.W_OK):
+        read_only.append("its directory")
     return read_only
 
 
