@@ -869,9 +869,7 @@ class SqliteStore:
         rows = list(
             self._rows_by_key(
                 "SELECT o.id, o.idempotency_key, o.kind, o.amount, d.client, c.client,"
-                " o.description, o.created_at,"
-                f" {_indexed_balance_after('o.debit_account_id')},"
-                f" {_indexed_balance_after('o.credit_account_id')}"
+                " o.description, o.created_at, o.debit_account_id, o.credit_account_id"
                 " FROM operations o"
                 " LEFT JOIN accounts d ON d.id = o.debit_account_id"
                 " LEFT JOIN accounts c ON c.id = o.credit_account_id"
@@ -879,15 +877,7 @@ class SqliteStore:
                 keys,
             )
         )
-        # Balances of the last few batches' operations, past the index's end.
-        unindexed = self._unindexed_balances_after(
-            [
-                row[0]
-                for _, row in rows
-                if (row[4] is not None and row[8] is None)
-                or (row[5] is not None and row[9] is None)
-            ]
-        )
+        balances = self._balances_after([row for _, row in rows])
         return {
             (ledger, row[1]): Operation(
                 ledger=ledger,
@@ -898,26 +888,54 @@ class SqliteStore:
                 credit_client=row[5],
                 description=row[6],
                 created_at=from_micros(row[7]),
-                debit_balance_after_cents=unindexed.get((row[0], True), row[8]),
-                credit_balance_after_cents=unindexed.get((row[0], False), row[9]),
+                debit_balance_after_cents=balances.get((row[0], True)),
+                credit_balance_after_cents=balances.get((row[0], False)),
                 id=row[0],
             )
             for ledger, row in rows
         }
 
-    def _unindexed_balances_after(self, operation_ids: list[int]) -> dict[tuple[int, bool], int]:
-        """(operation id, debit side) -> balance after, of these operations' entries past the
-        statement index's end: read once for them all, not once for each."""
+    def _balances_after(self, operations: list[Sequence[Any]]) -> dict[tuple[int, bool], int]:
+        """(operation id, debit side) -> the balance it left, for these operations (rows of
+        _load_operations). Read in bulk, not one lookup each: one of a batch found its entry
+        among every entry its account has at the batch's time, and a retried batch of
+        10,000 transfers from one account took seconds. From the statement index, the
+        entries of the operations' accounts at each of their times; from past its end,
+        the last few batches' entries of these operations."""
+        wanted = {row[0] for row in operations}
+        accounts_at: dict[int, set[int]] = {}
+        for row in operations:
+            accounts_at.setdefault(row[7], set()).update(a for a in row[8:10] if a is not None)
         found: dict[tuple[int, bool], int] = {}
-        for chunk in _chunks(operation_ids, _VARIABLES_MAX):
+        for created_at, accounts in accounts_at.items():
+            for chunk in _chunks(sorted(accounts), _VARIABLES_MAX):
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    self._entry_balances(
+                        "SELECT e.operation_id, e.amount < 0, e.balance_after"
+                        " FROM statement_index s JOIN entries e ON e.id = s.entry_id"
+                        f" WHERE s.created_at = ? AND s.account_id IN ({marks})",  # marks only
+                        (created_at, *chunk),
+                        wanted,
+                    )
+                )
+        for chunk in _chunks(sorted(wanted), _VARIABLES_MAX):
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT operation_id, amount < 0, balance_after FROM entries WHERE {_UNINDEXED}"
-                f" AND operation_id IN ({marks})",  # marks only
-                chunk,
+            found.update(
+                self._entry_balances(
+                    "SELECT operation_id, amount < 0, balance_after FROM entries"
+                    f" WHERE {_UNINDEXED} AND operation_id IN ({marks})",  # marks only
+                    chunk,
+                    wanted,
+                )
             )
-            found.update({(row[0], bool(row[1])): row[2] for row in rows})
         return found
+
+    def _entry_balances(
+        self, select: str, parameters: Sequence[Any], wanted: set[int]
+    ) -> dict[tuple[int, bool], int]:
+        rows = self._db.execute(select, parameters)
+        return {(row[0], bool(row[1])): row[2] for row in rows if row[0] in wanted}
 
     def _write_plan(self, plan: BatchPlan) -> None:
         db = self._db
@@ -1330,16 +1348,6 @@ def _in_statement_order(where: str, *, order: str, limit: str) -> str:
         f"SELECT * FROM ({indexed} LIMIT {limit}) UNION ALL"
         f" SELECT * FROM ({unindexed} LIMIT {limit})"
         f" ORDER BY {order.format(id='id')} LIMIT {limit}"
-    )
-
-
-def _indexed_balance_after(account: str) -> str:
-    """The balance operation `o` left on `account`, if its entry is in the statement
-    index (NULL for one past its end, or no account)."""
-    return (
-        "(SELECT e.balance_after FROM statement_index s JOIN entries e ON e.id = s.entry_id"
-        f" WHERE s.account_id = {account} AND s.created_at = o.created_at"
-        " AND e.operation_id = o.id)"
     )
 
 
