@@ -12,10 +12,11 @@ import pytest
 
 @contextlib.contextmanager
 def small_disk(mount_point: Path, size: str = "1m") -> Iterator[Path]:
-    """A tmpfs of `size` at `mount_point` (mounting one needs root: skipped without)."""
+    """A tmpfs of `size` at `mount_point`, private as a ledger's directory must be (mounting one
+    needs root: skipped without)."""
     mount_point.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount_point)],
         capture_output=True,
         check=False,
     )
