@@ -227,22 +227,28 @@ def _a_ledger_with_a_deposit(directory: Path) -> Path:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user's is made as root")
 @pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+@pytest.mark.parametrize("through_a_link", [False, True])
 def test_a_journal_another_user_put_beside_the_database_is_refused_untouched(
-    tmp_path: Path, suffix: str
+    tmp_path: Path, suffix: str, through_a_link: bool
 ) -> None:
     """SQLite reads a -wal found beside the database into it at the next open, as the
     ledger's own commits: one another user wrote changed balances with no operation, and
-    was then removed, leaving no trace."""
-    database = _a_ledger_with_a_deposit(tmp_path)
+    was then removed, leaving no trace. Reached through a link, it is looked for beside
+    the real file, where SQLite reads it (beside the link it was not found)."""
+    if through_a_link:
+        given, database, _ = _a_link(tmp_path, 0o755)
+    else:
+        given = database = _a_ledger_with_a_deposit(tmp_path)
     before = database.read_bytes()
     planted = Path(f"{database}{suffix}")
     planted.write_bytes(b"not the ledger's")
     os.chown(planted, 65534, 65534)  # nobody's
-    result = run_kopilka(tmp_path / "home", "get", "--db", str(database))
+    result = run_kopilka(tmp_path / "home", "get", "--db", str(given))
     assert (result.returncode, result.stdout) == (1, "")
+    where = f" (beside {database}, where the database {given} leads)" if through_a_link else ""
     assert result.stderr == (
-        f"Error: the database's {suffix} file {planted} belongs to another user (uid 65534):"
-        " run kopilka as that user, or keep the ledger in a file of your own\n"
+        f"Error: the database's {suffix} file {planted}{where} belongs to another user (uid"
+        " 65534): run kopilka as that user, or keep the ledger in a file of your own\n"
     )
     assert planted.read_bytes() == b"not the ledger's"
     assert database.read_bytes() == before
@@ -376,29 +382,6 @@ def test_a_database_reached_through_a_link_is_held_to_the_real_files_directory(
     finally:
         real.chmod(0o700)
         link.parent.chmod(0o755)
-
-
-@pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user's is made as root")
-@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
-def test_a_journal_another_user_put_beside_the_file_a_link_leads_to_is_refused(
-    tmp_path: Path, suffix: str
-) -> None:
-    """Looked for beside the link, it was not found, and SQLite read the one beside the
-    real file into the ledger."""
-    link, database, _ = _a_link(tmp_path, 0o755)
-    before = database.read_bytes()
-    planted = Path(f"{database}{suffix}")
-    planted.write_bytes(b"not the ledger's")
-    os.chown(planted, 65534, 65534)  # nobody's
-    result = run_kopilka(tmp_path / "home", "get", "--db", str(link))
-    assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == (
-        f"Error: the database's {suffix} file {planted} (beside {database}, where the"
-        f" database {link} leads) belongs to another user (uid 65534): run kopilka as that"
-        " user, or keep the ledger in a file of your own\n"
-    )
-    assert planted.read_bytes() == b"not the ledger's"
-    assert database.read_bytes() == before
 
 
 def test_a_write_beside_a_server_whose_shared_index_was_deleted_is_not_lost(
