@@ -2,10 +2,11 @@
 
 Python's own handler raises KeyboardInterrupt wherever the main thread is. When that is
 a callback run for Python's own housekeeping (the import system's module locks are freed
-by a weakref's callback, the collector runs finalizers), Python reports the exception as
-"ignored" and goes on: the interrupt is gone. `kopilka serve` stopped 0.1 s into its
-start went on to serve for good. Loading is where such callbacks run most, so while
-loading, an interrupt is also written down and raised again once the loading is over.
+by a weakref's callback, the collector runs finalizers), Python prints the exception as
+"ignored", traceback and all, and goes on: the interrupt is gone. `kopilka serve` stopped
+0.1 s into its start went on to serve for good. Loading is where such callbacks run most,
+and it takes a fraction of a second, so while loading an interrupt is only written down,
+and raised once the loading is over.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from types import FrameType
 
 @contextlib.contextmanager
 def kept_while_loading() -> Iterator[None]:
-    """Raise KeyboardInterrupt at the end for a SIGINT that came while the body ran,
-    if Python swallowed the one raised when it came."""
+    """Raise KeyboardInterrupt at the end of the body for a SIGINT that came while it
+    ran."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread takes signals, and only it may set their handlers
         return
@@ -33,8 +34,7 @@ def kept_while_loading() -> Iterator[None]:
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         nonlocal came
-        came = True
-        raise KeyboardInterrupt
+        came = True  # raised here, it could land in a callback that prints it and drops it
 
     signal.signal(signal.SIGINT, interrupt)
     try:

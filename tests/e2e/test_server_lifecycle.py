@@ -399,7 +399,9 @@ main()
 def test_a_ctrl_c_python_swallows_while_loading_still_stops(
     tmp_path: Path, module: str, words: list[str]
 ) -> None:
-    """Seen in CI: `kopilka serve` interrupted 0.1 s into its start went on serving."""
+    """Seen in CI: `kopilka serve` interrupted 0.1 s into its start went on serving. Then
+    the interrupt was kept but also printed, as "ignored", with a traceback through our
+    handler: it is now kept and nothing is said."""
     program = _SWALLOWED_WHILE_LOADING.format(module=module)
     command = [sys.executable, "-c", program, *words]
     if words == ["serve"]:
@@ -410,8 +412,7 @@ def test_a_ctrl_c_python_swallows_while_loading_still_stops(
         )
     except subprocess.TimeoutExpired:
         raise AssertionError("the interrupt was lost: still running after 15 s") from None
-    assert "KeyboardInterrupt" in ended.stderr  # Python's report of the one it swallowed
-    assert (ended.returncode, ended.stdout) == (130, ""), ended
+    assert (ended.returncode, ended.stdout, ended.stderr) == (130, "", ""), ended
 
 
 def test_a_ctrl_c_a_background_job_ignores_is_ignored_while_loading_too(tmp_path: Path) -> None:
