@@ -103,6 +103,25 @@ def test_every_refusal_of_the_http_layer_is_documented_on_every_route() -> None:
             assert not missing, (method, path, missing)
 
 
+def test_a_query_parameter_given_empty_is_refused_as_the_document_says(
+    server: ServerProcess,
+) -> None:
+    """`?after=` and `?since=` are refused (422): a client built from the document sent
+    them, since it allowed an empty string."""
+    checked = 0
+    with server.client() as admin:
+        for path, methods in openapi.document()["paths"].items():
+            for parameter in methods.get("get", {}).get("parameters", []):
+                schema = parameter["schema"]
+                if parameter["in"] != "query" or schema["type"] != "string" or "enum" in schema:
+                    continue
+                url = path.replace("{client}", "Ann") + f"?{parameter['name']}="
+                if admin.get(url).status_code == 422:
+                    assert schema.get("minLength", 0) >= 1, (path, parameter)
+                    checked += 1
+    assert checked == 3  # after; since and till
+
+
 def test_a_writes_answers_declare_the_headers_a_retry_reads() -> None:
     """A replayed answer says so, and a 503 names the key that settles it: both are in the
     document, where a client's author looks for them."""

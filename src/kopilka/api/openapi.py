@@ -101,9 +101,19 @@ def _operation(
     return operation
 
 
+def _query_text(name: str) -> dict[str, Any]:
+    # Given at all, it is not empty: an empty one is refused, not taken as left out.
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "string", "minLength": 1},
+    }
+
+
 def _paths() -> dict[str, Any]:
     page = [
-        {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}},
+        _query_text("after"),
         {
             "name": "limit",
             "in": "query",
@@ -112,15 +122,14 @@ def _paths() -> dict[str, Any]:
         },
     ]
     period = [
-        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-        for name in ("since", "till")
-    ] + [
+        _query_text("since"),
+        _query_text("till"),
         {
             "name": "format",
             "in": "query",
             "required": False,
             "schema": {"type": "string", "enum": ["json", "csv"]},
-        }
+        },
     ]
     statement = _operation(
         "Bank statement for a period (streamed)",
