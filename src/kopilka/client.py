@@ -84,7 +84,7 @@ T = TypeVar("T")
 
 ATTEMPTS_MAX = 4
 # 503s that no retry mends: the ledger's data, not its availability, is at fault.
-_NOT_PASSING = frozenset({"statement_inconsistent"})
+_NOT_PASSING = frozenset({"statement_inconsistent", "database_damaged"})
 TIMEOUT_SECONDS = 30.0
 # A client's connections, shared by the threads that call it at once.
 CONNECTIONS_MAX = 8

@@ -408,10 +408,7 @@ def test_a_write_beside_a_server_whose_shared_index_was_deleted_is_not_lost(
     assert run_kopilka(home, "balance", "--client=Ann").stdout == "Balance of Ann: $1.00\n"
 
 
-def test_init_says_a_damaged_ledger_is_damaged_not_up_to_date(tmp_path: Path) -> None:
-    """A restore beside a stale -wal, say: its tables are there, and init had said "Schema
-    is up to date" of a file every write was refused on, as a failure to try again."""
-    home = tmp_path / "home"
+def _a_ledger_damaged_where_operations_are_added(home: Path) -> Path:
     for client in ("Ann", "Bob", "Cy"):
         made = run_kopilka(
             home, "deposit", f"--client={client}", "--amount=5", "--description=" + "x" * 500
@@ -423,11 +420,73 @@ def test_init_says_a_damaged_ledger_is_damaged_not_up_to_date(tmp_path: Path) ->
             "SELECT max(pageno) FROM dbstat WHERE name = 'operations'"
         ).fetchone()
     page = 4096
-    with database.open("r+b") as file:  # its cells overwritten
-        file.seek((number - 1) * page + 8)
-        file.write(b"\xff" * (page - 16))
+    with database.open("r+b") as file:  # overwritten whole: no page of any kind
+        file.seek((number - 1) * page)
+        file.write(b"\xff" * page)
+    return database
+
+
+def test_init_says_a_damaged_ledger_is_damaged_not_up_to_date(tmp_path: Path) -> None:
+    """A restore beside a stale -wal, say: its tables are there, and init had said "Schema
+    is up to date" of a file every write was refused on, as a failure to try again."""
+    home = tmp_path / "home"
+    database = _a_ledger_damaged_where_operations_are_added(home)
     result = run_kopilka(home, "init")
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith(f"Error: the database {database} is damaged (")
     assert result.stderr.endswith("): restore it from a backup (docs/operations.md, Backups)\n")
     assert result.stderr.count("\n") == 1
+
+
+async def test_a_restore_moved_in_under_a_running_store_is_served_whole_after_a_restart(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backup moved over the ledger while kopilka ran (its -wal left, against the
+    documented steps): the -wal the old file left at its path was read into the backup
+    at the restart, which served a damaged file. Set aside as the store closes, it is not."""
+    path = tmp_path / "kopilka.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.apply([Deposit("Ann", 100, "pay", "k1")])
+        backup = tmp_path / "backup.db"
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as copy:
+            source.backup(copy)
+        await store.apply([Deposit(f"Client {n}", 5, "x" * 400, f"k{n + 2}") for n in range(300)])
+        os.replace(backup, path)
+        with pytest.raises(Unavailable):
+            await store.apply([Deposit("Ann", 5, "pay", "late")])
+    finally:
+        await store.close()
+    set_aside = sorted(name.name for name in tmp_path.iterdir() if ".replaced-" in name.name)
+    assert [name.split(".replaced-")[0] for name in set_aside] == [
+        "kopilka.db-shm",
+        "kopilka.db-wal",
+    ]
+    assert "set aside" in caplog.text
+    restarted = SqliteStore(str(path))
+    await restarted.open()
+    try:
+        assert await restarted.damage() is None
+        assert [account.client for account in await restarted.list_accounts("main")] == ["Ann"]
+    finally:
+        await restarted.close()
+
+
+def test_a_write_into_a_damaged_ledger_says_restore_it_not_try_again(tmp_path: Path) -> None:
+    """SQLite's "database disk image is malformed" was a store_unavailable "try again",
+    over and over, as if it would pass: no retry mends a damaged file."""
+    home = tmp_path / "home"
+    _a_ledger_damaged_where_operations_are_added(home)
+    result = run_kopilka(home, "deposit", "--client=Dan", "--amount=5", "--description=x")
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert result.stderr == (
+        "Error: the database is damaged (database disk image is malformed); nothing was"
+        " applied: it must be restored from a backup\n"
+    )
+    with running_server(home) as server, server.client() as admin:
+        answer = admin.post(
+            "/v1/deposits", json={"client": "Dan", "amount": "5", "open_account": True}
+        )
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "database_damaged"

@@ -102,6 +102,10 @@ def _help(parsed: ParsedCommand, *, oneshot: bool) -> Reply:
 # refusal reads the same whether the bank is in this process or behind HTTP.
 
 
+# Failures that say nothing of the write was applied, and that no retry mends.
+_NOT_APPLIED = frozenset({"server_unreachable", "database_damaged"})
+
+
 @contextmanager
 def _retry_names_the_key(key: str) -> Iterator[None]:
     """A write the ledger could not answer may have applied or not: the same key settles
@@ -109,9 +113,10 @@ def _retry_names_the_key(key: str) -> Iterator[None]:
     try:
         yield
     except Unavailable as error:
-        if error.code == "server_unreachable" or error.before_the_write:
+        if error.code in _NOT_APPLIED or error.before_the_write:
             # The write was never sent (refused, the server not asked at all, or its
-            # ledger not learnt): a key to retry it "safely" with said it might have been.
+            # ledger not learnt), or was refused whole: a key to retry it "safely" with
+            # said it might have been.
             raise
         raise Unavailable(error.code, f"{error.message} ({_retry_safely_with(key)})") from None
     except (KeyboardInterrupt, SystemExit) as interruption:  # Ctrl-C, a signal's ending

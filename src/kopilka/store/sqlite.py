@@ -72,7 +72,7 @@ from kopilka.store.not_a_ledger import (
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_errors import is_busy
-from kopilka.store.sqlite_files import OpenedFiles
+from kopilka.store.sqlite_files import OpenedFiles, set_aside_the_journal_of_a_file_gone
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate, unknown_version
 from kopilka.store.sqlite_owners import refuse_files_of_others
@@ -423,10 +423,33 @@ class SqliteStore:
         self._writer = self._reader = self._statement_reader = None
         for thread in (self._writer_thread, self._reader_thread, self._statement_thread):
             thread.shutdown(wait=True)
+        if self._files is not None:
+            self._set_aside_a_stale_journal(self._files)
+            self._files = None
         for lock in (self._writer_lock, self._history_fence):
             if lock is not None:
                 lock.close()
         self._writer_lock = self._history_fence = None
+
+    def _set_aside_a_stale_journal(self, files: OpenedFiles) -> None:
+        try:
+            moved = set_aside_the_journal_of_a_file_gone(files)
+        except OSError as error:
+            logger.error(
+                "the database file %s was replaced while in use, and its old journal could"
+                " not be set aside (%s): remove %s-wal and %s-shm before kopilka opens it",
+                self.path,
+                error,
+                self.path,
+                self.path,
+            )
+            return
+        for old, new in moved:
+            logger.warning(
+                "%s belonged to the database file replaced while in use: set aside as %s",
+                old,
+                new,
+            )
 
     async def _write(self, work: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self._submit_write(work))
@@ -459,7 +482,7 @@ class SqliteStore:
             try:
                 (first,) = self._read_db.execute("PRAGMA quick_check(1)").fetchone()
             except sqlite3.DatabaseError as error:
-                if error.sqlite_errorcode not in _DAMAGED:
+                if not _is_damaged(error):
                     raise  # busy, out of memory, an I/O error: said as any read's failure
                 return str(error)
             if first == "ok":
@@ -713,6 +736,20 @@ class SqliteStore:
         write is told nothing of it was applied; a read, which applies nothing, is not."""
         reason = str(error)
         advice = [] if reading else ["nothing was applied"]
+        if _is_damaged(error):  # no retry mends it: a restore does
+            if reason != self._failing:
+                self._failing = reason
+                logger.warning(
+                    "the database %s is damaged (%s): stop kopilka and restore it from a"
+                    " backup (docs/operations.md, Backups)",
+                    self.path,
+                    reason,
+                )
+            ending = "".join(f"; {part}" for part in advice)
+            return Unavailable(
+                "database_damaged",
+                f"the database is damaged ({reason}){ending}: it must be restored from a backup",
+            )
         if _is_read_only(error):  # so until someone changes a file's mode: no "try again"
             reason = self._read_only_reason(error)
         else:
@@ -1376,6 +1413,12 @@ def _is_read_only(error: sqlite3.Error) -> bool:
     """SQLITE_READONLY (any extended code of it): a file this process may not write."""
     code = getattr(error, "sqlite_errorcode", None)
     return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
+
+
+def _is_damaged(error: sqlite3.Error) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB (any extended code): no retry mends the file."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _DAMAGED
 
 
 def _not_a_database(error: sqlite3.Error) -> bool:
