@@ -132,8 +132,17 @@ def test_an_option_without_its_value() -> None:
 def test_a_repeated_option_is_refused() -> None:
     assert refusal("balance --client=A --client=B") == "balance got --client twice"
     assert refusal("transfer -f A -t B 5 --amount=6") == "transfer got --amount twice"
+    # An option's name left out, not a second amount: the options missing are named.
     assert refusal("transfer Alice Bob 1") == (
-        "transfer takes one bare AMOUNT, and got 'Bob' as well (see transfer --help)"
+        "transfer takes one bare AMOUNT, and got 'Alice' and 'Bob': --from and --to are"
+        " missing, given as --from=NAME --to=NAME (see transfer --help)"
+    )
+    assert refusal("transfer -f Ann Bob 5") == (
+        "transfer takes one bare AMOUNT, and got 'Bob' and '5': --to is missing, given as"
+        " --to=NAME (see transfer --help)"
+    )
+    assert refusal("transfer -f Ann -t Bob 5 6") == (
+        "transfer takes one bare AMOUNT, and got '5' and '6' (see transfer --help)"
     )
 
 

@@ -128,11 +128,7 @@ def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
         if not _OPTION_WORD.fullmatch(word):
             name = _positional_name(spec, word)
             if name in values:
-                raise InvalidInput(
-                    "unexpected_argument",
-                    f"{spec.name} takes one bare {name.upper()}, and got {word!r} as well"
-                    f" (see {spec.name} --help)",
-                )
+                raise _a_second_bare_word(spec, values, name, word)
             _store(spec, values, name, word)
             continue
         spelling, has_value, value = word.partition("=")
@@ -161,6 +157,21 @@ def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
             index += 1
         _store(spec, values, option.name, value)
     return values
+
+
+def _a_second_bare_word(
+    spec: CommandSpec, values: dict[str, str], name: str, word: str
+) -> InvalidInput:
+    """`transfer -f Ann Bob 5`: an option's name left out, more likely than a second
+    amount; so the options still missing are named, as they are to be given."""
+    got = f"{spec.name} takes one bare {name.upper()}, and got {values[name]!r} and {word!r}"
+    missing = [o for o in spec.options if o.required and o.name not in values and o.name != name]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        spelt = " ".join(f"{o.spellings[0]}={o.metavar}" for o in missing)
+        listed = " and ".join(o.spellings[0] for o in missing)
+        got += f": {listed} {verb} missing, given as {spelt}"
+    return InvalidInput("unexpected_argument", f"{got} (see {spec.name} --help)")
 
 
 def _positional_name(spec: CommandSpec, word: str) -> str:
