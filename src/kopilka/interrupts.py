@@ -6,7 +6,8 @@ by a weakref's callback, the collector runs finalizers), Python prints the excep
 "ignored", traceback and all, and goes on: the interrupt is gone. `kopilka serve` stopped
 0.1 s into its start went on to serve for good. Loading is where such callbacks run most,
 and it takes a fraction of a second, so while loading an interrupt is only written down,
-and raised once the loading is over.
+and raised once the loading is over; a second one, for a loading that hangs (a file
+system that does not answer), is raised at once.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def kept_while_loading() -> Iterator[None]:
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         nonlocal came
+        if came:
+            raise KeyboardInterrupt  # pressed again: the loading is not ending by itself
         came = True  # raised here, it could land in a callback that prints it and drops it
 
     signal.signal(signal.SIGINT, interrupt)

@@ -415,6 +415,40 @@ def test_a_ctrl_c_python_swallows_while_loading_still_stops(
     assert (ended.returncode, ended.stdout, ended.stderr) == (130, "", ""), ended
 
 
+_HANGS_WHILE_LOADING = """
+import sys, time
+
+def _on_import(event, arguments):
+    if event == "import" and arguments[0] == "kopilka.cli":
+        sys.stderr.write("hung\\n")
+        sys.stderr.flush()
+        time.sleep(60)  # a file system that does not answer
+
+sys.addaudithook(_on_import)
+from kopilka.entry import main
+main()
+"""
+
+
+def test_a_second_ctrl_c_stops_a_loading_that_hangs(tmp_path: Path) -> None:
+    """The first is kept for when the loading is over, which here it never is."""
+    with subprocess.Popen(
+        [sys.executable, "-c", _HANGS_WHILE_LOADING, "--version"],
+        env=server_env(tmp_path / "home"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stderr is not None
+        assert process.stderr.readline() == "hung\n"
+        process.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=0.5)  # kept, not lost, and not acted on yet
+        process.send_signal(signal.SIGINT)
+        said, errors = process.communicate(timeout=15)
+    assert (process.returncode, said, errors) == (130, "", "")
+
+
 def test_a_ctrl_c_a_background_job_ignores_is_ignored_while_loading_too(tmp_path: Path) -> None:
     """`kopilka ... &` starts with SIGINT ignored, as Ctrl-C is for the job in front: the
     watch kept over loading took it up again, and such a command died of it."""
