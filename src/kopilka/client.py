@@ -396,6 +396,8 @@ class Client:
                     return response
                 failure = error_from(response.status_code, _json(response))
                 if failure.code in _NOT_PASSING:
+                    if uncertain is not None:  # an earlier attempt may have applied
+                        raise uncertain
                     return response
                 if failure.code == "outcome_unknown":
                     uncertain = failure if key_is_callers else without_key_advice(failure)

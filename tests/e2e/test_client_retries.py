@@ -157,6 +157,39 @@ def test_a_write_answered_5xx_is_not_said_to_be_refused(
             assert bank.account("Ann").balance_cents == 300  # each applied once
 
 
+_DAMAGED_BODY = (
+    b'{"error": {"code": "database_damaged", "message": "the database is damaged (database'
+    b' disk image is malformed); nothing was applied: it must be restored from a backup"}}'
+)
+DAMAGED = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n" + (
+    b"content-length: %d\r\n\r\n%s" % (len(_DAMAGED_BODY), _DAMAGED_BODY)
+)
+
+
+def test_a_write_whose_retry_finds_the_database_damaged_may_have_applied(tmp_path: Path) -> None:
+    """No retry mends a damaged database, so the client stops at it; but the attempt
+    before it, its answer lost, may have applied: the caller hears that, not the retry's
+    "nothing was applied"."""
+    posts: list[bytes] = []
+
+    def answer_for(request: bytes, answer: bytes) -> bytes | None:
+        if not request.startswith(b"POST "):
+            return answer
+        posts.append(request)
+        return None if len(posts) == 1 else DAMAGED  # the first applied, its answer lost
+
+    with (
+        running_server(tmp_path / "home") as server,
+        _relaying(server.url, answer_for) as url,
+        connect_bank(url, token=server.token, ledger="main") as bank,
+    ):
+        with pytest.raises(Unavailable) as caught:
+            bank.deposit("Ann", 100, "pay", "damaged-1")
+        assert caught.value.code == "outcome_unknown", caught.value.message
+        assert len(posts) == 2  # retried once, and no more after the damage was said
+        assert bank.account("Ann").balance_cents == 100
+
+
 def test_a_limits_change_resent_after_a_lost_answer_does_not_undo_a_later_one(
     tmp_path: Path,
 ) -> None:
