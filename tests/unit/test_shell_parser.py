@@ -144,6 +144,14 @@ def test_a_repeated_option_is_refused() -> None:
     assert refusal("transfer -f Ann -t Bob 5 6") == (
         "transfer takes one bare AMOUNT, and got '5' and '6' (see transfer --help)"
     )
+    # Options given after the bare words count; an amount given as an option is no bare one.
+    assert refusal("transfer Bob 5 -f Ann -t Cy") == (
+        "transfer takes one bare AMOUNT, and got 'Bob' and '5' (see transfer --help)"
+    )
+    assert refusal("transfer --amount=5 Ann Bob") == (
+        "transfer takes one bare AMOUNT, and got 'Ann' and 'Bob': --from and --to are"
+        " missing, given as --from=NAME --to=NAME (see transfer --help)"
+    )
 
 
 def test_a_bare_word_where_none_is_taken() -> None:

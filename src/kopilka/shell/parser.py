@@ -121,15 +121,14 @@ def closest(word: str, known: list[str]) -> str | None:
 
 def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
     values: dict[str, str] = {}
+    bare: list[str] = []  # taken once the options are read, to tell what a second one is
     index = 0
     while index < len(words):
         word = words[index]
         index += 1
         if not _OPTION_WORD.fullmatch(word):
-            name = _positional_name(spec, word)
-            if name in values:
-                raise _a_second_bare_word(spec, values, name, word)
-            _store(spec, values, name, word)
+            _positional_name(spec, word)
+            bare.append(word)
             continue
         spelling, has_value, value = word.partition("=")
         option = spec.option(spelling)
@@ -156,15 +155,21 @@ def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
             value = words[index]
             index += 1
         _store(spec, values, option.name, value)
+    if bare:
+        name = _positional_name(spec, bare[0])
+        if len(bare) > 1:
+            raise _a_second_bare_word(spec, values, name, bare)
+        _store(spec, values, name, bare[0])
     return values
 
 
 def _a_second_bare_word(
-    spec: CommandSpec, values: dict[str, str], name: str, word: str
+    spec: CommandSpec, values: dict[str, str], name: str, bare: list[str]
 ) -> InvalidInput:
     """`transfer -f Ann Bob 5`: an option's name left out, more likely than a second
-    amount; so the options still missing are named, as they are to be given."""
-    got = f"{spec.name} takes one bare {name.upper()}, and got {values[name]!r} and {word!r}"
+    amount; so the options still missing on the whole line are named, as they are to
+    be given."""
+    got = f"{spec.name} takes one bare {name.upper()}, and got {bare[0]!r} and {bare[1]!r}"
     missing = [o for o in spec.options if o.required and o.name not in values and o.name != name]
     if missing:
         verb = "is" if len(missing) == 1 else "are"
