@@ -12,11 +12,12 @@ import logging
 import os
 import sqlite3
 import stat
+import subprocess
 from contextlib import closing
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import run_kopilka
+from tests.e2e.conftest import RUN_TIMEOUT_SECONDS, kopilka_command, kopilka_env, run_kopilka
 from tests.file_modes import (
     a_directory_anyone_may_enter,
     a_user_with_a_group_of_their_own,
@@ -438,14 +439,20 @@ def test_init_says_a_damaged_ledger_is_damaged_not_up_to_date(tmp_path: Path) ->
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("through_a_link", [False, True])
 async def test_a_restore_moved_in_under_a_running_store_is_served_whole_after_a_restart(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, through_a_link: bool
 ) -> None:
     """A backup moved over the ledger while kopilka ran (its -wal left, against the
     documented steps): the -wal the old file left at its path was read into the backup
-    at the restart, which served a damaged file. Set aside as the store closes, it is not."""
+    at the restart, which served a damaged file. Set aside as the store closes, it is not.
+    (Through a link, the journal is beside the file the link leads to.)"""
     path = tmp_path / "kopilka.db"
-    store = SqliteStore(str(path))
+    if through_a_link:
+        (tmp_path / "data").mkdir()
+        path.symlink_to(tmp_path / "data" / "kopilka.db")
+        path = tmp_path / "data" / "kopilka.db"  # where the backup goes, and the journal
+    store = SqliteStore(str(tmp_path / "kopilka.db"))
     await store.open()
     try:
         await store.apply([Deposit("Ann", 100, "pay", "k1")])
@@ -458,13 +465,13 @@ async def test_a_restore_moved_in_under_a_running_store_is_served_whole_after_a_
             await store.apply([Deposit("Ann", 5, "pay", "late")])
     finally:
         await store.close()
-    set_aside = sorted(name.name for name in tmp_path.iterdir() if ".replaced-" in name.name)
+    set_aside = sorted(name.name for name in path.parent.iterdir() if ".replaced-" in name.name)
     assert [name.split(".replaced-")[0] for name in set_aside] == [
         "kopilka.db-shm",
         "kopilka.db-wal",
     ]
     assert "set aside" in caplog.text
-    restarted = SqliteStore(str(path))
+    restarted = SqliteStore(str(tmp_path / "kopilka.db"))
     await restarted.open()
     try:
         assert await restarted.damage() is None
@@ -490,3 +497,50 @@ def test_a_write_into_a_damaged_ledger_says_restore_it_not_try_again(tmp_path: P
         )
         assert answer.status_code == 503
         assert answer.json()["error"]["code"] == "database_damaged"
+
+
+async def test_a_journal_another_process_opened_since_a_restore_is_left_to_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shell opened on the restored file before the store that had the old one open
+    closed: the shell commits into the -wal at the path, and that store, closing, took
+    it from under the shell (whose later deposits were refused, or lost)."""
+    home = tmp_path / "home"
+    assert (
+        run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x").returncode
+        == 0
+    )
+    path = home / "kopilka.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        backup = tmp_path / "backup.db"
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as copy:
+            source.backup(copy)
+        await store.apply([Deposit("Zed", 100, "after the backup", "k1")])
+        with closing(sqlite3.connect(path)) as raw:  # all of the -wal in the old file
+            raw.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        os.replace(backup, path)
+        shell = subprocess.Popen(
+            kopilka_command(),
+            env=kopilka_env(home),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert shell.stdin is not None and shell.stdout is not None
+        shell.stdin.write("deposit --client=Bob --amount=5 --description=x\n")
+        shell.stdin.flush()
+        assert shell.stdout.readline() == "Deposit operation was successful!\n"
+    finally:
+        await store.close()
+    assert not [name for name in home.iterdir() if ".replaced-" in name.name]
+    assert "left in place (another process has it open)" in caplog.text
+    said, errors = shell.communicate(
+        "deposit --client=Cy --amount=5 --description=x\nexit\n", timeout=RUN_TIMEOUT_SECONDS
+    )
+    assert (shell.returncode, said, errors) == (0, "Deposit operation was successful!\n", "")
+    listed = run_kopilka(home, "get")
+    names = [row.split("|")[1].strip() for row in listed.stdout.splitlines()[2:]]
+    assert names == ["Ann", "Bob", "Cy"], listed.stdout

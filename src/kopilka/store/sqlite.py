@@ -72,11 +72,12 @@ from kopilka.store.not_a_ledger import (
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_errors import is_busy
-from kopilka.store.sqlite_files import OpenedFiles, set_aside_the_journal_of_a_file_gone
+from kopilka.store.sqlite_files import OpenedFiles
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate, unknown_version
 from kopilka.store.sqlite_owners import refuse_files_of_others
 from kopilka.store.sqlite_schema import SCHEMA_VERSION, tables_at
+from kopilka.store.sqlite_stale_journal import opened, set_aside_if_stale
 from kopilka.tokens import TokenRecord
 
 logger = logging.getLogger(__name__)
@@ -317,6 +318,7 @@ class SqliteStore:
         self._history_fence = WriterLock(self.path)
         if self.path != ":memory:":
             self._files = OpenedFiles(self.path)
+            opened(self._files)
             self._checkpointer = Checkpointer(lambda: connect(self.path))
             _make_private(self.path)
 
@@ -432,23 +434,22 @@ class SqliteStore:
         self._writer_lock = self._history_fence = None
 
     def _set_aside_a_stale_journal(self, files: OpenedFiles) -> None:
-        try:
-            moved = set_aside_the_journal_of_a_file_gone(files)
-        except OSError as error:
-            logger.error(
-                "the database file %s was replaced while in use, and its old journal could"
-                " not be set aside (%s): remove %s-wal and %s-shm before kopilka opens it",
-                self.path,
-                error,
-                self.path,
-                self.path,
-            )
-            return
-        for old, new in moved:
+        done = set_aside_if_stale(files)
+        for old, new in done.moved:
             logger.warning(
                 "%s belonged to the database file replaced while in use: set aside as %s",
                 old,
                 new,
+            )
+        if done.left is not None:
+            logger.error(
+                "the database file %s was replaced while in use, and its old journal is"
+                " left in place (%s): once no program has it open, move %s-wal and"
+                " %s-shm away before kopilka opens the file",
+                self.path,
+                done.left,
+                files.real_path,
+                files.real_path,
             )
 
     async def _write(self, work: Callable[[], T]) -> T:

@@ -13,7 +13,6 @@ batch) and refuses the batch, nothing applied, once one does not.
 from __future__ import annotations
 
 import os
-import time
 
 # (device, inode): a file, whatever its name.
 Identity = tuple[int, int]
@@ -21,15 +20,18 @@ Identity = tuple[int, int]
 
 class OpenedFiles:
     def __init__(self, database_path: str) -> None:
-        self.paths = (database_path, database_path + "-wal", database_path + "-shm")
+        # SQLite keeps the journal beside the file a link leads to, not beside the link.
+        self.real_path = os.path.realpath(database_path)
+        journal = (self.real_path + "-wal", self.real_path + "-shm")
+        self.paths = (database_path, *journal)
         # None: not there yet (SQLite makes the journal with the first write).
-        self.identities = [_identity(path) for path in self.paths]
+        self.identities = [identity(path) for path in self.paths]
 
     def gone(self) -> str | None:
         """The path that no longer names the file opened (removed, or another file put
         in its place), or None while they all do."""
         for index, path in enumerate(self.paths):
-            now = _identity(path)
+            now = identity(path)
             opened = self.identities[index]
             if opened is None:
                 self.identities[index] = now  # made since: this is the one
@@ -38,27 +40,9 @@ class OpenedFiles:
         return None
 
 
-def _identity(path: str) -> Identity | None:
+def identity(path: str) -> Identity | None:
     try:
         status = os.stat(path)
     except FileNotFoundError:
         return None
     return status.st_dev, status.st_ino
-
-
-def set_aside_the_journal_of_a_file_gone(opened: OpenedFiles) -> list[tuple[str, str]]:
-    """Once every connection is closed: rename the -wal and -shm the store opened if the
-    database's path no longer names the file they belong to (a backup moved over it while
-    kopilka ran). SQLite keeps them, the file having moved, and the file now at the path
-    would read them as its own journal at its next open: another database's pages, put
-    over its own. Kept under another name, never deleted. The (old, new) names."""
-    database, *journal = opened.paths
-    if _identity(database) == opened.identities[0]:
-        return []
-    stamp = f"replaced-{int(time.time())}-{os.getpid()}"
-    moved = []
-    for index, path in enumerate(journal, start=1):
-        if opened.identities[index] is not None and _identity(path) == opened.identities[index]:
-            os.replace(path, f"{path}.{stamp}")
-            moved.append((path, f"{path}.{stamp}"))
-    return moved
