@@ -146,6 +146,7 @@ async def _run_local(store: Store, arguments: argparse.Namespace) -> int:
     await store.open()
     try:
         if arguments.command == "create":
+            arguments.asked = True
             record, secret = await make_token(
                 store, arguments.role, arguments.client, arguments.ledger
             )
@@ -154,6 +155,7 @@ async def _run_local(store: Store, arguments: argparse.Namespace) -> int:
         if arguments.command == "revoke":
             if not is_token_id(arguments.token_id):  # none other was made (nor can be read)
                 return _not_revoked(arguments.token_id, known=False)
+            arguments.asked = True
             if await store.revoke_token(arguments.token_id):
                 answer(f"token {arguments.token_id} revoked")
                 return 0
@@ -170,6 +172,7 @@ def _run_remote(url: str, token: str | None, arguments: argparse.Namespace) -> i
 
     with connect_bank(url, token=token) as server:
         if arguments.command == "create":
+            arguments.asked = True
             info, secret = server.create_token(arguments.role, arguments.client, arguments.ledger)
             _show_created(info, secret)
             return 0
@@ -179,6 +182,7 @@ def _run_remote(url: str, token: str | None, arguments: argparse.Namespace) -> i
             found = [info for info in server.list_tokens() if info.id == arguments.token_id]
             if not found or found[0].revoked:
                 return _not_revoked(arguments.token_id, bool(found))
+            arguments.asked = True
             server.revoke_token(arguments.token_id)
             answer(f"token {arguments.token_id} revoked")
             return 0
@@ -186,10 +190,13 @@ def _run_remote(url: str, token: str | None, arguments: argparse.Namespace) -> i
         return 0
 
 
-_INTERRUPTED = (
-    "interrupted; it may still have been done: look with `kopilka token list` before"
-    " running it again (and revoke a token made whose secret never came)"
-)
+# Interrupted once the change was asked for: it may have been made, its answer lost.
+_INTERRUPTED = {
+    "create": "interrupted; it may still have been done: look with `kopilka token list`"
+    " before running it again (and revoke a token made whose secret never came)",
+    "revoke": "interrupted; the token may have been revoked already: `kopilka token list`"
+    " tells, and revoking it again changes nothing",
+}
 
 
 def token_main(argv: list[str]) -> int:
@@ -208,6 +215,7 @@ def _token_main(argv: list[str]) -> int:
             parser.error("kopilka token got --ledger twice")
         arguments.ledger = ledger
     db = getattr(arguments, "db", None)
+    arguments.asked = False  # whether the token's creation or revocation was asked for
     try:
         settings = load_settings({"db": db}, config_path=getattr(arguments, "config", None))
         # A --url given here wins; else the settings' (None when a database was given
@@ -237,6 +245,8 @@ def _token_main(argv: list[str]) -> int:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return exit_status(error)
     except (KeyboardInterrupt, SessionEnded):
-        if arguments.command != "list":  # a token made, or revoked, may be so already
-            print(f"Error: {_INTERRUPTED}", file=sys.stderr)
+        if arguments.asked:  # a token made, or revoked, may be so already
+            print(f"Error: {_INTERRUPTED[arguments.command]}", file=sys.stderr)
+        elif arguments.command != "list":  # still looking, say at the tokens there are
+            print("Error: interrupted; nothing was done", file=sys.stderr)
         raise

@@ -493,6 +493,8 @@ def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
             (("balance", "--client=Ann", "--ledger=main"), ""),  # a read applies nothing
             (("token", "create", "--role", "teller"), token_made),
             (("token", "list"), ""),
+            # Still looking whether the token is there: no revocation was asked for.
+            (("token", "revoke", "abcdef"), "Error: interrupted; nothing was done\n"),
         ):
             before = len(server.taken)
             process = subprocess.Popen(
@@ -512,6 +514,8 @@ def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
             out, err = process.communicate(timeout=30)
             assert (process.returncode, out) == (128 + signum, ""), err
             assert err.startswith(told) if told else err == "", err
+            if told.endswith("\n"):
+                assert err == told
 
 
 def test_a_short_loopback_address_takes_the_homes_admin_token(tmp_path: Path) -> None:
