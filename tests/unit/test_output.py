@@ -45,3 +45,38 @@ def test_a_table_too_long_to_draw_soon_takes_the_plain_form() -> None:
     assert "\u256d" in shown(RICH_TABLE_ROWS_MAX)  # rich's rounded corner
     long = shown(RICH_TABLE_ROWS_MAX + 1)
     assert "\u256d" not in long and long.count("\n") > RICH_TABLE_ROWS_MAX
+
+
+class _TerminalInterrupted(_Terminal):
+    """Ctrl-C after `written` characters of an answer reached the terminal."""
+
+    def __init__(self, written: int) -> None:
+        super().__init__()
+        self.written = written
+
+    def write(self, text: str) -> int:
+        if self.written is not None and len(self.getvalue()) + len(text) > self.written:
+            super().write(text[: self.written - len(self.getvalue())])
+            self.written = None  # once
+            raise KeyboardInterrupt
+        return super().write(text)
+
+
+def test_an_answer_cut_short_ends_its_line_and_says_it_is_not_whole() -> None:
+    """The prompt came up in the middle of a statement's row, and the rows above read
+    as all there were."""
+    terminal = _TerminalInterrupted(written=30)
+    errors = io.StringIO()
+    output = Output(terminal, errors, terminal=True)
+    table = Table(("Client", "Balance"), [(f"c{i}", "$1.00") for i in range(5000)], frozenset({1}))
+    try:
+        output.show(table)
+    except KeyboardInterrupt:
+        assert output.cut_short
+        output.said_cut_short()
+    else:
+        raise AssertionError("the answer was not interrupted")
+    assert len(terminal.getvalue()) == 31 and terminal.getvalue().endswith("\n")
+    assert errors.getvalue() == "Error: interrupted; the answer above is not whole\n"
+    output.show(Message("Balance of c1: $1.00"))
+    assert not output.cut_short  # a whole answer

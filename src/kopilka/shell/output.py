@@ -84,6 +84,8 @@ class Output:
             self._console = Console(file=stream, highlight=False, emoji=False)
             if errors.isatty():
                 self._error_console = Console(file=errors, highlight=False, emoji=False)
+        # An answer begun and not written whole (Ctrl-C while a long one is drawn).
+        self.cut_short = False
 
     @classmethod
     def for_streams(cls, stream: TextIO, errors: TextIO | None = None) -> Output:
@@ -91,6 +93,19 @@ class Output:
         return cls(stream, errors or stream, terminal=stream.isatty())
 
     def show(self, reply: Reply) -> None:
+        self.cut_short = True
+        self._show(reply)
+        self.cut_short = False
+
+    def said_cut_short(self) -> None:
+        """The answer cut short ends its line, and says it is not whole: the prompt had
+        come up in the middle of a statement's row, the rows above read as all there were."""
+        self.cut_short = False
+        with contextlib.suppress(OSError):
+            self._write(self._stream, "")
+        self.error("interrupted; the answer above is not whole")
+
+    def _show(self, reply: Reply) -> None:
         if isinstance(reply, Exit):
             return
         console = self._console

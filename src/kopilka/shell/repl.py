@@ -247,6 +247,8 @@ def run_terminal(
                 # A write may already be on its way: say so rather than guess.
                 if _may_write(typed):
                     output.error(interrupted_write(interruption))
+                elif output.cut_short:
+                    output.said_cut_short()
                 break  # and the lines pasted after it are not run
             except SessionEnded as ending_signal:
                 if _may_write(typed):
