@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from tests.e2e.test_shell_embedded import Terminal, terminal_session
+from tests.kopilka_server import running_server
 
 
 def test_tab_completes_a_name_written_with_an_escaped_space(kopilka_home: Path) -> None:
@@ -79,3 +80,20 @@ def test_tab_writes_a_name_starting_with_a_dash_as_the_parser_reads_it(
         terminal.expect(typed)
         terminal.send("\t" + rest + "\r")
         terminal.expect(answer)
+
+
+def test_tab_completes_a_client_tokens_own_name(tmp_path: Path) -> None:
+    """A client token may list no accounts, so Tab completed no name at all, not even
+    the one account the token is for."""
+    with running_server(tmp_path / "server") as server:
+        with server.client() as admin:
+            deposit = {"client": "Alice Smith", "amount": "5", "open_account": True}
+            assert admin.post("/v1/deposits", json=deposit).status_code == 201
+            made = admin.post("/v1/tokens", json={"role": "client", "client": "Alice Smith"})
+            assert made.status_code == 201, made.text
+        client_token = made.json()["secret"]
+        home = tmp_path / "home"
+        home.mkdir()
+        with terminal_session(home, "shell", "--url", server.url, "--token", client_token) as t:
+            t.send("balance --client=Al\t\r")
+            t.expect("Balance of Alice Smith: $5.00")

@@ -16,7 +16,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from kopilka.bank import Bank
-from kopilka.errors import KopilkaError
+from kopilka.errors import Forbidden, KopilkaError
 from kopilka.settings import hide_secrets
 from kopilka.shell.commands import READS_ONLY, execute, interrupted_write
 from kopilka.shell.output import Exit, Output
@@ -152,6 +152,19 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
     return 0
 
 
+def _client_names(bank: Bank, wait_seconds: float) -> list[str]:
+    """The names Tab offers: every client's, or a client token's own, as that token may
+    list no accounts."""
+    try:
+        return [account.client for account in bank.accounts(wait_seconds=wait_seconds)]
+    except Forbidden:
+        whoami = getattr(bank, "whoami", None)  # over HTTP: the server knows the token
+        if whoami is None:
+            raise
+        client = whoami().get("client")
+        return [client] if isinstance(client, str) else []
+
+
 def _is_terminal(lines: Iterable[str]) -> bool:
     isatty = getattr(lines, "isatty", None)
     return callable(isatty) and bool(isatty())
@@ -211,9 +224,7 @@ def run_terminal(
     )
     from kopilka.shell.history import history_at
 
-    clients = KnownClients(
-        lambda: [account.client for account in bank.accounts(wait_seconds=NAMES_WAIT_SECONDS)]
-    )
+    clients = KnownClients(lambda: _client_names(bank, NAMES_WAIT_SECONDS))
     completer = ShellCompleter(clients)
     session: PromptSession[str] = PromptSession(
         history=history_at(history_path),
