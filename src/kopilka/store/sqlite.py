@@ -77,7 +77,6 @@ from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate, unknown_version
 from kopilka.store.sqlite_owners import refuse_files_of_others
 from kopilka.store.sqlite_schema import SCHEMA_VERSION, tables_at
-from kopilka.store.sqlite_stale_journal import opened, set_aside_if_stale
 from kopilka.tokens import TokenRecord
 
 logger = logging.getLogger(__name__)
@@ -318,7 +317,6 @@ class SqliteStore:
         self._history_fence = WriterLock(self.path)
         if self.path != ":memory:":
             self._files = OpenedFiles(self.path)
-            opened(self._files)
             self._checkpointer = Checkpointer(lambda: connect(self.path))
             _make_private(self.path)
 
@@ -425,32 +423,10 @@ class SqliteStore:
         self._writer = self._reader = self._statement_reader = None
         for thread in (self._writer_thread, self._reader_thread, self._statement_thread):
             thread.shutdown(wait=True)
-        if self._files is not None:
-            self._set_aside_a_stale_journal(self._files)
-            self._files = None
         for lock in (self._writer_lock, self._history_fence):
             if lock is not None:
                 lock.close()
         self._writer_lock = self._history_fence = None
-
-    def _set_aside_a_stale_journal(self, files: OpenedFiles) -> None:
-        done = set_aside_if_stale(files)
-        for old, new in done.moved:
-            logger.warning(
-                "%s belonged to the database file replaced while in use: set aside as %s",
-                old,
-                new,
-            )
-        if done.left is not None:
-            logger.error(
-                "the database file %s was replaced while in use, and its old journal is"
-                " left in place (%s): once no program has it open, move %s-wal and"
-                " %s-shm away before kopilka opens the file",
-                self.path,
-                done.left,
-                files.real_path,
-                files.real_path,
-            )
 
     async def _write(self, work: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self._submit_write(work))
@@ -774,11 +750,18 @@ class SqliteStore:
         reason = f"{path} was removed or replaced while in use"
         if reason != self._failing:
             self._failing = reason
-            logger.error(
-                "the database file %s; every write is refused: restart kopilka on the"
-                " database meant",
-                reason,
-            )
+            advice = "stop kopilka and start it again on the database meant"
+            if self._files is not None and path == self._files.paths[0]:
+                # SQLite leaves the journal of a file that moved; the file now at the path
+                # would read it as its own at its next open, another database's pages.
+                # Not moved here: a program that opened the new file may write into it.
+                journal = self._files.real_path
+                advice = (
+                    f"stop kopilka, move {journal}-wal and {journal}-shm away once no"
+                    " program has them open (they belong to the file replaced), and start"
+                    " it again on the database meant"
+                )
+            logger.error("the database file %s; every write is refused: %s", reason, advice)
         return Unavailable(
             "store_unavailable",
             "the database's file was removed or replaced while in use; nothing was applied",

@@ -25,13 +25,13 @@ class OpenedFiles:
         journal = (self.real_path + "-wal", self.real_path + "-shm")
         self.paths = (database_path, *journal)
         # None: not there yet (SQLite makes the journal with the first write).
-        self.identities = [identity(path) for path in self.paths]
+        self.identities = [_identity(path) for path in self.paths]
 
     def gone(self) -> str | None:
         """The path that no longer names the file opened (removed, or another file put
         in its place), or None while they all do."""
         for index, path in enumerate(self.paths):
-            now = identity(path)
+            now = _identity(path)
             opened = self.identities[index]
             if opened is None:
                 self.identities[index] = now  # made since: this is the one
@@ -40,7 +40,7 @@ class OpenedFiles:
         return None
 
 
-def identity(path: str) -> Identity | None:
+def _identity(path: str) -> Identity | None:
     try:
         status = os.stat(path)
     except FileNotFoundError:
