@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 
-from kopilka.shell.output import RICH_TABLE_ROWS_MAX, Message, Output
+import pytest
+
+from kopilka.shell.output import RICH_TABLE_ROWS_MAX, AnswerNotWritten, Message, Output
 from kopilka.shell.render import Table
 
 
@@ -62,13 +65,14 @@ class _TerminalInterrupted(_Terminal):
         return super().write(text)
 
 
-def test_an_answer_cut_short_ends_its_line_and_says_it_is_not_whole() -> None:
+@pytest.mark.parametrize("rows", [50, RICH_TABLE_ROWS_MAX + 1], ids=["rich", "plain"])
+def test_an_answer_cut_short_ends_its_line_and_says_so(rows: int) -> None:
     """The prompt came up in the middle of a statement's row, and the rows above read
-    as all there were."""
-    terminal = _TerminalInterrupted(written=30)
+    as all there were. Then rich wrote the rest of the table ahead of the next answer."""
+    terminal = _TerminalInterrupted(written=200)
     errors = io.StringIO()
     output = Output(terminal, errors, terminal=True)
-    table = Table(("Client", "Balance"), [(f"c{i}", "$1.00") for i in range(5000)], frozenset({1}))
+    table = Table(("Client", "Balance"), [(f"c{i}", "$1.00") for i in range(rows)], frozenset({1}))
     try:
         output.show(table)
     except KeyboardInterrupt:
@@ -76,7 +80,23 @@ def test_an_answer_cut_short_ends_its_line_and_says_it_is_not_whole() -> None:
         output.said_cut_short()
     else:
         raise AssertionError("the answer was not interrupted")
-    assert len(terminal.getvalue()) == 31 and terminal.getvalue().endswith("\n")
-    assert errors.getvalue() == "Error: interrupted; the answer above is not whole\n"
+    assert len(terminal.getvalue()) == 201 and terminal.getvalue().endswith("\n")
+    assert errors.getvalue() == "Error: interrupted; the answer was cut short\n"
     output.show(Message("Balance of c1: $1.00"))
     assert not output.cut_short  # a whole answer
+    after = terminal.getvalue()[201:]  # the answer alone, in its colour: no rows before it
+    assert "Balance of c1: $1.00" in after and "$1.00" not in after.split("Balance")[0]
+
+
+def test_an_answer_that_failed_whole_is_not_said_cut_short() -> None:
+    """It said so itself (the reader left, the disk is full); a later Ctrl-C of a read
+    would have said an answer was cut short."""
+
+    class _Full(_Terminal):
+        def write(self, text: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    output = Output(_Full(), io.StringIO(), terminal=True)
+    with pytest.raises(AnswerNotWritten):
+        output.show(Message("Balance of c1: $1.00"))
+    assert not output.cut_short

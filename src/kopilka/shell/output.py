@@ -76,16 +76,19 @@ class Output:
         self._console: Console | None = None
         self._error_console: Console | None = None
         if terminal:
-            # rich is loaded only for a terminal: piped and scripted runs start faster.
-            from rich.console import Console
-
-            # No emoji codes: a client named ":moneybag:" is shown as named. An error goes
-            # to a terminal in colour, elsewhere (2>file) as the plain line it is.
-            self._console = Console(file=stream, highlight=False, emoji=False)
-            if errors.isatty():
-                self._error_console = Console(file=errors, highlight=False, emoji=False)
+            self._make_consoles()
         # An answer begun and not written whole (Ctrl-C while a long one is drawn).
         self.cut_short = False
+
+    def _make_consoles(self) -> None:
+        # rich is loaded only for a terminal: piped and scripted runs start faster.
+        from rich.console import Console
+
+        # No emoji codes: a client named ":moneybag:" is shown as named. An error goes to
+        # a terminal in colour, elsewhere (2>file) as the plain line it is.
+        self._console = Console(file=self._stream, highlight=False, emoji=False)
+        if self._errors.isatty():
+            self._error_console = Console(file=self._errors, highlight=False, emoji=False)
 
     @classmethod
     def for_streams(cls, stream: TextIO, errors: TextIO | None = None) -> Output:
@@ -94,16 +97,26 @@ class Output:
 
     def show(self, reply: Reply) -> None:
         self.cut_short = True
-        self._show(reply)
+        try:
+            self._show(reply)
+        except KeyboardInterrupt:
+            raise  # cut short: said_cut_short tells
+        except BaseException:
+            self.cut_short = False  # failed whole, and said so
+            raise
         self.cut_short = False
 
     def said_cut_short(self) -> None:
-        """The answer cut short ends its line, and says it is not whole: the prompt had
-        come up in the middle of a statement's row, the rows above read as all there were."""
+        """The answer cut short ends its line, and says so: the prompt had come up in the
+        middle of a statement's row, the rows above read as all there were."""
         self.cut_short = False
+        if self._console is not None:
+            # rich keeps what it had yet to write when the write failed, and wrote it all
+            # again ahead of the next answer: a new console holds nothing.
+            self._make_consoles()
         with contextlib.suppress(OSError):
             self._write(self._stream, "")
-        self.error("interrupted; the answer above is not whole")
+        self.error("interrupted; the answer was cut short")
 
     def _show(self, reply: Reply) -> None:
         if isinstance(reply, Exit):
