@@ -131,7 +131,11 @@ def test_an_option_without_its_value() -> None:
 
 def test_a_repeated_option_is_refused() -> None:
     assert refusal("balance --client=A --client=B") == "balance got --client twice"
-    assert refusal("transfer -f A -t B 5 --amount=6") == "transfer got --amount twice"
+    assert refusal("transfer -f A -t B --amount=5 --amount=6") == "transfer got --amount twice"
+    # Once as an option and once bare: --amount was not typed twice.
+    assert refusal("transfer -f A -t B 5 --amount=6") == (
+        "transfer got AMOUNT twice: as --amount=6 and as '5'"
+    )
     # An option's name left out, not a second amount: the options missing are named.
     assert refusal("transfer Alice Bob 1") == (
         "transfer takes one bare AMOUNT, and got 'Alice' and 'Bob': --from and --to are"

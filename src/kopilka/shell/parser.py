@@ -159,6 +159,12 @@ def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
         name = _positional_name(spec, bare[0])
         if len(bare) > 1:
             raise _a_second_bare_word(spec, values, name, bare)
+        if name in values:  # typed once as an option, once bare: not "--amount twice"
+            raise InvalidInput(
+                "repeated_option",
+                f"{spec.name} got {name.upper()} twice: as --{name}={values[name]} and as"
+                f" {bare[0]!r}",
+            )
         _store(spec, values, name, bare[0])
     return values
 
