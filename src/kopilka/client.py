@@ -727,8 +727,11 @@ class Client:
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/v1/health", _json_object)
 
-    def whoami(self) -> dict[str, Any]:
-        """The caller as the server knows its token; Unauthorized for a bad one."""
+    def whoami(self, wait_seconds: float | None = None) -> dict[str, Any]:
+        """The caller as the server knows its token; Unauthorized for a bad one.
+        `wait_seconds`: at most so long for the answer (the client's timeout otherwise)."""
+        if wait_seconds is not None:
+            wait_seconds = positive_seconds(wait_seconds, "wait_seconds")
 
         def read(answer: Any) -> dict[str, Any]:
             caller = _json_object(answer)
@@ -736,7 +739,7 @@ class Client:
                 self._ledger = _ledger_of(caller)
             return caller
 
-        return self._call("GET", "/v1/whoami", read)
+        return self._call("GET", "/v1/whoami", read, wait_seconds=wait_seconds)
 
     # -- tokens (an admin token only) -----------------------------------------
 

@@ -116,6 +116,21 @@ def test_connect_bank_takes_the_timeout_its_client_waits() -> None:
         assert error.code == "server_unreachable", error.message
 
 
+def test_who_am_i_waits_no_longer_than_asked() -> None:
+    """Tab in a shell of a client token asks the server whose token it is: on a slow
+    server the prompt froze for the client's whole timeout, Ctrl-C being a key there."""
+
+    def silent(connection: socket.socket) -> None:
+        connection.recv(65536)
+        time.sleep(10)
+
+    with serving(silent) as url, Client(url, "kop_x_y", ledger="main") as client:
+        started = time.monotonic()
+        with pytest.raises(KopilkaError):
+            client.whoami(wait_seconds=TIMEOUT_SECONDS)
+        assert time.monotonic() - started < WAIT_SECONDS_MAX
+
+
 @pytest.mark.parametrize(
     "seconds",
     [10**400, 10**5000, 1e300, float("nan"), 0],

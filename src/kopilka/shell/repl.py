@@ -161,7 +161,7 @@ def _client_names(bank: Bank, wait_seconds: float) -> list[str]:
         whoami = getattr(bank, "whoami", None)  # over HTTP: the server knows the token
         if whoami is None:
             raise
-        client = whoami().get("client")
+        client = whoami(wait_seconds=wait_seconds).get("client")  # Tab waits no longer
         return [client] if isinstance(client, str) else []
 
 
