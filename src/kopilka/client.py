@@ -761,6 +761,8 @@ class Client:
 
     def revoke_token(self, token_id: str) -> None:
         """Revoke it (again, if it was already); NotFound when there is no such token."""
+        if not isinstance(token_id, str):  # None, a number: it was an AttributeError
+            raise NotFound("token_not_found", f"no token has the id {token_id!r}: an id is text")
         self._call("DELETE", "/v1/tokens/" + _segment(token_id))
 
     def drop_sandbox(self) -> None:

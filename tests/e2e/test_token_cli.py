@@ -14,7 +14,7 @@ from tests.kopilka_server import ServerProcess, free_port, running_server
 
 from kopilka.client import connect_bank
 from kopilka.domain.model import Deposit, Operation
-from kopilka.errors import Forbidden, InvalidInput
+from kopilka.errors import Forbidden, InvalidInput, NotFound
 
 # One line of `kopilka token list`, from a server or from the local store alike.
 LIST_LINE = re.compile(
@@ -380,6 +380,11 @@ def test_a_token_id_that_no_token_has_is_refused_before_any_store_reads_it(
     with connect_bank(server.url, token=server.token) as bank, pytest.raises(InvalidInput) as bad:
         bank.revoke_token("\udcff")
     assert (bad.value.code, bad.value.message) == ("invalid_path", "the path is not valid UTF-8")
+    with connect_bank(server.url, token=server.token) as bank:
+        for not_text in (None, 7):  # an AttributeError of the path's making
+            with pytest.raises(NotFound) as none:
+                bank.revoke_token(not_text)  # type: ignore[arg-type]
+            assert none.value.message == f"no token has the id {not_text!r}: an id is text"
     _, teller = created_token(
         token_command(server, "create", "--role", "teller", "--url", server.url)
     )
