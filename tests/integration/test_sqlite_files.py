@@ -467,7 +467,11 @@ async def test_a_restore_moved_in_under_a_running_store_is_served_whole_as_the_l
         await store.close()
     told = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
     assert len(told) == 1, told
-    assert f"move {path}-wal and {path}-shm away once no program has them open" in told[0]
+    inodes = [os.stat(f"{path}-{name}").st_ino for name in ("wal", "shm")]
+    assert (
+        f"move away {path}-wal (inode {inodes[0]}) and {path}-shm (inode {inodes[1]}),"
+        " which belong to the file removed or replaced"
+    ) in told[0]
     for name in (f"{path}-wal", f"{path}-shm"):  # as the operator is told
         os.replace(name, f"{name}.of-the-replaced-file")
     restarted = SqliteStore(str(tmp_path / "kopilka.db"))
@@ -542,3 +546,50 @@ async def test_a_journal_another_process_opened_since_a_restore_is_left_to_it(
     listed = run_kopilka(home, "get")
     names = [row.split("|")[1].strip() for row in listed.stdout.splitlines()[2:]]
     assert names == ["Ann", "Bob", "Cy"], listed.stdout
+
+
+async def test_a_journal_the_new_file_made_is_not_named_to_be_moved_away(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The old journal removed and the backup moved in as the docs say, but with kopilka
+    still running, and a shell then opened on the new file: the log named the shell's
+    journal as the replaced file's, and moving it away lost what the shell acknowledged."""
+    home = tmp_path / "home"
+    assert (
+        run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x").returncode
+        == 0
+    )
+    path = home / "kopilka.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.apply([Deposit("Zed", 100, "before the restore", "k1")])
+        backup = tmp_path / "backup.db"
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as copy:
+            source.backup(copy)
+        for name in (f"{path}-wal", f"{path}-shm"):
+            os.unlink(name)
+        os.replace(backup, path)
+        shell = subprocess.Popen(
+            kopilka_command(),
+            env=kopilka_env(home),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert shell.stdin is not None and shell.stdout is not None
+        shell.stdin.write("deposit --client=Bob --amount=5 --description=x\n")
+        shell.stdin.flush()
+        assert shell.stdout.readline() == "Deposit operation was successful!\n"
+        with pytest.raises(Unavailable), caplog.at_level(logging.ERROR):
+            await store.apply([Deposit("Ann", 5, "pay", "late")])
+    finally:
+        await store.close()
+    said, errors = shell.communicate("exit\n", timeout=RUN_TIMEOUT_SECONDS)
+    assert (shell.returncode, errors) == (0, ""), said
+    told = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert len(told) == 1, told
+    assert told[0].endswith(
+        "every write is refused: stop kopilka and start it again on the database meant"
+    )

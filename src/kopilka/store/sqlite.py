@@ -751,15 +751,17 @@ class SqliteStore:
         if reason != self._failing:
             self._failing = reason
             advice = "stop kopilka and start it again on the database meant"
-            if self._files is not None and path == self._files.paths[0]:
-                # SQLite leaves the journal of a file that moved; the file now at the path
-                # would read it as its own at its next open, another database's pages.
-                # Not moved here: a program that opened the new file may write into it.
-                journal = self._files.real_path
+            left = self._files.journal_left_behind() if self._files is not None else []
+            if left:
+                # A file put at the path would read them as its own journal at its next
+                # open, another database's pages. Not moved here: a program that opened
+                # the new file may be writing into them (the inodes tell, when acted on).
+                named = " and ".join(f"{name} (inode {inode})" for name, inode in left)
                 advice = (
-                    f"stop kopilka, move {journal}-wal and {journal}-shm away once no"
-                    " program has them open (they belong to the file replaced), and start"
-                    " it again on the database meant"
+                    f"stop kopilka; then, once no program has them open, move away {named},"
+                    " which belong to the file removed or replaced (keep them if that"
+                    " file's last operations are wanted), and start kopilka again on the"
+                    " database meant"
                 )
             logger.error("the database file %s; every write is refused: %s", reason, advice)
         return Unavailable(

@@ -39,6 +39,19 @@ class OpenedFiles:
                 return path
         return None
 
+    def journal_left_behind(self) -> list[tuple[str, int]]:
+        """The -wal and -shm this store opened, with their inodes, when the file they
+        belong to is no longer at its path and they still are: SQLite leaves them so,
+        and a file put at the path would read them as its own journal at its next open.
+        None of them once the journal at the path is another's (the new file's)."""
+        database, *journal = self.identities
+        if database is None or _identity(self.real_path) == database:
+            return []
+        left = list(zip(self.paths[1:], journal, strict=True))
+        if any(opened is None or _identity(path) != opened for path, opened in left):
+            return []
+        return [(path, opened[1]) for path, opened in left if opened is not None]
+
 
 def _identity(path: str) -> Identity | None:
     try:
