@@ -255,11 +255,10 @@ def run_terminal(
                 if not run_line(typed, bank, output, clients):
                     return 0
             except KeyboardInterrupt as interruption:
-                # A write may already be on its way: say so rather than guess.
-                if _may_write(typed):
-                    output.error(interrupted_write(interruption))
-                elif output.cut_short:
+                if output.cut_short:  # its answer had begun: the command ran
                     output.said_cut_short()
+                elif _may_write(typed):  # a write may already be on its way: say so
+                    output.error(interrupted_write(interruption))
                 break  # and the lines pasted after it are not run
             except SessionEnded as ending_signal:
                 if _may_write(typed):
