@@ -136,6 +136,9 @@ def test_a_repeated_option_is_refused() -> None:
     assert refusal("transfer -f A -t B 5 --amount=6") == (
         "transfer got AMOUNT twice: as --amount=6 and as '5'"
     )
+    assert refusal('transfer -f A -t B 5 "--amount=6\nError: forged"') == (
+        "transfer got AMOUNT twice: as '--amount=6\\nError: forged' and as '5'"
+    )  # one line, a line break in a value shown as typed
     # An option's name left out, not a second amount: the options missing are named.
     assert refusal("transfer Alice Bob 1") == (
         "transfer takes one bare AMOUNT, and got 'Alice' and 'Bob': --from and --to are"

@@ -160,10 +160,11 @@ def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
         if len(bare) > 1:
             raise _a_second_bare_word(spec, values, name, bare)
         if name in values:  # typed once as an option, once bare: not "--amount twice"
+            given = f"--{name}={values[name]}"
+            shown = given if given.isprintable() else repr(given)  # the error one line
             raise InvalidInput(
                 "repeated_option",
-                f"{spec.name} got {name.upper()} twice: as --{name}={values[name]} and as"
-                f" {bare[0]!r}",
+                f"{spec.name} got {name.upper()} twice: as {shown} and as {bare[0]!r}",
             )
         _store(spec, values, name, bare[0])
     return values
