@@ -456,9 +456,7 @@ async def test_a_restore_moved_in_under_a_running_store_is_served_whole_as_the_l
     await store.open()
     try:
         await store.apply([Deposit("Ann", 100, "pay", "k1")])
-        backup = tmp_path / "backup.db"
-        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as copy:
-            source.backup(copy)
+        backup = _backed_up(path, tmp_path / "backup.db")
         await store.apply([Deposit(f"Client {n}", 5, "x" * 400, f"k{n + 2}") for n in range(300)])
         os.replace(backup, path)
         with pytest.raises(Unavailable):
@@ -502,6 +500,36 @@ def test_a_write_into_a_damaged_ledger_says_restore_it_not_try_again(tmp_path: P
         assert answer.json()["error"]["code"] == "database_damaged"
 
 
+def _a_ledger_of_ann(home: Path) -> Path:
+    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
+    assert opened.returncode == 0, opened.stderr
+    return home / "kopilka.db"
+
+
+def _backed_up(path: Path, backup: Path) -> Path:
+    """A backup as SQLite's backup API makes one (the `.backup` of the docs)."""
+    with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as copy:
+        source.backup(copy)
+    return backup
+
+
+def _a_shell_that_deposited_for_bob(home: Path) -> subprocess.Popen[str]:
+    """The embedded shell, piped, its database open: a deposit made and answered."""
+    shell = subprocess.Popen(
+        kopilka_command(),
+        env=kopilka_env(home),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert shell.stdin is not None and shell.stdout is not None
+    shell.stdin.write("deposit --client=Bob --amount=5 --description=x\n")
+    shell.stdin.flush()
+    assert shell.stdout.readline() == "Deposit operation was successful!\n"
+    return shell
+
+
 async def test_a_journal_another_process_opened_since_a_restore_is_left_to_it(
     tmp_path: Path,
 ) -> None:
@@ -510,33 +538,16 @@ async def test_a_journal_another_process_opened_since_a_restore_is_left_to_it(
     not take it from under the shell (whose later deposits were refused, or lost, when
     it did)."""
     home = tmp_path / "home"
-    assert (
-        run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x").returncode
-        == 0
-    )
-    path = home / "kopilka.db"
+    path = _a_ledger_of_ann(home)
     store = SqliteStore(str(path))
     await store.open()
     try:
-        backup = tmp_path / "backup.db"
-        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as copy:
-            source.backup(copy)
+        backup = _backed_up(path, tmp_path / "backup.db")
         await store.apply([Deposit("Zed", 100, "after the backup", "k1")])
         with closing(sqlite3.connect(path)) as raw:  # all of the -wal in the old file
             raw.execute("PRAGMA wal_checkpoint(PASSIVE)")
         os.replace(backup, path)
-        shell = subprocess.Popen(
-            kopilka_command(),
-            env=kopilka_env(home),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert shell.stdin is not None and shell.stdout is not None
-        shell.stdin.write("deposit --client=Bob --amount=5 --description=x\n")
-        shell.stdin.flush()
-        assert shell.stdout.readline() == "Deposit operation was successful!\n"
+        shell = _a_shell_that_deposited_for_bob(home)
     finally:
         await store.close()
     said, errors = shell.communicate(
@@ -555,33 +566,16 @@ async def test_a_journal_the_new_file_made_is_not_named_to_be_moved_away(
     still running, and a shell then opened on the new file: the log named the shell's
     journal as the replaced file's, and moving it away lost what the shell acknowledged."""
     home = tmp_path / "home"
-    assert (
-        run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x").returncode
-        == 0
-    )
-    path = home / "kopilka.db"
+    path = _a_ledger_of_ann(home)
     store = SqliteStore(str(path))
     await store.open()
     try:
         await store.apply([Deposit("Zed", 100, "before the restore", "k1")])
-        backup = tmp_path / "backup.db"
-        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as copy:
-            source.backup(copy)
+        backup = _backed_up(path, tmp_path / "backup.db")
         for name in (f"{path}-wal", f"{path}-shm"):
             os.unlink(name)
         os.replace(backup, path)
-        shell = subprocess.Popen(
-            kopilka_command(),
-            env=kopilka_env(home),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert shell.stdin is not None and shell.stdout is not None
-        shell.stdin.write("deposit --client=Bob --amount=5 --description=x\n")
-        shell.stdin.flush()
-        assert shell.stdout.readline() == "Deposit operation was successful!\n"
+        shell = _a_shell_that_deposited_for_bob(home)
         with pytest.raises(Unavailable), caplog.at_level(logging.ERROR):
             await store.apply([Deposit("Ann", 5, "pay", "late")])
     finally:
