@@ -299,12 +299,9 @@ def _served(
         try:
             number_read = read(value)
         except (TypeError, ValueError, OverflowError):
-            # Masked whole, before it is cut short: a URL's password cut from its '@' is
-            # not recognised as one.
-            text = hide_secrets(repr(value), [value] if isinstance(value, str) else [])
-            shown = text if len(text) <= 40 else text[:40] + "..."
             raise InvalidInput(
-                "invalid_setting", f"{name} must be {kind}, not {shown} ({given_at(name)})"
+                "invalid_setting",
+                f"{name} must be {kind}, not {_shown_value(value)} ({given_at(name)})",
             ) from None
         if (least < number_read if above else least <= number_read) and number_read <= most:
             return number_read
@@ -381,6 +378,13 @@ def _typed(value: Any, form: re.Pattern[str]) -> Any:
     if isinstance(value, str) and form.fullmatch(value) is None:
         raise ValueError(f"invalid number: {value!r}")
     return value
+
+
+def _shown_value(value: object) -> str:
+    """A setting's value as a refusal quotes it: masked whole, before it is cut short (a
+    URL's password cut from its '@' is not recognised as one)."""
+    text = hide_secrets(repr(value), [value] if isinstance(value, str) else [])
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def _shown_number(value: float) -> str:
@@ -494,7 +498,9 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
             wanted = "a string" if kinds == (str,) else "a number"
             if kinds == (int,):
                 wanted = "a whole number"
-            raise InvalidInput("invalid_setting", f"{path}: {name} must be {wanted}")
+            raise InvalidInput(
+                "invalid_setting", f"{path}: {name} must be {wanted}, not {_shown_value(value)}"
+            )
 
 
 def _read_password(path: Path) -> str:

@@ -169,12 +169,17 @@ def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("db = 5", "db must be a string"),
-        ("ledger = 7", "ledger must be a string"),
-        ('port = "8889"', "port must be a whole number"),
-        ("port = 8889.0", "port must be a whole number"),
-        ("workers = true", "workers must be a whole number"),
-        ("body_seconds = [1]", "body_seconds must be a number"),
+        ("db = 5", "db must be a string, not 5"),
+        ("ledger = 7", "ledger must be a string, not 7"),
+        ('port = "8889"', "port must be a whole number, not '8889'"),
+        ("port = 8889.0", "port must be a whole number, not 8889.0"),
+        ("workers = true", "workers must be a whole number, not True"),
+        ("body_seconds = [1]", "body_seconds must be a number, not [1]"),
+        # A value is quoted masked, as everywhere.
+        (
+            'db = ["postgresql://kop:Secret@db/x"]',
+            "db must be a string, not ['postgresql://kop:***@db/x']",
+        ),
         ("prot = 8889", "unknown setting 'prot'"),
         ("[server]\nport = 1", "unknown setting 'server'"),
     ],
