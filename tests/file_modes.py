@@ -24,6 +24,17 @@ _POWERS = "-dac_override,-dac_read_search,-fowner"
 WITHOUT_ROOTS_FILE_POWERS = ("setpriv", f"--bounding-set={_POWERS}", f"--inh-caps={_POWERS}", "--")
 
 
+@contextlib.contextmanager
+def in_mode(path: Path, mode: int, *, then: int) -> Iterator[None]:
+    """`path` in `mode` while the body runs, in `then` after it, whatever happened (the
+    test's directory is removed in the end, which a mode may forbid)."""
+    path.chmod(mode)
+    try:
+        yield
+    finally:
+        path.chmod(then)
+
+
 def file_modes_enforced(tmp_path: Path) -> tuple[str, ...]:
     """The prefix that runs a command with file modes enforced on it: none for a user,
     setpriv for root (skipped where neither does)."""

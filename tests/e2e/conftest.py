@@ -49,6 +49,13 @@ def run_kopilka(
     )
 
 
+def a_ledger_with_one_deposit(home: Path) -> Path:
+    """The home's database, made by a deposit of Ann's."""
+    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
+    assert opened.returncode == 0, opened.stderr
+    return home / "kopilka.db"
+
+
 def shell_runner(home: Path, *arguments: str) -> Callable[[str], str]:
     """Feed text to `kopilka shell ARGUMENTS`; its stdout, once it has exited 0 and said
     nothing on stderr."""

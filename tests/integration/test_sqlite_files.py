@@ -17,11 +17,18 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import RUN_TIMEOUT_SECONDS, kopilka_command, kopilka_env, run_kopilka
+from tests.e2e.conftest import (
+    RUN_TIMEOUT_SECONDS,
+    a_ledger_with_one_deposit,
+    kopilka_command,
+    kopilka_env,
+    run_kopilka,
+)
 from tests.file_modes import (
     a_directory_anyone_may_enter,
     a_user_with_a_group_of_their_own,
     file_modes_enforced,
+    in_mode,
     run_kopilka_as,
     run_python_as,
 )
@@ -129,11 +136,8 @@ def test_a_ledger_whose_directory_is_read_only_names_the_directory(tmp_path: Pat
     home = tmp_path / "home"
     deposit = ("deposit", "--client=Ann", "--amount=5", "--description=x")
     assert run_kopilka_as(enforced, home, *deposit).returncode == 0
-    home.chmod(0o500)
-    try:
+    with in_mode(home, 0o500, then=0o700):
         read = run_kopilka_as(enforced, home, "balance", "--client=Ann")
-    finally:
-        home.chmod(0o700)
     assert (read.returncode, read.stdout) == (1, "")
     assert read.stderr == (
         f"Error: cannot open the database {home / 'kopilka.db'}: attempt to write a readonly"
@@ -218,6 +222,13 @@ def test_a_database_file_another_user_owns_is_refused_untouched(tmp_path: Path) 
     assert sorted(path.name for path in shared.iterdir()) == ["ledger.db"]
 
 
+def _balance_refused(tmp_path: Path, database: Path) -> str:
+    """Ann's balance asked of the ledger at `database`: refused, in the words returned."""
+    result = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(database))
+    assert (result.returncode, result.stdout) == (1, "")
+    return result.stderr
+
+
 def _a_ledger_with_a_deposit(directory: Path) -> Path:
     database = directory / "ledger.db"
     deposit = ("deposit", "--client=Ann", "--amount=5", "--description=pay", "--db", str(database))
@@ -258,13 +269,9 @@ def test_a_journal_another_user_put_beside_the_database_is_refused_untouched(
 def test_a_database_in_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
     """Sticky or not, anyone may make a -wal there while no kopilka has the ledger open."""
     database = _a_ledger_with_a_deposit(tmp_path)
-    tmp_path.chmod(0o1777)
-    try:
-        result = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(database))
-    finally:
-        tmp_path.chmod(0o700)
-    assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == (
+    with in_mode(tmp_path, 0o1777, then=0o700):
+        refusal = _balance_refused(tmp_path, database)
+    assert refusal == (
         f"Error: the database {database} is in {tmp_path}, which other users may write"
         " (mode 1777): one could put a -wal file beside it, read into the ledger as its"
         " own; keep the ledger in a directory of your own\n"
@@ -278,11 +285,10 @@ def test_a_database_in_another_users_directory_is_refused(tmp_path: Path) -> Non
     database = _a_ledger_with_a_deposit(tmp_path)
     os.chown(tmp_path, 65534, 65534)
     try:
-        result = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(database))
+        refusal = _balance_refused(tmp_path, database)
     finally:
         os.chown(tmp_path, 0, 0)
-    assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == (
+    assert refusal == (
         f"Error: the database {database} is in {tmp_path}, which belongs to another user"
         " (uid 65534), who could replace it: keep the ledger in a directory of your own\n"
     )
@@ -357,10 +363,8 @@ def test_a_database_reached_through_a_link_is_held_to_the_real_files_directory(
     link, database, real = _a_link(tmp_path, 0o777)
     try:
         for path in (link, database):
-            result = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(path))
             shown = f"{link} (really {database})" if path == link else str(database)
-            assert (result.returncode, result.stdout) == (1, "")
-            assert result.stderr == (
+            assert _balance_refused(tmp_path, path) == (
                 f"Error: the database {shown} is in {real}, which other users may write (mode"
                 " 777): one could put a -wal file beside it, read into the ledger as its own;"
                 " keep the ledger in a directory of your own\n"
@@ -370,9 +374,7 @@ def test_a_database_reached_through_a_link_is_held_to_the_real_files_directory(
         # may write there may change where the link leads.
         real.chmod(0o700)
         link.parent.chmod(0o777)
-        result = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(link))
-        assert (result.returncode, result.stdout) == (1, "")
-        assert result.stderr == (
+        assert _balance_refused(tmp_path, link) == (
             f"Error: the database {link} (really {database}) is in {link.parent}, which other"
             " users may write (mode 777): one could change where it leads; keep the ledger"
             " in a directory of your own\n"
@@ -500,12 +502,6 @@ def test_a_write_into_a_damaged_ledger_says_restore_it_not_try_again(tmp_path: P
         assert answer.json()["error"]["code"] == "database_damaged"
 
 
-def _a_ledger_of_ann(home: Path) -> Path:
-    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
-    assert opened.returncode == 0, opened.stderr
-    return home / "kopilka.db"
-
-
 def _backed_up(path: Path, backup: Path) -> Path:
     """A backup as SQLite's backup API makes one (the `.backup` of the docs)."""
     with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(backup)) as copy:
@@ -538,7 +534,7 @@ async def test_a_journal_another_process_opened_since_a_restore_is_left_to_it(
     not take it from under the shell (whose later deposits were refused, or lost, when
     it did)."""
     home = tmp_path / "home"
-    path = _a_ledger_of_ann(home)
+    path = a_ledger_with_one_deposit(home)
     store = SqliteStore(str(path))
     await store.open()
     try:
@@ -566,7 +562,7 @@ async def test_a_journal_the_new_file_made_is_not_named_to_be_moved_away(
     still running, and a shell then opened on the new file: the log named the shell's
     journal as the replaced file's, and moving it away lost what the shell acknowledged."""
     home = tmp_path / "home"
-    path = _a_ledger_of_ann(home)
+    path = a_ledger_with_one_deposit(home)
     store = SqliteStore(str(path))
     await store.open()
     try:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import run_kopilka
+from tests.e2e.conftest import a_ledger_with_one_deposit, run_kopilka
 from tests.kopilka_server import running_server
 from tests.nfc_ledger_upgrade import (
     BATCH_DIGEST,
@@ -502,16 +502,10 @@ async def test_a_damaged_database_fails_each_request_in_one_line_not_as_busy(
     assert logged == [f"the database {path} failed: no such table: entries"]
 
 
-def _a_ledger_with_one_deposit(home: Path) -> Path:
-    opened = run_kopilka(home, "deposit", "--client=Ann", "--amount=1", "--description=x")
-    assert opened.returncode == 0, opened.stderr
-    return home / "kopilka.db"
-
-
 def test_a_damaged_ledger_is_said_so_when_opened_by_any_command(tmp_path: Path) -> None:
     """A ledger missing one of its tables is neither "no ledger" nor up to date."""
     home = tmp_path / "home"
-    database = _a_ledger_with_one_deposit(home)
+    database = a_ledger_with_one_deposit(home)
     with closing(sqlite3.connect(database)) as raw:
         raw.execute("DROP TABLE entries")
         raw.commit()
@@ -634,7 +628,7 @@ async def test_every_connection_commits_durably(tmp_path: Path) -> None:
 
 def test_a_ledger_with_a_negative_schema_version_is_refused_not_migrated(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    database = _a_ledger_with_one_deposit(home)
+    database = a_ledger_with_one_deposit(home)
     with closing(sqlite3.connect(database)) as raw:
         raw.execute("PRAGMA user_version = -3")
     refusal = (
@@ -676,7 +670,7 @@ def test_a_ledger_missing_any_of_its_tables_is_said_damaged_by_every_command(
 ) -> None:
     """Not "Schema is up to date", then every write failing with "no such table"."""
     home = tmp_path / "home"
-    database = _a_ledger_with_one_deposit(home)
+    database = a_ledger_with_one_deposit(home)
     with closing(sqlite3.connect(database)) as raw:
         raw.execute(f"DROP TABLE {table}")
         raw.commit()
