@@ -714,15 +714,14 @@ class SqliteStore:
         reason = str(error)
         advice = [] if reading else ["nothing was applied"]
         if _is_damaged(error):  # no retry mends it: a restore does
-            if reason != self._failing:
-                self._failing = reason
+            if self._new_outage(reason):
                 logger.warning(
                     "the database %s is damaged (%s): stop kopilka and restore it from a"
                     " backup (docs/operations.md, Backups)",
                     self.path,
                     reason,
                 )
-            ending = "".join(f"; {part}" for part in advice)
+            ending = "" if reading else "; nothing was applied"
             return Unavailable(
                 "database_damaged",
                 f"the database is damaged ({reason}){ending}: it must be restored from a backup",
@@ -731,11 +730,18 @@ class SqliteStore:
             reason = self._read_only_reason(error)
         else:
             advice.append("try again")
-        if reason != self._failing:
-            self._failing = reason
+        if self._new_outage(reason):
             logger.warning("the database %s failed: %s", self.path, reason)
         ending = f"; {', '.join(advice)}" if advice else ""
         return Unavailable("store_unavailable", f"the database failed ({reason}){ending}")
+
+    def _new_outage(self, reason: str) -> bool:
+        """Whether the operator's log has yet to hear of this failure: it is said once an
+        outage, not once a request."""
+        if reason == self._failing:
+            return False
+        self._failing = reason
+        return True
 
     def _read_only_reason(self, error: sqlite3.Error) -> str:
         """SQLite's "attempt to write a readonly database", with the file to blame."""
@@ -748,8 +754,7 @@ class SqliteStore:
     def _file_gone(self, path: str) -> Unavailable:
         """For the caller, without the path; for the operator's log, with it, once."""
         reason = f"{path} was removed or replaced while in use"
-        if reason != self._failing:
-            self._failing = reason
+        if self._new_outage(reason):
             advice = "stop kopilka and start it again on the database meant"
             left = self._files.journal_left_behind() if self._files is not None else []
             if left:
