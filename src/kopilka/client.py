@@ -300,8 +300,16 @@ class Client:
             try:
                 self._ledger = self._call("GET", "/v1/whoami", _ledger_of)
             except KopilkaError as error:
+                if isinstance(error.__cause__, httpx.ReadTimeout):
+                    # "took the request": the question, which a caller of a write would
+                    # take for the write
+                    error = Unavailable(
+                        "server_unreachable",
+                        f"the server at {self.shown_url} did not say in time which ledger"
+                        " the token is for; nothing was sent: try again",
+                    )
                 error.before_the_write = True  # asked before a write is sent, if any
-                raise
+                raise error from None
         return self._ledger
 
     # -- plumbing -------------------------------------------------------------

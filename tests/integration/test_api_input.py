@@ -1012,6 +1012,26 @@ def test_a_server_that_never_answers_keeps_the_client_one_timeout_not_four(metho
         )
 
 
+def test_a_ledger_not_told_in_time_is_not_said_as_the_write_unanswered() -> None:
+    """A client that names no ledger asks its token's first: that question unanswered
+    had read "took the request but did not answer in time", as if said of the write."""
+    from kopilka.client import Client
+
+    with (
+        silent_server() as server,
+        Client(server.url, "kop_x_y", timeout_seconds=0.3) as bank,
+        pytest.raises(KopilkaError) as failed,
+    ):
+        bank.deposit("Ann", 100, "x", "silent-1")
+    assert len(server.taken) == 1, server.taken  # the question; the deposit never went
+    assert (failed.value.code, failed.value.message, failed.value.before_the_write) == (
+        "server_unreachable",
+        f"the server at {server.url} did not say in time which ledger the token is for;"
+        " nothing was sent: try again",
+        True,
+    )
+
+
 @pytest.mark.parametrize(
     ("call", "advice"),
     [
