@@ -385,6 +385,25 @@ def test_a_new_name_may_not_hold_two_spaces_in_a_row(ledger: Ledger) -> None:
     assert ledger.balance("Old  Lee") == 500
 
 
+def test_a_new_name_may_not_be_a_dot_segment_of_a_url(ledger: Ledger) -> None:
+    """/v1/accounts/.. is /v1 to any caller that tidies a URL's path."""
+    ledger.add("..", balance=500)  # made before the rule: still usable
+    plan = ledger.plan(
+        deposit(".", 100, "a"),
+        OpenAccount(".."),  # there already: what it would be told anyway
+        deposit("...", 100, "b"),
+        withdraw("..", 100, "c"),
+    )
+    assert codes(plan.outcomes) == ["invalid_client", "account_exists", "ok", "ok"]
+    refused = plan.outcomes[0]
+    assert isinstance(refused, InvalidInput)
+    assert refused.message == (
+        "a new client's name may not be '.' or '..', which a URL's path reads as folders: '.'"
+    )
+    assert [account.client for account in plan.new_accounts] == ["..."]
+    assert ledger.balance("..") == 400
+
+
 @pytest.mark.parametrize(
     "blank", ["\u034f", "\u115f", "\u3164", "\uffa0", "\u17b4", "\u17b5", "\u2800", "\ufe0f"]
 )

@@ -645,6 +645,10 @@ def new_name_refusal(client: str) -> str | None:
     name stays usable)."""
     if client != client.strip():
         return "may not start or end with a space"
+    if client in (".", ".."):
+        # A URL's path reads them as folders (/v1/accounts/..): a caller or proxy that
+        # tidies paths, as most do, would send the account's requests to another route.
+        return "may not be '.' or '..', which a URL's path reads as folders"
     if "  " in client:
         return "may not hold two spaces in a row"
     blank = _SHOWS_NOTHING.search(client)
