@@ -6,6 +6,7 @@ import contextlib
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ from tests.local_listener import serving
 from tests.silent_server import silent_server
 
 from kopilka.api.sandbox import SANDBOXES_PER_TOKEN_MAX
+from kopilka.bank import EmbeddedBank
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +59,37 @@ def test_a_sandbox_session_leaves_nothing_behind(server: ServerProcess) -> None:
         assert admin.get("/v1/accounts/Sandra").status_code == 404
 
 
-def test_clients_named_with_dots_are_reached_by_name(server: ServerProcess) -> None:
+def test_clients_named_with_dots_are_reached_by_name(tmp_path: Path) -> None:
     """'.' and '..' are dot segments in a path: sent as they are, they named /v1/accounts
-    or another endpoint instead of the client."""
+    or another endpoint instead of the client. No new account takes such a name, but one
+    opened under it before is reached as ever."""
+    database = tmp_path / "kopilka.db"
+    with EmbeddedBank(str(database)) as bank:
+        for name in ("one dot", "two dots", "..."):
+            bank.deposit(name, 100, "x")
+    with sqlite3.connect(database) as connection:  # as a kopilka before the rule made them
+        connection.execute("UPDATE accounts SET client = '.' WHERE client = 'one dot'")
+        connection.execute("UPDATE accounts SET client = '..' WHERE client = 'two dots'")
+    connection.close()
     typed = "".join(
         f"deposit --client={name} --amount=1 --description=x\nbalance --client={name}\n"
         f"statement --client={name}\n"
         for name in (".", "..", "...")
     )
-    result = run_kopilka(server.home, "shell", "--url", server.url, "--sandbox", stdin=typed)
-    assert (result.returncode, result.stderr) == (0, "")
-    for name in (".", "..", "..."):
-        assert f"Balance of {name}: $1.00\n" in result.stdout
-    assert "Error" not in result.stdout
+    with running_server(tmp_path / "home", str(database)) as server:
+        result = run_kopilka(server.home, "shell", "--url", server.url, stdin=typed)
+        assert (result.returncode, result.stderr) == (0, "")
+        for name in (".", "..", "..."):
+            assert f"Balance of {name}: $2.00\n" in result.stdout
+        assert "Error" not in result.stdout
+        new = run_kopilka(
+            server.home, "shell", "--url", server.url, "--sandbox", stdin=typed.split("\n")[0]
+        )
+    assert (new.returncode, new.stdout) == (
+        0,
+        "Error: a new client's name may not be '.' or '..', which a URL's path reads as"
+        " folders: '.'\n",
+    )
 
 
 def test_a_key_no_header_can_carry_is_refused_before_anything_is_sent(
