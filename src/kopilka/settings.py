@@ -40,7 +40,11 @@ def home() -> Path:
     """KOPILKA_HOME, or the user's data directory: the database, history, tokens."""
     configured = os.environ.get("KOPILKA_HOME")
     _refuse_blank("KOPILKA_HOME", configured)  # as load_settings does
-    return _home_of(configured) if configured else Path(platformdirs.user_data_dir("kopilka"))
+    return _home_of(configured) if configured else _default_home()
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("kopilka"))
 
 
 def _home_of(configured: str) -> Path:
@@ -100,12 +104,19 @@ class Settings:
 def make_home(path: Path) -> None:
     """Create KOPILKA_HOME if need be; one line saying why it cannot be, or why one that
     is there will not do: it holds the ledger and the admin token, so it must be this
-    user's, and no one else may write in it (and put their own files there)."""
+    user's, and no one else may write in it (and put their own files there). Of a home
+    given (KOPILKA_HOME), only the last directory is made: a mistyped one would hold a new
+    ledger, empty, that says every client is unknown."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=path == _default_home(), exist_ok=True)
         info = path.stat()
     except OSError as error:
-        reason = "a file is in the way" if isinstance(error, FileExistsError) else error.strerror
+        if isinstance(error, FileExistsError):
+            reason = "a file is in the way"
+        elif isinstance(error, FileNotFoundError):
+            reason = f"{path.parent} does not exist (kopilka makes only its last directory)"
+        else:
+            reason = error.strerror or str(error)
         raise InvalidInput(
             "invalid_setting", f"cannot create KOPILKA_HOME {path}: {reason}"
         ) from error

@@ -33,6 +33,14 @@ from tests.small_disk import small_disk as small_disk_mounted
 DEPOSIT = ("deposit", "--client=John Jones", "--amount=100", "--description=ATM Deposit")
 
 
+def _never_written(home: Path) -> str:
+    """What a command that could do nothing in a home no command wrote in says."""
+    return (
+        f"Error: no ledger in {home} yet: nothing has been written there (check"
+        " KOPILKA_HOME); a first deposit or `kopilka init` makes one\n"
+    )
+
+
 def test_success_exits_zero_with_the_message_on_stdout(kopilka: RunKopilka) -> None:
     result = kopilka(*DEPOSIT)
     assert (result.returncode, result.stdout, result.stderr) == (
@@ -45,12 +53,46 @@ def test_success_exits_zero_with_the_message_on_stdout(kopilka: RunKopilka) -> N
 
 
 def test_a_refusal_exits_one_with_one_line_on_stderr(kopilka: RunKopilka) -> None:
+    assert kopilka(*DEPOSIT).returncode == 0
     result = kopilka("withdraw", "--client=Nobody", "--amount=1", "--description=x")
     assert (result.returncode, result.stdout, result.stderr) == (
         1,
         "",
         "Error: no account for client 'Nobody'\n",
     )
+
+
+def test_a_home_no_command_wrote_in_is_not_made_by_a_read(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """A mistyped KOPILKA_HOME read as a new, empty ledger, made there, that said every
+    client was unknown; and made every missing directory of the path. A deposit opens
+    the home's ledger, as ever."""
+    for command in (
+        ("balance", "--client=John Jones"),
+        ("accounts",),
+        ("get",),
+        ("withdraw", "--client=John Jones", "--amount=1", "--description=x"),
+        ("transfer", "-f", "John Jones", "-t", "Bob", "1"),
+    ):
+        result = kopilka(*command)
+        assert (result.returncode, result.stdout, result.stderr) == (
+            1,
+            "",
+            _never_written(kopilka_home),
+        ), command
+        assert not kopilka_home.exists(), command
+    typo = kopilka_home / "typo" / "home"
+    nested = kopilka(*DEPOSIT, env={"KOPILKA_HOME": str(typo)})
+    assert (nested.returncode, nested.stdout, nested.stderr) == (
+        1,
+        "",
+        f"Error: cannot create KOPILKA_HOME {typo}: {typo.parent} does not exist (kopilka"
+        " makes only its last directory)\n",
+    )
+    assert not kopilka_home.exists()
+    assert kopilka(*DEPOSIT).returncode == 0
+    assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
 
 
 def test_a_description_of_bytes_that_are_not_utf8_is_one_error_line(
@@ -112,7 +154,7 @@ def test_global_options_before_or_after_the_command(kopilka: RunKopilka, tmp_pat
     after = kopilka("balance", "--client=John Jones", f"--db={database}")
     assert after.stdout == "Balance of John Jones: $100.00\n"
     default = kopilka("balance", "--client=John Jones")
-    assert default.stderr == "Error: no account for client 'John Jones'\n"
+    assert default.stderr == _never_written(tmp_path / "home")
 
 
 def test_a_global_option_before_serve_or_token_is_passed_on_or_named(
@@ -370,13 +412,13 @@ def test_a_database_url_given_in_the_wrong_place_is_quoted_without_its_password(
     assert "S3cretPW" not in piped.stdout + piped.stderr and "alice:***@" in piped.stdout
 
 
-def test_a_global_option_given_twice_is_refused(kopilka: RunKopilka) -> None:
+def test_a_global_option_given_twice_is_refused(kopilka: RunKopilka, kopilka_home: Path) -> None:
     for twice in (("--ledger=x", "--ledger=y"), ("--db", "a.db", "--db=b.db")):
         result = kopilka(twice[0], *DEPOSIT, *twice[1:])
         assert (result.returncode, result.stdout) == (1, "")
         assert result.stderr.startswith("Error: kopilka got --") and "twice" in result.stderr
     balance = kopilka("balance", "--client", "John Jones")
-    assert balance.stderr == "Error: no account for client 'John Jones'\n"  # nothing applied
+    assert balance.stderr == _never_written(kopilka_home)  # nothing applied
 
 
 def test_a_global_option_takes_no_option_for_its_value(
@@ -626,7 +668,7 @@ def test_a_closed_standard_output_does_nothing(kopilka: RunKopilka, kopilka_home
     status, errors = _run_with_stdout(kopilka_home, None, *DEPOSIT)
     assert (status, errors) == (1, "Error: standard output is closed; nothing was done\n")
     balance = kopilka("balance", "--client=John Jones")
-    assert balance.stderr == "Error: no account for client 'John Jones'\n"
+    assert balance.stderr == _never_written(kopilka_home)
 
 
 def test_a_home_or_database_kopilka_cannot_create_is_one_line(tmp_path: Path) -> None:

@@ -70,6 +70,8 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
     if target.sandbox:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
+    if makes_none:
+        _refuse_a_home_never_written(target.settings)
     try:
         return EmbeddedBank(local_store(target.settings, makes_none), target.settings.ledger)
     except KopilkaError:
@@ -80,6 +82,23 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
         raise Unavailable(
             "store_unavailable", f"cannot open the database {redact_url(db)}: {error}"
         ) from error
+
+
+def _refuse_a_home_never_written(settings: Settings) -> None:
+    """A mistyped KOPILKA_HOME read as a new, empty ledger, that said every client was
+    unknown (and was made there): a command that could do nothing in it says where it
+    looked. A home that will not do says why first."""
+    home = settings.home
+    if settings.db != str(home / "kopilka.db") or (home / "kopilka.db").exists():
+        return
+    if home.exists():
+        make_home(home)  # a file in the way, another user's: said so (nothing is made)
+    told = " (check KOPILKA_HOME)" if "KOPILKA_HOME" in os.environ else ""
+    raise NotFound(
+        "database_not_found",
+        f"no ledger in {home} yet: nothing has been written there{told};"
+        " a first deposit or `kopilka init` makes one",
+    )
 
 
 def refuse_token_without_server(token: str | None) -> None:
