@@ -715,3 +715,54 @@ def test_a_piped_write_interrupted_while_it_waits_says_it_was_not_applied(
         assert balance.stdout == "Balance of Ann: $5.00\n"
     else:
         assert "Ann" in out and errors == ""
+
+
+def test_a_line_far_over_the_bound_is_refused_without_being_held(kopilka_home: Path) -> None:
+    """A file of no lines piped in by mistake: read whole, its one line held twice its
+    size before it was refused, and a process whose memory is bounded (ulimit) ended in
+    a MemoryError's traceback. The line is refused, the next one runs."""
+    import resource
+
+    line_bytes = 300 * 1024 * 1024
+    memory_max = 200 * 1024 * 1024  # well above the shell's own, below the line's
+
+    def bounded() -> None:
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_max, memory_max))
+
+    kopilka_home.mkdir(mode=0o700)
+    with subprocess.Popen(
+        ["sh", "-c", f"head -c {line_bytes} /dev/zero | tr '\\0' x; echo; echo 'help exit'"],
+        stdout=subprocess.PIPE,
+    ) as feeder:
+        shell = subprocess.run(
+            [*kopilka_command(), "--sandbox"],
+            stdin=feeder.stdout,
+            capture_output=True,
+            text=True,
+            env=kopilka_env(kopilka_home),
+            timeout=120,
+            check=False,
+            preexec_fn=bounded,
+        )
+    assert (shell.returncode, shell.stderr) == (0, "")
+    assert shell.stdout.startswith(
+        "Error: line is longer than 10000 characters\nexit: leave the shell"
+    ), shell.stdout[:300]
+
+
+def test_a_line_of_the_most_characters_is_read_one_more_is_refused(
+    run_shell: Callable[[str], str],
+) -> None:
+    """At the bound, whatever ends the line; the rest of a longer one is not a line."""
+    most = "balance --client=A".ljust(10_000)
+    typed = (
+        "deposit --client=A --amount=1 --description=x\n"
+        f"{most}\r\n{most}\n{most} \n{most}  \r\n{most}\r \n{most}"
+    )
+    balance = "Balance of A: $1.00\n"
+    assert run_shell(typed) == (
+        "Deposit operation was successful!\n"
+        + balance * 2
+        + "Error: line is longer than 10000 characters\n" * 3
+        + balance
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from kopilka.errors import Forbidden, KopilkaError
 from kopilka.settings import hide_secrets
 from kopilka.shell.commands import READS_ONLY, execute, interrupted_write
 from kopilka.shell.output import Exit, Output
-from kopilka.shell.parser import parse_line, split_line
+from kopilka.shell.parser import LINE_LENGTH_MAX, parse_line, split_line
 
 if TYPE_CHECKING:
     from prompt_toolkit.application import Application
@@ -132,6 +132,8 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
     run, a script stopped where it stood."""
     if _is_terminal(lines):
         lines = _skipping_interrupted(lines)
+    elif callable(readline := getattr(lines, "readline", None)):
+        lines = _bounded_lines(readline)
     for number, line in enumerate(lines):
         if number == 0:
             # A script saved by some Windows editors starts with a byte order mark.
@@ -150,6 +152,19 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
                 output.error(interrupted_write(interruption))
             raise
     return 0
+
+
+def _bounded_lines(readline: Callable[[int], str]) -> Iterator[str]:
+    """The lines read, none held longer than the parser takes and one more character:
+    of a longer one (a file of no lines piped in by mistake, a stuck producer) the rest
+    is read and dropped, and the parser refuses what is left by its length. Read whole,
+    such a line held twice its size in memory before it was refused."""
+    read_max = LINE_LENGTH_MAX + 2  # room for "\r\n": a line of exactly the most
+    while line := readline(read_max):
+        if len(line) == read_max and not line.endswith("\n"):
+            while (rest := readline(64 * 1024)) and not rest.endswith("\n"):
+                pass
+        yield line
 
 
 def _client_names(bank: Bank, wait_seconds: float) -> list[str]:
