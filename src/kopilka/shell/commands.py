@@ -19,6 +19,7 @@ from kopilka.errors import (
     NOT_KNOWN,
     Interrupted,
     InvalidInput,
+    KopilkaError,
     Unavailable,
     settled,
     unknown_cause,
@@ -119,6 +120,15 @@ def _retry_names_the_key(key: str) -> Iterator[None]:
             # said it might have been.
             raise
         raise Unavailable(error.code, f"{error.message} ({_retry_safely_with(key)})") from None
+    except KopilkaError as error:
+        if error.replayed:
+            # Its figures are of then ("A has $10.00 available" after a deposit since):
+            # read as today's answer, they were wrong.
+            error.message = (
+                f"{error.message} (the first answer to idempotency key {key!r}, given again)"
+            )
+            error.args = (error.message,)
+        raise
     except (KeyboardInterrupt, SystemExit) as interruption:  # Ctrl-C, a signal's ending
         setattr(interruption, _RETRY_KEY, key)  # for interrupted_write, if not settled
         raise
