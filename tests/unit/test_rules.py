@@ -385,6 +385,26 @@ def test_a_new_name_may_not_hold_two_spaces_in_a_row(ledger: Ledger) -> None:
     assert ledger.balance("Old  Lee") == 500
 
 
+def test_a_new_name_may_not_be_wrapped_in_quotes(ledger: Ledger) -> None:
+    """kopilka deposit '--client="John Jones"' opened a second John Jones, quotes kept."""
+    ledger.add('"Old"', balance=500)  # made before the rule: still usable
+    plan = ledger.plan(
+        deposit('"John Jones"', 100, "a"),
+        deposit("'Ann'", 100, "b"),
+        deposit("'", 100, "c"),
+        deposit('"Ann\'', 100, "d"),
+        deposit("O'Neil", 100, "e"),
+        withdraw('"Old"', 100, "f"),
+    )
+    assert codes(plan.outcomes) == ["invalid_client"] * 2 + ["ok"] * 4
+    refused = plan.outcomes[0]
+    assert isinstance(refused, InvalidInput)
+    assert refused.message == (
+        "a new client's name may not be wrapped in quotes, which were meant to quote it:"
+        " '\"John Jones\"'"
+    )
+
+
 def test_a_new_name_may_not_be_a_dot_segment_of_a_url(ledger: Ledger) -> None:
     """/v1/accounts/.. is /v1 to any caller that tidies a URL's path."""
     ledger.add("..", balance=500)  # made before the rule: still usable

@@ -645,6 +645,9 @@ def new_name_refusal(client: str) -> str | None:
     name stays usable)."""
     if client != client.strip():
         return "may not start or end with a space"
+    if len(client) > 1 and client[0] == client[-1] and client[0] in "\"'":
+        # '--client="John Jones"' quoted once more at the OS shell: a second account
+        return "may not be wrapped in quotes, which were meant to quote it"
     if client in (".", ".."):
         # A URL's path reads them as folders (/v1/accounts/..): a caller or proxy that
         # tidies paths, as most do, would send the account's requests to another route.
