@@ -638,10 +638,16 @@ def test_ctrl_c_while_a_line_is_typed_drops_it_and_the_session_goes_on(
 
 
 def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:
-    output = shell_runner(kopilka_home)("init\nserve\ntoken list\nshell\n")
+    output = shell_runner(kopilka_home)(
+        "init\nserve\ntoken list\nshell\n"
+        "kopilka deposit --client=A --amount=1 --description=x\nbalance --client=A\n"
+    )
     assert output == "".join(
         f"Error: {name!r} is a command of the OS shell: run 'kopilka {name}'\n"
         for name in ("init", "serve", "token", "shell")
+    ) + (
+        "Error: in the shell, type the command without 'kopilka' before it\n"
+        "Error: no account for client 'A'\n"
     )
 
 

@@ -104,6 +104,10 @@ def unknown_command(name: str, *, oneshot: bool = False) -> InvalidInput:
         return InvalidInput(
             "unknown_command", f"{name!r} is a command of the OS shell: run 'kopilka {name}'"
         )
+    if not oneshot and name == "kopilka":  # a one-shot command line pasted in
+        return InvalidInput(
+            "unknown_command", "in the shell, type the command without 'kopilka' before it"
+        )
     known = command_names(oneshot=oneshot)
     if oneshot:  # `kopilka shelll` is `kopilka shell` mistyped, not `kopilka help`
         known.extend(_PROGRAM_COMMANDS)
