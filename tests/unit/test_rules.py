@@ -278,6 +278,26 @@ def test_key_reused_with_different_params(ledger: Ledger, different: Command) ->
     assert ledger.balance("John Jones") == 10_100
 
 
+@pytest.mark.parametrize(
+    ("first", "different"),
+    [
+        (withdraw("John Jones", 100, "k"), withdraw("Bob", 100, "k")),
+        (transfer("John Jones", "Jane Doe", 100, "k"), transfer("Bob", "Jane Doe", 100, "k")),
+        (transfer("John Jones", "Jane Doe", 100, "k"), transfer("John Jones", "Bob", 100, "k")),
+    ],
+    ids=["a withdrawal's payer", "a transfer's payer", "a transfer's payee"],
+)
+def test_key_reused_by_another_account_conflicts(
+    ledger: Ledger, first: Command, different: Command
+) -> None:
+    """Only an account differs: answered as the first, Bob's request would be told done
+    with his money never moved."""
+    ledger.add("Bob", balance=10_000)
+    plan = ledger.plan(first, different)
+    assert codes(plan.outcomes) == ["ok", "idempotency_key_reused"]
+    assert (ledger.balance("John Jones"), ledger.balance("Bob")) == (9_900, 10_000)
+
+
 def test_keys_are_per_ledger(ledger: Ledger) -> None:
     plan = ledger.plan(
         Deposit("Ann", 100, "x", "k", ledger="main"),
@@ -392,7 +412,7 @@ def test_a_new_name_may_not_be_wrapped_in_quotes(ledger: Ledger) -> None:
         deposit('"John Jones"', 100, "a"),
         deposit("'Ann'", 100, "b"),
         deposit("'", 100, "c"),
-        deposit('"Ann\'', 100, "d"),
+        deposit("\"Ann'", 100, "d"),
         deposit("O'Neil", 100, "e"),
         withdraw('"Old"', 100, "f"),
     )
