@@ -214,6 +214,12 @@ def test_a_client_token_can_neither_take_nor_probe_another_callers_keys(
         refused_batch = ann.post("/v1/batch", json=other, headers={"Idempotency-Key": "b1"})
         assert_refused(refused_batch, 409, "idempotency_key_reused")
         assert "client/" not in refused_batch.json()["error"]["message"]
+        # Nor does a client's batch take a batch key from the teller who means to use it.
+        taken = ann.post("/v1/batch", json=items, headers={"Idempotency-Key": "payroll-8"})
+        assert taken.json()["results"][0]["status"] == 201, taken.text
+        payroll = {"operations": [{"type": "deposit", "client": "Bob", "amount": "1"}]}
+        paid = teller.post("/v1/batch", json=payroll, headers={"Idempotency-Key": "payroll-8"})
+        assert paid.json()["results"][0]["status"] == 201, paid.text
         # No other caller may give a key under a client's mark: it would take hers.
         marked = ann.post("/v1/withdrawals", json=small, headers={"Idempotency-Key": "k9"})
         kept = f"client/{hashlib.sha256(b'Ann').hexdigest()[:16]}/k9"

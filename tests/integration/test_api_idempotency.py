@@ -272,6 +272,11 @@ def test_account_writes_take_keys_too(server: ServerProcess) -> None:
                 "idempotency_key_reused",
             ), other_floor
         assert admin.get("/v1/accounts/Cleo").json()["min_balance"] == "-2.00"
+        # The account is the request's too: the same change of another account under
+        # the key was answered as done, with that account's limits left as they were.
+        bob = admin.patch("/v1/accounts/Bob", json={"min_balance": "-2"}, headers=floor_key)
+        assert (bob.status_code, bob.json()["error"]["code"]) == (409, "idempotency_key_reused")
+        assert admin.get("/v1/accounts/Bob").json()["min_balance"] == "0.00"
 
 
 @pytest.mark.parametrize(
