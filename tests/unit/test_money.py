@@ -116,6 +116,19 @@ def test_limit_refused(text: str) -> None:
         parse_limit(text)
 
 
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_a_limit_past_the_largest_balance_either_way_is_out_of_range(sign: str) -> None:
+    """Said as the limit typed, of the floor or cap it was given for."""
+    text = sign + format_plain(BALANCE_CENTS_MAX + 1)
+    assert parse_limit(format_plain(-BALANCE_CENTS_MAX), "floor") == -BALANCE_CENTS_MAX
+    with pytest.raises(InvalidInput) as refused:
+        parse_limit(text, "floor")
+    assert (refused.value.code, refused.value.message) == (
+        "invalid_limit",
+        f"floor {text!r} is out of range",
+    )
+
+
 @pytest.mark.parametrize(
     ("cents", "text"),
     [
