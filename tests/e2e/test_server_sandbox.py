@@ -152,6 +152,12 @@ def test_a_sandbox_ended_through_one_server_process_takes_no_write_through_anoth
         headers = {"Kopilka-Ledger": ledger}
         with second.client(**headers) as on_second:
             assert on_second.get("/v1/accounts/Sandy").status_code == 200
+            keyed = on_second.post(  # its key kept, to go with the sandbox
+                "/v1/batch",
+                json={"operations": [{"type": "deposit", "client": "Sandy", "amount": "1"}]},
+                headers={"Idempotency-Key": "sandy-batch"},
+            )
+            assert keyed.json()["results"][0]["status"] == 201, keyed.text
             assert on_first.delete(f"/v1/sandboxes/{ledger}").status_code == 204
             for read in ("/v1/accounts", "/v1/accounts/Sandy", "/v1/accounts/Sandy/statement"):
                 gone = on_second.get(read)  # not an empty ledger, as if it went on
