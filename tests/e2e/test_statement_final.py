@@ -6,11 +6,14 @@ leave that batch's line to appear in its period afterwards."""
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import socket
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -267,3 +270,121 @@ def test_a_statement_out_of_time_order_is_refused_in_one_line(tmp_path: Path) ->
     logged = [line for line in server.errors.splitlines() if "does not add up" in line]
     assert len(logged) == 2, server.errors
     assert all("account 1 (ledger 'main'), entry " in line for line in logged), logged
+
+
+def test_a_csv_statement_of_several_chunks_has_each_line_once(tmp_path: Path) -> None:
+    """A CSV statement goes out 500 rows at a time: each chunk holds the rows after the
+    last one sent, so a statement of 1,200 lines reads as its JSON does, row for line,
+    and its amounts come to its running balances."""
+    items: list[dict[str, object]] = [
+        {"type": "deposit", "client": "Bob", "amount": "1000", "open_account": True}
+    ]
+    for index in range(1_200):
+        if index % 3 == 0:
+            amount = f"{index % 50 + 1}.{index % 100:02d}"
+            items.append(
+                {"type": "deposit", "client": "Ann", "amount": amount, "open_account": True}
+            )
+        elif index % 3 == 1:
+            items.append(
+                {
+                    "type": "withdrawal",
+                    "client": "Ann",
+                    "amount": "0.37",
+                    "description": f"w{index}",
+                }
+            )
+        else:
+            ends = ("Ann", "Bob") if index % 2 else ("Bob", "Ann")
+            items.append({"type": "transfer", "from": ends[0], "to": ends[1], "amount": "1.05"})
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        answer = admin.post("/v1/batch", json={"operations": items})
+        assert answer.status_code == 200, answer.text
+        period = {"till": (datetime.now(UTC) + timedelta(days=1)).isoformat()}
+        statement = admin.get("/v1/accounts/Ann/statement", params=period).json()
+        spreadsheet = admin.get("/v1/accounts/Ann/statement", params={**period, "format": "csv"})
+    assert spreadsheet.status_code == 200, spreadsheet.text
+    head, *rows = csv.reader(io.StringIO(spreadsheet.text))
+    assert head[:6] == ["id", "created_at", "kind", "description", "amount", "balance_after"]
+    lines: list[dict[str, object]] = statement["lines"]
+    assert (len(lines), len(rows)) == (1_200, 1_200)
+    expected = [
+        [
+            str(line["id"]),
+            line["created_at"],
+            line["kind"],
+            line["description"],
+            line["amount"],
+            line["balance_after"],
+            line.get("counterparty") or "",
+            str(line["operation_id"]),
+        ]
+        for line in lines
+    ]
+    assert rows == expected
+    balance = Decimal(statement["opening_balance"])
+    for row in rows:
+        balance += Decimal(row[4])
+        assert Decimal(row[5]) == balance, row
+    assert f"{balance:.2f}" == statement["closing_balance"]
+
+
+def test_a_statement_sums_its_deposits_and_withdrawals(tmp_path: Path) -> None:
+    """Its totals are what came in and what went out, each a positive sum, transfers
+    counted on their side: over the whole history and over a period that opens on an
+    earlier balance."""
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        money = [
+            ("/v1/deposits", {"client": "Ann", "amount": "100", "open_account": True}),
+            ("/v1/withdrawals", {"client": "Ann", "amount": "30"}),
+            ("/v1/deposits", {"client": "Bob", "amount": "50", "open_account": True}),
+            ("/v1/transfers", {"from": "Bob", "to": "Ann", "amount": "20"}),
+            ("/v1/transfers", {"from": "Ann", "to": "Bob", "amount": "5.25"}),
+        ]
+        written = []
+        for path, body in money:
+            answer = admin.post(path, json=body)
+            assert answer.status_code == 201, answer.text
+            written.append(answer.json())
+        whole = admin.get("/v1/accounts/Ann/statement").json()
+        since = {"since": written[1]["created_at"]}  # from the withdrawal on
+        period = admin.get("/v1/accounts/Ann/statement", params=since).json()
+        bob = admin.get("/v1/accounts/Bob/statement").json()
+
+    def totals(statement: dict[str, object]) -> tuple[object, ...]:
+        names = ("opening_balance", "deposits", "withdrawals", "closing_balance")
+        return tuple(statement[name] for name in names)
+
+    assert totals(whole) == ("0.00", "120.00", "35.25", "84.75")
+    assert totals(period) == ("100.00", "20.00", "35.25", "84.75")
+    assert totals(bob) == ("0.00", "55.25", "20.00", "35.25")
+
+
+def test_a_statement_whose_lines_stop_short_of_its_last_entry_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The account's last entry is there, its operation gone (removed by hand): the
+    lines, read with their operations, end before the balance the statement is to end
+    at. A short statement is read whole before its status, so it is refused (503), in
+    JSON and in CSV, and the operator told which account; never a 200 that looks whole."""
+    home = tmp_path / "home"
+    with running_server(home) as server, server.client() as admin:
+        for amount in ("10", "20", "30"):
+            deposit = {"client": "Ann", "amount": amount, "open_account": True}
+            assert admin.post("/v1/deposits", json=deposit).status_code == 201
+    with contextlib.closing(sqlite3.connect(home / "kopilka.db")) as db, db:
+        db.execute("DELETE FROM operations WHERE id = (SELECT max(id) FROM operations)")
+    with running_server(home) as server:
+        with server.client() as admin:
+            answers = [
+                admin.get("/v1/accounts/Ann/statement", params={"format": form})
+                for form in ("json", "csv")
+            ]
+        assert server.stop() == 0
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "statement_inconsistent"
+    logged = [line for line in server.errors.splitlines() if "does not add up" in line]
+    assert len(logged) == 2, server.errors
+    says = "account 1 (ledger 'main'), the last entry says a balance of 6000 cents"
+    assert all(f"{says} where the lines before it come to 3000" in line for line in logged)
