@@ -563,7 +563,7 @@ def test_account_exists(ledger: Ledger) -> None:
     [
         ("x\\y", "'x\\y'"),  # as typed, the backslash not doubled
         ("It's", '"It\'s"'),
-        ('"It\'s"', "'\"It\\'s\"'"),  # both quotes: escaped, as Python writes it
+        ('"It\'s" x', "'\"It\\'s\" x'"),  # both quotes: escaped, as Python writes it
     ],
 )
 def test_names_in_refusals_are_shown_as_written(ledger: Ledger, name: str, shown: str) -> None:
