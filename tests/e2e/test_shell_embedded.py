@@ -763,12 +763,14 @@ def test_a_line_of_the_most_characters_is_read_one_more_is_refused(
     most = "balance --client=A".ljust(10_000)
     typed = (
         "deposit --client=A --amount=1 --description=x\n"
-        f"{most}\r\n{most}\n{most} \n{most}  \r\n{most}\r \n{most}"
+        f"{most}\r\n{most}\n{most}\r\r\n{most} \n{most}  \r\n{most}\r \n"
+        # Past the two characters read beyond the bound: the line was longer still.
+        f"{most}\r\rdeposit --client=A --amount=900 --description=x\n{most}"
     )
     balance = "Balance of A: $1.00\n"
     assert run_shell(typed) == (
         "Deposit operation was successful!\n"
-        + balance * 2
-        + "Error: line is longer than 10000 characters\n" * 3
+        + balance * 3
+        + "Error: line is longer than 10000 characters\n" * 4
         + balance
     )

@@ -135,6 +135,9 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
     elif callable(readline := getattr(lines, "readline", None)):
         lines = _bounded_lines(readline)
     for number, line in enumerate(lines):
+        # Left as read: its ends stripped ("\r\r" past the bound), the part kept could
+        # fit the bound, and run as if it were the line.
+        cut_short = isinstance(line, _CutShort)
         if number == 0:
             # A script saved by some Windows editors starts with a byte order mark.
             line = line.removeprefix("\ufeff")
@@ -145,7 +148,7 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
                 )
                 return 1
         try:
-            if not run_line(line.rstrip("\r\n"), bank, output):
+            if not run_line(line if cut_short else line.rstrip("\r\n"), bank, output):
                 break
         except (KeyboardInterrupt, SessionEnded) as interruption:
             if _may_write(line):  # a script's log says so, as a one-shot command does
@@ -154,16 +157,25 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
     return 0
 
 
+class _CutShort(str):
+    """The first characters of a line longer than the parser takes, the rest dropped."""
+
+
 def _bounded_lines(readline: Callable[[int], str]) -> Iterator[str]:
-    """The lines read, none held longer than the parser takes and one more character:
+    """The lines read, none held longer than the parser takes and two more characters:
     of a longer one (a file of no lines piped in by mistake, a stuck producer) the rest
-    is read and dropped, and the parser refuses what is left by its length. Read whole,
+    is read and dropped, and the parser refuses what is kept by its length. Read whole,
     such a line held twice its size in memory before it was refused."""
     read_max = LINE_LENGTH_MAX + 2  # room for "\r\n": a line of exactly the most
     while line := readline(read_max):
         if len(line) == read_max and not line.endswith("\n"):
-            while (rest := readline(64 * 1024)) and not rest.endswith("\n"):
-                pass
+            longer = False  # than its ends ("\r", "\n"), which would be stripped
+            while rest := readline(64 * 1024):
+                longer = longer or bool(rest.rstrip("\r\n"))
+                if rest.endswith("\n"):
+                    break
+            if longer:
+                line = _CutShort(line)
         yield line
 
 
