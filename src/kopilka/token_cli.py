@@ -28,7 +28,11 @@ from kopilka.api.auth import make_token
 from kopilka.arguments import ArgumentParser
 from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.settings import hide_secrets, load_settings
-from kopilka.shell.connect import local_store, refuse_token_without_server
+from kopilka.shell.connect import (
+    local_store,
+    refuse_a_home_never_written,
+    refuse_token_without_server,
+)
 from kopilka.shell.output import AnswerNotWritten, answer, exit_status
 from kopilka.shell.repl import SessionEnded, SignalEnding
 from kopilka.store import keeps_nothing
@@ -237,6 +241,7 @@ def _token_main(argv: list[str]) -> int:
                 "a token in memory would end with this command, honoured by no server:"
                 " give the server's --url, or its --db",
             )
+        refuse_a_home_never_written(settings)
         store = local_store(settings, makes_none=True)
         return asyncio.run(_run_local(store, arguments))
     except AnswerNotWritten:

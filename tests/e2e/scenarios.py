@@ -350,7 +350,7 @@ Error: insufficient funds: Ida Key has $20.00 available
 > deposit --client="Ida Key" --amount=100 --description=x
 Deposit operation was successful!
 > withdraw --client="Ida Key" --amount=100 --description=y --idempotency-key=ida-2
-Error: insufficient funds: Ida Key has $20.00 available (the first answer to idempotency key 'ida-2', given again)
+Error: insufficient funds: Ida Key has $20.00 available (the first answer under --idempotency-key=ida-2, given again)
 > balance --client="Ida Key"
 Balance of Ida Key: $120.00
 """,

@@ -74,6 +74,10 @@ def test_a_home_no_command_wrote_in_is_not_made_by_a_read(
         ("get",),
         ("withdraw", "--client=John Jones", "--amount=1", "--description=x"),
         ("transfer", "-f", "John Jones", "-t", "Bob", "1"),
+        # A token made there would be honoured by no server.
+        ("token", "create", "--role", "teller"),
+        ("token", "list"),
+        ("token", "revoke", "0123456789abcdef"),
     ):
         result = kopilka(*command)
         assert (result.returncode, result.stdout, result.stderr) == (
@@ -394,6 +398,7 @@ def test_a_database_url_given_in_the_wrong_place_is_quoted_without_its_password(
     kopilka: RunKopilka,
 ) -> None:
     url = "postgresql://alice:S3cretPW@127.0.0.1:1/bank"
+    assert kopilka("init").returncode == 0  # the token commands read the home's ledger
     for arguments in (
         ("get", url),
         ("serve", url),
@@ -744,6 +749,35 @@ def test_a_config_file_that_cannot_be_read_is_refused_in_one_line(
     finally:
         shut.chmod(0o700)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["home"]
+
+
+def test_a_home_in_a_directory_that_may_not_be_entered_is_one_line(tmp_path: Path) -> None:
+    """Whether a ledger is there cannot be told: said as the home not to be made, not as
+    Python's errno line naming the database."""
+    enforced = file_modes_enforced(tmp_path)
+    config = tmp_path / "kopilka.toml"  # given, so none is looked for in the home
+    config.write_text("")
+    config.chmod(0o644)
+    shut = tmp_path / "shut"
+    shut.mkdir(mode=0o000)
+    try:
+        for command in (("balance", "--client=Ann"), ("token", "list")):
+            result = subprocess.run(
+                [*enforced, *kopilka_command(), *command],
+                capture_output=True,
+                text=True,
+                env={**kopilka_env(shut / "home"), "KOPILKA_CONFIG": str(config)},
+                cwd=tmp_path,
+                timeout=RUN_TIMEOUT_SECONDS,
+                check=False,
+            )
+            assert (result.returncode, result.stdout, result.stderr) == (
+                1,
+                "",
+                f"Error: cannot create KOPILKA_HOME {shut / 'home'}: Permission denied\n",
+            ), command
+    finally:
+        shut.chmod(0o700)
 
 
 def test_a_command_on_a_database_file_that_is_not_there_says_so_and_makes_none(
@@ -1120,6 +1154,7 @@ def test_a_directory_given_as_the_database_is_refused_leaving_nothing_beside_it(
 def test_a_token_pasted_in_the_wrong_place_is_not_echoed_whole(kopilka: RunKopilka) -> None:
     """Scripts and CI logs keep stderr: the token's id says which one it was."""
     secret = "kop_0123456789abcdef_AbC-dEf_ghIJKLmnopQRstuvwxyz0123456789-_abcd"
+    assert kopilka("init").returncode == 0  # a ledger for the revoke to look in
     for words in ((secret,), ("balance", secret), ("token", "revoke", f"x{secret}")):
         result = kopilka(*words)
         assert result.returncode == 1, words

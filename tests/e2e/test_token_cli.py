@@ -26,6 +26,8 @@ LIST_LINE = re.compile(
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running_server(tmp_path_factory.mktemp("tokens") / "home", db="memory:") as server:
+        # The home's own ledger, for the token commands run without --url
+        assert run_kopilka(server.home, "init").returncode == 0
         yield server
 
 

@@ -125,7 +125,8 @@ def _retry_names_the_key(key: str) -> Iterator[None]:
             # Its figures are of then ("A has $10.00 available" after a deposit since):
             # read as today's answer, they were wrong.
             error.message = (
-                f"{error.message} (the first answer to idempotency key {key!r}, given again)"
+                f"{error.message} (the first answer under"
+                f" --idempotency-key={shlex.quote(key)}, given again)"
             )
             error.args = (error.message,)
         raise

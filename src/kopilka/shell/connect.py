@@ -71,7 +71,7 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
     if makes_none:
-        _refuse_a_home_never_written(target.settings)
+        refuse_a_home_never_written(target.settings)
     try:
         return EmbeddedBank(local_store(target.settings, makes_none), target.settings.ledger)
     except KopilkaError:
@@ -84,14 +84,20 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
         ) from error
 
 
-def _refuse_a_home_never_written(settings: Settings) -> None:
+def refuse_a_home_never_written(settings: Settings) -> None:
     """A mistyped KOPILKA_HOME read as a new, empty ledger, that said every client was
     unknown (and was made there): a command that could do nothing in it says where it
     looked. A home that will not do says why first."""
     home = settings.home
-    if settings.db != str(home / "kopilka.db") or (home / "kopilka.db").exists():
+    if settings.db != str(home / "kopilka.db"):
         return
-    if home.exists():
+    try:
+        if (home / "kopilka.db").exists():
+            return
+        there = home.exists()
+    except OSError:  # a directory on the way that may not be searched
+        there = True
+    if there:
         make_home(home)  # a file in the way, another user's: said so (nothing is made)
     told = " (check KOPILKA_HOME)" if "KOPILKA_HOME" in os.environ else ""
     raise NotFound(
