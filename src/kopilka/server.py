@@ -21,13 +21,14 @@ from typing import Any
 import uvicorn
 
 from kopilka.api.admin_token import prepare_admin_token
-from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app, create_worker_app
+from kopilka.api.app import KopilkaApp, create_app, create_worker_app
 from kopilka.api.protocol import CONNECTIONS_MAX, BoundedHttpToolsProtocol, ConnectionBounds
 from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
 from kopilka.hangup import HANGUP, StopsOnHangup
 from kopilka.settings import (
+    ADMIN_TOKEN_FILE,
     Settings,
     check_home,
     hide_secrets,

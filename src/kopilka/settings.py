@@ -34,6 +34,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
 SANDBOX_IDLE_SECONDS_DEFAULT = 900.0
 SANDBOX_IDLE_SECONDS_MAX = 7 * 24 * 3600
+# In KOPILKA_HOME: the admin token a server writes at its first start.
+ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
 
 
 def home() -> Path:

@@ -238,6 +238,41 @@ def test_a_write_whose_first_answer_was_lost_is_no_replay_to_its_caller(
             assert bank.account("Ann").balance_cents == 200  # each applied once
 
 
+def test_a_refusal_a_shell_line_was_given_on_its_clients_resend_is_no_replay(
+    tmp_path: Path,
+) -> None:
+    """The line gave no key: the client's own resend under the key made for it got the
+    refusal the first try had, and the shell said it was given again, as if the line
+    had been a repeat of an earlier one."""
+    with running_server(tmp_path / "home") as server:
+        assert (
+            run_kopilka(
+                server.home,
+                "deposit",
+                "--client=A",
+                "--amount=5",
+                "--url",
+                server.url,
+                "--description=x",
+            ).returncode
+            == 0
+        )
+        sent: list[bytes] = []
+        with _proxy_losing_first_answer(server.url, b"POST", sent.append) as url:
+            shell = run_kopilka(
+                server.home,
+                "shell",
+                "--url",
+                url,
+                stdin="withdraw --client=A --amount=100 --description=y\n",
+            )
+    assert len(sent) == 1  # a first answer was lost, and the request resent
+    assert (shell.returncode, shell.stdout) == (
+        0,
+        "Error: insufficient funds: A has $5.00 available\n",
+    )
+
+
 def test_a_client_closed_while_its_write_waits_says_it_may_have_been_applied(
     tmp_path: Path,
 ) -> None:

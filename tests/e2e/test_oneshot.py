@@ -94,7 +94,21 @@ def test_a_home_no_command_wrote_in_is_not_made_by_a_read(
         f"Error: cannot create KOPILKA_HOME {typo}: {typo.parent} does not exist (kopilka"
         " makes only its last directory)\n",
     )
+    read = kopilka("balance", "--client=John Jones", env={"KOPILKA_HOME": str(typo)})
+    assert read.stderr == (
+        f"Error: KOPILKA_HOME {typo} does not exist, nor does {typo.parent}: check KOPILKA_HOME\n"
+    )
     assert not kopilka_home.exists()
+    # A server's home (its ledger elsewhere: --db memory:, PostgreSQL): not made a second.
+    kopilka_home.mkdir(mode=0o700)
+    (kopilka_home / "admin.token").write_text("kop_0123456789abcdef_x\n")
+    served = kopilka("token", "list")
+    assert (served.returncode, served.stderr) == (
+        1,
+        f"Error: no ledger in {kopilka_home}: the server whose admin token is there keeps its"
+        " ledger elsewhere; give its --url, or its --db\n",
+    )
+    assert sorted(path.name for path in kopilka_home.iterdir()) == ["admin.token"]
     assert kopilka(*DEPOSIT).returncode == 0
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
 

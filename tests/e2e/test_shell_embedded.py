@@ -765,12 +765,15 @@ def test_a_line_of_the_most_characters_is_read_one_more_is_refused(
         "deposit --client=A --amount=1 --description=x\n"
         f"{most}\r\n{most}\n{most}\r\r\n{most} \n{most}  \r\n{most}\r \n"
         # Past the two characters read beyond the bound: the line was longer still.
-        f"{most}\r\rdeposit --client=A --amount=900 --description=x\n{most}"
+        f"{most}\r\rdeposit --client=A --amount=900 --description=x\n"
+        # Blanks past the bound, the command after them: no blank line.
+        f"{' ' * 10_005}deposit --client=A --amount=900 --description=x\n"
+        f"# a comment of any length{'.' * 30_000}\n{most}"
     )
     balance = "Balance of A: $1.00\n"
     assert run_shell(typed) == (
         "Deposit operation was successful!\n"
         + balance * 3
-        + "Error: line is longer than 10000 characters\n" * 4
+        + "Error: line is longer than 10000 characters\n" * 5
         + balance
     )

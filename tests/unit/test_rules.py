@@ -411,12 +411,18 @@ def test_a_new_name_may_not_be_wrapped_in_quotes(ledger: Ledger) -> None:
     plan = ledger.plan(
         deposit('"John Jones"', 100, "a"),
         deposit("'Ann'", 100, "b"),
+        # Quotes an editor curled, in a command copied from a text
+        deposit("\u201cAnn\u201d", 100, "g"),
+        deposit("\u201eAnn\u201c", 100, "h"),
+        deposit("\u2018Bo\u2019", 100, "i"),
+        deposit("`Ann`", 100, "j"),
+        deposit("\u00abRomashka\u00bb", 100, "k"),  # a firm's name, so written in Russian
         deposit("'", 100, "c"),
         deposit("\"Ann'", 100, "d"),
         deposit("O'Neil", 100, "e"),
         withdraw('"Old"', 100, "f"),
     )
-    assert codes(plan.outcomes) == ["invalid_client"] * 2 + ["ok"] * 4
+    assert codes(plan.outcomes) == ["invalid_client"] * 6 + ["ok"] * 5
     refused = plan.outcomes[0]
     assert isinstance(refused, InvalidInput)
     assert refused.message == (

@@ -66,7 +66,6 @@ BODY_SECONDS_MAX = 10.0
 _JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
 _SANDBOX_PREFIX_BYTES = SANDBOX_PREFIX.encode()
-ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
 
 _encoder = msgspec.json.Encoder()
 _transfer_decoder = msgspec.json.Decoder(TransferIn)

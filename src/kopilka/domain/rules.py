@@ -638,6 +638,23 @@ def not_batched() -> InvalidInput:
     return InvalidInput("invalid_command", "only deposits, withdrawals and transfers batch")
 
 
+# Quotes a shell or an editor puts around a name; not «», which names a firm in some
+# languages.
+_QUOTES = frozenset(
+    {
+        ('"', '"'),
+        ("'", "'"),
+        ("`", "`"),
+        ("\u201c", "\u201d"),
+        ("\u2018", "\u2019"),
+        ("\u201e", "\u201c"),
+        ("\u201e", "\u201d"),
+        ("\u201a", "\u2018"),
+        ("\u201d", "\u201d"),
+    }
+)
+
+
 def new_name_refusal(client: str) -> str | None:
     """Why no account may be opened under `client` now, or None. " Ann" would list like
     "Ann" and be another account, as "Ann  Lee" would "Ann Lee" (a double space mistyped
@@ -645,8 +662,9 @@ def new_name_refusal(client: str) -> str | None:
     name stays usable)."""
     if client != client.strip():
         return "may not start or end with a space"
-    if len(client) > 1 and client[0] == client[-1] and client[0] in "\"'":
-        # '--client="John Jones"' quoted once more at the OS shell: a second account
+    if len(client) > 1 and (client[0], client[-1]) in _QUOTES:
+        # '--client="John Jones"' quoted once more at the OS shell, or a command copied
+        # from a text whose editor curled its quotes: a second account
         return "may not be wrapped in quotes, which were meant to quote it"
     if client in (".", ".."):
         # A URL's path reads them as folders (/v1/accounts/..): a caller or proxy that

@@ -108,9 +108,10 @@ _NOT_APPLIED = frozenset({"server_unreachable", "database_damaged"})
 
 
 @contextmanager
-def _retry_names_the_key(key: str) -> Iterator[None]:
+def _retry_names_the_key(key: str, given: bool) -> Iterator[None]:
     """A write the ledger could not answer may have applied or not: the same key settles
-    it, once. The key of a command line is new each time, so the error names it."""
+    it, once. The key of a command line is new each time, so the error names it.
+    `given`: the key is the caller's (--idempotency-key), not one made for the line."""
     try:
         yield
     except Unavailable as error:
@@ -121,9 +122,10 @@ def _retry_names_the_key(key: str) -> Iterator[None]:
             raise
         raise Unavailable(error.code, f"{error.message} ({_retry_safely_with(key)})") from None
     except KopilkaError as error:
-        if error.replayed:
+        if error.replayed and given:
             # Its figures are of then ("A has $10.00 available" after a deposit since):
-            # read as today's answer, they were wrong.
+            # read as today's answer, they were wrong. A key made for this line is
+            # answered again only to the client's own retry, of this very request.
             error.message = (
                 f"{error.message} (the first answer under"
                 f" --idempotency-key={shlex.quote(key)}, given again)"
@@ -165,6 +167,10 @@ def _key(parsed: ParsedCommand) -> str:
     return new_key() if given is None else given_key(given)
 
 
+def _key_given(parsed: ParsedCommand) -> bool:
+    return parsed.get("idempotency-key") is not None
+
+
 def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:
     command = Deposit(
         parsed.require("client"),
@@ -173,7 +179,7 @@ def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:
         _key(parsed),
     )
     validate_money_command(command)
-    with _retry_names_the_key(command.idempotency_key):
+    with _retry_names_the_key(command.idempotency_key, _key_given(parsed)):
         bank.deposit(
             command.client, command.amount_cents, command.description, command.idempotency_key
         )
@@ -188,7 +194,7 @@ def _withdraw(parsed: ParsedCommand, bank: Bank) -> Reply:
         _key(parsed),
     )
     validate_money_command(command)
-    with _retry_names_the_key(command.idempotency_key):
+    with _retry_names_the_key(command.idempotency_key, _key_given(parsed)):
         bank.withdraw(
             command.client, command.amount_cents, command.description, command.idempotency_key
         )
@@ -204,7 +210,7 @@ def _transfer(parsed: ParsedCommand, bank: Bank) -> Reply:
         _key(parsed),
     )
     validate_money_command(command)
-    with _retry_names_the_key(command.idempotency_key):
+    with _retry_names_the_key(command.idempotency_key, _key_given(parsed)):
         bank.transfer(
             command.from_client,
             command.to_client,

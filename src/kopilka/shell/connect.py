@@ -15,7 +15,7 @@ from typing import Protocol
 
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.errors import InvalidInput, KopilkaError, NotFound, Unavailable
-from kopilka.settings import Settings, make_home, redact_url
+from kopilka.settings import ADMIN_TOKEN_FILE, Settings, make_home, redact_url
 from kopilka.store import open_store, sqlite_path
 from kopilka.store.protocol import Store
 
@@ -99,6 +99,17 @@ def refuse_a_home_never_written(settings: Settings) -> None:
         there = True
     if there:
         make_home(home)  # a file in the way, another user's: said so (nothing is made)
+        if (home / ADMIN_TOKEN_FILE).exists():
+            raise NotFound(
+                "database_not_found",
+                f"no ledger in {home}: the server whose admin token is there keeps its"
+                " ledger elsewhere; give its --url, or its --db",
+            )
+    elif "KOPILKA_HOME" in os.environ and not home.parent.is_dir():  # not made: said so
+        raise NotFound(
+            "database_not_found",
+            f"KOPILKA_HOME {home} does not exist, nor does {home.parent}: check KOPILKA_HOME",
+        )
     told = " (check KOPILKA_HOME)" if "KOPILKA_HOME" in os.environ else ""
     raise NotFound(
         "database_not_found",

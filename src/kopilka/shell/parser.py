@@ -41,12 +41,16 @@ class ParsedCommand:
         return value
 
 
+def line_too_long() -> InvalidInput:
+    return InvalidInput("invalid_command", f"line is longer than {LINE_LENGTH_MAX} characters")
+
+
 def split_line(line: str) -> list[str]:
     """Shell words of a line; blank lines and `#` comments give no words."""
     if not line.strip() or line.lstrip().startswith("#"):  # a comment of any length
         return []
     if len(line) > LINE_LENGTH_MAX:
-        raise InvalidInput("invalid_command", f"line is longer than {LINE_LENGTH_MAX} characters")
+        raise line_too_long()
     try:
         return shlex.split(line, comments=False, posix=True)
     except ValueError as error:  # shlex: "No closing quotation", "No escaped character"

@@ -20,7 +20,7 @@ from kopilka.errors import Forbidden, KopilkaError
 from kopilka.settings import hide_secrets
 from kopilka.shell.commands import READS_ONLY, execute, interrupted_write
 from kopilka.shell.output import Exit, Output
-from kopilka.shell.parser import LINE_LENGTH_MAX, parse_line, split_line
+from kopilka.shell.parser import LINE_LENGTH_MAX, line_too_long, parse_line, split_line
 
 if TYPE_CHECKING:
     from prompt_toolkit.application import Application
@@ -135,8 +135,9 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
     elif callable(readline := getattr(lines, "readline", None)):
         lines = _bounded_lines(readline)
     for number, line in enumerate(lines):
-        # Left as read: its ends stripped ("\r\r" past the bound), the part kept could
-        # fit the bound, and run as if it were the line.
+        # Refused here, whatever was kept of it: its ends stripped ("\r\r" past the
+        # bound), that part could fit the bound and run as if it were the line; all
+        # blanks, it read as a blank line.
         cut_short = isinstance(line, _CutShort)
         if number == 0:
             # A script saved by some Windows editors starts with a byte order mark.
@@ -147,8 +148,11 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
                     " (PowerShell: Out-File -Encoding utf8)"
                 )
                 return 1
+        if cut_short and not line.lstrip().startswith("#"):  # a comment is of any length
+            output.error(line_too_long().message)
+            continue
         try:
-            if not run_line(line if cut_short else line.rstrip("\r\n"), bank, output):
+            if not run_line(line.rstrip("\r\n"), bank, output):
                 break
         except (KeyboardInterrupt, SessionEnded) as interruption:
             if _may_write(line):  # a script's log says so, as a one-shot command does
