@@ -258,7 +258,11 @@ def serve_main(argv: list[str]) -> int:
         print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
         return 1
     if settings.workers > 1 and keeps_nothing(settings.db):  # before anything is made
-        print("Error: --workers above 1 needs a shared database, not memory:", file=sys.stderr)
+        print(
+            "Error: more than one worker (--workers, KOPILKA_WORKERS or workers in"
+            " kopilka.toml) needs a shared database, not memory:",
+            file=sys.stderr,
+        )
         return 1
     token_path = settings.home / ADMIN_TOKEN_FILE
     for stop in (signal.SIGTERM, signal.SIGINT, HANGUP):

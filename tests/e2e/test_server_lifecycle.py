@@ -662,12 +662,21 @@ def test_a_home_the_admin_token_cannot_be_kept_in_stops_serve_with_no_database_m
 
 
 @pytest.mark.parametrize("db", ["memory:", "sqlite::memory:"])
-def test_workers_need_a_database_they_share(tmp_path: Path, db: str) -> None:
+@pytest.mark.parametrize("given", ["flag", "environment"])
+def test_workers_need_a_database_they_share(tmp_path: Path, db: str, given: str) -> None:
     """Each worker's memory is its own: the workers failed to start for ever, the server
-    up and refusing every connection."""
-    result = run_kopilka(tmp_path / "home", "serve", "--workers", "2", "--db", db)
+    up and refusing every connection. Said of the setting wherever it was given: it
+    named --workers, given in the environment."""
+    if given == "flag":
+        result = run_kopilka(tmp_path / "home", "serve", "--workers", "2", "--db", db)
+    else:
+        env = {"KOPILKA_WORKERS": "2", "KOPILKA_DB": db}
+        result = run_kopilka(tmp_path / "home", "serve", env=env)
     assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == "Error: --workers above 1 needs a shared database, not memory:\n"
+    assert result.stderr == (
+        "Error: more than one worker (--workers, KOPILKA_WORKERS or workers in kopilka.toml)"
+        " needs a shared database, not memory:\n"
+    )
 
 
 def test_a_stop_with_an_answer_no_one_reads_says_so_without_a_traceback(tmp_path: Path) -> None:
