@@ -106,6 +106,14 @@ class Workers(Multiprocess):
                     replacement.pid,
                 )
 
+    def terminate_all(self) -> None:
+        # A stop refuses new connections at once, as one process's does: the listening
+        # socket is open while any process holds it, and a connection taken into its
+        # queue while the workers drained hung until the last of them was done.
+        for listening in self.sockets:
+            listening.close()
+        super().terminate_all()
+
     def handle_hup(self) -> None:
         # As one process stops for it: the terminal the server ran in has closed.
         # (uvicorn would start its own workers in place of these.)
@@ -236,6 +244,7 @@ class _TakingTurnsServer(StopsOnHangup):
         listening, self._listening = self._listening, None
         if listening is not None:
             asyncio.get_running_loop().remove_reader(listening)
+            listening.close()  # this process's hold on it (see Workers.terminate_all)
         if self._starting:
             # Made first: uvicorn tells the connections it has to stop, and one made after
             # that was served on, keep-alive, holding the stop up for its whole drain time.
