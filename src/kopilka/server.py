@@ -259,8 +259,8 @@ def serve_main(argv: list[str]) -> int:
         return 1
     if settings.workers > 1 and keeps_nothing(settings.db):  # before anything is made
         print(
-            "Error: more than one worker (--workers, KOPILKA_WORKERS or workers in"
-            " kopilka.toml) needs a shared database, not memory:",
+            "Error: more than one worker (--workers, KOPILKA_WORKERS or workers in the"
+            " settings file) needs a shared database, not memory:",
             file=sys.stderr,
         )
         return 1

@@ -98,6 +98,10 @@ def test_a_home_no_command_wrote_in_is_not_made_by_a_read(
     assert read.stderr == (
         f"Error: KOPILKA_HOME {typo} does not exist, nor does {typo.parent}: check KOPILKA_HOME\n"
     )
+    in_a_file = kopilka_home.parent / "a-file" / "home"  # its parent there, but a file
+    in_a_file.parent.write_text("")
+    read = kopilka("balance", "--client=John Jones", env={"KOPILKA_HOME": str(in_a_file)})
+    assert read.stderr == f"Error: cannot create KOPILKA_HOME {in_a_file}: Not a directory\n"
     assert not kopilka_home.exists()
     # A server's home (its ledger elsewhere: --db memory:, PostgreSQL): not made a second.
     kopilka_home.mkdir(mode=0o700)

@@ -681,8 +681,8 @@ def test_workers_need_a_database_they_share(tmp_path: Path, db: str, given: str)
         result = run_kopilka(tmp_path / "home", "serve", env=env)
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        "Error: more than one worker (--workers, KOPILKA_WORKERS or workers in kopilka.toml)"
-        " needs a shared database, not memory:\n"
+        "Error: more than one worker (--workers, KOPILKA_WORKERS or workers in the settings"
+        " file) needs a shared database, not memory:\n"
     )
 
 

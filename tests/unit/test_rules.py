@@ -416,13 +416,16 @@ def test_a_new_name_may_not_be_wrapped_in_quotes(ledger: Ledger) -> None:
         deposit("\u201eAnn\u201c", 100, "h"),
         deposit("\u2018Bo\u2019", 100, "i"),
         deposit("`Ann`", 100, "j"),
+        deposit("\u2019Ann\u2019", 100, "l"),  # as Swedish writes them
+        deposit("\u00bbAnn\u00ab", 100, "m"),  # as German may
+        deposit('"Ann\u201d', 100, "n"),  # one end curled
+        deposit("\"Ann'", 100, "d"),
         deposit("\u00abRomashka\u00bb", 100, "k"),  # a firm's name, so written in Russian
         deposit("'", 100, "c"),
-        deposit("\"Ann'", 100, "d"),
         deposit("O'Neil", 100, "e"),
         withdraw('"Old"', 100, "f"),
     )
-    assert codes(plan.outcomes) == ["invalid_client"] * 6 + ["ok"] * 5
+    assert codes(plan.outcomes) == ["invalid_client"] * 10 + ["ok"] * 4
     refused = plan.outcomes[0]
     assert isinstance(refused, InvalidInput)
     assert refused.message == (

@@ -638,21 +638,10 @@ def not_batched() -> InvalidInput:
     return InvalidInput("invalid_command", "only deposits, withdrawals and transfers batch")
 
 
-# Quotes a shell or an editor puts around a name; not «», which names a firm in some
-# languages.
-_QUOTES = frozenset(
-    {
-        ('"', '"'),
-        ("'", "'"),
-        ("`", "`"),
-        ("\u201c", "\u201d"),
-        ("\u2018", "\u2019"),
-        ("\u201e", "\u201c"),
-        ("\u201e", "\u201d"),
-        ("\u201a", "\u2018"),
-        ("\u201d", "\u201d"),
-    }
-)
+# Quotes a shell or an editor puts around a name, straight or curled in any language's
+# way (and an editor may curl one end only); not «...», which names a firm in Russian.
+_OPENING_QUOTES = "\"'`\u201c\u201d\u201e\u2018\u2019\u201a\u00bb"
+_CLOSING_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab"
 
 
 def new_name_refusal(client: str) -> str | None:
@@ -662,7 +651,7 @@ def new_name_refusal(client: str) -> str | None:
     name stays usable)."""
     if client != client.strip():
         return "may not start or end with a space"
-    if len(client) > 1 and (client[0], client[-1]) in _QUOTES:
+    if len(client) > 1 and client[0] in _OPENING_QUOTES and client[-1] in _CLOSING_QUOTES:
         # '--client="John Jones"' quoted once more at the OS shell, or a command copied
         # from a text whose editor curled its quotes: a second account
         return "may not be wrapped in quotes, which were meant to quote it"

@@ -105,11 +105,14 @@ def refuse_a_home_never_written(settings: Settings) -> None:
                 f"no ledger in {home}: the server whose admin token is there keeps its"
                 " ledger elsewhere; give its --url, or its --db",
             )
-    elif "KOPILKA_HOME" in os.environ and not home.parent.is_dir():  # not made: said so
-        raise NotFound(
-            "database_not_found",
-            f"KOPILKA_HOME {home} does not exist, nor does {home.parent}: check KOPILKA_HOME",
-        )
+    elif "KOPILKA_HOME" in os.environ:  # only its last directory would be made
+        if not home.parent.exists():
+            raise NotFound(
+                "database_not_found",
+                f"KOPILKA_HOME {home} does not exist, nor does {home.parent}: check KOPILKA_HOME",
+            )
+        if not home.parent.is_dir():
+            make_home(home)  # said as a write is told: not a directory
     told = " (check KOPILKA_HOME)" if "KOPILKA_HOME" in os.environ else ""
     raise NotFound(
         "database_not_found",

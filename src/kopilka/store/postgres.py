@@ -277,9 +277,8 @@ class PostgresStore:
         kept, self._batch_connections = self._batch_connections, []
         if pool is not None:
             for connection in kept:
-                with contextlib.suppress(*_CONNECTION_LOST):  # TimeoutError included
-                    # A database gone silent would hold the stop up without end.
-                    await pool.release(connection, timeout=self._connect_timeout_seconds)
+                with contextlib.suppress(*_CONNECTION_LOST):
+                    await pool.release(connection)
             try:
                 await asyncio.wait_for(pool.close(), self._connect_timeout_seconds)
             except _CONNECTION_LOST:  # TimeoutError included
@@ -397,9 +396,7 @@ class PostgresStore:
                     self._batch_connections.append(connection)
                 else:
                     with contextlib.suppress(*_CONNECTION_LOST):
-                        # The pool resets a cancelled one; if the database has gone
-                        # silent, it ends the connection when the wait is over.
-                        await pool.release(connection, timeout=self._connect_timeout_seconds)
+                        await pool.release(connection)  # the pool resets a cancelled one
 
     # -- the batch ------------------------------------------------------------
 
