@@ -78,7 +78,14 @@ from kopilka.errors import (
 )
 from kopilka.idempotency import new_key, sendable_key
 from kopilka.periods import period_end
-from kopilka.settings import check_home, home, on_this_machine, redact_url, split_url
+from kopilka.settings import (
+    ADMIN_TOKEN_FILE,
+    check_home,
+    home,
+    on_this_machine,
+    redact_url,
+    split_url,
+)
 
 T = TypeVar("T")
 
@@ -852,7 +859,7 @@ def connect_bank(
     secret = _admin_token(url) if token is None else token
     options: dict[str, Any] = {
         "timeout_seconds": timeout_seconds,
-        "token_file": home() / "admin.token" if token is None else None,  # as read
+        "token_file": home() / ADMIN_TOKEN_FILE if token is None else None,  # as read
     }
     if not sandbox:
         return Client(url, secret, ledger=ledger, **options)
@@ -1015,7 +1022,7 @@ def _refuse_another_users_listener(url: str) -> None:
 def _admin_token(url: str) -> str:
     """The home's admin token, for a server on this machine only: a URL from elsewhere (a
     kopilka.toml in a directory someone else made, say) must not be handed it."""
-    path = home() / "admin.token"
+    path = home() / ADMIN_TOKEN_FILE
     if not on_this_machine(urlsplit(url).hostname or ""):
         raise Unauthorized(
             "no_token",

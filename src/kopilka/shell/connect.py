@@ -88,7 +88,7 @@ def refuse_a_home_never_written(settings: Settings) -> None:
     """A mistyped KOPILKA_HOME read as a new, empty ledger, that said every client was
     unknown (and was made there): a command that could do nothing in it says where it
     looked. A home that will not do says why first."""
-    home = settings.home
+    home, given = settings.home, "KOPILKA_HOME" in os.environ
     if settings.db != str(home / "kopilka.db"):
         return
     try:
@@ -105,7 +105,7 @@ def refuse_a_home_never_written(settings: Settings) -> None:
                 f"no ledger in {home}: the server whose admin token is there keeps its"
                 " ledger elsewhere; give its --url, or its --db",
             )
-    elif "KOPILKA_HOME" in os.environ:  # only its last directory would be made
+    elif given:  # only its last directory would be made
         if not home.parent.exists():
             raise NotFound(
                 "database_not_found",
@@ -113,7 +113,7 @@ def refuse_a_home_never_written(settings: Settings) -> None:
             )
         if not home.parent.is_dir():
             make_home(home)  # said as a write is told: not a directory
-    told = " (check KOPILKA_HOME)" if "KOPILKA_HOME" in os.environ else ""
+    told = " (check KOPILKA_HOME)" if given else ""
     raise NotFound(
         "database_not_found",
         f"no ledger in {home} yet: nothing has been written there{told};"
