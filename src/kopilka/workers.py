@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import struct
@@ -27,7 +26,6 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
-from kopilka.api.app import KopilkaApp
 from kopilka.hangup import StopsOnHangup
 
 logger = logging.getLogger("uvicorn.error")
@@ -50,21 +48,15 @@ _TCP_INFO_WAITING_OFFSET = 24
 # How long a worker that stops waits for the connections it has just accepted to be made
 # (a step of the loop, each) before it tells every connection to stop.
 STARTING_CONNECTIONS_SECONDS_MAX = 1.0
-# A worker that found the database away waits this long before it exits to be started
-# again; its exit status tells the supervisor so (sysexits' EX_TEMPFAIL).
-DATABASE_AWAY_PAUSE_SECONDS = 3.0
-DATABASE_AWAY_EXIT = os.EX_TEMPFAIL
 
 
 class Workers(Multiprocess):
     """uvicorn's supervisor (health checks, a dead worker restarted, signals), its
     workers started as `_Worker`, and started again so when one dies.
 
-    A worker that could not start because the database was away (it went away after
-    the supervisor found it there, or while a worker was restarted) is started again
-    until it is back: uvicorn would stop the whole server for it, every worker serving
-    503 meanwhile included, with status 0. Any other start-up failure stops the server,
-    and `failed_to_start` says so."""
+    A worker that cannot start stops the server, and `failed_to_start` says so (uvicorn
+    would exit with status 0). One started while the database is away serves, answering
+    503 until it is back (KopilkaApp.waits_for_database)."""
 
     failed_to_start = False
 
@@ -75,7 +67,7 @@ class Workers(Multiprocess):
             self.processes.append(process)
 
     def keep_subprocess_alive(self) -> None:
-        # As uvicorn's, but for the worker started again and the database away.
+        # As uvicorn's, but for a failed start-up and the log line of a worker lost.
         if self.should_exit.is_set():
             return
         for index, process in enumerate(self.processes):
@@ -94,17 +86,16 @@ class Workers(Multiprocess):
             replacement = _Worker(self.config, self.sockets)
             replacement.start()
             self.processes[index] = replacement
-            if process.exitcode != DATABASE_AWAY_EXIT:  # that worker has said why
-                # uvicorn says it at the info level, which the server does not log: a
-                # worker killed again and again (out of memory) must show.
-                logger.warning(
-                    "worker [%s] %s; worker [%s] started in its place",
-                    process.pid,
-                    "did not answer its health check, and was killed"
-                    if hung
-                    else _how_it_ended(process.exitcode),
-                    replacement.pid,
-                )
+            # uvicorn says it at the info level, which the server does not log: a worker
+            # killed again and again (out of memory) must show.
+            logger.warning(
+                "worker [%s] %s; worker [%s] started in its place",
+                process.pid,
+                "did not answer its health check, and was killed"
+                if hung
+                else _how_it_ended(process.exitcode),
+                replacement.pid,
+            )
 
     def terminate_all(self) -> None:
         # A stop refuses new connections at once, as one process's does: the listening
@@ -176,16 +167,7 @@ class _TakingTurnsServer(StopsOnHangup):
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         assert sockets is not None and len(sockets) == 1, "a worker serves the one socket"
-        try:
-            await super().startup(sockets=[])  # the application, with no socket of uvicorn's
-        except SystemExit as failed:
-            app = self.config.loaded_app
-            if failed.code == STARTUP_FAILURE and isinstance(app, KopilkaApp) and app.database_away:
-                # Started again by the supervisor, after a pause: not a tight loop of
-                # attempts (and of their log lines) for as long as the database is away.
-                await asyncio.sleep(DATABASE_AWAY_PAUSE_SECONDS)
-                raise SystemExit(DATABASE_AWAY_EXIT) from None
-            raise
+        await super().startup(sockets=[])  # the application, with no socket of uvicorn's
         if not self.started:
             return
         config, loop = self.config, asyncio.get_running_loop()

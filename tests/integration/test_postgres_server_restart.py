@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 import pytest
 from tests.kopilka_server import (
     RawConnection,
@@ -36,7 +37,6 @@ from tests.kopilka_server import (
 from tests.pgserver import PostgresTestServer, StopMode
 
 from kopilka.errors import KopilkaError
-from kopilka.workers import DATABASE_AWAY_PAUSE_SECONDS
 
 pytestmark = pytest.mark.postgres
 
@@ -491,12 +491,13 @@ def _has_database_connection(pid: int, port: int) -> bool:
     return False
 
 
-def test_a_worker_started_again_while_the_database_is_away_waits_for_it(
+def test_workers_started_again_while_the_database_is_away_answer_503_until_it_is_back(
     tmp_path: Path, postgres_server: PostgresTestServer, postgres_url: str
 ) -> None:
-    """A worker that dies in an outage is started again, and finds the database away:
+    """Every worker dies in an outage and is started again, finding the database away:
     the server must not stop (uvicorn stops every worker for a start-up failure, with
-    status 0), and the new worker serves once the database is back."""
+    status 0), requests must be answered 503 at once (not hang in the listening socket's
+    queue while no worker accepts), and the same workers serve once the database is back."""
     if not postgres_server.is_managed:
         pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
     with running_server(tmp_path / "home", postgres_url, workers=2) as server:
@@ -505,8 +506,8 @@ def test_a_worker_started_again_while_the_database_is_away_waits_for_it(
             assert http.post("/v1/deposits", json=opened).status_code == 201
         first = _workers_of(server)
         assert len(first) == 2
-        # Both workers started (each holds its pool's connection to the database), so
-        # that one is left to answer once the other is killed.
+        # Both workers started (each holds its pool's connection to the database): those
+        # killed are started again, not the first start's.
         deadline = time.monotonic() + 30
         while not all(_has_database_connection(pid, postgres_server.port) for pid in first):
             assert time.monotonic() < deadline, "a worker never started"
@@ -515,29 +516,42 @@ def test_a_worker_started_again_while_the_database_is_away_waits_for_it(
         time.sleep(0.5)  # past the rest of its start-up
         postgres_server.stop("fast")
         try:
-            os.kill(first[0], signal.SIGKILL)
-            time.sleep(5)  # started again, its start-up failed, and started again
+            for pid in first:
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while len(again := [pid for pid in _workers_of(server) if pid not in first]) < 2:
+                assert time.monotonic() < deadline, (again, server.errors)
+                time.sleep(0.1)
+            time.sleep(2)  # past their start-up, which finds the database away
             assert server.process is not None and server.process.poll() is None, server.errors
-            with server.client() as http:  # the other worker answers meanwhile
-                away = http.post("/v1/deposits", json={**opened, "open_account": False})
-                assert away.status_code == 503, away.text
+            for _ in range(4):  # new connections, taken by either worker
+                with httpx.Client(
+                    base_url=server.url,
+                    headers={"Authorization": f"Bearer {server.token}"},
+                    timeout=5,
+                ) as http:
+                    away = http.post("/v1/deposits", json={**opened, "open_account": False})
+                    assert away.status_code == 503, away.text
+                    assert away.json()["error"]["code"] == "store_unavailable"
+                    assert http.get("/v1/ready").status_code == 503
+                    assert http.get("/v1/health").status_code == 200
         finally:
             postgres_server.start()
-        # Once the database is back, a worker started again stays: the same two for
-        # longer than a failed start-up waits before its worker exits.
         deadline = time.monotonic() + 30
-        workers, since = _workers_of(server), time.monotonic()
-        while time.monotonic() - since < DATABASE_AWAY_PAUSE_SECONDS + 2:
-            assert time.monotonic() < deadline, (workers, server.errors)
-            time.sleep(0.5)
-            now = _workers_of(server)
-            if now != workers:
-                workers, since = now, time.monotonic()
-        assert len(workers) == 2 and first[0] not in workers
-        for _ in range(8):  # new connections, taken by either worker
-            with server.client() as http:
-                assert http.get("/v1/accounts/Ann").status_code == 200
+        while True:  # until each worker has found it back: 8 new connections served
+            statuses = []
+            for _ in range(8):
+                with server.client() as http:
+                    statuses.append(http.get("/v1/accounts/Ann").status_code)
+            if statuses == [200] * 8:
+                break
+            assert set(statuses) <= {200, 503}, statuses
+            assert time.monotonic() < deadline, server.errors
+            time.sleep(0.2)
+        assert sorted(_workers_of(server)) == sorted(again)  # served, not started again
         assert server.stop() == 0
+    assert "answers 503 until it is back" in server.errors, server.errors
+    assert "the database is available again: the worker serves" in server.errors
     assert "Traceback" not in server.errors, server.errors
 
 

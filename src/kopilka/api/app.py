@@ -10,6 +10,7 @@ would cost more than the request, and headers carry bearer tokens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -43,10 +44,16 @@ from kopilka.collector import settle_for_serving
 from kopilka.domain.model import SANDBOX_PREFIX, MoneyCommand, Operation
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX, validate_ledger_name
 from kopilka.engine import Engine, EngineState
-from kopilka.errors import InvalidInput, KopilkaError, Unauthorized, stopped_before_answer
+from kopilka.errors import (
+    InvalidInput,
+    KopilkaError,
+    Unauthorized,
+    Unavailable,
+    stopped_before_answer,
+)
 from kopilka.idempotency import uuid7
 from kopilka.limits import Limits
-from kopilka.settings import Settings
+from kopilka.settings import Settings, hide_secrets
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
 from kopilka.supervision import end_with_supervisor
@@ -63,6 +70,8 @@ BODY_BYTES_MAX = 64 * 1024
 BATCH_BODY_BYTES_MAX = 8 * 1024 * 1024
 HEADERS_BYTES_MAX = 16 * 1024
 BODY_SECONDS_MAX = 10.0
+# A worker started while the database is away tries to open it this often meanwhile.
+DATABASE_RETRY_SECONDS = 1.0
 _JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
 _SANDBOX_PREFIX_BYTES = SANDBOX_PREFIX.encode()
@@ -160,7 +169,12 @@ class KopilkaApp:
         self.body_seconds = body_seconds
         self.admin_token_path = admin_token_path
         self.admin_token_created = False
-        self.database_away = False  # at the lifespan's start-up, which then failed
+        # A worker (create_worker_app): one started again while the database is away
+        # serves, answering 503 until it is back. uvicorn's supervisor would stop every
+        # worker for a failed start-up; started again and again, no worker would accept,
+        # and requests would hang in the listening socket's queue.
+        self.waits_for_database = False
+        self._opening: asyncio.Task[None] | None = None  # meanwhile, tries to open it
         self.engine = Engine(store, limits)
         self.tokens = TokenCache(store, token_ttl_seconds)
         self.sandboxes = Sandboxes(store, sandbox_idle_seconds)
@@ -210,10 +224,17 @@ class KopilkaApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.start()
+                except KopilkaError as error:
+                    if not (self.waits_for_database and error.code == "store_unavailable"):
+                        await send({"type": "lifespan.startup.failed", "message": str(error)})
+                        return
+                    logger.warning(
+                        "a worker started while the database is away (%s) answers 503"
+                        " until it is back",
+                        hide_secrets(error.message),
+                    )
+                    self._opening = asyncio.create_task(self._open_once_back())
                 except Exception as error:
-                    # A worker finds the database away: it is started again (workers.py).
-                    code = error.code if isinstance(error, KopilkaError) else None
-                    self.database_away = code == "store_unavailable"
                     await send({"type": "lifespan.startup.failed", "message": str(error)})
                     return
                 self.metrics.start_sharing()  # a worker of several: its snapshots
@@ -221,14 +242,35 @@ class KopilkaApp:
             elif message["type"] == "lifespan.shutdown":
                 # uvicorn has stopped accepting and let requests in flight finish;
                 # the engine now answers whatever is still queued, then closes the store.
+                if self._opening is not None:  # a try cancelled leaves nothing open
+                    self._opening.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._opening
                 await self.sandboxes.close()
                 await self.engine.close()
                 await self.metrics.stop_sharing()  # after the last batch is counted
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def _open_once_back(self) -> None:
+        refused = ""
+        while True:
+            await asyncio.sleep(DATABASE_RETRY_SECONDS)
+            try:
+                await self.start()
+            except KopilkaError as error:
+                if error.code != "store_unavailable" and error.message != refused:
+                    refused = error.message  # back, and refused (a schema newer): said once
+                    logger.error("a worker cannot start: %s", hide_secrets(refused))
+                continue
+            self._opening = None
+            logger.warning("the database is available again: the worker serves")
+            return
+
     async def authorize(self, headers: RequestHeaders) -> tuple[Principal, str]:
         """The caller and the ledger it works in (Kopilka-Ledger, else its own)."""
+        if self._opening is not None:  # every route with a token reads the store
+            raise Unavailable("store_unavailable", "the database is unavailable; try again")
         try:
             principal = await self.tokens.authenticate(headers.authorization)
         except Unauthorized as refused:  # guessed tokens show, on every route
@@ -448,13 +490,12 @@ def create_worker_app(settings: Settings) -> KopilkaApp:
     or changed or gone by the time a worker is started again."""
     from uvicorn.config import STARTUP_FAILURE
 
-    from kopilka.settings import hide_secrets
-
     try:
         # The supervisor wrote the admin token and holds its lock for the server's life: a
         # worker started again after the token was revoked (its leak answered) would
         # otherwise find it not honoured, and stop the whole server.
         app = create_app(settings)
+        app.waits_for_database = True
         metrics_directory = os.environ.get(METRICS_DIRECTORY_VARIABLE)
         if metrics_directory:  # the supervisor's: /metrics answers every worker's counts
             app.metrics.share(Path(metrics_directory))
@@ -475,7 +516,7 @@ def create_app_from_environment() -> KopilkaApp:
     config file, read in each of its processes."""
     from uvicorn.config import STARTUP_FAILURE
 
-    from kopilka.settings import hide_secrets, load_settings
+    from kopilka.settings import load_settings
 
     try:
         settings = load_settings({"db": os.environ.get("KOPILKA_DB")}, serving=True)

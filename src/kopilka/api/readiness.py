@@ -29,6 +29,8 @@ class Readiness:
 
     async def check(self) -> None:
         """Return when ready; raise Unavailable (503) saying why not."""
+        if self._engine.state is EngineState.CREATED:  # a worker waiting for the database
+            raise Unavailable("store_unavailable", "the database is unavailable")
         if self._engine.state is not EngineState.RUNNING:
             raise Unavailable("shutting_down", "the ledger is not running")
         now = time.monotonic()
