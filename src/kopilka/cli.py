@@ -35,6 +35,7 @@ from kopilka.shell.commands import (
     execute,
     interrupted_write,
     needs_bank,
+    prepare,
 )
 from kopilka.shell.connect import Target, open_bank
 from kopilka.shell.output import (
@@ -382,6 +383,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
             " nothing: memory: is for a server or a shell session",
         )
     reads_only = parsed.spec.name in READS_ONLY
+    action = prepare(parsed)  # refused for its input, it makes no database
     # SIGTERM and SIGHUP (a `timeout`, a closed terminal) as Ctrl-C: a write they cut
     # short says it may have been applied, and to look before running it again.
     with SignalEnding():
@@ -389,7 +391,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
         reply: Reply | None = None
         shown = False
         try:
-            reply = execute(parsed, bank, oneshot=True)
+            reply = action(bank)
             output.show(reply)  # before the bank is closed: a signal then cannot hide it
             shown = True
         except AnswerNotWritten:

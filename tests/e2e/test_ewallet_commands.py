@@ -84,6 +84,20 @@ def stored_clients(backend: Backend) -> list[str]:
         return [client for (client,) in database.execute(query)]
 
 
+def ledger_tables(backend: Backend) -> list[str]:
+    """The tables of the backend's database ([] where no SQLite file is)."""
+    if backend.is_postgres:
+        return asyncio.run(
+            _fetch_column(
+                backend.db, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+            )
+        )
+    if not Path(backend.db).exists():
+        return []
+    with closing(sqlite3.connect(backend.db)) as database:
+        return [name for (name,) in database.execute("SELECT name FROM sqlite_master")]
+
+
 async def _fetch_column(url: str, query: str) -> list[str]:
     connection = await asyncpg.connect(url)
     try:
@@ -168,11 +182,32 @@ def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backe
         ),
         ("-n", "Ann", "--max", "xyz"): "Error: cap 'xyz' is not a number like 100 or 1,000.25\n",
         ("-n", "Ann", "--max", "1" + "0" * 30): f"Error: cap '1{'0' * 30}' is out of range\n",
+        ("-n", " Ann", "--max", "10"): (
+            "Error: a new client's name may not start or end with a space: ' Ann'\n"
+        ),
     }
     for arguments, stderr in refusals.items():
         result = wallet("add-user", *arguments)
         assert (result.returncode, result.stdout, result.stderr) == (1, "", stderr), arguments
-    assert wallet("get", "-n", "Ann").stderr == "Error: no account for client 'Ann'\n"
+    others = {
+        ("deposit", "--client=Ann", "--amount=0", "--description=x"): (
+            "Error: amount must be greater than zero\n"
+        ),
+        ("open_account", "--client=Ann", "--min-balance=5", "--max-balance=1"): (
+            "Error: the cap $1.00 is below the floor $5.00\n"
+        ),
+        ("open_account", "--client=\u201cAnn\u201d"): (
+            "Error: a new client's name may not be wrapped in quotes, which were meant to quote"
+            " it: '\u201cAnn\u201d'\n"
+        ),
+    }
+    for arguments, stderr in others.items():
+        result = wallet(*arguments)
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", stderr), arguments
+    # Refused for its input before its database was opened: none was made. A mistyped
+    # --db, or another application's PostgreSQL database, was given kopilka's tables, and
+    # later commands took it for a ledger.
+    assert ledger_tables(backend) == []
     assert wallet("add-user", "-n", "Ann", "--max", "10").returncode == 0
     again = wallet("add-user", "-n", "Ann", "--max", "10")
     assert (again.returncode, again.stderr) == (1, "Error: client 'Ann' already has an account\n")
@@ -226,14 +261,7 @@ def test_a_read_of_a_database_without_a_ledger_writes_nothing_there(
             f"Error: no kopilka ledger in {redact_url(postgres_url)} (check --db, KOPILKA_DB"
             " or the db in kopilka.toml)\n"
         )
-    assert (
-        asyncio.run(
-            _fetch_column(
-                postgres_url, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-            )
-        )
-        == []
-    )
+    assert ledger_tables(Backend(postgres_url)) == []
     written = kopilka("add-user", "-n", "Ann", "--max", "100", "--db", postgres_url)
     assert written.returncode == 0, written.stderr
     assert kopilka("get", "-n", "Ann", "--db", postgres_url).returncode == 0

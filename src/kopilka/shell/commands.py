@@ -3,6 +3,9 @@
 The same code serves the shell and the one-shot commands, embedded or over
 HTTP: it only turns text into cents, names and periods, calls the Bank, and
 builds a reply. The ledger's rules live in the engine, not here.
+
+A command is prepared first, its input checked, then run: a one-shot command opens
+its bank in between, so one refused for its input makes no database.
 """
 
 from __future__ import annotations
@@ -14,7 +17,12 @@ from contextlib import contextmanager
 from kopilka.bank import Bank
 from kopilka.client_keys import given_key
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
-from kopilka.domain.rules import validate_client, validate_money_command
+from kopilka.domain.rules import (
+    check_new_name,
+    check_opening,
+    validate_client,
+    validate_money_command,
+)
 from kopilka.errors import (
     NOT_KNOWN,
     Interrupted,
@@ -43,7 +51,8 @@ from kopilka.shell.specs import find_command
 
 STATEMENT_FORMATS = ("table", "csv", "json")
 
-Handler = Callable[[ParsedCommand, Bank], Reply]
+# A command whose input has passed: what it does with the bank.
+Action = Callable[[Bank], Reply]
 
 
 # The commands that only read: one interrupted cannot have changed anything, and one
@@ -86,7 +95,13 @@ def execute(parsed: ParsedCommand, bank: Bank | None, *, oneshot: bool = False) 
     if parsed.spec.name == "exit":
         return Exit()
     assert bank is not None, f"{parsed.spec.name} needs a bank"
-    return _HANDLERS[parsed.spec.name](parsed, bank)
+    return prepare(parsed)(bank)
+
+
+def prepare(parsed: ParsedCommand) -> Action:
+    """A command that needs a bank, its input checked (refused as KopilkaError) before
+    any bank is opened."""
+    return _PREPARERS[parsed.spec.name](parsed)
 
 
 def _help(parsed: ParsedCommand, *, oneshot: bool) -> Reply:
@@ -171,7 +186,7 @@ def _key_given(parsed: ParsedCommand) -> bool:
     return parsed.get("idempotency-key") is not None
 
 
-def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:
+def _deposit(parsed: ParsedCommand) -> Action:
     command = Deposit(
         parsed.require("client"),
         parse_amount(parsed.require("amount")),
@@ -179,14 +194,19 @@ def _deposit(parsed: ParsedCommand, bank: Bank) -> Reply:
         _key(parsed),
     )
     validate_money_command(command)
-    with _retry_names_the_key(command.idempotency_key, _key_given(parsed)):
-        bank.deposit(
-            command.client, command.amount_cents, command.description, command.idempotency_key
-        )
-    return Message("Deposit operation was successful!")
+    given = _key_given(parsed)
+
+    def deposit(bank: Bank) -> Reply:
+        with _retry_names_the_key(command.idempotency_key, given):
+            bank.deposit(
+                command.client, command.amount_cents, command.description, command.idempotency_key
+            )
+        return Message("Deposit operation was successful!")
+
+    return deposit
 
 
-def _withdraw(parsed: ParsedCommand, bank: Bank) -> Reply:
+def _withdraw(parsed: ParsedCommand) -> Action:
     command = Withdraw(
         parsed.require("client"),
         parse_amount(parsed.require("amount")),
@@ -194,14 +214,19 @@ def _withdraw(parsed: ParsedCommand, bank: Bank) -> Reply:
         _key(parsed),
     )
     validate_money_command(command)
-    with _retry_names_the_key(command.idempotency_key, _key_given(parsed)):
-        bank.withdraw(
-            command.client, command.amount_cents, command.description, command.idempotency_key
-        )
-    return Message("Withdrawal operation was successful!")
+    given = _key_given(parsed)
+
+    def withdraw(bank: Bank) -> Reply:
+        with _retry_names_the_key(command.idempotency_key, given):
+            bank.withdraw(
+                command.client, command.amount_cents, command.description, command.idempotency_key
+            )
+        return Message("Withdrawal operation was successful!")
+
+    return withdraw
 
 
-def _transfer(parsed: ParsedCommand, bank: Bank) -> Reply:
+def _transfer(parsed: ParsedCommand) -> Action:
     command = Transfer(
         parsed.require("from"),
         parsed.require("to"),
@@ -210,15 +235,20 @@ def _transfer(parsed: ParsedCommand, bank: Bank) -> Reply:
         _key(parsed),
     )
     validate_money_command(command)
-    with _retry_names_the_key(command.idempotency_key, _key_given(parsed)):
-        bank.transfer(
-            command.from_client,
-            command.to_client,
-            command.amount_cents,
-            command.description,
-            command.idempotency_key,
-        )
-    return Message("Transfer operation was successful!")
+    given = _key_given(parsed)
+
+    def transfer(bank: Bank) -> Reply:
+        with _retry_names_the_key(command.idempotency_key, given):
+            bank.transfer(
+                command.from_client,
+                command.to_client,
+                command.amount_cents,
+                command.description,
+                command.idempotency_key,
+            )
+        return Message("Transfer operation was successful!")
+
+    return transfer
 
 
 def _client(text: str) -> str:
@@ -228,7 +258,7 @@ def _client(text: str) -> str:
     return client
 
 
-def _statement(parsed: ParsedCommand, bank: Bank) -> Reply:
+def _statement(parsed: ParsedCommand) -> Action:
     client = _client(parsed.require("client"))
     given = parsed.get("format")
     output_format = "table" if given is None else given.lower()
@@ -239,12 +269,17 @@ def _statement(parsed: ParsedCommand, bank: Bank) -> Reply:
         )
     since, till = parse_period(parsed.get("since"), parsed.get("till"))
     # Without a till, up to now as the bank has it, not as this machine's clock does.
-    statement = bank.statement(client, since, None if parsed.get("till") is None else till)
-    if output_format == "csv":
-        return Block(statement_csv(statement))
-    if output_format == "json":
-        return Block(statement_json(statement))
-    return statement_table(statement)
+    up_to = None if parsed.get("till") is None else till
+
+    def statement(bank: Bank) -> Reply:
+        period = bank.statement(client, since, up_to)
+        if output_format == "csv":
+            return Block(statement_csv(period))
+        if output_format == "json":
+            return Block(statement_json(period))
+        return statement_table(period)
+
+    return statement
 
 
 def _cap(text: str | None) -> int | None:
@@ -254,42 +289,60 @@ def _cap(text: str | None) -> int | None:
     return parse_limit(text, "cap")
 
 
-def _open_account(parsed: ParsedCommand, bank: Bank) -> Reply:
+def _open_account(parsed: ParsedCommand) -> Action:
     client = _client(parsed.require("client"))
     floor_text = parsed.get("min-balance")
     floor, cap = (
         0 if floor_text is None else parse_limit(floor_text, "floor"),
         _cap(parsed.get("max-balance")),
     )
-    with _look_before_repeating(client, parsed):
-        account = bank.open_account(client, floor, cap)
-    return Message(f"Account opened for {account.client}: {limits_text(account)}.")
+    check_new_name(client)
+    check_opening(floor, cap, 0)
+
+    def open_account(bank: Bank) -> Reply:
+        with _look_before_repeating(client, parsed):
+            account = bank.open_account(client, floor, cap)
+        return Message(f"Account opened for {account.client}: {limits_text(account)}.")
+
+    return open_account
 
 
-def _set_limits(parsed: ParsedCommand, bank: Bank) -> Reply:
+def _set_limits(parsed: ParsedCommand) -> Action:
     floor_text, cap_text = parsed.get("min-balance"), parsed.get("max-balance")
     if floor_text is None and cap_text is None:
         raise InvalidInput("missing_option", "set_limits needs --min-balance or --max-balance")
     client = _client(parsed.require("client"))
     cap = _cap(cap_text)
     floor = None if floor_text is None else parse_limit(floor_text, "floor")
-    with _look_before_repeating(client, parsed):
-        account = bank.set_limits(
-            client,
-            min_balance_cents=floor,
-            max_balance_cents=cap,
-            clear_max=cap_text is not None and cap is None,
-        )
-    return Message(f"Limits of {account.client}: {limits_text(account)}.")
+
+    def set_limits(bank: Bank) -> Reply:
+        with _look_before_repeating(client, parsed):
+            account = bank.set_limits(
+                client,
+                min_balance_cents=floor,
+                max_balance_cents=cap,
+                clear_max=cap_text is not None and cap is None,
+            )
+        return Message(f"Limits of {account.client}: {limits_text(account)}.")
+
+    return set_limits
 
 
-def _balance(parsed: ParsedCommand, bank: Bank) -> Reply:
+def _balance(parsed: ParsedCommand) -> Action:
     client = _client(parsed.require("client"))
-    account = bank.account(client)
-    return Message(f"Balance of {account.client}: {format_money(account.balance_cents)}")
+
+    def balance(bank: Bank) -> Reply:
+        account = bank.account(client)
+        return Message(f"Balance of {account.client}: {format_money(account.balance_cents)}")
+
+    return balance
 
 
-def _accounts(parsed: ParsedCommand, bank: Bank) -> Reply:
+def _accounts(parsed: ParsedCommand) -> Action:
+    return _every_account
+
+
+def _every_account(bank: Bank) -> Reply:
     accounts = bank.accounts()
     return accounts_table(accounts) if accounts else Message("No accounts yet.")
 
@@ -306,30 +359,39 @@ def _opening_cents(text: str | None) -> int:
     return 0 if cents == 0 else parse_amount(text, "opening balance")
 
 
-def _add_user(parsed: ParsedCommand, bank: Bank) -> Reply:
+def _add_user(parsed: ParsedCommand) -> Action:
     name = _client(parsed.require("name"))
     floor_text = parsed.get("min")
     floor = 0 if floor_text is None else parse_limit(floor_text, "floor")  # given empty: refused
     cap = _cap(parsed.require("max"))
     opening = _opening_cents(parsed.get("credit"))
-    # One command, one transaction: the account, its opening deposit and its floor; the
-    # rules refuse a floor or cap the opening balance does not fit, and nothing is made.
-    with _look_before_repeating(name, parsed):
-        account = bank.open_account(name, floor, cap, opening, new_key())
-    return Message(
-        f"Added user {account.client}: balance {format_money(opening)}, {limits_text(account)}."
-    )
+    check_new_name(name)
+    check_opening(floor, cap, opening)  # a floor or cap the opening balance does not fit
+
+    def add_user(bank: Bank) -> Reply:
+        # One command, one transaction: the account, its opening deposit and its floor.
+        with _look_before_repeating(name, parsed):
+            account = bank.open_account(name, floor, cap, opening, new_key())
+        return Message(
+            f"Added user {account.client}: balance {format_money(opening)}, {limits_text(account)}."
+        )
+
+    return add_user
 
 
-def _get(parsed: ParsedCommand, bank: Bank) -> Reply:
-    name = parsed.get("name")
-    if name is None:
-        return _accounts(parsed, bank)
-    name = _client(name)
-    return Block(account_details(bank.account(name)))
+def _get(parsed: ParsedCommand) -> Action:
+    given = parsed.get("name")
+    if given is None:
+        return _every_account
+    name = _client(given)
+
+    def get(bank: Bank) -> Reply:
+        return Block(account_details(bank.account(name)))
+
+    return get
 
 
-_HANDLERS: dict[str, Handler] = {
+_PREPARERS: dict[str, Callable[[ParsedCommand], Action]] = {
     "deposit": _deposit,
     "withdraw": _withdraw,
     "transfer": _transfer,
