@@ -833,6 +833,27 @@ def test_a_client_that_half_closes_in_the_middle_of_a_body_is_let_go_at_once(
         assert server.stop() == 0
 
 
+def test_a_client_that_half_closes_in_the_middle_of_a_head_is_let_go_at_once(
+    tmp_path: Path,
+) -> None:
+    """Its head will never end: the connection, and its place among its address's, was
+    held until the head's time ran out, so a client cancelling requests mid-send locked
+    itself out. A request complete before it is still answered."""
+    with running_server(tmp_path, "memory:", KOPILKA_HEADER_SECONDS="120") as server:
+        cut = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"  # no blank line: no end
+        for sent_before in (b"", deposit_request(server.token, "Ann", "1")):
+            connection = connect(server.port)
+            connection.sendall(sent_before + cut)
+            connection.shutdown(socket.SHUT_WR)
+            connection.settimeout(20)  # well short of the head's 120 s
+            answers = read_until_closed(connection)
+            connection.close()
+            assert answers.count(b"HTTP/1.1 ") == (1 if sent_before else 0), answers
+        with server.client() as admin:
+            assert admin.get("/v1/accounts/Ann").json()["balance"] == "1.00"
+        assert server.stop() == 0
+
+
 def test_connections_the_bounds_refuse_are_counted(tmp_path: Path) -> None:
     """Turned away before any app has a say, and logged nowhere (anyone could fill a log
     so): an operator saw nothing of clients behind one address refused."""

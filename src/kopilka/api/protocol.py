@@ -272,6 +272,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.refusal_due: bytes | None = None
         # Requests begun and not yet answered: over one, some wait behind another.
         self.unanswered = 0
+        # The newest of them is still in its head.
+        self.in_head = False
         # Refused and answered: what still arrives is read and dropped until the close.
         self.lingering = False
         # The server is stopping: a connection closes at once, without lingering.
@@ -364,6 +366,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise _InvalidHead
         super().on_message_begin()
         self.unanswered += 1
+        self.in_head = True
         self.headers_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
@@ -382,6 +385,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.refusal = _HEADERS_TOO_LARGE
             raise _InvalidHead
         self.headers_started = None
+        self.in_head = False
         self.body_started = self.loop.time()
         self.head_bytes = _IN_BODY
         self.body_bytes = 0
@@ -429,10 +433,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         is still answered: the connection closed at once dropped the answer, its write
         applied all the same. One that half-closes in the middle of a body will never
         send the rest: closed at once, not when the body's time runs out (a stop of the
-        server waited for it)."""
+        server waited for it). Nor the rest of a head: a request cut there held its
+        connection, and its place among its address's, until the head's time ran out."""
         cycle = self.cycle
         if cycle is not None and cycle.more_body and not cycle.response_complete:
             return None
+        if self.in_head:  # never to be answered; those sent before it are
+            self.in_head = False
+            self.unanswered -= 1
         if self.unanswered > 0 and not self.lingering:
             self.half_closed = True
             return True  # the write side stays open until they are answered
