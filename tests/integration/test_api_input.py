@@ -878,7 +878,24 @@ def test_what_an_error_quotes_of_a_request_is_one_line(admin: httpx.Client) -> N
     ]
     for error in errors:
         assert error["message"].isprintable(), error
-    assert errors[0]["message"] == "no such endpoint: /v1/nothing\\nline2\\x1b[31mred"
+    # Quoted as sent: percent-encoded, it is one line already.
+    assert errors[0]["message"] == "no such endpoint: /v1/nothing%0Aline2%1B%5B31mred"
+
+
+def test_a_slash_sent_percent_encoded_routes_nowhere(admin: httpx.Client) -> None:
+    """`/v1%2Fdeposits` moved money: the writes' lean path read the decoded path, where
+    every other route reads the path as sent (404), so a proxy's rule on POST /v1/deposits
+    was passed by. A 404 quoted the decoded path, naming an endpoint that exists."""
+    before = state(admin)
+    write = {"client": "Ann", "amount": "1", "description": "x"}
+    for path in ("/v1%2Fdeposits", "/v1%2fwithdrawals", "/%76%31%2F%74ransfers", "/v1%2Fbatch"):
+        answer = admin.post(path, json=write)
+        assert refused(answer, 404, "not_found") == f"no such endpoint: {path}"
+    assert state(admin) == before
+    # Any other byte percent-encoded is the same route, as a proxy reads it too.
+    deposited = admin.post("/v1/%64eposits", json=write)
+    assert deposited.status_code == 201, deposited.text
+    assert admin.get("/v1/accounts/Ann").json()["balance"] == deposited.json()["balance_after"]
 
 
 def test_every_account_is_listed_once_page_by_page(server: ServerProcess) -> None:

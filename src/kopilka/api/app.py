@@ -186,7 +186,7 @@ class KopilkaApp:
         if scope["type"] == "http":
             if scope["method"] == "POST":
                 kind = _MONEY_PATHS.get(scope["path"])
-                if kind is not None:
+                if kind is not None and not handlers.encodes_a_slash(scope):
                     await self._money(scope, receive, send, kind)
                     return
             await handlers.dispatch(self, scope, receive, send)

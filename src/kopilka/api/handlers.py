@@ -155,6 +155,20 @@ def path_segments(scope: Scope) -> list[str]:
         raise ApiError(400, "invalid_path", "the path is not valid UTF-8") from None
 
 
+def encodes_a_slash(scope: Scope) -> bool:
+    """Whether the path sent a "/" percent-encoded (%2F): inside a segment, as routing
+    reads it, where the decoded path would show another route."""
+    raw: bytes | None = scope.get("raw_path")
+    return raw is not None and raw.count(b"/") != scope["path"].count("/")
+
+
+def _as_sent(scope: Scope) -> str:
+    """The path as the client sent it, percent-encoding and all (decoded, /v1%2Fbatch
+    would read as an endpoint that exists)."""
+    raw: bytes | None = scope.get("raw_path")
+    return scope["path"] if raw is None else raw.decode("ascii", "replace")
+
+
 async def _no_body() -> AsyncIterator[bytes]:
     return
     yield  # an async generator that yields nothing
@@ -229,7 +243,7 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
     if public is not None:
         return public
     if not segments or segments[0] != "v1" or len(segments) < 2:
-        raise not_found_route(scope["path"])
+        raise not_found_route(_as_sent(scope))
     call = Call(app, scope, receive, headers)
     match segments[1:]:
         # A name in the path is checked once the method is known to be taken.
@@ -261,7 +275,7 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
             return await call.on(method, DELETE=lambda: call.revoke_token(token_id))
         case ["deposits"] | ["withdrawals"] | ["transfers"]:
             raise method_not_allowed(scope["method"], scope["path"], ("POST",))
-    raise not_found_route(scope["path"])
+    raise not_found_route(_as_sent(scope))
 
 
 def _path_client(segment: str) -> str:
