@@ -132,22 +132,29 @@ def _setup(server: ServerProcess) -> None:
 
 
 async def _outage(
-    postgres_server: PostgresTestServer, load: Load, mode: StopMode, stranger: RawConnection
+    postgres_server: PostgresTestServer, load: Load, mode: StopMode, stranger_token: str
 ) -> None:
     """Stop the database under load, ask while it is away, start it, see service resume."""
+
+    async def ask(path: str) -> tuple[int, dict[str, str], Any]:
+        # On a connection of its own: one kept through a slow stop or start of the
+        # database (a loaded machine) outlived the server's keep-alive time.
+        async with RawConnection(load.server, stranger_token) as stranger:
+            return await stranger.request("GET", path)
+
     await asyncio.sleep(0.5)
     await asyncio.to_thread(postgres_server.stop, mode)
     await asyncio.sleep(0.8)
     # A caller whose token is unknown learns only that the database is away.
-    status, _, answer = await stranger.request("GET", "/v1/accounts")
+    status, _, answer = await ask("/v1/accounts")
     load.answers.append(("stranger", status, answer))
     assert status == 503, answer
     # Its token looked up is a read: not told that "nothing was applied", as a write is.
     assert answer["error"]["message"] == "the database is unavailable; try again", answer
     # A load balancer's probes: the process lives, and is not ready to serve.
-    status, _, answer = await stranger.request("GET", "/v1/health")
+    status, _, answer = await ask("/v1/health")
     assert status == 200, answer
-    status, _, answer = await stranger.request("GET", "/v1/ready")
+    status, _, answer = await ask("/v1/ready")
     assert (status, answer["error"]["code"]) == (503, "store_unavailable"), answer
     if mode == "immediate" and not load.keys_told:
         await _writes_told_their_keys(load)
@@ -157,7 +164,7 @@ async def _outage(
     while load.created_since(served) < 20:
         assert time.monotonic() < deadline, f"no service after a {mode} restart"
         await asyncio.sleep(0.05)
-    while (await stranger.request("GET", "/v1/ready"))[0] != 200:  # checked once a second
+    while (await ask("/v1/ready"))[0] != 200:  # checked once a second
         assert time.monotonic() < deadline + 5, f"not ready after a {mode} restart"
         await asyncio.sleep(0.1)
 
@@ -213,9 +220,8 @@ async def _storm(postgres_server: PostgresTestServer, server: ServerProcess) -> 
     callers = [asyncio.create_task(load.caller(index)) for index in range(CALLERS)]
     stranger_token = f"kop_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
     try:
-        async with RawConnection(server, stranger_token) as stranger:
-            for mode in ("immediate", "fast", "kill", "immediate"):
-                await _outage(postgres_server, load, mode, stranger)
+        for mode in ("immediate", "fast", "kill", "immediate"):
+            await _outage(postgres_server, load, mode, stranger_token)
     finally:
         load.stop.set()
         await asyncio.gather(*callers, return_exceptions=True)
