@@ -187,27 +187,15 @@ def _key_given(parsed: ParsedCommand) -> bool:
 
 
 def _deposit(parsed: ParsedCommand) -> Action:
-    command = Deposit(
-        parsed.require("client"),
-        parse_amount(parsed.require("amount")),
-        parsed.require("description"),
-        _key(parsed),
-    )
-    validate_money_command(command)
-    given = _key_given(parsed)
-
-    def deposit(bank: Bank) -> Reply:
-        with _retry_names_the_key(command.idempotency_key, given):
-            bank.deposit(
-                command.client, command.amount_cents, command.description, command.idempotency_key
-            )
-        return Message("Deposit operation was successful!")
-
-    return deposit
+    return _on_one_account(parsed, Deposit, "Deposit operation was successful!")
 
 
 def _withdraw(parsed: ParsedCommand) -> Action:
-    command = Withdraw(
+    return _on_one_account(parsed, Withdraw, "Withdrawal operation was successful!")
+
+
+def _on_one_account(parsed: ParsedCommand, kind: type[Deposit | Withdraw], done: str) -> Action:
+    command = kind(
         parsed.require("client"),
         parse_amount(parsed.require("amount")),
         parsed.require("description"),
@@ -216,14 +204,15 @@ def _withdraw(parsed: ParsedCommand) -> Action:
     validate_money_command(command)
     given = _key_given(parsed)
 
-    def withdraw(bank: Bank) -> Reply:
+    def run(bank: Bank) -> Reply:
+        write = bank.deposit if isinstance(command, Deposit) else bank.withdraw
         with _retry_names_the_key(command.idempotency_key, given):
-            bank.withdraw(
+            write(
                 command.client, command.amount_cents, command.description, command.idempotency_key
             )
-        return Message("Withdrawal operation was successful!")
+        return Message(done)
 
-    return withdraw
+    return run
 
 
 def _transfer(parsed: ParsedCommand) -> Action:
