@@ -528,13 +528,13 @@ def test_workers_started_again_while_the_database_is_away_answer_503_until_it_is
             while len(again := [pid for pid in _workers_of(server) if pid not in first]) < 2:
                 assert time.monotonic() < deadline, (again, server.errors)
                 time.sleep(0.1)
-            time.sleep(2)  # past their start-up, which finds the database away
+            time.sleep(2)  # into their start-up, which finds the database away
             assert server.process is not None and server.process.poll() is None, server.errors
             for _ in range(4):  # new connections, taken by either worker
                 with httpx.Client(
                     base_url=server.url,
                     headers={"Authorization": f"Bearer {server.token}"},
-                    timeout=5,
+                    timeout=15,  # a loaded machine's start-up; none came before
                 ) as http:
                     away = http.post("/v1/deposits", json={**opened, "open_account": False})
                     assert away.status_code == 503, away.text
