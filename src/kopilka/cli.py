@@ -37,7 +37,7 @@ from kopilka.shell.commands import (
     needs_bank,
     prepare,
 )
-from kopilka.shell.connect import Target, open_bank
+from kopilka.shell.connect import Target, open_bank, open_bank_tried_first
 from kopilka.shell.output import (
     ANSWER_NOT_WRITTEN_EXIT,
     AnswerNotWritten,
@@ -383,11 +383,14 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
             " nothing: memory: is for a server or a shell session",
         )
     reads_only = parsed.spec.name in READS_ONLY
-    action = prepare(parsed)  # refused for its input, it makes no database
+    action = prepare(parsed)
     # SIGTERM and SIGHUP (a `timeout`, a closed terminal) as Ctrl-C: a write they cut
     # short says it may have been applied, and to look before running it again.
     with SignalEnding():
-        bank = open_bank(target, makes_none=reads_only or parsed.spec.name in ON_OPEN_ACCOUNTS)
+        if reads_only or parsed.spec.name in ON_OPEN_ACCOUNTS:
+            bank = open_bank(target, makes_none=True)
+        else:  # it may make the ledger, unless it is refused
+            bank = open_bank_tried_first(target, action)
         reply: Reply | None = None
         shown = False
         try:

@@ -378,7 +378,7 @@ def test_a_keyed_opening_replays_between_the_embedded_bank_and_a_server(tmp_path
         again = embedded.open_account("Jos\u00e9", 0, None, 700, "open-jose")
         assert (again.client, again.balance_cents) == ("Jos\u00e9", 700)
         with pytest.raises(KopilkaError) as reused:
-            embedded.open_account("Jos\u00e9", 0, 1_000, 700, "open-jose")
+            embedded.open_account("Jos\u00e9", 0, 100, 700, "open-jose")
         assert reused.value.code == "idempotency_key_reused"
         assert [a.balance_cents for a in embedded.accounts()] == [2_500, 700]  # once each
 

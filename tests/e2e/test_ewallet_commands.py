@@ -193,6 +193,9 @@ def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backe
         ("deposit", "--client=Ann", "--amount=0", "--description=x"): (
             "Error: amount must be greater than zero\n"
         ),
+        ("deposit", "--client=Ann  Lee", "--amount=1", "--description=x"): (
+            "Error: a new client's name may not hold two spaces in a row: 'Ann  Lee'\n"
+        ),
         ("open_account", "--client=Ann", "--min-balance=5", "--max-balance=1"): (
             "Error: the cap $1.00 is below the floor $5.00\n"
         ),

@@ -278,12 +278,12 @@ class Model:
         opening = command.opening_balance_cents
         if cap is not None and cap < floor:
             return "invalid_limit"
-        if floor > opening:  # the opening is checked of itself before the ledger is read
+        if command.client in self.accounts:
+            return "account_exists"
+        if floor > opening:
             return "floor_above_balance"
         if cap is not None and cap < opening:
             return "cap_below_balance"
-        if command.client in self.accounts:
-            return "account_exists"
         self.accounts[command.client] = ModelAccount(opening, floor, cap, 1 if opening else 0)
         return "ok"
 

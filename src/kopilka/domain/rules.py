@@ -457,6 +457,18 @@ class _Planner:
             )
         if deposit is not None and (command.ledger, command.opening_key) in self.known_operations:
             raise _key_reused(command.opening_key)
+        if floor > opening:
+            raise Rejected(
+                "floor_above_balance",
+                f"the opening balance {format_money(opening)} is below the floor "
+                f"{format_money(floor)}",
+            )
+        if cap is not None and cap < opening:
+            raise Rejected(
+                "cap_below_balance",
+                f"the opening balance {format_money(opening)} is above the cap of "
+                f"{format_money(cap)}",
+            )
         # Opened with a floor of at most zero, credited, then given its floor: every
         # step keeps the balance within its bounds, all in this one batch.
         account = self._new_account(command.ledger, command.client, min(floor, 0), cap)
@@ -514,7 +526,11 @@ class _Planner:
         return snapshot
 
     def _new_account(self, ledger: str, client: str, floor: int, cap: int | None) -> Account:
-        check_new_name(client)
+        refusal = new_name_refusal(client)
+        if refusal is not None:
+            raise InvalidInput(
+                "invalid_client", f"a new client's name {refusal}: {quoted_name(client)}"
+            )
         account = Account(ledger, client, 0, floor, cap, self.now)
         self.accounts[(ledger, client)] = account
         self.plan.new_accounts.append(account)
@@ -651,14 +667,6 @@ def new_name_refusal(client: str) -> str | None:
     return None
 
 
-def check_new_name(client: str) -> None:
-    refusal = new_name_refusal(client)
-    if refusal is not None:
-        raise InvalidInput(
-            "invalid_client", f"a new client's name {refusal}: {quoted_name(client)}"
-        )
-
-
 def validate_limits_change(command: SetLimits) -> None:
     """A change that says what to change, once: refused before any key is taken for it."""
     if command.clear_max and command.max_balance_cents is not None:
@@ -751,8 +759,9 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
 def validate_opening(command: OpenAccount) -> Deposit | None:
     """What an opening is checked for before any ledger is read; its opening deposit."""
     validate_client(command.client)
+    _validate_limits(command.min_balance_cents, command.max_balance_cents)
     opening = command.opening_balance_cents
-    check_opening(command.min_balance_cents, command.max_balance_cents, opening)
+    check_opening_balance(opening)
     if not opening:
         return None
     deposit = Deposit(
@@ -760,22 +769,6 @@ def validate_opening(command: OpenAccount) -> Deposit | None:
     )
     validate_money_command(deposit)
     return deposit
-
-
-def check_opening(floor: int, cap: int | None, opening: int) -> None:
-    """An account's limits, and the balance it opens with within them."""
-    _validate_limits(floor, cap)
-    check_opening_balance(opening)
-    if floor > opening:
-        raise Rejected(
-            "floor_above_balance",
-            f"the opening balance {format_money(opening)} is below the floor {format_money(floor)}",
-        )
-    if cap is not None and cap < opening:
-        raise Rejected(
-            "cap_below_balance",
-            f"the opening balance {format_money(opening)} is above the cap of {format_money(cap)}",
-        )
 
 
 def check_opening_balance(cents: int) -> None:

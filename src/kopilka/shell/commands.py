@@ -4,8 +4,8 @@ The same code serves the shell and the one-shot commands, embedded or over
 HTTP: it only turns text into cents, names and periods, calls the Bank, and
 builds a reply. The ledger's rules live in the engine, not here.
 
-A command is prepared first, its input checked, then run: a one-shot command opens
-its bank in between, so one refused for its input makes no database.
+A command is prepared first, its input checked, then run: a one-shot command may run
+it on a trial ledger before the real one is made (cli.py).
 """
 
 from __future__ import annotations
@@ -17,12 +17,7 @@ from contextlib import contextmanager
 from kopilka.bank import Bank
 from kopilka.client_keys import given_key
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
-from kopilka.domain.rules import (
-    check_new_name,
-    check_opening,
-    validate_client,
-    validate_money_command,
-)
+from kopilka.domain.rules import validate_client, validate_money_command
 from kopilka.errors import (
     NOT_KNOWN,
     Interrupted,
@@ -285,8 +280,6 @@ def _open_account(parsed: ParsedCommand) -> Action:
         0 if floor_text is None else parse_limit(floor_text, "floor"),
         _cap(parsed.get("max-balance")),
     )
-    check_new_name(client)
-    check_opening(floor, cap, 0)
 
     def open_account(bank: Bank) -> Reply:
         with _look_before_repeating(client, parsed):
@@ -354,8 +347,6 @@ def _add_user(parsed: ParsedCommand) -> Action:
     floor = 0 if floor_text is None else parse_limit(floor_text, "floor")  # given empty: refused
     cap = _cap(parsed.require("max"))
     opening = _opening_cents(parsed.get("credit"))
-    check_new_name(name)
-    check_opening(floor, cap, opening)  # a floor or cap the opening balance does not fit
 
     def add_user(bank: Bank) -> Reply:
         # One command, one transaction: the account, its opening deposit and its floor.

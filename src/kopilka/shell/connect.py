@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -82,6 +83,27 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
         raise Unavailable(
             "store_unavailable", f"cannot open the database {redact_url(db)}: {error}"
         ) from error
+
+
+def open_bank_tried_first(target: Target, command: Callable[[Bank], object]) -> Bank:
+    """The bank the target names, for a command that may make its ledger. Where there is
+    none yet, the command is first run on an empty ledger in memory: refused there, it
+    would be refused in the new one, and none is made. A refused first command gave a
+    mistyped --db, or another application's PostgreSQL database, kopilka's tables, and
+    every later command took it for a ledger."""
+    if target.url is not None:
+        return open_bank(target)
+    try:
+        return open_bank(target, makes_none=True)
+    except NotFound as missing:
+        if missing.code != "database_not_found":
+            raise
+    trial = EmbeddedBank("memory:", target.settings.ledger)
+    try:
+        command(trial)
+    finally:
+        trial.close()
+    return open_bank(target)
 
 
 def refuse_a_home_never_written(settings: Settings) -> None:
