@@ -342,7 +342,7 @@ def _serve_workers(settings: Settings, listening: socket.socket) -> int:
         # The settings merged here, password and all, go to each worker inside this config
         # (multiprocessing pickles it down a pipe): a worker, and one started again after a
         # crash, reads no config file, password file or setting variable of its own.
-        functools.partial(create_worker_app, settings),
+        functools.partial(create_worker_app, settings, waits_for_database=True),
         factory=True,
         workers=settings.workers,
         **_options(settings),

@@ -742,3 +742,28 @@ def test_a_database_url_given_for_the_host_is_refused_its_password_unsaid(
         "Error: host 'postgresql://kopilka:***@db.internal:5432/ledger' is no host name"
         " or address\n"
     )
+
+
+def test_another_asgi_server_fails_its_start_on_a_database_it_cannot_open(
+    tmp_path: Path,
+) -> None:
+    """`uvicorn --factory kopilka.api.app:create_app_from_environment`: nothing opened the
+    database before its start, so one it cannot open is a mistake to say at once (a
+    mistyped KOPILKA_DB), not a database to wait for while answering 503 for ever."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    missing = tmp_path / "no-such-directory" / "kopilka.db"
+    started = subprocess.run(
+        [
+            *(sys.executable, "-m", "uvicorn", "--factory"),
+            "kopilka.api.app:create_app_from_environment",
+            *("--port", str(free_port())),
+        ],
+        env=server_env(home, KOPILKA_DB=str(missing)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode != 0, started.stderr
+    assert "Application startup failed" in started.stderr, started.stderr
+    assert f"cannot open the database {missing}" in started.stderr

@@ -169,10 +169,11 @@ class KopilkaApp:
         self.body_seconds = body_seconds
         self.admin_token_path = admin_token_path
         self.admin_token_created = False
-        # A worker (create_worker_app): one started again while the database is away
-        # serves, answering 503 until it is back. uvicorn's supervisor would stop every
-        # worker for a failed start-up; started again and again, no worker would accept,
-        # and requests would hang in the listening socket's queue.
+        # A worker of `kopilka serve --workers`, whose supervisor found the database there:
+        # one started again while it is away serves, answering 503 until it is back.
+        # uvicorn's supervisor would stop every worker for a failed start-up; started
+        # again and again, no worker would accept, and requests would hang in the
+        # listening socket's queue.
         self.waits_for_database = False
         self._opening: asyncio.Task[None] | None = None  # meanwhile, tries to open it
         self.engine = Engine(store, limits)
@@ -481,13 +482,15 @@ def create_app(
     )
 
 
-def create_worker_app(settings: Settings) -> KopilkaApp:
+def create_worker_app(settings: Settings, *, waits_for_database: bool = False) -> KopilkaApp:
     """The factory uvicorn calls in each worker process (`--workers N`), bound to the
     settings the supervisor merged at its start (functools.partial, handed to the worker
     with uvicorn's config through multiprocessing's pipe, never the environment, which
     any process of the user may read): no worker reads the config file or
     KOPILKA_DB_PASSWORD_FILE again, which may be a pipe read once (`--config <(...)`),
-    or changed or gone by the time a worker is started again."""
+    or changed or gone by the time a worker is started again. `waits_for_database`: see
+    KopilkaApp; for the supervisor's workers only (elsewhere no one has opened the
+    database yet, and a mistyped one must fail the start, not serve 503 for ever)."""
     from uvicorn.config import STARTUP_FAILURE
 
     try:
@@ -495,7 +498,7 @@ def create_worker_app(settings: Settings) -> KopilkaApp:
         # worker started again after the token was revoked (its leak answered) would
         # otherwise find it not honoured, and stop the whole server.
         app = create_app(settings)
-        app.waits_for_database = True
+        app.waits_for_database = waits_for_database
         metrics_directory = os.environ.get(METRICS_DIRECTORY_VARIABLE)
         if metrics_directory:  # the supervisor's: /metrics answers every worker's counts
             app.metrics.share(Path(metrics_directory))
