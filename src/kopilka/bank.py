@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import signal
 import threading
 import weakref
@@ -208,12 +209,18 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 class EmbeddedBank:
     """The engine and a store in this process; calls block until committed."""
 
-    def __init__(self, store: Store | str, ledger: str = DEFAULT_LEDGER) -> None:
+    def __init__(self, store: Store | str | os.PathLike[str], ledger: str = DEFAULT_LEDGER) -> None:
         if type(ledger) is not str:
             raise InvalidInput("invalid_ledger", "a ledger's name is text")
         # Checked as --ledger and the Kopilka-Ledger header are, and kept in NFC as every
         # ledger name is: "café" decomposed is the same ledger.
         self.ledger = validate_chosen_ledger(ledger)
+        if isinstance(store, os.PathLike):  # a pathlib.Path, as for open()
+            store = os.fspath(store)
+        if not isinstance(store, str) and not callable(getattr(store, "open", None)):
+            raise InvalidInput(
+                "invalid_option", f"a database is a path, a URL or a Store, not {store!r}"
+            )
         self._calls = CallsUnderWay()
         self._loop = _new_loop()
         self._thread = threading.Thread(

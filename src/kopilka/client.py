@@ -179,6 +179,8 @@ def normalize_url(url: str) -> str:
     Anything that is not an http(s) URL with a host and a valid port is refused here,
     in one line, before a token is looked for or a connection tried.
     """
+    if not isinstance(url, str):  # a port as a number, say: refused, not an AttributeError
+        raise InvalidInput("invalid_url", "the server URL is text: give http://HOST:PORT")
     url = url.strip()
     if not url:
         raise InvalidInput("invalid_url", "the server URL may not be empty: give http://HOST:PORT")
@@ -272,13 +274,20 @@ class Client:
         self.shown_url = redact_url(self.url)  # for messages: a password in it is hidden
         # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent, and
         # the refusal never repeats the secret.
-        if not (token.isascii() and token.isprintable() and token == token.strip()):
+        if not (
+            isinstance(token, str)
+            and token.isascii()
+            and token.isprintable()
+            and token == token.strip()
+        ):
             raise Unauthorized(
                 "unauthorized",
                 "invalid token: a token is printable ASCII text without spaces at its ends",
             )
         headers = {"Authorization": f"Bearer {token}"}
         if ledger is not None:
+            if not isinstance(ledger, str):
+                raise InvalidInput("invalid_ledger", "a ledger's name is text")
             # In the words of the embedded bank and the server, and in NFC as they keep it.
             ledger = ledger_name(ledger)
             if not ledger.isascii():
@@ -848,6 +857,8 @@ def connect_bank(
     `timeout_seconds`: how long each attempt of a request waits for the server.
     """
     url = normalize_url(url)
+    if type(sandbox) is not bool:  # "no" read from a file would open one
+        raise InvalidInput("invalid_option", "sandbox is True or False")
     if token is None:
         token = os.environ.get("KOPILKA_TOKEN")
     if token == "":

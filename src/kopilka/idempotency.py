@@ -42,6 +42,8 @@ def sendable_key(key: str) -> str:
     """A key someone gives, as an HTTP header carries it unchanged: printable ASCII, no
     space at either end (a header's value is trimmed). The shell asks this of a key
     embedded too, so a command is taken or refused alike wherever it runs."""
+    if not isinstance(key, str):  # a number from Python, say: refused, not an AttributeError
+        raise InvalidInput("invalid_idempotency_key", "an idempotency key is text")
     if not (key.isascii() and key.isprintable() and key == key.strip()):
         raise InvalidInput(
             "invalid_idempotency_key",

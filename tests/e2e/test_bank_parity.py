@@ -568,6 +568,9 @@ NOT_TEXT: list[tuple[str, Callable[[Bank], Any]]] = [
         "a list with an opening and limits of None",
         lambda bank: _refusals(bank.execute_many([OpenAccount(None), SetLimits(None, -5)])),  # type: ignore[arg-type]
     ),
+    ("a deposit's key of 12345", lambda bank: bank.deposit("Ann", 1, "x", 12345)),  # type: ignore[arg-type]
+    ("an opening's key of 7", lambda bank: bank.open_account("Bob", 0, None, 0, 7)),  # type: ignore[arg-type]
+    ("a cap cleared by 'false'", lambda bank: bank.set_limits("Ann", -100, None, "false")),  # type: ignore[arg-type]
 ]
 
 
@@ -611,6 +614,50 @@ def test_arguments_that_are_no_text_are_refused_alike(tmp_path: Path) -> None:
         assert answer[call] == name, call
     not_batched = ("invalid_command", "only deposits, withdrawals and transfers batch")
     assert answer["a list with an opening and limits of None"] == [not_batched] * 2
+    # An AttributeError both ways; and a cap cleared by text, "false" included.
+    key = ("invalid_idempotency_key", "an idempotency key is text")
+    assert answer["a deposit's key of 12345"] == key
+    assert answer["an opening's key of 7"] == key
+    assert answer["a cap cleared by 'false'"] == ("invalid_limit", "clear_max is True or False")
+
+
+def test_a_bank_is_opened_on_a_path_and_refused_what_names_none(tmp_path: Path) -> None:
+    """A pathlib.Path was taken for a Store (an AttributeError deep in the engine); a
+    port as a number, a token or ledger of no text, an AttributeError too; and a sandbox
+    asked for by a text such as "no" was opened."""
+    with EmbeddedBank(tmp_path / "kopilka.db") as bank:
+        bank.deposit("Ann", 100, "x")
+    with EmbeddedBank(str(tmp_path / "kopilka.db")) as bank:
+        assert bank.account("Ann").balance_cents == 100
+    refusals: list[tuple[Callable[[], object], tuple[str, str]]] = [
+        (
+            lambda: EmbeddedBank(5),  # type: ignore[arg-type]
+            ("invalid_option", "a database is a path, a URL or a Store, not 5"),
+        ),
+        (
+            lambda: connect_bank(18731),  # type: ignore[arg-type]
+            ("invalid_url", "the server URL is text: give http://HOST:PORT"),
+        ),
+        (
+            lambda: connect_bank("http://127.0.0.1:18731", token="t", sandbox="no"),  # type: ignore[arg-type]
+            ("invalid_option", "sandbox is True or False"),
+        ),
+        (
+            lambda: connect_bank("http://127.0.0.1:18731", token="t", ledger=5),  # type: ignore[arg-type]
+            ("invalid_ledger", "a ledger's name is text"),
+        ),
+        (
+            lambda: connect_bank("http://127.0.0.1:18731", token=5),  # type: ignore[arg-type]
+            (
+                "unauthorized",
+                "invalid token: a token is printable ASCII text without spaces at its ends",
+            ),
+        ),
+    ]
+    for call, expected in refusals:
+        with pytest.raises(KopilkaError) as refused:
+            call()
+        assert (refused.value.code, refused.value.message) == expected
 
 
 def test_a_str_subclass_is_text_kept_as_a_plain_str(tmp_path: Path) -> None:

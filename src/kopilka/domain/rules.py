@@ -669,6 +669,8 @@ def new_name_refusal(client: str) -> str | None:
 
 def validate_limits_change(command: SetLimits) -> None:
     """A change that says what to change, once: refused before any key is taken for it."""
+    if type(command.clear_max) is not bool:  # "false" read from a file would clear the cap
+        raise InvalidInput("invalid_limit", "clear_max is True or False")
     if command.clear_max and command.max_balance_cents is not None:
         raise InvalidInput(
             "invalid_limit", "a cap and no cap at once: give a cap or clear it, not both"
