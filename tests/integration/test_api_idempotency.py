@@ -209,6 +209,29 @@ def test_a_batch_key_with_another_body_is_refused_whole(server: ServerProcess) -
         assert (balance(admin, "Ann"), balance(admin, "Bob")) == before
 
 
+def test_an_item_under_its_batchs_own_key_is_told_so(server: ServerProcess) -> None:
+    """It was told its key "was already used for another request", one never made."""
+    item = {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": "own-key"}
+    with server.client() as admin:
+        before = balance(admin, "Ann")
+        for _ in range(2):  # and so again, the batch replayed
+            answer = admin.post(
+                "/v1/batch", json={"operations": [item]}, headers={"Idempotency-Key": "own-key"}
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["results"] == [
+                {
+                    "status": 409,
+                    "error": {
+                        "code": "idempotency_key_reused",
+                        "message": "idempotency key 'own-key' is the batch's own"
+                        " Idempotency-Key: give an item a key of its own",
+                    },
+                }
+            ]
+        assert balance(admin, "Ann") == before
+
+
 def test_a_batch_with_a_malformed_item_resent_spaced_otherwise_replays(
     server: ServerProcess,
 ) -> None:

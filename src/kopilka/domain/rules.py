@@ -325,6 +325,15 @@ class _Planner:
         validate_money_command(command, self.valid_clients)
         key = (command.ledger, command.idempotency_key)
         if key in self.known_claims:  # the key of an account write or a whole batch
+            claim = self.open_claim
+            if claim is not None and claim.command.idempotency_key == command.idempotency_key:
+                # Never used before: "already used for another request" sent the caller
+                # looking for a request that was never made.
+                raise Conflict(
+                    "idempotency_key_reused",
+                    f"idempotency key {command.idempotency_key!r} is the batch's own"
+                    " Idempotency-Key: give an item a key of its own",
+                )
             raise _key_reused(command.idempotency_key)
         known = self.known_operations.get(key)
         if isinstance(known, Refusal):
