@@ -25,6 +25,7 @@ from kopilka.domain.rules import (
     BatchPlan,
     OperationKey,
     accounts_touched,
+    check_whole_cents,
     operation_keys,
     plan_batch,
     quoted_name,
@@ -86,6 +87,27 @@ def ledger() -> Ledger:
 
 
 # -- successes ------------------------------------------------------------------
+
+
+class _Cents(int):
+    """An int of a caller's own type: refused, as True is, and named."""
+
+
+@pytest.mark.parametrize(
+    ("cents", "named"),
+    [
+        (1.5, "1.5"),
+        ("5", "'5'"),
+        (None, "None"),
+        (True, "True, a bool"),
+        (_Cents(5), "5, a _Cents"),
+    ],
+)
+def test_money_that_is_no_plain_int_is_refused_by_its_type(cents: object, named: str) -> None:
+    """An int subclass read "not 5", which is what it looked like it was."""
+    with pytest.raises(InvalidInput) as refused:
+        check_whole_cents(cents)
+    assert refused.value.message == f"an amount is whole cents (an int), not {named}"
 
 
 def test_deposit_opens_account(ledger: Ledger) -> None:

@@ -804,7 +804,11 @@ def check_amount_cents(amount: int) -> None:
 def check_whole_cents(cents: object) -> None:
     """Money in a command is whole cents, an int: never a float, nor True for 1."""
     if type(cents) is not int:
-        raise InvalidInput("invalid_amount", f"an amount is whole cents (an int), not {cents!r}")
+        # An int of another type (True, an IntEnum) shows as a number: its type is named.
+        kind = f", a {type(cents).__name__}" if isinstance(cents, int) else ""
+        raise InvalidInput(
+            "invalid_amount", f"an amount is whole cents (an int), not {cents!r}{kind}"
+        )
 
 
 def check_limit(limit: int) -> None:
