@@ -218,8 +218,10 @@ class EmbeddedBank:
         if isinstance(store, os.PathLike):  # a pathlib.Path, as for open()
             store = os.fspath(store)
         if not isinstance(store, str) and not callable(getattr(store, "open", None)):
+            # Its type only: the repr of a URL object shows its password.
             raise InvalidInput(
-                "invalid_option", f"a database is a path, a URL or a Store, not {store!r}"
+                "invalid_option",
+                f"a database is a path, a URL or a Store (given: {type(store).__name__})",
             )
         self._calls = CallsUnderWay()
         self._loop = _new_loop()
@@ -392,6 +394,7 @@ class EmbeddedBank:
         opening_balance_cents: int = 0,
         idempotency_key: str = "",
     ) -> Account:
+        keyed = idempotency_key not in ("", None)  # 0 or b"": refused as no text
         command = OpenAccount(
             client,
             min_balance_cents,
@@ -400,9 +403,9 @@ class EmbeddedBank:
             opening_balance_cents,
             # None given: one is made, as a server makes one for a request without it,
             # so that the opening deposit has its key.
-            given_key(idempotency_key) if idempotency_key else new_key(),
+            given_key(idempotency_key) if keyed else new_key(),
         )
-        if not idempotency_key:
+        if not keyed:
             return self._account(command)
         # Checked as _execute and the rules check the call without a key, before the
         # digest is made of what may be no sum at all (an int of 5,000 digits).

@@ -383,14 +383,18 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
             " nothing: memory: is for a server or a shell session",
         )
     reads_only = parsed.spec.name in READS_ONLY
-    action = prepare(parsed)
     # SIGTERM and SIGHUP (a `timeout`, a closed terminal) as Ctrl-C: a write they cut
     # short says it may have been applied, and to look before running it again.
     with SignalEnding():
-        if reads_only or parsed.spec.name in ON_OPEN_ACCOUNTS:
-            bank = open_bank(target, makes_none=True)
-        else:  # it may make the ledger, unless it is refused
-            bank = open_bank_tried_first(target, action)
+        try:
+            action = prepare(parsed)
+            if reads_only or parsed.spec.name in ON_OPEN_ACCOUNTS:
+                bank = open_bank(target, makes_none=True)
+            else:  # it may make the ledger, unless it is refused
+                bank = open_bank_tried_first(target, action)
+        except KopilkaError as error:  # said as a refusal by the ledger is
+            output.error(error.message)
+            return exit_status(error)
         reply: Reply | None = None
         shown = False
         try:

@@ -573,7 +573,7 @@ class Client:
             "/v1/accounts",
             self._account_reader(),
             json=body,
-            idempotency_key=idempotency_key or None,
+            idempotency_key=None if idempotency_key in ("", None) else idempotency_key,
             retry=False,
         )
 
@@ -585,7 +585,9 @@ class Client:
         clear_max: bool = False,
     ) -> Account:
         path = _account_path(client)  # the name first, as the rules take it
-        validate_limits_change(SetLimits(client, min_balance_cents, max_balance_cents, clear_max))
+        change = SetLimits(client, min_balance_cents, max_balance_cents, clear_max)
+        validate_client(change.client)
+        validate_limits_change(change)
         body: dict[str, Any] = {}
         if min_balance_cents is not None:
             body["min_balance"] = limit_text(min_balance_cents)

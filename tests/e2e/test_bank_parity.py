@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -571,6 +572,8 @@ NOT_TEXT: list[tuple[str, Callable[[Bank], Any]]] = [
     ("a deposit's key of 12345", lambda bank: bank.deposit("Ann", 1, "x", 12345)),  # type: ignore[arg-type]
     ("an opening's key of 7", lambda bank: bank.open_account("Bob", 0, None, 0, 7)),  # type: ignore[arg-type]
     ("a cap cleared by 'false'", lambda bank: bank.set_limits("Ann", -100, None, "false")),  # type: ignore[arg-type]
+    ("an opening's key of 0", lambda bank: bank.open_account("Bob", 0, None, 0, 0)),  # type: ignore[arg-type]
+    ("limits of no one cleared by 'yes'", lambda bank: bank.set_limits("", None, None, "yes")),  # type: ignore[arg-type]
 ]
 
 
@@ -618,6 +621,8 @@ def test_arguments_that_are_no_text_are_refused_alike(tmp_path: Path) -> None:
     key = ("invalid_idempotency_key", "an idempotency key is text")
     assert answer["a deposit's key of 12345"] == key
     assert answer["an opening's key of 7"] == key
+    assert answer["an opening's key of 0"] == key  # was a new key made in its stead
+    assert answer["limits of no one cleared by 'yes'"] == ("invalid_client", "client name is empty")
     assert answer["a cap cleared by 'false'"] == ("invalid_limit", "clear_max is True or False")
 
 
@@ -632,7 +637,11 @@ def test_a_bank_is_opened_on_a_path_and_refused_what_names_none(tmp_path: Path) 
     refusals: list[tuple[Callable[[], object], tuple[str, str]]] = [
         (
             lambda: EmbeddedBank(5),  # type: ignore[arg-type]
-            ("invalid_option", "a database is a path, a URL or a Store, not 5"),
+            ("invalid_option", "a database is a path, a URL or a Store (given: int)"),
+        ),
+        (  # its repr would show the password
+            lambda: EmbeddedBank(urlsplit("postgresql://app:s3cret@db.example/ledger")),  # type: ignore[arg-type]
+            ("invalid_option", "a database is a path, a URL or a Store (given: SplitResult)"),
         ),
         (
             lambda: connect_bank(18731),  # type: ignore[arg-type]

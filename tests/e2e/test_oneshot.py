@@ -106,13 +106,17 @@ def test_a_home_no_command_wrote_in_is_not_made_by_a_read(
     # A server's home (its ledger elsewhere: --db memory:, PostgreSQL): not made a second.
     kopilka_home.mkdir(mode=0o700)
     (kopilka_home / "admin.token").write_text("kop_0123456789abcdef_x\n")
-    served = kopilka("token", "list")
-    assert (served.returncode, served.stderr) == (
-        1,
-        f"Error: no ledger in {kopilka_home}: the server whose admin token is there keeps its"
-        " ledger elsewhere; give its --url, or its --db\n",
-    )
+    # Nor by a write: made there, the ledger was read for the server's by every later
+    # command, and the refusal that said where to look was never seen again.
+    for command in (("token", "list"), DEPOSIT, ("add-user", "-n", "Ann", "--max", "none")):
+        served = kopilka(*command)
+        assert (served.returncode, served.stderr) == (
+            1,
+            f"Error: no ledger in {kopilka_home}: the server whose admin token is there keeps"
+            " its ledger elsewhere; give its --url, or its --db\n",
+        ), command
     assert sorted(path.name for path in kopilka_home.iterdir()) == ["admin.token"]
+    assert kopilka("init").returncode == 0  # a ledger there, asked for
     assert kopilka(*DEPOSIT).returncode == 0
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
 

@@ -96,7 +96,9 @@ def open_bank_tried_first(target: Target, command: Callable[[Bank], object]) -> 
     try:
         return open_bank(target, makes_none=True)
     except NotFound as missing:
-        if missing.code != "database_not_found":
+        # A server's home: a write made a ledger there beside its admin token, which
+        # every later command then read for the server's.
+        if missing.code != "database_not_found" or isinstance(missing, _ServersHome):
             raise
     trial = EmbeddedBank("memory:", target.settings.ledger)
     try:
@@ -122,7 +124,7 @@ def refuse_a_home_never_written(settings: Settings) -> None:
     if there:
         make_home(home)  # a file in the way, another user's: said so (nothing is made)
         if (home / ADMIN_TOKEN_FILE).exists():
-            raise NotFound(
+            raise _ServersHome(
                 "database_not_found",
                 f"no ledger in {home}: the server whose admin token is there keeps its"
                 " ledger elsewhere; give its --url, or its --db",
@@ -141,6 +143,10 @@ def refuse_a_home_never_written(settings: Settings) -> None:
         f"no ledger in {home} yet: nothing has been written there{told};"
         " a first deposit or `kopilka init` makes one",
     )
+
+
+class _ServersHome(NotFound):
+    """No ledger in a home whose admin token is a server's: it keeps its ledger elsewhere."""
 
 
 def refuse_token_without_server(token: str | None) -> None:
