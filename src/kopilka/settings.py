@@ -92,6 +92,9 @@ class Settings:
     # The ledger was given (flag, environment or file), not the default: a server is
     # asked for it even when it is "main", rather than the token's own.
     ledger_chosen: bool = False
+    # The database was given (flag, environment or file): the home's own file named so
+    # is meant, a server's admin token beside it or not.
+    db_chosen: bool = False
     # Per server process: open connections from one client address, seconds a client
     # may take to send a request's headers, and then its body, and seconds it may leave
     # the server waiting to write (not reading what it asked for).
@@ -289,6 +292,7 @@ def load_settings(
         ledger=ledger,
         home=base,
         ledger_chosen=rank("ledger") < 3,
+        db_chosen=rank("db") < 3,
     )
     # Only a server reads how it listens: another command is not held to it (Kubernetes
     # sets KOPILKA_PORT=tcp://... beside every program of a Service named kopilka).

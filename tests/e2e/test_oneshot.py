@@ -113,9 +113,15 @@ def test_a_home_no_command_wrote_in_is_not_made_by_a_read(
         assert (served.returncode, served.stderr) == (
             1,
             f"Error: no ledger in {kopilka_home}: the server whose admin token is there keeps"
-            " its ledger elsewhere; give its --url, or its --db\n",
+            " its ledger elsewhere; give its --url, or its --db (`kopilka init` makes a ledger"
+            " here)\n",
         ), command
+    shell = kopilka("shell", stdin="accounts\n")  # the shell made one, even to read
+    assert (shell.returncode, shell.stderr) == (1, served.stderr)
     assert sorted(path.name for path in kopilka_home.iterdir()) == ["admin.token"]
+    named = kopilka(*DEPOSIT, "--db", str(kopilka_home / "kopilka.db"))  # meant: made
+    assert (named.returncode, named.stderr) == (0, "")
+    (kopilka_home / "kopilka.db").unlink()
     assert kopilka("init").returncode == 0  # a ledger there, asked for
     assert kopilka(*DEPOSIT).returncode == 0
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"

@@ -804,11 +804,11 @@ def check_amount_cents(amount: int) -> None:
 def check_whole_cents(cents: object) -> None:
     """Money in a command is whole cents, an int: never a float, nor True for 1."""
     if type(cents) is not int:
-        # An int of another type (True, an IntEnum) shows as a number: its type is named.
-        kind = f", a {type(cents).__name__}" if isinstance(cents, int) else ""
-        raise InvalidInput(
-            "invalid_amount", f"an amount is whole cents (an int), not {cents!r}{kind}"
-        )
+        # An int of another type (an IntEnum) shows as a number, or as more digits than
+        # Python turns into text: its type is named instead.
+        plain = not isinstance(cents, int) or type(cents) is bool
+        shown = repr(cents) if plain else f"a {type(cents).__name__}"
+        raise InvalidInput("invalid_amount", f"an amount is whole cents (an int), not {shown}")
 
 
 def check_limit(limit: int) -> None:

@@ -71,6 +71,7 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
     if target.sandbox:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
+    refuse_a_servers_home(target.settings)  # the shell too: it made a ledger there
     if makes_none:
         refuse_a_home_never_written(target.settings)
     try:
@@ -123,12 +124,7 @@ def refuse_a_home_never_written(settings: Settings) -> None:
         there = True
     if there:
         make_home(home)  # a file in the way, another user's: said so (nothing is made)
-        if (home / ADMIN_TOKEN_FILE).exists():
-            raise _ServersHome(
-                "database_not_found",
-                f"no ledger in {home}: the server whose admin token is there keeps its"
-                " ledger elsewhere; give its --url, or its --db",
-            )
+        refuse_a_servers_home(settings)
     elif given:  # only its last directory would be made
         if not home.parent.exists():
             raise NotFound(
@@ -147,6 +143,26 @@ def refuse_a_home_never_written(settings: Settings) -> None:
 
 class _ServersHome(NotFound):
     """No ledger in a home whose admin token is a server's: it keeps its ledger elsewhere."""
+
+
+def refuse_a_servers_home(settings: Settings) -> None:
+    """A home holding a server's admin token and no ledger: the server keeps its ledger
+    elsewhere (`--db memory:`, PostgreSQL), and a command run there without its --url
+    meant it. One that made a ledger there had every later command read that ledger for
+    the server's, and this refusal was never seen again."""
+    home = settings.home
+    if settings.db_chosen or settings.db != str(home / "kopilka.db"):
+        return
+    try:
+        if (home / "kopilka.db").exists() or not (home / ADMIN_TOKEN_FILE).exists():
+            return
+    except OSError:  # a directory on the way that may not be searched: said elsewhere
+        return
+    raise _ServersHome(
+        "database_not_found",
+        f"no ledger in {home}: the server whose admin token is there keeps its ledger"
+        " elsewhere; give its --url, or its --db (`kopilka init` makes a ledger here)",
+    )
 
 
 def refuse_token_without_server(token: str | None) -> None:
