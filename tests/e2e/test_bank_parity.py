@@ -574,6 +574,8 @@ NOT_TEXT: list[tuple[str, Callable[[Bank], Any]]] = [
     ("a cap cleared by 'false'", lambda bank: bank.set_limits("Ann", -100, None, "false")),  # type: ignore[arg-type]
     ("an opening's key of 0", lambda bank: bank.open_account("Bob", 0, None, 0, 0)),  # type: ignore[arg-type]
     ("limits of no one cleared by 'yes'", lambda bank: bank.set_limits("", None, None, "yes")),  # type: ignore[arg-type]
+    ("a floor of 1.5 for no account", lambda bank: bank.set_limits("Ghost", 1.5)),  # type: ignore[arg-type]
+    ("a cap of True for no account", lambda bank: bank.set_limits("Ghost", None, True)),
 ]
 
 
@@ -623,6 +625,10 @@ def test_arguments_that_are_no_text_are_refused_alike(tmp_path: Path) -> None:
     assert answer["an opening's key of 7"] == key
     assert answer["an opening's key of 0"] == key  # was a new key made in its stead
     assert answer["limits of no one cleared by 'yes'"] == ("invalid_client", "client name is empty")
+    # Checked before the account is looked for, as the client checks them before sending.
+    whole_cents = "an amount is whole cents (an int), not "
+    assert answer["a floor of 1.5 for no account"] == ("invalid_amount", whole_cents + "1.5")
+    assert answer["a cap of True for no account"] == ("invalid_amount", whole_cents + "True")
     assert answer["a cap cleared by 'false'"] == ("invalid_limit", "clear_max is True or False")
 
 

@@ -687,6 +687,11 @@ def validate_limits_change(command: SetLimits) -> None:
     nothing = command.min_balance_cents is None and command.max_balance_cents is None
     if nothing and not command.clear_max:
         raise InvalidInput("invalid_limit", "a change of limits needs a floor, a cap or both")
+    # Before the account is looked for, as a client checks them before it sends them.
+    for limit in (command.min_balance_cents, command.max_balance_cents):
+        if limit is not None:
+            check_whole_cents(limit)
+            check_limit(limit)
 
 
 def validate_client(client: object) -> None:
