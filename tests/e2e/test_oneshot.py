@@ -122,6 +122,15 @@ def test_a_home_no_command_wrote_in_is_not_made_by_a_read(
     named = kopilka(*DEPOSIT, "--db", str(kopilka_home / "kopilka.db"))  # meant: made
     assert (named.returncode, named.stderr) == (0, "")
     (kopilka_home / "kopilka.db").unlink()
+    # A home that will not do says why first, not "kopilka init", which would say it next.
+    kopilka_home.chmod(0o777)
+    for command in (("shell",), ("balance", "--client=John Jones"), DEPOSIT):
+        unsafe = kopilka(*command, stdin="accounts\n")
+        assert unsafe.returncode == 1
+        assert unsafe.stderr.startswith(
+            f"Error: KOPILKA_HOME {kopilka_home} may be written by other users"
+        ), command
+    kopilka_home.chmod(0o700)
     assert kopilka("init").returncode == 0  # a ledger there, asked for
     assert kopilka(*DEPOSIT).returncode == 0
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from fractions import Fraction
 
 import pytest
 
@@ -103,6 +104,7 @@ class _Cents(int):
         (_Cents(5), "a _Cents"),
         # More digits than Python turns into text (nor will pytest, for the test's name).
         pytest.param(_Cents(10**5000), "a _Cents", id="huge"),
+        pytest.param(Fraction(10**5000), "a Fraction", id="huge-fraction"),
     ],
 )
 def test_money_that_is_no_plain_int_is_refused_by_its_type(cents: object, named: str) -> None:

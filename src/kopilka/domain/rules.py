@@ -16,6 +16,7 @@ refusal. A malformed one (invalid_*, same_account) never reached the ledger and 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -811,8 +812,10 @@ def check_whole_cents(cents: object) -> None:
     if type(cents) is not int:
         # An int of another type (an IntEnum) shows as a number, or as more digits than
         # Python turns into text: its type is named instead.
-        plain = not isinstance(cents, int) or type(cents) is bool
-        shown = repr(cents) if plain else f"a {type(cents).__name__}"
+        shown = f"a {type(cents).__name__}"
+        if not isinstance(cents, int) or type(cents) is bool:
+            with contextlib.suppress(ValueError):  # a Fraction of 5,000 digits
+                shown = repr(cents)
         raise InvalidInput("invalid_amount", f"an amount is whole cents (an int), not {shown}")
 
 

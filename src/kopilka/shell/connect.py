@@ -16,7 +16,7 @@ from typing import Protocol
 
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.errors import InvalidInput, KopilkaError, NotFound, Unavailable
-from kopilka.settings import ADMIN_TOKEN_FILE, Settings, make_home, redact_url
+from kopilka.settings import ADMIN_TOKEN_FILE, Settings, check_home, make_home, redact_url
 from kopilka.store import open_store, sqlite_path
 from kopilka.store.protocol import Store
 
@@ -158,6 +158,7 @@ def refuse_a_servers_home(settings: Settings) -> None:
             return
     except OSError:  # a directory on the way that may not be searched: said elsewhere
         return
+    check_home(home)  # one that will not do says why first: init would say so next
     raise _ServersHome(
         "database_not_found",
         f"no ledger in {home}: the server whose admin token is there keeps its ledger"
