@@ -259,9 +259,11 @@ class KopilkaApp:
             await asyncio.sleep(DATABASE_RETRY_SECONDS)
             try:
                 await self.start()
-            except KopilkaError as error:
-                if error.code != "store_unavailable" and error.message != refused:
-                    refused = error.message  # back, and refused (a schema newer): said once
+            except Exception as error:  # tried again: a task that ended would 503 for ever
+                away = isinstance(error, KopilkaError) and error.code == "store_unavailable"
+                message = error.message if isinstance(error, KopilkaError) else repr(error)
+                if not away and message != refused:
+                    refused = message  # back, and refused (a schema newer): said once
                     logger.error("a worker cannot start: %s", hide_secrets(refused))
                 continue
             self._opening = None
