@@ -1,8 +1,8 @@
 """Text cells of a CSV export that a spreadsheet will not run as a formula.
 
 A description or a name is another client's text in a statement. A cell that begins
-with = + - @ (or a tab, carriage return or line feed) is a formula to Excel and LibreOffice; a
-leading apostrophe makes it text again, as OWASP advises. Amounts are not passed
+with = + - @ (or a tab, carriage return or line feed) is a formula to Excel and
+LibreOffice; a leading apostrophe makes it text again, as OWASP advises. Amounts are not passed
 through here: they are numbers, and "-5.00" must stay one.
 """
 

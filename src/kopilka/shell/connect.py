@@ -71,9 +71,10 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
     if target.sandbox:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
-    refuse_a_servers_home(target.settings)  # the shell too: it made a ledger there
     if makes_none:
-        refuse_a_home_never_written(target.settings)
+        refuse_a_home_never_written(target.settings)  # a server's home among them
+    else:  # the shell and writes too: they made a ledger there
+        refuse_a_servers_home(target.settings)
     try:
         return EmbeddedBank(local_store(target.settings, makes_none), target.settings.ledger)
     except KopilkaError:
