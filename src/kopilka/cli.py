@@ -37,7 +37,7 @@ from kopilka.shell.commands import (
     needs_bank,
     prepare,
 )
-from kopilka.shell.connect import Target, open_bank, open_bank_tried_first
+from kopilka.shell.connect import Target, open_bank, open_bank_tried_first, said_in_one_line
 from kopilka.shell.output import (
     ANSWER_NOT_WRITTEN_EXIT,
     AnswerNotWritten,
@@ -467,15 +467,8 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
             "invalid_option", "init works on a database that is kept; memory: keeps nothing"
         )
     _create_home(settings)
-    try:
+    with said_in_one_line(settings.db):
         versions = asyncio.run(initialize_schema(settings.db))
-    except KopilkaError:
-        raise
-    except Exception as error:
-        # As when opening a bank: one line naming the database, whatever the driver raised.
-        raise Unavailable(
-            "store_unavailable", f"cannot open the database {redact_url(settings.db)}: {error}"
-        ) from error
     where = redact_url(settings.db)
     found, now = versions or (0, 0)
     if found == now:

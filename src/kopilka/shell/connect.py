@@ -7,15 +7,17 @@ a sandbox.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from kopilka.bank import Bank, EmbeddedBank
-from kopilka.errors import InvalidInput, KopilkaError, NotFound, Unavailable
+from kopilka.errors import InvalidInput, NotFound, Unavailable
 from kopilka.settings import ADMIN_TOKEN_FILE, Settings, check_home, make_home, redact_url
 from kopilka.store import open_store, sqlite_path
 from kopilka.store.protocol import Store
@@ -75,13 +77,18 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
         refuse_a_home_never_written(target.settings)  # a server's home among them
     else:  # the shell and writes too: they made a ledger there
         refuse_a_servers_home(target.settings)
-    try:
+    with said_in_one_line(db):
         return EmbeddedBank(local_store(target.settings, makes_none), target.settings.ledger)
-    except KopilkaError:
-        raise
-    except Exception as error:
-        # sqlite3, asyncpg and the OS each raise their own types for "cannot open":
-        # the user needs one line naming the database, never a traceback.
+
+
+@contextlib.contextmanager
+def said_in_one_line(db: str) -> Iterator[None]:
+    """What sqlite3 and the OS raise while a database is opened, as one line naming it.
+    PostgreSQL's store words each of its failures itself; anything else is a bug, and
+    shows as one (a catch-all read kopilka's own errors as the database's)."""
+    try:
+        yield
+    except (OSError, sqlite3.Error) as error:
         raise Unavailable(
             "store_unavailable", f"cannot open the database {redact_url(db)}: {error}"
         ) from error
