@@ -10,6 +10,7 @@ import pytest
 
 from kopilka.domain.model import (
     Account,
+    ClaimKey,
     Command,
     Deposit,
     OpenAccount,
@@ -56,6 +57,21 @@ class Ledger:
 
     def balance(self, client: str) -> int:
         return self.accounts[("main", client)].balance_cents
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        pytest.param(ClaimKey("main", "", "digest"), id="empty"),
+        pytest.param(ClaimKey("main", "k" * (IDEMPOTENCY_KEY_LENGTH_MAX + 1), "d"), id="long"),
+        pytest.param(ClaimKey("main", "k\x00", "digest"), id="control"),
+        pytest.param(ClaimKey("main", "k", ""), id="no-digest"),
+    ],
+)
+def test_a_claim_is_held_to_the_rule_of_every_key(claim: ClaimKey) -> None:
+    ledger = Ledger()
+    (outcome,) = ledger.plan(claim).outcomes
+    assert code_of(outcome) == "invalid_idempotency_key"
 
 
 def code_of(outcome: object) -> str:

@@ -278,11 +278,9 @@ class _Planner:
 
     def _claim(self, command: ClaimKey) -> ClaimKey:
         key = command.idempotency_key
-        if not key or len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not command.digest:
-            raise InvalidInput(
-                "invalid_idempotency_key",
-                f"idempotency key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} characters",
-            )
+        validate_idempotency_key(key)
+        if not command.digest:  # made by kopilka from the request's body, never empty
+            raise InvalidInput("invalid_idempotency_key", "idempotency key holds no request")
         standing = self.known_claims.get((command.ledger, key))
         # A key names one request: another body under it, or a money operation's key
         # (the store reads those for every claimed key), is another request.
