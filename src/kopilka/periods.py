@@ -46,12 +46,6 @@ _ENDS_OF_TIME = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=U
 _EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"
 
 
-def parse_moment(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> datetime:
-    """One moment; a bare date is its first moment, or its last with end_of_day."""
-    candidate, moment = _written(text, zone)
-    return _till_instant(candidate, moment) if end_of_day else _since_instant(candidate, moment)
-
-
 def _written(text: str, zone: tzinfo | None) -> tuple[str, datetime]:
     """The text as read, and the moment it names as written (in `zone`, if it names
     none of its own), before it is placed on the UTC time line."""

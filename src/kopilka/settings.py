@@ -541,15 +541,6 @@ def _read_password(path: Path) -> str:
     return lines[0]
 
 
-def without_password(url: str) -> str:
-    """The URL with no password in its userinfo (the user and host kept as written)."""
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}@{hostport}"))
-
-
 def split_url(url: str, code: str, what: str) -> SplitResult:
     """urlsplit, with a URL it cannot read (an unbalanced bracket) refused in one line."""
     try:

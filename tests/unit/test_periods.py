@@ -9,7 +9,14 @@ from datetime import UTC, datetime, timedelta, tzinfo
 import pytest
 
 from kopilka.errors import InvalidInput
-from kopilka.periods import parse_moment, parse_period
+from kopilka.periods import parse_period
+
+
+def end_of(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> datetime:
+    """What one end of a period reads: a bare date is its first moment, or its last."""
+    start, end = parse_period(*((None, text) if end_of_day else (text, None)), zone=zone)
+    assert start is not None or end_of_day
+    return end if end_of_day or start is None else start
 
 
 @pytest.fixture
@@ -32,12 +39,12 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def test_a_date_since_is_the_first_moment_of_the_day(utc: None) -> None:
-    assert parse_moment("2024-01-31", end_of_day=False) == datetime(2024, 1, 31, tzinfo=UTC)
+    assert end_of("2024-01-31", end_of_day=False) == datetime(2024, 1, 31, tzinfo=UTC)
 
 
 def test_a_date_till_is_the_last_moment_of_the_day(utc: None) -> None:
     expected = datetime(2024, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC)
-    assert parse_moment("2024-01-31", end_of_day=True) == expected
+    assert end_of("2024-01-31", end_of_day=True) == expected
 
 
 @pytest.mark.parametrize(
@@ -58,22 +65,22 @@ def test_a_date_till_is_the_last_moment_of_the_day(utc: None) -> None:
     ],
 )
 def test_a_till_covers_the_whole_of_what_it_names(utc: None, text: str, last: datetime) -> None:
-    assert parse_moment(text, end_of_day=True) == last
+    assert end_of(text, end_of_day=True) == last
 
 
 def test_a_since_is_the_first_moment_of_what_it_names(utc: None) -> None:
     expected = datetime(2024, 1, 31, 18, 30, tzinfo=UTC)
-    assert parse_moment("2024-01-31 18:30:00", end_of_day=False) == expected
-    assert parse_moment("2024-01-31T18:30", end_of_day=False) == expected
+    assert end_of("2024-01-31 18:30:00", end_of_day=False) == expected
+    assert end_of("2024-01-31T18:30", end_of_day=False) == expected
 
 
 def test_a_moment_written_past_the_microsecond_takes_in_nothing_outside_it(utc: None) -> None:
     """A since past the microsecond begins at the next whole one, a till ends at the one
     it runs into: an operation at .007313 is before a since of .0073131."""
     operation = datetime(2026, 12, 3, 14, 18, 54, 7_313, tzinfo=UTC)
-    assert parse_moment("2026-12-03T14:18:54.0073131Z", end_of_day=False) > operation
-    assert parse_moment("2026-12-03T14:18:54.0073130Z", end_of_day=False) == operation
-    assert parse_moment("2026-12-03T14:18:54.0073139Z", end_of_day=True) == operation
+    assert end_of("2026-12-03T14:18:54.0073131Z", end_of_day=False) > operation
+    assert end_of("2026-12-03T14:18:54.0073130Z", end_of_day=False) == operation
+    assert end_of("2026-12-03T14:18:54.0073139Z", end_of_day=True) == operation
     # Both ends within one microsecond: a period in order with no moment in it, empty.
     start, end = parse_period("2026-12-03T14:18:54.0073131Z", "2026-12-03T14:18:54.0073130Z")
     assert start == end + timedelta(microseconds=1)
@@ -92,22 +99,20 @@ def test_the_same_moment_past_the_microsecond_as_both_ends_is_an_empty_period(
 
 def test_the_calendars_last_week_runs_to_its_end(utc: None) -> None:
     last = datetime.max.replace(tzinfo=UTC)
-    assert parse_moment("9999-W52", end_of_day=True) == last
-    assert parse_moment("9999W52", end_of_day=True) == last
+    assert end_of("9999-W52", end_of_day=True) == last
+    assert end_of("9999W52", end_of_day=True) == last
 
 
 def test_naive_times_are_local(time_zone: None) -> None:
-    assert parse_moment("2024-01-31 18:30:00", end_of_day=False) == datetime(
+    assert end_of("2024-01-31 18:30:00", end_of_day=False) == datetime(
         2024, 1, 31, 16, 30, tzinfo=UTC
     )
-    assert parse_moment("2024-01-31", end_of_day=False) == datetime(2024, 1, 30, 22, 0, tzinfo=UTC)
+    assert end_of("2024-01-31", end_of_day=False) == datetime(2024, 1, 30, 22, 0, tzinfo=UTC)
 
 
 def test_daylight_saving_time_is_honoured(time_zone: None) -> None:
     # EEST in July is three hours ahead of UTC.
-    assert parse_moment("2024-07-01 12:00:00", end_of_day=False) == datetime(
-        2024, 7, 1, 9, 0, tzinfo=UTC
-    )
+    assert end_of("2024-07-01 12:00:00", end_of_day=False) == datetime(2024, 7, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -157,9 +162,9 @@ def test_a_day_the_clocks_start_after_midnight_begins_at_the_change(
     time.tzset()
     try:
         # 2026-09-06 00:00 never comes in Chile: the day begins at 01:00 -03.
-        assert parse_moment("2026-09-06", end_of_day=False) == _utc(2026, 9, 6, 4)
+        assert end_of("2026-09-06", end_of_day=False) == _utc(2026, 9, 6, 4)
         # 2026-04-04 23:00-23:59 comes twice: the day ends after the second.
-        assert parse_moment("2026-04-04", end_of_day=True) == _utc(2026, 4, 5, 3, 59, 59, 999_999)
+        assert end_of("2026-04-04", end_of_day=True) == _utc(2026, 4, 5, 3, 59, 59, 999_999)
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -172,23 +177,21 @@ def _periods_join(day: str) -> None:
     for step, form in units:
         moment = start
         while moment < start + timedelta(days=3):
-            till = parse_moment(moment.strftime(form), end_of_day=True)
-            since = parse_moment((moment + step).strftime(form), end_of_day=False)
+            till = end_of(moment.strftime(form), end_of_day=True)
+            since = end_of((moment + step).strftime(form), end_of_day=False)
             assert till + timedelta(microseconds=1) == since, moment
-            assert parse_moment(moment.strftime(form), end_of_day=False) <= since
+            assert end_of(moment.strftime(form), end_of_day=False) <= since
             moment += step
 
 
 def test_a_since_the_clocks_skip_begins_at_the_change(new_york: None) -> None:
     change = _utc(2026, 3, 8, 7)
-    assert parse_moment("2026-03-08 02:00", end_of_day=False) == change
-    assert parse_moment("2026-03-08 02:30:15", end_of_day=False) == change
-    assert parse_moment("2026-03-08 03:00", end_of_day=False) == change
-    assert parse_moment("2026-03-08 01:59:59", end_of_day=True) == change - timedelta(
-        microseconds=1
-    )
+    assert end_of("2026-03-08 02:00", end_of_day=False) == change
+    assert end_of("2026-03-08 02:30:15", end_of_day=False) == change
+    assert end_of("2026-03-08 03:00", end_of_day=False) == change
+    assert end_of("2026-03-08 01:59:59", end_of_day=True) == change - timedelta(microseconds=1)
     # The skipped hour holds no moment: a period inside it is empty, not reversed.
-    assert parse_moment("2026-03-08 02:59", end_of_day=True) == change - timedelta(microseconds=1)
+    assert end_of("2026-03-08 02:59", end_of_day=True) == change - timedelta(microseconds=1)
 
 
 @pytest.mark.parametrize(
@@ -216,17 +219,15 @@ def test_a_period_written_backwards_is_still_refused_around_a_change(new_york: N
 
 
 def test_a_time_the_clocks_show_twice_is_read_as_its_first(new_york: None) -> None:
-    assert parse_moment("2026-11-01 01:30", end_of_day=False) == _utc(2026, 11, 1, 5, 30)
+    assert end_of("2026-11-01 01:30", end_of_day=False) == _utc(2026, 11, 1, 5, 30)
     # A till in the hour shown twice ends before the since just after it: the first
     # 01:59:59 as a till would leave the second 01:00-01:59 in no period.
-    assert parse_moment("2026-11-01 01:59:59", end_of_day=True) == _utc(
-        2026, 11, 1, 6, 59, 59, 999_999
-    )
-    assert parse_moment("2026-11-01", end_of_day=True) == _utc(2026, 11, 2, 4, 59, 59, 999_999)
+    assert end_of("2026-11-01 01:59:59", end_of_day=True) == _utc(2026, 11, 1, 6, 59, 59, 999_999)
+    assert end_of("2026-11-01", end_of_day=True) == _utc(2026, 11, 2, 4, 59, 59, 999_999)
 
 
 def test_an_offset_wins_over_the_local_zone(time_zone: None) -> None:
-    moment = parse_moment("2024-01-31T18:30:00+05:00", end_of_day=False)
+    moment = end_of("2024-01-31T18:30:00+05:00", end_of_day=False)
     assert moment == datetime(2024, 1, 31, 13, 30, tzinfo=UTC)
     assert moment.tzinfo is UTC
 
@@ -244,17 +245,17 @@ def test_an_offset_wins_over_the_local_zone(time_zone: None) -> None:
 )
 def test_not_dates(text: str) -> None:
     with pytest.raises(InvalidInput) as caught:
-        parse_moment(text, end_of_day=False)
+        end_of(text, end_of_day=False)
     assert caught.value.code == "invalid_period"
 
 
 def test_spaces_around_a_date_are_forgiven(utc: None) -> None:
-    assert parse_moment("  2024-01-31 ", end_of_day=False) == datetime(2024, 1, 31, tzinfo=UTC)
+    assert end_of("  2024-01-31 ", end_of_day=False) == datetime(2024, 1, 31, tzinfo=UTC)
 
 
 def test_an_overlong_text_is_refused_without_being_echoed_whole() -> None:
     with pytest.raises(InvalidInput) as caught:
-        parse_moment("2" * 1000, end_of_day=False)
+        end_of("2" * 1000, end_of_day=False)
     assert len(caught.value.message) < 100
 
 
@@ -286,7 +287,7 @@ def test_a_since_past_this_clock_without_till_is_left_to_the_bank(utc: None) -> 
 
 
 def test_a_server_reads_a_time_without_offset_as_utc(time_zone: None) -> None:
-    moment = parse_moment("2024-01-31 18:30:00", end_of_day=False, zone=UTC)
+    moment = end_of("2024-01-31 18:30:00", end_of_day=False, zone=UTC)
     assert moment == datetime(2024, 1, 31, 18, 30, tzinfo=UTC)
 
 
@@ -310,13 +311,13 @@ def test_ends_that_utc_cannot_hold_run_to_the_end_of_time(time_zone: None) -> No
 @pytest.mark.parametrize("end_of_day", [False, True])
 def test_a_lowercase_t_and_z_read_as_the_uppercase_ones(utc: None, end_of_day: bool) -> None:
     """RFC 3339 allows either case; since and till read the same text as one moment."""
-    upper = parse_moment("2024-01-31T18:30:00Z", end_of_day=end_of_day)
-    assert parse_moment("2024-01-31t18:30:00z", end_of_day=end_of_day) == upper
-    assert parse_moment("2024-01-31t18:30:00+00:00", end_of_day=end_of_day) == upper
+    upper = end_of("2024-01-31T18:30:00Z", end_of_day=end_of_day)
+    assert end_of("2024-01-31t18:30:00z", end_of_day=end_of_day) == upper
+    assert end_of("2024-01-31t18:30:00+00:00", end_of_day=end_of_day) == upper
 
 
 def test_a_space_before_the_offset_is_taken(utc: None) -> None:
     """As `git log --date=iso` writes a moment."""
     for text in ("2024-01-31 18:30:00 +0200", "2024-01-31T18:30:00 +02:00"):
-        assert parse_moment(text, end_of_day=False) == datetime(2024, 1, 31, 16, 30, tzinfo=UTC)
-    assert parse_moment("2024-01-31 18:30:00 Z", end_of_day=False).hour == 18
+        assert end_of(text, end_of_day=False) == datetime(2024, 1, 31, 16, 30, tzinfo=UTC)
+    assert end_of("2024-01-31 18:30:00 Z", end_of_day=False).hour == 18
