@@ -618,6 +618,40 @@ async def test_ledgers_are_isolated_and_dropped_alone(engine: Engine) -> None:
     assert [line.description for line in await lines_of(engine, JOHN, "sandbox")] == ["new"]
 
 
+async def test_an_id_is_never_given_twice_not_even_after_its_ledger_is_dropped(
+    engine: Engine,
+) -> None:
+    """The newest rows gone with a sandbox (dropped at its end, or idle) lend their ids to
+    no later account, operation or statement line, in any ledger."""
+    store = engine.store
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    await applied(engine, Deposit(JOHN, 100, "main pay", "m1"))
+    given: dict[str, set[int]] = {"accounts": set(), "operations": set(), "entries": set()}
+    for number in range(3):
+        sandbox = f"sandbox-ids-{number}"
+        assert await store.open_sandbox(sandbox, start, sandboxes_max=5)
+        await applied(engine, Deposit(JANE, 7, "play", "k", ledger=sandbox))
+        await applied(engine, Deposit(JOHN, 1, "play", "k2", ledger=sandbox))
+        played = await applied(engine, Transfer(JANE, JOHN, 2, "play", "t", ledger=sandbox))
+        given["operations"].add(played.id)
+        given["entries"].update(line.entry_id for line in await lines_of(engine, JANE, sandbox))
+        account = await store.get_account(sandbox, JOHN)
+        assert account is not None
+        given["accounts"].add(account.id)
+        if number == 0:
+            assert await store.drop_ledger(sandbox)
+        else:
+            assert await store.drop_idle_sandboxes(start + timedelta(minutes=1)) == [sandbox]
+        later = await applied(engine, Deposit(JOHN, 1, "after", f"m-after-{number}"))
+        assert later.id > max(given["operations"])
+        assert (await lines_of(engine, JOHN))[-1].entry_id > max(given["entries"])
+        newcomer = await applied(engine, Deposit(f"Newcomer {number}", 1, "hello", f"n{number}"))
+        newcomer_account = await store.get_account("main", f"Newcomer {number}")
+        assert newcomer.id > later.id
+        assert newcomer_account is not None
+        assert newcomer_account.id > max(given["accounts"])
+
+
 async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engine) -> None:
     store = engine.store
     start = datetime(2030, 1, 1, tzinfo=UTC)

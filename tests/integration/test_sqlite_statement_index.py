@@ -95,8 +95,8 @@ async def test_another_process_s_entries_count_towards_indexing(tmp_path: Path) 
 
 
 async def test_a_dropped_sandbox_s_entries_leave_no_new_one_unread(tmp_path: Path) -> None:
-    """The newest entries deleted (a sandbox dropped) and their ids taken again by new
-    ones: those are past the index's end, so statements still read them."""
+    """The newest entries deleted (a sandbox dropped): new ones take ids past theirs, and
+    past the index's end, so statements still read them."""
     path = tmp_path / "kopilka.db"
     store = SqliteStore(path, unindexed_entries_max=4)
     engine = Engine(store)
@@ -111,7 +111,7 @@ async def test_a_dropped_sandbox_s_entries_leave_no_new_one_unread(tmp_path: Pat
         assert _unindexed(path) == []  # the sandbox's entries indexed with the first
         assert await store.drop_ledger(sandbox)
         await engine.execute(_deposit("main-2"))
-        assert _unindexed(path) == [2]  # the id a sandbox entry had
+        assert _unindexed(path) == [6]  # past the sandbox's 2 to 5
         assert await _balances_after(engine) == [100, 200]
     finally:
         await engine.close()

@@ -968,7 +968,7 @@ class SqliteStore:
     def _write_plan(self, plan: BatchPlan) -> None:
         db = self._db
         if plan.new_accounts:
-            next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM accounts").fetchone()[0]
+            next_id = db.execute(_NEXT_ID.format(table="accounts"), ("accounts",)).fetchone()[0]
             for offset, account in enumerate(plan.new_accounts):
                 account.id = next_id + offset
             db.executemany(
@@ -984,7 +984,8 @@ class SqliteStore:
                 ],
             )
         if plan.operations:
-            next_id = db.execute("SELECT coalesce(max(id), 0) + 1 FROM operations").fetchone()[0]
+            next_id = db.execute(_NEXT_ID.format(table="operations"), ("operations",))
+            next_id = next_id.fetchone()[0]
             micros = to_micros(plan.operations[0].created_at)  # one time per batch
             # Both row lists in one pass: this loop runs once per operation of every batch.
             operation_rows = []
@@ -1075,15 +1076,23 @@ class SqliteStore:
         db = self._db
         # The index's end is never past the last entry (a trigger of migration 8 sees to
         # it when the newest are deleted), so the new ones are past it.
-        last_id, indexed_upto = db.execute(
+        last_id, indexed_upto, last_given = db.execute(
             "SELECT (SELECT coalesce(max(id), 0) FROM entries),"
-            " (SELECT entry_id FROM statement_index_upto)"
+            " (SELECT entry_id FROM statement_index_upto),"
+            " (SELECT last_id FROM ids_given WHERE name = 'entries')"
         ).fetchone()
-        db.executemany(
-            "INSERT INTO entries (operation_id, account_id, amount, balance_after, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            rows,
-        )
+        if last_given is None or last_given <= last_id:  # SQLite's next ids are new
+            db.executemany(
+                "INSERT INTO entries (operation_id, account_id, amount, balance_after,"
+                " created_at) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        else:  # the newest went with a dropped ledger: their ids are not given again
+            db.executemany(
+                "INSERT INTO entries (id, operation_id, account_id, amount, balance_after,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(entry_id, *row) for entry_id, row in enumerate(rows, start=last_given + 1)],
+            )
         if last_id + len(rows) - indexed_upto >= self._unindexed_entries_max:
             db.execute(
                 "INSERT INTO statement_index (account_id, created_at, entry_id)"
@@ -1213,6 +1222,13 @@ class SqliteStore:
             and db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,)).rowcount != 1
         ):
             return False
+        for table in ("accounts", "operations", "entries"):  # names of ours, no input
+            db.execute(
+                "INSERT INTO ids_given (name, last_id)"
+                f" SELECT ?, coalesce(max(id), 0) FROM {table} WHERE true"
+                " ON CONFLICT (name) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+                (table,),
+            )
         # Found through the statement index and past its end; a trigger takes them out
         # of the index.
         for delete in (
@@ -1357,6 +1373,12 @@ class _KeyAlreadyUsed(Exception):
 
 # The entries past the statement index's end, read by id from the table's end.
 _UNINDEXED = "id > (SELECT entry_id FROM statement_index_upto)"
+# The id a new row of {table} takes: past every row there, and past those a dropped
+# ledger took away (migration 9).
+_NEXT_ID = (
+    "SELECT max(coalesce(max(id), 0), coalesce((SELECT last_id FROM ids_given WHERE name = ?), 0))"
+    " + 1 FROM {table}"
+)
 _ACCOUNTS_OF_LEDGER = "SELECT id FROM accounts WHERE ledger = ?"
 
 

@@ -236,6 +236,17 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     DROP INDEX entries_by_account_time;
     """,
+    # 9: an id is never given twice. SQLite gives a new row the highest id there plus
+    # one, so the newest rows of a dropped sandbox lent their ids again, to operations
+    # of other ledgers too, and callers told of one operation then found another under
+    # its id. Dropping a ledger now notes the highest ids there were, and new rows take
+    # ids past them (PostgreSQL's sequences never go back anyway).
+    """
+    CREATE TABLE ids_given (
+        name TEXT PRIMARY KEY CHECK (name = 'accounts' OR name = 'operations' OR name = 'entries'),
+        last_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
