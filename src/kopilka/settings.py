@@ -578,7 +578,9 @@ _SECRET_QUERY = re.compile(
     r"(?=&[A-Za-z_]+=|$)",
     re.IGNORECASE | re.DOTALL,
 )
-_URL_DELIMITERS = re.compile(r"[:/?#@&\[\]]")
+# A "," too: the driver splits its hosts at one ("h1:5432,h2"), and quotes the piece
+# before it as a port it cannot read.
+_URL_DELIMITERS = re.compile(r"[:/?#@&,\[\]]")
 
 
 def _split_userinfo(rest: str) -> tuple[str, str, str]:

@@ -23,6 +23,7 @@ from kopilka.settings import (
     redact_text,
     redact_url,
 )
+from kopilka.store import open_store
 
 
 @pytest.fixture(autouse=True)
@@ -459,6 +460,40 @@ def test_a_database_given_at_a_stronger_place_than_a_server_url_wins(tmp_path: P
     assert load_settings(flags={"url": "http://h:3"}, environ={**base, "KOPILKA_DB": "x"}).url == (
         "http://h:3"
     )
+
+
+def test_a_piece_of_a_password_the_driver_took_for_a_port_of_several_hosts_is_masked() -> None:
+    # asyncpg splits the host part at a "," and reads the piece before it as a port.
+    url = "postgresql://app:Kx9,mq/7Lp@127.0.0.1:5432/l2"
+    echoed = "ValueError: invalid literal for int() with base 10: 'Kx9'"
+    assert redact_text(echoed, url) == "ValueError: invalid literal for int() with base 10: '***'"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://owner:pa@SECRET.example@127.0.0.1:5432/ledger",
+        "postgresql://owner:pa@SECRET/x@127.0.0.1:5432/ledger",
+        "postgres://@@h/db",
+    ],
+)
+def test_a_database_url_with_an_at_in_its_user_part_is_refused_before_any_lookup(url: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        open_store(url)
+    assert refused.value.code == "unsupported_database"
+    assert "%40" in refused.value.message and "SECRET" not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://owner:pa%40SECRET@127.0.0.1:5432/ledger",
+        "postgresql://owner@h/db?application_name=me@work",
+        "postgresql://h/db",
+    ],
+)
+def test_an_at_written_as_the_url_allows_is_taken(url: str) -> None:
+    assert open_store(url) is not None
 
 
 def test_a_piece_of_a_password_is_masked_only_where_it_stands_alone() -> None:

@@ -29,12 +29,26 @@ def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = 
     if url.startswith(("postgresql://", "postgres://")):
         from kopilka.store.postgres import PostgresStore
 
+        _refuse_an_at_in_the_userinfo(url)
+
         store: Store = PostgresStore(url, clock, create_schema=create)
         return store
     from kopilka.store.sqlite import SqliteStore
 
     assert path is not None
     return SqliteStore(path, clock, create_schema=create)
+
+
+def _refuse_an_at_in_the_userinfo(url: str) -> None:
+    """The driver ends the user and password at the first "@": what follows an "@" in the
+    password it takes for the host, and looks that piece of the password up by name."""
+    before_query = url.partition("://")[2].partition("?")[0].partition("#")[0]
+    if "@" in before_query.rpartition("@")[0]:  # the user part, as kopilka reads it
+        raise InvalidInput(
+            "unsupported_database",
+            "the database URL has more than one @ before its query: an @ in a user name,"
+            " a password or a database name is written %40",
+        )
 
 
 def keeps_nothing(url: str) -> bool:
