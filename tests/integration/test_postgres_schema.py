@@ -558,6 +558,19 @@ async def test_a_role_without_create_is_told_to_run_init_on_an_old_schema(
     assert "run `kopilka init`" in refused.value.message
 
 
+async def test_a_role_without_create_is_told_an_empty_database_has_no_schema_yet(
+    postgres_url: str,
+) -> None:
+    async with _row_only_role(postgres_url) as app_url:
+        with pytest.raises(Unavailable) as refused:
+            await PostgresStore(app_url).open()
+    assert refused.value.message.startswith(
+        f"the database has no kopilka schema yet, this kopilka needs {SCHEMA_VERSION}, and"
+        " this user may not change it"
+    )
+    assert "run `kopilka init`" in refused.value.message
+
+
 # -- a database with tables kopilka did not create -------------------------------------
 
 

@@ -69,11 +69,12 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
                     "INSERT INTO schema_migrations (version) VALUES ($1)", number
                 )
     except asyncpg.exceptions.InsufficientPrivilegeError as error:
+        found = f"schema version {version}" if version else "no kopilka schema yet"
         raise Unavailable(
             "store_unavailable",
-            f"the database has schema version {version}, this kopilka needs "
-            f"{SCHEMA_VERSION}, and this user may not change it ({error}): "
-            "run `kopilka init` as a user with CREATE on the schema",
+            f"the database has {found}, this kopilka needs {SCHEMA_VERSION}, and this user"
+            f" may not change it ({error}): run `kopilka init` as a user with CREATE on the"
+            " schema",
         ) from error
     return version
 
