@@ -630,6 +630,18 @@ def _close_the_home_its_lock_there(home: Path) -> None:
     home.chmod(0o500)
 
 
+def _close_the_home_a_token_there(home: Path) -> None:
+    (home / ".admin.token.lock").touch()
+    (home / "admin.token").write_text(f"kop_{'0' * 16}_{'A' * 43}\n")  # another database's
+    (home / "admin.token").chmod(0o600)
+    home.chmod(0o500)
+
+
+def _make_the_token_unreadable(home: Path) -> None:
+    (home / "admin.token").write_text(f"kop_{'0' * 16}_{'A' * 43}\n")
+    (home / "admin.token").chmod(0o000)  # restored as root, say
+
+
 def _put_a_directory_for_the_lock(home: Path) -> None:
     (home / ".admin.token.lock").mkdir()  # in the way even for root
 
@@ -642,16 +654,24 @@ def _put_a_directory_for_the_lock(home: Path) -> None:
             _close_the_home_its_lock_there,
             "cannot write the admin token {home}/admin.token: Permission denied",
         ),
+        (
+            _close_the_home_a_token_there,
+            "cannot write the admin token {home}/admin.token: Permission denied",
+        ),
+        (
+            _make_the_token_unreadable,
+            "cannot read the admin token {home}/admin.token: Permission denied",
+        ),
         (_put_a_directory_for_the_lock, "cannot keep the admin token in {home}: Is a directory"),
     ],
-    ids=["read-only", "read-only with its lock", "lock in the way"],
+    ids=["read-only", "read-only with its lock", "read-only with a token", "unreadable", "lock"],
 )
 def test_a_home_the_admin_token_cannot_be_kept_in_stops_serve_with_no_database_made(
     tmp_path: Path, change: Any, refusal: str
 ) -> None:
     """The database was made, its schema and all, before the token was found to have no
     place: a start that failed left a ledger behind."""
-    closes = change in (_close_the_home, _close_the_home_its_lock_there)
+    closes = change is not _put_a_directory_for_the_lock
     enforced = file_modes_enforced(tmp_path) if closes else ()
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir(mode=0o700)

@@ -33,19 +33,21 @@ logger = logging.getLogger(__name__)
 def prepare_admin_token(path: Path) -> None:
     """What keeping the admin token in `path` needs of the home, checked before the store
     is opened, so that a server that cannot keep it stops with nothing made (no new
-    database): the home made, this process's lock on the token taken, and, with no token
-    there yet (one is then written, whatever the database), room to write one."""
+    database): the home made, this process's lock on the token taken, a token there
+    readable, and room to write a new one (written where there is none, or where the
+    database, which only opening it tells, does not honour the one there)."""
     make_home(path.parent)
     _hold(path)
-    if not os.path.lexists(path):
-        probe = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-        try:
-            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-            probe.unlink()
-        except OSError as error:
-            raise InvalidInput(
-                "invalid_setting", f"cannot write the admin token {path}: {error.strerror}"
-            ) from error
+    if path.is_file():
+        _read_token(path)
+    probe = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as error:
+        raise InvalidInput(
+            "invalid_setting", f"cannot write the admin token {path}: {error.strerror}"
+        ) from error
 
 
 async def ensure_admin_token(store: Store, path: Path) -> bool:
@@ -114,9 +116,8 @@ async def _honoured(store: Store, path: Path) -> bool:
     that are no text, another role's token put in its place) is replaced."""
     if not path.is_file():
         return False
-    try:
-        secret = path.read_text(encoding="ascii").strip()
-    except UnicodeDecodeError:  # a token is ASCII: this is no token
+    secret = _read_token(path)
+    if secret is None:
         return False
     token_id = token_id_of(secret)
     record = None if token_id is None else await store.get_token(token_id)
@@ -126,6 +127,18 @@ async def _honoured(store: Store, path: Path) -> bool:
         and not record.revoked
         and secret_matches(secret, record)
     )
+
+
+def _read_token(path: Path) -> str | None:
+    """The token in the file; None for bytes that are no token (a token is ASCII)."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    except OSError as error:  # made unreadable to the server (restored as root, say)
+        raise InvalidInput(
+            "invalid_setting", f"cannot read the admin token {path}: {error.strerror}"
+        ) from error
 
 
 def _hold(path: Path) -> int:
