@@ -565,6 +565,37 @@ def test_an_answer_that_cannot_be_written_is_not_called_a_refusal(
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_piped_shell_stops_at_a_refusal_it_cannot_write(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """Its refusals are answers, in its log among the others: lost on a full disk, a
+    script of refused commands ended 0 with an empty log, and ran on."""
+    assert kopilka(*DEPOSIT).returncode == 0
+    script = (
+        "depost --client='John Jones'\ndeposit --client='John Jones' --amount=1 --description=a\n"
+    )
+    with open("/dev/full", "w") as full:
+        shell = subprocess.run(
+            [*kopilka_command(), "shell"],
+            input=script,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+            timeout=RUN_TIMEOUT_SECONDS,
+            check=False,
+        )
+    assert shell.returncode == 3
+    assert shell.stderr == (
+        "Error: the shell's output could not be written (No space left on device): it"
+        " stopped at a line it refused; check what the lines before it did before running"
+        " them again\n"
+    )
+    assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_refusal_whose_error_line_cannot_be_written_is_still_a_refusal(
     kopilka: RunKopilka, kopilka_home: Path
 ) -> None:

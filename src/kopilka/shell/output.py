@@ -138,14 +138,24 @@ class Output:
 
     def error(self, message: str) -> None:
         """An error line. Should it not be written (2>/dev/full), the exit status still
-        tells: not 3 (AnswerNotWritten), which says that a refused command ran."""
+        tells: not 3 (AnswerNotWritten), which says that a refused command ran. Unless it
+        goes among the answers (a piped shell's), as one of them: a script's refusals
+        lost, it ended 0 with an empty log."""
         line = f"Error: {hide_secrets(message)}"
         console = self._error_console
-        with contextlib.suppress(OSError):
+        try:
             if console is None:
                 self._write(self._errors, line)
             else:
                 console.print(line, style="bold red", markup=False, soft_wrap=True)
+        except OSError as error:
+            if self._errors is self._stream and not self.terminal:
+                raise AnswerNotWritten(
+                    "answer_not_written",
+                    f"the shell's output could not be written ({error.strerror}): it stopped"
+                    " at a line it refused; check what the lines before it did before"
+                    " running them again",
+                ) from error
 
     def note(self, text: str) -> None:
         """Something for a person at a terminal only (a greeting); pipes never see it."""

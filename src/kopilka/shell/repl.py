@@ -19,7 +19,7 @@ from kopilka.bank import Bank
 from kopilka.errors import Forbidden, KopilkaError
 from kopilka.settings import hide_secrets
 from kopilka.shell.commands import READS_ONLY, execute, interrupted_write
-from kopilka.shell.output import Exit, Output
+from kopilka.shell.output import AnswerNotWritten, Exit, Output
 from kopilka.shell.parser import LINE_LENGTH_MAX, line_too_long, parse_line, split_line
 
 if TYPE_CHECKING:
@@ -156,7 +156,8 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
                 break
         except (KeyboardInterrupt, SessionEnded) as interruption:
             if _may_write(line):  # a script's log says so, as a one-shot command does
-                output.error(interrupted_write(interruption))
+                with contextlib.suppress(AnswerNotWritten):  # the interruption tells
+                    output.error(interrupted_write(interruption))
             raise
     return 0
 
