@@ -31,6 +31,7 @@ from kopilka.errors import (
     RetryableStoreError,
     Unavailable,
     UnstorableInput,
+    unapplied,
 )
 from kopilka.fair_queue import FairQueue
 from kopilka.limits import Limits
@@ -397,7 +398,7 @@ class Engine:
                     break
                 await asyncio.sleep(delay_seconds)
                 delay_seconds = min(delay_seconds * 2, 0.1)
-        raise Unavailable("store_busy", "the ledger is busy; nothing was applied, try again")
+        raise unapplied("store_busy", "the ledger is busy; nothing was applied, try again")
 
     # -- reads ----------------------------------------------------------------
 

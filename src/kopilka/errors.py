@@ -18,8 +18,8 @@ class KopilkaError(Exception):
     # The failure of a whole batch (the store's), given to each of its commands: about
     # none of them in particular.
     of_the_batch = False
-    # Raised before the write it ended was sent (asking the server something first):
-    # nothing of that write was applied.
+    # Nothing of the write it ended was applied: raised before the write was sent (the
+    # server asked something first), or the write was rolled back whole (`unapplied`).
     before_the_write = False
 
     def __init__(self, code: str, message: str) -> None:
@@ -117,6 +117,14 @@ class Unavailable(KopilkaError):
     """The store cannot be reached right now; nothing was applied, or it is settled later."""
 
     http_status = 503
+
+
+def unapplied(code: str, message: str) -> Unavailable:
+    """The store's refusal of a write it rolled back whole, as its message says: the shell
+    offers no key to retry it "safely" with, as if it might have been applied."""
+    error = Unavailable(code, message)
+    error.before_the_write = True
+    return error
 
 
 class UnstorableInput(Exception):

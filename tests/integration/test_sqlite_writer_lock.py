@@ -256,6 +256,7 @@ async def test_a_write_that_waited_its_time_behind_other_writers_says_so(
         "the database is busy: this write waited over 0.3 s for its turn behind other"
         " writers; nothing was changed",
     )
+    assert refused.value.before_the_write  # no key offered to retry it "safely" with
     other_process.release()
     (outcome,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
     assert isinstance(outcome, Operation)

@@ -61,6 +61,7 @@ from kopilka.errors import (
     RetryableStoreError,
     Unavailable,
     UnstorableInput,
+    unapplied,
 )
 from kopilka.settings import redact_text, redact_url
 from kopilka.store.postgres_accounts import AccountCache, StaleViews
@@ -161,7 +162,7 @@ def _busy(error: BaseException) -> Unavailable:
     """A read or a store write (not a batch, which the engine retries) that met a lock held
     past lock_timeout (a table locked by hand, a VACUUM FULL) or a conflict: it rolled
     back, and may be tried again."""
-    return Unavailable(
+    return unapplied(
         "store_busy", f"the database is busy, nothing was changed; try again ({error})"
     )
 
@@ -674,7 +675,7 @@ class PostgresStore:
         for each try would wait as long again and hold one of the process's few batch
         slots, and with them every other account's writes, for minutes."""
         logger.warning("a batch waited past lock_timeout for a row lock: %s", error)
-        return Unavailable(
+        return unapplied(
             "store_busy",
             "the database is busy: an account of this request has been locked by another"
             f" session for over {self._lock_timeout_seconds:g} s; nothing was changed, try"

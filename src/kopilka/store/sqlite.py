@@ -61,6 +61,7 @@ from kopilka.errors import (
     KopilkaError,
     RetryableStoreError,
     Unavailable,
+    unapplied,
 )
 from kopilka.store.not_a_ledger import (
     listed,
@@ -644,7 +645,7 @@ class SqliteStore:
             self.path,
             seconds,
         )
-        return Unavailable(
+        return unapplied(
             "store_busy",
             f"the database is busy: this write waited over {seconds} s for its turn behind"
             " other writers; nothing was changed",
@@ -657,7 +658,7 @@ class SqliteStore:
         logger.warning(
             "the database %s: its write lock has been held for over %s s", self.path, seconds
         )
-        return Unavailable(
+        return unapplied(
             "store_busy",
             f"the database is busy: another program has held its write lock for over"
             f" {seconds} s; nothing was changed",
