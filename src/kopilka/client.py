@@ -478,6 +478,12 @@ class Client:
                     f"{error.message} (the admin token in {self._token_file}: is the server"
                     f" at {self.shown_url} another home's?)",
                 )
+            elif error.message == "this token has been revoked" and self._token_file is not None:
+                error = Unauthorized(
+                    error.code,
+                    f"{error.message} (the admin token in {self._token_file}: the server"
+                    " writes a new one there when it starts again)",
+                )
             if error.code == "bad_response" and status >= 500:
                 error = _maybe_applied(response, error, keyed)
             elif status >= 500 and status != 503:
@@ -1052,7 +1058,7 @@ def _admin_token(url: str) -> str:
         _refuse_if_unreachable(url)
         raise Unauthorized(
             "no_token",
-            f"no token: set KOPILKA_TOKEN, or start the server once to write {path}",
+            f"no token: set KOPILKA_TOKEN, or start the server (again, if it runs) to write {path}",
         )
     _HOME_TOKEN_HEADERS.add(f"Bearer {token}")
     return token

@@ -465,3 +465,19 @@ def test_a_tokens_ledger_may_be_given_before_create(server: ServerProcess) -> No
         refused = token_command(server, *arguments, "--url", server.url)
         assert (refused.returncode, refused.stdout) == (1, ""), refused
         assert refused.stderr.startswith(f"Error: {said}"), refused.stderr
+
+
+def test_the_homes_admin_token_revoked_says_a_restart_writes_a_new_one(tmp_path: Path) -> None:
+    """'this token has been revoked' alone did not say which token was sent, nor what
+    gives a new one."""
+    with running_server(tmp_path / "home", db="memory:") as server:
+        token_file = server.home / "admin.token"
+        token_id = token_file.read_text().split("_")[1]
+        revoked = run_kopilka(server.home, "token", "revoke", token_id, "--url", server.url)
+        assert revoked.returncode == 0, revoked.stderr
+        listed = run_kopilka(server.home, "token", "list", "--url", server.url)
+    assert (listed.returncode, listed.stdout) == (1, "")
+    assert listed.stderr == (
+        f"Error: this token has been revoked (the admin token in {token_file}: the server"
+        " writes a new one there when it starts again)\n"
+    )
