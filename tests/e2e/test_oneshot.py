@@ -632,7 +632,6 @@ def test_init_tokens_and_help_whose_answers_cannot_be_written_say_they_ran(
     )
     commands = [
         ("init",),
-        ("token", "create", "--role", "teller"),
         ("token", "list"),
         ("--version",),
         ("help", "deposit"),
@@ -642,8 +641,19 @@ def test_init_tokens_and_help_whose_answers_cannot_be_written_say_they_ran(
     for command in commands:
         with open("/dev/full", "w") as full:
             assert _run_with_stdout(kopilka_home, full.fileno(), *command) == (3, written), command
+    # A token whose secret no one saw is named, to be revoked.
+    with open("/dev/full", "w") as full:
+        status, errors = _run_with_stdout(
+            kopilka_home, full.fileno(), "token", "create", "--role", "teller"
+        )
     tokens = kopilka("token", "list").stdout.splitlines()
     assert [line.split()[1] for line in tokens] == ["teller"], tokens
+    token_id = tokens[0].split()[0]
+    assert (status, errors) == (
+        3,
+        f"Error: token {token_id} was made, but its secret could not be written (No space"
+        f" left on device): no one has it; revoke it (kopilka token revoke {token_id})\n",
+    )
 
 
 def test_an_answer_whose_reader_went_away_is_not_called_a_refusal(
