@@ -49,7 +49,7 @@ class Principal:
 
 @dataclass(slots=True)
 class _Entry:
-    record: TokenRecord | None  # None: no such token (cached too, so junk cannot flood the store)
+    record: TokenRecord | None  # None: no such token (a repeated guess is one read per TTL)
     principal: Principal | None
     expires_at: float
 
@@ -67,6 +67,9 @@ class TokenCache:
         self._ttl_seconds = ttl_seconds
         self._entries_max = entries_max
         self._entries: dict[str, _Entry] = {}
+        # Ids no token has, apart: a flood of made-up ids fills and empties this alone,
+        # never pushing out the tokens in use (each would cost a read again).
+        self._unknown: dict[str, _Entry] = {}
         self._loading: dict[str, asyncio.Future[_Entry]] = {}
 
     async def authenticate(self, authorization: bytes | None) -> Principal:
@@ -79,7 +82,7 @@ class TokenCache:
         token_id = token_id_of(secret)
         if token_id is None:
             raise Unauthorized("unauthorized", "invalid token")
-        entry = self._entries.get(token_id)
+        entry = self._entries.get(token_id) or self._unknown.get(token_id)
         if entry is None or entry.expires_at < time.monotonic():
             entry = await self._load(token_id)
         return self._verify(entry, secret)
@@ -105,9 +108,10 @@ class TokenCache:
         try:
             record = await self._store.get_token(token_id)
             entry = _Entry(record, _principal(record), time.monotonic() + self._ttl_seconds)
-            if len(self._entries) >= self._entries_max:
-                self._entries.clear()  # crude but bounded; a refill costs one read per token
-            self._entries[token_id] = entry
+            kept = self._entries if record is not None else self._unknown
+            if len(kept) >= self._entries_max:
+                kept.clear()  # crude but bounded; a refill costs one read per token
+            kept[token_id] = entry
             future.set_result(entry)
             return entry
         except BaseException as error:
