@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
+import shlex
 import signal
 import socket
 import sqlite3
@@ -625,3 +627,30 @@ def test_a_sandbox_that_could_not_begin_says_to_try_again(tmp_path: Path) -> Non
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith(f"Error: the connection to the server at {url} broke")
     assert result.stderr.endswith("; no sandbox session began: try again\n"), result.stderr
+
+
+def test_a_statement_in_json_is_the_apis_own(server: ServerProcess) -> None:
+    """The shell's `--format=json` had a shape of its own (no operation_id, a null
+    counterparty), drifted from the API's though it claimed to be the same."""
+    for line in (
+        "deposit --client=Jay --amount=10 --description=pay",
+        "deposit --client=Kay --amount=1 --description=open",
+        "transfer --from=Jay --to=Kay --amount=2.50 --description=rent",
+    ):
+        done = run_kopilka(server.home, *shlex.split(line), "--url", server.url)
+        assert done.returncode == 0, done.stderr
+    period = {"since": "2020-01-01", "till": "2100-01-01"}
+    shown = run_kopilka(
+        server.home,
+        *("statement", "--client=Jay", "--format=json", "--url", server.url),
+        *(f"--{name}={value}" for name, value in period.items()),
+        env={"TZ": "UTC"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    with server.client() as api:
+        answer = api.get("/v1/accounts/Jay/statement", params=period)
+    assert answer.status_code == 200, answer.text
+    assert json.loads(shown.stdout) == answer.json()
+    deposit, transfer = json.loads(shown.stdout)["lines"]
+    assert "counterparty" not in deposit and transfer["counterparty"] == "Kay"
+    assert deposit["operation_id"] < transfer["operation_id"]

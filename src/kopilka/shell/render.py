@@ -239,30 +239,23 @@ def statement_csv(statement: Statement) -> str:
 
 
 def statement_json(statement: Statement) -> str:
-    """The same shape as the HTTP API's statement, so scripts can use either."""
-    document = {
-        "client": statement.client,
-        "since": None if statement.since is None else iso_text(statement.since),
-        "till": iso_text(statement.till),
-        "opening_balance": format_plain(statement.opening_balance_cents),
-        "lines": [
-            {
-                "id": line.entry_id,
-                "created_at": iso_text(line.created_at),
-                "kind": line.kind,
-                "description": line.description,
-                "text": line.text,
-                "amount": format_plain(line.amount_cents),
-                "balance_after": format_plain(line.balance_after_cents),
-                "counterparty": line.counterparty,
-            }
-            for line in statement.lines
-        ],
-        "withdrawals": format_plain(statement.withdrawals_cents),
-        "deposits": format_plain(statement.deposits_cents),
-        "closing_balance": format_plain(statement.closing_balance_cents),
-    }
-    return json.dumps(document, ensure_ascii=False, indent=2)
+    """The HTTP API's statement, made by the API's own schema (a copy of it here had
+    drifted: no operation_id), so that scripts can use either."""
+    import msgspec  # loaded only for this
+
+    from kopilka.api.schemas import StatementOut, statement_line_out
+
+    document = StatementOut(
+        client=statement.client,
+        since=None if statement.since is None else iso_text(statement.since),
+        till=iso_text(statement.till),
+        opening_balance=format_plain(statement.opening_balance_cents),
+        lines=[statement_line_out(line) for line in statement.lines],
+        withdrawals=format_plain(statement.withdrawals_cents),
+        deposits=format_plain(statement.deposits_cents),
+        closing_balance=format_plain(statement.closing_balance_cents),
+    )
+    return json.dumps(msgspec.to_builtins(document), ensure_ascii=False, indent=2)
 
 
 def help_overview(*, oneshot: bool = False) -> str:
