@@ -395,13 +395,16 @@ def test_invalid_client(ledger: Ledger, command: Command) -> None:
     assert code_of(error) == "invalid_client"
 
 
-@pytest.mark.parametrize("name", ["Ann\u00a0", "Ann\u2003Lee", "Ann\u0007", "Ann\u200cLee"])
+@pytest.mark.parametrize(
+    "name", ["Ann\u00a0", "Ann\u2003Lee", "Ann\u0007", "Ann\u200cLee", "A\ue000b", "A\U000e0fffb"]
+)
 def test_a_name_with_another_kind_of_space_says_so(ledger: Ledger, name: str) -> None:
     (error,) = ledger.plan(deposit(name, 100, "k")).outcomes
     assert isinstance(error, InvalidInput)
     assert error.message == (
         "client name has control or invisible formatting characters, spaces other"
-        " than a plain space, or bytes that are not UTF-8"
+        " than a plain space, characters Unicode keeps for private use or has not"
+        " assigned, or bytes that are not UTF-8"
     )
 
 

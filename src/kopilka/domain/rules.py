@@ -704,7 +704,8 @@ def validate_client(client: object) -> None:
         raise InvalidInput(
             "invalid_client",
             "client name has control or invisible formatting characters, spaces other"
-            " than a plain space, or bytes that are not UTF-8",
+            " than a plain space, characters Unicode keeps for private use or has not"
+            " assigned, or bytes that are not UTF-8",
         )
     if has_a_long_combining_run(client):
         raise InvalidInput(
