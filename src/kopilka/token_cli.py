@@ -114,12 +114,13 @@ def _parser() -> argparse.ArgumentParser:
 def _show_created(token: _Token, secret: str) -> None:
     try:
         answer(f"token {token.id} ({token.role}) created; its secret, shown only once:\n{secret}")
-    except AnswerNotWritten as lost:
-        # A token that works and that no one holds: which one, so that it can go.
-        cause = lost.__cause__
+    except (AnswerNotWritten, BrokenPipeError) as lost:
+        # A token that works and that no one holds: which one, so that it can go (said
+        # even when the reader left, which other answers let pass in silence).
+        cause = lost if isinstance(lost, OSError) else lost.__cause__
         reason = cause.strerror if isinstance(cause, OSError) else "lost"
         raise AnswerNotWritten(
-            lost.code,
+            "answer_not_written",
             f"token {token.id} was made, but its secret could not be written ({reason}):"
             f" no one has it; revoke it (kopilka token revoke {token.id})",
         ) from cause

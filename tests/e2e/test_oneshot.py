@@ -699,6 +699,50 @@ def test_a_long_answer_whose_reader_left_mid_way_stops_the_shell(
     assert kopilka("balance", "--client=S").stdout == "Balance of S: $1,500.00\n"
 
 
+def test_a_piped_shell_whose_reader_left_at_a_refusal_stops_quietly(kopilka_home: Path) -> None:
+    """As at an answer (`| head -1`): exit 3 and nothing on stderr, the lines after it
+    not run."""
+    kopilka_home.parent.mkdir(parents=True, exist_ok=True)
+    script = "".join(f"balance --client=Nobody{n}\n" for n in range(3000))
+    with subprocess.Popen(
+        [*kopilka_command(), "shell"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=kopilka_env(kopilka_home),
+        cwd=kopilka_home.parent,
+    ) as process:
+        assert process.stdin is not None and process.stdout is not None
+        assert process.stderr is not None
+        # Fits the two pipes' buffers: written whole while the shell answers into its own.
+        process.stdin.write(script.encode())
+        process.stdin.close()
+        process.stdout.readline()
+        process.stdout.close()  # the reader leaves
+        assert process.wait(timeout=RUN_TIMEOUT_SECONDS) == 3
+        assert process.stderr.read() == b""
+
+
+def test_a_token_made_whose_reader_left_is_named_to_be_revoked(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    assert kopilka("init").returncode == 0
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader left before the secret came
+    try:
+        status, errors = _run_with_stdout(
+            kopilka_home, writer, "token", "create", "--role", "teller"
+        )
+    finally:
+        os.close(writer)
+    (token_id,) = [line.split()[0] for line in kopilka("token", "list").stdout.splitlines()]
+    assert (status, errors) == (
+        3,
+        f"Error: token {token_id} was made, but its secret could not be written (Broken"
+        f" pipe): no one has it; revoke it (kopilka token revoke {token_id})\n",
+    )
+
+
 def test_a_name_the_output_encoding_lacks_is_shown_escaped(kopilka: RunKopilka) -> None:
     assert kopilka("deposit", "--client=Ёжик", "--amount=10", "--description=x").returncode == 0
     shown = kopilka("balance", "--client=Ёжик", env={"PYTHONIOENCODING": "latin-1"})

@@ -642,6 +642,10 @@ def _make_the_token_unreadable(home: Path) -> None:
     (home / "admin.token").chmod(0o000)  # restored as root, say
 
 
+def _put_a_directory_for_the_token(home: Path) -> None:
+    (home / "admin.token").mkdir()
+
+
 def _put_a_directory_for_the_lock(home: Path) -> None:
     (home / ".admin.token.lock").mkdir()  # in the way even for root
 
@@ -662,16 +666,27 @@ def _put_a_directory_for_the_lock(home: Path) -> None:
             _make_the_token_unreadable,
             "cannot read the admin token {home}/admin.token: Permission denied",
         ),
+        (
+            _put_a_directory_for_the_token,
+            "cannot write the admin token {home}/admin.token: a directory is in the way",
+        ),
         (_put_a_directory_for_the_lock, "cannot keep the admin token in {home}: Is a directory"),
     ],
-    ids=["read-only", "read-only with its lock", "read-only with a token", "unreadable", "lock"],
+    ids=[
+        "read-only",
+        "read-only with its lock",
+        "read-only with a token",
+        "unreadable",
+        "token in the way",
+        "lock in the way",
+    ],
 )
 def test_a_home_the_admin_token_cannot_be_kept_in_stops_serve_with_no_database_made(
     tmp_path: Path, change: Any, refusal: str
 ) -> None:
     """The database was made, its schema and all, before the token was found to have no
     place: a start that failed left a ledger behind."""
-    closes = change is not _put_a_directory_for_the_lock
+    closes = change not in (_put_a_directory_for_the_lock, _put_a_directory_for_the_token)
     enforced = file_modes_enforced(tmp_path) if closes else ()
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir(mode=0o700)

@@ -38,6 +38,10 @@ def prepare_admin_token(path: Path) -> None:
     database, which only opening it tells, does not honour the one there)."""
     make_home(path.parent)
     _hold(path)
+    if path.is_dir():
+        raise InvalidInput(
+            "invalid_setting", f"cannot write the admin token {path}: a directory is in the way"
+        )
     if path.is_file():
         _read_token(path)
     probe = path.with_name(f".{path.name}.{secrets.token_hex(8)}")

@@ -148,6 +148,9 @@ class Output:
                 self._write(self._errors, line)
             else:
                 console.print(line, style="bold red", markup=False, soft_wrap=True)
+        except BrokenPipeError:
+            if self._errors is self._stream and not self.terminal:
+                raise  # the reader left (`| head`): the shell stops quietly, as at an answer
         except OSError as error:
             if self._errors is self._stream and not self.terminal:
                 raise AnswerNotWritten(
