@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from kopilka.api.app import read_body
 from kopilka.api.body_budget import BodyBudget
 from kopilka.api.errors import ApiError
+from kopilka.api.request import read_body
 
 
 class Trickle:

@@ -46,6 +46,13 @@ from kopilka.api.errors import (
 from kopilka.api.json_keys import refuse_repeats, repeated_field, repeats
 from kopilka.api.metrics import CONTENT_TYPE, MALFORMED_KIND, result_of
 from kopilka.api.privacy import hide_payee, refusal_for_client
+from kopilka.api.request import (
+    BATCH_BODY_BYTES_MAX,
+    BODY_BYTES_MAX,
+    RequestHeaders,
+    key_to_settle,
+    read_body,
+)
 from kopilka.api.schemas import (
     AccountPage,
     BatchDeposit,
@@ -105,7 +112,7 @@ from kopilka.periods import parse_period
 from kopilka.tokens import Role, TokenRecord, is_token_id, no_token_named, without_secrets
 
 if TYPE_CHECKING:
-    from kopilka.api.app import KopilkaApp, MoneyKind, RequestHeaders
+    from kopilka.api.app import KopilkaApp, MoneyKind
 
 logger = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -201,8 +208,6 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
         )
     if response.status_code == 503 and scope["path"] == "/v1/batch":
         # Applied or not may be unknown, as for a single write: the key that settles it.
-        from kopilka.api.app import RequestHeaders, key_to_settle
-
         made = scope.get(_BATCH_KEY, "")  # the one its items' keys were made of, if any
         key = key_to_settle(made, RequestHeaders(scope))
         response.headers["idempotency-key"] = key.decode("latin-1")
@@ -232,8 +237,6 @@ _BATCH_KEY = "kopilka.batch_key"
 
 
 async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
-    from kopilka.api.app import RequestHeaders
-
     # HEAD is GET without the body (HTTP requires a server to take both); the server
     # protocol leaves the body out.
     method: str = "GET" if scope["method"] == "HEAD" else scope["method"]
@@ -360,8 +363,6 @@ class Call:
         return response
 
     async def body(self, bytes_max: int | None = None) -> bytes:
-        from kopilka.api.app import BODY_BYTES_MAX, read_body
-
         bytes_max = bytes_max or BODY_BYTES_MAX
         body = await read_body(
             self.receive,
@@ -509,8 +510,6 @@ class Call:
     # -- batch ----------------------------------------------------------------
 
     async def batch(self) -> Response:
-        from kopilka.api.app import BATCH_BODY_BYTES_MAX
-
         items, as_decoded = _decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
         role = effective_role(self.principal, self.ledger)  # every item is the same caller's
         # Each item's key is KEY:INDEX, and must itself fit the length of a key.

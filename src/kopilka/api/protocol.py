@@ -55,10 +55,10 @@ from typing import Any, cast
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from kopilka.api.app import BODY_SECONDS_MAX, HEADERS_BYTES_MAX
 from kopilka.api.coalesce import CoalescingTransport
 from kopilka.api.errors import ApiError, error_body
 from kopilka.api.metrics import BOUNDS_REFUSALS
+from kopilka.api.request import BODY_SECONDS_MAX, HEADERS_BYTES_MAX
 
 CONNECTIONS_MAX = 2_048  # of a server process, all clients together
 CONNECTIONS_PER_CLIENT_MAX = 256
