@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from kopilka.settings import home
+from kopilka.home import home
 
 
 @dataclass

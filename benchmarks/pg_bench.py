@@ -45,7 +45,7 @@ from kopilka.collector import settle_for_serving  # noqa: E402
 from kopilka.domain.model import Deposit, Operation, Transfer  # noqa: E402
 from kopilka.engine import Engine  # noqa: E402
 from kopilka.limits import Limits  # noqa: E402
-from kopilka.settings import redact_url  # noqa: E402
+from kopilka.redaction import redact_url  # noqa: E402
 from kopilka.store.postgres import PostgresStore  # noqa: E402
 
 

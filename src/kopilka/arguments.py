@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from kopilka.settings import hide_secrets
+from kopilka.redaction import hide_secrets
 from kopilka.shell.output import answer
 
 if TYPE_CHECKING:

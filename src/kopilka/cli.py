@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from kopilka import __version__
 from kopilka.bank import Bank
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
+from kopilka.home import make_home
 from kopilka.interrupts import kept_while_loading
-from kopilka.settings import Settings, hide_secrets, load_settings, make_home, redact_url
+from kopilka.redaction import hide_secrets, redact_url
+from kopilka.settings import Settings, load_settings
 from kopilka.shell.commands import (
     ON_OPEN_ACCOUNTS,
     READS_ONLY,

@@ -76,16 +76,11 @@ from kopilka.errors import (
     unknown_cause,
     without_key_advice,
 )
+from kopilka.home import ADMIN_TOKEN_FILE, check_home, home
 from kopilka.idempotency import new_key, sendable_key
 from kopilka.periods import period_end
-from kopilka.settings import (
-    ADMIN_TOKEN_FILE,
-    check_home,
-    home,
-    on_this_machine,
-    redact_url,
-    split_url,
-)
+from kopilka.redaction import redact_url
+from kopilka.urls import on_this_machine, split_url
 
 T = TypeVar("T")
 

@@ -27,19 +27,12 @@ from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
 from kopilka.hangup import HANGUP, StopsOnHangup
-from kopilka.settings import (
-    ADMIN_TOKEN_FILE,
-    Settings,
-    check_home,
-    hide_secrets,
-    load_settings,
-    number,
-    on_this_machine,
-    redact_url,
-    whole_number,
-)
+from kopilka.home import ADMIN_TOKEN_FILE, check_home
+from kopilka.redaction import hide_secrets, redact_url
+from kopilka.settings import Settings, load_settings, number, whole_number
 from kopilka.store import keeps_nothing
 from kopilka.supervision import mark_supervisor
+from kopilka.urls import on_this_machine
 from kopilka.workers import Workers
 
 KEEP_ALIVE_SECONDS = 5

@@ -1,81 +1,42 @@
-"""Where kopilka keeps its state and how it is configured.
+"""How kopilka is configured.
 
 Precedence: command-line flags, then environment variables (KOPILKA_*), then
 the file `kopilka.toml` (in the working directory, or KOPILKA_HOME, or --config),
-then defaults. A password inside a database URL is never printed: use
-`redact_url` for anything shown to people or logs.
+then defaults. A password inside a database URL is never printed (see redaction.py);
+where KOPILKA_HOME is, and what it must be, is home.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import re
-import socket
 import stat
-import sys
 import tomllib
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
-
-import platformdirs
+from urllib.parse import quote, urlunsplit
 
 from kopilka.domain.rules import validate_chosen_ledger
 from kopilka.errors import InvalidInput
+from kopilka.home import (
+    expand_tilde,
+    home,
+    home_from_variable,
+    others_may_write,
+    refuse_blank_variable,
+)
+from kopilka.redaction import hide_secrets, redact_url
 from kopilka.store import sqlite_path
-from kopilka.tokens import without_secrets
+from kopilka.urls import split_url
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8888
 SANDBOX_IDLE_SECONDS_DEFAULT = 900.0
 SANDBOX_IDLE_SECONDS_MAX = 7 * 24 * 3600
-# In KOPILKA_HOME: the admin token a server writes at its first start.
-ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
-
-
-def home() -> Path:
-    """KOPILKA_HOME, or the user's data directory: the database, history, tokens."""
-    configured = os.environ.get("KOPILKA_HOME")
-    _refuse_blank("KOPILKA_HOME", configured)  # as load_settings does
-    return _home_of(configured) if configured else _default_home()
-
-
-def _default_home() -> Path:
-    return Path(platformdirs.user_data_dir("kopilka"))
-
-
-def _home_of(configured: str) -> Path:
-    """KOPILKA_HOME as given: a directory. A URL there (the database's, meant for
-    KOPILKA_DB) is refused unquoted: made into directories, its password was a path
-    that messages and logs showed."""
-    if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", configured):
-        raise InvalidInput(
-            "invalid_setting",
-            "KOPILKA_HOME is a URL; it names a directory (a database's URL goes in KOPILKA_DB)",
-        )
-    return _expanded(configured)
-
-
-def _refuse_blank(name: str, value: str | None) -> None:
-    """A variable set to nothing (or blanks) is refused, not read as "not given"."""
-    if value is not None and not value.strip():
-        raise InvalidInput("invalid_setting", f"{name} is set but empty: give it, or unset it")
-
-
-def _expanded(path: str) -> Path:
-    """`~` or `~user` at the start of a path, as a shell would have made it, had it seen
-    it (no shell expands `--db=~/books.db`, or a path written in a file)."""
-    try:
-        return Path(path).expanduser()
-    except RuntimeError:  # no such user, or no home directory to be found
-        raise InvalidInput(
-            "invalid_setting", f"{path!r}: no home directory is known for its '~'"
-        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,85 +65,6 @@ class Settings:
     write_seconds: float = 30.0
     # How long an unused sandbox ledger is kept before the server drops it.
     sandbox_idle_seconds: float = SANDBOX_IDLE_SECONDS_DEFAULT
-
-
-def make_home(path: Path) -> None:
-    """Create KOPILKA_HOME if need be; one line saying why it cannot be, or why one that
-    is there will not do: it holds the ledger and the admin token, so it must be this
-    user's, and no one else may write in it (and put their own files there). Of a home
-    given (KOPILKA_HOME), only the last directory is made: a mistyped one would hold a new
-    ledger, empty, that says every client is unknown."""
-    try:
-        path.mkdir(parents=path == _default_home(), exist_ok=True)
-        info = path.stat()
-    except OSError as error:
-        if isinstance(error, FileExistsError):
-            reason = "a file is in the way"
-        elif isinstance(error, FileNotFoundError):
-            reason = f"{path.parent} does not exist (kopilka makes only its last directory)"
-        else:
-            reason = error.strerror or str(error)
-        raise InvalidInput(
-            "invalid_setting", f"cannot create KOPILKA_HOME {path}: {reason}"
-        ) from error
-    _check_home(path, info)
-
-
-def others_may_write(info: os.stat_result, user: int | None = None) -> bool:
-    """Whether anyone but the owner (and `user`, the one running kopilka, when given) may
-    write the file or directory: its mode lets others, or its group, unless that group is
-    the owner's own or `user`'s (the private group each user has where the usual umask is
-    002, so that group-writable is owner-writable; a directory of root's made for a
-    service, `install -d -o root -g kopilka -m 0770`, is written by root and the service's
-    user alone)."""
-    if info.st_mode & 0o002:
-        return True
-    if not info.st_mode & 0o020:
-        return False
-    if _a_private_group(info.st_uid, info.st_gid):
-        return False
-    return user is None or user == info.st_uid or not _a_private_group(user, info.st_gid)
-
-
-def _a_private_group(uid: int, gid: int) -> bool:
-    if sys.platform == "win32":
-        return False
-    import grp
-    import pwd
-
-    try:
-        owner = pwd.getpwuid(uid)
-        members = grp.getgrgid(gid).gr_mem
-    except KeyError:  # a user or group without a name: nothing to tell it is private
-        return False
-    if owner.pw_gid != gid or not set(members) <= {owner.pw_name}:
-        return False
-    # Nor anyone else's own group (the members listed are only those added to it).
-    return not any(user.pw_gid == gid and user.pw_uid != uid for user in pwd.getpwall())
-
-
-def check_home(path: Path) -> None:
-    """The checks of make_home, for a home read or written only if it is there (a shell's
-    history, the admin token a client reads): one that is not is no concern."""
-    try:
-        info = path.stat()
-    except OSError:
-        return
-    _check_home(path, info)
-
-
-def _check_home(path: Path, info: os.stat_result) -> None:
-    if info.st_uid != os.geteuid():
-        raise InvalidInput(
-            "invalid_setting",
-            f"KOPILKA_HOME {path} belongs to another user; use a directory of your own",
-        )
-    if others_may_write(info):
-        raise InvalidInput(
-            "invalid_setting",
-            f"KOPILKA_HOME {path} may be written by other users (mode"
-            f" {info.st_mode & 0o777:o}): `chmod go-w` it, or use another",
-        )
 
 
 # Control characters and line or paragraph separators: never part of a path meant.
@@ -223,7 +105,7 @@ def load_settings(
     `serving`: for `kopilka serve`, which reads no server URL."""
     flags = {key: value for key, value in (flags or {}).items() if value is not None}
     environ = os.environ if environ is None else environ
-    base = _home_of(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
+    base = home_from_variable(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
     if config_path == "":  # given, and empty (a variable left unset): not "none given"
         raise InvalidInput("invalid_setting", "the config file may not be empty: give a path")
     for name in (*_WHERE_VARIABLES, *(_SERVED_VARIABLES if serving else ())):
@@ -232,7 +114,7 @@ def load_settings(
         # Set to nothing (`KOPILKA_DB=$PG_URL` with PG_URL unset) is no "not given": the
         # ledger would silently be the home's SQLite file instead of the one meant. A
         # blank one (" ") is no name anyone meant either.
-        _refuse_blank(name, environ.get(name))
+        refuse_blank_variable(name, environ.get(name))
     file_values, file_path = _read_file(config_path or environ.get("KOPILKA_CONFIG"), base)
 
     def rank(name: str) -> int:
@@ -422,7 +304,7 @@ def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:
     # URL ('postgresql//...'), which normalizing would hide.
     path = db.removeprefix(scheme)
     if path.startswith("~"):
-        path = str(_expanded(path))
+        path = str(expand_tilde(path))
     if directory is not None and not os.path.isabs(path):
         path = os.path.join(directory, path)
     return scheme + path
@@ -541,14 +423,6 @@ def _read_password(path: Path) -> str:
     return lines[0]
 
 
-def split_url(url: str, code: str, what: str) -> SplitResult:
-    """urlsplit, with a URL it cannot read (an unbalanced bracket) refused in one line."""
-    try:
-        return urlsplit(url)
-    except ValueError as error:  # "Invalid IPv6 URL"
-        raise InvalidInput(code, f"{what} {redact_url(url)!r}: {error}") from None
-
-
 def _with_password(url: str, password: str) -> str:
     """The URL with `password` as its userinfo password (replacing any there).
 
@@ -560,148 +434,3 @@ def _with_password(url: str, password: str) -> str:
     user = userinfo.partition(":")[0]
     netloc = f"{user}:{quote(password, safe='')}@{hostport}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-# Query parameters whose value is a secret or names where one is kept (libpq's names).
-_SECRET_PARAMETERS = ("password", "sslpassword", "passfile", "sslkey")
-# A secret value runs to the next "&name=" or the end: an unescaped '&' or '#' in a
-# password must not let its tail show.
-
-
-def _spelled_any_way(name: str) -> str:
-    """A pattern for `name` with any of its letters percent-escaped, as a driver reads it."""
-    return "".join(f"(?:{re.escape(c)}|%{ord(c.lower()):02x}|%{ord(c.upper()):02x})" for c in name)
-
-
-_SECRET_QUERY = re.compile(
-    r"([?&](?:" + "|".join(map(_spelled_any_way, _SECRET_PARAMETERS)) + r")=)(.*?)"
-    r"(?=&[A-Za-z_]+=|$)",
-    re.IGNORECASE | re.DOTALL,
-)
-# A "," too: the driver splits its hosts at one ("h1:5432,h2"), and quotes the piece
-# before it as a port it cannot read.
-_URL_DELIMITERS = re.compile(r"[:/?#@&,\[\]]")
-
-
-def _split_userinfo(rest: str) -> tuple[str, str, str]:
-    """(userinfo, '@', the rest) of what follows '//'; ('', '', rest) without userinfo.
-
-    The userinfo ends at the LAST '@': a password with an unescaped '/', '?', '#'
-    or '@' would otherwise be read as the host or the path and printed as such. An
-    '@' later in the query only hides more than needed, never less.
-    """
-    userinfo, at, after = rest.rpartition("@")
-    return (userinfo, at, after) if at else ("", "", rest)
-
-
-# Up to four parts, decimal, octal (0...) or hex (0x...), separated by dots.
-_IPV4_PART = r"(?:0[xX][0-9a-fA-F]+|[0-9]+)"
-_IPV4_SHORT_FORM = re.compile(rf"{_IPV4_PART}(?:\.{_IPV4_PART}){{0,3}}")
-
-
-def on_this_machine(host: str) -> bool:
-    """A host that names this machine (loopback), read without a name lookup."""
-    if host == "localhost":
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:  # a zone on ::1 means nothing there, and any text passes for one
-        return address.is_loopback and getattr(address, "scope_id", None) is None
-    # The short IPv4 forms the resolver takes as they are ("127.1", "0x7f.1"), as the
-    # connection will: no name lookup. Those alone: inet_aton also takes "127.0.0.1 .x",
-    # whatever follows a space, where the lookup reads a name that may be anywhere.
-    if not _IPV4_SHORT_FORM.fullmatch(host):
-        return False
-    try:
-        return ipaddress.ip_address(socket.inet_aton(host)).is_loopback
-    except OSError:  # a name: it may resolve anywhere
-        return False
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by '***', safe to print and log.
-
-    Hides the userinfo password (user:***@host) and the values of secret query
-    parameters (?password=***), however oddly they are written.
-    """
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        return url  # a file path or 'memory:'
-    rest = _SECRET_QUERY.sub(r"\1***", rest)
-    userinfo, at, after = _split_userinfo(rest)
-    user, colon, _ = userinfo.partition(":")
-    if colon:
-        rest = f"{user}:***{at}{after}"
-    return f"{scheme}://{rest}"
-
-
-# A database's or a server's URL written anywhere in a message: the scheme, then one or
-# more slashes (a path that went through Path() has one), up to a space or a quote; a
-# colon just before the space is the message's ("URL: reason"), not the URL's.
-_URL_IN_TEXT = re.compile(
-    r"\b(postgres(?:ql)?|https?):(/+)([^\s'\"]+?)(?=:\s|:$|[\s'\"]|$)", re.IGNORECASE
-)
-# Where such a URL starts within a word (`--DB=postgresql://...`).
-_URL_START = re.compile(r"\b(?:postgres(?:ql)?|https?):/+", re.IGNORECASE)
-# libpq's keyword=value form: password=... or password='...'.
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE)
-
-
-def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
-    """A message with the password of every URL it quotes replaced by '***', and the
-    secret of every token: an argument given in the wrong place is echoed back as it was
-    written (`kopilka get URL`, `kopilka TOKEN`).
-
-    Only a URL (or libpq keyword settings) quoted in the message is changed, never other
-    text that happens to hold the same letters. `given`: the words the message may quote
-    (by default the command line's), whose URLs are found whole however they are
-    written, a space or a quote in the password and all.
-    """
-    for word in sys.argv[1:] if given is None else given:
-        start = _URL_START.search(word)
-        if start is not None:
-            url = word[start.start() :]
-            quoted = repr(url)[1:-1]  # as a message quotes it with !r: escapes and all
-            if url in message:
-                message = message.replace(url, _redacted(url))
-            elif quoted in message:
-                message = message.replace(quoted, repr(_redacted(url))[1:-1])
-        elif "password" in word.lower() and word in message:
-            message = message.replace(word, _KEYWORD_PASSWORD.sub(r"\1***", word))
-    message = _URL_IN_TEXT.sub(lambda found: _redacted(found.group(0)), message)
-    # A token pasted where a name, a command or an id belongs: its id is enough to say.
-    return without_secrets(message)
-
-
-def _redacted(url: str) -> str:
-    """A URL as redact_url shows it, with as many slashes after its scheme as it had."""
-    scheme, _, rest = url.partition(":")
-    slashes = rest[: len(rest) - len(rest.lstrip("/"))]
-    shown = redact_url(f"{scheme}://{rest[len(slashes) :]}")
-    return f"{scheme}:{slashes}{shown.partition('://')[2]}"
-
-
-def redact_text(text: str, url: str) -> str:
-    """`text` with every secret written in `url` replaced by '***'.
-
-    For what may echo part of the URL, such as a driver's error about a URL it
-    could not parse ("invalid literal for int(): 'S3cret'").
-    """
-    _, separator, rest = url.partition("://")
-    if not separator:
-        return text
-    secrets = [match.group(2) for match in _SECRET_QUERY.finditer(rest)]
-    userinfo, _, _ = _split_userinfo(_SECRET_QUERY.sub(r"\1***", rest))
-    secrets.append(userinfo.partition(":")[2])
-    secrets += [unquote(secret) for secret in secrets]
-    for secret in sorted({secret for secret in secrets if len(secret) > 1}, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    # A parser that split the URL at a '/' or ':' inside the password echoes a piece; a
-    # piece is masked only where it stands alone, so that masking it inside an ordinary
-    # word ("Pa***word") does not tell which letters the password holds.
-    pieces = {piece for secret in secrets for piece in _URL_DELIMITERS.split(secret)}
-    for piece in sorted((piece for piece in pieces if len(piece) > 1), key=len, reverse=True):
-        text = re.sub(rf"(?<![^\W_]){re.escape(piece)}(?![^\W_])", "***", text)
-    return text

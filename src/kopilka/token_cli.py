@@ -27,7 +27,8 @@ from typing import Protocol
 from kopilka.api.auth import make_token
 from kopilka.arguments import ArgumentParser
 from kopilka.errors import InvalidInput, KopilkaError
-from kopilka.settings import hide_secrets, load_settings
+from kopilka.redaction import hide_secrets
+from kopilka.settings import load_settings
 from kopilka.shell.connect import (
     local_store,
     refuse_a_home_never_written,

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from tests.e2e.conftest import RunKopilka
 
-from kopilka.settings import redact_url
+from kopilka.redaction import redact_url
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ from kopilka.domain.model import Command, Deposit, OpenAccount, Operation, SetLi
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError, Unavailable
 from kopilka.limits import Limits
-from kopilka.settings import redact_url
+from kopilka.redaction import redact_url
 from kopilka.store import initialize_schema, open_store
 from kopilka.store.postgres import PostgresStore
 from kopilka.store.postgres_schema import MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, SCHEMA_VERSION

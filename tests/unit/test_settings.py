@@ -13,17 +13,11 @@ from tests.file_modes import (
 )
 
 from kopilka.errors import InvalidInput
-from kopilka.settings import (
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    hide_secrets,
-    home,
-    load_settings,
-    on_this_machine,
-    redact_text,
-    redact_url,
-)
+from kopilka.home import home
+from kopilka.redaction import hide_secrets, redact_text, redact_url
+from kopilka.settings import DEFAULT_HOST, DEFAULT_PORT, load_settings
 from kopilka.store import open_store
+from kopilka.urls import on_this_machine
 
 
 @pytest.fixture(autouse=True)
@@ -124,7 +118,8 @@ _READ_SETTINGS = """
 import sys
 from pathlib import Path
 from kopilka.errors import KopilkaError
-from kopilka.settings import load_settings, make_home
+from kopilka.home import make_home
+from kopilka.settings import load_settings
 try:
     make_home(Path(sys.argv[1]))
     print(load_settings(environ={"KOPILKA_HOME": sys.argv[1]}, config_path=sys.argv[2]).ledger)

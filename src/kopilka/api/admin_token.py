@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kopilka.api.auth import new_token_record
 from kopilka.errors import Conflict, InvalidInput, Unavailable
-from kopilka.settings import make_home
+from kopilka.home import make_home
 from kopilka.store.protocol import Store
 from kopilka.tokens import secret_matches, token_id_of
 

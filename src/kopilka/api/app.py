@@ -58,7 +58,8 @@ from kopilka.errors import (
     stopped_before_answer,
 )
 from kopilka.limits import Limits
-from kopilka.settings import Settings, hide_secrets
+from kopilka.redaction import hide_secrets
+from kopilka.settings import Settings
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
 from kopilka.supervision import end_with_supervisor

@@ -18,7 +18,9 @@ from typing import Protocol
 
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.errors import InvalidInput, NotFound, Unavailable
-from kopilka.settings import ADMIN_TOKEN_FILE, Settings, check_home, make_home, redact_url
+from kopilka.home import ADMIN_TOKEN_FILE, check_home, make_home
+from kopilka.redaction import redact_url
+from kopilka.settings import Settings
 from kopilka.store import open_store, sqlite_path
 from kopilka.store.protocol import Store
 

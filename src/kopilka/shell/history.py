@@ -9,7 +9,8 @@ from pathlib import Path
 
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
-from kopilka.settings import check_home, hide_secrets
+from kopilka.home import check_home
+from kopilka.redaction import hide_secrets
 
 
 class _FileHistoryOrNone(FileHistory):

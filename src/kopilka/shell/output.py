@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from kopilka.errors import KopilkaError
-from kopilka.settings import hide_secrets
+from kopilka.redaction import hide_secrets
 from kopilka.shell.render import Table, plain_table, rich_table, rich_table_fits
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kopilka.bank import Bank
 from kopilka.errors import Forbidden, KopilkaError
-from kopilka.settings import hide_secrets
+from kopilka.redaction import hide_secrets
 from kopilka.shell.commands import READS_ONLY, execute, interrupted_write
 from kopilka.shell.output import AnswerNotWritten, Exit, Output
 from kopilka.shell.parser import LINE_LENGTH_MAX, line_too_long, parse_line, split_line

@@ -63,7 +63,7 @@ from kopilka.errors import (
     UnstorableInput,
     unapplied,
 )
-from kopilka.settings import redact_text, redact_url
+from kopilka.redaction import redact_text, redact_url
 from kopilka.store.postgres_accounts import AccountCache, StaleViews
 from kopilka.store.postgres_batch import (
     KeyAlreadyUsed,

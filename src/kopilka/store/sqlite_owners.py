@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kopilka.errors import InvalidInput
-from kopilka.settings import others_may_write
+from kopilka.home import others_may_write
 
 # The files SQLite reads beside a database in WAL mode: its journal and the index to it.
 _JOURNALS = ("-wal", "-shm")
