@@ -28,8 +28,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from kopilka.api.app import ADMIN_TOKEN_FILE, KopilkaApp, create_app
+from kopilka.api.app import KopilkaApp, create_app
 from kopilka.domain.model import Deposit
+from kopilka.home import ADMIN_TOKEN_FILE
 
 _keys = itertools.count()
 
