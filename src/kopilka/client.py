@@ -13,17 +13,17 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from unicodedata import normalize
 from urllib.parse import quote, urlsplit
 
-import httpcore
 import httpx
 
 from kopilka.calls_under_way import CallsUnderWay
+from kopilka.client_home_token import HOME_TOKEN_HEADERS, HomeTokenGuard, home_admin_token
 from kopilka.client_wire import (
     TokenInfo,
     account_from,
@@ -76,7 +76,7 @@ from kopilka.errors import (
     unknown_cause,
     without_key_advice,
 )
-from kopilka.home import ADMIN_TOKEN_FILE, check_home, home
+from kopilka.home import ADMIN_TOKEN_FILE, home
 from kopilka.idempotency import new_key, sendable_key
 from kopilka.periods import period_end
 from kopilka.redaction import redact_url
@@ -949,137 +949,25 @@ def _http_client(
         # environment (HTTP_PROXY): the token, the home's admin token perhaps, would be
         # handed to that proxy. A transport of its own reads no proxy variables, and
         # still the certificate ones (SSL_CERT_FILE).
-        carries = headers.get("Authorization") in _HOME_TOKEN_HEADERS
-        transport = _HomeTokenGuard(url if carries else None, limits=limits, trust_env=True)
+        carries = headers.get("Authorization") in HOME_TOKEN_HEADERS
+        transport = HomeTokenGuard(url if carries else None, limits=limits, trust_env=True)
     return httpx.Client(
         base_url=url, headers=headers, timeout=timeout, transport=transport, limits=limits
     )
 
 
-# "Bearer <the home's admin token>", as read by this process: sent only to this user's.
-_HOME_TOKEN_HEADERS: set[str] = set()
-
-
-class _HomeTokenGuard(httpx.HTTPTransport):
-    """A request carrying the home's admin token goes to a listener of this user's only,
-    looked at again for each connection: the server restarted mid-session, another user
-    may have taken its port meanwhile. A connection kept open stays with the process that
-    accepted it, so its requests need no look of their own (reading the tables of every
-    TCP socket took milliseconds a request)."""
-
-    def __init__(self, home_token_url: str | None, **options: Any) -> None:
-        """`home_token_url`: the server's, when every request carries the home's token."""
-        super().__init__(**options)
-        pool = self._pool  # httpcore's: the one place a connection is opened
-        # Where that is not as this httpcore has it, every request is looked at instead.
-        backend = getattr(pool, "_network_backend", None)
-        self._checks_each_connection = home_token_url is not None and isinstance(
-            backend, httpcore.NetworkBackend
-        )
-        if self._checks_each_connection:
-            assert home_token_url is not None and backend is not None
-            pool._network_backend = _ListenerOwnerCheck(backend, home_token_url)
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        home_token = request.headers.get("authorization") in _HOME_TOKEN_HEADERS
-        if home_token and not self._checks_each_connection:
-            _refuse_another_users_listener(str(request.url))
-        return super().handle_request(request)
-
-
-class _ListenerOwnerCheck(httpcore.NetworkBackend):
-    """Connects as `inner` does, once the port's listener is seen to be this user's."""
-
-    def __init__(self, inner: httpcore.NetworkBackend, url: str) -> None:
-        self._inner = inner
-        self._url = url  # the server's, whose port every connection goes to
-
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        _refuse_another_users_listener(self._url)
-        return self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-
-    def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.NetworkStream:
-        return self._inner.connect_unix_socket(path, timeout, socket_options)
-
-    def sleep(self, seconds: float) -> None:
-        self._inner.sleep(seconds)
-
-
-def _refuse_another_users_listener(url: str) -> None:
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    owner = _another_users_listener(port)
-    if owner is not None:
-        # Loopback is not "this user's server": while it is down, anyone on the machine
-        # may take its port, and would be handed the admin token of every ledger.
-        server = redact_url(f"{parts.scheme}://{parts.netloc}")
-        raise Unauthorized(
-            "no_token",
-            f"no token for {server}: the server listening on port {port} runs as another"
-            f" user (uid {owner}), and the admin token in {home()} goes only to this"
-            " user's; give --token or KOPILKA_TOKEN",
-        )
-
-
 def _admin_token(url: str) -> str:
-    """The home's admin token, for a server on this machine only: a URL from elsewhere (a
-    kopilka.toml in a directory someone else made, say) must not be handed it."""
-    path = home() / ADMIN_TOKEN_FILE
-    if not on_this_machine(urlsplit(url).hostname or ""):
-        raise Unauthorized(
-            "no_token",
-            f"no token for {redact_url(url)}: the admin token in {path.parent} goes only to"
-            " a server on this machine; give --token or KOPILKA_TOKEN",
-        )
-    check_home(path.parent)  # one that others may write could hold a token of theirs
-    _refuse_another_users_listener(url)  # said at once, and again for each request
-    try:
-        token = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):  # a token is ASCII: bytes that are not are none
-        token = ""
-    if not token:
+    """The home's admin token, where it may go (client_home_token). Where the home holds
+    none, no server there is said first: starting it writes one."""
+    token = home_admin_token(url)
+    if token is None:
         _refuse_if_unreachable(url)
         raise Unauthorized(
             "no_token",
-            f"no token: set KOPILKA_TOKEN, or start the server (again, if it runs) to write {path}",
+            "no token: set KOPILKA_TOKEN, or start the server (again, if it runs) to write"
+            f" {home() / ADMIN_TOKEN_FILE}",
         )
-    _HOME_TOKEN_HEADERS.add(f"Bearer {token}")
     return token
-
-
-# Linux's tables of TCP sockets: a listening one is in state 0A, its owner's uid beside.
-_TCP_TABLES = ("/proc/net/tcp", "/proc/net/tcp6")
-_LISTENING = "0A"
-
-
-def _another_users_listener(port: int) -> int | None:
-    """The uid of another user listening on `port` on this machine; None if none is, or
-    where that cannot be told (not Linux)."""
-    owners: set[int] = set()
-    for table in _TCP_TABLES:
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            fields = row.split()
-            listening = len(fields) > 7 and fields[3] == _LISTENING
-            if listening and int(fields[1].rpartition(":")[2], 16) == port:
-                owners.add(int(fields[7]))
-    others = owners - {os.geteuid()}
-    return min(others) if others else None
 
 
 def _refuse_if_unreachable(url: str) -> None:

@@ -314,11 +314,11 @@ def test_the_home_tokens_listener_is_looked_at_per_connection_not_per_request(
     """Reading every TCP socket's row took milliseconds a request (a script of 500
     commands over the network: 4.4 s with the home's token, 0.65 s with --token). A
     connection kept open stays with the process that accepted it: looked at once."""
-    import kopilka.client
+    import kopilka.client_home_token
     from kopilka.client import connect_bank
 
     looks: list[int] = []
-    look = kopilka.client._another_users_listener
+    look = kopilka.client_home_token._another_users_listener
 
     def counted(port: int) -> int | None:
         looks.append(port)
@@ -326,7 +326,7 @@ def test_the_home_tokens_listener_is_looked_at_per_connection_not_per_request(
 
     with running_server(kopilka_home) as server:
         monkeypatch.setenv("KOPILKA_HOME", str(kopilka_home))
-        monkeypatch.setattr(kopilka.client, "_another_users_listener", counted)
+        monkeypatch.setattr(kopilka.client_home_token, "_another_users_listener", counted)
         with connect_bank(server.url, ledger="main") as bank:  # the home's admin token
             for _ in range(20):
                 bank.deposit("Ann", 100, "pay")
