@@ -72,7 +72,7 @@ from kopilka.store.not_a_ledger import (
 )
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
-from kopilka.store.sqlite_errors import is_busy
+from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, is_read_only
 from kopilka.store.sqlite_files import OpenedFiles
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate, unknown_version
@@ -177,10 +177,6 @@ def connect(path: str) -> sqlite3.Connection:
     # A bounded page cache big enough for the hot part of the indexes (default is 2 MB).
     connection.execute(f"PRAGMA cache_size = -{_PAGE_CACHE_KIB}")
     return connection
-
-
-# SQLITE_CORRUPT and SQLITE_NOTADB: the file itself is at fault, not this moment.
-_DAMAGED = frozenset({11, 26})
 
 
 def _make_private(path: str) -> None:
@@ -356,7 +352,7 @@ class SqliteStore:
         try:
             version, names = self._look_inside()
         except sqlite3.Error as error:
-            if _not_a_database(error):
+            if is_not_a_database(error):
                 raise self._cannot_open(error) from error
             return  # busy, say: opening it waits, or says why in one line
         if _newer_kopilkas(version, names):
@@ -460,7 +456,7 @@ class SqliteStore:
             try:
                 (first,) = self._read_db.execute("PRAGMA quick_check(1)").fetchone()
             except sqlite3.DatabaseError as error:
-                if not _is_damaged(error):
+                if not is_damaged(error):
                     raise  # busy, out of memory, an I/O error: said as any read's failure
                 return str(error)
             if first == "ok":
@@ -699,7 +695,7 @@ class SqliteStore:
 
     def _cannot_open(self, error: Exception) -> Unavailable:
         reason = str(error)
-        if isinstance(error, sqlite3.Error) and _is_read_only(error):
+        if isinstance(error, sqlite3.Error) and is_read_only(error):
             reason = self._read_only_reason(error)
         elif isinstance(error, sqlite3.Error) and _disk_full(self.path):
             # SQLite cannot make the shared-memory file a WAL database is read through, and
@@ -714,7 +710,7 @@ class SqliteStore:
         write is told nothing of it was applied; a read, which applies nothing, is not."""
         reason = str(error)
         advice = [] if reading else ["nothing was applied"]
-        if _is_damaged(error):  # no retry mends it: a restore does
+        if is_damaged(error):  # no retry mends it: a restore does
             if self._new_outage(reason):
                 logger.warning(
                     "the database %s is damaged (%s): stop kopilka and restore it from a"
@@ -727,7 +723,7 @@ class SqliteStore:
                 "database_damaged",
                 f"the database is damaged ({reason}){ending}: it must be restored from a backup",
             )
-        if _is_read_only(error):  # so until someone changes a file's mode: no "try again"
+        if is_read_only(error):  # so until someone changes a file's mode: no "try again"
             reason = self._read_only_reason(error)
         else:
             advice.append("try again")
@@ -1421,20 +1417,3 @@ def _disk_full(path: str, room_min_bytes: int = _DISK_ROOM_MIN_BYTES) -> bool:
         return blocks * stats.f_frsize < room_min_bytes
     except OSError:
         return False
-
-
-def _is_read_only(error: sqlite3.Error) -> bool:
-    """SQLITE_READONLY (any extended code of it): a file this process may not write."""
-    code = getattr(error, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
-
-
-def _is_damaged(error: sqlite3.Error) -> bool:
-    """SQLITE_CORRUPT or SQLITE_NOTADB (any extended code): no retry mends the file."""
-    code = getattr(error, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in _DAMAGED
-
-
-def _not_a_database(error: sqlite3.Error) -> bool:
-    """SQLITE_NOTADB: a file of something else (text, an image), no database at all."""
-    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB

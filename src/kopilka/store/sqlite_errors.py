@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
+# SQLITE_CORRUPT and SQLITE_NOTADB: the file itself is at fault, not this moment.
+_DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
 
 def is_busy(error: sqlite3.Error) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED (any extended code of them): another writer."""
@@ -11,3 +14,22 @@ def is_busy(error: sqlite3.Error) -> bool:
     if code is None:  # raised by the module itself, not by SQLite
         return isinstance(error, sqlite3.OperationalError)
     return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def is_read_only(error: sqlite3.Error) -> bool:
+    """SQLITE_READONLY (any extended code of it): a file this process may not write."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_READONLY
+
+
+def is_damaged(error: sqlite3.Error) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB (any extended code): no retry mends the file."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _DAMAGED
+
+
+def is_not_a_database(error: sqlite3.Error) -> bool:
+    """SQLITE_NOTADB: a file of something else (text, an image), no database at all.
+    (It has no extended codes; its low byte is read as the others' are.)"""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_NOTADB
