@@ -104,7 +104,6 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     # progress") until the socket's close is read: as lost as a closed connection.
     asyncpg.exceptions.InternalClientError,
 )
-# Failures PostgreSQL itself expects to be retried: nothing was applied.
 # Text of a request that a database in another encoding than UTF8 has no character for.
 _UNSTORABLE_TEXT = (
     asyncpg.exceptions.UntranslatableCharacterError,
@@ -125,6 +124,7 @@ _DATABASE_REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.UndefinedColumnError,
     asyncpg.exceptions.UndefinedFunctionError,
 )
+# Failures PostgreSQL itself expects to be retried: nothing was applied.
 _TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,  # deadlock, serialization
     asyncpg.exceptions.LockNotAvailableError,  # lock_timeout
