@@ -1069,7 +1069,7 @@ def _a_name(client: object) -> None:
     """A client's name, before it goes into a path or a body: one that is no text at all
     (None, a number) refused as the embedded rules refuse it ("a client name is text"),
     not an AttributeError building the path; then as _name_as_the_rules_take."""
-    if type(client) is not str and not isinstance(client, str):
+    if not isinstance(client, str):
         validate_client(client)
     _name_as_the_rules_take(client)
 
