@@ -12,10 +12,10 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
@@ -116,6 +116,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
+# A request body's shape: a flat Struct, as refuse_repeats reads it.
+RequestBody = TypeVar("RequestBody", bound=msgspec.Struct)
 ACCOUNTS_PAGE_MAX = 1_000
 
 
@@ -123,7 +125,7 @@ ACCOUNTS_PAGE_MAX = 1_000
 _OFFSET_SENT_UNESCAPED = re.compile(r"\d \d{2}(?::?\d{2})?$")
 
 
-def decoded(body: bytes, kind: type[Any]) -> Any:
+def decoded(body: bytes, kind: type[RequestBody]) -> RequestBody:
     """A request body as `kind`, or the refusal of it (unknown fields, wrong types)."""
     try:
         request = msgspec.json.decode(body, type=kind)
@@ -350,7 +352,13 @@ class Call:
         self.principal: Principal
         self.ledger: str
 
-    async def on(self, method: str, *, reads_query: bool = False, **handlers: Any) -> Response:
+    async def on(
+        self,
+        method: str,
+        *,
+        reads_query: bool = False,
+        **handlers: Callable[[], Awaitable[Response]],
+    ) -> Response:
         """The handler of `method`; `reads_query`: its GET's handler takes parameters (and
         checks them itself). Any other request takes none: one given is refused."""
         handler = handlers.get(method)
@@ -375,7 +383,7 @@ class Call:
         await self.app.confirm(self.principal)
         return body
 
-    async def decode(self, kind: type[Any], bytes_max: int | None = None) -> Any:
+    async def decode(self, kind: type[RequestBody], bytes_max: int | None = None) -> RequestBody:
         return decoded(await self.body(bytes_max), kind)
 
     def query(self, *known: str) -> QueryParams:
