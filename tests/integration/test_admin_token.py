@@ -47,6 +47,27 @@ async def test_what_is_no_admin_token_is_replaced(tmp_path: Path, kind: str) -> 
     assert await _held_role(path, db) == "admin"
 
 
+async def test_a_token_whose_file_cannot_be_put_in_place_is_revoked(tmp_path: Path) -> None:
+    """A directory put where the file goes after the start looked (a race): the token
+    made is revoked, and no copy of it is left on disk."""
+    db, path = tmp_path / "kopilka.db", tmp_path / "admin.token"
+    path.mkdir()
+    store = open_store(str(db))
+    await store.open()
+    try:
+        with pytest.raises(InvalidInput) as refused:
+            await ensure_admin_token(store, path)
+        assert refused.value.message == (
+            f"cannot write the admin token {path}: a directory is in the way"
+        )
+        assert [(t.role, t.revoked) for t in await store.list_tokens()] == [("admin", True)]
+    finally:
+        await store.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".admin")) == [
+        ".admin.token.lock"
+    ]
+
+
 async def test_a_home_the_token_cannot_be_kept_in_is_one_line(tmp_path: Path) -> None:
     """A read-only home (a mount, say) was told as the OS's error on a hidden lock file."""
     home = tmp_path / "home"
