@@ -14,6 +14,7 @@ import sqlite3
 import stat
 import subprocess
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ from tests.file_modes import (
 from tests.kopilka_server import running_server
 
 from kopilka.bank import EmbeddedBank
-from kopilka.domain.model import Deposit, Operation
+from kopilka.domain.model import SANDBOX_PREFIX, Deposit, Operation
 from kopilka.errors import KopilkaError, Unavailable
 from kopilka.store.sqlite import SqliteStore
 
@@ -439,6 +440,86 @@ def test_init_says_a_damaged_ledger_is_damaged_not_up_to_date(tmp_path: Path) ->
     assert result.stderr.startswith(f"Error: the database {database} is damaged (")
     assert result.stderr.endswith("): restore it from a backup (docs/operations.md, Backups)\n")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_ledger_cut_short_is_said_damaged_when_opened(tmp_path: Path) -> None:
+    """Not "cannot open the database: database disk image is malformed", which says
+    nothing of what to do: a restore."""
+    home = tmp_path / "home"
+    database = _a_ledger_damaged_where_operations_are_added(home)
+    os.truncate(database, 4 * 4096)
+    for command in (("balance", "--client=Ann"), ("init",)):
+        result = run_kopilka(home, *command)
+        assert (result.returncode, result.stdout, result.stderr) == (
+            1,
+            "",
+            f"Error: the database {database} is damaged (database disk image is malformed):"
+            " restore it from a backup (docs/operations.md, Backups)\n",
+        ), command
+
+
+def test_init_reads_every_index_against_its_table(tmp_path: Path) -> None:
+    """quick_check reads pages, not whether an index holds its table's rows: a restore
+    beside a stale -wal that lost index rows passed it as up to date, and a retried key
+    then applied twice. (An index of another table of the file, made to disagree with
+    its table here, stands for the ledger's own.)"""
+    home = tmp_path / "home"
+    database = a_ledger_with_one_deposit(home)
+    with closing(sqlite3.connect(database)) as raw:
+        raw.executescript(
+            "CREATE TABLE scratch (a, b); CREATE INDEX scratch_a ON scratch (a);"
+            " INSERT INTO scratch VALUES (1, 2); PRAGMA writable_schema = ON;"
+            " UPDATE sqlite_master SET sql = 'CREATE INDEX scratch_a ON scratch (b)'"
+            " WHERE name = 'scratch_a';"
+        )
+    result = run_kopilka(home, "init")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: the database {database} is damaged (row 1 missing from index scratch_a):"
+        " restore it from a backup (docs/operations.md, Backups)\n"
+    )
+
+
+async def test_damage_met_is_told_once_and_the_store_is_not_ready_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch that passes (in main, which reads no sandbox) mends nothing: the log said
+    the damage, then "available again", over and over, and /v1/ready stayed ready."""
+    database = str(tmp_path / "kopilka.db")
+    store = SqliteStore(database)
+    await store.open()
+    sandbox = f"{SANDBOX_PREFIX}{'s' * 80}-0"
+    try:
+        await store.apply([Deposit("Ann", 5, "x", "k")])
+        now = datetime.now(UTC)
+        for number in range(60):  # sandboxes over more than one page
+            assert await store.open_sandbox(f"{sandbox[:-2]}-{number}", now, sandboxes_max=100)
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(database)) as reader:  # the sandboxes' pages, index too
+        pages = reader.execute(
+            "SELECT pageno FROM dbstat WHERE name IN ('sandboxes', 'sqlite_autoindex_sandboxes_1')"
+        ).fetchall()
+    with open(database, "r+b") as file:
+        for (number,) in pages:
+            file.seek((number - 1) * 4096)
+            file.write(b"\xff" * 4096)
+    store = SqliteStore(database)
+    await store.open()
+    try:
+        for attempt in range(2):
+            with pytest.raises(Unavailable) as refused:
+                await store.apply([Deposit("Bob", 5, "play", f"s{attempt}", ledger=sandbox)])
+            assert refused.value.code == "database_damaged"
+            (passed,) = await store.apply([Deposit("Ann", 5, "x", f"k{attempt}")])
+            assert isinstance(passed, Operation), passed
+        with pytest.raises(Unavailable) as not_ready:
+            await store.ping()
+        assert not_ready.value.code == "database_damaged"
+    finally:
+        await store.close()
+    told = [r.getMessage() for r in caplog.records if r.name == "kopilka.store.sqlite"]
+    assert len(told) == 1 and "is damaged" in told[0], told
 
 
 @pytest.mark.parametrize("through_a_link", [False, True])

@@ -260,9 +260,13 @@ class SqliteStore:
         self._writer_jobs = 0
         # A small batch's COMMIT, in seconds, as a moving average (see LOOP_COMMIT_SECONDS_MAX).
         self._commit_seconds = 0.0
-        # Why writes fail now (a full disk, a damaged or read-only file), told to the
-        # operator's log once for each outage, and its end once: None while they work.
+        # Why writes fail now (a full disk, a read-only file), told to the operator's log
+        # once for each outage, and its end once: None while they work.
         self._failing: str | None = None
+        # The damage a read or write met, told once: no commit that passes mends it (it
+        # logged the damage, then "available again", over and over), and the server is
+        # not ready from then on.
+        self._damage: str | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
         self._statement_reader: sqlite3.Connection | None = None
@@ -449,12 +453,14 @@ class SqliteStore:
             raise self._failed(error, reading=True) from error
 
     async def damage(self) -> str | None:
-        """SQLite's quick_check of the whole file (`kopilka init`): its first finding, or
-        None. Not at every open: it reads every page."""
+        """SQLite's integrity_check of the whole file (`kopilka init`): its first finding,
+        or None. Not at every open: it reads every page, and every index against its
+        table (quick_check does not: a restore beside a stale -wal that lost index rows
+        passed it, and a retried key then applied twice)."""
 
         def check() -> str | None:
             try:
-                (first,) = self._read_db.execute("PRAGMA quick_check(1)").fetchone()
+                (first,) = self._read_db.execute("PRAGMA integrity_check(1)").fetchone()
             except sqlite3.DatabaseError as error:
                 if not is_damaged(error):
                     raise  # busy, out of memory, an I/O error: said as any read's failure
@@ -695,6 +701,13 @@ class SqliteStore:
 
     def _cannot_open(self, error: Exception) -> Unavailable:
         reason = str(error)
+        # A truncated file, say; not a file of something else (NOTADB), no ledger at all.
+        if isinstance(error, sqlite3.Error) and is_damaged(error) and not is_not_a_database(error):
+            return Unavailable(
+                "database_damaged",
+                f"the database {self.path} is damaged ({reason}): restore it from a backup"
+                " (docs/operations.md, Backups)",
+            )
         if isinstance(error, sqlite3.Error) and is_read_only(error):
             reason = self._read_only_reason(error)
         elif isinstance(error, sqlite3.Error) and _disk_full(self.path):
@@ -711,7 +724,8 @@ class SqliteStore:
         reason = str(error)
         advice = [] if reading else ["nothing was applied"]
         if is_damaged(error):  # no retry mends it: a restore does
-            if self._new_outage(reason):
+            if self._damage is None:
+                self._damage = reason
                 logger.warning(
                     "the database %s is damaged (%s): stop kopilka and restore it from a"
                     " backup (docs/operations.md, Backups)",
@@ -1105,6 +1119,11 @@ class SqliteStore:
         gone = self._files.gone() if self._files is not None else None
         if gone is not None:
             raise self._file_gone(gone)
+        if self._damage is not None:
+            raise Unavailable(
+                "database_damaged",
+                f"the database is damaged ({self._damage}): it must be restored from a backup",
+            )
         # Reads answer on a full disk, and every write fails: no traffic while it is full.
         if _disk_full(self.path, _READY_DISK_ROOM_MIN_BYTES):
             raise Unavailable(
