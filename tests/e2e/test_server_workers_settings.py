@@ -140,3 +140,23 @@ def test_workers_serve_with_a_password_file_given_as_a_pipe(
     assert "postgres:***@" in server.output
     assert PASSWORD not in server.output + server.errors
     assert "a worker cannot start" not in server.errors, server.errors
+
+
+def test_workers_started_again_after_the_ledger_file_went_wait_for_it(tmp_path: Path) -> None:
+    """A worker started again made a new, empty ledger at the path, called itself ready,
+    and refused every token (the tokens were in the file removed): it waits for the
+    ledger the server opened instead, not ready, and makes nothing."""
+    home = tmp_path / "home"
+    with running_server(home, workers=2) as server:
+        with server.client() as admin:
+            deposit = {"client": "Ann", "amount": "5", "open_account": True}
+            assert admin.post("/v1/deposits", json=deposit).status_code == 201
+        database = home / "kopilka.db"
+        for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+            path.unlink(missing_ok=True)
+        _serves_again_in_new_workers(server, _kill_every_worker(server))
+        for _ in range(4):  # whichever worker takes it
+            assert httpx.get(f"{server.url}/v1/ready", timeout=5).status_code == 503
+        assert not database.exists()
+        assert server.stop() == 0, server.errors
+    assert "Traceback" not in server.errors, server.errors

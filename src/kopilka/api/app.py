@@ -74,6 +74,9 @@ _MONEY_PATHS: dict[str, MoneyKind] = {
 }
 # A worker started while the database is away tries to open it this often meanwhile.
 DATABASE_RETRY_SECONDS = 1.0
+# What a worker of `kopilka serve` meets while the database its supervisor opened is away
+# (PostgreSQL down) or its SQLite file gone (restored soon, the operator told): it waits.
+_AWAY = ("store_unavailable", "database_not_found")
 _JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
 
@@ -155,7 +158,7 @@ class KopilkaApp:
                 try:
                     await self.start()
                 except KopilkaError as error:
-                    if not (self.waits_for_database and error.code == "store_unavailable"):
+                    if not (self.waits_for_database and error.code in _AWAY):
                         await send({"type": "lifespan.startup.failed", "message": str(error)})
                         return
                     logger.warning(
@@ -189,7 +192,7 @@ class KopilkaApp:
             try:
                 await self.start()
             except Exception as error:  # tried again: a task that ended would 503 for ever
-                away = isinstance(error, KopilkaError) and error.code == "store_unavailable"
+                away = isinstance(error, KopilkaError) and error.code in _AWAY
                 message = error.message if isinstance(error, KopilkaError) else repr(error)
                 if not away and message != refused:
                     refused = message  # back, and refused (a schema newer): said once
@@ -321,12 +324,14 @@ def create_app(
     token_ttl_seconds: float = TOKEN_CACHE_TTL_SECONDS,
     sandbox_idle_seconds: float | None = None,
     admin_token_path: Path | None = None,
+    creates_the_ledger: bool = True,
 ) -> KopilkaApp:
-    """The app over settings (their db and body time), a store URL, or a store object."""
+    """The app over settings (their db and body time), a store URL, or a store object.
+    `creates_the_ledger` False: settings that name no ledger yet are refused when opened."""
     body_seconds = BODY_SECONDS_MAX
     idle_seconds = SANDBOX_IDLE_SECONDS
     if isinstance(source, Settings):
-        store = open_store(source.db)
+        store = open_store(source.db, create=creates_the_ledger)
         body_seconds = source.body_seconds
         idle_seconds = source.sandbox_idle_seconds
     elif isinstance(source, str):
@@ -360,7 +365,9 @@ def create_worker_app(settings: Settings, *, waits_for_database: bool = False) -
         # The supervisor wrote the admin token and holds its lock for the server's life: a
         # worker started again after the token was revoked (its leak answered) would
         # otherwise find it not honoured, and stop the whole server.
-        app = create_app(settings)
+        # The supervisor's workers open the ledger it opened: one whose file is gone
+        # since is waited for (a restore), not made anew, empty, and called ready.
+        app = create_app(settings, creates_the_ledger=not waits_for_database)
         app.waits_for_database = waits_for_database
         metrics_directory = os.environ.get(METRICS_DIRECTORY_VARIABLE)
         if metrics_directory:  # the supervisor's: /metrics answers every worker's counts
