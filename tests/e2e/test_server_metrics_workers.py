@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -151,6 +152,24 @@ def test_every_scrape_answers_the_whole_servers_counts(tmp_path: Path) -> None:
         assert len(list(directory.glob("*.snapshot"))) == 2
         assert server.stop() == 0
     assert not directory.exists()
+
+
+def test_a_scrape_of_counts_that_cannot_be_read_is_a_500_said_once_in_the_log(
+    tmp_path: Path,
+) -> None:
+    """The workers' directory removed under the server: every scrape logged a traceback."""
+    with running_server(tmp_path / "home", workers=2) as server:
+        assert server.process is not None
+        directory = metrics_directory_of(workers_of(server.process.pid)[0])
+        shutil.rmtree(directory)
+        for _ in range(4):
+            answer = httpx.get(f"{server.url}/metrics", timeout=10)
+            assert answer.status_code == 500
+            assert answer.json()["error"]["code"] == "metrics_unavailable"
+        assert server.stop() == 0
+    assert "Traceback" not in server.errors, server.errors
+    told = [line for line in server.errors.splitlines() if "metrics cannot be read" in line]
+    assert 1 <= len(told) <= 2, server.errors  # once in each worker that took a scrape
 
 
 def test_counters_never_go_down_between_scrapes_while_load_runs(tmp_path: Path) -> None:

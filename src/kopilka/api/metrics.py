@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -37,6 +38,15 @@ from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
 from kopilka.store.postgres_accounts import StaleViews
 from kopilka.store.sqlite import LOOP_COMMIT_SECONDS_MAX, SqliteStore
+
+logger = logging.getLogger(__name__)
+
+
+class MetricsUnreadable(KopilkaError):
+    """The workers' counts cannot be read: no answer, rather than sums that drop."""
+
+    http_status = 500
+
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS_SECONDS = (
@@ -165,6 +175,7 @@ class Metrics(Collector):
         self._token_refusals: dict[str, int] = {}
         self._latency: dict[str, _Latency] = {}
         self.shared: SnapshotFiles | None = None
+        self._told_unreadable = False
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
 
@@ -231,7 +242,19 @@ class Metrics(Collector):
         yield from _gc_families(snapshot)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        try:
+            return generate_latest(self.registry)
+        except OSError as error:  # the workers' directory removed under the server, say
+            if not self._told_unreadable:  # once: a traceback a scrape filled the log
+                self._told_unreadable = True
+                logger.error(
+                    "the workers' metrics cannot be read (%s): /metrics answers 500 until the"
+                    " server is started again",
+                    error,
+                )
+            raise MetricsUnreadable(
+                "metrics_unavailable", "the workers' metrics cannot be read (see the log)"
+            ) from error
 
 
 def _counter(
