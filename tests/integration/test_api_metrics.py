@@ -186,6 +186,27 @@ def test_requests_refused_for_a_sandbox_are_counted_as_the_sandbox_s(tmp_path: P
     assert seen[("kopilka_sandbox_operations_total", refused)] == 3
 
 
+def test_a_batch_refused_whole_for_its_body_is_counted_as_refused(tmp_path: Path) -> None:
+    """It was counted nowhere: an importer whose every batch failed left no trace."""
+    bodies = [
+        (b"{not json", "malformed_json"),
+        (json.dumps({"operations": 5}).encode(), "invalid_request"),
+        (
+            json.dumps({"operations": [{"type": "deposit"}] * 10_001}).encode(),
+            "too_many_operations",
+        ),
+    ]
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        for body, code in bodies:
+            answer = admin.post(
+                "/v1/batch", content=body, headers={"content-type": "application/json"}
+            )
+            assert answer.json()["error"]["code"] == code, answer.text
+        seen = samples(httpx.get(f"{server.url}/metrics").text)
+    for _, code in bodies:
+        assert seen[("kopilka_refused_requests_total", (("code", code),))] == 1, code
+
+
 def test_requests_refused_for_their_token_are_counted_on_every_route(tmp_path: Path) -> None:
     """Someone guessing tokens against the token API left no trace: only the three money
     routes counted a refusal, as an operation's result."""

@@ -209,7 +209,7 @@ class KopilkaApp:
         try:
             principal = await self.tokens.authenticate(headers.authorization)
         except Unauthorized as refused:  # guessed tokens show, on every route
-            self.metrics.refused_token(refused.code)
+            self.metrics.refused_request(refused.code)
             raise
         if headers.ledger is None:
             ledger = principal.ledger
@@ -233,7 +233,7 @@ class KopilkaApp:
         try:
             await self.tokens.confirm(principal)
         except Unauthorized as refused:
-            self.metrics.refused_token(refused.code)
+            self.metrics.refused_request(refused.code)
             raise
 
     async def _money(self, scope: Scope, receive: Receive, send: Send, kind: MoneyKind) -> None:

@@ -103,6 +103,7 @@ from kopilka.errors import (
     InvalidInput,
     KopilkaError,
     NotFound,
+    Unauthorized,
     stopped_before_answer,
     without_key_advice,
 )
@@ -518,7 +519,12 @@ class Call:
     # -- batch ----------------------------------------------------------------
 
     async def batch(self) -> Response:
-        items, as_decoded = _decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
+        try:
+            items, as_decoded = _decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
+        except KopilkaError as refused:  # whole: counted nowhere, its importer unseen
+            if not isinstance(refused, Unauthorized):  # counted as the token's already
+                self.app.metrics.refused_request(refused.code)
+            raise
         role = effective_role(self.principal, self.ledger)  # every item is the same caller's
         # Each item's key is KEY:INDEX, and must itself fit the length of a key.
         suffix_length = len(f":{max(len(items) - 1, 0)}")  # an empty batch: as one of one

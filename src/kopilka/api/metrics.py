@@ -172,7 +172,7 @@ class Metrics(Collector):
         self._engine = engine
         self._operations: dict[tuple[str, str], int] = {}
         self._sandbox_operations: dict[tuple[str, str], int] = {}
-        self._token_refusals: dict[str, int] = {}
+        self._request_refusals: dict[str, int] = {}
         self._latency: dict[str, _Latency] = {}
         self.shared: SnapshotFiles | None = None
         self._told_unreadable = False
@@ -192,9 +192,10 @@ class Metrics(Collector):
         if self.shared is not None:
             await self.shared.close()
 
-    def refused_token(self, code: str) -> None:
-        """A request refused for its token (none, unknown, revoked), on any route."""
-        self._token_refusals[code] = self._token_refusals.get(code, 0) + 1
+    def refused_request(self, code: str) -> None:
+        """A request refused before any operation of it was read: for its token (none,
+        unknown, revoked), on any route, or a batch refused whole (its body)."""
+        self._request_refusals[code] = self._request_refusals.get(code, 0) + 1
 
     def operation(self, kind: str, result: str, count: int = 1, *, sandbox: bool = False) -> None:
         counted = self._sandbox_operations if sandbox else self._operations
@@ -219,7 +220,7 @@ class Metrics(Collector):
             sandbox_operations=[
                 (kind, result, count) for (kind, result), count in self._sandbox_operations.items()
             ],
-            refused=list((Counter(self._token_refusals) + BOUNDS_REFUSALS).items()),
+            refused=list((Counter(self._request_refusals) + BOUNDS_REFUSALS).items()),
             latency={
                 kind: LatencyCounts(list(latency.counts), latency.total_seconds)
                 for kind, latency in self._latency.items()
