@@ -532,6 +532,22 @@ def _run_with_stdout(home: Path, stdout: int | None, *arguments: str) -> tuple[i
     return process.returncode, errors
 
 
+def _shell_on_a_full_disk(home: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """`kopilka shell` fed `script`, its standard output on a full disk."""
+    with open("/dev/full", "w") as full:
+        return subprocess.run(
+            [*kopilka_command(), "shell"],
+            input=script,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=kopilka_env(home),
+            cwd=home.parent,
+            timeout=RUN_TIMEOUT_SECONDS,
+            check=False,
+        )
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_an_answer_that_cannot_be_written_is_not_called_a_refusal(
     kopilka: RunKopilka, kopilka_home: Path
@@ -548,18 +564,7 @@ def test_an_answer_that_cannot_be_written_is_not_called_a_refusal(
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
     # The shell fed a script stops at the first answer it cannot write, the same way.
     script = "deposit --client='John Jones' --amount=1 --description=a\n" * 3
-    with open("/dev/full", "w") as full:
-        shell = subprocess.run(
-            [*kopilka_command(), "shell"],
-            input=script,
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=kopilka_env(kopilka_home),
-            cwd=kopilka_home.parent,
-            timeout=RUN_TIMEOUT_SECONDS,
-            check=False,
-        )
+    shell = _shell_on_a_full_disk(kopilka_home, script)
     assert (shell.returncode, shell.stderr.count("\n")) == (3, 1), shell.stderr
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $101.00\n"
 
@@ -574,18 +579,7 @@ def test_a_piped_shell_stops_at_a_refusal_it_cannot_write(
     script = (
         "depost --client='John Jones'\ndeposit --client='John Jones' --amount=1 --description=a\n"
     )
-    with open("/dev/full", "w") as full:
-        shell = subprocess.run(
-            [*kopilka_command(), "shell"],
-            input=script,
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=kopilka_env(kopilka_home),
-            cwd=kopilka_home.parent,
-            timeout=RUN_TIMEOUT_SECONDS,
-            check=False,
-        )
+    shell = _shell_on_a_full_disk(kopilka_home, script)
     assert shell.returncode == 3
     assert shell.stderr == (
         "Error: the shell's output could not be written (No space left on device): it"
@@ -674,53 +668,35 @@ def test_a_long_answer_whose_reader_left_mid_way_stops_the_shell(
     kopilka: RunKopilka, kopilka_home: Path
 ) -> None:
     """A reader that takes the first line of a long statement and leaves (`| head -1`):
-    the rest of the answer cannot be written, so the command exits 3, and a piped shell
-    stops there rather than run the lines after it."""
+    the rest of the answer cannot be written, so the command exits 3, quietly, and a
+    piped shell stops there rather than run the lines after it; at a refusal as at an
+    answer (the shell's refusals go among its answers)."""
     script = "".join(f"deposit --client=S --amount=1 --description=d{n}\n" for n in range(1500))
     assert kopilka("shell", stdin=script).returncode == 0
+    refusals = "".join(f"balance --client=Nobody{n}\n" for n in range(3000))
     for arguments, stdin in (
         (("statement", "--client=S"), ""),
         (("shell",), "statement --client=S\ndeposit --client=S --amount=1 --description=x\n"),
+        (("shell",), refusals + "deposit --client=S --amount=1 --description=x\n"),
     ):
         with subprocess.Popen(
             [*kopilka_command(), *arguments],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             env=kopilka_env(kopilka_home),
             cwd=kopilka_home.parent,
         ) as process:
             assert process.stdin is not None and process.stdout is not None
+            assert process.stderr is not None
+            # Fits the two pipes' buffers: written whole while the shell answers.
             process.stdin.write(stdin.encode())
             process.stdin.close()
             process.stdout.readline()
             process.stdout.close()  # the reader leaves
             assert process.wait(timeout=RUN_TIMEOUT_SECONDS) == 3, arguments
+            assert process.stderr.read() == b"", arguments
     assert kopilka("balance", "--client=S").stdout == "Balance of S: $1,500.00\n"
-
-
-def test_a_piped_shell_whose_reader_left_at_a_refusal_stops_quietly(kopilka_home: Path) -> None:
-    """As at an answer (`| head -1`): exit 3 and nothing on stderr, the lines after it
-    not run."""
-    kopilka_home.parent.mkdir(parents=True, exist_ok=True)
-    script = "".join(f"balance --client=Nobody{n}\n" for n in range(3000))
-    with subprocess.Popen(
-        [*kopilka_command(), "shell"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=kopilka_env(kopilka_home),
-        cwd=kopilka_home.parent,
-    ) as process:
-        assert process.stdin is not None and process.stdout is not None
-        assert process.stderr is not None
-        # Fits the two pipes' buffers: written whole while the shell answers into its own.
-        process.stdin.write(script.encode())
-        process.stdin.close()
-        process.stdout.readline()
-        process.stdout.close()  # the reader leaves
-        assert process.wait(timeout=RUN_TIMEOUT_SECONDS) == 3
-        assert process.stderr.read() == b""
 
 
 def test_a_token_made_whose_reader_left_is_named_to_be_revoked(
