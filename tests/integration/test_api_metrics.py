@@ -186,25 +186,52 @@ def test_requests_refused_for_a_sandbox_are_counted_as_the_sandbox_s(tmp_path: P
     assert seen[("kopilka_sandbox_operations_total", refused)] == 3
 
 
-def test_a_batch_refused_whole_for_its_body_is_counted_as_refused(tmp_path: Path) -> None:
-    """It was counted nowhere: an importer whose every batch failed left no trace."""
+def test_a_batch_refused_whole_for_its_body_is_counted_as_refused_once(tmp_path: Path) -> None:
+    """It was counted nowhere: an importer whose every batch failed left no trace. Once:
+    one the protocol answered (a body too slow) is not counted again as the client gone
+    that the app is told of then; and a sandbox's is no business of the bank's."""
+    json_type = {"content-type": "application/json"}
+    one = json.dumps({"operations": [{"type": "deposit", "client": "A", "amount": "1"}]})
     bodies = [
-        (b"{not json", "malformed_json"),
-        (json.dumps({"operations": 5}).encode(), "invalid_request"),
+        (b"{not json", {}, "malformed_json"),
+        (json.dumps({"operations": 5}).encode(), {}, "invalid_request"),
         (
             json.dumps({"operations": [{"type": "deposit"}] * 10_001}).encode(),
+            {},
             "too_many_operations",
         ),
+        (one.encode(), {"idempotency-key": "k" * 300}, "invalid_idempotency_key"),
     ]
-    with running_server(tmp_path / "home") as server, server.client() as admin:
-        for body, code in bodies:
-            answer = admin.post(
-                "/v1/batch", content=body, headers={"content-type": "application/json"}
-            )
+    with (
+        running_server(tmp_path / "home", KOPILKA_BODY_SECONDS="1") as server,
+        server.client() as admin,
+    ):
+        for body, headers, code in bodies:
+            answer = admin.post("/v1/batch", content=body, headers={**json_type, **headers})
             assert answer.json()["error"]["code"] == code, answer.text
+        sandbox = admin.post("/v1/sandboxes").json()["ledger"]
+        answer = admin.post(
+            "/v1/batch", content=b"{not json", headers={**json_type, "kopilka-ledger": sandbox}
+        )
+        assert answer.status_code == 400, answer.text
+        with socket.create_connection(("127.0.0.1", server.port)) as slow:
+            slow.sendall(
+                b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                b"Authorization: Bearer " + server.token.encode() + b"\r\n\r\n"
+            )
+            assert b" 408 " in slow.recv(4096).split(b"\r\n")[0]
+        time.sleep(0.5)  # the app told of the client gone meanwhile
         seen = samples(httpx.get(f"{server.url}/metrics").text)
-    for _, code in bodies:
-        assert seen[("kopilka_refused_requests_total", (("code", code),))] == 1, code
+    refused = {
+        labels[0][1]: n
+        for (name, labels), n in seen.items()
+        if name == "kopilka_refused_requests_total"
+    }
+    for _, _, code in bodies:
+        assert refused[code] == 1, code
+    assert refused["malformed_json"] == 1  # not the sandbox's
+    assert refused["request_timeout"] == 1
+    assert refused.get("disconnected", 0) == 0
 
 
 def test_requests_refused_for_their_token_are_counted_on_every_route(tmp_path: Path) -> None:

@@ -519,17 +519,16 @@ class Call:
     # -- batch ----------------------------------------------------------------
 
     async def batch(self) -> Response:
+        role = effective_role(self.principal, self.ledger)  # every item is the same caller's
         try:
             items, as_decoded = _decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
+            # Each item's key is KEY:INDEX, and must itself fit the length of a key.
+            suffix_length = len(f":{max(len(items) - 1, 0)}")  # empty: as one of one
+            length_max = CLIENT_KEY_LENGTH_MAX if role == "client" else IDEMPOTENCY_KEY_LENGTH_MAX
+            prefix = self.headers.key_or_new(length_max - suffix_length)
         except KopilkaError as refused:  # whole: counted nowhere, its importer unseen
-            if not isinstance(refused, Unauthorized):  # counted as the token's already
-                self.app.metrics.refused_request(refused.code)
+            self._count_refused_whole(refused)
             raise
-        role = effective_role(self.principal, self.ledger)  # every item is the same caller's
-        # Each item's key is KEY:INDEX, and must itself fit the length of a key.
-        suffix_length = len(f":{max(len(items) - 1, 0)}")  # an empty batch: as one of one
-        length_max = CLIENT_KEY_LENGTH_MAX if role == "client" else IDEMPOTENCY_KEY_LENGTH_MAX
-        prefix = self.headers.key_or_new(length_max - suffix_length)
         self.scope[_BATCH_KEY] = prefix
         # Every item counted by kind and result, as a single request is: here, and handed
         # to the metrics once per batch, not once per item.
@@ -540,6 +539,18 @@ class Call:
             sandbox = self.ledger.startswith(SANDBOX_PREFIX)
             for (kind, result), count in counts.items():
                 self.app.metrics.operation(kind, result, count, sandbox=sandbox)
+
+    def _count_refused_whole(self, refused: KopilkaError) -> None:
+        """A batch refused before any item was read, once: not a token's refusal or a
+        connection the protocol refused and closed (each counted already, the app then
+        told only that the client went), nor a sandbox's (no business of the bank's)."""
+        if (
+            isinstance(refused, Unauthorized)
+            or refused.code == "disconnected"
+            or self.ledger.startswith(SANDBOX_PREFIX)
+        ):
+            return
+        self.app.metrics.refused_request(refused.code)
 
     async def _batch_items(
         self,

@@ -69,7 +69,7 @@ _BATCH_BUCKETS_MAX = 1 << 17
 MALFORMED_KIND = "unknown"
 # Connections and requests refused, by code, for how they came: by the server's own
 # bounds (api/protocol.py), before any app had a say, and for their headers as the app
-# reads them (api/app.py, a header twice, a compressed body): one count for the
+# reads them (api/request.py, a header twice, a compressed body): one count for the
 # process, as its protocol's bounds are.
 BOUNDS_REFUSALS: Counter[str] = Counter()
 
@@ -285,7 +285,8 @@ def _operation_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield _counter(
         "kopilka_refused_requests",
         "Requests and connections refused before any operation was read: for their token"
-        " (unauthorized), or by the server's bounds on connections, time and size",
+        " (unauthorized), by the server's bounds on connections, time and size, for how"
+        " they were sent, and batches refused whole for their body or key",
         ["code"],
         snapshot.refused,
     )
