@@ -41,6 +41,21 @@ def _never_written(home: Path) -> str:
     )
 
 
+def test_an_empty_file_where_the_ledger_goes_is_no_ledger_to_a_read(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """sqlite3 makes an empty file at a path it is given that is not there (a backup run
+    with the wrong home): a read made a whole new ledger in it, which said every client
+    was unknown. A write makes the ledger there, as ever."""
+    kopilka_home.mkdir(mode=0o700)
+    (kopilka_home / "kopilka.db").touch()
+    read = kopilka("balance", "--client=John Jones")
+    assert (read.returncode, read.stderr) == (1, _never_written(kopilka_home))
+    assert (kopilka_home / "kopilka.db").stat().st_size == 0
+    assert kopilka(*DEPOSIT).returncode == 0
+    assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
+
+
 def test_success_exits_zero_with_the_message_on_stdout(kopilka: RunKopilka) -> None:
     result = kopilka(*DEPOSIT)
     assert (result.returncode, result.stdout, result.stderr) == (

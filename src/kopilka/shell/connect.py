@@ -119,6 +119,16 @@ def open_bank_tried_first(target: Target, command: Callable[[Bank], object]) -> 
     return open_bank(target)
 
 
+def _holds_anything(path: Path) -> bool:
+    """An empty file holds no ledger: `sqlite3` makes one at a path it is given that is
+    not there (a backup command run with the wrong home), and a read made a whole new
+    ledger in it, which said every client was unknown."""
+    try:
+        return path.stat().st_size > 0
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 def refuse_a_home_never_written(settings: Settings) -> None:
     """A mistyped KOPILKA_HOME read as a new, empty ledger, that said every client was
     unknown (and was made there): a command that could do nothing in it says where it
@@ -127,7 +137,7 @@ def refuse_a_home_never_written(settings: Settings) -> None:
     if settings.db != str(home / "kopilka.db"):
         return
     try:
-        if (home / "kopilka.db").exists():
+        if _holds_anything(home / "kopilka.db"):
             return
         there = home.exists()
     except OSError:  # a directory on the way that may not be searched
