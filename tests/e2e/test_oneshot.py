@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,17 +42,35 @@ def _never_written(home: Path) -> str:
     )
 
 
-def test_an_empty_file_where_the_ledger_goes_is_no_ledger_to_a_read(
-    kopilka: RunKopilka, kopilka_home: Path
+@pytest.mark.parametrize("left", ["an empty file", "a database with no tables"])
+def test_a_file_where_the_ledger_goes_that_holds_none_is_no_ledger_to_a_read(
+    kopilka: RunKopilka, kopilka_home: Path, left: str
 ) -> None:
-    """sqlite3 makes an empty file at a path it is given that is not there (a backup run
+    """sqlite3 leaves such a file at a path it is given that is not there (a backup run
     with the wrong home): a read made a whole new ledger in it, which said every client
-    was unknown. A write makes the ledger there, as ever."""
+    was unknown; and in a server's home (its admin token there) a write made one beside
+    it. A write makes the ledger in a home of its own, as ever."""
     kopilka_home.mkdir(mode=0o700)
-    (kopilka_home / "kopilka.db").touch()
+    database = kopilka_home / "kopilka.db"
+    if left == "an empty file":
+        database.touch()
+    else:
+        with closing(sqlite3.connect(database)) as made:
+            made.execute("PRAGMA journal_mode = wal")
+    size = database.stat().st_size
     read = kopilka("balance", "--client=John Jones")
     assert (read.returncode, read.stderr) == (1, _never_written(kopilka_home))
-    assert (kopilka_home / "kopilka.db").stat().st_size == 0
+    assert database.stat().st_size == size
+    (kopilka_home / "admin.token").write_text("kop_0123456789abcdef_x\n")
+    served = kopilka(*DEPOSIT)
+    assert (served.returncode, served.stderr) == (
+        1,
+        f"Error: no ledger in {kopilka_home}: the server whose admin token is there keeps"
+        " its ledger elsewhere; give its --url, or its --db (`kopilka init` makes a ledger"
+        " here)\n",
+    )
+    assert database.stat().st_size == size
+    (kopilka_home / "admin.token").unlink()
     assert kopilka(*DEPOSIT).returncode == 0
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
 

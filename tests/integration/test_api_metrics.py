@@ -216,12 +216,13 @@ def test_a_batch_refused_whole_for_its_body_is_counted_as_refused_once(tmp_path:
             "/v1/batch", content=b"{not json", headers={**json_type, "kopilka-ledger": sandbox}
         )
         assert answer.status_code == 400, answer.text
-        with socket.create_connection(("127.0.0.1", server.port)) as slow:
-            slow.sendall(
-                b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
-                b"Authorization: Bearer " + server.token.encode() + b"\r\n\r\n"
-            )
-            assert b" 408 " in slow.recv(4096).split(b"\r\n")[0]
+        for path in (b"/v1/batch", b"/v1/deposits"):  # a body that never comes
+            with socket.create_connection(("127.0.0.1", server.port)) as slow:
+                slow.sendall(
+                    b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                    b"Authorization: Bearer " + server.token.encode() + b"\r\n\r\n"
+                )
+                assert b" 408 " in slow.recv(4096).split(b"\r\n")[0]
         time.sleep(0.5)  # the app told of the client gone meanwhile
         seen = samples(httpx.get(f"{server.url}/metrics").text)
     refused = {
@@ -231,9 +232,13 @@ def test_a_batch_refused_whole_for_its_body_is_counted_as_refused_once(tmp_path:
     }
     for _, _, code in bodies:
         assert refused[code] == 1, code
-    assert refused["malformed_json"] == 1  # not the sandbox's
-    assert refused["request_timeout"] == 1
+    assert refused["malformed_json"] == 1  # not the sandbox's: that is counted apart
+    sandbox_batch = (("kind", "batch"), ("result", "malformed_json"))
+    assert seen[("kopilka_sandbox_operations_total", sandbox_batch)] == 1
+    assert refused["request_timeout"] == 2  # the batch's and the deposit's, once each
     assert refused.get("disconnected", 0) == 0
+    gone = (("kind", "deposit"), ("result", "disconnected"))
+    assert seen.get(("kopilka_operations_total", gone), 0) == 0
 
 
 def test_requests_refused_for_their_token_are_counted_on_every_route(tmp_path: Path) -> None:

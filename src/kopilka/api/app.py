@@ -286,8 +286,13 @@ class KopilkaApp:
                 sandbox = request_headers.names_a_sandbox()
             # Refused for how it was sent, or for its token (at the headers, or revoked
             # while the body came): counted among the refused requests (where anyone
-            # without a token could raise an operation's counts).
-            counted = request_headers is not None and not isinstance(error, Unauthorized)
+            # without a token could raise an operation's counts). Nor a body that never
+            # came: the protocol counted its own refusal (a 408), or the client left.
+            counted = (
+                request_headers is not None
+                and not isinstance(error, Unauthorized)
+                and error.code != "disconnected"
+            )
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
             if status == 503:  # applied or not may be unknown: a retry under this key settles it
                 headers.append((b"idempotency-key", key_to_settle(key, request_headers)))

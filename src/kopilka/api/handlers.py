@@ -543,14 +543,13 @@ class Call:
     def _count_refused_whole(self, refused: KopilkaError) -> None:
         """A batch refused before any item was read, once: not a token's refusal or a
         connection the protocol refused and closed (each counted already, the app then
-        told only that the client went), nor a sandbox's (no business of the bank's)."""
-        if (
-            isinstance(refused, Unauthorized)
-            or refused.code == "disconnected"
-            or self.ledger.startswith(SANDBOX_PREFIX)
-        ):
+        told only that the client went); a sandbox's apart from the bank's."""
+        if isinstance(refused, Unauthorized) or refused.code == "disconnected":
             return
-        self.app.metrics.refused_request(refused.code)
+        if self.ledger.startswith(SANDBOX_PREFIX):
+            self.app.metrics.operation("batch", refused.code, sandbox=True)
+        else:
+            self.app.metrics.refused_request(refused.code)
 
     async def _batch_items(
         self,

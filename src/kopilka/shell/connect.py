@@ -119,14 +119,23 @@ def open_bank_tried_first(target: Target, command: Callable[[Bank], object]) -> 
     return open_bank(target)
 
 
-def _holds_anything(path: Path) -> bool:
-    """An empty file holds no ledger: `sqlite3` makes one at a path it is given that is
-    not there (a backup command run with the wrong home), and a read made a whole new
-    ledger in it, which said every client was unknown."""
+def _may_hold_a_ledger(path: Path) -> bool:
+    """Whether the home's file may hold a ledger (a file of something else, or damaged,
+    is said so when opened). An empty one, or a SQLite file with no tables, holds none:
+    `sqlite3` leaves such a file at a path it is given that is not there (a backup run
+    with the wrong home), and a read made a whole new ledger in it, which said every
+    client was unknown."""
     try:
-        return path.stat().st_size > 0
+        if path.stat().st_size == 0:
+            return False
     except (FileNotFoundError, NotADirectoryError):
         return False
+    uri = path.absolute().as_uri() + "?mode=ro"  # looked at, never written
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as database:
+            return database.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None
+    except sqlite3.Error:
+        return True
 
 
 def refuse_a_home_never_written(settings: Settings) -> None:
@@ -137,7 +146,7 @@ def refuse_a_home_never_written(settings: Settings) -> None:
     if settings.db != str(home / "kopilka.db"):
         return
     try:
-        if _holds_anything(home / "kopilka.db"):
+        if _may_hold_a_ledger(home / "kopilka.db"):
             return
         there = home.exists()
     except OSError:  # a directory on the way that may not be searched
@@ -174,7 +183,7 @@ def refuse_a_servers_home(settings: Settings) -> None:
     if settings.db_chosen or settings.db != str(home / "kopilka.db"):
         return
     try:
-        if (home / "kopilka.db").exists() or not (home / ADMIN_TOKEN_FILE).exists():
+        if _may_hold_a_ledger(home / "kopilka.db") or not (home / ADMIN_TOKEN_FILE).exists():
             return
     except OSError:  # a directory on the way that may not be searched: said elsewhere
         return
