@@ -617,8 +617,11 @@ class Client:
         return lambda answer: account_from(answer, ledger)
 
     def accounts(self, wait_seconds: float | None = None) -> list[Account]:
+        # The wait is for every page together: each page given the whole of it, a bank of
+        # 100,000 clients held a Tab of the shell over 2 s where it meant 1.
+        deadline = None
         if wait_seconds is not None:
-            wait_seconds = positive_seconds(wait_seconds, "wait_seconds")
+            deadline = time.monotonic() + positive_seconds(wait_seconds, "wait_seconds")
         account_reader = self._account_reader()
 
         def read(page: Any) -> tuple[list[Account], str | None]:
@@ -631,8 +634,15 @@ class Client:
         after: str | None = None
         while True:
             params = {"limit": "1000"} if after is None else {"limit": "1000", "after": after}
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Unavailable(
+                    "server_unreachable",
+                    f"{_no_answer_in_time(self.shown_url)}: not every account within"
+                    f" {wait_seconds:g} s",
+                )
             accounts, next_after = self._call(
-                "GET", "/v1/accounts", read, params=params, wait_seconds=wait_seconds
+                "GET", "/v1/accounts", read, params=params, wait_seconds=left
             )
             found.extend(accounts)
             if next_after is None:
