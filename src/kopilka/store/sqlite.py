@@ -264,7 +264,7 @@ class SqliteStore:
         # once for each outage, and its end once: None while they work.
         self._failing: str | None = None
         # The damage a read or write met, told once: no commit that passes mends it (it
-        # logged the damage, then "available again", over and over), and the server is
+        # logged the damage, then "available again", over and over), and this process is
         # not ready from then on.
         self._damage: str | None = None
         self._writer: sqlite3.Connection | None = None
@@ -995,8 +995,7 @@ class SqliteStore:
                 ],
             )
         if plan.operations:
-            next_id = db.execute(_NEXT_ID.format(table="operations"), ("operations",))
-            next_id = next_id.fetchone()[0]
+            next_id = db.execute(_NEXT_ID.format(table="operations"), ("operations",)).fetchone()[0]
             micros = to_micros(plan.operations[0].created_at)  # one time per batch
             # Both row lists in one pass: this loop runs once per operation of every batch.
             operation_rows = []
