@@ -119,6 +119,11 @@ def open_bank_tried_first(target: Target, command: Callable[[Bank], object]) -> 
     return open_bank(target)
 
 
+# A SQLite file with no tables is its first page, of at most 64 KiB: one larger holds
+# something, and is not opened here a first time (every command opens it anyway).
+_NO_TABLES_BYTES_MAX = 65_536
+
+
 def _may_hold_a_ledger(path: Path) -> bool:
     """Whether the home's file may hold a ledger (a file of something else, or damaged,
     is said so when opened). An empty one, or a SQLite file with no tables, holds none:
@@ -126,10 +131,13 @@ def _may_hold_a_ledger(path: Path) -> bool:
     with the wrong home), and a read made a whole new ledger in it, which said every
     client was unknown."""
     try:
-        if path.stat().st_size == 0:
-            return False
+        size = path.stat().st_size
     except (FileNotFoundError, NotADirectoryError):
         return False
+    if size == 0:
+        return False
+    if size > _NO_TABLES_BYTES_MAX:  # a ledger, or something: opening it says which
+        return True
     uri = path.absolute().as_uri() + "?mode=ro"  # looked at, never written
     try:
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as database:
@@ -183,7 +191,8 @@ def refuse_a_servers_home(settings: Settings) -> None:
     if settings.db_chosen or settings.db != str(home / "kopilka.db"):
         return
     try:
-        if _may_hold_a_ledger(home / "kopilka.db") or not (home / ADMIN_TOKEN_FILE).exists():
+        # The token first: a stat, where the ledger may be opened to be looked at.
+        if not (home / ADMIN_TOKEN_FILE).exists() or _may_hold_a_ledger(home / "kopilka.db"):
             return
     except OSError:  # a directory on the way that may not be searched: said elsewhere
         return
