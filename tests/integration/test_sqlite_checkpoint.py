@@ -60,6 +60,23 @@ async def test_closing_right_after_commits_keeps_every_operation(tmp_path: Path)
     assert count == 2_500
 
 
+async def test_a_checkpoint_after_the_file_was_removed_makes_no_file_there(tmp_path: Path) -> None:
+    """Its connection, made at its first checkpoint, made an empty database at the path
+    of a ledger removed meanwhile."""
+    path = str(tmp_path / "kopilka.db")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        for name in (path, f"{path}-wal", f"{path}-shm"):
+            Path(name).unlink(missing_ok=True)
+        assert store._checkpointer is not None
+        store._checkpointer.after_commit()  # as a commit that went before the removal does
+        await asyncio.sleep(0.3)
+    finally:
+        await store.close()
+    assert not Path(path).exists()
+
+
 def test_a_failing_checkpoint_is_logged_once_and_harms_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -161,9 +161,15 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) ->
         loop.call_soon_threadsafe(callback)
 
 
-def connect(path: str) -> sqlite3.Connection:
-    """A connection with the durability and integrity settings every caller needs."""
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+def connect(path: str, *, existing: bool = False) -> sqlite3.Connection:
+    """A connection with the durability and integrity settings every caller needs.
+    `existing`: to the file that is there, never a new one made at the path (for a
+    connection made later, when the file may have been removed meanwhile)."""
+    if existing:
+        uri = Path(path).absolute().as_uri() + "?mode=rw"
+        connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
     connection.execute("PRAGMA journal_mode = WAL")
     # FULL: a commit is on disk when it returns, power loss included. Never lowered.
@@ -318,7 +324,10 @@ class SqliteStore:
         self._history_fence = WriterLock(self.path)
         if self.path != ":memory:":
             self._files = OpenedFiles(self.path)
-            self._checkpointer = Checkpointer(lambda: connect(self.path))
+            # Its connection is made at its first checkpoint: to the file opened, not to an
+            # empty one made at the path should that file have been removed since (the
+            # ledger's path then held an empty file, a worker started again took for one).
+            self._checkpointer = Checkpointer(lambda: connect(self.path, existing=True))
             _make_private(self.path)
 
     def _require_a_ledger(self) -> None:
