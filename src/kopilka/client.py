@@ -90,6 +90,9 @@ ATTEMPTS_MAX = 4
 _RETRY_DELAYS_SECONDS = tuple(0.05 * 2**retry for retry in range(ATTEMPTS_MAX - 1))
 # 503s that no retry mends: the ledger's data, not its availability, is at fault.
 _NOT_PASSING = frozenset({"statement_inconsistent", "database_damaged"})
+# Refusals of the caller, given before its write's key is looked at: its token revoked or
+# its sandbox dropped since an earlier attempt, they say nothing of whether that applied.
+_OF_THE_CALLER = frozenset({"unauthorized", "sandbox_not_found"})
 TIMEOUT_SECONDS = 30.0
 # A client's connections, shared by the threads that call it at once.
 CONNECTIONS_MAX = 8
@@ -414,6 +417,8 @@ class Client:
                 failure = error
             else:
                 if response.status_code not in (429, 503) or not retry:
+                    if uncertain is not None and _refuses_the_caller(response):
+                        raise uncertain  # of the caller now, not of that earlier attempt
                     return response
                 failure = error_from(response.status_code, _json(response))
                 if failure.code in _NOT_PASSING:
@@ -1047,6 +1052,12 @@ def _unreachable(url: str, error: Exception) -> Unavailable:
 
 def _no_answer_in_time(url: str) -> str:
     return f"the server at {url} took the request but did not answer in time"
+
+
+def _refuses_the_caller(response: httpx.Response) -> bool:
+    if response.status_code not in (401, 404):
+        return False
+    return error_from(response.status_code, _json(response)).code in _OF_THE_CALLER
 
 
 def _json(response: httpx.Response) -> Any:

@@ -380,3 +380,25 @@ def test_a_write_not_sent_after_its_ledger_lookup_failed_names_no_key(tmp_path: 
         assert "idempotency-key" not in result.stderr, result.stderr
         with connect_bank(server.url, token=server.token, ledger="main") as bank:
             assert bank.accounts() == []  # never sent
+
+
+def test_a_write_whose_retry_is_refused_its_caller_may_have_applied(tmp_path: Path) -> None:
+    """Between a withdrawal whose answer was lost and its retry, the caller's token was
+    revoked: the retry's 401 says nothing of the first attempt, which applied. The caller
+    must hear that it may have been, not only that its token is revoked."""
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        assert admin.post("/v1/accounts", json={"client": "Ann"}).is_success
+        assert admin.post("/v1/deposits", json={"client": "Ann", "amount": "10"}).is_success
+        made = admin.post("/v1/tokens", json={"role": "client", "client": "Ann"}).json()
+
+        def revoked(request: bytes) -> None:
+            assert admin.delete(f"/v1/tokens/{made['id']}").is_success
+
+        with (
+            _proxy_losing_first_answer(server.url, b"POST", revoked) as url,
+            connect_bank(url, token=made["secret"], ledger="main") as bank,
+            pytest.raises(Unavailable) as caught,
+        ):
+            bank.withdraw("Ann", 300, "atm", "atm-1")
+        assert caught.value.code == "outcome_unknown", caught.value.message
+        assert admin.get("/v1/accounts/Ann").json()["balance"] == "7.00"
