@@ -957,7 +957,12 @@ def _http_client(
     timeout: httpx.Timeout,
     transport: httpx.BaseTransport | None = None,
 ) -> httpx.Client:
-    limits = httpx.Limits(max_keepalive_connections=4, max_connections=CONNECTIONS_MAX)
+    # Every connection kept between calls: one closed after each call once more threads
+    # than it kept were calling was opened again for the next (and each such opening of
+    # a home's admin token reads the machine's table of sockets).
+    limits = httpx.Limits(
+        max_keepalive_connections=CONNECTIONS_MAX, max_connections=CONNECTIONS_MAX
+    )
     if transport is None and on_this_machine(urlsplit(url).hostname or ""):
         # A server on this machine is reached directly, never through a proxy from the
         # environment (HTTP_PROXY): the token, the home's admin token perhaps, would be
