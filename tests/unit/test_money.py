@@ -102,6 +102,12 @@ def test_absurdly_long_amount_is_refused_cleanly() -> None:
         parse_amount("9" * 5_000)
 
 
+def test_an_amount_is_at_most_forty_characters_whatever_it_is_worth() -> None:
+    assert parse_amount("0" * 39 + "1") == 100
+    with pytest.raises(InvalidInput, match="too long to be a sum of money"):
+        parse_amount("0" * 40 + "1")
+
+
 @pytest.mark.parametrize(
     ("text", "cents"),
     [("0", 0), ("-50", -5_000), ("-1,000.5", -100_050), ("250.75", 25_075), ("+3", 300)],

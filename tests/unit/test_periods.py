@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 import pytest
 
 from kopilka.errors import InvalidInput
-from kopilka.periods import parse_period
+from kopilka.periods import check_order, parse_period, period_end
 
 
 def end_of(text: str, *, end_of_day: bool, zone: tzinfo | None = None) -> datetime:
@@ -274,6 +274,20 @@ def test_since_after_till_is_refused(utc: None) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_period("2024-02-01", "2024-01-31")
     assert "after" in caught.value.message
+
+
+def test_a_since_a_microsecond_after_its_till_is_the_empty_period() -> None:
+    """What the shell and the client send for a period that holds no moment (time the
+    clocks skip); two microseconds after is a period written backwards."""
+    till = datetime(2024, 1, 1, tzinfo=UTC)
+    check_order(till + timedelta(microseconds=1), till)
+    with pytest.raises(InvalidInput):
+        check_order(till + timedelta(microseconds=2), till)
+
+
+def test_a_programs_time_without_offset_is_utc_wherever_it_runs(time_zone: None) -> None:
+    moment = period_end(datetime(2024, 1, 1, 12), "since")
+    assert moment == datetime(2024, 1, 1, 12, tzinfo=UTC)
 
 
 def test_a_since_past_this_clock_without_till_is_left_to_the_bank(utc: None) -> None:

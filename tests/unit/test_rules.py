@@ -665,6 +665,15 @@ def test_floor_above_balance(ledger: Ledger) -> None:
     assert ("main", "Ann") not in ledger.accounts
 
 
+def test_an_opening_balance_may_fill_the_cap_exactly(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        OpenAccount("Ann", 0, 10_000, opening_balance_cents=10_000, opening_key="k1"),
+        OpenAccount("Bob", 0, 9_999, opening_balance_cents=10_000, opening_key="k2"),
+    )
+    assert codes(plan.outcomes) == ["ok", "cap_below_balance"]
+    assert ledger.balance("Ann") == 10_000
+
+
 def test_cap_below_balance(ledger: Ledger) -> None:
     plan = ledger.plan(
         OpenAccount("Ann", min_balance_cents=-100, max_balance_cents=-1),
