@@ -1,9 +1,10 @@
 """How kopilka is configured.
 
 Precedence: command-line flags, then environment variables (KOPILKA_*), then
-the file `kopilka.toml` (in the working directory, or KOPILKA_HOME, or --config),
-then defaults. A password inside a database URL is never printed (see redaction.py);
-where KOPILKA_HOME is, and what it must be, is home.py's.
+the file `kopilka.toml` in the working directory, then the one in KOPILKA_HOME (or
+only the file --config names), then defaults. A password inside a database URL is
+never printed (see redaction.py); where KOPILKA_HOME is, and what it must be, is
+home.py's.
 """
 
 from __future__ import annotations
@@ -115,15 +116,17 @@ def load_settings(
         # ledger would silently be the home's SQLite file instead of the one meant. A
         # blank one (" ") is no name anyone meant either.
         refuse_blank_variable(name, environ.get(name))
-    file_values, file_path = _read_file(config_path or environ.get("KOPILKA_CONFIG"), base)
+    files = _read_files(config_path or environ.get("KOPILKA_CONFIG"), base)
+    nowhere = 2 + len(files)
 
     def rank(name: str) -> int:
-        """Where a setting comes from: 0 a flag, 1 the environment, 2 the file, 3 nowhere."""
+        """Where a setting comes from: 0 a flag, 1 the environment, 2 and on the files
+        (the nearest first), `nowhere` last."""
         if name in flags:
             return 0
         if environ.get(f"KOPILKA_{name.upper()}"):
             return 1
-        return 2 if name in file_values else 3
+        return next((2 + at for at, (values, _) in enumerate(files) if name in values), nowhere)
 
     def pick(name: str, default: Any) -> Any:
         place = rank(name)
@@ -131,13 +134,14 @@ def load_settings(
             return flags[name]
         if place == 1:
             return environ[f"KOPILKA_{name.upper()}"]
-        return file_values.get(name, default)
+        return files[place - 2][0][name] if place < nowhere else default
 
     def given_at(name: str) -> str:
         """Where a setting's value was given, as its refusal names it."""
-        return (f"--{name.replace('_', '-')}", f"KOPILKA_{name.upper()}", str(file_path))[
-            rank(name)
-        ]
+        place = rank(name)
+        if place >= 2:
+            return str(files[place - 2][1])
+        return (f"--{name.replace('_', '-')}", f"KOPILKA_{name.upper()}")[place]
 
     db = str(pick("db", str(base / "kopilka.db")))
     if any(unicodedata.category(character) in _BREAKS for character in db):
@@ -152,11 +156,13 @@ def load_settings(
             "invalid_setting",
             f"the database {redact_url(db)!r} begins or ends with a space: give it without",
         )
-    if rank("db") < 3:
-        db = _sqlite_path_as_meant(db, file_path.parent if file_path and rank("db") == 2 else None)
+    if rank("db") < nowhere:
+        written_in = files[rank("db") - 2][1] if rank("db") >= 2 else None
+        db = _sqlite_path_as_meant(db, written_in.parent if written_in else None)
     # The database and a server's URL both say where the ledger is: the one given at
-    # the stronger place wins, so KOPILKA_DB overrides a url in kopilka.toml (a tie,
-    # both given at one place, goes to the server).
+    # the stronger place wins, so KOPILKA_DB overrides a url in kopilka.toml, and a url
+    # in the working directory's file a db in the home's (a tie, both given at one
+    # place, goes to the server).
     url = pick("url", None) if rank("url") <= rank("db") else None
     # A PostgreSQL URL only: a SQLite file named postgres... took the password into its
     # path, shown back with it.
@@ -173,8 +179,8 @@ def load_settings(
         workers=1,
         ledger=ledger,
         home=base,
-        ledger_chosen=rank("ledger") < 3,
-        db_chosen=rank("db") < 3,
+        ledger_chosen=rank("ledger") < nowhere,
+        db_chosen=rank("db") < nowhere,
     )
     # Only a server reads how it listens: another command is not held to it (Kubernetes
     # sets KOPILKA_PORT=tcp://... beside every program of a Service named kopilka).
@@ -310,11 +316,15 @@ def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:
     return scheme + path
 
 
-def _read_file(config_path: str | Path | None, base: Path) -> tuple[dict[str, Any], Path | None]:
-    """The settings of the kopilka.toml in use, and its path (None: there is none)."""
+def _read_files(config_path: str | Path | None, base: Path) -> list[tuple[dict[str, Any], Path]]:
+    """The settings of each kopilka.toml in use and its path, the nearest first: the one
+    given, or the working directory's and then the home's. Both are read: a file in a
+    project that names only its ledger had made the home's `db` go unread, and its
+    money went into another database, made for it there without a word."""
     candidates = (
         [Path(config_path)] if config_path else [Path("kopilka.toml"), base / "kopilka.toml"]
     )
+    found: list[tuple[dict[str, Any], Path]] = []
     for candidate in candidates:
         info = _looked_at(candidate)
         is_directory = info is not None and stat.S_ISDIR(info.st_mode)
@@ -334,11 +344,19 @@ def _read_file(config_path: str | Path | None, base: Path) -> tuple[dict[str, An
                     "invalid_setting", f"cannot read {candidate}: {error}"
                 ) from error
             _check_file(candidate, values)
-            return values, candidate.absolute()
-        if config_path:
+            if not any(_same_file(candidate, path) for _, path in found):  # run in the home
+                found.append((values, candidate.absolute()))
+        elif config_path:
             what = "is a directory" if is_directory else "does not exist"
             raise InvalidInput("invalid_setting", f"config file {_shown_path(candidate)} {what}")
-    return {}, None
+    return found
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.samefile(other)
+    except OSError:
+        return False
 
 
 def _looked_at(candidate: Path) -> os.stat_result | None:

@@ -65,6 +65,37 @@ def test_config_file_in_home_and_explicit(tmp_path: Path) -> None:
     assert explicit.ledger == "explicit"
 
 
+def test_the_working_directory_s_file_adds_to_the_home_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project's file that names only its ledger keeps the home's database: it had
+    been read alone, and a deposit went into a new ledger at the home's default path."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "kopilka.toml").write_text('db = "books.db"\nledger = "home-ledger"\n')
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "kopilka.toml").write_text('ledger = "project"\nworkers = 99\n')
+    environ = {"KOPILKA_HOME": str(home)}
+    monkeypatch.chdir(project)
+    settings = load_settings(environ=environ)
+    assert (settings.db, settings.ledger) == (str(home / "books.db"), "project")
+    with pytest.raises(InvalidInput) as caught:  # a bad value names the file it is in
+        load_settings(environ=environ, serving=True)
+    assert caught.value.message == f"workers must be 1 to 64, not 99 ({project / 'kopilka.toml'})"
+    # The nearer file's db or url wins over the home's; given in the home, url is beaten.
+    (project / "kopilka.toml").write_text('db = "mine.db"\n')
+    assert load_settings(environ=environ).db == str(project / "mine.db")
+    (project / "kopilka.toml").write_text('url = "http://127.0.0.1:9"\n')
+    assert load_settings(environ=environ).url == "http://127.0.0.1:9"
+    (home / "kopilka.toml").write_text('url = "http://127.0.0.1:9"\n')
+    (project / "kopilka.toml").write_text('db = "mine.db"\n')
+    assert load_settings(environ=environ).url is None
+    # Run in the home itself, its file is read once.
+    monkeypatch.chdir(home)
+    assert load_settings(environ=environ).url == "http://127.0.0.1:9"
+
+
 def test_a_config_file_others_may_write_is_refused(tmp_path: Path) -> None:
     """It says which server gets the token: in a shared directory, someone else's."""
     config = tmp_path / "kopilka.toml"
