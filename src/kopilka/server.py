@@ -29,7 +29,7 @@ from kopilka.errors import KopilkaError
 from kopilka.hangup import HANGUP, StopsOnHangup
 from kopilka.home import ADMIN_TOKEN_FILE, check_home
 from kopilka.redaction import hide_secrets, redact_url
-from kopilka.settings import Settings, load_settings, number, whole_number
+from kopilka.settings import Settings, load_settings, whole_number
 from kopilka.store import keeps_nothing
 from kopilka.supervision import mark_supervisor
 from kopilka.urls import on_this_machine
@@ -46,12 +46,8 @@ def _whole(text: str) -> int:
     return whole_number(text)
 
 
-def _seconds(text: str) -> float:
-    return number(text)
-
-
-# As argparse names them in "invalid ... value: 'abc'".
-_whole.__name__, _seconds.__name__ = "int", "float"
+# As argparse names it in "invalid int value: 'abc'".
+_whole.__name__ = "int"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,26 +62,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=_whole, help="port to listen on (default 8888)")
     parser.add_argument("--db", help="'memory:', a SQLite path or a postgresql:// URL")
-    parser.add_argument("--workers", type=_whole, help="worker processes (default 1)")
+    # The rest are read as text, as a variable's or the file's value, and checked by the
+    # settings: a refusal then says why ("must be above 0 and at most 3600, not -1"), not
+    # argparse's "invalid float value: '-1'".
+    parser.add_argument("--workers", help="worker processes (default 1)")
     parser.add_argument(
         "--connections-per-client",
-        type=_whole,
         help="open connections one client address may hold, per process (default 256)",
     )
     parser.add_argument(
         "--header-seconds",
-        type=_seconds,
         help="seconds a client may take to send a request's headers (default 10)",
     )
     parser.add_argument(
         "--body-seconds",
-        type=_seconds,
         help="seconds a client may take to send a request's body, once its headers are in"
         " (default 10)",
     )
     parser.add_argument(
         "--write-seconds",
-        type=_seconds,
         help="seconds a client may leave the server waiting to write, not reading its answer"
         " (default 30)",
     )

@@ -211,9 +211,9 @@ def _served(
         if (least < number_read if above else least <= number_read) and number_read <= most:
             return number_read
         bounds = f"above {least} and at most {most}" if above else f"{least} to {most}"
+        shown = value if isinstance(value, str) else _shown_number(number_read)  # as typed
         raise InvalidInput(
-            "invalid_setting",
-            f"{name} must be {bounds}, not {_shown_number(number_read)} ({given_at(name)})",
+            "invalid_setting", f"{name} must be {bounds}, not {shown} ({given_at(name)})"
         )
 
     port = within("port", DEFAULT_PORT, 1, 65535)

@@ -203,6 +203,30 @@ def test_a_usage_mistake_is_one_error_line(
     assert not (tmp_path / "home").exists()
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ("--body-seconds", "99999999"),
+            "body_seconds must be above 0 and at most 3600, not 99999999 (--body-seconds)",
+        ),
+        (
+            ("--write-seconds", "-1"),
+            "write_seconds must be a number of seconds, not '-1' (--write-seconds)",
+        ),
+        (("--workers", "65"), "workers must be 1 to 64, not 65 (--workers)"),
+    ],
+)
+def test_a_server_s_bound_is_refused_as_it_was_typed(
+    tmp_path: Path, arguments: tuple[str, ...], message: str
+) -> None:
+    """As the same value in a variable or the file is: it read "not 1e+08", and "invalid
+    float value: '-1'" of a number."""
+    result = run_kopilka(tmp_path / "home", "serve", *arguments)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"Error: {message}\n")
+    assert not (tmp_path / "home").exists()
+
+
 def test_a_token_id_as_typed_is_shown_on_one_line(server: ServerProcess) -> None:
     for token_id in ("a\nb", "\x1b[2Jx"):
         for where in (("--url", server.url), ()):
