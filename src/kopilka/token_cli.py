@@ -215,6 +215,11 @@ _INTERRUPTED = {
 }
 
 
+_LOOK_AT_THE_TOKENS = (
+    ": look with `kopilka token list`, and revoke a token made whose secret never came"
+)
+
+
 def token_main(argv: list[str]) -> int:
     with SignalEnding():  # SIGTERM and SIGHUP as Ctrl-C
         return _token_main(argv)
@@ -259,7 +264,10 @@ def _token_main(argv: list[str]) -> int:
     except AnswerNotWritten:
         raise  # it ran: the command line says so, with its own exit status
     except KopilkaError as error:
-        print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)
+        message = hide_secrets(error.message)
+        if error.code == "outcome_unknown" and arguments.command == "create":
+            message += _LOOK_AT_THE_TOKENS  # "check" how: its secret is lost either way
+        print(f"Error: {message}", file=sys.stderr)
         return exit_status(error)
     except (KeyboardInterrupt, SessionEnded):
         if arguments.asked:  # a token made, or revoked, may be so already

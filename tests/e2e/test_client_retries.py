@@ -402,3 +402,35 @@ def test_a_write_whose_retry_is_refused_its_caller_may_have_applied(tmp_path: Pa
             bank.withdraw("Ann", 300, "atm", "atm-1")
         assert caught.value.code == "outcome_unknown", caught.value.message
         assert admin.get("/v1/accounts/Ann").json()["balance"] == "7.00"
+
+
+def test_a_token_made_whose_answer_was_lost_is_to_be_looked_for_and_revoked(
+    tmp_path: Path,
+) -> None:
+    """Its secret is gone either way: the caller is told where to look, and what to do
+    with a token made (not retried: a second try would make a second token)."""
+    sent: list[bytes] = []
+    with (
+        running_server(tmp_path / "home") as server,
+        _proxy_losing_first_answer(server.url, b"POST", sent.append) as url,
+    ):
+        made = run_kopilka(
+            tmp_path / "cli",
+            "token",
+            "create",
+            "--role",
+            "teller",
+            "--url",
+            url,
+            "--token",
+            server.token,
+        )
+        assert (made.returncode, made.stdout) == (OUTCOME_UNKNOWN_EXIT, ""), made
+        assert made.stderr.endswith(
+            "check before repeating it: look with `kopilka token list`, and revoke a token"
+            " made whose secret never came\n"
+        ), made.stderr
+        assert len(sent) == 1
+        with server.client() as admin:
+            roles = [token["role"] for token in admin.get("/v1/tokens").json()]
+        assert roles.count("teller") == 1
