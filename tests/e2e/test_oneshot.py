@@ -211,8 +211,13 @@ def test_grammar_errors_exit_one_without_a_traceback(kopilka: RunKopilka) -> Non
             "Error: balance has no option --bogus; it takes --client\n"
         ),
         ("shell", "extra"): (
-            "Error: usage: kopilka shell [--db PATH|URL] [--sandbox] [--url URL] "
-            "[--token TOKEN] [--ledger NAME] [PORT]\n"
+            "Error: kopilka shell's PORT is a port number, not 'extra'; usage: kopilka shell"
+            " [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger NAME] [PORT]\n"
+        ),
+        ("shell", "8889", "kop_0123456789abcdef_" + "S" * 43): (
+            "Error: kopilka shell takes one port, not also 'kop_0123456789abcdef_***'; usage:"
+            " kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger"
+            " NAME] [PORT]\n"
         ),
         ("shell", "--sandbox", "--sandbox"): "Error: kopilka got --sandbox twice\n",
         ("shell", "--sandbox=no"): "Error: option --sandbox takes no value\n",
