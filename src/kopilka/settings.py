@@ -227,6 +227,8 @@ def _served(
         "sandbox_idle_seconds", SANDBOX_IDLE_SECONDS_DEFAULT, 1, SANDBOX_IDLE_SECONDS_MAX
     )
     host = str(pick("host", DEFAULT_HOST))
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address as a URL writes it,
+        host = host[1:-1]  # and as the server says where it listens
     # No host name or address holds "/" or "@": a URL given for the host (the database's,
     # password and all) is refused here, not echoed by a failed listen.
     if not host or not host.isprintable() or any(c in host for c in " /@"):

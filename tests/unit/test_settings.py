@@ -792,6 +792,15 @@ def test_a_host_that_names_nothing_is_refused_in_one_line(tmp_path: Path, host: 
     assert refused.value.message == f"host {host!r} is no host name or address"
 
 
+def test_an_ipv6_host_may_be_written_as_a_url_writes_it(tmp_path: Path) -> None:
+    """As the server says where it listens: `listening on http://[::1]:8888`."""
+    for host in ("[::1]", "::1"):
+        settings = load_settings(
+            {"host": host}, environ={"KOPILKA_HOME": str(tmp_path)}, serving=True
+        )
+        assert settings.host == "::1"
+
+
 def test_a_config_path_with_a_line_break_is_shown_escaped(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as refused:
         load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path="a\nb")
