@@ -33,6 +33,11 @@ class Relay:
         self.cut_at = b"COMMIT"
         self.cuts = 0
         self.refuse_after_cut = False  # the database then away: new connections cut at once
+        # Every other connection open at the cut ends with it, as pg_terminate_backend
+        # of them all would end it; the client hears so only once it sends on one.
+        self.cut_the_others = False
+        self._open: set[asyncio.StreamWriter] = set()
+        self._ended: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -51,6 +56,7 @@ class Relay:
             client_out.close()
             return
         server_in, server_out = await asyncio.open_connection(*self.target)
+        self._open.add(server_out)
         upstream = asyncio.create_task(self._pipe(client_in, server_out, watch=False))
         downstream = asyncio.create_task(self._pipe(server_in, client_out, watch=True))
         await asyncio.wait([upstream, downstream], return_when=asyncio.FIRST_COMPLETED)
@@ -58,15 +64,20 @@ class Relay:
             task.cancel()
         for writer in (client_out, server_out):
             writer.close()
+        self._open.discard(server_out)
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, watch: bool
     ) -> None:
         while data := await reader.read(65_536):
+            if writer in self._ended:
+                return
             # CommandComplete carries the tag ("COMMIT", "SELECT 1") and a zero byte.
             if watch and self.armed and self.cut_at + b"\x00" in data:
                 self.armed = False
                 self.cuts += 1
+                if self.cut_the_others:
+                    self._ended |= self._open
                 return
             writer.write(data)
             await writer.drain()
@@ -118,6 +129,28 @@ async def test_a_commit_whose_answer_is_lost_is_settled_without_applying_twice(
         assert await connection.fetchval("SELECT count(*) FROM entries") == 2
     finally:
         await connection.close()
+
+
+@pytest.mark.parametrize(("client", "cut_at"), [("Bob", b"COMMIT"), ("Ann", b"SELECT 1")])
+async def test_a_commit_settled_after_its_pooled_connections_were_cut_too(
+    postgres_url: str, client: str, cut_at: bytes
+) -> None:
+    """The cut that lost the COMMIT's answer ended every other pooled connection too
+    (pg_terminate_backend of kopilka's sessions): asking on one of those is no answer.
+    The store asks on another, and the caller hears that the deposit was applied, not
+    that its outcome is unknown."""
+    async with relayed(postgres_url) as (relay, url), Engine(PostgresStore(url)) as engine:
+        await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
+        # Several pooled connections, all idle at the cut.
+        await asyncio.gather(*(engine.list_accounts("main") for _ in range(8)))
+        relay.armed, relay.cut_at, relay.cut_the_others = True, cut_at, True
+        outcome = await engine.execute(Deposit(client, 250, "lost answer", "k1"))
+        assert relay.cuts == 1
+        assert isinstance(outcome, Operation), outcome
+        assert not outcome.replayed
+        balance_after = 250 if client == "Bob" else 1_250
+        assert outcome.credit_balance_after_cents == balance_after
+        assert (await engine.get_account("main", client)).balance_cents == balance_after
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,8 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     # progress") until the socket's close is read: as lost as a closed connection.
     asyncpg.exceptions.InternalClientError,
 )
+# What a batch being settled tries again, on another connection: lost, or a deadlock.
+_SETTLE_AGAIN: tuple[type[BaseException], ...] = (RetryableStoreError, *_CONNECTION_LOST)
 # Text of a request that a database in another encoding than UTF8 has no character for.
 _UNSTORABLE_TEXT = (
     asyncpg.exceptions.UntranslatableCharacterError,
@@ -530,13 +532,20 @@ class PostgresStore:
         reads the keys: each key applies once, and an operation found already
         written with this plan's time was this batch's own, so it is no replay.
         """
-        try:
-            async with self._connection() as connection:
-                outcomes = await self._apply_once(connection, commands, check_keys=True)
-        except (KopilkaError, RetryableStoreError, KeyAlreadyUsed) as error:
-            raise self._outcome_unknown() from error
-        except _CONNECTION_LOST as error:
-            raise self._outcome_unknown(error) from error
+        deadline = time.monotonic() + self._settle_timeout_seconds
+        while True:
+            try:
+                async with self._connection() as connection:
+                    outcomes = await self._apply_once(connection, commands, check_keys=True)
+                break
+            except _SETTLE_AGAIN as error:
+                # A pooled connection the same cut ended, or a deadlock: each try reads
+                # the keys, so tried again on another, each still applies once.
+                if time.monotonic() >= deadline:
+                    lost = error if isinstance(error, _CONNECTION_LOST) else None
+                    raise self._outcome_unknown(lost) from error
+            except (KopilkaError, KeyAlreadyUsed) as error:
+                raise self._outcome_unknown() from error
         planned_at = plan.operations[0].created_at
         return [
             replace(outcome, replayed=False)
@@ -634,7 +643,12 @@ class PostgresStore:
                         "SELECT pg_xact_status($1::text::xid8)", transaction_id
                     )
             except _CONNECTION_LOST as error:
-                raise self._outcome_unknown(error) from error
+                # A pooled connection the same cut ended (all kopilka's sessions
+                # terminated): asked on another, a new one at last; the server away
+                # is Unavailable at the connecting.
+                if time.monotonic() >= deadline:
+                    raise self._outcome_unknown(error) from error
+                continue
             except Unavailable as error:
                 raise self._outcome_unknown() from error
             if status == "committed":
