@@ -90,9 +90,6 @@ ATTEMPTS_MAX = 4
 _RETRY_DELAYS_SECONDS = tuple(0.05 * 2**retry for retry in range(ATTEMPTS_MAX - 1))
 # 503s that no retry mends: the ledger's data, not its availability, is at fault.
 _NOT_PASSING = frozenset({"statement_inconsistent", "database_damaged"})
-# Refusals of the caller, given before its write's key is looked at: its token revoked or
-# its sandbox dropped since an earlier attempt, they say nothing of whether that applied.
-_OF_THE_CALLER = frozenset({"unauthorized", "sandbox_not_found"})
 TIMEOUT_SECONDS = 30.0
 # A client's connections, shared by the threads that call it at once.
 CONNECTIONS_MAX = 8
@@ -417,8 +414,8 @@ class Client:
                 failure = error
             else:
                 if response.status_code not in (429, 503) or not retry:
-                    if uncertain is not None and _refuses_the_caller(response):
-                        raise uncertain  # of the caller now, not of that earlier attempt
+                    if uncertain is not None and not _speaks_of_the_write(response):
+                        raise uncertain  # of this attempt alone, not of the earlier one
                     return response
                 failure = error_from(response.status_code, _json(response))
                 if failure.code in _NOT_PASSING:
@@ -1059,10 +1056,16 @@ def _no_answer_in_time(url: str) -> str:
     return f"the server at {url} took the request but did not answer in time"
 
 
-def _refuses_the_caller(response: httpx.Response) -> bool:
-    if response.status_code not in (401, 404):
-        return False
-    return error_from(response.status_code, _json(response)).code in _OF_THE_CALLER
+def _speaks_of_the_write(response: httpx.Response) -> bool:
+    """Whether an answer to a retry is the call's, after an attempt that may have applied:
+    one that looked up the write's key (applied, given again, or refused by the ledger's
+    rules, which keep a refusal under its key). A refusal given before that (its token
+    revoked or its sandbox dropped since, a body that came too slowly) says nothing of
+    the earlier attempt."""
+    if response.status_code < 400 or response.headers.get("idempotent-replayed") == "true":
+        return True
+    error = error_from(response.status_code, _json(response))
+    return isinstance(error, (Rejected, Conflict)) or error.code == "account_not_found"
 
 
 def _json(response: httpx.Response) -> Any:

@@ -404,6 +404,36 @@ def test_a_write_whose_retry_is_refused_its_caller_may_have_applied(tmp_path: Pa
         assert admin.get("/v1/accounts/Ann").json()["balance"] == "7.00"
 
 
+_TOO_SLOW_BODY = (
+    b'{"error": {"code": "request_timeout", "message": "the request body arrived too slowly"}}'
+)
+TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n" + (
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_SLOW_BODY), _TOO_SLOW_BODY)
+)
+
+
+def test_a_write_whose_retry_came_too_slowly_may_have_applied(tmp_path: Path) -> None:
+    """A network that lost the first attempt's answer may be slow with the retry too: the
+    server's 408 for the retry's body says nothing of the first attempt, which applied."""
+    posts: list[bytes] = []
+
+    def answer_for(request: bytes, answer: bytes) -> bytes | None:
+        if not request.startswith(b"POST "):
+            return answer
+        posts.append(request)
+        return None if len(posts) == 1 else TOO_SLOW
+
+    with (
+        running_server(tmp_path / "home") as server,
+        _relaying(server.url, answer_for) as url,
+        connect_bank(url, token=server.token, ledger="main") as bank,
+    ):
+        with pytest.raises(Unavailable) as caught:
+            bank.deposit("Ann", 100, "pay", "slow-1")
+        assert caught.value.code == "outcome_unknown", caught.value.message
+        assert bank.account("Ann").balance_cents == 100
+
+
 def test_a_token_made_whose_answer_was_lost_is_to_be_looked_for_and_revoked(
     tmp_path: Path,
 ) -> None:
