@@ -29,7 +29,7 @@ from kopilka.bank import Bank
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.home import make_home
 from kopilka.interrupts import kept_while_loading
-from kopilka.redaction import hide_secrets, redact_url
+from kopilka.redaction import hide_secrets, quoted, redact_url
 from kopilka.settings import Settings, load_settings
 from kopilka.shell.commands import (
     ON_OPEN_ACCOUNTS,
@@ -53,7 +53,6 @@ from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import SessionEnded, SignalEnding, run_piped, run_terminal
 from kopilka.shell.specs import find_command
 from kopilka.store import initialize_schema, keeps_nothing
-from kopilka.tokens import without_secrets
 
 _GLOBAL_VALUES = ("db", "url", "token", "ledger", "config")
 # Subcommands with their own option parsers, loaded only when asked for.
@@ -269,12 +268,12 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
     if len(words) > 1:
         raise InvalidInput(
             "unexpected_argument",
-            f"kopilka shell takes one port, not also {_quoted(words[1])}; usage: {SHELL_USAGE}",
+            f"kopilka shell takes one port, not also {quoted(words[1])}; usage: {SHELL_USAGE}",
         )
     if words and not (words[0].isascii() and words[0].isdigit()):
         raise InvalidInput(
             "unexpected_argument",
-            f"kopilka shell's PORT is a port number, not {_quoted(words[0])}; usage: {SHELL_USAGE}",
+            f"kopilka shell's PORT is a port number, not {quoted(words[0])}; usage: {SHELL_USAGE}",
         )
     port = int(words[0]) if words else None
     if port is not None and not 0 < port < 65536:
@@ -285,12 +284,6 @@ def _shell(options: GlobalOptions, words: list[str]) -> int:
             return _run_shell(target, ending)
         except SessionEnded as ended:
             return 128 + ended.signum  # as a shell reports a command a signal ended
-
-
-def _quoted(word: str) -> str:
-    """A word as a refusal quotes it, the secret of a token in it masked (the message is
-    shown with the URLs' passwords masked), and no longer than a port could be."""
-    return repr(without_secrets(word)[:40])
 
 
 def _refuse_unknown_shell_options(words: list[str]) -> None:

@@ -99,6 +99,13 @@ def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
     return without_secrets(message)
 
 
+def quoted(value: object, length_max: int = 40) -> str:
+    """A value as a refusal quotes it (repr): masked whole, before it is cut short (a
+    URL's password cut from its '@' is not recognised as one, nor a token's secret)."""
+    text = hide_secrets(repr(value), [value] if isinstance(value, str) else [])
+    return text if len(text) <= length_max else text[:length_max] + "..."
+
+
 def _redacted(url: str) -> str:
     """A URL as redact_url shows it, with as many slashes after its scheme as it had."""
     scheme, _, rest = url.partition(":")

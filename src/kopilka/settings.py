@@ -30,7 +30,7 @@ from kopilka.home import (
     others_may_write,
     refuse_blank_variable,
 )
-from kopilka.redaction import hide_secrets, redact_url
+from kopilka.redaction import quoted, redact_url
 from kopilka.store import sqlite_path
 from kopilka.urls import split_url
 
@@ -206,12 +206,16 @@ def _served(
         except (TypeError, ValueError, OverflowError):
             raise InvalidInput(
                 "invalid_setting",
-                f"{name} must be {kind}, not {_shown_value(value)} ({given_at(name)})",
+                f"{name} must be {kind}, not {quoted(value)} ({given_at(name)})",
             ) from None
         if (least < number_read if above else least <= number_read) and number_read <= most:
             return number_read
         bounds = f"above {least} and at most {most}" if above else f"{least} to {most}"
-        shown = value if isinstance(value, str) else _shown_number(number_read)  # as typed
+        # As typed: a flag's or variable's digits (no secret can be in them), the file's
+        # number as TOML read it ("1e+08" was shown of 99999999, "1.23457e+06" of 1234567).
+        shown = repr(value) if not isinstance(value, str) else value
+        if len(shown) > 40:
+            shown = shown[:40] + "..."
         raise InvalidInput(
             "invalid_setting", f"{name} must be {bounds}, not {shown} ({given_at(name)})"
         )
@@ -285,17 +289,6 @@ def _typed(value: Any, form: re.Pattern[str]) -> Any:
     if isinstance(value, str) and form.fullmatch(value) is None:
         raise ValueError(f"invalid number: {value!r}")
     return value
-
-
-def _shown_value(value: object) -> str:
-    """A setting's value as a refusal quotes it: masked whole, before it is cut short (a
-    URL's password cut from its '@' is not recognised as one)."""
-    text = hide_secrets(repr(value), [value] if isinstance(value, str) else [])
-    return text if len(text) <= 40 else text[:40] + "..."
-
-
-def _shown_number(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:
@@ -418,7 +411,7 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
             if kinds == (int,):
                 wanted = "a whole number"
             raise InvalidInput(
-                "invalid_setting", f"{path}: {name} must be {wanted}, not {_shown_value(value)}"
+                "invalid_setting", f"{path}: {name} must be {wanted}, not {quoted(value)}"
             )
 
 

@@ -214,6 +214,11 @@ def test_grammar_errors_exit_one_without_a_traceback(kopilka: RunKopilka) -> Non
             "Error: kopilka shell's PORT is a port number, not 'extra'; usage: kopilka shell"
             " [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger NAME] [PORT]\n"
         ),
+        ("shell", "postgresql://al:" + "S" * 40 + "@h/db"): (
+            "Error: kopilka shell's PORT is a port number, not 'postgresql://al:***@h/db';"
+            " usage: kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN]"
+            " [--ledger NAME] [PORT]\n"
+        ),
         ("shell", "8889", "kop_0123456789abcdef_" + "S" * 43): (
             "Error: kopilka shell takes one port, not also 'kop_0123456789abcdef_***'; usage:"
             " kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger"

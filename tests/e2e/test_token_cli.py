@@ -215,6 +215,11 @@ def test_a_usage_mistake_is_one_error_line(
             "write_seconds must be a number of seconds, not '-1' (--write-seconds)",
         ),
         (("--workers", "65"), "workers must be 1 to 64, not 65 (--workers)"),
+        (
+            ("--connections-per-client", "9" * 200),
+            f"connections_per_client must be 1 to 1048576, not {'9' * 40}..."
+            " (--connections-per-client)",
+        ),
     ],
 )
 def test_a_server_s_bound_is_refused_as_it_was_typed(

@@ -630,6 +630,17 @@ def test_a_number_typed_plainly_is_read(tmp_path: Path) -> None:
             "sandbox_idle_seconds",
             "sandbox_idle_seconds must be 1 to 604800, not 0.5",
         ),
+        # As written, not rounded to six digits ("1e+08", "1.23457e+06").
+        (
+            "body_seconds = 99999999",
+            "body_seconds",
+            "body_seconds must be above 0 and at most 3600, not 99999999",
+        ),
+        (
+            "header_seconds = 1234567.0",
+            "header_seconds",
+            "header_seconds must be above 0 and at most 3600, not 1234567.0",
+        ),
     ],
 )
 def test_a_setting_out_of_its_range_is_named_with_its_value_and_where_it_was_given(
