@@ -28,8 +28,8 @@ from kopilka.collector import settle_for_serving
 from kopilka.errors import KopilkaError
 from kopilka.hangup import HANGUP, StopsOnHangup
 from kopilka.home import ADMIN_TOKEN_FILE, check_home
-from kopilka.redaction import hide_secrets, redact_url
-from kopilka.settings import Settings, load_settings, whole_number
+from kopilka.redaction import hide_secrets, quoted, redact_url
+from kopilka.settings import Settings, load_settings
 from kopilka.store import keeps_nothing
 from kopilka.supervision import mark_supervisor
 from kopilka.urls import on_this_machine
@@ -42,14 +42,6 @@ _DESCRIPTORS_BESIDE_CONNECTIONS = 64
 GRACEFUL_SHUTDOWN_SECONDS = 15
 
 
-def _whole(text: str) -> int:
-    return whole_number(text)
-
-
-# As argparse names it in "invalid int value: 'abc'".
-_whole.__name__ = "int"
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="kopilka serve",
@@ -60,11 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("port_positional", nargs="?", metavar="PORT", help="port")
     parser.add_argument("--config", metavar="FILE", help="settings file (default kopilka.toml)")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=_whole, help="port to listen on (default 8888)")
-    parser.add_argument("--db", help="'memory:', a SQLite path or a postgresql:// URL")
-    # The rest are read as text, as a variable's or the file's value, and checked by the
-    # settings: a refusal then says why ("must be above 0 and at most 3600, not -1"), not
+    # Numbers are read as text, as a variable's or the file's value, and checked by the
+    # settings: a refusal then says why, as for the same value given there, not
     # argparse's "invalid float value: '-1'".
+    parser.add_argument("--port", help="port to listen on (default 8888)")
+    parser.add_argument("--db", help="'memory:', a SQLite path or a postgresql:// URL")
     parser.add_argument("--workers", help="worker processes (default 1)")
     parser.add_argument(
         "--connections-per-client",
@@ -215,12 +207,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = _parser()
     arguments = parser.parse_args(argv)
     bare = arguments.port_positional
-    if bare is not None and not (bare.isascii() and bare.isdigit()):
-        parser.error(f"argument PORT: invalid int value: {bare!r}")
     if bare is not None:
-        if arguments.port is not None and arguments.port != int(bare):
+        if not (bare.isascii() and bare.isdigit() and 0 < int(bare) < 65536):
+            parser.error(f"PORT must be a port number, 1 to 65535, not {quoted(bare)}")
+        if arguments.port is not None and arguments.port != bare:
             parser.error(f"two ports given, {bare} and --port {arguments.port}: give one")
-        arguments.port = int(bare)
+        arguments.port = bare  # checked by the settings, as --port is
     return arguments
 
 

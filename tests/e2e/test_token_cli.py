@@ -186,8 +186,8 @@ def test_a_token_is_not_made_in_a_database_that_is_not_there(tmp_path: Path) -> 
             " 'client') (see kopilka token create --help)\n",
         ),
         (
-            ("serve", "--port", "abc"),
-            "Error: argument --port: invalid int value: 'abc' (see kopilka serve --help)\n",
+            ("serve", "abc"),
+            "Error: PORT must be a port number, 1 to 65535, not 'abc' (see kopilka serve --help)\n",
         ),
         (
             ("serve", "--bogus"),
@@ -215,6 +215,7 @@ def test_a_usage_mistake_is_one_error_line(
             "write_seconds must be a number of seconds, not '-1' (--write-seconds)",
         ),
         (("--workers", "65"), "workers must be 1 to 64, not 65 (--workers)"),
+        (("--port", "-1"), "port must be a whole number, not '-1' (--port)"),
         (
             ("--connections-per-client", "9" * 200),
             f"connections_per_client must be 1 to 1048576, not {'9' * 40}..."
