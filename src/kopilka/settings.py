@@ -10,6 +10,7 @@ home.py's.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import stat
@@ -231,11 +232,11 @@ def _served(
         "sandbox_idle_seconds", SANDBOX_IDLE_SECONDS_DEFAULT, 1, SANDBOX_IDLE_SECONDS_MAX
     )
     host = str(pick("host", DEFAULT_HOST))
-    if host.startswith("[") and host.endswith("]"):  # an IPv6 address as a URL writes it,
-        host = host[1:-1]  # and as the server says where it listens
+    if host.startswith("[") and host.endswith("]") and _an_ipv6_address(host[1:-1]):
+        host = host[1:-1]  # as a URL writes it, and the server says where it listens
     # No host name or address holds "/" or "@": a URL given for the host (the database's,
     # password and all) is refused here, not echoed by a failed listen.
-    if not host or not host.isprintable() or any(c in host for c in " /@"):
+    if not host or not host.isprintable() or any(c in host for c in " /@[]"):
         raise InvalidInput("invalid_setting", f"host {host!r} is no host name or address")
     return replace(
         settings,
@@ -248,6 +249,14 @@ def _served(
         write_seconds=write_seconds,
         sandbox_idle_seconds=sandbox_idle_seconds,
     )
+
+
+def _an_ipv6_address(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 # What kopilka.toml may hold, and of which TOML type: anything else is refused, so that a

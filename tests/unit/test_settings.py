@@ -796,7 +796,9 @@ def test_a_message_without_a_password_in_a_url_is_left_as_it_is() -> None:
         assert hide_secrets(message) == message
 
 
-@pytest.mark.parametrize("host", ["a\nb", "", "two words", "http://h", "al@h"])
+@pytest.mark.parametrize(
+    "host", ["a\nb", "", "two words", "http://h", "al@h", "[127.0.0.1]", "[localhost]", "[]"]
+)
 def test_a_host_that_names_nothing_is_refused_in_one_line(tmp_path: Path, host: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         load_settings({"host": host}, environ={"KOPILKA_HOME": str(tmp_path)}, serving=True)
