@@ -1058,14 +1058,15 @@ def _no_answer_in_time(url: str) -> str:
 
 def _speaks_of_the_write(response: httpx.Response) -> bool:
     """Whether an answer to a retry is the call's, after an attempt that may have applied:
-    one that looked up the write's key (applied, given again, or refused by the ledger's
-    rules, which keep a refusal under its key). A refusal given before that (its token
-    revoked or its sandbox dropped since, a body that came too slowly) says nothing of
-    the earlier attempt."""
+    one that looked up the write's key or what it names (applied, given again, refused
+    by the ledger's rules, which keep a refusal under its key, or nothing there to
+    change: no such account or token). A refusal given before that (its token revoked or
+    its sandbox dropped since, a body that came too slowly) says nothing of the earlier
+    attempt."""
     if response.status_code < 400 or response.headers.get("idempotent-replayed") == "true":
         return True
     error = error_from(response.status_code, _json(response))
-    return isinstance(error, (Rejected, Conflict)) or error.code == "account_not_found"
+    return isinstance(error, (Rejected, Conflict, NotFound)) and error.code != "sandbox_not_found"
 
 
 def _json(response: httpx.Response) -> Any:

@@ -22,7 +22,7 @@ from tests.local_listener import serving
 
 from kopilka.client import connect_bank
 from kopilka.domain.model import Operation
-from kopilka.errors import KopilkaError, Unavailable
+from kopilka.errors import KopilkaError, NotFound, Unavailable
 from kopilka.shell.output import OUTCOME_UNKNOWN_EXIT
 
 Hook = Callable[[bytes], None]
@@ -464,3 +464,19 @@ def test_a_token_made_whose_answer_was_lost_is_to_be_looked_for_and_revoked(
         with server.client() as admin:
             roles = [token["role"] for token in admin.get("/v1/tokens").json()]
         assert roles.count("teller") == 1
+
+
+def test_a_revocation_whose_answer_was_lost_is_told_there_is_no_such_token(
+    tmp_path: Path,
+) -> None:
+    """Revoking again changes nothing, so a retry's "no such token" is the answer."""
+    sent: list[bytes] = []
+    with (
+        running_server(tmp_path / "home") as server,
+        _proxy_losing_first_answer(server.url, b"DELETE", sent.append) as url,
+        connect_bank(url, token=server.token, ledger="main") as bank,
+        pytest.raises(NotFound) as caught,
+    ):
+        bank.revoke_token("0123456789abcdef")
+    assert caught.value.code == "token_not_found"
+    assert len(sent) == 1
