@@ -102,7 +102,12 @@ def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
 def quoted(value: object, length_max: int = 40) -> str:
     """A value as a refusal quotes it (repr): masked whole, before it is cut short (a
     URL's password cut from its '@' is not recognised as one, nor a token's secret)."""
-    text = hide_secrets(repr(value), [value] if isinstance(value, str) else [])
+    # Masked as written, then escaped: repr doubles a backslash in a password, and the
+    # escaped text is no longer the word that was given.
+    if isinstance(value, str):
+        text = repr(hide_secrets(value, [value]))
+    else:  # a list or a number from the file: its text as shown
+        text = hide_secrets(repr(value), [])
     return text if len(text) <= length_max else text[:length_max] + "..."
 
 

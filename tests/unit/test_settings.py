@@ -14,7 +14,7 @@ from tests.file_modes import (
 
 from kopilka.errors import InvalidInput
 from kopilka.home import home
-from kopilka.redaction import hide_secrets, redact_text, redact_url
+from kopilka.redaction import hide_secrets, quoted, redact_text, redact_url
 from kopilka.settings import DEFAULT_HOST, DEFAULT_PORT, load_settings
 from kopilka.store import open_store
 from kopilka.urls import on_this_machine
@@ -789,6 +789,18 @@ def test_a_message_quotes_no_password_of_a_url_it_names(message: str) -> None:
 def test_a_password_ending_in_a_colon_is_hidden_whole_before_the_messages_own() -> None:
     message = "at postgresql://al@h/db?password=S3cret:: failed"
     assert hide_secrets(message, given=[]) == "at postgresql://al@h/db?password=***: failed"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("host=db password=Se\\cr3t", "'host=db password=***'"),
+        ("postgresql://al:" + "S" * 60 + "@h/db", "'postgresql://al:***@h/db'"),
+        ("x" * 50, "'" + "x" * 39 + "..."),
+    ],
+)
+def test_a_value_quoted_is_masked_as_written_then_cut(value: str, shown: str) -> None:
+    assert quoted(value) == shown
 
 
 def test_a_message_without_a_password_in_a_url_is_left_as_it_is() -> None:
