@@ -25,11 +25,11 @@ from kopilka.api.app import KopilkaApp, create_app, create_worker_app
 from kopilka.api.protocol import CONNECTIONS_MAX, BoundedHttpToolsProtocol, ConnectionBounds
 from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
-from kopilka.errors import KopilkaError
+from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.hangup import HANGUP, StopsOnHangup
 from kopilka.home import ADMIN_TOKEN_FILE, check_home
 from kopilka.redaction import hide_secrets, quoted, redact_url
-from kopilka.settings import Settings, load_settings
+from kopilka.settings import Settings, load_settings, whole_number
 from kopilka.store import keeps_nothing
 from kopilka.supervision import mark_supervisor
 from kopilka.urls import on_this_machine
@@ -206,23 +206,37 @@ def _remember_stop(signum: int, frame: object) -> None:
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = _parser()
     arguments = parser.parse_args(argv)
-    bare = arguments.port_positional
-    if bare is not None:
-        if not (bare.isascii() and bare.isdigit() and 0 < int(bare) < 65536):
-            parser.error(f"PORT must be a port number, 1 to 65535, not {quoted(bare)}")
-        if arguments.port is not None and arguments.port != bare:
-            parser.error(f"two ports given, {bare} and --port {arguments.port}: give one")
-        arguments.port = bare  # checked by the settings, as --port is
+    bare, flag = arguments.port_positional, arguments.port
+    if bare is not None and flag is not None and _as_number(bare) != _as_number(flag):
+        parser.error(f"two ports given, {bare} and --port {flag}: give one")
     return arguments
+
+
+def _as_number(port: str) -> int | str:
+    return int(port) if port.isascii() and port.isdigit() else port
+
+
+def _checked_bare_port(text: str) -> str:
+    """The PORT given bare, held to --port's rules and refused as they refuse it."""
+    try:
+        port = whole_number(text)
+    except ValueError:
+        raise InvalidInput(
+            "invalid_setting", f"port must be a whole number, not {quoted(text)} (PORT)"
+        ) from None
+    if not 1 <= port <= 65535:
+        raise InvalidInput("invalid_setting", f"port must be 1 to 65535, not {text} (PORT)")
+    return text
 
 
 def serve_main(argv: list[str]) -> int:
     arguments = _parse(argv)
     try:
+        bare = arguments.port_positional
         settings = load_settings(
             {
                 "host": arguments.host,
-                "port": arguments.port,
+                "port": arguments.port if bare is None else _checked_bare_port(bare),
                 "db": arguments.db,
                 "workers": arguments.workers,
                 "connections_per_client": arguments.connections_per_client,

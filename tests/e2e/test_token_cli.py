@@ -186,10 +186,6 @@ def test_a_token_is_not_made_in_a_database_that_is_not_there(tmp_path: Path) -> 
             " 'client') (see kopilka token create --help)\n",
         ),
         (
-            ("serve", "abc"),
-            "Error: PORT must be a port number, 1 to 65535, not 'abc' (see kopilka serve --help)\n",
-        ),
-        (
             ("serve", "--bogus"),
             "Error: unrecognized arguments: --bogus (see kopilka serve --help)\n",
         ),
@@ -216,6 +212,14 @@ def test_a_usage_mistake_is_one_error_line(
         ),
         (("--workers", "65"), "workers must be 1 to 64, not 65 (--workers)"),
         (("--port", "-1"), "port must be a whole number, not '-1' (--port)"),
+        # Given bare, as given with --port, the same words.
+        (("abc",), "port must be a whole number, not 'abc' (PORT)"),
+        (("0",), "port must be 1 to 65535, not 0 (PORT)"),
+        # One port written twice is one port: on to the next setting.
+        (
+            ("--port", "8080", "08080", "--workers", "0"),
+            "workers must be 1 to 64, not 0 (--workers)",
+        ),
         (
             ("--connections-per-client", "9" * 200),
             f"connections_per_client must be 1 to 1048576, not {'9' * 40}..."
