@@ -64,13 +64,17 @@ def redact_url(url: str) -> str:
 # A database's or a server's URL written anywhere in a message: the scheme, then one or
 # more slashes (a path that went through Path() has one), up to a space or a quote; a
 # colon just before the space is the message's ("URL: reason"), not the URL's.
-_URL_IN_TEXT = re.compile(
-    r"\b(postgres(?:ql)?|https?):(/+)([^\s'\"]+?)(?=:\s|:$|[\s'\"]|$)", re.IGNORECASE
-)
+# Any other scheme with its two slashes too: another program's spelling of a database's
+# URL (`postgresql+psycopg://`, `mysql://`) given by mistake holds a password as well (a
+# client's name such as 'mail:/ann:home@work' is no URL).
+_SCHEME = r"(?:(?:postgres(?:ql)?|https?):/+|[A-Za-z][A-Za-z0-9+.-]*://+)"
+_URL_IN_TEXT = re.compile(rf"\b{_SCHEME}[^\s'\"]+?(?=:\s|:$|[\s'\"]|$)", re.IGNORECASE)
 # Where such a URL starts within a word (`--DB=postgresql://...`).
-_URL_START = re.compile(r"\b(?:postgres(?:ql)?|https?):/+", re.IGNORECASE)
-# libpq's keyword=value form: password=... or password='...'.
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE)
+_URL_START = re.compile(rf"\b{_SCHEME}", re.IGNORECASE)
+# libpq's keyword=value form: password=... or password='...' (sslpassword= too).
+_KEYWORD_PASSWORD = re.compile(
+    r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE
+)
 
 
 def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
@@ -92,8 +96,10 @@ def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
                 message = message.replace(url, _redacted(url))
             elif quoted in message:
                 message = message.replace(quoted, repr(_redacted(url))[1:-1])
-        elif "password" in word.lower() and word in message:
-            message = message.replace(word, _KEYWORD_PASSWORD.sub(r"\1***", word))
+        elif "password" in word.lower():
+            masked = _KEYWORD_PASSWORD.sub(r"\1***", word)
+            # As written, or as a message quotes it with !r (a backslash doubled).
+            message = message.replace(word, masked).replace(repr(word)[1:-1], repr(masked)[1:-1])
     message = _URL_IN_TEXT.sub(lambda found: _redacted(found.group(0)), message)
     # A token pasted where a name, a command or an id belongs: its id is enough to say.
     return without_secrets(message)
@@ -106,9 +112,19 @@ def quoted(value: object, length_max: int = 40) -> str:
     # escaped text is no longer the word that was given.
     if isinstance(value, str):
         text = repr(hide_secrets(value, [value]))
-    else:  # a list or a number from the file: its text as shown
-        text = hide_secrets(repr(value), [])
+    else:  # a list or a number from the file: its text as shown, each text in it masked
+        text = hide_secrets(repr(value), _texts_in(value))
     return text if len(text) <= length_max else text[:length_max] + "..."
+
+
+def _texts_in(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for pair in value.items() for item in pair for text in _texts_in(item)]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _texts_in(item)]
+    return []
 
 
 def _redacted(url: str) -> str:

@@ -797,10 +797,22 @@ def test_a_password_ending_in_a_colon_is_hidden_whole_before_the_messages_own() 
         ("host=db password=Se\\cr3t", "'host=db password=***'"),
         ("postgresql://al:" + "S" * 60 + "@h/db", "'postgresql://al:***@h/db'"),
         ("x" * 50, "'" + "x" * 39 + "..."),
+        ("postgresql+psycopg://al:S3cret@h/db", "'postgresql+psycopg://al:***@h/db'"),
+        ("host=db sslpassword=S3cret", "'host=db sslpassword=***'"),
+        (["host=db password=S3cret"], "['host=db password=***']"),
     ],
 )
-def test_a_value_quoted_is_masked_as_written_then_cut(value: str, shown: str) -> None:
+def test_a_value_quoted_is_masked_as_written_then_cut(value: object, shown: str) -> None:
     assert quoted(value) == shown
+
+
+def test_a_libpq_password_with_a_backslash_is_masked_as_a_message_quotes_it() -> None:
+    """repr doubles the backslash: the message no longer holds the word as given."""
+    value = "host=db password=S3cr\\et"
+    message = f"host {value!r} is no host name or address"
+    assert (
+        hide_secrets(message, [value]) == "host 'host=db password=***' is no host name or address"
+    )
 
 
 def test_a_message_without_a_password_in_a_url_is_left_as_it_is() -> None:
