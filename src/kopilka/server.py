@@ -207,13 +207,15 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = _parser()
     arguments = parser.parse_args(argv)
     bare, flag = arguments.port_positional, arguments.port
-    if bare is not None and flag is not None and _as_number(bare) != _as_number(flag):
+    # Two numbers that differ; a malformed one is refused as such, by itself.
+    both = bare is not None and flag is not None and _digits(bare) and _digits(flag)
+    if both and int(bare) != int(flag):
         parser.error(f"two ports given, {bare} and --port {flag}: give one")
     return arguments
 
 
-def _as_number(port: str) -> int | str:
-    return int(port) if port.isascii() and port.isdigit() else port
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _checked_bare_port(text: str) -> str:
@@ -225,7 +227,8 @@ def _checked_bare_port(text: str) -> str:
             "invalid_setting", f"port must be a whole number, not {quoted(text)} (PORT)"
         ) from None
     if not 1 <= port <= 65535:
-        raise InvalidInput("invalid_setting", f"port must be 1 to 65535, not {text} (PORT)")
+        shown = text if len(text) <= 40 else text[:40] + "..."  # digits: no secret in them
+        raise InvalidInput("invalid_setting", f"port must be 1 to 65535, not {shown} (PORT)")
     return text
 
 
@@ -233,10 +236,13 @@ def serve_main(argv: list[str]) -> int:
     arguments = _parse(argv)
     try:
         bare = arguments.port_positional
+        if bare is not None:
+            _checked_bare_port(bare)
         settings = load_settings(
             {
                 "host": arguments.host,
-                "port": arguments.port if bare is None else _checked_bare_port(bare),
+                # Both given, they are one number (_parse): --port, checked as written.
+                "port": bare if arguments.port is None else arguments.port,
                 "db": arguments.db,
                 "workers": arguments.workers,
                 "connections_per_client": arguments.connections_per_client,

@@ -215,6 +215,13 @@ def test_a_usage_mistake_is_one_error_line(
         # Given bare, as given with --port, the same words.
         (("abc",), "port must be a whole number, not 'abc' (PORT)"),
         (("0",), "port must be 1 to 65535, not 0 (PORT)"),
+        (("9" * 56,), f"port must be 1 to 65535, not {'9' * 40}... (PORT)"),
+        # A malformed one beside a good one is refused as such, quoted, by itself.
+        (("8080", "--port", "８０８０"), "port must be a whole number, not '８０８０' (--port)"),
+        (
+            ("--port", "8080", "80\x1b]0;x\x07\nError: fake"),
+            "port must be a whole number, not '80\\x1b]0;x\\x07\\nError: fake' (PORT)",
+        ),
         # One port written twice is one port: on to the next setting.
         (
             ("--port", "8080", "08080", "--workers", "0"),
