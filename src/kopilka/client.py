@@ -90,6 +90,9 @@ ATTEMPTS_MAX = 4
 _RETRY_DELAYS_SECONDS = tuple(0.05 * 2**retry for retry in range(ATTEMPTS_MAX - 1))
 # 503s that no retry mends: the ledger's data, not its availability, is at fault.
 _NOT_PASSING = frozenset({"statement_inconsistent", "database_damaged"})
+# What a write names is not there: its answer, however often it is asked (a route not
+# found, or a sandbox dropped, is not of what the write names).
+_NOTHING_OF_THAT_NAME = frozenset({"account_not_found", "token_not_found"})
 TIMEOUT_SECONDS = 30.0
 # A client's connections, shared by the threads that call it at once.
 CONNECTIONS_MAX = 8
@@ -1066,7 +1069,7 @@ def _speaks_of_the_write(response: httpx.Response) -> bool:
     if response.status_code < 400 or response.headers.get("idempotent-replayed") == "true":
         return True
     error = error_from(response.status_code, _json(response))
-    return isinstance(error, (Rejected, Conflict, NotFound)) and error.code != "sandbox_not_found"
+    return isinstance(error, (Rejected, Conflict)) or error.code in _NOTHING_OF_THAT_NAME
 
 
 def _json(response: httpx.Response) -> Any:

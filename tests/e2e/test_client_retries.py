@@ -410,18 +410,33 @@ _TOO_SLOW_BODY = (
 TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n" + (
     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_SLOW_BODY), _TOO_SLOW_BODY)
 )
+_NO_ROUTE_BODY = b'{"error": {"code": "not_found", "message": "no such endpoint: /v1/deposits"}}'
+NO_ROUTE = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n" + (
+    b"content-length: %d\r\n\r\n%s" % (len(_NO_ROUTE_BODY), _NO_ROUTE_BODY)
+)
 
 
-def test_a_write_whose_retry_came_too_slowly_may_have_applied(tmp_path: Path) -> None:
-    """A network that lost the first attempt's answer may be slow with the retry too: the
-    server's 408 for the retry's body says nothing of the first attempt, which applied."""
+@pytest.mark.parametrize(
+    "retry_answer",
+    [
+        # A network that lost the first attempt's answer may be slow with the retry too.
+        TOO_SLOW,
+        # The retry reached another server behind the same address (an older one).
+        NO_ROUTE,
+    ],
+    ids=["408 for its body", "404 for its route"],
+)
+def test_a_write_whose_retry_was_refused_for_itself_may_have_applied(
+    tmp_path: Path, retry_answer: bytes
+) -> None:
+    """The retry's refusal says nothing of the first attempt, which applied."""
     posts: list[bytes] = []
 
     def answer_for(request: bytes, answer: bytes) -> bytes | None:
         if not request.startswith(b"POST "):
             return answer
         posts.append(request)
-        return None if len(posts) == 1 else TOO_SLOW
+        return None if len(posts) == 1 else retry_answer
 
     with (
         running_server(tmp_path / "home") as server,
