@@ -114,10 +114,7 @@ async def test_a_commit_whose_answer_is_lost_is_settled_without_applying_twice(
         outcome = await engine.execute(Deposit(client, 250, "lost answer", "k1"))
         assert relay.cuts == 1
         # The store asked the server: committed. The caller gets the original answer.
-        assert isinstance(outcome, Operation), outcome
-        assert not outcome.replayed
-        balance_after = 250 if client == "Bob" else 1_250
-        assert outcome.credit_balance_after_cents == balance_after
+        balance_after = await _answered_as_applied(engine, outcome, client)
         again = await engine.execute(Deposit(client, 250, "lost answer", "k1"))
         assert isinstance(again, Operation)
         assert again.replayed
@@ -146,11 +143,18 @@ async def test_a_commit_settled_after_its_pooled_connections_were_cut_too(
         relay.armed, relay.cut_at, relay.cut_the_others = True, cut_at, True
         outcome = await engine.execute(Deposit(client, 250, "lost answer", "k1"))
         assert relay.cuts == 1
-        assert isinstance(outcome, Operation), outcome
-        assert not outcome.replayed
-        balance_after = 250 if client == "Bob" else 1_250
-        assert outcome.credit_balance_after_cents == balance_after
-        assert (await engine.get_account("main", client)).balance_cents == balance_after
+        await _answered_as_applied(engine, outcome, client)
+
+
+async def _answered_as_applied(engine: Engine, outcome: object, client: str) -> int:
+    """The deposit of 2.50 to `client` answered as its own first answer, applied once:
+    the balance after it (Ann had 10.00 before, Bob no account)."""
+    assert isinstance(outcome, Operation), outcome
+    assert not outcome.replayed
+    balance_after = 250 if client == "Bob" else 1_250
+    assert outcome.credit_balance_after_cents == balance_after
+    assert (await engine.get_account("main", client)).balance_cents == balance_after
+    return balance_after
 
 
 @pytest.mark.parametrize(
