@@ -218,7 +218,7 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _checked_bare_port(text: str) -> str:
+def _check_bare_port(text: str) -> None:
     """The PORT given bare, held to --port's rules and refused as they refuse it."""
     try:
         port = whole_number(text)
@@ -229,7 +229,6 @@ def _checked_bare_port(text: str) -> str:
     if not 1 <= port <= 65535:
         shown = text if len(text) <= 40 else text[:40] + "..."  # digits: no secret in them
         raise InvalidInput("invalid_setting", f"port must be 1 to 65535, not {shown} (PORT)")
-    return text
 
 
 def serve_main(argv: list[str]) -> int:
@@ -237,7 +236,7 @@ def serve_main(argv: list[str]) -> int:
     try:
         bare = arguments.port_positional
         if bare is not None:
-            _checked_bare_port(bare)
+            _check_bare_port(bare)
         settings = load_settings(
             {
                 "host": arguments.host,
