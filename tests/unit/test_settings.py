@@ -806,6 +806,16 @@ def test_a_value_quoted_is_masked_as_written_then_cut(value: object, shown: str)
     assert quoted(value) == shown
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("word", ["a." * 50_000, "a-" * 50_000, "a+" * 50_000])
+def test_a_long_word_of_short_pieces_is_read_once_for_urls(word: str) -> None:
+    """Each letter after a '.' may begin a scheme: a scheme of any length was looked for
+    from every one of them, and a name of 100,000 such characters held a command for a
+    minute. Ten seconds is far above the time it takes, and far below that minute."""
+    message = f"no account for client {word!r}"
+    assert hide_secrets(message, [word]) == message
+
+
 def test_a_libpq_password_with_a_backslash_is_masked_as_a_message_quotes_it() -> None:
     """repr doubles the backslash: the message no longer holds the word as given."""
     value = "host=db password=S3cr\\et"
