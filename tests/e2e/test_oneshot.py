@@ -558,12 +558,15 @@ def test_an_empty_key_or_ledger_is_refused_not_ignored(
     assert balance.stderr == _never_written(kopilka_home)  # nothing applied, nor made
 
 
-def _run_with_stdout(home: Path, stdout: int | None, *arguments: str) -> tuple[int, str]:
-    """`kopilka ARGUMENTS` with its standard output on a given descriptor (None: closed)."""
+def _run_with_stdout(
+    home: Path, stdout: int | None, *arguments: str, script: str | None = None
+) -> tuple[int, str]:
+    """`kopilka ARGUMENTS` with its standard output on a given descriptor (None: closed),
+    fed `script` on its standard input (None: nothing)."""
     home.parent.mkdir(parents=True, exist_ok=True)
     with subprocess.Popen(
         [*kopilka_command(), *arguments],
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if script is None else subprocess.PIPE,
         stdout=stdout,
         stderr=subprocess.PIPE,
         text=True,
@@ -572,24 +575,14 @@ def _run_with_stdout(home: Path, stdout: int | None, *arguments: str) -> tuple[i
         # Closed in the child, as `kopilka ... >&-` leaves it.
         preexec_fn=(lambda: os.close(1)) if stdout is None else None,
     ) as process:
-        _, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+        _, errors = process.communicate(script, timeout=RUN_TIMEOUT_SECONDS)
     return process.returncode, errors
 
 
-def _shell_on_a_full_disk(home: Path, script: str) -> subprocess.CompletedProcess[str]:
+def _shell_on_a_full_disk(home: Path, script: str) -> tuple[int, str]:
     """`kopilka shell` fed `script`, its standard output on a full disk."""
     with open("/dev/full", "w") as full:
-        return subprocess.run(
-            [*kopilka_command(), "shell"],
-            input=script,
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=kopilka_env(home),
-            cwd=home.parent,
-            timeout=RUN_TIMEOUT_SECONDS,
-            check=False,
-        )
+        return _run_with_stdout(home, full.fileno(), "shell", script=script)
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
@@ -608,8 +601,8 @@ def test_an_answer_that_cannot_be_written_is_not_called_a_refusal(
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $100.00\n"
     # The shell fed a script stops at the first answer it cannot write, the same way.
     script = "deposit --client='John Jones' --amount=1 --description=a\n" * 3
-    shell = _shell_on_a_full_disk(kopilka_home, script)
-    assert (shell.returncode, shell.stderr.count("\n")) == (3, 1), shell.stderr
+    status, errors = _shell_on_a_full_disk(kopilka_home, script)
+    assert (status, errors.count("\n")) == (3, 1), errors
     assert kopilka("balance", "--client=John Jones").stdout == "Balance of John Jones: $101.00\n"
 
 
@@ -623,9 +616,9 @@ def test_a_piped_shell_stops_at_a_refusal_it_cannot_write(
     script = (
         "depost --client='John Jones'\ndeposit --client='John Jones' --amount=1 --description=a\n"
     )
-    shell = _shell_on_a_full_disk(kopilka_home, script)
-    assert shell.returncode == 3
-    assert shell.stderr == (
+    status, errors = _shell_on_a_full_disk(kopilka_home, script)
+    assert status == 3
+    assert errors == (
         "Error: the shell's output could not be written (No space left on device): it"
         " stopped at a line it refused; check what the lines before it did before running"
         " them again\n"
