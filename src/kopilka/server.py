@@ -25,11 +25,11 @@ from kopilka.api.app import KopilkaApp, create_app, create_worker_app
 from kopilka.api.protocol import CONNECTIONS_MAX, BoundedHttpToolsProtocol, ConnectionBounds
 from kopilka.arguments import ArgumentParser
 from kopilka.collector import settle_for_serving
-from kopilka.errors import InvalidInput, KopilkaError
+from kopilka.errors import KopilkaError
 from kopilka.hangup import HANGUP, StopsOnHangup
 from kopilka.home import ADMIN_TOKEN_FILE, check_home
-from kopilka.redaction import hide_secrets, quoted, redact_url
-from kopilka.settings import Settings, load_settings, whole_number
+from kopilka.redaction import hide_secrets, redact_url
+from kopilka.settings import Settings, load_settings
 from kopilka.store import keeps_nothing
 from kopilka.supervision import mark_supervisor
 from kopilka.urls import on_this_machine
@@ -218,30 +218,17 @@ def _digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def _check_bare_port(text: str) -> None:
-    """The PORT given bare, held to --port's rules and refused as they refuse it."""
-    try:
-        port = whole_number(text)
-    except ValueError:
-        raise InvalidInput(
-            "invalid_setting", f"port must be a whole number, not {quoted(text)} (PORT)"
-        ) from None
-    if not 1 <= port <= 65535:
-        shown = text if len(text) <= 40 else text[:40] + "..."  # digits: no secret in them
-        raise InvalidInput("invalid_setting", f"port must be 1 to 65535, not {shown} (PORT)")
-
-
 def serve_main(argv: list[str]) -> int:
     arguments = _parse(argv)
+    bare, flag = arguments.port_positional, arguments.port
+    # Both given, they are one number (_parse), or one is malformed: that one is checked,
+    # each as the settings check a port and named as it was given.
+    from_bare = bare is not None and (flag is None or not _digits(bare))
     try:
-        bare = arguments.port_positional
-        if bare is not None:
-            _check_bare_port(bare)
         settings = load_settings(
             {
                 "host": arguments.host,
-                # Both given, they are one number (_parse): --port, checked as written.
-                "port": bare if arguments.port is None else arguments.port,
+                "port": bare if from_bare else flag,
                 "db": arguments.db,
                 "workers": arguments.workers,
                 "connections_per_client": arguments.connections_per_client,
@@ -251,6 +238,7 @@ def serve_main(argv: list[str]) -> int:
             },
             config_path=arguments.config,
             serving=True,
+            spelled={"port": "PORT"} if from_bare else None,
         )
         check_home(settings.home)  # one that is there, before the port is taken
     except KopilkaError as error:

@@ -102,9 +102,11 @@ def load_settings(
     config_path: str | Path | None = None,
     *,
     serving: bool = False,
+    spelled: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge flags (None means "not given"), environment and file, in that order.
-    `serving`: for `kopilka serve`, which reads no server URL."""
+    `serving`: for `kopilka serve`, which reads no server URL. `spelled`: how a flag was
+    given, where not as --NAME (serve's bare PORT), for its refusal to say."""
     flags = {key: value for key, value in (flags or {}).items() if value is not None}
     environ = os.environ if environ is None else environ
     base = home_from_variable(environ["KOPILKA_HOME"]) if environ.get("KOPILKA_HOME") else home()
@@ -142,7 +144,8 @@ def load_settings(
         place = rank(name)
         if place >= 2:
             return str(files[place - 2][1])
-        return (f"--{name.replace('_', '-')}", f"KOPILKA_{name.upper()}")[place]
+        flag = (spelled or {}).get(name, f"--{name.replace('_', '-')}")
+        return (flag, f"KOPILKA_{name.upper()}")[place]
 
     db = str(pick("db", str(base / "kopilka.db")))
     if any(unicodedata.category(character) in _BREAKS for character in db):
