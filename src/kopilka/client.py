@@ -24,6 +24,7 @@ import httpx
 
 from kopilka.calls_under_way import CallsUnderWay
 from kopilka.client_home_token import HOME_TOKEN_HEADERS, HomeTokenGuard, home_admin_token
+from kopilka.client_slots import ConnectionSlots
 from kopilka.client_wire import (
     TokenInfo,
     account_from,
@@ -94,8 +95,10 @@ _NOT_PASSING = frozenset({"statement_inconsistent", "database_damaged"})
 # found, or a sandbox dropped, is not of what the write names).
 _NOTHING_OF_THAT_NAME = frozenset({"account_not_found", "token_not_found"})
 TIMEOUT_SECONDS = 30.0
-# A client's connections, shared by the threads that call it at once.
+# A client's connections, shared by the threads that call it at once, unless it is
+# given another number, up to the connections a server takes from one address by default.
 CONNECTIONS_MAX = 8
+CONNECTIONS_ALLOWED_MAX = 256
 # How long leaving a sandbox session waits to drop it, and for its keeper to stop.
 SANDBOX_DROP_SECONDS = 2.0
 # How long a look whether a server is there at all may take (with no token to use).
@@ -267,9 +270,10 @@ class Client:
         timeout_seconds: float = TIMEOUT_SECONDS,
         transport: httpx.BaseTransport | None = None,
         token_file: Path | None = None,
+        connections: int = CONNECTIONS_MAX,
     ) -> None:
         """`token_file`: where the token was read (a home's admin.token), named when the
-        server refuses it."""
+        server refuses it. `connections`: how many the threads calling it at once share."""
         self.url = normalize_url(url)
         self._token_file = token_file
         self.shown_url = redact_url(self.url)  # for messages: a password in it is hidden
@@ -302,7 +306,11 @@ class Client:
         self.ledger_named = ledger  # in every request; None: the token's own ledger
         self._ledger = ledger
         timeout_seconds = positive_seconds(timeout_seconds, "timeout_seconds")
-        self._http = _http_client(self.url, headers, httpx.Timeout(timeout_seconds), transport)
+        self._connections = _connections(connections)
+        self._slots = ConnectionSlots(self._connections)  # taken before the pool's
+        self._http = _http_client(
+            self.url, headers, httpx.Timeout(timeout_seconds), transport, self._connections
+        )
         self._sandbox: _SandboxKeeper | None = None
         # Requests under way in other threads end before close() closes the connections,
         # for up to one attempt's wait.
@@ -368,10 +376,17 @@ class Client:
         # Set once an attempt of a write may have been applied: a later attempt's "nothing
         # was applied" speaks only of itself, and must not be the answer to the call.
         uncertain: KopilkaError | None = None
+        pool_wait = self._http.timeout.pool if wait_seconds is None else wait_seconds
         for attempt in range(1, ATTEMPTS_MAX + 1):
             try:
-                response = self._http.request(
-                    method, path, json=json, params=params, headers=headers, timeout=timeout
+                response = self._request(
+                    pool_wait,
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    headers=headers,
+                    timeout=timeout,
                 )
             except RuntimeError:
                 if not self._http.is_closed:
@@ -392,10 +407,9 @@ class Client:
                     "invalid_request", "this request cannot be sent: a header HTTP cannot carry"
                 ) from error
             except httpx.PoolTimeout as error:
-                # Every pooled connection stayed busy with other threads' calls: this one
-                # never left, and is not the server's fault (it may be healthy, just slow).
-                waited = self._http.timeout.pool if wait_seconds is None else wait_seconds
-                raise uncertain or _pool_busy(waited) from error
+                # Every connection stayed busy with other threads' calls: this one never
+                # left, and is not the server's fault (it may be healthy, just slow).
+                raise uncertain or _pool_busy(self._connections, pool_wait) from error
             except httpx.ConnectTimeout as error:
                 # Never reached the server, but waited the whole timeout for it (a frozen
                 # server whose queue of connections is full, a host that drops packets):
@@ -439,6 +453,17 @@ class Client:
                 raise _unreachable(self.shown_url, failure) from failure
             time.sleep(_RETRY_DELAYS_SECONDS[attempt - 1])
         raise AssertionError("unreachable")
+
+    def _request(
+        self, pool_wait: float | None, method: str, path: str, **options: Any
+    ) -> httpx.Response:
+        """One attempt, on a connection free for it within `pool_wait`."""
+        if not self._slots.take(pool_wait):
+            raise httpx.PoolTimeout("every connection of this client is busy")
+        try:
+            return self._http.request(method, path, **options)
+        finally:
+            self._slots.give_back()
 
     def _call(self, method: str, path: str, read: Callable[[Any], T] = _as_is, **options: Any) -> T:
         return self._answer(self._send(method, path, **options), read)
@@ -866,12 +891,14 @@ def connect_bank(
     sandbox: bool = False,
     ledger: str | None = None,
     timeout_seconds: float = TIMEOUT_SECONDS,
+    connections: int = CONNECTIONS_MAX,
 ) -> Client:
     """A Client for `url`; the token comes from the argument, KOPILKA_TOKEN, or admin.token
     (for a server on this machine). A token given empty is refused.
 
     `ledger` selects a ledger (Kopilka-Ledger); a sandbox gets a fresh one instead.
     `timeout_seconds`: how long each attempt of a request waits for the server.
+    `connections`: how many the client keeps for the threads that call it at once.
     """
     url = normalize_url(url)
     if type(sandbox) is not bool:  # "no" read from a file would open one
@@ -887,6 +914,7 @@ def connect_bank(
     secret = _admin_token(url) if token is None else token
     options: dict[str, Any] = {
         "timeout_seconds": timeout_seconds,
+        "connections": connections,
         "token_file": home() / ADMIN_TOKEN_FILE if token is None else None,  # as read
     }
     if not sandbox:
@@ -956,13 +984,12 @@ def _http_client(
     headers: Mapping[str, str],
     timeout: httpx.Timeout,
     transport: httpx.BaseTransport | None = None,
+    connections: int = CONNECTIONS_MAX,
 ) -> httpx.Client:
     # Every connection kept between calls: one closed after each call once more threads
     # than it kept were calling was opened again for the next (and each such opening of
     # a home's admin token reads the machine's table of sockets).
-    limits = httpx.Limits(
-        max_keepalive_connections=CONNECTIONS_MAX, max_connections=CONNECTIONS_MAX
-    )
+    limits = httpx.Limits(max_keepalive_connections=connections, max_connections=connections)
     if transport is None and on_this_machine(urlsplit(url).hostname or ""):
         # A server on this machine is reached directly, never through a proxy from the
         # environment (HTTP_PROXY): the token, the home's admin token perhaps, would be
@@ -1032,12 +1059,25 @@ def _closed() -> InvalidInput:
     return InvalidInput("client_closed", "this client is closed: connect_bank() again")
 
 
-def _pool_busy(waited_seconds: float | None) -> Busy:
+def _connections(value: object) -> int:
+    """How many connections a program asked its client to keep, or refused in one line."""
+    if type(value) is int and 1 <= value <= CONNECTIONS_ALLOWED_MAX:
+        return value
+    # repr of an int of thousands of digits raises; no such number is worth showing whole
+    too_long = type(value) is int and abs(value) >= 10**12
+    shown = "a number of over 12 digits" if too_long else repr(value)[:40]
+    raise InvalidInput(
+        "invalid_option",
+        f"connections is a whole number from 1 to {CONNECTIONS_ALLOWED_MAX}, not {shown}",
+    )
+
+
+def _pool_busy(connections: int, waited_seconds: float | None) -> Busy:
     """A call that waited its whole timeout for one of this client's connections."""
     waited = "" if waited_seconds is None else f" for {waited_seconds:g} s"
     return Busy(
         "client_busy",
-        f"all {CONNECTIONS_MAX} connections of this client were busy{waited} with other"
+        f"all {connections} connections of this client were busy{waited} with other"
         " calls; nothing was sent: try again",
     )
 

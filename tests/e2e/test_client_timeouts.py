@@ -132,6 +132,18 @@ def test_who_am_i_waits_no_longer_than_asked() -> None:
 
 
 @pytest.mark.parametrize(
+    "connections",
+    [0, -1, 257, 10**5000, True, 2.0, "8", None],
+    ids=["0", "-1", "257", "10**5000", "True", "2.0", "'8'", "None"],  # 10**5000 has no repr
+)
+def test_connections_no_pool_can_keep_are_refused_in_one_line(connections: object) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        connect_bank("http://127.0.0.1:8888", token="kop_x_y", connections=connections)  # type: ignore[arg-type]
+    assert refused.value.code == "invalid_option"
+    assert refused.value.message.startswith("connections is a whole number from 1 to 256, not ")
+
+
+@pytest.mark.parametrize(
     "seconds",
     [10**400, 10**5000, 1e300, float("nan"), 0],
     ids=["10**400", "10**5000", "1e300", "nan", "0"],  # 10**5000 has no repr
@@ -151,7 +163,8 @@ def test_a_timeout_no_wait_can_take_is_refused_in_one_line(seconds: float) -> No
         assert refused.value.code == "invalid_timeout", bank
 
 
-def test_a_call_that_waits_for_a_busy_connection_says_so() -> None:
+@pytest.mark.parametrize("connections", [CONNECTIONS_MAX, 3], ids=["default", "given"])
+def test_a_call_that_waits_for_a_busy_connection_says_so(connections: int) -> None:
     """More calls at once than the client has connections, on a slow but healthy server:
     one that waited its whole timeout for a connection was `server_unreachable`, "cannot
     reach the server at URL: " with no reason, though the server answered all along."""
@@ -168,7 +181,7 @@ def test_a_call_that_waits_for_a_busy_connection_says_so() -> None:
                     return
                 head += chunk
             asked.append(head.split(b" ", 2)[1].decode())
-            if len(asked) == CONNECTIONS_MAX:
+            if len(asked) == connections:
                 all_asked.set()
             answer.wait(30)
             body = b'{"accounts": [], "next_after": null}'
@@ -178,14 +191,15 @@ def test_a_call_that_waits_for_a_busy_connection_says_so() -> None:
             )
 
     answered: list[object] = []
+    given = {} if connections == CONNECTIONS_MAX else {"connections": connections}
     with (
         serving(slow_server) as url,
-        Client(url, "kop_x_y", ledger="main", timeout_seconds=TIMEOUT_SECONDS) as client,
+        Client(url, "kop_x_y", ledger="main", timeout_seconds=TIMEOUT_SECONDS, **given) as client,
     ):
         # Each waits for its answer far longer than the client's own timeout.
         threads = [
             threading.Thread(target=lambda: answered.append(client.accounts(wait_seconds=30)))
-            for _ in range(CONNECTIONS_MAX)
+            for _ in range(connections)
         ]
         for thread in threads:
             thread.start()
@@ -202,9 +216,9 @@ def test_a_call_that_waits_for_a_busy_connection_says_so() -> None:
     assert isinstance(error, Busy), error
     assert (error.code, error.message) == (
         "client_busy",
-        f"all {CONNECTIONS_MAX} connections of this client were busy for 1 s with other calls;"
+        f"all {connections} connections of this client were busy for 1 s with other calls;"
         " nothing was sent: try again",
     )
     assert waited < WAIT_SECONDS_MAX, waited  # one wait, not four
-    assert answered == [[]] * CONNECTIONS_MAX  # the others were answered, in time
-    assert asked == ["/v1/accounts?limit=1000"] * CONNECTIONS_MAX  # and this one never sent
+    assert answered == [[]] * connections  # the others were answered, in time
+    assert asked == ["/v1/accounts?limit=1000"] * connections  # and this one never sent
