@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,52 @@ async def test_a_home_the_token_cannot_be_kept_in_is_one_line(tmp_path: Path) ->
     finally:
         await store.close()
     assert refused.value.message == f"cannot keep the admin token in {home}: Is a directory"
+
+
+_STARTING_SERVER = """
+import asyncio, sys
+from pathlib import Path
+from kopilka.api.admin_token import ensure_admin_token, prepare_admin_token
+from kopilka.store import open_store
+
+path, db = Path(sys.argv[1]), sys.argv[2]
+prepare_admin_token(path)
+print("prepared", flush=True)
+sys.stdin.readline()  # every server has got this far before any looks at the token
+
+
+async def main() -> bool:
+    store = open_store(db)
+    await store.open()
+    try:
+        return await ensure_admin_token(store, path)
+    finally:
+        await store.close()
+
+
+print("written" if asyncio.run(main()) else "kept", flush=True)
+"""
+
+
+def test_servers_of_one_database_started_together_all_start(tmp_path: Path) -> None:
+    """Started at the same moment on a fresh home, each held its lock on the token while
+    it found none, and the one that could not take that lock alone was refused
+    (`home_in_use`, "another kopilka server uses HOME"), though both served one database."""
+    home, db = tmp_path / "home", tmp_path / "kopilka.db"
+    servers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _STARTING_SERVER, str(home / "admin.token"), str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for server in servers:
+        assert server.stdout is not None
+        assert server.stdout.readline() == "prepared\n"
+    answers = [server.communicate("go\n", timeout=60) for server in servers]
+    assert [server.returncode for server in servers] == [0, 0, 0], answers
+    assert sorted(out for out, _ in answers) == ["kept\n", "kept\n", "written\n"], answers
+    assert asyncio.run(_held_role(home / "admin.token", db)) == "admin"

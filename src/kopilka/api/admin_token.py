@@ -4,6 +4,11 @@ Every running server holds a shared lock on a file beside the token for as long 
 runs. A server whose database does not honour the token there may replace it only
 while no other server holds that lock: otherwise the other server, on another
 database, would lose the token its local shells use.
+
+Servers starting at once take turns at this, by a lock on the home itself: each looks
+at the token, and writes one if it must, before the next looks. Two servers of one
+database started together had both held their shared lock while each found no token;
+the one that could not take the lock alone was refused as if on another database.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import secrets
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from kopilka.api.auth import new_token_record
@@ -23,8 +29,9 @@ from kopilka.home import make_home
 from kopilka.store.protocol import Store
 from kopilka.tokens import secret_matches, token_id_of
 
-# Held exclusively only while a token is written: a few milliseconds.
-_LOCK_WAIT_SECONDS_MAX = 5.0
+# A server's turn lasts while it reads the token's record, and writes a new one if it
+# must: milliseconds, unless its database is slow to answer.
+_TURN_WAIT_SECONDS_MAX = 15.0
 # One open lock per token file, held until this process ends.
 _held: dict[Path, int] = {}
 logger = logging.getLogger(__name__)
@@ -37,7 +44,7 @@ def prepare_admin_token(path: Path) -> None:
     readable, and room to write a new one (written where there is none, or where the
     database, which only opening it tells, does not honour the one there)."""
     make_home(path.parent)
-    _hold(path)
+    _lock_file(path)
     if path.is_dir():
         raise InvalidInput(
             "invalid_setting", f"cannot write the admin token {path}: a directory is in the way"
@@ -61,8 +68,14 @@ async def ensure_admin_token(store: Store, path: Path) -> bool:
     the server does not invalidate a shell that already read it.
     """
     make_home(path.parent)
-    lock = _hold(path)
+    lock = _lock_file(path)
+    with _turn(path.parent):
+        return await _keep_or_write(store, path, lock)
+
+
+async def _keep_or_write(store: Store, path: Path, lock: int) -> bool:
     if await _honoured(store, path):
+        fcntl.flock(lock, fcntl.LOCK_SH)  # a server writing a token holds its turn
         if stat.S_IMODE(path.stat().st_mode) & 0o077:
             # Made private again, it is kept; but someone may have read it meanwhile.
             logger.warning(
@@ -76,7 +89,8 @@ async def ensure_admin_token(store: Store, path: Path) -> bool:
         return False
     if not _try_lock(lock, fcntl.LOCK_EX):
         # Which database the other server has is not known here: if another, a new
-        # token would leave its shells without theirs.
+        # token would leave its shells without theirs. (One of this database would have
+        # written a token it honours, in its turn before this one.)
         raise Conflict(
             "home_in_use",
             f"the admin token in {path} is missing or not honoured by this database, and"
@@ -145,26 +159,44 @@ def _read_token(path: Path) -> str | None:
         ) from error
 
 
-def _hold(path: Path) -> int:
-    """This process's shared lock on the token file's lock, taken once and kept."""
+def _lock_file(path: Path) -> int:
+    """This process's lock file of the token, opened once and kept open."""
     lock = _held.get(path)
     if lock is None:
         try:
             lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as error:
-            raise InvalidInput(
-                "invalid_setting",
-                f"cannot keep the admin token in {path.parent}: {error.strerror}",
-            ) from error
+            raise _cannot_keep(path.parent, error) from error
         os.set_inheritable(lock, False)
         _held[path] = lock
-    # Waits out a server that is writing its token, to read the token it wrote.
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS_MAX
-    while not _try_lock(lock, fcntl.LOCK_SH):
-        if time.monotonic() > deadline:
-            raise Unavailable("home_locked", f"{path} is being written by another server")
-        time.sleep(0.01)
     return lock
+
+
+@contextlib.contextmanager
+def _turn(home: Path) -> Iterator[None]:
+    """This server's turn at the token: no other server starting in the home looks at
+    it, or writes one, meanwhile."""
+    try:
+        turn = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as error:
+        raise _cannot_keep(home, error) from error
+    try:
+        deadline = time.monotonic() + _TURN_WAIT_SECONDS_MAX
+        while not _try_lock(turn, fcntl.LOCK_EX):
+            if time.monotonic() > deadline:
+                raise Unavailable(
+                    "home_locked", f"another server is setting up its admin token in {home}"
+                )
+            time.sleep(0.01)
+        yield
+    finally:
+        os.close(turn)  # and its lock with it
+
+
+def _cannot_keep(home: Path, error: OSError) -> InvalidInput:
+    return InvalidInput(
+        "invalid_setting", f"cannot keep the admin token in {home}: {error.strerror}"
+    )
 
 
 def _try_lock(lock: int, kind: int) -> bool:
