@@ -460,7 +460,10 @@ class Call:
             raise InvalidInput("invalid_limit", f"limit must be 1 to {ACCOUNTS_PAGE_MAX}")
         after = query.get("after")
         if after is not None:  # given empty, it is refused as an empty name, as ` ` is
-            after = _path_client(after)
+            # Compared with the names as kept, not made NFC: a page ending on a name kept
+            # in another form (an upgrade's twin) went on from the NFC form, past names
+            # between the two.
+            validate_client(after)
         # One more than the page: a last page that is full says so (no next_after), not
         # sends the caller for a page with nothing on it.
         accounts = await self.app.engine.list_accounts(
