@@ -31,13 +31,24 @@ class ConnectionSlots:
                 return True
             handed = threading.Event()
             self._waiting.append(handed)
-        if handed.wait(timeout_seconds):
-            return True
+        try:
+            if handed.wait(timeout_seconds):
+                return True
+        except BaseException:  # Ctrl-C in the wait: a slot handed over is given on
+            self._leave(handed)
+            raise
         with self._lock:
             if handed.is_set():  # handed over as the wait ended: it is this call's now
                 return True
             self._waiting.remove(handed)
             return False
+
+    def _leave(self, handed: threading.Event) -> None:
+        with self._lock:
+            if not handed.is_set():
+                self._waiting.remove(handed)
+                return
+        self.give_back()
 
     def give_back(self) -> None:
         with self._lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -60,3 +61,31 @@ def test_a_call_that_gives_up_waiting_takes_no_slot_with_it() -> None:
     slots.give_back()
     assert slots.take(0) and slots.take(0)
     assert not slots.take(0)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+@pytest.mark.timeout(30)
+def test_a_call_stopped_while_it_waits_leaves_no_slot_behind() -> None:
+    """A call stopped in its wait (Ctrl-C: a signal's exception, raised in the waiting
+    main thread) kept its place in the queue: the next slot freed went to a call that no
+    longer wanted it, and was lost for good."""
+    slots = ConnectionSlots(1)
+    assert slots.take(0)
+    previous = signal.signal(signal.SIGALRM, _stop)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(_Stopped):
+            slots.take(10)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert slots.waiting == 0
+    slots.give_back()
+    assert slots.take(0)
