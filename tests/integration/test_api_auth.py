@@ -68,6 +68,55 @@ def test_missing_and_malformed_tokens_are_401(server: ServerProcess) -> None:
     assert balances(server) == before
 
 
+def test_the_scheme_is_read_in_any_case(server: ServerProcess) -> None:
+    """HTTP's schemes are case-insensitive: some proxies and clients send "bearer"."""
+    for scheme in ("bearer", "BEARER"):
+        answer = httpx.get(
+            f"{server.url}/v1/accounts/Ann",
+            headers={"Authorization": f"{scheme} {server.token}"},
+        )
+        assert answer.status_code == 200, answer.text
+
+
+def test_a_revoked_token_s_state_is_told_only_to_its_holder(server: ServerProcess) -> None:
+    """Token ids are no secret (printed, listed): with a wrong secret, a revoked token is
+    an invalid token like any other, not one said to be revoked."""
+    token_id, secret = make_token(server, "teller")
+    with server.client() as admin:
+        assert admin.delete(f"/v1/tokens/{token_id}").status_code == 204
+    forged = secret[:-4] + ("AAAA" if not secret.endswith("AAAA") else "BBBB")
+    with server.client(forged) as forger:
+        refused = forger.get("/v1/accounts/Ann")
+    assert_refused(refused, 401, "unauthorized")
+    assert refused.json()["error"]["message"] == "invalid token"
+    with server.client(secret) as holder:
+        refused = holder.get("/v1/accounts/Ann")
+    assert refused.json()["error"]["message"] == "this token has been revoked"
+
+
+def test_a_sandbox_is_its_maker_s_alone_and_wholly(server: ServerProcess) -> None:
+    """Inside its own sandbox a client token may do everything (open accounts, set
+    limits); no other token but an admin's may use it, or drop it."""
+    _, client_secret = make_token(server, "client", "Ann")
+    _, teller_secret = make_token(server, "teller")
+    with server.client(client_secret) as ann:
+        made = ann.post("/v1/sandboxes")
+        assert made.status_code == 201, made.text
+        sandbox = {"Kopilka-Ledger": made.json()["ledger"]}
+        opened = ann.post("/v1/accounts", json={"client": "Zed"}, headers=sandbox)
+        assert opened.status_code == 201, opened.text
+        limits = ann.patch("/v1/accounts/Zed", json={"min_balance": "-5"}, headers=sandbox)
+        assert limits.status_code == 200, limits.text
+    with server.client(teller_secret) as teller:
+        assert_refused(teller.get("/v1/accounts/Zed", headers=sandbox), 403, "forbidden")
+        dropped = teller.delete(f"/v1/sandboxes/{sandbox['Kopilka-Ledger']}")
+        assert_refused(dropped, 403, "forbidden")
+    with server.client(client_secret) as ann:
+        assert ann.get("/v1/accounts/Zed", headers=sandbox).json()["min_balance"] == "-5.00"
+    with server.client() as admin:
+        assert admin.delete(f"/v1/sandboxes/{sandbox['Kopilka-Ledger']}").status_code == 204
+
+
 def test_a_right_id_with_a_wrong_secret_is_401(server: ServerProcess) -> None:
     _, secret = make_token(server, "teller")
     forged = secret[:-4] + ("AAAA" if not secret.endswith("AAAA") else "BBBB")
@@ -101,7 +150,12 @@ def test_client_token_sees_and_moves_only_its_own_account(server: ServerProcess)
         assert batch.json()["results"][0]["status"] == 403
         limits = ann.patch("/v1/accounts/Ann", json={"min_balance": "-1000"})
         assert_refused(limits, 403, "forbidden")
+        # An account opened with money in it is money made from nothing.
+        opened = ann.post("/v1/accounts", json={"client": "Mal", "opening_balance": "1000000"})
+        assert_refused(opened, 403, "forbidden")
         assert_refused(ann.get("/v1/tokens"), 403, "forbidden")
+        assert_refused(ann.post("/v1/tokens", json={"role": "admin"}), 403, "forbidden")
+        assert_refused(ann.delete("/v1/tokens/0123456789abcdef"), 403, "forbidden")
         other_ledger = ann.get("/v1/accounts/Ann", headers={"Kopilka-Ledger": "other"})
         assert_refused(other_ledger, 403, "forbidden")
     assert balances(server) == before
