@@ -226,6 +226,39 @@ async def test_statements_wait_for_the_write_lock_no_longer_than_a_writer_would(
         await app.engine.close()
 
 
+async def test_a_batch_refused_as_busy_gives_the_key_to_resend_under(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch sent without a key that met a busy store (503): the answer's
+    Idempotency-Key header is the key the server made, under which a resend applies
+    it, once (docs/api.md)."""
+    monkeypatch.setattr(sqlite_store, "_BUSY_TIMEOUT_MS", 300)
+    app, token = await _app_with_ann(tmp_path)
+    auth = {"Authorization": f"Bearer {token}"}
+    batch = {"operations": [{"type": "deposit", "client": "Ann", "amount": "2"}] * 3}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://k"
+        ) as http:
+            held = _hold_the_write_lock(tmp_path)
+            try:
+                busy = await http.post("/v1/batch", json=batch, headers=auth)
+            finally:
+                os.close(held)
+            assert busy.status_code == 503, busy.text
+            assert busy.json()["error"]["code"] == "store_busy"
+            key = busy.headers["idempotency-key"]
+            for _ in range(2):
+                resent = await http.post(
+                    "/v1/batch", json=batch, headers={**auth, "Idempotency-Key": key}
+                )
+                assert [r["status"] for r in resent.json()["results"]] == [201] * 3
+            account = await http.get("/v1/accounts/Ann", headers=auth)
+            assert account.json()["balance"] == "7.00"  # 1 + 3 x 2, applied once
+    finally:
+        await app.engine.close()
+
+
 @pytest.mark.parametrize("holder", ["another program", "another kopilka process"])
 def test_a_write_waits_once_for_a_lock_held_elsewhere_then_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holder: str
