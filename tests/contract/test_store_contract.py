@@ -652,6 +652,29 @@ async def test_an_id_is_never_given_twice_not_even_after_its_ledger_is_dropped(
         assert newcomer_account.id > max(given["accounts"])
 
 
+async def test_ids_stay_taken_when_an_older_sandbox_is_dropped_after_a_newer_one(
+    engine: Engine,
+) -> None:
+    """Dropping a sandbox records the highest ids taken so far: the second drop, when the
+    newest rows had already gone with the first, must not lower what the first kept."""
+    store = engine.store
+    start = datetime(2030, 1, 1, tzinfo=UTC)
+    for sandbox in ("sandbox-old", "sandbox-new"):
+        assert await store.open_sandbox(sandbox, start, sandboxes_max=5)
+    await applied(engine, Deposit(JOHN, 1, "play", "k", ledger="sandbox-old"))
+    newest = await applied(engine, Deposit(JANE, 1, "play", "k", ledger="sandbox-new"))
+    entry = (await lines_of(engine, JANE, "sandbox-new"))[-1].entry_id
+    account = await store.get_account("sandbox-new", JANE)
+    assert account is not None
+    assert await store.drop_ledger("sandbox-new")
+    assert await store.drop_ledger("sandbox-old")
+    later = await applied(engine, Deposit("Newcomer", 1, "hello", "n"))
+    assert later.id > newest.id
+    assert (await lines_of(engine, "Newcomer"))[-1].entry_id > entry
+    newcomer = await store.get_account("main", "Newcomer")
+    assert newcomer is not None and newcomer.id > account.id
+
+
 async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engine) -> None:
     store = engine.store
     start = datetime(2030, 1, 1, tzinfo=UTC)
