@@ -361,6 +361,31 @@ def test_a_body_that_arrives_after_the_revocation_is_refused(
     assert len(tokens) == tokens_before  # none made by the revoked token
 
 
+def test_a_body_that_arrives_after_another_process_revoked_its_token_is_refused(
+    server: ServerProcess,
+) -> None:
+    """Revoked by the CLI (another process), then seen revoked by the server through
+    another request: a body still on its way under that token does nothing."""
+    token_id, secret = make_token(server, "teller")
+    before = balances(server)
+    payload = json.dumps({"client": "Ann", "amount": "1", "description": "late"}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(
+            f"POST /v1/withdrawals HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        )
+        time.sleep(0.3)  # the headers are read and the token taken
+        assert server.command("token", "revoke", token_id).returncode == 0
+        time.sleep(1.2)  # past the server's token cache: the next request reads it again
+        with server.client(secret) as other_request:
+            assert_refused(other_request.get("/v1/accounts/Ann"), 401, "unauthorized")
+        connection.sendall(payload)
+        answer = connection.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 401 "), answer
+    assert '"this token has been revoked"' in answer
+    assert balances(server) == before
+
+
 def test_revocation_by_the_cli_reaches_the_server_within_the_ttl(server: ServerProcess) -> None:
     token_id, secret = make_token(server, "teller")
     with server.client(secret) as teller:
