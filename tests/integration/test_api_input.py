@@ -593,6 +593,10 @@ def test_an_idempotency_key_is_1_to_200_characters(admin: httpx.Client) -> None:
     assert longest.status_code == 201, longest.text
     answer = admin.post("/v1/batch", json=batch, headers={"Idempotency-Key": "b" * 197})
     assert [result["status"] for result in answer.json()["results"]] == [201] * 11
+    # Ten items end at KEY:9, two characters: a key of 198 fits them.
+    ten = {"operations": batch["operations"][:10]}
+    answer = admin.post("/v1/batch", json=ten, headers={"Idempotency-Key": "t" * 198})
+    assert [result["status"] for result in answer.json()["results"]] == [201] * 10
     # An empty batch takes the key a batch of one does (KEY:0), not one shorter.
     for letter, operations in (("e", []), ("f", batch["operations"][:1])):
         answer = admin.post(
