@@ -20,7 +20,7 @@ import httpx
 import pytest
 from tests.kopilka_server import ServerProcess, running_server
 
-from kopilka.api.protocol import LINGER_SECONDS
+from kopilka.api.protocol import LINGER_SECONDS, TARGET_BYTES_MAX
 from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX
 
 
@@ -322,6 +322,14 @@ def test_a_request_target_past_its_bound_is_refused_however_it_arrives(
         connection.close()
         with server.client() as client:
             assert client.get("/v1/accounts/" + "x" * 200).status_code == 404
+
+
+def test_a_request_target_of_exactly_its_bound_is_taken(tmp_path: Path) -> None:
+    with running_server(tmp_path, "memory:") as server, server.client() as client:
+        at_the_bound = "/v1/accounts/" + "x" * (TARGET_BYTES_MAX - len("/v1/accounts/"))
+        taken = client.get(at_the_bound)
+        assert taken.status_code != 414, taken.text  # read, and refused for its name
+        assert client.get(at_the_bound + "x").status_code == 414
 
 
 def test_each_request_head_is_counted_afresh(tmp_path: Path) -> None:
