@@ -9,13 +9,14 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import httpx
 import pytest
 from tests.kopilka_server import ServerProcess, kopilka_command, running_server, server_env
 
-from kopilka.tokens import token_id_of
+from kopilka.tokens import hash_secret, new_secret, token_id_of
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +93,28 @@ def test_a_revoked_token_s_state_is_told_only_to_its_holder(server: ServerProces
     with server.client(secret) as holder:
         refused = holder.get("/v1/accounts/Ann")
     assert refused.json()["error"]["message"] == "this token has been revoked"
+
+
+@pytest.mark.parametrize(
+    ("client", "ledger"), [("Jose\u0301", "main"), (None, "cafe\u0301")], ids=["client", "ledger"]
+)
+def test_a_token_bound_to_a_name_not_in_nfc_is_honoured_nowhere(
+    server: ServerProcess, client: str | None, ledger: str
+) -> None:
+    """A token row spelling its name otherwise than the ledger keeps names (left so by an
+    upgrade beside a twin, or written by another tool) would, read in NFC, speak for
+    another account or a ledger no one can name: it is no token at all."""
+    token_id, secret = new_secret()
+    with closing(sqlite3.connect(server.db)) as database, database:
+        database.execute(
+            "INSERT INTO tokens (id, token_hash, role, client, ledger, created_at)"
+            " VALUES (?, ?, ?, ?, ?, 0)",
+            (token_id, hash_secret(secret), "client" if client else "admin", client, ledger),
+        )
+    with server.client(secret) as holder:
+        refused = holder.get("/v1/whoami")
+    assert_refused(refused, 401, "unauthorized")
+    assert refused.json()["error"]["message"] == "invalid token"
 
 
 def test_a_sandbox_is_its_maker_s_alone_and_wholly(server: ServerProcess) -> None:
