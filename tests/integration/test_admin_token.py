@@ -90,6 +90,7 @@ _STARTING_SERVER = """
 import asyncio, sys
 from pathlib import Path
 from kopilka.api.admin_token import ensure_admin_token, prepare_admin_token
+from kopilka.errors import KopilkaError
 from kopilka.store import open_store
 
 path, db = Path(sys.argv[1]), sys.argv[2]
@@ -98,17 +99,34 @@ print("prepared", flush=True)
 sys.stdin.readline()  # every server has got this far before any looks at the token
 
 
-async def main() -> bool:
+async def main() -> str:
     store = open_store(db)
     await store.open()
     try:
-        return await ensure_admin_token(store, path)
+        return "written" if await ensure_admin_token(store, path) else "kept"
+    except KopilkaError as refused:
+        return refused.code
     finally:
         await store.close()
 
 
-print("written" if asyncio.run(main()) else "kept", flush=True)
+print(asyncio.run(main()), flush=True)
 """
+
+
+def _starting_server(path: Path, db: Path) -> subprocess.Popen[str]:
+    """A server's start, stopped once it has prepared the home until told to go on (a
+    line on its stdin): its store opened, then the token kept or written."""
+    server = subprocess.Popen(
+        [sys.executable, "-c", _STARTING_SERVER, str(path), str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    assert server.stdout.readline() == "prepared\n"
+    return server
 
 
 def test_servers_of_one_database_started_together_all_start(tmp_path: Path) -> None:
@@ -116,20 +134,28 @@ def test_servers_of_one_database_started_together_all_start(tmp_path: Path) -> N
     it found none, and the one that could not take that lock alone was refused
     (`home_in_use`, "another kopilka server uses HOME"), though both served one database."""
     home, db = tmp_path / "home", tmp_path / "kopilka.db"
-    servers = [
-        subprocess.Popen(
-            [sys.executable, "-c", _STARTING_SERVER, str(home / "admin.token"), str(db)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
-    for server in servers:
-        assert server.stdout is not None
-        assert server.stdout.readline() == "prepared\n"
+    servers = [_starting_server(home / "admin.token", db) for _ in range(3)]
     answers = [server.communicate("go\n", timeout=60) for server in servers]
     assert [server.returncode for server in servers] == [0, 0, 0], answers
     assert sorted(out for out, _ in answers) == ["kept\n", "kept\n", "written\n"], answers
     assert asyncio.run(_held_role(home / "admin.token", db)) == "admin"
+
+
+def test_a_server_still_starting_keeps_its_token_from_another_database_s(
+    tmp_path: Path,
+) -> None:
+    """A server of the token's database, its store still opening (a slow PostgreSQL,
+    say), holds the home from its start: one of another database started meanwhile is
+    refused, and the token is kept for the first."""
+    path, ours, theirs = tmp_path / "home" / "admin.token", tmp_path / "a.db", tmp_path / "b.db"
+    first_run = _starting_server(path, ours)
+    assert first_run.communicate("go\n", timeout=60)[0] == "written\n"
+    token = path.read_text()
+    starting = _starting_server(path, ours)
+    try:
+        other = _starting_server(path, theirs)
+        assert other.communicate("go\n", timeout=60)[0] == "home_in_use\n"
+    finally:
+        answer = starting.communicate("go\n", timeout=60)
+    assert answer[0] == "kept\n", answer
+    assert path.read_text() == token

@@ -1,14 +1,16 @@
 """The admin token a server keeps in KOPILKA_HOME, for the local CLI to read.
 
-Every running server holds a shared lock on a file beside the token for as long as it
-runs. A server whose database does not honour the token there may replace it only
-while no other server holds that lock: otherwise the other server, on another
+Every server holds a shared lock on a file beside the token from its start for as long
+as it runs. A server whose database does not honour the token there may replace it
+only while no other server holds that lock: otherwise the other server, on another
 database, would lose the token its local shells use.
 
-Servers starting at once take turns at this, by a lock on the home itself: each looks
-at the token, and writes one if it must, before the next looks. Two servers of one
-database started together had both held their shared lock while each found no token;
-the one that could not take the lock alone was refused as if on another database.
+Servers take turns at the token, by a lock on the home itself: each looks at it, and
+writes one if it must, before the next looks. Where there is no token at all, the first
+to look writes one, whoever else holds the shared lock, as no one's token is lost: two
+servers of one database started together on a fresh home had each held that lock while
+it found none, and the one that could not take it alone was refused as if on another
+database.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from kopilka.store.protocol import Store
 from kopilka.tokens import secret_matches, token_id_of
 
 # A server's turn lasts while it reads the token's record, and writes a new one if it
-# must: milliseconds, unless its database is slow to answer.
-_TURN_WAIT_SECONDS_MAX = 15.0
+# must: milliseconds, unless its database is slow to answer; the shared lock is held
+# exclusively only while a token is written over another.
+_LOCK_WAIT_SECONDS_MAX = 5.0
 # One open lock per token file, held until this process ends.
 _held: dict[Path, int] = {}
 logger = logging.getLogger(__name__)
@@ -44,7 +47,7 @@ def prepare_admin_token(path: Path) -> None:
     readable, and room to write a new one (written where there is none, or where the
     database, which only opening it tells, does not honour the one there)."""
     make_home(path.parent)
-    _lock_file(path)
+    _hold(path)
     if path.is_dir():
         raise InvalidInput(
             "invalid_setting", f"cannot write the admin token {path}: a directory is in the way"
@@ -68,14 +71,13 @@ async def ensure_admin_token(store: Store, path: Path) -> bool:
     the server does not invalidate a shell that already read it.
     """
     make_home(path.parent)
-    lock = _lock_file(path)
+    lock = _hold(path)
     with _turn(path.parent):
         return await _keep_or_write(store, path, lock)
 
 
 async def _keep_or_write(store: Store, path: Path, lock: int) -> bool:
     if await _honoured(store, path):
-        fcntl.flock(lock, fcntl.LOCK_SH)  # a server writing a token holds its turn
         if stat.S_IMODE(path.stat().st_mode) & 0o077:
             # Made private again, it is kept; but someone may have read it meanwhile.
             logger.warning(
@@ -87,10 +89,12 @@ async def _keep_or_write(store: Store, path: Path, lock: int) -> bool:
             )
             path.chmod(0o600)
         return False
+    if not path.exists():  # no one's token: whoever else is here, this one writes it
+        await _write_new_token(store, path)
+        return True
     if not _try_lock(lock, fcntl.LOCK_EX):
         # Which database the other server has is not known here: if another, a new
-        # token would leave its shells without theirs. (One of this database would have
-        # written a token it honours, in its turn before this one.)
+        # token would leave its shells without theirs.
         raise Conflict(
             "home_in_use",
             f"the admin token in {path} is missing or not honoured by this database, and"
@@ -159,8 +163,8 @@ def _read_token(path: Path) -> str | None:
         ) from error
 
 
-def _lock_file(path: Path) -> int:
-    """This process's lock file of the token, opened once and kept open."""
+def _hold(path: Path) -> int:
+    """This process's shared lock on the token file's lock, taken once and kept."""
     lock = _held.get(path)
     if lock is None:
         try:
@@ -169,7 +173,17 @@ def _lock_file(path: Path) -> int:
             raise _cannot_keep(path.parent, error) from error
         os.set_inheritable(lock, False)
         _held[path] = lock
+    # Waits out a server that is writing its token over another, to read what it wrote.
+    _wait_for(lock, fcntl.LOCK_SH, f"{path} is being written by another server")
     return lock
+
+
+def _wait_for(lock: int, kind: int, busy: str) -> None:
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS_MAX
+    while not _try_lock(lock, kind):
+        if time.monotonic() > deadline:
+            raise Unavailable("home_locked", busy)
+        time.sleep(0.01)
 
 
 @contextlib.contextmanager
@@ -181,13 +195,7 @@ def _turn(home: Path) -> Iterator[None]:
     except OSError as error:
         raise _cannot_keep(home, error) from error
     try:
-        deadline = time.monotonic() + _TURN_WAIT_SECONDS_MAX
-        while not _try_lock(turn, fcntl.LOCK_EX):
-            if time.monotonic() > deadline:
-                raise Unavailable(
-                    "home_locked", f"another server is setting up its admin token in {home}"
-                )
-            time.sleep(0.01)
+        _wait_for(turn, fcntl.LOCK_EX, f"another server is setting up its admin token in {home}")
         yield
     finally:
         os.close(turn)  # and its lock with it
