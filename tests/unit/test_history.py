@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
-from kopilka.shell.history import ENTRIES_KEPT, history_at
+from prompt_toolkit.history import History
+from tests.small_disk import fill, small_disk
+
+from kopilka.shell.history import BYTES_KEPT, ENTRIES_KEPT, history_at
 
 
 def test_lines_with_a_token_or_a_password_are_not_written_to_the_file(tmp_path: Path) -> None:
@@ -29,12 +33,20 @@ def test_lines_with_a_token_or_a_password_are_not_written_to_the_file(tmp_path: 
     assert list(history.get_strings())[-2] == secret[-1]
 
 
-def _write_entries(path: Path, count: int) -> None:
+def _write_entries(path: Path, count: int, description: str = "pay") -> None:
     """Entries as prompt_toolkit's FileHistory writes them: a time, then "+" lines."""
     with path.open("w") as history:
         for number in range(count):
             history.write(f"\n# 2026-12-05 18:00:00.{number:06d}\n")
-            history.write(f'+deposit --client="Client {number}" --amount=100 --description=pay\n')
+            history.write(
+                f'+deposit --client="Client {number}" --amount=100 --description={description}\n'
+            )
+
+
+def _private_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    return home
 
 
 def test_a_long_history_keeps_its_last_lines_only(tmp_path: Path) -> None:
@@ -63,3 +75,63 @@ def test_a_short_history_is_left_as_it_is(tmp_path: Path) -> None:
     before = (home / "history").read_bytes()
     assert len(list(history_at(home / "history").load_history_strings())) == ENTRIES_KEPT + 10
     assert (home / "history").read_bytes() == before
+
+
+def test_a_history_of_long_lines_is_cut_to_its_size_and_then_left(tmp_path: Path) -> None:
+    """Cut to 10,000 entries alone, a history of long lines (transfers with long
+    descriptions) stayed over the size that cuts it, and was rewritten at every start."""
+    home = _private_home(tmp_path)
+    _write_entries(home / "history", 12_000, description="x" * 300)
+    assert len(list(history_at(home / "history").load_history_strings())) < ENTRIES_KEPT
+    assert (home / "history").stat().st_size <= BYTES_KEPT
+    before = (home / "history").stat().st_ino
+    history_at(home / "history")
+    assert (home / "history").stat().st_ino == before  # not written again
+
+
+def test_a_history_reached_through_a_link_is_cut_where_the_link_leads(tmp_path: Path) -> None:
+    home = _private_home(tmp_path)
+    kept_elsewhere = tmp_path / "elsewhere"
+    kept_elsewhere.mkdir(mode=0o700)
+    _write_entries(kept_elsewhere / "history", 30_000)
+    (home / "history").symlink_to(kept_elsewhere / "history")
+    history = history_at(home / "history")
+    assert (home / "history").is_symlink()  # the link kept: lines still go where it leads
+    history.append_string("help")
+    assert (kept_elsewhere / "history").read_text().endswith("\n+help\n")
+    assert len(list(history.load_history_strings())) == ENTRIES_KEPT + 1
+
+
+def _start_a_shell(home: Path, start: threading.Barrier, histories: list[History]) -> None:
+    start.wait()
+    histories.append(history_at(home / "history"))
+
+
+def test_two_shells_starting_at_once_both_keep_their_history(tmp_path: Path) -> None:
+    """Both cut to one temporary file of a fixed name: the second found it gone, and its
+    session had no history at all, neither recalled nor kept."""
+    home = _private_home(tmp_path)
+    for _ in range(5):
+        _write_entries(home / "history", 30_000)
+        start = threading.Barrier(2)
+        histories: list[History] = []
+        shells = [
+            threading.Thread(target=_start_a_shell, args=(home, start, histories)) for _ in range(2)
+        ]
+        for thread in shells:
+            thread.start()
+        for thread in shells:
+            thread.join()
+        assert [type(h).__name__ for h in histories] == ["_FileHistoryOrNone"] * 2
+        assert sorted(path.name for path in home.iterdir()) == ["history"]
+
+
+def test_a_history_that_cannot_be_cut_is_read_whole(tmp_path: Path) -> None:
+    """On a full disk the cut failed, and the session went without history (and left
+    its unfinished copy behind, at every start)."""
+    with small_disk(tmp_path / "home", size="4m") as home:
+        _write_entries(home / "history", 30_000)
+        fill(home)
+        history = history_at(home / "history")
+        assert len(list(history.load_history_strings())) == 30_000
+        assert sorted(path.name for path in home.iterdir()) == ["filler", "history"]

@@ -1,15 +1,17 @@
 """The shell's history file: kept where it can be, and where it cannot (unreadable, not
 writable, not a file), a session without it rather than a traceback at every line.
 
-The file keeps the last ENTRIES_KEPT lines typed. prompt_toolkit's file history only
-appends, and reads the whole file into memory at each start: years of a teller's lines
-(tens of megabytes, each name and amount typed) were all kept and all read.
+The file keeps the last ENTRIES_KEPT lines typed, up to BYTES_KEPT of them. prompt_toolkit's
+file history only appends, and reads the whole file into memory at each start: years of
+a teller's lines (tens of megabytes, each name and amount typed) were all kept and all
+read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -43,9 +45,10 @@ def _holds_a_secret(line: str) -> bool:
 
 
 ENTRIES_KEPT = 10_000
-# Cut back to ENTRIES_KEPT once past this size (an entry, with its time, is about 60-100
-# bytes), so a start reads no more than about this much, and rewrites the file seldom.
-_BYTES_BEFORE_CUT = 2 * 1024 * 1024
+BYTES_KEPT = 1024 * 1024  # an entry, with its time, is about 60-200 bytes
+# Cut back once past twice what is kept: a start reads no more than about this much, and
+# the file is rewritten once in many sessions, not at each start.
+_BYTES_BEFORE_CUT = 2 * BYTES_KEPT
 # How prompt_toolkit's FileHistory begins each entry ("# <time>" line, then "+" lines):
 # no line of an entry's text can hold it, as each starts with "+".
 _ENTRY_START = b"\n# "
@@ -56,18 +59,34 @@ def history_at(path: Path) -> History:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(exist_ok=True)
-        if path.stat().st_size > _BYTES_BEFORE_CUT:
-            _keep_the_last_entries(path)
     except OSError:
         return InMemoryHistory()  # a read-only home still gets a working shell
+    with contextlib.suppress(OSError):  # not cut (a full disk): read whole, as it was
+        if path.stat().st_size > _BYTES_BEFORE_CUT:
+            _keep_the_last_entries(path.resolve())  # a link's file, the link kept
     return _FileHistoryOrNone(str(path))
 
 
 def _keep_the_last_entries(path: Path) -> None:
-    entries = path.read_bytes().split(_ENTRY_START)[1:]
-    kept = b"".join(_ENTRY_START + entry for entry in entries[-ENTRIES_KEPT:])
-    cut = path.with_name(f".{path.name}.cut")
-    descriptor = os.open(cut, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(kept)
-    os.replace(cut, path)  # whole: a shell stopped meanwhile leaves the old file
+    """The file cut back to its last entries, in a file of its own put in its place
+    whole; the lines a running shell appends meanwhile go with them."""
+    with path.open("rb") as history:
+        entries = history.read().split(_ENTRY_START)[1:]
+        kept: list[bytes] = []
+        size = 0
+        for entry in reversed(entries[-ENTRIES_KEPT:]):
+            size += len(_ENTRY_START) + len(entry)
+            if size > BYTES_KEPT:
+                break
+            kept.append(_ENTRY_START + entry)
+        # A name of its own: two shells starting at once each cut to a file of theirs.
+        descriptor, cut = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(b"".join(reversed(kept)))
+                handle.write(history.read())  # appended since it was read
+            os.replace(cut, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(cut)
+            raise
