@@ -1075,10 +1075,13 @@ def _connections(value: object) -> int:
 def _pool_busy(connections: int, waited_seconds: float | None) -> Busy:
     """A call that waited its whole timeout for one of this client's connections."""
     waited = "" if waited_seconds is None else f" for {waited_seconds:g} s"
+    which = (
+        "the one connection of this client was"
+        if connections == 1
+        else (f"all {connections} connections of this client were")
+    )
     return Busy(
-        "client_busy",
-        f"all {connections} connections of this client were busy{waited} with other"
-        " calls; nothing was sent: try again",
+        "client_busy", f"{which} busy{waited} with other calls; nothing was sent: try again"
     )
 
 

@@ -163,7 +163,7 @@ def test_a_timeout_no_wait_can_take_is_refused_in_one_line(seconds: float) -> No
         assert refused.value.code == "invalid_timeout", bank
 
 
-@pytest.mark.parametrize("connections", [CONNECTIONS_MAX, 3], ids=["default", "given"])
+@pytest.mark.parametrize("connections", [CONNECTIONS_MAX, 3, 1], ids=["default", "given", "one"])
 def test_a_call_that_waits_for_a_busy_connection_says_so(connections: int) -> None:
     """More calls at once than the client has connections, on a slow but healthy server:
     one that waited its whole timeout for a connection was `server_unreachable`, "cannot
@@ -216,8 +216,12 @@ def test_a_call_that_waits_for_a_busy_connection_says_so(connections: int) -> No
     assert isinstance(error, Busy), error
     assert (error.code, error.message) == (
         "client_busy",
-        f"all {connections} connections of this client were busy for 1 s with other calls;"
-        " nothing was sent: try again",
+        (
+            "the one connection of this client was"
+            if connections == 1
+            else f"all {connections} connections of this client were"
+        )
+        + " busy for 1 s with other calls; nothing was sent: try again",
     )
     assert waited < WAIT_SECONDS_MAX, waited  # one wait, not four
     assert answered == [[]] * connections  # the others were answered, in time
