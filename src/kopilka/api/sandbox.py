@@ -6,6 +6,12 @@ process can check ownership without shared state. The store records when each
 sandbox was last used, so every process sharing it (with `--workers N`, a
 session's requests land on any of them) sees the same idle time, and any
 process drops what has been idle too long, also what a killed server left.
+
+A sandbox's last use is a time of the wall clock. When the clock steps forward (an NTP
+step, a virtual machine resumed), every sandbox's last use looks older by the step:
+those in use were dropped as idle. A process that sees its clock step forward (its wall
+time run ahead of its monotonic time) drops nothing until an idle time has passed since,
+in which each session in use has recorded its use by the new time.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from kopilka.api.auth import Principal
@@ -29,12 +36,21 @@ SANDBOX_IDLE_SECONDS = SANDBOX_IDLE_SECONDS_DEFAULT  # KOPILKA_SANDBOX_IDLE_SECO
 SANDBOXES_MAX = 1_000  # open at once; each holds rows in the store until dropped
 # Per token, so that one token (a client's, say) cannot take every sandbox there is.
 SANDBOXES_PER_TOKEN_MAX = 20
+# How far the wall clock may run ahead of the monotonic one between two looks before it
+# is taken for a step: well past the slewing NTP does, or a busy machine's scheduling.
+_STEP_SECONDS = 2.0
 
 
 class Sandboxes:
-    def __init__(self, store: Store, idle_seconds: float = SANDBOX_IDLE_SECONDS) -> None:
+    def __init__(
+        self,
+        store: Store,
+        idle_seconds: float = SANDBOX_IDLE_SECONDS,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         assert idle_seconds > 0
         self._store = store
+        self._now = wall_clock
         self.idle_seconds = idle_seconds
         # When this process last wrote a use of each sandbox: a session's requests
         # write it at most once per `_touch_interval`, not once each.
@@ -46,7 +62,7 @@ class Sandboxes:
         owner = f"{SANDBOX_PREFIX}{principal.token_id}-"
         ledger = f"{owner}{secrets.token_hex(6)}"
         if not await self._store.open_sandbox(
-            ledger, _now(), SANDBOXES_MAX, owner, SANDBOXES_PER_TOKEN_MAX
+            ledger, self._now(), SANDBOXES_MAX, owner, SANDBOXES_PER_TOKEN_MAX
         ):
             raise Busy(
                 "too_many_sandboxes",
@@ -70,7 +86,7 @@ class Sandboxes:
                 self._touched.pop(ledger, None)
                 raise sandbox_ended()
             return
-        if not await self._store.touch_sandbox(ledger, _now()):
+        if not await self._store.touch_sandbox(ledger, self._now()):
             self._touched.pop(ledger, None)
             raise sandbox_ended()
         self._touched[ledger] = now
@@ -95,7 +111,7 @@ class Sandboxes:
     async def reap(self, idle_before: datetime | None = None) -> list[str]:
         """Drop every sandbox idle longer than the timeout (by `idle_before`, else by
         now); their names."""
-        moment = _now() if idle_before is None else idle_before
+        moment = self._now() if idle_before is None else idle_before
         dropped = await self._store.drop_idle_sandboxes(
             moment - timedelta(seconds=self.idle_seconds)
         )
@@ -110,8 +126,12 @@ class Sandboxes:
         period = min(max(self.idle_seconds / 4, 0.05), 30.0)
         reap_from = 0.0
         away_since: datetime | None = None  # when the store was first found down
+        clocks_apart = self._clocks_apart()
         while True:
             await asyncio.sleep(period)
+            clocks_were_apart, clocks_apart = clocks_apart, self._clocks_apart()
+            if clocks_apart - clocks_were_apart > _STEP_SECONDS:  # stepped forward
+                reap_from = max(reap_from, time.monotonic() + self.idle_seconds)
             if time.monotonic() < reap_from:
                 continue
             try:
@@ -119,7 +139,7 @@ class Sandboxes:
                 await self.reap(away_since)
             except Unavailable:
                 # The store is down (it says so itself, once per outage).
-                away_since = away_since or _now()
+                away_since = away_since or self._now()
                 continue
             except Exception:
                 logger.exception("could not drop idle sandbox ledgers")
@@ -130,6 +150,6 @@ class Sandboxes:
                 away_since = None
                 reap_from = time.monotonic() + self.idle_seconds
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+    def _clocks_apart(self) -> float:
+        """The wall clock's lead on the monotonic one, in seconds."""
+        return self._now().timestamp() - time.monotonic()

@@ -1,0 +1,53 @@
+"""Sandboxes over a real SQLite store, their reaper reading a wall clock the test steps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from kopilka.api.auth import Principal
+from kopilka.api.sandbox import Sandboxes
+from kopilka.store import open_store
+
+IDLE_SECONDS = 1.0
+
+
+class _SteppedClock:
+    """The machine's wall clock, moved by a step as NTP moves a clock far off."""
+
+    def __init__(self) -> None:
+        self.step = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.step
+
+
+@pytest.mark.timeout(60)
+async def test_a_sandbox_in_use_outlives_a_step_of_the_clock(tmp_path: Path) -> None:
+    """A step forward made every sandbox's last use look older by the step: one in use
+    was dropped as idle at the reaper's next look, its session's state lost. Reaping
+    waits an idle time after a step, and then drops what is idle by the new time."""
+    store = open_store(str(tmp_path / "kopilka.db"))
+    await store.open()
+    clock = _SteppedClock()
+    sandboxes = Sandboxes(store, IDLE_SECONDS, wall_clock=clock)
+    sandboxes.start()
+    try:
+        ledger = await sandboxes.create(Principal("0123456789abcdef", "admin", None, "main"))
+        await sandboxes.touch(ledger)
+        clock.step = timedelta(hours=1)
+        await asyncio.sleep(IDLE_SECONDS / 2)  # the reaper looks twice meanwhile
+        await sandboxes.touch(ledger)  # in use: still there, its use now by the new time
+        assert await store.sandbox_is_open(ledger)
+        started = time.monotonic()  # left alone from here: dropped, an idle time later
+        while await store.sandbox_is_open(ledger):
+            assert time.monotonic() - started < 10 * IDLE_SECONDS, "never dropped"
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - started >= IDLE_SECONDS
+    finally:
+        await sandboxes.close()
+        await store.close()
