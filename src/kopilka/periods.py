@@ -36,7 +36,7 @@ _WEEK = re.compile(r"\d{4}-?W\d{2}")
 # even "2026-12-03-05:00"), and a fraction of a minute ("08:58.5") as one of a second.
 # A space before the offset stays allowed, as `git log --date=iso` writes one.
 _MOMENT = re.compile(
-    r"\d{4}-?(?:\d{2}-?\d{2}|W\d{2}(?:-?\d)?|\d{3})"  # calendar, week or ordinal date
+    r"\d{4}-?(?:\d{2}-?\d{2}|W\d{2}(?:-?\d)?)"  # calendar or week date
     r"(?:(?P<separator>[Tt ])\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?"  # time of day
     r" ?(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?)?"  # its offset
 )
@@ -63,6 +63,11 @@ def _written(text: str, zone: tzinfo | None) -> tuple[str, datetime]:
             candidate = candidate.upper()
         moment = datetime.fromisoformat(candidate)
     except ValueError as error:
+        if shape is not None:  # of a date's shape, out of the calendar's range
+            # "day is out of range for month", "second must be in 0..59" (no leap second)
+            raise InvalidInput(
+                "invalid_period", f"{candidate!r} is no moment of the calendar: {error}"
+            ) from error
         raise InvalidInput(
             "invalid_period", f"{candidate!r} is not a date like {_EXAMPLES}"
         ) from error

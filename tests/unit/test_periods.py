@@ -335,3 +335,29 @@ def test_a_space_before_the_offset_is_taken(utc: None) -> None:
     for text in ("2024-01-31 18:30:00 +0200", "2024-01-31T18:30:00 +02:00"):
         assert end_of(text, end_of_day=False) == datetime(2024, 1, 31, 16, 30, tzinfo=UTC)
     assert end_of("2024-01-31 18:30:00 Z", end_of_day=False).hour == 18
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("2027-02-29", "day is out of range for month"),
+        ("2026-12-31 24:00", "hour must be in 0..23"),
+        ("2016-12-31T23:59:60Z", "second must be in 0..59"),  # a leap second
+        ("2026-13-01", "month must be in 1..12"),
+    ],
+)
+def test_a_date_of_the_right_shape_but_no_such_moment_says_why(
+    utc: None, text: str, reason: str
+) -> None:
+    """Told only "is not a date like 2024-01-31, ...", a date of just the example's shape
+    (a 29 February of a common year) read as the wrong shape."""
+    with pytest.raises(InvalidInput) as caught:
+        parse_period(None, text)
+    assert caught.value.message == f"{text!r} is no moment of the calendar: {reason}"
+
+
+def test_an_ordinal_date_is_not_taken_for_one(utc: None) -> None:
+    """The shape check let a day of the year ("2026-339") through, which nothing reads."""
+    with pytest.raises(InvalidInput) as caught:
+        parse_period(None, "2026-339")
+    assert caught.value.message.startswith("'2026-339' is not a date like 2024-01-31")
