@@ -803,3 +803,33 @@ def test_another_asgi_server_fails_its_start_on_a_database_it_cannot_open(
     assert started.returncode != 0, started.stderr
     assert "Application startup failed" in started.stderr, started.stderr
     assert f"cannot open the database {missing}" in started.stderr
+
+
+def test_a_server_waiting_for_another_to_start_in_its_home_stops_when_asked(
+    tmp_path: Path,
+) -> None:
+    """Servers start in a home one at a time: one that waits for another's start (its
+    database slow to open, say) ends at once when asked to stop, exit 0, where it waited
+    out its bound and then said it could not start."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    turn = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(turn, fcntl.LOCK_EX)  # as a server starting there holds it
+    try:
+        process = subprocess.Popen(
+            [*kopilka_command(), "serve", "--port", str(free_port())],
+            env=server_env(home),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)  # started, and waiting for its turn
+        assert process.poll() is None
+        asked = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        out, errors = process.communicate(timeout=30)
+        assert time.monotonic() - asked < 5
+    finally:
+        os.close(turn)
+    assert (process.returncode, out, errors) == (0, "", "")
+    assert not (home / "kopilka.db").exists()  # no database opened

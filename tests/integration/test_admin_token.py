@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,7 @@ from kopilka.store import open_store
 path, db = Path(sys.argv[1]), sys.argv[2]
 prepare_admin_token(path)
 print("prepared", flush=True)
-sys.stdin.readline()  # every server has got this far before any looks at the token
+sys.stdin.readline()  # held here, its store not yet opened, until told to go on
 
 
 async def main() -> str:
@@ -111,34 +112,82 @@ async def main() -> str:
 
 
 print(asyncio.run(main()), flush=True)
+sys.stdin.readline()  # running, as a server runs, until told to stop
 """
+# Long enough for a server started to have prepared (imports and all), unless it waits.
+_STARTED_SECONDS = 1.5
 
 
-def _starting_server(path: Path, db: Path) -> subprocess.Popen[str]:
-    """A server's start, stopped once it has prepared the home until told to go on (a
-    line on its stdin): its store opened, then the token kept or written."""
-    server = subprocess.Popen(
+def _server(path: Path, db: Path) -> subprocess.Popen[str]:
+    """A server's start: it prepares the home, says "prepared" and waits for a line to
+    go on (its store opened, then the token kept or written: it says which), then for
+    another to stop."""
+    return subprocess.Popen(
         [sys.executable, "-c", _STARTING_SERVER, str(path), str(db)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _prepared(server: subprocess.Popen[str]) -> subprocess.Popen[str]:
     assert server.stdout is not None
     assert server.stdout.readline() == "prepared\n"
     return server
 
 
+def _let_go(server: subprocess.Popen[str]) -> None:
+    """Told to go on, and then to stop, as soon as it reads them."""
+    assert server.stdin is not None
+    server.stdin.write("go\nstop\n")
+    server.stdin.flush()
+
+
+def _said(server: subprocess.Popen[str]) -> list[str]:
+    out, errors = server.communicate(timeout=120)
+    assert server.returncode == 0, errors
+    return out.split()
+
+
+def _run_through(server: subprocess.Popen[str]) -> list[str]:
+    """What a server said, told to go on and then to stop."""
+    _let_go(server)
+    return _said(server)
+
+
+def _started_together(path: Path, db: Path, count: int) -> list[list[str]]:
+    """`count` servers of one database, the first prepared, the others started while it
+    waits to open its store, then all let go on."""
+    first = _prepared(_server(path, db))
+    others = [_server(path, db) for _ in range(count - 1)]
+    time.sleep(_STARTED_SECONDS)
+    servers = [first, *others]
+    for server in servers:  # each reads it in its turn, in whatever order they come
+        _let_go(server)
+    return [_said(server) for server in servers]
+
+
 def test_servers_of_one_database_started_together_all_start(tmp_path: Path) -> None:
     """Started at the same moment on a fresh home, each held its lock on the token while
     it found none, and the one that could not take that lock alone was refused
-    (`home_in_use`, "another kopilka server uses HOME"), though both served one database."""
-    home, db = tmp_path / "home", tmp_path / "kopilka.db"
-    servers = [_starting_server(home / "admin.token", db) for _ in range(3)]
-    answers = [server.communicate("go\n", timeout=60) for server in servers]
-    assert [server.returncode for server in servers] == [0, 0, 0], answers
-    assert sorted(out for out, _ in answers) == ["kept\n", "kept\n", "written\n"], answers
-    assert asyncio.run(_held_role(home / "admin.token", db)) == "admin"
+    (`home_in_use`, "another kopilka server uses HOME"), though all served one database."""
+    path, db = tmp_path / "home" / "admin.token", tmp_path / "kopilka.db"
+    said = _started_together(path, db, 3)
+    assert sorted(words[-1] for words in said) == ["kept", "kept", "written"], said
+    assert asyncio.run(_held_role(path, db)) == "admin"
+
+
+def test_servers_of_one_database_started_together_replace_another_s_token(
+    tmp_path: Path,
+) -> None:
+    """The home holds another database's token, its server stopped (the operator moved
+    to a new database): booted together, every server of the new one starts."""
+    path, ours, theirs = tmp_path / "home" / "admin.token", tmp_path / "a.db", tmp_path / "b.db"
+    assert _run_through(_prepared(_server(path, theirs))) == ["written"]
+    said = _started_together(path, ours, 3)
+    assert sorted(words[-1] for words in said) == ["kept", "kept", "written"], said
+    assert asyncio.run(_held_role(path, ours)) == "admin"
 
 
 def test_a_server_still_starting_keeps_its_token_from_another_database_s(
@@ -148,14 +197,37 @@ def test_a_server_still_starting_keeps_its_token_from_another_database_s(
     say), holds the home from its start: one of another database started meanwhile is
     refused, and the token is kept for the first."""
     path, ours, theirs = tmp_path / "home" / "admin.token", tmp_path / "a.db", tmp_path / "b.db"
-    first_run = _starting_server(path, ours)
-    assert first_run.communicate("go\n", timeout=60)[0] == "written\n"
+    assert _run_through(_prepared(_server(path, ours))) == ["written"]
     token = path.read_text()
-    starting = _starting_server(path, ours)
+    starting = _prepared(_server(path, ours))
+    other = _server(path, theirs)
+    time.sleep(_STARTED_SECONDS)
+    _let_go(other)
+    assert starting.stdin is not None and starting.stdout is not None
+    starting.stdin.write("go\n")  # and runs on, till the other is done
+    starting.stdin.flush()
     try:
-        other = _starting_server(path, theirs)
-        assert other.communicate("go\n", timeout=60)[0] == "home_in_use\n"
+        assert starting.stdout.readline() == "kept\n"
+        assert _said(other) == ["prepared", "home_in_use"]
     finally:
-        answer = starting.communicate("go\n", timeout=60)
-    assert answer[0] == "kept\n", answer
+        starting.communicate("stop\n", timeout=60)
     assert path.read_text() == token
+
+
+def test_a_deleted_token_is_not_written_anew_for_another_database_beside_a_server(
+    tmp_path: Path,
+) -> None:
+    """Its file deleted while a server runs: a server of another database is refused
+    rather than write its own token there, where the running server's shells look."""
+    path, ours, theirs = tmp_path / "home" / "admin.token", tmp_path / "a.db", tmp_path / "b.db"
+    running = _prepared(_server(path, ours))
+    assert running.stdin is not None and running.stdout is not None
+    running.stdin.write("go\n")  # and runs on, till told to stop
+    running.stdin.flush()
+    try:
+        assert running.stdout.readline() == "written\n"
+        path.unlink()
+        assert _run_through(_prepared(_server(path, theirs))) == ["home_in_use"]
+        assert not path.exists()
+    finally:
+        running.communicate("stop\n", timeout=60)

@@ -1,16 +1,16 @@
 """The admin token a server keeps in KOPILKA_HOME, for the local CLI to read.
 
-Every server holds a shared lock on a file beside the token from its start for as long
-as it runs. A server whose database does not honour the token there may replace it
-only while no other server holds that lock: otherwise the other server, on another
+Every running server holds a shared lock on a file beside the token for as long as it
+runs. A server whose database does not honour the token there may replace it only
+while no other server holds that lock: otherwise the other server, on another
 database, would lose the token its local shells use.
 
-Servers take turns at the token, by a lock on the home itself: each looks at it, and
-writes one if it must, before the next looks. Where there is no token at all, the first
-to look writes one, whoever else holds the shared lock, as no one's token is lost: two
-servers of one database started together on a fresh home had each held that lock while
-it found none, and the one that could not take it alone was refused as if on another
-database.
+Servers start in the home in turn, by a lock on the home itself, held from before the
+store is opened until the token is kept or written: a server of the token's database
+still opening its store keeps one of another database from replacing the token, and
+servers of one database started together each find the token the first one wrote.
+Holding the shared lock from its start instead, each of those had kept the others from
+writing one, and all but one were refused as if on another database.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from kopilka.api.auth import new_token_record
@@ -31,23 +31,37 @@ from kopilka.home import make_home
 from kopilka.store.protocol import Store
 from kopilka.tokens import secret_matches, token_id_of
 
-# A server's turn lasts while it reads the token's record, and writes a new one if it
-# must: milliseconds, unless its database is slow to answer; the shared lock is held
-# exclusively only while a token is written over another.
-_LOCK_WAIT_SECONDS_MAX = 5.0
+# A server's turn lasts while it opens its store (upgrading it, perhaps) and looks at the
+# token: a second or so, unless its database is slow to answer.
+_TURN_WAIT_SECONDS_MAX = 60.0
 # One open lock per token file, held until this process ends.
 _held: dict[Path, int] = {}
+# The home's turn, where this process holds it: from prepare_admin_token to the end of
+# ensure_admin_token.
+_turns: dict[Path, int] = {}
 logger = logging.getLogger(__name__)
 
 
-def prepare_admin_token(path: Path) -> None:
+def prepare_admin_token(path: Path, stop_asked: Callable[[], bool] = lambda: False) -> bool:
     """What keeping the admin token in `path` needs of the home, checked before the store
     is opened, so that a server that cannot keep it stops with nothing made (no new
-    database): the home made, this process's lock on the token taken, a token there
-    readable, and room to write a new one (written where there is none, or where the
-    database, which only opening it tells, does not honour the one there)."""
+    database): the home made, this process's turn in it taken (held until
+    ensure_admin_token), a token there readable, and room to write a new one (written
+    where there is none, or where the database, which only opening it tells, does not
+    honour the one there). False: a stop was asked for while it waited for its turn."""
     make_home(path.parent)
-    _hold(path)
+    if not _take_turn(path.parent, stop_asked):
+        return False
+    try:
+        _check_room(path)
+    except BaseException:
+        _end_turn(path.parent)
+        raise
+    return True
+
+
+def _check_room(path: Path) -> None:
+    _hold_file(path)  # the lock file can be made
     if path.is_dir():
         raise InvalidInput(
             "invalid_setting", f"cannot write the admin token {path}: a directory is in the way"
@@ -71,9 +85,13 @@ async def ensure_admin_token(store: Store, path: Path) -> bool:
     the server does not invalidate a shell that already read it.
     """
     make_home(path.parent)
-    lock = _hold(path)
-    with _turn(path.parent):
+    _take_turn(path.parent)  # taken already where prepared
+    try:
+        lock = _hold_file(path)
+        fcntl.flock(lock, fcntl.LOCK_SH)  # no one holds it alone outside their turn
         return await _keep_or_write(store, path, lock)
+    finally:
+        _end_turn(path.parent)
 
 
 async def _keep_or_write(store: Store, path: Path, lock: int) -> bool:
@@ -89,9 +107,6 @@ async def _keep_or_write(store: Store, path: Path, lock: int) -> bool:
             )
             path.chmod(0o600)
         return False
-    if not path.exists():  # no one's token: whoever else is here, this one writes it
-        await _write_new_token(store, path)
-        return True
     if not _try_lock(lock, fcntl.LOCK_EX):
         # Which database the other server has is not known here: if another, a new
         # token would leave its shells without theirs.
@@ -163,8 +178,9 @@ def _read_token(path: Path) -> str | None:
         ) from error
 
 
-def _hold(path: Path) -> int:
-    """This process's shared lock on the token file's lock, taken once and kept."""
+def _hold_file(path: Path) -> int:
+    """This process's lock file of the token, opened once and kept open (its shared lock,
+    once taken, held until the process ends)."""
     lock = _held.get(path)
     if lock is None:
         try:
@@ -173,31 +189,37 @@ def _hold(path: Path) -> int:
             raise _cannot_keep(path.parent, error) from error
         os.set_inheritable(lock, False)
         _held[path] = lock
-    # Waits out a server that is writing its token over another, to read what it wrote.
-    _wait_for(lock, fcntl.LOCK_SH, f"{path} is being written by another server")
     return lock
 
 
-def _wait_for(lock: int, kind: int, busy: str) -> None:
-    deadline = time.monotonic() + _LOCK_WAIT_SECONDS_MAX
-    while not _try_lock(lock, kind):
-        if time.monotonic() > deadline:
-            raise Unavailable("home_locked", busy)
-        time.sleep(0.01)
-
-
-@contextlib.contextmanager
-def _turn(home: Path) -> Iterator[None]:
-    """This server's turn at the token: no other server starting in the home looks at
-    it, or writes one, meanwhile."""
+def _take_turn(home: Path, stop_asked: Callable[[], bool] = lambda: False) -> bool:
+    """This process's turn in the home, waited for while another server starts there;
+    False if a stop was asked for meanwhile."""
+    if home in _turns:
+        return True
     try:
-        turn = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+        turn = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as error:
         raise _cannot_keep(home, error) from error
-    try:
-        _wait_for(turn, fcntl.LOCK_EX, f"another server is setting up its admin token in {home}")
-        yield
-    finally:
+    deadline = time.monotonic() + _TURN_WAIT_SECONDS_MAX
+    while not _try_lock(turn, fcntl.LOCK_EX):
+        if stop_asked() or time.monotonic() > deadline:
+            os.close(turn)
+            if stop_asked():
+                return False
+            raise Unavailable(
+                "home_locked",
+                f"another kopilka server has been starting in {home} for over"
+                f" {_TURN_WAIT_SECONDS_MAX:.0f} s: start this one once it has started",
+            )
+        time.sleep(0.01)
+    _turns[home] = turn
+    return True
+
+
+def _end_turn(home: Path) -> None:
+    turn = _turns.pop(home, None)
+    if turn is not None:
         os.close(turn)  # and its lock with it
 
 
