@@ -135,3 +135,15 @@ def test_a_history_that_cannot_be_cut_is_read_whole(tmp_path: Path) -> None:
         history = history_at(home / "history")
         assert len(list(history.load_history_strings())) == 30_000
         assert sorted(path.name for path in home.iterdir()) == ["filler", "history"]
+
+
+def test_one_line_longer_than_what_is_kept_goes_alone(tmp_path: Path) -> None:
+    """A last line of over 1 MB (a paste gone wrong) filled the cut's whole room by
+    itself: it was dropped, and every line before it with it."""
+    home = _private_home(tmp_path)
+    _write_entries(home / "history", 30_000)
+    with (home / "history").open("a") as history:
+        history.write(f"\n# 2026-12-05 19:00:00.000000\n+{'x' * (BYTES_KEPT + 1)}\n")
+    recalled = list(history_at(home / "history").load_history_strings())
+    assert len(recalled) == ENTRIES_KEPT
+    assert recalled[0] == 'deposit --client="Client 29999" --amount=100 --description=pay'

@@ -75,6 +75,8 @@ def _keep_the_last_entries(path: Path) -> None:
         kept: list[bytes] = []
         size = 0
         for entry in reversed(entries[-ENTRIES_KEPT:]):
+            if len(_ENTRY_START) + len(entry) > BYTES_KEPT:
+                continue  # one line past what is kept (a paste gone wrong): that alone goes
             size += len(_ENTRY_START) + len(entry)
             if size > BYTES_KEPT:
                 break
