@@ -44,6 +44,13 @@ _TEXT_LENGTH_MAX = 64
 _MICROSECOND = timedelta(microseconds=1)
 _ENDS_OF_TIME = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 _EXAMPLES = "2024-01-31, 2024-01-31 18:30:00 or 2024-01-31T18:30:00+02:00"
+_PLAIN_REASONS = (
+    "day is out of range for month",
+    "month must be in 1..12",
+    "hour must be in 0..23",
+    "minute must be in 0..59",
+    "second must be in 0..59",
+)
 
 
 def _written(text: str, zone: tzinfo | None) -> tuple[str, datetime]:
@@ -64,9 +71,12 @@ def _written(text: str, zone: tzinfo | None) -> tuple[str, datetime]:
         moment = datetime.fromisoformat(candidate)
     except ValueError as error:
         if shape is not None:  # of a date's shape, out of the calendar's range
-            # "day is out of range for month", "second must be in 0..59" (no leap second)
+            reason = str(error)
+            # Python's own words where they are plain ("second must be in 0..59": no leap
+            # second); not its others ("Invalid isoformat string", a timedelta's repr).
+            said = f": {reason}" if reason.startswith(_PLAIN_REASONS) else ""
             raise InvalidInput(
-                "invalid_period", f"{candidate!r} is no moment of the calendar: {error}"
+                "invalid_period", f"{candidate!r} is no moment of the calendar{said}"
             ) from error
         raise InvalidInput(
             "invalid_period", f"{candidate!r} is not a date like {_EXAMPLES}"

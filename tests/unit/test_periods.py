@@ -356,6 +356,17 @@ def test_a_date_of_the_right_shape_but_no_such_moment_says_why(
     assert caught.value.message == f"{text!r} is no moment of the calendar: {reason}"
 
 
+@pytest.mark.parametrize(
+    "text", ["2026-12-03T10:00+24:00", "2025-W53", "2026-W01-8", "9999-W52-7T23:59:59-23:59"]
+)
+def test_a_moment_out_of_range_is_told_without_python_s_words(utc: None, text: str) -> None:
+    """An offset of a day was told in a timedelta's repr, and a week a year lacks as an
+    "Invalid isoformat string"."""
+    with pytest.raises(InvalidInput) as caught:
+        parse_period(None, text)
+    assert caught.value.message == f"{text!r} is no moment of the calendar"
+
+
 def test_an_ordinal_date_is_not_taken_for_one(utc: None) -> None:
     """The shape check let a day of the year ("2026-339") through, which nothing reads."""
     with pytest.raises(InvalidInput) as caught:
