@@ -930,6 +930,19 @@ def test_a_chunked_body_in_too_many_chunks_is_refused(tmp_path: Path) -> None:
         assert status == 200, body[:300]
         assert len(json.loads(body)["results"]) == 10_000
 
+        # The bound itself, 32,768 chunks, is taken, and one more is not.
+        for spaces, status in ((32_766, 422), (32_767, 413)):
+            at_the_bound = b"".join(b"1\r\n%c\r\n" % c for c in b"{" + b" " * spaces + b"}")
+            connection = connect(server.port)
+            answers = connection.makefile("rb")
+            with contextlib.suppress(OSError):  # the server may close before all is sent
+                connection.sendall(chunked_deposit_head(server.token) + at_the_bound + b"0\r\n\r\n")
+            assert read_answer(answers)[0] == status
+            answers.close()
+            connection.close()
+
+        connection = connect(server.port)
+        answers = connection.makefile("rb")
         byte_a_chunk = b"".join(b"1\r\n%c\r\n" % byte for byte in b"{" + b" " * 40_000 + b"}")
         with contextlib.suppress(OSError):  # the server may close before all is sent
             connection.sendall(chunked_deposit_head(server.token) + byte_a_chunk + b"0\r\n\r\n")

@@ -86,6 +86,32 @@ def test_a_head_request_is_answered_and_the_connection_serves_on(tmp_path: Path)
         assert json.loads(body)["status"] == "ok"
 
 
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"HEAD /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"HEAD /v1/health HTTP/1.0\r\n\r\n",
+        b"HEAD /v1/accounts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  # a 401
+    ],
+    ids=["close", "http/1.0", "refused"],
+)
+def test_a_head_answer_on_a_connection_that_then_closes_is_sent(
+    tmp_path: Path, request_line: bytes
+) -> None:
+    """The answer is held to be written with the next one: the connection's close must
+    send it, there being no next one."""
+    with (
+        running_server(tmp_path, "memory:") as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection,
+    ):
+        connection.sendall(request_line)
+        data = b""
+        while chunk := connection.recv(65536):  # to the close
+            data += chunk
+        assert data.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 401 ")), data
+        assert data.endswith(b"\r\n\r\n")  # the head alone
+
+
 def test_expect_continue_is_answered_before_the_body_is_sent(tmp_path: Path) -> None:
     """The interim 100 Continue is not held back: the client waits for it."""
     with running_server(tmp_path, "memory:") as server:
