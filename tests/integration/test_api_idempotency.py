@@ -209,6 +209,39 @@ def test_a_batch_key_with_another_body_is_refused_whole(server: ServerProcess) -
         assert (balance(admin, "Ann"), balance(admin, "Bob")) == before
 
 
+def test_a_long_batch_that_took_effect_nowhere_lets_its_key_go(server: ServerProcess) -> None:
+    """A claim under which nothing took effect is let go, also that of a request longer
+    than one of the engine's batches: its key is free for the request meant."""
+    refused_everywhere = [{"type": "transfer", "from": "Ann", "to": "Ann", "amount": "1"}] * 2_001
+    deposit = [{"type": "deposit", "client": "Ann", "amount": "1", "description": "meant"}]
+    headers = {"Idempotency-Key": "long-and-refused"}
+    with server.client() as admin:
+        refused = admin.post("/v1/batch", json={"operations": refused_everywhere}, headers=headers)
+        assert refused.status_code == 200, refused.text[:300]
+        assert {r["error"]["code"] for r in refused.json()["results"]} == {"same_account"}
+        meant = admin.post("/v1/batch", json={"operations": deposit}, headers=headers)
+        assert meant.status_code == 200, meant.text
+        assert [r["status"] for r in meant.json()["results"]] == [201]
+
+
+def test_a_client_token_s_batch_key_leaves_room_for_its_items(server: ServerProcess) -> None:
+    """A client's keys are kept under a mark of its own: 176 characters are left, and a
+    batch's items add their :INDEX to its key, so the whole request is refused at once,
+    not each item for a key too long."""
+    with server.client() as admin:
+        made = admin.post("/v1/tokens", json={"role": "client", "client": "Ann"})
+    deposit = [{"type": "transfer", "from": "Ann", "to": "Bob", "amount": "1"}]
+    with server.client(made.json()["secret"]) as ann:
+        answer = ann.post(
+            "/v1/batch", json={"operations": deposit}, headers={"Idempotency-Key": "k" * 175}
+        )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == {
+        "code": "invalid_idempotency_key",
+        "message": "the Idempotency-Key header must be 1 to 174 characters",
+    }
+
+
 def test_an_item_under_its_batchs_own_key_is_told_so(server: ServerProcess) -> None:
     """It was told its key "was already used for another request", one never made."""
     item = {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": "own-key"}
