@@ -705,6 +705,30 @@ async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engi
     assert await balance(engine, JOHN) == 300
 
 
+async def test_a_dropped_sandbox_takes_its_batch_keys_with_it(engine: Engine) -> None:
+    """Dropped, a ledger's history goes whole, the claims of its batch requests too: they
+    were left, for ever, and a sandbox of that name met its keys as taken."""
+    store = engine.store
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert await store.open_sandbox("sandbox-t1-keys", now, sandboxes_max=5)
+    claimed = await store.apply(
+        [
+            ClaimKey("sandbox-t1-keys", "b1", "first", covers=1),
+            Deposit(JOHN, 5, "play", "b1:0", ledger="sandbox-t1-keys"),
+        ]
+    )
+    assert isinstance(claimed[1], Operation)
+    assert await store.drop_ledger("sandbox-t1-keys")
+    assert await store.open_sandbox("sandbox-t1-keys", now, sandboxes_max=5)
+    again = await store.apply(
+        [
+            ClaimKey("sandbox-t1-keys", "b1", "another body", covers=1),
+            Deposit(JANE, 7, "play", "b1:0", ledger="sandbox-t1-keys"),
+        ]
+    )
+    assert isinstance(again[1], Operation) and not again[1].replayed, again
+
+
 async def test_a_sandbox_takes_writes_only_while_it_is_open(engine: Engine) -> None:
     """Checked in the write's own transaction: a batch that raced the sandbox's end (in
     this process or another, whose view of it is older) leaves nothing behind, not even a
