@@ -32,23 +32,21 @@ class ConnectionSlots:
             handed = threading.Event()
             self._waiting.append(handed)
         try:
-            if handed.wait(timeout_seconds):
-                return True
-        except BaseException:  # Ctrl-C in the wait: a slot handed over is given on
-            self._leave(handed)
+            handed.wait(timeout_seconds)
+            return self._taken(handed)
+        except BaseException:  # Ctrl-C: it takes no slot away, one handed over goes on
+            if self._taken(handed):
+                self.give_back()
             raise
-        with self._lock:
-            if handed.is_set():  # handed over as the wait ended: it is this call's now
-                return True
-            self._waiting.remove(handed)
-            return False
 
-    def _leave(self, handed: threading.Event) -> None:
+    def _taken(self, handed: threading.Event) -> bool:
+        """Whether a slot was handed over; if not, the call waits no more."""
         with self._lock:
-            if not handed.is_set():
+            if handed.is_set():
+                return True
+            if handed in self._waiting:
                 self._waiting.remove(handed)
-                return
-        self.give_back()
+            return False
 
     def give_back(self) -> None:
         with self._lock:
