@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import subprocess
 import sys
 import time
@@ -202,6 +203,9 @@ def test_a_server_still_starting_keeps_its_token_from_another_database_s(
     starting = _prepared(_server(path, ours))
     other = _server(path, theirs)
     time.sleep(_STARTED_SECONDS)
+    assert other.stdout is not None
+    # Not prepared: it waits for its turn while the first, its store not yet opened, holds it.
+    assert select.select([other.stdout], [], [], 0)[0] == []
     _let_go(other)
     assert starting.stdin is not None and starting.stdout is not None
     starting.stdin.write("go\n")  # and runs on, till the other is done
