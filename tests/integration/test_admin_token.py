@@ -169,23 +169,16 @@ def _started_together(path: Path, db: Path, count: int) -> list[list[str]]:
     return [_said(server) for server in servers]
 
 
-def test_servers_of_one_database_started_together_all_start(tmp_path: Path) -> None:
-    """Started at the same moment on a fresh home, each held its lock on the token while
-    it found none, and the one that could not take that lock alone was refused
-    (`home_in_use`, "another kopilka server uses HOME"), though all served one database."""
-    path, db = tmp_path / "home" / "admin.token", tmp_path / "kopilka.db"
-    said = _started_together(path, db, 3)
-    assert sorted(words[-1] for words in said) == ["kept", "kept", "written"], said
-    assert asyncio.run(_held_role(path, db)) == "admin"
-
-
-def test_servers_of_one_database_started_together_replace_another_s_token(
-    tmp_path: Path,
-) -> None:
-    """The home holds another database's token, its server stopped (the operator moved
-    to a new database): booted together, every server of the new one starts."""
+@pytest.mark.parametrize("home", ["fresh", "another database's token in it"])
+def test_servers_of_one_database_started_together_all_start(tmp_path: Path, home: str) -> None:
+    """Started at the same moment, on a fresh home or on one that holds another
+    database's token (its server stopped: the operator moved to a new database), each
+    held its lock on the token while it found none it could keep, and those that could
+    not take that lock alone were refused (`home_in_use`, "another kopilka server uses
+    HOME"), though all served one database."""
     path, ours, theirs = tmp_path / "home" / "admin.token", tmp_path / "a.db", tmp_path / "b.db"
-    assert _run_through(_prepared(_server(path, theirs))) == ["written"]
+    if home != "fresh":
+        assert _run_through(_prepared(_server(path, theirs))) == ["written"]
     said = _started_together(path, ours, 3)
     assert sorted(words[-1] for words in said) == ["kept", "kept", "written"], said
     assert asyncio.run(_held_role(path, ours)) == "admin"

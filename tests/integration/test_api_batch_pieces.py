@@ -9,9 +9,8 @@ from contextlib import closing
 from pathlib import Path
 
 import httpx
+from tests.integration.test_api_stopping import app_with_ann, assert_resent_once
 
-from kopilka.api.admin_token import ensure_admin_token
-from kopilka.api.app import create_app
 from kopilka.limits import Limits
 
 _REFUSE_THE_THIRD = (
@@ -26,21 +25,12 @@ async def test_pieces_after_one_that_failed_are_not_applied_and_the_key_says_how
     """docs/api.md: no piece after a failed one is applied, and the answer's
     Idempotency-Key header gives the key to resend the whole batch under, which then
     applies what was not, once."""
-    path = tmp_path / "kopilka.db"
-    app = create_app(str(path), limits=Limits(batch_operations_max=2))
-    await app.start()
+    app, token = await app_with_ann(tmp_path, Limits(batch_operations_max=2))
+    auth = {"Authorization": f"Bearer {token}"}
     try:
-        await ensure_admin_token(app.store, tmp_path / "admin.token")
-        auth = {"Authorization": f"Bearer {(tmp_path / 'admin.token').read_text().strip()}"}
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://k"
         ) as http:
-            opened = await http.post(
-                "/v1/deposits",
-                json={"client": "Ann", "amount": "1", "open_account": True},
-                headers=auth,
-            )
-            assert opened.status_code == 201, opened.text
             descriptions = ("first", "second", "third", "fourth", "fifth", "sixth")
             batch = {
                 "operations": [
@@ -48,7 +38,9 @@ async def test_pieces_after_one_that_failed_are_not_applied_and_the_key_says_how
                     for text in descriptions
                 ]
             }
-            with closing(sqlite3.connect(path, isolation_level=None)) as database:
+            with closing(
+                sqlite3.connect(tmp_path / "kopilka.db", isolation_level=None)
+            ) as database:
                 database.execute(_REFUSE_THE_THIRD)
                 answer = await http.post("/v1/batch", json=batch, headers=auth)
                 assert answer.status_code == 200, answer.text
@@ -58,12 +50,6 @@ async def test_pieces_after_one_that_failed_are_not_applied_and_the_key_says_how
                 assert balance == "3.00"  # the first piece alone
                 database.execute("DROP TRIGGER refuse_the_third")
             key = answer.headers["idempotency-key"]
-            for _ in range(2):
-                resent = await http.post(
-                    "/v1/batch", json=batch, headers={**auth, "Idempotency-Key": key}
-                )
-                assert [r["status"] for r in resent.json()["results"]] == [201] * 6
-            account = await http.get("/v1/accounts/Ann", headers=auth)
-            assert account.json()["balance"] == "7.00"  # 1 + 6, each applied once
+            await assert_resent_once(http, batch, auth, key, "7.00")  # 1 + 6
     finally:
         await app.engine.close()

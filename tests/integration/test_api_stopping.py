@@ -24,6 +24,7 @@ import pytest
 from kopilka.api.admin_token import ensure_admin_token
 from kopilka.api.app import create_app
 from kopilka.errors import KopilkaError
+from kopilka.limits import Limits
 from kopilka.store import sqlite as sqlite_store
 
 
@@ -115,8 +116,9 @@ def _statement_scope(token: str) -> dict[str, Any]:
     }
 
 
-async def _app_with_ann(tmp_path: Path) -> tuple[Any, str]:
-    app = create_app(str(tmp_path / "kopilka.db"))
+async def app_with_ann(tmp_path: Path, limits: Limits | None = None) -> tuple[Any, str]:
+    """The app over a SQLite file in `tmp_path`, Ann's account opened with $1; its token."""
+    app = create_app(str(tmp_path / "kopilka.db"), limits=limits)
     await app.start()
     await ensure_admin_token(app.store, tmp_path / "admin.token")
     token = (tmp_path / "admin.token").read_text().strip()
@@ -159,7 +161,7 @@ async def _cancelled_while_it_waits(
 
 async def test_a_statement_cancelled_while_it_waits_is_told_to_try_again(tmp_path: Path) -> None:
     """A read applies nothing: no key to settle it, and no "may have been applied"."""
-    app, token = await _app_with_ann(tmp_path)
+    app, token = await app_with_ann(tmp_path)
     try:
         assert await _cancelled_while_it_waits(app, tmp_path, _statement_scope(token)) == {
             "code": "shutting_down",
@@ -173,7 +175,7 @@ async def test_a_write_without_a_key_cancelled_is_told_to_look_not_to_retry(
     tmp_path: Path,
 ) -> None:
     """Limits (or a token, a sandbox) take no key: repeated, they would apply again."""
-    app, token = await _app_with_ann(tmp_path)
+    app, token = await app_with_ann(tmp_path)
     try:
         path = "/v1/accounts/Ann"
         scope = {
@@ -198,7 +200,7 @@ async def test_statements_wait_for_the_write_lock_no_longer_than_a_writer_would(
     """Many at once, each for at most the writer's busy timeout (shortened here), none
     queued behind another."""
     monkeypatch.setattr(sqlite_store, "_BUSY_TIMEOUT_MS", 300)
-    app, token = await _app_with_ann(tmp_path)
+    app, token = await app_with_ann(tmp_path)
     try:
         held = _hold_the_write_lock(tmp_path)
         started = time.monotonic()
@@ -233,7 +235,7 @@ async def test_a_batch_refused_as_busy_gives_the_key_to_resend_under(
     Idempotency-Key header is the key the server made, under which a resend applies
     it, once (docs/api.md)."""
     monkeypatch.setattr(sqlite_store, "_BUSY_TIMEOUT_MS", 300)
-    app, token = await _app_with_ann(tmp_path)
+    app, token = await app_with_ann(tmp_path)
     auth = {"Authorization": f"Bearer {token}"}
     batch = {"operations": [{"type": "deposit", "client": "Ann", "amount": "2"}] * 3}
     try:
@@ -248,15 +250,22 @@ async def test_a_batch_refused_as_busy_gives_the_key_to_resend_under(
             assert busy.status_code == 503, busy.text
             assert busy.json()["error"]["code"] == "store_busy"
             key = busy.headers["idempotency-key"]
-            for _ in range(2):
-                resent = await http.post(
-                    "/v1/batch", json=batch, headers={**auth, "Idempotency-Key": key}
-                )
-                assert [r["status"] for r in resent.json()["results"]] == [201] * 3
-            account = await http.get("/v1/accounts/Ann", headers=auth)
-            assert account.json()["balance"] == "7.00"  # 1 + 3 x 2, applied once
+            await assert_resent_once(http, batch, auth, key, "7.00")  # 1 + 3 x 2
     finally:
         await app.engine.close()
+
+
+async def assert_resent_once(
+    http: httpx.AsyncClient, batch: dict[str, Any], auth: dict[str, str], key: str, balance: str
+) -> None:
+    """`batch` resent twice under `key`: each item applied, and once, Ann's balance then
+    `balance`."""
+    items = len(batch["operations"])
+    for _ in range(2):
+        resent = await http.post("/v1/batch", json=batch, headers={**auth, "Idempotency-Key": key})
+        assert [r["status"] for r in resent.json()["results"]] == [201] * items
+    account = await http.get("/v1/accounts/Ann", headers=auth)
+    assert account.json()["balance"] == balance
 
 
 @pytest.mark.parametrize("holder", ["another program", "another kopilka process"])
