@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from kopilka.errors import InvalidInput
+from kopilka.redaction import quoted
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MICROSECOND = timedelta(microseconds=1)
@@ -61,9 +62,6 @@ class MonotonicClock:
 # The longest wait a thread or a socket takes (some 292 years): past it, theirs is an
 # OverflowError.
 SECONDS_MAX = threading.TIMEOUT_MAX
-# An int of more digits than Python turns into text (4,300) has no repr: one of more
-# bits than these (some 1,200 digits) is described instead.
-_SHOWN_BITS_MAX = 4096
 
 
 def positive_seconds(value: object, name: str) -> float:
@@ -75,8 +73,7 @@ def positive_seconds(value: object, name: str) -> float:
         or not isinstance(value, int | float)
         or not 0 < value <= SECONDS_MAX
     ):
-        too_long = isinstance(value, int) and value.bit_length() > _SHOWN_BITS_MAX
-        shown = "an int of over 1,200 digits" if too_long else repr(value)[:40]
+        shown = quoted(value)
         raise InvalidInput(
             "invalid_timeout",
             f"{name} must be a positive number of seconds, at most {SECONDS_MAX:.0f}, not {shown}",

@@ -107,15 +107,26 @@ def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
     return without_secrets(message)
 
 
+# An int of more digits than Python turns into text (4,300) has no repr: one of more
+# bits than these (some 1,200 digits) is described instead.
+_SHOWN_BITS_MAX = 4096
+
+
 def quoted(value: object, length_max: int = 40) -> str:
     """A value as a refusal quotes it (repr): masked whole, before it is cut short (a
     URL's password cut from its '@' is not recognised as one, nor a token's secret)."""
+    if isinstance(value, int) and value.bit_length() > _SHOWN_BITS_MAX:
+        return "an int of over 1,200 digits"
     # Masked as written, then escaped: repr doubles a backslash in a password, and the
     # escaped text is no longer the word that was given.
     if isinstance(value, str):
         text = repr(hide_secrets(value, [value]))
     else:  # a list or a number from the file: its text as shown, each text in it masked
         text = hide_secrets(repr(value), _texts_in(value))
+    return cut_short(text, length_max)
+
+
+def cut_short(text: str, length_max: int = 40) -> str:
     return text if len(text) <= length_max else text[:length_max] + "..."
 
 

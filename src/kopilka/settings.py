@@ -31,7 +31,7 @@ from kopilka.home import (
     others_may_write,
     refuse_blank_variable,
 )
-from kopilka.redaction import quoted, redact_url
+from kopilka.redaction import cut_short, quoted, redact_url
 from kopilka.store import sqlite_path
 from kopilka.urls import split_url
 
@@ -217,9 +217,7 @@ def _served(
         bounds = f"above {least} and at most {most}" if above else f"{least} to {most}"
         # As typed: a flag's or variable's digits (no secret can be in them), the file's
         # number as TOML read it ("1e+08" was shown of 99999999, "1.23457e+06" of 1234567).
-        shown = repr(value) if not isinstance(value, str) else value
-        if len(shown) > 40:
-            shown = shown[:40] + "..."
+        shown = cut_short(repr(value) if not isinstance(value, str) else value)
         raise InvalidInput(
             "invalid_setting", f"{name} must be {bounds}, not {shown} ({given_at(name)})"
         )
