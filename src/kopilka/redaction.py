@@ -117,6 +117,10 @@ def quoted(value: object, length_max: int = 40) -> str:
     URL's password cut from its '@' is not recognised as one, nor a token's secret)."""
     if isinstance(value, int) and value.bit_length() > _SHOWN_BITS_MAX:
         return "an int of over 1,200 digits"
+    # A TOML table is no setting's value, and its keys may say what a value is
+    # ({password = "..."}), which no mask can know: it is named, not shown.
+    if _holds_table(value):
+        return "a table" if isinstance(value, dict) else "a list holding a table"
     # Masked as written, then escaped: repr doubles a backslash in a password, and the
     # escaped text is no longer the word that was given.
     if isinstance(value, str):
@@ -130,11 +134,15 @@ def cut_short(text: str, length_max: int = 40) -> str:
     return text if len(text) <= length_max else text[:length_max] + "..."
 
 
+def _holds_table(value: object) -> bool:
+    if isinstance(value, list | tuple):
+        return any(_holds_table(item) for item in value)
+    return isinstance(value, dict)
+
+
 def _texts_in(value: object) -> list[str]:
     if isinstance(value, str):
         return [value]
-    if isinstance(value, dict):
-        return [text for pair in value.items() for item in pair for text in _texts_in(item)]
     if isinstance(value, list | tuple):
         return [text for item in value for text in _texts_in(item)]
     return []

@@ -207,6 +207,9 @@ def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
             'db = ["postgresql://kop:Secret@db/x"]',
             "db must be a string, not ['postgresql://kop:***@db/x']",
         ),
+        # A table's keys may say which of its values is a secret: it is not shown.
+        ('db = {password = "Hunter2"}', "db must be a string, not a table"),
+        ('db = [[{password = "Hunter2"}]]', "db must be a string, not a list holding a table"),
         ("prot = 8889", "unknown setting 'prot'"),
         ("[server]\nport = 1", "unknown setting 'server'"),
     ],
