@@ -62,7 +62,7 @@ async def test_a_server_whose_disk_is_full_is_not_ready_until_there_is_room(
             full = await _get(app, "/v1/ready")
             assert (full.status_code, full.json()["error"]["code"]) == (503, "store_unavailable")
             assert full.json()["error"]["message"] == (
-                "the disk the database is on is full: writes cannot be kept"
+                "the disk the database is on has less than 1 MiB free: writes fail or soon will"
             )
             filler.unlink()
             assert (await _get(app, "/v1/ready")).status_code == 200

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import sqlite3
@@ -717,7 +718,10 @@ class SqliteStore:
                 f"the database {self.path} is damaged ({reason}): restore it from a backup"
                 " (docs/operations.md, Backups)",
             )
-        if isinstance(error, sqlite3.Error) and is_read_only(error):
+        if isinstance(error, OSError) and error.errno == errno.EROFS:
+            # Met making the writers' lock file beside it: not a permission to change.
+            reason = "the file system it is on is mounted read-only"
+        elif isinstance(error, sqlite3.Error) and is_read_only(error):
             reason = self._read_only_reason(error)
         elif isinstance(error, sqlite3.Error) and _disk_full(self.path):
             # SQLite cannot make the shared-memory file a WAL database is read through, and
@@ -1132,10 +1136,13 @@ class SqliteStore:
                 "database_damaged",
                 f"the database is damaged ({self._damage}): it must be restored from a backup",
             )
-        # Reads answer on a full disk, and every write fails: no traffic while it is full.
+        # Reads answer on a full disk, and every write fails: no traffic while it is
+        # nearly full. Said as it is: an operator who finds some room left is not misled.
         if _disk_full(self.path, _READY_DISK_ROOM_MIN_BYTES):
             raise Unavailable(
-                "store_unavailable", "the disk the database is on is full: writes cannot be kept"
+                "store_unavailable",
+                f"the disk the database is on has less than {_READY_DISK_ROOM_MIN_BYTES >> 20} MiB"
+                " free: writes fail or soon will",
             )
         await self._read(lambda: self._read_db.execute("SELECT 1 FROM accounts LIMIT 1").fetchall())
 
