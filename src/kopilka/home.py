@@ -70,8 +70,8 @@ def make_home(path: Path) -> None:
         info = path.stat()
     except OSError as error:
         if isinstance(error, FileExistsError):
-            reason = "a file is in the way"
-        elif isinstance(error, FileNotFoundError):
+            raise InvalidInput("invalid_setting", _not_a_directory(path)) from error
+        if isinstance(error, FileNotFoundError):
             reason = f"{path.parent} does not exist (kopilka makes only its last directory)"
         else:
             reason = error.strerror or str(error)
@@ -79,6 +79,14 @@ def make_home(path: Path) -> None:
             "invalid_setting", f"cannot create KOPILKA_HOME {path}: {reason}"
         ) from error
     _check_home(path, info)
+
+
+def _not_a_directory(path: Path) -> str:
+    """What is at the home's path instead of a directory: said, not "cannot create" (a
+    read would create nothing)."""
+    if path.is_symlink() and not path.exists():
+        return f"KOPILKA_HOME {path} is a symlink to {os.readlink(path)}, which does not exist"
+    return f"KOPILKA_HOME {path} is a file, not a directory"
 
 
 def others_may_write(info: os.stat_result, user: int | None = None) -> bool:

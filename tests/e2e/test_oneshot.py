@@ -818,7 +818,18 @@ def test_a_home_or_database_kopilka_cannot_create_is_one_line(tmp_path: Path) ->
     in_the_way.write_text("")
     home = run_kopilka(in_the_way, "balance", "--client=Ann")
     assert (home.returncode, home.stdout) == (1, "")
-    assert home.stderr == f"Error: cannot create KOPILKA_HOME {in_the_way}: a file is in the way\n"
+    assert home.stderr == f"Error: KOPILKA_HOME {in_the_way} is a file, not a directory\n"
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "gone")
+    for command in [("balance", "--client=Ann"), DEPOSIT]:
+        home = run_kopilka(dangling, *command)
+        assert (home.returncode, home.stdout, home.stderr) == (
+            1,
+            "",
+            f"Error: KOPILKA_HOME {dangling} is a symlink to {tmp_path / 'gone'}, which does"
+            " not exist\n",
+        )
+    assert not (tmp_path / "gone").exists()
     # On a port of its own: the default one may be some other server's.
     serve = ("serve", "--port", str(free_port()), "--db", str(in_the_way / "x.db"))
     database = run_kopilka(tmp_path / "home", *serve)
@@ -1339,6 +1350,20 @@ def test_a_database_on_a_full_disk_is_said_to_be_so(small_disk: Path) -> None:
     filler.unlink()
     read = run_kopilka(home, "balance", "--client=John Jones")
     assert read.stdout == "Balance of John Jones: $100.00\n"
+
+
+def test_a_database_on_a_read_only_mount_is_said_to_be_so(small_disk: Path) -> None:
+    """Not the errno's own words, nor a lock file the user never heard of."""
+    home = small_disk / "home"
+    assert run_kopilka(home, *DEPOSIT).returncode == 0
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    refused = run_kopilka(home, "balance", "--client=John Jones")
+    assert (refused.returncode, refused.stdout, refused.stderr) == (
+        1,
+        "",
+        f"Error: cannot open the database {home / 'kopilka.db'}: the file system it is on is"
+        " mounted read-only\n",
+    )
 
 
 @contextlib.contextmanager

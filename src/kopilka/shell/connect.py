@@ -156,7 +156,7 @@ def refuse_a_home_never_written(settings: Settings) -> None:
     try:
         if _may_hold_a_ledger(home / "kopilka.db"):
             return
-        there = home.exists()
+        there = home.exists() or home.is_symlink()  # a link to nowhere: said so
     except OSError:  # a directory on the way that may not be searched
         there = True
     if there:
