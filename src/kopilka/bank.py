@@ -111,7 +111,9 @@ class Bank(Protocol):
         it, for what must not hold a person up (completing a name as they type)."""
 
     def statement(self, client: str, since: datetime | None, till: datetime | None) -> Statement:
-        """The statement of a period; up to now, as the bank has it, when `till` is None."""
+        """The statement of a period; up to now, as the bank has it, when `till` is None.
+        A `datetime` without a time zone is read as UTC, as the HTTP API reads a time
+        without an offset."""
 
     def close(self) -> None: ...
 

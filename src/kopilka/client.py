@@ -95,6 +95,9 @@ _NOT_PASSING = frozenset({"statement_inconsistent", "database_damaged"})
 # found, or a sandbox dropped, is not of what the write names).
 _NOTHING_OF_THAT_NAME = frozenset({"account_not_found", "token_not_found"})
 TIMEOUT_SECONDS = 30.0
+# The least time left in a call for a retry to be worth sending: one that could wait no
+# longer than this for its answer would end the call as unknown, not answered.
+_ATTEMPT_SECONDS_MIN = 0.05
 # A client's connections, shared by the threads that call it at once, unless it is
 # given another number, up to the connections a server takes from one address by default.
 CONNECTIONS_MAX = 8
@@ -132,7 +135,11 @@ def error_from(status: int, payload: Any) -> KopilkaError:
     message = "".join(c if c.isprintable() else "\ufffd" for c in message)
     if status == 422 and code in _REJECTION_CODES:
         return Rejected(code, message)
-    return _ERRORS_BY_STATUS.get(status, InvalidInput)(code, message)
+    # A 5xx other than 503 is a fault of the server or of what stands before it, never
+    # of the request.
+    return _ERRORS_BY_STATUS.get(status, Unavailable if status >= 500 else InvalidInput)(
+        code, message
+    )
 
 
 def _as_is(answer: Any) -> Any:
@@ -313,9 +320,9 @@ class Client:
         )
         self._sandbox: _SandboxKeeper | None = None
         # Requests under way in other threads end before close() closes the connections,
-        # for up to one attempt's wait.
+        # for up to one call's wait.
         self._calls = CallsUnderWay()
-        self._close_wait_seconds = timeout_seconds
+        self._close_wait_seconds = self._timeout_seconds = timeout_seconds
 
     @property
     def ledger(self) -> str:
@@ -365,9 +372,12 @@ class Client:
         wait_seconds: float | None = None,
     ) -> httpx.Response:
         """`key_is_callers` False: the key was made here, unknown to the caller, who is
-        then not told to retry with it. `wait_seconds`: each attempt's timeout, if not
-        the client's."""
-        timeout = httpx.USE_CLIENT_DEFAULT if wait_seconds is None else wait_seconds
+        then not told to retry with it. `wait_seconds`: the call's timeout, if not the
+        client's. Retries are made within it, each waiting only for the time left: a
+        server's 503 after its own long wait (a ledger busy for 10 s) is not waited for
+        four times."""
+        call_seconds = self._timeout_seconds if wait_seconds is None else wait_seconds
+        deadline = time.monotonic() + call_seconds
         headers = (
             {} if idempotency_key is None else {"Idempotency-Key": sendable_key(idempotency_key)}
         )
@@ -376,17 +386,17 @@ class Client:
         # Set once an attempt of a write may have been applied: a later attempt's "nothing
         # was applied" speaks only of itself, and must not be the answer to the call.
         uncertain: KopilkaError | None = None
-        pool_wait = self._http.timeout.pool if wait_seconds is None else wait_seconds
         for attempt in range(1, ATTEMPTS_MAX + 1):
+            left = deadline - time.monotonic()
             try:
                 response = self._request(
-                    pool_wait,
+                    left,
                     method,
                     path,
                     json=json,
                     params=params,
                     headers=headers,
-                    timeout=timeout,
+                    timeout=left,
                 )
             except RuntimeError:
                 if not self._http.is_closed:
@@ -409,7 +419,7 @@ class Client:
             except httpx.PoolTimeout as error:
                 # Every connection stayed busy with other threads' calls: this one never
                 # left, and is not the server's fault (it may be healthy, just slow).
-                raise uncertain or _pool_busy(self._connections, pool_wait) from error
+                raise uncertain or _pool_busy(self._connections, call_seconds) from error
             except httpx.ConnectTimeout as error:
                 # Never reached the server, but waited the whole timeout for it (a frozen
                 # server whose queue of connections is full, a host that drops packets):
@@ -422,7 +432,7 @@ class Client:
                 failure: Exception = error
             except httpx.TransportError as error:
                 if method != "GET" and uncertain is None:  # it may have been applied
-                    uncertain = _outcome_unknown(self.shown_url, keyed, error)
+                    uncertain = _outcome_unknown(self.shown_url, keyed, error, method)
                 # A server that took the request and said nothing for the whole timeout
                 # (frozen, stopped), or did not read it, would keep a retry waiting as
                 # long: one wait is enough.
@@ -445,13 +455,15 @@ class Client:
                     # Not kopilka's 503 (a load balancer's, say, after passing the write
                     # on): it may have been applied behind it, as after any other 5xx.
                     uncertain = _maybe_applied(response, failure, keyed)
-            if attempt == ATTEMPTS_MAX:
+            delay_seconds = _RETRY_DELAYS_SECONDS[attempt - 1] if attempt < ATTEMPTS_MAX else 0
+            retry_at = time.monotonic() + delay_seconds
+            if attempt == ATTEMPTS_MAX or retry_at + _ATTEMPT_SECONDS_MIN > deadline:
                 if uncertain is not None:
                     raise uncertain
                 if isinstance(failure, KopilkaError):
                     raise failure
                 raise _unreachable(self.shown_url, failure) from failure
-            time.sleep(_RETRY_DELAYS_SECONDS[attempt - 1])
+            time.sleep(delay_seconds)
         raise AssertionError("unreachable")
 
     def _request(
@@ -762,19 +774,26 @@ class Client:
 
         body = {"operations": items}
         callers = idempotency_key is not None
+        deadline = time.monotonic() + self._timeout_seconds  # resends included, as a call's
         response = self._send(
             "POST", "/v1/batch", json=body, idempotency_key=key, key_is_callers=callers
         )
         outcomes = self._answer(response, read, keyed=callers)
         for delay_seconds in _RETRY_DELAYS_SECONDS:
             unsettled = [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
-            if not unsettled:
+            left = deadline - time.monotonic() - delay_seconds
+            if not unsettled or left < _ATTEMPT_SECONDS_MIN:
                 break
             time.sleep(delay_seconds)
             try:
                 again = self._answer(
                     self._send(
-                        "POST", "/v1/batch", json=body, idempotency_key=key, key_is_callers=callers
+                        "POST",
+                        "/v1/batch",
+                        json=body,
+                        idempotency_key=key,
+                        key_is_callers=callers,
+                        wait_seconds=left,
                     ),
                     read,
                     keyed=callers,
@@ -897,7 +916,7 @@ def connect_bank(
     (for a server on this machine). A token given empty is refused.
 
     `ledger` selects a ledger (Kopilka-Ledger); a sandbox gets a fresh one instead.
-    `timeout_seconds`: how long each attempt of a request waits for the server.
+    `timeout_seconds`: how long a call waits for the server, its retries included.
     `connections`: how many the client keeps for the threads that call it at once.
     """
     url = normalize_url(url)
@@ -1037,21 +1056,25 @@ def _maybe_applied(response: httpx.Response, error: KopilkaError, keyed: bool) -
     its own) may have been applied behind it: whether is not known. A read's stays."""
     if response.request.method == "GET":
         return error
-    return _not_known(error.message, keyed)
+    return _not_known(error.message, keyed, response.request.method)
 
 
-def _outcome_unknown(url: str, keyed: bool, error: Exception) -> Unavailable:
+def _outcome_unknown(url: str, keyed: bool, error: Exception, method: str) -> Unavailable:
     what = (
         _no_answer_in_time(url)
         if isinstance(error, httpx.ReadTimeout)
         else f"the connection to the server at {url} broke before its answer came"
     )
-    return _not_known(what, keyed)
+    return _not_known(what, keyed, method)
 
 
-def _not_known(cause: str, keyed: bool) -> Unavailable:
-    """A write that `cause` left maybe applied; settled under the caller's key, if any."""
-    then = RETRY_UNDER_THE_KEY if keyed else "check before repeating it"
+def _not_known(cause: str, keyed: bool, method: str) -> Unavailable:
+    """A write that `cause` left maybe applied; settled under the caller's key, if any.
+    A DELETE (a token revoked, a sandbox dropped) done twice is done once."""
+    if method == "DELETE":
+        then = "repeating it is safe, done twice it is done once"
+    else:
+        then = RETRY_UNDER_THE_KEY if keyed else "check before repeating it"
     return Unavailable("outcome_unknown", f"{cause}{NOT_KNOWN}{then}")
 
 

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import pytest
 from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import running_server
-from tests.local_listener import serving
+from tests.local_listener import Handler, serving
 
 from kopilka.client import connect_bank
-from kopilka.domain.model import Operation
+from kopilka.domain.model import Deposit, Operation
 from kopilka.errors import KopilkaError, NotFound, Unavailable
 from kopilka.shell.output import OUTCOME_UNKNOWN_EXIT
 
@@ -475,3 +475,93 @@ def test_a_revocation_whose_answer_was_lost_is_told_there_is_no_such_token(
         bank.revoke_token("0123456789abcdef")
     assert caught.value.code == "token_not_found"
     assert len(sent) == 1
+
+
+def test_a_read_answered_5xx_is_the_servers_fault_not_the_callers(tmp_path: Path) -> None:
+    """A 500 or a gateway's 502 on a read was raised as InvalidInput (422): a program
+    that retries on Unavailable gave up, and one that reports bad input blamed its own."""
+    gateway = (
+        b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"\r\n%s" % (len(_DEFECT_BODY), _DEFECT_BODY)
+    )
+    for answer, status in [(DEFECT, 500), (gateway, 502)]:
+        with (
+            running_server(tmp_path / f"home-{status}") as server,
+            _relaying(
+                server.url, lambda request, real, made=answer: made if b"/Ann " in request else real
+            ) as url,
+            connect_bank(url, token=server.token, ledger="main") as bank,
+            pytest.raises(Unavailable) as caught,
+        ):
+            bank.account("Ann")
+        assert (caught.value.code, caught.value.message) == (
+            "internal_error",
+            f"the server answered {status}: internal error",
+        )
+
+
+def _answering_after(seconds: float, head: bytes, body: bytes, asked: list[bytes]) -> Handler:
+    """A server that answers every request with `head` and `body`, `seconds` after it came."""
+
+    def answer(connection: socket.socket) -> None:
+        buffered = b""
+        while True:
+            request, buffered = _read_message(connection, buffered)
+            asked.append(request)
+            time.sleep(seconds)
+            connection.sendall(head + b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+    return answer
+
+
+def test_retries_of_a_busy_server_end_within_the_calls_timeout() -> None:
+    """A 503 store_busy comes after the server's own wait for the ledger (10 s): four
+    attempts, each as long, made a call with a 15 s timeout take 25-45 s."""
+    asked: list[bytes] = []
+    busy = b'{"error": {"code": "store_busy", "message": "the database is busy"}}'
+    head = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    with (
+        serving(_answering_after(1.0, head, busy, asked)) as url,
+        connect_bank(url, token="kop_x_y", ledger="main", timeout_seconds=1.5) as bank,
+        pytest.raises(Unavailable) as caught,
+    ):
+        started = time.monotonic()
+        bank.deposit("Ann", 100, "pay", "busy-1")
+    took = time.monotonic() - started
+    # The first answer at 1 s, a retry given the half second left, unanswered in it.
+    assert len(asked) == 2
+    assert took < 2.5, took
+    assert caught.value.code == "outcome_unknown"
+    assert "did not answer in time" in caught.value.message
+
+
+def test_a_revocation_whose_answer_never_came_is_safe_to_repeat() -> None:
+    """Revoking twice revokes once: "check before repeating it" sent people looking."""
+    with (
+        serving(_answering_after(5.0, b"HTTP/1.1 204 No Content\r\n", b"", [])) as url,
+        connect_bank(url, token="kop_x_y", ledger="main", timeout_seconds=0.5) as bank,
+        pytest.raises(Unavailable) as caught,
+    ):
+        bank.revoke_token("0123456789abcdef")
+    assert caught.value.code == "outcome_unknown"
+    assert caught.value.message.endswith(
+        "whether this was applied is not known: repeating it is safe, done twice it is done once"
+    )
+
+
+def test_a_batchs_resends_end_within_the_calls_timeout() -> None:
+    """Items answered 503 are resent: each resend had a whole timeout of its own."""
+    asked: list[bytes] = []
+    busy = b'{"results": [{"status": 503, "error": {"code": "store_busy", "message": "busy"}}]}'
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    with (
+        serving(_answering_after(1.0, head, busy, asked)) as url,
+        connect_bank(url, token="kop_x_y", ledger="main", timeout_seconds=1.5) as bank,
+    ):
+        started = time.monotonic()
+        [outcome] = bank.execute_many([Deposit("Ann", 100, "pay", "busy-1")])
+    took = time.monotonic() - started
+    assert len(asked) == 2
+    assert took < 2.5, took
+    assert isinstance(outcome, Unavailable)
+    assert outcome.code == "outcome_unknown"
