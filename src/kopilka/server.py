@@ -29,7 +29,7 @@ from kopilka.errors import KopilkaError
 from kopilka.hangup import HANGUP, StopsOnHangup
 from kopilka.home import ADMIN_TOKEN_FILE, check_home
 from kopilka.redaction import hide_secrets, redact_url
-from kopilka.settings import Settings, load_settings
+from kopilka.settings import CONFIG_HELP, Settings, load_settings
 from kopilka.store import keeps_nothing
 from kopilka.supervision import mark_supervisor
 from kopilka.urls import on_this_machine
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     # Read as text and checked after parsing, so an option this parser does not know is
     # named as such, rather than its value being taken for the port.
     parser.add_argument("port_positional", nargs="?", metavar="PORT", help="port")
-    parser.add_argument("--config", metavar="FILE", help="settings file (default kopilka.toml)")
+    parser.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     # Numbers are read as text, as a variable's or the file's value, and checked by the
     # settings: a refusal then says why, as for the same value given there, not

@@ -28,7 +28,7 @@ from kopilka.api.auth import make_token
 from kopilka.arguments import ArgumentParser
 from kopilka.errors import InvalidInput, KopilkaError
 from kopilka.redaction import hide_secrets
-from kopilka.settings import load_settings
+from kopilka.settings import CONFIG_HELP, load_settings
 from kopilka.shell.connect import (
     local_store,
     refuse_a_home_never_written,
@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         help="an admin token for --url (default: KOPILKA_TOKEN, else KOPILKA_HOME/admin.token)",
     )
     where.add_argument(
-        "--config", default=argparse.SUPPRESS, metavar="FILE", help="settings file (kopilka.toml)"
+        "--config", default=argparse.SUPPRESS, metavar="FILE", help=CONFIG_HELP
     )
     parser = ArgumentParser(
         prog="kopilka token",

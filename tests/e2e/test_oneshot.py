@@ -378,6 +378,9 @@ def test_help_and_version_need_no_database(kopilka: RunKopilka, kopilka_home: Pa
     assert "init" in kopilka("help").stdout
     assert kopilka("init", "--help").stdout.startswith("init: create or upgrade")
     assert kopilka("--version").stdout.startswith("kopilka ")
+    for command in ("serve", "token"):  # both default files are read, not one
+        words = " ".join(kopilka(command, "--help").stdout.split())
+        assert "(default: kopilka.toml in KOPILKA_HOME and in the working directory," in words
     for command in ("shell", "serve", "token"):  # each with a parser of its own
         result = kopilka("help", command)
         assert (result.returncode, result.stderr) == (0, ""), command
