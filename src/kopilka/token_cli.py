@@ -74,9 +74,7 @@ def _parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="an admin token for --url (default: KOPILKA_TOKEN, else KOPILKA_HOME/admin.token)",
     )
-    where.add_argument(
-        "--config", default=argparse.SUPPRESS, metavar="FILE", help=CONFIG_HELP
-    )
+    where.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE", help=CONFIG_HELP)
     parser = ArgumentParser(
         prog="kopilka token",
         description=(
