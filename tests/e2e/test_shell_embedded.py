@@ -637,6 +637,99 @@ def test_ctrl_c_while_a_line_is_typed_drops_it_and_the_session_goes_on(
     assert "Balance of A: $5.00" in shown  # the line Ctrl-C dropped did not run
 
 
+@pytest.mark.parametrize(
+    ("arguments", "term", "answers_in_a_file"),
+    [(("shell",), "dumb", False), ((), "xterm", True)],
+    ids=["dumb-terminal", "answers-in-a-file"],
+)
+def test_ctrl_c_while_a_line_runs_stops_it_and_the_session_goes_on(
+    kopilka_home: Path,
+    tmp_path: Path,
+    arguments: tuple[str, ...],
+    term: str,
+    answers_in_a_file: bool,
+) -> None:
+    """Typed at a terminal with no line editor, a Ctrl-C while a deposit waited for the
+    ledger's write lock ended the session with status 130 (a sandbox and all in it)."""
+    log = tmp_path / "log.txt"
+    with log.open("w") as answers:
+        terminal = Terminal(
+            kopilka_home,
+            *arguments,
+            stdout=answers if answers_in_a_file else None,
+            term=term,
+            controlling=True,
+        )
+    try:
+        terminal.send("deposit --client=A --amount=5 --description=x\ndepost\n")
+        terminal.expect("Error: unknown command 'depost'")  # on stderr, the terminal
+        with closing(sqlite3.connect(kopilka_home / "kopilka.db", isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # another program's write under way
+            terminal.send("deposit --client=A --amount=1 --description=y\n")
+            time.sleep(1.0)  # waiting for the lock
+            terminal.send("\x03")
+            terminal.expect(STOPPED_WAITING)
+            other.execute("ROLLBACK")
+    finally:
+        status = terminal.type_lines("balance --client=A", "exit")
+    assert status == 0, terminal.seen
+    shown = log.read_text() if answers_in_a_file else terminal.seen
+    assert "Balance of A: $5.00" in shown, shown  # the deposit stopped was not applied
+
+
+def test_a_piped_write_stopped_while_its_answer_is_written_was_applied(
+    kopilka_home: Path,
+) -> None:
+    """Its answer blocked on a full pipe, a deposit interrupted was logged "may still
+    have been applied", with no key to settle it by, though its answer had begun."""
+    opened = run_kopilka(kopilka_home, "deposit", "--client=A", "--amount=1", "--description=x")
+    assert opened.returncode == 0
+    reading, writing = os.pipe()
+    fcntl.fcntl(writing, fcntl.F_SETPIPE_SZ, 4096)
+    answer = "Balance of A: $1.00\n"
+    count = 4096 // len(answer)  # their answers all but fill the pipe: the next blocks
+    lines = "balance --client=A\n" * count
+    shell = subprocess.Popen(
+        kopilka_command(),
+        stdin=subprocess.PIPE,
+        stdout=writing,
+        stderr=subprocess.PIPE,
+        env=kopilka_env(kopilka_home),
+        text=True,
+    )
+    os.close(writing)
+    try:
+        assert shell.stdin is not None and shell.stderr is not None
+        shell.stdin.write(lines + "deposit --client=A --amount=1 --description=y\n")
+        shell.stdin.close()
+        deadline = time.monotonic() + 15
+        while (
+            waiting := struct.unpack("i", fcntl.ioctl(reading, termios.FIONREAD, b"    "))[0]
+        ) < count * len(answer):
+            assert time.monotonic() < deadline, waiting
+            time.sleep(0.05)
+        time.sleep(0.5)  # the deposit applied, its answer blocked on the full pipe
+        shell.send_signal(signal.SIGINT)
+        shown = b""
+        while chunk := os.read(reading, 65536):  # the answers, and what it says as it ends
+            shown += chunk
+        errors = shell.stderr.read()
+        assert shell.wait(timeout=15) == 130
+    finally:
+        os.close(reading)
+        shell.kill()
+    # A script's log is its output: errors go there too, in order.
+    assert (errors, shown.decode().splitlines()[-2:]) == (
+        "",
+        [
+            "Deposit operation was successful!",
+            "Error: interrupted, but only once the command was applied: it is done",
+        ],
+    )
+    balance = run_kopilka(kopilka_home, "balance", "--client=A")
+    assert balance.stdout == "Balance of A: $2.00\n"
+
+
 def test_a_command_of_the_os_shell_says_where_it_runs(kopilka_home: Path) -> None:
     output = shell_runner(kopilka_home)(
         "init\nserve\ntoken list\nshell\n"

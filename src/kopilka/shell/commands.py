@@ -56,6 +56,7 @@ READS_ONLY = frozenset({"balance", "show_bank_statement", "accounts", "get"})
 # Writes that act only on accounts open already: none could be done in a database not
 # made yet, so a one-shot one makes none (a mistyped --db is said to be so).
 ON_OPEN_ACCOUNTS = frozenset({"withdraw", "transfer", "set_limits"})
+APPLIED_THEN_INTERRUPTED = "interrupted, but only once the command was applied: it is done"
 INTERRUPTED_WRITE = (
     "interrupted; the command may still have been applied: look before running it again"
 )
@@ -67,7 +68,7 @@ def interrupted_write(interruption: BaseException) -> str:
     """What to say of a write Ctrl-C (or a signal) cut short."""
     outcome = settled(interruption)
     if outcome is True:  # it ended before it could be stopped: done, and not to do again
-        return "interrupted, but only once the command was applied: it is done"
+        return APPLIED_THEN_INTERRUPTED
     if isinstance(outcome, Interrupted):
         return "interrupted while it waited for another's write to end; nothing was applied"
     if outcome is not None:

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 from kopilka.bank import Bank
 from kopilka.errors import Forbidden, KopilkaError
 from kopilka.redaction import hide_secrets
-from kopilka.shell.commands import READS_ONLY, execute, interrupted_write
+from kopilka.shell.commands import (
+    APPLIED_THEN_INTERRUPTED,
+    READS_ONLY,
+    execute,
+    interrupted_write,
+)
 from kopilka.shell.output import AnswerNotWritten, Exit, Output
 from kopilka.shell.parser import LINE_LENGTH_MAX, line_too_long, parse_line, split_line
 
@@ -128,9 +133,10 @@ _UTF16_MARKS = ("\udcff\udcfe", "\udcfe\udcff", "\xff\xfe", "\xfe\xff")
 
 def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
     """Run each line in turn. `lines` a terminal (typed, with no line editor): Ctrl-C
-    while a line is typed drops it, as at the prompt; from a pipe or a file it ends the
-    run, a script stopped where it stood."""
-    if _is_terminal(lines):
+    while a line is typed drops it, and while it runs stops it, as at the prompt; from a
+    pipe or a file it ends the run, a script stopped where it stood."""
+    typed = _is_terminal(lines)
+    if typed:
         lines = _skipping_interrupted(lines)
     elif callable(readline := getattr(lines, "readline", None)):
         lines = _bounded_lines(readline)
@@ -155,11 +161,25 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
             if not run_line(line.rstrip("\r\n"), bank, output):
                 break
         except (KeyboardInterrupt, SessionEnded) as interruption:
+            if typed and isinstance(interruption, KeyboardInterrupt):
+                # The session goes on, as at the prompt: ending it lost a sandbox.
+                _say_interrupted(line, interruption, output)
+                continue
             if _may_write(line):  # a script's log says so, as a one-shot command does
+                # Its answer begun, it was applied: not "may have been", with no key.
+                said = APPLIED_THEN_INTERRUPTED if output.cut_short else None
                 with contextlib.suppress(AnswerNotWritten):  # the interruption tells
-                    output.error(interrupted_write(interruption))
+                    output.error(said or interrupted_write(interruption))
             raise
     return 0
+
+
+def _say_interrupted(line: str, interruption: KeyboardInterrupt, output: Output) -> None:
+    """What a person at a terminal is told of a line Ctrl-C stopped while it ran."""
+    if output.cut_short:  # its answer had begun: the command ran
+        output.said_cut_short()
+    elif _may_write(line):  # a write may already be on its way: say so
+        output.error(interrupted_write(interruption))
 
 
 class _CutShort(str):
@@ -287,10 +307,7 @@ def run_terminal(
                 if not run_line(typed, bank, output, clients):
                     return 0
             except KeyboardInterrupt as interruption:
-                if output.cut_short:  # its answer had begun: the command ran
-                    output.said_cut_short()
-                elif _may_write(typed):  # a write may already be on its way: say so
-                    output.error(interrupted_write(interruption))
+                _say_interrupted(typed, interruption, output)
                 break  # and the lines pasted after it are not run
             except SessionEnded as ending_signal:
                 if _may_write(typed):
