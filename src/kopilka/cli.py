@@ -175,7 +175,12 @@ def _settle_streams() -> None:
     if sys.stdin is None:  # closed (<&-): read as empty, a shell then has nothing to do
         sys.stdin = open(os.devnull)  # noqa: SIM115
     for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        # surrogateescape (Python's own under a C locale without UTF-8 mode) writes back
+        # the bytes input could not read, and fails on any other character it lacks.
+        if isinstance(stream, io.TextIOWrapper) and stream.errors in (
+            "strict",
+            "surrogateescape",
+        ):
             stream.reconfigure(errors="backslashreplace")
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(errors="surrogateescape")

@@ -761,9 +761,12 @@ def test_a_token_made_whose_reader_left_is_named_to_be_revoked(
 
 def test_a_name_the_output_encoding_lacks_is_shown_escaped(kopilka: RunKopilka) -> None:
     assert kopilka("deposit", "--client=Ёжик", "--amount=10", "--description=x").returncode == 0
-    shown = kopilka("balance", "--client=Ёжик", env={"PYTHONIOENCODING": "latin-1"})
-    assert (shown.returncode, shown.stderr) == (0, "")
-    assert shown.stdout == "Balance of \\u0401\\u0436\\u0438\\u043a: $10.00\n"
+    for encoding in ("latin-1", "latin-1:surrogateescape"):
+        shown = kopilka("balance", "--client=Ёжик", env={"PYTHONIOENCODING": encoding})
+        assert (shown.returncode, shown.stderr) == (0, "")
+        assert shown.stdout == "Balance of \\u0401\\u0436\\u0438\\u043a: $10.00\n"
+        listed = kopilka("accounts", env={"PYTHONIOENCODING": encoding})
+        assert (listed.returncode, listed.stderr) == (0, "")
     # Nor does input its encoding cannot read end the shell: the line is refused.
     piped = kopilka("shell", stdin="balance --client=Ёжик\n", env={"PYTHONIOENCODING": "ascii"})
     assert (piped.returncode, piped.stderr) == (0, "")

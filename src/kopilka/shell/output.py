@@ -181,7 +181,9 @@ class Output:
         stream.flush()
         # A character the stream's encoding lacks is shown escaped, as Python's stderr
         # shows it, rather than fail the answer of a command that has run.
-        errors = stream.errors if stream.errors not in (None, "strict") else "backslashreplace"
+        errors = stream.errors
+        if errors in (None, "strict", "surrogateescape"):  # which fails on what it lacks
+            errors = "backslashreplace"
         data = memoryview((text + "\n").encode(stream.encoding or "utf-8", errors))
         while data:
             data = data[os.write(descriptor, data) :]
