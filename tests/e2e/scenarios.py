@@ -260,6 +260,8 @@ Error: deposit needs --description (usage: deposit --client=NAME --amount=AMOUNT
 Error: transfer needs --to (usage: transfer --from=NAME --to=NAME --amount=AMOUNT [--description=TEXT])
 > deposit --client="Gil Grammar --amount=1 --description=x
 Error: cannot read the line: No closing quotation
+> deposit --client="Gil Grammar" --amount=1 --description=x \\
+Error: cannot read the line: it ends with a backslash, and a command is one line, not continued
 > balance --client="Gil Grammar"
 Error: no account for client 'Gil Grammar'
 """,

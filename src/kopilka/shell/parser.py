@@ -54,7 +54,10 @@ def split_line(line: str) -> list[str]:
     try:
         return shlex.split(line, comments=False, posix=True)
     except ValueError as error:  # shlex: "No closing quotation", "No escaped character"
-        raise InvalidInput("invalid_command", f"cannot read the line: {error}") from error
+        reason = str(error)
+        if line.rstrip("\r\n").endswith("\\"):  # a continuation, as another shell takes it
+            reason = "it ends with a backslash, and a command is one line, not continued"
+        raise InvalidInput("invalid_command", f"cannot read the line: {reason}") from error
 
 
 def looks_like_an_option(word: str) -> bool:
