@@ -124,9 +124,12 @@ def test_refusals_keep_the_shell_going_and_exit_zero(kopilka: RunKopilka) -> Non
 
 def test_a_script_that_starts_with_a_byte_order_mark_runs(kopilka: RunKopilka) -> None:
     script = "\ufeffdeposit --client=Bom --amount=1 --description=x\nbalance --client=Bom\n"
-    result = kopilka("shell", "--sandbox", stdin=script)
+    result = kopilka("shell", "--sandbox", stdin=script * 2)  # two such files joined
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == "Deposit operation was successful!\nBalance of Bom: $1.00\n"
+    assert result.stdout == (
+        "Deposit operation was successful!\nBalance of Bom: $1.00\n"
+        "Deposit operation was successful!\nBalance of Bom: $2.00\n"
+    )
 
 
 @pytest.mark.parametrize("read_as", ["utf-8", "cp1252"])  # cp1252: a Windows console's

@@ -145,15 +145,15 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
         # bound), that part could fit the bound and run as if it were the line; all
         # blanks, it read as a blank line.
         cut_short = isinstance(line, _CutShort)
-        if number == 0:
-            # A script saved by some Windows editors starts with a byte order mark.
-            line = line.removeprefix("\ufeff")
-            if line.startswith(_UTF16_MARKS):  # every line would be refused as garbled
-                output.error(
-                    "the input is UTF-16 text; give the shell UTF-8"
-                    " (PowerShell: Out-File -Encoding utf8)"
-                )
-                return 1
+        # A script saved by some Windows editors starts with a byte order mark, and
+        # scripts joined with `cat` have one where each began.
+        line = line.removeprefix("\ufeff")
+        if number == 0 and line.startswith(_UTF16_MARKS):  # each line would be garbled
+            output.error(
+                "the input is UTF-16 text; give the shell UTF-8"
+                " (PowerShell: Out-File -Encoding utf8)"
+            )
+            return 1
         if cut_short and not line.lstrip().startswith("#"):  # a comment is of any length
             output.error(line_too_long().message)
             continue
