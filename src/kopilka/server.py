@@ -273,7 +273,11 @@ def serve_main(argv: list[str]) -> int:
             # checked before anything is made in it (the admin token's file), and the
             # token known to be kept there before the database is opened: a start that
             # fails there leaves no database made.
-            if not prepare_admin_token(token_path, stop_asked=lambda: bool(_STOPS_ASKED)):
+            if not prepare_admin_token(
+                token_path,
+                stop_asked=lambda: bool(_STOPS_ASKED),
+                db=settings.db,
+            ):
                 return 0  # asked to stop while another server was starting in the home
         except KopilkaError as error:
             print(f"Error: {hide_secrets(error.message)}", file=sys.stderr)

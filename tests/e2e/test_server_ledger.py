@@ -213,6 +213,8 @@ def test_a_second_database_in_a_home_in_use_is_refused_and_keeps_the_token(
         f" this database, and another kopilka server uses {home}: stop it first (a new"
         " token is then written), or give each database a KOPILKA_HOME of its own\n"
     )
+    # Refused before its database was made: at a mistyped path, an empty ledger was left.
+    assert not list(tmp_path.glob("other.db*"))
     with running_server(home, str(tmp_path / "other.db"), workers=workers) as replacing:
         assert (home / "admin.token").read_text() != token
         with replacing.client() as admin:

@@ -96,7 +96,11 @@ from kopilka.errors import KopilkaError
 from kopilka.store import open_store
 
 path, db = Path(sys.argv[1]), sys.argv[2]
-prepare_admin_token(path)
+try:
+    prepare_admin_token(path, db=db)  # as `kopilka serve` prepares
+except KopilkaError as refused:
+    print(refused.code, flush=True)
+    sys.exit(0)
 print("prepared", flush=True)
 sys.stdin.readline()  # held here, its store not yet opened, until told to go on
 
@@ -119,7 +123,7 @@ sys.stdin.readline()  # running, as a server runs, until told to stop
 _STARTED_SECONDS = 1.5
 
 
-def _server(path: Path, db: Path) -> subprocess.Popen[str]:
+def _server(path: Path, db: Path | str) -> subprocess.Popen[str]:
     """A server's start: it prepares the home, says "prepared" and waits for a line to
     go on (its store opened, then the token kept or written: it says which), then for
     another to stop."""
@@ -149,6 +153,12 @@ def _said(server: subprocess.Popen[str]) -> list[str]:
     out, errors = server.communicate(timeout=120)
     assert server.returncode == 0, errors
     return out.split()
+
+
+async def _made(db: Path) -> None:
+    store = open_store(str(db))
+    await store.open()
+    await store.close()
 
 
 def _run_through(server: subprocess.Popen[str]) -> list[str]:
@@ -191,6 +201,7 @@ def test_a_server_still_starting_keeps_its_token_from_another_database_s(
     say), holds the home from its start: one of another database started meanwhile is
     refused, and the token is kept for the first."""
     path, ours, theirs = tmp_path / "home" / "admin.token", tmp_path / "a.db", tmp_path / "b.db"
+    asyncio.run(_made(theirs))  # there already: only opening it tells it is another's
     assert _run_through(_prepared(_server(path, ours))) == ["written"]
     token = path.read_text()
     starting = _prepared(_server(path, ours))
@@ -217,6 +228,7 @@ def test_a_deleted_token_is_not_written_anew_for_another_database_beside_a_serve
     """Its file deleted while a server runs: a server of another database is refused
     rather than write its own token there, where the running server's shells look."""
     path, ours, theirs = tmp_path / "home" / "admin.token", tmp_path / "a.db", tmp_path / "b.db"
+    asyncio.run(_made(theirs))
     running = _prepared(_server(path, ours))
     assert running.stdin is not None and running.stdout is not None
     running.stdin.write("go\n")  # and runs on, till told to stop
@@ -226,5 +238,25 @@ def test_a_deleted_token_is_not_written_anew_for_another_database_beside_a_serve
         path.unlink()
         assert _run_through(_prepared(_server(path, theirs))) == ["home_in_use"]
         assert not path.exists()
+    finally:
+        running.communicate("stop\n", timeout=60)
+
+
+@pytest.mark.parametrize("theirs", ["b.db", "memory:"])
+def test_a_new_database_of_a_server_beside_a_running_one_is_not_made(
+    tmp_path: Path, theirs: str
+) -> None:
+    """Refused once its store was open, a server of a database not there yet (a mistyped
+    path, say) left it made, empty: it is refused before, with nothing made."""
+    path, ours = tmp_path / "home" / "admin.token", tmp_path / "a.db"
+    running = _prepared(_server(path, ours))
+    assert running.stdin is not None and running.stdout is not None
+    running.stdin.write("go\n")  # and runs on, till told to stop
+    running.stdin.flush()
+    try:
+        assert running.stdout.readline() == "written\n"
+        new = theirs if theirs == "memory:" else tmp_path / theirs
+        assert _said(_server(path, new)) == ["home_in_use"]  # not even prepared
+        assert not list(tmp_path.glob("b.db*"))
     finally:
         running.communicate("stop\n", timeout=60)

@@ -28,6 +28,7 @@ from pathlib import Path
 from kopilka.api.auth import new_token_record
 from kopilka.errors import Conflict, InvalidInput, Unavailable
 from kopilka.home import make_home
+from kopilka.store import keeps_nothing, sqlite_path
 from kopilka.store.protocol import Store
 from kopilka.tokens import secret_matches, token_id_of
 
@@ -42,18 +43,29 @@ _turns: dict[Path, int] = {}
 logger = logging.getLogger(__name__)
 
 
-def prepare_admin_token(path: Path, stop_asked: Callable[[], bool] = lambda: False) -> bool:
+def prepare_admin_token(
+    path: Path, stop_asked: Callable[[], bool] = lambda: False, *, db: str | None = None
+) -> bool:
     """What keeping the admin token in `path` needs of the home, checked before the store
     is opened, so that a server that cannot keep it stops with nothing made (no new
     database): the home made, this process's turn in it taken (held until
     ensure_admin_token), a token there readable, and room to write a new one (written
     where there is none, or where the database, which only opening it tells, does not
-    honour the one there). False: a stop was asked for while it waited for its turn."""
+    honour the one there). `db`: the server's database; one not there yet (looked for
+    once the turn is taken: a server of the same one may have made it meanwhile)
+    honours no token, so another server running in the home refuses it now (it was
+    refused once it had made its database, empty, where a mistyped path had led it).
+    False: a stop was asked for while it waited for its turn."""
     make_home(path.parent)
     if not _take_turn(path.parent, stop_asked):
         return False
     try:
         _check_room(path)
+        if db is not None and _made_by_opening(db):
+            lock = _hold_file(path)
+            if not _try_lock(lock, fcntl.LOCK_EX):
+                raise _home_in_use(path)
+            fcntl.flock(lock, fcntl.LOCK_UN)  # no server runs here: none to refuse it
     except BaseException:
         _end_turn(path.parent)
         raise
@@ -110,12 +122,7 @@ async def _keep_or_write(store: Store, path: Path, lock: int) -> bool:
     if not _try_lock(lock, fcntl.LOCK_EX):
         # Which database the other server has is not known here: if another, a new
         # token would leave its shells without theirs.
-        raise Conflict(
-            "home_in_use",
-            f"the admin token in {path} is missing or not honoured by this database, and"
-            f" another kopilka server uses {path.parent}: stop it first (a new token is"
-            " then written), or give each database a KOPILKA_HOME of its own",
-        )
+        raise _home_in_use(path)
     try:
         await _write_new_token(store, path)
     finally:
@@ -221,6 +228,24 @@ def _end_turn(home: Path) -> None:
     turn = _turns.pop(home, None)
     if turn is not None:
         os.close(turn)  # and its lock with it
+
+
+def _made_by_opening(db: str) -> bool:
+    """Whether opening the database makes it: a SQLite file not there yet, or one kept
+    in memory (whether a PostgreSQL database is new, only opening it tells)."""
+    if keeps_nothing(db):
+        return True
+    path = sqlite_path(db)
+    return path is not None and not Path(path).exists()
+
+
+def _home_in_use(path: Path) -> Conflict:
+    return Conflict(
+        "home_in_use",
+        f"the admin token in {path} is missing or not honoured by this database, and"
+        f" another kopilka server uses {path.parent}: stop it first (a new token is"
+        " then written), or give each database a KOPILKA_HOME of its own",
+    )
 
 
 def _cannot_keep(home: Path, error: OSError) -> InvalidInput:
