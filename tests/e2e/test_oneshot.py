@@ -31,6 +31,9 @@ from tests.kopilka_server import free_port
 from tests.small_disk import fill
 from tests.small_disk import small_disk as small_disk_mounted
 
+from kopilka.bank import EmbeddedBank
+from kopilka.domain.model import Deposit
+
 DEPOSIT = ("deposit", "--client=John Jones", "--amount=100", "--description=ATM Deposit")
 
 
@@ -1546,3 +1549,32 @@ def test_a_database_in_a_directory_that_is_not_there_is_refused(
     assert not typo.parent.exists()
     typo.parent.mkdir()
     assert kopilka(*DEPOSIT, "--db", str(typo)).returncode == 0
+
+
+def test_a_long_answer_to_a_slow_non_blocking_reader_is_written_whole(
+    kopilka_home: Path,
+) -> None:
+    """Started by a program that leaves its pipe non-blocking (Node.js does), kopilka
+    met a full pipe as an error: the statement stopped at 64 KiB, exit 3."""
+    assert run_kopilka(kopilka_home, *DEPOSIT).returncode == 0  # the home and its ledger
+    with EmbeddedBank(str(kopilka_home / "kopilka.db")) as bank:
+        bank.execute_many([Deposit("Ann", 1, "x" * 60, f"key-{n}") for n in range(2_000)])
+    reading, writing = os.pipe()
+    os.set_blocking(writing, False)
+    statement = subprocess.Popen(
+        [*kopilka_command(), "statement", "--client=Ann"],
+        stdout=writing,
+        stderr=subprocess.PIPE,
+        env=kopilka_env(kopilka_home),
+        cwd=kopilka_home.parent,
+    )
+    os.close(writing)
+    time.sleep(1.0)  # the reader is slow: the pipe fills first
+    shown = b""
+    while chunk := os.read(reading, 65536):
+        shown += chunk
+    os.close(reading)
+    _, errors = statement.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    assert (statement.returncode, errors) == (0, b"")
+    assert len(shown) > 2 * 65536
+    assert shown.decode().splitlines()[-1].startswith("|            ")  # the totals row, last

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import select
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,7 +187,10 @@ class Output:
             errors = "backslashreplace"
         data = memoryview((text + "\n").encode(stream.encoding or "utf-8", errors))
         while data:
-            data = data[os.write(descriptor, data) :]
+            try:
+                data = data[os.write(descriptor, data) :]
+            except BlockingIOError:  # left non-blocking by what runs kopilka (Node.js)
+                select.select([], [descriptor], [])  # a slow reader: wait, not fail
 
 
 def answer(text: str) -> None:
