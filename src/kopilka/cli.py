@@ -42,6 +42,7 @@ from kopilka.shell.commands import (
 from kopilka.shell.connect import Target, open_bank, open_bank_tried_first, said_in_one_line
 from kopilka.shell.output import (
     ANSWER_NOT_WRITTEN_EXIT,
+    CHECK_BEFORE_REPEATING,
     AnswerNotWritten,
     Output,
     Reply,
@@ -381,8 +382,11 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
         parse_words(words, oneshot=True), reached_with=_reached_with(options)
     )
     output = Output.for_streams(sys.stdout, sys.stderr)
-    if not needs_bank(parsed):
-        output.show(execute(parsed, None, oneshot=True))
+    if not needs_bank(parsed):  # help
+        try:
+            output.show(execute(parsed, None, oneshot=True))
+        except AnswerNotWritten as unwritten:
+            raise _nothing_to_check(unwritten) from unwritten
         return 0
     if options.sandbox:  # it would be dropped as the command ends, and what it did with it
         raise InvalidInput(
@@ -416,7 +420,9 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
             reply = action(bank)
             output.show(reply)  # before the bank is closed: a signal then cannot hide it
             shown = True
-        except AnswerNotWritten:
+        except AnswerNotWritten as unwritten:
+            if reads_only:
+                raise _nothing_to_check(unwritten) from unwritten
             raise  # it ran: the command line says so, with its own exit status
         except KopilkaError as error:
             output.error(error.message)
@@ -432,6 +438,13 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
         finally:
             bank.close()
     return 0
+
+
+def _nothing_to_check(unwritten: AnswerNotWritten) -> AnswerNotWritten:
+    """A read's or help's answer not written: nothing it did to check before it is run
+    again."""
+    message = unwritten.message.removesuffix(CHECK_BEFORE_REPEATING)
+    return AnswerNotWritten(unwritten.code, message)
 
 
 def _reached_with(options: GlobalOptions) -> str:

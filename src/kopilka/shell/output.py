@@ -59,6 +59,10 @@ def exit_status(error: KopilkaError) -> int:
     return OUTCOME_UNKNOWN_EXIT if error.code == "outcome_unknown" else 1
 
 
+# What an unwritten answer adds for a command that may have changed something.
+CHECK_BEFORE_REPEATING = "; check before repeating it"
+
+
 class AnswerNotWritten(KopilkaError):
     """Standard output failed (a full disk, a closed descriptor) after the command ran."""
 
@@ -196,10 +200,11 @@ class Output:
 def answer(text: str) -> None:
     """A command's answer on standard output, written at once: should that fail (a full
     disk), the command says it ran (AnswerNotWritten), never that nothing was done."""
-    _written(lambda: Output._write(sys.stdout, text))
+    # Help, a version, a schema's or a token's state: nothing to check before asking again.
+    _written(lambda: Output._write(sys.stdout, text), then="")
 
 
-def _written(write: Callable[[], None]) -> None:
+def _written(write: Callable[[], None], then: str = CHECK_BEFORE_REPEATING) -> None:
     try:
         write()
     except BrokenPipeError:
@@ -207,6 +212,5 @@ def _written(write: Callable[[], None]) -> None:
     except OSError as error:
         raise AnswerNotWritten(
             "answer_not_written",
-            f"the command ran, but its answer could not be written ({error.strerror});"
-            " check before repeating it",
+            f"the command ran, but its answer could not be written ({error.strerror}){then}",
         ) from error
