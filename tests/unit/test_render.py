@@ -19,6 +19,7 @@ from kopilka.shell.render import (
     accounts_table,
     help_command,
     help_overview,
+    local_time,
     plain_table,
     statement_csv,
     statement_json,
@@ -70,6 +71,46 @@ def test_dates_are_shown_in_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TZ", "EET-2")
     time.tzset()
     assert "| 2026-11-22 12:00:01 | ATM Deposit" in plain_table(statement_table(sample()))
+
+
+@pytest.mark.parametrize(
+    ("zone", "moments", "shown"),
+    [
+        (
+            "America/New_York",
+            ["04:59:59", "05:00:00", "05:30:00", "06:00:00", "06:30:00", "07:00:00"],
+            [
+                "2026-11-01 00:59:59",
+                "2026-11-01 01:00:00 EDT",
+                "2026-11-01 01:30:00 EDT",
+                "2026-11-01 01:00:00 EST",
+                "2026-11-01 01:30:00 EST",
+                "2026-11-01 02:00:00",
+            ],
+        ),
+        # Half an hour shown twice, at Lord Howe Island (UTC+11 to +10:30).
+        (
+            "Australia/Lord_Howe",
+            ["14:29:59", "14:30:00", "15:00:00", "15:30:00"],
+            [
+                "2026-04-05 01:29:59",
+                "2026-04-05 01:30:00 +11",
+                "2026-04-05 01:30:00 +1030",
+                "2026-04-05 02:00:00",
+            ],
+        ),
+    ],
+)
+def test_times_in_an_hour_shown_twice_say_which_showing(
+    monkeypatch: pytest.MonkeyPatch, zone: str, moments: list[str], shown: list[str]
+) -> None:
+    """Both runs of the hour read alike, time seeming to go back between them."""
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    day = "2026-11-01" if zone == "America/New_York" else "2026-04-04"
+    assert [
+        local_time(datetime.fromisoformat(f"{day}T{moment}+00:00")) for moment in moments
+    ] == shown
 
 
 def test_an_empty_period_still_has_previous_balance_and_totals() -> None:

@@ -12,7 +12,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from kopilka.clock import iso_text
@@ -42,8 +42,31 @@ class Table:
 
 
 def local_time(moment: datetime) -> str:
-    """A stored UTC time as the user's wall-clock time (honours TZ)."""
-    return moment.astimezone().strftime(LOCAL_TIME_FORMAT)
+    """A stored UTC time as the user's wall-clock time (honours TZ); in an hour the
+    clocks show twice, with its zone's name (EDT, then EST), or the two runs of it read
+    as one, time going backwards between them."""
+    local = moment.astimezone()
+    shown = local.strftime(LOCAL_TIME_FORMAT)
+    return f"{shown} {local.strftime('%Z')}" if _shown_twice(local) else shown
+
+
+# Longer than any clock change (Lord Howe's is 30 minutes, the most ever used 2 hours).
+_CHANGE_SPAN = timedelta(hours=3)
+
+
+def _shown_twice(local: datetime) -> bool:
+    """Whether another moment within a clock change of this one has the same wall time."""
+    offset = local.utcoffset()
+    for near in (local - _CHANGE_SPAN, local + _CHANGE_SPAN):
+        other_offset = near.astimezone().utcoffset()
+        if other_offset is None or offset is None or other_offset == offset:
+            continue
+        twin = (local + (offset - other_offset)).astimezone()
+        if twin.utcoffset() == other_offset and twin.replace(tzinfo=None) == local.replace(
+            tzinfo=None
+        ):
+            return True
+    return False
 
 
 def _money_or_blank(cents: int) -> str:
