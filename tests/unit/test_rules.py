@@ -516,6 +516,34 @@ def test_a_new_name_may_not_hold_a_character_that_shows_nothing(ledger: Ledger, 
     assert plan.new_accounts == []
 
 
+def test_a_new_name_may_not_mix_alphabets_that_look_alike_in_one_word(ledger: Ledger) -> None:
+    """ "Аnn" (a Cyrillic A, a keyboard switched mid-word) lists as "Ann" and opened
+    another account beside hers."""
+    ledger.add("Ann", balance=500)
+    ledger.add("Аnn", balance=500)  # made before the rule: still usable
+    plan = ledger.plan(
+        deposit("Аnn Lee", 100, "a"),
+        OpenAccount("Olγa"),  # a Greek gamma
+        deposit("Иван Smith", 100, "b"),  # each word in one alphabet
+        deposit("山田さくら", 100, "c"),  # kanji and kana mix as written
+        deposit("Zoë Brontë", 100, "d"),
+        withdraw("Аnn", 100, "e"),
+    )
+    assert codes(plan.outcomes) == ["invalid_client"] * 2 + ["ok"] * 4
+    refused = plan.outcomes[0]
+    assert isinstance(refused, InvalidInput)
+    assert refused.message == (
+        "a new client's name may not mix Latin and Cyrillic letters in one word ('Аnn'),"
+        " which look alike: 'Аnn Lee'"
+    )
+    assert [account.client for account in plan.new_accounts] == [
+        "Иван Smith",
+        "山田さくら",
+        "Zoë Brontë",
+    ]
+    assert ledger.balance("Аnn") == 400
+
+
 def test_invalid_description(ledger: Ledger) -> None:
     longest = "d" * DESCRIPTION_LENGTH_MAX
     plan = ledger.plan(

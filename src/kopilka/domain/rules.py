@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -672,6 +673,25 @@ def new_name_refusal(client: str) -> str | None:
     blank = _SHOWS_NOTHING.search(client)
     if blank is not None:
         return f"may not hold a character that shows nothing (U+{ord(blank.group()):04X})"
+    if not client.isascii():
+        return _mixed_alphabets_refusal(client)
+    return None
+
+
+# Alphabets with letters alike ("A", Cyrillic "А", Greek "Α"): a word mixing them is a
+# keyboard switched in the middle of a name, or a lookalike of another client's name.
+_LOOKALIKE_ALPHABETS = ("LATIN", "CYRILLIC", "GREEK")
+
+
+def _mixed_alphabets_refusal(client: str) -> str | None:
+    for word in client.split(" "):
+        alphabets = {
+            unicodedata.name(letter, "").partition(" ")[0] for letter in word if letter.isalpha()
+        }
+        mixed = [name for name in _LOOKALIKE_ALPHABETS if name in alphabets]
+        if len(mixed) > 1:
+            named = " and ".join(name.title() for name in mixed)
+            return f"may not mix {named} letters in one word ({word!r}), which look alike"
     return None
 
 
