@@ -95,8 +95,9 @@ _NOT_PASSING = frozenset({"statement_inconsistent", "database_damaged"})
 # found, or a sandbox dropped, is not of what the write names).
 _NOTHING_OF_THAT_NAME = frozenset({"account_not_found", "token_not_found"})
 TIMEOUT_SECONDS = 30.0
-# The least time left in a call for a retry to be worth sending: one that could wait no
-# longer than this for its answer would end the call as unknown, not answered.
+# The least time a retry is to have left for its answer (a failure that came at once says
+# nothing of how long the next attempt takes): one cut short by the call's deadline would
+# leave a write not known to be applied or not.
 _ATTEMPT_SECONDS_MIN = 0.05
 # A client's connections, shared by the threads that call it at once, unless it is
 # given another number, up to the connections a server takes from one address by default.
@@ -373,9 +374,10 @@ class Client:
     ) -> httpx.Response:
         """`key_is_callers` False: the key was made here, unknown to the caller, who is
         then not told to retry with it. `wait_seconds`: the call's timeout, if not the
-        client's. Retries are made within it, each waiting only for the time left: a
-        server's 503 after its own long wait (a ledger busy for 10 s) is not waited for
-        four times."""
+        client's. Retries are made within it, each waiting only for the time left, and
+        only while that is as long as the attempt before took: a server's 503 after its
+        own long wait (a ledger busy for 10 s) would come as late again, and a retry cut
+        short by the deadline would leave a write not known to be applied or not."""
         call_seconds = self._timeout_seconds if wait_seconds is None else wait_seconds
         deadline = time.monotonic() + call_seconds
         headers = (
@@ -386,17 +388,12 @@ class Client:
         # Set once an attempt of a write may have been applied: a later attempt's "nothing
         # was applied" speaks only of itself, and must not be the answer to the call.
         uncertain: KopilkaError | None = None
+        failure: Exception | None = None  # the last attempt's, when there is to be another
         for attempt in range(1, ATTEMPTS_MAX + 1):
-            left = deadline - time.monotonic()
+            started = time.monotonic()
             try:
                 response = self._request(
-                    left,
-                    method,
-                    path,
-                    json=json,
-                    params=params,
-                    headers=headers,
-                    timeout=left,
+                    deadline, method, path, json=json, params=params, headers=headers
                 )
             except RuntimeError:
                 if not self._http.is_closed:
@@ -418,7 +415,10 @@ class Client:
                 ) from error
             except httpx.PoolTimeout as error:
                 # Every connection stayed busy with other threads' calls: this one never
-                # left, and is not the server's fault (it may be healthy, just slow).
+                # left, and is not the server's fault (it may be healthy, just slow). A
+                # retry's: what the attempt before it was told is the answer.
+                if failure is not None:
+                    raise uncertain or self._as_error(failure) from error
                 raise uncertain or _pool_busy(self._connections, call_seconds) from error
             except httpx.ConnectTimeout as error:
                 # Never reached the server, but waited the whole timeout for it (a frozen
@@ -429,7 +429,7 @@ class Client:
             except httpx.ConnectError as error:
                 # Never reached the server (refused: down, restarting): safe to retry any
                 # request, and quick to fail.
-                failure: Exception = error
+                failure = error
             except httpx.TransportError as error:
                 if method != "GET" and uncertain is None:  # it may have been applied
                     uncertain = _outcome_unknown(self.shown_url, keyed, error, method)
@@ -455,25 +455,31 @@ class Client:
                     # Not kopilka's 503 (a load balancer's, say, after passing the write
                     # on): it may have been applied behind it, as after any other 5xx.
                     uncertain = _maybe_applied(response, failure, keyed)
+            now = time.monotonic()
             delay_seconds = _RETRY_DELAYS_SECONDS[attempt - 1] if attempt < ATTEMPTS_MAX else 0
-            retry_at = time.monotonic() + delay_seconds
-            if attempt == ATTEMPTS_MAX or retry_at + _ATTEMPT_SECONDS_MIN > deadline:
-                if uncertain is not None:
-                    raise uncertain
-                if isinstance(failure, KopilkaError):
-                    raise failure
-                raise _unreachable(self.shown_url, failure) from failure
+            needed = delay_seconds + max(now - started, _ATTEMPT_SECONDS_MIN)
+            if attempt == ATTEMPTS_MAX or now + needed > deadline:
+                assert failure is not None  # set by every way here
+                raise uncertain or self._as_error(failure) from failure
             time.sleep(delay_seconds)
         raise AssertionError("unreachable")
 
-    def _request(
-        self, pool_wait: float | None, method: str, path: str, **options: Any
-    ) -> httpx.Response:
-        """One attempt, on a connection free for it within `pool_wait`."""
-        if not self._slots.take(pool_wait):
+    def _as_error(self, failure: Exception) -> KopilkaError:
+        """An attempt's failure, as the call's answer."""
+        if isinstance(failure, KopilkaError):
+            return failure
+        return _unreachable(self.shown_url, failure)
+
+    def _request(self, deadline: float, method: str, path: str, **options: Any) -> httpx.Response:
+        """One attempt, on a connection free for it before `deadline`, waiting for its
+        answer until then (the wait for a connection counted in the call's time)."""
+        if not self._slots.take(deadline - time.monotonic()):
             raise httpx.PoolTimeout("every connection of this client is busy")
         try:
-            return self._http.request(method, path, **options)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise httpx.PoolTimeout("every connection of this client was busy till the end")
+            return self._http.request(method, path, timeout=left, **options)
         finally:
             self._slots.give_back()
 
@@ -774,17 +780,21 @@ class Client:
 
         body = {"operations": items}
         callers = idempotency_key is not None
-        deadline = time.monotonic() + self._timeout_seconds  # resends included, as a call's
+        # Resends within the call's time, as a call's own retries are.
+        sent = time.monotonic()
+        deadline = sent + self._timeout_seconds
         response = self._send(
             "POST", "/v1/batch", json=body, idempotency_key=key, key_is_callers=callers
         )
         outcomes = self._answer(response, read, keyed=callers)
         for delay_seconds in _RETRY_DELAYS_SECONDS:
             unsettled = [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
-            left = deadline - time.monotonic() - delay_seconds
-            if not unsettled or left < _ATTEMPT_SECONDS_MIN:
-                break
+            now = time.monotonic()
+            took, left = now - sent, deadline - now - delay_seconds
+            if not unsettled or left < max(took, _ATTEMPT_SECONDS_MIN):
+                break  # a resend answered as late would be cut short: the answers stand
             time.sleep(delay_seconds)
+            sent = time.monotonic()
             try:
                 again = self._answer(
                     self._send(
