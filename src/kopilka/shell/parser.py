@@ -55,7 +55,7 @@ def split_line(line: str) -> list[str]:
         return shlex.split(line, comments=False, posix=True)
     except ValueError as error:  # shlex: "No closing quotation", "No escaped character"
         reason = str(error)
-        if line.rstrip("\r\n").endswith("\\"):  # a continuation, as another shell takes it
+        if reason == "No escaped character":  # a continuation, as another shell takes it
             reason = "it ends with a backslash, and a command is one line, not continued"
         raise InvalidInput("invalid_command", f"cannot read the line: {reason}") from error
 
