@@ -112,15 +112,16 @@ def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
 _SHOWN_BITS_MAX = 4096
 
 
-def quoted(value: object, length_max: int = 40) -> str:
+def quoted(value: object, length_max: int = 40, *, mapping: str = "a dict") -> str:
     """A value as a refusal quotes it (repr): masked whole, before it is cut short (a
-    URL's password cut from its '@' is not recognised as one, nor a token's secret)."""
+    URL's password cut from its '@' is not recognised as one, nor a token's secret).
+    `mapping`: what a dict is called where it came from ("a table" in a TOML file)."""
     if isinstance(value, int) and value.bit_length() > _SHOWN_BITS_MAX:
         return "an int of over 1,200 digits"
-    # A TOML table is no setting's value, and its keys may say what a value is
-    # ({password = "..."}), which no mask can know: it is named, not shown.
-    if _holds_table(value):
-        return "a table" if isinstance(value, dict) else "a list holding a table"
+    # A mapping (a TOML table) is no setting's value, and its keys may say what a value
+    # is ({password = "..."}), which no mask can know: it is named, not shown.
+    if _holds_mapping(value):
+        return mapping if isinstance(value, dict) else f"a list holding {mapping}"
     # Masked as written, then escaped: repr doubles a backslash in a password, and the
     # escaped text is no longer the word that was given.
     if isinstance(value, str):
@@ -134,9 +135,9 @@ def cut_short(text: str, length_max: int = 40) -> str:
     return text if len(text) <= length_max else text[:length_max] + "..."
 
 
-def _holds_table(value: object) -> bool:
+def _holds_mapping(value: object) -> bool:
     if isinstance(value, list | tuple):
-        return any(_holds_table(item) for item in value)
+        return any(_holds_mapping(item) for item in value)
     return isinstance(value, dict)
 
 

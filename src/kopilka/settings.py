@@ -426,7 +426,8 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
             if kinds == (int,):
                 wanted = "a whole number"
             raise InvalidInput(
-                "invalid_setting", f"{path}: {name} must be {wanted}, not {quoted(value)}"
+                "invalid_setting",
+                f"{path}: {name} must be {wanted}, not {quoted(value, mapping='a table')}",
             )
 
 

@@ -143,6 +143,14 @@ def test_connections_no_pool_can_keep_are_refused_in_one_line(connections: objec
     assert refused.value.message.startswith("connections is a whole number from 1 to 256, not ")
 
 
+def test_a_dict_given_a_python_call_is_called_a_dict() -> None:
+    """Its keys are not shown (one may say its value is a password), and "a table" is a
+    settings file's word, not a Python caller's."""
+    with pytest.raises(InvalidInput) as refused:
+        connect_bank("http://127.0.0.1:8888", token="kop_x_y", connections={"password": "x"})  # type: ignore[arg-type]
+    assert refused.value.message == "connections is a whole number from 1 to 256, not a dict"
+
+
 @pytest.mark.parametrize(
     "seconds",
     [10**400, 10**5000, 1e300, float("nan"), 0],
