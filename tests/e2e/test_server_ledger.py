@@ -208,12 +208,13 @@ def test_a_second_database_in_a_home_in_use_is_refused_and_keeps_the_token(
                 assert admin.get("/v1/whoami").status_code == 200
     assert refused.returncode == 1, refused
     assert refused.stdout == ""
-    assert refused.stderr == (
-        f"Error: the admin token in {home / 'admin.token'} is missing or not honoured by"
-        f" this database, and another kopilka server uses {home}: stop it first (a new"
-        " token is then written), or give each database a KOPILKA_HOME of its own\n"
-    )
     # Refused before its database was made: at a mistyped path, an empty ledger was left.
+    assert refused.stderr == (
+        f"Error: the admin token in {home / 'admin.token'} is not honoured by the database"
+        f" {tmp_path / 'other.db'}, which is not there yet (check --db), and another kopilka"
+        f" server uses {home}: stop it first (a new token is then written), or give each"
+        " database a KOPILKA_HOME of its own\n"
+    )
     assert not list(tmp_path.glob("other.db*"))
     with running_server(home, str(tmp_path / "other.db"), workers=workers) as replacing:
         assert (home / "admin.token").read_text() != token

@@ -64,7 +64,8 @@ def prepare_admin_token(
         if db is not None and _made_by_opening(db):
             lock = _hold_file(path)
             if not _try_lock(lock, fcntl.LOCK_EX):
-                raise _home_in_use(path)
+                made = "keeps no token" if keeps_nothing(db) else "is not there yet (check --db)"
+                raise _home_in_use(path, f"is not honoured by the database {db}, which {made},")
             fcntl.flock(lock, fcntl.LOCK_UN)  # no server runs here: none to refuse it
     except BaseException:
         _end_turn(path.parent)
@@ -236,15 +237,23 @@ def _made_by_opening(db: str) -> bool:
     if keeps_nothing(db):
         return True
     path = sqlite_path(db)
-    return path is not None and not Path(path).exists()
+    if path is None:
+        return False
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:  # not to be looked at (a directory not to be searched): the store says
+        return False
+    return False
 
 
-def _home_in_use(path: Path) -> Conflict:
+def _home_in_use(path: Path, why: str = "is missing or not honoured by this database,") -> Conflict:
     return Conflict(
         "home_in_use",
-        f"the admin token in {path} is missing or not honoured by this database, and"
-        f" another kopilka server uses {path.parent}: stop it first (a new token is"
-        " then written), or give each database a KOPILKA_HOME of its own",
+        f"the admin token in {path} {why} and another kopilka server uses {path.parent}:"
+        " stop it first (a new token is then written), or give each database a"
+        " KOPILKA_HOME of its own",
     )
 
 
