@@ -38,8 +38,8 @@ from kopilka.urls import split_url
 DEFAULT_HOST = "127.0.0.1"
 # --config's help, where a command takes it: both default files are read, not one.
 CONFIG_HELP = (
-    "a settings file, read alone (default: kopilka.toml in KOPILKA_HOME and in the"
-    " working directory, the latter's settings winning)"
+    "a settings file, read alone (default: KOPILKA_CONFIG, else kopilka.toml in"
+    " KOPILKA_HOME and in the working directory, the latter's settings winning)"
 )
 DEFAULT_PORT = 8888
 SANDBOX_IDLE_SECONDS_DEFAULT = 900.0

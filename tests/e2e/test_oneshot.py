@@ -383,7 +383,7 @@ def test_help_and_version_need_no_database(kopilka: RunKopilka, kopilka_home: Pa
     assert kopilka("--version").stdout.startswith("kopilka ")
     for command in ("serve", "token"):  # both default files are read, not one
         words = " ".join(kopilka(command, "--help").stdout.split())
-        assert "(default: kopilka.toml in KOPILKA_HOME and in the working directory," in words
+        assert "(default: KOPILKA_CONFIG, else kopilka.toml in KOPILKA_HOME and in" in words
     for command in ("shell", "serve", "token"):  # each with a parser of its own
         result = kopilka("help", command)
         assert (result.returncode, result.stderr) == (0, ""), command
