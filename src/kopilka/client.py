@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,6 +96,9 @@ _NOT_PASSING = frozenset({"statement_inconsistent", "database_damaged"})
 # found, or a sandbox dropped, is not of what the write names).
 _NOTHING_OF_THAT_NAME = frozenset({"account_not_found", "token_not_found"})
 TIMEOUT_SECONDS = 30.0
+# Of a call's time, what its first attempt is to have left for the answer once it has a
+# connection; waiting longer for one, it is not sent (`client_busy`).
+_FIRST_ANSWER_SHARE = 0.25
 # The least time a retry is to have left for its answer (a failure that came at once says
 # nothing of how long the next attempt takes): one cut short by the call's deadline would
 # leave a write not known to be applied or not.
@@ -141,6 +145,14 @@ def error_from(status: int, payload: Any) -> KopilkaError:
     return _ERRORS_BY_STATUS.get(status, Unavailable if status >= 500 else InvalidInput)(
         code, message
     )
+
+
+@dataclass
+class _SentAt:
+    """When an attempt went out, once it had a connection (the wait for one is not the
+    server's): how long it took tells how long a retry needs."""
+
+    at: float | None = None
 
 
 def _as_is(answer: Any) -> Any:
@@ -389,11 +401,22 @@ class Client:
         # was applied" speaks only of itself, and must not be the answer to the call.
         uncertain: KopilkaError | None = None
         failure: Exception | None = None  # the last attempt's, when there is to be another
+        # The least time an attempt is to have for its answer, once it has a connection: a
+        # share of the call's (a call that waited most of it for one is not sent, nothing
+        # to be unsure of), then as long as the attempt before it took.
+        answer_seconds = call_seconds * _FIRST_ANSWER_SHARE
         for attempt in range(1, ATTEMPTS_MAX + 1):
-            started = time.monotonic()
+            sent = _SentAt()
             try:
                 response = self._request(
-                    deadline, method, path, json=json, params=params, headers=headers
+                    deadline,
+                    answer_seconds,
+                    sent,
+                    method,
+                    path,
+                    json=json,
+                    params=params,
+                    headers=headers,
                 )
             except RuntimeError:
                 if not self._http.is_closed:
@@ -457,8 +480,8 @@ class Client:
                     uncertain = _maybe_applied(response, failure, keyed)
             now = time.monotonic()
             delay_seconds = _RETRY_DELAYS_SECONDS[attempt - 1] if attempt < ATTEMPTS_MAX else 0
-            needed = delay_seconds + max(now - started, _ATTEMPT_SECONDS_MIN)
-            if attempt == ATTEMPTS_MAX or now + needed > deadline:
+            answer_seconds = max(now - (sent.at or now), _ATTEMPT_SECONDS_MIN)
+            if attempt == ATTEMPTS_MAX or now + delay_seconds + answer_seconds > deadline:
                 assert failure is not None  # set by every way here
                 raise uncertain or self._as_error(failure) from failure
             time.sleep(delay_seconds)
@@ -470,15 +493,25 @@ class Client:
             return failure
         return _unreachable(self.shown_url, failure)
 
-    def _request(self, deadline: float, method: str, path: str, **options: Any) -> httpx.Response:
-        """One attempt, on a connection free for it before `deadline`, waiting for its
-        answer until then (the wait for a connection counted in the call's time)."""
-        if not self._slots.take(deadline - time.monotonic()):
+    def _request(
+        self,
+        deadline: float,
+        answer_seconds: float,
+        sent: _SentAt,
+        method: str,
+        path: str,
+        **options: Any,
+    ) -> httpx.Response:
+        """One attempt, on a connection free for it in time to leave `answer_seconds`
+        before `deadline` for the answer (the wait for a connection counted in the call's
+        time), waiting for the answer until then. `sent`: when it went out, set here."""
+        if not self._slots.take(deadline - answer_seconds - time.monotonic()):
             raise httpx.PoolTimeout("every connection of this client is busy")
         try:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise httpx.PoolTimeout("every connection of this client was busy till the end")
+            sent.at = time.monotonic()
+            left = deadline - sent.at
+            if left < answer_seconds:  # sent now, a write cut short would be left unknown
+                raise httpx.PoolTimeout("every connection of this client was busy too long")
             return self._http.request(method, path, timeout=left, **options)
         finally:
             self._slots.give_back()
