@@ -74,10 +74,11 @@ def test_dates_are_shown_in_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    ("zone", "moments", "shown"),
+    ("zone", "day", "moments", "shown"),
     [
         (
             "America/New_York",
+            "2026-11-01",
             ["04:59:59", "05:00:00", "05:30:00", "06:00:00", "06:30:00", "07:00:00"],
             [
                 "2026-11-01 00:59:59",
@@ -91,6 +92,7 @@ def test_dates_are_shown_in_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
         # Half an hour shown twice, at Lord Howe Island (UTC+11 to +10:30).
         (
             "Australia/Lord_Howe",
+            "2026-04-04",
             ["14:29:59", "14:30:00", "15:00:00", "15:30:00"],
             [
                 "2026-04-05 01:29:59",
@@ -99,15 +101,21 @@ def test_dates_are_shown_in_local_time(monkeypatch: pytest.MonkeyPatch) -> None:
                 "2026-04-05 02:00:00",
             ],
         ),
+        # Moscow's standard time moved back an hour: MSK before and after.
+        (
+            "Europe/Moscow",
+            "2014-10-25",
+            ["21:30:00", "22:30:00"],
+            ["2014-10-26 01:30:00 +0400", "2014-10-26 01:30:00 +0300"],
+        ),
     ],
 )
 def test_times_in_an_hour_shown_twice_say_which_showing(
-    monkeypatch: pytest.MonkeyPatch, zone: str, moments: list[str], shown: list[str]
+    monkeypatch: pytest.MonkeyPatch, zone: str, day: str, moments: list[str], shown: list[str]
 ) -> None:
     """Both runs of the hour read alike, time seeming to go back between them."""
     monkeypatch.setenv("TZ", zone)
     time.tzset()
-    day = "2026-11-01" if zone == "America/New_York" else "2026-04-04"
     assert [
         local_time(datetime.fromisoformat(f"{day}T{moment}+00:00")) for moment in moments
     ] == shown

@@ -47,15 +47,21 @@ def local_time(moment: datetime) -> str:
     as one, time going backwards between them."""
     local = moment.astimezone()
     shown = local.strftime(LOCAL_TIME_FORMAT)
-    return f"{shown} {local.strftime('%Z')}" if _shown_twice(local) else shown
+    twin = _twin(local)
+    if twin is None:
+        return shown
+    # A zone that moved its standard time back has one name for both runs (MSK in 2014).
+    named = "%Z" if twin.strftime("%Z") != local.strftime("%Z") else "%z"
+    return f"{shown} {local.strftime(named)}"
 
 
-# Longer than any clock change (Lord Howe's is 30 minutes, the most ever used 2 hours).
+# Longer than a clock change of daylight saving time or of a zone's standard time in
+# use now (Lord Howe's is 30 minutes; the date line's moves of a day are not shown).
 _CHANGE_SPAN = timedelta(hours=3)
 
 
-def _shown_twice(local: datetime) -> bool:
-    """Whether another moment within a clock change of this one has the same wall time."""
+def _twin(local: datetime) -> datetime | None:
+    """Another moment within a clock change of this one with the same wall time, if any."""
     offset = local.utcoffset()
     for near in (local - _CHANGE_SPAN, local + _CHANGE_SPAN):
         other_offset = near.astimezone().utcoffset()
@@ -65,8 +71,8 @@ def _shown_twice(local: datetime) -> bool:
         if twin.utcoffset() == other_offset and twin.replace(tzinfo=None) == local.replace(
             tzinfo=None
         ):
-            return True
-    return False
+            return twin
+    return None
 
 
 def _money_or_blank(cents: int) -> str:
