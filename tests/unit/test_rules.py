@@ -528,18 +528,23 @@ def test_a_new_name_may_not_mix_alphabets_that_look_alike_in_one_word(ledger: Le
         deposit("山田さくら", 100, "c"),  # kanji and kana mix as written
         deposit("Zoë Brontë", 100, "d"),
         withdraw("Аnn", 100, "e"),
+        # Words are runs of letters: a double surname, an initial with no space after it.
+        deposit("Smith-Иванова", 100, "f"),
+        deposit("J.Παπας", 100, "g"),
     )
-    assert codes(plan.outcomes) == ["invalid_client"] * 2 + ["ok"] * 4
+    assert codes(plan.outcomes) == ["invalid_client"] * 2 + ["ok"] * 6
     refused = plan.outcomes[0]
     assert isinstance(refused, InvalidInput)
     assert refused.message == (
-        "a new client's name may not mix Latin and Cyrillic letters in one word ('Аnn'),"
-        " which look alike: 'Аnn Lee'"
+        "a new client's name may not mix Latin and Cyrillic letters in one word: the"
+        " 'А' (U+0410) in 'Аnn' is Cyrillic: 'Аnn Lee'"
     )
     assert [account.client for account in plan.new_accounts] == [
         "Иван Smith",
         "山田さくら",
         "Zoë Brontë",
+        "Smith-Иванова",
+        "J.Παπας",
     ]
     assert ledger.balance("Аnn") == 400
 

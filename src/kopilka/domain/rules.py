@@ -681,17 +681,25 @@ def new_name_refusal(client: str) -> str | None:
 # Alphabets with letters alike ("A", Cyrillic "А", Greek "Α"): a word mixing them is a
 # keyboard switched in the middle of a name, or a lookalike of another client's name.
 _LOOKALIKE_ALPHABETS = ("LATIN", "CYRILLIC", "GREEK")
+# A word: a run of letters ("Smith-Иванова" and "J.Παπαδόπουλος" are two).
+_WORD = re.compile(r"[^\W\d_]+")
 
 
 def _mixed_alphabets_refusal(client: str) -> str | None:
-    for word in client.split(" "):
-        alphabets = {
-            unicodedata.name(letter, "").partition(" ")[0] for letter in word if letter.isalpha()
-        }
-        mixed = [name for name in _LOOKALIKE_ALPHABETS if name in alphabets]
-        if len(mixed) > 1:
-            named = " and ".join(name.title() for name in mixed)
-            return f"may not mix {named} letters in one word ({word!r}), which look alike"
+    for word in _WORD.findall(client):
+        letters: dict[str, list[str]] = {}
+        for letter in word:
+            alphabet = unicodedata.name(letter, "").partition(" ")[0]
+            if alphabet in _LOOKALIKE_ALPHABETS:
+                letters.setdefault(alphabet, []).append(letter)
+        if len(letters) > 1:
+            # The alphabet of fewer letters is the one slipped in: its letter is named.
+            most, fewest = sorted(letters, key=lambda alphabet: -len(letters[alphabet]))[:2]
+            odd = letters[fewest][0]
+            return (
+                f"may not mix {most.title()} and {fewest.title()} letters in one word: the"
+                f" {odd!r} (U+{ord(odd):04X}) in {word!r} is {fewest.title()}"
+            )
     return None
 
 
