@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from kopilka.domain.model import SANDBOX_PREFIX, client_name
+from kopilka.domain.names import new_name_refusal
 from kopilka.domain.rules import (
-    new_name_refusal,
     quoted_name,
     validate_chosen_ledger,
     validate_client,

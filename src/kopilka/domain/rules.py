@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import unicodedata
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -46,6 +45,7 @@ from kopilka.domain.model import (
     command_kind,
     has_a_long_combining_run,
 )
+from kopilka.domain.names import new_name_refusal
 from kopilka.errors import (
     Conflict,
     InvalidInput,
@@ -65,15 +65,6 @@ BATCH_REQUEST_OPERATIONS_MAX = 10_000  # the items of one POST /v1/batch
 # Control characters, lone surrogates, and what reorders or breaks a line where it is
 # shown (bidirectional overrides and isolates, line and paragraph separators).
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-# Characters that show nothing (Unicode's Default_Ignorable_Code_Point, and the braille
-# blank): a name holding one lists like a name without it, another account. isprintable()
-# already refuses the format characters among them; this catches the rest.
-_SHOWS_NOTHING = re.compile(
-    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
-    "\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
-    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
-)
-
 AccountKey = tuple[str, str]  # (ledger, client)
 OperationKey = tuple[str, str]  # (ledger, idempotency key)
 
@@ -645,62 +636,6 @@ def too_many_operations(given: int | None = None) -> InvalidInput:
 def not_batched() -> InvalidInput:
     """The refusal of a command a list of commands may not hold (an opening, limits)."""
     return InvalidInput("invalid_command", "only deposits, withdrawals and transfers batch")
-
-
-# Quotes a shell or an editor puts around a name, straight or curled in any language's
-# way (and an editor may curl one end only); not «...», which names a firm in Russian.
-_OPENING_QUOTES = "\"'`\u201c\u201d\u201e\u2018\u2019\u201a\u00bb"
-_CLOSING_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab"
-
-
-def new_name_refusal(client: str) -> str | None:
-    """Why no account may be opened under `client` now, or None. " Ann" would list like
-    "Ann" and be another account, as "Ann  Lee" would "Ann Lee" (a double space mistyped
-    in a deposit opened a second account): not for new ones (an old account with such a
-    name stays usable)."""
-    if client != client.strip():
-        return "may not start or end with a space"
-    if len(client) > 1 and client[0] in _OPENING_QUOTES and client[-1] in _CLOSING_QUOTES:
-        # '--client="John Jones"' quoted once more at the OS shell, or a command copied
-        # from a text whose editor curled its quotes: a second account
-        return "may not be wrapped in quotes, which were meant to quote it"
-    if client in (".", ".."):
-        # A URL's path reads them as folders (/v1/accounts/..): a caller or proxy that
-        # tidies paths, as most do, would send the account's requests to another route.
-        return "may not be '.' or '..', which a URL's path reads as folders"
-    if "  " in client:
-        return "may not hold two spaces in a row"
-    blank = _SHOWS_NOTHING.search(client)
-    if blank is not None:
-        return f"may not hold a character that shows nothing (U+{ord(blank.group()):04X})"
-    if not client.isascii():
-        return _mixed_alphabets_refusal(client)
-    return None
-
-
-# Alphabets with letters alike ("A", Cyrillic "А", Greek "Α"): a word mixing them is a
-# keyboard switched in the middle of a name, or a lookalike of another client's name.
-_LOOKALIKE_ALPHABETS = ("LATIN", "CYRILLIC", "GREEK")
-# A word: a run of letters ("Smith-Иванова" and "J.Παπαδόπουλος" are two).
-_WORD = re.compile(r"[^\W\d_]+")
-
-
-def _mixed_alphabets_refusal(client: str) -> str | None:
-    for word in _WORD.findall(client):
-        letters: dict[str, list[str]] = {}
-        for letter in word:
-            alphabet = unicodedata.name(letter, "").partition(" ")[0]
-            if alphabet in _LOOKALIKE_ALPHABETS:
-                letters.setdefault(alphabet, []).append(letter)
-        if len(letters) > 1:
-            # The alphabet of fewer letters is the one slipped in: its letter is named.
-            most, fewest = sorted(letters, key=lambda alphabet: -len(letters[alphabet]))[:2]
-            odd = letters[fewest][0]
-            return (
-                f"may not mix {most.title()} and {fewest.title()} letters in one word: the"
-                f" {odd!r} (U+{ord(odd):04X}) in {word!r} is {fewest.title()}"
-            )
-    return None
 
 
 def validate_limits_change(command: SetLimits) -> None:
