@@ -55,9 +55,22 @@ def split_line(line: str) -> list[str]:
         return shlex.split(line, comments=False, posix=True)
     except ValueError as error:  # shlex: "No closing quotation", "No escaped character"
         reason = str(error)
-        if reason == "No escaped character":  # a continuation, as another shell takes it
-            reason = "it ends with a backslash, and a command is one line, not continued"
+        if reason == "No escaped character":
+            # A continuation, as another shell takes it; in open double quotes, the
+            # backslash escapes the end of the line too, and the quote is what is wrong.
+            if _quotes_closed(line.rstrip("\r\n")[:-1]):
+                reason = "it ends with a backslash, and a command is one line, not continued"
+            else:
+                reason = "No closing quotation"
         raise InvalidInput("invalid_command", f"cannot read the line: {reason}") from error
+
+
+def _quotes_closed(line: str) -> bool:
+    try:
+        shlex.split(line, comments=False, posix=True)
+    except ValueError as error:
+        return str(error) != "No closing quotation"
+    return True
 
 
 def looks_like_an_option(word: str) -> bool:
