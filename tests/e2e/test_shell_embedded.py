@@ -713,7 +713,8 @@ def test_a_piped_write_stopped_while_its_answer_is_written_was_applied(
             time.sleep(0.05)
         # The deposit committed, its answer blocked on the full pipe.
         while run_kopilka(kopilka_home, "balance", "--client=A").stdout != "Balance of A: $2.00\n":
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, "the deposit never committed"
+            time.sleep(0.05)
         time.sleep(0.2)
         shell.send_signal(signal.SIGINT)
         shown = b""
