@@ -211,3 +211,45 @@ def test_requests_to_upgrade_to_a_websocket_leave_the_log_as_it_was(tmp_path: Pa
         server.stop()
     assert "upgrade" not in server.errors.lower(), server.errors
     assert "websocket" not in server.errors.lower(), server.errors
+
+
+def _answer_to_the_close(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(request)
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    return data
+
+
+def test_an_http10_request_is_answered_as_http10_reads(tmp_path: Path) -> None:
+    """HTTP/1.0 has no chunked coding and no interim answers: a streamed statement came
+    in chunks, whose sizes a 1.0 client read as the body's text, no JSON."""
+    with running_server(tmp_path, "memory:") as server:
+        bearer = b"Authorization: Bearer " + server.token.encode() + b"\r\n"
+        body = json.dumps(
+            {"client": "Ann", "amount": "5.00", "description": "x", "open_account": True}
+        ).encode()
+        deposit = _answer_to_the_close(
+            server.port,
+            b"POST /v1/deposits HTTP/1.0\r\n" + bearer + b"Expect: 100-continue\r\n"
+            b"Idempotency-Key: one\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
+        )
+        assert deposit.startswith(b"HTTP/1.1 201 "), deposit  # no 100 Continue before it
+        statement = _answer_to_the_close(
+            server.port, b"GET /v1/accounts/Ann/statement HTTP/1.0\r\n" + bearer + b"\r\n"
+        )
+        head, _, text = statement.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"transfer-encoding" not in head.lower()
+        assert b"connection: close" in head.lower()
+        assert json.loads(text)["closing_balance"] == "5.00"
+        # A 1.0 body's end is the connection's: a transfer coding could say another.
+        chunked = _answer_to_the_close(
+            server.port,
+            b"POST /v1/deposits HTTP/1.0\r\n" + bearer + b"Idempotency-Key: two\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body),
+        )
+        assert chunked.startswith(b"HTTP/1.1 400 "), chunked
+        with server.client() as admin:
+            assert admin.get("/v1/accounts/Ann").json()["balance"] == "5.00"

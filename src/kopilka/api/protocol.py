@@ -57,6 +57,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kopilka.api.coalesce import CoalescingTransport
 from kopilka.api.errors import ApiError, error_body
+from kopilka.api.http10 import answer_as_http10
 from kopilka.api.metrics import BOUNDS_REFUSALS
 from kopilka.api.request import BODY_SECONDS_MAX, HEADERS_BYTES_MAX
 
@@ -400,6 +401,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise _InvalidHead
         earlier = self.cycle
         super().on_headers_complete()
+        if self.parser.get_http_version() == "1.0":
+            answer_as_http10(self.cycle)
         # The request's headers are its scope's list: the fields parsed after the head,
         # a chunked body's trailer, go to another, never read (a token, a key, a ledger
         # there no proxy in front checked). Once a request, not a check for each field.
@@ -415,8 +418,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _valid_head(self) -> bool:
         """HTTP/1.1 (or 1.0) with one Host (1.1 requires it) and no transfer coding but
-        chunked: an HTTP/0.9 request line, HTTP/2.0 in one, a Host missing or given twice,
-        and `gzip, chunked` (a body a proxy in front would read otherwise) are refused."""
+        chunked (none in 1.0): an HTTP/0.9 request line, HTTP/2.0 in one, a Host missing
+        or given twice, and `gzip, chunked` (a body a proxy in front would read
+        otherwise) are refused."""
         version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
             return False
@@ -424,7 +428,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         for name, value in self.headers:
             if name == b"host":
                 hosts += 1
-            elif name == b"transfer-encoding" and value.lower() != b"chunked":
+            elif name == b"transfer-encoding" and (value.lower() != b"chunked" or version == "1.0"):
+                # HTTP/1.0 has no transfer coding: its body's end is not to be agreed on.
                 return False
         return hosts == 1 or (hosts == 0 and version == "1.0")
 
