@@ -128,6 +128,15 @@ def test_a_writes_answers_declare_the_headers_a_retry_reads() -> None:
     paths = openapi.document()["paths"]
     for path in ("/v1/deposits", "/v1/withdrawals", "/v1/transfers"):
         responses = paths[path]["post"]["responses"]
-        assert "Idempotent-Replayed" in responses["201"]["headers"], path
+        for status in ("201", "404", "422"):  # an operation, a kept refusal, given again
+            assert "Idempotent-Replayed" in responses[status]["headers"], (path, status)
         assert "Idempotency-Key" in responses["503"]["headers"], path
     assert "headers" not in paths["/v1/health"]["get"]["responses"]["503"]  # a read's: none
+    # Answered again as they stand, with no mark of a replay: none is declared.
+    for path, method in [
+        ("/v1/accounts", "post"),
+        ("/v1/accounts/{client}", "patch"),
+        ("/v1/batch", "post"),
+    ]:
+        for status, response in paths[path][method]["responses"].items():
+            assert "Idempotent-Replayed" not in response.get("headers", {}), (path, status)

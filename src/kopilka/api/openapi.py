@@ -83,7 +83,9 @@ def _operation(
     body: str | None = None,
     parameters: list[dict[str, Any]] | None = None,
     public: bool = False,
+    replays: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """`replays`: the statuses whose answer, given again under its key, says so."""
     status, schema = ok
     responses: dict[str, Any] = {
         status: {"description": "Success", **({"content": _json(schema)} if schema else {})}
@@ -95,8 +97,9 @@ def _operation(
         operation["requestBody"] = {"required": True, "content": _json(body)}
     operation["parameters"] = [*(parameters or []), *([] if public else [_LEDGER_HEADER])]
     operation["security"] = [] if public else [{"bearer": []}]
+    for replayed in replays:
+        responses[replayed]["headers"] = {"Idempotent-Replayed": _REPLAYED_HEADER}
     if _IDEMPOTENCY_HEADER in operation["parameters"]:
-        responses[status]["headers"] = {"Idempotent-Replayed": _REPLAYED_HEADER}
         responses["503"]["headers"] = {"Idempotency-Key": _KEY_TO_SETTLE_HEADER}
     return operation
 
@@ -172,20 +175,36 @@ def _account_paths(page: list[dict[str, Any]], statement: dict[str, Any]) -> dic
 
 def _money_paths() -> dict[str, Any]:
     money = [_IDEMPOTENCY_HEADER]
+    # An operation given again, and a refusal kept under its key (no such account, the
+    # rules'), say they are; a resent batch's results, an account's opening or limits
+    # answer as they stand, with no such mark.
+    kept = ("201", "404", "422")
     return {
         "/v1/deposits": {
             "post": _operation(
-                "Deposit", ("201", "OperationOut"), body="DepositIn", parameters=money
+                "Deposit",
+                ("201", "OperationOut"),
+                body="DepositIn",
+                parameters=money,
+                replays=kept,
             )
         },
         "/v1/withdrawals": {
             "post": _operation(
-                "Withdraw", ("201", "OperationOut"), body="WithdrawalIn", parameters=money
+                "Withdraw",
+                ("201", "OperationOut"),
+                body="WithdrawalIn",
+                parameters=money,
+                replays=kept,
             )
         },
         "/v1/transfers": {
             "post": _operation(
-                "Transfer", ("201", "OperationOut"), body="TransferIn", parameters=money
+                "Transfer",
+                ("201", "OperationOut"),
+                body="TransferIn",
+                parameters=money,
+                replays=kept,
             )
         },
         "/v1/batch": {
