@@ -303,6 +303,23 @@ def test_headers_past_the_bound_are_refused_as_they_arrive(
         connection.close()
 
 
+def test_headers_past_the_applications_bound_close_the_connection_too(tmp_path: Path) -> None:
+    """Between the application's bound (16 KiB of fields) and the protocol's (its head),
+    431 left the connection open, where a longer head's closed it, as documented."""
+    with running_server(tmp_path, "memory:") as server:
+        connection = connect(server.port)
+        connection.sendall(
+            b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Pad: "
+            + b"p" * 17_000
+            + b"\r\n\r\n"
+            + b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        answers = read_until_closed(connection)
+        assert error_of(answers) == (431, "headers_too_large")
+        assert answers.count(b"HTTP/1.1 ") == 1  # the request behind it not answered
+        connection.close()
+
+
 @pytest.mark.parametrize("pieces", [1, 30], ids=["in one write", "a kilobyte at a time"])
 def test_a_request_target_past_its_bound_is_refused_however_it_arrives(
     tmp_path: Path, pieces: int

@@ -65,13 +65,14 @@ def error_body(error: KopilkaError) -> bytes:
 def error_headers(error: KopilkaError) -> list[tuple[str, str]]:
     """What HTTP says goes with the status: how to authenticate (401), which methods
     the path takes (405), and for a body too large or too slow, that the connection ends
-    (413, 408: what is left of the body is never read)."""
+    (413, 408: what is left of the body is never read), and for headers too large, as
+    the protocol's own refusal of a longer head does (431)."""
     status = error.http_status
     if status == 401:
         return [("www-authenticate", 'Bearer realm="kopilka"')]
     if status == 405 and isinstance(error, ApiError):
         return [("allow", ", ".join(error.allow))]
-    if status in (408, 413):
+    if status in (408, 413, 431):
         return [("connection", "close")]
     return []
 
