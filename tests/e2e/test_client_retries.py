@@ -20,7 +20,7 @@ from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import running_server
 from tests.local_listener import Handler, serving
 
-from kopilka.client import connect_bank
+from kopilka.client import Client, connect_bank
 from kopilka.domain.model import Deposit, Operation
 from kopilka.errors import Busy, KopilkaError, NotFound, Unavailable
 from kopilka.shell.output import OUTCOME_UNKNOWN_EXIT
@@ -514,6 +514,19 @@ def _answering_after(seconds: float, head: bytes, body: bytes, asked: list[bytes
     return answer
 
 
+@contextlib.contextmanager
+def _bank_answered_after(
+    seconds: float, head: bytes, body: bytes, asked: list[bytes], timeout: float
+) -> Iterator[Client]:
+    """A client of a server answering every request with `head` and `body`, `seconds`
+    after it came (the requests in `asked`)."""
+    with (
+        serving(_answering_after(seconds, head, body, asked)) as url,
+        connect_bank(url, token="kop_x_y", ledger="main", timeout_seconds=timeout) as bank,
+    ):
+        yield bank
+
+
 @pytest.mark.parametrize(("timeout", "attempts"), [(1.5, 1), (2.8, 2)])
 def test_retries_of_a_busy_server_end_within_the_calls_timeout(
     timeout: float, attempts: int
@@ -526,8 +539,7 @@ def test_retries_of_a_busy_server_end_within_the_calls_timeout(
     busy = b'{"error": {"code": "store_busy", "message": "the database is busy"}}'
     head = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
     with (
-        serving(_answering_after(1.0, head, busy, asked)) as url,
-        connect_bank(url, token="kop_x_y", ledger="main", timeout_seconds=timeout) as bank,
+        _bank_answered_after(1.0, head, busy, asked, timeout) as bank,
         pytest.raises(Unavailable) as caught,
     ):
         started = time.monotonic()
@@ -589,10 +601,7 @@ def test_a_batchs_resends_end_within_the_calls_timeout(timeout: float, sends: in
     asked: list[bytes] = []
     busy = b'{"results": [{"status": 503, "error": {"code": "store_busy", "message": "busy"}}]}'
     head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-    with (
-        serving(_answering_after(1.0, head, busy, asked)) as url,
-        connect_bank(url, token="kop_x_y", ledger="main", timeout_seconds=timeout) as bank,
-    ):
+    with _bank_answered_after(1.0, head, busy, asked, timeout) as bank:
         started = time.monotonic()
         [outcome] = bank.execute_many([Deposit("Ann", 100, "pay", "busy-1")])
     took = time.monotonic() - started

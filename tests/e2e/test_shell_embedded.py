@@ -618,10 +618,32 @@ def test_ctrl_c_while_a_line_is_typed_drops_it_and_the_session_goes_on(
 ) -> None:
     """Typed at a terminal with no line editor (a dumb one; answers sent to a file), as
     at the prompt: it ended the session with status 130, and a sandbox with it."""
-    log = tmp_path / "log.txt"
+
+    def while_typed(terminal: Terminal) -> None:
+        time.sleep(0.5)  # back to reading its next line
+        terminal.send("deposit --client=A --amount=1 --description=y\x03")
+        time.sleep(0.5)
+
+    shown = _interrupted_with_no_line_editor(
+        kopilka_home, tmp_path / "log.txt", arguments, term, answers_in_a_file, while_typed
+    )
+    assert "Balance of A: $5.00" in shown  # the line Ctrl-C dropped did not run
+
+
+def _interrupted_with_no_line_editor(
+    home: Path,
+    log: Path,
+    arguments: tuple[str, ...],
+    term: str,
+    answers_in_a_file: bool,
+    interrupt: Callable[[Terminal], None],
+) -> str:
+    """A session typed at a terminal with no line editor: a deposit of 5, then what
+    `interrupt` does, then a balance and exit (status 0: the session went on); all that
+    was shown of its answers."""
     with log.open("w") as answers:
         terminal = Terminal(
-            kopilka_home,
+            home,
             *arguments,
             stdout=answers if answers_in_a_file else None,
             term=term,
@@ -630,14 +652,11 @@ def test_ctrl_c_while_a_line_is_typed_drops_it_and_the_session_goes_on(
     try:
         terminal.send("deposit --client=A --amount=5 --description=x\ndepost\n")
         terminal.expect("Error: unknown command 'depost'")  # on stderr, the terminal
-        time.sleep(0.5)  # back to reading its next line
-        terminal.send("deposit --client=A --amount=1 --description=y\x03")
-        time.sleep(0.5)
+        interrupt(terminal)
     finally:
         status = terminal.type_lines("balance --client=A", "exit")
     assert status == 0, terminal.seen
-    shown = log.read_text() if answers_in_a_file else terminal.seen
-    assert "Balance of A: $5.00" in shown  # the line Ctrl-C dropped did not run
+    return log.read_text() if answers_in_a_file else terminal.seen
 
 
 @pytest.mark.parametrize(
@@ -654,18 +673,8 @@ def test_ctrl_c_while_a_line_runs_stops_it_and_the_session_goes_on(
 ) -> None:
     """Typed at a terminal with no line editor, a Ctrl-C while a deposit waited for the
     ledger's write lock ended the session with status 130 (a sandbox and all in it)."""
-    log = tmp_path / "log.txt"
-    with log.open("w") as answers:
-        terminal = Terminal(
-            kopilka_home,
-            *arguments,
-            stdout=answers if answers_in_a_file else None,
-            term=term,
-            controlling=True,
-        )
-    try:
-        terminal.send("deposit --client=A --amount=5 --description=x\ndepost\n")
-        terminal.expect("Error: unknown command 'depost'")  # on stderr, the terminal
+
+    def while_it_runs(terminal: Terminal) -> None:
         with closing(sqlite3.connect(kopilka_home / "kopilka.db", isolation_level=None)) as other:
             other.execute("BEGIN IMMEDIATE")  # another program's write under way
             terminal.send("deposit --client=A --amount=1 --description=y\n")
@@ -673,10 +682,10 @@ def test_ctrl_c_while_a_line_runs_stops_it_and_the_session_goes_on(
             terminal.send("\x03")
             terminal.expect(STOPPED_WAITING)
             other.execute("ROLLBACK")
-    finally:
-        status = terminal.type_lines("balance --client=A", "exit")
-    assert status == 0, terminal.seen
-    shown = log.read_text() if answers_in_a_file else terminal.seen
+
+    shown = _interrupted_with_no_line_editor(
+        kopilka_home, tmp_path / "log.txt", arguments, term, answers_in_a_file, while_it_runs
+    )
     assert "Balance of A: $5.00" in shown, shown  # the deposit stopped was not applied
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,7 @@ async def test_a_home_the_token_cannot_be_kept_in_is_one_line(tmp_path: Path) ->
 
 _STARTING_SERVER = """
 import asyncio, sys
+from collections.abc import Iterator
 from pathlib import Path
 from kopilka.api.admin_token import ensure_admin_token, prepare_admin_token
 from kopilka.errors import KopilkaError
@@ -153,6 +156,20 @@ def _said(server: subprocess.Popen[str]) -> list[str]:
     out, errors = server.communicate(timeout=120)
     assert server.returncode == 0, errors
     return out.split()
+
+
+@contextlib.contextmanager
+def _running(path: Path, db: Path) -> Iterator[None]:
+    """A server of `db` started in the home, its token written, running till the end."""
+    running = _prepared(_server(path, db))
+    assert running.stdin is not None and running.stdout is not None
+    running.stdin.write("go\n")  # and runs on, till told to stop
+    running.stdin.flush()
+    try:
+        assert running.stdout.readline() == "written\n"
+        yield
+    finally:
+        running.communicate("stop\n", timeout=60)
 
 
 async def _made(db: Path) -> None:
@@ -229,17 +246,10 @@ def test_a_deleted_token_is_not_written_anew_for_another_database_beside_a_serve
     rather than write its own token there, where the running server's shells look."""
     path, ours, theirs = tmp_path / "home" / "admin.token", tmp_path / "a.db", tmp_path / "b.db"
     asyncio.run(_made(theirs))
-    running = _prepared(_server(path, ours))
-    assert running.stdin is not None and running.stdout is not None
-    running.stdin.write("go\n")  # and runs on, till told to stop
-    running.stdin.flush()
-    try:
-        assert running.stdout.readline() == "written\n"
+    with _running(path, ours):
         path.unlink()
         assert _run_through(_prepared(_server(path, theirs))) == ["home_in_use"]
         assert not path.exists()
-    finally:
-        running.communicate("stop\n", timeout=60)
 
 
 @pytest.mark.parametrize("theirs", ["b.db", "memory:"])
@@ -249,14 +259,7 @@ def test_a_new_database_of_a_server_beside_a_running_one_is_not_made(
     """Refused once its store was open, a server of a database not there yet (a mistyped
     path, say) left it made, empty: it is refused before, with nothing made."""
     path, ours = tmp_path / "home" / "admin.token", tmp_path / "a.db"
-    running = _prepared(_server(path, ours))
-    assert running.stdin is not None and running.stdout is not None
-    running.stdin.write("go\n")  # and runs on, till told to stop
-    running.stdin.flush()
-    try:
-        assert running.stdout.readline() == "written\n"
+    with _running(path, ours):
         new = theirs if theirs == "memory:" else tmp_path / theirs
         assert _said(_server(path, new)) == ["home_in_use"]  # not even prepared
         assert not list(tmp_path.glob("b.db*"))
-    finally:
-        running.communicate("stop\n", timeout=60)
