@@ -4,14 +4,21 @@ uvicorn frames every answer as HTTP/1.1 does: a body of no stated length (a stre
 statement) in chunks, and a `100 Continue` before a body a request `Expect`s. An
 HTTP/1.0 client knows neither (RFC 9112 6.1, RFC 9110 15.2): it read the chunks' sizes
 as the body's own text, no JSON. Here such a body ends where the connection closes, as
-1.0 delimits it, and no interim answer is sent.
+1.0 delimits it, and no interim answer is sent. An answer broken off (a statement that
+does not add up, a database gone) is then reset, not closed: closed, it would read as
+the whole answer, as a chunked one without its last chunk does not.
 """
 
 from __future__ import annotations
 
+import socket
+import struct
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+# SO_LINGER on, for no time: closing the socket sends a reset, not the end of the data.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class _Http10Cycle(RequestResponseCycle):
@@ -30,6 +37,14 @@ class _Http10Cycle(RequestResponseCycle):
             # uvicorn counts a body down from its stated length: each part states its own.
             self.expected_content_length = len(message.get("body", b""))
         await super().send(message)
+
+    async def run_asgi(self, app: Any) -> None:
+        await super().run_asgi(app)
+        if self.close_delimited and not self.response_complete and not self.disconnected:
+            connection = self.transport.get_extra_info("socket")
+            if connection is not None:
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            self.transport.abort()
 
 
 def answer_as_http10(cycle: RequestResponseCycle) -> None:

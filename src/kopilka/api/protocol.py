@@ -401,14 +401,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise _InvalidHead
         earlier = self.cycle
         super().on_headers_complete()
-        if self.parser.get_http_version() == "1.0":
-            answer_as_http10(self.cycle)
         # The request's headers are its scope's list: the fields parsed after the head,
         # a chunked body's trailer, go to another, never read (a token, a key, a ledger
         # there no proxy in front checked). Once a request, not a check for each field.
         self.headers = []
         if earlier is not None and not earlier.response_complete:
             self.answered_behind.append(earlier)
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        # Before its task is made of its run_asgi (a pipelined one's too, started later).
+        if cycle.scope["http_version"] == "1.0":
+            answer_as_http10(cycle)
+        super()._start_asgi_task(cycle, app)
 
     def _head_size(self) -> int:
         """The head's bytes: its target and fields, and for the method, the version and
