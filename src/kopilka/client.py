@@ -383,15 +383,20 @@ class Client:
         retry: bool = True,
         key_is_callers: bool = True,
         wait_seconds: float | None = None,
+        answer_seconds: float | None = None,
     ) -> httpx.Response:
         """`key_is_callers` False: the key was made here, unknown to the caller, who is
         then not told to retry with it. `wait_seconds`: the call's timeout, if not the
         client's. Retries are made within it, each waiting only for the time left, and
         only while that is as long as the attempt before took: a server's 503 after its
         own long wait (a ledger busy for 10 s) would come as late again, and a retry cut
-        short by the deadline would leave a write not known to be applied or not."""
+        short by the deadline would leave a write not known to be applied or not.
+        `answer_seconds`: what the first attempt is to have left for its answer once it
+        has a connection, if not a share of the call's time (a batch's resend: as long
+        as the send before it took)."""
         call_seconds = self._timeout_seconds if wait_seconds is None else wait_seconds
-        deadline = time.monotonic() + call_seconds
+        called = time.monotonic()
+        deadline = called + call_seconds
         headers = (
             {} if idempotency_key is None else {"Idempotency-Key": sendable_key(idempotency_key)}
         )
@@ -404,7 +409,8 @@ class Client:
         # The least time an attempt is to have for its answer, once it has a connection: a
         # share of the call's (a call that waited most of it for one is not sent, nothing
         # to be unsure of), then as long as the attempt before it took.
-        answer_seconds = call_seconds * _FIRST_ANSWER_SHARE
+        if answer_seconds is None:
+            answer_seconds = call_seconds * _FIRST_ANSWER_SHARE
         for attempt in range(1, ATTEMPTS_MAX + 1):
             sent = _SentAt()
             try:
@@ -442,7 +448,8 @@ class Client:
                 # retry's: what the attempt before it was told is the answer.
                 if failure is not None:
                     raise uncertain or self._as_error(failure) from error
-                raise uncertain or _pool_busy(self._connections, call_seconds) from error
+                waited = time.monotonic() - called
+                raise uncertain or _pool_busy(self._connections, waited) from error
             except httpx.ConnectTimeout as error:
                 # Never reached the server, but waited the whole timeout for it (a frozen
                 # server whose queue of connections is full, a host that drops packets):
@@ -480,7 +487,10 @@ class Client:
                     uncertain = _maybe_applied(response, failure, keyed)
             now = time.monotonic()
             delay_seconds = _RETRY_DELAYS_SECONDS[attempt - 1] if attempt < ATTEMPTS_MAX else 0
-            answer_seconds = max(now - (sent.at or now), _ATTEMPT_SECONDS_MIN)
+            if sent.at is not None and not isinstance(failure, httpx.ConnectError):
+                # It reached the server: a retry is answered in about as long. One that
+                # did not (refused at once) tells nothing, and the reserve stands.
+                answer_seconds = max(now - sent.at, _ATTEMPT_SECONDS_MIN)
             if attempt == ATTEMPTS_MAX or now + delay_seconds + answer_seconds > deadline:
                 assert failure is not None  # set by every way here
                 raise uncertain or self._as_error(failure) from failure
@@ -824,7 +834,8 @@ class Client:
             unsettled = [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
             now = time.monotonic()
             took, left = now - sent, deadline - now - delay_seconds
-            if not unsettled or left < max(took, _ATTEMPT_SECONDS_MIN):
+            needed = max(took, _ATTEMPT_SECONDS_MIN)
+            if not unsettled or left < needed:
                 break  # a resend answered as late would be cut short: the answers stand
             time.sleep(delay_seconds)
             sent = time.monotonic()
@@ -837,6 +848,7 @@ class Client:
                         idempotency_key=key,
                         key_is_callers=callers,
                         wait_seconds=left,
+                        answer_seconds=needed,
                     ),
                     read,
                     keyed=callers,
@@ -1136,8 +1148,9 @@ def _connections(value: object) -> int:
 
 
 def _pool_busy(connections: int, waited_seconds: float | None) -> Busy:
-    """A call that waited its whole timeout for one of this client's connections."""
-    waited = "" if waited_seconds is None else f" for {waited_seconds:g} s"
+    """A call that waited for one of this client's connections until too little of its
+    timeout was left for an answer."""
+    waited = "" if waited_seconds is None else f" for {waited_seconds:.2g} s"
     which = (
         "the one connection of this client was"
         if connections == 1

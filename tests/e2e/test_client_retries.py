@@ -500,15 +500,19 @@ def test_a_read_answered_5xx_is_the_servers_fault_not_the_callers(tmp_path: Path
         )
 
 
-def _answering_after(seconds: float, head: bytes, body: bytes, asked: list[bytes]) -> Handler:
-    """A server that answers every request with `head` and `body`, `seconds` after it came."""
+def _answering_after(
+    seconds: float | list[float], head: bytes, body: bytes, asked: list[bytes]
+) -> Handler:
+    """A server that answers every request with `head` and `body`, `seconds` after it came
+    (a list: the nth request after its nth, the last for the rest)."""
+    delays = seconds if isinstance(seconds, list) else [seconds]
 
     def answer(connection: socket.socket) -> None:
         buffered = b""
         while True:
             request, buffered = _read_message(connection, buffered)
             asked.append(request)
-            time.sleep(seconds)
+            time.sleep(delays[min(len(asked), len(delays)) - 1])
             connection.sendall(head + b"content-length: %d\r\n\r\n%s" % (len(body), body))
 
     return answer
@@ -516,13 +520,20 @@ def _answering_after(seconds: float, head: bytes, body: bytes, asked: list[bytes
 
 @contextlib.contextmanager
 def _bank_answered_after(
-    seconds: float, head: bytes, body: bytes, asked: list[bytes], timeout: float
+    seconds: float | list[float],
+    head: bytes,
+    body: bytes,
+    asked: list[bytes],
+    timeout: float,
+    connections: int = 8,
 ) -> Iterator[Client]:
     """A client of a server answering every request with `head` and `body`, `seconds`
     after it came (the requests in `asked`)."""
     with (
         serving(_answering_after(seconds, head, body, asked)) as url,
-        connect_bank(url, token="kop_x_y", ledger="main", timeout_seconds=timeout) as bank,
+        connect_bank(
+            url, token="kop_x_y", ledger="main", timeout_seconds=timeout, connections=connections
+        ) as bank,
     ):
         yield bank
 
@@ -609,3 +620,53 @@ def test_a_batchs_resends_end_within_the_calls_timeout(timeout: float, sends: in
     assert took < timeout, took
     assert isinstance(outcome, Unavailable)
     assert (outcome.code, outcome.message) == ("store_busy", "busy")
+
+
+def test_a_call_given_a_connection_late_waits_only_for_the_rest_of_its_time() -> None:
+    """Its connection free a second into a 3 s timeout, a call waited 3 s more for an
+    answer that took longer: the time it waited for the connection is the call's."""
+    ok = b'{"status": "ok"}'
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    asked: list[bytes] = []
+    with _bank_answered_after([1.0, 2.5], head, ok, asked, 3.0, connections=1) as bank:
+        holding = threading.Thread(target=bank.health)
+        holding.start()
+        _wait_for(lambda: len(asked) == 1)  # the one connection is taken
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as caught:
+            bank.health()
+        took = time.monotonic() - started
+        holding.join()
+    assert len(asked) == 2  # sent once the connection was free, a second in
+    assert caught.value.code == "server_unreachable"
+    assert 2.5 < took < 3.3, took
+
+
+def test_a_batchs_resend_waits_for_a_connection_only_while_it_can_be_answered() -> None:
+    """Its resend, given the one connection late, went out with less time left than the
+    send before it took: its items known unapplied became unknown."""
+    asked: list[bytes] = []
+    busy = b'{"results": [{"status": 503, "error": {"code": "store_busy", "message": "busy"}}]}'
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    with _bank_answered_after([1.0, 1.2], head, busy, asked, 3.0, connections=1) as bank:
+        outcomes: list[object] = []
+        batch = threading.Thread(
+            target=lambda: outcomes.extend(
+                bank.execute_many([Deposit("Ann", 100, "pay", "busy-1")])
+            )
+        )
+        batch.start()
+        _wait_for(lambda: len(asked) == 1)
+        bank.health()  # takes the connection as the batch's send gives it back, for 1.2 s
+        batch.join()
+    assert len(asked) == 2  # the batch and the other call: no resend
+    [outcome] = outcomes
+    assert isinstance(outcome, Unavailable)
+    assert (outcome.code, outcome.message) == ("store_busy", "busy")
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "never came to pass"
+        time.sleep(0.01)
