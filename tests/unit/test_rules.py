@@ -19,6 +19,7 @@ from kopilka.domain.model import (
     Transfer,
     Withdraw,
 )
+from kopilka.domain.names import new_name_refusal
 from kopilka.domain.rules import (
     CLIENT_NAME_LENGTH_MAX,
     DESCRIPTION_LENGTH_MAX,
@@ -531,8 +532,10 @@ def test_a_new_name_may_not_mix_alphabets_that_look_alike_in_one_word(ledger: Le
         # Words are runs of letters: a double surname, an initial with no space after it.
         deposit("Smith-Иванова", 100, "f"),
         deposit("J.Παπας", 100, "g"),
+        # A stress mark goes on with its word: the Latin "c" after it is in it too.
+        deposit("Бори́c", 100, "h"),
     )
-    assert codes(plan.outcomes) == ["invalid_client"] * 2 + ["ok"] * 6
+    assert codes(plan.outcomes) == ["invalid_client"] * 2 + ["ok"] * 6 + ["invalid_client"]
     refused = plan.outcomes[0]
     assert isinstance(refused, InvalidInput)
     assert refused.message == (
@@ -547,6 +550,13 @@ def test_a_new_name_may_not_mix_alphabets_that_look_alike_in_one_word(ledger: Le
         "J.Παπας",
     ]
     assert ledger.balance("Аnn") == 400
+
+
+def test_of_three_alphabets_in_a_word_the_one_of_fewest_letters_is_named() -> None:
+    refusal = new_name_refusal("Ωmegaбб")  # a Greek Omega, two Cyrillic b
+    assert refusal == (
+        "may not mix Latin and Greek letters in one word: the 'Ω' (U+03A9) in 'Ωmegaбб' is Greek"
+    )
 
 
 def test_invalid_description(ledger: Ledger) -> None:

@@ -52,12 +52,24 @@ def new_name_refusal(client: str) -> str | None:
 # Alphabets with letters alike ("A", Cyrillic "А", Greek "Α"): a word mixing them is a
 # keyboard switched in the middle of a name, or a lookalike of another client's name.
 _LOOKALIKE_ALPHABETS = ("LATIN", "CYRILLIC", "GREEK")
-# A word: a run of letters ("Smith-Иванова" and "J.Παπαδόπουλος" are two).
-_WORD = re.compile(r"[^\W\d_]+")
+
+
+def _words(client: str) -> list[str]:
+    """Its runs of letters ("Smith-Иванова" and "J.Παπαδόπουλος" are two words each),
+    a combining mark going on with its letter's word (a stress mark on a Cyrillic vowel
+    stays one apart from it in NFC)."""
+    words, word = [], ""
+    for character in client:
+        if character.isalpha() or (word and unicodedata.category(character).startswith("M")):
+            word += character
+        elif word:
+            words.append(word)
+            word = ""
+    return [*words, word] if word else words
 
 
 def _mixed_alphabets_refusal(client: str) -> str | None:
-    for word in _WORD.findall(client):
+    for word in _words(client):
         letters: dict[str, list[str]] = {}
         for letter in word:
             alphabet = unicodedata.name(letter, "").partition(" ")[0]
@@ -65,7 +77,8 @@ def _mixed_alphabets_refusal(client: str) -> str | None:
                 letters.setdefault(alphabet, []).append(letter)
         if len(letters) > 1:
             # The alphabet of fewer letters is the one slipped in: its letter is named.
-            most, fewest = sorted(letters, key=lambda alphabet: -len(letters[alphabet]))[:2]
+            ranked = sorted(letters, key=lambda alphabet: -len(letters[alphabet]))
+            most, fewest = ranked[0], ranked[-1]
             odd = letters[fewest][0]
             return (
                 f"may not mix {most.title()} and {fewest.title()} letters in one word: the"
