@@ -47,6 +47,12 @@ class _Http10Cycle(RequestResponseCycle):
             self.transport.abort()
 
 
+def broken_off(cycle: RequestResponseCycle) -> bool:
+    """Whether the cycle's answer ends at the close and has not ended: closing gently (a
+    FIN sent first, as a linger does) would make what was sent read as all of it."""
+    return isinstance(cycle, _Http10Cycle) and cycle.close_delimited and not cycle.response_complete
+
+
 def answer_as_http10(cycle: RequestResponseCycle) -> None:
     """The request's cycle, made to answer it as HTTP/1.0."""
     cycle.__class__ = _Http10Cycle

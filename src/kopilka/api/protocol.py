@@ -57,7 +57,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from kopilka.api.coalesce import CoalescingTransport
 from kopilka.api.errors import ApiError, error_body
-from kopilka.api.http10 import answer_as_http10
+from kopilka.api.http10 import answer_as_http10, broken_off
 from kopilka.api.metrics import BOUNDS_REFUSALS
 from kopilka.api.request import BODY_SECONDS_MAX, HEADERS_BYTES_MAX
 
@@ -551,6 +551,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return True
         if self.stopping or (self.body_started is None and self.head_bytes == 0):
             return False
+        if self.cycle is not None and broken_off(self.cycle):
+            return False  # reset by its cycle: an end of stream sent first reads as whole
         self._linger()
         return True
 
