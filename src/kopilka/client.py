@@ -384,6 +384,7 @@ class Client:
         key_is_callers: bool = True,
         wait_seconds: float | None = None,
         answer_seconds: float | None = None,
+        went_out: _SentAt | None = None,
     ) -> httpx.Response:
         """`key_is_callers` False: the key was made here, unknown to the caller, who is
         then not told to retry with it. `wait_seconds`: the call's timeout, if not the
@@ -393,7 +394,7 @@ class Client:
         short by the deadline would leave a write not known to be applied or not.
         `answer_seconds`: what the first attempt is to have left for its answer once it
         has a connection, if not a share of the call's time (a batch's resend: as long
-        as the send before it took)."""
+        as the send before it took). `went_out`: when the attempt answered went out."""
         call_seconds = self._timeout_seconds if wait_seconds is None else wait_seconds
         called = time.monotonic()
         deadline = called + call_seconds
@@ -470,6 +471,8 @@ class Client:
                     raise uncertain or _unreachable(self.shown_url, error) from error
                 failure = error
             else:
+                if went_out is not None:
+                    went_out.at = sent.at
                 if response.status_code not in (429, 503) or not retry:
                     if uncertain is not None and not _speaks_of_the_write(response):
                         raise uncertain  # of this attempt alone, not of the earlier one
@@ -487,10 +490,11 @@ class Client:
                     uncertain = _maybe_applied(response, failure, keyed)
             now = time.monotonic()
             delay_seconds = _RETRY_DELAYS_SECONDS[attempt - 1] if attempt < ATTEMPTS_MAX else 0
-            if sent.at is not None and not isinstance(failure, httpx.ConnectError):
-                # It reached the server: a retry is answered in about as long. One that
-                # did not (refused at once) tells nothing, and the reserve stands.
-                answer_seconds = max(now - sent.at, _ATTEMPT_SECONDS_MIN)
+            if sent.at is not None:
+                # A retry is answered in about as long as this one took, if longer than
+                # the reserve: one answered at once (a 429, a refused connection) says
+                # nothing of how long an answer takes, and the reserve stands.
+                answer_seconds = max(answer_seconds, now - sent.at)
             if attempt == ATTEMPTS_MAX or now + delay_seconds + answer_seconds > deadline:
                 assert failure is not None  # set by every way here
                 raise uncertain or self._as_error(failure) from failure
@@ -823,22 +827,29 @@ class Client:
 
         body = {"operations": items}
         callers = idempotency_key is not None
-        # Resends within the call's time, as a call's own retries are.
-        sent = time.monotonic()
-        deadline = sent + self._timeout_seconds
+        # Resends within the call's time, as a call's own retries are, each waiting for a
+        # connection only while as much time is left as the send before took, from when
+        # it went out (its wait for a connection is not the server's).
+        deadline = time.monotonic() + self._timeout_seconds
+        sent = _SentAt()
         response = self._send(
-            "POST", "/v1/batch", json=body, idempotency_key=key, key_is_callers=callers
+            "POST",
+            "/v1/batch",
+            json=body,
+            idempotency_key=key,
+            key_is_callers=callers,
+            went_out=sent,
         )
         outcomes = self._answer(response, read, keyed=callers)
         for delay_seconds in _RETRY_DELAYS_SECONDS:
             unsettled = [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
             now = time.monotonic()
-            took, left = now - sent, deadline - now - delay_seconds
+            took, left = now - (sent.at or now), deadline - now - delay_seconds
             needed = max(took, _ATTEMPT_SECONDS_MIN)
             if not unsettled or left < needed:
                 break  # a resend answered as late would be cut short: the answers stand
             time.sleep(delay_seconds)
-            sent = time.monotonic()
+            sent = _SentAt()
             try:
                 again = self._answer(
                     self._send(
@@ -849,6 +860,7 @@ class Client:
                         key_is_callers=callers,
                         wait_seconds=left,
                         answer_seconds=needed,
+                        went_out=sent,
                     ),
                     read,
                     keyed=callers,
@@ -1150,7 +1162,7 @@ def _connections(value: object) -> int:
 def _pool_busy(connections: int, waited_seconds: float | None) -> Busy:
     """A call that waited for one of this client's connections until too little of its
     timeout was left for an answer."""
-    waited = "" if waited_seconds is None else f" for {waited_seconds:.2g} s"
+    waited = "" if waited_seconds is None else f" for {waited_seconds:.1f} s"
     which = (
         "the one connection of this client was"
         if connections == 1

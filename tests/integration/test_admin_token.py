@@ -92,7 +92,6 @@ async def test_a_home_the_token_cannot_be_kept_in_is_one_line(tmp_path: Path) ->
 
 _STARTING_SERVER = """
 import asyncio, sys
-from collections.abc import Iterator
 from pathlib import Path
 from kopilka.api.admin_token import ensure_admin_token, prepare_admin_token
 from kopilka.errors import KopilkaError
