@@ -57,15 +57,22 @@ _LOOKALIKE_ALPHABETS = ("LATIN", "CYRILLIC", "GREEK")
 def _words(client: str) -> list[str]:
     """Its runs of letters ("Smith-Иванова" and "J.Παπαδόπουλος" are two words each),
     a combining mark going on with its letter's word (a stress mark on a Cyrillic vowel
-    stays one apart from it in NFC)."""
+    stays one apart from it in NFC), and so does a number that is no digit ("²", "½"),
+    as a word character does in a pattern."""
     words, word = [], ""
     for character in client:
-        if character.isalpha() or (word and unicodedata.category(character).startswith("M")):
+        if _in_a_word(character, word):
             word += character
         elif word:
             words.append(word)
             word = ""
     return [*words, word] if word else words
+
+
+def _in_a_word(character: str, word: str) -> bool:
+    if character.isalpha() or (character.isnumeric() and not character.isdecimal()):
+        return True
+    return bool(word) and unicodedata.category(character).startswith("M")
 
 
 def _mixed_alphabets_refusal(client: str) -> str | None:
