@@ -559,6 +559,15 @@ class Client:
         server's, say) is bad_response, never a KeyError from deep in the client.
         `keyed`: a write's key is the caller's, to retry it under."""
         status = response.status_code
+        if 300 <= status < 400:
+            # What stands before the server sends the client elsewhere (http to https):
+            # nothing went on to kopilka, which never redirects, so nothing was applied.
+            where = redact_url(response.headers.get("location", ""))[:200] or "elsewhere"
+            raise Unavailable(
+                "bad_response",
+                f"the server at {self.shown_url} answered {status}, a redirect to {where!r}:"
+                " connect to that URL instead; nothing was applied",
+            )
         if status >= 400:
             error = error_from(status, _json(response))
             if error.message == "invalid token" and self._token_file is not None:

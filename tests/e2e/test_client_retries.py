@@ -758,3 +758,22 @@ def test_a_batchs_resend_is_timed_from_when_its_send_went_out() -> None:
         holding.join()
     assert len(asked) == 3  # resent, and its answer taken
     assert isinstance(outcome, KopilkaError) and outcome.code == "insufficient_funds", outcome
+
+
+def test_a_write_redirected_elsewhere_was_not_applied() -> None:
+    """A front that sends http to https passes nothing on: the write was said to be
+    maybe applied, and every retry under its key was redirected again, never settled."""
+    asked: list[bytes] = []
+    moved = b"HTTP/1.1 308 Permanent Redirect\r\nlocation: https://bank.example/v1/deposits\r\n"
+    with (
+        serving(_answering_in_turn([(0.0, moved, b"")], asked)) as url,
+        connect_bank(url, token="kop_x_y", ledger="main") as bank,
+        pytest.raises(Unavailable) as caught,
+    ):
+        bank.deposit("Ann", 100, "pay", "moved-1")
+    assert (caught.value.code, caught.value.message) == (
+        "bad_response",
+        f"the server at {url} answered 308, a redirect to"
+        " 'https://bank.example/v1/deposits': connect to that URL instead; nothing was applied",
+    )
+    assert len(asked) == 1
