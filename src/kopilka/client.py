@@ -840,16 +840,24 @@ class Client:
         # connection only while as much time is left as the send before took, from when
         # it went out (its wait for a connection is not the server's).
         deadline = time.monotonic() + self._timeout_seconds
+
+        def send(
+            sent: _SentAt, wait_seconds: float | None = None, answer_seconds: float | None = None
+        ) -> list[Outcome]:
+            response = self._send(
+                "POST",
+                "/v1/batch",
+                json=body,
+                idempotency_key=key,
+                key_is_callers=callers,
+                went_out=sent,
+                wait_seconds=wait_seconds,
+                answer_seconds=answer_seconds,
+            )
+            return self._answer(response, read, keyed=callers)
+
         sent = _SentAt()
-        response = self._send(
-            "POST",
-            "/v1/batch",
-            json=body,
-            idempotency_key=key,
-            key_is_callers=callers,
-            went_out=sent,
-        )
-        outcomes = self._answer(response, read, keyed=callers)
+        outcomes = send(sent)
         for delay_seconds in _RETRY_DELAYS_SECONDS:
             unsettled = [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
             now = time.monotonic()
@@ -860,20 +868,7 @@ class Client:
             time.sleep(delay_seconds)
             sent = _SentAt()
             try:
-                again = self._answer(
-                    self._send(
-                        "POST",
-                        "/v1/batch",
-                        json=body,
-                        idempotency_key=key,
-                        key_is_callers=callers,
-                        wait_seconds=left,
-                        answer_seconds=needed,
-                        went_out=sent,
-                    ),
-                    read,
-                    keyed=callers,
-                )
+                again = send(sent, wait_seconds=left, answer_seconds=needed)
             except KopilkaError as error:
                 if error.code == "outcome_unknown":  # the resend itself may have applied
                     for i in unsettled:
