@@ -99,10 +99,6 @@ TIMEOUT_SECONDS = 30.0
 # Of a call's time, what its first attempt is to have left for the answer once it has a
 # connection; waiting longer for one, it is not sent (`client_busy`).
 _FIRST_ANSWER_SHARE = 0.25
-# The least time a retry is to have left for its answer (a failure that came at once says
-# nothing of how long the next attempt takes): one cut short by the call's deadline would
-# leave a write not known to be applied or not.
-_ATTEMPT_SECONDS_MIN = 0.05
 # A client's connections, shared by the threads that call it at once, unless it is
 # given another number, up to the connections a server takes from one address by default.
 CONNECTIONS_MAX = 8
@@ -389,9 +385,10 @@ class Client:
         """`key_is_callers` False: the key was made here, unknown to the caller, who is
         then not told to retry with it. `wait_seconds`: the call's timeout, if not the
         client's. Retries are made within it, each waiting only for the time left, and
-        only while that is as long as the attempt before took: a server's 503 after its
-        own long wait (a ledger busy for 10 s) would come as late again, and a retry cut
-        short by the deadline would leave a write not known to be applied or not.
+        only while that is as long as the longest attempt so far took, and never under
+        the first's reserve: a server's 503 after its own long wait (a ledger busy for
+        10 s) would come as late again, and a retry cut short by the deadline would
+        leave a write not known to be applied or not.
         `answer_seconds`: what the first attempt is to have left for its answer once it
         has a connection, if not a share of the call's time (a batch's resend: as long
         as the send before it took). `went_out`: when the attempt answered went out."""
@@ -862,7 +859,8 @@ class Client:
             unsettled = [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
             now = time.monotonic()
             took, left = now - (sent.at or now), deadline - now - delay_seconds
-            needed = max(took, _ATTEMPT_SECONDS_MIN)
+            # As a call's retry needs: a 503 answered at once says nothing of how long.
+            needed = max(took, self._timeout_seconds * _FIRST_ANSWER_SHARE)
             if not unsettled or left < needed:
                 break  # a resend answered as late would be cut short: the answers stand
             time.sleep(delay_seconds)
