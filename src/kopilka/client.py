@@ -562,8 +562,8 @@ class Client:
             where = redact_url(response.headers.get("location", ""))[:200] or "elsewhere"
             raise Unavailable(
                 "bad_response",
-                f"the server at {self.shown_url} answered {status}, a redirect to {where!r}:"
-                " connect to that URL instead; nothing was applied",
+                f"the server at {self.shown_url} answered {status}, a redirect (to {where!r})"
+                " that kopilka never sends: check the URL; nothing was applied",
             )
         if status >= 400:
             error = error_from(status, _json(response))

@@ -773,7 +773,7 @@ def test_a_write_redirected_elsewhere_was_not_applied() -> None:
         bank.deposit("Ann", 100, "pay", "moved-1")
     assert (caught.value.code, caught.value.message) == (
         "bad_response",
-        f"the server at {url} answered 308, a redirect to"
-        " 'https://bank.example/v1/deposits': connect to that URL instead; nothing was applied",
+        f"the server at {url} answered 308, a redirect (to 'https://bank.example/v1/deposits')"
+        " that kopilka never sends: check the URL; nothing was applied",
     )
     assert len(asked) == 1
