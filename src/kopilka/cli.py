@@ -43,6 +43,7 @@ from kopilka.shell.connect import Target, open_bank, open_bank_tried_first, said
 from kopilka.shell.output import (
     ANSWER_NOT_WRITTEN_EXIT,
     CHECK_BEFORE_REPEATING,
+    FAILING_ERROR_HANDLERS,
     AnswerNotWritten,
     Output,
     Reply,
@@ -176,12 +177,8 @@ def _settle_streams() -> None:
     if sys.stdin is None:  # closed (<&-): read as empty, a shell then has nothing to do
         sys.stdin = open(os.devnull)  # noqa: SIM115
     for stream in (sys.stdout, sys.stderr):
-        # surrogateescape (Python's own under a C locale without UTF-8 mode) writes back
-        # the bytes input could not read, and fails on any other character it lacks.
-        if isinstance(stream, io.TextIOWrapper) and stream.errors in (
-            "strict",
-            "surrogateescape",
-        ):
+        # surrogateescape is Python's own under a C locale without UTF-8 mode.
+        if isinstance(stream, io.TextIOWrapper) and stream.errors in FAILING_ERROR_HANDLERS:
             stream.reconfigure(errors="backslashreplace")
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(errors="surrogateescape")

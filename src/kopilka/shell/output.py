@@ -59,6 +59,9 @@ def exit_status(error: KopilkaError) -> int:
     return OUTCOME_UNKNOWN_EXIT if error.code == "outcome_unknown" else 1
 
 
+# Encoding error handlers that fail on a character the encoding lacks (surrogateescape
+# only writes back the bytes input could not read): an answer is written escaped instead.
+FAILING_ERROR_HANDLERS = (None, "strict", "surrogateescape")
 # What an unwritten answer adds for a command that may have changed something.
 CHECK_BEFORE_REPEATING = "; check before repeating it"
 
@@ -187,7 +190,7 @@ class Output:
         # A character the stream's encoding lacks is shown escaped, as Python's stderr
         # shows it, rather than fail the answer of a command that has run.
         errors = stream.errors
-        if errors in (None, "strict", "surrogateescape"):  # which fails on what it lacks
+        if errors in FAILING_ERROR_HANDLERS:
             errors = "backslashreplace"
         data = memoryview((text + "\n").encode(stream.encoding or "utf-8", errors))
         while data:
