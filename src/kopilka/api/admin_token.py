@@ -244,7 +244,7 @@ def _made_by_opening(db: str) -> bool:
     except FileNotFoundError:
         return True
     except OSError:  # not to be looked at (a directory not to be searched): the store says
-        return False
+        pass
     return False
 
 
