@@ -231,7 +231,7 @@ class EmbeddedBank:
             target=self._loop.run_forever, name="kopilka-engine", daemon=True
         )
         self._thread.start()
-        self.engine = Engine(open_store(store) if isinstance(store, str) else store)
+        self.engine = Engine(open_store(store, embedded=True) if isinstance(store, str) else store)
         try:
             self._run(self.engine.start())
         except BaseException:

@@ -678,3 +678,44 @@ def test_an_embedded_opening_or_limits_whose_commit_is_lost_says_to_look_first(
         assert isinstance(failure, KopilkaError), failure
         assert failure.code == "outcome_unknown", failure
         assert failure.message.endswith(LOOK_FIRST), failure.message
+
+
+def test_the_embedded_shell_says_why_its_database_is_away(
+    postgres_server: PostgresTestServer, postgres_url: str, tmp_path: Path
+) -> None:
+    """A shell on this machine has no server log to read: its own line says why (a
+    server's caller is told only that the database is away, as above)."""
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to stop")
+    shell = subprocess.Popen(
+        [*kopilka_command(), "shell", "--db", postgres_url],
+        env=server_env(tmp_path),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert shell.stdin is not None and shell.stdout is not None
+
+    def said_to(line: str) -> str:
+        assert shell.stdin is not None and shell.stdout is not None
+        shell.stdin.write(line + "\n")
+        shell.stdin.flush()
+        return shell.stdout.readline().strip()
+
+    try:
+        assert said_to("deposit --client=Ann --amount=1 --description=x").endswith("successful!")
+        postgres_server.stop("fast")
+        try:
+            refused = said_to("deposit --client=Ann --amount=2 --description=y")
+            read = said_to("balance --client=Ann")
+        finally:
+            postgres_server.start()
+        assert said_to("deposit --client=Ann --amount=3 --description=z").endswith("successful!")
+        assert said_to("balance --client=Ann") == "Balance of Ann: $4.00"
+    finally:
+        _, errors = shell.communicate(timeout=30)
+    why = r"the database is unavailable \(\w+Error: .+\)"
+    assert re.fullmatch(f"Error: {why}; nothing was applied, try again .*", refused), refused
+    assert re.fullmatch(f"Error: {why}; try again", read), read
+    assert errors == ""

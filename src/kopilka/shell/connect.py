@@ -235,7 +235,7 @@ def local_store(settings: Settings, makes_none: bool) -> Store:
                 f"no database at {db}: nothing has been written there (check --db, KOPILKA_DB"
                 " or the db in kopilka.toml)",
             )
-    return open_store(db, create=in_home or not makes_none)
+    return open_store(db, create=in_home or not makes_none, embedded=True)
 
 
 def _connect(target: Target) -> Bank:

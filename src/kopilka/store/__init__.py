@@ -14,11 +14,15 @@ from kopilka.store.protocol import Store
 from kopilka.tokens import without_secrets
 
 
-def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = True) -> Store:
+def open_store(
+    url: str, clock: MonotonicClock | None = None, *, create: bool = True, embedded: bool = False
+) -> Store:
     """A store for a URL: 'memory:', a SQLite path ('sqlite:///abs/path', 'sqlite:rel/path'
     or a bare path), or 'postgresql://...'. `clock`: the store's own, if none is given.
     `create` False: a database without kopilka's schema is refused when opened, not
-    given one (a SQLite file that is not there at all is the caller's to check)."""
+    given one (a SQLite file that is not there at all is the caller's to check).
+    `embedded`: for a caller in this process, told why a PostgreSQL database is away
+    (a server's callers are not; SQLite's reasons name no host or role, and are told)."""
     if not url.strip():
         raise InvalidInput("invalid_option", "the database may not be empty: give a path or URL")
     path = sqlite_path(url)  # refuses what is no database kopilka can use
@@ -31,7 +35,7 @@ def open_store(url: str, clock: MonotonicClock | None = None, *, create: bool = 
 
         _refuse_an_at_in_the_userinfo(url)
 
-        store: Store = PostgresStore(url, clock, create_schema=create)
+        store: Store = PostgresStore(url, clock, create_schema=create, tells_why=embedded)
         return store
     from kopilka.store.sqlite import SqliteStore
 

@@ -205,9 +205,12 @@ class PostgresStore:
         settle_timeout_seconds: float = 2.0,
         account_cache_max: int = 100_000,
         create_schema: bool = True,
+        tells_why: bool = False,
     ) -> None:
         """`create_schema` False: a database without kopilka's schema is refused
-        (database_not_found) rather than given one, for a command that only reads."""
+        (database_not_found) rather than given one, for a command that only reads.
+        `tells_why`: the caller is told why the database is away, not only the log: an
+        embedded caller, who has no server log to read and chose the database itself."""
         assert url.startswith(("postgresql://", "postgres://"))
         assert pool_size_max >= self.concurrent_batches_max
         self._url = url
@@ -227,6 +230,7 @@ class PostgresStore:
         self._outage_logged = False
         self._refusals_told = Told()  # each reason once: a table, a grant
         self._create_schema = create_schema
+        self._tells_why = tells_why
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.redacted_url!r})"
@@ -304,12 +308,16 @@ class PostgresStore:
         )
 
     def _unavailable(self, error: BaseException, *, reading: bool = False) -> Unavailable:
-        """What a caller is told: only that the database is away (and, to a write, that
-        nothing of it was applied). Where and why go to the log, once per outage, for
-        the operator."""
+        """What a caller is told: that the database is away (and, to a write, that
+        nothing of it was applied); why, only if `tells_why`, for a server's caller may
+        not learn of its database. Where and why go to the log, once per outage, for the
+        operator."""
         self._log_outage(error)
+        why = f" ({self._outage_reason(error)})" if self._tells_why else ""
         settled = "" if reading else " nothing was applied,"
-        return Unavailable("store_unavailable", f"the database is unavailable;{settled} try again")
+        return Unavailable(
+            "store_unavailable", f"the database is unavailable{why};{settled} try again"
+        )
 
     def _refused(self, error: BaseException) -> Unavailable:
         """The database's own reason in one line (its first: a HINT follows on the next),
@@ -325,10 +333,15 @@ class PostgresStore:
     def _log_outage(self, error: BaseException) -> None:
         if not self._outage_logged:
             self._outage_logged = True
-            reason = redact_text(f"{type(error).__name__}: {error}", self._url)
-            if isinstance(error, TimeoutError) and not str(error):  # no words of its own
-                reason = "it did not answer in time"
+            reason = self._outage_reason(error)
             logger.warning("the database at %s is unavailable (%s)", self.redacted_url, reason)
+
+    def _outage_reason(self, error: BaseException) -> str:
+        if isinstance(error, TimeoutError) and not str(error):  # no words of its own
+            return "it did not answer in time"
+        # The first line: the driver may add a HINT line, and a refusal is one line.
+        first = str(error).partition("\n")[0]
+        return redact_text(f"{type(error).__name__}: {first}", self._url)
 
     def _log_recovery(self) -> None:
         if self._outage_logged:
