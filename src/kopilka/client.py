@@ -667,7 +667,7 @@ class Client:
         idempotency_key: str = "",
     ) -> Account:
         _a_name(client)  # checked in the embedded rules' order: the name, then limits
-        limit_text(min_balance_cents)
+        limit_text(min_balance_cents, "floor")
         body = opening_body(client, min_balance_cents, max_balance_cents, opening_balance_cents)
         # Retried only when the request never left (ConnectError): a second try of one
         # that did would be refused as account_exists, not applied twice.
@@ -693,11 +693,11 @@ class Client:
         validate_limits_change(change)
         body: dict[str, Any] = {}
         if min_balance_cents is not None:
-            body["min_balance"] = limit_text(min_balance_cents)
+            body["min_balance"] = limit_text(min_balance_cents, "floor")
         if clear_max:
             body["max_balance"] = None
         elif max_balance_cents is not None:
-            body["max_balance"] = limit_text(max_balance_cents)
+            body["max_balance"] = limit_text(max_balance_cents, "cap")
         # Under a key of its own, which its retries carry: a resend of a change that was
         # applied while its answer was lost then sets nothing again, where it would undo
         # a change made by someone else in between.

@@ -44,11 +44,11 @@ class TokenInfo:
     revoked: bool
 
 
-def limit_text(cents: int) -> str:
-    """A floor or cap as the API's text, refused here as the embedded rules refuse it when
-    out of range (one of more digits than Python turns into text, too)."""
+def limit_text(cents: int, what: str) -> str:
+    """A floor or cap (`what` it is) as the API's text, refused here as the embedded rules
+    refuse it when out of range (one of more digits than Python turns into text, too)."""
     check_whole_cents(cents)
-    check_limit(cents)
+    check_limit(cents, what)
     return format_plain(cents)
 
 
@@ -65,8 +65,8 @@ def opening_body(
     server encodes them for its key's digest, which the embedded bank makes alike."""
     return {
         "client": client,
-        "min_balance": limit_text(min_balance_cents),
-        "max_balance": None if max_balance_cents is None else limit_text(max_balance_cents),
+        "min_balance": limit_text(min_balance_cents, "floor"),
+        "max_balance": None if max_balance_cents is None else limit_text(max_balance_cents, "cap"),
         "opening_balance": opening_text(opening_balance_cents),
     }
 

@@ -52,10 +52,12 @@ def parse_cents(
     calls the text `what` it is (an amount, a limit)."""
     # Spaces around are forgiven (a shell argument quoted loosely); no other whitespace:
     # a tab, a line end or a no-break space in an amount is not money text.
-    candidate = text.strip(" ").removeprefix("$") if text else ""
-    if not candidate:
+    given = text.strip(" ") if text else ""
+    if not given:
         raise InvalidInput("invalid_amount", f"{what} is empty")
-    if text.count("$") > 1:  # "$$5": the pattern below would take the second as the first
+    candidate = given.removeprefix("$")
+    # "$$5": the pattern below would take the second as the first; "$" alone is no number.
+    if text.count("$") > 1 or not candidate:
         raise InvalidInput(
             "invalid_amount", f"{what} {text!r} is not a number like 100 or 1,000.25"
         )
@@ -79,7 +81,8 @@ def parse_cents(
         )
     match = _AMOUNT_PATTERN.fullmatch(candidate)
     if match is None:
-        if re.fullmatch(r"[-+]?\$?[\d,_]*\.\d{3,}", candidate, re.ASCII):
+        # Digits before the point, as the pattern asks: ".505" is told what ".5" is.
+        if re.fullmatch(r"[-+]?\$?\d[\d,_]*\.\d{3,}", candidate, re.ASCII):
             raise InvalidInput("invalid_amount", f"{what} {text!r} has more than two decimals")
         raise InvalidInput(
             "invalid_amount", f"{what} {text!r} is not a number like 100 or 1,000.25"

@@ -28,17 +28,20 @@ from kopilka.tokens import without_secrets
 
 # The time of day as written: hours, then minutes and seconds if given, then a fraction.
 _TIME_OF_DAY = re.compile(
-    r"[T ]\d{2}(?P<minutes>:?\d{2})?(?P<seconds>:?\d{2})?(?:[.,](?P<fraction>\d+))?"
+    r"[T ]\d{2}(?P<minutes>:?\d{2})?(?P<seconds>:?\d{2})?(?:[.,](?P<fraction>\d+))?",
+    re.ASCII,
 )
-_WEEK = re.compile(r"\d{4}-?W\d{2}")
+_WEEK = re.compile(r"\d{4}-?W\d{2}", re.ASCII)
 # The shapes ISO 8601 and RFC 3339 give a moment, checked before fromisoformat reads
 # it: that takes any one character between the date and the time ("2026-12-03/08:00",
 # even "2026-12-03-05:00"), and a fraction of a minute ("08:58.5") as one of a second.
-# A space before the offset stays allowed, as `git log --date=iso` writes one.
+# A space before the offset stays allowed, as `git log --date=iso` writes one. Digits
+# are ASCII's: "٢٠٢٦-١٢-٠٥" is not a date written wrong, but no date's shape at all.
 _MOMENT = re.compile(
     r"\d{4}-?(?:\d{2}-?\d{2}|W\d{2}(?:-?\d)?)"  # calendar or week date
     r"(?:(?P<separator>[Tt ])\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?"  # time of day
-    r" ?(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?)?"  # its offset
+    r" ?(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?)?",  # its offset
+    re.ASCII,
 )
 _TEXT_LENGTH_MAX = 64
 _MICROSECOND = timedelta(microseconds=1)

@@ -100,6 +100,8 @@ def _amount_refusals() -> str:
         "inf": "amount 'inf' is not a number like 100 or 1,000.25",
         "abc": "amount 'abc' is not a number like 100 or 1,000.25",
         "": "amount is empty",
+        "$": "amount '$' is not a number like 100 or 1,000.25",
+        ".505": "amount '.505' is not a number like 100 or 1,000.25",
         "1,000,000,000,000.01": "amount '1,000,000,000,000.01' is above the maximum "
         "$1,000,000,000,000.00",
     }

@@ -167,13 +167,13 @@ def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backe
         ("-n", "Ann", "-c", "5"): "Error: add-user needs --max (usage: add-user -n NAME "
         "[--min AMOUNT] --max AMOUNT|none [-c AMOUNT])\n",
         ("-n", "Ann", "--max", "10", "-c", "-1"): (
-            "Error: opening balance '-1' must not be negative (-c is money paid in)\n"
+            "Error: an opening balance must be $0.00 to $1,000,000,000,000.00\n"
         ),
         ("-n", "Ann", "--max", "10", "-c", "1.001"): (
             "Error: opening balance '1.001' has more than two decimals\n"
         ),
         ("-n", "Ann", "--max", "none", "-c", "1000000000000.01"): (
-            "Error: opening balance '1000000000000.01' is above the maximum $1,000,000,000,000.00\n"
+            "Error: an opening balance must be $0.00 to $1,000,000,000,000.00\n"
         ),
         ("-n", "", "--max", "10"): "Error: client name is empty\n",
         ("-n", "Ann", "--min", "", "--max", "10"): "Error: floor is empty\n",

@@ -93,6 +93,15 @@ def test_refusal_messages_say_why() -> None:
         parse_amount("0")
     with pytest.raises(InvalidInput, match="empty"):
         parse_amount("")
+    with pytest.raises(InvalidInput, match=r"^amount '\$' is not a number like 100"):
+        parse_amount("$")  # something was typed: not "empty"
+    with pytest.raises(InvalidInput, match=r"^amount ' \$ ' is not a number like 100"):
+        parse_amount(" $ ")
+    # Told as ".5" is: "more than two decimals" sent ".50" to the same refusal.
+    with pytest.raises(InvalidInput, match=r"^amount '\.505' is not a number like 100"):
+        parse_amount(".505")
+    with pytest.raises(InvalidInput, match="more than two decimals"):
+        parse_amount("$0.505")
     with pytest.raises(InvalidInput, match=r"maximum \$1,000,000,000,000\.00"):
         parse_amount("1000000000000.01")
 

@@ -372,3 +372,19 @@ def test_an_ordinal_date_is_not_taken_for_one(utc: None) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_period(None, "2026-339")
     assert caught.value.message.startswith("'2026-339' is not a date like 2024-01-31")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\u0662\u0660\u0662\u0666-\u0661\u0662-\u0660\u0665",
+        "２０２６-１２-０５",
+        "2026-12-05T1\u0660:00",
+    ],
+)
+def test_digits_of_another_script_are_no_date_s_shape(utc: None, text: str) -> None:
+    """Arabic-Indic or fullwidth digits passed the shape check and were told "no moment
+    of the calendar", as a 30 February is."""
+    with pytest.raises(InvalidInput) as caught:
+        parse_period(None, text)
+    assert caught.value.message.startswith(f"{text!r} is not a date like 2024-01-31")

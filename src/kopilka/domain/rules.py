@@ -650,10 +650,10 @@ def validate_limits_change(command: SetLimits) -> None:
     if nothing and not command.clear_max:
         raise InvalidInput("invalid_limit", "a change of limits needs a floor, a cap or both")
     # Before the account is looked for, as a client checks them before it sends them.
-    for limit in (command.min_balance_cents, command.max_balance_cents):
+    for limit, what in ((command.min_balance_cents, "floor"), (command.max_balance_cents, "cap")):
         if limit is not None:
             check_whole_cents(limit)
-            check_limit(limit)
+            check_limit(limit, what)
 
 
 def validate_client(client: object) -> None:
@@ -781,22 +781,23 @@ def check_whole_cents(cents: object) -> None:
         raise InvalidInput("invalid_amount", f"an amount is whole cents (an int), not {shown}")
 
 
-def check_limit(limit: int) -> None:
-    """A floor or cap in range, refused in the words parse_limit uses for its text."""
+def check_limit(limit: int, what: str) -> None:
+    """A floor or cap (`what` it is) in range, refused in the words parse_limit uses for
+    its text."""
     if abs(limit) > BALANCE_CENTS_MAX:
         # Named up to a length any text of one would have: a program's int may have more
         # digits than Python will turn into text.
         shown = f" {format_plain(limit)!r}" if abs(limit) < 10**60 else ""
-        raise InvalidInput("invalid_limit", f"limit{shown} is out of range")
+        raise InvalidInput("invalid_limit", f"{what}{shown} is out of range")
 
 
 def _validate_limits(floor: int, cap: int | None) -> None:
     check_whole_cents(floor)
     if cap is not None:
         check_whole_cents(cap)
-    check_limit(floor)
+    check_limit(floor, "floor")
     if cap is not None:
-        check_limit(cap)
+        check_limit(cap, "cap")
     if cap is not None and cap < floor:
         raise InvalidInput(
             "invalid_limit",
