@@ -350,8 +350,9 @@ class Engine:
         except Exception as error:  # a bug or an unexpected store failure
             if len(batch) > 1:
                 # Nothing of it applied (the store rolled back). One request's data may
-                # have failed the rest, say a text the database cannot store: each is
-                # applied again on its own, so that only such a request fails.
+                # have failed the rest, say a text the database cannot store that the
+                # store could not put down to a command: each is applied again on its
+                # own, so that only such a request fails.
                 for request in batch:
                     await self._apply([request])
                 return

@@ -448,7 +448,7 @@ async def test_a_request_the_database_cannot_store_fails_alone(postgres_url: str
             *(engine.submit_many([command]) for command in [*good[:2], bad, *good[2:]]),
             return_exceptions=True,
         )
-    failed = answers.pop(2)
+    [failed] = answers.pop(2)  # refused as one of the request's items, not the request
     assert isinstance(failed, InvalidInput) and failed.code == "invalid_text", failed
     for answer in answers:
         assert isinstance(answer, list) and isinstance(answer[0], Operation), answer

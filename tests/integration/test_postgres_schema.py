@@ -46,7 +46,7 @@ from tests.pgserver import PostgresTestServer
 
 from kopilka.domain.model import Command, Deposit, OpenAccount, Operation, SetLimits
 from kopilka.engine import Engine
-from kopilka.errors import KopilkaError, Unavailable
+from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.limits import Limits
 from kopilka.redaction import redact_url
 from kopilka.store import initialize_schema, open_store
@@ -914,42 +914,85 @@ async def test_text_a_latin1_database_cannot_store_is_refused_for_its_request_al
         ]
         account = await engine.store.get_account("main", "José")
         assert account is not None and account.balance_cents == 100
-        # Looked up, such a name is refused the same way: the database cannot hold it.
-        for read in (
-            engine.store.get_account("main", "Ёжик"),
-            engine.store.list_accounts("main", after_client="Ёжик", limit=5),
-        ):
-            with pytest.raises(KopilkaError) as refused:
-                await read
-            assert refused.value.code == "invalid_text"
+        # Looked up, such a name has no account, as on SQLite: no row can hold it.
+        assert await engine.store.get_account("main", "Ёжик") is None
+        with pytest.raises(KopilkaError) as refused:
+            await engine.get_account("main", "Ёжик")
+        assert refused.value.code == "account_not_found"
+        # A page after it has no place in the database's order: refused as the text it is.
+        with pytest.raises(KopilkaError) as refused:
+            await engine.store.list_accounts("main", after_client="Ёжик", limit=5)
+        assert refused.value.code == "invalid_text"
 
 
-async def test_a_long_request_stops_at_a_piece_that_fails_whole(latin1_url: str) -> None:
-    """A request applied in pieces: once a piece fails whole (here for a text a LATIN1
-    database cannot store), no piece after it applies. Had the first one failed, the
-    request fails and nothing of it applied; else the failed pieces' commands have the
-    failure as their outcome, beside those that were applied."""
-
-    def deposits(request: str, unstorable_at: int) -> list[Command]:
-        return [
-            Deposit("Ann", 100, "cup ☕" if n == unstorable_at else "pay", f"{request}-{n}")
-            for n in range(6)
-        ]
-
+async def test_a_long_request_s_items_the_database_cannot_store_are_refused_alone(
+    latin1_url: str,
+) -> None:
+    """Items of one request, applied in pieces, each succeed or fail on their own: one
+    whose text a LATIN1 database cannot store is refused (its place named by the API),
+    and the others in its piece and after it are applied. It had failed its piece whole,
+    and every piece after it."""
+    unstorable_at = {0, 3, 4, 11}
+    commands: list[Command] = [
+        Deposit("Ann", 100, "cup ☕" if n in unstorable_at else "pay", f"request-{n}")
+        for n in range(12)
+    ]
+    commands[7] = Deposit("Ёжик", 100, "pay", "request-7")  # a name, not a description
+    unstorable_at.add(7)
     limits = Limits(batch_operations_max=2)
     async with Engine(PostgresStore(latin1_url), limits) as engine:
-        with pytest.raises(KopilkaError) as failed:
-            await engine.submit_many(deposits("first-fails", 0))
-        assert failed.value.code == "invalid_text"
-        await asyncio.sleep(0.2)  # the pieces behind it had their turn
-        assert await engine.store.get_account("main", "Ann") is None
-        outcomes = await engine.submit_many(deposits("second-fails", 2))
-        assert [getattr(o, "code", "ok") for o in outcomes] == ["ok"] * 2 + ["invalid_text"] * 4
-        # About the piece, not each command: the API names no item's place for it.
-        assert all(o.of_the_batch for o in outcomes[2:] if isinstance(o, KopilkaError))
-        await asyncio.sleep(0.2)
+        outcomes = await engine.submit_many(commands)
+        refused = {n for n, o in enumerate(outcomes) if isinstance(o, KopilkaError)}
+        assert refused == unstorable_at
+        for n in refused:
+            outcome = outcomes[n]
+            assert isinstance(outcome, InvalidInput) and outcome.code == "invalid_text"
+            assert not outcome.of_the_batch
         account = await engine.store.get_account("main", "Ann")
-        assert account is not None and account.balance_cents == 200
+        assert account is not None and account.balance_cents == 100 * (12 - len(refused))
+        # Sent again, the request answers as it did: the applied replay, the rest refused.
+        again = await engine.submit_many(commands)
+        assert [getattr(o, "id", None) for o in again] == [getattr(o, "id", None) for o in outcomes]
+        account = await engine.store.get_account("main", "Ann")
+        assert account is not None and account.balance_cents == 100 * (12 - len(refused))
+
+
+def test_a_batch_over_http_refuses_an_item_the_database_cannot_store_alone(
+    latin1_url: str, tmp_path: Path
+) -> None:
+    """POST /v1/batch: "each succeeds or fails on its own", on a LATIN1 database too;
+    and an account no row of it can name is not there, as on SQLite."""
+    items = [
+        {
+            "type": "deposit",
+            "client": "Ann",
+            "amount": "1",
+            "description": "ok",
+            "open_account": True,
+        },
+        {
+            "type": "deposit",
+            "client": "Ёжик",
+            "amount": "1",
+            "description": "ok",
+            "open_account": True,
+        },
+        {"type": "deposit", "client": "Ann", "amount": "2", "description": "€"},
+        {"type": "deposit", "client": "Ann", "amount": "3", "description": "ok"},
+    ]
+    with running_server(tmp_path / "home", latin1_url) as server, server.client() as admin:
+        answer = admin.post("/v1/batch", json={"operations": items})
+        assert answer.status_code == 200, answer.text
+        results = answer.json()["results"]
+        assert [result["status"] for result in results] == [201, 422, 422, 201]
+        for place in (1, 2):
+            error = results[place]["error"]
+            assert error["code"] == "invalid_text", error
+            assert error["message"].endswith(f"- at `$.operations[{place}]`"), error
+        assert admin.get("/v1/accounts/Ann").json()["balance"] == "4.00"
+        unknown = admin.get("/v1/accounts/Ёжик")
+        assert unknown.status_code == 404, unknown.text
+        assert unknown.json()["error"]["code"] == "account_not_found"
 
 
 # -- migration 8: ledger names written before they were kept in NFC ----------------------

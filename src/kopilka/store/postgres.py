@@ -82,6 +82,7 @@ from kopilka.store.postgres_batch import (
 from kopilka.store.postgres_claims import StandingClaims
 from kopilka.store.postgres_migrate import migrate
 from kopilka.store.postgres_schema import SANDBOXES_LOCK_KEY, SCHEMA_VERSION
+from kopilka.store.postgres_text import unstorable_commands
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
@@ -420,9 +421,32 @@ class PostgresStore:
         try:
             return await self._apply(commands)
         except _UNSTORABLE_TEXT as error:
-            raise UnstorableInput(_unstorable(error)) from error
+            return await self._apply_storable(commands, error)
         except _DATABASE_REFUSED as error:
             raise self._refused(error) from error
+
+    async def _apply_storable(
+        self, commands: Sequence[Command], error: BaseException
+    ) -> list[Outcome]:
+        """The batch met a text the database cannot store, and nothing of it applied: the
+        commands that hold such text are refused (invalid_text), each alone, as a batch's
+        items are, and the rest applied."""
+        refused = await unstorable_commands(commands, self._refusal_of_texts)
+        if not refused:  # a text of no command's: the batch fails whole
+            raise UnstorableInput(_unstorable(error)) from error
+        rest = [command for index, command in enumerate(commands) if index not in refused]
+        applied = iter(await self.apply(rest) if rest else ())
+        return [refused.get(index) or next(applied) for index in range(len(commands))]
+
+    async def _refusal_of_texts(self, texts: list[str]) -> InvalidInput | None:
+        try:
+            await self._read(
+                lambda connection: connection.fetchval("SELECT cardinality($1::text[])", texts)
+            )
+        except InvalidInput as refusal:  # only _read's for a text no row can hold
+            assert refusal.code == "invalid_text", refusal
+            return refusal
+        return None
 
     async def _apply(self, commands: Sequence[Command]) -> list[Outcome]:
         assert commands
@@ -771,13 +795,17 @@ class PostgresStore:
         await pool.release(connection)
 
     async def get_account(self, ledger: str, client: str) -> Account | None:
-        row = await self._read(
-            lambda connection: connection.fetchrow(
-                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE ledger = $1 AND client = $2",
-                ledger,
-                client,
+        try:
+            row = await self._read(
+                lambda connection: connection.fetchrow(
+                    f"SELECT {_ACCOUNT_COLUMNS} FROM accounts WHERE ledger = $1 AND client = $2",
+                    ledger,
+                    client,
+                )
             )
-        )
+        except InvalidInput as refusal:
+            assert refusal.code == "invalid_text", refusal
+            return None  # a name (or ledger) no row of this database can hold: no account
         return None if row is None else _account(row)
 
     async def list_accounts(
