@@ -64,6 +64,22 @@ def test_malformed_json_is_400(admin: httpx.Client) -> None:
     assert state(admin) == before
 
 
+def test_a_body_broken_off_after_a_value_of_the_wrong_type_is_malformed(
+    admin: httpx.Client,
+) -> None:
+    """`[` where an object belongs, then nothing: the body is no JSON, whatever its first
+    value's type, and is told so as `{` is; well-formed JSON of the wrong type is 422."""
+    before = state(admin)
+    for path in ("/v1/batch", "/v1/deposits", "/v1/accounts", "/v1/tokens"):
+        for body in (b"[", b"[1", b'{"operations": {', b'["\xff"]'):
+            message = refused(admin.post(path, content=body), 400, "malformed_json")
+            assert message.startswith("the request body is not valid JSON: "), (path, body)
+        for body in (b"[]", b"[1]", b"[1e999]"):
+            message = refused(admin.post(path, content=body), 422, "invalid_request")
+            assert "Expected `object`, got `array`" in message, (path, body)
+    assert state(admin) == before
+
+
 def test_a_write_sent_with_no_body_is_told_its_body_is_empty(admin: httpx.Client) -> None:
     """A client that forgot its body was told its JSON "was truncated": nothing was cut."""
     before = state(admin)

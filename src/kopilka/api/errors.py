@@ -111,6 +111,9 @@ def decode_error(
         return InvalidInput("invalid_request", "invalid request body: nested too deeply")
     if isinstance(error, msgspec.ValidationError):
         if body is not None:
+            broken = _not_json(body)
+            if broken is not None:
+                return decode_error(broken, body)
             with contextlib.suppress(KopilkaError):  # unreadable twice: the first error
                 top = repeats(body).top
                 if top is not None:
@@ -142,6 +145,21 @@ def decode_error(
             " (a lone surrogate), which is no text",
         )
     return ApiError(400, "malformed_json", f"the request body is not valid JSON: {error}")
+
+
+def _not_json(body: bytes) -> msgspec.DecodeError | None:
+    """Why `body` is no JSON at all, if it is not. A decoder of a request's type refuses
+    a value of the wrong type (`[` where an object belongs) before it reads on to find
+    the body broken off, which is the fault to name: 400, not 422."""
+    try:
+        msgspec.json.decode(body)
+    except msgspec.ValidationError:  # a number past any range: JSON all the same
+        return None
+    except msgspec.DecodeError as error:
+        return error
+    except RecursionError:  # too deep to read to its end: the wrong type stands
+        return None
+    return None
 
 
 def _length_refusal(field: str, text: str) -> InvalidInput | None:
