@@ -147,6 +147,15 @@ def sandbox_ended() -> NotFound:
     )
 
 
+def no_sandbox(ledger: str) -> NotFound:
+    """A sandbox the store does not hold: one it dropped and one never made look alike."""
+    return NotFound(
+        "sandbox_not_found",
+        f"no sandbox {ledger!r}: it has ended (closed, or idle too long) or never was;"
+        " start a new session",
+    )
+
+
 # How a write whose outcome is not known is settled: under its idempotency key, where the
 # caller has it; otherwise by looking first.
 RETRY_UNDER_THE_KEY = "retry with the same idempotency key, it is never applied twice"

@@ -866,6 +866,30 @@ def test_a_write_given_a_query_parameter_is_refused_and_changes_nothing(
     assert admin.delete(f"/v1/sandboxes/{sandbox}").status_code == 204
 
 
+def test_a_sandbox_never_made_or_a_ledger_that_is_none_is_not_found(
+    admin: httpx.Client,
+) -> None:
+    """A name the store does not hold was said to have ended, though it may never have
+    begun; `main` was refused as if the caller lacked a permission."""
+    for ledger in ("sandbox-abc", admin.post("/v1/sandboxes").json()["ledger"]):
+        assert admin.delete(f"/v1/sandboxes/{ledger}").status_code in (204, 404)
+        for answer in (
+            admin.delete(f"/v1/sandboxes/{ledger}"),
+            admin.get("/v1/accounts", headers={"Kopilka-Ledger": ledger}),
+        ):
+            message = refused(answer, 404, "sandbox_not_found")
+            assert message == (
+                f"no sandbox {ledger!r}: it has ended (closed, or idle too long) or never was;"
+                " start a new session"
+            )
+    message = refused(admin.delete("/v1/sandboxes/main"), 404, "sandbox_not_found")
+    assert message == (
+        "'main' is no sandbox: only a ledger made by POST /v1/sandboxes"
+        " (its name begins 'sandbox-') is dropped this way"
+    )
+    assert admin.get("/v1/accounts").status_code == 200
+
+
 def test_a_read_that_takes_no_parameters_refuses_one(admin: httpx.Client) -> None:
     """It passed silently: `?role=client` listed every token, unfiltered."""
     for path in ("/v1/accounts/Ann?format=csv", "/v1/tokens?role=client", "/v1/whoami?x=1"):

@@ -658,7 +658,11 @@ class Call:
     async def drop_sandbox(self, ledger: str) -> Response:
         validate_ledger_name(ledger)
         if not ledger.startswith(SANDBOX_PREFIX):
-            raise Forbidden("forbidden", f"{ledger!r} is not a sandbox ledger")
+            raise NotFound(
+                "sandbox_not_found",
+                f"{ledger!r} is no sandbox: only a ledger made by POST /v1/sandboxes"
+                f" (its name begins {SANDBOX_PREFIX!r}) is dropped this way",
+            )
         check_ledger(self.principal, ledger)
         await self.app.sandboxes.drop(ledger)
         return Response(status_code=204)

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from kopilka.api.auth import Principal
 from kopilka.domain.model import SANDBOX_PREFIX
-from kopilka.errors import Busy, Unavailable, sandbox_ended
+from kopilka.errors import Busy, Unavailable, no_sandbox
 from kopilka.settings import SANDBOX_IDLE_SECONDS_DEFAULT
 from kopilka.store.protocol import Store
 
@@ -84,18 +84,18 @@ class Sandboxes:
             # is one read, not a write.
             if not await self._store.sandbox_is_open(ledger):
                 self._touched.pop(ledger, None)
-                raise sandbox_ended()
+                raise no_sandbox(ledger)
             return
         if not await self._store.touch_sandbox(ledger, self._now()):
             self._touched.pop(ledger, None)
-            raise sandbox_ended()
+            raise no_sandbox(ledger)
         self._touched[ledger] = now
 
     async def drop(self, ledger: str) -> None:
         """End a sandbox; refused when it has ended already (or never was)."""
         self._touched.pop(ledger, None)
         if not await self._store.drop_ledger(ledger):
-            raise sandbox_ended()
+            raise no_sandbox(ledger)
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_forever(), name="kopilka-sandbox-reaper")
