@@ -129,6 +129,32 @@ def test_metrics_count_every_batch_item_and_replays_apart(tmp_path: Path) -> Non
     }
 
 
+def test_an_opening_balance_is_counted_as_a_deposit_once(tmp_path: Path) -> None:
+    """Posted as a deposit, it was counted as none; given again under its key, it is a
+    replay; an account opened with nothing is no deposit at all."""
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        opening = {"client": "Opener1", "opening_balance": "5"}
+        for _ in range(2):
+            opened = admin.post("/v1/accounts", json=opening, headers={"Idempotency-Key": "o1"})
+            assert opened.status_code == 201, opened.text
+        for client, balance in (("Plain", None), ("Zero", "0")):
+            empty = {"client": client, **({"opening_balance": balance} if balance else {})}
+            assert admin.post("/v1/accounts", json=empty).status_code == 201
+        sandbox = {"Kopilka-Ledger": admin.post("/v1/sandboxes").json()["ledger"]}
+        assert admin.post("/v1/accounts", json=opening, headers=sandbox).status_code == 201
+        seen = samples(httpx.get(f"{server.url}/metrics").text)
+    counted = {
+        (name, labels): value
+        for (name, labels), value in seen.items()
+        if name.endswith("operations_total")
+    }
+    assert counted == {
+        ("kopilka_operations_total", (("kind", "deposit"), ("result", "ok"))): 1,
+        ("kopilka_operations_total", (("kind", "deposit"), ("result", "replayed"))): 1,
+        ("kopilka_sandbox_operations_total", (("kind", "deposit"), ("result", "ok"))): 1,
+    }
+
+
 @pytest.mark.postgres
 def test_metrics_count_the_items_of_a_batch_refused_whole(
     tmp_path: Path, postgres_server: PostgresTestServer, postgres_url: str

@@ -419,6 +419,10 @@ class Call:
             OpenAccount(request.client, floor, cap, self.ledger, opening, key),
             self._claim(key, named, b"POST /v1/accounts\n", earlier=earlier),
         )
+        if opening > 0:  # posted as a deposit: counted as one, a replay apart
+            result = "replayed" if account.replayed else "ok"
+            sandbox = self.ledger.startswith(SANDBOX_PREFIX)
+            self.app.metrics.operation("deposit", result, sandbox=sandbox)
         return json_response(account_out(account), 201)
 
     async def set_limits(self, client: str) -> Response:

@@ -7,7 +7,7 @@ immutable; an Operation is the recorded fact of one applied money command.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, TypeAlias
 from unicodedata import combining, is_normalized, normalize
@@ -80,6 +80,8 @@ class Account:
     max_balance_cents: int | None
     created_at: datetime
     id: int = 0  # assigned by the store when the account is first written
+    # An opening answered again under its key: the same account, its deposit not made anew.
+    replayed: bool = field(default=False, compare=False)
 
     def available_cents(self) -> int:
         """How much may leave the account before it hits its floor."""

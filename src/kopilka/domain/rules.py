@@ -442,6 +442,7 @@ class _Planner:
                 command.ledger, command.client, opening, floor, cap, existing.created_at
             )
             opened.id = existing.id
+            opened.replayed = True
             if existing.id == 0:
                 self.plan.pending_account_ids.append((opened, existing))
             return opened
