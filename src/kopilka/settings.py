@@ -63,6 +63,9 @@ class Settings:
     # The database was given (flag, environment or file): the home's own file named so
     # is meant, a server's admin token beside it or not.
     db_chosen: bool = False
+    # A server's URL given but overridden by a database given at a stronger place, as a
+    # refusal says it ("--db overrides KOPILKA_URL"); None when none was.
+    url_overridden: str | None = None
     # Per server process: open connections from one client address, seconds a client
     # may take to send a request's headers, and then its body, and seconds it may leave
     # the server waiting to write (not reading what it asked for).
@@ -152,6 +155,10 @@ def load_settings(
         flag = (spelled or {}).get(name, f"--{name.replace('_', '-')}")
         return (flag, f"KOPILKA_{name.upper()}")[place]
 
+    def named_at(name: str) -> str:
+        """A setting as a sentence names it: `--db`, `KOPILKA_DB`, `the db in PATH`."""
+        return f"the {name} in {given_at(name)}" if rank(name) >= 2 else given_at(name)
+
     db = str(pick("db", str(base / "kopilka.db")))
     if any(unicodedata.category(character) in _BREAKS for character in db):
         # A line break at its end (a file read into a variable) made a lookalike file.
@@ -173,6 +180,8 @@ def load_settings(
     # in the working directory's file a db in the home's (a tie, both given at one
     # place, goes to the server).
     url = pick("url", None) if rank("url") <= rank("db") else None
+    overridden = url is None and rank("url") < nowhere
+    url_overridden = f"{named_at('db')} overrides {named_at('url')}" if overridden else None
     # A PostgreSQL URL only: a SQLite file named postgres... took the password into its
     # path, shown back with it.
     if db.startswith(("postgresql://", "postgres://")) and environ.get("KOPILKA_DB_PASSWORD_FILE"):
@@ -190,6 +199,7 @@ def load_settings(
         home=base,
         ledger_chosen=rank("ledger") < nowhere,
         db_chosen=rank("db") < nowhere,
+        url_overridden=url_overridden,
     )
     # Only a server reads how it listens: another command is not held to it (Kubernetes
     # sets KOPILKA_PORT=tcp://... beside every program of a Service named kopilka).

@@ -246,7 +246,7 @@ def _token_main(argv: list[str]) -> int:
             arguments.ledger = settings.ledger
         if url is not None:
             return _run_remote(url, getattr(arguments, "token", None), arguments)
-        refuse_token_without_server(getattr(arguments, "token", None))
+        refuse_token_without_server(getattr(arguments, "token", None), settings)
         # As for every other command: the home's rules, and a token in a --db that is not
         # there, or holds no ledger, is refused rather than made (a mistyped path made a
         # ledger there, and an admin token that no server honours).

@@ -165,6 +165,47 @@ def test_a_token_with_no_server_named_is_refused_and_no_local_ledger_is_touched(
 
 
 @pytest.mark.parametrize(
+    ("arguments", "env", "told"),
+    [
+        (
+            ("balance", "--client=A", "--db=books.db"),
+            {"KOPILKA_URL": "http://127.0.0.1:9", "KOPILKA_TOKEN": "kop_x_y"},
+            "KOPILKA_TOKEN is set but --db overrides KOPILKA_URL, so no server gets it: give"
+            " the server's --url, or unset KOPILKA_TOKEN to use the ledger on this machine",
+        ),
+        (
+            ("shell", "--token=kop_x_y"),
+            {"KOPILKA_DB": "books.db"},
+            "--token is for a server, but KOPILKA_DB overrides the url in {file}: give the"
+            " server's --url",
+        ),
+        (
+            ("token", "list"),
+            {"KOPILKA_DB": "books.db", "KOPILKA_TOKEN": "kop_x_y"},
+            "KOPILKA_TOKEN is set but KOPILKA_DB overrides the url in {file}, so no server"
+            " gets it: give the server's --url, or unset KOPILKA_TOKEN to use the ledger on"
+            " this machine",
+        ),
+    ],
+)
+def test_a_token_whose_server_a_database_overrides_is_refused_saying_so(
+    kopilka: RunKopilka,
+    kopilka_home: Path,
+    arguments: tuple[str, ...],
+    env: dict[str, str],
+    told: str,
+) -> None:
+    """A server's URL set, and a database given at a stronger place: the refusal said no
+    server was named and to set the URL that was set."""
+    file = kopilka_home.parent / "kopilka.toml"
+    file.write_text('url = "http://127.0.0.1:9"\n')
+    result = kopilka(*arguments, stdin="balance --client=A\n", env=env)
+    told = told.format(file=file)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"Error: {told}\n")
+    assert not (kopilka_home.parent / "books.db").exists()
+
+
+@pytest.mark.parametrize(
     ("typed", "meant"),
     [("shelll", "shell"), ("Shell", "shell"), ("serv", "serve"), ("tokn", "token")],
 )

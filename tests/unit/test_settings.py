@@ -90,7 +90,11 @@ def test_the_working_directory_s_file_adds_to_the_home_s(
     assert load_settings(environ=environ).url == "http://127.0.0.1:9"
     (home / "kopilka.toml").write_text('url = "http://127.0.0.1:9"\n')
     (project / "kopilka.toml").write_text('db = "mine.db"\n')
-    assert load_settings(environ=environ).url is None
+    beaten = load_settings(environ=environ)
+    assert beaten.url is None
+    assert beaten.url_overridden == (
+        f"the db in {project / 'kopilka.toml'} overrides the url in {home / 'kopilka.toml'}"
+    )
     # Run in the home itself, its file is read once.
     monkeypatch.chdir(home)
     assert load_settings(environ=environ).url == "http://127.0.0.1:9"

@@ -71,7 +71,7 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
     made there that says every client is unknown."""
     if target.url is not None:
         return _connect(target)
-    refuse_token_without_server(target.token)
+    refuse_token_without_server(target.token, target.settings)
     if target.sandbox:
         return EmbeddedBank("memory:", target.settings.ledger)
     db = target.settings.db
@@ -204,19 +204,31 @@ def refuse_a_servers_home(settings: Settings) -> None:
     )
 
 
-def refuse_token_without_server(token: str | None) -> None:
+def refuse_token_without_server(token: str | None, settings: Settings) -> None:
     """A token is for a server: given with none named, the command would run on this
-    machine's own ledger, one no server sees, and say it was done."""
+    machine's own ledger, one no server sees, and say it was done. A server's URL given,
+    but overridden by a database given at a stronger place, is said to be: it is set."""
+    overridden = settings.url_overridden
     if token is not None:
+        if overridden is not None:
+            raise InvalidInput(
+                "invalid_option",
+                f"--token is for a server, but {overridden}: give the server's --url",
+            )
         raise InvalidInput(
             "invalid_option", "--token is for a server: give its --url (or KOPILKA_URL)"
         )
-    if "KOPILKA_TOKEN" in os.environ:
-        raise InvalidInput(
-            "invalid_option",
-            "KOPILKA_TOKEN is set but no server is named: give its --url (or KOPILKA_URL),"
-            " or unset KOPILKA_TOKEN to use the ledger on this machine",
-        )
+    if "KOPILKA_TOKEN" not in os.environ:
+        return
+    if overridden is not None:
+        unsent = f"{overridden}, so no server gets it: give the server's --url"
+    else:
+        unsent = "no server is named: give its --url (or KOPILKA_URL)"
+    raise InvalidInput(
+        "invalid_option",
+        f"KOPILKA_TOKEN is set but {unsent},"
+        " or unset KOPILKA_TOKEN to use the ledger on this machine",
+    )
 
 
 def local_store(settings: Settings, makes_none: bool) -> Store:
