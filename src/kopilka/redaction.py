@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote
 
 from kopilka.tokens import without_secrets
@@ -112,10 +112,17 @@ def hide_secrets(message: str, given: Iterable[str] | None = None) -> str:
 _SHOWN_BITS_MAX = 4096
 
 
-def quoted(value: object, length_max: int = 40, *, mapping: str = "a dict") -> str:
+def quoted(
+    value: object,
+    length_max: int = 40,
+    *,
+    mapping: str = "a dict",
+    spell: Callable[[object], str] = repr,
+) -> str:
     """A value as a refusal quotes it (repr): masked whole, before it is cut short (a
     URL's password cut from its '@' is not recognised as one, nor a token's secret).
-    `mapping`: what a dict is called where it came from ("a table" in a TOML file)."""
+    `mapping`: what a dict is called where it came from ("a table" in a TOML file);
+    `spell`: how a value other than text is written there (TOML's true, not True)."""
     if isinstance(value, int) and value.bit_length() > _SHOWN_BITS_MAX:
         return "an int of over 1,200 digits"
     # A mapping (a TOML table) is no setting's value, and its keys may say what a value
@@ -127,7 +134,7 @@ def quoted(value: object, length_max: int = 40, *, mapping: str = "a dict") -> s
     if isinstance(value, str):
         text = repr(hide_secrets(value, [value]))
     else:  # a list or a number from the file: its text as shown, each text in it masked
-        text = hide_secrets(repr(value), _texts_in(value))
+        text = hide_secrets(spell(value), _texts_in(value))
     return cut_short(text, length_max)
 
 

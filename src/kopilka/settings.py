@@ -10,6 +10,7 @@ home.py's.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import ipaddress
 import os
 import re
@@ -160,17 +161,25 @@ def load_settings(
         return f"the {name} in {given_at(name)}" if rank(name) >= 2 else given_at(name)
 
     db = str(pick("db", str(base / "kopilka.db")))
+    # Named after the value in each refusal, as a number's is; none given, the home's.
+    db_at = given_at("db") if rank("db") < nowhere else "KOPILKA_HOME"
+    if not db:  # a flag or the file's db (a variable set to nothing is refused above)
+        raise InvalidInput(
+            "invalid_setting", f"the database may not be empty ({db_at}): give a path or URL"
+        )
     if any(unicodedata.category(character) in _BREAKS for character in db):
         # A line break at its end (a file read into a variable) made a lookalike file.
         raise InvalidInput(
             "invalid_setting",
-            f"the database {redact_url(db)!r} has a line break or another control character",
+            f"the database {redact_url(db)!r} ({db_at}) has a line break or another"
+            " control character",
         )
     if db != db.strip():
         # A space copied in with it (`--db "books.db "`) made a lookalike file beside it.
         raise InvalidInput(
             "invalid_setting",
-            f"the database {redact_url(db)!r} begins or ends with a space: give it without",
+            f"the database {redact_url(db)!r} ({db_at}) begins or ends with a space:"
+            " give it without",
         )
     if rank("db") < nowhere:
         written_in = files[rank("db") - 2][1] if rank("db") >= 2 else None
@@ -188,7 +197,12 @@ def load_settings(
         db = _with_password(db, _read_password(Path(environ["KOPILKA_DB_PASSWORD_FILE"])))
 
     ledger = "main" if serving else str(pick("ledger", "main"))  # a server serves them all
-    ledger = validate_chosen_ledger(ledger)  # in NFC, as the ledger keeps its name
+    try:
+        ledger = validate_chosen_ledger(ledger)  # in NFC, as the ledger keeps its name
+    except InvalidInput as refused:
+        raise InvalidInput(
+            refused.code, f"ledger {quoted(ledger)} ({given_at('ledger')}): {refused.message}"
+        ) from None
     settings = Settings(
         db=db,
         url=url,
@@ -253,7 +267,10 @@ def _served(
     # No host name or address holds "/" or "@": a URL given for the host (the database's,
     # password and all) is refused here, not echoed by a failed listen.
     if not host or not host.isprintable() or any(c in host for c in " /@[]"):
-        raise InvalidInput("invalid_setting", f"host {host!r} is no host name or address")
+        raise InvalidInput(
+            "invalid_setting",
+            f"host {host!r} ({given_at('host')}) is no host name or address",
+        )
     return replace(
         settings,
         host=host,
@@ -437,8 +454,21 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
                 wanted = "a whole number"
             raise InvalidInput(
                 "invalid_setting",
-                f"{path}: {name} must be {wanted}, not {quoted(value, mapping='a table')}",
+                f"{path}: {name} must be {wanted},"
+                f" not {quoted(value, mapping='a table', spell=as_toml)}",
             )
+
+
+def as_toml(value: object) -> str:
+    """A value read from the file as TOML writes it: `true`, not Python's `True`, and a
+    date as the file has it, not `datetime.date(1979, 5, 27)`."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return f"[{', '.join(as_toml(item) for item in value)}]"
+    if isinstance(value, datetime.date | datetime.time):  # a datetime is a date too
+        return value.isoformat()
+    return repr(value)  # a number, or a text in TOML's literal quotes
 
 
 def _read_password(path: Path) -> str:

@@ -424,7 +424,7 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
     kopilka: RunKopilka, kopilka_home: Path
 ) -> None:
     for db, message in (
-        ("", "Error: the database may not be empty: give a path or URL\n"),
+        ("", "Error: the database may not be empty (--db): give a path or URL\n"),
         # SQLite's name for a temporary database, gone when it is closed
         ("sqlite:", "Error: the database may not be empty: give a path or URL\n"),
         (
@@ -545,6 +545,21 @@ def test_a_global_option_takes_no_option_for_its_value(
     )
 
 
+def test_a_bad_ledger_in_a_config_file_is_refused_naming_the_file(
+    kopilka: RunKopilka, kopilka_home: Path
+) -> None:
+    """usage.md: every refusal names the value and where it was given; the ledger's named
+    neither, so a file read long ago was no suspect."""
+    config = kopilka_home.parent / "t.toml"
+    config.write_text('ledger = ""\n')
+    result = kopilka("balance", "--client=Ann", "--config", str(config))
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: ledger '' ({config}): a ledger name is 1 to 100 printable characters,"
+        " without spaces at its ends\n"
+    )
+
+
 def test_an_empty_key_or_ledger_is_refused_not_ignored(
     kopilka: RunKopilka, kopilka_home: Path
 ) -> None:
@@ -556,10 +571,11 @@ def test_an_empty_key_or_ledger_is_refused_not_ignored(
         )
     result = kopilka(*DEPOSIT, "--ledger=")
     assert result.stderr == (
-        "Error: a ledger name is 1 to 100 printable characters, without spaces at its ends\n"
+        "Error: ledger '' (--ledger): a ledger name is 1 to 100 printable characters,"
+        " without spaces at its ends\n"
     )
     result = kopilka(*DEPOSIT, "--ledger= main")
-    assert result.stderr.startswith("Error: a ledger name is 1 to 100")
+    assert result.stderr.startswith("Error: ledger ' main' (--ledger): a ledger name is 1 to")
     balance = kopilka("balance", "--client", "John Jones")
     assert balance.stderr == _never_written(kopilka_home)  # nothing applied, nor made
 

@@ -774,9 +774,10 @@ def test_a_database_url_given_for_the_host_is_refused_its_password_unsaid(
     config = ["--config", str(home / "kopilka.toml")]
     result = run_kopilka(home, "serve", str(free_port()), *flags, *config, env=environment)
     assert result.returncode == 1
+    given = {"flag": "--host", "environment": "KOPILKA_HOST", "file": home / "kopilka.toml"}
     assert result.stderr == (
-        "Error: host 'postgresql://kopilka:***@db.internal:5432/ledger' is no host name"
-        " or address\n"
+        "Error: host 'postgresql://kopilka:***@db.internal:5432/ledger'"
+        f" ({given[where]}) is no host name or address\n"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -204,7 +205,10 @@ def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
         ("ledger = 7", "ledger must be a string, not 7"),
         ('port = "8889"', "port must be a whole number, not '8889'"),
         ("port = 8889.0", "port must be a whole number, not 8889.0"),
-        ("workers = true", "workers must be a whole number, not True"),
+        # As the file writes it, not as Python does (True, datetime.date(...)).
+        ("workers = true", "workers must be a whole number, not true"),
+        ("db = [false, 1979-05-27]", "db must be a string, not [false, 1979-05-27]"),
+        ("port = 07:32:00", "port must be a whole number, not 07:32:00"),
         ("body_seconds = [1]", "body_seconds must be a number, not [1]"),
         # A value is quoted masked, as everywhere.
         (
@@ -843,7 +847,50 @@ def test_a_message_without_a_password_in_a_url_is_left_as_it_is() -> None:
 def test_a_host_that_names_nothing_is_refused_in_one_line(tmp_path: Path, host: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         load_settings({"host": host}, environ={"KOPILKA_HOME": str(tmp_path)}, serving=True)
-    assert refused.value.message == f"host {host!r} is no host name or address"
+    assert refused.value.message == f"host {host!r} (--host) is no host name or address"
+
+
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        (
+            'ledger = ""',
+            "ledger '' ({where}): a ledger name is 1 to 100 printable characters, without"
+            " spaces at its ends",
+        ),
+        (
+            'ledger = "sandbox-1"',
+            "ledger 'sandbox-1' ({where}): a ledger named sandbox-... is a sandbox",
+        ),
+        ('host = ""', "host '' ({where}) is no host name or address"),
+        ('host = "a b"', "host 'a b' ({where}) is no host name or address"),
+        ('db = ""', "the database may not be empty ({where}): give a path or URL"),
+        ('db = "books.db "', "the database 'books.db ' ({where}) begins or ends with a space"),
+        ('db = "a\\tb.db"', "the database 'a\\tb.db' ({where}) has a line break"),
+    ],
+)
+def test_a_text_setting_refused_names_where_it_was_given(
+    tmp_path: Path, text: str, refused: str
+) -> None:
+    """As a number's refusal does: `ledger = ""` in a file was refused without naming it,
+    and with many files read, or a variable set long ago, no one could tell which."""
+    config = tmp_path / "t.toml"
+    config.write_text(text + "\n")
+    environ = {"KOPILKA_HOME": str(tmp_path)}
+    name, _, value = text.partition(" = ")
+    with pytest.raises(InvalidInput) as from_file:
+        load_settings(environ=environ, config_path=config, serving=name == "host")
+    assert from_file.value.message.startswith(refused.format(where=config))
+    if value != '""':  # a variable set to nothing is refused as such
+        variable = {f"KOPILKA_{name.upper()}": tomllib.loads(text)[name]}
+        with pytest.raises(InvalidInput) as from_variable:
+            load_settings(environ={**environ, **variable}, serving=name == "host")
+        where = f"KOPILKA_{name.upper()}"
+        assert from_variable.value.message.startswith(refused.format(where=where))
+    with pytest.raises(InvalidInput) as from_flag:
+        flags = {name: tomllib.loads(text)[name]}
+        load_settings(flags, environ=environ, serving=name == "host")
+    assert from_flag.value.message.startswith(refused.format(where=f"--{name}"))
 
 
 def test_an_ipv6_host_may_be_written_as_a_url_writes_it(tmp_path: Path) -> None:
