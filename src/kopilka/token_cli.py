@@ -223,6 +223,18 @@ def token_main(argv: list[str]) -> int:
         return _token_main(argv)
 
 
+def _nothing_in_memory(command: str) -> str:
+    """Why a database in memory is refused: it begins and ends with this one command."""
+    if command == "create":
+        return (
+            "a token in memory would end with this command, honoured by no server:"
+            " give the server's --url, or its --db"
+        )
+    return (
+        f"a database in memory holds no tokens to {command}: give the server's --url, or its --db"
+    )
+
+
 def _token_main(argv: list[str]) -> int:
     parser = _parser()
     arguments = parser.parse_args(argv)
@@ -251,11 +263,7 @@ def _token_main(argv: list[str]) -> int:
         # there, or holds no ledger, is refused rather than made (a mistyped path made a
         # ledger there, and an admin token that no server honours).
         if keeps_nothing(settings.db):
-            raise InvalidInput(
-                "invalid_option",
-                "a token in memory would end with this command, honoured by no server:"
-                " give the server's --url, or its --db",
-            )
+            raise InvalidInput("invalid_option", _nothing_in_memory(arguments.command))
         refuse_a_home_never_written(settings)
         store = local_store(settings, makes_none=True)
         return asyncio.run(_run_local(store, arguments))

@@ -1160,6 +1160,14 @@ def test_init_and_token_keep_nothing_in_memory(kopilka: RunKopilka, db: str) -> 
         "Error: a token in memory would end with this command, honoured by no server:"
         " give the server's --url, or its --db\n"
     )
+    # They make no token: told so in their own words, not create's.
+    for command in (("list",), ("revoke", "kop_0123456789abcdef")):
+        result = kopilka("token", *command, "--db", db)
+        assert (result.returncode, result.stdout) == (1, "")
+        assert result.stderr == (
+            f"Error: a database in memory holds no tokens to {command[0]}: give the server's"
+            " --url, or its --db\n"
+        )
 
 
 def test_init_has_no_sandbox_to_set_up(kopilka: RunKopilka, kopilka_home: Path) -> None:
