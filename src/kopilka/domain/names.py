@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from kopilka.domain.model import COMBINING_RUN_MAX, has_a_long_combining_run
+
 # Characters that show nothing (Unicode's Default_Ignorable_Code_Point, and the braille
 # blank): a name holding one lists like a name without it, another account. isprintable()
 # already refuses the format characters among them; this catches the rest.
@@ -45,8 +47,17 @@ def new_name_refusal(client: str) -> str | None:
     if blank is not None:
         return f"may not hold a character that shows nothing (U+{ord(blank.group()):04X})"
     if not client.isascii():
-        return _mixed_alphabets_refusal(client)
+        return _unicode_refusal(client)
     return None
+
+
+def _unicode_refusal(client: str) -> str | None:
+    if not client.isprintable():  # the rules refused all but an unassigned character
+        unassigned = next(c for c in client if not c.isprintable())
+        return f"may not hold a character Unicode has not assigned (U+{ord(unassigned):04X})"
+    if has_a_long_combining_run(client):
+        return f"may not have more than {COMBINING_RUN_MAX} combining marks in a row"
+    return _mixed_alphabets_refusal(client)
 
 
 # Alphabets with letters alike ("A", Cyrillic "А", Greek "Α"): a word mixing them is a
