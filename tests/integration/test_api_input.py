@@ -6,6 +6,7 @@ import csv
 import io
 import shlex
 import socket
+import unicodedata
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -972,6 +973,23 @@ def test_every_account_is_listed_once_page_by_page(server: ServerProcess) -> Non
         with connect_bank(server.url, token=server.token, ledger=ledger) as bank:
             assert [account.client for account in bank.accounts()] == sorted(names)
         admin.delete(f"/v1/sandboxes/{ledger}")
+
+
+def test_a_page_s_bounds_are_read_as_a_name_and_a_number_are_elsewhere(
+    admin: httpx.Client,
+) -> None:
+    """`after` is measured in NFC, as every name is (200 characters; four times as many
+    decomposed), and `limit` is a number whatever zeros lead it."""
+    decomposed = unicodedata.normalize("NFD", "\u1f82" * 200)  # 800 characters
+    assert len(decomposed) == 800
+    answer = admin.get("/v1/accounts", params={"after": decomposed, "limit": "0000001"})
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()["accounts"]) <= 1
+    too_long = admin.get("/v1/accounts", params={"after": "a" * 201})
+    assert too_long.status_code == 422, too_long.text
+    for limit in ("00000000", "0001001"):
+        refused = admin.get("/v1/accounts", params={"limit": limit})
+        assert refused.json()["error"]["message"] == "limit must be 1 to 1000", refused.text
 
 
 def test_a_query_that_is_not_utf8_is_refused_as_a_path_is(admin: httpx.Client) -> None:

@@ -455,19 +455,20 @@ class Call:
         query = self.query("limit", "after")
         text = query.get("limit", "100")
         # Plain ASCII digits only: int() would also take " 5", "1_0" and other scripts' digits.
-        if not (text.isascii() and text.isdigit() and len(text) <= 6):
+        digits = text.lstrip("0") or "0"  # "0000001" is 1, not a number too long to read
+        if not (text.isascii() and text.isdigit() and len(digits) <= 6):
             raise InvalidInput(
                 "invalid_limit", f"limit must be a whole number 1 to {ACCOUNTS_PAGE_MAX}"
             )
-        limit = int(text)
+        limit = int(digits)
         if not 1 <= limit <= ACCOUNTS_PAGE_MAX:
             raise InvalidInput("invalid_limit", f"limit must be 1 to {ACCOUNTS_PAGE_MAX}")
         after = query.get("after")
         if after is not None:  # given empty, it is refused as an empty name, as ` ` is
             # Compared with the names as kept, not made NFC: a page ending on a name kept
             # in another form (an upgrade's twin) went on from the NFC form, past names
-            # between the two.
-            validate_client(after)
+            # between the two. Measured in NFC all the same, as every name is.
+            validate_client(client_name(after))
         # One more than the page: a last page that is full says so (no next_after), not
         # sends the caller for a page with nothing on it.
         accounts = await self.app.engine.list_accounts(
