@@ -191,9 +191,10 @@ def _dispatch(arguments: list[str]) -> int:
         # A store's warnings (the database away, refusing its work) are for a server's
         # log; here the command's own `Error:` line says it, once.
         logging.getLogger("kopilka.store").setLevel(logging.ERROR)
-    if command == "help" and len(words) == 2 and words[1] in (*_DELEGATED, "shell"):
+    asked = _help_asked_about(words)
+    if asked in (*_DELEGATED, "shell"):
         # The commands with parsers of their own: `kopilka help serve` is `serve --help`.
-        return _dispatch([words[1], "--help"])
+        return _dispatch([asked, "--help"])
     if command in _DELEGATED:
         at = options.command_at
         assert at is not None and arguments[at] == command
@@ -211,6 +212,16 @@ def _dispatch(arguments: list[str]) -> int:
     if command == "init":
         return _init(options, words[1:])
     return _oneshot(options, words)
+
+
+def _help_asked_about(words: list[str]) -> str | None:
+    """The command `help` is asked about alone, bare or as its --command."""
+    match words:
+        case ["help", "--command", name]:
+            return name
+        case ["help", name]:
+            return name.removeprefix("--command=")
+    return None
 
 
 def _refuse_globals_not_taken(command: str, before: list[str]) -> None:

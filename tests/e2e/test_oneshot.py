@@ -385,9 +385,10 @@ def test_help_and_version_need_no_database(kopilka: RunKopilka, kopilka_home: Pa
         words = " ".join(kopilka(command, "--help").stdout.split())
         assert "(default: KOPILKA_CONFIG, else kopilka.toml in KOPILKA_HOME and in" in words
     for command in ("shell", "serve", "token"):  # each with a parser of its own
-        result = kopilka("help", command)
-        assert (result.returncode, result.stderr) == (0, ""), command
-        assert result.stdout.lower().startswith(f"usage: kopilka {command}"), result.stdout
+        for asked in ([command], ["--command", command], [f"--command={command}"]):
+            result = kopilka("help", *asked)
+            assert (result.returncode, result.stderr) == (0, ""), asked
+            assert result.stdout.lower().startswith(f"usage: kopilka {command}"), result.stdout
     assert not (kopilka_home / "kopilka.db").exists()
 
 

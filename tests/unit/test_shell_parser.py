@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kopilka.errors import InvalidInput
-from kopilka.shell.parser import parse_line, parse_words, split_line
+from kopilka.shell.parser import closest, parse_line, parse_words, split_line
 
 
 def values(line: str) -> dict[str, str]:
@@ -97,6 +97,13 @@ def test_unknown_command_in_another_case_suggests_the_command_without_running_it
     assert refusal(f"{typed} --client=A") == f"unknown command {typed!r}; did you mean {meant!r}?"
     with pytest.raises(InvalidInput, match=f"did you mean {meant!r}"):
         parse_words([typed, "--client=A"], oneshot=True)
+
+
+def test_a_suggestion_is_never_the_word_given() -> None:
+    """`help --command=serve` once answered "unknown command 'serve'; did you mean
+    'serve'?": a name not taken where it stands is no correction of itself."""
+    assert closest("serve", ["serve", "shell"]) is None
+    assert closest("SERVE", ["serve", "shell"]) == "serve"  # in another case it is one
 
 
 def test_unknown_command_with_nothing_close_points_to_help() -> None:

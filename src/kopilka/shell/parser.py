@@ -137,8 +137,9 @@ def unknown_command(name: str, *, oneshot: bool = False) -> InvalidInput:
 
 
 def closest(word: str, known: list[str]) -> str | None:
-    """The known spelling nearest to `word`, ignoring case: `DEPOSIT` is meant as `deposit`."""
-    by_folded = {spelling.casefold(): spelling for spelling in known}
+    """The known spelling nearest to `word`, ignoring case: `DEPOSIT` is meant as `deposit`.
+    Never `word` itself: one that is not taken where it stands is no correction of it."""
+    by_folded = {spelling.casefold(): spelling for spelling in known if spelling != word}
     close = difflib.get_close_matches(word.casefold(), list(by_folded), n=1)
     return by_folded[close[0]] if close else None
 
