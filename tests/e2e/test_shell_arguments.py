@@ -33,6 +33,23 @@ def test_a_command_in_capitals_suggests_the_command_and_runs_nothing(
     ]
 
 
+def test_an_unknown_option_suggests_the_commands_option_it_begins_or_means(
+    run_shell: Callable[[str], str],
+) -> None:
+    output = run_shell(
+        "set_limits --client=A --min=5\n"
+        "add-user --client=A --max=5\n"
+        "statement --client=A --from=2024-01-01\n"
+        "accounts\n"
+    )
+    assert output.splitlines() == [
+        "Error: set_limits has no option --min; did you mean --min-balance?",
+        "Error: add-user has no option --client; did you mean --name?",
+        "Error: show_bank_statement has no option --from; did you mean --since?",
+        "No accounts yet.",
+    ]
+
+
 def test_a_one_shot_in_capitals_suggests_the_command_and_exits_one(kopilka: RunKopilka) -> None:
     result = kopilka("DEPOSIT", "--client=A", "--amount=5", "--description=x")
     assert (result.returncode, result.stdout) == (1, "")

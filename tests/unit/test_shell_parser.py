@@ -115,6 +115,30 @@ def test_unknown_option_suggests_the_closest() -> None:
     assert message == "deposit has no option --clent; did you mean --client?"
 
 
+@pytest.mark.parametrize(
+    ("line", "meant"),
+    [
+        # Begun: nearest by spelling alone, --min was --client and --max was nothing.
+        ("set_limits --client=A --min=5", "--min-balance"),
+        ("set_limits --client=A --max=5", "--max-balance"),
+        ("add-user -n A --max=5 --min-balance=1", "--min"),  # lengthened
+        # The command's own word for the thing: --credit and --format were suggested.
+        ("add-user --client=A --max=5", "--name"),
+        ("get --client=A", "--name"),
+        ("open_account --name=A", "--client"),
+        ("statement --client=A --from=2024-01-01", "--since"),
+        ("statement --client=A --to=2024-01-31", "--till"),
+    ],
+)
+def test_an_unknown_option_suggests_the_one_it_begins_or_means(line: str, meant: str) -> None:
+    assert refusal(line).endswith(f"; did you mean {meant}?")
+
+
+def test_an_option_that_begins_two_is_matched_by_spelling_alone() -> None:
+    message = refusal("set_limits --client=A --m=5")
+    assert message.endswith("; it takes --client, --min-balance, --max-balance")
+
+
 def test_a_double_dash_is_said_not_taken_not_taken_for_a_mistyped_option() -> None:
     """It was answered 'did you mean --to?', a transfer's option that it is not."""
     message = refusal("transfer -f A -t B -- 5")

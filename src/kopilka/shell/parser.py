@@ -234,6 +234,27 @@ def _unknown_option(spec: CommandSpec, spelling: str) -> InvalidInput:
         return InvalidInput("unknown_option", f"{spec.name} takes no options, not {shown}")
     if spelling == "--":  # the shell's end of options: --to was suggested for it
         return InvalidInput("unknown_option", f"{spec.name} takes no --: give each value as it is")
-    close = closest(spelling, known)
+    close = _closest_option(spelling, known)
     hint = f"did you mean {close}?" if close else f"it takes {', '.join(known)}"
     return InvalidInput("unknown_option", f"{spec.name} has no option {shown}; {hint}")
+
+
+# One thing under another command's word for it: a client is --name to add-user and
+# get and --client to the rest; a statement's period runs --since to --till.
+_SAME_MEANING = {"--client": "--name", "--name": "--client", "--from": "--since", "--to": "--till"}
+
+
+def _closest_option(spelling: str, known: list[str]) -> str | None:
+    """The option meant by one the command lacks: the one option it is the start of
+    (`--min` of --min-balance) or that it lengthens (`--min-balance` of --min), the
+    command's word for the same thing, else the nearest spelling. Nearest alone, `--min`
+    was nearer to --client than to --min-balance."""
+    given = spelling.casefold()
+    long_options = [option for option in known if option.startswith("--")]
+    begun = [option for option in long_options if option.startswith(given)]
+    lengthened = [option for option in long_options if given.startswith(f"{option}-")]
+    for candidates in (begun, lengthened):
+        if len(candidates) == 1:
+            return candidates[0]
+    same = _SAME_MEANING.get(given)
+    return same if same in known else closest(spelling, known)
