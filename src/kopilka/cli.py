@@ -53,10 +53,9 @@ from kopilka.shell.output import (
 from kopilka.shell.parser import closest, looks_like_an_option, parse_words
 from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import SessionEnded, SignalEnding, run_piped, run_terminal
-from kopilka.shell.specs import find_command
+from kopilka.shell.specs import COMMANDS, GLOBAL_VALUES, find_command
 from kopilka.store import initialize_schema, keeps_nothing
 
-_GLOBAL_VALUES = ("db", "url", "token", "ledger", "config")
 # Subcommands with their own option parsers, loaded only when asked for.
 _DELEGATED = {
     "serve": ("kopilka.server", "serve_main"),
@@ -68,7 +67,9 @@ _DELEGATED_GLOBALS = {
     "token": ("db", "url", "token", "config", "ledger"),
 }
 # What `kopilka shell` takes besides a port, for a mistyped one to be matched against.
-_SHELL_OPTIONS = ("--sandbox", *(f"--{name}" for name in _GLOBAL_VALUES), "--help")
+_SHELL_OPTIONS = ("--sandbox", *(f"--{name}" for name in GLOBAL_VALUES), "--help")
+# What `kopilka` takes before a command's name, for a mistyped one to be matched against.
+_PROGRAM_OPTIONS = (*_SHELL_OPTIONS, "--version")
 SHELL_USAGE = (
     "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger NAME] [PORT]"
 )
@@ -110,7 +111,7 @@ def split_globals(arguments: list[str]) -> tuple[GlobalOptions, list[str]]:
             if options.sandbox:  # as every other option: given twice is refused
                 raise InvalidInput("repeated_option", "kopilka got --sandbox twice")
             options.sandbox = True
-        elif spelling.startswith("--") and name in _GLOBAL_VALUES:
+        elif spelling.startswith("--") and name in GLOBAL_VALUES:
             if not has_value:
                 if index >= len(arguments):
                     raise InvalidInput("missing_value", f"option {spelling} needs a value")
@@ -191,6 +192,9 @@ def _dispatch(arguments: list[str]) -> int:
         # A store's warnings (the database away, refusing its work) are for a server's
         # log; here the command's own `Error:` line says it, once.
         logging.getLogger("kopilka.store").setLevel(logging.ERROR)
+    if words and looks_like_an_option(command) and command not in ("--help", "-h", "--version"):
+        # Not the command: an option that none of kopilka's own before it is.
+        raise _unknown_option_before_command(command)
     asked = _help_asked_about(words)
     if asked in (*_DELEGATED, "shell"):
         # The commands with parsers of their own: `kopilka help serve` is `serve --help`.
@@ -214,6 +218,23 @@ def _dispatch(arguments: list[str]) -> int:
     return _oneshot(options, words)
 
 
+def _unknown_option_before_command(word: str) -> InvalidInput:
+    """`kopilka --ur URL balance` named as the option it is, not an unknown command."""
+    spelling = word.partition("=")[0]  # never a value: it may be a token
+    shown = spelling if spelling.isprintable() else repr(spelling)
+    if any(spec.option(spelling) is not None for spec in COMMANDS):
+        return InvalidInput(
+            "unknown_option", f"{shown} is a command's option: give it after the command's name"
+        )
+    close = closest(spelling, list(_PROGRAM_OPTIONS))
+    hint = (
+        f"did you mean {close}?"
+        if close
+        else f"before a command it takes {', '.join(_PROGRAM_OPTIONS)}"
+    )
+    return InvalidInput("unknown_option", f"kopilka has no option {shown}; {hint}")
+
+
 def _help_asked_about(words: list[str]) -> str | None:
     """The command `help` is asked about alone, bare or as its --command."""
     match words:
@@ -229,7 +250,7 @@ def _refuse_globals_not_taken(command: str, before: list[str]) -> None:
     its own parser would take the option's value for an argument of its own."""
     for word in before:
         name = word.partition("=")[0].removeprefix("--")
-        is_global = word.startswith("--") and name in (*_GLOBAL_VALUES, "sandbox")
+        is_global = word.startswith("--") and name in (*GLOBAL_VALUES, "sandbox")
         if is_global and name not in _DELEGATED_GLOBALS[command]:
             raise InvalidInput(
                 "invalid_option",

@@ -211,7 +211,19 @@ def test_grammar_errors_exit_one_without_a_traceback(kopilka: RunKopilka) -> Non
             "Error: amount '1e3' is not a number like 100 or 1,000.25\n"
         ),
         ("balance", "--client=A", "--bogus=1"): (
-            "Error: balance has no option --bogus; it takes --client\n"
+            "Error: balance has no option --bogus; it takes --client and the global options"
+            " --db, --url, --token, --ledger, --config\n"
+        ),
+        # A global option mistyped is an option, not the command, before or after it.
+        ("--sandbx",): "Error: kopilka has no option --sandbx; did you mean --sandbox?\n",
+        ("--ur", "http://127.0.0.1:1", "balance", "--client=A"): (
+            "Error: kopilka has no option --ur; did you mean --url?\n"
+        ),
+        ("balance", "--client=A", "--ur", "http://127.0.0.1:1"): (
+            "Error: balance has no option --ur; did you mean --url?\n"
+        ),
+        ("--client=A", "balance"): (
+            "Error: --client is a command's option: give it after the command's name\n"
         ),
         ("shell", "extra"): (
             "Error: kopilka shell's PORT is a port number, not 'extra'; usage: kopilka shell"
@@ -493,7 +505,6 @@ def test_a_database_url_given_in_the_wrong_place_is_quoted_without_its_password(
         ("token", "list", url),
         ("token", "revoke", url),
         ("--config", url, "get"),
-        (f"--DB={url}", "get"),
         ("get", url.replace("S3cretPW", 'S3cret"PW')),
         ("serve", url.replace("S3cretPW", "S3cret PW")),
     ):
@@ -501,6 +512,13 @@ def test_a_database_url_given_in_the_wrong_place_is_quoted_without_its_password(
         assert (result.returncode, result.stdout) == (1, ""), arguments
         assert "S3cret" not in result.stderr and "alice:***@" in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1
+    # A mistyped option is named without its value at all.
+    mistyped = kopilka(f"--DB={url}", "get")
+    assert (mistyped.returncode, mistyped.stdout, mistyped.stderr) == (
+        1,
+        "",
+        "Error: kopilka has no option --DB; did you mean --db?\n",
+    )
     piped = kopilka("shell", stdin=f"get {url}\n")
     assert "S3cretPW" not in piped.stdout + piped.stderr and "alice:***@" in piped.stdout
 

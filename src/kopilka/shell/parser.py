@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from kopilka.errors import InvalidInput
-from kopilka.shell.specs import CommandSpec, command_names, find_command
+from kopilka.shell.specs import GLOBAL_VALUES, CommandSpec, command_names, find_command
 
 # A word that is an option rather than a value: "--x" or "-x" (but "-5" is a value).
 # DOTALL: a one-shot's value may hold a newline (`--description=$'a\nb'`); the word is
@@ -95,7 +95,7 @@ def parse_words(words: list[str], *, oneshot: bool = False) -> ParsedCommand:
         help_spec = find_command("help", oneshot=oneshot)
         assert help_spec is not None
         return ParsedCommand(help_spec, {"command": spec.name})
-    values = _read_options(spec, arguments)
+    values = _read_options(spec, arguments, oneshot=oneshot)
     missing = [o for o in spec.options if o.required and o.name not in values]
     if missing:
         listed = ", ".join(o.spellings[0] for o in missing)
@@ -144,7 +144,7 @@ def closest(word: str, known: list[str]) -> str | None:
     return by_folded[close[0]] if close else None
 
 
-def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
+def _read_options(spec: CommandSpec, words: list[str], *, oneshot: bool) -> dict[str, str]:
     values: dict[str, str] = {}
     bare: list[str] = []  # taken once the options are read, to tell what a second one is
     index = 0
@@ -158,7 +158,7 @@ def _read_options(spec: CommandSpec, words: list[str]) -> dict[str, str]:
         spelling, has_value, value = word.partition("=")
         option = spec.option(spelling)
         if option is None:
-            raise _unknown_option(spec, spelling)
+            raise _unknown_option(spec, spelling, oneshot=oneshot)
         if not has_value:
             if index >= len(words):
                 raise InvalidInput(
@@ -226,16 +226,24 @@ def _store(spec: CommandSpec, values: dict[str, str], name: str, value: str) -> 
     values[name] = value
 
 
-def _unknown_option(spec: CommandSpec, spelling: str) -> InvalidInput:
+def _unknown_option(spec: CommandSpec, spelling: str, *, oneshot: bool) -> InvalidInput:
     known = [s for option in spec.options for s in option.spellings]
+    # A one-shot's own options come with kopilka's (its --url, its --db), before or after.
+    global_options = [f"--{name}" for name in GLOBAL_VALUES] if oneshot else []
     # Quoted when it holds a newline or the like, so the error stays one line.
     shown = spelling if spelling.isprintable() else repr(spelling)
-    if not known:
+    if not known and not global_options:
         return InvalidInput("unknown_option", f"{spec.name} takes no options, not {shown}")
     if spelling == "--":  # the shell's end of options: --to was suggested for it
         return InvalidInput("unknown_option", f"{spec.name} takes no --: give each value as it is")
-    close = _closest_option(spelling, known)
-    hint = f"did you mean {close}?" if close else f"it takes {', '.join(known)}"
+    close = _closest_option(spelling, known + global_options)
+    if close:
+        hint = f"did you mean {close}?"
+    elif not global_options:
+        hint = f"it takes {', '.join(known)}"
+    else:
+        listed = f"{', '.join(known)} and " if known else "only "
+        hint = f"it takes {listed}the global options {', '.join(global_options)}"
     return InvalidInput("unknown_option", f"{spec.name} has no option {shown}; {hint}")
 
 

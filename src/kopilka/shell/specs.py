@@ -176,6 +176,11 @@ COMMANDS: tuple[CommandSpec, ...] = (
 )
 
 
+# The options of `kopilka` itself that take a value, given before or after a one-shot
+# command's name: where its ledger is, and who asks.
+GLOBAL_VALUES = ("db", "url", "token", "ledger", "config")
+
+
 def find_command(name: str, *, oneshot: bool = False) -> CommandSpec | None:
     """The command called `name` (or one of its aliases) where it is offered."""
     for spec in COMMANDS:
