@@ -50,6 +50,31 @@ def test_an_unknown_option_suggests_the_commands_option_it_begins_or_means(
     ]
 
 
+def test_a_hash_after_a_command_is_said_to_begin_no_comment_there(
+    run_shell: Callable[[str], str],
+) -> None:
+    """A trailing `# rent` was "takes one bare AMOUNT, and got '#' and 'rent'"; a `#` in
+    a value stays part of it."""
+    output = run_shell(
+        "deposit --client=A --amount=5 --description=Invoice#5\n"
+        "transfer --from=A --to=B --amount=5 # rent\n"
+        "help # list\n"
+        "exit # bye\n"
+        "balance --client=A #check\n"
+        "get\n"
+    )
+    assert output.splitlines() == [
+        "Deposit operation was successful!",
+        "Error: transfer takes no bare '#': # begins a comment only at the start of a line",
+        "Error: help takes no bare '#': # begins a comment only at the start of a line",
+        "Error: exit takes no bare '#': # begins a comment only at the start of a line",
+        "Error: balance takes no bare '#check': # begins a comment only at the start of a line",
+        "| Client | Balance | Floor | Cap  |",
+        "|--------|---------|-------|------|",
+        "| A      |   $5.00 | $0.00 | none |",
+    ]
+
+
 def test_a_one_shot_in_capitals_suggests_the_command_and_exits_one(kopilka: RunKopilka) -> None:
     result = kopilka("DEPOSIT", "--client=A", "--amount=5", "--description=x")
     assert (result.returncode, result.stdout) == (1, "")

@@ -152,6 +152,12 @@ def _read_options(spec: CommandSpec, words: list[str], *, oneshot: bool) -> dict
         word = words[index]
         index += 1
         if not _OPTION_WORD.fullmatch(word):
+            if word.startswith("#") and not oneshot:  # no value of any command's
+                raise InvalidInput(
+                    "unexpected_argument",
+                    f"{spec.name} takes no bare {word!r}:"
+                    " # begins a comment only at the start of a line",
+                )
             _positional_name(spec, word)
             bare.append(word)
             continue
