@@ -391,6 +391,10 @@ def test_help_and_version_need_no_database(kopilka: RunKopilka, kopilka_home: Pa
         assert result.stderr == ""
     assert "-f, --from NAME" in kopilka("transfer", "--help").stdout
     assert "init" in kopilka("help").stdout
+    for overview in ("help", "--help"):  # as typed at the OS prompt, where it is read
+        shown = kopilka(overview).stdout
+        assert 'e.g. kopilka deposit --client="John Jones"' in shown
+        assert shown.endswith("Type 'kopilka help COMMAND' for a command's options and examples.\n")
     assert kopilka("init", "--help").stdout.startswith("init: create or upgrade")
     assert kopilka("--version").stdout.startswith("kopilka ")
     for command in ("serve", "token"):  # both default files are read, not one

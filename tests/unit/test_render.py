@@ -224,6 +224,17 @@ def test_help_lists_every_shell_command_with_an_example() -> None:
     assert 'deposit --client="John Jones" --amount=100' in overview
 
 
+def test_help_from_the_os_shell_writes_its_commands_as_typed_there() -> None:
+    """`help deposit` typed at a bash prompt runs bash's own help."""
+    overview = help_overview(oneshot=True)
+    assert overview.endswith("Type 'kopilka help COMMAND' for a command's options and examples.")
+    examples = [line.split("e.g. ", 1)[1] for line in overview.splitlines() if "e.g. " in line]
+    assert examples and all(example.startswith("kopilka ") for example in examples)
+    assert "e.g. kopilka kopilka" not in overview
+    assert help_overview().endswith("Type 'help COMMAND' for a command's options and examples.")
+    assert "e.g. kopilka" not in help_overview()
+
+
 def test_help_for_a_command_lists_its_options() -> None:
     text = help_command(next(spec for spec in COMMANDS if spec.name == "transfer"))
     assert "-f, --from NAME" in text

@@ -293,9 +293,22 @@ def help_overview(*, oneshot: bool = False) -> str:
     lines = ["Commands:"]
     for spec in offered:
         lines.append(f"  {spec.name.ljust(width)}  {spec.summary}")
-        lines.extend(f"  {' ' * width}    e.g. {example}" for example in spec.examples[:1])
-    lines.append("Type 'help COMMAND' for a command's options and examples.")
+        lines.extend(
+            f"  {' ' * width}    e.g. {_as_typed(example, oneshot)}"
+            for example in spec.examples[:1]
+        )
+    # At an OS prompt, `help deposit` is that shell's own help.
+    lines.append(
+        f"Type '{_as_typed('help COMMAND', oneshot)}' for a command's options and examples."
+    )
     return "\n".join(lines)
+
+
+def _as_typed(command: str, oneshot: bool) -> str:
+    """A command line as it is typed in the shell, or with kopilka before it at an OS prompt."""
+    if oneshot and not command.startswith("kopilka "):
+        return f"kopilka {command}"
+    return command
 
 
 def help_command(spec: CommandSpec) -> str:
