@@ -863,6 +863,19 @@ def test_a_line_far_over_the_bound_is_refused_without_being_held(kopilka_home: P
     ), shell.stdout[:300]
 
 
+def test_a_blank_line_of_any_length_is_skipped(run_shell: Callable[[str], str]) -> None:
+    """Past the bound too, as a comment is: it was refused as longer than the most."""
+    blanks = (" " * 20_000, " \t" * 10_000 + "\r")
+    typed = (
+        "\n".join(blanks) + "\ndeposit --client=A --amount=1 --description=x\n"
+        # What stands past the bound is no blank: refused, whatever was kept of it.
+        f"{' ' * 10_005}balance --client=A\n"
+    )
+    assert run_shell(typed) == (
+        "Deposit operation was successful!\nError: line is longer than 10000 characters\n"
+    )
+
+
 def test_a_line_of_the_most_characters_is_read_one_more_is_refused(
     run_shell: Callable[[str], str],
 ) -> None:

@@ -195,11 +195,13 @@ def _bounded_lines(readline: Callable[[int], str]) -> Iterator[str]:
     while line := readline(read_max):
         if len(line) == read_max and not line.endswith("\n"):
             longer = False  # than its ends ("\r", "\n"), which would be stripped
+            blank = not line.strip()  # to its end: skipped as a blank line, of any length
             while rest := readline(64 * 1024):
                 longer = longer or bool(rest.rstrip("\r\n"))
+                blank = blank and not rest.strip()
                 if rest.endswith("\n"):
                     break
-            if longer:
+            if longer and not blank:
                 line = _CutShort(line)
         yield line
 
