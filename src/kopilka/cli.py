@@ -496,7 +496,7 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
     if words in (["--help"], ["-h"]):
         spec = find_command("init", oneshot=True)
         assert spec is not None
-        answer(help_command(spec))
+        answer(help_command(spec, oneshot=True))
         return 0
     if words:
         raise InvalidInput("unexpected_argument", "init takes no arguments (usage: kopilka init)")

@@ -396,6 +396,11 @@ def test_help_and_version_need_no_database(kopilka: RunKopilka, kopilka_home: Pa
         assert 'e.g. kopilka deposit --client="John Jones"' in shown
         assert shown.endswith("Type 'kopilka help COMMAND' for a command's options and examples.\n")
     assert kopilka("init", "--help").stdout.startswith("init: create or upgrade")
+    for asked in (("help", "deposit"), ("deposit", "--help")):  # a command's help too
+        shown = kopilka(*asked).stdout
+        assert "\nUsage: kopilka deposit --client=NAME" in shown, shown
+        assert '\n  kopilka deposit --client="John Jones"' in shown, shown
+    assert "\nUsage: kopilka init\n" in kopilka("init", "--help").stdout
     assert kopilka("--version").stdout.startswith("kopilka ")
     for command in ("serve", "token"):  # both default files are read, not one
         words = " ".join(kopilka(command, "--help").stdout.split())

@@ -233,6 +233,11 @@ def test_help_from_the_os_shell_writes_its_commands_as_typed_there() -> None:
     assert "e.g. kopilka kopilka" not in overview
     assert help_overview().endswith("Type 'help COMMAND' for a command's options and examples.")
     assert "e.g. kopilka" not in help_overview()
+    init = next(spec for spec in COMMANDS if spec.name == "init")
+    assert help_command(init, oneshot=True).endswith(
+        "Usage: kopilka init\nExamples:\n  kopilka init"
+    )
+    assert "kopilka" not in help_command(next(s for s in COMMANDS if s.name == "deposit"))
 
 
 def test_help_for_a_command_lists_its_options() -> None:

@@ -107,7 +107,7 @@ def _help(parsed: ParsedCommand, *, oneshot: bool) -> Reply:
     spec = find_command(name, oneshot=oneshot)
     if spec is None:
         raise unknown_command(name, oneshot=oneshot)
-    return Block(help_command(spec))
+    return Block(help_command(spec, oneshot=oneshot))
 
 
 # Requests are checked with the domain's own rules before they are sent, so a

@@ -311,8 +311,9 @@ def _as_typed(command: str, oneshot: bool) -> str:
     return command
 
 
-def help_command(spec: CommandSpec) -> str:
-    lines = [f"{spec.name}: {spec.summary}", f"Usage: {spec.usage}"]
+def help_command(spec: CommandSpec, *, oneshot: bool = False) -> str:
+    """A command's help; `oneshot`: its usage and examples as typed at an OS prompt."""
+    lines = [f"{spec.name}: {spec.summary}", f"Usage: {_as_typed(spec.usage, oneshot)}"]
     if spec.aliases:
         lines.append(f"Also called: {', '.join(spec.aliases)}")
     if spec.options:
@@ -328,5 +329,5 @@ def help_command(spec: CommandSpec) -> str:
             lines.append(f"  {label.ljust(width)}  {option.help}{said}")
     if spec.examples:
         lines.append("Examples:")
-        lines.extend(f"  {example}" for example in spec.examples)
+        lines.extend(f"  {_as_typed(example, oneshot)}" for example in spec.examples)
     return "\n".join(lines)
