@@ -44,7 +44,7 @@ from tests.nfc_upgrade import (
 )
 from tests.pgserver import PostgresTestServer
 
-from kopilka.domain.model import Command, Deposit, OpenAccount, Operation, SetLimits
+from kopilka.domain.model import ClaimKey, Command, Deposit, OpenAccount, Operation, SetLimits
 from kopilka.engine import Engine
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.limits import Limits
@@ -940,10 +940,15 @@ async def test_a_long_request_s_items_the_database_cannot_store_are_refused_alon
     commands[7] = Deposit("Ёжик", 100, "pay", "request-7")  # a name, not a description
     unstorable_at.add(7)
     limits = Limits(batch_operations_max=2)
-    async with Engine(PostgresStore(latin1_url), limits) as engine:
+    store = PostgresStore(latin1_url)
+    async with Engine(store, limits) as engine:
         outcomes = await engine.submit_many(commands)
         refused = {n for n, o in enumerate(outcomes) if isinstance(o, KopilkaError)}
         assert refused == unstorable_at
+        # Pieces planned on Ann as last seen met the text, not a view gone stale: the
+        # view stays worth trying, for every caller's batches.
+        assert store.stale_views.written > 0
+        assert store.stale_views.stale == 0
         for n in refused:
             outcome = outcomes[n]
             assert isinstance(outcome, InvalidInput) and outcome.code == "invalid_text"
@@ -955,6 +960,45 @@ async def test_a_long_request_s_items_the_database_cannot_store_are_refused_alon
         assert [getattr(o, "id", None) for o in again] == [getattr(o, "id", None) for o in outcomes]
         account = await engine.store.get_account("main", "Ann")
         assert account is not None and account.balance_cents == 100 * (12 - len(refused))
+
+
+async def test_a_request_refused_for_its_text_leaves_its_key_free_and_others_untouched(
+    latin1_url: str,
+) -> None:
+    """A request whose one command the database cannot store is refused before its key
+    is looked at, and its key stays free; its claim never reaches the commands of the
+    requests batched after it (their keys are their own, their limits are set)."""
+    async with Engine(PostgresStore(latin1_url)) as engine:
+        await engine.submit_many([OpenAccount("Bob")], ClaimKey("main", "k-bob", "bob"))
+        await engine.execute(Deposit("Ann", 100, "pay", "dep-1", open_account=True))
+
+        async def both(first: Command, key: str, digest: str, second: Command) -> list[object]:
+            return await asyncio.gather(
+                engine.submit_many([first], ClaimKey("main", key, digest)),
+                engine.submit_many([second]),
+                return_exceptions=True,
+            )
+
+        # Under a key another request holds, and beside a deposit of the caller's own.
+        refused, [deposited] = await both(
+            OpenAccount("Ёжик"), "k-bob", "other", Deposit("Ann", 100, "pay", "dep-2")
+        )
+        assert isinstance(refused, InvalidInput) and refused.code == "invalid_text", refused
+        assert isinstance(deposited, Operation), deposited
+        # Beside a change of limits, which no retried claim may pass over.
+        refused, [limited] = await both(
+            OpenAccount("Ёжик"), "k-new", "first", SetLimits("Ann", -5_000, None)
+        )
+        assert isinstance(refused, InvalidInput) and refused.code == "invalid_text", refused
+        assert getattr(limited, "min_balance_cents", None) == -5_000, limited
+        account = await engine.store.get_account("main", "Ann")
+        assert account is not None and account.min_balance_cents == -5_000
+        assert account.balance_cents == 200
+        # The key is free: the request, mended, is applied under it.
+        [opened] = await engine.submit_many(
+            [OpenAccount("Yozhik")], ClaimKey("main", "k-new", "mended")
+        )
+        assert getattr(opened, "client", None) == "Yozhik", opened
 
 
 def test_a_batch_over_http_refuses_an_item_the_database_cannot_store_alone(

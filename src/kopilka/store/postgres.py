@@ -82,7 +82,7 @@ from kopilka.store.postgres_batch import (
 from kopilka.store.postgres_claims import StandingClaims
 from kopilka.store.postgres_migrate import migrate
 from kopilka.store.postgres_schema import SANDBOXES_LOCK_KEY, SCHEMA_VERSION
-from kopilka.store.postgres_text import unstorable_commands
+from kopilka.store.postgres_text import unstorable_commands, without
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
@@ -434,16 +434,16 @@ class PostgresStore:
         refused = await unstorable_commands(commands, self._refusal_of_texts)
         if not refused:  # a text of no command's: the batch fails whole
             raise UnstorableInput(_unstorable(error)) from error
-        rest = [command for index, command in enumerate(commands) if index not in refused]
+        rest = without(commands, refused)
         applied = iter(await self.apply(rest) if rest else ())
         return [refused.get(index) or next(applied) for index in range(len(commands))]
 
     async def _refusal_of_texts(self, texts: list[str]) -> InvalidInput | None:
-        try:
-            await self._read(
+        try:  # as a write's: the database lost here, nothing of the batch was applied
+            await self._once(
                 lambda connection: connection.fetchval("SELECT cardinality($1::text[])", texts)
             )
-        except InvalidInput as refusal:  # only _read's for a text no row can hold
+        except InvalidInput as refusal:  # only _once's for a text no row can hold
             assert refusal.code == "invalid_text", refusal
             return refusal
         return None
@@ -540,6 +540,8 @@ class PostgresStore:
             key_taken = True  # a retried key, or a claim held: the locking way reads keys
         except asyncpg.exceptions.LockNotAvailableError as error:
             raise self._locked_too_long(error) from error  # the locking way would wait again
+        except _UNSTORABLE_TEXT:
+            raise  # a request's text, no stale view: apply refuses the commands holding it
         except asyncpg.PostgresError:
             pass  # the view was stale (or the locking way will meet the same error)
         finally:

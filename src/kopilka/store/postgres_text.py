@@ -9,9 +9,9 @@ are refused, as bad input is, and the rest are applied.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 
-from kopilka.domain.model import Command
+from kopilka.domain.model import ClaimKey, Command
 from kopilka.errors import InvalidInput
 
 # The refusal of a database for these texts, or None if it can store them all.
@@ -39,6 +39,26 @@ async def unstorable_commands(
     if commands:
         await look(0, len(commands))
     return found
+
+
+def without(commands: Sequence[Command], refused: dict[int, InvalidInput]) -> list[Command]:
+    """The commands but those at the places `refused`, each claim covering the ones it
+    covered that are left: else it would cover the next request's commands. A claim
+    whose every command is refused is refused with them (added to `refused`), as the
+    request is, before its key is looked at: the key stays free."""
+    kept: list[Command] = []
+    for index, command in enumerate(commands):
+        if index in refused:
+            continue
+        if isinstance(command, ClaimKey) and command.covers:
+            covered = range(index + 1, index + 1 + command.covers)
+            gone = [place for place in covered if place in refused]
+            if len(gone) == command.covers:
+                refused[index] = refused[gone[0]]
+                continue
+            command = replace(command, covers=command.covers - len(gone))
+        kept.append(command)
+    return kept
 
 
 def _texts(command: Command) -> list[str]:
