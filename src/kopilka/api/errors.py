@@ -153,11 +153,23 @@ def _not_json(body: bytes) -> msgspec.DecodeError | None:
     the body broken off, which is the fault to name: 400, not 422."""
     try:
         msgspec.json.decode(body)
-    except msgspec.ValidationError:  # a number past any range: JSON all the same
-        return None
+    except msgspec.ValidationError:  # a number past any range: read on past it, as text
+        return _not_json_past_numbers(body)
     except msgspec.DecodeError as error:
         return error
     except RecursionError:  # too deep to read to its end: the wrong type stands
+        return None
+    return None
+
+
+def _not_json_past_numbers(body: bytes) -> msgspec.DecodeError | None:
+    """Why `body`, whose numbers need not fit anywhere, is no JSON, if it is not: read
+    as JSON's text alone (msgspec.Raw), past "[1e400" to the end it lacks."""
+    try:
+        msgspec.json.decode(body, type=msgspec.Raw)
+    except msgspec.DecodeError as error:
+        return error
+    except RecursionError:
         return None
     return None
 
