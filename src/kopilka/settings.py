@@ -32,7 +32,7 @@ from kopilka.home import (
     others_may_write,
     refuse_blank_variable,
 )
-from kopilka.redaction import cut_short, quoted, redact_url
+from kopilka.redaction import cut_short, quoted
 from kopilka.store import sqlite_path
 from kopilka.urls import split_url
 
@@ -171,14 +171,14 @@ def load_settings(
         # A line break at its end (a file read into a variable) made a lookalike file.
         raise InvalidInput(
             "invalid_setting",
-            f"the database {redact_url(db)!r} ({db_at}) has a line break or another"
+            f"the database {quoted(db, 120)} ({db_at}) has a line break or another"
             " control character",
         )
     if db != db.strip():
         # A space copied in with it (`--db "books.db "`) made a lookalike file beside it.
         raise InvalidInput(
             "invalid_setting",
-            f"the database {redact_url(db)!r} ({db_at}) begins or ends with a space:"
+            f"the database {quoted(db, 120)} ({db_at}) begins or ends with a space:"
             " give it without",
         )
     if rank("db") < nowhere:

@@ -950,9 +950,12 @@ def test_a_url_quoted_escaped_is_hidden_and_other_schemes_are_left_alone() -> No
     assert hide_secrets(name, ["balance", "--client=mail:/ann:home@work"]) == name
 
 
-@pytest.mark.parametrize("db", ["books.db ", " books.db", "postgresql://u:pw@h/db "])
+@pytest.mark.parametrize(
+    "db", ["books.db ", " books.db", "postgresql://u:pw@h/db ", "host=h password=pw "]
+)
 def test_a_database_with_a_space_at_either_end_is_refused(tmp_path: Path, db: str) -> None:
-    """A lookalike file (`books.db `) beside the one meant, made without a word."""
+    """A lookalike file (`books.db `) beside the one meant, made without a word; the
+    password of libpq's keyword form masked as a URL's is."""
     for given in ({"flags": {"db": db}}, {"environ": {"KOPILKA_DB": db}}):
         environ = {"KOPILKA_HOME": str(tmp_path), **given.get("environ", {})}
         with pytest.raises(InvalidInput) as refused:
@@ -960,6 +963,18 @@ def test_a_database_with_a_space_at_either_end_is_refused(tmp_path: Path, db: st
         assert refused.value.message.endswith("begins or ends with a space: give it without")
         assert "pw" not in refused.value.message
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("db", ["postgresql://u:pw@h/db\n", "host=h password=pw\n"])
+def test_a_database_with_a_line_break_is_refused_its_password_masked(
+    tmp_path: Path, db: str
+) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ={"KOPILKA_HOME": str(tmp_path), "KOPILKA_DB": db})
+    assert refused.value.message.endswith(
+        "(KOPILKA_DB) has a line break or another control character"
+    )
+    assert "pw" not in refused.value.message
 
 
 def test_a_config_given_through_a_pipe_is_read(tmp_path: Path) -> None:
