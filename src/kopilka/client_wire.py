@@ -26,6 +26,7 @@ from kopilka.domain.rules import (
     check_opening_balance,
     check_whole_cents,
     not_batched,
+    validate_limits,
     validate_money_command,
 )
 from kopilka.domain.statement import StatementLine
@@ -62,11 +63,13 @@ def opening_body(
     client: str, min_balance_cents: int, max_balance_cents: int | None, opening_balance_cents: int
 ) -> dict[str, Any]:
     """An account opening as POST /v1/accounts carries it: its fields in the order the
-    server encodes them for its key's digest, which the embedded bank makes alike."""
+    server encodes them for its key's digest, which the embedded bank makes alike.
+    Refused here as the rules refuse it, in their order: the limits, then the opening."""
+    validate_limits(min_balance_cents, max_balance_cents)
     return {
         "client": client,
-        "min_balance": limit_text(min_balance_cents, "floor"),
-        "max_balance": None if max_balance_cents is None else limit_text(max_balance_cents, "cap"),
+        "min_balance": format_plain(min_balance_cents),
+        "max_balance": None if max_balance_cents is None else format_plain(max_balance_cents),
         "opening_balance": opening_text(opening_balance_cents),
     }
 

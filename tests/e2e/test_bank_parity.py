@@ -191,6 +191,10 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("an opening balance of more digits", lambda bank: bank.open_account("Gil", 0, None, 10**5000)),
     ("an opening balance out of range", lambda bank: bank.open_account("Gil", 0, None, 10**20)),
     ("an opening balance below zero", lambda bank: bank.open_account("Gil", 0, None, -1)),
+    (
+        "an opening below zero and its cap below its floor",
+        lambda bank: bank.open_account("Gil", 0, -100, -500),
+    ),
     ("a cap out of range", lambda bank: bank.set_limits("Ann", None, 10**30)),
     ("a floor out of range", lambda bank: bank.open_account("Gus", -(2**63))),
     ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),
@@ -312,6 +316,11 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
         "an opening balance below zero",
     ):
         assert answer[name] == opening_refused, name
+    # The rules' order, whichever way in: the limits, then the opening balance.
+    assert answer["an opening below zero and its cap below its floor"] == (
+        "invalid_limit",
+        "the cap -$1.00 is below the floor $0.00",
+    )
     assert answer["a keyed opening with a floor of more digits than text holds"] == (
         "invalid_limit",
         "floor is out of range",

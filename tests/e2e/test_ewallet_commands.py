@@ -169,6 +169,14 @@ def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backe
         ("-n", "Ann", "--max", "10", "-c", "-1"): (
             "Error: an opening balance must be $0.00 to $1,000,000,000,000.00\n"
         ),
+        (
+            "-n",
+            "Ann",
+            "--max",
+            "-1",
+            "-c",
+            "-5",
+        ): "Error: the cap -$1.00 is below the floor $0.00\n",
         ("-n", "Ann", "--max", "10", "-c", "1.001"): (
             "Error: opening balance '1.001' has more than two decimals\n"
         ),

@@ -501,7 +501,7 @@ class _Planner:
                 else command.max_balance_cents
             )
         )
-        _validate_limits(floor, cap)
+        validate_limits(floor, cap)
         if floor > account.balance_cents:
             raise Rejected(
                 "floor_above_balance",
@@ -743,7 +743,7 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
 def validate_opening(command: OpenAccount) -> Deposit | None:
     """What an opening is checked for before any ledger is read; its opening deposit."""
     validate_client(command.client)
-    _validate_limits(command.min_balance_cents, command.max_balance_cents)
+    validate_limits(command.min_balance_cents, command.max_balance_cents)
     opening = command.opening_balance_cents
     check_opening_balance(opening)
     if not opening:
@@ -796,7 +796,8 @@ def check_limit(limit: int, what: str) -> None:
         raise InvalidInput("invalid_limit", f"{what}{shown} is out of range")
 
 
-def _validate_limits(floor: int, cap: int | None) -> None:
+def validate_limits(floor: int, cap: int | None) -> None:
+    """An account's floor and cap, each in range and the cap not below the floor."""
     check_whole_cents(floor)
     if cap is not None:
         check_whole_cents(cap)

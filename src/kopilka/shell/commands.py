@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from kopilka.bank import Bank
 from kopilka.client_keys import given_key
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
-from kopilka.domain.rules import check_opening_balance, validate_client, validate_money_command
+from kopilka.domain.rules import validate_client, validate_money_command
 from kopilka.errors import (
     NOT_KNOWN,
     Interrupted,
@@ -331,13 +331,11 @@ def _every_account(bank: Bank) -> Reply:
 
 
 def _opening_cents(text: str | None) -> int:
-    """add-user -c: like an amount, but zero (the default) is allowed; out of range,
-    refused in the words of the API and the Python client, as the rules word it."""
+    """add-user -c: like an amount, but zero (the default) is allowed. Its range is the
+    rules' to check, after the limits, as the API and the Python client have it."""
     if text is None:
         return 0
-    cents = parse_cents(text, allow_negative=True, allow_zero=True, what="opening balance")
-    check_opening_balance(cents)
-    return cents
+    return parse_cents(text, allow_negative=True, allow_zero=True, what="opening balance")
 
 
 def _add_user(parsed: ParsedCommand) -> Action:
