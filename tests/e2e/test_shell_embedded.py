@@ -865,7 +865,8 @@ def test_a_line_far_over_the_bound_is_refused_without_being_held(kopilka_home: P
 
 def test_a_blank_line_of_any_length_is_skipped(run_shell: Callable[[str], str]) -> None:
     """Past the bound too, as a comment is: it was refused as longer than the most."""
-    blanks = (" " * 20_000, " \t" * 10_000 + "\r")
+    # A comment however far indented is skipped too.
+    blanks = (" " * 20_000, " \t" * 10_000 + "\r", " " * 20_000 + "# a note")
     typed = (
         "\n".join(blanks) + "\ndeposit --client=A --amount=1 --description=x\n"
         # What stands past the bound is no blank: refused, whatever was kept of it.

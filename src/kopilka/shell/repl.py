@@ -195,13 +195,15 @@ def _bounded_lines(readline: Callable[[int], str]) -> Iterator[str]:
     while line := readline(read_max):
         if len(line) == read_max and not line.endswith("\n"):
             longer = False  # than its ends ("\r", "\n"), which would be stripped
-            blank = not line.strip()  # to its end: skipped as a blank line, of any length
+            # Its first character shown, if any: a blank line or a comment, however
+            # long and however far indented, is skipped, not refused.
+            shown = line.lstrip()[:1]
             while rest := readline(64 * 1024):
                 longer = longer or bool(rest.rstrip("\r\n"))
-                blank = blank and not rest.strip()
+                shown = shown or rest.lstrip()[:1]
                 if rest.endswith("\n"):
                     break
-            if longer and not blank:
+            if longer and shown not in ("", "#"):
                 line = _CutShort(line)
         yield line
 
