@@ -50,7 +50,7 @@ from kopilka.shell.output import (
     answer,
     exit_status,
 )
-from kopilka.shell.parser import closest, looks_like_an_option, parse_words
+from kopilka.shell.parser import closest, closest_option, looks_like_an_option, parse_words
 from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import SessionEnded, SignalEnding, run_piped, run_terminal
 from kopilka.shell.specs import COMMANDS, GLOBAL_VALUES, find_command
@@ -194,7 +194,7 @@ def _dispatch(arguments: list[str]) -> int:
         logging.getLogger("kopilka.store").setLevel(logging.ERROR)
     if words and looks_like_an_option(command) and command not in ("--help", "-h", "--version"):
         # Not the command: an option that none of kopilka's own before it is.
-        raise _unknown_option_before_command(command)
+        raise _unknown_option_before_command(command, words[1:])
     asked = _help_asked_about(words)
     if asked in (*_DELEGATED, "shell"):
         # The commands with parsers of their own: `kopilka help serve` is `serve --help`.
@@ -218,15 +218,23 @@ def _dispatch(arguments: list[str]) -> int:
     return _oneshot(options, words)
 
 
-def _unknown_option_before_command(word: str) -> InvalidInput:
+def _unknown_option_before_command(word: str, after: list[str]) -> InvalidInput:
     """`kopilka --ur URL balance` named as the option it is, not an unknown command."""
     spelling = word.partition("=")[0]  # never a value: it may be a token
     shown = spelling if spelling.isprintable() else repr(spelling)
-    if any(spec.option(spelling) is not None for spec in COMMANDS):
+    if spelling == "--":  # the end of options of other programs: no option of any
+        return InvalidInput("unknown_option", "kopilka takes no --: give each option as it is")
+    if spelling in (*_PROGRAM_OPTIONS, "-h"):  # --help=x
+        return InvalidInput("invalid_option", f"option {shown} takes no value")
+    delegated = next((name for name in after if name in _DELEGATED), None)
+    if delegated is not None or any(spec.option(spelling) is not None for spec in COMMANDS):
+        # serve's and token's options are their own parsers' to know.
+        named = delegated or "the command"
         return InvalidInput(
-            "unknown_option", f"{shown} is a command's option: give it after the command's name"
+            "unknown_option",
+            f"{shown} is no option of kopilka's own: give it after {named}'s name",
         )
-    close = closest(spelling, list(_PROGRAM_OPTIONS))
+    close = closest_option(spelling, list(_PROGRAM_OPTIONS))
     hint = (
         f"did you mean {close}?"
         if close

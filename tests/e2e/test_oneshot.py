@@ -223,7 +223,21 @@ def test_grammar_errors_exit_one_without_a_traceback(kopilka: RunKopilka) -> Non
             "Error: balance has no option --ur; did you mean --url?\n"
         ),
         ("--client=A", "balance"): (
-            "Error: --client is a command's option: give it after the command's name\n"
+            "Error: --client is no option of kopilka's own: give it after the command's name\n"
+        ),
+        # serve's and token's options, before their names; options of no program.
+        ("--role", "admin", "token", "create"): (
+            "Error: --role is no option of kopilka's own: give it after token's name\n"
+        ),
+        ("--workers", "2", "serve"): (
+            "Error: --workers is no option of kopilka's own: give it after serve's name\n"
+        ),
+        ("--", "balance"): "Error: kopilka takes no --: give each option as it is\n",
+        ("--help=x",): "Error: option --help takes no value\n",
+        ("--version=1",): "Error: option --version takes no value\n",
+        ("--l", "main", "balance"): "Error: kopilka has no option --l; did you mean --ledger?\n",
+        ("statement", "--client=A", "--to=2024-01-31"): (
+            "Error: show_bank_statement has no option --to; did you mean --till?\n"
         ),
         ("shell", "extra"): (
             "Error: kopilka shell's PORT is a port number, not 'extra'; usage: kopilka shell"

@@ -242,7 +242,7 @@ def _unknown_option(spec: CommandSpec, spelling: str, *, oneshot: bool) -> Inval
         return InvalidInput("unknown_option", f"{spec.name} takes no options, not {shown}")
     if spelling == "--":  # the shell's end of options: --to was suggested for it
         return InvalidInput("unknown_option", f"{spec.name} takes no --: give each value as it is")
-    close = _closest_option(spelling, known + global_options)
+    close = closest_option(spelling, known + global_options)
     if close:
         hint = f"did you mean {close}?"
     elif not global_options:
@@ -258,17 +258,20 @@ def _unknown_option(spec: CommandSpec, spelling: str, *, oneshot: bool) -> Inval
 _SAME_MEANING = {"--client": "--name", "--name": "--client", "--from": "--since", "--to": "--till"}
 
 
-def _closest_option(spelling: str, known: list[str]) -> str | None:
-    """The option meant by one the command lacks: the one option it is the start of
-    (`--min` of --min-balance) or that it lengthens (`--min-balance` of --min), the
-    command's word for the same thing, else the nearest spelling. Nearest alone, `--min`
-    was nearer to --client than to --min-balance."""
+def closest_option(spelling: str, known: list[str]) -> str | None:
+    """The option meant by one not taken: the command's word for the same thing, the one
+    option it is the start of (`--min` of --min-balance) or that it lengthens
+    (`--min-balance` of --min), else the nearest spelling. Nearest alone, `--min` was
+    nearer to --client than to --min-balance; begun alone, a statement's `--to` was the
+    one-shot's --token, not its --till."""
     given = spelling.casefold()
+    same = _SAME_MEANING.get(given)
+    if same in known:
+        return same
     long_options = [option for option in known if option.startswith("--")]
     begun = [option for option in long_options if option.startswith(given)]
     lengthened = [option for option in long_options if given.startswith(f"{option}-")]
     for candidates in (begun, lengthened):
         if len(candidates) == 1:
             return candidates[0]
-    same = _SAME_MEANING.get(given)
-    return same if same in known else closest(spelling, known)
+    return closest(spelling, known)
