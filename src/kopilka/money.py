@@ -81,8 +81,8 @@ def parse_cents(
         )
     match = _AMOUNT_PATTERN.fullmatch(candidate)
     if match is None:
-        # Digits before the point, as the pattern asks: ".505" is told what ".5" is.
-        if re.fullmatch(r"[-+]?\$?\d[\d,_]*\.\d{3,}", candidate, re.ASCII):
+        # A number but for its decimals: ".505" or "1,0.505" is told what ".5" is.
+        if _AMOUNT_PATTERN.fullmatch(re.sub(r"(\.\d\d)\d+$", r"\1", candidate, flags=re.ASCII)):
             raise InvalidInput("invalid_amount", f"{what} {text!r} has more than two decimals")
         raise InvalidInput(
             "invalid_amount", f"{what} {text!r} is not a number like 100 or 1,000.25"

@@ -510,6 +510,9 @@ def test_an_offset_whose_plus_was_not_escaped_is_said_to_be_so(
     assert escaped.status_code == 200, escaped.text
     wrong = admin.get("/v1/accounts/Ann/statement?since=yesterday 01:00").json()
     assert "%2B" not in wrong["error"]["message"]  # no number before it: no such hint
+    # Digits of another script are no offset either: escaping its "+" mends nothing.
+    arabic = admin.get("/v1/accounts/Ann/statement?since=2026-12-04T13:54:00 \u0660\u0662:00")
+    assert "%2B" not in arabic.json()["error"]["message"], arabic.text
 
 
 def test_a_client_name_with_a_slash_round_trips(admin: httpx.Client) -> None:

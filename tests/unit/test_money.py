@@ -102,6 +102,11 @@ def test_refusal_messages_say_why() -> None:
         parse_amount(".505")
     with pytest.raises(InvalidInput, match="more than two decimals"):
         parse_amount("$0.505")
+    # A number but for its decimals, or no number at all: "1,0.5" is no number either.
+    with pytest.raises(InvalidInput, match=r"^amount '1,0\.505' is not a number like 100"):
+        parse_amount("1,0.505")
+    with pytest.raises(InvalidInput, match="more than two decimals"):
+        parse_amount("-$1,000.505")
     with pytest.raises(InvalidInput, match=r"maximum \$1,000,000,000,000\.00"):
         parse_amount("1000000000000.01")
 

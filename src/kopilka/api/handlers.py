@@ -123,7 +123,7 @@ ACCOUNTS_PAGE_MAX = 1_000
 
 
 # "...T10:00:00 01:00": an offset whose "+" was sent as is, which a query reads as a space.
-_OFFSET_SENT_UNESCAPED = re.compile(r"\d \d{2}(?::?\d{2})?$")
+_OFFSET_SENT_UNESCAPED = re.compile(r"\d \d{2}(?::?\d{2})?$", re.ASCII)
 
 
 def decoded(body: bytes, kind: type[RequestBody]) -> RequestBody:
