@@ -460,8 +460,8 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
 
 
 def as_toml(value: object) -> str:
-    """A value read from the file as TOML writes it: `true`, not Python's `True`, and a
-    date as the file has it, not `datetime.date(1979, 5, 27)`."""
+    """A value read from the file in TOML's spelling: `true`, not Python's `True`, and a
+    date in ISO form, not `datetime.date(1979, 5, 27)` (a number as Python writes it)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
