@@ -72,7 +72,10 @@ def test_a_body_broken_off_after_a_value_of_the_wrong_type_is_malformed(
     value's type, and is told so as `{` is; well-formed JSON of the wrong type is 422."""
     before = state(admin)
     for path in ("/v1/batch", "/v1/deposits", "/v1/accounts", "/v1/tokens"):
-        for body in (b"[", b"[1", b'{"operations": {', b'["\xff"]', b"[1e400", b"[1e400,"):
+        for body in (
+            *(b"[", b"[1", b'{"operations": {', b'["\xff"]', b"[1e400", b"[1e400,"),
+            b'{"client": "Ann", "amount": 1e400, "description": "\xff"}',
+        ):
             message = refused(admin.post(path, content=body), 400, "malformed_json")
             assert message.startswith("the request body is not valid JSON: "), (path, body)
         for body in (b"[]", b"[1]", b"[1e999]"):
