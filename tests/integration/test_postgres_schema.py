@@ -980,13 +980,13 @@ async def test_a_request_refused_for_its_text_leaves_its_key_free_and_others_unt
             )
 
         # Under a key another request holds, and beside a deposit of the caller's own.
-        refused, [deposited] = await both(
+        [refused], [deposited] = await both(
             OpenAccount("Ёжик"), "k-bob", "other", Deposit("Ann", 100, "pay", "dep-2")
         )
         assert isinstance(refused, InvalidInput) and refused.code == "invalid_text", refused
         assert isinstance(deposited, Operation), deposited
         # Beside a change of limits, which no retried claim may pass over.
-        refused, [limited] = await both(
+        [refused], [limited] = await both(
             OpenAccount("Ёжик"), "k-new", "first", SetLimits("Ann", -5_000, None)
         )
         assert isinstance(refused, InvalidInput) and refused.code == "invalid_text", refused
@@ -999,6 +999,15 @@ async def test_a_request_refused_for_its_text_leaves_its_key_free_and_others_unt
             [OpenAccount("Yozhik")], ClaimKey("main", "k-new", "mended")
         )
         assert getattr(opened, "client", None) == "Yozhik", opened
+        # A keyed request in pieces whose first piece holds nothing storable: that piece's
+        # items are refused, and the pieces after it applied, as items of any request.
+        deposits = [
+            Deposit("Ann", 100, text, f"piece-{n}") for n, text in enumerate(["€", "漢", "a", "b"])
+        ]
+        pieces = Engine(PostgresStore(latin1_url), Limits(batch_operations_max=2))
+        async with pieces:
+            outcomes = await pieces.submit_many(deposits, ClaimKey("main", "k-pieces", "p"))
+        assert [getattr(o, "code", "ok") for o in outcomes] == ["invalid_text"] * 2 + ["ok"] * 2
 
 
 def test_a_batch_over_http_refuses_an_item_the_database_cannot_store_alone(
@@ -1033,6 +1042,11 @@ def test_a_batch_over_http_refuses_an_item_the_database_cannot_store_alone(
             error = results[place]["error"]
             assert error["code"] == "invalid_text", error
             assert error["message"].endswith(f"- at `$.operations[{place}]`"), error
+        # A batch of nothing else, keyed or not: its items refused in its answer, 200.
+        for headers in ({}, {"Idempotency-Key": "all-refused"}):
+            answer = admin.post("/v1/batch", json={"operations": items[1:3]}, headers=headers)
+            assert answer.status_code == 200, answer.text
+            assert [r["status"] for r in answer.json()["results"]] == [422, 422]
         assert admin.get("/v1/accounts/Ann").json()["balance"] == "4.00"
         unknown = admin.get("/v1/accounts/Ёжик")
         assert unknown.status_code == 404, unknown.text

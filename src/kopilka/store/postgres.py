@@ -434,9 +434,10 @@ class PostgresStore:
         refused = await unstorable_commands(commands, self._refusal_of_texts)
         if not refused:  # a text of no command's: the batch fails whole
             raise UnstorableInput(_unstorable(error)) from error
-        rest = without(commands, refused)
+        known: dict[int, Outcome] = dict(refused)
+        rest = without(commands, known)
         applied = iter(await self.apply(rest) if rest else ())
-        return [refused.get(index) or next(applied) for index in range(len(commands))]
+        return [known[index] if index in known else next(applied) for index in range(len(commands))]
 
     async def _refusal_of_texts(self, texts: list[str]) -> InvalidInput | None:
         try:  # as a write's: the database lost here, nothing of the batch was applied

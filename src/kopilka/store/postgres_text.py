@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields, replace
 
-from kopilka.domain.model import ClaimKey, Command
+from kopilka.domain.model import ClaimKey, Command, Outcome
 from kopilka.errors import InvalidInput
 
 # The refusal of a database for these texts, or None if it can store them all.
@@ -41,22 +41,23 @@ async def unstorable_commands(
     return found
 
 
-def without(commands: Sequence[Command], refused: dict[int, InvalidInput]) -> list[Command]:
-    """The commands but those at the places `refused`, each claim covering the ones it
-    covered that are left: else it would cover the next request's commands. A claim
-    whose every command is refused is refused with them (added to `refused`), as the
-    request is, before its key is looked at: the key stays free."""
+def without(commands: Sequence[Command], outcomes: dict[int, Outcome]) -> list[Command]:
+    """The commands but those whose `outcomes` are known (the refused), each claim
+    covering the ones it covered that are left: else it would cover the next request's
+    commands. A claim whose every command is refused is let go unwritten, its own
+    outcome (added to `outcomes`), as one under which nothing took effect is: its key
+    stays free, and its request is answered by its commands' refusals."""
     kept: list[Command] = []
     for index, command in enumerate(commands):
-        if index in refused:
+        if index in outcomes:
             continue
         if isinstance(command, ClaimKey) and command.covers:
             covered = range(index + 1, index + 1 + command.covers)
-            gone = [place for place in covered if place in refused]
-            if len(gone) == command.covers:
-                refused[index] = refused[gone[0]]
+            gone = sum(1 for place in covered if place in outcomes)
+            if gone == command.covers:
+                outcomes[index] = command
                 continue
-            command = replace(command, covers=command.covers - len(gone))
+            command = replace(command, covers=command.covers - gone)
         kept.append(command)
     return kept
 
