@@ -226,7 +226,9 @@ def _unknown_option_before_command(word: str, after: list[str]) -> InvalidInput:
         return InvalidInput("unknown_option", "kopilka takes no --: give each option as it is")
     if spelling in (*_PROGRAM_OPTIONS, "-h"):  # --help=x
         return InvalidInput("invalid_option", f"option {shown} takes no value")
-    delegated = next((name for name in after if name in _DELEGATED), None)
+    delegated = _command_after(after)
+    if delegated not in _DELEGATED:
+        delegated = None
     if delegated is not None or any(spec.option(spelling) is not None for spec in COMMANDS):
         # serve's and token's options are their own parsers' to know.
         named = delegated or "the command"
@@ -241,6 +243,16 @@ def _unknown_option_before_command(word: str, after: list[str]) -> InvalidInput:
         else f"before a command it takes {', '.join(_PROGRAM_OPTIONS)}"
     )
     return InvalidInput("unknown_option", f"kopilka has no option {shown}; {hint}")
+
+
+def _command_after(after: list[str]) -> str | None:
+    """The command's name after an unknown option: the next word, or the one after it
+    if the option took that one as its value (`--role admin token create`)."""
+    known = {"shell", *_DELEGATED, *(spec.name for spec in COMMANDS)}
+    for word in after[:2]:
+        if word in known:
+            return word
+    return None
 
 
 def _help_asked_about(words: list[str]) -> str | None:

@@ -233,6 +233,25 @@ def test_grammar_errors_exit_one_without_a_traceback(kopilka: RunKopilka) -> Non
             "Error: --workers is no option of kopilka's own: give it after serve's name\n"
         ),
         ("--", "balance"): "Error: kopilka takes no --: give each option as it is\n",
+        # serve or token named as a value, not as the command: no such line.
+        ("--x", "deposit", "--client", "token", "--amount=5"): (
+            "Error: kopilka has no option --x; before a command it takes --sandbox, --db, --url,"
+            " --token, --ledger, --config, --help, --version\n"
+        ),
+        ("--x", "help", "serve"): (
+            "Error: kopilka has no option --x; before a command it takes --sandbox, --db, --url,"
+            " --token, --ledger, --config, --help, --version\n"
+        ),
+        # add-user's input refused before any ledger is looked for, in the rules' order.
+        ("--url", "http://127.0.0.1:1", "add-user", "-n", "A", "--max", "none", "-c", "1e3"): (
+            "Error: opening balance '1e3' is not a number like 100 or 1,000.25\n"
+        ),
+        ("--url", "http://127.0.0.1:1", "add-user", "-n", "A", "--max", "none", "-c", "-5"): (
+            "Error: an opening balance must be $0.00 to $1,000,000,000,000.00\n"
+        ),
+        ("--url", "http://127.0.0.1:1", "add-user", "-n", "A", "--max", "-1", "-c", "-5"): (
+            "Error: the cap -$1.00 is below the floor $0.00\n"
+        ),
         ("--help=x",): "Error: option --help takes no value\n",
         ("--version=1",): "Error: option --version takes no value\n",
         ("--l", "main", "balance"): "Error: kopilka has no option --l; did you mean --ledger?\n",
