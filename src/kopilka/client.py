@@ -666,8 +666,7 @@ class Client:
         opening_balance_cents: int = 0,
         idempotency_key: str = "",
     ) -> Account:
-        _a_name(client)  # checked in the embedded rules' order: the name, then limits
-        limit_text(min_balance_cents, "floor")
+        _a_name(client)  # checked in the embedded rules' order: the name, then the rest
         body = opening_body(client, min_balance_cents, max_balance_cents, opening_balance_cents)
         # Retried only when the request never left (ConnectError): a second try of one
         # that did would be refused as account_exists, not applied twice.

@@ -195,6 +195,10 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
         "an opening below zero and its cap below its floor",
         lambda bank: bank.open_account("Gil", 0, -100, -500),
     ),
+    (
+        "a floor out of range and a cap of no int",
+        lambda bank: bank.open_account("Gil", 10**20, False),
+    ),
     ("a cap out of range", lambda bank: bank.set_limits("Ann", None, 10**30)),
     ("a floor out of range", lambda bank: bank.open_account("Gus", -(2**63))),
     ("a name in NFD", lambda bank: bank.deposit("Jose\u0301", 100, "x", "nfd").credit_client),

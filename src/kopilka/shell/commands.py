@@ -17,7 +17,12 @@ from contextlib import contextmanager
 from kopilka.bank import Bank
 from kopilka.client_keys import given_key
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
-from kopilka.domain.rules import validate_client, validate_money_command
+from kopilka.domain.rules import (
+    check_opening_balance,
+    validate_client,
+    validate_limits,
+    validate_money_command,
+)
 from kopilka.errors import (
     NOT_KNOWN,
     Interrupted,
@@ -331,8 +336,8 @@ def _every_account(bank: Bank) -> Reply:
 
 
 def _opening_cents(text: str | None) -> int:
-    """add-user -c: like an amount, but zero (the default) is allowed. Its range is the
-    rules' to check, after the limits, as the API and the Python client have it."""
+    """add-user -c: like an amount, but zero (the default) is allowed. Its range is checked
+    after the limits, as the rules, the API and the Python client check it."""
     if text is None:
         return 0
     return parse_cents(text, allow_negative=True, allow_zero=True, what="opening balance")
@@ -344,6 +349,9 @@ def _add_user(parsed: ParsedCommand) -> Action:
     floor = 0 if floor_text is None else parse_limit(floor_text, "floor")  # given empty: refused
     cap = _cap(parsed.require("max"))
     opening = _opening_cents(parsed.get("credit"))
+    # Refused before any bank is opened, in the rules' order: the limits, then the opening.
+    validate_limits(floor, cap)
+    check_opening_balance(opening)
 
     def add_user(bank: Bank) -> Reply:
         # One command, one transaction: the account, its opening deposit and its floor.
