@@ -1,8 +1,9 @@
 """The `kopilka` command's first step. Ctrl-C while the program is still loading, or
 setting itself up before a command runs, ends it as Ctrl-C does once it runs (status
-130, nothing said), not in a traceback of wherever it came."""
+130, nothing said), not in a traceback of wherever it came.
 
-from __future__ import annotations
+It imports nothing as it loads, not even `from __future__` (an import all the same):
+a Ctrl-C there was a traceback of this very file."""
 
 
 def main() -> None:
