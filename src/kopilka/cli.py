@@ -256,12 +256,12 @@ def _command_after(after: list[str]) -> str | None:
 
 
 def _help_asked_about(words: list[str]) -> str | None:
-    """The command `help` is asked about alone, bare or as its --command."""
-    match words:
-        case ["help", "--command", name]:
-            return name
-        case ["help", name]:
-            return name.removeprefix("--command=")
+    """The command `help` is asked about, read as the shell's parser reads `help` (bare,
+    or as its --command); None for another command, or a help it refuses."""
+    if words[:1] != ["help"]:
+        return None
+    with contextlib.suppress(InvalidInput):
+        return parse_words(words, oneshot=True).get("command")
     return None
 
 
