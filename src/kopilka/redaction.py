@@ -73,9 +73,11 @@ _SCHEME = r"(?:(?:postgres(?:ql)?|https?):/+|[A-Za-z][A-Za-z0-9+.-]{0,31}://+)"
 _URL_IN_TEXT = re.compile(rf"\b{_SCHEME}[^\s'\"]+?(?=:\s|:$|[\s'\"]|$)", re.IGNORECASE)
 # Where such a URL starts within a word (`--DB=postgresql://...`).
 _URL_START = re.compile(rf"\b{_SCHEME}", re.IGNORECASE)
-# libpq's keyword=value form: password=... or password='...' (sslpassword= too).
+# libpq's keyword=value form: password=... or password='...' (sslpassword= too). An
+# unquoted value runs to the next space, '&' and '"' and all (none is special to libpq);
+# a double-quoted one is hidden whole, spaces and all, though libpq reads it otherwise.
 _KEYWORD_PASSWORD = re.compile(
-    r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"&]+)", re.IGNORECASE
+    r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|\S+)", re.IGNORECASE
 )
 
 

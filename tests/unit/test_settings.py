@@ -916,10 +916,20 @@ def test_a_password_with_a_quote_or_a_space_is_hidden_where_its_url_is_quoted(ur
     assert hide_secrets(message, ["get", url]) == message.replace(url[15:20], "***")
 
 
-def test_a_keyword_password_is_hidden() -> None:
-    given = "host=h dbname=bank password=S3cret"
+@pytest.mark.parametrize(
+    ("password", "shown"),
+    [
+        ("S3cret", "***"),
+        ("S3&cret", "***"),  # no separator in libpq's keyword form, unlike a URL's query
+        ('S3"cret', "***"),
+        ('"S3 cret"', "***"),
+        ("'S3 cret'", "***"),
+    ],
+)
+def test_a_keyword_password_is_hidden(password: str, shown: str) -> None:
+    given = f"host=h dbname=bank password={password} port=5432"
     message = f"get takes no bare argument {given!r}; options"
-    assert hide_secrets(message, ["get", given]) == message.replace("S3cret", "***")
+    assert hide_secrets(message, ["get", given]) == message.replace(password, shown)
 
 
 @pytest.mark.parametrize(
