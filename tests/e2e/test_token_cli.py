@@ -200,6 +200,27 @@ def test_a_usage_mistake_is_one_error_line(
 
 
 @pytest.mark.parametrize(
+    ("ledger", "why"),
+    [
+        ("", "a ledger name is 1 to 100 printable characters, without spaces at its ends"),
+        ("sandbox-x", "a ledger named sandbox-... is a sandbox the server makes for one session"),
+    ],
+)
+@pytest.mark.parametrize("before_create", [False, True])
+def test_a_ledger_refused_is_named_as_a_global_one_is(
+    tmp_path: Path, ledger: str, why: str, before_create: bool
+) -> None:
+    """Before any database is looked for: an empty one had been told there was no ledger
+    in the home yet, and, with one, not which setting was refused."""
+    given = ("--ledger", ledger)
+    arguments = (*given, "create") if before_create else ("create", *given)
+    result = run_kopilka(tmp_path / "home", "token", *arguments, "--role", "teller")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"Error: ledger {ledger!r} (--ledger): {why}"), result.stderr
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize(
     ("arguments", "message"),
     [
         (
