@@ -183,7 +183,10 @@ def load_settings(
         )
     if rank("db") < nowhere:
         written_in = files[rank("db") - 2][1] if rank("db") >= 2 else None
-        db = _sqlite_path_as_meant(db, written_in.parent if written_in else None)
+        try:
+            db = _sqlite_path_as_meant(db, written_in.parent if written_in else None)
+        except InvalidInput as refused:  # not quoted: a mistyped URL's password is no URL's
+            raise InvalidInput(refused.code, f"{named_at('db')}: {refused.message}") from None
     # The database and a server's URL both say where the ledger is: the one given at
     # the stronger place wins, so KOPILKA_DB overrides a url in kopilka.toml, and a url
     # in the working directory's file a db in the home's (a tie, both given at one

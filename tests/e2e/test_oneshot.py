@@ -481,25 +481,35 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
     for db, message in (
         ("", "Error: the database may not be empty (--db): give a path or URL\n"),
         # SQLite's name for a temporary database, gone when it is closed
-        ("sqlite:", "Error: the database may not be empty: give a path or URL\n"),
+        ("sqlite:", "Error: --db: the database may not be empty: give a path or URL\n"),
         (
             "host=db.internal dbname=bank password=S3cret",
-            "Error: a PostgreSQL database is named by a URL (postgresql://user@host/db), not by"
-            " keyword=value settings\n",
+            "Error: --db: a PostgreSQL database is named by a URL (postgresql://user@host/db),"
+            " not by keyword=value settings\n",
         ),
         (
             "mysql://user:secret@host/db",
-            "Error: kopilka cannot use a mysql:// database: give a SQLite path or a"
+            "Error: --db: kopilka cannot use a mysql:// database: give a SQLite path or a"
             " postgresql:// URL\n",
         ),
         (  # SQLite would read it as a URI: written to x.db, looked for as 'file:x.db'
             "file:x.db",
-            "Error: a SQLite database is given by its path, not as a file: URI ('file:x.db')\n",
+            "Error: --db: a SQLite database is given by its path, not as a file: URI"
+            " ('file:x.db')\n",
         ),
     ):
         for command in (DEPOSIT, ("get",)):  # a read as much as a write
             result = kopilka(*command, "--db", db)
             assert (result.returncode, result.stdout, result.stderr) == (1, "", message)
+    # Where it was given is named, whichever place that was.
+    (kopilka_home.parent / "kopilka.toml").write_text('db = "sqlite:"\n')
+    from_file = kopilka("get")
+    assert from_file.stderr == (
+        f"Error: the db in {kopilka_home.parent / 'kopilka.toml'}: the database may not be"
+        " empty: give a path or URL\n"
+    )
+    from_variable = kopilka("get", env={"KOPILKA_DB": "mysql://h/db"})
+    assert from_variable.stderr.startswith("Error: KOPILKA_DB: kopilka cannot use a mysql://")
     assert not (kopilka_home.parent / "mysql:").exists()  # not taken for a file's path
     assert not (kopilka_home.parent / "x.db").exists()
 
@@ -530,7 +540,7 @@ def test_a_mistyped_postgresql_url_is_refused_not_made_a_file(
     result = kopilka(*command, "--db", db)  # run in tmp_path
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == (
-        "Error: a PostgreSQL database is named by a URL that begins with postgresql://"
+        "Error: --db: a PostgreSQL database is named by a URL that begins with postgresql://"
         " (two slashes, in lower case)\n"
     )
     assert not [p for p in tmp_path.rglob("*") if "ostgre" in p.name]  # no file of that name
