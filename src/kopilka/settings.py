@@ -167,6 +167,13 @@ def load_settings(
         raise InvalidInput(
             "invalid_setting", f"the database may not be empty ({db_at}): give a path or URL"
         )
+    if rank("db") < nowhere:
+        # A form no database has, refused before the value is quoted below: a mistyped
+        # URL's password (postgresql//u:pw@h) is in no URL a mask knows. Not quoted here.
+        try:
+            sqlite_path(db)
+        except InvalidInput as refused:
+            raise InvalidInput(refused.code, f"{named_at('db')}: {refused.message}") from None
     if any(unicodedata.category(character) in _BREAKS for character in db):
         # A line break at its end (a file read into a variable) made a lookalike file.
         raise InvalidInput(
@@ -183,10 +190,7 @@ def load_settings(
         )
     if rank("db") < nowhere:
         written_in = files[rank("db") - 2][1] if rank("db") >= 2 else None
-        try:
-            db = _sqlite_path_as_meant(db, written_in.parent if written_in else None)
-        except InvalidInput as refused:  # not quoted: a mistyped URL's password is no URL's
-            raise InvalidInput(refused.code, f"{named_at('db')}: {refused.message}") from None
+        db = _sqlite_path_as_meant(db, written_in.parent if written_in else None)
     # The database and a server's URL both say where the ledger is: the one given at
     # the stronger place wins, so KOPILKA_DB overrides a url in kopilka.toml, and a url
     # in the working directory's file a db in the home's (a tie, both given at one

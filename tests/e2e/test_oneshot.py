@@ -531,6 +531,10 @@ def test_a_sqlite_file_in_a_directory_named_postgres_is_a_file(
         "postgresql//app:S3cret@127.0.0.1/bank",
         "postgres:db",
         "PostgreSQL://app@db/bank",
+        # Refused as mistyped, not quoted as a name with a space or a line break at its
+        # end: a password in no URL the mask knows was shown.
+        "postgresql//app:S3cret@127.0.0.1/bank ",
+        "postgres:app:S3cret@db/bank\n",
     ],
 )
 @pytest.mark.parametrize("command", [DEPOSIT, ("balance", "--client=John Jones"), ("init",)])
