@@ -670,14 +670,18 @@ class Client:
         body = opening_body(client, min_balance_cents, max_balance_cents, opening_balance_cents)
         # Retried only when the request never left (ConnectError): a second try of one
         # that did would be refused as account_exists, not applied twice.
-        return self._call(
+        keyed = idempotency_key not in ("", None)
+        response = self._send(
             "POST",
             "/v1/accounts",
-            self._account_reader(),
             json=body,
-            idempotency_key=None if idempotency_key in ("", None) else idempotency_key,
+            idempotency_key=idempotency_key if keyed else None,
             retry=False,
         )
+        account = self._answer(response, self._account_reader())
+        # Opened before under the key given, as the embedded bank says it.
+        account.replayed = keyed and response.headers.get("idempotent-replayed") == "true"
+        return account
 
     def set_limits(
         self,

@@ -380,15 +380,15 @@ def test_a_keyed_opening_replays_between_the_embedded_bank_and_a_server(tmp_path
         connect_bank(server.url, token=server.token, ledger="main") as remote,
     ):
         again = remote.open_account("Ann", -500, 100_000, 2_500, "open-ann")
-        assert (again.client, again.balance_cents) == ("Ann", 2_500)
+        assert (again.client, again.balance_cents, again.replayed) == ("Ann", 2_500, True)
         # Spelt decomposed (NFD): the same name, as a server digests it.
-        remote.open_account("Jose\u0301", 0, None, 700, "open-jose")
+        assert not remote.open_account("Jose\u0301", 0, None, 700, "open-jose").replayed
         with pytest.raises(KopilkaError) as reused:
             remote.open_account("Ann", 0, None, 2_500, "open-ann")
         assert reused.value.code == "idempotency_key_reused"
     with EmbeddedBank(database) as embedded:
         again = embedded.open_account("Jos\u00e9", 0, None, 700, "open-jose")
-        assert (again.client, again.balance_cents) == ("Jos\u00e9", 700)
+        assert (again.client, again.balance_cents, again.replayed) == ("Jos\u00e9", 700, True)
         with pytest.raises(KopilkaError) as reused:
             embedded.open_account("Jos\u00e9", 0, 100, 700, "open-jose")
         assert reused.value.code == "idempotency_key_reused"

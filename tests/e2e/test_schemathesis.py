@@ -132,9 +132,10 @@ def test_a_writes_answers_declare_the_headers_a_retry_reads() -> None:
             assert "Idempotent-Replayed" in responses[status]["headers"], (path, status)
         assert "Idempotency-Key" in responses["503"]["headers"], path
     assert "headers" not in paths["/v1/health"]["get"]["responses"]["503"]  # a read's: none
+    # An opening given again says so too: nothing was opened anew.
+    assert "Idempotent-Replayed" in paths["/v1/accounts"]["post"]["responses"]["201"]["headers"]
     # Answered again as they stand, with no mark of a replay: none is declared.
     for path, method in [
-        ("/v1/accounts", "post"),
         ("/v1/accounts/{client}", "patch"),
         ("/v1/batch", "post"),
     ]:

@@ -43,6 +43,21 @@ def test_same_key_and_body_returns_the_first_answer(server: ServerProcess) -> No
         assert balance(admin, "Ann") == before
 
 
+def test_an_opening_given_again_under_its_key_says_it_is_a_replay(server: ServerProcess) -> None:
+    """As a deposit's does, so a caller can tell it opened nothing anew (the Python
+    client's `replayed`, as the embedded bank's)."""
+    body = {"client": "Opened Once", "opening_balance": "5.00"}
+    key = {"Idempotency-Key": "open-once-1"}
+    with server.client() as admin:
+        first = admin.post("/v1/accounts", json=body, headers=key)
+        assert first.status_code == 201 and "idempotent-replayed" not in first.headers
+        assert admin.post("/v1/deposits", json={"client": "Opened Once", "amount": "1"}).is_success
+        again = admin.post("/v1/accounts", json=body, headers=key)
+        assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, "true")
+        assert again.json()["balance"] == "5.00"  # as it was opened
+        assert balance(admin, "Opened Once") == "6.00"
+
+
 def test_same_key_with_another_body_is_409(server: ServerProcess) -> None:
     with server.client() as admin:
         body = {"from": "Ann", "to": "Bob", "amount": "10"}

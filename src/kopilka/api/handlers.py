@@ -423,7 +423,10 @@ class Call:
             result = "replayed" if account.replayed else "ok"
             sandbox = self.ledger.startswith(SANDBOX_PREFIX)
             self.app.metrics.operation("deposit", result, sandbox=sandbox)
-        return json_response(account_out(account), 201)
+        response = json_response(account_out(account), 201)
+        if account.replayed:  # said as a money write's replay says it: nothing opened anew
+            response.headers["idempotent-replayed"] = "true"
+        return response
 
     async def set_limits(self, client: str) -> Response:
         require_role(self.principal, self.ledger, "admin")

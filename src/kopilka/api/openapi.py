@@ -158,6 +158,7 @@ def _account_paths(page: list[dict[str, Any]], statement: dict[str, Any]) -> dic
                 ("201", "AccountOut"),
                 body="OpenAccountIn",
                 parameters=[_IDEMPOTENCY_HEADER],
+                replays=("201",),
             ),
         },
         "/v1/accounts/{client}": {
@@ -176,8 +177,8 @@ def _account_paths(page: list[dict[str, Any]], statement: dict[str, Any]) -> dic
 def _money_paths() -> dict[str, Any]:
     money = [_IDEMPOTENCY_HEADER]
     # An operation given again, and a refusal kept under its key (no such account, the
-    # rules'), say they are; a resent batch's results, an account's opening or limits
-    # answer as they stand, with no such mark.
+    # rules'), say they are, as an account's opening does; a resent batch's results and
+    # an account's limits answer as they stand, with no such mark.
     kept = ("201", "404", "422")
     return {
         "/v1/deposits": {
