@@ -37,10 +37,14 @@ _WEEK = re.compile(r"\d{4}-?W\d{2}", re.ASCII)
 # even "2026-12-03-05:00"), and a fraction of a minute ("08:58.5") as one of a second.
 # A space before the offset stays allowed, as `git log --date=iso` writes one. Digits
 # are ASCII's: "٢٠٢٦-١٢-٠٥" is not a date written wrong, but no date's shape at all.
+# Each part is written whole in ISO's basic form (20261206, 0052) or its extended one
+# (2026-12-06, 00:52), as fromisoformat reads them: "00:5223" is a time misspelt, not
+# one out of the calendar's range.
+_CLOCK = r"\d{2}(?::\d{2}(?::\d{2}(?:[.,]\d+)?)?|\d{2}(?:\d{2}(?:[.,]\d+)?)?)?"
 _MOMENT = re.compile(
-    r"\d{4}-?(?:\d{2}-?\d{2}|W\d{2}(?:-?\d)?)"  # calendar or week date
-    r"(?:(?P<separator>[Tt ])\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?"  # time of day
-    r" ?(?P<zone>[Zz]|[+-]\d{2}(?::?\d{2}(?::?\d{2}(?:[.,]\d+)?)?)?)?)?",  # its offset
+    r"\d{4}(?:-\d{2}-\d{2}|\d{4}|-W\d{2}(?:-\d)?|W\d{2}\d?)"  # calendar or week date
+    rf"(?:(?P<separator>[Tt ]){_CLOCK}"  # time of day
+    rf" ?(?P<zone>[Zz]|[+-]{_CLOCK})?)?",  # its offset
     re.ASCII,
 )
 _TEXT_LENGTH_MAX = 64

@@ -367,6 +367,39 @@ def test_a_moment_out_of_range_is_told_without_python_s_words(utc: None, text: s
     assert caught.value.message == f"{text!r} is no moment of the calendar"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-12-06T00:5223",
+        "2026-12-06T0052:23",
+        "2026-1206",
+        "202612-06",
+        "2026-W491",
+        "2026W49-1",
+        "2026-12-06T00:52:23+01:0030",
+    ],
+)
+def test_basic_and_extended_forms_mixed_in_one_part_are_no_date_s_shape(
+    utc: None, text: str
+) -> None:
+    """Told "no moment of the calendar", as a 30 February is: the time is misspelt, not out
+    of range."""
+    with pytest.raises(InvalidInput) as caught:
+        parse_period(None, text)
+    assert caught.value.message.startswith(f"{text!r} is not a date like 2024-01-31")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["20261206T00:52:23", "2026-12-06T005223", "2026-12-06T00:52:23+0100", "2026W491T0052Z"],
+)
+def test_each_part_may_take_its_own_form(utc: None, text: str) -> None:
+    """The date in one form, the time and the offset in another: as ISO 8601 and
+    fromisoformat take them."""
+    since, _ = parse_period(text, None)
+    assert since is not None and since.year == 2026
+
+
 def test_an_ordinal_date_is_not_taken_for_one(utc: None) -> None:
     """The shape check let a day of the year ("2026-339") through, which nothing reads."""
     with pytest.raises(InvalidInput) as caught:
