@@ -81,7 +81,12 @@ def test_one_address_cannot_take_every_connection(tmp_path: Path) -> None:
     with running_server(tmp_path, "memory:", KOPILKA_CONNECTIONS_PER_CLIENT="3") as server:
         held = hold_connections(server.port, 3)
         refused = connect(server.port)
-        assert error_of(read_until_closed(refused)) == (503, "too_many_connections")
+        answer = read_until_closed(refused)
+        assert error_of(answer) == (503, "too_many_connections")
+        assert json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["message"] == (
+            "too many connections from this address: this one was closed before its request"
+            " was read (nothing applied); open fewer at once"
+        )
         refused.close()
         held.pop().close()
         assert served_once_a_slot_is_free(server.url).status_code == 200

@@ -164,8 +164,13 @@ def _count(refusal: bytes) -> bytes:
     return refusal
 
 
+# Refused before a request on it is read: said so, as a caller wonders whether its write
+# went in, and what to change (a client opening more than the server takes from one).
 _TOO_MANY_CONNECTIONS = _refusal(
-    503, "too_many_connections", "too many connections from this address"
+    503,
+    "too_many_connections",
+    "too many connections from this address: this one was closed before its request was"
+    " read (nothing applied); open fewer at once",
 )
 _SERVER_FULL = _refusal(
     503, "server_full", "the server holds as many connections as it takes; try again shortly"
