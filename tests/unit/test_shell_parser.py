@@ -155,6 +155,12 @@ def test_missing_required_options_are_named() -> None:
     assert message.startswith("deposit needs --amount, --description")
 
 
+def test_a_missing_option_that_may_be_given_bare_is_named_so() -> None:
+    """`transfer -f A -t B 50` is the e-wallet's form, which the usage line does not show."""
+    message = refusal("transfer -f A -t B -d rent")
+    assert message.startswith("transfer needs --amount or AMOUNT alone (usage: transfer --from")
+
+
 def test_an_option_without_its_value() -> None:
     assert refusal("balance --client") == "option --client needs a value (NAME)"
     assert refusal("balance --client --amount=1").startswith("option --client needs a value")

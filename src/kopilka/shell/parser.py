@@ -98,7 +98,14 @@ def parse_words(words: list[str], *, oneshot: bool = False) -> ParsedCommand:
     values = _read_options(spec, arguments, oneshot=oneshot)
     missing = [o for o in spec.options if o.required and o.name not in values]
     if missing:
-        listed = ", ".join(o.spellings[0] for o in missing)
+        # One that may be given bare is named so (`transfer -f A -t B 50`, the e-wallet's
+        # form, which the usage line does not show).
+        listed = ", ".join(
+            f"{o.spellings[0]} or {o.metavar} alone"
+            if o.name == spec.positional
+            else o.spellings[0]
+            for o in missing
+        )
         raise InvalidInput("missing_option", f"{spec.name} needs {listed} (usage: {spec.usage})")
     return ParsedCommand(spec, values, oneshot)
 
