@@ -66,7 +66,13 @@ async def test_a_row_held_by_another_session_fails_its_batch_once_not_every_writ
                 with pytest.raises(Unavailable) as busy:
                     await stuck
                 assert busy.value.code == "store_busy"
-                assert "locked by another session for over 1 s" in busy.value.message
+                # Said of the batch: a request of other accounts, applied with one of the
+                # held one, is refused with it, and its caller is not to look for a lock
+                # on its own accounts alone.
+                assert (
+                    "an account of this request, or of another applied with it, has been"
+                    " locked by another session for over 1 s" in busy.value.message
+                )
             # One wait each (a retry per lock_timeout took eight, and the third waited
             # behind them); well under what a second round of waits would take.
             assert asyncio.get_running_loop().time() - started < 5

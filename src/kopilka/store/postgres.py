@@ -731,9 +731,10 @@ class PostgresStore:
         logger.warning("a batch waited past lock_timeout for a row lock: %s", error)
         return unapplied(
             "store_busy",
-            "the database is busy: an account of this request has been locked by another"
-            f" session for over {self._lock_timeout_seconds:g} s; nothing was changed, try"
-            " again",
+            # Said to every request of the batch, those of other accounts applied with it too.
+            "the database is busy: an account of this request, or of another applied with it,"
+            f" has been locked by another session for over {self._lock_timeout_seconds:g} s;"
+            " nothing was changed, try again",
         )
 
     async def _write(
