@@ -280,6 +280,35 @@ def test_an_item_under_its_batchs_own_key_is_told_so(server: ServerProcess) -> N
         assert balance(admin, "Ann") == before
 
 
+def test_an_item_without_a_key_refused_for_the_one_made_for_it_is_told_where_it_came_from(
+    server: ServerProcess,
+) -> None:
+    """Item 1's key is KEY:1, which item 0 gave as its own: item 1 was told its key
+    'made-key:1' "was already used for another request", a key its caller never wrote."""
+    items = [
+        {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": "made-key:1"},
+        {"type": "deposit", "client": "Ann", "amount": "5"},
+    ]
+    with server.client() as admin:
+        before = Decimal(balance(admin, "Ann"))
+        answer = admin.post(
+            "/v1/batch", json={"operations": items}, headers={"Idempotency-Key": "made-key"}
+        )
+        assert answer.status_code == 200, answer.text
+        first, second = answer.json()["results"]
+        assert first["status"] == 201
+        assert second == {
+            "status": 409,
+            "error": {
+                "code": "idempotency_key_reused",
+                "message": "idempotency key 'made-key:1', made for this item of the batch's key"
+                " and its place, was already used for another request (another item's own"
+                " key, say): give this item a key of its own",
+            },
+        }
+        assert Decimal(balance(admin, "Ann")) == before + 1
+
+
 def test_a_batch_with_a_malformed_item_resent_spaced_otherwise_replays(
     server: ServerProcess,
 ) -> None:

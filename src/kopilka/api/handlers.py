@@ -99,6 +99,7 @@ from kopilka.domain.rules import (
     validate_ledger_name,
 )
 from kopilka.errors import (
+    Conflict,
     Forbidden,
     InvalidInput,
     KopilkaError,
@@ -608,6 +609,8 @@ class Call:
                 counts[_item_kind(items[index]), result_of(outcome)] += 1
                 if client_caller:
                     outcome = refusal_for_client(outcome)
+                if outcome.code == "idempotency_key_reused" and _key_made_for(items[index]):
+                    outcome = _made_key_reused(f"{prefix}:{index}")
                 if isinstance(outcome, InvalidInput) and not outcome.of_the_batch:
                     outcome = _item_error(outcome, index)  # bad input the rules found: where
                 results[index] = BatchResult(outcome.http_status, error=error_detail(outcome))
@@ -831,6 +834,21 @@ def _item_error(error: KopilkaError, index: int) -> KopilkaError:
     if "`$" in error.message:
         return InvalidInput(error.code, error.message.replace("`$", where, 1))
     return InvalidInput(error.code, f"{error.message} - at {where}`")
+
+
+def _key_made_for(item: BatchItem | _Malformed) -> bool:
+    return not isinstance(item, _Malformed) and item.idempotency_key is None
+
+
+def _made_key_reused(key: str) -> Conflict:
+    """An item sent without a key, refused for the one made for it (another item's key in
+    the same batch, say): told where that key came from, which its caller never wrote."""
+    return Conflict(
+        "idempotency_key_reused",
+        f"idempotency key {key!r}, made for this item of the batch's key and its place, was"
+        " already used for another request (another item's own key, say): give this item a"
+        " key of its own",
+    )
 
 
 def _item_kind(item: BatchItem | _Malformed) -> MoneyKind:
