@@ -21,13 +21,19 @@ def test_lines_with_a_token_or_a_password_are_not_written_to_the_file(tmp_path: 
         "accounts --db postgresql://bob:hunter2@db.example/ledger",
         "accounts --url http://alice:pa55w0rd@bank.example:8888",
         "balance --client=kop_0123456789abcdef_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcdefgh",
+        # A password with a space in it, as the shell reads the word: quoted, escaped.
+        'balance --client=x --db "postgresql://u:p w@h/db"',
+        "balance --client=x --db 'postgres://u:p w@h/db'",
+        'balance --client=x --url="http://u:p w@h/"',
+        "balance --client=x --url=http://u:pw\\ x@h/",
+        'balance --client=x --db "postgresql://u:p w@h/db',  # its quote left open
     ]
     for line in kept[:1] + secret + kept[1:]:
         history.append_string(line)
     written = (home / "history").read_text()
     for line in kept:
         assert line in written
-    for word in ("SECRET123", "hunter2", "pa55w0rd", "AbCdEfGh"):
+    for word in ("SECRET123", "hunter2", "pa55w0rd", "AbCdEfGh", "p w", "pw\\ x"):
         assert word not in written
     # Still recalled within the session, where the typist may mend the line.
     assert list(history.get_strings())[-2] == secret[-1]

@@ -17,8 +17,10 @@ from pathlib import Path
 
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
+from kopilka.errors import InvalidInput
 from kopilka.home import check_home
 from kopilka.redaction import hide_secrets
+from kopilka.shell.parser import split_line
 
 
 class _FileHistoryOrNone(FileHistory):
@@ -40,8 +42,16 @@ class _FileHistoryOrNone(FileHistory):
 
 def _holds_a_secret(line: str) -> bool:
     """A line typed with a token, or a URL with its password (a global option given in
-    the shell by mistake, refused there): kept in the file, it outlived the session."""
-    return "--token" in line or hide_secrets(line, line.split()) != line
+    the shell by mistake, refused there): kept in the file, it outlived the session.
+    Each word is looked at as the shell reads it too: a password with a space in it,
+    quoted or escaped, is cut in two by the spaces alone, and no half is a URL's."""
+    if "--token" in line or hide_secrets(line, line.split()) != line:
+        return True
+    try:
+        words = split_line(line)
+    except InvalidInput:  # an open quote, say: its words are not known, a URL's may be
+        return "://" in line or "password" in line.lower()
+    return any(hide_secrets(word, [word]) != word for word in words)
 
 
 ENTRIES_KEPT = 10_000
