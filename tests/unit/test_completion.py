@@ -69,4 +69,26 @@ def test_the_word_under_the_cursor_starts_where_the_parser_starts_it(text: str, 
 def test_help_completes_the_command_it_is_to_explain() -> None:
     assert _completions("help dep") == [("help deposit", "dep")]
     assert _completions("help --command with") == [("help --command withdraw", "with")]
+    assert _completions("help --command=with") == [("help --command=withdraw", "--command=with")]
     assert _completions("help -") == [("help --command=", "-")]
+    # Its command given, it takes nothing more: `--command=` put in was refused as twice.
+    assert _completions("help deposit --") == []
+    assert _completions("help --command=deposit ") == []
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        'balance --client="Jose\u0301 G',
+        'balance --client "Jose\u0301 G',
+        "balance --client=Jose\u0301",
+    ],
+)
+def test_a_name_typed_decomposed_completes_to_the_name_kept(typed: str) -> None:
+    """As macOS terminals may send "José": the bank keeps it precomposed (NFC)."""
+    completer = ShellCompleter(KnownClients(lambda: ["Jos\u00e9 Garc\u00eda", "Joseph"]))
+    found = completer.get_completions(Document(typed), CompleteEvent(completion_requested=True))
+    assert [completion.text for completion in found] in (
+        ['--client="Jos\u00e9 Garc\u00eda"'],
+        ['"Jos\u00e9 Garc\u00eda"'],
+    )

@@ -6,6 +6,7 @@ import bisect
 import itertools
 import shlex
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 
 from prompt_toolkit.buffer import Buffer, CompletionState
@@ -137,13 +138,18 @@ class ShellCompleter(Completer):
             yield from _matching(command_names(), raw, raw)  # `help dep` -> `help deposit`
             return
         spelling, has_equals, value = raw.partition("=")
-        if has_equals and _names_client(spec, spelling):
-            typed = _unquote(value)
+        if has_equals and len(earlier) == 1 and _names_a_command(spec, [*earlier, spelling]):
+            # `help --command=dep` -> `help --command=deposit`
+            yield from _matching((f"{spelling}={c}" for c in command_names()), raw, raw)
+        elif has_equals and _names_client(spec, spelling):
+            typed = _in_nfc(_unquote(value))
             for name in _starting_with(self._clients.names(typed), typed):
                 yield Completion(f"{spelling}={quote_word(name)}", start_position=-len(raw))
         elif len(earlier) > 1 and _names_client(spec, earlier[-1]):
-            names = self._clients.names(_unquote(raw))
+            names = self._clients.names(_in_nfc(_unquote(raw)))
             yield from _names_after_option(names, text, start, earlier[-1])
+        elif spec.name == "help" and len(earlier) > 1:
+            return  # its command given (`help deposit --`): it takes nothing more
         elif raw.startswith("-") or not raw:
             options = [
                 s + "=" if s.startswith("--") else s for o in spec.options for s in o.spellings
@@ -159,7 +165,7 @@ def _names_after_option(
     (`--client=-dash`), as the parser reads such a value: bare after it, the line was
     refused for the option's missing value."""
     raw = text[start:]
-    typed = _unquote(raw)
+    typed = _in_nfc(_unquote(raw))
     option_start = current_word_start(text[:start].rstrip(_WORD_BREAKS))
     for name in names:
         if not name.startswith(typed):
@@ -169,6 +175,12 @@ def _names_after_option(
             yield Completion(joined, start_position=option_start - len(text))
         else:
             yield Completion(quote_word(name), start_position=-len(raw))
+
+
+def _in_nfc(typed: str) -> str:
+    """What was typed as the bank keeps names: a decomposed "José" (as macOS terminals
+    may send it) is the name kept precomposed, and is completed to it."""
+    return unicodedata.normalize("NFC", typed)
 
 
 def _unquote_all(text: str) -> list[str]:
