@@ -396,6 +396,11 @@ def _drop_sandbox(bank: Bank) -> None:
     except KopilkaError as error:
         with contextlib.suppress(OSError):  # a terminal closed (SIGHUP) cannot be told
             print(f"Warning: {hide_secrets(error.message)}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C while the server was being told: said all the same
+        if bank.sandbox_left is not None:
+            with contextlib.suppress(OSError):
+                print(f"Warning: {hide_secrets(bank.sandbox_left)}", file=sys.stderr)
+        raise
 
 
 def _check_reachable(bank: Bank) -> str | None:

@@ -328,6 +328,9 @@ class Client:
             self.url, headers, httpx.Timeout(timeout_seconds), transport, self._connections
         )
         self._sandbox: _SandboxKeeper | None = None
+        # Why this client's sandbox may be left on the server, when a Ctrl-C stopped its
+        # drop: a KeyboardInterrupt carries no message, and the shell says this instead.
+        self.sandbox_left: str | None = None
         # Requests under way in other threads end before close() closes the connections,
         # for up to one call's wait.
         self._calls = CallsUnderWay()
@@ -943,18 +946,16 @@ class Client:
                 wait_seconds=SANDBOX_DROP_SECONDS,
                 closing=closing,
             )
+        except KeyboardInterrupt:
+            self.sandbox_left = _left_there(keeper, "may not have been dropped", "interrupted")
+            raise
         except KopilkaError as error:
             if error.code == "sandbox_not_found":  # dropped already (idle too long)
                 return
             unknown = error.code == "outcome_unknown"  # the DELETE may have been done
             cause = unknown_cause(error) if unknown else error.message
             dropped = "may not have been dropped" if unknown else "could not be dropped"
-            raise Unavailable(
-                error.code,
-                f"the sandbox {keeper.ledger!r} {dropped} ({cause}); the server drops it,"
-                f" and what it holds, once it has been idle for"
-                f" {keeper.idle_timeout_seconds:.10g} s",
-            ) from error
+            raise Unavailable(error.code, _left_there(keeper, dropped, cause)) from error
 
     def close(self) -> None:
         """As the embedded bank closes: calls under way in other threads end first (up to
@@ -1265,6 +1266,13 @@ def _not_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
+
+
+def _left_there(keeper: _SandboxKeeper, dropped: str, cause: str) -> str:
+    return (
+        f"the sandbox {keeper.ledger!r} {dropped} ({cause}); the server drops it, and what"
+        f" it holds, once it has been idle for {keeper.idle_timeout_seconds:.10g} s"
+    )
 
 
 def _segment(text: str) -> str:

@@ -615,6 +615,32 @@ def test_tab_does_not_hold_the_prompt_while_the_server_does_not_answer(tmp_path:
     assert status == 0
 
 
+def test_a_ctrl_c_while_the_sandbox_is_dropped_says_it_may_be_left(tmp_path: Path) -> None:
+    """The server frozen as the session ends: a Ctrl-C while the shell waited for it to
+    drop the sandbox ended with a bare ^C, the sandbox and its data left without a word."""
+    with running_server(tmp_path / "home") as server:
+        terminal = Terminal(server.home, "shell", "--sandbox", "--url", server.url)
+        assert server.process is not None
+        try:
+            terminal.expect("'exit' or Ctrl-D to leave.")
+            terminal.send("open_account --client=Left\r")
+            terminal.expect("Account opened for Left")
+            terminal.expect(">")
+            server.process.send_signal(signal.SIGSTOP)
+            try:
+                terminal.send("\x04")  # the end of the session: the sandbox's drop is sent
+                time.sleep(0.5)  # well within the 2 s it waits for the drop's answer
+                terminal.process.send_signal(signal.SIGINT)
+                shown = terminal.rest()
+            finally:
+                server.process.send_signal(signal.SIGCONT)
+        finally:
+            status = terminal.close()
+    assert status == 130
+    assert "Warning: the sandbox 'sandbox-" in shown, shown
+    assert "' may not have been dropped (interrupted); the server drops it" in shown, shown
+
+
 def test_a_sandbox_that_could_not_begin_says_to_try_again(tmp_path: Path) -> None:
     """Its request taken and no answer come (the connection broken): it was said
     "whether this was applied is not known: check before repeating it", exit 4, to
