@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from kopilka import __version__
 from kopilka.bank import Bank
-from kopilka.errors import InvalidInput, KopilkaError, Unavailable
+from kopilka.errors import InvalidInput, KopilkaError, Unavailable, sandbox_and
 from kopilka.home import make_home
 from kopilka.interrupts import kept_while_loading
 from kopilka.redaction import hide_secrets, quoted, redact_url
@@ -296,12 +296,7 @@ def _delegate(command: str, arguments: list[str]) -> int:
 def _target(options: GlobalOptions, port: int | None = None) -> Target:
     for name in ("ledger", "db"):
         if options.sandbox and options.values.get(name) is not None:
-            # The one named went unused, without a word, and what the session did was
-            # dropped as it ended.
-            raise InvalidInput(
-                "invalid_option",
-                f"give either --sandbox or --{name}: a sandbox is a ledger of its own",
-            )
+            raise sandbox_and(name)
     flags = {name: options.values.get(name) for name in ("db", "url", "ledger")}
     settings = load_settings(flags, config_path=options.values.get("config"))
     url = options.values.get("url")

@@ -75,6 +75,7 @@ from kopilka.errors import (
     Rejected,
     Unauthorized,
     Unavailable,
+    sandbox_and,
     unknown_cause,
     without_key_advice,
 )
@@ -988,13 +989,16 @@ def connect_bank(
     """A Client for `url`; the token comes from the argument, KOPILKA_TOKEN, or admin.token
     (for a server on this machine). A token given empty is refused.
 
-    `ledger` selects a ledger (Kopilka-Ledger); a sandbox gets a fresh one instead.
+    `ledger` selects a ledger (Kopilka-Ledger); a sandbox is a fresh one, so the two are
+    not given together.
     `timeout_seconds`: how long a call waits for the server, its retries included.
     `connections`: how many the client keeps for the threads that call it at once.
     """
     url = normalize_url(url)
     if type(sandbox) is not bool:  # "no" read from a file would open one
         raise InvalidInput("invalid_option", "sandbox is True or False")
+    if sandbox and ledger is not None:  # as the shell refuses --sandbox with --ledger
+        raise sandbox_and("ledger")
     if token is None:
         token = os.environ.get("KOPILKA_TOKEN")
     if token == "":

@@ -147,6 +147,14 @@ def sandbox_ended() -> NotFound:
     )
 
 
+def sandbox_and(option: str) -> InvalidInput:
+    """A sandbox asked for with a ledger or database named too (`--ledger`, `ledger=`):
+    the one named went unused, without a word, and what was done was dropped at the end."""
+    return InvalidInput(
+        "invalid_option", f"give either --sandbox or --{option}: a sandbox is a ledger of its own"
+    )
+
+
 def no_sandbox(ledger: str) -> NotFound:
     """A sandbox the store does not hold: one it dropped and one never made look alike."""
     return NotFound(

@@ -349,7 +349,8 @@ def test_a_client_closed_while_calls_are_under_way_lets_them_end(
     later calls are refused, and no socket is left open."""
     home = tmp_path / "home"
     with running_server(home) as server:
-        bank = connect_bank(server.url, token=server.token, ledger="main", sandbox=sandbox)
+        ledger = None if sandbox else "main"  # a sandbox is a ledger of its own
+        bank = connect_bank(server.url, token=server.token, ledger=ledger, sandbox=sandbox)
         bank.deposit("Ann", 100, "seed", "seed")
         database = sqlite3.connect(
             home / "kopilka.db", isolation_level=None, check_same_thread=False

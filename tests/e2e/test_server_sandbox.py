@@ -16,7 +16,7 @@ from tests.kopilka_server import ServerProcess, kopilka_command, running_server,
 
 from kopilka.api.sandbox import SANDBOXES_PER_TOKEN_MAX
 from kopilka.client import connect_bank
-from kopilka.errors import Forbidden, NotFound
+from kopilka.errors import Forbidden, InvalidInput, NotFound
 
 
 def sandbox_shell(server: ServerProcess, **env: str) -> subprocess.Popen[str]:
@@ -65,6 +65,39 @@ def test_sandboxes_are_isolated_from_each_other_and_from_main(tmp_path: Path) ->
         with server.client() as admin:
             gone = admin.get("/v1/accounts/Sandy", headers={"Kopilka-Ledger": sandbox_ledger})
             assert gone.status_code == 404
+
+
+def test_a_client_asking_for_a_sandbox_and_a_ledger_is_refused_as_the_shell_is(
+    tmp_path: Path,
+) -> None:
+    """The ledger named went unused, without a word (a number or a name no header carries
+    too), and the client worked in a new sandbox, its writes dropped with it."""
+    with running_server(tmp_path / "home") as server:
+        shell = subprocess.run(
+            [*kopilka_command(), "shell", "--sandbox", "--ledger", "books", "--url", server.url],
+            input="deposit --client=Ann --amount=1 --description=x\n",
+            capture_output=True,
+            text=True,
+            env=server_env(server.home),
+            timeout=30,
+            check=False,
+        )
+        for ledger in ("books", "main", 5, "кни́га"):
+            with pytest.raises(InvalidInput) as refused:
+                connect_bank(server.url, token=server.token, sandbox=True, ledger=ledger)  # type: ignore[arg-type]
+            assert (refused.value.code, refused.value.message) == (
+                "invalid_option",
+                "give either --sandbox or --ledger: a sandbox is a ledger of its own",
+            ), ledger
+        # A KOPILKA_LEDGER setting is left for the sessions that name no sandbox.
+        with sandbox_shell(server, KOPILKA_LEDGER="books") as set_aside:
+            typed = "deposit --client=Ann --amount=1 --description=x\n"
+            out, errors = set_aside.communicate(typed, timeout=30)
+        assert (set_aside.returncode, out, errors) == (0, "Deposit operation was successful!\n", "")
+        with server.client(**{"Kopilka-Ledger": "books"}) as admin:
+            assert admin.get("/v1/accounts/Ann").status_code == 404  # it went to the sandbox
+    assert (shell.returncode, shell.stdout) == (1, "")
+    assert shell.stderr == f"Error: {refused.value.message}\n"
 
 
 def test_one_token_cannot_take_every_sandbox(tmp_path: Path) -> None:

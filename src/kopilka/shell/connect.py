@@ -261,6 +261,8 @@ def _connect(target: Target) -> Bank:
         ) from error
     connect_bank: ConnectBank = module.connect_bank
     # A ledger given (main too) is asked for, and a token bound to another is refused;
-    # none given, the token's own ledger applies.
-    ledger = target.settings.ledger if target.settings.ledger_chosen else None
+    # none given, the token's own ledger applies. A sandbox is a ledger of its own: a
+    # KOPILKA_LEDGER setting is for the sessions that name none (--ledger is refused).
+    chosen = target.settings.ledger_chosen and not target.sandbox
+    ledger = target.settings.ledger if chosen else None
     return connect_bank(target.url, token=target.token, sandbox=target.sandbox, ledger=ledger)
