@@ -294,6 +294,8 @@ class Client:
         self.url = normalize_url(url)
         self._token_file = token_file
         self.shown_url = redact_url(self.url)  # for messages: a password in it is hidden
+        if token == "":  # else taken, and every call refused as a header not sendable
+            raise _empty_token()
         # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent, and
         # the refusal never repeats the secret.
         if not (
@@ -1004,9 +1006,7 @@ def connect_bank(
     if token == "":
         # A token meant to be given (a variable left unset, say) is not the home's admin
         # token taken in its stead, with every right the narrower one lacked.
-        raise Unauthorized(
-            "unauthorized", "the token is empty: give a token, or none for the admin token"
-        )
+        raise _empty_token()
     secret = _admin_token(url) if token is None else token
     options: dict[str, Any] = {
         "timeout_seconds": timeout_seconds,
@@ -1153,6 +1153,12 @@ def _not_known(cause: str, keyed: bool, method: str) -> Unavailable:
     else:
         then = RETRY_UNDER_THE_KEY if keyed else "check before repeating it"
     return Unavailable("outcome_unknown", f"{cause}{NOT_KNOWN}{then}")
+
+
+def _empty_token() -> Unauthorized:
+    return Unauthorized(
+        "unauthorized", "the token is empty: give a token, or none for the admin token"
+    )
 
 
 def _closed() -> InvalidInput:

@@ -23,7 +23,7 @@ import pytest
 from tests.kopilka_server import running_server
 
 from kopilka.bank import Bank, EmbeddedBank
-from kopilka.client import connect_bank
+from kopilka.client import Client, connect_bank
 from kopilka.domain.model import (
     SANDBOX_PREFIX,
     Account,
@@ -37,7 +37,7 @@ from kopilka.domain.model import (
 )
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
-from kopilka.errors import KopilkaError
+from kopilka.errors import KopilkaError, Unauthorized
 from kopilka.store import open_store
 
 NOW = datetime.now(UTC)
@@ -684,6 +684,30 @@ def test_a_bank_is_opened_on_a_path_and_refused_what_names_none(tmp_path: Path) 
         with pytest.raises(KopilkaError) as refused:
             call()
         assert (refused.value.code, refused.value.message) == expected
+
+
+def test_a_client_made_with_an_empty_token_is_refused_as_connect_bank_refuses_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Client(url, "") was taken, and each call then refused as "a header HTTP cannot
+    carry", where connect_bank, --token "" and KOPILKA_TOKEN="" say the token is empty."""
+    monkeypatch.setenv("KOPILKA_TOKEN", "")
+    with running_server(tmp_path / "home") as server:
+        makes: list[Callable[[], Client]] = [
+            lambda: Client(server.url, ""),
+            lambda: Client(server.url, "", ledger="main"),
+            lambda: connect_bank(server.url, token=""),
+            lambda: connect_bank(server.url),  # KOPILKA_TOKEN
+        ]
+        for make in makes:
+            with pytest.raises(Unauthorized) as refused:
+                make().close()
+            assert (refused.value.code, refused.value.message) == (
+                "unauthorized",
+                "the token is empty: give a token, or none for the admin token",
+            )
+        with Client(server.url, server.token, ledger="main") as bank:
+            assert bank.accounts() == []
 
 
 def test_a_str_subclass_is_text_kept_as_a_plain_str(tmp_path: Path) -> None:
