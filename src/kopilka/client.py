@@ -123,15 +123,22 @@ _ERRORS_BY_STATUS: dict[int, type[KopilkaError]] = {
 }
 
 
-def error_from(status: int, payload: Any) -> KopilkaError:
-    """The KopilkaError a server answer stands for, with its code and message as sent."""
+def error_from(status: int, payload: Any, url: str) -> KopilkaError:
+    """The KopilkaError a server answer stands for, with its code and message as sent.
+    `url`: the server's, as shown (no password), named in an answer not kopilka's: the
+    status alone left someone who typed the wrong port to guess what answered."""
     try:
         code, message = str(payload["error"]["code"]), str(payload["error"]["message"])
     except (KeyError, TypeError):
-        return Unavailable("bad_response", f"the server answered {status} without an error body")
+        return Unavailable(
+            "bad_response",
+            f"the server at {url} answered {status} without an error body:"
+            " the answer is not kopilka's",
+        )
     if not _ERROR_CODE.fullmatch(code):  # not kopilka's: code is what programs branch on
         return Unavailable(
-            "bad_response", f"the server answered {status} with an error code not kopilka's"
+            "bad_response",
+            f"the server at {url} answered {status} with an error code not kopilka's",
         )
     # Printed to a terminal as it came: no escape sequence of whatever answered goes with it.
     message = "".join(c if c.isprintable() else "\ufffd" for c in message)
@@ -477,10 +484,10 @@ class Client:
                 if went_out is not None:
                     went_out.at = sent.at
                 if response.status_code not in (429, 503) or not retry:
-                    if uncertain is not None and not _speaks_of_the_write(response):
+                    if uncertain is not None and not _speaks_of_the_write(response, self.shown_url):
                         raise uncertain  # of this attempt alone, not of the earlier one
                     return response
-                failure = error_from(response.status_code, _json(response))
+                failure = error_from(response.status_code, _json(response), self.shown_url)
                 if failure.code in _NOT_PASSING:
                     if uncertain is not None:  # an earlier attempt may have applied
                         raise uncertain
@@ -572,7 +579,7 @@ class Client:
                 " that kopilka never sends: check the URL; nothing was applied",
             )
         if status >= 400:
-            error = error_from(status, _json(response))
+            error = error_from(status, _json(response), self.shown_url)
             if error.message == "invalid token" and self._token_file is not None:
                 # Read from a home whose server is not this one, most often: 'invalid
                 # token' alone left the user to find which token was sent, and whence.
@@ -834,7 +841,7 @@ class Client:
             outcomes: list[Outcome] = []
             for result in answer["results"]:
                 if "error" in result:
-                    outcomes.append(error_from(result["status"], result))
+                    outcomes.append(error_from(result["status"], result, self.shown_url))
                 else:
                     # A resent batch answers as it did, with no mark of a replay.
                     outcomes.append(operation_from(result["operation"], ledger, False))
@@ -1206,7 +1213,7 @@ def _no_answer_in_time(url: str) -> str:
     return f"the server at {url} took the request but did not answer in time"
 
 
-def _speaks_of_the_write(response: httpx.Response) -> bool:
+def _speaks_of_the_write(response: httpx.Response, url: str) -> bool:
     """Whether an answer to a retry is the call's, after an attempt that may have applied:
     one that looked up the write's key or what it names (applied, given again, refused
     by the ledger's rules, which keep a refusal under its key, or nothing there to
@@ -1215,7 +1222,7 @@ def _speaks_of_the_write(response: httpx.Response) -> bool:
     attempt."""
     if response.status_code < 400 or response.headers.get("idempotent-replayed") == "true":
         return True
-    error = error_from(response.status_code, _json(response))
+    error = error_from(response.status_code, _json(response), url)
     return isinstance(error, (Rejected, Conflict)) or error.code in _NOTHING_OF_THAT_NAME
 
 

@@ -12,10 +12,12 @@ from kopilka.client import Client, error_from
 from kopilka.client_wire import account_from, statement_line_from, text_from
 from kopilka.errors import Unavailable
 
+URL = "http://127.0.0.1:8888"
+
 
 def test_a_servers_message_reaches_the_terminal_without_its_escape_sequences() -> None:
     payload = {"error": {"code": "x", "message": "bad\x1b]8;;https://evil.example/\x07link\x1b[2J"}}
-    error = error_from(422, payload)
+    error = error_from(422, payload, URL)
     assert "\x1b" not in error.message and "\x07" not in error.message
     assert error.message.startswith("bad\ufffd]8;;https://evil.example/")
 
@@ -55,12 +57,12 @@ def test_an_error_code_that_is_no_identifier_is_no_kopilka_answer() -> None:
     """A program branches on the code: one from another server, escape sequence and all,
     was handed on as it came."""
     payload = {"error": {"code": "invalid_amount\x1b[31m", "message": "bad"}}
-    error = error_from(422, payload)
+    error = error_from(422, payload, URL)
     assert (error.code, error.message) == (
         "bad_response",
-        "the server answered 422 with an error code not kopilka's",
+        f"the server at {URL} answered 422 with an error code not kopilka's",
     )
-    assert error_from(422, {"error": {"code": "invalid_amount", "message": "x"}}).code == (
+    assert error_from(422, {"error": {"code": "invalid_amount", "message": "x"}}, URL).code == (
         "invalid_amount"
     )
 
