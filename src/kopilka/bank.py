@@ -44,6 +44,7 @@ from kopilka.domain.rules import (
     refuse_what_no_store_reads,
     validate_chosen_ledger,
     validate_client,
+    validate_command_list,
     validate_money_command,
     validate_opening,
 )
@@ -301,7 +302,8 @@ class EmbeddedBank:
         """Money commands at once, one outcome each (errors are returned, not raised), in
         this bank's ledger whatever ledger a command names, as over the network. A
         command that is no money command, or whose key breaks the rule for given keys,
-        is refused alone."""
+        is refused alone; a `commands` that is no list or tuple, whole."""
+        validate_command_list(commands)
         outcomes: list[Outcome | None] = [None] * len(commands)
         taken: list[tuple[int, Command]] = []
         for index, command in enumerate(commands):

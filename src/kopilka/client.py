@@ -59,6 +59,7 @@ from kopilka.domain.rules import (
     ledger_name,
     too_many_operations,
     validate_client,
+    validate_command_list,
     validate_limits_change,
     validate_money_command,
 )
@@ -811,8 +812,9 @@ class Client:
         single write is retried: what was applied answers as it did, the rest applies.
         A command no batch can carry (an amount that is no whole cents, an account
         opening, limits) is refused in its place, as the embedded bank refuses it; the
-        rest go.
+        rest go. A `commands` that is no list or tuple is refused whole, nothing sent.
         """
+        validate_command_list(commands)
         items: list[dict[str, Any]] = []
         outcomes: list[Outcome | None] = []  # None: sent, answered below
         for command in commands:

@@ -12,7 +12,7 @@ import hashlib
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from kopilka.domain.model import (
 )
 from kopilka.domain.statement import Statement
 from kopilka.engine import Engine
-from kopilka.errors import KopilkaError, Unauthorized
+from kopilka.errors import InvalidInput, KopilkaError, Unauthorized
 from kopilka.store import open_store
 
 NOW = datetime.now(UTC)
@@ -481,6 +481,42 @@ def test_a_clients_list_longer_than_a_request_carries_is_refused_before_sending(
             assert len(bank.execute_many(deposits[:10_000])) == 10_000  # the bound itself goes
         finally:
             bank.close()
+
+
+def test_a_list_of_commands_that_is_no_list_is_refused_whole_by_either_bank(
+    tmp_path: Path,
+) -> None:
+    """A single command was a TypeError from either bank; a generator was applied by the
+    client and a TypeError from the embedded bank. docs/api.md has execute_many take a
+    list, its refusals naming places in it: anything else is refused, nothing applied."""
+
+    def deposits() -> Iterator[Deposit]:
+        yield Deposit("Ann", 100, "pay", "g1")
+
+    not_lists: list[tuple[Callable[[], object], str]] = [
+        (lambda: Deposit("Ann", 100, "pay", "n1"), "Deposit"),
+        (deposits, "generator"),
+        (lambda: {Deposit("Ann", 100, "pay", "n2")}, "set"),
+        (lambda: "Ann", "str"),
+        (lambda: None, "NoneType"),
+    ]
+    with running_server(tmp_path / "home") as server:
+        banks = [
+            EmbeddedBank(str(tmp_path / "embedded.db")),
+            connect_bank(server.url, token=server.token, sandbox=True),
+        ]
+        for bank in banks:
+            with bank:
+                for given, kind in not_lists:
+                    with pytest.raises(InvalidInput) as refused:
+                        bank.execute_many(given())  # type: ignore[arg-type]
+                    assert (refused.value.code, refused.value.message) == (
+                        "invalid_command",
+                        f"execute_many takes a list or a tuple of commands (given: {kind})",
+                    ), bank
+                assert bank.accounts() == [], bank  # nothing applied
+                (applied,) = bank.execute_many((Deposit("Ann", 100, "pay", "t1"),))
+                assert isinstance(applied, Operation), applied
 
 
 def test_a_closed_client_refuses_in_one_error(tmp_path: Path) -> None:

@@ -640,6 +640,18 @@ def not_batched() -> InvalidInput:
     return InvalidInput("invalid_command", "only deposits, withdrawals and transfers batch")
 
 
+def validate_command_list(commands: object) -> None:
+    """What execute_many is given, embedded or over HTTP: a list or a tuple of commands,
+    whose outcomes come in its order and whose refusals name places in it. A single
+    command was a TypeError, a generator applied by one bank and a TypeError from the
+    other: anything else is refused whole, nothing applied."""
+    if not isinstance(commands, list | tuple):
+        raise InvalidInput(
+            "invalid_command",
+            f"execute_many takes a list or a tuple of commands (given: {type(commands).__name__})",
+        )
+
+
 def validate_limits_change(command: SetLimits) -> None:
     """A change that says what to change, once: refused before any key is taken for it."""
     if type(command.clear_max) is not bool:  # "false" read from a file would clear the cap
