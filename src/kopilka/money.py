@@ -118,8 +118,17 @@ def parse_limit(text: str, what: str = "limit") -> int:
     """A floor or cap (`what` it is, to say): may be zero or negative (an overdraft floor)."""
     cents = parse_cents(text, allow_negative=True, allow_zero=True, what=what)
     if abs(cents) > BALANCE_CENTS_MAX:
-        raise InvalidInput("invalid_limit", f"{what} {text!r} is out of range")
+        raise limit_out_of_range(f"{what} {text!r}")
     return cents
+
+
+def limit_out_of_range(named: str) -> InvalidInput:
+    """A floor or cap past what any balance may reach, and what that is."""
+    return InvalidInput(
+        "invalid_limit",
+        f"{named} is out of range: a floor or cap is at most"
+        f" {format_money(BALANCE_CENTS_MAX)} from zero",
+    )
 
 
 def format_money(cents: int) -> str:

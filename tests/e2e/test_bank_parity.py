@@ -41,6 +41,8 @@ from kopilka.errors import InvalidInput, KopilkaError, Unauthorized
 from kopilka.store import open_store
 
 NOW = datetime.now(UTC)
+# What a floor or cap out of range is told of the range.
+_RANGE = ": a floor or cap is at most $1,000,000,000,000,000.00 from zero"
 # 01:30 in New York on 2026-11-01 is shown twice: at 05:30 UTC (fold 0), at 06:30 (fold 1).
 _NEW_YORK = ZoneInfo("America/New_York")
 _FIRST_0130 = datetime(2026, 11, 1, 1, 30, tzinfo=_NEW_YORK)
@@ -299,7 +301,7 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
     assert answer["limits of a name with a long run of combining marks"][0] == ("account_not_found")
     assert answer["a cap out of range"] == (
         "invalid_limit",
-        "cap '10000000000000000000000000000.00' is out of range",
+        "cap '10000000000000000000000000000.00' is out of range" + _RANGE,
     )
     assert answer["the same opening in NFD, that key"] == "\u00c7at"
     assert answer["a list naming a client as a place in it"][1] == (
@@ -327,12 +329,15 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
     )
     assert answer["a keyed opening with a floor of more digits than text holds"] == (
         "invalid_limit",
-        "floor is out of range",
+        "floor is out of range" + _RANGE,
     )
-    assert answer["a keyed opening with such a cap"] == ("invalid_limit", "cap is out of range")
+    assert answer["a keyed opening with such a cap"] == (
+        "invalid_limit",
+        "cap is out of range" + _RANGE,
+    )
     assert answer["a cap of more digits than text holds"] == (
         "invalid_limit",
-        "cap is out of range",
+        "cap is out of range" + _RANGE,
     )
     assert answer["a keyed opening of a name not UTF-8"][0] == "invalid_client"
     assert answer["a since in the future, no till"] == (

@@ -189,7 +189,10 @@ def test_a_refused_add_user_leaves_no_account(wallet: RunKopilka, backend: Backe
             "Error: floor 'abc' is not a number like 100 or 1,000.25\n"
         ),
         ("-n", "Ann", "--max", "xyz"): "Error: cap 'xyz' is not a number like 100 or 1,000.25\n",
-        ("-n", "Ann", "--max", "1" + "0" * 30): f"Error: cap '1{'0' * 30}' is out of range\n",
+        ("-n", "Ann", "--max", "1" + "0" * 30): (
+            f"Error: cap '1{'0' * 30}' is out of range: a floor or cap is at most"
+            " $1,000,000,000,000,000.00 from zero\n"
+        ),
         ("-n", " Ann", "--max", "10"): (
             "Error: a new client's name may not start or end with a space: ' Ann'\n"
         ),

@@ -300,7 +300,11 @@ def test_fields_past_their_bounds_get_the_rules_codes(admin: httpx.Client) -> No
     message = refused(admin.post("/v1/batch", json=unknown), 422, "invalid_request")
     assert "dry_run" in message, message
     low = {"min_balance": "-1000000000000000.01"}
-    refused(admin.patch("/v1/accounts/Ann", json=low), 422, "invalid_limit")
+    message = refused(admin.patch("/v1/accounts/Ann", json=low), 422, "invalid_limit")
+    assert message == (  # and what the range is
+        "floor '-1000000000000000.01' is out of range: a floor or cap is at most"
+        " $1,000,000,000,000,000.00 from zero"
+    )
     assert state(admin) == before
 
 

@@ -145,7 +145,8 @@ def test_a_limit_past_the_largest_balance_either_way_is_out_of_range(sign: str) 
         parse_limit(text, "floor")
     assert (refused.value.code, refused.value.message) == (
         "invalid_limit",
-        f"floor {text!r} is out of range",
+        f"floor {text!r} is out of range: a floor or cap is at most"
+        " $1,000,000,000,000,000.00 from zero",
     )
 
 

@@ -56,7 +56,13 @@ from kopilka.errors import (
     RetryableStoreError,
     sandbox_ended,
 )
-from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX, format_money, format_plain
+from kopilka.money import (
+    AMOUNT_CENTS_MAX,
+    BALANCE_CENTS_MAX,
+    format_money,
+    format_plain,
+    limit_out_of_range,
+)
 
 CLIENT_NAME_LENGTH_MAX = 200
 DESCRIPTION_LENGTH_MAX = 500
@@ -805,7 +811,7 @@ def check_limit(limit: int, what: str) -> None:
         # Named up to a length any text of one would have: a program's int may have more
         # digits than Python will turn into text.
         shown = f" {format_plain(limit)!r}" if abs(limit) < 10**60 else ""
-        raise InvalidInput("invalid_limit", f"{what}{shown} is out of range")
+        raise limit_out_of_range(f"{what}{shown}")
 
 
 def validate_limits(floor: int, cap: int | None) -> None:
