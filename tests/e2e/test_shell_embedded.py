@@ -86,6 +86,25 @@ def test_state_persists_across_runs(run_shell: Callable[[str], str], kopilka_hom
     assert run_shell("balance --client=Per\n") == "Balance of Per: $7.00\n"
 
 
+def test_no_cap_is_none_with_spaces_alone_around_it(run_shell: Callable[[str], str]) -> None:
+    """A tab or a no-break space around "none" had cleared the cap, where around a number
+    it is refused: neither is money text. "null", the API's word, is told the shell's."""
+    script = (
+        "open_account --client=Capped --max-balance=100\n"
+        "set_limits --client=Capped --max-balance='none\t'\n"
+        "set_limits --client=Capped --max-balance='\u00a0none'\n"
+        "set_limits --client=Capped --max-balance=null\n"
+        "set_limits --client=Capped --max-balance=' none '\n"
+    )
+    assert run_shell(script).splitlines() == [
+        "Account opened for Capped: floor $0.00, cap $100.00.",
+        "Error: cap 'none\\t' is not a number like 100 or 1,000.25",
+        "Error: cap '\\xa0none' is not a number like 100 or 1,000.25",
+        "Error: cap 'null' is not a number like 100 or 1,000.25; no cap is written none",
+        "Limits of Capped: floor $0.00, cap none.",
+    ]
+
+
 def test_the_shell_makes_time_ordered_keys(
     run_shell: Callable[[str], str], kopilka_home: Path
 ) -> None:

@@ -308,6 +308,19 @@ def test_fields_past_their_bounds_get_the_rules_codes(admin: httpx.Client) -> No
     assert state(admin) == before
 
 
+@pytest.mark.parametrize("word", ["none", "Null"])
+def test_no_cap_written_as_text_is_told_it_is_json_s_null(admin: httpx.Client, word: str) -> None:
+    """The shell's word for no cap, refused as no number with no word of what is meant."""
+    before = state(admin)
+    for answer in (
+        admin.patch("/v1/accounts/Ann", json={"max_balance": word}),
+        admin.post("/v1/accounts", json={"client": "Cy", "max_balance": word}),
+    ):
+        message = refused(answer, 422, "invalid_amount")
+        assert message.endswith("; no cap is JSON's null"), message
+    assert state(admin) == before
+
+
 def test_json_numbers_for_amounts_are_refused(admin: httpx.Client) -> None:
     before = state(admin)
     for amount in (1, 1.5, 0.1):

@@ -405,7 +405,7 @@ class Call:
         request: OpenAccountIn = await self.decode(OpenAccountIn)
         # Named as the shell names them in its refusals.
         floor = parse_limit(request.min_balance, "floor")
-        cap = None if request.max_balance is None else parse_limit(request.max_balance, "cap")
+        cap = None if request.max_balance is None else _cap_given(request.max_balance)
         # A negative one is the rules' to refuse, in the words the shell gets.
         opening = parse_cents(
             request.opening_balance, allow_negative=True, allow_zero=True, what="opening balance"
@@ -437,7 +437,7 @@ class Call:
         clear_max = request.max_balance is None
         cap = None
         if isinstance(request.max_balance, str):
-            cap = parse_limit(request.max_balance, "cap")
+            cap = _cap_given(request.max_balance)
         route = f"PATCH /v1/accounts/{client_name(client)}\n".encode()
         account = await self.outcome(
             SetLimits(client, floor, cap, clear_max, self.ledger),
@@ -834,6 +834,16 @@ def _item_error(error: KopilkaError, index: int) -> KopilkaError:
     if "`$" in error.message:
         return InvalidInput(error.code, error.message.replace("`$", where, 1))
     return InvalidInput(error.code, f"{error.message} - at {where}`")
+
+
+def _cap_given(text: str) -> int:
+    """A cap's text; "none" (the shell's word for no cap) is told JSON's."""
+    try:
+        return parse_limit(text, "cap")
+    except InvalidInput as refused:
+        if text.strip(" ").lower() in ("none", "null"):
+            raise InvalidInput(refused.code, f"{refused.message}; no cap is JSON's null") from None
+        raise
 
 
 def _key_made_for(item: BatchItem | _Malformed) -> bool:

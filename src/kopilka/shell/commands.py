@@ -273,10 +273,16 @@ def _statement(parsed: ParsedCommand) -> Action:
 
 
 def _cap(text: str | None) -> int | None:
-    """A cap: an amount, or None when not given or given as 'none'."""
-    if text is None or text.strip().lower() == "none":
+    """A cap: an amount, or None when not given or given as 'none' (spaces around it
+    forgiven as an amount's are: a tab or a no-break space is no part of either)."""
+    if text is None or text.strip(" ").lower() == "none":
         return None
-    return parse_limit(text, "cap")
+    try:
+        return parse_limit(text, "cap")
+    except InvalidInput as refused:
+        if text.strip(" ").lower() == "null":  # the API's word for it
+            raise InvalidInput(refused.code, f"{refused.message}; no cap is written none") from None
+        raise
 
 
 def _open_account(parsed: ParsedCommand) -> Action:
