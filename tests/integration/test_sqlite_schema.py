@@ -44,7 +44,7 @@ from kopilka.engine import Engine
 from kopilka.errors import Unavailable
 from kopilka.store import open_store
 from kopilka.store.sqlite import SqliteStore, connect
-from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate
+from kopilka.store.sqlite_migrate import OBJECTS_FOUND, look_inside, migrate
 from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION, tables_at
 from kopilka.tokens import TokenRecord
 
@@ -805,3 +805,27 @@ def test_schema_7_each_token_reaches_the_ledger_it_was_made_for(tmp_path: Path) 
     tokens = _schema_6_with_cafe_ledgers(str(path))
     with running_server(tmp_path / "home", str(path)) as server:
         assert_tokens_reach_the_ledgers_they_were_made_for(server, tokens)
+
+
+def test_the_version_and_the_tables_are_read_at_one_moment(tmp_path: Path) -> None:
+    """A first write beside another process's: that one committed kopilka's schema
+    between the reading of the file's version and of its tables, and the file read as
+    version 0 with kopilka's tables, refused as "tables that kopilka did not create".
+    Here another connection commits the schema just as the tables are about to be read."""
+    path = str(tmp_path / "kopilka.db")
+    connect(path).close()  # an empty file, in WAL mode, as a first writer leaves it
+    other = connect(path)
+    reader = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True)
+
+    def commit_schema_before_the_tables_are_read(statement: str) -> None:
+        if statement == OBJECTS_FOUND and not other.in_transaction:
+            migrate(other)
+
+    reader.set_trace_callback(commit_schema_before_the_tables_are_read)
+    try:
+        version, names = look_inside(reader)
+        assert (version, names) == (0, [])  # as it was when the reading began
+        assert look_inside(reader) == (SCHEMA_VERSION, sorted(tables_at(SCHEMA_VERSION)))
+    finally:
+        reader.close()
+        other.close()

@@ -76,7 +76,7 @@ from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpo
 from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, is_read_only
 from kopilka.store.sqlite_files import OpenedFiles
 from kopilka.store.sqlite_lock import WriterLock
-from kopilka.store.sqlite_migrate import OBJECTS_FOUND, migrate, unknown_version
+from kopilka.store.sqlite_migrate import look_inside, migrate, unknown_version
 from kopilka.store.sqlite_owners import refuse_files_of_others
 from kopilka.store.sqlite_schema import SCHEMA_VERSION, tables_at
 from kopilka.tokens import TokenRecord
@@ -391,9 +391,7 @@ class SqliteStore:
         """The file's user_version and the names of its tables and views, read only."""
         uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            names = [row[0] for row in connection.execute(OBJECTS_FOUND)]
-        return int(version), names
+            return look_inside(connection)
 
     def _refuse_a_damaged_ledger(self, version: int, names: list[str]) -> None:
         """Every table of the ledger's schema version there (a newer one's is refused

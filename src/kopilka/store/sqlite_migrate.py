@@ -18,6 +18,20 @@ OBJECTS_FOUND = (
 )
 
 
+def look_inside(connection: sqlite3.Connection) -> tuple[int, list[str]]:
+    """The database's user_version and the names of its tables and views, read in one
+    transaction: read apart, a schema another process committed between the two read as
+    version 0 with kopilka's tables, "tables kopilka did not create"."""
+    connection.execute("BEGIN")  # the first read below fixes what both see
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        names = [row[0] for row in connection.execute(OBJECTS_FOUND)]
+    finally:
+        if connection.in_transaction:  # not when SQLite ended it itself, on an error
+            connection.execute("ROLLBACK")
+    return int(version), names
+
+
 def _nfc(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
     """A client name in NFC (client_name), for SQL; NULL and non-text pass unchanged."""
     return client_name(value) if isinstance(value, str) else value
