@@ -339,6 +339,10 @@ def _serve_workers(settings: Settings, listening: socket.socket) -> int:
         workers=settings.workers,
         **_options(settings),
     )
+    # Listening before it is said: a connection made once the line is out waits in the
+    # socket's queue until a worker takes it. Bound alone, it was refused until the
+    # first worker had started, most of a second later.
+    listening.listen(config.backlog)
     _announce(settings, admin_token_created)
     mark_supervisor()
     # Each worker writes its counts there, and a scrape of any sums them all

@@ -160,3 +160,25 @@ def test_workers_started_again_after_the_ledger_file_went_wait_for_it(tmp_path: 
         assert not database.exists()
         assert server.stop() == 0, server.errors
     assert "Traceback" not in server.errors, server.errors
+
+
+def test_a_connection_made_once_the_server_says_it_listens_is_answered(tmp_path: Path) -> None:
+    """With several workers, the socket was only bound when the line was printed, and
+    listened to by each worker as it started: a script that waited for the line and then
+    connected was refused for most of a second."""
+    server = ServerProcess(tmp_path / "home", workers=2)
+    server.home.mkdir(parents=True)
+    server.process = subprocess.Popen(
+        [*kopilka_command(), "serve", "--port", str(server.port), "--workers", "2"],
+        env=server_env(server.home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.process.stdout is not None
+        assert "listening" in server.process.stdout.readline()
+        # At once: waiting in the socket's queue until a worker is up, not refused.
+        assert httpx.get(f"{server.url}/v1/health", timeout=30).status_code == 200
+    finally:
+        server.stop()
