@@ -109,10 +109,8 @@ class _Server(StopsOnHangup):
 
 def _announce(settings: Settings, admin_token_created: bool) -> None:
     token_path = settings.home / ADMIN_TOKEN_FILE
-    # An IPv6 address goes in brackets, or the URL shown is one no client can use.
-    host = f"[{settings.host}]" if ":" in settings.host else settings.host
     announcement = (
-        f"kopilka listening on http://{host}:{settings.port} (db: {redact_url(settings.db)})\n"
+        f"kopilka listening on http://{_host_and_port(settings)} (db: {redact_url(settings.db)})\n"
         f"admin token {'written to' if admin_token_created else 'in'} {token_path}"
     )
     if not on_this_machine(settings.host):
@@ -130,7 +128,7 @@ def _announce(settings: Settings, admin_token_created: bool) -> None:
     except OSError as error:  # stdout full or gone: the server serves all the same
         with contextlib.suppress(OSError):
             print(
-                f"kopilka listening on http://{host}:{settings.port}; standard output could"
+                f"kopilka listening on http://{_host_and_port(settings)}; standard output could"
                 f" not be written ({error.strerror})",
                 file=sys.stderr,
                 flush=True,
@@ -261,9 +259,7 @@ def serve_main(argv: list[str]) -> int:
         listening = _listen(settings)
     except OSError as error:
         print(
-            hide_secrets(
-                f"Error: cannot listen on {settings.host}:{settings.port}: {error.strerror}"
-            ),
+            hide_secrets(f"Error: cannot listen on {_host_and_port(settings)}: {error.strerror}"),
             file=sys.stderr,
         )
         return 1
@@ -291,6 +287,12 @@ def serve_main(argv: list[str]) -> int:
         print(f"Error: {hide_secrets(server.startup_error.message)}", file=sys.stderr)
         return 1
     return 0 if server.started or _STOPS_ASKED else 1
+
+
+def _host_and_port(settings: Settings) -> str:
+    """As a URL writes them: an IPv6 address in brackets (::1:8888 is no address)."""
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"{host}:{settings.port}"
 
 
 def _listen(settings: Settings) -> socket.socket:

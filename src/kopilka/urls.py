@@ -34,7 +34,11 @@ def on_this_machine(host: str) -> bool:
     except ValueError:
         pass
     else:  # a zone on ::1 means nothing there, and any text passes for one
-        return address.is_loopback and getattr(address, "scope_id", None) is None
+        if getattr(address, "scope_id", None) is not None:
+            return False
+        # ::ffff:127.0.0.1 is 127.0.0.1 as an IPv6 socket writes it.
+        mapped = getattr(address, "ipv4_mapped", None)
+        return (mapped or address).is_loopback
     # The short IPv4 forms the resolver takes as they are ("127.1", "0x7f.1"), as the
     # connection will: no name lookup. Those alone: inet_aton also takes "127.0.0.1 .x",
     # whatever follows a space, where the lookup reads a name that may be anywhere.

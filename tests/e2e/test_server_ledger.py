@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import sqlite3
 import subprocess
 from collections import Counter
@@ -185,6 +186,21 @@ def test_serve_on_a_port_in_use_says_so_in_one_line_and_changes_nothing(
     assert taken.stderr == (
         f"Error: cannot listen on 127.0.0.1:{server.port}: Address already in use\n"
     )
+
+
+def test_an_ipv6_address_in_use_is_written_as_a_url_writes_it(tmp_path: Path) -> None:
+    """It said "cannot listen on ::1:PORT", where the line of a server listening there
+    writes http://[::1]:PORT."""
+    with socket.socket(socket.AF_INET6) as taken:
+        try:
+            taken.bind(("::1", 0))
+        except OSError:
+            pytest.skip("no IPv6 loopback on this machine")
+        taken.listen()
+        port = taken.getsockname()[1]
+        refused = _serve(tmp_path / "home", "--host", "::1", "--port", str(port))
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == f"Error: cannot listen on [::1]:{port}: Address already in use\n"
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -1026,6 +1026,9 @@ def test_a_config_given_through_a_pipe_is_read(tmp_path: Path) -> None:
         ("2130706433", True),
         ("localhost", True),
         ("::1", True),
+        ("::ffff:127.0.0.1", True),  # 127.0.0.1 as an IPv6 socket writes it
+        ("::ffff:10.0.0.1", False),
+        ("::ffff:127.0.0.1%eth0", False),
         ("10.0.0.1", False),
         ("example.com", False),
         # inet_aton reads these up to the space, and the lookup reads them as a name.
