@@ -459,10 +459,11 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
             wanted = "a string" if kinds == (str,) else "a number"
             if kinds == (int,):
                 wanted = "a whole number"
+            # Worded, and its file named, as a value of the right kind out of range is.
             raise InvalidInput(
                 "invalid_setting",
-                f"{path}: {name} must be {wanted},"
-                f" not {quoted(value, mapping='a table', spell=as_toml)}",
+                f"{name} must be {wanted},"
+                f" not {quoted(value, mapping='a table', spell=as_toml)} ({path.absolute()})",
             )
 
 

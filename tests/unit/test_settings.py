@@ -231,9 +231,29 @@ def test_a_setting_of_the_wrong_kind_in_the_file_is_refused(
     with pytest.raises(InvalidInput) as info:
         load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path=config)
     assert info.value.code == "invalid_setting"
-    assert info.value.message == f"{config}: {message}" or info.value.message.startswith(
-        f"{config}: {message} (known: db, url, host, port"
-    )
+    if message.startswith("unknown setting"):
+        assert info.value.message.startswith(f"{config}: {message} (known: db, url, host, port")
+    else:  # as a value out of range is told: the file named after it, whole
+        assert info.value.message == f"{message} ({config})"
+
+
+def test_a_value_of_the_wrong_kind_names_its_file_as_one_out_of_range_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The working directory's file had been named as found (`kopilka.toml: workers
+    must be ...`), before the value, where a value out of range names its whole path
+    after it."""
+    monkeypatch.chdir(tmp_path)
+    environ = {"KOPILKA_HOME": str(tmp_path / "home")}
+    (tmp_path / "kopilka.toml").write_text('workers = "2"\n')
+    with pytest.raises(InvalidInput) as kind:
+        load_settings(environ=environ, serving=True)
+    (tmp_path / "kopilka.toml").write_text("workers = 0\n")
+    with pytest.raises(InvalidInput) as out_of_range:
+        load_settings(environ=environ, serving=True)
+    named = f" ({tmp_path / 'kopilka.toml'})"
+    assert kind.value.message == "workers must be a whole number, not '2'" + named
+    assert out_of_range.value.message == "workers must be 1 to 64, not 0" + named
 
 
 def test_every_setting_of_the_right_kind_in_the_file_is_taken(tmp_path: Path) -> None:
