@@ -239,7 +239,7 @@ def _a_ledger_with_a_deposit(directory: Path) -> Path:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a file of another user's is made as root")
-@pytest.mark.parametrize("suffix", ["-wal", "-shm"])
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
 @pytest.mark.parametrize("through_a_link", [False, True])
 def test_a_journal_another_user_put_beside_the_database_is_refused_untouched(
     tmp_path: Path, suffix: str, through_a_link: bool

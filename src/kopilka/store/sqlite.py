@@ -77,7 +77,7 @@ from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, 
 from kopilka.store.sqlite_files import OpenedFiles
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import look_inside, migrate, unknown_version
-from kopilka.store.sqlite_owners import refuse_files_of_others
+from kopilka.store.sqlite_owners import JOURNALS, refuse_files_of_others
 from kopilka.store.sqlite_schema import SCHEMA_VERSION, tables_at
 from kopilka.tokens import TokenRecord
 
@@ -187,10 +187,10 @@ def connect(path: str, *, existing: bool = False) -> sqlite3.Connection:
 
 
 def _make_private(path: str) -> None:
-    """The database and its WAL readable by their owner alone, as kopilka makes them now:
-    one an older kopilka made, or a restore copied in, may be open to every user. (A
+    """The database and its journals readable by their owner alone, as kopilka makes them
+    now: one an older kopilka made, or a restore copied in, may be open to every user. (A
     file of another user's cannot be changed, and is left as it is.)"""
-    for name in (path, f"{path}-wal", f"{path}-shm"):
+    for name in (path, *(path + suffix for suffix in JOURNALS)):
         with contextlib.suppress(OSError):
             mode = os.stat(name).st_mode
             if mode & 0o077:

@@ -13,8 +13,10 @@ from pathlib import Path
 from kopilka.errors import InvalidInput
 from kopilka.home import others_may_write
 
-# The files SQLite reads beside a database in WAL mode: its journal and the index to it.
-_JOURNALS = ("-wal", "-shm")
+# The files SQLite reads beside a database: in WAL mode its journal and the index to it,
+# and a rollback journal too, which it plays back into the file at open ("hot"), in WAL
+# mode or not: pages of another moment written over the ledger's, with no trace left.
+JOURNALS = ("-wal", "-shm", "-journal")
 
 
 def refuse_files_of_others(path: str) -> None:
@@ -32,7 +34,7 @@ def refuse_files_of_others(path: str) -> None:
     real = os.path.realpath(path)
     linked = real != os.path.abspath(path)
     shown = f"{path} (really {real})" if linked else path
-    for suffix in _JOURNALS:
+    for suffix in JOURNALS:
         # Not followed: a link another user made is theirs, wherever it points.
         of = f" (beside {real}, where the database {path} leads)" if linked else ""
         _refuse_another_users(f"the database's {suffix} file", real + suffix, os.lstat, of)
