@@ -55,6 +55,17 @@ def _private_home(tmp_path: Path) -> Path:
     return home
 
 
+def test_a_history_readable_by_others_is_made_private_again(tmp_path: Path) -> None:
+    """As the database and the admin token are: it holds every name and amount typed."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "history").write_text("\n# 2026-12-06 01:00:00.000000\n+balance --client=Ann\n")
+    (home / "history").chmod(0o644)
+    history = history_at(home / "history")
+    assert (home / "history").stat().st_mode & 0o777 == 0o600
+    assert list(history.load_history_strings()) == ["balance --client=Ann"]
+
+
 def test_a_long_history_keeps_its_last_lines_only(tmp_path: Path) -> None:
     """The file was only ever appended to, and read whole into memory at each start: a
     51 MB one (half a million lines) took 70 MB more and 30 s to load."""

@@ -71,6 +71,12 @@ def history_at(path: Path) -> History:
         path.touch(exist_ok=True)
     except OSError:
         return InMemoryHistory()  # a read-only home still gets a working shell
+    with contextlib.suppress(OSError):  # another user's file is left as it is
+        # One an older kopilka or a copy left readable by others: private again, as the
+        # database is, for it holds every name, amount and description typed.
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            path.chmod(mode & 0o700)
     with contextlib.suppress(OSError):  # not cut (a full disk): read whole, as it was
         if path.stat().st_size > _BYTES_BEFORE_CUT:
             _keep_the_last_entries(path.resolve())  # a link's file, the link kept
