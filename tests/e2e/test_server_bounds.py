@@ -20,7 +20,7 @@ import httpx
 import pytest
 from tests.kopilka_server import ServerProcess, running_server
 
-from kopilka.api.protocol import LINGER_SECONDS, TARGET_BYTES_MAX
+from kopilka.api.protocol import HEAD_BYTES_MAX, LINGER_SECONDS, TARGET_BYTES_MAX
 from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX
 
 
@@ -800,6 +800,121 @@ def test_endless_trailers_are_refused_as_headers_are(tmp_path: Path, token: str)
             refused.add((401, "unauthorized"))
         assert error_of(answer) in refused, answer
         connection.close()
+
+
+# A chunked deposit's content, and the framing its bound allows: past every header's
+# bound, 8 bytes for each byte of content (docs/operations.md, Bounds).
+CHUNKED_CONTENT = b'{"client": "Ann", "amount": "1", "open_account": true}'
+FRAMING_MAX = HEAD_BYTES_MAX + 8 * len(CHUNKED_CONTENT)
+# Each kind of framing, and the most of it served: a first chunk's extension comes
+# before any content, so only the headers' part of the bound is there for it yet.
+FRAMING_KINDS = {
+    "trailer fields": FRAMING_MAX,
+    "one trailer field": FRAMING_MAX,
+    "first chunk extension": HEAD_BYTES_MAX,
+    "last chunk extension": FRAMING_MAX,
+}
+
+
+def chunked_deposit(token: str, framing: str, size: int, *, close: bool = True) -> bytes:
+    """A chunked deposit of 1 to Ann whose bytes beside its content are `size` exactly,
+    most of them of the `framing` kind."""
+    head = (
+        b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {token}\r\nTransfer-Encoding: chunked\r\n".encode()
+        + (b"Connection: close\r\n" if close else b"")
+        + b"\r\n"
+    )
+    size_line = f"{len(CHUNKED_CONTENT):x}".encode()
+    extra = size - len(size_line) - len(b"\r\n\r\n0\r\n\r\n")
+    first, last, trailer = b"", b"", b""
+    if framing == "trailer fields":
+        fields = [b"X-T%d: " % n + b"t" * 100 + b"\r\n" for n in range(extra // 120)]
+        rest = extra - sum(map(len, fields))
+        trailer = b"".join(fields) + b"X-Last: " + b"t" * (rest - 10) + b"\r\n"
+    elif framing == "one trailer field":
+        trailer = b"X-T: " + b"t" * (extra - 7) + b"\r\n"
+    elif framing == "first chunk extension":
+        first = b";e=" + b"x" * (extra - 3)
+    else:
+        last = b";e=" + b"x" * (extra - 3)
+    body = size_line + first + b"\r\n" + CHUNKED_CONTENT + b"\r\n0" + last + b"\r\n"
+    body += trailer + b"\r\n"
+    assert len(body) - len(CHUNKED_CONTENT) == size
+    return head + body
+
+
+def send_in_pieces(port: int, request: bytes, cuts: list[int]) -> bytes:
+    """Everything the server answers to `request`, sent cut at `cuts` (each piece a read
+    of its own, as far as a short pause makes it so), until it closes."""
+    connection = connect(port)
+    connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pause = 0.01 if len(cuts) < 100 else 0.0
+    with contextlib.suppress(OSError):  # refused and closed before all is sent, as may be
+        for start, end in zip([0, *cuts], [*cuts, len(request)], strict=True):
+            connection.sendall(request[start:end])
+            time.sleep(pause)
+    answers = read_until_closed(connection)
+    connection.close()
+    return answers
+
+
+# Where a request is cut into writes, given its length and its head's.
+SPLITS = {
+    "in one write": lambda length, head: [],
+    "its head apart": lambda length, head: [head],
+    "its head with the first bytes of its body": lambda length, head: [head + 3],
+    "in halves": lambda length, head: [length // 2],
+    "its last bytes apart": lambda length, head: [length - 2],
+    "a kilobyte at a time": lambda length, head: list(range(1_000, length, 1_000)),
+    "a byte at a time": lambda length, head: list(range(1, length)),
+}
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_a_chunked_bodys_framing_is_bounded_however_its_bytes_are_split(
+    tmp_path: Path, split: str
+) -> None:
+    """The framing in the read that ended a head, or the body, was never counted: 33 KB of
+    trailer fields or a 100 KB chunk extension sent in one write (or two) were applied,
+    and only what spanned three reads or more was refused. Refused past the bound now,
+    and nothing applied; served below it, however the bytes come."""
+    with running_server(tmp_path) as server:
+        answers = {}
+        for framing, served in FRAMING_KINDS.items():
+            for size in (served - 100, FRAMING_MAX + 100):
+                request = chunked_deposit(server.token, framing, size)
+                cuts = SPLITS[split](len(request), request.index(b"\r\n\r\n") + 4)
+                answers[framing, size] = send_in_pieces(server.port, request, cuts)
+        for (framing, size), answer in answers.items():
+            if size > FRAMING_MAX:
+                assert error_of(answer) == (431, "headers_too_large"), (framing, answer)
+            else:
+                assert answer.startswith(b"HTTP/1.1 201 "), (framing, answer)
+        with server.client() as admin:
+            assert admin.get("/v1/accounts/Ann").json()["balance"] == "4.00"
+
+
+@pytest.mark.parametrize("split", ["in one write", "in halves", "a kilobyte at a time"])
+def test_chunked_bodies_within_their_bound_are_served_pipelined(tmp_path: Path, split: str) -> None:
+    """A read that holds two requests is counted for neither body, as which of its bytes
+    are whose is not known: one near its bound, sent with others, is never refused for
+    the bytes of another."""
+    with running_server(tmp_path) as server:
+        near = FRAMING_MAX - 100
+        requests = b"".join(
+            [
+                chunked_deposit(server.token, "trailer fields", near, close=False),
+                deposit_request(server.token, "Ann", "1"),
+                chunked_deposit(server.token, "last chunk extension", near, close=False),
+                chunked_deposit(server.token, "one trailer field", near),
+            ]
+        )
+        cuts = SPLITS[split](len(requests), requests.index(b"\r\n\r\n") + 4)
+        answers = send_in_pieces(server.port, requests, cuts)
+        assert answers.count(b"HTTP/1.1 201 Created\r\n") == 4, answers
+        with server.client() as admin:
+            assert admin.get("/v1/accounts/Ann").json()["balance"] == "4.00"
 
 
 def test_a_client_leaving_pipelined_statements_logs_nothing(tmp_path: Path) -> None:

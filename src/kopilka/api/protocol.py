@@ -19,7 +19,12 @@
 - Bytes of a chunked body that are not its content (chunk sizes and extensions, and
   trailer fields): past every header's bound and a few bytes for each byte of content,
   the request is answered 431 `headers_too_large` and closed, so endless trailers are
-  not held until they end.
+  not held until they end. Counted in every read of the body, however its bytes are
+  split: the one that ends its head too (less the head's measured size) and the one that
+  ends the body. Only a read that also holds another request (pipelined: the end of one
+  before it, or the start of one after it) is not counted for the body, as a head's
+  first bytes are not: which of its bytes are whose is not known. The parser holds at
+  most that one read more.
 - Chunks of a chunked body: past 32,768 the request is answered 413 `too_many_chunks`
   and closed. Each chunk costs a call into Python, however small: a body sent a byte a
   chunk held the event loop (every other client) for seconds.
@@ -70,6 +75,9 @@ WRITE_SECONDS_MAX = 30.0
 HEAD_BYTES_MAX = HEADERS_BYTES_MAX + 4 * 1024
 # The count while a body arrives: adding a body's bytes never brings it to the bound.
 _IN_BODY = -(1 << 62)
+# What a valid head says of its body's framing (an invalid head: 0).
+_NOT_CHUNKED = 1
+_CHUNKED = 2
 # The longest request target: a client name (200 characters, percent-encoded) and a
 # statement's query fit many times over. Checked as the parser hands the target over,
 # however it arrived: a head read in one piece is parsed before its size is seen.
@@ -351,8 +359,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self.head_bytes > HEAD_BYTES_MAX:
             self.headers_too_large()
-        elif self.head_bytes < 0 and _framing_too_large(self.head_bytes, self.body_bytes):
-            self._refuse_its_body(_HEADERS_TOO_LARGE)  # trailers, or chunk sizes, endless
+        elif self.head_bytes < 0:
+            if self.body_started is None:  # ended in this read (a chunked body), or refused
+                self._chunked_body_ended(len(data))
+            elif _framing_too_large(self.head_bytes, self.body_bytes):
+                self._refuse_its_body(_HEADERS_TOO_LARGE)  # trailers, or chunk sizes, endless
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
@@ -382,10 +393,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise _TargetTooLong
 
     def on_headers_complete(self) -> None:
+        head_reads = self.head_bytes
         # A head that ended in the read it began in was parsed before its bytes were
         # compared with the bound: measured now, if its reads held more than the bound
         # (or it began after another request in a read, its first bytes uncounted).
-        if (self.head_bytes > HEAD_BYTES_MAX or self.unanswered > 1) and (
+        if (head_reads > HEAD_BYTES_MAX or self.unanswered > 1) and (
             self._head_size() > HEAD_BYTES_MAX
         ):
             self.refusal = _HEADERS_TOO_LARGE
@@ -396,9 +408,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = _IN_BODY
         self.body_bytes = 0
         self.chunks_left = CHUNKS_MAX + 1
-        if not self._valid_head():
+        framing = self._framing_of_valid_head()
+        if not framing:
             self.refusal = _INVALID_HTTP
             raise _InvalidHead
+        if framing == _CHUNKED:
+            # The rest of the head's last read is the body's, its framing too: counted.
+            # Not below nothing: a head begun in a read after another request's end had
+            # its first bytes uncounted.
+            self.head_bytes += max(0, head_reads - self._head_size())
         if self.parser.should_upgrade():
             # The parser would stop at the end of its head and take its body, sent
             # later, for a request of its own: one a proxy in front never saw.
@@ -425,22 +443,25 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         fields = sum(len(name) + len(value) + 4 for name, value in self.headers)
         return len(self.url) + fields + 16
 
-    def _valid_head(self) -> bool:
-        """HTTP/1.1 (or 1.0) with one Host (1.1 requires it) and no transfer coding but
-        chunked (none in 1.0): an HTTP/0.9 request line, HTTP/2.0 in one, a Host missing
-        or given twice, and `gzip, chunked` (a body a proxy in front would read
-        otherwise) are refused."""
+    def _framing_of_valid_head(self) -> int:
+        """`_CHUNKED` or `_NOT_CHUNKED` for a valid head: HTTP/1.1 (or 1.0) with one
+        Host (1.1 requires it) and no transfer coding but chunked (none in 1.0). 0 for
+        the rest: an HTTP/0.9 request line, HTTP/2.0 in one, a Host missing or given
+        twice, and `gzip, chunked` (a body a proxy in front would read otherwise)."""
         version = self.parser.get_http_version()
         if version != "1.1" and version != "1.0":
-            return False
+            return 0
         hosts = 0
+        framing = _NOT_CHUNKED
         for name, value in self.headers:
             if name == b"host":
                 hosts += 1
-            elif name == b"transfer-encoding" and (value.lower() != b"chunked" or version == "1.0"):
-                # HTTP/1.0 has no transfer coding: its body's end is not to be agreed on.
-                return False
-        return hosts == 1 or (hosts == 0 and version == "1.0")
+            elif name == b"transfer-encoding":
+                if value.lower() != b"chunked" or version == "1.0":
+                    # HTTP/1.0 has no transfer coding: its body's end is not to be agreed on.
+                    return 0
+                framing = _CHUNKED
+        return framing if hosts == 1 or (hosts == 0 and version == "1.0") else 0
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's
         """A client that half-closes after its requests (`shutdown(SHUT_WR)`, `nc -N`)
@@ -462,8 +483,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self.body_started = None
-        self.head_bytes = 0  # the next request's head starts here
+        if self.chunks_left > CHUNKS_MAX:  # no chunk: not a chunked body
+            self.head_bytes = 0  # the next request's head starts here
+        # A chunked body's count runs on to the end of the read, which holds its last
+        # chunk size and trailer fields: compared with the bound once the read is parsed.
         super().on_message_complete()
+
+    def _chunked_body_ended(self, read_bytes: int) -> None:
+        """A chunked body ended in the read just parsed: its framing, counted to the end
+        of the read, is compared with the bound. Past it, the request is refused, and not
+        applied though its body is whole. Then the next request's head starts."""
+        count = self.head_bytes
+        self.head_bytes = 0
+        if self.in_head:
+            # The next request began in the read too: only the reads before it count.
+            count -= read_bytes
+        if _framing_too_large(count, self.body_bytes):
+            self._refuse_its_body(_HEADERS_TOO_LARGE)
 
     def on_response_complete(self) -> None:
         if self.answered_behind:
@@ -519,6 +555,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # begun to answer (say, 401 before reading the body), or a request before it is
         # still being answered, there is nothing to add but the close.
         cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            # Its application is told the client left, as the close would tell it: a body
+            # that ended in this read, whole, would be applied though refused.
+            cycle.disconnected = True
+            cycle.message_event.set()
         if (cycle is None or not cycle.response_started) and not self.pipeline:
             self._close_with(refusal)
         else:
