@@ -474,6 +474,69 @@ def test_a_client_token_for_an_old_account_whose_name_is_no_longer_taken_is_made
             assert old.get("/v1/accounts/%20Old").json()["balance"] == "5.00"
 
 
+def test_a_token_made_without_a_ledger_is_for_the_requests_ledger(server: ServerProcess) -> None:
+    """Without "ledger" in its body, POST /v1/tokens made a token for main whatever the
+    request's ledger: an admin working in books, by its token or by Kopilka-Ledger, got a
+    teller or a client token for main, the ledger with the money, told only by the
+    answer's "ledger". The request's ledger now, as every other endpoint reads it; a
+    "ledger" in the body still wins."""
+    with server.client() as admin:
+        books_admin = admin.post("/v1/tokens", json={"role": "admin", "ledger": "books"})
+        assert books_admin.status_code == 201, books_admin.text
+        by_header = admin.post(
+            "/v1/tokens",
+            json={"role": "client", "client": "Ann"},
+            headers={"Kopilka-Ledger": "books"},
+        )
+    with server.client(books_admin.json()["secret"]) as books:
+        made = {
+            "its token's": books.post("/v1/tokens", json={"role": "teller"}),
+            "the main admin's header": by_header,
+            "its header": books.post(
+                "/v1/tokens", json={"role": "teller"}, headers={"Kopilka-Ledger": "branch"}
+            ),
+            "the body's": books.post(
+                "/v1/tokens",
+                json={"role": "teller", "ledger": "main"},
+                headers={"Kopilka-Ledger": "branch"},
+            ),
+        }
+    assert {where: answer.status_code for where, answer in made.items()} == dict.fromkeys(made, 201)
+    expected = ["books", "books", "branch", "main"]
+    assert [answer.json()["ledger"] for answer in made.values()] == expected
+    for answer, ledger in zip(made.values(), expected, strict=True):
+        with server.client(answer.json()["secret"]) as made_token:
+            assert made_token.get("/v1/whoami").json()["ledger"] == ledger
+    with server.client(made["its token's"].json()["secret"]) as books_teller:
+        assert_refused(books_teller.get("/v1/accounts/Ann"), 404, "account_not_found")
+    with server.client() as admin:
+        for answer in [books_admin, *made.values()]:
+            assert admin.delete(f"/v1/tokens/{answer.json()['id']}").status_code == 204
+
+
+def test_a_token_asked_for_in_a_sandbox_must_name_its_ledger(server: ServerProcess) -> None:
+    """A request working in a sandbox (its Kopilka-Ledger) made a token for main, and the
+    sandbox's ledger is no token's: refused, saying so, and made as named in the body."""
+    with server.client() as admin:
+        sandbox = admin.post("/v1/sandboxes").json()["ledger"]
+        in_sandbox = {"Kopilka-Ledger": sandbox}
+        before = admin.get("/v1/tokens").json()
+        refused = admin.post("/v1/tokens", json={"role": "teller"}, headers=in_sandbox)
+        assert_refused(refused, 422, "invalid_ledger")
+        assert refused.json()["error"]["message"] == (
+            "a token is not bound to a sandbox, which lasts one session: this request works"
+            f" in {sandbox!r} (its Kopilka-Ledger header); name the token's ledger in the"
+            ' body ("ledger")'
+        )
+        assert admin.get("/v1/tokens").json() == before
+        named = admin.post(
+            "/v1/tokens", json={"role": "teller", "ledger": "main"}, headers=in_sandbox
+        )
+        assert (named.status_code, named.json()["ledger"]) == (201, "main")
+        assert admin.delete(f"/v1/tokens/{named.json()['id']}").status_code == 204
+        assert admin.delete(f"/v1/sandboxes/{sandbox}").status_code == 204
+
+
 def test_admin_token_file_is_private(server: ServerProcess) -> None:
     mode = (server.home / "admin.token").stat().st_mode & 0o777
     assert mode == 0o600

@@ -687,9 +687,18 @@ class Call:
             " again; look with GET /v1/tokens before making another"
         )
         request: TokenIn = await self.decode(TokenIn)
-        record, secret = await make_token(
-            self.app.store, request.role, request.client, request.ledger
-        )
+        ledger = request.ledger
+        if not isinstance(ledger, str):  # not given: the request's, as every endpoint's
+            ledger = self.ledger
+            # Named by the header (no token is bound to a sandbox), told as such.
+            if ledger.startswith(SANDBOX_PREFIX):
+                raise InvalidInput(
+                    "invalid_ledger",
+                    "a token is not bound to a sandbox, which lasts one session: this"
+                    f" request works in {ledger!r} (its Kopilka-Ledger header); name the"
+                    ' token\'s ledger in the body ("ledger")',
+                )
+        record, secret = await make_token(self.app.store, request.role, request.client, ledger)
         out = token_out(record)
         out.secret = secret
         return json_response(out, 201)

@@ -124,7 +124,16 @@ class SandboxIn(_In):
 class TokenIn(_In):
     role: Literal["admin", "teller", "client"]
     client: Client | None = None
-    ledger: str = "main"
+    ledger: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                description="The token's ledger; not given, the request's: its"
+                " Kopilka-Ledger header, else the ledger of the token making it"
+            ),
+        ]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
 
 
 class TokenOut(msgspec.Struct, omit_defaults=True):
