@@ -41,7 +41,6 @@ from kopilka.client_wire import (
 )
 from kopilka.clock import positive_seconds
 from kopilka.domain.model import (
-    DEFAULT_LEDGER,
     Account,
     Command,
     Deposit,
@@ -916,11 +915,14 @@ class Client:
     # -- tokens (an admin token only) -----------------------------------------
 
     def create_token(
-        self, role: str, client: str | None = None, ledger: str = DEFAULT_LEDGER
+        self, role: str, client: str | None = None, ledger: str | None = None
     ) -> tuple[TokenInfo, str]:
-        """A new token and its secret, which the server shows in this answer only."""
+        """A new token and its secret, which the server shows in this answer only. Its
+        ledger, when None, is this client's: the one it names, else its token's."""
         _name_as_the_rules_take(client)
-        body = {"role": role, "client": client, "ledger": ledger}
+        body = {"role": role, "client": client}
+        if ledger is not None:  # else not sent: the server takes the request's ledger
+            body["ledger"] = ledger
         # Not retried once sent: a second try would make a second token.
 
         def read(answer: Any) -> tuple[TokenInfo, str]:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from tests.kopilka_server import ServerProcess, kopilka_command, running_server, server_env
 
+from kopilka.client import connect_bank
 from kopilka.tokens import hash_secret, new_secret, token_id_of
 
 
@@ -535,6 +536,27 @@ def test_a_token_asked_for_in_a_sandbox_must_name_its_ledger(server: ServerProce
         assert (named.status_code, named.json()["ledger"]) == (201, "main")
         assert admin.delete(f"/v1/tokens/{named.json()['id']}").status_code == 204
         assert admin.delete(f"/v1/sandboxes/{sandbox}").status_code == 204
+
+
+def test_the_python_client_makes_a_token_for_its_own_ledger(server: ServerProcess) -> None:
+    """`create_token` sent "ledger": "main" unless given another: a client working in
+    books, named or its token's, made tokens for main. None now sends none, and the
+    server takes the client's ledger, as for its every other call."""
+    with server.client() as admin:
+        books_admin = admin.post("/v1/tokens", json={"role": "admin", "ledger": "books"})
+    with connect_bank(server.url, token=books_admin.json()["secret"]) as books:
+        own, _ = books.create_token("teller")
+        named, _ = books.create_token("teller", ledger="main")
+    with connect_bank(server.url, token=server.token, ledger="books") as in_books:
+        ann, ann_secret = in_books.create_token("client", "Ann")
+    with connect_bank(server.url, token=server.token) as in_main:
+        main, _ = in_main.create_token("teller")
+    assert [token.ledger for token in (own, named, ann, main)] == ["books", "main", "books", "main"]
+    with connect_bank(server.url, token=ann_secret) as ann_bank:
+        assert ann_bank.ledger == "books"
+    with server.client() as admin:
+        for token_id in (books_admin.json()["id"], own.id, named.id, ann.id, main.id):
+            assert admin.delete(f"/v1/tokens/{token_id}").status_code == 204
 
 
 def test_admin_token_file_is_private(server: ServerProcess) -> None:
