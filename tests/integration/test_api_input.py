@@ -690,6 +690,10 @@ def test_text_no_store_can_keep_is_refused_where_it_comes_in(
         ]
         alone = admin.post("/v1/transfers", json={"from": "Ann", "to": "B\u0000", "amount": "1"})
         refused(alone, 422, "invalid_client")
+        # An opening's name too: PostgreSQL's refusal of the text had come first.
+        for opening in ({"client": "a\u0000b"}, {"client": "Ok\u0000", "opening_balance": "5"}):
+            refused(admin.post("/v1/accounts", json=opening), 422, "invalid_client")
+        refused(admin.patch("/v1/accounts/a%00b", json={"max_balance": "5"}), 422, "invalid_client")
         refused(admin.get("/v1/accounts/%00"), 422, "invalid_client")
         refused(admin.get("/v1/accounts/%00/statement"), 422, "invalid_client")
         refused(admin.get("/v1/accounts?after=%00"), 422, "invalid_client")

@@ -95,6 +95,7 @@ from kopilka.domain.model import (
 )
 from kopilka.domain.rules import (
     IDEMPOTENCY_KEY_LENGTH_MAX,
+    refuse_what_no_store_reads,
     validate_client,
     validate_ledger_name,
 )
@@ -392,6 +393,9 @@ class Call:
         return query_of(self.scope, *known)
 
     async def outcome(self, command: Command, claim: ClaimKey | None) -> Account:
+        # A name no store can look up (a NUL) is the rules' to refuse, as a money write's
+        # is: a store's refusal of its text ("invalid_text", PostgreSQL's) came first.
+        refuse_what_no_store_reads(command)
         (outcome,) = await self.app.engine.submit_many([command], claim, self.principal.token_id)
         if isinstance(outcome, KopilkaError):
             raise outcome
