@@ -231,6 +231,8 @@ def test_help_from_the_os_shell_writes_its_commands_as_typed_there() -> None:
     examples = [line.split("e.g. ", 1)[1] for line in overview.splitlines() if "e.g. " in line]
     assert examples and all(example.startswith("kopilka ") for example in examples)
     assert "e.g. kopilka kopilka" not in overview
+    # Those run only from the OS prompt are named there too, README's "every command".
+    assert "  shell, serve, token  " in overview and "shell, serve" not in help_overview()
     assert help_overview().endswith("Type 'help COMMAND' for a command's options and examples.")
     assert "e.g. kopilka" not in help_overview()
     init = next(spec for spec in COMMANDS if spec.name == "init")

@@ -297,6 +297,9 @@ def help_overview(*, oneshot: bool = False) -> str:
             f"  {' ' * width}    e.g. {_as_typed(example, oneshot)}"
             for example in spec.examples[:1]
         )
+    if oneshot:  # the commands with parsers of their own, run only from the OS prompt
+        lines.append(f"  {'shell, serve, token'.ljust(width)}  the shell, the HTTP API, its tokens")
+        lines.append(f"  {' ' * width}    e.g. kopilka serve 8888; kopilka help serve")
     # At an OS prompt, `help deposit` is that shell's own help.
     lines.append(
         f"Type '{_as_typed('help COMMAND', oneshot)}' for a command's options and examples."
