@@ -459,12 +459,24 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
             wanted = "a string" if kinds == (str,) else "a number"
             if kinds == (int,):
                 wanted = "a whole number"
-            # Worded, and its file named, as a value of the right kind out of range is.
+            # Worded, and its file named, as a value of the right kind out of range is. A
+            # number in quotes is told so: "not '8889'" read as a refusal of 8889 itself.
+            text = "the text " if _a_number_in_quotes(value) else ""
             raise InvalidInput(
                 "invalid_setting",
-                f"{name} must be {wanted},"
-                f" not {quoted(value, mapping='a table', spell=as_toml)} ({path.absolute()})",
+                f"{name} must be {wanted}, not"
+                f" {text}{quoted(value, mapping='a table', spell=as_toml)} ({path.absolute()})",
             )
+
+
+def _a_number_in_quotes(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value.strip())
+    except ValueError:
+        return False
+    return True
 
 
 def as_toml(value: object) -> str:

@@ -203,7 +203,8 @@ def test_missing_or_broken_config_file_refused(tmp_path: Path) -> None:
     [
         ("db = 5", "db must be a string, not 5"),
         ("ledger = 7", "ledger must be a string, not 7"),
-        ('port = "8889"', "port must be a whole number, not '8889'"),
+        ('port = "8889"', "port must be a whole number, not the text '8889'"),
+        ('port = "x"', "port must be a whole number, not 'x'"),
         ("port = 8889.0", "port must be a whole number, not 8889.0"),
         # As the file writes it, not as Python does (True, datetime.date(...)).
         ("workers = true", "workers must be a whole number, not true"),
@@ -252,7 +253,7 @@ def test_a_value_of_the_wrong_kind_names_its_file_as_one_out_of_range_does(
     with pytest.raises(InvalidInput) as out_of_range:
         load_settings(environ=environ, serving=True)
     named = f" ({tmp_path / 'kopilka.toml'})"
-    assert kind.value.message == "workers must be a whole number, not '2'" + named
+    assert kind.value.message == "workers must be a whole number, not the text '2'" + named
     assert out_of_range.value.message == "workers must be 1 to 64, not 0" + named
 
 
