@@ -103,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", choices=ROLES, required=True)
     create.add_argument("--client", help="the one account a client token may use")
     create.add_argument(
-        "--ledger", help="the token's ledger (default: the ledger setting, else main)"
+        "--ledger",
+        help="the token's ledger (default: the ledger setting, else main, or over --url the"
+        " asking token's own)",
     )
     revoke = commands.add_parser("revoke", help="revoke a token by its id", parents=[where])
     revoke.add_argument("token_id", metavar="ID")
@@ -265,9 +267,12 @@ def _token_main(argv: list[str]) -> int:
         # A --url given here wins; else the settings' (None when a database was given
         # at a stronger place, a --db flag among them).
         url = getattr(arguments, "url", None) or settings.url
-        if arguments.command == "create" and arguments.ledger is None:
-            # The ledger every other command works in (KOPILKA_LEDGER, kopilka.toml):
-            # a client's token bound to main instead would be for another account.
+        # The ledger every other command works in (KOPILKA_LEDGER, kopilka.toml): a
+        # client's token bound to main instead would be for another account. Over the
+        # network with none chosen, the asking token's own, as other commands' (None:
+        # the server takes the request's ledger).
+        chosen = url is None or settings.ledger_chosen
+        if arguments.command == "create" and arguments.ledger is None and chosen:
             arguments.ledger = settings.ledger
         if url is not None:
             return _run_remote(url, getattr(arguments, "token", None), arguments)

@@ -322,6 +322,35 @@ def test_a_ledger_given_is_asked_for_main_too(server: ServerProcess) -> None:
         assert branch.json()["balance"] == "7.00"
 
 
+def test_a_token_made_over_url_with_no_ledger_chosen_is_for_the_asking_tokens(
+    server: ServerProcess,
+) -> None:
+    """As every other command over --url works in its token's ledger: a client token for
+    Ann made by an admin of books was bound to main, another Ann's account."""
+    _, books_admin = created_token(
+        token_command(server, "create", "--role", "admin", "--ledger", "books", "--url", server.url)
+    )
+    made = token_command(
+        server, "create", "--role", "teller", "--url", server.url, "--token", books_admin
+    )
+    token_id, _ = created_token(made)
+    chosen = token_command(
+        server,
+        "create",
+        "--role",
+        "teller",
+        "--url",
+        server.url,
+        "--token",
+        books_admin,
+        env={"KOPILKA_LEDGER": "main"},
+    )
+    chosen_id, _ = created_token(chosen)
+    listed = token_command(server, "list", "--url", server.url).stdout.splitlines()
+    ledgers = {line.split()[0]: line.split()[2] for line in listed}
+    assert (ledgers[token_id], ledgers[chosen_id]) == ("ledger=books", "ledger=main")
+
+
 def test_the_python_client_names_the_ledger_its_token_writes_to(server: ServerProcess) -> None:
     """Unnamed, the ledger is the token's own: the client's answers say which it is."""
     _, teller = created_token(
