@@ -691,7 +691,7 @@ class Client:
             idempotency_key=idempotency_key if keyed else None,
             retry=False,
         )
-        account = self._answer(response, self._account_reader())
+        account = self._answer(response, self._account_reader(), keyed=keyed)
         # Opened before under the key given, as the embedded bank says it.
         account.replayed = keyed and response.headers.get("idempotent-replayed") == "true"
         return account
@@ -920,6 +920,14 @@ class Client:
         """A new token and its secret, which the server shows in this answer only. Its
         ledger, when None, is this client's: the one it names, else its token's."""
         _name_as_the_rules_take(client)
+        if ledger is None and self._sandbox is not None:
+            # The request's ledger is the sandbox, to which no token is bound: said in
+            # this call's words, not the header's and the body's the server would name.
+            raise InvalidInput(
+                "invalid_ledger",
+                "a token is not bound to a sandbox, which lasts one session: give"
+                " create_token its ledger (ledger=...)",
+            )
         body = {"role": role, "client": client}
         if ledger is not None:  # else not sent: the server takes the request's ledger
             body["ledger"] = ledger
@@ -949,8 +957,8 @@ class Client:
         keeper, self._sandbox = self._sandbox, None
         if keeper is None:
             return
-        keeper.stop()
         try:
+            keeper.stop()  # up to a while, its read under way on a server that hangs
             # Once, briefly: a server that does not answer drops it by itself when its
             # idle time is up, and leaving must not wait on it.
             self._call(
@@ -1011,7 +1019,7 @@ def connect_bank(
     if type(sandbox) is not bool:  # "no" read from a file would open one
         raise InvalidInput("invalid_option", "sandbox is True or False")
     if sandbox and ledger is not None:  # as the shell refuses --sandbox with --ledger
-        raise sandbox_and("ledger")
+        raise sandbox_and("ledger", python=True)
     if token is None:
         token = os.environ.get("KOPILKA_TOKEN")
     if token == "":

@@ -147,12 +147,12 @@ def sandbox_ended() -> NotFound:
     )
 
 
-def sandbox_and(option: str) -> InvalidInput:
+def sandbox_and(option: str, *, python: bool = False) -> InvalidInput:
     """A sandbox asked for with a ledger or database named too (`--ledger`, `ledger=`):
-    the one named went unused, without a word, and what was done was dropped at the end."""
-    return InvalidInput(
-        "invalid_option", f"give either --sandbox or --{option}: a sandbox is a ledger of its own"
-    )
+    the one named went unused, without a word, and what was done was dropped at the end.
+    `python`: named as a Python caller gives them (connect_bank's arguments)."""
+    given = f"sandbox=True or {option}=" if python else f"--sandbox or --{option}"
+    return InvalidInput("invalid_option", f"give either {given}: a sandbox is a ledger of its own")
 
 
 def no_sandbox(ledger: str) -> NotFound:

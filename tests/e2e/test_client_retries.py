@@ -152,6 +152,13 @@ def test_a_write_answered_5xx_is_not_said_to_be_refused(
             assert unkeyed.value.message == (
                 f"{cause}; whether this was applied is not known: check before repeating it"
             )
+            # An opening under a key of the caller's: its retry replays, as a deposit's.
+            with pytest.raises(Unavailable) as opening:
+                bank.open_account("Bea", 0, None, 0, "gate-open-1")
+            assert opening.value.message == (
+                f"{cause}; whether this was applied is not known: retry with the same"
+                " idempotency key, it is never applied twice"
+            )
         deposit = ("deposit", "--client=Ann", "--amount=1", "--description=pay")
         result = run_kopilka(tmp_path / "cli", *deposit, "--url", url, "--token", server.token)
         assert result.returncode == OUTCOME_UNKNOWN_EXIT, result.stderr

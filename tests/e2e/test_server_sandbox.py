@@ -86,8 +86,8 @@ def test_a_client_asking_for_a_sandbox_and_a_ledger_is_refused_as_the_shell_is(
             with pytest.raises(InvalidInput) as refused:
                 connect_bank(server.url, token=server.token, sandbox=True, ledger=ledger)  # type: ignore[arg-type]
             assert (refused.value.code, refused.value.message) == (
-                "invalid_option",
-                "give either --sandbox or --ledger: a sandbox is a ledger of its own",
+                "invalid_option",  # named as a Python caller gives them
+                "give either sandbox=True or ledger=: a sandbox is a ledger of its own",
             ), ledger
         # A KOPILKA_LEDGER setting is left for the sessions that name no sandbox.
         with sandbox_shell(server, KOPILKA_LEDGER="books") as set_aside:
@@ -97,7 +97,29 @@ def test_a_client_asking_for_a_sandbox_and_a_ledger_is_refused_as_the_shell_is(
         with server.client(**{"Kopilka-Ledger": "books"}) as admin:
             assert admin.get("/v1/accounts/Ann").status_code == 404  # it went to the sandbox
     assert (shell.returncode, shell.stdout) == (1, "")
-    assert shell.stderr == f"Error: {refused.value.message}\n"
+    assert shell.stderr == (
+        "Error: give either --sandbox or --ledger: a sandbox is a ledger of its own\n"
+    )
+
+
+def test_a_token_asked_for_in_a_sandbox_session_is_told_to_name_its_ledger(
+    tmp_path: Path,
+) -> None:
+    """In this call's words: the server's named a header and a body the caller never saw."""
+    with (
+        running_server(tmp_path / "home") as server,
+        connect_bank(server.url, token=server.token, sandbox=True) as bank,
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            bank.create_token("teller")
+        assert (refused.value.code, refused.value.message) == (
+            "invalid_ledger",
+            "a token is not bound to a sandbox, which lasts one session: give create_token"
+            " its ledger (ledger=...)",
+        )
+        _, secret = bank.create_token("teller", ledger="main")
+        with connect_bank(server.url, token=secret) as teller:
+            assert teller.whoami()["ledger"] == "main"
 
 
 def test_one_token_cannot_take_every_sandbox(tmp_path: Path) -> None:
