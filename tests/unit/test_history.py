@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -64,6 +65,19 @@ def test_a_history_readable_by_others_is_made_private_again(tmp_path: Path) -> N
     history = history_at(home / "history")
     assert (home / "history").stat().st_mode & 0o777 == 0o600
     assert list(history.load_history_strings()) == ["balance --client=Ann"]
+
+
+def test_a_history_linked_to_what_is_no_file_is_left_as_it_is(tmp_path: Path) -> None:
+    """History turned off by a link to /dev/null: made "private", /dev/null was closed to
+    every other process of the machine (as root)."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o666)
+    fifo.chmod(0o666)
+    (home / "history").symlink_to(fifo)
+    history_at(home / "history")
+    assert fifo.stat().st_mode & 0o777 == 0o666
 
 
 def test_a_long_history_keeps_its_last_lines_only(tmp_path: Path) -> None:

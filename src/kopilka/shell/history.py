@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -73,10 +74,11 @@ def history_at(path: Path) -> History:
         return InMemoryHistory()  # a read-only home still gets a working shell
     with contextlib.suppress(OSError):  # another user's file is left as it is
         # One an older kopilka or a copy left readable by others: private again, as the
-        # database is, for it holds every name, amount and description typed.
-        mode = path.stat().st_mode
-        if mode & 0o077:
-            path.chmod(mode & 0o700)
+        # database is, for it holds every name, amount and description typed. A regular
+        # file of this user's alone: a link to /dev/null (history turned off) is left be.
+        found = path.stat()
+        if stat.S_ISREG(found.st_mode) and found.st_uid == os.geteuid() and found.st_mode & 0o077:
+            path.chmod(found.st_mode & 0o700)
     with contextlib.suppress(OSError):  # not cut (a full disk): read whole, as it was
         if path.stat().st_size > _BYTES_BEFORE_CUT:
             _keep_the_last_entries(path.resolve())  # a link's file, the link kept
