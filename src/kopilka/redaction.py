@@ -75,9 +75,10 @@ _URL_IN_TEXT = re.compile(rf"\b{_SCHEME}[^\s'\"]+?(?=:\s|:$|[\s'\"]|$)", re.IGNO
 _URL_START = re.compile(rf"\b{_SCHEME}", re.IGNORECASE)
 # libpq's keyword=value form: password=... or password='...' (sslpassword= too). An
 # unquoted value runs to the next space, '&' and '"' and all (none is special to libpq);
-# a double-quoted one is hidden whole, spaces and all, though libpq reads it otherwise.
+# a double-quoted one is hidden whole, spaces and all, though libpq reads it otherwise;
+# a quote left open hides all that follows it.
 _KEYWORD_PASSWORD = re.compile(
-    r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\"[^\"]*\"|\S+)", re.IGNORECASE
+    r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*(?:'|$)|\"[^\"]*(?:\"|$)|\S+)", re.IGNORECASE
 )
 
 

@@ -170,10 +170,11 @@ def load_settings(
     if rank("db") < nowhere:
         # A form no database has, refused before the value is quoted below: a mistyped
         # URL's password (postgresql//u:pw@h) is in no URL a mask knows. Not quoted here.
-        try:
-            sqlite_path(db)
+        try:  # spaces or a line break around it said below, once it is known no URL's
+            sqlite_path(db.strip())
         except InvalidInput as refused:
-            raise InvalidInput(refused.code, f"{named_at('db')}: {refused.message}") from None
+            code = "invalid_setting" if refused.code == "invalid_option" else refused.code
+            raise InvalidInput(code, f"{named_at('db')}: {refused.message}") from None
     if any(unicodedata.category(character) in _BREAKS for character in db):
         # A line break at its end (a file read into a variable) made a lookalike file.
         raise InvalidInput(

@@ -487,6 +487,11 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
             "Error: --db: a PostgreSQL database is named by a URL (postgresql://user@host/db),"
             " not by keyword=value settings\n",
         ),
+        (  # a quoted value, a space in it: libpq's too, and no file's name
+            "host=db.internal dbname=bank password='S3 cret'",
+            "Error: --db: a PostgreSQL database is named by a URL (postgresql://user@host/db),"
+            " not by keyword=value settings\n",
+        ),
         (
             "mysql://user:secret@host/db",
             "Error: --db: kopilka cannot use a mysql:// database: give a SQLite path or a"
@@ -535,6 +540,8 @@ def test_a_sqlite_file_in_a_directory_named_postgres_is_a_file(
         # end: a password in no URL the mask knows was shown.
         "postgresql//app:S3cret@127.0.0.1/bank ",
         "postgres:app:S3cret@db/bank\n",
+        " postgresql//app:S3cret@127.0.0.1/bank",  # a space before it, as after
+        "\tpostgres:app:S3cret@db/bank",
     ],
 )
 @pytest.mark.parametrize("command", [DEPOSIT, ("balance", "--client=John Jones"), ("init",)])

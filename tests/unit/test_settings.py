@@ -953,6 +953,13 @@ def test_a_keyword_password_is_hidden(password: str, shown: str) -> None:
     assert hide_secrets(message, ["get", given]) == message.replace(password, shown)
 
 
+@pytest.mark.parametrize("quote", ["'", '"'])
+def test_a_keyword_password_whose_quote_is_left_open_is_hidden_to_the_end(quote: str) -> None:
+    given = f"host=h password={quote}S3 cret"
+    message = f"no database at {given}"
+    assert hide_secrets(message, [given]) == "no database at host=h password=***"
+
+
 @pytest.mark.parametrize(
     ("message", "url"),
     [

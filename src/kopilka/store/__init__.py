@@ -62,8 +62,10 @@ def keeps_nothing(url: str) -> bool:
 
 
 # Two or more keyword=value pairs apart by spaces: never taken for a file's name, which
-# would hold a password, shown back as a path.
-_KEYWORD_VALUES = re.compile(r"\s*\w+\s*=\s*\S*(?:\s+\w+\s*=\s*\S*)+\s*")
+# would hold a password, shown back as a path. A value may be quoted, spaces and all
+# (libpq's 'single quotes'; double ones, or a quote left open, are no file's name either).
+_VALUE = r"""(?:'(?:[^'\\]|\\.)*'?|"[^"]*"?|\S*)"""
+_KEYWORD_VALUES = re.compile(rf"\s*\w+\s*=\s*{_VALUE}(?:\s+\w+\s*=\s*{_VALUE})+\s*")
 
 
 def sqlite_path(url: str) -> str | None:
