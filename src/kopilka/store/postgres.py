@@ -13,8 +13,9 @@ RetryableStoreError, which the engine retries. A connection lost *during*
 COMMIT is settled by asking the server whether the transaction committed
 (pg_xact_status), so a batch is never applied twice nor reported lost when it
 was not. An unreachable database is Unavailable (HTTP 503) at once, and the
-pool reconnects by itself when the server is back. The schema's version is
-postgres_migrate.py's.
+pool reconnects by itself when the server is back. A statement that times out
+(a silent server) retires every connection opened before it. The schema's
+version is postgres_migrate.py's.
 """
 
 from __future__ import annotations
@@ -184,6 +185,12 @@ async def _durable_commits(connection: Connection) -> None:
         await connection.execute("SET synchronous_commit = on")
 
 
+class _Connection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has no hints
+    """asyncpg's connection, marked with the store's count of silences as it opened."""
+
+    __slots__ = ("silences_before",)
+
+
 async def _no_reset(connection: Connection) -> None:
     """Nothing to reset on release: the store keeps no session state but the commit
     level set as the connection opened, which must stay (asyncpg's default reset would
@@ -228,6 +235,8 @@ class PostgresStore:
         self.stale_views = StaleViews()
         self._pool: Any = None
         self._batch_connections: list[Connection] = []
+        # Statements that timed out: connections opened before the last are not used again.
+        self._silences = 0
         self._outage_logged = False
         self._refusals_told = Told()  # each reason once: a table, a grant
         self._create_schema = create_schema
@@ -250,7 +259,8 @@ class PostgresStore:
                 timeout=self._connect_timeout_seconds,
                 command_timeout=self._command_timeout_seconds,
                 reset=_no_reset,
-                init=_durable_commits,
+                init=self._opened,
+                connection_class=_Connection,
                 server_settings={
                     "application_name": "kopilka",
                     "lock_timeout": f"{int(self._lock_timeout_seconds * 1000)}ms",
@@ -273,6 +283,23 @@ class PostgresStore:
                 if pool is not None:
                     pool.terminate()
             raise
+
+    async def _opened(self, connection: Connection) -> None:
+        connection.silences_before = self._silences
+        await _durable_commits(connection)
+
+    def _lost(self, connection: Connection, error: BaseException) -> None:
+        """Close a connection that failed as lost. One whose statement timed out went
+        silent (a frozen server, a network dropping its packets), and so, most likely,
+        did every other opened before it: none of those is handed out again, or each
+        caller in turn would wait a whole timeout on one. Opening anew costs a round
+        trip or two, and only after a timeout."""
+        if isinstance(error, TimeoutError):
+            self._silences += 1
+        _discard(connection)
+
+    def _before_a_silence(self, connection: Connection) -> bool:
+        return bool(connection.silences_before < self._silences)
 
     def stop_waiting(self) -> None:
         return None  # a batch waits for row locks at most lock_timeout, then is retried
@@ -360,8 +387,8 @@ class PostgresStore:
         connection = await self._acquire(reading=reading)
         try:
             yield connection
-        except _CONNECTION_LOST:
-            _discard(connection)
+        except _CONNECTION_LOST as error:
+            self._lost(connection, error)
             raise
         else:
             self._log_recovery()
@@ -376,6 +403,14 @@ class PostgresStore:
             raise Unavailable("shutting_down", "the ledger is shutting down; try again")
         try:
             connection: Connection = await pool.acquire(timeout=self._connect_timeout_seconds)
+            while self._before_a_silence(connection):
+                # Closed, its slot goes back. The pool hands out its open connections
+                # first: each opened before the silence is met and closed in turn, a
+                # cost of nothing but the closing, and only then are new ones opened.
+                _discard(connection)
+                with contextlib.suppress(*_CONNECTION_LOST):
+                    await pool.release(connection)
+                connection = await pool.acquire(timeout=self._connect_timeout_seconds)
         except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
             raise self._unavailable(error, reading=reading) from error
         return connection
@@ -391,9 +426,13 @@ class PostgresStore:
         connection = None
         while self._batch_connections:
             kept = self._batch_connections.pop()
-            if _open(kept):  # one the server closed meanwhile is dropped
-                connection = kept
-                break
+            if not _open(kept):  # one the server closed meanwhile is dropped
+                continue
+            if self._before_a_silence(kept):
+                _discard(kept)  # its slot goes back to the pool
+                continue
+            connection = kept
+            break
         if connection is None:
             connection = await self._acquire()
         idle = False
@@ -401,8 +440,8 @@ class PostgresStore:
             yield connection
             self._log_recovery()
             idle = True
-        except _CONNECTION_LOST:
-            _discard(connection)
+        except _CONNECTION_LOST as error:
+            self._lost(connection, error)
             raise
         except Exception:
             idle = True  # a failed batch has rolled back
@@ -641,7 +680,7 @@ class PostgresStore:
         except BaseException as error:
             if isinstance(error, _CONNECTION_LOST):
                 # Before COMMIT nothing is applied: the server rolls back a lost session.
-                _discard(connection)
+                self._lost(connection, error)
                 raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
             await _rollback_quietly(transaction)
             if isinstance(error, asyncpg.exceptions.LockNotAvailableError):
@@ -651,8 +690,8 @@ class PostgresStore:
             raise
         try:
             await transaction.commit()
-        except _CONNECTION_LOST:
-            _discard(connection)
+        except _CONNECTION_LOST as error:
+            self._lost(connection, error)
             if transaction_id is None:
                 return plan.outcomes  # nothing was written: the outcome is the same
             outcomes = await self._settle(transaction_id, plan)
@@ -680,7 +719,10 @@ class PostgresStore:
             try:
                 async with self._connection() as connection:
                     status = await connection.fetchval(
-                        "SELECT pg_xact_status($1::text::xid8)", transaction_id
+                        "SELECT pg_xact_status($1::text::xid8)",
+                        transaction_id,
+                        # A new connection may be as silent as the one that lost the COMMIT.
+                        timeout=self._settle_timeout_seconds,
                     )
             except _CONNECTION_LOST as error:
                 # A pooled connection the same cut ended (all kopilka's sessions

@@ -1,0 +1,141 @@
+"""PostgreSQL sessions that go silent: the backends serving kopilka are frozen (SIGSTOP)
+while the server still takes new connections, as when a network drops the packets of
+the connections made before. A request on one is answered once the command timeout has
+passed, not a timeout per pooled connection, and a write is never applied twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from tests.pgserver import PostgresTestServer
+
+from kopilka.domain.model import Deposit, Operation
+from kopilka.engine import Engine
+from kopilka.errors import Unavailable
+from kopilka.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+COMMAND_TIMEOUT_SECONDS = 2.0
+
+
+@contextlib.asynccontextmanager
+async def _kopilka_sessions_frozen(url: str) -> AsyncIterator[list[int]]:
+    """Every backend serving kopilka in this database stopped, until the end; the
+    postmaster is not, so new connections are served. Yields their pids."""
+    admin = await asyncpg.connect(url)
+    try:
+        pids = [
+            row[0]
+            for row in await admin.fetch(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE application_name = 'kopilka' AND datname = current_database()"
+            )
+        ]
+    finally:
+        await admin.close()
+    assert len(pids) >= 3, pids  # several pooled connections, as under load
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pids
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+async def _applied(url: str, key: str) -> int:
+    connection = await asyncpg.connect(url)
+    try:
+        count: int = await connection.fetchval(
+            "SELECT count(*) FROM operations WHERE idempotency_key = $1", key
+        )
+        return count
+    finally:
+        await connection.close()
+
+
+async def test_connections_opened_before_a_timeout_are_not_handed_out_again(
+    postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    """Each of them is most likely as silent: a read tried again, and the requests
+    after it, go on new connections, not one timeout after another."""
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
+    store = PostgresStore(postgres_url, command_timeout_seconds=COMMAND_TIMEOUT_SECONDS)
+    async with Engine(store) as engine:
+        await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
+        # Several pooled connections, all idle as the sessions freeze, and one kept for
+        # the next batch.
+        await asyncio.gather(*(engine.list_accounts("main") for _ in range(8)))
+        async with _kopilka_sessions_frozen(postgres_url):
+            started = time.monotonic()
+            assert (await engine.get_account("main", "Ann")).balance_cents == 1_000
+            waited = time.monotonic() - started
+            assert COMMAND_TIMEOUT_SECONDS <= waited < 1.75 * COMMAND_TIMEOUT_SECONDS
+            started = time.monotonic()
+            applied = await engine.execute(Deposit("Bob", 100, "after", "k1"))
+            assert isinstance(applied, Operation), applied
+            assert (await engine.get_account("main", "Bob")).balance_cents == 100
+            assert (await engine.list_accounts("main"))[0].client == "Ann"
+            assert time.monotonic() - started < COMMAND_TIMEOUT_SECONDS
+
+
+async def test_a_commit_on_a_silent_connection_is_answered_after_one_timeout(
+    postgres_server: PostgresTestServer, postgres_url: str
+) -> None:
+    """The session freezes while it commits: whether it committed is asked on a new
+    connection (the others are as silent), within the settle timeout; the COMMIT is
+    still in progress there, so the outcome is not known, and the key settles it."""
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
+    store = PostgresStore(
+        postgres_url,
+        command_timeout_seconds=COMMAND_TIMEOUT_SECONDS,
+        settle_timeout_seconds=0.3,
+    )
+    async with Engine(store) as engine:
+        await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
+        await asyncio.gather(*(engine.list_accounts("main") for _ in range(8)))
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            # A COMMIT that takes a second, long enough to be caught at it.
+            await admin.execute(
+                "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;"
+                " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON operations"
+                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+                " WHEN (NEW.description = 'slow') EXECUTE FUNCTION slow_commit()"
+            )
+            deposit = asyncio.create_task(engine.execute(Deposit("Bob", 250, "slow", "k1")))
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if await admin.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'kopilka'"
+                    " AND datname = current_database() AND query = 'COMMIT;'"
+                    " AND state = 'active'"
+                ):
+                    break
+            else:
+                pytest.fail("the COMMIT was never seen in progress")
+        finally:
+            await admin.close()
+        async with _kopilka_sessions_frozen(postgres_url):
+            started = time.monotonic()
+            with pytest.raises(Unavailable) as silent:
+                await deposit
+            # The COMMIT's timeout (less the moment it ran before the freeze), then the
+            # settle's, not a timeout on each connection opened before the silence.
+            assert time.monotonic() - started < 1.75 * COMMAND_TIMEOUT_SECONDS
+            assert silent.value.code == "outcome_unknown", silent.value
+        settled = await engine.execute(Deposit("Bob", 250, "slow", "k1"))
+        assert isinstance(settled, Operation), settled
+        assert (await engine.get_account("main", "Bob")).balance_cents == 250
+    assert await _applied(postgres_url, "k1") == 1
