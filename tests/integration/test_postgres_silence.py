@@ -51,6 +51,21 @@ async def _kopilka_sessions_frozen(url: str) -> AsyncIterator[list[int]]:
             os.kill(pid, signal.SIGCONT)
 
 
+async def _ended(url: str, pids: list[int]) -> None:
+    """Once their clients have closed them, the sessions go on with what they were
+    sent before, and end."""
+    admin = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + 10
+        while await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1::int[])", pids
+        ):
+            assert time.monotonic() < deadline, "the sessions frozen never ended"
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+
+
 async def _applied(url: str, key: str) -> int:
     connection = await asyncpg.connect(url)
     try:
@@ -60,6 +75,49 @@ async def _applied(url: str, key: str) -> int:
         return count
     finally:
         await connection.close()
+
+
+@pytest.mark.parametrize(
+    ("client", "code"),
+    [
+        # A new account: the batch locks its rows first, and the silence comes before
+        # COMMIT, so nothing of it can apply.
+        ("Bob", "store_unavailable"),
+        # An account the store knows: the batch is one statement, committed on its own,
+        # which the server may yet run.
+        ("Ann", "outcome_unknown"),
+    ],
+)
+async def test_a_write_on_a_silent_connection_is_answered_after_one_timeout(
+    postgres_server: PostgresTestServer, postgres_url: str, client: str, code: str
+) -> None:
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
+    store = PostgresStore(postgres_url, command_timeout_seconds=COMMAND_TIMEOUT_SECONDS)
+    async with Engine(store) as engine:
+        await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
+        # Several pooled connections, all idle as the sessions freeze.
+        await asyncio.gather(*(engine.list_accounts("main") for _ in range(8)))
+        async with _kopilka_sessions_frozen(postgres_url) as frozen:
+            started = time.monotonic()
+            with pytest.raises(Unavailable) as silent:
+                await engine.execute(Deposit(client, 250, "frozen", "k1"))
+            waited = time.monotonic() - started
+            # One timeout: not tried again, on a connection opened before the silence
+            # (as silent) nor on a new one (which could wait as long).
+            assert COMMAND_TIMEOUT_SECONDS <= waited < 1.75 * COMMAND_TIMEOUT_SECONDS
+            assert silent.value.code == code, silent.value
+    # Their connections closed, the sessions have run what they held.
+    await _ended(postgres_url, frozen)
+    if code == "store_unavailable":  # "nothing was applied" stays true
+        assert await _applied(postgres_url, "k1") == 0
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        # Settled by its key, once.
+        settled = await engine.execute(Deposit(client, 250, "frozen", "k1"))
+        assert isinstance(settled, Operation), settled
+        balance = 250 if client == "Bob" else 1_250
+        assert (await engine.get_account("main", client)).balance_cents == balance
+    assert await _applied(postgres_url, "k1") == 1
 
 
 async def test_connections_opened_before_a_timeout_are_not_handed_out_again(

@@ -14,8 +14,8 @@ COMMIT is settled by asking the server whether the transaction committed
 (pg_xact_status), so a batch is never applied twice nor reported lost when it
 was not. An unreachable database is Unavailable (HTTP 503) at once, and the
 pool reconnects by itself when the server is back. A statement that times out
-(a silent server) retires every connection opened before it. The schema's
-version is postgres_migrate.py's.
+(a silent server) fails its write, not tried again, and retires every connection
+opened before it. The schema's version is postgres_migrate.py's.
 """
 
 from __future__ import annotations
@@ -566,7 +566,8 @@ class PostgresStore:
         if not planned.plan.operations:
             planned.written.set_result(True)
             return planned.plan.outcomes  # every command was refused as bad input
-        written = lost = key_taken = False
+        written = key_taken = False
+        lost: BaseException | None = None
         try:
             for before in planned.after:  # not gather: that would cost a loop step more
                 if not await before:
@@ -574,8 +575,8 @@ class PostgresStore:
             async with self._batch_connection() as connection:
                 operation_ids = await write_planned_batch(connection, planned)
             written = True
-        except _CONNECTION_LOST:
-            lost = True
+        except _CONNECTION_LOST as error:
+            lost = error
         except asyncpg.exceptions.UniqueViolationError:
             key_taken = True  # a retried key, or a claim held: the locking way reads keys
         except asyncpg.exceptions.LockNotAvailableError as error:
@@ -589,7 +590,12 @@ class PostgresStore:
             planned.written.set_result(written)
             if not written:
                 self._accounts.forget_states(planned.keys)
-        if lost:
+        if isinstance(lost, TimeoutError):
+            # Silent: settling it would wait on the database as long again. The key
+            # settles it, once the database answers (a batch written anew under it gives
+            # its accounts new revisions, and this statement, should it run, fails them).
+            raise self._outcome_unknown(lost) from lost
+        if lost is not None:
             return await self._settle_planned(commands, planned.plan)
         if key_taken:
             self.stale_views.record_key_taken()
@@ -681,6 +687,11 @@ class PostgresStore:
             if isinstance(error, _CONNECTION_LOST):
                 # Before COMMIT nothing is applied: the server rolls back a lost session.
                 self._lost(connection, error)
+                if isinstance(error, TimeoutError):
+                    # Silent, not closed: not tried again, as each try may wait as long
+                    # (a new connection to a server that has stalled, or rows this
+                    # session still holds).
+                    raise self._unavailable(error) from error
                 raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
             await _rollback_quietly(transaction)
             if isinstance(error, asyncpg.exceptions.LockNotAvailableError):
