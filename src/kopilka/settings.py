@@ -171,7 +171,7 @@ def load_settings(
         # A form no database has, refused before the value is quoted below: a mistyped
         # URL's password (postgresql//u:pw@h) is in no URL a mask knows. Not quoted here.
         try:  # spaces or a line break around it said below, once it is known no URL's
-            sqlite_path(db.strip())
+            sqlite_path(_without_what_surrounds(db))
         except InvalidInput as refused:
             code = "invalid_setting" if refused.code == "invalid_option" else refused.code
             raise InvalidInput(code, f"{named_at('db')}: {refused.message}") from None
@@ -468,6 +468,17 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
                 f"{name} must be {wanted}, not"
                 f" {text}{quoted(value, mapping='a table', spell=as_toml)} ({path.absolute()})",
             )
+
+
+def _without_what_surrounds(text: str) -> str:
+    """Text without the spaces, line breaks and invisible marks (a byte order mark, a
+    zero-width space) copied in around it."""
+    start, end = 0, len(text)
+    while start < end and (text[start].isspace() or unicodedata.category(text[start]) == "Cf"):
+        start += 1
+    while end > start and (text[end - 1].isspace() or unicodedata.category(text[end - 1]) == "Cf"):
+        end -= 1
+    return text[start:end]
 
 
 def _a_number_in_quotes(value: object) -> bool:

@@ -542,6 +542,7 @@ def test_a_sqlite_file_in_a_directory_named_postgres_is_a_file(
         "postgres:app:S3cret@db/bank\n",
         " postgresql//app:S3cret@127.0.0.1/bank",  # a space before it, as after
         "\tpostgres:app:S3cret@db/bank",
+        "\ufeffpostgresql//app:S3cret@127.0.0.1/bank",  # a byte order mark, from a file
     ],
 )
 @pytest.mark.parametrize("command", [DEPOSIT, ("balance", "--client=John Jones"), ("init",)])

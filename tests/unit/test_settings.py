@@ -17,7 +17,7 @@ from kopilka.errors import InvalidInput
 from kopilka.home import home
 from kopilka.redaction import hide_secrets, quoted, redact_text, redact_url
 from kopilka.settings import DEFAULT_HOST, DEFAULT_PORT, load_settings
-from kopilka.store import open_store
+from kopilka.store import open_store, sqlite_path
 from kopilka.urls import on_this_machine
 
 
@@ -836,6 +836,15 @@ def test_a_password_ending_in_a_colon_is_hidden_whole_before_the_messages_own() 
 )
 def test_a_value_quoted_is_masked_as_written_then_cut(value: object, shown: str) -> None:
     assert quoted(value) == shown
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("quote", ["'", '"'])
+def test_a_path_of_many_quoted_pairs_is_read_once_for_keyword_settings(quote: str) -> None:
+    """A quoted value could be read as quoted or as plain text: each pair doubled the
+    work of a match that failed, and 30 pairs held a command for minutes."""
+    path = f"a={quote}b{quote} " * 40 + "c"
+    assert sqlite_path(path) == path
 
 
 @pytest.mark.timeout(10)

@@ -64,7 +64,9 @@ def keeps_nothing(url: str) -> bool:
 # Two or more keyword=value pairs apart by spaces: never taken for a file's name, which
 # would hold a password, shown back as a path. A value may be quoted, spaces and all
 # (libpq's 'single quotes'; double ones, or a quote left open, are no file's name either).
-_VALUE = r"""(?:'(?:[^'\\]|\\.)*'?|"[^"]*"?|\S*)"""
+# The branches exclude each other (an unquoted value begins with no quote): a value that
+# could be read two ways was tried both ways, twice over at each pair, when the match failed.
+_VALUE = r"""(?:'(?:[^'\\]|\\.)*'?|"[^"]*"?|(?!['"])\S*)"""
 _KEYWORD_VALUES = re.compile(rf"\s*\w+\s*=\s*{_VALUE}(?:\s+\w+\s*=\s*{_VALUE})+\s*")
 
 
