@@ -205,12 +205,8 @@ def load_settings(
         db = _with_password(db, _read_password(Path(environ["KOPILKA_DB_PASSWORD_FILE"])))
 
     ledger = "main" if serving else str(pick("ledger", "main"))  # a server serves them all
-    try:
-        ledger = validate_chosen_ledger(ledger)  # in NFC, as the ledger keeps its name
-    except InvalidInput as refused:
-        raise InvalidInput(
-            refused.code, f"ledger {quoted(ledger)} ({given_at('ledger')}): {refused.message}"
-        ) from None
+    given = not serving and rank("ledger") < nowhere  # else main, which is no refusal's
+    ledger = chosen_ledger(ledger, given_at("ledger") if given else "default")
     settings = Settings(
         db=db,
         url=url,
@@ -468,6 +464,17 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
                 f"{name} must be {wanted}, not"
                 f" {text}{quoted(value, mapping='a table', spell=as_toml)} ({path.absolute()})",
             )
+
+
+def chosen_ledger(ledger: str, given_at: str) -> str:
+    """The ledger named (in NFC, as the ledger keeps its name), or its refusal naming
+    where it was given: `--ledger`, a variable, a file."""
+    try:
+        return validate_chosen_ledger(ledger)
+    except InvalidInput as refused:
+        raise InvalidInput(
+            refused.code, f"ledger {quoted(ledger)} ({given_at}): {refused.message}"
+        ) from None
 
 
 def _without_what_surrounds(text: str) -> str:

@@ -26,10 +26,9 @@ from typing import Protocol
 
 from kopilka.api.auth import make_token
 from kopilka.arguments import ArgumentParser
-from kopilka.domain.rules import validate_chosen_ledger
 from kopilka.errors import InvalidInput, KopilkaError
-from kopilka.redaction import hide_secrets, quoted
-from kopilka.settings import CONFIG_HELP, load_settings
+from kopilka.redaction import hide_secrets
+from kopilka.settings import CONFIG_HELP, chosen_ledger, load_settings
 from kopilka.shell.connect import (
     local_store,
     refuse_a_home_never_written,
@@ -238,16 +237,6 @@ def _nothing_in_memory(command: str) -> str:
     )
 
 
-def _check_ledger_given(ledger: str) -> None:
-    """A --ledger refused in the words a global --ledger is, where it was given named."""
-    try:
-        validate_chosen_ledger(ledger)
-    except InvalidInput as refused:
-        raise InvalidInput(
-            refused.code, f"ledger {quoted(ledger)} (--ledger): {refused.message}"
-        ) from None
-
-
 def _token_main(argv: list[str]) -> int:
     parser = _parser()
     arguments = parser.parse_args(argv)
@@ -262,7 +251,7 @@ def _token_main(argv: list[str]) -> int:
     arguments.asked = False  # whether the token's creation or revocation was asked for
     try:
         if arguments.command == "create" and arguments.ledger is not None:
-            _check_ledger_given(arguments.ledger)  # before any database is looked for
+            chosen_ledger(arguments.ledger, "--ledger")  # before any database is looked for
         settings = load_settings({"db": db}, config_path=getattr(arguments, "config", None))
         # A --url given here wins; else the settings' (None when a database was given
         # at a stronger place, a --db flag among them).
