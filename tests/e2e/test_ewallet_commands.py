@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from tests.e2e.conftest import RunKopilka
+from tests.kopilka_server import free_port
 
 from kopilka.redaction import redact_url
 
@@ -291,3 +292,35 @@ def test_a_driver_refusal_with_a_hint_is_one_line(
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr.startswith("Error: cannot open the database at ")
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("named_by", ["url", "PGPASSFILE"])
+def test_a_password_file_others_may_read_is_named_by_where_not_by_its_path(
+    kopilka: RunKopilka, tmp_path: Path, named_by: str
+) -> None:
+    """The driver skips such a file and said so by a Python warning, printed raw above the
+    error line with the file's path, which kopilka never shows: the error line says it."""
+    secret_place = tmp_path / "secret-place"
+    secret_place.mkdir()
+    passfile = secret_place / "pgpass"
+    passfile.write_text("*:*:*:app:pw\n")
+    passfile.chmod(0o644)
+    url = f"postgresql://app@127.0.0.1:{free_port()}/db"  # nothing listens: refused at once
+    env = {"HOME": str(tmp_path)}
+    if named_by == "url":
+        url += f"?passfile={passfile}"
+    else:
+        env["PGPASSFILE"] = str(passfile)
+    result = kopilka("get", "-n", "Ann", "--db", url, env=env)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "secret-place" not in result.stderr
+    where = "the URL's passfile" if named_by == "url" else "PGPASSFILE"
+    assert result.stderr.endswith(
+        f"; the password file named by {where} was not read: others may read or write it"
+        " (chmod 600 makes it the owner's alone)\n"
+    ), result.stderr
+    passfile.chmod(0o600)  # a private one is read, and nothing is said of it
+    result = kopilka("get", "-n", "Ann", "--db", url, env=env)
+    assert result.returncode == 1
+    assert "password file" not in result.stderr, result.stderr

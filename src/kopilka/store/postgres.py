@@ -82,6 +82,7 @@ from kopilka.store.postgres_batch import (
 )
 from kopilka.store.postgres_claims import StandingClaims
 from kopilka.store.postgres_migrate import migrate
+from kopilka.store.postgres_passfile import skipped_password_file
 from kopilka.store.postgres_schema import SANDBOXES_LOCK_KEY, SCHEMA_VERSION
 from kopilka.store.postgres_text import unstorable_commands, without
 from kopilka.store.told import Told
@@ -331,6 +332,9 @@ class PostgresStore:
             # The first line: the driver may add a HINT line, and a refusal is one line.
             first = str(error).splitlines()[0] if str(error) else ""
             reason = redact_text(f"{type(error).__name__}: {first}", self._url)
+        skipped = skipped_password_file(self._url)
+        if skipped is not None:  # the likely cause of a refused password, or the next one
+            reason = f"{reason}; {skipped}"
         return Unavailable(
             "store_unavailable", f"cannot open the database at {self.redacted_url}: {reason}"
         )
