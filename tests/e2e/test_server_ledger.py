@@ -248,8 +248,8 @@ def test_serve_on_a_newer_schema_says_so_in_one_line(tmp_path: Path, workers: st
     assert refused.returncode == 1, refused
     assert refused.stdout == ""
     assert refused.stderr == (
-        "Error: the database has schema version 99, newer than this kopilka knows"
-        f" ({SCHEMA_VERSION}); upgrade kopilka\n"
+        f"Error: the database at {database} has schema version 99, newer than this kopilka"
+        f" knows ({SCHEMA_VERSION}); upgrade kopilka\n"
     )
     assert not (tmp_path / "home" / "admin.token").exists()
 

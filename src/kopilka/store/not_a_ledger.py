@@ -56,9 +56,9 @@ def no_ledger(location: str) -> NotFound:
     )
 
 
-def newer_schema(version: int, known: int) -> Unavailable:
+def newer_schema(location: str, version: int, known: int) -> Unavailable:
     return Unavailable(
         "unknown_schema",
-        f"the database has schema version {version}, newer than this kopilka knows ({known});"
-        " upgrade kopilka",
+        f"the database at {location} has schema version {version}, newer than this kopilka"
+        f" knows ({known}); upgrade kopilka",
     )

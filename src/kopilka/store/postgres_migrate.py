@@ -44,7 +44,7 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
             f"kopilka needs PostgreSQL {SERVER_VERSION_MIN} or newer; the server is {major}",
         )
     version = await _schema_version(connection, redacted_url)
-    _refuse_newer(version)
+    _refuse_newer(redacted_url, version)
     if version == SCHEMA_VERSION:
         await _refuse_missing_tables(connection, redacted_url)
         return version
@@ -60,7 +60,7 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
             await connection.execute(SCHEMA_MIGRATIONS_TABLE)
             # Another process may have been first.
             version = await _schema_version(connection, redacted_url)
-            _refuse_newer(version)
+            _refuse_newer(redacted_url, version)
             if version == 0:  # a refusal rolls back the schema_migrations just created
                 await _refuse_foreign_tables(connection, redacted_url)
             for number in range(version + 1, SCHEMA_VERSION + 1):
@@ -166,6 +166,6 @@ async def _tables_found(connection: Connection) -> set[str]:
     }
 
 
-def _refuse_newer(version: int) -> None:
+def _refuse_newer(redacted_url: str, version: int) -> None:
     if version > SCHEMA_VERSION:
-        raise newer_schema(version, SCHEMA_VERSION)
+        raise newer_schema(redacted_url, version, SCHEMA_VERSION)

@@ -343,7 +343,7 @@ class SqliteStore:
         except sqlite3.Error as error:  # not a database: said now, nothing put beside it
             raise self._cannot_open(error) from error
         if _newer_kopilkas(version, names):
-            raise newer_schema(version, SCHEMA_VERSION)
+            raise newer_schema(self.path, version, SCHEMA_VERSION)
         # Another program may well set a user_version of its own: the tables decide.
         if version == 0 or _LEDGER_TABLES.isdisjoint(names):
             raise no_ledger(self.path)
@@ -370,7 +370,7 @@ class SqliteStore:
                 raise self._cannot_open(error) from error
             return  # busy, say: opening it waits, or says why in one line
         if _newer_kopilkas(version, names):
-            raise newer_schema(version, SCHEMA_VERSION)
+            raise newer_schema(self.path, version, SCHEMA_VERSION)
         # Tables or views and no schema version, or a version (another program may set
         # one of its own, negative too) and none of kopilka's first tables, which every
         # version of its schema has.

@@ -66,7 +66,7 @@ def migrate(connection: sqlite3.Connection) -> int:
     try:
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise newer_schema(version, SCHEMA_VERSION)
+            raise newer_schema(_path_of(connection), version, SCHEMA_VERSION)
         if version < 0:  # else MIGRATIONS[version] would run: the last ones, on no schema
             raise unknown_version(_path_of(connection), version)
         if version == 0:
