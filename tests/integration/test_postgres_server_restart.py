@@ -136,11 +136,13 @@ async def _outage(
 ) -> None:
     """Stop the database under load, ask while it is away, start it, see service resume."""
 
-    async def ask(path: str) -> tuple[int, dict[str, str], Any]:
+    async def ask(
+        path: str, method: str = "GET", body: object = None
+    ) -> tuple[int, dict[str, str], Any]:
         # On a connection of its own: one kept through a slow stop or start of the
         # database (a loaded machine) outlived the server's keep-alive time.
         async with RawConnection(load.server, stranger_token) as stranger:
-            return await stranger.request("GET", path)
+            return await stranger.request(method, path, body)
 
     await asyncio.sleep(0.5)
     await asyncio.to_thread(postgres_server.stop, mode)
@@ -151,6 +153,14 @@ async def _outage(
     assert status == 503, answer
     # Its token looked up is a read: not told that "nothing was applied", as a write is.
     assert answer["error"]["message"] == "the database is unavailable; try again", answer
+    # A write refused as its token is looked up is told that nothing of it was applied.
+    deposit = {"client": "Stranger", "amount": "1.00", "description": "away"}
+    status, _, answer = await ask("/v1/deposits", "POST", deposit)
+    load.answers.append(("stranger", status, answer))
+    assert (status, answer["error"]["message"]) == (
+        503,
+        "the database is unavailable; nothing was applied, try again",
+    ), answer
     # A load balancer's probes: the process lives, and is not ready to serve.
     status, _, answer = await ask("/v1/health")
     assert status == 200, answer
@@ -540,7 +550,10 @@ def test_workers_started_again_while_the_database_is_away_answer_503_until_it_is
                 ) as http:
                     away = http.post("/v1/deposits", json={**opened, "open_account": False})
                     assert away.status_code == 503, away.text
-                    assert away.json()["error"]["code"] == "store_unavailable"
+                    assert away.json()["error"] == {
+                        "code": "store_unavailable",
+                        "message": "the database is unavailable; nothing was applied, try again",
+                    }
                     assert http.get("/v1/ready").status_code == 503
                     assert http.get("/v1/health").status_code == 200
         finally:

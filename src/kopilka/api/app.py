@@ -77,6 +77,10 @@ DATABASE_RETRY_SECONDS = 1.0
 # What a worker of `kopilka serve` meets while the database its supervisor opened is away
 # (PostgreSQL down) or its SQLite file gone (restored soon, the operator told): it waits.
 _AWAY = ("store_unavailable", "database_not_found")
+# The database away as a token is looked up, before anything is written: a write is told
+# so, as the store tells it of its own failure (a read has nothing to be told).
+_AWAY_TO_A_READ = "the database is unavailable; try again"
+_AWAY_TO_A_WRITE = "the database is unavailable; nothing was applied, try again"
 _JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
 
@@ -202,14 +206,20 @@ class KopilkaApp:
             logger.warning("the database is available again: the worker serves")
             return
 
-    async def authorize(self, headers: RequestHeaders) -> tuple[Principal, str]:
-        """The caller and the ledger it works in (Kopilka-Ledger, else its own)."""
+    async def authorize(self, headers: RequestHeaders, *, writing: bool) -> tuple[Principal, str]:
+        """The caller and the ledger it works in (Kopilka-Ledger, else its own).
+        `writing`: the request would write, if authorized (not a GET)."""
+        away = _AWAY_TO_A_WRITE if writing else _AWAY_TO_A_READ
         if self._opening is not None:  # every route with a token reads the store
-            raise Unavailable("store_unavailable", "the database is unavailable; try again")
+            raise Unavailable("store_unavailable", away)
         try:
             principal = await self.tokens.authenticate(headers.authorization)
         except Unauthorized as refused:  # guessed tokens show, on every route
             self.metrics.refused_request(refused.code)
+            raise
+        except Unavailable as error:
+            if writing and error.code == "store_unavailable":
+                raise Unavailable(error.code, away) from error
             raise
         if headers.ledger is None:
             ledger = principal.ledger
@@ -246,7 +256,7 @@ class KopilkaApp:
         counted = True  # as an operation of its kind; a token refused is counted apart
         try:
             request_headers = RequestHeaders(scope)
-            principal, ledger = await self.authorize(request_headers)
+            principal, ledger = await self.authorize(request_headers, writing=True)
             sandbox = ledger.startswith(SANDBOX_PREFIX)
             if scope["query_string"]:
                 handlers.query_of(scope)  # a write takes no parameters: one given is refused

@@ -367,7 +367,9 @@ class Call:
         handler = handlers.get(method)
         if handler is None:
             raise method_not_allowed(self.scope["method"], self.scope["path"], tuple(handlers))
-        self.principal, self.ledger = await self.app.authorize(self.headers)
+        self.principal, self.ledger = await self.app.authorize(
+            self.headers, writing=method != "GET"
+        )
         if self.scope["query_string"] and not (reads_query and method == "GET"):
             query_of(self.scope)
         response: Response = await handler()
