@@ -56,21 +56,42 @@ async def test_a_waiting_batch_starts_as_soon_as_another_process_commits(
     path: str, store: SqliteStore, other_process: WriterLock
 ) -> None:
     other_connection = connect(path)
+    waits: list[float] = []
     try:
-        assert other_process.try_acquire()
-        other_connection.execute("BEGIN IMMEDIATE")
-        batch = asyncio.create_task(store.apply([Deposit("Ann", 100, "pay", "k1")]))
-        await asyncio.sleep(HOLD_SECONDS)
-        assert not batch.done()  # it waits: the other process is writing
-        other_connection.execute("ROLLBACK")
-        other_process.release()
-        released = time.perf_counter()
-        (outcome,) = await batch
-        waited = time.perf_counter() - released
-        assert isinstance(outcome, Operation)
-        assert waited < STARTS_WITHIN_SECONDS
+        # Up to three tries at the time: a loaded machine is slow to run the batch's
+        # threads now and then. How it waits is looked at in each.
+        for attempt in range(3):
+            assert other_process.try_acquire()
+            other_connection.execute("BEGIN IMMEDIATE")
+            deposit = Deposit("Ann", 100, "pay", f"k{attempt}")
+            batch = asyncio.create_task(store.apply([deposit]))
+            await asyncio.sleep(HOLD_SECONDS)
+            assert not batch.done()  # it waits: the other process is writing
+            # In the kernel, which wakes it as the lock is let go: polled or left to
+            # SQLite's busy handler, it would look again only after a sleep of its own.
+            assert blocked_on(path + LOCK_FILE_SUFFIX), "the batch does not wait on the lock"
+            other_connection.execute("ROLLBACK")
+            other_process.release()
+            released = time.perf_counter()
+            (outcome,) = await batch
+            waits.append(time.perf_counter() - released)
+            assert isinstance(outcome, Operation)
+            if waits[-1] < STARTS_WITHIN_SECONDS:
+                break
+        assert min(waits) < STARTS_WITHIN_SECONDS, waits
     finally:
         other_connection.close()
+
+
+def blocked_on(lock_path: str) -> bool:
+    """Whether a wait for `lock_path`'s flock is blocked in the kernel (/proc/locks shows
+    such a wait as "->" beside the lock it waits for)."""
+    found = os.stat(lock_path)
+    file = f"{os.major(found.st_dev):02x}:{os.minor(found.st_dev):02x}:{found.st_ino}"
+    with open("/proc/locks") as locks:
+        return any(
+            line.split()[1:3] == ["->", "FLOCK"] and line.split()[6] == file for line in locks
+        )
 
 
 async def test_every_way_a_transaction_ends_lets_go_of_the_lock(
