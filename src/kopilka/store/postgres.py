@@ -833,23 +833,21 @@ class PostgresStore:
         except _TRANSIENT as error:
             raise _busy(error) from error
 
-    async def ping(self, seconds_max: float = 1.5) -> None:
-        """A trivial read on a pooled connection, within `seconds_max`. A connection it
-        gives up on is closed, not given back: handing back one whose query is still out
-        would wait for the server that is not answering."""
+    async def ping(self) -> None:
+        """A trivial read on a pooled connection. Its caller bounds the wait (a readiness
+        check, and its message, has one figure); a connection given up on (cancelled)
+        is closed, not given back: handing back one whose query is still out would wait
+        for the server that is not answering."""
         pool = self._pool
         connection = await self._acquire(reading=True)
         try:
-            await connection.fetchval("SELECT 1", timeout=seconds_max)
+            await connection.fetchval("SELECT 1")
         except BaseException as error:
             _discard(connection)
             with contextlib.suppress(*_CONNECTION_LOST):
                 await pool.release(connection)  # its slot; at once, as it is closed
             if isinstance(error, _CONNECTION_LOST):
-                raise Unavailable(
-                    "store_unavailable",
-                    f"the database did not answer within {seconds_max:g} s",
-                ) from error
+                raise self._unavailable(error, reading=True) from error
             raise
         else:
             self._log_recovery()
