@@ -38,7 +38,13 @@ _LEDGER_HEADER = {
     "in": "header",
     "required": False,
     "description": "Ledger to work in (default: the token's ledger, normally 'main').",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 100},
+    # As the server reads it: printable ASCII (a header's bytes), no space at either end.
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 100,
+        "pattern": "^[!-~]([ -~]*[!-~])?$",
+    },
 }
 _IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
