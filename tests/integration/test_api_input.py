@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import http.client
 import io
+import json
 import shlex
 import socket
 import unicodedata
@@ -1028,6 +1030,36 @@ def test_a_query_that_is_not_utf8_is_refused_as_a_path_is(admin: httpx.Client) -
             "message": "the query is not valid UTF-8",
         }
     assert admin.get("/v1/accounts?after=%C3%A9&limit=1").status_code == 200
+
+
+def test_a_percent_that_begins_no_escape_is_refused_in_a_path_and_a_query(
+    server: ServerProcess, admin: httpx.Client
+) -> None:
+    """Read as itself, "%zz" named the account "%25zz" names too: one account at two
+    paths, which a proxy in front may read apart. Sent as is (http.client)."""
+    assert admin.post("/v1/accounts", json={"client": "%zz 100%"}).status_code == 201
+    assert admin.get("/v1/accounts/%25zz%20100%25").status_code == 200
+    for target, code, where in (
+        ("/v1/accounts/%zz%20100%25", "invalid_path", "path"),
+        ("/v1/accounts/%25zz%20100%", "invalid_path", "path"),
+        ("/v1/accounts?after=%zy", "invalid_request", "query"),
+        ("/v1/accounts/%25zz%20100%25/statement?since=2026-01-01%", "invalid_request", "query"),
+    ):
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        try:
+            connection.request("GET", target, headers={"Authorization": f"Bearer {server.token}"})
+            answer = connection.getresponse()
+            body = json.loads(answer.read())
+        finally:
+            connection.close()
+        assert (answer.status, body["error"]) == (
+            400,
+            {
+                "code": code,
+                "message": f"a '%' in the {where} begins an escape of two hex digits:"
+                " a '%' itself is %25",
+            },
+        ), target
 
 
 def test_an_account_opened_whose_answer_was_lost_is_not_said_unreached(

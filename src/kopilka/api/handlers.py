@@ -126,6 +126,9 @@ ACCOUNTS_PAGE_MAX = 1_000
 
 # "...T10:00:00 01:00": an offset whose "+" was sent as is, which a query reads as a space.
 _OFFSET_SENT_UNESCAPED = re.compile(r"\d \d{2}(?::?\d{2})?$", re.ASCII)
+# A "%" that begins no escape (URIs allow it only before two hex digits): read as itself,
+# one account had two paths ("%zz" and "%25zz"), which a proxy in front may read apart.
+_BROKEN_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def decoded(body: bytes, kind: type[RequestBody]) -> RequestBody:
@@ -161,10 +164,16 @@ def _keyed(scope: Scope) -> bool:
 
 def path_segments(scope: Scope) -> list[str]:
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    if _BROKEN_ESCAPE.search(raw):
+        raise ApiError(400, "invalid_path", _broken_escape("path"))
     try:
         return [unquote_to_bytes(part).decode() for part in raw.split(b"/")[1:]]
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_path", "the path is not valid UTF-8") from None
+
+
+def _broken_escape(where: str) -> str:
+    return f"a '%' in the {where} begins an escape of two hex digits: a '%' itself is %25"
 
 
 def encodes_a_slash(scope: Scope) -> bool:
@@ -321,6 +330,8 @@ def query_of(scope: Scope, *known: str) -> QueryParams:
     as `sinse`, or a `dry_run` given to a write) or one given twice is refused, as an
     unknown body field or a header given twice is: it would pass silently, or count by
     chance."""
+    if _BROKEN_ESCAPE.search(scope["query_string"]):
+        raise ApiError(400, "invalid_request", _broken_escape("query"))
     try:  # strictly: bytes that are no UTF-8 are refused, as in the path, not replaced
         pairs = parse_qsl(
             scope["query_string"].decode("latin-1"), keep_blank_values=True, errors="strict"
