@@ -1032,6 +1032,27 @@ def test_a_query_that_is_not_utf8_is_refused_as_a_path_is(admin: httpx.Client) -
     assert admin.get("/v1/accounts?after=%C3%A9&limit=1").status_code == 200
 
 
+def test_an_empty_segment_of_a_path_is_no_endpoint_on_every_route(admin: httpx.Client) -> None:
+    """Each route had its own answer: "client name is empty", "no token ''", "a ledger
+    name is 1 to 100 ...", where the listing's path was mistyped."""
+    for method, path in (
+        ("GET", "/v1/accounts/"),
+        ("HEAD", "/v1/accounts/"),
+        ("PATCH", "/v1/accounts/"),
+        ("GET", "/v1/accounts//statement"),
+        ("DELETE", "/v1/tokens/"),
+        ("DELETE", "/v1/sandboxes/"),
+        ("GET", "/v1//accounts"),
+    ):
+        answer = admin.request(method, path)
+        assert answer.status_code == 404, (method, path, answer.text)
+        if method != "HEAD":
+            assert answer.json()["error"] == {
+                "code": "not_found",
+                "message": f"no such endpoint: {path}",
+            }, (method, path)
+
+
 def test_a_percent_that_begins_no_escape_is_refused_in_a_path_and_a_query(
     server: ServerProcess, admin: httpx.Client
 ) -> None:

@@ -259,7 +259,9 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
     public = await _public(app, method, segments)
     if public is not None:
         return public
-    if not segments or segments[0] != "v1" or len(segments) < 2:
+    # An empty segment (a slash at the end, or two) names no account, token or sandbox:
+    # `/v1/accounts/` is most likely the listing mistyped, not a nameless client's.
+    if not segments or segments[0] != "v1" or len(segments) < 2 or "" in segments:
         raise not_found_route(_as_sent(scope))
     call = Call(app, scope, receive, headers)
     match segments[1:]:
