@@ -117,6 +117,9 @@ class Unavailable(KopilkaError):
     """The store cannot be reached right now; nothing was applied, or it is settled later."""
 
     http_status = 503
+    # A read's failure in the words a write is told it, where they differ (a write is told
+    # that nothing of it was applied): a token read before a write is checked, say.
+    to_a_write: Unavailable | None = None
 
 
 def unapplied(code: str, message: str) -> Unavailable:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import re
@@ -145,8 +146,28 @@ async def _outage(
             return await stranger.request(method, path, body)
 
     await asyncio.sleep(0.5)
+    # A write whose head came while the database was there, its body after: its token
+    # is looked at again once the body is in, past the cache's second, and cannot be.
+    body = json.dumps({"client": "Late", "amount": "1.00", "description": "away"}).encode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", load.server.port)
+    writer.write(
+        b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Authorization: Bearer {load.server.token}\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    await writer.drain()
     await asyncio.to_thread(postgres_server.stop, mode)
-    await asyncio.sleep(0.8)
+    await asyncio.sleep(1.1)  # past the token cache's second
+    writer.write(body)
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    length = int(head.lower().partition("content-length:")[2].split("\r\n")[0])
+    answer = json.loads(await reader.readexactly(length))
+    writer.close()
+    assert head.startswith("HTTP/1.1 503 "), (head, answer)
+    assert answer["error"] == {
+        "code": "store_unavailable",
+        "message": "the database is unavailable; nothing was applied, try again",
+    }
     # A caller whose token is unknown learns only that the database is away.
     status, _, answer = await ask("/v1/accounts")
     load.answers.append(("stranger", status, answer))

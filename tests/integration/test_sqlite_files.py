@@ -35,6 +35,7 @@ from tests.file_modes import (
 )
 from tests.kopilka_server import running_server
 
+from kopilka.api.auth import new_token_record
 from kopilka.bank import EmbeddedBank
 from kopilka.domain.model import SANDBOX_PREFIX, Deposit, Operation
 from kopilka.errors import KopilkaError, Unavailable
@@ -663,4 +664,38 @@ async def test_a_journal_the_new_file_made_is_not_named_to_be_moved_away(
     assert len(told) == 1, told
     assert told[0].endswith(
         "every write is refused: stop kopilka and start it again on the database meant"
+    )
+
+
+async def test_a_read_that_meets_damage_has_the_words_a_write_is_told_too(tmp_path: Path) -> None:
+    """A token read before a write is checked (the server's look at its caller) failing:
+    the write was told the read's words, which say nothing of whether it was applied,
+    or a fixed line that lost the reason."""
+    database = str(tmp_path / "kopilka.db")
+    store = SqliteStore(database)
+    await store.open()
+    try:
+        record, _ = new_token_record("teller", None)
+        await store.put_token(record)
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(database)) as reader:
+        pages = reader.execute("SELECT pageno FROM dbstat WHERE name = 'tokens'").fetchall()
+    with open(database, "r+b") as file:
+        for (number,) in pages:
+            file.seek((number - 1) * 4096)
+            file.write(b"\xff" * 4096)
+    store = SqliteStore(database)
+    await store.open()
+    try:
+        with pytest.raises(Unavailable) as refused:
+            await store.get_token(record.id)
+    finally:
+        await store.close()
+    damaged = "the database is damaged (database disk image is malformed)"
+    assert refused.value.message == f"{damaged}: it must be restored from a backup"
+    assert refused.value.to_a_write is not None
+    assert (refused.value.to_a_write.code, refused.value.to_a_write.message) == (
+        "database_damaged",
+        f"{damaged}; nothing was applied: it must be restored from a backup",
     )

@@ -77,10 +77,6 @@ DATABASE_RETRY_SECONDS = 1.0
 # What a worker of `kopilka serve` meets while the database its supervisor opened is away
 # (PostgreSQL down) or its SQLite file gone (restored soon, the operator told): it waits.
 _AWAY = ("store_unavailable", "database_not_found")
-# The database away as a token is looked up, before anything is written: a write is told
-# so, as the store tells it of its own failure (a read has nothing to be told).
-_AWAY_TO_A_READ = "the database is unavailable; try again"
-_AWAY_TO_A_WRITE = "the database is unavailable; nothing was applied, try again"
 _JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
 
@@ -208,19 +204,22 @@ class KopilkaApp:
 
     async def authorize(self, headers: RequestHeaders, *, writing: bool) -> tuple[Principal, str]:
         """The caller and the ledger it works in (Kopilka-Ledger, else its own).
-        `writing`: the request would write, if authorized (not a GET)."""
-        away = _AWAY_TO_A_WRITE if writing else _AWAY_TO_A_READ
+        `writing`: the request would write, if authorized (not a GET). The store read
+        for it (its token, its sandbox) failing, a write is told that nothing of it was
+        applied, as the store tells a write of its own failure."""
         if self._opening is not None:  # every route with a token reads the store
-            raise Unavailable("store_unavailable", away)
+            away = Unavailable("store_unavailable", "the database is unavailable; try again")
+            away.to_a_write = Unavailable(
+                "store_unavailable", "the database is unavailable; nothing was applied, try again"
+            )
+            raise _as_told_to(away, writing)
         try:
             principal = await self.tokens.authenticate(headers.authorization)
         except Unauthorized as refused:  # guessed tokens show, on every route
             self.metrics.refused_request(refused.code)
             raise
         except Unavailable as error:
-            if writing and error.code == "store_unavailable":
-                raise Unavailable(error.code, away) from error
-            raise
+            raise _as_told_to(error, writing) from None
         if headers.ledger is None:
             ledger = principal.ledger
         else:
@@ -234,17 +233,23 @@ class KopilkaApp:
             validate_ledger_name(ledger)
         check_ledger(principal, ledger)
         if ledger.startswith(SANDBOX_PREFIX):  # checked here: no coroutine per request
-            await self.sandboxes.touch(ledger)
+            try:
+                await self.sandboxes.touch(ledger)
+            except Unavailable as error:
+                raise _as_told_to(error, writing) from None
         return principal, ledger
 
     async def confirm(self, principal: Principal) -> None:
         """The token still stands once the body is in (tokens.confirm); one revoked
-        meanwhile is counted as a refused token, as at the headers, not as an operation."""
+        meanwhile is counted as a refused token, as at the headers, not as an operation.
+        Only a write has a body: the store failing to say, it is told as a write."""
         try:
             await self.tokens.confirm(principal)
         except Unauthorized as refused:
             self.metrics.refused_request(refused.code)
             raise
+        except Unavailable as error:
+            raise _as_told_to(error, writing=True) from None
 
     async def _money(self, scope: Scope, receive: Receive, send: Send, kind: MoneyKind) -> None:
         started = time.perf_counter()
@@ -312,6 +317,13 @@ class KopilkaApp:
         if counted:
             self.metrics.operation(kind, result, sandbox=sandbox)
         self.metrics.latency(kind, time.perf_counter() - started)
+
+
+def _as_told_to(error: Unavailable, writing: bool) -> Unavailable:
+    """The store's failure as the request is told it: a write, nothing of it applied."""
+    if writing and error.to_a_write is not None:
+        return error.to_a_write
+    return error
 
 
 def money_command(

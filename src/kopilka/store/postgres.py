@@ -346,10 +346,14 @@ class PostgresStore:
         operator."""
         self._log_outage(error)
         why = f" ({self._outage_reason(error)})" if self._tells_why else ""
-        settled = "" if reading else " nothing was applied,"
-        return Unavailable(
-            "store_unavailable", f"the database is unavailable{why};{settled} try again"
+        to_a_write = Unavailable(
+            "store_unavailable", f"the database is unavailable{why}; nothing was applied, try again"
         )
+        if not reading:
+            return to_a_write
+        told = Unavailable("store_unavailable", f"the database is unavailable{why}; try again")
+        told.to_a_write = to_a_write
+        return told
 
     def _refused(self, error: BaseException) -> Unavailable:
         """The database's own reason in one line (its first: a HINT follows on the next),

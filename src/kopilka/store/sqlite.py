@@ -458,7 +458,9 @@ class SqliteStore:
                 thread or self._reader_thread, work
             )
         except sqlite3.Error as error:  # a damaged file: one line, not a traceback
-            raise self._failed(error, reading=True) from error
+            failure = self._failed(error, reading=True)
+            failure.to_a_write = self._failed(error)  # the outage logged once all the same
+            raise failure from error
 
     async def damage(self) -> str | None:
         """SQLite's integrity_check of the whole file (`kopilka init`): its first finding,
