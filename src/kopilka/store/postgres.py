@@ -370,6 +370,9 @@ class PostgresStore:
         if not self._outage_logged:
             self._outage_logged = True
             reason = self._outage_reason(error)
+            skipped = skipped_password_file(self._url)
+            if skipped is not None:  # a connection opened anew, refused its password
+                reason = f"{reason}; {skipped}"
             logger.warning("the database at %s is unavailable (%s)", self.redacted_url, reason)
 
     def _outage_reason(self, error: BaseException) -> str:

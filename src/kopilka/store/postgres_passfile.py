@@ -25,14 +25,15 @@ warnings.filterwarnings(
 def skipped_password_file(url: str, environ: Mapping[str, str] = os.environ) -> str | None:
     """Why the password file the driver would read for `url` is skipped, if it is.
 
-    The driver reads one only when no password is given otherwise: in the URL, its
-    `password` parameter or PGPASSWORD. Which one: the URL's `passfile` parameter, else
-    PGPASSFILE, else ~/.pgpass.
+    The driver reads one only when no password is given otherwise, by its rules: a
+    URL's password not empty, its `password` parameter, or PGPASSWORD set (even empty).
+    Which one: the URL's `passfile` parameter, else PGPASSFILE, else ~/.pgpass (none
+    where this user has no home). Never raises: it is asked while an error is told.
     """
     try:
         parts = urlsplit(url)
         query = parse_qs(parts.query)
-        if parts.password is not None or "password" in query or environ.get("PGPASSWORD"):
+        if parts.password or "password" in query or "PGPASSWORD" in environ:
             return None
     except ValueError:  # a URL the driver refuses on its own terms
         return None
@@ -41,7 +42,10 @@ def skipped_password_file(url: str, environ: Mapping[str, str] = os.environ) -> 
     elif environ.get("PGPASSFILE"):
         where, path = "PGPASSFILE", Path(environ["PGPASSFILE"])
     else:
-        where, path = "~/.pgpass", Path.home() / ".pgpass"
+        try:
+            where, path = "~/.pgpass", Path.home() / ".pgpass"
+        except (RuntimeError, KeyError):  # no HOME, and a user the system does not name
+            return None
     try:
         mode = path.stat().st_mode
     except OSError:  # none there: nothing was skipped
