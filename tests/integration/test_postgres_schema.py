@@ -565,8 +565,8 @@ async def test_a_role_without_create_is_told_an_empty_database_has_no_schema_yet
         with pytest.raises(Unavailable) as refused:
             await PostgresStore(app_url).open()
     assert refused.value.message.startswith(
-        f"the database has no kopilka schema yet, this kopilka needs {SCHEMA_VERSION}, and"
-        " this user may not change it"
+        f"the database at {redact_url(app_url)} has no kopilka schema yet, this kopilka needs"
+        f" {SCHEMA_VERSION}, and this user may not change it"
     )
     assert "run `kopilka init`" in refused.value.message
 

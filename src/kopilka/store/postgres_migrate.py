@@ -72,7 +72,8 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
         found = f"schema version {version}" if version else "no kopilka schema yet"
         raise Unavailable(
             "store_unavailable",
-            f"the database has {found}, this kopilka needs {SCHEMA_VERSION}, and this user"
+            f"the database at {redacted_url} has {found}, this kopilka needs {SCHEMA_VERSION},"
+            " and this user"
             f" may not change it ({error}): run `kopilka init` as a user with CREATE on the"
             " schema",
         ) from error
