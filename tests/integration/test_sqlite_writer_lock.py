@@ -230,9 +230,11 @@ WAITER_WAKE_UPS = """
 import resource, sys
 from kopilka.store.sqlite_lock import WriterLock
 waiter = WriterLock(sys.argv[1])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+before = resource.getrusage(resource.RUSAGE_SELF)
 assert not waiter.acquire(timeout_seconds=1.0)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before)
+after = resource.getrusage(resource.RUSAGE_SELF)
+cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+print(after.ru_nvcsw - before.ru_nvcsw, cpu)
 """
 
 
@@ -248,7 +250,10 @@ def test_a_long_wait_seldom_wakes_its_process(path: str, other_process: WriterLo
         check=True,
         timeout=30,
     )
-    assert int(waited.stdout) < 200
+    wake_ups, cpu_seconds = waited.stdout.split()
+    assert int(wake_ups) < 200
+    # And no spinning, which wakes nothing (a loose bound: the CPU clock is coarse).
+    assert float(cpu_seconds) < 0.3
 
 
 def test_a_wait_in_the_kernel_stops_when_asked_and_leaves_nothing_held(

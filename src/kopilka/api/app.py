@@ -220,17 +220,8 @@ class KopilkaApp:
             raise
         except Unavailable as error:
             raise _as_told_to(error, writing) from None
-        if headers.ledger is None:
-            ledger = principal.ledger
-        else:
-            if not headers.ledger.isascii():  # read as Latin-1, UTF-8 would name another
-                raise InvalidInput(
-                    "invalid_ledger",
-                    "the Kopilka-Ledger header is printable ASCII text (a token bound to a"
-                    " ledger named otherwise reaches it without the header)",
-                )
-            ledger = headers.ledger.decode("ascii")
-            validate_ledger_name(ledger)
+        named = headers.ledger
+        ledger = principal.ledger if named is None else ledger_of_header(named)
         check_ledger(principal, ledger)
         if ledger.startswith(SANDBOX_PREFIX):  # checked here: no coroutine per request
             try:
@@ -317,6 +308,19 @@ class KopilkaApp:
         if counted:
             self.metrics.operation(kind, result, sandbox=sandbox)
         self.metrics.latency(kind, time.perf_counter() - started)
+
+
+def ledger_of_header(value: bytes) -> str:
+    """The ledger a Kopilka-Ledger header names, checked (its schema in openapi.py)."""
+    if not value.isascii():  # read as Latin-1, UTF-8 would name another
+        raise InvalidInput(
+            "invalid_ledger",
+            "the Kopilka-Ledger header is printable ASCII text (a token bound to a"
+            " ledger named otherwise reaches it without the header)",
+        )
+    ledger = value.decode("ascii")
+    validate_ledger_name(ledger)
+    return ledger
 
 
 def _as_told_to(error: Unavailable, writing: bool) -> Unavailable:
