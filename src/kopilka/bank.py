@@ -422,7 +422,13 @@ class EmbeddedBank:
         call = ("open_account", command.client, min_balance_cents, max_balance_cents)
         earlier = hashlib.sha256(repr((*call, opening_balance_cents)).encode()).hexdigest()
         digest = _opening_digest(command)
-        claim = ClaimKey(self.ledger, idempotency_key, digest, earlier_digests=(earlier,))
+        claim = ClaimKey(
+            self.ledger,
+            idempotency_key,
+            digest,
+            earlier_digests=(earlier,),
+            opening_of=client_name(command.client),
+        )
         (outcome,) = self._run(self.engine.submit_many([command], claim))
         if isinstance(outcome, KopilkaError):
             raise outcome

@@ -39,9 +39,10 @@ from tests.nfc_upgrade import (
     old_client_token,
 )
 
+from kopilka.bank import EmbeddedBank
 from kopilka.domain.model import Deposit, client_name
 from kopilka.engine import Engine
-from kopilka.errors import Unavailable
+from kopilka.errors import KopilkaError, Unavailable
 from kopilka.store import open_store
 from kopilka.store.sqlite import SqliteStore, connect
 from kopilka.store.sqlite_migrate import OBJECTS_FOUND, look_inside, migrate
@@ -831,3 +832,30 @@ def test_the_version_and_the_tables_are_read_at_one_moment(tmp_path: Path) -> No
     finally:
         reader.close()
         other.close()
+
+
+def test_an_opening_retried_under_its_key_kept_before_openings_kept_claims_is_no_key_reuse(
+    tmp_path: Path,
+) -> None:
+    """Schema 5 kept an opening's deposit under its key, and no claim: the same opening
+    again was told its key was "already used for another request", its own."""
+    path = str(tmp_path / "five.db")
+    with closing(_schema_5(path)) as old, old:
+        _add_accounts(old, (1, "main", "Ann", 500))  # its opening deposit's key: in-1
+    with EmbeddedBank(path) as bank:
+        with pytest.raises(KopilkaError) as refused:
+            bank.open_account("Ann", 0, None, 500, idempotency_key="in-1")
+        assert refused.value.code == "account_exists", refused.value
+        # Another client's opening under that key is another request all the same.
+        with pytest.raises(KopilkaError) as reused:
+            bank.open_account("Bob", 0, None, 500, idempotency_key="in-1")
+        assert reused.value.code == "idempotency_key_reused", reused.value
+        assert [account.client for account in bank.accounts()] == ["Ann"]
+    with running_server(tmp_path / "home", path) as server, server.client() as admin:
+        answer = admin.post(
+            "/v1/accounts",
+            json={"client": "Ann", "opening_balance": "5.00"},
+            headers={"Idempotency-Key": "in-1"},
+        )
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["error"]["code"] == "account_exists"

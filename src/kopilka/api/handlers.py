@@ -437,7 +437,9 @@ class Call:
         earlier = (request,) if named != request else ()
         account = await self.outcome(
             OpenAccount(request.client, floor, cap, self.ledger, opening, key),
-            self._claim(key, named, b"POST /v1/accounts\n", earlier=earlier),
+            self._claim(
+                key, named, b"POST /v1/accounts\n", earlier=earlier, opening_of=named.client
+            ),
         )
         if opening > 0:  # posted as a deposit: counted as one, a replay apart
             result = "replayed" if account.replayed else "ok"
@@ -655,6 +657,7 @@ class Call:
         *,
         made_too: bool = False,
         earlier: tuple[msgspec.Struct, ...] = (),
+        opening_of: str = "",
     ) -> ClaimKey | None:
         """The claim of a write's Idempotency-Key for its body (as decoded) and route: the
         same key then replays the first answer, and with another body is refused whole.
@@ -662,7 +665,8 @@ class Call:
         digests kept before other writes took claims had none. A key the server made is
         new, and is claimed only `made_too`: a batch's, which an answer with a 503 among
         its items hands back to resend the same body under. `earlier`: the same request
-        as earlier versions digested it, whose kept keys it replays too."""
+        as earlier versions digested it, whose kept keys it replays too. `opening_of`: the
+        client an opening's claim opens (ClaimKey.opening_of)."""
         if self.headers.idempotency_key is None and not made_too:
             return None
 
@@ -671,7 +675,11 @@ class Call:
             return hashlib.sha256(route + decoded).hexdigest()
 
         return ClaimKey(
-            self.ledger, key, digest(request), earlier_digests=tuple(map(digest, earlier))
+            self.ledger,
+            key,
+            digest(request),
+            earlier_digests=tuple(map(digest, earlier)),
+            opening_of=opening_of,
         )
 
     # -- sandboxes ------------------------------------------------------------

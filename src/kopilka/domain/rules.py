@@ -285,7 +285,9 @@ class _Planner:
         # (the store reads those for every claimed key), is another request.
         same = standing == command.digest or standing in command.earlier_digests
         if (standing is not None and not same) or (
-            standing is None and (command.ledger, key) in self.known_operations
+            standing is None
+            and (command.ledger, key) in self.known_operations
+            and not self._its_opening_deposit(command)
         ):
             raise _key_reused(key)
         if standing is None:
@@ -297,6 +299,17 @@ class _Planner:
             command, standing is not None, len(plan.outcomes) + 1, len(plan.refusals)
         )
         return command
+
+    def _its_opening_deposit(self, command: ClaimKey) -> bool:
+        """Whether the operation kept under the claim's key is the opening deposit of the
+        account it opens, kept before openings kept claims: opened already (the opening
+        is refused as such), not the key used for another request."""
+        known = self.known_operations[(command.ledger, command.idempotency_key)]
+        return (
+            command.opening_of != ""
+            and known.kind == "deposit"
+            and known.credit_client == command.opening_of
+        )
 
     def close_claim(self) -> None:
         """After a claim's last covered command: a new claim under which nothing took
