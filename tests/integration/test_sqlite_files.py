@@ -497,14 +497,7 @@ async def test_damage_met_is_told_once_and_the_store_is_not_ready_after_it(
             assert await store.open_sandbox(f"{sandbox[:-2]}-{number}", now, sandboxes_max=100)
     finally:
         await store.close()
-    with closing(sqlite3.connect(database)) as reader:  # the sandboxes' pages, index too
-        pages = reader.execute(
-            "SELECT pageno FROM dbstat WHERE name IN ('sandboxes', 'sqlite_autoindex_sandboxes_1')"
-        ).fetchall()
-    with open(database, "r+b") as file:
-        for (number,) in pages:
-            file.seek((number - 1) * 4096)
-            file.write(b"\xff" * 4096)
+    _damage_pages_of(database, "sandboxes", "sqlite_autoindex_sandboxes_1")  # index too
     store = SqliteStore(database)
     await store.open()
     try:
@@ -521,6 +514,19 @@ async def test_damage_met_is_told_once_and_the_store_is_not_ready_after_it(
         await store.close()
     told = [r.getMessage() for r in caplog.records if r.name == "kopilka.store.sqlite"]
     assert len(told) == 1 and "is damaged" in told[0], told
+
+
+def _damage_pages_of(database: str, *names: str) -> None:
+    """Every page of the tables and indexes `names` overwritten, as a disk fault might."""
+    with closing(sqlite3.connect(database)) as reader:
+        marks = ", ".join("?" * len(names))
+        pages = reader.execute(
+            f"SELECT pageno FROM dbstat WHERE name IN ({marks})", names
+        ).fetchall()
+    with open(database, "r+b") as file:
+        for (number,) in pages:
+            file.seek((number - 1) * 4096)
+            file.write(b"\xff" * 4096)
 
 
 @pytest.mark.parametrize("through_a_link", [False, True])
@@ -679,12 +685,7 @@ async def test_a_read_that_meets_damage_has_the_words_a_write_is_told_too(tmp_pa
         await store.put_token(record)
     finally:
         await store.close()
-    with closing(sqlite3.connect(database)) as reader:
-        pages = reader.execute("SELECT pageno FROM dbstat WHERE name = 'tokens'").fetchall()
-    with open(database, "r+b") as file:
-        for (number,) in pages:
-            file.seek((number - 1) * 4096)
-            file.write(b"\xff" * 4096)
+    _damage_pages_of(database, "tokens")
     store = SqliteStore(database)
     await store.open()
     try:
