@@ -107,9 +107,10 @@ class Bank(Protocol):
 
     def account(self, client: str) -> Account: ...
 
-    def accounts(self, wait_seconds: float | None = None) -> list[Account]:
-        """Every account of the ledger; given `wait_seconds`, refused (Unavailable) past
-        it, for what must not hold a person up (completing a name as they type)."""
+    def accounts(self, wait_seconds: float | None = None, starting_with: str = "") -> list[Account]:
+        """Every account of the ledger (whose client's name starts with `starting_with`,
+        given one); given `wait_seconds`, refused (Unavailable) past it, for what must
+        not hold a person up (completing a name as they type)."""
 
     def statement(self, client: str, since: datetime | None, till: datetime | None) -> Statement:
         """The statement of a period; up to now, as the bank has it, when `till` is None.
@@ -451,9 +452,12 @@ class EmbeddedBank:
     def account(self, client: str) -> Account:
         return self._run(self.engine.get_account(self.ledger, client))
 
-    def accounts(self, wait_seconds: float | None = None) -> list[Account]:
+    def accounts(self, wait_seconds: float | None = None, starting_with: str = "") -> list[Account]:
         if wait_seconds is not None:
             wait_seconds = positive_seconds(wait_seconds, "wait_seconds")
+        if starting_with:  # every name is read in well under a second here, 100,000 too
+            every = self.accounts(wait_seconds)
+            return [account for account in every if account.client.startswith(starting_with)]
 
         async def every_page() -> list[Account]:
             found: list[Account] = []

@@ -9,6 +9,7 @@ can never apply it twice. The JSON's shapes are client_wire.py's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -733,7 +734,7 @@ class Client:
         ledger = self.ledger
         return lambda answer: account_from(answer, ledger)
 
-    def accounts(self, wait_seconds: float | None = None) -> list[Account]:
+    def accounts(self, wait_seconds: float | None = None, starting_with: str = "") -> list[Account]:
         # The wait is for every page together: each page given the whole of it, a bank of
         # 100,000 clients held a Tab of the shell over 2 s where it meant 1.
         deadline = None
@@ -749,6 +750,21 @@ class Client:
 
         found: list[Account] = []
         after: str | None = None
+        if starting_with:
+            # Names come in order of code points: those starting with it are the name
+            # itself, then the ones after it, up to the first that does not. A page or two
+            # where every page was read (a Tab in a bank of 100,000 clients got none).
+            left = None if deadline is None else deadline - time.monotonic()
+            with contextlib.suppress(NotFound):
+                found.append(
+                    self._call(
+                        "GET",
+                        _account_path(starting_with),
+                        self._account_reader(),
+                        wait_seconds=left,
+                    )
+                )
+            after = starting_with
         while True:
             params = {"limit": "1000"} if after is None else {"limit": "1000", "after": after}
             left = None if deadline is None else deadline - time.monotonic()
@@ -761,7 +777,13 @@ class Client:
             accounts, next_after = self._call(
                 "GET", "/v1/accounts", read, params=params, wait_seconds=left
             )
-            found.extend(accounts)
+            if starting_with:
+                kept = [account for account in accounts if account.client.startswith(starting_with)]
+                found.extend(kept)
+                if len(kept) < len(accounts):  # past the names it starts
+                    return found
+            else:
+                found.extend(accounts)
             if next_after is None:
                 return found
             # Names come in order (of code points, as kopilka's stores sort them): a page

@@ -6,6 +6,7 @@ import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
 
+from kopilka.errors import Unavailable
 from kopilka.shell.completion import KnownClients, ShellCompleter, current_word_start
 from kopilka.shell.parser import split_line
 
@@ -92,3 +93,31 @@ def test_a_name_typed_decomposed_completes_to_the_name_kept(typed: str) -> None:
         ['--client="Jos\u00e9 Garc\u00eda"'],
         ['"Jos\u00e9 Garc\u00eda"'],
     )
+
+
+def test_names_not_all_read_in_time_are_asked_for_by_what_is_typed() -> None:
+    """A server's bank of 100,000 clients could not list them all within Tab's second:
+    no name was ever completed. Those starting with what is typed are asked for then."""
+    asked: list[str] = []
+
+    def every_name() -> list[str]:
+        raise Unavailable("server_unreachable", "not every account within 1 s")
+
+    def starting_with(typed: str) -> list[str]:
+        asked.append(typed)
+        return [name for name in NAMES if name.startswith(typed)]
+
+    completer = ShellCompleter(KnownClients(every_name, starting_with))
+
+    def completed(text: str) -> list[str]:
+        event = CompleteEvent(completion_requested=True)
+        return [c.text for c in completer.get_completions(Document(text), event)]
+
+    assert completed("balance --client=Jon") == ['--client="Jon Smith"']
+    assert completed("balance --client=Jo") == ['--client="John Jones"', '--client="Jon Smith"']
+    assert completed("balance --client=") == []  # every name: not to be had
+    assert asked == ["Jon", "Jo"]
+    # Without a way to ask by what is typed, nothing, as before.
+    alone = ShellCompleter(KnownClients(every_name))
+    event = CompleteEvent(completion_requested=True)
+    assert list(alone.get_completions(Document("balance --client=Jon"), event)) == []

@@ -35,10 +35,21 @@ NAMES_WAIT_SECONDS = 1.0
 class KnownClients:
     """Client names from the bank, read again after a command of this session may have
     added one, every few seconds, and when one is typed that none of them starts with
-    (another session's)."""
+    (another session's).
 
-    def __init__(self, load: Callable[[], list[str]]) -> None:
+    `load_starting_with`, if given, reads only the names that start with what is typed:
+    asked at each Tab, for the rest of the session, once every name could not be read in
+    time (a server's bank of some tens of thousands of clients, listed a page at a time)
+    or at all (a server away, which answers those too once it is back)."""
+
+    def __init__(
+        self,
+        load: Callable[[], list[str]],
+        load_starting_with: Callable[[str], list[str]] | None = None,
+    ) -> None:
         self._load = load
+        self._load_starting_with = load_starting_with
+        self._by_what_is_typed = False
         self._names: list[str] | None = None
         self._loaded_at = 0.0
 
@@ -46,6 +57,13 @@ class KnownClients:
         self._names = None
 
     def names(self, typed: str = "") -> list[str]:
+        if not self._by_what_is_typed:
+            names = self._every_name(typed)
+            if not self._by_what_is_typed:  # else every name was not read in time just now
+                return names
+        return self._starting_with(typed)
+
+    def _every_name(self, typed: str) -> list[str]:
         if self._age_seconds() >= _NAMES_RELOAD_SECONDS:
             self.invalidate()
         names = self._known()
@@ -67,8 +85,18 @@ class KnownClients:
                 self._names = sorted(self._load())
             except Exception:  # completion must never break the prompt, whatever the bank says
                 self._names = []  # and is not held up again until it is time to read them
+                self._by_what_is_typed = self._load_starting_with is not None
             self._loaded_at = time.monotonic()
         return self._names
+
+    def _starting_with(self, typed: str) -> list[str]:
+        assert self._load_starting_with is not None
+        if not typed:  # every name: not to be had in time
+            return []
+        try:
+            return sorted(self._load_starting_with(typed))
+        except Exception:  # as _known: never the prompt's failure
+            return []
 
 
 def quote_word(word: str) -> str:

@@ -208,17 +208,18 @@ def _bounded_lines(readline: Callable[[int], str]) -> Iterator[str]:
         yield line
 
 
-def _client_names(bank: Bank, wait_seconds: float) -> list[str]:
-    """The names Tab offers: every client's, or a client token's own, as that token may
-    list no accounts."""
+def _client_names(bank: Bank, wait_seconds: float, starting_with: str = "") -> list[str]:
+    """The names Tab offers (those starting with `starting_with`): every client's, or a
+    client token's own, as that token may list no accounts."""
     try:
-        return [account.client for account in bank.accounts(wait_seconds=wait_seconds)]
+        accounts = bank.accounts(wait_seconds=wait_seconds, starting_with=starting_with)
+        return [account.client for account in accounts]
     except Forbidden:
         whoami = getattr(bank, "whoami", None)  # over HTTP: the server knows the token
         if whoami is None:
             raise
         client = whoami(wait_seconds=wait_seconds).get("client")  # Tab waits no longer
-        return [client] if isinstance(client, str) else []
+        return [client] if isinstance(client, str) and client.startswith(starting_with) else []
 
 
 def _is_terminal(lines: Iterable[str]) -> bool:
@@ -280,7 +281,10 @@ def run_terminal(
     )
     from kopilka.shell.history import history_at
 
-    clients = KnownClients(lambda: _client_names(bank, NAMES_WAIT_SECONDS))
+    clients = KnownClients(
+        lambda: _client_names(bank, NAMES_WAIT_SECONDS),
+        lambda typed: _client_names(bank, NAMES_WAIT_SECONDS, typed),
+    )
     completer = ShellCompleter(clients)
     session: PromptSession[str] = PromptSession(
         history=history_at(history_path),

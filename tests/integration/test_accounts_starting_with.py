@@ -1,0 +1,42 @@
+"""The accounts whose client's name starts with a text: what Tab offers once every name
+cannot be read in time, from a server a page of 1,000 at a time. The name itself, then
+those after it in code point order, up to the first that does not start so."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.kopilka_server import running_server
+
+from kopilka.bank import EmbeddedBank
+from kopilka.client import connect_bank
+
+# Past one page of 1,000 after "p", with names on either side that do not start so.
+NAMES = ["o9", "p", *(f"p{number:04}" for number in range(1_100)), "p\u00e9", "q", "Zed"]
+
+
+def test_a_server_s_names_starting_with_a_text_come_past_its_pages(tmp_path: Path) -> None:
+    with running_server(tmp_path / "home") as server:
+        with server.client() as admin:
+            operations = [
+                {"type": "deposit", "client": name, "amount": "1", "open_account": True}
+                for name in NAMES
+            ]
+            answer = admin.post("/v1/batch", json={"operations": operations})
+            assert answer.status_code == 200, answer.text
+        with connect_bank(server.url, token=server.token) as bank:
+            starting = [account.client for account in bank.accounts(5, starting_with="p")]
+            assert starting == [name for name in NAMES if name.startswith("p")]
+            assert [a.client for a in bank.accounts(5, starting_with="p109")] == [
+                f"p{number}" for number in range(1090, 1100)
+            ]
+            assert bank.accounts(5, starting_with="x") == []
+            assert [a.client for a in bank.accounts(5, starting_with="Ze")] == ["Zed"]
+
+
+def test_the_embedded_bank_s_names_starting_with_a_text(tmp_path: Path) -> None:
+    with EmbeddedBank(str(tmp_path / "kopilka.db")) as bank:
+        for name in ("o9", "p", "p1", "p\u00e9", "q"):
+            bank.open_account(name, opening_balance_cents=100)
+        assert [a.client for a in bank.accounts(starting_with="p")] == ["p", "p1", "p\u00e9"]
+        assert bank.accounts(starting_with="x") == []
