@@ -429,6 +429,7 @@ class EmbeddedBank:
             digest,
             earlier_digests=(earlier,),
             opening_of=client_name(command.client),
+            opening_cents=command.opening_balance_cents,
         )
         (outcome,) = self._run(self.engine.submit_many([command], claim))
         if isinstance(outcome, KopilkaError):

@@ -846,16 +846,27 @@ def test_an_opening_retried_under_its_key_kept_before_openings_kept_claims_is_no
         with pytest.raises(KopilkaError) as refused:
             bank.open_account("Ann", 0, None, 500, idempotency_key="in-1")
         assert refused.value.code == "account_exists", refused.value
-        # Another client's opening under that key is another request all the same.
-        with pytest.raises(KopilkaError) as reused:
-            bank.open_account("Bob", 0, None, 500, idempotency_key="in-1")
-        assert reused.value.code == "idempotency_key_reused", reused.value
+        # Another client's opening under that key is another request all the same, as is
+        # one of another opening balance.
+        for client, opening in (("Bob", 500), ("Ann", 400)):
+            with pytest.raises(KopilkaError) as reused:
+                bank.open_account(client, 0, None, opening, idempotency_key="in-1")
+            assert reused.value.code == "idempotency_key_reused", reused.value
+
         assert [account.client for account in bank.accounts()] == ["Ann"]
     with running_server(tmp_path / "home", path) as server, server.client() as admin:
         answer = admin.post(
             "/v1/accounts",
-            json={"client": "Ann", "opening_balance": "5.00"},
+            json={"client": "Ann", "opening_balance": "5.00"},  # its 500 cents
             headers={"Idempotency-Key": "in-1"},
         )
         assert answer.status_code == 409, answer.text
         assert answer.json()["error"]["code"] == "account_exists"
+        # A refusal kept under a key opened nothing: an opening under it is another request.
+        deposit = {"client": "Cy", "amount": "5.00"}
+        refused = admin.post("/v1/deposits", json=deposit, headers={"Idempotency-Key": "k-no"})
+        assert refused.json()["error"]["code"] == "account_not_found", refused.text
+        opening = {"client": "Cy", "opening_balance": "5.00"}
+        again = admin.post("/v1/accounts", json=opening, headers={"Idempotency-Key": "k-no"})
+        assert again.json()["error"]["code"] == "idempotency_key_reused", again.text
+        assert admin.get("/v1/accounts/Cy").status_code == 404

@@ -438,7 +438,12 @@ class Call:
         account = await self.outcome(
             OpenAccount(request.client, floor, cap, self.ledger, opening, key),
             self._claim(
-                key, named, b"POST /v1/accounts\n", earlier=earlier, opening_of=named.client
+                key,
+                named,
+                b"POST /v1/accounts\n",
+                earlier=earlier,
+                opening_of=named.client,
+                opening_cents=opening,
             ),
         )
         if opening > 0:  # posted as a deposit: counted as one, a replay apart
@@ -658,6 +663,7 @@ class Call:
         made_too: bool = False,
         earlier: tuple[msgspec.Struct, ...] = (),
         opening_of: str = "",
+        opening_cents: int = 0,
     ) -> ClaimKey | None:
         """The claim of a write's Idempotency-Key for its body (as decoded) and route: the
         same key then replays the first answer, and with another body is refused whole.
@@ -666,7 +672,7 @@ class Call:
         new, and is claimed only `made_too`: a batch's, which an answer with a 503 among
         its items hands back to resend the same body under. `earlier`: the same request
         as earlier versions digested it, whose kept keys it replays too. `opening_of`: the
-        client an opening's claim opens (ClaimKey.opening_of)."""
+        client an opening's claim opens, with its opening balance (ClaimKey.opening_of)."""
         if self.headers.idempotency_key is None and not made_too:
             return None
 
@@ -680,6 +686,7 @@ class Call:
             digest(request),
             earlier_digests=tuple(map(digest, earlier)),
             opening_of=opening_of,
+            opening_cents=opening_cents,
         )
 
     # -- sandboxes ------------------------------------------------------------

@@ -199,10 +199,12 @@ class ClaimKey:
     # The digests this very request had in earlier versions (a name spelt decomposed):
     # a key one of them holds is the same request again.
     earlier_digests: tuple[str, ...] = ()
-    # The client (its name as kept) whose opening the claim covers: a deposit to it kept
-    # under the key, and no claim (a ledger older than openings' claims: SQLite schema 5,
-    # PostgreSQL 4), is this opening's own, made before; not another request's.
+    # The client (its name as kept) whose opening the claim covers, and its opening
+    # balance: a deposit of it to that client applied under the key, and no claim (a
+    # ledger older than openings' claims: SQLite schema 5, PostgreSQL 4), is this
+    # opening's own, made before; not another request's.
     opening_of: str = ""
+    opening_cents: int = 0
 
 
 MoneyCommand: TypeAlias = Deposit | Withdraw | Transfer

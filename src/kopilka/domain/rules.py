@@ -307,8 +307,10 @@ class _Planner:
         known = self.known_operations[(command.ledger, command.idempotency_key)]
         return (
             command.opening_of != ""
+            and isinstance(known, Operation)  # applied: a refusal kept opened nothing
             and known.kind == "deposit"
             and known.credit_client == command.opening_of
+            and known.amount_cents == command.opening_cents
         )
 
     def close_claim(self) -> None:
