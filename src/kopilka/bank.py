@@ -40,6 +40,7 @@ from kopilka.domain.model import (
     client_name,
 )
 from kopilka.domain.rules import (
+    name_beginning,
     not_batched,
     refuse_what_no_store_reads,
     validate_chosen_ledger,
@@ -456,9 +457,12 @@ class EmbeddedBank:
     def accounts(self, wait_seconds: float | None = None, starting_with: str = "") -> list[Account]:
         if wait_seconds is not None:
             wait_seconds = positive_seconds(wait_seconds, "wait_seconds")
-        if starting_with:  # every name is read in well under a second here, 100,000 too
+        if starting_with != "":  # every name is read in under a second here, 100,000 too
+            beginning = name_beginning(starting_with)
+            if beginning is None:
+                return []
             every = self.accounts(wait_seconds)
-            return [account for account in every if account.client.startswith(starting_with)]
+            return [account for account in every if account.client.startswith(beginning)]
 
         async def every_page() -> list[Account]:
             found: list[Account] = []

@@ -57,6 +57,7 @@ from kopilka.domain.rules import (
     CLIENT_NAME_LENGTH_MAX,
     DESCRIPTION_LENGTH_MAX,
     ledger_name,
+    name_beginning,
     too_many_operations,
     validate_client,
     validate_command_list,
@@ -750,21 +751,26 @@ class Client:
 
         found: list[Account] = []
         after: str | None = None
-        if starting_with:
-            # Names come in order of code points: those starting with it are the name
-            # itself, then the ones after it, up to the first that does not. A page or two
-            # where every page was read (a Tab in a bank of 100,000 clients got none).
-            left = None if deadline is None else deadline - time.monotonic()
-            with contextlib.suppress(NotFound):
-                found.append(
-                    self._call(
-                        "GET",
-                        _account_path(starting_with),
-                        self._account_reader(),
-                        wait_seconds=left,
+        beginning = "" if starting_with == "" else name_beginning(starting_with)
+        if beginning is None:
+            return found  # no name begins so
+        if beginning:
+            # Names come in order of code points: those that begin so are the beginning
+            # itself, if a name, then the ones after it, up to the first that does not. A
+            # page or two where every page was read (a Tab in a bank of 100,000 clients
+            # got none). The page's `after` is a name: "Ann" for "Ann " ("Ann Lee").
+            after = beginning.rstrip(" ")
+            if after == beginning:
+                left = None if deadline is None else deadline - time.monotonic()
+                with contextlib.suppress(NotFound):
+                    found.append(
+                        self._call(
+                            "GET",
+                            _account_path(beginning),
+                            self._account_reader(),
+                            wait_seconds=left,
+                        )
                     )
-                )
-            after = starting_with
         while True:
             params = {"limit": "1000"} if after is None else {"limit": "1000", "after": after}
             left = None if deadline is None else deadline - time.monotonic()
@@ -777,8 +783,8 @@ class Client:
             accounts, next_after = self._call(
                 "GET", "/v1/accounts", read, params=params, wait_seconds=left
             )
-            if starting_with:
-                kept = [account for account in accounts if account.client.startswith(starting_with)]
+            if beginning:
+                kept = [account for account in accounts if account.client.startswith(beginning)]
                 found.extend(kept)
                 if len(kept) < len(accounts):  # past the names it starts
                     return found
@@ -1269,6 +1275,8 @@ def _json(response: httpx.Response) -> Any:
 
 def _account_path(client: str) -> str:
     _a_name(client)
+    if client == "":  # an empty segment is no endpoint: the rules' refusal, as embedded
+        validate_client(client)
     return "/v1/accounts/" + _segment(client)
 
 

@@ -711,6 +711,23 @@ def validate_client(client: object) -> None:
         )
 
 
+def name_beginning(text: object) -> str | None:
+    """The beginning of a client's name typed (to list the names that start so) as names
+    are kept (NFC); None where no name can begin so: spaces first, or a character no
+    name holds. Its end may be a space: "Ann " begins "Ann Lee". Not text: refused, as a
+    name is."""
+    if not isinstance(text, str):
+        raise InvalidInput("invalid_client", "a client name is text")
+    beginning = client_name(text)
+    if not beginning:
+        return beginning
+    try:
+        validate_client(beginning.rstrip(" "))
+    except InvalidInput:
+        return None
+    return beginning
+
+
 def _printable_or_unassigned(character: str) -> bool:
     return character.isprintable() or unicodedata.category(character) == "Cn"
 
