@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
@@ -101,23 +103,42 @@ def test_names_not_all_read_in_time_are_asked_for_by_what_is_typed() -> None:
     asked: list[str] = []
 
     def every_name() -> list[str]:
-        raise Unavailable("server_unreachable", "not every account within 1 s")
+        time.sleep(0.05)  # the whole wait, as a listing that ran out of it takes
+        raise Unavailable("server_unreachable", "not every account within 0.05 s")
 
     def starting_with(typed: str) -> list[str]:
         asked.append(typed)
         return [name for name in NAMES if name.startswith(typed)]
 
-    completer = ShellCompleter(KnownClients(every_name, starting_with))
+    completer = ShellCompleter(KnownClients(every_name, starting_with, wait_seconds=0.05))
 
     def completed(text: str) -> list[str]:
         event = CompleteEvent(completion_requested=True)
         return [c.text for c in completer.get_completions(Document(text), event)]
 
+    assert completed("balance --client=Jon") == []  # the Tab that waited, no longer
     assert completed("balance --client=Jon") == ['--client="Jon Smith"']
     assert completed("balance --client=Jo") == ['--client="John Jones"', '--client="Jon Smith"']
     assert completed("balance --client=") == []  # every name: not to be had
     assert asked == ["Jon", "Jo"]
     # Without a way to ask by what is typed, nothing, as before.
-    alone = ShellCompleter(KnownClients(every_name))
+    alone = ShellCompleter(KnownClients(every_name, wait_seconds=0.05))
     event = CompleteEvent(completion_requested=True)
     assert list(alone.get_completions(Document("balance --client=Jon"), event)) == []
+
+
+def test_names_refused_at_once_are_read_again_later_not_asked_for_by_what_is_typed() -> None:
+    """A server down, a file locked: reading every name again soon mends it."""
+    asked: list[str] = []
+
+    def every_name() -> list[str]:
+        raise Unavailable("server_unreachable", "connection refused")
+
+    def starting_with(typed: str) -> list[str]:
+        asked.append(typed)
+        return []
+
+    clients = KnownClients(every_name, starting_with, wait_seconds=5)
+    assert clients.names("Jon") == []
+    assert clients.names("Jon") == []
+    assert asked == []

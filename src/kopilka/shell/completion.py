@@ -39,16 +39,19 @@ class KnownClients:
 
     `load_starting_with`, if given, reads only the names that start with what is typed:
     asked at each Tab, for the rest of the session, once every name could not be read in
-    time (a server's bank of some tens of thousands of clients, listed a page at a time)
-    or at all (a server away, which answers those too once it is back)."""
+    time (a server's bank of some tens of thousands of clients, listed a page at a time,
+    or one that did not answer, which answers those too once it is back)."""
 
     def __init__(
         self,
         load: Callable[[], list[str]],
         load_starting_with: Callable[[str], list[str]] | None = None,
+        wait_seconds: float = NAMES_WAIT_SECONDS,
     ) -> None:
+        """`wait_seconds`: how long the loads wait, at most."""
         self._load = load
         self._load_starting_with = load_starting_with
+        self._wait_seconds = wait_seconds
         self._by_what_is_typed = False
         self._names: list[str] | None = None
         self._loaded_at = 0.0
@@ -57,11 +60,11 @@ class KnownClients:
         self._names = None
 
     def names(self, typed: str = "") -> list[str]:
-        if not self._by_what_is_typed:
-            names = self._every_name(typed)
-            if not self._by_what_is_typed:  # else every name was not read in time just now
-                return names
-        return self._starting_with(typed)
+        if self._by_what_is_typed:
+            return self._starting_with(typed)
+        # The Tab that found every name was not to be had in time waits no more: the next
+        # one asks for those that begin as typed.
+        return self._every_name(typed)
 
     def _every_name(self, typed: str) -> list[str]:
         if self._age_seconds() >= _NAMES_RELOAD_SECONDS:
@@ -81,11 +84,15 @@ class KnownClients:
 
     def _known(self) -> list[str]:
         if self._names is None:
+            started = time.monotonic()
             try:
                 self._names = sorted(self._load())
             except Exception:  # completion must never break the prompt, whatever the bank says
                 self._names = []  # and is not held up again until it is time to read them
-                self._by_what_is_typed = self._load_starting_with is not None
+                # Out of time (too many names, or a bank that did not answer): not refused
+                # at once (a server down, a file locked), which reading again later mends.
+                timed_out = time.monotonic() - started >= self._wait_seconds
+                self._by_what_is_typed = timed_out and self._load_starting_with is not None
             self._loaded_at = time.monotonic()
         return self._names
 
