@@ -62,6 +62,11 @@ def test_the_url_s_passfile_comes_before_pgpassfile_and_pgpassfile_before_the_ho
     shared = tmp_path / ".pgpass"
     told = skipped_password_file(f"{url}?passfile={shared}", {"PGPASSFILE": str(private)})
     assert told is not None and told.startswith("the password file named by the URL's passfile")
+    # Set empty, PGPASSFILE names "" (the working directory, no plain file): ~/.pgpass,
+    # shared as it is, is not the one the driver skipped.
+    assert skipped_password_file(url, {"PGPASSFILE": ""}) == (
+        "the password file named by PGPASSFILE was not read: it is not a plain file"
+    )
 
 
 def test_a_user_without_a_home_has_no_pgpass_to_name(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,7 +39,7 @@ def skipped_password_file(url: str, environ: Mapping[str, str] = os.environ) -> 
         return None
     if "passfile" in query:
         where, path = "the URL's passfile", Path(query["passfile"][-1])
-    elif environ.get("PGPASSFILE"):
+    elif "PGPASSFILE" in environ:  # set empty, the driver reads "" (this directory)
         where, path = "PGPASSFILE", Path(environ["PGPASSFILE"])
     else:
         try:
