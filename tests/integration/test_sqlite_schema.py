@@ -40,7 +40,7 @@ from tests.nfc_upgrade import (
 )
 
 from kopilka.bank import EmbeddedBank
-from kopilka.domain.model import Deposit, client_name
+from kopilka.domain.model import OPENING_DESCRIPTION, Deposit, client_name
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError, Unavailable
 from kopilka.store import open_store
@@ -841,19 +841,28 @@ def test_an_opening_retried_under_its_key_kept_before_openings_kept_claims_is_no
     again was told its key was "already used for another request", its own."""
     path = str(tmp_path / "five.db")
     with closing(_schema_5(path)) as old, old:
-        _add_accounts(old, (1, "main", "Ann", 500))  # its opening deposit's key: in-1
+        # Ann's deposit (key in-1) is her opening's; Dee's (in-2), a deposit that opened hers.
+        _add_accounts(old, (1, "main", "Ann", 500), (2, "main", "Dee", 500))
+        old.execute(
+            "UPDATE operations SET description = ? WHERE idempotency_key = 'in-1'",
+            (OPENING_DESCRIPTION,),
+        )
     with EmbeddedBank(path) as bank:
         with pytest.raises(KopilkaError) as refused:
             bank.open_account("Ann", 0, None, 500, idempotency_key="in-1")
         assert refused.value.code == "account_exists", refused.value
         # Another client's opening under that key is another request all the same, as is
         # one of another opening balance.
-        for client, opening in (("Bob", 500), ("Ann", 400)):
+        for client, opening, key in (
+            ("Bob", 500, "in-1"),
+            ("Ann", 400, "in-1"),
+            ("Dee", 500, "in-2"),
+        ):
             with pytest.raises(KopilkaError) as reused:
-                bank.open_account(client, 0, None, opening, idempotency_key="in-1")
-            assert reused.value.code == "idempotency_key_reused", reused.value
+                bank.open_account(client, 0, None, opening, idempotency_key=key)
+            assert reused.value.code == "idempotency_key_reused", (client, reused.value)
 
-        assert [account.client for account in bank.accounts()] == ["Ann"]
+        assert [account.client for account in bank.accounts()] == ["Ann", "Dee"]
     with running_server(tmp_path / "home", path) as server, server.client() as admin:
         answer = admin.post(
             "/v1/accounts",
@@ -866,7 +875,8 @@ def test_an_opening_retried_under_its_key_kept_before_openings_kept_claims_is_no
         deposit = {"client": "Cy", "amount": "5.00"}
         refused = admin.post("/v1/deposits", json=deposit, headers={"Idempotency-Key": "k-no"})
         assert refused.json()["error"]["code"] == "account_not_found", refused.text
-        opening = {"client": "Cy", "opening_balance": "5.00"}
+        # Without money: an opening with some is refused for its deposit's key anyway.
+        opening = {"client": "Cy", "opening_balance": "0.00"}
         again = admin.post("/v1/accounts", json=opening, headers={"Idempotency-Key": "k-no"})
         assert again.json()["error"]["code"] == "idempotency_key_reused", again.text
         assert admin.get("/v1/accounts/Cy").status_code == 404

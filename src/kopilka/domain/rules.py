@@ -309,6 +309,7 @@ class _Planner:
             command.opening_of != ""
             and isinstance(known, Operation)  # applied: a refusal kept opened nothing
             and known.kind == "deposit"
+            and known.description == OPENING_DESCRIPTION  # not a deposit that opened it
             and known.credit_client == command.opening_of
             and known.amount_cents == command.opening_cents
         )
@@ -713,9 +714,9 @@ def validate_client(client: object) -> None:
 
 def name_beginning(text: object) -> str | None:
     """The beginning of a client's name typed (to list the names that start so) as names
-    are kept (NFC); None where no name can begin so: spaces first, or a character no
-    name holds. Its end may be a space: "Ann " begins "Ann Lee". Not text: refused, as a
-    name is."""
+    are kept (NFC); None where no name can begin so: only spaces, a character no name
+    holds, or too long. Its end may be a space: "Ann " begins "Ann Lee". Not text:
+    refused, as a name is."""
     if not isinstance(text, str):
         raise InvalidInput("invalid_client", "a client name is text")
     beginning = client_name(text)
