@@ -85,6 +85,7 @@ from kopilka.home import ADMIN_TOKEN_FILE, home
 from kopilka.idempotency import new_key, sendable_key
 from kopilka.periods import period_end
 from kopilka.redaction import quoted, redact_url
+from kopilka.tokens import no_token_named
 from kopilka.urls import on_this_machine, split_url
 
 T = TypeVar("T")
@@ -973,6 +974,8 @@ class Client:
         """Revoke it (again, if it was already); NotFound when there is no such token."""
         if not isinstance(token_id, str):  # None, a number: it was an AttributeError
             raise NotFound("token_not_found", f"no token has the id {token_id!r}: an id is text")
+        if token_id == "":  # an empty segment is no endpoint: the server's answer to no id
+            raise NotFound("token_not_found", no_token_named(token_id))
         self._call("DELETE", "/v1/tokens/" + _segment(token_id))
 
     def drop_sandbox(self) -> None:

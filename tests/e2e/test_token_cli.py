@@ -478,6 +478,10 @@ def test_a_token_id_that_no_token_has_is_refused_before_any_store_reads_it(
             with pytest.raises(NotFound) as none:
                 bank.revoke_token(not_text)  # type: ignore[arg-type]
             assert none.value.message == f"no token has the id {not_text!r}: an id is text"
+        # An empty id made an empty path segment: "no such endpoint", not "no token".
+        with pytest.raises(NotFound) as empty:
+            bank.revoke_token("")
+        assert (empty.value.code, empty.value.message) == ("token_not_found", "no token ''")
     _, teller = created_token(
         token_command(server, "create", "--role", "teller", "--url", server.url)
     )
