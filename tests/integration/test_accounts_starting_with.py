@@ -74,7 +74,7 @@ def test_a_beginning_is_read_as_names_are_and_one_no_name_has_begins_none(bank: 
     assert starting(unicodedata.normalize("NFD", "Jos\u00e9")) == ["Jos\u00e9", "Jos\u00e9phine"]
     assert starting("Ann ") == ["Ann Lee"]  # a space typed, the rest of the name to come
     assert starting("Ann") == ["Ann", "Ann Lee", "Anna"]
-    for beginning in (" ", "  Ann", "\x00", "Ann\x00", "x" * 201):
+    for beginning in (" ", "\x00", "Ann\x00", "x" * 201):
         assert starting(beginning) == [], repr(beginning)
     with pytest.raises(InvalidInput) as refused:
         bank.accounts(5, starting_with=5)  # type: ignore[arg-type]

@@ -142,3 +142,18 @@ def test_names_refused_at_once_are_read_again_later_not_asked_for_by_what_is_typ
     assert clients.names("Jon") == []
     assert clients.names("Jon") == []
     assert asked == []
+    # And read again, once a name none of them begins is typed a second later.
+    loads = 0
+
+    def every_name_once_back() -> list[str]:
+        nonlocal loads
+        loads += 1
+        if loads == 1:
+            raise Unavailable("server_unreachable", "connection refused")
+        return list(NAMES)
+
+    back = KnownClients(every_name_once_back, starting_with, wait_seconds=5)
+    assert back.names("Jon") == []
+    time.sleep(1.05)
+    assert "Jon Smith" in back.names("Jon")
+    assert asked == []

@@ -89,9 +89,10 @@ class KnownClients:
                 self._names = sorted(self._load())
             except Exception:  # completion must never break the prompt, whatever the bank says
                 self._names = []  # and is not held up again until it is time to read them
-                # Out of time (too many names, or a bank that did not answer): not refused
-                # at once (a server down, a file locked), which reading again later mends.
-                timed_out = time.monotonic() - started >= self._wait_seconds
+                # Out of time (too many names, a bank that did not answer, or one busy
+                # till a retry had no time left, given up on before the end): not refused
+                # at once (a server down, a file locked), which reading again mends.
+                timed_out = time.monotonic() - started >= self._wait_seconds / 2
                 self._by_what_is_typed = timed_out and self._load_starting_with is not None
             self._loaded_at = time.monotonic()
         return self._names
