@@ -49,4 +49,5 @@ def sendable_key(key: str) -> str:
             "invalid_idempotency_key",
             "an idempotency key is printable ASCII text without spaces at its ends",
         )
-    return key
+    # A str subclass is text: kept as the plain str it holds, as a name is (client_name).
+    return key if type(key) is str else str.__str__(key)

@@ -41,6 +41,12 @@ from kopilka.errors import InvalidInput, KopilkaError, Unauthorized
 from kopilka.store import open_store
 
 NOW = datetime.now(UTC)
+
+
+class _Key(str):
+    """A key of a str subclass (an enum's value, a caller's own type)."""
+
+
 # What a floor or cap out of range is told of the range.
 _RANGE = ": a floor or cap is at most $1,000,000,000,000,000.00 from zero"
 # 01:30 in New York on 2026-11-01 is shown twice: at 05:30 UTC (fold 0), at 06:30 (fold 1).
@@ -94,6 +100,9 @@ CALLS: list[tuple[str, Callable[[Bank], Any]]] = [
     ("a key in Cyrillic", lambda bank: bank.deposit("Ann", 1, "x", "ключ")),
     ("a key with spaces", lambda bank: bank.deposit("Ann", 1, "x", " a ")),
     ("a key under a client's mark", lambda bank: bank.deposit("Ann", 1, "x", "client/x")),
+    # A str subclass is text, as a name is: applied by both (refused by the embedded one).
+    ("a key of a str subclass", lambda bank: bank.deposit("Ann", 1, "x", _Key("sub-1")).kind),
+    ("that key again", lambda bank: bank.deposit("Ann", 1, "x", "sub-1").replayed),
     ("an opening under a key", lambda bank: bank.open_account("R1", 0, None, 500, "ok1").client),
     ("the same opening again", lambda bank: bank.open_account("R1", 0, None, 500, "ok1").client),
     ("another opening, that key", lambda bank: bank.open_account("R2", 0, None, 0, "ok1")),
@@ -274,7 +283,9 @@ def test_the_client_answers_as_the_embedded_bank_does(tmp_path: Path) -> None:
         assert theirs == mine, name
     answer = dict(zip((name for name, _ in CALLS), expected, strict=True))
     assert answer["a first deposit"] == "deposit"
-    assert answer["the balance after all"] == 500
+    assert answer["a key of a str subclass"] == "deposit"
+    assert answer["that key again"] is True
+    assert answer["the balance after all"] == 501  # its one cent
     assert answer["its statement's name"] == "Jos\u00e9"  # as kept, in NFC
     assert answer["an empty period: since just after till"] == 0
     assert answer["since two microseconds after till"] == (
