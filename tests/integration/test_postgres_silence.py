@@ -26,6 +26,13 @@ pytestmark = pytest.mark.postgres
 COMMAND_TIMEOUT_SECONDS = 2.0
 
 
+async def _ann_and_idle_connections(engine: Engine) -> None:
+    """Ann's $10.00, and several pooled connections, all idle as the sessions freeze (and
+    one kept for the next batch)."""
+    await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
+    await asyncio.gather(*(engine.list_accounts("main") for _ in range(8)))
+
+
 @contextlib.asynccontextmanager
 async def _kopilka_sessions_frozen(url: str) -> AsyncIterator[list[int]]:
     """Every backend serving kopilka in this database stopped, until the end; the
@@ -95,9 +102,7 @@ async def test_a_write_on_a_silent_connection_is_answered_after_one_timeout(
         pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
     store = PostgresStore(postgres_url, command_timeout_seconds=COMMAND_TIMEOUT_SECONDS)
     async with Engine(store) as engine:
-        await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
-        # Several pooled connections, all idle as the sessions freeze.
-        await asyncio.gather(*(engine.list_accounts("main") for _ in range(8)))
+        await _ann_and_idle_connections(engine)
         async with _kopilka_sessions_frozen(postgres_url) as frozen:
             started = time.monotonic()
             with pytest.raises(Unavailable) as silent:
@@ -129,10 +134,7 @@ async def test_connections_opened_before_a_timeout_are_not_handed_out_again(
         pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
     store = PostgresStore(postgres_url, command_timeout_seconds=COMMAND_TIMEOUT_SECONDS)
     async with Engine(store) as engine:
-        await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
-        # Several pooled connections, all idle as the sessions freeze, and one kept for
-        # the next batch.
-        await asyncio.gather(*(engine.list_accounts("main") for _ in range(8)))
+        await _ann_and_idle_connections(engine)
         async with _kopilka_sessions_frozen(postgres_url):
             started = time.monotonic()
             assert (await engine.get_account("main", "Ann")).balance_cents == 1_000
@@ -160,8 +162,7 @@ async def test_a_commit_on_a_silent_connection_is_answered_after_one_timeout(
         settle_timeout_seconds=0.3,
     )
     async with Engine(store) as engine:
-        await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
-        await asyncio.gather(*(engine.list_accounts("main") for _ in range(8)))
+        await _ann_and_idle_connections(engine)
         admin = await asyncpg.connect(postgres_url)
         try:
             # A COMMIT that takes a second, long enough to be caught at it.
