@@ -122,6 +122,16 @@ class Unavailable(KopilkaError):
     to_a_write: Unavailable | None = None
 
 
+def database_away(why: str = "") -> Unavailable:
+    """The database not reached, told to a read; to a write (`to_a_write`), that nothing
+    of it was applied. `why`: " (reason)", for a caller who may learn it."""
+    told = Unavailable("store_unavailable", f"the database is unavailable{why}; try again")
+    told.to_a_write = Unavailable(
+        "store_unavailable", f"the database is unavailable{why}; nothing was applied, try again"
+    )
+    return told
+
+
 def unapplied(code: str, message: str) -> Unavailable:
     """The store's refusal of a write it rolled back whole, as its message says: the shell
     offers no key to retry it "safely" with, as if it might have been applied."""

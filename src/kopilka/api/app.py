@@ -55,6 +55,7 @@ from kopilka.errors import (
     KopilkaError,
     Unauthorized,
     Unavailable,
+    database_away,
     stopped_before_answer,
 )
 from kopilka.limits import Limits
@@ -208,11 +209,7 @@ class KopilkaApp:
         for it (its token, its sandbox) failing, a write is told that nothing of it was
         applied, as the store tells a write of its own failure."""
         if self._opening is not None:  # every route with a token reads the store
-            away = Unavailable("store_unavailable", "the database is unavailable; try again")
-            away.to_a_write = Unavailable(
-                "store_unavailable", "the database is unavailable; nothing was applied, try again"
-            )
-            raise _as_told_to(away, writing)
+            raise _as_told_to(database_away(), writing)
         try:
             principal = await self.tokens.authenticate(headers.authorization)
         except Unauthorized as refused:  # guessed tokens show, on every route

@@ -62,6 +62,7 @@ from kopilka.errors import (
     RetryableStoreError,
     Unavailable,
     UnstorableInput,
+    database_away,
     unapplied,
 )
 from kopilka.redaction import redact_text, redact_url
@@ -346,14 +347,9 @@ class PostgresStore:
         operator."""
         self._log_outage(error)
         why = f" ({self._outage_reason(error)})" if self._tells_why else ""
-        to_a_write = Unavailable(
-            "store_unavailable", f"the database is unavailable{why}; nothing was applied, try again"
-        )
-        if not reading:
-            return to_a_write
-        told = Unavailable("store_unavailable", f"the database is unavailable{why}; try again")
-        told.to_a_write = to_a_write
-        return told
+        told = database_away(why)
+        assert told.to_a_write is not None
+        return told if reading else told.to_a_write
 
     def _refused(self, error: BaseException) -> Unavailable:
         """The database's own reason in one line (its first: a HINT follows on the next),
