@@ -75,6 +75,7 @@ from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, is_read_only
 from kopilka.store.sqlite_files import OpenedFiles
+from kopilka.store.sqlite_jobs import run, submit
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import look_inside, migrate, unknown_version
 from kopilka.store.sqlite_owners import JOURNALS, refuse_files_of_others
@@ -292,9 +293,9 @@ class SqliteStore:
         if self.path != ":memory:":
             refuse_files_of_others(self.path)
         if not self._create_schema and self.path != ":memory:":
-            await asyncio.to_thread(self._require_a_ledger)
+            await run(self._reader_thread, self._require_a_ledger)
         elif self.path != ":memory:":
-            await asyncio.to_thread(self._refuse_another_programs_file)
+            await run(self._reader_thread, self._refuse_another_programs_file)
         if Path(self.path).is_dir():  # refused before a lock file is put beside it
             raise self._a_directory()
         directory = Path(self.path).parent
@@ -419,7 +420,7 @@ class SqliteStore:
     async def close(self) -> None:
         if self._checkpointer is not None:
             # First, so that the writer closes last and leaves the database checkpointed.
-            await asyncio.to_thread(self._checkpointer.close)
+            await run(self._reader_thread, self._checkpointer.close)
             self._checkpointer = None
         if self._writer is not None:
             await self._write(self._writer.close)
@@ -442,8 +443,8 @@ class SqliteStore:
 
     def _submit_write(self, work: Callable[[], T]) -> Future[T]:
         loop = asyncio.get_running_loop()
+        job = submit(self._writer_thread, work)
         self._writer_jobs += 1
-        job = self._writer_thread.submit(work)
         # Counted down when the job has really finished, even if its caller was cancelled.
         job.add_done_callback(lambda _: _call_soon(loop, self._writer_job_done))
         return job
@@ -454,9 +455,7 @@ class SqliteStore:
     async def _read(self, work: Callable[[], T], thread: ThreadPoolExecutor | None = None) -> T:
         """`work` on the reader thread (or `thread`): a statement's pages have their own."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                thread or self._reader_thread, work
-            )
+            return await run(thread or self._reader_thread, work)
         except sqlite3.Error as error:  # a damaged file: one line, not a traceback
             failure = self._failed(error, reading=True)
             failure.to_a_write = self._failed(error)  # the outage logged once all the same

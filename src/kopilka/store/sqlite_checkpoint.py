@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from kopilka.store.sqlite_jobs import submit
+
 logger = logging.getLogger(__name__)
 
 WRITER_AUTOCHECKPOINT_PAGES = 8_000
@@ -50,9 +52,15 @@ class Checkpointer:
         with self._lock:  # held while submitting, so that close() cannot come between
             if self._closed or self._running or now - self._last_started < self._interval_seconds:
                 return
+            try:
+                self._thread.submit(self._checkpoint)
+            except RuntimeError:
+                # The program is ending and its thread pools have stopped: the writer's
+                # automatic checkpoint is left to do it. Never raised: this follows a
+                # commit, which no failure here may turn into a refusal.
+                return
             self._running = True
             self._last_started = now
-            self._thread.submit(self._checkpoint)
 
     def _checkpoint(self) -> None:
         try:
@@ -75,7 +83,7 @@ class Checkpointer:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._thread.submit(self._close_connection)  # after any checkpoint still running
+            submit(self._thread, self._close_connection)  # after any checkpoint still running
         self._thread.shutdown(wait=True)
 
     def _close_connection(self) -> None:
