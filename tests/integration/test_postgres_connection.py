@@ -25,12 +25,15 @@ pytestmark = pytest.mark.postgres
 class Relay:
     """Forwards TCP to PostgreSQL; when armed, swallows the server's next reply that
     carries the command tag `cut_at` and cuts that connection: the command completed
-    (and committed), the client never hears it."""
+    (and committed), the client never hears it. With `cut_sent`, it swallows instead
+    the client's next message that holds `cut_at` (a statement's text), and cuts: the
+    server never hears it."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.armed = False
         self.cut_at = b"COMMIT"
+        self.cut_sent = False
         self.cuts = 0
         self.refuse_after_cut = False  # the database then away: new connections cut at once
         # Every other connection open at the cut ends with it, as pg_terminate_backend
@@ -57,8 +60,8 @@ class Relay:
             return
         server_in, server_out = await asyncio.open_connection(*self.target)
         self._open.add(server_out)
-        upstream = asyncio.create_task(self._pipe(client_in, server_out, watch=False))
-        downstream = asyncio.create_task(self._pipe(server_in, client_out, watch=True))
+        upstream = asyncio.create_task(self._pipe(client_in, server_out, sent=True))
+        downstream = asyncio.create_task(self._pipe(server_in, client_out, sent=False))
         await asyncio.wait([upstream, downstream], return_when=asyncio.FIRST_COMPLETED)
         for task in (upstream, downstream):
             task.cancel()
@@ -67,13 +70,14 @@ class Relay:
         self._open.discard(server_out)
 
     async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, watch: bool
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, sent: bool
     ) -> None:
         while data := await reader.read(65_536):
             if writer in self._ended:
                 return
             # CommandComplete carries the tag ("COMMIT", "SELECT 1") and a zero byte.
-            if watch and self.armed and self.cut_at + b"\x00" in data:
+            watched = self.cut_at if sent else self.cut_at + b"\x00"
+            if self.armed and sent == self.cut_sent and watched in data:
                 self.armed = False
                 self.cuts += 1
                 if self.cut_the_others:
@@ -204,6 +208,25 @@ async def test_a_commit_rolled_back_with_its_connection_is_retried_once(
             await admin.close()
         balance = 5 if client == "Bob" else 1_005
         assert (await engine.get_account("main", client)).balance_cents == balance
+
+
+async def test_a_retried_key_whose_rollback_is_cut_is_answered_with_the_replay(
+    postgres_url: str,
+) -> None:
+    """A retried request meets its key taken, and its batch rolls back to run again
+    reading the keys. The connection is lost with the ROLLBACK (the server rolls back
+    anyway): the batch runs again on another, and the caller hears the replay, not an
+    internal error of a connection already given back to the pool."""
+    async with relayed(postgres_url) as (relay, url), Engine(PostgresStore(url)) as engine:
+        first = await engine.execute(Deposit("Ann", 1_000, "pay", "k1"))
+        assert isinstance(first, Operation)
+        relay.armed, relay.cut_at, relay.cut_sent = True, b"ROLLBACK", True
+        again = await engine.execute(Deposit("Ann", 1_000, "pay", "k1"))
+        assert relay.cuts == 1
+        assert isinstance(again, Operation), again
+        assert again.replayed
+        assert again.id == first.id
+        assert (await engine.get_account("main", "Ann")).balance_cents == 1_000
 
 
 async def test_pooled_connections_left_stale_by_a_restart_are_replaced(

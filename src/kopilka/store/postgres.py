@@ -504,12 +504,15 @@ class PostgresStore:
             outcomes = await self._write_planned(commands, planned)
             if outcomes is not None:
                 return outcomes
-        async with self._batch_connection() as connection:
-            try:
+        try:
+            async with self._batch_connection() as connection:
                 return await self._apply_once(connection, commands, check_keys=False)
-            except KeyAlreadyUsed:
-                pass
-            # Rare: a retried request. Run the batch again, reading its keys first.
+        except KeyAlreadyUsed:
+            pass
+        # Rare: a retried request. Run the batch again, reading its keys first, on the
+        # connection kept again, or another: the ROLLBACK may have lost that one, and
+        # asyncpg then gives it back to the pool.
+        async with self._batch_connection() as connection:
             try:
                 return await self._apply_once(connection, commands, check_keys=True)
             except KeyAlreadyUsed as error:
