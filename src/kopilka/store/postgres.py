@@ -12,7 +12,9 @@ a stale view means planning again the locking way). Transient failures
 RetryableStoreError, which the engine retries. A connection lost *during*
 COMMIT is settled by asking the server whether the transaction committed
 (pg_xact_status), so a batch is never applied twice nor reported lost when it
-was not. An unreachable database is Unavailable (HTTP 503) at once, and the
+was not. A statement the database cancels (statement_timeout, pg_cancel_backend) is
+no lost connection: it rolled back, and is told so at once, not retried. An
+unreachable database is Unavailable (HTTP 503) at once, and the
 pool reconnects by itself when the server is back. A statement that times out
 (a silent server) fails its write, not tried again, and retires every connection
 opened before it. The schema's version is postgres_migrate.py's.
@@ -101,13 +103,24 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,  # class 08: connection exceptions
-    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutdown, crash, cancel
+    # Class 57's that end the session; not its query_canceled (57014), which leaves the
+    # session and its connection as they were (_CANCELLED).
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: shutting down, or pg_terminate_backend
+    asyncpg.exceptions.CrashShutdownError,  # 57P02
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up, or shutting down
+    asyncpg.exceptions.DatabaseDroppedError,  # 57P04
+    asyncpg.exceptions.IdleSessionTimeoutError,  # 57P05
     asyncpg.InterfaceError,  # "connection is closed"
     # A session the server killed while asyncpg was between messages leaves the
     # protocol mid-way ("cannot switch to state 11; another operation (2) is in
     # progress") until the socket's close is read: as lost as a closed connection.
     asyncpg.exceptions.InternalClientError,
 )
+# A statement the database cancelled: its statement_timeout ran out, or an operator's
+# pg_cancel_backend. The server answered, with an error: the transaction is rolled back
+# (a COMMIT too: one cancelled in its deferred triggers did not commit, and one cancelled
+# while it waits for a synchronous standby is committed, with only a warning).
+_CANCELLED = asyncpg.exceptions.QueryCanceledError
 # What a batch being settled tries again, on another connection: lost, or a deadlock.
 _SETTLE_AGAIN: tuple[type[BaseException], ...] = (RetryableStoreError, *_CONNECTION_LOST)
 # Text of a request that a database in another encoding than UTF8 has no character for.
@@ -171,6 +184,20 @@ def _busy(error: BaseException) -> Unavailable:
     return unapplied(
         "store_busy", f"the database is busy, nothing was changed; try again ({error})"
     )
+
+
+def _cancelled(error: BaseException) -> Unavailable:
+    """A read or a store write that the database cancelled (_CANCELLED): rolled back, and
+    not tried again, as the same statement_timeout would end each try as late."""
+    return unapplied(
+        "store_busy",
+        f"the database cancelled this ({_first_line(error)}); nothing was changed, try again",
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    """The driver may add a HINT line; a message is one line."""
+    return str(error).partition("\n")[0]
 
 
 def _row_count(status: str) -> int:
@@ -591,6 +618,8 @@ class PostgresStore:
             key_taken = True  # a retried key, or a claim held: the locking way reads keys
         except asyncpg.exceptions.LockNotAvailableError as error:
             raise self._locked_too_long(error) from error  # the locking way would wait again
+        except _CANCELLED as error:  # rolled back; the locking way would wait again too
+            raise self._batch_cancelled(error) from error
         except _UNSTORABLE_TEXT:
             raise  # a request's text, no stale view: apply refuses the commands holding it
         except asyncpg.PostgresError:
@@ -706,6 +735,8 @@ class PostgresStore:
             await _rollback_quietly(transaction)
             if isinstance(error, asyncpg.exceptions.LockNotAvailableError):
                 raise self._locked_too_long(error) from error
+            if isinstance(error, _CANCELLED):
+                raise self._batch_cancelled(error) from error
             if isinstance(error, _TRANSIENT):
                 raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
             raise
@@ -716,6 +747,8 @@ class PostgresStore:
             if transaction_id is None:
                 return plan.outcomes  # nothing was written: the outcome is the same
             outcomes = await self._settle(transaction_id, plan)
+        except _CANCELLED as error:  # in a deferred trigger: not committed
+            raise self._batch_cancelled(error) from error
         except asyncpg.PostgresError as error:
             raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
         else:
@@ -745,12 +778,14 @@ class PostgresStore:
                         # A new connection may be as silent as the one that lost the COMMIT.
                         timeout=self._settle_timeout_seconds,
                     )
-            except _CONNECTION_LOST as error:
+            except (*_CONNECTION_LOST, _CANCELLED) as error:
                 # A pooled connection the same cut ended (all kopilka's sessions
                 # terminated): asked on another, a new one at last; the server away
-                # is Unavailable at the connecting.
+                # is Unavailable at the connecting. The question cancelled, the COMMIT's
+                # fate is as unknown: asked again (no outage to log for it).
                 if time.monotonic() >= deadline:
-                    raise self._outcome_unknown(error) from error
+                    lost = error if isinstance(error, _CONNECTION_LOST) else None
+                    raise self._outcome_unknown(lost) from error
                 continue
             except Unavailable as error:
                 raise self._outcome_unknown() from error
@@ -784,6 +819,8 @@ class PostgresStore:
             raise self._refused(error) from error
         except _TRANSIENT as error:
             raise _busy(error) from error
+        except _CANCELLED as error:
+            raise _cancelled(error) from error
         return await self._once(work, reading=True)
 
     def _locked_too_long(self, error: BaseException) -> Unavailable:
@@ -798,6 +835,18 @@ class PostgresStore:
             "the database is busy: an account of this request, or of another applied with it,"
             f" has been locked by another session for over {self._lock_timeout_seconds:g} s;"
             " nothing was changed, try again",
+        )
+
+    def _batch_cancelled(self, error: BaseException) -> Unavailable:
+        """A batch whose statement the database cancelled (_CANCELLED): rolled back, and
+        not retried, as a deadlock is: the same statement_timeout would end each try
+        as late, while the batch holds one of the process's few batch slots."""
+        logger.warning("the database cancelled a batch's statement: %s", _first_line(error))
+        return unapplied(
+            "store_busy",
+            # Said to every request of the batch, those of other accounts applied with it too.
+            "the database cancelled the writing of this request, or of another applied with"
+            f" it ({_first_line(error)}); nothing was changed, try again",
         )
 
     async def _write(
@@ -838,6 +887,8 @@ class PostgresStore:
             raise self._refused(error) from error
         except _TRANSIENT as error:
             raise _busy(error) from error
+        except _CANCELLED as error:
+            raise _cancelled(error) from error
 
     async def ping(self) -> None:
         """A trivial read on a pooled connection. Its caller bounds the wait (a readiness
@@ -854,6 +905,8 @@ class PostgresStore:
                 await pool.release(connection)  # its slot; at once, as it is closed
             if isinstance(error, _CONNECTION_LOST):
                 raise self._unavailable(error, reading=True) from error
+            if isinstance(error, _CANCELLED):
+                raise _cancelled(error) from error
             raise
         else:
             self._log_recovery()
