@@ -15,7 +15,8 @@ COMMIT is settled by asking the server whether the transaction committed
 was not. A statement the database cancels (statement_timeout, pg_cancel_backend) is
 no lost connection: it rolled back, and is told so at once, not retried. An
 unreachable database is Unavailable (HTTP 503) at once, and the
-pool reconnects by itself when the server is back. A statement that times out
+pool reconnects by itself when the server is back; a pool whose every connection is
+in use is busy, not a database away. A statement that times out
 (a silent server) fails its write, not tried again, and retires every connection
 opened before it. The schema's version is postgres_migrate.py's.
 """
@@ -184,6 +185,23 @@ def _busy(error: BaseException) -> Unavailable:
     return unapplied(
         "store_busy", f"the database is busy, nothing was changed; try again ({error})"
     )
+
+
+def _pool_busy() -> Unavailable:
+    """A request that waited its bound for a pooled connection while every one was in
+    use: the database answers (or is waited for) on each of them; it is not away."""
+    return unapplied(
+        "store_busy",
+        "the ledger is busy: every connection to the database is in use;"
+        " nothing was changed, try again",
+    )
+
+
+def _every_connection_in_use(pool: Any) -> bool:
+    """Every slot of the pool holds an open connection, and none is idle. A slot still
+    connecting (to a server that does not answer, say) holds none yet: a wait that ran
+    out on it is no busy pool's."""
+    return bool(pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0)
 
 
 def _cancelled(error: BaseException) -> Unavailable:
@@ -445,6 +463,10 @@ class PostgresStore:
                 with contextlib.suppress(*_CONNECTION_LOST):
                     await pool.release(connection)
                 connection = await pool.acquire(timeout=self._connect_timeout_seconds)
+        except TimeoutError as error:
+            if _every_connection_in_use(pool):  # as the wait ran out
+                raise _pool_busy() from error
+            raise self._unavailable(error, reading=reading) from error
         except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
             raise self._unavailable(error, reading=reading) from error
         return connection
@@ -894,8 +916,12 @@ class PostgresStore:
         """A trivial read on a pooled connection. Its caller bounds the wait (a readiness
         check, and its message, has one figure); a connection given up on (cancelled)
         is closed, not given back: handing back one whose query is still out would wait
-        for the server that is not answering."""
+        for the server that is not answering. With every pooled connection in use, it
+        is asked on one of its own instead: a busy pool says nothing of the database."""
         pool = self._pool
+        if pool is not None and _every_connection_in_use(pool):
+            await self._ping_apart()
+            return
         connection = await self._acquire(reading=True)
         try:
             await connection.fetchval("SELECT 1")
@@ -911,6 +937,27 @@ class PostgresStore:
         else:
             self._log_recovery()
         await pool.release(connection)
+
+    async def _ping_apart(self) -> None:
+        """A trivial read on a connection opened for it, and closed at once (cancelled
+        too), outside the pool: one more than the pool's, for a moment."""
+        try:
+            connection = await asyncpg.connect(
+                self._url,
+                timeout=self._connect_timeout_seconds,
+                server_settings={"application_name": "kopilka"},
+            )
+        except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
+            raise self._unavailable(error, reading=True) from error
+        try:
+            await connection.fetchval("SELECT 1")
+        except _CONNECTION_LOST as error:
+            raise self._unavailable(error, reading=True) from error
+        except _CANCELLED as error:
+            raise _cancelled(error) from error
+        finally:
+            connection.terminate()
+        self._log_recovery()
 
     async def get_account(self, ledger: str, client: str) -> Account | None:
         try:
