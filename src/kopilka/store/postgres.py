@@ -124,6 +124,13 @@ _CONNECTION_LOST: tuple[type[BaseException], ...] = (
 _CANCELLED = asyncpg.exceptions.QueryCanceledError
 # What a batch being settled tries again, on another connection: lost, or a deadlock.
 _SETTLE_AGAIN: tuple[type[BaseException], ...] = (RetryableStoreError, *_CONNECTION_LOST)
+# Refusals of the whole database's that pass (a disk freed, a standby promoted): logged
+# when they begin and when a write goes through again, not once for ever as a missing
+# grant or table is.
+_PASSING_REFUSALS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
 # Text of a request that a database in another encoding than UTF8 has no character for.
 _UNSTORABLE_TEXT = (
     asyncpg.exceptions.UntranslatableCharacterError,
@@ -286,6 +293,7 @@ class PostgresStore:
         self._silences = 0
         self._outage_logged = False
         self._refusals_told = Told()  # each reason once: a table, a grant
+        self._writes_refused = False  # a _PASSING_REFUSALS' spell logged, its end not yet
         self._create_schema = create_schema
         self._tells_why = tells_why
 
@@ -401,7 +409,12 @@ class PostgresStore:
         without where the database is. The operator's log gets where, once per reason."""
         first_line = str(error).partition("\n")[0]
         reason = redact_text(f"{first_line} ({type(error).__name__})", self._url)
-        if self._refusals_told.first_time(reason):
+        if isinstance(error, _PASSING_REFUSALS):
+            told = not self._writes_refused
+            self._writes_refused = True
+        else:
+            told = self._refusals_told.first_time(reason)
+        if told:
             logger.warning(
                 "the database at %s refuses kopilka's work: %s", self.redacted_url, reason
             )
@@ -427,6 +440,12 @@ class PostgresStore:
         if self._outage_logged:
             self._outage_logged = False
             logger.warning("the database at %s is available again", self.redacted_url)
+
+    def _log_writes_taken(self) -> None:
+        """After a write went through: the end of refusals that pass, logged once."""
+        if self._writes_refused:
+            self._writes_refused = False
+            logger.warning("the database at %s takes kopilka's work again", self.redacted_url)
 
     @contextlib.asynccontextmanager
     async def _connection(self, *, reading: bool = False) -> AsyncIterator[Connection]:
@@ -495,6 +514,7 @@ class PostgresStore:
         try:
             yield connection
             self._log_recovery()
+            self._log_writes_taken()
             idle = True
         except _CONNECTION_LOST as error:
             self._lost(connection, error)
@@ -878,7 +898,9 @@ class PostgresStore:
         and the caller is told that whether it was applied is not known (a token made is
         looked for before another is made). Done twice, a `repeatable` one (a mark, a
         drop) is done once: lost, it is only to be tried again."""
-        return await self._once(work, lost=self._try_again if repeatable else self._not_known)
+        done = await self._once(work, lost=self._try_again if repeatable else self._not_known)
+        self._log_writes_taken()
+        return done
 
     def _try_again(self, error: BaseException) -> Unavailable:
         return self._unavailable(error, reading=True)

@@ -1,0 +1,71 @@
+"""A refusal of the whole database's that passes (a read-only server, a full disk) is
+logged when it begins and, once a write goes through again, when it ends: the operator
+watching the log sees the trouble end, as for an outage."""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+import pytest
+
+from kopilka.domain.model import Deposit, Operation
+from kopilka.engine import Engine
+from kopilka.errors import Unavailable
+from kopilka.store import initialize_schema
+from kopilka.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.postgres
+
+
+async def _set_read_only(url: str, read_only: bool) -> None:
+    """For the database's new sessions; kopilka's own are ended, to be opened anew."""
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute("SET default_transaction_read_only = off")  # its own, too
+        database = await admin.fetchval("SELECT current_database()")
+        setting = "SET default_transaction_read_only = on" if read_only else "RESET ALL"
+        await admin.execute(f'ALTER DATABASE "{database}" {setting}')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND application_name = 'kopilka'",
+            database,
+        )
+    finally:
+        await admin.close()
+
+
+async def test_a_read_only_spell_is_logged_when_it_begins_and_when_it_ends(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await initialize_schema(postgres_url)
+    refused_line = "refuses kopilka's work: cannot execute"
+    again_line = "takes kopilka's work again"
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        opened = await engine.execute(Deposit("Ann", 100, "d", "k-0"))
+        assert isinstance(opened, Operation)
+        with caplog.at_level(logging.WARNING, logger="kopilka"):
+            await _set_read_only(postgres_url, True)
+            for attempt in range(1, 4):
+                with pytest.raises(Unavailable) as refused:
+                    await engine.execute(Deposit("Ann", 100, "d", f"k-{attempt}"))
+                assert refused.value.code == "store_unavailable", refused.value
+            assert caplog.text.count(refused_line) == 1, caplog.text
+            assert again_line not in caplog.text
+            # Reads go through all along: they end no spell of refused writes.
+            assert (await engine.get_account("main", "Ann")).balance_cents == 100
+            assert again_line not in caplog.text
+
+            await _set_read_only(postgres_url, False)
+            applied = await engine.execute(Deposit("Ann", 100, "d", "k-4"))
+            assert isinstance(applied, Operation)
+            assert caplog.text.count(again_line) == 1, caplog.text
+            await engine.execute(Deposit("Ann", 100, "d", "k-5"))
+            assert caplog.text.count(again_line) == 1, caplog.text
+
+            # A second spell is told as the first was.
+            await _set_read_only(postgres_url, True)
+            with pytest.raises(Unavailable):
+                await engine.execute(Deposit("Ann", 100, "d", "k-6"))
+            assert caplog.text.count(refused_line) == 2, caplog.text
+        assert (await engine.get_account("main", "Ann")).balance_cents == 300
