@@ -66,7 +66,6 @@ from kopilka.errors import (
 from kopilka.idempotency import new_key
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
-from kopilka.store.sqlite_jobs import program_ending
 
 T = TypeVar("T")
 
@@ -153,7 +152,7 @@ def _close(loop: asyncio.AbstractEventLoop, thread: threading.Thread, engine: En
     except RuntimeError:
         # At exit, after the thread pools have stopped, the store cannot be closed in its
         # thread: what was asked of it is committed already, and the process ends.
-        if not program_ending():
+        if not _exiting():
             raise
     finally:
         _stop_loop(loop, thread)
@@ -191,6 +190,12 @@ _NOTHING_APPLIED = (Interrupted, InvalidInput, NotFound, Rejected, Conflict, Bus
 
 def _bank_closed() -> InvalidInput:
     return InvalidInput("client_closed", "this bank is closed: open it again")
+
+
+def _exiting() -> bool:
+    """Whether the program is ending: its main thread is done once the interpreter has
+    begun to shut down, before the exit handlers run."""
+    return not threading.main_thread().is_alive()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

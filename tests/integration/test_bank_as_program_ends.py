@@ -1,8 +1,9 @@
 """An embedded bank called from a thread that outlives the program's main thread.
 
-Python stops every thread pool once the main thread has finished, before it waits for
-the other threads; a write committed then was told it could not be applied, and its
-retry was refused before anything was read.
+Python stops every thread pool once the main thread has finished, while the program's
+other threads run on (first the jobs of pools, an application's own among them, that
+its exit handlers wait for; then the rest). A write committed then was told it could
+not be applied, and its retry was refused before anything was read.
 """
 
 from __future__ import annotations
@@ -13,18 +14,23 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 _PROGRAM = textwrap.dedent(
     """
-    import sys, threading
+    import sys, threading, time
+    from concurrent.futures import ThreadPoolExecutor
     from datetime import UTC, datetime
     from kopilka.bank import EmbeddedBank
 
     bank = EmbeddedBank(sys.argv[1])
     bank.deposit("Ann", 100, "first", "k-first")
-    main_done = threading.Event()
 
     def later():
-        threading.main_thread().join()  # the program is ending from here on
+        if sys.argv[2] == "thread":
+            threading.main_thread().join()  # the program is ending from here on
+        else:
+            time.sleep(0.5)  # a pool's job, which the exit handlers wait for
         applied = bank.deposit("Ann", 250, "late", "k-late")
         print("applied", applied.id, applied.replayed)
         again = bank.deposit("Ann", 250, "late", "k-late")
@@ -38,16 +44,22 @@ _PROGRAM = textwrap.dedent(
         print("reopened", other.account("Ann").balance_cents)
         other.close()
 
-    threading.Thread(target=later).start()
+    if sys.argv[2] == "thread":
+        threading.Thread(target=later).start()
+    else:
+        ThreadPoolExecutor(1).submit(later)  # never shut down by hand
     print("main done")
     """
 )
 
 
-def test_a_thread_outliving_the_main_one_is_answered_as_its_writes_went(tmp_path: Path) -> None:
+@pytest.mark.parametrize("started_by", ["thread", "pool"])
+def test_a_thread_outliving_the_main_one_is_answered_as_its_writes_went(
+    tmp_path: Path, started_by: str
+) -> None:
     path = tmp_path / "ledger.db"
     finished = subprocess.run(
-        [sys.executable, "-c", _PROGRAM, str(path)],
+        [sys.executable, "-c", _PROGRAM, str(path), started_by],
         capture_output=True,
         text=True,
         timeout=60,
@@ -64,7 +76,4 @@ def test_a_thread_outliving_the_main_one_is_answered_as_its_writes_went(tmp_path
         "reopened 350",
     ]
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT count(*), sum(amount) FROM operations").fetchone() == (
-            2,
-            350,
-        )
+        assert db.execute("SELECT count(*), sum(amount) FROM operations").fetchone() == (2, 350)

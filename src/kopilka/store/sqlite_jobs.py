@@ -2,16 +2,16 @@
 program ends.
 
 Once a program's main thread has finished, Python stops every thread pool (no new work
-is taken) before it waits for the program's other threads. A thread of the program
-still calling an embedded bank was then told "could not apply this" after its write had
-committed, and its retry was refused before anything was read. Such work now runs on
-the thread that asks: the bank's one caller waits for it there as it would have.
+is taken), while the program's other threads run on: those its exit handlers wait for,
+an application's own pool's jobs among them, then the rest. A thread still calling an
+embedded bank then was told "could not apply this" after its write had committed, and
+its retry was refused before anything was read. Such work now runs on the thread that
+asks: the bank's one caller waits for it there as it would have.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -19,20 +19,16 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def program_ending() -> bool:
-    """Whether the program is ending: its main thread is done once the interpreter has
-    begun to shut down, before the exit handlers run."""
-    return not threading.main_thread().is_alive()
-
-
 def submit(pool: ThreadPoolExecutor, work: Callable[[], T]) -> Future[T]:
-    """`work` on `pool`'s thread; on this one if the program is ending and the pool has
-    stopped. A pool shut down otherwise (a closed store) refuses, as it did."""
+    """`work` on `pool`'s thread; on this one if the pool takes no more work. That is
+    the program ending: the store shuts its pools down only once closed, when no work
+    is asked of it any more. (Whether the program is ending cannot be asked: its exit
+    handlers, which stop the pools and wait for the threads using them, run while the
+    main thread still counts as alive.)"""
     try:
         return pool.submit(work)
     except RuntimeError:
-        if not program_ending():
-            raise
+        pass
     done: Future[T] = Future()
     try:
         done.set_result(work())
