@@ -125,7 +125,7 @@ _CANCELLED = asyncpg.exceptions.QueryCanceledError
 # What a batch being settled tries again, on another connection: lost, or a deadlock.
 _SETTLE_AGAIN: tuple[type[BaseException], ...] = (RetryableStoreError, *_CONNECTION_LOST)
 # Refusals of the whole database's that pass (a disk freed, a standby promoted): logged
-# when they begin and when a write goes through again, not once for ever as a missing
+# when they begin and when a batch's write commits again, not once for ever as a missing
 # grant or table is.
 _PASSING_REFUSALS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,
@@ -442,7 +442,7 @@ class PostgresStore:
             logger.warning("the database at %s is available again", self.redacted_url)
 
     def _log_writes_taken(self) -> None:
-        """After a write went through: the end of refusals that pass, logged once."""
+        """After a batch's write committed: the end of refusals that pass, logged once."""
         if self._writes_refused:
             self._writes_refused = False
             logger.warning("the database at %s takes kopilka's work again", self.redacted_url)
@@ -514,7 +514,6 @@ class PostgresStore:
         try:
             yield connection
             self._log_recovery()
-            self._log_writes_taken()
             idle = True
         except _CONNECTION_LOST as error:
             self._lost(connection, error)
@@ -684,6 +683,7 @@ class PostgresStore:
             self.stale_views.record(failed=not written)
         if not written:
             return None
+        self._log_writes_taken()
         plan = planned.plan
         for operation, operation_id in zip(plan.operations, operation_ids, strict=True):
             operation.id = operation_id
@@ -795,6 +795,10 @@ class PostgresStore:
             raise RetryableStoreError(f"{type(error).__name__}: {error}") from error
         else:
             outcomes = plan.outcomes
+        if transaction_id is not None:
+            # Committed. A batch that wrote nothing (a replay, its operations read) ends
+            # no spell: a retried key answers so on a full disk too.
+            self._log_writes_taken()
         self._accounts.remember([*accounts.values(), *plan.new_accounts], revisions)
         if known_claims:
             self._claims.remember_read(known_claims)  # with this plan's own, now standing
@@ -898,9 +902,10 @@ class PostgresStore:
         and the caller is told that whether it was applied is not known (a token made is
         looked for before another is made). Done twice, a `repeatable` one (a mark, a
         drop) is done once: lost, it is only to be tried again."""
-        done = await self._once(work, lost=self._try_again if repeatable else self._not_known)
-        self._log_writes_taken()
-        return done
+        # Ends no spell of refused writes: these few rows (a sweep that finds nothing, a
+        # sandbox's row rewritten in place) may go through while a full disk still
+        # refuses the batches, which say when it has passed.
+        return await self._once(work, lost=self._try_again if repeatable else self._not_known)
 
     def _try_again(self, error: BaseException) -> Unavailable:
         return self._unavailable(error, reading=True)
