@@ -35,6 +35,7 @@ class Relay:
         self.cut_at = b"COMMIT"
         self.cut_sent = False
         self.cuts = 0
+        self.connections = 0  # opened through it
         self.refuse_after_cut = False  # the database then away: new connections cut at once
         # Every other connection open at the cut ends with it, as pg_terminate_backend
         # of them all would end it; the client hears so only once it sends on one.
@@ -55,6 +56,7 @@ class Relay:
     async def _serve(
         self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter
     ) -> None:
+        self.connections += 1
         if self.refuse_after_cut and self.cuts:
             client_out.close()
             return

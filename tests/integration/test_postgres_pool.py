@@ -1,7 +1,8 @@
 """Every connection of the store's pool in use, the database answering (requests waiting
 for a row another session holds): a request that waits past its bound for a connection
-is told the ledger is busy, no outage is logged, and the server stays ready. Ready is
-asked of the database itself, so a database that stops answering is still told."""
+is told the ledger is busy, no outage is logged, and the server stays ready. Busy and
+ready are asked of the database itself, on a connection of its own, so a database that
+stops answering is still told away."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
+from tests.integration.test_postgres_connection import relayed
 from tests.pgserver import PostgresTestServer
 
 from kopilka.api.readiness import Readiness
@@ -62,6 +64,24 @@ async def _pool_all_in_use(engine: Engine, url: str) -> AsyncIterator[None]:
         assert statement.closing_balance_cents == 100
 
 
+@contextlib.contextmanager
+def _frozen(server: PostgresTestServer) -> Iterator[None]:
+    """The whole server stopped, its sessions open: nothing is answered, nothing closed."""
+    if not server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
+    postmaster = server.pid
+    assert postmaster is not None
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text()
+    frozen = [postmaster, *map(int, children.split())]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+
+
 async def test_a_pool_all_in_use_is_busy_not_a_database_away(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -89,23 +109,53 @@ async def test_a_pool_all_in_use_is_not_ready_once_the_database_is_silent(
 ) -> None:
     """The whole server frozen: the check's own connection gets no answer either. (The
     default wait of 5 s for a connection: past the check's 2 s, as a server's is.)"""
-    if not postgres_server.is_managed:
-        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
     store = _store(postgres_url, wait_seconds=5)
     async with Engine(store) as engine, _pool_all_in_use(engine, postgres_url):
-        postmaster = postgres_server.pid
-        assert postmaster is not None
-        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text()
-        frozen = [postmaster, *map(int, children.split())]
-        for pid in frozen:
-            os.kill(pid, signal.SIGSTOP)
-        try:
+        with _frozen(postgres_server):
             with pytest.raises(Unavailable) as silent:
                 await asyncio.wait_for(Readiness(engine).check(), 5)
             assert (silent.value.code, silent.value.message) == (
                 "store_unavailable",
                 "the database did not answer within 2 s",
             )
-        finally:
-            for pid in frozen:
-                os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_pool_all_in_use_on_a_frozen_database_is_told_away(
+    postgres_server: PostgresTestServer, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The usual freeze: the server stops while every pooled connection is open and
+    waiting on it. A request that waited its bound for one is told the database is
+    away, and the outage is logged, once the database gives no answer on a connection
+    of its own either (2 s at most; here the wait's 1 s), not busy until the statements
+    time out (60 s)."""
+    async with Engine(_store(postgres_url)) as engine:
+        async with _pool_all_in_use(engine, postgres_url):
+            with caplog.at_level(logging.WARNING, logger="kopilka"), _frozen(postgres_server):
+                started = asyncio.get_running_loop().time()
+                with pytest.raises(Unavailable) as away:
+                    await engine.get_account("main", "Bob")
+                assert asyncio.get_running_loop().time() - started < 2 * WAIT_SECONDS + 1
+                assert away.value.code == "store_unavailable", away.value
+                assert "is unavailable (it did not answer in time)" in caplog.text, caplog.text
+        # Thawed, the statements go through, and so does the next read.
+        with caplog.at_level(logging.WARNING, logger="kopilka"):
+            assert (await engine.get_account("main", "Bob")).balance_cents == 100
+        assert caplog.text.count("is available again") == 1, caplog.text
+
+
+async def test_requests_that_give_up_together_ask_the_database_once(postgres_url: str) -> None:
+    """Many requests whose wait for a pooled connection runs out at once share one
+    question to the database, on one connection more: no storm of new connections
+    against a database that is busy already."""
+    async with (
+        relayed(postgres_url) as (relay, url),
+        Engine(_store(url)) as engine,
+        _pool_all_in_use(engine, postgres_url),
+    ):
+        opened = relay.connections
+        reads = [engine.get_account("main", "Bob") for _ in range(20)]
+        told = await asyncio.gather(*reads, return_exceptions=True)
+        assert relay.connections == opened + 1, (opened, relay.connections)
+        for busy in told:
+            assert isinstance(busy, Unavailable), busy
+            assert busy.code == "store_busy", busy

@@ -14,11 +14,12 @@ COMMIT is settled by asking the server whether the transaction committed
 (pg_xact_status), so a batch is never applied twice nor reported lost when it
 was not. A statement the database cancels (statement_timeout, pg_cancel_backend) is
 no lost connection: it rolled back, and is told so at once, not retried. An
-unreachable database is Unavailable (HTTP 503) at once, and the
-pool reconnects by itself when the server is back; a pool whose every connection is
-in use is busy, not a database away. A statement that times out
-(a silent server) fails its write, not tried again, and retires every connection
-opened before it. The schema's version is postgres_migrate.py's.
+unreachable database is Unavailable (HTTP 503) at once, and the pool reconnects by
+itself when the server is back; a request that waited its bound for a pooled
+connection asks the database on one of its own whether the pool is busy or the
+database away. A statement that times out (a silent server) fails its write, not tried
+again, and retires every connection opened before it. The schema's version is
+postgres_migrate.py's.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ from kopilka.store.postgres_migrate import migrate
 from kopilka.store.postgres_passfile import skipped_password_file
 from kopilka.store.postgres_schema import SANDBOXES_LOCK_KEY, SCHEMA_VERSION
 from kopilka.store.postgres_text import unstorable_commands, without
+from kopilka.store.shared_question import Answer, SharedQuestion
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
@@ -131,6 +133,11 @@ _PASSING_REFUSALS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
+# How long the database is given to answer on a connection of its own, when a wait for
+# a pooled connection ran out: as long as a readiness check gives it. Its answer serves
+# the requests of the next second too, rather than one more connection each.
+_ASKED_APART_SECONDS = 2.0
+_ASKED_APART_KEPT_SECONDS = 1.0
 # Text of a request that a database in another encoding than UTF8 has no character for.
 _UNSTORABLE_TEXT = (
     asyncpg.exceptions.UntranslatableCharacterError,
@@ -195,8 +202,8 @@ def _busy(error: BaseException) -> Unavailable:
 
 
 def _pool_busy() -> Unavailable:
-    """A request that waited its bound for a pooled connection while every one was in
-    use: the database answers (or is waited for) on each of them; it is not away."""
+    """A request that waited its bound for a pooled connection, the database answering
+    on a connection of its own: every pooled one is in use; the database is not away."""
     return unapplied(
         "store_busy",
         "the ledger is busy: every connection to the database is in use;"
@@ -205,9 +212,9 @@ def _pool_busy() -> Unavailable:
 
 
 def _every_connection_in_use(pool: Any) -> bool:
-    """Every slot of the pool holds an open connection, and none is idle. A slot still
-    connecting (to a server that does not answer, say) holds none yet: a wait that ran
-    out on it is no busy pool's."""
+    """Every slot of the pool holds an open connection, and none is idle: a readiness
+    check would wait behind the requests for one. Only a hint, taken as the check
+    begins; what a request is told, busy or away, the database itself says."""
     return bool(pool.get_size() >= pool.get_max_size() and pool.get_idle_size() == 0)
 
 
@@ -294,6 +301,7 @@ class PostgresStore:
         self._outage_logged = False
         self._refusals_told = Told()  # each reason once: a table, a grant
         self._writes_refused = False  # a _PASSING_REFUSALS' spell logged, its end not yet
+        self._asked_apart = SharedQuestion(self._ask_apart, _ASKED_APART_KEPT_SECONDS)
         self._create_schema = create_schema
         self._tells_why = tells_why
 
@@ -364,6 +372,7 @@ class PostgresStore:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
+        self._asked_apart.forget()
         kept, self._batch_connections = self._batch_connections, []
         if pool is not None:
             for connection in kept:
@@ -483,9 +492,14 @@ class PostgresStore:
                     await pool.release(connection)
                 connection = await pool.acquire(timeout=self._connect_timeout_seconds)
         except TimeoutError as error:
-            if _every_connection_in_use(pool):  # as the wait ran out
+            # Every pooled connection in use (each waiting for a row, say), or the
+            # database silent (each waiting on it, or a slot's connecting unanswered).
+            # What the pool holds tells neither, and changes as the wait ends: the
+            # database is asked, on a connection of its own.
+            silent = await self._asked_apart.answer()
+            if silent is None:
                 raise _pool_busy() from error
-            raise self._unavailable(error, reading=reading) from error
+            raise self._unavailable(silent, reading=reading) from error
         except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
             raise self._unavailable(error, reading=reading) from error
         return connection
@@ -947,7 +961,9 @@ class PostgresStore:
         is asked on one of its own instead: a busy pool says nothing of the database."""
         pool = self._pool
         if pool is not None and _every_connection_in_use(pool):
-            await self._ping_apart()
+            silent = await self._asked_apart.answer()
+            if silent is not None:
+                raise self._unavailable(silent, reading=True) from silent
             return
         connection = await self._acquire(reading=True)
         try:
@@ -965,26 +981,26 @@ class PostgresStore:
             self._log_recovery()
         await pool.release(connection)
 
-    async def _ping_apart(self) -> None:
-        """A trivial read on a connection opened for it, and closed at once (cancelled
-        too), outside the pool: one more than the pool's, for a moment."""
+    async def _ask_apart(self) -> Answer:
+        """A trivial read on a connection opened for it, and closed at once, outside the
+        pool (one more than the pool's, for a moment): None when the database answered
+        within _ASKED_APART_SECONDS (or the connect timeout, if shorter), else what it
+        met. An error the server answered the read with (it was cancelled) is an answer."""
         try:
-            connection = await asyncpg.connect(
-                self._url,
-                timeout=self._connect_timeout_seconds,
-                server_settings={"application_name": "kopilka"},
-            )
+            async with asyncio.timeout(min(_ASKED_APART_SECONDS, self._connect_timeout_seconds)):
+                connection = await asyncpg.connect(
+                    self._url, server_settings={"application_name": "kopilka"}
+                )
+                try:
+                    with contextlib.suppress(_CANCELLED):
+                        await connection.fetchval("SELECT 1")
+                finally:
+                    connection.terminate()
         except (*_CONNECTION_LOST, asyncpg.PostgresError) as error:
-            raise self._unavailable(error, reading=True) from error
-        try:
-            await connection.fetchval("SELECT 1")
-        except _CONNECTION_LOST as error:
-            raise self._unavailable(error, reading=True) from error
-        except _CANCELLED as error:
-            raise _cancelled(error) from error
-        finally:
-            connection.terminate()
+            met: BaseException = error  # asyncpg's errors are untyped
+            return met
         self._log_recovery()
+        return None
 
     async def get_account(self, ledger: str, client: str) -> Account | None:
         try:
