@@ -33,13 +33,14 @@ from tests.file_modes import (
     run_kopilka_as,
     run_python_as,
 )
-from tests.kopilka_server import running_server
+from tests.kopilka_server import free_port, running_server
 
 from kopilka.api.auth import new_token_record
 from kopilka.bank import EmbeddedBank
 from kopilka.domain.model import SANDBOX_PREFIX, Deposit, Operation
 from kopilka.errors import KopilkaError, Unavailable
 from kopilka.store.sqlite import SqliteStore
+from kopilka.store.sqlite_schema import SCHEMA_VERSION
 
 
 def _remove(path: Path) -> None:
@@ -88,6 +89,107 @@ async def test_writes_to_a_database_file_gone_are_refused(
         assert not_ready.value.message == refused.value.message
         told = [record.getMessage() for record in caplog.records]
         assert len(told) == 1 and "was removed or replaced while in use" in told[0]
+    finally:
+        await store.close()
+
+
+def _journal_of(database: Path) -> tuple[int, int, bytes]:
+    """The -wal and -shm beside the database: their inodes, and the -wal's bytes (the
+    -shm's change as its readers come and go)."""
+    wal, shm = Path(f"{database}-wal"), Path(f"{database}-shm")
+    return wal.stat().st_ino, shm.stat().st_ino, wal.read_bytes()
+
+
+def _journal_left(database: Path, removed: bool) -> str:
+    """What a command is told of the database removed (or emptied) beside its journal."""
+    found = f"its -wal and -shm are there ({database}-wal, {database}-shm)"
+    keep = "move them away first, keeping them if those are wanted"
+    if removed:
+        said = (
+            f"it is not there, but {found}: the file was removed or moved, and a ledger made"
+            " at its path would have SQLite discard them, with the last operations they may"
+            f" hold; {keep} (docs/operations.md, Backups)"
+        )
+    else:
+        said = (
+            f"it is an empty file, but {found}: the file was emptied, its ledger lost, and a"
+            " ledger made in it would have SQLite discard them, with the last operations"
+            f" they may hold; {keep}, and restore the ledger from a backup"
+            " (docs/operations.md, Backups)"
+        )
+    return f"cannot open the database {database}: {said}"
+
+
+def test_the_journal_of_a_ledger_removed_under_a_server_is_left_for_the_operator(
+    tmp_path: Path,
+) -> None:
+    """The file removed while a server ran, its -wal and -shm left at their names: one-shot
+    commands said the home was that of a server keeping its ledger elsewhere, and the
+    `kopilka init` they offered made a new ledger at the path, SQLite deleting the -wal
+    that held the removed file's last operations. Every way in is refused, the journal
+    left as it is, until the operator has moved it away."""
+    home = tmp_path / "home"
+    database = home / "kopilka.db"
+    refusal = f"Error: {_journal_left(database, removed=True)}\n"
+    deposit = ("deposit", "--client=Bob", "--amount=5", "--description=x")
+    # `serve` beside the one running had said the database "is not there yet (check --db)".
+    commands = [("balance", "--client=Ann"), ("get",), ("init",), deposit, ("token", "list")]
+    commands.append(("serve", str(free_port())))
+    with running_server(home) as server:
+        with server.client() as admin:
+            body = {"client": "Ann", "amount": "250", "open_account": True}
+            assert admin.post("/v1/deposits", json=body).status_code == 201
+        database.unlink()
+        journal = _journal_of(database)
+        for command in commands:
+            result = run_kopilka(home, *command)
+            assert (result.returncode, result.stdout, result.stderr) == (1, "", refusal), command
+        shell = run_kopilka(home, stdin="get\n")
+        assert (shell.returncode, shell.stdout, shell.stderr) == (1, "", refusal)
+    served = run_kopilka(home, "serve", str(free_port()))  # the server stopped meanwhile
+    assert (served.returncode, served.stdout, served.stderr) == (1, "", refusal)
+    assert _journal_of(database) == journal and not database.exists()
+    for name in (f"{database}-wal", f"{database}-shm"):  # as the operator is told
+        os.replace(name, f"{name}.of-the-removed-file")
+    made = run_kopilka(home, "init")  # no backup to restore: a new ledger, as offered
+    assert (made.returncode, made.stdout) == (
+        0,
+        f"Schema created in {database} (version {SCHEMA_VERSION}).\n",
+    )
+    assert run_kopilka(home, *deposit).returncode == 0
+    assert run_kopilka(home, "balance", "--client=Bob").stdout == "Balance of Bob: $5.00\n"
+
+
+@pytest.mark.parametrize("removed", [True, False])
+@pytest.mark.parametrize("through_a_link", [False, True])
+async def test_a_store_opens_no_file_whose_journal_outlived_it(
+    tmp_path: Path, removed: bool, through_a_link: bool
+) -> None:
+    """Removed, or emptied in place, under a store still running: SQLite deletes a -wal
+    it finds beside a file of no pages as it opens one (even to read it), the running
+    store's with it. Another store refuses it before any connection, as it is given (by
+    a link too: the journal is looked for beside the file the link leads to)."""
+    real = tmp_path / "data" / "ledger.db"
+    real.parent.mkdir()
+    given = tmp_path / "ledger.db" if through_a_link else real
+    if through_a_link:
+        given.symlink_to(real)
+    store = SqliteStore(str(given))
+    await store.open()  # its schema in the -wal: no commit since, nor checkpoint
+    try:
+        if removed:
+            real.unlink()
+        else:
+            os.truncate(real, 0)
+        journal = _journal_of(real)
+        said = _journal_left(real, removed).replace(f"database {real}:", f"database {given}:")
+        for create_schema in (True, False):  # a write's open, and a read's
+            refused = SqliteStore(str(given), create_schema=create_schema)
+            with pytest.raises(Unavailable) as told:
+                await refused.open()
+            assert (told.value.code, told.value.message) == ("store_unavailable", said)
+        assert _journal_of(real) == journal
+        assert real.exists() != removed
     finally:
         await store.close()
 

@@ -30,6 +30,7 @@ from kopilka.errors import Conflict, InvalidInput, Unavailable
 from kopilka.home import make_home
 from kopilka.store import keeps_nothing, sqlite_path
 from kopilka.store.protocol import Store
+from kopilka.store.sqlite_files import journal_without_its_file
 from kopilka.tokens import secret_matches, token_id_of
 
 # A server's turn lasts while it opens its store (upgrading it, perhaps) and looks at the
@@ -242,7 +243,8 @@ def _made_by_opening(db: str) -> bool:
     try:
         os.stat(path)
     except FileNotFoundError:
-        return True
+        # Its journal left there: a ledger removed, which opening it refuses, and says.
+        return journal_without_its_file(path) is None
     except OSError:  # not to be looked at (a directory not to be searched): the store says
         pass
     return False

@@ -23,6 +23,7 @@ from kopilka.redaction import redact_url
 from kopilka.settings import Settings
 from kopilka.store import open_store, sqlite_path
 from kopilka.store.protocol import Store
+from kopilka.store.sqlite_files import journal_without_its_file
 
 
 class ConnectBank(Protocol):
@@ -130,6 +131,8 @@ def _may_hold_a_ledger(path: Path) -> bool:
     `sqlite3` leaves such a file at a path it is given that is not there (a backup run
     with the wrong home), and a read made a whole new ledger in it, which said every
     client was unknown."""
+    if journal_without_its_file(str(path)) is not None:
+        return True  # what is left of a ledger removed or emptied: opening it says so
     try:
         size = path.stat().st_size
     except (FileNotFoundError, NotADirectoryError):
@@ -241,7 +244,8 @@ def local_store(settings: Settings, makes_none: bool) -> Store:
         make_home(settings.home)
     elif makes_none:
         named = sqlite_path(db)
-        if named is not None and not Path(named).exists():
+        # Its journal left there: a ledger removed, which opening it says.
+        if named is not None and not Path(named).exists() and not journal_without_its_file(named):
             raise NotFound(
                 "database_not_found",
                 f"no database at {db}: nothing has been written there (check --db, KOPILKA_DB"

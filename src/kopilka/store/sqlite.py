@@ -74,7 +74,7 @@ from kopilka.store.not_a_ledger import (
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, is_read_only
-from kopilka.store.sqlite_files import OpenedFiles
+from kopilka.store.sqlite_files import OpenedFiles, journal_without_its_file
 from kopilka.store.sqlite_jobs import run, submit
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import look_inside, migrate, unknown_version
@@ -292,6 +292,12 @@ class SqliteStore:
     async def open(self) -> None:
         if self.path != ":memory:":
             refuse_files_of_others(self.path)
+            # Before any connection: one to a file of no pages deletes its -wal, reads too.
+            left = journal_without_its_file(self.path)
+            if left is not None:
+                raise Unavailable(
+                    "store_unavailable", f"cannot open the database {self.path}: {left}"
+                )
         if not self._create_schema and self.path != ":memory:":
             await run(self._reader_thread, self._require_a_ledger)
         elif self.path != ":memory:":

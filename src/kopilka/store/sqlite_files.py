@@ -8,11 +8,16 @@ process makes a new one, and the two write one journal each by an index of its o
 one's commits are lost under the other's. Before each COMMIT the store looks whether
 the paths still name the files it opened (three `stat` calls, a few microseconds a
 batch) and refuses the batch, nothing applied, once one does not.
+
+A database file removed (or emptied) leaves its `-wal` and `-shm` at their names,
+the last operations in them. SQLite deletes a `-wal` it finds beside a file of no
+pages as it opens it, reads too: a store does not open such a file at all.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 
 # (device, inode): a file, whatever its name.
 Identity = tuple[int, int]
@@ -51,6 +56,41 @@ class OpenedFiles:
         if any(opened is None or _identity(path) != opened for path, opened in left):
             return []
         return [(path, opened[1]) for path, opened in left if opened is not None]
+
+
+def journal_without_its_file(database_path: str) -> str | None:
+    """Why the database may not be opened, when its file is not there or is empty and
+    its -wal or -shm are (beside the file a link leads to, where SQLite keeps them):
+    what is left of a ledger removed or emptied, which a new ledger made at the path
+    would have SQLite discard. None otherwise."""
+    real = os.path.realpath(database_path)
+    try:
+        status = os.stat(real)
+    except FileNotFoundError:
+        status = None
+    except OSError:  # a directory on the way, say: said in its own words when opened
+        return None
+    if status is not None and (not stat.S_ISREG(status.st_mode) or status.st_size > 0):
+        return None
+    journal = [real + suffix for suffix in ("-wal", "-shm") if os.path.lexists(real + suffix)]
+    if not journal:
+        return None
+    names = " and ".join("-" + name.rpartition("-")[2] for name in journal)
+    verb, them, they = ("is", "it", "it") if len(journal) == 1 else ("are", "them", "they")
+    found = f"its {names} {verb} there ({', '.join(journal)})"
+    keep = f"move {them} away first, keeping {them} if those are wanted"
+    if status is None:
+        return (
+            f"it is not there, but {found}: the file was removed or moved, and a ledger made"
+            f" at its path would have SQLite discard {them}, with the last operations {they}"
+            f" may hold; {keep} (docs/operations.md, Backups)"
+        )
+    return (
+        f"it is an empty file, but {found}: the file was emptied, its ledger lost, and a"
+        f" ledger made in it would have SQLite discard {them}, with the last operations"
+        f" {they} may hold; {keep}, and restore the ledger from a backup"
+        " (docs/operations.md, Backups)"
+    )
 
 
 def _identity(path: str) -> Identity | None:
