@@ -77,6 +77,24 @@ async def test_a_checkpoint_after_the_file_was_removed_makes_no_file_there(tmp_p
     assert not Path(path).exists()
 
 
+async def test_a_checkpoint_after_the_file_was_emptied_keeps_its_journal(tmp_path: Path) -> None:
+    """Its connection, made at its first checkpoint, opened the file emptied in place
+    meanwhile (`: > kopilka.db`), and SQLite deleted the -wal beside that file of no
+    pages, the commits in it with it."""
+    path = str(tmp_path / "kopilka.db")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        journal = Path(f"{path}-wal").read_bytes()  # the schema, committed there
+        os.truncate(path, 0)
+        assert store._checkpointer is not None
+        store._checkpointer.after_commit()  # as a commit that went before the cut does
+        await asyncio.sleep(0.3)
+        assert Path(f"{path}-wal").read_bytes() == journal
+    finally:
+        await store.close()
+
+
 def test_a_failing_checkpoint_is_logged_once_and_harms_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -332,10 +332,7 @@ class SqliteStore:
         self._history_fence = WriterLock(self.path)
         if self.path != ":memory:":
             self._files = OpenedFiles(self.path)
-            # Its connection is made at its first checkpoint: to the file opened, not to an
-            # empty one made at the path should that file have been removed since (the
-            # ledger's path then held an empty file, a worker started again took for one).
-            self._checkpointer = Checkpointer(lambda: connect(self.path, existing=True))
+            self._checkpointer = Checkpointer(self._connect_for_checkpoints)
             _make_private(self.path)
 
     def _require_a_ledger(self) -> None:
@@ -486,6 +483,19 @@ class SqliteStore:
             return " ".join(str(first).replace("*** in database main ***", "").split())
 
         return await self._read(check)
+
+    def _connect_for_checkpoints(self) -> sqlite3.Connection:
+        """Made at the first checkpoint: to the file opened, not to an empty one made at
+        the path should that file have been removed since (the ledger's path then held an
+        empty file, a worker started again took for one), nor to that file emptied since:
+        SQLite deletes the -wal beside a file of no pages as it opens it, this store's
+        commits with it."""
+        if journal_without_its_file(self.path) is not None:  # the writer's checkpoint is left
+            raise sqlite3.OperationalError(
+                "the database file is gone or empty beside its journal, which opening it would"
+                " delete: not opened"
+            )
+        return connect(self.path, existing=True)
 
     def _connect_for_statements(self) -> sqlite3.Connection:
         connection = connect(self.path)
