@@ -153,13 +153,6 @@ class RetryableStoreError(Exception):
     """A transient store failure (deadlock, serialization, SQLite busy): retried inside."""
 
 
-def sandbox_ended() -> NotFound:
-    return NotFound(
-        "sandbox_not_found",
-        "this sandbox has ended (closed, or idle too long); start a new session",
-    )
-
-
 def sandbox_and(option: str, *, python: bool = False) -> InvalidInput:
     """A sandbox asked for with a ledger or database named too (`--ledger`, `ledger=`):
     the one named went unused, without a word, and what was done was dropped at the end.
@@ -169,7 +162,8 @@ def sandbox_and(option: str, *, python: bool = False) -> InvalidInput:
 
 
 def no_sandbox(ledger: str) -> NotFound:
-    """A sandbox the store does not hold: one it dropped and one never made look alike."""
+    """A sandbox the store does not hold: one it dropped and one never made look alike.
+    Said so wherever it is found gone (a request's start, its batch, its statement)."""
     return NotFound(
         "sandbox_not_found",
         f"no sandbox {ledger!r}: it has ended (closed, or idle too long) or never was;"

@@ -752,6 +752,13 @@ async def test_a_sandbox_takes_writes_only_while_it_is_open(engine: Engine) -> N
     assert codes(outcomes[:5]) == ["sandbox_not_found"] * 5
     assert isinstance(outcomes[5], Operation)
     assert codes(outcomes[6:]) == ["sandbox_not_found"]
+    # Said as every request to a sandbox gone is told, naming it.
+    for outcome, ledger in ((outcomes[0], "sandbox-t1-a"), (outcomes[6], "sandbox-t1-never")):
+        assert isinstance(outcome, KopilkaError)
+        assert outcome.message == (
+            f"no sandbox {ledger!r}: it has ended (closed, or idle too long) or never was;"
+            " start a new session"
+        )
     assert await engine.list_accounts("sandbox-t1-a") == []
     assert await balance(engine, JOHN) == 7
     # Opened again under that name, nothing of the writes above is there.

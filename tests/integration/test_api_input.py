@@ -920,6 +920,39 @@ def test_a_sandbox_never_made_or_a_ledger_that_is_none_is_not_found(
     assert admin.get("/v1/accounts").status_code == 200
 
 
+def test_a_write_whose_sandbox_ended_while_its_body_came_is_told_as_any_other_is(
+    server: ServerProcess, admin: httpx.Client
+) -> None:
+    """Found open at its headers and ended before its body was in, a write was told
+    "this sandbox has ended (...)", naming none, where every other request to a sandbox
+    gone names it."""
+    ledger = admin.post("/v1/sandboxes").json()["ledger"]
+    body = json.dumps({"client": "Ann", "amount": "1", "open_account": True}).encode()
+    head = (
+        "POST /v1/deposits HTTP/1.1\r\nHost: kopilka\r\n"
+        f"Authorization: Bearer {server.token}\r\nKopilka-Ledger: {ledger}\r\n"
+        "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+        raw.sendall(head.encode())
+        # Asked for once the request was let in (its sandbox open), as its body is read.
+        assert raw.recv(1024).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        assert admin.delete(f"/v1/sandboxes/{ledger}").status_code == 204
+        raw.sendall(body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            answer += raw.recv(4096)
+    status, _, payload = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 404 "), answer
+    error = json.loads(payload)["error"]
+    assert error == {
+        "code": "sandbox_not_found",
+        "message": f"no sandbox {ledger!r}: it has ended (closed, or idle too long) or never"
+        " was; start a new session",
+    }
+
+
 def test_a_read_that_takes_no_parameters_refuses_one(admin: httpx.Client) -> None:
     """It passed silently: `?role=client` listed every token, unfiltered."""
     for path in ("/v1/accounts/Ann?format=csv", "/v1/tokens?role=client", "/v1/whoami?x=1"):

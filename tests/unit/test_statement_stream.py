@@ -7,8 +7,12 @@ import tracemalloc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from kopilka.api.statement_stream import read_ahead
+import pytest
+
+from kopilka.api.statement_stream import Totals, adding_up, read_ahead
+from kopilka.domain.model import Account
 from kopilka.domain.statement import StatementLine
+from kopilka.errors import NotFound
 
 LINES = 400
 DESCRIPTION_BYTES = 20_000
@@ -46,3 +50,24 @@ def test_lines_read_ahead_are_let_go_as_they_are_sent() -> None:
     finally:
         tracemalloc.stop()
     assert held < LINES * DESCRIPTION_BYTES // 10, held
+
+
+async def _dropped() -> bool:
+    return True
+
+
+async def test_a_statement_cut_off_by_its_sandbox_dropped_names_the_sandbox() -> None:
+    """It was told "this sandbox has ended", naming none, where every other request to a
+    sandbox gone is told which."""
+    ledger = "sandbox-0123456789abcdef-0a1b2c3d4e5f"
+    account = Account(ledger, "Ann", LINES, 0, None, datetime(2026, 1, 1, tzinfo=UTC), id=1)
+    # Of the account's lines, the first half: the rest went with the sandbox.
+    lines = adding_up(_lines(LINES // 2), account, Totals(0), LINES, _dropped)
+    with pytest.raises(NotFound) as ended:
+        async for _ in lines:
+            pass
+    assert (ended.value.code, ended.value.message) == (
+        "sandbox_not_found",
+        f"no sandbox {ledger!r}: it has ended (closed, or idle too long) or never was;"
+        " start a new session",
+    )

@@ -17,7 +17,7 @@ from kopilka.api.schemas import statement_line_out
 from kopilka.clock import iso_text
 from kopilka.domain.model import Account
 from kopilka.domain.statement import StatementLine, statement_inconsistent
-from kopilka.errors import sandbox_ended
+from kopilka.errors import no_sandbox
 from kopilka.money import format_plain
 from kopilka.spreadsheet import text_cell
 
@@ -97,7 +97,7 @@ async def adding_up(
         if dropped is not None and await dropped():
             # Its lines went with it as it was dropped (by its session, or idle): no
             # alarm of a ledger that does not add up for the end of a test ledger.
-            raise sandbox_ended()
+            raise no_sandbox(account.ledger)
         _log_inconsistent(account, "the last entry", closing, totals)
         raise statement_inconsistent(account.client)
 

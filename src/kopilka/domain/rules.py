@@ -54,7 +54,7 @@ from kopilka.errors import (
     NotFound,
     Rejected,
     RetryableStoreError,
-    sandbox_ended,
+    no_sandbox,
 )
 from kopilka.money import (
     AMOUNT_CENTS_MAX,
@@ -226,7 +226,7 @@ def plan_batch(
                 outcomes.append(planner.refused_claim)
                 continue
         if closed_sandboxes and command.ledger in closed_sandboxes:
-            outcomes.append(sandbox_ended())
+            outcomes.append(no_sandbox(command.ledger))
             continue
         try:
             outcomes.append(apply(command))
