@@ -11,6 +11,7 @@ def assert_references_whole(path: Path) -> None:
     PostgreSQL has none): every row a test left must still refer to a row that exists."""
     connection = sqlite3.connect(path)
     try:
+        connection.execute("BEGIN")  # one snapshot, though a writer commits beside it
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
         # The statement index, kept by kopilka: every entry up to its end, and no other.
         (upto,) = connection.execute("SELECT entry_id FROM statement_index_upto").fetchone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -768,6 +769,53 @@ async def test_a_sandbox_takes_writes_only_while_it_is_open(engine: Engine) -> N
     assert not fresh.replayed
     # A ledger whose name only looks alike is no sandbox: it takes writes as any other.
     await applied(engine, Deposit(JOHN, 1, "x", "k6", ledger="sandbox"))
+
+
+async def test_an_ended_sandbox_takes_no_writes_and_its_rows_go_once_emptied(
+    backend: Backend, engine: Engine
+) -> None:
+    """Ended in a short transaction of its own; its rows (however many) are taken out
+    after, a slice at a time, by whoever empties the ended sandboxes: this process, or
+    the next to look should it stop first. A ledger only named alike is left alone."""
+    store = engine.store
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    sandbox = "sandbox-t1-ending"
+    assert await store.open_sandbox(sandbox, now, sandboxes_max=5)
+    await applied(engine, Deposit(JOHN, 100, "play", "k1", ledger=sandbox))
+    await applied(engine, Deposit(JANE, 1, "play", "k0", ledger=sandbox))
+    await applied(engine, Transfer(JOHN, JANE, 40, "play", "k2", ledger=sandbox))
+    await refused(
+        engine, Withdraw(JANE, 500, "too much", "k3", ledger=sandbox), "insufficient_funds"
+    )
+    claimed = await store.apply(
+        [ClaimKey(sandbox, "b1", "digest", covers=1), Deposit(JOHN, 1, "x", "b1:0", ledger=sandbox)]
+    )
+    assert isinstance(claimed[1], Operation)
+    await applied(engine, Deposit(JOHN, 7, "real", "k1"))
+    await applied(engine, Deposit(JOHN, 9, "named alike", "k1", ledger="sandbox"))
+
+    assert await store.end_sandbox(sandbox)
+    assert not await store.sandbox_is_open(sandbox)
+    assert not await store.end_sandbox(sandbox)  # ended already
+    assert not await store.drop_ledger(sandbox)
+    late = await store.apply([Deposit(JOHN, 5, "late", "k4", ledger=sandbox)])
+    assert codes(late) == ["sandbox_not_found"]
+    # The memory store's rows went as it ended: none are left to take out.
+    assert await store.empty_ended_sandboxes() == ([sandbox] if backend.durable else [])
+    assert await store.empty_ended_sandboxes() == []
+    assert await store.get_account(sandbox, JOHN) is None
+    assert await engine.list_accounts(sandbox) == []
+    if backend.path is not None:
+        with contextlib.closing(sqlite3.connect(backend.path)) as db:
+            for table in ("accounts", "operations", "refusals", "batch_requests"):
+                found = db.execute(f"SELECT count(*) FROM {table} WHERE ledger = ?", (sandbox,))
+                assert found.fetchone()[0] == 0, table
+    assert await balance(engine, JOHN) == 7
+    assert await balance(engine, JOHN, "sandbox") == 9
+    # Opened again under that name, it is empty, its keys free.
+    assert await store.open_sandbox(sandbox, now, sandboxes_max=5)
+    fresh = await applied(engine, Deposit(JOHN, 1, "again", "k1", ledger=sandbox))
+    assert not fresh.replayed and fresh.credit_balance_after_cents == 1
 
 
 async def test_a_sandbox_owner_may_hold_only_its_share(engine: Engine) -> None:

@@ -196,11 +196,19 @@ class MemoryStore:
         self._sandboxes[ledger] = max(last_used, now)
         return True
 
+    async def end_sandbox(self, ledger: str) -> bool:
+        if not ledger.startswith(SANDBOX_PREFIX):
+            return False  # no sandbox: there is none of that name to end
+        return await self.drop_ledger(ledger)  # its rows go at once: none are left
+
     async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         idle = [ledger for ledger, used in self._sandboxes.items() if used < unused_since]
         for ledger in idle:
             await self.drop_ledger(ledger)
         return idle
+
+    async def empty_ended_sandboxes(self) -> list[str]:
+        return []  # an ended sandbox's rows went as it ended
 
     async def put_token(self, record: TokenRecord) -> None:
         self._tokens[record.id] = record

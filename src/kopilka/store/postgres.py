@@ -86,6 +86,7 @@ from kopilka.store.postgres_batch import (
     write_planned_batch,
 )
 from kopilka.store.postgres_claims import StandingClaims
+from kopilka.store.postgres_dropping import SLICE_ROWS, Emptying, ended_with_rows
 from kopilka.store.postgres_migrate import migrate
 from kopilka.store.postgres_passfile import skipped_password_file
 from kopilka.store.postgres_schema import SANDBOXES_LOCK_KEY, SCHEMA_VERSION
@@ -261,6 +262,8 @@ async def _no_reset(connection: Connection) -> None:
 class PostgresStore:
     # Two batches in flight: one plans and writes while the other waits for its fsync.
     concurrent_batches_max = 2
+    # How many of an ended sandbox's rows one transaction deletes.
+    sandbox_slice_rows = SLICE_ROWS
 
     def __init__(
         self,
@@ -1087,21 +1090,20 @@ class PostgresStore:
         return [StatementLine(*row) for row in rows]
 
     async def drop_ledger(self, ledger: str) -> bool:
-        async def drop(connection: Connection) -> bool:
-            async with connection.transaction():
-                if ledger.startswith(SANDBOX_PREFIX):  # only while open: row first
-                    status = await connection.execute(
-                        "DELETE FROM sandboxes WHERE ledger = $1", ledger
-                    )
-                    if status != "DELETE 1":
-                        return False
-                await delete_ledgers(connection, [ledger])
-                return True
+        if ledger.startswith(SANDBOX_PREFIX):
+            if not await self.end_sandbox(ledger):
+                return False
+            await self._empty([ledger])
+            return True
 
-        dropped = await self._write(drop, repeatable=True)
+        async def drop(connection: Connection) -> None:
+            async with connection.transaction():
+                await delete_ledgers(connection, [ledger])
+
+        await self._write(drop, repeatable=True)
         self._accounts.forget_ledger(ledger)
         self._claims.forget_ledger(ledger)
-        return dropped
+        return True
 
     # -- sandboxes ------------------------------------------------------------
 
@@ -1147,21 +1149,53 @@ class PostgresStore:
         )
         return bool(status == "UPDATE 1")
 
-    async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
-        async def drop(connection: Connection) -> list[str]:
-            async with connection.transaction():
-                rows = await connection.fetch(
-                    "DELETE FROM sandboxes WHERE last_used < $1 RETURNING ledger", unused_since
-                )
-                idle = [row[0] for row in rows]
-                await delete_ledgers(connection, idle)
-                return idle
+    async def end_sandbox(self, ledger: str) -> bool:
+        async def end(connection: Connection) -> bool:
+            # Waits for the batches that found it open (they hold its row FOR KEY SHARE);
+            # any batch after finds it ended.
+            status = await connection.execute("DELETE FROM sandboxes WHERE ledger = $1", ledger)
+            return bool(status == "DELETE 1")
 
-        idle = await self._write(drop, repeatable=True)
-        for ledger in idle:
+        ended = await self._write(end, repeatable=True)
+        self._forget_ledgers([ledger] if ended else [])
+        return ended
+
+    async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+        async def end(connection: Connection) -> list[str]:
+            rows = await connection.fetch(
+                "DELETE FROM sandboxes WHERE last_used < $1 RETURNING ledger", unused_since
+            )
+            return [row[0] for row in rows]
+
+        idle: list[str] = await self._write(end, repeatable=True)
+        self._forget_ledgers(idle)
+        await self._empty(idle)
+        return idle
+
+    async def empty_ended_sandboxes(self) -> list[str]:
+        ended = await self._read(ended_with_rows)
+        await self._empty(ended)
+        return ended
+
+    async def _empty(self, ledgers: list[str]) -> None:
+        """The rows of these ended sandboxes, a slice per transaction
+        (postgres_dropping.py)."""
+        for ledger in ledgers:
+            emptying = Emptying(ledger, self.sandbox_slice_rows)
+
+            async def step(connection: Connection, emptying: Emptying = emptying) -> bool:
+                async with connection.transaction():
+                    return await emptying.step(connection)
+
+            while not await self._write(step, repeatable=True):
+                pass
+        # A batch refused in an ended sandbox may have read its accounts since.
+        self._forget_ledgers(ledgers)
+
+    def _forget_ledgers(self, ledgers: list[str]) -> None:
+        for ledger in ledgers:
             self._accounts.forget_ledger(ledger)
             self._claims.forget_ledger(ledger)
-        return idle
 
     # -- tokens ---------------------------------------------------------------
 

@@ -291,7 +291,8 @@ async def refusal_may_be_a_retry(
 
 async def closed_sandboxes(connection: Connection, sandboxes: set[str]) -> set[str]:
     """Of these sandbox ledgers, the ones not open. The rows found are held (FOR KEY
-    SHARE) until this batch commits: a drop waits for it (delete_ledgers)."""
+    SHARE) until this batch commits: a sandbox's end waits for it (PostgresStore's
+    end_sandbox and drop_idle_sandboxes)."""
     rows = await connection.fetch(
         "SELECT ledger FROM sandboxes WHERE ledger = ANY($1::text[]) FOR KEY SHARE",
         list(sandboxes),
@@ -300,9 +301,9 @@ async def closed_sandboxes(connection: Connection, sandboxes: set[str]) -> set[s
 
 
 async def delete_ledgers(connection: Connection, ledgers: list[str]) -> None:
-    """The ledgers' rows. A sandbox's row must be deleted first, in the same transaction:
-    that waits for every batch that found the sandbox open (FOR KEY SHARE) to commit,
-    and any batch after it finds the sandbox closed, so none writes behind the drop."""
+    """The ledgers' rows, in the caller's transaction: ledgers that are no sandbox. A
+    sandbox ends first, in a transaction of its own, and its rows go after in slices
+    (postgres_dropping.py)."""
     if not ledgers:
         return
     await connection.execute(

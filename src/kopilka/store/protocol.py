@@ -78,7 +78,9 @@ class Store(Protocol):
         (SANDBOX_PREFIX) only while it is open (False, and nothing removed, when it is
         not). A write to a sandbox ledger that is not open is
         refused, sandbox_not_found, in the write's own transaction: no batch that
-        raced the drop, in this process or another, leaves rows behind it."""
+        raced the drop, in this process or another, leaves rows behind it.
+        A sandbox is ended first, as `end_sandbox` does, and then its rows removed
+        as `empty_ended_sandboxes` does, before this returns."""
 
     # Sandbox ledgers are recorded in the store, so every server process sharing it
     # (and one started after a crash) sees when each was last used.
@@ -96,8 +98,20 @@ class Store(Protocol):
         """Whether a sandbox is open now: a read, for the requests between its uses'
         records, so that one ended by another process is known at once."""
 
+    async def end_sandbox(self, ledger: str) -> bool:
+        """End an open sandbox in one short transaction: from then on no write applies in
+        it and it is not open; False when it was not open. Its rows may stay, no one's,
+        until `empty_ended_sandboxes` removes them."""
+
     async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
-        """Drop every sandbox not used since `unused_since`, with its ledger; their names."""
+        """Drop every sandbox not used since `unused_since`, with its ledger; their names.
+        All of them end in one short transaction, then their rows go as a drop's do."""
+
+    async def empty_ended_sandboxes(self) -> list[str]:
+        """Remove the rows of every sandbox that has ended and still has some (ended by
+        `end_sandbox`, or a drop cut short by a crash, in any process); their names.
+        However big a sandbox, no transaction holds more than a slice of its rows (a
+        few thousand), so the writes of other ledgers take their turns between them."""
 
     async def put_token(self, record: TokenRecord) -> None: ...
 

@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -73,6 +74,7 @@ from kopilka.store.not_a_ledger import (
 )
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
+from kopilka.store.sqlite_dropping import SLICE_ROWS, Emptying, ended_with_rows
 from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, is_read_only
 from kopilka.store.sqlite_files import (
     Gone,
@@ -240,6 +242,8 @@ def _read_only_files(path: str) -> list[str]:
 
 class SqliteStore:
     concurrent_batches_max = 1
+    # How many of an ended sandbox's rows one transaction deletes.
+    sandbox_slice_rows = SLICE_ROWS
 
     def __init__(
         self,
@@ -1305,25 +1309,18 @@ class SqliteStore:
         return await self._read(read, self._statement_thread)
 
     async def drop_ledger(self, ledger: str) -> bool:
-        return await self._write_transaction(lambda: self._delete_ledger(ledger))
-
-    def _delete_ledger(self, ledger: str) -> bool:
-        """Its rows, in this transaction; a sandbox's only while it is open (False when
-        it was not: nothing is removed)."""
-        db = self._db
-        sandbox = ledger.startswith(SANDBOX_PREFIX)
-        if (
-            sandbox
-            and db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,)).rowcount != 1
-        ):
+        if not ledger.startswith(SANDBOX_PREFIX):
+            await self._write_transaction(lambda: self._delete_ledger(ledger))
+            return True
+        if not await self.end_sandbox(ledger):
             return False
-        for table in ("accounts", "operations", "entries"):  # names of ours, no input
-            db.execute(
-                "INSERT INTO ids_given (name, last_id)"
-                f" SELECT ?, coalesce(max(id), 0) FROM {table} WHERE true"
-                " ON CONFLICT (name) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
-                (table,),
-            )
+        await self._empty([ledger])
+        return True
+
+    def _delete_ledger(self, ledger: str) -> None:
+        """Its rows, in this transaction: a ledger no sandbox, which nothing ends first."""
+        db = self._db
+        self._note_ids_given()
         # Found through the statement index and past its end; a trigger takes them out
         # of the index.
         for delete in (
@@ -1341,7 +1338,17 @@ class SqliteStore:
         )
         db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
         self._account_cache.clear()
-        return True
+
+    def _note_ids_given(self) -> None:
+        """The highest ids there are, in this transaction, before any ledger's rows go:
+        no later row takes one of a dropped ledger's (migration 9)."""
+        for table in ("accounts", "operations", "entries"):  # names of ours, no input
+            self._db.execute(
+                "INSERT INTO ids_given (name, last_id)"
+                f" SELECT ?, coalesce(max(id), 0) FROM {table} WHERE true"
+                " ON CONFLICT (name) DO UPDATE SET last_id = max(last_id, excluded.last_id)",
+                (table,),
+            )
 
     async def _write_transaction(self, work: Callable[[], T]) -> T:
         """`work` on the writer thread in its own transaction, taking turns with other
@@ -1403,17 +1410,53 @@ class SqliteStore:
 
         return await self._write_transaction(write)
 
+    async def end_sandbox(self, ledger: str) -> bool:
+        return bool(await self._write_transaction(lambda: self._end_sandboxes([ledger])))
+
+    def _end_sandboxes(self, ledgers: list[str]) -> list[str]:
+        """Of these sandboxes, end those open, in this transaction; their names. Their
+        rows stay, no one's, until `_empty` takes them out."""
+        db = self._db
+        ended = [
+            ledger
+            for ledger in ledgers
+            if db.execute("DELETE FROM sandboxes WHERE ledger = ?", (ledger,)).rowcount == 1
+        ]
+        if ended:
+            self._note_ids_given()
+            self._account_cache.clear()
+        return ended
+
     async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
-        def write() -> list[str]:
+        def end() -> list[str]:
             rows = self._db.execute(
                 "SELECT ledger FROM sandboxes WHERE last_used < ?", (to_micros(unused_since),)
             )
-            idle = [row[0] for row in rows]
-            for ledger in idle:
-                self._delete_ledger(ledger)
-            return idle
+            return self._end_sandboxes([row[0] for row in rows])
 
-        return await self._write_transaction(write)
+        idle = await self._write_transaction(end)
+        await self._empty(idle)
+        return idle
+
+    async def empty_ended_sandboxes(self) -> list[str]:
+        ended = await self._read(lambda: ended_with_rows(self._read_db))
+        await self._empty(ended)
+        return ended
+
+    async def _empty(self, ledgers: list[str]) -> None:
+        """The rows of these ended sandboxes, a slice per transaction (sqlite_dropping.py):
+        other writes take the lock between slices, whatever a sandbox's size."""
+        for ledger in ledgers:
+            step = partial(self._empty_slice, Emptying(ledger, self.sandbox_slice_rows))
+            while not await self._write_transaction(step):
+                pass
+
+    def _empty_slice(self, emptying: Emptying) -> bool:
+        done = emptying.step(self._db)
+        if done:
+            # A batch refused in the ended sandbox may have cached accounts since gone.
+            self._account_cache.clear()
+        return done
 
     # -- tokens ---------------------------------------------------------------
 

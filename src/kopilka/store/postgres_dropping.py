@@ -1,0 +1,149 @@
+"""An ended sandbox's rows, taken out of a PostgreSQL ledger a slice at a time.
+
+As on SQLite (sqlite_dropping.py): a sandbox has no bound on its size, and its rows
+deleted in one transaction kept a connection and a snapshot (which holds back vacuum
+everywhere) for as long as that took, the reaper's for every idle sandbox at once. So a
+sandbox is ended first, its `sandboxes` row deleted in a short transaction of its own
+(which waits for the batches that found it open, as they hold the row FOR KEY SHARE);
+then its rows go in slices, each a transaction of its own. Entries first, each
+account's newest first, then operations, refusals and batch claims, accounts last: what
+is left is whole at every commit. Each table is walked by its index from where the last
+slice stopped, never again over the rows deleted (dead until vacuumed). A drop cut short
+leaves rows of a sandbox with no row in `sandboxes`, which `ended_with_rows` finds.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from kopilka.domain.model import SANDBOX_PREFIX
+
+Connection = Any  # asyncpg ships no type hints
+
+# Rows per slice (see sqlite_dropping.SLICE_ROWS).
+SLICE_ROWS = 2_000
+
+# Where an ended sandbox may have rows left: accounts go last, and entries and
+# operations only ever belong to accounts; a refusal or claim may have none.
+_TABLES_LEFT_LAST = ("accounts", "refusals", "batch_requests")
+# The newest possible place in an account's entries, (created_at, id).
+_PAST_EVERY_ENTRY = (datetime.max.replace(tzinfo=UTC), 2**63 - 1)
+
+
+def _ledgers(table: str) -> str:
+    """SQL: the distinct ledgers with rows in `table` (a name of ours), one index
+    lookup each, by its (ledger, ...) index (the collation's order, which sandboxes'
+    names need not be together in)."""
+    return (
+        f"WITH RECURSIVE found (ledger) AS ((SELECT ledger FROM {table} ORDER BY ledger LIMIT 1)"
+        f" UNION ALL SELECT (SELECT t.ledger FROM {table} t WHERE t.ledger > found.ledger"
+        " ORDER BY t.ledger LIMIT 1) FROM found WHERE found.ledger IS NOT NULL)"
+        " SELECT ledger FROM found WHERE ledger IS NOT NULL"
+    )
+
+
+async def ended_with_rows(connection: Connection) -> list[str]:
+    """The sandboxes that have ended with rows still in the database."""
+    rows = await connection.fetch(
+        "SELECT ledger FROM ("
+        + " UNION ".join(f"({_ledgers(table)})" for table in _TABLES_LEFT_LAST)
+        + ") AS found WHERE starts_with(ledger, $1)"
+        " AND NOT EXISTS (SELECT 1 FROM sandboxes s WHERE s.ledger = found.ledger)"
+        " ORDER BY ledger",
+        SANDBOX_PREFIX,
+    )
+    return [row[0] for row in rows]
+
+
+class Emptying:
+    """Where the removal of one ended sandbox's rows has got to: each `step` is one
+    slice, in the caller's transaction."""
+
+    def __init__(self, ledger: str, rows: int = SLICE_ROWS) -> None:
+        assert ledger.startswith(SANDBOX_PREFIX) and rows > 0
+        self.ledger = ledger
+        self._rows = rows
+        self._stage = 0
+        # Where each walk has got to: accounts up to this name have no entries left;
+        # the account being emptied, and its oldest entry deleted yet; the last key (or
+        # name) deleted, by table.
+        self._accounts_done = ""
+        self._account: tuple[int, str] | None = None
+        self._entries_before = _PAST_EVERY_ENTRY
+        self._after: dict[str, str] = {}
+
+    async def step(self, connection: Connection) -> bool:
+        """Delete up to a slice of its rows; True once none are left."""
+        if await connection.fetchval("SELECT 1 FROM sandboxes WHERE ledger = $1", self.ledger):
+            # Open under this name again (a name is never given twice, but a caller may
+            # open one it chose): what is there now is that sandbox's.
+            return True
+        stages = (
+            self._entries,
+            partial(self._by_key, "operations", "idempotency_key"),
+            partial(self._by_key, "refusals", "idempotency_key"),
+            partial(self._by_key, "batch_requests", "idempotency_key"),
+            partial(self._by_key, "accounts", "client"),
+        )
+        budget = self._rows
+        while self._stage < len(stages):
+            budget -= await stages[self._stage](connection, budget)
+            if budget <= 0:
+                return False  # the stage may have more; the next slice looks
+            self._stage += 1  # less than asked for: nothing of it is left
+        return True
+
+    async def _entries(self, connection: Connection, budget: int) -> int:
+        """Account by account, each one's newest first: a statement being read sees its
+        lines end, never a gap in them. An account looked at counts as a row."""
+        taken = 0
+        while taken < budget:
+            if self._account is None:
+                row = await connection.fetchrow(
+                    "SELECT id, client FROM accounts WHERE ledger = $1 AND client > $2"
+                    " ORDER BY client LIMIT 1",
+                    self.ledger,
+                    self._accounts_done,
+                )
+                if row is None:
+                    break
+                self._account = (row[0], row[1])
+                self._entries_before = _PAST_EVERY_ENTRY
+                taken += 1
+            asked = max(budget - taken, 1)
+            gone = await connection.fetchrow(
+                "WITH gone AS (DELETE FROM entries WHERE id IN (SELECT id FROM entries"
+                " WHERE account_id = $1 AND (created_at, id) < ($2, $3)"
+                " ORDER BY created_at DESC, id DESC LIMIT $4) RETURNING created_at, id)"
+                " SELECT count(*) OVER (), created_at, id FROM gone"
+                " ORDER BY created_at, id LIMIT 1",
+                self._account[0],
+                *self._entries_before,
+                asked,
+            )
+            count = 0 if gone is None else gone[0]
+            taken += count
+            if count < asked:  # none left: the next account
+                self._accounts_done = self._account[1]
+                self._account = None
+            else:
+                self._entries_before = (gone[1], gone[2])
+        return taken
+
+    async def _by_key(self, table: str, key: str, connection: Connection, budget: int) -> int:
+        """Rows of `table` in the ledger, in the order of its (ledger, `key`) index (names
+        of ours, no input), from the last one deleted."""
+        gone = await connection.fetchrow(
+            f"WITH gone AS (DELETE FROM {table} WHERE ledger = $1 AND {key} IN"
+            f" (SELECT {key} FROM {table} WHERE ledger = $1 AND {key} > $2"
+            f" ORDER BY {key} LIMIT $3) RETURNING {key})"
+            f" SELECT count(*), max({key}) FROM gone",
+            self.ledger,
+            self._after.get(table, ""),
+            budget,
+        )
+        if gone[0]:
+            self._after[table] = gone[1]
+        return int(gone[0])

@@ -1,0 +1,217 @@
+"""A big sandbox dropped (its session closed, or idle) over a real SQLite file or
+PostgreSQL database: other ledgers' writes go on meanwhile, and what its readers see of
+it stays whole until it is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from tests.sqlite_references import assert_references_whole
+
+from kopilka.domain.model import ClaimKey, Deposit, Operation, Transfer, Withdraw
+from kopilka.errors import KopilkaError
+from kopilka.store import open_store
+from kopilka.store.protocol import Store
+from kopilka.store.sqlite import SqliteStore
+
+FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
+SANDBOX = "sandbox-0123456789abcdef-0a1b2c3d4e5f"
+CLIENTS = [f"Client {number:02}" for number in range(20)]
+# A slice this small makes a drop of the sandbox below take a few hundred of them.
+SLICE_ROWS = 50
+# Tables with a ledger column; entries and balances go with their accounts.
+LEDGER_TABLES = ("accounts", "operations", "refusals", "batch_requests", "sandboxes")
+
+
+@dataclass
+class Backend:
+    store: Store
+    url: str
+    path: Path | None  # the SQLite file
+
+    async def rows_of(self, ledger: str) -> int:
+        """The ledger's rows in every table, read beside the store (entries through the
+        accounts they belong to)."""
+        counts = [f"(SELECT count(*) FROM {table} WHERE ledger = $1)" for table in LEDGER_TABLES]
+        counts.append(
+            "(SELECT count(*) FROM entries e JOIN accounts a ON a.id = e.account_id"
+            " WHERE a.ledger = $1)"
+        )
+        query = "SELECT " + " + ".join(counts)
+        if self.path is not None:
+            with contextlib.closing(sqlite3.connect(self.path)) as db:
+                return int(
+                    db.execute(query.replace("$1", ":ledger"), {"ledger": ledger}).fetchone()[0]
+                )
+        connection = await asyncpg.connect(self.url)
+        try:
+            return int(await connection.fetchval(query, ledger))
+        finally:
+            await connection.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        path: Path | None = tmp_path / "kopilka.db"
+        url = str(path)
+    else:
+        path, url = None, request.getfixturevalue("postgres_url")
+    store = open_store(url)
+    await store.open()
+    try:
+        yield Backend(store, url, path)
+    finally:
+        await store.close()
+    if path is not None:
+        assert_references_whole(path)
+
+
+async def a_big_sandbox(store: Store, opened: datetime) -> None:
+    """Thousands of transfers among its accounts, a refusal and a batch's claim: rows in
+    every table a sandbox has."""
+    assert await store.open_sandbox(SANDBOX, opened, sandboxes_max=10)
+    await store.apply(
+        [Deposit(client, 1_000_000, "seed", f"seed {client}", SANDBOX) for client in CLIENTS]
+    )
+    for batch in range(3):
+        transfers = [
+            Transfer(
+                CLIENTS[n % 20], CLIENTS[(n + 7) % 20], 1 + n % 5, "play", f"t{batch}-{n}", SANDBOX
+            )
+            for n in range(1_000)
+        ]
+        await store.apply(transfers)
+    refused = await store.apply(
+        [
+            ClaimKey(SANDBOX, "batch-1", "digest", covers=1),
+            Withdraw(CLIENTS[0], 10**9, "too much", "batch-1:0", SANDBOX),
+        ]
+    )
+    assert isinstance(refused[1], KopilkaError) and refused[1].code == "insufficient_funds"
+
+
+async def assert_each_history_whole(store: Store) -> None:
+    """Every account of the sandbox still there reads as it did: its lines, as many as
+    are left, each follow from the one before, from its first (the newest go first)."""
+    for client in CLIENTS:
+        account = await store.get_account(SANDBOX, client)
+        if account is None:
+            continue
+        lines = await store.statement_page(account.id, None, FAR_FUTURE, 0, 100_000)
+        balance = 0
+        for line in lines:
+            balance += line.amount_cents
+            assert line.balance_after_cents == balance, (client, line)
+        assert not lines or lines[0].description == "seed"
+
+
+@pytest.mark.parametrize("ended", ["closed", "idle"])
+@pytest.mark.timeout(120)
+async def test_a_write_to_the_main_ledger_goes_on_while_a_big_sandbox_is_dropped(
+    backend: Backend, ended: str
+) -> None:
+    """The drop deleted every row of the sandbox in one transaction: on SQLite, with the
+    database's one write lock held, a main-ledger deposit waited for all of it (9 s for
+    the reaper's drop of five sandboxes of 240,000 transfers, and SQLite refuses a write
+    that waits 10 s). The sandbox ends in a short transaction; its rows go in slices of
+    their own, and the deposit goes through between two of them."""
+    store = backend.store
+    opened = datetime(2030, 1, 1, tzinfo=UTC)
+    await a_big_sandbox(store, opened)
+    main = await store.apply([Deposit("Main", 100, "pay", "m1")])
+    assert isinstance(main[0], Operation)
+    rows = await backend.rows_of(SANDBOX)
+    store.sandbox_slice_rows = SLICE_ROWS  # type: ignore[attr-defined]
+
+    if ended == "closed":
+        dropping = asyncio.create_task(store.drop_ledger(SANDBOX))
+    else:
+        dropping = asyncio.create_task(store.drop_idle_sandboxes(opened + timedelta(seconds=1)))
+    while await store.sandbox_is_open(SANDBOX):
+        await asyncio.sleep(0)
+    # Ended: no write applies in it any more; its rows are still being taken out.
+    late = await store.apply([Deposit(CLIENTS[0], 1, "late", "late-1", SANDBOX)])
+    assert isinstance(late[0], KopilkaError) and late[0].code == "sandbox_not_found"
+    during = await store.apply([Deposit("Main", 5, "pay", "m2")])
+    assert isinstance(during[0], Operation)
+    assert not dropping.done(), "the main ledger's write waited for the whole drop"
+    left = await backend.rows_of(SANDBOX)
+    assert 0 < left < rows
+    await assert_each_history_whole(store)
+    if backend.path is not None:
+        assert_references_whole(backend.path)  # no row left names one gone
+
+    assert await dropping in (True, [SANDBOX])
+    assert await backend.rows_of(SANDBOX) == 0
+    assert await store.get_account(SANDBOX, CLIENTS[0]) is None
+    assert await store.empty_ended_sandboxes() == []
+    account = await store.get_account("main", "Main")
+    assert account is not None and account.balance_cents == 105
+    lines = await store.statement_page(account.id, None, FAR_FUTURE, 0, 10)
+    assert [line.balance_after_cents for line in lines] == [100, 105]
+
+
+@pytest.mark.timeout(120)
+async def test_a_drop_cut_short_is_finished_by_whoever_looks_next(backend: Backend) -> None:
+    """A sandbox ended whose rows were not all taken out (its server killed, or stopped,
+    in the middle) is no one's: looked for, its rows go, and nothing else's."""
+    store = backend.store
+    opened = datetime(2030, 1, 1, tzinfo=UTC)
+    await a_big_sandbox(store, opened)
+    await store.apply(
+        [Deposit("Main", 100, "pay", "m1"), Deposit("Lookalike", 7, "x", "k", "sandbox")]
+    )
+    store.sandbox_slice_rows = SLICE_ROWS  # type: ignore[attr-defined]
+    dropping = asyncio.create_task(store.drop_ledger(SANDBOX))
+    while await store.sandbox_is_open(SANDBOX):
+        await asyncio.sleep(0)
+    dropping.cancel()  # as a stop cuts it short: the slice under way ends as it would
+    with contextlib.suppress(asyncio.CancelledError):
+        await dropping
+    assert await backend.rows_of(SANDBOX) > 0
+    assert await store.empty_ended_sandboxes() == [SANDBOX]
+    assert await backend.rows_of(SANDBOX) == 0
+    assert await store.empty_ended_sandboxes() == []
+    # A ledger whose name only looks like a sandbox's is no sandbox: left as it was.
+    for ledger, client, cents in (("main", "Main", 100), ("sandbox", "Lookalike", 7)):
+        account = await store.get_account(ledger, client)
+        assert account is not None and account.balance_cents == cents
+
+
+async def test_an_entry_out_of_time_order_goes_with_its_sandbox_too(tmp_path: Path) -> None:
+    """The drop walks a sandbox's entries by id down from each account's newest by time:
+    one whose time is out of order with its id (none that kopilka writes, but a file
+    mended by hand, say) is not left behind to name an operation or account gone."""
+    path = tmp_path / "kopilka.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await a_big_sandbox(store, datetime(2030, 1, 1, tzinfo=UTC))
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            newest, oldest = db.execute(
+                "SELECT max(e.id), min(e.created_at) FROM entries e"
+                " JOIN accounts a ON a.id = e.account_id WHERE a.ledger = ?",
+                (SANDBOX,),
+            ).fetchone()
+            for table, entry in (("entries", "id"), ("statement_index", "entry_id")):
+                db.execute(
+                    f"UPDATE {table} SET created_at = ? WHERE {entry} = ?", (oldest - 1, newest)
+                )
+        store.sandbox_slice_rows = SLICE_ROWS
+        assert await store.drop_ledger(SANDBOX)
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert db.execute(
+                "SELECT count(*) FROM entries WHERE id = ?", (newest,)
+            ).fetchone() == (0,)
+    finally:
+        await store.close()
+    assert_references_whole(path)
