@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import socket
@@ -13,10 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.kopilka_server import ServerProcess, kopilka_command, running_server, server_env
+from tests.sqlite_references import assert_references_whole
 
 from kopilka.api.sandbox import SANDBOXES_PER_TOKEN_MAX
 from kopilka.client import connect_bank
+from kopilka.domain.model import Deposit, Transfer
 from kopilka.errors import Forbidden, InvalidInput, NotFound
+from kopilka.store.sqlite import SqliteStore
 
 
 def sandbox_shell(server: ServerProcess, **env: str) -> subprocess.Popen[str]:
@@ -243,6 +247,16 @@ def sqlite_rows_of_ledger(path: Path, ledger: str) -> int:
         )
 
 
+def sqlite_entries_of_ledger(path: Path, ledger: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        found = db.execute(
+            "SELECT count(*) FROM entries e JOIN accounts a ON a.id = e.account_id"
+            " WHERE a.ledger = ?",
+            (ledger,),
+        )
+        return int(found.fetchone()[0])
+
+
 def test_a_killed_servers_idle_sandbox_is_dropped_by_the_next(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with running_server(home) as server, server.client() as admin:
@@ -256,6 +270,69 @@ def test_a_killed_servers_idle_sandbox_is_dropped_by_the_next(tmp_path: Path) ->
         gone = admin.get("/v1/accounts/Ghost", headers={"Kopilka-Ledger": ledger})
         assert gone.status_code == 404
         assert gone.json()["error"]["code"] == "sandbox_not_found"
+
+
+async def _fill(path: Path, ledger: str, transfers: int) -> None:
+    """Transfers among a sandbox's accounts, written beside the server that made it (as
+    another process on its database): a big sandbox, quickly."""
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        clients = [f"Client {number}" for number in range(50)]
+        await store.apply(
+            [Deposit(client, 10**9, "seed", f"seed {client}", ledger) for client in clients]
+        )
+        for batch in range(transfers // 10_000):
+            await store.apply(
+                [
+                    Transfer(
+                        clients[n % 50], clients[(n + 1) % 50], 1, "play", f"{batch}-{n}", ledger
+                    )
+                    for n in range(10_000)
+                ]
+            )
+    finally:
+        await store.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_sandbox_dropped_as_its_server_is_killed_is_emptied_by_the_next(
+    tmp_path: Path,
+) -> None:
+    """A DELETE answers once the sandbox has ended, and its rows go after, a slice at a
+    time. Killed in the middle of that, the server leaves rows of a sandbox no longer
+    open: the next server takes them out, and the main ledger is as it was."""
+    home = tmp_path / "home"
+    path = home / "kopilka.db"
+    with running_server(home) as server, server.client() as admin:
+        assert admin.post(
+            "/v1/deposits", json={"client": "Main", "amount": "5", "open_account": True}
+        ).is_success
+        ledger = admin.post("/v1/sandboxes").json()["ledger"]
+        asyncio.run(_fill(path, ledger, transfers=40_000))
+        entries = sqlite_entries_of_ledger(path, ledger)
+        assert admin.delete(f"/v1/sandboxes/{ledger}").status_code == 204
+        deadline = time.monotonic() + 30
+        while sqlite_entries_of_ledger(path, ledger) == entries:
+            assert time.monotonic() < deadline, "its rows are not being taken out"
+            time.sleep(0.001)
+        server.stop(signal.SIGKILL)  # with some of its rows gone
+    assert sqlite_entries_of_ledger(path, ledger) > 0, "the drop was over before the kill"
+    with (
+        running_server(home, KOPILKA_SANDBOX_IDLE_SECONDS="1") as server,
+        server.client() as admin,
+    ):
+        gone = admin.get("/v1/accounts", headers={"Kopilka-Ledger": ledger})
+        assert (gone.status_code, gone.json()["error"]["code"]) == (404, "sandbox_not_found")
+        deadline = time.monotonic() + 60
+        # Its reaper looks 4 times a second.
+        while sqlite_rows_of_ledger(path, ledger) + sqlite_entries_of_ledger(path, ledger) > 0:
+            assert time.monotonic() < deadline, "never emptied"
+            time.sleep(0.1)
+        main = admin.get("/v1/accounts/Main/statement").json()
+        assert (main["closing_balance"], len(main["lines"])) == ("5.00", 1)
+    assert_references_whole(path)
+    assert "Traceback" not in server.errors, server.errors
 
 
 def test_a_shell_session_idle_at_its_prompt_keeps_its_sandbox(tmp_path: Path) -> None:

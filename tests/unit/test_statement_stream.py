@@ -71,3 +71,17 @@ async def test_a_statement_cut_off_by_its_sandbox_dropped_names_the_sandbox() ->
         f"no sandbox {ledger!r}: it has ended (closed, or idle too long) or never was;"
         " start a new session",
     )
+
+
+async def test_a_statement_whose_sandbox_ended_as_it_streamed_ends_broken_off() -> None:
+    """A sandbox's rows go after it ends, the newest first, a slice at a time: a
+    statement read meanwhile may find all its lines still there. Its sandbox ended, it
+    is refused all the same, as every request to a sandbox gone is."""
+    ledger = "sandbox-0123456789abcdef-0a1b2c3d4e5f"
+    account = Account(ledger, "Ann", LINES, 0, None, datetime(2026, 1, 1, tzinfo=UTC), id=1)
+    lines = adding_up(_lines(LINES), account, Totals(0), LINES, _dropped)
+    read = 0
+    with pytest.raises(NotFound) as ended:
+        async for _ in lines:
+            read += 1
+    assert (read, ended.value.code) == (LINES, "sandbox_not_found")

@@ -57,6 +57,9 @@ class Sandboxes:
         self._touched: dict[str, float] = {}
         self._touch_interval = idle_seconds / 10
         self._reaper: asyncio.Task[None] | None = None
+        # Removing the rows of ended sandboxes, and whether to look for more after.
+        self._emptying: asyncio.Task[None] | None = None
+        self._empty_again = False
 
     async def create(self, principal: Principal) -> str:
         owner = f"{SANDBOX_PREFIX}{principal.token_id}-"
@@ -92,21 +95,46 @@ class Sandboxes:
         self._touched[ledger] = now
 
     async def drop(self, ledger: str) -> None:
-        """End a sandbox; refused when it has ended already (or never was)."""
+        """End a sandbox; refused when it has ended already (or never was). Returns once
+        it has ended; its rows are removed after, however many there are, by a task of
+        this process's (or, should that be cut short, by whichever process reaps next)."""
         self._touched.pop(ledger, None)
-        if not await self._store.drop_ledger(ledger):
+        if not await self._store.end_sandbox(ledger):
             raise no_sandbox(ledger)
+        self._empty_soon()
+
+    def _empty_soon(self) -> None:
+        """Remove the rows of ended sandboxes, on a task: once more after the one under
+        way, if any (it may have looked for them before this one ended)."""
+        if self._emptying is None or self._emptying.done():
+            self._emptying = asyncio.create_task(self._empty(), name="kopilka-sandbox-emptying")
+        else:
+            self._empty_again = True
+
+    async def _empty(self) -> None:
+        self._empty_again = True
+        while self._empty_again:
+            self._empty_again = False
+            try:
+                await self._store.empty_ended_sandboxes()
+            except Unavailable:
+                return  # the store is down (it says so itself): the reaper tries again
+            except Exception:
+                logger.exception("could not remove the rows of ended sandboxes")
+                return
 
     def start(self) -> None:
         self._reaper = asyncio.create_task(self._reap_forever(), name="kopilka-sandbox-reaper")
 
     async def close(self) -> None:
-        """Stop reaping. Sandboxes stay in the store: another process may serve them,
-        and whichever process runs after their idle time drops them."""
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        """Stop reaping, and removing ended sandboxes' rows. Sandboxes stay in the store:
+        another process may serve them, and whichever process runs after their idle time
+        drops them; the rows of those ended, whichever process reaps next."""
+        for task in (self._reaper, self._emptying):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def reap(self, idle_before: datetime | None = None) -> list[str]:
         """Drop every sandbox idle longer than the timeout (by `idle_before`, else by
@@ -130,6 +158,9 @@ class Sandboxes:
         while True:
             await asyncio.sleep(period)
             clocks_were_apart, clocks_apart = clocks_apart, self._clocks_apart()
+            # Sandboxes ended with rows left (a drop cut short by a crash or a stop, here
+            # or in another process): nothing to do with any clock.
+            self._empty_soon()
             if clocks_apart - clocks_were_apart > _STEP_SECONDS:  # stepped forward
                 reap_from = max(reap_from, time.monotonic() + self.idle_seconds)
             if time.monotonic() < reap_from:

@@ -86,18 +86,23 @@ async def adding_up(
     up too). Streamed, a statement that fails either can only end broken off, before
     its last chunk: never shown as though whole. The operator is told which entry, as
     the ledger's data no longer adds up: the caller only sees the answer refused.
-    `dropped`: whether the ledger (a sandbox) has been dropped, its lines with it."""
+    `dropped`: whether the ledger (a sandbox) has been dropped, its lines with it. A
+    sandbox's statement is looked at once more past its last line: one that ended while
+    the lines streamed ends broken off too, whether or not the removal of its rows
+    (the newest first, after the end) had reached those lines yet."""
     async for line in lines:
         if totals.closing + line.amount_cents != line.balance_after_cents:
+            if dropped is not None and await dropped():
+                raise no_sandbox(account.ledger)
             _log_inconsistent(account, f"entry {line.entry_id}", line.balance_after_cents, totals)
             raise statement_inconsistent(account.client)
         totals.add(line)
         yield line
+    if dropped is not None and await dropped():
+        # Its lines went with it as it was dropped (by its session, or idle): no alarm
+        # of a ledger that does not add up for the end of a test ledger.
+        raise no_sandbox(account.ledger)
     if totals.closing != closing:
-        if dropped is not None and await dropped():
-            # Its lines went with it as it was dropped (by its session, or idle): no
-            # alarm of a ledger that does not add up for the end of a test ledger.
-            raise no_sandbox(account.ledger)
         _log_inconsistent(account, "the last entry", closing, totals)
         raise statement_inconsistent(account.client)
 
