@@ -774,13 +774,16 @@ async def test_a_sandbox_takes_writes_only_while_it_is_open(engine: Engine) -> N
 async def test_an_ended_sandbox_takes_no_writes_and_its_rows_go_once_emptied(
     backend: Backend, engine: Engine
 ) -> None:
-    """Ended in a short transaction of its own; its rows (however many) are taken out
-    after, a slice at a time, by whoever empties the ended sandboxes: this process, or
-    the next to look should it stop first. A ledger only named alike is left alone."""
+    """Ended in a short transaction of its own (closed, or idle); its rows (however
+    many) are taken out after, a slice at a time, by whoever empties the ended
+    sandboxes: this process, or the next to look should it stop first. A ledger only
+    named alike is left alone."""
     store = engine.store
     now = datetime(2030, 1, 1, tzinfo=UTC)
-    sandbox = "sandbox-t1-ending"
+    sandbox, idle = "sandbox-t1-ending", "sandbox-t1-idle"
     assert await store.open_sandbox(sandbox, now, sandboxes_max=5)
+    assert await store.open_sandbox(idle, now - timedelta(hours=1), sandboxes_max=5)
+    await applied(engine, Deposit(JOHN, 3, "play", "k1", ledger=idle))
     await applied(engine, Deposit(JOHN, 100, "play", "k1", ledger=sandbox))
     await applied(engine, Deposit(JANE, 1, "play", "k0", ledger=sandbox))
     await applied(engine, Transfer(JOHN, JANE, 40, "play", "k2", ledger=sandbox))
@@ -798,18 +801,27 @@ async def test_an_ended_sandbox_takes_no_writes_and_its_rows_go_once_emptied(
     assert not await store.sandbox_is_open(sandbox)
     assert not await store.end_sandbox(sandbox)  # ended already
     assert not await store.drop_ledger(sandbox)
-    late = await store.apply([Deposit(JOHN, 5, "late", "k4", ledger=sandbox)])
-    assert codes(late) == ["sandbox_not_found"]
-    # The memory store's rows went as it ended: none are left to take out.
-    assert await store.empty_ended_sandboxes() == ([sandbox] if backend.durable else [])
+    assert await store.end_idle_sandboxes(now - timedelta(minutes=1)) == [idle]
+    assert not await store.sandbox_is_open(idle)
+    late = await store.apply(
+        [
+            Deposit(JOHN, 5, "late", "k4", ledger=sandbox),
+            Deposit(JOHN, 5, "late", "k4", ledger=idle),
+        ]
+    )
+    assert codes(late) == ["sandbox_not_found"] * 2
+    # The memory store's rows went as they ended: none are left to take out.
+    emptied = await store.empty_ended_sandboxes()
+    assert sorted(emptied) == (sorted([idle, sandbox]) if backend.durable else [])
     assert await store.empty_ended_sandboxes() == []
-    assert await store.get_account(sandbox, JOHN) is None
-    assert await engine.list_accounts(sandbox) == []
-    if backend.path is not None:
-        with contextlib.closing(sqlite3.connect(backend.path)) as db:
-            for table in ("accounts", "operations", "refusals", "batch_requests"):
-                found = db.execute(f"SELECT count(*) FROM {table} WHERE ledger = ?", (sandbox,))
-                assert found.fetchone()[0] == 0, table
+    for ended in (sandbox, idle):
+        assert await store.get_account(ended, JOHN) is None
+        assert await engine.list_accounts(ended) == []
+        if backend.path is not None:
+            with contextlib.closing(sqlite3.connect(backend.path)) as db:
+                for table in ("accounts", "operations", "refusals", "batch_requests"):
+                    found = db.execute(f"SELECT count(*) FROM {table} WHERE ledger = ?", (ended,))
+                    assert found.fetchone()[0] == 0, table
     assert await balance(engine, JOHN) == 7
     assert await balance(engine, JOHN, "sandbox") == 9
     # Opened again under that name, it is empty, its keys free.

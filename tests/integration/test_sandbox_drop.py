@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from tests.sqlite_references import assert_references_whole
 
+from kopilka.api.sandbox import Sandboxes
 from kopilka.domain.model import ClaimKey, Deposit, Operation, Transfer, Withdraw
 from kopilka.errors import KopilkaError
 from kopilka.store import open_store
@@ -215,3 +216,28 @@ async def test_an_entry_out_of_time_order_goes_with_its_sandbox_too(tmp_path: Pa
     finally:
         await store.close()
     assert_references_whole(path)
+
+
+@pytest.mark.timeout(120)
+async def test_the_reaper_ends_idle_sandboxes_without_waiting_for_their_rows(
+    backend: Backend,
+) -> None:
+    """The reaper dropped idle sandboxes and took their rows out before its next round:
+    a big one's rows, going a slice at a time, kept the sandboxes that went idle
+    meanwhile open past their time. It ends them at once; their rows go after, on the
+    task that empties ended sandboxes."""
+    store = backend.store
+    opened = datetime(2030, 1, 1, tzinfo=UTC)
+    await a_big_sandbox(store, opened)
+    store.sandbox_slice_rows = SLICE_ROWS  # type: ignore[attr-defined]
+    sandboxes = Sandboxes(store, 60, wall_clock=lambda: opened + timedelta(hours=1))
+    try:
+        assert await sandboxes.reap() == [SANDBOX]
+        assert not await store.sandbox_is_open(SANDBOX)
+        assert await backend.rows_of(SANDBOX) > 0, "the reaper waited for its rows"
+        deadline = asyncio.get_running_loop().time() + 60
+        while await backend.rows_of(SANDBOX) > 0:
+            assert asyncio.get_running_loop().time() < deadline, "its rows never went"
+            await asyncio.sleep(0.05)
+    finally:
+        await sandboxes.close()

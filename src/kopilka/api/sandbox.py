@@ -138,11 +138,15 @@ class Sandboxes:
 
     async def reap(self, idle_before: datetime | None = None) -> list[str]:
         """Drop every sandbox idle longer than the timeout (by `idle_before`, else by
-        now); their names."""
+        now); their names. They end at once, as a DELETE ends one, and their rows go
+        after on the task that empties ended sandboxes: the next round comes on time,
+        however big they were."""
         moment = self._now() if idle_before is None else idle_before
-        dropped = await self._store.drop_idle_sandboxes(
+        dropped = await self._store.end_idle_sandboxes(
             moment - timedelta(seconds=self.idle_seconds)
         )
+        if dropped:
+            self._empty_soon()
         for ledger in dropped:
             self._touched.pop(ledger, None)
         stale = time.monotonic() - self.idle_seconds

@@ -201,6 +201,9 @@ class MemoryStore:
             return False  # no sandbox: there is none of that name to end
         return await self.drop_ledger(ledger)  # its rows go at once: none are left
 
+    async def end_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+        return await self.drop_idle_sandboxes(unused_since)  # their rows go at once
+
     async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         idle = [ledger for ledger, used in self._sandboxes.items() if used < unused_since]
         for ledger in idle:

@@ -1160,7 +1160,7 @@ class PostgresStore:
         self._forget_ledgers([ledger] if ended else [])
         return ended
 
-    async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+    async def end_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         async def end(connection: Connection) -> list[str]:
             rows = await connection.fetch(
                 "DELETE FROM sandboxes WHERE last_used < $1 RETURNING ledger", unused_since
@@ -1169,6 +1169,10 @@ class PostgresStore:
 
         idle: list[str] = await self._write(end, repeatable=True)
         self._forget_ledgers(idle)
+        return idle
+
+    async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+        idle = await self.end_idle_sandboxes(unused_since)
         await self._empty(idle)
         return idle
 

@@ -292,7 +292,7 @@ async def refusal_may_be_a_retry(
 async def closed_sandboxes(connection: Connection, sandboxes: set[str]) -> set[str]:
     """Of these sandbox ledgers, the ones not open. The rows found are held (FOR KEY
     SHARE) until this batch commits: a sandbox's end waits for it (PostgresStore's
-    end_sandbox and drop_idle_sandboxes)."""
+    end_sandbox and end_idle_sandboxes)."""
     rows = await connection.fetch(
         "SELECT ledger FROM sandboxes WHERE ledger = ANY($1::text[]) FOR KEY SHARE",
         list(sandboxes),

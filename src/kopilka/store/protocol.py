@@ -103,9 +103,13 @@ class Store(Protocol):
         it and it is not open; False when it was not open. Its rows may stay, no one's,
         until `empty_ended_sandboxes` removes them."""
 
+    async def end_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+        """End every sandbox not used since `unused_since`, in one short transaction, as
+        `end_sandbox` does; their names."""
+
     async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         """Drop every sandbox not used since `unused_since`, with its ledger; their names.
-        All of them end in one short transaction, then their rows go as a drop's do."""
+        They end as `end_idle_sandboxes` ends them, then their rows go as a drop's do."""
 
     async def empty_ended_sandboxes(self) -> list[str]:
         """Remove the rows of every sandbox that has ended and still has some (ended by

@@ -1427,14 +1427,17 @@ class SqliteStore:
             self._account_cache.clear()
         return ended
 
-    async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+    async def end_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         def end() -> list[str]:
             rows = self._db.execute(
                 "SELECT ledger FROM sandboxes WHERE last_used < ?", (to_micros(unused_since),)
             )
             return self._end_sandboxes([row[0] for row in rows])
 
-        idle = await self._write_transaction(end)
+        return await self._write_transaction(end)
+
+    async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
+        idle = await self.end_idle_sandboxes(unused_since)
         await self._empty(idle)
         return idle
 
