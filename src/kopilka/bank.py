@@ -118,7 +118,15 @@ class Bank(Protocol):
         A `datetime` without a time zone is read as UTC, as the HTTP API reads a time
         without an offset."""
 
+    def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
+        """Money commands at once, one outcome each, in order (a refusal as its error,
+        returned, not raised)."""
+
     def close(self) -> None: ...
+
+    def __enter__(self) -> Bank: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
 
 
 _STOP_SECONDS_MAX = 10.0
