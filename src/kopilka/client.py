@@ -14,6 +14,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -1092,7 +1093,10 @@ class _SandboxKeeper:
 
     The server drops a sandbox idle for its timeout, meant for a client that vanished;
     a person may well sit at the prompt longer than that. So a thread reads from the
-    sandbox a few times per timeout, and stops when the session ends.
+    sandbox a few times per timeout, and stops when the session ends: when its client
+    is closed, or else collected or left open at the program's end, which drops the
+    sandbox too (the thread holds no reference to it, and kept the sandbox for as long
+    as the process lived).
     """
 
     def __init__(self, client: Client, ledger: str, idle_timeout_seconds: float) -> None:
@@ -1102,10 +1106,12 @@ class _SandboxKeeper:
         # Its own connection: the session's client belongs to the session's thread.
         self._http = _http_client(client.url, client._http.headers, client._http.timeout)
         self._stopped = threading.Event()
+        self._dropping = False  # set for this thread to drop the sandbox as it stops
         self._thread = threading.Thread(
             target=self._keep, name="kopilka-sandbox-keeper", daemon=True
         )
         self._thread.start()
+        self._unclosed = weakref.finalize(client, self._client_gone)
 
     def _keep(self) -> None:
         while not self._stopped.wait(self._interval_seconds):
@@ -1115,8 +1121,35 @@ class _SandboxKeeper:
                 continue  # the server may be back by the next round
             if answer.status_code == 404:
                 return  # the sandbox has ended: the session's next command will say so
+        if self._dropping:
+            self._drop()
+
+    def _client_gone(self) -> None:
+        """Its client was collected unclosed, or is left open as the program ends: the
+        sandbox is dropped as close() drops it, once and briefly, where the client went."""
+        if threading.current_thread() is self._thread:
+            # Collected in this very thread, which may hold its connections' lock: the
+            # drop comes once it is out of its read.
+            self._dropping = True
+            self._stopped.set()
+            return
+        self._stopped.set()
+        self._thread.join(SANDBOX_DROP_SECONDS)
+        self._drop()
+
+    def _drop(self) -> None:
+        try:
+            self._http.delete(
+                "/v1/sandboxes/" + _segment(self.ledger), timeout=SANDBOX_DROP_SECONDS
+            )
+        except httpx.HTTPError:
+            pass  # the server drops it once it has been idle for its timeout
+        finally:
+            if threading.current_thread() is self._thread or not self._thread.is_alive():
+                self._http.close()
 
     def stop(self) -> None:
+        self._unclosed.detach()  # stopped by its session: dropped there, or kept
         self._stopped.set()
         # Not waited for long: a read of a server that does not answer runs out only
         # at the client's timeout. One still under way is left to end with the process.

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -408,3 +410,53 @@ def test_leaving_a_sandbox_session_does_not_wait_on_a_server_that_stopped_answer
             server.process.send_signal(signal.SIGCONT)
     assert shell.returncode == 0
     assert left_after < 10, left_after
+
+
+def _is_dropped(server: ServerProcess, ledger: str) -> bool:
+    with server.client(**{"Kopilka-Ledger": ledger}) as admin:
+        answer = admin.get("/v1/accounts")
+    if answer.status_code == 200:
+        return False
+    assert answer.json()["error"]["code"] == "sandbox_not_found", answer.text
+    return True
+
+
+def test_sandbox_clients_dropped_unclosed_drop_their_sandboxes(tmp_path: Path) -> None:
+    """Their keepers went on reading from their sandboxes for as long as the process
+    lived: one token's next sandbox session was refused (too_many_sandboxes)."""
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        secret = admin.post("/v1/tokens", json={"role": "teller"}).json()["secret"]
+        ledgers = []
+        for _ in range(SANDBOXES_PER_TOKEN_MAX + 1):
+            bank = connect_bank(server.url, token=secret, sandbox=True)
+            bank.deposit("Sandy", 100, "play")
+            assert bank._sandbox is not None
+            keeper = bank._sandbox._thread
+            ledgers.append(bank.ledger)
+            del bank  # never closed
+            gc.collect()
+            assert not keeper.is_alive()
+        assert [ledger for ledger in ledgers if not _is_dropped(server, ledger)] == []
+
+
+def test_a_sandbox_client_left_open_as_its_program_ends_drops_its_sandbox(
+    tmp_path: Path,
+) -> None:
+    program = (
+        "import sys\n"
+        "from kopilka.client import connect_bank\n"
+        "bank = connect_bank(sys.argv[1], token=sys.argv[2], sandbox=True)\n"
+        "bank.deposit('Sandy', 100, 'play')\n"
+        "print(bank.ledger, flush=True)\n"
+    )
+    with running_server(tmp_path / "home") as server:
+        ended = subprocess.run(
+            [sys.executable, "-c", program, server.url, server.token],
+            capture_output=True,
+            text=True,
+            env=server_env(server.home),
+            timeout=30,
+            check=False,
+        )
+        assert (ended.returncode, ended.stderr) == (0, "")
+        assert _is_dropped(server, ended.stdout.strip())
