@@ -84,6 +84,7 @@ from kopilka.errors import (
 )
 from kopilka.home import ADMIN_TOKEN_FILE, home
 from kopilka.idempotency import new_key, sendable_key
+from kopilka.inherited import tell_when_forked
 from kopilka.periods import period_end
 from kopilka.redaction import quoted, redact_url
 from kopilka.tokens import no_token_named
@@ -338,6 +339,7 @@ class Client:
         timeout_seconds = positive_seconds(timeout_seconds, "timeout_seconds")
         self._connections = _connections(connections)
         self._slots = ConnectionSlots(self._connections)  # taken before the pool's
+        self._transport = transport
         self._http = _http_client(
             self.url, headers, httpx.Timeout(timeout_seconds), transport, self._connections
         )
@@ -349,6 +351,7 @@ class Client:
         # for up to one call's wait.
         self._calls = CallsUnderWay()
         self._close_wait_seconds = self._timeout_seconds = timeout_seconds
+        tell_when_forked(self)
 
     @property
     def ledger(self) -> str:
@@ -1023,6 +1026,28 @@ class Client:
         finally:
             self._http.close()
 
+    def forked(self) -> None:
+        """In a process forked from the one that made it, whose keep-alive connections
+        it shares: requests of the two went out on the same sockets, and each process
+        read answers to the other's. This one opens connections of its own. Those it
+        inherited are not closed here, which would touch the parent's pool (its lock
+        may have been held by one of its threads); dropped, only this process's copies
+        of their sockets close. A sandbox stays the parent's session's, to keep and drop."""
+        closed = self._http.is_closed
+        # Counts and locks of its own: the parent's may be held by threads not here.
+        self._calls = CallsUnderWay()
+        self._slots = ConnectionSlots(self._connections)
+        if closed:
+            self._calls.close(0)
+        else:
+            old = self._http
+            self._http = _http_client(
+                self.url, old.headers, old.timeout, self._transport, self._connections
+            )
+        if self._sandbox is not None:
+            self._sandbox.forked()
+            self._sandbox = None
+
     def __enter__(self) -> Client:
         return self
 
@@ -1147,6 +1172,11 @@ class _SandboxKeeper:
         finally:
             if threading.current_thread() is self._thread or not self._thread.is_alive():
                 self._http.close()
+
+    def forked(self) -> None:
+        """In a process forked from the session's, where this thread is not: the sandbox
+        is the session's to keep and to drop, never this process's, at its end neither."""
+        self._unclosed.detach()
 
     def stop(self) -> None:
         self._unclosed.detach()  # stopped by its session: dropped there, or kept
