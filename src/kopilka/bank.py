@@ -64,6 +64,7 @@ from kopilka.errors import (
     without_key_advice,
 )
 from kopilka.idempotency import new_key
+from kopilka.inherited import keep_for_good, of_another_process, tell_when_forked
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
 
@@ -251,11 +252,14 @@ class EmbeddedBank:
         # Closed by close(), or else when dropped or at exit: one left open printed
         # "Task was destroyed but it is pending!" as the program ended.
         self._closing = weakref.finalize(self, _close, self._loop, self._thread, self.engine)
+        self._opened_in = os.getpid()
+        self._in_another_process = False
+        tell_when_forked(self)
 
     def _run(self, coroutine: Coroutine[Any, Any, T], wait_seconds: float | None = None) -> T:
         if not self._calls.begin(shut=self._loop.is_closed()):
             coroutine.close()  # never to run: no warning that it was not awaited
-            raise _bank_closed()
+            raise self._refusal()
         try:
             return self._wait_for(coroutine, wait_seconds)
         finally:
@@ -492,6 +496,25 @@ class EmbeddedBank:
 
     def _stop_loop(self) -> None:
         _stop_loop(self._loop, self._thread)
+
+    def _refusal(self) -> KopilkaError:
+        if self._in_another_process:
+            return of_another_process(self._opened_in)
+        return _bank_closed()
+
+    def forked(self) -> None:
+        """In a process forked from the one that opened it, where its loop thread is not
+        and its database connections are never to be used (SQLite's rule): every call is
+        refused, and closing it, or its end, does nothing here. It is the parent's."""
+        self._in_another_process = not self._loop.is_closed()  # else it was closed before
+        self._closing.detach()
+        # Nor is any of it finalized here, at the child's end either: a PostgreSQL
+        # connection's would take its socket out of the event loop's epoll, which is the
+        # parent's too, and the parent's bank then waited for ever.
+        keep_for_good((self.engine, self._loop))
+        # A count of its own: the parent's may be locked by one of its threads, not here.
+        self._calls = CallsUnderWay()
+        self._calls.close(0)
 
     def __enter__(self) -> EmbeddedBank:
         return self
