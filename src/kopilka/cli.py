@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from kopilka import __version__
 from kopilka.bank import Bank
+from kopilka.decided import answered, answering
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable, sandbox_and
 from kopilka.home import make_home
 from kopilka.interrupts import kept_while_loading
@@ -34,6 +35,7 @@ from kopilka.settings import Settings, load_settings
 from kopilka.shell.commands import (
     ON_OPEN_ACCOUNTS,
     READS_ONLY,
+    Action,
     execute,
     interrupted_write,
     needs_bank,
@@ -46,7 +48,6 @@ from kopilka.shell.output import (
     FAILING_ERROR_HANDLERS,
     AnswerNotWritten,
     Output,
-    Reply,
     answer,
     exit_status,
 )
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         return exit_status(error)
     except KeyboardInterrupt:
         return 130
+    except SessionEnded as ended:  # a one-shot command's SIGTERM or SIGHUP
+        return 128 + ended.signum
     except BrokenPipeError:
         # The reader went away (`kopilka statement ... | head`): stop quietly, as cat does,
         # and keep Python from complaining again while it flushes stdout at exit. Not 1
@@ -461,32 +464,55 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
             else:  # it may make the ledger, unless it is refused
                 bank = open_bank_tried_first(target, action)
         except KopilkaError as error:  # said as a refusal by the ledger is
-            output.error(error.message)
-            return exit_status(error)
-        reply: Reply | None = None
-        shown = False
+            return _refused(output, error)
         try:
-            reply = action(bank)
-            output.show(reply)  # before the bank is closed: a signal then cannot hide it
-            shown = True
-        except AnswerNotWritten as unwritten:
-            if reads_only:
-                raise _nothing_to_check(unwritten) from unwritten
-            raise  # it ran: the command line says so, with its own exit status
-        except KopilkaError as error:
-            output.error(error.message)
-            return exit_status(error)
-        except (KeyboardInterrupt, SessionEnded) as interruption:
-            if reply is not None and not shown and not reads_only:
-                # Applied, and stopped as it was being said: said all the same, or a
-                # rerun would apply it again.
-                output.show(reply)
-            elif reply is None and not reads_only:  # on its way, or stopped waiting
-                output.error(interrupted_write(interruption))
-            raise
+            return _answered(action, bank, output, reads_only=reads_only)
         finally:
             bank.close()
+
+
+# What a write says whose answer a second signal stopped as it was written.
+_ANSWER_INTERRUPTED = (
+    f"the command ran, but its answer could not be written (interrupted){CHECK_BEFORE_REPEATING}"
+)
+
+
+def _answered(action: Action, bank: Bank, output: Output, *, reads_only: bool) -> int:
+    """Run the command and write its answer: the status it ends with, decided once the
+    answer is written, whatever signal comes while the bank closes and the program ends
+    (it ended 130 after `Deposit operation was successful!`, and a script that read
+    `$?` made the deposit again)."""
+    try:
+        reply = action(bank)
+        if not reads_only:  # its answer written whole, or not at all
+            answering(0, ANSWER_NOT_WRITTEN_EXIT, _ANSWER_INTERRUPTED)
+    except KopilkaError as error:
+        return _refused(output, error)
+    except (KeyboardInterrupt, SessionEnded) as interruption:
+        if not reads_only:  # on its way, or stopped waiting
+            _say_interrupted(output, interruption)
+        raise
+    try:
+        output.show(reply)
+    except AnswerNotWritten as unwritten:
+        if reads_only:
+            raise _nothing_to_check(unwritten) from unwritten
+        raise  # it ran: the command line says so, with its own exit status
+    answered(0)
     return 0
+
+
+def _refused(output: Output, error: KopilkaError) -> int:
+    output.error(error.message)
+    status = exit_status(error)
+    answered(status)
+    return status
+
+
+def _say_interrupted(output: Output, interruption: KeyboardInterrupt | SessionEnded) -> None:
+    """What became of a write a signal stopped, and the status that says so decided."""
+    output.error(interrupted_write(interruption))
+    answered(128 + interruption.signum if isinstance(interruption, SessionEnded) else 130)
 
 
 def _nothing_to_check(unwritten: AnswerNotWritten) -> AnswerNotWritten:

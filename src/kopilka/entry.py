@@ -12,10 +12,14 @@ def main() -> None:
 
         with kept_while_loading():
             from kopilka.cli import main as run
+            from kopilka.decided import answered
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     try:
         status = run()
     except KeyboardInterrupt:  # outside what the command itself answers (its streams set up)
         status = 130
+    # Decided: a signal as the interpreter shuts down (joining threads, running exit
+    # handlers) ends it so, at once, not in a traceback of where it landed.
+    answered(status)
     raise SystemExit(status)

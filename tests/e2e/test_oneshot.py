@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -1400,6 +1401,132 @@ def test_a_write_stopped_as_it_is_answered_is_never_applied_in_silence(kopilka_h
             assert said_done or "may" in errors, (delay_seconds, status, out, errors)
         else:
             assert not said_done, (delay_seconds, status, out, errors)
+
+
+@pytest.mark.parametrize(
+    "signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name
+)
+def test_a_signal_once_a_write_is_answered_leaves_its_status_as_said(
+    kopilka_home: Path, signum: signal.Signals
+) -> None:
+    """A signal just after `Deposit operation was successful!`, as the bank closed or the
+    program ended: it exited 130, 143 or 129 (which say the command was interrupted), or
+    was killed by it, and a script that read `$?` made the deposit again."""
+    assert run_kopilka(kopilka_home, *DEPOSIT).returncode == 0  # the ledger, made
+    for run in range(5):
+        with _started(kopilka_home, (*DEPOSIT, f"--idempotency-key=run-{run}")) as process:
+            assert process.stdout is not None
+            answered = process.stdout.readline()
+            process.send_signal(signum)
+            out, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+        assert (process.returncode, answered + out, errors) == (
+            0,
+            "Deposit operation was successful!\n",
+            "",
+        ), run
+    balance = run_kopilka(kopilka_home, "balance", "--client=John Jones")
+    assert balance.stdout == "Balance of John Jones: $600.00\n"
+
+
+@contextlib.contextmanager
+def _stdout_full() -> Iterator[tuple[int, int]]:
+    """A pipe (reading end, writing end) already full: a command's answer written to it
+    waits until the reader takes what fills it."""
+    reading, writing = os.pipe()
+    try:
+        fcntl.fcntl(writing, fcntl.F_SETPIPE_SZ, 4096)
+        os.set_blocking(writing, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(writing, b"#" * 512)
+        os.set_blocking(writing, True)
+        yield reading, writing
+    finally:
+        for end in (reading, writing):
+            with contextlib.suppress(OSError):
+                os.close(end)
+
+
+def _drained(reading: int) -> bytes:
+    """All that is written to the pipe until its writers are gone."""
+    taken = b""
+    while chunk := os.read(reading, 65536):
+        taken += chunk
+    return taken
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_write_stopped_while_its_answer_waits_is_answered_once_as_done(
+    kopilka_home: Path, signum: signal.Signals
+) -> None:
+    """The deposit committed, its answer waiting on a full pipe, then a signal: it ended
+    130 or 143, which say it was interrupted, though it was done; its answer, cut short
+    by the signal, was written again after it. Now the answer is written once, whole,
+    and the status is the one it says."""
+    assert run_kopilka(kopilka_home, *DEPOSIT).returncode == 0
+    with _stdout_full() as (reading, writing):
+        process = subprocess.Popen(
+            [*kopilka_command(), *DEPOSIT],
+            stdout=writing,
+            stderr=subprocess.PIPE,
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+            text=True,
+        )
+        os.close(writing)
+        with process:
+            try:
+                _until_the_balance_is(kopilka_home, "$200.00")  # committed, its answer waiting
+                time.sleep(0.2)
+                process.send_signal(signum)
+                time.sleep(0.2)  # taken, as it waits
+                shown = _drained(reading).lstrip(b"#")
+                _, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+            finally:
+                process.kill()  # one still waiting on its answer: not left behind
+    assert (process.returncode, shown, errors) == (0, b"Deposit operation was successful!\n", "")
+
+
+def test_a_second_signal_while_a_writes_answer_waits_ends_it_unwritten(
+    kopilka_home: Path,
+) -> None:
+    """Sent twice (a reader that takes no more, a user who does not wait), the signals
+    end it at once, and it says that the command ran: status 3, not 143."""
+    assert run_kopilka(kopilka_home, *DEPOSIT).returncode == 0
+    with _stdout_full() as (_reading, writing):
+        process = subprocess.Popen(
+            [*kopilka_command(), *DEPOSIT],
+            stdout=writing,
+            stderr=subprocess.PIPE,
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+            text=True,
+        )
+        os.close(writing)
+        with process:
+            try:
+                _until_the_balance_is(kopilka_home, "$200.00")
+                time.sleep(0.2)
+                process.send_signal(signal.SIGTERM)
+                time.sleep(0.2)
+                process.send_signal(signal.SIGTERM)
+                _, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+            finally:
+                process.kill()
+    assert (process.returncode, errors) == (
+        3,
+        "Error: the command ran, but its answer could not be written (interrupted); check"
+        " before repeating it\n",
+    )
+
+
+def _until_the_balance_is(kopilka_home: Path, balance: str) -> None:
+    deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+    while run_kopilka(kopilka_home, "balance", "--client=John Jones").stdout != (
+        f"Balance of John Jones: {balance}\n"
+    ):
+        assert time.monotonic() < deadline, f"the balance never came to {balance}"
+        time.sleep(0.05)
 
 
 def _interrupted_at_a_silent_listener(

@@ -76,7 +76,11 @@ class SignalEnding:
 
     def __exit__(self, *exc_info: object) -> None:
         for ending, handler in self._before.items():
-            signal.signal(ending, handler)
+            # Only its own handler: once a signal has come they are ignored, for the rest
+            # of the program's end (put back, the default killed it as it shut down), and
+            # the handlers of a command's decided end (kopilka.decided) stay.
+            if signal.getsignal(ending) == self._arrived:
+                signal.signal(ending, handler)
 
     def check(self) -> None:
         if self.signum is not None:
