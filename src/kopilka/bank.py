@@ -14,11 +14,11 @@ import os
 import signal
 import threading
 import weakref
-from collections.abc import Coroutine, Sequence
-from concurrent.futures import CancelledError, Future
+from collections.abc import Callable, Coroutine, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kopilka.calls_under_way import CallsUnderWay
 from kopilka.client_keys import given_key
@@ -61,14 +61,18 @@ from kopilka.errors import (
     Rejected,
     Unavailable,
     mark_settled,
+    settled,
     without_key_advice,
 )
+from kopilka.handover import Handover
 from kopilka.idempotency import new_key
 from kopilka.inherited import keep_for_good, of_another_process, tell_when_forked
 from kopilka.store import open_store
 from kopilka.store.protocol import Store
 
 T = TypeVar("T")
+# A coroutine to run on the engine's loop, made there (see kopilka.handover).
+_Call = Callable[[], Coroutine[Any, Any, T]]
 
 
 class Bank(Protocol):
@@ -197,6 +201,11 @@ def _opening_digest(command: OpenAccount) -> str:
 _NOTHING_APPLIED = (Interrupted, InvalidInput, NotFound, Rejected, Conflict, Busy)
 
 
+def _not_begun() -> Interrupted:
+    """A write interrupted before the engine took it: it never will."""
+    return Interrupted("interrupted", "interrupted before it began; nothing was applied")
+
+
 def _bank_closed() -> InvalidInput:
     return InvalidInput("client_closed", "this bank is closed: open it again")
 
@@ -238,6 +247,8 @@ class EmbeddedBank:
                 f"a database is a path, a URL or a Store (given: {type(store).__name__})",
             )
         self._calls = CallsUnderWay()
+        # The last call each thread handed to the engine, and how many it has handed.
+        self._handed = threading.local()
         self._loop = _new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="kopilka-engine", daemon=True
@@ -245,7 +256,7 @@ class EmbeddedBank:
         self._thread.start()
         self.engine = Engine(open_store(store, embedded=True) if isinstance(store, str) else store)
         try:
-            self._run(self.engine.start())
+            self._run(self.engine.start)
         except BaseException:
             self._stop_loop()
             raise
@@ -256,20 +267,23 @@ class EmbeddedBank:
         self._in_another_process = False
         tell_when_forked(self)
 
-    def _run(self, coroutine: Coroutine[Any, Any, T], wait_seconds: float | None = None) -> T:
+    def _run(self, call: _Call[T], wait_seconds: float | None = None) -> T:
+        """`call`'s coroutine, run on the engine's loop, waited for here."""
         if not self._calls.begin(shut=self._loop.is_closed()):
-            coroutine.close()  # never to run: no warning that it was not awaited
             raise self._refusal()
         try:
-            return self._wait_for(coroutine, wait_seconds)
+            return self._wait_for(call, wait_seconds)
         finally:
             self._calls.end()
 
-    def _wait_for(self, coroutine: Coroutine[Any, Any, T], wait_seconds: float | None) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+    def _wait_for(self, call: _Call[T], wait_seconds: float | None) -> T:
+        handover: Handover[T] = Handover(call)
         try:
-            return future.result(wait_seconds)
+            # Counted before it goes: from here on a signal is told what became of it.
+            self._handed.latest = (self.calls_handed + 1, handover)
+            return handover.send(self._loop).result(wait_seconds)
         except TimeoutError:
+            future = handover.future
             if future.done():  # the coroutine's own
                 raise
             future.cancel()
@@ -281,36 +295,64 @@ class EmbeddedBank:
         except Exception:  # the coroutine's own
             raise
         except BaseException as interruption:  # Ctrl-C, or a signal ending the program
-            outcome = self._settled_after_stop(future)
-            if outcome is not None:
-                mark_settled(interruption, outcome)
+            self._settle(interruption, handover)
             raise
 
-    def _settled_after_stop(self, future: Future[Any]) -> Literal[True] | KopilkaError | None:
-        """After Ctrl-C: a write still waiting for another process's write lock stops
-        waiting, nothing applied, rather than be applied once the lock is free, its caller
-        gone. One under way is let end (a second Ctrl-C stops the wait for it). Whether it
-        was applied, then: it was said only that it may have been, though it was seen to
-        its end (on PostgreSQL a write waits for a row's lock to the end)."""
-        if future.cancelled():  # the bank closed under it: what became of it is not known
-            return None
-        store = self.engine.store
-        store.stop_waiting()
-        try:
-            error = future.exception()
-        except CancelledError:  # closed while waited for
-            return None
-        finally:
-            store.wait_again()
+    @property
+    def calls_handed(self) -> int:
+        """How many calls this thread has handed to the engine: taken before a write, a
+        mark for `settle_interrupted` to find that write's own by."""
+        latest: tuple[int, Handover[Any]] | None = getattr(self._handed, "latest", None)
+        return 0 if latest is None else latest[0]
+
+    def settle_interrupted(self, interruption: BaseException, since: int) -> None:
+        """Mark `interruption` (Ctrl-C, a signal ending the program) with what became of
+        the call this thread handed to the engine after `since` (`calls_handed` then),
+        wherever it landed: before the call was handed over, nothing was applied; once it
+        had ended, on its way back, its outcome is known."""
+        if settled(interruption) is not None:  # told already, where it landed in the wait
+            return
+        latest: tuple[int, Handover[Any]] | None = getattr(self._handed, "latest", None)
+        count, handover = (0, None) if latest is None else latest
+        if count == since:
+            mark_settled(interruption, _not_begun())
+        elif count == since + 1 and handover is not None:
+            self._settle(interruption, handover)
+        # More than one call since: no one write's, and not known here.
+
+    def _settle(self, interruption: BaseException, handover: Handover[Any]) -> None:
+        """After Ctrl-C: a call not taken by the engine yet never will be, nothing applied.
+        A write still waiting for another process's write lock stops waiting, nothing
+        applied, rather than be applied once the lock is free, its caller gone. One under
+        way is let end (a second Ctrl-C stops the wait for it). Whether it was applied,
+        then: it was said only that it may have been, though it was seen to its end (on
+        PostgreSQL a write waits for a row's lock to the end)."""
+        if handover.withdraw():
+            mark_settled(interruption, _not_begun())
+            return
+        if not handover.ended:
+            if handover.abandoned:  # its wait stopped by a second Ctrl-C: not waited again
+                return
+            store = self.engine.store
+            store.stop_waiting()
+            try:
+                handover.wait()
+            except BaseException:
+                handover.abandoned = True
+                raise
+            finally:
+                store.wait_again()
+        outcome = handover.outcome
+        if isinstance(outcome, list) and len(outcome) == 1:  # a batch of the one command
+            outcome = outcome[0]
         # A refusal comes back as the outcome, not raised: the rules' is the call's.
-        outcome = future.result() if error is None else error
         if isinstance(outcome, _NOTHING_APPLIED) or (
             isinstance(outcome, Unavailable) and outcome.code == "store_busy"
         ):
-            return outcome
-        if isinstance(outcome, BaseException | list):  # a fault may come after the commit;
-            return None  # a batch's outcomes are each their own
-        return True
+            mark_settled(interruption, outcome)
+        elif not isinstance(outcome, BaseException | list):
+            # A fault may come after the commit (unknown); a batch's outcomes are each their own.
+            mark_settled(interruption, True)
 
     def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
         """Money commands at once, one outcome each (errors are returned, not raised), in
@@ -333,7 +375,7 @@ class EmbeddedBank:
                 outcomes[index] = error
                 continue
             taken.append((index, command))
-        applied = self._run(self.engine.submit_many([c for _, c in taken])) if taken else []
+        applied = self._run(lambda: self.engine.submit_many([c for _, c in taken])) if taken else []
         for (index, _), outcome in zip(taken, applied, strict=True):
             outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
@@ -342,7 +384,7 @@ class EmbeddedBank:
         # As the API does before the engine has a request: a name no store can look up (a
         # lone surrogate, a NUL on PostgreSQL) failed the store's read, an internal error.
         refuse_what_no_store_reads(command)
-        outcome = self._run(self.engine.execute(command))
+        outcome = self._run(lambda: self.engine.execute(command))
         if isinstance(outcome, KopilkaError):
             raise outcome
         return outcome
@@ -444,7 +486,7 @@ class EmbeddedBank:
             opening_of=client_name(command.client),
             opening_cents=command.opening_balance_cents,
         )
-        (outcome,) = self._run(self.engine.submit_many([command], claim))
+        (outcome,) = self._run(lambda: self.engine.submit_many([command], claim))
         if isinstance(outcome, KopilkaError):
             raise outcome
         assert isinstance(outcome, Account)
@@ -464,7 +506,7 @@ class EmbeddedBank:
         return self._account(command)
 
     def account(self, client: str) -> Account:
-        return self._run(self.engine.get_account(self.ledger, client))
+        return self._run(lambda: self.engine.get_account(self.ledger, client))
 
     def accounts(self, wait_seconds: float | None = None, starting_with: str = "") -> list[Account]:
         if wait_seconds is not None:
@@ -485,10 +527,10 @@ class EmbeddedBank:
                 if not page:
                     return found
 
-        return self._run(every_page(), wait_seconds)
+        return self._run(every_page, wait_seconds)
 
     def statement(self, client: str, since: datetime | None, till: datetime | None) -> Statement:
-        return self._run(self.engine.statement(self.ledger, client, since, till))
+        return self._run(lambda: self.engine.statement(self.ledger, client, since, till))
 
     def close(self) -> None:
         self._calls.close(_STOP_SECONDS_MAX)

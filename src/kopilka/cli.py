@@ -36,10 +36,12 @@ from kopilka.shell.commands import (
     ON_OPEN_ACCOUNTS,
     READS_ONLY,
     Action,
+    calls_handed,
     execute,
     interrupted_write,
     needs_bank,
     prepare,
+    settle_write,
 )
 from kopilka.shell.connect import Target, open_bank, open_bank_tried_first, said_in_one_line
 from kopilka.shell.output import (
@@ -455,7 +457,7 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
         )
     reads_only = parsed.spec.name in READS_ONLY
     # SIGTERM and SIGHUP (a `timeout`, a closed terminal) as Ctrl-C: a write they cut
-    # short says it may have been applied, and to look before running it again.
+    # short says what became of it.
     with SignalEnding():
         try:
             action = prepare(parsed)
@@ -482,6 +484,7 @@ def _answered(action: Action, bank: Bank, output: Output, *, reads_only: bool) -
     answer is written, whatever signal comes while the bank closes and the program ends
     (it ended 130 after `Deposit operation was successful!`, and a script that read
     `$?` made the deposit again)."""
+    since = calls_handed(bank)
     try:
         reply = action(bank)
         if not reads_only:  # its answer written whole, or not at all
@@ -489,8 +492,14 @@ def _answered(action: Action, bank: Bank, output: Output, *, reads_only: bool) -
     except KopilkaError as error:
         return _refused(output, error)
     except (KeyboardInterrupt, SessionEnded) as interruption:
-        if not reads_only:  # on its way, or stopped waiting
+        if reads_only:
+            raise
+        try:
+            settle_write(interruption, bank, since)
+        except (KeyboardInterrupt, SessionEnded):  # again: its end is not waited for
             _say_interrupted(output, interruption)
+            raise
+        _say_interrupted(output, interruption)
         raise
     try:
         output.show(reply)

@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from kopilka.bank import Bank
+from kopilka.bank import Bank, EmbeddedBank
 from kopilka.client_keys import given_key
 from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
 from kopilka.domain.rules import (
@@ -74,14 +74,28 @@ def interrupted_write(interruption: BaseException) -> str:
     outcome = settled(interruption)
     if outcome is True:  # it ended before it could be stopped: done, and not to do again
         return APPLIED_THEN_INTERRUPTED
-    if isinstance(outcome, Interrupted):
-        return "interrupted while it waited for another's write to end; nothing was applied"
+    if isinstance(outcome, Interrupted):  # never begun, or stopped waiting for another's
+        return outcome.message
     if outcome is not None:
         return f"interrupted; nothing was applied: {outcome.message}"
     key = getattr(interruption, _RETRY_KEY, None)
     if isinstance(key, str):  # a key the user can give again: the retry applies once
         return f"interrupted; the command may still have been applied ({_retry_safely_with(key)})"
     return INTERRUPTED_WRITE
+
+
+def calls_handed(bank: Bank) -> int | None:
+    """A mark taken before a command runs, for `settle_write`. None for a bank that
+    cannot tell what became of a call a signal cut short (a server's client: a request
+    sent is not known to be applied or not until the server answers)."""
+    return bank.calls_handed if isinstance(bank, EmbeddedBank) else None
+
+
+def settle_write(interruption: BaseException, bank: Bank, since: int | None) -> None:
+    """Tell `interruption` what became of the write it cut short, wherever it landed
+    after `since` (`calls_handed` then), for `interrupted_write`."""
+    if since is not None and isinstance(bank, EmbeddedBank):
+        bank.settle_interrupted(interruption, since)
 
 
 def needs_bank(parsed: ParsedCommand) -> bool:

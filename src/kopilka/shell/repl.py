@@ -16,13 +16,15 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from kopilka.bank import Bank
-from kopilka.errors import Forbidden, KopilkaError
+from kopilka.errors import Forbidden, KopilkaError, mark_settled
 from kopilka.redaction import hide_secrets
 from kopilka.shell.commands import (
     APPLIED_THEN_INTERRUPTED,
     READS_ONLY,
+    calls_handed,
     execute,
     interrupted_write,
+    settle_write,
 )
 from kopilka.shell.output import AnswerNotWritten, Exit, Output
 from kopilka.shell.parser import LINE_LENGTH_MAX, line_too_long, parse_line, split_line
@@ -113,7 +115,10 @@ class SignalEnding:
 
 
 def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None = None) -> bool:
-    """Run one line and show its one result; False when the shell should end."""
+    """Run one line and show its one result; False when the shell should end. A Ctrl-C
+    or a signal that stops it is told what became of a write the line made, for the
+    caller to say."""
+    since = calls_handed(bank)
     try:
         parsed = parse_line(line)
         if parsed is None:
@@ -124,10 +129,18 @@ def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None
         # knows only the command line's words).
         output.error(hide_secrets(error.message, _words(line)))
         return True
-    output.show(reply)
+    except (KeyboardInterrupt, SystemExit) as interruption:  # SessionEnded too
+        settle_write(interruption, bank, since)
+        raise
     if clients is not None and parsed.spec.name in _ADDS_CLIENTS:
         clients.invalidate()
-    return not isinstance(reply, Exit)
+    goes_on = not isinstance(reply, Exit)  # before the answer: nothing of it left after
+    try:
+        output.show(reply)
+    except (KeyboardInterrupt, SystemExit) as interruption:
+        mark_settled(interruption, True)  # it ran: a write was applied
+        raise
+    return goes_on
 
 
 # UTF-16's byte order marks, as bytes that are not UTF-8 are read (surrogateescape),
