@@ -352,7 +352,7 @@ class EmbeddedBank:
             mark_settled(interruption, outcome)
         elif not isinstance(outcome, BaseException | list):
             # A fault may come after the commit (unknown); a batch's outcomes are each their own.
-            mark_settled(interruption, True)
+            mark_settled(interruption, True, outcome)
 
     def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
         """Money commands at once, one outcome each (errors are returned, not raised), in

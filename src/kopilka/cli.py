@@ -36,6 +36,7 @@ from kopilka.shell.commands import (
     ON_OPEN_ACCOUNTS,
     READS_ONLY,
     Action,
+    applied_reply,
     calls_handed,
     execute,
     interrupted_write,
@@ -481,9 +482,10 @@ _ANSWER_INTERRUPTED = (
 
 def _answered(action: Action, bank: Bank, output: Output, *, reads_only: bool) -> int:
     """Run the command and write its answer: the status it ends with, decided once the
-    answer is written, whatever signal comes while the bank closes and the program ends
-    (it ended 130 after `Deposit operation was successful!`, and a script that read
-    `$?` made the deposit again)."""
+    answer is written, whatever signal comes while the bank closes and the program ends.
+    A write a signal came too late to stop (applied by then) is answered as any write
+    done is, with status 0: its signal changed nothing, and a script that read 130 in
+    `$?` ran it again."""
     since = calls_handed(bank)
     try:
         reply = action(bank)
@@ -499,8 +501,12 @@ def _answered(action: Action, bank: Bank, output: Output, *, reads_only: bool) -
         except (KeyboardInterrupt, SessionEnded):  # again: its end is not waited for
             _say_interrupted(output, interruption)
             raise
-        _say_interrupted(output, interruption)
-        raise
+        applied = applied_reply(action, interruption)
+        if applied is None:
+            _say_interrupted(output, interruption)
+            raise
+        reply = applied
+        answering(0, ANSWER_NOT_WRITTEN_EXIT, _ANSWER_INTERRUPTED)
     try:
         output.show(reply)
     except AnswerNotWritten as unwritten:

@@ -99,18 +99,29 @@ class Interrupted(KopilkaError):
 # Set on a Ctrl-C (or a signal that ends the program) whose write was seen to its end:
 # True when it was applied, else the refusal it ended in, nothing applied.
 _SETTLED = "kopilka_settled"
+# With True: what the write returned (an Operation, an Account), to answer it with.
+_ANSWER = "kopilka_answer"
 
 
-def mark_settled(interruption: BaseException, outcome: Literal[True] | KopilkaError) -> None:
-    """The write `interruption` cut short ended all the same: applied (True), or refused
-    (stopped waiting for another's write lock among the refusals)."""
+def mark_settled(
+    interruption: BaseException, outcome: Literal[True] | KopilkaError, answer: object = None
+) -> None:
+    """The write `interruption` cut short ended all the same: applied (True), returning
+    `answer`, or refused (stopped waiting for another's write lock, or never begun,
+    among the refusals)."""
     setattr(interruption, _SETTLED, outcome)
+    setattr(interruption, _ANSWER, answer if outcome is True else None)
 
 
 def settled(interruption: BaseException) -> Literal[True] | KopilkaError | None:
     """How the write `interruption` cut short ended; None: not known."""
     outcome = getattr(interruption, _SETTLED, None)
     return outcome if outcome is True or isinstance(outcome, KopilkaError) else None
+
+
+def applied_answer(interruption: BaseException) -> object:
+    """What the write `interruption` cut short returned, settled as applied; else None."""
+    return getattr(interruption, _ANSWER, None) if settled(interruption) is True else None
 
 
 class Unavailable(KopilkaError):

@@ -17,6 +17,7 @@ from kopilka.errors import KopilkaError
 from kopilka.handover import Handover
 from kopilka.shell.commands import (
     APPLIED_THEN_INTERRUPTED,
+    applied_reply,
     calls_handed,
     interrupted_write,
     prepare,
@@ -36,10 +37,12 @@ def bank(tmp_path: Path) -> Iterator[EmbeddedBank]:
 def test_a_write_stopped_before_it_was_handed_over_was_not_applied(bank: EmbeddedBank) -> None:
     """Said "may still have been applied: look before running it again" (and, under its
     key, to retry it): the user looked, or ran again, a write that never began."""
+    action = prepare(_parsed("deposit --client=Ann --amount=1 --description=x"))
     since = calls_handed(bank)
     interruption = KeyboardInterrupt()  # as the line was parsed, or the bank was called
     settle_write(interruption, bank, since)
     assert interrupted_write(interruption) == "interrupted before it began; nothing was applied"
+    assert applied_reply(action, interruption) is None
     assert bank.account("Ann").balance_cents == 500
 
 
@@ -53,17 +56,18 @@ def test_a_write_stopped_before_it_was_handed_over_was_not_applied(bank: Embedde
         ),
     ],
 )
-def test_a_write_stopped_on_its_way_back_was_applied(
+def test_a_write_stopped_on_its_way_back_was_applied_and_is_answered(
     bank: EmbeddedBank, line: str, answer: str
 ) -> None:
     """Ended, its answer on its way to the caller: "may still have been applied", and a
-    key to retry it with, of a write done. Its outcome is known."""
+    key to retry it with, of a write done. Its outcome is known, and so is its answer."""
     action = prepare(_parsed(line))
     since = calls_handed(bank)
     assert action(bank) == Message(answer)
     interruption = SystemExit(143)  # SIGTERM's ending, as the answer came back
     settle_write(interruption, bank, since)
     assert interrupted_write(interruption) == APPLIED_THEN_INTERRUPTED
+    assert applied_reply(action, interruption) == Message(answer)
 
 
 def test_a_write_refused_before_its_stop_says_nothing_was_applied(bank: EmbeddedBank) -> None:
@@ -76,6 +80,7 @@ def test_a_write_refused_before_its_stop_says_nothing_was_applied(bank: Embedded
     assert interrupted_write(interruption) == (
         "interrupted; nothing was applied: insufficient funds: Ann has $5.00 available"
     )
+    assert applied_reply(action, interruption) is None
 
 
 def test_a_call_withdrawn_before_the_loop_takes_it_never_runs() -> None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.client_keys import given_key
-from kopilka.domain.model import Deposit, Transfer, Withdraw, client_name
+from kopilka.domain.model import Account, Deposit, Operation, Transfer, Withdraw, client_name
 from kopilka.domain.rules import (
     check_opening_balance,
     validate_client,
@@ -29,6 +31,7 @@ from kopilka.errors import (
     InvalidInput,
     KopilkaError,
     Unavailable,
+    applied_answer,
     settled,
     unknown_cause,
 )
@@ -53,6 +56,20 @@ STATEMENT_FORMATS = ("table", "csv", "json")
 
 # A command whose input has passed: what it does with the bank.
 Action = Callable[[Bank], Reply]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Write(Generic[T]):
+    """An Action that writes: the bank's call, and the answer made of what it returned.
+    Apart, so that a write a signal cut short once it was applied is answered as one
+    left to end is (`applied_reply`)."""
+
+    call: Callable[[Bank], T]
+    answer: Callable[[T], Reply]
+
+    def __call__(self, bank: Bank) -> Reply:
+        return self.answer(self.call(bank))
 
 
 # The commands that only read: one interrupted cannot have changed anything, and one
@@ -93,9 +110,18 @@ def calls_handed(bank: Bank) -> int | None:
 
 def settle_write(interruption: BaseException, bank: Bank, since: int | None) -> None:
     """Tell `interruption` what became of the write it cut short, wherever it landed
-    after `since` (`calls_handed` then), for `interrupted_write`."""
+    after `since` (`calls_handed` then): for `interrupted_write` and `applied_reply`."""
     if since is not None and isinstance(bank, EmbeddedBank):
         bank.settle_interrupted(interruption, since)
+
+
+def applied_reply(action: Action, interruption: BaseException) -> Reply | None:
+    """The answer of a write `interruption` cut short once it was applied; None if it
+    was not, or is not known to have been."""
+    if not isinstance(action, Write) or settled(interruption) is not True:
+        return None
+    write: Write[Any] = action
+    return write.answer(applied_answer(interruption))
 
 
 def needs_bank(parsed: ParsedCommand) -> bool:
@@ -219,15 +245,14 @@ def _on_one_account(parsed: ParsedCommand, kind: type[Deposit | Withdraw], done:
     validate_money_command(command)
     given = _key_given(parsed)
 
-    def run(bank: Bank) -> Reply:
+    def run(bank: Bank) -> Operation:
         write = bank.deposit if isinstance(command, Deposit) else bank.withdraw
         with _retry_names_the_key(command.idempotency_key, given):
-            write(
+            return write(
                 command.client, command.amount_cents, command.description, command.idempotency_key
             )
-        return Message(done)
 
-    return run
+    return Write(run, lambda _: Message(done))
 
 
 def _transfer(parsed: ParsedCommand) -> Action:
@@ -241,18 +266,17 @@ def _transfer(parsed: ParsedCommand) -> Action:
     validate_money_command(command)
     given = _key_given(parsed)
 
-    def transfer(bank: Bank) -> Reply:
+    def transfer(bank: Bank) -> Operation:
         with _retry_names_the_key(command.idempotency_key, given):
-            bank.transfer(
+            return bank.transfer(
                 command.from_client,
                 command.to_client,
                 command.amount_cents,
                 command.description,
                 command.idempotency_key,
             )
-        return Message("Transfer operation was successful!")
 
-    return transfer
+    return Write(transfer, lambda _: Message("Transfer operation was successful!"))
 
 
 def _client(text: str) -> str:
@@ -307,12 +331,14 @@ def _open_account(parsed: ParsedCommand) -> Action:
         _cap(parsed.get("max-balance")),
     )
 
-    def open_account(bank: Bank) -> Reply:
+    def open_account(bank: Bank) -> Account:
         with _look_before_repeating(client, parsed):
-            account = bank.open_account(client, floor, cap)
-        return Message(f"Account opened for {account.client}: {limits_text(account)}.")
+            return bank.open_account(client, floor, cap)
 
-    return open_account
+    return Write(
+        open_account,
+        lambda account: Message(f"Account opened for {account.client}: {limits_text(account)}."),
+    )
 
 
 def _set_limits(parsed: ParsedCommand) -> Action:
@@ -323,17 +349,18 @@ def _set_limits(parsed: ParsedCommand) -> Action:
     cap = _cap(cap_text)
     floor = None if floor_text is None else parse_limit(floor_text, "floor")
 
-    def set_limits(bank: Bank) -> Reply:
+    def set_limits(bank: Bank) -> Account:
         with _look_before_repeating(client, parsed):
-            account = bank.set_limits(
+            return bank.set_limits(
                 client,
                 min_balance_cents=floor,
                 max_balance_cents=cap,
                 clear_max=cap_text is not None and cap is None,
             )
-        return Message(f"Limits of {account.client}: {limits_text(account)}.")
 
-    return set_limits
+    return Write(
+        set_limits, lambda account: Message(f"Limits of {account.client}: {limits_text(account)}.")
+    )
 
 
 def _balance(parsed: ParsedCommand) -> Action:
@@ -373,15 +400,17 @@ def _add_user(parsed: ParsedCommand) -> Action:
     validate_limits(floor, cap)
     check_opening_balance(opening)
 
-    def add_user(bank: Bank) -> Reply:
+    def add_user(bank: Bank) -> Account:
         # One command, one transaction: the account, its opening deposit and its floor.
         with _look_before_repeating(name, parsed):
-            account = bank.open_account(name, floor, cap, opening, new_key())
-        return Message(
-            f"Added user {account.client}: balance {format_money(opening)}, {limits_text(account)}."
-        )
+            return bank.open_account(name, floor, cap, opening, new_key())
 
-    return add_user
+    return Write(
+        add_user,
+        lambda account: Message(
+            f"Added user {account.client}: balance {format_money(opening)}, {limits_text(account)}."
+        ),
+    )
 
 
 def _get(parsed: ParsedCommand) -> Action:
