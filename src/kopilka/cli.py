@@ -526,7 +526,9 @@ def _refused(output: Output, error: KopilkaError) -> int:
 
 def _say_interrupted(output: Output, interruption: KeyboardInterrupt | SessionEnded) -> None:
     """What became of a write a signal stopped, and the status that says so decided."""
-    output.error(interrupted_write(interruption))
+    said = interrupted_write(interruption)
+    assert said is not None  # its answer is written by the caller, after
+    output.error(said)
     answered(128 + interruption.signum if isinstance(interruption, SessionEnded) else 130)
 
 

@@ -84,10 +84,20 @@ INTERRUPTED_WRITE = (
 )
 # On the interruption of a write under a key: the one to retry it with.
 _RETRY_KEY = "kopilka_retry_key"
+# On an interruption that came once the write's answer was written whole.
+_ANSWERED = "kopilka_answered"
 
 
-def interrupted_write(interruption: BaseException) -> str:
-    """What to say of a write Ctrl-C (or a signal) cut short."""
+def mark_answered(interruption: BaseException) -> None:
+    """`interruption` came once its write's answer was written whole: that said it all."""
+    setattr(interruption, _ANSWERED, True)
+
+
+def interrupted_write(interruption: BaseException) -> str | None:
+    """What to say of a write Ctrl-C (or a signal) cut short; None when its answer had
+    been written whole, and said it all."""
+    if getattr(interruption, _ANSWERED, False):
+        return None
     outcome = settled(interruption)
     if outcome is True:  # it ended before it could be stopped: done, and not to do again
         return APPLIED_THEN_INTERRUPTED

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from kopilka.bank import Bank
 from kopilka.errors import Forbidden, KopilkaError, mark_settled
+from kopilka.held_signals import held
 from kopilka.redaction import hide_secrets
 from kopilka.shell.commands import (
     APPLIED_THEN_INTERRUPTED,
@@ -24,6 +25,7 @@ from kopilka.shell.commands import (
     calls_handed,
     execute,
     interrupted_write,
+    mark_answered,
     settle_write,
 )
 from kopilka.shell.output import AnswerNotWritten, Exit, Output
@@ -135,10 +137,19 @@ def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None
     if clients is not None and parsed.spec.name in _ADDS_CLIENTS:
         clients.invalidate()
     goes_on = not isinstance(reply, Exit)  # before the answer: nothing of it left after
+    # A write's answer (one line) is written whole, a signal held until it is; a read's
+    # (a long statement) may be stopped as it is written.
+    writes = parsed.spec.name not in READS_ONLY
+    answered = False
     try:
-        output.show(reply)
+        with held() if writes else contextlib.nullcontext():
+            output.show(reply)
+            answered = True
     except (KeyboardInterrupt, SystemExit) as interruption:
-        mark_settled(interruption, True)  # it ran: a write was applied
+        if answered:
+            mark_answered(interruption)
+        else:
+            mark_settled(interruption, True)  # it ran: a write was applied
         raise
     return goes_on
 
@@ -185,8 +196,10 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
             if _may_write(line):  # a script's log says so, as a one-shot command does
                 # Its answer begun, it was applied: not "may have been", with no key.
                 said = APPLIED_THEN_INTERRUPTED if output.cut_short else None
-                with contextlib.suppress(AnswerNotWritten):  # the interruption tells
-                    output.error(said or interrupted_write(interruption))
+                said = said or interrupted_write(interruption)
+                if said is not None:
+                    with contextlib.suppress(AnswerNotWritten):  # the interruption tells
+                        output.error(said)
             raise
     return 0
 
@@ -195,8 +208,8 @@ def _say_interrupted(line: str, interruption: KeyboardInterrupt, output: Output)
     """What a person at a terminal is told of a line Ctrl-C stopped while it ran."""
     if output.cut_short:  # its answer had begun: the command ran
         output.said_cut_short()
-    elif _may_write(line):  # a write may already be on its way: say so
-        output.error(interrupted_write(interruption))
+    elif _may_write(line) and (said := interrupted_write(interruption)) is not None:
+        output.error(said)  # a write may already be on its way: say what became of it
 
 
 class _CutShort(str):
@@ -335,8 +348,9 @@ def run_terminal(
                 _say_interrupted(typed, interruption, output)
                 break  # and the lines pasted after it are not run
             except SessionEnded as ending_signal:
-                if _may_write(typed):
+                said = interrupted_write(ending_signal) if _may_write(typed) else None
+                if said is not None:
                     # Where the terminal is still there to tell (SIGTERM); a closed one fails.
                     with contextlib.suppress(KopilkaError, OSError):
-                        output.error(interrupted_write(ending_signal))
+                        output.error(said)
                 raise
