@@ -1463,6 +1463,37 @@ def test_a_write_stopped_while_its_answer_waits_is_answered_once_as_done(
     130 or 143, which say it was interrupted, though it was done; its answer, cut short
     by the signal, was written again after it. Now the answer is written once, whole,
     and the status is the one it says."""
+    with _a_deposit_waiting_on_its_answer(kopilka_home) as (process, reading):
+        process.send_signal(signum)
+        time.sleep(0.2)  # taken, as it waits
+        shown = _drained(reading).lstrip(b"#")
+        _, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    assert (process.returncode, shown, errors) == (0, b"Deposit operation was successful!\n", "")
+
+
+def test_a_second_signal_while_a_writes_answer_waits_ends_it_unwritten(
+    kopilka_home: Path,
+) -> None:
+    """Sent twice (a reader that takes no more, a user who does not wait), the signals
+    end it at once, and it says that the command ran: status 3, not 143."""
+    with _a_deposit_waiting_on_its_answer(kopilka_home) as (process, _reading):
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    assert (process.returncode, errors) == (
+        3,
+        "Error: the command ran, but its answer could not be written (interrupted); check"
+        " before repeating it\n",
+    )
+
+
+@contextlib.contextmanager
+def _a_deposit_waiting_on_its_answer(
+    kopilka_home: Path,
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A second deposit of John Jones's, committed, its answer waiting on a full pipe (the
+    process, and the pipe's end to read); killed at the end if still waiting."""
     assert run_kopilka(kopilka_home, *DEPOSIT).returncode == 0
     with _stdout_full() as (reading, writing):
         process = subprocess.Popen(
@@ -1476,48 +1507,11 @@ def test_a_write_stopped_while_its_answer_waits_is_answered_once_as_done(
         os.close(writing)
         with process:
             try:
-                _until_the_balance_is(kopilka_home, "$200.00")  # committed, its answer waiting
-                time.sleep(0.2)
-                process.send_signal(signum)
-                time.sleep(0.2)  # taken, as it waits
-                shown = _drained(reading).lstrip(b"#")
-                _, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
-            finally:
-                process.kill()  # one still waiting on its answer: not left behind
-    assert (process.returncode, shown, errors) == (0, b"Deposit operation was successful!\n", "")
-
-
-def test_a_second_signal_while_a_writes_answer_waits_ends_it_unwritten(
-    kopilka_home: Path,
-) -> None:
-    """Sent twice (a reader that takes no more, a user who does not wait), the signals
-    end it at once, and it says that the command ran: status 3, not 143."""
-    assert run_kopilka(kopilka_home, *DEPOSIT).returncode == 0
-    with _stdout_full() as (_reading, writing):
-        process = subprocess.Popen(
-            [*kopilka_command(), *DEPOSIT],
-            stdout=writing,
-            stderr=subprocess.PIPE,
-            env=kopilka_env(kopilka_home),
-            cwd=kopilka_home.parent,
-            text=True,
-        )
-        os.close(writing)
-        with process:
-            try:
                 _until_the_balance_is(kopilka_home, "$200.00")
                 time.sleep(0.2)
-                process.send_signal(signal.SIGTERM)
-                time.sleep(0.2)
-                process.send_signal(signal.SIGTERM)
-                _, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+                yield process, reading
             finally:
                 process.kill()
-    assert (process.returncode, errors) == (
-        3,
-        "Error: the command ran, but its answer could not be written (interrupted); check"
-        " before repeating it\n",
-    )
 
 
 def _until_the_balance_is(kopilka_home: Path, balance: str) -> None:
