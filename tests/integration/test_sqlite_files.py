@@ -43,7 +43,6 @@ from kopilka.bank import EmbeddedBank
 from kopilka.domain.model import SANDBOX_PREFIX, Deposit, Operation
 from kopilka.errors import KopilkaError, Unavailable
 from kopilka.store.sqlite import SqliteStore
-from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_schema import SCHEMA_VERSION
 
 
@@ -224,30 +223,6 @@ def _wait_until_its_size_settles(path: Path) -> None:
         if now != size:
             size, since = now, time.monotonic()
         assert time.monotonic() - since < 10, "the file kept growing"
-
-
-async def test_an_empty_file_another_store_is_making_is_waited_for(tmp_path: Path) -> None:
-    """A file just made, its first page not yet written, is empty beside kopilka's lock
-    file, as a ledger emptied is: the store making it holds that lock until the page is
-    written, and another that finds it so waits for the lock and then opens it."""
-    path = tmp_path / "kopilka.db"
-    maker = WriterLock(str(path))
-    assert maker.try_acquire()
-    path.write_bytes(b"")
-    store = SqliteStore(str(path))
-    opening = asyncio.create_task(store.open())
-    try:
-        await asyncio.sleep(0.3)
-        assert not opening.done()
-        with closing(sqlite3.connect(path)) as made:  # its first page, as the maker writes it
-            made.execute("PRAGMA journal_mode = WAL")
-        maker.release()
-        await asyncio.wait_for(opening, timeout=5)
-        assert await store.list_accounts("main") == []
-    finally:
-        maker.close()
-        if opening.done() and opening.exception() is None:
-            await store.close()
 
 
 def _journal_of(database: Path) -> tuple[int, int, bytes]:

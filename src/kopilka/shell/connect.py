@@ -11,7 +11,6 @@ import contextlib
 import importlib
 import os
 import sqlite3
-import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from kopilka.redaction import redact_url
 from kopilka.settings import Settings
 from kopilka.store import open_store, sqlite_path
 from kopilka.store.protocol import Store
-from kopilka.store.sqlite_files import emptied_beside_its_lock, journal_without_its_file
+from kopilka.store.sqlite_files import journal_without_its_file
 
 
 class ConnectBank(Protocol):
@@ -132,7 +131,7 @@ def _may_hold_a_ledger(path: Path) -> bool:
     `sqlite3` leaves such a file at a path it is given that is not there (a backup run
     with the wrong home), and a read made a whole new ledger in it, which said every
     client was unknown."""
-    if journal_without_its_file(str(path)) or emptied_beside_its_lock(str(path)):
+    if journal_without_its_file(str(path)) is not None:
         return True  # what is left of a ledger removed or emptied: opening it says so
     try:
         size = path.stat().st_size
@@ -175,26 +174,11 @@ def refuse_a_home_never_written(settings: Settings) -> None:
         if not home.parent.is_dir():
             make_home(home)  # said as a write is told: not a directory
     told = " (check KOPILKA_HOME)" if given else ""
-    if _an_empty_file(home / "kopilka.db"):  # not "nothing written": it may have been emptied
-        raise NotFound(
-            "database_not_found",
-            f"no ledger in {home}: its kopilka.db is an empty file (emptied, if a ledger was"
-            f" kept in it: check before one is made there){told}; a first deposit or"
-            " `kopilka init` makes one in it",
-        )
     raise NotFound(
         "database_not_found",
         f"no ledger in {home} yet: nothing has been written there{told};"
         " a first deposit or `kopilka init` makes one",
     )
-
-
-def _an_empty_file(path: Path) -> bool:
-    try:
-        found = path.stat()
-    except OSError:
-        return False
-    return stat.S_ISREG(found.st_mode) and found.st_size == 0
 
 
 class _ServersHome(NotFound):

@@ -76,14 +76,7 @@ from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_dropping import SLICE_ROWS, Emptying, ended_with_rows
 from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, is_read_only
-from kopilka.store.sqlite_files import (
-    Gone,
-    OpenedFiles,
-    emptied_beside_its_lock,
-    journal_without_its_file,
-    made_here,
-    remove_unwritten,
-)
+from kopilka.store.sqlite_files import Gone, OpenedFiles, journal_without_its_file
 from kopilka.store.sqlite_jobs import run, submit
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import look_inside, migrate, unknown_version
@@ -305,8 +298,6 @@ class SqliteStore:
             refuse_files_of_others(self.path)
             # Before any connection: one to a file of no pages deletes its -wal, reads too.
             left = journal_without_its_file(self.path)
-            if left is None and emptied_beside_its_lock(self.path) is not None:
-                left = await run(self._reader_thread, self._emptied)
             if left is not None:
                 raise Unavailable(
                     "store_unavailable", f"cannot open the database {self.path}: {left}"
@@ -349,17 +340,6 @@ class SqliteStore:
                 self._connect_for_checkpoints, checkpointed=self._files.checkpointed
             )
             _make_private(self.path)
-
-    def _emptied(self) -> str | None:
-        """An empty file beside kopilka's lock file, looked at again once no process holds
-        that lock: one making the file holds it until the file's first page is written."""
-        lock = WriterLock(self.path)
-        try:
-            if lock.acquire(_BUSY_TIMEOUT_MS / 1000, stop=self._stop_waiting):
-                lock.release()
-        finally:
-            lock.close()
-        return emptied_beside_its_lock(self.path)
 
     def _require_a_ledger(self) -> None:
         """Read, never written (not even its journal mode): another program's file, or
@@ -431,21 +411,10 @@ class SqliteStore:
             raise missing_tables(self.path, missing)
 
     def _open_writer(self) -> sqlite3.Connection:
-        # A new file is made and its first page written holding the writers' lock: one
-        # found empty meanwhile is looked at again once the lock is free (_emptied).
-        new = self.path != ":memory:" and not os.path.lexists(self.path)
-        held = new and self._lock.acquire(_BUSY_TIMEOUT_MS / 1000, stop=self._stop_waiting)
         try:
-            made = made_here(self.path) if new else None
-            try:
-                connection = connect(self.path)
-            except sqlite3.Error as error:
-                # A full disk, say, before its first page: no empty file left for the next.
-                remove_unwritten(self.path, made)
-                raise self._cannot_open(error) from error
-        finally:
-            if held:
-                self._lock.release()
+            connection = connect(self.path)
+        except sqlite3.Error as error:
+            raise self._cannot_open(error) from error
         try:
             self.schema_versions = (migrate(connection), SCHEMA_VERSION)
         except BaseException as error:

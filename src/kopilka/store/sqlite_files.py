@@ -18,19 +18,14 @@ is a file cut short, and every commit from then on is refused as well.
 
 A database file removed (or emptied) leaves its `-wal` and `-shm` at their names,
 the last operations in them. SQLite deletes a `-wal` it finds beside a file of no
-pages as it opens it, reads too: a store does not open such a file at all, nor an
-empty file beside kopilka's lock file, which only a ledger emptied leaves (a first open
-that fails removes the empty file it made).
+pages as it opens it, reads too: a store does not open such a file at all.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from typing import NamedTuple
-
-from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX
 
 # (device, inode): a file, whatever its name.
 Identity = tuple[int, int]
@@ -106,48 +101,22 @@ def journal_without_its_file(database_path: str) -> str | None:
     what is left of a ledger removed or emptied, which a new ledger made at the path
     would have SQLite discard. None otherwise."""
     real = os.path.realpath(database_path)
-    status = _empty_or_none(real)
-    if status is False:
+    try:
+        status = os.stat(real)
+    except FileNotFoundError:
+        status = None
+    except OSError:  # a directory on the way, say: said in its own words when opened
+        return None
+    if status is not None and (not stat.S_ISREG(status.st_mode) or status.st_size > 0):
         return None
     journal = [real + suffix for suffix in ("-wal", "-shm") if os.path.lexists(real + suffix)]
-    return _journal_left(journal, removed=status is None) if journal else None
-
-
-def emptied_beside_its_lock(database_path: str) -> str | None:
-    """Why the database may not be opened, when its file is empty and kopilka's lock file
-    is beside it: every store that opened the file made that, and kopilka leaves no empty
-    file of its own (`made_here`), so a ledger was emptied there. None otherwise. (A
-    store making the file holds that lock until its first page is written: look again
-    once it is free.)"""
-    lock = database_path + LOCK_FILE_SUFFIX
-    if not _empty_or_none(os.path.realpath(database_path)) or not os.path.lexists(lock):
+    if not journal:
         return None
-    return (
-        f"it is an empty file, but kopilka has opened it before ({lock} is there): it was"
-        " emptied, its ledger lost, or a start that failed left it so; restore the ledger"
-        " from a backup (docs/operations.md, Backups), or remove the file if no ledger was"
-        " kept in it"
-    )
-
-
-def _empty_or_none(path: str) -> bool | None:
-    """True: an empty file is there; None: nothing is; False: anything else (a file with
-    something in it, a directory, a path not to be looked at, said when opened)."""
-    try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return False
-    return stat.S_ISREG(status.st_mode) and status.st_size == 0
-
-
-def _journal_left(journal: list[str], *, removed: bool) -> str:
     names = " and ".join("-" + name.rpartition("-")[2] for name in journal)
     verb, them, they = ("is", "it", "it") if len(journal) == 1 else ("are", "them", "they")
     found = f"its {names} {verb} there ({', '.join(journal)})"
     keep = f"move {them} away first, keeping {them} if those are wanted"
-    if removed:
+    if status is None:
         return (
             f"it is not there, but {found}: the file was removed or moved, and a ledger made"
             f" at its path would have SQLite discard {them}, with the last operations {they}"
@@ -159,30 +128,6 @@ def _journal_left(journal: list[str], *, removed: bool) -> str:
         f" {they} may hold; {keep}, and restore the ledger from a backup"
         " (docs/operations.md, Backups)"
     )
-
-
-def made_here(database_path: str) -> Identity | None:
-    """The database file made, empty, by this process where none was, before SQLite opens
-    it: a first open that fails (a full disk) removes it again (`remove_unwritten`), and
-    leaves no empty file that the next could not tell from a ledger emptied. None: one
-    was there, or none can be made (opening it says why)."""
-    try:
-        made = os.open(database_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError:
-        return None
-    try:
-        return _identity_of(os.fstat(made))
-    finally:
-        os.close(made)
-
-
-def remove_unwritten(database_path: str, made: Identity | None) -> None:
-    """The file `made_here` made, removed while it is that file and nothing is in it."""
-    status = _status(database_path)
-    unwritten = status is not None and status.st_size == 0
-    if made is not None and unwritten and _identity_of(status) == made:
-        with contextlib.suppress(OSError):
-            os.unlink(database_path)
 
 
 def _identity(path: str) -> Identity | None:
