@@ -241,3 +241,30 @@ async def test_the_reaper_ends_idle_sandboxes_without_waiting_for_their_rows(
             await asyncio.sleep(0.05)
     finally:
         await sandboxes.close()
+
+
+async def test_entries_past_the_statement_index_go_with_their_sandbox(tmp_path: Path) -> None:
+    """Transfers in small batches stay past the statement index's end: a slice of them
+    came to fewer rows than its budget (a transfer's two entries share one operation),
+    the walk went on, and the entries left named accounts and operations gone."""
+    path = tmp_path / "kopilka.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.open_sandbox(SANDBOX, FAR_FUTURE, sandboxes_max=10)
+        await store.apply([Deposit(c, 10**6, "seed", f"seed {c}", SANDBOX) for c in "ABCD"])
+        for start in range(0, 200, 10):
+            await store.apply(
+                [
+                    Transfer("ABCD"[n % 4], "ABCD"[(n + 1) % 4], 1, "t", f"t{n}", SANDBOX)
+                    for n in range(start, start + 10)
+                ]
+            )
+        store.sandbox_slice_rows = SLICE_ROWS
+        assert await store.drop_ledger(SANDBOX)
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert db.execute("SELECT count(*) FROM entries").fetchone() == (0,)
+            assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        await store.close()
+    assert_references_whole(path)

@@ -111,13 +111,18 @@ class Emptying:
         """The entries past the statement index's end (the last few batches', the newest
         of their accounts), and their operations: then every entry left is in the index,
         and stays there."""
+        asked = _entries_within(budget)
         found = db.execute(
             "SELECT e.id, e.operation_id FROM entries e JOIN accounts a ON a.id = e.account_id"
             " WHERE e.id > (SELECT entry_id FROM statement_index_upto) AND a.ledger = ?"
             " ORDER BY e.id DESC LIMIT ?",
-            (self.ledger, _entries_within(budget)),
+            (self.ledger, asked),
         ).fetchall()
-        return self._delete_entries(db, found)
+        gone = self._delete_entries(db, found)
+        # As many as asked: there may be more, which the next slice looks for (a slice's
+        # rows, a transfer's entries sharing an operation, came to less than its budget,
+        # and the walk went on with entries left that no later stage finds).
+        return budget if len(found) == asked else gone
 
     def _newest_entries(self, db: sqlite3.Connection, budget: int) -> int:
         """Each account's newest entry, by the statement index: the last of its rows
