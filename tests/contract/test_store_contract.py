@@ -780,7 +780,8 @@ async def test_an_ended_sandbox_takes_no_writes_and_its_rows_go_once_emptied(
     named alike is left alone."""
     store = engine.store
     now = datetime(2030, 1, 1, tzinfo=UTC)
-    sandbox, idle = "sandbox-t1-ending", "sandbox-t1-idle"
+    # Named as the API names them: only such a ledger is taken for a sandbox ended.
+    sandbox, idle = "sandbox-00000000000000e1-0000000000e1", "sandbox-00000000000000e1-000000000001"
     assert await store.open_sandbox(sandbox, now, sandboxes_max=5)
     assert await store.open_sandbox(idle, now - timedelta(hours=1), sandboxes_max=5)
     await applied(engine, Deposit(JOHN, 3, "play", "k1", ledger=idle))

@@ -25,6 +25,7 @@ from kopilka.store.sqlite import SqliteStore
 
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 SANDBOX = "sandbox-0123456789abcdef-0a1b2c3d4e5f"
+LEGACY = "sandbox-books"  # named by hand, as an older kopilka let a ledger be
 CLIENTS = [f"Client {number:02}" for number in range(20)]
 # A slice this small makes a drop of the sandbox below take a few hundred of them.
 SLICE_ROWS = 50
@@ -37,6 +38,18 @@ class Backend:
     store: Store
     url: str
     path: Path | None  # the SQLite file
+
+    async def execute(self, statement: str, *arguments: object) -> None:
+        """A statement beside the store (`$1` for its first argument)."""
+        if self.path is not None:
+            with contextlib.closing(sqlite3.connect(self.path)) as db, db:
+                db.execute(statement.replace("$1", "?"), arguments)
+            return
+        connection = await asyncpg.connect(self.url)
+        try:
+            await connection.execute(statement, *arguments)
+        finally:
+            await connection.close()
 
     async def rows_of(self, ledger: str) -> int:
         """The ledger's rows in every table, read beside the store (entries through the
@@ -171,6 +184,10 @@ async def test_a_drop_cut_short_is_finished_by_whoever_looks_next(backend: Backe
     await store.apply(
         [Deposit("Main", 100, "pay", "m1"), Deposit("Lookalike", 7, "x", "k", "sandbox")]
     )
+    # A ledger an older kopilka let anyone name so: rows, and no sandbox open.
+    assert await store.open_sandbox(LEGACY, opened, sandboxes_max=10)
+    await store.apply([Deposit("Old", 9, "x", "k", LEGACY)])
+    await backend.execute("DELETE FROM sandboxes WHERE ledger = $1", LEGACY)
     store.sandbox_slice_rows = SLICE_ROWS  # type: ignore[attr-defined]
     dropping = asyncio.create_task(store.drop_ledger(SANDBOX))
     while await store.sandbox_is_open(SANDBOX):
@@ -183,7 +200,11 @@ async def test_a_drop_cut_short_is_finished_by_whoever_looks_next(backend: Backe
     assert await backend.rows_of(SANDBOX) == 0
     assert await store.empty_ended_sandboxes() == []
     # A ledger whose name only looks like a sandbox's is no sandbox: left as it was.
-    for ledger, client, cents in (("main", "Main", 100), ("sandbox", "Lookalike", 7)):
+    for ledger, client, cents in (
+        ("main", "Main", 100),
+        ("sandbox", "Lookalike", 7),
+        (LEGACY, "Old", 9),
+    ):
         account = await store.get_account(ledger, client)
         assert account is not None and account.balance_cents == cents
 

@@ -6,6 +6,7 @@ immutable; an Operation is the recorded fact of one applied money command.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,17 @@ DEFAULT_LEDGER = "main"
 # A sandbox ledger's name begins so (the API adds its owner's token id). A store takes
 # writes to one only while it is open: from Store.open_sandbox until it is dropped.
 SANDBOX_PREFIX = "sandbox-"
+# The names the API gives sandboxes: the owner's token id and a random part, in hex.
+# Only such a ledger with rows and no open sandbox is taken for one ended and still
+# being emptied: an older kopilka let a ledger of any name (--ledger, a token's) begin
+# with the prefix, and its rows are no sandbox's to remove.
+_GIVEN_SANDBOX_NAME = re.compile(r"sandbox-[0-9a-f]{16}-[0-9a-f]{12}")
+
+
+def is_given_sandbox_name(ledger: str) -> bool:
+    return _GIVEN_SANDBOX_NAME.fullmatch(ledger) is not None
+
+
 OperationKind: TypeAlias = Literal["deposit", "withdrawal", "transfer"]
 
 

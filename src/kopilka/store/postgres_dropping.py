@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from kopilka.domain.model import SANDBOX_PREFIX
+from kopilka.domain.model import SANDBOX_PREFIX, is_given_sandbox_name
 
 Connection = Any  # asyncpg ships no type hints
 
@@ -54,7 +54,7 @@ async def ended_with_rows(connection: Connection) -> list[str]:
         " ORDER BY ledger",
         SANDBOX_PREFIX,
     )
-    return [row[0] for row in rows]
+    return [row[0] for row in rows if is_given_sandbox_name(row[0])]
 
 
 class Emptying:

@@ -24,7 +24,7 @@ import heapq
 import sqlite3
 from functools import partial
 
-from kopilka.domain.model import SANDBOX_PREFIX
+from kopilka.domain.model import SANDBOX_PREFIX, is_given_sandbox_name
 
 # Rows per slice: a few milliseconds of the write lock (about 5 ms here for 1,000
 # entries and their operations, and a millisecond or two to commit), so the writes
@@ -61,7 +61,7 @@ def ended_with_rows(db: sqlite3.Connection) -> list[str]:
         # Past the prefix itself: every sandbox's name goes on after it.
         {"prefix": SANDBOX_PREFIX, "past": _PAST_SANDBOXES},
     )
-    return [row[0] for row in found]
+    return [row[0] for row in found if is_given_sandbox_name(row[0])]
 
 
 def _entries_within(rows: int) -> int:
