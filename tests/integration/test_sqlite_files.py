@@ -42,7 +42,6 @@ from kopilka.api.auth import new_token_record
 from kopilka.bank import EmbeddedBank
 from kopilka.domain.model import SANDBOX_PREFIX, Deposit, Operation
 from kopilka.errors import KopilkaError, Unavailable
-from kopilka.store import sqlite_files
 from kopilka.store.sqlite import SqliteStore
 from kopilka.store.sqlite_schema import SCHEMA_VERSION
 
@@ -935,30 +934,3 @@ async def test_a_read_that_meets_damage_has_the_words_a_write_is_told_too(tmp_pa
         "database_damaged",
         f"{damaged}; nothing was applied: it must be restored from a backup",
     )
-
-
-def test_a_file_that_grows_as_a_commit_looks_is_not_taken_for_cut(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A checkpoint, on its thread, grew the file and raised the size seen between a
-    commit's look at the file and its comparison: the file, never cut, was taken for
-    cut, and every write refused for good. (The look is the real one, made on a real
-    file; only the checkpoint is put at that moment, which no test can time.)"""
-    path = tmp_path / "kopilka.db"
-    path.write_bytes(b"\0" * 4096)
-    files = sqlite_files.OpenedFiles(str(path))
-    real_status = sqlite_files._status
-
-    def a_checkpoint_right_after(looked_at: str) -> os.stat_result | None:
-        status = real_status(looked_at)
-        if looked_at == str(path) and path.stat().st_size == 4096:
-            path.write_bytes(b"\0" * 8192)  # the checkpoint's pages
-            files.checkpointed()
-        return status
-
-    monkeypatch.setattr(sqlite_files, "_status", a_checkpoint_right_after)
-    assert files.gone() is None
-    monkeypatch.setattr(sqlite_files, "_status", real_status)
-    assert files.gone() is None
-    os.truncate(path, 4096)  # and a real cut is still one
-    assert files.gone() == sqlite_files.Gone(str(path), (4096, 8192))

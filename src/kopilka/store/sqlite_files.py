@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 from typing import NamedTuple
 
 # (device, inode): a file, whatever its name.
@@ -51,7 +50,6 @@ class OpenedFiles:
         # None: not there yet (SQLite makes the journal with the first write).
         self.identities = [_identity_of(status) for status in found]
         self._size_seen = found[0].st_size if found[0] is not None else 0
-        self._size_lock = threading.Lock()  # the checkpoint's thread raises it too
         self._cut: Gone | None = None  # once cut, for good: a file grown again is no mend
 
     def gone(self) -> Gone | None:
@@ -59,10 +57,6 @@ class OpenedFiles:
         database file is no smaller than last seen."""
         if self._cut is not None:
             return self._cut
-        # Taken before the stat: a checkpoint on its thread may grow the file, and raise
-        # the size seen, between the stat and the comparison; the file was at least this
-        # big before the stat, whatever came after it.
-        seen = self._size_seen
         for index, path in enumerate(self.paths):
             status = _status(path)
             now = _identity_of(status)
@@ -72,16 +66,11 @@ class OpenedFiles:
             elif now != opened:
                 return Gone(path)
             if index == 0 and status is not None:  # the database file: the same stat
-                if status.st_size < seen:
-                    self._cut = Gone(path, (status.st_size, seen))
+                if status.st_size < self._size_seen:
+                    self._cut = Gone(path, (status.st_size, self._size_seen))
                     return self._cut
-                self._saw(status.st_size)
+                self._size_seen = status.st_size
         return None
-
-    def _saw(self, size: int) -> None:
-        with self._size_lock:  # raised only: never lowered by a size read before another
-            if size > self._size_seen:
-                self._size_seen = size
 
     def checkpointed(self) -> None:
         """The database file's size after a checkpoint, which grows it between commits:
@@ -89,8 +78,8 @@ class OpenedFiles:
         checkpoint's thread: the size seen is only ever raised, and at worst a size
         seen is lost, never a size the file did not have taken.)"""
         status = _status(self.paths[0])
-        if status is not None:
-            self._saw(status.st_size)
+        if status is not None and status.st_size > self._size_seen:
+            self._size_seen = status.st_size
 
     def journal_left_behind(self) -> list[tuple[str, int]]:
         """The -wal and -shm this store opened, with their inodes, when the file they
