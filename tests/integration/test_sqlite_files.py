@@ -7,19 +7,16 @@ store may not write, or that are no database at all.
 
 from __future__ import annotations
 
-import asyncio
 import grp
 import logging
 import os
 import sqlite3
 import stat
 import subprocess
-import time
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from tests.e2e.conftest import (
     RUN_TIMEOUT_SECONDS,
@@ -94,135 +91,6 @@ async def test_writes_to_a_database_file_gone_are_refused(
         assert len(told) == 1 and "was removed or replaced while in use" in told[0]
     finally:
         await store.close()
-
-
-@pytest.mark.parametrize("emptied", [True, False])
-async def test_writes_to_a_database_file_cut_short_are_refused(
-    tmp_path: Path, emptied: bool, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Cut short in place (`: > kopilka.db`, or down to some of its pages), the file is
-    the same one: every commit after it was acknowledged into the -wal, while pages it
-    stood on were gone, and the ledger was damaged at the next read of one. Writes of
-    every kind are refused from then on, nothing applied, as for a file removed; a read
-    that meets the cut says what happened."""
-    path = tmp_path / "kopilka.db"
-    store = SqliteStore(str(path))
-    await store.open()
-    try:
-        await store.apply([Deposit(f"Client {n}", 100, "x" * 400, f"k{n}") for n in range(300)])
-    finally:
-        await store.close()  # all of it in the file
-    size = path.stat().st_size
-    store = SqliteStore(str(path))
-    await store.open()
-    try:
-        record, _ = new_token_record("teller", None)
-        await store.put_token(record)
-        left = 0 if emptied else size // 2
-        os.truncate(path, left)
-        refusal = "the database's file was cut short while in use; nothing was applied"
-        with caplog.at_level(logging.ERROR):
-            for attempt in range(2):  # every write, not only the first
-                with pytest.raises(Unavailable) as refused:
-                    await store.apply([Deposit("Client 1", 5, "pay", f"late{attempt}")])
-                assert (refused.value.code, refused.value.message) == (
-                    "store_unavailable",
-                    refusal,
-                )
-            with pytest.raises(Unavailable) as revoked:
-                await store.revoke_token(record.id)
-            assert revoked.value.message == refusal
-            with pytest.raises(Unavailable) as not_ready:
-                await store.ping()
-            assert not_ready.value.message == refusal
-            if emptied:  # a read of a page cut away (the first is) is told what happened
-                with pytest.raises(Unavailable) as read:
-                    await store.get_account("main", "Client 299")
-                assert read.value.message == "the database's file was cut short while in use"
-    finally:
-        await store.close()
-    told = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
-    assert told == [
-        f"the database file {path} was cut short while in use ({left} bytes, {size} before);"
-        " every write is refused: stop kopilka and restore the database from a backup"
-        " (docs/operations.md, Backups)"
-    ]
-
-
-async def test_a_file_cut_back_to_its_size_before_a_checkpoint_is_found_cut(
-    tmp_path: Path,
-) -> None:
-    """A checkpoint grows the file between two commits: cut back below that, though not
-    below its size at the last commit, it was taken for whole."""
-    path = tmp_path / "kopilka.db"
-    store = SqliteStore(str(path))
-    await store.open()
-    try:
-        opened = path.stat().st_size  # the schema is in the -wal yet
-        await store.apply([Deposit(f"Client {n}", 100, "x" * 400, f"k{n}") for n in range(300)])
-        for _ in range(250):  # the checkpoint after that commit copies it into the file
-            if path.stat().st_size > 4 * opened:
-                break
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.2)  # and it is over
-        grown = path.stat().st_size
-        assert grown > 4 * opened
-        os.truncate(path, 2 * opened)
-        with pytest.raises(Unavailable) as refused:
-            await store.apply([Deposit("Client 1", 5, "pay", "late")])
-        assert refused.value.message == (
-            "the database's file was cut short while in use; nothing was applied"
-        )
-    finally:
-        await store.close()
-
-
-def test_a_server_refuses_writes_once_its_file_is_cut_short(tmp_path: Path) -> None:
-    """Five deposits and a batch of 3,000 transfers, then the file emptied in place under
-    the server: transfers were answered "Transfer operation was successful!" into a file
-    already cut, then "the database is damaged"."""
-    home = tmp_path / "home"
-    with running_server(home) as server:
-        with server.client() as admin:
-            for number in range(5):
-                body = {"client": "A", "amount": "100", "open_account": True}
-                assert admin.post("/v1/deposits", json=body).status_code == 201, number
-            assert admin.post("/v1/deposits", json={**body, "client": "B"}).status_code == 201
-            bulk = [
-                {"type": "transfer", "from": "AB"[n % 2], "to": "BA"[n % 2], "amount": "1"}
-                for n in range(3_000)
-            ]
-            answer = admin.post("/v1/batch", json={"operations": bulk})
-            assert answer.status_code == 200, answer.text
-            # Cut once the server's own checkpoint has copied everything into the file:
-            # cut while one is under way, the pages it writes after grow the file back
-            # (a limit docs/operations.md gives). One more commit, past the interval
-            # between two checkpoints, starts one; then the file stops growing.
-            time.sleep(0.3)
-            assert admin.post("/v1/deposits", json=body).status_code == 201
-        _wait_until_its_size_settles(home / "kopilka.db")
-        os.truncate(home / "kopilka.db", 0)  # `: > kopilka.db`
-        for number in range(3):
-            transfer = ("transfer", "--url", server.url, "-f", "A", "-t", "B", "1")
-            result = run_kopilka(home, *transfer, "-d", f"after the cut {number}")
-            assert (result.returncode, result.stdout) == (1, ""), result.stdout
-            assert result.stderr.startswith(
-                "Error: the database's file was cut short while in use"
-            ), result.stderr
-        ready = httpx.get(f"{server.url}/v1/ready", timeout=5)
-        assert ready.status_code == 503, ready.text
-        assert server.stop() == 0
-    assert "was cut short while in use (0 bytes," in server.errors, server.errors
-
-
-def _wait_until_its_size_settles(path: Path) -> None:
-    size, since = path.stat().st_size, time.monotonic()
-    while size == 0 or time.monotonic() - since < 0.5:
-        time.sleep(0.05)
-        now = path.stat().st_size
-        if now != size:
-            size, since = now, time.monotonic()
-        assert time.monotonic() - since < 10, "the file kept growing"
 
 
 def _journal_of(database: Path) -> tuple[int, int, bytes]:
