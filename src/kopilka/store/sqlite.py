@@ -76,7 +76,7 @@ from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_dropping import SLICE_ROWS, Emptying, ended_with_rows
 from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, is_read_only
-from kopilka.store.sqlite_files import Gone, OpenedFiles, journal_without_its_file
+from kopilka.store.sqlite_files import OpenedFiles, journal_without_its_file
 from kopilka.store.sqlite_jobs import run, submit
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import look_inside, migrate, unknown_version
@@ -336,9 +336,7 @@ class SqliteStore:
         self._history_fence = WriterLock(self.path)
         if self.path != ":memory:":
             self._files = OpenedFiles(self.path)
-            self._checkpointer = Checkpointer(
-                self._connect_for_checkpoints, checkpointed=self._files.checkpointed
-            )
+            self._checkpointer = Checkpointer(self._connect_for_checkpoints)
             _make_private(self.path)
 
     def _require_a_ledger(self) -> None:
@@ -757,9 +755,6 @@ class SqliteStore:
         write is told nothing of it was applied; a read, which applies nothing, is not."""
         reason = str(error)
         advice = [] if reading else ["nothing was applied"]
-        gone = self._files.gone() if self._files is not None and is_damaged(error) else None
-        if gone is not None:  # what damaged it, said: a file cut short reads as malformed
-            return self._file_gone(gone, reading=reading)
         if is_damaged(error):  # no retry mends it: a restore does
             if self._damage is None:
                 self._damage = reason
@@ -799,22 +794,9 @@ class SqliteStore:
         verb = "is" if len(read_only) == 1 else "are"
         return f"{error}: {listed(read_only)} {verb} read-only"
 
-    def _file_gone(self, gone: Gone, *, reading: bool = False) -> Unavailable:
+    def _file_gone(self, path: str) -> Unavailable:
         """For the caller, without the path; for the operator's log, with it, once."""
-        ending = "" if reading else "; nothing was applied"
-        if gone.sizes is not None:
-            now, seen = gone.sizes
-            reason = f"{gone.path} was cut short while in use ({now} bytes, {seen} before)"
-            if self._new_outage(reason):
-                logger.error(
-                    "the database file %s; every write is refused: stop kopilka and restore"
-                    " the database from a backup (docs/operations.md, Backups)",
-                    reason,
-                )
-            return Unavailable(
-                "store_unavailable", f"the database's file was cut short while in use{ending}"
-            )
-        reason = f"{gone.path} was removed or replaced while in use"
+        reason = f"{path} was removed or replaced while in use"
         if self._new_outage(reason):
             advice = "stop kopilka and start it again on the database meant"
             left = self._files.journal_left_behind() if self._files is not None else []
@@ -832,7 +814,7 @@ class SqliteStore:
             logger.error("the database file %s; every write is refused: %s", reason, advice)
         return Unavailable(
             "store_unavailable",
-            f"the database's file was removed or replaced while in use{ending}",
+            "the database's file was removed or replaced while in use; nothing was applied",
         )
 
     def _roll_back(self) -> None:
@@ -1333,9 +1315,6 @@ class SqliteStore:
             raise Unavailable("store_busy", f"the database {self.path} is busy: {error}") from error
         try:
             result = work()
-            gone = self._files.gone() if self._files is not None else None
-            if gone is not None:
-                raise self._file_gone(gone)
             self._db.execute("COMMIT")
         except BaseException as error:
             self._roll_back()

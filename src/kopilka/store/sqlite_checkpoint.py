@@ -35,11 +35,8 @@ class Checkpointer:
         self,
         connect: Callable[[], sqlite3.Connection],
         interval_seconds: float = _INTERVAL_SECONDS,
-        checkpointed: Callable[[], None] = lambda: None,
     ) -> None:
-        """`checkpointed`: called on this thread after each checkpoint that passed."""
         self._connect = connect
-        self._checkpointed = checkpointed
         self._interval_seconds = interval_seconds
         self._connection: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-checkpoint")
@@ -79,7 +76,6 @@ class Checkpointer:
             if self._failing:
                 logger.warning("WAL checkpoints work again")
             self._failing = False
-            self._checkpointed()
         finally:
             with self._lock:
                 self._running = False

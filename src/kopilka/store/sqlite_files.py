@@ -9,13 +9,6 @@ one's commits are lost under the other's. Before each COMMIT the store looks whe
 the paths still name the files it opened (three `stat` calls, a few microseconds a
 batch) and refuses the batch, nothing applied, once one does not.
 
-A database file cut short in place (`: > kopilka.db`, a truncate) is the same file:
-SQLite goes on committing into its -wal, each commit acknowledged, while the pages they
-stand on are gone, and the file is damaged at the next read of one. Kopilka never makes
-its file smaller (no VACUUM, no auto_vacuum: a checkpoint cuts the file only to its page
-count, which then never falls), so the same `stat` tells: a size below the one last seen
-is a file cut short, and every commit from then on is refused as well.
-
 A database file removed (or emptied) leaves its `-wal` and `-shm` at their names,
 the last operations in them. SQLite deletes a `-wal` it finds beside a file of no
 pages as it opens it, reads too: a store does not open such a file at all.
@@ -25,19 +18,9 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import NamedTuple
 
 # (device, inode): a file, whatever its name.
 Identity = tuple[int, int]
-
-
-class Gone(NamedTuple):
-    """What became of a file opened: `path` no longer names it (removed, or another file
-    put in its place), or, `sizes` given (now, last seen), the database file was cut
-    short."""
-
-    path: str
-    sizes: tuple[int, int] | None = None
 
 
 class OpenedFiles:
@@ -46,40 +29,20 @@ class OpenedFiles:
         self.real_path = os.path.realpath(database_path)
         journal = (self.real_path + "-wal", self.real_path + "-shm")
         self.paths = (database_path, *journal)
-        found = [_status(path) for path in self.paths]
         # None: not there yet (SQLite makes the journal with the first write).
-        self.identities = [_identity_of(status) for status in found]
-        self._size_seen = found[0].st_size if found[0] is not None else 0
-        self._cut: Gone | None = None  # once cut, for good: a file grown again is no mend
+        self.identities = [_identity(path) for path in self.paths]
 
-    def gone(self) -> Gone | None:
-        """What became of a file opened, or None while the paths name them all and the
-        database file is no smaller than last seen."""
-        if self._cut is not None:
-            return self._cut
+    def gone(self) -> str | None:
+        """The path that no longer names the file opened (removed, or another file put
+        in its place), or None while they all do."""
         for index, path in enumerate(self.paths):
-            status = _status(path)
-            now = _identity_of(status)
+            now = _identity(path)
             opened = self.identities[index]
             if opened is None:
                 self.identities[index] = now  # made since: this is the one
             elif now != opened:
-                return Gone(path)
-            if index == 0 and status is not None:  # the database file: the same stat
-                if status.st_size < self._size_seen:
-                    self._cut = Gone(path, (status.st_size, self._size_seen))
-                    return self._cut
-                self._size_seen = status.st_size
+                return path
         return None
-
-    def checkpointed(self) -> None:
-        """The database file's size after a checkpoint, which grows it between commits:
-        one cut back below it before the next commit is found cut then. (On the
-        checkpoint's thread: the size seen is only ever raised, and at worst a size
-        seen is lost, never a size the file did not have taken.)"""
-        status = _status(self.paths[0])
-        if status is not None and status.st_size > self._size_seen:
-            self._size_seen = status.st_size
 
     def journal_left_behind(self) -> list[tuple[str, int]]:
         """The -wal and -shm this store opened, with their inodes, when the file they
@@ -131,15 +94,8 @@ def journal_without_its_file(database_path: str) -> str | None:
 
 
 def _identity(path: str) -> Identity | None:
-    return _identity_of(_status(path))
-
-
-def _status(path: str) -> os.stat_result | None:
     try:
-        return os.stat(path)
+        status = os.stat(path)
     except FileNotFoundError:
         return None
-
-
-def _identity_of(status: os.stat_result | None) -> Identity | None:
-    return None if status is None else (status.st_dev, status.st_ino)
+    return status.st_dev, status.st_ino
