@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -83,8 +84,12 @@ def _handle(handler: Callable[[int, FrameType | None], Any] | signal.Handlers) -
 
 def _note(signum: int, frame: FrameType | None) -> None:
     if _decided.came:
-        with contextlib.suppress(OSError):
-            os.write(2, f"Error: {_decided.unwritten_line}\n".encode(errors="backslashreplace"))
+        # Only if it goes at once: stderr may be the very pipe the answer waits on
+        # (`2>&1` to a reader that stopped), and a write there held the process for ever,
+        # each later signal waiting in it too.
+        with contextlib.suppress(OSError, ValueError):
+            if select.select([], [2], [], 0)[1]:
+                os.write(2, f"Error: {_decided.unwritten_line}\n".encode(errors="backslashreplace"))
         _end(_decided.unwritten_status)
     _decided.came = True
 

@@ -1408,35 +1408,39 @@ def test_a_write_stopped_while_its_answer_waits_is_answered_once_as_done(
     assert (process.returncode, shown, errors) == (0, b"Deposit operation was successful!\n", "")
 
 
+@pytest.mark.parametrize("errors_to", ["their own pipe", "the same pipe"])
 def test_a_second_signal_while_a_writes_answer_waits_ends_it_unwritten(
-    kopilka_home: Path,
+    kopilka_home: Path, errors_to: str
 ) -> None:
     """Sent twice (a reader that takes no more, a user who does not wait), the signals
-    end it at once, and it says that the command ran: status 3, not 143."""
-    with _a_deposit_waiting_on_its_answer(kopilka_home) as (process, _reading):
+    end it at once, and it says that the command ran: status 3, not 143. With stderr the
+    same full pipe (`2>&1`), the saying waited there for ever, and so did the process."""
+    same = errors_to == "the same pipe"
+    with _a_deposit_waiting_on_its_answer(kopilka_home, errors_too=same) as (process, _):
         process.send_signal(signal.SIGTERM)
         time.sleep(0.2)
         process.send_signal(signal.SIGTERM)
         _, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
-    assert (process.returncode, errors) == (
-        3,
+    told = (
         "Error: the command ran, but its answer could not be written (interrupted); check"
-        " before repeating it\n",
+        " before repeating it\n"
     )
+    assert (process.returncode, errors) == (3, None if same else told)
 
 
 @contextlib.contextmanager
 def _a_deposit_waiting_on_its_answer(
-    kopilka_home: Path,
+    kopilka_home: Path, *, errors_too: bool = False
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """A second deposit of John Jones's, committed, its answer waiting on a full pipe (the
-    process, and the pipe's end to read); killed at the end if still waiting."""
+    process, and the pipe's end to read; its stderr there too if `errors_too`); killed
+    at the end if still waiting."""
     assert run_kopilka(kopilka_home, *DEPOSIT).returncode == 0
     with _stdout_full() as (reading, writing):
         process = subprocess.Popen(
             [*kopilka_command(), *DEPOSIT],
             stdout=writing,
-            stderr=subprocess.PIPE,
+            stderr=writing if errors_too else subprocess.PIPE,
             env=kopilka_env(kopilka_home),
             cwd=kopilka_home.parent,
             text=True,
