@@ -487,6 +487,7 @@ def _answered(action: Action, bank: Bank, output: Output, *, reads_only: bool) -
     done is, with status 0: its signal changed nothing, and a script that read 130 in
     `$?` ran it again."""
     since = calls_handed(bank)
+    reply = None
     try:
         reply = action(bank)
         if not reads_only:  # its answer written whole, or not at all
@@ -496,16 +497,18 @@ def _answered(action: Action, bank: Bank, output: Output, *, reads_only: bool) -
     except (KeyboardInterrupt, SessionEnded) as interruption:
         if reads_only:
             raise
-        try:
-            settle_write(interruption, bank, since)
-        except (KeyboardInterrupt, SessionEnded):  # again: its end is not waited for
-            _say_interrupted(output, interruption)
-            raise
-        applied = applied_reply(action, interruption)
-        if applied is None:
-            _say_interrupted(output, interruption)
-            raise
-        reply = applied
+        # With the answer in hand already (the signal came as the handlers that hold it
+        # were being set), the write is done, a client's over --url too: said so.
+        if reply is None:
+            try:
+                settle_write(interruption, bank, since)
+            except (KeyboardInterrupt, SessionEnded):  # again: its end is not waited for
+                _say_interrupted(output, interruption)
+                raise
+            reply = applied_reply(action, interruption)
+            if reply is None:
+                _say_interrupted(output, interruption)
+                raise
         answering(0, ANSWER_NOT_WRITTEN_EXIT, _ANSWER_INTERRUPTED)
     try:
         output.show(reply)
