@@ -121,6 +121,7 @@ def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None
     or a signal that stops it is told what became of a write the line made, for the
     caller to say."""
     since = calls_handed(bank)
+    answered = False
     try:
         parsed = parse_line(line)
         if parsed is None:
@@ -134,14 +135,13 @@ def run_line(line: str, bank: Bank, output: Output, clients: KnownClients | None
     except (KeyboardInterrupt, SystemExit) as interruption:  # SessionEnded too
         settle_write(interruption, bank, since)
         raise
-    if clients is not None and parsed.spec.name in _ADDS_CLIENTS:
-        clients.invalidate()
-    goes_on = not isinstance(reply, Exit)  # before the answer: nothing of it left after
-    # A write's answer (one line) is written whole, a signal held until it is; a read's
-    # (a long statement) may be stopped as it is written.
-    writes = parsed.spec.name not in READS_ONLY
-    answered = False
-    try:
+    try:  # from here on, a write the line made is done: a signal is told so, wherever
+        if clients is not None and parsed.spec.name in _ADDS_CLIENTS:
+            clients.invalidate()
+        goes_on = not isinstance(reply, Exit)  # before the answer: nothing of it left after
+        # A write's answer (one line) is written whole, a signal held until it is; a
+        # read's (a long statement) may be stopped as it is written.
+        writes = parsed.spec.name not in READS_ONLY
         with held() if writes else contextlib.nullcontext():
             output.show(reply)
             answered = True
