@@ -1160,7 +1160,16 @@ class _SandboxKeeper:
             return
         self._stopped.set()
         self._thread.join(SANDBOX_DROP_SECONDS)
-        self._drop()
+        # On a thread of its own, waited for briefly: httpx bounds no name lookup, and a
+        # resolver that does not answer (the network down) held the program's end for
+        # as long as it took.
+        try:
+            dropping = threading.Thread(target=self._drop, name="kopilka-sandbox-drop", daemon=True)
+            dropping.start()
+        except RuntimeError:  # no new thread as the interpreter ends (Python 3.12 on)
+            self._drop()
+            return
+        dropping.join(SANDBOX_DROP_SECONDS)
 
     def _drop(self) -> None:
         try:

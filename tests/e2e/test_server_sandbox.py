@@ -460,3 +460,43 @@ def test_a_sandbox_client_left_open_as_its_program_ends_drops_its_sandbox(
         )
         assert (ended.returncode, ended.stderr) == (0, "")
         assert _is_dropped(server, ended.stdout.strip())
+
+
+def test_a_program_ending_with_its_sandbox_client_open_waits_briefly_for_a_name_lookup(
+    tmp_path: Path,
+) -> None:
+    """httpx bounds no name lookup: a resolver that did not answer (the network down)
+    held the program's end for as long as it took (20 s here), where the drop is waited
+    for a few seconds at most. Its connection is closed first, so that the drop looks
+    the name up again."""
+    program = (
+        "import socket, sys, time\n"
+        "from kopilka.client import connect_bank\n"
+        "bank = connect_bank(sys.argv[1], token=sys.argv[2], sandbox=True)\n"
+        "bank.deposit('Sandy', 100, 'play')\n"
+        "bank._sandbox._http._transport._pool.close()\n"
+        "real = socket.getaddrinfo\n"
+        "def unanswered(*arguments, **options):\n"
+        "    time.sleep(20)\n"
+        "    return real(*arguments, **options)\n"
+        "socket.getaddrinfo = unanswered\n"
+    )
+    with running_server(tmp_path / "home") as server:
+        started = time.monotonic()
+        ended = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                program,
+                server.url.replace("127.0.0.1", "localhost"),
+                server.token,
+            ],
+            capture_output=True,
+            text=True,
+            env=server_env(server.home),
+            timeout=60,
+            check=False,
+        )
+        took = time.monotonic() - started
+    assert (ended.returncode, ended.stderr) == (0, "")
+    assert took < 12, took
