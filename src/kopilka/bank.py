@@ -554,6 +554,8 @@ class EmbeddedBank:
         # connection's would take its socket out of the event loop's epoll, which is the
         # parent's too, and the parent's bank then waited for ever.
         keep_for_good((self.engine, self._loop))
+        # Nor does it keep the parent's write lock held after the parent died.
+        self.engine.store.forget_in_child()
         # A count of its own: the parent's may be locked by one of its threads, not here.
         self._calls = CallsUnderWay()
         self._calls.close(0)

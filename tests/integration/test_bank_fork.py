@@ -11,11 +11,16 @@ never in the test's process.
 
 from __future__ import annotations
 
+import os
+import signal
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 from tests.forked_program import run_forking
+
+from kopilka.bank import EmbeddedBank
 
 _PROGRAM = textwrap.dedent(
     """
@@ -97,3 +102,45 @@ def test_a_forked_child_ends_and_leaves_the_parents_bank_as_it_was(
         assert lines == ["child's own: 105", "child's status: 0", "parent: 106"]
     else:
         assert lines == ["child's status: 0", "parent: 101"]
+
+
+_DIES_HOLDING_THE_LOCK = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from kopilka.bank import EmbeddedBank
+
+    bank = EmbeddedBank(sys.argv[1])
+    bank.deposit("Ann", 100, "before")
+    # Held as a batch holds it, through the store's own descriptor, as the process forks.
+    assert bank.engine.store._writer_lock.try_acquire()
+    ready, told = os.pipe()
+    child = os.fork()
+    if child == 0:  # a long-lived worker that never touches the bank
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 1)  # the test reads the parent's output to its end
+        os.dup2(quiet, 2)
+        os.write(told, b"x")
+        time.sleep(60)
+        os._exit(0)
+    os.read(ready, 1)
+    print(child, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # the parent dies mid-batch (kill -9, OOM)
+    """
+)
+
+
+def test_a_forked_child_does_not_keep_the_write_lock_of_its_dead_parent(tmp_path: Path) -> None:
+    """The child shared the lock file's open file with its parent, and the lock is the
+    open file's: it held the lock until it ended, and every writer waited 10 s, busy."""
+    database = str(tmp_path / "ledger.db")
+    ended = run_forking(_DIES_HOLDING_THE_LOCK, database, timeout=30)
+    assert ended.returncode == -signal.SIGKILL, ended.stdout + ended.stderr
+    child = int(ended.stdout)
+    try:
+        os.kill(child, 0)  # still there, sleeping
+        started = time.monotonic()
+        with EmbeddedBank(database) as bank:
+            balance = bank.deposit("Ann", 1, "after").credit_balance_after_cents
+        assert (balance, time.monotonic() - started < 2) == (101, True)
+    finally:
+        os.kill(child, signal.SIGKILL)

@@ -62,6 +62,9 @@ class MemoryStore:
     async def close(self) -> None:
         return None
 
+    def forget_in_child(self) -> None:
+        return None  # no lock of its own
+
     def stop_waiting(self) -> None:
         return None  # a batch here never waits for another's
 

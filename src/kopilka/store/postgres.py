@@ -367,6 +367,9 @@ class PostgresStore:
     def _before_a_silence(self, connection: Connection) -> bool:
         return bool(connection.silences_before < self._silences)
 
+    def forget_in_child(self) -> None:
+        return None  # its locks are the database server's, held by the parent's sessions
+
     def stop_waiting(self) -> None:
         return None  # a batch waits for row locks at most lock_timeout, then is retried
 

@@ -23,6 +23,11 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    def forget_in_child(self) -> None:
+        """In a process forked from the one that opened it, where it is never used: let go
+        of this process's copies of what would hold the parent's locks on after the parent
+        died, leaving the parent's own as they are. A store holding none does nothing."""
+
     def stop_waiting(self) -> None:
         """From any thread: a batch waiting for another process's write lock stops waiting
         and fails as Interrupted, nothing applied (Ctrl-C in an embedded bank); one under

@@ -620,6 +620,11 @@ class SqliteStore:
         )
         return sandboxes - {row[0] for row in open_now}
 
+    def forget_in_child(self) -> None:
+        for lock in (self._writer_lock, self._history_fence):
+            if lock is not None:
+                lock.forget_in_child()
+
     def stop_waiting(self) -> None:
         self._stop_waiting.set()
 

@@ -25,6 +25,7 @@ again takes that thread over, so there is at most one per lock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -85,6 +86,10 @@ class _Waiter:
                 return False
             self._given_up = True
             return True
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
 
     def wait_again(self) -> bool:
         """Taken over by a new wait: False if it has ended (a new one is needed)."""
@@ -172,6 +177,21 @@ class WriterLock:
             self._held_by_waiter = False
         elif self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def forget_in_child(self) -> None:
+        """In a process forked from this one: its copies of the descriptors closed, never
+        unlocked. The lock is the open file's, which the two share, so LOCK_UN would let
+        go of the parent's; kept open, they held the lock on after the parent died, until
+        this process ended. Nothing is taken through it here after."""
+        waiter, self._waiter = self._waiter, None
+        # One that ended has closed its descriptor, whose number may be another's now.
+        fds = [self._fd] + ([waiter.fd] if waiter is not None and not waiter.ended else [])
+        self._fd = -1
+        self._held_by_waiter = False
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):  # closed as the process forked
+                    os.close(fd)
 
     def close(self) -> None:
         if self._held_by_waiter:
