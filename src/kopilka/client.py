@@ -351,6 +351,9 @@ class Client:
         # for up to one call's wait.
         self._calls = CallsUnderWay()
         self._close_wait_seconds = self._timeout_seconds = timeout_seconds
+        # Set in a process forked from the one that made it, until it has connections of
+        # its own there: taken as the first call begins, not in the fork's hook.
+        self._inherited: threading.Lock | None = None
         tell_when_forked(self)
 
     @property
@@ -381,6 +384,8 @@ class Client:
         """A request and its retries, counted while under way: close() lets them end
         before it closes the connections. `closing`: close()'s own, sent after it has
         refused everyone else's."""
+        if self._inherited is not None:
+            self._take_own_connections()
         if not self._calls.begin(shut=self._http.is_closed, closing=closing):
             raise _closed()  # and not httpx's RuntimeError
         try:
@@ -1018,6 +1023,8 @@ class Client:
         """As the embedded bank closes: calls under way in other threads end first (up to
         the client's timeout), later ones are refused (client_closed); then the sandbox,
         if any, is dropped, and the connections closed."""
+        if self._inherited is not None:  # the parent's are the parent's to close
+            self._take_own_connections()
         self._calls.close(self._close_wait_seconds)
         try:
             self._drop_sandbox(closing=True)
@@ -1029,24 +1036,40 @@ class Client:
     def forked(self) -> None:
         """In a process forked from the one that made it, whose keep-alive connections
         it shares: requests of the two went out on the same sockets, and each process
-        read answers to the other's. This one opens connections of its own. Those it
-        inherited are not closed here, which would touch the parent's pool (its lock
-        may have been held by one of its threads); dropped, only this process's copies
-        of their sockets close. A sandbox stays the parent's session's, to keep and drop."""
-        closed = self._http.is_closed
-        # Counts and locks of its own: the parent's may be held by threads not here.
-        self._calls = CallsUnderWay()
-        self._slots = ConnectionSlots(self._connections)
-        if closed:
-            self._calls.close(0)
-        else:
-            old = self._http
-            self._http = _http_client(
-                self.url, old.headers, old.timeout, self._transport, self._connections
-            )
+        read answers to the other's. It is only marked here; its first call there takes
+        connections of its own (`_take_own_connections`). Nothing is built in the fork's
+        hook, which runs before a child's exec too (subprocess's preexec_fn): an SSL
+        context made in a child of a process with threads may wait for ever on a lock
+        one of them held, and an error there is only printed, the parent's pool kept.
+        A sandbox stays the parent's session's, to keep and drop."""
+        self._inherited = threading.Lock()  # its own: the parent's threads hold none
         if self._sandbox is not None:
             self._sandbox.forked()
             self._sandbox = None
+
+    def _take_own_connections(self) -> None:
+        """In a forked child, once, before its first call: connections of its own. Those
+        it inherited are not closed here, which would touch the parent's pool (its lock
+        may have been held by one of its threads); dropped, only this process's copies
+        of their sockets close."""
+        inherited = self._inherited
+        if inherited is None:
+            return
+        with inherited:
+            if self._inherited is None:  # another thread of this process took them
+                return
+            old = self._http
+            # Counts and locks of its own: the parent's may be held by threads not here.
+            calls = CallsUnderWay()
+            if old.is_closed:
+                calls.close(0)
+            else:
+                self._http = _http_client(
+                    self.url, old.headers, old.timeout, self._transport, self._connections
+                )
+            self._slots = ConnectionSlots(self._connections)
+            self._calls = calls
+            self._inherited = None
 
     def __enter__(self) -> Client:
         return self

@@ -5,7 +5,8 @@ thread (not running in the child, so a call there waited for ever) and database
 connections (SQLite's rule: never used across a fork), a client's keep-alive sockets
 (shared with the parent, so each process read the other's answers). Each bank and
 client is told once, in the child, before anything else runs there (a call costs
-nothing for it): a bank refuses every call there, a client takes connections of its own.
+nothing for it): a bank refuses every call there, a client takes connections of its own
+at its first call there (none made in a child that only execs).
 """
 
 from __future__ import annotations

@@ -104,3 +104,48 @@ def test_a_forked_child_leaves_the_parents_sandbox_to_the_parent(tmp_path: Path)
             with server.client(**{"Kopilka-Ledger": ledger.removeprefix("sandbox: ")}) as admin:
                 gone = admin.get("/v1/accounts")
             assert gone.json()["error"]["code"] == "sandbox_not_found", gone.text
+
+
+_ONLY_EXECS = textwrap.dedent(
+    """
+    import os, subprocess, sys
+    from kopilka.client import connect_bank
+
+    bank = connect_bank(sys.argv[1], token=sys.argv[2])
+    bank.open_account("Parent")  # a connection kept alive
+    parents = (bank._http, bank._slots, bank._calls)
+
+    def said(how: str) -> None:  # in the child, before its exec
+        now = (bank._http, bank._slots, bank._calls)
+        kept = all(mine is theirs for mine, theirs in zip(now, parents))
+        os.write(1, f"{how}: {'nothing built' if kept else 'built'}\\n".encode())
+
+    subprocess.run([sys.executable, "-c", "pass"], preexec_fn=lambda: said("preexec_fn"))
+    child = os.fork()
+    if child == 0:
+        said("fork and exec")
+        os.execv(sys.executable, [sys.executable, "-c", "pass"])
+    os.waitpid(child, 0)
+    child = os.fork()
+    if child == 0:  # one that calls takes connections of its own
+        bank.account("Parent")
+        said("fork and call")
+        os._exit(0)
+    os.waitpid(child, 0)
+    print("parent:", bank.account("Parent").balance_cents, flush=True)
+    bank.close()
+    """
+)
+
+
+def test_a_forked_child_that_only_execs_builds_nothing_for_the_client(tmp_path: Path) -> None:
+    """The fork's hook built a new pool (an SSL context) in every child, one that
+    only execs too, where the parent's other threads may hold the locks it takes."""
+    with running_server(tmp_path / "home") as server:
+        lines = _run(server, _ONLY_EXECS)
+    assert lines == [
+        "fork and call: built",
+        "fork and exec: nothing built",
+        "parent: 0",
+        "preexec_fn: nothing built",
+    ]
