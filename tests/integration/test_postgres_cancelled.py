@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
+from tests.pg_rows import operations_under
 from tests.pgserver import PostgresTestServer
 
 from kopilka.domain.model import Deposit, Operation
@@ -44,17 +45,6 @@ async def _held(url: str, statement: str) -> AsyncIterator[None]:
         await held.rollback()
     finally:
         await locker.close()
-
-
-async def _applied(url: str, key: str) -> int:
-    connection = await asyncpg.connect(url)
-    try:
-        count: int = await connection.fetchval(
-            "SELECT count(*) FROM operations WHERE idempotency_key = $1", key
-        )
-        return count
-    finally:
-        await connection.close()
 
 
 def _told_cancelled(error: Unavailable, reason: str) -> None:
@@ -98,12 +88,12 @@ async def test_a_write_whose_statement_timed_out_is_told_unapplied_at_once(
             # One timeout: not settled as a lost connection, nor tried again.
             assert waited < 2.5 * STATEMENT_TIMEOUT_SECONDS, waited
             _told_cancelled(cancelled.value, "canceling statement due to statement timeout")
-            assert await _applied(postgres_url, "k3") == 0
+            assert await operations_under(postgres_url, "k3") == 0
             applied = await engine.execute(Deposit("Ann", 100, "held", "k3"))
             assert isinstance(applied, Operation), applied
             assert not applied.replayed
             assert (await engine.get_account("main", "Ann")).balance_cents == 300
-    assert await _applied(postgres_url, "k3") == 1
+    assert await operations_under(postgres_url, "k3") == 1
 
 
 async def test_a_read_whose_statement_timed_out_is_told_busy_not_away(
@@ -154,5 +144,5 @@ async def test_a_batch_statement_an_operator_cancelled_is_told_unapplied(
         finally:
             await admin.close()
         _told_cancelled(cancelled.value, "canceling statement due to user request")
-        assert await _applied(postgres_url, "k3") == 0
+        assert await operations_under(postgres_url, "k3") == 0
         assert (await engine.get_account("main", "Ann")).balance_cents == 200

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from tests.pg_rows import operations_under
 from tests.pgserver import PostgresTestServer
 
 from kopilka.domain.model import Deposit, Operation
@@ -73,17 +74,6 @@ async def _ended(url: str, pids: list[int]) -> None:
         await admin.close()
 
 
-async def _applied(url: str, key: str) -> int:
-    connection = await asyncpg.connect(url)
-    try:
-        count: int = await connection.fetchval(
-            "SELECT count(*) FROM operations WHERE idempotency_key = $1", key
-        )
-        return count
-    finally:
-        await connection.close()
-
-
 @pytest.mark.parametrize(
     ("client", "code"),
     [
@@ -115,14 +105,14 @@ async def test_a_write_on_a_silent_connection_is_answered_after_one_timeout(
     # Their connections closed, the sessions have run what they held.
     await _ended(postgres_url, frozen)
     if code == "store_unavailable":  # "nothing was applied" stays true
-        assert await _applied(postgres_url, "k1") == 0
+        assert await operations_under(postgres_url, "k1") == 0
     async with Engine(PostgresStore(postgres_url)) as engine:
         # Settled by its key, once.
         settled = await engine.execute(Deposit(client, 250, "frozen", "k1"))
         assert isinstance(settled, Operation), settled
         balance = 250 if client == "Bob" else 1_250
         assert (await engine.get_account("main", client)).balance_cents == balance
-    assert await _applied(postgres_url, "k1") == 1
+    assert await operations_under(postgres_url, "k1") == 1
 
 
 async def test_connections_opened_before_a_timeout_are_not_handed_out_again(
@@ -197,4 +187,4 @@ async def test_a_commit_on_a_silent_connection_is_answered_after_one_timeout(
         settled = await engine.execute(Deposit("Bob", 250, "slow", "k1"))
         assert isinstance(settled, Operation), settled
         assert (await engine.get_account("main", "Bob")).balance_cents == 250
-    assert await _applied(postgres_url, "k1") == 1
+    assert await operations_under(postgres_url, "k1") == 1
