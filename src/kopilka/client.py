@@ -354,6 +354,7 @@ class Client:
         # Set in a process forked from the one that made it, until it has connections of
         # its own there: taken as the first call begins, not in the fork's hook.
         self._inherited: threading.Lock | None = None
+        self._closed_inherited = False  # close() came there first: nothing is built
         tell_when_forked(self)
 
     @property
@@ -1023,8 +1024,9 @@ class Client:
         """As the embedded bank closes: calls under way in other threads end first (up to
         the client's timeout), later ones are refused (client_closed); then the sandbox,
         if any, is dropped, and the connections closed."""
-        if self._inherited is not None:  # the parent's are the parent's to close
-            self._take_own_connections()
+        if self._inherited is not None:
+            self._close_inherited()
+            return
         self._calls.close(self._close_wait_seconds)
         try:
             self._drop_sandbox(closing=True)
@@ -1047,6 +1049,22 @@ class Client:
             self._sandbox.forked()
             self._sandbox = None
 
+    def _close_inherited(self) -> None:
+        """close() in a forked child that made no call: nothing is built only to close it
+        (an SSL context made there may wait for ever), and the inherited connections are
+        the parent's to close; dropped, only this process's copies of their sockets close.
+        Its sandbox is the parent's session's (`forked`)."""
+        inherited = self._inherited
+        if inherited is None:
+            return
+        with inherited:
+            calls = CallsUnderWay()
+            calls.close(0)
+            self._calls = calls
+            self._slots = ConnectionSlots(self._connections)
+            # Left marked: a later call is refused (closed), and builds nothing either.
+            self._closed_inherited = True
+
     def _take_own_connections(self) -> None:
         """In a forked child, once, before its first call: connections of its own. Those
         it inherited are not closed here, which would touch the parent's pool (its lock
@@ -1056,7 +1074,7 @@ class Client:
         if inherited is None:
             return
         with inherited:
-            if self._inherited is None:  # another thread of this process took them
+            if self._inherited is None or self._closed_inherited:  # taken, or closed here
                 return
             old = self._http
             # Counts and locks of its own: the parent's may be held by threads not here.
@@ -1189,8 +1207,9 @@ class _SandboxKeeper:
         try:
             dropping = threading.Thread(target=self._drop, name="kopilka-sandbox-drop", daemon=True)
             dropping.start()
-        except RuntimeError:  # no new thread as the interpreter ends (Python 3.12 on)
-            self._drop()
+        except RuntimeError:
+            # No new thread as the interpreter ends (Python 3.12.0 and 3.12.1): the drop
+            # is left to the server's idle timeout rather than waited for without a bound.
             return
         dropping.join(SANDBOX_DROP_SECONDS)
 

@@ -132,6 +132,17 @@ _ONLY_EXECS = textwrap.dedent(
         said("fork and call")
         os._exit(0)
     os.waitpid(child, 0)
+    child = os.fork()
+    if child == 0:  # one that only closes it (a `with` block's end) builds no pool either
+        bank.close()
+        built = "nothing built" if bank._http is parents[0] else "built"
+        os.write(1, f"fork and close: {built}\\n".encode())
+        try:
+            bank.account("Parent")
+        except Exception as error:
+            os.write(1, f"a call after: {error.code}\\n".encode())
+        os._exit(0)
+    os.waitpid(child, 0)
     print("parent:", bank.account("Parent").balance_cents, flush=True)
     bank.close()
     """
@@ -144,7 +155,9 @@ def test_a_forked_child_that_only_execs_builds_nothing_for_the_client(tmp_path: 
     with running_server(tmp_path / "home") as server:
         lines = _run(server, _ONLY_EXECS)
     assert lines == [
+        "a call after: client_closed",
         "fork and call: built",
+        "fork and close: nothing built",
         "fork and exec: nothing built",
         "parent: 0",
         "preexec_fn: nothing built",
