@@ -171,10 +171,12 @@ class WriterLock:
 
     def release(self) -> None:
         if self._held_by_waiter:
-            assert self._waiter is not None
-            _let_go(self._waiter.fd)  # the thread has ended
-            self._waiter = None
+            # Let go of by this object first: a fork in between leaves the child no
+            # descriptor to close whose number may be another's by then.
+            waiter, self._waiter = self._waiter, None
             self._held_by_waiter = False
+            assert waiter is not None
+            _let_go(waiter.fd)  # the thread has ended
         elif self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
@@ -198,6 +200,6 @@ class WriterLock:
             self.release()
         # A wait given up and still blocked lets go of the lock once it gets it.
         self._waiter = None
-        if self._fd >= 0:
-            _let_go(self._fd)
-            self._fd = -1
+        fd, self._fd = self._fd, -1  # as in release: forgotten before it is closed
+        if fd >= 0:
+            _let_go(fd)
