@@ -16,6 +16,8 @@ from kopilka.store import initialize_schema
 from kopilka.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
+# Logged once a batch's write commits after a spell of refused writes.
+AGAIN_LINE = "takes kopilka's work again"
 
 
 async def _set_read_only(url: str, read_only: bool) -> None:
@@ -60,7 +62,6 @@ async def test_a_read_only_spell_is_logged_when_it_begins_and_when_it_ends(
 ) -> None:
     await initialize_schema(postgres_url)
     refused_line = "refuses kopilka's work: cannot execute"
-    again_line = "takes kopilka's work again"
     async with Engine(PostgresStore(postgres_url)) as engine:
         opened = await engine.execute(Deposit("Ann", 100, "d", "k-0"))
         assert isinstance(opened, Operation)
@@ -71,17 +72,17 @@ async def test_a_read_only_spell_is_logged_when_it_begins_and_when_it_ends(
                     await engine.execute(Deposit("Ann", 100, "d", f"k-{attempt}"))
                 assert refused.value.code == "store_unavailable", refused.value
             assert caplog.text.count(refused_line) == 1, caplog.text
-            assert again_line not in caplog.text
+            assert AGAIN_LINE not in caplog.text
             # Reads go through all along: they end no spell of refused writes.
             assert (await engine.get_account("main", "Ann")).balance_cents == 100
-            assert again_line not in caplog.text
+            assert AGAIN_LINE not in caplog.text
 
             await _set_read_only(postgres_url, False)
             applied = await engine.execute(Deposit("Ann", 100, "d", "k-4"))
             assert isinstance(applied, Operation)
-            assert caplog.text.count(again_line) == 1, caplog.text
+            assert caplog.text.count(AGAIN_LINE) == 1, caplog.text
             await engine.execute(Deposit("Ann", 100, "d", "k-5"))
-            assert caplog.text.count(again_line) == 1, caplog.text
+            assert caplog.text.count(AGAIN_LINE) == 1, caplog.text
 
             # A second spell is told as the first was.
             await _set_read_only(postgres_url, True)
@@ -99,7 +100,6 @@ async def test_replays_during_a_full_disk_end_no_spell(
     the spell must not make the log say it ended (and then began again)."""
     await initialize_schema(postgres_url)
     refused_line = "refuses kopilka's work: could not extend file"
-    again_line = "takes kopilka's work again"
     async with Engine(PostgresStore(postgres_url)) as engine:
         first = await engine.execute(Deposit("Ann", 100, "d", "a-0"))
         assert isinstance(first, Operation)
@@ -116,13 +116,13 @@ async def test_replays_during_a_full_disk_end_no_spell(
                 assert again.replayed
                 assert again.id == first.id
             assert caplog.text.count(refused_line) == 1, caplog.text
-            assert again_line not in caplog.text
+            assert AGAIN_LINE not in caplog.text
 
             await _set_disk_full(postgres_url, False)
             # Ann's account as last seen (her replay read it): written in one statement.
             assert isinstance(await engine.execute(Deposit("Ann", 100, "d", "a-1")), Operation)
-            assert caplog.text.count(again_line) == 1, caplog.text
+            assert caplog.text.count(AGAIN_LINE) == 1, caplog.text
             assert isinstance(await engine.execute(Deposit("Bob", 100, "d", "b-3")), Operation)
-            assert caplog.text.count(again_line) == 1, caplog.text
+            assert caplog.text.count(AGAIN_LINE) == 1, caplog.text
         assert (await engine.get_account("main", "Ann")).balance_cents == 200
         assert (await engine.get_account("main", "Bob")).balance_cents == 200
