@@ -144,3 +144,52 @@ def test_a_forked_child_does_not_keep_the_write_lock_of_its_dead_parent(tmp_path
         assert (balance, time.monotonic() - started < 2) == (101, True)
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+_FORKS_WHILE_BUSY = textwrap.dedent(
+    """
+    import os, sys, threading
+    from kopilka.bank import EmbeddedBank
+
+    database, children = sys.argv[1], int(sys.argv[2])
+    bank = EmbeddedBank(database)
+    bank.deposit("Ann", 100, "before")
+    done = threading.Event()
+
+    def write_on() -> None:
+        while not done.is_set():
+            bank.deposit("Bob", 1, "all along")
+
+    def read_on() -> None:
+        while not done.is_set():
+            bank.accounts()
+
+    busy = [threading.Thread(target=work) for work in (write_on, read_on)]
+    for thread in busy:
+        thread.start()
+    for _ in range(children):
+        child = os.fork()
+        if child == 0:
+            with EmbeddedBank(database) as own:
+                own.deposit("Carol", 1, "child's")
+            os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+    done.set()
+    for thread in busy:
+        thread.join()
+    print("Carol:", bank.account("Carol").balance_cents)
+    bank.close()
+    """
+)
+
+
+def test_children_forked_while_the_parent_is_inside_sqlite_open_banks_of_their_own(
+    tmp_path: Path,
+) -> None:
+    """A fork copies SQLite's process-wide mutexes as they are: one held by a thread of the
+    parent's at that instant (its memory allocator's, say) was never released in the child,
+    whose first SQLite call then hung for good."""
+    database = str(tmp_path / "ledger.db")
+    ended = run_forking(_FORKS_WHILE_BUSY, database, "20", timeout=60)
+    assert (ended.returncode, ended.stderr, ended.stdout) == (0, "", "Carol: 20\n")

@@ -65,6 +65,7 @@ from kopilka.errors import (
     Unavailable,
     unapplied,
 )
+from kopilka.store import sqlite_fork_gate as fork_gate
 from kopilka.store.not_a_ledger import (
     listed,
     missing_tables,
@@ -427,7 +428,7 @@ class SqliteStore:
     async def close(self) -> None:
         if self._checkpointer is not None:
             # First, so that the writer closes last and leaves the database checkpointed.
-            await run(self._reader_thread, self._checkpointer.close)
+            await run(self._reader_thread, self._checkpointer.close, gate=False)
             self._checkpointer = None
         if self._writer is not None:
             await self._write(self._writer.close)
@@ -448,9 +449,9 @@ class SqliteStore:
     async def _write(self, work: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self._submit_write(work))
 
-    def _submit_write(self, work: Callable[[], T]) -> Future[T]:
+    def _submit_write(self, work: Callable[[], T], *, gate: bool = True) -> Future[T]:
         loop = asyncio.get_running_loop()
-        job = submit(self._writer_thread, work)
+        job = submit(self._writer_thread, work, gate=gate)
         self._writer_jobs += 1
         # Counted down when the job has really finished, even if its caller was cancelled.
         job.add_done_callback(lambda _: _call_soon(loop, self._writer_job_done))
@@ -530,16 +531,33 @@ class SqliteStore:
 
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         if self._writer_jobs == 0 and len(commands) <= INLINE_COMMANDS_MAX:
-            plan = self._write_inline(commands)
-            if plan is not None:
-                if self._commit_seconds <= LOOP_COMMIT_SECONDS_MAX:
+            fork_gate.enter()  # a fork waits for the transaction, BEGIN to COMMIT
+            try:
+                plan = self._write_inline(commands)
+            except BaseException:
+                fork_gate.leave()
+                raise
+            if plan is None:
+                fork_gate.leave()
+            elif self._commit_seconds <= LOOP_COMMIT_SECONDS_MAX:
+                try:
                     return self._timed_commit(plan)
+                finally:
+                    fork_gate.leave()
+            else:
                 # Submitted with no await since the write above, so the COMMIT is the next
                 # thing the (idle) thread does with the connection; shielded, so that a
                 # cancelled caller cannot leave the transaction open.
-                job = self._submit_write(lambda: self._timed_commit(plan))
+                job = self._submit_write(lambda: self._commit_and_leave(plan), gate=False)
                 return await asyncio.shield(asyncio.wrap_future(job))
         return await self._write(lambda: self._apply(commands))
+
+    def _commit_and_leave(self, plan: BatchPlan) -> list[Outcome]:
+        """The inline transaction's COMMIT, on the writer thread, and the gate let go."""
+        try:
+            return self._timed_commit(plan)
+        finally:
+            fork_gate.leave()
 
     def _timed_commit(self, plan: BatchPlan) -> list[Outcome]:
         started = time.monotonic()

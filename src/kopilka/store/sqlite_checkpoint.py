@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from kopilka.store.sqlite_fork_gate import gated
 from kopilka.store.sqlite_jobs import submit
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class Checkpointer:
             if self._closed or self._running or now - self._last_started < self._interval_seconds:
                 return
             try:
-                self._thread.submit(self._checkpoint)
+                self._thread.submit(gated(self._checkpoint))
             except RuntimeError:
                 # The program is ending and its thread pools have stopped: the writer's
                 # automatic checkpoint is left to do it. Never raised: this follows a

@@ -7,6 +7,8 @@ an application's own pool's jobs among them, then the rest. A thread still calli
 embedded bank then was told "could not apply this" after its write had committed, and
 its retry was refused before anything was read. Such work now runs on the thread that
 asks: the bank's one caller waits for it there as it would have.
+
+A fork waits for every job to end (`sqlite_fork_gate`), unless told otherwise.
 """
 
 from __future__ import annotations
@@ -16,15 +18,22 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
+from kopilka.store.sqlite_fork_gate import gated
+
 T = TypeVar("T")
 
 
-def submit(pool: ThreadPoolExecutor, work: Callable[[], T]) -> Future[T]:
+def submit(pool: ThreadPoolExecutor, work: Callable[[], T], *, gate: bool = True) -> Future[T]:
     """`work` on `pool`'s thread; on this one if the pool takes no more work. That is
     the program ending: the store shuts its pools down only once closed, when no work
     is asked of it any more. (Whether the program is ending cannot be asked: its exit
     handlers, which stop the pools and wait for the threads using them, run while the
-    main thread still counts as alive.)"""
+    main thread still counts as alive.)
+
+    `gate=False`: a fork does not wait for `work`, which only waits for other jobs (they
+    would wait for the fork), or whose transaction its caller holds at the gate."""
+    if gate:
+        work = gated(work)
     try:
         return pool.submit(work)
     except RuntimeError:
@@ -37,6 +46,6 @@ def submit(pool: ThreadPoolExecutor, work: Callable[[], T]) -> Future[T]:
     return done
 
 
-async def run(pool: ThreadPoolExecutor, work: Callable[[], T]) -> T:
+async def run(pool: ThreadPoolExecutor, work: Callable[[], T], *, gate: bool = True) -> T:
     """`work`'s result, from `pool`'s thread (see `submit`)."""
-    return await asyncio.wrap_future(submit(pool, work))
+    return await asyncio.wrap_future(submit(pool, work, gate=gate))
