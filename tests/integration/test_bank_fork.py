@@ -193,3 +193,49 @@ def test_children_forked_while_the_parent_is_inside_sqlite_open_banks_of_their_o
     database = str(tmp_path / "ledger.db")
     ended = run_forking(_FORKS_WHILE_BUSY, database, "20", timeout=60)
     assert (ended.returncode, ended.stderr, ended.stdout) == (0, "", "Carol: 20\n")
+
+
+_FORKS_WHILE_A_WRITE_WAITS = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    from kopilka.bank import EmbeddedBank
+    from kopilka.store.sqlite_lock import WriterLock
+
+    database = sys.argv[1]
+    bank = EmbeddedBank(database)
+    bank.deposit("Ann", 100, "before")
+    another_writer = WriterLock(database)  # as another process's batch holds it
+    assert another_writer.try_acquire()
+    letting_go = threading.Event()
+
+    def let_go() -> None:
+        letting_go.set()
+        another_writer.release()
+
+    threading.Timer(3, let_go).start()
+
+    def deposit() -> None:
+        print("deposit:", bank.deposit("Ann", 1, "waits").credit_balance_after_cents)
+
+    depositing = threading.Thread(target=deposit)
+    depositing.start()
+    time.sleep(0.3)  # by now its batch waits for the lock
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    print("forked while the lock was held:", not letting_go.is_set())
+    os.waitpid(child, 0)
+    depositing.join()
+    bank.close()
+    """
+)
+
+
+def test_a_fork_does_not_wait_for_a_write_waiting_for_another_writers_lock(
+    tmp_path: Path,
+) -> None:
+    """Waiting for the lock, the batch holds nothing of SQLite's: a fork went ahead only
+    once the other writer had let go, up to 10 s later."""
+    ended = run_forking(_FORKS_WHILE_A_WRITE_WAITS, str(tmp_path / "ledger.db"), timeout=30)
+    assert (ended.returncode, ended.stderr) == (0, ""), ended.stdout + ended.stderr
+    assert ended.stdout.splitlines() == ["forked while the lock was held: True", "deposit: 101"]

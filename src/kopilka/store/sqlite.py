@@ -661,7 +661,9 @@ class SqliteStore:
         not in SQLite's busy handler, which nothing stops: a batch its caller gave up on
         (Ctrl-C, `stop_waiting`) stops waiting, nothing applied."""
         deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
-        if not self._lock.acquire(_BUSY_TIMEOUT_MS / 1000, stop=self._stop_waiting):
+        with fork_gate.stepped_out():  # no transaction is open yet
+            acquired = self._lock.acquire(_BUSY_TIMEOUT_MS / 1000, stop=self._stop_waiting)
+        if not acquired:
             if self._stop_waiting.is_set():
                 raise _interrupted()
             raise self._waited_too_long()

@@ -13,9 +13,10 @@ gate), then goes ahead as it always could.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -64,6 +65,17 @@ def enter() -> None:
 
 def leave() -> None:
     _gate.leave()
+
+
+@contextlib.contextmanager
+def stepped_out() -> Iterator[None]:
+    """A job's wait that calls no SQLite (for another process's write lock, up to 10 s)
+    and holds nothing of SQLite's, which a fork need not wait for."""
+    leave()
+    try:
+        yield
+    finally:
+        enter()
 
 
 def gated(work: Callable[[], T]) -> Callable[[], T]:
