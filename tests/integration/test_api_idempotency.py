@@ -280,19 +280,22 @@ def test_an_item_under_its_batchs_own_key_is_told_so(server: ServerProcess) -> N
         assert balance(admin, "Ann") == before
 
 
+@pytest.mark.parametrize("amount", ["5", "1"])
 def test_an_item_without_a_key_refused_for_the_one_made_for_it_is_told_where_it_came_from(
-    server: ServerProcess,
+    server: ServerProcess, amount: str
 ) -> None:
     """Item 1's key is KEY:1, which item 0 gave as its own: item 1 was told its key
-    'made-key:1' "was already used for another request", a key its caller never wrote."""
+    'made-key:1' "was already used for another request", a key its caller never wrote.
+    With item 0's very body it was answered as item 0, 201 twice for one deposit."""
+    made = f"made-key-{amount}"  # the server is the module's: a key of each test's own
     items = [
-        {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": "made-key:1"},
-        {"type": "deposit", "client": "Ann", "amount": "5"},
+        {"type": "deposit", "client": "Ann", "amount": "1", "idempotency_key": f"{made}:1"},
+        {"type": "deposit", "client": "Ann", "amount": amount},
     ]
     with server.client() as admin:
         before = Decimal(balance(admin, "Ann"))
         answer = admin.post(
-            "/v1/batch", json={"operations": items}, headers={"Idempotency-Key": "made-key"}
+            "/v1/batch", json={"operations": items}, headers={"Idempotency-Key": made}
         )
         assert answer.status_code == 200, answer.text
         first, second = answer.json()["results"]
@@ -301,8 +304,8 @@ def test_an_item_without_a_key_refused_for_the_one_made_for_it_is_told_where_it_
             "status": 409,
             "error": {
                 "code": "idempotency_key_reused",
-                "message": "idempotency key 'made-key:1', made for this item of the batch's key"
-                " and its place, was already used for another request (another item's own"
+                "message": f"idempotency key '{made}:1', made for this item of the batch's"
+                " key and its place, was already used for another request (another item's own"
                 " key, say): give this item a key of its own",
             },
         }

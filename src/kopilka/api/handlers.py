@@ -601,6 +601,13 @@ class Call:
         results: list[BatchResult | None] = [None] * len(items)
         commands: list[Command] = []
         positions: list[int] = []
+        # A key made for an item (KEY:INDEX) that another item gives as its own: the item
+        # with the same body would be answered as that one, applied once and told twice.
+        given_keys = {
+            item.idempotency_key
+            for item in items
+            if not isinstance(item, _Malformed) and item.idempotency_key is not None
+        }
         for index, item in enumerate(items):
             if isinstance(item, _Malformed):
                 counts[item.kind, item.error.code] += 1
@@ -612,6 +619,8 @@ class Call:
                 # key": the rules refuse it (command_from, before any store sees it).
                 given = item.idempotency_key
                 key = f"{prefix}:{index}" if given is None else sendable_key(given)
+                if given is None and key in given_keys:
+                    raise _made_key_reused(key)
                 commands.append(command_from(item, key, ledger, principal, role))
                 positions.append(index)
             except KopilkaError as error:
