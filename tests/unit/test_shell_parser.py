@@ -293,3 +293,11 @@ def test_a_suggested_command_repeats_where_to_look_with_no_secret() -> None:
     suggested = _reached_with(options)
     assert "s3c" not in suggested and "kop_x_y" not in suggested
     assert suggested == " '--db=postgresql://u:***@h/db' '--ledger=my books' --token=TOKEN"
+
+
+def test_a_value_with_spaces_left_unquoted_is_told_to_be_quoted() -> None:
+    """`--since=2026-12-06 10:22:48`: the time is a bare word of its own."""
+    assert refusal("statement --client=Ann --since=2026-12-06 10:22:48") == (
+        "show_bank_statement takes no bare argument '10:22:48'; options look like"
+        " --name=value, a value with spaces in quotes"
+    )

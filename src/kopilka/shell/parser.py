@@ -228,7 +228,8 @@ def _positional_name(spec: CommandSpec, word: str) -> str:
     if spec.positional is None:
         raise InvalidInput(
             "unexpected_argument",
-            f"{spec.name} takes no bare argument {word!r}; options look like --name=value",
+            f"{spec.name} takes no bare argument {word!r}; options look like --name=value,"
+            " a value with spaces in quotes",
         )
     return spec.positional
 
