@@ -355,11 +355,17 @@ def test_account_writes_take_keys_too(server: ServerProcess) -> None:
 
         limits = {"max_balance": "300"}
         key = {"Idempotency-Key": "cleo-limits"}
-        assert admin.patch("/v1/accounts/Cleo", json=limits, headers=key).status_code == 200
+        first_change = admin.patch("/v1/accounts/Cleo", json=limits, headers=key)
+        assert (first_change.status_code, "idempotent-replayed" in first_change.headers) == (
+            200,
+            False,
+        )
         assert admin.patch("/v1/accounts/Cleo", json={"max_balance": "400"}).status_code == 200
-        # A late retry answers the account as it is: it does not undo the later change.
+        # A late retry answers the account as it is: it does not undo the later change,
+        # and says it set nothing again, as a money write's replay does.
         retried = admin.patch("/v1/accounts/Cleo", json=limits, headers=key)
         assert (retried.status_code, retried.json()["max_balance"]) == (200, "400.00")
+        assert retried.headers["idempotent-replayed"] == "true"
         changed = admin.patch("/v1/accounts/Cleo", json={"max_balance": "500"}, headers=key)
         assert changed.status_code == 409
         assert admin.get("/v1/accounts/Cleo").json()["max_balance"] == "400.00"

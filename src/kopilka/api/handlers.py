@@ -473,7 +473,10 @@ class Call:
                 route,
             ),
         )
-        return json_response(account_out(account))
+        response = json_response(account_out(account))
+        if account.replayed:  # nothing set again, said as a money write's replay says it
+            response.headers["idempotent-replayed"] = "true"
+        return response
 
     async def account(self, client: str) -> Response:
         check_client(self.principal, self.ledger, client)

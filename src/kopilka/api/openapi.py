@@ -174,6 +174,7 @@ def _account_paths(page: list[dict[str, Any]], statement: dict[str, Any]) -> dic
                 ("200", "AccountOut"),
                 body="SetLimitsIn",
                 parameters=[_CLIENT_PATH, _IDEMPOTENCY_HEADER],
+                replays=("200",),
             ),
         },
         "/v1/accounts/{client}/statement": {"get": statement},

@@ -508,7 +508,9 @@ class _Planner:
         if self._retried_claim() is not None:
             # Applied when its key was claimed: setting the limits again could undo a
             # later change. The account as it is now is the answer.
-            return self._snapshot(account)
+            replayed = self._snapshot(account)
+            replayed.replayed = True
+            return replayed
         floor = (
             account.min_balance_cents
             if command.min_balance_cents is None
