@@ -61,6 +61,7 @@ from kopilka.errors import (
     Rejected,
     Unavailable,
     mark_settled,
+    not_begun,
     settled,
     without_key_advice,
 )
@@ -201,11 +202,6 @@ def _opening_digest(command: OpenAccount) -> str:
 _NOTHING_APPLIED = (Interrupted, InvalidInput, NotFound, Rejected, Conflict, Busy)
 
 
-def _not_begun() -> Interrupted:
-    """A write interrupted before the engine took it: it never will."""
-    return Interrupted("interrupted", "interrupted before it began; nothing was applied")
-
-
 def _bank_closed() -> InvalidInput:
     return InvalidInput("client_closed", "this bank is closed: open it again")
 
@@ -256,7 +252,10 @@ class EmbeddedBank:
         self._thread.start()
         self.engine = Engine(open_store(store, embedded=True) if isinstance(store, str) else store)
         try:
-            self._run(self.engine.start)
+            # Not a call whose end is waited for (and told) after Ctrl-C, as a write's is:
+            # the start is cancelled, so a database that does not answer is not waited
+            # for to the end of its connect timeout.
+            asyncio.run_coroutine_threadsafe(self.engine.start(), self._loop).result()
         except BaseException:
             self._stop_loop()
             raise
@@ -315,7 +314,7 @@ class EmbeddedBank:
         latest: tuple[int, Handover[Any]] | None = getattr(self._handed, "latest", None)
         count, handover = (0, None) if latest is None else latest
         if count == since:
-            mark_settled(interruption, _not_begun())
+            mark_settled(interruption, not_begun())
         elif count == since + 1 and handover is not None:
             self._settle(interruption, handover)
         # More than one call since: no one write's, and not known here.
@@ -328,7 +327,7 @@ class EmbeddedBank:
         then: it was said only that it may have been, though it was seen to its end (on
         PostgreSQL a write waits for a row's lock to the end)."""
         if handover.withdraw():
-            mark_settled(interruption, _not_begun())
+            mark_settled(interruption, not_begun())
             return
         if not handover.ended:
             if handover.abandoned:  # its wait stopped by a second Ctrl-C: not waited again

@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from kopilka import __version__
 from kopilka.bank import Bank
 from kopilka.decided import answered, answering
-from kopilka.errors import InvalidInput, KopilkaError, Unavailable, sandbox_and
+from kopilka.errors import (
+    InvalidInput,
+    KopilkaError,
+    Unavailable,
+    mark_settled,
+    not_begun,
+    sandbox_and,
+)
 from kopilka.home import make_home
 from kopilka.interrupts import kept_while_loading
 from kopilka.redaction import hide_secrets, quoted, redact_url
@@ -468,6 +475,11 @@ def _oneshot(options: GlobalOptions, words: list[str]) -> int:
                 bank = open_bank_tried_first(target, action)
         except KopilkaError as error:  # said as a refusal by the ledger is
             return _refused(output, error)
+        except (KeyboardInterrupt, SessionEnded) as interruption:
+            if not reads_only:  # stopped as the ledger opened (a write tried in memory)
+                mark_settled(interruption, not_begun())
+                _say_interrupted(output, interruption)
+            raise
         try:
             return _answered(action, bank, output, reads_only=reads_only)
         finally:

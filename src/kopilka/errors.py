@@ -96,6 +96,11 @@ class Interrupted(KopilkaError):
     http_status = 503
 
 
+def not_begun() -> Interrupted:
+    """A write interrupted before the engine took it: it never will."""
+    return Interrupted("interrupted", "interrupted before it began; nothing was applied")
+
+
 # Set on a Ctrl-C (or a signal that ends the program) whose write was seen to its end:
 # True when it was applied, else the refusal it ended in, nothing applied.
 _SETTLED = "kopilka_settled"

@@ -1468,9 +1468,11 @@ def _interrupted_at_a_silent_listener(
     kopilka_home: Path,
     arguments: Callable[[int], list[str]],
     first_bytes: bytes = b"",
+    signum: signal.Signals = signal.SIGINT,
 ) -> tuple[int, str, str]:
     """kopilka ARGUMENTS(port) against a listener that takes the connection, reads what
-    starts with `first_bytes`, and never answers; then Ctrl-C: (status, stdout, stderr)."""
+    starts with `first_bytes`, and never answers; then Ctrl-C (or `signum`): (status,
+    stdout, stderr)."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
@@ -1481,22 +1483,29 @@ def _interrupted_at_a_silent_listener(
                     connection.settimeout(10)
                     assert connection.recv(65536).startswith(first_bytes)
                 time.sleep(0.3)
-                process.send_signal(signal.SIGINT)
+                process.send_signal(signum)
                 out, errors = process.communicate(timeout=30)
     return process.returncode, out, errors
 
 
-@pytest.mark.parametrize("command", [("get",), DEPOSIT])
-def test_ctrl_c_while_a_database_is_being_reached_ends_quietly(
-    kopilka_home: Path, command: tuple[str, ...]
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+@pytest.mark.parametrize("command", [("get",), DEPOSIT, ("add-user", "-n", "Ann", "--max", "1")])
+def test_a_signal_while_a_database_is_being_reached_ends_the_command_at_once(
+    kopilka_home: Path, command: tuple[str, ...], signum: signal.Signals
 ) -> None:
-    """A PostgreSQL server that takes the connection and never answers: Ctrl-C ends the
-    command at once, nothing sent, without a traceback of the connection left behind."""
+    """A PostgreSQL server that takes the connection and never answers: a signal ends the
+    command at once, nothing sent, without a traceback of the connection left behind; a
+    write says that nothing was applied. SIGTERM took effect only once the connect
+    timeout (5 s) had run out, and a write said nothing."""
     result = _interrupted_at_a_silent_listener(
         kopilka_home,
         lambda port: [*command, "--db", f"postgresql://app:pw@127.0.0.1:{port}/bank"],
+        signum=signum,
     )
-    assert result == (130, "", "")
+    said = (
+        "" if command == ("get",) else "Error: interrupted before it began; nothing was applied\n"
+    )
+    assert result == (128 + signum, "", said)
 
 
 def test_a_write_interrupted_while_on_its_way_says_it_may_have_been_applied(
