@@ -681,7 +681,8 @@ class SqliteStore:
                         raise _interrupted() from None
                     if time.monotonic() >= deadline:
                         raise self._held_too_long() from error
-                    time.sleep(_BEGIN_POLL_SECONDS)
+                    with fork_gate.stepped_out():
+                        time.sleep(_BEGIN_POLL_SECONDS)
         except KopilkaError:
             self._roll_back()  # lets go of the write lock (no transaction is open)
             raise

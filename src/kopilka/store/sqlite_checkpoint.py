@@ -82,9 +82,12 @@ class Checkpointer:
                 self._running = False
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock:  # no checkpoint is started after this
             self._closed = True
-            submit(self._thread, self._close_connection)  # after any checkpoint still running
+        # After any checkpoint still running; not under the lock, which that one takes as
+        # it ends (run here, at the program's end, this job may wait for a fork, and
+        # that fork for the checkpoint).
+        submit(self._thread, self._close_connection)
         self._thread.shutdown(wait=True)
 
     def _close_connection(self) -> None:

@@ -6,22 +6,30 @@ instant stays held in the child, where no thread will ever release it, and the c
 first SQLite call (opening a ledger of its own, say) hung for good. So a fork waits
 until no job of the store's is inside SQLite, and no job begins until the fork is done.
 
-A job costs two acquisitions of an uncontended lock. A fork waits at most
-`_LONGEST_WAIT_SECONDS` (a job stuck in a busy wait, one waiting on another held at the
-gate), then goes ahead as it always could.
+A job costs two acquisitions of an uncontended lock. Its waits that hold nothing of
+SQLite's (for another process's write lock) step out of the gate, so a fork waits only
+for SQLite's own work: a batch, a read, a checkpoint, or at worst a migration or an
+integrity check. It waits for it to end, however long: going ahead gave a child that
+could hang. A wait past `_SAID_AFTER_SECONDS` is logged, and Ctrl-C during it is raised
+once the fork is done.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import logging
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
-_LONGEST_WAIT_SECONDS = 10.0
+logger = logging.getLogger(__name__)
+
+_SAID_AFTER_SECONDS = 10.0
 
 
 class _Gate:
@@ -30,6 +38,11 @@ class _Gate:
         self._changed = threading.Condition(self._lock)
         self._inside = 0  # jobs running now
         self._forking = 0  # threads between their fork's before and after
+        self._interrupted = False  # Ctrl-C while a fork waited, to raise once it is done
+
+    @property
+    def inside(self) -> int:
+        return self._inside
 
     def enter(self) -> None:
         with self._lock:
@@ -46,13 +59,34 @@ class _Gate:
     def before_fork(self) -> None:
         with self._lock:
             self._forking += 1
-            self._changed.wait_for(lambda: not self._inside, _LONGEST_WAIT_SECONDS)
+            said = False
+            while self._inside:
+                try:
+                    if not self._changed.wait_for(lambda: not self._inside, _SAID_AFTER_SECONDS):
+                        if not said:
+                            logger.warning(
+                                "a fork has waited %g s for SQLite work under way to end",
+                                _SAID_AFTER_SECONDS,
+                            )
+                        said = True
+                except KeyboardInterrupt:
+                    # Raised here, it is printed and ignored, and the fork goes ahead at once.
+                    self._interrupted = True
 
     def after_fork_in_parent(self) -> None:
         with self._lock:
             self._forking -= 1
             if not self._forking:
                 self._changed.notify_all()
+            interrupted, self._interrupted = self._interrupted, False
+        if interrupted:
+            # The Ctrl-C held through the wait, sent again once the fork is done: sent
+            # from here, it would be raised in this hook, printed and ignored as well. A
+            # bare thread, not waited for as it starts: it runs once this one lets go of
+            # the GIL. A signal, not interrupt_main(): that leaves a sleep asleep.
+            main = threading.main_thread().ident
+            assert main is not None  # it has started: it is the one Ctrl-C came to
+            _thread.start_new_thread(signal.pthread_kill, (main, signal.SIGINT))
 
 
 _gate = _Gate()
@@ -67,10 +101,15 @@ def leave() -> None:
     _gate.leave()
 
 
+def jobs_inside() -> int:
+    """How many jobs are inside the gate now: none once the store is idle."""
+    return _gate.inside
+
+
 @contextlib.contextmanager
 def stepped_out() -> Iterator[None]:
-    """A job's wait that calls no SQLite (for another process's write lock, up to 10 s)
-    and holds nothing of SQLite's, which a fork need not wait for."""
+    """A job's wait that calls no SQLite and holds nothing of SQLite's (for another
+    process's write lock, up to 10 s), which a fork need not wait for."""
     leave()
     try:
         yield
