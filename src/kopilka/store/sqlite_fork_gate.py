@@ -17,6 +17,7 @@ once the fork is done.
 from __future__ import annotations
 
 import _thread
+import concurrent.futures.thread  # noqa: F401 (its fork hooks first: see the end)
 import contextlib
 import logging
 import os
@@ -145,6 +146,9 @@ def _after_fork_in_child() -> None:
     _gate = _Gate()
 
 
+# Registered after the thread pools' and logging's own (imported above), so that this
+# wait runs before they take their locks for the fork: a job waited for submits work to a
+# pool (a checkpoint after its commit) and logs.
 if hasattr(os, "register_at_fork"):  # none on Windows, which has no fork
     os.register_at_fork(
         before=_before_fork,
