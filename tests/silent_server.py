@@ -1,5 +1,6 @@
 """A server that takes connections and requests and never answers: a frozen or stopped
-kopilka, as its caller sees it."""
+kopilka, as its caller sees it; or one that hangs up on every request it reads, as a
+proxy whose connection to kopilka broke does."""
 
 from __future__ import annotations
 
@@ -17,14 +18,18 @@ class SilentServer:
 
 
 @contextlib.contextmanager
-def silent_server() -> Iterator[SilentServer]:
+def silent_server(*, hangs_up: bool = False) -> Iterator[SilentServer]:
     listener = socket.create_server(("127.0.0.1", 0))
     server = SilentServer(f"http://127.0.0.1:{listener.getsockname()[1]}")
 
     def accept() -> None:
         with contextlib.suppress(OSError):  # until the listener is closed
             while True:
-                server.taken.append(listener.accept()[0])
+                connection = listener.accept()[0]
+                server.taken.append(connection)
+                if hangs_up:
+                    connection.recv(65536)
+                    connection.close()
 
     threading.Thread(target=accept, daemon=True).start()
     try:

@@ -373,6 +373,12 @@ class Client:
                         f"the server at {self.shown_url} did not say in time which ledger"
                         " the token is for; nothing was sent: try again",
                     )
+                elif error.code == "answer_broken_off":  # as if said of the write
+                    error = Unavailable(
+                        error.code,
+                        f"the server at {self.shown_url} closed the connection before it said"
+                        " which ledger the token is for; nothing was sent: try again",
+                    )
                 error.before_the_write = True  # asked before a write is sent, if any
                 raise error from None
         return self._ledger
@@ -888,7 +894,6 @@ class Client:
             return outcomes
 
         body = {"operations": items}
-        callers = idempotency_key is not None
         # Resends within the call's time, as a call's own retries are, each waiting for a
         # connection only while as much time is left as the send before took, from when
         # it went out (its wait for a connection is not the server's).
@@ -901,13 +906,14 @@ class Client:
                 "POST",
                 "/v1/batch",
                 json=body,
+                # Every item is under a key of the caller's: sent again, under this key or
+                # a new one, each answers as it did, so it is the key to retry under.
                 idempotency_key=key,
-                key_is_callers=callers,
                 went_out=sent,
                 wait_seconds=wait_seconds,
                 answer_seconds=answer_seconds,
             )
-            return self._answer(response, read, keyed=callers)
+            return self._answer(response, read, keyed=True)
 
         sent = _SentAt()
         outcomes = send(sent)

@@ -1224,13 +1224,36 @@ def test_a_ledger_not_told_in_time_is_not_said_as_the_write_unanswered() -> None
     )
 
 
+def test_a_ledger_question_hung_up_on_says_nothing_was_sent() -> None:
+    """A proxy that hangs up: "closed the connection before its answer was complete"
+    was said as if of the write, which was never sent."""
+    from kopilka.client import Client
+
+    with (
+        silent_server(hangs_up=True) as server,
+        Client(server.url, "kop_x_y", timeout_seconds=2) as bank,
+        pytest.raises(KopilkaError) as failed,
+    ):
+        bank.deposit("Ann", 100, "x", "hung-up-1")
+    assert (failed.value.code, failed.value.message, failed.value.before_the_write) == (
+        "answer_broken_off",
+        f"the server at {server.url} closed the connection before it said which ledger the"
+        " token is for; nothing was sent: try again",
+        True,
+    )
+
+
 @pytest.mark.parametrize(
     ("call", "advice"),
     [
         (lambda bank: bank.deposit("Ann", 1, "x", "mine-1"), "retry with the same idempotency key"),
         (lambda bank: bank.deposit("Ann", 100, "x"), "check before repeating it"),
         (lambda bank: bank.set_limits("Ann", None, 500), "check before repeating it"),
-        (lambda bank: bank.execute_many([Deposit("Ann", 1, "x", "d")]), "check before repeating"),
+        # Each item under a key of the caller's: sent again, each answers as it did.
+        (
+            lambda bank: bank.execute_many([Deposit("Ann", 1, "x", "d")]),
+            "retry with the same idempotency key",
+        ),
         (
             lambda bank: bank.open_account("Ann", 0, None, 0, "open-1"),
             "retry with the same idempotency key",
