@@ -301,3 +301,9 @@ def test_a_value_with_spaces_left_unquoted_is_told_to_be_quoted() -> None:
         "show_bank_statement takes no bare argument '10:22:48'; options look like"
         " --name=value, a value with spaces in quotes"
     )
+
+
+def test_a_name_left_unquoted_beside_an_amount_is_told_to_be_quoted() -> None:
+    assert refusal('transfer --from=John Jones --to="Ann" --amount=5') == (
+        "transfer got AMOUNT twice: as --amount=5 and as 'Jones'; a value with spaces in quotes"
+    )

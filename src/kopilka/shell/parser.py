@@ -151,6 +151,9 @@ def closest(word: str, known: list[str]) -> str | None:
     return by_folded[close[0]] if close else None
 
 
+_QUOTED = "a value with spaces in quotes"
+
+
 def _read_options(spec: CommandSpec, words: list[str], *, oneshot: bool) -> dict[str, str]:
     values: dict[str, str] = {}
     bare: list[str] = []  # taken once the options are read, to tell what a second one is
@@ -200,9 +203,11 @@ def _read_options(spec: CommandSpec, words: list[str], *, oneshot: bool) -> dict
         if name in values:  # typed once as an option, once bare: not "--amount twice"
             given = f"--{name}={values[name]}"
             shown = given if given.isprintable() else repr(given)  # the error one line
+            # A word with no digit is no amount: the end of a name typed unquoted, say.
+            hint = "" if any(c.isdigit() for c in bare[0]) else f"; {_QUOTED}"
             raise InvalidInput(
                 "repeated_option",
-                f"{spec.name} got {name.upper()} twice: as {shown} and as {bare[0]!r}",
+                f"{spec.name} got {name.upper()} twice: as {shown} and as {bare[0]!r}{hint}",
             )
         _store(spec, values, name, bare[0])
     return values
@@ -229,7 +234,7 @@ def _positional_name(spec: CommandSpec, word: str) -> str:
         raise InvalidInput(
             "unexpected_argument",
             f"{spec.name} takes no bare argument {word!r}; options look like --name=value,"
-            " a value with spaces in quotes",
+            f" {_QUOTED}",
         )
     return spec.positional
 
