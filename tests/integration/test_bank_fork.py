@@ -241,40 +241,44 @@ def test_a_fork_does_not_wait_for_a_write_waiting_for_another_writers_lock(
     assert ended.stdout.splitlines() == ["forked while the lock was held: True", "deposit: 101"]
 
 
-_FORKS_WHILE_A_LONG_READ_RUNS = textwrap.dedent(
+_FORKS_WHILE_A_JOB_RUNS = textwrap.dedent(
     """
-    import os, signal, sqlite3, sys, threading, time
+    import os, signal, sys, threading, time
     from concurrent.futures import ThreadPoolExecutor
     from kopilka.bank import EmbeddedBank
     from kopilka.store import sqlite_fork_gate
     from kopilka.store.sqlite_jobs import submit
 
-    database = sys.argv[1]
-    sqlite_fork_gate._SAID_AFTER_SECONDS = 0.5  # said sooner than a real wait's 10 s
+    database, signum = sys.argv[1], getattr(signal, sys.argv[2])
+    if signum == signal.SIGTERM:  # ended as kopilka's command line ends on it
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sqlite_fork_gate._SAID_AFTER_SECONDS = 0.2  # said sooner than a real wait's 10 s
     bank = EmbeddedBank(database)
     bank.deposit("Ann", 100, "before")
-    ended = threading.Event()
+    release, ended = threading.Event(), threading.Event()
 
-    def long_read() -> None:  # a job inside SQLite for about two seconds
-        counted = sqlite3.connect(database).execute(
-            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000)"
-            " SELECT count(length(randomblob(200) || x)) FROM c"
-        )
-        counted.fetchone()
+    def job() -> None:  # held at the gate as one inside SQLite is, till released
+        release.wait()
         ended.set()
 
-    submit(ThreadPoolExecutor(1), long_read)
-    time.sleep(0.2)  # under way
-    threading.Timer(1, os.kill, (os.getpid(), signal.SIGINT)).start()  # as the fork waits
+    def meanwhile() -> None:
+        time.sleep(0.5)  # the fork waits for the job
+        os.kill(os.getpid(), signum)
+        time.sleep(0.5)
+        release.set()
+
+    submit(ThreadPoolExecutor(1), job)
+    threading.Thread(target=meanwhile).start()
     try:
         if os.fork() == 0:
             with EmbeddedBank(database) as own:
                 own.deposit("Carol", 1, "child's")
             os._exit(0)
-        time.sleep(10)
-        print("no Ctrl-C")
-    except KeyboardInterrupt:
-        print("Ctrl-C, once the fork was done; the read had ended before it:", ended.is_set())
+        time.sleep(3)  # a signal that came just before it is taken after it
+        print("no signal")
+    except (KeyboardInterrupt, SystemExit) as stopped:
+        said = "once the fork was done, the job ended before it:"
+        print(type(stopped).__name__, said, ended.is_set())
     _, status = os.wait()
     print("child's status:", os.waitstatus_to_exitcode(status))
     print("Carol:", bank.account("Carol").balance_cents)
@@ -283,16 +287,20 @@ _FORKS_WHILE_A_LONG_READ_RUNS = textwrap.dedent(
 )
 
 
-def test_a_fork_waits_for_a_long_job_to_end_and_holds_ctrl_c_till_it_is_done(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("signum", "raised"), [("SIGINT", "KeyboardInterrupt"), ("SIGTERM", "SystemExit")]
+)
+def test_a_fork_waits_for_a_job_to_end_and_holds_a_signal_till_it_is_done(
+    tmp_path: Path, signum: str, raised: str
 ) -> None:
     """It went ahead after 10 s, the job still inside SQLite, and the child could hang as
-    before; Ctrl-C during the wait was printed as ignored, and the fork went ahead at once."""
-    ended = run_forking(_FORKS_WHILE_A_LONG_READ_RUNS, str(tmp_path / "ledger.db"), timeout=60)
+    before; a signal's exception during the wait was printed as ignored, and the fork
+    went ahead at once."""
+    ended = run_forking(_FORKS_WHILE_A_JOB_RUNS, str(tmp_path / "ledger.db"), signum, timeout=60)
     assert ended.returncode == 0, ended.stdout + ended.stderr
     assert ended.stdout.splitlines() == [
-        "Ctrl-C, once the fork was done; the read had ended before it: True",
+        f"{raised} once the fork was done, the job ended before it: True",
         "child's status: 0",
         "Carol: 1",
     ]
-    assert ended.stderr == "a fork has waited 0.5 s for SQLite work under way to end\n"
+    assert ended.stderr == "a fork has waited 0.2 s for SQLite work under way to end\n"

@@ -10,8 +10,8 @@ A job costs two acquisitions of an uncontended lock. Its waits that hold nothing
 SQLite's (for another process's write lock) step out of the gate, so a fork waits only
 for SQLite's own work: a batch, a read, a checkpoint, or at worst a migration or an
 integrity check. It waits for it to end, however long: going ahead gave a child that
-could hang. A wait past `_SAID_AFTER_SECONDS` is logged, and Ctrl-C during it is raised
-once the fork is done.
+could hang. A wait past `_SAID_AFTER_SECONDS` is logged, and a signal that ends programs
+(Ctrl-C, SIGTERM, SIGHUP) during it acts once the fork is done.
 """
 
 from __future__ import annotations
@@ -24,7 +24,10 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from types import FrameType
+from typing import Any, TypeVar
+
+from kopilka.decided import ENDING
 
 T = TypeVar("T")
 
@@ -39,7 +42,10 @@ class _Gate:
         self._changed = threading.Condition(self._lock)
         self._inside = 0  # jobs running now
         self._forking = 0  # threads between their fork's before and after
-        self._interrupted = False  # Ctrl-C while a fork waited, to raise once it is done
+        # While a fork on the main thread waits: the signals' own handlers, and the
+        # signals that came meanwhile, to send again once it is done.
+        self._handlers: dict[int, Any] = {}
+        self._came: list[int] = []
 
     @property
     def inside(self) -> int:
@@ -60,34 +66,58 @@ class _Gate:
     def before_fork(self) -> None:
         with self._lock:
             self._forking += 1
+            if not self._inside:
+                return
+        self._hold_signals()
+        with self._lock:
             said = False
-            while self._inside:
-                try:
-                    if not self._changed.wait_for(lambda: not self._inside, _SAID_AFTER_SECONDS):
-                        if not said:
-                            logger.warning(
-                                "a fork has waited %g s for SQLite work under way to end",
-                                _SAID_AFTER_SECONDS,
-                            )
-                        said = True
-                except KeyboardInterrupt:
-                    # Raised here, it is printed and ignored, and the fork goes ahead at once.
-                    self._interrupted = True
+            while not self._changed.wait_for(lambda: not self._inside, _SAID_AFTER_SECONDS):
+                if not said:
+                    logger.warning(
+                        "a fork has waited %g s for SQLite work under way to end",
+                        _SAID_AFTER_SECONDS,
+                    )
+                said = True
 
     def after_fork_in_parent(self) -> None:
         with self._lock:
             self._forking -= 1
             if not self._forking:
                 self._changed.notify_all()
-            interrupted, self._interrupted = self._interrupted, False
-        if interrupted:
-            # The Ctrl-C held through the wait, sent again once the fork is done: sent
-            # from here, it would be raised in this hook, printed and ignored as well. A
-            # bare thread, not waited for as it starts: it runs once this one lets go of
-            # the GIL. A signal, not interrupt_main(): that leaves a sleep asleep.
+        self._let_signals_go(send_again=True)
+
+    def after_fork_in_child(self) -> None:
+        self._let_signals_go(send_again=False)  # the parent's, which has them
+
+    def _hold_signals(self) -> None:
+        """Ctrl-C, SIGTERM, SIGHUP noted while the fork waits, on the main thread (which
+        alone takes them): a handler's exception raised in a fork's hook is printed as
+        ignored, and the fork went ahead at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in ENDING:
+            handler = signal.getsignal(signum)
+            if callable(handler):  # SIG_DFL ends the process, SIG_IGN does nothing
+                self._handlers[signum] = handler
+                signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self._came.append(signum)
+
+    def _let_signals_go(self, *, send_again: bool) -> None:
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self._handlers.clear()
+        came, self._came = self._came, []
+        if send_again and came:
+            # Sent from here, one would be raised in this hook, printed and ignored as
+            # well. From a bare thread, not waited for as it starts: it runs once this one
+            # lets go of the GIL, past the fork. A signal, not interrupt_main(), which
+            # leaves a sleep asleep.
             main = threading.main_thread().ident
-            assert main is not None  # it has started: it is the one Ctrl-C came to
-            _thread.start_new_thread(signal.pthread_kill, (main, signal.SIGINT))
+            assert main is not None  # it has started: the signals came to it
+            for signum in dict.fromkeys(came):
+                _thread.start_new_thread(signal.pthread_kill, (main, signum))
 
 
 _gate = _Gate()
@@ -143,6 +173,7 @@ def _after_fork_in_child() -> None:
     """A gate of its own: the child has none of the parent's jobs, nor its waiting threads
     (and the copied lock may have been held by one of them)."""
     global _gate
+    _gate.after_fork_in_child()
     _gate = _Gate()
 
 
