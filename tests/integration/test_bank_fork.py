@@ -304,3 +304,80 @@ def test_a_fork_waits_for_a_job_to_end_and_holds_a_signal_till_it_is_done(
         "Carol: 1",
     ]
     assert ended.stderr == "a fork has waited 0.2 s for SQLite work under way to end\n"
+
+
+_FORKS_INSIDE_A_JOB = textwrap.dedent(
+    """
+    import os, sys
+    from concurrent.futures import ThreadPoolExecutor
+    from kopilka.bank import EmbeddedBank
+    from kopilka.store.sqlite_jobs import submit
+
+    bank = EmbeddedBank(sys.argv[1])
+    bank.deposit("Ann", 100, "before")
+
+    def forks() -> int:  # as a logging handler that runs a program, called in a job
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        return os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+
+    print("child's status:", submit(ThreadPoolExecutor(1), forks).result())
+    print("Ann:", bank.account("Ann").balance_cents)
+    bank.close()
+    """
+)
+
+
+def test_a_fork_inside_a_job_does_not_wait_for_itself(tmp_path: Path) -> None:
+    """A warning the store logs inside a job, to a handler that forks: the fork waited
+    for the job it was in, for ever."""
+    ended = run_forking(_FORKS_INSIDE_A_JOB, str(tmp_path / "ledger.db"), timeout=30)
+    assert (ended.returncode, ended.stdout, ended.stderr) == (
+        0,
+        "child's status: 0\nAnn: 100\n",
+        "",
+    )
+
+
+_AN_ASYNCIO_APP_FORKS = textwrap.dedent(
+    """
+    import asyncio, os, signal, threading, time
+    from concurrent.futures import ThreadPoolExecutor
+    from kopilka.store.sqlite_jobs import submit
+
+    calls = []
+
+    async def main() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, calls.append, 1)
+        release = threading.Event()
+        submit(ThreadPoolExecutor(1), release.wait)  # held at the gate till released
+
+        def meanwhile() -> None:
+            time.sleep(0.3)  # the fork waits for the job
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.3)
+            release.set()
+
+        threading.Thread(target=meanwhile).start()
+        child = os.fork()
+        if child == 0:
+            os._exit(0)
+        os.waitpid(child, 0)
+        await asyncio.sleep(0.5)
+        print("the loop's handler ran for one SIGTERM:", len(calls))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_signal_held_through_a_fork_reaches_an_asyncio_loop_once() -> None:
+    """Held, it was noted, and it reached the loop's wakeup descriptor as it came: sent
+    again once the fork was done, the loop's handler ran for it twice."""
+    ended = run_forking(_AN_ASYNCIO_APP_FORKS, timeout=30)
+    assert (ended.returncode, ended.stdout, ended.stderr) == (
+        0,
+        "the loop's handler ran for one SIGTERM: 1\n",
+        "",
+    )

@@ -531,7 +531,7 @@ class SqliteStore:
 
     async def apply(self, commands: Sequence[Command]) -> list[Outcome]:
         if self._writer_jobs == 0 and len(commands) <= INLINE_COMMANDS_MAX:
-            fork_gate.enter()  # a fork waits for the transaction, BEGIN to COMMIT
+            holder = fork_gate.enter()  # a fork waits for the transaction, BEGIN to COMMIT
             try:
                 plan = self._write_inline(commands)
             except BaseException:
@@ -548,16 +548,17 @@ class SqliteStore:
                 # Submitted with no await since the write above, so the COMMIT is the next
                 # thing the (idle) thread does with the connection; shielded, so that a
                 # cancelled caller cannot leave the transaction open.
-                job = self._submit_write(lambda: self._commit_and_leave(plan), gate=False)
+                job = self._submit_write(lambda: self._commit_and_leave(plan, holder), gate=False)
                 return await asyncio.shield(asyncio.wrap_future(job))
         return await self._write(lambda: self._apply(commands))
 
-    def _commit_and_leave(self, plan: BatchPlan) -> list[Outcome]:
-        """The inline transaction's COMMIT, on the writer thread, and the gate let go."""
+    def _commit_and_leave(self, plan: BatchPlan, holder: int) -> list[Outcome]:
+        """The inline transaction's COMMIT, on the writer thread, and the gate let go
+        that `holder` (the event loop's thread) took."""
         try:
             return self._timed_commit(plan)
         finally:
-            fork_gate.leave()
+            fork_gate.leave(holder)
 
     def _timed_commit(self, plan: BatchPlan) -> list[Outcome]:
         started = time.monotonic()

@@ -9,9 +9,10 @@ until no job of the store's is inside SQLite, and no job begins until the fork i
 A job costs two acquisitions of an uncontended lock. Its waits that hold nothing of
 SQLite's (for another process's write lock) step out of the gate, so a fork waits only
 for SQLite's own work: a batch, a read, a checkpoint, or at worst a migration or an
-integrity check. It waits for it to end, however long: going ahead gave a child that
-could hang. A wait past `_SAID_AFTER_SECONDS` is logged, and a signal that ends programs
-(Ctrl-C, SIGTERM, SIGHUP) during it acts once the fork is done.
+integrity check. It waits for it to end: going ahead gave a child that could hang. A
+wait past `_SAID_AFTER_SECONDS` is logged; one past `_WAITED_AT_MOST_SECONDS` (a job
+held at the gate for good) goes ahead, logged too. A signal that ends programs (Ctrl-C,
+SIGTERM, SIGHUP) during the wait acts once the fork is done.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import logging
 import os
 import signal
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, TypeVar
@@ -34,67 +37,90 @@ T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 _SAID_AFTER_SECONDS = 10.0
+# A job never held that long (the store's longest SQLite work, a migration or an
+# integrity check, ends well before): past it the fork goes ahead, as it always had.
+_WAITED_AT_MOST_SECONDS = 60.0
 
 
 class _Gate:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._inside = 0  # jobs running now
+        # Jobs running now, by the thread that began each: a fork on one of those (a
+        # logging handler that forks, say) waits for the others, never for itself.
+        self._inside: Counter[int] = Counter()
         self._forking = 0  # threads between their fork's before and after
-        # While a fork on the main thread waits: the signals' own handlers, and the
-        # signals that came meanwhile, to send again once it is done.
+        # While a fork on the main thread waits: the signals' own handlers, the wakeup
+        # descriptor, and the signals that came meanwhile, to send again once it is done.
+        self._holding: int | None = None  # the thread that holds them
         self._handlers: dict[int, Any] = {}
+        self._wakeup_fd = -1
         self._came: list[int] = []
 
     @property
     def inside(self) -> int:
-        return self._inside
+        return self._inside.total()
 
-    def enter(self) -> None:
+    def enter(self) -> int:
+        holder = threading.get_ident()
         with self._lock:
             while self._forking:
                 self._changed.wait()
-            self._inside += 1
+            self._inside[holder] += 1
+        return holder
 
-    def leave(self) -> None:
+    def leave(self, holder: int | None = None) -> None:
         with self._lock:
-            self._inside -= 1
-            if not self._inside and self._forking:
+            self._inside[threading.get_ident() if holder is None else holder] -= 1
+            if self._forking:
                 self._changed.notify_all()
 
     def before_fork(self) -> None:
+        me = threading.get_ident()
+
+        def none_but_mine() -> bool:
+            return self._inside.total() == self._inside[me]
+
         with self._lock:
             self._forking += 1
-            if not self._inside:
+            if none_but_mine():
                 return
         self._hold_signals()
         with self._lock:
-            said = False
-            while not self._changed.wait_for(lambda: not self._inside, _SAID_AFTER_SECONDS):
-                if not said:
-                    logger.warning(
-                        "a fork has waited %g s for SQLite work under way to end",
-                        _SAID_AFTER_SECONDS,
-                    )
-                said = True
+            deadline = time.monotonic() + _WAITED_AT_MOST_SECONDS
+            if self._changed.wait_for(none_but_mine, _SAID_AFTER_SECONDS):
+                return
+            logger.warning(
+                "a fork has waited %g s for SQLite work under way to end", _SAID_AFTER_SECONDS
+            )
+            if not self._changed.wait_for(none_but_mine, deadline - time.monotonic()):
+                logger.warning(
+                    "a fork went ahead after %g s with SQLite work under way: a child that"
+                    " uses SQLite may hang",
+                    _WAITED_AT_MOST_SECONDS,
+                )
 
     def after_fork_in_parent(self) -> None:
         with self._lock:
             self._forking -= 1
             if not self._forking:
                 self._changed.notify_all()
-        self._let_signals_go(send_again=True)
+        if self._holding == threading.get_ident():  # not another thread's fork
+            self._let_signals_go(send_again=True)
 
     def after_fork_in_child(self) -> None:
-        self._let_signals_go(send_again=False)  # the parent's, which has them
+        if self._handlers:  # the forking thread is the child's main thread
+            self._let_signals_go(send_again=False)  # the parent's, which has them
 
     def _hold_signals(self) -> None:
         """Ctrl-C, SIGTERM, SIGHUP noted while the fork waits, on the main thread (which
         alone takes them): a handler's exception raised in a fork's hook is printed as
-        ignored, and the fork went ahead at once."""
+        ignored, and the fork went ahead at once. The wakeup descriptor (asyncio's) is
+        told nothing meanwhile, or a loop's handler would run for the signal twice."""
         if threading.current_thread() is not threading.main_thread():
             return
+        self._holding = threading.get_ident()
+        self._wakeup_fd = signal.set_wakeup_fd(-1)
         for signum in ENDING:
             handler = signal.getsignal(signum)
             if callable(handler):  # SIG_DFL ends the process, SIG_IGN does nothing
@@ -108,6 +134,9 @@ class _Gate:
         for signum, handler in self._handlers.items():
             signal.signal(signum, handler)
         self._handlers.clear()
+        if self._wakeup_fd != -1:
+            signal.set_wakeup_fd(self._wakeup_fd)
+        self._holding, self._wakeup_fd = None, -1
         came, self._came = self._came, []
         if send_again and came:
             # Sent from here, one would be raised in this hook, printed and ignored as
@@ -116,20 +145,22 @@ class _Gate:
             # leaves a sleep asleep.
             main = threading.main_thread().ident
             assert main is not None  # it has started: the signals came to it
-            for signum in dict.fromkeys(came):
+            for signum in came:
                 _thread.start_new_thread(signal.pthread_kill, (main, signum))
 
 
 _gate = _Gate()
 
 
-def enter() -> None:
-    """Held at the gate (waiting for a fork under way) till `leave()`, on any thread."""
-    _gate.enter()
+def enter() -> int:
+    """Held at the gate (waiting for a fork under way) till `leave()`: the thread that
+    holds it, for a `leave(holder)` on another thread."""
+    return _gate.enter()
 
 
-def leave() -> None:
-    _gate.leave()
+def leave(holder: int | None = None) -> None:
+    """Let go of the gate held by `holder` (this thread, if not given)."""
+    _gate.leave(holder)
 
 
 def jobs_inside() -> int:
