@@ -171,10 +171,11 @@ def test_a_repeated_option_is_refused() -> None:
     assert refusal("transfer -f A -t B --amount=5 --amount=6") == "transfer got --amount twice"
     # Once as an option and once bare: --amount was not typed twice.
     assert refusal("transfer -f A -t B 5 --amount=6") == (
-        "transfer got AMOUNT twice: as --amount=6 and as '5'"
+        "transfer got AMOUNT twice: as --amount=6 and as '5'; a value with spaces in quotes"
     )
     assert refusal('transfer -f A -t B 5 "--amount=6\nError: forged"') == (
-        "transfer got AMOUNT twice: as '--amount=6\\nError: forged' and as '5'"
+        "transfer got AMOUNT twice: as '--amount=6\\nError: forged' and as '5'; a value with"
+        " spaces in quotes"
     )  # one line, a line break in a value shown as typed
     # An option's name left out, not a second amount: the options missing are named.
     assert refusal("transfer Alice Bob 1") == (
@@ -186,11 +187,13 @@ def test_a_repeated_option_is_refused() -> None:
         " --to=NAME (see transfer --help)"
     )
     assert refusal("transfer -f Ann -t Bob 5 6") == (
-        "transfer takes one bare AMOUNT, and got '5' and '6' (see transfer --help)"
+        "transfer takes one bare AMOUNT, and got '5' and '6'; a value with spaces in quotes"
+        " (see transfer --help)"
     )
     # Options given after the bare words count; an amount given as an option is no bare one.
     assert refusal("transfer Bob 5 -f Ann -t Cy") == (
-        "transfer takes one bare AMOUNT, and got 'Bob' and '5' (see transfer --help)"
+        "transfer takes one bare AMOUNT, and got 'Bob' and '5'; a value with spaces in quotes"
+        " (see transfer --help)"
     )
     assert refusal("transfer --amount=5 Ann Bob") == (
         "transfer takes one bare AMOUNT, and got 'Ann' and 'Bob': --from and --to are"
@@ -306,4 +309,15 @@ def test_a_value_with_spaces_left_unquoted_is_told_to_be_quoted() -> None:
 def test_a_name_left_unquoted_beside_an_amount_is_told_to_be_quoted() -> None:
     assert refusal('transfer --from=John Jones --to="Ann" --amount=5') == (
         "transfer got AMOUNT twice: as --amount=5 and as 'Jones'; a value with spaces in quotes"
+    )
+
+
+def test_a_value_left_unquoted_with_every_option_given_is_told_to_be_quoted() -> None:
+    assert refusal('transfer --from=John Jones --to="Ann" 5 --description="rent"') == (
+        "transfer takes one bare AMOUNT, and got 'Jones' and '5'; a value with spaces in"
+        " quotes (see transfer --help)"
+    )
+    assert refusal('transfer --from="Ann" --to="Bob" --description=ATM Deposit 5') == (
+        "transfer takes one bare AMOUNT, and got 'Deposit' and '5'; a value with spaces in"
+        " quotes (see transfer --help)"
     )

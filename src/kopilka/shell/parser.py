@@ -203,11 +203,10 @@ def _read_options(spec: CommandSpec, words: list[str], *, oneshot: bool) -> dict
         if name in values:  # typed once as an option, once bare: not "--amount twice"
             given = f"--{name}={values[name]}"
             shown = given if given.isprintable() else repr(given)  # the error one line
-            # A word with no digit is no amount: the end of a name typed unquoted, say.
-            hint = "" if any(c.isdigit() for c in bare[0]) else f"; {_QUOTED}"
+            # The end of a value typed unquoted, more likely than a second amount.
             raise InvalidInput(
                 "repeated_option",
-                f"{spec.name} got {name.upper()} twice: as {shown} and as {bare[0]!r}{hint}",
+                f"{spec.name} got {name.upper()} twice: as {shown} and as {bare[0]!r}; {_QUOTED}",
             )
         _store(spec, values, name, bare[0])
     return values
@@ -226,6 +225,8 @@ def _a_second_bare_word(
         spelt = " ".join(f"{o.spellings[0]}={o.metavar}" for o in missing)
         listed = " and ".join(o.spellings[0] for o in missing)
         got += f": {listed} {verb} missing, given as {spelt}"
+    else:  # every option there: a word of one's value, typed unquoted, more likely
+        got += f"; {_QUOTED}"
     return InvalidInput("unexpected_argument", f"{got} (see {spec.name} --help)")
 
 
