@@ -821,8 +821,9 @@ class SqliteStore:
         verb = "is" if len(read_only) == 1 else "are"
         return f"{error}: {listed(read_only)} {verb} read-only"
 
-    def _file_gone(self, path: str) -> Unavailable:
-        """For the caller, without the path; for the operator's log, with it, once."""
+    def _file_gone(self, path: str, *, writing: bool = True) -> Unavailable:
+        """For the caller, without the path; for the operator's log, with it, once. A
+        readiness check is told no word of writes applied."""
         reason = f"{path} was removed or replaced while in use"
         if self._new_outage(reason):
             advice = "stop kopilka and start it again on the database meant"
@@ -839,10 +840,8 @@ class SqliteStore:
                     " database meant"
                 )
             logger.error("the database file %s; every write is refused: %s", reason, advice)
-        return Unavailable(
-            "store_unavailable",
-            "the database's file was removed or replaced while in use; nothing was applied",
-        )
+        said = "the database's file was removed or replaced while in use"
+        return Unavailable("store_unavailable", f"{said}; nothing was applied" if writing else said)
 
     def _roll_back(self) -> None:
         if self._db.in_transaction:
@@ -1176,7 +1175,7 @@ class SqliteStore:
         # A file gone refuses every write until a restart: not ready, though reads answer.
         gone = self._files.gone() if self._files is not None else None
         if gone is not None:
-            raise self._file_gone(gone)
+            raise self._file_gone(gone, writing=False)
         if self._damage is not None:
             raise Unavailable(
                 "database_damaged",
