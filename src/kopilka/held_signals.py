@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -39,18 +39,30 @@ def held() -> Iterator[None]:
             came.append(signum)
 
     try:
-        for signum in ENDING:
-            handler = signal.getsignal(signum)
-            if handler is not signal.SIG_IGN:  # an ignored one stays so
-                before[signum] = handler
-                signal.signal(signum, note)
+        before.update(noting(note))
         yield
     finally:
         released = True
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
+        put_back(before)
         for signum in came:
             _deliver(signum, signal.getsignal(signum), None)
+
+
+def noting(note: Callable[[int, FrameType | None], None]) -> dict[int, Any]:
+    """ENDING's handlers (on the main thread), each but an ignored one replaced by
+    `note`: what they were, for `put_back`."""
+    before: dict[int, Any] = {}
+    for signum in ENDING:
+        handler = signal.getsignal(signum)
+        if handler is not signal.SIG_IGN:  # an ignored one stays so
+            before[signum] = handler
+            signal.signal(signum, note)
+    return before
+
+
+def put_back(before: dict[int, Any]) -> None:
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
 
 
 def _deliver(signum: int, handler: Any, frame: FrameType | None) -> None:

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, TypeVar
 
-from kopilka.decided import ENDING
+from kopilka.held_signals import noting, put_back
 
 T = TypeVar("T")
 
@@ -121,19 +121,14 @@ class _Gate:
             return
         self._holding = threading.get_ident()
         self._wakeup_fd = signal.set_wakeup_fd(-1)
-        for signum in ENDING:
-            handler = signal.getsignal(signum)
-            if callable(handler):  # SIG_DFL ends the process, SIG_IGN does nothing
-                self._handlers[signum] = handler
-                signal.signal(signum, self._note)
+        self._handlers = noting(self._note)
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
         self._came.append(signum)
 
     def _let_signals_go(self, *, send_again: bool) -> None:
-        for signum, handler in self._handlers.items():
-            signal.signal(signum, handler)
-        self._handlers.clear()
+        put_back(self._handlers)
+        self._handlers = {}
         if self._wakeup_fd != -1:
             signal.set_wakeup_fd(self._wakeup_fd)
         self._holding, self._wakeup_fd = None, -1
