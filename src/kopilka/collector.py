@@ -11,9 +11,13 @@ from __future__ import annotations
 import gc
 
 # Net allocations between young collections (CPython's default: 700). Under one transfer
-# per request, 64 clients: ~2 young collections in 8 s instead of ~190, 0.3-0.5 instead
-# of 2-4 us of collection per request; each is longer (5-8 ms), and rare.
-YOUNG_ALLOCATIONS_PER_COLLECTION = 20_000
+# per request, 64 clients: none in 8 s (~190 at the default). A batch of a few thousand
+# transfers keeps tens of thousands of objects alive until it is answered: at 20,000 a
+# collection came in the middle of nearly every batch and scanned them all, then a
+# middle one scanned them again (PostgreSQL, batches of 4,000: ~8% of the server's CPU).
+# At 100,000 most die before the count is reached; a collection, when one comes, scans
+# at most that many objects (~10-40 ms).
+YOUNG_ALLOCATIONS_PER_COLLECTION = 100_000
 
 
 def settle_for_serving() -> None:

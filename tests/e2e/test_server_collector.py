@@ -38,3 +38,19 @@ def test_young_collections_are_rare_under_load(tmp_path: Path) -> None:
         # CPython's default threshold (700 net allocations) collects about every hundred
         # requests here; the server's own, about every few thousand.
         assert young_collections(client) - before <= 1
+
+
+def test_a_big_batch_is_answered_before_a_young_collection_comes(tmp_path: Path) -> None:
+    """A batch keeps every object of its items alive until it is answered: a young
+    collection in its middle would scan them all, and a middle collection again."""
+    deposits = [
+        {"type": "deposit", "client": f"c{number % 50}", "amount": "1", "open_account": True}
+        for number in range(4_000)
+    ]
+    with running_server(tmp_path) as server, server.client() as client:
+        assert client.post("/v1/batch", json={"operations": deposits}).status_code == 200
+        before = young_collections(client)
+        for _ in range(5):
+            answer = client.post("/v1/batch", json={"operations": deposits})
+            assert answer.status_code == 200, answer.text
+        assert young_collections(client) - before <= 1
