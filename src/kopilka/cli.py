@@ -23,6 +23,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 from kopilka import __version__
 from kopilka.bank import Bank
@@ -603,9 +604,13 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         )
     _create_home(settings)
     with said_in_one_line(settings.db):
-        versions = asyncio.run(initialize_schema(settings.db))
+        ready = asyncio.run(initialize_schema(settings.db))
     where = redact_url(settings.db)
-    found, now = versions or (0, 0)
+    if ready.database is not None and ready.database != _path_database(settings.db):
+        # Not the URL's path: libpq's default (PGDATABASE, or the user's name), a
+        # service's or a dbname= parameter's, which the operator may not have in mind.
+        where = f"database {ready.database!r} at {where}"
+    found, now = ready.versions or (0, 0)
     if found == now:
         answer(f"Schema is up to date in {where}.")
     elif found == 0:
@@ -613,6 +618,10 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
     else:  # an operator upgrading wants to see that it was done
         answer(f"Schema upgraded from version {found} to {now} in {where}.")
     return 0
+
+
+def _path_database(url: str) -> str:
+    return unquote(urlsplit(url).path.lstrip("/"))
 
 
 def _create_home(settings: Settings) -> None:

@@ -9,6 +9,7 @@ import subprocess
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -16,6 +17,7 @@ from tests.e2e.conftest import RunKopilka
 from tests.kopilka_server import free_port
 
 from kopilka.redaction import redact_url
+from kopilka.store.postgres_schema import SCHEMA_VERSION
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,25 @@ def test_a_read_of_a_database_without_a_ledger_writes_nothing_there(
     written = kopilka("add-user", "-n", "Ann", "--max", "100", "--db", postgres_url)
     assert written.returncode == 0, written.stderr
     assert kopilka("get", "-n", "Ann", "--db", postgres_url).returncode == 0
+
+
+@pytest.mark.postgres
+def test_init_names_the_database_a_url_without_one_was_given(
+    kopilka: RunKopilka, postgres_url: str
+) -> None:
+    """A URL with no database name takes libpq's default (here PGDATABASE): init says
+    which database it set up, which the URL does not."""
+    parts = urlsplit(postgres_url)
+    database = unquote(parts.path.lstrip("/"))
+    bare = urlunsplit(parts._replace(path=""))
+    created = kopilka("init", "--db", bare, env={"PGDATABASE": database})
+    assert (created.returncode, created.stderr) == (0, "")
+    assert created.stdout == (
+        f"Schema created in database {database!r} at {redact_url(bare)}"
+        f" (version {SCHEMA_VERSION}).\n"
+    )
+    again = kopilka("init", "--db", postgres_url)
+    assert again.stdout == f"Schema is up to date in {redact_url(postgres_url)}.\n"
 
 
 @pytest.mark.postgres

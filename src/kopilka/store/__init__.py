@@ -7,6 +7,7 @@ version knows is refused (Unavailable, code `unknown_schema`).
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from kopilka.clock import MonotonicClock
 from kopilka.errors import InvalidInput, Unavailable
@@ -114,10 +115,14 @@ def sqlite_path(url: str) -> str | None:
     return path
 
 
-async def initialize_schema(url: str) -> tuple[int, int] | None:
-    """`kopilka init`: create or upgrade the schema, idempotently; the versions found and
-    made (as Store.schema_versions). A SQLite file found damaged is said so (its schema
-    may well be "up to date")."""
+class SchemaReady(NamedTuple):
+    versions: tuple[int, int] | None  # found and made, as Store.schema_versions
+    database: str | None  # a PostgreSQL server's name for the database, None for a file
+
+
+async def initialize_schema(url: str) -> SchemaReady:
+    """`kopilka init`: create or upgrade the schema, idempotently. A SQLite file found
+    damaged is said so (its schema may well be "up to date")."""
     from kopilka.store.sqlite import SqliteStore
 
     store = open_store(url)
@@ -133,7 +138,12 @@ async def initialize_schema(url: str) -> tuple[int, int] | None:
             f"the database {store.path} is damaged ({damage}): restore it from a backup"
             " (docs/operations.md, Backups)",
         )
-    return store.schema_versions
+    if isinstance(store, SqliteStore):
+        return SchemaReady(store.schema_versions, None)
+    from kopilka.store.postgres import PostgresStore  # asyncpg only for a server's database
+
+    assert isinstance(store, PostgresStore)
+    return SchemaReady(store.schema_versions, store.database)
 
 
-__all__ = ["Store", "initialize_schema", "open_store", "sqlite_path"]
+__all__ = ["SchemaReady", "Store", "initialize_schema", "open_store", "sqlite_path"]

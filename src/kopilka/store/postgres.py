@@ -289,6 +289,9 @@ class PostgresStore:
         self.redacted_url = redact_url(url)
         self._clock = clock or MonotonicClock()
         self.schema_versions: tuple[int, int] | None = None  # once open
+        # The database the server says it is, once open: a URL may name none (libpq's
+        # default, PGDATABASE or the user's name, is then used).
+        self.database: str | None = None
         self._pool_size_max = pool_size_max
         self._connect_timeout_seconds = connect_timeout_seconds
         self._command_timeout_seconds = command_timeout_seconds
@@ -339,6 +342,7 @@ class PostgresStore:
             async with self._pool.acquire(timeout=self._connect_timeout_seconds) as connection:
                 found = await migrate(connection, self.redacted_url, create=self._create_schema)
                 self.schema_versions = (found, SCHEMA_VERSION)
+                self.database = await connection.fetchval("SELECT current_database()")
         except BaseException as error:
             if isinstance(error, Exception):
                 await self.close()
