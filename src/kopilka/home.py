@@ -14,6 +14,7 @@ from pathlib import Path
 import platformdirs
 
 from kopilka.errors import InvalidInput
+from kopilka.redaction import quoted
 
 # In KOPILKA_HOME: the admin token a server writes at its first start.
 ADMIN_TOKEN_FILE = "admin.token"  # noqa: S105 - a file name, not a secret
@@ -38,6 +39,14 @@ def home_from_variable(configured: str) -> Path:
         raise InvalidInput(
             "invalid_setting",
             "KOPILKA_HOME is a URL; it names a directory (a database's URL goes in KOPILKA_DB)",
+        )
+    refuse_blank_variable("KOPILKA_HOME", configured)
+    if configured != configured.strip():
+        # A space pasted in with it (a .env file, a unit's Environment=) made a lookalike
+        # directory beside the home, holding a new ledger, empty, as the database's does.
+        raise InvalidInput(
+            "invalid_setting",
+            f"KOPILKA_HOME {quoted(configured, 120)} begins or ends with a space: give it without",
         )
     return expand_tilde(configured)
 

@@ -340,6 +340,22 @@ def test_a_home_given_as_a_url_is_refused_unquoted(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("spaced", ["{home} ", " {home}", "{home}\t"])
+def test_a_home_with_a_space_at_an_end_is_refused(
+    tmp_path: Path, spaced: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken as given, it made a directory beside the home holding a new, empty ledger."""
+    given = spaced.format(home=tmp_path / "home")
+    for call in (lambda: load_settings(environ={"KOPILKA_HOME": given}), home):
+        monkeypatch.setenv("KOPILKA_HOME", given)
+        with pytest.raises(InvalidInput) as info:
+            call()
+        assert info.value.message == (
+            f"KOPILKA_HOME {given!r} begins or ends with a space: give it without"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_password_file_joins_postgres_url(tmp_path: Path) -> None:
     secret = tmp_path / "password"
     secret.write_text("p@ss:w/rd\n# rotated 2026-11-01\n")
