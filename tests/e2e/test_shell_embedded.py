@@ -620,6 +620,40 @@ def test_at_a_dumb_terminal_the_line_that_runs_is_the_line_typed(kopilka_home: P
 
 
 @pytest.mark.parametrize(
+    ("term", "answers_in_a_file"), [("dumb", False), ("xterm", True)], ids=["dumb", "in-a-file"]
+)
+def test_ctrl_d_on_a_line_typed_leaves_without_running_it(
+    kopilka_home: Path, tmp_path: Path, term: str, answers_in_a_file: bool
+) -> None:
+    """With no line editor, Ctrl-D twice on a half-typed line handed it over unended,
+    and it ran: a deposit applied, the session still open."""
+    log = tmp_path / "log.txt"
+    with log.open("w") as answers:
+        terminal = Terminal(
+            kopilka_home, "shell", stdout=answers if answers_in_a_file else None, term=term
+        )
+    terminal.send("deposit --client=A --amount=5 --description=x\n")
+    terminal.send("deposit --client=A --amount=7 --description=y")
+    time.sleep(0.5)
+    terminal.send("\x04")
+    time.sleep(0.3)
+    terminal.send("\x04")
+    terminal.rest()
+    assert terminal.close() == 0
+    shown = terminal.seen + log.read_text()
+    assert shown.count("Deposit operation was successful!") == 1, shown
+    assert "Error: the line not ended with Enter was not run" in terminal.seen
+    balance = subprocess.run(
+        [*kopilka_command(), "balance", "--client=A"],
+        env=kopilka_env(kopilka_home),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert balance.stdout == "Balance of A: $5.00\n"
+
+
+@pytest.mark.parametrize(
     ("arguments", "term", "answers_in_a_file"),
     [
         (("shell", "--sandbox"), "dumb", False),

@@ -185,6 +185,13 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
         if cut_short and not line.lstrip().startswith("#"):  # a comment is of any length
             output.error(line_too_long().message)
             continue
+        if typed and not line.endswith("\n"):
+            # Ctrl-D twice on a line typed: the terminal hands over what was typed of it,
+            # unended. That was a line given up and a session left, not a line to run (a
+            # half-typed deposit was applied); the prompt runs none either.
+            if line.strip():
+                output.error("the line not ended with Enter was not run")
+            break
         try:
             if not run_line(line.rstrip("\r\n"), bank, output):
                 break
