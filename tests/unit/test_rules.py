@@ -582,6 +582,16 @@ def test_invalid_description(ledger: Ledger) -> None:
     assert codes(plan.outcomes) == ["ok", "invalid_description"]
 
 
+def test_a_description_is_counted_in_nfc_as_a_name_is(ledger: Ledger) -> None:
+    """300 accented letters sent decomposed (NFD) are 300, not 600."""
+    decomposed = "e\u0301" * DESCRIPTION_LENGTH_MAX
+    plan = ledger.plan(
+        deposit("John Jones", 1, "a", description=decomposed),
+        deposit("John Jones", 1, "b", description=decomposed + "e\u0301"),
+    )
+    assert codes(plan.outcomes) == ["ok", "invalid_description"]
+
+
 @pytest.mark.parametrize(
     "description", ["a\x1b[2Jb", "bell\x07", "nul\x00", "line\nbreak", "\udce9t\udce9", "\x9b"]
 )
