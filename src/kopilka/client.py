@@ -363,7 +363,7 @@ class Client:
         own, asked of the server once (before a write, so never after one applied)."""
         if self._ledger is None:
             try:
-                self._ledger = self._call("GET", "/v1/whoami", _ledger_of)
+                self._ledger = self._told_ledger()
             except KopilkaError as error:
                 if isinstance(error.__cause__, httpx.ReadTimeout):
                     # "took the request": the question, which a caller of a write would
@@ -382,6 +382,27 @@ class Client:
                 error.before_the_write = True  # asked before a write is sent, if any
                 raise error from None
         return self._ledger
+
+    def _told_ledger(self) -> str:
+        """The token's ledger, as the server tells. A 5xx to the question (a defect's 500,
+        a gateway's 502 or 504, a 503 after the retries) is said of it: in the words said
+        of any call ("the server answered 500"), its caller took it for the write's, which
+        after a 5xx may have been applied. An answer of another kind of server (a 404
+        page) or kopilka's refusal of the token is said as to any request."""
+        try:
+            response = self._send("GET", "/v1/whoami")
+        except Unavailable as error:
+            # A 503 (or a 429 not kopilka's) after the retries; a connection that failed
+            # is said of the question as it is, in the property's words.
+            if error.code in ("server_unreachable", "answer_broken_off"):
+                raise
+            raise _ledger_not_told(self.shown_url, error) from None
+        try:
+            return self._answer(response, _ledger_of)
+        except KopilkaError as error:
+            if response.status_code < 500:
+                raise
+            raise _ledger_not_told(self.shown_url, error) from None
 
     # -- plumbing -------------------------------------------------------------
 
@@ -1323,6 +1344,22 @@ def _not_known(cause: str, keyed: bool, method: str) -> Unavailable:
     else:
         then = RETRY_UNDER_THE_KEY if keyed else "check before repeating it"
     return Unavailable("outcome_unknown", f"{cause}{NOT_KNOWN}{then}")
+
+
+def _ledger_not_told(url: str, error: KopilkaError) -> KopilkaError:
+    """`error`, of the question which ledger the token is for, said of it: its answer
+    (status and reason) kept, the server named once, and that the call after it was not
+    sent. Its code stays, for a program that branches on it."""
+    said = error.message
+    for subject in (f"the server at {url} ", "the server "):  # this one: "it" below
+        if said.startswith(subject):
+            said = "it " + said.removeprefix(subject)
+            break
+    return type(error)(
+        error.code,
+        f"the server at {url} did not say which ledger the token is for ({said});"
+        " nothing was sent: try again",
+    )
 
 
 def _empty_token() -> Unauthorized:

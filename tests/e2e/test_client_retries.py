@@ -413,10 +413,52 @@ def test_a_write_not_sent_after_its_ledger_lookup_failed_names_no_key(tmp_path: 
         deposit = ("deposit", "--client=Ann", "--amount=1", "--description=pay")
         result = run_kopilka(tmp_path / "cli", *deposit, "--url", url, "--token", server.token)
         assert (result.returncode, result.stdout) == (1, ""), result.stderr
-        assert result.stderr == f"Error: the server at {url} answered 504 {NOT_KOPILKAS}\n"
+        assert result.stderr == (
+            f"Error: the server at {url} did not say which ledger the token is for"
+            f" (it answered 504 {NOT_KOPILKAS}); nothing was sent: try again\n"
+        )
         assert "idempotency-key" not in result.stderr, result.stderr
         with connect_bank(server.url, token=server.token, ledger="main") as bank:
             assert bank.accounts() == []  # never sent
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (DEFECT, "it answered 500: internal error"),
+        (
+            b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n",
+            f"it answered 502 {NOT_KOPILKAS}",
+        ),
+        (GATEWAY_TIMEOUT, f"it answered 504 {NOT_KOPILKAS}"),
+        (UNAVAILABLE, f"it answered 503 {NOT_KOPILKAS}"),  # after the retries
+    ],
+    ids=["500", "502", "504", "503"],
+)
+def test_a_ledger_lookup_answered_amiss_says_the_write_was_not_sent(
+    tmp_path: Path, answer: bytes, said: str
+) -> None:
+    """Only the question which ledger the token is for went out: its 5xx had read "the
+    server answered 500: internal error", as if said of the write."""
+    asked: list[bytes] = []
+
+    def answer_for(request: bytes, real: bytes) -> bytes:
+        asked.append(request.split(b" ", 2)[1])
+        return answer if request.startswith(b"GET /v1/whoami ") else real
+
+    with (
+        running_server(tmp_path / "home") as server,
+        _relaying(server.url, answer_for) as url,
+        connect_bank(url, token=server.token) as bank,
+        pytest.raises(Unavailable) as caught,
+    ):
+        bank.deposit("Ann", 100, "pay", "lookup-1")
+    assert set(asked) == {b"/v1/whoami"}, asked  # the deposit never went
+    assert (caught.value.message, caught.value.before_the_write) == (
+        f"the server at {url} did not say which ledger the token is for ({said});"
+        " nothing was sent: try again",
+        True,
+    )
 
 
 def test_a_write_whose_retry_is_refused_its_caller_may_have_applied(tmp_path: Path) -> None:
