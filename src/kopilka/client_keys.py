@@ -22,14 +22,19 @@ _DIGEST_LENGTH = 16
 PREFIX_LENGTH = len(_MARK) + _DIGEST_LENGTH + 1
 # What a client's own key may hold, the mark taking the rest of the ledger's limit.
 CLIENT_KEY_LENGTH_MAX = IDEMPOTENCY_KEY_LENGTH_MAX - PREFIX_LENGTH
+# A client's key, as its length is refused: every way it comes in (a header, a batch
+# item) says the client's own limit, not the ledger's it cannot use.
+CLIENT_KEY_NAMED = "a client token's idempotency key"
 
 
 def client_key(client: str, key: str) -> str:
     """`key` as kept for a request of `client`'s token."""
-    if len(key) > CLIENT_KEY_LENGTH_MAX:
+    # An empty one too: under the mark it would be a key ("client/<digest>/"), not one
+    # gone missing, and a second empty key would replay the first request's answer.
+    if not 0 < len(key) <= CLIENT_KEY_LENGTH_MAX:
         raise InvalidInput(
             "invalid_idempotency_key",
-            f"a client token's idempotency key must be 1 to {CLIENT_KEY_LENGTH_MAX} characters",
+            f"{CLIENT_KEY_NAMED} must be 1 to {CLIENT_KEY_LENGTH_MAX} characters",
         )
     digest = hashlib.sha256(client.encode()).hexdigest()[:_DIGEST_LENGTH]
     return f"{_MARK}{digest}/{key}"

@@ -17,6 +17,8 @@ import pytest
 from tests.kopilka_server import ServerProcess, kopilka_command, running_server, server_env
 
 from kopilka.client import connect_bank
+from kopilka.domain.model import Withdraw
+from kopilka.errors import KopilkaError
 from kopilka.tokens import hash_secret, new_secret, token_id_of
 
 
@@ -325,6 +327,69 @@ def test_a_client_token_can_neither_take_nor_probe_another_callers_keys(
             headers={"Idempotency-Key": inside},
         )
         assert repr(inside) in again.json()["error"]["message"]
+
+
+def test_a_client_tokens_empty_key_is_told_the_client_tokens_limit(
+    server: ServerProcess,
+) -> None:
+    """An empty key was told "the Idempotency-Key header must be 1 to 200 characters",
+    and a 177-character one a client token's limit of 176: the client's own limit is
+    said either way, in every way a key comes in. An empty item key was taken as a key
+    (its mark alone), and applied."""
+    _, ann_secret = make_token(server, "client", "Ann")
+    before = balances(server)
+    own = "a client token's idempotency key must be 1 to 176 characters"
+    withdrawal = {"client": "Ann", "amount": "0.01"}
+    with server.client(ann_secret) as ann:
+        for key in ("", "k" * 177, "k" * 201):
+            for path, body in (
+                ("/v1/withdrawals", withdrawal),
+                ("/v1/transfers", {"from": "Ann", "to": "Bob", "amount": "0.01"}),
+            ):
+                answer = ann.post(path, json=body, headers={"Idempotency-Key": key})
+                assert_refused(answer, 422, "invalid_idempotency_key")
+                assert answer.json()["error"]["message"] == own, (path, len(key))
+        items = {"operations": [{"type": "withdrawal", **withdrawal}]}
+        for key in ("", "k" * 175):  # its item's ":0" leaves 174 of the 176
+            whole = ann.post("/v1/batch", json=items, headers={"Idempotency-Key": key})
+            assert_refused(whole, 422, "invalid_idempotency_key")
+            assert whole.json()["error"]["message"] == (
+                "a client token's idempotency key must be 1 to 174 characters"
+            )
+        for key in ("", "k" * 177):
+            item = {"type": "withdrawal", **withdrawal, "idempotency_key": key}
+            answer = ann.post("/v1/batch", json={"operations": [item]})
+            assert answer.json()["results"] == [
+                {
+                    "status": 422,
+                    "error": {
+                        "code": "invalid_idempotency_key",
+                        "message": f"{own} - at `$.operations[0]`",
+                    },
+                }
+            ], len(key)
+        # Refused for the role before any key is read.
+        limits = ann.patch("/v1/accounts/Ann", json={}, headers={"Idempotency-Key": ""})
+        assert_refused(limits, 403, "forbidden")
+        opened = ann.post("/v1/accounts", json={"client": "Ann"}, headers={"Idempotency-Key": ""})
+        assert_refused(opened, 403, "forbidden")
+    with connect_bank(server.url, token=ann_secret) as bank:
+        with pytest.raises(KopilkaError) as refused:
+            bank.withdraw("Ann", 1, "atm", "")
+        assert (refused.value.code, refused.value.message) == ("invalid_idempotency_key", own)
+        (item,) = bank.execute_many([Withdraw("Ann", 1, "atm", "")])
+        assert isinstance(item, KopilkaError), item
+        assert (item.code, item.message) == (
+            "invalid_idempotency_key",
+            f"{own} - at `$.operations[0]`",
+        )
+    assert balances(server) == before
+    # In its own sandbox a client token is its owner, its keys not marked: the ledger's.
+    with connect_bank(server.url, token=ann_secret, sandbox=True) as bank:
+        bank.deposit("Ann", 100, "seed")
+        with pytest.raises(KopilkaError) as refused:
+            bank.withdraw("Ann", 1, "atm", "")
+        assert refused.value.message == "the Idempotency-Key header must be 1 to 200 characters"
 
 
 def test_teller_moves_money_but_manages_no_tokens_or_limits(server: ServerProcess) -> None:

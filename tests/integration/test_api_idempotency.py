@@ -253,7 +253,7 @@ def test_a_client_token_s_batch_key_leaves_room_for_its_items(server: ServerProc
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"] == {
         "code": "invalid_idempotency_key",
-        "message": "the Idempotency-Key header must be 1 to 174 characters",
+        "message": "a client token's idempotency key must be 1 to 174 characters",
     }
 
 

@@ -46,6 +46,7 @@ from kopilka.api.request import (
 )
 from kopilka.api.sandbox import SANDBOX_IDLE_SECONDS, Sandboxes
 from kopilka.api.schemas import DepositIn, TransferIn, WithdrawalIn, operation_out
+from kopilka.client_keys import CLIENT_KEY_LENGTH_MAX
 from kopilka.collector import settle_for_serving
 from kopilka.domain.model import SANDBOX_PREFIX, MoneyCommand, Operation
 from kopilka.domain.rules import validate_ledger_name
@@ -258,13 +259,18 @@ class KopilkaApp:
             )
             if not self.tokens.standing(principal):  # revoked while the body came?
                 await self.confirm(principal)
-            key = request_headers.key_or_new()
-            command = money_command(kind, body, key, ledger, principal)
-            outcome = await self.engine.execute(command, principal.token_id)
             # Tellers and admins first: only a client token needs its ledger looked at.
             client_caller = (
                 principal.role == "client" and effective_role(principal, ledger) == "client"
             )
+            # A client's key is refused, empty or too long, naming its own limit.
+            key = (
+                request_headers.key_or_new(CLIENT_KEY_LENGTH_MAX, client=True)
+                if client_caller
+                else request_headers.key_or_new()
+            )
+            command = money_command(kind, body, key, ledger, principal)
+            outcome = await self.engine.execute(command, principal.token_id)
             if isinstance(outcome, KopilkaError):
                 if outcome.replayed:
                     headers.append(_REPLAYED)

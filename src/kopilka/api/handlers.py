@@ -565,8 +565,9 @@ class Call:
             items, as_decoded = _decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
             # Each item's key is KEY:INDEX, and must itself fit the length of a key.
             suffix_length = len(f":{max(len(items) - 1, 0)}")  # empty: as one of one
-            length_max = CLIENT_KEY_LENGTH_MAX if role == "client" else IDEMPOTENCY_KEY_LENGTH_MAX
-            prefix = self.headers.key_or_new(length_max - suffix_length)
+            client = role == "client"
+            length_max = CLIENT_KEY_LENGTH_MAX if client else IDEMPOTENCY_KEY_LENGTH_MAX
+            prefix = self.headers.key_or_new(length_max - suffix_length, client=client)
         except KopilkaError as refused:  # whole: counted nowhere, its importer unseen
             self._count_refused_whole(refused)
             raise

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope
 from kopilka.api.body_budget import BodyBudget
 from kopilka.api.errors import ApiError
 from kopilka.api.metrics import BOUNDS_REFUSALS
-from kopilka.client_keys import not_marked
+from kopilka.client_keys import CLIENT_KEY_NAMED, not_marked
 from kopilka.domain.model import SANDBOX_PREFIX
 from kopilka.domain.rules import IDEMPOTENCY_KEY_LENGTH_MAX
 from kopilka.idempotency import uuid7
@@ -75,17 +75,19 @@ class RequestHeaders:
     def names_a_sandbox(self) -> bool:
         return self.ledger is not None and self.ledger.startswith(_SANDBOX_PREFIX_BYTES)
 
-    def key_or_new(self, length_max: int = IDEMPOTENCY_KEY_LENGTH_MAX) -> str:
-        """The Idempotency-Key, or a fresh one: the request applies, but a retry is new."""
+    def key_or_new(
+        self, length_max: int = IDEMPOTENCY_KEY_LENGTH_MAX, *, client: bool = False
+    ) -> str:
+        """The Idempotency-Key, or a fresh one: the request applies, but a retry is new.
+        `client`: a client token's, whose limit (`length_max`) its refusal names as its own."""
         key = self.idempotency_key
         if key is None:
             return uuid7().hex
         # An empty header is a key gone missing, not "no key": a retry would apply twice.
         if not 0 < len(key) <= length_max:
+            named = CLIENT_KEY_NAMED if client else "the Idempotency-Key header"
             raise ApiError(
-                422,
-                "invalid_idempotency_key",
-                f"the Idempotency-Key header must be 1 to {length_max} characters",
+                422, "invalid_idempotency_key", f"{named} must be 1 to {length_max} characters"
             )
         # Read as Latin-1, UTF-8 would be stored garbled; a tab is refused by every write
         # alike (a money command's rules refuse it, and other writes kept it).
