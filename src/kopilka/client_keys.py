@@ -36,8 +36,12 @@ def client_key(client: str, key: str) -> str:
             "invalid_idempotency_key",
             f"{CLIENT_KEY_NAMED} must be 1 to {CLIENT_KEY_LENGTH_MAX} characters",
         )
+    return _mark_of(client) + key
+
+
+def _mark_of(client: str) -> str:
     digest = hashlib.sha256(client.encode()).hexdigest()[:_DIGEST_LENGTH]
-    return f"{_MARK}{digest}/{key}"
+    return f"{_MARK}{digest}/"
 
 
 def own_key(kept: str) -> str:
@@ -47,14 +51,12 @@ def own_key(kept: str) -> str:
     return kept
 
 
-# At the start of a quoted key only (Python quotes a key holding ' with "): no other
-# caller's key begins with the mark.
-_MARKED = re.compile("(?<=['\"])" + re.escape(_MARK) + f"[0-9a-f]{{{_DIGEST_LENGTH}}}/")
-
-
-def unmarked(text: str) -> str:
-    """A message that names a client's kept key, naming it as the client sent it."""
-    return _MARKED.sub("", text)
+def unmarked(text: str, client: str) -> str:
+    """A message to `client`'s token that names its kept key, naming it as it was sent:
+    the client's own mark taken out where the quoted key begins (the first quote: Python
+    quotes a key holding ' with "), and nothing else. Text shaped like a mark further on
+    is part of the key as sent, as it is in any other caller's key."""
+    return re.sub("(?<=['\"])" + re.escape(_mark_of(client)), "", text, count=1)
 
 
 def not_marked(key: str) -> str:

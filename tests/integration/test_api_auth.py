@@ -392,6 +392,66 @@ def test_a_client_tokens_empty_key_is_told_the_client_tokens_limit(
         assert refused.value.message == "the Idempotency-Key header must be 1 to 200 characters"
 
 
+def test_only_a_client_tokens_own_mark_is_taken_out_of_a_refusal(
+    server: ServerProcess,
+) -> None:
+    """Anything shaped like a client's mark after a quote was taken out of every
+    caller's refusal: an admin's key `x'client/0123456789abcdef/y` was named "x'y". An
+    admin's or a teller's key is named as sent; a client's own, without its mark only."""
+    _, teller_secret = make_token(server, "teller")
+    _, ann_secret = make_token(server, "client", "Ann")
+    ann_mark = f"client/{hashlib.sha256(b'Ann').hexdigest()[:16]}/"
+    bob_mark = f"client/{hashlib.sha256(b'Bob').hexdigest()[:16]}/"
+    with (
+        server.client() as admin,
+        server.client(teller_secret) as teller,
+        server.client(ann_secret) as ann,
+    ):
+        for caller, key in (
+            (admin, "x'client/0123456789abcdef/y"),
+            (teller, f"t'{ann_mark}y"),
+            (ann, f"a'{bob_mark}y"),  # another client's mark, in a client's own key
+        ):
+            answers = [
+                caller.post(
+                    "/v1/withdrawals",
+                    json={"client": "Ann", "amount": amount},
+                    headers={"Idempotency-Key": key},
+                )
+                for amount in ("0.01", "0.02")
+            ]
+            assert answers[0].status_code == 201, answers[0].text
+            assert_refused(answers[1], 409, "idempotency_key_reused")
+            assert answers[1].json()["error"]["message"] == (
+                f"idempotency key {key!r} was already used for another request"
+            )
+            item = {"type": "withdrawal", "client": "Ann", "amount": "0.03", "idempotency_key": key}
+            (result,) = caller.post("/v1/batch", json={"operations": [item]}).json()["results"]
+            assert result["error"]["message"] == (
+                f"idempotency key {key!r} was already used for another request"
+            )
+        # Her own mark in her own key: only the mark her key is kept under is taken out.
+        own = f"o'{ann_mark}y"
+        for amount in ("0.01", "0.02"):
+            answer = ann.post(
+                "/v1/withdrawals",
+                json={"client": "Ann", "amount": amount},
+                headers={"Idempotency-Key": own},
+            )
+        assert answer.json()["error"]["message"] == (
+            f"idempotency key {own!r} was already used for another request"
+        )
+        # A batch's own key, its body changed: refused whole, as sent.
+        for caller, key in ((admin, f"b'{ann_mark}y"), (ann, f"b'{bob_mark}y")):
+            for amount in ("0.01", "0.02"):
+                items = {"operations": [{"type": "withdrawal", "client": "Ann", "amount": amount}]}
+                answer = caller.post("/v1/batch", json=items, headers={"Idempotency-Key": key})
+            assert_refused(answer, 409, "idempotency_key_reused")
+            assert answer.json()["error"]["message"] == (
+                f"idempotency key {key!r} was already used for another request"
+            )
+
+
 def test_teller_moves_money_but_manages_no_tokens_or_limits(server: ServerProcess) -> None:
     _, secret = make_token(server, "teller")
     with server.client(secret) as teller:

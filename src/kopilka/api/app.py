@@ -275,7 +275,10 @@ class KopilkaApp:
                 if outcome.replayed:
                     headers.append(_REPLAYED)
                     replayed = True
-                raise refusal_for_client(outcome) if client_caller else outcome
+                if client_caller:
+                    assert principal.client is not None  # a client token names its client
+                    raise refusal_for_client(outcome, principal.client)
+                raise outcome
             assert isinstance(outcome, Operation)
             out = operation_out(outcome)
             if client_caller:

@@ -14,7 +14,6 @@ import msgspec
 
 from kopilka.api.json_keys import repeated_field, repeats
 from kopilka.api.schemas import ErrorDetail, ErrorOut
-from kopilka.client_keys import unmarked
 from kopilka.domain.rules import (
     client_name_empty,
     client_name_too_long,
@@ -44,8 +43,6 @@ class ApiError(KopilkaError):
 
 def error_detail(error: KopilkaError) -> ErrorDetail:
     message = error.message
-    if error.code == "idempotency_key_reused":  # a client's key, as it sent it
-        message = unmarked(message)
     if not message.isprintable():
         message = one_line(message)
     # A token pasted where a name or an id belongs is not handed back (a log keeps it).

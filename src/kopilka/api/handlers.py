@@ -632,22 +632,25 @@ class Call:
                 if isinstance(error, InvalidInput):  # bad input: which item, and where
                     error = _item_error(error, index)
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
-        # A client's claim is kept under its own mark, as its items' keys are.
-        claimed = client_key(principal.client or "", prefix) if role == "client" else prefix
+        # A client caller's: its claim is kept under its own mark, as its items' keys are.
+        client = principal.client if role == "client" else None
+        claimed = prefix if client is None else client_key(client, prefix)
         try:
             outcomes = await self.app.engine.submit_many(
                 commands, self._claim(claimed, as_decoded, made_too=True), principal.token_id
             )
-        except KopilkaError as error:  # the whole batch (the database away, say)
+        except KopilkaError as error:  # the whole batch (the database away, its key reused)
             for index in positions:
                 counts[_item_kind(items[index]), error.code] += 1
-            raise
-        client_caller = role == "client"
+            if client is not None:
+                error = refusal_for_client(error, client)  # its key as the client sent it
+            raise error
+        client_caller = client is not None
         for index, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, KopilkaError):
                 counts[_item_kind(items[index]), result_of(outcome)] += 1
-                if client_caller:
-                    outcome = refusal_for_client(outcome)
+                if client is not None:
+                    outcome = refusal_for_client(outcome, client)
                 if outcome.code == "idempotency_key_reused" and _key_made_for(items[index]):
                     outcome = _made_key_reused(f"{prefix}:{index}")
                 if isinstance(outcome, InvalidInput) and not outcome.of_the_batch:
