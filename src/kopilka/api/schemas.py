@@ -35,11 +35,7 @@ Client = Annotated[
         description="A client's name, compared in Unicode NFC: at most 200 characters in NFC",
     ),
 ]
-# Counted in NFC too, as a name is (a description is kept as it came).
-Description = Annotated[
-    str,
-    msgspec.Meta(max_length=2_000, description="At most 500 characters in Unicode NFC"),
-]
+Description = Annotated[str, msgspec.Meta(max_length=500)]
 
 
 class _In(msgspec.Struct, forbid_unknown_fields=True):

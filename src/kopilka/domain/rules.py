@@ -777,11 +777,7 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
     description = command.description
     if type(description) is not str:  # None from Python, say: refused, not a TypeError
         raise InvalidInput("invalid_description", "a description is text")
-    if len(description) > DESCRIPTION_LENGTH_MAX and (
-        # Counted as the typist sees it: 300 accented letters sent decomposed (NFD, as
-        # some terminals and files do) are 300, as a name's length is counted.
-        len(unicodedata.normalize("NFC", description)) > DESCRIPTION_LENGTH_MAX
-    ):
+    if len(description) > DESCRIPTION_LENGTH_MAX:
         raise description_too_long()
     # Statements print descriptions to terminals and CSV files: no escape sequences there,
     # and no lone surrogates (undecodable bytes from a command line) that no store can keep.
