@@ -31,7 +31,7 @@ from kopilka.api.auth import (
 )
 from kopilka.api.body_budget import BodyBudget
 from kopilka.api.commands import command_from
-from kopilka.api.errors import DECODE_ERRORS, decode_error, error_body, error_headers
+from kopilka.api.errors import DECODE_ERRORS, decode_error, error_body, error_headers, let_go
 from kopilka.api.json_keys import refuse_repeats
 from kopilka.api.metrics import Metrics, result_of
 from kopilka.api.metrics_share import DIRECTORY_VARIABLE as METRICS_DIRECTORY_VARIABLE
@@ -308,6 +308,7 @@ class KopilkaApp:
             headers.extend((name.encode(), value.encode()) for name, value in error_headers(error))
             if status == 503:  # applied or not may be unknown: a retry under this key settles it
                 headers.append((b"idempotency-key", key_to_settle(key, request_headers)))
+            let_go(error)
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})

@@ -40,6 +40,7 @@ from kopilka.api.errors import (
     error_body,
     error_detail,
     error_headers,
+    let_go,
     method_not_allowed,
     not_found_route,
 )
@@ -210,6 +211,7 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
     except KopilkaError as error:
         # PostgreSQL lost while a write committed: a key made here is no key to retry by.
         response = error_response(error if _keyed(scope) else without_key_advice(error))
+        let_go(error)
     except asyncio.CancelledError:  # the server's drain ran out: answered all the same
         reads_only = scope["method"] in ("GET", "HEAD")  # nothing a read could have applied
         stopped = stopped_before_answer(reads_only=reads_only, keyed=_keyed(scope))
