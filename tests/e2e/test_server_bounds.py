@@ -633,6 +633,50 @@ def test_a_client_that_reads_slowly_but_steadily_gets_its_whole_answer(tmp_path:
         assert took > 2, f"read in {took:.1f} s: too quickly to have kept the server waiting"
 
 
+def test_a_client_with_a_small_window_reading_steadily_gets_its_whole_answer(
+    tmp_path: Path,
+) -> None:
+    """Linux grows the server's socket buffer to megabytes and says it writable only once
+    about half has gone: a client reading steadily at a fraction of that a write time,
+    its own buffer small, kept the server's writing paused past the write time, and was
+    cut off (at 40 KB/s under the default 30 s). What it takes in counts."""
+    rate = 1_500_000  # bytes a second: some 750 KB a write time
+    with running_server(tmp_path, "memory:", KOPILKA_WRITE_SECONDS="0.5") as server:
+        with server.client() as client:
+            whole = fill_statement(client)
+        connection = open_statement(server.port, server.token, 4 * 1024)
+        started = time.monotonic()
+        chunks: list[bytes] = []
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := connection.recv(16 * 1024):
+                chunks.append(chunk)
+                ahead = sum(map(len, chunks)) / rate - (time.monotonic() - started)
+                time.sleep(max(0.0, ahead))
+        connection.close()
+    statement = json.loads(statement_body(b"".join(chunks)))
+    assert len(statement["lines"]) == STATEMENT_LINES
+    assert len(whole) > 4 * rate * 0.5  # longer than a write time's worth, many times
+
+
+def test_a_client_that_takes_in_too_little_a_write_time_is_cut_off(tmp_path: Path) -> None:
+    """Some 10 KB a second, under the 64 KiB a write time (here 1 s) that starts it anew:
+    a client taking a byte now and then holds no connection, nor its answer, for ever."""
+    with running_server(tmp_path, "memory:", KOPILKA_WRITE_SECONDS="1") as server:
+        with server.client() as client:
+            whole = fill_statement(client)
+        trickling = open_statement(server.port, server.token, 4 * 1024)
+        chunks = []
+        until = time.monotonic() + 4
+        while time.monotonic() < until:
+            chunks.append(trickling.recv(1024))
+            time.sleep(0.1)
+        answer = b"".join(chunks) + read_all(trickling)  # the rest at once: what is left
+        trickling.close()
+    assert 0 < len(answer) < len(whole)
+    with pytest.raises(AssertionError, match="the answer ends inside"):
+        statement_body(answer)
+
+
 @pytest.mark.parametrize("refused", INVALID_REQUESTS[2:], ids=lambda request: repr(request[:24]))
 def test_a_write_pipelined_before_a_refused_request_gets_its_own_answer_first(
     tmp_path: Path, refused: bytes

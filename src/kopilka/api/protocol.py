@@ -51,7 +51,10 @@ The idle time between requests is uvicorn's keep-alive timeout; a byte sent afte
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import termios
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -70,6 +73,12 @@ CONNECTIONS_MAX = 2_048  # of a server process, all clients together
 CONNECTIONS_PER_CLIENT_MAX = 256
 HEADER_SECONDS_MAX = 10.0
 WRITE_SECONDS_MAX = 30.0
+# What a client must take in of an answer within the write time for it to start anew.
+# Counted in the kernel's socket buffer too: Linux grows that to megabytes, and says the
+# socket writable (the transport resuming) only once about half has gone, so a client
+# reading a long statement at 40 KB/s kept the transport paused for over 30 s, and was
+# cut off. 64 KiB in 30 s is some 2 KB/s: a client that takes less is let go of.
+WRITE_PROGRESS_BYTES_MIN = 64 * 1024
 # The application's bound counts header names and values only; the slack is room for
 # the request line and each header's colon and line end.
 HEAD_BYTES_MAX = HEADERS_BYTES_MAX + 4 * 1024
@@ -94,6 +103,8 @@ PIPELINED_MAX = 128
 # commas apart, is 20,001. Each chunk costs Python calls (16,384 of them, some 7 ms), so
 # a body sent a byte a chunk is refused within its first read or two.
 CHUNKS_MAX = 32_768
+# Linux's ioctl for a socket's bytes sent and not yet acknowledged (SIOCOUTQ).
+_UNSENT_REQUEST: int | None = getattr(termios, "TIOCOUTQ", None)
 
 
 @dataclass
@@ -143,8 +154,11 @@ class ConnectionBounds:
                 if started is not None and started < body_deadline:
                     protocol.body_too_slow()
             started = protocol.write_paused_at
-            if started is not None and started < write_deadline:
-                protocol.write_too_slow()
+            if started is not None:
+                if protocol.took_in_enough():
+                    protocol.write_paused_at = now
+                elif started < write_deadline:
+                    protocol.write_too_slow()
         if self.live:
             self._schedule_sweep(loop)
         else:
@@ -278,8 +292,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.head_bytes = 0
         # Bytes of the current request's body handed on, beside those received for it.
         self.body_bytes = 0
-        # When the transport paused writing (the client not reading), until it resumes.
+        # When the transport paused writing (the client not reading), until it resumes;
+        # restarted whenever the client takes in WRITE_PROGRESS_BYTES_MIN meanwhile.
         self.write_paused_at: float | None = None
+        # The bytes waiting for the client to take them in when that clock (re)started.
+        self.waiting_at_pause = 0
         # What to answer when the parser stops on this request.
         self.refusal = _INVALID_HTTP
         # A refusal waiting for the answers of the requests sent before it.
@@ -522,6 +539,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         self.write_paused_at = self.loop.time()
+        self.waiting_at_pause = self._bytes_waiting()
+
+    def took_in_enough(self) -> bool:
+        """Whether the client, writing paused, has taken in WRITE_PROGRESS_BYTES_MIN
+        since the write time last started; if so it starts from here."""
+        waiting = self._bytes_waiting()
+        if self.waiting_at_pause - waiting < WRITE_PROGRESS_BYTES_MIN:
+            return False
+        self.waiting_at_pause = waiting
+        return True
+
+    def _bytes_waiting(self) -> int:
+        """The answer's bytes the client has not taken in: the transport's, and those in
+        the kernel's socket buffer not yet acknowledged (0 where it cannot be asked)."""
+        waiting: int = self.transport.get_write_buffer_size()
+        if _UNSENT_REQUEST is None:
+            return waiting
+        connection = self.transport.get_extra_info("socket")
+        try:
+            asked = fcntl.ioctl(connection.fileno(), _UNSENT_REQUEST, b"\0\0\0\0")
+        except (AttributeError, OSError, ValueError):  # closed meanwhile, or no socket
+            return waiting
+        unsent: int = struct.unpack("i", asked)[0]
+        return waiting + unsent
 
     def resume_writing(self) -> None:
         self.write_paused_at = None
