@@ -1,6 +1,6 @@
-"""A refused write leaves nothing for the cyclic garbage collector: its request (a body of
-up to 64 KB) is freed once it is answered, as an applied one is. Kept in a reference
-cycle, each waited for the next young collection, which a server makes only every
+"""A refused or replayed write leaves nothing for the cyclic garbage collector: its
+request (a body of up to 64 KB) is freed once it is answered, as an applied one is. Kept
+in a reference cycle, each waited for the next young collection, which a server makes only every
 100,000 net allocations: a flood of refused 60 KB deposits grew a worker by 200 MB."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from tests.integration.test_api_stopping import app_with_ann
 
 _LONG = "x" * 60_000
+_TOO_MUCH = {"type": "withdrawal", "client": "Ann", "amount": "5"}
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,10 @@ _LONG = "x" * 60_000
         ("POST", "/v1/accounts", {"client": "Ann"}, 409),
         ("PATCH", "/v1/accounts/Ann", {"max_balance": "0.50", "note": _LONG}, 422),
         ("PATCH", "/v1/accounts/Ann", {"max_balance": "0.50"}, 422),
+        # refused items of a batch, answered and not raised
+        ("POST", "/v1/batch", {"operations": [_TOO_MUCH] * 50}, 200),
+        # sent again under its key: the store's first try is abandoned for the replay
+        ("POST", "/v1/deposits", {"client": "Ann", "amount": "1", "key": "again"}, 201),
     ],
     ids=[
         "decoding",
@@ -40,6 +45,8 @@ _LONG = "x" * 60_000
         "opened-already",
         "limits-decoding",
         "limits-refused",
+        "batch-items",
+        "replayed",
     ],
 )
 async def test_a_refused_write_is_freed_once_answered(
@@ -54,8 +61,11 @@ async def test_a_refused_write_is_freed_once_answered(
             gc.collect()
             gc.disable()
             try:
+                key = body.get("key")
+                headers = auth if key is None else {**auth, "Idempotency-Key": str(key)}
+                sent = {name: value for name, value in body.items() if name != "key"}
                 for _ in range(3):
-                    answer = await http.request(method, path, json=body, headers=auth)
+                    answer = await http.request(method, path, json=sent, headers=headers)
                     assert answer.status_code == code, answer.text
                 gc.set_debug(gc.DEBUG_SAVEALL)
                 gc.collect()

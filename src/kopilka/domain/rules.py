@@ -230,12 +230,14 @@ def plan_batch(
             continue
         try:
             outcomes.append(apply(command))
+        # An outcome, not raised again: without its traceback, which holds this frame
+        # and so the outcomes, the whole plan would wait for the collector.
         except (Rejected, NotFound) as error:
-            outcomes.append(error)
+            outcomes.append(error.with_traceback(None))
             if isinstance(command, MONEY_COMMAND_TYPES):
                 planner.keep_refusal(command, error)
         except KopilkaError as error:
-            outcomes.append(error)
+            outcomes.append(error.with_traceback(None))
             if isinstance(command, ClaimKey):
                 planner.refused_claim, planner.covered = error, command.covers
         if planner.open_claim is not None and not planner.covered:

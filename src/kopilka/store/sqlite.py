@@ -743,12 +743,15 @@ class SqliteStore:
     def _abandon(self, error: BaseException) -> NoReturn:
         """Roll the batch back and re-raise; a busy or locked database may be retried, and
         any other SQLite error (a damaged file, a full disk) fails the batch in one line."""
-        self._roll_back()
-        if isinstance(error, sqlite3.Error):
-            if is_busy(error):
-                raise RetryableStoreError(str(error)) from error
-            raise self._failed(error) from error
-        raise error
+        try:
+            self._roll_back()
+            if isinstance(error, sqlite3.Error):
+                if is_busy(error):
+                    raise RetryableStoreError(str(error)) from error
+                raise self._failed(error) from error
+            raise error
+        finally:
+            del error  # raised from this frame, it would hold it, and the plan, in a cycle
 
     def _a_directory(self) -> Unavailable:
         return Unavailable(
