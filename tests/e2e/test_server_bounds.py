@@ -677,6 +677,40 @@ def test_a_client_that_takes_in_too_little_a_write_time_is_cut_off(tmp_path: Pat
         statement_body(answer)
 
 
+def test_an_answer_written_whole_still_has_to_drain_in_the_write_time(tmp_path: Path) -> None:
+    """A batch's answer (7 MB here, replayed under its key at no cost to the ledger) is
+    kept whole in the server: a client taking it in at 100 KB/s with a write time of
+    1 s is dropped, as it was before what the client takes in counted, not left to hold
+    it for as long as the whole answer takes."""
+    item = {"type": "deposit", "client": "Ann", "amount": "1", "description": DESCRIPTION}
+    body = json.dumps({"operations": [{**item, "open_account": True}] + [item] * 9_999})
+    head = (
+        "POST /v1/batch HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\nIdempotency-Key: big\r\n"
+        f"Content-Length: {len(body)}\r\nAuthorization: Bearer "
+    )
+    with running_server(tmp_path, "memory:", KOPILKA_WRITE_SECONDS="1") as server:
+        first = connect(server.port)
+        request = f"{head}{server.token}\r\n\r\n{body}".encode()
+        first.sendall(request)
+        whole = read_until_closed(first)
+        first.close()
+        replayed = socket.socket()
+        replayed.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024)
+        replayed.settimeout(10)
+        replayed.connect(("127.0.0.1", server.port))
+        replayed.sendall(request)
+        started, chunks = time.monotonic(), []
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while time.monotonic() - started < 5 and (chunk := replayed.recv(4 * 1024)):
+                chunks.append(chunk)
+                time.sleep(max(0.0, sum(map(len, chunks)) / 100_000 - (time.monotonic() - started)))
+        answer = b"".join(chunks) + read_all(replayed)  # the rest at once: what is left
+        replayed.close()
+    assert len(whole) > 5_000_000 and whole.startswith(b"HTTP/1.1 200 ")
+    assert 0 < len(answer) < len(whole)
+
+
 @pytest.mark.parametrize("refused", INVALID_REQUESTS[2:], ids=lambda request: repr(request[:24]))
 def test_a_write_pipelined_before_a_refused_request_gets_its_own_answer_first(
     tmp_path: Path, refused: bytes

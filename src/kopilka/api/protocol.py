@@ -79,6 +79,11 @@ WRITE_SECONDS_MAX = 30.0
 # reading a long statement at 40 KB/s kept the transport paused for over 30 s, and was
 # cut off. 64 KiB in 30 s is some 2 KB/s: a client that takes less is let go of.
 WRITE_PROGRESS_BYTES_MIN = 64 * 1024
+# Only while the answer kept in this process is no bigger than this: a statement's, kept
+# a piece at a time (500 lines, at most some 350 KB). One written whole (a batch's, up
+# to megabytes; replayed under its key at no cost) still has to drain in the write time,
+# or a client taking in 64 KiB a write time held it for an hour.
+WRITE_PROGRESS_BUFFER_MAX = 1024 * 1024
 # The application's bound counts header names and values only; the slack is room for
 # the request line and each header's colon and line end.
 HEAD_BYTES_MAX = HEADERS_BYTES_MAX + 4 * 1024
@@ -544,6 +549,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def took_in_enough(self) -> bool:
         """Whether the client, writing paused, has taken in WRITE_PROGRESS_BYTES_MIN
         since the write time last started; if so it starts from here."""
+        if self.transport.get_write_buffer_size() > WRITE_PROGRESS_BUFFER_MAX:
+            return False
         waiting = self._bytes_waiting()
         if self.waiting_at_pause - waiting < WRITE_PROGRESS_BYTES_MIN:
             return False
