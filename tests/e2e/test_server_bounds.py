@@ -658,6 +658,33 @@ def test_a_client_with_a_small_window_reading_steadily_gets_its_whole_answer(
     assert len(whole) > 4 * rate * 0.5  # longer than a write time's worth, many times
 
 
+def test_a_statement_of_long_lines_comes_in_pieces_a_steady_reader_takes_in_time(
+    tmp_path: Path,
+) -> None:
+    """500 lines of 500 emoji each are a piece of some 2.8 MB, kept whole in the server:
+    over the 1 MiB a client's progress is counted up to, so a client reading steadily had
+    to take it all in one write time, and was cut off. Pieces are at most 256 KiB."""
+    rate = 1_500_000  # bytes a second, as for usual lines above
+    emoji = "\U0001f4b0" * 500
+    deposit = {"type": "deposit", "client": "Ann", "amount": "1", "description": emoji}
+    operations = [{**deposit, "open_account": True}] + [deposit] * 1_499
+    with running_server(tmp_path, "memory:", KOPILKA_WRITE_SECONDS="0.5") as server:
+        with server.client() as client:
+            assert client.post("/v1/batch", json={"operations": operations}).status_code == 200
+        connection = open_statement(server.port, server.token, 4 * 1024)
+        started = time.monotonic()
+        chunks: list[bytes] = []
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := connection.recv(16 * 1024):
+                chunks.append(chunk)
+                ahead = sum(map(len, chunks)) / rate - (time.monotonic() - started)
+                time.sleep(max(0.0, ahead))
+        connection.close()
+    statement = json.loads(statement_body(b"".join(chunks)))
+    assert len(statement["lines"]) == 1_500
+    assert {line["description"] for line in statement["lines"]} == {emoji}
+
+
 def test_a_client_that_takes_in_too_little_a_write_time_is_cut_off(tmp_path: Path) -> None:
     """Some 10 KB a second, under the 64 KiB a write time (here 1 s) that starts it anew:
     a client taking a byte now and then holds no connection, nor its answer, for ever."""

@@ -80,9 +80,9 @@ WRITE_SECONDS_MAX = 30.0
 # cut off. 64 KiB in 30 s is some 2 KB/s: a client that takes less is let go of.
 WRITE_PROGRESS_BYTES_MIN = 64 * 1024
 # Only while the answer kept in this process is no bigger than this: a statement's, kept
-# a piece at a time (500 lines, at most some 350 KB). One written whole (a batch's, up
-# to megabytes; replayed under its key at no cost) still has to drain in the write time,
-# or a client taking in 64 KiB a write time held it for an hour.
+# a piece at a time (500 lines, or 256 KiB if less: statement_stream.py). One written
+# whole (a batch's, up to megabytes; replayed under its key at no cost) still has to
+# drain in the write time, or a client taking in 64 KiB a write time held it an hour.
 WRITE_PROGRESS_BUFFER_MAX = 1024 * 1024
 # The application's bound counts header names and values only; the slack is room for
 # the request line and each header's colon and line end.

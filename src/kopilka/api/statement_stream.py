@@ -22,6 +22,10 @@ from kopilka.money import format_plain
 from kopilka.spreadsheet import text_cell
 
 STATEMENT_CHUNK_LINES = 500
+# Or fewer lines, when they are long (500 lines of 500 emoji each are some 2.8 MB): a
+# piece is what the server keeps for a client that reads slowly, and what it waits for
+# that client to take in (api/protocol.py, WRITE_PROGRESS_BUFFER_MAX).
+STATEMENT_CHUNK_BYTES = 256 * 1024
 _encoder = msgspec.json.Encoder()
 logger = logging.getLogger(__name__)
 
@@ -138,14 +142,17 @@ async def json_statement(
     )
     yield head[:-1] + b',"lines":['
     chunk: list[bytes] = []
+    size = 0
     first = True
     async for line in lines:
         encoded = _encoder.encode(statement_line_out(line))
         chunk.append(encoded if first else b"," + encoded)
+        size += len(encoded)
         first = False
-        if len(chunk) >= STATEMENT_CHUNK_LINES:
+        if len(chunk) >= STATEMENT_CHUNK_LINES or size >= STATEMENT_CHUNK_BYTES:
             yield b"".join(chunk)
             chunk.clear()
+            size = 0
     tail = {
         "withdrawals": format_plain(totals.withdrawals),
         "deposits": format_plain(totals.deposits),
@@ -184,7 +191,8 @@ async def csv_statement(lines: AsyncIterator[StatementLine]) -> AsyncIterator[by
             ]
         )
         count += 1
-        if count % STATEMENT_CHUNK_LINES == 0:
+        # Characters, each of at most four bytes in UTF-8.
+        if count % STATEMENT_CHUNK_LINES == 0 or buffer.tell() * 4 >= STATEMENT_CHUNK_BYTES:
             yield buffer.getvalue().encode()
             buffer.seek(0)
             buffer.truncate()
