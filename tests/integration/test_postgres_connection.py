@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import types
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -132,6 +134,33 @@ async def test_a_commit_whose_answer_is_lost_is_settled_without_applying_twice(
         assert await connection.fetchval("SELECT count(*) FROM entries") == 2
     finally:
         await connection.close()
+
+
+async def test_a_batch_settled_after_its_answer_was_lost_leaves_no_cycle_for_the_collector(
+    postgres_url: str,
+) -> None:
+    """The lost connection's error, kept in a local of the frame its traceback holds,
+    kept that frame and the batch's plan alive until the collector came."""
+    async with relayed(postgres_url) as (relay, url), Engine(PostgresStore(url)) as engine:
+        assert isinstance(await engine.execute(Deposit("Ann", 1_000, "before", "k0")), Operation)
+        gc.collect()
+        gc.disable()
+        try:
+            relay.armed, relay.cut_at = True, b"SELECT 1"
+            assert isinstance(await engine.execute(Deposit("Ann", 250, "lost", "k1")), Operation)
+            assert relay.cuts == 1
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            left = [
+                found.f_code.co_name
+                for found in gc.garbage
+                if isinstance(found, types.FrameType) and "kopilka" in found.f_code.co_filename
+            ]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert left == []
 
 
 @pytest.mark.parametrize(("client", "cut_at"), [("Bob", b"COMMIT"), ("Ann", b"SELECT 1")])

@@ -694,13 +694,17 @@ class PostgresStore:
             planned.written.set_result(written)
             if not written:
                 self._accounts.forget_states(planned.keys)
-        if isinstance(lost, TimeoutError):
-            # Silent: settling it would wait on the database as long again. The key
-            # settles it, once the database answers (a batch written anew under it gives
-            # its accounts new revisions, and this statement, should it run, fails them).
-            raise self._outcome_unknown(lost) from lost
-        if lost is not None:
-            return await self._settle_planned(commands, planned.plan)
+        try:
+            if isinstance(lost, TimeoutError):
+                # Silent: settling it would wait on the database as long again. The key
+                # settles it, once the database answers (a batch written anew under it
+                # gives its accounts new revisions, and this statement, should it run,
+                # fails them).
+                raise self._outcome_unknown(lost) from lost
+            if lost is not None:
+                return await self._settle_planned(commands, planned.plan)
+        finally:
+            lost = None  # raised through this frame, it holds it, and the plan, in a cycle
         if key_taken:
             self.stale_views.record_key_taken()
         else:
@@ -732,8 +736,9 @@ class PostgresStore:
                 # A pooled connection the same cut ended, or a deadlock: each try reads
                 # the keys, so tried again on another, each still applies once.
                 if time.monotonic() >= deadline:
-                    lost = error if isinstance(error, _CONNECTION_LOST) else None
-                    raise self._outcome_unknown(lost) from error
+                    # Not kept in a local: raised through this frame, it would hold it.
+                    lost = isinstance(error, _CONNECTION_LOST)
+                    raise self._outcome_unknown(error if lost else None) from error
             except (KopilkaError, KeyAlreadyUsed) as error:
                 raise self._outcome_unknown() from error
         planned_at = plan.operations[0].created_at
@@ -854,8 +859,9 @@ class PostgresStore:
                 # is Unavailable at the connecting. The question cancelled, the COMMIT's
                 # fate is as unknown: asked again (no outage to log for it).
                 if time.monotonic() >= deadline:
-                    lost = error if isinstance(error, _CONNECTION_LOST) else None
-                    raise self._outcome_unknown(lost) from error
+                    # Not kept in a local: raised through this frame, it would hold it.
+                    lost = isinstance(error, _CONNECTION_LOST)
+                    raise self._outcome_unknown(error if lost else None) from error
                 continue
             except Unavailable as error:
                 raise self._outcome_unknown() from error
