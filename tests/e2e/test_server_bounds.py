@@ -633,6 +633,18 @@ def test_a_client_that_reads_slowly_but_steadily_gets_its_whole_answer(tmp_path:
         assert took > 2, f"read in {took:.1f} s: too quickly to have kept the server waiting"
 
 
+def read_steadily(connection: socket.socket, rate: float) -> bytes:
+    """All the connection gives, taken in at `rate` bytes a second, 16 KiB at a time."""
+    started = time.monotonic()
+    chunks: list[bytes] = []
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := connection.recv(16 * 1024):
+            chunks.append(chunk)
+            time.sleep(max(0.0, sum(map(len, chunks)) / rate - (time.monotonic() - started)))
+    connection.close()
+    return b"".join(chunks)
+
+
 def test_a_client_with_a_small_window_reading_steadily_gets_its_whole_answer(
     tmp_path: Path,
 ) -> None:
@@ -644,16 +656,8 @@ def test_a_client_with_a_small_window_reading_steadily_gets_its_whole_answer(
     with running_server(tmp_path, "memory:", KOPILKA_WRITE_SECONDS="0.5") as server:
         with server.client() as client:
             whole = fill_statement(client)
-        connection = open_statement(server.port, server.token, 4 * 1024)
-        started = time.monotonic()
-        chunks: list[bytes] = []
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
-            while chunk := connection.recv(16 * 1024):
-                chunks.append(chunk)
-                ahead = sum(map(len, chunks)) / rate - (time.monotonic() - started)
-                time.sleep(max(0.0, ahead))
-        connection.close()
-    statement = json.loads(statement_body(b"".join(chunks)))
+        answer = read_steadily(open_statement(server.port, server.token, 4 * 1024), rate)
+    statement = json.loads(statement_body(answer))
     assert len(statement["lines"]) == STATEMENT_LINES
     assert len(whole) > 4 * rate * 0.5  # longer than a write time's worth, many times
 
@@ -671,16 +675,8 @@ def test_a_statement_of_long_lines_comes_in_pieces_a_steady_reader_takes_in_time
     with running_server(tmp_path, "memory:", KOPILKA_WRITE_SECONDS="0.5") as server:
         with server.client() as client:
             assert client.post("/v1/batch", json={"operations": operations}).status_code == 200
-        connection = open_statement(server.port, server.token, 4 * 1024)
-        started = time.monotonic()
-        chunks: list[bytes] = []
-        with contextlib.suppress(TimeoutError, ConnectionResetError):
-            while chunk := connection.recv(16 * 1024):
-                chunks.append(chunk)
-                ahead = sum(map(len, chunks)) / rate - (time.monotonic() - started)
-                time.sleep(max(0.0, ahead))
-        connection.close()
-    statement = json.loads(statement_body(b"".join(chunks)))
+        answer = read_steadily(open_statement(server.port, server.token, 4 * 1024), rate)
+    statement = json.loads(statement_body(answer))
     assert len(statement["lines"]) == 1_500
     assert {line["description"] for line in statement["lines"]} == {emoji}
 

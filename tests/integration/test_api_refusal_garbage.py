@@ -5,12 +5,11 @@ in a reference cycle, each waited for the next young collection, which a server 
 
 from __future__ import annotations
 
-import gc
-import types
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.garbage import frames_left_in_cycles
 from tests.integration.test_api_stopping import app_with_ann
 
 _LONG = "x" * 60_000
@@ -58,26 +57,13 @@ async def test_a_refused_write_is_freed_once_answered(
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://k"
         ) as http:
-            gc.collect()
-            gc.disable()
-            try:
-                key = body.get("key")
-                headers = auth if key is None else {**auth, "Idempotency-Key": str(key)}
-                sent = {name: value for name, value in body.items() if name != "key"}
+            key = body.get("key")
+            headers = auth if key is None else {**auth, "Idempotency-Key": str(key)}
+            sent = {name: value for name, value in body.items() if name != "key"}
+            with frames_left_in_cycles() as left:
                 for _ in range(3):
                     answer = await http.request(method, path, json=sent, headers=headers)
                     assert answer.status_code == code, answer.text
-                gc.set_debug(gc.DEBUG_SAVEALL)
-                gc.collect()
-                left = [
-                    found.f_code.co_name
-                    for found in gc.garbage
-                    if isinstance(found, types.FrameType) and "kopilka" in found.f_code.co_filename
-                ]
-            finally:
-                gc.set_debug(0)
-                gc.garbage.clear()
-                gc.enable()
         assert left == []
     finally:
         await app.engine.close()

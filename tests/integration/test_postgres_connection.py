@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import types
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from tests.garbage import frames_left_in_cycles
 from tests.pgserver import PostgresTestServer
 
 from kopilka.api.auth import new_token_record
@@ -143,23 +142,10 @@ async def test_a_batch_settled_after_its_answer_was_lost_leaves_no_cycle_for_the
     kept that frame and the batch's plan alive until the collector came."""
     async with relayed(postgres_url) as (relay, url), Engine(PostgresStore(url)) as engine:
         assert isinstance(await engine.execute(Deposit("Ann", 1_000, "before", "k0")), Operation)
-        gc.collect()
-        gc.disable()
-        try:
+        with frames_left_in_cycles() as left:
             relay.armed, relay.cut_at = True, b"SELECT 1"
             assert isinstance(await engine.execute(Deposit("Ann", 250, "lost", "k1")), Operation)
             assert relay.cuts == 1
-            gc.set_debug(gc.DEBUG_SAVEALL)
-            gc.collect()
-            left = [
-                found.f_code.co_name
-                for found in gc.garbage
-                if isinstance(found, types.FrameType) and "kopilka" in found.f_code.co_filename
-            ]
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
     assert left == []
 
 
