@@ -544,32 +544,32 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         self.write_paused_at = self.loop.time()
-        self.waiting_at_pause = self._bytes_waiting()
+        self.waiting_at_pause = self.transport.get_write_buffer_size() + self._unsent_in_kernel()
 
     def took_in_enough(self) -> bool:
         """Whether the client, writing paused, has taken in WRITE_PROGRESS_BYTES_MIN
         since the write time last started; if so it starts from here."""
-        if self.transport.get_write_buffer_size() > WRITE_PROGRESS_BUFFER_MAX:
+        buffered: int = self.transport.get_write_buffer_size()
+        if buffered > WRITE_PROGRESS_BUFFER_MAX:
             return False
-        waiting = self._bytes_waiting()
+        waiting = buffered + self._unsent_in_kernel()
         if self.waiting_at_pause - waiting < WRITE_PROGRESS_BYTES_MIN:
             return False
         self.waiting_at_pause = waiting
         return True
 
-    def _bytes_waiting(self) -> int:
-        """The answer's bytes the client has not taken in: the transport's, and those in
-        the kernel's socket buffer not yet acknowledged (0 where it cannot be asked)."""
-        waiting: int = self.transport.get_write_buffer_size()
+    def _unsent_in_kernel(self) -> int:
+        """The answer's bytes in the kernel's socket buffer the client has not yet
+        acknowledged (0 where that cannot be asked); the transport's own come beside."""
         if _UNSENT_REQUEST is None:
-            return waiting
+            return 0
         connection = self.transport.get_extra_info("socket")
         try:
             asked = fcntl.ioctl(connection.fileno(), _UNSENT_REQUEST, b"\0\0\0\0")
         except (AttributeError, OSError, ValueError):  # closed meanwhile, or no socket
-            return waiting
+            return 0
         unsent: int = struct.unpack("i", asked)[0]
-        return waiting + unsent
+        return unsent
 
     def resume_writing(self) -> None:
         self.write_paused_at = None
