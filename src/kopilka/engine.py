@@ -76,6 +76,12 @@ def _is_ready(request: _Request) -> bool:
     return request.after is None or request.after.done
 
 
+def _taken(future: asyncio.Future[list[Outcome]]) -> None:
+    """A piece's outcome that no caller awaits any more: its error, if any, is taken."""
+    if not future.cancelled():
+        future.exception()
+
+
 @dataclass(slots=True)
 class BatchStats:
     """Counters for metrics: how big batches are is how well group commit works."""
@@ -239,18 +245,26 @@ class Engine:
             self._pending.push(caller, request)
         self._wakeup.set()
         outcomes: list[Outcome] = []
-        for index, request in enumerate(requests):
-            try:
-                answered = await request.future
-            except KopilkaError as error:
-                if index == 0:
-                    for later in requests[1:]:  # failed unapplied too, with no one to tell
-                        later.future.cancel()
-                    raise
-                answered = [error] * len(request.commands)
-            # A claim's own outcome is no command's: a refused claim's covered commands
-            # are refused with it, so the claim's place is dropped either way.
-            outcomes.extend(answered if claim is None else answered[1:])
+        try:
+            for index, request in enumerate(requests):
+                try:
+                    answered = await request.future
+                except KopilkaError as error:
+                    if index == 0:
+                        for later in requests[1:]:  # failed unapplied too, no one to tell
+                            later.future.cancel()
+                        raise
+                    answered = [error] * len(request.commands)
+                # A claim's own outcome is no command's: a refused claim's covered
+                # commands are refused with it, so the claim's place is dropped either way.
+                outcomes.extend(answered if claim is None else answered[1:])
+        except asyncio.CancelledError:
+            # The caller is gone: the pieces it will not await may still fail, and their
+            # errors are taken, not kept with their tracebacks and logged as never
+            # retrieved.
+            for request in requests:
+                request.future.add_done_callback(_taken)
+            raise
         return outcomes
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import sqlite3
 import threading
@@ -579,3 +580,40 @@ def test_a_time_bound_that_is_no_positive_number_of_seconds_is_refused(
             bank.accounts(wait_seconds=seconds)  # type: ignore[arg-type]
         assert refused.value.message.startswith("wait_seconds must be a positive number")
         assert bank.accounts(wait_seconds=5) == []
+
+
+async def test_a_cancelled_callers_pieces_that_fail_leave_no_error_unretrieved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long request's caller cancelled while its first piece is written: when that
+    piece fails, so do the pieces after it, and their errors, which no one will await,
+    are taken, not logged at exit as "never retrieved" (each with its traceback held)."""
+    monkeypatch.setattr(sqlite_store, "LOOP_COMMIT_SECONDS_MAX", -1.0)  # all on the thread
+    path = tmp_path / "kopilka.db"
+    engine = await open_engine(path, Limits(batch_operations_max=2))
+    try:
+        await engine.submit_many([OpenAccount("Ann")])
+        with sqlite3.connect(path) as database:  # a database that fails one write
+            database.execute(
+                "CREATE TRIGGER refuse_the_first BEFORE INSERT ON operations"
+                " WHEN NEW.description = 'first' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+        texts = ("first", "second", "third", "fourth", "fifth", "sixth")
+        deposits = [Deposit("Ann", 100, text, f"piece-{text}") for text in texts]
+        caller = asyncio.ensure_future(engine.submit_many(deposits))
+        for _ in range(3):  # the first piece reaches the writer thread
+            await asyncio.sleep(0)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        (after,) = await engine.submit_many([Deposit("Ann", 5, "after", "after-1")])
+        assert isinstance(after, Operation)  # the failed pieces are behind us
+        account = await engine.get_account("main", "Ann")
+        assert account is not None and account.balance_cents == 5
+    finally:
+        await engine.close()
+    del caller
+    gc.collect()
+    await asyncio.sleep(0)
+    lost = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert lost == []
