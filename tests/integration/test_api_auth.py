@@ -461,6 +461,30 @@ def test_teller_moves_money_but_manages_no_tokens_or_limits(server: ServerProces
         assert_refused(teller.post("/v1/tokens", json={"role": "admin"}), 403, "forbidden")
         limits = teller.patch("/v1/accounts/Bob", json={"min_balance": "-1000"})
         assert_refused(limits, 403, "forbidden")
+        assert limits.json()["error"]["message"].endswith(": an admin changes limits")
+
+
+def test_a_teller_opens_accounts_but_gives_no_overdraft(server: ServerProcess) -> None:
+    """An overdraft is a limit, which only an admin sets: a teller who could open an
+    account with one could pay it out at once. Refused, it opens nothing."""
+    _, secret = make_token(server, "teller")
+    with server.client(secret) as teller:
+        overdrawn = teller.post("/v1/accounts", json={"client": "Mule", "min_balance": "-5"})
+        assert_refused(overdrawn, 403, "forbidden")
+        assert "floor below zero" in overdrawn.json()["error"]["message"]
+        assert_refused(teller.get("/v1/accounts/Mule"), 404, "account_not_found")
+        plain = {"client": "Mule", "min_balance": "0", "max_balance": "50"}
+        assert teller.post("/v1/accounts", json=plain).status_code == 201
+        own_sandbox = teller.post("/v1/sandboxes").json()["ledger"]  # its own: anything
+        played = teller.post(
+            "/v1/accounts",
+            json={"client": "Mule", "min_balance": "-5"},
+            headers={"Kopilka-Ledger": own_sandbox},
+        )
+        assert played.status_code == 201, played.text
+    with server.client() as admin:
+        given = admin.post("/v1/accounts", json={"client": "Owes", "min_balance": "-5"})
+        assert given.status_code == 201, given.text
 
 
 def test_revocation_through_the_api_is_immediate(server: ServerProcess) -> None:

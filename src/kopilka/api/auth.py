@@ -182,9 +182,10 @@ def check_ledger(principal: Principal, ledger: str) -> None:
     raise Forbidden("forbidden", f"this token may not use ledger {ledger!r}")
 
 
-def require_role(principal: Principal, ledger: str, *roles: Role) -> None:
+def require_role(principal: Principal, ledger: str, *roles: Role, who: str) -> None:
+    """`who` says, for the refusal, who may: "limits are changed by an admin"."""
     if effective_role(principal, ledger) not in roles:
-        raise Forbidden("forbidden", f"a {principal.role} token may not do this")
+        raise Forbidden("forbidden", f"a {principal.role} token may not do this: {who}")
 
 
 def check_client(principal: Principal, ledger: str, client: str) -> None:

@@ -422,10 +422,24 @@ class Call:
     # -- accounts -------------------------------------------------------------
 
     async def open_account(self) -> Response:
-        require_role(self.principal, self.ledger, "admin", "teller")
+        require_role(
+            self.principal,
+            self.ledger,
+            "admin",
+            "teller",
+            who="tellers and admins open accounts",
+        )
         request: OpenAccountIn = await self.decode(OpenAccountIn)
         # Named as the shell names them in its refusals.
         floor = parse_limit(request.min_balance, "floor")
+        if floor < 0 and effective_role(self.principal, self.ledger) != "admin":
+            # An overdraft is credit the bank gives: a limit, which only an admin sets.
+            # A teller who could open one could also pay it out at once.
+            raise Forbidden(
+                "forbidden",
+                "a teller token may not open an account with a floor below zero:"
+                " an admin sets an overdraft",
+            )
         cap = None if request.max_balance is None else _cap_given(request.max_balance)
         # A negative one is the rules' to refuse, in the words the shell gets.
         opening = parse_cents(
@@ -458,7 +472,7 @@ class Call:
         return response
 
     async def set_limits(self, client: str) -> Response:
-        require_role(self.principal, self.ledger, "admin")
+        require_role(self.principal, self.ledger, "admin", who="an admin changes limits")
         request: SetLimitsIn = await self.decode(SetLimitsIn)
         given_floor = request.min_balance if isinstance(request.min_balance, str) else None
         floor = None if given_floor is None else parse_limit(given_floor, "floor")
@@ -486,7 +500,13 @@ class Call:
         return json_response(account_out(account))
 
     async def list_accounts(self) -> Response:
-        require_role(self.principal, self.ledger, "admin", "teller")
+        require_role(
+            self.principal,
+            self.ledger,
+            "admin",
+            "teller",
+            who="tellers and admins list accounts",
+        )
         query = self.query("limit", "after")
         text = query.get("limit", "100")
         # Plain ASCII digits only: int() would also take " 5", "1_0" and other scripts' digits.
