@@ -270,6 +270,9 @@ def test_a_statement_out_of_time_order_is_refused_in_one_line(tmp_path: Path) ->
     logged = [line for line in server.errors.splitlines() if "does not add up" in line]
     assert len(logged) == 2, server.errors
     assert all("account 1 (ledger 'main'), entry " in line for line in logged), logged
+    # Read in time order: $1, $2, then $4 said to make $10.00 on $3.00 (the $3 moved after).
+    says = "says a balance of 1000 cents where the lines up to it come to 700;"
+    assert all(says in line for line in logged), logged
 
 
 def test_a_csv_statement_of_several_chunks_has_each_line_once(tmp_path: Path) -> None:
@@ -387,4 +390,4 @@ def test_a_statement_whose_lines_stop_short_of_its_last_entry_is_refused(
     logged = [line for line in server.errors.splitlines() if "does not add up" in line]
     assert len(logged) == 2, server.errors
     says = "account 1 (ledger 'main'), the last entry says a balance of 6000 cents"
-    assert all(f"{says} where the lines before it come to 3000" in line for line in logged)
+    assert all(f"{says} where the lines up to it come to 3000" in line for line in logged)

@@ -98,7 +98,8 @@ async def adding_up(
         if totals.closing + line.amount_cents != line.balance_after_cents:
             if dropped is not None and await dropped():
                 raise no_sandbox(account.ledger)
-            _log_inconsistent(account, f"entry {line.entry_id}", line.balance_after_cents, totals)
+            came_to = totals.closing + line.amount_cents
+            _log_inconsistent(account, f"entry {line.entry_id}", line.balance_after_cents, came_to)
             raise statement_inconsistent(account.client)
         totals.add(line)
         yield line
@@ -107,20 +108,21 @@ async def adding_up(
         # of a ledger that does not add up for the end of a test ledger.
         raise no_sandbox(account.ledger)
     if totals.closing != closing:
-        _log_inconsistent(account, "the last entry", closing, totals)
+        _log_inconsistent(account, "the last entry", closing, totals.closing)
         raise statement_inconsistent(account.client)
 
 
-def _log_inconsistent(account: Account, where: str, says: int, totals: Totals) -> None:
+def _log_inconsistent(account: Account, where: str, says: int, came_to: int) -> None:
+    """`came_to`: the balance the lines up to `where`, its own amount too, come to."""
     logger.error(
         "the ledger does not add up: in the statement of account %d (ledger %r), %s says"
-        " a balance of %d cents where the lines before it come to %d; look for entries"
+        " a balance of %d cents where the lines up to it come to %d; look for entries"
         " changed, removed or out of time order",
         account.id,
         account.ledger,
         where,
         says,
-        totals.closing,
+        came_to,
     )
 
 
