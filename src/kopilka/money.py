@@ -7,6 +7,7 @@ with integer arithmetic, so "0.1" is exactly 10 cents.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from kopilka.errors import InvalidInput
 
@@ -58,9 +59,7 @@ def parse_cents(
     candidate = given.removeprefix("$")
     # "$$5": the pattern below would take the second as the first; "$" alone is no number.
     if text.count("$") > 1 or not candidate:
-        raise InvalidInput(
-            "invalid_amount", f"{what} {text!r} is not a number like 100 or 1,000.25"
-        )
+        raise _not_a_number(text, what)
     if len(candidate) > AMOUNT_TEXT_LENGTH_MAX:
         raise InvalidInput("invalid_amount", f"{what} is too long to be a sum of money")
     # Most amounts are plain digits with up to two decimals ("100", "12.50"): read
@@ -84,15 +83,26 @@ def parse_cents(
         # A number but for its decimals: ".505" or "1,0.505" is told what ".5" is.
         if _AMOUNT_PATTERN.fullmatch(re.sub(r"(\.\d\d)\d+$", r"\1", candidate, flags=re.ASCII)):
             raise InvalidInput("invalid_amount", f"{what} {text!r} has more than two decimals")
-        raise InvalidInput(
-            "invalid_amount", f"{what} {text!r} is not a number like 100 or 1,000.25"
-        )
+        raise _not_a_number(text, what)
     sign, whole, fraction = match.groups()
     # int() reads "_" between digits itself; the pattern has placed every separator.
     cents = int(whole.replace(",", "")) * CENTS_PER_DOLLAR + _FRACTION_CENTS[fraction or ""]
     if sign == "-":
         cents = -cents
     return _checked(cents, text, allow_negative=allow_negative, allow_zero=allow_zero, what=what)
+
+
+def _not_a_number(text: str, what: str) -> InvalidInput:
+    """The refusal of money text that is no number, naming a character that is neither
+    printable nor ASCII (a no-break space copied in with the amount shows as '\\xa0')."""
+    odd = next((char for char in text if not (char.isascii() and char.isprintable())), None)
+    held = ""
+    if odd is not None:
+        name = unicodedata.name(odd, "")
+        held = f" (it holds U+{ord(odd):04X}{' ' + name if name else ''}, which no amount has)"
+    return InvalidInput(
+        "invalid_amount", f"{what} {text!r} is not a number like 100 or 1,000.25{held}"
+    )
 
 
 def _checked(cents: int, text: str, *, allow_negative: bool, allow_zero: bool, what: str) -> int:

@@ -98,8 +98,10 @@ def test_no_cap_is_none_with_spaces_alone_around_it(run_shell: Callable[[str], s
     )
     assert run_shell(script).splitlines() == [
         "Account opened for Capped: floor $0.00, cap $100.00.",
-        "Error: cap 'none\\t' is not a number like 100 or 1,000.25",
-        "Error: cap '\\xa0none' is not a number like 100 or 1,000.25",
+        "Error: cap 'none\\t' is not a number like 100 or 1,000.25"
+        " (it holds U+0009, which no amount has)",
+        "Error: cap '\\xa0none' is not a number like 100 or 1,000.25"
+        " (it holds U+00A0 NO-BREAK SPACE, which no amount has)",
         "Error: cap 'null' is not a number like 100 or 1,000.25; no cap is written none",
         "Limits of Capped: floor $0.00, cap none.",
     ]

@@ -107,6 +107,19 @@ def test_refusal_messages_say_why() -> None:
         parse_amount("1,0.505")
     with pytest.raises(InvalidInput, match="more than two decimals"):
         parse_amount("-$1,000.505")
+    # A character repr() shows as an escape is named: '\xa05' reads as a hex number.
+    for text, named in (
+        ("\u00a05", "U+00A0 NO-BREAK SPACE"),
+        ("1\u202f000", "U+202F NARROW NO-BREAK SPACE"),
+        ("5\u0661", "U+0661 ARABIC-INDIC DIGIT ONE"),
+        ("5\t", "U+0009"),
+    ):
+        with pytest.raises(InvalidInput) as refused:
+            parse_amount(text)
+        assert refused.value.message.endswith(f"1,000.25 (it holds {named}, which no amount has)")
+    with pytest.raises(InvalidInput) as plain:
+        parse_amount("5x")
+    assert plain.value.message == "amount '5x' is not a number like 100 or 1,000.25"
     with pytest.raises(InvalidInput, match=r"maximum \$1,000,000,000,000\.00"):
         parse_amount("1000000000000.01")
 
