@@ -136,6 +136,8 @@ def quoted(
     # escaped text is no longer the word that was given.
     if isinstance(value, str):
         text = repr(hide_secrets(value, [value]))
+        # Cut inside its quotes: the quote that opens it is closed ('lll...').
+        return text if len(text) <= length_max else f"{text[:length_max]}...{text[0]}"
     else:  # a list or a number from the file: its text as shown, each text in it masked
         text = hide_secrets(spell(value), _texts_in(value))
     return cut_short(text, length_max)

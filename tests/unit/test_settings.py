@@ -844,7 +844,7 @@ def test_a_password_ending_in_a_colon_is_hidden_whole_before_the_messages_own() 
     [
         ("host=db password=Se\\cr3t", "'host=db password=***'"),
         ("postgresql://al:" + "S" * 60 + "@h/db", "'postgresql://al:***@h/db'"),
-        ("x" * 50, "'" + "x" * 39 + "..."),
+        ("x" * 50, "'" + "x" * 39 + "...'"),
         ("postgresql+psycopg://al:S3cret@h/db", "'postgresql+psycopg://al:***@h/db'"),
         ("host=db sslpassword=S3cret", "'host=db sslpassword=***'"),
         (["host=db password=S3cret"], "['host=db password=***']"),
