@@ -987,6 +987,10 @@ class Client:
         ledger, when None, is this client's: the one it names, else its token's."""
         _name_as_the_rules_take(client)
         if ledger is None and self._sandbox is not None:
+            # Only an admin may make tokens at all: a teller or client is told so, as the
+            # server would tell it, not sent to name a ledger first.
+            if self.whoami().get("role") != "admin":
+                raise Forbidden("forbidden", "only an admin token may manage tokens")
             # The request's ledger is the sandbox, to which no token is bound: said in
             # this call's words, not the header's and the body's the server would name.
             raise InvalidInput(

@@ -126,6 +126,11 @@ def test_a_token_asked_for_in_a_sandbox_session_is_told_to_name_its_ledger(
         _, secret = bank.create_token("teller", ledger="main")
         with connect_bank(server.url, token=secret) as teller:
             assert teller.whoami()["ledger"] == "main"
+        # A token that may make none is told so, not sent to name a ledger first.
+        with connect_bank(server.url, token=secret, sandbox=True) as teller:
+            with pytest.raises(Forbidden) as forbidden:
+                teller.create_token("client", client="Ann")
+            assert forbidden.value.message == "only an admin token may manage tokens"
 
 
 def test_one_token_cannot_take_every_sandbox(tmp_path: Path) -> None:
