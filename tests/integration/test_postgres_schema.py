@@ -51,7 +51,12 @@ from kopilka.limits import Limits
 from kopilka.redaction import redact_url
 from kopilka.store import initialize_schema, open_store
 from kopilka.store.postgres import PostgresStore
-from kopilka.store.postgres_schema import MIGRATIONS, SCHEMA_MIGRATIONS_TABLE, SCHEMA_VERSION
+from kopilka.store.postgres_schema import (
+    MIGRATION_LOCK_KEY,
+    MIGRATIONS,
+    SCHEMA_MIGRATIONS_TABLE,
+    SCHEMA_VERSION,
+)
 from kopilka.tokens import TokenRecord
 
 pytestmark = pytest.mark.postgres
@@ -98,6 +103,28 @@ def test_processes_starting_together_migrate_exactly_once(postgres_url: str) -> 
         _, stderr = process.communicate(timeout=60)
         assert process.returncode == 0, stderr.decode()
     assert asyncio.run(_versions(postgres_url)) == list(range(1, SCHEMA_VERSION + 1))
+
+
+async def test_a_store_opening_while_another_process_upgrades_waits_for_it(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upgrade elsewhere (the migration lock held) longer than lock_timeout is waited
+    for, not taken for the database away: that refused every start during a long one."""
+    upgrading = await asyncpg.connect(postgres_url)
+    try:
+        await upgrading.execute("BEGIN")
+        await upgrading.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        store = PostgresStore(postgres_url, lock_timeout_seconds=0.2)
+        opening = asyncio.ensure_future(store.open())
+        await asyncio.sleep(1.5)  # past lock_timeout several times over
+        assert not opening.done(), opening
+        await upgrading.execute("COMMIT")
+        await asyncio.wait_for(opening, 30)
+        await store.close()
+    finally:
+        await upgrading.close()
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+    assert "another process is upgrading the schema of the database at" in caplog.text
 
 
 async def test_a_newer_schema_is_refused_with_a_clear_message(postgres_url: str) -> None:

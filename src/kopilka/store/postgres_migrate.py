@@ -3,6 +3,7 @@ kopilka does not know (newer, or tables of its names that another tool made)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import asyncpg
@@ -25,6 +26,12 @@ from kopilka.store.postgres_schema import (
 Connection = Any  # asyncpg ships no type hints
 
 SERVER_VERSION_MIN = 13
+# An upgrade of a big ledger (an index built, every name rewritten), and a wait behind
+# another process's, may take far longer than a request's statement is given (the
+# pool's command timeout, a minute): bounded at an hour instead.
+MIGRATION_SECONDS_MAX = 3600.0
+
+logger = logging.getLogger(__name__)
 
 
 async def migrate(connection: Connection, redacted_url: str, *, create: bool = True) -> int:
@@ -56,7 +63,7 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
         await _refuse_ledger_outside_current_schema(connection, redacted_url)
     try:
         async with connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            await _wait_for_other_migrations(connection, redacted_url)
             await connection.execute(SCHEMA_MIGRATIONS_TABLE)
             # Another process may have been first.
             version = await _schema_version(connection, redacted_url)
@@ -64,7 +71,7 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
             if version == 0:  # a refusal rolls back the schema_migrations just created
                 await _refuse_foreign_tables(connection, redacted_url)
             for number in range(version + 1, SCHEMA_VERSION + 1):
-                await connection.execute(MIGRATIONS[number - 1])
+                await connection.execute(MIGRATIONS[number - 1], timeout=MIGRATION_SECONDS_MAX)
                 await connection.execute(
                     "INSERT INTO schema_migrations (version) VALUES ($1)", number
                 )
@@ -78,6 +85,25 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
             " schema",
         ) from error
     return version
+
+
+async def _wait_for_other_migrations(connection: Connection, redacted_url: str) -> None:
+    """Take the migration lock, in this transaction, waiting for another process that
+    holds it (upgrading the schema) as long as it takes, not lock_timeout: a wait there
+    refused the start of every process that began during a long upgrade, as though the
+    database were away. The migrations' own statements keep lock_timeout."""
+    if await connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", MIGRATION_LOCK_KEY):
+        return
+    logger.warning(
+        "another process is upgrading the schema of the database at %s: waiting for it",
+        redacted_url,
+    )
+    bound = await connection.fetchval("SELECT current_setting('lock_timeout')")
+    await connection.execute("SET LOCAL lock_timeout = 0")
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY, timeout=MIGRATION_SECONDS_MAX
+    )
+    await connection.execute("SELECT set_config('lock_timeout', $1, true)", bound)
 
 
 async def _refuse_schema_not_usable(connection: Connection, redacted_url: str) -> None:
