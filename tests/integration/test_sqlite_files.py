@@ -96,6 +96,74 @@ async def test_writes_to_a_database_file_gone_are_refused(
         await store.close()
 
 
+async def test_a_token_or_sandbox_written_after_the_file_went_is_refused(tmp_path: Path) -> None:
+    """Not only batches: a token made, or a sandbox opened, into a file no path names
+    any more was acknowledged, and lost with the journal at the process's end."""
+    path = tmp_path / "kopilka.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        (opened,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
+        assert isinstance(opened, Operation)
+        path.rename(tmp_path / "moved.db")
+        record, _ = new_token_record("teller", None)
+        with pytest.raises(Unavailable) as refused:
+            await store.put_token(record)
+        assert refused.value.message == (
+            "the database's file was removed or replaced while in use; nothing was applied"
+        )
+        with pytest.raises(Unavailable):
+            await store.open_sandbox(f"{SANDBOX_PREFIX}x", datetime.now(UTC), 10)
+    finally:
+        await store.close()
+
+
+async def test_a_path_through_a_link_no_longer_a_directory_refuses_and_holds_nothing(
+    tmp_path: Path,
+) -> None:
+    """The database reached through a link to its directory, the link replaced by a file:
+    the path names no file (NotADirectoryError, not "no such file"). The batch written is
+    refused and rolled back whole: the write lock let go, no balance of it kept in
+    memory, and writes go on once the link is back."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    store = SqliteStore(str(link / "kopilka.db"))
+    await store.open()
+    other = SqliteStore(str(real / "kopilka.db"))
+    try:
+        (first,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
+        assert isinstance(first, Operation)
+        link.unlink()
+        link.write_text("no directory")
+        with pytest.raises(Unavailable) as refused:
+            await store.apply([Deposit("Ann", 5, "pay", "k2")])
+        assert refused.value.message == (
+            "the database's file was removed or replaced while in use; nothing was applied"
+        )
+        await other.open()  # the write lock is free: another process writes at once
+        (beside,) = await other.apply([Deposit("Ann", 1, "pay", "k3")])
+        assert isinstance(beside, Operation) and beside.credit_balance_after_cents == 101
+        link.unlink()
+        link.symlink_to(link)  # a loop: whether the path names the file cannot be told
+        with pytest.raises(Unavailable) as unknown:
+            await store.apply([Deposit("Ann", 5, "pay", "k5")])
+        assert unknown.value.message == (
+            "the database's file cannot be looked at; nothing was applied, try again"
+        )
+        with pytest.raises(Unavailable) as not_ready:
+            await store.ping()
+        assert not_ready.value.message == "the database's file cannot be looked at"
+        link.unlink()
+        link.symlink_to(real, target_is_directory=True)
+        (again,) = await store.apply([Deposit("Ann", 5, "pay", "k4")])
+        assert isinstance(again, Operation) and again.credit_balance_after_cents == 106
+    finally:
+        await store.close()
+        await other.close()
+
+
 def _journal_of(database: Path) -> tuple[int, int, bytes]:
     """The -wal and -shm beside the database: their inodes, and the -wal's bytes (the
     -shm's change as its readers come and go)."""

@@ -723,11 +723,8 @@ class SqliteStore:
         )
 
     def _commit(self, plan: BatchPlan) -> list[Outcome]:
-        gone = self._files.gone() if self._files is not None else None
-        if gone is not None:
-            self._roll_back()
-            raise self._file_gone(gone)
         try:
+            self._refuse_if_gone()
             self._db.execute("COMMIT")
         except BaseException as error:
             self._abandon(error)
@@ -824,6 +821,29 @@ class SqliteStore:
         verb = "is" if len(read_only) == 1 else "are"
         return f"{error}: {listed(read_only)} {verb} read-only"
 
+    def _refuse_if_gone(self, *, writing: bool = True) -> None:
+        """Unavailable when the database's path no longer names the file opened (a commit
+        there would go to a file no later open finds), or cannot be looked at."""
+        if self._files is None:
+            return
+        try:
+            gone = self._files.gone()
+        except OSError as error:
+            raise self._file_unknown(error, writing=writing) from None
+        if gone is not None:
+            raise self._file_gone(gone, writing=writing)
+
+    def _file_unknown(self, error: OSError, *, writing: bool) -> Unavailable:
+        """The path could not be looked at (a directory's mode changed, a disk error), so
+        whether it still names the file opened is unknown: told as _file_gone is."""
+        reason = f"{self.path} cannot be looked at ({error.strerror or error})"
+        if self._new_outage(reason):
+            logger.error("the database file %s; writes are refused until it can be", reason)
+        said = "the database's file cannot be looked at"
+        return Unavailable(
+            "store_unavailable", f"{said}; nothing was applied, try again" if writing else said
+        )
+
     def _file_gone(self, path: str, *, writing: bool = True) -> Unavailable:
         """For the caller, without the path; for the operator's log, with it, once. A
         readiness check is told no word of writes applied."""
@@ -847,11 +867,14 @@ class SqliteStore:
         return Unavailable("store_unavailable", f"{said}; nothing was applied" if writing else said)
 
     def _roll_back(self) -> None:
-        if self._db.in_transaction:
-            self._db.execute("ROLLBACK")
-        self._lock.release()
-        # The plan changed cached accounts in place: they are no longer the truth.
-        self._account_cache.clear()
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        finally:
+            # The plan changed cached accounts in place: they are no longer the truth,
+            # whether or not the ROLLBACK itself failed.
+            self._account_cache.clear()
+            self._lock.release()
 
     def _refusal_may_be_a_retry(self, commands: Sequence[Command], plan: BatchPlan) -> bool:
         """Whether a key the plan refuses was used before (rules.refused_money_keys)."""
@@ -1176,9 +1199,7 @@ class SqliteStore:
 
     async def ping(self) -> None:
         # A file gone refuses every write until a restart: not ready, though reads answer.
-        gone = self._files.gone() if self._files is not None else None
-        if gone is not None:
-            raise self._file_gone(gone, writing=False)
+        self._refuse_if_gone(writing=False)
         if self._damage is not None:
             raise Unavailable(
                 "database_damaged",
@@ -1344,6 +1365,7 @@ class SqliteStore:
             raise Unavailable("store_busy", f"the database {self.path} is busy: {error}") from error
         try:
             result = work()
+            self._refuse_if_gone()
             self._db.execute("COMMIT")
         except BaseException as error:
             self._roll_back()

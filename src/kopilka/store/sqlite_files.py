@@ -94,8 +94,11 @@ def journal_without_its_file(database_path: str) -> str | None:
 
 
 def _identity(path: str) -> Identity | None:
+    """None when no file is at `path` (a directory on its way made no directory too: a
+    link to it replaced by a file). Another failure (permission, a disk error) is raised:
+    whether the path still names the file is then unknown."""
     try:
         status = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return status.st_dev, status.st_ino
