@@ -9,6 +9,7 @@ exit 0.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import functools
 import os
@@ -40,6 +41,8 @@ KEEP_ALIVE_SECONDS = 5
 # journal, lock files, the listening socket, the event loop's, a worker's pipes.
 _DESCRIPTORS_BESIDE_CONNECTIONS = 64
 GRACEFUL_SHUTDOWN_SECONDS = 15
+# How often a start that waits (for the store to open) looks whether a stop was asked.
+_STOP_LOOK_SECONDS = 0.1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,16 +98,35 @@ class _Server(StopsOnHangup):
         app = self.config.loaded_app
         if isinstance(app, KopilkaApp):
             try:
-                await app.start()
+                await self._start_unless_stopped(app)
             except KopilkaError as error:
                 self.startup_error = error
                 self.should_exit = True
+                return
+            if self.should_exit:  # asked to stop while the store opened: it never serves
+                await app.stop()
                 return
         await super().startup(sockets)
         if self.started:
             settle_for_serving()
             app = self.config.loaded_app
             _announce(self.settings, isinstance(app, KopilkaApp) and app.admin_token_created)
+
+    async def _start_unless_stopped(self, app: KopilkaApp) -> None:
+        """`app.start()`, given up when a stop is asked meanwhile: opening the store may
+        wait long (another process upgrading a PostgreSQL schema), and SIGTERM only sets
+        should_exit, which nothing reads until the start is over."""
+        starting = asyncio.ensure_future(app.start())
+        try:
+            while not starting.done() and not self.should_exit:
+                await asyncio.wait({starting}, timeout=_STOP_LOOK_SECONDS)
+        finally:
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, KopilkaError):
+                    await starting
+        if not starting.cancelled():
+            starting.result()
 
 
 def _announce(settings: Settings, admin_token_created: bool) -> None:

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from tests.e2e.conftest import run_kopilka
@@ -33,6 +34,7 @@ from tests.kopilka_server import (
 )
 
 import kopilka
+from kopilka.store.postgres_schema import MIGRATION_LOCK_KEY
 from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX
 from kopilka.tokens import token_id_of
 
@@ -861,3 +863,37 @@ def test_a_server_waiting_for_another_to_start_in_its_home_stops_when_asked(
         os.close(turn)
     assert (process.returncode, out, errors) == (0, "", "")
     assert not (home / "kopilka.db").exists()  # no database opened
+
+
+@pytest.mark.postgres
+def test_a_server_waiting_for_another_process_s_upgrade_stops_when_asked(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Another process upgrading the schema (its migration lock held) is waited for as
+    long as it takes; a stop asked meanwhile ends the wait at once, exit 0, where it had
+    waited on until the upgrade was done."""
+
+    async def hold_the_lock() -> None:
+        upgrading = await asyncpg.connect(postgres_url)
+        try:
+            await upgrading.execute("BEGIN")
+            await upgrading.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            process = subprocess.Popen(
+                [*kopilka_command(), "serve", "--port", str(free_port()), "--db", postgres_url],
+                env=server_env(tmp_path / "home"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert process.stderr is not None
+            told = await asyncio.to_thread(process.stderr.readline)
+            assert "another process is upgrading the schema" in told, told
+            asked = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            out, errors = await asyncio.to_thread(process.communicate, timeout=30)
+            assert time.monotonic() - asked < 5
+            assert (process.returncode, out, errors) == (0, "", ""), (told, errors)
+        finally:
+            await upgrading.close()
+
+    asyncio.run(hold_the_lock())

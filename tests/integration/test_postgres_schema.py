@@ -127,6 +127,32 @@ async def test_a_store_opening_while_another_process_upgrades_waits_for_it(
     assert "another process is upgrading the schema of the database at" in caplog.text
 
 
+async def test_an_upgrade_is_not_bound_by_a_statement_timeout_set_for_requests(
+    postgres_url: str,
+) -> None:
+    """postgres.md advises a statement_timeout on the role: it bounds requests, not an
+    upgrade nor the wait for another process's."""
+    await _execute(
+        postgres_url,
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L',"
+        " current_database(), '300ms'); END $$",
+    )
+    upgrading = await asyncpg.connect(postgres_url)
+    try:
+        await upgrading.execute("BEGIN")
+        await upgrading.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+        store = PostgresStore(postgres_url)
+        opening = asyncio.ensure_future(store.open())
+        await asyncio.sleep(1.0)  # past the statement_timeout several times over
+        assert not opening.done(), opening
+        await upgrading.execute("COMMIT")
+        await asyncio.wait_for(opening, 30)
+        await store.close()
+    finally:
+        await upgrading.close()
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+
+
 async def test_a_newer_schema_is_refused_with_a_clear_message(postgres_url: str) -> None:
     await initialize_schema(postgres_url)
     connection = await asyncpg.connect(postgres_url)

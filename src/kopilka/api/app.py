@@ -146,6 +146,11 @@ class KopilkaApp:
             await self.engine.close()
             raise
 
+    async def stop(self) -> None:
+        """Answer whatever is still queued, then close the store."""
+        await self.sandboxes.close()
+        await self.engine.close()
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             try:
@@ -181,8 +186,7 @@ class KopilkaApp:
                     self._opening.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await self._opening
-                await self.sandboxes.close()
-                await self.engine.close()
+                await self.stop()
                 await self.metrics.stop_sharing()  # after the last batch is counted
                 await send({"type": "lifespan.shutdown.complete"})
                 return

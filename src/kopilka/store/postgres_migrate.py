@@ -63,6 +63,9 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
         await _refuse_ledger_outside_current_schema(connection, redacted_url)
     try:
         async with connection.transaction():
+            # A statement_timeout set on the role or database (postgres.md advises one)
+            # is for requests: an upgrade is bounded by MIGRATION_SECONDS_MAX instead.
+            await connection.execute("SET LOCAL statement_timeout = 0")
             await _wait_for_other_migrations(connection, redacted_url)
             await connection.execute(SCHEMA_MIGRATIONS_TABLE)
             # Another process may have been first.
