@@ -989,7 +989,10 @@ class Client:
         if ledger is None and self._sandbox is not None:
             # Only an admin may make tokens at all: a teller or client is told so, as the
             # server would tell it, not sent to name a ledger first.
-            if self.whoami().get("role") != "admin":
+            own_role: object = "admin"  # not learnt (the server away): the advice stands
+            with contextlib.suppress(KopilkaError):
+                own_role = self.whoami().get("role")
+            if own_role != "admin":
                 raise Forbidden("forbidden", "only an admin token may manage tokens")
             # The request's ledger is the sandbox, to which no token is bound: said in
             # this call's words, not the header's and the body's the server would name.

@@ -131,6 +131,13 @@ def test_a_token_asked_for_in_a_sandbox_session_is_told_to_name_its_ledger(
             with pytest.raises(Forbidden) as forbidden:
                 teller.create_token("client", client="Ann")
             assert forbidden.value.message == "only an admin token may manage tokens"
+        # The role not to be learnt (the server gone): the advice stands, as it did.
+        bank_left = connect_bank(server.url, token=server.token, sandbox=True)
+        assert server.stop() == 0
+        with pytest.raises(InvalidInput) as still:
+            bank_left.create_token("teller")
+        assert still.value.code == "invalid_ledger"
+        bank_left.close()
 
 
 def test_one_token_cannot_take_every_sandbox(tmp_path: Path) -> None:

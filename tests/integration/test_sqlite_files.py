@@ -164,6 +164,35 @@ async def test_a_path_through_a_link_no_longer_a_directory_refuses_and_holds_not
         await other.close()
 
 
+async def test_a_file_gone_whose_old_directory_cannot_be_looked_at_is_still_told_gone(
+    tmp_path: Path,
+) -> None:
+    """The database reached by a link to its file, the link pointed elsewhere, and the
+    directory the file was in no longer to be looked at (a loop here): said gone in one
+    line, the journal left behind named only when it can be told, no OSError raised."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "other.db").write_bytes(b"")
+    link = tmp_path / "books.db"
+    link.symlink_to(tmp_path / "real" / "kopilka.db")
+    store = SqliteStore(str(link))
+    await store.open()
+    try:
+        (first,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
+        assert isinstance(first, Operation)
+        link.unlink()
+        link.symlink_to(tmp_path / "other" / "other.db")
+        (tmp_path / "real").rename(tmp_path / "real-away")
+        (tmp_path / "real").symlink_to(tmp_path / "real")  # a loop
+        with pytest.raises(Unavailable) as refused:
+            await store.apply([Deposit("Ann", 5, "pay", "k2")])
+        assert refused.value.message == (
+            "the database's file was removed or replaced while in use; nothing was applied"
+        )
+    finally:
+        await store.close()
+
+
 def _journal_of(database: Path) -> tuple[int, int, bytes]:
     """The -wal and -shm beside the database: their inodes, and the -wal's bytes (the
     -shm's change as its readers come and go)."""

@@ -50,10 +50,13 @@ class OpenedFiles:
         and a file put at the path would read them as its own journal at its next open.
         None of them once the journal at the path is another's (the new file's)."""
         database, *journal = self.identities
-        if database is None or _identity(self.real_path) == database:
-            return []
-        left = list(zip(self.paths[1:], journal, strict=True))
-        if any(opened is None or _identity(path) != opened for path, opened in left):
+        try:
+            if database is None or _identity(self.real_path) == database:
+                return []
+            left = list(zip(self.paths[1:], journal, strict=True))
+            if any(opened is None or _identity(path) != opened for path, opened in left):
+                return []
+        except OSError:  # not to be looked at: none named, rather than the wrong ones
             return []
         return [(path, opened[1]) for path, opened in left if opened is not None]
 
