@@ -17,6 +17,7 @@ import resource
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvicorn
@@ -98,7 +99,10 @@ class _Server(StopsOnHangup):
         app = self.config.loaded_app
         if isinstance(app, KopilkaApp):
             try:
-                await self._start_unless_stopped(app)
+                # Opening the store may wait long (another process upgrading a PostgreSQL
+                # schema), and SIGTERM only sets should_exit, which nothing reads until
+                # the start is over: the start is given up when it is set.
+                await _unless_stopped(app.start(), lambda: self.should_exit)
             except KopilkaError as error:
                 self.startup_error = error
                 self.should_exit = True
@@ -112,21 +116,22 @@ class _Server(StopsOnHangup):
             app = self.config.loaded_app
             _announce(self.settings, isinstance(app, KopilkaApp) and app.admin_token_created)
 
-    async def _start_unless_stopped(self, app: KopilkaApp) -> None:
-        """`app.start()`, given up when a stop is asked meanwhile: opening the store may
-        wait long (another process upgrading a PostgreSQL schema), and SIGTERM only sets
-        should_exit, which nothing reads until the start is over."""
-        starting = asyncio.ensure_future(app.start())
-        try:
-            while not starting.done() and not self.should_exit:
-                await asyncio.wait({starting}, timeout=_STOP_LOOK_SECONDS)
-        finally:
-            if not starting.done():
-                starting.cancel()
-                with contextlib.suppress(asyncio.CancelledError, KopilkaError):
-                    await starting
-        if not starting.cancelled():
-            starting.result()
+
+async def _unless_stopped(work: Awaitable[None], stop_asked: Callable[[], bool]) -> bool:
+    """`work`, given up (cancelled) once `stop_asked()`; whether it was done."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done() and not stop_asked():
+            await asyncio.wait({task}, timeout=_STOP_LOOK_SECONDS)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, KopilkaError):
+                await task
+    if task.cancelled():
+        return False
+    task.result()
+    return True
 
 
 def _announce(settings: Settings, admin_token_created: bool) -> None:
@@ -341,7 +346,9 @@ def _serve_workers(settings: Settings, listening: socket.socket) -> int:
 
     async def prepare() -> bool:
         store = open_store(settings.db)
-        await store.open()
+        # A stop asked while it waits (for another process's schema upgrade) ends it.
+        if not await _unless_stopped(store.open(), lambda: bool(_STOPS_ASKED)):
+            return False
         try:
             return await ensure_admin_token(store, settings.home / ADMIN_TOKEN_FILE)
         finally:

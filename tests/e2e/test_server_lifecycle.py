@@ -866,8 +866,9 @@ def test_a_server_waiting_for_another_to_start_in_its_home_stops_when_asked(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_server_waiting_for_another_process_s_upgrade_stops_when_asked(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, postgres_url: str, workers: int
 ) -> None:
     """Another process upgrading the schema (its migration lock held) is waited for as
     long as it takes; a stop asked meanwhile ends the wait at once, exit 0, where it had
@@ -879,7 +880,11 @@ def test_a_server_waiting_for_another_process_s_upgrade_stops_when_asked(
             await upgrading.execute("BEGIN")
             await upgrading.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
             process = subprocess.Popen(
-                [*kopilka_command(), "serve", "--port", str(free_port()), "--db", postgres_url],
+                [
+                    *kopilka_command(),
+                    *("serve", "--port", str(free_port()), "--db", postgres_url),
+                    *("--workers", str(workers)),
+                ],
                 env=server_env(tmp_path / "home"),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
