@@ -325,8 +325,9 @@ def number(value: Any) -> float:
     return float(_typed(value, _DECIMAL))
 
 
-_DIGITS = re.compile(r"[0-9]+")
-_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+# A minus sign is read, for the range to refuse: "-1" is a whole number, out of range.
+_DIGITS = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 
 
 def _typed(value: Any, form: re.Pattern[str]) -> Any:

@@ -227,12 +227,14 @@ def test_a_ledger_refused_is_named_as_a_global_one_is(
             ("--body-seconds", "99999999"),
             "body_seconds must be above 0 and at most 3600, not 99999999 (--body-seconds)",
         ),
+        # A negative number is a number, out of range: said so, not "no number".
         (
             ("--write-seconds", "-1"),
-            "write_seconds must be a number of seconds, not '-1' (--write-seconds)",
+            "write_seconds must be above 0 and at most 3600, not -1 (--write-seconds)",
         ),
         (("--workers", "65"), "workers must be 1 to 64, not 65 (--workers)"),
-        (("--port", "-1"), "port must be a whole number, not '-1' (--port)"),
+        (("--port", "-1"), "port must be 1 to 65535, not -1 (--port)"),
+        (("--port", "+1"), "port must be a whole number, not '+1' (--port)"),
         # Given bare, as given with --port, the same words.
         (("abc",), "port must be a whole number, not 'abc' (PORT)"),
         (("0",), "port must be 1 to 65535, not 0 (PORT)"),
