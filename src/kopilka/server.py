@@ -115,6 +115,8 @@ class _Server(StopsOnHangup):
             settle_for_serving()
             app = self.config.loaded_app
             _announce(self.settings, isinstance(app, KopilkaApp) and app.admin_token_created)
+            if isinstance(app, KopilkaApp):
+                _say_if_upgraded(app.store.schema_versions, self.settings)
 
 
 async def _unless_stopped(work: Awaitable[None], stop_asked: Callable[[], bool]) -> bool:
@@ -132,6 +134,18 @@ async def _unless_stopped(work: Awaitable[None], stop_asked: Callable[[], bool])
         return False
     task.result()
     return True
+
+
+def _say_if_upgraded(versions: tuple[int, int] | None, settings: Settings) -> None:
+    """As `kopilka init` says it, after where it listens: an operator upgrading wants to
+    see that it was done."""
+    found, now = versions or (0, 0)
+    if 0 < found < now:
+        with contextlib.suppress(OSError):  # stdout gone: the server serves all the same
+            print(
+                f"Schema upgraded from version {found} to {now} in {redact_url(settings.db)}.",
+                flush=True,
+            )
 
 
 def _announce(settings: Settings, admin_token_created: bool) -> None:
@@ -344,11 +358,14 @@ def _serve_workers(settings: Settings, listening: socket.socket) -> int:
     from kopilka.api.admin_token import ensure_admin_token
     from kopilka.store import open_store
 
+    upgraded: list[tuple[int, int] | None] = []  # the schema's versions, as found and made
+
     async def prepare() -> bool:
         store = open_store(settings.db)
         # A stop asked while it waits (for another process's schema upgrade) ends it.
         if not await _unless_stopped(store.open(), lambda: bool(_STOPS_ASKED)):
             return False
+        upgraded.append(store.schema_versions)
         try:
             return await ensure_admin_token(store, settings.home / ADMIN_TOKEN_FILE)
         finally:
@@ -375,6 +392,7 @@ def _serve_workers(settings: Settings, listening: socket.socket) -> int:
     # first worker had started, most of a second later.
     listening.listen(config.backlog)
     _announce(settings, admin_token_created)
+    _say_if_upgraded(upgraded[0] if upgraded else None, settings)
     mark_supervisor()
     # Each worker writes its counts there, and a scrape of any sums them all
     # (metrics_share); they last as long as the server.

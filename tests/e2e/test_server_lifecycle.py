@@ -10,6 +10,7 @@ import fcntl
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ from tests.kopilka_server import (
 import kopilka
 from kopilka.store.postgres_schema import MIGRATION_LOCK_KEY
 from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX
+from kopilka.store.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
 from kopilka.tokens import token_id_of
 
 ACCOUNTS = [f"acct{i}" for i in range(10)]
@@ -902,3 +904,21 @@ def test_a_server_waiting_for_another_process_s_upgrade_stops_when_asked(
             await upgrading.close()
 
     asyncio.run(hold_the_lock())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_server_that_upgraded_its_ledger_says_so(tmp_path: Path, workers: int) -> None:
+    """As `kopilka init` says it: an operator upgrading wants to see that it was done."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    with contextlib.closing(sqlite3.connect(home / "kopilka.db")) as old:
+        old.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1")
+    with running_server(home, workers=workers) as server:
+        with server.client() as admin:
+            assert admin.get("/v1/accounts").status_code == 200
+        assert server.stop() == 0
+    said = f"Schema upgraded from version 1 to {SCHEMA_VERSION} in {home / 'kopilka.db'}.\n"
+    assert server.output == said, server.output
+    with running_server(home, workers=workers) as server:  # up to date: nothing said
+        assert server.stop() == 0
+    assert server.output == ""
