@@ -143,6 +143,32 @@ async def test_a_pool_all_in_use_on_a_frozen_database_is_told_away(
         assert caplog.text.count("is available again") == 1, caplog.text
 
 
+async def test_a_pool_all_in_use_ready_again_after_a_freeze_says_the_database_is_back(
+    postgres_server: PostgresTestServer, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The outage a readiness check logged on a connection of its own ends in the log
+    once such a check is answered again, not only once a write goes through."""
+    async with Engine(_store(postgres_url)) as engine, _pool_all_in_use(engine, postgres_url):
+        with caplog.at_level(logging.WARNING, logger="kopilka"):
+            with _frozen(postgres_server), pytest.raises(Unavailable):
+                await asyncio.wait_for(Readiness(engine).check(), 5)
+            assert "is unavailable" in caplog.text, caplog.text
+            # The silence seen is kept a moment (1 s) for the checks that follow.
+            again = Readiness(engine, interval_seconds=0)
+            async with asyncio.timeout(5):
+                while not await _ready(again):
+                    await asyncio.sleep(0.1)
+            assert caplog.text.count("is available again") == 1, caplog.text
+
+
+async def _ready(readiness: Readiness) -> bool:
+    try:
+        await readiness.check()
+    except Unavailable:
+        return False
+    return True
+
+
 async def test_requests_that_give_up_together_ask_the_database_once(postgres_url: str) -> None:
     """Many requests whose wait for a pooled connection runs out at once share one
     question to the database, on one connection more: no storm of new connections
