@@ -376,7 +376,8 @@ def _read_files(config_path: str | Path | None, base: Path) -> list[tuple[dict[s
             try:
                 with candidate.open("rb") as handle:
                     _check_owner(candidate, os.fstat(handle.fileno()))
-                    values = tomllib.load(handle)
+                    # A byte order mark, as some editors save UTF-8, is no statement.
+                    values = tomllib.loads(handle.read().decode("utf-8-sig"))
             except tomllib.TOMLDecodeError as error:
                 raise InvalidInput("invalid_setting", f"{candidate}: {error}") from error
             except OSError as error:

@@ -66,6 +66,14 @@ def test_config_file_in_home_and_explicit(tmp_path: Path) -> None:
     assert explicit.ledger == "explicit"
 
 
+def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Some editors begin a UTF-8 file with U+FEFF; it had been refused as an invalid
+    statement at line 1, column 1, in a file that looked right."""
+    config = tmp_path / "kopilka.toml"
+    config.write_bytes(b'\xef\xbb\xbfledger = "bom"\n')
+    assert load_settings(environ={"KOPILKA_HOME": str(tmp_path)}).ledger == "bom"
+
+
 def test_the_working_directory_s_file_adds_to_the_home_s(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
