@@ -1390,20 +1390,31 @@ def test_a_body_declared_encoded_is_refused_and_nothing_applied(
 
 
 @pytest.mark.parametrize(
-    "text", [b'"client": "Ann\xff"', b'"client": "Ann", "description": "\xc0\xaf"']
+    "text",
+    [
+        b'"client": "Ann\xff"',
+        b'"client": "Ann", "description": "\xc0\xaf"',
+        # A surrogate encoded as UTF-8 (as Java's modified UTF-8 writes one): no UTF-8.
+        b'"client": "Ann", "description": "x\xed\xa0\x80"',
+    ],
 )
 def test_a_body_that_is_not_utf8_is_malformed_json_alone_or_in_a_batch(
     admin: httpx.Client, text: bytes
 ) -> None:
     """A batch's items are decoded one by one after a first look that let the bytes
-    through: its body was called unreadable (422), where a single write's is not JSON."""
+    through: its body was called unreadable (422), where a single write's is not JSON.
+    Refused whole, the batch applies none of its items, the good ones before it too."""
+    before = admin.get("/v1/accounts/Ann").json()["balance"]
+    good = b'{"type": "deposit", "client": "Ann", "amount": "5"}'
     item = b'{"type": "deposit", ' + text + b', "amount": "1"}'
     for path, body in (
         ("/v1/deposits", b"{" + text + b', "amount": "1"}'),
         ("/v1/batch", b'{"operations": [' + item + b"]}"),
+        ("/v1/batch", b'{"operations": [' + good + b", " + item + b"]}"),
     ):
         answer = admin.post(path, content=body, headers={"Content-Type": "application/json"})
         assert (answer.status_code, answer.json()["error"]["code"]) == (400, "malformed_json"), (
             path,
             answer.text,
         )
+    assert admin.get("/v1/accounts/Ann").json()["balance"] == before

@@ -62,7 +62,9 @@ def repeats(body: bytes) -> Repeats:
     try:
         # Numbers kept as their text: only the fields count here, and an integer of
         # thousands of digits (refused as an amount by msgspec) is no reason to fail.
-        outer = json.loads(body, object_pairs_hook=one_object, parse_int=str, parse_float=str)
+        # Decoded strictly first: json.loads would let surrogates written as UTF-8 through.
+        text = body.decode("utf-8")
+        outer = json.loads(text, object_pairs_hook=one_object, parse_int=str, parse_float=str)
     except UnicodeDecodeError:  # inside an item a batch left undecoded: not JSON at all
         from kopilka.api.errors import ApiError  # which imports this module
 
