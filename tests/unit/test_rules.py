@@ -397,7 +397,9 @@ def test_invalid_client(ledger: Ledger, command: Command) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["Ann\u00a0", "Ann\u2003Lee", "Ann\u0007", "Ann\u200cLee", "A\ue000b"]
+    "name",
+    # A name of such spaces alone too: it had been called empty.
+    ["Ann\u00a0", "Ann\u2003Lee", "Ann\u0007", "Ann\u200cLee", "A\ue000b", "\u00a0", "\u2003\t"],
 )
 def test_a_name_with_another_kind_of_space_says_so(ledger: Ledger, name: str) -> None:
     (error,) = ledger.plan(deposit(name, 100, "k")).outcomes
