@@ -644,7 +644,9 @@ def test_ctrl_d_on_a_line_typed_leaves_without_running_it(
     assert terminal.close() == 0
     shown = terminal.seen + log.read_text()
     assert shown.count("Deposit operation was successful!") == 1, shown
-    assert "Error: the line not ended with Enter was not run" in terminal.seen
+    # On a line of its own, not after the text typed ("...=yError: ...").
+    said = "Error: the line not ended with Enter was not run"
+    assert re.search(f"(?m)^{said}", terminal.seen.replace("\r", "")), terminal.seen
     assert _balance_said(kopilka_home, "A") == "Balance of A: $5.00\n"
 
 

@@ -144,12 +144,13 @@ class Output:
         else:
             _written(lambda: self._write(self._stream, reply.text))
 
-    def error(self, message: str) -> None:
+    def error(self, message: str, *, after_unended_text: bool = False) -> None:
         """An error line. Should it not be written (2>/dev/full), the exit status still
         tells: not 3 (AnswerNotWritten), which says that a refused command ran. Unless it
         goes among the answers (a piped shell's), as one of them: a script's refusals
-        lost, it ended 0 with an empty log."""
-        line = f"Error: {hide_secrets(message)}"
+        lost, it ended 0 with an empty log. `after_unended_text`: the terminal shows text
+        typed with no line break after it, which the error would go on."""
+        line = f"{chr(10) if after_unended_text else ''}Error: {hide_secrets(message)}"
         console = self._error_console
         try:
             if console is None:

@@ -190,7 +190,7 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
             # unended. That was a line given up and a session left, not a line to run (a
             # half-typed deposit was applied); the prompt runs none either.
             if line.strip():
-                output.error("the line not ended with Enter was not run")
+                output.error("the line not ended with Enter was not run", after_unended_text=True)
             break
         try:
             if not run_line(line.rstrip("\r\n"), bank, output):
