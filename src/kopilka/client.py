@@ -721,18 +721,20 @@ class Client:
     ) -> Account:
         _a_name(client)  # checked in the embedded rules' order: the name, then the rest
         body = opening_body(client, min_balance_cents, max_balance_cents, opening_balance_cents)
-        # Retried only when the request never left (ConnectError): a second try of one
-        # that did would be refused as account_exists, not applied twice.
+        # Without a key, under one made here, which its retries carry: a retry after an
+        # answer lost is answered as the first try was (the account, and its opening
+        # deposit, made once), not refused as account_exists with its outcome unknown.
         keyed = idempotency_key not in ("", None)
         response = self._send(
             "POST",
             "/v1/accounts",
             json=body,
-            idempotency_key=idempotency_key if keyed else None,
-            retry=False,
+            idempotency_key=idempotency_key if keyed else new_key(),
+            key_is_callers=keyed,
         )
         account = self._answer(response, self._account_reader(), keyed=keyed)
-        # Opened before under the key given, as the embedded bank says it.
+        # Opened before under the key given, as the embedded bank says it; a replay under
+        # a key made here is of this call's own first try.
         account.replayed = keyed and response.headers.get("idempotent-replayed") == "true"
         return account
 

@@ -274,6 +274,26 @@ def test_a_write_whose_first_answer_was_lost_is_no_replay_to_its_caller(
             assert bank.account("Ann").balance_cents == 200  # each applied once
 
 
+def test_an_account_opened_whose_answer_was_lost_is_resent_and_opened_once(
+    tmp_path: Path,
+) -> None:
+    """An opening (with its opening deposit) had no key unless the caller gave one, and
+    was not resent: `kopilka add-user --url` said its outcome was unknown, though the
+    account stood. Now resent under a key made for it, it is answered as opened."""
+    with running_server(tmp_path / "home") as server:
+        sent: list[bytes] = []
+        with (
+            _proxy_losing_first_answer(server.url, b"POST", sent.append) as url,
+            connect_bank(url, token=server.token, ledger="main") as bank,
+        ):
+            opened = bank.open_account("Ann", 0, 10_000, 500)
+        assert len(sent) == 1  # a first answer was lost, and the call resent
+        assert (opened.client, opened.balance_cents, opened.replayed) == ("Ann", 500, False)
+        with connect_bank(server.url, token=server.token, ledger="main") as bank:
+            assert bank.account("Ann").balance_cents == 500
+            assert len(bank.statement("Ann", None, None).lines) == 1
+
+
 def test_a_refusal_a_shell_line_was_given_on_its_clients_resend_is_no_replay(
     tmp_path: Path,
 ) -> None:
