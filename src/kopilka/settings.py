@@ -191,7 +191,10 @@ def load_settings(
         )
     if rank("db") < nowhere:
         written_in = files[rank("db") - 2][1] if rank("db") >= 2 else None
-        db = _sqlite_path_as_meant(db, written_in.parent if written_in else None)
+        # A file's relative path is from where the file is; a pipe's (`--config <(...)`,
+        # /dev/fd/N) is from the working directory, as a flag's is, not from /dev/fd.
+        directory = written_in.parent if written_in and written_in.is_file() else None
+        db = _sqlite_path_as_meant(db, directory)
     # The database and a server's URL both say where the ledger is: the one given at
     # the stronger place wins, so KOPILKA_DB overrides a url in kopilka.toml, and a url
     # in the working directory's file a db in the home's (a tie, both given at one

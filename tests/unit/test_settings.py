@@ -1068,7 +1068,7 @@ def test_a_config_given_through_a_pipe_is_read(tmp_path: Path) -> None:
     """`kopilka serve --config <(...)`: the shell gives a pipe's path, /dev/fd/N."""
     read_end, write_end = os.pipe()
     try:
-        os.write(write_end, b'ledger = "piped"\n')
+        os.write(write_end, b'ledger = "piped"\ndb = "books.db"\n')
         os.close(write_end)
         settings = load_settings(
             environ={"KOPILKA_HOME": str(tmp_path)}, config_path=f"/dev/fd/{read_end}"
@@ -1076,6 +1076,8 @@ def test_a_config_given_through_a_pipe_is_read(tmp_path: Path) -> None:
     finally:
         os.close(read_end)
     assert settings.ledger == "piped"
+    # Its relative path is from the working directory: /dev/fd/books.db could not be.
+    assert settings.db == "books.db"
 
 
 @pytest.mark.parametrize(
