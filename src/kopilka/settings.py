@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import difflib
 import ipaddress
 import os
 import re
@@ -103,6 +104,28 @@ _SERVED_VARIABLES = (
     "KOPILKA_WRITE_SECONDS",
     "KOPILKA_SANDBOX_IDLE_SECONDS",
 )
+# The others kopilka reads: a client's token, and what a server hands its workers.
+_OTHER_VARIABLES = ("KOPILKA_TOKEN", "KOPILKA_SUPERVISOR_PID", "KOPILKA_METRICS_DIRECTORY")
+_READ_VARIABLES = frozenset((*_WHERE_VARIABLES, *_SERVED_VARIABLES, *_OTHER_VARIABLES))
+# Not kopilka's to read, so not warned of: what Kubernetes sets in every pod beside a
+# Service named kopilka, and the test suite's own.
+_NOT_OURS = re.compile(
+    r"KOPILKA_(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT_\d+_(?:TCP|UDP|SCTP)\w*|TEST_\w+)"
+)
+
+
+def unread_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each KOPILKA_* variable that kopilka does not read: a typing slip
+    (..._DB_URL for ..._DB) would leave the ledger the home's SQLite file without a word. Not
+    refused: a name of another program's may begin so. Names only, never a value."""
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith("KOPILKA_") or name in _READ_VARIABLES or _NOT_OURS.fullmatch(name):
+            continue
+        near = difflib.get_close_matches(name, sorted(_READ_VARIABLES), n=2)
+        meant = f"; did you mean {' or '.join(near)}?" if near else ""
+        warnings.append(f"{quoted(name, 80)} is no variable kopilka reads: it is ignored{meant}")
+    return warnings
 
 
 def load_settings(

@@ -90,6 +90,27 @@ def test_success_exits_zero_with_the_message_on_stdout(kopilka: RunKopilka) -> N
     assert balance.stdout == "Balance of John Jones: $100.00\n"
 
 
+def test_a_mistyped_variable_is_warned_of_and_the_command_runs(kopilka_home: Path) -> None:
+    """KOPILKA_DB_URL set for a PostgreSQL ledger was read by nothing, silently: the
+    deposit went into a new SQLite file in the home. What Kubernetes sets beside a
+    Service named kopilka is not warned of."""
+    result = run_kopilka(
+        kopilka_home,
+        *DEPOSIT,
+        env={
+            "KOPILKA_DB_URL": "postgresql://ann:s3cret@db/books",
+            "KOPILKA_SERVICE_HOST": "10.0.0.1",
+            "KOPILKA_PORT_8888_TCP_ADDR": "10.0.0.1",
+        },
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        "Deposit operation was successful!\n",
+        "Warning: 'KOPILKA_DB_URL' is no variable kopilka reads: it is ignored; did you mean"
+        " KOPILKA_URL or KOPILKA_DB?\n",
+    )
+
+
 def test_a_refusal_exits_one_with_one_line_on_stderr(kopilka: RunKopilka) -> None:
     assert kopilka(*DEPOSIT).returncode == 0
     result = kopilka("withdraw", "--client=Nobody", "--amount=1", "--description=x")

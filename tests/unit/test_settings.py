@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -13,10 +14,11 @@ from tests.file_modes import (
     run_python_as,
 )
 
+import kopilka
 from kopilka.errors import InvalidInput
 from kopilka.home import home
 from kopilka.redaction import hide_secrets, quoted, redact_text, redact_url
-from kopilka.settings import DEFAULT_HOST, DEFAULT_PORT, load_settings
+from kopilka.settings import DEFAULT_HOST, DEFAULT_PORT, load_settings, unread_variables
 from kopilka.store import open_store, sqlite_path
 from kopilka.urls import on_this_machine
 
@@ -1107,3 +1109,33 @@ def test_on_this_machine_is_an_address_never_a_name_that_begins_as_one(
     host: str, here: bool
 ) -> None:
     assert on_this_machine(host) is here
+
+
+def test_every_variable_kopilka_reads_is_known_to_the_warning_of_unread_ones() -> None:
+    """A variable the code reads but the warning does not know would be warned of as a
+    typing slip while it is read."""
+    source = Path(kopilka.__file__).parent
+    named = {
+        name
+        for path in source.rglob("*.py")
+        for name in re.findall(r"\bKOPILKA_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
+    }
+    assert len(named) > 10
+    assert unread_variables(dict.fromkeys(named, "1")) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "warned"),
+    [
+        ("KOPILKA_HOM", True),
+        ("KOPILKA_db", True),
+        ("KOPILKA_SERVICE_PORT_HTTP", False),  # Kubernetes' service links
+        ("KOPILKA_PORT_8888_TCP_PROTO", False),
+        ("KOPILKA_TEST_POSTGRES_URL", False),
+        ("PGPASSWORD", False),
+    ],
+)
+def test_unread_variables_are_warned_of_by_name(name: str, warned: bool) -> None:
+    warnings = unread_variables({name: "secret-value"})
+    assert len(warnings) == warned
+    assert not any("secret-value" in warning for warning in warnings)
