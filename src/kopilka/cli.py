@@ -39,7 +39,7 @@ from kopilka.errors import (
 from kopilka.home import make_home
 from kopilka.interrupts import kept_while_loading
 from kopilka.redaction import hide_secrets, quoted, redact_url
-from kopilka.settings import Settings, load_settings, unread_variables
+from kopilka.settings import Settings, load_settings, unread_variable_warnings
 from kopilka.shell.commands import (
     ON_OPEN_ACCOUNTS,
     READS_ONLY,
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print("Error: standard output is closed; nothing was done", file=sys.stderr)
         return 1
     _settle_streams()
-    for warning in unread_variables(os.environ):
+    for warning in unread_variable_warnings(os.environ):
         with contextlib.suppress(OSError):
             print(f"Warning: {warning}", file=sys.stderr)
     try:

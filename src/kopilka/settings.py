@@ -105,25 +105,33 @@ _SERVED_VARIABLES = (
     "KOPILKA_SANDBOX_IDLE_SECONDS",
 )
 # The others kopilka reads: a client's token, and what a server hands its workers.
-_OTHER_VARIABLES = ("KOPILKA_TOKEN", "KOPILKA_SUPERVISOR_PID", "KOPILKA_METRICS_DIRECTORY")
-_READ_VARIABLES = frozenset((*_WHERE_VARIABLES, *_SERVED_VARIABLES, *_OTHER_VARIABLES))
-# Not kopilka's to read, so not warned of: what Kubernetes sets in every pod beside a
-# Service named kopilka, and the test suite's own.
-_NOT_OURS = re.compile(
-    r"KOPILKA_(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT_\d+_(?:TCP|UDP|SCTP)\w*|TEST_\w+)"
+_SET_BY_USERS = (*_WHERE_VARIABLES, *_SERVED_VARIABLES, "KOPILKA_TOKEN")
+_READ_VARIABLES = frozenset((*_SET_BY_USERS, "KOPILKA_SUPERVISOR_PID", "KOPILKA_METRICS_DIRECTORY"))
+# What Kubernetes sets in every pod beside a Service whose name begins so (kopilka,
+# kopilka-db: KOPILKA_DB_SERVICE_HOST, KOPILKA_DB_PORT, ...): no one's slip to warn of.
+_SERVICE_LINK = re.compile(
+    r"KOPILKA_(?:\w+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)\w*)?)"
 )
 
 
-def unread_variables(environ: Mapping[str, str]) -> list[str]:
+def unread_variable_warnings(environ: Mapping[str, str]) -> list[str]:
     """A warning for each KOPILKA_* variable that kopilka does not read: a typing slip
     (..._DB_URL for ..._DB) would leave the ledger the home's SQLite file without a word. Not
     refused: a name of another program's may begin so. Names only, never a value."""
     warnings = []
     for name in sorted(environ):
-        if not name.startswith("KOPILKA_") or name in _READ_VARIABLES or _NOT_OURS.fullmatch(name):
+        if not name.startswith("KOPILKA_") or name in _READ_VARIABLES:
             continue
-        near = difflib.get_close_matches(name, sorted(_READ_VARIABLES), n=2)
-        meant = f"; did you mean {' or '.join(near)}?" if near else ""
+        if _SERVICE_LINK.fullmatch(name):
+            continue
+        # Compared without the prefix all share, which made any name look close to all.
+        near = difflib.get_close_matches(
+            name.removeprefix("KOPILKA_").upper(),
+            [known[8:] for known in _SET_BY_USERS],
+            n=2,
+            cutoff=0.6,
+        )
+        meant = f"; did you mean {' or '.join(f'KOPILKA_{n}' for n in near)}?" if near else ""
         warnings.append(f"{quoted(name, 80)} is no variable kopilka reads: it is ignored{meant}")
     return warnings
 
@@ -161,7 +169,7 @@ def load_settings(
             return 0
         if environ.get(f"KOPILKA_{name.upper()}"):
             return 1
-        return next((2 + at for at, (values, _) in enumerate(files) if name in values), nowhere)
+        return next((2 + at for at, (values, *_) in enumerate(files) if name in values), nowhere)
 
     def pick(name: str, default: Any) -> Any:
         place = rank(name)
@@ -213,11 +221,7 @@ def load_settings(
             " give it without",
         )
     if rank("db") < nowhere:
-        written_in = files[rank("db") - 2][1] if rank("db") >= 2 else None
-        # A file's relative path is from where the file is; a pipe's (`--config <(...)`,
-        # /dev/fd/N) is from the working directory, as a flag's is, not from /dev/fd.
-        directory = written_in.parent if written_in and written_in.is_file() else None
-        db = _sqlite_path_as_meant(db, directory)
+        db = _sqlite_path_as_meant(db, files[rank("db") - 2][2] if rank("db") >= 2 else None)
     # The database and a server's URL both say where the ledger is: the one given at
     # the stronger place wins, so KOPILKA_DB overrides a url in kopilka.toml, and a url
     # in the working directory's file a db in the home's (a tie, both given at one
@@ -384,7 +388,11 @@ def _sqlite_path_as_meant(db: str, directory: Path | None) -> str:
     return scheme + path
 
 
-def _read_files(config_path: str | Path | None, base: Path) -> list[tuple[dict[str, Any], Path]]:
+# A config file read: its settings, its path, and where a relative path in it is from.
+_ConfigFile = tuple[dict[str, Any], Path, Path | None]
+
+
+def _read_files(config_path: str | Path | None, base: Path) -> list[_ConfigFile]:
     """The settings of each kopilka.toml in use and its path, the nearest first: the one
     given, or the working directory's and then the home's. Both are read: a file in a
     project that names only its ledger had made the home's `db` go unread, and its
@@ -392,7 +400,7 @@ def _read_files(config_path: str | Path | None, base: Path) -> list[tuple[dict[s
     candidates = (
         [Path(config_path)] if config_path else [Path("kopilka.toml"), base / "kopilka.toml"]
     )
-    found: list[tuple[dict[str, Any], Path]] = []
+    found: list[_ConfigFile] = []
     for candidate in candidates:
         info = _looked_at(candidate)
         is_directory = info is not None and stat.S_ISDIR(info.st_mode)
@@ -401,7 +409,8 @@ def _read_files(config_path: str | Path | None, base: Path) -> list[tuple[dict[s
         if (info is not None and stat.S_ISREG(info.st_mode)) or given:
             try:
                 with candidate.open("rb") as handle:
-                    _check_owner(candidate, os.fstat(handle.fileno()))
+                    status = os.fstat(handle.fileno())
+                    _check_owner(candidate, status)
                     # A byte order mark, as some editors save UTF-8, is no statement.
                     values = tomllib.loads(handle.read().decode("utf-8-sig"))
             except tomllib.TOMLDecodeError as error:
@@ -413,12 +422,25 @@ def _read_files(config_path: str | Path | None, base: Path) -> list[tuple[dict[s
                     "invalid_setting", f"cannot read {candidate}: {error}"
                 ) from error
             _check_file(candidate, values)
-            if not any(_same_file(candidate, path) for _, path in found):  # run in the home
-                found.append((values, candidate.absolute()))
+            if not any(_same_file(candidate, path) for _, path, _ in found):  # run in the home
+                found.append((values, candidate.absolute(), _relative_to(candidate, status)))
         elif config_path:
             what = "is a directory" if is_directory else "does not exist"
             raise InvalidInput("invalid_setting", f"config file {_shown_path(candidate)} {what}")
     return found
+
+
+def _relative_to(candidate: Path, status: os.stat_result) -> Path | None:
+    """Where a relative path written in a config file is from: the file's directory. One
+    given as an open descriptor (`--config /dev/stdin < books.toml`) is the real file's;
+    a pipe's (`--config <(...)`) none, the working directory, as a flag's: not /dev/fd."""
+    if not stat.S_ISREG(status.st_mode):
+        return None
+    path = candidate.absolute()
+    if path.parts[1:2] in (("dev",), ("proc",)):
+        real = Path(os.path.realpath(path))
+        return real.parent if real.is_file() else None  # a here-document's, deleted
+    return path.parent
 
 
 def _same_file(one: Path, other: Path) -> bool:

@@ -18,7 +18,7 @@ import kopilka
 from kopilka.errors import InvalidInput
 from kopilka.home import home
 from kopilka.redaction import hide_secrets, quoted, redact_text, redact_url
-from kopilka.settings import DEFAULT_HOST, DEFAULT_PORT, load_settings, unread_variables
+from kopilka.settings import DEFAULT_HOST, DEFAULT_PORT, load_settings, unread_variable_warnings
 from kopilka.store import open_store, sqlite_path
 from kopilka.urls import on_this_machine
 
@@ -1080,6 +1080,16 @@ def test_a_config_given_through_a_pipe_is_read(tmp_path: Path) -> None:
     assert settings.ledger == "piped"
     # Its relative path is from the working directory: /dev/fd/books.db could not be.
     assert settings.db == "books.db"
+    # A file given as a descriptor (`--config /dev/stdin < conf/kopilka.toml`): the
+    # file's own directory, as when it is named.
+    written = tmp_path / "conf" / "kopilka.toml"
+    written.parent.mkdir()
+    written.write_text('db = "books.db"\n')
+    with written.open() as handle:
+        given = load_settings(
+            environ={"KOPILKA_HOME": str(tmp_path)}, config_path=f"/dev/fd/{handle.fileno()}"
+        )
+    assert given.db == str(written.parent / "books.db")
 
 
 @pytest.mark.parametrize(
@@ -1121,7 +1131,7 @@ def test_every_variable_kopilka_reads_is_known_to_the_warning_of_unread_ones() -
         for name in re.findall(r"\bKOPILKA_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
     }
     assert len(named) > 10
-    assert unread_variables(dict.fromkeys(named, "1")) == []
+    assert unread_variable_warnings(dict.fromkeys(named, "1")) == []
 
 
 @pytest.mark.parametrize(
@@ -1129,13 +1139,30 @@ def test_every_variable_kopilka_reads_is_known_to_the_warning_of_unread_ones() -
     [
         ("KOPILKA_HOM", True),
         ("KOPILKA_db", True),
-        ("KOPILKA_SERVICE_PORT_HTTP", False),  # Kubernetes' service links
+        ("KOPILKA_TEST_POSTGRES_URL", True),  # the test suite's, which kopilka never reads
+        # Kubernetes' links to a Service named kopilka, or kopilka-db, say.
+        ("KOPILKA_SERVICE_PORT_HTTP", False),
         ("KOPILKA_PORT_8888_TCP_PROTO", False),
-        ("KOPILKA_TEST_POSTGRES_URL", False),
+        ("KOPILKA_DB_SERVICE_HOST", False),
+        ("KOPILKA_DB_PORT", False),
         ("PGPASSWORD", False),
     ],
 )
 def test_unread_variables_are_warned_of_by_name(name: str, warned: bool) -> None:
-    warnings = unread_variables({name: "secret-value"})
+    warnings = unread_variable_warnings({name: "secret-value"})
     assert len(warnings) == warned
     assert not any("secret-value" in warning for warning in warnings)
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("KOPILKA_HOM", "; did you mean KOPILKA_HOME?"),
+        ("KOPILKA_db", "; did you mean KOPILKA_DB?"),
+        ("KOPILKA_DB_PASSWORD", "; did you mean KOPILKA_DB_PASSWORD_FILE?"),
+        ("KOPILKA_DEBUG", ""),  # the prefix all share makes no name near
+    ],
+)
+def test_an_unread_variable_s_warning_names_the_one_meant(name: str, meant: str) -> None:
+    (warning,) = unread_variable_warnings({name: "1"})
+    assert warning == f"{name!r} is no variable kopilka reads: it is ignored{meant}"
