@@ -281,14 +281,40 @@ def test_an_account_opened_whose_answer_was_lost_is_resent_and_opened_once(
     was not resent: `kopilka add-user --url` said its outcome was unknown, though the
     account stood. Now resent under a key made for it, it is answered as opened."""
     with running_server(tmp_path / "home") as server:
-        sent: list[bytes] = []
-        with (
-            _proxy_losing_first_answer(server.url, b"POST", sent.append) as url,
-            connect_bank(url, token=server.token, ledger="main") as bank,
-        ):
-            opened = bank.open_account("Ann", 0, 10_000, 500)
-        assert len(sent) == 1  # a first answer was lost, and the call resent
-        assert (opened.client, opened.balance_cents, opened.replayed) == ("Ann", 500, False)
+        # With the caller's key, a replay may be of the caller's own earlier call: said so.
+        for client, key, replayed in (("Ann", "", False), ("Bob", "callers-1", True)):
+            sent: list[bytes] = []
+            with (
+                _proxy_losing_first_answer(server.url, b"POST", sent.append) as url,
+                connect_bank(url, token=server.token, ledger="main") as bank,
+            ):
+                opened = bank.open_account(client, 0, 10_000, 500, key)
+            assert len(sent) == 1  # a first answer was lost, and the call resent
+            assert (opened.balance_cents, opened.replayed) == (500, replayed)
+            with connect_bank(server.url, token=server.token, ledger="main") as bank:
+                assert bank.account(client).balance_cents == 500
+                assert len(bank.statement(client, None, None).lines) == 1
+
+
+def test_add_user_whose_answer_was_lost_adds_the_user_once(tmp_path: Path) -> None:
+    """`kopilka add-user --url` exited 4, "whether this was applied is not known", though
+    the account stood: its opening was not resent."""
+    with running_server(tmp_path / "home") as server:
+        with _proxy_losing_first_answer(server.url, b"POST", lambda request: None) as url:
+            added = run_kopilka(
+                tmp_path / "cli",
+                "add-user",
+                "-n",
+                "Ann",
+                "--max",
+                "100",
+                "-c",
+                "5",
+                "--url",
+                url,
+                env={"KOPILKA_TOKEN": server.token},
+            )
+        assert (added.returncode, added.stderr) == (0, ""), added.stderr
         with connect_bank(server.url, token=server.token, ledger="main") as bank:
             assert bank.account("Ann").balance_cents == 500
             assert len(bank.statement("Ann", None, None).lines) == 1
