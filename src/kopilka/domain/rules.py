@@ -703,7 +703,7 @@ def validate_client(client: object) -> None:
     account opened under such a name stays reachable, its listing's pages too."""
     if not isinstance(client, str):  # None from Python, say: refused, not an AttributeError
         raise InvalidInput("invalid_client", "a client name is text")
-    if not client or not client.strip(" "):  # another space is refused below, by name
+    if not client or not client.strip(" "):  # of other spaces: refused below, as such
         raise client_name_empty()
     if len(client) > CLIENT_NAME_LENGTH_MAX:
         raise client_name_too_long()

@@ -149,8 +149,9 @@ class Output:
         tells: not 3 (AnswerNotWritten), which says that a refused command ran. Unless it
         goes among the answers (a piped shell's), as one of them: a script's refusals
         lost, it ended 0 with an empty log. `after_unended_text`: the terminal shows text
-        typed with no line break after it, which the error would go on."""
-        line = f"{chr(10) if after_unended_text else ''}Error: {hide_secrets(message)}"
+        typed with no line break after it, which the error would go on if it goes there."""
+        line_break = "\n" if after_unended_text and _a_terminal(self._errors) else ""
+        line = f"{line_break}Error: {hide_secrets(message)}"
         console = self._error_console
         try:
             if console is None:
@@ -218,3 +219,10 @@ def _written(write: Callable[[], None], then: str = CHECK_BEFORE_REPEATING) -> N
             "answer_not_written",
             f"the command ran, but its answer could not be written ({error.strerror}){then}",
         ) from error
+
+
+def _a_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):  # closed
+        return False
