@@ -110,21 +110,30 @@ async def test_a_store_opening_while_another_process_upgrades_waits_for_it(
 ) -> None:
     """An upgrade elsewhere (the migration lock held) longer than lock_timeout is waited
     for, not taken for the database away: that refused every start during a long one."""
-    upgrading = await asyncpg.connect(postgres_url)
+    # Waited past lock_timeout several times over.
+    store = PostgresStore(postgres_url, lock_timeout_seconds=0.2)
+    await _opened_after_another_upgrade(postgres_url, store, 1.5)
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+    assert "another process is upgrading the schema of the database at" in caplog.text
+
+
+async def _opened_after_another_upgrade(
+    url: str, store: PostgresStore, waited_seconds: float
+) -> None:
+    """`store` (of the database at `url`) opened while another session holds the
+    migration lock: still waiting after `waited_seconds`, open once that one commits."""
+    upgrading = await asyncpg.connect(url)
     try:
         await upgrading.execute("BEGIN")
         await upgrading.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-        store = PostgresStore(postgres_url, lock_timeout_seconds=0.2)
         opening = asyncio.ensure_future(store.open())
-        await asyncio.sleep(1.5)  # past lock_timeout several times over
+        await asyncio.sleep(waited_seconds)
         assert not opening.done(), opening
         await upgrading.execute("COMMIT")
         await asyncio.wait_for(opening, 30)
         await store.close()
     finally:
         await upgrading.close()
-    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
-    assert "another process is upgrading the schema of the database at" in caplog.text
 
 
 async def test_an_upgrade_is_not_bound_by_a_statement_timeout_set_for_requests(
@@ -137,19 +146,8 @@ async def test_an_upgrade_is_not_bound_by_a_statement_timeout_set_for_requests(
         "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET statement_timeout = %L',"
         " current_database(), '300ms'); END $$",
     )
-    upgrading = await asyncpg.connect(postgres_url)
-    try:
-        await upgrading.execute("BEGIN")
-        await upgrading.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
-        store = PostgresStore(postgres_url)
-        opening = asyncio.ensure_future(store.open())
-        await asyncio.sleep(1.0)  # past the statement_timeout several times over
-        assert not opening.done(), opening
-        await upgrading.execute("COMMIT")
-        await asyncio.wait_for(opening, 30)
-        await store.close()
-    finally:
-        await upgrading.close()
+    # Waited past the statement_timeout several times over.
+    await _opened_after_another_upgrade(postgres_url, PostgresStore(postgres_url), 1.0)
     assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
 
 

@@ -7,12 +7,14 @@ store may not write, or that are no database at all.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
 import sqlite3
 import stat
 import subprocess
+from collections.abc import AsyncIterator
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,11 +72,7 @@ async def test_writes_to_a_database_file_gone_are_refused(
     tmp_path: Path, change: object, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "kopilka.db"
-    store = SqliteStore(str(path))
-    await store.open()
-    try:
-        (opened,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
-        assert isinstance(opened, Operation)
+    async with _store_with_a_deposit(path) as store:
         assert callable(change)
         change(path)
         for attempt in range(2):  # every write, not only the first
@@ -92,6 +90,17 @@ async def test_writes_to_a_database_file_gone_are_refused(
         # The checkpoint the deposit asked for may meet the change too, and warn of it.
         told = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
         assert len(told) == 1 and "was removed or replaced while in use" in told[0]
+
+
+@contextlib.asynccontextmanager
+async def _store_with_a_deposit(path: Path) -> AsyncIterator[SqliteStore]:
+    """A store on a new database at `path`, Ann's deposit of $1 in it."""
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        (opened,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
+        assert isinstance(opened, Operation)
+        yield store
     finally:
         await store.close()
 
@@ -100,11 +109,7 @@ async def test_a_token_or_sandbox_written_after_the_file_went_is_refused(tmp_pat
     """Not only batches: a token made, or a sandbox opened, into a file no path names
     any more was acknowledged, and lost with the journal at the process's end."""
     path = tmp_path / "kopilka.db"
-    store = SqliteStore(str(path))
-    await store.open()
-    try:
-        (opened,) = await store.apply([Deposit("Ann", 100, "pay", "k1")])
-        assert isinstance(opened, Operation)
+    async with _store_with_a_deposit(path) as store:
         path.rename(tmp_path / "moved.db")
         record, _ = new_token_record("teller", None)
         with pytest.raises(Unavailable) as refused:
@@ -114,8 +119,6 @@ async def test_a_token_or_sandbox_written_after_the_file_went_is_refused(tmp_pat
         )
         with pytest.raises(Unavailable):
             await store.open_sandbox(f"{SANDBOX_PREFIX}x", datetime.now(UTC), 10)
-    finally:
-        await store.close()
 
 
 async def test_a_path_through_a_link_no_longer_a_directory_refuses_and_holds_nothing(
