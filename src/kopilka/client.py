@@ -14,19 +14,19 @@ import os
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from unicodedata import normalize
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 
 from kopilka.calls_under_way import CallsUnderWay
 from kopilka.client_home_token import HOME_TOKEN_HEADERS, HomeTokenGuard, home_admin_token
+from kopilka.client_sandbox import SANDBOX_DROP_SECONDS, SandboxKeeper, left_there
 from kopilka.client_slots import ConnectionSlots
 from kopilka.client_wire import (
     TokenInfo,
@@ -88,7 +88,7 @@ from kopilka.inherited import tell_when_forked
 from kopilka.periods import period_end
 from kopilka.redaction import quoted, redact_url
 from kopilka.tokens import no_token_named
-from kopilka.urls import on_this_machine, split_url
+from kopilka.urls import on_this_machine, path_segment, split_url
 
 T = TypeVar("T")
 
@@ -109,8 +109,6 @@ _FIRST_ANSWER_SHARE = 0.25
 # given another number, up to the connections a server takes from one address by default.
 CONNECTIONS_MAX = 8
 CONNECTIONS_ALLOWED_MAX = 256
-# How long leaving a sandbox session waits to drop it, and for its keeper to stop.
-SANDBOX_DROP_SECONDS = 2.0
 # How long a look whether a server is there at all may take (with no token to use).
 _PROBE_SECONDS = 2.0
 _REJECTION_CODES = frozenset(
@@ -343,7 +341,7 @@ class Client:
         self._http = _http_client(
             self.url, headers, httpx.Timeout(timeout_seconds), transport, self._connections
         )
-        self._sandbox: _SandboxKeeper | None = None
+        self._sandbox: SandboxKeeper | None = None
         # Why this client's sandbox may be left on the server, when a Ctrl-C stopped its
         # drop: a KeyboardInterrupt carries no message, and the shell says this instead.
         self.sandbox_left: str | None = None
@@ -1022,7 +1020,7 @@ class Client:
             raise NotFound("token_not_found", f"no token has the id {token_id!r}: an id is text")
         if token_id == "":  # an empty segment is no endpoint: the server's answer to no id
             raise NotFound("token_not_found", no_token_named(token_id))
-        self._call("DELETE", "/v1/tokens/" + _segment(token_id))
+        self._call("DELETE", "/v1/tokens/" + path_segment(token_id))
 
     def drop_sandbox(self) -> None:
         """Drop this client's sandbox, if it has one and it is not dropped yet (close()
@@ -1040,13 +1038,13 @@ class Client:
             # idle time is up, and leaving must not wait on it.
             self._call(
                 "DELETE",
-                "/v1/sandboxes/" + _segment(keeper.ledger),
+                "/v1/sandboxes/" + path_segment(keeper.ledger),
                 retry=False,
                 wait_seconds=SANDBOX_DROP_SECONDS,
                 closing=closing,
             )
         except KeyboardInterrupt:
-            self.sandbox_left = _left_there(keeper, "may not have been dropped", "interrupted")
+            self.sandbox_left = left_there(keeper, "may not have been dropped", "interrupted")
             raise
         except KopilkaError as error:
             if error.code == "sandbox_not_found":  # dropped already (idle too long)
@@ -1054,7 +1052,7 @@ class Client:
             unknown = error.code == "outcome_unknown"  # the DELETE may have been done
             cause = unknown_cause(error) if unknown else error.message
             dropped = "may not have been dropped" if unknown else "could not be dropped"
-            raise Unavailable(error.code, _left_there(keeper, dropped, cause)) from error
+            raise Unavailable(error.code, left_there(keeper, dropped, cause)) from error
 
     def close(self) -> None:
         """As the embedded bank closes: calls under way in other threads end first (up to
@@ -1186,93 +1184,13 @@ def connect_bank(
                 "server_unreachable", f"{cause}; no sandbox session began: try again"
             ) from None
     client = Client(url, secret, ledger=ledger, **options)
-    client._sandbox = _SandboxKeeper(client, ledger, idle_seconds)
+    client._sandbox = SandboxKeeper(
+        client,
+        _http_client(client.url, client._http.headers, client._http.timeout),
+        ledger,
+        idle_seconds,
+    )
     return client
-
-
-class _SandboxKeeper:
-    """Keeps a sandbox in use while its session is open.
-
-    The server drops a sandbox idle for its timeout, meant for a client that vanished;
-    a person may well sit at the prompt longer than that. So a thread reads from the
-    sandbox a few times per timeout, and stops when the session ends: when its client
-    is closed, or else collected or left open at the program's end, which drops the
-    sandbox too (the thread holds no reference to it, and kept the sandbox for as long
-    as the process lived).
-    """
-
-    def __init__(self, client: Client, ledger: str, idle_timeout_seconds: float) -> None:
-        self.ledger = ledger
-        self.idle_timeout_seconds = idle_timeout_seconds  # as the server gave it
-        self._interval_seconds = max(idle_timeout_seconds / 3, 0.05)
-        # Its own connection: the session's client belongs to the session's thread.
-        self._http = _http_client(client.url, client._http.headers, client._http.timeout)
-        self._stopped = threading.Event()
-        self._dropping = False  # set for this thread to drop the sandbox as it stops
-        self._thread = threading.Thread(
-            target=self._keep, name="kopilka-sandbox-keeper", daemon=True
-        )
-        self._thread.start()
-        self._unclosed = weakref.finalize(client, self._client_gone)
-
-    def _keep(self) -> None:
-        while not self._stopped.wait(self._interval_seconds):
-            try:
-                answer = self._http.get("/v1/accounts", params={"limit": "1"})
-            except httpx.HTTPError:
-                continue  # the server may be back by the next round
-            if answer.status_code == 404:
-                return  # the sandbox has ended: the session's next command will say so
-        if self._dropping:
-            self._drop()
-
-    def _client_gone(self) -> None:
-        """Its client was collected unclosed, or is left open as the program ends: the
-        sandbox is dropped as close() drops it, once and briefly, where the client went."""
-        if threading.current_thread() is self._thread:
-            # Collected in this very thread, which may hold its connections' lock: the
-            # drop comes once it is out of its read.
-            self._dropping = True
-            self._stopped.set()
-            return
-        self._stopped.set()
-        self._thread.join(SANDBOX_DROP_SECONDS)
-        # On a thread of its own, waited for briefly: httpx bounds no name lookup, and a
-        # resolver that does not answer (the network down) held the program's end for
-        # as long as it took.
-        try:
-            dropping = threading.Thread(target=self._drop, name="kopilka-sandbox-drop", daemon=True)
-            dropping.start()
-        except RuntimeError:
-            # No new thread as the interpreter ends (Python 3.12.0 and 3.12.1): the drop
-            # is left to the server's idle timeout rather than waited for without a bound.
-            return
-        dropping.join(SANDBOX_DROP_SECONDS)
-
-    def _drop(self) -> None:
-        try:
-            self._http.delete(
-                "/v1/sandboxes/" + _segment(self.ledger), timeout=SANDBOX_DROP_SECONDS
-            )
-        except httpx.HTTPError:
-            pass  # the server drops it once it has been idle for its timeout
-        finally:
-            if threading.current_thread() is self._thread or not self._thread.is_alive():
-                self._http.close()
-
-    def forked(self) -> None:
-        """In a process forked from the session's, where this thread is not: the sandbox
-        is the session's to keep and to drop, never this process's, at its end neither."""
-        self._unclosed.detach()
-
-    def stop(self) -> None:
-        self._unclosed.detach()  # stopped by its session: dropped there, or kept
-        self._stopped.set()
-        # Not waited for long: a read of a server that does not answer runs out only
-        # at the client's timeout. One still under way is left to end with the process.
-        self._thread.join(SANDBOX_DROP_SECONDS)
-        if not self._thread.is_alive():
-            self._http.close()
 
 
 def _http_client(
@@ -1446,7 +1364,7 @@ def _account_path(client: str) -> str:
     _a_name(client)
     if client == "":  # an empty segment is no endpoint: the rules' refusal, as embedded
         validate_client(client)
-    return "/v1/accounts/" + _segment(client)
+    return "/v1/accounts/" + path_segment(client)
 
 
 def _sendable(
@@ -1494,18 +1412,3 @@ def _not_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return True
     return False
-
-
-def _left_there(keeper: _SandboxKeeper, dropped: str, cause: str) -> str:
-    return (
-        f"the sandbox {keeper.ledger!r} {dropped} ({cause}); the server drops it, and what"
-        f" it holds, once it has been idle for {keeper.idle_timeout_seconds:.10g} s"
-    )
-
-
-def _segment(text: str) -> str:
-    """`text` as one path segment. Dots too are encoded: a client named '.' or '..' would
-    otherwise be taken out of the path as a dot segment (the server decodes them). A
-    byte that is not UTF-8 (a lone surrogate) is sent as that byte, for the server to
-    answer as it answers any such path."""
-    return quote(text.encode("utf-8", "surrogateescape"), safe="").replace(".", "%2E")

@@ -1,12 +1,12 @@
 """URLs and hosts as kopilka is given them: read without showing a password, and
-told to be this machine's without a name lookup."""
+told to be this machine's without a name lookup; and a name as a URL's path carries it."""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 import socket
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 from kopilka.errors import InvalidInput
 from kopilka.redaction import redact_url
@@ -48,3 +48,11 @@ def on_this_machine(host: str) -> bool:
         return ipaddress.ip_address(socket.inet_aton(host)).is_loopback
     except OSError:  # a name: it may resolve anywhere
         return False
+
+
+def path_segment(text: str) -> str:
+    """`text` as one path segment. Dots too are encoded: a client named '.' or '..' would
+    otherwise be taken out of the path as a dot segment (the server decodes them). A
+    byte that is not UTF-8 (a lone surrogate) is sent as that byte, for the server to
+    answer as it answers any such path."""
+    return quote(text.encode("utf-8", "surrogateescape"), safe="").replace(".", "%2E")
