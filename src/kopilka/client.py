@@ -25,6 +25,17 @@ from urllib.parse import urlsplit
 import httpx
 
 from kopilka.calls_under_way import CallsUnderWay
+from kopilka.client_errors import (
+    client_closed,
+    empty_token,
+    error_from,
+    ledger_not_told,
+    maybe_applied,
+    no_answer_in_time,
+    outcome_unknown,
+    pool_busy,
+    unreachable,
+)
 from kopilka.client_home_token import HOME_TOKEN_HEADERS, HomeTokenGuard, home_admin_token
 from kopilka.client_sandbox import SANDBOX_DROP_SECONDS, SandboxKeeper, left_there
 from kopilka.client_slots import ConnectionSlots
@@ -67,9 +78,6 @@ from kopilka.domain.rules import (
 )
 from kopilka.domain.statement import Statement, StatementLine, build_statement
 from kopilka.errors import (
-    NOT_KNOWN,
-    RETRY_UNDER_THE_KEY,
-    Busy,
     Conflict,
     Forbidden,
     InvalidInput,
@@ -111,47 +119,6 @@ CONNECTIONS_MAX = 8
 CONNECTIONS_ALLOWED_MAX = 256
 # How long a look whether a server is there at all may take (with no token to use).
 _PROBE_SECONDS = 2.0
-_REJECTION_CODES = frozenset(
-    {"insufficient_funds", "cap_exceeded", "floor_above_balance", "cap_below_balance"}
-)
-# kopilka's error codes, all of them: anything else came from another server.
-_ERROR_CODE = re.compile(r"[a-z0-9_]+")
-_ERRORS_BY_STATUS: dict[int, type[KopilkaError]] = {
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    429: Busy,
-    503: Unavailable,
-}
-
-
-def error_from(status: int, payload: Any, url: str) -> KopilkaError:
-    """The KopilkaError a server answer stands for, with its code and message as sent.
-    `url`: the server's, as shown (no password), named in an answer not kopilka's: the
-    status alone left someone who typed the wrong port to guess what answered."""
-    try:
-        code, message = str(payload["error"]["code"]), str(payload["error"]["message"])
-    except (KeyError, TypeError):
-        return Unavailable(
-            "bad_response",
-            f"the server at {url} answered {status} without an error body:"
-            " the answer is not kopilka's",
-        )
-    if not _ERROR_CODE.fullmatch(code):  # not kopilka's: code is what programs branch on
-        return Unavailable(
-            "bad_response",
-            f"the server at {url} answered {status} with an error code not kopilka's",
-        )
-    # Printed to a terminal as it came: no escape sequence of whatever answered goes with it.
-    message = "".join(c if c.isprintable() else "\ufffd" for c in message)
-    if status == 422 and code in _REJECTION_CODES:
-        return Rejected(code, message)
-    # A 5xx other than 503 is a fault of the server or of what stands before it, never
-    # of the request.
-    return _ERRORS_BY_STATUS.get(status, Unavailable if status >= 500 else InvalidInput)(
-        code, message
-    )
 
 
 @dataclass
@@ -305,7 +272,7 @@ class Client:
         self._token_file = token_file
         self.shown_url = redact_url(self.url)  # for messages: a password in it is hidden
         if token == "":  # else taken, and every call refused as a header not sendable
-            raise _empty_token()
+            raise empty_token()
         # Tokens are ASCII (kop_<id>_<secret>); anything else cannot even be sent, and
         # the refusal never repeats the secret.
         if not (
@@ -394,13 +361,13 @@ class Client:
             # is said of the question as it is, in the property's words.
             if error.code in ("server_unreachable", "answer_broken_off"):
                 raise
-            raise _ledger_not_told(self.shown_url, error) from None
+            raise ledger_not_told(self.shown_url, error) from None
         try:
             return self._answer(response, _ledger_of)
         except KopilkaError as error:
             if response.status_code < 500:
                 raise
-            raise _ledger_not_told(self.shown_url, error) from None
+            raise ledger_not_told(self.shown_url, error) from None
 
     # -- plumbing -------------------------------------------------------------
 
@@ -413,7 +380,7 @@ class Client:
         if self._inherited is not None:
             self._take_own_connections()
         if not self._calls.begin(shut=self._http.is_closed, closing=closing):
-            raise _closed()  # and not httpx's RuntimeError
+            raise client_closed()  # and not httpx's RuntimeError
         try:
             return self._attempts(method, path, **options)
         finally:
@@ -479,7 +446,7 @@ class Client:
                 # Closed by another thread meanwhile, done waiting for this call: an
                 # attempt before this one may have been applied, and that is what the
                 # caller must hear.
-                raise uncertain or _closed() from None
+                raise uncertain or client_closed() from None
             except UnicodeEncodeError:  # a lone surrogate, from undecodable bytes
                 raise InvalidInput(
                     "invalid_text",
@@ -498,25 +465,25 @@ class Client:
                 if failure is not None:
                     raise uncertain or self._as_error(failure) from error
                 waited = time.monotonic() - called
-                raise uncertain or _pool_busy(self._connections, waited) from error
+                raise uncertain or pool_busy(self._connections, waited) from error
             except httpx.ConnectTimeout as error:
                 # Never reached the server, but waited the whole timeout for it (a frozen
                 # server whose queue of connections is full, a host that drops packets):
                 # each retry waited as long again, four times the time the call is said
                 # to take. A lost packet is sent again within the one wait.
-                raise uncertain or _unreachable(self.shown_url, error) from error
+                raise uncertain or unreachable(self.shown_url, error) from error
             except httpx.ConnectError as error:
                 # Never reached the server (refused: down, restarting): safe to retry any
                 # request, and quick to fail.
                 failure = error
             except httpx.TransportError as error:
                 if method != "GET" and uncertain is None:  # it may have been applied
-                    uncertain = _outcome_unknown(self.shown_url, keyed, error, method)
+                    uncertain = outcome_unknown(self.shown_url, keyed, error, method)
                 # A server that took the request and said nothing for the whole timeout
                 # (frozen, stopped), or did not read it, would keep a retry waiting as
                 # long: one wait is enough.
                 if not retry or isinstance(error, httpx.TimeoutException):
-                    raise uncertain or _unreachable(self.shown_url, error) from error
+                    raise uncertain or unreachable(self.shown_url, error) from error
                 failure = error
             else:
                 if went_out is not None:
@@ -535,7 +502,7 @@ class Client:
                 elif failure.code == "bad_response" and method != "GET" and uncertain is None:
                     # Not kopilka's 503 (a load balancer's, say, after passing the write
                     # on): it may have been applied behind it, as after any other 5xx.
-                    uncertain = _maybe_applied(response, failure, keyed)
+                    uncertain = maybe_applied(response, failure, keyed)
             now = time.monotonic()
             delay_seconds = _RETRY_DELAYS_SECONDS[attempt - 1] if attempt < ATTEMPTS_MAX else 0
             if sent.at is not None:
@@ -553,7 +520,7 @@ class Client:
         """An attempt's failure, as the call's answer."""
         if isinstance(failure, KopilkaError):
             return failure
-        return _unreachable(self.shown_url, failure)
+        return unreachable(self.shown_url, failure)
 
     def _request(
         self,
@@ -633,11 +600,11 @@ class Client:
                     " writes a new one there when it starts again)",
                 )
             if error.code == "bad_response" and status >= 500:
-                error = _maybe_applied(response, error, keyed)
+                error = maybe_applied(response, error, keyed)
             elif status >= 500 and status != 503:
                 # A defect's 500 may come after the commit: kopilka's own 503s say
                 # what they know, any other 5xx knows nothing of the write.
-                error = _maybe_applied(
+                error = maybe_applied(
                     response,
                     type(error)(error.code, f"the server answered {status}: {error.message}"),
                     keyed,
@@ -656,7 +623,7 @@ class Client:
                 f"the server at {self.shown_url} answered {status} with something"
                 f" other than kopilka's answer ({type(error).__name__})",
             )
-            raise _maybe_applied(response, unread, keyed) from error
+            raise maybe_applied(response, unread, keyed) from error
 
     # -- the Bank calls -------------------------------------------------------
 
@@ -815,7 +782,7 @@ class Client:
             if left is not None and left <= 0:
                 raise Unavailable(
                     "server_unreachable",
-                    f"{_no_answer_in_time(self.shown_url)}: not every account within"
+                    f"{no_answer_in_time(self.shown_url)}: not every account within"
                     f" {wait_seconds:g} s",
                 )
             accounts, next_after = self._call(
@@ -1157,7 +1124,7 @@ def connect_bank(
     if token == "":
         # A token meant to be given (a variable left unset, say) is not the home's admin
         # token taken in its stead, with every right the narrower one lacked.
-        raise _empty_token()
+        raise empty_token()
     secret = _admin_token(url) if token is None else token
     options: dict[str, Any] = {
         "timeout_seconds": timeout_seconds,
@@ -1237,66 +1204,13 @@ def _refuse_if_unreachable(url: str) -> None:
         with _http_client(url, {}, httpx.Timeout(_PROBE_SECONDS)) as probe:
             probe.get("/v1/health")
     except httpx.ConnectError as error:
-        raise _unreachable(redact_url(url), error) from error
+        raise unreachable(redact_url(url), error) from error
     except httpx.HTTPError:
         return  # something answers there, or may: the token is what is missing
 
 
 def _unknown(outcome: Outcome) -> bool:
     return isinstance(outcome, KopilkaError) and outcome.code == "outcome_unknown"
-
-
-def _maybe_applied(response: httpx.Response, error: KopilkaError, keyed: bool) -> KopilkaError:
-    """A write answered by something other than kopilka (a proxy's 502 or 504, a page of
-    its own) may have been applied behind it: whether is not known. A read's stays."""
-    if response.request.method == "GET":
-        return error
-    return _not_known(error.message, keyed, response.request.method)
-
-
-def _outcome_unknown(url: str, keyed: bool, error: Exception, method: str) -> Unavailable:
-    what = (
-        _no_answer_in_time(url)
-        if isinstance(error, httpx.ReadTimeout)
-        else f"the connection to the server at {url} broke before its answer came"
-    )
-    return _not_known(what, keyed, method)
-
-
-def _not_known(cause: str, keyed: bool, method: str) -> Unavailable:
-    """A write that `cause` left maybe applied; settled under the caller's key, if any.
-    A DELETE (a token revoked, a sandbox dropped) done twice is done once."""
-    if method == "DELETE":
-        then = "repeating it is safe, done twice it is done once"
-    else:
-        then = RETRY_UNDER_THE_KEY if keyed else "check before repeating it"
-    return Unavailable("outcome_unknown", f"{cause}{NOT_KNOWN}{then}")
-
-
-def _ledger_not_told(url: str, error: KopilkaError) -> KopilkaError:
-    """`error`, of the question which ledger the token is for, said of it: its answer
-    (status and reason) kept, the server named once, and that the call after it was not
-    sent. Its code stays, for a program that branches on it."""
-    said = error.message
-    for subject in (f"the server at {url} ", "the server "):  # this one: "it" below
-        if said.startswith(subject):
-            said = "it " + said.removeprefix(subject)
-            break
-    return type(error)(
-        error.code,
-        f"the server at {url} did not say which ledger the token is for ({said});"
-        " nothing was sent: try again",
-    )
-
-
-def _empty_token() -> Unauthorized:
-    return Unauthorized(
-        "unauthorized", "the token is empty: give a token, or none for the admin token"
-    )
-
-
-def _closed() -> InvalidInput:
-    return InvalidInput("client_closed", "this client is closed: connect_bank() again")
 
 
 def _connections(value: object) -> int:
@@ -1307,37 +1221,6 @@ def _connections(value: object) -> int:
         "invalid_option",
         f"connections is a whole number from 1 to {CONNECTIONS_ALLOWED_MAX}, not {quoted(value)}",
     )
-
-
-def _pool_busy(connections: int, waited_seconds: float | None) -> Busy:
-    """A call that waited for one of this client's connections until too little of its
-    timeout was left for an answer."""
-    waited = "" if waited_seconds is None else f" for {waited_seconds:.1f} s"
-    which = (
-        "the one connection of this client was"
-        if connections == 1
-        else (f"all {connections} connections of this client were")
-    )
-    return Busy(
-        "client_busy", f"{which} busy{waited} with other calls; nothing was sent: try again"
-    )
-
-
-def _unreachable(url: str, error: Exception) -> Unavailable:
-    if isinstance(error, httpx.RemoteProtocolError):
-        # It was reached, and closed the connection mid-answer: a statement whose
-        # database went away, or that does not add up, ends so (api/statement_stream.py).
-        return Unavailable(
-            "answer_broken_off",
-            f"the server at {url} closed the connection before its answer was complete; try again",
-        )
-    if isinstance(error, httpx.ReadTimeout):
-        return Unavailable("server_unreachable", f"{_no_answer_in_time(url)}; try again")
-    return Unavailable("server_unreachable", f"cannot reach the server at {url}: {error}")
-
-
-def _no_answer_in_time(url: str) -> str:
-    return f"the server at {url} took the request but did not answer in time"
 
 
 def _speaks_of_the_write(response: httpx.Response, url: str) -> bool:

@@ -1,0 +1,150 @@
+"""What a call of the Python client ends with, where not its answer: a server's error
+answer read back into the error it stands for, and the client's own errors, where no
+answer says (a write maybe applied, a server not reached, every connection busy)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from kopilka.errors import (
+    NOT_KNOWN,
+    RETRY_UNDER_THE_KEY,
+    Busy,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    KopilkaError,
+    NotFound,
+    Rejected,
+    Unauthorized,
+    Unavailable,
+)
+
+_REJECTION_CODES = frozenset(
+    {"insufficient_funds", "cap_exceeded", "floor_above_balance", "cap_below_balance"}
+)
+# kopilka's error codes, all of them: anything else came from another server.
+_ERROR_CODE = re.compile(r"[a-z0-9_]+")
+_ERRORS_BY_STATUS: dict[int, type[KopilkaError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    429: Busy,
+    503: Unavailable,
+}
+
+
+def error_from(status: int, payload: Any, url: str) -> KopilkaError:
+    """The KopilkaError a server answer stands for, with its code and message as sent.
+    `url`: the server's, as shown (no password), named in an answer not kopilka's: the
+    status alone left someone who typed the wrong port to guess what answered."""
+    try:
+        code, message = str(payload["error"]["code"]), str(payload["error"]["message"])
+    except (KeyError, TypeError):
+        return Unavailable(
+            "bad_response",
+            f"the server at {url} answered {status} without an error body:"
+            " the answer is not kopilka's",
+        )
+    if not _ERROR_CODE.fullmatch(code):  # not kopilka's: code is what programs branch on
+        return Unavailable(
+            "bad_response",
+            f"the server at {url} answered {status} with an error code not kopilka's",
+        )
+    # Printed to a terminal as it came: no escape sequence of whatever answered goes with it.
+    message = "".join(c if c.isprintable() else "\ufffd" for c in message)
+    if status == 422 and code in _REJECTION_CODES:
+        return Rejected(code, message)
+    # A 5xx other than 503 is a fault of the server or of what stands before it, never
+    # of the request.
+    return _ERRORS_BY_STATUS.get(status, Unavailable if status >= 500 else InvalidInput)(
+        code, message
+    )
+
+
+def maybe_applied(response: httpx.Response, error: KopilkaError, keyed: bool) -> KopilkaError:
+    """A write answered by something other than kopilka (a proxy's 502 or 504, a page of
+    its own) may have been applied behind it: whether is not known. A read's stays."""
+    if response.request.method == "GET":
+        return error
+    return not_known(error.message, keyed, response.request.method)
+
+
+def outcome_unknown(url: str, keyed: bool, error: Exception, method: str) -> Unavailable:
+    what = (
+        no_answer_in_time(url)
+        if isinstance(error, httpx.ReadTimeout)
+        else f"the connection to the server at {url} broke before its answer came"
+    )
+    return not_known(what, keyed, method)
+
+
+def not_known(cause: str, keyed: bool, method: str) -> Unavailable:
+    """A write that `cause` left maybe applied; settled under the caller's key, if any.
+    A DELETE (a token revoked, a sandbox dropped) done twice is done once."""
+    if method == "DELETE":
+        then = "repeating it is safe, done twice it is done once"
+    else:
+        then = RETRY_UNDER_THE_KEY if keyed else "check before repeating it"
+    return Unavailable("outcome_unknown", f"{cause}{NOT_KNOWN}{then}")
+
+
+def ledger_not_told(url: str, error: KopilkaError) -> KopilkaError:
+    """`error`, of the question which ledger the token is for, said of it: its answer
+    (status and reason) kept, the server named once, and that the call after it was not
+    sent. Its code stays, for a program that branches on it."""
+    said = error.message
+    for subject in (f"the server at {url} ", "the server "):  # this one: "it" below
+        if said.startswith(subject):
+            said = "it " + said.removeprefix(subject)
+            break
+    return type(error)(
+        error.code,
+        f"the server at {url} did not say which ledger the token is for ({said});"
+        " nothing was sent: try again",
+    )
+
+
+def empty_token() -> Unauthorized:
+    return Unauthorized(
+        "unauthorized", "the token is empty: give a token, or none for the admin token"
+    )
+
+
+def client_closed() -> InvalidInput:
+    return InvalidInput("client_closed", "this client is closed: connect_bank() again")
+
+
+def pool_busy(connections: int, waited_seconds: float | None) -> Busy:
+    """A call that waited for one of this client's connections until too little of its
+    timeout was left for an answer."""
+    waited = "" if waited_seconds is None else f" for {waited_seconds:.1f} s"
+    which = (
+        "the one connection of this client was"
+        if connections == 1
+        else (f"all {connections} connections of this client were")
+    )
+    return Busy(
+        "client_busy", f"{which} busy{waited} with other calls; nothing was sent: try again"
+    )
+
+
+def unreachable(url: str, error: Exception) -> Unavailable:
+    if isinstance(error, httpx.RemoteProtocolError):
+        # It was reached, and closed the connection mid-answer: a statement whose
+        # database went away, or that does not add up, ends so (api/statement_stream.py).
+        return Unavailable(
+            "answer_broken_off",
+            f"the server at {url} closed the connection before its answer was complete; try again",
+        )
+    if isinstance(error, httpx.ReadTimeout):
+        return Unavailable("server_unreachable", f"{no_answer_in_time(url)}; try again")
+    return Unavailable("server_unreachable", f"cannot reach the server at {url}: {error}")
+
+
+def no_answer_in_time(url: str) -> str:
+    return f"the server at {url} took the request but did not answer in time"
