@@ -22,11 +22,12 @@ import sys
 import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kopilka.api.auth import make_token
 from kopilka.arguments import ArgumentParser
-from kopilka.errors import InvalidInput, KopilkaError
+from kopilka.domain.rules import quoted_name
+from kopilka.errors import InvalidInput, KopilkaError, NotFound
 from kopilka.redaction import hide_secrets
 from kopilka.settings import CONFIG_HELP, chosen_ledger, load_settings
 from kopilka.shell.connect import (
@@ -39,6 +40,9 @@ from kopilka.shell.repl import SessionEnded, SignalEnding
 from kopilka.store import keeps_nothing
 from kopilka.store.protocol import Store
 from kopilka.tokens import ROLES, TOKEN_PREFIX, is_token_id, no_token_named
+
+if TYPE_CHECKING:
+    from kopilka.client import Client
 
 
 class _Token(Protocol):
@@ -127,6 +131,29 @@ def _show_created(token: _Token, secret: str) -> None:
         ) from cause
 
 
+def _warn_if_no_account(found: bool, ledger: str, client: str) -> None:
+    """A client's token for a name no account has (mistyped, say) does nothing until an
+    account is opened under that name, and then speaks for that one, whoever's it is."""
+    if not found:
+        print(
+            f"Warning: no account for client {quoted_name(client)} in ledger {ledger!r} yet:"
+            " the token speaks for the one opened under that name; revoke it if the name"
+            " is not the one meant",
+            file=sys.stderr,
+        )
+
+
+def _has_an_account(bank: Client, client: str) -> bool:
+    """Whether the server has an account for `client`; True where it cannot say."""
+    try:
+        bank.account(client)
+    except NotFound:
+        return False
+    except KopilkaError:  # the token is made and shown: a failed look warns of nothing
+        return True
+    return True
+
+
 def _show_list(tokens: Iterable[_Token]) -> None:
     lines = []
     for token in tokens:
@@ -167,6 +194,9 @@ async def _run_local(store: Store, arguments: argparse.Namespace) -> int:
                 store, arguments.role, arguments.client, arguments.ledger
             )
             _show_created(record, secret)
+            if record.client is not None:
+                account = await store.get_account(record.ledger, record.client)
+                _warn_if_no_account(account is not None, record.ledger, record.client)
             return 0
         if arguments.command == "revoke":
             if not is_token_id(arguments.token_id):  # none other was made (nor can be read)
@@ -191,6 +221,11 @@ def _run_remote(url: str, token: str | None, arguments: argparse.Namespace) -> i
             arguments.asked = True
             info, secret = server.create_token(arguments.role, arguments.client, arguments.ledger)
             _show_created(info, secret)
+            if info.client is not None:
+                with connect_bank(url, token=token, ledger=info.ledger) as its_ledger:
+                    _warn_if_no_account(
+                        _has_an_account(its_ledger, info.client), info.ledger, info.client
+                    )
             return 0
         if arguments.command == "revoke":
             # The API answers 204 for a token revoked before too: look first, to say

@@ -38,13 +38,19 @@ def token_command(
     return run_kopilka(server.home, "token", *arguments, env=env)
 
 
-def created_token(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:
-    """(id, secret) from the output of `kopilka token create`."""
+def created_token(result: subprocess.CompletedProcess[str], warned: str = "") -> tuple[str, str]:
+    """(id, secret) from the output of `kopilka token create`; `warned`, its stderr."""
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    assert result.stderr == warned
     announcement, secret = result.stdout.splitlines()
     assert announcement.endswith("created; its secret, shown only once:")
     return announcement.split()[1], secret
+
+
+_NO_ACCOUNT_YET = (
+    "Warning: no account for client '{}' in ledger '{}' yet: the token speaks for the one"
+    " opened under that name; revoke it if the name is not the one meant\n"
+)
 
 
 def test_a_client_token_made_over_url_works_until_revoked_over_url(
@@ -53,11 +59,18 @@ def test_a_client_token_made_over_url_works_until_revoked_over_url(
     made = token_command(
         server, "create", "--role", "client", "--client", "John Jones", "--url", server.url
     )
-    token_id, secret = created_token(made)
+    # Made before the account is opened, as may be meant: a mistyped name is warned of.
+    token_id, secret = created_token(made, warned=_NO_ACCOUNT_YET.format("John Jones", "main"))
     assert made.stdout.startswith(f"token {token_id} (client) created")
 
     with server.client() as admin:
         assert admin.post("/v1/accounts", json={"client": "John Jones"}).status_code == 201
+    # Once it is opened, another token for it is made without a word.
+    created_token(
+        token_command(
+            server, "create", "--role", "client", "--client", "John Jones", "--url", server.url
+        )
+    )
     with server.client(secret) as john:
         answer = john.get("/v1/accounts/John%20Jones")
         assert answer.status_code == 200, answer.text
@@ -435,10 +448,16 @@ def test_a_token_is_made_for_the_ledger_the_settings_choose(tmp_path: Path) -> N
     created_token(
         run_kopilka(home, "token", "create", "--role", "teller", "--ledger", "main", env=books)
     )
+    # In main, no Ann: warned of, as over a server.
+    ann_of_main = ("token", "create", "--role", "client", "--client", "Ann", "--ledger", "main")
+    created_token(
+        run_kopilka(home, *ann_of_main, env=books), warned=_NO_ACCOUNT_YET.format("Ann", "main")
+    )
     listed = run_kopilka(home, "token", "list").stdout.splitlines()
     assert [line.split()[1:3] for line in listed] == [
         ["client", "ledger=books"],
         ["teller", "ledger=main"],
+        ["client", "ledger=main"],
     ], listed
 
 
