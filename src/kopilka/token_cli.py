@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from kopilka.api.auth import make_token
 from kopilka.arguments import ArgumentParser
-from kopilka.domain.rules import quoted_name
+from kopilka.domain.model import client_name
+from kopilka.domain.rules import quoted_name, validate_chosen_ledger
 from kopilka.errors import InvalidInput, KopilkaError, NotFound
 from kopilka.redaction import hide_secrets
 from kopilka.settings import CONFIG_HELP, chosen_ledger, load_settings
@@ -40,9 +42,6 @@ from kopilka.shell.repl import SessionEnded, SignalEnding
 from kopilka.store import keeps_nothing
 from kopilka.store.protocol import Store
 from kopilka.tokens import ROLES, TOKEN_PREFIX, is_token_id, no_token_named
-
-if TYPE_CHECKING:
-    from kopilka.client import Client
 
 
 class _Token(Protocol):
@@ -131,27 +130,50 @@ def _show_created(token: _Token, secret: str) -> None:
         ) from cause
 
 
-def _warn_if_no_account(found: bool, ledger: str, client: str) -> None:
-    """A client's token for a name no account has (mistyped, say) does nothing until an
-    account is opened under that name, and then speaks for that one, whoever's it is."""
-    if not found:
+# A client's token for a name no account has (mistyped, say) does nothing until an
+# account is opened under that name, and then speaks for that one, whoever's it is: so
+# the account is looked for first (a look that fails, or is cut short, has made nothing),
+# and its absence said once the token is shown. A look that cannot tell warns of nothing.
+# Over a server, it waits this long, not a call's 30 s.
+_LOOK_SECONDS = 5.0
+
+
+async def _no_account_here(store: Store, arguments: argparse.Namespace) -> bool:
+    if arguments.role != "client" or arguments.client is None:
+        return False
+    try:
+        ledger = validate_chosen_ledger(arguments.ledger)
+        return await store.get_account(ledger, client_name(arguments.client)) is None
+    except KopilkaError:  # a name or ledger refused: make_token says why
+        return False
+
+
+def _no_account_there(url: str, token: str | None, arguments: argparse.Namespace) -> bool:
+    """As _no_account_here, asked of the server, in the ledger the token will have."""
+    from kopilka.client import connect_bank
+
+    if arguments.role != "client" or arguments.client is None:
+        return False
+    try:
+        with connect_bank(
+            url, token=token, ledger=arguments.ledger, timeout_seconds=_LOOK_SECONDS
+        ) as bank:
+            bank.account(arguments.client)
+    except NotFound:
+        return True
+    except KopilkaError:
+        return False
+    return False
+
+
+def _warn_of_no_account(ledger: str, client: str) -> None:
+    with contextlib.suppress(OSError):  # the token is made and shown: that stands
         print(
             f"Warning: no account for client {quoted_name(client)} in ledger {ledger!r} yet:"
             " the token speaks for the one opened under that name; revoke it if the name"
             " is not the one meant",
             file=sys.stderr,
         )
-
-
-def _has_an_account(bank: Client, client: str) -> bool:
-    """Whether the server has an account for `client`; True where it cannot say."""
-    try:
-        bank.account(client)
-    except NotFound:
-        return False
-    except KopilkaError:  # the token is made and shown: a failed look warns of nothing
-        return True
-    return True
 
 
 def _show_list(tokens: Iterable[_Token]) -> None:
@@ -189,14 +211,14 @@ async def _run_local(store: Store, arguments: argparse.Namespace) -> int:
     await store.open()
     try:
         if arguments.command == "create":
+            no_account = await _no_account_here(store, arguments)
             arguments.asked = True
             record, secret = await make_token(
                 store, arguments.role, arguments.client, arguments.ledger
             )
             _show_created(record, secret)
-            if record.client is not None:
-                account = await store.get_account(record.ledger, record.client)
-                _warn_if_no_account(account is not None, record.ledger, record.client)
+            if no_account and record.client is not None:
+                _warn_of_no_account(record.ledger, record.client)
             return 0
         if arguments.command == "revoke":
             if not is_token_id(arguments.token_id):  # none other was made (nor can be read)
@@ -218,14 +240,12 @@ def _run_remote(url: str, token: str | None, arguments: argparse.Namespace) -> i
 
     with connect_bank(url, token=token) as server:
         if arguments.command == "create":
+            no_account = _no_account_there(url, token, arguments)
             arguments.asked = True
             info, secret = server.create_token(arguments.role, arguments.client, arguments.ledger)
             _show_created(info, secret)
-            if info.client is not None:
-                with connect_bank(url, token=token, ledger=info.ledger) as its_ledger:
-                    _warn_if_no_account(
-                        _has_an_account(its_ledger, info.client), info.ledger, info.client
-                    )
+            if no_account and info.client is not None:
+                _warn_of_no_account(info.ledger, info.client)
             return 0
         if arguments.command == "revoke":
             # The API answers 204 for a token revoked before too: look first, to say

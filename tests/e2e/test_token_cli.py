@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import run_kopilka
+from tests.e2e.conftest import RUN_TIMEOUT_SECONDS, kopilka_command, kopilka_env, run_kopilka
 from tests.kopilka_server import ServerProcess, free_port, running_server
 
 from kopilka.client import connect_bank
@@ -597,3 +597,23 @@ def test_the_homes_admin_token_revoked_says_a_restart_writes_a_new_one(tmp_path:
         f"Error: this token has been revoked (the admin token in {token_file}: the server"
         " writes a new one there when it starts again)\n"
     )
+
+
+def test_a_warning_that_cannot_be_written_leaves_the_token_made(tmp_path: Path) -> None:
+    """The token is made and its secret shown: a warning after it that finds stderr full
+    had turned that into exit 1, and a script made a second token."""
+    home = tmp_path / "home"
+    assert run_kopilka(home, "init").returncode == 0
+    with open("/dev/full", "w") as full:
+        made = subprocess.run(
+            [*kopilka_command(), "token", "create", "--role", "client", "--client", "Zed"],
+            env=kopilka_env(home),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=full,
+            text=True,
+            timeout=RUN_TIMEOUT_SECONDS,
+            check=False,
+        )
+    assert made.returncode == 0
+    assert made.stdout.splitlines()[1].startswith("kop_"), made.stdout
