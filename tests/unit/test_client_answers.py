@@ -8,7 +8,8 @@ import socket
 import pytest
 from tests.local_listener import serving
 
-from kopilka.client import Client, error_from
+from kopilka.client import Client
+from kopilka.client_errors import error_from
 from kopilka.client_wire import account_from, statement_line_from, text_from
 from kopilka.errors import Unavailable
 
