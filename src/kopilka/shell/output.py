@@ -81,6 +81,7 @@ class Output:
         self._stream = stream
         self._errors = errors
         self.terminal = terminal
+        self._errors_to_a_terminal = errors.isatty()
         self._console: Console | None = None
         self._error_console: Console | None = None
         if terminal:
@@ -95,7 +96,7 @@ class Output:
         # No emoji codes: a client named ":moneybag:" is shown as named. An error goes to
         # a terminal in colour, elsewhere (2>file) as the plain line it is.
         self._console = Console(file=self._stream, highlight=False, emoji=False)
-        if self._errors.isatty():
+        if self._errors_to_a_terminal:
             self._error_console = Console(file=self._errors, highlight=False, emoji=False)
 
     @classmethod
@@ -150,7 +151,7 @@ class Output:
         goes among the answers (a piped shell's), as one of them: a script's refusals
         lost, it ended 0 with an empty log. `after_unended_text`: the terminal shows text
         typed with no line break after it, which the error would go on if it goes there."""
-        line_break = "\n" if after_unended_text and _a_terminal(self._errors) else ""
+        line_break = "\n" if after_unended_text and self._errors_to_a_terminal else ""
         line = f"{line_break}Error: {hide_secrets(message)}"
         console = self._error_console
         try:
@@ -219,10 +220,3 @@ def _written(write: Callable[[], None], then: str = CHECK_BEFORE_REPEATING) -> N
             "answer_not_written",
             f"the command ran, but its answer could not be written ({error.strerror}){then}",
         ) from error
-
-
-def _a_terminal(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (OSError, ValueError):  # closed
-        return False
