@@ -127,7 +127,7 @@ def unread_variable_warnings(environ: Mapping[str, str]) -> list[str]:
         # Compared without the prefix all share, which made any name look close to all.
         near = difflib.get_close_matches(
             name.removeprefix("KOPILKA_").upper(),
-            [known[8:] for known in _SET_BY_USERS],
+            [known.removeprefix("KOPILKA_") for known in _SET_BY_USERS],
             n=2,
             cutoff=0.6,
         )
