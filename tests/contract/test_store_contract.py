@@ -195,6 +195,41 @@ async def test_open_account_exists(engine: Engine) -> None:
     assert (account.min_balance_cents, account.max_balance_cents) == (-100, 500)
 
 
+async def test_no_new_account_is_named_as_another_but_for_case(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 100, "pay", "d1"))
+    await applied(engine, Deposit("Straße", 100, "pay", "d2"))
+    message = "a new client's name may not differ from another client's, 'John Jones', only in"
+    for command in (
+        Deposit("john jones", 5, "pay", "d3"),
+        OpenAccount("JOHN JONES", 0, None, "main", 500, "k1"),
+    ):
+        refusal = await refused(engine, command, "invalid_client")
+        assert refusal.message.startswith(message), refusal
+    # Full case folding: "STRASSE" is "Straße" but for case.
+    await refused(engine, Deposit("STRASSE", 5, "pay", "d4"), "invalid_client")
+    # In one batch, the later of two alike.
+    outcomes = await engine.store.apply(
+        [Deposit("Ann Lee", 5, "pay", "d5"), Deposit("ANN LEE", 5, "pay", "d6")]
+    )
+    assert codes(outcomes) == ["ok", "invalid_client"]
+    # Nothing else was opened, the names themselves go on as they were, and so do names
+    # alike but for case in another ledger.
+    accounts = await engine.store.list_accounts("main")
+    assert [a.client for a in accounts] == ["Ann Lee", JOHN, "Straße"]
+    await applied(engine, Deposit(JOHN, 5, "pay", "d7"))
+    assert await balance(engine, JOHN) == 105
+    await applied(engine, Deposit("john jones", 5, "pay", "d8", ledger="side"))
+
+
+async def test_a_dropped_ledger_leaves_its_names_free(engine: Engine) -> None:
+    now = datetime.now(UTC)
+    assert await engine.store.open_sandbox("sandbox-x", now, sandboxes_max=5)
+    await applied(engine, Deposit(JOHN, 100, "pay", "d1", ledger="sandbox-x"))
+    assert await engine.store.drop_ledger("sandbox-x")
+    assert await engine.store.open_sandbox("sandbox-x", now, sandboxes_max=5)
+    await applied(engine, Deposit("john jones", 100, "pay", "d1", ledger="sandbox-x"))
+
+
 # -- idempotency --------------------------------------------------------------------------
 
 
@@ -1165,6 +1200,28 @@ async def test_writes_racing_a_sandbox_drop_in_another_process_leave_nothing(
     finally:
         await writer.close()
         await dropper.close()
+
+
+async def test_names_alike_but_for_case_opened_at_once_by_two_processes_open_one(
+    backend: Backend,
+) -> None:
+    if not backend.durable:
+        pytest.skip("a memory store is one process's own")
+    first, second = await backend.start_engine(), await backend.start_engine()
+    try:
+        for round_ in range(10):
+            spellings = [f"ann {round_}", f"ANN {round_}", f"Ann {round_}", f"aNN {round_}"]
+            outcomes = await asyncio.gather(
+                *(
+                    engine.execute(Deposit(name, 100, "open", f"k-{name}"))
+                    for engine, name in zip((first, second, first, second), spellings, strict=True)
+                )
+            )
+            assert sorted(codes(outcomes)) == ["invalid_client"] * 3 + ["ok"], outcomes
+        assert len(await second.list_accounts("main")) == 10
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_tokens_put_get_revoke_list(engine: Engine) -> None:

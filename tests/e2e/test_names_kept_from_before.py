@@ -23,7 +23,7 @@ LONG_RUN = "Zz" + "".join(chr(0x300 + n) for n in range(35))
 def home(tmp_path: Path) -> Path:
     """A ledger whose accounts "Bob" and "Zz" were opened under those names."""
     home = tmp_path / "home"
-    for client in ("Aa", "Bob", "Zz", "zz"):
+    for client in ("Aa", "Bob", "Zz", "zzz"):
         opened = run_kopilka(
             home, "deposit", f"--client={client}", "--amount=10", "--description=opening"
         )
@@ -46,7 +46,7 @@ def test_such_accounts_answer_and_their_listing_pages_on(home: Path) -> None:
             after = page.json()["next_after"]
             if after is None:
                 break
-        assert names == ["Aa", UNASSIGNED, LONG_RUN, "zz"]
+        assert names == ["Aa", UNASSIGNED, LONG_RUN, "zzz"]
         for name in (UNASSIGNED, LONG_RUN):
             account = admin.get(f"/v1/accounts/{quote(name, safe='')}")
             assert account.status_code == 200, account.text

@@ -15,6 +15,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from tests.case_upgrade import (
+    ALIKE_ACCOUNTS,
+    FOLDED_AFTER,
+    assert_each_keeps_its_account_and_no_more_are_opened,
+)
 from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import free_port, kopilka_command, running_server, server_env
 from tests.nfc_ledger_upgrade import (
@@ -1191,3 +1196,58 @@ async def test_migration_8_each_token_reaches_the_ledger_it_was_made_for(
     tokens = await _schema_7_with_cafe_ledgers(postgres_url)
     with running_server(tmp_path / "home", postgres_url) as server:
         assert_tokens_reach_the_ledgers_they_were_made_for(server, tokens)
+
+
+# -- migration 9: names alike but for case ------------------------------------------------
+
+
+async def _schema_8_with_accounts(url: str, *accounts: tuple[int, str, str, int]) -> None:
+    old = await asyncpg.connect(url)
+    try:
+        async with old.transaction():
+            await old.execute(SCHEMA_MIGRATIONS_TABLE)
+            for number, migration in enumerate(MIGRATIONS[:8], start=1):
+                await old.execute(migration)
+                await old.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        await _add_accounts(old, *accounts)
+    finally:
+        await old.close()
+
+
+async def _folded_names(url: str) -> list[tuple[int, str | None]]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch("SELECT id, folded FROM accounts ORDER BY id")
+    finally:
+        await connection.close()
+    return [(row[0], None if row[1] is None else row[1].decode()) for row in rows]
+
+
+async def test_migration_9_names_alike_but_for_case_each_keep_their_account(
+    postgres_url: str,
+) -> None:
+    await _schema_8_with_accounts(postgres_url, *ALIKE_ACCOUNTS)
+    async with Engine(open_store(postgres_url)) as engine:
+        await assert_each_keeps_its_account_and_no_more_are_opened(engine)
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+    assert await _folded_names(postgres_url) == FOLDED_AFTER
+
+
+async def test_a_name_a_latin1_database_stores_is_compared_for_case_though_its_fold_is_not(
+    latin1_url: str,
+) -> None:
+    """ "µ" (MICRO SIGN) folds to Greek mu, which LATIN1 lacks: the name is stored, and
+    compared for case, all the same, upgraded or new."""
+    await _schema_8_with_accounts(latin1_url, (1, "main", "µ Fund", 100))
+    async with Engine(open_store(latin1_url)) as engine:
+        assert isinstance(await engine.execute(Deposit("µ Fund", 5, "pay", "k1")), Operation)
+        for client, key in (("µ FUND", "k2"), ("Straße", "k3"), ("STRASSE", "k4")):
+            await engine.execute(Deposit(client, 5, "pay", key))
+        names = [a.client for a in await engine.list_accounts("main")]
+        assert names == ["Straße", "µ Fund"]
+        # A name with "µ" anew, and its namesake but for case.
+        assert isinstance(await engine.execute(Deposit("Ann µ", 5, "pay", "k5")), Operation)
+        refused = await engine.execute(Deposit("ANN µ", 5, "pay", "k6"))
+        assert isinstance(refused, KopilkaError) and refused.code == "invalid_client", refused
+    folded = [name for _, name in await _folded_names(latin1_url)]
+    assert folded == ["μ fund", "strasse", "ann μ"]

@@ -11,6 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tests.case_upgrade import (
+    ALIKE_ACCOUNTS,
+    FOLDED_AFTER,
+    assert_each_keeps_its_account_and_no_more_are_opened,
+)
 from tests.e2e.conftest import a_ledger_with_one_deposit, run_kopilka
 from tests.kopilka_server import running_server
 from tests.nfc_ledger_upgrade import (
@@ -330,8 +335,13 @@ def test_an_old_kopilka_schema_is_not_taken_for_another_programs(tmp_path: Path)
 
 def _schema_5(path: str) -> sqlite3.Connection:
     """An empty database of schema 5, as the release before names were kept in NFC."""
+    return _empty_schema(path, 5)
+
+
+def _empty_schema(path: str, version: int) -> sqlite3.Connection:
     old = connect(path)
-    for number, migration in enumerate(MIGRATIONS[:5], start=1):
+    old.create_function("nfc", 1, lambda name: name)  # migration 6's: no rows here
+    for number, migration in enumerate(MIGRATIONS[:version], start=1):
         old.executescript(f"{migration}; PRAGMA user_version = {number}")
     return old
 
@@ -659,7 +669,8 @@ def test_the_tables_of_each_schema_version_are_those_its_migrations_leave(
 ) -> None:
     """tables_at reads the migrations' text: pinned against what they really make."""
     connection = connect(str(tmp_path / "versions.db"))
-    connection.create_function("nfc", 1, lambda name: name)  # migration 6's: no rows here
+    for name in ("nfc", "fold"):  # migrations 6's and 10's: no rows here
+        connection.create_function(name, 1, lambda name: name)
     for number, migration in enumerate(MIGRATIONS, start=1):
         connection.executescript(f"{migration}; PRAGMA user_version = {number}")
         made = {row[0] for row in connection.execute(OBJECTS_FOUND)}
@@ -880,3 +891,21 @@ def test_an_opening_retried_under_its_key_kept_before_openings_kept_claims_is_no
         again = admin.post("/v1/accounts", json=opening, headers={"Idempotency-Key": "k-no"})
         assert again.json()["error"]["code"] == "idempotency_key_reused", again.text
         assert admin.get("/v1/accounts/Cy").status_code == 404
+
+
+# -- schema 10: names alike but for case --------------------------------------------------
+
+
+async def test_schema_9_names_alike_but_for_case_each_keep_their_account(tmp_path: Path) -> None:
+    path = str(tmp_path / "nine.db")
+    with closing(_empty_schema(path, 9)) as old, old:
+        _add_accounts(old, *ALIKE_ACCOUNTS)
+
+    async with Engine(open_store(path)) as engine:
+        await assert_each_keeps_its_account_and_no_more_are_opened(engine)
+
+    with closing(connect(path)) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        folded = connection.execute("SELECT id, folded FROM accounts ORDER BY id").fetchall()
+        assert folded == FOLDED_AFTER
+        assert connection.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -19,7 +19,7 @@ from kopilka.domain.model import (
     Transfer,
     Withdraw,
 )
-from kopilka.domain.names import new_name_refusal
+from kopilka.domain.names import folded_name, new_name_refusal
 from kopilka.domain.rules import (
     CLIENT_NAME_LENGTH_MAX,
     DESCRIPTION_LENGTH_MAX,
@@ -29,6 +29,7 @@ from kopilka.domain.rules import (
     OperationKey,
     accounts_touched,
     check_whole_cents,
+    namesake_keys,
     operation_keys,
     plan_batch,
     quoted_name,
@@ -573,6 +574,34 @@ def test_of_three_alphabets_in_a_word_the_one_of_fewest_letters_is_named() -> No
     assert refusal == (
         "may not mix Latin and Greek letters in one word: the 'Ω' (U+03A9) in 'Ωmegaбб' is Greek"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "folded"),
+    [
+        ("John Jones", "john jones"),
+        ("STRASSE", "strasse"),
+        ("Straße", "strasse"),  # full folding: "ß" is "ss"
+        ("ΟΔΟΣ", "οδοσ"),
+        ("οδός", "οδόσ"),  # a final sigma folds as any sigma
+        ("ǅ", "ǆ"),  # a titlecase letter
+        ("µ", "μ"),  # MICRO SIGN folds to Greek mu
+    ],
+)
+def test_a_name_is_folded_in_full_for_case(name: str, folded: str) -> None:
+    assert folded_name(name) == folded
+
+
+def test_names_no_account_may_have_are_not_folded() -> None:
+    """The store looks up the folded names of names it found no account for; one the
+    rules refuse first is not worth folding (a 10,000-mark run would cost)."""
+    keys = {
+        ("main", "Ann"),
+        ("main", "Bob"),
+        ("main", "x" * (CLIENT_NAME_LENGTH_MAX + 1)),
+        ("main", "a" + "\u0301" * 10_000),
+    }
+    assert namesake_keys(keys, {("main", "Bob")}) == {("main", "ann")}
 
 
 def test_invalid_description(ledger: Ledger) -> None:

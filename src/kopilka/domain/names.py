@@ -26,6 +26,16 @@ _OPENING_QUOTES = "\"'`\u201c\u201d\u201e\u2018\u2019\u201a\u00bb"
 _CLOSING_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab"
 
 
+def folded_name(client: str) -> str:
+    """The name as compared for likeness of case: Unicode's full case folding ("ß" as
+    "ss", a final sigma as any other sigma), then NFC, which folding may undo. A folded
+    name is kept: Unicode never changes the folding of a character once assigned, and a
+    new name holds assigned characters only."""
+    if client.isascii():
+        return client.lower()  # the same, and far quicker
+    return unicodedata.normalize("NFC", client.casefold())
+
+
 def new_name_refusal(client: str) -> str | None:
     """Why no account may be opened under `client` now, or None. " Ann" would list like
     "Ann" and be another account, as "Ann  Lee" would "Ann Lee" (a double space mistyped

@@ -46,7 +46,7 @@ from kopilka.domain.model import (
     command_kind,
     has_a_long_combining_run,
 )
-from kopilka.domain.names import new_name_refusal
+from kopilka.domain.names import folded_name, new_name_refusal
 from kopilka.errors import (
     Conflict,
     InvalidInput,
@@ -74,6 +74,7 @@ BATCH_REQUEST_OPERATIONS_MAX = 10_000  # the items of one POST /v1/batch
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 AccountKey = tuple[str, str]  # (ledger, client)
 OperationKey = tuple[str, str]  # (ledger, idempotency key)
+FoldedKey = tuple[str, str]  # (ledger, folded client name): see folded_name
 
 
 @dataclass(slots=True)
@@ -155,6 +156,23 @@ def accounts_touched(commands: Iterable[Command]) -> set[AccountKey]:
     return keys
 
 
+def namesake_keys(keys: Collection[AccountKey], accounts: Collection[AccountKey]) -> set[FoldedKey]:
+    """The folded names of the `keys` no account of `accounts` has: a batch may open an
+    account under one, and the store reads which account, if any, has that folded name
+    (`plan_batch`'s namesakes). A name no account may have (too long, a long combining
+    run) is left out: folding it would cost, and the rules refuse it first anyway."""
+    if len(accounts) == len(keys):  # `accounts` are of `keys`: every one found, as a rule
+        return set()
+    return {
+        (ledger, folded_name(client))
+        for ledger, client in keys
+        if (ledger, client) not in accounts
+        and isinstance(client, str)
+        and len(client) <= CLIENT_NAME_LENGTH_MAX
+        and not has_a_long_combining_run(client)
+    }
+
+
 def operation_keys(commands: Iterable[Command]) -> set[OperationKey]:
     keys: set[OperationKey] = set()
     for command in commands:
@@ -206,6 +224,7 @@ def plan_batch(
     now: datetime,
     known_claims: KnownClaims | None = None,
     closed_sandboxes: Collection[str] = (),
+    namesakes: dict[FoldedKey, str] | None = None,
 ) -> BatchPlan:
     """Apply commands one by one, in order; a later command sees an earlier one's effect.
 
@@ -215,8 +234,12 @@ def plan_batch(
     operations, refusals and claims to the dicts. A command to one of
     `closed_sandboxes` is refused and leaves nothing, not even a kept refusal: the
     ledger is gone.
+
+    `namesakes` holds, by folded name (`namesake_keys`), the name of the account that has
+    it, for the names of the batch that no account of `accounts` has: no new account may
+    be named as another is but for case. None when every name is in `accounts`.
     """
-    planner = _Planner(accounts, known_operations, now, known_claims)
+    planner = _Planner(accounts, known_operations, now, known_claims, namesakes)
     outcomes = planner.plan.outcomes
     apply = planner.apply
     for command in commands:
@@ -254,10 +277,12 @@ class _Planner:
         known_operations: KnownKeys,
         now: datetime,
         known_claims: KnownClaims | None = None,
+        namesakes: dict[FoldedKey, str] | None = None,
     ) -> None:
         self.accounts = accounts
         self.known_operations = known_operations
         self.known_claims = {} if known_claims is None else known_claims
+        self.namesakes = {} if namesakes is None else namesakes
         self.now = now
         # The claim whose covered commands are being planned, and how many are left.
         self.covered = 0
@@ -559,6 +584,17 @@ class _Planner:
             raise InvalidInput(
                 "invalid_client", f"a new client's name {refusal}: {quoted_name(client)}"
             )
+        folded = (ledger, folded_name(client))
+        namesake = self.namesakes.get(folded)
+        if namesake is not None:
+            # "john jones" for "John Jones" would list as the same client, and be another
+            # account: the money meant for one would sit in the other.
+            raise InvalidInput(
+                "invalid_client",
+                f"a new client's name may not differ from another client's,"
+                f" {quoted_name(namesake)}, only in case: {quoted_name(client)}",
+            )
+        self.namesakes[folded] = client
         account = Account(ledger, client, 0, floor, cap, self.now)
         self.accounts[(ledger, client)] = account
         self.plan.new_accounts.append(account)

@@ -23,12 +23,15 @@ from kopilka.domain.model import (
     Refusal,
     sandbox_ledgers,
 )
+from kopilka.domain.names import folded_name
 from kopilka.domain.rules import (
     AccountKey,
+    FoldedKey,
     KnownKeys,
     OperationKey,
     accounts_touched,
     claimed_keys,
+    namesake_keys,
     operation_keys,
     plan_batch,
 )
@@ -44,6 +47,7 @@ class MemoryStore:
         self._clock = clock or MonotonicClock()
         self._accounts: dict[AccountKey, Account] = {}
         self._accounts_by_id: dict[int, Account] = {}
+        self._names_by_folded: dict[FoldedKey, str] = {}
         # Applied operations and kept refusals, by idempotency key.
         self._operations: dict[OperationKey, Operation | Refusal] = {}
         # Per account: statement lines in order, and their (created_at, id) sort keys.
@@ -82,7 +86,10 @@ class MemoryStore:
         known: KnownKeys = {key: self._operations[key] for key in named if key in self._operations}
         claims = {key: self._batch_keys[key] for key in named if key in self._batch_keys}
         closed = {ledger for ledger in sandbox_ledgers(commands) if ledger not in self._sandboxes}
-        plan = plan_batch(commands, accounts, known, self._clock.now(), claims, closed)
+        folded = self._names_by_folded
+        namesakes = {key: folded[key] for key in namesake_keys(keys, accounts) if key in folded}
+        now = self._clock.now()
+        plan = plan_batch(commands, accounts, known, now, claims, closed, namesakes)
         for account in plan.new_accounts:
             account.id = next(self._account_ids)
         for operation in plan.operations:
@@ -92,6 +99,8 @@ class MemoryStore:
         for account in (*plan.new_accounts, *plan.changed_accounts):
             self._accounts[(account.ledger, account.client)] = account
             self._accounts_by_id[account.id] = account
+        for account in plan.new_accounts:
+            folded[(account.ledger, folded_name(account.client))] = account.client
         for operation in plan.operations:
             self._operations[(operation.ledger, operation.idempotency_key)] = operation
         for refusal in plan.refusals:
@@ -170,6 +179,7 @@ class MemoryStore:
         for key in [key for key in self._accounts if key[0] == ledger]:
             account = self._accounts.pop(key)
             self._accounts_by_id.pop(account.id, None)
+            self._names_by_folded.pop((ledger, folded_name(account.client)), None)
             self._lines.pop(account.id, None)
             self._line_keys.pop(account.id, None)
         for key in [key for key in self._operations if key[0] == ledger]:

@@ -53,6 +53,7 @@ from kopilka.domain.rules import (
     KnownKeys,
     accounts_touched,
     claimed_keys,
+    namesake_keys,
     operation_keys,
     plan_batch,
 )
@@ -78,6 +79,7 @@ from kopilka.store.postgres_batch import (
     delete_ledgers,
     hold_refused_accounts,
     load_claims,
+    load_namesakes,
     load_operations,
     load_refusals,
     new_revisions,
@@ -762,6 +764,8 @@ class PostgresStore:
             sandboxes = sandbox_ledgers(commands)
             closed = await closed_sandboxes(connection, sandboxes) if sandboxes else ()
             accounts, revisions, latest_entry_at = await self._accounts.lock(connection, keys)
+            folded = namesake_keys(keys, accounts)
+            namesakes = await load_namesakes(connection, folded) if folded else None
             if latest_entry_at is not None:
                 # Another process, its clock ahead of ours, may have written them last.
                 # Batches planned on what this one leaves are later still.
@@ -786,7 +790,8 @@ class PostgresStore:
             known_claims = await load_claims(connection, keys) if keys else None
             # Taken after the locks: a batch that waited for another one's accounts is
             # later in time too, so per-account time order is application order.
-            plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims, closed)
+            now = self._clock.now()
+            plan = plan_batch(commands, accounts, known, now, known_claims, closed, namesakes)
             if plan.refusals:
                 revisions.update(await hold_refused_accounts(connection, plan, accounts))
             if not check_keys and await refusal_may_be_a_retry(connection, commands, plan):

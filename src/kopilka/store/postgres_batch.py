@@ -17,9 +17,11 @@ from typing import Any
 import asyncpg
 
 from kopilka.domain.model import Account, ClaimKey, Command, Operation, Refusal
+from kopilka.domain.names import folded_name
 from kopilka.domain.rules import (
     AccountKey,
     BatchPlan,
+    FoldedKey,
     KnownClaims,
     KnownKeys,
     OperationKey,
@@ -48,9 +50,10 @@ LEFT JOIN accounts c ON c.id = o.credit_account_id
 # Another process may open the same client at the same moment: DO NOTHING waits for
 # it, and a missing row sends the batch back to be planned again with that account.
 _INSERT_ACCOUNTS = """
-INSERT INTO accounts (ledger, client, balance, min_balance, max_balance, created_at)
-SELECT t.*, $6 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t
-ON CONFLICT (ledger, client) DO NOTHING
+INSERT INTO accounts (ledger, client, balance, min_balance, max_balance, folded, created_at)
+SELECT t.*, $7
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bytea[]) AS t
+ON CONFLICT DO NOTHING
 RETURNING id, ledger, client
 """
 
@@ -233,6 +236,18 @@ async def load_refusals(connection: Connection, keys: set[OperationKey]) -> Know
         [key for _, key in keys],
     )
     return {(row[0], row[1]): Refusal(*row) for row in rows}
+
+
+async def load_namesakes(connection: Connection, folded: set[FoldedKey]) -> dict[FoldedKey, str]:
+    """By folded name, the name of the account that has it (plan_batch's namesakes)."""
+    rows = await connection.fetch(
+        "SELECT a.ledger, a.folded, a.client FROM accounts AS a"
+        " JOIN unnest($1::text[], $2::bytea[]) AS wanted(ledger, folded)"
+        " ON a.ledger = wanted.ledger AND a.folded = wanted.folded",
+        [ledger for ledger, _ in folded],
+        [name.encode() for _, name in folded],  # as kept: see migration 9
+    )
+    return {(ledger, name.decode()): client for ledger, name, client in rows}
 
 
 async def load_claims(connection: Connection, keys: set[OperationKey]) -> KnownClaims:
@@ -471,6 +486,7 @@ async def _insert_accounts(connection: Connection, accounts: list[Account]) -> N
         [a.balance_cents for a in accounts],
         [a.min_balance_cents for a in accounts],
         [a.max_balance_cents for a in accounts],
+        [folded_name(a.client).encode() for a in accounts],  # as kept: see migration 9
         accounts[0].created_at,  # one time per batch
     )
     if len(rows) != len(accounts):

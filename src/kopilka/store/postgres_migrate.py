@@ -4,10 +4,12 @@ kopilka does not know (newer, or tables of its names that another tool made)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
+from kopilka.domain.names import folded_name
 from kopilka.errors import Unavailable
 from kopilka.store.not_a_ledger import (
     missing_tables,
@@ -75,6 +77,9 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
                 await _refuse_foreign_tables(connection, redacted_url)
             for number in range(version + 1, SCHEMA_VERSION + 1):
                 await connection.execute(MIGRATIONS[number - 1], timeout=MIGRATION_SECONDS_MAX)
+                backfill = _BACKFILLS.get(number)
+                if backfill is not None:
+                    await backfill(connection)
                 await connection.execute(
                     "INSERT INTO schema_migrations (version) VALUES ($1)", number
                 )
@@ -88,6 +93,39 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
             " schema",
         ) from error
     return version
+
+
+# Rows a migration's backfill reads and writes at a time.
+_BACKFILL_CHUNK = 10_000
+
+
+async def fold_account_names(connection: Connection) -> None:
+    """Migration 9's folded names: of the accounts whose names fold alike in a ledger,
+    the oldest gets its folded name (the others keep none). Folded here, as the ledger
+    folds every new name, for PostgreSQL's lower() folds only ASCII under the "C"
+    collation, and no collation folds "ß" as "ss"."""
+    oldest: dict[tuple[str, str], int] = {}
+    rows = connection.cursor(  # in the migrations' transaction, as a cursor must be
+        "SELECT id, ledger, client FROM accounts ORDER BY id",
+        prefetch=_BACKFILL_CHUNK,
+        timeout=MIGRATION_SECONDS_MAX,
+    )
+    async for account_id, ledger, client in rows:
+        oldest.setdefault((ledger, folded_name(client)), account_id)
+    named = [(account_id, folded.encode()) for (_, folded), account_id in oldest.items()]
+    for start in range(0, len(named), _BACKFILL_CHUNK):
+        chunk = named[start : start + _BACKFILL_CHUNK]
+        await connection.execute(
+            "UPDATE accounts AS a SET folded = f.folded"
+            " FROM unnest($1::bigint[], $2::bytea[]) AS f(id, folded) WHERE a.id = f.id",
+            [account_id for account_id, _ in chunk],
+            [folded for _, folded in chunk],
+            timeout=MIGRATION_SECONDS_MAX,
+        )
+
+
+# Run after the migration of their number, in its transaction.
+_BACKFILLS: dict[int, Callable[[Connection], Awaitable[None]]] = {9: fold_account_names}
 
 
 async def _wait_for_other_migrations(connection: Connection, redacted_url: str) -> None:

@@ -45,14 +45,17 @@ from kopilka.domain.model import (
     Refusal,
     sandbox_ledgers,
 )
+from kopilka.domain.names import folded_name
 from kopilka.domain.rules import (
     AccountKey,
     BatchPlan,
+    FoldedKey,
     KnownClaims,
     KnownKeys,
     OperationKey,
     accounts_touched,
     claimed_keys,
+    namesake_keys,
     operation_keys,
     plan_batch,
     refused_money_keys,
@@ -610,7 +613,10 @@ class SqliteStore:
     def _plan_and_write(self, commands: Sequence[Command], *, check_keys: bool) -> BatchPlan:
         """Inside the open transaction: read what the batch needs, apply the rules, write."""
         self._check_cache()
-        accounts = self._accounts_for(accounts_touched(commands))
+        touched = accounts_touched(commands)
+        accounts = self._accounts_for(touched)
+        folded = namesake_keys(touched, accounts)
+        namesakes = self._load_namesakes(folded) if folded else None
         known: KnownKeys = {}
         claims = claimed_keys(commands)
         # A claimed key that names a money operation is taken (claims are few, so their
@@ -623,7 +629,8 @@ class SqliteStore:
         sandboxes = sandbox_ledgers(commands)
         closed = self._closed_sandboxes(sandboxes) if sandboxes else ()
         # The time is taken under the write lock, so it orders batches across processes.
-        plan = plan_batch(commands, accounts, known, self._clock.now(), known_claims, closed)
+        now = self._clock.now()
+        plan = plan_batch(commands, accounts, known, now, known_claims, closed, namesakes)
         if not check_keys and self._refusal_may_be_a_retry(commands, plan):
             raise _KeyAlreadyUsed
         self._write_plan(plan)
@@ -980,6 +987,13 @@ class SqliteStore:
         )
         return {(ledger, row[1]): _refusal(row) for ledger, row in rows}
 
+    def _load_namesakes(self, folded: set[FoldedKey]) -> dict[FoldedKey, str]:
+        rows = self._rows_by_key(
+            "SELECT folded, client FROM accounts WHERE ledger = ? AND folded IN ({marks})",
+            folded,
+        )
+        return {(ledger, row[0]): row[1] for ledger, row in rows}
+
     def _load_claims(self, keys: set[OperationKey]) -> KnownClaims:
         rows = self._rows_by_key(
             "SELECT idempotency_key, digest FROM batch_requests"
@@ -1067,8 +1081,12 @@ class SqliteStore:
             for offset, account in enumerate(plan.new_accounts):
                 account.id = next_id + offset
             db.executemany(
-                "INSERT INTO accounts (id, ledger, client, created_at) VALUES (?, ?, ?, ?)",
-                [(a.id, a.ledger, a.client, to_micros(a.created_at)) for a in plan.new_accounts],
+                "INSERT INTO accounts (id, ledger, client, folded, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (a.id, a.ledger, a.client, folded_name(a.client), to_micros(a.created_at))
+                    for a in plan.new_accounts
+                ],
             )
             db.executemany(
                 "INSERT INTO balances (account_id, balance, min_balance, max_balance)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 from kopilka.domain.model import client_name
+from kopilka.domain.names import folded_name
 from kopilka.errors import Unavailable
 from kopilka.store.not_a_ledger import newer_schema, refuse_foreign_tables
 from kopilka.store.sqlite_errors import is_busy
@@ -37,14 +38,21 @@ def _nfc(value: str | bytes | int | float | None) -> str | bytes | int | float |
     return client_name(value) if isinstance(value, str) else value
 
 
+def _fold(value: str | bytes | int | float | None) -> str | bytes | int | float | None:
+    """A client name folded for case (folded_name), for SQL; as _nfc for the rest."""
+    return folded_name(value) if isinstance(value, str) else value
+
+
 def migrate(connection: sqlite3.Connection) -> int:
     """Create or upgrade the schema; refuse a newer one this version does not know, and
     tables kopilka did not create."""
     # A migration may rebuild a table others refer to (foreign keys are off, see
     # connect()); every reference is checked before the upgrade commits.
     # SQLite has no Unicode normalization: migration 6 rewrites client names in NFC
-    # with the very function the ledger normalizes every name with.
+    # with the very function the ledger normalizes every name with, and 10 folds them
+    # for case with the one the ledger compares new names by.
     connection.create_function("nfc", 1, _nfc, deterministic=True)
+    connection.create_function("fold", 1, _fold, deterministic=True)
     # An up-to-date schema is only read: no write lock to wait for behind another
     # process's long transaction (WAL lets this read go on beside it).
     version = connection.execute("PRAGMA user_version").fetchone()[0]

@@ -247,6 +247,17 @@ MIGRATIONS: tuple[str, ...] = (
         last_id INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 10: each account's name folded for case (folded_name, registered by migrate() as
+    # fold()), under a unique index: a new account may not be named as another is but
+    # for case, and the index is the last guard of that. Accounts opened before under
+    # names alike but for case stay as they are, each used by its own name: the oldest
+    # of them keeps the folded name, the others none (docs/operations.md).
+    """
+    ALTER TABLE accounts ADD COLUMN folded TEXT;
+    UPDATE accounts SET folded = fold(client)
+        WHERE id IN (SELECT min(id) FROM accounts GROUP BY ledger, fold(client));
+    CREATE UNIQUE INDEX accounts_by_folded_name ON accounts (ledger, folded);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,43 @@
+"""What every store must show after upgrading a ledger that opened accounts under names
+alike but for case: shared by the SQLite and PostgreSQL schema tests, which each build
+the old database."""
+
+from __future__ import annotations
+
+from kopilka.domain.model import Deposit, Operation
+from kopilka.engine import Engine
+from kopilka.errors import KopilkaError
+
+# Accounts (id, ledger, client, balance) of a ledger from before names were compared for
+# case, and the folded name each has after the upgrade (the oldest of those alike only).
+ALIKE_ACCOUNTS = (
+    (1, "main", "John Jones", 100),
+    (2, "main", "john jones", 200),
+    (3, "main", "Straße", 0),
+    (4, "side", "JOHN JONES", 0),
+)
+FOLDED_AFTER = [(1, "john jones"), (2, None), (3, "strasse"), (4, "john jones")]
+
+
+async def assert_each_keeps_its_account_and_no_more_are_opened(engine: Engine) -> None:
+    for client, cents in (("John Jones", 100), ("john jones", 200)):
+        assert (await engine.get_account("main", client)).balance_cents == cents
+    deposit = await engine.execute(Deposit("john jones", 5, "pay", "k-later"))
+    assert isinstance(deposit, Operation), deposit
+    assert (await engine.get_account("main", "john jones")).balance_cents == 205
+    for ledger, client, namesake in (
+        ("main", "JOHN JONES", "John Jones"),  # the oldest of the two
+        ("main", "STRASSE", "Straße"),
+        ("side", "John Jones", "JOHN JONES"),
+    ):
+        refused = await engine.execute(Deposit(client, 5, "pay", f"k-{client}", ledger=ledger))
+        assert isinstance(refused, KopilkaError), refused
+        assert (refused.code, f"another client's, {namesake!r}," in refused.message) == (
+            "invalid_client",
+            True,
+        ), refused
+    assert [a.client for a in await engine.list_accounts("main")] == [
+        "John Jones",
+        "Straße",
+        "john jones",
+    ]
