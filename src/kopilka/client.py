@@ -32,6 +32,7 @@ from kopilka.client_errors import (
     ledger_not_told,
     maybe_applied,
     no_answer_in_time,
+    out_of_time,
     outcome_unknown,
     pool_busy,
     unreachable,
@@ -127,6 +128,11 @@ class _SentAt:
     server's): how long it took tells how long a retry needs."""
 
     at: float | None = None
+
+
+class _TimeRanOut(httpx.PoolTimeout):
+    """A call that took a free connection with too little of its time left for an
+    answer: not sent, as one kept waiting by busy connections, but none was."""
 
 
 def _as_is(answer: Any) -> Any:
@@ -459,11 +465,14 @@ class Client:
                     "invalid_request", "this request cannot be sent: a header HTTP cannot carry"
                 ) from error
             except httpx.PoolTimeout as error:
-                # Every connection stayed busy with other threads' calls: this one never
-                # left, and is not the server's fault (it may be healthy, just slow). A
-                # retry's: what the attempt before it was told is the answer.
+                # Every connection stayed busy with other threads' calls, or the call's
+                # time ran out with one free: this one never left, and is not the
+                # server's fault (it may be healthy, just slow). A retry's: what the
+                # attempt before it was told is the answer.
                 if failure is not None:
                     raise uncertain or self._as_error(failure) from error
+                if isinstance(error, _TimeRanOut):
+                    raise uncertain or out_of_time(call_seconds) from error
                 waited = time.monotonic() - called
                 raise uncertain or pool_busy(self._connections, waited) from error
             except httpx.ConnectTimeout as error:
@@ -534,12 +543,16 @@ class Client:
         """One attempt, on a connection free for it in time to leave `answer_seconds`
         before `deadline` for the answer (the wait for a connection counted in the call's
         time), waiting for the answer until then. `sent`: when it went out, set here."""
-        if not self._slots.take(deadline - answer_seconds - time.monotonic()):
+        # A slot free at once: no other call kept this one waiting, whatever its time.
+        free = self._slots.take_free()
+        if not free and not self._slots.take(deadline - answer_seconds - time.monotonic()):
             raise httpx.PoolTimeout("every connection of this client is busy")
         try:
             sent.at = time.monotonic()
             left = deadline - sent.at
             if left < answer_seconds:  # sent now, a write cut short would be left unknown
+                if free:
+                    raise _TimeRanOut("the call's time ran out before it was sent")
                 raise httpx.PoolTimeout("every connection of this client was busy too long")
             return self._http.request(method, path, timeout=left, **options)
         finally:

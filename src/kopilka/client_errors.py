@@ -1,6 +1,7 @@
 """What a call of the Python client ends with, where not its answer: a server's error
 answer read back into the error it stands for, and the client's own errors, where no
-answer says (a write maybe applied, a server not reached, every connection busy)."""
+answer says (a write maybe applied, a server not reached, every connection busy, a
+timeout spent before the call was sent)."""
 
 from __future__ import annotations
 
@@ -130,6 +131,17 @@ def pool_busy(connections: int, waited_seconds: float | None) -> Busy:
     )
     return Busy(
         "client_busy", f"{which} busy{waited} with other calls; nothing was sent: try again"
+    )
+
+
+def out_of_time(timeout_seconds: float) -> Busy:
+    """A call whose timeout was spent before it took a connection, one being free: its
+    time ran out, not the connections. Not sent, it is safe to retry, as a busy one is."""
+    return Busy(
+        "client_busy",
+        f"the call's timeout of {timeout_seconds:.10g} s ran out before it was sent, too"
+        " little of it left to wait for an answer; nothing was sent: try again with a"
+        " longer timeout",
     )
 
 

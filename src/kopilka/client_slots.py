@@ -22,6 +22,14 @@ class ConnectionSlots:
         self._lock = threading.Lock()
         self._waiting: deque[threading.Event] = deque()
 
+    def take_free(self) -> bool:
+        """A slot if one is free now, no call waiting for one; else False, at once."""
+        with self._lock:
+            if self._free:
+                self._free -= 1
+                return True
+            return False
+
     def take(self, timeout_seconds: float | None) -> bool:
         """A slot, within the timeout (None: however long), after every call that asked
         before; False if none came."""

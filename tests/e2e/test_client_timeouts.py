@@ -19,7 +19,7 @@ from tests.local_listener import serving
 
 from kopilka.bank import Bank, EmbeddedBank
 from kopilka.client import CONNECTIONS_MAX, Client, connect_bank
-from kopilka.errors import Busy, InvalidInput, KopilkaError, Unavailable
+from kopilka.errors import Busy, InvalidInput, KopilkaError, NotFound, Unavailable
 
 TIMEOUT_SECONDS = 1.0
 # The timeout, the few short pauses between retries that end quickly, and the machine's
@@ -238,3 +238,39 @@ def test_a_call_that_waits_for_a_busy_connection_says_so(connections: int) -> No
     assert waited < WAIT_SECONDS_MAX, waited  # one wait, not four
     assert answered == [[]] * connections  # the others were answered, in time
     assert asked == ["/v1/accounts?limit=1000"] * connections  # and this one never sent
+
+
+# Too short for any answer: spent, whatever the machine, before a connection is taken
+# (1e-6 s is too, as a rule, by a few tenths of a microsecond).
+SHORT_TIMEOUT_SECONDS = 1e-9
+
+
+def test_a_call_whose_timeout_ran_out_with_connections_free_says_so(tmp_path: Path) -> None:
+    """A timeout spent before the call took a connection, every one of them free: it was
+    told "all 8 connections of this client were busy for 0.0 s with other calls", with
+    no other call under way. Nothing was sent, the ledger's lookup included."""
+    said = (
+        f"the call's timeout of {SHORT_TIMEOUT_SECONDS:.10g} s ran out before it was sent,"
+        " too little of it left to wait for an answer; nothing was sent: try again with a"
+        " longer timeout"
+    )
+    with running_server(tmp_path / "home", "memory:") as server:
+        for ledger in ("main", None):
+            with connect_bank(
+                server.url,
+                token=server.token,
+                ledger=ledger,
+                timeout_seconds=SHORT_TIMEOUT_SECONDS,
+            ) as bank:
+                for call in (
+                    lambda: bank.account("Ann"),
+                    lambda: bank.deposit("Ann", 100, "pay", "short-1"),
+                ):
+                    with pytest.raises(Busy) as refused:
+                        call()
+                    assert (refused.value.code, refused.value.message) == ("client_busy", said)
+        with (
+            connect_bank(server.url, token=server.token, ledger="main") as bank,
+            pytest.raises(NotFound),
+        ):
+            bank.account("Ann")  # the deposit was not sent

@@ -63,6 +63,22 @@ def test_a_call_that_gives_up_waiting_takes_no_slot_with_it() -> None:
     assert not slots.take(0)
 
 
+@pytest.mark.timeout(30)
+def test_a_free_slot_is_taken_at_once_and_none_ahead_of_a_waiting_call() -> None:
+    """What tells a call whose time ran out from one kept waiting by the others."""
+    slots = ConnectionSlots(1)
+    assert slots.take_free()
+    assert not slots.take_free()
+    waiter = threading.Thread(target=lambda: slots.take(10))
+    waiter.start()
+    _wait_until(lambda: slots.waiting == 1)
+    slots.give_back()  # the waiting call's
+    waiter.join()
+    assert not slots.take_free()
+    slots.give_back()
+    assert slots.take_free()
+
+
 class _Stopped(Exception):
     pass
 
