@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from tests.kopilka_server import running_server
@@ -274,3 +275,64 @@ def test_a_call_whose_timeout_ran_out_with_connections_free_says_so(tmp_path: Pa
             pytest.raises(NotFound),
         ):
             bank.account("Ann")  # the deposit was not sent
+
+
+def _copy(source: socket.socket, target: socket.socket) -> None:
+    while data := source.recv(65536):
+        target.sendall(data)
+    target.shutdown(socket.SHUT_WR)
+
+
+def test_a_short_call_with_its_connection_held_by_another_says_it_was_busy(
+    tmp_path: Path,
+) -> None:
+    """The one connection held by another call (its answer held back on the way) is
+    busy, however short the waiting call's own timeout."""
+    taken = threading.Event()  # the other call has the connection
+    release = threading.Event()  # its answer goes on
+    answered: list[object] = []
+    with running_server(tmp_path / "home", "memory:") as server:
+        upstream = urlsplit(server.url)
+
+        def relay(client: socket.socket) -> None:
+            taken.set()
+            with socket.create_connection((upstream.hostname, upstream.port)) as to_server:
+                forth = threading.Thread(target=_copy, args=(client, to_server), daemon=True)
+                forth.start()
+                release.wait(30)
+                _copy(to_server, client)
+                forth.join()
+
+        with (
+            serving(relay) as url,
+            connect_bank(
+                url,
+                token=server.token,
+                ledger="main",
+                timeout_seconds=SHORT_TIMEOUT_SECONDS,
+                connections=1,
+            ) as bank,
+        ):
+            holding = threading.Thread(
+                target=lambda: answered.append(bank.accounts(wait_seconds=30))
+            )
+            holding.start()
+            try:
+                assert taken.wait(10), "the other call never took the connection"
+                with pytest.raises(Busy) as refused:
+                    bank.deposit("Ann", 100, "pay", "held-1")
+            finally:
+                release.set()
+                holding.join()
+        with (
+            connect_bank(server.url, token=server.token, ledger="main") as bank,
+            pytest.raises(NotFound),
+        ):
+            bank.account("Ann")  # the deposit was not sent
+    assert answered == [[]]
+    said = re.fullmatch(
+        r"the one connection of this client was busy for [0-9.]+ s with other calls;"
+        r" nothing was sent: try again",
+        refused.value.message,
+    )
+    assert refused.value.code == "client_busy" and said is not None, refused.value.message
