@@ -320,12 +320,17 @@ LATER = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 async def _schema_4(url: str) -> asyncpg.Connection:
     """A database of schema 4, as the release before names were kept in NFC."""
     old = await asyncpg.connect(url)
+    await _migrated_to(old, 4)
+    return old
+
+
+async def _migrated_to(old: asyncpg.Connection, version: int) -> None:
+    """An empty database given the migrations up to `version`, as a release had them."""
     async with old.transaction():
         await old.execute(SCHEMA_MIGRATIONS_TABLE)
-        for number, migration in enumerate(MIGRATIONS[:4], start=1):
+        for number, migration in enumerate(MIGRATIONS[:version], start=1):
             await old.execute(migration)
             await old.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
-    return old
 
 
 async def _add_accounts(old: asyncpg.Connection, *accounts: tuple[int, str, str, int]) -> None:
@@ -1118,11 +1123,7 @@ async def _schema_7_with_cafe_ledgers(url: str) -> dict[str, tuple[TokenRecord, 
     tokens = old_tokens()
     old = await asyncpg.connect(url)
     try:
-        async with old.transaction():
-            await old.execute(SCHEMA_MIGRATIONS_TABLE)
-            for number, migration in enumerate(MIGRATIONS[:7], start=1):
-                await old.execute(migration)
-                await old.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        await _migrated_to(old, 7)
         await _add_accounts(old, *OLD_ACCOUNTS)
         await _add_rent_paid(old, CAFE_NFD)  # Ann paid Bob 100 before the upgrade
         await old.execute(
@@ -1204,11 +1205,7 @@ async def test_migration_8_each_token_reaches_the_ledger_it_was_made_for(
 async def _schema_8_with_accounts(url: str, *accounts: tuple[int, str, str, int]) -> None:
     old = await asyncpg.connect(url)
     try:
-        async with old.transaction():
-            await old.execute(SCHEMA_MIGRATIONS_TABLE)
-            for number, migration in enumerate(MIGRATIONS[:8], start=1):
-                await old.execute(migration)
-                await old.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        await _migrated_to(old, 8)
         await _add_accounts(old, *accounts)
     finally:
         await old.close()
