@@ -44,7 +44,7 @@ from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX
 from kopilka.store import open_store
 from kopilka.store.sqlite import SqliteStore
 
-CLIENTS = ("Ann", "Bob", "Cid")
+CLIENTS = ("Ann", "Bob", "Cid", "ANN")  # the last is the first but for case: one of them
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 
 # -- what hypothesis draws ------------------------------------------------------------------
@@ -240,13 +240,15 @@ class Model:
         code = self._money(command)
         if code == "ok":
             self.keys[command.idempotency_key] = command
-        else:
+        elif code != "invalid_client":  # malformed: never reached the ledger, not kept
             self.refused[command.idempotency_key] = (command, code)
         return code
 
     def _money(self, command: MoneyCommand) -> str:
         amount = command.amount_cents
         if isinstance(command, Deposit):
+            if self._alike_but_for_case(command.client):
+                return "invalid_client"
             account = self.accounts.setdefault(command.client, ModelAccount())
             if account.cap is not None and account.balance + amount > account.cap:
                 return "cap_exceeded"
@@ -284,8 +286,16 @@ class Model:
             return "floor_above_balance"
         if cap is not None and cap < opening:
             return "cap_below_balance"
+        if self._alike_but_for_case(command.client):
+            return "invalid_client"
         self.accounts[command.client] = ModelAccount(opening, floor, cap, 1 if opening else 0)
         return "ok"
+
+    def _alike_but_for_case(self, client: str) -> bool:
+        """Whether another account has this name but for case: no account is opened."""
+        return any(
+            name != client and name.casefold() == client.casefold() for name in self.accounts
+        )
 
     def _limits(self, command: SetLimits) -> str:
         if (command.min_balance_cents, command.max_balance_cents, command.clear_max) == (
