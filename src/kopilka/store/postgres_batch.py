@@ -47,8 +47,9 @@ LEFT JOIN accounts d ON d.id = o.debit_account_id
 LEFT JOIN accounts c ON c.id = o.credit_account_id
 """
 
-# Another process may open the same client at the same moment: DO NOTHING waits for
-# it, and a missing row sends the batch back to be planned again with that account.
+# Another process may open the same client, or one alike but for case, at the same
+# moment: DO NOTHING waits for it, and a missing row sends the batch back to be planned
+# again with that account (then found, or refused as a namesake).
 _INSERT_ACCOUNTS = """
 INSERT INTO accounts (ledger, client, balance, min_balance, max_balance, folded, created_at)
 SELECT t.*, $7
