@@ -1224,6 +1224,30 @@ async def test_names_alike_but_for_case_opened_at_once_by_two_processes_open_one
         await second.close()
 
 
+async def test_one_new_name_deposited_to_at_once_by_two_processes_opens_it_once(
+    backend: Backend,
+) -> None:
+    """The deposits that lose the race to open the account go into it: the account is
+    not its own namesake, though it came after the batch looked for it by name."""
+    if not backend.durable:
+        pytest.skip("a memory store is one process's own")
+    first, second = await backend.start_engine(), await backend.start_engine()
+    try:
+        for round_ in range(30):
+            client = f"Walk In {round_}"
+            outcomes = await asyncio.gather(
+                *(
+                    engine.execute(Deposit(client, 100, "cash", f"k-{round_}-{index}"))
+                    for index, engine in enumerate((first, second) * 3)
+                )
+            )
+            assert codes(outcomes) == ["ok"] * 6, outcomes
+            assert await balance(first, client) == 600
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_tokens_put_get_revoke_list(engine: Engine) -> None:
     store = engine.store
     base = datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)

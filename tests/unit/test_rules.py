@@ -18,6 +18,7 @@ from kopilka.domain.model import (
     SetLimits,
     Transfer,
     Withdraw,
+    client_name,
 )
 from kopilka.domain.names import folded_name, new_name_refusal
 from kopilka.domain.rules import (
@@ -34,7 +35,14 @@ from kopilka.domain.rules import (
     plan_batch,
     quoted_name,
 )
-from kopilka.errors import Conflict, InvalidInput, KopilkaError, NotFound, Rejected
+from kopilka.errors import (
+    Conflict,
+    InvalidInput,
+    KopilkaError,
+    NotFound,
+    Rejected,
+    RetryableStoreError,
+)
 from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -590,6 +598,22 @@ def test_of_three_alphabets_in_a_word_the_one_of_fewest_letters_is_named() -> No
 )
 def test_a_name_is_folded_in_full_for_case(name: str, folded: str) -> None:
     assert folded_name(name) == folded
+
+
+def test_names_canonically_alike_but_for_case_fold_alike() -> None:
+    """A capital with its iota written beside (U+1FBC), an accent after it: folded as
+    composed it kept the iota ahead of the accent, and was another name than "ᾷ"."""
+    small, capital = client_name("Ἀθηνᾷ"), client_name("ἈΘΗΝᾼ\u0342")
+    assert folded_name(small) == folded_name(capital)
+
+
+def test_a_name_found_its_own_namesake_is_planned_again() -> None:
+    """The account was committed between the store's reads by name and by folded name
+    (PostgreSQL reads each as it stands): the batch is planned again, and finds it."""
+    with pytest.raises(RetryableStoreError):
+        plan_batch(
+            [deposit("Walk In", 100, "k1")], {}, {}, NOW, namesakes={("main", "walk in"): "Walk In"}
+        )
 
 
 def test_names_no_account_may_have_are_not_folded() -> None:

@@ -27,13 +27,14 @@ _CLOSING_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab"
 
 
 def folded_name(client: str) -> str:
-    """The name as compared for likeness of case: Unicode's full case folding ("ß" as
-    "ss", a final sigma as any other sigma), then NFC, which folding may undo. A folded
-    name is kept: Unicode never changes the folding of a character once assigned, and a
-    new name holds assigned characters only."""
+    """The name as compared for likeness of case: Unicode's canonical caseless match
+    (full case folding, "ß" as "ss", a final sigma as any other sigma, of the name
+    decomposed: folded composed, "ᾼ" and an accent after it fold otherwise than "ᾳ"
+    and that accent), kept in NFC. A folded name is kept: Unicode never changes the
+    folding of a character once assigned, and a new name holds assigned characters only."""
     if client.isascii():
         return client.lower()  # the same, and far quicker
-    return unicodedata.normalize("NFC", client.casefold())
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", client).casefold())
 
 
 def new_name_refusal(client: str) -> str | None:

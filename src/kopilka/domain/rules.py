@@ -586,6 +586,11 @@ class _Planner:
             )
         folded = (ledger, folded_name(client))
         namesake = self.namesakes.get(folded)
+        if namesake == client:
+            # Its very name: another batch committed the account between the store's
+            # reads of accounts and of folded names (PostgreSQL reads each as it stands).
+            # Planned again, it is seen.
+            raise RetryableStoreError("the account was opened by another batch meanwhile")
         if namesake is not None:
             # "john jones" for "John Jones" would list as the same client, and be another
             # account: the money meant for one would sit in the other.

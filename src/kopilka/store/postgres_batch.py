@@ -480,14 +480,21 @@ async def hold_refused_accounts(
 async def _insert_accounts(connection: Connection, accounts: list[Account]) -> None:
     # Not while a batch keeps a refusal for want of an account (hold_refused_accounts).
     await connection.execute("SELECT pg_advisory_xact_lock_shared($1)", OPENINGS_LOCK_KEY)
+    # In the order of their folded names (kept as UTF-8: see migration 9): two batches
+    # opening the same names, or names alike, in opposite orders would each wait for the
+    # other's row, a deadlock PostgreSQL breaks only after deadlock_timeout.
+    folded = sorted(
+        (((a.ledger, folded_name(a.client).encode()), a) for a in accounts),
+        key=lambda pair: pair[0],
+    )
     rows = await connection.fetch(
         _INSERT_ACCOUNTS,
-        [a.ledger for a in accounts],
-        [a.client for a in accounts],
-        [a.balance_cents for a in accounts],
-        [a.min_balance_cents for a in accounts],
-        [a.max_balance_cents for a in accounts],
-        [folded_name(a.client).encode() for a in accounts],  # as kept: see migration 9
+        [a.ledger for _, a in folded],
+        [a.client for _, a in folded],
+        [a.balance_cents for _, a in folded],
+        [a.min_balance_cents for _, a in folded],
+        [a.max_balance_cents for _, a in folded],
+        [name for (_, name), _ in folded],
         accounts[0].created_at,  # one time per batch
     )
     if len(rows) != len(accounts):
