@@ -1227,8 +1227,9 @@ async def test_names_alike_but_for_case_opened_at_once_by_two_processes_open_one
 async def test_one_new_name_deposited_to_at_once_by_two_processes_opens_it_once(
     backend: Backend,
 ) -> None:
-    """The deposits that lose the race to open the account go into it: the account is
-    not its own namesake, though it came after the batch looked for it by name."""
+    """The deposits that lose the race to open the account go into it, planned again
+    (for the moment between a batch's reads by name and by folded name, see
+    test_a_name_found_its_own_namesake_is_planned_again)."""
     if not backend.durable:
         pytest.skip("a memory store is one process's own")
     first, second = await backend.start_engine(), await backend.start_engine()

@@ -54,7 +54,7 @@ from kopilka.engine import Engine
 from kopilka.errors import InvalidInput, KopilkaError, Unavailable
 from kopilka.limits import Limits
 from kopilka.redaction import redact_url
-from kopilka.store import initialize_schema, open_store
+from kopilka.store import initialize_schema, open_store, postgres_migrate
 from kopilka.store.postgres import PostgresStore
 from kopilka.store.postgres_schema import (
     MIGRATION_LOCK_KEY,
@@ -1221,8 +1221,10 @@ async def _folded_names(url: str) -> list[tuple[int, str | None]]:
 
 
 async def test_migration_9_names_alike_but_for_case_each_keep_their_account(
-    postgres_url: str,
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A name a chunk, as a big ledger's fall in many: a pair is folded in two.
+    monkeypatch.setattr(postgres_migrate, "_BACKFILL_CHUNK", 1)
     await _schema_8_with_accounts(postgres_url, *ALIKE_ACCOUNTS)
     async with Engine(open_store(postgres_url)) as engine:
         await assert_each_keeps_its_account_and_no_more_are_opened(engine)

@@ -27,11 +27,11 @@ _CLOSING_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab"
 
 
 def folded_name(client: str) -> str:
-    """The name as compared for likeness of case: Unicode's canonical caseless match
-    (full case folding, "ß" as "ss", a final sigma as any other sigma, of the name
-    decomposed: folded composed, "ᾼ" and an accent after it fold otherwise than "ᾳ"
-    and that accent), kept in NFC. A folded name is kept: Unicode never changes the
-    folding of a character once assigned, and a new name holds assigned characters only."""
+    """The name as compared for likeness of case, kept in NFC: Unicode's canonical
+    caseless match, the full case folding ("ß" as "ss", any sigma as "σ") of the name
+    decomposed. Folded composed, "ᾼ" with an accent after it would not match "ᾳ" with
+    that accent. A folded name may be kept: Unicode never changes the folding of a
+    character once assigned, and a new name holds assigned characters only."""
     if client.isascii():
         return client.lower()  # the same, and far quicker
     return unicodedata.normalize("NFC", unicodedata.normalize("NFD", client).casefold())

@@ -18,6 +18,7 @@ from kopilka.store.not_a_ledger import (
     refuse_foreign_tables,
 )
 from kopilka.store.postgres_schema import (
+    FOLDED_NAMES_UNIQUE,
     MIGRATION_LOCK_KEY,
     MIGRATIONS,
     SCHEMA_MIGRATIONS_TABLE,
@@ -100,28 +101,28 @@ _BACKFILL_CHUNK = 10_000
 
 
 async def fold_account_names(connection: Connection) -> None:
-    """Migration 9's folded names: of the accounts whose names fold alike in a ledger,
-    the oldest gets its folded name (the others keep none). Folded here, as the ledger
-    folds every new name, for PostgreSQL's lower() folds only ASCII under the "C"
-    collation, and no collation folds "ß" as "ss"."""
-    oldest: dict[tuple[str, str], int] = {}
-    rows = connection.cursor(  # in the migrations' transaction, as a cursor must be
-        "SELECT id, ledger, client FROM accounts ORDER BY id",
-        prefetch=_BACKFILL_CHUNK,
+    """Migration 9's folded names, a chunk of accounts at a time: folded here, as the
+    ledger folds every new name, for PostgreSQL's lower() folds only ASCII under the "C"
+    collation, and no collation folds "ß" as "ss". Then the oldest of the names alike
+    in a ledger keeps its fold, and the index guards them (FOLDED_NAMES_UNIQUE)."""
+    # Read by id, a chunk after another (a cursor left open would bar the index), from
+    # below any id.
+    after = -(2**63)
+    while chunk := await connection.fetch(
+        "SELECT id, client FROM accounts WHERE id > $1 ORDER BY id LIMIT $2",
+        after,
+        _BACKFILL_CHUNK,
         timeout=MIGRATION_SECONDS_MAX,
-    )
-    async for account_id, ledger, client in rows:
-        oldest.setdefault((ledger, folded_name(client)), account_id)
-    named = [(account_id, folded.encode()) for (_, folded), account_id in oldest.items()]
-    for start in range(0, len(named), _BACKFILL_CHUNK):
-        chunk = named[start : start + _BACKFILL_CHUNK]
+    ):
+        after = chunk[-1][0]
         await connection.execute(
             "UPDATE accounts AS a SET folded = f.folded"
             " FROM unnest($1::bigint[], $2::bytea[]) AS f(id, folded) WHERE a.id = f.id",
             [account_id for account_id, _ in chunk],
-            [folded for _, folded in chunk],
+            [folded_name(client).encode() for _, client in chunk],
             timeout=MIGRATION_SECONDS_MAX,
         )
+    await connection.execute(FOLDED_NAMES_UNIQUE, timeout=MIGRATION_SECONDS_MAX)
 
 
 # Run after the migration of their number, in its transaction.

@@ -268,15 +268,27 @@ MIGRATIONS: tuple[str, ...] = (
     # 9: each account's name folded for case (folded_name), under a unique index: a new
     # account may not be named as another is but for case, and the index is the last
     # guard of that. The names are folded by kopilka after this runs
-    # (postgres_migrate.fold_account_names): no collation folds as Python does. Accounts
-    # opened before under names alike but for case stay as they are, each used by its
-    # own name: the oldest of them gets the folded name, the others none. Kept as UTF-8
-    # bytes: a name a LATIN1 database stores may fold to one it cannot ("µ" to Greek mu).
+    # (postgres_migrate.fold_account_names, which ends with FOLDED_NAMES_UNIQUE): no
+    # collation folds as Python does. Kept as UTF-8 bytes: a name a LATIN1 database
+    # stores may fold to one it cannot ("µ" to Greek mu).
     """
     ALTER TABLE accounts ADD COLUMN folded bytea;
-    CREATE UNIQUE INDEX accounts_by_folded_name ON accounts (ledger, folded);
     """,
 )
+
+# The end of migration 9, once every name is folded. Accounts opened before under names
+# alike but for case stay as they are, each used by its own name: the oldest of them
+# keeps the folded name, the others none. Ranked in the database, not in kopilka's
+# memory, which a ledger of millions of accounts would fill.
+FOLDED_NAMES_UNIQUE = """
+UPDATE accounts AS a SET folded = NULL
+FROM (
+    SELECT id, row_number() OVER (PARTITION BY ledger, folded ORDER BY id) AS rank
+    FROM accounts
+) AS ranked
+WHERE a.id = ranked.id AND ranked.rank > 1;
+CREATE UNIQUE INDEX accounts_by_folded_name ON accounts (ledger, folded);
+"""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
