@@ -109,6 +109,7 @@ def account_from(data: dict[str, Any], ledger: str) -> Account:
         min_balance_cents=cents_from(data["min_balance"]),
         max_balance_cents=None if cap is None else cents_from(cap),
         created_at=datetime.fromisoformat(data["created_at"]),
+        id=data.get("id", 0),  # a server before ids were told: none known
     )
 
 

@@ -411,6 +411,25 @@ def test_a_keyed_opening_replays_between_the_embedded_bank_and_a_server(tmp_path
         assert [a.balance_cents for a in embedded.accounts()] == [2_500, 700]  # once each
 
 
+def test_an_account_has_its_id_over_the_network_as_embedded(tmp_path: Path) -> None:
+    database = str(tmp_path / "kopilka.db")
+    with EmbeddedBank(database) as embedded:
+        embedded.deposit("Ann", 100, "pay", "k1")
+        ann = embedded.account("Ann").id
+    with (
+        running_server(tmp_path / "home", database) as server,
+        connect_bank(server.url, token=server.token, ledger="main") as remote,
+    ):
+        bob = remote.open_account("Bob").id
+        assert (remote.account("Ann").id, remote.account("Bob").id) == (ann, bob)
+        assert [a.id for a in remote.accounts()] == [ann, bob]
+        assert remote.open_account("Cy", idempotency_key="open-cy").id > bob
+        replayed = remote.open_account("Cy", idempotency_key="open-cy")
+        assert replayed.replayed and replayed.id == remote.account("Cy").id
+    with EmbeddedBank(database) as embedded:
+        assert [a.id for a in embedded.accounts()] == [ann, bob, replayed.id]
+
+
 def test_an_opening_kept_under_the_embedded_banks_earlier_digest_still_replays(
     tmp_path: Path,
 ) -> None:

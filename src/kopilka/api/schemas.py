@@ -147,6 +147,7 @@ class TokenOut(msgspec.Struct, omit_defaults=True):
 
 
 class AccountOut(msgspec.Struct):
+    id: int
     client: str
     balance: str
     min_balance: str
@@ -235,6 +236,7 @@ class HealthOut(msgspec.Struct):
 def account_out(account: Account) -> AccountOut:
     cap = account.max_balance_cents
     return AccountOut(
+        id=account.id,
         client=account.client,
         balance=format_plain(account.balance_cents),
         min_balance=format_plain(account.min_balance_cents),
