@@ -422,7 +422,9 @@ class Engine:
         validate_client(client)  # a name no account may have is said to be one, as a server does
         account = await self.store.get_account(ledger, client)
         if account is None:
-            raise account_not_found(client)
+            # Asked by name, by someone who may see any account (a client token asks
+            # for its own only): "john jones" is told of "John Jones".
+            raise account_not_found(client, await self.store.namesake(ledger, client))
         return account
 
     async def list_accounts(

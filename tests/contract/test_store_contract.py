@@ -221,6 +221,27 @@ async def test_no_new_account_is_named_as_another_but_for_case(engine: Engine) -
     await applied(engine, Deposit("john jones", 5, "pay", "d8", ledger="side"))
 
 
+async def test_a_name_alike_but_for_case_is_told_of_its_namesake(engine: Engine) -> None:
+    await applied(engine, Deposit(JOHN, 100, "pay", "d1"))
+    await applied(engine, Deposit("Straße", 100, "pay", "d2"))
+    store = engine.store
+    assert await store.namesake("main", "JOHN JONES") == JOHN
+    assert await store.namesake("main", JOHN) == JOHN
+    assert await store.namesake("main", "strasse") == "Straße"
+    assert await store.namesake("main", "Jane") is None
+    assert await store.namesake("side", "john jones") is None
+    # A lookup by name says which account there is; a money command's refusal does not.
+    with pytest.raises(KopilkaError) as looked_up:
+        await engine.get_account("main", "john jones")
+    assert (looked_up.value.code, looked_up.value.message) == (
+        "account_not_found",
+        "no account for client 'john jones'; 'John Jones' has one, a name that differs only"
+        " in case",
+    )
+    refusal = await refused(engine, Withdraw("john jones", 1, "x", "w1"), "account_not_found")
+    assert refusal.message == "no account for client 'john jones'"
+
+
 async def test_a_dropped_ledger_leaves_its_names_free(engine: Engine) -> None:
     now = datetime.now(UTC)
     assert await engine.store.open_sandbox("sandbox-x", now, sandboxes_max=5)

@@ -602,6 +602,39 @@ def test_a_client_token_for_a_name_no_account_may_have_is_refused(
         assert admin.post("/v1/tokens", json={"role": "client", "client": "Zed"}).status_code == 201
 
 
+def test_a_client_token_for_a_name_alike_another_but_for_case_is_refused(tmp_path: Path) -> None:
+    """No account may be opened under "john jones" while "John Jones" has one: a token for
+    it would wait for an account that never comes. One opened before the rule is used."""
+    home = tmp_path / "home"
+    with running_server(home) as server, server.client() as admin:
+        for client in ("John Jones", "Old Pair"):
+            opened = admin.post(
+                "/v1/deposits", json={"client": client, "amount": "5", "open_account": True}
+            )
+            assert opened.status_code == 201, opened.text
+        refused = admin.post("/v1/tokens", json={"role": "client", "client": "john jones"})
+        assert_refused(refused, 422, "invalid_client")
+        assert refused.json()["error"]["message"] == (
+            "no account has the name 'john jones', and none may be opened under it: a client's"
+            " name may not differ from another client's, 'John Jones', only in case"
+        )
+        local = server.command("token", "create", "--role", "client", "--client", "JOHN JONES")
+        assert (local.returncode, local.stdout) == (1, ""), local.stderr
+        assert "'John Jones', only in case" in local.stderr
+        made = admin.post("/v1/tokens", json={"role": "client", "client": "John Jones"})
+        assert made.status_code == 201, made.text
+    with sqlite3.connect(home / "kopilka.db") as database:  # as an older kopilka opened it
+        database.execute(
+            "INSERT INTO accounts (id, ledger, client, created_at)"
+            " VALUES (100, 'main', 'old pair', 0)"
+        )
+        database.execute("INSERT INTO balances (account_id, balance) VALUES (100, 0)")
+    database.close()
+    with running_server(home) as server:
+        created = server.command("token", "create", "--role", "client", "--client", "old pair")
+        assert created.returncode == 0, created.stderr
+
+
 def test_a_client_token_for_an_old_account_whose_name_is_no_longer_taken_is_made(
     tmp_path: Path,
 ) -> None:

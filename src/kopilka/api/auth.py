@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from kopilka.domain.model import SANDBOX_PREFIX, client_name
 from kopilka.domain.names import new_name_refusal
 from kopilka.domain.rules import (
+    alike_but_for_case,
     quoted_name,
     validate_chosen_ledger,
     validate_client,
@@ -202,16 +203,27 @@ async def make_token(
     old account's): a token for " Ann" would be refused everything Ann's token may do."""
     record, secret = new_token_record(role, client, ledger)
     if record.client is not None:
-        refusal = new_name_refusal(record.client)
-        if refusal is not None and await store.get_account(record.ledger, record.client) is None:
+        refusal = await _no_opening_under(store, record.ledger, record.client)
+        if refusal is not None:
             raise InvalidInput(
                 "invalid_client",
                 f"no account has the name {quoted_name(record.client)}, and none may be opened"
-                " under it:"
-                f" a client's name {refusal}",
+                f" under it: a client's name {refusal}",
             )
     await store.put_token(record)
     return record, secret
+
+
+async def _no_opening_under(store: Store, ledger: str, client: str) -> str | None:
+    """Why no account may be opened under `client` where none has it, or None: none if
+    one has it or one may be opened."""
+    refusal = new_name_refusal(client)
+    if refusal is None:
+        namesake = await store.namesake(ledger, client)
+        if namesake is None or namesake == client:
+            return None
+        refusal = alike_but_for_case(namesake)
+    return None if await store.get_account(ledger, client) is not None else refusal
 
 
 def new_token_record(

@@ -596,8 +596,7 @@ class _Planner:
             # account: the money meant for one would sit in the other.
             raise InvalidInput(
                 "invalid_client",
-                f"a new client's name may not differ from another client's,"
-                f" {quoted_name(namesake)}, only in case: {quoted_name(client)}",
+                f"a new client's name {alike_but_for_case(namesake)}: {quoted_name(client)}",
             )
         self.namesakes[folded] = client
         account = Account(ledger, client, 0, floor, cap, self.now)
@@ -969,8 +968,18 @@ def _sides(command: MoneyCommand) -> tuple[str | None, str | None]:
     return command.client, None
 
 
-def account_not_found(client: str) -> NotFound:
-    return NotFound("account_not_found", f"no account for client {quoted_name(client)}")
+def account_not_found(client: str, namesake: str | None = None) -> NotFound:
+    """`namesake`: the account of a name alike but for case, said to those who may see
+    every account (a lookup), never to a money command's sender, who may not."""
+    message = f"no account for client {quoted_name(client)}"
+    if namesake is not None:
+        message += f"; {quoted_name(namesake)} has one, a name that differs only in case"
+    return NotFound("account_not_found", message)
+
+
+def alike_but_for_case(namesake: str) -> str:
+    """Why a name that folds as `namesake` does may not be a new account's."""
+    return f"may not differ from another client's, {quoted_name(namesake)}, only in case"
 
 
 def quoted_name(name: str) -> str:

@@ -132,6 +132,9 @@ class MemoryStore:
         account = self._accounts.get((ledger, client))
         return None if account is None else replace(account)
 
+    async def namesake(self, ledger: str, client: str) -> str | None:
+        return self._names_by_folded.get((ledger, folded_name(client)))
+
     async def list_accounts(
         self, ledger: str, *, after_client: str | None = None, limit: int = 1_000
     ) -> list[Account]:

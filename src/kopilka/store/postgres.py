@@ -48,6 +48,7 @@ from kopilka.domain.model import (
     SetLimits,
     sandbox_ledgers,
 )
+from kopilka.domain.names import folded_name
 from kopilka.domain.rules import (
     BatchPlan,
     KnownKeys,
@@ -1036,6 +1037,19 @@ class PostgresStore:
             assert refusal.code == "invalid_text", refusal
             return None  # a name (or ledger) no row of this database can hold: no account
         return None if row is None else _account(row)
+
+    async def namesake(self, ledger: str, client: str) -> str | None:
+        folded = folded_name(client).encode()  # as kept: see migration 9
+        try:
+            name = await self._read(
+                lambda connection: connection.fetchval(
+                    "SELECT client FROM accounts WHERE ledger = $1 AND folded = $2", ledger, folded
+                )
+            )
+        except InvalidInput as refusal:
+            assert refusal.code == "invalid_text", refusal
+            return None  # a ledger no row of this database can hold: no account
+        return None if name is None else str(name)
 
     async def list_accounts(
         self, ledger: str, *, after_client: str | None = None, limit: int = 1_000

@@ -1243,6 +1243,17 @@ class SqliteStore:
 
         return await self._read(read)
 
+    async def namesake(self, ledger: str, client: str) -> str | None:
+        folded = folded_name(client)
+
+        def read() -> str | None:
+            row = self._read_db.execute(
+                "SELECT client FROM accounts WHERE ledger = ? AND folded = ?", (ledger, folded)
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._read(read)
+
     async def list_accounts(
         self, ledger: str, *, after_client: str | None = None, limit: int = 1_000
     ) -> list[Account]:
