@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -60,6 +60,20 @@ async def lines_of(engine: Engine, client: str, ledger: str = "main") -> list[St
 
 def codes(outcomes: list[Outcome]) -> list[str]:
     return ["ok" if not isinstance(o, KopilkaError) else o.code for o in outcomes]
+
+
+@contextlib.asynccontextmanager
+async def two_processes(backend: Backend) -> AsyncIterator[tuple[Engine, Engine]]:
+    """Two engines on one database, as two server processes are; not for a memory store,
+    which is one process's own."""
+    if not backend.durable:
+        pytest.skip("a memory store is one process's own")
+    first, second = await backend.start_engine(), await backend.start_engine()
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
 
 
 # -- money commands ---------------------------------------------------------------------
@@ -903,11 +917,8 @@ async def test_sandboxes_opened_at_once_by_two_processes_keep_to_the_bounds(
     backend: Backend,
 ) -> None:
     """Each process counts before it opens one: two counting at once both found room."""
-    if not backend.durable:
-        pytest.skip("a memory store is one process's own")
-    first, second = await backend.start_engine(), await backend.start_engine()
     now = datetime(2030, 1, 1, tzinfo=UTC)
-    try:
+    async with two_processes(backend) as (first, second):
         # An owner's share of 3; then the server's bound of 4, with those 3 open.
         for owner_max, sandboxes_max, room in ((3, 100, 3), (100, 4, 1)):
             owner = f"sandbox-t{owner_max}-"
@@ -918,9 +929,6 @@ async def test_sandboxes_opened_at_once_by_two_processes_keep_to_the_bounds(
                 )
             )
             assert opened.count(True) == room, opened
-    finally:
-        await first.close()
-        await second.close()
 
 
 # -- tokens --------------------------------------------------------------------------------
@@ -1149,10 +1157,7 @@ async def test_claimed_limits_are_not_set_again_by_a_retry(engine: Engine) -> No
 
 async def test_one_key_claimed_by_two_processes_at_once(backend: Backend) -> None:
     """Two engines on one database (two server processes): one body stands per key."""
-    if not backend.durable:
-        pytest.skip("a memory store is one process's own")
-    first, second = await backend.start_engine(), await backend.start_engine()
-    try:
+    async with two_processes(backend) as (first, second):
         await first.execute(Deposit(JOHN, 1, "open", "open"))
         for round_ in range(10):
             key = f"race{round_}"
@@ -1166,9 +1171,6 @@ async def test_one_key_claimed_by_two_processes_at_once(backend: Backend) -> Non
             assert len(refused) == 1, results
             assert refused[0].code == "idempotency_key_reused"
         assert await balance(first, JOHN) == 1 + 10 * 10
-    finally:
-        await first.close()
-        await second.close()
 
 
 def _late_deposit(sandbox: str, index: int) -> Command:
@@ -1187,11 +1189,8 @@ async def test_writes_racing_a_sandbox_drop_in_another_process_leave_nothing(
 ) -> None:
     """One engine writes to a sandbox while another (another server process) ends it:
     each write lands before the drop, and goes with it, or is refused after it."""
-    if not backend.durable:
-        pytest.skip("a memory store is one process's own")
-    writer, dropper = await backend.start_engine(), await backend.start_engine()
     now = datetime(2030, 1, 1, tzinfo=UTC)
-    try:
+    async with two_processes(backend) as (writer, dropper):
         for round_ in range(8):
             sandbox = f"sandbox-t1-{late.__name__}-{round_}"
             assert await writer.store.open_sandbox(sandbox, now, sandboxes_max=20)
@@ -1218,18 +1217,12 @@ async def test_writes_racing_a_sandbox_drop_in_another_process_leave_nothing(
             assert all(isinstance(o, KopilkaError) for o in after), after
             assert await writer.list_accounts(sandbox) == []
             assert await dropper.list_accounts(sandbox) == []
-    finally:
-        await writer.close()
-        await dropper.close()
 
 
 async def test_names_alike_but_for_case_opened_at_once_by_two_processes_open_one(
     backend: Backend,
 ) -> None:
-    if not backend.durable:
-        pytest.skip("a memory store is one process's own")
-    first, second = await backend.start_engine(), await backend.start_engine()
-    try:
+    async with two_processes(backend) as (first, second):
         for round_ in range(10):
             spellings = [f"ann {round_}", f"ANN {round_}", f"Ann {round_}", f"aNN {round_}"]
             outcomes = await asyncio.gather(
@@ -1240,9 +1233,6 @@ async def test_names_alike_but_for_case_opened_at_once_by_two_processes_open_one
             )
             assert sorted(codes(outcomes)) == ["invalid_client"] * 3 + ["ok"], outcomes
         assert len(await second.list_accounts("main")) == 10
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_one_new_name_deposited_to_at_once_by_two_processes_opens_it_once(
@@ -1251,10 +1241,7 @@ async def test_one_new_name_deposited_to_at_once_by_two_processes_opens_it_once(
     """The deposits that lose the race to open the account go into it, planned again
     (for the moment between a batch's reads by name and by folded name, see
     test_a_name_found_its_own_namesake_is_planned_again)."""
-    if not backend.durable:
-        pytest.skip("a memory store is one process's own")
-    first, second = await backend.start_engine(), await backend.start_engine()
-    try:
+    async with two_processes(backend) as (first, second):
         for round_ in range(30):
             client = f"Walk In {round_}"
             outcomes = await asyncio.gather(
@@ -1265,9 +1252,6 @@ async def test_one_new_name_deposited_to_at_once_by_two_processes_opens_it_once(
             )
             assert codes(outcomes) == ["ok"] * 6, outcomes
             assert await balance(first, client) == 600
-    finally:
-        await first.close()
-        await second.close()
 
 
 async def test_tokens_put_get_revoke_list(engine: Engine) -> None:
