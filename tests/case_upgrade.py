@@ -15,8 +15,17 @@ ALIKE_ACCOUNTS = (
     (2, "main", "john jones", 200),
     (3, "main", "Straße", 0),
     (4, "side", "JOHN JONES", 0),
+    (-(2**63), "main", "Minimal", 0),  # the least id there may be: the oldest
+    (5, "main", "MINIMAL", 0),
 )
-FOLDED_AFTER = [(1, "john jones"), (2, None), (3, "strasse"), (4, "john jones")]
+FOLDED_AFTER = [
+    (-(2**63), "minimal"),
+    (1, "john jones"),
+    (2, None),
+    (3, "strasse"),
+    (4, "john jones"),
+    (5, None),
+]
 
 
 async def assert_each_keeps_its_account_and_no_more_are_opened(engine: Engine) -> None:
@@ -29,6 +38,7 @@ async def assert_each_keeps_its_account_and_no_more_are_opened(engine: Engine) -
         ("main", "JOHN JONES", "John Jones"),  # the oldest of the two
         ("main", "STRASSE", "Straße"),
         ("side", "John Jones", "JOHN JONES"),
+        ("main", "minimal", "Minimal"),
     ):
         refused = await engine.execute(Deposit(client, 5, "pay", f"k-{client}", ledger=ledger))
         assert isinstance(refused, KopilkaError), refused
@@ -38,6 +48,8 @@ async def assert_each_keeps_its_account_and_no_more_are_opened(engine: Engine) -
         ), refused
     assert [a.client for a in await engine.list_accounts("main")] == [
         "John Jones",
+        "MINIMAL",
+        "Minimal",
         "Straße",
         "john jones",
     ]

@@ -105,21 +105,24 @@ async def fold_account_names(connection: Connection) -> None:
     ledger folds every new name, for PostgreSQL's lower() folds only ASCII under the "C"
     collation, and no collation folds "ß" as "ss". Then the oldest of the names alike
     in a ledger keeps its fold, and the index guards them (FOLDED_NAMES_UNIQUE)."""
-    # Read by id, a chunk after another (a cursor left open would bar the index), from
-    # below any id.
-    after = -(2**63)
-    while chunk := await connection.fetch(
-        "SELECT id, client FROM accounts WHERE id > $1 ORDER BY id LIMIT $2",
-        after,
+    # Read by id, a chunk after another: a cursor left open would bar the index.
+    chunk = await connection.fetch(
+        "SELECT id, client FROM accounts ORDER BY id LIMIT $1",
         _BACKFILL_CHUNK,
         timeout=MIGRATION_SECONDS_MAX,
-    ):
-        after = chunk[-1][0]
+    )
+    while chunk:
         await connection.execute(
             "UPDATE accounts AS a SET folded = f.folded"
             " FROM unnest($1::bigint[], $2::bytea[]) AS f(id, folded) WHERE a.id = f.id",
             [account_id for account_id, _ in chunk],
             [folded_name(client).encode() for _, client in chunk],
+            timeout=MIGRATION_SECONDS_MAX,
+        )
+        chunk = await connection.fetch(
+            "SELECT id, client FROM accounts WHERE id > $1 ORDER BY id LIMIT $2",
+            chunk[-1][0],
+            _BACKFILL_CHUNK,
             timeout=MIGRATION_SECONDS_MAX,
         )
     await connection.execute(FOLDED_NAMES_UNIQUE, timeout=MIGRATION_SECONDS_MAX)
