@@ -417,14 +417,18 @@ class Engine:
 
     # -- reads ----------------------------------------------------------------
 
-    async def get_account(self, ledger: str, client: str) -> Account:
+    async def get_account(
+        self, ledger: str, client: str, *, sees_every_account: bool = True
+    ) -> Account:
+        """The account of `client`. One with no account is told of the account whose name
+        differs only in case, if any ("john jones" of "John Jones"), where the caller
+        `sees_every_account`: not a client token's, whose own name may be such a one."""
         client = client_name(client)
         validate_client(client)  # a name no account may have is said to be one, as a server does
         account = await self.store.get_account(ledger, client)
         if account is None:
-            # Asked by name, by someone who may see any account (a client token asks
-            # for its own only): "john jones" is told of "John Jones".
-            raise account_not_found(client, await self.store.namesake(ledger, client))
+            namesake = await self.store.namesake(ledger, client) if sees_every_account else None
+            raise account_not_found(client, namesake)
         return account
 
     async def list_accounts(
@@ -445,7 +449,13 @@ class Engine:
         )
 
     async def statement_header(
-        self, ledger: str, client: str, since: datetime | None, till: datetime | None
+        self,
+        ledger: str,
+        client: str,
+        since: datetime | None,
+        till: datetime | None,
+        *,
+        sees_every_account: bool = True,
     ) -> StatementHeader:
         """The account, its balance as the period opens, and the period's last entry as
         the statement is asked for: its lines end there and come to its balance. Without
@@ -458,7 +468,7 @@ class Engine:
         if till is not None:
             till = period_end(till, "till")
             check_order(since, till)
-        account = await self.get_account(ledger, client)
+        account = await self.get_account(ledger, client, sees_every_account=sees_every_account)
         # Up to now the account's history is final, so a period that has ended reads the
         # same every time it is asked for, and the next one starts where it ended: a
         # write after this takes a later time, though the wall clock be stepped back.

@@ -635,6 +635,32 @@ def test_a_client_token_for_a_name_alike_another_but_for_case_is_refused(tmp_pat
         assert created.returncode == 0, created.stderr
 
 
+def test_a_client_token_is_never_told_of_a_name_alike_its_own(server: ServerProcess) -> None:
+    """A token made for "Ghost" before any account, then "ghost" opened: the token's
+    own name has no account, and the account alike it is another client's."""
+    with server.client() as admin:
+        made = admin.post("/v1/tokens", json={"role": "client", "client": "Ghost"})
+        assert made.status_code == 201, made.text
+        opened = admin.post(
+            "/v1/deposits", json={"client": "ghost", "amount": "10", "open_account": True}
+        )
+        assert opened.status_code == 201, opened.text
+        told = admin.get("/v1/accounts/Ghost")
+        assert told.json()["error"]["message"].endswith(
+            "'ghost' has one, a name that differs only in case"
+        ), told.text
+    plain = "no account for client 'Ghost'"
+    with server.client(made.json()["secret"]) as ghost:
+        for path in (
+            "/v1/accounts/Ghost",
+            "/v1/accounts/Ghost/statement",
+            "/v1/accounts/Ghost/statement?format=csv",
+        ):
+            answer = ghost.get(path)
+            assert_refused(answer, 404, "account_not_found")
+            assert answer.json()["error"]["message"] == plain, (path, answer.text)
+
+
 def test_a_client_token_for_an_old_account_whose_name_is_no_longer_taken_is_made(
     tmp_path: Path,
 ) -> None:

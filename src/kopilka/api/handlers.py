@@ -496,7 +496,9 @@ class Call:
 
     async def account(self, client: str) -> Response:
         check_client(self.principal, self.ledger, client)
-        account = await self.app.engine.get_account(self.ledger, client)
+        account = await self.app.engine.get_account(
+            self.ledger, client, sees_every_account=self._sees_every_account()
+        )
         return json_response(account_out(account))
 
     async def list_accounts(self) -> Response:
@@ -533,6 +535,10 @@ class Call:
         next_after = accounts[-1].client if more else None
         return json_response(AccountPage([account_out(a) for a in accounts], next_after))
 
+    def _sees_every_account(self) -> bool:
+        """Not a client token: its own name may differ from another's only in case."""
+        return effective_role(self.principal, self.ledger) != "client"
+
     async def statement(self, client: str) -> Response:
         check_client(self.principal, self.ledger, client)
         query = self.query("since", "till", "format")
@@ -553,7 +559,11 @@ class Call:
         engine = self.app.engine
         up_to_now = query.get("till") is None  # now as the ledger has it: the engine's
         header = await engine.statement_header(
-            self.ledger, client, since, None if up_to_now else till
+            self.ledger,
+            client,
+            since,
+            None if up_to_now else till,
+            sees_every_account=self._sees_every_account(),
         )
         account = header.account
         totals = Totals(header.opening_cents)
