@@ -66,7 +66,7 @@ from kopilka.shell.parser import closest, closest_option, looks_like_an_option, 
 from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import SessionEnded, SignalEnding, run_piped, run_terminal
 from kopilka.shell.specs import COMMANDS, GLOBAL_VALUES, find_command
-from kopilka.store import initialize_schema, keeps_nothing
+from kopilka.store import initialize_schema, keeps_nothing, upgraded
 
 # Subcommands with their own option parsers, loaded only when asked for.
 _DELEGATED = {
@@ -614,12 +614,13 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         # service's or a dbname= parameter's, which the operator may not have in mind.
         where = f"database {ready.database!r} at {where}"
     found, now = ready.versions or (0, 0)
-    if found == now:
+    said = upgraded(ready.versions, where)
+    if said is not None:
+        answer(said)
+    elif found == now:
         answer(f"Schema is up to date in {where}.")
-    elif found == 0:
+    else:
         answer(f"Schema created in {where} (version {now}).")
-    else:  # an operator upgrading wants to see that it was done
-        answer(f"Schema upgraded from version {found} to {now} in {where}.")
     return 0
 
 

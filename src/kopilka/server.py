@@ -32,7 +32,7 @@ from kopilka.hangup import HANGUP, StopsOnHangup
 from kopilka.home import ADMIN_TOKEN_FILE, check_home
 from kopilka.redaction import hide_secrets, redact_url
 from kopilka.settings import CONFIG_HELP, Settings, load_settings
-from kopilka.store import keeps_nothing
+from kopilka.store import keeps_nothing, upgraded
 from kopilka.supervision import mark_supervisor
 from kopilka.urls import on_this_machine
 from kopilka.workers import Workers
@@ -137,15 +137,11 @@ async def _unless_stopped(work: Awaitable[None], stop_asked: Callable[[], bool])
 
 
 def _say_if_upgraded(versions: tuple[int, int] | None, settings: Settings) -> None:
-    """As `kopilka init` says it, after where it listens: an operator upgrading wants to
-    see that it was done."""
-    found, now = versions or (0, 0)
-    if 0 < found < now:
+    """As `kopilka init` says it, after where it listens."""
+    said = upgraded(versions, redact_url(settings.db))
+    if said is not None:
         with contextlib.suppress(OSError):  # stdout gone: the server serves all the same
-            print(
-                f"Schema upgraded from version {found} to {now} in {redact_url(settings.db)}.",
-                flush=True,
-            )
+            print(said, flush=True)
 
 
 def _announce(settings: Settings, admin_token_created: bool) -> None:

@@ -120,6 +120,15 @@ class SchemaReady(NamedTuple):
     database: str | None  # a PostgreSQL server's name for the database, None for a file
 
 
+def upgraded(versions: tuple[int, int] | None, where: str) -> str | None:
+    """What `kopilka init` and a starting server say of a schema they upgraded (an
+    operator upgrading wants to see that it was done), or None."""
+    found, now = versions or (0, 0)
+    if 0 < found < now:
+        return f"Schema upgraded from version {found} to {now} in {where}."
+    return None
+
+
 async def initialize_schema(url: str) -> SchemaReady:
     """`kopilka init`: create or upgrade the schema, idempotently. A SQLite file found
     damaged is said so (its schema may well be "up to date")."""
