@@ -123,7 +123,14 @@ def client_closed() -> InvalidInput:
 def pool_busy(connections: int, waited_seconds: float | None) -> Busy:
     """A call that waited for one of this client's connections until too little of its
     timeout was left for an answer."""
-    waited = "" if waited_seconds is None else f" for {waited_seconds:.1f} s"
+    # A short timeout's wait is milliseconds (in tenths of a second it read "0.0 s"), or
+    # less, not worth saying.
+    if waited_seconds is None or waited_seconds < 0.0005:
+        waited = ""
+    elif waited_seconds < 0.1:
+        waited = f" for {round(waited_seconds * 1000)} ms"
+    else:
+        waited = f" for {waited_seconds:.1f} s"
     which = (
         "the one connection of this client was"
         if connections == 1

@@ -331,7 +331,7 @@ def test_a_short_call_with_its_connection_held_by_another_says_it_was_busy(
             bank.account("Ann")  # the deposit was not sent
     assert answered == [[]]
     said = re.fullmatch(
-        r"the one connection of this client was busy for [0-9.]+ s with other calls;"
+        r"the one connection of this client was busy( for [0-9.]+ m?s)? with other calls;"
         r" nothing was sent: try again",
         refused.value.message,
     )

@@ -9,7 +9,7 @@ import pytest
 from tests.local_listener import serving
 
 from kopilka.client import Client
-from kopilka.client_errors import error_from
+from kopilka.client_errors import error_from, pool_busy
 from kopilka.client_wire import account_from, statement_line_from, text_from
 from kopilka.errors import Unavailable
 
@@ -98,4 +98,19 @@ def test_a_page_of_accounts_that_does_not_go_on_is_a_bad_response(next_after: li
     assert refused.value.code == "bad_response"
     assert refused.value.message == (
         f"the server at {url} answered a page of accounts that does not go past the one before it"
+    )
+
+
+@pytest.mark.parametrize(
+    ("waited_seconds", "said"),
+    [(0.0075, " for 8 ms"), (0.0001, ""), (0.099, " for 99 ms"), (2.34, " for 2.3 s")],
+)
+def test_a_busy_pool_says_how_long_the_call_waited_in_units_that_show_it(
+    waited_seconds: float, said: str
+) -> None:
+    """A call with a timeout of a few milliseconds was told it waited "for 0.0 s"."""
+    message = pool_busy(8, waited_seconds).message
+    assert message == (
+        f"all 8 connections of this client were busy{said} with other calls; nothing was"
+        " sent: try again"
     )
