@@ -28,6 +28,29 @@ FOLDED_AFTER = [
 ]
 
 
+# Accounts an older kopilka left running opened after the upgrade (no folded name), and
+# what `kopilka init` then gives them: the oldest of names alike that no account holds.
+OPENED_BY_AN_OLDER_KOPILKA = (
+    (10, "main", "Zoe", 0),
+    (11, "main", "ZOE", 0),  # alike Zoe, newer
+    (12, "main", "JOHN  JONES", 0),  # not alike: two spaces
+    (13, "main", "JOHN JONES", 0),  # alike John Jones, which holds the fold
+    (14, "side", "zoe", 0),  # another ledger's
+)
+FOLDED_BY_INIT = [(10, "zoe"), (11, None), (12, "john  jones"), (13, None), (14, "zoe")]
+INIT_SAYS = (
+    "Folded the names of 3 accounts opened without one (by an older kopilka): a new name"
+    " alike theirs but for case is now refused.\n"
+)
+
+
+async def assert_a_name_alike_an_older_kopilkas_is_refused(engine: Engine) -> None:
+    for ledger, client, namesake in (("main", "zOE", "Zoe"), ("side", "ZOE", "zoe")):
+        refused = await engine.execute(Deposit(client, 5, "pay", f"k-{client}", ledger=ledger))
+        assert isinstance(refused, KopilkaError), refused
+        assert f"another client's, {namesake!r}," in refused.message, refused
+
+
 async def assert_each_keeps_its_account_and_no_more_are_opened(engine: Engine) -> None:
     for client, cents in (("John Jones", 100), ("john jones", 200)):
         assert (await engine.get_account("main", client)).balance_cents == cents

@@ -621,6 +621,14 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         answer(f"Schema is up to date in {where}.")
     else:
         answer(f"Schema created in {where} (version {now}).")
+    if ready.folds_given:
+        # An older kopilka left running through the upgrade opened them outside the rule
+        # of names alike but for case (docs/operations.md).
+        accounts = "1 account" if ready.folds_given == 1 else f"{ready.folds_given} accounts"
+        answer(
+            f"Folded the names of {accounts} opened without one (by an older kopilka):"
+            " a new name alike theirs but for case is now refused."
+        )
     return 0
 
 

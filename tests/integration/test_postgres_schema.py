@@ -18,6 +18,10 @@ import pytest
 from tests.case_upgrade import (
     ALIKE_ACCOUNTS,
     FOLDED_AFTER,
+    FOLDED_BY_INIT,
+    INIT_SAYS,
+    OPENED_BY_AN_OLDER_KOPILKA,
+    assert_a_name_alike_an_older_kopilkas_is_refused,
     assert_each_keeps_its_account_and_no_more_are_opened,
 )
 from tests.e2e.conftest import run_kopilka
@@ -1230,6 +1234,30 @@ async def test_migration_9_names_alike_but_for_case_each_keep_their_account(
         await assert_each_keeps_its_account_and_no_more_are_opened(engine)
     assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
     assert await _folded_names(postgres_url) == FOLDED_AFTER
+
+
+async def test_init_folds_the_names_an_older_kopilka_opened_after_migration_9(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    await _schema_8_with_accounts(postgres_url, *ALIKE_ACCOUNTS)
+    async with Engine(open_store(postgres_url)):
+        pass  # upgraded: "John Jones" holds the fold
+    older = await asyncpg.connect(postgres_url)
+    try:
+        await _add_accounts(older, *OPENED_BY_AN_OLDER_KOPILKA)
+    finally:
+        await older.close()
+
+    folded = run_kopilka(tmp_path / "home", "init", "--db", postgres_url)
+    assert folded.returncode == 0, folded.stderr
+    up_to_date, said = folded.stdout.split("\n", 1)
+    assert (up_to_date.startswith("Schema is up to date in "), said) == (True, INIT_SAYS)
+    again = run_kopilka(tmp_path / "home", "init", "--db", postgres_url)
+    assert (again.returncode, again.stdout) == (0, f"{up_to_date}\n")  # nothing left
+
+    assert await _folded_names(postgres_url) == FOLDED_AFTER + FOLDED_BY_INIT
+    async with Engine(open_store(postgres_url)) as engine:
+        await assert_a_name_alike_an_older_kopilkas_is_refused(engine)
 
 
 async def test_a_name_a_latin1_database_stores_is_compared_for_case_though_its_fold_is_not(

@@ -14,6 +14,10 @@ import pytest
 from tests.case_upgrade import (
     ALIKE_ACCOUNTS,
     FOLDED_AFTER,
+    FOLDED_BY_INIT,
+    INIT_SAYS,
+    OPENED_BY_AN_OLDER_KOPILKA,
+    assert_a_name_alike_an_older_kopilkas_is_refused,
     assert_each_keeps_its_account_and_no_more_are_opened,
 )
 from tests.e2e.conftest import a_ledger_with_one_deposit, run_kopilka
@@ -909,3 +913,31 @@ async def test_schema_9_names_alike_but_for_case_each_keep_their_account(tmp_pat
         folded = connection.execute("SELECT id, folded FROM accounts ORDER BY id").fetchall()
         assert folded == FOLDED_AFTER
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+async def test_init_folds_the_names_an_older_kopilka_opened_after_schema_10(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    path = home / "kopilka.db"
+    with closing(_empty_schema(str(path), 9)) as old, old:
+        _add_accounts(old, *ALIKE_ACCOUNTS)
+    async with Engine(open_store(str(path))):
+        pass  # upgraded: "John Jones" holds the fold
+    with closing(connect(str(path))) as older, older:
+        _add_accounts(older, *OPENED_BY_AN_OLDER_KOPILKA)
+
+    folded = run_kopilka(home, "init")
+    assert (folded.returncode, folded.stdout) == (
+        0,
+        f"Schema is up to date in {path}.\n{INIT_SAYS}",
+    ), folded.stderr
+    again = run_kopilka(home, "init")  # nothing left to fold
+    assert (again.returncode, again.stdout) == (0, f"Schema is up to date in {path}.\n")
+
+    with closing(connect(str(path))) as connection:
+        rows = connection.execute("SELECT id, folded FROM accounts ORDER BY id")
+        assert rows.fetchall() == FOLDED_AFTER + FOLDED_BY_INIT  # those kept apart stay so
+    async with Engine(open_store(str(path))) as engine:
+        await assert_a_name_alike_an_older_kopilkas_is_refused(engine)

@@ -118,6 +118,7 @@ def sqlite_path(url: str) -> str | None:
 class SchemaReady(NamedTuple):
     versions: tuple[int, int] | None  # found and made, as Store.schema_versions
     database: str | None  # a PostgreSQL server's name for the database, None for a file
+    folds_given: int  # to accounts an older kopilka opened after the names were folded
 
 
 def upgraded(versions: tuple[int, int] | None, where: str) -> str | None:
@@ -137,22 +138,22 @@ async def initialize_schema(url: str) -> SchemaReady:
     store = open_store(url)
     await store.open()
     try:
-        damage = await store.damage() if isinstance(store, SqliteStore) else None
+        if isinstance(store, SqliteStore):
+            damage = await store.damage()
+            if damage is not None:
+                raise Unavailable(
+                    "database_damaged",
+                    f"the database {store.path} is damaged ({damage}): restore it from a"
+                    " backup (docs/operations.md, Backups)",
+                )
+            return SchemaReady(store.schema_versions, None, await store.give_missing_folds())
+        from kopilka.store.postgres import PostgresStore  # asyncpg only for a server's
+
+        assert isinstance(store, PostgresStore)
+        folds_given = await store.give_missing_folds()
+        return SchemaReady(store.schema_versions, store.database, folds_given)
     finally:
         await store.close()
-    if damage is not None:
-        assert isinstance(store, SqliteStore)
-        raise Unavailable(
-            "database_damaged",
-            f"the database {store.path} is damaged ({damage}): restore it from a backup"
-            " (docs/operations.md, Backups)",
-        )
-    if isinstance(store, SqliteStore):
-        return SchemaReady(store.schema_versions, None)
-    from kopilka.store.postgres import PostgresStore  # asyncpg only for a server's database
-
-    assert isinstance(store, PostgresStore)
-    return SchemaReady(store.schema_versions, store.database)
 
 
 __all__ = ["SchemaReady", "Store", "initialize_schema", "open_store", "sqlite_path"]

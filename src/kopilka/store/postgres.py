@@ -90,7 +90,7 @@ from kopilka.store.postgres_batch import (
 )
 from kopilka.store.postgres_claims import StandingClaims
 from kopilka.store.postgres_dropping import SLICE_ROWS, Emptying, ended_with_rows
-from kopilka.store.postgres_migrate import migrate
+from kopilka.store.postgres_migrate import give_missing_folds, migrate
 from kopilka.store.postgres_passfile import skipped_password_file
 from kopilka.store.postgres_schema import SANDBOXES_LOCK_KEY, SCHEMA_VERSION
 from kopilka.store.postgres_text import unstorable_commands, without
@@ -1037,6 +1037,10 @@ class PostgresStore:
             assert refusal.code == "invalid_text", refusal
             return None  # a name (or ledger) no row of this database can hold: no account
         return None if row is None else _account(row)
+
+    async def give_missing_folds(self) -> int:
+        """`kopilka init`: postgres_migrate.give_missing_folds; lost, only to be done again."""
+        return await self._write(give_missing_folds, repeatable=True)
 
     async def namesake(self, ledger: str, client: str) -> str | None:
         folded = folded_name(client).encode()  # as kept: see migration 9

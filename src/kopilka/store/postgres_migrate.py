@@ -128,6 +128,33 @@ async def fold_account_names(connection: Connection) -> None:
     await connection.execute(FOLDED_NAMES_UNIQUE, timeout=MIGRATION_SECONDS_MAX)
 
 
+async def give_missing_folds(connection: Connection) -> int:
+    """As sqlite_migrate.give_missing_folds: fold the names of accounts an older kopilka
+    opened after migration 9, where no account of their ledger holds that fold. One
+    statement each: a running server opening an alike name meanwhile wins, and this
+    one is left without (the index refuses the second)."""
+    unfolded = await connection.fetch(
+        "SELECT id, ledger, client FROM accounts WHERE folded IS NULL ORDER BY id",
+        timeout=MIGRATION_SECONDS_MAX,
+    )
+    given = 0
+    for account_id, ledger, client in unfolded:
+        folded = folded_name(client).encode()  # as kept: see migration 9
+        try:
+            done = await connection.execute(
+                "UPDATE accounts SET folded = $1 WHERE id = $2 AND folded IS NULL"
+                " AND NOT EXISTS (SELECT FROM accounts WHERE ledger = $3 AND folded = $1)",
+                folded,
+                account_id,
+                ledger,
+                timeout=MIGRATION_SECONDS_MAX,
+            )
+        except asyncpg.UniqueViolationError:
+            continue
+        given += done == "UPDATE 1"
+    return given
+
+
 # Run after the migration of their number, in its transaction.
 _BACKFILLS: dict[int, Callable[[Connection], Awaitable[None]]] = {9: fold_account_names}
 

@@ -83,7 +83,7 @@ from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, 
 from kopilka.store.sqlite_files import OpenedFiles, journal_without_its_file
 from kopilka.store.sqlite_jobs import run, submit
 from kopilka.store.sqlite_lock import WriterLock
-from kopilka.store.sqlite_migrate import look_inside, migrate, unknown_version
+from kopilka.store.sqlite_migrate import give_missing_folds, look_inside, migrate, unknown_version
 from kopilka.store.sqlite_owners import JOURNALS, refuse_files_of_others
 from kopilka.store.sqlite_schema import SCHEMA_VERSION, tables_at
 from kopilka.tokens import TokenRecord
@@ -491,6 +491,11 @@ class SqliteStore:
             return " ".join(str(first).replace("*** in database main ***", "").split())
 
         return await self._read(check)
+
+    async def give_missing_folds(self) -> int:
+        """`kopilka init`: sqlite_migrate.give_missing_folds, taking turns with the other
+        processes' writers."""
+        return await self._write_transaction(lambda: give_missing_folds(self._db))
 
     def _connect_for_checkpoints(self) -> sqlite3.Connection:
         """Made at the first checkpoint: to the file opened, not to an empty one made at

@@ -101,6 +101,25 @@ def migrate(connection: sqlite3.Connection) -> int:
         raise
 
 
+def give_missing_folds(connection: sqlite3.Connection) -> int:
+    """Fold the names of accounts left without a folded name whose fold no account of
+    their ledger holds: those an older kopilka opened after schema 10 (`kopilka init`).
+    The oldest of names alike each other gets it; names alike an account holding the
+    fold (kept apart by the upgrade) stay without. How many were given theirs. Run in
+    the caller's transaction."""
+    unfolded = connection.execute(
+        "SELECT id, client FROM accounts WHERE folded IS NULL ORDER BY id"
+    ).fetchall()
+    given = 0
+    for account_id, client in unfolded:
+        # OR IGNORE: a fold its ledger holds already (the unique index) leaves it as it is.
+        given += connection.execute(
+            "UPDATE OR IGNORE accounts SET folded = ? WHERE id = ?",
+            (folded_name(client), account_id),
+        ).rowcount
+    return given
+
+
 def unknown_version(location: str, version: int) -> Unavailable:
     """A negative user_version, which no kopilka sets, in a file with kopilka's tables."""
     return Unavailable(
