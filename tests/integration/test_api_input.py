@@ -117,6 +117,34 @@ def test_a_lone_surrogate_escape_is_named_not_called_truncated(
     assert "lone" not in refused(admin.post("/v1/deposits", content=paired), 422, "invalid_request")
 
 
+def test_a_batch_item_with_a_lone_surrogate_escape_fails_alone(admin: httpx.Client) -> None:
+    """A description cut inside an emoji (as JavaScript cuts a string) refused the whole
+    batch, naming no item: only that item is refused, and says why."""
+    good = b'{"type": "deposit", "client": "Ann", "amount": "1.25", "description": "ok"}'
+    cut = b'{"type": "deposit", "client": "Ann", "amount": "1", "description": "cut \\ud83d"}'
+    paired = b'{"type": "deposit", "client": "Ann", "amount": "2", "description": "\\ud83d\\ude00"}'
+    payee = b'{"type": "transfer", "from": "Ann", "to": "B\\udc00b", "amount": "1"}'
+    body = b'{"operations": [%s, %s, %s, %s]}' % (good, cut, paired, payee)
+    before = Decimal(admin.get("/v1/accounts/Ann").json()["balance"])
+    for _ in range(2):  # and the same again under its key, applied once
+        answer = admin.post("/v1/batch", content=body, headers={"Idempotency-Key": "cut-1"})
+        assert answer.status_code == 200, answer.text
+        results = answer.json()["results"]
+        assert [result["status"] for result in results] == [201, 422, 201, 422], results
+        for index in (1, 3):
+            assert results[index]["error"] == {
+                "code": "malformed_json",
+                "message": "the request body is not valid JSON: it has a \\u escape of half a"
+                " character (a lone surrogate), which is no text - at"
+                f" `$.operations[{index}]`",
+            }
+    assert Decimal(admin.get("/v1/accounts/Ann").json()["balance"]) == before + Decimal("3.25")
+    # Outside the items it is the body's fault.
+    whole = b'{"operations": [%s], "\\ud83d": 1}' % good
+    message = refused(admin.post("/v1/batch", content=whole), 400, "malformed_json")
+    assert "(a lone surrogate)" in message
+
+
 def test_every_bad_batch_item_says_which_it_is(admin: httpx.Client) -> None:
     """Items the schema lets through but the rules refuse (a name past its length, a
     control character, an amount in another form, a key too long) name their item too;

@@ -32,6 +32,13 @@ _LONE_SURROGATE = re.compile(
 )
 
 
+def without_lone_surrogates(body: bytes) -> bytes:
+    """`body` with each lone surrogate's escape written as U+FFFD's, of the same length:
+    a batch's items stand where they stood, for the one that held it to be refused
+    alone."""
+    return _LONE_SURROGATE.sub(rb"\\ufffd", body)
+
+
 class ApiError(KopilkaError):
     """An HTTP-level refusal with an explicit status (400, 404, 405, 408, 413, 431)."""
 

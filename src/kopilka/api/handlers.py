@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -43,6 +43,7 @@ from kopilka.api.errors import (
     let_go,
     method_not_allowed,
     not_found_route,
+    without_lone_surrogates,
 )
 from kopilka.api.json_keys import refuse_repeats, repeated_field, repeats
 from kopilka.api.metrics import CONTENT_TYPE, MALFORMED_KIND, result_of
@@ -886,12 +887,13 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | _Malformed], BatchIn | 
             raise repeated_field(found.top)
         if found.first is None:
             return list(request.operations), request
+    texts: Sequence[msgspec.Raw | bytes]
     try:
-        raw = _raw_batch_decoder.decode(body)
+        texts = _raw_batch_decoder.decode(body).operations
     except DECODE_ERRORS as error:  # not JSON, not a list of operations, too many, too deep
         # This one's, not the first decoding's: that may have stopped at an item before
         # it came to the body's own fault (too many items, a field the body may not have).
-        raise decode_error(error, body) from None
+        texts = _items_with_lone_surrogates(body, error)
     found = repeats(body)
     if found.top is not None:
         raise repeated_field(found.top)
@@ -900,13 +902,16 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | _Malformed], BatchIn | 
     may_repeat = found.first is not None
     items: list[BatchItem | _Malformed] = []
     decoded: list[bytes] = []
-    for index, text in enumerate(raw.operations):
+    for index, text in enumerate(texts):
         try:
             item = _item_decoder.decode(text)
             if may_repeat:
                 refuse_repeats(bytes(text), item)
         except DECODE_ERRORS as error:
-            told = decode_error(error, bytes(text) if may_repeat else None)
+            # Its text for a repeat to be looked for, or to say why it is not JSON (a
+            # lone surrogate, rather than the decoder's "truncated").
+            readable = may_repeat or not isinstance(error, msgspec.ValidationError)
+            told = decode_error(error, bytes(text) if readable else None)
             items.append(_malformed(told, bytes(text), index))
             decoded.append(_as_values(bytes(text)))
         except InvalidInput as error:  # a field given twice
@@ -916,6 +921,29 @@ def _decode_batch(body: bytes) -> tuple[list[BatchItem | _Malformed], BatchIn | 
             items.append(item)
             decoded.append(_encoder.encode(item))
     return items, b"some items malformed\n" + b"\n".join(decoded)
+
+
+def _items_with_lone_surrogates(
+    body: bytes, error: msgspec.DecodeError | RecursionError
+) -> list[bytes]:
+    """The items of a batch whose body holds a lone surrogate's escape (JSON's grammar
+    allows it; a string cut inside an emoji ends so), as sent, or the body's refusal: an
+    item that holds one is refused alone, as any other malformed item is."""
+    mended = without_lone_surrogates(body)
+    if mended == body:
+        raise decode_error(error, body) from None
+    try:
+        operations = _raw_batch_decoder.decode(mended).operations
+    except DECODE_ERRORS:
+        raise decode_error(error, body) from None
+    # The escapes kept their length: each item stands in the body where it does mended.
+    texts, start = [], 0
+    for operation in operations:
+        text = bytes(operation)
+        at = mended.index(text, start)
+        start = at + len(text)
+        texts.append(body[at:start])
+    return texts
 
 
 def _item_error(error: KopilkaError, index: int) -> KopilkaError:
