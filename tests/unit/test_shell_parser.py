@@ -238,6 +238,22 @@ def test_an_option_left_without_its_value_before_the_next_is_told_plainly() -> N
     )
 
 
+def test_a_value_that_looks_like_an_option_is_shown_on_one_line_without_its_escapes() -> None:
+    """The hint wrote the value as it was: a newline in it made the error two lines, and
+    an escape in it reached the terminal."""
+    for value, shown in (
+        ("--a\nInjected: x", "'--a\\nInjected: x'"),
+        ("--\x1b]0;T\a", "'--\\x1b]0;T\\x07'"),
+    ):
+        words = ["deposit", "--client=A", "--amount=1", "--description", value]
+        with pytest.raises(InvalidInput) as refused:
+            parse_words(words, oneshot=True)
+        assert refused.value.message == (
+            "option --description needs a value (TEXT); one that starts with '-' is written"
+            f" --description={shown}"
+        )
+
+
 def test_help_option_turns_into_help_for_the_command() -> None:
     parsed = parse_line("transfer --help")
     assert parsed is not None

@@ -185,10 +185,10 @@ def _read_options(spec: CommandSpec, words: list[str], *, oneshot: bool) -> dict
                 # The next option, its value left out; or a value such as -5, which the
                 # hint shows how to give.
                 is_option = spec.option(following.partition("=")[0]) is not None
+                # Quoted when it holds a newline or an escape: one line, shown as typed.
+                shown = following if following.isprintable() else repr(following)
                 hint = (
-                    ""
-                    if is_option
-                    else (f"; one that starts with '-' is written {spelling}={following}")
+                    "" if is_option else f"; one that starts with '-' is written {spelling}={shown}"
                 )
                 raise InvalidInput(
                     "missing_value", f"option {spelling} needs a value ({option.metavar}){hint}"
