@@ -37,7 +37,12 @@ from kopilka.client_errors import (
     pool_busy,
     unreachable,
 )
-from kopilka.client_home_token import HOME_TOKEN_HEADERS, HomeTokenGuard, home_admin_token
+from kopilka.client_home_token import (
+    HOME_TOKEN_HEADERS,
+    HomeTokenGuard,
+    home_admin_token,
+    replaced_since,
+)
 from kopilka.client_sandbox import SANDBOX_DROP_SECONDS, SandboxKeeper, left_there
 from kopilka.client_slots import ConnectionSlots
 from kopilka.client_wire import (
@@ -598,7 +603,22 @@ class Client:
             )
         if status >= 400:
             error = error_from(status, _json(response), self.shown_url)
-            if error.message == "invalid token" and self._token_file is not None:
+            refused_token = error.message in ("invalid token", "this token has been revoked")
+            sent = response.request.headers.get("authorization", "")
+            if (
+                refused_token
+                and self._token_file is not None
+                and replaced_since(self._token_file, sent)
+            ):
+                # A server on `--db memory:` started again (its tokens anew), or any that
+                # revoked the token it wrote before: not another home's.
+                error = Unauthorized(
+                    error.code,
+                    f"{error.message} (the admin token in {self._token_file} was read before"
+                    " the server started again and wrote a new one there: start again to"
+                    " read it)",
+                )
+            elif error.message == "invalid token" and self._token_file is not None:
                 # Read from a home whose server is not this one, most often: 'invalid
                 # token' alone left the user to find which token was sent, and whence.
                 error = Unauthorized(

@@ -8,6 +8,7 @@ Linux's tables of TCP sockets as the token is read, and again for each new conne
 
 from __future__ import annotations
 
+import hmac
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -120,6 +121,16 @@ def home_admin_token(url: str) -> str | None:
         return None
     HOME_TOKEN_HEADERS.add(f"Bearer {token}")
     return token
+
+
+def replaced_since(path: Path, authorization: str) -> bool:
+    """Whether the home's admin token file at `path` holds another token now than the one
+    `authorization` sends: a server that started again wrote a new one there."""
+    try:
+        now = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(now) and not hmac.compare_digest(f"Bearer {now}".encode(), authorization.encode())
 
 
 # Linux's tables of TCP sockets: a listening one is in state 0A, its owner's uid beside.

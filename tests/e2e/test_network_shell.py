@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.conftest import run_kopilka, shell_runner
+from tests.e2e.conftest import kopilka_env, run_kopilka, shell_runner
 from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenarios
 from tests.e2e.test_shell_embedded import Terminal
 from tests.kopilka_server import (
@@ -690,3 +690,36 @@ def test_a_statement_in_json_is_the_apis_own(server: ServerProcess) -> None:
     deposit, transfer = json.loads(shown.stdout)["lines"]
     assert "counterparty" not in deposit and transfer["counterparty"] == "Kay"
     assert deposit["operation_id"] < transfer["operation_id"]
+
+
+def test_a_shell_whose_memory_server_started_again_is_told_to_start_again(
+    tmp_path: Path,
+) -> None:
+    """A server keeping its ledger in memory writes a new admin token as it starts again:
+    the shell sent the one it read at its start, and was asked whether the server was
+    "another home's", which sent the user looking for another home."""
+    home = tmp_path / "home"
+    server = ServerProcess(home, "memory:").start()
+    try:
+        with subprocess.Popen(
+            [*kopilka_command(), "shell", str(server.port)],
+            env=kopilka_env(home),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as shell:
+            assert shell.stdin is not None and shell.stdout is not None
+            shell.stdin.write('deposit --client="Ann" --amount=5 --description=x\n')
+            shell.stdin.flush()
+            assert shell.stdout.readline() == "Deposit operation was successful!\n"
+            server.stop()
+            server.start()  # on the same port, with a new token in the same file
+            out, errors = shell.communicate('balance --client="Ann"\n', timeout=30)
+    finally:
+        server.stop()
+    assert (out, errors) == (
+        f"Error: invalid token (the admin token in {home / 'admin.token'} was read before the"
+        " server started again and wrote a new one there: start again to read it)\n",
+        "",
+    )
