@@ -28,7 +28,7 @@ from typing import Protocol
 from kopilka.api.auth import make_token
 from kopilka.arguments import ArgumentParser
 from kopilka.domain.model import client_name
-from kopilka.domain.rules import quoted_name, validate_chosen_ledger
+from kopilka.domain.rules import quoted_name, validate_chosen_ledger, validate_client
 from kopilka.errors import InvalidInput, KopilkaError, NotFound
 from kopilka.redaction import hide_secrets
 from kopilka.settings import CONFIG_HELP, chosen_ledger, load_settings
@@ -143,6 +143,9 @@ async def _no_account_here(store: Store, arguments: argparse.Namespace) -> bool:
         return False
     try:
         ledger = validate_chosen_ledger(arguments.ledger)
+        # Checked before any store reads it: bytes that are not UTF-8 (a Latin-1 terminal's
+        # "José") reached the database's driver, and a traceback.
+        validate_client(arguments.client)
         return await store.get_account(ledger, client_name(arguments.client)) is None
     except KopilkaError:  # a name or ledger refused: make_token says why
         return False

@@ -617,3 +617,24 @@ def test_a_warning_that_cannot_be_written_leaves_the_token_made(tmp_path: Path) 
         )
     assert made.returncode == 0
     assert made.stdout.splitlines()[1].startswith("kop_"), made.stdout
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_a_client_name_that_is_not_utf8_is_refused_in_one_line(
+    tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """ "José" typed at a Latin-1 terminal: a traceback from the store's driver."""
+    home = tmp_path / "home"
+    db = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    at = ("--db", db) if db else ()
+    assert run_kopilka(home, "init", *at).returncode == 0
+    made = run_kopilka(home, "token", "create", "--role", "client", "--client", "Jos\udce9", *at)
+    assert (made.returncode, made.stdout) == (1, "")
+    assert made.stderr == (
+        "Error: client name has control or invisible formatting characters, spaces other than"
+        " a plain space, characters Unicode keeps for private use, or bytes that are not UTF-8\n"
+    )
+    listed = run_kopilka(home, "token", "list", *at)
+    assert listed.returncode == 0 and "client" not in listed.stdout, listed
