@@ -209,6 +209,7 @@ def _dispatch(arguments: list[str]) -> int:
         # A store's warnings (the database away, refusing its work) are for a server's
         # log; here the command's own `Error:` line says it, once.
         logging.getLogger("kopilka.store").setLevel(logging.ERROR)
+        _warn_of_waits()
     if words and looks_like_an_option(command) and command not in ("--help", "-h", "--version"):
         # Not the command: an option that none of kopilka's own before it is.
         raise _unknown_option_before_command(command, words[1:])
@@ -630,6 +631,19 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
             " a new name alike theirs but for case is now refused."
         )
     return 0
+
+
+def _warn_of_waits() -> None:
+    """A wait for another process's upgrade of the schema, which may last as long as that
+    takes, is said on stderr as it begins: in silence, the command looked hung."""
+    upgrades = logging.getLogger("kopilka.store.postgres_migrate")
+    if upgrades.handlers:  # set already (`kopilka help serve` dispatches again)
+        return
+    upgrades.setLevel(logging.WARNING)
+    upgrades.propagate = False
+    said = logging.StreamHandler()  # sys.stderr as it is when a warning comes
+    said.setFormatter(logging.Formatter("Warning: %(message)s"))
+    upgrades.addHandler(said)
 
 
 def _path_database(url: str) -> str:

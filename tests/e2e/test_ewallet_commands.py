@@ -13,11 +13,11 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from tests.e2e.conftest import RunKopilka
+from tests.e2e.conftest import RunKopilka, kopilka_command, kopilka_env
 from tests.kopilka_server import free_port
 
 from kopilka.redaction import redact_url
-from kopilka.store.postgres_schema import SCHEMA_VERSION
+from kopilka.store.postgres_schema import MIGRATION_LOCK_KEY, SCHEMA_VERSION
 
 
 @dataclass(frozen=True)
@@ -345,3 +345,43 @@ def test_a_password_file_others_may_read_is_named_by_where_not_by_its_path(
     result = kopilka("get", "-n", "Ann", "--db", url, env=env)
     assert result.returncode == 1
     assert "password file" not in result.stderr, result.stderr
+
+
+@pytest.mark.postgres
+def test_init_says_it_waits_for_another_process_s_upgrade(
+    kopilka_home: Path, postgres_url: str
+) -> None:
+    """Another process upgrading the schema is waited for as long as it takes: `kopilka
+    init` sat silent meanwhile, as though hung, where a server logs the wait."""
+
+    async def hold_the_lock() -> tuple[str, int, str, str]:
+        upgrading = await asyncpg.connect(postgres_url)
+        try:
+            await upgrading.execute("BEGIN")
+            await upgrading.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            process = subprocess.Popen(
+                [*kopilka_command(), "init", "--db", postgres_url],
+                env=kopilka_env(kopilka_home),
+                cwd=kopilka_home.parent,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            assert process.stderr is not None
+            try:
+                told = await asyncio.wait_for(asyncio.to_thread(process.stderr.readline), 15)
+            except TimeoutError:
+                told = "nothing said in 15 s"
+        finally:
+            await upgrading.close()  # the upgrade done, as far as init can tell
+        out, errors = await asyncio.to_thread(process.communicate, timeout=30)
+        return told, process.returncode, out, errors
+
+    told, status, out, errors = asyncio.run(hold_the_lock())
+    where = redact_url(postgres_url)
+    assert told == (
+        f"Warning: another process is upgrading the schema of the database at {where}:"
+        " waiting for it\n"
+    )
+    assert (status, errors) == (0, ""), errors
+    assert out.startswith("Schema created in "), out
