@@ -941,3 +941,49 @@ async def test_init_folds_the_names_an_older_kopilka_opened_after_schema_10(
         assert rows.fetchall() == FOLDED_AFTER + FOLDED_BY_INIT  # those kept apart stay so
     async with Engine(open_store(str(path))) as engine:
         await assert_a_name_alike_an_older_kopilkas_is_refused(engine)
+
+
+# -- a copy made with .dump: kopilka's tables, no schema version ------------------------
+
+
+def _dumped(source: Path, copy: Path) -> None:
+    """As `sqlite3 SOURCE .dump | sqlite3 COPY`: every row, and no user_version."""
+    with closing(sqlite3.connect(source)) as original, closing(sqlite3.connect(copy)) as made:
+        made.executescript("\n".join(original.iterdump()))
+
+
+def test_a_ledger_copied_with_dump_is_told_its_version_was_lost(tmp_path: Path) -> None:
+    """Called "tables that kopilka did not create ...; use an empty database", which sent
+    the operator to start a new ledger beside the clients' money."""
+    home = tmp_path / "home"
+    copy = tmp_path / "copy.db"
+    _dumped(a_ledger_with_one_deposit(home), copy)
+    said = (
+        f"Error: the database at {copy} holds kopilka's tables but no schema version (a copy"
+        " made with sqlite3's .dump loses it); they are those of schema version"
+        f" {SCHEMA_VERSION}, this kopilka's: if it is a copy of a ledger, set it with sqlite3"
+        f" {copy} 'PRAGMA user_version = {SCHEMA_VERSION}'\n"
+    )
+    deposit = ("deposit", "--client=Ann", "--amount=1", "--description=x")
+    for command in (("get",), ("init",), deposit):
+        refused = run_kopilka(home, *command, "--db", str(copy))
+        assert (refused.returncode, refused.stdout, refused.stderr) == (1, "", said), command
+    with closing(sqlite3.connect(copy)) as connection:
+        connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")  # as it is told
+    balance = run_kopilka(home, "balance", "--client=Ann", "--db", str(copy))
+    assert balance.stdout == "Balance of Ann: $1.00\n", balance.stderr
+
+
+def test_an_older_ledger_copied_with_dump_is_told_to_be_restored(tmp_path: Path) -> None:
+    old, copy = tmp_path / "nine.db", tmp_path / "copy.db"
+    with closing(_empty_schema(str(old), 9)) as nine, nine:
+        _add_accounts(nine, (1, "main", "Ann", 100))
+    _dumped(old, copy)
+    refused = run_kopilka(tmp_path / "home", "init", "--db", str(copy))
+    assert (refused.returncode, refused.stderr) == (
+        1,
+        f"Error: the database at {copy} holds kopilka's tables but no schema version (a copy"
+        f" made with sqlite3's .dump loses it), of another version than this kopilka's"
+        f" ({SCHEMA_VERSION}): restore the ledger from a backup made with .backup or VACUUM"
+        " INTO (docs/operations.md, Backups)\n",
+    )

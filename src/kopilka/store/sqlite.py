@@ -83,7 +83,13 @@ from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, 
 from kopilka.store.sqlite_files import OpenedFiles, journal_without_its_file
 from kopilka.store.sqlite_jobs import run, submit
 from kopilka.store.sqlite_lock import WriterLock
-from kopilka.store.sqlite_migrate import give_missing_folds, look_inside, migrate, unknown_version
+from kopilka.store.sqlite_migrate import (
+    give_missing_folds,
+    look_inside,
+    migrate,
+    unknown_version,
+    version_lost,
+)
 from kopilka.store.sqlite_owners import JOURNALS, refuse_files_of_others
 from kopilka.store.sqlite_schema import SCHEMA_VERSION, tables_at
 from kopilka.tokens import TokenRecord
@@ -107,6 +113,12 @@ def _newer_kopilkas(version: int, names: list[str]) -> bool:
     tables or none at all: a newer kopilka's, whose tables are not this one's to judge.
     Another program's file (its own tables, and a user_version of its own) is not."""
     return version > SCHEMA_VERSION and (not names or not _LEDGER_TABLES.isdisjoint(names))
+
+
+def _kopilkas_tables(names: list[str]) -> bool:
+    """Exactly the tables of one of kopilka's schema versions."""
+    found = frozenset(names)
+    return any(found == tables_at(version) for version in range(1, SCHEMA_VERSION + 1))
 
 
 _FENCE_POLL_SECONDS = 0.0005  # as a waiting writer tries the lock (sqlite_lock.py)
@@ -356,6 +368,8 @@ class SqliteStore:
             raise self._cannot_open(error) from error
         if _newer_kopilkas(version, names):
             raise newer_schema(self.path, version, SCHEMA_VERSION)
+        if version == 0 and _kopilkas_tables(names):
+            raise self._version_lost()
         # Another program may well set a user_version of its own: the tables decide.
         if version == 0 or _LEDGER_TABLES.isdisjoint(names):
             raise no_ledger(self.path)
@@ -386,6 +400,8 @@ class SqliteStore:
         # Tables or views and no schema version, or a version (another program may set
         # one of its own, negative too) and none of kopilka's first tables, which every
         # version of its schema has.
+        if version == 0 and _kopilkas_tables(names):
+            raise self._version_lost()
         if (version == 0 and names) or (version != 0 and _LEDGER_TABLES.isdisjoint(names)):
             if not names:
                 raise Unavailable(
@@ -404,6 +420,11 @@ class SqliteStore:
         uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
             return look_inside(connection)
+
+    def _version_lost(self) -> Unavailable:
+        uri = Path(self.path).absolute().as_uri() + "?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
+            return version_lost(self.path, connection)
 
     def _refuse_a_damaged_ledger(self, version: int, names: list[str]) -> None:
         """Every table of the ledger's schema version there (a newer one's is refused

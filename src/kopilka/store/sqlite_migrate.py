@@ -3,7 +3,10 @@ refuse one this kopilka does not know (newer, or tables another program made).""
 
 from __future__ import annotations
 
+import functools
+import shlex
 import sqlite3
+from contextlib import closing
 
 from kopilka.domain.model import client_name
 from kopilka.domain.names import folded_name
@@ -126,6 +129,43 @@ def unknown_version(location: str, version: int) -> Unavailable:
         "unknown_schema",
         f"the database at {location} has schema version {version}, which no kopilka sets;"
         " restore it from a backup",
+    )
+
+
+# A schema's every table, index, view and trigger, as SQLite keeps their definitions.
+_SCHEMA_ROWS = (
+    "SELECT type, name, tbl_name, sql FROM sqlite_master"
+    " WHERE name NOT LIKE 'sqlite~_%' ESCAPE '~' ORDER BY type, name"
+)
+
+
+@functools.cache
+def _schema_made_now() -> list[tuple[str, str, str, str | None]]:
+    with closing(sqlite3.connect(":memory:")) as fresh:
+        migrate(fresh)
+        return fresh.execute(_SCHEMA_ROWS).fetchall()
+
+
+def version_lost(location: str, connection: sqlite3.Connection) -> Unavailable:
+    """kopilka's tables, and no schema version (user_version 0): a copy made with sqlite3's
+    `.dump`, which does not carry it. Said so, not as tables kopilka did not create, with
+    the version to set where the schema is this kopilka's to the letter."""
+    lost = (
+        f"the database at {location} holds kopilka's tables but no schema version (a copy"
+        " made with sqlite3's .dump loses it)"
+    )
+    if connection.execute(_SCHEMA_ROWS).fetchall() == _schema_made_now():
+        return Unavailable(
+            "unknown_schema",
+            f"{lost}; they are those of schema version {SCHEMA_VERSION}, this kopilka's: if"
+            " it is a copy of a ledger, set it with"
+            f" sqlite3 {shlex.quote(location)} 'PRAGMA user_version = {SCHEMA_VERSION}'",
+        )
+    return Unavailable(
+        "unknown_schema",
+        f"{lost}, of another version than this kopilka's ({SCHEMA_VERSION}): restore the"
+        " ledger from a backup made with .backup or VACUUM INTO (docs/operations.md,"
+        " Backups)",
     )
 
 
