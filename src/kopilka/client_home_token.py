@@ -3,13 +3,18 @@ only while the port's listener is this user's.
 
 The token opens every ledger. Loopback alone is not enough: while this user's server is
 down, anyone on the machine may take its port. So the listener's owner is read from
-Linux's tables of TCP sockets as the token is read, and again for each new connection.
+Linux's tables of TCP sockets as the token is read, and for each new connection, once it
+is made, the owner of the socket at its other end: looked at before connecting, a
+listener opened in between (another user's, opening and closing it in a loop) was
+handed the token.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import socket
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -69,8 +74,14 @@ class _ListenerOwnerCheck(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        _refuse_another_users_listener(self._url)
-        return self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        _refuse_another_users_listener(self._url)  # said before connecting, if it can be
+        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        try:
+            _refuse_another_users_end(stream.get_extra_info("socket"), self._url)
+        except BaseException:
+            stream.close()  # nothing sent on it
+            raise
+        return stream
 
     def connect_unix_socket(
         self,
@@ -131,6 +142,77 @@ def replaced_since(path: Path, authorization: str) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     return bool(now) and not hmac.compare_digest(f"Bearer {now}".encode(), authorization.encode())
+
+
+def _refuse_another_users_end(connection: socket.socket | None, url: str) -> None:
+    """Refuse a connection whose other end is not this user's: accepted (or waiting to
+    be) by another user's listener. Where the tables of sockets cannot be read (not
+    Linux), the look before connecting stands alone."""
+    if connection is None:
+        return
+    try:
+        owner = _owner_of_other_end(connection)
+    except OSError:  # closed by the other end already: no server of this user's
+        owner = _NO_END
+    if owner is None or owner == os.geteuid():
+        return
+    parts = urlsplit(url)
+    server = redact_url(f"{parts.scheme}://{parts.netloc}")
+    who = "no socket of this machine's" if owner == _NO_END else f"another user (uid {owner})"
+    raise Unauthorized(
+        "no_token",
+        f"no token for {server}: the connection to it was taken by {who}, and the admin"
+        f" token in {home()} goes only to this user's server; nothing was sent: give"
+        " --token or KOPILKA_TOKEN",
+    )
+
+
+# The other end of a connection is in no table of this machine's sockets (closed at once).
+_NO_END = -1
+
+
+def _owner_of_other_end(connection: socket.socket) -> int | None:
+    """The uid owning the socket at the other end of `connection`, from Linux's tables;
+    _NO_END where none is found, None where the tables cannot be read."""
+    here = _endpoint(connection.getsockname())
+    there = _endpoint(connection.getpeername())
+    readable = False
+    for table in _TCP_TABLES:
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 7 and (_row_endpoint(fields[1]), _row_endpoint(fields[2])) == (
+                there,
+                here,
+            ):
+                return int(fields[7])
+    return _NO_END if readable else None
+
+
+def _endpoint(address: tuple[Any, ...]) -> tuple[bytes, int]:
+    """A socket's address as packed bytes (IPv4 for an IPv4-mapped IPv6 one) and port."""
+    host, port = address[0], address[1]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return _unmapped(socket.inet_pton(family, host.partition("%")[0])), port
+
+
+def _row_endpoint(text: str) -> tuple[bytes, int]:
+    """An address of the tables: hex of each 32-bit word as this machine stores it."""
+    host, _, port = text.partition(":")
+    raw = bytes.fromhex(host)
+    words = [raw[i : i + 4] for i in range(0, len(raw), 4)]
+    if sys.byteorder == "little":
+        words = [word[::-1] for word in words]
+    return _unmapped(b"".join(words)), int(port, 16)
+
+
+def _unmapped(packed: bytes) -> bytes:
+    mapped = b"\0" * 10 + b"\xff\xff"
+    return packed[12:] if len(packed) == 16 and packed.startswith(mapped) else packed
 
 
 # Linux's tables of TCP sockets: a listening one is in state 0A, its owner's uid beside.

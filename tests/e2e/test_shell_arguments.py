@@ -13,6 +13,8 @@ import pytest
 from tests.e2e.conftest import RunKopilka, kopilka_command, kopilka_env
 from tests.kopilka_server import free_port, running_server
 
+from kopilka.errors import Unauthorized
+
 
 def test_a_command_in_capitals_suggests_the_command_and_runs_nothing(
     run_shell: Callable[[str], str],
@@ -389,6 +391,41 @@ def test_a_shell_whose_server_stops_does_not_hand_the_admin_token_to_the_next_li
         f" {kopilka_home} goes only to this user's; give --token or KOPILKA_TOKEN\n"
     )
     assert b"Bearer" not in sent
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a listener of another user is started as root")
+def test_a_listener_opened_between_the_look_and_the_connection_gets_no_admin_token(
+    kopilka_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Looked at only before connecting, a port another user's listener took in between
+    (opened and closed in a loop, it won one try in five) was handed the admin token."""
+    import kopilka.client_home_token
+    from kopilka.client import connect_bank
+
+    kopilka_home.mkdir(parents=True)
+    (kopilka_home / "admin.token").write_text("kop_0123456789abcdef_secret\n")
+    monkeypatch.setenv("KOPILKA_HOME", str(kopilka_home))
+    # Every look before connecting finds the port free, as it was a moment before.
+    monkeypatch.setattr(kopilka.client_home_token, "_another_users_listener", lambda _: None)
+    port = free_port()
+    pid, heard = _listen_as_nobody(port)
+    try:
+        with (
+            connect_bank(f"http://127.0.0.1:{port}", ledger="main") as bank,
+            pytest.raises(Unauthorized) as refused,
+        ):
+            bank.account("Ann")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        sent = os.read(heard, 65536)
+        os.close(heard)
+    assert refused.value.message == (
+        f"no token for http://127.0.0.1:{port}: the connection to it was taken by another"
+        f" user (uid 65534), and the admin token in {kopilka_home} goes only to this user's"
+        " server; nothing was sent: give --token or KOPILKA_TOKEN"
+    )
+    assert sent == b""
 
 
 def test_the_home_tokens_listener_is_looked_at_per_connection_not_per_request(
