@@ -20,6 +20,7 @@ from tests.pgserver import PostgresTestServer
 from kopilka.domain.model import Deposit, Operation
 from kopilka.engine import Engine
 from kopilka.errors import Unavailable
+from kopilka.store import postgres
 from kopilka.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
@@ -188,3 +189,36 @@ async def test_a_commit_on_a_silent_connection_is_answered_after_one_timeout(
         assert isinstance(settled, Operation), settled
         assert (await engine.get_account("main", "Bob")).balance_cents == 250
     assert await operations_under(postgres_url, "k1") == 1
+
+
+async def test_a_batch_the_database_does_not_answer_is_logged_while_it_waits(
+    postgres_server: PostgresTestServer,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A frozen database left nothing in the log until the command timeout ran out (60 s
+    by default), while every client waited: the wait is said as it passes a few seconds,
+    and its end once the database answers."""
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
+    monkeypatch.setattr(postgres, "BATCH_WAIT_LOGGED_SECONDS", 0.5)
+    store = PostgresStore(postgres_url, command_timeout_seconds=30)
+    async with Engine(store) as engine:
+        await _ann_and_idle_connections(engine)
+        caplog.clear()
+        async with _kopilka_sessions_frozen(postgres_url):
+            deposit = asyncio.ensure_future(engine.execute(Deposit("Ann", 250, "frozen", "k1")))
+            await asyncio.sleep(1.5)
+            assert not deposit.done()
+            waiting = [record.getMessage() for record in caplog.records]
+        applied = await asyncio.wait_for(deposit, 10)
+        assert isinstance(applied, Operation), applied
+    where = store.redacted_url
+    assert waiting == [
+        f"the database at {where} has not answered a batch in 0.5 s: it is silent, or another"
+        " transaction holds the batch's rows"
+    ]
+    assert [record.getMessage() for record in caplog.records][1:] == [
+        f"the database at {where} answers kopilka's batches again"
+    ]

@@ -142,6 +142,10 @@ _PASSING_REFUSALS: tuple[type[BaseException], ...] = (
 # the requests of the next second too, rather than one more connection each.
 _ASKED_APART_SECONDS = 2.0
 _ASKED_APART_KEPT_SECONDS = 1.0
+# A batch the database has not answered in this long is logged, once a spell: it takes
+# milliseconds, and a frozen database (or one whose rows another transaction holds) left
+# nothing in the log until the command timeout (60 s) ran out, while clients waited.
+BATCH_WAIT_LOGGED_SECONDS = 5.0
 # Text of a request that a database in another encoding than UTF8 has no character for.
 _UNSTORABLE_TEXT = (
     asyncpg.exceptions.UntranslatableCharacterError,
@@ -308,6 +312,7 @@ class PostgresStore:
         # Statements that timed out: connections opened before the last are not used again.
         self._silences = 0
         self._outage_logged = False
+        self._batch_wait_logged = False
         self._refusals_told = Told()  # each reason once: a table, a grant
         self._writes_refused = False  # a _PASSING_REFUSALS' spell logged, its end not yet
         self._asked_apart = SharedQuestion(self._ask_apart, _ASKED_APART_KEPT_SECONDS)
@@ -460,8 +465,21 @@ class PostgresStore:
 
     def _log_recovery(self) -> None:
         if self._outage_logged:
-            self._outage_logged = False
+            self._outage_logged = self._batch_wait_logged = False
             logger.warning("the database at %s is available again", self.redacted_url)
+        elif self._batch_wait_logged:
+            self._batch_wait_logged = False
+            logger.warning("the database at %s answers kopilka's batches again", self.redacted_url)
+
+    def _log_batch_wait(self) -> None:
+        if not (self._outage_logged or self._batch_wait_logged):
+            self._batch_wait_logged = True
+            logger.warning(
+                "the database at %s has not answered a batch in %g s: it is silent, or"
+                " another transaction holds the batch's rows",
+                self.redacted_url,
+                BATCH_WAIT_LOGGED_SECONDS,
+            )
 
     def _log_writes_taken(self) -> None:
         """After a batch's write committed: the end of refusals that pass, logged once."""
@@ -538,6 +556,10 @@ class PostgresStore:
         if connection is None:
             connection = await self._acquire()
         idle = False
+        # One timer a batch, not a request: the batch path's cost is a few microseconds.
+        waiting = asyncio.get_running_loop().call_later(
+            BATCH_WAIT_LOGGED_SECONDS, self._log_batch_wait
+        )
         try:
             yield connection
             self._log_recovery()
@@ -549,6 +571,7 @@ class PostgresStore:
             idle = True  # a failed batch has rolled back
             raise
         finally:
+            waiting.cancel()
             if _open(connection):
                 if idle and self._pool is pool and not connection.is_in_transaction():
                     self._batch_connections.append(connection)
