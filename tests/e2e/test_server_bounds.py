@@ -404,6 +404,34 @@ def test_a_body_that_stops_coming_is_cut_off(tmp_path: Path, body_sent: bytes) -
             assert client.get("/v1/health").status_code == 200
 
 
+def test_a_body_sent_while_the_server_was_stopped_is_not_its_clients_delay(
+    tmp_path: Path,
+) -> None:
+    """A server stopped for longer than its body time (SIGSTOP, a machine suspended)
+    answered 408 "arrived too slowly" to bodies that had come whole meanwhile, unread."""
+    body = b'{"client": "Ann", "amount": "1.00", "description": "x"}'
+    head = (
+        b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nAuthorization: Bearer ".encode()
+    )
+    with running_server(tmp_path, "memory:", KOPILKA_BODY_SECONDS="1") as server:
+        assert server.process is not None
+        with server.client() as client:
+            assert client.post("/v1/accounts", json={"client": "Ann"}).status_code == 201
+        connection = connect(server.port)
+        connection.sendall(head + server.token.encode() + b"\r\n\r\n" + body[:10])
+        time.sleep(0.3)  # the head read, the body begun
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            connection.sendall(body[10:])  # whole, as the server stands still
+            time.sleep(2.5)
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        answer = connection.recv(65536)
+        connection.close()
+    assert answer.startswith(b"HTTP/1.1 201 "), answer
+
+
 INVALID_REQUESTS = [
     b"GET /v1/health HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
     b"POST /v1/transfers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"

@@ -131,6 +131,7 @@ class ConnectionBounds:
     open_by_client: Counter[str] = field(default_factory=Counter)
     live: set[BoundedHttpToolsProtocol] = field(default_factory=set)
     _sweeper: asyncio.TimerHandle | None = None
+    _sweep_due = 0.0
 
     def watch(self, protocol: BoundedHttpToolsProtocol) -> None:
         self.live.add(protocol)
@@ -141,13 +142,18 @@ class ConnectionBounds:
         interval = min(
             1.0, self.header_seconds_max / 4, self.body_seconds_max / 4, self.write_seconds_max / 4
         )
+        self._sweep_due = loop.time() + interval
         self._sweeper = loop.call_later(interval, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
-        headers_deadline = now - self.header_seconds_max
-        body_deadline = now - self.body_seconds_max
-        write_deadline = now - self.write_seconds_max
+        # A sweep late by seconds found the process itself stopped meanwhile (SIGSTOP, a
+        # machine suspended) or its loop held: what clients sent then is unread yet, and
+        # they were answered 408 for the server's pause. That time is not theirs.
+        late = max(0.0, now - self._sweep_due)
+        headers_deadline = now - late - self.header_seconds_max
+        body_deadline = now - late - self.body_seconds_max
+        write_deadline = now - late - self.write_seconds_max
         for protocol in list(self.live):
             # A request sent behind one still being answered waits for it (uvicorn reads
             # no more of it meanwhile): its head's and body's time start once it is due.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.types import Receive, Scope
+from starlette.types import Message, Receive, Scope
 
 from kopilka.api.body_budget import BodyBudget
 from kopilka.api.errors import ApiError
@@ -22,6 +22,8 @@ BODY_BYTES_MAX = 64 * 1024
 BATCH_BODY_BYTES_MAX = 8 * 1024 * 1024
 HEADERS_BYTES_MAX = 16 * 1024
 BODY_SECONDS_MAX = 10.0
+# A body's time run out, what has come and not yet been read is looked for this long.
+_LAST_LOOK_SECONDS = 0.05
 _SANDBOX_PREFIX_BYTES = SANDBOX_PREFIX.encode()
 
 
@@ -143,28 +145,41 @@ async def read_body(
         # A body in several pieces: bound the wait, so a slow client cannot hold a slot.
         chunks = [body]
         size = len(body)
+        deadline = asyncio.get_running_loop().time() + seconds_max
         try:
-            async with asyncio.timeout(seconds_max):
-                while message.get("more_body", False):
-                    if budget is not None and size > held:  # what has come, not what is said
-                        budget.take(size - held)
-                        held = size
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise ApiError(400, "disconnected", "the client went away")
-                    chunk: bytes = message.get("body", b"")
-                    size += len(chunk)
-                    if size > bytes_max:
-                        raise ApiError(
-                            413, "body_too_large", f"the request body is over {bytes_max} bytes"
-                        )
-                    chunks.append(chunk)
+            while message.get("more_body", False):
+                if budget is not None and size > held:  # what has come, not what is said
+                    budget.take(size - held)
+                    held = size
+                message = await _received_by(receive, deadline)
+                if message["type"] == "http.disconnect":
+                    raise ApiError(400, "disconnected", "the client went away")
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > bytes_max:
+                    raise ApiError(
+                        413, "body_too_large", f"the request body is over {bytes_max} bytes"
+                    )
+                chunks.append(chunk)
         except TimeoutError:
             raise ApiError(408, "request_timeout", "the request body arrived too slowly") from None
         return b"".join(chunks)
     finally:
         if budget is not None:
             budget.give_back(held)
+
+
+async def _received_by(receive: Receive, deadline: float) -> Message:
+    """The next message, or TimeoutError past `deadline`; then one look more. Its time
+    runs out first where the process stood still (SIGSTOP, a machine suspended): timers
+    are run before what came meanwhile is read, and a body that came whole in that time
+    was refused as too slow, the server's pause counted as the client's."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await receive()
+    except TimeoutError:
+        async with asyncio.timeout(_LAST_LOOK_SECONDS):
+            return await receive()
 
 
 __all__ = [
