@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -941,6 +942,21 @@ async def test_init_folds_the_names_an_older_kopilka_opened_after_schema_10(
         assert rows.fetchall() == FOLDED_AFTER + FOLDED_BY_INIT  # those kept apart stay so
     async with Engine(open_store(str(path))) as engine:
         await assert_a_name_alike_an_older_kopilkas_is_refused(engine)
+
+
+def test_init_of_a_ledger_with_no_name_to_fold_waits_for_no_writer(tmp_path: Path) -> None:
+    """Only read, as it was before it looked for names to fold: beside another process's
+    write transaction it answered "busy" after 10 s."""
+    home = tmp_path / "home"
+    path = a_ledger_with_one_deposit(home)
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        result = run_kopilka(home, "init")
+        took = time.monotonic() - started
+        writer.execute("ROLLBACK")
+    assert (result.returncode, result.stdout) == (0, f"Schema is up to date in {path}.\n")
+    assert took < 8, took  # SQLite's wait for the write lock is 10 s
 
 
 # -- a copy made with .dump: kopilka's tables, no schema version ------------------------

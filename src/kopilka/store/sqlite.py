@@ -84,9 +84,10 @@ from kopilka.store.sqlite_files import OpenedFiles, journal_without_its_file
 from kopilka.store.sqlite_jobs import run, submit
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import (
-    give_missing_folds,
+    give_folds,
     look_inside,
     migrate,
+    missing_folds,
     unknown_version,
     version_lost,
 )
@@ -514,9 +515,13 @@ class SqliteStore:
         return await self._read(check)
 
     async def give_missing_folds(self) -> int:
-        """`kopilka init`: sqlite_migrate.give_missing_folds, taking turns with the other
-        processes' writers."""
-        return await self._write_transaction(lambda: give_missing_folds(self._db))
+        """`kopilka init`: the folds sqlite_migrate.missing_folds finds, written taking
+        turns with the other processes' writers; a ledger missing none is only read (no
+        wait for the write lock beside a server's long transaction)."""
+        missing = await self._read(lambda: missing_folds(self._read_db))
+        if not missing:
+            return 0
+        return await self._write_transaction(lambda: give_folds(self._db, missing))
 
     def _connect_for_checkpoints(self) -> sqlite3.Connection:
         """Made at the first checkpoint: to the file opened, not to an empty one made at

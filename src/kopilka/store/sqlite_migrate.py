@@ -104,23 +104,36 @@ def migrate(connection: sqlite3.Connection) -> int:
         raise
 
 
-def give_missing_folds(connection: sqlite3.Connection) -> int:
-    """Fold the names of accounts left without a folded name whose fold no account of
-    their ledger holds: those an older kopilka opened after schema 10 (`kopilka init`).
-    The oldest of names alike each other gets it; names alike an account holding the
-    fold (kept apart by the upgrade) stay without. How many were given theirs. Run in
-    the caller's transaction."""
+def missing_folds(connection: sqlite3.Connection) -> list[tuple[int, str]]:
+    """The accounts left without a folded name whose fold no account of their ledger
+    holds, oldest first, with that fold: those an older kopilka opened after schema 10.
+    Names alike an account holding the fold (kept apart by the upgrade) are not among
+    them. Only read: a ledger with none is not written (`kopilka init`)."""
     unfolded = connection.execute(
-        "SELECT id, client FROM accounts WHERE folded IS NULL ORDER BY id"
+        "SELECT id, ledger, client FROM accounts WHERE folded IS NULL ORDER BY id"
     ).fetchall()
-    given = 0
-    for account_id, client in unfolded:
-        # OR IGNORE: a fold its ledger holds already (the unique index) leaves it as it is.
-        given += connection.execute(
-            "UPDATE OR IGNORE accounts SET folded = ? WHERE id = ?",
-            (folded_name(client), account_id),
+    missing = []
+    for account_id, ledger, client in unfolded:
+        folded = folded_name(client)
+        held = connection.execute(
+            "SELECT 1 FROM accounts WHERE ledger = ? AND folded = ?", (ledger, folded)
+        ).fetchone()
+        if held is None:
+            missing.append((account_id, folded))
+    return missing
+
+
+def give_folds(connection: sqlite3.Connection, missing: list[tuple[int, str]]) -> int:
+    """Write `missing` (missing_folds, read before this transaction) in the caller's
+    transaction; how many were given. The oldest of names alike each other gets the fold,
+    and a fold its ledger holds by now (the unique index) leaves the account as it is."""
+    return sum(
+        connection.execute(
+            "UPDATE OR IGNORE accounts SET folded = ? WHERE id = ? AND folded IS NULL",
+            (folded, account_id),
         ).rowcount
-    return given
+        for account_id, folded in missing
+    )
 
 
 def unknown_version(location: str, version: int) -> Unavailable:
