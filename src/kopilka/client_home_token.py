@@ -11,13 +11,14 @@ handed the token.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import socket
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import httpcore
@@ -146,54 +147,74 @@ def replaced_since(path: Path, authorization: str) -> bool:
 
 def _refuse_another_users_end(connection: socket.socket | None, url: str) -> None:
     """Refuse a connection whose other end is not this user's: accepted (or waiting to
-    be) by another user's listener. Where the tables of sockets cannot be read (not
-    Linux), the look before connecting stands alone."""
+    be) by another user's listener. One whose other end is closing, or gone, is closed:
+    nothing can be sent on it (a server that answered and hung up at once; the tables
+    show a closing socket's owner as root). Where the tables of sockets cannot be read
+    (not Linux), the look before connecting stands alone."""
     if connection is None:
         return
     try:
-        owner = _owner_of_other_end(connection)
-    except OSError:  # closed by the other end already: no server of this user's
-        owner = _NO_END
-    if owner is None or owner == os.geteuid():
+        here, there = endpoint(connection.getsockname()), endpoint(connection.getpeername())
+    except OSError as error:  # not connected any more
+        raise httpcore.ConnectError(f"the server closed the connection: {error}") from error
+    tables = _tcp_tables()
+    if not tables:
+        return
+    found = other_end_in(tables, here, there)
+    if found is None:  # looked for again: a table read as sockets come and go may miss it
+        found = other_end_in(_tcp_tables(), here, there)
+    if found is None or found.state in _CLOSING:
+        raise httpcore.ConnectError("the server closed the connection as it was made")
+    owner = found.owner
+    if owner == os.geteuid():
         return
     parts = urlsplit(url)
     server = redact_url(f"{parts.scheme}://{parts.netloc}")
-    who = "no socket of this machine's" if owner == _NO_END else f"another user (uid {owner})"
     raise Unauthorized(
         "no_token",
-        f"no token for {server}: the connection to it was taken by {who}, and the admin"
-        f" token in {home()} goes only to this user's server; nothing was sent: give"
-        " --token or KOPILKA_TOKEN",
+        f"no token for {server}: the connection to it was taken by another user (uid"
+        f" {owner}), and the admin token in {home()} goes only to this user's server;"
+        " nothing was sent: give --token or KOPILKA_TOKEN",
     )
 
 
-# The other end of a connection is in no table of this machine's sockets (closed at once).
-_NO_END = -1
+# Linux's TCP states of a socket that is closing: FIN_WAIT1, FIN_WAIT2, TIME_WAIT, CLOSE,
+# LAST_ACK, CLOSING.
+_CLOSING = frozenset({"04", "05", "06", "07", "09", "0B"})
 
 
-def _owner_of_other_end(connection: socket.socket) -> int | None:
-    """The uid owning the socket at the other end of `connection`, from Linux's tables;
-    _NO_END where none is found, None where the tables cannot be read."""
-    here = _endpoint(connection.getsockname())
-    there = _endpoint(connection.getpeername())
-    readable = False
+class Socket(NamedTuple):
+    state: str  # as the tables write it: "01" established, "0A" listening
+    owner: int  # uid
+
+
+def _tcp_tables() -> list[str]:
+    """Linux's tables of TCP sockets, as text; none where they cannot be read (not
+    Linux)."""
+    tables = []
     for table in _TCP_TABLES:
-        try:
-            rows = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        readable = True
-        for row in rows:
+        with contextlib.suppress(OSError):
+            tables.append(Path(table).read_text())
+    return tables
+
+
+def other_end_in(
+    tables: list[str], here: tuple[bytes, int], there: tuple[bytes, int]
+) -> Socket | None:
+    """In Linux's tables of TCP sockets (/proc/net/tcp, tcp6), the socket whose own
+    address is `there` and whose peer's is `here`: the other end of a connection."""
+    for table in tables:
+        for row in table.splitlines()[1:]:
             fields = row.split()
             if len(fields) > 7 and (_row_endpoint(fields[1]), _row_endpoint(fields[2])) == (
                 there,
                 here,
             ):
-                return int(fields[7])
-    return _NO_END if readable else None
+                return Socket(fields[3], int(fields[7]))
+    return None
 
 
-def _endpoint(address: tuple[Any, ...]) -> tuple[bytes, int]:
+def endpoint(address: tuple[Any, ...]) -> tuple[bytes, int]:
     """A socket's address as packed bytes (IPv4 for an IPv4-mapped IPv6 one) and port."""
     host, port = address[0], address[1]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
