@@ -191,6 +191,15 @@ async def test_a_commit_on_a_silent_connection_is_answered_after_one_timeout(
     assert await operations_under(postgres_url, "k1") == 1
 
 
+async def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What was logged, once anything is (within 10 s)."""
+    deadline = time.monotonic() + 10
+    while not caplog.records:
+        assert time.monotonic() < deadline, "nothing was logged"
+        await asyncio.sleep(0.05)
+    return [record.getMessage() for record in caplog.records]
+
+
 async def test_a_batch_the_database_does_not_answer_is_logged_while_it_waits(
     postgres_server: PostgresTestServer,
     postgres_url: str,
@@ -209,9 +218,8 @@ async def test_a_batch_the_database_does_not_answer_is_logged_while_it_waits(
         caplog.clear()
         async with _kopilka_sessions_frozen(postgres_url):
             deposit = asyncio.ensure_future(engine.execute(Deposit("Ann", 250, "frozen", "k1")))
-            await asyncio.sleep(1.5)
+            waiting = await _logged(caplog)
             assert not deposit.done()
-            waiting = [record.getMessage() for record in caplog.records]
         applied = await asyncio.wait_for(deposit, 10)
         assert isinstance(applied, Operation), applied
     where = store.redacted_url
@@ -221,4 +229,36 @@ async def test_a_batch_the_database_does_not_answer_is_logged_while_it_waits(
     ]
     assert [record.getMessage() for record in caplog.records][1:] == [
         f"the database at {where} answers kopilka's batches again"
+    ]
+
+
+async def test_a_batch_waiting_for_rows_another_transaction_holds_is_logged_till_it_ends(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read answered meanwhile does not end the wait: the end was logged while the
+    batch still waited."""
+    monkeypatch.setattr(postgres, "BATCH_WAIT_LOGGED_SECONDS", 0.5)
+    store = PostgresStore(postgres_url)
+    async with Engine(store) as engine:
+        await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
+        holder = await asyncpg.connect(postgres_url)
+        try:
+            holding = holder.transaction()
+            await holding.start()
+            await holder.execute("SELECT * FROM accounts WHERE client = 'Ann' FOR UPDATE")
+            caplog.clear()
+            deposit = asyncio.ensure_future(engine.execute(Deposit("Ann", 250, "held", "k1")))
+            waiting = await _logged(caplog)
+            assert (await engine.get_account("main", "Ann")).balance_cents == 1_000
+            assert not deposit.done()
+            assert [record.getMessage() for record in caplog.records] == waiting  # no end yet
+            await holding.rollback()
+        finally:
+            await holder.close()
+        assert isinstance(await asyncio.wait_for(deposit, 10), Operation)
+    where = store.redacted_url
+    assert [record.getMessage() for record in caplog.records] == [
+        f"the database at {where} has not answered a batch in 0.5 s: it is silent, or another"
+        " transaction holds the batch's rows",
+        f"the database at {where} answers kopilka's batches again",
     ]

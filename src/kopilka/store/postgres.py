@@ -312,6 +312,9 @@ class PostgresStore:
         # Statements that timed out: connections opened before the last are not used again.
         self._silences = 0
         self._outage_logged = False
+        # Batches waiting past BATCH_WAIT_LOGGED_SECONDS now, and whether that was logged
+        # and its end not yet.
+        self._batches_waiting_long = 0
         self._batch_wait_logged = False
         self._refusals_told = Told()  # each reason once: a table, a grant
         self._writes_refused = False  # a _PASSING_REFUSALS' spell logged, its end not yet
@@ -465,13 +468,11 @@ class PostgresStore:
 
     def _log_recovery(self) -> None:
         if self._outage_logged:
-            self._outage_logged = self._batch_wait_logged = False
+            self._outage_logged = False
             logger.warning("the database at %s is available again", self.redacted_url)
-        elif self._batch_wait_logged:
-            self._batch_wait_logged = False
-            logger.warning("the database at %s answers kopilka's batches again", self.redacted_url)
 
-    def _log_batch_wait(self) -> None:
+    def _batch_waits_long(self) -> None:
+        self._batches_waiting_long += 1
         if not (self._outage_logged or self._batch_wait_logged):
             self._batch_wait_logged = True
             logger.warning(
@@ -480,6 +481,17 @@ class PostgresStore:
                 self.redacted_url,
                 BATCH_WAIT_LOGGED_SECONDS,
             )
+
+    def _batch_waited_long(self, answered: bool) -> None:
+        """A batch that waited long has ended: once none waits so, and one was answered,
+        the end of the wait is logged (a read answered meanwhile says nothing of it)."""
+        self._batches_waiting_long -= 1
+        if answered and self._batch_wait_logged and self._batches_waiting_long == 0:
+            self._batch_wait_logged = False
+            if not self._outage_logged:  # else its own line says the database is back
+                logger.warning(
+                    "the database at %s answers kopilka's batches again", self.redacted_url
+                )
 
     def _log_writes_taken(self) -> None:
         """After a batch's write committed: the end of refusals that pass, logged once."""
@@ -555,15 +567,19 @@ class PostgresStore:
             break
         if connection is None:
             connection = await self._acquire()
-        idle = False
+        idle = answered = False
+        long_wait: list[bool] = []  # the timer's mark that it ran
+
         # One timer a batch, not a request: the batch path's cost is a few microseconds.
-        waiting = asyncio.get_running_loop().call_later(
-            BATCH_WAIT_LOGGED_SECONDS, self._log_batch_wait
-        )
+        def waits_long() -> None:
+            long_wait.append(True)
+            self._batch_waits_long()
+
+        waiting = asyncio.get_running_loop().call_later(BATCH_WAIT_LOGGED_SECONDS, waits_long)
         try:
             yield connection
             self._log_recovery()
-            idle = True
+            idle = answered = True
         except _CONNECTION_LOST as error:
             self._lost(connection, error)
             raise
@@ -572,6 +588,8 @@ class PostgresStore:
             raise
         finally:
             waiting.cancel()
+            if long_wait:
+                self._batch_waited_long(answered)
             if _open(connection):
                 if idle and self._pool is pool and not connection.is_in_transaction():
                     self._batch_connections.append(connection)
