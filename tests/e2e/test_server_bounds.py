@@ -407,8 +407,8 @@ def test_a_body_that_stops_coming_is_cut_off(tmp_path: Path, body_sent: bytes) -
 def test_a_body_sent_while_the_server_was_stopped_is_not_its_clients_delay(
     tmp_path: Path,
 ) -> None:
-    """A server stopped for longer than its body time (SIGSTOP, a machine suspended)
-    answered 408 "arrived too slowly" to bodies that had come whole meanwhile, unread."""
+    """A server stopped for longer than its body time (SIGSTOP) answered 408 "arrived too
+    slowly" to bodies that had come whole meanwhile, unread."""
     body = b'{"client": "Ann", "amount": "1.00", "description": "x"}'
     head = (
         b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -84,3 +84,26 @@ async def test_a_body_cut_off_gives_its_bytes_back() -> None:
         await read_body(slow, 80, 1_000, 0.05, budget)
     assert timed_out.value.http_status == 408
     assert budget.held == 0
+
+
+async def test_a_body_past_its_time_gets_one_last_look_not_more() -> None:
+    """What came while the process stood still is taken (one look once the time is out),
+    but a client sending a piece now and then past its time is cut off all the same."""
+    trickling = Trickle()
+    trickling.send(b"x")
+
+    async def a_piece_every(seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            trickling.send(b"x")
+
+    sending = asyncio.create_task(a_piece_every(0.02))
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ApiError) as timed_out:
+            await read_body(trickling, 1_000, 2_000, 0.2)
+        took = asyncio.get_running_loop().time() - started
+    finally:
+        sending.cancel()
+    assert timed_out.value.http_status == 408
+    assert took < 1.0, took

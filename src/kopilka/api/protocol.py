@@ -131,7 +131,8 @@ class ConnectionBounds:
     open_by_client: Counter[str] = field(default_factory=Counter)
     live: set[BoundedHttpToolsProtocol] = field(default_factory=set)
     _sweeper: asyncio.TimerHandle | None = None
-    _sweep_due = 0.0
+    _sweep_due: float = 0.0
+    _interval: float = 1.0
 
     def watch(self, protocol: BoundedHttpToolsProtocol) -> None:
         self.live.add(protocol)
@@ -142,15 +143,19 @@ class ConnectionBounds:
         interval = min(
             1.0, self.header_seconds_max / 4, self.body_seconds_max / 4, self.write_seconds_max / 4
         )
+        self._interval = interval
         self._sweep_due = loop.time() + interval
         self._sweeper = loop.call_later(interval, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
-        # A sweep late by seconds found the process itself stopped meanwhile (SIGSTOP, a
-        # machine suspended) or its loop held: what clients sent then is unread yet, and
-        # they were answered 408 for the server's pause. That time is not theirs.
-        late = max(0.0, now - self._sweep_due)
+        # A sweep later than a whole interval found the process itself stopped meanwhile
+        # (SIGSTOP) or its loop held that long: what clients sent then is unread yet, and
+        # they were answered 408 for the server's pause. That time is not theirs; a
+        # sweep merely behind a busy loop's work gives none.
+        late = now - self._sweep_due
+        if late <= self._interval:
+            late = 0.0
         headers_deadline = now - late - self.header_seconds_max
         body_deadline = now - late - self.body_seconds_max
         write_deadline = now - late - self.write_seconds_max

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 
-from starlette.types import Message, Receive, Scope
+from starlette.types import Receive, Scope
 
 from kopilka.api.body_budget import BodyBudget
 from kopilka.api.errors import ApiError
@@ -145,13 +145,28 @@ async def read_body(
         # A body in several pieces: bound the wait, so a slow client cannot hold a slot.
         chunks = [body]
         size = len(body)
-        deadline = asyncio.get_running_loop().time() + seconds_max
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds_max
+        looked_again = False
         try:
             while message.get("more_body", False):
                 if budget is not None and size > held:  # what has come, not what is said
                     budget.take(size - held)
                     held = size
-                message = await _received_by(receive, deadline)
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    # Its time runs out first where the process stood still (SIGSTOP):
+                    # timers are run before what came meanwhile is read, and a body that
+                    # came whole then was refused, the server's pause counted as the
+                    # client's. One look more, once a body, for what is there now.
+                    if looked_again:
+                        raise
+                    looked_again = True
+                    deadline = loop.time() + _LAST_LOOK_SECONDS
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
                 if message["type"] == "http.disconnect":
                     raise ApiError(400, "disconnected", "the client went away")
                 chunk: bytes = message.get("body", b"")
@@ -167,19 +182,6 @@ async def read_body(
     finally:
         if budget is not None:
             budget.give_back(held)
-
-
-async def _received_by(receive: Receive, deadline: float) -> Message:
-    """The next message, or TimeoutError past `deadline`; then one look more. Its time
-    runs out first where the process stood still (SIGSTOP, a machine suspended): timers
-    are run before what came meanwhile is read, and a body that came whole in that time
-    was refused as too slow, the server's pause counted as the client's."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await receive()
-    except TimeoutError:
-        async with asyncio.timeout(_LAST_LOOK_SECONDS):
-            return await receive()
 
 
 __all__ = [
