@@ -641,9 +641,20 @@ def _warn_of_waits() -> None:
         return
     upgrades.setLevel(logging.WARNING)
     upgrades.propagate = False
-    said = logging.StreamHandler()  # sys.stderr as it is when a warning comes
+    said = _ToStderr()
     said.setFormatter(logging.Formatter("Warning: %(message)s"))
     upgrades.addHandler(said)
+
+
+class _ToStderr(logging.Handler):
+    """To sys.stderr as it is when a warning comes (a StreamHandler keeps the stream it
+    was made with, which a test running commands in process may have closed since)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
 
 
 def _path_database(url: str) -> str:

@@ -427,7 +427,7 @@ def test_workers_take_connections_opened_at_once_in_turn(tmp_path: Path, connect
             # Shared out by timing, so a loaded machine may tip one connection over;
             # never all of them, or most, to one worker.
             assert sum(gained) >= connections, gained
-            assert gained[-2] >= connections // 4, gained
+            assert gained[-2] >= connections // 2 - 1, gained
         finally:
             for connection in opened:
                 connection.close()

@@ -999,7 +999,7 @@ def test_an_older_ledger_copied_with_dump_is_told_to_be_restored(tmp_path: Path)
     assert (refused.returncode, refused.stderr) == (
         1,
         f"Error: the database at {copy} holds kopilka's tables but no schema version (a copy"
-        f" made with sqlite3's .dump loses it), of another version than this kopilka's"
-        f" ({SCHEMA_VERSION}): restore the ledger from a backup made with .backup or VACUUM"
-        " INTO (docs/operations.md, Backups)\n",
+        f" made with sqlite3's .dump loses it), not exactly those of this kopilka's schema"
+        f" (version {SCHEMA_VERSION}): restore the ledger from a backup made with .backup or"
+        " VACUUM INTO (docs/operations.md, Backups)\n",
     )

@@ -176,9 +176,9 @@ def version_lost(location: str, connection: sqlite3.Connection) -> Unavailable:
         )
     return Unavailable(
         "unknown_schema",
-        f"{lost}, of another version than this kopilka's ({SCHEMA_VERSION}): restore the"
-        " ledger from a backup made with .backup or VACUUM INTO (docs/operations.md,"
-        " Backups)",
+        f"{lost}, not exactly those of this kopilka's schema (version {SCHEMA_VERSION}):"
+        " restore the ledger from a backup made with .backup or VACUUM INTO"
+        " (docs/operations.md, Backups)",
     )
 
 
