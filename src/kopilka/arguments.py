@@ -37,6 +37,9 @@ class ArgumentParser(argparse.ArgumentParser):
     """A usage mistake is one line on stderr and exit 1, not argparse's usage dump and 2."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # An option cut short is refused, as the other commands refuse one they do not
+        # know: `serve --por 1` was taken for --port, and served on port 1.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)

@@ -202,6 +202,16 @@ def test_a_token_is_not_made_in_a_database_that_is_not_there(tmp_path: Path) -> 
             ("serve", "--bogus"),
             "Error: unrecognized arguments: --bogus (see kopilka serve --help)\n",
         ),
+        # An option cut short was taken for the one it begins: `serve --por 1` served on
+        # port 1 in the default home, where the other commands refuse one they do not know.
+        (
+            ("serve", "--por", "1"),
+            "Error: unrecognized arguments: --por (see kopilka serve --help)\n",
+        ),
+        (
+            ("token", "create", "--role", "client", "--cl", "Ann"),
+            "Error: unrecognized arguments: --cl Ann (see kopilka token --help)\n",
+        ),
     ],
 )
 def test_a_usage_mistake_is_one_error_line(
