@@ -293,6 +293,13 @@ def document() -> dict[str, Any]:
     )
     _, components = msgspec.json.schema_components(types, ref_template=_REF)
     components["TokenList"] = {"type": "array", "items": {"$ref": _REF.format(name="TokenOut")}}
+    # A batch item's own key is held to the header's rules (the handler checks it as one):
+    # said here, as the decoder is left to take any text so that the rules word a refusal.
+    for item in ("BatchDeposit", "BatchWithdrawal", "BatchTransfer"):
+        components[item]["properties"]["idempotency_key"] = {
+            "anyOf": [_IDEMPOTENCY_HEADER["schema"], {"type": "null"}],
+            "default": None,
+        }
     return {
         "openapi": "3.1.0",
         "info": {
