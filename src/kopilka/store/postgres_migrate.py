@@ -129,8 +129,8 @@ async def fold_account_names(connection: Connection) -> None:
 
 
 async def give_missing_folds(connection: Connection) -> int:
-    """As sqlite_migrate.give_missing_folds: fold the names of accounts an older kopilka
-    opened after migration 9, where no account of their ledger holds that fold. One
+    """As sqlite_migrate.missing_folds and give_folds: fold the names of accounts an older
+    kopilka opened after migration 9, where no account of their ledger holds that fold. One
     statement each: a running server opening an alike name meanwhile wins, and this
     one is left without (the index refuses the second)."""
     unfolded = await connection.fetch(

@@ -418,14 +418,16 @@ class SqliteStore:
 
     def _look_inside(self) -> tuple[int, list[str]]:
         """The file's user_version and the names of its tables and views, read only."""
-        uri = Path(self.path).absolute().as_uri() + "?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-            return look_inside(connection)
+        return self._read_only(look_inside)
 
     def _version_lost(self) -> Unavailable:
+        return self._read_only(lambda connection: version_lost(self.path, connection))
+
+    def _read_only(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """`read` on a connection of its own that cannot write the file, nor make it."""
         uri = Path(self.path).absolute().as_uri() + "?mode=ro"
         with contextlib.closing(sqlite3.connect(uri, uri=True)) as connection:
-            return version_lost(self.path, connection)
+            return read(connection)
 
     def _refuse_a_damaged_ledger(self, version: int, names: list[str]) -> None:
         """Every table of the ledger's schema version there (a newer one's is refused
