@@ -271,6 +271,18 @@ async def test_a_server_that_never_answers_is_named_with_how_long_it_was_given()
     )
 
 
+async def test_an_unknown_session_attribute_is_refused_with_the_known_ones() -> None:
+    store = PostgresStore("postgresql://app:pw@127.0.0.1:1/db?target_session_attrs=bogus")
+    with pytest.raises(Unavailable) as unavailable:
+        await store.open()
+    assert unavailable.value.message == (
+        "cannot open the database at postgresql://app:***@127.0.0.1:1/db"
+        "?target_session_attrs=bogus: ClientConfigurationError: target_session_attrs is"
+        " expected to be one of 'any', 'primary', 'standby', 'prefer-standby',"
+        " 'read-write', 'read-only', got 'bogus'"
+    )
+
+
 @pytest.mark.parametrize("ledger", ['we"ird\\ {led,ger}', "NULL", " spaced ", "main"])
 async def test_names_and_texts_are_stored_exactly(postgres_url: str, ledger: str) -> None:
     client, description, key = 'Ann "A" \\ {x}, NULL', "caf\u00e9, {1,2} \\n", 'k"{1}\\'

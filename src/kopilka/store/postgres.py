@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -35,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
+from asyncpg.connect_utils import SessionAttribute
 
 from kopilka.clock import MonotonicClock
 from kopilka.domain.model import (
@@ -266,6 +268,16 @@ async def _no_reset(connection: Connection) -> None:
     undo it, at a round trip per use; an open transaction is still rolled back)."""
 
 
+# asyncpg names the values target_session_attrs may take by a method's repr, a memory
+# address; the one-line refusal names the values.
+_SESSION_ATTRIBUTES_REPR = re.compile(r"<built-in method values of mappingproxy object at \w+>")
+
+
+def _said_plainly(message: str) -> str:
+    accepted = ", ".join(repr(attribute.value) for attribute in SessionAttribute)
+    return _SESSION_ATTRIBUTES_REPR.sub(accepted, message)
+
+
 class PostgresStore:
     # Two batches in flight: one plans and writes while the other waits for its fsync.
     concurrent_batches_max = 2
@@ -415,7 +427,7 @@ class PostgresStore:
         else:
             # The first line: the driver may add a HINT line, and a refusal is one line.
             first = str(error).splitlines()[0] if str(error) else ""
-            reason = redact_text(f"{type(error).__name__}: {first}", self._url)
+            reason = redact_text(f"{type(error).__name__}: {_said_plainly(first)}", self._url)
         skipped = skipped_password_file(self._url)
         if skipped is not None:  # the likely cause of a refused password, or the next one
             reason = f"{reason}; {skipped}"
