@@ -144,7 +144,11 @@ def share_of_waiting(listening: socket.socket, workers: int) -> int:
 
 def _how_it_ended(exitcode: int | None) -> str:
     if exitcode is not None and exitcode < 0:
-        return f"was ended by {signal.Signals(-exitcode).name}"
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:  # one the enum does not name, as the real-time signals
+            name = f"signal {-exitcode}"
+        return f"was ended by {name}"
     return f"exited with status {exitcode}"
 
 

@@ -290,6 +290,32 @@ def test_a_worker_killed_is_started_again_and_said_so(tmp_path: Path) -> None:
     assert said[0].endswith(f"was ended by SIGKILL; worker [{now[-1]}] started in its place")
 
 
+def test_a_worker_ended_by_a_signal_without_a_name_is_started_again(tmp_path: Path) -> None:
+    """A real-time signal ends a process as SIGTERM does, but has no name of its own:
+    the supervisor failed to say which it was, and was left unable to stop."""
+    unnamed = signal.SIGRTMIN + 6
+    with running_server(tmp_path / "home", workers=2) as server:
+        assert server.process is not None
+        parent = server.process.pid
+        first = workers_of(parent)[0]
+        os.kill(first, unnamed)
+        deadline = time.monotonic() + 20
+        while True:
+            now = workers_of(parent)
+            if len(now) == 2 and first not in now:
+                break
+            assert time.monotonic() < deadline, "the ended worker was not replaced"
+            time.sleep(0.1)
+        with server.client() as admin:
+            assert admin.get("/v1/health").status_code == 200
+        assert server.stop() == 0
+    said = [line for line in server.errors.splitlines() if f"worker [{first}]" in line]
+    assert len(said) == 1, server.errors
+    assert said[0].endswith(
+        f"was ended by signal {unnamed}; worker [{now[-1]}] started in its place"
+    )
+
+
 @pytest.mark.parametrize("where", ["after serve", "before serve"])
 def test_serve_takes_its_port_and_database_from_config(tmp_path: Path, where: str) -> None:
     home, port, db = tmp_path / "home", free_port(), tmp_path / "from-config.db"
