@@ -260,7 +260,7 @@ async def test_a_dropped_ledger_leaves_its_names_free(engine: Engine) -> None:
     now = datetime.now(UTC)
     assert await engine.store.open_sandbox("sandbox-x", now, sandboxes_max=5)
     await applied(engine, Deposit(JOHN, 100, "pay", "d1", ledger="sandbox-x"))
-    assert await engine.store.drop_ledger("sandbox-x")
+    assert await engine.store.drop_sandbox("sandbox-x")
     assert await engine.store.open_sandbox("sandbox-x", now, sandboxes_max=5)
     await applied(engine, Deposit("john jones", 100, "pay", "d1", ledger="sandbox-x"))
 
@@ -333,7 +333,7 @@ async def test_a_kept_refusal_goes_with_its_ledger(engine: Engine) -> None:
     assert await engine.store.open_sandbox("sandbox-x", now, sandboxes_max=5)
     await applied(engine, Deposit(JOHN, 100, "pay", "d1", ledger="sandbox-x"))
     await refused(engine, Withdraw(JOHN, 500, "cash", "w1", "sandbox-x"), "insufficient_funds")
-    assert await engine.store.drop_ledger("sandbox-x")
+    assert await engine.store.drop_sandbox("sandbox-x")
     assert await engine.store.open_sandbox("sandbox-x", now, sandboxes_max=5)
     await applied(engine, Deposit(JOHN, 600, "pay", "d1", ledger="sandbox-x"))
     await applied(engine, Withdraw(JOHN, 500, "cash", "w1", "sandbox-x"))
@@ -670,23 +670,26 @@ async def test_set_limits(engine: Engine) -> None:
 
 
 async def test_ledgers_are_isolated_and_dropped_alone(engine: Engine) -> None:
+    sandbox = "sandbox-isolated"
+    assert await engine.store.open_sandbox(sandbox, datetime(2030, 1, 1, tzinfo=UTC), 5)
     await applied(engine, Deposit(JOHN, 100, "main pay", "same-key"))
-    await applied(engine, Deposit(JOHN, 900, "sandbox pay", "same-key", ledger="sandbox"))
-    await applied(engine, Deposit(JANE, 5, "sandbox", "other", ledger="sandbox"))
+    await applied(engine, Deposit(JOHN, 900, "sandbox pay", "same-key", ledger=sandbox))
+    await applied(engine, Deposit(JANE, 5, "sandbox", "other", ledger=sandbox))
     assert await balance(engine, JOHN) == 100
-    assert await balance(engine, JOHN, "sandbox") == 900
+    assert await balance(engine, JOHN, sandbox) == 900
     assert [a.client for a in await engine.list_accounts("main")] == [JOHN]
 
-    await engine.store.drop_ledger("sandbox")
-    assert await engine.store.get_account("sandbox", JOHN) is None
-    assert await engine.list_accounts("sandbox") == []
+    assert await engine.store.drop_sandbox(sandbox)
+    assert await engine.store.open_sandbox(sandbox, datetime(2030, 1, 1, tzinfo=UTC), 5)
+    assert await engine.store.get_account(sandbox, JOHN) is None
+    assert await engine.list_accounts(sandbox) == []
     assert await balance(engine, JOHN) == 100
     assert [line.description for line in await lines_of(engine, JOHN)] == ["main pay"]
     # The dropped ledger forgot its keys; the kept one still remembers.
-    fresh = await applied(engine, Deposit(JOHN, 1, "new", "same-key", ledger="sandbox"))
+    fresh = await applied(engine, Deposit(JOHN, 1, "new", "same-key", ledger=sandbox))
     assert not fresh.replayed
     assert (await applied(engine, Deposit(JOHN, 100, "main pay", "same-key"))).replayed
-    assert [line.description for line in await lines_of(engine, JOHN, "sandbox")] == ["new"]
+    assert [line.description for line in await lines_of(engine, JOHN, sandbox)] == ["new"]
 
 
 async def test_an_id_is_never_given_twice_not_even_after_its_ledger_is_dropped(
@@ -710,7 +713,7 @@ async def test_an_id_is_never_given_twice_not_even_after_its_ledger_is_dropped(
         assert account is not None
         given["accounts"].add(account.id)
         if number == 0:
-            assert await store.drop_ledger(sandbox)
+            assert await store.drop_sandbox(sandbox)
         else:
             assert await store.drop_idle_sandboxes(start + timedelta(minutes=1)) == [sandbox]
         later = await applied(engine, Deposit(JOHN, 1, "after", f"m-after-{number}"))
@@ -737,8 +740,8 @@ async def test_ids_stay_taken_when_an_older_sandbox_is_dropped_after_a_newer_one
     entry = (await lines_of(engine, JANE, "sandbox-new"))[-1].entry_id
     account = await store.get_account("sandbox-new", JANE)
     assert account is not None
-    assert await store.drop_ledger("sandbox-new")
-    assert await store.drop_ledger("sandbox-old")
+    assert await store.drop_sandbox("sandbox-new")
+    assert await store.drop_sandbox("sandbox-old")
     later = await applied(engine, Deposit("Newcomer", 1, "hello", "n"))
     assert later.id > newest.id
     assert (await lines_of(engine, "Newcomer"))[-1].entry_id > entry
@@ -768,9 +771,9 @@ async def test_sandboxes_are_recorded_touched_and_dropped_when_idle(engine: Engi
     assert await store.drop_idle_sandboxes(start + timedelta(minutes=9)) == []
 
     assert await store.sandbox_is_open("sandbox-b")
-    assert await store.drop_ledger("sandbox-b")  # the session ended
+    assert await store.drop_sandbox("sandbox-b")  # the session ended
     assert not await store.sandbox_is_open("sandbox-b")
-    assert not await store.drop_ledger("sandbox-b")  # ended already
+    assert not await store.drop_sandbox("sandbox-b")  # ended already
     assert not await store.touch_sandbox("sandbox-b", start + timedelta(minutes=11))
     assert await store.open_sandbox("sandbox-c", start, sandboxes_max=2)
     assert await balance(engine, JOHN) == 300
@@ -789,7 +792,7 @@ async def test_a_dropped_sandbox_takes_its_batch_keys_with_it(engine: Engine) ->
         ]
     )
     assert isinstance(claimed[1], Operation)
-    assert await store.drop_ledger("sandbox-t1-keys")
+    assert await store.drop_sandbox("sandbox-t1-keys")
     assert await store.open_sandbox("sandbox-t1-keys", now, sandboxes_max=5)
     again = await store.apply(
         [
@@ -808,7 +811,7 @@ async def test_a_sandbox_takes_writes_only_while_it_is_open(engine: Engine) -> N
     now = datetime(2030, 1, 1, tzinfo=UTC)
     assert await store.open_sandbox("sandbox-t1-a", now, sandboxes_max=5)
     await applied(engine, Deposit(JOHN, 100, "play", "k1", ledger="sandbox-t1-a"))
-    assert await store.drop_ledger("sandbox-t1-a")
+    assert await store.drop_sandbox("sandbox-t1-a")
     outcomes = await store.apply(
         [
             Deposit(JOHN, 5, "late", "k2", ledger="sandbox-t1-a"),
@@ -871,7 +874,10 @@ async def test_an_ended_sandbox_takes_no_writes_and_its_rows_go_once_emptied(
     assert await store.end_sandbox(sandbox)
     assert not await store.sandbox_is_open(sandbox)
     assert not await store.end_sandbox(sandbox)  # ended already
-    assert not await store.drop_ledger(sandbox)
+    assert not await store.drop_sandbox(sandbox)
+    # A ledger no sandbox is never dropped, whatever its name.
+    assert not await store.drop_sandbox("main")
+    assert not await store.drop_sandbox("sandbox")
     assert await store.end_idle_sandboxes(now - timedelta(minutes=1)) == [idle]
     assert not await store.sandbox_is_open(idle)
     late = await store.apply(
@@ -909,7 +915,7 @@ async def test_a_sandbox_owner_may_hold_only_its_share(engine: Engine) -> None:
     assert not await store.open_sandbox("sandbox-t1-c", now, 10, "sandbox-t1-", 2)
     # Another owner, whose name the first one's begins like, is counted apart.
     assert await store.open_sandbox("sandbox-t10-a", now, 10, "sandbox-t10-", 2)
-    await store.drop_ledger("sandbox-t1-a")
+    await store.drop_sandbox("sandbox-t1-a")
     assert await store.open_sandbox("sandbox-t1-c", now, 10, "sandbox-t1-", 2)
 
 
@@ -962,13 +968,12 @@ async def test_a_claimed_key_keeps_the_first_digest(engine: Engine) -> None:
     assert isinstance(await engine.execute(Deposit(JOHN, 9, "later", "b1:1")), Operation)
 
     # Keys belong to a ledger, and go with it.
-    assert await store.apply([ClaimKey("other", "b1", "second")]) == [
-        ClaimKey("other", "b1", "second")
-    ]
-    await store.drop_ledger("other")
-    assert await store.apply([ClaimKey("other", "b1", "third")]) == [
-        ClaimKey("other", "b1", "third")
-    ]
+    other, now = "sandbox-keys", datetime(2030, 1, 1, tzinfo=UTC)
+    assert await store.open_sandbox(other, now, sandboxes_max=5)
+    assert await store.apply([ClaimKey(other, "b1", "second")]) == [ClaimKey(other, "b1", "second")]
+    assert await store.drop_sandbox(other)
+    assert await store.open_sandbox(other, now, sandboxes_max=5)
+    assert await store.apply([ClaimKey(other, "b1", "third")]) == [ClaimKey(other, "b1", "third")]
 
 
 async def test_one_key_names_one_request_whatever_its_kind(engine: Engine) -> None:
@@ -1205,7 +1210,7 @@ async def test_writes_racing_a_sandbox_drop_in_another_process_leave_nothing(
             before = await asyncio.gather(*writes(range(10)))
             assert not [o for o in before if isinstance(o, KopilkaError)], before
             racing = writes(range(10, 30))
-            dropping = asyncio.create_task(dropper.store.drop_ledger(sandbox))
+            dropping = asyncio.create_task(dropper.store.drop_sandbox(sandbox))
             racing += writes(range(30, 40))
             assert await dropping
             after = await asyncio.gather(*writes(range(40, 44)))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -266,15 +267,19 @@ async def test_an_account_dropped_and_reopened_elsewhere_is_found_again(
     first, second = Engine(PostgresStore(postgres_url)), Engine(PostgresStore(postgres_url))
     await first.start()
     await second.start()
+    sandbox, now = "sandbox-reopened", datetime.now(UTC)
     try:
-        await first.execute(Deposit("Kim", 500, "old", "k1", ledger="sandbox"))
-        await second.store.drop_ledger("sandbox")
-        await second.execute(Deposit("Kim", 70, "new", "k2", ledger="sandbox"))
-        outcome = await first.execute(Deposit("Kim", 5, "again", "k3", ledger="sandbox"))
+        assert await first.store.open_sandbox(sandbox, now, 10)
+        await first.execute(Deposit("Kim", 500, "old", "k1", ledger=sandbox))
+        assert await second.store.drop_sandbox(sandbox)
+        assert await second.store.open_sandbox(sandbox, now, 10)
+        await second.execute(Deposit("Kim", 70, "new", "k2", ledger=sandbox))
+        outcome = await first.execute(Deposit("Kim", 5, "again", "k3", ledger=sandbox))
         assert isinstance(outcome, Operation), outcome
         assert outcome.credit_balance_after_cents == 75
-        await second.store.drop_ledger("sandbox")
-        gone = await first.execute(Withdraw("Kim", 1, "gone", "k4", ledger="sandbox"))
+        assert await second.store.drop_sandbox(sandbox)
+        assert await second.store.open_sandbox(sandbox, now, 10)
+        gone = await first.execute(Withdraw("Kim", 1, "gone", "k4", ledger=sandbox))
         assert isinstance(gone, KopilkaError)
         assert gone.code == "account_not_found"
     finally:

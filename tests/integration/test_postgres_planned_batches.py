@@ -31,7 +31,6 @@ from kopilka.errors import KopilkaError, RetryableStoreError
 from kopilka.limits import Limits
 from kopilka.store.postgres import PostgresStore
 from kopilka.store.postgres_accounts import StaleViews
-from kopilka.store.postgres_batch import delete_ledgers
 
 pytestmark = pytest.mark.postgres
 
@@ -163,7 +162,13 @@ async def test_two_batches_waiting_behind_a_sandboxs_end_are_each_refused(
             await transaction.start()
             # Another process's drop, held open: its row first, then the ledger's.
             await dropping.execute("DELETE FROM sandboxes WHERE ledger = $1", sandbox)
-            await delete_ledgers(dropping, [sandbox])
+            for delete in (
+                "DELETE FROM entries WHERE account_id IN"
+                " (SELECT id FROM accounts WHERE ledger = $1)",
+                "DELETE FROM operations WHERE ledger = $1",
+                "DELETE FROM accounts WHERE ledger = $1",
+            ):
+                await dropping.execute(delete, sandbox)
             waiting = [
                 asyncio.create_task(store.apply([Transfer("Ann", "Bob", 1, "", key, sandbox)]))
                 for key in ("t1", "t2")

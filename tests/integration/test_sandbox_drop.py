@@ -147,7 +147,7 @@ async def test_a_write_to_the_main_ledger_goes_on_while_a_big_sandbox_is_dropped
     store.sandbox_slice_rows = SLICE_ROWS  # type: ignore[attr-defined]
 
     if ended == "closed":
-        dropping = asyncio.create_task(store.drop_ledger(SANDBOX))
+        dropping = asyncio.create_task(store.drop_sandbox(SANDBOX))
     else:
         dropping = asyncio.create_task(store.drop_idle_sandboxes(opened + timedelta(seconds=1)))
     while await store.sandbox_is_open(SANDBOX):
@@ -189,7 +189,7 @@ async def test_a_drop_cut_short_is_finished_by_whoever_looks_next(backend: Backe
     await store.apply([Deposit("Old", 9, "x", "k", LEGACY)])
     await backend.execute("DELETE FROM sandboxes WHERE ledger = $1", LEGACY)
     store.sandbox_slice_rows = SLICE_ROWS  # type: ignore[attr-defined]
-    dropping = asyncio.create_task(store.drop_ledger(SANDBOX))
+    dropping = asyncio.create_task(store.drop_sandbox(SANDBOX))
     while await store.sandbox_is_open(SANDBOX):
         await asyncio.sleep(0)
     dropping.cancel()  # as a stop cuts it short: the slice under way ends as it would
@@ -229,7 +229,7 @@ async def test_an_entry_out_of_time_order_goes_with_its_sandbox_too(tmp_path: Pa
                     f"UPDATE {table} SET created_at = ? WHERE {entry} = ?", (oldest - 1, newest)
                 )
         store.sandbox_slice_rows = SLICE_ROWS
-        assert await store.drop_ledger(SANDBOX)
+        assert await store.drop_sandbox(SANDBOX)
         with contextlib.closing(sqlite3.connect(path)) as db:
             assert db.execute(
                 "SELECT count(*) FROM entries WHERE id = ?", (newest,)
@@ -282,7 +282,7 @@ async def test_entries_past_the_statement_index_go_with_their_sandbox(tmp_path: 
                 ]
             )
         store.sandbox_slice_rows = SLICE_ROWS
-        assert await store.drop_ledger(SANDBOX)
+        assert await store.drop_sandbox(SANDBOX)
         with contextlib.closing(sqlite3.connect(path)) as db:
             assert db.execute("SELECT count(*) FROM entries").fetchone() == (0,)
             assert db.execute("PRAGMA foreign_key_check").fetchall() == []

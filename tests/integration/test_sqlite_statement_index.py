@@ -109,7 +109,7 @@ async def test_a_dropped_sandbox_s_entries_leave_no_new_one_unread(tmp_path: Pat
             [Deposit("Bob", 100, "in", f"s{n}", ledger=sandbox) for n in range(4)]
         )
         assert _unindexed(path) == []  # the sandbox's entries indexed with the first
-        assert await store.drop_ledger(sandbox)
+        assert await store.drop_sandbox(sandbox)
         await engine.execute(_deposit("main-2"))
         assert _unindexed(path) == [6]  # past the sandbox's 2 to 5
         assert await _balances_after(engine) == [100, 200]

@@ -112,7 +112,7 @@ async def test_every_way_a_transaction_ends_lets_go_of_the_lock(
     big = [Deposit(f"c{i}", 100, "pay", f"big-{i}") for i in range(1_000)]
     await store.apply(big)  # too big for the loop: on the writer thread
     assert free()
-    await store.drop_ledger("main")  # a write in its own transaction
+    await store.open_sandbox("sandbox-a", datetime.now(UTC), 10)  # in its own transaction
     assert free()
 
 
@@ -126,7 +126,7 @@ async def test_the_small_writes_take_turns_through_the_lock_too(
         lambda: store.put_token(new_token_record("teller", None, "main")[0]),
         lambda: store.open_sandbox("sandbox-a", now, 10),
         lambda: store.touch_sandbox("sandbox-a", now),
-        lambda: store.drop_ledger("sandbox-a"),
+        lambda: store.drop_sandbox("sandbox-a"),
     ]
     for write in writes:
         assert other_process.try_acquire()
@@ -302,7 +302,8 @@ async def test_a_write_that_waited_its_time_behind_other_writers_says_so(
     monkeypatch.setattr(sqlite_store, "_BUSY_TIMEOUT_MS", 300)
     assert other_process.try_acquire()
     with pytest.raises(Unavailable) as refused:
-        await store.drop_ledger("main")  # a write on the writer thread, as a crowd's would
+        # A write on the writer thread, as a crowd's would be.
+        await store.open_sandbox("sandbox-a", datetime.now(UTC), 10)
     assert (refused.value.code, refused.value.message) == (
         "store_busy",
         "the database is busy: this write waited over 0.3 s for its turn behind other"

@@ -176,8 +176,8 @@ class MemoryStore:
                 return page[:position]
         return page
 
-    async def drop_ledger(self, ledger: str) -> bool:
-        if ledger.startswith(SANDBOX_PREFIX) and self._sandboxes.pop(ledger, None) is None:
+    async def drop_sandbox(self, ledger: str) -> bool:
+        if self._sandboxes.pop(ledger, None) is None:
             return False  # a sandbox goes only while it is open
         for key in [key for key in self._accounts if key[0] == ledger]:
             account = self._accounts.pop(key)
@@ -189,7 +189,6 @@ class MemoryStore:
             del self._operations[key]
         for key in [key for key in self._batch_keys if key[0] == ledger]:
             del self._batch_keys[key]
-        self._sandboxes.pop(ledger, None)
         return True
 
     async def open_sandbox(
@@ -215,7 +214,7 @@ class MemoryStore:
     async def end_sandbox(self, ledger: str) -> bool:
         if not ledger.startswith(SANDBOX_PREFIX):
             return False  # no sandbox: there is none of that name to end
-        return await self.drop_ledger(ledger)  # its rows go at once: none are left
+        return await self.drop_sandbox(ledger)  # its rows go at once: none are left
 
     async def end_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         return await self.drop_idle_sandboxes(unused_since)  # their rows go at once
@@ -223,7 +222,7 @@ class MemoryStore:
     async def drop_idle_sandboxes(self, unused_since: datetime) -> list[str]:
         idle = [ledger for ledger, used in self._sandboxes.items() if used < unused_since]
         for ledger in idle:
-            await self.drop_ledger(ledger)
+            await self.drop_sandbox(ledger)
         return idle
 
     async def empty_ended_sandboxes(self) -> list[str]:

@@ -79,7 +79,6 @@ from kopilka.store.postgres_batch import (
     KeyAlreadyUsed,
     PlannedBatch,
     closed_sandboxes,
-    delete_ledgers,
     hold_refused_accounts,
     load_claims,
     load_namesakes,
@@ -1178,20 +1177,10 @@ class PostgresStore:
         )
         return [StatementLine(*row) for row in rows]
 
-    async def drop_ledger(self, ledger: str) -> bool:
-        if ledger.startswith(SANDBOX_PREFIX):
-            if not await self.end_sandbox(ledger):
-                return False
-            await self._empty([ledger])
-            return True
-
-        async def drop(connection: Connection) -> None:
-            async with connection.transaction():
-                await delete_ledgers(connection, [ledger])
-
-        await self._write(drop, repeatable=True)
-        self._accounts.forget_ledger(ledger)
-        self._claims.forget_ledger(ledger)
+    async def drop_sandbox(self, ledger: str) -> bool:
+        if not await self.end_sandbox(ledger):
+            return False
+        await self._empty([ledger])
         return True
 
     # -- sandboxes ------------------------------------------------------------

@@ -316,23 +316,6 @@ async def closed_sandboxes(connection: Connection, sandboxes: set[str]) -> set[s
     return sandboxes - {row[0] for row in rows}
 
 
-async def delete_ledgers(connection: Connection, ledgers: list[str]) -> None:
-    """The ledgers' rows, in the caller's transaction: ledgers that are no sandbox. A
-    sandbox ends first, in a transaction of its own, and its rows go after in slices
-    (postgres_dropping.py)."""
-    if not ledgers:
-        return
-    await connection.execute(
-        "DELETE FROM entries WHERE account_id IN"
-        " (SELECT id FROM accounts WHERE ledger = ANY($1::text[]))",
-        ledgers,
-    )
-    await connection.execute("DELETE FROM operations WHERE ledger = ANY($1::text[])", ledgers)
-    await connection.execute("DELETE FROM refusals WHERE ledger = ANY($1::text[])", ledgers)
-    await connection.execute("DELETE FROM batch_requests WHERE ledger = ANY($1::text[])", ledgers)
-    await connection.execute("DELETE FROM accounts WHERE ledger = ANY($1::text[])", ledgers)
-
-
 async def write_plan(
     connection: Connection, plan: BatchPlan, limits: dict[int, tuple[int, int | None]] | None
 ) -> tuple[str | None, dict[int, int]]:

@@ -82,14 +82,14 @@ class Store(Protocol):
         """Entries with created_at <= till, in (created_at, id) order, after the place
         (since, after_entry_id) in it: with no entry id (0), from `since` on."""
 
-    async def drop_ledger(self, ledger: str) -> bool:
-        """Remove a ledger with all its accounts and history; a sandbox ledger
-        (SANDBOX_PREFIX) only while it is open (False, and nothing removed, when it is
-        not). A write to a sandbox ledger that is not open is
-        refused, sandbox_not_found, in the write's own transaction: no batch that
+    async def drop_sandbox(self, ledger: str) -> bool:
+        """Remove a sandbox ledger (SANDBOX_PREFIX) with its accounts and history, while
+        it is open; False, and nothing removed, when it is not, or is no sandbox: no
+        other ledger's history is ever deleted. A write to a sandbox ledger that is not
+        open is refused, sandbox_not_found, in the write's own transaction: no batch that
         raced the drop, in this process or another, leaves rows behind it.
-        A sandbox is ended first, as `end_sandbox` does, and then its rows removed
-        as `empty_ended_sandboxes` does, before this returns."""
+        It is ended first, as `end_sandbox` does, and then its rows removed as
+        `empty_ended_sandboxes` does, before this returns."""
 
     # Sandbox ledgers are recorded in the store, so every server process sharing it
     # (and one started after a crash) sees when each was last used.

@@ -37,7 +37,6 @@ from typing import Any, NoReturn, TypeVar
 
 from kopilka.clock import MonotonicClock, from_micros, to_micros
 from kopilka.domain.model import (
-    SANDBOX_PREFIX,
     Account,
     Command,
     Operation,
@@ -1371,36 +1370,11 @@ class SqliteStore:
 
         return await self._read(read, self._statement_thread)
 
-    async def drop_ledger(self, ledger: str) -> bool:
-        if not ledger.startswith(SANDBOX_PREFIX):
-            await self._write_transaction(lambda: self._delete_ledger(ledger))
-            return True
+    async def drop_sandbox(self, ledger: str) -> bool:
         if not await self.end_sandbox(ledger):
             return False
         await self._empty([ledger])
         return True
-
-    def _delete_ledger(self, ledger: str) -> None:
-        """Its rows, in this transaction: a ledger no sandbox, which nothing ends first."""
-        db = self._db
-        self._note_ids_given()
-        # Found through the statement index and past its end; a trigger takes them out
-        # of the index.
-        for delete in (
-            "DELETE FROM entries WHERE id IN (SELECT entry_id FROM statement_index"
-            f" WHERE account_id IN ({_ACCOUNTS_OF_LEDGER}))",
-            f"DELETE FROM entries WHERE {_UNINDEXED} AND account_id IN ({_ACCOUNTS_OF_LEDGER})",
-        ):
-            db.execute(delete, (ledger,))
-        db.execute("DELETE FROM operations WHERE ledger = ?", (ledger,))
-        db.execute("DELETE FROM refusals WHERE ledger = ?", (ledger,))
-        db.execute("DELETE FROM batch_requests WHERE ledger = ?", (ledger,))
-        db.execute(
-            "DELETE FROM balances WHERE account_id IN (SELECT id FROM accounts WHERE ledger = ?)",
-            (ledger,),
-        )
-        db.execute("DELETE FROM accounts WHERE ledger = ?", (ledger,))
-        self._account_cache.clear()
 
     def _note_ids_given(self) -> None:
         """The highest ids there are, in this transaction, before any ledger's rows go:
@@ -1584,7 +1558,6 @@ _NEXT_ID = (
     "SELECT max(coalesce(max(id), 0), coalesce((SELECT last_id FROM ids_given WHERE name = ?), 0))"
     " + 1 FROM {table}"
 )
-_ACCOUNTS_OF_LEDGER = "SELECT id FROM accounts WHERE ledger = ?"
 
 
 def _in_statement_order(where: str, *, order: str, limit: str) -> str:
