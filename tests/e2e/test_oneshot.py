@@ -525,6 +525,11 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
             "Error: --db: a SQLite database is given by its path, not as a file: URI"
             " ('file:x.db')\n",
         ),
+        (  # two slashes: a host, and the file would have been /x.db, at the root
+            "sqlite://x.db",
+            "Error: --db: 'sqlite://x.db' names a host, not a file: write sqlite:PATH, or"
+            " sqlite:///PATH for the absolute path /PATH\n",
+        ),
     ):
         for command in (DEPOSIT, ("get",)):  # a read as much as a write
             result = kopilka(*command, "--db", db)

@@ -101,6 +101,13 @@ def sqlite_path(url: str) -> str | None:
         )
     if url.startswith("sqlite:///"):
         url = "/" + url.removeprefix("sqlite:///")
+    elif url.startswith("sqlite://"):
+        # A host part, which a file has not: the path would be read from the root.
+        raise InvalidInput(
+            "unsupported_database",
+            f"{without_secrets(url)[:60]!r} names a host, not a file: write sqlite:PATH, or"
+            " sqlite:///PATH for the absolute path /PATH",
+        )
     path = url.removeprefix("sqlite:")
     if not path.strip():  # SQLite would make a temporary database, gone when it closes
         raise InvalidInput("invalid_option", "the database may not be empty: give a path or URL")
