@@ -178,3 +178,15 @@ def test_one_line_longer_than_what_is_kept_goes_alone(tmp_path: Path) -> None:
     recalled = list(history_at(home / "history").load_history_strings())
     assert len(recalled) == ENTRIES_KEPT - 1  # of the last 10,000, all but that one
     assert recalled[0] == 'deposit --client="Client 29999" --amount=100 --description=pay'
+
+
+def test_a_home_whose_parent_is_missing_is_not_made_for_the_history(tmp_path: Path) -> None:
+    """A mistyped KOPILKA_HOME (a remote shell's, which opens no ledger there): only its
+    last directory is ever made, and the history is kept for the session alone."""
+    mistyped = tmp_path / "nope" / "deep" / "home"
+    history = history_at(mistyped / "history")
+    history.append_string("help")
+    assert list(history.get_strings()) == ["help"]
+    assert not (tmp_path / "nope").exists()
+    history_at(tmp_path / "home" / "history").append_string("help")
+    assert (tmp_path / "home" / "history").read_text().endswith("+help\n")

@@ -19,7 +19,7 @@ from pathlib import Path
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 
 from kopilka.errors import InvalidInput
-from kopilka.home import check_home
+from kopilka.home import check_home, make_home
 from kopilka.redaction import hide_secrets
 from kopilka.shell.parser import split_line
 
@@ -68,9 +68,10 @@ _ENTRY_START = b"\n# "
 def history_at(path: Path) -> History:
     check_home(path.parent)  # what is typed, amounts and names, is for no one else
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Only the home's last directory, as for a ledger: a mistyped home is not made.
+        make_home(path.parent)
         path.touch(exist_ok=True)
-    except OSError:
+    except (OSError, InvalidInput):
         return InMemoryHistory()  # a read-only home still gets a working shell
     with contextlib.suppress(OSError):  # another user's file is left as it is
         # One an older kopilka or a copy left readable by others: private again, as the
