@@ -252,6 +252,23 @@ async def test_an_unreachable_database_is_unavailable_and_hides_the_password(
     assert ":***@" in unavailable.value.message
 
 
+async def test_the_servers_own_words_are_not_masked_where_the_password_is_one_of_them(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL never quotes a password; masked in its message, a password that is the
+    database's name (or the user's, or "failed") was told by the '***' in its place."""
+    if urlsplit(postgres_url).password:
+        pytest.skip("the password is this server's own: a wrong one is refused before")
+    parts = urlsplit(_with_password(postgres_url, "nosuchdb"))
+    store = PostgresStore(urlunsplit(parts._replace(path="/nosuchdb")))
+    with pytest.raises(Unavailable) as unavailable:
+        await store.open()
+    assert unavailable.value.message.endswith(
+        f":***@{parts.hostname}:{parts.port}/nosuchdb: InvalidCatalogNameError:"
+        ' database "nosuchdb" does not exist'
+    )
+
+
 async def test_a_server_that_never_answers_is_named_with_how_long_it_was_given() -> None:
     """A listener that accepts and stays silent: asyncpg's TimeoutError has no words of
     its own, so the reason is the wait."""

@@ -426,7 +426,7 @@ class PostgresStore:
         else:
             # The first line: the driver may add a HINT line, and a refusal is one line.
             first = str(error).splitlines()[0] if str(error) else ""
-            reason = redact_text(f"{type(error).__name__}: {_said_plainly(first)}", self._url)
+            reason = self._redacted(f"{type(error).__name__}: {_said_plainly(first)}", error)
         skipped = skipped_password_file(self._url)
         if skipped is not None:  # the likely cause of a refused password, or the next one
             reason = f"{reason}; {skipped}"
@@ -449,7 +449,7 @@ class PostgresStore:
         """The database's own reason in one line (its first: a HINT follows on the next),
         without where the database is. The operator's log gets where, once per reason."""
         first_line = str(error).partition("\n")[0]
-        reason = redact_text(f"{first_line} ({type(error).__name__})", self._url)
+        reason = self._redacted(f"{first_line} ({type(error).__name__})", error)
         if isinstance(error, _PASSING_REFUSALS):
             told = not self._writes_refused
             self._writes_refused = True
@@ -475,7 +475,15 @@ class PostgresStore:
             return "it did not answer in time"
         # The first line: the driver may add a HINT line, and a refusal is one line.
         first = str(error).partition("\n")[0]
-        return redact_text(f"{type(error).__name__}: {first}", self._url)
+        return self._redacted(f"{type(error).__name__}: {first}", error)
+
+    def _redacted(self, reason: str, error: BaseException) -> str:
+        """The driver may quote a piece of the URL, the password's included; the server
+        never does, and masking a weak password that is a word of its message (the user
+        name, "failed") would tell what the password is."""
+        if isinstance(error, asyncpg.PostgresError):
+            return reason
+        return redact_text(reason, self._url)
 
     def _log_recovery(self) -> None:
         if self._outage_logged:
