@@ -112,6 +112,15 @@ _READ_VARIABLES = frozenset((*_SET_BY_USERS, "KOPILKA_SUPERVISOR_PID", "KOPILKA_
 _SERVICE_LINK = re.compile(
     r"KOPILKA_(?:\w+_)?(?:SERVICE_HOST|SERVICE_PORT(?:_\w+)?|PORT(?:_\d+_(?:TCP|UDP|SCTP)\w*)?)"
 )
+# Its NAME_PORT holds a URL (tcp://10.0.0.12:8888); a bare number there is someone's port
+# for kopilka, given under a name it does not read (..._LISTEN_PORT).
+_SERVICE_PORT_ALONE = re.compile(r"KOPILKA_\w+_PORT")
+
+
+def _set_by_kubernetes(name: str, value: str) -> bool:
+    if not _SERVICE_LINK.fullmatch(name):
+        return False
+    return not _SERVICE_PORT_ALONE.fullmatch(name) or "://" in value
 
 
 def unread_variable_warnings(environ: Mapping[str, str]) -> list[str]:
@@ -122,7 +131,7 @@ def unread_variable_warnings(environ: Mapping[str, str]) -> list[str]:
     for name in sorted(environ):
         if not name.startswith("KOPILKA_") or name in _READ_VARIABLES:
             continue
-        if _SERVICE_LINK.fullmatch(name):
+        if _set_by_kubernetes(name, environ[name]):
             continue
         # Compared without the prefix all share, which made any name look close to all.
         near = difflib.get_close_matches(
