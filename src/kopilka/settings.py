@@ -241,7 +241,7 @@ def load_settings(
     # A PostgreSQL URL only: a SQLite file named postgres... took the password into its
     # path, shown back with it.
     if db.startswith(("postgresql://", "postgres://")) and environ.get("KOPILKA_DB_PASSWORD_FILE"):
-        db = _with_password(db, _read_password(Path(environ["KOPILKA_DB_PASSWORD_FILE"])))
+        db = _with_password(db, _read_password(expand_tilde(environ["KOPILKA_DB_PASSWORD_FILE"])))
 
     ledger = "main" if serving else str(pick("ledger", "main"))  # a server serves them all
     given = not serving and rank("ledger") < nowhere  # else main, which is no refusal's
@@ -407,7 +407,9 @@ def _read_files(config_path: str | Path | None, base: Path) -> list[_ConfigFile]
     project that names only its ledger had made the home's `db` go unread, and its
     money went into another database, made for it there without a word."""
     candidates = (
-        [Path(config_path)] if config_path else [Path("kopilka.toml"), base / "kopilka.toml"]
+        [expand_tilde(str(config_path))]
+        if config_path
+        else [Path("kopilka.toml"), base / "kopilka.toml"]
     )
     found: list[_ConfigFile] = []
     for candidate in candidates:
@@ -487,7 +489,10 @@ def _check_owner(path: Path, info: os.stat_result) -> None:
     """A kopilka.toml says where the ledger is and which server gets the token: one that
     another user wrote (in a shared working directory, say) would send the caller's
     token, and money, where that user wants. So it must be this user's (or root's), and
-    no one else may write it, as KOPILKA_HOME."""
+    no one else may write it, as KOPILKA_HOME. /dev/null (no file read at all) is
+    everyone's to write, and says nothing."""
+    if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
+        return
     if info.st_uid not in (os.geteuid(), 0):
         raise InvalidInput(
             "invalid_setting",

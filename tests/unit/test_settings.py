@@ -377,6 +377,36 @@ def test_password_file_joins_postgres_url(tmp_path: Path) -> None:
     assert "p%40ss" not in redact_url(settings.db)
 
 
+def test_a_config_and_a_password_file_may_begin_with_a_tilde(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a database's path and the home may: no shell expands `--config=~/k.toml`, nor
+    a unit's Environment= line."""
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.setenv("HOME", str(user))
+    (user / "k.toml").write_text('ledger = "from-tilde"\n')
+    (user / "pw").write_text("s3cret\n")
+    environ = {"KOPILKA_HOME": str(tmp_path), "KOPILKA_DB_PASSWORD_FILE": "~/pw"}
+    flags = {"db": "postgresql://kopilka@db.example/bank"}
+    for settings in (
+        load_settings(flags=flags, environ=environ, config_path="~/k.toml"),
+        load_settings(flags=flags, environ={**environ, "KOPILKA_CONFIG": "~/k.toml"}),
+    ):
+        assert (settings.ledger, settings.db) == (
+            "from-tilde",
+            "postgresql://kopilka:s3cret@db.example/bank",
+        )
+
+
+def test_dev_null_for_a_config_reads_no_file(tmp_path: Path) -> None:
+    """The way to read neither kopilka.toml: /dev/null may be written by anyone, but what
+    is written there is never read."""
+    (tmp_path / "kopilka.toml").write_text('ledger = "home"\n')
+    settings = load_settings(environ={"KOPILKA_HOME": str(tmp_path)}, config_path="/dev/null")
+    assert settings.ledger == "main"
+
+
 def test_password_file_touches_a_postgresql_url_only(tmp_path: Path) -> None:
     """A SQLite file whose name begins with "postgres" took the password into its path
     (and the path, password and all, was shown back as the database)."""
