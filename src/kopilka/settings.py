@@ -310,9 +310,11 @@ def _served(
     # No host name or address holds "/" or "@": a URL given for the host (the database's,
     # password and all) is refused here, not echoed by a failed listen.
     if not host or not host.isprintable() or any(c in host for c in " /@[]"):
+        # Before an '@', a user and password, as a URL would give them: not shown.
+        shown = f"***@{host.rpartition('@')[2]}" if "@" in host else host
         raise InvalidInput(
             "invalid_setting",
-            f"host {host!r} ({given_at('host')}) is no host name or address",
+            f"host {shown!r} ({given_at('host')}) is no host name or address",
         )
     return replace(
         settings,

@@ -928,12 +928,26 @@ def test_a_message_without_a_password_in_a_url_is_left_as_it_is() -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["a\nb", "", "two words", "http://h", "al@h", "[127.0.0.1]", "[localhost]", "[]"]
+    ("host", "shown"),
+    [
+        ("a\nb", "'a\\nb'"),
+        ("", "''"),
+        ("two words", "'two words'"),
+        ("http://h", "'http://h'"),
+        ("[127.0.0.1]", "'[127.0.0.1]'"),
+        ("[localhost]", "'[localhost]'"),
+        ("[]", "'[]'"),
+        # What comes before an '@' is a URL's user and password: not shown.
+        ("al@h", "'***@h'"),
+        ("kop:S3cret@db.example.com", "'***@db.example.com'"),
+    ],
 )
-def test_a_host_that_names_nothing_is_refused_in_one_line(tmp_path: Path, host: str) -> None:
+def test_a_host_that_names_nothing_is_refused_in_one_line(
+    tmp_path: Path, host: str, shown: str
+) -> None:
     with pytest.raises(InvalidInput) as refused:
         load_settings({"host": host}, environ={"KOPILKA_HOME": str(tmp_path)}, serving=True)
-    assert refused.value.message == f"host {host!r} (--host) is no host name or address"
+    assert refused.value.message == f"host {shown} (--host) is no host name or address"
 
 
 @pytest.mark.parametrize(
