@@ -300,7 +300,6 @@ def _served(
     header_seconds = within("header_seconds", 10.0, 0, 3600, above=True)
     body_seconds = within("body_seconds", 10.0, 0, 3600, above=True)
     write_seconds = within("write_seconds", 30.0, 0, 3600, above=True)
-    # Whole seconds are what POST /v1/sandboxes tells a client.
     sandbox_idle_seconds = within(
         "sandbox_idle_seconds", SANDBOX_IDLE_SECONDS_DEFAULT, 1, SANDBOX_IDLE_SECONDS_MAX
     )

@@ -1,9 +1,9 @@
 """Bearer tokens: who is calling, and what that role may do.
 
 The hot path must not read the store per request, so verified token records
-are kept in a small in-process cache for a short TTL (1 s by default). A
-secret is hashed once, when first seen; later requests compare the presented
-secret with the verified one in constant time. Revoking through this process
+are kept in a small in-process cache for a short TTL (1 s by default). Every
+request's secret is hashed and compared with the stored digest in constant time;
+no secret is kept in memory. Revoking through this process
 drops the entry at once; other processes (workers, the `kopilka token` CLI)
 reach this one within the TTL.
 """
