@@ -272,22 +272,10 @@ def test_a_worker_killed_is_started_again_and_said_so(tmp_path: Path) -> None:
             assert admin.delete(f"/v1/tokens/{written}").status_code == 204
         with server.client(other) as admin:
             assert admin.get("/v1/tokens").status_code == 200
-        parent = server.process.pid
-        first = workers_of(parent)[0]
-        os.kill(first, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while True:
-            now = workers_of(parent)
-            if len(now) == 2 and first not in now:
-                break
-            assert time.monotonic() < deadline, "the killed worker was not replaced"
-            time.sleep(0.1)
-        with server.client() as admin:
-            assert admin.get("/v1/health").status_code == 200
-        assert server.stop() == 0
+        first, started = _one_worker_ended(server, signal.SIGKILL)
     said = [line for line in server.errors.splitlines() if f"worker [{first}]" in line]
     assert len(said) == 1, server.errors
-    assert said[0].endswith(f"was ended by SIGKILL; worker [{now[-1]}] started in its place")
+    assert said[0].endswith(f"was ended by SIGKILL; worker [{started}] started in its place")
 
 
 def test_a_worker_ended_by_a_signal_without_a_name_is_started_again(tmp_path: Path) -> None:
@@ -295,25 +283,29 @@ def test_a_worker_ended_by_a_signal_without_a_name_is_started_again(tmp_path: Pa
     the supervisor failed to say which it was, and was left unable to stop."""
     unnamed = signal.SIGRTMIN + 6
     with running_server(tmp_path / "home", workers=2) as server:
-        assert server.process is not None
-        parent = server.process.pid
-        first = workers_of(parent)[0]
-        os.kill(first, unnamed)
-        deadline = time.monotonic() + 20
-        while True:
-            now = workers_of(parent)
-            if len(now) == 2 and first not in now:
-                break
-            assert time.monotonic() < deadline, "the ended worker was not replaced"
-            time.sleep(0.1)
-        with server.client() as admin:
-            assert admin.get("/v1/health").status_code == 200
-        assert server.stop() == 0
+        first, started = _one_worker_ended(server, unnamed)
     said = [line for line in server.errors.splitlines() if f"worker [{first}]" in line]
     assert len(said) == 1, server.errors
     assert said[0].endswith(
-        f"was ended by signal {unnamed}; worker [{now[-1]}] started in its place"
+        f"was ended by signal {unnamed}; worker [{started}] started in its place"
     )
+
+
+def _one_worker_ended(server: ServerProcess, how: int) -> tuple[int, int]:
+    """The first of two workers ended by the signal `how`; once another is started in
+    its place and answers, the server stopped. The two workers' pids."""
+    assert server.process is not None
+    parent = server.process.pid
+    first = workers_of(parent)[0]
+    os.kill(first, how)
+    deadline = time.monotonic() + 20
+    while len(now := workers_of(parent)) != 2 or first in now:
+        assert time.monotonic() < deadline, "the ended worker was not replaced"
+        time.sleep(0.1)
+    with server.client() as admin:
+        assert admin.get("/v1/health").status_code == 200
+    assert server.stop() == 0
+    return first, now[-1]
 
 
 @pytest.mark.parametrize("where", ["after serve", "before serve"])
