@@ -28,6 +28,7 @@ from kopilka.calls_under_way import CallsUnderWay
 from kopilka.client_errors import (
     client_closed,
     empty_token,
+    environment_unusable,
     error_from,
     ledger_not_told,
     maybe_applied,
@@ -1204,16 +1205,19 @@ def _http_client(
     # than it kept were calling was opened again for the next (and each such opening of
     # a home's admin token reads the machine's table of sockets).
     limits = httpx.Limits(max_keepalive_connections=connections, max_connections=connections)
-    if transport is None and on_this_machine(urlsplit(url).hostname or ""):
-        # A server on this machine is reached directly, never through a proxy from the
-        # environment (HTTP_PROXY): the token, the home's admin token perhaps, would be
-        # handed to that proxy. A transport of its own reads no proxy variables, and
-        # still the certificate ones (SSL_CERT_FILE).
-        carries = headers.get("Authorization") in HOME_TOKEN_HEADERS
-        transport = HomeTokenGuard(url if carries else None, limits=limits, trust_env=True)
-    return httpx.Client(
-        base_url=url, headers=headers, timeout=timeout, transport=transport, limits=limits
-    )
+    try:
+        if transport is None and on_this_machine(urlsplit(url).hostname or ""):
+            # A server on this machine is reached directly, never through a proxy from
+            # the environment (HTTP_PROXY): the token, the home's admin token perhaps,
+            # would be handed to that proxy. A transport of its own reads no proxy
+            # variables, and still the certificate ones (SSL_CERT_FILE).
+            carries = headers.get("Authorization") in HOME_TOKEN_HEADERS
+            transport = HomeTokenGuard(url if carries else None, limits=limits, trust_env=True)
+        return httpx.Client(
+            base_url=url, headers=headers, timeout=timeout, transport=transport, limits=limits
+        )
+    except (ImportError, ValueError, OSError) as error:  # made at once, from the variables
+        raise environment_unusable(error) from None
 
 
 def _admin_token(url: str) -> str:

@@ -5,6 +5,7 @@ timeout spent before the call was sent)."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -23,6 +24,7 @@ from kopilka.errors import (
     Unauthorized,
     Unavailable,
 )
+from kopilka.redaction import hide_secrets
 
 _REJECTION_CODES = frozenset(
     {"insufficient_funds", "cap_exceeded", "floor_above_balance", "cap_below_balance"}
@@ -163,6 +165,35 @@ def unreachable(url: str, error: Exception) -> Unavailable:
     if isinstance(error, httpx.ReadTimeout):
         return Unavailable("server_unreachable", f"{no_answer_in_time(url)}; try again")
     return Unavailable("server_unreachable", f"cannot reach the server at {url}: {error}")
+
+
+# What httpx reads from the environment to make a connection, NO_PROXY aside.
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+_CERTIFICATE_VARIABLES = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def environment_unusable(error: Exception) -> InvalidInput:
+    """A proxy or a certificate the environment names that no connection can be made
+    with (a SOCKS proxy, a proxy URL of another scheme, a certificate file missing):
+    one line naming the variable, as a setting refused is, and not a traceback."""
+    if isinstance(error, OSError):  # the certificates': httpx reads the file, else the dir
+        named = next((name for name in _CERTIFICATE_VARIABLES if os.environ.get(name)), "")
+        values = {named: os.environ[named]} if named else {}
+        # ssl's error names no file: the variable's value does.
+        reason = f"{error.strerror or error}: {error.filename or values.get(named, '')}"
+    else:  # a proxy's: its scheme (ValueError), or SOCKS, which needs socksio (ImportError)
+        values = {
+            name: os.environ[spelled]
+            for name in _PROXY_VARIABLES
+            for spelled in (name, name.lower())
+            if os.environ.get(spelled)
+        }
+        reason = str(error).partition("\n")[0] or type(error).__name__
+    named = " or ".join(values) or "a proxy or certificate variable"
+    return InvalidInput(
+        "invalid_setting",
+        hide_secrets(f"{named} in the environment cannot be used: {reason}", values.values()),
+    )
 
 
 def no_answer_in_time(url: str) -> str:

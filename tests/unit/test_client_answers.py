@@ -11,7 +11,7 @@ from tests.local_listener import serving
 from kopilka.client import Client
 from kopilka.client_errors import error_from, pool_busy
 from kopilka.client_wire import account_from, statement_line_from, text_from
-from kopilka.errors import Unavailable
+from kopilka.errors import InvalidInput, Unavailable
 
 URL = "http://127.0.0.1:8888"
 
@@ -114,3 +114,42 @@ def test_a_busy_pool_says_how_long_the_call_waited_in_units_that_show_it(
         f"all 8 connections of this client were busy{said} with other calls; nothing was"
         " sent: try again"
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "url", "said"),
+    [
+        (  # SOCKS needs a package the client is not installed with
+            "ALL_PROXY",
+            "socks5://127.0.0.1:1080",
+            "http://10.1.2.3:8888",
+            "ALL_PROXY in the environment cannot be used: Using SOCKS proxy, but the 'socksio'",
+        ),
+        (
+            "HTTPS_PROXY",
+            "ftp://user:S3cret@proxy.example:2121",
+            "https://bank.example:8888",
+            "HTTPS_PROXY in the environment cannot be used: Unknown scheme for proxy URL"
+            " URL('ftp://user:***@proxy.example:2121')",
+        ),
+        (  # read for a plain http:// server on this machine too
+            "SSL_CERT_FILE",
+            "/nonexistent/ca.pem",
+            URL,
+            "SSL_CERT_FILE in the environment cannot be used: No such file or directory:"
+            " /nonexistent/ca.pem",
+        ),
+    ],
+)
+def test_a_proxy_or_certificate_the_environment_names_and_no_connection_can_use_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, url: str, said: str
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(InvalidInput) as refused:
+        Client(url, "kop_0123456789abcdef_secret")
+    assert refused.value.code == "invalid_setting"
+    assert refused.value.message.startswith(said), refused.value.message
+    assert "\n" not in refused.value.message and "S3cret" not in refused.value.message
