@@ -211,7 +211,7 @@ async def test_a_batch_the_database_does_not_answer_is_logged_while_it_waits(
     and its end once the database answers."""
     if not postgres_server.is_managed:
         pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
-    monkeypatch.setattr(postgres, "BATCH_WAIT_LOGGED_SECONDS", 0.5)
+    monkeypatch.setattr(postgres, "WAIT_LOGGED_SECONDS", 0.5)
     store = PostgresStore(postgres_url, command_timeout_seconds=30)
     async with Engine(store) as engine:
         await _ann_and_idle_connections(engine)
@@ -232,12 +232,44 @@ async def test_a_batch_the_database_does_not_answer_is_logged_while_it_waits(
     ]
 
 
+async def test_a_read_the_database_does_not_answer_is_logged_while_it_waits(
+    postgres_server: PostgresTestServer,
+    postgres_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A token's look-up, a balance: a request that reads waited out the command timeout
+    with nothing in the log, as a batch did."""
+    if not postgres_server.is_managed:
+        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
+    monkeypatch.setattr(postgres, "WAIT_LOGGED_SECONDS", 0.5)
+    store = PostgresStore(postgres_url, command_timeout_seconds=30)
+    async with Engine(store) as engine:
+        await _ann_and_idle_connections(engine)
+        caplog.clear()
+        async with _kopilka_sessions_frozen(postgres_url):
+            read = asyncio.ensure_future(engine.get_account("main", "Ann"))
+            waiting = await _logged(caplog)
+            assert not read.done()
+        account = await asyncio.wait_for(read, 10)
+        assert account is not None and account.balance_cents == 1_000
+    where = store.redacted_url
+    assert [record.getMessage() for record in caplog.records] == [
+        *waiting,
+        f"the database at {where} answers kopilka's reads again",
+    ]
+    assert waiting == [
+        f"the database at {where} has not answered a read in 0.5 s: it is silent, or another"
+        " session holds a table it reads"
+    ]
+
+
 async def test_a_batch_waiting_for_rows_another_transaction_holds_is_logged_till_it_ends(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A read answered meanwhile does not end the wait: the end was logged while the
     batch still waited."""
-    monkeypatch.setattr(postgres, "BATCH_WAIT_LOGGED_SECONDS", 0.5)
+    monkeypatch.setattr(postgres, "WAIT_LOGGED_SECONDS", 0.5)
     store = PostgresStore(postgres_url)
     async with Engine(store) as engine:
         await engine.execute(Deposit("Ann", 1_000, "before", "k0"))

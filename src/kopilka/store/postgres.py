@@ -95,6 +95,7 @@ from kopilka.store.postgres_migrate import give_missing_folds, migrate
 from kopilka.store.postgres_passfile import skipped_password_file
 from kopilka.store.postgres_schema import SANDBOXES_LOCK_KEY, SCHEMA_VERSION
 from kopilka.store.postgres_text import unstorable_commands, without
+from kopilka.store.postgres_waits import LongWaits
 from kopilka.store.shared_question import Answer, SharedQuestion
 from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
@@ -143,10 +144,9 @@ _PASSING_REFUSALS: tuple[type[BaseException], ...] = (
 # the requests of the next second too, rather than one more connection each.
 _ASKED_APART_SECONDS = 2.0
 _ASKED_APART_KEPT_SECONDS = 1.0
-# A batch the database has not answered in this long is logged, once a spell: it takes
-# milliseconds, and a frozen database (or one whose rows another transaction holds) left
-# nothing in the log until the command timeout (60 s) ran out, while clients waited.
-BATCH_WAIT_LOGGED_SECONDS = 5.0
+# A batch or a read the database has not answered in this long is logged, once a spell
+# (postgres_waits.py).
+WAIT_LOGGED_SECONDS = 5.0
 # Text of a request that a database in another encoding than UTF8 has no character for.
 _UNSTORABLE_TEXT = (
     asyncpg.exceptions.UntranslatableCharacterError,
@@ -323,10 +323,21 @@ class PostgresStore:
         # Statements that timed out: connections opened before the last are not used again.
         self._silences = 0
         self._outage_logged = False
-        # Batches waiting past BATCH_WAIT_LOGGED_SECONDS now, and whether that was logged
-        # and its end not yet.
-        self._batches_waiting_long = 0
-        self._batch_wait_logged = False
+        # A read answered says nothing of the batches, which may wait for rows.
+        self._long_batches = LongWaits(
+            "batch",
+            "batches",
+            "it is silent, or another transaction holds the batch's rows",
+            self.redacted_url,
+            lambda: self._outage_logged,
+        )
+        self._long_reads = LongWaits(
+            "read",
+            "reads",
+            "it is silent, or another session holds a table it reads",
+            self.redacted_url,
+            lambda: self._outage_logged,
+        )
         self._refusals_told = Told()  # each reason once: a table, a grant
         self._writes_refused = False  # a _PASSING_REFUSALS' spell logged, its end not yet
         self._asked_apart = SharedQuestion(self._ask_apart, _ASKED_APART_KEPT_SECONDS)
@@ -490,28 +501,6 @@ class PostgresStore:
             self._outage_logged = False
             logger.warning("the database at %s is available again", self.redacted_url)
 
-    def _batch_waits_long(self) -> None:
-        self._batches_waiting_long += 1
-        if not (self._outage_logged or self._batch_wait_logged):
-            self._batch_wait_logged = True
-            logger.warning(
-                "the database at %s has not answered a batch in %g s: it is silent, or"
-                " another transaction holds the batch's rows",
-                self.redacted_url,
-                BATCH_WAIT_LOGGED_SECONDS,
-            )
-
-    def _batch_waited_long(self, answered: bool) -> None:
-        """A batch that waited long has ended: once none waits so, and one was answered,
-        the end of the wait is logged (a read answered meanwhile says nothing of it)."""
-        self._batches_waiting_long -= 1
-        if answered and self._batch_wait_logged and self._batches_waiting_long == 0:
-            self._batch_wait_logged = False
-            if not self._outage_logged:  # else its own line says the database is back
-                logger.warning(
-                    "the database at %s answers kopilka's batches again", self.redacted_url
-                )
-
     def _log_writes_taken(self) -> None:
         """After a batch's write committed: the end of refusals that pass, logged once."""
         if self._writes_refused:
@@ -527,14 +516,19 @@ class PostgresStore:
         """
         pool = self._pool  # the one to give it back to, should the store close meanwhile
         connection = await self._acquire(reading=reading)
+        ended = self._long_reads.watch(WAIT_LOGGED_SECONDS) if reading else None
+        answered = False
         try:
             yield connection
+            answered = True
         except _CONNECTION_LOST as error:
             self._lost(connection, error)
             raise
         else:
             self._log_recovery()
         finally:
+            if ended is not None:
+                ended(answered)
             # A broken connection is dropped by the pool; never mask the real error.
             with contextlib.suppress(*_CONNECTION_LOST):
                 await pool.release(connection)
@@ -587,14 +581,7 @@ class PostgresStore:
         if connection is None:
             connection = await self._acquire()
         idle = answered = False
-        long_wait: list[bool] = []  # the timer's mark that it ran
-
-        # One timer a batch, not a request: the batch path's cost is a few microseconds.
-        def waits_long() -> None:
-            long_wait.append(True)
-            self._batch_waits_long()
-
-        waiting = asyncio.get_running_loop().call_later(BATCH_WAIT_LOGGED_SECONDS, waits_long)
+        ended = self._long_batches.watch(WAIT_LOGGED_SECONDS)
         try:
             yield connection
             self._log_recovery()
@@ -606,9 +593,7 @@ class PostgresStore:
             idle = True  # a failed batch has rolled back
             raise
         finally:
-            waiting.cancel()
-            if long_wait:
-                self._batch_waited_long(answered)
+            ended(answered)
             if _open(connection):
                 if idle and self._pool is pool and not connection.is_in_transaction():
                     self._batch_connections.append(connection)
