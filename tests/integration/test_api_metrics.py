@@ -267,6 +267,32 @@ def test_a_batch_refused_whole_for_its_body_is_counted_as_refused_once(tmp_path:
     assert seen.get(("kopilka_operations_total", gone), 0) == 0
 
 
+def test_a_batch_refused_before_its_body_is_read_is_counted_as_refused(tmp_path: Path) -> None:
+    """For its ledger (another's, a sandbox gone) or a query it may not take: counted
+    nowhere, so a probe of ledgers by batch, or an outage met by batch, left no trace."""
+    batch = {"operations": [{"type": "deposit", "client": "Ann", "amount": "1"}]}
+    with running_server(tmp_path / "home") as server, server.client() as admin:
+        made = admin.post("/v1/tokens", json={"role": "teller"})
+        assert made.status_code == 201, made.text
+        teller = {"Authorization": f"Bearer {made.json()['secret']}"}
+        other = {**teller, "Kopilka-Ledger": "other"}
+        sent = httpx.post(f"{server.url}/v1/batch", json=batch, headers=other)
+        assert sent.status_code == 403, sent.text
+        assert admin.post("/v1/batch?x=1", json=batch).status_code == 422
+        sandbox = admin.post("/v1/sandboxes").json()["ledger"]
+        assert admin.delete(f"/v1/sandboxes/{sandbox}").status_code == 204
+        sent = admin.post("/v1/batch", json=batch, headers={"Kopilka-Ledger": sandbox})
+        assert sent.json()["error"]["code"] == "sandbox_not_found", sent.text
+        seen = samples(admin.get("/metrics").text)
+    refused = "kopilka_refused_requests_total"
+    assert seen[(refused, (("code", "forbidden"),))] == 1
+    assert seen[(refused, (("code", "invalid_request"),))] == 1
+    gone = (("kind", "batch"), ("result", "sandbox_not_found"))
+    assert seen[("kopilka_sandbox_operations_total", gone)] == 1
+    assert seen.get((refused, (("code", "sandbox_not_found"),)), 0) == 0
+    assert not [key for key in seen if key[0] == "kopilka_operations_total"], seen
+
+
 def test_requests_refused_for_their_token_are_counted_on_every_route(tmp_path: Path) -> None:
     """Someone guessing tokens against the token API left no trace: only the three money
     routes counted a refusal, as an operation's result."""

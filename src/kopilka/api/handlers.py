@@ -284,7 +284,7 @@ async def _route(app: KopilkaApp, scope: Scope, receive: Receive) -> Response:
                 method, reads_query=True, GET=lambda: call.statement(_path_client(name))
             )
         case ["batch"]:
-            return await call.on(method, POST=call.batch)
+            return await call.on(method, POST=call.batch, refused=call.count_refused_whole)
         case ["sandboxes"]:
             return await call.on(method, POST=call.create_sandbox)
         case ["sandboxes", ledger]:
@@ -376,18 +376,25 @@ class Call:
         method: str,
         *,
         reads_query: bool = False,
+        refused: Callable[[KopilkaError], None] | None = None,
         **handlers: Callable[[], Awaitable[Response]],
     ) -> Response:
         """The handler of `method`; `reads_query`: its GET's handler takes parameters (and
-        checks them itself). Any other request takes none: one given is refused."""
+        checks them itself). Any other request takes none: one given is refused.
+        `refused`: told of a refusal before the handler runs (its ledger, its query)."""
         handler = handlers.get(method)
         if handler is None:
             raise method_not_allowed(self.scope["method"], self.scope["path"], tuple(handlers))
-        self.principal, self.ledger = await self.app.authorize(
-            self.headers, writing=method != "GET"
-        )
-        if self.scope["query_string"] and not (reads_query and method == "GET"):
-            query_of(self.scope)
+        try:
+            self.principal, self.ledger = await self.app.authorize(
+                self.headers, writing=method != "GET"
+            )
+            if self.scope["query_string"] and not (reads_query and method == "GET"):
+                query_of(self.scope)
+        except KopilkaError as error:
+            if refused is not None:
+                refused(error)
+            raise
         response: Response = await handler()
         return response
 
@@ -602,7 +609,7 @@ class Call:
             length_max = CLIENT_KEY_LENGTH_MAX if client else IDEMPOTENCY_KEY_LENGTH_MAX
             prefix = self.headers.key_or_new(length_max - suffix_length, client=client)
         except KopilkaError as refused:  # whole: counted nowhere, its importer unseen
-            self._count_refused_whole(refused)
+            self.count_refused_whole(refused)
             raise
         self.scope[_BATCH_KEY] = prefix
         # Every item counted by kind and result, as a single request is: here, and handed
@@ -615,13 +622,15 @@ class Call:
             for (kind, result), count in counts.items():
                 self.app.metrics.operation(kind, result, count, sandbox=sandbox)
 
-    def _count_refused_whole(self, refused: KopilkaError) -> None:
+    def count_refused_whole(self, refused: KopilkaError) -> None:
         """A batch refused before any item was read, once: not a token's refusal or a
         connection the protocol refused and closed (each counted already, the app then
-        told only that the client went); a sandbox's apart from the bank's."""
+        told only that the client went); a sandbox's apart from the bank's, that named in
+        the header where the batch was refused before its ledger was taken."""
         if isinstance(refused, Unauthorized) or refused.code == "disconnected":
             return
-        if self.ledger.startswith(SANDBOX_PREFIX):
+        ledger: str | None = getattr(self, "ledger", None)  # set once the token is read
+        if self.headers.names_a_sandbox() if ledger is None else ledger.startswith(SANDBOX_PREFIX):
             self.app.metrics.operation("batch", refused.code, sandbox=True)
         else:
             self.app.metrics.refused_request(refused.code)
