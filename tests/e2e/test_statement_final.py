@@ -262,17 +262,19 @@ def test_a_statement_out_of_time_order_is_refused_in_one_line(tmp_path: Path) ->
         with server.client() as admin:
             answer = admin.get("/v1/accounts/Ann/statement", params={"format": "csv"})
         remote = run_kopilka(home, "statement", "--client=Ann", "--url", server.url)
+        again = run_kopilka(home, "statement", "--client=Ann", "--url", server.url)
         assert server.stop() == 0
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["code"] == "statement_inconsistent"
+    assert (remote.returncode, remote.stderr) == (again.returncode, again.stderr), again
     assert (remote.returncode, remote.stderr.startswith(refusal)) == (1, True), remote
-    # The operator is told, once for each statement refused, which account and entry.
+    # The operator is told which account and entry, once however often it is asked for:
+    # any token that may read the account would otherwise write to the log at will.
     logged = [line for line in server.errors.splitlines() if "does not add up" in line]
-    assert len(logged) == 2, server.errors
-    assert all("account 1 (ledger 'main'), entry " in line for line in logged), logged
+    assert len(logged) == 1, server.errors
+    assert "account 1 (ledger 'main'), entry " in logged[0], logged
     # Read in time order: $1, $2, then $4 said to make $10.00 on $3.00 (the $3 moved after).
-    says = "says a balance of 1000 cents where the lines up to it come to 700;"
-    assert all(says in line for line in logged), logged
+    assert "says a balance of 1000 cents where the lines up to it come to 700;" in logged[0]
 
 
 def test_a_csv_statement_of_several_chunks_has_each_line_once(tmp_path: Path) -> None:
@@ -388,6 +390,6 @@ def test_a_statement_whose_lines_stop_short_of_its_last_entry_is_refused(
         assert answer.status_code == 503, answer.text
         assert answer.json()["error"]["code"] == "statement_inconsistent"
     logged = [line for line in server.errors.splitlines() if "does not add up" in line]
-    assert len(logged) == 2, server.errors
+    assert len(logged) == 1, server.errors  # once, however often it is asked for
     says = "account 1 (ledger 'main'), the last entry says a balance of 6000 cents"
-    assert all(f"{says} where the lines up to it come to 3000" in line for line in logged)
+    assert f"{says} where the lines up to it come to 3000" in logged[0]

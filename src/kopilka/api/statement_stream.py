@@ -20,6 +20,7 @@ from kopilka.domain.statement import StatementLine, statement_inconsistent
 from kopilka.errors import no_sandbox
 from kopilka.money import format_plain
 from kopilka.spreadsheet import text_cell
+from kopilka.store.told import Told
 
 STATEMENT_CHUNK_LINES = 500
 # Or fewer lines, when they are long (500 lines of 500 emoji each are some 2.8 MB): a
@@ -112,18 +113,23 @@ async def adding_up(
         raise statement_inconsistent(account.client)
 
 
+# Each place once a process: any token that may read the account could otherwise write
+# a line to the log with each statement it asks for.
+_told_inconsistent = Told()
+
+
 def _log_inconsistent(account: Account, where: str, says: int, came_to: int) -> None:
     """`came_to`: the balance the lines up to `where`, its own amount too, come to."""
-    logger.error(
-        "the ledger does not add up: in the statement of account %d (ledger %r), %s says"
-        " a balance of %d cents where the lines up to it come to %d; look for entries"
-        " changed, removed or out of time order",
-        account.id,
-        account.ledger,
-        where,
-        says,
-        came_to,
+    found = (
+        f"in the statement of account {account.id} (ledger {account.ledger!r}), {where} says"
+        f" a balance of {says} cents where the lines up to it come to {came_to}"
     )
+    if _told_inconsistent.first_time(found):
+        logger.error(
+            "the ledger does not add up: %s; look for entries changed, removed or out of"
+            " time order",
+            found,
+        )
 
 
 async def json_statement(
