@@ -79,7 +79,12 @@ from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_dropping import SLICE_ROWS, Emptying, ended_with_rows
 from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, is_read_only
-from kopilka.store.sqlite_files import OpenedFiles, journal_without_its_file
+from kopilka.store.sqlite_files import (
+    OpenedFiles,
+    journal_replaced,
+    journal_without_its_file,
+    leave_open,
+)
 from kopilka.store.sqlite_jobs import run, submit
 from kopilka.store.sqlite_lock import WriterLock
 from kopilka.store.sqlite_migrate import (
@@ -452,18 +457,28 @@ class SqliteStore:
         return connection
 
     async def close(self) -> None:
+        end: Callable[[sqlite3.Connection], None] = sqlite3.Connection.close
+        if journal_replaced(self._files):
+            # Commits were refused since; another process's go on in the journal it made.
+            end = leave_open
+            logger.error(
+                "the database's journal (%s-wal, -shm) was replaced while in use: its"
+                " connections are left open as kopilka ends, for closing them would"
+                " checkpoint the journal as it was into the database",
+                self.path,
+            )
         if self._checkpointer is not None:
             # First, so that the writer closes last and leaves the database checkpointed.
-            await run(self._reader_thread, self._checkpointer.close, gate=False)
+            await run(self._reader_thread, partial(self._checkpointer.close, end), gate=False)
             self._checkpointer = None
         if self._writer is not None:
-            await self._write(self._writer.close)
+            await self._write(partial(end, self._writer))
         for connection, thread in (
             (self._reader, self._reader_thread),
             (self._statement_reader, self._statement_thread),
         ):
             if connection is not None:
-                await self._read(connection.close, thread)
+                await self._read(partial(end, connection), thread)
         self._writer = self._reader = self._statement_reader = None
         for thread in (self._writer_thread, self._reader_thread, self._statement_thread):
             thread.shutdown(wait=True)

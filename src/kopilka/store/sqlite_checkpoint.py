@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from kopilka.store.sqlite_fork_gate import gated
 from kopilka.store.sqlite_jobs import submit
@@ -81,16 +82,17 @@ class Checkpointer:
             with self._lock:
                 self._running = False
 
-    def close(self) -> None:
+    def close(self, end: Callable[[sqlite3.Connection], None] = sqlite3.Connection.close) -> None:
+        """`end`: what is done with the connection (closed, or left open: sqlite_files)."""
         with self._lock:  # no checkpoint is started after this
             self._closed = True
         # After any checkpoint still running; not under the lock, which that one takes as
         # it ends (run here, at the program's end, this job may wait for a fork, and
         # that fork for the checkpoint).
-        submit(self._thread, self._close_connection)
+        submit(self._thread, partial(self._end_connection, end))
         self._thread.shutdown(wait=True)
 
-    def _close_connection(self) -> None:
+    def _end_connection(self, end: Callable[[sqlite3.Connection], None]) -> None:
         if self._connection is not None:
-            self._connection.close()
+            end(self._connection)
             self._connection = None

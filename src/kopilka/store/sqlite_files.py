@@ -16,7 +16,9 @@ pages as it opens it, reads too: a store does not open such a file at all.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sqlite3
 import stat
 
 # (device, inode): a file, whatever its name.
@@ -59,6 +61,27 @@ class OpenedFiles:
         except OSError:  # not to be looked at: none named, rather than the wrong ones
             return []
         return [(path, opened[1]) for path, opened in left if opened is not None]
+
+
+def journal_replaced(files: OpenedFiles | None) -> bool:
+    """Whether the -wal or -shm at the database's path is no longer the one opened (or
+    cannot be looked at): another process, finding none, made its own."""
+    if files is None:
+        return False
+    try:
+        gone = files.gone()
+    except OSError:
+        return True
+    return gone is not None and gone != files.paths[0]
+
+
+def leave_open(connection: sqlite3.Connection) -> None:
+    """Never closed, not even as the interpreter ends: held by one reference more than
+    anything lets go of. SQLite's close checkpoints by the index of the journal this
+    process opened; the journal replaced, that writes over what others committed since,
+    or damages the file. Left open, the process ends as a killed one does, and the next
+    to open the database reads the journal as it stands."""
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(connection))
 
 
 def journal_without_its_file(database_path: str) -> str | None:
