@@ -149,6 +149,26 @@ async def test_a_closed_store_holds_nothing(path: str, other_process: WriterLock
         assert connection.execute("SELECT count(*) FROM operations").fetchone() == (1,)
 
 
+def test_a_database_named_through_a_link_has_the_lock_of_the_file_it_leads_to(
+    path: str, tmp_path: Path
+) -> None:
+    """Each took a lock beside the name it was given: a server given the link and one
+    given the file wrote at once, and a statement of a period that had ended changed."""
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "elsewhere" / "link.db"
+    link.symlink_to(path)
+    through_the_link, by_name = WriterLock(str(link)), WriterLock(path)
+    try:
+        assert through_the_link.try_acquire()
+        assert not by_name.try_acquire()
+        through_the_link.release()
+        assert by_name.try_acquire()
+    finally:
+        through_the_link.close()
+        by_name.close()
+    assert not (tmp_path / "elsewhere" / f"link.db{LOCK_FILE_SUFFIX}").exists()
+
+
 def test_waiting_for_the_lock_gives_up_after_its_time(path: str, other_process: WriterLock) -> None:
     waiter = WriterLock(path)
     try:

@@ -103,7 +103,9 @@ class _Waiter:
 class WriterLock:
     def __init__(self, database_path: str) -> None:
         self._fd = -1
-        self._lock_path = database_path + LOCK_FILE_SUFFIX
+        # Beside the file a link leads to, as SQLite keeps the journal: one process
+        # given the link and another the file take turns at one lock.
+        self._lock_path = os.path.realpath(database_path) + LOCK_FILE_SUFFIX
         # The wait in the kernel: the lock is held through its descriptor once it is
         # taken; given up, it may still be waiting.
         self._waiter: _Waiter | None = None
