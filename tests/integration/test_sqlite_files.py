@@ -649,6 +649,35 @@ def test_a_server_whose_shared_index_was_deleted_keeps_what_others_committed_as_
     assert "its connections are left open as kopilka ends" in server.errors
 
 
+async def test_a_database_whose_connections_were_left_open_is_not_opened_again_here(
+    tmp_path: Path,
+) -> None:
+    """SQLite shares one index of the journal among a process's connections: a store
+    opened here again would write by the stale one, over what the others committed."""
+    path = tmp_path / "kopilka.db"
+    async with _store_with_a_deposit(path):
+        Path(f"{path}-shm").unlink()
+        beside = run_kopilka(
+            tmp_path / "home",
+            "deposit",
+            "--client=Ann",
+            "--amount=5",
+            "--description=x",
+            "--db",
+            str(path),
+        )
+        assert beside.returncode == 0, beside.stderr
+    again = SqliteStore(str(path))
+    with pytest.raises(Unavailable) as refused:
+        await again.open()
+    assert refused.value.message == (
+        f"cannot open the database {path}: this process left its connections open, its"
+        " journal replaced while in use; open it in a new process"
+    )
+    after = run_kopilka(tmp_path / "home", "balance", "--client=Ann", "--db", str(path))
+    assert after.stdout == "Balance of Ann: $6.00\n", after.stderr
+
+
 def _a_ledger_damaged_where_operations_are_added(home: Path) -> Path:
     for client in ("Ann", "Bob", "Cy"):
         made = run_kopilka(

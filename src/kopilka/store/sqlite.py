@@ -84,6 +84,8 @@ from kopilka.store.sqlite_files import (
     journal_replaced,
     journal_without_its_file,
     leave_open,
+    left_open_here,
+    opened_here_before,
 )
 from kopilka.store.sqlite_jobs import run, submit
 from kopilka.store.sqlite_lock import WriterLock
@@ -318,7 +320,7 @@ class SqliteStore:
         if self.path != ":memory:":
             refuse_files_of_others(self.path)
             # Before any connection: one to a file of no pages deletes its -wal, reads too.
-            left = journal_without_its_file(self.path)
+            left = journal_without_its_file(self.path) or opened_here_before(self.path)
             if left is not None:
                 raise Unavailable(
                     "store_unavailable", f"cannot open the database {self.path}: {left}"
@@ -460,7 +462,9 @@ class SqliteStore:
         end: Callable[[sqlite3.Connection], None] = sqlite3.Connection.close
         if journal_replaced(self._files):
             # Commits were refused since; another process's go on in the journal it made.
+            assert self._files is not None
             end = leave_open
+            left_open_here(self._files)
             logger.error(
                 "the database's journal (%s-wal, -shm) was replaced while in use: its"
                 " connections are left open as kopilka ends, for closing them would"

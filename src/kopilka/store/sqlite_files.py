@@ -84,6 +84,35 @@ def leave_open(connection: sqlite3.Connection) -> None:
     ctypes.pythonapi.Py_IncRef(ctypes.py_object(connection))
 
 
+# Database files whose connections this process left open. SQLite shares one index of a
+# file's journal among all of a process's connections to it: that stale one, which any
+# connection opened here again would write by.
+_left_open: set[Identity] = set()
+
+
+def left_open_here(files: OpenedFiles) -> None:
+    """Its connections are left open (leave_open): no store of this process opens the
+    file again."""
+    database = files.identities[0]
+    if database is not None:
+        _left_open.add(database)
+
+
+def opened_here_before(database_path: str) -> str | None:
+    """Why this process may not open the database, when it left its connections open
+    (left_open_here); None otherwise."""
+    try:
+        database = _identity(os.path.realpath(database_path))
+    except OSError:
+        return None  # said in its own words as it opens
+    if database is None or database not in _left_open:
+        return None
+    return (
+        "this process left its connections open, its journal replaced while in use; open"
+        " it in a new process"
+    )
+
+
 def journal_without_its_file(database_path: str) -> str | None:
     """Why the database may not be opened, when its file is not there or is empty and
     its -wal or -shm are (beside the file a link leads to, where SQLite keeps them):
