@@ -649,6 +649,24 @@ def test_a_server_whose_shared_index_was_deleted_keeps_what_others_committed_as_
     assert "its connections are left open as kopilka ends" in server.errors
 
 
+def test_a_server_whose_journal_was_deleted_keeps_what_it_acknowledged_as_it_stops(
+    tmp_path: Path,
+) -> None:
+    """Only removed, no other made in its place: closed, SQLite copies the journal it
+    still has open into the file. Left open, the last deposits were lost with it."""
+    home = tmp_path / "home"
+    with running_server(home) as server:
+        with server.client() as admin:
+            body = {"client": "Ann", "amount": "250", "open_account": True}
+            assert admin.post("/v1/deposits", json=body).status_code == 201
+            body = {"client": "Ann", "amount": "20"}  # its checkpoint waits its interval
+            assert admin.post("/v1/deposits", json=body).status_code == 201
+        Path(f"{home / 'kopilka.db'}-wal").unlink()
+        assert server.stop() == 0
+    assert "left open" not in server.errors
+    assert run_kopilka(home, "balance", "--client=Ann").stdout == "Balance of Ann: $270.00\n"
+
+
 async def test_a_database_whose_connections_were_left_open_is_not_opened_again_here(
     tmp_path: Path,
 ) -> None:

@@ -64,15 +64,19 @@ class OpenedFiles:
 
 
 def journal_replaced(files: OpenedFiles | None) -> bool:
-    """Whether the -wal or -shm at the database's path is no longer the one opened (or
-    cannot be looked at): another process, finding none, made its own."""
+    """Whether another -wal or -shm than the one opened is at its path: another process,
+    finding none, made its own, and wrote by it. One only removed is not: closed, SQLite
+    copies what the journal holds, through the descriptor it has, into the file."""
     if files is None:
         return False
-    try:
-        gone = files.gone()
-    except OSError:
-        return True
-    return gone is not None and gone != files.paths[0]
+    for path, opened in zip(files.paths[1:], files.identities[1:], strict=True):
+        try:
+            now = _identity(path)
+        except OSError:  # not to be looked at: nothing tells of another's
+            continue
+        if opened is not None and now is not None and now != opened:
+            return True
+    return False
 
 
 def leave_open(connection: sqlite3.Connection) -> None:
