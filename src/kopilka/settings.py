@@ -114,7 +114,7 @@ _SERVICE_LINK = re.compile(
 )
 # Its NAME_PORT holds a URL (tcp://10.0.0.12:8888); a bare number there is someone's port
 # for kopilka, given under a name it does not read (..._LISTEN_PORT).
-_SERVICE_PORT_ALONE = re.compile(r"KOPILKA_\w+_PORT")
+_SERVICE_PORT_ALONE = re.compile(r"KOPILKA_(?!\w*SERVICE_PORT$)\w+_PORT")
 
 
 def _set_by_kubernetes(name: str, value: str) -> bool:

@@ -1188,6 +1188,8 @@ def test_every_variable_kopilka_reads_is_known_to_the_warning_of_unread_ones() -
         ("KOPILKA_TEST_POSTGRES_URL", "secret-value", True),
         # Kubernetes' links to a Service named kopilka, or kopilka-db, say.
         ("KOPILKA_SERVICE_PORT_HTTP", "8888", False),
+        ("KOPILKA_SERVICE_PORT", "8888", False),
+        ("KOPILKA_DB_SERVICE_PORT", "5432", False),
         ("KOPILKA_PORT_8888_TCP_PROTO", "tcp", False),
         ("KOPILKA_DB_SERVICE_HOST", "10.0.0.11", False),
         ("KOPILKA_DB_PORT", "tcp://10.0.0.11:5432", False),
