@@ -53,14 +53,16 @@ class LongWaits:
 
         def ended(answered: bool) -> None:
             timer.cancel()
-            if not long_wait:
+            if long_wait:
+                self._waiting -= 1
+            if not self._logged or self._waiting:
                 return
-            self._waiting -= 1
-            if answered and self._logged and self._waiting == 0:
+            if self._outage_logged():
+                self._logged = False  # the outage's lines say it is away, and back
+            elif answered:  # any, once none waits long: the one that did may have failed
                 self._logged = False
-                if not self._outage_logged():
-                    logger.warning(
-                        "the database at %s answers kopilka's %s again", self._where, self._kinds
-                    )
+                logger.warning(
+                    "the database at %s answers kopilka's %s again", self._where, self._kinds
+                )
 
         return ended
