@@ -300,12 +300,21 @@ async def test_a_store_opens_no_file_whose_journal_outlived_it(
 # -- files kopilka may not write, and files that are no database -------------------------
 
 
-def test_a_ledger_read_while_read_only_takes_writes_again_once_writable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("through_a_link", [False, True])
+def test_a_ledger_read_while_read_only_takes_writes_again_once_writable(
+    tmp_path: Path, through_a_link: bool
+) -> None:
     """A read of a read-only ledger leaves its -wal and -shm read-only (SQLite gives them
-    the database file's mode): made writable again, every write failed for good."""
+    the database file's mode): made writable again, every write failed for good. Through
+    a link, the journal beside the link was looked at, not the one beside the file."""
     enforced = file_modes_enforced(tmp_path)
     home = tmp_path / "home"
     database = home / "kopilka.db"
+    if through_a_link:
+        home.mkdir(mode=0o700)
+        (tmp_path / "real").mkdir(mode=0o700)
+        database.symlink_to(tmp_path / "real" / "ledger.db")
+        database = tmp_path / "real" / "ledger.db"
     deposit = ("deposit", "--client=Ann", "--amount=5", "--description=x")
     assert run_kopilka_as(enforced, home, *deposit).returncode == 0
     database.chmod(0o400)

@@ -216,7 +216,8 @@ def _make_private(path: str) -> None:
     """The database and its journals readable by their owner alone, as kopilka makes them
     now: one an older kopilka made, or a restore copied in, may be open to every user. (A
     file of another user's cannot be changed, and is left as it is.)"""
-    for name in (path, *(path + suffix for suffix in JOURNALS)):
+    real = os.path.realpath(path)  # SQLite keeps the journal beside the file a link leads to
+    for name in (path, *(real + suffix for suffix in JOURNALS)):
         with contextlib.suppress(OSError):
             mode = os.stat(name).st_mode
             if mode & 0o077:
@@ -231,7 +232,8 @@ def _journal_writable_as_the_database(path: str) -> None:
     with contextlib.suppress(OSError):
         if not os.stat(path).st_mode & stat.S_IWUSR:
             return  # read-only on purpose: a write says so (_read_only_files)
-    for name in (f"{path}-wal", f"{path}-shm"):
+    real = os.path.realpath(path)  # the journal is beside the file a link leads to
+    for name in (f"{real}-wal", f"{real}-shm"):
         with contextlib.suppress(OSError):
             found = os.lstat(name)  # a link is not followed to a file of elsewhere
             mine = stat.S_ISREG(found.st_mode) and found.st_uid == os.geteuid()
@@ -242,10 +244,11 @@ def _journal_writable_as_the_database(path: str) -> None:
 def _read_only_files(path: str) -> list[str]:
     """Which of the database's files this process may not write, as the caller may be
     told (no path: the server's files are its own)."""
+    real = os.path.realpath(path)  # the journal is beside the file a link leads to
     files = (
         (path, "the database file"),
-        (f"{path}-wal", "its -wal file"),
-        (f"{path}-shm", "its -shm file"),
+        (f"{real}-wal", "its -wal file"),
+        (f"{real}-shm", "its -shm file"),
     )
     read_only = [
         said for name, said in files if os.path.exists(name) and not os.access(name, os.W_OK)

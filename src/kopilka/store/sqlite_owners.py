@@ -43,7 +43,7 @@ def refuse_files_of_others(path: str) -> None:
     )
     if linked:
         # The link's own directory too: whoever may write it may change where the link
-        # leads, and kopilka's lock file is made beside it.
+        # leads.
         _refuse_a_directory_of_others(shown, Path(path).absolute().parent, "change where it leads")
 
 
