@@ -309,8 +309,11 @@ def _served(
     # No host name or address holds "/" or "@": a URL given for the host (the database's,
     # password and all) is refused here, not echoed by a failed listen.
     if not host or not host.isprintable() or any(c in host for c in " /@[]"):
-        # Before an '@', a user and password, as a URL would give them: not shown.
-        shown = f"***@{host.rpartition('@')[2]}" if "@" in host else host
+        # A user and password before an '@', as a URL gives them (a URL's own are masked
+        # as every message's are): the password not shown.
+        userinfo, at, after = host.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        shown = f"{user}:***@{after}" if at and colon and "://" not in host else host
         raise InvalidInput(
             "invalid_setting",
             f"host {shown!r} ({given_at('host')}) is no host name or address",

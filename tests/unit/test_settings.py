@@ -937,9 +937,9 @@ def test_a_message_without_a_password_in_a_url_is_left_as_it_is() -> None:
         ("[127.0.0.1]", "'[127.0.0.1]'"),
         ("[localhost]", "'[localhost]'"),
         ("[]", "'[]'"),
-        # What comes before an '@' is a URL's user and password: not shown.
-        ("al@h", "'***@h'"),
-        ("kop:S3cret@db.example.com", "'***@db.example.com'"),
+        ("al@h", "'al@h'"),
+        # A user and password before an '@', as a URL gives them: the password not shown.
+        ("kop:S3cret@db.example.com", "'kop:***@db.example.com'"),
     ],
 )
 def test_a_host_that_names_nothing_is_refused_in_one_line(
