@@ -20,6 +20,7 @@ from kopilka.api.sandbox import Sandboxes
 from kopilka.domain.model import ClaimKey, Deposit, Operation, Transfer, Withdraw
 from kopilka.errors import KopilkaError
 from kopilka.store import open_store
+from kopilka.store.postgres_dropping import Emptying
 from kopilka.store.protocol import Store
 from kopilka.store.sqlite import SqliteStore
 
@@ -289,3 +290,54 @@ async def test_entries_past_the_statement_index_go_with_their_sandbox(tmp_path: 
     finally:
         await store.close()
     assert_references_whole(path)
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_a_slice_another_process_emptied_first_leaves_nothing_behind(
+    postgres_url: str,
+) -> None:
+    """Each process that looks for ended sandboxes empties them. One that waited for
+    the rows another was deleting found fewer than it asked for, took that for none
+    left past them, and went on: the rest of that account's entries were left, and its
+    accounts went while rows of theirs were still there, for nothing to find again."""
+    store = open_store(postgres_url)
+    await store.open()
+    try:
+        await a_big_sandbox(store, datetime(2030, 1, 1, tzinfo=UTC))
+        assert await store.end_sandbox(SANDBOX)
+    finally:
+        await store.close()
+    first, second = await asyncpg.connect(postgres_url), await asyncpg.connect(postgres_url)
+    try:
+        ids = [
+            row[0]
+            for row in await first.fetch("SELECT id FROM accounts WHERE ledger = $1", SANDBOX)
+        ]
+
+        async def a_slice(connection: asyncpg.Connection, emptying: Emptying) -> bool:
+            async with connection.transaction():
+                return await emptying.step(connection)
+
+        ahead = first.transaction()
+        await ahead.start()
+        assert not await Emptying(SANDBOX, SLICE_ROWS).step(first)
+        behind = Emptying(SANDBOX, SLICE_ROWS)
+        waiting = asyncio.create_task(a_slice(second, behind))
+        await asyncio.sleep(0.3)  # it waits for the rows the first is deleting
+        assert not waiting.done()
+        await ahead.commit()  # and the first process stops there
+        done = await waiting
+        while not done:
+            done = await a_slice(second, behind)
+        left = await first.fetchval(
+            "SELECT count(*) FROM entries WHERE account_id = ANY($1::bigint[])", ids
+        )
+        assert left == 0
+        assert (
+            await first.fetchval("SELECT count(*) FROM operations WHERE ledger = $1", SANDBOX) == 0
+        )
+        assert await first.fetchval("SELECT count(*) FROM accounts WHERE ledger = $1", SANDBOX) == 0
+    finally:
+        await first.close()
+        await second.close()

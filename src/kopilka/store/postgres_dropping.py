@@ -25,9 +25,11 @@ Connection = Any  # asyncpg ships no type hints
 # Rows per slice (see sqlite_dropping.SLICE_ROWS).
 SLICE_ROWS = 2_000
 
-# Where an ended sandbox may have rows left: accounts go last, and entries and
-# operations only ever belong to accounts; a refusal or claim may have none.
-_TABLES_LEFT_LAST = ("accounts", "refusals", "batch_requests")
+# Where an ended sandbox may have rows left: accounts go last, and entries only ever
+# belong to accounts; a refusal or claim may have none. Operations too: two processes
+# emptying one sandbox took its accounts before them (an older kopilka), and left them
+# for nothing to find.
+_TABLES_LEFT_LAST = ("accounts", "operations", "refusals", "batch_requests")
 # The newest possible place in an account's entries, (created_at, id).
 _PAST_EVERY_ENTRY = (datetime.max.replace(tzinfo=UTC), 2**63 - 1)
 
@@ -92,8 +94,31 @@ class Emptying:
             budget -= await stages[self._stage](connection, budget)
             if budget <= 0:
                 return False  # the stage may have more; the next slice looks
-            self._stage += 1  # less than asked for: nothing of it is left
+            # Less than asked for: nothing is left past where this walk got to. Another
+            # process emptying the sandbox too (each that looks for ended sandboxes)
+            # may have walked past it and left rows behind, or stopped: its accounts go
+            # only once nothing of theirs is left, else nothing would find what is.
+            if await connection.fetchval(self._left[self._stage], self.ledger):
+                self._walk_again()
+                return False
+            self._stage += 1
         return True
+
+    # Whether rows of the sandbox are left in what each stage empties.
+    _left = (
+        "SELECT EXISTS (SELECT 1 FROM entries e JOIN accounts a ON a.id = e.account_id"
+        " WHERE a.ledger = $1)",
+        "SELECT EXISTS (SELECT 1 FROM operations WHERE ledger = $1)",
+        "SELECT EXISTS (SELECT 1 FROM refusals WHERE ledger = $1)",
+        "SELECT EXISTS (SELECT 1 FROM batch_requests WHERE ledger = $1)",
+        "SELECT EXISTS (SELECT 1 FROM accounts WHERE ledger = $1)",
+    )
+
+    def _walk_again(self) -> None:
+        """The stage's walk from its start (every row before where it got to is gone)."""
+        self._accounts_done, self._account = "", None
+        self._entries_before = _PAST_EVERY_ENTRY
+        self._after.clear()
 
     async def _entries(self, connection: Connection, budget: int) -> int:
         """Account by account, each one's newest first: a statement being read sees its
@@ -114,9 +139,11 @@ class Emptying:
                 taken += 1
             asked = max(budget - taken, 1)
             gone = await connection.fetchrow(
-                "WITH gone AS (DELETE FROM entries WHERE id IN (SELECT id FROM entries"
-                " WHERE account_id = $1 AND (created_at, id) < ($2, $3)"
-                " ORDER BY created_at DESC, id DESC LIMIT $4) RETURNING created_at, id)"
+                # The ids found first, once (an array), then deleted by them: as `IN`, the
+                # planner may run the LIMIT's search again for every row of the account.
+                "WITH gone AS (DELETE FROM entries WHERE id = ANY(ARRAY(SELECT id FROM"
+                " entries WHERE account_id = $1 AND (created_at, id) < ($2, $3)"
+                " ORDER BY created_at DESC, id DESC LIMIT $4)) RETURNING created_at, id)"
                 " SELECT count(*) OVER (), created_at, id FROM gone"
                 " ORDER BY created_at, id LIMIT 1",
                 self._account[0],
@@ -135,10 +162,13 @@ class Emptying:
     async def _by_key(self, table: str, key: str, connection: Connection, budget: int) -> int:
         """Rows of `table` in the ledger, in the order of its (ledger, `key`) index (names
         of ours, no input), from the last one deleted."""
+        # The keys found first, once (an array): as `IN`, a planner that takes a new
+        # sandbox's ledger for one of a row (its statistics not yet of it) ran the LIMIT's
+        # search again for every row of the ledger, a slice taking 40 s on 100,000.
         gone = await connection.fetchrow(
-            f"WITH gone AS (DELETE FROM {table} WHERE ledger = $1 AND {key} IN"
-            f" (SELECT {key} FROM {table} WHERE ledger = $1 AND {key} > $2"
-            f" ORDER BY {key} LIMIT $3) RETURNING {key})"
+            f"WITH gone AS (DELETE FROM {table} WHERE ledger = $1 AND {key} = ANY(ARRAY("
+            f"SELECT {key} FROM {table} WHERE ledger = $1 AND {key} > $2"
+            f" ORDER BY {key} LIMIT $3)) RETURNING {key})"
             f" SELECT count(*), max({key}) FROM gone",
             self.ledger,
             self._after.get(table, ""),
