@@ -17,7 +17,7 @@ import pytest
 from tests.pg_rows import operations_under
 from tests.pgserver import PostgresTestServer
 
-from kopilka.domain.model import Deposit, Operation
+from kopilka.domain.model import Account, Deposit, Operation
 from kopilka.engine import Engine
 from kopilka.errors import Unavailable
 from kopilka.store import postgres
@@ -200,15 +200,26 @@ async def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [record.getMessage() for record in caplog.records]
 
 
-async def test_a_batch_the_database_does_not_answer_is_logged_while_it_waits(
+@pytest.mark.parametrize(
+    ("kind", "kinds", "why"),
+    [
+        ("batch", "batches", "it is silent, or another transaction holds the batch's rows"),
+        ("read", "reads", "it is silent, or another session holds a table it reads"),
+    ],
+)
+async def test_work_the_database_does_not_answer_is_logged_while_it_waits(
     postgres_server: PostgresTestServer,
     postgres_url: str,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    kind: str,
+    kinds: str,
+    why: str,
 ) -> None:
     """A frozen database left nothing in the log until the command timeout ran out (60 s
-    by default), while every client waited: the wait is said as it passes a few seconds,
-    and its end once the database answers."""
+    by default), while every client waited, for a batch or a read (a token's look-up, a
+    balance): the wait is said as it passes a few seconds, and its end once the database
+    answers."""
     if not postgres_server.is_managed:
         pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
     monkeypatch.setattr(postgres, "WAIT_LOGGED_SECONDS", 0.5)
@@ -217,50 +228,20 @@ async def test_a_batch_the_database_does_not_answer_is_logged_while_it_waits(
         await _ann_and_idle_connections(engine)
         caplog.clear()
         async with _kopilka_sessions_frozen(postgres_url):
-            deposit = asyncio.ensure_future(engine.execute(Deposit("Ann", 250, "frozen", "k1")))
+            work = asyncio.ensure_future(
+                engine.execute(Deposit("Ann", 250, "frozen", "k1"))
+                if kind == "batch"
+                else engine.get_account("main", "Ann")
+            )
             waiting = await _logged(caplog)
-            assert not deposit.done()
-        applied = await asyncio.wait_for(deposit, 10)
-        assert isinstance(applied, Operation), applied
+            assert not work.done()
+        done = await asyncio.wait_for(work, 10)
+        assert isinstance(done, Operation if kind == "batch" else Account), done
     where = store.redacted_url
-    assert waiting == [
-        f"the database at {where} has not answered a batch in 0.5 s: it is silent, or another"
-        " transaction holds the batch's rows"
-    ]
-    assert [record.getMessage() for record in caplog.records][1:] == [
-        f"the database at {where} answers kopilka's batches again"
-    ]
-
-
-async def test_a_read_the_database_does_not_answer_is_logged_while_it_waits(
-    postgres_server: PostgresTestServer,
-    postgres_url: str,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A token's look-up, a balance: a request that reads waited out the command timeout
-    with nothing in the log, as a batch did."""
-    if not postgres_server.is_managed:
-        pytest.skip("an external server (KOPILKA_TEST_POSTGRES_URL) is not ours to freeze")
-    monkeypatch.setattr(postgres, "WAIT_LOGGED_SECONDS", 0.5)
-    store = PostgresStore(postgres_url, command_timeout_seconds=30)
-    async with Engine(store) as engine:
-        await _ann_and_idle_connections(engine)
-        caplog.clear()
-        async with _kopilka_sessions_frozen(postgres_url):
-            read = asyncio.ensure_future(engine.get_account("main", "Ann"))
-            waiting = await _logged(caplog)
-            assert not read.done()
-        account = await asyncio.wait_for(read, 10)
-        assert account is not None and account.balance_cents == 1_000
-    where = store.redacted_url
+    assert waiting == [f"the database at {where} has not answered a {kind} in 0.5 s: {why}"]
     assert [record.getMessage() for record in caplog.records] == [
         *waiting,
-        f"the database at {where} answers kopilka's reads again",
-    ]
-    assert waiting == [
-        f"the database at {where} has not answered a read in 0.5 s: it is silent, or another"
-        " session holds a table it reads"
+        f"the database at {where} answers kopilka's {kinds} again",
     ]
 
 
