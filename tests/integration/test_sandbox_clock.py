@@ -51,3 +51,27 @@ async def test_a_sandbox_in_use_outlives_a_step_of_the_clock(tmp_path: Path) -> 
     finally:
         await sandboxes.close()
         await store.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_sandbox_open_through_a_restart_outlives_it(tmp_path: Path) -> None:
+    """Its use is recorded now and then, and none while the server was stopped: the
+    reaper's first look after a start took the stop for idle time, and dropped a session
+    that stayed open through it. The first look waits an idle time, as after an outage."""
+    store = open_store(str(tmp_path / "kopilka.db"))
+    await store.open()
+    ledger = "sandbox-0123456789abcdef-0a1b2c3d4e5f"
+    assert await store.open_sandbox(ledger, datetime.now(UTC) - timedelta(seconds=5), 10)
+    sandboxes = Sandboxes(store, IDLE_SECONDS, wall_clock=lambda: datetime.now(UTC))
+    started = time.monotonic()
+    sandboxes.start()
+    try:
+        await asyncio.sleep(IDLE_SECONDS / 2)  # the reaper looks twice meanwhile
+        await sandboxes.touch(ledger)  # the session, back: still there
+        while await store.sandbox_is_open(ledger):  # left alone: dropped, in its time
+            assert time.monotonic() - started < 10 * IDLE_SECONDS, "never dropped"
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - started >= IDLE_SECONDS
+    finally:
+        await sandboxes.close()
+        await store.close()

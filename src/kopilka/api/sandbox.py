@@ -156,7 +156,9 @@ class Sandboxes:
 
     async def _reap_forever(self) -> None:
         period = min(max(self.idle_seconds / 4, 0.05), 30.0)
-        reap_from = 0.0
+        # As after an outage: while the server was stopped, no session could record its
+        # use, and one open throughout its restart had it counted as idle time.
+        reap_from = time.monotonic() + self.idle_seconds
         away_since: datetime | None = None  # when the store was first found down
         clocks_apart = self._clocks_apart()
         while True:
