@@ -341,3 +341,45 @@ async def test_a_slice_another_process_emptied_first_leaves_nothing_behind(
     finally:
         await first.close()
         await second.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)
+async def test_sandboxes_emptied_one_after_another_read_no_whole_table(postgres_url: str) -> None:
+    """After five runs of a prepared statement the server may plan it for any ledger:
+    with the main ledger's statistics, the look for rows left read the whole of
+    `entries` for each sandbox, inside a slice's transaction."""
+    store = open_store(postgres_url)
+    await store.open()
+    sandboxes = [f"sandbox-0123456789abcdef-00000000000{number}" for number in range(8)]
+    try:
+        clients = [f"Main {number}" for number in range(300)]
+        await store.apply([Deposit(client, 10_000, "seed", f"s{client}") for client in clients])
+        await store.apply(
+            [
+                Transfer(clients[n % 300], clients[(n + 1) % 300], 1, "t", f"t{n}")
+                for n in range(3_000)
+            ]
+        )
+        for sandbox in sandboxes:
+            assert await store.open_sandbox(sandbox, datetime(2030, 1, 1, tzinfo=UTC), 10)
+            await store.apply([Deposit("Sandy", 5, "play", "k", sandbox)])
+            assert await store.end_sandbox(sandbox)
+    finally:
+        await store.close()
+    connection = await asyncpg.connect(postgres_url)
+    scans = "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'entries'"
+    try:
+        await connection.execute("ANALYZE")
+        await connection.execute("SELECT pg_stat_force_next_flush()")
+        before = await connection.fetchval(scans)
+        for sandbox in sandboxes:
+            emptying = Emptying(sandbox, SLICE_ROWS)
+            while True:
+                async with connection.transaction():
+                    if await emptying.step(connection):
+                        break
+        await connection.execute("SELECT pg_stat_force_next_flush()")
+        assert await connection.fetchval(scans) == before
+    finally:
+        await connection.close()
