@@ -12,6 +12,7 @@ import pytest
 from kopilka.api.auth import Principal
 from kopilka.api.sandbox import Sandboxes
 from kopilka.store import open_store
+from kopilka.store.protocol import Store
 
 IDLE_SECONDS = 1.0
 
@@ -43,11 +44,7 @@ async def test_a_sandbox_in_use_outlives_a_step_of_the_clock(tmp_path: Path) -> 
         await asyncio.sleep(IDLE_SECONDS / 2)  # the reaper looks twice meanwhile
         await sandboxes.touch(ledger)  # in use: still there, its use now by the new time
         assert await store.sandbox_is_open(ledger)
-        started = time.monotonic()  # left alone from here: dropped, an idle time later
-        while await store.sandbox_is_open(ledger):
-            assert time.monotonic() - started < 10 * IDLE_SECONDS, "never dropped"
-            await asyncio.sleep(0.05)
-        assert time.monotonic() - started >= IDLE_SECONDS
+        await _dropped_an_idle_time_after(store, ledger, time.monotonic())
     finally:
         await sandboxes.close()
         await store.close()
@@ -68,10 +65,15 @@ async def test_a_sandbox_open_through_a_restart_outlives_it(tmp_path: Path) -> N
     try:
         await asyncio.sleep(IDLE_SECONDS / 2)  # the reaper looks twice meanwhile
         await sandboxes.touch(ledger)  # the session, back: still there
-        while await store.sandbox_is_open(ledger):  # left alone: dropped, in its time
-            assert time.monotonic() - started < 10 * IDLE_SECONDS, "never dropped"
-            await asyncio.sleep(0.05)
-        assert time.monotonic() - started >= IDLE_SECONDS
+        await _dropped_an_idle_time_after(store, ledger, started)
     finally:
         await sandboxes.close()
         await store.close()
+
+
+async def _dropped_an_idle_time_after(store: Store, ledger: str, started: float) -> None:
+    """Left alone from `started`: dropped, and not before an idle time has passed."""
+    while await store.sandbox_is_open(ledger):
+        assert time.monotonic() - started < 10 * IDLE_SECONDS, "never dropped"
+        await asyncio.sleep(0.05)
+    assert time.monotonic() - started >= IDLE_SECONDS
