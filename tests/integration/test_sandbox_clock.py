@@ -77,3 +77,26 @@ async def _dropped_an_idle_time_after(store: Store, ledger: str, started: float)
         assert time.monotonic() - started < 10 * IDLE_SECONDS, "never dropped"
         await asyncio.sleep(0.05)
     assert time.monotonic() - started >= IDLE_SECONDS
+
+
+@pytest.mark.timeout(60)
+async def test_an_outage_begun_while_reaping_waits_counts_from_before_it(tmp_path: Path) -> None:
+    """Rounds are not tried while reaping waits (after a start): an outage that began
+    then was first met later, and counted from there, a sandbox in use just before it
+    was dropped as idle once the database was back."""
+    path = tmp_path / "kopilka.db"
+    store = open_store(str(path))
+    await store.open()
+    ledger = "sandbox-0123456789abcdef-0a1b2c3d4e5f"
+    assert await store.open_sandbox(ledger, datetime.now(UTC) - timedelta(seconds=0.3), 10)
+    sandboxes = Sandboxes(store, IDLE_SECONDS, wall_clock=lambda: datetime.now(UTC))
+    sandboxes.start()
+    try:
+        path.rename(tmp_path / "away.db")  # its writes refused: the database is away
+        await asyncio.sleep(IDLE_SECONDS * 1.6)  # the first round met the outage
+        (tmp_path / "away.db").rename(path)
+        await asyncio.sleep(IDLE_SECONDS / 2)  # rounds after it: the store reached again
+        assert await store.sandbox_is_open(ledger)
+    finally:
+        await sandboxes.close()
+        await store.close()

@@ -159,7 +159,11 @@ class Sandboxes:
         # As after an outage: while the server was stopped, no session could record its
         # use, and one open throughout its restart had it counted as idle time.
         reap_from = time.monotonic() + self.idle_seconds
-        away_since: datetime | None = None  # when the store was first found down
+        away_since: datetime | None = None  # when the store was last seen up, once down
+        # When the store was last seen up: at the start, then at each round that reached
+        # it. Rounds are not tried while reaping waits, so an outage that began then is
+        # first met later: counted from then, sandboxes used just before it went too.
+        seen_up = self._now()
         clocks_apart = self._clocks_apart()
         while True:
             await asyncio.sleep(period)
@@ -176,10 +180,12 @@ class Sandboxes:
                 await self.reap(away_since)
             except Unavailable:
                 # The store is down (it says so itself, once per outage).
-                away_since = away_since or self._now()
+                away_since = away_since or seen_up
                 continue
             except Exception:
                 logger.exception("could not drop idle sandbox ledgers")
+            else:
+                seen_up = self._now()
             if away_since is not None:
                 # While it was down, no session could record its use: now that it is
                 # seen back, each has an idle time to be seen again before any counts
