@@ -14,6 +14,7 @@ leaves rows of a sandbox with no row in `sandboxes`, which `ended_with_rows` fin
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -30,6 +31,25 @@ SLICE_ROWS = 2_000
 # one sandbox took its accounts before them (an older kopilka), and left them for
 # nothing to find. (Entries left so, without their account, name no ledger: they stay.)
 _TABLES_LEFT_LAST = ("accounts", "operations", "refusals", "batch_requests")
+# After the entries, each table with a ledger column, walked by its (ledger, key) index;
+# accounts last.
+_WALKED_BY_KEY = (
+    ("operations", "idempotency_key"),
+    ("refusals", "idempotency_key"),
+    ("batch_requests", "idempotency_key"),
+    ("accounts", "client"),
+)
+_ENTRIES_LEFT = (
+    "SELECT EXISTS (SELECT 1 FROM entries e JOIN accounts a ON a.id = e.account_id"
+    " WHERE a.ledger = $1)"
+)
+
+
+def _left_in(table: str) -> str:
+    """SQL: whether `table` (a name of ours) has rows of the ledger."""
+    return f"SELECT EXISTS (SELECT 1 FROM {table} WHERE ledger = $1)"
+
+
 # The newest possible place in an account's entries, (created_at, id).
 _PAST_EVERY_ENTRY = (datetime.max.replace(tzinfo=UTC), 2**63 - 1)
 
@@ -86,37 +106,29 @@ class Emptying:
             # Open under this name again (a name is never given twice, but a caller may
             # open one it chose): what is there now is that sandbox's.
             return True
-        stages = (
-            self._entries,
-            partial(self._by_key, "operations", "idempotency_key"),
-            partial(self._by_key, "refusals", "idempotency_key"),
-            partial(self._by_key, "batch_requests", "idempotency_key"),
-            partial(self._by_key, "accounts", "client"),
+        # Each stage's walk, and the question whether any of its rows are left.
+        stages: tuple[tuple[Callable[[Connection, int], Awaitable[int]], str], ...] = (
+            (self._entries, _ENTRIES_LEFT),
+            *(
+                (partial(self._by_key, table, key), _left_in(table))
+                for table, key in _WALKED_BY_KEY
+            ),
         )
         budget = self._rows
         while self._stage < len(stages):
-            budget -= await stages[self._stage](connection, budget)
+            walk, left = stages[self._stage]
+            budget -= await walk(connection, budget)
             if budget <= 0:
                 return False  # the stage may have more; the next slice looks
             # Less than asked for: nothing is left past where this walk got to. Another
             # process emptying the sandbox too (each that looks for ended sandboxes)
             # may have walked past it and left rows behind, or stopped: its accounts go
             # only once nothing of theirs is left, else nothing would find what is.
-            if await connection.fetchval(self._left[self._stage], self.ledger):
+            if await connection.fetchval(left, self.ledger):
                 self._walk_again()
                 return False
             self._stage += 1
         return True
-
-    # Whether rows of the sandbox are left in what each stage empties.
-    _left = (
-        "SELECT EXISTS (SELECT 1 FROM entries e JOIN accounts a ON a.id = e.account_id"
-        " WHERE a.ledger = $1)",
-        "SELECT EXISTS (SELECT 1 FROM operations WHERE ledger = $1)",
-        "SELECT EXISTS (SELECT 1 FROM refusals WHERE ledger = $1)",
-        "SELECT EXISTS (SELECT 1 FROM batch_requests WHERE ledger = $1)",
-        "SELECT EXISTS (SELECT 1 FROM accounts WHERE ledger = $1)",
-    )
 
     def _walk_again(self) -> None:
         """The stage's walk from its start (every row before where it got to is gone)."""
