@@ -11,7 +11,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from kopilka.domain.model import Deposit, Operation, Transfer, Withdraw
+from kopilka.domain.model import Deposit, Operation, SetLimits, Transfer, Withdraw
 from kopilka.engine import Engine
 from kopilka.errors import KopilkaError
 from kopilka.store.postgres import PostgresStore
@@ -109,6 +109,45 @@ async def test_a_key_refused_on_an_account_found_is_not_applied_by_another(
         assert isinstance(second, KopilkaError), second
         assert (second.code, second.message, second.replayed) == (first.code, first.message, True)
         assert (await refusing.get_account("main", "Alice")).balance_cents == 203
+
+
+async def test_a_key_refused_beside_limits_set_as_they_were_is_not_applied_by_another(
+    postgres_url: str,
+) -> None:
+    """As above, the refusing batch also setting Alice's floor to the one she has: her
+    account is among those it changes, but nothing of it is written, and her row must
+    still get a new revision for the other process to plan again."""
+    knowing_store = PostgresStore(postgres_url)
+    refusing_store = PostgresStore(postgres_url)
+    async with Engine(knowing_store), Engine(refusing_store):
+        opening = await knowing_store.apply([Deposit("Alice", 103, "funds", "a-0")])
+        assert isinstance(opening[0], Operation)
+        holder = await asyncpg.connect(postgres_url)
+        try:
+            held = holder.transaction()
+            await held.start()
+            await holder.execute("LOCK TABLE refusals IN EXCLUSIVE MODE")
+            withdrawal = Withdraw("Alice", 150, "cash", "cash-1")
+            refused = asyncio.create_task(
+                refusing_store.apply([SetLimits("Alice", min_balance_cents=0), withdrawal])
+            )
+            await _until_waiting(holder, 1)  # Alice's row locked, the refusal not yet kept
+            both = asyncio.create_task(
+                knowing_store.apply([Deposit("Alice", 100, "pay", "a-1"), withdrawal])
+            )
+            await _until_waiting(holder, 2)  # for Alice's row
+            await held.rollback()
+            (limits, first), (deposit, second) = await asyncio.wait_for(
+                asyncio.gather(refused, both), 30
+            )
+        finally:
+            await holder.close()
+        assert not isinstance(limits, KopilkaError), limits
+        assert isinstance(first, KopilkaError) and first.code == "insufficient_funds", first
+        assert isinstance(deposit, Operation), deposit
+        assert isinstance(second, KopilkaError), second
+        assert (second.code, second.message, second.replayed) == (first.code, first.message, True)
+        assert (await knowing_store.get_account("main", "Alice")).balance_cents == 203
 
 
 async def test_a_batch_opening_thousands_of_accounts_takes_one_lock_not_one_each(

@@ -447,7 +447,9 @@ async def hold_refused_accounts(
         )
         if opened:
             raise RetryableStoreError("an account this batch refused for was opened meanwhile")
-    changed = {account.id for account in plan.changed_accounts}  # given one by the write
+    # Given one by the write: every account it changes when it writes operations; without
+    # them it writes only limits that changed (a floor set to the one it was is not).
+    changed = {account.id for account in plan.changed_accounts} if plan.operations else set()
     found = [accounts[name] for name in sorted(names) if name in accounts]
     revisions = new_revisions([account for account in found if account.id not in changed])
     if revisions:
