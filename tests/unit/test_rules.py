@@ -585,6 +585,27 @@ def test_of_three_alphabets_in_a_word_the_one_of_fewest_letters_is_named() -> No
 
 
 @pytest.mark.parametrize(
+    ("name", "refusal"),
+    [
+        ("Ｂｏｂ", "may not hold 'Ｂ' (U+FF22), a fullwidth form of 'B' that lists like it"),
+        # A Cyrillic "А" beside fullwidth Latin letters, which name no alphabet of their own.
+        ("Аｎｎ", "may not hold 'ｎ' (U+FF4E), a fullwidth form of 'n' that lists like it"),
+        ("𝖡𝗈𝖻", "may not hold '𝖡' (U+1D5A1), a styled form of 'B' that lists like it"),
+        ("ｶﾅ", "may not hold 'ｶ' (U+FF76), a halfwidth form of 'カ' that lists like it"),
+        ("ﺍحمد", "may not hold 'ﺍ' (U+FE8D), a presentation form of 'ا' that lists like it"),
+        # Forms drawn unlike their letters are names as written.
+        ("Mª José", None),
+        ("ﬁona", None),
+        ("カナ", None),
+    ],
+)
+def test_a_new_name_may_not_hold_a_form_of_a_letter_drawn_like_it(
+    name: str, refusal: str | None
+) -> None:
+    assert new_name_refusal(name) == refusal
+
+
+@pytest.mark.parametrize(
     ("name", "folded"),
     [
         ("John Jones", "john jones"),

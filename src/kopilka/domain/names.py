@@ -68,7 +68,34 @@ def _unicode_refusal(client: str) -> str | None:
         return f"may not hold a character Unicode has not assigned (U+{ord(unassigned):04X})"
     if has_a_long_combining_run(client):
         return f"may not have more than {COMBINING_RUN_MAX} combining marks in a row"
-    return _mixed_alphabets_refusal(client)
+    return _mixed_alphabets_refusal(client) or _lookalike_form_refusal(client)
+
+
+# Forms of a character Unicode keeps for old character sets and for mathematics, each
+# drawn like the plain one ("Ｂｏｂ", "𝖡𝗈𝖻" list like "Bob"): by the tag of its
+# compatibility decomposition. Forms drawn otherwise ("ª", "²", "ﬁ") are let be.
+_LOOKALIKE_FORMS = {
+    "<wide>": "a fullwidth",
+    "<narrow>": "a halfwidth",
+    "<font>": "a styled",
+    "<initial>": "a presentation",
+    "<medial>": "a presentation",
+    "<final>": "a presentation",
+    "<isolated>": "a presentation",
+}
+
+
+def _lookalike_form_refusal(client: str) -> str | None:
+    for character in client:
+        tag = unicodedata.decomposition(character).partition(" ")[0]
+        form = _LOOKALIKE_FORMS.get(tag)
+        if form is not None:
+            plain = unicodedata.normalize("NFKC", character)
+            return (
+                f"may not hold {character!r} (U+{ord(character):04X}), {form} form of"
+                f" {plain!r} that lists like it"
+            )
+    return None
 
 
 # Alphabets with letters alike ("A", Cyrillic "А", Greek "Α"): a word mixing them is a
