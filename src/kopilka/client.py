@@ -134,6 +134,9 @@ class _SentAt:
     server's): how long it took tells how long a retry needs."""
 
     at: float | None = None
+    # An attempt before it that may have applied, its answer lost: "nothing was applied"
+    # in this one's answer speaks only of this one.
+    after_uncertain: KopilkaError | None = None
 
 
 class _TimeRanOut(httpx.PoolTimeout):
@@ -502,7 +505,7 @@ class Client:
                 failure = error
             else:
                 if went_out is not None:
-                    went_out.at = sent.at
+                    went_out.at, went_out.after_uncertain = sent.at, uncertain
                 if response.status_code not in (429, 503) or not retry:
                     if uncertain is not None and not _speaks_of_the_write(response, self.shown_url):
                         raise uncertain  # of this attempt alone, not of the earlier one
@@ -939,6 +942,7 @@ class Client:
 
         sent = _SentAt()
         outcomes = send(sent)
+        uncertain = sent.after_uncertain
         for delay_seconds in _RETRY_DELAYS_SECONDS:
             unsettled = [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
             now = time.monotonic()
@@ -956,10 +960,17 @@ class Client:
                     for i in unsettled:
                         outcomes[i] = error
                 break  # else the answers so far stand: what they applied, applied
+            uncertain = uncertain or sent.after_uncertain
             for i in unsettled:
                 # An item's "outcome unknown" is not undone by a later "nothing applied".
                 if not (isinstance(again[i], Unavailable) and _unknown(outcomes[i])):
                     outcomes[i] = again[i]
+        if uncertain is not None:
+            # A send whose answer was lost may have applied them: an item later answered
+            # "nothing was applied" is not known to be unapplied.
+            for i, outcome in enumerate(outcomes):
+                if isinstance(outcome, Unavailable) and not _unknown(outcome):
+                    outcomes[i] = uncertain
         return outcomes
 
     def health(self) -> dict[str, Any]:

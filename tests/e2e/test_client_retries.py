@@ -860,6 +860,33 @@ def test_a_batchs_resend_is_timed_from_when_its_send_went_out() -> None:
     assert isinstance(outcome, KopilkaError) and outcome.code == "insufficient_funds", outcome
 
 
+def test_a_batch_whose_answer_was_lost_is_not_told_unapplied_by_a_resend() -> None:
+    """The first send's answer lost (it may have applied every item), the next answered
+    an item 503 "nothing was changed" (a piece of the request failing then): that speaks
+    of the second send alone, and the item stays unknown, not said to be unapplied."""
+    asked: list[bytes] = []
+    busy = b'{"results": [{"status": 503, "error": {"code": "store_busy", "message": "busy"}}]}'
+
+    def answer(connection: socket.socket) -> None:
+        buffered = b""
+        while True:
+            request, buffered = _read_message(connection, buffered)
+            asked.append(request)
+            if len(asked) == 1:
+                return  # hangs up: the answer to the first send is lost
+            head = b"HTTP/1.1 200 OK\r\n" + _JSON_HEAD
+            connection.sendall(head + b"content-length: %d\r\n\r\n%s" % (len(busy), busy))
+
+    with (
+        serving(answer) as url,
+        connect_bank(url, token="kop_x_y", ledger="main", timeout_seconds=2.0) as bank,
+    ):
+        [outcome] = bank.execute_many([Deposit("Ann", 100, "pay", "lost-1")], "batch-1")
+    assert len(asked) >= 2
+    assert isinstance(outcome, Unavailable)
+    assert outcome.code == "outcome_unknown", outcome.message
+
+
 def test_a_write_redirected_elsewhere_was_not_applied() -> None:
     """A front that sends http to https passes nothing on: the write was said to be
     maybe applied, and every retry under its key was redirected again, never settled."""
