@@ -21,6 +21,7 @@ from kopilka.store.postgres_schema import (
     FOLDED_NAMES_UNIQUE,
     MIGRATION_LOCK_KEY,
     MIGRATIONS,
+    NAMED_SEQUENCES,
     SCHEMA_MIGRATIONS_TABLE,
     SCHEMA_VERSION,
     TABLES,
@@ -235,7 +236,8 @@ async def _refuse_ledger_outside_current_schema(connection: Connection, redacted
 
 async def _refuse_foreign_tables(connection: Connection, redacted_url: str) -> None:
     """No schema yet: refuse tables of kopilka's names found in the current schema."""
-    refuse_foreign_tables(redacted_url, TABLES, await _tables_found(connection))
+    names = (*TABLES, *NAMED_SEQUENCES)
+    refuse_foreign_tables(redacted_url, names, await _tables_found(connection, names))
 
 
 async def _refuse_missing_tables(connection: Connection, redacted_url: str) -> None:
@@ -252,15 +254,15 @@ async def _refuse_missing_tables(connection: Connection, redacted_url: str) -> N
         raise missing_tables(redacted_url, [row[0] for row in missing])
 
 
-async def _tables_found(connection: Connection) -> set[str]:
-    """Which of kopilka's tables the current schema holds: where a first migration
-    would make them."""
+async def _tables_found(connection: Connection, names: tuple[str, ...]) -> set[str]:
+    """Which of `names` (kopilka's tables and sequences) the current schema holds:
+    where a first migration would make them."""
     return {
         row[0]
         for row in await connection.fetch(
             "SELECT relname FROM pg_class WHERE relname = ANY($1::text[]) AND relnamespace ="
             " (SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
-            list(TABLES),
+            list(names),
         )
     }
 

@@ -294,3 +294,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 # Where there is no schema yet, a table of one of these names was made by something else.
 TABLES = created_tables(MIGRATIONS)
+# A sequence the batch statements name (nextval): one of that name already there, the
+# operations table's own identity would be named otherwise, and ids drawn from another's.
+NAMED_SEQUENCES = ("operations_id_seq",)
