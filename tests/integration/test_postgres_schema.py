@@ -742,6 +742,23 @@ def test_tables_kopilka_did_not_create_are_refused_by_name(
     assert asyncio.run(_versions(postgres_url)) == list(range(1, SCHEMA_VERSION + 1))
 
 
+def test_a_sequence_of_the_name_kopilka_draws_ids_from_is_refused(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """Another's sequence named operations_id_seq: the operations table's own identity
+    was made operations_id_seq1, and operations took their ids from the other one (its
+    end reached, every write failed)."""
+    asyncio.run(_execute(postgres_url, "CREATE SEQUENCE operations_id_seq MAXVALUE 1002"))
+    init = run_kopilka(tmp_path / "home", "init", "--db", postgres_url)
+    assert (init.returncode, init.stdout, init.stderr) == (
+        1,
+        "",
+        f"Error: the database at {redact_url(postgres_url)} has tables that kopilka did not"
+        " create (operations_id_seq); use an empty database\n",
+    )
+    assert asyncio.run(_table_names(postgres_url)) == []
+
+
 @pytest.mark.parametrize(
     "table",
     [
@@ -857,6 +874,29 @@ async def test_a_schema_damaged_by_hand_is_one_line_for_every_command(
         assert result.stderr.startswith("Error: the database refused this: "), result.stderr
         assert result.stderr.count("\n") == 1, result.stderr
         assert "does not exist" in result.stderr
+
+
+async def test_an_operators_trigger_that_raises_is_said_in_its_own_words(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """An audit trigger of the operator's refusing every operation: the write was told
+    the exception's type alone, after a traceback."""
+    home = await _a_ledger_with_one_deposit(postgres_url, tmp_path)
+    await _execute(
+        postgres_url,
+        "CREATE FUNCTION audit_full() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'audit log is full'; END $$;"
+        " CREATE TRIGGER audit BEFORE INSERT ON operations"
+        " FOR EACH STATEMENT EXECUTE FUNCTION audit_full()",
+    )
+    result = run_kopilka(
+        home, "deposit", "--client=pp", "--amount=1", "--description=x", "--db", postgres_url
+    )
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert result.stderr.startswith(
+        "Error: the database refused this: audit log is full (RaiseError) (to retry it safely:"
+    ), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
 
 
 async def test_a_ledger_missing_a_table_is_said_damaged_not_up_to_date(
