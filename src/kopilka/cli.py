@@ -66,6 +66,7 @@ from kopilka.shell.parser import closest, closest_option, looks_like_an_option, 
 from kopilka.shell.render import help_command, help_overview
 from kopilka.shell.repl import SessionEnded, SignalEnding, run_piped, run_terminal
 from kopilka.shell.specs import COMMANDS, GLOBAL_VALUES, find_command
+from kopilka.shell.waiting_input import waiting_input
 from kopilka.store import initialize_schema, keeps_nothing, upgraded
 
 # Subcommands with their own option parsers, loaded only when asked for.
@@ -189,7 +190,8 @@ def _settle_streams() -> None:
     closed, errors go nowhere (the exit status says it): print() would put them on
     stdout, to be read as the answer. A character the output's encoding lacks is written
     escaped, not as a traceback; one the input's encoding cannot read is kept as an
-    unpaired surrogate, which the rules refuse as no name or text of anyone's."""
+    unpaired surrogate, which the rules refuse as no name or text of anyone's. Input
+    left non-blocking is waited for, not taken to have ended (waiting_input.py)."""
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for as long as the process runs
     if sys.stdin is None:  # closed (<&-): read as empty, a shell then has nothing to do
@@ -200,6 +202,7 @@ def _settle_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(errors="surrogateescape")
+    sys.stdin = waiting_input(sys.stdin)
 
 
 def _dispatch(arguments: list[str]) -> int:

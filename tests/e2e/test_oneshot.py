@@ -1853,3 +1853,34 @@ def test_a_long_answer_to_a_slow_non_blocking_reader_is_written_whole(
     assert (statement.returncode, errors) == (0, b"")
     assert len(shown) > 2 * 65536
     assert shown.decode().splitlines()[-1].startswith("|            ")  # the totals row, last
+
+
+def test_a_script_on_a_non_blocking_pipe_is_waited_for_not_taken_as_ended(
+    kopilka_home: Path,
+) -> None:
+    """Handed a pipe left non-blocking, the shell read "nothing yet" as the end of the
+    input: a deposit half-written by its producer ran for $10, not $1,000, the rest
+    never read, and the shell exited 0."""
+    reading, writing = os.pipe()
+    try:
+        os.write(writing, b"deposit --client=NB --description=rent --amount=10")
+        os.set_blocking(reading, False)
+        shell = subprocess.Popen(
+            kopilka_command(),
+            stdin=reading,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=kopilka_env(kopilka_home),
+            cwd=kopilka_home.parent,
+        )
+        os.close(reading)
+        time.sleep(1.0)  # the producer is slow: the shell meets an empty pipe first
+        os.write(writing, b"00\nbalance --client=NB\n")
+    finally:
+        os.close(writing)
+    out, errors = shell.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    assert (shell.returncode, out, errors) == (
+        0,
+        b"Deposit operation was successful!\nBalance of NB: $1,000.00\n",
+        b"",
+    )
