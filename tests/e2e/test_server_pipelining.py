@@ -120,3 +120,39 @@ def test_connections_flooding_pipelined_requests_hold_little_memory(tmp_path: Pa
         with server.client() as client:
             assert client.get("/v1/health").status_code == 200
         assert peak - before < 150 * 1024, f"grew by {peak - before} KiB"
+
+
+def test_a_broken_body_sent_behind_a_write_is_refused_after_the_writes_answer(
+    tmp_path: Path,
+) -> None:
+    """A chunked request whose framing is refused (a chunk size that is no number, chunk
+    extensions past the bound), sent while a write before it waited for the database:
+    the connection was closed at once, the write applied and its answer never sent."""
+    with running_server(tmp_path / "home") as server:
+        auth = f"Authorization: Bearer {server.token}\r\n".encode()
+        body = json.dumps({"client": "Ann", "amount": "1", "open_account": True}).encode()
+        deposit = (
+            b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\n"
+            + auth
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        chunked = b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\n" + auth
+        chunked += b"Transfer-Encoding: chunked\r\n\r\n"
+        for broken, refused in (
+            (b"zz\r\n", 400),
+            (b"1;" + b"x" * 30_000 + b"\r\n", 431),
+        ):
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            lock = os.open(server.home / f"kopilka.db{LOCK_FILE_SUFFIX}", os.O_RDWR)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # the deposit waits for the database
+                connection.sendall(deposit)
+                time.sleep(0.3)
+                connection.sendall(chunked + broken)
+                time.sleep(0.3)
+            finally:
+                os.close(lock)
+            statuses = [status for status, _ in read_answers(connection)]
+            connection.close()
+            assert statuses == [201, refused], broken[:8]

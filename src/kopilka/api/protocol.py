@@ -28,6 +28,8 @@
 - Chunks of a chunked body: past 32,768 the request is answered 413 `too_many_chunks`
   and closed. Each chunk costs a call into Python, however small: a body sent a byte a
   chunk held the event loop (every other client) for seconds.
+- A body refused (its framing, its chunks) while requests sent before it are still
+  being answered: refused after their answers, as a head is, and never run.
 - Requests sent ahead of their answers (pipelined): reading stops while 16 of a
   connection are parsed and unanswered, and resumes once they are fewer; uvicorn read
   on after each answer, parsing and queueing all a client sent. As the parser takes a
@@ -328,6 +330,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         # Requests still being answered when one was sent behind them: uvicorn keeps only
         # the newest request's cycle, and tells only it that the connection is lost.
         self.answered_behind: list[Any] = []
+        # A request refused for its body while queued behind others: it never runs, and
+        # its refusal is due once they are answered.
+        self.never_run: Any = None
         # The client has sent all it will (a half-close): closed once it is answered.
         self.half_closed = False
         # Chunks the current chunked body may still take (and its last, empty one).
@@ -546,7 +551,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self.body_started is not None:
                 self.body_started = now
         super().on_response_complete()
-        if self.refusal_due is not None and not self.pipeline and self.cycle.response_complete:
+        if (
+            self.refusal_due is not None
+            and not self.pipeline
+            and (self.cycle.response_complete or self.cycle is self.never_run)
+            and not self.answered_behind
+        ):
             self._close_with(self.refusal_due)
         elif self.half_closed and self.unanswered == 0 and not self.transport.is_closing():
             self.transport.close()
@@ -611,14 +621,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self.lingering or self.transport.is_closing():
             return
         # The cycle is this request's (None before an upgrade): once the application has
-        # begun to answer (say, 401 before reading the body), or a request before it is
-        # still being answered, there is nothing to add but the close.
+        # begun to answer (say, 401 before reading the body), there is nothing to add but
+        # the close.
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
             # Its application is told the client left, as the close would tell it: a body
             # that ended in this read, whole, would be applied though refused.
             cycle.disconnected = True
             cycle.message_event.set()
+            queued = next((entry for entry in self.pipeline if entry[0] is cycle), None)
+            if queued is not None:
+                # Sent behind requests still being answered (a write among them may be
+                # applied): it never runs, and their answers go out before its refusal.
+                self.pipeline.remove(queued)
+                self.never_run = cycle
+                self.refusal_due = refusal
+                self.flow.pause_reading()
+                return
         if (cycle is None or not cycle.response_started) and not self.pipeline:
             self._close_with(refusal)
         else:
