@@ -21,6 +21,7 @@ import pytest
 from tests.kopilka_server import ServerProcess, running_server
 
 from kopilka.api.protocol import HEAD_BYTES_MAX, LINGER_SECONDS, TARGET_BYTES_MAX
+from kopilka.server import KEEP_ALIVE_SECONDS
 from kopilka.store.sqlite_lock import LOCK_FILE_SUFFIX
 
 
@@ -1227,3 +1228,41 @@ def test_a_chunked_body_in_too_many_chunks_is_refused(tmp_path: Path) -> None:
         answers.close()
         connection.close()
         assert error_of(refusal) == (413, "too_many_chunks")
+
+
+def test_a_request_sent_while_the_server_was_stopped_is_not_reset_as_idle(
+    tmp_path: Path,
+) -> None:
+    """A keep-alive connection idle for most of its time, a request sent on it while the
+    server stood still (SIGSTOP) in the middle of a batch, until past that time: woken,
+    the server ran its timers before it read, closed the connection as idle with the
+    request unread, and the client was reset."""
+    health = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    items = [{"type": "deposit", "client": "Ann", "amount": "1", "description": "x"}] * 5_000
+    body = json.dumps({"operations": items}).encode()
+    with running_server(tmp_path) as server:
+        assert server.process is not None
+        with server.client() as client:
+            assert client.post("/v1/accounts", json={"client": "Ann"}).status_code == 201
+        idle = connect(server.port)
+        idle.sendall(health)
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
+        time.sleep(KEEP_ALIVE_SECONDS - 2)
+        busy = connect(server.port)
+        busy.sendall(
+            b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nAuthorization: Bearer {server.token}".encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        time.sleep(0.05)  # the server's loop at work on it
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            idle.sendall(health)
+            time.sleep(2.5)  # the connection idle past its time, as the server stands
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        answer = idle.recv(65536)
+        idle.close()
+        busy.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer

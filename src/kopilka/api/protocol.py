@@ -112,6 +112,8 @@ PIPELINED_MAX = 128
 CHUNKS_MAX = 32_768
 # Linux's ioctl for a socket's bytes sent and not yet acknowledged (SIOCOUTQ).
 _UNSENT_REQUEST: int | None = getattr(termios, "TIOCOUTQ", None)
+# The ioctl for a socket's bytes received and not yet read (FIONREAD).
+_UNREAD_REQUEST: int | None = getattr(termios, "FIONREAD", None)
 
 
 @dataclass
@@ -578,6 +580,29 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return False
         self.waiting_at_pause = waiting
         return True
+
+    def timeout_keep_alive_handler(self) -> None:
+        """uvicorn's close of a connection idle for its keep-alive time, unless a request
+        has come meanwhile, unread: the loop stood still (SIGSTOP, a long pause) while
+        the client sent it. Closed with it unread, the connection was reset, the request
+        never read and its sender left not knowing; it is read now, as the other bounds
+        read what came while the server stood still."""
+        if self._unread_in_kernel() > 0:
+            return  # its bytes start a request at the loop's next look, its clock with it
+        super().timeout_keep_alive_handler()
+
+    def _unread_in_kernel(self) -> int:
+        """The bytes the client sent that the transport has not read (0 where that
+        cannot be asked)."""
+        if _UNREAD_REQUEST is None:
+            return 0
+        connection = self.transport.get_extra_info("socket")
+        try:
+            asked = fcntl.ioctl(connection.fileno(), _UNREAD_REQUEST, b"\0\0\0\0")
+        except (AttributeError, OSError, ValueError):  # closed meanwhile, or no socket
+            return 0
+        unread: int = struct.unpack("i", asked)[0]
+        return unread
 
     def _unsent_in_kernel(self) -> int:
         """The answer's bytes in the kernel's socket buffer the client has not yet
