@@ -71,7 +71,9 @@ def repeats(body: bytes) -> Repeats:
         raise ApiError(
             400, "malformed_json", "the request body is not valid JSON: it is not UTF-8"
         ) from None
-    except (ValueError, RecursionError):  # read otherwise than msgspec read it: refused
+    except RecursionError:  # a little less deep than msgspec's bound: refused alike
+        raise InvalidInput("invalid_request", "invalid request body: nested too deeply") from None
+    except ValueError:  # read otherwise than msgspec read it: refused
         raise InvalidInput("invalid_request", "invalid request body: it cannot be read") from None
     top = outer.repeated if isinstance(outer, _Object) else None
     return Repeats(top, found[0] if found else None)
