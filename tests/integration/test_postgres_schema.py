@@ -876,8 +876,16 @@ async def test_a_schema_damaged_by_hand_is_one_line_for_every_command(
         assert "does not exist" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("statement", "said"),
+    [
+        ("RAISE EXCEPTION 'audit log is full'", "audit log is full (RaiseError)"),
+        ("ASSERT false, 'audit log is full'", "audit log is full (AssertError)"),
+    ],
+    ids=["RAISE", "ASSERT"],
+)
 async def test_an_operators_trigger_that_raises_is_said_in_its_own_words(
-    postgres_url: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path, statement: str, said: str
 ) -> None:
     """An audit trigger of the operator's refusing every operation: the write was told
     the exception's type alone, after a traceback."""
@@ -885,7 +893,7 @@ async def test_an_operators_trigger_that_raises_is_said_in_its_own_words(
     await _execute(
         postgres_url,
         "CREATE FUNCTION audit_full() RETURNS trigger LANGUAGE plpgsql AS"
-        " $$ BEGIN RAISE EXCEPTION 'audit log is full'; END $$;"
+        f" $$ BEGIN {statement}; END $$;"
         " CREATE TRIGGER audit BEFORE INSERT ON operations"
         " FOR EACH STATEMENT EXECUTE FUNCTION audit_full()",
     )
@@ -894,7 +902,7 @@ async def test_an_operators_trigger_that_raises_is_said_in_its_own_words(
     )
     assert (result.returncode, result.stdout) == (1, ""), result.stderr
     assert result.stderr.startswith(
-        "Error: the database refused this: audit log is full (RaiseError) (to retry it safely:"
+        f"Error: the database refused this: {said} (to retry it safely:"
     ), result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
 

@@ -162,8 +162,9 @@ _DATABASE_REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.InsufficientResourcesError,  # class 53: disk full, out of memory
     asyncpg.exceptions.PostgresSystemError,  # class 58: I/O errors
     asyncpg.exceptions.InternalServerError,  # class XX: data corrupted
-    # An operator's trigger or rule raising (P0001): kopilka's own schema raises none.
-    asyncpg.exceptions.RaiseError,
+    # An operator's trigger raising, or failing an ASSERT (class P0): kopilka's own
+    # schema raises none of these (its one RAISE is a serialization failure).
+    asyncpg.exceptions.PLPGSQLError,
     # A table, column or function of kopilka's schema gone (renamed or dropped by hand).
     asyncpg.exceptions.UndefinedTableError,
     asyncpg.exceptions.UndefinedColumnError,
