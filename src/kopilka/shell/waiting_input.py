@@ -42,10 +42,12 @@ class _WaitingReader(io.RawIOBase):
 def waiting_input(stream: TextIO) -> TextIO:
     """`stream` as it is, or read anew through a reader that waits when its descriptor
     is non-blocking (in the same encoding, errors and line ends: none translated)."""
+    if os.name != "posix":  # select() and readv() take no pipe elsewhere
+        return stream
     try:
         blocking = os.get_blocking(stream.fileno())
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return stream  # no descriptor of its own (a test's), or no such call (Windows)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return stream  # no descriptor of its own (a test's)
     if blocking:
         return stream
     reader = io.BufferedReader(_WaitingReader(stream.fileno()))
