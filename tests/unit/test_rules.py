@@ -591,12 +591,15 @@ def test_of_three_alphabets_in_a_word_the_one_of_fewest_letters_is_named() -> No
         # A Cyrillic "А" beside fullwidth Latin letters, which name no alphabet of their own.
         ("Аｎｎ", "may not hold 'ｎ' (U+FF4E), a fullwidth form of 'n' that lists like it"),
         ("𝖡𝗈𝖻", "may not hold '𝖡' (U+1D5A1), a styled form of 'B' that lists like it"),
-        ("ｶﾅ", "may not hold 'ｶ' (U+FF76), a halfwidth form of 'カ' that lists like it"),
+        ("Room １２", "may not hold '１' (U+FF11), a fullwidth form of '1' that lists like it"),
+        ("Ⅾavid", "may not hold 'Ⅾ' (U+216E), a numeral form of 'D' that lists like it"),
         ("ﺍحمد", "may not hold 'ﺍ' (U+FE8D), a presentation form of 'ا' that lists like it"),
-        # Forms drawn unlike their letters are names as written.
+        # Forms drawn unlike their letters are names as written, and so are halfwidth
+        # katakana (Japanese banks' account names) and fullwidth punctuation.
         ("Mª José", None),
         ("ﬁona", None),
-        ("カナ", None),
+        ("ﾔﾏﾀﾞ ﾀﾛｳ", None),
+        ("山田商事（株）", None),
     ],
 )
 def test_a_new_name_may_not_hold_a_form_of_a_letter_drawn_like_it(

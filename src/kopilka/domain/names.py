@@ -71,12 +71,13 @@ def _unicode_refusal(client: str) -> str | None:
     return _mixed_alphabets_refusal(client) or _lookalike_form_refusal(client)
 
 
-# Forms of a character Unicode keeps for old character sets and for mathematics, each
-# drawn like the plain one ("Ｂｏｂ", "𝖡𝗈𝖻" list like "Bob"): by the tag of its
-# compatibility decomposition. Forms drawn otherwise ("ª", "²", "ﬁ") are let be.
+# Forms of a letter or digit Unicode keeps for old character sets and for mathematics,
+# each drawn like the plain one ("Ｂｏｂ", "𝖡𝗈𝖻" list like "Bob"): by the tag of its
+# compatibility decomposition. Forms drawn otherwise ("ª", "²", "ﬁ", halfwidth katakana,
+# which Japanese banks write account names in) and fullwidth punctuation, which Japanese
+# input gives ("（株）"), are let be.
 _LOOKALIKE_FORMS = {
     "<wide>": "a fullwidth",
-    "<narrow>": "a halfwidth",
     "<font>": "a styled",
     "<initial>": "a presentation",
     "<medial>": "a presentation",
@@ -89,8 +90,12 @@ def _lookalike_form_refusal(client: str) -> str | None:
     for character in client:
         tag = unicodedata.decomposition(character).partition(" ")[0]
         form = _LOOKALIKE_FORMS.get(tag)
-        if form is not None:
-            plain = unicodedata.normalize("NFKC", character)
+        if form is None and tag == "<compat>" and unicodedata.category(character) == "Nl":
+            form = "a numeral"  # Roman numerals, drawn as Latin letters ("Ⅾavid")
+        if form is None:
+            continue
+        plain = unicodedata.normalize("NFKC", character)
+        if plain.isalnum():
             return (
                 f"may not hold {character!r} (U+{ord(character):04X}), {form} form of"
                 f" {plain!r} that lists like it"
