@@ -1234,28 +1234,30 @@ def test_a_request_sent_while_the_server_was_stopped_is_not_reset_as_idle(
     tmp_path: Path,
 ) -> None:
     """A keep-alive connection idle for most of its time, a request sent on it while the
-    server stood still (SIGSTOP) in the middle of a batch, until past that time: woken,
-    the server ran its timers before it read, closed the connection as idle with the
-    request unread, and the client was reset."""
+    server stood still (SIGSTOP) in the middle of a batch's work, until past that time:
+    woken, the server ran its timers before it looked for input, closed the connection
+    as idle with the request unread, and the client was reset."""
     health = b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"
-    items = [{"type": "deposit", "client": "Ann", "amount": "1", "description": "x"}] * 5_000
+    items = [{"type": "deposit", "client": "Ann", "amount": "1", "description": "x"}] * 10_000
     body = json.dumps({"operations": items}).encode()
     with running_server(tmp_path) as server:
         assert server.process is not None
         with server.client() as client:
             assert client.post("/v1/accounts", json={"client": "Ann"}).status_code == 201
-        idle = connect(server.port)
+        idle, busy = connect(server.port), connect(server.port)
         idle.sendall(health)
         assert idle.recv(65536).startswith(b"HTTP/1.1 200 ")
         time.sleep(KEEP_ALIVE_SECONDS - 2)
-        busy = connect(server.port)
+        writing = _cpu_seconds_beside_the_loop(server.process.pid)
         busy.sendall(
             b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\nAuthorization: Bearer {server.token}".encode()
             + b"\r\n\r\n"
             + body
         )
-        time.sleep(0.05)  # the server's loop at work on it
+        # Stopped while the batch's SQL runs on the writer thread, the loop waiting for it.
+        while _cpu_seconds_beside_the_loop(server.process.pid) < writing + 0.02:
+            time.sleep(0.001)
         server.process.send_signal(signal.SIGSTOP)
         try:
             idle.sendall(health)
@@ -1266,3 +1268,13 @@ def test_a_request_sent_while_the_server_was_stopped_is_not_reset_as_idle(
         idle.close()
         busy.close()
     assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+
+def _cpu_seconds_beside_the_loop(pid: int) -> float:
+    """The CPU time of the process's threads but its main one (the event loop's)."""
+    nanoseconds = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if task.name != str(pid):
+            with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+                nanoseconds += int((task / "schedstat").read_text().split()[0])
+    return nanoseconds / 1e9
