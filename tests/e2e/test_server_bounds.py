@@ -1256,7 +1256,9 @@ def test_a_request_sent_while_the_server_was_stopped_is_not_reset_as_idle(
             + body
         )
         # Stopped while the batch's SQL runs on the writer thread, the loop waiting for it.
+        deadline = time.monotonic() + 10
         while _cpu_seconds_beside_the_loop(server.process.pid) < writing + 0.02:
+            assert time.monotonic() < deadline, "the batch was never written"
             time.sleep(0.001)
         server.process.send_signal(signal.SIGSTOP)
         try:
