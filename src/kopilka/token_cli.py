@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shlex
 import sys
 import unicodedata
 from collections.abc import Iterable
@@ -30,7 +31,7 @@ from kopilka.arguments import ArgumentParser
 from kopilka.domain.model import client_name
 from kopilka.domain.rules import quoted_name, validate_chosen_ledger, validate_client
 from kopilka.errors import InvalidInput, KopilkaError, NotFound
-from kopilka.redaction import hide_secrets
+from kopilka.redaction import hide_secrets, redact_url
 from kopilka.settings import CONFIG_HELP, chosen_ledger, load_settings
 from kopilka.shell.connect import (
     local_store,
@@ -115,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_created(token: _Token, secret: str) -> None:
+def _show_created(token: _Token, secret: str, arguments: argparse.Namespace) -> None:
     try:
         answer(f"token {token.id} ({token.role}) created; its secret, shown only once:\n{secret}")
     except (AnswerNotWritten, BrokenPipeError) as lost:
@@ -123,11 +124,26 @@ def _show_created(token: _Token, secret: str) -> None:
         # even when the reader left, which other answers let pass in silence).
         cause = lost if isinstance(lost, OSError) else lost.__cause__
         reason = cause.strerror if isinstance(cause, OSError) else "lost"
+        revoke = f"kopilka token revoke {token.id}{_reached_with(arguments)}"
         raise AnswerNotWritten(
             "answer_not_written",
             f"token {token.id} was made, but its secret could not be written ({reason}):"
-            f" no one has it; revoke it (kopilka token revoke {token.id})",
+            f" no one has it; revoke it ({revoke})",
         ) from cause
+
+
+def _reached_with(arguments: argparse.Namespace) -> str:
+    """The options that named where the tokens are, to repeat in a command suggested to
+    the user (a token only by name: its secret is not written out again)."""
+    given = []
+    for name in ("db", "url", "config"):
+        value = getattr(arguments, name, None)
+        if value is not None:
+            shown = redact_url(value) if name == "db" else value
+            given.append(" " + shlex.quote(f"--{name}={shown}"))
+    if getattr(arguments, "token", None) is not None:
+        given.append(" --token=TOKEN")
+    return "".join(given)
 
 
 # A client's token for a name no account has (mistyped, say) does nothing until an
@@ -219,7 +235,7 @@ async def _run_local(store: Store, arguments: argparse.Namespace) -> int:
             record, secret = await make_token(
                 store, arguments.role, arguments.client, arguments.ledger
             )
-            _show_created(record, secret)
+            _show_created(record, secret, arguments)
             if no_account and record.client is not None:
                 _warn_of_no_account(record.ledger, record.client)
             return 0
@@ -246,7 +262,7 @@ def _run_remote(url: str, token: str | None, arguments: argparse.Namespace) -> i
             no_account = _no_account_there(url, token, arguments)
             arguments.asked = True
             info, secret = server.create_token(arguments.role, arguments.client, arguments.ledger)
-            _show_created(info, secret)
+            _show_created(info, secret, arguments)
             if no_account and info.client is not None:
                 _warn_of_no_account(info.ledger, info.client)
             return 0

@@ -1884,3 +1884,25 @@ def test_a_script_on_a_non_blocking_pipe_is_waited_for_not_taken_as_ended(
         b"Deposit operation was successful!\nBalance of NB: $1,000.00\n",
         b"",
     )
+
+
+def test_a_token_made_whose_secret_was_lost_is_named_with_where_it_is(
+    kopilka: RunKopilka, kopilka_home: Path, tmp_path: Path
+) -> None:
+    """The revoke suggested left out the --db (or --url) given: run as told, it looked in
+    the home's ledger, or was refused there, and the token stayed."""
+    books = tmp_path / "books.db"
+    assert kopilka("init", "--db", str(books)).returncode == 0
+    with open("/dev/full", "w") as full:
+        status, errors = _run_with_stdout(
+            kopilka_home, full.fileno(), "token", "create", "--role", "teller", "--db", str(books)
+        )
+    listed = kopilka("token", "list", "--db", str(books)).stdout.splitlines()
+    (token_id,) = [line.split()[0] for line in listed]
+    revoke = f"kopilka token revoke {token_id} --db={books}"
+    assert (status, errors) == (
+        3,
+        f"Error: token {token_id} was made, but its secret could not be written (No space"
+        f" left on device): no one has it; revoke it ({revoke})\n",
+    )
+    assert kopilka(*revoke.split()[1:]).returncode == 0  # run as told, it is revoked
