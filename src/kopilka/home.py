@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 
@@ -151,5 +152,5 @@ def _check_home(path: Path, info: os.stat_result) -> None:
         raise InvalidInput(
             "invalid_setting",
             f"KOPILKA_HOME {path} may be written by other users (mode"
-            f" {info.st_mode & 0o777:o}): `chmod go-w` it, or use another",
+            f" {stat.S_IMODE(info.st_mode):o}): `chmod go-w` it, or use another",
         )

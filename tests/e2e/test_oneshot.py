@@ -1002,6 +1002,9 @@ def test_a_home_others_may_write_in_or_own_is_refused(tmp_path: Path) -> None:
     finally:
         assert terminal.close() == 1
     assert list(home.iterdir()) == []
+    home.chmod(0o1777)  # sticky, as /tmp: its mode shown whole
+    result = run_kopilka(home, *DEPOSIT)
+    assert result.stderr == f"Error: {refusal.replace('(mode 777)', '(mode 1777)')}\n"
     if os.geteuid() == 0:  # only root may give a directory away
         home.chmod(0o755)
         os.chown(home, 65534, 65534)  # nobody's
