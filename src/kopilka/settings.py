@@ -429,13 +429,13 @@ def _read_files(config_path: str | Path | None, base: Path) -> list[_ConfigFile]
                     # A byte order mark, as some editors save UTF-8, is no statement.
                     values = tomllib.loads(handle.read().decode("utf-8-sig"))
             except tomllib.TOMLDecodeError as error:
-                raise InvalidInput("invalid_setting", f"{candidate}: {error}") from error
+                shown = candidate.absolute()  # the working directory's, named whole
+                raise InvalidInput("invalid_setting", f"{shown}: {error}") from error
             except OSError as error:
                 raise _unreadable(candidate, error) from error
             except UnicodeDecodeError as error:
-                raise InvalidInput(
-                    "invalid_setting", f"cannot read {candidate}: {error}"
-                ) from error
+                shown = candidate.absolute()
+                raise InvalidInput("invalid_setting", f"cannot read {shown}: {error}") from error
             _check_file(candidate, values)
             if not any(_same_file(candidate, path) for _, path, _ in found):  # run in the home
                 found.append((values, candidate.absolute(), _relative_to(candidate, status)))
@@ -517,7 +517,7 @@ def _check_file(path: Path, values: dict[str, Any]) -> None:
         if kinds is None:
             known = ", ".join(_FILE_SETTINGS)
             raise InvalidInput(
-                "invalid_setting", f"{path}: unknown setting {name!r} (known: {known})"
+                "invalid_setting", f"{path.absolute()}: unknown setting {name!r} (known: {known})"
             )
         # TOML's true and false are Python bools, which are ints too: never a number here.
         if isinstance(value, bool) or not isinstance(value, kinds):

@@ -265,6 +265,12 @@ def test_a_value_of_the_wrong_kind_names_its_file_as_one_out_of_range_does(
     named = f" ({tmp_path / 'kopilka.toml'})"
     assert kind.value.message == "workers must be a whole number, not the text '2'" + named
     assert out_of_range.value.message == "workers must be 1 to 64, not 0" + named
+    # An unknown setting, or a file that is no TOML, names it whole too.
+    for text, said in (("wrokers = 2\n", "unknown setting 'wrokers'"), ("workers =\n", "")):
+        (tmp_path / "kopilka.toml").write_text(text)
+        with pytest.raises(InvalidInput) as refused:
+            load_settings(environ=environ, serving=True)
+        assert refused.value.message.startswith(f"{tmp_path / 'kopilka.toml'}: {said}")
 
 
 def test_every_setting_of_the_right_kind_in_the_file_is_taken(tmp_path: Path) -> None:
