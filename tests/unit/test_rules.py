@@ -810,6 +810,15 @@ def test_an_opening_balance_may_fill_the_cap_exactly(ledger: Ledger) -> None:
     assert ledger.balance("Ann") == 10_000
 
 
+def test_an_opening_balance_may_be_the_largest_amount_and_no_more(ledger: Ledger) -> None:
+    plan = ledger.plan(
+        OpenAccount("Ann", opening_balance_cents=AMOUNT_CENTS_MAX, opening_key="k1"),
+        OpenAccount("Bob", opening_balance_cents=AMOUNT_CENTS_MAX + 1, opening_key="k2"),
+    )
+    assert codes(plan.outcomes) == ["ok", "invalid_amount"]
+    assert ledger.balance("Ann") == AMOUNT_CENTS_MAX
+
+
 def test_cap_below_balance(ledger: Ledger) -> None:
     plan = ledger.plan(
         OpenAccount("Ann", min_balance_cents=-100, max_balance_cents=-1),
