@@ -806,6 +806,10 @@ class SqliteStore:
             if isinstance(error, sqlite3.Error):
                 if is_busy(error):
                     raise RetryableStoreError(str(error)) from error
+                if is_damaged(error):
+                    # Read beside a file put in its place (a copy taken mid-checkpoint, its
+                    # pages torn): the replacement is the cause to tell, not damage.
+                    self._refuse_if_gone()
                 raise self._failed(error) from error
             raise error
         finally:
