@@ -37,6 +37,13 @@ def read_answers(connection: socket.socket, count: int | None = None) -> list[tu
     return statuses
 
 
+def _opening_deposit(auth: bytes) -> bytes:
+    """A deposit of $1 to Ann, opening her account, with the `auth` header line."""
+    body = json.dumps({"client": "Ann", "amount": "1", "open_account": True}).encode()
+    head = b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\n" + auth
+    return head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
 def test_pipelined_requests_are_served_and_a_flood_of_them_is_refused(tmp_path: Path) -> None:
     """Requests queued behind a slow one are all answered, in two writes; a megabyte of
     them in one write was parsed whole, and another read after each answer (gigabytes
@@ -44,13 +51,7 @@ def test_pipelined_requests_are_served_and_a_flood_of_them_is_refused(tmp_path: 
     then refused, and the connection closed."""
     with running_server(tmp_path / "home") as server:
         auth = f"Authorization: Bearer {server.token}\r\n".encode()
-        body = json.dumps({"client": "Ann", "amount": "1", "open_account": True}).encode()
-        deposit = (
-            b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\n"
-            + auth
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        deposit = _opening_deposit(auth)
         # Reading stops while many wait, so the second write is read only as they are
         # answered: never over the bound, however many writes follow.
         served = socket.create_connection(("127.0.0.1", server.port), timeout=10)
@@ -130,13 +131,7 @@ def test_a_broken_body_sent_behind_a_write_is_refused_after_the_writes_answer(
     the connection was closed at once, the write applied and its answer never sent."""
     with running_server(tmp_path / "home") as server:
         auth = f"Authorization: Bearer {server.token}\r\n".encode()
-        body = json.dumps({"client": "Ann", "amount": "1", "open_account": True}).encode()
-        deposit = (
-            b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\n"
-            + auth
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
+        deposit = _opening_deposit(auth)
         chunked = b"POST /v1/deposits HTTP/1.1\r\nHost: x\r\n" + auth
         chunked += b"Transfer-Encoding: chunked\r\n\r\n"
         for broken, refused in (

@@ -592,30 +592,26 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().timeout_keep_alive_handler()
 
     def _unread_in_kernel(self) -> int:
-        """The bytes the client sent that the transport has not read (0 where that
-        cannot be asked)."""
-        if _UNREAD_REQUEST is None:
-            return 0
-        connection = self.transport.get_extra_info("socket")
-        try:
-            asked = fcntl.ioctl(connection.fileno(), _UNREAD_REQUEST, b"\0\0\0\0")
-        except (AttributeError, OSError, ValueError):  # closed meanwhile, or no socket
-            return 0
-        unread: int = struct.unpack("i", asked)[0]
-        return unread
+        """The bytes the client sent that the transport has not read."""
+        return self._bytes_in_kernel(_UNREAD_REQUEST)
 
     def _unsent_in_kernel(self) -> int:
         """The answer's bytes in the kernel's socket buffer the client has not yet
-        acknowledged (0 where that cannot be asked); the transport's own come beside."""
-        if _UNSENT_REQUEST is None:
+        acknowledged; the transport's own come beside."""
+        return self._bytes_in_kernel(_UNSENT_REQUEST)
+
+    def _bytes_in_kernel(self, request: int | None) -> int:
+        """The socket's count of bytes that `request` asks for (0 where it cannot be
+        asked)."""
+        if request is None:
             return 0
         connection = self.transport.get_extra_info("socket")
         try:
-            asked = fcntl.ioctl(connection.fileno(), _UNSENT_REQUEST, b"\0\0\0\0")
+            asked = fcntl.ioctl(connection.fileno(), request, b"\0\0\0\0")
         except (AttributeError, OSError, ValueError):  # closed meanwhile, or no socket
             return 0
-        unsent: int = struct.unpack("i", asked)[0]
-        return unsent
+        count: int = struct.unpack("i", asked)[0]
+        return count
 
     def resume_writing(self) -> None:
         self.write_paused_at = None
