@@ -12,8 +12,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -32,6 +31,14 @@ from kopilka.api.auth import (
     make_token,
     require_role,
 )
+from kopilka.api.batch_items import (
+    Malformed,
+    decode_batch,
+    item_error,
+    item_kind,
+    key_made_for,
+    made_key_reused,
+)
 from kopilka.api.commands import command_from
 from kopilka.api.errors import (
     DECODE_ERRORS,
@@ -43,10 +50,9 @@ from kopilka.api.errors import (
     let_go,
     method_not_allowed,
     not_found_route,
-    without_lone_surrogates,
 )
-from kopilka.api.json_keys import refuse_repeats, repeated_field, repeats
-from kopilka.api.metrics import CONTENT_TYPE, MALFORMED_KIND, result_of
+from kopilka.api.json_keys import refuse_repeats
+from kopilka.api.metrics import CONTENT_TYPE, result_of
 from kopilka.api.privacy import hide_payee, refusal_for_client
 from kopilka.api.request import (
     BATCH_BODY_BYTES_MAX,
@@ -57,13 +63,10 @@ from kopilka.api.request import (
 )
 from kopilka.api.schemas import (
     AccountPage,
-    BatchDeposit,
     BatchIn,
     BatchItem,
     BatchOut,
-    BatchRawIn,
     BatchResult,
-    BatchTransfer,
     HealthOut,
     OpenAccountIn,
     SandboxIn,
@@ -102,7 +105,6 @@ from kopilka.domain.rules import (
     validate_ledger_name,
 )
 from kopilka.errors import (
-    Conflict,
     Forbidden,
     InvalidInput,
     KopilkaError,
@@ -117,7 +119,7 @@ from kopilka.periods import parse_period
 from kopilka.tokens import Role, TokenRecord, is_token_id, no_token_named, without_secrets
 
 if TYPE_CHECKING:
-    from kopilka.api.app import KopilkaApp, MoneyKind
+    from kopilka.api.app import KopilkaApp
 
 logger = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
@@ -602,7 +604,7 @@ class Call:
     async def batch(self) -> Response:
         role = effective_role(self.principal, self.ledger)  # every item is the same caller's
         try:
-            items, as_decoded = _decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
+            items, as_decoded = decode_batch(await self.body(BATCH_BODY_BYTES_MAX))
             # Each item's key is KEY:INDEX, and must itself fit the length of a key.
             suffix_length = len(f":{max(len(items) - 1, 0)}")  # empty: as one of one
             client = role == "client"
@@ -637,7 +639,7 @@ class Call:
 
     async def _batch_items(
         self,
-        items: list[BatchItem | _Malformed],
+        items: list[BatchItem | Malformed],
         as_decoded: BatchIn | bytes,
         prefix: str,
         role: Role,
@@ -652,10 +654,10 @@ class Call:
         given_keys = {
             item.idempotency_key
             for item in items
-            if not isinstance(item, _Malformed) and item.idempotency_key is not None
+            if not isinstance(item, Malformed) and item.idempotency_key is not None
         }
         for index, item in enumerate(items):
-            if isinstance(item, _Malformed):
+            if isinstance(item, Malformed):
                 counts[item.kind, item.error.code] += 1
                 results[index] = BatchResult(item.error.http_status, error=error_detail(item.error))
                 continue
@@ -666,13 +668,13 @@ class Call:
                 given = item.idempotency_key
                 key = f"{prefix}:{index}" if given is None else sendable_key(given)
                 if given is None and key in given_keys:
-                    raise _made_key_reused(key)
+                    raise made_key_reused(key)
                 commands.append(command_from(item, key, ledger, principal, role))
                 positions.append(index)
             except KopilkaError as error:
-                counts[_item_kind(item), error.code] += 1
+                counts[item_kind(item), error.code] += 1
                 if isinstance(error, InvalidInput):  # bad input: which item, and where
-                    error = _item_error(error, index)
+                    error = item_error(error, index)
                 results[index] = BatchResult(error.http_status, error=error_detail(error))
         # A client caller's: its claim is kept under its own mark, as its items' keys are.
         client = principal.client if role == "client" else None
@@ -683,20 +685,20 @@ class Call:
             )
         except KopilkaError as error:  # the whole batch (the database away, its key reused)
             for index in positions:
-                counts[_item_kind(items[index]), error.code] += 1
+                counts[item_kind(items[index]), error.code] += 1
             if client is not None:
                 error = refusal_for_client(error, client)  # its key as the client sent it
             raise error
         client_caller = client is not None
         for index, outcome in zip(positions, outcomes, strict=True):
             if isinstance(outcome, KopilkaError):
-                counts[_item_kind(items[index]), result_of(outcome)] += 1
+                counts[item_kind(items[index]), result_of(outcome)] += 1
                 if client is not None:
                     outcome = refusal_for_client(outcome, client)
-                if outcome.code == "idempotency_key_reused" and _key_made_for(items[index]):
-                    outcome = _made_key_reused(f"{prefix}:{index}")
+                if outcome.code == "idempotency_key_reused" and key_made_for(items[index]):
+                    outcome = made_key_reused(f"{prefix}:{index}")
                 if isinstance(outcome, InvalidInput) and not outcome.of_the_batch:
-                    outcome = _item_error(outcome, index)  # bad input the rules found: where
+                    outcome = item_error(outcome, index)  # bad input the rules found: where
                 results[index] = BatchResult(outcome.http_status, error=error_detail(outcome))
             else:
                 assert isinstance(outcome, Operation)
@@ -840,130 +842,6 @@ def token_out(record: TokenRecord) -> TokenOut:
     )
 
 
-_batch_decoder = msgspec.json.Decoder(BatchIn)
-_raw_batch_decoder = msgspec.json.Decoder(BatchRawIn)
-_item_decoder: msgspec.json.Decoder[BatchItem] = msgspec.json.Decoder(BatchItem)
-
-
-@dataclass(frozen=True, slots=True)
-class _Malformed:
-    """A batch item refused as it was decoded, and the kind its `type` names: counted
-    as that kind, or as MALFORMED_KIND when it names none we know."""
-
-    error: KopilkaError
-    kind: str
-
-
-class _ItemType(msgspec.Struct):
-    type: str
-
-
-_item_type_decoder = msgspec.json.Decoder(_ItemType)
-_ITEM_KINDS = frozenset({"deposit", "withdrawal", "transfer"})
-
-
-def _malformed(error: KopilkaError, text: bytes, index: int) -> _Malformed:
-    try:
-        kind = _item_type_decoder.decode(text).type
-    except DECODE_ERRORS:
-        kind = MALFORMED_KIND
-    return _Malformed(_item_error(error, index), kind if kind in _ITEM_KINDS else MALFORMED_KIND)
-
-
-def _as_values(text: bytes) -> bytes:
-    """A malformed item's JSON values as sent, spaced as any encoder spaces them, for its
-    batch's digest: another body under the key differs, the same one sent spaced
-    otherwise does not. One no reader takes (a number past any range) as sent."""
-    try:
-        return _encoder.encode(msgspec.json.decode(text))
-    except DECODE_ERRORS:
-        return text
-
-
-def _decode_batch(body: bytes) -> tuple[list[BatchItem | _Malformed], BatchIn | bytes]:
-    """The batch's items, each decoded or refused on its own, and the body as decoded,
-    for its key's digest (the request, encoded only if it has a key). The whole body is
-    decoded at once; only when that fails, or an item repeats a field, is it decoded
-    item by item, so that a malformed item fails alone, as a refused one does.
-    """
-    try:
-        request = _batch_decoder.decode(body)
-    except DECODE_ERRORS:
-        pass
-    else:
-        found = repeats(body)
-        if found.top is not None:
-            raise repeated_field(found.top)
-        if found.first is None:
-            return list(request.operations), request
-    texts: Sequence[msgspec.Raw | bytes]
-    try:
-        texts = _raw_batch_decoder.decode(body).operations
-    except DECODE_ERRORS as error:  # not JSON, not a list of operations, too many, too deep
-        # This one's, not the first decoding's: that may have stopped at an item before
-        # it came to the body's own fault (too many items, a field the body may not have).
-        texts = _items_with_lone_surrogates(body, error)
-    found = repeats(body)
-    if found.top is not None:
-        raise repeated_field(found.top)
-    # No object in the body repeats a field: no item needs reading for one again (each
-    # such reading made a malformed item cost ten times a good one, on the event loop).
-    may_repeat = found.first is not None
-    items: list[BatchItem | _Malformed] = []
-    decoded: list[bytes] = []
-    for index, text in enumerate(texts):
-        try:
-            item = _item_decoder.decode(text)
-            if may_repeat:
-                refuse_repeats(bytes(text), item)
-        except DECODE_ERRORS as error:
-            # Its text for a repeat to be looked for, or to say why it is not JSON (a
-            # lone surrogate, rather than the decoder's "truncated").
-            readable = may_repeat or not isinstance(error, msgspec.ValidationError)
-            told = decode_error(error, bytes(text) if readable else None)
-            items.append(_malformed(told, bytes(text), index))
-            decoded.append(_as_values(bytes(text)))
-        except InvalidInput as error:  # a field given twice
-            items.append(_malformed(error, bytes(text), index))
-            decoded.append(bytes(text))
-        else:
-            items.append(item)
-            decoded.append(_encoder.encode(item))
-    return items, b"some items malformed\n" + b"\n".join(decoded)
-
-
-def _items_with_lone_surrogates(
-    body: bytes, error: msgspec.DecodeError | RecursionError
-) -> list[bytes]:
-    """The items of a batch whose body holds a lone surrogate's escape (JSON's grammar
-    allows it; a string cut inside an emoji ends so), as sent, or the body's refusal: an
-    item that holds one is refused alone, as any other malformed item is."""
-    mended = without_lone_surrogates(body)
-    if mended == body:
-        raise decode_error(error, body) from None
-    try:
-        operations = _raw_batch_decoder.decode(mended).operations
-    except DECODE_ERRORS:
-        raise decode_error(error, body) from None
-    # The escapes kept their length: each item stands in the body where it does mended.
-    texts, start = [], 0
-    for operation in operations:
-        text = bytes(operation)
-        at = mended.index(text, start)
-        start = at + len(text)
-        texts.append(body[at:start])
-    return texts
-
-
-def _item_error(error: KopilkaError, index: int) -> KopilkaError:
-    """An item's error, its path within the batch: `$.amount` -> `$.operations[3].amount`;
-    an error about the item itself, which names no path, gets the item's."""
-    where = f"`$.operations[{index}]"
-    if "`$" in error.message:
-        return InvalidInput(error.code, error.message.replace("`$", where, 1))
-    return InvalidInput(error.code, f"{error.message} - at {where}`")
-
-
 def _cap_given(text: str) -> int:
     """A cap's text; "none" (the shell's word for no cap) is told JSON's."""
     try:
@@ -972,29 +850,6 @@ def _cap_given(text: str) -> int:
         if text.strip(" ").lower() in ("none", "null"):
             raise InvalidInput(refused.code, f"{refused.message}; no cap is JSON's null") from None
         raise
-
-
-def _key_made_for(item: BatchItem | _Malformed) -> bool:
-    return not isinstance(item, _Malformed) and item.idempotency_key is None
-
-
-def _made_key_reused(key: str) -> Conflict:
-    """An item sent without a key, refused for the one made for it (another item's key in
-    the same batch, say): told where that key came from, which its caller never wrote."""
-    return Conflict(
-        "idempotency_key_reused",
-        f"idempotency key {key!r}, made for this item of the batch's key and its place, was"
-        " already used for another request (another item's own key, say): give this item a"
-        " key of its own",
-    )
-
-
-def _item_kind(item: BatchItem | _Malformed) -> MoneyKind:
-    """An applied or refused item's kind (a malformed one never reaches the engine)."""
-    assert not isinstance(item, _Malformed)
-    if isinstance(item, BatchTransfer):
-        return "transfer"
-    return "deposit" if isinstance(item, BatchDeposit) else "withdrawal"
 
 
 __all__ = ["dispatch", "error_response", "json_response"]
