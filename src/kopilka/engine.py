@@ -16,6 +16,13 @@ from collections.abc import AsyncIterator, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
 from kopilka.domain.model import Account, ClaimKey, Command, Outcome, client_name
 from kopilka.domain.rules import account_not_found, validate_client
 from kopilka.domain.statement import (
@@ -404,16 +411,20 @@ class Engine:
                 request.future.set_exception(error)
 
     async def _apply_with_retries(self, commands: list[Command]) -> list[Outcome]:
-        delay_seconds = 0.001
-        for attempt in range(1, self.limits.batch_attempts_max + 1):
-            try:
-                return await self.store.apply(commands)
-            except RetryableStoreError:
-                if attempt == self.limits.batch_attempts_max:
-                    break
-                await asyncio.sleep(delay_seconds)
-                delay_seconds = min(delay_seconds * 2, 0.1)
-        raise unapplied("store_busy", "the ledger is busy; nothing was applied, try again")
+        # A transient refusal of the whole batch (a deadlock, an account another process
+        # opened at once) rolled back everything: tried again, after 1, 2, 4 ... 100 ms.
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RetryableStoreError),
+            stop=stop_after_attempt(self.limits.batch_attempts_max),
+            wait=wait_exponential(multiplier=0.001, max=0.1),
+            reraise=True,
+        )
+        try:
+            return await retrying(self.store.apply, commands)
+        except RetryableStoreError:
+            raise unapplied(
+                "store_busy", "the ledger is busy; nothing was applied, try again"
+            ) from None
 
     # -- reads ----------------------------------------------------------------
 
