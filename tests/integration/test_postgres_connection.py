@@ -28,13 +28,15 @@ class Relay:
     carries the command tag `cut_at` and cuts that connection: the command completed
     (and committed), the client never hears it. With `cut_sent`, it swallows instead
     the client's next message that holds `cut_at` (a statement's text), and cuts: the
-    server never hears it."""
+    server never hears it; with `cut_sent` and `pass_cut` too, the server hears it and
+    the client never hears the answer."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.armed = False
         self.cut_at = b"COMMIT"
         self.cut_sent = False
+        self.pass_cut = False
         self.cuts = 0
         self.connections = 0  # opened through it
         self.refuse_after_cut = False  # the database then away: new connections cut at once
@@ -83,6 +85,9 @@ class Relay:
             if self.armed and sent == self.cut_sent and watched in data:
                 self.armed = False
                 self.cuts += 1
+                if self.pass_cut:
+                    writer.write(data)
+                    await writer.drain()
                 if self.cut_the_others:
                     self._ended |= self._open
                 return
@@ -225,6 +230,39 @@ async def test_a_commit_rolled_back_with_its_connection_is_retried_once(
             await admin.close()
         balance = 5 if client == "Bob" else 1_005
         assert (await engine.get_account("main", client)).balance_cents == balance
+
+
+async def test_a_commit_still_running_when_its_connection_is_lost_is_asked_after_until_done(
+    postgres_url: str,
+) -> None:
+    """The COMMIT reached the server, and the connection was lost while the server still
+    ran it (a deferred trigger): asked on another connection, it is in progress at first.
+    The store asks again until it has committed, and the caller hears the deposit
+    applied, once, not that its outcome is unknown."""
+    async with relayed(postgres_url) as (relay, url), Engine(PostgresStore(url)) as engine:
+        await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            await admin.execute(
+                "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;"
+                " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON operations"
+                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
+                " WHEN (NEW.description = 'slow') EXECUTE FUNCTION slow_commit()"
+            )
+            # A new account: locked, written, then COMMIT, passed on and the line cut.
+            relay.armed, relay.cut_at, relay.cut_sent, relay.pass_cut = True, b"COMMIT", True, True
+            outcome = await engine.execute(Deposit("Bob", 5, "slow", "k1"))
+            assert relay.cuts == 1
+            assert isinstance(outcome, Operation), outcome
+            assert not outcome.replayed
+            assert (
+                await admin.fetchval("SELECT count(*) FROM operations WHERE idempotency_key = 'k1'")
+                == 1
+            )
+        finally:
+            await admin.close()
+        assert (await engine.get_account("main", "Bob")).balance_cents == 5
 
 
 async def test_a_retried_key_whose_rollback_is_cut_is_answered_with_the_replay(

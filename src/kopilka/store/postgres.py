@@ -29,7 +29,6 @@ import contextlib
 import logging
 import random
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -37,6 +36,15 @@ from typing import Any, TypeVar
 
 import asyncpg
 from asyncpg.connect_utils import SessionAttribute
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    stop_before_delay,
+    wait_exponential,
+)
 
 from kopilka.clock import MonotonicClock
 from kopilka.domain.model import (
@@ -777,21 +785,21 @@ class PostgresStore:
         reads the keys: each key applies once, and an operation found already
         written with this plan's time was this batch's own, so it is no replay.
         """
-        deadline = time.monotonic() + self._settle_timeout_seconds
-        while True:
-            try:
-                async with self._connection() as connection:
-                    outcomes = await self._apply_once(connection, commands, check_keys=True)
-                break
-            except _SETTLE_AGAIN as error:
-                # A pooled connection the same cut ended, or a deadlock: each try reads
-                # the keys, so tried again on another, each still applies once.
-                if time.monotonic() >= deadline:
-                    # Not kept in a local: raised through this frame, it would hold it.
-                    lost = isinstance(error, _CONNECTION_LOST)
-                    raise self._outcome_unknown(error if lost else None) from error
-            except (KopilkaError, KeyAlreadyUsed) as error:
-                raise self._outcome_unknown() from error
+        # A pooled connection the same cut ended, or a deadlock: each try reads the keys,
+        # so tried again at once on another, each still applies once.
+        applying = AsyncRetrying(
+            retry=retry_if_exception_type(_SETTLE_AGAIN),
+            stop=stop_after_delay(self._settle_timeout_seconds),
+            reraise=True,
+        )
+        try:
+            outcomes: list[Outcome] = await applying(self._apply_on_a_connection, commands)
+        except _SETTLE_AGAIN as error:
+            # Not kept in a local: raised through this frame, it would hold it.
+            lost = isinstance(error, _CONNECTION_LOST)
+            raise self._outcome_unknown(error if lost else None) from error
+        except (KopilkaError, KeyAlreadyUsed) as error:
+            raise self._outcome_unknown() from error
         planned_at = plan.operations[0].created_at
         return [
             replace(outcome, replayed=False)
@@ -799,6 +807,10 @@ class PostgresStore:
             else outcome
             for outcome in outcomes
         ]
+
+    async def _apply_on_a_connection(self, commands: Sequence[Command]) -> list[Outcome]:
+        async with self._connection() as connection:
+            return await self._apply_once(connection, commands, check_keys=True)
 
     async def _apply_once(
         self, connection: Connection, commands: Sequence[Command], *, check_keys: bool
@@ -896,37 +908,41 @@ class PostgresStore:
         idempotency keys, which never apply twice (waiting longer would hold up every
         caller queued behind this batch too).
         """
-        deadline = time.monotonic() + self._settle_timeout_seconds
-        delay_seconds = 0.01
-        while True:
-            try:
-                async with self._connection() as connection:
-                    status = await connection.fetchval(
-                        "SELECT pg_xact_status($1::text::xid8)",
-                        transaction_id,
-                        # A new connection may be as silent as the one that lost the COMMIT.
-                        timeout=self._settle_timeout_seconds,
-                    )
-            except (*_CONNECTION_LOST, _CANCELLED) as error:
-                # A pooled connection the same cut ended (all kopilka's sessions
-                # terminated): asked on another, a new one at last; the server away
-                # is Unavailable at the connecting. The question cancelled, the COMMIT's
-                # fate is as unknown: asked again (no outage to log for it).
-                if time.monotonic() >= deadline:
-                    # Not kept in a local: raised through this frame, it would hold it.
-                    lost = isinstance(error, _CONNECTION_LOST)
-                    raise self._outcome_unknown(error if lost else None) from error
-                continue
-            except Unavailable as error:
-                raise self._outcome_unknown() from error
-            if status == "committed":
-                return plan.outcomes
-            if status == "aborted":
-                raise RetryableStoreError("the connection broke during COMMIT; rolled back")
-            if time.monotonic() + delay_seconds > deadline:  # still "in progress"
-                raise self._outcome_unknown()
-            await asyncio.sleep(delay_seconds)
-            delay_seconds = min(delay_seconds * 2, 0.2)
+        asking = AsyncRetrying(
+            # A pooled connection the same cut ended (all kopilka's sessions terminated):
+            # asked on another, a new one at last; the server away is Unavailable at the
+            # connecting. The question cancelled, the COMMIT's fate is as unknown: asked
+            # again (no outage to log for it). A COMMIT still in progress: asked again
+            # after 10, 20, 40 ... 200 ms, while the next answer may come in time.
+            retry=retry_if_exception_type((*_CONNECTION_LOST, _CANCELLED))
+            | retry_if_result(lambda status: status == "in progress"),
+            wait=wait_exponential(multiplier=0.01, max=0.2),
+            stop=stop_before_delay(self._settle_timeout_seconds),
+            retry_error_callback=_last_answer,
+        )
+        try:
+            status: str | None = await asking(self._commit_status, transaction_id)
+        except (*_CONNECTION_LOST, _CANCELLED) as error:
+            # Not kept in a local: raised through this frame, it would hold it.
+            lost = isinstance(error, _CONNECTION_LOST)
+            raise self._outcome_unknown(error if lost else None) from error
+        except Unavailable as error:
+            raise self._outcome_unknown() from error
+        if status == "committed":
+            return plan.outcomes
+        if status == "aborted":
+            raise RetryableStoreError("the connection broke during COMMIT; rolled back")
+        raise self._outcome_unknown()  # still in progress when the time ran out
+
+    async def _commit_status(self, transaction_id: str) -> str | None:
+        async with self._connection() as connection:
+            status: str | None = await connection.fetchval(
+                "SELECT pg_xact_status($1::text::xid8)",
+                transaction_id,
+                # A new connection may be as silent as the one that lost the COMMIT.
+                timeout=self._settle_timeout_seconds,
+            )
+            return status
 
     def _outcome_unknown(self, error: BaseException | None = None) -> Unavailable:
         if error is not None:
@@ -1336,3 +1352,9 @@ async def _rollback_quietly(transaction: Any) -> None:
     """Roll back if possible; a broken connection has rolled back on the server anyway."""
     with contextlib.suppress(Exception):
         await transaction.rollback()
+
+
+def _last_answer(state: RetryCallState) -> Any:
+    """What the last try gave, or the error it raised, once tries stop."""
+    assert state.outcome is not None
+    return state.outcome.result()
