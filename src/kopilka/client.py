@@ -23,6 +23,13 @@ from unicodedata import normalize
 from urllib.parse import urlsplit
 
 import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    wait_exponential,
+)
 
 from kopilka.calls_under_way import CallsUnderWay
 from kopilka.client_errors import (
@@ -110,7 +117,7 @@ T = TypeVar("T")
 ATTEMPTS_MAX = 4
 # The waits between attempts, of a request and of a batch's resends alike: 0.05 s,
 # then twice as long each time (0.05, 0.1, 0.2 s).
-_RETRY_DELAYS_SECONDS = tuple(0.05 * 2**retry for retry in range(ATTEMPTS_MAX - 1))
+_FIRST_RETRY_DELAY_SECONDS = 0.05
 # 503s that no retry mends: the ledger's data, not its availability, is at fault.
 _NOT_PASSING = frozenset({"statement_inconsistent", "database_damaged"})
 # What a write names is not there: its answer, however often it is asked (a route not
@@ -137,6 +144,24 @@ class _SentAt:
     # An attempt before it that may have applied, its answer lost: "nothing was applied"
     # in this one's answer speaks only of this one.
     after_uncertain: KopilkaError | None = None
+
+
+@dataclass
+class _Tries:
+    """What a call's attempts have learned, for the next attempt and for the answer."""
+
+    # The least time an attempt is to have for its answer, once it has a connection.
+    answer_seconds: float
+    called: float
+    keyed: bool  # under a key of the caller's, who may retry with it
+    # Set once an attempt of a write may have been applied: a later attempt's "nothing
+    # was applied" speaks only of itself, and must not be the answer to the call.
+    uncertain: KopilkaError | None = None
+    failure: Exception | None = None  # the last attempt's, when there is to be another
+
+
+class _TryAgain(Exception):
+    """An attempt failed in a way another attempt may mend (see _Tries.failure)."""
 
 
 class _TimeRanOut(httpx.PoolTimeout):
@@ -431,108 +456,153 @@ class Client:
         headers = (
             {} if idempotency_key is None else {"Idempotency-Key": sendable_key(idempotency_key)}
         )
-        # The key helps only where the caller has it to retry with.
-        keyed = idempotency_key is not None and key_is_callers
-        # Set once an attempt of a write may have been applied: a later attempt's "nothing
-        # was applied" speaks only of itself, and must not be the answer to the call.
-        uncertain: KopilkaError | None = None
-        failure: Exception | None = None  # the last attempt's, when there is to be another
         # The least time an attempt is to have for its answer, once it has a connection: a
         # share of the call's (a call that waited most of it for one is not sent, nothing
         # to be unsure of), then as long as the attempt before it took.
-        if answer_seconds is None:
-            answer_seconds = call_seconds * _FIRST_ANSWER_SHARE
-        for attempt in range(1, ATTEMPTS_MAX + 1):
-            sent = _SentAt()
-            try:
-                response = self._request(
-                    deadline,
-                    answer_seconds,
-                    sent,
-                    method,
-                    path,
-                    json=json,
-                    params=params,
-                    headers=headers,
-                )
-            except RuntimeError:
-                if not self._http.is_closed:
-                    raise
-                # Closed by another thread meanwhile, done waiting for this call: an
-                # attempt before this one may have been applied, and that is what the
-                # caller must hear.
-                raise uncertain or client_closed() from None
-            except UnicodeEncodeError:  # a lone surrogate, from undecodable bytes
-                raise InvalidInput(
-                    "invalid_text",
-                    "this request cannot be sent: it holds text that is not UTF-8",
-                ) from None
-            except httpx.LocalProtocolError as error:
-                # Refused here before sending (a header HTTP cannot carry): its text would
-                # quote the header, and a header may be the token.
-                raise InvalidInput(
-                    "invalid_request", "this request cannot be sent: a header HTTP cannot carry"
-                ) from error
-            except httpx.PoolTimeout as error:
-                # Every connection stayed busy with other threads' calls, or the call's
-                # time ran out with one free: this one never left, and is not the
-                # server's fault (it may be healthy, just slow). A retry's: what the
-                # attempt before it was told is the answer.
-                if failure is not None:
-                    raise uncertain or self._as_error(failure) from error
-                if isinstance(error, _TimeRanOut):
-                    raise uncertain or out_of_time(call_seconds) from error
-                waited = time.monotonic() - called
-                raise uncertain or pool_busy(self._connections, waited) from error
-            except httpx.ConnectTimeout as error:
-                # Never reached the server, but waited the whole timeout for it (a frozen
-                # server whose queue of connections is full, a host that drops packets):
-                # each retry waited as long again, four times the time the call is said
-                # to take. A lost packet is sent again within the one wait.
-                raise uncertain or unreachable(self.shown_url, error) from error
-            except httpx.ConnectError as error:
-                # Never reached the server (refused: down, restarting): safe to retry any
-                # request, and quick to fail.
-                failure = error
-            except httpx.TransportError as error:
-                if method != "GET" and uncertain is None:  # it may have been applied
-                    uncertain = outcome_unknown(self.shown_url, keyed, error, method)
-                # A server that took the request and said nothing for the whole timeout
-                # (frozen, stopped), or did not read it, would keep a retry waiting as
-                # long: one wait is enough.
-                if not retry or isinstance(error, httpx.TimeoutException):
-                    raise uncertain or unreachable(self.shown_url, error) from error
-                failure = error
-            else:
-                if went_out is not None:
-                    went_out.at, went_out.after_uncertain = sent.at, uncertain
-                if response.status_code not in (429, 503) or not retry:
-                    if uncertain is not None and not _speaks_of_the_write(response, self.shown_url):
-                        raise uncertain  # of this attempt alone, not of the earlier one
-                    return response
-                failure = error_from(response.status_code, _json(response), self.shown_url)
-                if failure.code in _NOT_PASSING:
-                    if uncertain is not None:  # an earlier attempt may have applied
-                        raise uncertain
-                    return response
-                if failure.code == "outcome_unknown":
-                    uncertain = failure if key_is_callers else without_key_advice(failure)
-                elif failure.code == "bad_response" and method != "GET" and uncertain is None:
-                    # Not kopilka's 503 (a load balancer's, say, after passing the write
-                    # on): it may have been applied behind it, as after any other 5xx.
-                    uncertain = maybe_applied(response, failure, keyed)
-            now = time.monotonic()
-            delay_seconds = _RETRY_DELAYS_SECONDS[attempt - 1] if attempt < ATTEMPTS_MAX else 0
-            if sent.at is not None:
-                # A retry is answered in about as long as this one took, if longer than
-                # the reserve: one answered at once (a 429, a refused connection) says
-                # nothing of how long an answer takes, and the reserve stands.
-                answer_seconds = max(answer_seconds, now - sent.at)
-            if attempt == ATTEMPTS_MAX or now + delay_seconds + answer_seconds > deadline:
-                assert failure is not None  # set by every way here
-                raise uncertain or self._as_error(failure) from failure
-            time.sleep(delay_seconds)
+        tries = _Tries(
+            call_seconds * _FIRST_ANSWER_SHARE if answer_seconds is None else answer_seconds,
+            called,
+            # The key helps only where the caller has it to retry with.
+            keyed=idempotency_key is not None and key_is_callers,
+        )
+
+        def no_more(state: RetryCallState) -> bool:
+            # The last attempt made, or the next, after its wait, without the time its
+            # answer needs before the deadline.
+            late = time.monotonic() + state.upcoming_sleep + tries.answer_seconds > deadline
+            return state.attempt_number >= ATTEMPTS_MAX or late
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_TryAgain),
+            wait=wait_exponential(multiplier=_FIRST_RETRY_DELAY_SECONDS),
+            stop=no_more,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._attempt(
+                        tries,
+                        deadline,
+                        call_seconds,
+                        method,
+                        path,
+                        json=json,
+                        params=params,
+                        headers=headers,
+                        retry=retry,
+                        key_is_callers=key_is_callers,
+                        went_out=went_out,
+                    )
+        except _TryAgain:
+            failure = tries.failure
+            assert failure is not None  # set by every way here
+            raise tries.uncertain or self._as_error(failure) from failure
         raise AssertionError("unreachable")
+
+    def _attempt(
+        self,
+        tries: _Tries,
+        deadline: float,
+        call_seconds: float,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: dict[str, str] | None,
+        headers: dict[str, str],
+        retry: bool,
+        key_is_callers: bool,
+        went_out: _SentAt | None,
+    ) -> httpx.Response:
+        """One attempt of a call: its answer, the call's error, or _TryAgain, with what
+        it learned kept in `tries`."""
+        sent = _SentAt()
+        try:
+            response = self._request(
+                deadline,
+                tries.answer_seconds,
+                sent,
+                method,
+                path,
+                json=json,
+                params=params,
+                headers=headers,
+            )
+        except RuntimeError:
+            if not self._http.is_closed:
+                raise
+            # Closed by another thread meanwhile, done waiting for this call: an
+            # attempt before this one may have been applied, and that is what the
+            # caller must hear.
+            raise tries.uncertain or client_closed() from None
+        except UnicodeEncodeError:  # a lone surrogate, from undecodable bytes
+            raise InvalidInput(
+                "invalid_text",
+                "this request cannot be sent: it holds text that is not UTF-8",
+            ) from None
+        except httpx.LocalProtocolError as error:
+            # Refused here before sending (a header HTTP cannot carry): its text would
+            # quote the header, and a header may be the token.
+            raise InvalidInput(
+                "invalid_request", "this request cannot be sent: a header HTTP cannot carry"
+            ) from error
+        except httpx.PoolTimeout as error:
+            # Every connection stayed busy with other threads' calls, or the call's
+            # time ran out with one free: this one never left, and is not the
+            # server's fault (it may be healthy, just slow). A retry's: what the
+            # attempt before it was told is the answer.
+            if tries.failure is not None:
+                raise tries.uncertain or self._as_error(tries.failure) from error
+            if isinstance(error, _TimeRanOut):
+                raise tries.uncertain or out_of_time(call_seconds) from error
+            waited = time.monotonic() - tries.called
+            raise tries.uncertain or pool_busy(self._connections, waited) from error
+        except httpx.ConnectTimeout as error:
+            # Never reached the server, but waited the whole timeout for it (a frozen
+            # server whose queue of connections is full, a host that drops packets):
+            # each retry waited as long again, four times the time the call is said
+            # to take. A lost packet is sent again within the one wait.
+            raise tries.uncertain or unreachable(self.shown_url, error) from error
+        except httpx.ConnectError as error:
+            # Never reached the server (refused: down, restarting): safe to retry any
+            # request, and quick to fail.
+            tries.failure = error
+        except httpx.TransportError as error:
+            if method != "GET" and tries.uncertain is None:  # it may have been applied
+                tries.uncertain = outcome_unknown(self.shown_url, tries.keyed, error, method)
+            # A server that took the request and said nothing for the whole timeout
+            # (frozen, stopped), or did not read it, would keep a retry waiting as
+            # long: one wait is enough.
+            if not retry or isinstance(error, httpx.TimeoutException):
+                raise tries.uncertain or unreachable(self.shown_url, error) from error
+            tries.failure = error
+        else:
+            uncertain = tries.uncertain
+            if went_out is not None:
+                went_out.at, went_out.after_uncertain = sent.at, uncertain
+            if response.status_code not in (429, 503) or not retry:
+                if uncertain is not None and not _speaks_of_the_write(response, self.shown_url):
+                    raise uncertain  # of this attempt alone, not of the earlier one
+                return response
+            failure = error_from(response.status_code, _json(response), self.shown_url)
+            if failure.code in _NOT_PASSING:
+                if uncertain is not None:  # an earlier attempt may have applied
+                    raise uncertain
+                return response
+            if failure.code == "outcome_unknown":
+                tries.uncertain = failure if key_is_callers else without_key_advice(failure)
+            elif failure.code == "bad_response" and method != "GET" and uncertain is None:
+                # Not kopilka's 503 (a load balancer's, say, after passing the write
+                # on): it may have been applied behind it, as after any other 5xx.
+                tries.uncertain = maybe_applied(response, failure, tries.keyed)
+            tries.failure = failure
+        if sent.at is not None:
+            # A retry is answered in about as long as this one took, if longer than
+            # the reserve: one answered at once (a 429, a refused connection) says
+            # nothing of how long an answer takes, and the reserve stands.
+            tries.answer_seconds = max(tries.answer_seconds, time.monotonic() - sent.at)
+        raise _TryAgain
 
     def _as_error(self, failure: Exception) -> KopilkaError:
         """An attempt's failure, as the call's answer."""
@@ -940,31 +1010,55 @@ class Client:
             )
             return self._answer(response, read, keyed=True)
 
-        sent = _SentAt()
-        outcomes = send(sent)
-        uncertain = sent.after_uncertain
-        for delay_seconds in _RETRY_DELAYS_SECONDS:
-            unsettled = [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
-            now = time.monotonic()
-            took, left = now - (sent.at or now), deadline - now - delay_seconds
-            # As a call's retry needs: a 503 answered at once says nothing of how long.
-            needed = max(took, self._timeout_seconds * _FIRST_ANSWER_SHARE)
-            if not unsettled or left < needed:
-                break  # a resend answered as late would be cut short: the answers stand
-            time.sleep(delay_seconds)
-            sent = _SentAt()
+        outcomes: list[Outcome] = []
+        uncertain: KopilkaError | None = None
+        needed = 0.0  # the time a resend's answer needs: as long as the last send took
+
+        def unsettled() -> list[int]:
+            return [i for i, o in enumerate(outcomes) if isinstance(o, Unavailable)]
+
+        def sending() -> list[int]:
+            """The batch sent, or its unsettled items sent again: those still unsettled."""
+            nonlocal outcomes, uncertain, needed
+            sent, first = _SentAt(), not outcomes  # a batch holds an item at least
+            waiting = unsettled()
             try:
-                again = send(sent, wait_seconds=left, answer_seconds=needed)
+                answered = (
+                    send(sent)
+                    if first
+                    else send(sent, wait_seconds=deadline - time.monotonic(), answer_seconds=needed)
+                )
             except KopilkaError as error:
+                if first:
+                    raise
                 if error.code == "outcome_unknown":  # the resend itself may have applied
-                    for i in unsettled:
+                    for i in waiting:
                         outcomes[i] = error
-                break  # else the answers so far stand: what they applied, applied
+                return []  # else the answers so far stand: what they applied, applied
+            now = time.monotonic()
+            # As a call's retry needs: a 503 answered at once says nothing of how long.
+            needed = max(now - (sent.at or now), self._timeout_seconds * _FIRST_ANSWER_SHARE)
             uncertain = uncertain or sent.after_uncertain
-            for i in unsettled:
+            if first:
+                outcomes = answered
+            for i in waiting:
                 # An item's "outcome unknown" is not undone by a later "nothing applied".
-                if not (isinstance(again[i], Unavailable) and _unknown(outcomes[i])):
-                    outcomes[i] = again[i]
+                if not (isinstance(answered[i], Unavailable) and _unknown(outcomes[i])):
+                    outcomes[i] = answered[i]
+            return unsettled()
+
+        def no_more(state: RetryCallState) -> bool:
+            # A resend answered as late as the last send would be cut short: the answers
+            # so far stand.
+            left = deadline - time.monotonic() - state.upcoming_sleep
+            return state.attempt_number >= ATTEMPTS_MAX or left < needed
+
+        Retrying(
+            retry=retry_if_result(bool),  # items left unsettled
+            wait=wait_exponential(multiplier=_FIRST_RETRY_DELAY_SECONDS),
+            stop=no_more,
+            retry_error_callback=lambda state: None,  # the answers so far stand
+        )(sending)
         if uncertain is not None:
             # A send whose answer was lost may have applied them: an item later answered
             # "nothing was applied" is not known to be unapplied.

@@ -661,6 +661,28 @@ def test_retries_of_a_busy_server_end_within_the_calls_timeout(
     assert (caught.value.code, caught.value.message) == ("store_busy", "the database is busy")
 
 
+def test_a_busy_server_is_asked_four_times_at_most_and_given_time_between() -> None:
+    """A 503 store_busy answered at once, with time to spare: the write is sent four
+    times in all, 0.05, 0.1 and 0.2 s apart, and the last answer is the call's."""
+    asked: list[bytes] = []
+    busy = b'{"error": {"code": "store_busy", "message": "the database is busy"}}'
+    head = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    with (
+        _bank_answered_after(0.01, head, busy, asked, 10.0) as bank,
+        pytest.raises(Unavailable) as caught,
+    ):
+        started = time.monotonic()
+        bank.deposit("Ann", 100, "pay", "busy-1")
+    took = time.monotonic() - started
+    assert len(asked) == 4
+    assert 0.35 <= took < 5, took
+    assert len({request.partition(b"\r\n\r\n")[2] for request in asked}) == 1  # the same
+    assert [re.search(rb"(?i)idempotency-key: *(\S+)", request)[1] for request in asked] == [
+        b"busy-1"
+    ] * 4
+    assert caught.value.code == "store_busy"
+
+
 def test_a_call_waiting_for_a_connection_ends_within_its_timeout() -> None:
     """The wait for one of the client's connections was not counted: a call with a 3 s
     timeout that waited 2.5 s for one then waited 3 s more for its answer. One that
@@ -718,6 +740,24 @@ def test_a_batchs_resends_end_within_the_calls_timeout(timeout: float, sends: in
     took = time.monotonic() - started
     assert len(asked) == sends
     assert took < timeout, took
+    assert isinstance(outcome, Unavailable)
+    assert (outcome.code, outcome.message) == ("store_busy", "busy")
+
+
+def test_a_batchs_items_answered_busy_are_sent_four_times_at_most() -> None:
+    """Items answered 503 at once, with time to spare: the batch is sent four times in
+    all, 0.05, 0.1 and 0.2 s apart, under its one key, and the last answer stands."""
+    asked: list[bytes] = []
+    busy = b'{"results": [{"status": 503, "error": {"code": "store_busy", "message": "busy"}}]}'
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    with _bank_answered_after(0.01, head, busy, asked, 10.0) as bank:
+        started = time.monotonic()
+        [outcome] = bank.execute_many([Deposit("Ann", 100, "pay", "busy-1")], "batch-1")
+    took = time.monotonic() - started
+    assert len(asked) == 4
+    assert 0.35 <= took < 5, took
+    keys = {re.search(rb"(?i)idempotency-key: *(\S+)", request)[1] for request in asked}
+    assert keys == {b"batch-1"}
     assert isinstance(outcome, Unavailable)
     assert (outcome.code, outcome.message) == ("store_busy", "busy")
 
