@@ -332,6 +332,46 @@ async def test_commits_are_durable_whatever_the_database_default(
     assert levels == ["on", "on", "on"]
 
 
+@pytest.mark.parametrize("default", ["repeatable read", "serializable"])
+async def test_processes_starting_together_take_turns_whatever_the_isolation_default(
+    postgres_server: PostgresTestServer, postgres_url: str, default: str
+) -> None:
+    """A database (or role) whose default isolation is stricter than READ COMMITTED gave
+    each transaction one snapshot, taken before its lock waits: a process that waited
+    for another's migration read the schema as it was before it and migrated it again
+    ("relation already exists"), and a batch that waited for a row did not see a key
+    applied meanwhile. The store's connections ask for READ COMMITTED."""
+    database = urlsplit(postgres_url).path.lstrip("/")
+    postgres_server.psql(
+        f"ALTER DATABASE \"{database}\" SET default_transaction_isolation = '{default}'"
+    )
+    for _ in range(3):
+        stores = [PostgresStore(postgres_url) for _ in range(3)]
+        opened = await asyncio.gather(*(store.open() for store in stores), return_exceptions=True)
+        for store, outcome in zip(stores, opened, strict=True):
+            if outcome is None:
+                await store.close()
+        assert opened == [None, None, None]
+        await _dropped_schema(postgres_url)
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        assert store._pool is not None
+        async with store._pool.acquire() as connection, connection.transaction():
+            assert await connection.fetchval("SHOW transaction_isolation") == "read committed"
+    finally:
+        await store.close()
+
+
+async def _dropped_schema(url: str) -> None:
+    """The database as empty as a new one, for processes to start on together again."""
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    finally:
+        await admin.close()
+
+
 async def test_a_token_made_whose_answer_is_lost_is_not_said_to_be_unapplied(
     postgres_url: str,
 ) -> None:

@@ -378,6 +378,10 @@ class PostgresStore:
                     "application_name": "kopilka",
                     "lock_timeout": f"{int(self._lock_timeout_seconds * 1000)}ms",
                     "timezone": "UTC",
+                    # Each statement sees what committed while it waited for a lock (a key
+                    # applied, an account opened, a schema migrated by another process):
+                    # whatever default the database or role sets.
+                    "default_transaction_isolation": "read committed",
                     # Accounts are hot in memory: probing the primary key per changed
                     # account beats hashing the whole table (PostgreSQL's own SSD advice).
                     "random_page_cost": "1.1",
