@@ -797,6 +797,7 @@ class Client:
         # answer lost is answered as the first try was (the account, and its opening
         # deposit, made once), not refused as account_exists with its outcome unknown.
         keyed = idempotency_key not in ("", None)
+        read = self._account_reader()  # asks the token's ledger, if not known, before
         response = self._send(
             "POST",
             "/v1/accounts",
@@ -804,7 +805,7 @@ class Client:
             idempotency_key=idempotency_key if keyed else new_key(),
             key_is_callers=keyed,
         )
-        account = self._answer(response, self._account_reader(), keyed=keyed)
+        account = self._answer(response, read, keyed=keyed)
         # Opened before under the key given, as the embedded bank says it; a replay under
         # a key made here is of this call's own first try.
         account.replayed = keyed and response.headers.get("idempotent-replayed") == "true"

@@ -481,11 +481,14 @@ def test_a_write_not_sent_after_its_ledger_lookup_failed_names_no_key(tmp_path: 
     ],
     ids=["500", "502", "504", "503"],
 )
+@pytest.mark.parametrize("write", ["deposit", "open_account"])
 def test_a_ledger_lookup_answered_amiss_says_the_write_was_not_sent(
-    tmp_path: Path, answer: bytes, said: str
+    tmp_path: Path, answer: bytes, said: str, write: str
 ) -> None:
     """Only the question which ledger the token is for went out: its 5xx had read "the
-    server answered 500: internal error", as if said of the write."""
+    server answered 500: internal error", as if said of the write. An account's opening
+    asked it only once the opening had gone out, and so said "nothing was sent" of an
+    account opened with its money."""
     asked: list[bytes] = []
 
     def answer_for(request: bytes, real: bytes) -> bytes:
@@ -498,8 +501,11 @@ def test_a_ledger_lookup_answered_amiss_says_the_write_was_not_sent(
         connect_bank(url, token=server.token) as bank,
         pytest.raises(Unavailable) as caught,
     ):
-        bank.deposit("Ann", 100, "pay", "lookup-1")
-    assert set(asked) == {b"/v1/whoami"}, asked  # the deposit never went
+        if write == "deposit":
+            bank.deposit("Ann", 100, "pay", "lookup-1")
+        else:
+            bank.open_account("Ann", opening_balance_cents=500, idempotency_key="lookup-1")
+    assert set(asked) == {b"/v1/whoami"}, asked  # the write never went
     assert (caught.value.message, caught.value.before_the_write) == (
         f"the server at {url} did not say which ledger the token is for ({said});"
         " nothing was sent: try again",
