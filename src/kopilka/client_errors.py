@@ -30,7 +30,7 @@ _REJECTION_CODES = frozenset(
     {"insufficient_funds", "cap_exceeded", "floor_above_balance", "cap_below_balance"}
 )
 # kopilka's error codes, all of them: anything else came from another server.
-_ERROR_CODE = re.compile(r"[a-z0-9_]+")
+_ERROR_CODE = re.compile(r"[a-z][a-z0-9_]*")
 _ERRORS_BY_STATUS: dict[int, type[KopilkaError]] = {
     401: Unauthorized,
     403: Forbidden,
@@ -46,14 +46,15 @@ def error_from(status: int, payload: Any, url: str) -> KopilkaError:
     `url`: the server's, as shown (no password), named in an answer not kopilka's: the
     status alone left someone who typed the wrong port to guess what answered."""
     try:
-        code, message = str(payload["error"]["code"]), str(payload["error"]["message"])
+        code, message = payload["error"]["code"], str(payload["error"]["message"])
     except (KeyError, TypeError):
         return Unavailable(
             "bad_response",
             f"the server at {url} answered {status} without an error body:"
             " the answer is not kopilka's",
         )
-    if not _ERROR_CODE.fullmatch(code):  # not kopilka's: code is what programs branch on
+    # Not kopilka's (a gateway's number, say): the code is what programs branch on.
+    if not isinstance(code, str) or not _ERROR_CODE.fullmatch(code):
         return Unavailable(
             "bad_response",
             f"the server at {url} answered {status} with an error code not kopilka's",

@@ -109,6 +109,14 @@ DEFECT = (
     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
     b"content-length: %d\r\n\r\n%s" % (len(_DEFECT_BODY), _DEFECT_BODY)
 )
+# A cloud gateway's 503, in its own JSON shape: its code is a number.
+_GATEWAY_BODY = (
+    b'{"error": {"code": 503, "message": "The service is currently unavailable.",'
+    b' "status": "UNAVAILABLE"}}'
+)
+GATEWAY_UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n" + (
+    b"content-length: %d\r\n\r\n%s" % (len(_GATEWAY_BODY), _GATEWAY_BODY)
+)
 
 
 NOT_KOPILKAS = "without an error body: the answer is not kopilka's"
@@ -123,8 +131,13 @@ NOT_KOPILKAS = "without an error body: the answer is not kopilka's"
         # Retried, as kopilka's own 503 is, and answered so each time: the last attempt's
         # was said to be no kopilka answer (bad_response), as if nothing had been applied.
         (UNAVAILABLE, f"the server at {{url}} answered 503 {NOT_KOPILKAS}"),
+        # Its number was read as a code of kopilka's: "503", told as nothing applied.
+        (
+            GATEWAY_UNAVAILABLE,
+            "the server at {url} answered 503 with an error code not kopilka's",
+        ),
     ],
-    ids=["a gateway's 504", "the server's own 500", "a load balancer's 503"],
+    ids=["a gateway's 504", "the server's own 500", "a load balancer's 503", "JSON, a number"],
 )
 def test_a_write_answered_5xx_is_not_said_to_be_refused(
     tmp_path: Path, answer: bytes, cause: str

@@ -66,6 +66,10 @@ def test_an_error_code_that_is_no_identifier_is_no_kopilka_answer() -> None:
     assert error_from(422, {"error": {"code": "invalid_amount", "message": "x"}}, URL).code == (
         "invalid_amount"
     )
+    # A gateway's, a number (as JSON or as text): no code of kopilka's begins so.
+    for code in (503, "503", 429.0, True, None):
+        number = {"error": {"code": code, "message": "The service is currently unavailable."}}
+        assert error_from(503, number, URL).code == "bad_response", code
 
 
 PAGES_MAX = 50
