@@ -494,8 +494,10 @@ class Engine:
                 raise since_in_the_future()
         else:
             # Before the next microsecond: the lines at `till` itself are the period's too.
+            # Added in UTC: on the wall clock of a zone with daylight saving, a moment in
+            # the hour its clocks go back would move an hour.
             try:
-                after_till = till + timedelta(microseconds=1)
+                after_till = till.astimezone(UTC) + timedelta(microseconds=1)
             except OverflowError:  # the calendar's last moment: no line comes after it
                 after_till = till
             # A period reaching past now would otherwise gain the lines written while it

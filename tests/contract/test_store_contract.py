@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from tests.contract.conftest import Backend
@@ -1353,6 +1354,43 @@ async def test_a_period_shown_gains_no_line_when_the_clock_is_then_stepped_back(
         )
         assert [line.description for line in next_one.lines] == ["after"]
         assert next_one.opening_balance_cents == 10_000
+    finally:
+        await engine.close()
+
+
+class _SetClock(MonotonicClock):
+    """A clock that reads what it is set to."""
+
+    at = datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+
+    def wall(self) -> datetime:
+        return self.at
+
+
+async def test_a_period_ending_in_the_hour_the_clocks_go_back_ends_at_its_moment(
+    backend: Backend,
+) -> None:
+    """A period's end given in a zone with daylight saving, in the hour its clocks go
+    back: a microsecond added to it on its wall clock moved it an hour, so a statement
+    lost the lines of its last hour, or gained an hour's past its end."""
+    clock = _SetClock()
+    engine = await backend.start_engine(clock=clock)
+    new_york = ZoneInfo("America/New_York")
+    try:
+        clock.at = datetime(2026, 11, 1, 5, 30, tzinfo=UTC)  # 01:30 in New York, EDT
+        await applied(engine, Deposit(JOHN, 100, "summer time", "d1"))
+        clock.at = datetime(2026, 11, 1, 6, 30, tzinfo=UTC)  # 01:30 again, EST
+        await applied(engine, Deposit(JOHN, 200, "winter time", "d2"))
+        # 01:45 the second time round: 06:45 UTC, after both.
+        later = datetime(2026, 11, 1, 1, 45, tzinfo=new_york, fold=1)
+        shown = await engine.statement("main", JOHN, None, later)
+        assert [line.description for line in shown.lines] == ["summer time", "winter time"]
+        assert shown.closing_balance_cents == 300
+        # The last microsecond of summer time: 05:59:59.999999 UTC, before the second.
+        earlier = datetime(2026, 11, 1, 1, 59, 59, 999_999, tzinfo=new_york)
+        shown = await engine.statement("main", JOHN, None, earlier)
+        assert [line.description for line in shown.lines] == ["summer time"]
+        assert shown.closing_balance_cents == 100
     finally:
         await engine.close()
 
