@@ -803,6 +803,12 @@ class SqliteStore:
         any other SQLite error (a damaged file, a full disk) fails the batch in one line."""
         try:
             self._roll_back()
+            if isinstance(error, sqlite3.IntegrityError):
+                # The batch's data, not the database, at fault: a constraint no rule of
+                # kopilka's knows (another program's CHECK or trigger) refused it. Raised
+                # as it is, so the engine applies each request alone and only the one
+                # that breaks it fails, as on PostgreSQL; no outage, no "try again".
+                raise error
             if isinstance(error, sqlite3.Error):
                 if is_busy(error):
                     raise RetryableStoreError(str(error)) from error
