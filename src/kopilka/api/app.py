@@ -19,6 +19,7 @@ from typing import Literal
 
 import msgspec
 from starlette.types import Receive, Scope, Send
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_fixed
 
 from kopilka.api import handlers
 from kopilka.api.admin_token import ensure_admin_token
@@ -192,21 +193,28 @@ class KopilkaApp:
                 return
 
     async def _open_once_back(self) -> None:
+        """The store opened again every DATABASE_RETRY_SECONDS until it opens, whatever
+        fails it: a task that ended would 503 for ever."""
         refused = ""
-        while True:
-            await asyncio.sleep(DATABASE_RETRY_SECONDS)
-            try:
-                await self.start()
-            except Exception as error:  # tried again: a task that ended would 503 for ever
-                away = isinstance(error, KopilkaError) and error.code in _AWAY
-                message = error.message if isinstance(error, KopilkaError) else repr(error)
-                if not away and message != refused:
-                    refused = message  # back, and refused (a schema newer): said once
-                    logger.error("a worker cannot start: %s", hide_secrets(refused))
-                continue
-            self._opening = None
-            logger.warning("the database is available again: the worker serves")
-            return
+
+        def tell(state: RetryCallState) -> None:
+            nonlocal refused
+            assert state.outcome is not None
+            error = state.outcome.exception()
+            away = isinstance(error, KopilkaError) and error.code in _AWAY
+            message = error.message if isinstance(error, KopilkaError) else repr(error)
+            if not away and message != refused:
+                refused = message  # back, and refused (a schema newer): said once
+                logger.error("a worker cannot start: %s", hide_secrets(refused))
+
+        await asyncio.sleep(DATABASE_RETRY_SECONDS)
+        await AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_fixed(DATABASE_RETRY_SECONDS),
+            before_sleep=tell,
+        )(self.start)
+        self._opening = None
+        logger.warning("the database is available again: the worker serves")
 
     async def authorize(self, headers: RequestHeaders, *, writing: bool) -> tuple[Principal, str]:
         """The caller and the ledger it works in (Kopilka-Ledger, else its own).

@@ -35,6 +35,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_fixed
+
 from kopilka.clock import MonotonicClock, from_micros, to_micros
 from kopilka.domain.model import (
     Account,
@@ -732,19 +734,26 @@ class SqliteStore:
         db = self._db
         try:
             db.execute("PRAGMA busy_timeout = 0")
-            while True:
-                try:
-                    db.execute("BEGIN IMMEDIATE")
-                    break
-                except sqlite3.OperationalError as error:
-                    if not is_busy(error):
-                        raise
-                    if self._stop_waiting.is_set():
-                        raise _interrupted() from None
-                    if time.monotonic() >= deadline:
-                        raise self._held_too_long() from error
-                    with fork_gate.stepped_out():
-                        time.sleep(_BEGIN_POLL_SECONDS)
+
+            def no_more(state: RetryCallState) -> bool:
+                return self._stop_waiting.is_set() or time.monotonic() >= deadline
+
+            try:
+                # Another program's transaction (kopilka's writers take the lock file
+                # first) holds SQLite's own lock: asked again until the deadline.
+                Retrying(
+                    retry=retry_if_exception(_busy),
+                    wait=wait_fixed(_BEGIN_POLL_SECONDS),
+                    stop=no_more,
+                    sleep=_sleep_stepped_out,
+                    reraise=True,
+                )(db.execute, "BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                if not is_busy(error):
+                    raise
+                if self._stop_waiting.is_set():
+                    raise _interrupted() from None
+                raise self._held_too_long() from error
         except KopilkaError:
             self._roll_back()  # lets go of the write lock (no transaction is open)
             raise
@@ -1630,3 +1639,13 @@ def _disk_full(path: str, room_min_bytes: int = _DISK_ROOM_MIN_BYTES) -> bool:
         return blocks * stats.f_frsize < room_min_bytes
     except OSError:
         return False
+
+
+def _busy(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and is_busy(error)
+
+
+def _sleep_stepped_out(seconds: float) -> None:
+    """A wait before a BEGIN, with no transaction open: a fork need not wait for it."""
+    with fork_gate.stepped_out():
+        time.sleep(seconds)
