@@ -413,6 +413,8 @@ class Engine:
     async def _apply_with_retries(self, commands: list[Command]) -> list[Outcome]:
         # A transient refusal of the whole batch (a deadlock, an account another process
         # opened at once) rolled back everything: tried again, after 1, 2, 4 ... 100 ms.
+        # Made for each batch: a call keeps its state on the object, and two batches may
+        # be in flight at once.
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(RetryableStoreError),
             stop=stop_after_attempt(self.limits.batch_attempts_max),
