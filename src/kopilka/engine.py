@@ -116,6 +116,7 @@ class Engine:
         self._writer: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max(1, store.concurrent_batches_max))
+        self._retryings: list[AsyncRetrying] = []  # free, for the next batches
         # Taken once at start: asyncio.get_running_loop() is a system call on Python 3.11
         # (it checks the process id), and every request made a future through it.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -411,22 +412,28 @@ class Engine:
                 request.future.set_exception(error)
 
     async def _apply_with_retries(self, commands: list[Command]) -> list[Outcome]:
-        # A transient refusal of the whole batch (a deadlock, an account another process
-        # opened at once) rolled back everything: tried again, after 1, 2, 4 ... 100 ms.
-        # Made for each batch: a call keeps its state on the object, and two batches may
-        # be in flight at once.
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(RetryableStoreError),
-            stop=stop_after_attempt(self.limits.batch_attempts_max),
-            wait=wait_exponential(multiplier=0.001, max=0.1),
-            reraise=True,
-        )
+        # One of its own for each batch in flight (a call keeps its state on the object),
+        # kept for the next: made anew, each would leave a few objects in reference
+        # cycles (tenacity's own) for the collector, a batch at a time.
+        retrying = self._retryings.pop() if self._retryings else self._new_retrying()
         try:
             return await retrying(self.store.apply, commands)
         except RetryableStoreError:
             raise unapplied(
                 "store_busy", "the ledger is busy; nothing was applied, try again"
             ) from None
+        finally:
+            self._retryings.append(retrying)
+
+    def _new_retrying(self) -> AsyncRetrying:
+        """A transient refusal of a whole batch (a deadlock, an account another process
+        opened at once) rolled back everything: tried again, after 1, 2, 4 ... 100 ms."""
+        return AsyncRetrying(
+            retry=retry_if_exception_type(RetryableStoreError),
+            stop=stop_after_attempt(self.limits.batch_attempts_max),
+            wait=wait_exponential(multiplier=0.001, max=0.1),
+            reraise=True,
+        )
 
     # -- reads ----------------------------------------------------------------
 

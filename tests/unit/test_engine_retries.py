@@ -3,6 +3,7 @@ one refused every time is told "busy", nothing applied."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 
 import pytest
@@ -54,3 +55,26 @@ async def test_a_batch_refused_on_every_try_is_told_busy_and_changes_nothing() -
         # The same key again, the store well: applied, once.
         (again,) = await engine.submit_many([_deposit("k1")])
         assert isinstance(again, Operation) and not again.replayed
+
+
+async def test_batches_leave_nothing_for_the_cyclic_collector() -> None:
+    """The server keeps young collections rare (collector.py): a batch, one retried
+    too, is freed as it ends, not left in reference cycles for the collector."""
+    store = RefusingAtFirst(refusals=1)
+    async with Engine(store, Limits(batch_attempts_max=4)) as engine:
+        await engine.submit_many([_deposit("k0")])  # refused once, then applied
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            store.refusals, store.calls = 1, 0
+            for number in range(1, 101):
+                await engine.submit_many([_deposit(f"k{number}")])
+            gc.collect()
+            left = len(gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert store.calls == 101
+    assert left == 0
