@@ -160,9 +160,13 @@ async def test_a_commit_settled_after_its_pooled_connections_were_cut_too(
 ) -> None:
     """The cut that lost the COMMIT's answer ended every other pooled connection too
     (pg_terminate_backend of kopilka's sessions): asking on one of those is no answer.
-    The store asks on another, and the caller hears that the deposit was applied, not
-    that its outcome is unknown."""
-    async with relayed(postgres_url) as (relay, url), Engine(PostgresStore(url)) as engine:
+    The store asks on another at once (a wait after each, growing, used up a short
+    settle time on the dead ones), and the caller hears that the deposit was applied,
+    not that its outcome is unknown."""
+    async with (
+        relayed(postgres_url) as (relay, url),
+        Engine(PostgresStore(url, settle_timeout_seconds=0.5)) as engine,
+    ):
         await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
         # Several pooled connections, all idle at the cut.
         await asyncio.gather(*(engine.list_accounts("main") for _ in range(8)))

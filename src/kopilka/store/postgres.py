@@ -43,7 +43,6 @@ from tenacity import (
     retry_if_result,
     stop_after_delay,
     stop_before_delay,
-    wait_exponential,
 )
 
 from kopilka.clock import MonotonicClock
@@ -912,15 +911,24 @@ class PostgresStore:
         idempotency keys, which never apply twice (waiting longer would hold up every
         caller queued behind this batch too).
         """
-        asking = AsyncRetrying(
+        in_progress = 0  # answers so
+
+        def pause(state: RetryCallState) -> float:
             # A pooled connection the same cut ended (all kopilka's sessions terminated):
-            # asked on another, a new one at last; the server away is Unavailable at the
-            # connecting. The question cancelled, the COMMIT's fate is as unknown: asked
-            # again (no outage to log for it). A COMMIT still in progress: asked again
-            # after 10, 20, 40 ... 200 ms, while the next answer may come in time.
+            # asked on another at once, a new one at last; the server away is Unavailable
+            # at the connecting. The question cancelled, the COMMIT's fate is as unknown:
+            # asked again (no outage to log for it). A COMMIT still in progress: asked
+            # again after 10, 20, 40 ... 200 ms, while the next answer may come in time.
+            nonlocal in_progress
+            if state.outcome is None or state.outcome.failed:
+                return 0.0
+            in_progress += 1
+            return float(min(0.01 * 2 ** (in_progress - 1), 0.2))
+
+        asking = AsyncRetrying(
             retry=retry_if_exception_type((*_CONNECTION_LOST, _CANCELLED))
             | retry_if_result(lambda status: status == "in progress"),
-            wait=wait_exponential(multiplier=0.01, max=0.2),
+            wait=pause,
             stop=stop_before_delay(self._settle_timeout_seconds),
             retry_error_callback=_last_answer,
         )
