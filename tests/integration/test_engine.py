@@ -617,3 +617,32 @@ async def test_a_cancelled_callers_pieces_that_fail_leave_no_error_unretrieved(
     await asyncio.sleep(0)
     lost = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
     assert lost == []
+
+
+async def test_batches_the_writer_thread_applies_leave_nothing_for_the_collector(
+    tmp_path: Path,
+) -> None:
+    """The server keeps young collections rare (collector.py): a batch too big for the
+    event loop, applied on the writer thread, is freed as it ends, not left in
+    reference cycles for the collector."""
+    engine = await open_engine(tmp_path / "kopilka.db")
+    size = sqlite_store.INLINE_COMMANDS_MAX + 1
+    try:
+        await engine.submit_many([Deposit("Ann", 1, "pay", f"w{n}") for n in range(size)])
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for batch in range(20):
+                deposits = [Deposit("Ann", 1, "pay", f"k{batch}-{n}") for n in range(size)]
+                await engine.submit_many(deposits)
+            gc.collect()
+            left = len(gc.garbage)
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+        assert (await engine.get_account("main", "Ann")).balance_cents == 21 * size
+    finally:
+        await engine.close()
+    assert left == 0

@@ -316,6 +316,18 @@ class SqliteStore:
         self._history_fence: WriterLock | None = None
         # Set by stop_waiting: a batch waiting for the write lock gives up, nothing applied.
         self._stop_waiting = threading.Event()
+        # Another program's transaction (kopilka's writers take the lock file first)
+        # holds SQLite's own lock: BEGIN asked again until the batch's deadline. One for
+        # the store's writer thread, as made anew for each batch it would leave a few
+        # objects in reference cycles (tenacity's own) for the collector.
+        self._begin_deadline = 0.0
+        self._beginning = Retrying(
+            retry=retry_if_exception(_busy),
+            wait=wait_fixed(_BEGIN_POLL_SECONDS),
+            stop=self._begin_given_up,
+            sleep=_sleep_stepped_out,
+            reraise=True,
+        )
         self._files: OpenedFiles | None = None  # a file's: none for ":memory:"
         self.schema_versions: tuple[int, int] | None = None  # once open
 
@@ -724,7 +736,7 @@ class SqliteStore:
         one past its lock_timeout. It waits here,
         not in SQLite's busy handler, which nothing stops: a batch its caller gave up on
         (Ctrl-C, `stop_waiting`) stops waiting, nothing applied."""
-        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        self._begin_deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
         with fork_gate.stepped_out():  # no transaction is open yet
             acquired = self._lock.acquire(_BUSY_TIMEOUT_MS / 1000, stop=self._stop_waiting)
         if not acquired:
@@ -734,20 +746,8 @@ class SqliteStore:
         db = self._db
         try:
             db.execute("PRAGMA busy_timeout = 0")
-
-            def no_more(state: RetryCallState) -> bool:
-                return self._stop_waiting.is_set() or time.monotonic() >= deadline
-
             try:
-                # Another program's transaction (kopilka's writers take the lock file
-                # first) holds SQLite's own lock: asked again until the deadline.
-                Retrying(
-                    retry=retry_if_exception(_busy),
-                    wait=wait_fixed(_BEGIN_POLL_SECONDS),
-                    stop=no_more,
-                    sleep=_sleep_stepped_out,
-                    reraise=True,
-                )(db.execute, "BEGIN IMMEDIATE")
+                self._beginning(db.execute, "BEGIN IMMEDIATE")
             except sqlite3.OperationalError as error:
                 if not is_busy(error):
                     raise
@@ -762,6 +762,9 @@ class SqliteStore:
         finally:
             with contextlib.suppress(sqlite3.Error):
                 db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+
+    def _begin_given_up(self, state: RetryCallState) -> bool:
+        return self._stop_waiting.is_set() or time.monotonic() >= self._begin_deadline
 
     def _waited_too_long(self) -> Unavailable:
         """The lock file's wait timed out: other writers of kopilka's had it in turn all
