@@ -51,7 +51,7 @@ class Target:
     def describe(self, ledger: str | None = None) -> str:
         """Where commands go; `ledger`: the one a server said this session uses."""
         if self.url is not None:
-            from kopilka.client import normalize_url  # loaded already: the bank is a client
+            from kopilka.client_url import normalize_url  # loaded already: the bank is a client
 
             where = redact_url(normalize_url(self.url))  # a bare port, as it is reached
         elif self.sandbox:
