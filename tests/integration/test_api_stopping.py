@@ -255,6 +255,39 @@ async def test_a_batch_refused_as_busy_gives_the_key_to_resend_under(
         await app.engine.close()
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/v1/accounts", {"client": "Bea"}),
+        ("PATCH", "/v1/accounts/Ann", {"max_balance": "100.00"}),
+    ],
+)
+async def test_an_account_write_refused_as_busy_gives_back_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, path: str, body: dict[str, Any]
+) -> None:
+    """A keyed opening or limits change that met a busy store (503) is answered with
+    its key, as a money write and a batch are, and as the API's document says."""
+    monkeypatch.setattr(sqlite_store, "_BUSY_TIMEOUT_MS", 300)
+    app, token = await app_with_ann(tmp_path)
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "account-1"}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://k"
+        ) as http:
+            held = _hold_the_write_lock(tmp_path)
+            try:
+                busy = await http.request(method, path, json=body, headers=headers)
+            finally:
+                os.close(held)
+            assert busy.status_code == 503, busy.text
+            assert busy.json()["error"]["code"] == "store_busy"
+            assert busy.headers["idempotency-key"] == "account-1"
+            again = await http.request(method, path, json=body, headers=headers)
+            assert again.status_code in (200, 201), again.text
+    finally:
+        await app.engine.close()
+
+
 async def assert_resent_once(
     http: httpx.AsyncClient, batch: dict[str, Any], auth: dict[str, str], key: str, balance: str
 ) -> None:

@@ -166,6 +166,14 @@ def _keyed(scope: Scope) -> bool:
     )
 
 
+def _an_account_write(scope: Scope) -> bool:
+    """An account's opening (POST /v1/accounts) or limits change (PATCH of one)."""
+    method, path = scope["method"], str(scope["path"])
+    return (method == "POST" and path.rstrip("/") == "/v1/accounts") or (
+        method == "PATCH" and path.startswith("/v1/accounts/")
+    )
+
+
 def path_segments(scope: Scope) -> list[str]:
     raw: bytes = scope.get("raw_path") or scope["path"].encode()
     if _BROKEN_ESCAPE.search(raw):
@@ -230,6 +238,11 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
         made = scope.get(_BATCH_KEY, "")  # the one its items' keys were made of, if any
         key = key_to_settle(made, RequestHeaders(scope))
         response.headers["idempotency-key"] = key.decode("latin-1")
+    elif response.status_code == 503 and _an_account_write(scope):
+        # An opening or a limits change under a key of the caller's: that key settles it.
+        own = RequestHeaders(scope).idempotency_key
+        if own is not None:
+            response.headers["idempotency-key"] = own.decode("latin-1")
     if scope["method"] == "HEAD" and isinstance(response, StreamingResponse):
         # Answered as the GET, whose status a stream settles before its first chunk (a
         # statement reads ahead for it). The rest no one receives, and with nothing
