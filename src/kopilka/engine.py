@@ -9,6 +9,7 @@ its own outcome. At low load a batch is one command and nothing waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -116,7 +117,6 @@ class Engine:
         self._writer: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max(1, store.concurrent_batches_max))
-        self._retryings: list[AsyncRetrying] = []  # free, for the next batches
         # Taken once at start: asyncio.get_running_loop() is a system call on Python 3.11
         # (it checks the process id), and every request made a future through it.
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -412,28 +412,26 @@ class Engine:
                 request.future.set_exception(error)
 
     async def _apply_with_retries(self, commands: list[Command]) -> list[Outcome]:
-        # One of its own for each batch in flight (a call keeps its state on the object),
-        # kept for the next: made anew, each would leave a few objects in reference
-        # cycles (tenacity's own) for the collector, a batch at a time.
-        retrying = self._retryings.pop() if self._retryings else self._new_retrying()
         try:
-            return await retrying(self.store.apply, commands)
+            # Nearly every batch commits at its first try, made bare: a retrying, made
+            # and run, costs about what a small batch's rules do, and leaves a few
+            # objects in reference cycles (tenacity's own) for the collector.
+            return await self.store.apply(commands)
         except RetryableStoreError:
-            raise unapplied(
-                "store_busy", "the ledger is busy; nothing was applied, try again"
-            ) from None
-        finally:
-            self._retryings.append(retrying)
-
-    def _new_retrying(self) -> AsyncRetrying:
-        """A transient refusal of a whole batch (a deadlock, an account another process
-        opened at once) rolled back everything: tried again, after 1, 2, 4 ... 100 ms."""
-        return AsyncRetrying(
+            tries_left = self.limits.batch_attempts_max - 1
+        # Rolled back whole (a deadlock, an account another process opened at once):
+        # tried again after 1, 2, 4 ... 100 ms.
+        retrying = AsyncRetrying(
             retry=retry_if_exception_type(RetryableStoreError),
-            stop=stop_after_attempt(self.limits.batch_attempts_max),
-            wait=wait_exponential(multiplier=0.001, max=0.1),
+            stop=stop_after_attempt(tries_left),
+            wait=wait_exponential(multiplier=0.002, max=0.1),  # after the first 1 ms
             reraise=True,
         )
+        with contextlib.suppress(RetryableStoreError):
+            if tries_left:
+                await asyncio.sleep(0.001)
+                return await retrying(self.store.apply, commands)
+        raise unapplied("store_busy", "the ledger is busy; nothing was applied, try again")
 
     # -- reads ----------------------------------------------------------------
 
