@@ -376,6 +376,28 @@ async def _dropped_schema(url: str) -> None:
         await admin.close()
 
 
+@pytest.mark.parametrize("named_by", ["PGDATABASE", "?dbname="])
+async def test_a_url_whose_path_is_a_bare_slash_names_the_database_as_psql_reads_it(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, named_by: str
+) -> None:
+    """`postgresql://user@host:port/` names no database: libpq (psql) then takes the
+    URL's `dbname` or PGDATABASE. The driver read the bare "/" as an empty name and
+    took the user's database, so a ledger went into another database than psql's."""
+    parts = urlsplit(postgres_url)
+    database = parts.path.lstrip("/")
+    if named_by == "PGDATABASE":
+        monkeypatch.setenv("PGDATABASE", database)
+        url = urlunsplit(parts._replace(path="/"))
+    else:
+        url = urlunsplit(parts._replace(path="/", query=f"dbname={database}"))
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        assert store.database == database
+    finally:
+        await store.close()
+
+
 async def test_a_token_made_whose_answer_is_lost_is_not_said_to_be_unapplied(
     postgres_url: str,
 ) -> None:

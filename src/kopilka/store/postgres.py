@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import asyncpg
 from asyncpg.connect_utils import SessionAttribute
@@ -313,7 +314,7 @@ class PostgresStore:
         embedded caller, who has no server log to read and chose the database itself."""
         assert url.startswith(("postgresql://", "postgres://"))
         assert pool_size_max >= self.concurrent_batches_max
-        self._url = url
+        self._url = _path_or_none(url)
         self.redacted_url = redact_url(url)
         self._clock = clock or MonotonicClock()
         self.schema_versions: tuple[int, int] | None = None  # once open
@@ -1370,3 +1371,13 @@ def _last_answer(state: RetryCallState) -> Any:
     """What the last try gave, or the error it raised, once tries stop."""
     assert state.outcome is not None
     return state.outcome.result()
+
+
+def _path_or_none(url: str) -> str:
+    """The URL as the driver is to read it: one whose path is a bare "/" names no
+    database, and then libpq (psql) takes `?dbname=` or PGDATABASE, which the driver read
+    only where the URL had no path at all."""
+    before_query, mark, query = url.partition("?")
+    if before_query.endswith("/") and urlsplit(url).path == "/":
+        return before_query[:-1] + mark + query
+    return url
