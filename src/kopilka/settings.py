@@ -442,6 +442,11 @@ def _read_files(config_path: str | Path | None, base: Path) -> list[_ConfigFile]
         elif config_path:
             what = "is a directory" if is_directory else "does not exist"
             raise InvalidInput("invalid_setting", f"config file {_shown_path(candidate)} {what}")
+        elif info is not None:
+            # Looked for, and something else stands in its place: not taken for none.
+            raise InvalidInput(
+                "invalid_setting", f"{_shown_path(candidate.absolute())} is not a file"
+            )
     return found
 
 
@@ -472,6 +477,15 @@ def _looked_at(candidate: Path) -> os.stat_result | None:
     try:
         return candidate.stat()
     except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in it
+        if candidate.is_symlink():
+            # A link to a file not there (a secret not mounted yet) is no file "not
+            # there": read, it would say where the commands and the token go.
+            target = os.readlink(candidate)
+            raise InvalidInput(
+                "invalid_setting",
+                f"{_shown_path(candidate.absolute())} is a link to {target!r},"
+                " which does not exist",
+            ) from None
         return None
     except OSError as error:
         raise _unreadable(candidate, error) from error

@@ -1222,3 +1222,27 @@ def test_unread_variables_are_warned_of_by_name(name: str, value: str, warned: b
 def test_an_unread_variable_s_warning_names_the_one_meant(name: str, meant: str) -> None:
     (warning,) = unread_variable_warnings({name: "1"})
     assert warning == f"{name!r} is no variable kopilka reads: it is ignored{meant}"
+
+
+@pytest.mark.parametrize("what", ["a link to nothing", "a directory", "a pipe"])
+def test_a_kopilka_toml_in_the_home_that_is_no_file_is_refused_not_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """A link to a config not mounted yet was taken for no config at all: the commands
+    went to the home's own ledger, where the file would have sent them elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    config = home / "kopilka.toml"
+    if what == "a link to nothing":
+        config.symlink_to(tmp_path / "not-mounted" / "kopilka.toml")
+        said = f"is a link to '{tmp_path / 'not-mounted' / 'kopilka.toml'}', which does not exist"
+    elif what == "a directory":
+        config.mkdir()
+        said = "is not a file"
+    else:
+        os.mkfifo(config)
+        said = "is not a file"
+    with pytest.raises(InvalidInput) as refused:
+        load_settings(environ={"KOPILKA_HOME": str(home)})
+    assert refused.value.message == f"{config} {said}"
