@@ -592,25 +592,38 @@ def as_toml(value: object) -> str:
     return repr(value)  # a number, or a text in TOML's literal quotes
 
 
+# No password is this long: a first line longer is no password file's.
+_PASSWORD_LINE_BYTES_MAX = 4096
+
+
 def _read_password(path: Path) -> str:
-    """The file's first line, as it is (spaces are a password's too): what follows it (a
-    note, a rotated password) is not read."""
+    """The file's first line, as it is (spaces are a password's too), its line end
+    dropped: what follows it (a note, a rotated password) is not read, nor a first line
+    longer than any password to its end (a device that never ends one, /dev/zero)."""
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, ValueError) as error:  # missing, unreadable, a directory, not text
-        reason = error.strerror if isinstance(error, OSError) else "not a text file"
-        raise InvalidInput(
-            "invalid_setting", f"cannot read KOPILKA_DB_PASSWORD_FILE {path}: {reason}"
-        ) from error
-    if not lines or not lines[0]:
+        with path.open("rb") as file:
+            first = file.readline(_PASSWORD_LINE_BYTES_MAX + 1)
+    except OSError as error:  # missing, unreadable, a directory
+        raise _no_password_in(path, error.strerror or str(error)) from error
+    if len(first) > _PASSWORD_LINE_BYTES_MAX:
+        raise _no_password_in(path, f"its first line is over {_PASSWORD_LINE_BYTES_MAX} bytes")
+    try:
+        line = first.decode().removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError as error:
+        raise _no_password_in(path, "not a text file") from error
+    if not line:
         # An empty password is no password anyone wrote down: the file was meant to
         # hold one (a secret not mounted yet, a note above it).
-        where = "is empty" if not lines else "has an empty first line"
+        where = "is empty" if not first else "has an empty first line"
         raise InvalidInput(
             "invalid_setting",
             f"KOPILKA_DB_PASSWORD_FILE {path} {where}: the password is its first line",
         )
-    return lines[0]
+    return line
+
+
+def _no_password_in(path: Path, reason: str) -> InvalidInput:
+    return InvalidInput("invalid_setting", f"cannot read KOPILKA_DB_PASSWORD_FILE {path}: {reason}")
 
 
 def _with_password(url: str, password: str) -> str:

@@ -1246,3 +1246,19 @@ def test_a_kopilka_toml_in_the_home_that_is_no_file_is_refused_not_passed_over(
     with pytest.raises(InvalidInput) as refused:
         load_settings(environ={"KOPILKA_HOME": str(home)})
     assert refused.value.message == f"{config} {said}"
+
+
+def test_a_password_file_whose_first_line_never_ends_is_refused_unread(tmp_path: Path) -> None:
+    """/dev/zero given as the password file was read whole, memory and all; a line is
+    ended by its line break alone (a form feed is a password's character)."""
+    environ = {"KOPILKA_HOME": str(tmp_path), "KOPILKA_DB_PASSWORD_FILE": "/dev/zero"}
+    with pytest.raises(InvalidInput) as info:
+        load_settings(flags={"db": "postgresql://kop@db.example:5432/bank"}, environ=environ)
+    assert info.value.message == (
+        "cannot read KOPILKA_DB_PASSWORD_FILE /dev/zero: its first line is over 4096 bytes"
+    )
+    secret = tmp_path / "pw"
+    secret.write_bytes(b"se\x0ccret\r\nold\n")
+    environ["KOPILKA_DB_PASSWORD_FILE"] = str(secret)
+    settings = load_settings(flags={"db": "postgresql://kop@db.example:5432/bank"}, environ=environ)
+    assert settings.db == "postgresql://kop:se%0Ccret@db.example:5432/bank"
