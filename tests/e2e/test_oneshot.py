@@ -586,6 +586,21 @@ def test_a_mistyped_postgresql_url_is_refused_not_made_a_file(
     assert not [p for p in tmp_path.rglob("*") if "ostgre" in p.name]  # no file of that name
 
 
+@pytest.mark.parametrize("db", ["MEMORY:", "Memory:", "SQLITE:books.db", "Sqlite::memory:"])
+def test_kopilkas_name_of_a_database_in_capitals_is_refused_not_made_a_file(
+    kopilka: RunKopilka, tmp_path: Path, db: str
+) -> None:
+    """`--db MEMORY:` made a lasting SQLite file named MEMORY:, where memory: keeps
+    nothing, and SQLITE:books.db a file of that whole name."""
+    result = kopilka(*DEPOSIT, "--db", db)  # run in tmp_path
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: --db: {db!r}: kopilka's names of a database are in lower case (memory:,"
+        " sqlite:PATH); for a file of that name, write ./ before it\n"
+    )
+    assert not [p for p in tmp_path.rglob("*") if p.name.lower().startswith(("memory", "sqlite"))]
+
+
 def test_a_database_url_given_in_the_wrong_place_is_quoted_without_its_password(
     kopilka: RunKopilka,
 ) -> None:

@@ -87,6 +87,14 @@ def sqlite_path(url: str) -> str | None:
             "a PostgreSQL database is named by a URL that begins with postgresql://"
             " (two slashes, in lower case)",
         )
+    lowered = url.lower()
+    if keeps_nothing(lowered) or (lowered.startswith("sqlite:") and not url.startswith("sqlite:")):
+        # Meant as kopilka's word, not a file's name: `MEMORY:` made a lasting file so.
+        raise InvalidInput(
+            "unsupported_database",
+            f"{without_secrets(url)[:60]!r}: kopilka's names of a database are in lower case"
+            " (memory:, sqlite:PATH); for a file of that name, write ./ before it",
+        )
     if _KEYWORD_VALUES.fullmatch(url):  # libpq's "host=... dbname=... password=..."
         raise InvalidInput(
             "unsupported_database",
