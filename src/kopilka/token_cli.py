@@ -280,18 +280,23 @@ def _run_remote(url: str, token: str | None, arguments: argparse.Namespace) -> i
         return 0
 
 
-# Interrupted once the change was asked for: it may have been made, its answer lost.
-_INTERRUPTED = {
-    "create": "interrupted; it may still have been done: look with `kopilka token list`"
-    " before running it again (and revoke a token made whose secret never came)",
-    "revoke": "interrupted; the token may have been revoked already: `kopilka token list`"
-    " tells, and revoking it again changes nothing",
-}
+def _interrupted(arguments: argparse.Namespace) -> str:
+    """Interrupted once the change was asked for: it may have been made, its answer lost."""
+    listing = f"kopilka token list{_reached_with(arguments)}"
+    if arguments.command == "create":
+        return (
+            f"interrupted; it may still have been done: look with `{listing}` before"
+            " running it again (and revoke a token made whose secret never came)"
+        )
+    return (
+        f"interrupted; the token may have been revoked already: `{listing}` tells, and"
+        " revoking it again changes nothing"
+    )
 
 
-_LOOK_AT_THE_TOKENS = (
-    ": look with `kopilka token list`, and revoke a token made whose secret never came"
-)
+def _look_at_the_tokens(arguments: argparse.Namespace) -> str:
+    listing = f"kopilka token list{_reached_with(arguments)}"
+    return f": look with `{listing}`, and revoke a token made whose secret never came"
 
 
 def token_main(argv: list[str]) -> int:
@@ -353,12 +358,12 @@ def _token_main(argv: list[str]) -> int:
     except KopilkaError as error:
         message = hide_secrets(error.message)
         if error.code == "outcome_unknown" and arguments.command == "create":
-            message += _LOOK_AT_THE_TOKENS  # "check" how: its secret is lost either way
+            message += _look_at_the_tokens(arguments)  # "check" how: its secret is lost
         print(f"Error: {message}", file=sys.stderr)
         return exit_status(error)
     except (KeyboardInterrupt, SessionEnded):
         if arguments.asked:  # a token made, or revoked, may be so already
-            print(f"Error: {_INTERRUPTED[arguments.command]}", file=sys.stderr)
+            print(f"Error: {_interrupted(arguments)}", file=sys.stderr)
         elif arguments.command != "list":  # still looking, say at the tokens there are
             print("Error: interrupted; nothing was done", file=sys.stderr)
         raise

@@ -571,8 +571,8 @@ def test_a_token_made_whose_answer_was_lost_is_to_be_looked_for_and_revoked(
         )
         assert (made.returncode, made.stdout) == (OUTCOME_UNKNOWN_EXIT, ""), made
         assert made.stderr.endswith(
-            "check before repeating it: look with `kopilka token list`, and revoke a token"
-            " made whose secret never came\n"
+            f"check before repeating it: look with `kopilka token list --url={url}"
+            " --token=TOKEN`, and revoke a token made whose secret never came\n"
         ), made.stderr
         assert len(sent) == 1
         with server.client() as admin:

@@ -514,8 +514,11 @@ def test_a_one_shot_write_ended_by_a_signal_says_it_may_have_been_applied(
     home = tmp_path / "home"
     home.mkdir()
     written = "Error: interrupted; the command may still have been applied"
-    token_made = "Error: interrupted; it may still have been done: look with `kopilka token list`"
     with silent_server() as server:
+        token_made = (
+            "Error: interrupted; it may still have been done: look with"
+            f" `kopilka token list --url={server.url} --token=TOKEN`"
+        )
         target = ("--url", server.url, "--token", "kop_x_y")
         for command, told in (
             (
