@@ -27,7 +27,13 @@ from kopilka.errors import (
 from kopilka.redaction import hide_secrets
 
 _REJECTION_CODES = frozenset(
-    {"insufficient_funds", "cap_exceeded", "floor_above_balance", "cap_below_balance"}
+    {
+        "insufficient_funds",
+        "cap_exceeded",
+        "floor_above_balance",
+        "cap_below_balance",
+        "database_refused",
+    }
 )
 # kopilka's error codes, all of them: anything else came from another server.
 _ERROR_CODE = re.compile(r"[a-z][a-z0-9_]*")

@@ -157,10 +157,11 @@ def unapplied(code: str, message: str) -> Unavailable:
 
 
 class UnstorableInput(Exception):
-    """Text of a request that the store cannot keep (a character a database's encoding
-    lacks). The engine finds which request of the batch it is, and refuses only that."""
+    """A request the database will not keep: a text with a character its encoding lacks,
+    or data a constraint of its own refuses (another program's CHECK or trigger). The
+    engine finds which request of the batch it is, and refuses only that one."""
 
-    def __init__(self, refusal: InvalidInput) -> None:
+    def __init__(self, refusal: KopilkaError) -> None:
         super().__init__(refusal.message)
         self.refusal = refusal
 

@@ -7,13 +7,17 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from kopilka.domain.model import Deposit, Operation
 from kopilka.engine import Engine
-from kopilka.errors import Unavailable
+from kopilka.errors import Rejected
 from kopilka.store.sqlite import SqliteStore
 
 
-async def test_a_deposit_a_trigger_refuses_fails_alone(tmp_path: Path) -> None:
+async def test_a_deposit_a_trigger_refuses_fails_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "ledger.db"
     async with Engine(SqliteStore(str(path))) as engine:
         assert isinstance(await engine.execute(Deposit("Ann", 1, "open", "k0")), Operation)
@@ -33,7 +37,18 @@ async def test_a_deposit_a_trigger_refuses_fails_alone(tmp_path: Path) -> None:
         )
         refused = outcomes.pop(10)
         assert all(isinstance(outcome, Operation) for outcome in outcomes), outcomes
-        assert isinstance(refused, Unavailable), refused
-        assert refused.code == "internal_error", refused
-        assert "try again" not in refused.message
+        assert isinstance(refused, Rejected), refused
+        assert (refused.code, refused.message) == (
+            "database_refused",
+            "the database refused this (CHECK constraint failed: at_most_1000);"
+            " nothing was applied",
+        )
+        # The same again: refused alike, logged once, and as no outage or fault of kopilka's.
+        with pytest.raises(Rejected) as again:
+            await engine.execute(big)
+        assert again.value == refused
         assert (await engine.get_account("main", "Ann")).balance_cents == 21
+    logged = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert logged == [
+        ("WARNING", f"the database {path} refused a write: CHECK constraint failed: at_most_1000")
+    ]

@@ -65,8 +65,10 @@ from kopilka.domain.statement import EntryMark, StatementLine
 from kopilka.errors import (
     Interrupted,
     KopilkaError,
+    Rejected,
     RetryableStoreError,
     Unavailable,
+    UnstorableInput,
     unapplied,
 )
 from kopilka.store import sqlite_fork_gate as fork_gate
@@ -80,7 +82,13 @@ from kopilka.store.not_a_ledger import (
 from kopilka.store.refusal_rows import REFUSAL_COLUMNS, refusal_values
 from kopilka.store.sqlite_checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from kopilka.store.sqlite_dropping import SLICE_ROWS, Emptying, ended_with_rows
-from kopilka.store.sqlite_errors import is_busy, is_damaged, is_not_a_database, is_read_only
+from kopilka.store.sqlite_errors import (
+    is_a_constraints_refusal,
+    is_busy,
+    is_damaged,
+    is_not_a_database,
+    is_read_only,
+)
 from kopilka.store.sqlite_files import (
     OpenedFiles,
     journal_replaced,
@@ -101,6 +109,7 @@ from kopilka.store.sqlite_migrate import (
 )
 from kopilka.store.sqlite_owners import JOURNALS, refuse_files_of_others
 from kopilka.store.sqlite_schema import SCHEMA_VERSION, tables_at
+from kopilka.store.told import Told
 from kopilka.tokens import TokenRecord
 
 logger = logging.getLogger(__name__)
@@ -316,6 +325,7 @@ class SqliteStore:
         self._history_fence: WriterLock | None = None
         # Set by stop_waiting: a batch waiting for the write lock gives up, nothing applied.
         self._stop_waiting = threading.Event()
+        self._constraints_told = Told()  # each constraint's refusal logged once
         # Another program's transaction (kopilka's writers take the lock file first)
         # holds SQLite's own lock: BEGIN asked again until the batch's deadline. One for
         # the store's writer thread, as made anew for each batch it would leave a few
@@ -815,12 +825,12 @@ class SqliteStore:
         any other SQLite error (a damaged file, a full disk) fails the batch in one line."""
         try:
             self._roll_back()
-            if isinstance(error, sqlite3.IntegrityError):
+            if isinstance(error, sqlite3.Error) and is_a_constraints_refusal(error):
                 # The batch's data, not the database, at fault: a constraint no rule of
-                # kopilka's knows (another program's CHECK or trigger) refused it. Raised
-                # as it is, so the engine applies each request alone and only the one
-                # that breaks it fails, as on PostgreSQL; no outage, no "try again".
-                raise error
+                # kopilka's knows (another program's CHECK or trigger) refused it. The
+                # engine applies each request alone, and only the one that breaks it is
+                # refused: no outage, no "try again", for it would fail again.
+                raise UnstorableInput(self._refused_by_a_constraint(error)) from error
             if isinstance(error, sqlite3.Error):
                 if is_busy(error):
                     raise RetryableStoreError(str(error)) from error
@@ -832,6 +842,14 @@ class SqliteStore:
             raise error
         finally:
             del error  # raised from this frame, it would hold it, and the plan, in a cycle
+
+    def _refused_by_a_constraint(self, error: sqlite3.Error) -> Rejected:
+        reason = str(error)
+        if self._constraints_told.first_time(reason):  # once a reason: no log flood
+            logger.warning("the database %s refused a write: %s", self.path, reason)
+        return Rejected(
+            "database_refused", f"the database refused this ({reason}); nothing was applied"
+        )
 
     def _a_directory(self) -> Unavailable:
         return Unavailable(

@@ -28,6 +28,14 @@ def is_damaged(error: sqlite3.Error) -> bool:
     return code is not None and code & 0xFF in _DAMAGED
 
 
+def is_a_constraints_refusal(error: sqlite3.Error) -> bool:
+    """SQLITE_CONSTRAINT_CHECK or SQLITE_CONSTRAINT_TRIGGER: a CHECK, or a trigger's
+    RAISE(ABORT), refused the data written (another program's, or the last guard of
+    kopilka's own), not a fault of the database."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CONSTRAINT_CHECK, sqlite3.SQLITE_CONSTRAINT_TRIGGER)
+
+
 def is_not_a_database(error: sqlite3.Error) -> bool:
     """SQLITE_NOTADB: a file of something else (text, an image), no database at all.
     (It has no extended codes; its low byte is read as the others' are.)"""
