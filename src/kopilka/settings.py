@@ -442,8 +442,9 @@ def _read_files(config_path: str | Path | None, base: Path) -> list[_ConfigFile]
         elif config_path:
             what = "is a directory" if is_directory else "does not exist"
             raise InvalidInput("invalid_setting", f"config file {_shown_path(candidate)} {what}")
-        elif info is not None:
-            # Looked for, and something else stands in its place: not taken for none.
+        elif info is not None and not _the_null_device(info):
+            # Looked for, and something else stands in its place: not taken for none (a
+            # link to /dev/null is, as an empty file is).
             raise InvalidInput(
                 "invalid_setting", f"{_shown_path(candidate.absolute())} is not a file"
             )
@@ -503,13 +504,17 @@ def _shown_path(path: Path) -> str:
     return str(path) if str(path).isprintable() else repr(str(path))
 
 
+def _the_null_device(info: os.stat_result) -> bool:
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev
+
+
 def _check_owner(path: Path, info: os.stat_result) -> None:
     """A kopilka.toml says where the ledger is and which server gets the token: one that
     another user wrote (in a shared working directory, say) would send the caller's
     token, and money, where that user wants. So it must be this user's (or root's), and
     no one else may write it, as KOPILKA_HOME. /dev/null (no file read at all) is
     everyone's to write, and says nothing."""
-    if stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev:
+    if _the_null_device(info):
         return
     if info.st_uid not in (os.geteuid(), 0):
         raise InvalidInput(
@@ -602,13 +607,15 @@ def _read_password(path: Path) -> str:
     longer than any password to its end (a device that never ends one, /dev/zero)."""
     try:
         with path.open("rb") as file:
-            first = file.readline(_PASSWORD_LINE_BYTES_MAX + 1)
-    except OSError as error:  # missing, unreadable, a directory
-        raise _no_password_in(path, error.strerror or str(error)) from error
-    if len(first) > _PASSWORD_LINE_BYTES_MAX:
+            first = file.readline(_PASSWORD_LINE_BYTES_MAX + 2)  # and its line end, \r\n
+    except (OSError, ValueError) as error:  # missing, unreadable, a directory, a NUL
+        reason = error.strerror if isinstance(error, OSError) else None
+        raise _no_password_in(path, reason or str(error)) from error
+    written = first.removesuffix(b"\n").removesuffix(b"\r")
+    if len(written) > _PASSWORD_LINE_BYTES_MAX:
         raise _no_password_in(path, f"its first line is over {_PASSWORD_LINE_BYTES_MAX} bytes")
     try:
-        line = first.decode().removesuffix("\n").removesuffix("\r")
+        line = written.decode()
     except UnicodeDecodeError as error:
         raise _no_password_in(path, "not a text file") from error
     if not line:

@@ -1248,6 +1248,13 @@ def test_a_kopilka_toml_in_the_home_that_is_no_file_is_refused_not_passed_over(
     assert refused.value.message == f"{config} {said}"
 
 
+def test_a_kopilka_toml_linked_to_dev_null_is_an_empty_one(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    (home / "kopilka.toml").symlink_to(os.devnull)
+    assert load_settings(environ={"KOPILKA_HOME": str(home)}).db == str(home / "kopilka.db")
+
+
 def test_a_password_file_whose_first_line_never_ends_is_refused_unread(tmp_path: Path) -> None:
     """/dev/zero given as the password file was read whole, memory and all; a line is
     ended by its line break alone (a form feed is a password's character)."""
@@ -1262,3 +1269,9 @@ def test_a_password_file_whose_first_line_never_ends_is_refused_unread(tmp_path:
     environ["KOPILKA_DB_PASSWORD_FILE"] = str(secret)
     settings = load_settings(flags={"db": "postgresql://kop@db.example:5432/bank"}, environ=environ)
     assert settings.db == "postgresql://kop:se%0Ccret@db.example:5432/bank"
+    for ending in (b"\n", b"\r\n", b""):  # the longest a password may be, its end apart
+        secret.write_bytes(b"a" * 4096 + ending)
+        load_settings(flags={"db": "postgresql://kop@db.example:5432/bank"}, environ=environ)
+    secret.write_bytes(b"a" * 4097 + b"\n")
+    with pytest.raises(InvalidInput):
+        load_settings(flags={"db": "postgresql://kop@db.example:5432/bank"}, environ=environ)
