@@ -1,5 +1,6 @@
-"""The server's address as a user gives it ('8889', 'host:8889', a URL), read once and
-refused in one line if no server could be reached at it."""
+"""The server's address as a user gives it ('8889', 'host:8889', a URL), read once, and
+refused in one line where it is no address a server could be at (read as written: no
+name is looked up, no connection tried)."""
 
 from __future__ import annotations
 

@@ -314,7 +314,7 @@ class PostgresStore:
         embedded caller, who has no server log to read and chose the database itself."""
         assert url.startswith(("postgresql://", "postgres://"))
         assert pool_size_max >= self.concurrent_batches_max
-        self._url = _path_or_none(url)
+        self._url = _without_a_bare_slash(url)
         self.redacted_url = redact_url(url)
         self._clock = clock or MonotonicClock()
         self.schema_versions: tuple[int, int] | None = None  # once open
@@ -912,7 +912,7 @@ class PostgresStore:
         idempotency keys, which never apply twice (waiting longer would hold up every
         caller queued behind this batch too).
         """
-        in_progress = 0  # answers so
+        in_progress = 0  # answers "in progress" so far, each waited for longer
 
         def pause(state: RetryCallState) -> float:
             # A pooled connection the same cut ended (all kopilka's sessions terminated):
@@ -1373,7 +1373,7 @@ def _last_answer(state: RetryCallState) -> Any:
     return state.outcome.result()
 
 
-def _path_or_none(url: str) -> str:
+def _without_a_bare_slash(url: str) -> str:
     """The URL as the driver is to read it: one whose path is a bare "/" names no
     database, and then libpq (psql) takes `?dbname=` or PGDATABASE, which the driver read
     only where the URL had no path at all."""
