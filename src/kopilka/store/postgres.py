@@ -75,6 +75,7 @@ from kopilka.errors import (
     RETRY_UNDER_THE_KEY,
     InvalidInput,
     KopilkaError,
+    Rejected,
     RetryableStoreError,
     Unavailable,
     UnstorableInput,
@@ -625,6 +626,19 @@ class PostgresStore:
             return await self._apply_storable(commands, error)
         except _DATABASE_REFUSED as error:
             raise self._refused(error) from error
+        except asyncpg.exceptions.CheckViolationError as error:
+            # A CHECK of the database's own that the rules do not know (another
+            # program's): the engine applies each request alone, and only the one that
+            # breaks it is refused, with no "try again", for it would fail again.
+            raise UnstorableInput(self._refused_by_a_constraint(error)) from error
+
+    def _refused_by_a_constraint(self, error: BaseException) -> Rejected:
+        reason = self._redacted(str(error).partition("\n")[0], error)
+        if self._refusals_told.first_time(reason):  # once a reason: no log flood
+            logger.warning("the database at %s refused a write: %s", self.redacted_url, reason)
+        return Rejected(
+            "database_refused", f"the database refused this ({reason}); nothing was applied"
+        )
 
     async def _apply_storable(
         self, commands: Sequence[Command], error: BaseException
