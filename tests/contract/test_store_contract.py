@@ -27,7 +27,7 @@ from kopilka.domain.model import (
 )
 from kopilka.domain.statement import StatementLine
 from kopilka.engine import Engine
-from kopilka.errors import KopilkaError
+from kopilka.errors import KopilkaError, Rejected
 from kopilka.limits import Limits
 from kopilka.money import AMOUNT_CENTS_MAX, BALANCE_CENTS_MAX
 from kopilka.tokens import TokenRecord, hash_secret
@@ -1446,6 +1446,60 @@ async def test_a_statement_up_to_now_holds_entries_stamped_past_this_clock(
         assert len(since_first.lines) == 2
     finally:
         await behind.close()
+
+
+async def test_a_request_a_constraint_of_the_databases_own_refuses_fails_alone(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A constraint that kopilka's rules do not know (another program's: a CHECK, on
+    SQLite a trigger's RAISE) refuses the request that breaks it, in one line that names
+    it, logged once; the requests batched with it are applied, none told "try again"."""
+    if not backend.durable:
+        pytest.skip("the memory store has no database constraints")
+    engine = await backend.start_engine()
+    try:
+        await applied(engine, Deposit(JOHN, 1, "open", "k0"))
+        if backend.kind == "sqlite":
+            told = "CHECK constraint failed: at_most_1000"
+            with contextlib.closing(sqlite3.connect(str(backend.path))) as connection:
+                connection.execute(
+                    "CREATE TRIGGER at_most_1000 BEFORE UPDATE ON balances"
+                    f" WHEN NEW.balance > 100000 BEGIN SELECT RAISE(ABORT, '{told}'); END"
+                )
+        else:
+            import asyncpg
+
+            told = 'new row for relation "accounts" violates check constraint "at_most_1000"'
+            connection = await asyncpg.connect(backend.url)
+            try:
+                await connection.execute(
+                    "ALTER TABLE accounts ADD CONSTRAINT at_most_1000"
+                    " CHECK (balance <= 100000) NOT VALID"
+                )
+            finally:
+                await connection.close()
+        small = [Deposit(JOHN, 1, "small", f"s{n}") for n in range(20)]
+        big = Deposit(JOHN, 500_000, "big", "b1")
+        outcomes = await asyncio.gather(
+            *(engine.execute(deposit) for deposit in [*small[:10], big, *small[10:]]),
+            return_exceptions=True,
+        )
+        refused = outcomes.pop(10)
+        assert all(isinstance(outcome, Operation) for outcome in outcomes), outcomes
+        assert isinstance(refused, Rejected), refused
+        assert (refused.code, refused.message) == (
+            "database_refused",
+            f"the database refused this ({told}); nothing was applied",
+        )
+        with pytest.raises(Rejected) as again:
+            await engine.execute(big)
+        assert again.value == refused
+        assert await balance(engine, JOHN) == 21
+    finally:
+        await engine.close()
+    logged = [(record.levelname, record.getMessage()) for record in caplog.records]
+    assert [level for level, _ in logged] == ["WARNING"], logged
+    assert logged[0][1].endswith(f"refused a write: {told}")
 
 
 async def test_database_checks_floor_and_cap(backend: Backend) -> None:

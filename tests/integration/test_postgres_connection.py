@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from tests.garbage import frames_left_in_cycles
+from tests.pg_slow_commits import slow_commits
 from tests.pgserver import PostgresTestServer
 
 from kopilka.api.auth import new_token_record
@@ -204,12 +205,7 @@ async def test_a_commit_rolled_back_with_its_connection_is_retried_once(
         await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
         admin = await asyncpg.connect(postgres_url)
         try:
-            await admin.execute(
-                "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;"
-                " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON operations"
-                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
-            )
+            await slow_commits(admin, 0.5)
             deposit = asyncio.create_task(engine.execute(Deposit(client, 5, "slow", "k1")))
             terminated = False
             for _ in range(100):
@@ -247,13 +243,7 @@ async def test_a_commit_still_running_when_its_connection_is_lost_is_asked_after
         await engine.execute(Deposit("Ann", 1_000, "before", "k0"))
         admin = await asyncpg.connect(postgres_url)
         try:
-            await admin.execute(
-                "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$;"
-                " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON operations"
-                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
-                " WHEN (NEW.description = 'slow') EXECUTE FUNCTION slow_commit()"
-            )
+            await slow_commits(admin, 0.5, described="slow")
             # A new account: locked, written, then COMMIT, passed on and the line cut.
             relay.armed, relay.cut_at, relay.cut_sent, relay.pass_cut = True, b"COMMIT", True, True
             outcome = await engine.execute(Deposit("Bob", 5, "slow", "k1"))

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from tests.pg_rows import operations_under
+from tests.pg_slow_commits import slow_commits
 from tests.pgserver import PostgresTestServer
 
 from kopilka.domain.model import Account, Deposit, Operation
@@ -156,14 +157,7 @@ async def test_a_commit_on_a_silent_connection_is_answered_after_one_timeout(
         await _ann_and_idle_connections(engine)
         admin = await asyncpg.connect(postgres_url)
         try:
-            # A COMMIT that takes a second, long enough to be caught at it.
-            await admin.execute(
-                "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$;"
-                " CREATE CONSTRAINT TRIGGER slow_commit AFTER INSERT ON operations"
-                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
-                " WHEN (NEW.description = 'slow') EXECUTE FUNCTION slow_commit()"
-            )
+            await slow_commits(admin, 1, described="slow")  # long enough to be caught at
             deposit = asyncio.create_task(engine.execute(Deposit("Bob", 250, "slow", "k1")))
             for _ in range(100):
                 await asyncio.sleep(0.02)
