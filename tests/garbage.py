@@ -14,18 +14,29 @@ from contextlib import contextmanager
 def frames_left_in_cycles() -> Iterator[list[str]]:
     """The names of kopilka's frames the work done inside left in cycles, filled in as it
     ends. The collector is kept off meanwhile, so nothing is freed by it first."""
-    left: list[str] = []
+    with objects_left_in_cycles() as objects:
+        left: list[str] = []
+        yield left
+    left.extend(
+        found.f_code.co_name
+        for found in objects
+        if isinstance(found, types.FrameType) and "kopilka" in found.f_code.co_filename
+    )
+
+
+@contextmanager
+def objects_left_in_cycles() -> Iterator[list[object]]:
+    """Every object the work done inside left in reference cycles, filled in as it ends
+    (the server keeps young collections rare: see collector.py). The collector is kept
+    off meanwhile, so nothing is freed by it first."""
+    left: list[object] = []
     gc.collect()
     gc.disable()
     try:
         yield left
         gc.set_debug(gc.DEBUG_SAVEALL)
         gc.collect()
-        left.extend(
-            found.f_code.co_name
-            for found in gc.garbage
-            if isinstance(found, types.FrameType) and "kopilka" in found.f_code.co_filename
-        )
+        left.extend(gc.garbage)
     finally:
         gc.set_debug(0)
         gc.garbage.clear()

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from tests.garbage import objects_left_in_cycles
 
 from kopilka.bank import EmbeddedBank
 from kopilka.client import Client
@@ -629,20 +630,11 @@ async def test_batches_the_writer_thread_applies_leave_nothing_for_the_collector
     size = sqlite_store.INLINE_COMMANDS_MAX + 1
     try:
         await engine.submit_many([Deposit("Ann", 1, "pay", f"w{n}") for n in range(size)])
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
+        with objects_left_in_cycles() as left:
             for batch in range(20):
                 deposits = [Deposit("Ann", 1, "pay", f"k{batch}-{n}") for n in range(size)]
                 await engine.submit_many(deposits)
-            gc.collect()
-            left = len(gc.garbage)
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
         assert (await engine.get_account("main", "Ann")).balance_cents == 21 * size
     finally:
         await engine.close()
-    assert left == 0
+    assert left == []

@@ -3,10 +3,10 @@ one refused every time is told "busy", nothing applied."""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Sequence
 
 import pytest
+from tests.garbage import objects_left_in_cycles
 
 from kopilka.domain.model import Command, Deposit, Operation, Outcome
 from kopilka.engine import Engine
@@ -63,18 +63,9 @@ async def test_batches_leave_nothing_for_the_cyclic_collector() -> None:
     store = RefusingAtFirst(refusals=1)
     async with Engine(store, Limits(batch_attempts_max=4)) as engine:
         await engine.submit_many([_deposit("k0")])  # refused once, then applied
-        gc.collect()
-        gc.disable()
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            store.refusals, store.calls = 0, 0
+        store.refusals, store.calls = 0, 0
+        with objects_left_in_cycles() as left:
             for number in range(1, 101):
                 await engine.submit_many([_deposit(f"k{number}")])
-            gc.collect()
-            left = len(gc.garbage)
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-            gc.enable()
     assert store.calls == 100
-    assert left == 0
+    assert left == []
