@@ -427,6 +427,27 @@ def test_a_terminal_write_interrupted_while_it_waits_is_not_applied(kopilka_home
         terminal.expect("Balance of Ann: $5.00")
 
 
+def test_a_line_that_came_with_an_interrupted_one_is_not_run(kopilka_home: Path) -> None:
+    """Two lines in one burst (typed ahead, pasted unbracketed): Ctrl-C stops the first
+    as it waits, and the second, read ahead with it, is not run after it."""
+    with terminal_session(kopilka_home) as terminal:
+        terminal.send("deposit --client=Ann --amount=5 --description=open\r")
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect(">")
+        with closing(sqlite3.connect(kopilka_home / "kopilka.db", isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")  # the next write waits for it
+            terminal.send(
+                "deposit --client=Ann --amount=1 --description=first\r"
+                "deposit --client=Ann --amount=1 --description=second\r"
+            )
+            time.sleep(1.5)
+            terminal.process.send_signal(signal.SIGINT)
+            terminal.expect(f"Error: {STOPPED_WAITING}")
+            other.execute("ROLLBACK")
+        terminal.send("balance --client=Ann\r")
+        terminal.expect("Balance of Ann: $5.00")
+
+
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|[\x07\x08]")
 
 

@@ -309,6 +309,7 @@ def run_terminal(
 ) -> int:
     # prompt_toolkit is loaded only for a person at a terminal: pipes start faster without it.
     from prompt_toolkit import PromptSession
+    from prompt_toolkit.input.typeahead import clear_typeahead
 
     from kopilka.shell.completion import (
         NAMES_WAIT_SECONDS,
@@ -353,6 +354,10 @@ def run_terminal(
                     return 0
             except KeyboardInterrupt as interruption:
                 _say_interrupted(typed, interruption, output)
+                # Nor the lines that came with it, typed or pasted unbracketed: the
+                # prompt read them ahead, and its next one would run them (the kernel
+                # drops only what it still held at the Ctrl-C).
+                clear_typeahead(session.input)
                 break  # and the lines pasted after it are not run
             except SessionEnded as ending_signal:
                 said = interrupted_write(ending_signal) if _may_write(typed) else None
