@@ -971,3 +971,45 @@ def test_a_line_of_the_most_characters_is_read_one_more_is_refused(
         + "Error: line is longer than 10000 characters\n" * 5
         + balance
     )
+
+
+def test_a_piped_shell_whose_reader_stopped_ends_at_the_second_signal(
+    kopilka_home: Path, tmp_path: Path
+) -> None:
+    """Its answers' pipe full (a reader that stopped), the first SIGTERM waits for the
+    line under way, and the second ends it: the line saying so, written to the same full
+    pipe, held it until a third."""
+    lines = tmp_path / "lines.txt"
+    lines.write_text("deposit --client=F --amount=1 --description=x\n" * 5_000)
+    reader, writer = os.pipe()
+    with lines.open() as stdin:
+        shell = subprocess.Popen(
+            [*kopilka_command(), "shell"],
+            stdin=stdin,
+            stdout=writer,
+            stderr=subprocess.DEVNULL,
+            env=kopilka_env(kopilka_home),
+        )
+    os.close(writer)
+    try:
+        deadline = time.monotonic() + 60
+        while _unread(reader) < 60_000:  # until the pipe (64 KiB) is all but full
+            assert shell.poll() is None and time.monotonic() < deadline, "it never filled"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        shell.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        assert shell.poll() is None  # held for the line under way
+        shell.send_signal(signal.SIGTERM)
+        assert shell.wait(timeout=10) == 128 + signal.SIGTERM
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()
+        os.close(reader)
+
+
+def _unread(descriptor: int) -> int:
+    """How many bytes wait in a pipe for its reader."""
+    found: int = struct.unpack("i", fcntl.ioctl(descriptor, termios.FIONREAD, b"\0" * 4))[0]
+    return found

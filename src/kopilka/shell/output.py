@@ -176,6 +176,16 @@ class Output:
         if self._console is not None:
             self._console.print(text, style="dim", markup=False, soft_wrap=True)
 
+    def error_goes_at_once(self) -> bool:
+        """Whether an error line would be written without waiting: a reader that stopped
+        leaves a pipe full, and a line written to it holds the process for ever, each
+        later signal waiting in it too."""
+        try:
+            descriptor = self._errors.fileno()
+            return bool(select.select([], [descriptor], [], 0)[1])
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            return True  # not a file (a test's): nothing to wait for
+
     @staticmethod
     def _write(stream: TextIO, text: str) -> None:
         """One answer, written whole or failing. Flushed per answer, so a program driving

@@ -204,7 +204,8 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
                 # Its answer begun, it was applied: not "may have been", with no key.
                 said = APPLIED_THEN_INTERRUPTED if output.cut_short else None
                 said = said or interrupted_write(interruption)
-                if said is not None:
+                # Only where it goes at once: the exit status tells the rest.
+                if said is not None and output.error_goes_at_once():
                     with contextlib.suppress(AnswerNotWritten):  # the interruption tells
                         output.error(said)
             raise
