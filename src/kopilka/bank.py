@@ -354,7 +354,8 @@ class EmbeddedBank:
             mark_settled(interruption, True, outcome)
 
     def execute_many(self, commands: Sequence[Command]) -> list[Outcome]:
-        """Money commands at once, one outcome each (errors are returned, not raised), in
+        """Money commands at once, one outcome each (errors are returned, not raised; a
+        failure of the whole, the database busy, away or refusing it, is raised), in
         this bank's ledger whatever ledger a command names, as over the network. A
         command that is no money command, or whose key breaks the rule for given keys,
         is refused alone; a `commands` that is no list or tuple, whole."""
