@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -1494,6 +1495,11 @@ async def test_a_request_a_constraint_of_the_databases_own_refuses_fails_alone(
         with pytest.raises(Rejected) as again:
             await engine.execute(big)
         assert again.value == refused
+        # A batch request is one request: refused whole, nothing of it applied.
+        batch = [Deposit(JOHN, 1, "small", "m1"), replace(big, idempotency_key="b2")]
+        with pytest.raises(Rejected) as whole:
+            await engine.submit_many(batch)
+        assert whole.value.code == "database_refused"
         assert await balance(engine, JOHN) == 21
     finally:
         await engine.close()
