@@ -676,7 +676,10 @@ class PostgresStore:
         try:
             async with self._batch_connection() as connection:
                 return await self._apply_once(connection, commands, check_keys=False)
-        except KeyAlreadyUsed:
+        except (KeyAlreadyUsed, asyncpg.exceptions.CheckViolationError):
+            # A CHECK of the database's own is met before a key's uniqueness: a request
+            # applied before under its key, resent, would be refused by it as applied
+            # twice, where it is to be answered as it was.
             pass
         # Rare: a retried request. Run the batch again, reading its keys first, on the
         # connection kept again, or another: the ROLLBACK may have lost that one, and

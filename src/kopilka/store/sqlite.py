@@ -652,7 +652,8 @@ class SqliteStore:
         """BEGIN, plan and write on the event loop, leaving the COMMIT to the caller.
 
         None, with nothing done, when the write lock is taken (the thread waits for it
-        instead) or a key was used before (the thread redoes the batch reading keys).
+        instead), or a key was used before or a constraint of the database's own refused
+        the batch (the thread redoes it reading keys).
         """
         if not self._lock.try_acquire():
             return None
@@ -670,14 +671,22 @@ class SqliteStore:
         except _KeyAlreadyUsed:
             self._roll_back()
             return None
+        except sqlite3.IntegrityError as error:
+            if not is_a_constraints_refusal(error):
+                self._abandon(error)
+            self._roll_back()  # the thread runs it again, reading its keys (see _apply)
+            return None
         except BaseException as error:
             self._abandon(error)
 
     def _apply(self, commands: Sequence[Command]) -> list[Outcome]:
         try:
             return self._apply_once(commands, check_keys=False)
-        except _KeyAlreadyUsed:
-            # Rare: a retried request. Run the batch again, reading its keys first.
+        except (_KeyAlreadyUsed, UnstorableInput):
+            # Rare: a retried request. Run the batch again, reading its keys first. A
+            # constraint of the database's own is met before a key's uniqueness (a
+            # trigger before an insert): a request applied before under its key, resent,
+            # is refused by it as applied twice, where it is to be answered as it was.
             return self._apply_once(commands, check_keys=True)
 
     def _apply_once(self, commands: Sequence[Command], *, check_keys: bool) -> list[Outcome]:
