@@ -13,6 +13,7 @@ from kopilka.domain.model import Deposit, Operation, Transfer
 from kopilka.engine import Engine
 from kopilka.errors import Unavailable
 from kopilka.store.postgres import PostgresStore
+from kopilka.store.postgres_accounts import AccountCache
 
 pytestmark = pytest.mark.postgres
 
@@ -82,3 +83,33 @@ async def test_a_row_held_by_another_session_fails_its_batch_once_not_every_writ
         applied = await engine.execute(Transfer("Ann", "Bob", 1, "x", "t4"))
         assert isinstance(applied, Operation)
         assert (await engine.get_account("main", "Cid")).balance_cents == 99
+
+
+async def test_accounts_forgotten_while_their_locks_are_waited_for_are_still_locked(
+    postgres_url: str,
+) -> None:
+    """A batch waits for its accounts' row locks while another batch of this process
+    forgets them (a sandbox ended, the view trimmed): what it knew of each was looked up
+    again after the wait, and a KeyError answered 503 internal_error."""
+    async with Engine(PostgresStore(postgres_url)) as engine:
+        assert isinstance(await engine.execute(Deposit("Ann", 100, "d", "k1")), Operation)
+    cache = AccountCache(100)
+    holder = await asyncpg.connect(postgres_url)
+    waiter = await asyncpg.connect(postgres_url)
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("SELECT 1 FROM accounts WHERE client = 'Ann' FOR UPDATE")
+        locking = waiter.transaction()
+        await locking.start()
+        lock = asyncio.create_task(cache.lock(waiter, {("main", "Ann")}))
+        await asyncio.sleep(0.3)
+        assert not lock.done()  # waits for Ann's row
+        cache.forget_ledger("main")
+        await holding.rollback()
+        accounts, _, _ = await asyncio.wait_for(lock, 10)
+        assert accounts[("main", "Ann")].balance_cents == 100
+        await locking.rollback()
+    finally:
+        await holder.close()
+        await waiter.close()

@@ -99,18 +99,20 @@ class AccountCache:
         missing = [key for key in keys if key not in known]
         if missing:
             await self._find(connection, missing)
-        by_id = {known[key].id: key for key in keys if key in known}
+        # What it knows of each, taken before the wait for the locks: meanwhile another
+        # batch may forget one (a sandbox ended in this process, the view trimmed).
+        by_id = {known[key].id: (key, known[key].created_at) for key in keys if key in known}
         ids = sorted(by_id)
         rows = await connection.fetch(_LOCK_ACCOUNTS, ids)
         accounts: dict[AccountKey, Account] = {}
         revisions: dict[int, int] = {}
         for account_id, balance, floor, cap, revision in rows:
-            ledger, client = key = by_id.pop(account_id)
-            created_at = known[key].created_at
+            key, created_at = by_id.pop(account_id)
+            ledger, client = key
             accounts[key] = Account(ledger, client, balance, floor, cap, created_at, account_id)
             revisions[account_id] = revision
         if by_id:
-            for key in by_id.values():
+            for key, _ in by_id.values():
                 # Another batch of this process, waiting behind the same removal, may
                 # have forgotten it first.
                 known.pop(key, None)
