@@ -156,6 +156,14 @@ def unapplied(code: str, message: str) -> Unavailable:
     return error
 
 
+def database_refused(reason: str) -> Rejected:
+    """A request a constraint of the database's own (another program's) refused, in the
+    words both stores say it."""
+    return Rejected(
+        "database_refused", f"the database refused this ({reason}); nothing was applied"
+    )
+
+
 class UnstorableInput(Exception):
     """A request the database will not keep: a text with a character its encoding lacks,
     or data a constraint of its own refuses (another program's CHECK or trigger). The

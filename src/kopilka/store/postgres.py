@@ -80,6 +80,7 @@ from kopilka.errors import (
     Unavailable,
     UnstorableInput,
     database_away,
+    database_refused,
     unapplied,
 )
 from kopilka.redaction import redact_text, redact_url
@@ -636,9 +637,7 @@ class PostgresStore:
         reason = self._redacted(str(error).partition("\n")[0], error)
         if self._refusals_told.first_time(reason):  # once a reason: no log flood
             logger.warning("the database at %s refused a write: %s", self.redacted_url, reason)
-        return Rejected(
-            "database_refused", f"the database refused this ({reason}); nothing was applied"
-        )
+        return database_refused(reason)
 
     async def _apply_storable(
         self, commands: Sequence[Command], error: BaseException

@@ -69,6 +69,7 @@ from kopilka.errors import (
     RetryableStoreError,
     Unavailable,
     UnstorableInput,
+    database_refused,
     unapplied,
 )
 from kopilka.store import sqlite_fork_gate as fork_gate
@@ -856,9 +857,7 @@ class SqliteStore:
         reason = str(error)
         if self._constraints_told.first_time(reason):  # once a reason: no log flood
             logger.warning("the database %s refused a write: %s", self.path, reason)
-        return Rejected(
-            "database_refused", f"the database refused this ({reason}); nothing was applied"
-        )
+        return database_refused(reason)
 
     def _a_directory(self) -> Unavailable:
         return Unavailable(
