@@ -993,10 +993,12 @@ def test_a_piped_shell_whose_reader_stopped_ends_at_the_second_signal(
     os.close(writer)
     try:
         deadline = time.monotonic() + 60
-        while _unread(reader) < 60_000:  # until the pipe (64 KiB) is all but full
+        unread = -1
+        # Until the pipe is full and stays so: the shell waits in an answer's write.
+        while (now := _unread(reader)) < 60_000 or now != unread:
             assert shell.poll() is None and time.monotonic() < deadline, "it never filled"
-            time.sleep(0.1)
-        time.sleep(0.5)
+            unread = now
+            time.sleep(0.5)
         shell.send_signal(signal.SIGTERM)
         time.sleep(1)
         assert shell.poll() is None  # held for the line under way
