@@ -40,7 +40,7 @@ from tests.kopilka_server import free_port, running_server
 from kopilka.api.auth import new_token_record
 from kopilka.bank import EmbeddedBank
 from kopilka.domain.model import SANDBOX_PREFIX, Deposit, Operation
-from kopilka.errors import KopilkaError, Unavailable
+from kopilka.errors import KopilkaError, NotFound, Unavailable
 from kopilka.store.sqlite import SqliteStore
 from kopilka.store.sqlite_schema import SCHEMA_VERSION
 
@@ -192,6 +192,40 @@ async def test_a_file_gone_whose_old_directory_cannot_be_looked_at_is_still_told
         assert refused.value.message == (
             "the database's file was removed or replaced while in use; nothing was applied"
         )
+    finally:
+        await store.close()
+
+
+async def test_a_ledger_required_that_goes_as_it_is_opened_is_not_made_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that requires a ledger (a server's worker, started again) found the file,
+    which was then removed before its writer connected: SQLite made a new, empty ledger at
+    the path, which every worker then took for the one restored there later."""
+    path = tmp_path / "kopilka.db"
+    made = SqliteStore(str(path))
+    await made.open()
+    await made.apply([Deposit("Ann", 100, "pay", "k1")])
+    await made.close()
+    kept = path.read_bytes()
+    looked = SqliteStore._require_a_ledger
+
+    def found_then_removed(store: SqliteStore) -> None:
+        looked(store)
+        path.unlink()
+
+    store = SqliteStore(str(path), create_schema=False)
+    try:
+        with monkeypatch.context() as racing:
+            racing.setattr(SqliteStore, "_require_a_ledger", found_then_removed)
+            with pytest.raises(NotFound) as refused:
+                await store.open()
+        assert refused.value.code == "database_not_found"
+        assert not path.exists()
+        path.write_bytes(kept)  # restored: the same store opens it when asked again
+        await store.open()
+        (again,) = await store.apply([Deposit("Ann", 5, "pay", "k2")])
+        assert isinstance(again, Operation) and again.credit_balance_after_cents == 105
     finally:
         await store.close()
 

@@ -380,10 +380,14 @@ class SqliteStore:
             self._writer_lock.close()
             self._writer_lock = None
             raise
-        self._reader = await self._read(lambda: connect(self.path))
-        self._statement_reader = await self._read(
-            self._connect_for_statements, self._statement_thread
-        )
+        try:
+            self._reader = await self._read(lambda: connect(self.path, existing=self._a_file))
+            self._statement_reader = await self._read(
+                self._connect_for_statements, self._statement_thread
+            )
+        except BaseException:
+            await self._unopen()
+            raise
         self._history_fence = WriterLock(self.path)
         if self.path != ":memory:":
             self._files = OpenedFiles(self.path)
@@ -470,10 +474,33 @@ class SqliteStore:
         if missing:
             raise missing_tables(self.path, missing)
 
+    @property
+    def _a_file(self) -> bool:
+        return self.path != ":memory:"
+
+    async def _unopen(self) -> None:
+        """The writer opened, and its lock, let go: opening failed after them."""
+        for connection, thread in (
+            (self._writer, self._writer_thread),
+            (self._reader, self._reader_thread),
+        ):
+            if connection is not None:
+                await run(thread, connection.close)
+        self._writer = self._reader = None
+        if self._writer_lock is not None:
+            self._writer_lock.close()
+            self._writer_lock = None
+
     def _open_writer(self) -> sqlite3.Connection:
+        # A ledger required, not made (a worker of a server, which opened it first): to
+        # the file just looked at, never a new, empty one made at the path should that
+        # file have gone since; the connections after the writer's, to the file it opened.
+        existing = not self._create_schema and self._a_file
         try:
-            connection = connect(self.path)
+            connection = connect(self.path, existing=existing)
         except sqlite3.Error as error:
+            if existing and not Path(self.path).exists():
+                raise no_ledger(self.path) from error
             raise self._cannot_open(error) from error
         try:
             self.schema_versions = (migrate(connection), SCHEMA_VERSION)
@@ -585,7 +612,7 @@ class SqliteStore:
         return connect(self.path, existing=True)
 
     def _connect_for_statements(self) -> sqlite3.Connection:
-        connection = connect(self.path)
+        connection = connect(self.path, existing=self._a_file)
         connection.execute(f"PRAGMA cache_size = -{_STATEMENT_PAGE_CACHE_KIB}")
         return connection
 
