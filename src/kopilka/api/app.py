@@ -82,6 +82,7 @@ DATABASE_RETRY_SECONDS = 1.0
 _AWAY = ("store_unavailable", "database_not_found")
 _JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
+_INTERNAL_ERROR = b'{"error":{"code":"internal_error","message":"internal error"}}'
 
 _encoder = msgspec.json.Encoder()
 _transfer_decoder = msgspec.json.Decoder(TransferIn)
@@ -321,6 +322,12 @@ class KopilkaApp:
             if status == 503:  # applied or not may be unknown: a retry under this key settles it
                 headers.append((b"idempotency-key", key_to_settle(key, request_headers)))
             let_go(error)
+        except Exception:
+            # A bug, answered in the API's form as on every other route (not the server's
+            # bare text), with the key that settles it: it may have come after the commit.
+            logger.exception("unexpected error on %s", scope["path"])
+            status, payload, result = 500, _INTERNAL_ERROR, "internal_error"
+            headers.append((b"idempotency-key", key_to_settle(key, request_headers)))
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
