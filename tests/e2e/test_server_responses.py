@@ -212,27 +212,24 @@ def test_a_statement_that_does_not_add_up_is_broken_off_never_shown_whole(
 def test_a_defect_on_a_money_write_is_answered_in_the_apis_form_with_its_key(
     tmp_path: Path,
 ) -> None:
-    """A balance another program wrote that is no whole number of cents (SQLite's CHECK
-    lets a REAL by) made the answer fail after the commit: the client got the server's
-    bare text 500, with no key to settle the write by, where every other route answers a
-    defect in the API's JSON form."""
+    """A write replayed, whose entry another program spoilt (a balance after it that is no
+    whole number of cents), failed as it was answered: the client got the server's bare
+    text 500, where every other route answers a defect in the API's JSON form."""
     import sqlite3
 
     with running_server(tmp_path / "home") as server:
         with server.client() as http:
-            for name in ("Ann", "Bob"):
-                opened = {"client": name, "amount": "5", "open_account": True}
-                assert http.post("/v1/deposits", json=opened).status_code == 201
-            with sqlite3.connect(server.home / "kopilka.db") as database:  # spoilt by hand
-                database.execute("UPDATE balances SET balance = 1e19")
-            withdrawal = {"client": "Ann", "amount": "1"}
+            deposit = {"client": "Ann", "amount": "5", "open_account": True}
             key = {"Idempotency-Key": "write-1"}
-            answer = http.post("/v1/withdrawals", json=withdrawal, headers=key)
+            assert http.post("/v1/deposits", json=deposit, headers=key).status_code == 201
+            with sqlite3.connect(server.home / "kopilka.db") as database:  # spoilt by hand
+                database.execute("UPDATE entries SET balance_after = 500.5")
+            answer = http.post("/v1/deposits", json=deposit, headers=key)
         assert answer.status_code == 500, answer.text
         assert answer.json() == {"error": {"code": "internal_error", "message": "internal error"}}
         assert answer.headers["idempotency-key"] == "write-1"
         server.stop()
-    assert "unexpected error on /v1/withdrawals" in server.errors, server.errors
+    assert "unexpected error on /v1/deposits" in server.errors, server.errors
 
 
 def test_requests_to_upgrade_to_a_websocket_leave_the_log_as_it_was(tmp_path: Path) -> None:
