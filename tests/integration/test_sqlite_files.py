@@ -39,7 +39,7 @@ from tests.kopilka_server import free_port, running_server
 
 from kopilka.api.auth import new_token_record
 from kopilka.bank import EmbeddedBank
-from kopilka.domain.model import SANDBOX_PREFIX, Deposit, Operation
+from kopilka.domain.model import SANDBOX_PREFIX, Deposit, Operation, Withdraw
 from kopilka.errors import KopilkaError, NotFound, Unavailable
 from kopilka.store.sqlite import SqliteStore
 from kopilka.store.sqlite_schema import SCHEMA_VERSION
@@ -226,6 +226,39 @@ async def test_a_ledger_required_that_goes_as_it_is_opened_is_not_made_anew(
         await store.open()
         (again,) = await store.apply([Deposit("Ann", 5, "pay", "k2")])
         assert isinstance(again, Operation) and again.credit_balance_after_cents == 105
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("balance", 1e19), ("balance", "lots"), ("min_balance", 0.5), ("max_balance", "x")],
+)
+async def test_a_balance_another_program_wrote_that_is_no_whole_number_of_cents_is_refused(
+    tmp_path: Path, column: str, value: object
+) -> None:
+    """SQLite's CHECKs let a REAL or a text by: a withdrawal from 1e19 was computed in
+    floating point and committed, an entry written and the balance left as it was."""
+    path = tmp_path / "kopilka.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.apply([Deposit("Ann", 500, "pay", "k1")])
+        with closing(sqlite3.connect(path)) as other:
+            other.execute(f"UPDATE balances SET {column} = ?", (value,))
+            other.commit()
+        damaged = "the database holds a balance or limit that is no whole number of cents"
+        with pytest.raises(Unavailable) as refused:
+            await store.get_account("main", "Ann")
+        assert refused.value.code == "database_damaged"
+        assert refused.value.message.startswith(damaged)
+        try:
+            (outcome,) = await store.apply([Withdraw("Ann", 100, "cash", "k2")])
+        except Unavailable as error:
+            outcome = error
+        assert isinstance(outcome, Unavailable) and outcome.message.startswith(damaged)
+        with closing(sqlite3.connect(path)) as other:
+            assert other.execute("SELECT count(*) FROM entries").fetchone() == (1,)
     finally:
         await store.close()
 

@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from types import NoneType
 from typing import Any, NoReturn, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_fixed
@@ -169,12 +170,21 @@ _ACCOUNTS = "accounts a JOIN balances b ON b.account_id = a.id"
 
 
 def _account(row: Sequence[Any]) -> Account:
+    balance, floor, cap = row[3], row[4], row[5]
+    # The tables are not STRICT, and their CHECKs let a REAL or a text by: one another
+    # program wrote is refused as it is read, never computed with (nor committed).
+    if type(balance) is not int or type(floor) is not int or type(cap) not in (int, NoneType):
+        raise Unavailable(
+            "database_damaged",
+            f"the database holds a balance or limit that is no whole number of cents (account"
+            f" id {row[0]}): restore it from a backup (docs/operations.md, Backups)",
+        )
     return Account(
         ledger=row[1],
         client=row[2],
-        balance_cents=row[3],
-        min_balance_cents=row[4],
-        max_balance_cents=row[5],
+        balance_cents=balance,
+        min_balance_cents=floor,
+        max_balance_cents=cap,
         created_at=from_micros(row[6]),
         id=row[0],
     )
