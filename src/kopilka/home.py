@@ -6,6 +6,7 @@ user's and no one else may write in it; a config file is held to the same rule.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -67,6 +68,17 @@ def expand_tilde(path: str) -> Path:
         raise InvalidInput(
             "invalid_setting", f"{path!r}: no home directory is known for its '~'"
         ) from None
+
+
+def keep_private(descriptor: int) -> None:
+    """A file of this user's, opened, made readable by its owner alone: a lock file left
+    open to others (by an older kopilka, a restore) lets any user take its lock, and
+    every write, or a server's start, then waits on them. (Another user's is left, as is
+    one on a file system mounted read-only.)"""
+    with contextlib.suppress(OSError):
+        found = os.fstat(descriptor)
+        if found.st_uid == os.geteuid() and found.st_mode & 0o077:
+            os.fchmod(descriptor, stat.S_IMODE(found.st_mode) & 0o700)
 
 
 def make_home(path: Path) -> None:

@@ -783,10 +783,14 @@ def test_the_database_is_private_and_a_loosened_token_file_is_closed_again(
         assert {modes[name] for name in ("kopilka.db", "kopilka.db-wal", "kopilka.db-shm")} == {
             0o600
         }
-    (home / "admin.token").chmod(0o644)
+    # The lock files too: open to others, any user could take a lock and hold every
+    # write, or the server's start, for as long as they liked.
+    loosened = ("admin.token", ".admin.token.lock", "kopilka.db-writer.lock")
+    for name in loosened:
+        (home / name).chmod(0o644)
     kept = token_id_of((home / "admin.token").read_text().strip())
     with running_server(home) as again:
-        assert (home / "admin.token").stat().st_mode & 0o777 == 0o600
+        assert [(home / name).stat().st_mode & 0o777 for name in loosened] == [0o600] * 3
         assert again.stop() == 0
     # Kept, as shells hold it; but it may have been read: the operator is told so.
     warned = [line for line in again.errors.splitlines() if "readable by others" in line]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from kopilka.api.auth import new_token_record
 from kopilka.errors import Conflict, InvalidInput, Unavailable
-from kopilka.home import make_home
+from kopilka.home import keep_private, make_home
 from kopilka.store import keeps_nothing, sqlite_path
 from kopilka.store.protocol import Store
 from kopilka.store.sqlite_files import journal_without_its_file
@@ -194,6 +194,7 @@ def _hold_file(path: Path) -> int:
     if lock is None:
         try:
             lock = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            keep_private(lock)
         except OSError as error:
             raise _cannot_keep(path.parent, error) from error
         os.set_inheritable(lock, False)

@@ -31,6 +31,8 @@ import sys
 import threading
 import time
 
+from kopilka.home import keep_private
+
 if sys.platform != "win32":
     import fcntl
 
@@ -112,6 +114,7 @@ class WriterLock:
         self._held_by_waiter = False
         if sys.platform != "win32" and database_path != ":memory:":
             self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            keep_private(self._fd)
 
     def try_acquire(self) -> bool:
         """Take the lock if no other process has it; never waits (the event loop calls it)."""
