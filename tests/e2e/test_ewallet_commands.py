@@ -385,3 +385,97 @@ def test_init_says_it_waits_for_another_process_s_upgrade(
     )
     assert (status, errors) == (0, ""), errors
     assert out.startswith("Schema created in "), out
+
+
+def _service_of(url: str) -> str:
+    """A connection service's lines for the database `url` names."""
+    parts = urlsplit(url)
+    return (
+        f"host={parts.hostname}\nport={parts.port}\ndbname={parts.path.lstrip('/')}\n"
+        f"user={unquote(parts.username or '')}\n"
+    )
+
+
+async def _tables_in(url: str) -> list[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        rows = await connection.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        )
+        return [row["tablename"] for row in rows]
+    finally:
+        await connection.close()
+
+
+@pytest.mark.postgres
+def test_a_service_the_driver_would_not_find_is_refused_not_taken_for_the_defaults(
+    kopilka: RunKopilka, postgres_url: str, tmp_path: Path
+) -> None:
+    """The driver reads a service only from PGSERVICEFILE or ~/.pg_service.conf, and reads
+    no PGSERVICE: one defined elsewhere (PGSYSCONFDIR's file, as psql finds it), or
+    mistyped, was skipped in silence, and the ledger made in the database the PG*
+    defaults named (here the test's database itself)."""
+    parts = urlsplit(postgres_url)
+    defaults = {
+        "HOME": str(tmp_path),
+        "PGHOST": str(parts.hostname),
+        "PGPORT": str(parts.port),
+        "PGUSER": unquote(parts.username or ""),
+        "PGDATABASE": parts.path.lstrip("/"),
+    }
+    system = tmp_path / "sysconf"
+    system.mkdir()
+    (system / "pg_service.conf").write_text(f"[books]\n{_service_of(postgres_url)}")
+    elsewhere = {**defaults, "PGSYSCONFDIR": str(system)}
+    add = ("add-user", "-n", "Ann", "--max", "9")
+    result = kopilka(*add, "--db", "postgresql://?service=books", env=elsewhere)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: no service 'books' in {tmp_path / '.pg_service.conf'} (kopilka reads a"
+        " service from PGSERVICEFILE or ~/.pg_service.conf only, not from PGSYSCONFDIR)\n"
+    )
+    named = {**defaults, "PGSERVICE": "books"}
+    result = kopilka(*add, "--db", "postgresql://", env=named)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "Error: PGSERVICE is set, which kopilka does not read: name the service in the"
+        " database URL (postgresql://?service=NAME), or unset PGSERVICE\n"
+    )
+    assert asyncio.run(_tables_in(postgres_url)) == []  # nothing was made there
+    service_file = tmp_path / "services.conf"
+    service_file.write_text(f"[books]\n{_service_of(postgres_url)}")
+    found = {"HOME": str(tmp_path), "PGSERVICEFILE": str(service_file)}
+    result = kopilka(*add, "--db", "postgresql://?service=books", env=found)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert "accounts" in asyncio.run(_tables_in(postgres_url))
+
+
+def test_a_services_value_the_driver_cannot_read_is_refused_without_quoting_it(
+    kopilka: RunKopilka, tmp_path: Path
+) -> None:
+    """The driver reads the file with interpolation: its error at a lone % printed the rest
+    of the value, a password."""
+    service_file = tmp_path / "services.conf"
+    service_file.write_text("[books]\nhost=127.0.0.1\nuser=ann\npassword=Secret%Tail99\n")
+    env = {"HOME": str(tmp_path), "PGSERVICEFILE": str(service_file)}
+    result = kopilka("get", "--db", "postgresql://?service=books", env=env)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        f"Error: the password of service 'books' in PGSERVICEFILE ({service_file}) holds"
+        " a % the PostgreSQL driver cannot read there: give it another way (a password: in"
+        " KOPILKA_DB_PASSWORD_FILE or PGPASSFILE)\n"
+    )
+
+
+@pytest.mark.postgres
+def test_a_url_asking_for_another_client_encoding_still_speaks_utf8(
+    kopilka: RunKopilka, postgres_url: str
+) -> None:
+    """client_encoding=LATIN1 in the URL: a name LATIN1 cannot spell failed in the driver
+    with a traceback, or was refused as text the database (UTF8) cannot store."""
+    url = postgres_url + ("&" if "?" in postgres_url else "?") + "client_encoding=LATIN1"
+    added = kopilka("add-user", "-n", "Петя Ёжиков", "--max", "5", "-c", "1", "--db", url)
+    assert (added.returncode, added.stderr) == (0, ""), added.stderr
+    shown = kopilka("get", "-n", "Петя Ёжиков", "--db", url)
+    assert (shown.returncode, shown.stderr) == (0, ""), shown.stderr
+    assert "Петя Ёжиков" in shown.stdout and "$1.00" in shown.stdout

@@ -515,6 +515,11 @@ def test_a_database_kopilka_cannot_use_is_one_error_line(
             "Error: --db: a PostgreSQL database is named by a URL (postgresql://user@host/db),"
             " not by keyword=value settings\n",
         ),
+        (  # postgresql:// forgotten: the text, password and all, was shown back as a path
+            "ann:S3cret@db.internal:5432/bank",
+            "Error: --db: a PostgreSQL database is named by a URL that begins with"
+            " postgresql:// (for a file of such a name, write ./ before it)\n",
+        ),
         (
             "mysql://user:secret@host/db",
             "Error: --db: kopilka cannot use a mysql:// database: give a SQLite path or a"

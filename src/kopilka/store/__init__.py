@@ -33,8 +33,10 @@ def open_store(
         return MemoryStore(clock)
     if url.startswith(("postgresql://", "postgres://")):
         from kopilka.store.postgres import PostgresStore
+        from kopilka.store.postgres_service import refuse_a_service_not_found
 
         _refuse_an_at_in_the_userinfo(url)
+        refuse_a_service_not_found(url)
 
         store: Store = PostgresStore(url, clock, create_schema=create, tells_why=embedded)
         return store
@@ -100,6 +102,12 @@ def sqlite_path(url: str) -> str | None:
             "unsupported_database",
             "a PostgreSQL database is named by a URL (postgresql://user@host/db), not by"
             " keyword=value settings",
+        )
+    if re.match(r"[^/@]*:[^/@]*@", url):  # user:password@host/db, its scheme forgotten
+        raise InvalidInput(
+            "unsupported_database",
+            "a PostgreSQL database is named by a URL that begins with postgresql:// (for a"
+            " file of such a name, write ./ before it)",
         )
     scheme, separator, _ = url.partition("://")
     if separator and scheme not in ("postgresql", "postgres", "sqlite"):

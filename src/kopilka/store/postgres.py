@@ -152,6 +152,10 @@ _PASSING_REFUSALS: tuple[type[BaseException], ...] = (
 # How long the database is given to answer on a connection of its own, when a wait for
 # a pooled connection ran out: as long as a readiness check gives it. Its answer serves
 # the requests of the next second too, rather than one more connection each.
+# Every session's: named, and speaking UTF-8, whatever a URL's client_encoding asks (the
+# driver encodes text as the session speaks: a name it could not encode so failed as a
+# traceback, and a name the database could store was refused as one it cannot).
+_SESSION = {"application_name": "kopilka", "client_encoding": "UTF8"}
 _ASKED_APART_SECONDS = 2.0
 _ASKED_APART_KEPT_SECONDS = 1.0
 # A batch or a read the database has not answered in this long is logged, once a spell
@@ -377,7 +381,7 @@ class PostgresStore:
                 init=self._opened,
                 connection_class=_Connection,
                 server_settings={
-                    "application_name": "kopilka",
+                    **_SESSION,
                     "lock_timeout": f"{int(self._lock_timeout_seconds * 1000)}ms",
                     "timezone": "UTC",
                     # Each statement sees what committed while it waited for a lock (a key
@@ -1103,9 +1107,7 @@ class PostgresStore:
         met. An error the server answered the read with (it was cancelled) is an answer."""
         try:
             async with asyncio.timeout(min(_ASKED_APART_SECONDS, self._connect_timeout_seconds)):
-                connection = await asyncpg.connect(
-                    self._url, server_settings={"application_name": "kopilka"}
-                )
+                connection = await asyncpg.connect(self._url, server_settings=dict(_SESSION))
                 try:
                     with contextlib.suppress(_CANCELLED):
                         await connection.fetchval("SELECT 1")
