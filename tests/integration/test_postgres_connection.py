@@ -141,6 +141,24 @@ async def test_a_commit_whose_answer_is_lost_is_settled_without_applying_twice(
         await connection.close()
 
 
+async def test_a_key_given_twice_in_a_batch_settled_after_its_answer_was_lost_is_one_replay(
+    postgres_url: str,
+) -> None:
+    """Settled, every operation written at the batch's time was said to be no replay: a
+    retry queued beside its first try was answered as applied anew (201 without
+    Idempotent-Replayed, counted twice), though it applied once."""
+    async with relayed(postgres_url) as (relay, url), Engine(PostgresStore(url)) as engine:
+        assert isinstance(await engine.execute(Deposit("Ann", 1_000, "before", "k0")), Operation)
+        relay.armed, relay.cut_at = True, b"SELECT 1"
+        tries = [Deposit("Ann", 5, "lost answer", "k1")] * 2
+        first, second = await engine.submit_many(tries)
+        assert relay.cuts == 1
+        assert isinstance(first, Operation) and isinstance(second, Operation)
+        assert first.id == second.id
+        assert (first.replayed, second.replayed) == (False, True)
+        assert (await engine.get_account("main", "Ann")).balance_cents == 1_005
+
+
 async def test_a_batch_settled_after_its_answer_was_lost_leaves_no_cycle_for_the_collector(
     postgres_url: str,
 ) -> None:

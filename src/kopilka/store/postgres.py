@@ -825,11 +825,16 @@ class PostgresStore:
         except (KopilkaError, KeyAlreadyUsed) as error:
             raise self._outcome_unknown() from error
         planned_at = plan.operations[0].created_at
+        # A key given twice in the batch (a caller's retry queued beside its first try):
+        # its second is a replay still, as the plan had it.
+        repeats = {index for index, _ in plan.pending_replays}
         return [
             replace(outcome, replayed=False)
-            if isinstance(outcome, Operation) and outcome.created_at == planned_at
+            if isinstance(outcome, Operation)
+            and outcome.created_at == planned_at
+            and index not in repeats
             else outcome
-            for outcome in outcomes
+            for index, outcome in enumerate(outcomes)
         ]
 
     async def _apply_on_a_connection(self, commands: Sequence[Command]) -> list[Outcome]:
