@@ -283,6 +283,17 @@ async def test_replay_returns_first_result_and_applies_once(engine: Engine) -> N
     assert len(await lines_of(engine, JOHN)) == 2
 
 
+async def test_an_answer_its_caller_changes_changes_nothing_kept(engine: Engine) -> None:
+    """The memory store kept the very object it answered with: a program that changed it
+    (an embedding one) had its honest retry refused as another request under the key."""
+    command = Deposit(JOHN, 10_000, "pay", "key-1")
+    first = await applied(engine, command)
+    first.amount_cents, first.credit_balance_after_cents = 1, 1
+    again = await applied(engine, command)
+    assert again.replayed
+    assert (again.amount_cents, again.credit_balance_after_cents) == (10_000, 10_000)
+
+
 async def test_replay_wins_over_a_refusal(engine: Engine) -> None:
     await applied(engine, Deposit(JOHN, 10_000, "pay", "d1"))
     withdrawal = Withdraw(JOHN, 10_000, "all of it", "w1")

@@ -102,7 +102,8 @@ class MemoryStore:
         for account in plan.new_accounts:
             folded[(account.ledger, folded_name(account.client))] = account.client
         for operation in plan.operations:
-            self._operations[(operation.ledger, operation.idempotency_key)] = operation
+            # A copy: the caller is answered with the plan's, and may change it.
+            self._operations[(operation.ledger, operation.idempotency_key)] = replace(operation)
         for refusal in plan.refusals:
             self._operations[(refusal.ledger, refusal.idempotency_key)] = refusal
         for claim in plan.claims:
