@@ -128,7 +128,9 @@ class Bank(Protocol):
         """Money commands at once, one outcome each, in order (a refusal as its error,
         returned, not raised)."""
 
-    def close(self) -> None: ...
+    def close(self, *, waiting_for_writes: bool = True) -> None:
+        """`waiting_for_writes` False: a write whose end its caller gave up waiting for
+        (a second Ctrl-C, its outcome said to be unknown) is not waited for here either."""
 
     def __enter__(self) -> Bank: ...
 
@@ -532,9 +534,16 @@ class EmbeddedBank:
     def statement(self, client: str, since: datetime | None, till: datetime | None) -> Statement:
         return self._run(lambda: self.engine.statement(self.ledger, client, since, till))
 
-    def close(self) -> None:
-        self._calls.close(_STOP_SECONDS_MAX)
-        self._closing()
+    def close(self, *, waiting_for_writes: bool = True) -> None:
+        if waiting_for_writes:
+            self._calls.close(_STOP_SECONDS_MAX)
+            self._closing()
+            return
+        # Its tasks cancelled as the loop stops, a batch waiting for a PostgreSQL row's
+        # lock (up to 20 s) with them; the store is not closed, as after a crash.
+        self._calls.close(0)
+        if self._closing.detach() is not None:
+            self._stop_loop()
 
     def _stop_loop(self) -> None:
         _stop_loop(self._loop, self._thread)

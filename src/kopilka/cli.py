@@ -523,11 +523,11 @@ def _answered(action: Action, bank: Bank, output: Output, *, reads_only: bool) -
             try:
                 settle_write(interruption, bank, since)
             except (KeyboardInterrupt, SessionEnded):  # again: its end is not waited for
-                _say_interrupted(output, interruption)
+                _given_up(output, interruption, bank)
                 raise
             reply = applied_reply(action, interruption)
             if reply is None:
-                _say_interrupted(output, interruption)
+                _given_up(output, interruption, bank)
                 raise
         answering(0, ANSWER_NOT_WRITTEN_EXIT, _ANSWER_INTERRUPTED)
     try:
@@ -553,6 +553,13 @@ def _say_interrupted(output: Output, interruption: KeyboardInterrupt | SessionEn
     assert said is not None  # its answer is written by the caller, after
     output.error(said)
     answered(128 + interruption.signum if isinstance(interruption, SessionEnded) else 130)
+
+
+def _given_up(output: Output, interruption: KeyboardInterrupt | SessionEnded, bank: Bank) -> None:
+    """A write stopped and not applied, or whose end was not waited for (a second signal):
+    said, and the bank closed without waiting for it either, nor the program's end."""
+    _say_interrupted(output, interruption)
+    bank.close(waiting_for_writes=False)
 
 
 def _nothing_to_check(unwritten: AnswerNotWritten) -> AnswerNotWritten:

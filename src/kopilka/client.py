@@ -1078,10 +1078,11 @@ class Client:
             dropped = "may not have been dropped" if unknown else "could not be dropped"
             raise Unavailable(error.code, left_there(keeper, dropped, cause)) from error
 
-    def close(self) -> None:
+    def close(self, *, waiting_for_writes: bool = True) -> None:
         """As the embedded bank closes: calls under way in other threads end first (up to
         the client's timeout), later ones are refused (client_closed); then the sandbox,
-        if any, is dropped, and the connections closed."""
+        if any, is dropped, and the connections closed. (A write given up is the server's,
+        whatever `waiting_for_writes` says: nothing of it is waited for here.)"""
         if self._inherited is not None:
             self._close_inherited()
             return

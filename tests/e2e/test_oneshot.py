@@ -1780,6 +1780,33 @@ def test_a_write_stopped_while_it_waits_for_a_row_says_how_it_ended(
         assert balance == "Balance of John Jones: $100.00\n"
 
 
+@pytest.mark.postgres
+def test_a_second_ctrl_c_while_a_write_waits_for_a_row_ends_the_command(
+    kopilka: RunKopilka, kopilka_home: Path, postgres_url: str
+) -> None:
+    """The second Ctrl-C said the write may still have been applied, and then the command
+    waited on, closing its bank, for as long as the row's lock was held (up to 20 s)."""
+    assert kopilka(*DEPOSIT, "--db", postgres_url).returncode == 0
+    withdrawal = ("withdraw", "--client=John Jones", "--amount=5", "--description=atm")
+    with contextlib.closing(psycopg2.connect(postgres_url)) as other, other.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM accounts WHERE client = 'John Jones' FOR UPDATE")
+        with _started(kopilka_home, (*withdrawal, "--db", postgres_url)) as process:
+            _until_it_waits_for_a_row(postgres_url)
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.5)  # waiting for the write's end
+            began = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            out, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+            took = time.monotonic() - began
+        other.rollback()
+    assert (process.returncode, out) == (130, "")
+    assert errors.startswith("Error: interrupted; the command may still have been applied")
+    assert took < 5, f"it waited {took:.1f} s"
+    # Its transaction never committed: the lock's holder was the first to finish.
+    balance = kopilka("balance", "--client=John Jones", "--db", postgres_url).stdout
+    assert balance == "Balance of John Jones: $100.00\n"
+
+
 def test_a_database_named_in_kopilka_toml_that_is_not_there_names_the_file(
     kopilka: RunKopilka, kopilka_home: Path
 ) -> None:
