@@ -14,6 +14,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from contextlib import closing
 from datetime import UTC, datetime
@@ -259,6 +260,38 @@ async def test_a_balance_another_program_wrote_that_is_no_whole_number_of_cents_
         assert isinstance(outcome, Unavailable) and outcome.message.startswith(damaged)
         with closing(sqlite3.connect(path)) as other:
             assert other.execute("SELECT count(*) FROM entries").fetchone() == (1,)
+    finally:
+        await store.close()
+
+
+async def test_a_file_damaged_under_a_store_is_said_damaged_and_its_write_lock_let_go(
+    tmp_path: Path,
+) -> None:
+    """Its header overwritten (a copy put over it in place, say): BEGIN failed with a
+    DatabaseError no one caught, answered as an internal error with a traceback each time,
+    and the writers' lock was never let go, every other process's write waiting on it."""
+    import fcntl
+
+    path = tmp_path / "kopilka.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.apply([Deposit("Ann", 500, "pay", "k1")])
+        with closing(sqlite3.connect(path)) as other:
+            # The journal emptied into the file (once the store's checkpoint has let go):
+            # page 1 is then read from the file, its header with it.
+            while other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() != (0, 0, 0):
+                time.sleep(0.01)
+        with path.open("r+b") as file:
+            file.write(b"garbage garbage!")
+        try:
+            (outcome,) = await store.apply([Deposit("Ann", 5, "pay", "k2")])
+        except Unavailable as error:
+            outcome = error
+        assert isinstance(outcome, Unavailable), outcome
+        assert outcome.code == "database_damaged", outcome
+        with Path(f"{path}-writer.lock").open("rb") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no BlockingIOError
     finally:
         await store.close()
 

@@ -702,6 +702,8 @@ class SqliteStore:
         except sqlite3.OperationalError:
             self._lock.release()
             return None
+        except BaseException as error:  # a file damaged (not a database): said, let go
+            self._abandon(error)
         finally:
             db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         try:
