@@ -100,12 +100,15 @@ def test_a_failing_checkpoint_is_logged_once_and_harms_nothing(
 ) -> None:
     unopenable = tmp_path / "a directory"
     unopenable.mkdir()
-    checkpointer = Checkpointer(lambda: connect(str(unopenable)), interval_seconds=0.01)
+    checkpointer = Checkpointer(
+        lambda: connect(str(unopenable)), interval_seconds=0.01, database=str(unopenable)
+    )
     try:
         for _ in range(5):
             checkpointer.after_commit()
             time.sleep(0.05)
     finally:
         checkpointer.close()
-    failures = [r for r in caplog.records if "checkpoints fail" in r.getMessage()]
+    failures = [r for r in caplog.records if "checkpoints of" in r.getMessage()]
     assert len(failures) == 1
+    assert failures[0].getMessage().startswith(f"WAL checkpoints of {unopenable} fail")

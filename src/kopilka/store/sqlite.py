@@ -401,7 +401,7 @@ class SqliteStore:
         self._history_fence = WriterLock(self.path)
         if self.path != ":memory:":
             self._files = OpenedFiles(self.path)
-            self._checkpointer = Checkpointer(self._connect_for_checkpoints)
+            self._checkpointer = Checkpointer(self._connect_for_checkpoints, database=self.path)
             _make_private(self.path)
 
     def _require_a_ledger(self) -> None:

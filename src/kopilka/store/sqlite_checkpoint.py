@@ -37,8 +37,11 @@ class Checkpointer:
         self,
         connect: Callable[[], sqlite3.Connection],
         interval_seconds: float = _INTERVAL_SECONDS,
+        database: str = "the database",
     ) -> None:
+        """`database`: its path, as the log names it (a server may serve several)."""
         self._connect = connect
+        self._database = database
         self._interval_seconds = interval_seconds
         self._connection: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="kopilka-sqlite-checkpoint")
@@ -72,11 +75,15 @@ class Checkpointer:
         except sqlite3.Error as error:
             # Harmless for the data: the writer's own automatic checkpoint takes over.
             if not self._failing:
-                logger.warning("WAL checkpoints fail, the writer checkpoints instead: %s", error)
+                logger.warning(
+                    "WAL checkpoints of %s fail, the writer checkpoints instead: %s",
+                    self._database,
+                    error,
+                )
             self._failing = True
         else:
             if self._failing:
-                logger.warning("WAL checkpoints work again")
+                logger.warning("WAL checkpoints of %s work again", self._database)
             self._failing = False
         finally:
             with self._lock:
