@@ -87,12 +87,16 @@ async def migrate(connection: Connection, redacted_url: str, *, create: bool = T
                 )
     except asyncpg.exceptions.InsufficientPrivilegeError as error:
         found = f"schema version {version}" if version else "no kopilka schema yet"
+        # An upgrade alters and indexes the tables, which their owner alone may do.
+        who = (
+            "the owner of kopilka's tables (the role that made them)"
+            if version
+            else "a user with CREATE on the schema"
+        )
         raise Unavailable(
             "store_unavailable",
             f"the database at {redacted_url} has {found}, this kopilka needs {SCHEMA_VERSION},"
-            " and this user"
-            f" may not change it ({error}): run `kopilka init` as a user with CREATE on the"
-            " schema",
+            f" and this user may not change it ({error}): run `kopilka init` as {who}",
         ) from error
     return version
 
