@@ -231,6 +231,15 @@ async def test_a_ledger_required_that_goes_as_it_is_opened_is_not_made_anew(
         await store.close()
 
 
+async def _outcome_or_outage(store: SqliteStore, command: Deposit | Withdraw) -> object:
+    """The command's outcome, or the outage the store raised for its batch."""
+    try:
+        (outcome,) = await store.apply([command])
+    except Unavailable as error:
+        return error
+    return outcome
+
+
 @pytest.mark.parametrize(
     ("column", "value"),
     [("balance", 1e19), ("balance", "lots"), ("min_balance", 0.5), ("max_balance", "x")],
@@ -253,10 +262,7 @@ async def test_a_balance_another_program_wrote_that_is_no_whole_number_of_cents_
             await store.get_account("main", "Ann")
         assert refused.value.code == "database_damaged"
         assert refused.value.message.startswith(damaged)
-        try:
-            (outcome,) = await store.apply([Withdraw("Ann", 100, "cash", "k2")])
-        except Unavailable as error:
-            outcome = error
+        outcome = await _outcome_or_outage(store, Withdraw("Ann", 100, "cash", "k2"))
         assert isinstance(outcome, Unavailable) and outcome.message.startswith(damaged)
         with closing(sqlite3.connect(path)) as other:
             assert other.execute("SELECT count(*) FROM entries").fetchone() == (1,)
@@ -284,10 +290,7 @@ async def test_a_file_damaged_under_a_store_is_said_damaged_and_its_write_lock_l
                 time.sleep(0.01)
         with path.open("r+b") as file:
             file.write(b"garbage garbage!")
-        try:
-            (outcome,) = await store.apply([Deposit("Ann", 5, "pay", "k2")])
-        except Unavailable as error:
-            outcome = error
+        outcome = await _outcome_or_outage(store, Deposit("Ann", 5, "pay", "k2"))
         assert isinstance(outcome, Unavailable), outcome
         assert outcome.code == "database_damaged", outcome
         with Path(f"{path}-writer.lock").open("rb") as lock:
