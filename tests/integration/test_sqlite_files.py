@@ -231,6 +231,17 @@ async def test_a_ledger_required_that_goes_as_it_is_opened_is_not_made_anew(
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def _ann_with_five_dollars(path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        await store.apply([Deposit("Ann", 500, "pay", "k1")])
+        yield store
+    finally:
+        await store.close()
+
+
 async def _outcome_or_outage(store: SqliteStore, command: Deposit | Withdraw) -> object:
     """The command's outcome, or the outage the store raised for its batch."""
     try:
@@ -250,10 +261,7 @@ async def test_a_balance_another_program_wrote_that_is_no_whole_number_of_cents_
     """SQLite's CHECKs let a REAL or a text by: a withdrawal from 1e19 was computed in
     floating point and committed, an entry written and the balance left as it was."""
     path = tmp_path / "kopilka.db"
-    store = SqliteStore(str(path))
-    await store.open()
-    try:
-        await store.apply([Deposit("Ann", 500, "pay", "k1")])
+    async with _ann_with_five_dollars(path) as store:
         with closing(sqlite3.connect(path)) as other:
             other.execute(f"UPDATE balances SET {column} = ?", (value,))
             other.commit()
@@ -266,8 +274,6 @@ async def test_a_balance_another_program_wrote_that_is_no_whole_number_of_cents_
         assert isinstance(outcome, Unavailable) and outcome.message.startswith(damaged)
         with closing(sqlite3.connect(path)) as other:
             assert other.execute("SELECT count(*) FROM entries").fetchone() == (1,)
-    finally:
-        await store.close()
 
 
 async def test_a_file_damaged_under_a_store_is_said_damaged_and_its_write_lock_let_go(
@@ -279,10 +285,7 @@ async def test_a_file_damaged_under_a_store_is_said_damaged_and_its_write_lock_l
     import fcntl
 
     path = tmp_path / "kopilka.db"
-    store = SqliteStore(str(path))
-    await store.open()
-    try:
-        await store.apply([Deposit("Ann", 500, "pay", "k1")])
+    async with _ann_with_five_dollars(path) as store:
         with closing(sqlite3.connect(path)) as other:
             # The journal emptied into the file (once the store's checkpoint has let go):
             # page 1 is then read from the file, its header with it.
@@ -295,8 +298,6 @@ async def test_a_file_damaged_under_a_store_is_said_damaged_and_its_write_lock_l
         assert outcome.code == "database_damaged", outcome
         with Path(f"{path}-writer.lock").open("rb") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no BlockingIOError
-    finally:
-        await store.close()
 
 
 def _journal_of(database: Path) -> tuple[int, int, bytes]:
