@@ -577,6 +577,25 @@ def test_a_new_name_may_not_mix_alphabets_that_look_alike_in_one_word(ledger: Le
     assert ledger.balance("Аnn") == 400
 
 
+@pytest.mark.parametrize(
+    ("name", "alphabet", "letter"),
+    [
+        ("J\u0585hn Smith", "Armenian", "'օ' (U+0585)"),
+        ("\u13aaBC", "Cherokee", "'Ꭺ' (U+13AA)"),
+        ("\ua4eenn", "Lisu", "'ꓮ' (U+A4EE)"),
+        ("J\u2c9fhn", "Coptic", "'ⲟ' (U+2C9F)"),
+    ],
+)
+def test_a_letter_of_another_alphabet_drawn_like_a_latin_one_is_named(
+    name: str, alphabet: str, letter: str
+) -> None:
+    """Only Cyrillic and Greek letters were looked for: "Jօhn Smith" lists like "John
+    Smith", and was another client's account."""
+    refusal = new_name_refusal(name)
+    assert refusal is not None
+    assert refusal.startswith(f"may not mix Latin and {alphabet} letters in one word: the {letter}")
+
+
 def test_of_three_alphabets_in_a_word_the_one_of_fewest_letters_is_named() -> None:
     refusal = new_name_refusal("Ωmegaбб")  # a Greek Omega, two Cyrillic b
     assert refusal == (

@@ -103,9 +103,10 @@ def _lookalike_form_refusal(client: str) -> str | None:
     return None
 
 
-# Alphabets with letters alike ("A", Cyrillic "А", Greek "Α"): a word mixing them is a
-# keyboard switched in the middle of a name, or a lookalike of another client's name.
-_LOOKALIKE_ALPHABETS = ("LATIN", "CYRILLIC", "GREEK")
+# Alphabets with letters alike ("A", Cyrillic "А", Greek "Α", Armenian "օ", Cherokee "Ꭺ",
+# Lisu "ꓮ", Coptic "ⲟ"): a word mixing them is a keyboard switched in the middle of a
+# name, or a lookalike of another client's name.
+_LOOKALIKE_ALPHABETS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "LISU", "COPTIC")
 
 
 def _words(client: str) -> list[str]:
