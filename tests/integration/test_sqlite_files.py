@@ -265,11 +265,16 @@ async def test_a_balance_another_program_wrote_that_is_no_whole_number_of_cents_
         with closing(sqlite3.connect(path)) as other:
             other.execute(f"UPDATE balances SET {column} = ?", (value,))
             other.commit()
-        damaged = "the database holds a balance or limit that is no whole number of cents"
+        damaged = (
+            "the database is damaged (the balance of account id 1 holds an amount that is no"
+            " whole number of cents)"
+        )
         with pytest.raises(Unavailable) as refused:
             await store.get_account("main", "Ann")
         assert refused.value.code == "database_damaged"
         assert refused.value.message.startswith(damaged)
+        with pytest.raises(Unavailable):  # not ready: a probe says so
+            await store.ping()
         outcome = await _outcome_or_outage(store, Withdraw("Ann", 100, "cash", "k2"))
         assert isinstance(outcome, Unavailable) and outcome.message.startswith(damaged)
         with closing(sqlite3.connect(path)) as other:

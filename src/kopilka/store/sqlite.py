@@ -90,6 +90,7 @@ from kopilka.store.sqlite_errors import (
     is_damaged,
     is_not_a_database,
     is_read_only,
+    not_cents,
 )
 from kopilka.store.sqlite_files import (
     OpenedFiles,
@@ -171,14 +172,8 @@ _ACCOUNTS = "accounts a JOIN balances b ON b.account_id = a.id"
 
 def _account(row: Sequence[Any]) -> Account:
     balance, floor, cap = row[3], row[4], row[5]
-    # The tables are not STRICT, and their CHECKs let a REAL or a text by: one another
-    # program wrote is refused as it is read, never computed with (nor committed).
     if type(balance) is not int or type(floor) is not int or type(cap) not in (int, NoneType):
-        raise Unavailable(
-            "database_damaged",
-            f"the database holds a balance or limit that is no whole number of cents (account"
-            f" id {row[0]}): restore it from a backup (docs/operations.md, Backups)",
-        )
+        raise not_cents(f"the balance of account id {row[0]}")
     return Account(
         ledger=row[1],
         client=row[2],
@@ -1212,8 +1207,13 @@ class SqliteStore:
     def _entry_balances(
         self, select: str, parameters: Sequence[Any], wanted: set[int]
     ) -> dict[tuple[int, bool], int]:
-        rows = self._db.execute(select, parameters)
-        return {(row[0], bool(row[1])): row[2] for row in rows if row[0] in wanted}
+        balances = {}
+        for operation_id, debit, balance_after in self._db.execute(select, parameters):
+            if operation_id in wanted:
+                if type(balance_after) is not int:  # an answer given again is one of cents
+                    raise not_cents(f"an entry of operation id {operation_id}")
+                balances[(operation_id, bool(debit))] = balance_after
+        return balances
 
     def _write_plan(self, plan: BatchPlan) -> None:
         db = self._db

@@ -8,6 +8,16 @@ import sqlite3
 _DAMAGED = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
+def not_cents(where: str) -> sqlite3.DatabaseError:
+    """Damage kopilka finds in what it reads, raised as SQLite's own is, so that it is told
+    the same way (database_damaged, in the log once, the server not ready): an amount
+    that is no whole number of cents, which the tables' CHECKs let by, as the tables are
+    not STRICT (a REAL or a text another program wrote). Never computed with."""
+    error = sqlite3.DatabaseError(f"{where} holds an amount that is no whole number of cents")
+    error.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
+    return error
+
+
 def is_busy(error: sqlite3.Error) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED (any extended code of them): another writer."""
     code = getattr(error, "sqlite_errorcode", None)
