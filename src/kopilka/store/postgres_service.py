@@ -20,6 +20,32 @@ from urllib.parse import parse_qs, urlsplit
 from kopilka.errors import InvalidInput
 from kopilka.redaction import quoted
 
+# What the driver reads of a service (asyncpg.connect_utils): a value of another key is
+# never read, and a % in it does no harm.
+_READ = frozenset(
+    {
+        "host",
+        "port",
+        "dbname",
+        "database",
+        "user",
+        "password",
+        "passfile",
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "sslnegotiation",
+        "sslcrl",
+        "sslpassword",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "target_session_attrs",
+        "krbsrvname",
+        "gsslib",
+    }
+)
+
 
 def refuse_a_service_not_found(url: str, environ: Mapping[str, str] = os.environ) -> None:
     try:
@@ -42,7 +68,7 @@ def refuse_a_service_not_found(url: str, environ: Mapping[str, str] = os.environ
             f"no service {quoted(name)}: PGSERVICEFILE is not set, and this user has no home"
             " to hold a ~/.pg_service.conf",
         )
-    where = f"PGSERVICEFILE ({file})" if environ.get("PGSERVICEFILE") else str(file)
+    where = f"PGSERVICEFILE ({file})" if "PGSERVICEFILE" in environ else str(file)
     plain = configparser.ConfigParser(interpolation=None)
     try:
         plain.read(file, encoding="utf-8")
@@ -59,7 +85,7 @@ def refuse_a_service_not_found(url: str, environ: Mapping[str, str] = os.environ
         )
     as_the_driver_reads = configparser.ConfigParser()
     as_the_driver_reads.read(file, encoding="utf-8")
-    for key in plain[name]:
+    for key in _READ.intersection(plain[name]):
         try:
             as_the_driver_reads[name][key]
         except configparser.InterpolationError:
@@ -73,7 +99,7 @@ def refuse_a_service_not_found(url: str, environ: Mapping[str, str] = os.environ
 
 def _service_file(environ: Mapping[str, str]) -> Path | None:
     named = environ.get("PGSERVICEFILE")
-    if named:
+    if named is not None:  # set, even empty: the driver reads that (empty: ".", nothing)
         return Path(named)
     try:
         return Path.home() / ".pg_service.conf"
