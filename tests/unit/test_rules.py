@@ -596,6 +596,13 @@ def test_a_letter_of_another_alphabet_drawn_like_a_latin_one_is_named(
     assert refusal.startswith(f"may not mix Latin and {alphabet} letters in one word: the {letter}")
 
 
+@pytest.mark.parametrize("name", ["Ϣενουτε", "Μαρκοϥ", "Ⲡⲁⲩⲗⲟⲥ Ꭺ"])
+def test_coptic_written_with_greek_letters_is_a_name(name: str) -> None:
+    """Coptic is written with Greek letters beside its own (and older text keeps those in
+    the Greek block): only Latin letters beside them are refused."""
+    assert new_name_refusal(name) is None
+
+
 def test_of_three_alphabets_in_a_word_the_one_of_fewest_letters_is_named() -> None:
     refusal = new_name_refusal("Ωmegaбб")  # a Greek Omega, two Cyrillic b
     assert refusal == (

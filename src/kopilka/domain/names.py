@@ -103,10 +103,12 @@ def _lookalike_form_refusal(client: str) -> str | None:
     return None
 
 
-# Alphabets with letters alike ("A", Cyrillic "А", Greek "Α", Armenian "օ", Cherokee "Ꭺ",
-# Lisu "ꓮ", Coptic "ⲟ"): a word mixing them is a keyboard switched in the middle of a
-# name, or a lookalike of another client's name.
-_LOOKALIKE_ALPHABETS = ("LATIN", "CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "LISU", "COPTIC")
+# Alphabets with letters alike ("A", Cyrillic "А", Greek "Α"): a word mixing them is a
+# keyboard switched in the middle of a name, or a lookalike of another client's name.
+_LOOKALIKE_ALPHABETS = ("LATIN", "CYRILLIC", "GREEK")
+# And alphabets with letters drawn like Latin ones (Armenian "օ", Cherokee "Ꭺ", Lisu "ꓮ",
+# Coptic "ⲟ"): refused beside Latin letters only (Coptic is written with Greek ones).
+_LATIN_LOOKALIKE_ALPHABETS = ("ARMENIAN", "CHEROKEE", "LISU", "COPTIC")
 
 
 def _words(client: str) -> list[str]:
@@ -135,8 +137,10 @@ def _mixed_alphabets_refusal(client: str) -> str | None:
         letters: dict[str, list[str]] = {}
         for letter in word:
             alphabet = unicodedata.name(letter, "").partition(" ")[0]
-            if alphabet in _LOOKALIKE_ALPHABETS:
+            if alphabet in _LOOKALIKE_ALPHABETS or alphabet in _LATIN_LOOKALIKE_ALPHABETS:
                 letters.setdefault(alphabet, []).append(letter)
+        if "LATIN" not in letters:  # the others mixed with one another: Greek and Coptic
+            letters = {a: found for a, found in letters.items() if a in _LOOKALIKE_ALPHABETS}
         if len(letters) > 1:
             # The alphabet of fewer letters is the one slipped in: its letter is named.
             ranked = sorted(letters, key=lambda alphabet: -len(letters[alphabet]))
