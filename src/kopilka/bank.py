@@ -540,7 +540,8 @@ class EmbeddedBank:
             self._closing()
             return
         # Its tasks cancelled as the loop stops, a batch waiting for a PostgreSQL row's
-        # lock (up to 20 s) with them; the store is not closed, as after a crash.
+        # lock (up to 20 s) with them. The store is not closed by kopilka: its connections
+        # end with the process (a PostgreSQL transaction rolled back).
         self._calls.close(0)
         if self._closing.detach() is not None:
             self._stop_loop()

@@ -294,7 +294,9 @@ async def test_a_file_damaged_under_a_store_is_said_damaged_and_its_write_lock_l
         with closing(sqlite3.connect(path)) as other:
             # The journal emptied into the file (once the store's checkpoint has let go):
             # page 1 is then read from the file, its header with it.
+            deadline = time.monotonic() + 10
             while other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone() != (0, 0, 0):
+                assert time.monotonic() < deadline, "the journal was never emptied"
                 time.sleep(0.01)
         with path.open("r+b") as file:
             file.write(b"garbage garbage!")

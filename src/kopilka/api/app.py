@@ -32,7 +32,14 @@ from kopilka.api.auth import (
 )
 from kopilka.api.body_budget import BodyBudget
 from kopilka.api.commands import command_from
-from kopilka.api.errors import DECODE_ERRORS, decode_error, error_body, error_headers, let_go
+from kopilka.api.errors import (
+    DECODE_ERRORS,
+    INTERNAL_ERROR,
+    decode_error,
+    error_body,
+    error_headers,
+    let_go,
+)
 from kopilka.api.json_keys import refuse_repeats
 from kopilka.api.metrics import Metrics, result_of
 from kopilka.api.metrics_share import DIRECTORY_VARIABLE as METRICS_DIRECTORY_VARIABLE
@@ -82,7 +89,6 @@ DATABASE_RETRY_SECONDS = 1.0
 _AWAY = ("store_unavailable", "database_not_found")
 _JSON = (b"content-type", b"application/json")
 _REPLAYED = (b"idempotent-replayed", b"true")
-_INTERNAL_ERROR = b'{"error":{"code":"internal_error","message":"internal error"}}'
 
 _encoder = msgspec.json.Encoder()
 _transfer_decoder = msgspec.json.Decoder(TransferIn)
@@ -326,7 +332,7 @@ class KopilkaApp:
             # A bug, answered in the API's form as on every other route (not the server's
             # bare text), with the key that settles it: it may have come after the commit.
             logger.exception("unexpected error on %s", scope["path"])
-            status, payload, result = 500, _INTERNAL_ERROR, "internal_error"
+            status, payload, result = 500, INTERNAL_ERROR, "internal_error"
             headers.append((b"idempotency-key", key_to_settle(key, request_headers)))
         headers.append((b"content-length", str(len(payload)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})

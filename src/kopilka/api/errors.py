@@ -63,6 +63,10 @@ def one_line(message: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
+# A defect's answer (a bug, not a refusal): nothing of the request echoed.
+INTERNAL_ERROR = b'{"error":{"code":"internal_error","message":"internal error"}}'
+
+
 def error_body(error: KopilkaError) -> bytes:
     return _encoder.encode(ErrorOut(error=error_detail(error)))
 

@@ -42,6 +42,7 @@ from kopilka.api.batch_items import (
 from kopilka.api.commands import command_from
 from kopilka.api.errors import (
     DECODE_ERRORS,
+    INTERNAL_ERROR,
     ApiError,
     decode_error,
     error_body,
@@ -230,9 +231,7 @@ async def dispatch(app: KopilkaApp, scope: Scope, receive: Receive, send: Send) 
     except Exception:  # a bug: answer 500 without echoing anything of the request
         # %r: a path is the client's text, and may hold line breaks or escape sequences.
         logger.exception("unexpected error on %r", without_secrets(scope["path"])[:200])
-        response = json_response(
-            {"error": {"code": "internal_error", "message": "internal error"}}, 500
-        )
+        response = Response(INTERNAL_ERROR, 500, media_type="application/json")  # a bug
     if response.status_code == 503 and scope["path"] == "/v1/batch":
         # Applied or not may be unknown, as for a single write: the key that settles it.
         made = scope.get(_BATCH_KEY, "")  # the one its items' keys were made of, if any

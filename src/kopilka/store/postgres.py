@@ -149,13 +149,13 @@ _PASSING_REFUSALS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.ReadOnlySQLTransactionError,
     asyncpg.exceptions.InsufficientResourcesError,
 )
-# How long the database is given to answer on a connection of its own, when a wait for
-# a pooled connection ran out: as long as a readiness check gives it. Its answer serves
-# the requests of the next second too, rather than one more connection each.
 # Every session's: named, and speaking UTF-8, whatever a URL's client_encoding asks (the
 # driver encodes text as the session speaks: a name it could not encode so failed as a
 # traceback, and a name the database could store was refused as one it cannot).
 _SESSION = {"application_name": "kopilka", "client_encoding": "UTF8"}
+# How long the database is given to answer on a connection of its own, when a wait for
+# a pooled connection ran out: as long as a readiness check gives it. Its answer serves
+# the requests of the next second too, rather than one more connection each.
 _ASKED_APART_SECONDS = 2.0
 _ASKED_APART_KEPT_SECONDS = 1.0
 # A batch or a read the database has not answered in this long is logged, once a spell

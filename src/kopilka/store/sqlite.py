@@ -350,7 +350,7 @@ class SqliteStore:
     # -- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
-        if self.path != ":memory:":
+        if self._a_file:
             refuse_files_of_others(self.path)
             # Before any connection: one to a file of no pages deletes its -wal, reads too.
             left = journal_without_its_file(self.path) or opened_here_before(self.path)
@@ -358,14 +358,14 @@ class SqliteStore:
                 raise Unavailable(
                     "store_unavailable", f"cannot open the database {self.path}: {left}"
                 )
-        if not self._create_schema and self.path != ":memory:":
+        if not self._create_schema and self._a_file:
             await run(self._reader_thread, self._require_a_ledger)
-        elif self.path != ":memory:":
+        elif self._a_file:
             await run(self._reader_thread, self._refuse_another_programs_file)
         if Path(self.path).is_dir():  # refused before a lock file is put beside it
             raise self._a_directory()
         directory = Path(self.path).parent
-        if self.path != ":memory:" and not directory.exists():
+        if self._a_file and not directory.exists():
             # A mistyped directory in --db: made, it would hold a new, empty ledger that
             # every later command with the right path never sees.
             raise Unavailable(
@@ -373,7 +373,7 @@ class SqliteStore:
                 f"cannot open the database {self.path}: there is no directory {directory}"
                 " (check --db, KOPILKA_DB or the db in kopilka.toml; or create it first)",
             )
-        if self.path != ":memory:":
+        if self._a_file:
             _journal_writable_as_the_database(self.path)
         try:
             self._writer_lock = WriterLock(self.path)
@@ -381,11 +381,6 @@ class SqliteStore:
             raise self._cannot_open(error) from error
         try:
             self._writer = await self._write(lambda: self._open_writer())
-        except BaseException:
-            self._writer_lock.close()
-            self._writer_lock = None
-            raise
-        try:
             self._reader = await self._read(lambda: connect(self.path, existing=self._a_file))
             self._statement_reader = await self._read(
                 self._connect_for_statements, self._statement_thread
@@ -394,7 +389,7 @@ class SqliteStore:
             await self._unopen()
             raise
         self._history_fence = WriterLock(self.path)
-        if self.path != ":memory:":
+        if self._a_file:
             self._files = OpenedFiles(self.path)
             self._checkpointer = Checkpointer(self._connect_for_checkpoints, database=self.path)
             _make_private(self.path)
@@ -484,7 +479,7 @@ class SqliteStore:
         return self.path != ":memory:"
 
     async def _unopen(self) -> None:
-        """The writer opened, and its lock, let go: opening failed after them."""
+        """The lock, and the connections opened after it, let go: opening failed."""
         for connection, thread in (
             (self._writer, self._writer_thread),
             (self._reader, self._reader_thread),
@@ -700,7 +695,8 @@ class SqliteStore:
         except BaseException as error:  # a file damaged (not a database): said, let go
             self._abandon(error)
         finally:
-            db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
         try:
             return self._plan_and_write(commands, check_keys=False)
         except _KeyAlreadyUsed:
