@@ -158,11 +158,20 @@ class Engine:
         Requests of one `caller` (the API passes the token) are applied in the order
         they came; different callers take turns in each batch.
         """
-        # Straight to the queue: every request over HTTP comes this way, and each
-        # coroutine between it and the queue is made and resumed once per request.
-        self._check_accepting(1, caller)
-        (outcome,) = await self._enqueue((command,), caller)
+        (outcome,) = await self.queue(command, caller)
         return outcome
+
+    def queue(self, command: Command, caller: Hashable = None) -> asyncio.Future[list[Outcome]]:
+        """`execute` with no coroutine: the future of the command's outcome (a list of one),
+        for the API's money path, which awaits it itself. Every request over HTTP comes
+        this way, and each coroutine between it and the queue is made and resumed once
+        per request."""
+        self._check_accepting(1, caller)
+        assert self._loop is not None  # running, as checked
+        request = _Request((command,), self._loop.create_future())
+        self._pending.push(caller, request)
+        self._wakeup.set()
+        return request.future
 
     async def submit_many(
         self,

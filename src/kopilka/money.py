@@ -115,6 +115,15 @@ def _checked(cents: int, text: str, *, allow_negative: bool, allow_zero: bool, w
 
 def parse_amount(text: str, what: str = "amount") -> int:
     """An operation's amount: positive, at most two decimals, at most 1 trillion dollars."""
+    # What clients send ("100", "12.50") in a few steps, for this is on every request's
+    # path; anything else, and any amount refused, is read by parse_cents.
+    if type(text) is str and len(text) <= AMOUNT_TEXT_LENGTH_MAX:
+        whole, dot, fraction = text.partition(".")
+        part = _FRACTION_CENTS.get(fraction) if fraction or not dot else None
+        if part is not None and whole.isdigit() and whole.isascii():
+            cents = int(whole) * CENTS_PER_DOLLAR + part
+            if 0 < cents <= AMOUNT_CENTS_MAX:
+                return cents
     cents = parse_cents(text, what=what)
     if cents > AMOUNT_CENTS_MAX:
         raise InvalidInput(

@@ -331,3 +331,25 @@ def test_a_limit_is_called_a_limit_in_its_errors() -> None:
         with pytest.raises(InvalidInput) as caught:
             parse_limit(text)
         assert caught.value.message == message
+
+
+@given(st.text(alphabet=DIGITS + ".", max_size=41))
+@example("0.01")
+@example("5.")
+@example(".5")
+@example("0" * 39 + "1")
+@example("0" * 40 + "1")
+def test_plain_amounts_read_as_the_full_reading_reads_them(text: str) -> None:
+    """parse_amount's shortcut for plain digits: the same cents, or the same refusal,
+    as parse_cents and the bounds give."""
+    try:
+        expected: int | str = parse_cents(text)
+        if expected > AMOUNT_CENTS_MAX:
+            expected = "refused"
+    except InvalidInput as refused:
+        expected = refused.message
+    try:
+        got: int | str = parse_amount(text)
+    except InvalidInput as refused:
+        got = "refused" if "maximum" in refused.message else refused.message
+    assert got == expected

@@ -82,6 +82,9 @@ _MONEY_PATHS: dict[str, MoneyKind] = {
     "/v1/withdrawals": "withdrawal",
     "/v1/transfers": "transfer",
 }
+# The money paths as clients send them, nothing percent-encoded: sent so, a path holds no
+# encoded "/" (handlers.encodes_a_slash), and costs no count of its slashes.
+_MONEY_PATHS_SENT = frozenset(path.encode() for path in _MONEY_PATHS)
 # A worker started while the database is away tries to open it this often meanwhile.
 DATABASE_RETRY_SECONDS = 1.0
 # What a worker of `kopilka serve` meets while the database its supervisor opened is away
@@ -129,7 +132,10 @@ class KopilkaApp:
         if scope["type"] == "http":
             if scope["method"] == "POST":
                 kind = _MONEY_PATHS.get(scope["path"])
-                if kind is not None and not handlers.encodes_a_slash(scope):
+                if kind is not None and (
+                    scope.get("raw_path") in _MONEY_PATHS_SENT
+                    or not handlers.encodes_a_slash(scope)
+                ):
                     await self._money(scope, receive, send, kind)
                     return
             await handlers.dispatch(self, scope, receive, send)
@@ -289,7 +295,7 @@ class KopilkaApp:
                 else request_headers.key_or_new()
             )
             command = money_command(kind, body, key, ledger, principal)
-            outcome = await self.engine.execute(command, principal.token_id)
+            (outcome,) = await self.engine.queue(command, principal.token_id)
             if isinstance(outcome, KopilkaError):
                 if outcome.replayed:
                     headers.append(_REPLAYED)

@@ -171,7 +171,10 @@ def effective_role(principal: Principal, ledger: str) -> Role:
 
 
 def is_sandbox_of(principal: Principal, ledger: str) -> bool:
-    return ledger.startswith(f"{SANDBOX_PREFIX}{principal.token_id}-")
+    # The prefix alone first: most ledgers are no sandbox, and this runs for every write.
+    return ledger.startswith(SANDBOX_PREFIX) and ledger.startswith(
+        f"{SANDBOX_PREFIX}{principal.token_id}-"
+    )
 
 
 def check_ledger(principal: Principal, ledger: str) -> None:

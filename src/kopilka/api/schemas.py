@@ -258,28 +258,36 @@ def _iso(moment: datetime) -> str:
 
 
 def operation_out(operation: Operation) -> OperationOut:
-    out = OperationOut(
-        id=operation.id,
-        kind=operation.kind,
-        amount=format_plain(operation.amount_cents),
-        description=operation.description,
-        created_at=_iso(operation.created_at),
-        idempotency_key=operation.idempotency_key,
-    )
+    # Made in one call, its fields in order: an answer to every write is made here.
     debit_after = operation.debit_balance_after_cents
     credit_after = operation.credit_balance_after_cents
-    if operation.kind == "transfer":
-        out.from_client = operation.debit_client
-        out.to_client = operation.credit_client
-        out.from_balance_after = None if debit_after is None else format_plain(debit_after)
-        out.to_balance_after = None if credit_after is None else format_plain(credit_after)
-    elif operation.kind == "deposit":
-        out.client = operation.credit_client
-        out.balance_after = None if credit_after is None else format_plain(credit_after)
+    kind = operation.kind
+    if kind == "transfer":
+        client = balance_after = None
+        from_client, to_client = operation.debit_client, operation.credit_client
+        from_after = None if debit_after is None else format_plain(debit_after)
+        to_after = None if credit_after is None else format_plain(credit_after)
     else:
-        out.client = operation.debit_client
-        out.balance_after = None if debit_after is None else format_plain(debit_after)
-    return out
+        from_client = to_client = from_after = to_after = None
+        if kind == "deposit":
+            client, after = operation.credit_client, credit_after
+        else:
+            client, after = operation.debit_client, debit_after
+        balance_after = None if after is None else format_plain(after)
+    return OperationOut(
+        operation.id,
+        kind,
+        format_plain(operation.amount_cents),
+        operation.description,
+        _iso(operation.created_at),
+        operation.idempotency_key,
+        client,
+        balance_after,
+        from_client,
+        to_client,
+        from_after,
+        to_after,
+    )
 
 
 def statement_line_out(line: StatementLine) -> StatementLineOut:

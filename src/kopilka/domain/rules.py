@@ -783,8 +783,14 @@ def refuse_what_no_store_reads(command: Command) -> None:
     before the rules run, and would fail the whole batch the command is grouped with.
     Printable text is safe there, and the rules check the rest; anything else gets the
     rules' own refusal here."""
-    if isinstance(command, Transfer):
-        printable = _printable(command.from_client) and _printable(command.to_client)
+    if isinstance(command, Transfer):  # each request's: _printable inline
+        sender, receiver = command.from_client, command.to_client
+        printable = (
+            isinstance(sender, str)
+            and sender.isprintable()
+            and isinstance(receiver, str)
+            and receiver.isprintable()
+        )
     elif isinstance(command, Deposit | Withdraw):
         printable = _printable(command.client)
     else:  # an opening or limits: only a name to look up
