@@ -40,8 +40,35 @@ OPENED_BY_AN_OLDER_KOPILKA = (
 FOLDED_BY_INIT = [(10, "zoe"), (11, None), (12, "john  jones"), (13, None), (14, "zoe")]
 INIT_SAYS = (
     "Folded the names of 3 accounts opened without one (by an older kopilka): a new name"
-    " alike theirs but for case is now refused.\n"
+    " alike theirs (but for case, or drawn alike) is now refused.\n"
 )
+
+# Accounts (id, ledger, client, balance) of a ledger from before letters drawn like Latin
+# ones were read as those (SQLite schema 10, PostgreSQL migration 9), each with the fold
+# it had then, for case alone; and the fold each has after the upgrade: the oldest of
+# names now alike keeps it, the others none.
+LOOKALIKE_ACCOUNTS = (
+    ((1, "main", "Joe", 100), "joe"),
+    ((2, "main", "Јое", 200), "јое"),  # Cyrillic
+    ((3, "main", "Иван", 0), "иван"),
+    ((4, "side", "ЈОЕ", 0), "јое"),  # another ledger's, alone there
+)
+LOOKALIKE_FOLDED_AFTER = [(1, "joe"), (2, None), (3, "иbah"), (4, "joe")]
+
+
+async def assert_lookalikes_each_keep_their_account(engine: Engine) -> None:
+    deposit = await engine.execute(Deposit("Јое", 5, "pay", "k-cyrillic"))
+    assert isinstance(deposit, Operation), deposit
+    assert (await engine.get_account("main", "Јое")).balance_cents == 205
+    assert (await engine.get_account("main", "Joe")).balance_cents == 100
+    for ledger, client, namesake in (
+        ("main", "JOE", "Joe"),
+        ("main", "ЈОЕ", "Joe"),  # the oldest of the two alike stands for both
+        ("side", "joe", "ЈОЕ"),
+    ):
+        refused = await engine.execute(Deposit(client, 5, "pay", f"k-{client}", ledger=ledger))
+        assert isinstance(refused, KopilkaError), refused
+        assert f"another client's, {namesake!r}" in refused.message, refused
 
 
 async def assert_a_name_alike_an_older_kopilkas_is_refused(engine: Engine) -> None:

@@ -638,7 +638,7 @@ def _init(options: GlobalOptions, words: list[str]) -> int:
         accounts = "1 account" if ready.folds_given == 1 else f"{ready.folds_given} accounts"
         answer(
             f"Folded the names of {accounts} opened without one (by an older kopilka):"
-            " a new name alike theirs but for case is now refused."
+            " a new name alike theirs (but for case, or drawn alike) is now refused."
         )
     return 0
 

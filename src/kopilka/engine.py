@@ -448,8 +448,9 @@ class Engine:
         self, ledger: str, client: str, *, sees_every_account: bool = True
     ) -> Account:
         """The account of `client`. One with no account is told of the account whose name
-        differs only in case, if any ("john jones" of "John Jones"), where the caller
-        `sees_every_account`: not a client token's, whose own name may be such a one."""
+        folds alike, if any ("john jones" of "John Jones", Cyrillic "Јое" of "Joe"), where
+        the caller `sees_every_account`: not a client token's, whose own name may be such
+        a one."""
         client = client_name(client)
         validate_client(client)  # a name no account may have is said to be one, as a server does
         account = await self.store.get_account(ledger, client)

@@ -237,6 +237,36 @@ async def test_no_new_account_is_named_as_another_but_for_case(engine: Engine) -
     await applied(engine, Deposit("john jones", 5, "pay", "d8", ledger="side"))
 
 
+async def test_no_new_account_is_named_in_letters_drawn_like_anothers(engine: Engine) -> None:
+    """Cyrillic "Јое" lists as "Joe": a deposit to it would open a second account that a
+    teller could not tell from the first. Refused either way round, in one batch too, and
+    what is alike but for case as well ("ЈОЕ"); a lookup is told which account there is."""
+    await applied(engine, Deposit("Joe", 100, "pay", "d1"))
+    await applied(engine, Deposit("Иван", 100, "pay", "d2"))  # no Latin lookalike: "Ivan" too
+    await applied(engine, Deposit("Ivan", 100, "pay", "d3"))
+    for name, key in (("Јое", "d4"), ("ЈОЕ", "d5")):
+        refusal = await refused(engine, Deposit(name, 5, "pay", key), "invalid_client")
+        assert refusal.message == (
+            "a new client's name may not look like another client's, 'Joe': letters of"
+            f" another alphabet drawn alike would list as that name: '{name}'"
+        )
+    await applied(engine, Deposit("Нора", 100, "pay", "d6"))
+    await refused(engine, Deposit("Hopa", 5, "pay", "d7"), "invalid_client")
+    outcomes = await engine.store.apply(
+        [Deposit("Рере", 5, "pay", "d8"), Deposit("Pepe", 5, "pay", "d9")]
+    )
+    assert codes(outcomes) == ["ok", "invalid_client"]
+    assert await engine.store.namesake("main", "Јое") == "Joe"
+    with pytest.raises(KopilkaError) as looked_up:
+        await engine.get_account("main", "Јое")
+    assert looked_up.value.message == (
+        "no account for client 'Јое'; 'Joe' has one, a name that looks the same (letters of"
+        " another alphabet drawn alike)"
+    )
+    accounts = await engine.store.list_accounts("main")
+    assert sorted(a.client for a in accounts) == sorted(["Joe", "Иван", "Ivan", "Нора", "Рере"])
+
+
 async def test_a_name_alike_but_for_case_is_told_of_its_namesake(engine: Engine) -> None:
     await applied(engine, Deposit(JOHN, 100, "pay", "d1"))
     await applied(engine, Deposit("Straße", 100, "pay", "d2"))

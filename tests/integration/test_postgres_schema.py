@@ -20,9 +20,12 @@ from tests.case_upgrade import (
     FOLDED_AFTER,
     FOLDED_BY_INIT,
     INIT_SAYS,
+    LOOKALIKE_ACCOUNTS,
+    LOOKALIKE_FOLDED_AFTER,
     OPENED_BY_AN_OLDER_KOPILKA,
     assert_a_name_alike_an_older_kopilkas_is_refused,
     assert_each_keeps_its_account_and_no_more_are_opened,
+    assert_lookalikes_each_keep_their_account,
 )
 from tests.e2e.conftest import run_kopilka
 from tests.kopilka_server import free_port, kopilka_command, running_server, server_env
@@ -1316,6 +1319,30 @@ async def test_migration_9_names_alike_but_for_case_each_keep_their_account(
     assert await _folded_names(postgres_url) == FOLDED_AFTER
 
 
+async def test_migration_10_names_in_lookalike_letters_each_keep_their_account(
+    postgres_url: str,
+) -> None:
+    """A ledger at migration 9 as its release left it: each name folded for case alone,
+    under the unique index."""
+    old = await asyncpg.connect(postgres_url)
+    try:
+        await _migrated_to(old, 9)
+        for account, folded in LOOKALIKE_ACCOUNTS:
+            await _add_accounts(old, account)
+            await old.execute(
+                "UPDATE accounts SET folded = $1 WHERE id = $2", folded.encode(), account[0]
+            )
+        await old.execute(
+            "CREATE UNIQUE INDEX accounts_by_folded_name ON accounts (ledger, folded)"
+        )
+    finally:
+        await old.close()
+    async with Engine(open_store(postgres_url)) as engine:
+        await assert_lookalikes_each_keep_their_account(engine)
+    assert await _versions(postgres_url) == list(range(1, SCHEMA_VERSION + 1))
+    assert await _folded_names(postgres_url) == LOOKALIKE_FOLDED_AFTER
+
+
 async def test_init_folds_the_names_an_older_kopilka_opened_after_migration_9(
     postgres_url: str, tmp_path: Path
 ) -> None:
@@ -1340,11 +1367,12 @@ async def test_init_folds_the_names_an_older_kopilka_opened_after_migration_9(
         await assert_a_name_alike_an_older_kopilkas_is_refused(engine)
 
 
-async def test_a_name_a_latin1_database_stores_is_compared_for_case_though_its_fold_is_not(
+async def test_a_name_a_latin1_database_stores_is_compared_as_any_other(
     latin1_url: str,
 ) -> None:
-    """ "µ" (MICRO SIGN) folds to Greek mu, which LATIN1 lacks: the name is stored, and
-    compared for case, all the same, upgraded or new."""
+    """ "µ" (MICRO SIGN) folds to Greek mu, which LATIN1 lacks, and that is drawn as the
+    capital "Μ", like "M": the name is stored, and compared, all the same, upgraded or
+    new."""
     await _schema_8_with_accounts(latin1_url, (1, "main", "µ Fund", 100))
     async with Engine(open_store(latin1_url)) as engine:
         assert isinstance(await engine.execute(Deposit("µ Fund", 5, "pay", "k1")), Operation)
@@ -1357,4 +1385,4 @@ async def test_a_name_a_latin1_database_stores_is_compared_for_case_though_its_f
         refused = await engine.execute(Deposit("ANN µ", 5, "pay", "k6"))
         assert isinstance(refused, KopilkaError) and refused.code == "invalid_client", refused
     folded = [name for _, name in await _folded_names(latin1_url)]
-    assert folded == ["μ fund", "strasse", "ann μ"]
+    assert folded == ["m fund", "strasse", "ann m"]

@@ -17,9 +17,12 @@ from tests.case_upgrade import (
     FOLDED_AFTER,
     FOLDED_BY_INIT,
     INIT_SAYS,
+    LOOKALIKE_ACCOUNTS,
+    LOOKALIKE_FOLDED_AFTER,
     OPENED_BY_AN_OLDER_KOPILKA,
     assert_a_name_alike_an_older_kopilkas_is_refused,
     assert_each_keeps_its_account_and_no_more_are_opened,
+    assert_lookalikes_each_keep_their_account,
 )
 from tests.e2e.conftest import a_ledger_with_one_deposit, run_kopilka
 from tests.kopilka_server import running_server
@@ -346,6 +349,7 @@ def _schema_5(path: str) -> sqlite3.Connection:
 def _empty_schema(path: str, version: int) -> sqlite3.Connection:
     old = connect(path)
     old.create_function("nfc", 1, lambda name: name)  # migration 6's: no rows here
+    old.create_function("fold", 1, lambda name: name)  # migration 10's and 11's: nor here
     for number, migration in enumerate(MIGRATIONS[:version], start=1):
         old.executescript(f"{migration}; PRAGMA user_version = {number}")
     return old
@@ -942,6 +946,28 @@ async def test_init_folds_the_names_an_older_kopilka_opened_after_schema_10(
         assert rows.fetchall() == FOLDED_AFTER + FOLDED_BY_INIT  # those kept apart stay so
     async with Engine(open_store(str(path))) as engine:
         await assert_a_name_alike_an_older_kopilkas_is_refused(engine)
+
+
+# -- schema 11: names in letters drawn like Latin ones ------------------------------------
+
+
+async def test_schema_10_names_in_lookalike_letters_each_keep_their_account(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "ten.db")
+    with closing(_empty_schema(path, 10)) as old, old:
+        for account, folded in LOOKALIKE_ACCOUNTS:
+            _add_accounts(old, account)
+            old.execute("UPDATE accounts SET folded = ? WHERE id = ?", (folded, account[0]))
+
+    async with Engine(open_store(path)) as engine:
+        await assert_lookalikes_each_keep_their_account(engine)
+
+    with closing(connect(path)) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        folded = connection.execute("SELECT id, folded FROM accounts ORDER BY id").fetchall()
+        assert folded == LOOKALIKE_FOLDED_AFTER
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 def test_init_of_a_ledger_with_no_name_to_fold_waits_for_no_writer(tmp_path: Path) -> None:

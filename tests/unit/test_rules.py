@@ -20,7 +20,7 @@ from kopilka.domain.model import (
     Withdraw,
     client_name,
 )
-from kopilka.domain.names import folded_name, new_name_refusal
+from kopilka.domain.names import differ_in_case_alone, folded_name, new_name_refusal
 from kopilka.domain.rules import (
     CLIENT_NAME_LENGTH_MAX,
     DESCRIPTION_LENGTH_MAX,
@@ -640,21 +640,51 @@ def test_a_new_name_may_not_hold_a_form_of_a_letter_drawn_like_it(
         ("John Jones", "john jones"),
         ("STRASSE", "strasse"),
         ("Straße", "strasse"),  # full folding: "ß" is "ss"
-        ("ΟΔΟΣ", "οδοσ"),
-        ("οδός", "οδόσ"),  # a final sigma folds as any sigma
         ("ǅ", "ǆ"),  # a titlecase letter
-        ("µ", "μ"),  # MICRO SIGN folds to Greek mu
+        ("Ğ", "ğ"),  # composed again after folding
     ],
 )
 def test_a_name_is_folded_in_full_for_case(name: str, folded: str) -> None:
     assert folded_name(name) == folded
 
 
-def test_names_canonically_alike_but_for_case_fold_alike() -> None:
-    """A capital with its iota written beside (U+1FBC), an accent after it: folded as
-    composed it kept the iota ahead of the accent, and was another name than "ᾷ"."""
-    small, capital = client_name("Ἀθηνᾷ"), client_name("ἈΘΗΝᾼ\u0342")
-    assert folded_name(small) == folded_name(capital)
+@pytest.mark.parametrize(
+    ("name", "alike"),
+    [
+        ("ΟΔΟΣ", "οδοσ"),
+        ("οδός", "ΟΔΌΣ"),  # a final sigma folds as any sigma
+        ("µ", "μ"),  # MICRO SIGN folds to Greek mu
+        ("Ἀθηνᾷ", "ἈΘΗΝᾼ\u0342"),  # canonically alike: the iota beside, an accent after
+        # Letters of other alphabets drawn like Latin ones, small or capital, in a name
+        # written all in them (a word mixing alphabets is refused on its own)
+        ("Јое", "Joe"),  # Cyrillic
+        ("НОРЕ", "Hope"),  # the capitals are drawn like Latin ones, the small ones not all
+        ("һоре", "hope"),
+        ("Ꭻoe Ꭺdams", "joe adams"),  # Cherokee
+        ("Ρέα", "Péa"),  # Greek, an accent kept on its Latin lookalike
+    ],
+)
+def test_names_alike_but_for_case_or_lookalike_letters_fold_alike(name: str, alike: str) -> None:
+    assert folded_name(client_name(name)) == folded_name(client_name(alike))
+
+
+@pytest.mark.parametrize(
+    ("name", "other"),
+    [
+        ("Анна", "Anna"),  # "н" is drawn like no Latin small letter
+        ("Иван", "Ivan"),
+        ("Ivan", "lvan"),  # Latin letters are not read as one another
+        ("Olga", "0lga"),  # nor digits as letters
+        ("Straße", "Strase"),
+    ],
+)
+def test_names_that_look_otherwise_fold_otherwise(name: str, other: str) -> None:
+    assert folded_name(name) != folded_name(other)
+
+
+def test_names_alike_are_told_apart_by_case_and_by_lookalikes() -> None:
+    assert differ_in_case_alone("STRASSE", "Straße")
+    assert not differ_in_case_alone("Јое", "Joe")
 
 
 def test_a_name_found_its_own_namesake_is_planned_again() -> None:

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from kopilka.domain.model import SANDBOX_PREFIX, client_name
 from kopilka.domain.names import new_name_refusal
 from kopilka.domain.rules import (
-    alike_but_for_case,
     quoted_name,
+    refusal_beside,
     validate_chosen_ledger,
     validate_client,
 )
@@ -225,7 +225,7 @@ async def _no_opening_under(store: Store, ledger: str, client: str) -> str | Non
         namesake = await store.namesake(ledger, client)
         if namesake is None or namesake == client:
             return None
-        refusal = alike_but_for_case(namesake)
+        refusal = refusal_beside(namesake, client)
     return None if await store.get_account(ledger, client) is not None else refusal
 
 

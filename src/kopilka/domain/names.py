@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from kopilka.domain.lookalikes import LATIN_LOOKALIKES
 from kopilka.domain.model import COMBINING_RUN_MAX, has_a_long_combining_run
 
 # Characters that show nothing (Unicode's Default_Ignorable_Code_Point, and the braille
@@ -26,15 +27,31 @@ _OPENING_QUOTES = "\"'`\u201c\u201d\u201e\u2018\u2019\u201a\u00bb"
 _CLOSING_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab"
 
 
+_AS_LATIN = str.maketrans(LATIN_LOOKALIKES)
+
+
 def folded_name(client: str) -> str:
-    """The name as compared for likeness of case, kept in NFC: Unicode's canonical
-    caseless match, the full case folding ("ß" as "ss", any sigma as "σ") of the name
-    decomposed. Folded composed, "ᾼ" with an accent after it would not match "ᾳ" with
-    that accent. A folded name may be kept: Unicode never changes the folding of a
-    character once assigned, and a new name holds assigned characters only."""
+    """The name as compared for likeness, kept in NFC: Unicode's canonical caseless
+    match, the full case folding ("ß" as "ss", any sigma as "σ") of the name decomposed,
+    with each letter of another alphabet drawn like a Latin one read as that letter
+    (lookalikes.py: Cyrillic "Јое" as "joe", as "Joe" folds). Folded composed, "ᾼ" with
+    an accent after it would not match "ᾳ" with that accent. Names alike but for case
+    fold alike, so one kept fold guards both rules. A folded name may be kept: Unicode
+    never changes the folding of a character once assigned, a new name holds assigned
+    characters only, and the lookalikes are kopilka's own table."""
     if client.isascii():
         return client.lower()  # the same, and far quicker
-    return unicodedata.normalize("NFC", unicodedata.normalize("NFD", client).casefold())
+    folded = unicodedata.normalize("NFD", client).casefold().translate(_AS_LATIN)
+    return unicodedata.normalize("NFC", folded)
+
+
+def differ_in_case_alone(name: str, other: str) -> bool:
+    """Whether two names that fold alike differ in case alone, not in lookalike letters."""
+    return _case_folded(name) == _case_folded(other)
+
+
+def _case_folded(name: str) -> str:
+    return unicodedata.normalize("NFD", name).casefold()
 
 
 def new_name_refusal(client: str) -> str | None:

@@ -46,7 +46,7 @@ from kopilka.domain.model import (
     command_kind,
     has_a_long_combining_run,
 )
-from kopilka.domain.names import folded_name, new_name_refusal
+from kopilka.domain.names import differ_in_case_alone, folded_name, new_name_refusal
 from kopilka.errors import (
     Conflict,
     InvalidInput,
@@ -237,7 +237,8 @@ def plan_batch(
 
     `namesakes` holds, by folded name (`namesake_keys`), the name of the account that has
     it, for the names of the batch that no account of `accounts` has: no new account may
-    be named as another is but for case. None when every name is in `accounts`.
+    be named as another is but for case or lookalike letters. None when every name is in
+    `accounts`.
     """
     planner = _Planner(accounts, known_operations, now, known_claims, namesakes)
     outcomes = planner.plan.outcomes
@@ -596,7 +597,7 @@ class _Planner:
             # account: the money meant for one would sit in the other.
             raise InvalidInput(
                 "invalid_client",
-                f"a new client's name {alike_but_for_case(namesake)}: {quoted_name(client)}",
+                f"a new client's name {refusal_beside(namesake, client)}: {quoted_name(client)}",
             )
         self.namesakes[folded] = client
         account = Account(ledger, client, 0, floor, cap, self.now)
@@ -975,17 +976,27 @@ def _sides(command: MoneyCommand) -> tuple[str | None, str | None]:
 
 
 def account_not_found(client: str, namesake: str | None = None) -> NotFound:
-    """`namesake`: the account of a name alike but for case, said to those who may see
+    """`namesake`: the account of a name alike (folded_name), said to those who may see
     every account (a lookup), never to a money command's sender, who may not."""
     message = f"no account for client {quoted_name(client)}"
     if namesake is not None:
-        message += f"; {quoted_name(namesake)} has one, a name that differs only in case"
+        alike = (
+            "differs only in case"
+            if differ_in_case_alone(namesake, client)
+            else "looks the same (letters of another alphabet drawn alike)"
+        )
+        message += f"; {quoted_name(namesake)} has one, a name that {alike}"
     return NotFound("account_not_found", message)
 
 
-def alike_but_for_case(namesake: str) -> str:
-    """Why a name that folds as `namesake` does may not be a new account's."""
-    return f"may not differ from another client's, {quoted_name(namesake)}, only in case"
+def refusal_beside(namesake: str, client: str) -> str:
+    """Why `client`, which folds as `namesake` does, may not be a new account's name."""
+    if differ_in_case_alone(namesake, client):
+        return f"may not differ from another client's, {quoted_name(namesake)}, only in case"
+    return (
+        f"may not look like another client's, {quoted_name(namesake)}: letters of another"
+        " alphabet drawn alike would list as that name"
+    )
 
 
 def quoted_name(name: str) -> str:

@@ -106,7 +106,7 @@ _BACKFILL_CHUNK = 10_000
 
 
 async def fold_account_names(connection: Connection) -> None:
-    """Migration 9's folded names, a chunk of accounts at a time: folded here, as the
+    """Migration 10's folded names (9's too), a chunk of accounts at a time: folded here, as the
     ledger folds every new name, for PostgreSQL's lower() folds only ASCII under the "C"
     collation, and no collation folds "ß" as "ss". Then the oldest of the names alike
     in a ledger keeps its fold, and the index guards them (FOLDED_NAMES_UNIQUE)."""
@@ -135,7 +135,7 @@ async def fold_account_names(connection: Connection) -> None:
 
 async def give_missing_folds(connection: Connection) -> int:
     """As sqlite_migrate.missing_folds and give_folds: fold the names of accounts an older
-    kopilka opened after migration 9, where no account of their ledger holds that fold. One
+    kopilka opened after migration 10, where no account of their ledger holds that fold. One
     statement each: a running server opening an alike name meanwhile wins, and this
     one is left without (the index refuses the second)."""
     unfolded = await connection.fetch(
@@ -161,7 +161,7 @@ async def give_missing_folds(connection: Connection) -> int:
 
 
 # Run after the migration of their number, in its transaction.
-_BACKFILLS: dict[int, Callable[[Connection], Awaitable[None]]] = {9: fold_account_names}
+_BACKFILLS: dict[int, Callable[[Connection], Awaitable[None]]] = {10: fold_account_names}
 
 
 async def _wait_for_other_migrations(connection: Connection, redacted_url: str) -> None:

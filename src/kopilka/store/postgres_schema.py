@@ -267,16 +267,23 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 9: each account's name folded for case (folded_name), under a unique index: a new
     # account may not be named as another is but for case, and the index is the last
-    # guard of that. The names are folded by kopilka after this runs
+    # guard of that. The names are folded by kopilka after migration 10 runs
     # (postgres_migrate.fold_account_names, which ends with FOLDED_NAMES_UNIQUE): no
     # collation folds as Python does. Kept as UTF-8 bytes: a name a LATIN1 database
     # stores may fold to one it cannot ("µ" to Greek mu).
     """
     ALTER TABLE accounts ADD COLUMN folded bytea;
     """,
+    # 10: the names folded again, with lookalike letters of other alphabets read as the
+    # Latin ones they look like (folded_name): Cyrillic "Јое" beside "Joe" would list as
+    # the same client. Folded after this runs, as in 9 (whose fold an upgrade from
+    # before it makes here, once): the oldest of names now alike keeps the fold.
+    """
+    DROP INDEX IF EXISTS accounts_by_folded_name;
+    """,
 )
 
-# The end of migration 9, once every name is folded. Accounts opened before under names
+# The end of migration 10, once every name is folded. Accounts opened before under names
 # alike but for case stay as they are, each used by its own name: the oldest of them
 # keeps the folded name, the others none. Ranked in the database, not in kopilka's
 # memory, which a ledger of millions of accounts would fill.

@@ -52,8 +52,8 @@ class Store(Protocol):
     async def get_account(self, ledger: str, client: str) -> Account | None: ...
 
     async def namesake(self, ledger: str, client: str) -> str | None:
-        """The name of the account of `ledger` whose name is `client`'s but for case
-        (`names.folded_name`: `client`'s own if it has one), or None."""
+        """The name of the account of `ledger` whose name is `client`'s but for case or
+        lookalike letters (`names.folded_name`: `client`'s own if it has one), or None."""
 
     async def list_accounts(
         self, ledger: str, *, after_client: str | None = None, limit: int = 1_000

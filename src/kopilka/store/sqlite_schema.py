@@ -258,6 +258,17 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE id IN (SELECT min(id) FROM accounts GROUP BY ledger, fold(client));
     CREATE UNIQUE INDEX accounts_by_folded_name ON accounts (ledger, folded);
     """,
+    # 11: the names folded again, with lookalike letters of other alphabets read as the
+    # Latin ones they look like (folded_name): Cyrillic "Јое" beside "Joe" would list as
+    # the same client. As in 10, the oldest of names now alike (the lowest id) keeps the
+    # fold, the others none.
+    """
+    DROP INDEX accounts_by_folded_name;
+    UPDATE accounts SET folded = CASE
+        WHEN id IN (SELECT min(id) FROM accounts GROUP BY ledger, fold(client))
+        THEN fold(client) END;
+    CREATE UNIQUE INDEX accounts_by_folded_name ON accounts (ledger, folded);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
