@@ -781,6 +781,7 @@ class Client:
 
         found: list[Account] = []
         after: str | None = None
+        pages_read = 0
         beginning = "" if starting_with == "" else name_beginning(starting_with)
         if beginning is None:
             return found  # no name begins so
@@ -805,6 +806,9 @@ class Client:
             params = {"limit": "1000"} if after is None else {"limit": "1000", "after": after}
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
+                assert wait_seconds is not None  # the deadline's
+                if not pages_read:  # not one page asked for: the wait was too short
+                    raise out_of_time(wait_seconds)
                 raise Unavailable(
                     "server_unreachable",
                     f"{no_answer_in_time(self.shown_url)}: not every account within"
@@ -813,6 +817,7 @@ class Client:
             accounts, next_after = self._call(
                 "GET", "/v1/accounts", read, params=params, wait_seconds=left
             )
+            pages_read += 1
             if beginning:
                 kept = [account for account in accounts if account.client.startswith(beginning)]
                 found.extend(kept)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -145,20 +145,32 @@ def pool_busy(connections: int, waited_seconds: float | None) -> Busy:
         if connections == 1
         else (f"all {connections} connections of this client were")
     )
-    return Busy(
-        "client_busy", f"{which} busy{waited} with other calls; nothing was sent: try again"
+    return _not_sent(
+        Busy("client_busy", f"{which} busy{waited} with other calls; nothing was sent: try again")
     )
 
 
 def out_of_time(timeout_seconds: float) -> Busy:
     """A call whose timeout was spent before it took a connection, one being free: its
     time ran out, not the connections. Not sent, it is safe to retry, as a busy one is."""
-    return Busy(
-        "client_busy",
-        f"the call's timeout of {timeout_seconds:.10g} s ran out before it was sent, too"
-        " little of it left to wait for an answer; nothing was sent: try again with a"
-        " longer timeout",
+    return _not_sent(
+        Busy(
+            "client_busy",
+            f"the call's timeout of {timeout_seconds:.10g} s ran out before it was sent, too"
+            " little of it left to wait for an answer; nothing was sent: try again with a"
+            " longer timeout",
+        )
     )
+
+
+_Error = TypeVar("_Error", bound=KopilkaError)
+
+
+def _not_sent(error: _Error) -> _Error:
+    """`error`, said of a call that never left this client: of a write, nothing of it was
+    sent (errors.KopilkaError.before_the_write), as its message says."""
+    error.before_the_write = True
+    return error
 
 
 def unreachable(url: str, error: Exception) -> Unavailable:
@@ -171,7 +183,10 @@ def unreachable(url: str, error: Exception) -> Unavailable:
         )
     if isinstance(error, httpx.ReadTimeout):
         return Unavailable("server_unreachable", f"{no_answer_in_time(url)}; try again")
-    return Unavailable("server_unreachable", f"cannot reach the server at {url}: {error}")
+    unreachable = Unavailable("server_unreachable", f"cannot reach the server at {url}: {error}")
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+        return _not_sent(unreachable)  # no connection, so nothing was sent on one
+    return unreachable
 
 
 # What httpx reads from the environment to make a connection, NO_PROXY aside.

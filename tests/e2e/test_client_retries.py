@@ -730,7 +730,23 @@ def test_a_call_waiting_for_a_connection_ends_within_its_timeout() -> None:
     assert answered == [{"status": "ok"}]
     assert took < 3.0, took
     assert caught.value.code == "client_busy"  # nothing sent: no outcome to be unsure of
+    assert caught.value.before_the_write
     assert len(asked) == 1
+
+
+@pytest.mark.parametrize("ledger", ["main", None])
+def test_a_write_to_a_server_never_reached_was_not_sent(ledger: str | None) -> None:
+    """Refused connections: nothing of the write was sent, whether or not the client had
+    to ask the server for its ledger first (it said so only then)."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # bound, not listening: connections are refused
+        with (
+            connect_bank(f"http://127.0.0.1:{port}", token="kop_x_y", ledger=ledger) as bank,
+            pytest.raises(Unavailable) as caught,
+        ):
+            bank.deposit("Ann", 100, "pay", "never-1")
+    assert (caught.value.code, caught.value.before_the_write) == ("server_unreachable", True)
 
 
 def test_a_revocation_whose_answer_never_came_is_safe_to_repeat() -> None:

@@ -173,6 +173,17 @@ def test_a_timeout_no_wait_can_take_is_refused_in_one_line(seconds: float) -> No
         assert refused.value.code == "invalid_timeout", bank
 
 
+def test_a_listing_whose_wait_ends_before_its_first_page_sent_nothing() -> None:
+    """It said the server "took the request but did not answer in time"."""
+    with (
+        Client("http://127.0.0.1:8888", "kop_x_y", ledger="main") as bank,
+        pytest.raises(Busy) as refused,
+    ):
+        bank.accounts(wait_seconds=1e-9)
+    assert (refused.value.code, refused.value.before_the_write) == ("client_busy", True)
+    assert "nothing was sent" in refused.value.message
+
+
 @pytest.mark.parametrize("connections", [CONNECTIONS_MAX, 3, 1], ids=["default", "given", "one"])
 def test_a_call_that_waits_for_a_busy_connection_says_so(connections: int) -> None:
     """More calls at once than the client has connections, on a slow but healthy server:
@@ -234,6 +245,7 @@ def test_a_call_that_waits_for_a_busy_connection_says_so(connections: int) -> No
         error.message,
     )
     assert error.code == "client_busy" and said is not None, error.message
+    assert error.before_the_write
     # As long as it waited: till a quarter of its time was left, too little for an answer.
     assert 0.7 <= float(said[1]) < TIMEOUT_SECONDS, error.message
     assert waited < WAIT_SECONDS_MAX, waited  # one wait, not four
