@@ -638,6 +638,12 @@ NOT_TEXT: list[tuple[str, Callable[[Bank], Any]]] = [
         "a list with a name of None",
         lambda bank: _refusals(bank.execute_many([Deposit(None, 1, "x", "t5")])),  # type: ignore[arg-type]
     ),
+    (
+        "a list with an account opened by 'no'",
+        lambda bank: _refusals(
+            bank.execute_many([Deposit("Ann", 1, "x", "t6", open_account="no")])  # type: ignore[arg-type]
+        ),
+    ),
     ("an opening of None", lambda bank: bank.open_account(None)),  # type: ignore[arg-type]
     ("an opening of 5", lambda bank: bank.open_account(5)),  # type: ignore[arg-type]
     ("a keyed opening of None", lambda bank: bank.open_account(None, 0, None, 5, "t6")),  # type: ignore[arg-type]
@@ -686,6 +692,9 @@ def test_arguments_that_are_no_text_are_refused_alike(tmp_path: Path) -> None:
     assert answer["a transfer to None"] == name
     assert answer["a name and description of None"] == name  # the name first, as the rules go
     assert answer["a list with a name of None"] == [name]
+    # Opened embedded ("no" is true), refused as JSON over HTTP.
+    opened_by = ("invalid_request", "open_account is True or False")
+    assert answer["a list with an account opened by 'no'"] == [opened_by]
     # A TypeError embedded (NFC of no text), an AttributeError over HTTP (the path).
     for call in (
         "an opening of None",

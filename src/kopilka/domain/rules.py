@@ -838,6 +838,9 @@ def validate_money_command(command: MoneyCommand, valid_clients: set[str] | None
     if type(command.idempotency_key) is not str:
         raise InvalidInput("invalid_idempotency_key", "an idempotency key is text")
     validate_idempotency_key(command.idempotency_key)
+    if isinstance(command, Deposit) and type(command.open_account) is not bool:
+        # "no" read from a file would open the account; a server refuses it as JSON
+        raise InvalidInput("invalid_request", "open_account is True or False")
     if isinstance(command, Transfer) and command.from_client == command.to_client:
         raise InvalidInput("same_account", "cannot transfer from a client to the same client")
 
