@@ -23,6 +23,7 @@ START_SECONDS_MAX = 15.0
 
 
 def kopilka_command() -> list[str]:
+    """The installed console script next to this interpreter, else `python -m kopilka`."""
     beside = Path(sys.executable).with_name("kopilka")
     if beside.is_file():
         return [str(beside)]
@@ -173,6 +174,22 @@ def running_server(
         if server.process is not None and server.process.poll() is None:
             # Worker processes outlive a killed parent: they are stopped by its SIGTERM.
             server.stop(signal.SIGKILL if workers == 1 else signal.SIGTERM)
+
+
+@contextmanager
+def running_server_with_accounts(home: Path, opening: dict[str, str]) -> Iterator[ServerProcess]:
+    """A server whose ledger has these accounts, each opened by a deposit of its amount
+    under the key "open-NAME"."""
+    with running_server(home) as server:
+        with server.client() as admin:
+            for name, amount in opening.items():
+                answer = admin.post(
+                    "/v1/deposits",
+                    json={"client": name, "amount": amount, "open_account": True},
+                    headers={"Idempotency-Key": f"open-{name}"},
+                )
+                assert answer.status_code == 201, answer.text
+        yield server
 
 
 class RawConnection:

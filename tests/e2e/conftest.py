@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import pytest
+from tests.kopilka_server import kopilka_command
 
 RUN_TIMEOUT_SECONDS = 60
-
-
-def kopilka_command() -> list[str]:
-    """The installed console script next to this interpreter, else `python -m kopilka`."""
-    beside = Path(sys.executable).with_name("kopilka")
-    if beside.is_file():
-        return [str(beside)]
-    found = shutil.which("kopilka")
-    return [found] if found else [sys.executable, "-m", "kopilka"]
 
 
 def kopilka_env(home: Path) -> dict[str, str]:

@@ -1562,7 +1562,7 @@ def test_a_write_interrupted_while_on_its_way_says_it_may_have_been_applied(
     kopilka_home: Path,
 ) -> None:
     """Ctrl-C while a server has the request: the user is told, not left with silence,
-    and given the key the write went under, to retry it with: it applies once."""
+    and given the key the write went under, to retry it with."""
     # The ledger named: the client need not ask the server which is the token's.
     token = ["--token", "kop_0123456789abcdef_x", "--ledger", "main"]
     for given, key in ((["--idempotency-key=rent may"], "'rent may'"), ([], "[0-9a-f-]{36}")):

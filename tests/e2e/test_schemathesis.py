@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.kopilka_server import ServerProcess, running_server
+from tests.kopilka_server import ServerProcess, running_server_with_accounts
 
 from kopilka.api import openapi
 
@@ -36,12 +36,8 @@ def schemathesis_command() -> list[str]:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("schema") / "home") as server:
-        with server.client() as admin:
-            for name in ("Ann", "Bob"):
-                admin.post(
-                    "/v1/deposits", json={"client": name, "amount": "100", "open_account": True}
-                )
+    home = tmp_path_factory.mktemp("schema") / "home"
+    with running_server_with_accounts(home, {"Ann": "100", "Bob": "100"}) as server:
         yield server
 
 

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.kopilka_server import ServerProcess, kopilka_command, running_server, server_env
+from tests.kopilka_server import (
+    ServerProcess,
+    kopilka_command,
+    running_server,
+    running_server_with_accounts,
+    server_env,
+)
 
 from kopilka.client import connect_bank
 from kopilka.domain.model import Withdraw
@@ -24,15 +30,8 @@ from kopilka.tokens import hash_secret, new_secret, token_id_of
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("auth") / "home") as server:
-        with server.client() as admin:
-            for name in ("Ann", "Bob"):
-                answer = admin.post(
-                    "/v1/deposits",
-                    json={"client": name, "amount": "100", "open_account": True},
-                    headers={"Idempotency-Key": f"open-{name}"},
-                )
-                assert answer.status_code == 201, answer.text
+    home = tmp_path_factory.mktemp("auth") / "home"
+    with running_server_with_accounts(home, {"Ann": "100", "Bob": "100"}) as server:
         yield server
 
 

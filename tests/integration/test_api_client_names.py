@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from tests.kopilka_server import ServerProcess, running_server
+from tests.kopilka_server import ServerProcess, running_server_with_accounts
 
 NFC = "Jos\u00e9"  # é precomposed
 NFD = "Jose\u0301"  # e + COMBINING ACUTE ACCENT
@@ -20,12 +20,9 @@ def path(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("names") / "home") as server:
-        with server.client() as admin:
-            answer = admin.post(
-                "/v1/deposits", json={"client": "Ann", "amount": "100", "open_account": True}
-            )
-            assert answer.status_code == 201, answer.text
+    with running_server_with_accounts(
+        tmp_path_factory.mktemp("names") / "home", {"Ann": "100"}
+    ) as server:
         yield server
 
 

@@ -12,17 +12,13 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from tests.kopilka_server import ServerProcess, running_server
+from tests.kopilka_server import ServerProcess, running_server_with_accounts
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("idem") / "home") as server:
-        with server.client() as admin:
-            for name in ("Ann", "Bob"):
-                admin.post(
-                    "/v1/deposits", json={"client": name, "amount": "1000", "open_account": True}
-                )
+    home = tmp_path_factory.mktemp("idem") / "home"
+    with running_server_with_accounts(home, {"Ann": "1000", "Bob": "1000"}) as server:
         yield server
 
 

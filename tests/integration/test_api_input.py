@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from tests.kopilka_server import ServerProcess, running_server
+from tests.kopilka_server import ServerProcess, running_server, running_server_with_accounts
 from tests.silent_server import silent_server
 
 from kopilka.cli import split_globals
@@ -29,12 +29,8 @@ from kopilka.shell.parser import parse_words
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("input") / "home") as server:
-        with server.client() as admin:
-            for name in ("Ann", "Bob"):
-                admin.post(
-                    "/v1/deposits", json={"client": name, "amount": "50", "open_account": True}
-                )
+    home = tmp_path_factory.mktemp("input") / "home"
+    with running_server_with_accounts(home, {"Ann": "50", "Bob": "50"}) as server:
         yield server
 
 

@@ -144,6 +144,7 @@ def test_a_key_stands_for_the_first_body_that_took_effect_on_postgres(
     drawn_bodies: list[tuple[tuple[str, int], ...]],
     drawn: list[tuple[list[tuple[str, int]], bool]],
 ) -> None:
+    postgres_server.start()  # a test before may have stopped the shared server
     url = postgres_server.create_database()  # one per example: the keys start free
     try:
         asyncio.run(scenario(url, drawn_bodies, drawn))
