@@ -4,7 +4,8 @@ key is the one that stands.
 Hypothesis draws requests from a few keys and a few bodies (lists of deposits, some of
 which a cap refuses, or that name an unknown client), sends each with a ClaimKey for
 its key and body, alone or concurrently, through an Engine on a real SQLite file, a
-real PostgreSQL database and the memory store, as the batch API does. A reference
+real PostgreSQL database and the memory store, as the batch API does (and through two
+engines on one database, as two workers, on SQLite and PostgreSQL). A reference
 model predicts every answer. On PostgreSQL a claimed batch on known accounts is written
 in one statement with its claim, and a retry's claim sends it the way that locks.
 """
@@ -86,10 +87,17 @@ async def scenario(
     url: str,
     drawn_bodies: list[tuple[tuple[str, int], ...]],
     drawn: list[tuple[list[tuple[str, int]], bool]],
+    engine_count: int = 1,
 ) -> None:
-    engine = Engine(open_store(url))
-    await engine.start()
+    """With more than one engine on the ledger (each with its own connection, as a
+    worker process has), requests sent in turn go to each in turn: one finds the keys
+    another claimed. Those sent at once go to one engine, whose order the model reads."""
+    engines: list[Engine] = []
     try:
+        for _ in range(engine_count):
+            engines.append(Engine(open_store(url)))
+            await engines[-1].start()
+        engine = engines[0]
         for client in ("Ann", "Bob"):
             assert isinstance(
                 await engine.execute(Deposit(client, 1, "open", f"open-{client}")), Operation
@@ -97,7 +105,9 @@ async def scenario(
         await engine.execute(SetLimits("Ann", max_balance_cents=CAP_CENTS + 1))
         model = Model()
 
-        async def send(key: str, body: tuple[tuple[str, int], ...]) -> list[str] | str:
+        async def send(
+            engine: Engine, key: str, body: tuple[tuple[str, int], ...]
+        ) -> list[str] | str:
             claim = ClaimKey("main", key, repr(body))
             try:
                 outcomes = await engine.submit_many(deposits(key, body), claim)
@@ -105,23 +115,29 @@ async def scenario(
                 return error.code
             return [code(outcome) for outcome in outcomes]
 
-        for sent, concurrently in drawn:
+        for round_number, (sent, concurrently) in enumerate(drawn):
             chosen = [(key, drawn_bodies[which % len(drawn_bodies)]) for key, which in sent]
             if concurrently:
                 # The engine takes them in order: the model may read them in order too.
-                answers = await asyncio.gather(*(send(key, body) for key, body in chosen))
+                engine = engines[round_number % len(engines)]
+                answers = await asyncio.gather(*(send(engine, key, body) for key, body in chosen))
             else:
-                answers = [await send(key, body) for key, body in chosen]
+                answers = [
+                    await send(engines[turn % len(engines)], key, body)
+                    for turn, (key, body) in enumerate(chosen)
+                ]
             for (key, body), answer in zip(chosen, answers, strict=True):
                 assert answer == model.answer(key, body), (key, body)
         for client, cents in model.balances.items():
-            account = await engine.get_account("main", client)
-            assert account.balance_cents == cents + 1
+            for engine in engines:
+                account = await engine.get_account("main", client)
+                assert account.balance_cents == cents + 1
     finally:
-        await engine.close()
+        for engine in engines:
+            await engine.close()
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "sqlite_two_engines"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn_bodies=st.lists(bodies, min_size=1, max_size=3), drawn=rounds)
 def test_a_key_stands_for_the_first_body_that_took_effect(
@@ -132,14 +148,16 @@ def test_a_key_stands_for_the_first_body_that_took_effect(
     if kind == "memory":
         asyncio.run(scenario("memory:", drawn_bodies, drawn))
         return
+    engine_count = 2 if kind == "sqlite_two_engines" else 1
     with tempfile.TemporaryDirectory() as directory:
-        asyncio.run(scenario(str(Path(directory) / "kopilka.db"), drawn_bodies, drawn))
+        path = str(Path(directory) / "kopilka.db")
+        asyncio.run(scenario(path, drawn_bodies, drawn, engine_count))
 
 
 @pytest.mark.postgres
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn_bodies=st.lists(bodies, min_size=1, max_size=3), drawn=rounds)
-def test_a_key_stands_for_the_first_body_that_took_effect_on_postgres(
+def test_a_key_stands_for_the_first_body_that_took_effect_on_postgres_through_two_engines(
     postgres_server: PostgresTestServer,
     drawn_bodies: list[tuple[tuple[str, int], ...]],
     drawn: list[tuple[list[tuple[str, int]], bool]],
@@ -147,6 +165,6 @@ def test_a_key_stands_for_the_first_body_that_took_effect_on_postgres(
     postgres_server.start()  # a test before may have stopped the shared server
     url = postgres_server.create_database()  # one per example: the keys start free
     try:
-        asyncio.run(scenario(url, drawn_bodies, drawn))
+        asyncio.run(scenario(url, drawn_bodies, drawn, engine_count=2))
     finally:
         postgres_server.drop_database(url.rsplit("/", 1)[1].split("?", 1)[0])
