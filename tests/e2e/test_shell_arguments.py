@@ -453,3 +453,14 @@ def test_the_home_tokens_listener_is_looked_at_per_connection_not_per_request(
             assert bank.account("Ann").balance_cents == 2_000
     # As the token was read, and as the one connection was opened.
     assert looks == [server.port, server.port]
+
+
+def test_a_bare_port_suggests_the_shell_on_that_port(kopilka: RunKopilka) -> None:
+    """`kopilka shell 8889` opens a shell on the server at that port; `kopilka 8889` was
+    told only to type 'help'."""
+    result = kopilka("8889")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == (
+        "Error: unknown command '8889'; for a shell on the server at port 8889 of this"
+        " machine, run 'kopilka shell 8889'\n"
+    )

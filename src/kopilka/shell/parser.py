@@ -135,6 +135,12 @@ def unknown_command(name: str, *, oneshot: bool = False) -> InvalidInput:
         return InvalidInput(
             "unknown_command", "in the shell, type the command without 'kopilka' before it"
         )
+    if oneshot and name.isascii() and name.isdigit():  # `kopilka 8889`: a server's port
+        return InvalidInput(
+            "unknown_command",
+            f"unknown command {name!r}; for a shell on the server at port {name} of this"
+            f" machine, run 'kopilka shell {name}'",
+        )
     known = command_names(oneshot=oneshot)
     if oneshot:  # `kopilka shelll` is `kopilka shell` mistyped, not `kopilka help`
         known.extend(_PROGRAM_COMMANDS)
