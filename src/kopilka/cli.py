@@ -84,7 +84,8 @@ _SHELL_OPTIONS = ("--sandbox", *(f"--{name}" for name in GLOBAL_VALUES), "--help
 # What `kopilka` takes before a command's name, for a mistyped one to be matched against.
 _PROGRAM_OPTIONS = (*_SHELL_OPTIONS, "--version")
 SHELL_USAGE = (
-    "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger NAME] [PORT]"
+    "kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger NAME]"
+    " [--config FILE] [PORT]"
 )
 USAGE = f"""Usage:
   {SHELL_USAGE}

@@ -283,17 +283,18 @@ def test_grammar_errors_exit_one_without_a_traceback(kopilka: RunKopilka) -> Non
         ),
         ("shell", "extra"): (
             "Error: kopilka shell's PORT is a port number, not 'extra'; usage: kopilka shell"
-            " [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger NAME] [PORT]\n"
+            " [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger NAME]"
+            " [--config FILE] [PORT]\n"
         ),
         ("shell", "postgresql://al:" + "S" * 40 + "@h/db"): (
             "Error: kopilka shell's PORT is a port number, not 'postgresql://al:***@h/db';"
             " usage: kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN]"
-            " [--ledger NAME] [PORT]\n"
+            " [--ledger NAME] [--config FILE] [PORT]\n"
         ),
         ("shell", "8889", "kop_0123456789abcdef_" + "S" * 43): (
             "Error: kopilka shell takes one port, not also 'kop_0123456789abcdef_***'; usage:"
             " kopilka shell [--db PATH|URL] [--sandbox] [--url URL] [--token TOKEN] [--ledger"
-            " NAME] [PORT]\n"
+            " NAME] [--config FILE] [PORT]\n"
         ),
         ("shell", "--sandbox", "--sandbox"): "Error: kopilka got --sandbox twice\n",
         ("shell", "--sandbox=no"): "Error: option --sandbox takes no value\n",
