@@ -14,6 +14,10 @@ that of a plain Latin letter ("о" as "o"), or whose capital's is ("н", whose "
 "H"). A letter of either kind maps to that Latin letter, small; where its small form
 and its capital look like two different Latin letters (Greek "ν" like "v", "Ν" like
 "N") the small one's wins, as most of a name is in small letters.
+
+And Latin letters that are two letters drawn as one (the Dutch "ĳ", the digraphs of
+Serbo-Croatian "ǆ", "ǉ", "ǌ", "ǳ"), read as those two letters: "Ĳsbrand" lists as
+"IJsbrand". (Case folding already reads "ﬁ" as "fi".)
 """
 
 from __future__ import annotations
@@ -75,6 +79,18 @@ def _table(drawn_like: dict[str, str]) -> dict[str, str]:
         latin = latin_alike(character) or latin_alike(character.upper())
         if latin is not None:
             table[character] = latin.lower()
+    for point in range(0x80, sys.maxunicode + 1):
+        character = chr(point)
+        if character in table or character.casefold() != character:
+            continue
+        if not unicodedata.category(character).startswith("L"):
+            continue
+        if not unicodedata.decomposition(character).startswith("<compat>"):
+            continue
+        letters = unicodedata.normalize("NFKD", character)
+        base = "".join(c for c in letters if not unicodedata.combining(c))
+        if len(base) > 1 and base.isascii() and base.isalpha():
+            table[character] = letters
     return table
 
 
@@ -82,7 +98,8 @@ def main() -> None:
     version, drawn_like = _prototypes(sys.argv[1])
     table = _table(drawn_like)
     print('"""Letters of other alphabets drawn like Latin ones, each with that Latin letter,')
-    print("small: made by tools/lookalike_letters.py from Unicode's confusables.txt (UTS #39,")
+    print("small, and Latin ligatures of two letters with those: made by")
+    print("tools/lookalike_letters.py from Unicode's confusables.txt (UTS #39,")
     print(
         f"version {version}) and Python's character data (Unicode {unicodedata.unidata_version})."
     )
@@ -93,6 +110,7 @@ def main() -> None:
         escaped = (
             f"\\u{ord(character):04x}" if ord(character) <= 0xFFFF else f"\\U{ord(character):08x}"
         )
+        latin = latin.encode("ascii", "backslashreplace").decode()  # a combining mark
         print(f'    "{escaped}": "{latin}",  # {unicodedata.name(character)}')
     print("}")
 

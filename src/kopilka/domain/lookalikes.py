@@ -1,9 +1,15 @@
 """Letters of other alphabets drawn like Latin ones, each with that Latin letter,
-small: made by tools/lookalike_letters.py from Unicode's confusables.txt (UTS #39,
+small, and Latin ligatures of two letters with those: made by
+tools/lookalike_letters.py from Unicode's confusables.txt (UTS #39,
 version 13.0.0) and Python's character data (Unicode 14.0.0).
 Do not edit by hand: names folded with it are kept in ledgers."""
 
 LATIN_LOOKALIKES = {
+    "\u0133": "ij",  # LATIN SMALL LIGATURE IJ
+    "\u01c6": "dz\u030c",  # LATIN SMALL LETTER DZ WITH CARON
+    "\u01c9": "lj",  # LATIN SMALL LETTER LJ
+    "\u01cc": "nj",  # LATIN SMALL LETTER NJ
+    "\u01f3": "dz",  # LATIN SMALL LETTER DZ
     "\u03b1": "a",  # GREEK SMALL LETTER ALPHA
     "\u03b2": "b",  # GREEK SMALL LETTER BETA
     "\u03b3": "y",  # GREEK SMALL LETTER GAMMA

@@ -34,7 +34,8 @@ def folded_name(client: str) -> str:
     """The name as compared for likeness, kept in NFC: Unicode's canonical caseless
     match, the full case folding ("ß" as "ss", any sigma as "σ") of the name decomposed,
     with each letter of another alphabet drawn like a Latin one read as that letter
-    (lookalikes.py: Cyrillic "Јое" as "joe", as "Joe" folds). Folded composed, "ᾼ" with
+    (lookalikes.py: Cyrillic "Јое" as "joe", as "Joe" folds), and a ligature of two Latin
+    letters as the two ("Ĳ" as "ij"). Folded composed, "ᾼ" with
     an accent after it would not match "ᾳ" with that accent. Names alike but for case
     fold alike, so one kept fold guards both rules. A folded name may be kept: Unicode
     never changes the folding of a character once assigned, a new name holds assigned
