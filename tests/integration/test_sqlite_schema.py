@@ -912,12 +912,16 @@ async def test_schema_9_names_alike_but_for_case_each_keep_their_account(tmp_pat
 
     async with Engine(open_store(path)) as engine:
         await assert_each_keeps_its_account_and_no_more_are_opened(engine)
+    assert _folded_names_upgraded(path) == FOLDED_AFTER
 
+
+def _folded_names_upgraded(path: str) -> list[tuple[int, str | None]]:
+    """Each account's folded name, by id, in a ledger upgraded whole."""
     with closing(connect(path)) as connection:
         assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        folded = connection.execute("SELECT id, folded FROM accounts ORDER BY id").fetchall()
-        assert folded == FOLDED_AFTER
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return connection.execute("SELECT id, folded FROM accounts ORDER BY id").fetchall()
 
 
 async def test_init_folds_the_names_an_older_kopilka_opened_after_schema_10(
@@ -962,12 +966,7 @@ async def test_schema_10_names_in_lookalike_letters_each_keep_their_account(
 
     async with Engine(open_store(path)) as engine:
         await assert_lookalikes_each_keep_their_account(engine)
-
-    with closing(connect(path)) as connection:
-        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        folded = connection.execute("SELECT id, folded FROM accounts ORDER BY id").fetchall()
-        assert folded == LOOKALIKE_FOLDED_AFTER
-        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert _folded_names_upgraded(path) == LOOKALIKE_FOLDED_AFTER
 
 
 def test_init_of_a_ledger_with_no_name_to_fold_waits_for_no_writer(tmp_path: Path) -> None:
