@@ -98,13 +98,18 @@ def test_metrics_count_every_batch_item_and_replays_apart(tmp_path: Path) -> Non
         {"type": "deposit", "client": "Ann", "amount": "1.001"},
         {"type": "withdrawal", "client": "Ann", "amount": 1},
         {"type": "refund", "client": "Ann", "amount": "1"},
+        # A lone surrogate's escape: no text, and the item's type still clear
+        {"type": "transfer", "from": "Ann", "to": "Bob", "amount": "1", "description": "\ud83d"},
     ]
+    body = json.dumps({"operations": items}).encode()  # escaped: ASCII
     with running_server(tmp_path / "home") as server, server.client() as admin:
         assert admin.post("/v1/accounts", json={"client": "Ann"}).status_code == 201
         answers = []
         for _ in range(2):
             batch = admin.post(
-                "/v1/batch", json={"operations": items}, headers={"Idempotency-Key": "b1"}
+                "/v1/batch",
+                content=body,
+                headers={"Idempotency-Key": "b1", "Content-Type": "application/json"},
             )
             assert batch.status_code == 200, batch.text
             answers.append(batch.json()["results"])
@@ -126,6 +131,7 @@ def test_metrics_count_every_batch_item_and_replays_apart(tmp_path: Path) -> Non
         (("kind", "deposit"), ("result", codes[1])): 2,  # refused again, not replayed
         (("kind", "withdrawal"), ("result", codes[2])): 2,  # its type clear, its amount not
         (("kind", "unknown"), ("result", codes[3])): 2,
+        (("kind", "transfer"), ("result", codes[4])): 2,
     }
 
 

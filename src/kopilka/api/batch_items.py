@@ -43,7 +43,8 @@ _ITEM_KINDS = frozenset({"deposit", "withdrawal", "transfer"})
 
 def _malformed(error: KopilkaError, text: bytes, index: int) -> Malformed:
     try:
-        kind = _item_type_decoder.decode(text).type
+        # Read past a lone surrogate elsewhere in it: the item's kind is still its type's.
+        kind = _item_type_decoder.decode(without_lone_surrogates(text)).type
     except DECODE_ERRORS:
         kind = MALFORMED_KIND
     return Malformed(item_error(error, index), kind if kind in _ITEM_KINDS else MALFORMED_KIND)
