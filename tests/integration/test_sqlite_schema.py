@@ -969,6 +969,21 @@ async def test_schema_10_names_in_lookalike_letters_each_keep_their_account(
     assert _folded_names_upgraded(path) == LOOKALIKE_FOLDED_AFTER
 
 
+def test_a_command_that_upgrades_the_schema_says_so_once(tmp_path: Path) -> None:
+    """As `kopilka init` and a server say it: a one-shot or a shell that upgraded the
+    ledger did it in silence, and an older kopilka still running was not thought of."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    path = home / "kopilka.db"
+    with closing(_empty_schema(str(path), 10)) as old, old:
+        _add_accounts(old, (1, "main", "Joe", 100))
+    first = run_kopilka(home, "balance", "--client=Joe")
+    said = f"Schema upgraded from version 10 to {SCHEMA_VERSION} in {path}.\n"
+    assert (first.returncode, first.stderr) == (0, said), first.stdout
+    again = run_kopilka(home, "balance", "--client=Joe")
+    assert (again.returncode, again.stderr) == (0, "")
+
+
 def test_init_of_a_ledger_with_no_name_to_fold_waits_for_no_writer(tmp_path: Path) -> None:
     """Only read, as it was before it looked for names to fold: beside another process's
     write transaction it answered "busy" after 10 s."""

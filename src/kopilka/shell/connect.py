@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import os
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from kopilka.errors import InvalidInput, NotFound, Unavailable
 from kopilka.home import ADMIN_TOKEN_FILE, check_home, make_home
 from kopilka.redaction import redact_url
 from kopilka.settings import Settings
-from kopilka.store import open_store, sqlite_path
+from kopilka.store import open_store, sqlite_path, upgraded
 from kopilka.store.protocol import Store
 from kopilka.store.sqlite_files import journal_without_its_file
 
@@ -81,7 +82,12 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
     else:  # the shell and writes too: they made a ledger there
         refuse_a_servers_home(target.settings)
     with said_in_one_line(db):
-        return EmbeddedBank(local_store(target.settings, makes_none), target.settings.ledger)
+        bank = EmbeddedBank(local_store(target.settings, makes_none), target.settings.ledger)
+    said = upgraded(bank.engine.store.schema_versions, redact_url(db))
+    if said is not None:  # as `kopilka init` and a server say it: not done in silence
+        with contextlib.suppress(OSError):
+            print(said, file=sys.stderr)
+    return bank
 
 
 @contextlib.contextmanager
