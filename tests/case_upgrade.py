@@ -53,7 +53,7 @@ LOOKALIKE_ACCOUNTS = (
     ((3, "main", "Иван", 0), "иван"),
     ((4, "side", "ЈОЕ", 0), "јое"),  # another ledger's, alone there
 )
-LOOKALIKE_FOLDED_AFTER = [(1, "joe"), (2, None), (3, "иbah"), (4, "joe")]
+LOOKALIKE_FOLDED_AFTER = [(1, "joe"), (2, None), (3, "иван"), (4, "joe")]
 
 
 async def assert_lookalikes_each_keep_their_account(engine: Engine) -> None:

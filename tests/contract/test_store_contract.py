@@ -244,11 +244,13 @@ async def test_no_new_account_is_named_in_letters_drawn_like_anothers(engine: En
     await applied(engine, Deposit("Joe", 100, "pay", "d1"))
     await applied(engine, Deposit("Иван", 100, "pay", "d2"))  # no Latin lookalike: "Ivan" too
     await applied(engine, Deposit("Ivan", 100, "pay", "d3"))
+    await applied(engine, Deposit("עידו לוי", 100, "pay", "d3a"))
+    await applied(engine, Deposit("עידן לוי", 100, "pay", "d3b"))  # Ido, Idan: two people
     for name, key in (("Јое", "d4"), ("ЈОЕ", "d5")):
         refusal = await refused(engine, Deposit(name, 5, "pay", key), "invalid_client")
         assert refusal.message == (
-            "a new client's name may not look like another client's, 'Joe': letters of"
-            f" another alphabet drawn alike would list as that name: '{name}'"
+            "a new client's name may not look like another client's, 'Joe': drawn with"
+            f" letters alike, it would list as that name: '{name}'"
         )
     await applied(engine, Deposit("Нора", 100, "pay", "d6"))
     await refused(engine, Deposit("Hopa", 5, "pay", "d7"), "invalid_client")
@@ -260,11 +262,13 @@ async def test_no_new_account_is_named_in_letters_drawn_like_anothers(engine: En
     with pytest.raises(KopilkaError) as looked_up:
         await engine.get_account("main", "Јое")
     assert looked_up.value.message == (
-        "no account for client 'Јое'; 'Joe' has one, a name that looks the same (letters of"
-        " another alphabet drawn alike)"
+        "no account for client 'Јое'; 'Joe' has one, a name that looks the same (letters"
+        " drawn alike)"
     )
     accounts = await engine.store.list_accounts("main")
-    assert sorted(a.client for a in accounts) == sorted(["Joe", "Иван", "Ivan", "Нора", "Рере"])
+    assert sorted(a.client for a in accounts) == sorted(
+        ["Joe", "Иван", "Ivan", "Нора", "Рере", "עידו לוי", "עידן לוי"]
+    )
 
 
 async def test_a_name_alike_but_for_case_is_told_of_its_namesake(engine: Engine) -> None:

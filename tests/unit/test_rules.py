@@ -680,6 +680,10 @@ def test_names_alike_but_for_case_or_lookalike_letters_fold_alike(name: str, ali
         ("Ivan", "lvan"),  # Latin letters are not read as one another
         ("Olga", "0lga"),  # nor digits as letters
         ("Straße", "Strase"),
+        # A word with a letter drawn like no Latin one is its alphabet's, read as
+        # written: its letters drawn like the same Latin one are not confused
+        ("עידו לוי", "עידן לוי"),  # Ido and Idan: vav and final nun
+        ("Ագրյան", "Ազրյան"),
     ],
 )
 def test_names_that_look_otherwise_fold_otherwise(name: str, other: str) -> None:

@@ -28,22 +28,58 @@ _CLOSING_QUOTES = "\"'`\u201c\u201d\u2018\u2019\u00ab"
 
 
 _AS_LATIN = str.maketrans(LATIN_LOOKALIKES)
+_LOOKALIKE_LETTERS = frozenset(LATIN_LOOKALIKES)
 
 
 def folded_name(client: str) -> str:
     """The name as compared for likeness, kept in NFC: Unicode's canonical caseless
     match, the full case folding ("ß" as "ss", any sigma as "σ") of the name decomposed,
-    with each letter of another alphabet drawn like a Latin one read as that letter
-    (lookalikes.py: Cyrillic "Јое" as "joe", as "Joe" folds), and a ligature of two Latin
-    letters as the two ("Ĳ" as "ij"). Folded composed, "ᾼ" with
-    an accent after it would not match "ᾳ" with that accent. Names alike but for case
-    fold alike, so one kept fold guards both rules. A folded name may be kept: Unicode
-    never changes the folding of a character once assigned, a new name holds assigned
-    characters only, and the lookalikes are kopilka's own table."""
+    with each word that could pass for a Latin one read as Latin (`_read_as_latin`:
+    Cyrillic "Јое" as "joe", as "Joe" folds; "Ĳsbrand" as "ijsbrand"). Folded composed,
+    "ᾼ" with an accent after it would not match "ᾳ" with that accent. Read from the case
+    folding alone, names alike but for case fold alike, so one kept fold guards both
+    rules. A folded name may be kept: Unicode never changes the folding of a character
+    once assigned, a new name holds assigned characters only, and the lookalikes are
+    kopilka's own table."""
     if client.isascii():
         return client.lower()  # the same, and far quicker
-    folded = unicodedata.normalize("NFD", client).casefold().translate(_AS_LATIN)
+    folded = unicodedata.normalize("NFD", client).casefold()
+    if not _LOOKALIKE_LETTERS.isdisjoint(folded):
+        folded = _read_as_latin(folded)
     return unicodedata.normalize("NFC", folded)
+
+
+def _read_as_latin(folded: str) -> str:
+    """Each word of `folded` (a run of letters and their marks) whose every letter is
+    drawn like a Latin one (lookalikes.py), or is one, read as the Latin word it looks
+    like. A word with a letter drawn like none (Hebrew "עידו", Armenian "Ագրյան") is of
+    its own alphabet, read as written: its letters drawn alike (ו and ן, գ and զ) are
+    not confused by its readers."""
+    read: list[str] = []
+    word: list[str] = []
+    for character in folded:
+        if character.isalpha() or (word and unicodedata.category(character).startswith("M")):
+            word.append(character)
+            continue
+        if word:
+            read.append(_word_read(word))
+            word = []
+        read.append(character)
+    if word:
+        read.append(_word_read(word))
+    return "".join(read)
+
+
+def _word_read(word: list[str]) -> str:
+    text = "".join(word)
+    for letter in word:
+        if letter.isalpha() and letter not in _LOOKALIKE_LETTERS and not _is_latin(letter):
+            return text
+    return text.translate(_AS_LATIN)
+
+
+def _is_latin(letter: str) -> bool:
+    return letter.isascii() or unicodedata.name(letter, "").startswith("LATIN")
 
 
 def differ_in_case_alone(name: str, other: str) -> bool:

@@ -986,7 +986,7 @@ def account_not_found(client: str, namesake: str | None = None) -> NotFound:
         alike = (
             "differs only in case"
             if differ_in_case_alone(namesake, client)
-            else "looks the same (letters of another alphabet drawn alike)"
+            else "looks the same (letters drawn alike)"
         )
         message += f"; {quoted_name(namesake)} has one, a name that {alike}"
     return NotFound("account_not_found", message)
@@ -997,8 +997,8 @@ def refusal_beside(namesake: str, client: str) -> str:
     if differ_in_case_alone(namesake, client):
         return f"may not differ from another client's, {quoted_name(namesake)}, only in case"
     return (
-        f"may not look like another client's, {quoted_name(namesake)}: letters of another"
-        " alphabet drawn alike would list as that name"
+        f"may not look like another client's, {quoted_name(namesake)}: drawn with letters"
+        " alike, it would list as that name"
     )
 
 
