@@ -14,6 +14,7 @@ import os
 import sqlite3
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import closing
@@ -438,6 +439,82 @@ def test_a_ledger_read_while_read_only_takes_writes_again_once_writable(
     assert (written.returncode, written.stderr) == (0, "")
     read = run_kopilka_as(enforced, home, "balance", "--client=Ann")
     assert read.stdout == "Balance of Ann: $10.00\n", read.stderr
+
+
+# A store opened on a ledger made read-only first, read and asked if it is ready; and one
+# opened where its directory may not be searched. Run with file modes enforced.
+_OPENED_READ_ONLY = """
+import asyncio, os, sys
+from kopilka.engine import Engine
+from kopilka.errors import KopilkaError
+from kopilka.store.sqlite import SqliteStore
+
+async def main(path):
+    os.chmod(path, 0o400)
+    store = SqliteStore(path, create_schema=False)
+    async with Engine(store) as engine:
+        print((await engine.get_account("main", "Ann")).balance_cents)  # reads answer
+        try:
+            await store.ping()
+        except KopilkaError as error:
+            print(error.code, error.message)
+
+asyncio.run(main(sys.argv[1]))
+"""
+_OPENED_UNSEARCHABLE = """
+import asyncio, sys
+from kopilka.errors import KopilkaError
+from kopilka.store.sqlite import SqliteStore
+
+async def main(path):
+    try:
+        await SqliteStore(path, create_schema=False).open()
+    except KopilkaError as error:
+        print(error.code, error.message)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_a_server_that_opened_a_read_only_ledger_is_not_ready(tmp_path: Path) -> None:
+    """SQLite opens a file it may not write read-only, and the process keeps it so until
+    restarted, though made writable: a server started on a restore left 0400 refused
+    every write while it said it was ready."""
+    enforced = file_modes_enforced(tmp_path)
+    path = a_ledger_with_one_deposit(tmp_path / "home")  # Ann, $1.00
+    ran = subprocess.run(
+        [*enforced, sys.executable, "-c", _OPENED_READ_ONLY, path],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert ran.stdout == (
+        "100\nstore_unavailable the database was opened read-only: writes are refused until"
+        " kopilka is started again with its files writable\n"
+    ), ran.stderr
+    assert f"the database {path} was opened read-only (the database file" in ran.stderr
+
+
+def test_a_ledger_whose_directory_may_not_be_searched_is_said_unavailable(
+    tmp_path: Path,
+) -> None:
+    """A worker of `serve --workers` started again then met a bare PermissionError, and its
+    failed start stopped the whole server; told as the database's, it waits for it."""
+    enforced = file_modes_enforced(tmp_path)
+    home = tmp_path / "home"
+    path = a_ledger_with_one_deposit(home)
+    with in_mode(home, 0o000, then=0o700):
+        ran = subprocess.run(
+            [*enforced, sys.executable, "-c", _OPENED_UNSEARCHABLE, path],
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_SECONDS,
+            check=False,
+        )
+    assert ran.stdout.startswith(f"store_unavailable cannot open the database {path}:"), (
+        ran.stdout + ran.stderr
+    )
 
 
 def test_a_write_to_a_read_only_ledger_names_the_file_and_no_retry(tmp_path: Path) -> None:

@@ -323,6 +323,7 @@ class SqliteStore:
         # not ready from then on.
         self._damage: str | None = None
         self._writer: sqlite3.Connection | None = None
+        self._writer_read_only = False  # opened while the files were: see _open_writer
         self._reader: sqlite3.Connection | None = None
         self._statement_reader: sqlite3.Connection | None = None
         self._checkpointer: Checkpointer | None = None
@@ -350,6 +351,32 @@ class SqliteStore:
     # -- lifecycle ------------------------------------------------------------
 
     async def open(self) -> None:
+        try:
+            await self._look_before_opening()
+        except OSError as error:  # a directory on the way that may not be searched
+            # Said as the database's, not a traceback: a worker started again meanwhile
+            # waits for it, as for a file gone, rather than stopping the server.
+            raise self._cannot_open(error) from error
+        try:
+            self._writer_lock = WriterLock(self.path)
+        except OSError as error:  # a file where the directory should be, no permission
+            raise self._cannot_open(error) from error
+        try:
+            self._writer = await self._write(lambda: self._open_writer())
+            self._reader = await self._read(lambda: connect(self.path, existing=self._a_file))
+            self._statement_reader = await self._read(
+                self._connect_for_statements, self._statement_thread
+            )
+        except BaseException:
+            await self._unopen()
+            raise
+        self._history_fence = WriterLock(self.path)
+        if self._a_file:
+            self._files = OpenedFiles(self.path)
+            self._checkpointer = Checkpointer(self._connect_for_checkpoints, database=self.path)
+            _make_private(self.path)
+
+    async def _look_before_opening(self) -> None:
         if self._a_file:
             refuse_files_of_others(self.path)
             # Before any connection: one to a file of no pages deletes its -wal, reads too.
@@ -375,24 +402,6 @@ class SqliteStore:
             )
         if self._a_file:
             _journal_writable_as_the_database(self.path)
-        try:
-            self._writer_lock = WriterLock(self.path)
-        except OSError as error:  # a file where the directory should be, no permission
-            raise self._cannot_open(error) from error
-        try:
-            self._writer = await self._write(lambda: self._open_writer())
-            self._reader = await self._read(lambda: connect(self.path, existing=self._a_file))
-            self._statement_reader = await self._read(
-                self._connect_for_statements, self._statement_thread
-            )
-        except BaseException:
-            await self._unopen()
-            raise
-        self._history_fence = WriterLock(self.path)
-        if self._a_file:
-            self._files = OpenedFiles(self.path)
-            self._checkpointer = Checkpointer(self._connect_for_checkpoints, database=self.path)
-            _make_private(self.path)
 
     def _require_a_ledger(self) -> None:
         """Read, never written (not even its journal mode): another program's file, or
@@ -511,6 +520,19 @@ class SqliteStore:
             raise
         # Checkpoints run on their own thread; the writer's is only the backstop.
         connection.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
+        # SQLite opens a file it may not write read-only, and this process's connections
+        # to it share that (its -shm mapped read-only) until the last of them closes:
+        # writable again, the file is still refused every write until kopilka restarts.
+        read_only = _read_only_files(self.path) if self._a_file else []
+        if read_only:
+            self._writer_read_only = True
+            logger.warning(
+                "the database %s was opened read-only (%s %s): writes are refused until"
+                " kopilka is started again with its files writable",
+                self.path,
+                listed(read_only),
+                "is" if len(read_only) == 1 else "are",
+            )
         return connection
 
     async def close(self) -> None:
@@ -1355,6 +1377,12 @@ class SqliteStore:
     async def ping(self) -> None:
         # A file gone refuses every write until a restart: not ready, though reads answer.
         self._refuse_if_gone(writing=False)
+        if self._writer_read_only:  # so, too, a file opened read-only (_open_writer)
+            raise Unavailable(
+                "store_unavailable",
+                "the database was opened read-only: writes are refused until kopilka is"
+                " started again with its files writable",
+            )
         if self._damage is not None:
             raise Unavailable(
                 "database_damaged",
