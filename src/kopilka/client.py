@@ -101,7 +101,11 @@ from kopilka.errors import (
     Rejected,
     Unauthorized,
     Unavailable,
+    mark_settled,
+    not_begun,
+    not_sent,
     sandbox_and,
+    settled,
     unknown_cause,
     without_key_advice,
 )
@@ -158,6 +162,9 @@ class _Tries:
     # Set once an attempt of a write may have been applied: a later attempt's "nothing
     # was applied" speaks only of itself, and must not be the answer to the call.
     uncertain: KopilkaError | None = None
+    # Attempts that may have gone out: none, when a Ctrl-C cuts the call short, is a
+    # write of which nothing was sent (every connection refused, say).
+    out: int = 0
     failure: Exception | None = None  # the last attempt's, when there is to be another
 
 
@@ -261,6 +268,8 @@ class Client:
         timeout_seconds = positive_seconds(timeout_seconds, "timeout_seconds")
         self._connections = _connections(connections)
         self._slots = ConnectionSlots(self._connections)  # taken before the pool's
+        # The last call this thread made, and how many it has made: see settle_interrupted.
+        self._handed = threading.local()
         self._transport = transport
         self._http = _http_client(
             self.url, headers, httpx.Timeout(timeout_seconds), transport, self._connections
@@ -382,6 +391,7 @@ class Client:
             # The key helps only where the caller has it to retry with.
             keyed=idempotency_key is not None and key_is_callers,
         )
+        self._handed.latest = (self.calls_handed + 1, tries)
 
         def no_more(state: RetryCallState) -> bool:
             # The last attempt made, or the next, after its wait, without the time its
@@ -435,6 +445,7 @@ class Client:
         """One attempt of a call: its answer, the call's error, or _TryAgain, with what
         it learned kept in `tries`."""
         sent = _SentAt()
+        tries.out += 1  # it may go out: known not to once refused before it is sent
         try:
             response = self._request(
                 deadline,
@@ -454,17 +465,20 @@ class Client:
             # caller must hear.
             raise tries.uncertain or client_closed() from None
         except UnicodeEncodeError:  # a lone surrogate, from undecodable bytes
+            tries.out -= 1  # refused before it was sent
             raise InvalidInput(
                 "invalid_text",
                 "this request cannot be sent: it holds text that is not UTF-8",
             ) from None
         except httpx.LocalProtocolError as error:
+            tries.out -= 1  # refused before it was sent
             # Refused here before sending (a header HTTP cannot carry): its text would
             # quote the header, and a header may be the token.
             raise InvalidInput(
                 "invalid_request", "this request cannot be sent: a header HTTP cannot carry"
             ) from error
         except httpx.PoolTimeout as error:
+            tries.out -= 1  # refused before it was sent
             # Every connection stayed busy with other threads' calls, or the call's
             # time ran out with one free: this one never left, and is not the
             # server's fault (it may be healthy, just slow). A retry's: what the
@@ -476,12 +490,14 @@ class Client:
             waited = time.monotonic() - tries.called
             raise tries.uncertain or pool_busy(self._connections, waited) from error
         except httpx.ConnectTimeout as error:
+            tries.out -= 1  # refused before it was sent
             # Never reached the server, but waited the whole timeout for it (a frozen
             # server whose queue of connections is full, a host that drops packets):
             # each retry waited as long again, four times the time the call is said
             # to take. A lost packet is sent again within the one wait.
             raise tries.uncertain or unreachable(self.shown_url, error) from error
         except httpx.ConnectError as error:
+            tries.out -= 1  # refused before it was sent
             # Never reached the server (refused: down, restarting): safe to retry any
             # request, and quick to fail.
             tries.failure = error
@@ -1082,6 +1098,28 @@ class Client:
             cause = unknown_cause(error) if unknown else error.message
             dropped = "may not have been dropped" if unknown else "could not be dropped"
             raise Unavailable(error.code, left_there(keeper, dropped, cause)) from error
+
+    @property
+    def calls_handed(self) -> int:
+        """How many calls this thread has made: taken before a write, a mark for
+        `settle_interrupted` to find that write's own by."""
+        latest: tuple[int, _Tries] | None = getattr(self._handed, "latest", None)
+        return 0 if latest is None else latest[0]
+
+    def settle_interrupted(self, interruption: BaseException, since: int) -> None:
+        """Mark `interruption` (Ctrl-C) with what became of the call this thread made after
+        `since` (`calls_handed` then), where that is known: none made, or none of its
+        attempts sent (each connection refused, or none free), nothing was applied. One
+        that may have gone out is not known until the server answers."""
+        if settled(interruption) is not None:
+            return
+        latest: tuple[int, _Tries] | None = getattr(self._handed, "latest", None)
+        count, tries = (0, None) if latest is None else latest
+        if count == since:
+            mark_settled(interruption, not_begun())
+        elif count == since + 1 and tries is not None and tries.out == 0:
+            mark_settled(interruption, not_sent())
+        # More than one call since, or one that may have gone out: not known here.
 
     def close(self, *, waiting_for_writes: bool = True) -> None:
         """As the embedded bank closes: calls under way in other threads end first (up to

@@ -101,6 +101,13 @@ def not_begun() -> Interrupted:
     return Interrupted("interrupted", "interrupted before it began; nothing was applied")
 
 
+def not_sent() -> Interrupted:
+    """A write to a server interrupted before any of its attempts went out."""
+    return Interrupted(
+        "interrupted", "interrupted before it reached the server; nothing was applied"
+    )
+
+
 # Set on a Ctrl-C (or a signal that ends the program) whose write was seen to its end:
 # True when it was applied, else the refusal it ended in, nothing applied.
 _SETTLED = "kopilka_settled"

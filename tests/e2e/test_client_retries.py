@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import re
+import signal
 import socket
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from tests.local_listener import Handler, serving
 from kopilka.client import Client, connect_bank
 from kopilka.domain.model import Deposit, Operation
 from kopilka.errors import Busy, KopilkaError, NotFound, Unavailable
+from kopilka.shell.commands import calls_handed, interrupted_write, settle_write
 from kopilka.shell.output import OUTCOME_UNKNOWN_EXIT
 
 Hook = Callable[[bytes], None]
@@ -732,6 +734,33 @@ def test_a_call_waiting_for_a_connection_ends_within_its_timeout() -> None:
     assert caught.value.code == "client_busy"  # nothing sent: no outcome to be unsure of
     assert caught.value.before_the_write
     assert len(asked) == 1
+
+
+def test_a_write_cut_short_before_any_attempt_went_out_applied_nothing() -> None:
+    """Ctrl-C between attempts whose connections were refused (a server restarting): it
+    was said to have maybe been applied, and a teller sent to check for nothing."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # bound, not listening: connections are refused
+        bank = Client(f"http://127.0.0.1:{port}", "kop_x_y", ledger="main")
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            since = calls_handed(bank)
+            signal.setitimer(signal.ITIMER_REAL, 0.12)  # in the waits between attempts
+            with pytest.raises(KeyboardInterrupt) as caught:
+                bank.deposit("Ann", 100, "pay", "cut-short-1")
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            bank.close()
+    settle_write(caught.value, bank, since)
+    assert interrupted_write(caught.value) == (
+        "interrupted before it reached the server; nothing was applied"
+    )
 
 
 @pytest.mark.parametrize("ledger", ["main", None])

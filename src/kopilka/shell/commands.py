@@ -14,9 +14,9 @@ import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
-from kopilka.bank import Bank, EmbeddedBank
+from kopilka.bank import Bank
 from kopilka.client_keys import given_key
 from kopilka.domain.model import Account, Deposit, Operation, Transfer, Withdraw, client_name
 from kopilka.domain.rules import (
@@ -111,17 +111,28 @@ def interrupted_write(interruption: BaseException) -> str | None:
     return INTERRUPTED_WRITE
 
 
-def calls_handed(bank: Bank) -> int | None:
-    """A mark taken before a command runs, for `settle_write`. None for a bank that
-    cannot tell what became of a call a signal cut short (a server's client: a request
+@runtime_checkable
+class _SettlesInterruptions(Protocol):
+    """A bank that can tell what became of a call a signal cut short, where it is known:
+    the embedded bank, always; a server's client, before its request went out (one
     sent is not known to be applied or not until the server answers)."""
-    return bank.calls_handed if isinstance(bank, EmbeddedBank) else None
+
+    @property
+    def calls_handed(self) -> int: ...
+
+    def settle_interrupted(self, interruption: BaseException, since: int) -> None: ...
+
+
+def calls_handed(bank: Bank) -> int | None:
+    """A mark taken before a command runs, for `settle_write`; None for a bank that
+    cannot tell anything of a call a signal cut short."""
+    return bank.calls_handed if isinstance(bank, _SettlesInterruptions) else None
 
 
 def settle_write(interruption: BaseException, bank: Bank, since: int | None) -> None:
     """Tell `interruption` what became of the write it cut short, wherever it landed
     after `since` (`calls_handed` then): for `interrupted_write` and `applied_reply`."""
-    if since is not None and isinstance(bank, EmbeddedBank):
+    if since is not None and isinstance(bank, _SettlesInterruptions):
         bank.settle_interrupted(interruption, since)
 
 
