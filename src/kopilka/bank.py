@@ -202,6 +202,8 @@ def _opening_digest(command: OpenAccount) -> str:
 # Refusals that come before anything is written: a write that ended in one applied
 # nothing (a store's own failure may come after the commit, and is no such word).
 _NOTHING_APPLIED = (Interrupted, InvalidInput, NotFound, Rejected, Conflict, Busy)
+# After Ctrl-C, how long a write under way is waited for before `when_waiting` is told.
+_QUIET_WAIT_SECONDS = 2.0
 
 
 def _bank_closed() -> InvalidInput:
@@ -266,6 +268,9 @@ class EmbeddedBank:
         self._closing = weakref.finalize(self, _close, self._loop, self._thread, self.engine)
         self._opened_in = os.getpid()
         self._in_another_process = False
+        # Told once a write under way at Ctrl-C has been waited for a while (PostgreSQL
+        # waits for a row's lock up to 20 s): a shell says why it has not ended yet.
+        self.when_waiting: Callable[[], None] | None = None
         tell_when_forked(self)
 
     def _run(self, call: _Call[T], wait_seconds: float | None = None) -> T:
@@ -337,6 +342,8 @@ class EmbeddedBank:
             store = self.engine.store
             store.stop_waiting()
             try:
+                if not handover.wait(_QUIET_WAIT_SECONDS) and self.when_waiting is not None:
+                    self.when_waiting()  # the shell says why Ctrl-C has not ended it yet
                 handover.wait()
             except BaseException:
                 handover.abandoned = True

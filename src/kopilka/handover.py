@@ -48,9 +48,10 @@ class Handover(Generic[T]):
                 self._withdrawn = True
             return self._withdrawn
 
-    def wait(self) -> None:
-        """Until the call has ended (a signal interrupts the wait)."""
-        self._ended.wait()
+    def wait(self, seconds: float | None = None) -> bool:
+        """Until the call has ended, or `seconds` have passed (a signal interrupts the
+        wait); whether it has ended."""
+        return self._ended.wait(seconds)
 
     @property
     def ended(self) -> bool:

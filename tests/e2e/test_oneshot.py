@@ -1782,6 +1782,31 @@ def test_a_write_stopped_while_it_waits_for_a_row_says_how_it_ended(
 
 
 @pytest.mark.postgres
+def test_a_write_waited_for_after_ctrl_c_says_why_the_command_goes_on(
+    kopilka: RunKopilka, kopilka_home: Path, postgres_url: str
+) -> None:
+    """After Ctrl-C only "^C" showed while the write waited for a row's lock, up to 20 s:
+    Ctrl-C seemed not to work. Waited for a while, it says so, and how to stop waiting."""
+    assert kopilka(*DEPOSIT, "--db", postgres_url).returncode == 0
+    withdrawal = ("withdraw", "--client=John Jones", "--amount=5", "--description=atm")
+    with contextlib.closing(psycopg2.connect(postgres_url)) as other, other.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM accounts WHERE client = 'John Jones' FOR UPDATE")
+        with _started(kopilka_home, (*withdrawal, "--db", postgres_url)) as process:
+            _until_it_waits_for_a_row(postgres_url)
+            process.send_signal(signal.SIGINT)
+            assert process.stderr is not None
+            said = process.stderr.readline()  # once it has waited a while
+            other.rollback()
+            out, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    assert said == (
+        "Waiting for the write under way to end; Ctrl-C again stops waiting (it may then"
+        " still be applied)\n"
+    )
+    # The signal came too late to stop it: answered as done.
+    assert (process.returncode, out, errors) == (0, "Withdrawal operation was successful!\n", "")
+
+
+@pytest.mark.postgres
 def test_a_second_ctrl_c_while_a_write_waits_for_a_row_ends_the_command(
     kopilka: RunKopilka, kopilka_home: Path, postgres_url: str
 ) -> None:

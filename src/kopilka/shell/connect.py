@@ -83,11 +83,23 @@ def open_bank(target: Target, *, makes_none: bool = False) -> Bank:
         refuse_a_servers_home(target.settings)
     with said_in_one_line(db):
         bank = EmbeddedBank(local_store(target.settings, makes_none), target.settings.ledger)
+    bank.when_waiting = _say_waiting
     said = upgraded(bank.engine.store.schema_versions, redact_url(db))
     if said is not None:  # as `kopilka init` and a server say it: not done in silence
         with contextlib.suppress(OSError):
             print(said, file=sys.stderr)
     return bank
+
+
+def _say_waiting() -> None:
+    """After Ctrl-C, a write under way waited for (on PostgreSQL, behind a row's lock)."""
+    with contextlib.suppress(OSError):
+        print(
+            "Waiting for the write under way to end; Ctrl-C again stops waiting (it may then"
+            " still be applied)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 @contextlib.contextmanager
