@@ -31,6 +31,7 @@ from tests.e2e.conftest import (
     shell_runner,
 )
 from tests.e2e.scenarios import SCENARIOS, Scenario, check, run_scenario, run_scenarios
+from tests.kopilka_server import running_server
 
 STOPPED_WAITING = "interrupted while it waited for another's write to end; nothing was applied"
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -446,6 +447,47 @@ def test_a_line_that_came_with_an_interrupted_one_is_not_run(kopilka_home: Path)
             other.execute("ROLLBACK")
         terminal.send("balance --client=Ann\r")
         terminal.expect("Balance of Ann: $5.00")
+
+
+def test_lines_pasted_after_an_interrupted_one_are_said_not_run(kopilka_home: Path) -> None:
+    """A paste of three lines, the first stopped as it waits: the other two were dropped
+    without a word, as was a read stopped (the next prompt drawn beside the "^C")."""
+    with terminal_session(kopilka_home) as terminal:
+        terminal.send("deposit --client=Ann --amount=5 --description=open\r")
+        terminal.expect("Deposit operation was successful!")
+        terminal.expect(">")
+        with closing(sqlite3.connect(kopilka_home / "kopilka.db", isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")  # the first write waits for it
+            terminal.send(
+                "\x1b[200~deposit --client=Ann --amount=1 --description=first\n"
+                "deposit --client=Ann --amount=1 --description=second\n"
+                "balance --client=Ann\x1b[201~\r"
+            )
+            time.sleep(1.5)
+            terminal.process.send_signal(signal.SIGINT)
+            terminal.expect(f"Error: {STOPPED_WAITING}; the 2 lines pasted after it not run")
+            other.execute("ROLLBACK")
+        terminal.expect(">")
+        terminal.send("balance --client=Ann\r")
+        terminal.expect("Balance of Ann: $5.00")
+
+
+def test_a_read_interrupted_says_so_on_a_line_of_its_own(tmp_path: Path) -> None:
+    """A read stopped (its server frozen) said nothing: the next prompt was drawn beside
+    the "^C", and what was typed after it stayed there in the scrollback."""
+    with (
+        running_server(tmp_path / "home") as server,
+        terminal_session(server.home, "shell", str(server.port)) as terminal,
+    ):
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            terminal.send("accounts\r")
+            time.sleep(0.5)  # waiting for the frozen server's answer
+            terminal.process.send_signal(signal.SIGINT)
+            terminal.expect("Error: interrupted\r\n")
+        finally:
+            server.process.send_signal(signal.SIGCONT)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|[\x07\x08]")

@@ -212,12 +212,23 @@ def run_piped(bank: Bank, lines: Iterable[str], output: Output) -> int:
     return 0
 
 
-def _say_interrupted(line: str, interruption: KeyboardInterrupt, output: Output) -> None:
-    """What a person at a terminal is told of a line Ctrl-C stopped while it ran."""
+def _say_interrupted(
+    line: str, interruption: KeyboardInterrupt, output: Output, pasted_after: int = 0
+) -> None:
+    """What a person at a terminal is told of a line Ctrl-C stopped while it ran, and of
+    the lines pasted after it, which are not run."""
+    not_run = ""
+    if pasted_after:
+        lines = "line" if pasted_after == 1 else f"{pasted_after:,} lines"
+        not_run = f"; the {lines} pasted after it not run"
     if output.cut_short:  # its answer had begun: the command ran
         output.said_cut_short()
+        if not_run:
+            output.error(f"interrupted{not_run}")
     elif _may_write(line) and (said := interrupted_write(interruption)) is not None:
-        output.error(said)  # a write may already be on its way: say what became of it
+        output.error(f"{said}{not_run}")  # a write may be on its way: what became of it
+    else:  # a read: nothing to tell of it, but the prompt is not left beside the "^C"
+        output.error(f"interrupted{not_run}")
 
 
 class _CutShort(str):
@@ -348,13 +359,14 @@ def run_terminal(
         finally:
             ending.prompting = False
         # Lines pasted at once come as one, each run in turn as if typed.
-        for typed in _split_pasted(line):
+        pasted = _split_pasted(line)
+        for place, typed in enumerate(pasted, start=1):
             ending.check()  # a line read as the signal came is not run
             try:
                 if not run_line(typed, bank, output, clients):
                     return 0
             except KeyboardInterrupt as interruption:
-                _say_interrupted(typed, interruption, output)
+                _say_interrupted(typed, interruption, output, len(pasted) - place)
                 # Nor the lines that came with it, typed or pasted unbracketed: the
                 # prompt read them ahead, and its next one would run them (the kernel
                 # drops only what it still held at the Ctrl-C).
