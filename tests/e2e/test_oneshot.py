@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -1744,6 +1745,24 @@ def _until_it_waits_for_a_row(postgres_url: str) -> None:
     raise AssertionError("no kopilka connection ever waited for a lock")
 
 
+@contextlib.contextmanager
+def _withdrawing_behind_a_row_lock(
+    kopilka: RunKopilka, kopilka_home: Path, postgres_url: str, floor_raised: bool = False
+) -> Iterator[tuple[subprocess.Popen[str], Any]]:
+    """John Jones given $100, his row then locked by another session (his floor raised
+    to his balance there first, if asked), and a one-shot withdrawal of $5 from him
+    started and waiting for that lock: the withdrawal's process, and the other session."""
+    assert kopilka(*DEPOSIT, "--db", postgres_url).returncode == 0
+    withdrawal = ("withdraw", "--client=John Jones", "--amount=5", "--description=atm")
+    with contextlib.closing(psycopg2.connect(postgres_url)) as other, other.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM accounts WHERE client = 'John Jones' FOR UPDATE")
+        if floor_raised:
+            cursor.execute("UPDATE accounts SET min_balance = balance WHERE client = 'John Jones'")
+        with _started(kopilka_home, (*withdrawal, "--db", postgres_url)) as process:
+            _until_it_waits_for_a_row(postgres_url)
+            yield process, other
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("the_other_write", ["ends", "raises the floor"])
 def test_a_write_stopped_while_it_waits_for_a_row_says_how_it_ended(
@@ -1754,18 +1773,15 @@ def test_a_write_stopped_while_it_waits_for_a_row_says_how_it_ended(
     no key to settle it by, though it was applied, or refused. Applied, the signal came
     too late to stop it: it is answered as done, status 0 (143 had a script run it
     again)."""
-    assert kopilka(*DEPOSIT, "--db", postgres_url).returncode == 0
-    withdrawal = ("withdraw", "--client=John Jones", "--amount=5", "--description=atm")
-    with contextlib.closing(psycopg2.connect(postgres_url)) as other, other.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM accounts WHERE client = 'John Jones' FOR UPDATE")
-        if the_other_write == "raises the floor":
-            cursor.execute("UPDATE accounts SET min_balance = balance WHERE client = 'John Jones'")
-        with _started(kopilka_home, (*withdrawal, "--db", postgres_url)) as process:
-            _until_it_waits_for_a_row(postgres_url)
-            process.send_signal(signal.SIGTERM)
-            time.sleep(1)  # taken at once (a lock's wait is interrupted), its write waiting on
-            other.commit()
-            out, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    floor_raised = the_other_write == "raises the floor"
+    with _withdrawing_behind_a_row_lock(kopilka, kopilka_home, postgres_url, floor_raised) as (
+        process,
+        other,
+    ):
+        process.send_signal(signal.SIGTERM)
+        time.sleep(1)  # taken at once (a lock's wait is interrupted), its write waiting on
+        other.commit()
+        out, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
     balance = kopilka("balance", "--client=John Jones", "--db", postgres_url).stdout
     if the_other_write == "ends":
         done = "Withdrawal operation was successful!\n"
@@ -1787,17 +1803,12 @@ def test_a_write_waited_for_after_ctrl_c_says_why_the_command_goes_on(
 ) -> None:
     """After Ctrl-C only "^C" showed while the write waited for a row's lock, up to 20 s:
     Ctrl-C seemed not to work. Waited for a while, it says so, and how to stop waiting."""
-    assert kopilka(*DEPOSIT, "--db", postgres_url).returncode == 0
-    withdrawal = ("withdraw", "--client=John Jones", "--amount=5", "--description=atm")
-    with contextlib.closing(psycopg2.connect(postgres_url)) as other, other.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM accounts WHERE client = 'John Jones' FOR UPDATE")
-        with _started(kopilka_home, (*withdrawal, "--db", postgres_url)) as process:
-            _until_it_waits_for_a_row(postgres_url)
-            process.send_signal(signal.SIGINT)
-            assert process.stderr is not None
-            said = process.stderr.readline()  # once it has waited a while
-            other.rollback()
-            out, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+    with _withdrawing_behind_a_row_lock(kopilka, kopilka_home, postgres_url) as (process, other):
+        process.send_signal(signal.SIGINT)
+        assert process.stderr is not None
+        said = process.stderr.readline()  # once it has waited a while
+        other.rollback()
+        out, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
     assert said == (
         "Waiting for the write under way to end; Ctrl-C again stops waiting (it may then"
         " still be applied)\n"
@@ -1812,18 +1823,13 @@ def test_a_second_ctrl_c_while_a_write_waits_for_a_row_ends_the_command(
 ) -> None:
     """The second Ctrl-C said the write may still have been applied, and then the command
     waited on, closing its bank, for as long as the row's lock was held (up to 20 s)."""
-    assert kopilka(*DEPOSIT, "--db", postgres_url).returncode == 0
-    withdrawal = ("withdraw", "--client=John Jones", "--amount=5", "--description=atm")
-    with contextlib.closing(psycopg2.connect(postgres_url)) as other, other.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM accounts WHERE client = 'John Jones' FOR UPDATE")
-        with _started(kopilka_home, (*withdrawal, "--db", postgres_url)) as process:
-            _until_it_waits_for_a_row(postgres_url)
-            process.send_signal(signal.SIGINT)
-            time.sleep(0.5)  # waiting for the write's end
-            began = time.monotonic()
-            process.send_signal(signal.SIGINT)
-            out, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
-            took = time.monotonic() - began
+    with _withdrawing_behind_a_row_lock(kopilka, kopilka_home, postgres_url) as (process, other):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # waiting for the write's end
+        began = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        out, errors = process.communicate(timeout=RUN_TIMEOUT_SECONDS)
+        took = time.monotonic() - began
         other.rollback()
     assert (process.returncode, out) == (130, "")
     assert errors.startswith("Error: interrupted; the command may still have been applied")

@@ -408,68 +408,55 @@ def terminal_session(home: Path, *arguments: str) -> Iterator[Terminal]:
     assert status == 0
 
 
-def test_a_terminal_write_interrupted_while_it_waits_is_not_applied(kopilka_home: Path) -> None:
-    """Ctrl-C while a typed write waits for another program's transaction: it stops
-    waiting, nothing applied (not applied once the lock is let go), the user is told so,
-    and the shell goes on."""
+def _interrupted_while_it_waits(kopilka_home: Path, typed: str, said: str) -> None:
+    """Ann opened with $5; `typed` sent while another program's transaction holds the
+    write lock, so its first write waits; then Ctrl-C, and `said` is looked for. Nothing
+    was applied, then or once the lock is let go, and the shell goes on."""
     with terminal_session(kopilka_home) as terminal:
         terminal.send("deposit --client=Ann --amount=5 --description=open\r")
         terminal.expect("Deposit operation was successful!")
         terminal.expect(">")
         with closing(sqlite3.connect(kopilka_home / "kopilka.db", isolation_level=None)) as other:
             other.execute("BEGIN EXCLUSIVE")  # the next write waits for it
-            terminal.send("deposit --client=Ann --amount=1 --description=x\r")
+            terminal.send(typed)
             time.sleep(1.5)
             # What a terminal's Ctrl-C sends (this one is no controlling terminal).
             terminal.process.send_signal(signal.SIGINT)
-            terminal.expect(f"Error: {STOPPED_WAITING}")
+            terminal.expect(said)
             other.execute("ROLLBACK")
+        terminal.expect(">")
         terminal.send("balance --client=Ann\r")
         terminal.expect("Balance of Ann: $5.00")
+
+
+def test_a_terminal_write_interrupted_while_it_waits_is_not_applied(kopilka_home: Path) -> None:
+    """Ctrl-C while a typed write waits for another program's transaction: it stops
+    waiting, nothing applied (not applied once the lock is let go), the user is told so,
+    and the shell goes on."""
+    typed = "deposit --client=Ann --amount=1 --description=x\r"
+    _interrupted_while_it_waits(kopilka_home, typed, f"Error: {STOPPED_WAITING}")
 
 
 def test_a_line_that_came_with_an_interrupted_one_is_not_run(kopilka_home: Path) -> None:
     """Two lines in one burst (typed ahead, pasted unbracketed): Ctrl-C stops the first
     as it waits, and the second, read ahead with it, is not run after it."""
-    with terminal_session(kopilka_home) as terminal:
-        terminal.send("deposit --client=Ann --amount=5 --description=open\r")
-        terminal.expect("Deposit operation was successful!")
-        terminal.expect(">")
-        with closing(sqlite3.connect(kopilka_home / "kopilka.db", isolation_level=None)) as other:
-            other.execute("BEGIN EXCLUSIVE")  # the next write waits for it
-            terminal.send(
-                "deposit --client=Ann --amount=1 --description=first\r"
-                "deposit --client=Ann --amount=1 --description=second\r"
-            )
-            time.sleep(1.5)
-            terminal.process.send_signal(signal.SIGINT)
-            terminal.expect(f"Error: {STOPPED_WAITING}")
-            other.execute("ROLLBACK")
-        terminal.send("balance --client=Ann\r")
-        terminal.expect("Balance of Ann: $5.00")
+    typed = (
+        "deposit --client=Ann --amount=1 --description=first\r"
+        "deposit --client=Ann --amount=1 --description=second\r"
+    )
+    _interrupted_while_it_waits(kopilka_home, typed, f"Error: {STOPPED_WAITING}")
 
 
 def test_lines_pasted_after_an_interrupted_one_are_said_not_run(kopilka_home: Path) -> None:
     """A paste of three lines, the first stopped as it waits: the other two were dropped
-    without a word, as was a read stopped (the next prompt drawn beside the "^C")."""
-    with terminal_session(kopilka_home) as terminal:
-        terminal.send("deposit --client=Ann --amount=5 --description=open\r")
-        terminal.expect("Deposit operation was successful!")
-        terminal.expect(">")
-        with closing(sqlite3.connect(kopilka_home / "kopilka.db", isolation_level=None)) as other:
-            other.execute("BEGIN EXCLUSIVE")  # the first write waits for it
-            terminal.send(
-                "\x1b[200~deposit --client=Ann --amount=1 --description=first\n"
-                "deposit --client=Ann --amount=1 --description=second\n"
-                "balance --client=Ann\x1b[201~\r"
-            )
-            time.sleep(1.5)
-            terminal.process.send_signal(signal.SIGINT)
-            terminal.expect(f"Error: {STOPPED_WAITING}; the 2 lines pasted after it not run")
-            other.execute("ROLLBACK")
-        terminal.expect(">")
-        terminal.send("balance --client=Ann\r")
-        terminal.expect("Balance of Ann: $5.00")
+    without a word."""
+    pasted = (
+        "\x1b[200~deposit --client=Ann --amount=1 --description=first\n"
+        "deposit --client=Ann --amount=1 --description=second\n"
+        "balance --client=Ann\x1b[201~\r"
+    )
+    said = f"Error: {STOPPED_WAITING}; the 2 lines pasted after it not run"
+    _interrupted_while_it_waits(kopilka_home, pasted, said)
 
 
 def test_a_read_interrupted_says_so_on_a_line_of_its_own(tmp_path: Path) -> None:

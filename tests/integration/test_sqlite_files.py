@@ -476,19 +476,24 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
+def _python_run(prefix: tuple[str, ...], code: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """`python -c CODE PATH` after `prefix` (file modes enforced), its output read."""
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", code, path],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
 def test_a_server_that_opened_a_read_only_ledger_is_not_ready(tmp_path: Path) -> None:
     """SQLite opens a file it may not write read-only, and the process keeps it so until
     restarted, though made writable: a server started on a restore left 0400 refused
     every write while it said it was ready."""
     enforced = file_modes_enforced(tmp_path)
     path = a_ledger_with_one_deposit(tmp_path / "home")  # Ann, $1.00
-    ran = subprocess.run(
-        [*enforced, sys.executable, "-c", _OPENED_READ_ONLY, path],
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_SECONDS,
-        check=False,
-    )
+    ran = _python_run(enforced, _OPENED_READ_ONLY, path)
     assert ran.stdout == (
         "100\nstore_unavailable the database was opened read-only: writes are refused until"
         " kopilka is started again with its files writable\n"
@@ -505,13 +510,7 @@ def test_a_ledger_whose_directory_may_not_be_searched_is_said_unavailable(
     home = tmp_path / "home"
     path = a_ledger_with_one_deposit(home)
     with in_mode(home, 0o000, then=0o700):
-        ran = subprocess.run(
-            [*enforced, sys.executable, "-c", _OPENED_UNSEARCHABLE, path],
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT_SECONDS,
-            check=False,
-        )
+        ran = _python_run(enforced, _OPENED_UNSEARCHABLE, path)
     assert ran.stdout.startswith(f"store_unavailable cannot open the database {path}:"), (
         ran.stdout + ran.stderr
     )
