@@ -468,7 +468,11 @@ from kopilka.store.sqlite import SqliteStore
 
 async def main(path):
     try:
-        await SqliteStore(path, create_schema=False).open()
+        store = SqliteStore(path, create_schema=False)
+        await store.open()
+        await store.ping()
+        print("ready")
+        await store.close()
     except KopilkaError as error:
         print(error.code, error.message)
 
@@ -514,6 +518,22 @@ def test_a_ledger_whose_directory_may_not_be_searched_is_said_unavailable(
     assert ran.stdout.startswith(f"store_unavailable cannot open the database {path}:"), (
         ran.stdout + ran.stderr
     )
+
+
+def test_a_ledger_reached_through_a_link_in_a_read_only_directory_is_ready(
+    tmp_path: Path,
+) -> None:
+    """Its journal is beside the file the link leads to, where it is written: the
+    link's own directory read-only was taken for the database opened read-only, and a
+    server that wrote all the same was never ready."""
+    enforced = file_modes_enforced(tmp_path)
+    path = a_ledger_with_one_deposit(tmp_path / "home")
+    links = tmp_path / "links"
+    links.mkdir(mode=0o700)
+    (links / "ledger.db").symlink_to(path)
+    with in_mode(links, 0o500, then=0o700):
+        ran = _python_run(enforced, _OPENED_UNSEARCHABLE, links / "ledger.db")
+    assert ran.stdout == "ready\n", ran.stdout + ran.stderr
 
 
 def test_a_write_to_a_read_only_ledger_names_the_file_and_no_retry(tmp_path: Path) -> None:

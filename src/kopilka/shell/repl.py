@@ -221,14 +221,15 @@ def _say_interrupted(
     if pasted_after:
         lines = "line" if pasted_after == 1 else f"{pasted_after:,} lines"
         not_run = f"; the {lines} pasted after it not run"
+    said: str | None = None
     if output.cut_short:  # its answer had begun: the command ran
         output.said_cut_short()
-        if not_run:
-            output.error(f"interrupted{not_run}")
-    elif _may_write(line) and (said := interrupted_write(interruption)) is not None:
-        output.error(f"{said}{not_run}")  # a write may be on its way: what became of it
+    elif _may_write(line):  # on its way, it may be: what became of it
+        said = interrupted_write(interruption)  # None: its answer, written whole, said it
     else:  # a read: nothing to tell of it, but the prompt is not left beside the "^C"
-        output.error(f"interrupted{not_run}")
+        said = "interrupted"
+    if said is not None or not_run:
+        output.error(f"{said or 'interrupted'}{not_run}")
 
 
 class _CutShort(str):
@@ -308,6 +309,11 @@ def _words(line: str) -> list[str]:
         return line.split()
 
 
+def _runs(line: str) -> bool:
+    """Whether a line asks anything: not blank, nor a comment."""
+    return bool(line.strip()) and not line.lstrip().startswith("#")
+
+
 def _may_write(line: str) -> bool:
     try:
         parsed = parse_line(line)
@@ -366,7 +372,8 @@ def run_terminal(
                 if not run_line(typed, bank, output, clients):
                     return 0
             except KeyboardInterrupt as interruption:
-                _say_interrupted(typed, interruption, output, len(pasted) - place)
+                left = sum(1 for later in pasted[place:] if _runs(later))
+                _say_interrupted(typed, interruption, output, left)
                 # Nor the lines that came with it, typed or pasted unbracketed: the
                 # prompt read them ahead, and its next one would run them (the kernel
                 # drops only what it still held at the Ctrl-C).

@@ -258,9 +258,10 @@ def _journal_writable_as_the_database(path: str) -> None:
                 os.chmod(name, stat.S_IMODE(found.st_mode) | stat.S_IRUSR | stat.S_IWUSR)
 
 
-def _read_only_files(path: str) -> list[str]:
-    """Which of the database's files this process may not write, as the caller may be
-    told (no path: the server's files are its own)."""
+def _read_only_files(path: str, *, directory: bool = True) -> list[str]:
+    """Which of the database's files (and, with `directory`, the directory they are in)
+    this process may not write, as the caller may be told (no path: the server's files
+    are its own)."""
     real = os.path.realpath(path)  # the journal is beside the file a link leads to
     files = (
         (path, "the database file"),
@@ -271,7 +272,7 @@ def _read_only_files(path: str) -> list[str]:
         said for name, said in files if os.path.exists(name) and not os.access(name, os.W_OK)
     ]
     # SQLite makes the -wal and -shm beside the database, even to read it.
-    if not os.access(Path(path).absolute().parent, os.W_OK):
+    if directory and not os.access(Path(real).parent, os.W_OK):
         read_only.append("its directory")
     return read_only
 
@@ -523,7 +524,9 @@ class SqliteStore:
         # SQLite opens a file it may not write read-only, and this process's connections
         # to it share that (its -shm mapped read-only) until the last of them closes:
         # writable again, the file is still refused every write until kopilka restarts.
-        read_only = _read_only_files(self.path) if self._a_file else []
+        # Not so its directory: the -wal and -shm there already (or it would not have
+        # opened), the files are written all the same.
+        read_only = _read_only_files(self.path, directory=False) if self._a_file else []
         if read_only:
             self._writer_read_only = True
             logger.warning(
