@@ -43,7 +43,7 @@ def folded_name(client: str) -> str:
     kopilka's own table."""
     if client.isascii():
         return client.lower()  # the same, and far quicker
-    folded = unicodedata.normalize("NFD", client).casefold()
+    folded = _case_folded(client)
     if not _LOOKALIKE_LETTERS.isdisjoint(folded):
         folded = _read_as_latin(folded)
     return unicodedata.normalize("NFC", folded)
@@ -88,6 +88,7 @@ def differ_in_case_alone(name: str, other: str) -> bool:
 
 
 def _case_folded(name: str) -> str:
+    """Unicode's full case folding of the name decomposed: what folded_name reads."""
     return unicodedata.normalize("NFD", name).casefold()
 
 
